@@ -1,0 +1,117 @@
+"""The array namespace of the inputs, and the few helpers some backends lack.
+
+Every public entry point calls :func:`namespace` once; internal helpers take ``xp`` as an
+argument. Nothing here names a framework: the differences between backends are asked of
+array-api-compat (``is_dask_namespace``), never imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+from array_api_compat import array_namespace, is_dask_namespace
+
+__all__ = ["namespace", "is_array", "concrete_bool", "compute_dtype", "take_class", "one_hot"]
+
+
+def is_array(value: Any) -> bool:
+    return array_api_compat.is_array_api_obj(value) and not isinstance(value, (int, float, bool))
+
+
+def namespace(**arrays: Any):
+    """Return ``(xp, arrays)``: the one namespace of the array arguments, lists made arrays.
+
+    Python lists and tuples become arrays of the namespace the other arguments share (NumPy when
+    none is an array). ``None`` values pass through. Arrays of two libraries raise.
+    """
+    from ._checks import fail
+
+    present = {k: v for k, v in arrays.items() if is_array(v)}
+    if present:
+        try:
+            xp = array_namespace(*present.values())
+        except TypeError:
+            kinds = ", ".join(f"{k}: {type(v).__module__}.{type(v).__name__}" for k, v in present.items())
+            raise fail("arrays", "arrays of one library", kinds) from None
+    else:
+        xp = array_namespace(np.empty(0))
+    device = array_api_compat.device(next(iter(present.values()))) if present else None
+    converted = {}
+    for k, v in arrays.items():
+        if v is None or is_array(v):
+            converted[k] = v
+        elif isinstance(v, (list, tuple, np.ndarray)) or np.isscalar(v):
+            converted[k] = xp.asarray(np.asarray(v), device=device) if device is not None \
+                else xp.asarray(np.asarray(v))
+        else:
+            raise fail(k, "an array or a (nested) list of numbers", type(v).__name__)
+    return xp, converted
+
+
+def concrete_bool(condition) -> bool | None:
+    """``bool(condition)`` when it can be read cheaply, else ``None`` (Dask graph, JAX tracer)."""
+    try:
+        xp = array_namespace(condition)
+    except TypeError:
+        return bool(condition)
+    if is_dask_namespace(xp):
+        return None  # reading would compute the whole graph
+    try:
+        return bool(condition)
+    except Exception:  # a tracer under jit: no value to read
+        return None
+
+
+def compute_dtype(xp, dtype):
+    """float16 / bfloat16 are computed in float32; float32 and float64 as they are."""
+    if xp.finfo(dtype).bits < 32:
+        return xp.float32
+    return dtype
+
+
+def take_class(xp, values, labels):
+    """``values[..., labels]`` along the last axis: the gather, or a one-hot sum where the
+    backend lacks ``take_along_axis`` (Dask)."""
+    if hasattr(xp, "take_along_axis") and not is_dask_namespace(xp):
+        return xp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
+    mask = one_hot(xp, labels, values.shape[-1], xp.bool)
+    # where, not multiply: 0 * -inf would be NaN
+    return xp.sum(xp.where(mask, values, xp.zeros_like(values)), axis=-1)
+
+
+def one_hot(xp, labels, n_classes: int, dtype):
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=array_api_compat.device(labels))
+    mask = labels[..., None] == classes
+    return mask if dtype == xp.bool else xp.astype(mask, dtype)
+
+
+def device(array):
+    return array_api_compat.device(array)
+
+
+def full_like_scalar(xp, value, like):
+    """A 0-d array holding ``value`` in the dtype and on the device of ``like``."""
+    return xp.asarray(value, dtype=like.dtype, device=array_api_compat.device(like))
+
+
+def option_array(xp, value, name: str, like):
+    """An option given as a number, list or array, as an array of ``like``'s namespace,
+    working dtype and device. An array of another library raises rather than being moved."""
+    from ._checks import fail
+
+    if is_array(value):
+        try:
+            same = array_namespace(value, like) is xp
+        except TypeError:
+            same = False
+        if not same:
+            raise fail(name, f"an array of the same library as the input ({type(like).__name__})",
+                       f"{type(value).__module__}.{type(value).__name__}")
+        return xp.astype(value, like.dtype)
+    try:
+        host = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise fail(name, "a number or a list of numbers", repr(value)) from None
+    return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like))

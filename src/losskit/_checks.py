@@ -1,0 +1,146 @@
+"""Input validation shared by every public entry point.
+
+Hyper-parameters are checked once (in ``Loss.__init__``); data at each call. Value checks
+(label range, probabilities in [0, 1], NaN targets) need to read the data, so they run only
+on arrays whose values can be read cheaply: they are skipped for Dask arrays (reading would
+compute the whole graph) and for JAX tracers inside ``jit`` (reading is impossible).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import _array
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+class LossInputError(ValueError):
+    """Bad input to a losskit function: the message names the argument, the expected and the given."""
+
+
+def fail(name: str, expected: str, given: str, hint: str = "") -> LossInputError:
+    message = f"{name}: expected {expected}, got {given}"
+    if hint:
+        message += f"; {hint}"
+    return LossInputError(message)
+
+
+def reduction(value: Any) -> str:
+    if value not in REDUCTIONS:
+        raise fail("reduction", 'one of "none", "sum", "mean"', repr(value))
+    return value
+
+
+def label_smoothing(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail("label_smoothing", "a float in [0, 1)", repr(value))
+    if not 0.0 <= value < 1.0:
+        raise fail("label_smoothing", "a float in [0, 1)", repr(value))
+    return float(value)
+
+
+def ignore_index(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail("ignore_index", "None or an int", repr(value))
+    return value
+
+
+def normalizer(value: Any) -> Any:
+    """A positive number (or 0-d array) that replaces the denominator of "mean"."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise fail("normalizer", "a positive number", repr(value))
+    if isinstance(value, (int, float)):
+        if not (math.isfinite(value) and value > 0):
+            raise fail("normalizer", "a positive finite number", repr(value))
+        return float(value)
+    if _array.is_array(value):
+        if tuple(value.shape) != ():
+            raise fail("normalizer", "a positive number or 0-d array", f"shape {tuple(value.shape)}")
+        ok = _array.concrete_bool(value > 0)
+        if ok is False:
+            raise fail("normalizer", "a positive number", "a value <= 0")
+        return value
+    raise fail("normalizer", "a positive number", type(value).__name__)
+
+
+def axis(value: Any, ndim: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail("axis", "an int", repr(value))
+    if not -ndim <= value < ndim:
+        raise fail("axis", f"an int in [{-ndim}, {ndim}) for logits of {ndim} dimension(s)", repr(value))
+    return value % ndim
+
+
+def floating(xp, array, name: str) -> None:
+    if not xp.isdtype(array.dtype, "real floating"):
+        raise fail(name, "a real floating-point array", f"dtype {array.dtype}",
+                   "cast integer predictions with .astype(float32) first" if name != "target" else "")
+
+
+def same_shape(name: str, array, ref_name: str, ref_shape: tuple) -> None:
+    shape = tuple(array.shape)
+    if shape != tuple(ref_shape):
+        raise fail(name, f"shape {tuple(ref_shape)} (the shape of {ref_name}; losskit never broadcasts)",
+                   f"shape {shape}")
+
+
+def no_nan(xp, array, name: str) -> None:
+    if _array.concrete_bool(xp.any(xp.isnan(array))):
+        raise fail(name, "no NaN values", "NaN")
+
+
+def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
+    no_nan(xp, array, name)
+    if _array.concrete_bool(xp.any((array < 0) | (array > 1))):
+        lo = float(xp.min(array))
+        hi = float(xp.max(array))
+        raise fail(name, "values in [0, 1]", f"values in [{lo:.6g}, {hi:.6g}]", hint)
+
+
+def rows_sum_to_one(xp, array, name: str, hint: str = "") -> None:
+    """Rows along the last axis must sum to 1 within a tolerance scaled to the dtype."""
+    sums = xp.sum(array, axis=-1)
+    tol = 1e-6 if array.dtype == xp.float64 else 1e-3
+    if _array.concrete_bool(xp.any(xp.abs(sums - 1) > tol * array.shape[-1] ** 0.5 + tol)):
+        worst = float(xp.max(xp.abs(sums - 1)))
+        raise fail(name, "rows along the class axis that sum to 1",
+                   f"a row whose sum is off by {worst:.3g}", hint)
+
+
+def non_negative(xp, array, name: str) -> None:
+    no_nan(xp, array, name)
+    if _array.concrete_bool(xp.any(array < 0)):
+        raise fail(name, "non-negative finite values", f"a minimum of {float(xp.min(array)):.6g}")
+    if _array.concrete_bool(xp.any(xp.isinf(array))):
+        raise fail(name, "non-negative finite values", "inf")
+
+
+def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = "target") -> None:
+    valid = (labels >= 0) & (labels < n_classes)
+    if ignore is not None:
+        valid = valid | (labels == ignore)
+    if _array.concrete_bool(xp.any(~valid)):
+        bad = xp.where(valid, xp.zeros_like(labels), labels)
+        bad_value = int(xp.max(bad)) if _array.concrete_bool(xp.any(bad > 0)) else int(xp.min(bad))
+        allowed = f"class indices in [0, {n_classes})"
+        if ignore is not None:
+            allowed += f" or ignore_index={ignore}"
+        raise fail(name, allowed, f"label {bad_value}")
+
+
+def non_negative_number_or_list(value: Any, name: str) -> None:
+    """Check a class/positive weight given as a Python number or list at construction time."""
+    import numpy as np
+
+    try:
+        host = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise fail(name, "a number or a list of non-negative numbers", repr(value)) from None
+    if host.ndim > 1 or not np.all(np.isfinite(host)) or np.any(host < 0):
+        raise fail(name, "a number or a 1-D list of non-negative finite numbers", repr(value))

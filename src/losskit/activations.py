@@ -1,0 +1,137 @@
+"""Output activations, stable for every finite input and exact at +-inf, on any array library.
+
+Design note: each function takes the array, finds its namespace once and computes in float32
+for half precision. ``softmax`` and ``log_softmax`` shift by the row maximum; a row whose
+maximum is +inf gives the limit (all mass on the +inf entries, shared equally), and a row that
+is all -inf gives the uniform distribution, the limit of equal logits going to -inf together.
+The alternative, returning NaN there as ``exp(z - max)`` does, was rejected: a loss must never
+be NaN for input that has a limit.
+"""
+
+from __future__ import annotations
+
+from . import _array, _checks
+
+__all__ = ["sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp"]
+
+
+def _prepare(logits, name="logits"):
+    xp, arrays = _array.namespace(**{name: logits})
+    logits = arrays[name]
+    _checks.floating(xp, logits, name)
+    work = _array.compute_dtype(xp, logits.dtype)
+    return xp, logits, (xp.astype(logits, work) if work != logits.dtype else logits)
+
+
+def sigmoid_xp(xp, z):
+    e = xp.exp(-xp.abs(z))  # in (0, 1]: never overflows
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def log_sigmoid_xp(xp, z):
+    # log(sigmoid(z)) = min(z, 0) - log1p(exp(-|z|)): no overflow, no cancellation
+    return xp.minimum(z, xp.zeros_like(z)) - xp.log1p(xp.exp(-xp.abs(z)))
+
+
+def shifted_logits_xp(xp, z, axis=-1):
+    """``(z - m, m)`` with ``m`` the row max, made safe where ``m`` is infinite."""
+    m = xp.max(z, axis=axis, keepdims=True)
+    finite = xp.isfinite(m)
+    zero = xp.zeros_like(z)
+    shifted = xp.where(finite, z - xp.where(finite, m, xp.zeros_like(m)), zero)
+    # a +inf max: the +inf entries share all the mass (shift 0), the rest get -inf
+    shifted = xp.where((m == xp.inf) & (z != xp.inf), zero - xp.inf, shifted)
+    # an all -inf row is left as zeros: the uniform limit
+    return shifted, xp.where(finite, m, xp.zeros_like(m))
+
+
+def logsumexp_xp(xp, z, axis=-1, keepdims=False):
+    m = xp.max(z, axis=axis, keepdims=True)
+    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    # exp(z - m) <= 1 for finite m; an infinite m yields the exact +-inf through log
+    lse = m_safe + xp.log(xp.sum(xp.exp(z - m_safe), axis=axis, keepdims=True))
+    return lse if keepdims else xp.squeeze(lse, axis=axis)
+
+
+def log_softmax_xp(xp, z, axis=-1):
+    shifted, _ = shifted_logits_xp(xp, z, axis)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax_xp(xp, z, axis=-1):
+    e = xp.exp(shifted_logits_xp(xp, z, axis)[0])
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _finish(xp, result, like):
+    return xp.astype(result, like.dtype) if result.dtype != like.dtype else result
+
+
+def sigmoid(logits):
+    r"""Logistic sigmoid :math:`\sigma(z) = 1 / (1 + e^{-z})`, elementwise.
+
+    Shapes: ``[...] -> [...]``, same library, dtype and device as ``logits``.
+    Edges: exact 0 at -inf and 1 at +inf; never overflows (``exp`` only sees ``-|z|``).
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.sigmoid(np.array([0.0, 1000.0, -1000.0])).tolist()
+    [0.5, 1.0, 0.0]
+    """
+    xp, raw, z = _prepare(logits)
+    return _finish(xp, sigmoid_xp(xp, z), raw)
+
+
+def log_sigmoid(logits):
+    r""":math:`\log \sigma(z) = \min(z, 0) - \log(1 + e^{-|z|})`, elementwise.
+
+    Shapes: ``[...] -> [...]``. Edges: -inf at -inf, 0 at +inf; for z << 0 it is z itself
+    (no ``log(0)``), for z >> 0 it is ``-exp(-z)`` to full precision.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.log_sigmoid(np.array(-1000.0)))
+    -1000.0
+    """
+    xp, raw, z = _prepare(logits)
+    return _finish(xp, log_sigmoid_xp(xp, z), raw)
+
+
+def logsumexp(logits, axis=-1, keepdims=False):
+    r""":math:`\log \sum_k e^{z_k}` along ``axis``, shifted by the maximum.
+
+    Shapes: ``[..., K, ...] -> [..., ...]`` (the axis kept as 1 with ``keepdims``).
+    Edges: +inf if any entry is +inf; -inf if all are -inf; finite otherwise.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.logsumexp(np.array([1000.0, 1000.0]))), 6)
+    1000.693147
+    """
+    xp, raw, z = _prepare(logits)
+    ax = _checks.axis(axis, z.ndim)
+    return _finish(xp, logsumexp_xp(xp, z, ax, keepdims), raw)
+
+
+def log_softmax(logits, axis=-1):
+    r""":math:`\log \mathrm{softmax}(z)_k = z_k - \log \sum_j e^{z_j}` along ``axis``.
+
+    Shapes: ``[..., K, ...] -> [..., K, ...]``. Edges: finite for finite rows; entries of a row
+    with +inf logits: 0 - log(count of +inf) on those, -inf elsewhere; an all -inf row: log(1/K).
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.log_softmax(np.array([0.0, 0.0])).round(6).tolist()
+    [-0.693147, -0.693147]
+    """
+    xp, raw, z = _prepare(logits)
+    return _finish(xp, log_softmax_xp(xp, z, _checks.axis(axis, z.ndim)), raw)
+
+
+def softmax(logits, axis=-1):
+    r""":math:`\mathrm{softmax}(z)_k = e^{z_k} / \sum_j e^{z_j}` along ``axis``.
+
+    Shapes: ``[..., K, ...] -> [..., K, ...]``; rows sum to 1. Edges: as :func:`log_softmax`.
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.softmax(np.log(np.array([1.0, 2.0, 5.0]))).round(6).tolist()
+    [0.125, 0.25, 0.625]
+    """
+    xp, raw, z = _prepare(logits)
+    return _finish(xp, softmax_xp(xp, z, _checks.axis(axis, z.ndim)), raw)

@@ -1,0 +1,137 @@
+"""The ``Loss`` object: one call path for value, gradient and Hessian diagonal.
+
+Design note: a subclass supplies only what is particular to it: how the target is checked and
+cast (``_prepare``), and the per-example loss with its derivative and second derivative with
+respect to each input element (``_terms``). Weights, the reduction rule, dtype handling
+(half precision computed in float32) and the scaling of the gradient live here, once, so the
+gradient is always that of the reduced value. The alternative of letting each loss reduce
+itself was rejected: it is how "mean" comes to mean different things in one library.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _array, _checks
+from ..reduction import reduce
+
+
+@dataclass
+class Terms:
+    """Per-example pieces a loss computes in the working dtype.
+
+    ``loss`` has the batch shape; ``grad`` / ``hess`` the (canonical) input shape, derivatives
+    of each example's own loss; ``weight`` is the loss's own batch-shaped weight (class
+    weights, 0 for ignored examples) or ``None``.
+    """
+
+    loss: Any
+    grad: Any = None
+    hess: Any = None
+    weight: Any = None
+
+
+class Loss(ABC):
+    """Base of every losskit loss. Options are set once; data is given per call.
+
+    Call forms, each taking ``(input, target, *, weight=None, normalizer=None)``:
+
+    * ``loss(input, target)`` -> the reduced value;
+    * ``loss.value_and_grad(input, target)`` -> ``(value, d value / d input)``;
+    * ``loss.grad(input, target)`` -> ``d value / d input``;
+    * ``loss.hessian_diag(input, target)`` -> the diagonal of ``d^2 value / d input^2``.
+
+    ``weight`` is one non-negative number per example (the batch shape); ``normalizer``
+    replaces the denominator of ``"mean"``. See :mod:`losskit.reduction` for the rule.
+    """
+
+    #: name of the first argument in messages: "logits", "probs" or "predictions"
+    input_name = "logits"
+    #: True when one example spans the last axis of the (canonical) input
+    reduces_last_axis = False
+
+    def _spans_last_axis(self, input) -> bool:
+        return self.reduces_last_axis
+
+    def __init__(self, *, reduction: str = "mean"):
+        self.reduction = _checks.reduction(reduction)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({options})"
+
+    # -- the public call forms -------------------------------------------------------------
+    def __call__(self, input, target, *, weight=None, normalizer=None):
+        return self._run(input, target, weight, normalizer, order=0)[0]
+
+    def value_and_grad(self, input, target, *, weight=None, normalizer=None):
+        value, grad, _ = self._run(input, target, weight, normalizer, order=1)
+        return value, grad
+
+    def grad(self, input, target, *, weight=None, normalizer=None):
+        return self._run(input, target, weight, normalizer, order=1)[1]
+
+    def hessian_diag(self, input, target, *, weight=None, normalizer=None):
+        return self._run(input, target, weight, normalizer, order=2)[2]
+
+    # -- what a subclass supplies ------------------------------------------------------------
+    @abstractmethod
+    def _prepare(self, xp, input, target):
+        """Check ``target`` against ``input`` (canonical layout); return the target to use."""
+
+    @abstractmethod
+    def _terms(self, xp, input, target, order: int) -> Terms:
+        """Per-example loss and, up to ``order``, its elementwise derivatives."""
+
+    def _canonical(self, xp, input, target):
+        """Move axes so the class axis (if any) is last. Returns ``(input, target, restore)``
+        with ``restore`` mapping a gradient back to the caller's layout (None: identity)."""
+        return input, target, None
+
+    # -- the one call path -----------------------------------------------------------------
+    def _run(self, input, target, weight, normalizer, order):
+        name = self.input_name
+        xp, arrays = _array.namespace(**{name: input, "target": target, "weight": weight})
+        input, target, weight = arrays[name], arrays["target"], arrays["weight"]
+        _checks.floating(xp, input, name)
+        normalizer = _checks.normalizer(normalizer)
+        work = _array.compute_dtype(xp, input.dtype)
+        original_dtype = input.dtype
+        if work != input.dtype:
+            input = xp.astype(input, work)
+        input, target, restore = self._canonical(xp, input, target)
+        target = self._prepare(xp, input, target)
+        spans = self._spans_last_axis(input)
+        batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
+        weight = self._example_weight(xp, weight, batch_shape, work)
+
+        terms = self._terms(xp, input, target, order)
+        if terms.weight is not None:
+            weight = terms.weight if weight is None else weight * terms.weight
+        value, scale = reduce(xp, terms.loss, weight, self.reduction, normalizer)
+        value = xp.astype(value, original_dtype)
+        if order == 0:
+            return value, None, None
+        if spans and scale.ndim:
+            scale = scale[..., None]
+        derivative = terms.grad if order == 1 else terms.hess
+        scaled = scale * derivative
+        if weight is not None:  # a weight-0 example contributes 0 even where its terms are inf
+            scaled = xp.where(scale == 0, xp.zeros_like(scaled), scaled)
+        if restore is not None:
+            scaled = restore(scaled)
+        out = xp.astype(scaled, original_dtype)
+        return (value, out, None) if order == 1 else (value, None, out)
+
+    @staticmethod
+    def _example_weight(xp, weight, batch_shape, work):
+        if weight is None:
+            return None
+        if not xp.isdtype(weight.dtype, ("real floating", "integral")):
+            raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
+        _checks.same_shape("weight", weight, "one value per example", batch_shape)
+        weight = xp.astype(weight, work)
+        _checks.non_negative(xp, weight, "weight")
+        return weight

@@ -1,0 +1,171 @@
+r"""Binary cross-entropy, from logits and from probabilities.
+
+Per element, with target :math:`y \in [0, 1]` smoothed to :math:`y' = (1 - a) y + a/2` and
+positive weight :math:`w_+`:
+
+.. math:: l = -\left(w_+ y' \log s + (1 - y') \log(1 - s)\right)
+
+where :math:`s = \sigma(z)` (logits form) or the given probability (probability form).
+
+Design note: the logits form never builds ``s`` for the loss: ``log s = log_sigmoid(z)`` and
+``log(1 - s) = log_sigmoid(-z)``, so no ``log(0)`` and no cancellation for any finite z. Its
+gradient is written ``-w_+ y' sigmoid(-z) + (1 - y') sigmoid(z)`` rather than
+``s (w_+ y' + 1 - y') - w_+ y'``: the latter loses all relative precision for |z| > 20.
+The probability form follows PyTorch at the edges: each log is floored at -100, and the
+denominators of the gradient at 1e-12, so p = 0 or 1 gives a finite loss and gradient.
+"""
+
+from __future__ import annotations
+
+from .. import _array, _checks
+from ..activations import log_sigmoid_xp, sigmoid_xp
+from .base import Loss, Terms
+
+LOG_FLOOR = -100.0
+PROB_EPS = 1e-12
+
+_PROBS_HINT = "probabilities must lie in [0, 1]; for raw scores use binary_cross_entropy_with_logits"
+
+
+def _times(xp, coef, value):
+    """``coef * value`` with 0 where ``coef`` is 0: an exact 0 * -inf limit, not NaN."""
+    return xp.where(coef == 0, xp.zeros_like(value), coef * value)
+
+
+def bce_logits_terms(xp, z, y, pos_weight, order):
+    """Elementwise BCE-with-logits loss and derivatives in z (``pos_weight`` may be None)."""
+    pos = y if pos_weight is None else pos_weight * y
+    neg = 1 - y
+    loss = -(_times(xp, pos, log_sigmoid_xp(xp, z)) + _times(xp, neg, log_sigmoid_xp(xp, -z)))
+    grad = hess = None
+    if order >= 1:
+        s_pos, s_neg = sigmoid_xp(xp, z), sigmoid_xp(xp, -z)  # s and 1 - s, each to full precision
+        if order == 1:
+            grad = neg * s_pos - pos * s_neg
+        else:
+            hess = (pos + neg) * s_pos * s_neg
+    return loss, grad, hess
+
+
+class _BinaryBase(Loss):
+    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+        self.label_smoothing = _checks.label_smoothing(label_smoothing)
+        if pos_weight is not None and not _array.is_array(pos_weight):
+            _checks.non_negative_number_or_list(pos_weight, "pos_weight")
+        self.pos_weight = pos_weight
+
+    def _prepare(self, xp, input, target):
+        _checks.same_shape("target", target, self.input_name, tuple(input.shape))
+        if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+            raise _checks.fail("target", "a real or integer array of 0/1 or probabilities",
+                               f"dtype {target.dtype}")
+        target = xp.astype(target, input.dtype)
+        _checks.in_unit_interval(xp, target, "target")
+        return target
+
+    def _smoothed(self, target):
+        a = self.label_smoothing
+        return target if a == 0 else (1 - a) * target + a / 2
+
+    def _pos_weight(self, xp, input):
+        if self.pos_weight is None:
+            return None
+        pw = _array.option_array(xp, self.pos_weight, "pos_weight", input)
+        if pw.ndim > 1 or (pw.ndim == 1 and (input.ndim == 0 or pw.shape[0] != input.shape[-1])):
+            last = input.shape[-1] if input.ndim else "none"
+            raise _checks.fail("pos_weight", f"a number or shape ({last},) (the last axis)",
+                               f"shape {tuple(pw.shape)}")
+        _checks.non_negative(xp, pw, "pos_weight")
+        return pw
+
+
+class BinaryCrossEntropyWithLogits(_BinaryBase):
+    r"""Binary cross-entropy from logits: :math:`l = -(w_+ y' \log\sigma(z) + (1-y')\log\sigma(-z))`.
+
+    Shapes: ``logits [...]``, ``target [...]`` (same shape; 0/1 labels or probabilities, any
+    real or integer dtype), ``weight [...]``; ``pos_weight`` a number or ``[last axis]``.
+    Result: ``[...]`` for ``"none"``, else a 0-d array.
+    Gradient: :math:`\sigma(z)(w_+ y' + 1 - y') - w_+ y'` (``sigmoid(z) - y`` when ``w_+=1``).
+    Edges: finite for every finite z; at z = +-inf the exact limit (0 or +inf loss).
+    """
+
+    def _terms(self, xp, input, target, order):
+        loss, grad, hess = bce_logits_terms(xp, input, self._smoothed(target),
+                                            self._pos_weight(xp, input), order)
+        return Terms(loss, grad, hess)
+
+
+class BinaryCrossEntropy(_BinaryBase):
+    r"""Binary cross-entropy from probabilities: :math:`l = -(w_+ y' \log p + (1-y')\log(1-p))`.
+
+    Shapes as :class:`BinaryCrossEntropyWithLogits`, with ``probs`` in [0, 1] (checked: values
+    outside raise and point to the logits form). Each log is floored at -100 and each gradient
+    denominator at 1e-12, as in PyTorch, so p = 0 or 1 gives a finite loss (at most 100 per
+    unit target) and gradient. Prefer the logits form: it is exact where this one floors.
+    """
+
+    input_name = "probs"
+
+    def _prepare(self, xp, input, target):
+        _checks.in_unit_interval(xp, input, "probs", _PROBS_HINT)
+        return super()._prepare(xp, input, target)
+
+    def _terms(self, xp, input, target, order):
+        y = self._smoothed(target)
+        pw = self._pos_weight(xp, input)
+        pos = y if pw is None else pw * y
+        neg = 1 - y
+        floor = xp.asarray(LOG_FLOOR, dtype=input.dtype, device=_array.device(input))
+        log_p = xp.maximum(xp.log(input), floor)  # PyTorch's floor: log(0) -> -100
+        log_q = xp.maximum(xp.log1p(-input), floor)  # log1p: exact for small p
+        loss = -(pos * log_p + neg * log_q)
+        grad = hess = None
+        if order >= 1:
+            p = xp.maximum(input, xp.asarray(PROB_EPS, dtype=input.dtype, device=_array.device(input)))
+            q = xp.maximum(1 - input, xp.asarray(PROB_EPS, dtype=input.dtype,
+                                                 device=_array.device(input)))
+            if order == 1:
+                grad = neg / q - pos / p
+            else:
+                hess = pos / (p * p) + neg / (q * q)
+        return Terms(loss, grad, hess)
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     label_smoothing=0.0, reduction="mean", normalizer=None):
+    r"""Binary cross-entropy computed from logits, stable for every finite input.
+
+    .. math:: l_i = -\left(w_+ y'_i \log\sigma(z_i) + (1 - y'_i)\log\sigma(-z_i)\right),
+              \quad y' = (1 - a) y + a / 2
+
+    Shapes: ``logits [...]`` float; ``target [...]`` (same shape, values in [0, 1]);
+    ``weight [...]`` per element; ``pos_weight`` number or ``[logits.shape[-1]]``.
+    Returns ``[...]`` for ``reduction="none"`` else a 0-d array (``"mean"`` divides by
+    ``sum(weight)`` or ``normalizer``). Edges: finite for finite logits; +-inf give the limit.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.binary_cross_entropy_with_logits(np.array([0.0]), np.array([1.0]))), 6)
+    0.693147
+    """
+    return BinaryCrossEntropyWithLogits(pos_weight=pos_weight, label_smoothing=label_smoothing,
+                                        reduction=reduction)(logits, target, weight=weight,
+                                                             normalizer=normalizer)
+
+
+def binary_cross_entropy(probs, target, *, weight=None, pos_weight=None, label_smoothing=0.0,
+                         reduction="mean", normalizer=None):
+    r"""Binary cross-entropy from probabilities: :math:`-(w_+ y'\log p + (1 - y')\log(1 - p))`.
+
+    Shapes and options as :func:`binary_cross_entropy_with_logits`; ``probs`` must lie in
+    [0, 1] (else :class:`LossInputError`). ``log`` is floored at -100 (PyTorch's rule), so
+    BCE(p=0, y=1) = 100, not inf. For y = 1 the loss is -log(p); for y = 0, -log(1 - p).
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.binary_cross_entropy(np.array([0.9, 0.2]), np.array([1, 0]),
+    ...                                     reduction="sum")), 6)  # -log 0.9 - log 0.8
+    0.328504
+    """
+    return BinaryCrossEntropy(pos_weight=pos_weight, label_smoothing=label_smoothing,
+                              reduction=reduction)(probs, target, weight=weight,
+                                                   normalizer=normalizer)

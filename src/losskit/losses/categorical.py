@@ -1,0 +1,242 @@
+r"""Categorical cross-entropy, from logits (softmax CE) and from probabilities.
+
+Per example, with smoothed target :math:`y' = (1 - a) y + a / K` over K classes:
+
+.. math:: l = -\sum_k y'_k \log p_k, \qquad p = \mathrm{softmax}(z) \text{ or the given probs}
+
+Targets are integer class indices (shape without the class axis) or class probabilities
+(one-hot or soft, the logits' shape), told apart by dtype and shape, never by value.
+
+Design note: the logits form takes ``log p`` from :func:`log_softmax_xp`, which is finite for
+finite rows and exact for rows with +-inf, and multiplies by ``y'`` only where ``y' > 0``
+(``0 * -inf`` would be NaN). Its gradient is ``p * sum(y') - y'``, which is ``p - y'`` for
+a target row that sums to 1 and stays the exact derivative if it sums to 1 only to rounding.
+With ``class_weight``, the whole (smoothed) loss of example i is scaled by
+``class_weight[y_i]`` (for probability targets ``sum_k class_weight_k y_k``); PyTorch scales
+each smoothing term by its own class's weight instead: see docs/semantics.md.
+"""
+
+from __future__ import annotations
+
+from .. import _array, _checks
+from ..activations import log_softmax_xp
+from .base import Loss, Terms
+from .binary import LOG_FLOOR, PROB_EPS
+
+_PROBS_HINT = ("probs must be a distribution over the class axis; for raw scores use "
+               "softmax_cross_entropy")
+
+
+class _CategoricalBase(Loss):
+    reduces_last_axis = True
+
+    def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None,
+                 label_smoothing: float = 0.0, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise _checks.fail("axis", "an int", repr(axis))
+        self.axis = axis
+        if class_weight is not None and not _array.is_array(class_weight):
+            _checks.non_negative_number_or_list(class_weight, "class_weight")
+        self.class_weight = class_weight
+        self.ignore_index = _checks.ignore_index(ignore_index)
+        self.label_smoothing = _checks.label_smoothing(label_smoothing)
+
+    # the class axis is moved last on the way in and back on the way out
+    def _canonical(self, xp, input, target):
+        if input.ndim == 0:
+            raise _checks.fail(self.input_name, "an array with a class axis", "a 0-d array")
+        axis = _checks.axis(self.axis, input.ndim)
+        if axis == input.ndim - 1:
+            return input, target, None
+        is_dense = target.ndim == input.ndim and not xp.isdtype(target.dtype, "integral")
+        return (xp.moveaxis(input, axis, -1),
+                xp.moveaxis(target, axis, -1) if is_dense else target,
+                lambda grad: xp.moveaxis(grad, -1, axis))
+
+    def _prepare(self, xp, input, target):
+        n_classes = input.shape[-1]
+        batch = tuple(input.shape[:-1])
+        if xp.isdtype(target.dtype, "integral"):
+            if tuple(target.shape) != batch:
+                raise self._shape_error(target, input)
+            _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
+            return target
+        if target.dtype == xp.bool or xp.isdtype(target.dtype, "real floating"):
+            if tuple(target.shape) != tuple(input.shape):
+                raise self._shape_error(target, input)
+            if self.ignore_index is not None:
+                raise _checks.fail("ignore_index", "None with probability targets (it masks "
+                                   "integer labels; give those examples weight 0 instead)",
+                                   repr(self.ignore_index))
+            target = xp.astype(target, input.dtype)
+            _checks.in_unit_interval(xp, target, "target")
+            _checks.rows_sum_to_one(xp, target, "target")
+            return target
+        raise _checks.fail("target", "integer class indices or float class probabilities",
+                           f"dtype {target.dtype}")
+
+    def _shape_error(self, target, input):
+        axis = self.axis
+        shape = tuple(input.shape)  # canonical: class axis last
+        batch = shape[:-1]
+        dense = list(batch)
+        dense.insert(_checks.axis(axis, len(shape)), shape[-1])
+        return _checks.fail(
+            "target", f"integer class indices of shape {batch} or probabilities of shape "
+            f"{tuple(dense)} (axis={axis})", f"shape {tuple(target.shape)} and dtype {target.dtype}")
+
+    def _example_and_class_weight(self, xp, input, target):
+        """Return ``(labels, mask, weight)``: safe labels and one-hot mask (integer targets),
+        and the batch-shaped weight from class weights and ignored labels (or None)."""
+        cw = None
+        if self.class_weight is not None:
+            cw = _array.option_array(xp, self.class_weight, "class_weight", input)
+            if cw.ndim != 1 or cw.shape[0] != input.shape[-1]:
+                raise _checks.fail("class_weight", f"shape ({input.shape[-1]},), one per class",
+                                   f"shape {tuple(cw.shape)}")
+            _checks.non_negative(xp, cw, "class_weight")
+        if not xp.isdtype(target.dtype, "integral"):
+            return None, None, (None if cw is None else xp.sum(target * cw, axis=-1))
+        labels, keep = target, None
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            labels = xp.where(keep, target, xp.zeros_like(target))
+        mask = _array.one_hot(xp, labels, input.shape[-1], xp.bool)
+        weight = None
+        if cw is not None:
+            weight = _array.take_class(xp, xp.broadcast_to(cw, input.shape), labels)
+        if keep is not None:
+            keep = xp.astype(keep, input.dtype)
+            weight = keep if weight is None else weight * keep
+        return labels, mask, weight
+
+    def _dense_target(self, xp, input, target, mask):
+        """The smoothed target ``y'`` as a dense array of the input's shape."""
+        a = self.label_smoothing
+        n_classes = input.shape[-1]
+        if mask is not None:
+            one = xp.ones_like(input)
+            return xp.where(mask, one * (1 - a + a / n_classes), one * (a / n_classes))
+        return target if a == 0 else (1 - a) * target + a / n_classes
+
+
+def _weighted_sum(xp, coef, log_p):
+    """``-sum_k coef_k log_p_k`` over the class axis, with 0 where ``coef`` is 0."""
+    return -xp.sum(xp.where(coef == 0, xp.zeros_like(log_p), coef * log_p), axis=-1)
+
+
+class SoftmaxCrossEntropy(_CategoricalBase):
+    r"""Softmax cross-entropy from logits: :math:`l = -\sum_k y'_k \log\mathrm{softmax}(z)_k`.
+
+    Shapes: ``logits [..., K]`` (class axis ``axis``); ``target`` integer ``[...]`` or
+    probabilities ``[..., K]``; ``weight [...]``; ``class_weight [K]``.
+    Gradient :math:`\mathrm{softmax}(z) - y'`; Hessian diagonal :math:`p_k (1 - p_k)`.
+    Edges: finite for finite logits; a row with +inf logits gives the limit; an ignored label
+    (``ignore_index``) gives weight 0, so loss 0 and gradient 0 for that example.
+    """
+
+    def _terms(self, xp, input, target, order):
+        labels, mask, weight = self._example_and_class_weight(xp, input, target)
+        log_p = log_softmax_xp(xp, input)
+        a = self.label_smoothing
+        if mask is not None and a == 0:
+            loss = -_array.take_class(xp, log_p, labels)
+        else:
+            loss = _weighted_sum(xp, self._dense_target(xp, input, target, mask), log_p)
+        grad = hess = None
+        if order >= 1:
+            p = xp.exp(log_p)
+            y = self._dense_target(xp, input, target, mask)
+            total = 1 if mask is not None else xp.sum(y, axis=-1, keepdims=True)
+            if order == 1:
+                grad = p * total - y
+            else:
+                hess = total * p * (1 - p)
+        return Terms(loss, grad, hess, weight)
+
+
+class CategoricalCrossEntropy(_CategoricalBase):
+    r"""Categorical cross-entropy from probabilities: :math:`l = -\sum_k y'_k \log p_k`.
+
+    Shapes as :class:`SoftmaxCrossEntropy`, with ``probs [..., K]`` in [0, 1] and rows summing
+    to 1 (checked; the message points to the logits form). ``log`` is floored at -100 and the
+    gradient :math:`-y'_k / p_k` has its denominator floored at 1e-12, as PyTorch does; the
+    gradient is with respect to each probability on its own (no simplex projection).
+    """
+
+    input_name = "probs"
+
+    def _prepare(self, xp, input, target):
+        _checks.in_unit_interval(xp, input, "probs", _PROBS_HINT)
+        _checks.rows_sum_to_one(xp, input, "probs", _PROBS_HINT)
+        return super()._prepare(xp, input, target)
+
+    def _terms(self, xp, input, target, order):
+        labels, mask, weight = self._example_and_class_weight(xp, input, target)
+        floor = xp.asarray(LOG_FLOOR, dtype=input.dtype, device=_array.device(input))
+        log_p = xp.maximum(xp.log(input), floor)  # PyTorch's floor: log(0) -> -100
+        y = self._dense_target(xp, input, target, mask)
+        loss = _weighted_sum(xp, y, log_p)
+        grad = hess = None
+        if order >= 1:
+            p = xp.maximum(input, xp.asarray(PROB_EPS, dtype=input.dtype,
+                                             device=_array.device(input)))
+            if order == 1:
+                grad = -y / p
+            else:
+                hess = y / (p * p)
+        return Terms(loss, grad, hess, weight)
+
+
+_DOC_OPTIONS = """
+    Options: ``axis`` (class axis, default -1); ``class_weight [K]`` scales the whole loss of
+    an example by its class's weight; ``weight [...]`` per example; ``ignore_index`` (integer
+    targets only; default None, so no label is silently ignored); ``label_smoothing`` a in
+    [0, 1): y' = (1 - a) y + a / K; ``reduction`` "none" / "sum" / "mean" (mean = sum of
+    w_i l_i over sum of w_i, or over ``normalizer``).
+"""
+
+
+def softmax_cross_entropy(logits, target, *, axis=-1, class_weight=None, weight=None,
+                          ignore_index=None, label_smoothing=0.0, reduction="mean",
+                          normalizer=None):
+    return SoftmaxCrossEntropy(axis=axis, class_weight=class_weight, ignore_index=ignore_index,
+                               label_smoothing=label_smoothing, reduction=reduction)(
+        logits, target, weight=weight, normalizer=normalizer)
+
+
+def categorical_cross_entropy(probs, target, *, axis=-1, class_weight=None, weight=None,
+                              ignore_index=None, label_smoothing=0.0, reduction="mean",
+                              normalizer=None):
+    return CategoricalCrossEntropy(axis=axis, class_weight=class_weight,
+                                   ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                   reduction=reduction)(probs, target, weight=weight,
+                                                        normalizer=normalizer)
+
+
+softmax_cross_entropy.__doc__ = r"""Cross-entropy of a softmax over logits, stable for any finite input.
+
+    .. math:: l_i = -\sum_k y'_{ik} \log \mathrm{softmax}(z_i)_k
+              = \mathrm{logsumexp}(z_i) - \sum_k y'_{ik} z_{ik}
+
+    Shapes: ``logits [..., K]`` -> ``[...]`` for ``"none"``, else a 0-d array. ``target`` is
+    integer class indices ``[...]`` or probabilities ``[..., K]`` (one-hot or soft).
+""" + _DOC_OPTIONS + """
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.softmax_cross_entropy(np.array([[0.0, 0.0]]), np.array([1]))), 6)
+    0.693147
+"""
+
+categorical_cross_entropy.__doc__ = r"""Cross-entropy from class probabilities (e.g. a softmax output).
+
+    .. math:: l_i = -\sum_k y'_{ik} \log p_{ik}, \quad \log \text{ floored at } -100
+
+    ``probs [..., K]`` must lie in [0, 1] with rows summing to 1, else a
+    :class:`LossInputError` points to :func:`softmax_cross_entropy`, which is exact where this
+    one floors. Shapes and targets as :func:`softmax_cross_entropy`.
+""" + _DOC_OPTIONS + """
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.categorical_cross_entropy(np.array([[0.25, 0.75]]), np.array([1]))), 6)
+    0.287682
+"""

@@ -1,0 +1,55 @@
+r"""Multi-label cross-entropy: a sigmoid on each of K units, BCE summed over the labels.
+
+.. math:: l_i = \sum_{k=1}^{K} -\left(w_{+,k}\, y'_{ik} \log\sigma(z_{ik})
+          + (1 - y'_{ik}) \log\sigma(-z_{ik})\right), \quad y' = (1 - a) y + a/2
+
+One example is one row of K labels, so ``weight`` is per row and ``"mean"`` averages over rows
+(not over the N*K elements, as ``binary_cross_entropy_with_logits`` does on the same arrays):
+this is the seed's "binary cross-entropy summed over the K labels".
+"""
+
+from __future__ import annotations
+
+from .. import _checks
+from .base import Terms
+from .binary import _BinaryBase, bce_logits_terms
+
+
+class MultilabelCrossEntropy(_BinaryBase):
+    r"""Sum over K labels of sigmoid BCE from logits, one example per row.
+
+    Shapes: ``logits [..., K]``, ``target [..., K]`` (0/1 or probabilities), ``weight [...]``,
+    ``pos_weight`` a number or ``[K]``. Result ``[...]`` for ``"none"``, else 0-d.
+    Gradient :math:`\sigma(z)(w_+ y' + 1 - y') - w_+ y'` per unit; edges as BCE-with-logits.
+    """
+
+    reduces_last_axis = True
+
+    def _prepare(self, xp, input, target):
+        if input.ndim == 0:
+            raise _checks.fail("logits", "an array with a label axis [..., K]", "a 0-d array")
+        return super()._prepare(xp, input, target)
+
+    def _terms(self, xp, input, target, order):
+        loss, grad, hess = bce_logits_terms(xp, input, self._smoothed(target),
+                                            self._pos_weight(xp, input), order)
+        return Terms(xp.sum(loss, axis=-1), grad, hess)
+
+
+def multilabel_cross_entropy(logits, target, *, weight=None, pos_weight=None,
+                             label_smoothing=0.0, reduction="mean", normalizer=None):
+    r"""Multi-label loss: sigmoid on each unit, binary cross-entropy summed over the K labels.
+
+    .. math:: l_i = \sum_k \mathrm{BCE}(\sigma(z_{ik}), y_{ik})
+
+    Shapes: ``logits [..., K]`` float, ``target [..., K]`` in [0, 1], ``weight [...]`` per
+    example (row), ``pos_weight`` number or ``[K]``; returns ``[...]`` for ``"none"``, else
+    0-d (``"mean"`` averages over rows). Edges as :func:`binary_cross_entropy_with_logits`.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.multilabel_cross_entropy(np.zeros((1, 3)), np.array([[1, 0, 1]]))), 6)
+    2.079442
+    """
+    return MultilabelCrossEntropy(pos_weight=pos_weight, label_smoothing=label_smoothing,
+                                  reduction=reduction)(logits, target, weight=weight,
+                                                       normalizer=normalizer)

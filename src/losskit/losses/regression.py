@@ -1,0 +1,63 @@
+r"""Mean squared error.
+
+.. math:: l_i = \frac{1}{D} \sum_{j=1}^{D} (\hat y_{ij} - y_{ij})^2
+
+A 1-D input holds one value per example (D = 1); an input of 2 or more dimensions holds D
+values per example along its last axis, averaged as Keras and scikit-learn do, so that with
+``"mean"`` the result equals PyTorch's ``mse_loss`` (mean over all elements).
+"""
+
+from __future__ import annotations
+
+from .. import _checks
+from .base import Loss, Terms
+
+
+class MeanSquaredError(Loss):
+    r"""Squared error averaged over the values of each example.
+
+    Shapes: ``predictions [N]`` or ``[..., D]``; ``target`` the same shape (any real dtype);
+    ``weight`` one per example (``[N]`` or ``[...]``). Gradient :math:`2(\hat y - y)/D`,
+    Hessian diagonal :math:`2/D`. Edges: finite for finite input; inf when |error| overflows.
+    """
+
+    input_name = "predictions"
+
+    def __init__(self, *, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+    def _spans_last_axis(self, input) -> bool:
+        return input.ndim >= 2  # a 1-D input is N examples of one value each
+
+    def _prepare(self, xp, input, target):
+        _checks.same_shape("target", target, self.input_name, tuple(input.shape))
+        if not xp.isdtype(target.dtype, ("real floating", "integral")):
+            raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
+        target = xp.astype(target, input.dtype)
+        _checks.no_nan(xp, target, "target")
+        return target
+
+    def _terms(self, xp, input, target, order):
+        error = input - target
+        size = input.shape[-1] if input.ndim >= 2 else 1
+        loss = error * error
+        if input.ndim >= 2:
+            loss = xp.mean(loss, axis=-1)
+        grad = (2 / size) * error if order == 1 else None
+        hess = xp.full_like(input, 2 / size) if order == 2 else None
+        return Terms(loss, grad, hess)
+
+
+def mean_squared_error(predictions, target, *, weight=None, reduction="mean", normalizer=None):
+    r"""Mean squared error: :math:`l_i = \mathrm{mean}_j (\hat y_{ij} - y_{ij})^2`.
+
+    Shapes: ``predictions [N]`` (one value per example) or ``[..., D]`` (D values per example,
+    averaged); ``target`` the same shape; ``weight`` per example. Returns ``[...]`` for
+    ``"none"``, else 0-d; ``"mean"`` is ``sum(w_i l_i) / sum(w_i)``.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.mean_squared_error(np.array([1.0, 3.0]), np.array([0.0, 0.0])))
+    5.0
+    """
+    return MeanSquaredError(reduction=reduction)(predictions, target, weight=weight,
+                                                 normalizer=normalizer)
