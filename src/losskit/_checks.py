@@ -14,6 +14,7 @@ from typing import Any
 from . import _array
 
 REDUCTIONS = ("none", "sum", "mean")
+IMPLS = ("auto", "xp", "fused")
 
 
 class LossInputError(ValueError):
@@ -30,6 +31,13 @@ def fail(name: str, expected: str, given: str, hint: str = "") -> LossInputError
 def reduction(value: Any) -> str:
     if value not in REDUCTIONS:
         raise fail("reduction", 'one of "none", "sum", "mean"', repr(value))
+    return value
+
+
+def impl(value: Any) -> str:
+    if value not in IMPLS:
+        raise fail("impl", 'one of "auto" (compiled kernels for NumPy input when available), '
+                   '"xp" (the array-API path), "fused" (the kernels or an error)', repr(value))
     return value
 
 

@@ -55,8 +55,9 @@ class Loss(ABC):
     def _spans_last_axis(self, input) -> bool:
         return self.reduces_last_axis
 
-    def __init__(self, *, reduction: str = "mean"):
+    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         self.reduction = _checks.reduction(reduction)
+        self.impl = _checks.impl(impl)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -97,6 +98,10 @@ class Loss(ABC):
         input, target, weight = arrays[name], arrays["target"], arrays["weight"]
         _checks.floating(xp, input, name)
         normalizer = _checks.normalizer(normalizer)
+        if self.impl != "xp":
+            fast = _fast_path(self, xp, input, target, weight, normalizer, order)
+            if fast is not None:
+                return fast
         work = _array.compute_dtype(xp, input.dtype)
         original_dtype = input.dtype
         if work != input.dtype:
@@ -135,3 +140,15 @@ class Loss(ABC):
         weight = xp.astype(weight, work)
         _checks.non_negative(xp, weight, "weight")
         return weight
+
+
+def _fast_path(loss, xp, input, target, weight, normalizer, order):
+    """The compiled kernels of :mod:`losskit.fused` for NumPy float32/float64 input, or None.
+
+    None means "not handled here": another library, another dtype, an option the kernels do
+    not cover, or no compiler installed; the array-API path then runs. ``impl="fused"``
+    turns the last case into an error instead of a silent fallback.
+    """
+    from .. import fused
+
+    return fused.fast_path(loss, xp, input, target, weight, normalizer, order)

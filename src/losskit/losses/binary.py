@@ -48,8 +48,8 @@ def bce_logits_terms(xp, z, y, pos_weight, order):
 
 
 class _BinaryBase(Loss):
-    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean"):
-        super().__init__(reduction=reduction)
+    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
+        super().__init__(reduction=reduction, impl=impl)
         self.label_smoothing = _checks.label_smoothing(label_smoothing)
         if pos_weight is not None and not _array.is_array(pos_weight):
             _checks.non_negative_number_or_list(pos_weight, "pos_weight")
@@ -133,7 +133,7 @@ class BinaryCrossEntropy(_BinaryBase):
 
 
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     label_smoothing=0.0, reduction="mean", normalizer=None):
+                                     label_smoothing=0.0, reduction="mean", normalizer=None, impl="auto"):
     r"""Binary cross-entropy computed from logits, stable for every finite input.
 
     .. math:: l_i = -\left(w_+ y'_i \log\sigma(z_i) + (1 - y'_i)\log\sigma(-z_i)\right),
@@ -149,12 +149,12 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     0.693147
     """
     return BinaryCrossEntropyWithLogits(pos_weight=pos_weight, label_smoothing=label_smoothing,
-                                        reduction=reduction)(logits, target, weight=weight,
+                                        reduction=reduction, impl=impl)(logits, target, weight=weight,
                                                              normalizer=normalizer)
 
 
 def binary_cross_entropy(probs, target, *, weight=None, pos_weight=None, label_smoothing=0.0,
-                         reduction="mean", normalizer=None):
+                         reduction="mean", normalizer=None, impl="auto"):
     r"""Binary cross-entropy from probabilities: :math:`-(w_+ y'\log p + (1 - y')\log(1 - p))`.
 
     Shapes and options as :func:`binary_cross_entropy_with_logits`; ``probs`` must lie in
@@ -167,5 +167,5 @@ def binary_cross_entropy(probs, target, *, weight=None, pos_weight=None, label_s
     0.328504
     """
     return BinaryCrossEntropy(pos_weight=pos_weight, label_smoothing=label_smoothing,
-                              reduction=reduction)(probs, target, weight=weight,
+                              reduction=reduction, impl=impl)(probs, target, weight=weight,
                                                    normalizer=normalizer)

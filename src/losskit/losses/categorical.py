@@ -31,8 +31,8 @@ class _CategoricalBase(Loss):
     reduces_last_axis = True
 
     def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None,
-                 label_smoothing: float = 0.0, reduction: str = "mean"):
-        super().__init__(reduction=reduction)
+                 label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
+        super().__init__(reduction=reduction, impl=impl)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise _checks.fail("axis", "an int", repr(axis))
         self.axis = axis
@@ -200,18 +200,18 @@ _DOC_OPTIONS = """
 
 def softmax_cross_entropy(logits, target, *, axis=-1, class_weight=None, weight=None,
                           ignore_index=None, label_smoothing=0.0, reduction="mean",
-                          normalizer=None):
+                          normalizer=None, impl="auto"):
     return SoftmaxCrossEntropy(axis=axis, class_weight=class_weight, ignore_index=ignore_index,
-                               label_smoothing=label_smoothing, reduction=reduction)(
+                               label_smoothing=label_smoothing, reduction=reduction, impl=impl)(
         logits, target, weight=weight, normalizer=normalizer)
 
 
 def categorical_cross_entropy(probs, target, *, axis=-1, class_weight=None, weight=None,
                               ignore_index=None, label_smoothing=0.0, reduction="mean",
-                              normalizer=None):
+                              normalizer=None, impl="auto"):
     return CategoricalCrossEntropy(axis=axis, class_weight=class_weight,
                                    ignore_index=ignore_index, label_smoothing=label_smoothing,
-                                   reduction=reduction)(probs, target, weight=weight,
+                                   reduction=reduction, impl=impl)(probs, target, weight=weight,
                                                         normalizer=normalizer)
 
 

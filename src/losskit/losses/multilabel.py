@@ -37,7 +37,7 @@ class MultilabelCrossEntropy(_BinaryBase):
 
 
 def multilabel_cross_entropy(logits, target, *, weight=None, pos_weight=None,
-                             label_smoothing=0.0, reduction="mean", normalizer=None):
+                             label_smoothing=0.0, reduction="mean", normalizer=None, impl="auto"):
     r"""Multi-label loss: sigmoid on each unit, binary cross-entropy summed over the K labels.
 
     .. math:: l_i = \sum_k \mathrm{BCE}(\sigma(z_{ik}), y_{ik})
@@ -51,5 +51,5 @@ def multilabel_cross_entropy(logits, target, *, weight=None, pos_weight=None,
     2.079442
     """
     return MultilabelCrossEntropy(pos_weight=pos_weight, label_smoothing=label_smoothing,
-                                  reduction=reduction)(logits, target, weight=weight,
+                                  reduction=reduction, impl=impl)(logits, target, weight=weight,
                                                        normalizer=normalizer)

@@ -23,8 +23,8 @@ class MeanSquaredError(Loss):
 
     input_name = "predictions"
 
-    def __init__(self, *, reduction: str = "mean"):
-        super().__init__(reduction=reduction)
+    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
+        super().__init__(reduction=reduction, impl=impl)
 
     def _spans_last_axis(self, input) -> bool:
         return input.ndim >= 2  # a 1-D input is N examples of one value each
@@ -48,7 +48,7 @@ class MeanSquaredError(Loss):
         return Terms(loss, grad, hess)
 
 
-def mean_squared_error(predictions, target, *, weight=None, reduction="mean", normalizer=None):
+def mean_squared_error(predictions, target, *, weight=None, reduction="mean", normalizer=None, impl="auto"):
     r"""Mean squared error: :math:`l_i = \mathrm{mean}_j (\hat y_{ij} - y_{ij})^2`.
 
     Shapes: ``predictions [N]`` (one value per example) or ``[..., D]`` (D values per example,
@@ -59,5 +59,5 @@ def mean_squared_error(predictions, target, *, weight=None, reduction="mean", no
     >>> float(lk.mean_squared_error(np.array([1.0, 3.0]), np.array([0.0, 0.0])))
     5.0
     """
-    return MeanSquaredError(reduction=reduction)(predictions, target, weight=weight,
+    return MeanSquaredError(reduction=reduction, impl=impl)(predictions, target, weight=weight,
                                                  normalizer=normalizer)
