@@ -98,10 +98,11 @@ def full_like_scalar(xp, value, like):
 
 def option_array(xp, value, name: str, like):
     """An option given as a number, list or array, as an array of ``like``'s namespace,
-    working dtype and device. An array of another library raises rather than being moved."""
+    working dtype and device. Options are hyper-parameters, so a NumPy array is taken as host
+    constants like a list; an array of any other library must match the input's."""
     from ._checks import fail
 
-    if is_array(value):
+    if is_array(value) and not isinstance(value, np.ndarray):
         try:
             same = array_namespace(value, like) is xp
         except TypeError:

@@ -1,0 +1,133 @@
+"""Valid inputs for every registered loss, with the option sets the common tests sweep.
+
+Adding a loss to ``losskit.REGISTRY`` means adding one ``Case`` maker here; every common test
+(gradients, Hessians, reductions, weights, backends, dtypes, peers) then covers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import losskit
+
+N, K = 6, 4
+
+
+@dataclass
+class Case:
+    input: np.ndarray
+    target: np.ndarray
+    options: dict = field(default_factory=dict)
+    #: shape of one weight per example
+    batch_shape: tuple = ()
+    #: effective per-example weight from the options alone (class weights, ignored labels)
+    option_weight: np.ndarray | None = None
+    #: probability inputs must stay inside their domain under finite-difference steps
+    probability_input: bool = False
+
+
+def _probs(rng, shape):
+    p = rng.uniform(0.05, 0.95, size=shape)
+    return p
+
+
+def _simplex(rng, shape):
+    e = np.exp(rng.normal(size=shape))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def binary_cases(rng, probability_input):
+    def make_input(shape):
+        return _probs(rng, shape) if probability_input else rng.normal(scale=2.0, size=shape)
+
+    y01 = (rng.uniform(size=(N,)) > 0.5).astype(np.int64)
+    soft = rng.uniform(size=(N, K))
+    return {
+        "plain": Case(make_input((N,)), y01, {}, (N,)),
+        "soft_2d": Case(make_input((N, K)), soft, {}, (N, K)),
+        "pos_weight": Case(make_input((N,)), y01.astype(np.float64), {"pos_weight": 2.5}, (N,)),
+        "pos_weight_vec": Case(make_input((N, K)), soft, {"pos_weight": [0.5, 1.0, 2.0, 3.0]}, (N, K)),
+        "smoothing": Case(make_input((N,)), y01, {"label_smoothing": 0.2}, (N,)),
+        "all": Case(make_input((N, K)), (soft > 0.5).astype(np.float32),
+                    {"pos_weight": [0.5, 1.0, 2.0, 3.0], "label_smoothing": 0.1}, (N, K)),
+    }
+
+
+def categorical_cases(rng, probability_input):
+    def make_input(shape):
+        return _simplex(rng, shape) * 0.9 + 0.1 / shape[-1] if probability_input \
+            else rng.normal(scale=2.0, size=shape)
+
+    labels = rng.integers(0, K, size=(N,))
+    labels[:K] = np.arange(K)  # every class present
+    class_weight = np.array([0.5, 1.0, 2.0, 3.0])
+    ignored = labels.copy()
+    ignored[[1, 4]] = -100
+    keep = (ignored != -100).astype(float)
+    soft = _simplex(rng, (N, K))
+    labels_3d = rng.integers(0, K, size=(2, 3))
+    return {
+        "labels": Case(make_input((N, K)), labels, {}, (N,)),
+        "soft": Case(make_input((N, K)), soft, {}, (N,)),
+        "one_hot": Case(make_input((N, K)), np.eye(K)[labels], {}, (N,)),
+        "class_weight": Case(make_input((N, K)), labels, {"class_weight": class_weight}, (N,),
+                             option_weight=class_weight[labels]),
+        "class_weight_soft": Case(make_input((N, K)), soft, {"class_weight": class_weight}, (N,),
+                                  option_weight=soft @ class_weight),
+        "ignore": Case(make_input((N, K)), ignored, {"ignore_index": -100}, (N,), option_weight=keep),
+        "smoothing": Case(make_input((N, K)), labels, {"label_smoothing": 0.2}, (N,)),
+        "smoothing_soft": Case(make_input((N, K)), soft, {"label_smoothing": 0.3}, (N,)),
+        "all": Case(make_input((N, K)), ignored,
+                    {"class_weight": class_weight, "ignore_index": -100, "label_smoothing": 0.1}, (N,),
+                    option_weight=class_weight[np.where(ignored == -100, 0, ignored)] * keep),
+        "axis1": Case(np.moveaxis(make_input((2, 3, K)), -1, 1), labels_3d, {"axis": 1}, (2, 3)),
+    }
+
+
+def multilabel_cases(rng):
+    target = (rng.uniform(size=(N, K)) > 0.5).astype(np.int64)
+    return {
+        "plain": Case(rng.normal(scale=2.0, size=(N, K)), target, {}, (N,)),
+        "pos_weight": Case(rng.normal(size=(N, K)), target, {"pos_weight": [1.0, 2.0, 0.5, 4.0]}, (N,)),
+        "smoothing": Case(rng.normal(size=(N, K)), target.astype(float), {"label_smoothing": 0.1}, (N,)),
+        "3d": Case(rng.normal(size=(2, 3, K)), rng.uniform(size=(2, 3, K)), {}, (2, 3)),
+    }
+
+
+def regression_cases(rng):
+    return {
+        "1d": Case(rng.normal(size=(N,)), rng.normal(size=(N,)), {}, (N,)),
+        "2d": Case(rng.normal(size=(N, 3)), rng.normal(size=(N, 3)), {}, (N,)),
+        "int_target": Case(rng.normal(size=(N, 2)), rng.integers(-3, 3, size=(N, 2)), {}, (N,)),
+    }
+
+
+def cases_for(name: str, seed: int = 0) -> dict[str, Case]:
+    rng = np.random.default_rng(seed)
+    made = {
+        "binary_cross_entropy": lambda: binary_cases(rng, True),
+        "binary_cross_entropy_with_logits": lambda: binary_cases(rng, False),
+        "categorical_cross_entropy": lambda: categorical_cases(rng, True),
+        "softmax_cross_entropy": lambda: categorical_cases(rng, False),
+        "multilabel_cross_entropy": lambda: multilabel_cases(rng),
+        "mean_squared_error": lambda: regression_cases(rng),
+    }[name]()
+    for case in made.values():
+        case.probability_input = name in ("binary_cross_entropy", "categorical_cross_entropy")
+    return made
+
+
+def all_cases(seed: int = 0):
+    """``(id, loss name, case name)`` for every registered loss and option set."""
+    assert set(losskit.REGISTRY) == {
+        "binary_cross_entropy", "binary_cross_entropy_with_logits", "categorical_cross_entropy",
+        "softmax_cross_entropy", "multilabel_cross_entropy", "mean_squared_error",
+    }, "a new loss needs its cases here"
+    return [(f"{name}-{case}", name, case) for name in losskit.REGISTRY for case in cases_for(name, seed)]
+
+
+def make_loss(name: str, options: dict, reduction: str = "mean", impl: str = "xp"):
+    cls, _ = losskit.REGISTRY[name]
+    return cls(reduction=reduction, impl=impl, **options)

@@ -1,0 +1,97 @@
+"""Backends every core test runs on, and conversions to and from NumPy.
+
+A backend whose library is not installed is skipped by name, with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
+
+if importlib.util.find_spec("jax") is not None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float64 references need it; float32 stays float32
+
+
+def _module_for(backend: str) -> str:
+    return {"dask": "dask.array"}.get(backend, backend)
+
+
+def backend_available(backend: str) -> bool:
+    top = _module_for(backend).split(".")[0]
+    return importlib.util.find_spec(top) is not None
+
+
+def to_backend(backend: str, array: np.ndarray):
+    """A copy of ``array`` in ``backend`` (NumPy copies are made read-only: no writes allowed)."""
+    array = np.array(array)
+    if backend == "numpy":
+        array.setflags(write=False)
+        return array
+    if backend == "array_api_strict":
+        import array_api_strict as xps
+
+        return xps.asarray(array)
+    if backend == "torch":
+        import torch
+
+        return torch.from_numpy(array)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
+    if backend == "dask":
+        import dask.array as da
+
+        chunks = tuple(max(1, s // 2) for s in array.shape) if array.ndim else ()
+        return da.from_array(array, chunks=chunks)
+    raise ValueError(backend)
+
+
+def to_numpy(array) -> np.ndarray:
+    if hasattr(array, "compute"):
+        array = array.compute()
+    if type(array).__module__.startswith("torch"):
+        array = array.detach().cpu()
+        return (array.float() if array.dtype.is_floating_point and array.itemsize == 2 else array).numpy()
+    if type(array).__module__.startswith("array_api_strict"):
+        return np.from_dlpack(array)
+    return np.asarray(array)
+
+
+def library_of(array) -> str:
+    module = type(array).__module__
+    for name in ("array_api_strict", "torch", "jax", "dask", "numpy"):
+        if module.startswith(name) or (name == "jax" and module.startswith("jaxlib")):
+            return name
+    return module
+
+
+def dtype_of(backend: str, name: str):
+    if backend == "numpy" or backend == "dask":
+        return np.dtype(name)
+    if backend == "array_api_strict":
+        import array_api_strict as xps
+
+        return getattr(xps, name)
+    if backend == "torch":
+        import torch
+
+        return getattr(torch, name)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return getattr(jnp, name)
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if not backend_available(request.param):
+        pytest.skip(f"{request.param} is not installed")
+    return request.param
