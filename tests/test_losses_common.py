@@ -200,7 +200,7 @@ def test_inputs_are_never_written(cid, name, case_name):
     before = (x.copy(), t.copy(), w.copy())
     loss.value_and_grad(x, t, weight=w)
     loss.hessian_diag(x, t, weight=w)
-    for a, b in zip((x, t, w), before):
+    for a, b in zip((x, t, w), before, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

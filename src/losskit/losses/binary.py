@@ -48,7 +48,8 @@ def bce_logits_terms(xp, z, y, pos_weight, order):
 
 
 class _BinaryBase(Loss):
-    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
+    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
+                 impl: str = "auto"):
         super().__init__(reduction=reduction, impl=impl)
         self.label_smoothing = _checks.label_smoothing(label_smoothing)
         if pos_weight is not None and not _array.is_array(pos_weight):
