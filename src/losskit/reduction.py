@@ -29,7 +29,7 @@ def reduce(xp, loss, weight, reduction: str, normalizer=None):
     """
     _checks.reduction(reduction)
     # where, not a bare product: an ignored example (weight 0) with an infinite loss adds 0
-    weighted = loss if weight is None else xp.where(weight == 0, xp.zeros_like(loss), weight * loss)
+    weighted = loss if weight is None else weight * xp.where(weight == 0, xp.zeros_like(loss), loss)
     one = xp.ones((), dtype=loss.dtype, device=_device(loss))
     if reduction == "none":
         return weighted, (one if weight is None else weight)

@@ -122,9 +122,9 @@ class Loss(ABC):
         if spans and scale.ndim:
             scale = scale[..., None]
         derivative = terms.grad if order == 1 else terms.hess
-        scaled = scale * derivative
         if weight is not None:  # a weight-0 example contributes 0 even where its terms are inf
-            scaled = xp.where(scale == 0, xp.zeros_like(scaled), scaled)
+            derivative = xp.where(scale == 0, xp.zeros_like(derivative), derivative)
+        scaled = scale * derivative
         if restore is not None:
             scaled = restore(scaled)
         out = xp.astype(scaled, original_dtype)

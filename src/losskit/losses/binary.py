@@ -24,12 +24,19 @@ from .base import Loss, Terms
 LOG_FLOOR = -100.0
 PROB_EPS = 1e-12
 
+
+def floored_log(xp, p):
+    """``max(log p, -100)`` (PyTorch's floor) without evaluating log(0)."""
+    positive = p > 0
+    log_p = xp.log(xp.where(positive, p, xp.ones_like(p)))
+    return xp.maximum(xp.where(positive, log_p, xp.full_like(p, LOG_FLOOR)), xp.full_like(p, LOG_FLOOR))
+
 _PROBS_HINT = "probabilities must lie in [0, 1]; for raw scores use binary_cross_entropy_with_logits"
 
 
 def _times(xp, coef, value):
     """``coef * value`` with 0 where ``coef`` is 0: an exact 0 * -inf limit, not NaN."""
-    return xp.where(coef == 0, xp.zeros_like(value), coef * value)
+    return coef * xp.where(coef == 0, xp.zeros_like(value), value)
 
 
 def bce_logits_terms(xp, z, y, pos_weight, order):
@@ -117,9 +124,12 @@ class BinaryCrossEntropy(_BinaryBase):
         pw = self._pos_weight(xp, input)
         pos = y if pw is None else pw * y
         neg = 1 - y
-        floor = xp.asarray(LOG_FLOOR, dtype=input.dtype, device=_array.device(input))
-        log_p = xp.maximum(xp.log(input), floor)  # PyTorch's floor: log(0) -> -100
-        log_q = xp.maximum(xp.log1p(-input), floor)  # log1p: exact for small p
+        log_p = floored_log(xp, input)
+        # log(1 - p) through log1p: exact for small p; p = 1 gives the floor
+        below_one = input < 1
+        log_q = xp.log1p(-xp.where(below_one, input, xp.zeros_like(input)))
+        log_q = xp.maximum(xp.where(below_one, log_q, xp.full_like(input, LOG_FLOOR)),
+                           xp.full_like(input, LOG_FLOOR))
         loss = -(pos * log_p + neg * log_q)
         grad = hess = None
         if order >= 1:

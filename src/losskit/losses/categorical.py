@@ -21,7 +21,7 @@ from __future__ import annotations
 from .. import _array, _checks
 from ..activations import log_softmax_xp
 from .base import Loss, Terms
-from .binary import LOG_FLOOR, PROB_EPS
+from .binary import PROB_EPS, floored_log
 
 _PROBS_HINT = ("probs must be a distribution over the class axis; for raw scores use "
                "softmax_cross_entropy")
@@ -123,7 +123,7 @@ class _CategoricalBase(Loss):
 
 def _weighted_sum(xp, coef, log_p):
     """``-sum_k coef_k log_p_k`` over the class axis, with 0 where ``coef`` is 0."""
-    return -xp.sum(xp.where(coef == 0, xp.zeros_like(log_p), coef * log_p), axis=-1)
+    return -xp.sum(coef * xp.where(coef == 0, xp.zeros_like(log_p), log_p), axis=-1)
 
 
 class SoftmaxCrossEntropy(_CategoricalBase):
@@ -174,8 +174,7 @@ class CategoricalCrossEntropy(_CategoricalBase):
 
     def _terms(self, xp, input, target, order):
         labels, mask, weight = self._example_and_class_weight(xp, input, target)
-        floor = xp.asarray(LOG_FLOOR, dtype=input.dtype, device=_array.device(input))
-        log_p = xp.maximum(xp.log(input), floor)  # PyTorch's floor: log(0) -> -100
+        log_p = floored_log(xp, input)  # PyTorch's floor: log(0) -> -100
         y = self._dense_target(xp, input, target, mask)
         loss = _weighted_sum(xp, y, log_p)
         grad = hess = None

@@ -1,0 +1,149 @@
+"""One test per kind of bad input: the error is a LossInputError (a ValueError) naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit import LossInputError
+
+Z = np.zeros((4, 3))
+LABELS = np.array([0, 1, 2, 1])
+
+
+def raises(argument: str, *fragments: str):
+    """Expect a LossInputError whose message starts with the argument's name and has the fragments."""
+
+    class _Check:
+        def __enter__(self):
+            self._ctx = pytest.raises(LossInputError)
+            self.info = self._ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            suppressed = self._ctx.__exit__(*exc)
+            message = str(self.info.value)
+            assert message.startswith(f"{argument}:"), message
+            for fragment in fragments:
+                assert fragment in message, (fragment, message)
+            assert isinstance(self.info.value, ValueError)
+            return suppressed
+
+    return _Check()
+
+
+def test_target_of_shape_n_is_never_broadcast_against_logits_n_by_1():
+    with raises("target", "shape (4, 1)", "got shape (4,)", "never broadcasts"):
+        lk.binary_cross_entropy_with_logits(np.zeros((4, 1)), np.zeros(4))
+    with raises("target", "shape (4,)", "got shape (4, 1)"):
+        lk.mean_squared_error(np.zeros(4), np.zeros((4, 1)))
+
+
+def test_categorical_target_shape_message_names_both_forms():
+    with raises("target", "integer class indices of shape (4,)", "probabilities of shape (4, 3)",
+                "got shape (4, 1)"):
+        lk.softmax_cross_entropy(Z, LABELS[:, None])
+    with raises("target", "probabilities of shape (4, 3)", "got shape (4, 2)"):
+        lk.softmax_cross_entropy(Z, np.full((4, 2), 0.5))
+
+
+def test_labels_out_of_range():
+    with raises("target", "class indices in [0, 3)", "label 3"):
+        lk.softmax_cross_entropy(Z, np.array([0, 1, 3, 1]))
+    with raises("target", "label -1"):
+        lk.categorical_cross_entropy(np.full((4, 3), 1 / 3), np.array([0, -1, 2, 1]))
+    with raises("target", "or ignore_index=-100", "label -5"):
+        lk.softmax_cross_entropy(Z, np.array([0, -100, -5, 1]), ignore_index=-100)
+
+
+def test_probabilities_outside_the_unit_interval_point_to_the_logits_form():
+    with raises("probs", "values in [0, 1]", "binary_cross_entropy_with_logits"):
+        lk.binary_cross_entropy(np.array([0.5, 1.5]), np.array([1.0, 0.0]))
+    with raises("probs", "values in [0, 1]", "softmax_cross_entropy"):
+        lk.categorical_cross_entropy(np.array([[-0.5, 1.5]]), np.array([1]))
+
+
+def test_probability_rows_must_sum_to_one():
+    with raises("probs", "sum to 1", "softmax_cross_entropy"):
+        lk.categorical_cross_entropy(np.array([[0.2, 0.2, 0.2]]), np.array([1]))
+    with raises("target", "sum to 1"):
+        lk.softmax_cross_entropy(np.zeros((1, 3)), np.array([[0.5, 0.5, 0.5]]))
+
+
+def test_targets_outside_the_unit_interval():
+    with raises("target", "values in [0, 1]", "[0, 2]"):
+        lk.binary_cross_entropy_with_logits(np.zeros(3), np.array([0.0, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "multilabel_cross_entropy",
+                                  "mean_squared_error", "softmax_cross_entropy"])
+def test_nan_in_targets(name):
+    target = np.array([[np.nan, 0.0, 1.0]]) if name != "softmax_cross_entropy" else np.array([[np.nan, 0, 1.0]])
+    with raises("target", "NaN"):
+        lk.REGISTRY[name][1](np.zeros((1, 3)), target)
+
+
+def test_non_float_logits():
+    with raises("logits", "real floating-point", "int64"):
+        lk.softmax_cross_entropy(np.zeros((2, 3), dtype=np.int64), np.array([0, 1]))
+    with raises("predictions", "real floating-point"):
+        lk.mean_squared_error(np.array([1, 2]), np.array([1, 2]))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "0.1", True])
+def test_label_smoothing_outside_zero_one(value):
+    with raises("label_smoothing", "[0, 1)"):
+        lk.SoftmaxCrossEntropy(label_smoothing=value)
+    with raises("label_smoothing", "[0, 1)"):
+        lk.binary_cross_entropy_with_logits(np.zeros(2), np.zeros(2), label_smoothing=value)
+
+
+def test_unknown_reduction_and_impl():
+    with raises("reduction", '"none", "sum", "mean"', "'average'"):
+        lk.softmax_cross_entropy(Z, LABELS, reduction="average")
+    with raises("impl", "'numba'"):
+        lk.MeanSquaredError(impl="numba")
+
+
+def test_negative_or_nan_weights():
+    with raises("weight", "non-negative", "-1"):
+        lk.softmax_cross_entropy(Z, LABELS, weight=np.array([1.0, -1.0, 1.0, 1.0]))
+    with raises("weight", "NaN"):
+        lk.mean_squared_error(np.zeros(2), np.zeros(2), weight=np.array([np.nan, 1.0]))
+    with raises("weight", "shape (4,)", "got shape (4, 1)"):
+        lk.softmax_cross_entropy(Z, LABELS, weight=np.ones((4, 1)))
+    with raises("class_weight", "non-negative"):
+        lk.SoftmaxCrossEntropy(class_weight=[1.0, -2.0, 1.0])
+    with raises("class_weight", "shape (3,)", "got shape (2,)"):
+        lk.softmax_cross_entropy(Z, LABELS, class_weight=np.array([1.0, 2.0]))
+    with raises("pos_weight", "non-negative"):
+        lk.binary_cross_entropy_with_logits(np.zeros(2), np.zeros(2), pos_weight=-1.0)
+    with raises("pos_weight", "shape (3,)", "got shape (2,)"):
+        lk.multilabel_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3)), pos_weight=np.ones(2))
+
+
+def test_bad_normalizer_axis_and_ignore_index():
+    with raises("normalizer", "positive"):
+        lk.softmax_cross_entropy(Z, LABELS, normalizer=0)
+    with raises("axis", "[-2, 2)", "5"):
+        lk.softmax_cross_entropy(Z, LABELS, axis=5)
+    with raises("ignore_index", "None or an int", "1.5"):
+        lk.SoftmaxCrossEntropy(ignore_index=1.5)
+    with raises("ignore_index", "None with probability targets"):
+        lk.softmax_cross_entropy(Z, np.full((4, 3), 1 / 3), ignore_index=-100)
+
+
+def test_arrays_of_two_libraries_in_one_call():
+    torch = pytest.importorskip("torch")
+    with raises("arrays", "one library", "torch", "numpy"):
+        lk.softmax_cross_entropy(torch.zeros(4, 3), LABELS)
+    with raises("class_weight", "same library"):
+        lk.softmax_cross_entropy(Z, LABELS, class_weight=torch.ones(3))
+
+
+def test_unsupported_target_dtype_and_objects():
+    with raises("target", "integer class indices or float class probabilities"):
+        lk.softmax_cross_entropy(Z, np.array(["a", "b", "c", "d"]))
+    with raises("target", "an array or a (nested) list"):
+        lk.mean_squared_error(np.zeros(2), {"a": 1})
