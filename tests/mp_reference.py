@@ -49,12 +49,15 @@ def bce_probs(p, y):
 
 
 def softmax_ce(row, label):
+    # logsumexp(z) - z_y = log1p(sum_{k != y} e^(z_k - z_y)): no 50-digit cancellation when tiny
     row = [mpmath.mpf(v) for v in row]
-    lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in row))
-    return lse - row[label]
+    return mpmath.log1p(mpmath.fsum(mpmath.exp(v - row[label]) for k, v in enumerate(row) if k != label))
 
 
 def softmax_ce_grad(row, label):
     row = [mpmath.mpf(v) for v in row]
     lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in row))
-    return [mpmath.exp(v - lse) - (1 if k == label else 0) for k, v in enumerate(row)]
+    p = [mpmath.exp(v - lse) for v in row]
+    # p_y - 1 = -sum_{k != y} p_k, which stays exact when p_y is within 1e-50 of 1
+    return [-mpmath.fsum(p[j] for j in range(len(p)) if j != k) if k == label else p[k]
+            for k in range(len(p))]

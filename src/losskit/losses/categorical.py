@@ -147,12 +147,19 @@ class SoftmaxCrossEntropy(_CategoricalBase):
         grad = hess = None
         if order >= 1:
             p = xp.exp(log_p)
-            y = self._dense_target(xp, input, target, mask)
-            total = 1 if mask is not None else xp.sum(y, axis=-1, keepdims=True)
-            if order == 1:
-                grad = p * total - y
+            if mask is None:
+                y = self._dense_target(xp, input, target, mask)
+                total = xp.sum(y, axis=-1, keepdims=True)
+                grad = p * total - y if order == 1 else None
+                hess = total * p * (1 - p) if order == 2 else None
+            elif order == 1:
+                n_classes = input.shape[-1]
+                zero = xp.zeros_like(p)
+                # at the label p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1
+                rest = xp.sum(xp.where(mask, zero, p), axis=-1, keepdims=True)
+                grad = xp.where(mask, a * (1 - 1 / n_classes) - rest, p - a / n_classes)
             else:
-                hess = total * p * (1 - p)
+                hess = p * (1 - p)
         return Terms(loss, grad, hess, weight)
 
 
