@@ -224,3 +224,19 @@ def test_lists_are_read_as_numpy(cid, name, case_name):
     value = loss(case.input.tolist(), case.target.tolist())
     assert isinstance(value, (np.ndarray, np.generic))
     np.testing.assert_allclose(value, loss(case.input, case.target), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("cid", "name", "case_name"), CASES, ids=IDS)
+def test_device_is_preserved(cid, name, case_name):
+    # torch's "meta" device stands in for an accelerator: a constant created on the default
+    # device instead of the input's would raise a device-mismatch error here
+    torch = pytest.importorskip("torch")
+    case = cases_for(name)[case_name]
+    loss = make_loss(name, case.options, "mean")
+    x = torch.from_numpy(case.input).to("meta")
+    t = torch.from_numpy(np.array(case.target)).to("meta")
+    w = torch.from_numpy(_weight(case)).to("meta")
+    value, grad = loss.value_and_grad(x, t, weight=w, normalizer=torch.tensor(2.0, device="meta"))
+    hess = loss.hessian_diag(x, t, weight=w)
+    assert value.device.type == grad.device.type == hess.device.type == "meta"
+    assert tuple(grad.shape) == case.input.shape
