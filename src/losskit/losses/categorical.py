@@ -116,8 +116,8 @@ class _CategoricalBase(Loss):
         a = self.label_smoothing
         n_classes = input.shape[-1]
         if mask is not None:
-            one = xp.ones_like(input)
-            return xp.where(mask, one * (1 - a + a / n_classes), one * (a / n_classes))
+            high, low = 1 - a + a / n_classes, a / n_classes
+            return xp.where(mask, xp.full_like(input, high), xp.full_like(input, low))
         return target if a == 0 else (1 - a) * target + a / n_classes
 
 
@@ -140,10 +140,12 @@ class SoftmaxCrossEntropy(_CategoricalBase):
         labels, mask, weight = self._example_and_class_weight(xp, input, target)
         log_p = log_softmax_xp(xp, input)
         a = self.label_smoothing
-        if mask is not None and a == 0:
-            loss = -_array.take_class(xp, log_p, labels)
-        else:
+        if mask is None:
             loss = _weighted_sum(xp, self._dense_target(xp, input, target, mask), log_p)
+        else:
+            loss = -_array.take_class(xp, log_p, labels)
+            if a > 0:  # y' = (1 - a) one_hot + a/K, without building it
+                loss = (1 - a) * loss - (a / input.shape[-1]) * xp.sum(log_p, axis=-1)
         grad = hess = None
         if order >= 1:
             p = xp.exp(log_p)
