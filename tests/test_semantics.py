@@ -1,0 +1,226 @@
+"""Every recipe and every documented difference in docs/semantics.md, against the peers themselves."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import losskit as lk
+
+N, K = 7, 4
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(7)
+    z = rng.normal(scale=2, size=(N, K))
+    y = rng.integers(0, K, size=N)
+    y[:K] = np.arange(K)
+    q = np.exp(rng.normal(size=(N, K)))
+    q /= q.sum(1, keepdims=True)
+    return {
+        "z": z, "y": y, "q": q,
+        "t": (rng.uniform(size=(N, K)) > 0.5).astype(float),
+        "w": rng.uniform(0.2, 3, size=N),
+        "cw": rng.uniform(0.5, 2, size=K),
+        "p": 1 / (1 + np.exp(-z)),
+    }
+
+
+def _one_hot(y):
+    return np.eye(K)[y]
+
+
+# -- PyTorch ----------------------------------------------------------------------------------------
+@pytest.fixture
+def F():
+    torch = pytest.importorskip("torch")
+    return torch.nn.functional
+
+
+def _t(a):
+    import torch
+
+    return torch.from_numpy(np.asarray(a))
+
+
+def test_torch_recipes(F, data):
+    z, y, t, cw, w = data["z"], data["y"], data["t"], data["cw"], data["w"]
+    y_ign = y.copy()
+    y_ign[[1, 5]] = -100
+    pairs = [
+        (F.cross_entropy(_t(z), _t(y)), lk.softmax_cross_entropy(z, y)),
+        (F.cross_entropy(_t(z), _t(y_ign)), lk.softmax_cross_entropy(z, y_ign, ignore_index=-100)),
+        (F.cross_entropy(_t(z), _t(y), weight=_t(cw)), lk.softmax_cross_entropy(z, y, class_weight=cw)),
+        (F.cross_entropy(_t(z), _t(y), label_smoothing=0.3), lk.softmax_cross_entropy(z, y, label_smoothing=0.3)),
+        (F.binary_cross_entropy_with_logits(_t(z), _t(t), pos_weight=_t(cw)),
+         lk.binary_cross_entropy_with_logits(z, t, pos_weight=cw)),
+        (F.binary_cross_entropy_with_logits(_t(z), _t(t), weight=_t(w[:, None] * t + 0.5)),
+         lk.binary_cross_entropy_with_logits(z, t, weight=w[:, None] * t + 0.5, normalizer=t.size)),
+        (F.binary_cross_entropy(_t(data["p"]), _t(t)), lk.binary_cross_entropy(data["p"], t)),
+        (F.mse_loss(_t(z), _t(t)), lk.mean_squared_error(z, t)),
+        (F.binary_cross_entropy_with_logits(_t(z), _t(t)), lk.multilabel_cross_entropy(z, t) / K),
+    ]
+    z3 = np.random.default_rng(1).normal(size=(3, K, 5))
+    y3 = np.random.default_rng(2).integers(0, K, size=(3, 5))
+    pairs.append((F.cross_entropy(_t(z3), _t(y3)), lk.softmax_cross_entropy(z3, y3, axis=1)))
+    for expected, actual in pairs:
+        np.testing.assert_allclose(actual, expected.numpy(), rtol=1e-12)
+
+
+def test_torch_class_weight_with_label_smoothing_recipe_and_difference(F, data):
+    z, y, cw, a = data["z"], data["y"], data["cw"], 0.2
+    expected = F.cross_entropy(_t(z), _t(y), weight=_t(cw), label_smoothing=a).numpy()
+    coef = (1 - a) * cw[y, None] * _one_hot(y) + (a / K) * cw
+    s = coef.sum(-1)
+    recipe = lk.softmax_cross_entropy(z, coef / s[:, None], weight=s, normalizer=cw[y].sum())
+    np.testing.assert_allclose(recipe, expected, rtol=1e-12)
+    # the documented difference: losskit weights the whole smoothed loss by cw[y_i]
+    ours = lk.softmax_cross_entropy(z, y, class_weight=cw, label_smoothing=a)
+    per_example = lk.softmax_cross_entropy(z, y, label_smoothing=a, reduction="none")
+    np.testing.assert_allclose(ours, np.sum(cw[y] * per_example) / np.sum(cw[y]), rtol=1e-12)
+    assert abs(float(ours) - float(expected)) > 1e-3
+
+
+def test_torch_class_weight_with_probability_targets_recipe_and_difference(F, data):
+    z, q, cw = data["z"], data["q"], data["cw"]
+    expected = F.cross_entropy(_t(z), _t(q), weight=_t(cw)).numpy()
+    coef = cw * q
+    s = coef.sum(-1)
+    np.testing.assert_allclose(lk.softmax_cross_entropy(z, coef / s[:, None], weight=s, normalizer=N),
+                               expected, rtol=1e-12)
+    ours = lk.softmax_cross_entropy(z, q, class_weight=cw)
+    per_example = lk.softmax_cross_entropy(z, q, reduction="none")
+    np.testing.assert_allclose(ours, np.sum(s * per_example) / np.sum(s), rtol=1e-12)
+
+
+def test_torch_all_ignored_mean_is_nan_but_ours_is_zero(F, data):
+    y = np.full(N, -100)
+    assert np.isnan(F.cross_entropy(_t(data["z"]), _t(y)).item())
+    value, grad = lk.SoftmaxCrossEntropy(ignore_index=-100).value_and_grad(data["z"], y)
+    assert float(value) == 0.0 and np.all(grad == 0)
+
+
+def test_torch_ignores_minus_100_by_default_and_we_refuse_it(F, data):
+    y = data["y"].copy()
+    y[0] = -100
+    assert np.isfinite(F.cross_entropy(_t(data["z"]), _t(y)).item())
+    with pytest.raises(lk.LossInputError, match="label -100"):
+        lk.softmax_cross_entropy(data["z"], y)
+
+
+def test_torch_bce_weight_mean_divides_by_elements_ours_by_weights(F, data):
+    z, t = data["z"], data["t"]
+    w = np.broadcast_to(data["w"][:, None], z.shape).copy()
+    torch_mean = F.binary_cross_entropy_with_logits(_t(z), _t(t), weight=_t(w)).numpy()
+    total = lk.binary_cross_entropy_with_logits(z, t, weight=w, reduction="sum")
+    np.testing.assert_allclose(torch_mean, total / z.size, rtol=1e-12)
+    np.testing.assert_allclose(lk.binary_cross_entropy_with_logits(z, t, weight=w), total / w.sum(), rtol=1e-12)
+
+
+def test_torch_mse_sum_is_d_times_ours(F, data):
+    z, t = data["z"], data["t"]
+    np.testing.assert_allclose(F.mse_loss(_t(z), _t(t), reduction="sum").numpy(),
+                               K * lk.mean_squared_error(z, t, reduction="sum"), rtol=1e-12)
+
+
+def test_torch_takes_unnormalised_probabilities_we_refuse_them(F):
+    p = np.array([[0.2, 0.2, 0.2]])
+    assert np.isfinite(F.nll_loss(_t(np.log(p)), _t(np.array([1]))).item())
+    with pytest.raises(lk.LossInputError, match="sum to 1"):
+        lk.categorical_cross_entropy(p, np.array([1]))
+
+
+# -- Keras ------------------------------------------------------------------------------------------
+@pytest.fixture
+def keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    return pytest.importorskip("keras")
+
+
+KERAS_TOL = 2e-6  # Keras computes in float32
+
+
+def test_keras_recipes(keras, data):
+    z, y, t, w = data["z"], data["y"], data["t"], data["w"]
+    L = keras.losses
+    pairs = [
+        (L.SparseCategoricalCrossentropy(from_logits=True)(y, z, sample_weight=w),
+         lk.softmax_cross_entropy(z, y, weight=w, normalizer=N)),
+        (L.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)(_one_hot(y), z),
+         lk.softmax_cross_entropy(z, y, label_smoothing=0.2)),
+        (L.BinaryCrossentropy(from_logits=True, label_smoothing=0.2)(t, z),
+         lk.multilabel_cross_entropy(z, t, label_smoothing=0.2) / K),
+        (L.BinaryCrossentropy(from_logits=True)(t, z, sample_weight=w),
+         lk.multilabel_cross_entropy(z, t, weight=w, normalizer=N * K)),
+        (L.MeanSquaredError()(t, z, sample_weight=w), lk.mean_squared_error(z, t, weight=w, normalizer=N)),
+    ]
+    for expected, actual in pairs:
+        np.testing.assert_allclose(actual, float(expected), rtol=KERAS_TOL)
+
+
+def test_keras_ignore_class_averages_over_kept_examples_like_ours(keras, data):
+    z, y = data["z"], data["y"].copy()
+    y[[0, 3]] = -1
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    np.testing.assert_allclose(lk.softmax_cross_entropy(z, y, ignore_index=-1), float(loss(y, z)), rtol=KERAS_TOL)
+    everything = np.full(N, -1)
+    assert float(loss(everything, z)) == 0.0 == float(lk.softmax_cross_entropy(z, everything, ignore_index=-1))
+
+
+def test_keras_clips_probabilities_where_we_floor_the_log(keras):
+    p, t = np.array([[0.0, 1.0, 0.3]], np.float32), np.array([[1.0, 0.0, 1.0]], np.float32)
+    expected = float(keras.losses.BinaryCrossentropy()(t, p))
+    eps = np.float32(1e-7)  # Keras clips in float32: 1 - eps rounds there too
+    clipped = lk.binary_cross_entropy(np.clip(p, eps, np.float32(1) - eps), t)
+    np.testing.assert_allclose(clipped, expected, rtol=KERAS_TOL)
+    assert float(lk.binary_cross_entropy(p, t)) > expected + 50  # the -100 floor, 100 per saturated term
+
+
+# -- Optax ------------------------------------------------------------------------------------------
+def test_optax_recipes(data):
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    z, y, q, t = data["z"], data["y"], data["q"], data["t"]
+    j = jnp.asarray
+    pairs = [
+        (optax.softmax_cross_entropy_with_integer_labels(j(z), j(y)), lk.softmax_cross_entropy(z, y, reduction="none")),
+        (optax.softmax_cross_entropy(j(z), j(q)), lk.softmax_cross_entropy(z, q, reduction="none")),
+        (optax.softmax_cross_entropy(j(z), optax.smooth_labels(j(_one_hot(y)), 0.3)),
+         lk.softmax_cross_entropy(z, y, label_smoothing=0.3, reduction="none")),
+        (optax.sigmoid_binary_cross_entropy(j(z), j(t)), lk.binary_cross_entropy_with_logits(z, t, reduction="none")),
+        (optax.squared_error(j(z[:, 0]), j(t[:, 0])), lk.mean_squared_error(z[:, 0], t[:, 0], reduction="none")),
+        (optax.l2_loss(j(z[:, 0]), j(t[:, 0])), 0.5 * lk.mean_squared_error(z[:, 0], t[:, 0], reduction="none")),
+    ]
+    for expected, actual in pairs:
+        np.testing.assert_allclose(actual, np.asarray(expected), rtol=1e-12)
+
+
+# -- scikit-learn -----------------------------------------------------------------------------------
+def test_sklearn_recipes(data):
+    metrics = pytest.importorskip("sklearn.metrics")
+    p = np.exp(data["z"])
+    p /= p.sum(1, keepdims=True)
+    y, w, t = data["y"], data["w"], data["t"]
+    p1 = data["p"][:, 0]
+    yb = (data["t"][:, 0] > 0).astype(int)
+    pairs = [
+        (metrics.log_loss(y, p, sample_weight=w), lk.categorical_cross_entropy(p, y, weight=w)),
+        (metrics.log_loss(yb, p1), lk.binary_cross_entropy(p1, yb)),
+        (metrics.log_loss(y, p, normalize=False), lk.categorical_cross_entropy(p, y, reduction="sum")),
+        (metrics.mean_squared_error(t, data["z"], sample_weight=w), lk.mean_squared_error(data["z"], t, weight=w)),
+    ]
+    for expected, actual in pairs:
+        np.testing.assert_allclose(actual, expected, rtol=1e-12)
+
+
+def test_sklearn_clips_to_eps_where_we_floor_the_log():
+    metrics = pytest.importorskip("sklearn.metrics")
+    p, y = np.array([0.0, 1.0, 0.4]), np.array([1, 0, 1])
+    eps = np.finfo(p.dtype).eps
+    expected = metrics.log_loss(y, p)
+    np.testing.assert_allclose(lk.binary_cross_entropy(np.clip(p, eps, 1 - eps), y), expected, rtol=1e-12)
+    np.testing.assert_allclose(lk.binary_cross_entropy(p, y), (100 + 100 - np.log(0.4)) / 3, rtol=1e-12)
