@@ -8,6 +8,7 @@ imported only when asked for.
 
 from ._checks import LossInputError
 from .activations import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
+from .heads import BinaryHead, MulticlassHead, MultilabelHead, RegressionHead, head, head_for
 from .losses import (
     REGISTRY,
     BinaryCrossEntropy,
@@ -24,6 +25,7 @@ from .losses import (
     multilabel_cross_entropy,
     softmax_cross_entropy,
 )
+from .targets import type_of_target
 
 __version__ = "0.1.0"
 
@@ -34,4 +36,6 @@ __all__ = [
     "softmax_cross_entropy", "multilabel_cross_entropy", "mean_squared_error",
     "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CategoricalCrossEntropy",
     "SoftmaxCrossEntropy", "MultilabelCrossEntropy", "MeanSquaredError",
+    "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead",
+    "type_of_target",
 ]

@@ -1,0 +1,77 @@
+"""What every command shares: one-line errors, the [cli] extra check, safe file writes.
+
+Design note: a file is written to a temporary name in its target directory and renamed over
+the final name only once complete (``os.replace`` is atomic on one file system), so a failure
+or a Ctrl-C leaves either the old file or none, never half a PNG. Errors a user can act on are
+raised as :class:`CLIError` and printed by :func:`losskit.cli.main` as one line on stderr with
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+EXTRA_HINT = "pip install 'losskit[cli]'"
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed as one line, exit code 2."""
+
+
+def require(module: str, purpose: str):
+    """Import ``module`` or raise a :class:`CLIError` naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        top = module.split(".")[0]
+        package = {"sklearn": "scikit-learn"}.get(top, top)
+        raise CLIError(f"{purpose} needs {package}, which is not installed: {EXTRA_HINT}") from error
+
+
+def output_dir(path: Path, option: str = "--out") -> Path:
+    """``path`` as an existing directory (created with its parents if missing), or a CLIError."""
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{option}: expected a directory, got the existing file '{path}'")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CLIError(f"{option}: cannot create the directory '{path}': "
+                       f"{error.strerror or error}") from None
+    if not os.access(path, os.W_OK):
+        raise CLIError(f"{option}: the directory '{path}' is not writable")
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(temp_path)`` then rename the temporary file to ``path``; clean up on failure."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(temp)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: Path, text: str) -> Path:
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    return atomic_write(path, write)

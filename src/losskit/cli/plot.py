@@ -1,0 +1,132 @@
+"""``losskit plot``: draw the figures that explain the heads, as PNG or SVG."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import CLIError, atomic_write, output_dir, require
+
+DEFAULT_DIR = Path("losskit-figures")
+SUFFIXES = (".png", ".svg")
+
+
+def _figures():
+    from . import figures
+
+    return figures.FIGURES
+
+
+FigureName = Enum("FigureName", {name: name for name in ["all", *_figures()]}, type=str)
+
+
+class Format(str, Enum):
+    png = "png"
+    svg = "svg"
+
+
+def save(fig, path: Path, fmt: str) -> Path:
+    """Write ``fig`` to ``path`` through a temporary file (never a half-written image).
+
+    PNGs are stored with a 256-colour palette: a third of the bytes of matplotlib's RGBA
+    output for these flat-colour plots, small enough to commit under docs/figures.
+    """
+    if fmt == "svg":
+        import matplotlib
+
+        def write_svg(temp: str) -> None:
+            # no date and a fixed salt for the element ids: the same figure gives the same bytes
+            with matplotlib.rc_context({"svg.hashsalt": "losskit"}):
+                fig.savefig(temp, format="svg", metadata={"Date": None})
+
+        return atomic_write(path, write_svg)
+
+    def write_png(temp: str) -> None:
+        import io
+
+        from PIL import Image  # matplotlib's own dependency
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        image = Image.open(buffer).convert("RGB")
+        image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            temp, format="PNG", optimize=True)
+
+    return atomic_write(path, write_png)
+
+
+def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Path, str]]:
+    """(figure, file, format) for each figure: ``out`` is a file for one figure named
+    ``*.png`` / ``*.svg``, else a directory."""
+    if out.suffix.lower() in SUFFIXES:
+        if len(names) > 1:
+            raise CLIError(f"--out: expected a directory for 'plot all', got the file name '{out}'")
+        file_format = out.suffix.lower()[1:]
+        if fmt is not None and fmt != file_format:
+            raise CLIError(f"--format: expected {file_format} (the suffix of --out '{out}'), got {fmt}")
+        output_dir(out.parent if str(out.parent) else Path("."), "--out")
+        return [(names[0], out, file_format)]
+    fmt = fmt or "png"
+    directory = output_dir(out)
+    return [(name, directory / f"{name}.{fmt}", fmt) for name in names]
+
+
+def plot(
+    figure: Annotated[FigureName, typer.Argument(help="The figure to draw, or 'all'.",
+                                                 show_default=False)],
+    out: Annotated[Path, typer.Option(
+        help="A directory (created if missing), or a file ending in .png or .svg for one figure.")
+    ] = DEFAULT_DIR,
+    fmt: Annotated[Format | None, typer.Option("--format", help="png or svg when --out is a "
+                                                "directory [default: png].", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the files written as JSON "
+                                          "instead of a table.")] = False,
+) -> None:
+    """Draw the figures that explain the output heads, as PNG or SVG.
+
+    Figures: **sigmoid** (sigmoid over z), **bce** (binary cross-entropy against p for y = 1
+    and y = 0), **softmax** (a small logit vector: logits, exponentials, probabilities),
+    **cross-entropy** (categorical CE against the true class's probability), **mse** (squared
+    error, a parabola, with its gradient), **bce-landscape** (BCE over logit and target),
+    **gradients** (the analytic gradient curves). Every curve is computed by losskit.
+
+    **Examples**
+
+    ```
+    losskit plot all                   # into ./losskit-figures/
+    losskit plot all --out docs/figures --format svg
+    losskit plot sigmoid --out sigmoid.png
+    losskit plot softmax --json
+    ```
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import figures
+
+    require("matplotlib", "losskit plot")  # before any directory is made
+    names = list(figures.FIGURES) if figure.value == "all" else [figure.value]
+    targets = _targets(names, out, None if fmt is None else fmt.value)
+    written = []
+    for name, path, file_format in targets:
+        draw, description = figures.FIGURES[name]
+        save(draw(), path, file_format)
+        written.append({"figure": name, "file": str(path), "format": file_format,
+                        "bytes": path.stat().st_size, "description": description})
+    if as_json:
+        typer.echo(json.dumps(written, indent=2))
+        return
+    table = Table(title="losskit plot: figures written")
+    for column in ("figure", "file", "bytes", "shows"):
+        table.add_column(column, justify="right" if column == "bytes" else "left")
+    for row in written:
+        table.add_row(row["figure"], row["file"], f"{row['bytes']:,}", row["description"])
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plot")(plot)

@@ -1,0 +1,18 @@
+"""The networks ``losskit demo`` trains: a NumPy MLP with Adam, one per task, on bundled data.
+
+Every gradient that trains them is a losskit head's analytic ``value_and_grad``; the head is
+picked from the training targets by :func:`losskit.head_for`. Needs scikit-learn (for the
+data sets), which the ``[cli]`` extra installs.
+
+>>> from losskit.demo import run
+>>> result = run("binary", epochs=5)       # doctest: +SKIP
+>>> result.metric                          # doctest: +SKIP
+('accuracy', 0.97...)
+"""
+
+from .data import DATASETS, MULTILABEL_NAMES, MissingExtra, digit_labels, load
+from .mlp import MLP, Adam
+from .train import DEFAULTS, GOALS, TASKS, Config, Result, run
+
+__all__ = ["run", "Result", "Config", "DEFAULTS", "GOALS", "TASKS", "DATASETS", "MULTILABEL_NAMES",
+           "MissingExtra", "digit_labels", "load", "MLP", "Adam"]

@@ -1,0 +1,83 @@
+"""The four bundled data sets of ``losskit demo``, split and standardised.
+
+All come with scikit-learn (no download): breast cancer (binary), digits (10 classes), four
+labels derived from each digit (multi-label), diabetes (regression). The split is a seeded
+random permutation; features are standardised with the training part's mean and standard
+deviation only, so nothing of the held-out part leaks into training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: task -> (data set, what the target is)
+DATASETS = {
+    "binary": ("breast cancer", "malignant or benign (569 tumours, 30 features)"),
+    "multiclass": ("digits", "which digit 0-9 (1797 8x8 images, 64 features)"),
+    "multilabel": ("digits, 4 labels", "even, greater than 4, prime, has a closed loop (0 6 8 9)"),
+    "regression": ("diabetes", "disease progression after one year (442 patients, 10 features)"),
+}
+
+#: the derived labels of the multi-label task, as functions of the digit
+MULTILABEL_NAMES = ("even", "greater than 4", "prime", "closed loop")
+_PRIME = (2, 3, 5, 7)
+_LOOP = (0, 6, 8, 9)
+
+
+class MissingExtra(RuntimeError):
+    """A package of the ``[cli]`` extra is missing; the message names the pip command."""
+
+
+@dataclass
+class Split:
+    """Training and held-out parts of one task's data (features standardised on the train part)."""
+
+    task: str
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    label_names: tuple[str, ...] = ()
+
+
+def digit_labels(digits: np.ndarray) -> np.ndarray:
+    """``[N]`` digits -> ``[N, 4]`` 0/1 labels: even, > 4, prime, closed loop."""
+    d = np.asarray(digits)
+    return np.stack([d % 2 == 0, d > 4, np.isin(d, _PRIME), np.isin(d, _LOOP)], axis=1).astype(np.int64)
+
+
+def _sklearn_datasets():
+    try:
+        from sklearn import datasets
+    except ImportError as error:
+        raise MissingExtra("the demo data sets need scikit-learn: pip install 'losskit[cli]'") from error
+    return datasets
+
+
+def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
+    """Load ``task``'s data set and split it ``1 - val_fraction`` / ``val_fraction``, seeded."""
+    datasets = _sklearn_datasets()
+    label_names: tuple[str, ...] = ()
+    if task == "binary":
+        x, y = datasets.load_breast_cancer(return_X_y=True)
+    elif task == "multiclass":
+        x, y = datasets.load_digits(return_X_y=True)
+    elif task == "multilabel":
+        x, digits = datasets.load_digits(return_X_y=True)
+        y = digit_labels(digits)
+        label_names = MULTILABEL_NAMES
+    elif task == "regression":
+        x, y = datasets.load_diabetes(return_X_y=True, scaled=False)
+    else:
+        raise ValueError(f"task: expected one of {', '.join(DATASETS)}, got {task!r}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = int(round(val_fraction * len(x)))
+    val, train = order[:n_val], order[n_val:]
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std[std == 0] = 1.0  # constant pixels of the digits: leave them at 0
+    x = (x - mean) / std
+    return Split(task, DATASETS[task][0], x[train], y[train], x[val], y[val], label_names)

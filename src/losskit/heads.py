@@ -1,0 +1,559 @@
+r"""Output heads: a task's activation, loss, analytic gradient and decode rule, as one object.
+
+=================  =====  ================  ===============================  ==================
+head               units  activation        loss per example                 ``predict``
+=================  =====  ================  ===============================  ==================
+BinaryHead         1      sigmoid           BCE from logits                  p > threshold
+MulticlassHead     K      softmax           softmax cross-entropy            argmax
+MultilabelHead     K      sigmoid per unit  BCE summed over the K labels     p_k > threshold_k
+RegressionHead     D      identity          squared error, mean over the D   the value
+=================  =====  ================  ===============================  ==================
+
+A head holds a core :class:`~losskit.Loss` (``head.loss_object``) rather than being one: the
+options (``pos_weight``, ``class_weight``, ``ignore_index``, ``label_smoothing``,
+``reduction``) mean exactly what they mean for the core losses, and ``head.loss``,
+``head.value_and_grad``, ``head.grad`` and ``head.hessian_diag`` return the core's numbers.
+What a head adds is the task around the loss: the number of output units (checked against the
+logits), the activation, the decode rule, and the mapping between a user's class labels
+("cat", -1/1) and the indices the loss takes (``head.encode`` / ``head.decode``).
+
+:func:`head` builds a head by task name; :func:`head_for` picks one from training targets with
+:func:`losskit.targets.type_of_target` and keeps its explanation in ``head.reason``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+from . import _array, _checks
+from ._checks import fail
+from .activations import sigmoid_xp, softmax_xp
+from .losses import (
+    BinaryCrossEntropyWithLogits,
+    Loss,
+    MeanSquaredError,
+    MultilabelCrossEntropy,
+    SoftmaxCrossEntropy,
+)
+from .targets import TASKS, TargetType, decode_labels, encode_labels, to_host, type_of_target
+
+__all__ = ["Head", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "head",
+           "head_for"]
+
+_CALL_DOC = """
+    Call forms (the core :class:`~losskit.Loss` options and reduction rule apply unchanged):
+    ``loss(logits, target, *, weight=None, normalizer=None)`` -> reduced value;
+    ``value_and_grad(...)`` -> ``(value, d value / d logits)``; ``grad(...)``;
+    ``hessian_diag(...)`` -> diagonal of ``d^2 value / d logits^2``. Gradients and Hessians
+    have the logits' shape; ``reduction="none"`` gives one value per example.
+"""
+
+
+def _int_option(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise fail(name, f"an int >= {low}", repr(value))
+    return value
+
+
+def _threshold(value, name: str = "threshold"):
+    """A probability in (0, 1), or a list of them; returned as the logit(s) it corresponds to."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float, list, tuple))
+                                       or _array.is_array(value)):
+        raise fail(name, "a probability in (0, 1) or a list of them", repr(value))
+    try:
+        host = to_host(value).astype(float)
+    except (TypeError, ValueError):
+        raise fail(name, "a probability in (0, 1) or a list of them", repr(value)) from None
+    values = [float(v) for v in host.reshape(-1)]
+    for v in values:
+        if not 0.0 < v < 1.0:
+            raise fail(name, "probabilities in (0, 1)", repr(v))
+    # p > t  <=>  z > log(t / (1 - t)): compare logits, so z = 1e-20 still reads as positive
+    logits = [math.log(v) - math.log1p(-v) for v in values]
+    return logits if host.ndim else logits[0]
+
+
+def _default_int(xp):
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["integral"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
+
+
+class Head:
+    """Base of the four heads: a task's output layer (units, activation, loss, decode rule).
+
+    Attributes: ``task`` ("binary", "multiclass", "multilabel", "regression"), ``units``
+    (output units the logits must have on their last axis), ``loss_object`` (the core
+    :class:`~losskit.Loss`), ``classes`` (class labels for ``encode``/``decode``, or
+    ``None``), ``reason`` (why this head: given by name, or :func:`head_for`'s explanation).
+    """
+
+    task = ""
+    activation_name = ""
+
+    def __init__(self, loss_object: Loss, units: int, *, classes=None, reason: str = ""):
+        self.loss_object = loss_object
+        self.units = units
+        self.classes = classes
+        self.reason = reason or f"task={self.task!r} given"
+
+    def __repr__(self) -> str:
+        extra = "" if self.classes is None else f", classes={to_host(self.classes).tolist()!r}"
+        return f"{type(self).__name__}(units={self.units}, loss={self.loss_object!r}{extra})"
+
+    # -- shapes --------------------------------------------------------------------------
+    def _align(self, xp, logits, target):
+        """Check the units; return ``(logits, target, restore)`` in the core loss's layout."""
+        self._check_units(logits)
+        return logits, target, None
+
+    def _check_units(self, logits, axis: int = -1):
+        if logits.ndim == 0 or logits.shape[axis] != self.units:
+            got = "a 0-d array" if logits.ndim == 0 else f"shape {tuple(logits.shape)}"
+            raise fail("logits", f"{self.units} output unit(s) on axis {axis} for a "
+                       f"{type(self).__name__} (units={self.units})", got)
+
+    def _run(self, logits, target, weight, normalizer, order):
+        xp, arrays = _array.namespace(logits=logits, target=target)
+        logits, target, restore = self._align(xp, arrays["logits"], arrays["target"])
+        call = self.loss_object
+        if order == 0:
+            return call(logits, target, weight=weight, normalizer=normalizer)
+        if order == 1:
+            value, grad = call.value_and_grad(logits, target, weight=weight, normalizer=normalizer)
+            return value, (grad if restore is None else restore(grad))
+        hess = call.hessian_diag(logits, target, weight=weight, normalizer=normalizer)
+        return hess if restore is None else restore(hess)
+
+    # -- the call forms --------------------------------------------------------------------
+    def loss(self, logits, target, *, weight=None, normalizer=None):
+        """The reduced loss of ``logits`` against ``target`` (see the head's class docstring)."""
+        return self._run(logits, target, weight, normalizer, 0)
+
+    def value_and_grad(self, logits, target, *, weight=None, normalizer=None):
+        """``(loss, d loss / d logits)``; the gradient has the logits' shape."""
+        return self._run(logits, target, weight, normalizer, 1)
+
+    def grad(self, logits, target, *, weight=None, normalizer=None):
+        """``d loss / d logits``, of the logits' shape."""
+        return self._run(logits, target, weight, normalizer, 1)[1]
+
+    def hessian_diag(self, logits, target, *, weight=None, normalizer=None):
+        """Diagonal of ``d^2 loss / d logits^2``, of the logits' shape."""
+        return self._run(logits, target, weight, normalizer, 2)
+
+    def activation(self, logits):
+        """The output activation applied to ``logits`` (same library, dtype, device)."""
+        xp, arrays = _array.namespace(logits=logits)
+        logits = arrays["logits"]
+        _checks.floating(xp, logits, "logits")
+        work = _array.compute_dtype(xp, logits.dtype)
+        out = self._activation_xp(xp, xp.astype(logits, work) if work != logits.dtype else logits)
+        return xp.astype(out, logits.dtype) if out.dtype != logits.dtype else out
+
+    def _activation_xp(self, xp, logits):
+        return logits
+
+    def predict(self, logits):
+        """The decoded prediction (see the head's class docstring for the rule and shape)."""
+        xp, arrays = _array.namespace(logits=logits)
+        logits = arrays["logits"]
+        _checks.floating(xp, logits, "logits")
+        self._check_units(logits, getattr(self.loss_object, "axis", -1))
+        return self._predict_xp(xp, logits)
+
+    def _predict_xp(self, xp, logits):
+        return logits
+
+    def encode(self, target):
+        """The target as the loss takes it (see the head's class docstring)."""
+        return target
+
+    def decode(self, prediction):
+        """``predict``'s indices as the user's class labels (``classes[prediction]``, NumPy);
+        the prediction unchanged when the head has no ``classes``."""
+        if self.classes is None:
+            return prediction
+        return decode_labels(prediction, self.classes)
+
+
+class _ClassifierHead(Head):
+    def predict_proba(self, logits):
+        """Class probabilities: the activation of ``logits`` (see the class docstring)."""
+        return self.activation(logits)
+
+
+def _squeeze_last(xp, array):
+    return xp.reshape(array, tuple(array.shape[:-1]))
+
+
+class _SingleUnitMixin:
+    """Logits ``[...]`` or ``[..., 1]`` and target ``[...]`` or ``[..., 1]``, read alike."""
+
+    def _align(self, xp, logits, target):
+        if logits.ndim >= 2 and logits.shape[-1] == 1:
+            shape = tuple(logits.shape)
+            logits = _squeeze_last(xp, logits)
+            restore = lambda grad: xp.reshape(grad, shape)  # noqa: E731
+        else:
+            restore = None
+        if target.ndim >= 2 and target.shape[-1] == 1 and target.ndim == logits.ndim + 1:
+            target = _squeeze_last(xp, target)
+        return logits, target, restore
+
+    def _check_units(self, logits, axis: int = -1):
+        return None  # one unit: any shape, a trailing axis of 1 optional
+
+
+class BinaryHead(_SingleUnitMixin, _ClassifierHead):
+    __doc__ = r"""Binary classification: 1 unit, sigmoid, binary cross-entropy from logits.
+
+    .. math:: l_i = -\left(w_+ y'_i \log\sigma(z_i) + (1 - y'_i)\log\sigma(-z_i)\right),
+              \quad \hat y_i = [\sigma(z_i) > t]
+
+    Options: ``pos_weight`` (number), ``label_smoothing`` a (y' = (1 - a) y + a/2),
+    ``reduction``, ``threshold`` t in (0, 1) (default 0.5), ``classes`` (the two labels; the
+    second is the positive class), ``impl``.
+
+    Shapes: ``logits [...]`` or ``[..., 1]`` (one unit; both accepted); ``target [...]`` or
+    ``[..., 1]`` of 0/1 or probabilities (use :meth:`encode` for other labels); ``weight
+    [...]``. ``predict`` and ``predict_proba`` return ``[...]`` (a trailing unit axis is
+    dropped): 0/1 integers and sigmoid probabilities. Gradients keep the logits' shape.
+    Edges: ``predict`` compares the logit with ``log(t / (1 - t))``, so z = 1e-20 is class 1
+    at t = 0.5 even though sigmoid(1e-20) rounds to 0.5; +-inf logits give 1 / 0.
+    """ + _CALL_DOC + """
+    >>> import numpy as np, losskit as lk
+    >>> h = lk.BinaryHead()
+    >>> h.predict(np.array([[2.0], [-1.0]])).tolist()
+    [1, 0]
+    >>> round(float(h.loss(np.array([0.0]), np.array([1]))), 6)
+    0.693147
+    """
+
+    task = "binary"
+    activation_name = "sigmoid"
+
+    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
+                 threshold: float = 0.5, classes=None, impl: str = "auto", reason: str = ""):
+        if pos_weight is not None and not isinstance(pos_weight, (int, float)):
+            raise fail("pos_weight", "a number (one unit)", repr(pos_weight))
+        loss = BinaryCrossEntropyWithLogits(pos_weight=pos_weight, label_smoothing=label_smoothing,
+                                            reduction=reduction, impl=impl)
+        if classes is not None:
+            classes = to_host(classes)
+            if classes.shape != (2,):
+                raise fail("classes", "the two class labels (negative, positive)",
+                           f"shape {classes.shape}")
+        super().__init__(loss, 1, classes=classes, reason=reason)
+        self.threshold = threshold
+        self._threshold_logit = _threshold(threshold)
+        if isinstance(self._threshold_logit, list):
+            raise fail("threshold", "one probability in (0, 1) (one unit)", repr(threshold))
+
+    def _activation_xp(self, xp, logits):
+        return sigmoid_xp(xp, logits)
+
+    def predict_proba(self, logits):
+        """``sigmoid(logits)`` of shape ``[...]`` (a trailing unit axis dropped)."""
+        xp, arrays = _array.namespace(logits=logits)
+        logits = arrays["logits"]
+        if logits.ndim >= 2 and logits.shape[-1] == 1:
+            logits = _squeeze_last(xp, logits)
+        return self.activation(logits)
+
+    def _predict_xp(self, xp, logits):
+        if logits.ndim >= 2 and logits.shape[-1] == 1:
+            logits = _squeeze_last(xp, logits)
+        return xp.astype(logits > self._threshold_logit, _default_int(xp))
+
+    def encode(self, target):
+        """Labels -> 0/1 floats (``classes[1]`` is 1), NumPy for string labels, else the
+        target's library. Without ``classes`` the target must already be 0/1 or in [0, 1]."""
+        if self.classes is None:
+            return target
+        if _array.is_array(target) and not _is_host_labels(target):
+            xp, arrays = _array.namespace(target=target)
+            target = arrays["target"]
+            positive = xp.asarray(self.classes[1].item(), dtype=target.dtype,
+                                  device=_array.device(target))
+            known = (target == positive) | (target == xp.asarray(
+                self.classes[0].item(), dtype=target.dtype, device=_array.device(target)))
+            if _array.concrete_bool(xp.all(known)) is False:
+                raise fail("target", f"labels among classes ({self.classes.tolist()!r})",
+                           "another label")
+            return xp.astype(target == positive, xp.float32 if target.dtype != xp.float64 else xp.float64)
+        indices, _ = encode_labels(target, self.classes)
+        return indices.astype(float)
+
+
+def _is_host_labels(target) -> bool:
+    """A NumPy array of strings or objects: labels no other library can hold."""
+    return type(target).__module__ == "numpy" and target.dtype.kind in "USO"
+
+
+class MulticlassHead(_ClassifierHead):
+    __doc__ = r"""Multi-class classification: K units, softmax, categorical cross-entropy.
+
+    .. math:: l_i = -\sum_k y'_{ik} \log \mathrm{softmax}(z_i)_k, \quad \hat y_i = \arg\max_k z_{ik}
+
+    Options: ``n_classes`` K (or ``classes``, the K labels, which sets it), ``class_weight
+    [K]``, ``ignore_index``, ``label_smoothing`` a (y' = (1 - a) y + a/K), ``reduction``,
+    ``axis`` (the class axis, default -1), ``impl``.
+
+    Shapes: ``logits [..., K]``; ``target`` integer ``[...]`` in [0, K) or probabilities
+    ``[..., K]`` (use :meth:`encode` for labels or one-hot integers); ``weight [...]``.
+    ``predict`` returns integer indices ``[...]`` (the first of tied maxima);
+    ``predict_proba`` the softmax ``[..., K]``. Logits whose class axis is not K raise.
+    """ + _CALL_DOC + """
+    >>> import numpy as np, losskit as lk
+    >>> h = lk.head("multiclass", n_classes=3)
+    >>> h.predict(np.array([[0.1, 2.0, -1.0]])).tolist()
+    [1]
+    """
+
+    task = "multiclass"
+    activation_name = "softmax"
+
+    def __init__(self, n_classes: int | None = None, *, class_weight=None, ignore_index=None,
+                 label_smoothing: float = 0.0, reduction: str = "mean", axis: int = -1,
+                 classes=None, impl: str = "auto", reason: str = ""):
+        if classes is not None:
+            classes = to_host(classes)
+            if classes.ndim != 1 or len(classes) < 2:
+                raise fail("classes", "a 1-D list of at least 2 labels", f"shape {classes.shape}")
+            if n_classes is not None and n_classes != len(classes):
+                raise fail("n_classes", f"{len(classes)} (the number of classes given)", repr(n_classes))
+            n_classes = len(classes)
+        if n_classes is None:
+            raise fail("n_classes", "an int >= 2 (or classes=[...])", "None")
+        n_classes = _int_option(n_classes, "n_classes", 2)
+        loss = SoftmaxCrossEntropy(axis=axis, class_weight=class_weight, ignore_index=ignore_index,
+                                   label_smoothing=label_smoothing, reduction=reduction, impl=impl)
+        super().__init__(loss, n_classes, classes=classes, reason=reason)
+
+    @property
+    def n_classes(self) -> int:
+        return self.units
+
+    def _align(self, xp, logits, target):
+        axis = self.loss_object.axis
+        if logits.ndim == 0:
+            raise fail("logits", "an array with a class axis", "a 0-d array")
+        self._check_units(logits, _checks.axis(axis, logits.ndim) - logits.ndim)
+        return logits, target, None
+
+    def _activation_xp(self, xp, logits):
+        return softmax_xp(xp, logits, _checks.axis(self.loss_object.axis, logits.ndim))
+
+    def _predict_xp(self, xp, logits):
+        index = xp.argmax(logits, axis=_checks.axis(self.loss_object.axis, logits.ndim))
+        return xp.astype(index, _default_int(xp))
+
+    def encode(self, target):
+        """Labels -> class indices (NumPy int64, through ``classes``); one-hot integer rows ->
+        their argmax; probability rows, and integer indices when ``classes`` is None or
+        ``0..K-1``, pass through (lists become NumPy)."""
+        if not _array.is_array(target):
+            target = to_host(target)
+        if not _is_host_labels(target):
+            xp, arrays = _array.namespace(target=target)
+            target = arrays["target"]
+            if target.ndim == 2 and target.shape[-1] == self.units:
+                if xp.isdtype(target.dtype, "real floating"):
+                    return target
+                if _is_one_hot(xp, target):
+                    return xp.argmax(xp.astype(target, xp.int32), axis=-1)
+            if self.classes is None or _is_range(self.classes):
+                return target
+        if self.classes is None:
+            raise fail("target", "class indices, or labels with classes=[...] given to the head",
+                       f"labels of dtype {target.dtype}")
+        return encode_labels(target, self.classes)[0]
+
+
+def _is_range(classes) -> bool:
+    return classes.dtype.kind in "iu" and classes.tolist() == list(range(len(classes)))
+
+
+def _is_one_hot(xp, target) -> bool:
+    """Integer rows of 0/1 with one 1 each (else they are a batch of class indices)."""
+    ones = (target == 0) | (target == 1)
+    one_each = xp.sum(xp.astype(target, xp.int32), axis=-1) == 1
+    return _array.concrete_bool(xp.all(ones) & xp.all(one_each)) is not False
+
+
+class MultilabelHead(_ClassifierHead):
+    __doc__ = r"""Multi-label classification: K units, a sigmoid on each, BCE summed over the labels.
+
+    .. math:: l_i = \sum_k -\left(w_{+,k} y'_{ik}\log\sigma(z_{ik}) + (1 - y'_{ik})\log\sigma(-z_{ik})
+              \right), \quad \hat y_{ik} = [\sigma(z_{ik}) > t_k]
+
+    Options: ``n_labels`` K, ``pos_weight`` (number or ``[K]``), ``label_smoothing`` a
+    (y' = (1 - a) y + a/2), ``reduction`` ("mean" averages over rows), ``threshold`` (a
+    probability or one per label, default 0.5), ``impl``.
+
+    Shapes: ``logits [..., K]``, ``target [..., K]`` of 0/1 or probabilities, ``weight
+    [...]`` (one per row). ``predict`` returns 0/1 integers ``[..., K]``, ``predict_proba``
+    the sigmoids ``[..., K]``. Edges: as :class:`BinaryHead`, per label.
+    """ + _CALL_DOC + """
+    >>> import numpy as np, losskit as lk
+    >>> h = lk.MultilabelHead(3, threshold=[0.5, 0.9, 0.2])
+    >>> h.predict(np.array([[0.1, 1.0, -1.0]])).tolist()
+    [[1, 0, 1]]
+    """
+
+    task = "multilabel"
+    activation_name = "sigmoid per unit"
+
+    def __init__(self, n_labels: int | None = None, *, pos_weight=None, label_smoothing: float = 0.0,
+                 reduction: str = "mean", threshold=0.5, impl: str = "auto", reason: str = ""):
+        if n_labels is None:
+            raise fail("n_labels", "an int >= 1", "None")
+        n_labels = _int_option(n_labels, "n_labels", 1)
+        loss = MultilabelCrossEntropy(pos_weight=pos_weight, label_smoothing=label_smoothing,
+                                      reduction=reduction, impl=impl)
+        super().__init__(loss, n_labels, reason=reason)
+        self.threshold = threshold
+        self._threshold_logit = _threshold(threshold)
+        if isinstance(self._threshold_logit, list) and len(self._threshold_logit) != n_labels:
+            raise fail("threshold", f"a probability or {n_labels} of them (one per label)",
+                       f"{len(self._threshold_logit)} values")
+
+    @property
+    def n_labels(self) -> int:
+        return self.units
+
+    def _activation_xp(self, xp, logits):
+        return sigmoid_xp(xp, logits)
+
+    def _predict_xp(self, xp, logits):
+        cut = self._threshold_logit
+        if isinstance(cut, list):
+            cut = xp.asarray(cut, dtype=logits.dtype, device=_array.device(logits))
+        return xp.astype(logits > cut, _default_int(xp))
+
+    def encode(self, target):
+        """0/1 label rows (bool, int or float) -> floats of the target's library."""
+        xp, arrays = _array.namespace(target=target)
+        target = arrays["target"]
+        return target if xp.isdtype(target.dtype, "real floating") else xp.astype(target, xp.float32)
+
+
+class RegressionHead(_SingleUnitMixin, Head):
+    __doc__ = r"""Regression: D units, identity output, squared error.
+
+    .. math:: l_i = \frac{1}{D}\sum_{j=1}^{D} (\hat y_{ij} - y_{ij})^2, \quad \text{prediction} = \hat y
+
+    The loss is :func:`losskit.mean_squared_error` as the core defines it: per example the
+    *mean* over its D values (DESIGN's table says "summed over values"; the two differ by the
+    constant factor D, and the mean matches PyTorch's ``mse_loss`` and Keras), then the
+    reduction over examples. Options: ``n_outputs`` D (default 1), ``reduction``, ``impl``.
+
+    Shapes: with D = 1, ``predictions [...]`` or ``[..., 1]`` and ``target [...]`` or
+    ``[..., 1]`` (both read as one value per example); with D > 1, ``[..., D]`` for both;
+    ``weight [...]``. ``predict`` returns the predictions unchanged (same shape); there is no
+    ``predict_proba``.
+    """ + _CALL_DOC + """
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.RegressionHead().loss(np.array([[1.0], [3.0]]), np.array([0.0, 0.0])))
+    5.0
+    """
+
+    task = "regression"
+    activation_name = "identity"
+
+    def __init__(self, n_outputs: int = 1, *, reduction: str = "mean", impl: str = "auto",
+                 reason: str = ""):
+        n_outputs = _int_option(n_outputs, "n_outputs", 1)
+        super().__init__(MeanSquaredError(reduction=reduction, impl=impl), n_outputs, reason=reason)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.units
+
+    def _align(self, xp, logits, target):
+        if self.units == 1:
+            return super()._align(xp, logits, target)
+        Head._check_units(self, logits)
+        return logits, target, None
+
+    def _check_units(self, logits, axis: int = -1):
+        if self.units > 1:
+            Head._check_units(self, logits, axis)
+
+    def encode(self, target):
+        """The target unchanged (values)."""
+        return target
+
+
+_HEADS = {"binary": BinaryHead, "multiclass": MulticlassHead, "multilabel": MultilabelHead,
+          "continuous": RegressionHead}
+
+
+def head(task: str, **options: Any) -> Head:
+    """Build the head of a task by name.
+
+    ``task``: "binary", "multiclass" (or "multi-class"), "multilabel" (or "multi-label"),
+    "regression" (or "continuous"). ``options`` go to the head: ``n_classes`` /
+    ``n_labels`` / ``n_outputs`` for the number of units, then the loss options of the core
+    (``pos_weight``, ``class_weight``, ``ignore_index``, ``label_smoothing``, ``reduction``)
+    and the decode ``threshold``. Shapes are those of the head built (see each head's class).
+    An unknown task or option raises :class:`~losskit.LossInputError` naming it.
+
+    >>> import losskit as lk
+    >>> h = lk.head("multiclass", n_classes=10, label_smoothing=0.1)
+    >>> h.units, h.activation_name, type(h.loss_object).__name__
+    (10, 'softmax', 'SoftmaxCrossEntropy')
+    """
+    if task not in TASKS:
+        names = ", ".join(repr(t) for t in TASKS)
+        raise fail("task", f"one of {names}", repr(task))
+    cls = _HEADS[TASKS[task]]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for name in options:
+        if name not in allowed:
+            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})", "an unknown option")
+    return cls(**options)
+
+
+def head_for(target, *, task: str | None = None, **options: Any) -> Head:
+    """Pick the head that training targets need, and say why in ``head.reason``.
+
+    Detection is :func:`losskit.targets.type_of_target` (see its rules): e.g. float targets
+    all 0/1 in one column -> :class:`BinaryHead`; integer labels 0..9 -> ``MulticlassHead(10)``;
+    ``[N, K]`` 0/1 rows -> ``MultilabelHead(K)``; floats with many distinct values ->
+    :class:`RegressionHead`. Ambiguous targets raise :class:`~losskit.LossInputError` saying
+    how to decide; ``task=`` decides. Class labels found (strings, -1/1, 3..7) are kept in
+    ``head.classes`` for ``head.encode`` / ``head.decode``. ``options`` go to the head.
+
+    Shapes: ``target [N]`` or ``[N, K]``, any array library or a list (read once, on the host).
+
+    >>> import numpy as np, losskit as lk
+    >>> h = lk.head_for(np.array(["spam", "ham", "spam"]))
+    >>> type(h).__name__, h.classes.tolist()
+    ('BinaryHead', ['ham', 'spam'])
+    >>> h.reason
+    "string labels with 2 distinct values ('ham', 'spam'): binary, positive class 'spam'"
+    >>> h.encode(np.array(["spam", "ham"])).tolist()
+    [1.0, 0.0]
+    """
+    info: TargetType = type_of_target(target, task=task)
+    options = dict(options)
+    options.setdefault("reason", info.reason)
+    cls = _HEADS[info.kind]
+    if info.kind == "binary":
+        classes = info.classes
+        if classes is not None and classes.dtype.kind in "biuf" and classes.tolist() == [0, 1]:
+            classes = None  # already the 0/1 the loss takes
+        return cls(classes=classes, **options)
+    if info.kind == "multiclass":
+        classes = info.classes
+        if classes is not None and _is_range(classes):
+            classes = None
+        if classes is not None:
+            return cls(classes=classes, **options)
+        return cls(info.n_outputs, **options)
+    return cls(info.n_outputs, **options)

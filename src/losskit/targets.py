@@ -1,0 +1,346 @@
+r"""What kind of target is this? Task detection with reasons, and class-label encoding.
+
+:func:`type_of_target` reads a training target and says which head it needs (``"binary"``,
+``"multiclass"``, ``"multilabel"`` or ``"continuous"``), how many output units, which class
+labels, and *why*, in a sentence. Where the data cannot tell (one distinct value, a float column
+of a few whole numbers, integer codes with as many values as examples) it refuses with a
+:class:`~losskit.LossInputError` that says how to decide (``task=...`` or a cast).
+
+Design note: detection reads every value, so it runs on the host, once, at set-up time (like
+scikit-learn's ``type_of_target``), never on a training step. The target is copied to NumPy
+through DLPack (or computed, for Dask) and nothing is written back. The rules follow the
+DESIGN's principle that dtype and shape carry intent: integer, boolean and string targets are
+class labels; float targets are values unless they are all 0/1 (labels) or rows of
+probabilities. The alternative, scikit-learn's "every integer-valued float is a class", was
+rejected: diabetes progression scores (214 distinct whole numbers) are not 214 classes.
+
+:func:`encode_labels` / :func:`decode_labels` map arbitrary class labels (strings, ints, -1/1)
+to indices ``0..K-1`` and back, in sorted order as scikit-learn's ``LabelEncoder`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from . import _array
+from ._checks import fail
+
+__all__ = ["TargetType", "type_of_target", "encode_labels", "decode_labels", "to_host", "KINDS",
+           "TASKS"]
+
+#: the kinds of target, in the vocabulary of scikit-learn's ``type_of_target``
+KINDS = ("binary", "multiclass", "multilabel", "continuous")
+#: task names accepted by ``task=`` (and by :func:`losskit.head`), mapped to a kind
+TASKS = {"binary": "binary", "multiclass": "multiclass", "multi-class": "multiclass",
+         "multilabel": "multilabel", "multi-label": "multilabel", "regression": "continuous",
+         "continuous": "continuous"}
+
+#: a float column of at most this many distinct whole numbers is ambiguous (classes or counts?)
+FEW_VALUES = 20
+#: integer labels with more distinct values than this, and than half the examples, are refused
+MANY_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class TargetType:
+    """The result of :func:`type_of_target`.
+
+    Attributes: ``kind`` (one of :data:`KINDS`); ``reason`` (one sentence: what was seen and
+    what was decided); ``n_outputs`` (output units a head needs: 1 for binary and a single
+    value, K for K classes / labels / values); ``classes`` (sorted distinct labels as a NumPy
+    array for class-label targets, else ``None``); ``encoding`` (``"labels"``, ``"one-hot"``,
+    ``"probabilities"``, ``"indicator"`` or ``"values"``).
+    """
+
+    kind: str
+    reason: str
+    n_outputs: int
+    classes: Any = field(default=None, compare=False)
+    encoding: str = "labels"
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+def to_host(target) -> np.ndarray:
+    """A NumPy copy (or view) of ``target``: lists, NumPy, Dask (computed) or any DLPack array."""
+    if isinstance(target, np.ndarray):
+        return target
+    if not _array.is_array(target):
+        try:
+            return np.asarray(target)
+        except (TypeError, ValueError):
+            raise fail("target", "an array or a list of labels or values", type(target).__name__) from None
+    if array_api_compat.is_dask_array(target):
+        target = target.compute()  # detection must read every value; done once at set-up
+    if isinstance(target, np.ndarray):
+        return target
+    try:
+        return np.from_dlpack(array_api_compat.to_device(target, "cpu"))
+    except Exception:  # a library without DLPack or a cpu device: its __array__, if any
+        return np.asarray(target)
+
+
+def _kind_of_task(task) -> str:
+    if task not in TASKS:
+        names = ", ".join(repr(t) for t in TASKS)
+        raise fail("task", f"one of {names}", repr(task))
+    return TASKS[task]
+
+
+def _show(values, limit: int = 6) -> str:
+    shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _is_label_dtype(array) -> bool:
+    return array.dtype.kind in "biuUSO"  # bool, ints, strings, objects (e.g. a list of str)
+
+
+def type_of_target(target, *, task: str | None = None) -> TargetType:
+    r"""Say which kind of head a training target needs, and why.
+
+    Rules, in order (N examples; shapes ``[N]`` and ``[N, 1]`` are read alike):
+
+    * bool, integer or string ``[N]`` -> class labels: 2 distinct -> ``"binary"``, more ->
+      ``"multiclass"`` (refused when there are more than 20 distinct integers and more than
+      N/2: "most classes would have one example");
+    * float ``[N]``: all 0/1 -> ``"binary"``; whole numbers with more than 20 distinct values
+      -> ``"continuous"``; whole numbers with 2 to 20 distinct values -> refused (classes or
+      counts?); anything else -> ``"continuous"``;
+    * ``[N, K]`` with K > 1: all 0/1 with exactly one 1 per row -> ``"multiclass"`` (one-hot);
+      all 0/1 otherwise -> ``"multilabel"``; float rows in [0, 1] summing to 1 ->
+      ``"multiclass"`` (probabilities); other floats -> ``"continuous"`` (K values); other
+      integers or strings -> refused;
+    * one distinct value, NaN or inf, an empty target or more than 2 dimensions -> refused.
+
+    ``task`` ("binary", "multiclass", "multilabel", "regression") overrides the guess where
+    the data allow that reading (e.g. ``task="multiclass"`` for whole-number floats, or
+    ``"regression"`` for integers), and raises where they do not.
+
+    Shapes: ``target [N]`` or ``[N, K]``, any array library or a list (read on the host).
+    Returns a :class:`TargetType`; raises :class:`~losskit.LossInputError` when refused.
+
+    >>> import numpy as np
+    >>> from losskit.targets import type_of_target
+    >>> t = type_of_target(np.array([0.0, 1.0, 1.0, 0.0]))
+    >>> t.kind, t.n_outputs
+    ('binary', 1)
+    >>> t.reason
+    'float values that are all 0 or 1 in one column: binary labels'
+    >>> type_of_target(["cat", "dog", "bird"]).classes.tolist()
+    ['bird', 'cat', 'dog']
+    """
+    wanted = None if task is None else _kind_of_task(task)
+    y = to_host(target)
+    if y.size == 0:
+        raise fail("target", "at least one example", f"an empty array of shape {y.shape}")
+    if y.ndim == 0 or y.ndim > 2:
+        raise fail("target", "shape [N] or [N, K]", f"shape {y.shape}")
+    if y.dtype.kind == "c":
+        raise fail("target", "real labels or values", f"dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        column = y[:, 0]
+    elif y.ndim == 1:
+        column = y
+    else:
+        column = None
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise fail("target", "finite values", "NaN or inf",
+                   "drop or impute those examples (or give them weight 0) before choosing a head")
+    if column is not None:
+        return _one_column(column, wanted)
+    return _many_columns(y, wanted)
+
+
+def _one_column(y: np.ndarray, wanted: str | None) -> TargetType:
+    labels_dtype = _is_label_dtype(y)
+    try:
+        classes = np.unique(y)
+    except TypeError:
+        raise fail("target", "labels of one comparable type", "a mix of types") from None
+    n = len(classes)
+    numeric = y.dtype.kind in "biuf"
+    if wanted == "multilabel":
+        raise fail("task", '"multilabel" for a target of K > 1 label columns',
+                   f"one column ({'labels' if labels_dtype else 'values'})")
+    if wanted == "continuous":
+        if not numeric:
+            raise fail("task", "a task that reads string labels (binary or multiclass)", '"regression"')
+        return TargetType("continuous", f"task='regression' given: {n} distinct values read as "
+                          "quantities", 1, None, "values")
+    if wanted in ("binary", "multiclass"):
+        return _told_classes(y, classes, wanted)
+
+    if n == 1:
+        raise fail("target", "at least 2 distinct labels or values",
+                   f"one value for every example ({_show(classes)})",
+                   "a head cannot learn from a constant target")
+    if labels_dtype:
+        kind_word = {"b": "boolean", "i": "integer", "u": "integer"}.get(y.dtype.kind, "string")
+        if n == 2:
+            return TargetType("binary", f"{kind_word} labels with 2 distinct values "
+                              f"({_show(classes)}): binary, positive class {classes[1].item()!r}",
+                              1, classes, "labels")
+        if y.dtype.kind in "iu" and n > MANY_CLASSES and n > len(y) / 2:
+            raise fail("target", "class labels with several examples per class, or a quantity",
+                       f"{n} distinct integers in {len(y)} examples",
+                       "ambiguous: pass task='regression' (or cast to float) for a quantity, "
+                       "task='multiclass' for classes")
+        return TargetType("multiclass", f"{kind_word} labels with {n} distinct values "
+                          f"({_show(classes)}): {n} classes", n, classes, "labels")
+
+    # float, one column
+    if n == 2 and classes[0] == 0 and classes[1] == 1:
+        return TargetType("binary", "float values that are all 0 or 1 in one column: binary labels",
+                          1, classes, "labels")
+    whole = bool(np.all(classes == np.round(classes)))
+    if whole and n <= FEW_VALUES:
+        raise fail("target", "labels or quantities, told apart by dtype",
+                   f"a float column of {n} distinct whole numbers ({_show(classes)})",
+                   "ambiguous: cast to int (or pass task='multiclass') for classes, "
+                   "or pass task='regression' for a quantity")
+    if whole:
+        return TargetType("continuous", f"float whole numbers with {n} distinct values (more than "
+                          f"{FEW_VALUES}): a quantity, regression; pass task='multiclass' for classes",
+                          1, None, "values")
+    hint = "; pass task='binary' for soft labels" if np.all((y >= 0) & (y <= 1)) else ""
+    return TargetType("continuous", f"float values with {n} distinct values, not all whole "
+                      f"numbers: regression{hint}", 1, None, "values")
+
+
+def _told_classes(y: np.ndarray, classes: np.ndarray, wanted: str) -> TargetType:
+    """``task="binary"`` or ``"multiclass"`` given for one column: check the data allow it."""
+    n = len(classes)
+    if n < 2:
+        raise fail("target", f"at least 2 distinct labels for task={wanted!r}",
+                   f"one value for every example ({_show(classes)})")
+    if y.dtype.kind == "f" and wanted == "binary" and n != 2 and np.all((y >= 0) & (y <= 1)):
+        return TargetType("binary", "task='binary' given: float values in [0, 1] read as soft "
+                          "labels (probabilities of the positive class)", 1, None, "probabilities")
+    if wanted == "binary" and n != 2:
+        raise fail("target", "exactly 2 distinct labels for task='binary'",
+                   f"{n}: {_show(classes)}", "use task='multiclass'")
+    if y.dtype.kind == "f" and np.any(classes != np.round(classes)):
+        raise fail("target", f"class labels for task={wanted!r} (ints, strings or whole-number floats)",
+                   f"fractional values such as {_show(classes[classes != np.round(classes)])}")
+    units = 1 if wanted == "binary" else n
+    return TargetType(wanted, f"task={wanted!r} given: {n} distinct labels ({_show(classes)})",
+                      units, classes, "labels")
+
+
+def _many_columns(y: np.ndarray, wanted: str | None) -> TargetType:
+    k = y.shape[1]
+    if y.dtype.kind not in "biuf":
+        raise fail("target", "[N, K] of 0/1 labels, probabilities or values",
+                   f"[N, {k}] of dtype {y.dtype}", "one label column per example should be 1-D")
+    zero_one = bool(np.all((y == 0) | (y == 1)))
+    one_per_row = zero_one and bool(np.all(np.sum(y, axis=1) == 1))
+    is_float = y.dtype.kind == "f"
+    in_unit = bool(np.all((y >= 0) & (y <= 1)))
+    rows_sum_one = is_float and in_unit and bool(np.allclose(np.sum(y, axis=1), 1.0, atol=1e-6))
+    if wanted == "binary":
+        raise fail("task", '"binary" for a target of one column', f"{k} columns")
+    if wanted == "multilabel":
+        if not zero_one and not (is_float and in_unit):
+            raise fail("target", "0/1 labels or probabilities in [0, 1] for task='multilabel'",
+                       "values outside [0, 1]" if not in_unit else "non-float values")
+        return TargetType("multilabel", f"task='multilabel' given: {k} labels per example", k,
+                          None, "indicator")
+    if wanted == "multiclass":
+        if one_per_row:
+            return TargetType("multiclass", f"task='multiclass' given: one-hot rows over {k} classes",
+                              k, None, "one-hot")
+        if rows_sum_one:
+            return TargetType("multiclass", f"task='multiclass' given: probability rows over {k} "
+                              "classes", k, None, "probabilities")
+        raise fail("target", "one-hot rows or probability rows summing to 1 for task='multiclass'",
+                   f"[N, {k}] rows that are neither")
+    if wanted == "continuous":
+        if not is_float:
+            raise fail("target", "float values for task='regression' with K > 1 columns",
+                       f"dtype {y.dtype}", "cast to float")
+        return TargetType("continuous", f"task='regression' given: {k} values per example", k,
+                          None, "values")
+    if zero_one and np.all(y == y[0]):
+        raise fail("target", "at least 2 distinct label rows", "the same row for every example",
+                   "a head cannot learn from a constant target")
+    if one_per_row:
+        return TargetType("multiclass", f"[N, {k}] of 0/1 with exactly one 1 per row: one-hot "
+                          "classes; pass task='multilabel' if the labels are independent", k, None,
+                          "one-hot")
+    if zero_one:
+        return TargetType("multilabel", f"[N, {k}] of 0/1 with any number of 1s per row: "
+                          f"{k} independent labels", k, None, "indicator")
+    if rows_sum_one:
+        return TargetType("multiclass", f"float [N, {k}] rows in [0, 1] that sum to 1: class "
+                          "probabilities (soft labels)", k, None, "probabilities")
+    if not is_float:
+        raise fail("target", "[N, K] integer targets of 0/1 (multi-label)",
+                   f"values {_show(np.unique(y))}",
+                   "ambiguous: cast to float for K regression outputs")
+    return TargetType("continuous", f"float [N, {k}] that are not labels or probabilities: "
+                      f"{k} regression outputs", k, None, "values")
+
+
+def encode_labels(target, classes=None):
+    """Class labels -> indices ``0..K-1``: returns ``(indices, classes)``.
+
+    ``classes`` defaults to the sorted distinct labels of ``target``; given, every label must
+    be among them (else :class:`~losskit.LossInputError` names the unknown label).
+    Shapes: ``target [...]`` of any labels (ints, strings, bools; any library, read on the
+    host) -> ``indices [...]`` NumPy int64, ``classes [K]`` NumPy.
+
+    >>> from losskit.targets import encode_labels
+    >>> idx, classes = encode_labels(["b", "a", "b"])
+    >>> idx.tolist(), classes.tolist()
+    ([1, 0, 1], ['a', 'b'])
+    """
+    y = to_host(target)
+    if classes is None:
+        classes, indices = np.unique(y, return_inverse=True)
+        return indices.reshape(y.shape).astype(np.int64), classes
+    classes = np.asarray(classes)
+    order = np.argsort(classes, kind="stable")
+    ordered = classes[order]
+    if np.any(ordered[1:] == ordered[:-1]):
+        raise fail("classes", "distinct labels", f"repeated labels in {_show(ordered)}")
+    try:
+        pos = np.searchsorted(ordered, y)
+    except TypeError:
+        raise fail("target", f"labels comparable with classes {_show(classes)}",
+                   f"dtype {y.dtype}") from None
+    pos = np.clip(pos, 0, len(ordered) - 1)
+    known = ordered[pos] == y
+    if not np.all(known):
+        bad = y[~known].flat[0]
+        raise fail("target", f"labels among classes ({_show(classes)})",
+                   f"label {bad.item() if hasattr(bad, 'item') else bad!r}")
+    return order[pos].astype(np.int64), classes
+
+
+def decode_labels(indices, classes):
+    """Indices ``0..K-1`` -> the class labels: ``classes[indices]`` on the host.
+
+    Shapes: ``indices [...]`` integers (any library), ``classes [K]`` -> ``[...]`` NumPy of
+    the classes' dtype. Indices outside ``[0, K)`` raise.
+
+    >>> import numpy as np
+    >>> from losskit.targets import decode_labels
+    >>> decode_labels(np.array([1, 0]), np.array(["neg", "pos"])).tolist()
+    ['pos', 'neg']
+    """
+    idx = to_host(indices)
+    classes = np.asarray(classes)
+    if idx.dtype.kind == "b":
+        idx = idx.astype(np.int64)
+    if idx.dtype.kind not in "iu":
+        raise fail("indices", "integer class indices", f"dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= len(classes)):
+        raise fail("indices", f"indices in [0, {len(classes)})",
+                   f"values in [{idx.min()}, {idx.max()}]")
+    return classes[idx]

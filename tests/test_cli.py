@@ -1,0 +1,233 @@
+"""The ``losskit`` command: help, demo, plot, JSON output, error paths, safe writes.
+
+Most tests call ``losskit.cli.main(argv)`` in this process (what the console script runs);
+a few run a subprocess where the point is a fresh interpreter (entry point, missing extras,
+import hygiene). Figures are checked as files: a PNG signature and size read by Pillow, an
+SVG that parses as XML with an <svg> root.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("typer")
+pytest.importorskip("rich")
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+from losskit.cli import main  # noqa: E402
+from losskit.cli.figures import FIGURES  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_png(path: Path):
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 2000
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        width, height = image.size
+    assert width >= 300 and height >= 200
+
+
+def assert_svg(path: Path):
+    root = ET.parse(path).getroot()
+    assert root.tag.endswith("svg")
+    assert len(list(root.iter())) > 50  # drawn content, not an empty canvas
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("losskit: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+# -- help -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, examples", [
+    ([], ["demo", "plot"]),
+    (["--help"], ["demo", "plot", "COMMAND --help"]),
+    (["demo", "--help"], ["Examples", "losskit demo --task multiclass --epochs 10", "--json", "--seed",
+                          "--out", "--epochs", "--task"]),
+    (["plot", "--help"], ["Examples", "losskit plot all", "losskit plot sigmoid --out sigmoid.png",
+                          "--format", "--json", "bce-landscape"]),
+])
+def test_help_with_examples_on_every_command(capsys, args, examples):
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    for fragment in examples:
+        assert fragment in out, (fragment, out)
+
+
+# -- demo -----------------------------------------------------------------------------------
+def test_demo_json_short_run(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "demo", "--epochs", "5", "--seed", "0", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["tasks"]) == {"binary", "multiclass", "multilabel", "regression"}
+    for task, result in report["tasks"].items():
+        assert result["epochs"] == 5 and len(result["train_loss"]) == 6
+        assert result["train_loss"][-1] < result["train_loss"][0], task
+        assert result["val_loss"][-1] < result["val_loss"][0], task
+        for metric, value in result["metrics"].items():
+            assert value > result["baseline"][metric], (task, metric)
+    assert json.loads((tmp_path / "results.json").read_text()) == report
+    assert_png(tmp_path / "loss_curves.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curves.png", "results.json"]
+
+
+def test_demo_tables_for_one_task(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "demo", "--task", "multiclass", "--epochs", "2", "--out", str(tmp_path))
+    assert code == 0, err
+    for fragment in ("multiclass: digits", "MulticlassHead", "softmax", "SoftmaxCrossEntropy",
+                     "train loss", "held-out loss", "held-out accuracy", "baseline", "goal >= 0.95"):
+        assert fragment in out, fragment
+    assert "binary" not in out
+    assert "multiclass" in err  # the progress bar goes to stderr, the tables to stdout
+
+
+def test_demo_creates_a_missing_output_directory(capsys, tmp_path):
+    out_dir = tmp_path / "a" / "b"
+    code, _, err = run_cli(capsys, "demo", "--task", "regression", "--epochs", "1", "--out", str(out_dir), "--json")
+    assert code == 0, err
+    assert_png(out_dir / "loss_curves.png")
+
+
+# -- plot -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["png", "svg"])
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_each_figure_is_written_and_valid(capsys, tmp_path, name, fmt):
+    target = tmp_path / f"figure.{fmt}"
+    code, out, err = run_cli(capsys, "plot", name, "--out", str(target), "--json")
+    assert code == 0, err
+    (assert_png if fmt == "png" else assert_svg)(target)
+    assert json.loads(out) == [{"figure": name, "file": str(target), "format": fmt,
+                                "bytes": target.stat().st_size, "description": FIGURES[name][1]}]
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+
+
+def test_plot_all_into_a_directory_as_svg(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "plot", "all", "--out", str(tmp_path / "figs"), "--format", "svg")
+    assert code == 0, err
+    files = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert files == sorted(f"{name}.svg" for name in FIGURES)
+    assert "figures written" in out and "bce-landscape" in out
+
+
+def test_same_figure_same_bytes(capsys, tmp_path):
+    for name in ("one.svg", "two.svg"):
+        assert run_cli(capsys, "plot", "softmax", "--out", str(tmp_path / name))[0] == 0
+    assert (tmp_path / "one.svg").read_bytes() == (tmp_path / "two.svg").read_bytes()
+
+
+# -- errors: one line on stderr, exit code 2 --------------------------------------------------
+@pytest.mark.parametrize("args, fragments", [
+    (["demo", "--task", "ranking"], ["--task", "'ranking' is not one of"]),
+    (["demo", "--epochs", "0"], ["--epochs"]),
+    (["plot", "loss-surface"], ["figure", "'loss-surface' is not one of"]),
+    (["plot", "all", "--out", "figures.png"], ["--out: expected a directory for 'plot all'"]),
+    (["plot", "mse", "--out", "mse.svg", "--format", "png"], ["--format: expected svg"]),
+    (["fit"], ["No such command 'fit'"]),
+    (["demo", "--no-such-option"], ["No such option"]),
+])
+def test_usage_errors(capsys, tmp_path, monkeypatch, args, fragments):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run_cli(capsys, *args), *fragments)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a directory
+
+
+@pytest.mark.parametrize("command", [["demo", "--epochs", "1"], ["plot", "all"], ["plot", "bce"]])
+def test_out_that_is_a_file_is_refused(capsys, tmp_path, command):
+    existing = tmp_path / "taken"
+    existing.write_text("keep me")
+    assert_one_line_error(*run_cli(capsys, *command, "--out", str(existing)),
+                          f"--out: expected a directory, got the existing file '{existing}'")
+    assert existing.read_text() == "keep me"
+
+
+def test_out_under_a_file_is_refused(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    assert_one_line_error(*run_cli(capsys, "demo", "--out", str(tmp_path / "file" / "sub")),
+                          "--out: cannot create the directory")
+
+
+@pytest.mark.parametrize("module, command, package", [
+    ("sklearn", ["demo", "--epochs", "1"], "scikit-learn"),
+    ("matplotlib", ["plot", "sigmoid"], "matplotlib"),
+    ("matplotlib", ["demo", "--epochs", "1"], "matplotlib"),
+])
+def test_missing_extra_names_the_pip_command(capsys, tmp_path, monkeypatch, module, command, package):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    assert_one_line_error(*run_cli(capsys, *command), f"needs {package}", "pip install 'losskit[cli]'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_typer_in_a_fresh_interpreter():
+    code = ("import sys; sys.modules['typer'] = None; from losskit.cli import main; "
+            "sys.exit(main(['demo']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("losskit: error: the losskit command needs typer, which is not "
+                                   "installed: pip install 'losskit[cli]'")
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(capsys, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    target = tmp_path / "sigmoid.png"
+    target.write_bytes(b"old")
+
+    def broken_savefig(self, fname, **kwargs):
+        if hasattr(fname, "write"):
+            fname.write(PNG_SIGNATURE)  # half an image, then the failure
+        else:
+            Path(fname).write_bytes(PNG_SIGNATURE)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    assert_one_line_error(*run_cli(capsys, "plot", "sigmoid", "--out", str(target)), "No space left on device")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["sigmoid.png"]
+
+
+def test_an_interrupted_demo_writes_nothing(capsys, tmp_path, monkeypatch):
+    import losskit.demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(losskit.demo, "run", interrupted)
+    code, _, err = run_cli(capsys, "demo", "--out", str(tmp_path))
+    assert code == 130 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- entry point and import hygiene -----------------------------------------------------------
+def test_module_entry_point_and_lazy_imports():
+    code = ("import sys; from losskit.cli import build_app; build_app(); "
+            "print(','.join(m for m in ('matplotlib', 'sklearn', 'torch', 'jax') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""  # `losskit --help` stays fast: no plotting or data import
+    done = subprocess.run([sys.executable, "-m", "losskit.cli", "plot", "nope"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("losskit: error: Invalid value for 'figure'")

@@ -1,0 +1,146 @@
+"""The demo's network, optimiser, data and training runs (small --epochs: fast enough for CI).
+
+References: float64 finite differences for backpropagation, torch.optim.AdamW for the optimiser,
+the digit properties written out by hand, and trivial predictors (majority class, training mean)
+as the baselines a trained network must beat.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losskit as lk
+
+pytest.importorskip("sklearn")
+
+from losskit.demo import DEFAULTS, GOALS, MLP, TASKS, Adam, digit_labels, load, run  # noqa: E402
+
+
+def test_backward_matches_finite_differences_through_a_head():
+    rng = np.random.default_rng(0)
+    model = MLP([5, 7, 6, 3], rng)
+    for p in model.params[1::2]:
+        p[:] = rng.normal(scale=0.1, size=p.shape)  # non-zero biases: every parameter is exercised
+    x = rng.normal(size=(8, 5))
+    target = rng.integers(0, 3, 8)
+    head = lk.MulticlassHead(3)
+
+    def loss_value():
+        return float(head.loss(model.forward(x), target))
+
+    _, grad_logits = head.value_and_grad(model.forward(x), target)
+    grads = model.backward(grad_logits)
+    step = 1e-6
+    for param, grad in zip(model.params, grads, strict=True):
+        numeric = np.zeros_like(param)
+        for index in np.ndindex(param.shape):
+            saved = param[index]
+            param[index] = saved + step
+            up = loss_value()
+            param[index] = saved - step
+            down = loss_value()
+            param[index] = saved
+            numeric[index] = (up - down) / (2 * step)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_adam_matches_torch_adamw():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    weight, bias = rng.normal(size=(3, 2)), rng.normal(size=2)
+    ours = [weight.copy(), bias.copy()]
+    optimiser = Adam(ours, lr=0.01, weight_decay=0.5)
+    theirs = [torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)]
+    reference = torch.optim.AdamW([{"params": [theirs[0]], "weight_decay": 0.5},
+                                   {"params": [theirs[1]], "weight_decay": 0.0}], lr=0.01)
+    for _ in range(5):
+        grads = [rng.normal(size=weight.shape), rng.normal(size=bias.shape)]
+        optimiser.step(grads)
+        for tensor, grad in zip(theirs, grads, strict=True):
+            tensor.grad = torch.tensor(grad)
+        reference.step()
+    for mine, tensor in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine, tensor.detach().numpy(), rtol=1e-12)
+
+
+def test_digit_labels_by_hand():
+    # digit: even, > 4, prime, closed loop (0 6 8 9)
+    table = {0: [1, 0, 0, 1], 1: [0, 0, 0, 0], 2: [1, 0, 1, 0], 3: [0, 0, 1, 0], 4: [1, 0, 0, 0],
+             5: [0, 1, 1, 0], 6: [1, 1, 0, 1], 7: [0, 1, 1, 0], 8: [1, 1, 0, 1], 9: [0, 1, 0, 1]}
+    assert digit_labels(np.arange(10)).tolist() == [table[d] for d in range(10)]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_split_is_seeded_disjoint_and_standardised_on_train(task):
+    split = load(task, seed=3)
+    again = load(task, seed=3)
+    other = load(task, seed=4)
+    np.testing.assert_array_equal(split.x_train, again.x_train)
+    assert not np.array_equal(split.y_val, other.y_val)
+    n = len(split.x_train) + len(split.x_val)
+    assert len(split.x_val) == round(0.25 * n)
+    # no example appears in both parts
+    train_rows = {row.tobytes() for row in split.x_train}
+    assert not any(row.tobytes() in train_rows for row in split.x_val)
+    std = split.x_train.std(axis=0)
+    np.testing.assert_allclose(split.x_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(std[std > 0], 1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("task, head", [("binary", "BinaryHead"), ("multiclass", "MulticlassHead"),
+                                        ("multilabel", "MultilabelHead"), ("regression", "RegressionHead")])
+def test_short_run_lowers_the_loss_and_beats_a_trivial_baseline(task, head):
+    epochs = 10 if task == "regression" else 5  # a tenth of the defaults, or less
+    result = run(task, epochs=epochs, seed=0)
+    assert result.head == head  # head_for read the task off the targets
+    assert len(result.train_loss) == len(result.val_loss) == epochs + 1  # epoch 0 is the initialisation
+    assert result.train_loss[-1] < 0.7 * result.train_loss[0]
+    assert result.val_loss[-1] < 0.7 * result.val_loss[0]
+    name, value = result.metric
+    assert name == GOALS[task][0]
+    assert value > result.baseline[name] + 0.1, (value, result.baseline[name])
+
+
+def test_runs_are_reproducible():
+    first = run("multilabel", epochs=2, seed=5)
+    second = run("multilabel", epochs=2, seed=5)
+    assert first.train_loss == second.train_loss and first.metrics == second.metrics
+    assert run("multilabel", epochs=2, seed=6).train_loss != first.train_loss
+
+
+def test_on_epoch_reports_every_epoch():
+    seen = []
+    run("regression", epochs=3, on_epoch=lambda epoch, train, val: seen.append(epoch))
+    assert seen == [0, 1, 2, 3]
+
+
+def test_defaults_are_the_documented_ones():
+    # docs/cli.md records the figures measured with these settings; change both together
+    assert {task: (c.hidden, c.epochs, c.lr, c.weight_decay) for task, c in DEFAULTS.items()} == {
+        "binary": ((32,), 60, 1e-3, 1.0), "multiclass": ((64,), 40, 2e-3, 0.3),
+        "multilabel": ((64,), 40, 2e-3, 0.3), "regression": ((16,), 60, 2e-3, 1.0)}
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="^task: expected one of"):
+        run("ranking")
+
+
+def test_default_run_meets_the_goals_and_docs_record_it():
+    """The full default run is cheap (about a second): it must reach issue 3's goals, and the
+    figures in docs/cli.md must be this run's (re-measure them when a default changes)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for task in TASKS:
+        result = run(task)
+        name, value = result.metric
+        assert value >= GOALS[task][1], (task, name, value)
+        row = re.search(rf"^\| {task} \| ([\d.]+) -> ([\d.]+) \| ([\d.]+) -> ([\d.]+) \| [^|]*?([-\d.]+)(?: \(|\s\|)",
+                        doc, re.M)
+        assert row, f"docs/cli.md has no measured row for {task}"
+        recorded = [float(g) for g in row.groups()]
+        measured = [result.train_loss[0], result.train_loss[-1], result.val_loss[0], result.val_loss[-1], value]
+        np.testing.assert_allclose(measured, recorded, rtol=2e-3, atol=1e-4, err_msg=task)

@@ -1,0 +1,382 @@
+"""The four heads, ``head(task)`` and ``head_for(target)``.
+
+References: the core functions (a head must return exactly their numbers), closed forms written
+here (sigmoid(z) - y, argmax, thresholds), torch autograd and torch's own losses, and float64
+central finite differences through the (N, 1) reshaping path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losskit as lk
+from conftest import library_of, to_backend, to_numpy
+from losskit import LossInputError
+
+RNG = np.random.default_rng(3)
+N, K = 6, 4
+
+
+def _fd(f, x, step=1e-6):
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        grad[index] = (float(f(up)) - float(f(down))) / (2 * step)
+    return grad
+
+
+# -- heads return the core's numbers --------------------------------------------------------
+CORE = [
+    ("binary", lambda: lk.BinaryHead(pos_weight=2.0, label_smoothing=0.1),
+     lambda: lk.BinaryCrossEntropyWithLogits(pos_weight=2.0, label_smoothing=0.1),
+     RNG.normal(size=N), RNG.integers(0, 2, N).astype(float)),
+    ("multiclass", lambda: lk.MulticlassHead(K, class_weight=[1, 2, 1, 0.5], label_smoothing=0.1),
+     lambda: lk.SoftmaxCrossEntropy(class_weight=[1, 2, 1, 0.5], label_smoothing=0.1),
+     RNG.normal(size=(N, K)), RNG.integers(0, K, N)),
+    ("multiclass_ignore", lambda: lk.MulticlassHead(K, ignore_index=-100),
+     lambda: lk.SoftmaxCrossEntropy(ignore_index=-100),
+     RNG.normal(size=(N, K)), np.array([0, -100, 3, 2, -100, 1])),
+    ("multilabel", lambda: lk.MultilabelHead(K, pos_weight=[1, 2, 3, 4]),
+     lambda: lk.MultilabelCrossEntropy(pos_weight=[1, 2, 3, 4]),
+     RNG.normal(size=(N, K)), RNG.integers(0, 2, (N, K)).astype(float)),
+    ("regression", lambda: lk.RegressionHead(3), lambda: lk.MeanSquaredError(),
+     RNG.normal(size=(N, 3)), RNG.normal(size=(N, 3))),
+]
+
+
+@pytest.mark.parametrize("case", CORE, ids=[c[0] for c in CORE])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_head_returns_the_core_loss_gradient_and_hessian(case, reduction):
+    _, make_head, make_loss, logits, target = case
+    head, loss = make_head(), make_loss()
+    head.loss_object.reduction = loss.reduction = reduction
+    weight = RNG.uniform(0.5, 2.0, N)
+    np.testing.assert_array_equal(head.loss(logits, target, weight=weight),
+                                  loss(logits, target, weight=weight))
+    value, grad = head.value_and_grad(logits, target, weight=weight)
+    core_value, core_grad = loss.value_and_grad(logits, target, weight=weight)
+    np.testing.assert_array_equal(value, core_value)
+    np.testing.assert_array_equal(grad, core_grad)
+    np.testing.assert_array_equal(head.grad(logits, target), loss.grad(logits, target))
+    np.testing.assert_array_equal(head.hessian_diag(logits, target, normalizer=3.0),
+                                  loss.hessian_diag(logits, target, normalizer=3.0))
+
+
+# -- binary ---------------------------------------------------------------------------------
+def test_binary_gradient_is_sigmoid_minus_target_over_n():
+    z = RNG.normal(size=N)
+    y = RNG.integers(0, 2, N)
+    _, grad = lk.BinaryHead().value_and_grad(z, y)
+    np.testing.assert_allclose(grad, (1 / (1 + np.exp(-z)) - y) / N, rtol=1e-14)
+
+
+@pytest.mark.parametrize("logits_shape, target_shape", [((N,), (N,)), ((N, 1), (N,)),
+                                                        ((N,), (N, 1)), ((N, 1), (N, 1))])
+def test_binary_accepts_n_and_n_by_1_alike(logits_shape, target_shape):
+    z = RNG.normal(size=N)
+    y = RNG.integers(0, 2, N).astype(float)
+    head = lk.BinaryHead()
+    reference_value, reference_grad = head.value_and_grad(z, y)
+    value, grad = head.value_and_grad(z.reshape(logits_shape), y.reshape(target_shape))
+    assert grad.shape == logits_shape  # the gradient has the logits' shape
+    np.testing.assert_allclose(value, reference_value, rtol=1e-15)
+    np.testing.assert_allclose(grad.reshape(-1), reference_grad, rtol=1e-15)
+    hess = head.hessian_diag(z.reshape(logits_shape), y.reshape(target_shape))
+    assert hess.shape == logits_shape
+    assert head.predict(z.reshape(logits_shape)).shape == (N,)
+    assert head.predict_proba(z.reshape(logits_shape)).shape == (N,)
+    none = lk.BinaryHead(reduction="none").loss(z.reshape(logits_shape), y.reshape(target_shape))
+    assert none.shape == (N,)
+
+
+def test_binary_n_by_1_gradient_matches_finite_differences_and_torch():
+    torch = pytest.importorskip("torch")
+    z = RNG.normal(size=(N, 1))
+    y = RNG.integers(0, 2, N).astype(float)
+    weight = RNG.uniform(0.5, 2.0, N)
+    head = lk.BinaryHead(pos_weight=1.5)
+    _, grad = head.value_and_grad(z, y, weight=weight)
+    np.testing.assert_allclose(grad, _fd(lambda x: head.loss(x, y, weight=weight), z), atol=1e-9)
+    zt = torch.tensor(z, requires_grad=True)
+    # torch's "mean" divides by N, ours by sum(weight): scale to compare the same quantity
+    reference = torch.nn.functional.binary_cross_entropy_with_logits(
+        zt[:, 0], torch.tensor(y), weight=torch.tensor(weight), pos_weight=torch.tensor(1.5),
+        reduction="sum") / weight.sum()
+    reference.backward()
+    np.testing.assert_allclose(head.loss(z, y, weight=weight), reference.item(), rtol=1e-13)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-12)
+
+
+def test_binary_predict_threshold_and_edges():
+    z = np.array([-np.inf, -2.0, -1e-20, 0.0, 1e-20, 1.0, 2.0, np.inf])
+    assert lk.BinaryHead().predict(z).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    # p > 0.8  <=>  z > log 4 = 1.386...
+    assert lk.BinaryHead(threshold=0.8).predict(z).tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+    np.testing.assert_allclose(lk.BinaryHead().predict_proba(np.array([0.0, np.log(3.0)])), [0.5, 0.75])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1, "0.5", None, [0.5]])
+def test_binary_threshold_must_be_a_probability(threshold):
+    with pytest.raises(LossInputError, match="^threshold:"):
+        lk.BinaryHead(threshold=threshold)
+
+
+def test_binary_pos_weight_is_one_number():
+    with pytest.raises(LossInputError, match="^pos_weight: expected a number"):
+        lk.BinaryHead(pos_weight=[1.0, 2.0])
+
+
+def test_binary_encode_and_decode_other_labels():
+    head = lk.BinaryHead(classes=["ham", "spam"])
+    assert head.encode(np.array(["spam", "ham"])).tolist() == [1.0, 0.0]
+    assert head.decode(head.predict(np.array([3.0, -3.0]))).tolist() == ["spam", "ham"]
+    signed = lk.BinaryHead(classes=[-1, 1])
+    assert signed.encode(np.array([1, -1, 1])).tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(LossInputError, match="^target: expected labels among classes"):
+        signed.encode(np.array([1, 0]))
+    with pytest.raises(LossInputError, match="^classes: expected the two class labels"):
+        lk.BinaryHead(classes=["a", "b", "c"])
+
+
+# -- multi-class -----------------------------------------------------------------------------
+def test_multiclass_predict_is_argmax_first_of_ties_and_proba_is_softmax():
+    z = np.array([[0.1, 2.0, -1.0, 2.0], [3.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    head = lk.MulticlassHead(K)
+    assert head.predict(z).tolist() == [1, 0, 0]
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(head.predict_proba(z), expected, rtol=1e-14)
+    np.testing.assert_allclose(head.activation(z).sum(axis=1), 1.0, rtol=1e-15)
+
+
+def test_multiclass_checks_the_units():
+    head = lk.MulticlassHead(K)
+    with pytest.raises(LossInputError, match=r"^logits: expected 4 output unit\(s\).*got shape \(2, 3\)"):
+        head.loss(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(LossInputError, match="^logits: expected 4 output unit"):
+        head.predict(np.zeros((2, 5)))
+
+
+def test_multiclass_class_axis_option():
+    z = RNG.normal(size=(2, K, 3))  # [batch, classes, positions]
+    y = RNG.integers(0, K, (2, 3))
+    head = lk.MulticlassHead(K, axis=1)
+    np.testing.assert_array_equal(head.predict(z), np.argmax(z, axis=1))
+    np.testing.assert_allclose(head.loss(z, y), lk.softmax_cross_entropy(np.moveaxis(z, 1, -1), y), rtol=1e-15)
+    assert head.grad(z, y).shape == z.shape
+
+
+def test_multiclass_matches_torch_cross_entropy_with_smoothing():
+    torch = pytest.importorskip("torch")
+    z = RNG.normal(size=(N, K))
+    y = RNG.integers(0, K, N)
+    zt = torch.tensor(z, requires_grad=True)
+    reference = torch.nn.functional.cross_entropy(zt, torch.tensor(y), label_smoothing=0.2)
+    reference.backward()
+    value, grad = lk.MulticlassHead(K, label_smoothing=0.2).value_and_grad(z, y)
+    np.testing.assert_allclose(value, reference.item(), rtol=1e-13)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-12, atol=1e-17)
+
+
+def test_multiclass_encode_labels_one_hot_and_probabilities():
+    head = lk.MulticlassHead(classes=["b", "a", "c"])
+    assert head.units == 3 and head.n_classes == 3
+    assert head.encode(["c", "b", "a"]).tolist() == [2, 0, 1]
+    assert head.decode(np.array([1, 2])).tolist() == ["a", "c"]
+    plain = lk.MulticlassHead(3)
+    assert plain.encode([0, 2]).tolist() == [0, 2]
+    assert plain.encode(np.eye(3, dtype=np.int64)[[2, 0]]).tolist() == [2, 0]
+    probs = np.array([[0.2, 0.3, 0.5]])
+    assert plain.encode(probs) is probs
+    indices = np.array([[0, 1, 2], [2, 2, 0]])  # a [B, T] batch of indices with T == K: not one-hot
+    assert plain.encode(indices) is indices
+    with pytest.raises(LossInputError, match="^target: expected class indices, or labels with classes"):
+        plain.encode(["a", "b"])
+
+
+def test_multiclass_needs_its_number_of_classes():
+    with pytest.raises(LossInputError, match="^n_classes: expected an int >= 2"):
+        lk.MulticlassHead()
+    with pytest.raises(LossInputError, match="^n_classes: expected an int >= 2"):
+        lk.MulticlassHead(1)
+    with pytest.raises(LossInputError, match="^n_classes: expected 2"):
+        lk.MulticlassHead(3, classes=["a", "b"])
+
+
+# -- multi-label -----------------------------------------------------------------------------
+def test_multilabel_per_label_threshold():
+    z = np.array([[0.1, 1.0, -1.0], [-0.1, 3.0, -2.0]])
+    head = lk.MultilabelHead(3, threshold=[0.5, 0.9, 0.2])
+    # sigmoid(z) = [[.525, .731, .269], [.475, .953, .119]]
+    assert head.predict(z).tolist() == [[1, 0, 1], [0, 1, 0]]
+    np.testing.assert_allclose(head.predict_proba(z), 1 / (1 + np.exp(-z)), rtol=1e-14)
+    with pytest.raises(LossInputError, match=r"^threshold: expected a probability or 3 of them"):
+        lk.MultilabelHead(3, threshold=[0.5, 0.5])
+
+
+def test_multilabel_loss_is_the_sum_over_labels_of_torch_bce_averaged_over_rows():
+    torch = pytest.importorskip("torch")
+    z = RNG.normal(size=(N, K))
+    y = RNG.integers(0, 2, (N, K)).astype(float)
+    zt = torch.tensor(z, requires_grad=True)
+    per_label = torch.nn.functional.binary_cross_entropy_with_logits(zt, torch.tensor(y), reduction="none")
+    reference = per_label.sum(dim=1).mean()
+    reference.backward()
+    value, grad = lk.MultilabelHead(K).value_and_grad(z, y)
+    np.testing.assert_allclose(value, reference.item(), rtol=1e-13)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-12)
+
+
+def test_multilabel_encode_casts_labels_to_float():
+    encoded = lk.MultilabelHead(2).encode(np.array([[True, False]]))
+    assert encoded.dtype.kind == "f" and encoded.tolist() == [[1.0, 0.0]]
+
+
+# -- regression -----------------------------------------------------------------------------
+@pytest.mark.parametrize("pred_shape, target_shape", [((N,), (N,)), ((N, 1), (N,)), ((N,), (N, 1))])
+def test_regression_single_output_shapes(pred_shape, target_shape):
+    pred = RNG.normal(size=N)
+    target = RNG.normal(size=N)
+    value, grad = lk.RegressionHead().value_and_grad(pred.reshape(pred_shape), target.reshape(target_shape))
+    np.testing.assert_allclose(value, np.mean((pred - target) ** 2), rtol=1e-14)
+    np.testing.assert_allclose(grad.reshape(-1), 2 * (pred - target) / N, rtol=1e-14)
+    assert grad.shape == pred_shape
+
+
+def test_regression_mean_over_values_matches_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    pred = RNG.normal(size=(N, 3))
+    target = RNG.normal(size=(N, 3))
+    head = lk.RegressionHead(3)
+    np.testing.assert_allclose(head.loss(pred, target), metrics.mean_squared_error(target, pred), rtol=1e-14)
+    assert head.predict(pred) is pred or np.array_equal(head.predict(pred), pred)
+    assert not hasattr(head, "predict_proba")
+    with pytest.raises(LossInputError, match="^logits: expected 3 output unit"):
+        head.loss(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+# -- head(task) ------------------------------------------------------------------------------
+@pytest.mark.parametrize("task, options, cls, units, activation", [
+    ("binary", {}, lk.BinaryHead, 1, "sigmoid"),
+    ("multiclass", {"n_classes": 10}, lk.MulticlassHead, 10, "softmax"),
+    ("multi-class", {"n_classes": 3}, lk.MulticlassHead, 3, "softmax"),
+    ("multilabel", {"n_labels": 5}, lk.MultilabelHead, 5, "sigmoid per unit"),
+    ("multi-label", {"n_labels": 2}, lk.MultilabelHead, 2, "sigmoid per unit"),
+    ("regression", {}, lk.RegressionHead, 1, "identity"),
+    ("continuous", {"n_outputs": 4}, lk.RegressionHead, 4, "identity"),
+])
+def test_head_by_name(task, options, cls, units, activation):
+    head = lk.head(task, **options)
+    assert type(head) is cls and head.units == units and head.activation_name == activation
+    assert head.reason.startswith("task=")
+
+
+def test_head_forwards_loss_options():
+    head = lk.head("multiclass", n_classes=3, label_smoothing=0.1, reduction="sum", class_weight=[1, 2, 3])
+    assert head.loss_object.label_smoothing == 0.1 and head.loss_object.reduction == "sum"
+    assert head.loss_object.class_weight == [1, 2, 3]
+
+
+def test_head_refuses_unknown_task_and_option():
+    with pytest.raises(LossInputError, match="^task: expected one of 'binary'.* got 'ranking'"):
+        lk.head("ranking")
+    with pytest.raises(LossInputError, match="^n_clases: expected an option of MulticlassHead"):
+        lk.head("multiclass", n_clases=3)
+    with pytest.raises(LossInputError, match="^label_smoothing:"):
+        lk.head("binary", label_smoothing=1.5)
+
+
+def test_activation_keeps_half_precision_dtype():
+    z = np.array([0.0, 1.0], dtype=np.float16)
+    out = lk.BinaryHead().activation(z)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(float), [0.5, 0.7310586], rtol=1e-3)
+
+
+# -- head_for(target) ------------------------------------------------------------------------
+HEAD_FOR = [
+    (np.array([0, 1, 1, 0]), lk.BinaryHead, 1, None),
+    (np.array([0.0, 1.0, 1.0]), lk.BinaryHead, 1, None),
+    (np.array(["no", "yes", "yes"]), lk.BinaryHead, 1, ["no", "yes"]),
+    (np.array([-1, 1, -1]), lk.BinaryHead, 1, [-1, 1]),
+    (np.tile(np.arange(10), 3), lk.MulticlassHead, 10, None),
+    (np.array([3, 5, 7, 5]), lk.MulticlassHead, 3, [3, 5, 7]),
+    (np.eye(3)[[0, 2, 1]], lk.MulticlassHead, 3, None),
+    (np.array([[1, 0, 1], [0, 1, 1]]), lk.MultilabelHead, 3, None),
+    (np.repeat(np.arange(25.0, 346.0, 3.0), 2), lk.RegressionHead, 1, None),
+    (RNG.normal(size=(5, 2)), lk.RegressionHead, 2, None),
+]
+
+
+@pytest.mark.parametrize("target, cls, units, classes", HEAD_FOR)
+def test_head_for_picks_the_head_and_explains(target, cls, units, classes):
+    head = lk.head_for(target)
+    assert type(head) is cls and head.units == units
+    assert head.reason == lk.type_of_target(target).reason
+    assert (head.classes is None) if classes is None else (head.classes.tolist() == classes)
+
+
+def test_head_for_refuses_ambiguous_and_task_decides():
+    target = np.array([1.0, 2.0, 3.0, 2.0])
+    with pytest.raises(LossInputError, match="ambiguous"):
+        lk.head_for(target)
+    as_classes = lk.head_for(target, task="multiclass")
+    assert type(as_classes) is lk.MulticlassHead and as_classes.classes.tolist() == [1.0, 2.0, 3.0]
+    assert as_classes.encode(target).tolist() == [0, 1, 2, 1]
+    assert type(lk.head_for(target, task="regression")) is lk.RegressionHead
+
+
+def test_head_for_forwards_options_and_trains_end_to_end_on_string_labels():
+    target = np.array(["cat", "dog", "bird", "dog", "cat", "bird"])
+    head = lk.head_for(target, label_smoothing=0.1)
+    assert head.loss_object.label_smoothing == 0.1
+    indices = head.encode(target)
+    z = np.zeros((len(target), 3))
+    for _ in range(200):  # plain gradient descent on free logits: the head's gradient must lead to the labels
+        _, grad = head.value_and_grad(z, indices)
+        z -= 10.0 * grad
+    assert head.decode(head.predict(z)).tolist() == target.tolist()
+
+
+# -- backends --------------------------------------------------------------------------------
+@pytest.mark.parametrize("task, options, logits_shape, target", [
+    ("binary", {}, (N, 1), RNG.integers(0, 2, N).astype(float)),
+    ("multiclass", {"n_classes": K}, (N, K), RNG.integers(0, K, N)),
+    ("multilabel", {"n_labels": K}, (N, K), RNG.integers(0, 2, (N, K)).astype(float)),
+    ("regression", {}, (N, 1), RNG.normal(size=N)),
+])
+def test_heads_on_every_backend(backend, task, options, logits_shape, target):
+    head = lk.head(task, **options)
+    logits = RNG.normal(size=logits_shape)
+    value, grad = head.value_and_grad(to_backend(backend, logits), to_backend(backend, target))
+    assert library_of(grad) == backend and tuple(grad.shape) == logits_shape
+    reference_value, reference_grad = head.value_and_grad(logits, target)
+    np.testing.assert_allclose(to_numpy(value), reference_value, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(grad), reference_grad, rtol=1e-12, atol=1e-15)
+    prediction = head.predict(to_backend(backend, logits))
+    assert library_of(prediction) == backend
+    np.testing.assert_array_equal(to_numpy(prediction), head.predict(logits))
+
+
+# -- docs/heads.md ---------------------------------------------------------------------------
+def test_docs_heads_examples_run_and_say_what_they_claim():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "heads.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    first: dict = {}
+    exec(compile(blocks[0], "docs/heads.md block 0", "exec"), first)
+    z, y = first["logits"], first["target"]
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    smoothed = 0.9 * np.eye(3)[y] + 0.1 / 3
+    np.testing.assert_allclose(first["grad"], (p - smoothed) / 2, rtol=1e-13)
+    assert first["pred"].tolist() == [0, 1]
+    second: dict = {}
+    exec(compile(blocks[1], "docs/heads.md block 1", "exec"), second)
+    assert second["target"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert second["labels"].tolist() == ["spam", "ham", "spam", "ham"]
+    assert second["head"].reason in text
