@@ -87,6 +87,14 @@ def one_hot(xp, labels, n_classes: int, dtype):
     return mask if dtype == xp.bool else xp.astype(mask, dtype)
 
 
+def size(array) -> int:
+    """Number of elements (``math.prod`` of the shape; the array API has no ``size`` function)."""
+    n = 1
+    for s in array.shape:
+        n *= s
+    return n
+
+
 def device(array):
     return array_api_compat.device(array)
 

@@ -86,6 +86,9 @@ class Loss(ABC):
     def _terms(self, xp, input, target, order: int) -> Terms:
         """Per-example loss and, up to ``order``, its elementwise derivatives."""
 
+    def _check_input(self, xp, input, source_dtype) -> None:
+        """Check the input's values (probabilities...); ``input`` is already in the working dtype."""
+
     def _canonical(self, xp, input, target):
         """Move axes so the class axis (if any) is last. Returns ``(input, target, restore)``
         with ``restore`` mapping a gradient back to the caller's layout (None: identity)."""
@@ -102,19 +105,8 @@ class Loss(ABC):
             fast = _fast_path(self, xp, input, target, weight, normalizer, order)
             if fast is not None:
                 return fast
-        work = _array.compute_dtype(xp, input.dtype)
         original_dtype = input.dtype
-        if work != input.dtype:
-            input = xp.astype(input, work)
-        input, target, restore = self._canonical(xp, input, target)
-        target = self._prepare(xp, input, target)
-        spans = self._spans_last_axis(input)
-        batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
-        weight = self._example_weight(xp, weight, batch_shape, work)
-
-        terms = self._terms(xp, input, target, order)
-        if terms.weight is not None:
-            weight = terms.weight if weight is None else weight * terms.weight
+        terms, weight, spans, restore = self._per_example(xp, input, target, weight, order)
         value, scale = reduce(xp, terms.loss, weight, self.reduction, normalizer)
         value = xp.astype(value, original_dtype)
         if order == 0:
@@ -129,6 +121,45 @@ class Loss(ABC):
             scaled = restore(scaled)
         out = xp.astype(scaled, original_dtype)
         return (value, out, None) if order == 1 else (value, None, out)
+
+    def _per_example(self, xp, input, target, weight, order):
+        """Checked, canonical per-example terms and the full example weight (or None)."""
+        source_dtype = input.dtype
+        work = _array.compute_dtype(xp, input.dtype)
+        if work != input.dtype:
+            input = xp.astype(input, work)
+        input, target, restore = self._canonical(xp, input, target)
+        self._check_input(xp, input, source_dtype)
+        target = self._prepare(xp, input, target)
+        spans = self._spans_last_axis(input)
+        batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
+        weight = self._example_weight(xp, weight, batch_shape, work)
+        terms = self._terms(xp, input, target, order)
+        if terms.weight is not None:
+            weight = terms.weight if weight is None else weight * terms.weight
+        return terms, weight, spans, restore
+
+    def sum_and_weight(self, input, target, *, weight=None):
+        r"""``(sum_i w_i l_i, sum_i w_i)``: the two parts of ``"mean"``, for combining partial results.
+
+        Means of several batches (files, chunks, workers) combine exactly as
+        ``sum(totals) / sum(weights)``, which a mean of means does not. ``w_i`` is the full
+        example weight (``weight`` times ``class_weight[y_i]``, 0 for ignored labels). Both are
+        0-d arrays of the input's library and dtype; lazy for Dask input.
+
+        >>> import numpy as np, losskit as lk
+        >>> total, w = lk.SoftmaxCrossEntropy().sum_and_weight(np.zeros((2, 2)), np.array([0, 1]))
+        >>> round(float(total / w), 6)
+        0.693147
+        """
+        xp, arrays = _array.namespace(**{self.input_name: input, "target": target, "weight": weight})
+        input = arrays[self.input_name]
+        _checks.floating(xp, input, self.input_name)
+        terms, weight, _, _ = self._per_example(xp, input, arrays["target"], arrays["weight"], 0)
+        total, _ = reduce(xp, terms.loss, weight, "sum")
+        count = xp.sum(weight) if weight is not None else \
+            xp.asarray(float(_array.size(terms.loss)), dtype=terms.loss.dtype, device=_array.device(input))
+        return xp.astype(total, input.dtype), xp.astype(count, input.dtype)
 
     @staticmethod
     def _example_weight(xp, weight, batch_shape, work):

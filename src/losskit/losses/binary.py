@@ -115,9 +115,8 @@ class BinaryCrossEntropy(_BinaryBase):
 
     input_name = "probs"
 
-    def _prepare(self, xp, input, target):
+    def _check_input(self, xp, input, source_dtype):
         _checks.in_unit_interval(xp, input, "probs", _PROBS_HINT)
-        return super()._prepare(xp, input, target)
 
     def _terms(self, xp, input, target, order):
         y = self._smoothed(target)
