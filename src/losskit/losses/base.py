@@ -86,8 +86,9 @@ class Loss(ABC):
     def _terms(self, xp, input, target, order: int) -> Terms:
         """Per-example loss and, up to ``order``, its elementwise derivatives."""
 
-    def _check_input(self, xp, input, source_dtype) -> None:
-        """Check the input's values (probabilities...); ``input`` is already in the working dtype."""
+    def _check_input(self, xp, input, source_dtype) -> None:  # noqa: B027 - optional hook
+        """Check the input's values (probabilities...); ``input`` is already in the working dtype.
+        Logits need no value check, so the default does nothing."""
 
     def _canonical(self, xp, input, target):
         """Move axes so the class axis (if any) is last. Returns ``(input, target, restore)``
