@@ -46,7 +46,9 @@ def test_module_value_and_gradient_equal_autograd_of_the_reference(cid, name, ca
     x = torch.tensor(case.input, requires_grad=True)
     value = _module(name, case.options, reduction)(x, target, weight, 2.5)
     (value * upstream).sum().backward()
-    assert value.grad_fn is not None and "LossFunction" in type(value.grad_fn).__name__
+    path = type(value.grad_fn).__name__
+    torch_native = name == "softmax_cross_entropy" and case.input.ndim == 2 and case.target.ndim == 1
+    assert path == ("SoftmaxCEFunctionBackward" if torch_native else "LossFunctionBackward")
     torch.testing.assert_close(value, ref.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
 
@@ -159,3 +161,29 @@ def test_training_loop_on_digits_falls_as_fast_as_nn_cross_entropy():
     assert ours[-1] < 0.3 * ours[0]
     # same math, same seed: the curves agree to float32 rounding
     np.testing.assert_allclose(ours, theirs, rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_torch_native_softmax_ce_matches_the_core_in_half_and_single_precision(dtype):
+    z = (torch.randn(64, 50, dtype=torch.float32) * 4).to(dtype).requires_grad_(True)
+    y = torch.randint(0, 50, (64,))
+    y[::9] = -1
+    module = lt.SoftmaxCrossEntropy(ignore_index=-1, label_smoothing=0.1, class_weight=torch.rand(50).tolist())
+    value = module(z, y)
+    value.backward()
+    ref_value, ref_grad = module.core.value_and_grad(z.detach(), y)
+    assert value.dtype == z.grad.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(value.detach().float(), ref_value.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(z.grad.float(), ref_grad.float(), rtol=tol, atol=tol * 1e-2)
+
+
+def test_torch_native_softmax_ce_falls_back_to_the_exact_limits_for_infinite_logits():
+    z = torch.tensor([[float("inf"), 0.0, 1.0], [0.0, float("-inf"), 2.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 2])
+    value = lt.SoftmaxCrossEntropy()(z, y)
+    value.backward()
+    ref_value, ref_grad = lk.SoftmaxCrossEntropy().value_and_grad(z.detach(), y)
+    torch.testing.assert_close(value.detach(), ref_value)
+    torch.testing.assert_close(z.grad, ref_grad)
+    assert torch.isfinite(z.grad).all()

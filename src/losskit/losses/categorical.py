@@ -86,16 +86,21 @@ class _CategoricalBase(Loss):
             "target", f"integer class indices of shape {batch} or probabilities of shape "
             f"{tuple(dense)} (axis={axis})", f"shape {tuple(target.shape)} and dtype {target.dtype}")
 
+    def _class_weight_array(self, xp, input):
+        """``class_weight`` as a checked ``[K]`` array of the input's namespace, or None."""
+        if self.class_weight is None:
+            return None
+        cw = _array.option_array(xp, self.class_weight, "class_weight", input)
+        if cw.ndim != 1 or cw.shape[0] != input.shape[-1]:
+            raise _checks.fail("class_weight", f"shape ({input.shape[-1]},), one per class",
+                               f"shape {tuple(cw.shape)}")
+        _checks.non_negative(xp, cw, "class_weight")
+        return cw
+
     def _example_and_class_weight(self, xp, input, target):
         """Return ``(labels, mask, weight)``: safe labels and one-hot mask (integer targets),
         and the batch-shaped weight from class weights and ignored labels (or None)."""
-        cw = None
-        if self.class_weight is not None:
-            cw = _array.option_array(xp, self.class_weight, "class_weight", input)
-            if cw.ndim != 1 or cw.shape[0] != input.shape[-1]:
-                raise _checks.fail("class_weight", f"shape ({input.shape[-1]},), one per class",
-                                   f"shape {tuple(cw.shape)}")
-            _checks.non_negative(xp, cw, "class_weight")
+        cw = self._class_weight_array(xp, input)
         if not xp.isdtype(target.dtype, "integral"):
             return None, None, (None if cw is None else xp.sum(target * cw, axis=-1))
         labels, keep = target, None

@@ -129,6 +129,13 @@ class LossFunction(torch.autograd.Function):
         return None, None, grad * grad_output, None, None, None
 
 
+def _apply(name, core, options, input, target, weight, normalizer):
+    """The torch-native softmax CE where it applies (see _softmax_ce), else the generic Function."""
+    if name == _softmax_ce.NAME and _softmax_ce.applies(core, input, target):
+        return _softmax_ce.SoftmaxCEFunction.apply(options, input, target, weight, normalizer)[0]
+    return LossFunction.apply(name, options, input, target, weight, normalizer)
+
+
 def _normalizer(value) -> float | None:
     if value is None:
         return None
@@ -147,7 +154,7 @@ class _LossModule(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
-        return LossFunction.apply(self._name, self._options, input, target, weight, _normalizer(normalizer))
+        return _apply(self._name, self.core, self._options, input, target, weight, _normalizer(normalizer))
 
     def extra_repr(self) -> str:
         return self._options
@@ -189,7 +196,8 @@ class _HeadModule(nn.Module):
                 normalizer: float | Tensor | None = None) -> Tensor:
         # the head's own layout rules ((N, 1) logits for one unit...); reshapes stay differentiable
         logits, target, _ = self.head._align(array_namespace(logits), logits, target)
-        return LossFunction.apply(self._name, self._options, logits, target, weight, _normalizer(normalizer))
+        return _apply(self._name, self.head.loss_object, self._options, logits, target, weight,
+                      _normalizer(normalizer))
 
     def activation(self, logits: Tensor) -> Tensor:
         return self.head.activation(logits)
@@ -224,3 +232,6 @@ BinaryHead = _head_module(_heads.BinaryHead)
 MulticlassHead = _head_module(_heads.MulticlassHead)
 MultilabelHead = _head_module(_heads.MultilabelHead)
 RegressionHead = _head_module(_heads.RegressionHead)
+
+
+from . import _softmax_ce  # noqa: E402 - registers its custom ops; uses the helpers above

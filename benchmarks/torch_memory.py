@@ -1,0 +1,82 @@
+"""Peak extra memory and time of softmax cross-entropy forward+backward in PyTorch (CPU).
+
+    python benchmarks/torch_memory.py [--rows 4096] [--classes 32000] [--repeats 5]
+
+Each configuration runs in its own process, so peak RSS (``ru_maxrss``) is that
+configuration's alone. "Extra" is the peak during forward+backward minus the RSS once the
+logits and labels exist (their own 1x is not counted); times are medians of ``--repeats``
+forward+backward passes after one warm-up, in the same process. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "F.cross_entropy": "import torch.nn.functional as F\nfn = lambda z, y: F.cross_entropy(z, y)",
+    "losskit.torch.SoftmaxCrossEntropy": "import losskit.torch as lt\nfn = lt.SoftmaxCrossEntropy()",
+}
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def _child(name: str, rows: int, classes: int, repeats: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    namespace: dict = {}
+    exec(CONFIGS[name], namespace)
+    fn = namespace["fn"]
+    small = torch.randn(8, 16, requires_grad=True)
+    fn(small, torch.zeros(8, dtype=torch.long)).backward()  # import and dispatch costs, before the baseline
+    logits = torch.randn(rows, classes, requires_grad=True)
+    labels = torch.randint(0, classes, (rows,))
+    baseline = _rss_bytes()
+    times = []
+    for _ in range(repeats + 1):
+        logits.grad = None
+        start = time.perf_counter()
+        fn(logits, labels).backward()
+        times.append(time.perf_counter() - start)
+    peak = _rss_bytes()
+    print(json.dumps({"extra": peak - baseline, "median": statistics.median(times[1:]),
+                      "logits": logits.numel() * logits.element_size()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4096)
+    parser.add_argument("--classes", type=int, default=32000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.rows, args.classes, args.repeats)
+        return
+    results = {}
+    for name in CONFIGS:
+        out = subprocess.run([sys.executable, __file__, "--child", name, "--rows", str(args.rows),
+                              "--classes", str(args.classes), "--repeats", str(args.repeats)],
+                             capture_output=True, text=True, check=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    ref = results["F.cross_entropy"]
+    print(f"softmax CE forward+backward, {args.rows} x {args.classes} float32, 1 thread, "
+          f"median of {args.repeats}; logits = {ref['logits'] / 2**20:.0f} MiB")
+    print("| implementation | extra peak memory (MiB) | x logits | time (ms) | time vs F.cross_entropy |")
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['extra'] / 2**20:.0f} | {r['extra'] / r['logits']:.2f} | "
+              f"{1e3 * r['median']:.0f} | {r['median'] / ref['median']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
