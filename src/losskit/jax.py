@@ -40,12 +40,6 @@ def _zero_cotangent(value):
     return jnp.zeros_like(value)
 
 
-def _example_axis(loss, ndim: int) -> int | None:
-    if hasattr(loss, "axis"):
-        return loss.axis % ndim
-    return ndim - 1 if ndim >= 2 and loss._spans_last_axis(np.empty((0,) * ndim)) else None
-
-
 def loss_fn(loss):
     """``f(logits, target, weight=None, normalizer=None)``: the core ``loss`` object as a
     ``jax.custom_vjp`` function whose backward is ``loss.grad`` (see the module note)."""
@@ -61,7 +55,7 @@ def loss_fn(loss):
         logits, target, weight, normalizer = residuals
         grad = loss.grad(logits, target, weight=weight, normalizer=normalizer)
         if upstream.ndim:  # reduction="none": one upstream value per example
-            axis = _example_axis(loss, logits.ndim)
+            axis = loss.example_axis(logits.ndim)
             upstream = upstream if axis is None else jnp.expand_dims(upstream, axis)
         return (grad * upstream, _zero_cotangent(target), _zero_cotangent(weight),
                 _zero_cotangent(normalizer))

@@ -52,8 +52,16 @@ class Loss(ABC):
     #: True when one example spans the last axis of the (canonical) input
     reduces_last_axis = False
 
-    def _spans_last_axis(self, input) -> bool:
+    def _spans_last_axis(self, ndim: int) -> bool:
         return self.reduces_last_axis
+
+    def example_axis(self, ndim: int) -> int | None:
+        """The input axis one example spans (the class or value axis) for an ``ndim``-D input,
+        in the caller's layout; None when each element is an example. A framework layer uses it
+        to spread a per-example upstream gradient over that axis."""
+        if hasattr(self, "axis"):
+            return self.axis % ndim
+        return ndim - 1 if ndim >= 1 and self._spans_last_axis(ndim) else None
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         self.reduction = _checks.reduction(reduction)
@@ -132,7 +140,7 @@ class Loss(ABC):
         input, target, restore = self._canonical(xp, input, target)
         self._check_input(xp, input, source_dtype)
         target = self._prepare(xp, input, target)
-        spans = self._spans_last_axis(input)
+        spans = self._spans_last_axis(input.ndim)
         batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
         weight = self._example_weight(xp, weight, batch_shape, work)
         terms = self._terms(xp, input, target, order)

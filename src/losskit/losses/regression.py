@@ -26,8 +26,8 @@ class MeanSquaredError(Loss):
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__(reduction=reduction, impl=impl)
 
-    def _spans_last_axis(self, input) -> bool:
-        return input.ndim >= 2  # a 1-D input is N examples of one value each
+    def _spans_last_axis(self, ndim: int) -> bool:
+        return ndim >= 2  # a 1-D input is N examples of one value each
 
     def _prepare(self, xp, input, target):
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))

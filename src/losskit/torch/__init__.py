@@ -91,17 +91,8 @@ torch.library.register_autograd("losskit::loss_grad", _refuse_second_order,
                                 setup_context=lambda ctx, inputs, output: None)
 
 
-def _class_axis(loss, ndim: int) -> int | None:
-    """The axis one example spans (None for elementwise losses), in the caller's layout."""
-    if hasattr(loss, "axis"):
-        return loss.axis % ndim
-    if loss._spans_last_axis(torch.empty((0,) * ndim)):
-        return ndim - 1
-    return None
-
-
 def _batch_shape(loss, shape) -> tuple:
-    axis = _class_axis(loss, len(shape))
+    axis = loss.example_axis(len(shape))
     return tuple(shape) if axis is None else tuple(s for i, s in enumerate(shape) if i != axis)
 
 
@@ -124,7 +115,7 @@ class LossFunction(torch.autograd.Function):
         input, target, weight = ctx.saved_tensors
         grad = _loss_grad(ctx.name, ctx.options, input, target, weight, ctx.normalizer)
         if grad_output.ndim:  # reduction="none": one upstream value per example
-            axis = _class_axis(_core_loss(ctx.name, ctx.options), input.ndim)
+            axis = _core_loss(ctx.name, ctx.options).example_axis(input.ndim)
             grad_output = grad_output if axis is None else grad_output.unsqueeze(axis)
         return None, None, grad * grad_output, None, None, None
 
