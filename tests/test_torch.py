@@ -101,6 +101,19 @@ def test_torch_compile_fullgraph_matches_eager():
     torch.testing.assert_close(linear.weight.grad, eager_grad, rtol=1e-10, atol=1e-14)
 
 
+def test_torch_compile_fullgraph_on_the_generic_path():
+    loss_fn = lt.MultilabelCrossEntropy(pos_weight=[1.0, 2.0, 0.5], label_smoothing=0.1)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    t = (torch.rand(5, 3) > 0.5).double()
+    compiled = torch.compile(lambda z: loss_fn(z * 2.0, t), fullgraph=True)
+    value = compiled(x)
+    value.backward()
+    expected, grad = lk.MultilabelCrossEntropy(pos_weight=[1.0, 2.0, 0.5], label_smoothing=0.1).value_and_grad(
+        x.detach() * 2.0, t)
+    torch.testing.assert_close(value.detach(), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, 2.0 * grad, rtol=1e-10, atol=1e-14)
+
+
 def test_double_backward_is_refused_with_a_clear_error():
     z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     value = lt.SoftmaxCrossEntropy()(z, torch.tensor([0, 1, 2, 0]))
