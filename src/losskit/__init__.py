@@ -8,6 +8,7 @@ imported only when asked for.
 
 from ._checks import LossInputError
 from .activations import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
+from .fused.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .heads import BinaryHead, MulticlassHead, MultilabelHead, RegressionHead, head, head_for
 from .losses import (
     REGISTRY,
@@ -37,5 +38,5 @@ __all__ = [
     "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CategoricalCrossEntropy",
     "SoftmaxCrossEntropy", "MultilabelCrossEntropy", "MeanSquaredError",
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead",
-    "type_of_target",
+    "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
 ]

@@ -1,0 +1,185 @@
+"""Fused linear + CE against a naive reference that materialises the logits, on NumPy, torch and JAX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit.fused.linear import (
+    linear_binary_cross_entropy_value_and_grad,
+    linear_cross_entropy_value_and_grad,
+)
+
+N, D, V = 11, 5, 9
+OPTIONS = [
+    {},
+    {"ignore_index": -1},
+    {"label_smoothing": 0.2},
+    {"class_weight": np.linspace(0.5, 2.0, V)},
+    {"example_weight": "rows"},
+    {"ignore_index": -1, "label_smoothing": 0.1, "class_weight": np.linspace(0.5, 2.0, V), "example_weight": "rows"},
+    {"normalizer": 3.0},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+]
+
+
+def _data(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    h = rng.normal(size=(N, D)).astype(dtype)
+    w = rng.normal(size=(V, D)).astype(dtype)
+    b = rng.normal(size=V).astype(dtype)
+    y = rng.integers(0, V, size=N)
+    y[[2, 7]] = -1
+    return h, w, b, y
+
+
+def _resolve(options, n_rows=N):
+    options = dict(options)
+    if options.get("example_weight") == "rows":
+        options["example_weight"] = np.random.default_rng(9).uniform(0.2, 2.0, size=n_rows)
+    return options
+
+
+def _naive(h, w, b, y, options):
+    """softmax_cross_entropy on the materialised logits, by the chain rule through z = h W^T + b."""
+    options = _resolve(options)
+    y = y if "ignore_index" in options else np.where(y < 0, 0, y)
+    z = h @ w.T + b
+    loss = lk.SoftmaxCrossEntropy(impl="xp", reduction=options.get("reduction", "mean"),
+                                  **{k: v for k, v in options.items()
+                                     if k in ("ignore_index", "label_smoothing", "class_weight")})
+    value, g = loss.value_and_grad(z, y, weight=options.get("example_weight"), normalizer=options.get("normalizer"))
+    return value, (g @ w, g.T @ h, g.sum(0)), y
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4, 100])
+@pytest.mark.parametrize("options", OPTIONS, ids=[str(sorted(o)) for o in OPTIONS])
+def test_matches_the_naive_reference(options, chunk_size):
+    h, w, b, y = _data()
+    value_ref, grads_ref, y = _naive(h, w, b, y, options)
+    value, grads = linear_cross_entropy_value_and_grad(h, w, y, bias=b, chunk_size=chunk_size, **_resolve(options))
+    np.testing.assert_allclose(value, value_ref, rtol=1e-12, atol=1e-14)
+    for got, expected in zip(grads, grads_ref, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(lk.linear_cross_entropy(h, w, y, bias=b, chunk_size=chunk_size, **_resolve(options)),
+                               value_ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("options", [{"z_loss": 1e-2}, {"softcap": 3.0}, {"z_loss": 1e-3, "softcap": 2.0,
+                                                                           "label_smoothing": 0.1,
+                                                                           "ignore_index": -1}])
+def test_z_loss_and_softcap_match_torch_autograd_of_the_naive_expression(options):
+    torch = pytest.importorskip("torch")
+    h, w, b, y = _data(1)
+    if "ignore_index" not in options:
+        y = np.where(y < 0, 0, y)
+    th, tw, tb = (torch.tensor(a, requires_grad=True) for a in (h, w, b))
+    z = th @ tw.T + tb
+    if "softcap" in options:
+        z = options["softcap"] * torch.tanh(z / options["softcap"])
+    ty = torch.from_numpy(y)
+    per = torch.nn.functional.cross_entropy(z, ty, reduction="none", ignore_index=-1,
+                                            label_smoothing=options.get("label_smoothing", 0.0))
+    per = per + options.get("z_loss", 0.0) * torch.logsumexp(z, -1) ** 2
+    keep = (ty != -1).double()
+    value_ref = (per * keep).sum() / keep.sum()
+    value_ref.backward()
+    value, grads = linear_cross_entropy_value_and_grad(h, w, y, bias=b, chunk_size=4, **options)
+    np.testing.assert_allclose(value, value_ref.item(), rtol=1e-12)
+    for got, expected in zip(grads, (th.grad, tw.grad, tb.grad), strict=True):
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_chunk_size_changes_nothing_beyond_summation_order_in_float32():
+    h, w, b, y = _data(2, np.float32)
+    y = np.where(y < 0, 0, y)
+    results = [linear_cross_entropy_value_and_grad(h, w, y, bias=b, chunk_size=c) for c in (1, 3, N)]
+    for value, grads in results[1:]:
+        np.testing.assert_allclose(value, results[0][0], rtol=1e-6)
+        for got, expected in zip(grads, results[0][1], strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_and_jax_inputs_give_the_numpy_result():
+    torch = pytest.importorskip("torch")
+    import jax.numpy as jnp
+
+    h, w, b, y = _data(3)
+    options = {"ignore_index": -1, "label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 5.0}
+    value, grads = linear_cross_entropy_value_and_grad(h, w, y, bias=b, chunk_size=4, **options)
+    for convert in (torch.from_numpy, jnp.asarray):
+        v, g = linear_cross_entropy_value_and_grad(convert(h), convert(w), convert(y), bias=convert(b), chunk_size=4,
+                                                   **options)
+        np.testing.assert_allclose(np.asarray(v), value, rtol=1e-12)
+        for got, expected in zip(g, grads, strict=True):
+            np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-10, atol=1e-13)
+
+
+def test_torch_autograd_wrapper():
+    torch = pytest.importorskip("torch")
+    from losskit.torch.linear import linear_binary_cross_entropy as lbce
+    from losskit.torch.linear import linear_cross_entropy as lce
+
+    h, w, b, y = _data(4)
+    y = np.where(y < 0, 0, y)
+    th, tw, tb = (torch.tensor(a, requires_grad=True) for a in (h, w, b))
+    (2.0 * lce(th, tw, torch.from_numpy(y), bias=tb, label_smoothing=0.1, chunk_size=3)).backward()
+    rh, rw, rb = (torch.tensor(a, requires_grad=True) for a in (h, w, b))
+    (2.0 * torch.nn.functional.cross_entropy(rh @ rw.T + rb, torch.from_numpy(y), label_smoothing=0.1)).backward()
+    for got, expected in ((th.grad, rh.grad), (tw.grad, rw.grad), (tb.grad, rb.grad)):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    t = (torch.rand(N, V, dtype=torch.float64) > 0.5).double()
+    th.grad = None
+    lbce(th, tw, t, pos_weight=2.0).backward()
+    rh = torch.tensor(h, requires_grad=True)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(rh @ torch.from_numpy(w).T, t, reduction="none",
+                                                               pos_weight=torch.tensor(2.0)).sum(-1).mean()
+    ref.backward()
+    torch.testing.assert_close(th.grad, rh.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_linear_binary_matches_multilabel_on_materialised_logits(chunk_size):
+    h, w, b, _ = _data(5)
+    t = (np.random.default_rng(6).uniform(size=(N, V)) > 0.6).astype(float)
+    ew = np.random.default_rng(7).uniform(0.5, 1.5, size=N)
+    pw = np.linspace(0.5, 3.0, V)
+    z = h @ w.T + b
+    ref_value, g = lk.MultilabelCrossEntropy(pos_weight=pw, label_smoothing=0.1).value_and_grad(z, t, weight=ew)
+    value, grads = linear_binary_cross_entropy_value_and_grad(h, w, t, bias=b, chunk_size=chunk_size, pos_weight=pw,
+                                                              label_smoothing=0.1, example_weight=ew)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    for got, expected in zip(grads, (g @ w, g.T @ h, g.sum(0)), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
+
+
+def test_bad_input():
+    h, w, b, y = _data()
+    with pytest.raises(lk.LossInputError, match="weight: expected shape \\(V, 5\\)"):
+        lk.linear_cross_entropy(h, w[:, :3], y, ignore_index=-1)
+    with pytest.raises(lk.LossInputError, match="label -1"):
+        lk.linear_cross_entropy(h, w, y)
+    with pytest.raises(lk.LossInputError, match="chunk_size"):
+        lk.linear_cross_entropy(h, w, y, ignore_index=-1, chunk_size=0)
+    with pytest.raises(lk.LossInputError, match="softcap"):
+        lk.linear_cross_entropy(h, w, y, ignore_index=-1, softcap=-1.0)
+    with pytest.raises(lk.LossInputError, match="z_loss"):
+        lk.linear_cross_entropy(h, w, y, ignore_index=-1, z_loss=-1.0)
+    with pytest.raises(lk.LossInputError, match="bias"):
+        lk.linear_cross_entropy(h, w, y, ignore_index=-1, bias=b[:3])
+
+
+def test_grad_weight_is_accumulated_in_place_on_numpy():
+    pytest.importorskip("scipy")
+    from losskit.fused.linear import _accumulate_at_b
+
+    rng = np.random.default_rng(0)
+    acc = rng.normal(size=(6, 4))
+    a, b = rng.normal(size=(6, 3)), rng.normal(size=(3, 4))
+    expected = acc + a @ b
+    address = acc.ctypes.data
+    out = _accumulate_at_b(np, acc, a, b)
+    assert out is acc and acc.ctypes.data == address
+    np.testing.assert_allclose(acc, expected, rtol=1e-12)
