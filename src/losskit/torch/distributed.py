@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 
 from .. import _checks
 
-__all__ = ["vocab_parallel_cross_entropy"]
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
 
 class _VocabParallelCE(torch.autograd.Function):
@@ -125,3 +125,128 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
         normalizer = float(_checks.normalizer(normalizer))
     return _VocabParallelCE.apply(logits, target, weight, class_weight, vocab_start, n_vocab, ignore,
                                   smoothing, float(z_loss), reduction, normalizer, group)
+
+
+class _VocabParallelLinearCE(torch.autograd.Function):
+    """Forward computes the loss and all three gradients in one chunked sweep; backward scales them."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight_shard, bias_shard, target, options):
+        value, grads = _vocab_parallel_linear_sweep(hidden.detach(), weight_shard.detach(),
+                                                    None if bias_shard is None else bias_shard.detach(),
+                                                    target, **options)
+        ctx.save_for_backward(*(g for g in grads if g is not None))
+        ctx.has_bias = bias_shard is not None
+        return value
+
+    @staticmethod
+    def backward(ctx, upstream):
+        saved = ctx.saved_tensors
+        grad_bias = saved[2] * upstream if ctx.has_bias else None
+        return saved[0] * upstream, saved[1] * upstream, grad_bias, None, None
+
+
+def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, start, n_vocab,
+                                 example_weight, class_weight, ignore_index, smoothing, z_loss, reduction,
+                                 normalizer, rows, group):
+    local = weight_shard.shape[0]
+    keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    index = target - start
+    mine = keep & (index >= 0) & (index < local)
+    safe = torch.where(mine, index, torch.zeros_like(index))
+    w = keep.to(hidden.dtype)
+    if class_weight is not None:  # the target's class weight lives on one rank: share it first
+        target_cw = torch.where(mine, class_weight[safe], torch.zeros_like(w))
+        dist.all_reduce(target_cw, group=group)
+        w = w * target_cw
+    if example_weight is not None:
+        w = w * example_weight.to(hidden.dtype)
+    if reduction == "sum":
+        denominator = torch.ones((), dtype=hidden.dtype)
+    else:
+        denominator = torch.as_tensor(normalizer if normalizer is not None else w.sum(), dtype=hidden.dtype)
+        denominator = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+    scale = w / denominator
+    grad_hidden = torch.empty_like(hidden)
+    grad_weight = torch.zeros_like(weight_shard)
+    grad_bias = None if bias_shard is None else torch.zeros_like(bias_shard)
+    total = torch.zeros((), dtype=hidden.dtype)
+    for begin in range(0, hidden.shape[0], rows):
+        end = min(begin + rows, hidden.shape[0])
+        h = hidden[begin:end]
+        z = h @ weight_shard.T if bias_shard is None else torch.addmm(bias_shard, h, weight_shard.T)
+        row_max = z.max(dim=-1).values
+        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+        own, at = mine[begin:end], safe[begin:end]
+        picked = z.gather(-1, at.unsqueeze(-1)).squeeze(-1)
+        stats = torch.stack([torch.exp(z - row_max.unsqueeze(-1)).sum(-1),
+                             torch.where(own, picked, torch.zeros_like(picked)), z.sum(-1)])
+        dist.all_reduce(stats, group=group)
+        lse = row_max + torch.log(stats[0])
+        loss = lse - (1 - smoothing) * stats[1] - (smoothing / n_vocab) * stats[2] + z_loss * lse * lse
+        chunk_w = w[begin:end]
+        total = total + (chunk_w * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
+        g = torch.exp(z - lse.unsqueeze(-1)).mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
+        g.sub_(smoothing / n_vocab)
+        g.scatter_add_(-1, at.unsqueeze(-1), (-(1 - smoothing) * own.to(g.dtype)).unsqueeze(-1))
+        g = torch.where(chunk_w.unsqueeze(-1) == 0, torch.zeros_like(g), g)
+        g.mul_(scale[begin:end].unsqueeze(-1))
+        part = g @ weight_shard
+        dist.all_reduce(part, group=group)  # every rank's slice of the vocabulary contributes to d/dh
+        grad_hidden[begin:end] = part
+        grad_weight.addmm_(g.T, h)
+        if grad_bias is not None:
+            grad_bias += g.sum(0)
+    return total / denominator, (grad_hidden, grad_weight, grad_bias)
+
+
+def vocab_parallel_linear_cross_entropy(hidden, weight_shard, target, *, vocab_start: int, bias_shard=None,
+                                        n_vocab: int | None = None, weight=None, class_weight=None,
+                                        ignore_index=None, label_smoothing=0.0, z_loss: float = 0.0,
+                                        reduction: str = "mean", normalizer=None,
+                                        chunk_size: int | None = None, group=None):
+    r"""Fused linear + cross-entropy with the output layer split by vocabulary across ranks.
+
+    Each rank holds ``weight_shard [V_local, D]`` (rows ``vocab_start .. vocab_start + V_local`` of
+    the full ``[V, D]`` layer) and the same ``hidden [N, D]`` and ``target [N]``. Per chunk of rows
+    the rank forms only its ``chunk x V_local`` logits, all-reduces the row statistics (as
+    :func:`vocab_parallel_cross_entropy`) and the chunk's ``d loss / d hidden``; ``weight_shard``
+    and ``bias_shard`` get the gradient of their own rows. Neither ``N x V`` nor ``N x V_local`` is
+    ever held. Loss as :func:`losskit.linear_cross_entropy` (without softcap); reductions "sum"
+    and "mean" (the gradients are computed in the forward sweep). Returns the same value on every
+    rank.
+    """
+    if reduction not in ("sum", "mean"):
+        raise _checks.fail("reduction", '"sum" or "mean" (the fused sweep needs a scalar loss)',
+                           repr(reduction))
+    smoothing = _checks.label_smoothing(label_smoothing)
+    ignore = _checks.ignore_index(ignore_index)
+    for name, array in (("hidden", hidden), ("weight_shard", weight_shard)):
+        if array.ndim != 2 or not array.dtype.is_floating_point:
+            raise _checks.fail(name, "a 2-D floating-point tensor",
+                               f"shape {tuple(array.shape)}, {array.dtype}")
+    if hidden.shape[1] != weight_shard.shape[1]:
+        raise _checks.fail("weight_shard", f"shape (V_local, {hidden.shape[1]})",
+                           f"shape {tuple(weight_shard.shape)}")
+    if tuple(target.shape) != (hidden.shape[0],) or target.dtype.is_floating_point:
+        raise _checks.fail("target", f"integer class indices of shape ({hidden.shape[0]},)",
+                           f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    if n_vocab is None:
+        size = torch.tensor([weight_shard.shape[0]])
+        dist.all_reduce(size, group=group)
+        n_vocab = int(size.item())
+    _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
+    if z_loss < 0:
+        raise _checks.fail("z_loss", "a scale >= 0", repr(z_loss))
+    if class_weight is not None:
+        class_weight = torch.as_tensor(class_weight, dtype=hidden.dtype)
+        if tuple(class_weight.shape) != (weight_shard.shape[0],):
+            raise _checks.fail("class_weight", f"this rank's slice, shape ({weight_shard.shape[0]},)",
+                               f"shape {tuple(class_weight.shape)}")
+    rows = chunk_size or max(1, (1 << 22) // max(weight_shard.shape[0], 1))
+    options = {"start": vocab_start, "n_vocab": n_vocab, "example_weight": weight,
+               "class_weight": class_weight, "ignore_index": ignore, "smoothing": smoothing,
+               "z_loss": float(z_loss), "reduction": reduction,
+               "normalizer": None if normalizer is None else float(_checks.normalizer(normalizer)),
+               "rows": rows, "group": group}
+    return _VocabParallelLinearCE.apply(hidden, weight_shard, bias_shard, target, options)
