@@ -1,0 +1,22 @@
+"""The benchmark command runs end to end at tiny sizes, so it never rots (timings are not checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_smoke_run_prints_a_row_per_case_and_implementation(tmp_path):
+    report = tmp_path / "bench.md"
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--markdown", str(report)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = report.read_text()
+    for case in ("ce fwd+grad 64 x 100", "ce fwd+grad 16 x 300", "ce fwd+grad 128 x 10", "bce fwd+grad",
+                 "mse fwd+grad", "losskit linear_cross_entropy"):
+        assert case in text, case
+    rows = [line for line in text.splitlines() if line.startswith("| ce fwd+grad 64 x 100 |")]
+    assert any("| losskit |" in row for row in rows) and len(rows) >= 2

@@ -1,0 +1,127 @@
+"""The compiled kernels (impl="auto" on NumPy) against the array-API path (impl="xp") and torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import losskit as lk  # noqa: E402
+from losskit import fused  # noqa: E402
+
+# float64: the two paths differ only in summation order; float32: plus a few ulps of exp/log
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+RNG = np.random.default_rng(0)
+
+
+def _both(cls, options, x, t, **call):
+    fast = cls(impl="fused", **options).value_and_grad(x, t, **call)
+    ref = cls(impl="xp", **options).value_and_grad(x, t, **call)
+    return fast, ref
+
+
+def _close(fast, ref, dtype):
+    assert fast[0].dtype == ref[0].dtype == dtype and fast[1].dtype == dtype
+    np.testing.assert_allclose(fast[0], ref[0], rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(fast[1], ref[1], rtol=TOL[dtype], atol=TOL[dtype] * 1e-3)
+
+
+SOFTMAX_OPTIONS = [{}, {"label_smoothing": 0.2}, {"ignore_index": -100}, {"class_weight": list(np.linspace(0.5, 2, 7))},
+                   {"ignore_index": -100, "label_smoothing": 0.1, "class_weight": list(np.linspace(0.5, 2, 7))}]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("options", SOFTMAX_OPTIONS, ids=[str(sorted(o)) for o in SOFTMAX_OPTIONS])
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_softmax_ce_kernel_matches_the_array_api_path(dtype, reduction, options, scale):
+    z = (RNG.normal(size=(33, 7)) * scale).astype(dtype)
+    y = RNG.integers(0, 7, size=33)
+    y[::5] = -100 if "ignore_index" in options else 0
+    w = RNG.uniform(0.1, 2.0, size=33)
+    _close(*_both(lk.SoftmaxCrossEntropy, dict(options, reduction=reduction), z, y, weight=w, normalizer=None),
+           dtype)
+    _close(*_both(lk.SoftmaxCrossEntropy, dict(options, reduction=reduction), z, y, normalizer=5.0), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("shape", [(40,), (9, 5), (2, 3, 5)])
+def test_binary_multilabel_and_mse_kernels_match_the_array_api_path(dtype, reduction, shape):
+    z = (RNG.normal(size=shape) * 8).astype(dtype)
+    t = RNG.uniform(size=shape)
+    pw = list(np.linspace(0.5, 2.0, shape[-1]))
+    options = {"reduction": reduction, "label_smoothing": 0.1, "pos_weight": pw}
+    _close(*_both(lk.BinaryCrossEntropyWithLogits, options, z, t, weight=RNG.uniform(0.1, 2, size=shape)), dtype)
+    _close(*_both(lk.MeanSquaredError, {"reduction": reduction}, z, t,
+                  weight=RNG.uniform(0.1, 2, size=shape if len(shape) == 1 else shape[:-1])), dtype)
+    if len(shape) >= 2:
+        _close(*_both(lk.MultilabelCrossEntropy, options, z, (t > 0.5).astype(np.int64),
+                      weight=RNG.uniform(0.1, 2, size=shape[:-1])), dtype)
+
+
+def test_kernels_match_torch():
+    torch = pytest.importorskip("torch")
+    z = RNG.normal(size=(64, 50)) * 3
+    y = RNG.integers(0, 50, size=64)
+    value, grad = lk.SoftmaxCrossEntropy(impl="fused", label_smoothing=0.1).value_and_grad(z, y)
+    tz = torch.tensor(z, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(tz, torch.from_numpy(y), label_smoothing=0.1)
+    ref.backward()
+    np.testing.assert_allclose(value, ref.item(), rtol=1e-12)
+    np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=1e-10, atol=1e-15)
+    t = (RNG.uniform(size=(64, 50)) > 0.5).astype(float)
+    value, grad = lk.BinaryCrossEntropyWithLogits(impl="fused").value_and_grad(z, t)
+    tz.grad = None
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(tz, torch.from_numpy(t))
+    ref.backward()
+    np.testing.assert_allclose(value, ref.item(), rtol=1e-12)
+    np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+def test_flagged_rows_fall_back_to_exact_limits_and_precise_errors():
+    z = np.array([[np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    y = np.array([0, 2])
+    fast = lk.SoftmaxCrossEntropy(impl="auto").value_and_grad(z, y)
+    ref = lk.SoftmaxCrossEntropy(impl="xp").value_and_grad(z, y)
+    np.testing.assert_array_equal(fast[1], ref[1])
+    bad_cases = [
+        (lk.SoftmaxCrossEntropy, np.zeros((3, 4)), np.array([0, 4, 1])),
+        (lk.SoftmaxCrossEntropy, np.zeros((3, 4)), np.array([0, -100, 1])),
+        (lk.BinaryCrossEntropyWithLogits, np.zeros(3), np.array([0.0, 1.5, 1.0])),
+        (lk.MultilabelCrossEntropy, np.zeros((2, 2)), np.array([[0.0, np.nan], [1.0, 0.0]])),
+        (lk.MeanSquaredError, np.zeros((2, 2)), np.array([[0.0, np.nan], [1.0, 0.0]])),
+    ]
+    for cls, x, t in bad_cases:
+        messages = []
+        for impl in ("auto", "xp"):
+            with pytest.raises(lk.LossInputError) as info:
+                cls(impl=impl).value_and_grad(x, t)
+            messages.append(str(info.value))
+        assert messages[0] == messages[1]
+
+
+def test_impl_fused_refuses_what_no_kernel_handles():
+    with pytest.raises(lk.LossInputError, match="impl"):
+        lk.CategoricalCrossEntropy(impl="fused")(np.full((2, 2), 0.5), np.array([0, 1]))
+    with pytest.raises(lk.LossInputError, match="impl"):
+        lk.SoftmaxCrossEntropy(impl="fused")(np.zeros((2, 3), dtype=np.float16), np.array([0, 1]))
+    with pytest.raises(lk.LossInputError, match="impl"):
+        lk.SoftmaxCrossEntropy(impl="fused").hessian_diag(np.zeros((2, 3)), np.array([0, 1]))
+    assert fused.available()
+
+
+def test_compiled_kernels_are_cached_across_processes():
+    code = ("import numpy as np, losskit as lk\n"
+            "lk.SoftmaxCrossEntropy(impl='fused')(np.zeros((4, 3)), np.array([0, 1, 2, 0]))\n"
+            "from losskit.fused import kernels\n"
+            "s = kernels.softmax_ce_rows.stats\n"
+            "print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # fills the cache if empty
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    hits, misses = (int(v) for v in out.stdout.split())
+    assert hits >= 1 and misses == 0
