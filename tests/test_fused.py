@@ -125,3 +125,32 @@ def test_compiled_kernels_are_cached_across_processes():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     hits, misses = (int(v) for v in out.stdout.split())
     assert hits >= 1 and misses == 0
+
+
+@pytest.mark.parametrize(("cls", "make_target"), [
+    (lk.SoftmaxCrossEntropy, lambda z: RNG.integers(0, z.shape[1], size=z.shape[0])),
+    (lk.BinaryCrossEntropyWithLogits, lambda z: RNG.uniform(size=z.shape)),
+    (lk.MultilabelCrossEntropy, lambda z: (RNG.uniform(size=z.shape) > 0.5).astype(float)),
+    (lk.MeanSquaredError, lambda z: RNG.normal(size=z.shape)),
+])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_out_receives_the_gradient_even_when_it_is_the_input(cls, make_target, in_place):
+    z = RNG.normal(size=(12, 6)) * 4
+    t = make_target(z)
+    ref_value, ref_grad = cls(impl="xp", reduction="mean").value_and_grad(z, t)
+    x = z.copy()
+    out = x if in_place else np.empty_like(x)
+    value, grad = fused.value_and_grad(cls(), x, t, out=out)
+    assert grad is out
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(out, ref_grad, rtol=1e-10, atol=1e-15)
+
+
+def test_out_is_checked_and_unhandled_calls_still_fill_it():
+    z = np.zeros((3, 4))
+    with pytest.raises(lk.LossInputError, match="out"):
+        fused.value_and_grad(lk.SoftmaxCrossEntropy(), z, np.array([0, 1, 2]), out=np.empty((4, 3)))
+    probs = np.full((3, 4), 0.25)
+    out = np.empty_like(probs)
+    value, grad = fused.value_and_grad(lk.CategoricalCrossEntropy(), probs, np.array([0, 1, 2]), out=out)
+    np.testing.assert_allclose(grad, lk.CategoricalCrossEntropy().grad(probs, np.array([0, 1, 2])))

@@ -17,7 +17,7 @@ import numpy as np
 from .._checks import fail
 from ..reduction import reduce
 
-__all__ = ["fast_path", "available"]
+__all__ = ["fast_path", "available", "value_and_grad"]
 
 
 def available() -> bool:
@@ -29,13 +29,41 @@ def available() -> bool:
     return True
 
 
-def fast_path(loss, xp, input, target, weight, normalizer, order):
+def value_and_grad(loss, input, target, *, weight=None, normalizer=None, out=None):
+    """``loss.value_and_grad(input, target)`` with the gradient written into ``out``.
+
+    ``out`` is a C-contiguous NumPy array of the input's shape and dtype (it may be ``input``
+    itself: the kernels read each entry before writing it), so a training step on NumPy needs
+    no memory beyond its logits. Returns ``(value, out)``. Calls the kernels cannot take (see
+    :func:`fast_path`) run on the array-API path and copy the gradient into ``out``.
+    """
+    from .._checks import fail as _fail
+
+    if not (isinstance(out, np.ndarray) and isinstance(input, np.ndarray) and out.shape == input.shape
+            and out.dtype == input.dtype and out.flags.c_contiguous and out.flags.writeable):
+        raise _fail("out", f"a writeable C-contiguous NumPy array of shape {getattr(input, 'shape', '?')} "
+                    f"and dtype {getattr(input, 'dtype', '?')}", f"{type(out).__name__} "
+                    f"{getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}")
+    result = fast_path(loss, np, input, target, weight, normalizer, 1, out=out)
+    if result is None:
+        value, grad = type(loss)(**_options(loss), impl="xp").value_and_grad(
+            input, target, weight=weight, normalizer=normalizer)
+        np.copyto(out, grad)
+        return value, out
+    return result[0], out
+
+
+def _options(loss):
+    return {k: v for k, v in vars(loss).items() if not k.startswith("_") and k != "impl"}
+
+
+def fast_path(loss, xp, input, target, weight, normalizer, order, out=None):
     """``(value, grad, hess)`` from a compiled kernel, or ``None`` to use the array-API path."""
     handler = _HANDLERS.get(type(loss).__name__)
     handled = (order in (0, 1) and handler is not None and isinstance(input, np.ndarray)
                and input.dtype in (np.float32, np.float64) and isinstance(target, np.ndarray)
                and (weight is None or isinstance(weight, np.ndarray)) and available())
-    result = handler(loss, input, target, weight, normalizer, order) if handled else _UNHANDLED
+    result = handler(loss, input, target, weight, normalizer, order, out) if handled else _UNHANDLED
     if result is _UNHANDLED:
         if loss.impl == "fused":
             raise fail("impl", '"auto" or "xp" for this call (no compiled kernel handles it: NumPy '
@@ -67,7 +95,11 @@ def _finish(loss, per_example, weight, normalizer, grad, order, dtype):
     return value, (grad if order == 1 else None), None
 
 
-def _softmax_ce(loss, input, target, weight, normalizer, order):
+def _grad_buffer(out, like):
+    return np.empty_like(like) if out is None else out.reshape(like.shape)
+
+
+def _softmax_ce(loss, input, target, weight, normalizer, order, out=None):
     if (input.ndim != 2 or loss.axis not in (-1, 1) or target.dtype.kind not in "iu"
             or target.shape != (input.shape[0],)):
         return _UNHANDLED
@@ -84,7 +116,7 @@ def _softmax_ce(loss, input, target, weight, normalizer, order):
         weight = keep.astype(input.dtype) if weight is None else weight * keep
     z = np.ascontiguousarray(input)
     per_example = np.empty(n, dtype=input.dtype)
-    grad = np.empty_like(z)
+    grad = _grad_buffer(out, z)
     flags = np.zeros(n, dtype=np.uint8)
     _kernels().softmax_ce_rows(z, labels, keep, _scale(loss, weight, n, input.dtype, normalizer),
                                loss.label_smoothing, per_example, grad, flags)
@@ -105,7 +137,7 @@ def _pos_weight(loss, input, k):
                                 dtype=input.dtype)
 
 
-def _bce(loss, input, target, weight, normalizer, order):
+def _bce(loss, input, target, weight, normalizer, order, out=None):
     y = _binary_target(loss, input, target)
     if y is None or input.ndim == 0:
         return _UNHANDLED
@@ -120,7 +152,7 @@ def _bce(loss, input, target, weight, normalizer, order):
     scale = _scale(loss, None if weight is None else weight.reshape(-1), count, input.dtype, normalizer)
     z2, y2 = np.ascontiguousarray(input).reshape(-1, k), y.reshape(-1, k)
     elements = np.empty_like(z2)
-    grad = np.empty_like(z2)
+    grad = _grad_buffer(out, z2)
     flags = np.zeros(z2.shape[0], dtype=np.uint8)
     _kernels().bce_rows(z2, y2, pw, scale.reshape(-1, k), loss.label_smoothing, elements, grad, flags)
     if flags.any():
@@ -128,7 +160,7 @@ def _bce(loss, input, target, weight, normalizer, order):
     return _finish(loss, elements.reshape(shape), weight, normalizer, grad.reshape(shape), order, input.dtype)
 
 
-def _multilabel(loss, input, target, weight, normalizer, order):
+def _multilabel(loss, input, target, weight, normalizer, order, out=None):
     y = _binary_target(loss, input, target)
     if y is None or input.ndim < 2:
         return _UNHANDLED
@@ -138,7 +170,7 @@ def _multilabel(loss, input, target, weight, normalizer, order):
     scale = _scale(loss, None if weight is None else weight.reshape(-1), rows, input.dtype, normalizer)
     z2, y2 = np.ascontiguousarray(input).reshape(rows, k), y.reshape(rows, k)
     elements = np.empty_like(z2)
-    grad = np.empty_like(z2)
+    grad = _grad_buffer(out, z2)
     flags = np.zeros(rows, dtype=np.uint8)
     _kernels().bce_rows(z2, y2, _pos_weight(loss, input, k), scale.reshape(rows, 1), loss.label_smoothing,
                         elements, grad, flags)
@@ -148,7 +180,7 @@ def _multilabel(loss, input, target, weight, normalizer, order):
     return _finish(loss, per_example, weight, normalizer, grad.reshape(shape), order, input.dtype)
 
 
-def _squared_error(loss, input, target, weight, normalizer, order):
+def _squared_error(loss, input, target, weight, normalizer, order, out=None):
     if target.shape != input.shape or target.dtype.kind not in "iuf" or input.ndim == 0:
         return _UNHANDLED
     shape = input.shape
@@ -160,7 +192,7 @@ def _squared_error(loss, input, target, weight, normalizer, order):
     pred = np.ascontiguousarray(input).reshape(rows, k)
     y = np.ascontiguousarray(target, dtype=input.dtype).reshape(rows, k)
     per_example = np.empty(rows, dtype=input.dtype)
-    grad = np.empty_like(pred)
+    grad = _grad_buffer(out, pred)
     flags = np.zeros(rows, dtype=np.uint8)
     _kernels().squared_error_rows(pred, y, scale, per_example, grad, flags)
     if flags.any():

@@ -29,6 +29,8 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
 def softmax_ce_rows(z, labels, keep, scale, smoothing, loss, grad, flags):
     """Per row i: ``loss[i]`` (unweighted) and ``grad[i] = scale[i] * d loss_i / d z_i``.
 
+    ``grad`` may be ``z`` itself: each entry is read before it is written.
+
     ``labels`` int64 in [0, K) where ``keep``; ``flags[i] = 1`` marks a row to redo on the
     array-API path (label out of range, non-finite logit).
     """
@@ -50,16 +52,18 @@ def softmax_ce_rows(z, labels, keep, scale, smoothing, loss, grad, flags):
         if not math.isfinite(m) or not math.isfinite(total):
             flags[i] = 1
             continue
+        z_y = row[y]  # read before the row is overwritten (grad may alias z)
         below = 0.0  # sum of exp(z - m) over the entries below the max
         ties = -1.0
         rest = 0.0  # sum of exp(z - m) over the entries other than the label
         shifted_sum = 0.0  # sum of (z - m): the smoothing term without cancelling against m
         g = grad[i]
         for j in range(k):
-            shifted_sum += row[j] - m
-            e = math.exp(row[j] - m)
+            x = row[j]  # g may alias row: read the logit once, before writing its slot
+            shifted_sum += x - m
+            e = math.exp(x - m)
             g[j] = e
-            if row[j] < m:
+            if x < m:
                 below += e
             else:
                 ties += 1.0
@@ -67,7 +71,7 @@ def softmax_ce_rows(z, labels, keep, scale, smoothing, loss, grad, flags):
                 rest += e
         log_norm = math.log1p(below + ties)
         # lse - (1 - a) z_y - (a/K) sum z, written in shifted logits: exact 0 for a sure row
-        loss[i] = log_norm - (1.0 - a) * (row[y] - m) - (a / k) * shifted_sum
+        loss[i] = log_norm - (1.0 - a) * (z_y - m) - (a / k) * shifted_sum
         s = scale[i]
         inv = 1.0 / (1.0 + below + ties)
         for j in range(k):

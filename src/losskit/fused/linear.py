@@ -97,7 +97,7 @@ def _example_weights(xp, target, example_weight, class_weight, ignore, like):
         weight = cw if weight is None else weight * cw
     if keep is not None:
         weight = xp.astype(keep, like.dtype) if weight is None else weight * xp.astype(keep, like.dtype)
-    return labels, weight
+    return labels, weight, keep
 
 
 def linear_cross_entropy_value_and_grad(hidden, weight, target, *, bias=None, chunk_size=None,
@@ -138,13 +138,18 @@ def linear_cross_entropy_value_and_grad(hidden, weight, target, *, bias=None, ch
             raise _checks.fail("class_weight", f"shape ({n_vocab},)", f"shape {tuple(class_weight.shape)}")
         _checks.non_negative(xp, class_weight, "class_weight")
 
-    labels, w = _example_weights(xp, target, example_weight, class_weight, ignore, hidden)
+    labels, w, keep = _example_weights(xp, target, example_weight, class_weight, ignore, hidden)
     # the reduction's per-example scale is known before any logits exist
     _, scale = reduce(xp, xp.zeros((n_rows,), dtype=hidden.dtype, device=_array.device(hidden)), w,
                       reduction, normalizer)
     scale = xp.broadcast_to(scale, (n_rows,))
 
     rows = _chunk_rows(chunk_size, n_rows, n_vocab)
+    if _numpy_kernel_applies(hidden, weight, bias, z_loss, softcap):
+        try:
+            return _numpy_sweep(hidden, weight, bias, labels, keep, w, scale, a, rows, reduction, normalizer)
+        except _NotFinite:
+            pass
     grad_hidden_parts, losses = [], []
     grad_weight = xp.zeros(weight.shape, dtype=weight.dtype, device=_array.device(weight))
     grad_bias = None if bias is None else xp.zeros(bias.shape, dtype=bias.dtype, device=_array.device(bias))
@@ -179,6 +184,55 @@ def linear_cross_entropy_value_and_grad(hidden, weight, target, *, bias=None, ch
     value, _ = reduce(xp, per_example, w, reduction, normalizer)
     grad_hidden = xp.concat(grad_hidden_parts) if len(grad_hidden_parts) > 1 else grad_hidden_parts[0]
     return value, (grad_hidden, grad_weight, grad_bias)
+
+
+def _numpy_kernel_applies(hidden, weight, bias, z_loss, softcap) -> bool:
+    import numpy as np
+
+    from . import available
+
+    arrays = [hidden, weight] + ([] if bias is None else [bias])
+    return (not z_loss and softcap is None and available()
+            and all(isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) for x in arrays))
+
+
+def _numpy_sweep(hidden, weight, bias, labels, keep, w, scale, smoothing, rows, reduction, normalizer):
+    """NumPy fast path: the chunk's logits buffer becomes its gradient in place (compiled kernel),
+    then two gemms; ``grad_weight`` is accumulated in place. One ``rows x V`` buffer in all."""
+    import numpy as np
+
+    from .kernels import softmax_ce_rows
+
+    n_rows, n_vocab = hidden.shape[0], weight.shape[0]
+    keep = np.ones(n_rows, dtype=bool) if keep is None else np.asarray(keep)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
+    buffer = np.empty((rows, n_vocab), dtype=hidden.dtype)
+    per_example = np.empty(n_rows, dtype=hidden.dtype)
+    grad_hidden = np.empty_like(hidden)
+    grad_weight = np.zeros_like(weight)
+    grad_bias = None if bias is None else np.zeros_like(bias)
+    flags = np.zeros(rows, dtype=np.uint8)
+    for start in range(0, n_rows, rows):
+        stop = min(start + rows, n_rows)
+        h, z = hidden[start:stop], buffer[: stop - start]
+        np.matmul(h, weight.T, out=z)
+        if bias is not None:
+            z += bias
+        softmax_ce_rows(z, labels[start:stop], keep[start:stop], scale[start:stop], smoothing,
+                        per_example[start:stop], z, flags[: stop - start])
+        if flags.any():  # a non-finite logit: the exact path, from scratch
+            raise _NotFinite
+        np.matmul(z, weight, out=grad_hidden[start:stop])
+        _accumulate_at_b(np, grad_weight, z.T, h)
+        if grad_bias is not None:
+            grad_bias += z.sum(axis=0)
+    value, _ = reduce(np, per_example, w, reduction, normalizer)
+    return np.asarray(value, dtype=hidden.dtype)[()], (grad_hidden, grad_weight, grad_bias)
+
+
+class _NotFinite(Exception):
+    """A chunk had a non-finite logit; the array-API sweep gives the exact limits."""
 
 
 def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None, ignore_index=None,
