@@ -173,6 +173,7 @@ def _memory_child(kind, name, shape):
         labels = rng.integers(0, v, size=n)
         fn = _linear_impls()[name]
         args = fn[1](hidden, weight, labels)
+        _reset_peak()
         base = _rss()
         start = time.perf_counter()
         fn[0](*args)
@@ -185,13 +186,30 @@ def _memory_child(kind, name, shape):
         small[1] = _convert(np.zeros(8, dtype=np.int64), lib)
     fn(*small)
     args = [_convert(a, lib) for a in arrays]
+    _reset_peak()
     base = _rss()
     fn(*args)
     return {"extra": _rss() - base}
 
 
 def _rss():
+    """Peak resident set size (bytes) since the last :func:`_reset_peak`.
+
+    Not ``ru_maxrss``: Linux keeps a forked child's high-water mark from its parent across exec,
+    so a child started by a large parent would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
 
 
 def peak_memory(kind, names, shape):

@@ -25,7 +25,20 @@ CONFIGS = {
 
 
 def _rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    """Peak RSS since the last reset (VmHWM; ru_maxrss would carry the parent's peak over exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
 
 
 def _child(name: str, rows: int, classes: int, repeats: int) -> None:
@@ -39,6 +52,7 @@ def _child(name: str, rows: int, classes: int, repeats: int) -> None:
     fn(small, torch.zeros(8, dtype=torch.long)).backward()  # import and dispatch costs, before the baseline
     logits = torch.randn(rows, classes, requires_grad=True)
     labels = torch.randint(0, classes, (rows,))
+    _reset_peak()
     baseline = _rss_bytes()
     times = []
     for _ in range(repeats + 1):

@@ -29,8 +29,9 @@ from ..reduction import reduce
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_value_and_grad",
            "linear_binary_cross_entropy", "linear_binary_cross_entropy_value_and_grad"]
 
-#: default chunk: rows such that one chunk of logits holds about 2^22 numbers (16 MiB in float32)
-CHUNK_ELEMENTS = 1 << 22
+#: default chunk: rows such that one chunk of logits holds about 2^26 numbers (256 MiB in float32):
+#: big enough for efficient gemms (523 rows at V = 128256), small next to N x V
+CHUNK_ELEMENTS = 1 << 26
 
 
 def _chunk_rows(chunk_size, n_rows: int, n_vocab: int) -> int:
@@ -247,7 +248,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None, 
     Options as :func:`losskit.softmax_cross_entropy` (``class_weight [V]``, ``example_weight [N]``
     per row, ``ignore_index``, ``label_smoothing`` a/V, ``reduction``, ``normalizer``) plus
     ``z_loss`` (scale of ``lse^2``), ``softcap`` (c, or None) and ``chunk_size`` (rows per chunk;
-    default keeps a chunk of logits near 2^22 numbers). Equals
+    default keeps a chunk of logits near 2^26 numbers). Equals
     ``softmax_cross_entropy(hidden @ weight.T + bias, target, ...)`` for ``z_loss=0``, ``softcap=None``.
 
     >>> import numpy as np, losskit as lk
