@@ -29,9 +29,9 @@ from ..reduction import reduce
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_value_and_grad",
            "linear_binary_cross_entropy", "linear_binary_cross_entropy_value_and_grad"]
 
-#: default chunk: rows such that one chunk of logits holds about 2^26 numbers (256 MiB in float32):
-#: big enough for efficient gemms (523 rows at V = 128256), small next to N x V
-CHUNK_ELEMENTS = 1 << 26
+#: default chunk: rows such that one chunk of logits holds about 2^25 numbers (128 MiB in float32):
+#: big enough for efficient gemms (261 rows at V = 128256), small next to N x V
+CHUNK_ELEMENTS = 1 << 25
 
 
 def _chunk_rows(chunk_size, n_rows: int, n_vocab: int) -> int:
@@ -53,9 +53,10 @@ def _accumulate_at_b(xp, acc, a, b):
             acc += a @ b
             return acc
         gemm = blas.dgemm if acc.dtype.itemsize == 8 else blas.sgemm
-        # Fortran order: acc^T (D x V) += b^T a^T, written into acc's own memory
+        # Fortran order: acc^T (D x V) += b^T (a^T), written into acc's own memory; a is passed
+        # as it is with trans_b, so a transposed C-ordered chunk is not copied
         if acc.flags.c_contiguous:
-            out = gemm(1.0, b.T, a.T, beta=1.0, c=acc.T, overwrite_c=True)
+            out = gemm(1.0, b.T, a, beta=1.0, c=acc.T, trans_b=True, overwrite_c=True)
             if out.ctypes.data == acc.ctypes.data:
                 return acc
             acc[...] = out.T
@@ -248,7 +249,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None, 
     Options as :func:`losskit.softmax_cross_entropy` (``class_weight [V]``, ``example_weight [N]``
     per row, ``ignore_index``, ``label_smoothing`` a/V, ``reduction``, ``normalizer``) plus
     ``z_loss`` (scale of ``lse^2``), ``softcap`` (c, or None) and ``chunk_size`` (rows per chunk;
-    default keeps a chunk of logits near 2^26 numbers). Equals
+    default keeps a chunk of logits near 2^25 numbers). Equals
     ``softmax_cross_entropy(hidden @ weight.T + bias, target, ...)`` for ``z_loss=0``, ``softcap=None``.
 
     >>> import numpy as np, losskit as lk
