@@ -66,7 +66,16 @@ def _accumulate_at_b(xp, acc, a, b):
     return acc + a @ b
 
 
-def _check_common(xp, hidden, weight, bias, name_rows="hidden"):
+def _arrays(hidden, weight, target, bias, example_weight):
+    """The namespace and the arrays of a linear loss call, with the checks both losses share."""
+    xp, arrays = _array.namespace(hidden=hidden, weight=weight, target=target, bias=bias,
+                                  example_weight=example_weight)
+    _check_common(xp, arrays["hidden"], arrays["weight"], arrays["bias"])
+    return (xp, arrays["hidden"], arrays["weight"], arrays["target"], arrays["bias"],
+            arrays["example_weight"])
+
+
+def _check_common(xp, hidden, weight, bias):
     for name, array in (("hidden", hidden), ("weight", weight)):
         _checks.floating(xp, array, name)
         if array.ndim != 2:
@@ -112,11 +121,7 @@ def linear_cross_entropy_value_and_grad(hidden, weight, target, *, bias=None, ch
     ``class_weight [V]``, ``example_weight [N]``. ``grad_bias`` is None without a bias. Gradients
     are of the reduced value (for ``"none"``, of ``sum(none)``), as everywhere in losskit.
     """
-    xp, arrays = _array.namespace(hidden=hidden, weight=weight, target=target, bias=bias,
-                                  example_weight=example_weight)
-    hidden, weight, target = arrays["hidden"], arrays["weight"], arrays["target"]
-    bias, example_weight = arrays["bias"], arrays["example_weight"]
-    _check_common(xp, hidden, weight, bias)
+    xp, hidden, weight, target, bias, example_weight = _arrays(hidden, weight, target, bias, example_weight)
     reduction = _checks.reduction(reduction)
     a = _checks.label_smoothing(label_smoothing)
     ignore = _checks.ignore_index(ignore_index)
@@ -152,13 +157,10 @@ def linear_cross_entropy_value_and_grad(hidden, weight, target, *, bias=None, ch
             return _numpy_sweep(hidden, weight, bias, labels, keep, w, scale, a, rows, reduction, normalizer)
         except _NotFinite:
             pass
-    grad_hidden_parts, losses = [], []
-    grad_weight = xp.zeros(weight.shape, dtype=weight.dtype, device=_array.device(weight))
-    grad_bias = None if bias is None else xp.zeros(bias.shape, dtype=bias.dtype, device=_array.device(bias))
     classes = xp.arange(n_vocab, dtype=labels.dtype, device=_array.device(labels))
-    for start in range(0, n_rows, rows):
-        stop = min(start + rows, n_rows)
-        h = hidden[start:stop, ...]
+
+    def chunk_terms(start, stop, h):
+        """Per-example loss of rows start:stop and ``d loss / d logits`` (before the scale)."""
         y = labels[start:stop]
         s, t = _logits(xp, h, weight, bias, softcap)
         shifted, m = shifted_logits_xp(xp, s)
@@ -171,12 +173,27 @@ def linear_cross_entropy_value_and_grad(hidden, weight, target, *, bias=None, ch
             loss = loss - (a / n_vocab) * xp.sum(s, axis=-1)
         if z_loss:
             loss = loss + z_loss * lse * lse
-        losses.append(loss)
         p = xp.exp(shifted - log_norm)
         g = p * (1 + 2 * z_loss * lse)[:, None] if z_loss else p
         g = xp.where(onehot, g - (1 - a + a / n_vocab), g - a / n_vocab)
         if t is not None:
             g = g * (1 - t * t)  # d softcap(z) / dz
+        return loss, g
+
+    return _sweep(xp, hidden, weight, bias, rows, scale, w, reduction, normalizer, chunk_terms)
+
+
+def _sweep(xp, hidden, weight, bias, rows, scale, w, reduction, normalizer, chunk_terms):
+    """The chunked sweep both linear losses share: per chunk, the loss and ``d loss / d logits``
+    from ``chunk_terms``, scaled by the reduction, folded into the three gradients."""
+    grad_hidden_parts, losses = [], []
+    grad_weight = xp.zeros(weight.shape, dtype=weight.dtype, device=_array.device(weight))
+    grad_bias = None if bias is None else xp.zeros(bias.shape, dtype=bias.dtype, device=_array.device(bias))
+    for start in range(0, hidden.shape[0], rows):
+        stop = min(start + rows, hidden.shape[0])
+        h = hidden[start:stop, ...]
+        loss, g = chunk_terms(start, stop, h)
+        losses.append(loss)
         g = g * scale[start:stop, None]
         grad_hidden_parts.append(g @ weight)
         grad_weight = _accumulate_at_b(xp, grad_weight, xp.matrix_transpose(g), h)
@@ -267,11 +284,7 @@ def linear_binary_cross_entropy_value_and_grad(hidden, weight, target, *, bias=N
                                                pos_weight=None, label_smoothing=0.0, example_weight=None,
                                                reduction="mean", normalizer=None):
     r"""``(value, (grad_hidden, grad_weight, grad_bias))`` of :func:`linear_binary_cross_entropy`."""
-    xp, arrays = _array.namespace(hidden=hidden, weight=weight, target=target, bias=bias,
-                                  example_weight=example_weight)
-    hidden, weight, target = arrays["hidden"], arrays["weight"], arrays["target"]
-    bias, example_weight = arrays["bias"], arrays["example_weight"]
-    _check_common(xp, hidden, weight, bias)
+    xp, hidden, weight, target, bias, example_weight = _arrays(hidden, weight, target, bias, example_weight)
     reduction = _checks.reduction(reduction)
     a = _checks.label_smoothing(label_smoothing)
     normalizer = _checks.normalizer(normalizer)
@@ -296,26 +309,15 @@ def linear_binary_cross_entropy_value_and_grad(hidden, weight, target, *, bias=N
     from ..losses.binary import bce_logits_terms
 
     rows = _chunk_rows(chunk_size, n_rows, n_labels)
-    grad_hidden_parts, losses = [], []
-    grad_weight = xp.zeros(weight.shape, dtype=weight.dtype, device=_array.device(weight))
-    grad_bias = None if bias is None else xp.zeros(bias.shape, dtype=bias.dtype, device=_array.device(bias))
-    for start in range(0, n_rows, rows):
-        stop = min(start + rows, n_rows)
-        h = hidden[start:stop, ...]
+
+    def chunk_terms(start, stop, h):
         z, _ = _logits(xp, h, weight, bias, None)
         y = target[start:stop, ...]
         y = y if a == 0 else (1 - a) * y + a / 2
         loss, g, _ = bce_logits_terms(xp, z, y, pw, 1)
-        losses.append(xp.sum(loss, axis=-1))
-        g = g * scale[start:stop, None]
-        grad_hidden_parts.append(g @ weight)
-        grad_weight = _accumulate_at_b(xp, grad_weight, xp.matrix_transpose(g), h)
-        if grad_bias is not None:
-            grad_bias = grad_bias + xp.sum(g, axis=0)
-    per_example = xp.concat(losses) if len(losses) > 1 else losses[0]
-    value, _ = reduce(xp, per_example, w, reduction, normalizer)
-    grad_hidden = xp.concat(grad_hidden_parts) if len(grad_hidden_parts) > 1 else grad_hidden_parts[0]
-    return value, (grad_hidden, grad_weight, grad_bias)
+        return xp.sum(loss, axis=-1), g
+
+    return _sweep(xp, hidden, weight, bias, rows, scale, w, reduction, normalizer, chunk_terms)
 
 
 def linear_binary_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None, pos_weight=None,

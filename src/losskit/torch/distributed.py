@@ -84,6 +84,18 @@ class _VocabParallelCE(torch.autograd.Function):
         return (grad * upstream).to(logits.dtype), *([None] * 11)
 
 
+def _vocab_size_and_checks(target, local: int, n_vocab, ignore, z_loss, group) -> int:
+    """The full vocabulary size (summed over the group when not given); labels and z_loss checked."""
+    if n_vocab is None:
+        size = torch.tensor([local], device=target.device)  # NCCL needs it on the GPU
+        dist.all_reduce(size, group=group)
+        n_vocab = int(size.item())
+    _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
+    if z_loss < 0:
+        raise _checks.fail("z_loss", "a scale >= 0", repr(z_loss))
+    return n_vocab
+
+
 def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: int | None = None,
                                  weight=None, class_weight=None, ignore_index=None, label_smoothing=0.0,
                                  z_loss: float = 0.0, reduction: str = "mean", normalizer=None, group=None):
@@ -108,13 +120,7 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     if tuple(target.shape) != (logits.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({logits.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
-    if n_vocab is None:
-        size = torch.tensor([logits.shape[-1]], device=logits.device)
-        dist.all_reduce(size, group=group)
-        n_vocab = int(size.item())
-    _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
-    if z_loss < 0:
-        raise _checks.fail("z_loss", "a scale >= 0", repr(z_loss))
+    n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, z_loss, group)
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=torch.float32 if logits.dtype != torch.float64
                                        else torch.float64, device=logits.device)
@@ -231,13 +237,7 @@ def vocab_parallel_linear_cross_entropy(hidden, weight_shard, target, *, vocab_s
     if tuple(target.shape) != (hidden.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({hidden.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
-    if n_vocab is None:
-        size = torch.tensor([weight_shard.shape[0]])
-        dist.all_reduce(size, group=group)
-        n_vocab = int(size.item())
-    _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
-    if z_loss < 0:
-        raise _checks.fail("z_loss", "a scale >= 0", repr(z_loss))
+    n_vocab = _vocab_size_and_checks(target, weight_shard.shape[0], n_vocab, ignore, z_loss, group)
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=hidden.dtype)
         if tuple(class_weight.shape) != (weight_shard.shape[0],):
