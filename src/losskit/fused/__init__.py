@@ -12,6 +12,9 @@ unhandled configuration raises instead of falling back.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import numpy as np
 
 from .._checks import fail
@@ -20,13 +23,10 @@ from ..reduction import reduce
 __all__ = ["fast_path", "available", "value_and_grad"]
 
 
+@functools.cache
 def available() -> bool:
-    """Whether the compiled kernels can be used here (numba installed)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the compiled kernels can be used here (numba installed); asked once per process."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def value_and_grad(loss, input, target, *, weight=None, normalizer=None, out=None):
