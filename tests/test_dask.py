@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,22 @@ distributed = pytest.importorskip("distributed")
 import losskit as lk  # noqa: E402
 import losskit.dask as lkd  # noqa: E402
 
-ROWS, CLASSES, CHUNK_ROWS = 1_600_000, 64, 100_000  # 410 MB of float32 logits in 16 chunks of 26 MB
+# 410 MB of float32 logits in 32 blocks of 13 MB: a worker peaks at 180-202 MiB (VmHWM, measured);
+# blocks of 26 MB peaked at 271-296 MiB, across the nanny's restart line (95 % of 300 MB = 272 MiB)
+ROWS, CLASSES, CHUNK_ROWS = 1_600_000, 64, 50_000
 WORKER_MEMORY = 300e6
+TIMEOUT = 150  # seconds for one computation on the cluster
+
+
+def _bounded(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` or a test failure after TIMEOUT s (the cluster fixture then shuts down)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(fn, *args, **kwargs).result(timeout=TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        pytest.fail(f"the computation on the LocalCluster exceeded {TIMEOUT} s")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _data():
@@ -23,6 +39,19 @@ def _data():
     return logits, labels, weight
 
 
+def _peak_rss() -> float | None:
+    """This process's peak resident memory in bytes (run on each worker): VmHWM, which belongs to the
+    address space; ru_maxrss would carry the peak of the pytest process that spawned the worker."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _max_dependencies(array) -> int:
     graph = array.__dask_graph__()
     deps = graph.get_all_dependencies() if hasattr(graph, "get_all_dependencies") else {}
@@ -31,8 +60,9 @@ def _max_dependencies(array) -> int:
 
 @pytest.fixture(scope="module")
 def client():
+    # the context managers close the workers and the scheduler even when a test fails
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  memory_limit=WORKER_MEMORY, dashboard_address=None) as cluster, \
+                                  memory_limit=WORKER_MEMORY, dashboard_address=None, timeout=60) as cluster, \
             distributed.Client(cluster, timeout="60s") as client:
         yield client
 
@@ -46,12 +76,23 @@ def test_graph_is_chunk_wise():
     assert 0 < _max_dependencies(total) < n_chunks
     grad = lk.SoftmaxCrossEntropy().grad(logits, labels)
     assert isinstance(grad, da.Array) and grad.chunks[0] == logits.chunks[0]
+    # and so is what losskit.dask.score computes: one task per block, then a tree of pairs
+    parts = lkd.partial_sums(lk.SoftmaxCrossEntropy(label_smoothing=0.1), logits, labels, weight=weight)
+    assert parts.shape == (2,) and 0 < _max_dependencies(parts) < n_chunks
 
 
 def test_score_on_a_local_cluster_equals_numpy(client):
     logits, labels, weight = _data()
     loss = lk.SoftmaxCrossEntropy(label_smoothing=0.1)
-    mean, total, weight_sum = lkd.score(loss, logits, labels, weight=weight)
+    workers = set(client.scheduler_info()["workers"])
+    with distributed.get_task_stream(client) as stream:
+        mean, total, weight_sum = _bounded(lkd.score, loss, logits, labels, weight=weight)
+    # both worker processes computed, and neither was restarted for exceeding its memory limit
+    assert {task["worker"] for task in stream.data} == workers
+    assert set(client.scheduler_info()["workers"]) == workers
+    peaks = client.run(_peak_rss)
+    if None not in peaks.values():  # Linux: the whole 410 MB never sat in one worker
+        assert 0 < max(peaks.values()) < WORKER_MEMORY, peaks
     # reference: NumPy, one chunk at a time in this process, combined by hand
     ref_total = ref_weight = 0.0
     for block in range(logits.numblocks[0]):
@@ -67,7 +108,7 @@ def test_score_on_a_local_cluster_equals_numpy(client):
     np.testing.assert_allclose(total, ref_total, rtol=1e-5)
     np.testing.assert_allclose(mean, ref_total / ref_weight, rtol=1e-5)
     # the lazy "mean" of the core agrees with the parts
-    np.testing.assert_allclose(float(loss(logits, labels, weight=weight).compute()), mean, rtol=1e-5)
+    np.testing.assert_allclose(float(_bounded(loss(logits, labels, weight=weight).compute)), mean, rtol=1e-5)
 
 
 def test_partial_scores_combine_exactly():
@@ -80,3 +121,44 @@ def test_partial_scores_combine_exactly():
     np.testing.assert_allclose(combined, loss(z, y), rtol=1e-12)
     mean_of_means = np.mean([p[0] for p in parts])
     assert abs(mean_of_means - combined) > 1e-6  # why the parts are returned
+
+
+def test_a_bad_label_in_one_block_raises_from_the_worker(client):
+    z = da.from_array(np.zeros((40, 3)), chunks=(10, 3))
+    y = np.zeros(40, dtype=np.int64)
+    y[33] = 7  # in the fourth block only: the lazy core cannot see it, the block's task does
+    with pytest.raises(lk.LossInputError, match="label 7"):
+        _bounded(lkd.score, lk.SoftmaxCrossEntropy(), z, da.from_array(y, chunks=10))
+    p = da.from_array(np.full((40,), 0.5), chunks=10)
+    with pytest.raises(lk.LossInputError, match="target"):
+        _bounded(lkd.score, lk.BinaryCrossEntropy(), p, da.from_array(np.where(np.arange(40) == 21, 2.0, 1.0),
+                                                                      chunks=10))
+
+
+@pytest.mark.parametrize("name", ["class_axis_1", "multilabel", "binary_1d", "mse", "probabilities"])
+def test_blockwise_sums_equal_the_whole_array_for_every_layout(name):
+    rng = np.random.default_rng(2)
+    loss, predictions, target, weight = {
+        "class_axis_1": (lk.SoftmaxCrossEntropy(axis=1, ignore_index=-1), rng.normal(size=(6, 4, 5)),
+                         np.where(rng.uniform(size=(6, 5)) < 0.2, -1, rng.integers(0, 4, size=(6, 5))),
+                         rng.uniform(size=(6, 5))),
+        "multilabel": (lk.MultilabelCrossEntropy(pos_weight=2.0), rng.normal(size=(30, 3)),
+                       (rng.uniform(size=(30, 3)) > 0.5).astype(float), rng.uniform(size=30)),
+        "binary_1d": (lk.BinaryCrossEntropyWithLogits(), rng.normal(size=40), (rng.uniform(size=40) > 0.5) * 1.0,
+                      None),
+        "mse": (lk.MeanSquaredError(), rng.normal(size=(40, 2)), rng.normal(size=(40, 2)), rng.uniform(size=40)),
+        "probabilities": (lk.CategoricalCrossEntropy(label_smoothing=0.1), rng.dirichlet(np.ones(3), size=20),
+                          rng.dirichlet(np.ones(3), size=20), None),
+    }[name]
+    # chunks along every axis, the class axis too: partial_sums rechunks what one example spans
+    chunked = da.from_array(predictions, chunks=tuple(max(1, n // 3) for n in predictions.shape))
+    parts = lkd.partial_sums(loss, chunked, target, weight=None if weight is None else da.from_array(weight, chunks=7))
+    total, weight_sum = parts.compute(scheduler="sync")
+    expected_total, expected_weight = loss.sum_and_weight(predictions, target, weight=weight)  # NumPy, whole
+    np.testing.assert_allclose([total, weight_sum], [expected_total, expected_weight], rtol=1e-12)
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(lkd, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

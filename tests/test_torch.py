@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,53 @@ def test_matches_nn_losses_where_semantics_coincide(smoothing):
     torch.testing.assert_close(lt.MeanSquaredError()(z, t), torch.nn.MSELoss()(z, t), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_drop_in_for_nn_losses_with_their_options(reduction):
+    """Where PyTorch's and losskit's semantics coincide, the numbers and gradients are PyTorch's."""
+    rng = np.random.default_rng(1)
+    cw = torch.tensor([0.5, 1.0, 2.0, 3.0, 1.5], dtype=torch.float64)
+    z = torch.tensor(rng.normal(size=(12, 5)), requires_grad=True)
+    y = torch.from_numpy(rng.integers(0, 5, size=12))
+    y[[2, 7]] = -100
+    pairs = [
+        # class weights without smoothing: PyTorch's weighted mean is sum w_y l / sum w_y, as ours
+        (lt.SoftmaxCrossEntropy(class_weight=cw, ignore_index=-100, reduction=reduction),
+         torch.nn.CrossEntropyLoss(weight=cw, ignore_index=-100, reduction=reduction), z, y),
+    ]
+    z4 = torch.tensor(rng.normal(size=(3, 5, 2, 4)), requires_grad=True)
+    y4 = torch.from_numpy(rng.integers(0, 5, size=(3, 2, 4)))
+    pairs.append((lt.SoftmaxCrossEntropy(axis=1, label_smoothing=0.2, reduction=reduction),  # (N, C, d1, d2)
+                  torch.nn.CrossEntropyLoss(label_smoothing=0.2, reduction=reduction), z4, y4))
+    probs = torch.tensor(rng.normal(size=(12, 5))).softmax(-1)
+    pairs.append((lt.SoftmaxCrossEntropy(reduction=reduction), torch.nn.CrossEntropyLoss(reduction=reduction),
+                  z, probs))  # probability targets
+    p = torch.tensor(rng.uniform(0.05, 0.95, size=(12, 5)), requires_grad=True)
+    t = torch.from_numpy((rng.uniform(size=(12, 5)) > 0.5).astype(np.float64))
+    pairs.append((lt.BinaryCrossEntropy(reduction=reduction), torch.nn.BCELoss(reduction=reduction), p, t))
+    pairs.append((lt.BinaryCrossEntropyWithLogits(pos_weight=torch.linspace(0.5, 2.0, 5, dtype=torch.float64),
+                                                  reduction=reduction),
+                  torch.nn.BCEWithLogitsLoss(pos_weight=torch.linspace(0.5, 2.0, 5, dtype=torch.float64),
+                                             reduction=reduction), z, t))
+    # MSE over a 1-D input: each element an example, as nn.MSELoss
+    pairs.append((lt.MeanSquaredError(reduction=reduction), torch.nn.MSELoss(reduction=reduction), z[:, 0], t[:, 0]))
+    for ours_fn, theirs_fn, inputs, target in pairs:
+        ours, theirs = ours_fn(inputs, target), theirs_fn(inputs, target)
+        upstream = torch.linspace(0.5, 1.5, ours.numel(), dtype=torch.float64).reshape(ours.shape)
+        (g_ours,) = torch.autograd.grad((ours * upstream).sum(), inputs)
+        (g_theirs,) = torch.autograd.grad((theirs * upstream).sum(), inputs)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14, msg=f"{ours_fn!r}: value")
+        torch.testing.assert_close(g_ours, g_theirs, rtol=1e-10, atol=1e-14, msg=f"{ours_fn!r}: grad")
+
+
+def test_all_ignored_batch_has_mean_zero_where_pytorch_gives_nan():
+    z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.full((3,), -100)
+    ours = lt.SoftmaxCrossEntropy(ignore_index=-100)(z, y)
+    ours.backward()
+    assert float(ours.detach()) == 0.0 and torch.equal(z.grad, torch.zeros_like(z))
+    assert torch.isnan(torch.nn.functional.cross_entropy(z.detach(), y))
+
+
 def test_torch_compile_fullgraph_matches_eager():
     loss_fn = lt.SoftmaxCrossEntropy(label_smoothing=0.1, ignore_index=-100)
     linear = torch.nn.Linear(6, 4, dtype=torch.float64)
@@ -114,12 +163,104 @@ def test_torch_compile_fullgraph_on_the_generic_path():
     torch.testing.assert_close(x.grad, 2.0 * grad, rtol=1e-10, atol=1e-14)
 
 
-def test_double_backward_is_refused_with_a_clear_error():
-    z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    value = lt.SoftmaxCrossEntropy()(z, torch.tensor([0, 1, 2, 0]))
+def _second_order(fn, case, reduction):
+    """``(d <grad, v> / d input, d <grad, v> / d upstream)`` of ``sum(fn(input) * upstream)``."""
+    rng = np.random.default_rng(6)
+    vector = torch.from_numpy(rng.normal(size=case.input.shape))
+    upstream = torch.tensor(rng.normal(size=case.batch_shape) if reduction == "none" else 1.7, requires_grad=True)
+    x = torch.tensor(case.input, requires_grad=True)
+    (grad,) = torch.autograd.grad((fn(x) * upstream).sum(), x, create_graph=True)
+    return torch.autograd.grad((grad * vector).sum(), (x, upstream))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize(("cid", "name", "case_name"), CASES, ids=IDS)
+def test_double_backward_equals_autograd_of_the_reference(cid, name, case_name, reduction):
+    case = cases_for(name)[case_name]
+    target, weight = torch.from_numpy(np.array(case.target)), _weight(case)
+    core = lk.REGISTRY[name][0](reduction=reduction, impl="xp", **case.options)
+    module = _module(name, case.options, reduction)
+    # reference: torch autograd twice through the core's forward expression on tensors
+    hvp_ref, upstream_ref = _second_order(lambda x: core(x, target, weight=weight, normalizer=2.5), case, reduction)
+    hvp, upstream = _second_order(lambda x: module(x, target, weight, 2.5), case, reduction)
+    torch.testing.assert_close(hvp, hvp_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(upstream, upstream_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("cid", "name", "case_name"), CASES, ids=IDS)
+def test_gradgradcheck_float64(cid, name, case_name):
+    case = cases_for(name)[case_name]
+    target = torch.from_numpy(np.array(case.target))
+    module = _module(name, case.options, "mean")
+    x = torch.tensor(case.input, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda z: module(z, target, _weight(case)), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "ignore_index": -100},
+                                     {"weight": [0.5, 1.0, 2.0, 3.0, 1.5], "reduction": "sum"}])
+def test_double_backward_matches_f_cross_entropy(options):
+    """A gradient penalty (double backprop) through the torch-native path, against PyTorch's own."""
+    options = dict(options)
+    class_weight = options.pop("weight", None)
+    z = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    y = torch.tensor([0, 1, 4, 2, -100, 3, 1])
+    y = y if "ignore_index" in options else y.clamp(min=0)
+    fn_ours = lt.SoftmaxCrossEntropy(class_weight=class_weight, **options)
+    fn_theirs = functools.partial(torch.nn.functional.cross_entropy, **options,
+                                  weight=None if class_weight is None else torch.tensor(class_weight,
+                                                                                       dtype=torch.float64))
+
+    def penalised_gradient(fn):
+        x = z.clone().requires_grad_(True)
+        value = fn(x, y)
+        (grad,) = torch.autograd.grad(value, x, create_graph=True)
+        (value + grad.pow(2).sum()).backward()
+        return x.grad
+
+    torch.testing.assert_close(penalised_gradient(fn_ours), penalised_gradient(fn_theirs), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("module", [lt.SoftmaxCrossEntropy(), lt.SoftmaxCrossEntropy(axis=0),
+                                    lt.MeanSquaredError()], ids=["torch-native", "generic-softmax", "generic-mse"])
+def test_third_derivative_is_refused_with_a_clear_error(module):
+    z = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    value = module(z, torch.tensor([0, 1, 2, 0]) if isinstance(module, lt.SoftmaxCrossEntropy) else torch.zeros(4, 4,
+                                                                                                      dtype=torch.float64))
     (grad,) = torch.autograd.grad(value, z, create_graph=True)
-    with pytest.raises(RuntimeError, match="second derivatives.*hessian_diag"):
-        grad.sum().backward()
+    (hvp,) = torch.autograd.grad(grad.pow(2).sum(), z, create_graph=True)
+    assert torch.isfinite(hvp).all()
+    with pytest.raises(RuntimeError, match="third and higher derivatives.*not supported"):
+        hvp.sum().backward()
+
+
+def test_second_order_at_infinite_logits_gives_the_limit():
+    """The torch-native path falls back to the core for +-inf rows; its Hessian there is the limit."""
+    z = torch.tensor([[float("inf"), 0.0, 1.0], [0.5, -1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 2])
+    (grad,) = torch.autograd.grad(lt.SoftmaxCrossEntropy(reduction="sum")(z, y), z, create_graph=True)
+    vector = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.0, -1.0]], dtype=torch.float64)
+    (hvp,) = torch.autograd.grad((grad * vector).sum(), z)
+    # row 0: softmax is exactly one-hot, so diag(p) - p p^T = 0; row 1: finite, as PyTorch's
+    torch.testing.assert_close(hvp[0], torch.zeros(3, dtype=torch.float64), rtol=0, atol=0)
+    finite = z.detach()[1:].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(finite, y[1:], reduction="sum"), finite,
+                               create_graph=True)
+    (expected,) = torch.autograd.grad((g * vector[1:]).sum(), finite)
+    torch.testing.assert_close(hvp[1:], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_a_target_that_requires_grad_is_refused_not_silently_left_without_gradient():
+    z = torch.randn(3, 4, requires_grad=True)
+    teacher = torch.randn(3, 4, requires_grad=True).softmax(-1)
+    with pytest.raises(lk.LossInputError, match="target: expected a tensor that does not require grad"):
+        lt.SoftmaxCrossEntropy()(z, teacher)
+    with pytest.raises(lk.LossInputError, match="weight"):
+        lt.MulticlassHead(4)(z, torch.tensor([0, 1, 2]), torch.ones(3, requires_grad=True))
+    value = lt.SoftmaxCrossEntropy()(z, teacher.detach())  # the documented way out
+    value.backward()
+    assert z.grad is not None
+    with torch.no_grad():  # evaluation: nothing to refuse
+        lt.SoftmaxCrossEntropy()(z, teacher)
 
 
 def test_bad_options_and_inputs_raise_losskit_errors():
@@ -129,25 +270,63 @@ def test_bad_options_and_inputs_raise_losskit_errors():
         lt.SoftmaxCrossEntropy()(torch.randn(4, 3), torch.tensor([0, 1, 5, 0]))
 
 
-def test_heads_as_modules():
-    z = torch.randn(6, 1, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([1.0, 0, 1, 1, 0, 0], dtype=torch.float64)
-    head = lt.BinaryHead()
-    value = head(z, y)
+HEADS = {
+    "binary": (lambda: lt.BinaryHead(pos_weight=2.0), (6, 1), lambda r: torch.from_numpy(
+        (r.uniform(size=6) > 0.5).astype(np.float64))),
+    "multiclass": (lambda: lt.MulticlassHead(4, label_smoothing=0.1, ignore_index=-1, class_weight=[1.0, 2.0, 0.5, 1.0]),
+                   (6, 4), lambda r: torch.tensor([0, 3, -1, 2, 1, 0])),
+    "multilabel": (lambda: lt.MultilabelHead(4, pos_weight=[1.0, 2.0, 0.5, 3.0]), (6, 4),
+                   lambda r: torch.from_numpy((r.uniform(size=(6, 4)) > 0.5).astype(np.float64))),
+    "regression": (lambda: lt.RegressionHead(2), (6, 2), lambda r: torch.from_numpy(r.normal(size=(6, 2)))),
+}
+
+
+@pytest.mark.parametrize("task", list(HEADS))
+def test_head_modules_equal_the_core_heads(task):
+    make, shape, make_target = HEADS[task]
+    rng = np.random.default_rng(7)
+    head = make()
+    z = torch.from_numpy(rng.normal(size=shape)).requires_grad_(True)
+    target, weight = make_target(rng), torch.from_numpy(rng.uniform(0.5, 2.0, size=6))
+    value = head(z, target, weight, 3.0)
     value.backward()
-    core = lk.head("binary")
-    ref_value, ref_grad = core.value_and_grad(z.detach(), y)
-    torch.testing.assert_close(value.detach(), ref_value)
-    torch.testing.assert_close(z.grad, ref_grad)
-    assert head.units == 1
-    torch.testing.assert_close(head.predict(z.detach()), core.predict(z.detach()))
-    logits = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    labels = torch.tensor([0, 3, 2, 1, 0])
-    multi = lt.MulticlassHead(4, label_smoothing=0.1)
-    multi(logits, labels).backward()
-    torch.testing.assert_close(logits.grad, lk.head("multiclass", n_classes=4, label_smoothing=0.1)
-                               .grad(logits.detach(), labels))
-    assert lt.MultilabelHead(4).units == 4 and lt.RegressionHead(2).units == 2
+    # reference: torch autograd through the core head's loss expression on tensors
+    z_ref = z.detach().clone().requires_grad_(True)
+    ref_value = head.head.loss(z_ref, target, weight=weight, normalizer=3.0)
+    ref_value.backward()
+    assert type(head.head).__name__ == type(head).__name__ and head.units == shape[1]
+    assert type(value.grad_fn).__name__ != type(ref_value.grad_fn).__name__  # two different backward paths
+    torch.testing.assert_close(value.detach(), ref_value.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-10, atol=1e-14)
+    if task != "regression":
+        torch.testing.assert_close(head.predict_proba(z.detach()), head.head.predict_proba(z.detach()))
+    torch.testing.assert_close(head.predict(z.detach()), head.head.predict(z.detach()))
+
+
+@pytest.mark.parametrize("task", list(HEADS))
+def test_head_modules_under_torch_compile_fullgraph(task):
+    make, shape, make_target = HEADS[task]
+    rng = np.random.default_rng(9)
+    head, target = make(), make_target(rng)
+    linear = torch.nn.Linear(3, shape[1], dtype=torch.float64)
+    x, weight = torch.from_numpy(rng.normal(size=(6, 3))), torch.from_numpy(rng.uniform(0.5, 2.0, size=6))
+
+    def step(x):
+        return head(linear(x), target, weight)
+
+    value = torch.compile(step, fullgraph=True)(x)
+    value.backward()
+    compiled_grad = linear.weight.grad.clone()
+    linear.zero_grad()
+    eager = step(x)
+    eager.backward()
+    torch.testing.assert_close(value, eager, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(compiled_grad, linear.weight.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_head_module_checks_its_units():
+    with pytest.raises(lk.LossInputError, match="logits"):
+        lt.MulticlassHead(4)(torch.randn(3, 5), torch.tensor([0, 1, 2]))
 
 
 def test_training_loop_on_digits_falls_as_fast_as_nn_cross_entropy():

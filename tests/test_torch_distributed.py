@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 WORKER = Path(__file__).parent / "workers" / "vocab_parallel.py"
+TIMEOUT = 180  # seconds for the whole 2-rank run; its collectives time out after 60
 
 
 def _free_port() -> int:
@@ -19,18 +23,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_bounded(command: list[str]) -> str:
+    """Run ``command`` in a session of its own; on a timeout kill the launcher and every rank together."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{command} exceeded {TIMEOUT} s:\n{stderr[-3000:]}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
 def test_vocab_parallel_matches_the_full_vocabulary_loss_on_two_ranks():
-    result = subprocess.run([sys.executable, str(WORKER), str(_free_port())], capture_output=True, text=True,
-                            timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "all cases match" in result.stdout
+    assert "all cases match" in _run_bounded([sys.executable, str(WORKER), str(_free_port())])
+
+
+def test_the_scale_out_example_runs_under_torchrun(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scale-out.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "vp_demo.py" in b]
+    script = tmp_path / "vp_demo.py"
+    script.write_text(block)
+    stdout = _run_bounded([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                           "--master-addr=127.0.0.1", f"--master-port={_free_port()}", str(script)])
+    losses = re.findall(r"rank (\d): loss ([0-9.]+), grad \((\d+), 64\)", stdout)
+    assert sorted(rank for rank, _, _ in losses) == ["0", "1"]
+    assert len({loss for _, loss, _ in losses}) == 1  # every rank holds the same full-vocabulary loss
+    assert sum(int(rows) for _, _, rows in losses) == 1000  # the two slices make up the vocabulary
 
 
 def test_bad_input_is_refused_before_any_communication():
     import torch
 
     from losskit import LossInputError
-    from losskit.torch.distributed import vocab_parallel_cross_entropy
+    from losskit.torch.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
     with pytest.raises(LossInputError, match="target"):
         vocab_parallel_cross_entropy(torch.zeros(3, 4), torch.zeros(3), vocab_start=0, n_vocab=8)
@@ -39,3 +71,9 @@ def test_bad_input_is_refused_before_any_communication():
                                      n_vocab=8, label_smoothing=2.0)
     with pytest.raises(LossInputError, match="label 9"):
         vocab_parallel_cross_entropy(torch.zeros(3, 4), torch.tensor([0, 9, 1]), vocab_start=0, n_vocab=8)
+    with pytest.raises(LossInputError, match="class_weight"):
+        vocab_parallel_cross_entropy(torch.zeros(3, 4), torch.tensor([0, 1, 1]), vocab_start=0, n_vocab=8,
+                                     class_weight=[1.0] * 8)
+    with pytest.raises(LossInputError, match="reduction"):
+        vocab_parallel_linear_cross_entropy(torch.zeros(3, 2), torch.zeros(4, 2), torch.tensor([0, 1, 1]),
+                                            vocab_start=0, n_vocab=8, reduction="none")

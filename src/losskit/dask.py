@@ -3,16 +3,72 @@
 Import it explicitly (``import losskit.dask``); ``import losskit`` never imports Dask.
 
 The core losses already run lazily on Dask arrays (each is a chunk-wise map and a tree
-reduction). What a user scoring many files or partitions needs beyond that is a mean whose
-parts combine exactly: :func:`score` returns the weighted mean together with its numerator and
-denominator, computed in one pass over the data.
+reduction), but lazily they cannot check values (a label out of range, a probability above 1):
+reading a value would compute the graph, so the core skips those checks for Dask input. What a
+user scoring many files or partitions needs beyond that is:
+
+* the checks back: :func:`partial_sums` runs the core eagerly on each block (NumPy inside the
+  worker), so every value check applies and raises :class:`~losskit.LossInputError` from the
+  worker that read the bad value;
+* a mean whose parts combine exactly: :func:`score` returns the weighted mean together with its
+  numerator and denominator.
+
+Design note: one task per block computes ``(sum_i w_i l_i, sum_i w_i)`` of that block; a tree
+reduction adds the pairs. The alternative, the core's lazy expression with a separate lazy
+check of the labels, would have duplicated every loss's value checks here.
 """
 
 from __future__ import annotations
 
 import dask
+import dask.array as da
+import numpy as np
 
-__all__ = ["score"]
+__all__ = ["partial_sums", "score"]
+
+_LETTERS = "abcdefghijklmnopqrstuvwxy"
+
+
+def partial_sums(loss, predictions, target, *, weight=None):
+    r"""Lazy ``[sum_i w_i l_i, sum_i w_i]`` of ``loss`` over Dask arrays, a float64 Dask array of shape (2,).
+
+    ``w_i`` is the full example weight (``weight`` times class weights, 0 for ignored labels, 1
+    when unweighted), as :meth:`losskit.Loss.sum_and_weight`. Each block is scored by the core
+    on NumPy inside its task, with all the core's value checks; the pairs are added by a tree
+    reduction, so no task holds more than one block of the data. Compute several of these in one
+    ``dask.compute`` call to score several losses in one pass over the data.
+
+    Shapes as ``loss``: ``predictions [...]``, ``target`` of the predictions' shape or of the batch
+    shape (integer labels), ``weight`` of the batch shape. The axis one example spans (the class
+    axis, for example) is rechunked to a single chunk; the other axes of the three arrays are
+    chunked alike (the predictions' chunks). Non-Dask arrays are wrapped.
+    """
+    predictions, target = da.asarray(predictions), da.asarray(target)
+    weight = None if weight is None else da.asarray(weight)
+    loss.sum_and_weight(predictions, target, weight=weight)  # shapes and dtypes, lazily: raises now
+    ndim = predictions.ndim
+    axis = loss.example_axis(ndim)  # the axis one example spans, or None
+    if axis is not None:
+        predictions = predictions.rechunk({axis: -1})
+    index = _LETTERS[:ndim]
+    batch_index = index if axis is None else index.replace(index[axis], "")
+    batch_chunks = tuple(c for i, c in enumerate(predictions.chunks) if i != axis)
+    dense = target.ndim == ndim
+    target = target.rechunk(predictions.chunks if dense else batch_chunks)
+    args = [predictions, index, target, index if dense else batch_index]
+    if weight is not None:
+        args += [weight.rechunk(batch_chunks), batch_index]
+    parts = da.blockwise(_block_parts, batch_index + "z", *args, new_axes={"z": 2},
+                         adjust_chunks={letter: 1 for letter in batch_index}, concatenate=True,
+                         dtype=np.float64, meta=np.empty((0,) * (len(batch_index) + 1)),
+                         loss=loss, batch_ndim=len(batch_index), weighted=weight is not None)
+    return parts.sum(axis=tuple(range(len(batch_index))))
+
+
+def _block_parts(predictions, target, *rest, loss, batch_ndim: int, weighted: bool):
+    weight = rest[0] if weighted else None
+    total, weight_sum = loss.sum_and_weight(predictions, target, weight=weight)
+    return np.array([float(total), float(weight_sum)]).reshape((1,) * batch_ndim + (2,))
 
 
 def score(loss, predictions, target, *, weight=None):
@@ -20,13 +76,20 @@ def score(loss, predictions, target, *, weight=None):
 
     ``total`` is :math:`\sum_i w_i l_i`, ``weight_sum`` is :math:`\sum_i w_i` (``weight`` times
     class weights, ignored labels 0; the example count when unweighted) and ``mean`` is their
-    ratio (0 when ``weight_sum`` is 0), as Python floats. Results of several calls combine exactly:
-    ``sum(totals) / sum(weight_sums)``.
+    ratio (0 when ``weight_sum`` is 0, as the core's all-ignored rule), as Python floats. Results
+    of several calls combine exactly: ``sum(totals) / sum(weight_sums)``; a mean of means does not.
 
     ``loss`` is a :class:`losskit.Loss` (e.g. ``losskit.SoftmaxCrossEntropy(ignore_index=-100)``);
-    shapes as that loss. Value checks (label range, probabilities) are skipped for Dask input,
-    since reading values would compute the graph; shapes and dtypes are still checked.
+    shapes as :func:`partial_sums`, which does the work; a bad value in any block (a label out of
+    range, a probability outside [0, 1]) raises :class:`~losskit.LossInputError`. Runs on the
+    active ``distributed.Client`` if there is one, else on Dask's default scheduler.
+
+    >>> import dask.array as da, numpy as np, losskit as lk, losskit.dask
+    >>> logits = da.from_array(np.zeros((4, 2)), chunks=2)
+    >>> mean, total, weight_sum = losskit.dask.score(lk.SoftmaxCrossEntropy(), logits, np.array([0, 1, 1, 0]))
+    >>> round(mean, 6), weight_sum
+    (0.693147, 4.0)
     """
-    total, weight_sum = loss.sum_and_weight(predictions, target, weight=weight)
-    total, weight_sum = (float(v) for v in dask.compute(total, weight_sum))
+    (parts,) = dask.compute(partial_sums(loss, predictions, target, weight=weight))
+    total, weight_sum = float(parts[0]), float(parts[1])
     return (total / weight_sum if weight_sum else 0.0), total, weight_sum

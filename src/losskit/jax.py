@@ -4,14 +4,16 @@ Import it explicitly (``import losskit.jax``); ``import losskit`` never imports 
 
 Design note: the core already runs on JAX arrays and traces under ``jit``/``vmap``, so
 ``jax.grad`` of a core loss works by differentiating its forward expression. These wrappers
-instead give JAX the analytic gradient: the forward's residuals are the inputs themselves (no
-softmax kept), and the backward is the core's closed-form gradient, which is exact where the
-autodiff of a stabilised forward can lose digits. Integer labels get a ``float0`` (no)
-cotangent; float targets, weights and the normalizer get zero cotangents: gradients flow to
-the logits only. Second derivatives: the backward is written in differentiable ``jnp`` ops, so
-reverse-over-reverse (``jax.jacrev(jax.grad(f))``) works and matches the core's
-``hessian_diag``; forward mode (``jax.jvp``, ``jax.hessian``) is not defined for a
-``custom_vjp`` function, and JAX says so when asked.
+instead give JAX the analytic gradient with respect to the logits: the forward's residuals are
+the inputs themselves (no softmax kept), and the backward is the core's closed-form gradient,
+which is exact where the autodiff of a stabilised forward can lose digits. Integer labels get a
+``float0`` (no) cotangent. Float targets (soft labels, a teacher's probabilities), weights and
+the normalizer get their true cotangents, by autodiff through the core's forward: a zero there
+would silently stop a trained teacher's gradient, and under ``jit`` XLA drops the computation
+when nobody asks for those cotangents (eager calls pay for it). Second derivatives: the backward
+is written in differentiable ``jnp`` ops, so reverse-over-reverse (``jax.jacrev(jax.grad(f))``)
+works and matches the core's ``hessian_diag``; forward mode (``jax.jvp``, ``jax.hessian``) is
+not defined for a ``custom_vjp`` function, and JAX says so when asked.
 """
 
 from __future__ import annotations
@@ -31,13 +33,12 @@ __all__ = [
 ]
 
 
-def _zero_cotangent(value):
-    if value is None:
-        return None
-    value = jnp.asarray(value)
-    if jnp.issubdtype(value.dtype, jnp.integer) or value.dtype == jnp.bool_:
-        return np.zeros(value.shape, dtype=jax.dtypes.float0)
-    return jnp.zeros_like(value)
+def _no_cotangent(value):
+    return np.zeros(jnp.shape(value), dtype=jax.dtypes.float0)
+
+
+def _is_float(value) -> bool:
+    return value is not None and jnp.issubdtype(jnp.result_type(value), jnp.floating)
 
 
 def loss_fn(loss):
@@ -56,9 +57,23 @@ def loss_fn(loss):
         grad = loss.grad(logits, target, weight=weight, normalizer=normalizer)
         if upstream.ndim:  # reduction="none": one upstream value per example
             axis = loss.example_axis(logits.ndim)
-            upstream = upstream if axis is None else jnp.expand_dims(upstream, axis)
-        return (grad * upstream, _zero_cotangent(target), _zero_cotangent(weight),
-                _zero_cotangent(normalizer))
+            upstream_b = upstream if axis is None else jnp.expand_dims(upstream, axis)
+        else:
+            upstream_b = upstream
+        others = {"target": target, "weight": weight, "normalizer": normalizer}
+        floats = {k: v for k, v in others.items() if _is_float(v)}
+        cotangents = {}
+        if floats:  # autodiff through the forward, for the float inputs only (see the module note)
+            def value(inputs):
+                merged = {**others, **inputs}
+                return loss(logits, merged["target"], weight=merged["weight"],
+                            normalizer=merged["normalizer"])
+
+            _, vjp = jax.vjp(value, floats)
+            (cotangents,) = vjp(upstream)
+        rest = tuple(None if others[k] is None else cotangents[k] if k in cotangents
+                     else _no_cotangent(others[k]) for k in ("target", "weight", "normalizer"))
+        return (grad * upstream_b, *rest)
 
     f.defvjp(forward, backward)
 

@@ -3,16 +3,23 @@
 Import it explicitly (``import losskit.torch``); ``import losskit`` never imports torch.
 
 Design note: each loss is a ``torch.autograd.Function`` (forward + setup_context, built once
-at import) around two ``torch.library`` custom ops, ``losskit::loss_value`` and
+at import) around ``torch.library`` custom ops, ``losskit::loss_value`` and
 ``losskit::loss_grad``, that run the core on the tensors. Custom ops are opaque to
 ``torch.compile``: the core's value checks (which read tensor values) run eagerly inside them,
 and ``torch.compile(fullgraph=True)`` traces a model that uses these losses without a graph
 break. The Function saves only the input, target and weight, tensors autograd keeps alive
 anyway, and recomputes the gradient in backward: no softmax or gradient buffer is held
 between forward and backward (PyTorch's ``cross_entropy`` keeps a log-softmax of the logits'
-size). The price is a second log-sum-exp pass in backward. Double backward is refused with a
-clear error: the backward is the analytic formula, not a graph of differentiable ops; for
-second-order information use ``loss.hessian_diag``.
+size). The price is a second log-sum-exp pass in backward.
+
+Second order: double backward works (``create_graph=True``: gradient penalties, Hessian-vector
+products, MAML-style meta-gradients). The backward of the gradient op is a third custom op,
+``losskit::loss_hvp``, with the analytic Hessian-vector product: ``hessian_diag * v`` for the
+losses whose Hessian is diagonal (every element's loss depends on that element alone), and
+``c_i t_i (p * v - p <p, v>)`` per example for softmax cross-entropy. Third and higher
+derivatives raise a RuntimeError that says so; the alternative, a backward written in
+differentiable torch ops, would have put the core's expression (about 35 passes) into the
+autograd graph of every training step to serve a rare third derivative.
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ import torch
 from array_api_compat import array_namespace
 from torch import Tensor, nn
 
+from .. import _checks
 from .. import heads as _heads
+from ..activations import softmax_xp
 from ..losses import REGISTRY
+from ..reduction import reduce
 
 __all__ = [
     "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CategoricalCrossEntropy",
@@ -34,9 +44,14 @@ __all__ = [
     "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "LossFunction",
 ]
 
-_SECOND_ORDER = ("losskit.torch: second derivatives through a losskit loss are not supported (its backward "
-                 "is the analytic gradient, not a differentiable graph); use loss.hessian_diag for the "
-                 "Hessian diagonal")
+_THIRD_ORDER = ("losskit.torch: third and higher derivatives through a losskit loss are not supported "
+                "(first and second are: the backward of the gradient is the analytic Hessian-vector "
+                "product); for the Hessian diagonal use loss.hessian_diag")
+
+#: losses whose per-element loss depends on that element alone: their Hessian is its diagonal
+_DIAGONAL_HESSIAN = frozenset({"binary_cross_entropy", "binary_cross_entropy_with_logits",
+                               "categorical_cross_entropy", "multilabel_cross_entropy",
+                               "mean_squared_error"})
 
 
 def _encode_options(options: dict) -> str:
@@ -83,12 +98,80 @@ def _loss_grad_fake(name, options, input, target, weight, normalizer):
     return torch.empty_like(input)
 
 
-def _refuse_second_order(ctx, grad):
-    raise RuntimeError(_SECOND_ORDER)
+def _loss_grad_setup(ctx, inputs, output):
+    name, options, input, target, weight, normalizer = inputs
+    ctx.name, ctx.options, ctx.normalizer = name, options, normalizer
+    ctx.save_for_backward(input, target, weight)
 
 
-torch.library.register_autograd("losskit::loss_grad", _refuse_second_order,
+def _loss_grad_backward(ctx, vector):
+    input, target, weight = ctx.saved_tensors
+    hvp = _loss_hvp(ctx.name, ctx.options, input, target, weight, ctx.normalizer, vector)
+    return None, None, hvp, None, None, None
+
+
+torch.library.register_autograd("losskit::loss_grad", _loss_grad_backward, setup_context=_loss_grad_setup)
+
+
+@torch.library.custom_op("losskit::loss_hvp", mutates_args=())
+def _loss_hvp(name: str, options: str, input: Tensor, target: Tensor, weight: Tensor | None,
+              normalizer: float | None, vector: Tensor) -> Tensor:
+    return _hessian_vector_product(_core_loss(name, options), name, input, target, weight, normalizer, vector)
+
+
+@_loss_hvp.register_fake
+def _loss_hvp_fake(name, options, input, target, weight, normalizer, vector):
+    return torch.empty_like(input)
+
+
+def _refuse_third_order(ctx, *grads):
+    raise RuntimeError(_THIRD_ORDER)
+
+
+torch.library.register_autograd("losskit::loss_hvp", _refuse_third_order,
                                 setup_context=lambda ctx, inputs, output: None)
+
+
+def _hessian_vector_product(loss, name: str, input: Tensor, target: Tensor, weight: Tensor | None,
+                           normalizer: float | None, vector: Tensor) -> Tensor:
+    r"""``H v``: the Hessian of ``loss``'s reduced value with respect to ``input``, times ``vector``.
+
+    For "none" the Hessian is that of ``sum(none)``, as for the core's gradient. ``vector`` has the
+    input's shape, and so has the result; float16/bfloat16 are computed in float32.
+    """
+    if name in _DIAGONAL_HESSIAN:
+        hess = loss.hessian_diag(input, target, weight=weight, normalizer=normalizer)
+        work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+        return (hess.to(work) * vector.to(work)).to(input.dtype)
+    if name == "softmax_cross_entropy":
+        return _softmax_ce_hvp(loss, input, target, weight, normalizer, vector)
+    raise RuntimeError(f"losskit.torch: no second derivative is defined for {name!r}")
+
+
+def _softmax_ce_hvp(loss, input, target, weight, normalizer, vector):
+    r"""Softmax CE: with :math:`g_i = c_i (t_i p_i - y'_i)`, :math:`H_i = c_i t_i (\mathrm{diag}(p_i) -
+    p_i p_i^T)`, where :math:`c_i` is the reduction's scale of example i (weights included) and
+    :math:`t_i = \sum_k y'_{ik}` (1 for integer labels)."""
+    xp = array_namespace(input)
+    work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    z = input.to(work)
+    axis = loss.example_axis(z.ndim)
+    terms, example_weight, _, _ = loss._per_example(xp, z, target, weight, 0)
+    _, scale = reduce(xp, terms.loss, example_weight, loss.reduction, normalizer)
+    if target.ndim == input.ndim:  # probabilities: t = (1 - a) sum_k y_k + a
+        a = loss.label_smoothing
+        scale = scale * ((1 - a) * target.to(work).sum(axis) + a)
+    c = scale.unsqueeze(axis) if scale.ndim else scale
+    p = softmax_xp(xp, z, axis)  # exact limits for rows with +-inf
+    pv = p * vector.to(work)
+    hvp = c * (pv - p * pv.sum(axis, keepdim=True))
+    # a weight-0 example adds 0, whatever its logits
+    return torch.where(c == 0, torch.zeros_like(hvp), hvp).to(input.dtype)
+
+
+#: the array-API namespace of torch tensors, found once: inside a traced forward, finding it per call
+#: would make Dynamo trace array_api_compat's lookup
+_XP = array_namespace(torch.empty(0))
 
 
 def _batch_shape(loss, shape) -> tuple:
@@ -127,6 +210,17 @@ def _apply(name, core, options, input, target, weight, normalizer):
     return LossFunction.apply(name, options, input, target, weight, normalizer)
 
 
+def _no_grad_to(target, weight) -> None:
+    """Refuse a target or weight that requires grad: the backward gives them none, and a silent None
+    would drop e.g. a trained teacher's gradient in distillation."""
+    for name, tensor in (("target", target), ("weight", weight)):
+        if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
+            raise _checks.fail(name, "a tensor that does not require grad (losskit.torch gives gradients to "
+                               "the input only)", "requires_grad=True",
+                               "detach it, or call the core function (e.g. losskit.softmax_cross_entropy) "
+                               "on the tensors: torch autograd then differentiates through it")
+
+
 def _normalizer(value) -> float | None:
     if value is None:
         return None
@@ -145,6 +239,7 @@ class _LossModule(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
+        _no_grad_to(target, weight)
         return _apply(self._name, self.core, self._options, input, target, weight, _normalizer(normalizer))
 
     def extra_repr(self) -> str:
@@ -185,8 +280,9 @@ class _HeadModule(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
+        _no_grad_to(target, weight)
         # the head's own layout rules ((N, 1) logits for one unit...); reshapes stay differentiable
-        logits, target, _ = self.head._align(array_namespace(logits), logits, target)
+        logits, target, _ = self.head._align(_XP, logits, target)
         return _apply(self._name, self.head.loss_object, self._options, logits, target, weight,
                       _normalizer(normalizer))
 

@@ -7,6 +7,10 @@ forward is ``torch.logsumexp`` and a gather, and saves the per-row log-sum-exp a
 per-example scale of the reduction (2 N numbers); backward builds the gradient in one buffer,
 in place: ``exp(z - lse)``, minus the smoothing, minus ``1 - a`` at the label, times the scale.
 Rows with a non-finite logit fall back to the core, which gives the exact +-inf limits.
+Double backward: the backward op's own backward is :func:`hvp_op`, the analytic
+Hessian-vector product ``r_i (p * v - p <p, v>)`` (``r_i`` the example's scale times its
+upstream gradient) and the derivative with respect to the upstream gradient; a third derivative
+raises.
 """
 
 from __future__ import annotations
@@ -122,11 +126,60 @@ class SoftmaxCEFunction(torch.autograd.Function):
         return None, grad, None, None, None
 
 
-def _refuse(ctx, grad):
-    from . import _SECOND_ORDER
+def _backward_setup(ctx, inputs, output):
+    options, logits, target, weight, normalizer, lse, scale, upstream = inputs
+    ctx.options, ctx.normalizer = options, normalizer
+    ctx.save_for_backward(logits, target, weight, scale, upstream)
 
-    raise RuntimeError(_SECOND_ORDER)
+
+def _backward_backward(ctx, vector):
+    logits, target, weight, scale, upstream = ctx.saved_tensors
+    hvp, grad_upstream = hvp_op(ctx.options, logits, target, weight, ctx.normalizer, scale, upstream, vector)
+    # lse depends on the logits too: hvp is the total derivative through them, so lse gets none
+    return None, hvp, None, None, None, None, None, grad_upstream
 
 
-torch.library.register_autograd("losskit::softmax_ce_backward", _refuse,
+torch.library.register_autograd("losskit::softmax_ce_backward", _backward_backward,
+                                setup_context=_backward_setup)
+
+
+@torch.library.custom_op("losskit::softmax_ce_hvp", mutates_args=())
+def hvp_op(options: str, logits: Tensor, target: Tensor, weight: Tensor | None, normalizer: float | None,
+           scale: Tensor, upstream: Tensor, vector: Tensor) -> tuple[Tensor, Tensor]:
+    """``(H v, d <grad, v> / d upstream)`` for the gradient ``backward_op`` returned."""
+    loss = _core(options)
+    if bool(torch.isnan(scale).any()):  # the forward fell back to the core: so does this
+        from . import _hessian_vector_product
+
+        row_upstream = upstream.unsqueeze(1) if upstream.ndim else upstream
+        hvp = _hessian_vector_product(loss, NAME, logits, target, weight, normalizer, vector * row_upstream)
+        per_row = (loss.grad(logits, target, weight=weight, normalizer=normalizer) * vector).sum(1)
+        return hvp, (per_row if upstream.ndim else per_row.sum()).to(upstream.dtype)
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    v = vector.to(z.dtype)
+    p = torch.softmax(z, dim=1)
+    pv = p * v
+    row_scale = (scale * upstream).unsqueeze(1)
+    hvp = row_scale * (pv - p * pv.sum(1, keepdim=True))
+    # the gradient per unit upstream: scale_i (p - y'), contracted with v
+    a, n_classes = loss.label_smoothing, z.shape[1]
+    labels = target if loss.ignore_index is None else \
+        torch.where(target != loss.ignore_index, target, torch.zeros_like(target))
+    per_row = pv.sum(1) - a / n_classes * v.sum(1) - (1 - a) * v.gather(1, labels.unsqueeze(1)).squeeze(1)
+    per_row = scale * per_row
+    return hvp.to(logits.dtype), (per_row if upstream.ndim else per_row.sum()).to(upstream.dtype)
+
+
+@hvp_op.register_fake
+def _hvp_fake(options, logits, target, weight, normalizer, scale, upstream, vector):
+    return torch.empty_like(logits), torch.empty_like(upstream)
+
+
+def _refuse(ctx, *grads):
+    from . import _THIRD_ORDER
+
+    raise RuntimeError(_THIRD_ORDER)
+
+
+torch.library.register_autograd("losskit::softmax_ce_hvp", _refuse,
                                 setup_context=lambda ctx, inputs, output: None)

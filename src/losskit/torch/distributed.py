@@ -12,6 +12,11 @@ Backward is local: ``softmax - y'`` on the rank's own slice, from the saved ``ls
 Semantics are losskit's (see docs/semantics.md): label smoothing is ``a/V`` over the full
 vocabulary, ``class_weight[y_i]`` scales the whole loss of example i, ``ignore_index`` gives
 weight 0, and the reduction rule is :mod:`losskit.reduction`'s.
+
+Second derivatives are refused with a RuntimeError (on ``create_graph=True`` followed by a
+backward through the gradient): they would need the derivative of the all-reduced row statistics,
+that is more communication in the double backward. Without the refusal autograd would
+differentiate the local backward with ``lse`` held constant and return a wrong Hessian silently.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ import torch.distributed as dist
 from array_api_compat import array_namespace
 
 from .. import _checks
+from ._first_order import first_order_only
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+_SECOND_ORDER = ("losskit.torch.distributed: second derivatives of the vocab-parallel losses are not "
+                 "supported (they would need all-reduces of the row statistics' derivatives); gather the "
+                 "logits and use losskit.torch.SoftmaxCrossEntropy for a double backward")
 
 
 class _VocabParallelCE(torch.autograd.Function):
@@ -48,7 +58,9 @@ class _VocabParallelCE(torch.autograd.Function):
         ])
         dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
         lse = row_max + torch.log(stats[0])
-        loss = lse - (1 - smoothing) * stats[1] - (smoothing / n_vocab) * stats[2]
+        loss = lse - (1 - smoothing) * stats[1]
+        if smoothing:  # only then: a masked (-inf) logit makes the row sum -inf, and 0 * -inf is NaN
+            loss = loss - (smoothing / n_vocab) * stats[2]
         if z_loss:
             loss = loss + z_loss * lse * lse
         example_weight = keep.to(z.dtype)
@@ -74,14 +86,21 @@ class _VocabParallelCE(torch.autograd.Function):
     def backward(ctx, grad_output):
         logits, lse, scale, safe, mine = ctx.saved_tensors
         smoothing, n_vocab, z_loss = ctx.options
-        z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        p = torch.exp(z - lse.unsqueeze(-1))
-        grad = p * (1 + 2 * z_loss * lse.unsqueeze(-1)) - smoothing / n_vocab
-        onehot = torch.zeros_like(grad).scatter_(-1, safe.unsqueeze(-1), 1.0) * mine.unsqueeze(-1)
-        grad = grad - (1 - smoothing) * onehot
-        upstream = grad_output.unsqueeze(-1) if grad_output.ndim else grad_output
-        grad = torch.where(scale.unsqueeze(-1) == 0, torch.zeros_like(grad), grad) * scale.unsqueeze(-1)
-        return (grad * upstream).to(logits.dtype), *([None] * 11)
+        with torch.no_grad():
+            z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            # one N x V_local buffer, built in place: softmax (1 + 2 s lse) - a/V - (1 - a) at the label
+            grad = torch.sub(z, lse.unsqueeze(-1)).exp_()
+            if z_loss:
+                grad.mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
+            if smoothing:
+                grad.sub_(smoothing / n_vocab)
+            at_label = (-(1 - smoothing) * mine.to(grad.dtype)).unsqueeze(-1)
+            grad.scatter_add_(-1, safe.unsqueeze(-1), at_label)
+            grad.mul_((scale * grad_output).unsqueeze(-1))  # upstream: 0-d, or one per row for "none"
+            grad.masked_fill_((scale == 0).unsqueeze(-1), 0.0)  # weight 0 adds 0 even for inf logits
+            grad = grad.to(logits.dtype)
+        (grad,) = first_order_only((grad,), (logits, grad_output), _SECOND_ORDER)
+        return grad, *([None] * 11)
 
 
 def _vocab_size_and_checks(target, local: int, n_vocab, ignore, z_loss, group) -> int:
@@ -108,7 +127,17 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     rank: ``[N]`` for ``"none"``, else 0-d. Backward gives each rank the gradient of its own slice.
 
     Edges: labels outside ``[0, n_vocab)`` raise unless equal to ``ignore_index``; an all-ignored
-    batch has mean 0; float16/bfloat16 logits are computed in float32.
+    batch has mean 0; float16/bfloat16 logits are computed in float32; ``-inf`` logits (masked
+    vocabulary entries) are exact, with gradient 0 there (an infinite loss if label smoothing puts
+    mass on them, as in PyTorch), a ``+inf`` logit gives NaN. A second derivative raises. When the
+    logits come from a ``hidden`` that requires grad, ``hidden.grad`` on each rank holds only its
+    slice's contribution: all-reduce it (Megatron's "copy to tensor-parallel region").
+
+    Example (2 ranks, each with its half of a 6-word vocabulary)::
+
+        start = 3 * dist.get_rank()
+        loss = vocab_parallel_cross_entropy(logits[:, start:start + 3], target, vocab_start=start,
+                                            ignore_index=-100, label_smoothing=0.1)
     """
     _checks.reduction(reduction)
     smoothing = _checks.label_smoothing(label_smoothing)
@@ -141,15 +170,16 @@ class _VocabParallelLinearCE(torch.autograd.Function):
         value, grads = _vocab_parallel_linear_sweep(hidden.detach(), weight_shard.detach(),
                                                     None if bias_shard is None else bias_shard.detach(),
                                                     target, **options)
-        ctx.save_for_backward(*(g for g in grads if g is not None))
-        ctx.has_bias = bias_shard is not None
+        ctx.save_for_backward(hidden, weight_shard, bias_shard, *grads)
         return value
 
     @staticmethod
     def backward(ctx, upstream):
-        saved = ctx.saved_tensors
-        grad_bias = saved[2] * upstream if ctx.has_bias else None
-        return saved[0] * upstream, saved[1] * upstream, grad_bias, None, None
+        hidden, weight_shard, bias_shard, *grads = ctx.saved_tensors
+        with torch.no_grad():
+            grads = [None if g is None else g * upstream for g in grads]
+        grads = first_order_only(grads, (hidden, weight_shard, bias_shard, upstream), _SECOND_ORDER)
+        return *grads, None, None
 
 
 def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, start, n_vocab,
@@ -189,7 +219,9 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
                              torch.where(own, picked, torch.zeros_like(picked)), z.sum(-1)])
         dist.all_reduce(stats, group=group)
         lse = row_max + torch.log(stats[0])
-        loss = lse - (1 - smoothing) * stats[1] - (smoothing / n_vocab) * stats[2] + z_loss * lse * lse
+        loss = lse - (1 - smoothing) * stats[1] + z_loss * lse * lse
+        if smoothing:  # 0 * a -inf row sum would be NaN
+            loss = loss - (smoothing / n_vocab) * stats[2]
         chunk_w = w[begin:end]
         total = total + (chunk_w * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
         g = torch.exp(z - lse.unsqueeze(-1)).mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
