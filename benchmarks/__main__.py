@@ -225,7 +225,7 @@ def peak_memory(kind, names, shape):
 
 # -- fused linear + cross-entropy -------------------------------------------------------------------
 def _linear_impls():
-    from losskit.fused.linear import linear_cross_entropy_value_and_grad
+    from losskit.losses.linear import linear_cross_entropy_value_and_grad
 
     impls = {"losskit linear_cross_entropy": (linear_cross_entropy_value_and_grad, lambda h, w, y: (h, w, y))}
     try:

@@ -139,34 +139,70 @@ def test_same_figure_same_bytes(capsys, tmp_path):
 
 
 # -- errors: one line on stderr, exit code 2 --------------------------------------------------
-@pytest.mark.parametrize("args, fragments", [
-    (["demo", "--task", "ranking"], ["--task", "'ranking' is not one of"]),
-    (["demo", "--epochs", "0"], ["--epochs"]),
-    (["plot", "loss-surface"], ["figure", "'loss-surface' is not one of"]),
-    (["plot", "all", "--out", "figures.png"], ["--out: expected a directory for 'plot all'"]),
-    (["plot", "mse", "--out", "mse.svg", "--format", "png"], ["--format: expected svg"]),
-    (["fit"], ["No such command 'fit'"]),
-    (["demo", "--no-such-option"], ["No such option"]),
-])
-def test_usage_errors(capsys, tmp_path, monkeypatch, args, fragments):
+# Set up in the working directory before each case: a file, and directories where a command
+# would write a file. (args, the flag the line must start with, a fragment of the rest)
+BAD_OPTIONS = [
+    (["demo", "--task", "ranking"], "--task", "'ranking' is not one of"),
+    (["demo", "--epochs", "0"], "--epochs", "greater than or equal to 1"),
+    (["demo", "--epochs", "-5"], "--epochs", "greater than or equal to 1"),
+    (["demo", "--epochs", "1.5"], "--epochs", "valid integer"),
+    (["demo", "--epochs", "two"], "--epochs", "valid integer"),
+    (["demo", "--seed", "-1"], "--seed", "greater than or equal to 0"),
+    (["demo", "--seed", "x"], "--seed", "valid integer"),
+    (["demo", "--epochs", "1", "--out", "file"], "--out", "expected a directory, got the existing file 'file'"),
+    (["demo", "--epochs", "1", "--out", "file/sub"], "--out", "cannot create the directory 'file/sub'"),
+    (["demo", "--epochs", "1", "--out", "taken"], "--out",
+     "expected a file name, got the existing directory 'taken/results.json'"),
+    (["plot", "loss-surface"], "figure", "'loss-surface' is not one of"),
+    (["plot", "all", "--format", "gif"], "--format", "'gif' is not one of 'png', 'svg'"),
+    (["plot", "all", "--out", "figures.png"], "--out", "expected a directory for 'plot all'"),
+    (["plot", "mse", "--out", "mse.svg", "--format", "png"], "--format", "expected svg"),
+    (["plot", "all", "--out", "file"], "--out", "expected a directory, got the existing file 'file'"),
+    (["plot", "bce", "--out", "file"], "--out", "expected a directory, got the existing file 'file'"),
+    (["plot", "sigmoid", "--out", "file/sigmoid.png"], "--out", "expected a directory, got the existing file"),
+    (["plot", "bce", "--out", "taken"], "--out", "expected a file name, got the existing directory 'taken/bce.png'"),
+]
+
+
+def _tree(root: Path) -> list:
+    return sorted((str(p.relative_to(root)), p.is_dir() or p.read_bytes()) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("args, flag, fragment", BAD_OPTIONS, ids=[" ".join(c[0]) for c in BAD_OPTIONS])
+def test_every_bad_option_is_refused_by_name_before_any_work(capsys, tmp_path, monkeypatch, args, flag,
+                                                             fragment):
+    import losskit.cli.plot
+    import losskit.demo
+
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(*run_cli(capsys, *args), *fragments)
-    assert list(tmp_path.iterdir()) == []  # nothing written, not even a directory
+    (tmp_path / "file").write_text("keep me")
+    for name in ("results.json", "bce.png"):
+        (tmp_path / "taken" / name).mkdir(parents=True)
+    before = _tree(tmp_path)
+    work = []
+    monkeypatch.setattr(losskit.demo, "run", lambda *a, **k: work.append("train") or 1 / 0)
+    monkeypatch.setattr(losskit.cli.plot, "save", lambda *a, **k: work.append("save") or 1 / 0)
+    code, out, err = run_cli(capsys, *args)
+    assert_one_line_error(code, out, err, f"losskit: error: {flag}: ", fragment)
+    assert err.startswith(f"losskit: error: {flag}: "), err  # the flag first, then what is wrong
+    assert out == "" and work == []  # no progress line, no table, no training, no drawing
+    assert _tree(tmp_path) == before  # nothing written, not even a directory
 
 
-@pytest.mark.parametrize("command", [["demo", "--epochs", "1"], ["plot", "all"], ["plot", "bce"]])
-def test_out_that_is_a_file_is_refused(capsys, tmp_path, command):
-    existing = tmp_path / "taken"
-    existing.write_text("keep me")
-    assert_one_line_error(*run_cli(capsys, *command, "--out", str(existing)),
-                          f"--out: expected a directory, got the existing file '{existing}'")
-    assert existing.read_text() == "keep me"
+@pytest.mark.parametrize("args, fragment", [(["fit"], "No such command 'fit'"),
+                                            (["demo", "--no-such-option"], "No such option"),
+                                            (["demo", "--epochs"], "'--epochs' requires an argument")])
+def test_usage_errors(capsys, tmp_path, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run_cli(capsys, *args), fragment)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_out_under_a_file_is_refused(capsys, tmp_path):
-    (tmp_path / "file").write_text("")
-    assert_one_line_error(*run_cli(capsys, "demo", "--out", str(tmp_path / "file" / "sub")),
-                          "--out: cannot create the directory")
+def test_an_existing_directory_is_a_directory_whatever_its_suffix(capsys, tmp_path):
+    (tmp_path / "figs.png").mkdir()
+    code, out, err = run_cli(capsys, "plot", "sigmoid", "--out", str(tmp_path / "figs.png"), "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["file"] == str(tmp_path / "figs.png" / "sigmoid.png")
 
 
 @pytest.mark.parametrize("module, command, package", [
@@ -230,4 +266,4 @@ def test_module_entry_point_and_lazy_imports():
     assert done.stdout.strip() == ""  # `losskit --help` stays fast: no plotting or data import
     done = subprocess.run([sys.executable, "-m", "losskit.cli", "plot", "nope"], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 2 and done.stderr.startswith("losskit: error: Invalid value for 'figure'")
+    assert done.returncode == 2 and done.stderr.startswith("losskit: error: figure: 'nope' is not one of")

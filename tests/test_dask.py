@@ -13,10 +13,11 @@ distributed = pytest.importorskip("distributed")
 import losskit as lk  # noqa: E402
 import losskit.dask as lkd  # noqa: E402
 
-# 410 MB of float32 logits in 32 blocks of 13 MB: a worker peaks at 180-202 MiB (VmHWM, measured);
-# blocks of 26 MB peaked at 271-296 MiB, across the nanny's restart line (95 % of 300 MB = 272 MiB)
-ROWS, CLASSES, CHUNK_ROWS = 1_600_000, 64, 50_000
-WORKER_MEMORY = 300e6
+# 819 MB of float32 logits in 64 blocks of 13 MB, on workers of 600 MB: a worker that runs the
+# compiled kernels holds numba and LLVM (170 MB resident, measured: a process at 32 MB after
+# `import losskit` is at 202 MB after its first kernel call), so 300 MB workers were restarted
+ROWS, CLASSES, CHUNK_ROWS = 3_200_000, 64, 50_000
+WORKER_MEMORY = 600e6
 TIMEOUT = 150  # seconds for one computation on the cluster
 
 

@@ -122,9 +122,28 @@ def test_defaults_are_the_documented_ones():
         "multilabel": ((64,), 40, 2e-3, 0.3), "regression": ((16,), 60, 2e-3, 1.0)}
 
 
-def test_unknown_task_is_refused():
-    with pytest.raises(ValueError, match="^task: expected one of"):
-        run("ranking")
+@pytest.mark.parametrize("options, name", [
+    ({"task": "ranking"}, "task"), ({"epochs": 0}, "epochs"), ({"epochs": -3}, "epochs"),
+    ({"epochs": 1.5}, "epochs"), ({"epochs": True}, "epochs"), ({"seed": -1}, "seed"),
+    ({"seed": "3"}, "seed"), ({"seed": 0.5}, "seed"),
+])
+def test_bad_arguments_are_refused_by_name_before_loading(monkeypatch, options, name):
+    import losskit.demo.train
+
+    def load(*args, **kwargs):
+        raise AssertionError("data loaded before the arguments were checked")
+
+    monkeypatch.setattr(losskit.demo.train, "load", load)
+    options = {"task": "binary", **options}
+    with pytest.raises(lk.LossInputError, match=f"^{name}: expected "):
+        run(options.pop("task"), **options)
+
+
+def test_load_refuses_a_bad_seed_and_task_by_name():
+    with pytest.raises(lk.LossInputError, match=r"^seed: expected an int >= 0, got -1"):
+        load("binary", seed=-1)
+    with pytest.raises(lk.LossInputError, match="^task: expected one of"):
+        load("ranking")
 
 
 def test_default_run_meets_the_goals_and_docs_record_it():

@@ -253,7 +253,7 @@ def test_regression_mean_over_values_matches_scikit_learn():
     np.testing.assert_allclose(head.loss(pred, target), metrics.mean_squared_error(target, pred), rtol=1e-14)
     assert head.predict(pred) is pred or np.array_equal(head.predict(pred), pred)
     assert not hasattr(head, "predict_proba")
-    with pytest.raises(LossInputError, match="^logits: expected 3 output unit"):
+    with pytest.raises(LossInputError, match="^predictions: expected 3 output unit"):
         head.loss(np.zeros((2, 2)), np.zeros((2, 2)))
 
 
@@ -338,6 +338,95 @@ def test_head_for_forwards_options_and_trains_end_to_end_on_string_labels():
         _, grad = head.value_and_grad(z, indices)
         z -= 10.0 * grad
     assert head.decode(head.predict(z)).tolist() == target.tolist()
+
+
+# (target, the head head_for picks, task for lk.head)
+ONE_OF_EACH = [(np.array([0, 1, 1]), "BinaryHead", "binary"),
+               (np.array([0, 1, 2, 1]), "MulticlassHead", "multiclass"),
+               (np.array([[1, 0], [0, 0], [1, 1]]), "MultilabelHead", "multilabel"),
+               (RNG.normal(size=5), "RegressionHead", "regression")]
+
+
+@pytest.mark.parametrize("target, cls, task", ONE_OF_EACH)
+def test_head_for_refuses_an_unknown_option_as_head_does(target, cls, task):
+    with pytest.raises(LossInputError) as by_name:
+        lk.head(task, bogus=3)
+    with pytest.raises(LossInputError) as by_target:
+        lk.head_for(target, bogus=3)
+    for info in (by_name, by_target):
+        message = str(info.value)
+        assert message.startswith(f"bogus: expected an option of {cls} (") and "got an unknown option" in message
+    assert f"head_for chose {cls}" in str(by_target.value)  # and why, since the user did not pick it
+
+
+@pytest.mark.parametrize("target, option, value", [
+    (np.array(["a", "b", "a"]), "classes", ["a", "b"]),
+    (np.array([0, 1, 2, 1]), "n_classes", 3),
+    (np.array([[1, 0], [0, 0], [1, 1]]), "n_labels", 2),
+    (RNG.normal(size=(5, 2)), "n_outputs", 2),
+    (np.array([0, 1, 1]), "class_weight", [1.0, 2.0]),  # an option of another head
+])
+def test_head_for_names_an_option_it_cannot_take(target, option, value):
+    with pytest.raises(LossInputError, match=f"^{option}: expected an option of "):
+        lk.head_for(target, **{option: value})
+
+
+SINGLE_UNIT = [(lk.BinaryHead, "logits", "MulticlassHead(2)"),
+               (lk.RegressionHead, "predictions", "RegressionHead(n_outputs=K)")]
+CALLS = ["loss", "value_and_grad", "grad", "hessian_diag", "predict", "predict_proba"]
+
+
+@pytest.mark.parametrize("cls, name, hint", SINGLE_UNIT)
+@pytest.mark.parametrize("shape", [(N, 2), (N, 3, 2)])
+@pytest.mark.parametrize("call", CALLS)
+def test_single_unit_heads_refuse_a_last_axis_other_than_one(cls, name, hint, shape, call):
+    head = cls()
+    if not hasattr(head, call):
+        pytest.skip(f"{cls.__name__} has no {call}")
+    logits = RNG.normal(size=shape)
+    target = RNG.integers(0, 2, shape).astype(float)  # the same shape: the core alone would accept it
+    args = (logits,) if call.startswith("predict") else (logits, target)
+    with pytest.raises(LossInputError) as info:
+        getattr(head, call)(*args)
+    message = str(info.value)
+    assert message.startswith(f"{name}: expected shape [N] or [N, 1]"), message
+    assert f"got shape {shape}" in message and hint in message, message
+
+
+@pytest.mark.parametrize("make, name", [(lambda: lk.MulticlassHead(3), "logits"),
+                                        (lambda: lk.MultilabelHead(3), "logits"),
+                                        (lambda: lk.RegressionHead(3), "predictions"),
+                                        (lambda: lk.BinaryHead(), "logits")])
+@pytest.mark.parametrize("call", CALLS)
+def test_every_head_names_its_input_on_a_unit_mismatch(make, name, call):
+    head = make()
+    if not hasattr(head, call):
+        pytest.skip(f"no {call}")
+    logits, target = np.zeros((N, 2)), np.zeros((N, 2))
+    args = (logits,) if call.startswith("predict") else (logits, target)
+    with pytest.raises(LossInputError, match=rf"^{name}: expected .*got shape \({N}, 2\)"):
+        getattr(head, call)(*args)
+
+
+def test_regression_head_and_its_core_loss_use_one_name():
+    head = lk.RegressionHead()
+    for predictions, target in ((np.zeros(3), np.zeros(4)), (np.zeros((3, 2)), np.zeros((3, 2))),
+                                (np.zeros(3, dtype=int), np.zeros(3))):
+        with pytest.raises(LossInputError) as info:
+            head.loss(predictions, target)
+        assert "predictions" in str(info.value) and "logits" not in str(info.value), str(info.value)
+
+
+def test_single_unit_logits_on_every_backend_are_checked(backend):
+    with pytest.raises(LossInputError, match=r"^logits: expected shape \[N\] or \[N, 1\]"):
+        lk.BinaryHead().loss(to_backend(backend, np.zeros((N, 2))), to_backend(backend, np.zeros((N, 2))))
+
+
+def test_head_for_refuses_mixed_label_kinds_instead_of_coercing():
+    with pytest.raises(LossInputError, match=r"^target: .*a mix of numbers \(1\) and strings \('a'\)"):
+        lk.head_for([1, "a", 1])
+    with pytest.raises(LossInputError, match=r"^classes: .*a mix of numbers \(0\) and strings"):
+        lk.BinaryHead(classes=[0, "a"])
 
 
 # -- backends --------------------------------------------------------------------------------

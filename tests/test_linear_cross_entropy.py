@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import losskit as lk
-from losskit.fused.linear import (
+from losskit.losses.linear import (
     linear_binary_cross_entropy_value_and_grad,
     linear_cross_entropy_value_and_grad,
 )
@@ -17,8 +17,8 @@ OPTIONS = [
     {"ignore_index": -1},
     {"label_smoothing": 0.2},
     {"class_weight": np.linspace(0.5, 2.0, V)},
-    {"example_weight": "rows"},
-    {"ignore_index": -1, "label_smoothing": 0.1, "class_weight": np.linspace(0.5, 2.0, V), "example_weight": "rows"},
+    {"weight": "rows"},
+    {"ignore_index": -1, "label_smoothing": 0.1, "class_weight": np.linspace(0.5, 2.0, V), "weight": "rows"},
     {"normalizer": 3.0},
     {"reduction": "sum"},
     {"reduction": "none"},
@@ -37,8 +37,8 @@ def _data(seed=0, dtype=np.float64):
 
 def _resolve(options, n_rows=N):
     options = dict(options)
-    if options.get("example_weight") == "rows":
-        options["example_weight"] = np.random.default_rng(9).uniform(0.2, 2.0, size=n_rows)
+    if options.get("weight") == "rows":
+        options["weight"] = np.random.default_rng(9).uniform(0.2, 2.0, size=n_rows)
     return options
 
 
@@ -50,7 +50,7 @@ def _naive(h, w, b, y, options):
     loss = lk.SoftmaxCrossEntropy(impl="xp", reduction=options.get("reduction", "mean"),
                                   **{k: v for k, v in options.items()
                                      if k in ("ignore_index", "label_smoothing", "class_weight")})
-    value, g = loss.value_and_grad(z, y, weight=options.get("example_weight"), normalizer=options.get("normalizer"))
+    value, g = loss.value_and_grad(z, y, weight=options.get("weight"), normalizer=options.get("normalizer"))
     return value, (g @ w, g.T @ h, g.sum(0)), y
 
 
@@ -149,7 +149,7 @@ def test_linear_binary_matches_multilabel_on_materialised_logits(chunk_size):
     z = h @ w.T + b
     ref_value, g = lk.MultilabelCrossEntropy(pos_weight=pw, label_smoothing=0.1).value_and_grad(z, t, weight=ew)
     value, grads = linear_binary_cross_entropy_value_and_grad(h, w, t, bias=b, chunk_size=chunk_size, pos_weight=pw,
-                                                              label_smoothing=0.1, example_weight=ew)
+                                                              label_smoothing=0.1, weight=ew)
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     for got, expected in zip(grads, (g @ w, g.T @ h, g.sum(0)), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
@@ -173,13 +173,13 @@ def test_bad_input():
 
 def test_grad_weight_is_accumulated_in_place_on_numpy():
     pytest.importorskip("scipy")
-    from losskit.fused.linear import _accumulate_at_b
+    from losskit.losses.linear import accumulate_at_b
 
     rng = np.random.default_rng(0)
     acc = rng.normal(size=(6, 4))
     a, b = rng.normal(size=(6, 3)), rng.normal(size=(3, 4))
     expected = acc + a @ b
     address = acc.ctypes.data
-    out = _accumulate_at_b(np, acc, a, b)
+    out = accumulate_at_b(np, acc, a, b)
     assert out is acc and acc.ctypes.data == address
     np.testing.assert_allclose(acc, expected, rtol=1e-12)

@@ -93,7 +93,7 @@ REFUSED = [
     ("three_d", np.zeros((2, 2, 2)), ["shape [N] or [N, K]"]),
     ("scalar", np.array(1.0), ["shape [N] or [N, K]"]),
     ("string_matrix", np.array([["a", "b"], ["c", "d"]]), ["[N, K]"]),
-    ("mixed_types", np.array([1, "a", None], dtype=object), ["a mix of types"]),
+    ("mixed_types", np.array([1, "a", None], dtype=object), ["a mix of numbers (1) and strings ('a')"]),
     ("complex", np.array([1 + 1j, 2.0]), ["real"]),
 ]
 
@@ -107,6 +107,40 @@ def test_ambiguous_or_bad_targets_are_refused_with_a_way_out(case):
     assert message.startswith("target:"), message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("target, found", [
+    ([1, "a", 1], "numbers (1) and strings ('a')"),          # NumPy would read '1', 'a'
+    (["b", 2.5], "strings ('b') and numbers (2.5)"),
+    ([True, 2, 3], "bools (True) and numbers (2)"),          # NumPy would read 1, 2, 3
+    ([True, 0, 1], "bools (True) and numbers (0)"),          # NumPy would read 1, 0, 1
+    ([np.True_, np.int64(0)], "bools (True) and numbers (0)"),
+    (np.array([True, 1, 0], dtype=object), "bools (True) and numbers (1)"),
+    ([[0, 1], [1, "x"]], "numbers (0) and strings ('x')"),
+    ((3, None, 4), "numbers (3) and NoneType (None)"),
+])
+def test_mixed_label_kinds_are_refused_not_coerced(target, found):
+    with pytest.raises(LossInputError) as info:
+        type_of_target(target)
+    message = str(info.value)
+    assert message.startswith("target: expected labels or values of one kind"), message
+    assert f"a mix of {found}" in message, message
+
+
+@pytest.mark.parametrize("target, kind", [([1, 2.5, 3], "continuous"), ([np.int64(1), 2, 3], "multiclass"),
+                                          (np.array(["a", "b", "a"], dtype=object), "binary"),
+                                          ([False, True], "binary")])
+def test_ints_and_floats_are_one_kind(target, kind):
+    assert type_of_target(target).kind == kind
+
+
+def test_mixed_classes_and_indices_name_their_argument():
+    with pytest.raises(LossInputError, match="^classes: .*a mix of strings"):
+        encode_labels(["a", "b"], classes=["a", 1])
+    with pytest.raises(LossInputError, match="^classes: .*a mix of strings"):
+        decode_labels(np.array([0, 1]), ["a", 1])
+    with pytest.raises(LossInputError, match="^indices: .*a mix of numbers"):
+        decode_labels([0, "1"], ["a", "b"])
 
 
 # (id, target, task, kind, n_outputs, encoding)

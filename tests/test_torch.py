@@ -48,9 +48,7 @@ def test_module_value_and_gradient_equal_autograd_of_the_reference(cid, name, ca
     x = torch.tensor(case.input, requires_grad=True)
     value = _module(name, case.options, reduction)(x, target, weight, 2.5)
     (value * upstream).sum().backward()
-    path = type(value.grad_fn).__name__
-    torch_native = name == "softmax_cross_entropy" and case.input.ndim == 2 and case.target.ndim == 1
-    assert path == ("SoftmaxCEFunctionBackward" if torch_native else "LossFunctionBackward")
+    assert "losskit_value_and_grad" in type(value.grad_fn).__name__  # one op for every loss
     torch.testing.assert_close(value, ref.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
 

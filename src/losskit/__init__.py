@@ -6,9 +6,8 @@ input's library, dtype and device. Framework layers (``losskit.torch``, ``losski
 imported only when asked for.
 """
 
-from ._checks import LossInputError
+from ._errors import LossInputError
 from .activations import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
-from .fused.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .heads import BinaryHead, MulticlassHead, MultilabelHead, RegressionHead, head, head_for
 from .losses import (
     REGISTRY,
@@ -26,6 +25,7 @@ from .losses import (
     multilabel_cross_entropy,
     softmax_cross_entropy,
 )
+from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .targets import type_of_target
 
 __version__ = "0.1.0"

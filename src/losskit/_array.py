@@ -13,6 +13,8 @@ import array_api_compat
 import numpy as np
 from array_api_compat import array_namespace, is_dask_namespace
 
+from ._errors import fail
+
 __all__ = ["namespace", "is_array", "concrete_bool", "compute_dtype", "take_class", "one_hot"]
 
 
@@ -26,8 +28,6 @@ def namespace(**arrays: Any):
     Python lists and tuples become arrays of the namespace the other arguments share (NumPy when
     none is an array). ``None`` values pass through. Arrays of two libraries raise.
     """
-    from ._checks import fail
-
     present = {k: v for k, v in arrays.items() if is_array(v)}
     if present:
         try:
@@ -43,8 +43,14 @@ def namespace(**arrays: Any):
         if v is None or is_array(v):
             converted[k] = v
         elif isinstance(v, (list, tuple, np.ndarray)) or np.isscalar(v):
-            converted[k] = xp.asarray(np.asarray(v), device=device) if device is not None \
-                else xp.asarray(np.asarray(v))
+            try:
+                host = np.asarray(v)
+            except ValueError:  # NumPy's words for a ragged list name no argument
+                raise fail(k, "a rectangular (nested) list of numbers", "a ragged list") from None
+            if host.dtype.kind not in "biuf":
+                raise fail(k, "numbers", f"{host.dtype.kind == 'O' and 'Python objects' or 'strings'} "
+                           f"({type(v).__name__} of dtype {host.dtype})")
+            converted[k] = xp.asarray(host, device=device) if device is not None else xp.asarray(host)
         else:
             raise fail(k, "an array or a (nested) list of numbers", type(v).__name__)
     return xp, converted
@@ -75,7 +81,8 @@ def take_class(xp, values, labels):
     """``values[..., labels]`` along the last axis: the gather, or a one-hot sum where the
     backend lacks ``take_along_axis`` (Dask)."""
     if hasattr(xp, "take_along_axis") and not is_dask_namespace(xp):
-        return xp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
+        # int64 indices: some backends (torch) take no other integer dtype for a gather
+        return xp.take_along_axis(values, xp.astype(labels, xp.int64)[..., None], axis=-1)[..., 0]
     mask = one_hot(xp, labels, values.shape[-1], xp.bool)
     # where, not multiply: 0 * -inf would be NaN
     return xp.sum(xp.where(mask, values, xp.zeros_like(values)), axis=-1)
@@ -108,8 +115,6 @@ def option_array(xp, value, name: str, like):
     """An option given as a number, list or array, as an array of ``like``'s namespace,
     working dtype and device. Options are hyper-parameters, so a NumPy array is taken as host
     constants like a list; an array of any other library must match the input's."""
-    from ._checks import fail
-
     if is_array(value) and not isinstance(value, np.ndarray):
         try:
             same = array_namespace(value, like) is xp

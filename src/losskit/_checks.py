@@ -9,42 +9,52 @@ compute the whole graph) and for JAX tracers inside ``jit`` (reading is impossib
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+import numpy as np
+
 from . import _array
+from ._errors import LossInputError, fail
+
+__all__ = ["LossInputError", "fail"]
+
+_NUMPY_BOOL = np.bool_
 
 REDUCTIONS = ("none", "sum", "mean")
 IMPLS = ("auto", "xp", "fused")
 
 
-class LossInputError(ValueError):
-    """Bad input to a losskit function: the message names the argument, the expected and the given."""
-
-
-def fail(name: str, expected: str, given: str, hint: str = "") -> LossInputError:
-    message = f"{name}: expected {expected}, got {given}"
-    if hint:
-        message += f"; {hint}"
-    return LossInputError(message)
-
-
 def reduction(value: Any) -> str:
-    if value not in REDUCTIONS:
+    if not isinstance(value, str) or value not in REDUCTIONS:
         raise fail("reduction", 'one of "none", "sum", "mean"', repr(value))
     return value
 
 
 def impl(value: Any) -> str:
-    if value not in IMPLS:
+    if not isinstance(value, str) or value not in IMPLS:
         raise fail("impl", 'one of "auto" (compiled kernels for NumPy input when available), '
                    '"xp" (the array-API path), "fused" (the kernels or an error)', repr(value))
     return value
 
 
+def is_number(value: Any) -> bool:
+    """A real number, Python's or NumPy's (``np.float32(0.1)``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, _NUMPY_BOOL))
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, _NUMPY_BOOL))
+
+
+def integer(value: Any, name: str) -> int:
+    if not is_integer(value):
+        raise fail(name, "an int", repr(value))
+    return int(value)
+
+
 def label_smoothing(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise fail("label_smoothing", "a float in [0, 1)", repr(value))
-    if not 0.0 <= value < 1.0:
+    if not is_number(value) or not 0.0 <= float(value) < 1.0:
         raise fail("label_smoothing", "a float in [0, 1)", repr(value))
     return float(value)
 
@@ -52,19 +62,19 @@ def label_smoothing(value: Any) -> float:
 def ignore_index(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise fail("ignore_index", "None or an int", repr(value))
-    return value
+    return int(value)
 
 
 def normalizer(value: Any) -> Any:
     """A positive number (or 0-d array) that replaces the denominator of "mean"."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, (bool, _NUMPY_BOOL)):
         raise fail("normalizer", "a positive number", repr(value))
-    if isinstance(value, (int, float)):
-        if not (math.isfinite(value) and value > 0):
+    if is_number(value):
+        if not (math.isfinite(float(value)) and value > 0):
             raise fail("normalizer", "a positive finite number", repr(value))
         return float(value)
     if _array.is_array(value):
@@ -78,8 +88,7 @@ def normalizer(value: Any) -> Any:
 
 
 def axis(value: Any, ndim: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail("axis", "an int", repr(value))
+    value = integer(value, "axis")
     if not -ndim <= value < ndim:
         raise fail("axis", f"an int in [{-ndim}, {ndim}) for logits of {ndim} dimension(s)", repr(value))
     return value % ndim
@@ -146,8 +155,8 @@ def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = 
 
 def non_negative_number_or_list(value: Any, name: str) -> None:
     """Check a class/positive weight given as a Python number or list at construction time."""
-    import numpy as np
-
+    if isinstance(value, (str, bytes)) or value is None:
+        raise fail(name, "a number or a list of non-negative numbers", repr(value))
     try:
         host = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -59,7 +59,18 @@ def log_normalizer_xp(xp, shifted, axis=-1):
     return xp.log1p(others + ties)
 
 
+def _empty_axis(z, axis) -> bool:
+    return z.shape[axis] == 0
+
+
 def logsumexp_xp(xp, z, axis=-1, keepdims=False):
+    if _empty_axis(z, axis):  # log of an empty sum: log 0
+        shape = list(z.shape)
+        if keepdims:
+            shape[axis] = 1
+        else:
+            del shape[axis]
+        return xp.full(tuple(shape), -xp.inf, dtype=z.dtype, device=_array.device(z))
     shifted, m = shifted_logits_xp(xp, z, axis)
     m_raw = xp.max(z, axis=axis, keepdims=True)
     # an infinite row maximum is the exact value of the whole row's logsumexp
@@ -68,11 +79,15 @@ def logsumexp_xp(xp, z, axis=-1, keepdims=False):
 
 
 def log_softmax_xp(xp, z, axis=-1):
+    if _empty_axis(z, axis):  # no classes: nothing to normalise
+        return z
     shifted, _ = shifted_logits_xp(xp, z, axis)
     return shifted - log_normalizer_xp(xp, shifted, axis)
 
 
 def softmax_xp(xp, z, axis=-1):
+    if _empty_axis(z, axis):
+        return z
     e = xp.exp(shifted_logits_xp(xp, z, axis)[0])
     return e / xp.sum(e, axis=axis, keepdims=True)
 
@@ -113,7 +128,7 @@ def logsumexp(logits, axis=-1, keepdims=False):
     r""":math:`\log \sum_k e^{z_k}` along ``axis``, shifted by the maximum.
 
     Shapes: ``[..., K, ...] -> [..., ...]`` (the axis kept as 1 with ``keepdims``).
-    Edges: +inf if any entry is +inf; -inf if all are -inf; finite otherwise.
+    Edges: +inf if any entry is +inf; -inf if all are -inf or the axis is empty; finite otherwise.
 
     >>> import numpy as np, losskit as lk
     >>> round(float(lk.logsumexp(np.array([1000.0, 1000.0]))), 6)
@@ -128,7 +143,8 @@ def log_softmax(logits, axis=-1):
     r""":math:`\log \mathrm{softmax}(z)_k = z_k - \log \sum_j e^{z_j}` along ``axis``.
 
     Shapes: ``[..., K, ...] -> [..., K, ...]``. Edges: finite for finite rows; entries of a row
-    with +inf logits: 0 - log(count of +inf) on those, -inf elsewhere; an all -inf row: log(1/K).
+    with +inf logits: 0 - log(count of +inf) on those, -inf elsewhere; an all -inf row: log(1/K);
+    an empty axis gives an empty result.
 
     >>> import numpy as np, losskit as lk
     >>> lk.log_softmax(np.array([0.0, 0.0])).round(6).tolist()

@@ -63,7 +63,7 @@ def _threshold(value, name: str = "threshold"):
                                        or _array.is_array(value)):
         raise fail(name, "a probability in (0, 1) or a list of them", repr(value))
     try:
-        host = to_host(value).astype(float)
+        host = to_host(value, name).astype(float)
     except (TypeError, ValueError):
         raise fail(name, "a probability in (0, 1) or a list of them", repr(value)) from None
     values = [float(v) for v in host.reshape(-1)]
@@ -93,6 +93,9 @@ class Head:
 
     task = ""
     activation_name = ""
+    #: the name errors give the network's output: the core loss's own name for it, so that every
+    #: message from one head agrees (``predictions`` for RegressionHead, ``logits`` elsewhere)
+    input_name = "logits"
 
     def __init__(self, loss_object: Loss, units: int, *, classes=None, reason: str = ""):
         self.loss_object = loss_object
@@ -113,7 +116,7 @@ class Head:
     def _check_units(self, logits, axis: int = -1):
         if logits.ndim == 0 or logits.shape[axis] != self.units:
             got = "a 0-d array" if logits.ndim == 0 else f"shape {tuple(logits.shape)}"
-            raise fail("logits", f"{self.units} output unit(s) on axis {axis} for a "
+            raise fail(self.input_name, f"{self.units} output unit(s) on axis {axis} for a "
                        f"{type(self).__name__} (units={self.units})", got)
 
     def _run(self, logits, target, weight, normalizer, order):
@@ -145,11 +148,18 @@ class Head:
         """Diagonal of ``d^2 loss / d logits^2``, of the logits' shape."""
         return self._run(logits, target, weight, normalizer, 2)
 
+    def _check_output(self, logits):
+        """The unit check on the head's unit axis (the loss's ``axis`` for MulticlassHead)."""
+        axis = getattr(self.loss_object, "axis", -1)
+        self._check_units(logits, _checks.axis(axis, logits.ndim) - logits.ndim if logits.ndim else -1)
+
     def activation(self, logits):
-        """The output activation applied to ``logits`` (same library, dtype, device)."""
+        """The output activation applied to ``logits`` (same library, dtype, device); logits
+        with the wrong number of units raise, as in ``loss``."""
         xp, arrays = _array.namespace(logits=logits)
         logits = arrays["logits"]
-        _checks.floating(xp, logits, "logits")
+        _checks.floating(xp, logits, self.input_name)
+        self._check_output(logits)
         work = _array.compute_dtype(xp, logits.dtype)
         out = self._activation_xp(xp, xp.astype(logits, work) if work != logits.dtype else logits)
         return xp.astype(out, logits.dtype) if out.dtype != logits.dtype else out
@@ -161,8 +171,8 @@ class Head:
         """The decoded prediction (see the head's class docstring for the rule and shape)."""
         xp, arrays = _array.namespace(logits=logits)
         logits = arrays["logits"]
-        _checks.floating(xp, logits, "logits")
-        self._check_units(logits, getattr(self.loss_object, "axis", -1))
+        _checks.floating(xp, logits, self.input_name)
+        self._check_output(logits)
         return self._predict_xp(xp, logits)
 
     def _predict_xp(self, xp, logits):
@@ -191,9 +201,17 @@ def _squeeze_last(xp, array):
 
 
 class _SingleUnitMixin:
-    """Logits ``[...]`` or ``[..., 1]`` and target ``[...]`` or ``[..., 1]``, read alike."""
+    """Logits ``[N]`` or ``[..., 1]`` and target ``[...]`` or ``[..., 1]``, read alike.
+
+    A 2-D or higher array whose last axis is not 1 is refused: ``[N, 2]`` could be two units
+    (a K = 2 head) or 2N examples, and reading it as the second would be silently wrong.
+    """
+
+    #: what to use instead of ``[N, K]`` logits, for the error message
+    many_units_hint = ""
 
     def _align(self, xp, logits, target):
+        self._check_units(logits)
         if logits.ndim >= 2 and logits.shape[-1] == 1:
             shape = tuple(logits.shape)
             logits = _squeeze_last(xp, logits)
@@ -205,7 +223,10 @@ class _SingleUnitMixin:
         return logits, target, restore
 
     def _check_units(self, logits, axis: int = -1):
-        return None  # one unit: any shape, a trailing axis of 1 optional
+        if logits.ndim >= 2 and logits.shape[-1] != 1:
+            raise fail(self.input_name, f"shape [N] or [N, 1] for a {type(self).__name__} with "
+                       "one output unit", f"shape {tuple(logits.shape)}",
+                       f"{self.many_units_hint}, or give one unit per example as [N] or [N, 1]")
 
 
 class BinaryHead(_SingleUnitMixin, _ClassifierHead):
@@ -218,12 +239,14 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
     ``reduction``, ``threshold`` t in (0, 1) (default 0.5), ``classes`` (the two labels; the
     second is the positive class), ``impl``.
 
-    Shapes: ``logits [...]`` or ``[..., 1]`` (one unit; both accepted); ``target [...]`` or
-    ``[..., 1]`` of 0/1 or probabilities (use :meth:`encode` for other labels); ``weight
-    [...]``. ``predict`` and ``predict_proba`` return ``[...]`` (a trailing unit axis is
-    dropped): 0/1 integers and sigmoid probabilities. Gradients keep the logits' shape.
-    Edges: ``predict`` compares the logit with ``log(t / (1 - t))``, so z = 1e-20 is class 1
-    at t = 0.5 even though sigmoid(1e-20) rounds to 0.5; +-inf logits give 1 / 0.
+    Shapes: ``logits [N]`` or ``[..., 1]`` (one unit; both accepted; a last axis other than 1
+    on a 2-D array raises, as ``[N, 2]`` is not 2N examples: use ``MulticlassHead(2)`` for two
+    logits per example); ``target [...]`` or ``[..., 1]`` of 0/1 or probabilities (use
+    :meth:`encode` for other labels); ``weight [...]``. ``predict`` and ``predict_proba``
+    return ``[...]`` (a trailing unit axis is dropped): 0/1 integers and sigmoid probabilities.
+    Gradients keep the logits' shape. Edges: ``predict`` compares the logit with
+    ``log(t / (1 - t))``, so z = 1e-20 is class 1 at t = 0.5 even though sigmoid(1e-20) rounds
+    to 0.5; +-inf logits give 1 / 0.
     """ + _CALL_DOC + """
     >>> import numpy as np, losskit as lk
     >>> h = lk.BinaryHead()
@@ -235,6 +258,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
 
     task = "binary"
     activation_name = "sigmoid"
+    many_units_hint = "use MulticlassHead(2) (softmax over K = 2 units) for two logits per example"
 
     def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
                  threshold: float = 0.5, classes=None, impl: str = "auto", reason: str = ""):
@@ -243,7 +267,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
         loss = BinaryCrossEntropyWithLogits(pos_weight=pos_weight, label_smoothing=label_smoothing,
                                             reduction=reduction, impl=impl)
         if classes is not None:
-            classes = to_host(classes)
+            classes = to_host(classes, "classes")
             if classes.shape != (2,):
                 raise fail("classes", "the two class labels (negative, positive)",
                            f"shape {classes.shape}")
@@ -260,12 +284,13 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
         """``sigmoid(logits)`` of shape ``[...]`` (a trailing unit axis dropped)."""
         xp, arrays = _array.namespace(logits=logits)
         logits = arrays["logits"]
-        if logits.ndim >= 2 and logits.shape[-1] == 1:
+        self._check_units(logits)
+        if logits.ndim >= 2:
             logits = _squeeze_last(xp, logits)
         return self.activation(logits)
 
     def _predict_xp(self, xp, logits):
-        if logits.ndim >= 2 and logits.shape[-1] == 1:
+        if logits.ndim >= 2:  # [..., 1], checked by predict
             logits = _squeeze_last(xp, logits)
         return xp.astype(logits > self._threshold_logit, _default_int(xp))
 
@@ -321,7 +346,7 @@ class MulticlassHead(_ClassifierHead):
                  label_smoothing: float = 0.0, reduction: str = "mean", axis: int = -1,
                  classes=None, impl: str = "auto", reason: str = ""):
         if classes is not None:
-            classes = to_host(classes)
+            classes = to_host(classes, "classes")
             if classes.ndim != 1 or len(classes) < 2:
                 raise fail("classes", "a 1-D list of at least 2 labels", f"shape {classes.shape}")
             if n_classes is not None and n_classes != len(classes):
@@ -452,10 +477,11 @@ class RegressionHead(_SingleUnitMixin, Head):
     constant factor D, and the mean matches PyTorch's ``mse_loss`` and Keras), then the
     reduction over examples. Options: ``n_outputs`` D (default 1), ``reduction``, ``impl``.
 
-    Shapes: with D = 1, ``predictions [...]`` or ``[..., 1]`` and ``target [...]`` or
-    ``[..., 1]`` (both read as one value per example); with D > 1, ``[..., D]`` for both;
-    ``weight [...]``. ``predict`` returns the predictions unchanged (same shape); there is no
-    ``predict_proba``.
+    Shapes: with D = 1, ``predictions [N]`` or ``[..., 1]`` and ``target [...]`` or
+    ``[..., 1]`` (both read as one value per example; ``[N, 2]`` predictions raise, as for
+    :class:`BinaryHead`); with D > 1, ``[..., D]`` for both; ``weight [...]``. The call forms
+    take the predictions in the ``logits`` position, and errors name them ``predictions``.
+    ``predict`` returns the predictions unchanged (same shape); there is no ``predict_proba``.
     """ + _CALL_DOC + """
     >>> import numpy as np, losskit as lk
     >>> float(lk.RegressionHead().loss(np.array([[1.0], [3.0]]), np.array([0.0, 0.0])))
@@ -464,6 +490,10 @@ class RegressionHead(_SingleUnitMixin, Head):
 
     task = "regression"
     activation_name = "identity"
+    # "predictions", not "logits": MeanSquaredError's own messages (target shape, dtype) use
+    # that name, and an identity head's outputs are the predictions themselves
+    input_name = "predictions"
+    many_units_hint = "use RegressionHead(n_outputs=K) for K values per example"
 
     def __init__(self, n_outputs: int = 1, *, reduction: str = "mean", impl: str = "auto",
                  reason: str = ""):
@@ -483,6 +513,8 @@ class RegressionHead(_SingleUnitMixin, Head):
     def _check_units(self, logits, axis: int = -1):
         if self.units > 1:
             Head._check_units(self, logits, axis)
+        else:
+            _SingleUnitMixin._check_units(self, logits, axis)
 
     def encode(self, target):
         """The target unchanged (values)."""
@@ -512,11 +544,23 @@ def head(task: str, **options: Any) -> Head:
         names = ", ".join(repr(t) for t in TASKS)
         raise fail("task", f"one of {names}", repr(task))
     cls = _HEADS[TASKS[task]]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    for name in options:
-        if name not in allowed:
-            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})", "an unknown option")
+    _check_options(cls, options)
     return cls(**options)
+
+
+def _check_options(cls, options: dict, read_off: tuple[str, ...] = (), hint: str = "") -> None:
+    """Refuse, by name, an option ``cls`` does not take, or one of ``read_off`` (those
+    :func:`head_for` reads off the target), before ``cls(**options)`` can raise a TypeError."""
+    allowed = [p for p in inspect.signature(cls.__init__).parameters
+               if p != "self" and p not in read_off]
+    for name in options:
+        if name in read_off:
+            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
+                       f"{name}, which head_for reads off the target",
+                       f"build the head with lk.head({cls.task!r}, {name}=...) to set it")
+        if name not in allowed:
+            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
+                       "an unknown option", hint)
 
 
 def head_for(target, *, task: str | None = None, **options: Any) -> Head:
@@ -527,7 +571,9 @@ def head_for(target, *, task: str | None = None, **options: Any) -> Head:
     ``[N, K]`` 0/1 rows -> ``MultilabelHead(K)``; floats with many distinct values ->
     :class:`RegressionHead`. Ambiguous targets raise :class:`~losskit.LossInputError` saying
     how to decide; ``task=`` decides. Class labels found (strings, -1/1, 3..7) are kept in
-    ``head.classes`` for ``head.encode`` / ``head.decode``. ``options`` go to the head.
+    ``head.classes`` for ``head.encode`` / ``head.decode``. ``options`` go to the head; one it
+    does not take, or one read off the target (``classes``, ``n_classes``, ``n_labels``,
+    ``n_outputs``), raises :class:`~losskit.LossInputError` naming it, as :func:`head` does.
 
     Shapes: ``target [N]`` or ``[N, K]``, any array library or a list (read once, on the host).
 
@@ -541,9 +587,11 @@ def head_for(target, *, task: str | None = None, **options: Any) -> Head:
     [1.0, 0.0]
     """
     info: TargetType = type_of_target(target, task=task)
+    cls = _HEADS[info.kind]
+    _check_options(cls, options, ("classes", "n_classes", "n_labels", "n_outputs"),
+                   f"head_for chose {cls.__name__} ({info.reason})")
     options = dict(options)
     options.setdefault("reason", info.reason)
-    cls = _HEADS[info.kind]
     if info.kind == "binary":
         classes = info.classes
         if classes is not None and classes.dtype.kind in "biuf" and classes.tolist() == [0, 1]:

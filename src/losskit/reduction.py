@@ -1,4 +1,4 @@
-r"""The one reduction rule that every loss and every gradient follows.
+r"""The one reduction rule that every loss, gradient and kernel follows.
 
 With per-example losses :math:`l_i` and effective weights :math:`w_i` (``weight`` times
 ``class_weight[target]``, 0 for ignored examples, 1 when nothing is given):
@@ -8,9 +8,13 @@ With per-example losses :math:`l_i` and effective weights :math:`w_i` (``weight`
 * ``"mean"``: :math:`\sum_i w_i l_i / D` with :math:`D = \sum_i w_i`, or ``normalizer`` when given.
 
 So ``mean == sum(none) / sum(w)`` always. When every weight is 0 (a batch of ignored labels)
-``"mean"`` is defined as 0 with gradient 0, where PyTorch returns NaN. The gradient of the
-reduced value is the per-example derivative times :func:`scale`; for ``"none"`` it is the
-gradient of ``sum(none)``, i.e. each example's own weighted gradient.
+``"mean"`` is defined as 0 with gradient 0, where PyTorch returns NaN.
+
+The rule is split in two so that it is settled before any loss is computed: :func:`scale` gives
+:math:`c_i = d\,\mathrm{value} / d l_i` (``w_i``, or ``w_i / D`` for ``"mean"``) from the weights
+alone, and :func:`combine` turns per-example losses into the value. Every path computes
+:math:`c_i l_i` (0 where :math:`c_i = 0`, even if :math:`l_i` is inf) and sums it, or not, and the
+gradient of the reduced value is :math:`c_i\, d l_i / dz`.
 """
 
 from __future__ import annotations
@@ -18,38 +22,53 @@ from __future__ import annotations
 from . import _checks
 from ._array import device as _device
 
-__all__ = ["reduce"]
+__all__ = ["scale", "combine", "reduce"]
 
 
-def reduce(xp, loss, weight, reduction: str, normalizer=None):
-    """Return ``(value, scale)``: the reduced loss, and ``d value / d l_i`` per example.
+def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
+    """Return ``(scale, denominator)`` for the reduction rule, in ``like``'s dtype and device.
 
-    ``loss`` has the batch shape; ``weight`` is ``None`` (all ones) or of the batch shape.
-    ``scale`` is a batch-shaped array, or a 0-d one when every example scales alike.
+    ``weight`` is ``None`` (all ones) or batch-shaped; ``scale`` is then batch-shaped, or a 0-d
+    array when every example scales alike. ``denominator`` is 0-d (1 for "none" and "sum").
+    ``normalizer`` is a Python number (taken in ``like``'s dtype, never a narrower default) or
+    a 0-d array.
     """
     _checks.reduction(reduction)
-    # where, not a bare product: an ignored example (weight 0) with an infinite loss adds 0
-    weighted = loss if weight is None else weight * xp.where(weight == 0, xp.zeros_like(loss), loss)
-    one = xp.ones((), dtype=loss.dtype, device=_device(loss))
-    if reduction == "none":
-        return weighted, (one if weight is None else weight)
-    total = xp.sum(weighted)
-    if reduction == "sum":
-        return total, (one if weight is None else weight)
+    one = xp.ones((), dtype=like.dtype, device=_device(like))
+    base = one if weight is None else weight
+    if reduction != "mean":
+        return base, one
     if normalizer is not None:
-        denominator = xp.astype(xp.asarray(normalizer, device=_device(loss)), loss.dtype)
+        if isinstance(normalizer, (int, float)):
+            denominator = xp.asarray(normalizer, dtype=like.dtype, device=_device(like))
+        else:
+            denominator = xp.astype(normalizer, like.dtype)
     elif weight is None:
-        denominator = xp.asarray(_size(loss.shape), dtype=loss.dtype, device=_device(loss))
+        denominator = xp.asarray(float(max(n_examples, 1)), dtype=like.dtype, device=_device(like))
     else:
         denominator = xp.sum(weight)
     # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN
     denominator = xp.where(denominator == 0, one, denominator)
-    return total / denominator, (one if weight is None else weight) / denominator
+    return base / denominator, denominator
 
 
-def _size(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return max(n, 1)  # numerator of an empty batch is 0 anyway
+def combine(xp, loss, weight, scale_, reduction: str):
+    """The reduced value from per-example ``loss`` and the plan's ``scale``: ``c_i l_i`` summed
+    for "sum" and "mean", kept per example for "none"; 0 where ``c_i`` is 0."""
+    # where, not a bare product: an ignored example (weight 0) with an infinite loss adds 0
+    weighted = loss * scale_ if weight is None and reduction != "mean" else \
+        scale_ * xp.where(scale_ == 0, xp.zeros_like(loss), loss)
+    if reduction == "none":
+        return weighted
+    if reduction == "mean" and weight is None:  # a 0-d scale: sum first, then divide once
+        return xp.sum(loss) * scale_
+    return xp.sum(weighted)
 
+
+def reduce(xp, loss, weight, reduction: str, normalizer=None):
+    """Return ``(value, scale)``: :func:`combine` of :func:`scale` (for callers holding losses)."""
+    size = 1
+    for s in loss.shape:
+        size *= s
+    scale_, _ = scale(xp, weight, size, reduction, normalizer, loss)
+    return combine(xp, loss, weight, scale_, reduction), scale_

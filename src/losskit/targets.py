@@ -20,6 +20,8 @@ to indices ``0..K-1`` and back, in sorted order as scikit-learn's ``LabelEncoder
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,23 +68,63 @@ class TargetType:
         return self.kind
 
 
-def to_host(target) -> np.ndarray:
-    """A NumPy copy (or view) of ``target``: lists, NumPy, Dask (computed) or any DLPack array."""
+def _kind(cls: type) -> str:
+    if issubclass(cls, (bool, np.bool_)):  # before Number: bool is an int subclass
+        return "bools"
+    if issubclass(cls, numbers.Number):  # Python and NumPy ints and floats
+        return "numbers"
+    if issubclass(cls, (str, bytes)):
+        return "strings"
+    return cls.__name__
+
+
+def _item(value):
+    return value.item() if isinstance(value, np.generic) else value  # np.True_ -> True
+
+
+def _one_kind(values: np.ndarray, name: str) -> None:
+    """Refuse an object array mixing numbers, strings and bools: NumPy would read ``[1, "a"]``
+    as the strings ``'1', 'a'`` and ``[True, 2]`` as ``1, 2``, changing the labels silently."""
+    if len({_kind(t) for t in set(map(type, values.flat))}) < 2:
+        return
+    first: dict[str, Any] = {}
+    for value in values.flat:  # one example of each kind, for the message
+        first.setdefault(_kind(type(value)), value)
+    found = " and ".join(f"{kind} ({_item(value)!r})" for kind, value in first.items())
+    raise fail(name, "labels or values of one kind (all numbers, all strings or all bools)",
+               f"a mix of {found}", "convert them to one type first")
+
+
+def to_host(target, name: str = "target") -> np.ndarray:
+    """A NumPy copy (or view) of ``target``: lists, NumPy, Dask (computed) or any DLPack array.
+
+    A list (or object array) that mixes numbers, strings and bools raises
+    :class:`~losskit.LossInputError` naming ``name``, rather than being coerced to one type.
+    """
     if isinstance(target, np.ndarray):
-        return target
-    if not _array.is_array(target):
+        host = target
+    elif not _array.is_array(target):
+        try:
+            host = np.asarray(target, dtype=object)  # the Python objects, before any coercion
+        except (TypeError, ValueError):
+            host = None  # ragged: np.asarray below says so
+        if host is not None:
+            _one_kind(host, name)
         try:
             return np.asarray(target)
         except (TypeError, ValueError):
-            raise fail("target", "an array or a list of labels or values", type(target).__name__) from None
-    if array_api_compat.is_dask_array(target):
-        target = target.compute()  # detection must read every value; done once at set-up
-    if isinstance(target, np.ndarray):
-        return target
-    try:
-        return np.from_dlpack(array_api_compat.to_device(target, "cpu"))
-    except Exception:  # a library without DLPack or a cpu device: its __array__, if any
-        return np.asarray(target)
+            raise fail(name, "an array or a list of labels or values", type(target).__name__) from None
+    else:
+        if array_api_compat.is_dask_array(target):
+            target = target.compute()  # detection must read every value; done once at set-up
+        try:
+            host = target if isinstance(target, np.ndarray) else np.from_dlpack(
+                array_api_compat.to_device(target, "cpu"))
+        except Exception:  # a library without DLPack or a cpu device: its __array__, if any
+            host = np.asarray(target)
+    if host.dtype == object:
+        _one_kind(host, name)
+    return host
 
 
 def _kind_of_task(task) -> str:
@@ -116,7 +158,9 @@ def type_of_target(target, *, task: str | None = None) -> TargetType:
       all 0/1 otherwise -> ``"multilabel"``; float rows in [0, 1] summing to 1 ->
       ``"multiclass"`` (probabilities); other floats -> ``"continuous"`` (K values); other
       integers or strings -> refused;
-    * one distinct value, NaN or inf, an empty target or more than 2 dimensions -> refused.
+    * one distinct value, NaN or inf, an empty target or more than 2 dimensions -> refused;
+    * a list (or object array) mixing numbers, strings and bools -> refused, where NumPy would
+      silently turn ``[1, "a"]`` into the strings ``'1', 'a'`` and ``[True, 2]`` into ``1, 2``.
 
     ``task`` ("binary", "multiclass", "multilabel", "regression") overrides the guess where
     the data allow that reading (e.g. ``task="multiclass"`` for whole-number floats, or
@@ -137,6 +181,9 @@ def type_of_target(target, *, task: str | None = None) -> TargetType:
     """
     wanted = None if task is None else _kind_of_task(task)
     y = to_host(target)
+    if y.dtype == object:  # one kind of object (to_host checked): their own dtype, e.g. str
+        with contextlib.suppress(ValueError):  # ragged rows stay objects, refused below
+            y = np.asarray(y.tolist())
     if y.size == 0:
         raise fail("target", "at least one example", f"an empty array of shape {y.shape}")
     if y.ndim == 0 or y.ndim > 2:
@@ -304,7 +351,7 @@ def encode_labels(target, classes=None):
     if classes is None:
         classes, indices = np.unique(y, return_inverse=True)
         return indices.reshape(y.shape).astype(np.int64), classes
-    classes = np.asarray(classes)
+    classes = to_host(classes, "classes")
     order = np.argsort(classes, kind="stable")
     ordered = classes[order]
     if np.any(ordered[1:] == ordered[:-1]):
@@ -334,8 +381,8 @@ def decode_labels(indices, classes):
     >>> decode_labels(np.array([1, 0]), np.array(["neg", "pos"])).tolist()
     ['pos', 'neg']
     """
-    idx = to_host(indices)
-    classes = np.asarray(classes)
+    idx = to_host(indices, "indices")
+    classes = to_host(classes, "classes")
     if idx.dtype.kind == "b":
         idx = idx.astype(np.int64)
     if idx.dtype.kind not in "iu":

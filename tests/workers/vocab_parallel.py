@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import losskit as lk
-import losskit.fused.linear  # noqa: F401 - lk.fused.linear below
+import losskit.losses.linear  # noqa: F401 - lk.losses.linear below
 from losskit.torch.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
 N, V, WORLD = 9, 10, 2
@@ -65,8 +65,8 @@ def _check_linear(rank, y, cw, w):
     layer = torch.randn(V, 6, generator=gen, dtype=torch.float64)
     bias = torch.randn(V, generator=gen, dtype=torch.float64)
     options = {"ignore_index": -100, "label_smoothing": 0.1, "z_loss": 1e-3}
-    value_ref, (gh_ref, gw_ref, gb_ref) = lk.fused.linear.linear_cross_entropy_value_and_grad(
-        hidden, layer, y, bias=bias, class_weight=cw, example_weight=w, **options)
+    value_ref, (gh_ref, gw_ref, gb_ref) = lk.losses.linear.linear_cross_entropy_value_and_grad(
+        hidden, layer, y, bias=bias, class_weight=cw, weight=w, **options)
     lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
     h = hidden.clone().requires_grad_(True)
     shard = layer[lo:hi].clone().requires_grad_(True)

@@ -43,7 +43,17 @@ def build_app():
 
 
 def _click_message(error: Exception) -> str:
+    """A usage error's message; a bad value names its flag first, ``--seed: Input should be ...``
+    (the ``name: what is wrong`` form of every losskit error), not ``Invalid value for ...``."""
+    import typer
+
     message = error.format_message()
+    param = getattr(error, "param", None)
+    if (isinstance(error, typer.BadParameter) and param is not None and error.message
+            and type(error).__name__ != "MissingParameter"):
+        flags = [opt for opt in param.opts if opt.startswith("--")]
+        name = flags[0] if flags else param.name  # an argument: its name, as in "Missing argument"
+        message = f"{name}: {error.message}"
     # typer's coercion prefixes pydantic's wording ("Value error, 'x' is not one of ...")
     return message.replace("Value error, ", "")
 

@@ -4,7 +4,9 @@ Design note: a file is written to a temporary name in its target directory and r
 the final name only once complete (``os.replace`` is atomic on one file system), so a failure
 or a Ctrl-C leaves either the old file or none, never half a PNG. Errors a user can act on are
 raised as :class:`CLIError` and printed by :func:`losskit.cli.main` as one line on stderr with
-exit code 2.
+exit code 2. Option values are checked before a command does any work or writes anything:
+numbers and choices by typer while it parses (``min=``, enums), paths by :func:`output_dir`
+and :func:`output_file` at the top of the command.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def output_dir(path: Path, option: str = "--out") -> Path:
                        f"{error.strerror or error}") from None
     if not os.access(path, os.W_OK):
         raise CLIError(f"{option}: the directory '{path}' is not writable")
+    return path
+
+
+def output_file(path: Path, option: str = "--out") -> Path:
+    """``path`` as a file to write, or a CLIError when a directory has that name (found now,
+    not by the final rename after all the work)."""
+    if path.is_dir():
+        raise CLIError(f"{option}: expected a file name, got the existing directory '{path}'")
     return path
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..demo.train import DEFAULTS
-from ._common import output_dir, require, write_text
+from ._common import output_dir, output_file, require, write_text
 
 DEFAULT_DIR = Path("losskit-demo")
 
@@ -56,8 +56,8 @@ def demo(
     task: Annotated[TaskChoice, typer.Option(help="Which task to train.")] = TaskChoice.all,
     epochs: Annotated[int | None, typer.Option(min=1, help=f"Epochs per task [default: {_EPOCHS}].",
                                                show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split, the initialisation and the "
-                                      "mini-batch order.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split, the initialisation and "
+                                      "the mini-batch order.")] = 0,
     out: Annotated[Path, typer.Option(help="Directory for loss_curves.png and results.json "
                                       "(created if missing).")] = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead "
@@ -90,7 +90,11 @@ def demo(
     from . import figures
     from .plot import save
 
-    directory = output_dir(out)  # checked before training: fail fast, not after a minute
+    # typer has checked --task, --epochs and --seed; --out now, before training: fail fast,
+    # not after a minute, and write nothing when an option is wrong
+    directory = output_dir(out)
+    for name in ("loss_curves.png", "results.json"):
+        output_file(directory / name)
     tasks = list(TASKS) if task is TaskChoice.all else [task.value]
     start = time.perf_counter()
     results = []

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import CLIError, atomic_write, output_dir, require
+from ._common import CLIError, atomic_write, output_dir, output_file, require
 
 DEFAULT_DIR = Path("losskit-figures")
 SUFFIXES = (".png", ".svg")
@@ -61,8 +61,8 @@ def save(fig, path: Path, fmt: str) -> Path:
 
 def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Path, str]]:
     """(figure, file, format) for each figure: ``out`` is a file for one figure named
-    ``*.png`` / ``*.svg``, else a directory."""
-    if out.suffix.lower() in SUFFIXES:
+    ``*.png`` / ``*.svg``, else (or when it is an existing directory) a directory."""
+    if out.suffix.lower() in SUFFIXES and not out.is_dir():
         if len(names) > 1:
             raise CLIError(f"--out: expected a directory for 'plot all', got the file name '{out}'")
         file_format = out.suffix.lower()[1:]
@@ -72,7 +72,7 @@ def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Pa
         return [(names[0], out, file_format)]
     fmt = fmt or "png"
     directory = output_dir(out)
-    return [(name, directory / f"{name}.{fmt}", fmt) for name in names]
+    return [(name, output_file(directory / f"{name}.{fmt}"), fmt) for name in names]
 
 
 def plot(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from losskit import LossInputError
+
 #: task -> (data set, what the target is)
 DATASETS = {
     "binary": ("breast cancer", "malignant or benign (569 tumours, 30 features)"),
@@ -49,6 +51,13 @@ def digit_labels(digits: np.ndarray) -> np.ndarray:
     return np.stack([d % 2 == 0, d > 4, np.isin(d, _PRIME), np.isin(d, _LOOP)], axis=1).astype(np.int64)
 
 
+def check_int(value, name: str, low: int) -> int:
+    """``value`` if it is an int >= ``low``, else a LossInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise LossInputError(f"{name}: expected an int >= {low}, got {value!r}")
+    return int(value)
+
+
 def _sklearn_datasets():
     try:
         from sklearn import datasets
@@ -58,7 +67,11 @@ def _sklearn_datasets():
 
 
 def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
-    """Load ``task``'s data set and split it ``1 - val_fraction`` / ``val_fraction``, seeded."""
+    """Load ``task``'s data set and split it ``1 - val_fraction`` / ``val_fraction``, seeded
+    (``seed`` an int >= 0; a bad ``task`` or ``seed`` raises a LossInputError naming it)."""
+    if task not in DATASETS:
+        raise LossInputError(f"task: expected one of {', '.join(DATASETS)}, got {task!r}")
+    seed = check_int(seed, "seed", 0)
     datasets = _sklearn_datasets()
     label_names: tuple[str, ...] = ()
     if task == "binary":
@@ -69,10 +82,8 @@ def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
         x, digits = datasets.load_digits(return_X_y=True)
         y = digit_labels(digits)
         label_names = MULTILABEL_NAMES
-    elif task == "regression":
-        x, y = datasets.load_diabetes(return_X_y=True, scaled=False)
     else:
-        raise ValueError(f"task: expected one of {', '.join(DATASETS)}, got {task!r}")
+        x, y = datasets.load_diabetes(return_X_y=True, scaled=False)
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(val_fraction * len(x)))
     val, train = order[:n_val], order[n_val:]

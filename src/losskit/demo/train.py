@@ -16,7 +16,7 @@ import numpy as np
 
 import losskit as lk
 
-from .data import DATASETS, load
+from .data import DATASETS, check_int, load
 from .mlp import MLP, Adam
 
 TASKS = tuple(DATASETS)
@@ -107,12 +107,15 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0,
     """Train ``task``'s network for ``epochs`` (default: its :data:`DEFAULTS`) and score it.
 
     ``on_epoch(epoch, train_loss, val_loss)`` is called after each epoch (for progress bars).
-    Seeded: the same ``task``, ``epochs`` and ``seed`` give the same numbers.
+    Seeded: the same ``task``, ``epochs`` and ``seed`` give the same numbers. A bad ``task``,
+    ``epochs`` (an int >= 1) or ``seed`` (an int >= 0) raises :class:`~losskit.LossInputError`
+    naming it, before any data are loaded.
     """
     if task not in DEFAULTS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+        raise lk.LossInputError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
     config = DEFAULTS[task]
-    epochs = config.epochs if epochs is None else epochs
+    epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
+    seed = check_int(seed, "seed", 0)
     start = time.perf_counter()
     split = load(task, seed)
     head = lk.head_for(split.y_train)  # task detection: the head is read off the targets

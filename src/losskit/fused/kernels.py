@@ -1,18 +1,20 @@
-"""Compiled CPU kernels (numba) that compute a loss and its gradient in one sweep per row.
+"""Compiled CPU kernels (numba): a loss and its gradient in one sweep, plain arrays in and out.
 
-Imported only by :func:`losskit.fused.fast_path` on the first NumPy call that can use them, so
-``import losskit`` never loads numba. Each kernel is ``parallel`` over rows and ``cache=True``:
-the machine code is written next to this file (or numba's user cache) and reused by later
-processes, so the CLI pays the compile once.
+Imported on the first call that can use them, so ``import losskit`` never loads numba. Each kernel
+is ``parallel`` over rows, ``cache=True`` (the machine code is written to disk once per machine)
+and runs in the input's dtype: float32 stays float32 in the SIMD loops, with the vectorisable
+:func:`~losskit.fused.vmath.vexp` / :func:`~losskit.fused.vmath.vlog1p_unit`. Sums are taken in
+blocks of ``BLOCK`` entries in the input's dtype, then added in float64, so a float32 row of
+128256 logits keeps float32's precision in its normaliser.
 
-Design note: a kernel never raises. Anything it cannot handle exactly (a label out of range,
-a target outside [0, 1], a non-finite logit) sets a flag for its row, and the dispatcher then
-reruns the whole call on the array-API path, which raises the precise error or gives the exact
-+-inf limits. So the fast path and the reference path agree on every input by construction,
-and the kernels stay free of error handling.
-
-Accuracy matches the array-API path: the softmax normaliser is ``log1p`` of the terms below the
-row max, and the gradient at the label is ``a (1 - 1/K) - sum_{k != y} p_k``.
+Design note: a kernel is a leaf. It receives what the call plan settled (labels made safe, the
+reduction's per-example ``scale``, which is 0 for an ignored or weight-0 example), never raises
+and never re-derives an option. It writes the scaled loss ``scale * l`` (0 where scale is 0,
+even if ``l`` is inf) and the scaled gradient ``scale * dl/dz``. A row it cannot do exactly (a
+non-finite logit, a loss that overflows, a label out of range) gets ``flags[i] = 1``: the caller
+then answers the whole call on the array-API path, which gives the exact limit or the error.
+``fastmath`` allows only reassociation, which is what lets LLVM vectorise the sums; the
+arithmetic of ``vexp``/``vlog1p_unit`` is compiled apart, without it.
 """
 
 from __future__ import annotations
@@ -22,105 +24,158 @@ import math
 import numba
 from numba import prange
 
-OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy"}
+from .vmath import vexp, vlog1p_unit
+
+OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy",
+           "fastmath": {"reassoc"}}
+BLOCK = 512
 
 
 @numba.njit(**OPTIONS)
-def softmax_ce_rows(z, labels, keep, scale, smoothing, loss, grad, flags):
-    """Per row i: ``loss[i]`` (unweighted) and ``grad[i] = scale[i] * d loss_i / d z_i``.
+def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
+    """Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
+    ``with_grad``, ``grad[i] = scale[i] * (softmax(z_i) - y'_i)``; ``grad`` may be ``z`` itself.
 
-    ``grad`` may be ``z`` itself: each entry is read before it is written.
-
-    ``labels`` int64 in [0, K) where ``keep``; ``flags[i] = 1`` marks a row to redo on the
-    array-API path (label out of range, non-finite logit).
+    ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``.
+    Precision as the array-API path: the normaliser is ``log1p`` of the terms below the row max
+    (a sure row's tiny loss is not rounded to 0), and at the label the gradient is
+    ``a (1 - 1/K) - sum_{k != y} p_k`` (exact when ``p_y`` rounds to 1).
     """
     n, k = z.shape
     a = smoothing
     for i in prange(n):
         row = z[i]
         y = labels[i]
-        if keep[i] and (y < 0 or y >= k):
+        if y < 0 or y >= k or k == 0:
             flags[i] = 1
             continue
-        if not keep[i]:
-            y = 0
         m = row[0]
-        total = 0.0
+        poison = row[0] * 0  # stays 0 unless the row holds inf or NaN
         for j in range(k):
             m = max(m, row[j])
-            total += row[j]
-        if not math.isfinite(m) or not math.isfinite(total):
+            poison += row[j] * 0
+        if poison != 0 or not math.isfinite(m):
             flags[i] = 1
             continue
         z_y = row[y]  # read before the row is overwritten (grad may alias z)
-        below = 0.0  # sum of exp(z - m) over the entries below the max
-        ties = -1.0
-        rest = 0.0  # sum of exp(z - m) over the entries other than the label
-        shifted_sum = 0.0  # sum of (z - m): the smoothing term without cancelling against m
+        below = 0.0  # sum of exp(z - m) over entries below the max, in float64 from float32 blocks
+        ties = -1.0  # how many entries equal the max, less the one whose exp is the leading 1
+        shifted = 0.0  # sum of (z - m), for the smoothing term, without cancelling against m
         g = grad[i]
-        for j in range(k):
-            x = row[j]  # g may alias row: read the logit once, before writing its slot
-            shifted_sum += x - m
-            e = math.exp(x - m)
-            g[j] = e
-            if x < m:
-                below += e
-            else:
-                ties += 1.0
-            if j != y:
-                rest += e
+        for start in range(0, k, BLOCK):
+            stop = min(start + BLOCK, k)
+            block_below = row[0] * 0
+            block_ties = row[0] * 0
+            block_shifted = row[0] * 0
+            for j in range(start, stop):
+                d = row[j] - m  # g may alias row: read the logit once, before writing its slot
+                e = vexp(d)
+                if with_grad:
+                    g[j] = e
+                block_below += e if d < 0 else 0
+                block_ties += 1 if d >= 0 else 0
+                block_shifted += d
+            below += block_below
+            ties += block_ties
+            shifted += block_shifted
         log_norm = math.log1p(below + ties)
-        # lse - (1 - a) z_y - (a/K) sum z, written in shifted logits: exact 0 for a sure row
-        loss[i] = log_norm - (1.0 - a) * (z_y - m) - (a / k) * shifted_sum
+        # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
+        loss = log_norm - (1.0 - a) * (float(z_y) - float(m))
+        if a > 0:  # only then: a span beyond the dtype makes `shifted` -inf, and 0 * -inf is NaN
+            loss -= (a / k) * shifted
         s = scale[i]
-        inv = 1.0 / (1.0 + below + ties)
-        for j in range(k):
-            g[j] = s * (g[j] * inv - a / k)
-        # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
-        g[y] = s * (a * (1.0 - 1.0 / k) - rest * inv)
+        if not math.isfinite(loss):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = 0.0 if s == 0 else s * loss
+        if with_grad:
+            total = 1.0 + below + ties
+            inv = g.dtype.type(1.0 / total)
+            sw = g.dtype.type(s)
+            offset = g.dtype.type(a / k)
+            if s == 0:
+                for j in range(k):
+                    g[j] = 0
+            else:
+                for j in range(k):
+                    g[j] = sw * (g[j] * inv - offset)
+                # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
+                rest = below + ties if z_y >= m else below + ties + (1.0 - math.exp(float(z_y) - float(m)))
+                g[y] = sw * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)
 
 
 @numba.njit(**OPTIONS)
-def bce_rows(z, y, pos_weight, scale, smoothing, loss, grad, flags):
-    """Elementwise BCE-with-logits on ``[N, K]``: ``loss[i, j]`` unweighted, ``grad = scale * dl/dz``.
+def bce_logits_rows(z, y, pos_weight, scale, smoothing, scaled_loss, elements, grad, with_grad, flags):
+    """Sigmoid BCE on ``z [R, C]`` with targets ``y [R, C]`` in [0, 1] (any real dtype).
 
-    ``pos_weight`` has length K (ones when not given); ``scale`` is ``[N, K]`` or ``[N, 1]``.
+    ``pos_weight [C]``; ``scale [R, C]`` (each element an example), ``[R, 1]`` (each row one
+    example, its loss the sum over the row) or ``[1, 1]`` (one scale for all). ``scaled_loss[i]``
+    (float64) is the row's sum of ``scale * l``; when ``elements`` is ``[R, C]`` it also receives each ``scale * l``.
     """
-    n, k = z.shape
+    n, c = z.shape
     per_element = scale.shape[1] > 1
+    per_row = scale.shape[0] > 1
+    store = elements.shape[0] > 0
+    a = z.dtype.type(smoothing)
+    half_a = z.dtype.type(smoothing / 2)
     for i in prange(n):
-        for j in range(k):
-            t = y[i, j]
-            if not (t >= 0.0 and t <= 1.0) or not math.isfinite(z[i, j]):
-                flags[i] = 1
-                break
-            t = (1.0 - smoothing) * t + smoothing / 2.0
-            x = z[i, j]
-            e = math.exp(-abs(x))
-            soft = math.log1p(e)
-            pos = pos_weight[j] * t
-            neg = 1.0 - t
-            # -log sigmoid(x) = max(-x, 0) + log1p(e); -log(1 - sigmoid(x)) = max(x, 0) + log1p(e)
-            loss[i, j] = pos * (max(-x, 0.0) + soft) + neg * (max(x, 0.0) + soft)
-            inv = 1.0 / (1.0 + e)
-            s_pos = inv if x >= 0 else e * inv  # sigmoid(x)
-            s_neg = e * inv if x >= 0 else inv  # sigmoid(-x)
-            grad[i, j] = scale[i, j if per_element else 0] * (neg * s_pos - pos * s_neg)
+        row_total = 0.0
+        poison = z[i, 0] * 0 if c else z.dtype.type(0)
+        for start in range(0, c, BLOCK):
+            stop = min(start + BLOCK, c)
+            block = z.dtype.type(0)
+            for j in range(start, stop):
+                x = z[i, j]
+                poison += x * 0
+                t = (1 - a) * z.dtype.type(y[i, j]) + half_a
+                e = vexp(-abs(x))
+                soft = vlog1p_unit(e)
+                pos = pos_weight[j] * t
+                neg = 1 - t
+                # -log sigmoid(x) = max(-x, 0) + log1p(e); -log(1 - sigmoid(x)) = max(x, 0) + log1p(e)
+                loss = pos * (max(-x, 0) + soft) + neg * (max(x, 0) + soft)
+                s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
+                weighted = 0 if s == 0 else s * loss  # a weight-0 example adds 0, even if inf
+                block += weighted
+                if store:
+                    elements[i, j] = weighted
+                if with_grad:
+                    inv = 1 / (1 + e)
+                    s_pos = inv if x >= 0 else e * inv  # sigmoid(x), to full precision
+                    s_neg = e * inv if x >= 0 else inv  # sigmoid(-x)
+                    grad[i, j] = 0 if s == 0 else s * (neg * s_pos - pos * s_neg)
+            row_total += block
+        if poison != 0 or not math.isfinite(row_total):
+            flags[i] = 1
+        scaled_loss[i] = row_total
 
 
 @numba.njit(**OPTIONS)
-def squared_error_rows(pred, target, scale, loss, grad, flags):
-    """Per row: ``loss[i] = mean_j (pred - target)^2``, ``grad = scale[i] * 2 (pred - target) / K``."""
-    n, k = pred.shape
+def squared_error_rows(pred, target, scale, inv_count, scaled_loss, elements, grad, with_grad, flags):
+    """Squared error on ``pred [R, C]``: ``l = inv_count * sum_j (pred - target)^2`` per example,
+    ``grad = scale * 2 inv_count (pred - target)``. ``scale`` and outputs as :func:`bce_logits_rows`
+    (``inv_count`` is 1/D for rows of D values, 1 when each element is an example)."""
+    n, c = pred.shape
+    per_element = scale.shape[1] > 1
+    per_row = scale.shape[0] > 1
+    store = elements.shape[0] > 0
+    w = pred.dtype.type(inv_count)
+    two_w = pred.dtype.type(2 * inv_count)
     for i in prange(n):
-        acc = 0.0
-        factor = 2.0 * scale[i] / k
-        for j in range(k):
-            t = target[i, j]
-            if t != t:  # NaN target: the array-API path says so
-                flags[i] = 1
-                break
-            d = pred[i, j] - t
-            acc += d * d
-            grad[i, j] = factor * d
-        loss[i] = acc / k
+        row_total = 0.0
+        for start in range(0, c, BLOCK):
+            stop = min(start + BLOCK, c)
+            block = pred.dtype.type(0)
+            for j in range(start, stop):
+                d = pred[i, j] - pred.dtype.type(target[i, j])
+                s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
+                weighted = 0 if s == 0 else s * (w * (d * d))  # weight 0 adds 0, even if d^2 overflows
+                block += weighted
+                if store:
+                    elements[i, j] = weighted
+                if with_grad:
+                    grad[i, j] = 0 if s == 0 else (s * two_w) * d
+            row_total += block
+        if not math.isfinite(row_total):
+            flags[i] = 1
+        scaled_loss[i] = row_total

@@ -1,11 +1,12 @@
-"""The ``Loss`` object: one call path for value, gradient and Hessian diagonal.
+"""The ``Loss`` object: one call path, ``entry (checks) -> plan -> kernel -> result``.
 
 Design note: a subclass supplies only what is particular to it: how the target is checked and
-cast (``_prepare``), and the per-example loss with its derivative and second derivative with
-respect to each input element (``_terms``). Weights, the reduction rule, dtype handling
-(half precision computed in float32) and the scaling of the gradient live here, once, so the
-gradient is always that of the reduced value. The alternative of letting each loss reduce
-itself was rejected: it is how "mean" comes to mean different things in one library.
+resolved (``_prepare``, returning a :class:`~losskit.plan.Target`), the per-example loss with its
+derivatives on the array-API path (``_terms``), and, optionally, its compiled kernel
+(``_kernel``). Weights, the reduction rule, dtype handling (half precision computed in float32)
+and the scaling of the gradient are settled once, in :meth:`Loss.plan`, and every path consumes
+that plan. The alternative of letting each path derive them was how an option came to be written
+six times.
 """
 
 from __future__ import annotations
@@ -15,22 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _array, _checks
-from ..reduction import reduce
+from .. import reduction as _reduction
+from ..plan import Plan, Target
+from . import _compiled
+from .options import Options
 
 
 @dataclass
 class Terms:
-    """Per-example pieces a loss computes in the working dtype.
-
-    ``loss`` has the batch shape; ``grad`` / ``hess`` the (canonical) input shape, derivatives
-    of each example's own loss; ``weight`` is the loss's own batch-shaped weight (class
-    weights, 0 for ignored examples) or ``None``.
-    """
+    """Per-example pieces a loss computes in the working dtype: ``loss`` has the batch shape;
+    ``grad`` / ``hess`` the canonical input shape, derivatives of each example's own loss."""
 
     loss: Any
     grad: Any = None
     hess: Any = None
-    weight: Any = None
 
 
 class Loss(ABC):
@@ -39,7 +38,9 @@ class Loss(ABC):
     Call forms, each taking ``(input, target, *, weight=None, normalizer=None)``:
 
     * ``loss(input, target)`` -> the reduced value;
-    * ``loss.value_and_grad(input, target)`` -> ``(value, d value / d input)``;
+    * ``loss.value_and_grad(input, target, out=None)`` -> ``(value, d value / d input)``; with
+      ``out`` (an array of the input's shape, library and dtype, NumPy or torch; it may be the
+      input itself) the gradient is written there and ``out`` is returned;
     * ``loss.grad(input, target)`` -> ``d value / d input``;
     * ``loss.hessian_diag(input, target)`` -> the diagonal of ``d^2 value / d input^2``.
 
@@ -51,6 +52,21 @@ class Loss(ABC):
     input_name = "logits"
     #: True when one example spans the last axis of the (canonical) input
     reduces_last_axis = False
+    #: the record of this loss's options (validated at construction)
+    Options = Options
+
+    def __init__(self, **options: Any):
+        self.options = self.Options(**options)
+
+    def __getattr__(self, name: str):
+        options = self.__dict__.get("options")
+        if options is not None and name in options.__dataclass_fields__:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={v!r}" for k, v in self.options.as_dict().items())
+        return f"{type(self).__name__}({items})"
 
     def _spans_last_axis(self, ndim: int) -> bool:
         return self.reduces_last_axis
@@ -59,94 +75,24 @@ class Loss(ABC):
         """The input axis one example spans (the class or value axis) for an ``ndim``-D input,
         in the caller's layout; None when each element is an example. A framework layer uses it
         to spread a per-example upstream gradient over that axis."""
-        if hasattr(self, "axis"):
-            return self.axis % ndim
+        if "axis" in self.options.__dataclass_fields__:
+            return self.options.axis % ndim
         return ndim - 1 if ndim >= 1 and self._spans_last_axis(ndim) else None
-
-    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
-        self.reduction = _checks.reduction(reduction)
-        self.impl = _checks.impl(impl)
-
-    def __repr__(self) -> str:
-        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({options})"
 
     # -- the public call forms -------------------------------------------------------------
     def __call__(self, input, target, *, weight=None, normalizer=None):
-        return self._run(input, target, weight, normalizer, order=0)[0]
+        return self.compute(self.plan(input, target, weight=weight, normalizer=normalizer), 0)[0]
 
-    def value_and_grad(self, input, target, *, weight=None, normalizer=None):
-        value, grad, _ = self._run(input, target, weight, normalizer, order=1)
-        return value, grad
+    def value_and_grad(self, input, target, *, weight=None, normalizer=None, out=None):
+        if out is not None:
+            _compiled.check_out(out, input, self.input_name)
+        return self.compute(self.plan(input, target, weight=weight, normalizer=normalizer), 1, out)
 
     def grad(self, input, target, *, weight=None, normalizer=None):
-        return self._run(input, target, weight, normalizer, order=1)[1]
+        return self.value_and_grad(input, target, weight=weight, normalizer=normalizer)[1]
 
     def hessian_diag(self, input, target, *, weight=None, normalizer=None):
-        return self._run(input, target, weight, normalizer, order=2)[2]
-
-    # -- what a subclass supplies ------------------------------------------------------------
-    @abstractmethod
-    def _prepare(self, xp, input, target):
-        """Check ``target`` against ``input`` (canonical layout); return the target to use."""
-
-    @abstractmethod
-    def _terms(self, xp, input, target, order: int) -> Terms:
-        """Per-example loss and, up to ``order``, its elementwise derivatives."""
-
-    def _check_input(self, xp, input, source_dtype) -> None:  # noqa: B027 - optional hook
-        """Check the input's values (probabilities...); ``input`` is already in the working dtype.
-        Logits need no value check, so the default does nothing."""
-
-    def _canonical(self, xp, input, target):
-        """Move axes so the class axis (if any) is last. Returns ``(input, target, restore)``
-        with ``restore`` mapping a gradient back to the caller's layout (None: identity)."""
-        return input, target, None
-
-    # -- the one call path -----------------------------------------------------------------
-    def _run(self, input, target, weight, normalizer, order):
-        name = self.input_name
-        xp, arrays = _array.namespace(**{name: input, "target": target, "weight": weight})
-        input, target, weight = arrays[name], arrays["target"], arrays["weight"]
-        _checks.floating(xp, input, name)
-        normalizer = _checks.normalizer(normalizer)
-        if self.impl != "xp":
-            fast = _fast_path(self, xp, input, target, weight, normalizer, order)
-            if fast is not None:
-                return fast
-        original_dtype = input.dtype
-        terms, weight, spans, restore = self._per_example(xp, input, target, weight, order)
-        value, scale = reduce(xp, terms.loss, weight, self.reduction, normalizer)
-        value = xp.astype(value, original_dtype)
-        if order == 0:
-            return value, None, None
-        if spans and scale.ndim:
-            scale = scale[..., None]
-        derivative = terms.grad if order == 1 else terms.hess
-        if weight is not None:  # a weight-0 example contributes 0 even where its terms are inf
-            derivative = xp.where(scale == 0, xp.zeros_like(derivative), derivative)
-        scaled = scale * derivative
-        if restore is not None:
-            scaled = restore(scaled)
-        out = xp.astype(scaled, original_dtype)
-        return (value, out, None) if order == 1 else (value, None, out)
-
-    def _per_example(self, xp, input, target, weight, order):
-        """Checked, canonical per-example terms and the full example weight (or None)."""
-        source_dtype = input.dtype
-        work = _array.compute_dtype(xp, input.dtype)
-        if work != input.dtype:
-            input = xp.astype(input, work)
-        input, target, restore = self._canonical(xp, input, target)
-        self._check_input(xp, input, source_dtype)
-        target = self._prepare(xp, input, target)
-        spans = self._spans_last_axis(input.ndim)
-        batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
-        weight = self._example_weight(xp, weight, batch_shape, work)
-        terms = self._terms(xp, input, target, order)
-        if terms.weight is not None:
-            weight = terms.weight if weight is None else weight * terms.weight
-        return terms, weight, spans, restore
+        return self.compute(self.plan(input, target, weight=weight, normalizer=normalizer), 2)[1]
 
     def sum_and_weight(self, input, target, *, weight=None):
         r"""``(sum_i w_i l_i, sum_i w_i)``: the two parts of ``"mean"``, for combining partial results.
@@ -161,34 +107,113 @@ class Loss(ABC):
         >>> round(float(total / w), 6)
         0.693147
         """
-        xp, arrays = _array.namespace(**{self.input_name: input, "target": target, "weight": weight})
-        input = arrays[self.input_name]
-        _checks.floating(xp, input, self.input_name)
-        terms, weight, _, _ = self._per_example(xp, input, arrays["target"], arrays["weight"], 0)
-        total, _ = reduce(xp, terms.loss, weight, "sum")
-        count = xp.sum(weight) if weight is not None else \
-            xp.asarray(float(_array.size(terms.loss)), dtype=terms.loss.dtype, device=_array.device(input))
-        return xp.astype(total, input.dtype), xp.astype(count, input.dtype)
+        plan = self.plan(input, target, weight=weight, reduction="sum")
+        total = self.compute(plan, 0)[0]
+        xp = plan.xp
+        n_examples = 1
+        for s in plan.batch_shape:
+            n_examples *= s
+        count = xp.sum(plan.weight) if plan.weight is not None else \
+            xp.asarray(float(n_examples), dtype=plan.input.dtype, device=_array.device(plan.input))
+        return total, xp.astype(count, plan.dtype)
 
-    @staticmethod
-    def _example_weight(xp, weight, batch_shape, work):
-        if weight is None:
-            return None
-        if not xp.isdtype(weight.dtype, ("real floating", "integral")):
-            raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
-        _checks.same_shape("weight", weight, "one value per example", batch_shape)
-        weight = xp.astype(weight, work)
-        _checks.non_negative(xp, weight, "weight")
-        return weight
+    # -- what a subclass supplies ------------------------------------------------------------
+    @abstractmethod
+    def _prepare(self, xp, input, target) -> Target:
+        """Check ``target`` against ``input`` (canonical layout) and resolve it."""
+
+    @abstractmethod
+    def _terms(self, plan: Plan, order: int) -> Terms:
+        """Per-example loss and, up to ``order``, its elementwise derivatives (array-API path)."""
+
+    def _kernel(self, plan: Plan, host: dict, with_grad: bool):
+        """This loss's compiled kernel on the plan's host (NumPy) arrays: ``(scaled_loss, grad)``,
+        or None when a row was flagged. Only losses with a kernel override it."""
+        return _compiled.UNHANDLED
+
+    def _check_input(self, xp, input, source_dtype) -> None:  # noqa: B027 - optional hook
+        """Check the input's values (probabilities...); ``input`` is already in the working dtype."""
+
+    def _canonical(self, xp, input, target):
+        """Move axes so the class axis (if any) is last. Returns ``(input, target, restore)``
+        with ``restore`` mapping a gradient back to the caller's layout (None: identity)."""
+        return input, target, None
+
+    # -- entry -> plan ---------------------------------------------------------------------
+    def plan(self, input, target, *, weight=None, normalizer=None, reduction: str | None = None) -> Plan:
+        """Check a call's arguments and resolve it into a :class:`~losskit.plan.Plan`."""
+        name = self.input_name
+        for arg, value in ((name, input), ("target", target)):
+            if value is None:
+                raise _checks.fail(arg, "an array", "None")
+        xp, arrays = _array.namespace(**{name: input, "target": target, "weight": weight})
+        input, target, weight = arrays[name], arrays["target"], arrays["weight"]
+        _checks.floating(xp, input, name)
+        normalizer = _checks.normalizer(normalizer)
+        source_dtype = input.dtype
+        work = _array.compute_dtype(xp, input.dtype)
+        if work != input.dtype:
+            input = xp.astype(input, work)
+        input, target, restore = self._canonical(xp, input, target)
+        self._check_input(xp, input, source_dtype)
+        resolved = self._prepare(xp, input, target)
+        spans = self._spans_last_axis(input.ndim)
+        batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
+        weight = _example_weight(xp, weight, batch_shape, work)
+        if resolved.weight is not None:
+            weight = resolved.weight if weight is None else weight * resolved.weight
+        n_examples = 1
+        for s in batch_shape:
+            n_examples *= s
+        reduction_ = self.reduction if reduction is None else reduction
+        scale, denominator = _reduction.scale(xp, weight, n_examples, reduction_, normalizer, input)
+        return Plan(xp=xp, input=input, dtype=source_dtype, target=resolved, weight=weight, scale=scale,
+                    denominator=denominator, reduction=reduction_,
+                    smoothing=getattr(self.options, "label_smoothing", 0.0), spans_last_axis=spans,
+                    restore=restore)
+
+    # -- plan -> kernel -> result ----------------------------------------------------------
+    def compute(self, plan: Plan, order: int, out=None):
+        """``(value, derivative)`` of a plan: the gradient for ``order`` 1, the Hessian diagonal for 2
+        (None for 0). The compiled kernel where one takes the call, else :meth:`reference`."""
+        result = _compiled.UNHANDLED
+        if self.options.impl != "xp" and order < 2:
+            result = _compiled.run(self, plan, order == 1, out)
+        if result is _compiled.UNHANDLED and self.options.impl == "fused":
+            raise _checks.fail("impl", '"auto" or "xp" for this call (no compiled kernel handles it: '
+                               'NumPy or torch CPU float32/float64 value or gradient of a loss with a '
+                               'kernel, numba installed)', '"fused"')
+        if result is None or result is _compiled.UNHANDLED:  # flagged rows, or no kernel: the reference
+            result = self.reference(plan, order)
+            if out is not None and order == 1:
+                out[...] = result[1]
+                result = (result[0], out)
+        return result
+
+    def reference(self, plan: Plan, order: int):
+        """The array-API path, on any backend: the reference every other path equals."""
+        xp = plan.xp
+        terms = self._terms(plan, order)
+        value = xp.astype(_reduction.combine(xp, terms.loss, plan.weight, plan.scale, plan.reduction),
+                          plan.dtype)
+        if order == 0:
+            return value, None
+        scale = plan.scale[..., None] if plan.spans_last_axis and plan.scale.ndim else plan.scale
+        derivative = terms.grad if order == 1 else terms.hess
+        if plan.weight is not None:  # a weight-0 example contributes 0 even where its terms are inf
+            derivative = xp.where(scale == 0, xp.zeros_like(derivative), derivative)
+        scaled = scale * derivative
+        if plan.restore is not None:
+            scaled = plan.restore(scaled)
+        return value, xp.astype(scaled, plan.dtype)
 
 
-def _fast_path(loss, xp, input, target, weight, normalizer, order):
-    """The compiled kernels of :mod:`losskit.fused` for NumPy float32/float64 input, or None.
-
-    None means "not handled here": another library, another dtype, an option the kernels do
-    not cover, or no compiler installed; the array-API path then runs. ``impl="fused"``
-    turns the last case into an error instead of a silent fallback.
-    """
-    from .. import fused
-
-    return fused.fast_path(loss, xp, input, target, weight, normalizer, order)
+def _example_weight(xp, weight, batch_shape, work):
+    if weight is None:
+        return None
+    if not xp.isdtype(weight.dtype, ("real floating", "integral")):
+        raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
+    _checks.same_shape("weight", weight, "one value per example", batch_shape)
+    weight = xp.astype(weight, work)
+    _checks.non_negative(xp, weight, "weight")
+    return weight

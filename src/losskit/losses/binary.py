@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from .. import _array, _checks
 from ..activations import log_sigmoid_xp, sigmoid_xp
+from ..plan import Target
+from . import _compiled
 from .base import Loss, Terms
+from .options import BinaryOptions
 
 LOG_FLOOR = -100.0
 PROB_EPS = 1e-12
@@ -55,25 +58,25 @@ def bce_logits_terms(xp, z, y, pos_weight, order):
 
 
 class _BinaryBase(Loss):
+    Options = BinaryOptions
+
     def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
                  impl: str = "auto"):
-        super().__init__(reduction=reduction, impl=impl)
-        self.label_smoothing = _checks.label_smoothing(label_smoothing)
-        if pos_weight is not None and not _array.is_array(pos_weight):
-            _checks.non_negative_number_or_list(pos_weight, "pos_weight")
-        self.pos_weight = pos_weight
+        super().__init__(pos_weight=pos_weight, label_smoothing=label_smoothing, reduction=reduction,
+                         impl=impl)
 
-    def _prepare(self, xp, input, target):
+    def _prepare(self, xp, input, target) -> Target:
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
         if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", "a real or integer array of 0/1 or probabilities",
                                f"dtype {target.dtype}")
         target = xp.astype(target, input.dtype)
         _checks.in_unit_interval(xp, target, "target")
-        return target
+        return Target(dense=target, pos_weight=self._pos_weight(xp, input))
 
-    def _smoothed(self, target):
-        a = self.label_smoothing
+    @staticmethod
+    def _smoothed(plan):
+        a, target = plan.smoothing, plan.target.dense
         return target if a == 0 else (1 - a) * target + a / 2
 
     def _pos_weight(self, xp, input):
@@ -98,9 +101,11 @@ class BinaryCrossEntropyWithLogits(_BinaryBase):
     Edges: finite for every finite z; at z = +-inf the exact limit (0 or +inf loss).
     """
 
-    def _terms(self, xp, input, target, order):
-        loss, grad, hess = bce_logits_terms(xp, input, self._smoothed(target),
-                                            self._pos_weight(xp, input), order)
+    _kernel = staticmethod(_compiled.bce_logits)
+
+    def _terms(self, plan, order):
+        loss, grad, hess = bce_logits_terms(plan.xp, plan.input, self._smoothed(plan), plan.target.pos_weight,
+                                            order)
         return Terms(loss, grad, hess)
 
 
@@ -118,9 +123,9 @@ class BinaryCrossEntropy(_BinaryBase):
     def _check_input(self, xp, input, source_dtype):
         _checks.in_unit_interval(xp, input, "probs", _PROBS_HINT)
 
-    def _terms(self, xp, input, target, order):
-        y = self._smoothed(target)
-        pw = self._pos_weight(xp, input)
+    def _terms(self, plan, order):
+        xp, input, pw = plan.xp, plan.input, plan.target.pos_weight
+        y = self._smoothed(plan)
         pos = y if pw is None else pw * y
         neg = 1 - y
         log_p = floored_log(xp, input)

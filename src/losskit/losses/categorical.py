@@ -20,8 +20,11 @@ from __future__ import annotations
 
 from .. import _array, _checks
 from ..activations import log_softmax_xp
+from ..plan import Target
+from . import _compiled
 from .base import Loss, Terms
 from .binary import PROB_EPS, floored_log
+from .options import CategoricalOptions
 
 _PROBS_HINT = ("probs must be a distribution over the class axis; for raw scores use "
                "softmax_cross_entropy")
@@ -29,18 +32,12 @@ _PROBS_HINT = ("probs must be a distribution over the class axis; for raw scores
 
 class _CategoricalBase(Loss):
     reduces_last_axis = True
+    Options = CategoricalOptions
 
     def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None,
                  label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(reduction=reduction, impl=impl)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise _checks.fail("axis", "an int", repr(axis))
-        self.axis = axis
-        if class_weight is not None and not _array.is_array(class_weight):
-            _checks.non_negative_number_or_list(class_weight, "class_weight")
-        self.class_weight = class_weight
-        self.ignore_index = _checks.ignore_index(ignore_index)
-        self.label_smoothing = _checks.label_smoothing(label_smoothing)
+        super().__init__(axis=axis, class_weight=class_weight, ignore_index=ignore_index,
+                         label_smoothing=label_smoothing, reduction=reduction, impl=impl)
 
     # the class axis is moved last on the way in and back on the way out
     def _canonical(self, xp, input, target):
@@ -54,14 +51,18 @@ class _CategoricalBase(Loss):
                 xp.moveaxis(target, axis, -1) if is_dense else target,
                 lambda grad: xp.moveaxis(grad, -1, axis))
 
-    def _prepare(self, xp, input, target):
+    def _prepare(self, xp, input, target) -> Target:
         n_classes = input.shape[-1]
         batch = tuple(input.shape[:-1])
+        if n_classes == 0:
+            raise _checks.fail(self.input_name, "at least one class along the class axis",
+                               f"shape {tuple(input.shape)} (K = 0)")
         if xp.isdtype(target.dtype, "integral"):
             if tuple(target.shape) != batch:
                 raise self._shape_error(target, input)
             _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
-            return target
+            return label_target(xp, target, self._class_weight_array(xp, input), self.ignore_index,
+                                input.dtype)
         if target.dtype == xp.bool or xp.isdtype(target.dtype, "real floating"):
             if tuple(target.shape) != tuple(input.shape):
                 raise self._shape_error(target, input)
@@ -72,7 +73,8 @@ class _CategoricalBase(Loss):
             target = xp.astype(target, input.dtype)
             _checks.in_unit_interval(xp, target, "target")
             _checks.rows_sum_to_one(xp, target, "target")
-            return target
+            cw = self._class_weight_array(xp, input)
+            return Target(dense=target, weight=None if cw is None else xp.sum(target * cw, axis=-1))
         raise _checks.fail("target", "integer class indices or float class probabilities",
                            f"dtype {target.dtype}")
 
@@ -97,25 +99,6 @@ class _CategoricalBase(Loss):
         _checks.non_negative(xp, cw, "class_weight")
         return cw
 
-    def _example_and_class_weight(self, xp, input, target):
-        """Return ``(labels, mask, weight)``: safe labels and one-hot mask (integer targets),
-        and the batch-shaped weight from class weights and ignored labels (or None)."""
-        cw = self._class_weight_array(xp, input)
-        if not xp.isdtype(target.dtype, "integral"):
-            return None, None, (None if cw is None else xp.sum(target * cw, axis=-1))
-        labels, keep = target, None
-        if self.ignore_index is not None:
-            keep = target != self.ignore_index
-            labels = xp.where(keep, target, xp.zeros_like(target))
-        mask = _array.one_hot(xp, labels, input.shape[-1], xp.bool)
-        weight = None
-        if cw is not None:
-            weight = _array.take_class(xp, xp.broadcast_to(cw, input.shape), labels)
-        if keep is not None:
-            keep = xp.astype(keep, input.dtype)
-            weight = keep if weight is None else weight * keep
-        return labels, mask, weight
-
     def _dense_target(self, xp, input, target, mask):
         """The smoothed target ``y'`` as a dense array of the input's shape."""
         a = self.label_smoothing
@@ -126,9 +109,36 @@ class _CategoricalBase(Loss):
         return target if a == 0 else (1 - a) * target + a / n_classes
 
 
+def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
+    """The meaning of integer labels with ``class_weight [K]`` and ``ignore_index``, for every
+    loss that takes them (softmax CE, the linear CE): safe labels, keep mask, example weight."""
+    labels, keep = target, None
+    if ignore_index is not None:
+        keep = target != ignore_index
+        labels = xp.where(keep, target, xp.zeros_like(target))
+    weight = None
+    if class_weight is not None:
+        weight = xp.take(class_weight, xp.reshape(xp.astype(labels, xp.int64), (-1,)), axis=0)
+        weight = xp.reshape(weight, tuple(labels.shape))
+    if keep is not None:
+        keep_w = xp.astype(keep, dtype)
+        weight = keep_w if weight is None else weight * keep_w
+    return Target(labels=labels, keep=keep, weight=weight)
+
+
 def _weighted_sum(xp, coef, log_p):
     """``-sum_k coef_k log_p_k`` over the class axis, with 0 where ``coef`` is 0."""
     return -xp.sum(coef * xp.where(coef == 0, xp.zeros_like(log_p), log_p), axis=-1)
+
+
+def _mean_surprisal(xp, z, log_p):
+    """``-mean_k log_p_k``, finite whenever it is: a row whose logits span more than the dtype's
+    range makes ``z - max`` overflow to -inf, so such rows are taken as ``lse - mean_k z_k``
+    with the mean summed from ``z_k / K`` (no intermediate overflows)."""
+    plain = -xp.mean(log_p, axis=-1)
+    lse = xp.max(z, axis=-1) - xp.max(log_p, axis=-1)  # the max entry's log_p is -log_normalizer
+    safe = lse - xp.sum(z / z.shape[-1], axis=-1)
+    return xp.where(xp.isfinite(plain), plain, safe)
 
 
 class SoftmaxCrossEntropy(_CategoricalBase):
@@ -141,16 +151,19 @@ class SoftmaxCrossEntropy(_CategoricalBase):
     (``ignore_index``) gives weight 0, so loss 0 and gradient 0 for that example.
     """
 
-    def _terms(self, xp, input, target, order):
-        labels, mask, weight = self._example_and_class_weight(xp, input, target)
+    _kernel = staticmethod(_compiled.softmax_ce)
+
+    def _terms(self, plan, order):
+        xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
+        mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
         log_p = log_softmax_xp(xp, input)
-        a = self.label_smoothing
+        a = plan.smoothing
         if mask is None:
             loss = _weighted_sum(xp, self._dense_target(xp, input, target, mask), log_p)
         else:
             loss = -_array.take_class(xp, log_p, labels)
             if a > 0:  # y' = (1 - a) one_hot + a/K, without building it
-                loss = (1 - a) * loss - (a / input.shape[-1]) * xp.sum(log_p, axis=-1)
+                loss = (1 - a) * loss + a * _mean_surprisal(xp, input, log_p)
         grad = hess = None
         if order >= 1:
             p = xp.exp(log_p)
@@ -167,7 +180,7 @@ class SoftmaxCrossEntropy(_CategoricalBase):
                 grad = xp.where(mask, a * (1 - 1 / n_classes) - rest, p - a / n_classes)
             else:
                 hess = p * (1 - p)
-        return Terms(loss, grad, hess, weight)
+        return Terms(loss, grad, hess)
 
 
 class CategoricalCrossEntropy(_CategoricalBase):
@@ -186,8 +199,9 @@ class CategoricalCrossEntropy(_CategoricalBase):
         # half-precision probabilities each carry a rounding of eps/2: their sum, up to eps
         _checks.rows_sum_to_one(xp, input, "probs", _PROBS_HINT, slack=float(xp.finfo(source_dtype).eps))
 
-    def _terms(self, xp, input, target, order):
-        labels, mask, weight = self._example_and_class_weight(xp, input, target)
+    def _terms(self, plan, order):
+        xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
+        mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
         log_p = floored_log(xp, input)  # PyTorch's floor: log(0) -> -100
         y = self._dense_target(xp, input, target, mask)
         loss = _weighted_sum(xp, y, log_p)
@@ -199,7 +213,7 @@ class CategoricalCrossEntropy(_CategoricalBase):
                 grad = -y / p
             else:
                 hess = y / (p * p)
-        return Terms(loss, grad, hess, weight)
+        return Terms(loss, grad, hess)
 
 
 _DOC_OPTIONS = """

@@ -11,6 +11,7 @@ this is the seed's "binary cross-entropy summed over the K labels".
 from __future__ import annotations
 
 from .. import _checks
+from . import _compiled
 from .base import Terms
 from .binary import _BinaryBase, bce_logits_terms
 
@@ -25,15 +26,17 @@ class MultilabelCrossEntropy(_BinaryBase):
 
     reduces_last_axis = True
 
+    _kernel = staticmethod(_compiled.bce_logits)
+
     def _prepare(self, xp, input, target):
         if input.ndim == 0:
             raise _checks.fail("logits", "an array with a label axis [..., K]", "a 0-d array")
         return super()._prepare(xp, input, target)
 
-    def _terms(self, xp, input, target, order):
-        loss, grad, hess = bce_logits_terms(xp, input, self._smoothed(target),
-                                            self._pos_weight(xp, input), order)
-        return Terms(xp.sum(loss, axis=-1), grad, hess)
+    def _terms(self, plan, order):
+        loss, grad, hess = bce_logits_terms(plan.xp, plan.input, self._smoothed(plan), plan.target.pos_weight,
+                                            order)
+        return Terms(plan.xp.sum(loss, axis=-1), grad, hess)
 
 
 def multilabel_cross_entropy(logits, target, *, weight=None, pos_weight=None,

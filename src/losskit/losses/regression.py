@@ -10,6 +10,8 @@ values per example along its last axis, averaged as Keras and scikit-learn do, s
 from __future__ import annotations
 
 from .. import _checks
+from ..plan import Target
+from . import _compiled
 from .base import Loss, Terms
 
 
@@ -22,6 +24,7 @@ class MeanSquaredError(Loss):
     """
 
     input_name = "predictions"
+    _kernel = staticmethod(_compiled.squared_error)
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__(reduction=reduction, impl=impl)
@@ -30,15 +33,19 @@ class MeanSquaredError(Loss):
         return ndim >= 2  # a 1-D input is N examples of one value each
 
     def _prepare(self, xp, input, target):
+        if input.ndim >= 2 and input.shape[-1] == 0:  # a mean over no values has no value
+            raise _checks.fail(self.input_name, "at least one value per example along the last axis",
+                               f"shape {tuple(input.shape)}")
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
         if not xp.isdtype(target.dtype, ("real floating", "integral")):
             raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
         target = xp.astype(target, input.dtype)
         _checks.no_nan(xp, target, "target")
-        return target
+        return Target(dense=target)
 
-    def _terms(self, xp, input, target, order):
-        error = input - target
+    def _terms(self, plan, order):
+        xp, input = plan.xp, plan.input
+        error = input - plan.target.dense
         size = input.shape[-1] if input.ndim >= 2 else 1
         loss = error * error
         if input.ndim >= 2:

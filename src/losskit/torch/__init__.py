@@ -2,24 +2,22 @@
 
 Import it explicitly (``import losskit.torch``); ``import losskit`` never imports torch.
 
-Design note: each loss is a ``torch.autograd.Function`` (forward + setup_context, built once
-at import) around ``torch.library`` custom ops, ``losskit::loss_value`` and
-``losskit::loss_grad``, that run the core on the tensors. Custom ops are opaque to
-``torch.compile``: the core's value checks (which read tensor values) run eagerly inside them,
-and ``torch.compile(fullgraph=True)`` traces a model that uses these losses without a graph
-break. The Function saves only the input, target and weight, tensors autograd keeps alive
-anyway, and recomputes the gradient in backward: no softmax or gradient buffer is held
-between forward and backward (PyTorch's ``cross_entropy`` keeps a log-softmax of the logits'
-size). The price is a second log-sum-exp pass in backward.
+Design note: a loss is one ``torch.library`` custom op, ``losskit::value_and_grad``, that resolves
+the call into the core's plan and returns the value and the gradient from one sweep: on CPU
+tensors the compiled kernels, through zero-copy views of the tensors' memory; on other devices
+(CUDA) the torch-native kernels of :mod:`losskit.torch._native`; the core's array-API path only
+for rows that hold +-inf (exact limits). Its registered autograd saves that gradient (one buffer
+of the input's size, as ``F.cross_entropy`` keeps its log-softmax) and backward scales it by the
+upstream gradient: no second pass. When the input does not require grad only the value is
+computed (``losskit::loss_value``). Custom ops are opaque to ``torch.compile``: the core's value
+checks run eagerly inside them, and ``torch.compile(fullgraph=True)`` traces a model that uses
+these losses without a graph break.
 
 Second order: double backward works (``create_graph=True``: gradient penalties, Hessian-vector
-products, MAML-style meta-gradients). The backward of the gradient op is a third custom op,
-``losskit::loss_hvp``, with the analytic Hessian-vector product: ``hessian_diag * v`` for the
-losses whose Hessian is diagonal (every element's loss depends on that element alone), and
-``c_i t_i (p * v - p <p, v>)`` per example for softmax cross-entropy. Third and higher
-derivatives raise a RuntimeError that says so; the alternative, a backward written in
-differentiable torch ops, would have put the core's expression (about 35 passes) into the
-autograd graph of every training step to serve a rare third derivative.
+products). The backward of the gradient output is a third custom op, ``losskit::loss_hvp``, with
+the analytic Hessian-vector product: ``hessian_diag * v`` for the losses whose Hessian is diagonal
+(every element's loss depends on that element alone), and ``c_i t_i (p * v - p <p, v>)`` per
+example for softmax cross-entropy. Third and higher derivatives raise a RuntimeError that says so.
 """
 
 from __future__ import annotations
@@ -36,12 +34,12 @@ from .. import _checks
 from .. import heads as _heads
 from ..activations import softmax_xp
 from ..losses import REGISTRY
-from ..reduction import reduce
+from . import _native
 
 __all__ = [
     "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CategoricalCrossEntropy",
     "SoftmaxCrossEntropy", "MultilabelCrossEntropy", "MeanSquaredError",
-    "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "LossFunction",
+    "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead",
 ]
 
 _THIRD_ORDER = ("losskit.torch: third and higher derivatives through a losskit loss are not supported "
@@ -69,13 +67,26 @@ def _encode_options(options: dict) -> str:
 @functools.lru_cache(maxsize=256)
 def _core_loss(name: str, options: str):
     cls, _ = REGISTRY[name]
-    return cls(impl="xp", **json.loads(options))
+    return cls(**json.loads(options))
+
+
+def _value_and_grad(loss, input, target, weight, normalizer, with_grad: bool):
+    """The core's plan, then the compiled kernels (CPU), the torch-native kernels (other devices)
+    or the reference path (rows with +-inf)."""
+    plan = loss.plan(input, target, weight=weight, normalizer=normalizer)
+    order = 1 if with_grad else 0
+    if input.device.type != "cpu":
+        native = _native.value_and_grad(loss, plan, with_grad)
+        if native is not None:
+            return native
+        return loss.reference(plan, order)
+    return loss.compute(plan, order)
 
 
 @torch.library.custom_op("losskit::loss_value", mutates_args=())
 def _loss_value(name: str, options: str, input: Tensor, target: Tensor, weight: Tensor | None,
                 normalizer: float | None) -> Tensor:
-    value = _core_loss(name, options)(input, target, weight=weight, normalizer=normalizer)
+    value = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, False)[0]
     return value.clone() if value is input else value
 
 
@@ -87,30 +98,42 @@ def _loss_value_fake(name, options, input, target, weight, normalizer):
     return input.new_empty(_batch_shape(loss, input.shape))
 
 
-@torch.library.custom_op("losskit::loss_grad", mutates_args=())
-def _loss_grad(name: str, options: str, input: Tensor, target: Tensor, weight: Tensor | None,
-               normalizer: float | None) -> Tensor:
-    return _core_loss(name, options).grad(input, target, weight=weight, normalizer=normalizer)
+@torch.library.custom_op("losskit::value_and_grad", mutates_args=())
+def _loss_value_and_grad(name: str, options: str, input: Tensor, target: Tensor, weight: Tensor | None,
+                         normalizer: float | None) -> tuple[Tensor, Tensor]:
+    value, grad = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, True)
+    return value, grad
 
 
-@_loss_grad.register_fake
-def _loss_grad_fake(name, options, input, target, weight, normalizer):
-    return torch.empty_like(input)
+@_loss_value_and_grad.register_fake
+def _loss_value_and_grad_fake(name, options, input, target, weight, normalizer):
+    return _loss_value_fake(name, options, input, target, weight, normalizer), torch.empty_like(input)
 
 
-def _loss_grad_setup(ctx, inputs, output):
+def _setup(ctx, inputs, output):
     name, options, input, target, weight, normalizer = inputs
     ctx.name, ctx.options, ctx.normalizer = name, options, normalizer
-    ctx.save_for_backward(input, target, weight)
+    ctx.save_for_backward(input, target, weight, output[1])
+    ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros
 
 
-def _loss_grad_backward(ctx, vector):
-    input, target, weight = ctx.saved_tensors
-    hvp = _loss_hvp(ctx.name, ctx.options, input, target, weight, ctx.normalizer, vector)
-    return None, None, hvp, None, None, None
+def _backward(ctx, upstream, upstream_of_grad):
+    """``d/d input`` of ``<upstream, value> + <upstream_of_grad, grad>``: the saved gradient times the
+    upstream value, plus the Hessian-vector product when a double backward asks for it."""
+    input, target, weight, grad = ctx.saved_tensors
+    result = None
+    if upstream is not None:
+        if upstream.ndim:  # reduction="none": one upstream value per example
+            axis = _core_loss(ctx.name, ctx.options).example_axis(input.ndim)
+            upstream = upstream if axis is None else upstream.unsqueeze(axis)
+        result = grad * upstream
+    if upstream_of_grad is not None:
+        hvp = _loss_hvp(ctx.name, ctx.options, input, target, weight, ctx.normalizer, upstream_of_grad)
+        result = hvp if result is None else result + hvp
+    return None, None, result, None, None, None
 
 
-torch.library.register_autograd("losskit::loss_grad", _loss_grad_backward, setup_context=_loss_grad_setup)
+torch.library.register_autograd("losskit::value_and_grad", _backward, setup_context=_setup)
 
 
 @torch.library.custom_op("losskit::loss_hvp", mutates_args=())
@@ -152,12 +175,11 @@ def _softmax_ce_hvp(loss, input, target, weight, normalizer, vector):
     r"""Softmax CE: with :math:`g_i = c_i (t_i p_i - y'_i)`, :math:`H_i = c_i t_i (\mathrm{diag}(p_i) -
     p_i p_i^T)`, where :math:`c_i` is the reduction's scale of example i (weights included) and
     :math:`t_i = \sum_k y'_{ik}` (1 for integer labels)."""
-    xp = array_namespace(input)
+    xp = _XP
     work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
     z = input.to(work)
     axis = loss.example_axis(z.ndim)
-    terms, example_weight, _, _ = loss._per_example(xp, z, target, weight, 0)
-    _, scale = reduce(xp, terms.loss, example_weight, loss.reduction, normalizer)
+    scale = loss.plan(z, target, weight=weight, normalizer=normalizer).scale
     if target.ndim == input.ndim:  # probabilities: t = (1 - a) sum_k y_k + a
         a = loss.label_smoothing
         scale = scale * ((1 - a) * target.to(work).sum(axis) + a)
@@ -179,35 +201,10 @@ def _batch_shape(loss, shape) -> tuple:
     return tuple(shape) if axis is None else tuple(s for i, s in enumerate(shape) if i != axis)
 
 
-class LossFunction(torch.autograd.Function):
-    """``LossFunction.apply(name, options, input, target, weight, normalizer)``: a registered core loss
-    with losskit's analytic backward. Gradients flow to ``input`` only (not to targets or weights)."""
-
-    @staticmethod
-    def forward(name, options, input, target, weight, normalizer):
-        return _loss_value(name, options, input, target, weight, normalizer)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        name, options, input, target, weight, normalizer = inputs
-        ctx.name, ctx.options, ctx.normalizer = name, options, normalizer
-        ctx.save_for_backward(input, target, weight)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
-        grad = _loss_grad(ctx.name, ctx.options, input, target, weight, ctx.normalizer)
-        if grad_output.ndim:  # reduction="none": one upstream value per example
-            axis = _core_loss(ctx.name, ctx.options).example_axis(input.ndim)
-            grad_output = grad_output if axis is None else grad_output.unsqueeze(axis)
-        return None, None, grad * grad_output, None, None, None
-
-
-def _apply(name, core, options, input, target, weight, normalizer):
-    """The torch-native softmax CE where it applies (see _softmax_ce), else the generic Function."""
-    if name == _softmax_ce.NAME and _softmax_ce.applies(core, input, target):
-        return _softmax_ce.SoftmaxCEFunction.apply(options, input, target, weight, normalizer)[0]
-    return LossFunction.apply(name, options, input, target, weight, normalizer)
+def _apply(name, options, input, target, weight, normalizer):
+    if input.requires_grad and torch.is_grad_enabled():
+        return _loss_value_and_grad(name, options, input, target, weight, normalizer)[0]
+    return _loss_value(name, options, input, target, weight, normalizer)
 
 
 def _no_grad_to(target, weight) -> None:
@@ -234,13 +231,13 @@ class _LossModule(nn.Module):
 
     def __init__(self, **options: Any):
         super().__init__()
-        self.core = REGISTRY[self._name][0](impl="xp", **options)  # validates the options now
-        self._options = _encode_options(_loss_options(self.core))
+        self.core = REGISTRY[self._name][0](**options)  # validates the options now
+        self._options = _encode_options(self.core.options.as_dict())
 
     def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
         _no_grad_to(target, weight)
-        return _apply(self._name, self.core, self._options, input, target, weight, _normalizer(normalizer))
+        return _apply(self._name, self._options, input, target, weight, _normalizer(normalizer))
 
     def extra_repr(self) -> str:
         return self._options
@@ -272,7 +269,7 @@ class _HeadModule(nn.Module):
         super().__init__()
         self.head = self._core_cls(*args, **options)
         self._name = _registry_name(self.head.loss_object)
-        self._options = _encode_options(_loss_options(self.head.loss_object))
+        self._options = _encode_options(self.head.loss_object.options.as_dict())
 
     @property
     def units(self) -> int:
@@ -283,8 +280,7 @@ class _HeadModule(nn.Module):
         _no_grad_to(target, weight)
         # the head's own layout rules ((N, 1) logits for one unit...); reshapes stay differentiable
         logits, target, _ = self.head._align(_XP, logits, target)
-        return _apply(self._name, self.head.loss_object, self._options, logits, target, weight,
-                      _normalizer(normalizer))
+        return _apply(self._name, self._options, logits, target, weight, _normalizer(normalizer))
 
     def activation(self, logits: Tensor) -> Tensor:
         return self.head.activation(logits)
@@ -303,11 +299,6 @@ def _registry_name(loss) -> str:
     raise TypeError(f"no registered loss for {type(loss).__name__}")
 
 
-def _loss_options(loss) -> dict:
-    """The options a core loss was built with (its public attributes), to rebuild it in the ops."""
-    return {k: v for k, v in vars(loss).items() if not k.startswith("_") and k != "impl"}
-
-
 def _head_module(core_cls: type) -> type:
     doc = (f"``nn.Module`` form of :class:`losskit.{core_cls.__name__}`: ``forward(logits, target)`` "
            f"is the head's loss with losskit's analytic backward.\n\n    " + (core_cls.__doc__ or ""))
@@ -320,5 +311,3 @@ MulticlassHead = _head_module(_heads.MulticlassHead)
 MultilabelHead = _head_module(_heads.MultilabelHead)
 RegressionHead = _head_module(_heads.RegressionHead)
 
-
-from . import _softmax_ce  # noqa: E402 - registers its custom ops; uses the helpers above

@@ -26,6 +26,8 @@ import torch.distributed as dist
 from array_api_compat import array_namespace
 
 from .. import _checks
+from .. import reduction as _reduction
+from ..losses.linear import LinearCEOptions
 from ._first_order import first_order_only
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -68,16 +70,9 @@ class _VocabParallelCE(torch.autograd.Function):
             example_weight = example_weight * stats[3]
         if weight is not None:
             example_weight = example_weight * weight.to(z.dtype)
-        weighted = example_weight * torch.where(example_weight == 0, torch.zeros_like(loss), loss)
-        if reduction == "none":
-            value, scale = weighted, example_weight
-        elif reduction == "sum":
-            value, scale = weighted.sum(), example_weight
-        else:
-            denominator = torch.as_tensor(normalizer if normalizer is not None else example_weight.sum(),
-                                          dtype=z.dtype, device=z.device)
-            denominator = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
-            value, scale = weighted.sum() / denominator, example_weight / denominator
+        xp = array_namespace(z)
+        scale, _ = _reduction.scale(xp, example_weight, example_weight.shape[0], reduction, normalizer, z)
+        value = _reduction.combine(xp, loss, example_weight, scale, reduction)
         ctx.save_for_backward(logits, lse, scale, safe, mine)
         ctx.options = (smoothing, n_vocab, z_loss)
         return value.to(logits.dtype)
@@ -103,15 +98,13 @@ class _VocabParallelCE(torch.autograd.Function):
         return grad, *([None] * 11)
 
 
-def _vocab_size_and_checks(target, local: int, n_vocab, ignore, z_loss, group) -> int:
-    """The full vocabulary size (summed over the group when not given); labels and z_loss checked."""
+def _vocab_size_and_checks(target, local: int, n_vocab, ignore, group) -> int:
+    """The full vocabulary size (summed over the group when not given); labels checked."""
     if n_vocab is None:
         size = torch.tensor([local], device=target.device)  # NCCL needs it on the GPU
         dist.all_reduce(size, group=group)
         n_vocab = int(size.item())
     _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
-    if z_loss < 0:
-        raise _checks.fail("z_loss", "a scale >= 0", repr(z_loss))
     return n_vocab
 
 
@@ -139,9 +132,9 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
         loss = vocab_parallel_cross_entropy(logits[:, start:start + 3], target, vocab_start=start,
                                             ignore_index=-100, label_smoothing=0.1)
     """
-    _checks.reduction(reduction)
-    smoothing = _checks.label_smoothing(label_smoothing)
-    ignore = _checks.ignore_index(ignore_index)
+    opts = LinearCEOptions(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+                           reduction=reduction)  # every option checked before any collective
+    smoothing, ignore, z_loss = opts.label_smoothing, opts.ignore_index, opts.z_loss
     if logits.ndim != 2:
         raise _checks.fail("logits", "shape [N, V_local]", f"shape {tuple(logits.shape)}")
     if not logits.dtype.is_floating_point:
@@ -149,7 +142,7 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     if tuple(target.shape) != (logits.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({logits.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
-    n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, z_loss, group)
+    n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, group)
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=torch.float32 if logits.dtype != torch.float64
                                        else torch.float64, device=logits.device)
@@ -166,26 +159,26 @@ class _VocabParallelLinearCE(torch.autograd.Function):
     """Forward computes the loss and all three gradients in one chunked sweep; backward scales them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight_shard, bias_shard, target, options):
-        value, grads = _vocab_parallel_linear_sweep(hidden.detach(), weight_shard.detach(),
+    def forward(ctx, hidden, classifier_shard, bias_shard, target, options):
+        value, grads = _vocab_parallel_linear_sweep(hidden.detach(), classifier_shard.detach(),
                                                     None if bias_shard is None else bias_shard.detach(),
                                                     target, **options)
-        ctx.save_for_backward(hidden, weight_shard, bias_shard, *grads)
+        ctx.save_for_backward(hidden, classifier_shard, bias_shard, *grads)
         return value
 
     @staticmethod
     def backward(ctx, upstream):
-        hidden, weight_shard, bias_shard, *grads = ctx.saved_tensors
+        hidden, classifier_shard, bias_shard, *grads = ctx.saved_tensors
         with torch.no_grad():
             grads = [None if g is None else g * upstream for g in grads]
-        grads = first_order_only(grads, (hidden, weight_shard, bias_shard, upstream), _SECOND_ORDER)
+        grads = first_order_only(grads, (hidden, classifier_shard, bias_shard, upstream), _SECOND_ORDER)
         return *grads, None, None
 
 
 def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, start, n_vocab,
                                  example_weight, class_weight, ignore_index, smoothing, z_loss, reduction,
                                  normalizer, rows, group):
-    local = weight_shard.shape[0]
+    local = weight_shard.shape[0]  # this rank's rows of the classifier
     keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
     index = target - start
     mine = keep & (index >= 0) & (index < local)
@@ -197,12 +190,7 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         w = w * target_cw
     if example_weight is not None:
         w = w * example_weight.to(hidden.dtype)
-    if reduction == "sum":
-        denominator = torch.ones((), dtype=hidden.dtype)
-    else:
-        denominator = torch.as_tensor(normalizer if normalizer is not None else w.sum(), dtype=hidden.dtype)
-        denominator = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
-    scale = w / denominator
+    scale, denominator = _reduction.scale(array_namespace(hidden), w, w.shape[0], reduction, normalizer, hidden)
     grad_hidden = torch.empty_like(hidden)
     grad_weight = torch.zeros_like(weight_shard)
     grad_bias = None if bias_shard is None else torch.zeros_like(bias_shard)
@@ -238,47 +226,52 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
     return total / denominator, (grad_hidden, grad_weight, grad_bias)
 
 
-def vocab_parallel_linear_cross_entropy(hidden, weight_shard, target, *, vocab_start: int, bias_shard=None,
+def vocab_parallel_linear_cross_entropy(hidden, classifier_shard, target, *, vocab_start: int, bias_shard=None,
                                         n_vocab: int | None = None, weight=None, class_weight=None,
                                         ignore_index=None, label_smoothing=0.0, z_loss: float = 0.0,
                                         reduction: str = "mean", normalizer=None,
                                         chunk_size: int | None = None, group=None):
     r"""Fused linear + cross-entropy with the output layer split by vocabulary across ranks.
 
-    Each rank holds ``weight_shard [V_local, D]`` (rows ``vocab_start .. vocab_start + V_local`` of
+    Each rank holds ``classifier_shard [V_local, D]`` (rows ``vocab_start .. vocab_start + V_local`` of
     the full ``[V, D]`` layer) and the same ``hidden [N, D]`` and ``target [N]``. Per chunk of rows
     the rank forms only its ``chunk x V_local`` logits, all-reduces the row statistics (as
-    :func:`vocab_parallel_cross_entropy`) and the chunk's ``d loss / d hidden``; ``weight_shard``
+    :func:`vocab_parallel_cross_entropy`) and the chunk's ``d loss / d hidden``; ``classifier_shard``
     and ``bias_shard`` get the gradient of their own rows. Neither ``N x V`` nor ``N x V_local`` is
     ever held. Loss as :func:`losskit.linear_cross_entropy` (without softcap); reductions "sum"
     and "mean" (the gradients are computed in the forward sweep). Returns the same value on every
     rank.
     """
-    if reduction not in ("sum", "mean"):
+    opts = LinearCEOptions(chunk_size=chunk_size, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                           z_loss=z_loss, reduction=reduction)  # every option checked before any collective
+    if opts.reduction not in ("sum", "mean"):
         raise _checks.fail("reduction", '"sum" or "mean" (the fused sweep needs a scalar loss)',
                            repr(reduction))
-    smoothing = _checks.label_smoothing(label_smoothing)
-    ignore = _checks.ignore_index(ignore_index)
-    for name, array in (("hidden", hidden), ("weight_shard", weight_shard)):
+    smoothing, ignore = opts.label_smoothing, opts.ignore_index
+    weight_shard = classifier_shard
+    for name, array in (("hidden", hidden), ("classifier_shard", weight_shard)):
         if array.ndim != 2 or not array.dtype.is_floating_point:
             raise _checks.fail(name, "a 2-D floating-point tensor",
                                f"shape {tuple(array.shape)}, {array.dtype}")
     if hidden.shape[1] != weight_shard.shape[1]:
-        raise _checks.fail("weight_shard", f"shape (V_local, {hidden.shape[1]})",
+        raise _checks.fail("classifier_shard", f"shape (V_local, {hidden.shape[1]})",
                            f"shape {tuple(weight_shard.shape)}")
     if tuple(target.shape) != (hidden.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({hidden.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
-    n_vocab = _vocab_size_and_checks(target, weight_shard.shape[0], n_vocab, ignore, z_loss, group)
+    if weight is not None:
+        _checks.same_shape("weight", weight, "one value per row of hidden", (hidden.shape[0],))
+        _checks.non_negative(array_namespace(weight), weight, "weight")
+    n_vocab = _vocab_size_and_checks(target, weight_shard.shape[0], n_vocab, ignore, group)
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=hidden.dtype)
         if tuple(class_weight.shape) != (weight_shard.shape[0],):
             raise _checks.fail("class_weight", f"this rank's slice, shape ({weight_shard.shape[0]},)",
                                f"shape {tuple(class_weight.shape)}")
-    rows = chunk_size or max(1, (1 << 22) // max(weight_shard.shape[0], 1))
+    rows = opts.rows(hidden.shape[0], weight_shard.shape[0])
     options = {"start": vocab_start, "n_vocab": n_vocab, "example_weight": weight,
                "class_weight": class_weight, "ignore_index": ignore, "smoothing": smoothing,
-               "z_loss": float(z_loss), "reduction": reduction,
+               "z_loss": opts.z_loss, "reduction": opts.reduction,
                "normalizer": None if normalizer is None else float(_checks.normalizer(normalizer)),
                "rows": rows, "group": group}
     return _VocabParallelLinearCE.apply(hidden, weight_shard, bias_shard, target, options)

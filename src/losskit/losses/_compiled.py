@@ -1,0 +1,173 @@
+"""From a call plan to the compiled kernels and back: host views, layouts, buffers.
+
+The plan's arrays reach a kernel as NumPy views without a copy: NumPy arrays as they are, other
+CPU arrays through DLPack (a torch CPU tensor that does not require grad, for example), and the
+results go back the same way. Anything DLPack cannot share on the host (a GPU array, a tensor
+in an autograd graph, a JAX tracer, a Dask graph) is left to the array-API path. Each loss names
+its kernel function here (``_kernel = _compiled.softmax_ce``...); the function lays the plan out
+for the kernel and returns ``(scaled_loss, grad)``, or None when the kernel flagged a row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from array_api_compat import is_numpy_namespace, is_torch_namespace
+
+from .. import _checks, fused
+
+UNHANDLED = object()
+#: elementwise losses run as rows of this many elements, so a 1-D input still splits across threads
+ROW = 4096
+
+
+def host(array):
+    """A NumPy view of ``array``'s memory, or None when it has none on the host."""
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    if isinstance(array, np.generic):  # NumPy's 0-d results are scalars
+        return np.asarray(array)
+    try:
+        return np.from_dlpack(array)
+    except (BufferError, RuntimeError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def check_out(out, input, input_name: str) -> None:
+    shape, dtype = tuple(getattr(input, "shape", ())), getattr(input, "dtype", None)
+    if type(out) is not type(input) or tuple(getattr(out, "shape", ())) != shape or out.dtype != dtype:
+        raise _checks.fail("out", f"an array of {input_name}'s type, shape {shape} and dtype {dtype}",
+                           f"{type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))} and dtype "
+                           f"{getattr(out, 'dtype', None)}")
+
+
+def run(loss, plan, with_grad: bool, out):
+    """``(value, grad)`` from ``loss._kernel``; None when a row was flagged; UNHANDLED when no
+    kernel takes the call (another library or device, a dtype, a layout, numba missing)."""
+    xp = plan.xp
+    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
+            or not fused.available():
+        return UNHANDLED
+    arrays = {name: host(value) for name, value in (
+        ("input", plan.input), ("scale", plan.scale), ("labels", plan.target.labels),
+        ("dense", plan.target.dense), ("pos_weight", plan.target.pos_weight), ("out", out))}
+    given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
+             "dense": plan.target.dense, "pos_weight": plan.target.pos_weight, "out": out}
+    if any(arrays[k] is None and given[k] is not None for k in arrays):
+        return UNHANDLED
+    z = arrays["input"]
+    if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0 or (
+            out is not None and not (arrays["out"].flags.c_contiguous and arrays["out"].flags.writeable)):
+        return UNHANDLED
+    result = loss._kernel(plan, arrays, with_grad)
+    if result is None or result is UNHANDLED:
+        return result
+    scaled_loss, grad = result
+    if plan.reduction == "none":
+        value = scaled_loss.reshape(plan.batch_shape).astype(z.dtype, copy=False)
+    else:
+        value = np.asarray(scaled_loss.sum(), dtype=z.dtype)
+    value = _back(xp, value)
+    if not with_grad:
+        return value, None
+    return value, (out if out is not None else _back(xp, grad.reshape(z.shape)))
+
+
+def _back(xp, array):
+    if is_numpy_namespace(xp):
+        return array
+    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
+    return xp.from_dlpack(array if array.flags.c_contiguous else array.copy())
+
+
+def _grad_buffer(arrays, size, dtype):
+    out = arrays["out"]
+    return np.empty(size, dtype) if out is None else out.reshape(-1)
+
+
+def _kernels():
+    from ..fused import kernels
+
+    return kernels
+
+
+def softmax_ce(plan, arrays, with_grad):
+    """Softmax CE with integer labels: rows of the class axis."""
+    z = arrays["input"]
+    if arrays["labels"] is None or z.shape[-1] == 0:
+        return UNHANDLED
+    z2 = np.ascontiguousarray(z).reshape(-1, z.shape[-1])
+    rows = z2.shape[0]
+    labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64).reshape(rows)
+    scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
+    scaled_loss = np.empty(rows)
+    grad = _grad_buffer(arrays, z2.size, z.dtype).reshape(z2.shape) if with_grad else z2  # z2: never written
+    flags = np.zeros(rows, np.uint8)
+    _kernels().softmax_ce_rows(z2, labels, scale, plan.smoothing, scaled_loss, grad, with_grad, flags)
+    return None if flags.any() else (scaled_loss, grad)
+
+
+def _elementwise(plan, arrays, with_grad, kernel, column=None):
+    """Run an elementwise ``kernel`` over the plan. Rows are an example's axis when an example
+    spans it, else the flat array cut in rows of about ``ROW`` elements (a multiple of the
+    ``column`` option's length), with any remainder as one more, shorter row."""
+    z = np.ascontiguousarray(arrays["input"]).reshape(-1)
+    target = np.ascontiguousarray(arrays["dense"]).reshape(-1)
+    scale, size, dtype = arrays["scale"], z.size, z.dtype
+    if plan.spans_last_axis:
+        width = arrays["input"].shape[-1]
+    else:
+        width = ROW if column is None else column.shape[0] * max(1, ROW // column.shape[0])
+    if width == 0:
+        return UNHANDLED
+    flat_scale = None if scale.ndim == 0 else np.ascontiguousarray(
+        np.broadcast_to(scale, plan.batch_shape), dtype=dtype).reshape(-1)
+    grad = _grad_buffer(arrays, size, dtype) if with_grad else np.empty(0, dtype)
+    elements = np.empty(size if plan.reduction == "none" and not plan.spans_last_axis else 0, dtype)
+    whole = size - size % width
+    totals, flagged = [], False
+    for start, stop, rows in ((0, whole, whole // width), (whole, size, 1)):
+        if stop == start:
+            continue
+        cols = (stop - start) // rows
+        if flat_scale is None:
+            row_scale = np.asarray(scale, dtype=dtype).reshape(1, 1)
+        elif plan.spans_last_axis:
+            row_scale = flat_scale[start // cols: start // cols + rows].reshape(rows, 1)
+        else:
+            row_scale = flat_scale[start:stop].reshape(rows, cols)
+
+        def part(a, start=start, stop=stop, rows=rows, cols=cols):
+            return a[start:stop].reshape(rows, cols) if a.size else a.reshape(0, 0)
+
+        out_loss, flags = np.empty(rows), np.zeros(rows, np.uint8)
+        kernel(part(z), part(target), row_scale, cols, out_loss, part(elements), part(grad), with_grad, flags)
+        flagged = flagged or bool(flags.any())
+        totals.append(out_loss)
+    if flagged:
+        return None
+    return (elements if elements.size else np.concatenate(totals)), grad
+
+
+def bce_logits(plan, arrays, with_grad):
+    """BCE-with-logits and multi-label CE: sigmoid BCE per element, ``pos_weight`` per column."""
+    pw = arrays["pos_weight"]
+    column = None if pw is None or pw.ndim == 0 else pw
+
+    def kernel(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
+        if column is None:
+            row_pw = np.full(cols, 1 if pw is None else pw, z.dtype)
+        else:
+            row_pw = np.ascontiguousarray(np.tile(column, cols // column.shape[0]), dtype=z.dtype)
+        _kernels().bce_logits_rows(z, y, row_pw, scale, plan.smoothing, out_loss, elements, grad, with_grad,
+                                   flags)
+
+    return _elementwise(plan, arrays, with_grad, kernel, column)
+
+
+def squared_error(plan, arrays, with_grad):
+    """Squared error: each row's mean (an example spans the last axis) or each element's."""
+    def kernel(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
+        inv_count = 1.0 / cols if plan.spans_last_axis else 1.0
+        _kernels().squared_error_rows(z, y, scale, inv_count, out_loss, elements, grad, with_grad, flags)
+
+    return _elementwise(plan, arrays, with_grad, kernel)

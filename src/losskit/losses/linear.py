@@ -1,0 +1,339 @@
+r"""Fused linear + cross-entropy that never materialises the N x V logits.
+
+For hidden states ``h [N, D]``, a classifier ``C [V, D]`` (and bias ``b [V]``) and labels ``y``:
+
+.. math:: z = h C^\top + b, \quad s = c \tanh(z / c) \text{ (softcap, optional)},
+
+.. math:: l_i = \mathrm{lse}(s_i) - (1 - a) s_{i y_i} - \frac{a}{V} \sum_k s_{ik}
+          + \zeta\, \mathrm{lse}(s_i)^2
+
+Design note: rows are processed in chunks. The call is first resolved like any softmax CE call
+(:func:`~losskit.losses.categorical.label_target` for labels, ignore_index and class weights;
+:func:`losskit.reduction.scale` for the reduction), so the reduction's denominator is known before
+the first chunk. Each chunk's logits are turned into the loss and ``d l / d z`` (times the
+per-example scale) by the same compiled kernel as :class:`~losskit.SoftmaxCrossEntropy` on NumPy
+(the chunk buffer becomes its own gradient), or by the array-API expression elsewhere, and folded
+at once into ``grad_hidden`` (``G C``) and ``grad_classifier`` (``+= G^T h``): peak extra memory
+is one ``chunk x V`` buffer, never ``N x V``. ``grad_classifier`` is accumulated in place where
+the library allows (``addmm_`` on torch; BLAS gemm with beta = 1 on NumPy when SciPy is
+installed). Recomputing the logits in backward (Apple's cut-cross-entropy) would save the chunk
+buffer but double the matmuls, which are the cost on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _array, _checks
+from .. import reduction as _reduction
+from ..activations import log_normalizer_xp, shifted_logits_xp
+from .binary import bce_logits_terms
+from .categorical import label_target
+
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_value_and_grad",
+           "linear_binary_cross_entropy", "linear_binary_cross_entropy_value_and_grad",
+           "LinearCEOptions"]
+
+#: default chunk: rows such that one chunk of logits holds about 2^25 numbers (128 MiB in float32):
+#: big enough for efficient gemms (261 rows at V = 128256), small next to N x V
+CHUNK_ELEMENTS = 1 << 25
+
+
+@dataclass(frozen=True, eq=False)
+class LinearCEOptions:
+    """The options of the linear (and vocab-parallel) cross-entropy, checked once, for every entry."""
+
+    chunk_size: int | None = None
+    ignore_index: int | None = None
+    label_smoothing: float = 0.0
+    class_weight: Any = None
+    z_loss: float = 0.0
+    softcap: float | None = None
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if self.chunk_size is not None and (not _checks.is_integer(self.chunk_size) or self.chunk_size < 1):
+            raise _checks.fail("chunk_size", "None or a positive int (rows per chunk)", repr(self.chunk_size))
+        set_(self, "ignore_index", _checks.ignore_index(self.ignore_index))
+        set_(self, "label_smoothing", _checks.label_smoothing(self.label_smoothing))
+        if not _checks.is_number(self.z_loss) or not 0 <= float(self.z_loss) < float("inf"):
+            raise _checks.fail("z_loss", "a finite scale >= 0", repr(self.z_loss))
+        set_(self, "z_loss", float(self.z_loss))
+        if self.softcap is not None and (not _checks.is_number(self.softcap) or not self.softcap > 0):
+            raise _checks.fail("softcap", "None or a positive number", repr(self.softcap))
+        set_(self, "reduction", _checks.reduction(self.reduction))
+
+    def rows(self, n_rows: int, n_vocab: int) -> int:
+        if self.chunk_size is None:
+            return max(1, min(n_rows, CHUNK_ELEMENTS // max(n_vocab, 1)))
+        return min(int(self.chunk_size), max(n_rows, 1))
+
+
+def accumulate_at_b(xp, acc, a, b):
+    """``acc + a @ b``, in place where the library can (see the module note)."""
+    if hasattr(acc, "addmm_"):  # torch: one gemm with beta = 1
+        return acc.addmm_(a, b)
+    if type(acc).__module__ == "numpy":
+        try:
+            from scipy.linalg import blas
+        except ImportError:
+            acc += a @ b
+            return acc
+        gemm = blas.dgemm if acc.dtype.itemsize == 8 else blas.sgemm
+        # Fortran order: acc^T (D x V) += b^T (a^T), written into acc's own memory; a is passed
+        # as it is with trans_b, so a transposed C-ordered chunk is not copied
+        if acc.flags.c_contiguous:
+            out = gemm(1.0, b.T, a, beta=1.0, c=acc.T, trans_b=True, overwrite_c=True)
+            if out.ctypes.data == acc.ctypes.data:
+                return acc
+            acc[...] = out.T
+            return acc
+        acc += a @ b
+        return acc
+    return acc + a @ b
+
+
+def _arrays(hidden, classifier, target, bias, weight):
+    """The namespace and the checked arrays of a linear loss call."""
+    for name, value in (("hidden", hidden), ("classifier", classifier), ("target", target)):
+        if value is None:
+            raise _checks.fail(name, "an array", "None")
+    xp, arrays = _array.namespace(hidden=hidden, classifier=classifier, target=target, bias=bias, weight=weight)
+    hidden, classifier, bias = arrays["hidden"], arrays["classifier"], arrays["bias"]
+    for name, array in (("hidden", hidden), ("classifier", classifier)):
+        _checks.floating(xp, array, name)
+        if array.ndim != 2:
+            raise _checks.fail(name, "a 2-D array", f"shape {tuple(array.shape)}")
+    if hidden.shape[1] != classifier.shape[1]:
+        raise _checks.fail("classifier", f"shape (V, {hidden.shape[1]}) to match hidden's {hidden.shape[1]} "
+                           "features", f"shape {tuple(classifier.shape)}")
+    if hidden.dtype != classifier.dtype:
+        raise _checks.fail("classifier", f"dtype {hidden.dtype} (hidden's)", f"dtype {classifier.dtype}")
+    if bias is not None and tuple(bias.shape) != (classifier.shape[0],):
+        raise _checks.fail("bias", f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
+    weight = arrays["weight"]
+    if weight is not None:
+        _checks.same_shape("weight", weight, "one value per row of hidden", (hidden.shape[0],))
+        weight = xp.astype(weight, hidden.dtype)
+        _checks.non_negative(xp, weight, "weight")
+    return xp, hidden, classifier, arrays["target"], bias, weight
+
+
+def _logits(xp, h, classifier, bias, softcap):
+    z = h @ xp.matrix_transpose(classifier)
+    if bias is not None:
+        z = z + bias
+    if softcap is None:
+        return z, None
+    t = xp.tanh(z / softcap)
+    return softcap * t, t
+
+
+def _scale(xp, w, n_rows, options, normalizer, like):
+    scale, _ = _reduction.scale(xp, w, n_rows, options.reduction, normalizer, like)
+    return xp.broadcast_to(scale, (n_rows,))
+
+
+def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None, weight=None, normalizer=None,
+                                        **options):
+    r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_cross_entropy`, in one sweep.
+
+    Shapes: ``hidden [N, D]``, ``classifier [V, D]``, ``target [N]`` integer, ``bias [V]`` or None,
+    ``weight [N]`` per example, ``class_weight [V]``. ``grad_bias`` is None without a bias.
+    Gradients are of the reduced value (for ``"none"``, of ``sum(none)``), as everywhere in losskit.
+    """
+    opts = LinearCEOptions(**options)
+    xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
+    normalizer = _checks.normalizer(normalizer)
+    n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
+    if not xp.isdtype(target.dtype, "integral") or tuple(target.shape) != (n_rows,):
+        raise _checks.fail("target", f"integer class indices of shape ({n_rows},)",
+                           f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    if n_vocab == 0:
+        raise _checks.fail("classifier", "at least one class (row)", f"shape {tuple(classifier.shape)}")
+    _checks.labels_in_range(xp, target, n_vocab, opts.ignore_index)
+    cw = None
+    if opts.class_weight is not None:
+        cw = _array.option_array(xp, opts.class_weight, "class_weight", hidden)
+        if tuple(cw.shape) != (n_vocab,):
+            raise _checks.fail("class_weight", f"shape ({n_vocab},)", f"shape {tuple(cw.shape)}")
+        _checks.non_negative(xp, cw, "class_weight")
+    resolved = label_target(xp, target, cw, opts.ignore_index, hidden.dtype)
+    w = resolved.weight if weight is None else (weight if resolved.weight is None else weight * resolved.weight)
+    scale = _scale(xp, w, n_rows, opts, normalizer, hidden)
+    rows = opts.rows(n_rows, n_vocab)
+    a, z_loss, softcap = opts.label_smoothing, opts.z_loss, opts.softcap
+    if not z_loss and softcap is None:
+        result = _host_sweep(hidden, classifier, bias, resolved.labels, scale, a, rows, opts.reduction)
+        if result is not None:
+            return result
+    classes = xp.arange(n_vocab, dtype=resolved.labels.dtype, device=_array.device(hidden))
+
+    def chunk_terms(start, stop, h):
+        """Per-example loss of rows start:stop and ``d loss / d logits`` (before the scale)."""
+        y = resolved.labels[start:stop]
+        s, t = _logits(xp, h, classifier, bias, softcap)
+        shifted, m = shifted_logits_xp(xp, s)
+        log_norm = log_normalizer_xp(xp, shifted)
+        onehot = y[:, None] == classes
+        picked_shifted = xp.sum(xp.where(onehot, shifted, xp.zeros_like(s)), axis=-1)
+        # lse - z_y written as log_norm - (z_y - m): a sure row keeps its tiny loss (no lse - z_y rounding)
+        loss = log_norm[..., 0] - (1 - a) * picked_shifted
+        if a:
+            loss = loss - (a / n_vocab) * xp.sum(shifted, axis=-1)
+        lse = (m + log_norm)[..., 0]
+        if z_loss:
+            loss = loss + z_loss * lse * lse
+        p = xp.exp(shifted - log_norm)
+        g = p * (1 + 2 * z_loss * lse)[:, None] if z_loss else p
+        g = xp.where(onehot, g - (1 - a + a / n_vocab), g - a / n_vocab)
+        if t is not None:
+            g = g * (1 - t * t)  # d softcap(z) / dz
+        return loss, g
+
+    return _sweep(xp, hidden, classifier, bias, rows, scale, w, opts.reduction, chunk_terms)
+
+
+def _sweep(xp, hidden, classifier, bias, rows, scale, w, reduction, chunk_terms):
+    """The chunked sweep both linear losses share: per chunk, the loss and ``d loss / d logits``
+    from ``chunk_terms``, scaled by the reduction, folded into the three gradients."""
+    grad_hidden_parts, losses = [], []
+    grad_classifier = xp.zeros(classifier.shape, dtype=classifier.dtype, device=_array.device(classifier))
+    grad_bias = None if bias is None else xp.zeros(bias.shape, dtype=bias.dtype, device=_array.device(bias))
+    for start in range(0, hidden.shape[0], rows):
+        stop = min(start + rows, hidden.shape[0])
+        h = hidden[start:stop, ...]
+        loss, g = chunk_terms(start, stop, h)
+        losses.append(loss)
+        chunk_scale = scale[start:stop, None]
+        g = xp.where(chunk_scale == 0, xp.zeros_like(g), g * chunk_scale)  # weight 0 adds 0, even if inf
+        grad_hidden_parts.append(g @ classifier)
+        grad_classifier = accumulate_at_b(xp, grad_classifier, xp.matrix_transpose(g), h)
+        if grad_bias is not None:
+            grad_bias = grad_bias + xp.sum(g, axis=0)
+    if not losses:  # an empty batch: value 0 (or no values), gradients 0
+        return _reduction.combine(xp, xp.zeros((0,), dtype=hidden.dtype, device=_array.device(hidden)), w,
+                                  scale, reduction), (xp.zeros_like(hidden), grad_classifier, grad_bias)
+    per_example = xp.concat(losses) if len(losses) > 1 else losses[0]
+    value = _reduction.combine(xp, per_example, w, scale, reduction)
+    grad_hidden = xp.concat(grad_hidden_parts) if len(grad_hidden_parts) > 1 else grad_hidden_parts[0]
+    return value, (grad_hidden, grad_classifier, grad_bias)
+
+
+def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduction):
+    """NumPy: each chunk's logits buffer becomes its gradient in place (the softmax CE kernel), then
+    two gemms; ``grad_classifier`` accumulated in place. One ``rows x V`` buffer in all. None when
+    the arrays are not NumPy float32/float64, numba is missing, or a chunk flagged a row."""
+    import numpy as np
+
+    from .. import fused
+
+    arrays = [hidden, classifier] + ([] if bias is None else [bias])
+    if not (fused.available() and all(isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+                                      for x in arrays)):
+        return None
+    from ..fused.kernels import softmax_ce_rows
+
+    n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
+    buffer = np.empty((min(rows, n_rows), n_vocab), dtype=hidden.dtype)
+    scaled_loss = np.zeros(n_rows)
+    grad_hidden = np.empty_like(hidden)
+    grad_classifier = np.zeros_like(classifier)
+    grad_bias = None if bias is None else np.zeros_like(bias)
+    flags = np.zeros(rows, dtype=np.uint8)
+    for start in range(0, n_rows, rows):
+        stop = min(start + rows, n_rows)
+        h, z = hidden[start:stop], buffer[: stop - start]
+        np.matmul(h, classifier.T, out=z)
+        if bias is not None:
+            z += bias
+        softmax_ce_rows(z, labels[start:stop], scale[start:stop], smoothing, scaled_loss[start:stop], z, True,
+                        flags[: stop - start])
+        if flags.any():  # a non-finite logit: the array-API sweep gives the exact limits
+            return None
+        np.matmul(z, classifier, out=grad_hidden[start:stop])
+        accumulate_at_b(np, grad_classifier, z.T, h)
+        if grad_bias is not None:
+            grad_bias += z.sum(axis=0)
+    value = scaled_loss.astype(hidden.dtype) if reduction == "none" else \
+        np.asarray(scaled_loss.sum(), dtype=hidden.dtype)[()]
+    return value, (grad_hidden, grad_classifier, grad_bias)
+
+
+def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, normalizer=None, **options):
+    r"""Softmax cross-entropy of ``hidden @ classifier.T (+ bias)`` without the N x V logits in memory.
+
+    .. math:: l_i = \mathrm{lse}(s_i) - (1 - a) s_{i y_i} - \frac{a}{V}\sum_k s_{ik}
+              + \zeta\,\mathrm{lse}(s_i)^2, \quad s = c \tanh((h C^\top + b) / c)
+
+    Shapes: ``hidden [N, D]``, ``classifier [V, D]``, ``target [N]`` integer, ``bias [V]``,
+    ``weight [N]`` per example. Options (:class:`LinearCEOptions`) as
+    :func:`losskit.softmax_cross_entropy` (``class_weight [V]``, ``ignore_index``,
+    ``label_smoothing`` a/V, ``reduction``; ``normalizer``) plus ``z_loss`` (scale of ``lse^2``),
+    ``softcap`` (c, or None) and ``chunk_size`` (rows per chunk; default keeps a chunk of logits
+    near 2^25 numbers). Equals ``softmax_cross_entropy(hidden @ classifier.T + bias, target, ...)``
+    for ``z_loss=0``, ``softcap=None``. An empty batch gives 0 (``"none"``: an empty array).
+
+    >>> import numpy as np, losskit as lk
+    >>> h, c = np.ones((2, 3)), np.zeros((4, 3))
+    >>> round(float(lk.linear_cross_entropy(h, c, np.array([0, 3]))), 6)  # uniform over 4: log 4
+    1.386294
+    """
+    return linear_cross_entropy_value_and_grad(hidden, classifier, target, bias=bias, weight=weight,
+                                               normalizer=normalizer, **options)[0]
+
+
+def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None, weight=None,
+                                               pos_weight=None, label_smoothing=0.0, reduction="mean",
+                                               normalizer=None, chunk_size=None):
+    r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_binary_cross_entropy`."""
+    opts = LinearCEOptions(chunk_size=chunk_size, label_smoothing=label_smoothing, reduction=reduction)
+    xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
+    normalizer = _checks.normalizer(normalizer)
+    n_rows, n_labels = hidden.shape[0], classifier.shape[0]
+    _checks.same_shape("target", target, "one row of labels per row of hidden", (n_rows, n_labels))
+    target = xp.astype(target, hidden.dtype)
+    _checks.in_unit_interval(xp, target, "target")
+    pw = None
+    if pos_weight is not None:
+        pw = _array.option_array(xp, pos_weight, "pos_weight", hidden)
+        if pw.ndim > 1 or (pw.ndim == 1 and pw.shape[0] != n_labels):
+            raise _checks.fail("pos_weight", f"a number or shape ({n_labels},)", f"shape {tuple(pw.shape)}")
+        _checks.non_negative(xp, pw, "pos_weight")
+    scale = _scale(xp, weight, n_rows, opts, normalizer, hidden)
+    a = opts.label_smoothing
+
+    def chunk_terms(start, stop, h):
+        z, _ = _logits(xp, h, classifier, bias, None)
+        y = target[start:stop, ...]
+        y = y if a == 0 else (1 - a) * y + a / 2
+        loss, g, _ = bce_logits_terms(xp, z, y, pw, 1)
+        return xp.sum(loss, axis=-1), g
+
+    return _sweep(xp, hidden, classifier, bias, opts.rows(n_rows, n_labels), scale, weight, opts.reduction,
+                  chunk_terms)
+
+
+def linear_binary_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, pos_weight=None,
+                                label_smoothing=0.0, reduction="mean", normalizer=None, chunk_size=None):
+    r"""Multi-label sigmoid BCE of ``hidden @ classifier.T (+ bias)`` over L labels, chunked by rows.
+
+    .. math:: l_i = -\sum_{k=1}^{L} \left(w_{+,k} y'_{ik}\log\sigma(z_{ik})
+              + (1 - y'_{ik})\log\sigma(-z_{ik})\right)
+
+    For extreme multi-label classification (large L): the N x L logits are never held at once.
+    Shapes: ``hidden [N, D]``, ``classifier [L, D]``, ``target [N, L]`` of 0/1 or probabilities,
+    ``bias [L]``, ``pos_weight`` number or ``[L]``, ``weight [N]``. Equals
+    ``multilabel_cross_entropy(hidden @ classifier.T + bias, target, ...)``.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.linear_binary_cross_entropy(np.ones((1, 2)), np.zeros((3, 2)), np.ones((1, 3)))), 6)
+    2.079442
+    """
+    return linear_binary_cross_entropy_value_and_grad(
+        hidden, classifier, target, bias=bias, weight=weight, pos_weight=pos_weight,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer, chunk_size=chunk_size)[0]

@@ -1,0 +1,99 @@
+"""Torch-native kernels for tensors the compiled CPU kernels cannot take (CUDA, other devices).
+
+Each consumes the core's call plan, like the compiled kernels, and computes the loss and the
+scaled gradient in a few fused-friendly torch ops, never the array-API core's ~35 passes. A row
+with a non-finite input returns None, and the caller answers with the core's reference path,
+which gives the exact +-inf limits. Accuracy tricks are the core's: the softmax normaliser is
+``log1p`` of the terms below the row max, and the label's gradient is ``-sum_{k != y} p_k``.
+Functions are found by the name of the loss's compiled kernel (``loss._kernel.__name__``), so a
+subclass of a loss keeps its native path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reduction as _reduction
+
+__all__ = ["value_and_grad"]
+
+
+def value_and_grad(loss, plan, with_grad: bool):
+    """``(value, grad)`` for ``plan`` (canonical layout, working dtype), or None for the reference."""
+    kernel = _KERNELS.get(getattr(getattr(loss, "_kernel", None), "__name__", None))
+    if kernel is None or plan.restore is not None or not bool(torch.isfinite(plan.input).all()):
+        return None
+    result = kernel(plan, with_grad)
+    if result is None:
+        return None
+    per_example, grad = result
+    scale = plan.scale
+    value = _reduction.combine(plan.xp, per_example, plan.weight, scale, plan.reduction).to(plan.dtype)
+    if not with_grad:
+        return value, None
+    row = scale.unsqueeze(-1) if plan.spans_last_axis and scale.ndim else scale
+    grad = grad.mul_(row).masked_fill_(row == 0, 0.0) if plan.weight is not None else grad.mul_(row)
+    return value, grad.to(plan.dtype)
+
+
+def _softmax_ce(plan, with_grad):
+    labels = plan.target.labels
+    if labels is None:
+        return None
+    z, a = plan.input, plan.smoothing
+    k = z.shape[-1]
+    m = z.amax(-1, keepdim=True)
+    shifted = z - m
+    e = shifted.exp()
+    below = torch.where(shifted < 0, e, 0.0).sum(-1)
+    ties = (shifted == 0).sum(-1).to(z.dtype) - 1
+    index = labels.long().unsqueeze(-1)
+    shifted_y = shifted.gather(-1, index).squeeze(-1)
+    loss = torch.log1p(below + ties) - (1 - a) * shifted_y  # lse - z_y, without rounding lse
+    if a:
+        loss = loss - (a / k) * shifted.sum(-1)
+    if not bool(torch.isfinite(loss).all()):
+        return None
+    if not with_grad:
+        return loss, None
+    total = (1 + below + ties).unsqueeze(-1)
+    grad = e.div_(total)
+    if a:
+        grad.sub_(a / k)
+    # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
+    e_y = torch.where(shifted_y == 0, 1.0, shifted_y.exp())
+    rest = below + ties + (1 - e_y)
+    grad.scatter_(-1, index, (a * (1 - 1 / k) - rest / total.squeeze(-1)).unsqueeze(-1))
+    return loss, grad
+
+
+def _bce_logits(plan, with_grad):
+    z, a, pw = plan.input, plan.smoothing, plan.target.pos_weight
+    y = plan.target.dense if a == 0 else (1 - a) * plan.target.dense + a / 2
+    pos = y if pw is None else pw * y
+    neg = 1 - y
+    e = torch.exp(-z.abs())
+    soft = torch.log1p(e)
+    # -log sigmoid(z) = relu(-z) + log1p(e); -log(1 - sigmoid(z)) = relu(z) + log1p(e)
+    loss = pos * (torch.relu(-z) + soft) + neg * (torch.relu(z) + soft)
+    if plan.spans_last_axis:
+        loss = loss.sum(-1)
+    if not with_grad:
+        return loss, None
+    inv = 1 / (1 + e)
+    nonneg = z >= 0
+    s_pos = torch.where(nonneg, inv, e * inv)  # sigmoid(z), to full precision
+    s_neg = torch.where(nonneg, e * inv, inv)  # sigmoid(-z)
+    return loss, neg * s_pos - pos * s_neg
+
+
+def _squared_error(plan, with_grad):
+    error = plan.input - plan.target.dense
+    count = plan.input.shape[-1] if plan.spans_last_axis else 1
+    loss = error * error
+    if plan.spans_last_axis:
+        loss = loss.mean(-1)
+    return loss, (error.mul_(2 / count) if with_grad else None)
+
+
+_KERNELS = {"softmax_ce": _softmax_ce, "bce_logits": _bce_logits, "squared_error": _squared_error}
