@@ -157,7 +157,7 @@ def test_linear_binary_matches_multilabel_on_materialised_logits(chunk_size):
 
 def test_bad_input():
     h, w, b, y = _data()
-    with pytest.raises(lk.LossInputError, match="weight: expected shape \\(V, 5\\)"):
+    with pytest.raises(lk.LossInputError, match="classifier: expected shape \\(V, 5\\)"):
         lk.linear_cross_entropy(h, w[:, :3], y, ignore_index=-1)
     with pytest.raises(lk.LossInputError, match="label -1"):
         lk.linear_cross_entropy(h, w, y)

@@ -60,7 +60,7 @@ def combine(xp, loss, weight, scale_, reduction: str):
         scale_ * xp.where(scale_ == 0, xp.zeros_like(loss), loss)
     if reduction == "none":
         return weighted
-    if reduction == "mean" and weight is None:  # a 0-d scale: sum first, then divide once
+    if reduction == "mean" and weight is None and scale_.ndim == 0:  # sum first, then scale once
         return xp.sum(loss) * scale_
     return xp.sum(weighted)
 

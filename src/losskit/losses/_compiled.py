@@ -55,9 +55,11 @@ def run(loss, plan, with_grad: bool, out):
     if any(arrays[k] is None and given[k] is not None for k in arrays):
         return UNHANDLED
     z = arrays["input"]
-    if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0 or (
-            out is not None and not (arrays["out"].flags.c_contiguous and arrays["out"].flags.writeable)):
+    if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
         return UNHANDLED
+    if out is not None and not (arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
+                                and arrays["out"].flags.writeable):
+        arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
     result = loss._kernel(plan, arrays, with_grad)
     if result is None or result is UNHANDLED:
         return result
@@ -66,10 +68,16 @@ def run(loss, plan, with_grad: bool, out):
         value = scaled_loss.reshape(plan.batch_shape).astype(z.dtype, copy=False)
     else:
         value = np.asarray(scaled_loss.sum(), dtype=z.dtype)
-    value = _back(xp, value)
+    value = xp.astype(_back(xp, value), plan.dtype)  # half precision ran in float32
     if not with_grad:
         return value, None
-    return value, (out if out is not None else _back(xp, grad.reshape(z.shape)))
+    if arrays["out"] is not None:
+        return value, out
+    grad = xp.astype(_back(xp, grad.reshape(z.shape)), plan.dtype)
+    if out is not None:  # a half-precision out: the kernel wrote a float32 buffer
+        out[...] = grad
+        return value, out
+    return value, grad
 
 
 def _back(xp, array):

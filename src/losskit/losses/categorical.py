@@ -60,6 +60,9 @@ class _CategoricalBase(Loss):
         if xp.isdtype(target.dtype, "integral"):
             if tuple(target.shape) != batch:
                 raise self._shape_error(target, input)
+            # int64 first: every integer dtype is a label dtype, but some backends compare or gather
+            # only some of them (torch has no >= for uint16)
+            target = xp.astype(target, xp.int64)
             _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
             return label_target(xp, target, self._class_weight_array(xp, input), self.ignore_index,
                                 input.dtype)
