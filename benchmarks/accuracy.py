@@ -26,29 +26,37 @@ PROBS = [0.0, 1e-300, 1e-40, 1e-12, 1e-8, 1e-3, 0.1, 0.3, 0.5, 0.7, 0.9, 1 - 1e-
 TARGETS = [0.0, 0.3, 1.0]
 
 
-def _error(actual, exact, dtype):
+#: the largest error seen where the exact value is below the smallest normal number, in units of
+#: the smallest subnormal (such values have no relative accuracy to speak of), by (function, dtype)
+SUBNORMAL = {}
+
+
+def _error(actual, exact, dtype, where=""):
     exact = float(exact)
     tiny = float(np.finfo(dtype).tiny)
     if abs(exact) < tiny:
-        return 0.0 if abs(float(actual) - exact) <= 2 * float(np.finfo(dtype).smallest_subnormal) else np.inf
+        units = abs(float(actual) - exact) / float(np.finfo(dtype).smallest_subnormal)
+        key = (where, np.dtype(dtype).name)
+        SUBNORMAL[key] = max(SUBNORMAL.get(key, 0.0), units)
+        return 0.0
     return abs(float(actual) - exact) / abs(exact)
 
 
-def bce_logits(dtype):
+def bce_logits(dtype, impl="xp"):
     z = np.array(LOGITS, dtype=dtype)
     worst_value = worst_grad = 0.0
-    loss = lk.BinaryCrossEntropyWithLogits(pos_weight=1.5, reduction="none", impl="xp")
+    loss = lk.BinaryCrossEntropyWithLogits(pos_weight=1.5, reduction="none", impl=impl)
     for target in TARGETS:
         y = np.full_like(z, target)
         value, grad = loss(z, y), loss.grad(z, y)
         t = float(dtype(target))
         for zi, v, g in zip(z, value, grad, strict=True):
-            worst_value = max(worst_value, _error(v, mp.bce_logits(float(zi), t, 1.5), dtype))
-            worst_grad = max(worst_grad, _error(g, mp.bce_logits_grad(float(zi), t, 1.5), dtype))
+            worst_value = max(worst_value, _error(v, mp.bce_logits(float(zi), t, 1.5), dtype, f"bce {impl}"))
+            worst_grad = max(worst_grad, _error(g, mp.bce_logits_grad(float(zi), t, 1.5), dtype, f"bce {impl}"))
     return worst_value, worst_grad
 
 
-def bce_probs(dtype):
+def bce_probs(dtype, impl="xp"):
     p = np.array(PROBS, dtype=dtype)
     worst = 0.0
     for target in TARGETS:
@@ -58,19 +66,19 @@ def bce_probs(dtype):
     return worst, None
 
 
-def softmax_ce(dtype):
+def softmax_ce(dtype, impl="xp"):
     rng = np.random.default_rng(0)
     rows = [[1e4, 0.0, -1e4], [-1e4, -1e4 + 1, -1e4 + 2], [0.0, 1e-8, -1e-8], [700, -700, 0], [30, 30, -5]]
     rows += (rng.normal(size=(20, 3)) * 10.0 ** rng.integers(-3, 4, size=(20, 1))).tolist()
     rows = np.array(rows, dtype=dtype)
     worst_value = worst_grad = 0.0
-    loss = lk.SoftmaxCrossEntropy(reduction="none", impl="xp")
+    loss = lk.SoftmaxCrossEntropy(reduction="none", impl=impl)
     for label in range(3):
         labels = np.full(len(rows), label)
         value, grad = loss(rows, labels), loss.grad(rows, labels)
         for row, v, g in zip(rows, value, grad, strict=True):
             floats = [float(r) for r in row]
-            worst_value = max(worst_value, _error(v, mp.softmax_ce(floats, label), dtype))
+            worst_value = max(worst_value, _error(v, mp.softmax_ce(floats, label), dtype, f"softmax {impl}"))
             for gk, ek in zip(g, mp.softmax_ce_grad(floats, label), strict=True):
                 # a gradient entry is p_k or p_k - 1: its error is judged against max(|exact|, eps)
                 scale = max(abs(float(ek)), float(np.finfo(dtype).eps))
@@ -78,17 +86,63 @@ def softmax_ce(dtype):
     return worst_value, worst_grad
 
 
+def vmath_ulps(dtype):
+    """Max error in ulps (the dtype's spacing at the exact value, subnormal spacing included) of the
+    kernels' vexp from log(smallest subnormal) to log(max), and of vlog1p_unit over [tiny, 1], at
+    20001 points each."""
+    import mpmath
+    import numba
+
+    from losskit.fused.vmath import vexp, vlog1p_unit
+
+    @numba.njit
+    def evaluate(x, out_exp, out_log1p):
+        for i in range(x.size):
+            out_exp[i] = vexp(x[i])
+            out_log1p[i] = vlog1p_unit(abs(x[i]) if abs(x[i]) <= 1 else x[i] * 0 + 1)
+
+    info = np.finfo(dtype)
+    low = float(np.log(info.smallest_subnormal))
+    x = np.concatenate([np.linspace(low, 88.0 if dtype == np.float32 else 709.0, 10001),
+                        -np.logspace(np.log10(info.tiny), 0, 10000)]).astype(dtype)
+    u = np.logspace(np.log10(info.tiny), 0, 20001).astype(dtype)
+    out_exp, out_log1p, dummy = np.empty_like(x), np.empty_like(u), np.empty_like(u)
+    evaluate(x, out_exp, np.empty_like(x))
+    evaluate(u, dummy, out_log1p)
+
+    def ulps(actual, exact):
+        exact = mpmath.mpf(exact)
+        spacing = float(np.spacing(dtype(abs(float(exact)))))
+        return float(abs(mpmath.mpf(float(actual)) - exact)) / spacing
+
+    worst_exp = max(ulps(a, mpmath.exp(mpmath.mpf(float(v)))) for v, a in zip(x, out_exp, strict=True))
+    worst_log1p = max(ulps(a, mpmath.log1p(mpmath.mpf(float(v)))) for v, a in zip(u, out_log1p, strict=True))
+    return worst_exp, worst_log1p
+
+
 def main() -> None:
-    print("| loss | dtype | max rel. error, loss | in eps | max rel. error, gradient | in eps |")
-    print("|---|---|---|---|---|---|")
-    for name, fn in (("binary_cross_entropy_with_logits", bce_logits), ("binary_cross_entropy", bce_probs),
-                     ("softmax_cross_entropy", softmax_ce)):
-        for dtype in (np.float64, np.float32):
-            value, grad = fn(dtype)
-            eps = float(np.finfo(dtype).eps)
-            grad_cells = ("n/a", "n/a") if grad is None else (f"{grad:.2e}", f"{grad / eps:.1f}")
-            print(f"| {name} | {np.dtype(dtype).name} | {value:.2e} | {value / eps:.1f} | "
-                  f"{grad_cells[0]} | {grad_cells[1]} |")
+    print("| loss | path | dtype | max rel. error, loss | in eps | max rel. error, gradient | in eps |")
+    print("|---|---|---|---|---|---|---|")
+    for name, fn, impls in (("binary_cross_entropy_with_logits", bce_logits, ("xp", "fused")),
+                            ("binary_cross_entropy", bce_probs, ("xp",)),
+                            ("softmax_cross_entropy", softmax_ce, ("xp", "fused"))):
+        for impl in impls:
+            for dtype in (np.float64, np.float32):
+                value, grad = fn(dtype, impl)
+                eps = float(np.finfo(dtype).eps)
+                grad_cells = ("n/a", "n/a") if grad is None else (f"{grad:.2e}", f"{grad / eps:.1f}")
+                print(f"| {name} | {'compiled' if impl == 'fused' else 'array API'} | {np.dtype(dtype).name} | "
+                      f"{value:.2e} | {value / eps:.1f} | {grad_cells[0]} | {grad_cells[1]} |")
+    print()
+    print("Exact values below the smallest normal number, largest absolute error in units of the smallest "
+          "subnormal: " + ", ".join(f"{k[0]} {k[1]}: {v:.1f}" for k, v in sorted(SUBNORMAL.items())))
+    print()
+    print("| kernel function | dtype | max error (ulps), whole domain |")
+    print("|---|---|---|")
+    for dtype in (np.float64, np.float32):
+        worst_exp, worst_log1p = vmath_ulps(dtype)
+        print(f"| vexp | {np.dtype(dtype).name} | {worst_exp:.2f} |")
+        print(f"| vlog1p_unit | {np.dtype(dtype).name} | {worst_log1p:.2f} |")
 
 
 if __name__ == "__main__":

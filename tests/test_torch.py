@@ -377,3 +377,45 @@ def test_torch_native_softmax_ce_falls_back_to_the_exact_limits_for_infinite_log
     torch.testing.assert_close(value.detach(), ref_value)
     torch.testing.assert_close(z.grad, ref_grad)
     assert torch.isfinite(z.grad).all()
+
+
+NATIVE_CASES = [
+    (lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1, "ignore_index": -1, "class_weight": [1.0, 2.0, 0.5, 1.0, 3.0]},
+     lambda g: torch.tensor([0, 4, -1, 2, 3, 1, 1, 0])),
+    (lk.BinaryCrossEntropyWithLogits, {"pos_weight": [1.0, 2.0, 0.5, 1.0, 3.0], "label_smoothing": 0.2},
+     lambda g: torch.rand(8, 5, generator=g, dtype=torch.float64)),
+    (lk.MultilabelCrossEntropy, {"pos_weight": 2.0}, lambda g: (torch.rand(8, 5, generator=g) > 0.5).double()),
+    (lk.MeanSquaredError, {}, lambda g: torch.randn(8, 5, generator=g, dtype=torch.float64)),
+]
+
+
+@pytest.mark.parametrize(("cls", "options", "make_target"), NATIVE_CASES, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_torch_native_kernels_equal_the_core_reference(cls, options, make_target, reduction):
+    from losskit.torch import _native
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(8, 5, generator=g, dtype=torch.float64) * 6
+    target = make_target(g)
+    loss = cls(reduction=reduction, **options)
+    plan = loss.plan(z, target, weight=torch.rand(8, generator=g, dtype=torch.float64) if cls is not
+                     lk.BinaryCrossEntropyWithLogits else None, normalizer=None)
+    value, grad = _native.value_and_grad(loss, plan, True)
+    ref_value, ref_grad = loss.reference(plan, 1)
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize(("cls", "options", "make_target"), NATIVE_CASES, ids=lambda v: getattr(v, "__name__", ""))
+def test_non_cpu_tensors_take_the_torch_native_path_never_the_core(cls, options, make_target, monkeypatch):
+    """On the meta device (what CUDA tensors take): the core's array-API path must not run."""
+    def refuse(self, plan, order):
+        raise AssertionError("the array-API reference ran")
+
+    monkeypatch.setattr(cls, "reference", refuse)
+    module = getattr(lt, cls.__name__)(**options)
+    target = make_target(torch.Generator().manual_seed(0)).to("meta")
+    z = torch.zeros(8, 5, device="meta", requires_grad=True)
+    value = module(z, target)
+    value.backward()
+    assert value.device.type == "meta" and value.shape == () and z.grad.shape == (8, 5)

@@ -8,8 +8,8 @@ into SIMD code, each in the dtype it is called with (a float32 loop stays float3
 :math:`|r| \le \ln 2 / 2`, with :math:`\ln 2` split in a high part (exact product with n) and a low
 part (Cody and Waite); :math:`e^r` by its Taylor polynomial, degree 7 for float32 (truncation
 :math:`(\ln 2/2)^8 / 8! < 5.2 \cdot 10^{-9}`) and 13 for float64 (:math:`< 4.2 \cdot 10^{-18}`);
-:math:`2^n` built from exponent bits. Below the smallest normal result it returns 0 (float32:
-x < -87.34; float64: x < -708.39): an absolute error under the smallest normal number.
+:math:`2^n` built from exponent bits, as two normal factors where the result is subnormal (so
+subnormal results are rounded once, not flushed); x is clamped to where the result is 0 or inf.
 
 ``vlog1p_unit(u)`` for :math:`u \in [0, 1]` (what the sigmoid losses need, ``u = e^{-|z|}``):
 :math:`\log(1 + u) = 2\,\mathrm{atanh}(s)`, :math:`s = u / (2 + u) \in [0, 1/3]`, by the odd
@@ -62,7 +62,9 @@ _E32 = _taylor(np.float32, 7)
 _LOG2E32 = np.float32(1.4426950408889634)
 _LN2HI32 = np.float32(0.693145751953125)  # 12 significant bits: n * _LN2HI32 is exact for |n| < 2^12
 _LN2LO32 = np.float32(1.4286067653302226e-06)
-_LOW32 = np.float32(-87.33654)  # log of the smallest normal float32
+_LOW32 = np.float32(-104.0)  # below log(smallest subnormal / 2) = -103.97: exp rounds to 0
+_HIGH32 = np.float32(88.8)  # above log(max) = 88.72: exp is inf; n stays <= 128
+_SPLIT32 = np.int32(64)
 _HALF32, _ZERO32, _ONE32, _TWO32 = np.float32(0.5), np.float32(0.0), np.float32(1.0), np.float32(2.0)
 _L32 = _atanh_series(np.float32, 9)
 
@@ -71,7 +73,9 @@ _E64 = _taylor(np.float64, 13)
 _LOG2E64 = 1.4426950408889634
 _LN2HI64 = 0.6931471803691238  # 33 significant bits: n * _LN2HI64 is exact for |n| < 2^20
 _LN2LO64 = 1.9082149292705877e-10
-_LOW64 = -708.3964185322641  # log of the smallest normal float64
+_LOW64 = -746.0  # below log(smallest subnormal / 2) = -745.13
+_HIGH64 = 709.9  # above log(max) = 709.78; n stays <= 1024
+_SPLIT64 = np.int64(64)
 _L64 = _atanh_series(np.float64, 18)
 
 
@@ -90,7 +94,7 @@ def _vexp(x):
     if x == types.float32:
         def exp32(x):
             low = x < _LOW32
-            x = max(x, _LOW32)  # keeps 2^n a normal number; the result is replaced by 0 below
+            x = min(max(x, _LOW32), _HIGH32)  # keeps n in int32 range; out of it: 0 or inf below
             n = np.floor(x * _LOG2E32 + _HALF32)  # np.floor stays float32 (math.floor gives int64)
             r = (x - n * _LN2HI32) - n * _LN2LO32
             p = _E32[7]
@@ -101,14 +105,16 @@ def _vexp(x):
             p = p * r + _E32[2]
             p = p * r + _E32[1]
             p = p * r + _E32[0]
-            # 2^n from exponent bits: exact for n in [-126, 127]
-            two_n = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
-            return _ZERO32 if low else p * two_n
+            # 2^n = 2^(n + k) 2^-k from exponent bits, both normal (k = 64 for a subnormal result)
+            k = _SPLIT32 if n < -125 else np.int32(0)
+            two_n = _float32_from_bits((np.int32(n) + k + np.int32(127)) << np.int32(23))
+            two_k = _float32_from_bits((np.int32(127) - k) << np.int32(23))
+            return _ZERO32 if low else (p * two_n) * two_k
         return exp32
     if x == types.float64:
         def exp64(x):
             low = x < _LOW64
-            x = max(x, _LOW64)
+            x = min(max(x, _LOW64), _HIGH64)
             n = np.floor(x * _LOG2E64 + 0.5)
             r = (x - n * _LN2HI64) - n * _LN2LO64
             p = _E64[13]
@@ -125,9 +131,10 @@ def _vexp(x):
             p = p * r + _E64[2]
             p = p * r + _E64[1]
             p = p * r + _E64[0]
-            # 2^n from exponent bits: exact for n in [-1022, 1023]
-            two_n = _float64_from_bits((np.int64(n) + np.int64(1023)) << np.int64(52))
-            return 0.0 if low else p * two_n
+            k = _SPLIT64 if n < -1021 else np.int64(0)
+            two_n = _float64_from_bits((np.int64(n) + k + np.int64(1023)) << np.int64(52))
+            two_k = _float64_from_bits((np.int64(1023) - k) << np.int64(52))
+            return 0.0 if low else (p * two_n) * two_k
         return exp64
     return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _array
 from .. import reduction as _reduction
 
 __all__ = ["value_and_grad"]
@@ -21,7 +22,8 @@ __all__ = ["value_and_grad"]
 def value_and_grad(loss, plan, with_grad: bool):
     """``(value, grad)`` for ``plan`` (canonical layout, working dtype), or None for the reference."""
     kernel = _KERNELS.get(getattr(getattr(loss, "_kernel", None), "__name__", None))
-    if kernel is None or plan.restore is not None or not bool(torch.isfinite(plan.input).all()):
+    # a value that cannot be read (meta tensors) counts as finite: nothing else could run there
+    if kernel is None or plan.restore is not None or _array.concrete_bool(torch.isfinite(plan.input).all()) is False:
         return None
     result = kernel(plan, with_grad)
     if result is None:
@@ -52,7 +54,7 @@ def _softmax_ce(plan, with_grad):
     loss = torch.log1p(below + ties) - (1 - a) * shifted_y  # lse - z_y, without rounding lse
     if a:
         loss = loss - (a / k) * shifted.sum(-1)
-    if not bool(torch.isfinite(loss).all()):
+    if _array.concrete_bool(torch.isfinite(loss).all()) is False:
         return None
     if not with_grad:
         return loss, None
