@@ -105,8 +105,9 @@ def _vexp(x):
             p = p * r + _E32[2]
             p = p * r + _E32[1]
             p = p * r + _E32[0]
-            # 2^n = 2^(n + k) 2^-k from exponent bits, both normal (k = 64 for a subnormal result)
-            k = _SPLIT32 if n < -125 else np.int32(0)
+            # 2^n = 2^(n + k) 2^-k from exponent bits, both normal: k = 64 for a subnormal result,
+            # -1 for n = 128 (a result just below the largest float)
+            k = _SPLIT32 if n < -125 else (np.int32(-1) if n > 127 else np.int32(0))
             two_n = _float32_from_bits((np.int32(n) + k + np.int32(127)) << np.int32(23))
             two_k = _float32_from_bits((np.int32(127) - k) << np.int32(23))
             return _ZERO32 if low else (p * two_n) * two_k
@@ -131,7 +132,7 @@ def _vexp(x):
             p = p * r + _E64[2]
             p = p * r + _E64[1]
             p = p * r + _E64[0]
-            k = _SPLIT64 if n < -1021 else np.int64(0)
+            k = _SPLIT64 if n < -1021 else (np.int64(-1) if n > 1023 else np.int64(0))
             two_n = _float64_from_bits((np.int64(n) + k + np.int64(1023)) << np.int64(52))
             two_k = _float64_from_bits((np.int64(1023) - k) << np.int64(52))
             return 0.0 if low else (p * two_n) * two_k

@@ -1,0 +1,255 @@
+r"""Focal losses and Poly-1: cross-entropy reweighted by how badly the truth is predicted.
+
+Sigmoid focal (Lin et al. 2017; torchvision/optax's ``sigmoid_focal_loss``), per element, with
+:math:`p = \sigma(z)`, :math:`p_t = p y + (1 - p)(1 - y)`, :math:`a_t = a y + (1 - a)(1 - y)`:
+
+.. math:: l = -a_t (1 - p_t)^\gamma \log p_t \;\; (= a_t (1 - p_t)^\gamma \,\mathrm{BCE}(z, y))
+
+Softmax focal (Keras ``CategoricalFocalCrossentropy``): :math:`l = -\sum_k a_k y'_k (1 - p_k)^\gamma
+\log p_k`. Poly-1 (Leng et al. 2022): :math:`l = \mathrm{CE} + \epsilon (1 - \sum_k y'_k p_k)`.
+
+Design note: every factor is built from pieces that keep full relative precision: ``1 - p_t``
+is ``y sigmoid(-z) + (1 - y) sigmoid(z)`` (a sum of positives), ``1 - p_k`` is
+``-expm1(log_softmax(z)_k)``, and the logs come from ``log_sigmoid`` / ``log_softmax``. The
+derivative of ``(1 - p_t)^gamma`` has a factor ``(1 - p_t)^(gamma - 1)``, unbounded for gamma < 1;
+it is never formed: the code carries ``p (1 - p) / (1 - p_t)`` (bounded, in [0, 1]) and
+``log p / (1 - p)`` (in [-inf, -1]) instead, whose limits are known where the denominators vanish.
+"""
+
+from __future__ import annotations
+
+from .. import _array, _checks
+from ..activations import log_sigmoid_xp, log_softmax_xp, sigmoid_xp
+from ..plan import Target
+from ._shared import functional, per_row, times, unit_target
+from .base import Loss, Terms
+from .categorical import SoftmaxCrossEntropy, _CategoricalBase
+from .more_options import PolyOptions, SigmoidFocalOptions, SoftmaxFocalOptions
+
+
+class SigmoidFocalLoss(Loss):
+    r"""Binary focal loss from logits, elementwise like :class:`BinaryCrossEntropyWithLogits`.
+
+    .. math:: l = a_t (1 - p_t)^\gamma \left(-y' \log\sigma(z) - (1 - y')\log\sigma(-z)\right)
+
+    with :math:`q = 1 - p_t = y'\sigma(-z) + (1 - y')\sigma(z)`, :math:`a_t = a y' + (1 - a)(1 - y')`
+    (1 when ``alpha`` is None) and :math:`y' = (1 - s) y + s/2` (``label_smoothing`` s).
+    Gradient :math:`a_t q^\gamma (\gamma (1 - 2y') r\,\mathrm{BCE} + \sigma(z) - y')` with
+    :math:`r = \sigma(z)\sigma(-z)/q`; Hessian diagonal in closed form (see docs/losses.md).
+
+    Options: ``gamma`` >= 0 (0 gives ``a_t`` times BCE), ``alpha`` in [0, 1] or None,
+    ``label_smoothing``, ``reduction``. Shapes: ``logits [...]``, ``target [...]`` (0/1 or
+    probabilities), ``weight [...]``; result ``[...]`` for "none", else 0-d.
+    Edges: finite for finite logits, any gamma >= 0 (no ``q^(gamma-1)`` is formed); z = +-inf gives
+    the exact limits (0, or +inf where the target is on the excluded side).
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.sigmoid_focal_loss(np.array([0.0]), np.array([1.0]), gamma=2.0)), 6)  # 0.25 log 2
+    0.173287
+    """
+
+    Options = SigmoidFocalOptions
+    diagonal_hessian = True
+
+    def __init__(self, *, gamma: float = 2.0, alpha: float | None = None, label_smoothing: float = 0.0,
+                 reduction: str = "mean", impl: str = "auto"):
+        super().__init__(gamma=gamma, alpha=alpha, label_smoothing=label_smoothing, reduction=reduction,
+                         impl=impl)
+
+    def _prepare(self, xp, input, target) -> Target:
+        return unit_target(xp, input, target, self.input_name)
+
+    def _terms(self, plan, order):
+        xp, z, gamma, alpha = plan.xp, plan.input, self.gamma, self.alpha
+        a = plan.smoothing
+        y = plan.target.dense if a == 0 else (1 - a) * plan.target.dense + a / 2
+        s_pos, s_neg = sigmoid_xp(xp, z), sigmoid_xp(xp, -z)  # p and 1 - p, each to full precision
+        q = y * s_neg + (1 - y) * s_pos  # 1 - p_t: a sum of positives, no cancellation
+        ce = -(times(xp, y, log_sigmoid_xp(xp, z)) + times(xp, 1 - y, log_sigmoid_xp(xp, -z)))
+        a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+        mod = q ** gamma  # 0 ** 0 = 1: gamma = 0 is plain (alpha-weighted) BCE
+        loss = a_t * times(xp, mod, ce)
+        grad = hess = None
+        if order >= 1:
+            pq = s_pos * s_neg
+            # r = p (1 - p) / q in [0, 1]; where q = 0 (a hard label predicted exactly) its limit
+            r = xp.where(q > 0, pq / xp.where(q > 0, q, xp.ones_like(q)), y * s_pos + (1 - y) * s_neg)
+            dq = 1 - 2 * y  # dq/dz = (1 - 2y) p (1 - p) = (1 - 2y) r q
+            dce = (1 - y) * s_pos - y * s_neg  # sigmoid(z) - y, each term to full precision
+            inner = gamma * dq * times(xp, r, ce) + dce  # (d/dz of q^gamma ce) / q^gamma
+            if order == 1:
+                grad = a_t * mod * inner
+            else:
+                dr = r * ((s_neg - s_pos) - dq * r)  # d r / dz
+                d_inner = gamma * dq * (times(xp, dr, ce) + r * dce) + pq
+                hess = a_t * mod * (gamma * dq * r * inner + d_inner)
+        return Terms(loss, grad, hess)
+
+
+MultilabelSigmoidFocalLoss = per_row(SigmoidFocalLoss, "MultilabelSigmoidFocalLoss")
+
+
+def _alpha(xp, alpha, input):
+    """``alpha`` as 1, a number, or a checked ``[K]`` array."""
+    if alpha is None:
+        return 1.0
+    if _checks.is_number(alpha):
+        return alpha
+    arr = _array.option_array(xp, alpha, "alpha", input)
+    if arr.ndim != 1 or arr.shape[0] != input.shape[-1]:
+        raise _checks.fail("alpha", f"a number or shape ({input.shape[-1]},), one per class",
+                           f"shape {tuple(arr.shape)}")
+    _checks.non_negative(xp, arr, "alpha")
+    return arr
+
+
+class SoftmaxFocalLoss(_CategoricalBase):
+    r"""Multi-class focal loss from logits (Keras ``CategoricalFocalCrossentropy(from_logits=True)``).
+
+    .. math:: l = -\sum_k a_k y'_k (1 - p_k)^\gamma \log p_k, \quad p = \mathrm{softmax}(z)
+
+    With :math:`u_k = a_k y'_k (1 - p_k)^\gamma (\gamma p_k \rho_k - 1)`, :math:`\rho = \log p / (1 - p)`,
+    the gradient is :math:`u_j - p_j \sum_k u_k`; the Hessian diagonal is in docs/losses.md.
+
+    Options: ``gamma`` >= 0 (0 gives softmax CE times ``alpha``), ``alpha`` None (1), a number
+    (Keras's ``alpha``, default 0.25 there) or one per class ``[K]``; and the options of
+    :class:`SoftmaxCrossEntropy` (``axis``, ``class_weight``, ``ignore_index``,
+    ``label_smoothing``). Shapes: ``logits [..., K]``; target integer ``[...]`` or probabilities
+    ``[..., K]``; ``weight [...]``. Edges: finite for finite logits, any gamma >= 0.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.softmax_focal_loss(np.zeros((1, 2)), np.array([0]), gamma=2.0)), 6)  # 0.25 log 2
+    0.173287
+    """
+
+    Options = SoftmaxFocalOptions
+
+    def __init__(self, *, gamma: float = 2.0, alpha=None, axis: int = -1, class_weight=None,
+                 ignore_index=None, label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
+        Loss.__init__(self, gamma=gamma, alpha=alpha, axis=axis, class_weight=class_weight,
+                      ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction, impl=impl)
+
+    def _terms(self, plan, order):
+        xp, z, gamma = plan.xp, plan.input, self.gamma
+        labels = plan.target.labels
+        mask = None if labels is None else _array.one_hot(xp, labels, z.shape[-1], xp.bool)
+        c = _alpha(xp, self.alpha, z) * self._dense_target(xp, z, plan.target.dense, mask)
+        lp = log_softmax_xp(xp, z)
+        p = xp.exp(lp)
+        q = -xp.expm1(lp)  # 1 - p_k, exact when p_k is near 1
+        mod = q ** gamma
+        loss = -xp.sum(times(xp, c * mod, lp), axis=-1)
+        grad = hess = None
+        if order >= 1:
+            # rho = log p / (1 - p) in [-inf, -1]; -1 in the limit p -> 1
+            rho = xp.where(q > 0, lp / xp.where(q > 0, q, xp.ones_like(q)), -xp.ones_like(q))
+            p_rho = times(xp, p, rho)  # p log p / (1 - p): 0 where p = 0, even for log p = -inf
+            u = c * mod * (gamma * p_rho - 1)
+            total_u = xp.sum(u, axis=-1, keepdims=True)
+            if order == 1:
+                grad = u - p * total_u
+            else:
+                # v_k q_k^2 with v = c p h'(p), h(p) = p d/dp[-(1-p)^g log p], written without q^(g-1)
+                vq2 = c * gamma * mod * (q * times(xp, p, lp + 2) - (gamma - 1) * p * p_rho)
+                safe_q = xp.where(q > 0, q, xp.ones_like(q))
+                v = xp.where(q > 0, c * gamma * mod * (times(xp, p, lp + 2) - (gamma - 1) * p * p_rho) / safe_q,
+                             xp.zeros_like(q))
+                # sum of v over the other classes: for the row's top class summed directly (V - v_j
+                # would cancel where v_j is large, p_j -> 1 with gamma < 1)
+                top = _array.one_hot(xp, xp.argmax(p, axis=-1), z.shape[-1], xp.bool)
+                zero = xp.zeros_like(v)
+                rest_top = xp.sum(xp.where(top, zero, v), axis=-1, keepdims=True)
+                rest = xp.where(top, rest_top + zero, xp.sum(v, axis=-1, keepdims=True) - v)
+                hess = vq2 + p * p * rest - p * q * total_u
+        return Terms(loss, grad, hess)
+
+
+class PolyCrossEntropy(SoftmaxCrossEntropy):
+    r"""Poly-1 cross-entropy (Leng et al. 2022): softmax CE plus ``epsilon`` times the missing
+    probability of the truth.
+
+    .. math:: l = -\sum_k y'_k \log p_k + \epsilon \left(1 - \sum_k y'_k p_k\right)
+
+    Gradient :math:`p \sum y' - y' - \epsilon\, p_j (y'_j - P)` with :math:`P = \sum_k y'_k p_k`;
+    Hessian diagonal :math:`\sum y'\, p_j (1 - p_j) - \epsilon\, p_j (y'_j - P)(1 - 2 p_j)`.
+    Options: ``epsilon`` (any finite number; 0 is softmax CE) and those of
+    :class:`SoftmaxCrossEntropy`. Shapes and edges as :class:`SoftmaxCrossEntropy`;
+    ``1 - P`` is summed as ``y'_k (1 - p_k)`` with ``1 - p_k = -expm1(log p_k)``.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.poly_cross_entropy(np.zeros((1, 2)), np.array([0]), epsilon=1.0)), 6)  # log 2 + 0.5
+    1.193147
+    """
+
+    Options = PolyOptions
+    _kernel = Loss._kernel  # the compiled softmax CE kernel knows nothing of epsilon
+
+    def __init__(self, *, epsilon: float = 1.0, axis: int = -1, class_weight=None, ignore_index=None,
+                 label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
+        Loss.__init__(self, epsilon=epsilon, axis=axis, class_weight=class_weight, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing, reduction=reduction, impl=impl)
+
+    def _terms(self, plan, order):
+        terms = super()._terms(plan, order)
+        xp, z, eps = plan.xp, plan.input, self.epsilon
+        labels = plan.target.labels
+        mask = None if labels is None else _array.one_hot(xp, labels, z.shape[-1], xp.bool)
+        y = self._dense_target(xp, z, plan.target.dense, mask)
+        lp = log_softmax_xp(xp, z)
+        p = xp.exp(lp)
+        total = xp.sum(y, axis=-1)
+        missing = xp.sum(y * -xp.expm1(lp), axis=-1) + (1 - total)  # 1 - P without cancellation
+        loss = terms.loss + eps * missing
+        grad, hess = terms.grad, terms.hess
+        if order >= 1:
+            big_p = xp.sum(y * p, axis=-1, keepdims=True)
+            if order == 1:
+                grad = grad - eps * p * (y - big_p)
+            else:
+                hess = hess - eps * p * (y - big_p) * (1 - 2 * p)
+        return Terms(loss, grad, hess)
+
+
+_CAT_OPTIONS = """
+    Options as :func:`softmax_cross_entropy`: ``axis``, ``class_weight [K]``, ``weight [...]``,
+    ``ignore_index``, ``label_smoothing``, ``reduction``, ``normalizer``.
+"""
+
+sigmoid_focal_loss = functional(SigmoidFocalLoss, "sigmoid_focal_loss", r"""Binary focal loss from logits:
+    :math:`-a_t (1 - p_t)^\gamma \log p_t` per element (see :class:`SigmoidFocalLoss`).
+
+    Shapes: ``logits [...]``, ``target [...]`` in [0, 1], ``weight [...]``; returns ``[...]`` for
+    ``reduction="none"``, else 0-d. Options: ``gamma`` (2), ``alpha`` (None), ``label_smoothing``.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.sigmoid_focal_loss(np.array([2.0]), np.array([1.0]), gamma=0.0)), 6)  # BCE
+    0.126928
+""")
+multilabel_sigmoid_focal_loss = functional(
+    MultilabelSigmoidFocalLoss, "multilabel_sigmoid_focal_loss",
+    r"""Sigmoid focal loss summed over the K labels of each row (see :func:`sigmoid_focal_loss`).
+
+    Shapes: ``logits [..., K]``, ``target [..., K]``, ``weight [...]`` per row.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.multilabel_sigmoid_focal_loss(np.zeros((1, 2)), np.array([[1, 0]]))), 6)
+    0.346574
+""")
+softmax_focal_loss = functional(SoftmaxFocalLoss, "softmax_focal_loss", r"""Multi-class focal loss from
+    logits: :math:`-\sum_k a_k y'_k (1 - p_k)^\gamma \log p_k` (see :class:`SoftmaxFocalLoss`).
+
+    Shapes: ``logits [..., K]``; target integer ``[...]`` or probabilities ``[..., K]``.
+""" + _CAT_OPTIONS + """
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.softmax_focal_loss(np.array([[2.0, 0.0]]), np.array([0]), gamma=0.0)), 6)  # CE
+    0.126928
+""")
+poly_cross_entropy = functional(PolyCrossEntropy, "poly_cross_entropy", r"""Poly-1 loss: softmax CE plus
+    :math:`\epsilon (1 - p_y)` (see :class:`PolyCrossEntropy`).
+
+    Shapes as :func:`softmax_cross_entropy`.
+""" + _CAT_OPTIONS + """
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.poly_cross_entropy(np.zeros((1, 2)), np.array([1]), epsilon=2.0)), 6)
+    1.693147
+""")
