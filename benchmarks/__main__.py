@@ -29,12 +29,16 @@ import numpy as np
 import losskit as lk
 
 FULL = {
-    "ce": [(4096, 32000), (1024, 128256), (8192, 1000)],
+    "ce": [(4096, 32000), (1024, 128256), (8192, 1000), (64, 10)],
     "bce": (50_000, 1000),
+    "multilabel": (50_000, 1000),
     "mse": (50_000, 1000),
     "linear": (4096, 1024, 128256),
 }
-SMOKE = {"ce": [(64, 100), (16, 300), (128, 10)], "bce": (100, 50), "mse": (100, 50), "linear": (32, 16, 300)}
+SMOKE = {"ce": [(64, 100), (16, 300), (128, 10)], "bce": (100, 50), "multilabel": (100, 50), "mse": (100, 50),
+         "linear": (32, 16, 300)}
+#: calls per timed sample for a shape this small (per-call overhead is what it measures)
+SMALL_CALLS = 200
 
 
 # -- implementations: each returns a function of the case's arrays doing loss + gradient ---------
@@ -61,25 +65,36 @@ def _numpy_mse(p, t):
     return float(np.mean(d * d)), d * (2.0 / d.size)
 
 
+def _numpy_multilabel(z, t):
+    loss, g = _numpy_bce(z, t)
+    return loss * z.shape[1], g * z.shape[1]
+
+
 def _torch_impls(kind):
     try:
         import torch
+
+        import losskit.torch as lt
     except ImportError:
         return {}
     torch.set_num_threads(os.cpu_count() or 1)
     F = torch.nn.functional
-    loss_fn = {"ce": F.cross_entropy, "bce": F.binary_cross_entropy_with_logits, "mse": F.mse_loss}[kind]
+    loss_fn = {"ce": F.cross_entropy, "bce": F.binary_cross_entropy_with_logits, "mse": F.mse_loss,
+               "multilabel": lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction="sum") / z.shape[0]}[kind]
+    layer = {"ce": lt.SoftmaxCrossEntropy, "bce": lt.BinaryCrossEntropyWithLogits, "mse": lt.MeanSquaredError,
+             "multilabel": lt.MultilabelCrossEntropy}[kind]()
 
-    def step(z, t):
-        z = z.detach().requires_grad_(True)
-        loss = loss_fn(z, t)
-        loss.backward()
-        return loss, z.grad
+    def steps(fn):
+        def step(z, t):
+            z = z.detach().requires_grad_(True)
+            loss = fn(z, t)
+            loss.backward()
+            return loss, z.grad
+        return step
 
-    impls = {"torch eager": (step, "torch")}
-    if kind == "ce":
-        compiled = torch.compile(lambda z, t: torch.func.grad_and_value(lambda v: F.cross_entropy(v, t))(z))
-        impls["torch.compile"] = (compiled, "torch")
+    impls = {"torch eager": (steps(loss_fn), "torch"), "losskit.torch (CPU tensors)": (steps(layer), "torch")}
+    compiled = torch.compile(lambda z, t: torch.func.grad_and_value(lambda v: loss_fn(v, t))(z))
+    impls["torch.compile"] = (compiled, "torch")
     return impls
 
 
@@ -90,20 +105,40 @@ def _jax_impls(kind):
         import optax
     except ImportError:
         return {}
+    import losskit.jax as lj
+
     loss_fn = {
         "ce": lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y).mean(),
         "bce": lambda z, t: optax.sigmoid_binary_cross_entropy(z, t).mean(),
+        "multilabel": lambda z, t: optax.sigmoid_binary_cross_entropy(z, t).sum(-1).mean(),
         "mse": lambda p, t: jnp.mean((p - t) ** 2),
     }[kind]
+    ours = {"ce": lj.softmax_cross_entropy, "bce": lj.binary_cross_entropy_with_logits,
+            "multilabel": lj.multilabel_cross_entropy, "mse": lj.mean_squared_error}[kind]
     fn = jax.jit(jax.value_and_grad(loss_fn))
-    return {"JAX jit": (lambda a, b: jax.block_until_ready(fn(a, b)), "jax")}
+    lk_fn = jax.jit(jax.value_and_grad(lambda z, t: ours(z, t)))
+    return {"JAX jit (optax)": (lambda a, b: jax.block_until_ready(fn(a, b)), "jax"),
+            "losskit.jax jit": (lambda a, b: jax.block_until_ready(lk_fn(a, b)), "jax")}
+
+
+def _into_buffer(loss):
+    """``loss.value_and_grad(x, t, out=buffer)`` with one buffer per input shape, made at the warm-up."""
+    buffers = {}
+
+    def step(x, t):
+        out = buffers.get(x.shape)
+        if out is None:
+            out = buffers[x.shape] = np.empty_like(x)
+        return loss.value_and_grad(x, t, out=out)
+    return step
 
 
 def implementations(kind):
     cls = {"ce": lk.SoftmaxCrossEntropy, "bce": lk.BinaryCrossEntropyWithLogits,
-           "mse": lk.MeanSquaredError}[kind]
-    impls = {"losskit": (cls().value_and_grad, "numpy"),
-             "plain NumPy": ({"ce": _numpy_ce, "bce": _numpy_bce, "mse": _numpy_mse}[kind], "numpy")}
+           "multilabel": lk.MultilabelCrossEntropy, "mse": lk.MeanSquaredError}[kind]
+    impls = {"losskit": (cls().value_and_grad, "numpy"), "losskit out=": (_into_buffer(cls()), "numpy"),
+             "plain NumPy": ({"ce": _numpy_ce, "bce": _numpy_bce, "mse": _numpy_mse,
+                              "multilabel": _numpy_multilabel}[kind], "numpy")}
     impls.update(_torch_impls(kind))
     impls.update(_jax_impls(kind))
     return impls
@@ -152,15 +187,18 @@ def time_case(kind, shape, repeats, rng):
     arrays = _inputs(kind, shape, rng)
     impls = implementations(kind)
     prepared = {name: (fn, [_convert(a, lib) for a in arrays]) for name, (fn, lib) in impls.items()}
+    calls = SMALL_CALLS if arrays[0].size <= 4096 else 1
     for fn, args in prepared.values():
         fn(*args)  # warm-up: JIT compilation and first-touch allocation
     times = {name: [] for name in prepared}
     for _ in range(repeats):
         for name, (fn, args) in prepared.items():
             start = time.perf_counter()
-            fn(*args)
-            times[name].append(time.perf_counter() - start)
-    return times, 2 * arrays[0].nbytes  # bytes: read the input, write the gradient
+            for _ in range(calls):
+                fn(*args)
+            times[name].append((time.perf_counter() - start) / calls)
+    # bytes moved: the input read and the gradient written, plus a dense target read
+    return times, (2 if kind == "ce" else 3) * arrays[0].nbytes
 
 
 # -- peak memory, one subprocess per implementation ----------------------------------------------
@@ -274,16 +312,17 @@ def main() -> None:
              f"{os.getloadavg()[0]:.2f}. Copy bandwidth measured in this run: {bandwidth:.1f} GB/s.\n",
              "| case | implementation | median ms | min | max | GB/s (x copy bw) | time / losskit |",
              "|---|---|---|---|---|---|---|"]
-    cases = [("ce", s) for s in sizes["ce"]] + [("bce", sizes["bce"]), ("mse", sizes["mse"])]
+    cases = [("ce", s) for s in sizes["ce"]] + [(k, sizes[k]) for k in ("bce", "multilabel", "mse")]
     for kind, shape in cases:
         times, n_bytes = time_case(kind, shape, repeats, rng)
         ref = statistics.median(times["losskit"])
         for name, ts in times.items():
             med = statistics.median(ts)
             gbs = n_bytes / med / 1e9
-            lines.append(f"| {kind} fwd+grad {' x '.join(map(str, shape))} | {name} | {1e3 * med:.1f} | "
-                         f"{1e3 * min(ts):.1f} | {1e3 * max(ts):.1f} | {gbs:.1f} ({gbs / bandwidth:.2f}) | "
-                         f"{med / ref:.2f} |")
+            digits = 1 if med > 1e-3 else 4
+            lines.append(f"| {kind} fwd+grad {' x '.join(map(str, shape))} | {name} | {1e3 * med:.{digits}f} | "
+                         f"{1e3 * min(ts):.{digits}f} | {1e3 * max(ts):.{digits}f} | {gbs:.1f} "
+                         f"({gbs / bandwidth:.2f}) | {med / ref:.2f} |")
         print(lines[-len(times):] and "\n".join(lines[-len(times):]), flush=True)
     if not args.smoke:
         memory = peak_memory("ce", list(implementations("ce")), sizes["ce"][0])

@@ -11,7 +11,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
-from array_api_compat import array_namespace, is_dask_namespace
+from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespace
 
 from ._errors import fail
 
@@ -77,12 +77,19 @@ def compute_dtype(xp, dtype):
     return dtype
 
 
+def as_index(xp, labels):
+    """Integer labels in the backend's index dtype: int64 (torch gathers and compares no other
+    for every integer dtype), int32 on JAX without x64, where int64 does not exist."""
+    index = xp.int32 if is_jax_namespace(xp) and xp.asarray(0).dtype == xp.int32 else xp.int64
+    return labels if labels.dtype == index else xp.astype(labels, index)
+
+
 def take_class(xp, values, labels):
     """``values[..., labels]`` along the last axis: the gather, or a one-hot sum where the
     backend lacks ``take_along_axis`` (Dask)."""
     if hasattr(xp, "take_along_axis") and not is_dask_namespace(xp):
         # int64 indices: some backends (torch) take no other integer dtype for a gather
-        return xp.take_along_axis(values, xp.astype(labels, xp.int64)[..., None], axis=-1)[..., 0]
+        return xp.take_along_axis(values, as_index(xp, labels)[..., None], axis=-1)[..., 0]
     mask = one_hot(xp, labels, values.shape[-1], xp.bool)
     # where, not multiply: 0 * -inf would be NaN
     return xp.sum(xp.where(mask, values, xp.zeros_like(values)), axis=-1)

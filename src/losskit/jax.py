@@ -46,42 +46,61 @@ def _is_float(value) -> bool:
     return value is not None and jnp.issubdtype(jnp.result_type(value), jnp.floating)
 
 
-def _softmax_ce(plan):
+@jax.custom_jvp
+def _row_sums(*terms):
+    """Sums over the last axis of several same-shaped terms in one variadic reduction: one pass that
+    XLA fuses with the terms' producers (separate sums would each recompute them)."""
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return jax.lax.reduce(terms, zeros, lambda x, y: tuple(u + v for u, v in zip(x, y, strict=True)),
+                          (terms[0].ndim - 1,))
+
+
+@_row_sums.defjvp
+def _row_sums_jvp(primals, tangents):
+    # a sum is linear: its tangent is the sum of the tangents, written with jnp.sum so that reverse
+    # mode (second derivatives through the forward rule) can transpose it
+    return _row_sums(*primals), tuple(jnp.sum(t, axis=-1) for t in tangents)
+
+
+def _softmax_ce(plan, row_max):
     labels = plan.target.labels
     z, a = plan.input, plan.smoothing
     k = z.shape[-1]
-    d = z - jnp.max(z, axis=-1, keepdims=True)
+    d = z - row_max[..., None]
     e = jnp.exp(d)
-    below = jnp.sum(jnp.where(d < 0, e, 0), axis=-1)
-    ties = jnp.sum(d >= 0, axis=-1).astype(z.dtype) - 1
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
-    d_y = jnp.sum(jnp.where(onehot, d, 0), axis=-1)
+    zero = jnp.zeros((), z.dtype)
+    below, ties, d_y, e_y, d_sum = _row_sums(jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype),
+                                             jnp.where(onehot, d, zero), jnp.where(onehot, e, zero), d)
+    ties = ties - 1
     # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
     loss = jnp.log1p(below + ties) - (1 - a) * d_y
     if a:
-        loss = loss - (a / k) * jnp.sum(d, axis=-1)
+        loss = loss - (a / k) * d_sum
     total = (1 + below + ties)[..., None]
-    rest = (below + ties + 1 - jnp.sum(jnp.where(onehot, e, 0), axis=-1))[..., None]
+    rest = (below + ties + 1 - e_y)[..., None]
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
     grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e / total - a / k)
     return loss, grad
 
 
-def _bce_logits(plan):
+def _bce_logits(plan, row_max=None):
     z, a, pw = plan.input, plan.smoothing, plan.target.pos_weight
     y = plan.target.dense if a == 0 else (1 - a) * plan.target.dense + a / 2
     pos = y if pw is None else pw * y
     neg = 1 - y
     e = jnp.exp(-jnp.abs(z))
     soft = jnp.log1p(e)
-    loss = pos * (jnp.maximum(-z, 0) + soft) + neg * (jnp.maximum(z, 0) + soft)
+    # where, not a bare product: at z = +-inf a zero coefficient times inf is 0 (the exact limit)
+    loss = (jnp.where(pos == 0, 0, pos * jnp.maximum(-z, 0)) + jnp.where(neg == 0, 0, neg * jnp.maximum(z, 0))
+            + (pos + neg) * soft)
     inv = 1 / (1 + e)
     s_pos = jnp.where(z >= 0, inv, e * inv)  # sigmoid(z), to full precision
     s_neg = jnp.where(z >= 0, e * inv, inv)  # sigmoid(-z)
     return (jnp.sum(loss, axis=-1) if plan.spans_last_axis else loss), neg * s_pos - pos * s_neg
 
 
-def _squared_error(plan):
+def _squared_error(plan, row_max=None):
     error = plan.input - plan.target.dense
     count = plan.input.shape[-1] if plan.spans_last_axis else 1
     loss = error * error
@@ -99,8 +118,8 @@ def _xla_terms(loss, plan):
     return terms
 
 
-def _xla_value_and_grad(loss, plan, terms):
-    per_example, grad = terms(plan)
+def _xla_value_and_grad(loss, plan, terms, row_max=None):
+    per_example, grad = terms(plan, row_max)
     value = _reduction.combine(jnp, per_example, plan.weight, plan.scale, plan.reduction)
     scale = plan.scale[..., None] if plan.spans_last_axis and plan.scale.ndim else plan.scale
     grad = jnp.where(scale == 0, 0, scale * grad) if plan.weight is not None else scale * grad
@@ -110,13 +129,22 @@ def _xla_value_and_grad(loss, plan, terms):
 def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
     plan = loss.plan(logits, target, weight=weight, normalizer=normalizer)
     terms = _xla_terms(loss, plan)
-    reference = loss.reference(plan, 1 if with_grad else 0)
+    order = 1 if with_grad else 0
     if terms is None:
-        return reference
-    native = _xla_value_and_grad(loss, plan, terms)
-    native = native if with_grad else (native[0], None)
-    # +-inf inputs: the reference's exact limits; one branch runs
-    return jax.lax.cond(jnp.all(jnp.isfinite(plan.input)), lambda: native, lambda: reference)
+        return loss.reference(plan, order)
+
+    if terms is not _softmax_ce:  # exact at +-inf as written (NaN stays NaN, as in the reference)
+        value, grad = _xla_value_and_grad(loss, plan, terms)
+        return (value, grad) if with_grad else (value, None)
+    row_max = jnp.max(plan.input, axis=-1)
+
+    def native():
+        value, grad = _xla_value_and_grad(loss, plan, terms, row_max)
+        return (value, grad) if with_grad else (value, None)
+
+    # a row whose max is +-inf (or NaN): the reference's exact limits; only the branch taken runs.
+    # -inf entries below a finite max are exact in the native formula
+    return jax.lax.cond(jnp.all(jnp.isfinite(row_max)), native, lambda: loss.reference(plan, order))
 
 
 def loss_fn(loss):

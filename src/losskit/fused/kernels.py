@@ -13,8 +13,10 @@ and never re-derives an option. It writes the scaled loss ``scale * l`` (0 where
 even if ``l`` is inf) and the scaled gradient ``scale * dl/dz``. A row it cannot do exactly (a
 non-finite logit, a loss that overflows, a label out of range) gets ``flags[i] = 1``: the caller
 then answers the whole call on the array-API path, which gives the exact limit or the error.
-``fastmath`` allows only reassociation, which is what lets LLVM vectorise the sums; the
-arithmetic of ``vexp``/``vlog1p_unit`` is compiled apart, without it.
+``fastmath`` allows only reassociation, which is what lets LLVM vectorise the sums, and
+contraction into fused multiply-adds (one rounding instead of two); the arithmetic of
+``vexp``/``vlog1p_unit`` is compiled apart, with contraction only, so its range reduction keeps
+its order.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from numba import prange
 from .vmath import vexp, vlog1p_unit
 
 OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy",
-           "fastmath": {"reassoc"}}
+           "fastmath": {"reassoc", "contract"}}
 BLOCK = 512
 
 
@@ -43,6 +45,7 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     """
     n, k = z.shape
     a = smoothing
+    zero, one = z.dtype.type(0), z.dtype.type(1)  # typed literals: a bare 0 would widen float32 to float64
     for i in prange(n):
         row = z[i]
         y = labels[i]
@@ -64,16 +67,16 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
         g = grad[i]
         for start in range(0, k, BLOCK):
             stop = min(start + BLOCK, k)
-            block_below = row[0] * 0
-            block_ties = row[0] * 0
-            block_shifted = row[0] * 0
+            block_below = zero
+            block_ties = zero
+            block_shifted = zero
             for j in range(start, stop):
                 d = row[j] - m  # g may alias row: read the logit once, before writing its slot
                 e = vexp(d)
                 if with_grad:
                     g[j] = e
-                block_below += e if d < 0 else 0
-                block_ties += 1 if d >= 0 else 0
+                block_below += e if d < zero else zero
+                block_ties += one if d >= zero else zero
                 block_shifted += d
             below += block_below
             ties += block_ties
@@ -95,10 +98,11 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
             offset = g.dtype.type(a / k)
             if s == 0:
                 for j in range(k):
-                    g[j] = 0
+                    g[j] = zero
             else:
+                scaled_inv, scaled_offset = sw * inv, sw * offset
                 for j in range(k):
-                    g[j] = sw * (g[j] * inv - offset)
+                    g[j] = g[j] * scaled_inv - scaled_offset
                 # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
                 rest = below + ties if z_y >= m else below + ties + (1.0 - math.exp(float(z_y) - float(m)))
                 g[y] = sw * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)
@@ -116,34 +120,35 @@ def bce_logits_rows(z, y, pos_weight, scale, smoothing, scaled_loss, elements, g
     per_element = scale.shape[1] > 1
     per_row = scale.shape[0] > 1
     store = elements.shape[0] > 0
+    zero, one = z.dtype.type(0), z.dtype.type(1)  # typed literals: a bare 0 would widen float32 to float64
     a = z.dtype.type(smoothing)
     half_a = z.dtype.type(smoothing / 2)
     for i in prange(n):
         row_total = 0.0
-        poison = z[i, 0] * 0 if c else z.dtype.type(0)
+        poison = zero
         for start in range(0, c, BLOCK):
             stop = min(start + BLOCK, c)
-            block = z.dtype.type(0)
+            block = zero
             for j in range(start, stop):
                 x = z[i, j]
-                poison += x * 0
-                t = (1 - a) * z.dtype.type(y[i, j]) + half_a
+                poison += x * zero
+                t = (one - a) * z.dtype.type(y[i, j]) + half_a
                 e = vexp(-abs(x))
                 soft = vlog1p_unit(e)
                 pos = pos_weight[j] * t
-                neg = 1 - t
+                neg = one - t
                 # -log sigmoid(x) = max(-x, 0) + log1p(e); -log(1 - sigmoid(x)) = max(x, 0) + log1p(e)
-                loss = pos * (max(-x, 0) + soft) + neg * (max(x, 0) + soft)
+                loss = pos * (max(-x, zero) + soft) + neg * (max(x, zero) + soft)
                 s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
-                weighted = 0 if s == 0 else s * loss  # a weight-0 example adds 0, even if inf
+                weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
                 block += weighted
                 if store:
                     elements[i, j] = weighted
                 if with_grad:
-                    inv = 1 / (1 + e)
-                    s_pos = inv if x >= 0 else e * inv  # sigmoid(x), to full precision
-                    s_neg = e * inv if x >= 0 else inv  # sigmoid(-x)
-                    grad[i, j] = 0 if s == 0 else s * (neg * s_pos - pos * s_neg)
+                    inv = one / (one + e)
+                    s_pos = inv if x >= zero else e * inv  # sigmoid(x), to full precision
+                    s_neg = e * inv if x >= zero else inv  # sigmoid(-x)
+                    grad[i, j] = zero if s == zero else s * (neg * s_pos - pos * s_neg)
             row_total += block
         if poison != 0 or not math.isfinite(row_total):
             flags[i] = 1
@@ -159,22 +164,23 @@ def squared_error_rows(pred, target, scale, inv_count, scaled_loss, elements, gr
     per_element = scale.shape[1] > 1
     per_row = scale.shape[0] > 1
     store = elements.shape[0] > 0
+    zero = pred.dtype.type(0)
     w = pred.dtype.type(inv_count)
     two_w = pred.dtype.type(2 * inv_count)
     for i in prange(n):
         row_total = 0.0
         for start in range(0, c, BLOCK):
             stop = min(start + BLOCK, c)
-            block = pred.dtype.type(0)
+            block = zero
             for j in range(start, stop):
                 d = pred[i, j] - pred.dtype.type(target[i, j])
                 s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
-                weighted = 0 if s == 0 else s * (w * (d * d))  # weight 0 adds 0, even if d^2 overflows
+                weighted = zero if s == zero else s * (w * (d * d))  # weight 0 adds 0, even if d^2 overflows
                 block += weighted
                 if store:
                     elements[i, j] = weighted
                 if with_grad:
-                    grad[i, j] = 0 if s == 0 else (s * two_w) * d
+                    grad[i, j] = zero if s == zero else (s * two_w) * d
             row_total += block
         if not math.isfinite(row_total):
             flags[i] = 1

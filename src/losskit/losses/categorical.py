@@ -62,7 +62,7 @@ class _CategoricalBase(Loss):
                 raise self._shape_error(target, input)
             # int64 first: every integer dtype is a label dtype, but some backends compare or gather
             # only some of them (torch has no >= for uint16)
-            target = xp.astype(target, xp.int64)
+            target = _array.as_index(xp, target)
             _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
             return label_target(xp, target, self._class_weight_array(xp, input), self.ignore_index,
                                 input.dtype)
@@ -121,7 +121,7 @@ def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
         labels = xp.where(keep, target, xp.zeros_like(target))
     weight = None
     if class_weight is not None:
-        weight = xp.take(class_weight, xp.reshape(xp.astype(labels, xp.int64), (-1,)), axis=0)
+        weight = xp.take(class_weight, xp.reshape(_array.as_index(xp, labels), (-1,)), axis=0)
         weight = xp.reshape(weight, tuple(labels.shape))
     if keep is not None:
         keep_w = xp.astype(keep, dtype)

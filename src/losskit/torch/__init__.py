@@ -73,7 +73,8 @@ def _core_loss(name: str, options: str):
 def _value_and_grad(loss, input, target, weight, normalizer, with_grad: bool):
     """The core's plan, then the compiled kernels (CPU), the torch-native kernels (other devices)
     or the reference path (rows with +-inf)."""
-    plan = loss.plan(input, target, weight=weight, normalizer=normalizer)
+    # detached: the op computes the gradient itself, and a tensor in a graph has no DLPack view
+    plan = loss.plan(input.detach(), target, weight=weight, normalizer=normalizer)
     order = 1 if with_grad else 0
     if input.device.type != "cpu":
         native = _native.value_and_grad(loss, plan, with_grad)
@@ -257,6 +258,27 @@ CategoricalCrossEntropy = _module("categorical_cross_entropy")
 SoftmaxCrossEntropy = _module("softmax_cross_entropy")
 MultilabelCrossEntropy = _module("multilabel_cross_entropy")
 MeanSquaredError = _module("mean_squared_error")
+SigmoidFocalLoss = _module("sigmoid_focal_loss")
+HingeLoss = _module("hinge_loss")
+SquaredHingeLoss = _module("squared_hinge_loss")
+MultilabelSigmoidFocalLoss = _module("multilabel_sigmoid_focal_loss")
+MultilabelHingeLoss = _module("multilabel_hinge_loss")
+MultilabelSquaredHingeLoss = _module("multilabel_squared_hinge_loss")
+SoftmaxFocalLoss = _module("softmax_focal_loss")
+PolyCrossEntropy = _module("poly_cross_entropy")
+MulticlassHingeLoss = _module("multiclass_hinge_loss")
+KLDivergence = _module("kl_divergence")
+DistillationLoss = _module("distillation_loss")
+AbsoluteError = _module("absolute_error")
+HuberLoss = _module("huber_loss")
+SmoothL1Loss = _module("smooth_l1_loss")
+PseudoHuberLoss = _module("pseudo_huber_loss")
+LogCoshLoss = _module("log_cosh_loss")
+QuantileLoss = _module("quantile_loss")
+PoissonDeviance = _module("poisson_deviance")
+GammaDeviance = _module("gamma_deviance")
+TweedieDeviance = _module("tweedie_deviance")
+GaussianNLL = _module("gaussian_nll_loss")
 
 
 class _HeadModule(nn.Module):
