@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import losskit as lk
 from losskit.losses.linear import linear_binary_cross_entropy_value_and_grad, linear_cross_entropy_value_and_grad
 
-FUZZ = settings(max_examples=60, derandomize=True, deadline=None)
+# the backend fixture only converts arrays: sharing it across examples is what we want
+FUZZ = settings(max_examples=60, derandomize=True, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 LOGIT_LOSSES = {
     "softmax": lambda **o: lk.SoftmaxCrossEntropy(**o),
     "bce": lambda **o: lk.BinaryCrossEntropyWithLogits(**o),
@@ -48,14 +50,16 @@ def _finite_logits(dtype):
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @FUZZ
 @given(data=st.data())
-def test_finite_input_never_gives_nan_and_both_paths_agree(name, dtype, smoothing, data):
-    """Spans beyond the dtype's range included (3e38 and -3e38 in one float32 row)."""
+def test_finite_input_never_gives_nan_and_both_paths_agree(name, dtype, smoothing, data, backend):
+    """Spans beyond the dtype's range included (3e38 and -3e38 in one float32 row), on every backend."""
+    _, to = backend
     z = data.draw(_finite_logits(dtype))
     target = _target(name, z, np.random.default_rng(0))
     results = {}
     for impl in ("auto", "xp"):
         value, grad = LOGIT_LOSSES[name](impl=impl, reduction="none", **_options(name, smoothing)).value_and_grad(
-            z, target)
+            to(z), to(target))
+        value, grad = np.asarray(value), np.asarray(grad)
         assert not np.isnan(value).any() and not np.isnan(grad).any(), (impl, z)
         results[impl] = value, grad
     np.testing.assert_allclose(results["auto"][0], results["xp"][0], rtol=1e-4 if dtype == np.float32 else 1e-10)
@@ -237,3 +241,35 @@ def test_numpy_scalars_are_accepted_wherever_python_numbers_are():
     numpy = lk.SoftmaxCrossEntropy(label_smoothing=np.float32(0.25), ignore_index=np.int64(-100),
                                    axis=np.int64(-1))(z, y, normalizer=np.float64(3.0))
     assert plain == numpy
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e30])
+def test_every_path_agrees_numpy_torch_jax_layers_and_linear_sweep(scale):
+    """Softmax CE of the same logits through every implementation: the core on NumPy (compiled and
+    reference), on torch (compiled, via DLPack), losskit.torch, losskit.jax, and the linear sweep
+    with an identity classifier (h @ I = z)."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+    import losskit.torch as lt
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(9, 6)) * scale
+    y = rng.integers(0, 6, size=9)
+    options = {"label_smoothing": 0.1, "class_weight": list(np.linspace(0.5, 2.0, 6))}
+    ref_value, ref_grad = lk.SoftmaxCrossEntropy(impl="xp", **options).value_and_grad(z, y)
+    results = {"numpy compiled": lk.SoftmaxCrossEntropy(impl="fused", **options).value_and_grad(z, y)}
+    results["torch core"] = lk.SoftmaxCrossEntropy(**options).value_and_grad(torch.from_numpy(z), torch.from_numpy(y))
+    tz = torch.from_numpy(z.copy()).requires_grad_(True)
+    value = lt.SoftmaxCrossEntropy(**options)(tz, torch.from_numpy(y))
+    value.backward()
+    results["losskit.torch"] = (value.detach(), tz.grad)
+    jz = jax.numpy.asarray(z)
+    results["losskit.jax"] = jax.value_and_grad(lambda v: lj.softmax_cross_entropy(v, jax.numpy.asarray(y),
+                                                                                   **options))(jz)
+    value, (grad_hidden, _, _) = linear_cross_entropy_value_and_grad(z, np.eye(6), y, **options)
+    results["linear sweep"] = (value, grad_hidden)
+    for name, (value, grad) in results.items():
+        np.testing.assert_allclose(np.asarray(value), ref_value, rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(np.asarray(grad), ref_grad, rtol=1e-9, atol=1e-15, err_msg=name)
