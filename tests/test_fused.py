@@ -206,3 +206,24 @@ def test_float32_rows_of_a_large_vocabulary_keep_float32_precision():
     ref_value, ref_grad = lk.SoftmaxCrossEntropy(impl="xp", reduction="none").value_and_grad(z32.astype(np.float64), y)
     np.testing.assert_allclose(value, ref_value, rtol=4 * np.finfo(np.float32).eps)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=4 * np.finfo(np.float32).eps * np.abs(ref_grad).max())
+
+
+def test_gradient_memory_is_reused_only_after_every_view_of_it_is_gone():
+    import gc
+
+    z = RNG.normal(size=(512, 1000))
+    y = np.arange(512) % 1000
+    loss = lk.SoftmaxCrossEntropy()
+    _, grad = loss.value_and_grad(z, y)
+    address, expected = grad.ctypes.data, grad[::2].copy()
+    view = grad[::2]
+    del grad
+    gc.collect()
+    _, other = loss.value_and_grad(z * 3, y)  # must not land on memory `view` still shows
+    assert other.ctypes.data != address
+    np.testing.assert_array_equal(view, expected)
+    del view, other
+    gc.collect()
+    _, again = loss.value_and_grad(z, y)
+    assert again.flags.writeable and again.flags.owndata is False
+    np.testing.assert_allclose(again, lk.SoftmaxCrossEntropy(impl="xp").grad(z, y), rtol=1e-10, atol=1e-15)

@@ -10,6 +10,10 @@ for the kernel and returns ``(scaled_loss, grad)``, or None when the kernel flag
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
+
 import numpy as np
 from array_api_compat import is_numpy_namespace, is_torch_namespace
 
@@ -68,16 +72,21 @@ def run(loss, plan, with_grad: bool, out):
         value = scaled_loss.reshape(plan.batch_shape).astype(z.dtype, copy=False)
     else:
         value = np.asarray(scaled_loss.sum(), dtype=z.dtype)
-    value = xp.astype(_back(xp, value), plan.dtype)  # half precision ran in float32
+    value = _as_dtype(xp, _back(xp, value), plan.dtype)  # half precision ran in float32
     if not with_grad:
         return value, None
     if arrays["out"] is not None:
         return value, out
-    grad = xp.astype(_back(xp, grad.reshape(z.shape)), plan.dtype)
+    grad = _as_dtype(xp, _back(xp, grad.reshape(z.shape)), plan.dtype)
     if out is not None:  # a half-precision out: the kernel wrote a float32 buffer
         out[...] = grad
         return value, out
     return value, grad
+
+
+def _as_dtype(xp, array, dtype):
+    """``array`` in ``dtype``, without the copy ``xp.astype`` makes when the dtype already matches."""
+    return array if array.dtype == dtype else xp.astype(array, dtype)
 
 
 def _back(xp, array):
@@ -87,9 +96,58 @@ def _back(xp, array):
     return xp.from_dlpack(array if array.flags.c_contiguous else array.copy())
 
 
+class _Recycler:
+    """Memory for fresh gradients, reused once nothing views it any more.
+
+    On this kind of VM a fresh 0.5 GB array costs 60 ms to over 1 s in page faults, more than the
+    kernel itself. A gradient is returned in memory taken from here; when the last array or tensor
+    viewing it is freed (a finalizer on the flat array every view's ``base`` leads to), the memory
+    comes back and the next call of the same size reuses it, with its pages already mapped. At
+    most ``KEEP`` blocks wait here; arrays under 1 MiB are plain ``np.empty``.
+    """
+
+    KEEP = 2
+    SMALL = 1 << 20
+
+    def __init__(self):
+        self._free = OrderedDict()
+        self._lock = threading.Lock()
+
+    def empty(self, size: int, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = size * dtype.itemsize
+        if nbytes < self.SMALL:
+            return np.empty(size, dtype)
+        with self._lock:
+            blocks = self._free.get(nbytes)
+            memory = blocks.pop() if blocks else None
+            if blocks is not None and not blocks:
+                del self._free[nbytes]
+        if memory is None:
+            # a memoryview, not an ndarray, owns the bytes: so every view of the result has the flat
+            # array below as its base, and that array dies only with the last view
+            memory = memoryview(np.empty(nbytes, np.uint8))
+        flat = np.frombuffer(memory, dtype=dtype, count=size)
+        weakref.finalize(flat, self._give_back, nbytes, memory)
+        return flat
+
+    def _give_back(self, nbytes: int, memory) -> None:
+        with self._lock:
+            self._free.setdefault(nbytes, []).append(memory)
+            self._free.move_to_end(nbytes)
+            while sum(len(v) for v in self._free.values()) > self.KEEP:
+                oldest = next(iter(self._free))
+                self._free[oldest].pop(0)
+                if not self._free[oldest]:
+                    del self._free[oldest]
+
+
+_RECYCLER = _Recycler()
+
+
 def _grad_buffer(arrays, size, dtype):
     out = arrays["out"]
-    return np.empty(size, dtype) if out is None else out.reshape(-1)
+    return _RECYCLER.empty(size, dtype) if out is None else out.reshape(-1)
 
 
 def _kernels():

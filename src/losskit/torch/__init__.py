@@ -114,20 +114,38 @@ def _loss_value_and_grad_fake(name, options, input, target, weight, normalizer):
 def _setup(ctx, inputs, output):
     name, options, input, target, weight, normalizer = inputs
     ctx.name, ctx.options, ctx.normalizer = name, options, normalizer
-    ctx.save_for_backward(input, target, weight, output[1])
+    ctx.save_for_backward(input, target, weight)
+    # kept detached, not saved: a saved output would hold the node in a cycle and share the buffer
+    # with autograd, and this one is handed over, scaled in place, to the input's .grad
+    ctx.grad = output[1].detach()
     ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros
 
 
+def _take_grad(ctx, input, target, weight):
+    """The forward's gradient, handed over once. A second backward over a retained graph, or a
+    double backward (which needs a gradient connected to the graph), computes it again."""
+    grad, ctx.grad = ctx.grad, None
+    if grad is None or torch.is_grad_enabled():
+        return _loss_value_and_grad(ctx.name, ctx.options, input, target, weight, ctx.normalizer)[1], False
+    return grad, True
+
+
 def _backward(ctx, upstream, upstream_of_grad):
-    """``d/d input`` of ``<upstream, value> + <upstream_of_grad, grad>``: the saved gradient times the
-    upstream value, plus the Hessian-vector product when a double backward asks for it."""
-    input, target, weight, grad = ctx.saved_tensors
+    """``d/d input`` of ``<upstream, value> + <upstream_of_grad, grad>``: the forward's gradient times
+    the upstream value, plus the Hessian-vector product when a double backward asks for it."""
+    input, target, weight = ctx.saved_tensors
     result = None
     if upstream is not None:
+        grad, owned = _take_grad(ctx, input, target, weight)
         if upstream.ndim:  # reduction="none": one upstream value per example
             axis = _core_loss(ctx.name, ctx.options).example_axis(input.ndim)
             upstream = upstream if axis is None else upstream.unsqueeze(axis)
-        result = grad * upstream
+        if not owned:
+            result = grad * upstream
+        elif upstream.ndim or upstream.requires_grad or upstream.device.type != "cpu" or upstream.item() != 1:
+            result = grad.mul_(upstream)  # nobody else holds this buffer: scale it in place
+        else:
+            result = grad  # loss.backward(): the upstream is exactly 1
     if upstream_of_grad is not None:
         hvp = _loss_hvp(ctx.name, ctx.options, input, target, weight, ctx.normalizer, upstream_of_grad)
         result = hvp if result is None else result + hvp
