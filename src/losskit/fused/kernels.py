@@ -33,6 +33,27 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
            "fastmath": {"reassoc", "contract"}}
 
 
+@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
+def _exp_pass(row, out, m, with_grad):
+    """``exp(row - m)`` into ``out`` (when ``with_grad``) and the row's sums: of the terms below the
+    max, of the ties with the max, of ``row - m`` and of every term (NaN if the row holds one)."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
+    below = zero
+    ties = zero
+    shifted = zero  # for the smoothing term, without cancelling against m
+    every = zero
+    for j in range(row.shape[0]):
+        d = row[j] - m  # out may be row: read the logit once, before writing its slot
+        e = vexp(d)
+        if with_grad:
+            out[j] = e
+        below += e if d < zero else zero
+        ties += one if d >= zero else zero
+        shifted += d
+        every += e
+    return below, ties, shifted, every
+
+
 @numba.njit(**OPTIONS)
 def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
     """Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
@@ -46,7 +67,8 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     """
     n, k = z.shape
     a = smoothing
-    zero, one = z.dtype.type(0), z.dtype.type(1)  # typed literals: a bare 0 would widen float32 to float64
+    zero = z.dtype.type(0)
+    in_place = z.ctypes.data == grad.ctypes.data
     for i in prange(n):
         row = z[i]
         y = labels[i]
@@ -61,19 +83,10 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
             continue
         z_y = row[y]  # read before the row is overwritten (grad may alias z)
         g = grad[i]
-        below = zero  # sum of exp(z - m) over entries below the max
-        ties = zero  # how many entries equal the max
-        shifted = zero  # sum of (z - m), for the smoothing term, without cancelling against m
-        every = zero  # sum of every exp(z - m): NaN if the row holds one (its other sums may skip it)
-        for j in range(k):
-            d = row[j] - m  # g may alias row: read the logit once, before writing its slot
-            e = vexp(d)
-            if with_grad:
-                g[j] = e
-            below += e if d < zero else zero
-            ties += one if d >= zero else zero
-            shifted += d
-            every += e
+        if in_place:  # one array for both: LLVM then sees the same pointer and vectorises
+            below, ties, shifted, every = _exp_pass(row, row, m, with_grad)
+        else:  # two arrays: LLVM checks at run time that they do not overlap
+            below, ties, shifted, every = _exp_pass(row, g, m, with_grad)
         below64, ties64 = float(below), float(ties) - 1.0  # the leading 1 is one of the ties
         log_norm = math.log1p(below64 + ties64)
         # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
