@@ -104,6 +104,115 @@ def regression_cases(rng):
     }
 
 
+def sigmoid_focal_cases(rng):
+    y01 = (rng.uniform(size=(N,)) > 0.5).astype(np.int64)
+    soft = rng.uniform(size=(N, K))
+    return {
+        "plain": Case(rng.normal(scale=2.0, size=(N,)), y01, {}, (N,)),
+        "soft_2d": Case(rng.normal(scale=2.0, size=(N, K)), soft, {"gamma": 1.5}, (N, K)),
+        "alpha_gamma_below_one": Case(rng.normal(scale=2.0, size=(N,)), y01.astype(float),
+                                      {"gamma": 0.5, "alpha": 0.25}, (N,)),
+        "gamma_zero": Case(rng.normal(scale=2.0, size=(N,)), y01, {"gamma": 0.0, "alpha": 0.75}, (N,)),
+        "smoothing": Case(rng.normal(scale=2.0, size=(N, K)), (soft > 0.5).astype(np.float32),
+                          {"gamma": 3.0, "label_smoothing": 0.2}, (N, K)),
+    }
+
+
+def hinge_cases(rng):
+    y01 = (rng.uniform(size=(N,)) > 0.5).astype(np.int64)
+    signs = np.where(rng.uniform(size=(N, K)) > 0.5, 1.0, -1.0)
+    return {
+        "zero_one": Case(rng.normal(scale=2.0, size=(N,)), y01, {}, (N,)),
+        "plus_minus_2d": Case(rng.normal(scale=2.0, size=(N, K)), signs, {}, (N, K)),
+    }
+
+
+def multilabel_margin_cases(rng, options):
+    target = (rng.uniform(size=(N, K)) > 0.5).astype(np.int64)
+    return {
+        "plain": Case(rng.normal(scale=2.0, size=(N, K)), target, dict(options), (N,)),
+        "3d": Case(rng.normal(scale=2.0, size=(2, 3, K)), (rng.uniform(size=(2, 3, K)) > 0.5).astype(float),
+                   dict(options), (2, 3)),
+    }
+
+
+def softmax_variant_cases(rng, options, *, soft=True, smoothing=True):
+    """Categorical cases (labels, class weights, ignored labels, axis) for a loss with ``options``."""
+    every = categorical_cases(rng, False)
+    keep = ["labels", "class_weight", "ignore", "axis1"]
+    if soft:
+        keep += ["soft", "class_weight_soft"]
+    if smoothing:
+        keep += ["smoothing", "all"] + (["smoothing_soft"] if soft else [])
+    made = {name: every[name] for name in keep}
+    for case in made.values():
+        case.options = {**options, **case.options}
+    return made
+
+
+def distillation_cases(rng):
+    return {
+        "t1": Case(rng.normal(scale=2.0, size=(N, K)), rng.normal(scale=2.0, size=(N, K)), {}, (N,)),
+        "t4": Case(rng.normal(scale=2.0, size=(N, K)), rng.normal(scale=3.0, size=(N, K)),
+                   {"temperature": 4.0}, (N,)),
+        "axis0": Case(rng.normal(size=(K, N)), rng.normal(size=(K, N)), {"temperature": 0.5, "axis": 0}, (N,)),
+    }
+
+
+def value_cases(rng, options=None, target=None):
+    """Regression cases; ``target(shape)`` draws targets in the loss's domain."""
+    options = options or {}
+    target = target or (lambda shape: rng.normal(size=shape))
+    return {
+        "1d": Case(rng.normal(size=(N,)), target((N,)), dict(options), (N,)),
+        "2d": Case(rng.normal(size=(N, 3)), target((N, 3)), dict(options), (N,)),
+    }
+
+
+def robust_cases(rng, options_list):
+    made = {"int_target": Case(rng.normal(scale=2.0, size=(N, 2)), rng.integers(-3, 3, size=(N, 2)),
+                               dict(options_list[0]), (N,))}
+    for i, options in enumerate(options_list):
+        for key, case in value_cases(rng, options, lambda shape: rng.normal(scale=2.0, size=shape)).items():
+            made[f"{key}_{i}"] = case
+    return made
+
+
+def quantile_cases(rng):
+    return {
+        "three": Case(rng.normal(size=(N, 3)), rng.normal(size=(N,)), {"quantiles": [0.1, 0.5, 0.9]}, (N,)),
+        "one": Case(rng.normal(size=(N, 1)), rng.normal(size=(N,)), {"quantiles": 0.3}, (N,)),
+        "3d": Case(rng.normal(size=(2, 3, 2)), rng.normal(size=(2, 3)), {"quantiles": [0.25, 0.75]}, (2, 3)),
+    }
+
+
+def gaussian_cases(rng):
+    return {
+        "values": Case(np.stack([rng.normal(size=N), rng.normal(scale=0.5, size=N)], axis=-1),
+                       rng.normal(size=(N,)), {}, (N,)),
+        "3d": Case(rng.normal(scale=0.5, size=(2, 3, 2)), rng.normal(size=(2, 3)), {}, (2, 3)),
+    }
+
+
+def counts(rng):
+    return lambda shape: rng.poisson(1.5, size=shape).astype(np.int64)
+
+
+def positive(rng):
+    return lambda shape: rng.gamma(2.0, 1.0, size=shape)
+
+
+def tweedie_cases(rng):
+    made = {}
+    for power, draw in ((1.5, lambda shape: np.where(rng.uniform(size=shape) < 0.3, 0.0, rng.gamma(2.0, 1.0, shape))),
+                        (3.0, positive(rng)), (0.0, lambda shape: rng.normal(size=shape)),
+                        (-1.0, lambda shape: rng.normal(size=shape))):
+        for key, case in value_cases(rng, {"power": power}, draw).items():
+            case.input = case.input * 0.5
+            made[f"{key}_p{power:g}"] = case
+    return made
+
+
 def cases_for(name: str, seed: int = 0) -> dict[str, Case]:
     rng = np.random.default_rng(seed)
     made = {
@@ -113,6 +222,32 @@ def cases_for(name: str, seed: int = 0) -> dict[str, Case]:
         "softmax_cross_entropy": lambda: categorical_cases(rng, False),
         "multilabel_cross_entropy": lambda: multilabel_cases(rng),
         "mean_squared_error": lambda: regression_cases(rng),
+        "sigmoid_focal_loss": lambda: sigmoid_focal_cases(rng),
+        "hinge_loss": lambda: hinge_cases(rng),
+        "squared_hinge_loss": lambda: hinge_cases(rng),
+        "multilabel_sigmoid_focal_loss": lambda: multilabel_margin_cases(rng, {"gamma": 2.0, "alpha": 0.25}),
+        "multilabel_hinge_loss": lambda: multilabel_margin_cases(rng, {}),
+        "multilabel_squared_hinge_loss": lambda: multilabel_margin_cases(rng, {}),
+        "softmax_focal_loss": lambda: {
+            **softmax_variant_cases(rng, {"gamma": 2.0}),
+            **{f"{k}_g05": c for k, c in softmax_variant_cases(
+                rng, {"gamma": 0.5, "alpha": [0.25, 0.5, 1.0, 2.0]}, smoothing=False).items()}},
+        "poly_cross_entropy": lambda: {
+            **softmax_variant_cases(rng, {"epsilon": 1.0}),
+            **{f"{k}_neg": c for k, c in softmax_variant_cases(rng, {"epsilon": -0.5}, smoothing=False).items()}},
+        "multiclass_hinge_loss": lambda: softmax_variant_cases(rng, {}, soft=False, smoothing=False),
+        "kl_divergence": lambda: softmax_variant_cases(rng, {}),
+        "distillation_loss": lambda: distillation_cases(rng),
+        "absolute_error": lambda: robust_cases(rng, [{}]),
+        "huber_loss": lambda: robust_cases(rng, [{}, {"delta": 0.5}]),
+        "smooth_l1_loss": lambda: robust_cases(rng, [{}, {"beta": 0.5}, {"beta": 0.0}]),
+        "pseudo_huber_loss": lambda: robust_cases(rng, [{}, {"delta": 0.3}]),
+        "log_cosh_loss": lambda: robust_cases(rng, [{}]),
+        "quantile_loss": lambda: quantile_cases(rng),
+        "poisson_deviance": lambda: value_cases(rng, {}, counts(rng)),
+        "gamma_deviance": lambda: value_cases(rng, {}, positive(rng)),
+        "tweedie_deviance": lambda: tweedie_cases(rng),
+        "gaussian_nll_loss": lambda: gaussian_cases(rng),
     }[name]()
     for case in made.values():
         case.probability_input = name in ("binary_cross_entropy", "categorical_cross_entropy")
@@ -124,6 +259,11 @@ def all_cases(seed: int = 0):
     assert set(losskit.REGISTRY) == {
         "binary_cross_entropy", "binary_cross_entropy_with_logits", "categorical_cross_entropy",
         "softmax_cross_entropy", "multilabel_cross_entropy", "mean_squared_error",
+        "sigmoid_focal_loss", "hinge_loss", "squared_hinge_loss", "multilabel_sigmoid_focal_loss",
+        "multilabel_hinge_loss", "multilabel_squared_hinge_loss", "softmax_focal_loss", "poly_cross_entropy",
+        "multiclass_hinge_loss", "kl_divergence", "distillation_loss", "absolute_error", "huber_loss",
+        "smooth_l1_loss", "pseudo_huber_loss", "log_cosh_loss", "quantile_loss", "poisson_deviance",
+        "gamma_deviance", "tweedie_deviance", "gaussian_nll_loss",
     }, "a new loss needs its cases here"
     return [(f"{name}-{case}", name, case) for name in losskit.REGISTRY for case in cases_for(name, seed)]
 

@@ -17,6 +17,12 @@ What a head adds is the task around the loss: the number of output units (checke
 logits), the activation, the decode rule, and the mapping between a user's class labels
 ("cat", -1/1) and the indices the loss takes (``head.encode`` / ``head.decode``).
 
+Each head takes any loss of its task (``loss="focal"``, a function name, or a Loss object; the
+loss's own options by name: ``lk.head("regression", loss="huber", delta=2.0)``); see
+:data:`TASK_LOSSES`. The quantile and Gaussian NLL losses have heads of their own units
+(:class:`QuantileHead`, :class:`GaussianHead`), and a deviance's head predicts ``exp`` of its
+output (a log link).
+
 :func:`head` builds a head by task name; :func:`head_for` picks one from training targets with
 :func:`losskit.targets.type_of_target` and keeps its explanation in ``head.reason``.
 """
@@ -31,16 +37,105 @@ from . import _array, _checks
 from ._checks import fail
 from .activations import sigmoid_xp, softmax_xp
 from .losses import (
+    REGISTRY,
+    AbsoluteError,
     BinaryCrossEntropyWithLogits,
+    DistillationLoss,
+    GammaDeviance,
+    GaussianNLL,
+    HingeLoss,
+    HuberLoss,
+    KLDivergence,
+    LogCoshLoss,
     Loss,
     MeanSquaredError,
+    MulticlassHingeLoss,
     MultilabelCrossEntropy,
+    MultilabelHingeLoss,
+    MultilabelSigmoidFocalLoss,
+    MultilabelSquaredHingeLoss,
+    PoissonDeviance,
+    PolyCrossEntropy,
+    PseudoHuberLoss,
+    QuantileLoss,
+    SigmoidFocalLoss,
+    SmoothL1Loss,
     SoftmaxCrossEntropy,
+    SoftmaxFocalLoss,
+    SquaredHingeLoss,
+    TweedieDeviance,
 )
 from .targets import TASKS, TargetType, decode_labels, encode_labels, to_host, type_of_target
 
-__all__ = ["Head", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "head",
-           "head_for"]
+__all__ = ["Head", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
+           "GaussianHead", "TASK_LOSSES", "head", "head_for"]
+
+#: the losses each task's head takes, by short name; the registry's function names (``"sigmoid_focal_loss"``)
+#: and the Loss objects themselves are accepted too. The first is the task's default.
+TASK_LOSSES = {
+    "binary": {"bce": BinaryCrossEntropyWithLogits, "focal": SigmoidFocalLoss, "hinge": HingeLoss,
+               "squared_hinge": SquaredHingeLoss},
+    "multiclass": {"cross_entropy": SoftmaxCrossEntropy, "focal": SoftmaxFocalLoss, "poly": PolyCrossEntropy,
+                   "hinge": MulticlassHingeLoss, "kl": KLDivergence, "distillation": DistillationLoss},
+    "multilabel": {"bce": MultilabelCrossEntropy, "focal": MultilabelSigmoidFocalLoss, "hinge": MultilabelHingeLoss,
+                   "squared_hinge": MultilabelSquaredHingeLoss},
+    "continuous": {"mse": MeanSquaredError, "mae": AbsoluteError, "huber": HuberLoss, "smooth_l1": SmoothL1Loss,
+                   "pseudo_huber": PseudoHuberLoss, "log_cosh": LogCoshLoss, "poisson": PoissonDeviance,
+                   "gamma": GammaDeviance, "tweedie": TweedieDeviance, "quantile": QuantileLoss,
+                   "gaussian_nll": GaussianNLL},
+}
+#: regression losses on the log of the mean: their head's activation is exp (a log link)
+_LOG_LINK = (PoissonDeviance, GammaDeviance, TweedieDeviance)
+
+
+def _function_name(cls) -> str | None:
+    return next((name for name, (c, _) in REGISTRY.items() if c is cls), None)
+
+
+def loss_class(kind: str, loss) -> type:
+    """The Loss class a head of ``kind`` builds for ``loss`` (None: the task's default, a short
+    name, a registry name, or a Loss object); a loss of another task raises, naming ``loss``."""
+    table = TASK_LOSSES[kind]
+    names = ", ".join(repr(n) for n in table)
+    task = "regression" if kind == "continuous" else kind
+    if loss is None:
+        return next(iter(table.values()))
+    if isinstance(loss, Loss):
+        if type(loss) not in table.values():
+            raise fail("loss", f"a loss of the {task} task ({names})", type(loss).__name__)
+        return type(loss)
+    if isinstance(loss, str):
+        by_function = {_function_name(c): c for c in table.values()}
+        if loss in table:
+            return table[loss]
+        if loss in by_function:
+            return by_function[loss]
+    raise fail("loss", f"one of {names} (or their function names, or a Loss object) for a {task} head",
+               repr(loss))
+
+
+def build_loss(kind: str, loss, options: dict) -> Loss:
+    """The head's Loss: ``loss`` itself when it is a Loss object (then no option may be given), else
+    the class :func:`loss_class` names, built with ``options`` (each checked by name)."""
+    cls = loss_class(kind, loss)
+    if isinstance(loss, Loss):
+        defaults = {"reduction": "mean", "impl": "auto"}
+        given = {k: v for k, v in options.items() if k not in defaults or v != defaults[k]}
+        if given:
+            name = next(iter(given))
+            raise fail(name, f"no loss option beside a Loss object ({type(loss).__name__})", repr(given[name]),
+                       "set it on the object instead")
+        return loss
+    allowed = _parameters(cls)
+    for name in options:
+        if name not in allowed:
+            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})", "an unknown option")
+    return cls(**options)
+
+
+def _parameters(cls) -> list[str]:
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 _CALL_DOC = """
     Call forms (the core :class:`~losskit.Loss` options and reduction rule apply unchanged):
@@ -235,7 +330,8 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
     .. math:: l_i = -\left(w_+ y'_i \log\sigma(z_i) + (1 - y'_i)\log\sigma(-z_i)\right),
               \quad \hat y_i = [\sigma(z_i) > t]
 
-    Options: ``pos_weight`` (number), ``label_smoothing`` a (y' = (1 - a) y + a/2),
+    Options: ``loss`` (default BCE; any binary loss of :data:`TASK_LOSSES`, its options by name),
+    ``pos_weight`` (number), ``label_smoothing`` a (y' = (1 - a) y + a/2),
     ``reduction``, ``threshold`` t in (0, 1) (default 0.5), ``classes`` (the two labels; the
     second is the positive class), ``impl``.
 
@@ -260,12 +356,12 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
     activation_name = "sigmoid"
     many_units_hint = "use MulticlassHead(2) (softmax over K = 2 units) for two logits per example"
 
-    def __init__(self, *, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
-                 threshold: float = 0.5, classes=None, impl: str = "auto", reason: str = ""):
+    def __init__(self, *, loss=None, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
+                 threshold: float = 0.5, classes=None, impl: str = "auto", reason: str = "", **loss_options):
         if pos_weight is not None and not isinstance(pos_weight, (int, float)):
             raise fail("pos_weight", "a number (one unit)", repr(pos_weight))
-        loss = BinaryCrossEntropyWithLogits(pos_weight=pos_weight, label_smoothing=label_smoothing,
-                                            reduction=reduction, impl=impl)
+        options = _given(pos_weight=(pos_weight, None), label_smoothing=(label_smoothing, 0.0))
+        loss = build_loss("binary", loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         if classes is not None:
             classes = to_host(classes, "classes")
             if classes.shape != (2,):
@@ -324,7 +420,8 @@ class MulticlassHead(_ClassifierHead):
 
     .. math:: l_i = -\sum_k y'_{ik} \log \mathrm{softmax}(z_i)_k, \quad \hat y_i = \arg\max_k z_{ik}
 
-    Options: ``n_classes`` K (or ``classes``, the K labels, which sets it), ``class_weight
+    Options: ``loss`` (default softmax CE; any multiclass loss of :data:`TASK_LOSSES`),
+    ``n_classes`` K (or ``classes``, the K labels, which sets it), ``class_weight
     [K]``, ``ignore_index``, ``label_smoothing`` a (y' = (1 - a) y + a/K), ``reduction``,
     ``axis`` (the class axis, default -1), ``impl``.
 
@@ -342,9 +439,9 @@ class MulticlassHead(_ClassifierHead):
     task = "multiclass"
     activation_name = "softmax"
 
-    def __init__(self, n_classes: int | None = None, *, class_weight=None, ignore_index=None,
+    def __init__(self, n_classes: int | None = None, *, loss=None, class_weight=None, ignore_index=None,
                  label_smoothing: float = 0.0, reduction: str = "mean", axis: int = -1,
-                 classes=None, impl: str = "auto", reason: str = ""):
+                 classes=None, impl: str = "auto", reason: str = "", **loss_options):
         if classes is not None:
             classes = to_host(classes, "classes")
             if classes.ndim != 1 or len(classes) < 2:
@@ -355,8 +452,9 @@ class MulticlassHead(_ClassifierHead):
         if n_classes is None:
             raise fail("n_classes", "an int >= 2 (or classes=[...])", "None")
         n_classes = _int_option(n_classes, "n_classes", 2)
-        loss = SoftmaxCrossEntropy(axis=axis, class_weight=class_weight, ignore_index=ignore_index,
-                                   label_smoothing=label_smoothing, reduction=reduction, impl=impl)
+        options = _given(axis=(axis, -1), class_weight=(class_weight, None), ignore_index=(ignore_index, None),
+                         label_smoothing=(label_smoothing, 0.0))
+        loss = build_loss("multiclass", loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_classes, classes=classes, reason=reason)
 
     @property
@@ -416,7 +514,8 @@ class MultilabelHead(_ClassifierHead):
     .. math:: l_i = \sum_k -\left(w_{+,k} y'_{ik}\log\sigma(z_{ik}) + (1 - y'_{ik})\log\sigma(-z_{ik})
               \right), \quad \hat y_{ik} = [\sigma(z_{ik}) > t_k]
 
-    Options: ``n_labels`` K, ``pos_weight`` (number or ``[K]``), ``label_smoothing`` a
+    Options: ``loss`` (default BCE; focal and hinges, summed over the labels), ``n_labels`` K,
+    ``pos_weight`` (number or ``[K]``), ``label_smoothing`` a
     (y' = (1 - a) y + a/2), ``reduction`` ("mean" averages over rows), ``threshold`` (a
     probability or one per label, default 0.5), ``impl``.
 
@@ -433,13 +532,13 @@ class MultilabelHead(_ClassifierHead):
     task = "multilabel"
     activation_name = "sigmoid per unit"
 
-    def __init__(self, n_labels: int | None = None, *, pos_weight=None, label_smoothing: float = 0.0,
-                 reduction: str = "mean", threshold=0.5, impl: str = "auto", reason: str = ""):
+    def __init__(self, n_labels: int | None = None, *, loss=None, pos_weight=None, label_smoothing: float = 0.0,
+                 reduction: str = "mean", threshold=0.5, impl: str = "auto", reason: str = "", **loss_options):
         if n_labels is None:
             raise fail("n_labels", "an int >= 1", "None")
         n_labels = _int_option(n_labels, "n_labels", 1)
-        loss = MultilabelCrossEntropy(pos_weight=pos_weight, label_smoothing=label_smoothing,
-                                      reduction=reduction, impl=impl)
+        options = _given(pos_weight=(pos_weight, None), label_smoothing=(label_smoothing, 0.0))
+        loss = build_loss("multilabel", loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_labels, reason=reason)
         self.threshold = threshold
         self._threshold_logit = _threshold(threshold)
@@ -475,7 +574,9 @@ class RegressionHead(_SingleUnitMixin, Head):
     The loss is :func:`losskit.mean_squared_error` as the core defines it: per example the
     *mean* over its D values (DESIGN's table says "summed over values"; the two differ by the
     constant factor D, and the mean matches PyTorch's ``mse_loss`` and Keras), then the
-    reduction over examples. Options: ``n_outputs`` D (default 1), ``reduction``, ``impl``.
+    reduction over examples. Options: ``n_outputs`` D (default 1), ``reduction``, ``impl``, and
+    ``loss`` (any regression loss of :data:`TASK_LOSSES` with its options; a deviance's
+    ``activation`` and ``predict`` are ``exp``, a log link).
 
     Shapes: with D = 1, ``predictions [N]`` or ``[..., 1]`` and ``target [...]`` or
     ``[..., 1]`` (both read as one value per example; ``[N, 2]`` predictions raise, as for
@@ -495,10 +596,24 @@ class RegressionHead(_SingleUnitMixin, Head):
     input_name = "predictions"
     many_units_hint = "use RegressionHead(n_outputs=K) for K values per example"
 
-    def __init__(self, n_outputs: int = 1, *, reduction: str = "mean", impl: str = "auto",
-                 reason: str = ""):
+    def __init__(self, n_outputs: int = 1, *, loss=None, reduction: str = "mean", impl: str = "auto",
+                 reason: str = "", **loss_options):
         n_outputs = _int_option(n_outputs, "n_outputs", 1)
-        super().__init__(MeanSquaredError(reduction=reduction, impl=impl), n_outputs, reason=reason)
+        if loss_class("continuous", loss) in (QuantileLoss, GaussianNLL):
+            name = "QuantileHead" if loss_class("continuous", loss) is QuantileLoss else "GaussianHead"
+            raise fail("loss", "a loss of one value per unit for RegressionHead", repr(loss),
+                       f"use {name} (or lk.head('regression', loss=...)), which knows its units")
+        loss = build_loss("continuous", loss, {**loss_options, "reduction": reduction, "impl": impl})
+        super().__init__(loss, n_outputs, reason=reason)
+        if isinstance(loss, _LOG_LINK):
+            self.activation_name = "exp (log link)"
+
+    def _activation_xp(self, xp, logits):
+        return xp.exp(logits) if isinstance(self.loss_object, _LOG_LINK) else logits
+
+    def _predict_xp(self, xp, logits):
+        """The predicted value: the mean ``exp(logits)`` for a deviance (log link), else the logits."""
+        return self._activation_xp(xp, logits)
 
     @property
     def n_outputs(self) -> int:
@@ -521,8 +636,99 @@ class RegressionHead(_SingleUnitMixin, Head):
         return target
 
 
+class _UnitsHead(Head):
+    """A regression head whose units are parameters of one value (quantiles; a mean and a
+    log-variance): the last axis holds exactly ``units`` of them, never squeezed."""
+
+    task = "regression"
+    input_name = "predictions"
+
+    def encode(self, target):
+        """The target unchanged (values, one per example)."""
+        return target
+
+
+class QuantileHead(_UnitsHead):
+    __doc__ = r"""Quantile regression: Q units (one per quantile), identity output, pinball loss.
+
+    .. math:: l_i = \sum_j \max(q_j (y_i - \hat y_{ij}), (q_j - 1)(y_i - \hat y_{ij}))
+
+    Options: ``quantiles`` (a number or list in (0, 1), default 0.5), ``reduction``, ``impl``.
+    Shapes: ``predictions [..., Q]``, ``target [...]`` (one value per example), ``weight [...]``.
+    ``predict`` returns the Q predicted quantiles ``[..., Q]`` (as given: a network can cross them).
+    """ + _CALL_DOC + """
+    >>> import numpy as np, losskit as lk
+    >>> h = lk.head("regression", loss="quantile", quantiles=[0.1, 0.5, 0.9])
+    >>> h.units, type(h).__name__
+    (3, 'QuantileHead')
+    """
+
+    activation_name = "identity (one unit per quantile)"
+
+    def __init__(self, quantiles=(0.5,), *, loss=None, reduction: str = "mean", impl: str = "auto",
+                 reason: str = ""):
+        loss = build_loss("continuous", "quantile" if loss is None else loss,
+                          {"quantiles": quantiles, "reduction": reduction, "impl": impl}
+                          if not isinstance(loss, Loss) else {})
+        if not isinstance(loss, QuantileLoss):
+            raise fail("loss", "the quantile loss for a QuantileHead", type(loss).__name__)
+        super().__init__(loss, len(loss.quantiles), reason=reason)
+
+    @property
+    def quantiles(self) -> tuple:
+        return self.loss_object.quantiles
+
+
+class GaussianHead(_UnitsHead):
+    __doc__ = r"""Regression with uncertainty: 2 units, a mean and a log-variance, Gaussian NLL.
+
+    .. math:: l_i = \tfrac12\left(s_i + (y_i - m_i)^2 e^{-s_i} + \log 2\pi\right)
+
+    Options: ``reduction``, ``impl``. Shapes: ``predictions [..., 2]`` (mean, log-variance),
+    ``target [...]``, ``weight [...]``. ``predict`` (and ``activation``) return ``[..., 2]``: the
+    mean and the standard deviation :math:`e^{s/2}`.
+    """ + _CALL_DOC + """
+    >>> import numpy as np, losskit as lk
+    >>> lk.head("regression", loss="gaussian_nll").predict(np.array([[1.0, np.log(4.0)]])).tolist()
+    [[1.0, 2.0]]
+    """
+
+    activation_name = "(mean, exp(log-variance / 2))"
+
+    def __init__(self, *, loss=None, reduction: str = "mean", impl: str = "auto", reason: str = ""):
+        loss = build_loss("continuous", "gaussian_nll" if loss is None else loss,
+                          {"reduction": reduction, "impl": impl} if not isinstance(loss, Loss) else {})
+        if not isinstance(loss, GaussianNLL):
+            raise fail("loss", "the Gaussian NLL for a GaussianHead", type(loss).__name__)
+        super().__init__(loss, 2, reason=reason)
+
+    def _activation_xp(self, xp, logits):
+        return xp.stack([logits[..., 0], xp.exp(0.5 * logits[..., 1])], axis=-1)
+
+    def _predict_xp(self, xp, logits):
+        return self._activation_xp(xp, logits)
+
+
+def _given(**pairs) -> dict:
+    """The head options that differ from their defaults (``name=(value, default)``): only these reach
+    a loss, so that a loss without e.g. ``label_smoothing`` is refused only when one is asked for."""
+    return {name: value for name, (value, default) in pairs.items()
+            if not (value is default or (value is not None and default is not None and value == default))}
+
+
 _HEADS = {"binary": BinaryHead, "multiclass": MulticlassHead, "multilabel": MultilabelHead,
           "continuous": RegressionHead}
+
+
+def _head_class(kind: str, loss) -> type:
+    """The head for a task and a loss: QuantileHead / GaussianHead for those losses' extra units."""
+    if kind == "continuous":
+        cls = loss_class(kind, loss)
+        if cls is QuantileLoss:
+            return QuantileHead
+        if cls is GaussianNLL:
+            return GaussianHead
+    return _HEADS[kind]
 
 
 def head(task: str, **options: Any) -> Head:
@@ -543,7 +749,7 @@ def head(task: str, **options: Any) -> Head:
     if task not in TASKS:
         names = ", ".join(repr(t) for t in TASKS)
         raise fail("task", f"one of {names}", repr(task))
-    cls = _HEADS[TASKS[task]]
+    cls = _head_class(TASKS[task], options.get("loss"))
     _check_options(cls, options)
     return cls(**options)
 
@@ -551,8 +757,11 @@ def head(task: str, **options: Any) -> Head:
 def _check_options(cls, options: dict, read_off: tuple[str, ...] = (), hint: str = "") -> None:
     """Refuse, by name, an option ``cls`` does not take, or one of ``read_off`` (those
     :func:`head_for` reads off the target), before ``cls(**options)`` can raise a TypeError."""
-    allowed = [p for p in inspect.signature(cls.__init__).parameters
-               if p != "self" and p not in read_off]
+    allowed = [p for p in _parameters(cls) if p not in read_off]
+    if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
+        # the head passes the loss's own options on (``lk.head("regression", loss="huber", delta=2.0)``)
+        kind = TASKS[cls.task]
+        allowed += [p for p in _parameters(loss_class(kind, options.get("loss"))) if p not in allowed]
     for name in options:
         if name in read_off:
             raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
@@ -587,7 +796,7 @@ def head_for(target, *, task: str | None = None, **options: Any) -> Head:
     [1.0, 0.0]
     """
     info: TargetType = type_of_target(target, task=task)
-    cls = _HEADS[info.kind]
+    cls = _head_class(info.kind, options.get("loss"))
     _check_options(cls, options, ("classes", "n_classes", "n_labels", "n_outputs"),
                    f"head_for chose {cls.__name__} ({info.reason})")
     options = dict(options)
@@ -597,6 +806,10 @@ def head_for(target, *, task: str | None = None, **options: Any) -> Head:
         if classes is not None and classes.dtype.kind in "biuf" and classes.tolist() == [0, 1]:
             classes = None  # already the 0/1 the loss takes
         return cls(classes=classes, **options)
+    if cls in (QuantileHead, GaussianHead):
+        if info.n_outputs != 1:
+            raise fail("target", f"one value per example for a {cls.__name__}", f"{info.n_outputs} values")
+        return cls(**options)
     if info.kind == "multiclass":
         classes = info.classes
         if classes is not None and _is_range(classes):

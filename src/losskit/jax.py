@@ -32,10 +32,7 @@ from . import heads as _heads
 from . import reduction as _reduction
 from .losses import REGISTRY
 
-__all__ = [
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "categorical_cross_entropy",
-    "softmax_cross_entropy", "multilabel_cross_entropy", "mean_squared_error", "loss_fn", "head",
-]
+__all__ = [*REGISTRY, "loss_fn", "head"]
 
 
 def _no_cotangent(value):
@@ -202,12 +199,8 @@ def _functional(name: str):
     return fn
 
 
-binary_cross_entropy = _functional("binary_cross_entropy")
-binary_cross_entropy_with_logits = _functional("binary_cross_entropy_with_logits")
-categorical_cross_entropy = _functional("categorical_cross_entropy")
-softmax_cross_entropy = _functional("softmax_cross_entropy")
-multilabel_cross_entropy = _functional("multilabel_cross_entropy")
-mean_squared_error = _functional("mean_squared_error")
+# one custom_vjp function per registered loss, under the core function's name
+globals().update({name: _functional(name) for name in REGISTRY})
 
 
 class _Head:

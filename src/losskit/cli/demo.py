@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
+from .._errors import LossInputError
 from ..demo.train import DEFAULTS
-from ._common import output_dir, output_file, require, write_text
+from ._common import CLIError, output_dir, output_file, require, write_text
 
 DEFAULT_DIR = Path("losskit-demo")
 
@@ -33,7 +34,8 @@ def _table(result, goal):
     table.add_column()
     table.add_row("head", f"{result.head} (head_for: {result.reason})")
     table.add_row("units / activation", f"{result.units} / {result.activation}")
-    table.add_row("loss", result.loss + (" (standardised target)" if result.task == "regression" else ""))
+    scaled = " (target / its mean)" if result.loss.endswith("Deviance") else " (standardised target)"
+    table.add_row("loss", result.loss + (scaled if result.task == "regression" else ""))
     table.add_row("examples", f"{result.n_train} train, {result.n_val} held out, "
                   f"{result.n_features} features")
     table.add_row("epochs", str(result.epochs))
@@ -49,6 +51,13 @@ def _table(result, goal):
     return table
 
 
+def _loss_list() -> str:
+    from ..demo.train import demo_losses
+
+    return "; ".join(f"{task}: {', '.join(demo_losses(task))}" for task in DEFAULTS)
+
+
+_LOSSES = _loss_list() + " [default: cross-entropy or squared error]."
 _EPOCHS = ", ".join(f"{name} {config.epochs}" for name, config in DEFAULTS.items())
 
 
@@ -58,6 +67,8 @@ def demo(
                                                show_default=False)] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split, the initialisation and "
                                       "the mini-batch order.")] = 0,
+    loss: Annotated[str | None, typer.Option(help="Any loss of the chosen --task's head: " + _LOSSES,
+                                             show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Directory for loss_curves.png and results.json "
                                       "(created if missing).")] = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead "
@@ -79,6 +90,8 @@ def demo(
     losskit demo --task multiclass --epochs 10
     losskit demo --seed 3 --out /tmp/run3
     losskit demo --json > results.json
+    losskit demo --task regression --loss huber
+    losskit demo --task binary --loss focal
     ```
     """
     from rich.console import Console
@@ -92,6 +105,16 @@ def demo(
 
     # typer has checked --task, --epochs and --seed; --out now, before training: fail fast,
     # not after a minute, and write nothing when an option is wrong
+    if loss is not None:
+        from ..demo.train import check_loss
+
+        if task is TaskChoice.all:
+            raise CLIError(f"--loss: expected a single --task with it (each task has its own losses), got "
+                           f"--task all and --loss {loss}")
+        try:
+            check_loss(task.value, loss)
+        except LossInputError as error:
+            raise CLIError(f"--{error}") from None
     directory = output_dir(out)
     for name in ("loss_curves.png", "results.json"):
         output_file(directory / name)
@@ -109,7 +132,7 @@ def demo(
             def on_epoch(epoch, train_loss, val_loss, bar=bar):
                 progress.update(bar, completed=epoch, train=train_loss, val=val_loss)
 
-            results.append(run(name, epochs=n_epochs, seed=seed, on_epoch=on_epoch))
+            results.append(run(name, epochs=n_epochs, seed=seed, loss=loss, on_epoch=on_epoch))
     total = time.perf_counter() - start
 
     curves = save(figures.loss_curves(results), directory / "loss_curves.png", "png")

@@ -175,6 +175,84 @@ def gradients():
     return fig
 
 
+PURPLE, BROWN, PINK = "#9467bd", "#8c564b", "#e377c2"
+
+
+def _curves(task: str, x):
+    """(label, colour, per-example loss, d loss / d x) of every loss of ``task`` along ``x``: the
+    residual for regression, the margin (the logit of the true side) for the classifiers."""
+    rows = []
+    if task == "regression":
+        zero = np.zeros_like(x)
+        for label, color, loss in (("squared error", BLUE, lk.MeanSquaredError()),
+                                   ("absolute error", ORANGE, lk.AbsoluteError()),
+                                   (r"Huber $\delta = 1$", GREEN, lk.HuberLoss(delta=1.0)),
+                                   (r"pseudo-Huber $\delta = 1$", RED, lk.PseudoHuberLoss(delta=1.0)),
+                                   ("log-cosh", PURPLE, lk.LogCoshLoss())):
+            rows.append((label, color, *_none(loss, x, zero)))
+        # the pinball loss of one quantile: predictions [N, 1], one target per example
+        rows.append((r"pinball $q = 0.8$", BROWN, *(v.reshape(-1) for v in _none(
+            lk.QuantileLoss(quantiles=0.8), x[:, None], zero))))
+        return rows
+    if task in ("binary", "multilabel"):
+        one = np.ones_like(x)  # y = 1, so the logit is the margin
+        for label, color, loss in (("BCE", BLUE, lk.BinaryCrossEntropyWithLogits()),
+                                   (r"focal $\gamma = 2$", ORANGE, lk.SigmoidFocalLoss(gamma=2.0)),
+                                   (r"focal $\gamma = 0.5$", PINK, lk.SigmoidFocalLoss(gamma=0.5)),
+                                   ("hinge", GREEN, lk.HingeLoss()),
+                                   ("squared hinge", RED, lk.SquaredHingeLoss())):
+            rows.append((label, color, *_none(loss, x, one)))
+        return rows
+    logits = np.zeros((len(x), 3))
+    logits[:, 0] = x  # the true class's logit against two others at 0
+    labels = np.zeros(len(x), dtype=np.int64)
+    for label, color, loss in (("cross-entropy", BLUE, lk.SoftmaxCrossEntropy()),
+                               (r"focal $\gamma = 2$", ORANGE, lk.SoftmaxFocalLoss(gamma=2.0)),
+                               (r"Poly-1 $\epsilon = 1$", GREEN, lk.PolyCrossEntropy(epsilon=1.0)),
+                               ("Crammer-Singer hinge", RED, lk.MulticlassHingeLoss())):
+        value, grad = _none(loss, logits, labels)
+        rows.append((label, color, value, grad[:, 0]))
+    return rows
+
+
+def _none(loss, x, target):
+    """Per-example loss and its gradient (``reduction="none"``: the gradient of their sum)."""
+    loss = type(loss)(**{**loss.options.as_dict(), "reduction": "none"})
+    return loss.value_and_grad(x, target)
+
+
+#: x axis of each task's loss figure
+_AXES = {"regression": (r"residual $e = \hat y - y$", (-3.0, 3.0)),
+         "binary": (r"margin $s z$ (the logit, for $y = 1$)", (-4.0, 4.0)),
+         "multilabel": (r"margin $s z$ of one label (the multi-label head sums them)", (-4.0, 4.0)),
+         "multiclass": (r"logit of the true class (two others at 0, K = 3)", (-4.0, 6.0))}
+
+
+def losses(task: str = "regression"):
+    """Every loss of a task's head and its gradient, side by side, against the residual (regression)
+    or the margin (classification). Every value is ``value_and_grad(..., reduction="none")``."""
+    if task not in _AXES:
+        raise ValueError(f"task: expected one of {', '.join(_AXES)}, got {task!r}")
+    label_x, (lo, hi) = _AXES[task]
+    x = np.linspace(lo, hi, 481)
+    fig, axes = _figure(11.0, 4.2, ncols=2)
+    for label, color, value, grad in _curves(task, x):
+        axes[0].plot(x, value, color=color, lw=2, label=label)
+        axes[1].plot(x, grad, color=color, lw=2, label=label)
+    top = {"regression": 4.5, "binary": 5.0, "multilabel": 5.0, "multiclass": 5.0}[task]
+    axes[0].set(xlabel=label_x, ylabel="loss", ylim=(-0.1, top), title="loss")
+    axes[1].set(xlabel=label_x, ylabel="d loss / d input", title="gradient (what backpropagation receives)")
+    # the squared losses' gradients grow without bound: keep the bounded ones readable
+    axes[1].set_ylim({"regression": (-2.5, 2.5), "binary": (-2.2, 0.2), "multilabel": (-2.2, 0.2)}.get(task))
+    for ax in axes:
+        ax.axhline(0, color=GREY, lw=0.8)
+        ax.axvline(0, color=GREY, lw=0.8)
+    axes[0].legend(loc="upper center" if task == "regression" else "upper right", fontsize=8)
+    name = "regression" if task == "regression" else f"{task} classification"
+    fig.suptitle(f"losskit: the losses of the {name} head and their gradients")
+    return fig
+
+
 def loss_curves(results):
     """The demo's training and held-out loss per epoch, one panel per task."""
     n = len(results)
@@ -210,4 +288,5 @@ FIGURES: dict[str, tuple[Callable, str]] = {
     "mse": (mse, "squared error as a parabola of the error, with its gradient"),
     "bce-landscape": (bce_landscape, "BCE-with-logits over (logit, target)"),
     "gradients": (gradients, "gradient curves of BCE, softmax CE and MSE"),
+    "losses": (losses, "every loss of a task (--task) and its gradient, side by side"),
 }

@@ -24,6 +24,13 @@ def _figures():
 FigureName = Enum("FigureName", {name: name for name in ["all", *_figures()]}, type=str)
 
 
+class Task(str, Enum):
+    binary = "binary"
+    multiclass = "multiclass"
+    multilabel = "multilabel"
+    regression = "regression"
+
+
 class Format(str, Enum):
     png = "png"
     svg = "svg"
@@ -85,6 +92,7 @@ def plot(
                                                 "directory [default: png].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the files written as JSON "
                                           "instead of a table.")] = False,
+    task: Annotated[Task, typer.Option(help="The task whose losses the 'losses' figure draws.")] = Task.regression,
 ) -> None:
     """Draw the figures that explain the output heads, as PNG or SVG.
 
@@ -92,7 +100,9 @@ def plot(
     and y = 0), **softmax** (a small logit vector: logits, exponentials, probabilities),
     **cross-entropy** (categorical CE against the true class's probability), **mse** (squared
     error, a parabola, with its gradient), **bce-landscape** (BCE over logit and target),
-    **gradients** (the analytic gradient curves). Every curve is computed by losskit.
+    **gradients** (the analytic gradient curves), **losses** (every loss of the --task head and
+    its gradient, side by side: MSE, MAE, Huber, log-cosh... against the residual; BCE, focal,
+    hinge against the margin). Every curve is computed by losskit.
 
     **Examples**
 
@@ -101,6 +111,7 @@ def plot(
     losskit plot all --out docs/figures --format svg
     losskit plot sigmoid --out sigmoid.png
     losskit plot softmax --json
+    losskit plot losses --task binary --out losses-binary.png
     ```
     """
     from rich.console import Console
@@ -114,7 +125,7 @@ def plot(
     written = []
     for name, path, file_format in targets:
         draw, description = figures.FIGURES[name]
-        save(draw(), path, file_format)
+        save(draw(task.value) if name == "losses" else draw(), path, file_format)
         written.append({"figure": name, "file": str(path), "format": file_format,
                         "bytes": path.stat().st_size, "description": description})
     if as_json:

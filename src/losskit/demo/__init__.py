@@ -12,7 +12,7 @@ data sets), which the ``[cli]`` extra installs.
 
 from .data import DATASETS, MULTILABEL_NAMES, MissingExtra, digit_labels, load
 from .mlp import MLP, Adam
-from .train import DEFAULTS, GOALS, TASKS, Config, Result, run
+from .train import DEFAULTS, GOALS, TASKS, Config, Result, check_loss, demo_losses, run
 
 __all__ = ["run", "Result", "Config", "DEFAULTS", "GOALS", "TASKS", "DATASETS", "MULTILABEL_NAMES",
-           "MissingExtra", "digit_labels", "load", "MLP", "Adam"]
+           "MissingExtra", "digit_labels", "load", "MLP", "Adam", "demo_losses", "check_loss"]

@@ -82,6 +82,32 @@ def _r2(pred: np.ndarray, target: np.ndarray, reference_mean: float) -> float:
     return float(1 - np.sum((target - pred) ** 2) / np.sum((target - reference_mean) ** 2))
 
 
+def demo_losses(task: str) -> list[str]:
+    """The losses ``losskit demo --loss`` takes for ``task``: every loss of the task's head that
+    trains on the data set's own labels (distillation needs a teacher's logits, so it is left out)."""
+    kind = "continuous" if task == "regression" else task
+    return [name for name in lk.heads.TASK_LOSSES[kind] if name != "distillation"]
+
+
+def check_loss(task: str, loss: str | None) -> str | None:
+    """``loss`` if ``task``'s demo can train with it, else a LossInputError naming ``loss``."""
+    if loss is not None and loss not in demo_losses(task):
+        names = ", ".join(demo_losses(task))
+        raise lk.LossInputError(f"loss: expected a loss of the {task} task ({names}), got {loss!r}")
+    return loss
+
+
+def _regression_values(head, pred: np.ndarray, y_scale) -> np.ndarray:
+    """A regression head's prediction in the data set's units: the median quantile of a quantile
+    head, the mean of a Gaussian head; a deviance head's ``predict`` is already the mean."""
+    if isinstance(head, lk.QuantileHead):
+        pred = pred[:, int(np.argmin(np.abs(np.asarray(head.quantiles) - 0.5)))]
+    elif isinstance(head, lk.GaussianHead):
+        pred = pred[:, 0]
+    mean, std = y_scale
+    return pred.reshape(-1) * std + mean
+
+
 def _scores(task: str, head, logits, y_val, y_train, y_scale) -> tuple[dict, dict]:
     """Held-out metrics of the trained network, and of the trivial predictor that ignores x."""
     pred = np.asarray(head.predict(logits))
@@ -95,16 +121,19 @@ def _scores(task: str, head, logits, y_val, y_train, y_scale) -> tuple[dict, dic
         base = {"exact match": float(np.mean(np.all(majority == y_val, axis=1))),
                 "per-label accuracy": float(np.mean(majority == y_val))}
         return metrics, base
-    mean, std = y_scale
-    values = pred.reshape(-1) * std + mean  # back to the data set's units
+    values = _regression_values(head, pred, y_scale)  # back to the data set's units
     # the baseline predicts the training mean for everyone: R^2 a little below 0 held out
     return ({"R^2": _r2(values, y_val, float(y_val.mean()))},
-            {"R^2": _r2(np.full_like(y_val, mean), y_val, float(y_val.mean()))})
+            {"R^2": _r2(np.full_like(y_val, float(y_train.mean())), y_val, float(y_val.mean()))})
 
 
-def run(task: str, *, epochs: int | None = None, seed: int = 0,
+def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None = None,
         on_epoch: Callable[[int, float, float], None] | None = None) -> Result:
     """Train ``task``'s network for ``epochs`` (default: its :data:`DEFAULTS`) and score it.
+
+    ``loss`` names any loss of the task's head (:func:`demo_losses`; default: the task's own,
+    cross-entropy or squared error). A deviance trains on the target divided by its training
+    mean (positive, as its domain needs), the other regression losses on the standardised target.
 
     ``on_epoch(epoch, train_loss, val_loss)`` is called after each epoch (for progress bars).
     Seeded: the same ``task``, ``epochs`` and ``seed`` give the same numbers. A bad ``task``,
@@ -116,10 +145,17 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0,
     config = DEFAULTS[task]
     epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
     seed = check_int(seed, "seed", 0)
+    check_loss(task, loss)
     start = time.perf_counter()
     split = load(task, seed)
-    head = lk.head_for(split.y_train)  # task detection: the head is read off the targets
-    if task == "regression":
+    # task detection: the head is read off the targets; the loss, if given, is the user's
+    head = lk.head_for(split.y_train) if loss is None else lk.head_for(split.y_train, loss=loss)
+    if task == "regression" and isinstance(head.loss_object, (lk.PoissonDeviance, lk.GammaDeviance,
+                                                               lk.TweedieDeviance)):
+        # a deviance needs y >= 0 (or > 0): scale by the training mean only, so exp(0) = 1 is the mean
+        y_scale = (0.0, float(split.y_train.mean()))
+        t_train, t_val = split.y_train / y_scale[1], split.y_val / y_scale[1]
+    elif task == "regression":
         # train on a standardised target so Adam's step size suits it; R^2 is scale-free
         y_scale = (float(split.y_train.mean()), float(split.y_train.std()))
         t_train = (split.y_train - y_scale[0]) / y_scale[1]

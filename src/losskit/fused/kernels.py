@@ -58,6 +58,7 @@ def _exp_pass(row, out, m, with_grad):
 def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
     """Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
     ``with_grad``, ``grad[i] = scale[i] * (softmax(z_i) - y'_i)``; ``grad`` may be ``z`` itself.
+    Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
 
     ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``.
     Three passes over a row: its max; ``exp(z - max)`` into ``grad`` with the row's sums; the
@@ -82,9 +83,9 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
             flags[i] = 1
             continue
         z_y = row[y]  # read before the row is overwritten (grad may alias z)
-        g = grad[i]
-        if in_place:  # one array for both: LLVM then sees the same pointer and vectorises
-            below, ties, shifted, every = _exp_pass(row, row, m, with_grad)
+        g = grad[i if with_grad else i - i]  # without a gradient, grad is one scratch row, never written
+        if in_place:  # g is this row's own memory: one array for both lets LLVM vectorise
+            below, ties, shifted, every = _exp_pass(g, g, m, with_grad)
         else:  # two arrays: LLVM checks at run time that they do not overlap
             below, ties, shifted, every = _exp_pass(row, g, m, with_grad)
         below64, ties64 = float(below), float(ties) - 1.0  # the leading 1 is one of the ties

@@ -166,7 +166,8 @@ def softmax_ce(plan, arrays, with_grad):
     labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64).reshape(rows)
     scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
     scaled_loss = np.empty(rows)
-    grad = _grad_buffer(arrays, z2.size, z.dtype).reshape(z2.shape) if with_grad else z2  # z2: never written
+    grad = _grad_buffer(arrays, z2.size, z.dtype).reshape(z2.shape) if with_grad else np.empty((1, z2.shape[1]),
+                                                                                                 z.dtype)
     flags = np.zeros(rows, np.uint8)
     _kernels().softmax_ce_rows(z2, labels, scale, plan.smoothing, scaled_loss, grad, with_grad, flags)
     return None if flags.any() else (scaled_loss, grad)

@@ -150,7 +150,7 @@ class SoftmaxFocalLoss(_CategoricalBase):
                 grad = u - p * total_u
             else:
                 # v_k q_k^2 with v = c p h'(p), h(p) = p d/dp[-(1-p)^g log p], written without q^(g-1)
-                vq2 = c * gamma * mod * (q * times(xp, p, lp + 2) - (gamma - 1) * p * p_rho)
+                vq2 = c * gamma * mod * q * (times(xp, p, lp + 2) - (gamma - 1) * p * p_rho)
                 safe_q = xp.where(q > 0, q, xp.ones_like(q))
                 v = xp.where(q > 0, c * gamma * mod * (times(xp, p, lp + 2) - (gamma - 1) * p * p_rho) / safe_q,
                              xp.zeros_like(q))

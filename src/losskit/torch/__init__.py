@@ -39,7 +39,11 @@ from . import _native
 __all__ = [
     "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CategoricalCrossEntropy",
     "SoftmaxCrossEntropy", "MultilabelCrossEntropy", "MeanSquaredError",
-    "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead",
+    "SigmoidFocalLoss", "HingeLoss", "SquaredHingeLoss", "MultilabelSigmoidFocalLoss", "MultilabelHingeLoss",
+    "MultilabelSquaredHingeLoss", "SoftmaxFocalLoss", "PolyCrossEntropy", "MulticlassHingeLoss", "KLDivergence",
+    "DistillationLoss", "AbsoluteError", "HuberLoss", "SmoothL1Loss", "PseudoHuberLoss", "LogCoshLoss",
+    "QuantileLoss", "PoissonDeviance", "GammaDeviance", "TweedieDeviance", "GaussianNLL",
+    "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead", "GaussianHead",
 ]
 
 _THIRD_ORDER = ("losskit.torch: third and higher derivatives through a losskit loss are not supported "
@@ -181,11 +185,11 @@ def _hessian_vector_product(loss, name: str, input: Tensor, target: Tensor, weig
     For "none" the Hessian is that of ``sum(none)``, as for the core's gradient. ``vector`` has the
     input's shape, and so has the result; float16/bfloat16 are computed in float32.
     """
-    if name in _DIAGONAL_HESSIAN:
+    if name in _DIAGONAL_HESSIAN or getattr(loss, "diagonal_hessian", False):
         hess = loss.hessian_diag(input, target, weight=weight, normalizer=normalizer)
         work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
         return (hess.to(work) * vector.to(work)).to(input.dtype)
-    if name == "softmax_cross_entropy":
+    if name in ("softmax_cross_entropy", "kl_divergence"):  # KL: CE of the same logits, plus a constant
         return _softmax_ce_hvp(loss, input, target, weight, normalizer, vector)
     raise RuntimeError(f"losskit.torch: no second derivative is defined for {name!r}")
 
@@ -200,7 +204,7 @@ def _softmax_ce_hvp(loss, input, target, weight, normalizer, vector):
     axis = loss.example_axis(z.ndim)
     scale = loss.plan(z, target, weight=weight, normalizer=normalizer).scale
     if target.ndim == input.ndim:  # probabilities: t = (1 - a) sum_k y_k + a
-        a = loss.label_smoothing
+        a = getattr(loss.options, "label_smoothing", 0.0)
         scale = scale * ((1 - a) * target.to(work).sum(axis) + a)
     c = scale.unsqueeze(axis) if scale.ndim else scale
     p = softmax_xp(xp, z, axis)  # exact limits for rows with +-inf
@@ -350,4 +354,6 @@ BinaryHead = _head_module(_heads.BinaryHead)
 MulticlassHead = _head_module(_heads.MulticlassHead)
 MultilabelHead = _head_module(_heads.MultilabelHead)
 RegressionHead = _head_module(_heads.RegressionHead)
+QuantileHead = _head_module(_heads.QuantileHead)
+GaussianHead = _head_module(_heads.GaussianHead)
 

@@ -1,0 +1,158 @@
+r"""Unit deviances of the Tweedie family (Poisson, Gamma, any power), on the log of the mean.
+
+The input is :math:`\eta = \log\mu` (a log link: any real number is a valid prediction), so
+``mean(loss)`` equals scikit-learn's ``mean_poisson_deviance`` / ``mean_gamma_deviance`` /
+``mean_tweedie_deviance`` of ``(y, exp(input))``. With :math:`a = 1 - p`, :math:`b = 2 - p`:
+
+.. math:: d_p(y, \mu) = 2\left(\frac{y^b}{ab} - \frac{y \mu^a}{a} + \frac{\mu^b}{b}\right)
+
+(Poisson p = 1: :math:`2(y \log(y/\mu) - y + \mu)`; Gamma p = 2: :math:`2(\log(\mu/y) + y/\mu - 1)`).
+
+Design note: near the optimum (:math:`\mu \approx y`) the three terms cancel to a value of order
+:math:`(\log y - \eta)^2`. With :math:`d = \log y - \eta` and :math:`\varphi(x) = e^x - 1 - x` the
+deviance is :math:`2 y^b (\varphi(-b d)/b - \varphi(-a d)/a)` (a term is dropped when its
+denominator is 0: the Poisson and Gamma limits), and :math:`\varphi` is computed without
+cancellation (a series below |x| = 0.1). For ``1 < p < 2`` both terms are positive, so the sum
+is exact to a few eps; otherwise the cancellation is at most a factor ``max(2 - p, p - 1)``.
+A zero (or, for p <= 0, negative) target uses the direct formula, which then has no cancellation.
+Gradient :math:`2\mu^a(\mu - y)` and Hessian :math:`2\mu^a(b\mu - a y)` in :math:`\eta`.
+"""
+
+from __future__ import annotations
+
+from .. import _array, _checks
+from ._shared import exp_minus_linear, functional
+from .more_options import TweedieOptions
+from .options import Options
+from .robust import ValueLoss
+
+
+def tweedie_terms(xp, eta, y, power: float, order: int):
+    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` and its derivative."""
+    a, b = 1.0 - power, 2.0 - power
+    positive = y > 0
+    y_safe = xp.where(positive, y, xp.ones_like(y))
+    d = xp.log(y_safe) - eta
+    stable = xp.zeros_like(eta)
+    if b != 0:
+        stable = stable + exp_minus_linear(xp, -b * d) / b
+    if a != 0:
+        stable = stable - exp_minus_linear(xp, -a * d) / a
+    stable = 2 * y_safe ** b * stable
+    # y <= 0 (allowed for p < 2, and negative only for p <= 0): max(y, 0)^b = 0 and no cancellation
+    eta_direct = xp.where(positive, xp.zeros_like(eta), eta)
+    direct = 2 * (xp.exp(b * eta_direct) / b - (y * xp.exp(a * eta_direct) / a if a != 0 else 0.0)) if b != 0 \
+        else xp.zeros_like(eta)
+    if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
+        direct = direct + y * y
+    loss = xp.where(positive, stable, direct)
+    deriv = None
+    if order >= 1:
+        mu_a = xp.exp(a * eta)
+        mu = xp.exp(eta)
+        deriv = 2 * mu_a * (mu - y) if order == 1 else 2 * mu_a * (b * mu - a * y)
+    return loss, deriv
+
+
+class TweedieDeviance(ValueLoss):
+    r"""Tweedie unit deviance of power ``p`` on the log-mean (``mean_tweedie_deviance(y, exp(input))``).
+
+    Per value, with :math:`\mu = e^\eta`, :math:`a = 1 - p`, :math:`b = 2 - p`:
+    :math:`2(y^b/(ab) - y\mu^a/a + \mu^b/b)`; gradient :math:`2\mu^a(\mu - y)`, Hessian
+    :math:`2\mu^a(b\mu - a y)`, averaged over the D values of an example.
+
+    ``power`` p <= 0 or >= 1 (none in (0, 1): no such distribution). Target domain: any real for
+    p <= 0, ``y >= 0`` for 1 <= p < 2, ``y > 0`` for p >= 2 (checked). Shapes as
+    :class:`MeanSquaredError` (``predictions`` is the log-mean). Edges: finite for finite input
+    until :math:`\mu^b` overflows; accurate near the optimum (see the module note).
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.tweedie_deviance(np.log(np.array([2.0])), np.array([2.0]), power=1.5))
+    0.0
+    """
+
+    Options = TweedieOptions
+
+    def __init__(self, *, power: float = 1.5, reduction: str = "mean", impl: str = "auto"):
+        super().__init__(power=power, reduction=reduction, impl=impl)
+
+    def _check_target(self, xp, target):
+        power = self.power
+        if power >= 2:
+            bad, expected = target <= 0, "positive values (y > 0)"
+        elif power >= 1:
+            bad, expected = target < 0, "non-negative values (y >= 0)"
+        else:
+            return
+        if _array.concrete_bool(xp.any(bad)):
+            raise _checks.fail("target", f"{expected} for {type(self).__name__} (power {power:g})",
+                               f"a minimum of {float(xp.min(target)):.6g}")
+
+    def _elementwise(self, xp, input, target, order):
+        return tweedie_terms(xp, input, target, self.power, order)
+
+
+class PoissonDeviance(TweedieDeviance):
+    r"""Poisson deviance on the log-mean: :math:`2(y\log(y/\mu) - y + \mu)`, :math:`\mu = e^\eta`
+    (``mean_poisson_deviance(y, exp(input))``; XGBoost ``count:poisson``).
+
+    Gradient :math:`2(\mu - y)`, Hessian :math:`2\mu` (over D). Target ``y >= 0`` (checked).
+    Shapes and edges as :class:`TweedieDeviance`.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.poisson_deviance(np.array([0.0]), np.array([0.0]))), 6)  # 2 mu at y = 0
+    2.0
+    """
+
+    Options = Options
+    power = 1.0
+
+    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
+        ValueLoss.__init__(self, reduction=reduction, impl=impl)
+
+
+class GammaDeviance(TweedieDeviance):
+    r"""Gamma deviance on the log-mean: :math:`2(\log(\mu/y) + y/\mu - 1)`, :math:`\mu = e^\eta`
+    (``mean_gamma_deviance(y, exp(input))``; XGBoost ``reg:gamma``).
+
+    Gradient :math:`2(1 - y/\mu)`, Hessian :math:`2 y/\mu` (over D). Target ``y > 0`` (checked).
+    Shapes and edges as :class:`TweedieDeviance`.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.gamma_deviance(np.array([0.0]), np.array([np.e]))), 6)  # 2 (e - 2)
+    1.436564
+    """
+
+    Options = Options
+    power = 2.0
+
+    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
+        ValueLoss.__init__(self, reduction=reduction, impl=impl)
+
+
+_VALUES = """
+    Shapes: ``predictions [N]`` (the log-mean, one value per example) or ``[..., D]`` (averaged);
+    ``target`` the same shape; ``weight`` per example. Returns ``[...]`` for ``"none"``, else 0-d.
+"""
+
+poisson_deviance = functional(PoissonDeviance, "poisson_deviance", r"""Poisson deviance of ``y`` against
+    ``mu = exp(predictions)`` (see :class:`PoissonDeviance`).
+""" + _VALUES + """
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.poisson_deviance(np.log(np.array([3.0])), np.array([3.0])))
+    0.0
+""")
+gamma_deviance = functional(GammaDeviance, "gamma_deviance", r"""Gamma deviance of ``y`` against
+    ``mu = exp(predictions)`` (see :class:`GammaDeviance`).
+""" + _VALUES + """
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.gamma_deviance(np.log(np.array([3.0])), np.array([3.0])))
+    0.0
+""")
+tweedie_deviance = functional(TweedieDeviance, "tweedie_deviance", r"""Tweedie deviance of power ``power``
+    of ``y`` against ``mu = exp(predictions)`` (see :class:`TweedieDeviance`).
+""" + _VALUES + """
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.tweedie_deviance(np.array([0.0]), np.array([0.0]), power=1.5)), 6)  # 2 mu^0.5 / 0.5
+    4.0
+""")

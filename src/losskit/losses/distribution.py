@@ -1,0 +1,245 @@
+r"""Losses on distributions: KL divergence, distillation, Gaussian negative log-likelihood, quantiles.
+
+* :class:`KLDivergence`: :math:`\sum_k y'_k (\log y'_k - \log\mathrm{softmax}(z)_k)`, a target
+  distribution against logits (``F.kl_div(log_softmax(z), t, reduction="batchmean")`` for "mean").
+* :class:`DistillationLoss`: :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(t/T) \,\|\, \mathrm{softmax}(z/T))`
+  with the teacher's logits t as the target (Hinton et al. 2015; the :math:`T^2` keeps the
+  gradient's scale independent of T).
+* :class:`GaussianNLL`: two units per value, the mean and the log-variance.
+* :class:`QuantileLoss`: one unit per quantile, the pinball loss summed over the quantiles.
+
+Design note: a log-variance unit (not a variance, as ``F.gaussian_nll_loss`` takes) needs no
+clamp and no positivity constraint on the network's output; the squared standardised error is
+formed as ``((y - m) exp(-s/2))^2`` so that neither ``exp(-s)`` nor ``(y - m)^2`` overflows alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import _array, _checks
+from ..activations import log_softmax_xp
+from ..plan import Target
+from ._shared import functional, times
+from .base import Loss, Terms
+from .categorical import SoftmaxCrossEntropy, _CategoricalBase
+from .more_options import DistillationOptions, QuantileOptions
+from .options import Options
+
+
+class KLDivergence(SoftmaxCrossEntropy):
+    r"""KL divergence of a target distribution from the softmax of logits.
+
+    .. math:: l = \sum_k y'_k \left(\log y'_k - \log\mathrm{softmax}(z)_k\right)
+              = \mathrm{CE}(z, y') - H(y')
+
+    Same gradient (:math:`p \sum y' - y'`) and Hessian diagonal as :class:`SoftmaxCrossEntropy`:
+    the entropy of the target does not depend on the logits. Options and targets as
+    :class:`SoftmaxCrossEntropy` (integer labels are one-hot targets, of entropy 0).
+    Shapes: ``logits [..., K]``, ``target [..., K]`` probabilities (or integer ``[...]``).
+    Edges: :math:`0 \log 0 = 0`; a target of 0 where the logits rule a class out costs 0.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.kl_divergence(np.log(np.array([[0.25, 0.75]])), np.array([[0.25, 0.75]])))
+    0.0
+    """
+
+    _kernel = Loss._kernel  # the compiled CE kernel has no entropy term
+
+    def _terms(self, plan, order):
+        terms = super()._terms(plan, order)
+        xp, z = plan.xp, plan.input
+        labels = plan.target.labels
+        mask = None if labels is None else _array.one_hot(xp, labels, z.shape[-1], xp.bool)
+        y = self._dense_target(xp, z, plan.target.dense, mask)
+        positive = y > 0
+        neg_entropy = xp.sum(times(xp, y, xp.log(xp.where(positive, y, xp.ones_like(y)))), axis=-1)
+        return Terms(terms.loss + neg_entropy, terms.grad, terms.hess)
+
+
+class DistillationLoss(_CategoricalBase):
+    r"""Knowledge distillation: the teacher's tempered distribution against the student's.
+
+    .. math:: l = T^2 \sum_k q_k (\log q_k - \log p_k), \quad q = \mathrm{softmax}(t / T),
+              \; p = \mathrm{softmax}(z / T)
+
+    Gradient :math:`T (p - q)`; Hessian diagonal :math:`p (1 - p)`. Options: ``temperature``
+    T > 0 (default 1), ``axis``. Shapes: ``logits [..., K]`` (the student's), ``target [..., K]``
+    the teacher's logits (floating, the same shape), ``weight [...]``. Edges: a teacher logit of
+    -inf is a class of probability 0 (no cost); finite for finite logits.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.distillation_loss(np.array([[1.0, 2.0]]), np.array([[1.0, 2.0]]), temperature=4.0))
+    0.0
+    """
+
+    Options = DistillationOptions
+
+    def __init__(self, *, temperature: float = 1.0, axis: int = -1, reduction: str = "mean", impl: str = "auto"):
+        Loss.__init__(self, temperature=temperature, axis=axis, reduction=reduction, impl=impl)
+
+    def _prepare(self, xp, input, target) -> Target:
+        if not xp.isdtype(target.dtype, "real floating"):
+            raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
+                               f"dtype {target.dtype}")
+        _checks.same_shape("target", target, "logits", tuple(input.shape))
+        target = xp.astype(target, input.dtype)
+        _checks.no_nan(xp, target, "target")
+        return Target(dense=target)
+
+    def _terms(self, plan, order):
+        xp, t = plan.xp, self.temperature
+        lp = log_softmax_xp(xp, plan.input / t)
+        lq = log_softmax_xp(xp, plan.target.dense / t)
+        q = xp.exp(lq)
+        # q_k = 0 (a teacher logit of -inf) contributes 0, not 0 * (-inf - lp)
+        loss = (t * t) * xp.sum(times(xp, q, lq - lp), axis=-1)
+        grad = hess = None
+        if order >= 1:
+            p = xp.exp(lp)
+            grad = t * (p - q) if order == 1 else None
+            hess = p * (1 - p) if order == 2 else None
+        return Terms(loss, grad, hess)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class GaussianNLL(Loss):
+    r"""Gaussian negative log-likelihood with a predicted mean and log-variance per value.
+
+    .. math:: l = \tfrac12\left(s + (y - m)^2 e^{-s} + \log 2\pi\right)
+
+    (``F.gaussian_nll_loss(m, y, exp(s), full=True)``.) Gradient :math:`((m - y) e^{-s},\;
+    \tfrac12 (1 - (y - m)^2 e^{-s}))`; Hessian diagonal :math:`(e^{-s},\; \tfrac12 (y - m)^2 e^{-s})`
+    (the Hessian has an off-diagonal term :math:`(y - m) e^{-s}` too).
+
+    Shapes: ``predictions [..., 2]`` holding (mean, log-variance) on the last axis; ``target
+    [...]``; ``weight [...]`` (one per value). Edges: finite for finite input; a log-variance of
+    -inf with an exact mean costs -inf (the likelihood is unbounded), and an inexact one +inf.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.gaussian_nll_loss(np.array([[0.0, 0.0]]), np.array([0.0]))), 6)  # log(2 pi) / 2
+    0.918939
+    """
+
+    input_name = "predictions"
+    reduces_last_axis = True
+    Options = Options
+
+    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
+        super().__init__(reduction=reduction, impl=impl)
+
+    def _prepare(self, xp, input, target) -> Target:
+        if input.ndim == 0 or input.shape[-1] != 2:
+            raise _checks.fail(self.input_name, "shape [..., 2]: the mean and the log-variance on the last axis",
+                               f"shape {tuple(input.shape)}")
+        _checks.same_shape("target", target, "predictions without their last axis", tuple(input.shape[:-1]))
+        if not xp.isdtype(target.dtype, ("real floating", "integral")):
+            raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
+        target = xp.astype(target, input.dtype)
+        _checks.no_nan(xp, target, "target")
+        return Target(dense=target)
+
+    def _terms(self, plan, order):
+        xp, input, y = plan.xp, plan.input, plan.target.dense
+        mean, log_var = input[..., 0], input[..., 1]
+        r = (y - mean) * xp.exp(-0.5 * log_var)  # standardised error: no overflow of exp(-s) alone
+        loss = 0.5 * (log_var + r * r) + _HALF_LOG_2PI
+        grad = hess = None
+        if order == 1:
+            grad = xp.stack([-r * xp.exp(-0.5 * log_var), 0.5 * (1 - r * r)], axis=-1)
+        elif order == 2:
+            hess = xp.stack([xp.exp(-log_var), 0.5 * r * r], axis=-1)
+        return Terms(loss, grad, hess)
+
+
+class QuantileLoss(Loss):
+    r"""Pinball (quantile) loss, one unit per quantile, summed over the quantiles.
+
+    .. math:: l = \sum_{j=1}^{Q} \max\left(q_j (y - \hat y_j),\; (q_j - 1)(y - \hat y_j)\right)
+
+    ``mean`` over examples is the sum over j of ``sklearn.metrics.mean_pinball_loss(y, yhat_j,
+    alpha=q_j)``. Gradient :math:`-q_j` where :math:`\hat y_j < y`, else :math:`1 - q_j` (XGBoost's
+    choice at :math:`\hat y_j = y`); Hessian 0 (a GBDT needs a substitute: docs/gbdt.md).
+
+    Options: ``quantiles``, a number or list in (0, 1) (default 0.5: half the absolute error).
+    Shapes: ``predictions [..., Q]``, ``target [...]`` (one value per example, shared by its Q
+    units), ``weight [...]``.
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.quantile_loss(np.array([[0.0, 0.0]]), np.array([1.0]), quantiles=[0.1, 0.9]).tolist()
+    1.0
+    """
+
+    input_name = "predictions"
+    reduces_last_axis = True
+    diagonal_hessian = True
+    Options = QuantileOptions
+
+    def __init__(self, *, quantiles=(0.5,), reduction: str = "mean", impl: str = "auto"):
+        super().__init__(quantiles=quantiles, reduction=reduction, impl=impl)
+
+    def _prepare(self, xp, input, target) -> Target:
+        n = len(self.quantiles)
+        if input.ndim == 0 or input.shape[-1] != n:
+            raise _checks.fail(self.input_name, f"shape [..., {n}]: one unit per quantile ({n} quantiles)",
+                               f"shape {tuple(input.shape)}")
+        _checks.same_shape("target", target, "predictions without their quantile axis", tuple(input.shape[:-1]))
+        if not xp.isdtype(target.dtype, ("real floating", "integral")):
+            raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
+        target = xp.astype(target, input.dtype)
+        _checks.no_nan(xp, target, "target")
+        return Target(dense=target)
+
+    def _terms(self, plan, order):
+        xp, input = plan.xp, plan.input
+        q = xp.asarray(self.quantiles, dtype=input.dtype, device=_array.device(input))
+        e = plan.target.dense[..., None] - input
+        loss = xp.sum(xp.maximum(q * e, (q - 1) * e), axis=-1)
+        grad = hess = None
+        if order == 1:
+            grad = xp.where(e > 0, -q + xp.zeros_like(e), 1 - q + xp.zeros_like(e))
+        elif order == 2:
+            hess = xp.zeros_like(input)
+        return Terms(loss, grad, hess)
+
+
+kl_divergence = functional(KLDivergence, "kl_divergence", r"""KL divergence of ``target`` (probabilities)
+    from ``softmax(logits)`` per example (see :class:`KLDivergence`).
+
+    Shapes: ``logits [..., K]``, ``target [..., K]``; options as :func:`softmax_cross_entropy`.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.kl_divergence(np.zeros((1, 2)), np.array([[1.0, 0.0]]))), 6)  # log 2
+    0.693147
+""")
+distillation_loss = functional(DistillationLoss, "distillation_loss", r"""Distillation loss
+    :math:`T^2 \mathrm{KL}(\mathrm{softmax}(t/T) \| \mathrm{softmax}(z/T))` with the teacher's logits as
+    the target (see :class:`DistillationLoss`).
+
+    Shapes: ``logits [..., K]`` (the student's), ``target [..., K]`` (the teacher's logits),
+    ``weight [...]``; option ``temperature`` T > 0.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.distillation_loss(np.zeros((1, 2)), np.array([[0.0, -np.inf]]), temperature=2.0)), 6)
+    2.772589
+""")
+gaussian_nll_loss = functional(GaussianNLL, "gaussian_nll_loss", r"""Gaussian negative log-likelihood of
+    ``target`` under (mean, log-variance) predictions (see :class:`GaussianNLL`).
+
+    Shapes: ``predictions [..., 2]``, ``target [...]``, ``weight [...]``.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.gaussian_nll_loss(np.array([[1.0, 0.0]]), np.array([0.0]))), 6)
+    1.418939
+""")
+quantile_loss = functional(QuantileLoss, "quantile_loss", r"""Pinball loss summed over quantiles, with
+    one unit per quantile (see :class:`QuantileLoss`).
+
+    Shapes: ``predictions [..., Q]``, ``target [...]``, ``weight [...]``; option ``quantiles`` in (0, 1).
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.quantile_loss(np.array([[2.0]]), np.array([0.0]), quantiles=0.25))
+    1.5
+""")

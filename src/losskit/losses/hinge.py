@@ -1,0 +1,176 @@
+r"""Margin losses: hinge and squared hinge (binary, elementwise) and Crammer-Singer (multi-class).
+
+With the label as a sign :math:`s \in \{-1, +1\}` (0/1 labels are mapped to -1/+1) and the
+margin :math:`m = s z`:
+
+.. math:: \mathrm{hinge} = \max(0, 1 - m), \qquad \mathrm{squared\ hinge} = \max(0, 1 - m)^2
+
+Crammer-Singer over K classes with label y: :math:`l = \max_k (z_k + 1 - [k = y]) - z_y`.
+
+Design note: the hinge and Crammer-Singer losses are piecewise linear: their gradient is a
+subgradient (at the kink ``m = 1`` the hinge takes 0, as Keras and optax do; a tie of maxima in
+Crammer-Singer takes the first) and their Hessian is 0 almost everywhere, so ``hessian_diag``
+returns 0. A second-order method (a GBDT, Newton) needs a positive substitute; the GBDT objectives
+choose one and say which (docs/gbdt.md).
+"""
+
+from __future__ import annotations
+
+from .. import _array, _checks
+from ..plan import Target
+from ._shared import functional, per_row, real_target
+from .base import Loss, Terms
+from .categorical import _CategoricalBase
+from .more_options import LabelOptions
+from .options import Options
+
+
+def _signs(xp, input, target, input_name):
+    target = real_target(xp, input, target, input_name)
+    ok = (target == 1) | (target == 0) | (target == -1)
+    if _array.concrete_bool(xp.all(ok)) is False:
+        raise _checks.fail("target", "labels 0/1 or -1/+1", "another value")
+    return Target(dense=xp.where(target > 0, xp.ones_like(target), -xp.ones_like(target)))
+
+
+class HingeLoss(Loss):
+    r"""Hinge loss on a margin, elementwise: :math:`l = \max(0, 1 - s z)` (Keras ``Hinge``).
+
+    Shapes: ``logits [...]`` (scores), ``target [...]`` of 0/1 or -1/+1 labels, ``weight [...]``.
+    Gradient :math:`-s [s z < 1]`; Hessian 0. Edges: linear in z, so the loss of z = -inf with
+    s = 1 is +inf and its gradient -1.
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.hinge_loss(np.array([0.5, -2.0]), np.array([1, 0]), reduction="none").tolist()
+    [0.5, 0.0]
+    """
+
+    Options = Options
+    diagonal_hessian = True
+    _power = 1
+
+    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
+        super().__init__(reduction=reduction, impl=impl)
+
+    def _prepare(self, xp, input, target) -> Target:
+        return _signs(xp, input, target, self.input_name)
+
+    def _terms(self, plan, order):
+        xp, z, s = plan.xp, plan.input, plan.target.dense
+        gap = xp.maximum(1 - s * z, xp.zeros_like(z))  # max(0, 1 - m)
+        if self._power == 1:
+            loss = gap
+            grad = xp.where(gap > 0, -s, xp.zeros_like(z)) if order == 1 else None
+            hess = xp.zeros_like(z) if order == 2 else None
+        else:
+            loss = gap * gap
+            grad = -2 * s * gap if order == 1 else None
+            hess = xp.where(gap > 0, xp.full_like(z, 2.0), xp.zeros_like(z)) if order == 2 else None
+        return Terms(loss, grad, hess)
+
+
+class SquaredHingeLoss(HingeLoss):
+    r"""Squared hinge loss, elementwise: :math:`l = \max(0, 1 - s z)^2` (Keras ``SquaredHinge``).
+
+    Shapes and labels as :class:`HingeLoss`. Gradient :math:`-2 s \max(0, 1 - s z)`; Hessian
+    :math:`2 [s z < 1]`. Edges: quadratic in z (+inf at z = -inf with s = 1).
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.squared_hinge_loss(np.array([0.5, -2.0]), np.array([1, -1]), reduction="none").tolist()
+    [0.25, 0.0]
+    """
+
+    _power = 2
+
+
+MultilabelHingeLoss = per_row(HingeLoss, "MultilabelHingeLoss")
+MultilabelSquaredHingeLoss = per_row(SquaredHingeLoss, "MultilabelSquaredHingeLoss")
+
+
+class MulticlassHingeLoss(_CategoricalBase):
+    r"""Crammer-Singer multi-class hinge loss (optax ``multiclass_hinge_loss``).
+
+    .. math:: l = \max_k \left(z_k + 1 - [k = y]\right) - z_y
+
+    Shapes: ``logits [..., K]`` (scores; class axis ``axis``), ``target`` integer labels
+    ``[...]``, ``weight [...]``; ``class_weight [K]`` and ``ignore_index`` as for
+    :class:`SoftmaxCrossEntropy` (no label smoothing, no probability targets: a margin has no
+    target distribution). Gradient :math:`e_{k^*} - e_y` with :math:`k^*` the first maximiser;
+    Hessian 0. Edges: 0 when the label's score leads every other by at least 1.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.multiclass_hinge_loss(np.array([[2.0, 1.5, 0.0]]), np.array([0])))
+    0.5
+    """
+
+    Options = LabelOptions
+    diagonal_hessian = True  # zero
+
+    def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None, reduction: str = "mean",
+                 impl: str = "auto"):
+        Loss.__init__(self, axis=axis, class_weight=class_weight, ignore_index=ignore_index,
+                      reduction=reduction, impl=impl)
+
+    def _prepare(self, xp, input, target) -> Target:
+        if not xp.isdtype(target.dtype, "integral"):
+            raise _checks.fail("target", "integer class indices (the multi-class hinge takes no "
+                               "probabilities)", f"dtype {target.dtype}")
+        return super()._prepare(xp, input, target)
+
+    def _terms(self, plan, order):
+        xp, z, labels = plan.xp, plan.input, plan.target.labels
+        mask = _array.one_hot(xp, labels, z.shape[-1], xp.bool)
+        shifted = xp.where(mask, z, z + 1)
+        loss = xp.max(shifted, axis=-1) - _array.take_class(xp, z, labels)
+        grad = hess = None
+        if order == 1:
+            top = _array.one_hot(xp, xp.argmax(shifted, axis=-1), z.shape[-1], z.dtype)
+            grad = top - xp.astype(mask, z.dtype)
+        elif order == 2:
+            hess = xp.zeros_like(z)
+        return Terms(loss, grad, hess)
+
+
+hinge_loss = functional(HingeLoss, "hinge_loss", r"""Hinge loss :math:`\max(0, 1 - s z)` per element,
+    labels 0/1 or -1/+1 (see :class:`HingeLoss`).
+
+    Shapes: ``logits [...]``, ``target [...]``, ``weight [...]``; ``[...]`` for "none", else 0-d.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.hinge_loss(np.array([0.0, 3.0]), np.array([1, 1])))
+    0.5
+""")
+squared_hinge_loss = functional(SquaredHingeLoss, "squared_hinge_loss", r"""Squared hinge loss
+    :math:`\max(0, 1 - s z)^2` per element (see :class:`SquaredHingeLoss`).
+
+    Shapes: ``logits [...]``, ``target [...]`` (0/1 or -1/+1), ``weight [...]``; ``[...]`` for "none".
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.squared_hinge_loss(np.array([0.0, 3.0]), np.array([1, 1]), reduction="sum"))
+    1.0
+""")
+multilabel_hinge_loss = functional(MultilabelHingeLoss, "multilabel_hinge_loss", r"""Hinge loss summed
+    over the K labels of each row. Shapes: ``logits [..., K]``, ``target [..., K]``, ``weight [...]``.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.multilabel_hinge_loss(np.zeros((1, 2)), np.array([[1, 0]])))
+    2.0
+""")
+multilabel_squared_hinge_loss = functional(
+    MultilabelSquaredHingeLoss, "multilabel_squared_hinge_loss", r"""Squared hinge loss summed over the K
+    labels of each row. Shapes: ``logits [..., K]``, ``target [..., K]``, ``weight [...]``.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.multilabel_squared_hinge_loss(np.zeros((1, 2)), np.array([[1, 0]])))
+    2.0
+""")
+multiclass_hinge_loss = functional(MulticlassHingeLoss, "multiclass_hinge_loss", r"""Crammer-Singer hinge
+    :math:`\max_k (z_k + 1 - [k = y]) - z_y` (see :class:`MulticlassHingeLoss`).
+
+    Shapes: ``logits [..., K]``, integer ``target [...]``, ``weight [...]``; options ``axis``,
+    ``class_weight``, ``ignore_index``, ``reduction``, ``normalizer``.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.multiclass_hinge_loss(np.array([[0.0, 0.0]]), np.array([1])))
+    1.0
+""")
