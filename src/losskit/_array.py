@@ -77,6 +77,11 @@ def compute_dtype(xp, dtype):
     return dtype
 
 
+def as_dtype(xp, array, dtype):
+    """``array`` in ``dtype``: itself when it already is (``xp.astype`` copies by default)."""
+    return array if array.dtype == dtype else xp.astype(array, dtype)
+
+
 def as_index(xp, labels):
     """Integer labels in the backend's index dtype: int64 (torch gathers and compares no other
     for every integer dtype), int32 on JAX without x64, where int64 does not exist."""

@@ -107,17 +107,28 @@ def same_shape(name: str, array, ref_name: str, ref_shape: tuple) -> None:
                    f"shape {shape}")
 
 
+def _extremes(xp, array):
+    """``(min, max)`` in two streaming reductions (no boolean temporaries of the array's size),
+    or None for an empty array. A NaN propagates into both (the array API's rule for min/max)."""
+    if _array.size(array) == 0:
+        return None
+    return xp.min(array), xp.max(array)
+
+
 def no_nan(xp, array, name: str) -> None:
-    if _array.concrete_bool(xp.any(xp.isnan(array))):
+    if _array.size(array) and _array.concrete_bool(xp.isnan(xp.max(array))):
         raise fail(name, "no NaN values", "NaN")
 
 
 def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
-    no_nan(xp, array, name)
-    if _array.concrete_bool(xp.any((array < 0) | (array > 1))):
-        lo = float(xp.min(array))
-        hi = float(xp.max(array))
-        raise fail(name, "values in [0, 1]", f"values in [{lo:.6g}, {hi:.6g}]", hint)
+    extremes = _extremes(xp, array)
+    if extremes is None:
+        return
+    lo, hi = extremes
+    if _array.concrete_bool(xp.isnan(lo) | xp.isnan(hi)):
+        raise fail(name, "no NaN values", "NaN")
+    if _array.concrete_bool((lo < 0) | (hi > 1)):
+        raise fail(name, "values in [0, 1]", f"values in [{float(lo):.6g}, {float(hi):.6g}]", hint)
 
 
 def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) -> None:
@@ -133,10 +144,15 @@ def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) ->
 
 
 def non_negative(xp, array, name: str) -> None:
-    no_nan(xp, array, name)
-    if _array.concrete_bool(xp.any(array < 0)):
-        raise fail(name, "non-negative finite values", f"a minimum of {float(xp.min(array)):.6g}")
-    if _array.concrete_bool(xp.any(xp.isinf(array))):
+    extremes = _extremes(xp, array)
+    if extremes is None:
+        return
+    lo, hi = extremes
+    if _array.concrete_bool(xp.isnan(lo) | xp.isnan(hi)):
+        raise fail(name, "no NaN values", "NaN")
+    if _array.concrete_bool(lo < 0):
+        raise fail(name, "non-negative finite values", f"a minimum of {float(lo):.6g}")
+    if _array.concrete_bool(xp.isinf(hi)):
         raise fail(name, "non-negative finite values", "inf")
 
 

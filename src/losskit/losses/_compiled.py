@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 from array_api_compat import is_numpy_namespace, is_torch_namespace
 
-from .. import _checks, fused
+from .. import _array, _checks, fused
 
 UNHANDLED = object()
 #: elementwise losses run as rows of this many elements, so a 1-D input still splits across threads
@@ -72,21 +72,16 @@ def run(loss, plan, with_grad: bool, out):
         value = scaled_loss.reshape(plan.batch_shape).astype(z.dtype, copy=False)
     else:
         value = np.asarray(scaled_loss.sum(), dtype=z.dtype)
-    value = _as_dtype(xp, _back(xp, value), plan.dtype)  # half precision ran in float32
+    value = _array.as_dtype(xp, _back(xp, value), plan.dtype)  # half precision ran in float32
     if not with_grad:
         return value, None
     if arrays["out"] is not None:
         return value, out
-    grad = _as_dtype(xp, _back(xp, grad.reshape(z.shape)), plan.dtype)
+    grad = _array.as_dtype(xp, _back(xp, grad.reshape(z.shape)), plan.dtype)
     if out is not None:  # a half-precision out: the kernel wrote a float32 buffer
         out[...] = grad
         return value, out
     return value, grad
-
-
-def _as_dtype(xp, array, dtype):
-    """``array`` in ``dtype``, without the copy ``xp.astype`` makes when the dtype already matches."""
-    return array if array.dtype == dtype else xp.astype(array, dtype)
 
 
 def _back(xp, array):

@@ -214,6 +214,6 @@ def _example_weight(xp, weight, batch_shape, work):
     if not xp.isdtype(weight.dtype, ("real floating", "integral")):
         raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
     _checks.same_shape("weight", weight, "one value per example", batch_shape)
-    weight = xp.astype(weight, work)
+    weight = _array.as_dtype(xp, weight, work)
     _checks.non_negative(xp, weight, "weight")
     return weight

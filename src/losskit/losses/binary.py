@@ -70,7 +70,7 @@ class _BinaryBase(Loss):
         if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", "a real or integer array of 0/1 or probabilities",
                                f"dtype {target.dtype}")
-        target = xp.astype(target, input.dtype)
+        target = _array.as_dtype(xp, target, input.dtype)
         _checks.in_unit_interval(xp, target, "target")
         return Target(dense=target, pos_weight=self._pos_weight(xp, input))
 

@@ -73,7 +73,7 @@ class _CategoricalBase(Loss):
                 raise _checks.fail("ignore_index", "None with probability targets (it masks "
                                    "integer labels; give those examples weight 0 instead)",
                                    repr(self.ignore_index))
-            target = xp.astype(target, input.dtype)
+            target = _array.as_dtype(xp, target, input.dtype)
             _checks.in_unit_interval(xp, target, "target")
             _checks.rows_sum_to_one(xp, target, "target")
             cw = self._class_weight_array(xp, input)

@@ -9,7 +9,7 @@ values per example along its last axis, averaged as Keras and scikit-learn do, s
 
 from __future__ import annotations
 
-from .. import _checks
+from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
@@ -39,7 +39,7 @@ class MeanSquaredError(Loss):
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
         if not xp.isdtype(target.dtype, ("real floating", "integral")):
             raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
-        target = xp.astype(target, input.dtype)
+        target = _array.as_dtype(xp, target, input.dtype)
         _checks.no_nan(xp, target, "target")
         return Target(dense=target)
 
