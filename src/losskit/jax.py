@@ -67,13 +67,15 @@ def _softmax_ce(plan, row_max):
     e = jnp.exp(d)
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     zero = jnp.zeros((), z.dtype)
-    below, ties, d_y, e_y, d_sum = _row_sums(jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype),
-                                             jnp.where(onehot, d, zero), jnp.where(onehot, e, zero), d)
+    terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype), jnp.where(onehot, d, zero),
+             jnp.where(onehot, e, zero))
+    sums = _row_sums(*terms, d) if a else _row_sums(*terms)  # the sum of d only for the smoothing
+    below, ties, d_y, e_y = sums[:4]
     ties = ties - 1
     # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
     loss = jnp.log1p(below + ties) - (1 - a) * d_y
     if a:
-        loss = loss - (a / k) * d_sum
+        loss = loss - (a / k) * sums[4]
     total = (1 + below + ties)[..., None]
     rest = (below + ties + 1 - e_y)[..., None]
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
