@@ -171,6 +171,18 @@ def _inputs(kind, shape, rng):
             (rng.random(shape, dtype=np.float32) > 0.5).astype(np.float32))
 
 
+def _blas() -> str:
+    """NumPy's BLAS and the kernel it runs (OPENBLAS_CORETYPE can force an older one)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            return f"{info.get('internal_api')} {info.get('architecture') or ''} x{info.get('num_threads')}".strip()
+    return "unknown"
+
+
 def copy_bandwidth(n_bytes=1 << 29):
     """GB/s of ``np.copyto`` (read + write), the ceiling a fwd+grad sweep is compared with."""
     a = np.ones(n_bytes // 4, dtype=np.float32)
@@ -265,7 +277,12 @@ def peak_memory(kind, names, shape):
 def _linear_impls():
     from losskit.losses.linear import linear_cross_entropy_value_and_grad
 
-    impls = {"losskit linear_cross_entropy": (linear_cross_entropy_value_and_grad, lambda h, w, y: (h, w, y))}
+    def numpy_floor(h, w, y):  # the three gemms alone, with NumPy's BLAS (what losskit's sweep calls)
+        z = h @ w.T
+        return z @ w, z.T @ h
+
+    impls = {"losskit linear_cross_entropy": (linear_cross_entropy_value_and_grad, lambda h, w, y: (h, w, y)),
+             "matmul floor (NumPy, 3 gemms)": (numpy_floor, lambda h, w, y: (h, w, y))}
     try:
         import torch
     except ImportError:
@@ -307,7 +324,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     bandwidth = copy_bandwidth(1 << 22 if args.smoke else 1 << 29)
     lines = ["# Benchmarks\n", f"Command: `python -m benchmarks{' --smoke' if args.smoke else ''}`; "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, float32, "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, BLAS {_blas()}, float32, "
              f"median of {repeats} alternating rounds after a warm-up; load average at start "
              f"{os.getloadavg()[0]:.2f}. Copy bandwidth measured in this run: {bandwidth:.1f} GB/s.\n",
              "| case | implementation | median ms | min | max | GB/s (x copy bw) | time / losskit |",

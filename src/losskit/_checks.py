@@ -116,19 +116,24 @@ def _extremes(xp, array):
 
 
 def no_nan(xp, array, name: str) -> None:
+    # one streaming reduction: a NaN propagates into the max
     if _array.size(array) and _array.concrete_bool(xp.isnan(xp.max(array))):
         raise fail(name, "no NaN values", "NaN")
 
 
-def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
+def _extremes_without_nan(xp, array, name: str):
+    """``(min, max)``, None for an empty array; a NaN raises, naming ``name``."""
     extremes = _extremes(xp, array)
-    if extremes is None:
-        return
-    lo, hi = extremes
-    if _array.concrete_bool(xp.isnan(lo) | xp.isnan(hi)):
+    if extremes is not None and _array.concrete_bool(xp.isnan(extremes[0]) | xp.isnan(extremes[1])):
         raise fail(name, "no NaN values", "NaN")
-    if _array.concrete_bool((lo < 0) | (hi > 1)):
-        raise fail(name, "values in [0, 1]", f"values in [{float(lo):.6g}, {float(hi):.6g}]", hint)
+    return extremes
+
+
+def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
+    extremes = _extremes_without_nan(xp, array, name)
+    if extremes is not None and _array.concrete_bool((extremes[0] < 0) | (extremes[1] > 1)):
+        lo, hi = (float(v) for v in extremes)
+        raise fail(name, "values in [0, 1]", f"values in [{lo:.6g}, {hi:.6g}]", hint)
 
 
 def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) -> None:
@@ -144,15 +149,12 @@ def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) ->
 
 
 def non_negative(xp, array, name: str) -> None:
-    extremes = _extremes(xp, array)
+    extremes = _extremes_without_nan(xp, array, name)
     if extremes is None:
         return
-    lo, hi = extremes
-    if _array.concrete_bool(xp.isnan(lo) | xp.isnan(hi)):
-        raise fail(name, "no NaN values", "NaN")
-    if _array.concrete_bool(lo < 0):
-        raise fail(name, "non-negative finite values", f"a minimum of {float(lo):.6g}")
-    if _array.concrete_bool(xp.isinf(hi)):
+    if _array.concrete_bool(extremes[0] < 0):
+        raise fail(name, "non-negative finite values", f"a minimum of {float(extremes[0]):.6g}")
+    if _array.concrete_bool(xp.isinf(extremes[1])):
         raise fail(name, "non-negative finite values", "inf")
 
 

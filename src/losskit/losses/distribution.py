@@ -134,12 +134,7 @@ class GaussianNLL(Loss):
         if input.ndim == 0 or input.shape[-1] != 2:
             raise _checks.fail(self.input_name, "shape [..., 2]: the mean and the log-variance on the last axis",
                                f"shape {tuple(input.shape)}")
-        _checks.same_shape("target", target, "predictions without their last axis", tuple(input.shape[:-1]))
-        if not xp.isdtype(target.dtype, ("real floating", "integral")):
-            raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
-        target = xp.astype(target, input.dtype)
-        _checks.no_nan(xp, target, "target")
-        return Target(dense=target)
+        return _one_value_per_example(xp, input, target, "last axis")
 
     def _terms(self, plan, order):
         xp, input, y = plan.xp, plan.input, plan.target.dense
@@ -152,6 +147,16 @@ class GaussianNLL(Loss):
         elif order == 2:
             hess = xp.stack([xp.exp(-log_var), 0.5 * r * r], axis=-1)
         return Terms(loss, grad, hess)
+
+
+def _one_value_per_example(xp, input, target, axis_name: str) -> Target:
+    """A real target with one value per example: the predictions' shape without their last axis."""
+    _checks.same_shape("target", target, f"predictions without their {axis_name}", tuple(input.shape[:-1]))
+    if not xp.isdtype(target.dtype, ("real floating", "integral")):
+        raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
+    target = _array.as_dtype(xp, target, input.dtype)
+    _checks.no_nan(xp, target, "target")
+    return Target(dense=target)
 
 
 class QuantileLoss(Loss):
@@ -185,12 +190,7 @@ class QuantileLoss(Loss):
         if input.ndim == 0 or input.shape[-1] != n:
             raise _checks.fail(self.input_name, f"shape [..., {n}]: one unit per quantile ({n} quantiles)",
                                f"shape {tuple(input.shape)}")
-        _checks.same_shape("target", target, "predictions without their quantile axis", tuple(input.shape[:-1]))
-        if not xp.isdtype(target.dtype, ("real floating", "integral")):
-            raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
-        target = xp.astype(target, input.dtype)
-        _checks.no_nan(xp, target, "target")
-        return Target(dense=target)
+        return _one_value_per_example(xp, input, target, "quantile axis")
 
     def _terms(self, plan, order):
         xp, input = plan.xp, plan.input
