@@ -273,3 +273,25 @@ def test_every_path_agrees_numpy_torch_jax_layers_and_linear_sweep(scale):
     for name, (value, grad) in results.items():
         np.testing.assert_allclose(np.asarray(value), ref_value, rtol=1e-12, err_msg=name)
         np.testing.assert_allclose(np.asarray(grad), ref_grad, rtol=1e-9, atol=1e-15, err_msg=name)
+
+
+def test_rows_spanning_more_than_the_dtype_with_smoothing_agree_on_every_path():
+    """Logits 1e308 and -1e308 in one float64 row: z - max overflows, the exact loss does not."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+    import losskit.torch as lt
+
+    jax.config.update("jax_enable_x64", True)
+    hidden, classifier = np.eye(2), np.array([[1e308, 0.0], [-1e308, 0.0], [0.0, 1.0]])
+    z, y = hidden @ classifier.T, np.array([0, 2])
+    exact = (0.1 * 1e308 + lk.softmax_cross_entropy(z[1:], y[1:], label_smoothing=0.1)) / 2
+    values = {
+        "core": lk.softmax_cross_entropy(z, y, label_smoothing=0.1),
+        "core xp": lk.softmax_cross_entropy(z, y, label_smoothing=0.1, impl="xp"),
+        "linear": lk.linear_cross_entropy(hidden, classifier, y, label_smoothing=0.1),
+        "torch": lt.SoftmaxCrossEntropy(label_smoothing=0.1)(torch.from_numpy(z), torch.from_numpy(y)),
+        "jax": lj.softmax_cross_entropy(jax.numpy.asarray(z), jax.numpy.asarray(y), label_smoothing=0.1),
+    }
+    for name, value in values.items():
+        np.testing.assert_allclose(float(value), exact, rtol=1e-12, err_msg=name)

@@ -136,14 +136,13 @@ def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
         value, grad = _xla_value_and_grad(loss, plan, terms)
         return (value, grad) if with_grad else (value, None)
     row_max = jnp.max(plan.input, axis=-1)
-
-    def native():
-        value, grad = _xla_value_and_grad(loss, plan, terms, row_max)
-        return (value, grad) if with_grad else (value, None)
-
-    # a row whose max is +-inf (or NaN): the reference's exact limits; only the branch taken runs.
-    # -inf entries below a finite max are exact in the native formula
-    return jax.lax.cond(jnp.all(jnp.isfinite(row_max)), native, lambda: loss.reference(plan, order))
+    value, grad = _xla_value_and_grad(loss, plan, terms, row_max)
+    native = (value, grad) if with_grad else (value, None)
+    # a row whose max is +-inf (or NaN), or whose loss overflowed in the fast formula (a row spanning
+    # more than the dtype's range with smoothing): the reference's exact values; only the branch
+    # taken runs. -inf entries below a finite max are exact in the native formula
+    ok = jnp.all(jnp.isfinite(row_max)) & jnp.all(jnp.isfinite(value))
+    return jax.lax.cond(ok, lambda: native, lambda: loss.reference(plan, order))
 
 
 def loss_fn(loss):

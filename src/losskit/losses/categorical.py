@@ -134,7 +134,7 @@ def _weighted_sum(xp, coef, log_p):
     return -xp.sum(coef * xp.where(coef == 0, xp.zeros_like(log_p), log_p), axis=-1)
 
 
-def _mean_surprisal(xp, z, log_p):
+def mean_surprisal(xp, z, log_p):
     """``-mean_k log_p_k``, finite whenever it is: a row whose logits span more than the dtype's
     range makes ``z - max`` overflow to -inf, so such rows are taken as ``lse - mean_k z_k``
     with the mean summed from ``z_k / K`` (no intermediate overflows)."""
@@ -166,7 +166,7 @@ class SoftmaxCrossEntropy(_CategoricalBase):
         else:
             loss = -_array.take_class(xp, log_p, labels)
             if a > 0:  # y' = (1 - a) one_hot + a/K, without building it
-                loss = (1 - a) * loss + a * _mean_surprisal(xp, input, log_p)
+                loss = (1 - a) * loss + a * mean_surprisal(xp, input, log_p)
         grad = hess = None
         if order >= 1:
             p = xp.exp(log_p)

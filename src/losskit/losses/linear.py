@@ -29,7 +29,7 @@ from .. import _array, _checks
 from .. import reduction as _reduction
 from ..activations import log_normalizer_xp, shifted_logits_xp
 from .binary import bce_logits_terms
-from .categorical import label_target
+from .categorical import label_target, mean_surprisal
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_value_and_grad",
            "linear_binary_cross_entropy", "linear_binary_cross_entropy_value_and_grad",
@@ -180,9 +180,9 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
         onehot = y[:, None] == classes
         picked_shifted = xp.sum(xp.where(onehot, shifted, xp.zeros_like(s)), axis=-1)
         # lse - z_y written as log_norm - (z_y - m): a sure row keeps its tiny loss (no lse - z_y rounding)
-        loss = log_norm[..., 0] - (1 - a) * picked_shifted
-        if a:
-            loss = loss - (a / n_vocab) * xp.sum(shifted, axis=-1)
+        loss = log_norm[..., 0] - picked_shifted
+        if a:  # (1 - a) (lse - z_y) + a (lse - mean z), the latter finite for rows spanning the dtype
+            loss = (1 - a) * loss + a * mean_surprisal(xp, s, shifted - log_norm)
         lse = (m + log_norm)[..., 0]
         if z_loss:
             loss = loss + z_loss * lse * lse
