@@ -69,13 +69,17 @@ def _softmax_ce(plan, row_max):
     zero = jnp.zeros((), z.dtype)
     terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype), jnp.where(onehot, d, zero),
              jnp.where(onehot, e, zero))
-    sums = _row_sums(*terms, d) if a else _row_sums(*terms)  # the sum of d only for the smoothing
+    # the smoothing's sums only when it is on: of z - max, and of z / K for a row whose span
+    # exceeds the dtype (z - max overflows there, z / K does not)
+    sums = _row_sums(*terms, d, z / k) if a else _row_sums(*terms)
     below, ties, d_y, e_y = sums[:4]
     ties = ties - 1
     # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
-    loss = jnp.log1p(below + ties) - (1 - a) * d_y
-    if a:
-        loss = loss - (a / k) * sums[4]
+    log_norm = jnp.log1p(below + ties)
+    loss = log_norm - (1 - a) * d_y
+    if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
+        shifted_mean = jnp.where(jnp.isfinite(sums[4]), sums[4] / k, sums[5] - row_max)
+        loss = loss - a * shifted_mean
     total = (1 + below + ties)[..., None]
     rest = (below + ties + 1 - e_y)[..., None]
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
@@ -136,13 +140,14 @@ def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
         value, grad = _xla_value_and_grad(loss, plan, terms)
         return (value, grad) if with_grad else (value, None)
     row_max = jnp.max(plan.input, axis=-1)
-    value, grad = _xla_value_and_grad(loss, plan, terms, row_max)
-    native = (value, grad) if with_grad else (value, None)
-    # a row whose max is +-inf (or NaN), or whose loss overflowed in the fast formula (a row spanning
-    # more than the dtype's range with smoothing): the reference's exact values; only the branch
-    # taken runs. -inf entries below a finite max are exact in the native formula
-    ok = jnp.all(jnp.isfinite(row_max)) & jnp.all(jnp.isfinite(value))
-    return jax.lax.cond(ok, lambda: native, lambda: loss.reference(plan, order))
+
+    def native():
+        value, grad = _xla_value_and_grad(loss, plan, terms, row_max)
+        return (value, grad) if with_grad else (value, None)
+
+    # a row whose max is +-inf (or NaN): the reference's exact limits; only the branch taken runs.
+    # -inf entries below a finite max are exact in the native formula
+    return jax.lax.cond(jnp.all(jnp.isfinite(row_max)), native, lambda: loss.reference(plan, order))
 
 
 def loss_fn(loss):
