@@ -51,12 +51,10 @@ def run(loss, plan, with_grad: bool, out):
     if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
             or not fused.available():
         return UNHANDLED
-    arrays = {name: host(value) for name, value in (
-        ("input", plan.input), ("scale", plan.scale), ("labels", plan.target.labels),
-        ("dense", plan.target.dense), ("pos_weight", plan.target.pos_weight), ("out", out))}
     given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
              "dense": plan.target.dense, "pos_weight": plan.target.pos_weight, "out": out}
-    if any(arrays[k] is None and given[k] is not None for k in arrays):
+    arrays = {name: host(value) for name, value in given.items()}
+    if any(arrays[k] is None and given[k] is not None for k in arrays):  # something not on the host
         return UNHANDLED
     z = arrays["input"]
     if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
