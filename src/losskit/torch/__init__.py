@@ -144,12 +144,16 @@ def _backward(ctx, upstream, upstream_of_grad):
         if upstream.ndim:  # reduction="none": one upstream value per example
             axis = _core_loss(ctx.name, ctx.options).example_axis(input.ndim)
             upstream = upstream if axis is None else upstream.unsqueeze(axis)
+        # reading the upstream value is for eager CPU tensors only: a traced backward (torch.compile)
+        # holds fake or functional tensor subclasses, whose value is data-dependent
+        eager_one = (type(upstream) is torch.Tensor and not torch.compiler.is_compiling() and not upstream.ndim
+                     and not upstream.requires_grad and upstream.device.type == "cpu" and upstream.item() == 1)
         if not owned:
             result = grad * upstream
-        elif upstream.ndim or upstream.requires_grad or upstream.device.type != "cpu" or upstream.item() != 1:
-            result = grad.mul_(upstream)  # nobody else holds this buffer: scale it in place
-        else:
+        elif eager_one:
             result = grad  # loss.backward(): the upstream is exactly 1
+        else:
+            result = grad.mul_(upstream)  # nobody else holds this buffer: scale it in place
     if upstream_of_grad is not None:
         hvp = _loss_hvp(ctx.name, ctx.options, input, target, weight, ctx.normalizer, upstream_of_grad)
         result = hvp if result is None else result + hvp
