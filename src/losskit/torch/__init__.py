@@ -195,7 +195,23 @@ def _hessian_vector_product(loss, name: str, input: Tensor, target: Tensor, weig
         return (hess.to(work) * vector.to(work)).to(input.dtype)
     if name in ("softmax_cross_entropy", "kl_divergence"):  # KL: CE of the same logits, plus a constant
         return _softmax_ce_hvp(loss, input, target, weight, normalizer, vector)
-    raise RuntimeError(f"losskit.torch: no second derivative is defined for {name!r}")
+    return _autograd_hvp(loss, input, target, weight, normalizer, vector)
+
+
+def _autograd_hvp(loss, input, target, weight, normalizer, vector):
+    """``H v`` for a loss whose Hessian is not diagonal and has no closed form here (distillation,
+    Gaussian NLL, softmax focal, Poly-1): torch's double backward through the core's array-API
+    expression, which is differentiable. Slower (the ~35-pass expression), but only second-order
+    calls pay it."""
+    reference = loss if loss.options.impl == "xp" else type(loss)(**loss.options.replace(impl="xp").as_dict())
+
+    def value(x):
+        return reference(x, target, weight=weight, normalizer=normalizer).sum()
+
+    # forward-over-reverse with torch.func: a custom op's body runs below the autograd dispatch key,
+    # where torch.autograd.grad sees no graph
+    _, hvp = torch.func.jvp(torch.func.grad(value), (input.detach(),), (vector.to(input.dtype),))
+    return hvp.to(input.dtype)
 
 
 def _softmax_ce_hvp(loss, input, target, weight, normalizer, vector):
