@@ -9,6 +9,7 @@ meaning whichever path runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -59,3 +60,7 @@ class Plan:
     def batch_shape(self) -> tuple:
         shape = tuple(self.input.shape)
         return shape[:-1] if self.spans_last_axis else shape
+
+    @property
+    def n_examples(self) -> int:
+        return math.prod(self.batch_shape)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from . import _checks
 from ._array import device as _device
+from ._array import size as _size
 
 __all__ = ["scale", "combine", "reduce"]
 
@@ -67,8 +68,5 @@ def combine(xp, loss, weight, scale_, reduction: str):
 
 def reduce(xp, loss, weight, reduction: str, normalizer=None):
     """Return ``(value, scale)``: :func:`combine` of :func:`scale` (for callers holding losses)."""
-    size = 1
-    for s in loss.shape:
-        size *= s
-    scale_, _ = scale(xp, weight, size, reduction, normalizer, loss)
+    scale_, _ = scale(xp, weight, _size(loss), reduction, normalizer, loss)
     return combine(xp, loss, weight, scale_, reduction), scale_

@@ -11,6 +11,7 @@ six times.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -110,11 +111,8 @@ class Loss(ABC):
         plan = self.plan(input, target, weight=weight, reduction="sum")
         total = self.compute(plan, 0)[0]
         xp = plan.xp
-        n_examples = 1
-        for s in plan.batch_shape:
-            n_examples *= s
         count = xp.sum(plan.weight) if plan.weight is not None else \
-            xp.asarray(float(n_examples), dtype=plan.input.dtype, device=_array.device(plan.input))
+            xp.asarray(float(plan.n_examples), dtype=plan.input.dtype, device=_array.device(plan.input))
         return total, xp.astype(count, plan.dtype)
 
     # -- what a subclass supplies ------------------------------------------------------------
@@ -162,11 +160,8 @@ class Loss(ABC):
         weight = _example_weight(xp, weight, batch_shape, work)
         if resolved.weight is not None:
             weight = resolved.weight if weight is None else weight * resolved.weight
-        n_examples = 1
-        for s in batch_shape:
-            n_examples *= s
         reduction_ = self.reduction if reduction is None else reduction
-        scale, denominator = _reduction.scale(xp, weight, n_examples, reduction_, normalizer, input)
+        scale, denominator = _reduction.scale(xp, weight, math.prod(batch_shape), reduction_, normalizer, input)
         return Plan(xp=xp, input=input, dtype=source_dtype, target=resolved, weight=weight, scale=scale,
                     denominator=denominator, reduction=reduction_,
                     smoothing=getattr(self.options, "label_smoothing", 0.0), spans_last_axis=spans,
