@@ -94,31 +94,120 @@ def test_xgboost_softmax_differs_by_its_hessian_but_the_metric_agrees(data):
     assert abs(acc_ours - acc_builtin) <= 0.005 * acc_builtin
 
 
-@pytest.mark.parametrize(("builtin", "loss", "quantile", "slopes"), [
-    ({"objective": "reg:absoluteerror"}, lk.AbsoluteError(), 0.5, (1.0, 1.0)),
-    ({"objective": "reg:quantileerror", "quantile_alpha": 0.8}, lk.QuantileLoss(quantiles=0.8), 0.8, (0.8, 0.2)),
-])
-def test_xgboost_piecewise_linear_losses_use_a_unit_hessian(data, builtin, loss, quantile, slopes):
-    """Hessian 0: losskit hands XGBoost the row's weight (the same gradient and Hessian as the
-    built-in), but the built-in then refits each leaf to the quantile of its residuals (a line search
-    no custom objective can do). Both beat the constant; the held-out losses are close, not equal
-    (on diabetes' 111 held-out rows two equally good models differ by a few percent)."""
-    split = data["diabetes"]
-    start = float(np.quantile(split[1], quantile))
-    params = {"base_score": start, "eta": 0.1}
-    builtin_margin = _xgb_margins(split, {**params, **builtin}, rounds=50)
-    ours_margin = _xgb_margins(split, {**params, "disable_default_eval_metric": 1}, rounds=50,
-                               obj=lx.objective(loss))
-    pinball = lk.QuantileLoss(quantiles=quantile)
-    y_val = split[3]
-    constant = float(pinball(np.full((len(y_val), 1), start), y_val))
-    ours, theirs = float(pinball(ours_margin[:, None], y_val)), float(pinball(builtin_margin[:, None], y_val))
-    assert ours < 0.9 * constant and theirs < 0.9 * constant
-    assert abs(ours - theirs) <= 0.05 * theirs
-    grad, hess = lx.objective(loss)(np.array([0.0, 0.0]), xgb.DMatrix(np.zeros((2, 1)), label=[1.0, -1.0],
-                                                                        weight=[2.0, 3.0]))
-    np.testing.assert_array_equal(hess, [2.0, 3.0])  # the weight per row
-    np.testing.assert_allclose(grad, [-2.0 * slopes[0], 3.0 * slopes[1]])
+def _diabetes(seed=0):
+    diabetes = datasets.load_diabetes()
+    x = diabetes.data / diabetes.data.std(axis=0)
+    return _split(x, (diabetes.target - diabetes.target.mean()) / diabetes.target.std(), seed)
+
+
+def _piecewise_pinball(library, loss, split, eta=0.1, rounds=50, obj=None, builtin_eta=None):
+    """Held-out pinball loss (at the loss's quantile; the MAE's half for the absolute error) of losskit's
+    objective (or ``obj``) and of the library's built-in at ``builtin_eta`` (default ``eta``), both
+    started at :func:`losskit.xgboost.base_score`, and of that constant."""
+    x_train, y_train, x_val, y_val = split
+    q = float(loss.quantiles[0]) if isinstance(loss, lk.QuantileLoss) else None
+    start = lx.base_score(loss, y_train)
+    if library == "xgboost":
+        builtin = {"objective": "reg:absoluteerror"} if q is None else {"objective": "reg:quantileerror",
+                                                                          "quantile_alpha": q}
+
+        def fit(params, step, objective=None):
+            booster = xgb.train({**XGB, "eta": step, "base_score": start, **params},
+                                xgb.DMatrix(x_train, label=y_train), rounds, obj=objective)
+            return booster.predict(xgb.DMatrix(x_val), output_margin=True)
+
+        ours = fit({"disable_default_eval_metric": 1}, eta, obj or lx.objective(loss))
+    else:  # a custom objective has no boost_from_average: both start at the same init_score
+        builtin = {"objective": "l1"} if q is None else {"objective": "quantile", "alpha": q}
+
+        def fit(params, step, objective=None):
+            train = lgb.Dataset(x_train, y_train, init_score=np.full(len(y_train), start))
+            model = lgb.train({**LGB, "learning_rate": step, "boost_from_average": False, "metric": "None", **params,
+                               **({"objective": objective} if objective else {})}, train, rounds)
+            return model.predict(x_val, raw_score=True) + start
+
+        ours = fit({}, eta, obj or ll.objective(loss))
+    theirs = fit(builtin, eta if builtin_eta is None else builtin_eta)
+    pinball = lk.QuantileLoss(quantiles=0.5 if q is None else q)
+    return tuple(float(pinball(np.reshape(m, (-1, 1)), y_val)) for m in (ours, theirs, np.full(len(y_val), start)))
+
+
+def _constant_hessian(objective):
+    """The former substitute, for the table of ``__main__``: the loss's gradient, a Hessian of 1 per row."""
+    def constant(predt, data, *rest):
+        return objective(predt, data, *rest)[0], np.ones(np.shape(predt))
+    return constant
+
+
+PIECEWISE = [lk.AbsoluteError(), lk.QuantileLoss(quantiles=0.1), lk.QuantileLoss(quantiles=0.5),
+             lk.QuantileLoss(quantiles=0.9)]
+PIECEWISE_IDS = ["absolute", "q0.1", "q0.5", "q0.9"]
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("loss", PIECEWISE, ids=PIECEWISE_IDS)
+def test_piecewise_linear_losses_track_the_builtin_line_search(library, loss):
+    """The built-ins refit each leaf to the weighted quantile of its residuals (a line search no custom
+    objective can do); losskit's majorise-minimise Hessian makes each leaf one MM step towards it, in
+    the target's units. Over five splits of diabetes (111 held-out rows each), at learning rate 0.1
+    and 50 rounds, the mean held-out gap measured -5.8 % to +3.2 % (negative: losskit's is lower);
+    the constant Hessian it replaced measured -0.8 % to +17.9 % (+8.2 % and +17.9 % at the 0.1 and 0.9
+    quantiles in XGBoost). The issue's 0.5 % is below the noise of the comparison: the built-in
+    against itself at 1.05 times the learning rate moves by 2 to 3 % per split on average (up to
+    12 %). Table: ``python tests/test_gbdt.py``; docs/gbdt.md."""
+    runs = np.array([_piecewise_pinball(library, loss, _diabetes(seed)) for seed in range(5)])
+    ours, theirs, constant = runs.mean(axis=0)
+    assert ours < 0.9 * constant and theirs < constant  # LightGBM's quantile at 0.1 gains only 9 %
+    gap = np.mean(runs[:, 0] / runs[:, 1] - 1)
+    assert -0.08 <= gap <= 0.05  # not worse than the built-in by more than 5 %; within 8 % either way
+
+
+def test_piecewise_linear_hessian_is_the_mm_curvature():
+    """``w k / (2 max(|r|, eps))``: k = 2/D for the absolute error, 1 for the pinball loss; eps = 0.1 times
+    the weighted median of |r| (here 1: residuals 1, 4, 0 with weights 2, 3, 1); the gradient unchanged."""
+    dmatrix = xgb.DMatrix(np.zeros((3, 1)), label=[1.0, -4.0, 0.0], weight=[2.0, 3.0, 1.0])
+    grad, hess = lx.objective(lk.AbsoluteError())(np.zeros(3), dmatrix)
+    np.testing.assert_allclose(grad, [-2.0, 3.0, 0.0])
+    np.testing.assert_allclose(hess, [2.0 / 1.0, 3.0 / 4.0, 1.0 / 0.1])  # a row at its target: |r| floored at eps
+    grad, hess = lx.objective(lk.QuantileLoss(quantiles=0.8))(np.zeros(3), dmatrix)
+    np.testing.assert_allclose(grad, [-0.8 * 2.0, 0.2 * 3.0, 0.2 * 1.0])
+    np.testing.assert_allclose(hess, [2.0 / 2.0, 3.0 / 8.0, 1.0 / 0.2])
+    # [N, Q] margins: each quantile's column has its own scale (|r| 1, 4, 0 and 11, 6, 10: eps 0.1 and 0.6)
+    grad, hess = lx.objective(lk.QuantileLoss(quantiles=[0.1, 0.9]))(np.array([[0.0, -10.0]] * 3), dmatrix)
+    np.testing.assert_allclose(grad, [[-0.2, -1.8], [2.7, -2.7], [0.9, -0.9]])
+    np.testing.assert_allclose(hess, [[1.0, 2.0 / 22.0], [3.0 / 8.0, 3.0 / 12.0], [5.0, 1.0 / 20.0]])
+    # hinge keeps the row's weight (XGBoost's binary:hinge does the same on its active side)
+    _, hess = lx.objective(lk.HingeLoss())(np.zeros(3), xgb.DMatrix(np.zeros((3, 1)), label=[1, 0, 1],
+                                                                      weight=[2.0, 3.0, 1.0]))
+    np.testing.assert_array_equal(hess, [2.0, 3.0, 1.0])
+
+
+def test_piecewise_linear_objectives_are_scale_equivariant():
+    """Targets times 100 give margins times 100 (with no Hessian thresholds: ``lambda`` and
+    ``min_child_weight`` act on a Hessian in 1/target units), the absolute error and the 0.5 quantile
+    (half of it) give the same model, and a multi-quantile model is its quantiles' single models."""
+    x_train, y_train, x_val, _ = _diabetes()
+    params = {**XGB, "eta": 0.1, "lambda": 0.0, "min_child_weight": 0.0, "disable_default_eval_metric": 1}
+
+    def fit(loss, label, base):
+        booster = xgb.train({**params, "base_score": base}, xgb.DMatrix(x_train, label=label), 30,
+                            obj=lx.objective(loss))
+        return booster.predict(xgb.DMatrix(x_val), output_margin=True)
+
+    for loss in (lk.AbsoluteError(), lk.QuantileLoss(quantiles=0.9)):
+        small, large = (fit(loss, c * y_train, lx.base_score(loss, c * y_train)) for c in (1.0, 100.0))
+        np.testing.assert_allclose(large / 100.0, small, rtol=1e-4, atol=1e-5)
+        scores = []
+        for c in (1.0, 100.0):
+            start = ll.init_score(loss, c * y_train)
+            model = lgb.train({**LGB, "learning_rate": 0.1, "min_sum_hessian_in_leaf": 0.0, "objective": ll.objective(loss)},
+                              lgb.Dataset(x_train, c * y_train, init_score=np.full(len(y_train), start)), 30)
+            scores.append(model.predict(x_val, raw_score=True) + start)
+        np.testing.assert_allclose(scores[1] / 100.0, scores[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(fit(lk.AbsoluteError(), y_train, 0.0), fit(lk.QuantileLoss(quantiles=0.5), y_train, 0.0))
+    both = fit(lk.QuantileLoss(quantiles=[0.1, 0.9]), np.stack([y_train, y_train], axis=1), 0.0)
+    np.testing.assert_array_equal(both[:, 0], fit(lk.QuantileLoss(quantiles=0.1), y_train, 0.0))
+    np.testing.assert_array_equal(both[:, 1], fit(lk.QuantileLoss(quantiles=0.9), y_train, 0.0))
 
 
 def test_focal_trains_where_no_library_has_it_and_beats_the_majority(data):
@@ -177,6 +266,9 @@ def test_base_score_is_the_best_constant_margin():
     counts = np.array([0.0, 2.0, 3.0, 7.0])
     assert lx.base_score("poisson_deviance", counts) == pytest.approx(np.log(3.0), abs=1e-6)
     assert lx.base_score(lk.AbsoluteError(), np.array([0.0, 1.0, 10.0])) == pytest.approx(1.0, abs=1e-6)
+    # the piecewise-linear losses: the exact weighted median / quantile, an order statistic
+    assert lx.base_score(lk.QuantileLoss(quantiles=0.8), np.arange(10.0)) == 7.0
+    assert ll.init_score(lk.AbsoluteError(), np.array([0.0, 1.0, 10.0]), weight=[1.0, 1.0, 3.0]) == 10.0
     assert ll.init_score(lk.MeanSquaredError(), counts) == pytest.approx(3.0, abs=1e-6)
 
 
@@ -239,3 +331,24 @@ def test_lightgbm_sklearn_estimator_takes_the_objective_and_weights(data):
     np.testing.assert_allclose(model.predict(x_val, raw_score=True), same.predict(x_val, raw_score=True), rtol=1e-10)
     history = model.evals_result_["valid_0"]["poisson_deviance"]
     assert history[-1] < history[0]
+
+
+if __name__ == "__main__":  # the table of docs/gbdt.md: held-out gaps to the built-in, 5 splits of diabetes, 50 rounds
+    def _row(values):
+        return " ".join(f"{100 * v:+5.1f}" for v in values) + f"  mean {100 * np.mean(values):+5.1f}"
+
+    print("held-out loss / built-in's - 1, in %, splits 0-4")
+    for library in ("xgboost", "lightgbm"):
+        for loss, name in zip(PIECEWISE, PIECEWISE_IDS, strict=True):
+            objective = (lx if library == "xgboost" else ll).objective(loss)
+            for eta in (0.1, 0.3):
+                mm, constant, nearby = [], [], []
+                for seed in range(5):
+                    split = _diabetes(seed)
+                    ours, theirs, _ = _piecewise_pinball(library, loss, split, eta)
+                    mm.append(ours / theirs - 1)
+                    constant.append(_piecewise_pinball(library, loss, split, eta, obj=_constant_hessian(objective))[0]
+                                    / theirs - 1)
+                    nearby.append(_piecewise_pinball(library, loss, split, eta, builtin_eta=1.05 * eta)[1] / theirs - 1)
+                print(f"{library:8s} {name:8s} eta {eta}: constant {_row(constant)} | MM {_row(mm)} | "
+                      f"built-in at 1.05 eta {_row(nearby)}")

@@ -6,12 +6,26 @@ Design note: a GBDT library does its own reduction (sums over a leaf's rows) and
 ``w_i d^2 l_i/dz^2`` with no 1/N: the core loss with ``reduction="sum"`` and the library's sample
 weights as ``weight``. Two things a Newton step needs that a loss may not give:
 
-* a positive Hessian. Where it is 0 (absolute error, quantile, hinge, Crammer-Singer: piecewise
-  linear) the objective uses the row's weight (a unit Hessian per row): the leaf value becomes the
-  weighted mean of the negative gradients, a damped sign step, which is what XGBoost's own
-  ``reg:absoluteerror`` / ``reg:quantileerror`` compute before their line search. Where it can be
-  negative (focal losses are not convex far on the wrong side) or underflow, it is floored at
-  ``HESS_FLOOR`` times the weight, so that a leaf never divides by a sum of opposite signs;
+* a positive Hessian. Where it is 0 because the loss is piecewise linear in a residual ``r``
+  (absolute error, quantile: ``MM_HESSIAN``) the objective hands over the curvature of the
+  majorise-minimise (IRLS) quadratic that touches the loss at the current residual:
+  ``|r| <= r^2 / (2 |r0|) + |r0| / 2``, so a unit whose slope jumps by ``k`` at its kink
+  (``2 w / D`` for the absolute error, ``w`` for the pinball loss, slopes ``-q w`` and
+  ``(1 - q) w``) gets ``k / (2 max(|r|, eps))`` (:func:`mm_hessian`), the gradient unchanged. A
+  leaf's value ``-sum g / (sum h + lambda)`` is then (``lambda`` = 0) one MM step from the current
+  margin towards the weighted median (quantile) of the leaf's residuals: an average of residuals
+  weighted by ``1 / max(|r|, eps)``, in the target's units, where a constant Hessian gives a mean of
+  signs (at most 1) whatever the target's scale. ``eps`` is ``MM_FLOOR`` times the weighted median
+  of ``|r|`` over the rows, per output column: within ``eps`` of the kink the curvature is that of
+  the loss smoothed to a parabola there (Hunter and Lange's perturbed MM uses
+  ``1 / (eps + |r|)``), so that a row at its target (``r = 0``, infinite curvature) does not
+  freeze its leaf for good. The whole is scale-equivariant: targets times c give margins times c
+  when ``lambda`` and ``min_child_weight`` are 0; they act on a Hessian in 1/target units. Where
+  the Hessian of a hinge loss is 0 (``ZERO_HESSIAN``) the row's weight stands in, as in XGBoost's
+  ``binary:hinge`` on its active side: a margin's scale is set by the kink at 1, not by the data,
+  so a bounded step is on that scale. Where the Hessian can be negative (focal losses are not
+  convex far on the wrong side) or underflow, it is floored at ``HESS_FLOOR`` times the weight,
+  so that a leaf never divides by a sum of opposite signs;
 * a starting margin. Under a custom objective both libraries start from a constant margin that
   they do not fit (XGBoost's ``base_score`` is then read as a margin, default 0.5; LightGBM starts
   at 0): :func:`base_margin` gives the loss's best constant.
@@ -30,8 +44,12 @@ from .losses.robust import AbsoluteError
 
 #: the floor of every Hessian handed to a library, per unit of weight
 HESS_FLOOR = 1e-6
-#: losses whose Hessian is 0 almost everywhere: the row's weight stands in for it
-ZERO_HESSIAN = (AbsoluteError, QuantileLoss, HingeLoss, MultilabelHingeLoss, MulticlassHingeLoss)
+#: losses piecewise linear in a residual: the majorise-minimise curvature stands in for their 0 Hessian
+MM_HESSIAN = (AbsoluteError, QuantileLoss)
+#: the floor of ``|r|`` in the majorise-minimise curvature, per unit of the weighted median of ``|r|``
+MM_FLOOR = 0.1
+#: hinge losses, whose Hessian is 0 almost everywhere: the row's weight stands in for it
+ZERO_HESSIAN = (HingeLoss, MultilabelHingeLoss, MulticlassHingeLoss)
 
 
 def resolve(loss_or_head) -> Loss:
@@ -80,12 +98,50 @@ def grad_hess(loss: Loss, margin, label, weight=None):
     summed = _with(loss, "sum")
     grad = np.asarray(summed.grad(z, y, weight=w))
     unit = np.ones_like(z) if w is None else np.broadcast_to(w.reshape(w.shape + (1,) * (z.ndim - w.ndim)), z.shape)
-    if isinstance(loss, ZERO_HESSIAN):
+    if isinstance(loss, MM_HESSIAN):
+        hess = mm_hessian(loss, z, y, unit)
+    elif isinstance(loss, ZERO_HESSIAN):
         hess = np.array(unit, dtype=np.float64)  # the documented substitute: one unit of weight per row
     else:
         hess = np.maximum(np.asarray(summed.hessian_diag(z, y, weight=w)), HESS_FLOOR * unit)
     shape = np.shape(margin)
     return grad.reshape(shape), hess.reshape(shape)
+
+
+def mm_hessian(loss: Loss, z, y, unit):
+    r"""The majorise-minimise curvature of a loss piecewise linear in the residual ``r``, per unit.
+
+    A unit ``a max(r, 0) + b max(-r, 0)`` is ``(a + b)/2 |r| + (a - b)/2 r``, and ``|r| <= r^2 / (2 |r0|)
+    + |r0| / 2`` with equality at ``r0``: the quadratic through the current point with the same slope
+    that lies above the loss has curvature ``k / (2 |r0|)``, ``k = a + b`` the jump of the slope at
+    the kink. ``|r0|`` is floored at ``MM_FLOOR`` times the weighted median of ``|r|`` in the unit's
+    output column (its weighted mean where that median is 0, a rounding-size floor where every
+    residual is 0). ``z``, ``y`` and ``unit`` (the weights, in ``z``'s shape) are :func:`layout`'s.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if isinstance(loss, QuantileLoss):  # [N, Q] margins, one target per row; slopes -q w and (1 - q) w
+        r, k = np.abs(y[:, None] - z), 1.0
+    else:  # mean over the D values of a row: slopes -w/D and w/D
+        r, k = np.abs(y - z), 2.0 / (z.shape[-1] if z.ndim >= 2 else 1)
+    eps = MM_FLOOR * _robust_scale(r, unit)
+    tiny = np.finfo(np.float64).eps * (1.0 + np.max(np.abs(y), initial=0.0))
+    return unit * k / (2.0 * np.maximum(r, np.maximum(eps, tiny)))
+
+
+def _robust_scale(a, weight):
+    """The weighted median of ``a`` over the rows (axis 0), per column; the weighted mean where it is 0."""
+    if a.shape[0] == 0 or a.size == 0:
+        return np.zeros(a.shape[1:])
+    flat, w = a.reshape(a.shape[0], -1), np.broadcast_to(weight, a.shape).reshape(a.shape[0], -1)
+    total = np.sum(w, axis=0)
+    if np.all(w == w[0]):  # equal weights: the same lower median by selection, not a sort
+        median = np.quantile(flat, 0.5, axis=0, method="inverted_cdf")
+    else:
+        order = np.argsort(flat, axis=0)
+        sorted_a, cum = np.take_along_axis(flat, order, 0), np.cumsum(np.take_along_axis(w, order, 0), axis=0)
+        median = sorted_a[np.minimum(np.sum(cum < 0.5 * total, axis=0), flat.shape[0] - 1), np.arange(flat.shape[1])]
+    mean = np.sum(w * flat, axis=0) / np.maximum(total, np.finfo(np.float64).tiny)
+    return np.where(median > 0, median, mean).reshape(a.shape[1:])
 
 
 def metric_value(loss: Loss, margin, label, weight=None) -> float:
@@ -99,14 +155,20 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     """The constant margin that minimises the weighted loss of one-output ``loss`` over ``label``
     (for example ``logit(mean y)`` for BCE, ``log(mean y)`` for the deviances, the weighted median
     for the absolute error): a starting point for a custom objective (XGBoost's ``base_score``,
-    LightGBM's ``init_score``). Multi-output losses start at 0."""
+    LightGBM's ``init_score``). The absolute error (one value per row) and a one-quantile
+    ``QuantileLoss`` get their exact minimiser, the lower weighted median or quantile (an order
+    statistic of ``label``), as XGBoost's and LightGBM's built-ins start. Multi-output losses start at 0."""
     from scipy.optimize import minimize_scalar
 
     loss = resolve(loss_or_head)
     label = np.asarray(label, dtype=np.float64)
+    w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
+    if isinstance(loss, QuantileLoss) and len(loss.quantiles) == 1 and label.ndim == 1:
+        return _weighted_quantile(label, float(loss.quantiles[0]), w)
+    if isinstance(loss, AbsoluteError) and label.ndim == 1:
+        return _weighted_quantile(label, 0.5, w)
     if isinstance(loss, (_CategoricalBase, QuantileLoss, GaussianNLL)) or loss.reduces_last_axis:
         return 0.0
-    w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
     total = _with(loss, "mean")
 
     def objective(c):
@@ -119,3 +181,13 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     result = minimize_scalar(objective, bounds=(centre - spread, centre + spread), method="bounded",
                              options={"xatol": 1e-10})
     return float(result.x)
+
+
+def _weighted_quantile(label, q: float, weight=None) -> float:
+    """The smallest ``label`` whose cumulative weight reaches ``q`` of the total: a minimiser of the
+    weighted pinball loss ``sum w_i rho_q(y_i - c)`` (its subdifferential there contains 0)."""
+    if label.size == 0:
+        return 0.0
+    order = np.argsort(label, kind="stable")
+    cum = np.cumsum(np.ones(label.size) if weight is None else np.broadcast_to(weight, label.shape)[order])
+    return float(label[order][min(int(np.sum(cum < q * cum[-1])), label.size - 1)])

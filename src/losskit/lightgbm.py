@@ -10,10 +10,13 @@ Import it explicitly (``import losskit.lightgbm``); it needs ``lightgbm`` (the `
 
 Conventions (see docs/gbdt.md): per-row ``w_i dl_i/dz`` and a positive Hessian (no 1/N), ``w``
 the Dataset's weights, which LightGBM does not apply to a custom objective's gradients itself;
-``[N, K]`` margins for a multi-class loss (``num_class=K``); the zero-Hessian substitute and the
-floor of :mod:`losskit._gbdt`; LightGBM starts a custom objective at a margin of 0 (no
-``boost_from_average``): give ``init_score`` (:func:`init_score`) to start at the best constant,
-and note that ``predict`` leaves the init score out. The metric returns ``(name, value, False)``.
+``[N, K]`` margins for a multi-class loss (``num_class=K``); the zero-Hessian substitutes (the
+majorise-minimise curvature ``w k / (2 max(|r|, eps))`` for the absolute error and quantile
+losses, in 1/target units, so ``lambda_l2`` and ``min_sum_hessian_in_leaf`` act on the target's
+scale; the weight for hinge losses) and the floor of :mod:`losskit._gbdt`; LightGBM starts a
+custom objective at a margin of 0 (no ``boost_from_average``): give ``init_score``
+(:func:`init_score`) to start at the best constant, and note that ``predict`` leaves the init
+score out. The metric returns ``(name, value, False)``.
 """
 
 from __future__ import annotations

@@ -15,10 +15,13 @@ Conventions (see docs/gbdt.md):
 * the objective returns per-row ``w_i dl_i/dz`` and a positive ``w_i d^2 l_i/dz^2`` (no 1/N;
   XGBoost reduces and regularises), ``w`` the DMatrix's (or estimator's) sample weights;
 * a multi-class loss takes XGBoost's ``[N, K]`` margins (``num_class=K``) and class-index labels;
-* where the Hessian is 0 (absolute error, quantile, hinge) the row's weight stands in, and a
+* where the Hessian is 0, the absolute error and quantile losses get the majorise-minimise
+  curvature ``w k / (2 max(|r|, eps))`` of their residual ``r`` (in 1/target units, so ``lambda``
+  and ``min_child_weight`` act on the target's scale) and hinge losses the row's weight; a
   negative Hessian (focal, far on the wrong side) is floored: see :mod:`losskit._gbdt`;
 * under a custom objective XGBoost reads ``base_score`` as a *margin* (default 0.5):
-  :func:`base_score` gives the loss's best constant margin; predictions are margins
+  :func:`base_score` gives the loss's best constant margin (the weighted median or quantile for
+  the absolute error and a one-quantile loss, as the built-ins start); predictions are margins
   (``predict(..., output_margin=True)``; apply the head's activation yourself);
 * the metric is the loss's weighted mean at the margins, named after the loss, lower is better.
 
