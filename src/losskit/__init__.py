@@ -81,6 +81,15 @@ from .targets import type_of_target
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # losskit.evaluate (files, pyarrow, Dask) is imported on first use: ``import losskit`` stays light
+    if name == "evaluate":
+        from .evaluation import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'losskit' has no attribute {name!r}")
+
 __all__ = [
     "LossInputError", "Loss", "REGISTRY",
     "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp",
@@ -100,4 +109,5 @@ __all__ = [
     "MultilabelSquaredHingeLoss", "SoftmaxFocalLoss", "PolyCrossEntropy", "MulticlassHingeLoss", "KLDivergence",
     "DistillationLoss", "AbsoluteError", "HuberLoss", "SmoothL1Loss", "PseudoHuberLoss", "LogCoshLoss",
     "QuantileLoss", "PoissonDeviance", "GammaDeviance", "TweedieDeviance", "GaussianNLL",
+    "evaluate",
 ]

@@ -69,8 +69,9 @@ def demo(
                                       "the mini-batch order.")] = 0,
     loss: Annotated[str | None, typer.Option(help="Any loss of the chosen --task's head: " + _LOSSES,
                                              show_default=False)] = None,
-    out: Annotated[Path, typer.Option(help="Directory for loss_curves.png and results.json "
-                                      "(created if missing).")] = DEFAULT_DIR,
+    out: Annotated[Path, typer.Option(help="Directory for loss_curves.png, results.json and the held-out "
+                                      "predictions (predictions.parquet, or predictions-TASK.parquet for "
+                                      "each of several tasks; created if missing).")] = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead "
                                           "of tables.")] = False,
 ) -> None:
@@ -80,8 +81,8 @@ def demo(
     (10 classes), **multilabel** four labels of each digit (even, > 4, prime, closed loop),
     **regression** diabetes. The head of each task is chosen by `losskit.head_for` from the
     training targets. Prints a table per task (first and final train / held-out loss, held-out
-    metric against a trivial baseline) and writes a PNG of the loss curves and the results as
-    JSON into --out.
+    metric against a trivial baseline) and writes into --out a PNG of the loss curves, the results
+    as JSON and the held-out predictions as Parquet, which `losskit eval` scores.
 
     **Examples**
 
@@ -92,6 +93,7 @@ def demo(
     losskit demo --json > results.json
     losskit demo --task regression --loss huber
     losskit demo --task binary --loss focal
+    losskit demo --task multiclass && losskit eval losskit-demo/predictions.parquet
     ```
     """
     from rich.console import Console
@@ -115,10 +117,12 @@ def demo(
             check_loss(task.value, loss)
         except LossInputError as error:
             raise CLIError(f"--{error}") from None
+    require("pyarrow", "losskit demo (its predictions.parquet)")
     directory = output_dir(out)
-    for name in ("loss_curves.png", "results.json"):
-        output_file(directory / name)
     tasks = list(TASKS) if task is TaskChoice.all else [task.value]
+    prediction_files = {name: directory / prediction_file(name, len(tasks)) for name in tasks}
+    for path in [directory / "loss_curves.png", directory / "results.json", *prediction_files.values()]:
+        output_file(path)
     start = time.perf_counter()
     results = []
     progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
@@ -136,8 +140,10 @@ def demo(
     total = time.perf_counter() - start
 
     curves = save(figures.loss_curves(results), directory / "loss_curves.png", "png")
+    for result in results:
+        write_predictions(prediction_files[result.task], result)
     report = {"seed": seed, "total_seconds": total,
-              "files": [str(curves), str(directory / "results.json")],
+              "files": [str(curves), str(directory / "results.json"), *map(str, prediction_files.values())],
               "tasks": {r.task: r.to_dict() for r in results}}
     write_text(directory / "results.json", json.dumps(report, indent=2) + "\n")
     if as_json:
@@ -146,8 +152,29 @@ def demo(
     console = Console()
     for result in results:
         console.print(_table(result, GOALS[result.task]))
-    console.print(f"{len(results)} task(s) in {total:.1f} s; wrote {curves} and "
-                  f"{directory / 'results.json'}")
+    written = ", ".join(str(p) for p in prediction_files.values())
+    console.print(f"{len(results)} task(s) in {total:.1f} s; wrote {curves}, {directory / 'results.json'} "
+                  f"and {written} (score them with `losskit eval`)")
+
+
+def prediction_file(task: str, n_tasks: int) -> str:
+    """``predictions.parquet`` for a one-task run, ``predictions-<task>.parquet`` for each of several."""
+    return "predictions.parquet" if n_tasks == 1 else f"predictions-{task}.parquet"
+
+
+def write_predictions(path: Path, result) -> Path:
+    """The held-out predictions of ``result`` as Parquet, with the task and what the predictions are
+    in the schema's metadata (``losskit.task``, ``losskit.pred_kind``, ``losskit.loss``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._common import atomic_write
+
+    metadata = {"losskit.task": result.task, "losskit.loss": result.loss, "losskit.dataset": result.dataset}
+    if result.task != "regression":
+        metadata["losskit.pred_kind"] = "logits"
+    table = pa.table(result.predictions).replace_schema_metadata(metadata)
+    return atomic_write(path, lambda temp: pq.write_table(table, temp))
 
 
 def register(app: typer.Typer) -> None:

@@ -68,6 +68,8 @@ class Result:
     metrics: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the held-out predictions and targets as named columns (see :func:`held_out_columns`); not in to_dict
+    predictions: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def metric(self) -> tuple[str, float]:
@@ -75,7 +77,9 @@ class Result:
         return name, self.metrics[name]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("predictions")
+        return out
 
 
 def _r2(pred: np.ndarray, target: np.ndarray, reference_mean: float) -> float:
@@ -125,6 +129,28 @@ def _scores(task: str, head, logits, y_val, y_train, y_scale) -> tuple[dict, dic
     # the baseline predicts the training mean for everyone: R^2 a little below 0 held out
     return ({"R^2": _r2(values, y_val, float(y_val.mean()))},
             {"R^2": _r2(np.full_like(y_val, float(y_train.mean())), y_val, float(y_val.mean()))})
+
+
+def _column(name: str) -> str:
+    return "_".join(name.split())
+
+
+def held_out_columns(task: str, head, logits: np.ndarray, y_val: np.ndarray, y_scale) -> dict[str, np.ndarray]:
+    """The held-out predictions as ``losskit eval`` reads them by default: the network's logits
+    (``logit`` or ``logit_<class/label>``) for a classifier, the prediction in the data set's
+    units (``pred``) for regression, and the target (``target`` or ``target_<label>``)."""
+    from .data import MULTILABEL_NAMES
+
+    if task == "binary":
+        return {"logit": logits[:, 0], "target": np.asarray(head.encode(y_val)).astype(np.int64)}
+    if task == "multiclass":
+        columns = {f"logit_{k}": logits[:, k] for k in range(logits.shape[1])}
+        return {**columns, "target": np.asarray(head.encode(y_val)).astype(np.int64)}
+    if task == "multilabel":
+        names = [_column(n) for n in MULTILABEL_NAMES]
+        columns = {f"logit_{n}": logits[:, k] for k, n in enumerate(names)}
+        return {**columns, **{f"target_{n}": y_val[:, k].astype(np.int64) for k, n in enumerate(names)}}
+    return {"pred": _regression_values(head, np.asarray(head.predict(logits)), y_scale), "target": y_val}
 
 
 def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None = None,
@@ -191,7 +217,8 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None
             optimiser.step(model.backward(grad))
         record(epoch)
 
-    result.metrics, result.baseline = _scores(task, head, model.forward(split.x_val), split.y_val,
-                                              split.y_train, y_scale)
+    held_out = model.forward(split.x_val)
+    result.metrics, result.baseline = _scores(task, head, held_out, split.y_val, split.y_train, y_scale)
+    result.predictions = held_out_columns(task, head, held_out, split.y_val, y_scale)
     result.seconds = time.perf_counter() - start
     return result

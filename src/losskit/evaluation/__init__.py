@@ -1,0 +1,145 @@
+"""Score a model's predictions from files: the task's loss and the metrics that go with it,
+streaming in row batches on one machine or on a Dask cluster (``losskit eval`` calls
+:func:`evaluate`).
+
+>>> import losskit as lk                                           # doctest: +SKIP
+>>> report = lk.evaluate("losskit-demo/predictions.parquet")      # doctest: +SKIP
+>>> report.task, report.metrics["accuracy"]                       # doctest: +SKIP
+('binary', 0.97...)
+
+The parts, each a module: :mod:`.sources` finds the files and reads row batches (pyarrow for
+Parquet and CSV, NumPy for NPY/NPZ); :mod:`.scoring` settles what to compute (:class:`~.scoring.Spec`)
+and accumulates it (:class:`~.scoring.Scorer`); :mod:`.metrics` and :mod:`.auc` are the
+mergeable metric accumulators; :mod:`.cluster` runs the same scorer on Dask workers;
+:mod:`.report` renders the result as a table, JSON or a self-contained HTML page.
+
+Design note: every mean is kept as a float64 ``(sum w_i x_i, sum w_i)`` pair (the losses through
+``Loss.sum_and_weight``), so batches, files and workers combine exactly; peak memory is one
+batch plus the accumulators, whatever the files' size. The one metric that cannot stream
+exactly, ROC AUC, is exact while the scores fit under a limit and binned beyond it, with the
+bound of the binning's error reported beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .._errors import LossInputError, fail
+
+__all__ = ["evaluate", "Report", "METRIC_KEYS"]
+
+#: the keys of ``Report.metrics``, in this order, as they apply to the task
+METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
+               "hamming_loss", "mse", "mae", "r2")
+
+
+@dataclass
+class Report:
+    """The result of :func:`evaluate`.
+
+    ``task``, ``reason`` (why that task), ``rows``, ``version`` (losskit's), ``metrics`` (flat:
+    the keys of :data:`METRIC_KEYS` that apply, ``loss`` being the task loss ``loss_name``),
+    ``tables`` (``per_class`` / ``per_label`` / ``per_output`` lists of dicts), ``figures`` (the
+    data the report draws: ``reliability``, ``confusion``, ``residuals``), ``auc`` (``method``
+    "exact" or "binned" and its ``bound``), ``files``, ``columns``, ``pred_kind``, ``engine``,
+    ``seconds``.
+    """
+
+    task: str
+    reason: str
+    rows: int
+    version: str
+    loss_name: str
+    pred_kind: str | None
+    metrics: dict
+    tables: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    auc: dict | None = None
+    weight_sum: float = 0.0
+    files: list = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
+    engine: str = "single process"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``losskit eval --json``."""
+        out = {"task": self.task, "reason": self.reason, "rows": self.rows, "version": self.version,
+               "metrics": self.metrics, "loss": self.loss_name, "pred_kind": self.pred_kind,
+               "weight_sum": self.weight_sum, "auc": self.auc, **self.tables,
+               "files": self.files, "columns": self.columns, "engine": self.engine, "seconds": self.seconds}
+        if "reliability" in self.figures:
+            out["reliability"] = self.figures["reliability"]
+        return out
+
+
+def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Sequence[str] | str | None = None,
+             target: Sequence[str] | str | None = None, weight: str | None = None, task: str | None = None,
+             loss=None, pred_kind: str | None = None, batch_rows: int = 1_000_000, dask: bool = False,
+             scheduler: str | None = None, auc_exact_limit: int = 10_000_000,
+             on_progress: Callable[[int, int | None], None] | None = None) -> Report:
+    """Score the predictions in ``paths`` against their targets; return a :class:`Report`.
+
+    ``paths``: Parquet, CSV, NPY or NPZ files, directories or globs (see :func:`.sources.discover`).
+    ``pred`` / ``target``: column names or globs (``"logit_*"``; several target columns are a one-hot or
+    multi-hot target; defaults: ``logit*``, ``prob*`` or ``pred*`` and ``target`` / ``target_*``);
+    ``weight``: a column of per-example weights, meaning what ``weight`` means in every losskit loss.
+    ``task``: "binary", "multiclass", "multilabel" or "regression"; default: detected from the target
+    as :func:`losskit.head_for` does, the reason kept in ``Report.reason``. ``loss``: any loss of the
+    task's head (a name of :data:`losskit.heads.TASK_LOSSES` or a Loss); default the task's own.
+    ``pred_kind``: "logits" or "probs" (default: from the column names or the file's metadata, else
+    logits). ``batch_rows``: rows per batch (memory is one batch plus the accumulators).
+    ``dask=True`` starts a local Dask cluster, ``scheduler="tcp://..."`` uses a running one.
+    ``auc_exact_limit``: ROC AUC is exact up to this many scores, binned beyond (bound reported).
+    ``on_progress(rows_done, rows_total_or_None)`` is called as batches finish.
+
+    Bad files, columns or values raise :class:`~losskit.LossInputError` naming the file, the column
+    and the first bad row.
+    """
+    from .. import __version__
+    from . import scoring, sources
+
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise fail("--batch-rows", "an integer >= 1", repr(batch_rows))
+    if dask and scheduler is not None:
+        raise fail("--dask", "either --dask (a local cluster) or --scheduler ADDRESS", "both")
+    start = time.perf_counter()
+    files = sources.discover([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
+    layout = sources.resolve(files, pred=_names(pred), target=_names(target), weight=weight)
+    sample = sources.batches(layout, batch_rows=scoring.DETECT_ROWS)
+    try:
+        first = next(sample)
+    except StopIteration:
+        raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})") from None
+    finally:
+        sample.close()
+    spec = scoring.plan(layout, first, task=task, loss=loss, pred_kind=pred_kind, auc_exact_limit=auc_exact_limit)
+    if dask or scheduler is not None:
+        from . import cluster
+
+        scorer, engine = cluster.score(spec, layout, batch_rows=batch_rows, scheduler=scheduler,
+                                       on_progress=on_progress)
+    else:
+        scorer, engine = scoring.Scorer(spec), "single process"
+        for batch in sources.batches(layout, batch_rows=batch_rows):
+            scorer.update(batch)
+            if on_progress is not None:
+                on_progress(scorer.rows, layout.rows)
+    result = scorer.result()
+    tables = {key: result.pop(key) for key in ("per_class", "per_label", "per_output") if key in result}
+    figures = {key: result.pop(key) for key in ("reliability", "confusion", "residuals") if key in result}
+    return Report(task=spec.task, reason=spec.reason, rows=scorer.rows, version=__version__,
+                  loss_name=spec.loss_name, pred_kind=spec.pred_kind,
+                  metrics={key: result["metrics"][key] for key in METRIC_KEYS if key in result["metrics"]},
+                  tables=tables, figures=figures, auc=result.get("auc"), weight_sum=result["weight_sum"],
+                  files=[str(f) for f in layout.files],
+                  columns={"pred": list(layout.pred), "target": list(layout.target), "weight": layout.weight},
+                  engine=engine, seconds=time.perf_counter() - start)
+
+
+def _names(value) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,319 @@
+"""What an evaluation computes, decided once (:class:`Spec`), and the accumulator that applies it
+to row batches (:class:`Scorer`).
+
+Design note: the task, the loss, the prediction kind and the number of outputs are settled by
+:func:`plan` from the file layout and the first rows, before any scoring; a :class:`Spec` is a
+small picklable record, so a Dask worker scores its piece of the files with exactly the
+decisions the single-process run makes. A :class:`Scorer` holds only float64 sums and the
+metric accumulators of :mod:`.metrics`, which merge exactly; that is what makes the cluster's
+numbers equal the single process's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import heads as _heads
+from .._errors import LossInputError, fail
+from ..losses import (
+    BinaryCrossEntropy,
+    BinaryCrossEntropyWithLogits,
+    CategoricalCrossEntropy,
+    HingeLoss,
+    Loss,
+    MultilabelCrossEntropy,
+    MultilabelHingeLoss,
+    MultilabelSigmoidFocalLoss,
+    MultilabelSquaredHingeLoss,
+    SigmoidFocalLoss,
+    SquaredHingeLoss,
+)
+from ..targets import type_of_target
+from .metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics, RegressionMetrics
+from .sources import Batch, Layout
+
+__all__ = ["Spec", "Scorer", "plan", "TASKS"]
+
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+#: rows of the first batch that task detection reads (a sample: the rest are checked, not re-detected)
+DETECT_ROWS = 100_000
+#: a probability row of a multi-class file may miss 1 by this much (float32 files, rounded writers)
+ROW_SUM_SLACK = float(np.sqrt(np.finfo(np.float32).eps))
+
+# the per-label loss of a multi-label loss: its binary counterpart, elementwise, with the same options
+_PER_LABEL = {MultilabelCrossEntropy: BinaryCrossEntropyWithLogits, MultilabelSigmoidFocalLoss: SigmoidFocalLoss,
+              MultilabelHingeLoss: HingeLoss, MultilabelSquaredHingeLoss: SquaredHingeLoss}
+# the task's default loss when the predictions are probabilities
+_ON_PROBS = {"binary": BinaryCrossEntropy, "multiclass": CategoricalCrossEntropy}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything a scorer needs, decided once: picklable, shared by every worker.
+
+    ``task`` one of :data:`TASKS`; ``reason`` why (detection's sentence, or "given"); ``loss``
+    the task's :class:`~losskit.Loss` on the predictions as the file holds them (None for
+    multi-label probabilities, scored by ``example_loss`` alone); ``example_loss`` the per-example
+    (multi-class) or per-label (multi-label) loss with ``reduction="none"`` that the tables need;
+    ``pred_kind`` "logits", "probs" or None (regression); ``n_outputs`` prediction values per row;
+    ``head`` the task head, whose ``predict`` gives a regression's point value.
+    """
+
+    task: str
+    reason: str
+    loss: Loss
+    pred_kind: str | None
+    n_outputs: int
+    head: object = field(repr=False, compare=False)
+    example_loss: Loss | None = None
+    auc_exact_limit: int = 10_000_000
+
+    @property
+    def loss_name(self) -> str:
+        if self.loss is None:
+            return "BinaryCrossEntropy summed over the labels"
+        return type(self.loss).__name__
+
+
+def _kind_of(task: str) -> str:
+    return "continuous" if task == "regression" else task
+
+
+def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | Loss | None = None,
+         pred_kind: str | None = None, auc_exact_limit: int = 10_000_000) -> Spec:
+    """Settle the task (given, or detected from ``first``'s target with :func:`~losskit.targets.type_of_target`,
+    as :func:`~losskit.head_for` does), the loss, the prediction kind and the widths; every
+    mismatch between them is a :class:`~losskit.LossInputError` naming the option to change."""
+    if task is not None and task not in TASKS:
+        raise fail("--task", f"one of {', '.join(TASKS)}", repr(task))
+    if pred_kind is not None and pred_kind not in ("logits", "probs"):
+        raise fail("--pred-kind", "logits or probs", repr(pred_kind))
+    n_pred = first.pred.shape[1]
+    n_target = first.target.shape[1]
+    if task is None:
+        task, reason = _detect(layout, first)
+        if task == "binary" and n_pred > 1 and n_target == 1:  # the prediction columns are authoritative
+            task, reason = "multiclass", f"{reason}; {n_pred} prediction columns, one per class: multiclass"
+    else:
+        reason = f"--task {task} given"
+    kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
+    if task == "regression":
+        kind = None
+    head = _head(task, loss, n_pred, n_target, kind)
+    loss_object = head.loss_object
+    if kind == "probs":
+        if loss is not None:
+            raise fail("--loss", "no --loss with probabilities (the catalogue's losses take logits)",
+                       f"--loss {loss if isinstance(loss, str) else type(loss).__name__} with --pred-kind probs",
+                       "give logits, or leave --loss out to score the probabilities with the task's cross-entropy")
+        # multi-label probabilities: scored as the sum over labels of the binary cross-entropy on probabilities
+        loss_object = None if task == "multilabel" else _ON_PROBS[task]()
+    example_loss = None
+    if task == "multiclass":
+        example_loss = per_example(loss_object)
+    elif task == "multilabel" and kind == "probs":
+        example_loss = BinaryCrossEntropy(reduction="none")
+    elif task == "multilabel":
+        options = {k: v for k, v in loss_object.options.as_dict().items() if k != "reduction"}
+        example_loss = _PER_LABEL[type(loss_object)](reduction="none", **options)
+    return Spec(task=task, reason=reason, loss=loss_object, pred_kind=kind, n_outputs=n_pred, head=head,
+                example_loss=example_loss, auc_exact_limit=auc_exact_limit)
+
+
+def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
+    """The task :func:`~losskit.targets.type_of_target` reads off the first rows' target, and why."""
+    sample = first.target[:DETECT_ROWS]
+    if all(layout.kinds.get(name) in ("int", "bool") for name in layout.target):
+        sample = sample.astype(np.int64)  # batches are float64: detection must see the file's integer labels
+    try:
+        info = type_of_target(sample[:, 0] if sample.shape[1] == 1 else sample)
+    except LossInputError as error:
+        raise LossInputError(f"{error} (read from the first {len(sample):,} rows of {first.path}; "
+                             f"give --task to decide)") from None
+    more = layout.rows is None or layout.rows > len(sample)
+    reason = info.reason + (f" (read from the first {len(sample):,} rows)" if more else "")
+    return {"continuous": "regression"}.get(info.kind, info.kind), reason
+
+
+def _head(task: str, loss, n_pred: int, n_target: int, kind: str | None):
+    """The task's head for these widths, or an error that says which option fits the file."""
+    options = {} if loss is None else {"loss": loss}
+    try:
+        if task == "binary":
+            if n_pred != 1 or n_target != 1:
+                raise fail("--pred", "one prediction column and one target column for a binary task",
+                           f"{n_pred} prediction and {n_target} target values per row",
+                           "two columns of class scores are a multiclass task: give --task multiclass")
+            return _heads.head("binary", **options)
+        if task == "multiclass":
+            if n_pred < 2:
+                raise fail("--pred", "K >= 2 prediction columns (one per class) for a multiclass task",
+                           f"{n_pred}")
+            if n_target not in (1, n_pred):
+                raise fail("--target", f"one label column or {n_pred} one-hot/probability columns",
+                           f"{n_target} target values per row")
+            return _heads.head("multiclass", n_classes=n_pred, **options)
+        if task == "multilabel":
+            if n_target != n_pred:
+                raise fail("--target", f"one 0/1 column per label ({n_pred}, as --pred has)",
+                           f"{n_target} target values per row")
+            return _heads.head("multilabel", n_labels=n_pred, **options)
+        head = _heads.head("regression", **options) if loss is not None else None
+        units = getattr(head, "units", None)
+        if head is None or type(head) is _heads.RegressionHead:
+            if n_pred != n_target:
+                raise fail("--pred", f"one prediction column per target value ({n_target})", f"{n_pred}")
+            return _heads.head("regression", n_outputs=n_pred, **options)
+        if n_pred != units or n_target != 1:
+            raise fail("--pred", f"{units} prediction columns and one target column for {type(head).__name__}",
+                       f"{n_pred} prediction and {n_target} target values per row")
+        return head
+    except LossInputError as error:
+        message = str(error)
+        if message.startswith("loss:"):
+            raise LossInputError("--" + message) from None
+        raise
+
+
+class Scorer:
+    """Sums and metric accumulators for one :class:`Spec`; ``update`` a batch, ``merge`` another."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.rows = 0
+        self.loss_total = 0.0
+        self.loss_weight = 0.0
+        task = spec.task
+        if task == "binary":
+            self.metrics = BinaryMetrics(spec.pred_kind, auc_exact_limit=spec.auc_exact_limit)
+        elif task == "multiclass":
+            self.metrics = MulticlassMetrics(spec.n_outputs, spec.pred_kind)
+        elif task == "multilabel":
+            self.metrics = MultilabelMetrics(spec.n_outputs, spec.pred_kind, auc_exact_limit=spec.auc_exact_limit)
+        else:
+            n_values = spec.n_outputs if type(spec.head) is _heads.RegressionHead else 1
+            self.metrics = RegressionMetrics(n_values)
+
+    def update(self, batch: Batch) -> None:
+        spec = self.spec
+        pred, weight = batch.pred, batch.weight
+        target = batch.target
+        if spec.pred_kind == "probs":
+            _check_probabilities(batch)
+        example_loss = None
+        if spec.task == "binary":
+            y = _labels(batch, target[:, 0], 2, "a label 0 or 1")
+            z = pred[:, 0]
+            self._add(*_core(spec.loss, z, y.astype(np.float64), weight, batch))
+            self.metrics.update(z, y, weight)
+        elif spec.task == "multiclass":
+            if target.shape[1] == 1:
+                y = _labels(batch, target[:, 0], spec.n_outputs, f"a class index in 0..{spec.n_outputs - 1}")
+                loss_target = y
+            else:
+                y = np.argmax(target, axis=1)
+                loss_target = target
+            loss_input = pred
+            if spec.pred_kind == "probs":
+                _check_rows_sum_to_one(batch)
+                loss_input = pred / pred.sum(axis=1, keepdims=True)
+            example_loss = _core(spec.example_loss, loss_input, loss_target, None, batch)
+            self._add_examples(example_loss, weight)
+            self.metrics.update(pred, y, weight, example_loss)
+        elif spec.task == "multilabel":
+            y = _labels(batch, target, 2, "a label 0 or 1")
+            example_loss = _core(spec.example_loss, pred, y.astype(np.float64), None, batch)
+            self._add_examples(example_loss.sum(axis=1), weight)
+            self.metrics.update(pred, y, weight, example_loss)
+        else:
+            loss_target = target if target.shape[1] > 1 else target[:, 0]
+            loss_input = pred if pred.shape[1] > 1 else pred[:, 0]
+            self._add(*_core(spec.loss, loss_input, loss_target, weight, batch))
+            point = np.asarray(spec.head.predict(pred), dtype=np.float64)
+            if isinstance(spec.head, _heads.QuantileHead):
+                point = point[:, int(np.argmin(np.abs(np.asarray(spec.head.quantiles) - 0.5)))]
+            elif isinstance(spec.head, _heads.GaussianHead):
+                point = point[:, 0]
+            self.metrics.update(point.reshape(len(pred), -1), target, weight)
+        self.rows += len(pred)
+
+    def _add(self, total: float, weight_sum: float) -> None:
+        self.loss_total += total
+        self.loss_weight += weight_sum
+
+    def _add_examples(self, example_loss: np.ndarray, weight) -> None:
+        if weight is None:
+            self._add(float(np.sum(example_loss)), float(len(example_loss)))
+        else:
+            self._add(float(example_loss @ weight), float(np.sum(weight)))
+
+    def merge(self, other: Scorer) -> Scorer:
+        self.rows += other.rows
+        self.loss_total += other.loss_total
+        self.loss_weight += other.loss_weight
+        self.metrics.merge(other.metrics)
+        return self
+
+    def result(self) -> dict:
+        """``metrics`` (the flat numbers, ``loss`` first) and the task's tables and figure data."""
+        details = self.metrics.result()
+        loss = self.loss_total / self.loss_weight if self.loss_weight else None
+        flat = {"loss": loss}
+        for key in ("log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
+                    "hamming_loss", "mse", "mae", "r2"):
+            if key in details:
+                flat[key] = details.pop(key)
+        return {"metrics": flat, "weight_sum": self.loss_weight, **details}
+
+
+def _core(loss: Loss, input, target, weight, batch: Batch):
+    """``(sum_i w_i l_i, sum_i w_i)`` of the core loss on one batch, or its per-example values when
+    ``loss`` reduces with "none"; the core's own checks' errors gain the file and rows they are about."""
+    try:
+        if loss.options.reduction == "none":
+            return np.asarray(loss(input, target), dtype=np.float64)
+        total, weight_sum = loss.sum_and_weight(input, target, weight=weight)
+        return float(total), float(weight_sum)
+    except LossInputError as error:
+        last = batch.start + len(batch.pred) - 1
+        raise LossInputError(f"{batch.path}: rows {batch.start}-{last}: {error}") from None
+
+
+def per_example(loss: Loss) -> Loss:
+    """``loss`` with the same options but ``reduction="none"``."""
+    return type(loss)(**{**loss.options.as_dict(), "reduction": "none"})
+
+
+def _labels(batch: Batch, values: np.ndarray, n_classes: int, what: str) -> np.ndarray:
+    """``values`` as integer labels in ``[0, n_classes)``; the first that is not, by file, column and row."""
+    labels = values.astype(np.int64)
+    bad = (labels != values) | (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        index = int(np.argmax(bad.reshape(-1)))
+        raise batch.error("target", index, what, _show(values.reshape(-1)[index]))
+    return labels
+
+
+def _check_probabilities(batch: Batch) -> None:
+    pred = batch.pred
+    bad = (pred < 0) | (pred > 1)
+    if bad.any():
+        index = int(np.argmax(bad.reshape(-1)))
+        raise batch.error("pred", index, "a probability in [0, 1] (--pred-kind probs)",
+                          _show(pred.reshape(-1)[index]))
+
+
+def _check_rows_sum_to_one(batch: Batch) -> None:
+    sums = batch.pred.sum(axis=1)
+    bad = np.abs(sums - 1) > ROW_SUM_SLACK
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise batch.error("pred", row * batch.pred.shape[1], f"class probabilities whose row sums to 1 "
+                          f"(within {ROW_SUM_SLACK:.1e})", f"a row summing to {sums[row]:.9g}")
+
+
+def _show(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)

@@ -1,0 +1,580 @@
+"""Prediction files: find them, settle their columns, split them into pieces, read row batches.
+
+:func:`discover` turns paths, directories and globs into files; :func:`resolve` picks the pred,
+target and weight columns once, checking every file's schema before any data are read;
+:func:`pieces` splits the files into row ranges for Dask workers; :func:`batches` streams float64
+``[n, P]`` arrays with the checks that need no knowledge of the task (finite numbers, no nulls,
+weights >= 0), every error naming the file, the column and the row.
+
+Design note: Parquet and CSV go through pyarrow, whose readers stream (a row group or a block at a
+time), read only the columns asked for and hand over buffers NumPy can view without a copy;
+pandas would have meant a second copy and whole-file reads. NPY/NPZ are read by :mod:`._npz`
+straight from the bytes. One column model covers the four formats: a column is a name holding
+one or K values per row (a Parquet ``fixed_size_list``, a 2-D NPZ member, a sub-array field of a
+structured NPY), so ``--pred logits`` and ``--pred 'logit_*'`` describe the same ``[n, K]`` block.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import math
+import os
+import re
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from itertools import accumulate, pairwise
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from .._errors import LossInputError, fail
+from . import _npz
+
+__all__ = ["FORMATS", "Layout", "Piece", "Batch", "discover", "resolve", "pieces", "batches"]
+
+FORMATS = ("parquet", "csv", "npy", "npz")
+# pyarrow decompresses a CSV by its file name's extension
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv",
+             ".csv.zst": "csv", ".npy": "npy", ".npz": "npz"}
+_KINDS = "Parquet, CSV, NPY or NPZ (" + ", ".join(_SUFFIXES) + ")"
+_NUMERIC = "a numeric column (int, uint, float or bool)"
+_CHECKS = {"pred": "a finite number", "target": "a finite number", "weight": "a finite number >= 0"}
+_PRED_PREFIXES = (("logit", "logits"), ("prob", "probs"), ("pred", None))
+
+
+def _format(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((kind for suffix, kind in _SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith((".", "_"))  # _SUCCESS, _metadata, .crc files of Spark and Hadoop
+
+
+def _walk(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if _visible(d)]
+        found += [Path(folder, n) for n in names if _visible(n) and _format(Path(n))]
+    return sorted(found)
+
+
+def discover(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The data files named by ``paths``: files, directories (searched recursively, hidden and ``_``
+    names skipped) or globs (``**`` allowed), in the order given, each directory or glob sorted."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for item in paths:
+        text = os.fspath(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            hits = _walk(path)
+            if not hits:
+                raise LossInputError(f"PATH: the directory {text!r} holds no {_KINDS} file")
+        elif path.is_file():
+            if _format(path) is None:
+                raise LossInputError(f"PATH: {text!r} is not a {_KINDS} file")
+            hits = [path]
+        elif any(c in text for c in "*?["):
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
+            if not matches:
+                raise LossInputError(f"PATH: the glob {text!r} matched no file")
+            # the parts a wildcard matched skip hidden names too (Spark's _temporary/ under out/**/*.parquet)
+            fixed = next(i for i, part in enumerate(path.parts + ("*",)) if any(c in part for c in "*?["))
+            hits = []
+            for match in matches:
+                if not all(_visible(part) for part in match.parts[fixed:]):
+                    continue
+                if match.is_dir():
+                    hits += _walk(match)
+                elif _format(match):
+                    hits.append(match)
+            if not hits:
+                raise LossInputError(f"PATH: the glob {text!r} matched no {_KINDS} file (it matched: "
+                                     f"{_listing([str(m) for m in matches])})")
+        else:
+            raise LossInputError(f"PATH: no such file or directory: {text!r}")
+        found += hits
+    if not found:
+        raise LossInputError("PATH: expected at least one file, directory or glob, got none")
+    return list(dict.fromkeys(found))
+
+
+def _listing(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+
+
+@dataclass
+class _Schema:
+    path: Path
+    format: str
+    columns: dict  # name -> (values per row, its type as errors show it, "bool" / "int" / "float" or None)
+    rows: int | None = None
+    metadata: dict = field(default_factory=dict)
+    lengths: dict = field(default_factory=dict)  # NPZ: rows of each member, which may differ
+    bools: frozenset = frozenset()  # CSV: columns pyarrow infers as bool ("true"/"false")
+
+
+def _arrow_column(kind: pa.DataType) -> tuple[int, str, str | None]:
+    inner, width = kind, 1
+    if pa.types.is_fixed_size_list(inner):
+        inner, width = inner.value_type, inner.list_size
+    if pa.types.is_dictionary(inner):
+        inner = inner.value_type
+    tests = {"bool": pa.types.is_boolean, "int": pa.types.is_integer, "float": pa.types.is_floating}
+    return width, str(kind), next((name for name, test in tests.items() if test(inner)), None)
+
+
+def _schema(path: Path) -> _Schema:
+    kind = _format(path)
+    if kind == "parquet":
+        try:
+            with pq.ParquetFile(path) as handle:
+                arrow, rows = handle.schema_arrow, handle.metadata.num_rows
+        except (pa.ArrowException, OSError) as error:
+            raise LossInputError(f"{path}: not a readable Parquet file ({error})") from None
+        meta = {k.decode(): v.decode() for k, v in (arrow.metadata or {}).items() if k.startswith(b"losskit.")}
+        return _Schema(path, kind, {f.name: _arrow_column(f.type) for f in arrow}, rows, meta)
+    if kind == "csv":
+        with _csv_guard(path) as guard, _open_csv(path, 1 << 20, None, {}, guard.handler) as reader:
+            arrow = reader.schema
+        # a column with no value in the first block is null-typed: whether it is numeric shows later
+        columns = {f.name: (1, str(f.type), "float" if pa.types.is_null(f.type) else _arrow_column(f.type)[2])
+                   for f in arrow}
+        return _Schema(path, kind, columns, bools=frozenset(f.name for f in arrow if pa.types.is_boolean(f.type)))
+    columns, rows, lengths = _npz.columns(path, kind == "npz")
+    return _Schema(path, kind, columns, rows, lengths=lengths)
+
+
+# ---------------------------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    format: str
+    rows: int | None
+    bools: frozenset
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files and the columns every one of them holds; made by :func:`resolve`, sent to Dask workers.
+
+    ``pred`` / ``target``: column names; ``pred_kind``: "logits", "probs" or None (unknown); ``rows``: the
+    total when the files' headers tell it (not CSV); ``metadata``: the first Parquet file's ``losskit.*``
+    schema metadata; ``widths``: values per row of each chosen column; ``kinds``: "bool", "int" or "float",
+    each chosen column's type in the first file (the batches are float64 whatever it is).
+    """
+
+    files: tuple[Path, ...]
+    pred: tuple[str, ...]
+    target: tuple[str, ...]
+    weight: str | None
+    pred_kind: str | None
+    rows: int | None
+    metadata: dict = field(hash=False)
+    widths: dict = field(hash=False)
+    kinds: dict = field(default_factory=dict, hash=False)
+    _info: tuple[_FileInfo, ...] = field(default=(), repr=False, compare=False)
+
+
+def _names(arg: str, items: str | Sequence[str]) -> list[str]:
+    items = [items] if isinstance(items, str) else list(items)
+    names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
+    if not names:
+        raise fail(arg, "at least one column name or glob", repr(items))
+    return names
+
+
+def _pick(arg: str, items: str | Sequence[str], schema: _Schema) -> list[str]:
+    """The columns ``items`` name, in the order named (a glob's matches in the file's order), once each."""
+    columns, chosen = list(schema.columns), []
+    for name in _names(arg, items):
+        hits = [name] if name in schema.columns else [c for c in columns if fnmatchcase(c, name)]
+        if not hits:
+            raise LossInputError(f"{arg}: no column matches {name!r} in {schema.path} "
+                                 f"(columns: {_listing(columns)})")
+        chosen += [hit for hit in hits if hit not in chosen]
+    return chosen
+
+
+def _defaults(schema: _Schema, pred: list[str] | None, target: list[str] | None, taken: set[str]):
+    columns = [c for c in schema.columns if c not in taken]
+    hint = f"in {schema.path}; pass --pred and --target (columns: {_listing(list(schema.columns))})"
+    if target is None:
+        free = [c for c in columns if c not in (pred or ())]
+        target = ["target"] if "target" in free else [c for c in free if c.startswith("target_")]
+        if not target:
+            raise LossInputError(f"--target: no column named 'target' or 'target_*' {hint}")
+    if pred is None:
+        free = [c for c in columns if c not in target]
+        found = [([c for c in free if c.startswith(prefix)], k) for prefix, k in _PRED_PREFIXES]
+        pred, kind = next(((names, k) for names, k in found if names), ([], None))
+        if not pred:
+            raise LossInputError(f"--pred: no column named 'logit*', 'prob*' or 'pred*' {hint}")
+    else:
+        kind = next((k for prefix, k in _PRED_PREFIXES if all(c.startswith(prefix) for c in pred)), None)
+    return pred, target, kind
+
+
+def resolve(files: Sequence[str | os.PathLike], *, pred: Sequence[str] | None = None,
+            target: Sequence[str] | None = None, weight: str | None = None) -> Layout:
+    """The :class:`Layout` of ``files``: the columns chosen in the first file, checked in every file.
+
+    ``pred`` / ``target``: names or fnmatch globs, commas also separating names; defaults: ``target``,
+    else ``target_*``; ``logit*`` (pred_kind "logits"), else ``prob*`` ("probs"), else ``pred*``.
+    Metadata ``losskit.pred_kind`` of the first Parquet file overrides the kind the names suggest.
+    """
+    paths = tuple(Path(f) for f in files)
+    if not paths:
+        raise LossInputError("PATH: expected at least one file, got none")
+    schemas = [_schema(path) for path in paths]
+    first = schemas[0]
+    weights = _pick("--weight", weight, first) if weight is not None else []
+    if len(weights) > 1:
+        raise fail("--weight", "one column", f"{len(weights)} ({', '.join(weights)})")
+    preds = _pick("--pred", pred, first) if pred is not None else None
+    targets = _pick("--target", target, first) if target is not None else None
+    preds, targets, kind = _defaults(first, preds, targets, set(weights))
+    roles = {"--pred": preds, "--target": targets, "--weight": weights}
+    owner: dict[str, str] = {}
+    for role, names in roles.items():
+        for name in names:
+            if name in owner:
+                raise LossInputError(f"{owner[name]} and {role} both select column {name!r} in {first.path}; "
+                                     f"each column can play one part")
+            owner[name] = role
+    if weights and first.columns[weights[0]][0] != 1:
+        raise fail("--weight", "a column of one value per row", f"column {weights[0]!r} holding "
+                   f"{first.columns[weights[0]][0]} ({first.path})")
+    for schema in schemas:
+        _check_columns(schema, first, owner)
+    metadata = next((s.metadata for s in schemas if s.format == "parquet"), {})
+    if "losskit.pred_kind" in metadata:
+        kind = metadata["losskit.pred_kind"]
+        if kind not in ("logits", "probs"):
+            raise LossInputError(f"{first.path}: schema metadata 'losskit.pred_kind': expected 'logits' or "
+                                 f"'probs', got {kind!r}")
+    rows = [s.rows for s in schemas]
+    return Layout(paths, tuple(preds), tuple(targets), weights[0] if weights else None, kind,
+                  None if None in rows else sum(rows), dict(metadata), {c: first.columns[c][0] for c in owner},
+                  {c: first.columns[c][2] for c in owner},
+                  tuple(_FileInfo(s.format, s.rows, s.bools & set(owner)) for s in schemas))
+
+
+def _check_columns(schema: _Schema, first: _Schema, owner: dict[str, str]) -> None:
+    for name, role in owner.items():
+        if name not in schema.columns:
+            raise LossInputError(f"{schema.path}: column {name!r} ({role}) is missing; {first.path} has it "
+                                 f"(columns here: {_listing(list(schema.columns))})")
+        width, shown, kind = schema.columns[name]
+        if kind is None:
+            raise LossInputError(f"{schema.path}: column {name!r} ({role}): expected {_NUMERIC}, got {shown}"
+                                 + (_csv_first_text(schema.path, name) if schema.format == "csv" else ""))
+        if width != first.columns[name][0]:
+            raise LossInputError(f"{schema.path}: column {name!r} holds {width} values per row, but "
+                                 f"{first.columns[name][0]} in {first.path}")
+    if schema.format == "npz":
+        lengths = {name: schema.lengths[name] for name in owner}
+        if len(set(lengths.values())) > 1:
+            (a, n), (b, m) = next(((a, n), (b, m)) for a, n in lengths.items() for b, m in lengths.items() if n != m)
+            raise LossInputError(f"{schema.path}: mismatched lengths: member {a!r} has {n} rows, member {b!r} "
+                                 f"has {m}; every member used must have one row per example")
+        schema.rows = next(iter(lengths.values()))
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of one file (``stop`` None: to its end); Parquet pieces name their row groups."""
+
+    path: Path
+    start: int = 0
+    stop: int | None = None
+    row_groups: tuple[int, ...] | None = None
+
+
+def pieces(layout: Layout, n: int) -> list[Piece]:
+    """About ``n`` pieces of contiguous rows, balanced by row count: Parquet at row-group boundaries,
+    NPY/NPZ at any row, a CSV file whole (its row count is unknown until read). In file order."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise fail("n", "an integer >= 1", repr(n))
+    goal = max(1.0, sum(i.rows or 0 for i in layout._info) / n)
+    out: list[Piece] = []
+    for path, info in zip(layout.files, layout._info, strict=True):
+        count = 1 if info.rows is None else max(1, round(info.rows / goal))
+        if info.format == "parquet" and count > 1:
+            with pq.ParquetFile(path) as handle:
+                sizes = [handle.metadata.row_group(g).num_rows for g in range(handle.metadata.num_row_groups)]
+            ends = [0, *accumulate(sizes)]
+            count, cuts = min(count, len(sizes)), [0]
+            for j in range(1, count):
+                aim = j * ends[-1] / count
+                g = bisect_left(ends, aim)
+                g = g - 1 if aim - ends[g - 1] < ends[g] - aim else g  # the nearer boundary
+                cuts.append(min(max(g, cuts[-1] + 1), len(sizes) - (count - j)))  # one group at least per piece
+            cuts.append(len(sizes))
+            out += [Piece(path, ends[a], ends[b], tuple(range(a, b))) for a, b in pairwise(cuts)]
+        elif count > 1:
+            bounds = [info.rows * j // count for j in range(count + 1)]
+            out += [Piece(path, a, b) for a, b in pairwise(bounds)]
+        else:
+            out.append(Piece(path))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+@dataclass(eq=False)
+class Batch:
+    """Rows ``start ...`` of ``path`` as float64 arrays: ``pred`` ``[n, P]``, ``target`` ``[n, T]``,
+    ``weight`` ``[n]`` or None. The arrays may be read-only views of the reader's buffers."""
+
+    pred: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray | None
+    path: Path
+    start: int
+    layout: Layout
+
+    def error(self, part: str, index: int, what: str, got) -> LossInputError:
+        """The error about the value at flat ``index`` of ``part`` ("pred", "target", "weight"), naming
+        its file, column and file row: ``... : expected {what}, got {got}``."""
+        names = (self.layout.weight,) if part == "weight" else getattr(self.layout, part)
+        row, offset = divmod(index, sum(self.layout.widths[name] for name in names))
+        for name in names:
+            width = self.layout.widths[name]
+            if offset < width:
+                break
+            offset -= width
+        return _cell_error(self.path, name, offset if width > 1 else None, self.start + row, what, got)
+
+
+def _cell_error(path: Path, column: str, sub: int | None, row: int, what: str, got) -> LossInputError:
+    where = f"{path}: column {column!r}" + (f" [{sub}]" if sub is not None else "") + f", row {row}"
+    if _format(path) == "csv":
+        line = next((line for r, line, _ in _csv_records(path) if r == row), None)
+        where += f" (line {line})" if line is not None else ""
+    if not isinstance(got, str):
+        got = str(int(got)) if float(got).is_integer() else repr(float(got))
+    return LossInputError(f"{where}: expected {what}, got {got}")
+
+
+def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_000_000) -> Iterator[Batch]:
+    """The rows of ``piece`` (all files, in order, when None) in :class:`Batch` es of at most ``batch_rows``
+    rows, each checked: pred and target finite, weight finite and >= 0, no null anywhere."""
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise fail("--batch-rows", "an integer >= 1", repr(batch_rows))
+    infos = dict(zip(layout.files, layout._info, strict=True))
+    columns = [*layout.pred, *layout.target, *([layout.weight] if layout.weight else [])]
+    for part in [Piece(path) for path in layout.files] if piece is None else [piece]:
+        path = Path(part.path)
+        if path not in infos:
+            raise fail("piece", f"a piece of one of the layout's {len(infos)} files", str(path))
+        read = {"parquet": _parquet_rows, "csv": _csv_rows}.get(infos[path].format, _numpy_rows)
+        for start, values in read(path, infos[path], columns, part, batch_rows):
+            count = len(next(iter(values.values())))
+            if count == 0:
+                continue
+            arrays = {name: _to_numpy(path, name, start, values[name], layout.widths[name]) for name in columns}
+            batch = Batch(_stack([arrays[c] for c in layout.pred], count),
+                          _stack([arrays[c] for c in layout.target], count),
+                          np.asarray(arrays[layout.weight], dtype=np.float64) if layout.weight else None,
+                          path, start, layout)
+            for kind in ("pred", "target", "weight"):
+                _check(batch, kind)
+            yield batch
+
+
+def _stack(arrays: list[np.ndarray], count: int) -> np.ndarray:
+    if len(arrays) == 1:  # one column: a view when it is float64 already
+        return np.asarray(arrays[0], dtype=np.float64).reshape(count, -1)
+    parts = [a.reshape(count, -1) for a in arrays]
+    out = np.empty((count, sum(p.shape[1] for p in parts)))
+    offset = 0
+    for part in parts:
+        out[:, offset:offset + part.shape[1]] = part
+        offset += part.shape[1]
+    return out
+
+
+def _check(batch: Batch, part: str) -> None:
+    values = getattr(batch, part)
+    if values is None:
+        return
+    # the sum is finite only if every value is: one pass and no temporary in the common case
+    fine = np.isfinite(values.sum()) and (part != "weight" or values.min() >= 0)
+    if not fine:
+        good = np.isfinite(values) if part != "weight" else np.isfinite(values) & (values >= 0)
+        if not good.all():  # a finite sum can overflow to inf
+            index = int(np.argmin(good.reshape(-1)))
+            raise batch.error(part, index, _CHECKS[part], values.reshape(-1)[index])
+
+
+def _to_numpy(path: Path, name: str, start: int, values, width: int) -> np.ndarray:
+    """A column's values as NumPy, ``(n,)`` or ``(n, K)``; a null is an error naming its row."""
+    if isinstance(values, np.ndarray):
+        return values
+    if values.null_count:
+        row = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
+        raise _cell_error(path, name, None, start + row, "a number", "a null/missing value")
+    if pa.types.is_fixed_size_list(values.type):
+        values = values.flatten()  # the child values of this slice, n * K of them
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if values.null_count:
+        index = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
+        raise _cell_error(path, name, index % width, start + index // width, "a number", "a null/missing value")
+    array = values.to_numpy(zero_copy_only=False)
+    return array.reshape(-1, width) if width > 1 else array
+
+
+def _clip(start: int, stop: int | None, total: int | None) -> tuple[int, int]:
+    end = total if stop is None else stop if total is None else min(stop, total)
+    return start, end if end is not None else math.inf
+
+
+def _slices(first: int, batch, low: int, high: int, batch_rows: int):
+    """The rows of ``batch`` (whose first row is ``first``) inside ``[low, high)``, at most ``batch_rows`` a time."""
+    begin, end = max(low, first), min(high, first + batch.num_rows)
+    for row in range(begin, end, batch_rows):
+        yield row, batch.slice(row - first, min(batch_rows, end - row))
+
+
+def _parquet_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
+    with pq.ParquetFile(path) as handle:
+        meta = handle.metadata
+        ends = [0, *accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups))]
+        low, high = _clip(piece.start, piece.stop, meta.num_rows)
+        groups = piece.row_groups
+        if groups is None:
+            groups = [g for g in range(meta.num_row_groups) if ends[g] < high and ends[g + 1] > low]
+        runs: list[list[int]] = []
+        for g in groups:  # a run of contiguous groups, as iter_batches numbers its rows consecutively
+            if runs and g == runs[-1][-1] + 1:
+                runs[-1].append(g)
+            else:
+                runs.append([g])
+        for run in runs:
+            first = ends[run[0]]
+            for batch in handle.iter_batches(batch_size=batch_rows, row_groups=run, columns=columns, use_threads=True):
+                for row, part in _slices(first, batch, low, high, batch_rows):
+                    yield row, {name: part.column(name) for name in columns}
+                first += batch.num_rows
+
+
+def _numpy_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
+    yield from _npz.rows(path, info.format == "npz", columns, *_clip(piece.start, piece.stop, info.rows), batch_rows)
+
+
+# ---------------------------------------------------------------------------------------------- CSV
+
+
+def _open_csv(path: Path, block_size: int, columns, types, on_invalid):
+    return pcsv.open_csv(
+        path,  # a path, not a stream, so pyarrow decompresses by extension
+        read_options=pcsv.ReadOptions(block_size=block_size, use_threads=True),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+        # only "" is missing: "nan" stays a float NaN (reported as such), "NA" is text (reported as such)
+        convert_options=pcsv.ConvertOptions(include_columns=columns or [], column_types=types, null_values=[""],
+                                            strings_can_be_null=False))
+
+
+class _csv_guard:
+    """Turns pyarrow's CSV errors, which name neither row nor line, into ours, which name both."""
+
+    def __init__(self, path: Path):
+        self.path, self.invalid = path, []
+
+    def __enter__(self):
+        return self
+
+    def handler(self, row) -> str:
+        self.invalid.append(row)
+        return "error"
+
+    def __exit__(self, kind, error, trace):
+        if kind is None or not issubclass(kind, pa.ArrowException):
+            return False
+        raise _csv_error(self.path, error, self.invalid) from None
+
+
+def _csv_error(path: Path, error: Exception, invalid: list) -> LossInputError:
+    message, records = str(error), _csv_records(path)
+    header = next(records, (-1, 1, []))[2]
+    if invalid:  # a row with too few or too many fields; the handler saw it, the scan finds its place
+        bad = invalid[0]
+        found = next(((r, line) for r, line, fields in records if len(fields) != len(header)), None)
+        where = f"row {found[0]} (line {found[1]})" if found else "a row"
+        return LossInputError(f"{path}: {where}: expected {bad.expected_columns} fields, got "
+                              f"{bad.actual_columns}: {bad.text!r}")
+    value = re.search(r"column #(\d+): CSV conversion error to \w+: invalid value '(.*)'$", message, re.S)
+    if value:
+        index, text = int(value.group(1)), value.group(2)
+        name = header[index] if index < len(header) else f"#{index}"
+        found = next(((r, line) for r, line, fields in records if index < len(fields) and fields[index] == text),
+                     None)
+        where = f", row {found[0]} (line {found[1]})" if found else ""
+        return LossInputError(f"{path}: column {name!r}{where}: expected a number, got {text!r}")
+    return LossInputError(f"{path}: not a readable CSV file ({message})")
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, int, list[str]]]:
+    """``(data row, first line, fields)`` of each record, the header being row -1; blank lines are skipped
+    as pyarrow skips them. Python's csv module, slow but exact about quoted newlines: errors only."""
+    try:
+        with pa.input_stream(str(path)) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            reader, line, row = csv.reader(text), 0, -1
+            for fields in reader:
+                start, line = line + 1, reader.line_num
+                if fields:
+                    yield row, start, fields
+                    row += 1
+    except (csv.Error, UnicodeDecodeError, pa.ArrowException, OSError):
+        return
+
+
+def _csv_first_text(path: Path, name: str) -> str:
+    records = _csv_records(path)
+    header = next(records, (-1, 1, []))[2]
+    if name not in header:
+        return ""
+    index = header.index(name)
+    for row, line, fields in records:
+        value = fields[index] if index < len(fields) else ""
+        try:
+            float(value or 0)
+        except ValueError:
+            if value.lower() not in ("true", "false"):
+                return f" (its first non-numeric value is {value!r}, row {row} (line {line}))"
+    return ""
+
+
+def _csv_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
+    # a block of 64 bytes a row, within 1-16 MiB: the batch's text and its parsed columns stay bounded
+    block = min(max(batch_rows * 64, 1 << 20), 1 << 24)
+    types = {name: pa.bool_() if name in info.bools else pa.float64() for name in columns}
+    low, high = _clip(piece.start, piece.stop, None)
+    first = 0
+    with _csv_guard(path) as guard, _open_csv(path, block, columns, types, guard.handler) as reader:
+        for batch in reader:
+            for row, part in _slices(first, batch, low, high, batch_rows):
+                yield row, {name: part.column(name) for name in columns}
+            first += batch.num_rows
+            if first >= high:
+                return

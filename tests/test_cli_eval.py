@@ -1,0 +1,149 @@
+"""``losskit eval``: JSON and HTML output, one-line errors with exit code 2 and no partial report,
+the HTML page in headless Chromium, and the chain from ``losskit demo``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("typer")
+sk = pytest.importorskip("sklearn.metrics")
+
+from losskit.cli import main  # noqa: E402
+
+KEYS = {"task", "reason", "rows", "version", "metrics"}
+
+
+def _file(tmp_path, name="p.parquet", n=400, seed=0, **extra):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    path = tmp_path / name
+    pq.write_table(pa.table({"logit": z, "target": y, **extra}), path, row_group_size=100)
+    return path, z, y
+
+
+def _run(capsys, *args):
+    code = main(["eval", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_has_the_documented_keys(tmp_path, capsys):
+    path, z, y = _file(tmp_path)
+    code, out, err = _run(capsys, path, "--json", "--batch-rows", "64")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report) >= KEYS
+    assert set(report["metrics"]) == {"loss", "log_loss", "accuracy", "roc_auc", "brier", "ece"}
+    assert report["rows"] == 400 and report["task"] == "binary"
+    assert report["metrics"]["roc_auc"] == pytest.approx(sk.roc_auc_score(y, z), rel=1e-9)
+
+
+def test_table_prints_the_reason_and_metrics(tmp_path, capsys):
+    path, _, _ = _file(tmp_path)
+    code, out, _ = _run(capsys, path)
+    assert code == 0
+    assert "binary" in out and "ROC AUC" in out and "log-loss" in out
+
+
+def test_columns_by_glob_and_comma_list(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(200, 3))
+    y = rng.integers(0, 3, 200)
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"score_a": z[:, 0], "score_b": z[:, 1], "score_c": z[:, 2], "label": y}), path)
+    for pred in (["--pred", "score_*"], ["--pred", "score_a,score_b", "--pred", "score_c"]):
+        code, out, err = _run(capsys, path, *pred, "--target", "label", "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["task"] == "multiclass" and report["columns"]["pred"] == ["score_a", "score_b", "score_c"]
+        assert report["metrics"]["accuracy"] == pytest.approx(sk.accuracy_score(y, z.argmax(1)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("make", "args", "words"), [
+    (lambda d: d / "missing.parquet", [], ["missing.parquet"]),
+    (lambda d: _file(d)[0], ["--pred", "nope"], ["--pred", "nope"]),
+    (lambda d: _file(d, logit2=np.where(np.arange(400) == 333, np.nan, 0.0))[0], ["--pred", "logit2"],
+     ["p.parquet", "logit2", "row 333"]),
+    (lambda d: _file(d)[0], ["--pred-kind", "probs"], ["p.parquet", "logit", "[0, 1]"]),
+    (lambda d: _file(d)[0], ["--target", "logit", "--pred", "target", "--task", "binary"], ["p.parquet", "logit"]),
+])
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, make, args, words):
+    path = make(tmp_path)
+    html = tmp_path / "report.html"
+    code, out, err = _run(capsys, path, *args, "--html", html)
+    assert code == 2
+    assert err.startswith("losskit: error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err
+    assert not html.exists()
+    assert not list(tmp_path.glob(".report*"))
+
+
+def test_ragged_csv_names_the_line(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text("logit,target\n0.5,1\n-0.2,0\n0.3\n1.0,1\n")
+    code, _, err = _run(capsys, path)
+    assert code == 2
+    assert "r.csv" in err and "line 4" in err
+
+
+def test_npz_of_mismatched_lengths(tmp_path, capsys):
+    path = tmp_path / "m.npz"
+    np.savez(path, logit=np.zeros(5), target=np.zeros(4))
+    code, _, err = _run(capsys, path)
+    assert code == 2
+    assert "m.npz" in err and "length" in err
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _console_messages(page, screenshot):
+    """Console lines Chromium logs while loading ``page`` headless (and its screenshot)."""
+    out = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          "--v=0", "--window-size=1100,2400", f"--screenshot={screenshot}", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert screenshot.exists(), out.stderr
+    return [line for line in out.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs chromium (CI installs it)")
+def test_html_report_opens_in_chromium_without_console_errors(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 1.5, (500, 5))
+    y = rng.integers(0, 5, 500)
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({**{f"logit_{k}": z[:, k] for k in range(5)}, "target": y}), path)
+    html = tmp_path / "report.html"
+    code, _, err = _run(capsys, path, "--html", html)
+    assert code == 0, err
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") >= 2  # reliability diagram and confusion matrix, embedded
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert _console_messages(html, tmp_path / "report.png") == []
+    # the check itself can fail: a page with a script error is caught
+    broken = tmp_path / "broken.html"
+    broken.write_text(text.replace("</body>", "<script>console.error('broken');</script></body>"))
+    assert any("broken" in line for line in _console_messages(broken, tmp_path / "broken.png"))
+
+
+def test_demo_predictions_chain_into_eval(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo"
+    assert main(["demo", "--task", "multiclass", "--epochs", "2", "--out", str(out), "--json"]) == 0
+    demo = json.loads(capsys.readouterr().out)["tasks"]["multiclass"]
+    code, text, err = _run(capsys, out / "predictions.parquet", "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["task"] == "multiclass" and report["rows"] == demo["n_val"]
+    assert report["metrics"]["loss"] == pytest.approx(demo["val_loss"][-1], rel=1e-9)
+    assert report["metrics"]["accuracy"] == pytest.approx(demo["metrics"]["accuracy"], rel=1e-12)

@@ -1,0 +1,226 @@
+"""``losskit.evaluate`` end to end: files in, every number against scikit-learn, streaming and
+Dask equal to one pass, bad input refused by file, column and row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+sk = pytest.importorskip("sklearn.metrics")
+
+import losskit as lk  # noqa: E402
+from losskit import LossInputError  # noqa: E402
+
+RTOL = 1e-9
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def write_parquet(path, columns: dict, row_group_size=50, metadata=None):
+    table = pa.table(columns)
+    if metadata:
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+@pytest.fixture
+def binary_file(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1000
+    z = rng.normal(0, 2, n)
+    y = (rng.random(n) < _sigmoid(z)).astype(np.int64)
+    w = rng.uniform(0.1, 3.0, n)
+    return write_parquet(tmp_path / "binary.parquet", {"logit": z, "target": y, "w": w}), z, y, w
+
+
+def test_binary_equals_sklearn(binary_file):
+    path, z, y, w = binary_file
+    report = lk.evaluate(path, weight="w", batch_rows=77)
+    p = _sigmoid(z)
+    m = report.metrics
+    assert report.task == "binary" and report.rows == len(z)
+    assert "0/1" in report.reason or "binary" in report.reason
+    assert m["log_loss"] == pytest.approx(sk.log_loss(y, p, sample_weight=w), rel=RTOL)
+    assert m["loss"] == pytest.approx(sk.log_loss(y, p, sample_weight=w), rel=RTOL)
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, p > 0.5, sample_weight=w), rel=RTOL)
+    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p, sample_weight=w), rel=RTOL)
+    assert m["brier"] == pytest.approx(sk.brier_score_loss(y, p, sample_weight=w), rel=RTOL)
+    assert report.auc["method"] == "exact"
+    assert 0 <= m["ece"] < 0.2
+
+
+def test_binary_probabilities_and_float32(tmp_path):
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.01, 0.99, 500).astype(np.float32)
+    y = (rng.random(500) < p).astype(np.int8)
+    path = write_parquet(tmp_path / "p.parquet", {"prob": p, "target": y})
+    report = lk.evaluate(path, batch_rows=64)
+    assert report.pred_kind == "probs" and report.loss_name == "BinaryCrossEntropy"
+    p64 = p.astype(np.float64)
+    assert report.metrics["log_loss"] == pytest.approx(sk.log_loss(y, p64), rel=1e-6)
+    assert report.metrics["brier"] == pytest.approx(sk.brier_score_loss(y, p64), rel=1e-6)
+    assert report.metrics["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p64), rel=1e-6)
+
+
+def test_multiclass_equals_sklearn(tmp_path):
+    rng = np.random.default_rng(2)
+    n, k = 900, 8
+    z = rng.normal(0, 1.5, (n, k))
+    y = rng.integers(0, k, n)
+    w = rng.uniform(0.5, 2.0, n)
+    path = write_parquet(tmp_path / "mc.parquet", {**{f"logit_{j}": z[:, j] for j in range(k)}, "target": y, "w": w})
+    report = lk.evaluate(path, weight="w", batch_rows=100)
+    p = _softmax(z)
+    m = report.metrics
+    assert report.task == "multiclass"
+    assert m["loss"] == pytest.approx(sk.log_loss(y, p, sample_weight=w, labels=range(k)), rel=RTOL)
+    assert m["log_loss"] == pytest.approx(sk.log_loss(y, p, sample_weight=w, labels=range(k)), rel=RTOL)
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, p.argmax(1), sample_weight=w), rel=RTOL)
+    assert m["top5_accuracy"] == pytest.approx(sk.top_k_accuracy_score(y, p, k=5, sample_weight=w,
+                                                                       labels=range(k)), rel=RTOL)
+    per_class = report.tables["per_class"]
+    assert len(per_class) == k
+    recall = sk.recall_score(y, p.argmax(1), average=None, sample_weight=w, labels=range(k))
+    np.testing.assert_allclose([r["recall"] for r in per_class], recall, rtol=RTOL)
+    np.testing.assert_allclose([r["support"] for r in per_class], np.bincount(y, w, k), rtol=RTOL)
+    confusion = sk.confusion_matrix(y, p.argmax(1), sample_weight=w, labels=range(k))
+    np.testing.assert_allclose(report.figures["confusion"], confusion, rtol=RTOL)
+
+
+def test_multilabel_equals_sklearn(tmp_path):
+    rng = np.random.default_rng(3)
+    n, k = 700, 4
+    z = rng.normal(0, 2, (n, k))
+    y = (rng.random((n, k)) < _sigmoid(z)).astype(np.int64)
+    cols = {**{f"logit_{j}": z[:, j] for j in range(k)}, **{f"target_{j}": y[:, j] for j in range(k)}}
+    report = lk.evaluate(write_parquet(tmp_path / "ml.parquet", cols), batch_rows=90)
+    p = _sigmoid(z)
+    m = report.metrics
+    assert report.task == "multilabel"
+    assert m["hamming_loss"] == pytest.approx(sk.hamming_loss(y, p > 0.5), rel=RTOL)
+    assert m["exact_match"] == pytest.approx(sk.accuracy_score(y, p > 0.5), rel=RTOL)
+    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p, average="macro"), rel=RTOL)
+    expected_loss = sum(sk.log_loss(y[:, j], p[:, j]) for j in range(k))  # BCE summed over the labels
+    assert m["loss"] == pytest.approx(expected_loss, rel=RTOL)
+    per_label = report.tables["per_label"]
+    np.testing.assert_allclose([r["roc_auc"] for r in per_label], sk.roc_auc_score(y, p, average=None), rtol=RTOL)
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_regression_equals_sklearn(tmp_path, outputs):
+    rng = np.random.default_rng(4)
+    n = 800
+    y = rng.normal(1e3, 5.0, (n, outputs))
+    pred = y + rng.normal(0, 1.0, (n, outputs))
+    w = rng.uniform(0.2, 1.0, n)
+    names = ["pred"] if outputs == 1 else [f"pred_{j}" for j in range(outputs)]
+    targets = ["target"] if outputs == 1 else [f"target_{j}" for j in range(outputs)]
+    cols = {**{c: pred[:, j] for j, c in enumerate(names)}, **{c: y[:, j] for j, c in enumerate(targets)}, "w": w}
+    report = lk.evaluate(write_parquet(tmp_path / "r.parquet", cols), task="regression", weight="w", batch_rows=123)
+    m = report.metrics
+    assert m["mse"] == pytest.approx(sk.mean_squared_error(y, pred, sample_weight=w), rel=RTOL)
+    assert m["mae"] == pytest.approx(sk.mean_absolute_error(y, pred, sample_weight=w), rel=RTOL)
+    assert m["r2"] == pytest.approx(sk.r2_score(y, pred, sample_weight=w), rel=RTOL)
+    assert m["loss"] == pytest.approx(sk.mean_squared_error(y, pred, sample_weight=w), rel=RTOL)
+    assert report.figures["residuals"]["weights"]
+
+
+def test_catalogue_loss_through_loss_option(binary_file):
+    path, z, y, w = binary_file
+    report = lk.evaluate(path, weight="w", loss="focal")
+    expected = lk.SigmoidFocalLoss(reduction="none")(z, y.astype(float))
+    assert report.loss_name == "SigmoidFocalLoss"
+    assert report.metrics["loss"] == pytest.approx(np.sum(w * expected) / np.sum(w), rel=RTOL)
+
+
+def test_batches_and_formats_give_the_same_numbers(tmp_path, binary_file):
+    path, z, y, w = binary_file
+    reference = lk.evaluate(path, weight="w").metrics
+    np.savez(tmp_path / "b.npz", logit=z, target=y, w=w)
+    csv = tmp_path / "b.csv"
+    np.savetxt(csv, np.column_stack([z, y, w]), delimiter=",", header="logit,target,w", comments="", fmt="%.17g")
+    for source, rows in ((path, 1), (tmp_path / "b.npz", 333), (csv, 1000)):
+        got = lk.evaluate(source, weight="w", batch_rows=rows).metrics
+        for key, value in reference.items():
+            assert got[key] == pytest.approx(value, rel=1e-12), (source, key)
+
+
+def test_binned_auc_within_its_bound(binary_file):
+    path, z, y, w = binary_file
+    report = lk.evaluate(path, weight="w", auc_exact_limit=100)
+    exact = sk.roc_auc_score(y, z, sample_weight=w)
+    assert report.auc["method"] == "binned"
+    assert 0 < report.auc["bound"] < 1e-2
+    assert abs(report.metrics["roc_auc"] - exact) <= report.auc["bound"]
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_dask_equals_single_process(tmp_path, two_workers):
+    rng = np.random.default_rng(5)
+    n, k = 4000, 6
+    z = rng.normal(0, 1.5, (n, k))
+    y = rng.integers(0, k, n)
+    w = rng.uniform(0.5, 2.0, n)
+    cols = {**{f"logit_{j}": z[:, j] for j in range(k)}, "target": y, "w": w}
+    for part in range(3):  # several files, several row groups each
+        rows = slice(part * n // 3, (part + 1) * n // 3)
+        write_parquet(tmp_path / f"part-{part}.parquet", {c: v[rows] for c, v in cols.items()}, row_group_size=200)
+    single = lk.evaluate(tmp_path, weight="w", batch_rows=500)
+    clustered = lk.evaluate(tmp_path, weight="w", batch_rows=500, scheduler=two_workers)
+    assert clustered.rows == single.rows == n
+    assert "2 worker" in clustered.engine
+    for key, value in single.metrics.items():
+        assert clustered.metrics[key] == pytest.approx(value, rel=1e-9), key
+    for a, b in zip(single.tables["per_class"], clustered.tables["per_class"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
+
+
+def test_dask_worker_errors_name_file_and_row(tmp_path, two_workers):
+    z = np.zeros(300)
+    z[250] = np.nan
+    write_parquet(tmp_path / "bad.parquet", {"logit": z, "target": np.zeros(300, dtype=np.int64)})
+    with pytest.raises(LossInputError, match=r"bad\.parquet.*logit.*row 250"):
+        lk.evaluate(tmp_path / "bad.parquet", scheduler=two_workers, task="binary")
+
+
+@pytest.mark.parametrize(("columns", "options", "pattern"), [
+    ({"logit": [0.1, 0.2, 0.3], "target": [0, 1, 2]}, {"task": "binary"}, r"target.*row 2.*0 or 1"),
+    ({"logit_0": [0.1, 0.2], "logit_1": [0.3, 0.1], "target": [0, 5]}, {}, r"target.*row 1.*0\.\.1"),
+    ({"prob": [0.1, 1.2, 0.3], "target": [0, 1, 1]}, {}, r"prob.*row 1.*\[0, 1\]"),
+    ({"prob_0": [0.5, 0.9], "prob_1": [0.5, 0.3], "target": [0, 1]}, {}, r"row 1.*sum"),
+])
+def test_bad_values_are_named(tmp_path, columns, options, pattern):
+    path = write_parquet(tmp_path / "bad.parquet", {k: np.asarray(v) for k, v in columns.items()})
+    with pytest.raises(LossInputError, match=pattern) as info:
+        lk.evaluate(path, **options)
+    assert "bad.parquet" in str(info.value)
+
+
+def test_width_mismatch_names_the_option(tmp_path):
+    path = write_parquet(tmp_path / "w.parquet", {"logit_0": [0.1, 0.2], "logit_1": [0.1, 0.3],
+                                                   "target_0": [0, 1], "target_1": [1, 1], "target_2": [0, 0]})
+    with pytest.raises(LossInputError, match="--target"):
+        lk.evaluate(path, task="multilabel")
+
+
+def test_probabilities_refuse_a_logit_loss(binary_file, tmp_path):
+    path = write_parquet(tmp_path / "p.parquet", {"prob": [0.2, 0.7], "target": [0, 1]})
+    with pytest.raises(LossInputError, match="--loss"):
+        lk.evaluate(path, loss="focal")
