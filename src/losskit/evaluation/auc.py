@@ -129,6 +129,25 @@ class RankAUC:
                 self._labels.append(np.array(y, dtype=np.uint8))
                 self._weights.append(None if w is None else np.array(w, dtype=np.float64))
 
+    @property
+    def histogram(self) -> np.ndarray:
+        """The histogram as one flat array, ``key * 2 + label``: what a compiled update adds to in place."""
+        return self._hist.reshape(-1)
+
+    def add_counted(self, n: int, weight_sum: float, rows) -> None:
+        """Count a batch whose histogram entries the caller has added (a compiled kernel); ``rows()``
+        gives its ``(score, y, w)``, called only while the exact rows are still kept."""
+        self.rows += n
+        self.weight_sum += weight_sum
+        if self._exact:
+            if self.rows > self.exact_limit:
+                self._drop_exact()
+            else:
+                score, y, w = rows()
+                self._scores.append(np.array(score, dtype=np.float64))
+                self._labels.append(np.array(y, dtype=np.uint8))
+                self._weights.append(None if w is None else np.array(w, dtype=np.float64))
+
     def merge(self, other: RankAUC) -> RankAUC:
         """Add ``other``'s rows (built with the same ``exact_limit`` and ``bins_log2``); returns self."""
         if (other.exact_limit, other.bins_log2) != (self.exact_limit, self.bins_log2):

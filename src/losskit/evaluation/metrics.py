@@ -32,6 +32,8 @@ runs one task per core.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .auc import RankAUC, key_lower_value, order_key
@@ -71,6 +73,27 @@ def _count(name: str, value, minimum: int) -> int:
 def _shape(name: str, array: np.ndarray, shape: tuple) -> None:
     if array.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {array.shape}")
+
+
+_NO_WEIGHT = np.zeros(0)
+
+
+def _compiled():
+    """:mod:`losskit.fused.metrics` (the compiled update steps), or None where numba is missing or
+    ``LOSSKIT_EVAL_KERNELS=0`` asks for the NumPy steps (the tests compare the two)."""
+    if os.environ.get("LOSSKIT_EVAL_KERNELS", "1") == "0":
+        return None
+    try:
+        from ..fused import metrics
+    except ImportError:
+        return None
+    return metrics
+
+
+def _floats(pred) -> np.ndarray:
+    """``pred`` as a NumPy float32 or float64 array (float32 kept: the compiled steps widen each value)."""
+    pred = np.asarray(pred)
+    return pred if pred.dtype in (np.float32, np.float64) else pred.astype(np.float64)
 
 
 def _weights(w, n: int) -> np.ndarray | None:
@@ -274,11 +297,16 @@ class BinaryMetrics:
         self._scratch = _Scratch()
 
     def update(self, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
-        pred = np.asarray(pred, dtype=np.float64)
+        pred = _floats(pred)
         n = len(pred)
         _shape("pred", pred, (n,))
         _shape("y", y, (n,))
         w = _weights(w, n)
+        kernels = _compiled()
+        if kernels is not None:
+            self._update_compiled(kernels, pred, np.asarray(y), w)
+            return
+        pred = np.asarray(pred, dtype=np.float64)
         truth = _as_bool(y)
         scratch = self._scratch
         if self.pred_kind == "logits":
@@ -322,6 +350,21 @@ class BinaryMetrics:
         self.rows += n
         self.weight_sum += batch_weight
 
+    def _update_compiled(self, kernels, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> None:
+        """The same update in one compiled sweep (:func:`losskit.fused.metrics.binary_update`)."""
+        sums = np.zeros(4)
+        auc, calibration = self._auc, self._calibration
+        kernels.binary_update(pred, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits", _LOG_EPS,
+                              _LOG_1M_EPS, auc.histogram, 32 - auc.bins_log2, calibration.weight.reshape(-1),
+                              calibration.confidence, sums)
+        self._log_loss += float(sums[0])
+        self._brier += float(sums[1])
+        self._correct += float(sums[2])
+        n = len(pred)
+        auc.add_counted(n, float(sums[3]), lambda: (pred if self.pred_kind == "logits" else _logit(pred), y != 0, w))
+        self.rows += n
+        self.weight_sum += float(sums[3])
+
     def merge(self, other: BinaryMetrics) -> BinaryMetrics:
         _same(self, other, "pred_kind")
         self._calibration.merge(other._calibration)
@@ -348,7 +391,8 @@ class MulticlassMetrics:
     r"""Multi-class metrics of ``K`` scores per example, streaming and mergeable.
 
     ``update(pred [n, K], y [n] in [0, K), w [n] or None, example_loss [n] or None)``:
-    ``example_loss`` is the task loss per example, used only for ``per_class``. ``result()`` keys:
+    ``example_loss`` is the task loss per example, used only for ``per_class`` (the string ``"log_loss"``:
+    the task loss is the log-loss itself, which the update computes anyway). ``result()`` keys:
 
     * ``accuracy``: argmax (ties to the lowest index, as ``np.argmax``) == y, = ``accuracy_score``;
     * ``top{top_k}_accuracy`` (``top5_accuracy`` by default), only when ``K > top_k``: =
@@ -389,13 +433,22 @@ class MulticlassMetrics:
 
     def update(self, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
                example_loss: np.ndarray | None = None) -> None:
-        pred = np.ascontiguousarray(pred, dtype=np.float64)
+        pred = _floats(pred)
         k = self.n_classes
         n = len(pred)
         _shape("pred", pred, (n, k))
         _shape("y", y, (n,))
         w = _weights(w, n)
         y = np.asarray(y, dtype=np.intp)
+        log_loss_is_loss = isinstance(example_loss, str) and example_loss == "log_loss"
+        if example_loss is not None and not log_loss_is_loss:
+            example_loss = np.asarray(example_loss, dtype=np.float64)
+            _shape("example_loss", example_loss, (n,))
+        kernels = _compiled()
+        if kernels is not None:
+            self._update_compiled(kernels, pred, y, w, example_loss)
+            return
+        pred = np.ascontiguousarray(pred, dtype=np.float64)
         scratch = self._scratch
         top = pred.argmax(axis=1)
         flat = pred.reshape(-1)
@@ -429,6 +482,8 @@ class MulticlassMetrics:
             np.clip(loss, _LOG_EPS, _LOG_1M_EPS, out=loss)
             np.negative(loss, out=loss)
         correct = top == y
+        if log_loss_is_loss:
+            example_loss = loss
         self._log_loss += _wsum(loss, w)
         self._correct += _wsum(correct, w)
         if k > self.top_k:
@@ -436,8 +491,6 @@ class MulticlassMetrics:
         self._calibration.update(confidence, correct, w, self._scratch)
         np.add.at(self._count, y, 1)
         if example_loss is not None:
-            example_loss = np.asarray(example_loss, dtype=np.float64)
-            _shape("example_loss", example_loss, (n,))
             np.add.at(self._class_loss, y, example_loss if w is None else example_loss * w)
             self._loss_rows += n
         one = 1.0 if w is None else w
@@ -451,6 +504,30 @@ class MulticlassMetrics:
             np.add.at(self._predicted, top, one)
         self.rows += n
         self.weight_sum += float(n) if w is None else float(np.sum(w))
+
+    def _update_compiled(self, kernels, pred, y, w, example_loss) -> None:
+        """The same update in one compiled sweep (:func:`losskit.fused.metrics.multiclass_update`)."""
+        sums = np.zeros(4)
+        calibration = self._calibration
+        empty = np.zeros(0)
+        with_confusion = self._confusion is not None
+        log_loss_is_loss = isinstance(example_loss, str)
+        kernels.multiclass_update(pred, y, _NO_WEIGHT if w is None else w,
+                                  empty if example_loss is None or log_loss_is_loss else example_loss,
+                                  log_loss_is_loss, self.pred_kind == "logits",
+                                  _LOG_EPS, _LOG_1M_EPS, self.top_k, calibration.weight.reshape(-1),
+                                  calibration.confidence, self._count, self._class_loss,
+                                  self._confusion if with_confusion else np.zeros((0, 0)),
+                                  empty if with_confusion else self._support, empty if with_confusion else self._hits,
+                                  empty if with_confusion else self._predicted, sums)
+        self._log_loss += float(sums[0])
+        self._correct += float(sums[1])
+        if self.n_classes > self.top_k:
+            self._top_k += float(sums[2])
+        if example_loss is not None:
+            self._loss_rows += len(pred)
+        self.rows += len(pred)
+        self.weight_sum += float(sums[3])
 
     def merge(self, other: MulticlassMetrics) -> MulticlassMetrics:
         _same(self, other, "n_classes", "pred_kind", "top_k")

@@ -28,6 +28,7 @@ from ..losses import (
     MultilabelSigmoidFocalLoss,
     MultilabelSquaredHingeLoss,
     SigmoidFocalLoss,
+    SoftmaxCrossEntropy,
     SquaredHingeLoss,
 )
 from ..targets import type_of_target
@@ -69,6 +70,8 @@ class Spec:
     head: object = field(repr=False, compare=False)
     example_loss: Loss | None = None
     auc_exact_limit: int = 10_000_000
+    #: the loss is the log-loss itself (default cross-entropy on logits): the metrics' sums serve for both
+    loss_is_log_loss: bool = False
 
     @property
     def loss_name(self) -> str:
@@ -118,8 +121,22 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     elif task == "multilabel":
         options = {k: v for k, v in loss_object.options.as_dict().items() if k != "reduction"}
         example_loss = _PER_LABEL[type(loss_object)](reduction="none", **options)
+    if layout.rows is not None and layout.rows > auc_exact_limit:
+        auc_exact_limit = 0  # binned in the end whatever happens: keep no row for the exact path meanwhile
     return Spec(task=task, reason=reason, loss=loss_object, pred_kind=kind, n_outputs=n_pred, head=head,
-                example_loss=example_loss, auc_exact_limit=auc_exact_limit)
+                example_loss=example_loss, auc_exact_limit=auc_exact_limit,
+                loss_is_log_loss=kind == "logits" and n_target == 1 and _is_plain(loss_object, _LOG_LOSSES.get(task)))
+
+
+# the task losses that equal sklearn's log-loss on logits when they have no option set
+_LOG_LOSSES = {"binary": BinaryCrossEntropyWithLogits, "multiclass": SoftmaxCrossEntropy}
+
+
+def _is_plain(loss: Loss | None, cls) -> bool:
+    """``loss`` is a ``cls`` with every option at its default (the reduction aside)."""
+    if cls is None or type(loss) is not cls:
+        return False
+    return {**loss.options.as_dict(), "reduction": "mean", "impl": "auto"} == cls().options.as_dict()
 
 
 def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
@@ -206,7 +223,8 @@ class Scorer:
         if spec.task == "binary":
             y = _labels(batch, target[:, 0], 2, "a label 0 or 1")
             z = pred[:, 0]
-            self._add(*_core(spec.loss, z, y.astype(np.float64), weight, batch))
+            if not spec.loss_is_log_loss:
+                self._add(*_core(spec.loss, z, y.astype(np.float64), weight, batch))
             self.metrics.update(z, y, weight)
         elif spec.task == "multiclass":
             if target.shape[1] == 1:
@@ -219,9 +237,12 @@ class Scorer:
             if spec.pred_kind == "probs":
                 _check_rows_sum_to_one(batch)
                 loss_input = pred / pred.sum(axis=1, keepdims=True)
-            example_loss = _core(spec.example_loss, loss_input, loss_target, None, batch)
-            self._add_examples(example_loss, weight)
-            self.metrics.update(pred, y, weight, example_loss)
+            if spec.loss_is_log_loss:
+                self.metrics.update(pred, y, weight, "log_loss")
+            else:
+                example_loss = _core(spec.example_loss, loss_input, loss_target, None, batch)
+                self._add_examples(example_loss, weight)
+                self.metrics.update(pred, y, weight, example_loss)
         elif spec.task == "multilabel":
             y = _labels(batch, target, 2, "a label 0 or 1")
             example_loss = _core(spec.example_loss, pred, y.astype(np.float64), None, batch)
@@ -259,7 +280,11 @@ class Scorer:
     def result(self) -> dict:
         """``metrics`` (the flat numbers, ``loss`` first) and the task's tables and figure data."""
         details = self.metrics.result()
-        loss = self.loss_total / self.loss_weight if self.loss_weight else None
+        if self.spec.loss_is_log_loss:
+            self.loss_weight = self.metrics.weight_sum
+            loss = details["log_loss"]
+        else:
+            loss = self.loss_total / self.loss_weight if self.loss_weight else None
         flat = {"loss": loss}
         for key in ("log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
                     "hamming_loss", "mse", "mae", "r2"):

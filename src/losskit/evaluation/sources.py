@@ -342,8 +342,10 @@ def pieces(layout: Layout, n: int) -> list[Piece]:
 
 @dataclass(eq=False)
 class Batch:
-    """Rows ``start ...`` of ``path`` as float64 arrays: ``pred`` ``[n, P]``, ``target`` ``[n, T]``,
-    ``weight`` ``[n]`` or None. The arrays may be read-only views of the reader's buffers."""
+    """Rows ``start ...`` of ``path``: ``pred`` ``[n, P]``, ``target`` ``[n, T]``, ``weight`` ``[n]`` or None.
+    float64, except that ``pred`` stays float32 when every prediction column is float32 (a model's usual
+    output: widening it would copy the largest array for no digit gained; the metrics sum in float64).
+    The arrays may be read-only views of the reader's buffers."""
 
     pred: np.ndarray
     target: np.ndarray
@@ -392,7 +394,7 @@ def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_0
             if count == 0:
                 continue
             arrays = {name: _to_numpy(path, name, start, values[name], layout.widths[name]) for name in columns}
-            batch = Batch(_stack([arrays[c] for c in layout.pred], count),
+            batch = Batch(_stack([arrays[c] for c in layout.pred], count, keep_float32=True),
                           _stack([arrays[c] for c in layout.target], count),
                           np.asarray(arrays[layout.weight], dtype=np.float64) if layout.weight else None,
                           path, start, layout)
@@ -401,11 +403,13 @@ def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_0
             yield batch
 
 
-def _stack(arrays: list[np.ndarray], count: int) -> np.ndarray:
-    if len(arrays) == 1:  # one column: a view when it is float64 already
-        return np.asarray(arrays[0], dtype=np.float64).reshape(count, -1)
+def _stack(arrays: list[np.ndarray], count: int, keep_float32: bool = False) -> np.ndarray:
+    dtype = np.float32 if keep_float32 and all(a.dtype == np.float32 for a in arrays) else np.float64
+    if len(arrays) == 1:  # one column: a view when it has the dtype already
+        return np.asarray(arrays[0], dtype=dtype).reshape(count, -1)
     parts = [a.reshape(count, -1) for a in arrays]
-    out = np.empty((count, sum(p.shape[1] for p in parts)))
+    # column order: each column is one contiguous copy, and the compiled metrics sweep classes column-wise
+    out = np.empty((count, sum(p.shape[1] for p in parts)), dtype=dtype, order="F")
     offset = 0
     for part in parts:
         out[:, offset:offset + part.shape[1]] = part

@@ -1,0 +1,233 @@
+"""Compiled (numba) update steps of ``losskit eval``'s binary and multi-class metric accumulators.
+
+Each kernel reads one batch once and adds to the accumulator's own arrays in place: the
+log-loss, Brier, accuracy and weight sums, the reliability bins, the ROC AUC histogram (binary)
+or the confusion counts and top-k hits (multi-class). The formulas are those of the NumPy
+steps in :mod:`losskit.evaluation.metrics`, which stay the reference (the tests hold the two
+equal to rounding); these exist because the NumPy steps take about ten passes over a batch and
+``losskit eval`` must keep up with pyarrow reading the file.
+
+Design note: one serial sweep per batch (``nogil``, so the next batch is read by another
+thread meanwhile) rather than ``parallel``: the histogram and bin updates are scatters into
+shared arrays, which threads would have to keep private copies of and merge per batch. Sums are
+float64 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .vmath import vexp, vlog1p_unit
+
+OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"reassoc", "contract"}}
+
+_SIGN = np.uint32(0x80000000)
+_ALL = np.uint32(0xFFFFFFFF)
+
+
+@numba.njit(inline="always")
+def _order_key(value, shift):
+    """The order-preserving float32 key of ``value``, top ``32 - shift`` bits (auc.order_key)."""
+    bits = np.float32(np.float32(value) + np.float32(0.0)).view(np.uint32)  # -0.0 + 0.0: one key for both zeros
+    bits ^= _ALL if bits >> np.uint32(31) else _SIGN
+    return bits >> np.uint32(shift)
+
+
+#: rows per block of the binary sweep: the math runs in SIMD lanes over a block, then its scatters
+BLOCK = 512
+
+
+@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
+def _from_logit(x, t):
+    """``(log-loss, p, wrong, score)`` of logit ``x`` with label ``t``: branch-free, SIMD-friendly."""
+    a = abs(x)
+    e = vexp(-a)
+    wrong = (x > 0.0) != (t == 1)
+    loss = vlog1p_unit(e) + (a if wrong else 0.0)
+    q = e / (1.0 + e)  # sigmoid(-|x|), the smaller of p and 1 - p
+    return loss, 0.5 + math.copysign(0.5 - q, x), wrong, x
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _from_probability(p, t, log_eps, log_1m_eps):
+    """``(log-loss, p, wrong, score)`` of probability ``p``: sklearn's clipped log-loss, the logit as score."""
+    log_p = math.log(p) if p > 0.0 else -math.inf
+    log_q = math.log1p(-p) if p < 1.0 else -math.inf
+    wrong = (p > 0.5) != (t == 1)
+    loss = -min(max(log_p if t == 1 else log_q, log_eps), log_1m_eps)
+    return loss, p, wrong, log_p - log_q
+
+
+@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
+def _binary_block(pred, y, w, start, m, from_logits, log_eps, log_1m_eps, shift, n_bins, prob, weights, slot,
+                  cell):
+    """The arithmetic of rows ``start .. start + m``: its sums, and per row the scatter targets."""
+    log_loss = 0.0
+    brier = 0.0
+    correct = 0.0
+    weight = 0.0
+    weighted = w.shape[0] > 0
+    for j in range(m):
+        i = start + j
+        t = 1 if y[i] != 0 else 0
+        if from_logits:
+            loss, p, wrong, score = _from_logit(np.float64(pred[i]), t)
+        else:
+            loss, p, wrong, score = _from_probability(np.float64(pred[i]), t, log_eps, log_1m_eps)
+        wi = np.float64(w[i]) if weighted else 1.0
+        log_loss += wi * loss
+        correct += 0.0 if wrong else wi
+        r = p - t
+        brier += wi * (r * r)
+        weight += wi
+        prob[j] = p
+        weights[j] = wi
+        slot[j] = 2 * np.intp(_order_key(score, shift)) + t
+        cell[j] = 2 * min(np.intp(p * n_bins), n_bins - 1) + t
+    return log_loss, brier, correct, weight
+
+
+#: rows per block of the binary sweep: the arithmetic runs in SIMD lanes over a block, then its scatters
+BLOCK = 512
+
+
+@numba.njit(**OPTIONS)
+def binary_update(pred, y, w, from_logits, log_eps, log_1m_eps, hist, shift, calibration, confidence, sums):
+    """Add one batch of ``pred [n]`` (logits or probabilities of the positive class), ``y [n]`` 0/1,
+    ``w [n]`` (empty: unweighted) to ``hist`` (flat ``[2**bits * 2]``: key * 2 + label),
+    ``calibration`` (flat ``[n_bins * 2]``: bin * 2 + label), ``confidence [n_bins]`` and
+    ``sums`` = [log-loss, Brier, correct, weight] (weighted sums)."""
+    n = pred.shape[0]
+    n_bins = confidence.shape[0]
+    prob = np.empty(BLOCK)
+    weights = np.empty(BLOCK)
+    slot = np.empty(BLOCK, dtype=np.intp)
+    cell = np.empty(BLOCK, dtype=np.intp)
+    totals = np.zeros(4)
+    for start in range(0, n, BLOCK):
+        m = min(BLOCK, n - start)
+        # one call per flag value, so that each compiled loop is free of the other's branch (and of
+        # its scalar log calls, which would keep the logit loop out of SIMD lanes)
+        if from_logits:
+            part = _binary_block(pred, y, w, start, m, True, log_eps, log_1m_eps, shift, n_bins, prob, weights,
+                                 slot, cell)
+        else:
+            part = _binary_block(pred, y, w, start, m, False, log_eps, log_1m_eps, shift, n_bins, prob, weights,
+                                 slot, cell)
+        for k in range(4):
+            totals[k] += part[k]
+        for j in range(m):
+            hist[slot[j]] += weights[j]
+            calibration[cell[j]] += weights[j]
+            confidence[cell[j] >> 1] += weights[j] * prob[j]
+    for k in range(4):
+        sums[k] += totals[k]
+
+
+@numba.njit(**OPTIONS)
+def multiclass_update(pred, y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
+                      calibration, confidence, count, class_loss, confusion, support, hits, predicted, sums):
+    """Add one batch of ``pred [n, K]`` (logits or probabilities), labels ``y [n]``, ``w [n]`` (empty:
+    unweighted) and ``example_loss [n]`` (empty: none, or the log-loss itself when ``log_loss_is_loss``)
+    to the reliability bins, the per-class ``count``/``class_loss``, ``confusion [K, K]`` (or, when it
+    is empty, ``support``/``hits``/``predicted [K]``) and ``sums`` = [log-loss, correct, top-k hits,
+    weight]. Top-k ranks ties as sklearn's ``top_k_accuracy_score``: among equal scores the higher
+    class index ranks first.
+
+    The sweep goes a block of rows at a time, class by class: with ``pred`` in column order (the
+    reader's layout) each class's inner loop reads contiguous memory and runs in SIMD lanes."""
+    n, k = pred.shape
+    best = np.empty(BLOCK)
+    s_true = np.empty(BLOCK)
+    total = np.empty(BLOCK)
+    top = np.empty(BLOCK, dtype=np.intp)
+    above = np.empty(BLOCK, dtype=np.intp)
+    totals = np.zeros(4)
+    for start in range(0, n, BLOCK):
+        m = min(BLOCK, n - start)
+        if from_logits:
+            _class_sweep(pred, y, start, m, k, True, best, s_true, total, top, above)
+        else:
+            _class_sweep(pred, y, start, m, k, False, best, s_true, total, top, above)
+        part = _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
+                                calibration, confidence, count, class_loss, confusion, support, hits, predicted,
+                                start, m, best, s_true, total, top, above)
+        for j in range(4):
+            totals[j] += part[j]
+    for j in range(4):
+        sums[j] += totals[j]
+
+
+@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
+def _class_sweep(pred, y, start, m, k, from_logits, best, s_true, total, top, above):
+    """Per row of the block: the first maximum and its class, the true class's score, how many classes
+    rank above it, and (logits) the sum of exp(z - max)."""
+    for r in range(m):
+        best[r] = pred[start + r, 0]
+        top[r] = 0
+        s_true[r] = pred[start + r, y[start + r]]
+        above[r] = 0
+        total[r] = 0.0
+    for j in range(1, k):
+        for r in range(m):
+            v = np.float64(pred[start + r, j])
+            better = v > best[r]  # strictly: the first maximum wins, as argmax
+            best[r] = v if better else best[r]
+            top[r] = j if better else top[r]
+    for j in range(k):
+        for r in range(m):
+            v = np.float64(pred[start + r, j])
+            label = y[start + r]
+            above[r] += 1 if (v > s_true[r]) or (v == s_true[r] and j > label) else 0
+            if from_logits:
+                total[r] += vexp(v - best[r])
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k, calibration,
+                     confidence, count, class_loss, confusion, support, hits, predicted, start, m, best, s_true,
+                     total, top, above):
+    """The per-row part of a block: losses, sums and the scatters into bins and per-class counts."""
+    n_bins = confidence.shape[0]
+    weighted = w.shape[0] > 0
+    with_loss = example_loss.shape[0] > 0
+    with_confusion = confusion.shape[0] > 0
+    log_loss = 0.0
+    correct = 0.0
+    top_hits = 0.0
+    weight = 0.0
+    for r in range(m):
+        i = start + r
+        label = y[i]
+        wi = np.float64(w[i]) if weighted else 1.0
+        if from_logits:
+            loss = math.log(total[r]) + best[r] - s_true[r]
+            conf = 1.0 / total[r]
+        else:
+            log_p = math.log(s_true[r]) if s_true[r] > 0.0 else -math.inf
+            loss = -min(max(log_p, log_eps), log_1m_eps)
+            conf = best[r]
+        hit = top[r] == label
+        log_loss += wi * loss
+        correct += wi if hit else 0.0
+        top_hits += wi if above[r] < top_k else 0.0
+        weight += wi
+        b = min(int(conf * n_bins), n_bins - 1)
+        calibration[2 * b + (1 if hit else 0)] += wi
+        confidence[b] += wi * conf
+        count[label] += 1
+        if with_loss:
+            class_loss[label] += wi * example_loss[i]
+        elif log_loss_is_loss:
+            class_loss[label] += wi * loss
+        if with_confusion:
+            confusion[label, top[r]] += wi
+        else:
+            support[label] += wi
+            predicted[top[r]] += wi
+            if hit:
+                hits[label] += wi
+    return log_loss, correct, top_hits, weight
