@@ -144,14 +144,25 @@ def test_fortran_ordered_members_and_plain_npy_columns(tmp_path):
         np.testing.assert_array_equal(pred, logits[10:20, [0, 2]])
 
 
-def test_booleans_and_integers_become_float64(tmp_path):
+def test_integer_targets_stay_integers_and_weights_become_floats(tmp_path):
     data = {"prob": np.linspace(0, 1, ROWS), "target": np.arange(ROWS) % 2 == 0, "weight": np.arange(ROWS) % 3}
     for name in ("b.parquet", "b.csv", "b.npz"):
         layout = sources.resolve([_write(tmp_path / name, data)], weight="weight")
         assert layout.kinds == {"prob": "float", "target": "bool", "weight": "int"}, name
-        _, _, target, weight = _read(layout)
+        parts, _, target, weight = _read(layout)
+        assert all(b.target.dtype.kind in "bu" and b.weight.dtype == np.float64 for b in parts), name
         np.testing.assert_array_equal(target[:, 0], data["target"].astype(float))
         np.testing.assert_array_equal(weight, data["weight"].astype(float))
+
+
+def test_float32_predictions_stay_float32_in_column_order(tmp_path):
+    data = {"logit_0": np.linspace(-1, 1, ROWS, dtype=np.float32), "logit_1": np.zeros(ROWS, np.float32),
+            "target": np.arange(ROWS) % 2, "weight": np.ones(ROWS, np.float32)}
+    layout = sources.resolve([_write(tmp_path / "f.parquet", data)], weight="weight")
+    batch = next(sources.batches(layout))
+    assert batch.pred.dtype == np.float32 and batch.pred.flags.f_contiguous
+    assert batch.weight.dtype == np.float32 and batch.target.dtype == np.int64
+    np.testing.assert_array_equal(batch.pred[:, 0], data["logit_0"])
 
 
 def test_batches_never_exceed_batch_rows(tmp_path):

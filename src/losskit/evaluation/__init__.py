@@ -123,7 +123,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
                                        on_progress=on_progress)
     else:
         scorer, engine = scoring.Scorer(spec), "single process"
-        for batch in sources.batches(layout, batch_rows=batch_rows):
+        for batch in sources.prefetched(sources.batches(layout, batch_rows=batch_rows), depth=2):
             scorer.update(batch)
             if on_progress is not None:
                 on_progress(scorer.rows, layout.rows)

@@ -24,7 +24,7 @@ PIECES_PER_THREAD = 3
 
 def _score_piece(spec: Spec, layout: sources.Layout, piece: sources.Piece, batch_rows: int) -> Scorer:
     scorer = Scorer(spec)
-    for batch in sources.batches(layout, piece, batch_rows=batch_rows):
+    for batch in sources.prefetched(sources.batches(layout, piece, batch_rows=batch_rows)):
         scorer.update(batch)
     return scorer
 

@@ -96,10 +96,13 @@ def _floats(pred) -> np.ndarray:
     return pred if pred.dtype in (np.float32, np.float64) else pred.astype(np.float64)
 
 
-def _weights(w, n: int) -> np.ndarray | None:
+def _weights(w, n: int, compiled: bool = False) -> np.ndarray | None:
+    """``w`` as float64 ``[n]`` (float32 kept for the compiled steps, which widen each value)."""
     if w is None:
         return None
-    w = np.asarray(w, dtype=np.float64)
+    w = np.asarray(w)
+    if not (compiled and w.dtype == np.float32):
+        w = w.astype(np.float64, copy=False)
     _shape("w", w, (n,))
     return w
 
@@ -301,8 +304,8 @@ class BinaryMetrics:
         n = len(pred)
         _shape("pred", pred, (n,))
         _shape("y", y, (n,))
-        w = _weights(w, n)
         kernels = _compiled()
+        w = _weights(w, n, kernels is not None)
         if kernels is not None:
             self._update_compiled(kernels, pred, np.asarray(y), w)
             return
@@ -438,13 +441,14 @@ class MulticlassMetrics:
         n = len(pred)
         _shape("pred", pred, (n, k))
         _shape("y", y, (n,))
-        w = _weights(w, n)
-        y = np.asarray(y, dtype=np.intp)
+        kernels = _compiled()
+        w = _weights(w, n, kernels is not None)
+        y = np.asarray(y)
+        y = y if kernels is not None and y.dtype.kind in "iu" else y.astype(np.intp)
         log_loss_is_loss = isinstance(example_loss, str) and example_loss == "log_loss"
         if example_loss is not None and not log_loss_is_loss:
             example_loss = np.asarray(example_loss, dtype=np.float64)
             _shape("example_loss", example_loss, (n,))
-        kernels = _compiled()
         if kernels is not None:
             self._update_compiled(kernels, pred, y, w, example_loss)
             return
@@ -512,7 +516,8 @@ class MulticlassMetrics:
         empty = np.zeros(0)
         with_confusion = self._confusion is not None
         log_loss_is_loss = isinstance(example_loss, str)
-        kernels.multiclass_update(pred, y, _NO_WEIGHT if w is None else w,
+        columns = pred.T if pred.flags.f_contiguous else np.ascontiguousarray(pred.T)  # [K, n], C order
+        kernels.multiclass_update(columns, y, _NO_WEIGHT if w is None else w,
                                   empty if example_loss is None or log_loss_is_loss else example_loss,
                                   log_loss_is_loss, self.pred_kind == "logits",
                                   _LOG_EPS, _LOG_1M_EPS, self.top_k, calibration.weight.reshape(-1),

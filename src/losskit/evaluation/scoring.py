@@ -232,7 +232,7 @@ class Scorer:
                 loss_target = y
             else:
                 y = np.argmax(target, axis=1)
-                loss_target = target
+                loss_target = np.asarray(target, dtype=np.float64)
             loss_input = pred
             if spec.pred_kind == "probs":
                 _check_rows_sum_to_one(batch)
@@ -249,6 +249,7 @@ class Scorer:
             self._add_examples(example_loss.sum(axis=1), weight)
             self.metrics.update(pred, y, weight, example_loss)
         else:
+            target = np.asarray(target, dtype=np.float64)  # integer counts or amounts are values here
             loss_target = target if target.shape[1] > 1 else target[:, 0]
             loss_input = pred if pred.shape[1] > 1 else pred[:, 0]
             self._add(*_core(spec.loss, loss_input, loss_target, weight, batch))
@@ -313,6 +314,9 @@ def per_example(loss: Loss) -> Loss:
 
 def _labels(batch: Batch, values: np.ndarray, n_classes: int, what: str) -> np.ndarray:
     """``values`` as integer labels in ``[0, n_classes)``; the first that is not, by file, column and row."""
+    if values.dtype.kind in "biu" and values.size:
+        if values.dtype.kind == "b" or (values.min() >= 0 and values.max() < n_classes):
+            return values  # integer labels in range: used as they are, no copy
     labels = values.astype(np.int64)
     bad = (labels != values) | (labels < 0) | (labels >= n_classes)
     if bad.any():

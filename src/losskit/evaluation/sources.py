@@ -35,6 +35,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from .._errors import LossInputError, fail
+from .._memory import Recycler
 from . import _npz
 
 __all__ = ["FORMATS", "Layout", "Piece", "Batch", "discover", "resolve", "pieces", "batches"]
@@ -343,9 +344,13 @@ def pieces(layout: Layout, n: int) -> list[Piece]:
 @dataclass(eq=False)
 class Batch:
     """Rows ``start ...`` of ``path``: ``pred`` ``[n, P]``, ``target`` ``[n, T]``, ``weight`` ``[n]`` or None.
-    float64, except that ``pred`` stays float32 when every prediction column is float32 (a model's usual
-    output: widening it would copy the largest array for no digit gained; the metrics sum in float64).
-    The arrays may be read-only views of the reader's buffers."""
+
+    Copies only where a type must change: ``pred`` is float32 when every prediction column is
+    (a model's usual output; the metrics widen each value and sum in float64), else float64;
+    ``target`` keeps the columns' integer or boolean type when they all have one (class labels),
+    else float64; ``weight`` is float32 or float64 as stored, float64 from any other type. The
+    2-D arrays are in column order (``order="F"``). They may be read-only views of the reader's
+    buffers."""
 
     pred: np.ndarray
     target: np.ndarray
@@ -395,21 +400,91 @@ def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_0
                 continue
             arrays = {name: _to_numpy(path, name, start, values[name], layout.widths[name]) for name in columns}
             batch = Batch(_stack([arrays[c] for c in layout.pred], count, keep_float32=True),
-                          _stack([arrays[c] for c in layout.target], count),
-                          np.asarray(arrays[layout.weight], dtype=np.float64) if layout.weight else None,
+                          _stack([arrays[c] for c in layout.target], count, keep_integers=True),
+                          _weight(arrays[layout.weight]) if layout.weight else None,
                           path, start, layout)
             for kind in ("pred", "target", "weight"):
                 _check(batch, kind)
             yield batch
 
 
-def _stack(arrays: list[np.ndarray], count: int, keep_float32: bool = False) -> np.ndarray:
-    dtype = np.float32 if keep_float32 and all(a.dtype == np.float32 for a in arrays) else np.float64
+def prefetched(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
+    """``batches``, read ``depth`` batches ahead in a background thread: pyarrow's decoding and
+    NumPy's conversions release the GIL, so reading the next batch overlaps scoring this one
+    (memory: ``depth + 1`` batches). An error of the reader is raised here, at its place in the
+    sequence; closing this generator stops the reader."""
+    import queue
+    import threading
+
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item = done
+        except BaseException as error:  # handed to the consumer, raised there
+            item = error
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    reader = threading.Thread(target=read, name="losskit-eval-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+#: the batches in flight (the one scored, those read ahead) and one being filled, per stacked array
+_BATCHES = Recycler(keep=8)
+
+
+def _weight(values: np.ndarray) -> np.ndarray:
+    """A weight column: float32 or float64 as stored (no copy), any other type as float64."""
+    return values if values.dtype in (np.float32, np.float64) else values.astype(np.float64)
+
+
+def _stack(arrays: list[np.ndarray], count: int, keep_float32: bool = False, keep_integers: bool = False):
+    """The columns side by side, ``[count, total width]``, float64 unless every column is float32
+    (``keep_float32``) or every column holds integers or booleans (``keep_integers``: class labels
+    are compared and used as indices as they are, with no float copy and nothing to check for NaN)."""
+    if keep_integers and all(a.dtype.kind in "biu" for a in arrays):
+        dtype = np.result_type(*arrays)
+    elif keep_float32 and all(a.dtype == np.float32 for a in arrays):
+        dtype = np.float32
+    else:
+        dtype = np.float64
     if len(arrays) == 1:  # one column: a view when it has the dtype already
         return np.asarray(arrays[0], dtype=dtype).reshape(count, -1)
     parts = [a.reshape(count, -1) for a in arrays]
-    # column order: each column is one contiguous copy, and the compiled metrics sweep classes column-wise
-    out = np.empty((count, sum(p.shape[1] for p in parts)), dtype=dtype, order="F")
+    width = sum(p.shape[1] for p in parts)
+    # column order: each column is one contiguous copy, and the compiled metrics sweep classes column-wise;
+    # recycled memory: a fresh mapping per batch cost more in page faults than the copy itself
+    out = _BATCHES.empty(count * width, dtype).reshape(width, count).T
     offset = 0
     for part in parts:
         out[:, offset:offset + part.shape[1]] = part
@@ -419,7 +494,7 @@ def _stack(arrays: list[np.ndarray], count: int, keep_float32: bool = False) -> 
 
 def _check(batch: Batch, part: str) -> None:
     values = getattr(batch, part)
-    if values is None:
+    if values is None or values.dtype.kind in "biu":  # integers and booleans are finite and were not null
         return
     # the sum is finite only if every value is: one pass and no temporary in the common case
     fine = np.isfinite(values.sum()) and (part != "weight" or values.min() >= 0)
@@ -461,7 +536,9 @@ def _slices(first: int, batch, low: int, high: int, batch_rows: int):
 
 
 def _parquet_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
-    with pq.ParquetFile(path) as handle:
+    # pre_buffer=False: pre-buffering (pyarrow's default, made for object stores) reads a row group's
+    # column chunks ahead in one go; on a local file it doubled the peak memory and was no faster
+    with pq.ParquetFile(path, pre_buffer=False) as handle:
         meta = handle.metadata
         ends = [0, *accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups))]
         low, high = _clip(piece.start, piece.stop, meta.num_rows)

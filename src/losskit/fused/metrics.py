@@ -36,17 +36,37 @@ def _order_key(value, shift):
     return bits >> np.uint32(shift)
 
 
+_LN2_HIGH = 0.6931471803691238  # 33 significant bits: e * _LN2_HIGH is exact for the exponents here
+_LN2_LOW = 1.9082149292705877e-10
+_MANTISSA = np.int64((1 << 52) - 1)
+_ONE_BITS = np.int64(1023 << 52)
+
+
+@numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _log_at_least_one(x):
+    """``log(x)`` for a float64 ``1 <= x < inf``: exponent times ln 2 plus ``log1p`` of the mantissa
+    minus 1 (:func:`~losskit.fused.vmath.vlog1p_unit`), branch-free, so it runs in SIMD lanes."""
+    bits = np.float64(x).view(np.int64)
+    e = np.float64((bits >> np.int64(52)) - np.int64(1023))
+    mantissa = np.int64((bits & _MANTISSA) | _ONE_BITS).view(np.float64)  # in [1, 2)
+    return e * _LN2_HIGH + (vlog1p_unit(mantissa - 1.0) + e * _LN2_LOW)
+
+
 #: rows per block of the binary sweep: the math runs in SIMD lanes over a block, then its scatters
 BLOCK = 512
 
 
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _from_logit(x, t):
-    """``(log-loss, p, wrong, score)`` of logit ``x`` with label ``t``: branch-free, SIMD-friendly."""
+def _from_logit(logit, t):
+    """``(log-loss, p, wrong, score)`` of a logit with label ``t``: branch-free, SIMD-friendly. ``exp``
+    and ``log1p`` run in the logit's own dtype (twice the SIMD lanes for float32, whose logit holds no
+    more digits than that), the rest in float64."""
+    small = vexp(-abs(logit))  # exp(-|z|) in (0, 1]
+    e = np.float64(small)
+    x = np.float64(logit)
     a = abs(x)
-    e = vexp(-a)
     wrong = (x > 0.0) != (t == 1)
-    loss = vlog1p_unit(e) + (a if wrong else 0.0)
+    loss = np.float64(vlog1p_unit(small)) + (a if wrong else 0.0)
     q = e / (1.0 + e)  # sigmoid(-|x|), the smaller of p and 1 - p
     return loss, 0.5 + math.copysign(0.5 - q, x), wrong, x
 
@@ -74,7 +94,7 @@ def _binary_block(pred, y, w, start, m, from_logits, log_eps, log_1m_eps, shift,
         i = start + j
         t = 1 if y[i] != 0 else 0
         if from_logits:
-            loss, p, wrong, score = _from_logit(np.float64(pred[i]), t)
+            loss, p, wrong, score = _from_logit(pred[i], t)
         else:
             loss, p, wrong, score = _from_probability(np.float64(pred[i]), t, log_eps, log_1m_eps)
         wi = np.float64(w[i]) if weighted else 1.0
@@ -88,6 +108,22 @@ def _binary_block(pred, y, w, start, m, from_logits, log_eps, log_1m_eps, shift,
         slot[j] = 2 * np.intp(_order_key(score, shift)) + t
         cell[j] = 2 * min(np.intp(p * n_bins), n_bins - 1) + t
     return log_loss, brier, correct, weight
+
+
+_LN2_HIGH = 0.6931471803691238  # 33 significant bits: e * _LN2_HIGH is exact for the exponents here
+_LN2_LOW = 1.9082149292705877e-10
+_MANTISSA = np.int64((1 << 52) - 1)
+_ONE_BITS = np.int64(1023 << 52)
+
+
+@numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _log_at_least_one(x):
+    """``log(x)`` for a float64 ``1 <= x < inf``: exponent times ln 2 plus ``log1p`` of the mantissa
+    minus 1 (:func:`~losskit.fused.vmath.vlog1p_unit`), branch-free, so it runs in SIMD lanes."""
+    bits = np.float64(x).view(np.int64)
+    e = np.float64((bits >> np.int64(52)) - np.int64(1023))
+    mantissa = np.int64((bits & _MANTISSA) | _ONE_BITS).view(np.float64)  # in [1, 2)
+    return e * _LN2_HIGH + (vlog1p_unit(mantissa - 1.0) + e * _LN2_LOW)
 
 
 #: rows per block of the binary sweep: the arithmetic runs in SIMD lanes over a block, then its scatters
@@ -128,33 +164,35 @@ def binary_update(pred, y, w, from_logits, log_eps, log_1m_eps, hist, shift, cal
 
 
 @numba.njit(**OPTIONS)
-def multiclass_update(pred, y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
+def multiclass_update(columns, y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
                       calibration, confidence, count, class_loss, confusion, support, hits, predicted, sums):
-    """Add one batch of ``pred [n, K]`` (logits or probabilities), labels ``y [n]``, ``w [n]`` (empty:
+    """Add one batch of ``columns [K, n]`` (logits or probabilities, one row per class: a column-order
+    ``[n, K]`` batch transposed, no copy), labels ``y [n]``, ``w [n]`` (empty:
     unweighted) and ``example_loss [n]`` (empty: none, or the log-loss itself when ``log_loss_is_loss``)
     to the reliability bins, the per-class ``count``/``class_loss``, ``confusion [K, K]`` (or, when it
     is empty, ``support``/``hits``/``predicted [K]``) and ``sums`` = [log-loss, correct, top-k hits,
     weight]. Top-k ranks ties as sklearn's ``top_k_accuracy_score``: among equal scores the higher
     class index ranks first.
 
-    The sweep goes a block of rows at a time, class by class: with ``pred`` in column order (the
-    reader's layout) each class's inner loop reads contiguous memory and runs in SIMD lanes."""
-    n, k = pred.shape
+    The sweep goes a block of rows at a time, class by class: each class's inner loop reads contiguous
+    memory and runs in SIMD lanes."""
+    k, n = columns.shape
     best = np.empty(BLOCK)
     s_true = np.empty(BLOCK)
     total = np.empty(BLOCK)
     top = np.empty(BLOCK, dtype=np.intp)
     above = np.empty(BLOCK, dtype=np.intp)
+    row_loss = np.empty(BLOCK)
     totals = np.zeros(4)
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
         if from_logits:
-            _class_sweep(pred, y, start, m, k, True, best, s_true, total, top, above)
+            _class_sweep(columns, y, start, m, k, True, best, s_true, total, top, above, row_loss)
         else:
-            _class_sweep(pred, y, start, m, k, False, best, s_true, total, top, above)
+            _class_sweep(columns, y, start, m, k, False, best, s_true, total, top, above, row_loss)
         part = _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
                                 calibration, confidence, count, class_loss, confusion, support, hits, predicted,
-                                start, m, best, s_true, total, top, above)
+                                start, m, best, s_true, total, top, above, row_loss)
         for j in range(4):
             totals[j] += part[j]
     for j in range(4):
@@ -162,34 +200,42 @@ def multiclass_update(pred, y, w, example_loss, log_loss_is_loss, from_logits, l
 
 
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _class_sweep(pred, y, start, m, k, from_logits, best, s_true, total, top, above):
+def _class_sweep(columns, y, start, m, k, from_logits, best, s_true, total, top, above, loss):
     """Per row of the block: the first maximum and its class, the true class's score, how many classes
-    rank above it, and (logits) the sum of exp(z - max)."""
+    rank above it, and (logits) the sum of exp(z - max) and the cross-entropy. ``columns [K, n]``:
+    each class's scores are one contiguous slice, so every inner loop runs in SIMD lanes."""
+    labels = y[start:start + m]
+    first = columns[0, start:start + m]
     for r in range(m):
-        best[r] = pred[start + r, 0]
+        best[r] = first[r]
         top[r] = 0
-        s_true[r] = pred[start + r, y[start + r]]
+        s_true[r] = columns[labels[r], start + r]
         above[r] = 0
         total[r] = 0.0
     for j in range(1, k):
+        scores = columns[j, start:start + m]
         for r in range(m):
-            v = np.float64(pred[start + r, j])
+            v = np.float64(scores[r])
             better = v > best[r]  # strictly: the first maximum wins, as argmax
             best[r] = v if better else best[r]
             top[r] = j if better else top[r]
     for j in range(k):
+        scores = columns[j, start:start + m]
         for r in range(m):
-            v = np.float64(pred[start + r, j])
-            label = y[start + r]
-            above[r] += 1 if (v > s_true[r]) or (v == s_true[r] and j > label) else 0
+            v = np.float64(scores[r])
+            ahead = (v > s_true[r]) | ((v == s_true[r]) & (j > labels[r]))  # bitwise: no branch in the lanes
+            above[r] += 1 if ahead else 0
             if from_logits:
                 total[r] += vexp(v - best[r])
+    if from_logits:
+        for r in range(m):  # total[r] in [1, K]: the negated log-softmax of the true class, in SIMD lanes too
+            loss[r] = _log_at_least_one(total[r]) + (best[r] - s_true[r])
 
 
 @numba.njit(inline="always", error_model="numpy")
 def _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k, calibration,
                      confidence, count, class_loss, confusion, support, hits, predicted, start, m, best, s_true,
-                     total, top, above):
+                     total, top, above, row_loss):
     """The per-row part of a block: losses, sums and the scatters into bins and per-class counts."""
     n_bins = confidence.shape[0]
     weighted = w.shape[0] > 0
@@ -204,7 +250,7 @@ def _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps,
         label = y[i]
         wi = np.float64(w[i]) if weighted else 1.0
         if from_logits:
-            loss = math.log(total[r]) + best[r] - s_true[r]
+            loss = row_loss[r]
             conf = 1.0 / total[r]
         else:
             log_p = math.log(s_true[r]) if s_true[r] > 0.0 else -math.inf
