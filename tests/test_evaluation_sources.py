@@ -452,3 +452,33 @@ def test_batch_error_names_the_column_of_a_flat_index(tmp_path):
         f"{tmp_path / 'e.npz'}: column 'bias', row 16: expected a probability, got 1.5")
     assert str(batch.error("pred", 4 * 3 + 1, "a probability", 2.0)).endswith(
         "column 'logits' [1], row 17: expected a probability, got 2")
+
+
+def test_prefetched_yields_in_order_and_raises_where_the_reader_failed():
+    def reader():
+        yield 1
+        yield 2
+        raise LossInputError("bad row")
+
+    got = []
+    with pytest.raises(LossInputError, match="bad row"):
+        for item in sources.prefetched(reader(), depth=2):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_prefetched_stops_the_reader():
+    import threading
+
+    produced = []
+
+    def reader():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    stream = sources.prefetched(reader(), depth=1)
+    assert next(stream) == 0
+    stream.close()
+    assert not any(t.name == "losskit-eval-reader" for t in threading.enumerate())
+    assert len(produced) <= 4  # read ahead by at most the depth (and the item in hand)
