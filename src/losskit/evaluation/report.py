@@ -19,6 +19,9 @@ __all__ = ["tables", "to_json", "to_html", "figures"]
 _NAMES = {"loss": "loss", "log_loss": "log-loss", "accuracy": "accuracy", "roc_auc": "ROC AUC",
           "brier": "Brier score", "ece": "expected calibration error", "top5_accuracy": "top-5 accuracy",
           "exact_match": "exact match", "hamming_loss": "Hamming loss", "mse": "MSE", "mae": "MAE", "r2": "R^2"}
+#: the order of the metrics in the tables (the JSON keeps METRIC_KEYS' order)
+_SHOWN = ("loss", "log_loss", "accuracy", "top5_accuracy", "exact_match", "hamming_loss", "roc_auc", "brier", "ece",
+          "mse", "mae", "r2")
 #: rows of a per-class / per-label table printed to the terminal (the JSON and HTML have all)
 TERMINAL_ROWS = 30
 
@@ -39,8 +42,8 @@ def summary_rows(report) -> list[tuple[str, str]]:
     if report.weight_sum != report.rows:
         rows.append(("weight sum", _number(report.weight_sum)))
     rows.append(("loss function", report.loss_name + (f" on {report.pred_kind}" if report.pred_kind else "")))
-    for key, value in report.metrics.items():
-        rows.append((_NAMES[key], _number(value)))
+    for key in sorted(report.metrics, key=_SHOWN.index):
+        rows.append((_NAMES[key], _number(report.metrics[key])))
     if report.auc:
         rows.append(("ROC AUC method", _auc_method(report.auc)))
     rows.append(("ran on", f"{report.engine}, {report.seconds:.2f} s"))
@@ -121,8 +124,8 @@ def figures(report) -> dict:
 def _reliability(bins: list, task: str):
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.5, 4.8), layout="constrained")
-    axis = figure.add_subplot()
+    figure = Figure(figsize=(5.5, 6.0), layout="constrained")
+    axis, counts = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
     centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
     width = bins[0]["upper"] - bins[0]["lower"]
@@ -133,10 +136,11 @@ def _reliability(bins: list, task: str):
               markersize=3, label="mean confidence vs observed")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
-    what = "P(positive)" if task == "binary" else "confidence (max probability)"
-    axis.set_xlabel(what)
     axis.set_ylabel("observed frequency" if task == "binary" else "accuracy")
-    axis.legend(loc="upper left", fontsize=8)
+    axis.legend(loc="best", fontsize=8)
+    counts.bar(centres, [b["weight"] for b in bins], width=width * 0.9, color="0.55")
+    counts.set_ylabel("weight")
+    counts.set_xlabel("P(positive)" if task == "binary" else "confidence (max probability)")
     return figure
 
 

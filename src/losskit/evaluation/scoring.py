@@ -314,9 +314,9 @@ def per_example(loss: Loss) -> Loss:
 
 def _labels(batch: Batch, values: np.ndarray, n_classes: int, what: str) -> np.ndarray:
     """``values`` as integer labels in ``[0, n_classes)``; the first that is not, by file, column and row."""
-    if values.dtype.kind in "biu" and values.size:
-        if values.dtype.kind == "b" or (values.min() >= 0 and values.max() < n_classes):
-            return values  # integer labels in range: used as they are, no copy
+    integers = values.dtype.kind in "biu" and values.size
+    if integers and (values.dtype.kind == "b" or (values.min() >= 0 and values.max() < n_classes)):
+        return values  # integer labels in range: used as they are, no copy
     labels = values.astype(np.int64)
     bad = (labels != values) | (labels < 0) | (labels >= n_classes)
     if bad.any():
