@@ -44,13 +44,13 @@ def _progress(as_json: bool):
 
 def eval_command(
     paths: Annotated[list[Path], typer.Argument(help="Parquet, CSV, NPY or NPZ files, directories or globs.",
-                                                 show_default=False, metavar="PATH...")],
+                                                 show_default=False, metavar="PATH")],
     pred: Annotated[list[str] | None, typer.Option(
-        help="Prediction columns: names or globs ('logit_*'), repeated or comma-separated "
-             "[default: the columns named logit*, else prob*, else pred*].", show_default=False)] = None,
+        help="Prediction columns: names or globs (`logit_*`), repeated or comma-separated "
+             "[default: the columns named `logit*`, else `prob*`, else `pred*`].", show_default=False)] = None,
     target: Annotated[list[str] | None, typer.Option(
         help="Target column(s); several are a one-hot or multi-hot target "
-             "[default: 'target', else the target_* columns].", show_default=False)] = None,
+             "[default: `target`, else the `target_*` columns].", show_default=False)] = None,
     weight: Annotated[str | None, typer.Option(help="Column of per-example weights (as `weight` in every "
                                                "losskit loss).", show_default=False)] = None,
     task: Annotated[TaskName | None, typer.Option(help="The task [default: detected from the target, "

@@ -129,6 +129,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
                 on_progress(scorer.rows, layout.rows)
     result = scorer.result()
     tables = {key: result.pop(key) for key in ("per_class", "per_label", "per_output") if key in result}
+    _name_rows(tables, layout)
     figures = {key: result.pop(key) for key in ("reliability", "confusion", "residuals") if key in result}
     return Report(task=spec.task, reason=spec.reason, rows=scorer.rows, version=__version__,
                   loss_name=spec.loss_name, pred_kind=spec.pred_kind,
@@ -137,6 +138,20 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
                   files=[str(f) for f in layout.files],
                   columns={"pred": list(layout.pred), "target": list(layout.target), "weight": layout.weight},
                   engine=engine, seconds=time.perf_counter() - start)
+
+
+def _name_rows(tables: dict, layout) -> None:
+    """Per-label and per-output rows named by their target columns (``target_even`` -> ``even``)
+    when each holds one value, rather than by position."""
+    names = list(layout.target)
+    if any(layout.widths.get(name, 1) != 1 for name in names):
+        return
+    short = [name.removeprefix("target_") if name != "target" else name for name in names]
+    for key, field_name in (("per_label", "label"), ("per_output", "output")):
+        rows = tables.get(key) or []
+        if len(rows) == len(short):
+            for row, name in zip(rows, short, strict=True):
+                row[field_name] = name
 
 
 def _names(value) -> list[str] | None:
