@@ -91,7 +91,9 @@ def test_demo_json_short_run(capsys, tmp_path):
             assert value > result["baseline"][metric], (task, metric)
     assert json.loads((tmp_path / "results.json").read_text()) == report
     assert_png(tmp_path / "loss_curves.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curves.png", "results.json"]
+    tasks = ["binary", "multiclass", "multilabel", "regression"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["loss_curves.png", "results.json", *[f"predictions-{t}.parquet" for t in tasks]])
 
 
 def test_demo_tables_for_one_task(capsys, tmp_path):

@@ -95,6 +95,10 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     ``auc_exact_limit``: ROC AUC is exact up to this many scores, binned beyond (bound reported).
     ``on_progress(rows_done, rows_total_or_None)`` is called as batches finish.
 
+    Shapes: the files are tables of N rows; the prediction columns give ``[N, K]`` values (K = 1 for a
+    binary task or one regression output, else one per class, label or output), the target columns
+    ``[N]`` labels or values, or ``[N, K]`` one-hot, multi-hot or values; the weight column ``[N]``.
+
     Bad files, columns or values raise :class:`~losskit.LossInputError` naming the file, the column
     and the first bad row.
     """
