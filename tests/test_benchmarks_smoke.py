@@ -20,3 +20,17 @@ def test_benchmark_smoke_run_prints_a_row_per_case_and_implementation(tmp_path):
         assert case in text, case
     rows = [line for line in text.splitlines() if line.startswith("| ce fwd+grad 64 x 100 |")]
     assert any("| losskit |" in row for row in rows) and len(rows) >= 2
+
+
+def test_eval_benchmark_smoke_run_fills_its_section(tmp_path):
+    report = tmp_path / "bench.md"
+    report.write_text("# Benchmarks\n\nkept\n")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.eval", "--rows-scale", "0.0001", "--repeats", "1",
+                          "--data", str(tmp_path), "--markdown", str(report)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n")  # the section is added, the rest kept
+    for kind in ("pyarrow iter_batches", "pyarrow read_table", "losskit eval", "losskit eval --dask"):
+        assert text.count(f"| {kind} |") == 2, kind  # a row in the binary and the multiclass table
+    assert text.count("Dask (") == 2 and "largest relative difference" in text
