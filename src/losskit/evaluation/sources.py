@@ -420,26 +420,25 @@ def prefetched(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
     stop = threading.Event()
     done = object()
 
+    def hand_over(item) -> bool:
+        """Put ``item`` in a slot, waiting while the consumer is still there; False once it left."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        slots.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(batch):
                     return
             item = done
         except BaseException as error:  # handed to the consumer, raised there
             item = error
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        hand_over(item)
 
     reader = threading.Thread(target=read, name="losskit-eval-reader", daemon=True)
     reader.start()

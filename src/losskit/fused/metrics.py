@@ -36,26 +36,6 @@ def _order_key(value, shift):
     return bits >> np.uint32(shift)
 
 
-_LN2_HIGH = 0.6931471803691238  # 33 significant bits: e * _LN2_HIGH is exact for the exponents here
-_LN2_LOW = 1.9082149292705877e-10
-_MANTISSA = np.int64((1 << 52) - 1)
-_ONE_BITS = np.int64(1023 << 52)
-
-
-@numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def _log_at_least_one(x):
-    """``log(x)`` for a float64 ``1 <= x < inf``: exponent times ln 2 plus ``log1p`` of the mantissa
-    minus 1 (:func:`~losskit.fused.vmath.vlog1p_unit`), branch-free, so it runs in SIMD lanes."""
-    bits = np.float64(x).view(np.int64)
-    e = np.float64((bits >> np.int64(52)) - np.int64(1023))
-    mantissa = np.int64((bits & _MANTISSA) | _ONE_BITS).view(np.float64)  # in [1, 2)
-    return e * _LN2_HIGH + (vlog1p_unit(mantissa - 1.0) + e * _LN2_LOW)
-
-
-#: rows per block of the binary sweep: the math runs in SIMD lanes over a block, then its scatters
-BLOCK = 512
-
-
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
 def _from_logit(logit, t):
     """``(log-loss, p, wrong, score)`` of a logit with label ``t``: branch-free, SIMD-friendly. ``exp``
