@@ -7,6 +7,7 @@ imported only when asked for.
 """
 
 from ._errors import LossInputError
+from ._version import __version__
 from .activations import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
 from .heads import (
     BinaryHead,
@@ -78,8 +79,6 @@ from .losses import (
 )
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .targets import type_of_target
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -102,7 +102,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     Bad files, columns or values raise :class:`~losskit.LossInputError` naming the file, the column
     and the first bad row.
     """
-    from .. import __version__
+    from .._version import __version__
     from . import scoring, sources
 
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
