@@ -7,7 +7,7 @@ imported only when asked for.
 """
 
 from ._errors import LossInputError
-from ._version import __version__
+from ._version import __version__ as __version__
 from .activations import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
 from .heads import (
     BinaryHead,
