@@ -224,3 +224,17 @@ def test_probabilities_refuse_a_logit_loss(binary_file, tmp_path):
     path = write_parquet(tmp_path / "p.parquet", {"prob": [0.2, 0.7], "target": [0, 1]})
     with pytest.raises(LossInputError, match="--loss"):
         lk.evaluate(path, loss="focal")
+
+
+def test_multilabel_labels_share_the_exact_auc_limit(tmp_path):
+    rng = np.random.default_rng(6)
+    n, k = 300, 3
+    z = rng.normal(0, 2, (n, k))
+    y = (rng.random((n, k)) < _sigmoid(z)).astype(np.int64)
+    cols = {**{f"logit_{j}": z[:, j] for j in range(k)}, **{f"target_{j}": y[:, j] for j in range(k)}}
+    path = write_parquet(tmp_path / "ml.parquet", cols)
+    assert lk.evaluate(path, auc_exact_limit=n * k).auc["method"] == "exact"
+    binned = lk.evaluate(path, auc_exact_limit=n * k - 1)
+    assert binned.auc["method"] == "binned"
+    for row, exact in zip(binned.tables["per_label"], sk.roc_auc_score(y, z, average=None), strict=True):
+        assert abs(row["roc_auc"] - exact) <= row["auc_bound"] * (1 + 1e-9)  # can be reached: slack for rounding

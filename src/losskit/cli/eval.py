@@ -72,8 +72,8 @@ def eval_command(
     scheduler: Annotated[str | None, typer.Option(help="Score on the running Dask cluster at this address.",
                                                   show_default=False, metavar="ADDRESS")] = None,
     auc_exact_limit: Annotated[int, typer.Option(min=0, help="ROC AUC is exact up to this many scores "
-                                                 "(per label), binned beyond it with its error bound "
-                                                 "printed.")] = 10_000_000,
+                                                 "(shared by the labels of a multi-label file), binned "
+                                                 "beyond it with its error bound printed.")] = 10_000_000,
 ) -> None:
     """Score a model's predictions from files: the task's loss and the metrics that go with it.
 

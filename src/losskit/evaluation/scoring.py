@@ -69,6 +69,7 @@ class Spec:
     n_outputs: int
     head: object = field(repr=False, compare=False)
     example_loss: Loss | None = None
+    #: ROC AUC is exact while at most this many rows (per label) are seen, binned beyond
     auc_exact_limit: int = 10_000_000
     #: the loss is the log-loss itself (default cross-entropy on logits): the metrics' sums serve for both
     loss_is_log_loss: bool = False
@@ -121,6 +122,8 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     elif task == "multilabel":
         options = {k: v for k, v in loss_object.options.as_dict().items() if k != "reduction"}
         example_loss = _PER_LABEL[type(loss_object)](reduction="none", **options)
+    if task == "multilabel":  # the limit counts scores: the labels share it
+        auc_exact_limit //= n_pred
     if layout.rows is not None and layout.rows > auc_exact_limit:
         auc_exact_limit = 0  # binned in the end whatever happens: keep no row for the exact path meanwhile
     return Spec(task=task, reason=reason, loss=loss_object, pred_kind=kind, n_outputs=n_pred, head=head,
