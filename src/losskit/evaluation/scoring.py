@@ -105,7 +105,7 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
     if task == "regression":
         kind = None
-    head = _head(task, loss, n_pred, n_target, kind)
+    head = _head(task, loss, n_pred, n_target)
     loss_object = head.loss_object
     if kind == "probs":
         if loss is not None:
@@ -146,7 +146,7 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
     """The task :func:`~losskit.targets.type_of_target` reads off the first rows' target, and why."""
     sample = first.target[:DETECT_ROWS]
     if all(layout.kinds.get(name) in ("int", "bool") for name in layout.target):
-        sample = sample.astype(np.int64)  # batches are float64: detection must see the file's integer labels
+        sample = sample.astype(np.int64)  # booleans as 0/1 labels, as the loss reads them
     try:
         info = type_of_target(sample[:, 0] if sample.shape[1] == 1 else sample)
     except LossInputError as error:
@@ -157,7 +157,7 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
     return {"continuous": "regression"}.get(info.kind, info.kind), reason
 
 
-def _head(task: str, loss, n_pred: int, n_target: int, kind: str | None):
+def _head(task: str, loss, n_pred: int, n_target: int):
     """The task's head for these widths, or an error that says which option fits the file."""
     options = {} if loss is None else {"loss": loss}
     try:
