@@ -147,3 +147,16 @@ def test_demo_predictions_chain_into_eval(tmp_path, capsys):
     assert report["task"] == "multiclass" and report["rows"] == demo["n_val"]
     assert report["metrics"]["loss"] == pytest.approx(demo["val_loss"][-1], rel=1e-9)
     assert report["metrics"]["accuracy"] == pytest.approx(demo["metrics"]["accuracy"], rel=1e-12)
+
+
+def test_dask_flag_starts_a_local_cluster_with_the_same_numbers(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    path, _, _ = _file(tmp_path, n=3000)
+    code, single, err = _run(capsys, path, "--json", "--batch-rows", "500")
+    assert code == 0, err
+    code, clustered, err = _run(capsys, path, "--json", "--batch-rows", "500", "--dask")
+    assert code == 0, err
+    single, clustered = json.loads(single), json.loads(clustered)
+    assert "local Dask cluster" in clustered["engine"] and clustered["rows"] == 3000
+    for key, value in single["metrics"].items():
+        assert clustered["metrics"][key] == pytest.approx(value, rel=1e-9), key

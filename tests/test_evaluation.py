@@ -238,3 +238,16 @@ def test_multilabel_labels_share_the_exact_auc_limit(tmp_path):
     assert binned.auc["method"] == "binned"
     for row, exact in zip(binned.tables["per_label"], sk.roc_auc_score(y, z, average=None), strict=True):
         assert abs(row["roc_auc"] - exact) <= row["auc_bound"] * (1 + 1e-9)  # can be reached: slack for rounding
+
+
+def test_one_hot_target_columns(tmp_path):
+    rng = np.random.default_rng(7)
+    n, k = 500, 4
+    z = rng.normal(0, 1.5, (n, k))
+    y = rng.integers(0, k, n)
+    one_hot = np.eye(k, dtype=np.int64)[y]
+    cols = {**{f"logit_{j}": z[:, j] for j in range(k)}, **{f"target_{j}": one_hot[:, j] for j in range(k)}}
+    report = lk.evaluate(write_parquet(tmp_path / "oh.parquet", cols), task="multiclass", batch_rows=64)
+    p = _softmax(z)
+    assert report.metrics["loss"] == pytest.approx(sk.log_loss(y, p), rel=RTOL)
+    assert report.metrics["accuracy"] == pytest.approx(sk.accuracy_score(y, p.argmax(1)), rel=RTOL)
