@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("numba")
 
 from losskit.evaluation import metrics  # noqa: E402
+from losskit.evaluation.metrics import multiclass  # noqa: E402
 
 
 def _both(monkeypatch, make, feed):
@@ -120,7 +121,7 @@ def test_multiclass_log_loss_as_the_example_loss(monkeypatch):
 
 
 def test_multiclass_without_confusion_matrix(monkeypatch):
-    monkeypatch.setattr(metrics, "_CONFUSION_MAX_CLASSES", 4)
+    monkeypatch.setattr(multiclass, "_CONFUSION_MAX_CLASSES", 4)
     rng = np.random.default_rng(4)
     pred = rng.normal(0, 1, (600, 7))
     y = rng.integers(0, 7, 600)

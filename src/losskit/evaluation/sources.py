@@ -16,12 +16,9 @@ structured NPY), so ``--pred logits`` and ``--pred 'logit_*'`` describe the same
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import math
 import os
-import re
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from .._errors import LossInputError, fail
 from .._memory import Recycler
-from . import _npz
+from . import _csv, _npz
 
 __all__ = ["FORMATS", "Layout", "Piece", "Batch", "discover", "resolve", "pieces", "batches"]
 
@@ -149,7 +145,7 @@ def _schema(path: Path) -> _Schema:
         meta = {k.decode(): v.decode() for k, v in (arrow.metadata or {}).items() if k.startswith(b"losskit.")}
         return _Schema(path, kind, {f.name: _arrow_column(f.type) for f in arrow}, rows, meta)
     if kind == "csv":
-        with _csv_guard(path) as guard, _open_csv(path, 1 << 20, None, {}, guard.handler) as reader:
+        with _csv.guard(path) as guard, _csv.open_csv(path, 1 << 20, None, {}, guard.handler) as reader:
             arrow = reader.schema
         # a column with no value in the first block is null-typed: whether it is numeric shows later
         columns = {f.name: (1, str(f.type), "float" if pa.types.is_null(f.type) else _arrow_column(f.type)[2])
@@ -283,7 +279,7 @@ def _check_columns(schema: _Schema, first: _Schema, owner: dict[str, str]) -> No
         width, shown, kind = schema.columns[name]
         if kind is None:
             raise LossInputError(f"{schema.path}: column {name!r} ({role}): expected {_NUMERIC}, got {shown}"
-                                 + (_csv_first_text(schema.path, name) if schema.format == "csv" else ""))
+                                 + (_csv.first_text(schema.path, name) if schema.format == "csv" else ""))
         if width != first.columns[name][0]:
             raise LossInputError(f"{schema.path}: column {name!r} holds {width} values per row, but "
                                  f"{first.columns[name][0]} in {first.path}")
@@ -375,7 +371,7 @@ class Batch:
 def _cell_error(path: Path, column: str, sub: int | None, row: int, what: str, got) -> LossInputError:
     where = f"{path}: column {column!r}" + (f" [{sub}]" if sub is not None else "") + f", row {row}"
     if _format(path) == "csv":
-        line = next((line for r, line, _ in _csv_records(path) if r == row), None)
+        line = next((line for r, line, _ in _csv.records(path) if r == row), None)
         where += f" (line {line})" if line is not None else ""
     if not isinstance(got, str):
         got = str(int(got)) if float(got).is_integer() else repr(float(got))
@@ -562,99 +558,10 @@ def _numpy_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, b
     yield from _npz.rows(path, info.format == "npz", columns, *_clip(piece.start, piece.stop, info.rows), batch_rows)
 
 
-# ---------------------------------------------------------------------------------------------- CSV
-
-
-def _open_csv(path: Path, block_size: int, columns, types, on_invalid):
-    return pcsv.open_csv(
-        path,  # a path, not a stream, so pyarrow decompresses by extension
-        read_options=pcsv.ReadOptions(block_size=block_size, use_threads=True),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-        # only "" is missing: "nan" stays a float NaN (reported as such), "NA" is text (reported as such)
-        convert_options=pcsv.ConvertOptions(include_columns=columns or [], column_types=types, null_values=[""],
-                                            strings_can_be_null=False))
-
-
-class _csv_guard:
-    """Turns pyarrow's CSV errors, which name neither row nor line, into ours, which name both."""
-
-    def __init__(self, path: Path):
-        self.path, self.invalid = path, []
-
-    def __enter__(self):
-        return self
-
-    def handler(self, row) -> str:
-        self.invalid.append(row)
-        return "error"
-
-    def __exit__(self, kind, error, trace):
-        if kind is None or not issubclass(kind, pa.ArrowException):
-            return False
-        raise _csv_error(self.path, error, self.invalid) from None
-
-
-def _csv_error(path: Path, error: Exception, invalid: list) -> LossInputError:
-    message, records = str(error), _csv_records(path)
-    header = next(records, (-1, 1, []))[2]
-    if invalid:  # a row with too few or too many fields; the handler saw it, the scan finds its place
-        bad = invalid[0]
-        found = next(((r, line) for r, line, fields in records if len(fields) != len(header)), None)
-        where = f"row {found[0]} (line {found[1]})" if found else "a row"
-        return LossInputError(f"{path}: {where}: expected {bad.expected_columns} fields, got "
-                              f"{bad.actual_columns}: {bad.text!r}")
-    value = re.search(r"column #(\d+): CSV conversion error to \w+: invalid value '(.*)'$", message, re.S)
-    if value:
-        index, text = int(value.group(1)), value.group(2)
-        name = header[index] if index < len(header) else f"#{index}"
-        found = next(((r, line) for r, line, fields in records if index < len(fields) and fields[index] == text),
-                     None)
-        where = f", row {found[0]} (line {found[1]})" if found else ""
-        return LossInputError(f"{path}: column {name!r}{where}: expected a number, got {text!r}")
-    return LossInputError(f"{path}: not a readable CSV file ({message})")
-
-
-def _csv_records(path: Path) -> Iterator[tuple[int, int, list[str]]]:
-    """``(data row, first line, fields)`` of each record, the header being row -1; blank lines are skipped
-    as pyarrow skips them. Python's csv module, slow but exact about quoted newlines: errors only."""
-    try:
-        with pa.input_stream(str(path)) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
-            reader, line, row = csv.reader(text), 0, -1
-            for fields in reader:
-                start, line = line + 1, reader.line_num
-                if fields:
-                    yield row, start, fields
-                    row += 1
-    except (csv.Error, UnicodeDecodeError, pa.ArrowException, OSError):
-        return
-
-
-def _csv_first_text(path: Path, name: str) -> str:
-    records = _csv_records(path)
-    header = next(records, (-1, 1, []))[2]
-    if name not in header:
-        return ""
-    index = header.index(name)
-    for row, line, fields in records:
-        value = fields[index] if index < len(fields) else ""
-        try:
-            float(value or 0)
-        except ValueError:
-            if value.lower() not in ("true", "false"):
-                return f" (its first non-numeric value is {value!r}, row {row} (line {line}))"
-    return ""
-
-
 def _csv_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
-    # a block of 64 bytes a row, within 1-16 MiB: the batch's text and its parsed columns stay bounded
-    block = min(max(batch_rows * 64, 1 << 20), 1 << 24)
-    types = {name: pa.bool_() if name in info.bools else pa.float64() for name in columns}
     low, high = _clip(piece.start, piece.stop, None)
-    first = 0
-    with _csv_guard(path) as guard, _open_csv(path, block, columns, types, guard.handler) as reader:
-        for batch in reader:
-            for row, part in _slices(first, batch, low, high, batch_rows):
-                yield row, {name: part.column(name) for name in columns}
-            first += batch.num_rows
-            if first >= high:
-                return
+    for first, batch in _csv.blocks(path, info.bools, columns, batch_rows):
+        for row, part in _slices(first, batch, low, high, batch_rows):
+            yield row, {name: part.column(name) for name in columns}
+        if first + batch.num_rows >= high:
+            return
