@@ -2,14 +2,16 @@
 
 :func:`discover` turns paths, directories and globs into files; :func:`resolve` picks the pred,
 target and weight columns once, checking every file's schema before any data are read;
-:func:`pieces` splits the files into row ranges for Dask workers; :func:`batches` streams float64
-``[n, P]`` arrays with the checks that need no knowledge of the task (finite numbers, no nulls,
-weights >= 0), every error naming the file, the column and the row.
+:func:`pieces` splits the files into row ranges for Dask workers; :func:`batches` streams
+``[n, P]`` arrays (types as :class:`Batch` says) with the checks that need no knowledge of the task
+(finite numbers, no nulls, weights >= 0), every error naming the file, the column and the row;
+:func:`prefetched` reads them ahead in a thread.
 
 Design note: Parquet and CSV go through pyarrow, whose readers stream (a row group or a block at a
 time), read only the columns asked for and hand over buffers NumPy can view without a copy;
-pandas would have meant a second copy and whole-file reads. NPY/NPZ are read by :mod:`._npz`
-straight from the bytes. One column model covers the four formats: a column is a name holding
+pandas would have meant a second copy and whole-file reads (:mod:`._csv` turns pyarrow's CSV
+errors into ones that name the row and line). NPY/NPZ are read by :mod:`._npz` straight from
+the bytes. One column model covers the four formats: a column is a name holding
 one or K values per row (a Parquet ``fixed_size_list``, a 2-D NPZ member, a sub-array field of a
 structured NPY), so ``--pred logits`` and ``--pred 'logit_*'`` describe the same ``[n, K]`` block.
 """
