@@ -12,11 +12,21 @@ from losskit.evaluation import metrics  # noqa: E402
 from losskit.evaluation.metrics import multiclass  # noqa: E402
 
 
+def test_the_compiled_steps_are_the_default():
+    from losskit.evaluation.metrics import _common
+    from losskit.fused import metrics as compiled
+
+    assert _common._compiled() is compiled
+
+
 def _both(monkeypatch, make, feed):
     """``make()`` fed by ``feed(acc)`` once with the NumPy steps and once compiled: both results."""
+    from losskit.evaluation.metrics import _common
+
     out = []
     for flag in ("0", "1"):
         monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", flag)
+        assert (_common._compiled() is None) == (flag == "0")  # each side really takes its path
         acc = make()
         feed(acc)
         out.append(acc)
