@@ -78,6 +78,7 @@ def _warm_up(path: str) -> None:
     per process, whatever the file's size, and are left out of the timed run."""
     import tempfile
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     import losskit as lk
@@ -85,7 +86,7 @@ def _warm_up(path: str) -> None:
     first = next(pq.ParquetFile(path).iter_batches(batch_size=10_000))
     with tempfile.TemporaryDirectory() as scratch:
         sample = Path(scratch) / "sample.parquet"
-        pq.write_table(__import__("pyarrow").Table.from_batches([first]), sample)
+        pq.write_table(pa.Table.from_batches([first]), sample)
         lk.evaluate(sample, target="label", weight="weight")
 
 

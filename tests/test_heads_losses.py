@@ -163,3 +163,12 @@ def test_the_docs_example_runs():
     heads = [eval(line, {"lk": lk}) for line in lines]  # noqa: S307 - our own docs
     assert [type(h.loss_object).__name__ for h in heads] == ["HuberLoss", "SigmoidFocalLoss", "SoftmaxFocalLoss"]
     assert heads[0].loss_object.delta == 2.0 and heads[2].loss_object.label_smoothing == 0.1
+
+
+def test_point_is_one_value_per_example():
+    z = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert lk.head("regression", loss="quantile", quantiles=[0.1, 0.6, 0.9]).point(z).tolist() == [2.0, 5.0]
+    assert lk.head("regression", loss="quantile", quantiles=[0.4, 0.6]).point(z[:, :2]).tolist() == [1.0, 4.0]
+    assert lk.head("regression", loss="gaussian_nll").point(z[:, :2]).tolist() == [1.0, 4.0]
+    plain = lk.head("regression", n_outputs=3)
+    np.testing.assert_array_equal(plain.point(z), plain.predict(z))

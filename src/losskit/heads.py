@@ -273,6 +273,12 @@ class Head:
     def _predict_xp(self, xp, logits):
         return logits
 
+    def point(self, logits):
+        """One predicted value per target value: ``predict``, except for the heads whose units are
+        parameters of one value (the median quantile of a :class:`QuantileHead`, the mean of a
+        :class:`GaussianHead`). Shapes: as ``predict``'s, those two without their unit axis."""
+        return self.predict(logits)
+
     def encode(self, target):
         """The target as the loss takes it (see the head's class docstring)."""
         return target
@@ -678,6 +684,12 @@ class QuantileHead(_UnitsHead):
     def quantiles(self) -> tuple:
         return self.loss_object.quantiles
 
+    def point(self, predictions):
+        """The prediction of the quantile nearest 0.5 (the first of two as near), ``[...]``: the head's
+        one value per example, e.g. for a metric such as R^2."""
+        nearest = min(range(len(self.quantiles)), key=lambda j: abs(self.quantiles[j] - 0.5))
+        return self.predict(predictions)[..., nearest]
+
 
 class GaussianHead(_UnitsHead):
     __doc__ = r"""Regression with uncertainty: 2 units, a mean and a log-variance, Gaussian NLL.
@@ -707,6 +719,10 @@ class GaussianHead(_UnitsHead):
 
     def _predict_xp(self, xp, logits):
         return self._activation_xp(xp, logits)
+
+    def point(self, predictions):
+        """The predicted mean ``[...]``: the head's one value per example."""
+        return self.predict(predictions)[..., 0]
 
 
 def _given(**pairs) -> dict:

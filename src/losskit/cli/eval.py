@@ -109,7 +109,7 @@ def eval_command(
             def on_progress(done: int, total: int | None) -> None:
                 progress.update(bar, completed=done, total=total)
 
-            result = evaluate([str(p) for p in paths], pred=_split(pred), target=_split(target),
+            result = evaluate([str(p) for p in paths], pred=pred or None, target=target or None,
                                         weight=weight, task=task.value if task else None, loss=loss,
                                         pred_kind=pred_kind.value if pred_kind else None, batch_rows=batch_rows,
                                         dask=dask, scheduler=scheduler, auc_exact_limit=auc_exact_limit,
@@ -130,12 +130,6 @@ def eval_command(
         console.print(table)
     if html is not None:
         console.print(f"wrote {html}")
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def register(app: typer.Typer) -> None:

@@ -101,15 +101,11 @@ def check_loss(task: str, loss: str | None) -> str | None:
     return loss
 
 
-def _regression_values(head, pred: np.ndarray, y_scale) -> np.ndarray:
-    """A regression head's prediction in the data set's units: the median quantile of a quantile
-    head, the mean of a Gaussian head; a deviance head's ``predict`` is already the mean."""
-    if isinstance(head, lk.QuantileHead):
-        pred = pred[:, int(np.argmin(np.abs(np.asarray(head.quantiles) - 0.5)))]
-    elif isinstance(head, lk.GaussianHead):
-        pred = pred[:, 0]
+def _regression_values(head, logits: np.ndarray, y_scale) -> np.ndarray:
+    """A regression head's point prediction (``head.point``: the median quantile of a quantile head,
+    the mean of a Gaussian head, the mean of a deviance head) in the data set's units."""
     mean, std = y_scale
-    return pred.reshape(-1) * std + mean
+    return np.asarray(head.point(logits)).reshape(-1) * std + mean
 
 
 def _scores(task: str, head, logits, y_val, y_train, y_scale) -> tuple[dict, dict]:
@@ -125,7 +121,7 @@ def _scores(task: str, head, logits, y_val, y_train, y_scale) -> tuple[dict, dic
         base = {"exact match": float(np.mean(np.all(majority == y_val, axis=1))),
                 "per-label accuracy": float(np.mean(majority == y_val))}
         return metrics, base
-    values = _regression_values(head, pred, y_scale)  # back to the data set's units
+    values = _regression_values(head, logits, y_scale)  # back to the data set's units
     # the baseline predicts the training mean for everyone: R^2 a little below 0 held out
     return ({"R^2": _r2(values, y_val, float(y_val.mean()))},
             {"R^2": _r2(np.full_like(y_val, float(y_train.mean())), y_val, float(y_val.mean()))})
@@ -150,7 +146,7 @@ def held_out_columns(task: str, head, logits: np.ndarray, y_val: np.ndarray, y_s
         names = [_column(n) for n in MULTILABEL_NAMES]
         columns = {f"logit_{n}": logits[:, k] for k, n in enumerate(names)}
         return {**columns, **{f"target_{n}": y_val[:, k].astype(np.int64) for k, n in enumerate(names)}}
-    return {"pred": _regression_values(head, np.asarray(head.predict(logits)), y_scale), "target": y_val}
+    return {"pred": _regression_values(head, logits, y_scale), "target": y_val}
 
 
 def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None = None,

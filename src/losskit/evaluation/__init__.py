@@ -105,13 +105,12 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     from .._version import __version__
     from . import scoring, sources
 
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise fail("--batch-rows", "an integer >= 1", repr(batch_rows))
+    sources.check_batch_rows(batch_rows)  # now: the batches themselves are read only after the detection
     if dask and scheduler is not None:
         raise fail("--dask", "either --dask (a local cluster) or --scheduler ADDRESS", "both")
     start = time.perf_counter()
     files = sources.discover([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
-    layout = sources.resolve(files, pred=_names(pred), target=_names(target), weight=weight)
+    layout = sources.resolve(files, pred=pred, target=target, weight=weight)
     sample = sources.batches(layout, batch_rows=scoring.DETECT_ROWS)
     try:
         first = next(sample)
@@ -156,9 +155,3 @@ def _name_rows(tables: dict, layout) -> None:
         if len(rows) == len(short):
             for row, name in zip(rows, short, strict=True):
                 row[field_name] = name
-
-
-def _names(value) -> list[str] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)

@@ -105,9 +105,6 @@ def _plain(value):
 def figures(report) -> dict:
     """``{title: matplotlib Figure}`` for what the task draws: a reliability diagram (classifiers),
     a confusion matrix (multi-class), per-label ROC AUC (multi-label), residuals (regression)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     out = {}
     data = report.figures
     if data.get("reliability"):

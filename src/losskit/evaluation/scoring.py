@@ -238,8 +238,7 @@ class Scorer:
                 loss_target = np.asarray(target, dtype=np.float64)
             loss_input = pred
             if spec.pred_kind == "probs":
-                _check_rows_sum_to_one(batch)
-                loss_input = pred / pred.sum(axis=1, keepdims=True)
+                loss_input = pred / _rows_summing_to_one(batch)[:, None]
             if spec.loss_is_log_loss:
                 self.metrics.update(pred, y, weight, "log_loss")
             else:
@@ -256,11 +255,7 @@ class Scorer:
             loss_target = target if target.shape[1] > 1 else target[:, 0]
             loss_input = pred if pred.shape[1] > 1 else pred[:, 0]
             self._add(*_core(spec.loss, loss_input, loss_target, weight, batch))
-            point = np.asarray(spec.head.predict(pred), dtype=np.float64)
-            if isinstance(spec.head, _heads.QuantileHead):
-                point = point[:, int(np.argmin(np.abs(np.asarray(spec.head.quantiles) - 0.5)))]
-            elif isinstance(spec.head, _heads.GaussianHead):
-                point = point[:, 0]
+            point = np.asarray(spec.head.point(pred), dtype=np.float64)
             self.metrics.update(point.reshape(len(pred), -1), target, weight)
         self.rows += len(pred)
 
@@ -337,13 +332,15 @@ def _check_probabilities(batch: Batch) -> None:
                           _show(pred.reshape(-1)[index]))
 
 
-def _check_rows_sum_to_one(batch: Batch) -> None:
+def _rows_summing_to_one(batch: Batch) -> np.ndarray:
+    """The sums of the probability rows, each checked to be 1 within :data:`ROW_SUM_SLACK`."""
     sums = batch.pred.sum(axis=1)
     bad = np.abs(sums - 1) > ROW_SUM_SLACK
     if bad.any():
         row = int(np.argmax(bad))
         raise batch.error("pred", row * batch.pred.shape[1], f"class probabilities whose row sums to 1 "
                           f"(within {ROW_SUM_SLACK:.1e})", f"a row summing to {sums[row]:.9g}")
+    return sums
 
 
 def _show(value) -> str:

@@ -228,8 +228,8 @@ def _defaults(schema: _Schema, pred: list[str] | None, target: list[str] | None,
     return pred, target, kind
 
 
-def resolve(files: Sequence[str | os.PathLike], *, pred: Sequence[str] | None = None,
-            target: Sequence[str] | None = None, weight: str | None = None) -> Layout:
+def resolve(files: Sequence[str | os.PathLike], *, pred: str | Sequence[str] | None = None,
+            target: str | Sequence[str] | None = None, weight: str | None = None) -> Layout:
     """The :class:`Layout` of ``files``: the columns chosen in the first file, checked in every file.
 
     ``pred`` / ``target``: names or fnmatch globs, commas also separating names; defaults: ``target``,
@@ -380,11 +380,17 @@ def _cell_error(path: Path, column: str, sub: int | None, row: int, what: str, g
     return LossInputError(f"{where}: expected {what}, got {got}")
 
 
+def check_batch_rows(batch_rows) -> int:
+    """``batch_rows`` if it is an integer >= 1, else a :class:`~losskit.LossInputError` naming ``--batch-rows``."""
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise fail("--batch-rows", "an integer >= 1", repr(batch_rows))
+    return batch_rows
+
+
 def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_000_000) -> Iterator[Batch]:
     """The rows of ``piece`` (all files, in order, when None) in :class:`Batch` es of at most ``batch_rows``
     rows, each checked: pred and target finite, weight finite and >= 0, no null anywhere."""
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise fail("--batch-rows", "an integer >= 1", repr(batch_rows))
+    check_batch_rows(batch_rows)
     infos = dict(zip(layout.files, layout._info, strict=True))
     columns = [*layout.pred, *layout.target, *([layout.weight] if layout.weight else [])]
     for part in [Piece(path) for path in layout.files] if piece is None else [piece]:
