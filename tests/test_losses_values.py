@@ -236,3 +236,12 @@ def test_matches_sklearn_log_loss():
                                metrics.log_loss(labels, probs, sample_weight=w), rtol=1e-12)
     np.testing.assert_allclose(lk.categorical_cross_entropy(probs, labels, reduction="sum"),
                                metrics.log_loss(labels, probs, normalize=False), rtol=1e-12)
+
+
+def test_replace_keeps_the_options_and_checks_the_changes():
+    loss = lk.HuberLoss(delta=2.0)
+    per_example = loss.replace(reduction="none")
+    assert type(per_example) is lk.HuberLoss and per_example.delta == 2.0 and per_example.reduction == "none"
+    assert loss.reduction == "mean"  # the original is unchanged
+    with pytest.raises(lk.LossInputError, match="delta"):
+        loss.replace(delta=-1.0)

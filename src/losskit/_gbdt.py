@@ -67,10 +67,6 @@ def name_of(loss: Loss) -> str:
     return next((name for name, (cls, _) in REGISTRY.items() if type(loss) is cls), type(loss).__name__)
 
 
-def _with(loss: Loss, reduction: str) -> Loss:
-    return type(loss)(**{**loss.options.as_dict(), "reduction": reduction})
-
-
 def layout(loss: Loss, margin, label):
     """``(input, target)`` for ``loss`` from a library's margins and labels (NumPy float64)."""
     margin = np.asarray(margin, dtype=np.float64)
@@ -95,7 +91,7 @@ def grad_hess(loss: Loss, margin, label, weight=None):
     """Per-row (per-unit) gradient and positive Hessian of ``loss``, in ``margin``'s shape."""
     z, y = layout(loss, margin, label)
     w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
-    summed = _with(loss, "sum")
+    summed = loss.replace(reduction="sum")
     grad = np.asarray(summed.grad(z, y, weight=w))
     unit = np.ones_like(z) if w is None else np.broadcast_to(w.reshape(w.shape + (1,) * (z.ndim - w.ndim)), z.shape)
     if isinstance(loss, MM_HESSIAN):
@@ -134,12 +130,7 @@ def _robust_scale(a, weight):
         return np.zeros(a.shape[1:])
     flat, w = a.reshape(a.shape[0], -1), np.broadcast_to(weight, a.shape).reshape(a.shape[0], -1)
     total = np.sum(w, axis=0)
-    if np.all(w == w[0]):  # equal weights: the same lower median by selection, not a sort
-        median = np.quantile(flat, 0.5, axis=0, method="inverted_cdf")
-    else:
-        order = np.argsort(flat, axis=0)
-        sorted_a, cum = np.take_along_axis(flat, order, 0), np.cumsum(np.take_along_axis(w, order, 0), axis=0)
-        median = sorted_a[np.minimum(np.sum(cum < 0.5 * total, axis=0), flat.shape[0] - 1), np.arange(flat.shape[1])]
+    median = np.array([_weighted_quantile(flat[:, j], 0.5, w[:, j]) for j in range(flat.shape[1])])
     mean = np.sum(w * flat, axis=0) / np.maximum(total, np.finfo(np.float64).tiny)
     return np.where(median > 0, median, mean).reshape(a.shape[1:])
 
@@ -148,7 +139,7 @@ def metric_value(loss: Loss, margin, label, weight=None) -> float:
     """The loss's weighted mean over the rows (``sum w_i l_i / sum w_i``) at the margins."""
     z, y = layout(loss, margin, label)
     w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
-    return float(_with(loss, "mean")(z, y, weight=w))
+    return float(loss.replace(reduction="mean")(z, y, weight=w))
 
 
 def base_margin(loss_or_head, label, weight=None) -> float:
@@ -169,7 +160,7 @@ def base_margin(loss_or_head, label, weight=None) -> float:
         return _weighted_quantile(label, 0.5, w)
     if isinstance(loss, (_CategoricalBase, QuantileLoss, GaussianNLL)) or loss.reduces_last_axis:
         return 0.0
-    total = _with(loss, "mean")
+    total = loss.replace(reduction="mean")
 
     def objective(c):
         return float(total(np.full(label.shape, c), label, weight=w))
@@ -188,6 +179,8 @@ def _weighted_quantile(label, q: float, weight=None) -> float:
     weighted pinball loss ``sum w_i rho_q(y_i - c)`` (its subdifferential there contains 0)."""
     if label.size == 0:
         return 0.0
+    if weight is None or np.all(weight == np.ravel(weight)[0]):  # equal weights: by selection, not a sort
+        return float(np.quantile(label, q, method="inverted_cdf"))
     order = np.argsort(label, kind="stable")
     cum = np.cumsum(np.ones(label.size) if weight is None else np.broadcast_to(weight, label.shape)[order])
     return float(label[order][min(int(np.sum(cum < q * cum[-1])), label.size - 1)])

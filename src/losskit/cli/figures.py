@@ -217,8 +217,7 @@ def _curves(task: str, x):
 
 def _none(loss, x, target):
     """Per-example loss and its gradient (``reduction="none"``: the gradient of their sum)."""
-    loss = type(loss)(**{**loss.options.as_dict(), "reduction": "none"})
-    return loss.value_and_grad(x, target)
+    return loss.replace(reduction="none").value_and_grad(x, target)
 
 
 #: x axis of each task's loss figure

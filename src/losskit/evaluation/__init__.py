@@ -28,12 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._errors import LossInputError, fail
+from .scoring import METRIC_KEYS
 
 __all__ = ["evaluate", "Report", "METRIC_KEYS"]
 
-#: the keys of ``Report.metrics``, in this order, as they apply to the task
-METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
-               "hamming_loss", "mse", "mae", "r2")
 
 
 @dataclass
@@ -109,7 +107,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     if dask and scheduler is not None:
         raise fail("--dask", "either --dask (a local cluster) or --scheduler ADDRESS", "both")
     start = time.perf_counter()
-    files = sources.discover([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
+    files = sources.discover(paths)
     layout = sources.resolve(files, pred=pred, target=target, weight=weight)
     sample = sources.batches(layout, batch_rows=scoring.DETECT_ROWS)
     try:
@@ -136,7 +134,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     figures = {key: result.pop(key) for key in ("reliability", "confusion", "residuals") if key in result}
     return Report(task=spec.task, reason=spec.reason, rows=scorer.rows, version=__version__,
                   loss_name=spec.loss_name, pred_kind=spec.pred_kind,
-                  metrics={key: result["metrics"][key] for key in METRIC_KEYS if key in result["metrics"]},
+                  metrics=result["metrics"],
                   tables=tables, figures=figures, auc=result.get("auc"), weight_sum=result["weight_sum"],
                   files=[str(f) for f in layout.files],
                   columns={"pred": list(layout.pred), "target": list(layout.target), "weight": layout.weight},

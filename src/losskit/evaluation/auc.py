@@ -101,7 +101,6 @@ class RankAUC:
         self.exact_limit = int(exact_limit)
         self.bins_log2 = int(bins_log2)
         self.rows = 0
-        self.weight_sum = 0.0
         # [bin, 0] negative weight, [bin, 1] positive weight: one scatter-add fills both
         self._hist = np.zeros((1 << self.bins_log2, 2))
         self._exact = True
@@ -118,16 +117,7 @@ class RankAUC:
         # np.add.at straight into the histogram: np.bincount would allocate, fault in and add a fresh
         # 16 MB array per batch, measured 3x slower
         np.add.at(self._hist.reshape(-1), key, 1.0 if w is None else w)
-        self.rows += n
-        self.weight_sum += float(n) if w is None else float(np.sum(w))
-        if self._exact:
-            if self.rows > self.exact_limit:
-                self._drop_exact()
-            else:
-                # copies: the caller may reuse its buffers for the next batch
-                self._scores.append(np.array(score, dtype=np.float64))
-                self._labels.append(np.array(y, dtype=np.uint8))
-                self._weights.append(None if w is None else np.array(w, dtype=np.float64))
+        self.add_counted(n, lambda: (score, y, w))
 
     def __getstate__(self) -> dict:
         # a histogram travels between Dask workers as its filled bins: scores fill a few percent of
@@ -152,16 +142,16 @@ class RankAUC:
         """The histogram as one flat array, ``key * 2 + label``: what a compiled update adds to in place."""
         return self._hist.reshape(-1)
 
-    def add_counted(self, n: int, weight_sum: float, rows) -> None:
-        """Count a batch whose histogram entries the caller has added (a compiled kernel); ``rows()``
-        gives its ``(score, y, w)``, called only while the exact rows are still kept."""
+    def add_counted(self, n: int, rows) -> None:
+        """Count a batch whose histogram entries are added already (by :meth:`update`, or by a compiled
+        kernel); ``rows()`` gives its ``(score, y, w)``, called only while the exact rows are still kept."""
         self.rows += n
-        self.weight_sum += weight_sum
         if self._exact:
             if self.rows > self.exact_limit:
                 self._drop_exact()
             else:
                 score, y, w = rows()
+                # copies: the caller may reuse its buffers for the next batch
                 self._scores.append(np.array(score, dtype=np.float64))
                 self._labels.append(np.array(y, dtype=np.uint8))
                 self._weights.append(None if w is None else np.array(w, dtype=np.float64))
@@ -173,7 +163,6 @@ class RankAUC:
                              f"got {other.exact_limit}, {other.bins_log2}")
         self._hist += other._hist
         self.rows += other.rows
-        self.weight_sum += other.weight_sum
         if self._exact and other._exact and self.rows <= self.exact_limit:
             # the other's arrays are never written to, so sharing them is safe
             self._scores += other._scores

@@ -35,9 +35,12 @@ from ..targets import type_of_target
 from .metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics, RegressionMetrics
 from .sources import Batch, Layout
 
-__all__ = ["Spec", "Scorer", "plan", "TASKS"]
+__all__ = ["Spec", "Scorer", "plan", "TASKS", "METRIC_KEYS"]
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
+#: the keys of a report's flat ``metrics``, in this order, as they apply to the task
+METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
+               "hamming_loss", "mse", "mae", "r2")
 #: rows of the first batch that task detection reads (a sample: the rest are checked, not re-detected)
 DETECT_ROWS = 100_000
 #: a probability row of a multi-class file may miss 1 by this much (float32 files, rounded writers)
@@ -81,10 +84,6 @@ class Spec:
         return type(self.loss).__name__
 
 
-def _kind_of(task: str) -> str:
-    return "continuous" if task == "regression" else task
-
-
 def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | Loss | None = None,
          pred_kind: str | None = None, auc_exact_limit: int = 10_000_000) -> Spec:
     """Settle the task (given, or detected from ``first``'s target with :func:`~losskit.targets.type_of_target`,
@@ -116,12 +115,11 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
         loss_object = None if task == "multilabel" else _ON_PROBS[task]()
     example_loss = None
     if task == "multiclass":
-        example_loss = per_example(loss_object)
+        example_loss = loss_object.replace(reduction="none")
     elif task == "multilabel" and kind == "probs":
         example_loss = BinaryCrossEntropy(reduction="none")
     elif task == "multilabel":
-        options = {k: v for k, v in loss_object.options.as_dict().items() if k != "reduction"}
-        example_loss = _PER_LABEL[type(loss_object)](reduction="none", **options)
+        example_loss = _PER_LABEL[type(loss_object)](**loss_object.options.replace(reduction="none").as_dict())
     if task == "multilabel":  # the limit counts scores: the labels share it
         auc_exact_limit //= n_pred
     if layout.rows is not None and layout.rows > auc_exact_limit:
@@ -280,16 +278,12 @@ class Scorer:
         """``metrics`` (the flat numbers, ``loss`` first) and the task's tables and figure data."""
         details = self.metrics.result()
         if self.spec.loss_is_log_loss:
-            self.loss_weight = self.metrics.weight_sum
-            loss = details["log_loss"]
+            details["loss"], weight_sum = details["log_loss"], self.metrics.weight_sum
         else:
-            loss = self.loss_total / self.loss_weight if self.loss_weight else None
-        flat = {"loss": loss}
-        for key in ("log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
-                    "hamming_loss", "mse", "mae", "r2"):
-            if key in details:
-                flat[key] = details.pop(key)
-        return {"metrics": flat, "weight_sum": self.loss_weight, **details}
+            weight_sum = self.loss_weight
+            details["loss"] = self.loss_total / weight_sum if weight_sum else None
+        flat = {key: details.pop(key) for key in METRIC_KEYS if key in details}
+        return {"metrics": flat, "weight_sum": weight_sum, **details}
 
 
 def _core(loss: Loss, input, target, weight, batch: Batch):
@@ -305,11 +299,6 @@ def _core(loss: Loss, input, target, weight, batch: Batch):
         raise LossInputError(f"{batch.path}: rows {batch.start}-{last}: {error}") from None
 
 
-def per_example(loss: Loss) -> Loss:
-    """``loss`` with the same options but ``reduction="none"``."""
-    return type(loss)(**{**loss.options.as_dict(), "reduction": "none"})
-
-
 def _labels(batch: Batch, values: np.ndarray, n_classes: int, what: str) -> np.ndarray:
     """``values`` as integer labels in ``[0, n_classes)``; the first that is not, by file, column and row."""
     integers = values.dtype.kind in "biu" and values.size
@@ -319,7 +308,7 @@ def _labels(batch: Batch, values: np.ndarray, n_classes: int, what: str) -> np.n
     bad = (labels != values) | (labels < 0) | (labels >= n_classes)
     if bad.any():
         index = int(np.argmax(bad.reshape(-1)))
-        raise batch.error("target", index, what, _show(values.reshape(-1)[index]))
+        raise batch.error("target", index, what, values.reshape(-1)[index])
     return labels
 
 
@@ -329,7 +318,7 @@ def _check_probabilities(batch: Batch) -> None:
     if bad.any():
         index = int(np.argmax(bad.reshape(-1)))
         raise batch.error("pred", index, "a probability in [0, 1] (--pred-kind probs)",
-                          _show(pred.reshape(-1)[index]))
+                          pred.reshape(-1)[index])
 
 
 def _rows_summing_to_one(batch: Batch) -> np.ndarray:
@@ -341,8 +330,3 @@ def _rows_summing_to_one(batch: Batch) -> np.ndarray:
         raise batch.error("pred", row * batch.pred.shape[1], f"class probabilities whose row sums to 1 "
                           f"(within {ROW_SUM_SLACK:.1e})", f"a row summing to {sums[row]:.9g}")
     return sums
-
-
-def _show(value) -> str:
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)

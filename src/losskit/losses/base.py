@@ -69,6 +69,16 @@ class Loss(ABC):
         items = ", ".join(f"{k}={v!r}" for k, v in self.options.as_dict().items())
         return f"{type(self).__name__}({items})"
 
+    def replace(self, **changes: Any) -> Loss:
+        """A loss of the same class with ``changes`` to its options (checked as at construction),
+        for example ``loss.replace(reduction="none")`` for per-example values. Shapes as ``self``.
+
+        >>> import losskit as lk
+        >>> lk.HuberLoss(delta=2.0).replace(reduction="sum")
+        HuberLoss(reduction='sum', impl='auto', delta=2.0)
+        """
+        return type(self)(**self.options.replace(**changes).as_dict())
+
     def _spans_last_axis(self, ndim: int) -> bool:
         return self.reduces_last_axis
 

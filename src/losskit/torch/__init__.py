@@ -203,7 +203,7 @@ def _autograd_hvp(loss, input, target, weight, normalizer, vector):
     Gaussian NLL, softmax focal, Poly-1): torch's double backward through the core's array-API
     expression, which is differentiable. Slower (the ~35-pass expression), but only second-order
     calls pay it."""
-    reference = loss if loss.options.impl == "xp" else type(loss)(**loss.options.replace(impl="xp").as_dict())
+    reference = loss if loss.options.impl == "xp" else loss.replace(impl="xp")
 
     def value(x):
         return reference(x, target, weight=weight, normalizer=normalizer).sum()

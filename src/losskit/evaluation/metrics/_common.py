@@ -67,6 +67,11 @@ def _weights(w, n: int, compiled: bool = False) -> np.ndarray | None:
     return w
 
 
+def _total_weight(w: np.ndarray | None, n: int) -> float:
+    """``sum_i w_i`` of a batch of ``n`` rows (``n`` when unweighted), as a Python float."""
+    return float(n) if w is None else float(np.sum(w))
+
+
 def _wsum(values: np.ndarray, w: np.ndarray | None) -> float:
     """``sum_i w_i v_i`` (``sum_i v_i`` when ``w`` is None) as a Python float."""
     if w is None:

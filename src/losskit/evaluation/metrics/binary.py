@@ -19,6 +19,7 @@ from ._common import (
     _same,
     _Scratch,
     _shape,
+    _total_weight,
     _weights,
     _wsum,
     _wsum_masked,
@@ -110,7 +111,7 @@ class BinaryMetrics:
             work = log_p
         residual = np.subtract(p, truth, out=work)
         residual *= residual
-        batch_weight = float(n) if w is None else float(np.sum(w))
+        batch_weight = _total_weight(w, n)
         self._brier += _wsum(residual, w)
         self._log_loss += log_loss
         self._correct += batch_weight - _wsum(wrong, w)
@@ -130,7 +131,7 @@ class BinaryMetrics:
         self._brier += float(sums[1])
         self._correct += float(sums[2])
         n = len(pred)
-        auc.add_counted(n, float(sums[3]), lambda: (pred if self.pred_kind == "logits" else _logit(pred), y != 0, w))
+        auc.add_counted(n, lambda: (pred if self.pred_kind == "logits" else _logit(pred), y != 0, w))
         self.rows += n
         self.weight_sum += float(sums[3])
 

@@ -18,6 +18,7 @@ from ._common import (
     _same,
     _Scratch,
     _shape,
+    _total_weight,
     _weights,
     _wsum,
 )
@@ -90,7 +91,7 @@ class MulticlassMetrics:
             example_loss = np.asarray(example_loss, dtype=np.float64)
             _shape("example_loss", example_loss, (n,))
         if kernels is not None:
-            self._update_compiled(kernels, pred, y, w, example_loss)
+            self._update_compiled(kernels, pred, y, w, None if log_loss_is_loss else example_loss, log_loss_is_loss)
             return
         pred = np.ascontiguousarray(pred, dtype=np.float64)
         scratch = self._scratch
@@ -147,18 +148,17 @@ class MulticlassMetrics:
             np.add.at(self._hits, y[correct], 1.0 if w is None else w[correct])
             np.add.at(self._predicted, top, one)
         self.rows += n
-        self.weight_sum += float(n) if w is None else float(np.sum(w))
+        self.weight_sum += _total_weight(w, n)
 
-    def _update_compiled(self, kernels, pred, y, w, example_loss) -> None:
+    def _update_compiled(self, kernels, pred, y, w, example_loss, log_loss_is_loss: bool) -> None:
         """The same update in one compiled sweep (:func:`losskit.fused.metrics.multiclass_update`)."""
         sums = np.zeros(4)
         calibration = self._calibration
         empty = np.zeros(0)
         with_confusion = self._confusion is not None
-        log_loss_is_loss = isinstance(example_loss, str)
         columns = pred.T if pred.flags.f_contiguous else np.ascontiguousarray(pred.T)  # [K, n], C order
         kernels.multiclass_update(columns, y, _NO_WEIGHT if w is None else w,
-                                  empty if example_loss is None or log_loss_is_loss else example_loss,
+                                  empty if example_loss is None else example_loss,
                                   log_loss_is_loss, self.pred_kind == "logits",
                                   _LOG_EPS, _LOG_1M_EPS, self.top_k, calibration.weight.reshape(-1),
                                   calibration.confidence, self._count, self._class_loss,
@@ -169,7 +169,7 @@ class MulticlassMetrics:
         self._correct += float(sums[1])
         if self.n_classes > self.top_k:
             self._top_k += float(sums[2])
-        if example_loss is not None:
+        if example_loss is not None or log_loss_is_loss:
             self._loss_rows += len(pred)
         self.rows += len(pred)
         self.weight_sum += float(sums[3])

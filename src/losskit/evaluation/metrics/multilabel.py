@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..auc import RankAUC
-from ._common import _count, _kind, _logit, _mean, _row_count, _same, _shape, _wcolsum, _weights, _wsum
+from ._common import _count, _kind, _logit, _mean, _row_count, _same, _shape, _total_weight, _wcolsum, _weights, _wsum
 
 _AUC_BUDGET_LOG2 = 22  # multi-label: K histograms of 2**bins_log2 bins x 16 bytes <= 2**26 bytes = 64 MB
 _AUC_MIN_BINS_LOG2 = 8
@@ -76,7 +76,7 @@ class MultilabelMetrics:
         for label, auc in enumerate(self._auc):
             auc.update(score[:, label], truth[:, label], w)
         self.rows += n
-        self.weight_sum += float(n) if w is None else float(np.sum(w))
+        self.weight_sum += _total_weight(w, n)
 
     def merge(self, other: MultilabelMetrics) -> MultilabelMetrics:
         _same(self, other, "n_labels", "pred_kind", "auc_bins_log2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..auc import key_lower_value, order_key
-from ._common import _count, _same, _shape, _wcolsum, _weights
+from ._common import _count, _same, _shape, _total_weight, _wcolsum, _weights
 
 _RESIDUAL_BITS = 16
 _RESIDUAL_BINS = 50
@@ -65,7 +65,7 @@ class RegressionMetrics:
         _shape("pred", pred, (n, m))
         _shape("y", y, (n, m))
         w = _weights(w, n)
-        batch_weight = float(n) if w is None else float(np.sum(w))
+        batch_weight = _total_weight(w, n)
         residual = pred - y
         self._absolute += _wcolsum(np.abs(residual), w)
         key = order_key(residual, _RESIDUAL_BITS).reshape(-1)
