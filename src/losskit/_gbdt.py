@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._stats import weighted_quantile
+
 from . import heads as _heads
 from .losses import REGISTRY, Loss
 from .losses.categorical import _CategoricalBase
@@ -130,7 +132,7 @@ def _robust_scale(a, weight):
         return np.zeros(a.shape[1:])
     flat, w = a.reshape(a.shape[0], -1), np.broadcast_to(weight, a.shape).reshape(a.shape[0], -1)
     total = np.sum(w, axis=0)
-    median = np.array([_weighted_quantile(flat[:, j], 0.5, w[:, j]) for j in range(flat.shape[1])])
+    median = np.array([weighted_quantile(flat[:, j], 0.5, w[:, j]) for j in range(flat.shape[1])])
     mean = np.sum(w * flat, axis=0) / np.maximum(total, np.finfo(np.float64).tiny)
     return np.where(median > 0, median, mean).reshape(a.shape[1:])
 
@@ -155,9 +157,9 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     label = np.asarray(label, dtype=np.float64)
     w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
     if isinstance(loss, QuantileLoss) and len(loss.quantiles) == 1 and label.ndim == 1:
-        return _weighted_quantile(label, float(loss.quantiles[0]), w)
+        return weighted_quantile(label, float(loss.quantiles[0]), w)
     if isinstance(loss, AbsoluteError) and label.ndim == 1:
-        return _weighted_quantile(label, 0.5, w)
+        return weighted_quantile(label, 0.5, w)
     if isinstance(loss, (_CategoricalBase, QuantileLoss, GaussianNLL)) or loss.reduces_last_axis:
         return 0.0
     total = loss.replace(reduction="mean")
@@ -172,15 +174,3 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     result = minimize_scalar(objective, bounds=(centre - spread, centre + spread), method="bounded",
                              options={"xatol": 1e-10})
     return float(result.x)
-
-
-def _weighted_quantile(label, q: float, weight=None) -> float:
-    """The smallest ``label`` whose cumulative weight reaches ``q`` of the total: a minimiser of the
-    weighted pinball loss ``sum w_i rho_q(y_i - c)`` (its subdifferential there contains 0)."""
-    if label.size == 0:
-        return 0.0
-    if weight is None or np.all(weight == np.ravel(weight)[0]):  # equal weights: by selection, not a sort
-        return float(np.quantile(label, q, method="inverted_cdf"))
-    order = np.argsort(label, kind="stable")
-    cum = np.cumsum(np.ones(label.size) if weight is None else np.broadcast_to(weight, label.shape)[order])
-    return float(label[order][min(int(np.sum(cum < q * cum[-1])), label.size - 1)])

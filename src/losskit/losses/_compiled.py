@@ -46,7 +46,7 @@ def run(loss, plan, with_grad: bool, out):
     kernel takes the call (another library or device, a dtype, a layout, numba missing)."""
     xp = plan.xp
     if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
-            or not fused.available():
+            or not fused.available() or type(loss).kernel_name() is None:
         return UNHANDLED
     given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
              "dense": plan.target.dense, "pos_weight": plan.target.pos_weight, "out": out}
@@ -182,3 +182,17 @@ def squared_error(plan, arrays, with_grad):
         _kernels().squared_error_rows(z, y, scale, inv_count, out_loss, elements, grad, with_grad, flags)
 
     return _elementwise(plan, arrays, with_grad, kernel)
+
+
+def formula(loss, plan, arrays, with_grad):
+    """An :class:`~losskit.ElementwiseLoss`: the kernel compiled from its own formula."""
+    from ..fused import formula as compiled
+
+    kernel = compiled.row_kernel(type(loss), True)
+    opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH
+    mean = loss.over_last_axis == "mean" and plan.spans_last_axis
+
+    def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
+        kernel(opts, xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, with_grad, flags)
+
+    return _elementwise(plan, arrays, with_grad, rows)

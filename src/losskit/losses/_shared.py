@@ -1,54 +1,16 @@
-"""Pieces the issue-8 losses share: the functional form of a Loss class, the per-row (multi-label)
-form of an elementwise binary loss, target checks, and numerically careful scalar helpers."""
+"""Pieces the catalogue's losses share: target checks and numerically careful helpers, the latter
+usable in formulas (compiled too: :func:`~losskit.formula_function`)."""
 
 from __future__ import annotations
 
-import inspect
 import math
 
 from .. import _checks
 from ..plan import Target
-from .base import Terms
+from .formula import formula_function
+from .registry import functional
 
-
-def functional(cls, name: str, doc: str):
-    """``name(input, target, *, weight=None, normalizer=None, <cls's options>)``: one call of ``cls``.
-
-    The signature shown is the class's own options, so ``help()`` lists them."""
-
-    def fn(input, target, *, weight=None, normalizer=None, **options):
-        return cls(**options)(input, target, weight=weight, normalizer=normalizer)
-
-    options = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
-    fn.__signature__ = inspect.Signature(
-        [inspect.Parameter(cls.input_name, inspect.Parameter.POSITIONAL_OR_KEYWORD),
-         inspect.Parameter("target", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-         inspect.Parameter("weight", inspect.Parameter.KEYWORD_ONLY, default=None),
-         inspect.Parameter("normalizer", inspect.Parameter.KEYWORD_ONLY, default=None), *options])
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = doc
-    fn.__module__ = cls.__module__
-    return fn
-
-
-def per_row(cls, name: str):
-    """The multi-label form of an elementwise binary loss: one example is a row of K labels,
-    its loss the sum of ``cls``'s loss over them (as :class:`MultilabelCrossEntropy` sums BCE)."""
-
-    def _prepare(self, xp, input, target):
-        if input.ndim == 0:
-            raise _checks.fail(self.input_name, "an array with a label axis [..., K]", "a 0-d array")
-        return cls._prepare(self, xp, input, target)
-
-    def _terms(self, plan, order):
-        terms = cls._terms(self, plan, order)
-        return Terms(plan.xp.sum(terms.loss, axis=-1), terms.grad, terms.hess)
-
-    doc = (f"Multi-label form of :class:`{cls.__name__}`: logits ``[..., K]``, target ``[..., K]``, one "
-           f"example per row, its loss the sum over the K labels; ``weight [...]`` per row.\n\n"
-           f"    Elementwise formula, gradient and Hessian as :class:`{cls.__name__}`.")
-    return type(name, (cls,), {"reduces_last_axis": True, "_prepare": _prepare, "_terms": _terms,
-                               "__doc__": doc, "__module__": cls.__module__})
+__all__ = ["functional", "real_target", "unit_target", "times", "exp_minus_linear"]
 
 
 def real_target(xp, input, target, input_name: str):
@@ -68,15 +30,17 @@ def unit_target(xp, input, target, input_name: str) -> Target:
     return Target(dense=target)
 
 
+@formula_function
 def times(xp, coef, value):
     """``coef * value`` with 0 where ``coef`` is 0: an exact ``0 * inf`` limit, not NaN."""
     return coef * xp.where(coef == 0, xp.zeros_like(value), value)
 
 
-# Taylor coefficients of phi(x) = e^x - 1 - x from x^2 / 2! to x^11 / 11!
-_PHI_SERIES = tuple(1.0 / math.factorial(n) for n in range(2, 12))
+# Taylor coefficients of phi(x) = e^x - 1 - x from x^11 / 11! down to x^2 / 2! (Horner order)
+_PHI_SERIES = tuple(1.0 / math.factorial(n) for n in range(11, 1, -1))
 
 
+@formula_function
 def exp_minus_linear(xp, x):
     """``phi(x) = e^x - 1 - x`` (>= 0), to a few eps over the whole line.
 
@@ -86,7 +50,7 @@ def exp_minus_linear(xp, x):
     small = xp.abs(x) < 0.1
     xs = xp.where(small, x, xp.zeros_like(x))  # the series' branch never sees a large x
     series = xp.zeros_like(x)
-    for c in reversed(_PHI_SERIES):
+    for c in _PHI_SERIES:
         series = (series + c) * xs
     series = series * xs
     xl = xp.where(small, xp.ones_like(x), x)  # nor the other branch a small one

@@ -11,15 +11,18 @@ six times.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import _array, _checks
 from .. import reduction as _reduction
 from ..plan import Plan, Target
-from . import _compiled
+from . import _compiled, registry
+from .declaration import IDENTITY, Hessian, Link, Option
 from .options import Options
 
 
@@ -49,6 +52,20 @@ class Loss(ABC):
     replaces the denominator of ``"mean"``. See :mod:`losskit.reduction` for the rule.
     """
 
+    # -- what a loss declares (read by the registry, heads, GBDT, torch, JAX and eval) -----------
+    #: the registry name, also the function form's name (None: an abstract base, not registered)
+    name: ClassVar[str | None] = None
+    #: the head task this loss serves: "binary", "multiclass", "multilabel", "continuous" (None: none)
+    task: ClassVar[str | None] = None
+    #: short names a head accepts for it (``lk.BinaryHead(loss="focal")``)
+    aliases: ClassVar[tuple] = ()
+    #: the link whose inverse maps the input to the predicted mean (heads' activation, eval)
+    link: ClassVar[Link] = IDENTITY
+    #: the kind of the Hessian in the input
+    hessian: ClassVar[Hessian] = Hessian.DIAGONAL
+    #: where ``hessian`` is ZERO, what a GBDT objective uses instead: "weight" (the row's weight) or
+    #: "majorize" (the majorise-minimise curvature of a loss piecewise linear in a residual)
+    gbdt_curvature: ClassVar[str] = "weight"
     #: name of the first argument in messages: "logits", "probs" or "predictions"
     input_name = "logits"
     #: True when one example spans the last axis of the (canonical) input
@@ -56,8 +73,26 @@ class Loss(ABC):
     #: the record of this loss's options (validated at construction)
     Options = Options
 
+    #: whether subclasses may run the ``_kernel`` this class declares (True only for a kernel made
+    #: from the subclass's own formula): a hand-written kernel serves its own class alone
+    _kernel_inherits: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declared = {k: v for k, v in vars(cls).items() if isinstance(v, Option)}
+        if declared:
+            _declare_options(cls, declared)
+        if cls.__dict__.get("name"):
+            registry.register(cls)
+
     def __init__(self, **options: Any):
-        self.options = self.Options(**options)
+        try:
+            self.options = self.Options(**options)
+        except TypeError:  # an unknown keyword: name it, with the ones this loss takes
+            allowed = [f.name for f in dataclasses.fields(self.Options)]
+            unknown = next(k for k in options if k not in allowed)
+            raise _checks.fail(unknown, f"an option of {type(self).__name__} ({', '.join(allowed)})",
+                               "an unknown option") from None
 
     def __getattr__(self, name: str):
         options = self.__dict__.get("options")
@@ -133,6 +168,38 @@ class Loss(ABC):
     @abstractmethod
     def _terms(self, plan: Plan, order: int) -> Terms:
         """Per-example loss and, up to ``order``, its elementwise derivatives (array-API path)."""
+
+    def best_constant(self, target, weight=None) -> float:
+        """The constant input that minimises the weighted mean loss over ``target`` (NumPy, one
+        value per row): the start of a GBDT (``base_score``) and the baseline of ``demo``/``eval``.
+        By default a bounded 1-D minimisation around ``link(mean target)``."""
+        import numpy as np
+        from scipy.optimize import minimize_scalar
+
+        label = np.asarray(target, dtype=np.float64)
+        w = None if weight is None else np.asarray(weight, dtype=np.float64)
+        total = self.replace(reduction="mean")
+        mean = float(np.average(label, weights=w)) if label.size else 0.0
+        centre = self.link.of_mean(mean)
+        spread = 10.0 * (float(np.std(label)) + 1.0)
+        result = minimize_scalar(lambda c: float(total(np.full(label.shape, c), label, weight=w)),
+                                 bounds=(centre - spread, centre + spread), method="bounded",
+                                 options={"xatol": 1e-10})
+        return float(result.x)
+
+    def gbdt_builtin(self, library: str):
+        """``(objective, params)`` of ``library``'s ("xgboost" or "lightgbm") built-in objective that
+        is this loss with these options, or None where the library has none."""
+        return None
+
+    @classmethod
+    def kernel_name(cls) -> str | None:
+        """The name of the compiled kernel this class runs (its own, or one made from its own formula);
+        None when it has none. The torch-native and XLA paths pick their formulation by it."""
+        owner = next(c for c in cls.__mro__ if "_kernel" in c.__dict__)
+        if owner is Loss or (owner is not cls and not owner._kernel_inherits):
+            return None  # a subclass never runs a kernel written for other math
+        return getattr(cls._kernel, "__name__", None)
 
     def _kernel(self, plan: Plan, host: dict, with_grad: bool):
         """This loss's compiled kernel on the plan's host (NumPy) arrays: ``(scaled_loss, grad)``,
@@ -211,6 +278,33 @@ class Loss(ABC):
         if plan.restore is not None:
             scaled = plan.restore(scaled)
         return value, xp.astype(scaled, plan.dtype)
+
+
+def _declare_options(cls, declared: dict) -> None:
+    """Turn ``name = lk.option(...)`` class attributes into the class's options record and keyword
+    arguments (a declared option is then read as ``self.name``, through the record)."""
+    base = cls.Options
+
+    def post_init(record):
+        base.__post_init__(record)
+        for key, spec in declared.items():
+            record._set(key, spec.check(getattr(record, key), key))
+
+    fields = [(key, Any, dataclasses.field(default=spec.default)) for key, spec in declared.items()]
+    cls.Options = dataclasses.make_dataclass(f"{cls.__name__}Options", fields, bases=(base,), frozen=True,
+                                             eq=False, namespace={"__post_init__": post_init})
+    for key in declared:
+        delattr(cls, key)
+    params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+              for f in dataclasses.fields(cls.Options)]
+    params = params[len(dataclasses.fields(base)):] + params[:len(dataclasses.fields(base))]
+
+    def __init__(self, **options):
+        Loss.__init__(self, **options)
+
+    __init__.__signature__ = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+                                                *params])
+    cls.__init__ = __init__
 
 
 def _example_weight(xp, weight, batch_shape, work):

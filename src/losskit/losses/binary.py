@@ -22,7 +22,9 @@ from ..activations import log_sigmoid_xp, sigmoid_xp
 from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
+from .declaration import LOGIT
 from .options import BinaryOptions
+from .registry import function_of
 
 LOG_FLOOR = -100.0
 PROB_EPS = 1e-12
@@ -101,7 +103,16 @@ class BinaryCrossEntropyWithLogits(_BinaryBase):
     Edges: finite for every finite z; at z = +-inf the exact limit (0 or +inf loss).
     """
 
+    name = "binary_cross_entropy_with_logits"
+    task = "binary"
+    aliases = ("bce",)
+    link = LOGIT
     _kernel = staticmethod(_compiled.bce_logits)
+
+    def gbdt_builtin(self, library):
+        if self.pos_weight is not None or self.label_smoothing:
+            return None
+        return {"xgboost": ("binary:logistic", {}), "lightgbm": ("binary", {})}[library]
 
     def _terms(self, plan, order):
         loss, grad, hess = bce_logits_terms(plan.xp, plan.input, self._smoothed(plan), plan.target.pos_weight,
@@ -118,6 +129,7 @@ class BinaryCrossEntropy(_BinaryBase):
     unit target) and gradient. Prefer the logits form: it is exact where this one floors.
     """
 
+    name = "binary_cross_entropy"
     input_name = "probs"
 
     def _check_input(self, xp, input, source_dtype):
@@ -147,6 +159,7 @@ class BinaryCrossEntropy(_BinaryBase):
         return Terms(loss, grad, hess)
 
 
+@function_of(BinaryCrossEntropyWithLogits)
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      label_smoothing=0.0, reduction="mean", normalizer=None, impl="auto"):
     r"""Binary cross-entropy computed from logits, stable for every finite input.
@@ -168,6 +181,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                                                              normalizer=normalizer)
 
 
+@function_of(BinaryCrossEntropy)
 def binary_cross_entropy(probs, target, *, weight=None, pos_weight=None, label_smoothing=0.0,
                          reduction="mean", normalizer=None, impl="auto"):
     r"""Binary cross-entropy from probabilities: :math:`-(w_+ y'\log p + (1 - y')\log(1 - p))`.

@@ -24,7 +24,9 @@ from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
 from .binary import PROB_EPS, floored_log
+from .declaration import SOFTMAX, Hessian
 from .options import CategoricalOptions
+from .registry import function_of
 
 _PROBS_HINT = ("probs must be a distribution over the class axis; for raw scores use "
                "softmax_cross_entropy")
@@ -154,7 +156,20 @@ class SoftmaxCrossEntropy(_CategoricalBase):
     (``ignore_index``) gives weight 0, so loss 0 and gradient 0 for that example.
     """
 
+    name = "softmax_cross_entropy"
+    task = "multiclass"
+    aliases = ("cross_entropy",)
+    link = SOFTMAX
+    hessian = Hessian.ROW
     _kernel = staticmethod(_compiled.softmax_ce)
+
+    def best_constant(self, target, weight=None) -> float:
+        return 0.0  # a constant per class is the log of its frequency; GBDT libraries start at 0
+
+    def gbdt_builtin(self, library):
+        if self.class_weight is not None or self.label_smoothing or self.ignore_index is not None:
+            return None
+        return {"xgboost": ("multi:softprob", {}), "lightgbm": ("multiclass", {})}[library]
 
     def _terms(self, plan, order):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
@@ -195,6 +210,8 @@ class CategoricalCrossEntropy(_CategoricalBase):
     gradient is with respect to each probability on its own (no simplex projection).
     """
 
+    name = "categorical_cross_entropy"  # the Hessian in the probabilities is diagonal: y'_k / p_k^2
+
     input_name = "probs"
 
     def _check_input(self, xp, input, source_dtype):
@@ -228,6 +245,7 @@ _DOC_OPTIONS = """
 """
 
 
+@function_of(SoftmaxCrossEntropy)
 def softmax_cross_entropy(logits, target, *, axis=-1, class_weight=None, weight=None,
                           ignore_index=None, label_smoothing=0.0, reduction="mean",
                           normalizer=None, impl="auto"):
@@ -236,6 +254,7 @@ def softmax_cross_entropy(logits, target, *, axis=-1, class_weight=None, weight=
         logits, target, weight=weight, normalizer=normalizer)
 
 
+@function_of(CategoricalCrossEntropy)
 def categorical_cross_entropy(probs, target, *, axis=-1, class_weight=None, weight=None,
                               ignore_index=None, label_smoothing=0.0, reduction="mean",
                               normalizer=None, impl="auto"):

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from .. import _array, _checks
 from ._shared import exp_minus_linear, functional
+from .declaration import LOG
+from .formula import formula_function
 from .more_options import TweedieOptions
 from .options import Options
 from .robust import ValueLoss
 
 
-def tweedie_terms(xp, eta, y, power: float, order: int):
-    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` and its derivative."""
+@formula_function
+def tweedie_value(xp, eta, y, power):
+    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note)."""
     a, b = 1.0 - power, 2.0 - power
     positive = y > 0
     y_safe = xp.where(positive, y, xp.ones_like(y))
@@ -41,17 +44,14 @@ def tweedie_terms(xp, eta, y, power: float, order: int):
     stable = 2 * y_safe ** b * stable
     # y <= 0 (allowed for p < 2, and negative only for p <= 0): max(y, 0)^b = 0 and no cancellation
     eta_direct = xp.where(positive, xp.zeros_like(eta), eta)
-    direct = 2 * (xp.exp(b * eta_direct) / b - (y * xp.exp(a * eta_direct) / a if a != 0 else 0.0)) if b != 0 \
-        else xp.zeros_like(eta)
+    direct = xp.zeros_like(eta)
+    if b != 0:
+        direct = direct + 2 * xp.exp(b * eta_direct) / b
+    if a != 0 and b != 0:
+        direct = direct - 2 * y * xp.exp(a * eta_direct) / a
     if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
         direct = direct + y * y
-    loss = xp.where(positive, stable, direct)
-    deriv = None
-    if order >= 1:
-        mu_a = xp.exp(a * eta)
-        mu = xp.exp(eta)
-        deriv = 2 * mu_a * (mu - y) if order == 1 else 2 * mu_a * (b * mu - a * y)
-    return loss, deriv
+    return xp.where(positive, stable, direct)
 
 
 class TweedieDeviance(ValueLoss):
@@ -71,12 +71,15 @@ class TweedieDeviance(ValueLoss):
     0.0
     """
 
+    name = "tweedie_deviance"
+    aliases = ("tweedie",)
+    link = LOG
     Options = TweedieOptions
 
     def __init__(self, *, power: float = 1.5, reduction: str = "mean", impl: str = "auto"):
         super().__init__(power=power, reduction=reduction, impl=impl)
 
-    def _check_target(self, xp, target):
+    def check_target(self, xp, target):
         power = self.power
         if power >= 2:
             bad, expected = target <= 0, "positive values (y > 0)"
@@ -88,8 +91,24 @@ class TweedieDeviance(ValueLoss):
             raise _checks.fail("target", f"{expected} for {type(self).__name__} (power {power:g})",
                                f"a minimum of {float(xp.min(target)):.6g}")
 
-    def _elementwise(self, xp, input, target, order):
-        return tweedie_terms(xp, input, target, self.power, order)
+    def value(self, xp, z, y):
+        return tweedie_value(xp, z, y, self.power)
+
+    def derivative(self, xp, z, y):
+        return 2 * xp.exp((1.0 - self.power) * z) * (xp.exp(z) - y)
+
+    def second_derivative(self, xp, z, y):
+        return 2 * xp.exp((1.0 - self.power) * z) * ((2.0 - self.power) * xp.exp(z) - (1.0 - self.power) * y)
+
+    def gbdt_builtin(self, library):
+        if self.power == 1:
+            return {"xgboost": ("count:poisson", {}), "lightgbm": ("poisson", {})}[library]
+        if self.power == 2:
+            return {"xgboost": ("reg:gamma", {}), "lightgbm": ("gamma", {})}[library]
+        if 1 < self.power < 2:
+            return {"xgboost": ("reg:tweedie", {"tweedie_variance_power": self.power}),
+                    "lightgbm": ("tweedie", {"tweedie_variance_power": self.power})}[library]
+        return None
 
 
 class PoissonDeviance(TweedieDeviance):
@@ -104,11 +123,23 @@ class PoissonDeviance(TweedieDeviance):
     2.0
     """
 
+    name = "poisson_deviance"
+    aliases = ("poisson",)
+    target = "count"
     Options = Options
     power = 1.0
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         ValueLoss.__init__(self, reduction=reduction, impl=impl)
+
+    def value(self, xp, z, y):
+        return tweedie_value(xp, z, y, 1.0)
+
+    def derivative(self, xp, z, y):
+        return 2 * (xp.exp(z) - y)
+
+    def second_derivative(self, xp, z, y):
+        return 2 * xp.exp(z)
 
 
 class GammaDeviance(TweedieDeviance):
@@ -123,11 +154,23 @@ class GammaDeviance(TweedieDeviance):
     1.436564
     """
 
+    name = "gamma_deviance"
+    aliases = ("gamma",)
+    target = "positive"
     Options = Options
     power = 2.0
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         ValueLoss.__init__(self, reduction=reduction, impl=impl)
+
+    def value(self, xp, z, y):
+        return tweedie_value(xp, z, y, 2.0)
+
+    def derivative(self, xp, z, y):
+        return 2 * (1 - y * xp.exp(-z))
+
+    def second_derivative(self, xp, z, y):
+        return 2 * y * xp.exp(-z)
 
 
 _VALUES = """

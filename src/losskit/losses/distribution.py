@@ -24,6 +24,7 @@ from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .more_options import DistillationOptions, QuantileOptions
+from .declaration import SOFTMAX, Hessian
 from .options import Options
 
 
@@ -44,7 +45,8 @@ class KLDivergence(SoftmaxCrossEntropy):
     0.0
     """
 
-    _kernel = Loss._kernel  # the compiled CE kernel has no entropy term
+    name = "kl_divergence"
+    aliases = ("kl",)
 
     def _terms(self, plan, order):
         terms = super()._terms(plan, order)
@@ -73,6 +75,11 @@ class DistillationLoss(_CategoricalBase):
     0.0
     """
 
+    name = "distillation_loss"
+    task = "multiclass"
+    aliases = ("distillation",)
+    link = SOFTMAX
+    hessian = Hessian.ROW
     Options = DistillationOptions
 
     def __init__(self, *, temperature: float = 1.0, axis: int = -1, reduction: str = "mean", impl: str = "auto"):
@@ -123,6 +130,10 @@ class GaussianNLL(Loss):
     0.918939
     """
 
+    name = "gaussian_nll_loss"
+    task = "continuous"
+    aliases = ("gaussian_nll",)
+    hessian = Hessian.ROW  # (mean, log-variance) have a cross term
     input_name = "predictions"
     reduces_last_axis = True
     Options = Options
@@ -177,13 +188,33 @@ class QuantileLoss(Loss):
     1.0
     """
 
+    name = "quantile_loss"
+    task = "continuous"
+    aliases = ("quantile",)
+    hessian = Hessian.ZERO
+    gbdt_curvature = "majorize"
     input_name = "predictions"
     reduces_last_axis = True
-    diagonal_hessian = True
     Options = QuantileOptions
 
     def __init__(self, *, quantiles=(0.5,), reduction: str = "mean", impl: str = "auto"):
         super().__init__(quantiles=quantiles, reduction=reduction, impl=impl)
+
+    def best_constant(self, target, weight=None) -> float:
+        import numpy as np
+
+        from .._stats import weighted_quantile
+
+        if len(self.quantiles) != 1:
+            return 0.0
+        return weighted_quantile(np.asarray(target, dtype=np.float64), float(self.quantiles[0]), weight)
+
+    def gbdt_builtin(self, library):
+        if len(self.quantiles) != 1:
+            return None
+        q = float(self.quantiles[0])
+        return {"xgboost": ("reg:quantileerror", {"quantile_alpha": q}),
+                "lightgbm": ("quantile", {"alpha": q})}[library]
 
     def _prepare(self, xp, input, target) -> Target:
         n = len(self.quantiles)

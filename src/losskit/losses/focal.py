@@ -19,15 +19,17 @@ it is never formed: the code carries ``p (1 - p) / (1 - p_t)`` (bounded, in [0, 
 from __future__ import annotations
 
 from .. import _array, _checks
-from ..activations import log_sigmoid_xp, log_softmax_xp, sigmoid_xp
-from ..plan import Target
-from ._shared import functional, per_row, times, unit_target
+from ..activations import log_softmax_xp
+from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
+from .declaration import SOFTMAX, Hessian
+from .elementwise import ElementwiseLoss, multilabel_form
+from .formula import formula_function
 from .more_options import PolyOptions, SigmoidFocalOptions, SoftmaxFocalOptions
 
 
-class SigmoidFocalLoss(Loss):
+class SigmoidFocalLoss(ElementwiseLoss):
     r"""Binary focal loss from logits, elementwise like :class:`BinaryCrossEntropyWithLogits`.
 
     .. math:: l = a_t (1 - p_t)^\gamma \left(-y' \log\sigma(z) - (1 - y')\log\sigma(-z)\right)
@@ -48,45 +50,57 @@ class SigmoidFocalLoss(Loss):
     0.173287
     """
 
+    name = "sigmoid_focal_loss"
+    aliases = ("focal",)
+    target = "binary"
+    hessian = Hessian.INDEFINITE
     Options = SigmoidFocalOptions
-    diagonal_hessian = True
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None, label_smoothing: float = 0.0,
                  reduction: str = "mean", impl: str = "auto"):
         super().__init__(gamma=gamma, alpha=alpha, label_smoothing=label_smoothing, reduction=reduction,
                          impl=impl)
 
-    def _prepare(self, xp, input, target) -> Target:
-        return unit_target(xp, input, target, self.input_name)
+    def value(self, xp, z, y):
+        y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
+        return a_t * times(xp, q ** self.gamma, ce)  # 0 ** 0 = 1: gamma = 0 is (alpha-weighted) BCE
 
-    def _terms(self, plan, order):
-        xp, z, gamma, alpha = plan.xp, plan.input, self.gamma, self.alpha
-        a = plan.smoothing
-        y = plan.target.dense if a == 0 else (1 - a) * plan.target.dense + a / 2
-        s_pos, s_neg = sigmoid_xp(xp, z), sigmoid_xp(xp, -z)  # p and 1 - p, each to full precision
-        q = y * s_neg + (1 - y) * s_pos  # 1 - p_t: a sum of positives, no cancellation
-        ce = -(times(xp, y, log_sigmoid_xp(xp, z)) + times(xp, 1 - y, log_sigmoid_xp(xp, -z)))
-        a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
-        mod = q ** gamma  # 0 ** 0 = 1: gamma = 0 is plain (alpha-weighted) BCE
-        loss = a_t * times(xp, mod, ce)
-        grad = hess = None
-        if order >= 1:
-            pq = s_pos * s_neg
-            # r = p (1 - p) / q in [0, 1]; where q = 0 (a hard label predicted exactly) its limit
-            r = xp.where(q > 0, pq / xp.where(q > 0, q, xp.ones_like(q)), y * s_pos + (1 - y) * s_neg)
-            dq = 1 - 2 * y  # dq/dz = (1 - 2y) p (1 - p) = (1 - 2y) r q
-            dce = (1 - y) * s_pos - y * s_neg  # sigmoid(z) - y, each term to full precision
-            inner = gamma * dq * times(xp, r, ce) + dce  # (d/dz of q^gamma ce) / q^gamma
-            if order == 1:
-                grad = a_t * mod * inner
-            else:
-                dr = r * ((s_neg - s_pos) - dq * r)  # d r / dz
-                d_inner = gamma * dq * (times(xp, dr, ce) + r * dce) + pq
-                hess = a_t * mod * (gamma * dq * r * inner + d_inner)
-        return Terms(loss, grad, hess)
+    def derivative(self, xp, z, y):
+        y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
+        r, dq, dce = _focal_slopes(xp, y, s_pos, s_neg, q)
+        return a_t * q ** self.gamma * (self.gamma * dq * times(xp, r, ce) + dce)
+
+    def second_derivative(self, xp, z, y):
+        y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
+        r, dq, dce = _focal_slopes(xp, y, s_pos, s_neg, q)
+        gamma = self.gamma
+        inner = gamma * dq * times(xp, r, ce) + dce  # (d/dz of q^gamma ce) / q^gamma
+        dr = r * ((s_neg - s_pos) - dq * r)  # d r / dz
+        d_inner = gamma * dq * (times(xp, dr, ce) + r * dce) + s_pos * s_neg
+        return a_t * q ** gamma * (gamma * dq * r * inner + d_inner)
 
 
-MultilabelSigmoidFocalLoss = per_row(SigmoidFocalLoss, "MultilabelSigmoidFocalLoss")
+@formula_function
+def _focal_parts(xp, z, y, smoothing, alpha):
+    y = (1 - smoothing) * y + smoothing / 2
+    s_pos, s_neg = xp.sigmoid(z), xp.sigmoid(-z)  # p and 1 - p, each to full precision
+    q = y * s_neg + (1 - y) * s_pos  # 1 - p_t: a sum of positives, no cancellation
+    ce = -(times(xp, y, xp.log_sigmoid(z)) + times(xp, 1 - y, xp.log_sigmoid(-z)))
+    a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+    return y, a_t, s_pos, s_neg, q, ce
+
+
+@formula_function
+def _focal_slopes(xp, y, s_pos, s_neg, q):
+    # r = p (1 - p) / q in [0, 1]; where q = 0 (a hard label predicted exactly) its limit
+    r = xp.where(q > 0, s_pos * s_neg / xp.where(q > 0, q, xp.ones_like(q)), y * s_pos + (1 - y) * s_neg)
+    dq = 1 - 2 * y  # dq/dz = (1 - 2y) p (1 - p) = (1 - 2y) r q
+    dce = (1 - y) * s_pos - y * s_neg  # sigmoid(z) - y, each term to full precision
+    return r, dq, dce
+
+
+MultilabelSigmoidFocalLoss = multilabel_form(SigmoidFocalLoss, "MultilabelSigmoidFocalLoss",
+                                             "multilabel_sigmoid_focal_loss", ("focal",))
 
 
 def _alpha(xp, alpha, input):
@@ -122,6 +136,11 @@ class SoftmaxFocalLoss(_CategoricalBase):
     0.173287
     """
 
+    name = "softmax_focal_loss"
+    task = "multiclass"
+    aliases = ("focal",)
+    link = SOFTMAX
+    hessian = Hessian.ROW
     Options = SoftmaxFocalOptions
 
     def __init__(self, *, gamma: float = 2.0, alpha=None, axis: int = -1, class_weight=None,
@@ -181,8 +200,9 @@ class PolyCrossEntropy(SoftmaxCrossEntropy):
     1.193147
     """
 
+    name = "poly_cross_entropy"
+    aliases = ("poly",)
     Options = PolyOptions
-    _kernel = Loss._kernel  # the compiled softmax CE kernel knows nothing of epsilon
 
     def __init__(self, *, epsilon: float = 1.0, axis: int = -1, class_weight=None, ignore_index=None,
                  label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):

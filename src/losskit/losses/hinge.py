@@ -1,4 +1,5 @@
-r"""Margin losses: hinge and squared hinge (binary, elementwise) and Crammer-Singer (multi-class).
+r"""Margin losses: hinge, squared hinge and exponential (binary, elementwise) and Crammer-Singer
+(multi-class).
 
 With the label as a sign :math:`s \in \{-1, +1\}` (0/1 labels are mapped to -1/+1) and the
 margin :math:`m = s z`:
@@ -18,22 +19,15 @@ from __future__ import annotations
 
 from .. import _array, _checks
 from ..plan import Target
-from ._shared import functional, per_row, real_target
+from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import _CategoricalBase
+from .declaration import HALF_LOGIT, IDENTITY, Hessian
+from .elementwise import ElementwiseLoss, multilabel_form
 from .more_options import LabelOptions
-from .options import Options
 
 
-def _signs(xp, input, target, input_name):
-    target = real_target(xp, input, target, input_name)
-    ok = (target == 1) | (target == 0) | (target == -1)
-    if _array.concrete_bool(xp.all(ok)) is False:
-        raise _checks.fail("target", "labels 0/1 or -1/+1", "another value")
-    return Target(dense=xp.where(target > 0, xp.ones_like(target), -xp.ones_like(target)))
-
-
-class HingeLoss(Loss):
+class HingeLoss(ElementwiseLoss):
     r"""Hinge loss on a margin, elementwise: :math:`l = \max(0, 1 - s z)` (Keras ``Hinge``).
 
     Shapes: ``logits [...]`` (scores), ``target [...]`` of 0/1 or -1/+1 labels, ``weight [...]``.
@@ -45,28 +39,26 @@ class HingeLoss(Loss):
     [0.5, 0.0]
     """
 
-    Options = Options
-    diagonal_hessian = True
-    _power = 1
+    name = "hinge_loss"
+    aliases = ("hinge",)
+    target = "sign"
+    link = IDENTITY  # a score, not a logit: no probability is read from it
+    hessian = Hessian.ZERO
 
-    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(reduction=reduction, impl=impl)
+    def value(self, xp, z, y):
+        return xp.maximum(1 - y * z, 0.0)
 
-    def _prepare(self, xp, input, target) -> Target:
-        return _signs(xp, input, target, self.input_name)
+    def derivative(self, xp, z, y):
+        return xp.where(1 - y * z > 0, -y, 0.0)
 
-    def _terms(self, plan, order):
-        xp, z, s = plan.xp, plan.input, plan.target.dense
-        gap = xp.maximum(1 - s * z, xp.zeros_like(z))  # max(0, 1 - m)
-        if self._power == 1:
-            loss = gap
-            grad = xp.where(gap > 0, -s, xp.zeros_like(z)) if order == 1 else None
-            hess = xp.zeros_like(z) if order == 2 else None
-        else:
-            loss = gap * gap
-            grad = -2 * s * gap if order == 1 else None
-            hess = xp.where(gap > 0, xp.full_like(z, 2.0), xp.zeros_like(z)) if order == 2 else None
-        return Terms(loss, grad, hess)
+    def second_derivative(self, xp, z, y):
+        return xp.zeros_like(z)
+
+    def best_constant(self, target, weight=None) -> float:
+        import numpy as np  # the sign of the weighted majority: a margin of +-1 costs the minority 2
+
+        t = np.where(np.asarray(target) > 0, 1.0, -1.0)
+        return float(np.sign(np.average(t, weights=weight))) if t.size else 0.0
 
 
 class SquaredHingeLoss(HingeLoss):
@@ -80,11 +72,64 @@ class SquaredHingeLoss(HingeLoss):
     [0.25, 0.0]
     """
 
-    _power = 2
+    name = "squared_hinge_loss"
+    aliases = ("squared_hinge",)
+    hessian = Hessian.DIAGONAL
+
+    def value(self, xp, z, y):
+        gap = xp.maximum(1 - y * z, 0.0)
+        return gap * gap
+
+    def derivative(self, xp, z, y):
+        return -2 * y * xp.maximum(1 - y * z, 0.0)
+
+    def second_derivative(self, xp, z, y):
+        return xp.where(1 - y * z > 0, 2.0, 0.0)
+
+    best_constant = ElementwiseLoss.best_constant
 
 
-MultilabelHingeLoss = per_row(HingeLoss, "MultilabelHingeLoss")
-MultilabelSquaredHingeLoss = per_row(SquaredHingeLoss, "MultilabelSquaredHingeLoss")
+class ExponentialLoss(ElementwiseLoss):
+    r"""AdaBoost's exponential loss on a margin: :math:`l = y e^{-z} + (1 - y) e^{z}`.
+
+    For 0/1 labels this is :math:`e^{-s z}` with the sign :math:`s = 2y - 1`; a probability target
+    gives the expected loss. Its minimiser is half the log-odds, :math:`z^* = \tfrac12 \log(y / (1 - y))`,
+    so the probability read from a margin is :math:`\sigma(2z)` (the link ``half_logit``).
+    Gradient :math:`-y e^{-z} + (1 - y) e^{z}`; Hessian :math:`y e^{-z} + (1 - y) e^{z}` (> 0).
+
+    Shapes: ``logits [...]``, ``target [...]`` (0/1 or probabilities), ``weight [...]``; result
+    ``[...]`` for "none", else 0-d. Edges: grows as :math:`e^{|z|}` on the wrong side, so it is +inf
+    once :math:`e^{|z|}` overflows (|z| > 709 in float64, 88 in float32).
+
+    >>> import numpy as np, losskit as lk
+    >>> lk.exponential_loss(np.array([0.0, np.log(2.0)]), np.array([1, 0]), reduction="none").tolist()
+    [1.0, 2.0]
+    """
+
+    name = "exponential_loss"
+    aliases = ("exponential",)
+    target = "binary"
+    link = HALF_LOGIT
+
+    def value(self, xp, z, y):
+        return times(xp, y, xp.exp(-z)) + times(xp, 1 - y, xp.exp(z))
+
+    def derivative(self, xp, z, y):
+        return times(xp, 1 - y, xp.exp(z)) - times(xp, y, xp.exp(-z))
+
+    def second_derivative(self, xp, z, y):
+        return times(xp, y, xp.exp(-z)) + times(xp, 1 - y, xp.exp(z))
+
+    def best_constant(self, target, weight=None) -> float:
+        import numpy as np
+
+        p = float(np.average(np.asarray(target, dtype=np.float64), weights=weight)) if np.size(target) else 0.5
+        return self.link.of_mean(p)
+
+
+MultilabelHingeLoss = multilabel_form(HingeLoss, "MultilabelHingeLoss", "multilabel_hinge_loss", ("hinge",))
+MultilabelSquaredHingeLoss = multilabel_form(SquaredHingeLoss, "MultilabelSquaredHingeLoss",
+                                             "multilabel_squared_hinge_loss", ("squared_hinge",))
 
 
 class MulticlassHingeLoss(_CategoricalBase):
@@ -103,8 +148,11 @@ class MulticlassHingeLoss(_CategoricalBase):
     0.5
     """
 
+    name = "multiclass_hinge_loss"
+    task = "multiclass"
+    aliases = ("hinge",)
+    hessian = Hessian.ZERO
     Options = LabelOptions
-    diagonal_hessian = True  # zero
 
     def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None, reduction: str = "mean",
                  impl: str = "auto"):
@@ -163,6 +211,15 @@ multilabel_squared_hinge_loss = functional(
     >>> import numpy as np, losskit as lk
     >>> float(lk.multilabel_squared_hinge_loss(np.zeros((1, 2)), np.array([[1, 0]])))
     2.0
+""")
+exponential_loss = functional(ExponentialLoss, "exponential_loss", r"""AdaBoost's exponential loss
+    :math:`y e^{-z} + (1 - y) e^{z}` per element (see :class:`ExponentialLoss`).
+
+    Shapes: ``logits [...]``, ``target [...]`` (0/1 or probabilities), ``weight [...]``.
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.exponential_loss(np.array([0.0, 0.0]), np.array([1, 0])))
+    1.0
 """)
 multiclass_hinge_loss = functional(MulticlassHingeLoss, "multiclass_hinge_loss", r"""Crammer-Singer hinge
     :math:`\max_k (z_k + 1 - [k = y]) - z_y` (see :class:`MulticlassHingeLoss`).

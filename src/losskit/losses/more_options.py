@@ -7,31 +7,15 @@ They extend the records of :mod:`losskit.losses.options`, which stay as they are
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from .. import _checks
+from .declaration import number
 from .options import CategoricalOptions, Options, _weights
 
 __all__ = ["number", "SigmoidFocalOptions", "SoftmaxFocalOptions", "PolyOptions", "LabelOptions",
            "DistillationOptions", "DeltaOptions", "BetaOptions", "QuantileOptions", "TweedieOptions"]
-
-
-def number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a finite float inside the given bounds, or a LossInputError naming ``name``."""
-    lo = "" if low is None else ("> " if low_open else ">= ") + f"{low:g}"
-    hi = "" if high is None else ("< " if high_open else "<= ") + f"{high:g}"
-    expected = "a finite number" + (f" {lo}" if lo else "") + (f" and {hi}" if lo and hi else f" {hi}" if hi else "")
-    if not _checks.is_number(value) or not math.isfinite(float(value)):
-        raise _checks.fail(name, expected, repr(value))
-    v = float(value)
-    if low is not None and (v < low or (low_open and v == low)):
-        raise _checks.fail(name, expected, repr(value))
-    if high is not None and (v > high or (high_open and v == high)):
-        raise _checks.fail(name, expected, repr(value))
-    return v
 
 
 def _alpha_binary(value: Any) -> float | None:

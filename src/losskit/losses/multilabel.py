@@ -14,6 +14,8 @@ from .. import _checks
 from . import _compiled
 from .base import Terms
 from .binary import _BinaryBase, bce_logits_terms
+from .declaration import LOGIT
+from .registry import function_of
 
 
 class MultilabelCrossEntropy(_BinaryBase):
@@ -24,6 +26,10 @@ class MultilabelCrossEntropy(_BinaryBase):
     Gradient :math:`\sigma(z)(w_+ y' + 1 - y') - w_+ y'` per unit; edges as BCE-with-logits.
     """
 
+    name = "multilabel_cross_entropy"
+    task = "multilabel"
+    aliases = ("bce",)
+    link = LOGIT
     reduces_last_axis = True
 
     _kernel = staticmethod(_compiled.bce_logits)
@@ -39,6 +45,7 @@ class MultilabelCrossEntropy(_BinaryBase):
         return Terms(plan.xp.sum(loss, axis=-1), grad, hess)
 
 
+@function_of(MultilabelCrossEntropy)
 def multilabel_cross_entropy(logits, target, *, weight=None, pos_weight=None,
                              label_smoothing=0.0, reduction="mean", normalizer=None, impl="auto"):
     r"""Multi-label loss: sigmoid on each unit, binary cross-entropy summed over the K labels.

@@ -13,6 +13,7 @@ from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
+from .registry import function_of
 
 
 class MeanSquaredError(Loss):
@@ -23,11 +24,17 @@ class MeanSquaredError(Loss):
     Hessian diagonal :math:`2/D`. Edges: finite for finite input; inf when |error| overflows.
     """
 
+    name = "mean_squared_error"
+    task = "continuous"
+    aliases = ("mse",)
     input_name = "predictions"
     _kernel = staticmethod(_compiled.squared_error)
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__(reduction=reduction, impl=impl)
+
+    def gbdt_builtin(self, library):  # half the squared error: the same minimiser and trees
+        return {"xgboost": ("reg:squarederror", {}), "lightgbm": ("regression", {})}[library]
 
     def _spans_last_axis(self, ndim: int) -> bool:
         return ndim >= 2  # a 1-D input is N examples of one value each
@@ -55,6 +62,7 @@ class MeanSquaredError(Loss):
         return Terms(loss, grad, hess)
 
 
+@function_of(MeanSquaredError)
 def mean_squared_error(predictions, target, *, weight=None, reduction="mean", normalizer=None, impl="auto"):
     r"""Mean squared error: :math:`l_i = \mathrm{mean}_j (\hat y_{ij} - y_{ij})^2`.
 

@@ -4,7 +4,7 @@ Each is a function :math:`\rho(e)` of the error :math:`e = \hat y - y`, averaged
 of an example as :class:`MeanSquaredError` does (a 1-D input is one value per example; for 2 or
 more dimensions the last axis holds the D values of an example), so that ``"mean"`` equals the
 peers' mean over all elements (``F.l1_loss``, ``F.huber_loss``, ``F.smooth_l1_loss``, Keras
-``LogCosh``).
+``LogCosh``). Each is one formula (:class:`~losskit.ElementwiseLoss`), compiled for the CPU kernel.
 
 Design note: pseudo-Huber is written ``|e| * |e| / (1 + h)`` with ``h = hypot(1, e / delta)``
 rather than ``delta^2 (sqrt(1 + (e/delta)^2) - 1)``: the latter cancels for small e and
@@ -16,48 +16,23 @@ from __future__ import annotations
 
 import math
 
-from .. import _checks
-from ..plan import Target
-from ._shared import functional, real_target
-from .base import Loss, Terms
-from .more_options import BetaOptions, DeltaOptions
-from .options import Options
+import numpy as np
+
+from .._stats import weighted_quantile
+from .declaration import Hessian, option
+from .elementwise import ElementwiseLoss
+from .registry import functional
 
 
-class ValueLoss(Loss):
+class ValueLoss(ElementwiseLoss):
     """Base of the losses of one value per unit: ``rho(e)`` per element, averaged over the D values
-    of an example. A subclass supplies ``_elementwise(xp, input, target, order) -> (l, d)``, with
-    ``d`` the first or second derivative in the input for ``order`` 1 or 2 (None for 0)."""
+    of an example."""
 
-    input_name = "predictions"
-    diagonal_hessian = True
-
-    def _spans_last_axis(self, ndim: int) -> bool:
-        return ndim >= 2  # a 1-D input is N examples of one value each
-
-    def _prepare(self, xp, input, target) -> Target:
-        if input.ndim >= 2 and input.shape[-1] == 0:
-            raise _checks.fail(self.input_name, "at least one value per example along the last axis",
-                               f"shape {tuple(input.shape)}")
-        target = real_target(xp, input, target, self.input_name)
-        self._check_target(xp, target)
-        return Target(dense=target)
-
-    def _check_target(self, xp, target) -> None:  # noqa: B027 - optional hook
-        """Check the target's domain (deviances)."""
-
-    def _terms(self, plan, order):
-        xp, input = plan.xp, plan.input
-        loss, d = self._elementwise(xp, input, plan.target.dense, order)
-        size = input.shape[-1] if input.ndim >= 2 else 1
-        if input.ndim >= 2:
-            loss = xp.mean(loss, axis=-1)
-        d = None if d is None else d / size
-        return Terms(loss, d if order == 1 else None, d if order == 2 else None)
+    target = "value"
+    over_last_axis = "mean"
+    task = "continuous"
 
 
-def _sign(xp, e):
-    return xp.sign(e)
 
 
 class AbsoluteError(ValueLoss):
@@ -71,15 +46,25 @@ class AbsoluteError(ValueLoss):
     2.0
     """
 
-    Options = Options
+    name = "absolute_error"
+    aliases = ("mae",)
+    hessian = Hessian.ZERO
+    gbdt_curvature = "majorize"
 
-    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(reduction=reduction, impl=impl)
+    def value(self, xp, z, y):
+        return xp.abs(z - y)
 
-    def _elementwise(self, xp, input, target, order):
-        e = input - target
-        d = _sign(xp, e) if order == 1 else xp.zeros_like(e) if order == 2 else None
-        return xp.abs(e), d
+    def derivative(self, xp, z, y):
+        return xp.sign(z - y)
+
+    def second_derivative(self, xp, z, y):
+        return xp.zeros_like(z)
+
+    def best_constant(self, target, weight=None) -> float:
+        return weighted_quantile(np.asarray(target, dtype=np.float64), 0.5, weight)  # the weighted median, as the built-ins start
+
+    def gbdt_builtin(self, library):
+        return {"xgboost": ("reg:absoluteerror", {}), "lightgbm": ("l1", {})}[library]
 
 
 class HuberLoss(ValueLoss):
@@ -95,22 +80,24 @@ class HuberLoss(ValueLoss):
     [0.125, 2.5]
     """
 
-    Options = DeltaOptions
+    name = "huber_loss"
+    aliases = ("huber",)
+    delta = option(1.0, low=0.0, low_open=True, doc="the error where the loss turns linear")
 
-    def __init__(self, *, delta: float = 1.0, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(delta=delta, reduction=reduction, impl=impl)
-
-    def _elementwise(self, xp, input, target, order):
-        e, delta = input - target, self.delta
+    def value(self, xp, z, y):
+        e = z - y
         a = xp.abs(e)
-        inside = a < delta
-        loss = xp.where(inside, 0.5 * e * e, delta * (a - 0.5 * delta))
-        d = None
-        if order == 1:
-            d = xp.clip(e, -delta, delta)
-        elif order == 2:
-            d = xp.astype(inside, e.dtype)
-        return loss, d
+        return xp.where(a < self.delta, 0.5 * e * e, self.delta * (a - 0.5 * self.delta))
+
+    def derivative(self, xp, z, y):
+        return xp.clip(z - y, -self.delta, self.delta)
+
+    def second_derivative(self, xp, z, y):
+        return xp.where(xp.abs(z - y) < self.delta, 1.0, 0.0)
+
+    def gbdt_builtin(self, library):
+        # LightGBM's "huber" is this loss with alpha = delta; XGBoost has only the pseudo-Huber
+        return ("huber", {"alpha": self.delta}) if library == "lightgbm" else None
 
 
 class SmoothL1Loss(ValueLoss):
@@ -126,24 +113,24 @@ class SmoothL1Loss(ValueLoss):
     [0.125, 2.5]
     """
 
-    Options = BetaOptions
+    name = "smooth_l1_loss"
+    aliases = ("smooth_l1",)
+    beta = option(1.0, low=0.0, doc="the error where the loss turns linear (0: the absolute error)")
 
-    def __init__(self, *, beta: float = 1.0, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(beta=beta, reduction=reduction, impl=impl)
-
-    def _elementwise(self, xp, input, target, order):
-        e, beta = input - target, self.beta
+    def value(self, xp, z, y):
+        e = z - y
         a = xp.abs(e)
-        if beta == 0:
-            return a, _sign(xp, e) if order == 1 else xp.zeros_like(e) if order == 2 else None
-        inside = a < beta
-        loss = xp.where(inside, 0.5 * e * e / beta, a - 0.5 * beta)
-        d = None
-        if order == 1:
-            d = xp.clip(e / beta, -1.0, 1.0)
-        elif order == 2:
-            d = xp.astype(inside, e.dtype) / beta
-        return loss, d
+        safe = self.beta if self.beta > 0 else 1.0  # beta = 0 takes the linear side everywhere
+        return xp.where(a < self.beta, 0.5 * e * (e / safe), a - 0.5 * self.beta)
+
+    def derivative(self, xp, z, y):
+        e = z - y
+        safe = self.beta if self.beta > 0 else 1.0
+        return xp.where(xp.abs(e) < self.beta, e / safe, xp.sign(e))
+
+    def second_derivative(self, xp, z, y):
+        safe = self.beta if self.beta > 0 else 1.0
+        return xp.where(xp.abs(z - y) < self.beta, 1.0 / safe, 0.0)
 
 
 class PseudoHuberLoss(ValueLoss):
@@ -160,22 +147,27 @@ class PseudoHuberLoss(ValueLoss):
     0.414214
     """
 
-    Options = DeltaOptions
+    name = "pseudo_huber_loss"
+    aliases = ("pseudo_huber",)
+    delta = option(1.0, low=0.0, low_open=True, doc="the slope of the linear tails")
 
-    def __init__(self, *, delta: float = 1.0, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(delta=delta, reduction=reduction, impl=impl)
-
-    def _elementwise(self, xp, input, target, order):
-        e, delta = input - target, self.delta
+    def value(self, xp, z, y):
+        e = z - y
         a = xp.abs(e)
-        h = xp.hypot(xp.ones_like(e), e / delta)  # sqrt(1 + (e/delta)^2) without overflow
-        loss = a * (a / (1 + h))  # = delta^2 (h - 1), without cancellation for small e
-        d = None
-        if order == 1:
-            d = e / h
-        elif order == 2:
-            d = 1 / (h * h * h)
-        return loss, d
+        h = xp.hypot(xp.ones_like(e), e / self.delta)  # sqrt(1 + (e/delta)^2) without overflow
+        return a * (a / (1 + h))  # = delta^2 (h - 1), without cancellation for small e
+
+    def derivative(self, xp, z, y):
+        e = z - y
+        return e / xp.hypot(xp.ones_like(e), e / self.delta)
+
+    def second_derivative(self, xp, z, y):
+        e = z - y
+        h = xp.hypot(xp.ones_like(e), e / self.delta)
+        return 1 / (h * h * h)
+
+    def gbdt_builtin(self, library):
+        return ("reg:pseudohubererror", {"huber_slope": self.delta}) if library == "xgboost" else None
 
 
 _LOG2 = math.log(2.0)
@@ -193,27 +185,24 @@ class LogCoshLoss(ValueLoss):
     0.433781
     """
 
-    Options = Options
+    name = "log_cosh_loss"
+    aliases = ("log_cosh",)
 
-    def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
-        super().__init__(reduction=reduction, impl=impl)
-
-    def _elementwise(self, xp, input, target, order):
-        e = input - target
-        a = xp.abs(e)
+    def value(self, xp, z, y):
+        a = xp.abs(z - y)
         small = a < 1
         a_small = xp.where(small, a, xp.zeros_like(a))  # each branch sees only its own inputs
         a_large = xp.where(small, xp.ones_like(a), a)
         half = xp.sinh(a_small / 2)
-        loss = xp.where(small, xp.log1p(2 * half * half),  # cosh e - 1 = 2 sinh(e/2)^2
+        return xp.where(small, xp.log1p(2 * half * half),  # cosh e - 1 = 2 sinh(e/2)^2
                         a_large + xp.log1p(xp.exp(-2 * a_large)) - _LOG2)
-        d = None
-        if order == 1:
-            d = xp.tanh(e)
-        elif order == 2:
-            t = xp.exp(-2 * a)  # 1 - tanh^2 = 4 t / (1 + t)^2: no cancellation for large |e|
-            d = 4 * t / ((1 + t) * (1 + t))
-        return loss, d
+
+    def derivative(self, xp, z, y):
+        return xp.tanh(z - y)
+
+    def second_derivative(self, xp, z, y):
+        t = xp.exp(-2 * xp.abs(z - y))  # 1 - tanh^2 = 4 t / (1 + t)^2: no cancellation for large |e|
+        return 4 * t / ((1 + t) * (1 + t))
 
 
 _VALUES = """

@@ -1,0 +1,267 @@
+r"""Compiled kernels made from a loss's formula: the scalar ``xp`` and one row kernel per class.
+
+An :class:`~losskit.ElementwiseLoss` writes ``value(self, xp, z, y)`` and ``derivative(self, xp, z,
+y)`` once, against ``xp``. Here ``xp`` is :data:`SCALAR_MATH`, an object numba compiles whose
+methods are the scalar forms of :data:`losskit.losses.formula.FUNCTIONS` (``exp`` is the
+vectorisable :func:`~losskit.fused.vmath.vexp`), and ``self`` is a named tuple of the loss's
+numeric options. numba compiles the formula inline into one flat loop per row, so LLVM vectorises
+it as it does the hand-written kernels. Accumulation and flags follow
+:mod:`losskit.fused.kernels`: the scaled loss ``s l`` (0 where ``s`` is 0), the scaled gradient,
+and ``flags[i] = 1`` for a row holding a non-finite input, loss or derivative (the array-API path
+then answers it exactly).
+
+The kernels are compiled per loss class on first use and are not cached on disk: numba cannot
+cache a function that calls another one chosen at run time (the formula). A first call on a small
+input is answered by the reference path while the kernel compiles in the background
+(:mod:`losskit.losses._compiled`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import namedtuple
+
+import numba
+import numpy as np
+from numba import prange, types
+from numba.core.extending import register_jitable
+from numba.extending import NativeValue, models, overload_method, register_model, typeof_impl, unbox
+
+from ..losses.formula import FORMULA_FUNCTIONS
+from .vmath import vexp, vlog1p_unit
+
+__all__ = ["SCALAR_MATH", "row_kernel", "options_tuple"]
+
+
+class ScalarMath:
+    """The ``xp`` a formula sees inside a compiled kernel (a numba type of no data)."""
+
+
+class _ScalarMathType(types.Type):
+    def __init__(self):
+        super().__init__(name="losskit.ScalarMath")
+
+
+_SCALAR_MATH_TYPE = _ScalarMathType()
+SCALAR_MATH = ScalarMath()
+
+
+@typeof_impl.register(ScalarMath)
+def _typeof(value, context):
+    return _SCALAR_MATH_TYPE
+
+
+register_model(_ScalarMathType)(models.OpaqueModel)
+
+
+@unbox(_ScalarMathType)
+def _unbox(typ, obj, context):
+    return NativeValue(context.context.get_dummy_value())
+
+
+def _method(name):
+    def decorate(impl):
+        overload_method(_ScalarMathType, name, jit_options={"fastmath": {"contract"}})(impl)
+        return impl
+    return decorate
+
+
+def _float_type(x):
+    return np.float32 if x == types.float32 else np.float64
+
+
+@_method("exp")
+def _exp(self, x):
+    return lambda self, x: vexp(x)
+
+
+@_method("expm1")
+def _expm1(self, x):
+    return lambda self, x: math.expm1(x)
+
+
+@_method("log")
+def _log(self, x):
+    return lambda self, x: math.log(x)
+
+
+@_method("log1p")
+def _log1p(self, x):
+    return lambda self, x: math.log1p(x)
+
+
+@_method("sqrt")
+def _sqrt(self, x):
+    return lambda self, x: math.sqrt(x)
+
+
+@_method("abs")
+def _abs(self, x):
+    return lambda self, x: abs(x)
+
+
+@_method("sign")
+def _sign(self, x):
+    one = _float_type(x)(1)
+    zero = _float_type(x)(0)
+    return lambda self, x: one if x > 0 else -one if x < 0 else zero * x  # NaN stays NaN
+
+
+@_method("tanh")
+def _tanh(self, x):
+    return lambda self, x: math.tanh(x)
+
+
+@_method("sinh")
+def _sinh(self, x):
+    return lambda self, x: math.sinh(x)
+
+
+@_method("cosh")
+def _cosh(self, x):
+    return lambda self, x: math.cosh(x)
+
+
+@_method("hypot")
+def _hypot(self, x, y):
+    return lambda self, x, y: math.hypot(x, y)
+
+
+@_method("maximum")
+def _maximum(self, x, y):
+    return lambda self, x, y: x if x >= y else y
+
+
+@_method("minimum")
+def _minimum(self, x, y):
+    return lambda self, x, y: x if x <= y else y
+
+
+@_method("where")
+def _where(self, condition, a, b):
+    return lambda self, condition, a, b: a if condition else b
+
+
+@_method("clip")
+def _clip(self, x, low, high):
+    return lambda self, x, low, high: min(max(x, low), high)
+
+
+@_method("pow")
+def _pow(self, x, y):
+    return lambda self, x, y: x ** y
+
+
+@_method("isfinite")
+def _isfinite(self, x):
+    return lambda self, x: math.isfinite(x)
+
+
+@_method("zeros_like")
+def _zeros_like(self, x):
+    zero = _float_type(x)(0)
+    return lambda self, x: zero
+
+
+@_method("ones_like")
+def _ones_like(self, x):
+    one = _float_type(x)(1)
+    return lambda self, x: one
+
+
+@_method("full_like")
+def _full_like(self, x, value):
+    cast = _float_type(x)
+    return lambda self, x, value: cast(value)
+
+
+@_method("sigmoid")
+def _sigmoid(self, z):
+    def impl(self, z):
+        e = vexp(-abs(z))
+        inv = 1 / (1 + e)
+        return inv if z >= 0 else e * inv  # each side to full precision
+    return impl
+
+
+@_method("log_sigmoid")
+def _log_sigmoid(self, z):
+    zero = _float_type(z)(0)
+    # log sigmoid(z) = min(z, 0) - log1p(exp(-|z|)), exp(-|z|) in [0, 1]
+    return lambda self, z: min(z, zero) - vlog1p_unit(vexp(-abs(z)))
+
+
+@_method("softplus")
+def _softplus(self, z):
+    zero = _float_type(z)(0)
+    return lambda self, z: max(z, zero) + vlog1p_unit(vexp(-abs(z)))
+
+
+_REGISTERED: set = set()
+
+
+def _register_helpers() -> None:
+    """Make every :func:`~losskit.formula_function` helper callable from compiled formulas."""
+    for fn in FORMULA_FUNCTIONS:
+        if fn not in _REGISTERED:
+            register_jitable(fn)
+            _REGISTERED.add(fn)
+
+
+@functools.cache
+def _options_type(cls, fields: tuple):
+    return namedtuple(f"{cls.__name__}Options", fields)
+
+
+def options_tuple(loss):
+    """The loss's numeric options as the named tuple its compiled formula reads as ``self``."""
+    values = {k: v for k, v in loss.options.as_dict().items()
+              if k not in ("reduction", "impl") and (v is None or isinstance(v, (int, float)))}
+    return _options_type(type(loss), tuple(values))(**values)
+
+
+@functools.cache
+def row_kernel(cls, parallel: bool):
+    """The compiled row kernel of ``cls``'s formula::
+
+        kernel(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, with_grad, flags)
+
+    over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]``, ``[R, 1]`` or ``[1, 1]``; each element's loss is
+    ``inv_count * value`` (1/D for a row's mean); outputs as :func:`losskit.fused.kernels.bce_logits_rows`.
+    """
+    _register_helpers()
+    value = numba.njit(inline="always", error_model="numpy")(cls.value)
+    derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
+    loop = prange if parallel else range
+
+    def rows(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, with_grad, flags):
+        n, c = z.shape
+        per_element = scale.shape[1] > 1
+        per_row = scale.shape[0] > 1
+        store = elements.shape[0] > 0
+        zero = z.dtype.type(0)
+        for i in loop(n):
+            total = 0.0
+            poison = 0.0
+            for j in range(c):
+                x = z[i, j]
+                t = y[i, j]
+                s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
+                loss = inv_count * value(opts, xp, x, t)
+                weighted = 0.0 if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+                poison += x * 0.0  # NaN for a non-finite input
+                total += weighted
+                if store:
+                    elements[i, j] = weighted
+                if with_grad:
+                    d = derivative(opts, xp, x, t)
+                    scaled = 0.0 if s == zero else (s * inv_count) * d
+                    poison += scaled * 0.0
+                    grad[i, j] = scaled
+            if not (math.isfinite(total) and poison == 0.0):
+                flags[i] = 1
+            scaled_loss[i] = total
+
+    return numba.njit(rows, parallel=parallel, nogil=True, error_model="numpy",
+                      fastmath={"reassoc", "contract"})

@@ -1,0 +1,161 @@
+r"""A loss written as one formula per element: the base of the elementwise catalogue and of a
+user's own loss.
+
+A subclass declares what it is and writes its formula once::
+
+    class ExpMarginLoss(lk.ElementwiseLoss):  # AdaBoost's exponential loss on a margin
+        name = "exp_margin_loss"
+        target = "binary"
+        def value(self, xp, z, y):             return xp.exp(-(2 * y - 1) * z)
+        def derivative(self, xp, z, y):        return -(2 * y - 1) * xp.exp(-(2 * y - 1) * z)
+        def second_derivative(self, xp, z, y): return xp.exp(-(2 * y - 1) * z)
+
+``value`` is the loss of one element ``z`` against its target ``y``; ``derivative`` and
+``second_derivative`` are its derivatives in ``z``. From these three functions come the
+array-API reference (any library), the compiled CPU kernel (numba; :mod:`losskit.fused.formula`),
+the torch path on other devices and the XLA path: they are the same text run with a different
+``xp`` (see :mod:`losskit.losses.formula` for what ``xp`` offers). Weights, reductions, half
+precision, ``out=`` and the checks of the target are the common ones of :class:`~losskit.Loss`.
+
+The target kinds: ``"binary"`` (0/1 labels or probabilities in [0, 1]; the input is a logit),
+``"sign"`` (labels 0/1 or -1/+1, given to the formula as -1/+1; the input is a score),
+``"value"`` (any real), ``"count"`` (>= 0) and ``"positive"`` (> 0) (the input is a prediction).
+``over_last_axis`` says what an example is: None, each element (the default); ``"sum"``, a row
+over the last axis whose loss is the sum over it (multi-label); ``"mean"``, for an input of two or
+more dimensions, a row of D values whose loss is their mean (multi-output regression).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .. import _checks
+from ..plan import Target
+from . import _compiled
+from .base import Loss, Terms
+from .declaration import LOGIT
+from .formula import ArrayMath
+
+__all__ = ["ElementwiseLoss", "TARGETS", "multilabel_form"]
+
+#: the target kinds an elementwise loss may declare, with what each means for the target's values
+TARGETS = {
+    "binary": "0/1 labels or probabilities in [0, 1]",
+    "sign": "labels 0/1 or -1/+1",
+    "value": "real values",
+    "count": "non-negative values (y >= 0)",
+    "positive": "positive values (y > 0)",
+}
+
+
+class ElementwiseLoss(Loss):
+    """Base of the losses written as one formula per element (see the module note)."""
+
+    #: the kind of target (a key of :data:`TARGETS`)
+    target: ClassVar[str] = "value"
+    #: None (each element is an example), "sum" (a row's loss is the sum over the last axis) or
+    #: "mean" (for 2-D or more, a row's loss is the mean over the last axis)
+    over_last_axis: ClassVar[str | None] = None
+    _kernel_inherits = True  # the kernel is made from each subclass's own formula
+
+    def __init_subclass__(cls, **kwargs):
+        if cls.__dict__.get("target", cls.target) not in TARGETS:
+            raise TypeError(f"{cls.__name__}.target must be one of {', '.join(map(repr, TARGETS))}, "
+                            f"not {cls.__dict__.get('target')!r}")
+        if "input_name" not in cls.__dict__:
+            cls.input_name = "logits" if cls.target in ("binary", "sign") else "predictions"
+        if "link" not in cls.__dict__ and cls.target == "binary" and cls.link is not LOGIT:
+            cls.link = LOGIT
+        if "task" not in cls.__dict__ and cls.__dict__.get("name"):
+            cls.task = {"binary": "binary", "sign": "binary"}.get(cls.target, "continuous")
+            if cls.over_last_axis == "sum":
+                cls.task = "multilabel"
+        if cls.over_last_axis == "sum":
+            cls.reduces_last_axis = True
+        super().__init_subclass__(**kwargs)
+
+    # -- the formula (a subclass writes these) ----------------------------------------------------
+    def value(self, xp, z, y):
+        """The loss of one element ``z`` against its target ``y``."""
+        raise NotImplementedError(f"{type(self).__name__} writes no value formula")
+
+    def derivative(self, xp, z, y):
+        """``d value / d z``."""
+        raise NotImplementedError(f"{type(self).__name__} writes no derivative")
+
+    def second_derivative(self, xp, z, y):
+        """``d^2 value / d z^2`` (for ``hessian_diag`` and GBDT objectives)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no second derivative: hessian_diag "
+                                  "needs one")
+
+    def check_target(self, xp, target) -> None:
+        """Further checks of the target's values (after the kind's own); raise with ``_checks.fail``."""
+
+    # -- the common machinery -------------------------------------------------------------------
+    def _spans_last_axis(self, ndim: int) -> bool:
+        if self.over_last_axis == "sum":
+            return True
+        return self.over_last_axis == "mean" and ndim >= 2
+
+    def _prepare(self, xp, input, target) -> Target:
+        if self.over_last_axis == "sum" and input.ndim == 0:
+            raise _checks.fail(self.input_name, "an array with a label axis [..., K]", "a 0-d array")
+        if self.over_last_axis and input.ndim >= 1 and self._spans_last_axis(input.ndim) and input.shape[-1] == 0:
+            raise _checks.fail(self.input_name, "at least one value per example along the last axis",
+                               f"shape {tuple(input.shape)}")
+        _checks.same_shape("target", target, self.input_name, tuple(input.shape))
+        if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+            raise _checks.fail("target", f"a real-valued array of {TARGETS[self.target]}", f"dtype {target.dtype}")
+        from .. import _array
+
+        target = _array.as_dtype(xp, target, input.dtype)
+        _checks.no_nan(xp, target, "target")
+        kind = self.target
+        if kind == "binary":
+            _checks.in_unit_interval(xp, target, "target")
+        elif kind == "sign":
+            ok = (target == 1) | (target == 0) | (target == -1)
+            if _array.concrete_bool(xp.all(ok)) is False:
+                raise _checks.fail("target", "labels 0/1 or -1/+1", "another value")
+            target = xp.where(target > 0, xp.ones_like(target), -xp.ones_like(target))
+        elif kind in ("count", "positive"):
+            bad = target < 0 if kind == "count" else target <= 0
+            if _array.concrete_bool(xp.any(bad)):
+                raise _checks.fail("target", f"{TARGETS[kind]} for {type(self).__name__}",
+                                   f"a minimum of {float(xp.min(target)):.6g}")
+        self.check_target(xp, target)
+        return Target(dense=target)
+
+    def _terms(self, plan, order):
+        xp, z, y = plan.xp, plan.input, plan.target.dense
+        math = ArrayMath(xp, z)
+        loss = self.value(math, z, y)
+        d = None
+        if order == 1:
+            d = self.derivative(math, z, y)
+        elif order == 2:
+            d = self.second_derivative(math, z, y)
+        if plan.spans_last_axis:
+            if self.over_last_axis == "mean":
+                loss = xp.mean(loss, axis=-1)
+                d = None if d is None else d / z.shape[-1]
+            else:
+                loss = xp.sum(loss, axis=-1)
+        return Terms(loss, d if order == 1 else None, d if order == 2 else None)
+
+    def _kernel(self, plan, arrays, with_grad):
+        return _compiled.formula(self, plan, arrays, with_grad)
+
+    _kernel.__name__ = "formula"
+
+
+def multilabel_form(cls: type, class_name: str, name: str, aliases: tuple = ()) -> type:
+    """The multi-label form of an elementwise binary loss ``cls``: one example is a row of K labels,
+    its loss the sum of ``cls``'s over them (as :class:`MultilabelCrossEntropy` sums BCE). The
+    formula is ``cls``'s own, so the kernel is too."""
+    doc = (f"Multi-label form of :class:`{cls.__name__}`: logits ``[..., K]``, target ``[..., K]``, one "
+           f"example per row, its loss the sum over the K labels; ``weight [...]`` per row.\n\n"
+           f"    Elementwise formula, gradient and Hessian as :class:`{cls.__name__}`.")
+    return type(class_name, (cls,), {"name": name, "over_last_axis": "sum", "reduces_last_axis": True,
+                                     "task": "multilabel", "aliases": aliases, "__doc__": doc,
+                                     "__module__": cls.__module__})

@@ -1,0 +1,101 @@
+r"""The namespace a loss formula is written against, on arrays and (compiled) on scalars.
+
+A loss's formula (:class:`~losskit.ElementwiseLoss`'s ``value``, ``derivative`` and
+``second_derivative``) takes ``xp`` and calls only the functions listed in :data:`FUNCTIONS`
+on it, plus arithmetic, comparisons and the option attributes of ``self``. The same text then
+runs on every path:
+
+* arrays (NumPy, torch, JAX, CuPy, Dask): ``xp`` is :class:`ArrayMath`, the array namespace plus
+  the few functions a loss needs that the array API lacks (``sigmoid``, ``log_sigmoid``,
+  ``softplus``), with Python numbers accepted where the array API wants arrays (``where``,
+  ``maximum``, ``minimum``, ``clip``);
+* the compiled CPU kernel: ``xp`` is a numba type whose methods are the scalar forms of the same
+  functions (:mod:`losskit.fused.formula`), and ``self`` a tuple of the numeric options.
+
+A formula may call a helper of its own if the helper is marked :func:`formula_function`: numba
+then compiles it too. Design note: the alternative of a second, hand-written kernel per loss is
+how the catalogue's kernels and references came to drift; scikit-learn's ``_loss`` has one
+templated scalar formula per loss for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["FUNCTIONS", "ArrayMath", "formula_function", "FORMULA_FUNCTIONS"]
+
+#: the functions a formula may call on ``xp``: each has an array form here and a scalar form in the
+#: compiled kernels (``losskit.fused.formula``)
+FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "abs", "sign", "tanh", "sinh", "cosh", "hypot",
+             "maximum", "minimum", "where", "clip", "sigmoid", "log_sigmoid", "softplus", "zeros_like",
+             "ones_like", "full_like", "isfinite", "pow")
+
+#: helpers marked with :func:`formula_function`, compiled on demand by the kernels
+FORMULA_FUNCTIONS: list[Callable] = []
+
+
+def formula_function(fn: Callable) -> Callable:
+    """Mark ``fn(xp, ...)`` as a helper that loss formulas call: it runs as written on arrays and is
+    compiled (numba) inside the kernels. It may use ``xp`` as a formula does."""
+    FORMULA_FUNCTIONS.append(fn)
+    return fn
+
+
+class ArrayMath:
+    """``xp`` for a formula on arrays of one library, in the working dtype ``dtype``."""
+
+    def __init__(self, xp, like):
+        self._xp = xp
+        self._like = like
+
+    def __getattr__(self, name):
+        return getattr(self._xp, name)
+
+    def _array(self, value):
+        if isinstance(value, (int, float)):
+            return self._xp.asarray(value, dtype=self._like.dtype, device=_device(self._like))
+        return value
+
+    def where(self, condition, a, b):
+        return self._xp.where(condition, self._array(a), self._array(b))
+
+    def maximum(self, a, b):
+        return self._xp.maximum(self._array(a), self._array(b))
+
+    def minimum(self, a, b):
+        return self._xp.minimum(self._array(a), self._array(b))
+
+    def clip(self, x, low, high):
+        return self.minimum(self.maximum(x, low), high)
+
+    def pow(self, x, y):
+        return self._xp.pow(self._array(x), self._array(y))
+
+    def zeros_like(self, x):
+        return self._xp.zeros_like(self._array(x))
+
+    def ones_like(self, x):
+        return self._xp.ones_like(self._array(x))
+
+    def full_like(self, x, value):
+        return self._xp.full_like(self._array(x), value)
+
+    def sigmoid(self, z):
+        from ..activations import sigmoid_xp
+
+        return sigmoid_xp(self._xp, z)
+
+    def log_sigmoid(self, z):
+        from ..activations import log_sigmoid_xp
+
+        return log_sigmoid_xp(self._xp, z)
+
+    def softplus(self, z):
+        """``log(1 + exp(z)) = -log_sigmoid(-z)``: no overflow, no cancellation."""
+        return -self.log_sigmoid(-z)
+
+
+def _device(array):
+    from .._array import device
+
+    return device(array)

@@ -1,0 +1,78 @@
+"""Every loss by its name, built from the classes themselves.
+
+A loss class that declares a ``name`` is registered when the class is created, with its function
+form (:func:`functional`), so a user's own loss is found by name (``lk.BinaryHead(loss="my_loss")``,
+``losskit.torch.module``) exactly as the catalogue's are. Nothing else keeps a list of losses.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+__all__ = ["REGISTRY", "register", "functional", "lookup", "name_of", "catalogue"]
+
+#: every registered loss, by its function's name: (Loss class, function)
+REGISTRY: dict[str, tuple[type, Callable]] = {}
+
+
+def register(cls: type) -> None:
+    """Register ``cls`` under ``cls.name`` with a generated function form. A class defined again
+    under a name it already has (a notebook cell run twice) replaces the old one."""
+    REGISTRY[cls.name] = (cls, functional(cls, cls.name, _function_doc(cls)))
+
+
+def functional(cls, name: str, doc: str) -> Callable:
+    """``name(input, target, *, weight=None, normalizer=None, <cls's options>)``: one call of ``cls``.
+
+    The signature shown is the class's own options, so ``help()`` lists them. When ``cls`` is
+    registered under ``name`` the function becomes its registered function form."""
+
+    def fn(input, target, *, weight=None, normalizer=None, **options):
+        return cls(**options)(input, target, weight=weight, normalizer=normalizer)
+
+    options = [p for p in inspect.signature(cls.__init__).parameters.values()
+               if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(cls.input_name, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("target", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("weight", inspect.Parameter.KEYWORD_ONLY, default=None),
+         inspect.Parameter("normalizer", inspect.Parameter.KEYWORD_ONLY, default=None), *options])
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    fn.__module__ = cls.__module__
+    if REGISTRY.get(name, (None,))[0] is cls:
+        REGISTRY[name] = (cls, fn)
+    return fn
+
+
+def function_of(cls) -> Callable:
+    """Decorator: a hand-written function form of ``cls`` becomes its registered one."""
+
+    def use(fn):
+        REGISTRY[cls.name] = (cls, fn)
+        return fn
+    return use
+
+
+def _function_doc(cls) -> str:
+    summary = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+    return (f"{summary}\n\n    One call of :class:`{cls.__name__}` (same options, shapes and edges); "
+            f"``weight`` per example, ``normalizer`` replaces the denominator of ``\"mean\"``.\n")
+
+
+def lookup(name: str) -> type:
+    """The registered class called ``name`` (KeyError when there is none)."""
+    return REGISTRY[name][0]
+
+
+def name_of(loss_or_class) -> str | None:
+    """The registered name of a loss or loss class, or None for a class without one."""
+    cls = loss_or_class if isinstance(loss_or_class, type) else type(loss_or_class)
+    name = cls.__dict__.get("name")
+    return name if name and REGISTRY.get(name, (None,))[0] is cls else None
+
+
+def catalogue() -> dict[str, tuple[type, Callable]]:
+    """The losses losskit ships (the registry without the user's own)."""
+    return {n: v for n, v in REGISTRY.items() if v[0].__module__.startswith("losskit.")}
