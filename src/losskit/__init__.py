@@ -21,6 +21,7 @@ from .heads import (
 )
 from .losses import *  # noqa: F403 - every catalogue loss, class and function, read from the registry
 from .losses import __all__ as _LOSSES
+from .losses import catalogue
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .targets import type_of_target
 
@@ -36,6 +37,6 @@ def __getattr__(name: str):
 __all__ = [
     "LossInputError", "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp",
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
-    "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy", "evaluate",
+    "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy", "evaluate",  # noqa: F405 - lazy
     *_LOSSES,
 ]

@@ -7,8 +7,8 @@ Design note: a GBDT library does its own reduction (sums over a leaf's rows) and
 weights as ``weight``. Two things a Newton step needs that a loss may not give:
 
 * a positive Hessian. Where it is 0 because the loss is piecewise linear in a residual ``r``
-  (absolute error, quantile: ``MM_HESSIAN``) the objective hands over the curvature of the
-  majorise-minimise (IRLS) quadratic that touches the loss at the current residual:
+  (a loss that declares ``gbdt_curvature = "majorize"``: absolute error, quantile) the objective
+  hands over the curvature of the majorise-minimise (IRLS) quadratic that touches the loss at the current residual:
   ``|r| <= r^2 / (2 |r0|) + |r0| / 2``, so a unit whose slope jumps by ``k`` at its kink
   (``2 w / D`` for the absolute error, ``w`` for the pinball loss, slopes ``-q w`` and
   ``(1 - q) w``) gets ``k / (2 max(|r|, eps))`` (:func:`mm_hessian`), the gradient unchanged. A
@@ -21,7 +21,7 @@ weights as ``weight``. Two things a Newton step needs that a loss may not give:
   ``1 / (eps + |r|)``), so that a row at its target (``r = 0``, infinite curvature) does not
   freeze its leaf for good. The whole is scale-equivariant: targets times c give margins times c
   when ``lambda`` and ``min_child_weight`` are 0; they act on a Hessian in 1/target units. Where
-  the Hessian of a hinge loss is 0 (``ZERO_HESSIAN``) the row's weight stands in, as in XGBoost's
+  the Hessian of a loss is 0 otherwise (``Hessian.ZERO``: hinge losses) the row's weight stands in, as in XGBoost's
   ``binary:hinge`` on its active side: a margin's scale is set by the kink at 1, not by the data,
   so a bounded step is on that scale. Where the Hessian can be negative (focal losses are not
   convex far on the wrong side) or underflow, it is floored at ``HESS_FLOOR`` times the weight,
@@ -35,23 +35,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._stats import weighted_quantile
-
 from . import heads as _heads
+from ._stats import weighted_quantile
 from .losses import REGISTRY, Loss
 from .losses.categorical import _CategoricalBase
+from .losses.declaration import Hessian
 from .losses.distribution import DistillationLoss, GaussianNLL, QuantileLoss
-from .losses.hinge import HingeLoss, MulticlassHingeLoss, MultilabelHingeLoss
-from .losses.robust import AbsoluteError
+from .losses.registry import name_of as _registered_name
 
 #: the floor of every Hessian handed to a library, per unit of weight
 HESS_FLOOR = 1e-6
-#: losses piecewise linear in a residual: the majorise-minimise curvature stands in for their 0 Hessian
-MM_HESSIAN = (AbsoluteError, QuantileLoss)
 #: the floor of ``|r|`` in the majorise-minimise curvature, per unit of the weighted median of ``|r|``
 MM_FLOOR = 0.1
-#: hinge losses, whose Hessian is 0 almost everywhere: the row's weight stands in for it
-ZERO_HESSIAN = (HingeLoss, MultilabelHingeLoss, MulticlassHingeLoss)
 
 
 def resolve(loss_or_head) -> Loss:
@@ -66,7 +61,7 @@ def resolve(loss_or_head) -> Loss:
 
 
 def name_of(loss: Loss) -> str:
-    return next((name for name, (cls, _) in REGISTRY.items() if type(loss) is cls), type(loss).__name__)
+    return _registered_name(loss) or type(loss).__name__
 
 
 def layout(loss: Loss, margin, label):
@@ -96,9 +91,9 @@ def grad_hess(loss: Loss, margin, label, weight=None):
     summed = loss.replace(reduction="sum")
     grad = np.asarray(summed.grad(z, y, weight=w))
     unit = np.ones_like(z) if w is None else np.broadcast_to(w.reshape(w.shape + (1,) * (z.ndim - w.ndim)), z.shape)
-    if isinstance(loss, MM_HESSIAN):
+    if loss.hessian is Hessian.ZERO and loss.gbdt_curvature == "majorize":
         hess = mm_hessian(loss, z, y, unit)
-    elif isinstance(loss, ZERO_HESSIAN):
+    elif loss.hessian is Hessian.ZERO:
         hess = np.array(unit, dtype=np.float64)  # the documented substitute: one unit of weight per row
     else:
         hess = np.maximum(np.asarray(summed.hessian_diag(z, y, weight=w)), HESS_FLOOR * unit)
@@ -151,26 +146,21 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     LightGBM's ``init_score``). The absolute error (one value per row) and a one-quantile
     ``QuantileLoss`` get their exact minimiser, the lower weighted median or quantile (an order
     statistic of ``label``), as XGBoost's and LightGBM's built-ins start. Multi-output losses start at 0."""
-    from scipy.optimize import minimize_scalar
-
     loss = resolve(loss_or_head)
     label = np.asarray(label, dtype=np.float64)
     w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
-    if isinstance(loss, QuantileLoss) and len(loss.quantiles) == 1 and label.ndim == 1:
-        return weighted_quantile(label, float(loss.quantiles[0]), w)
-    if isinstance(loss, AbsoluteError) and label.ndim == 1:
-        return weighted_quantile(label, 0.5, w)
-    if isinstance(loss, (_CategoricalBase, QuantileLoss, GaussianNLL)) or loss.reduces_last_axis:
-        return 0.0
-    total = loss.replace(reduction="mean")
+    return loss.best_constant(label, w)
 
-    def objective(c):
-        return float(total(np.full(label.shape, c), label, weight=w))
 
-    positive = label[label > 0]
-    centre = float(np.log(positive.mean())) if positive.size and name_of(loss).endswith("deviance") else \
-        float(np.mean(label)) if not np.all(np.isin(label, (0.0, 1.0))) else 0.0
-    spread = 10.0 * (float(np.std(label)) + 1.0)
-    result = minimize_scalar(objective, bounds=(centre - spread, centre + spread), method="bounded",
-                             options={"xatol": 1e-10})
-    return float(result.x)
+def builtin_params(loss_or_head, library: str, n_outputs: int = 1):
+    """``{"objective": ..., **params}`` for ``library``'s built-in objective when it is ``loss`` (the
+    loss's ``gbdt_builtin`` declaration), else ``{"objective": <losskit's custom objective>}``, plus
+    ``num_class`` for a multi-class loss. A built-in also fits its own starting margin and, for the
+    absolute error and quantiles, refits leaves to the exact median/quantile (a custom objective cannot)."""
+    loss = resolve(loss_or_head)
+    builtin = loss.gbdt_builtin(library)
+    extra = {"num_class": n_outputs} if isinstance(loss, _CategoricalBase) and n_outputs > 1 else {}
+    if builtin is None:
+        return None, extra
+    objective, params = builtin
+    return {"objective": objective, **params, **extra}, extra

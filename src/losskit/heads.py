@@ -31,65 +31,48 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from . import _array, _checks
 from ._checks import fail
 from .activations import sigmoid_xp, softmax_xp
-from .losses import (
-    REGISTRY,
-    AbsoluteError,
-    BinaryCrossEntropyWithLogits,
-    DistillationLoss,
-    GammaDeviance,
-    GaussianNLL,
-    HingeLoss,
-    HuberLoss,
-    KLDivergence,
-    LogCoshLoss,
-    Loss,
-    MeanSquaredError,
-    MulticlassHingeLoss,
-    MultilabelCrossEntropy,
-    MultilabelHingeLoss,
-    MultilabelSigmoidFocalLoss,
-    MultilabelSquaredHingeLoss,
-    PoissonDeviance,
-    PolyCrossEntropy,
-    PseudoHuberLoss,
-    QuantileLoss,
-    SigmoidFocalLoss,
-    SmoothL1Loss,
-    SoftmaxCrossEntropy,
-    SoftmaxFocalLoss,
-    SquaredHingeLoss,
-    TweedieDeviance,
-)
+from .losses import REGISTRY, GaussianNLL, Loss, QuantileLoss
+from .losses.declaration import HALF_LOGIT, IDENTITY
 from .targets import TASKS, TargetType, decode_labels, encode_labels, to_host, type_of_target
 
 __all__ = ["Head", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
            "GaussianHead", "TASK_LOSSES", "head", "head_for"]
 
-#: the losses each task's head takes, by short name; the registry's function names (``"sigmoid_focal_loss"``)
-#: and the Loss objects themselves are accepted too. The first is the task's default.
-TASK_LOSSES = {
-    "binary": {"bce": BinaryCrossEntropyWithLogits, "focal": SigmoidFocalLoss, "hinge": HingeLoss,
-               "squared_hinge": SquaredHingeLoss},
-    "multiclass": {"cross_entropy": SoftmaxCrossEntropy, "focal": SoftmaxFocalLoss, "poly": PolyCrossEntropy,
-                   "hinge": MulticlassHingeLoss, "kl": KLDivergence, "distillation": DistillationLoss},
-    "multilabel": {"bce": MultilabelCrossEntropy, "focal": MultilabelSigmoidFocalLoss, "hinge": MultilabelHingeLoss,
-                   "squared_hinge": MultilabelSquaredHingeLoss},
-    "continuous": {"mse": MeanSquaredError, "mae": AbsoluteError, "huber": HuberLoss, "smooth_l1": SmoothL1Loss,
-                   "pseudo_huber": PseudoHuberLoss, "log_cosh": LogCoshLoss, "poisson": PoissonDeviance,
-                   "gamma": GammaDeviance, "tweedie": TweedieDeviance, "quantile": QuantileLoss,
-                   "gaussian_nll": GaussianNLL},
-}
-#: regression losses on the log of the mean: their head's activation is exp (a log link)
-_LOG_LINK = (PoissonDeviance, GammaDeviance, TweedieDeviance)
+#: the default loss of each task's head
+_DEFAULTS = {"binary": "binary_cross_entropy_with_logits", "multiclass": "softmax_cross_entropy",
+             "multilabel": "multilabel_cross_entropy", "continuous": "mean_squared_error"}
 
 
-def _function_name(cls) -> str | None:
-    return next((name for name, (c, _) in REGISTRY.items() if c is cls), None)
+class _TaskLosses(Mapping):
+    """The losses each task's head takes, by short name (a class's ``aliases``, else its registered
+    name), read from the registry at each look-up, so that a user's own loss of a task is there
+    too. The first is the task's default. Registry names and Loss objects are accepted as well."""
+
+    def __getitem__(self, kind: str) -> dict:
+        if kind not in _DEFAULTS:
+            raise KeyError(kind)
+        default = REGISTRY[_DEFAULTS[kind]][0]
+        classes = [default] + [cls for cls, _ in REGISTRY.values() if cls.task == kind and cls is not default]
+        table: dict = {}
+        for cls in classes:
+            for alias in cls.aliases or (cls.name,):
+                table.setdefault(alias, cls)
+        return table
+
+    def __iter__(self):
+        return iter(_DEFAULTS)
+
+    def __len__(self) -> int:
+        return len(_DEFAULTS)
+
+
+TASK_LOSSES = _TaskLosses()
 
 
 def loss_class(kind: str, loss) -> type:
@@ -97,15 +80,16 @@ def loss_class(kind: str, loss) -> type:
     name, a registry name, or a Loss object); a loss of another task raises, naming ``loss``."""
     table = TASK_LOSSES[kind]
     names = ", ".join(repr(n) for n in table)
+    classes = set(table.values())
     task = "regression" if kind == "continuous" else kind
     if loss is None:
         return next(iter(table.values()))
     if isinstance(loss, Loss):
-        if type(loss) not in table.values():
+        if type(loss) not in classes:
             raise fail("loss", f"a loss of the {task} task ({names})", type(loss).__name__)
         return type(loss)
     if isinstance(loss, str):
-        by_function = {_function_name(c): c for c in table.values()}
+        by_function = {c.name: c for c in classes}
         if loss in table:
             return table[loss]
         if loss in by_function:
@@ -378,9 +362,13 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
         self._threshold_logit = _threshold(threshold)
         if isinstance(self._threshold_logit, list):
             raise fail("threshold", "one probability in (0, 1) (one unit)", repr(threshold))
+        if loss.link is HALF_LOGIT:  # p = sigmoid(2 z): the threshold's margin is half its logit
+            self._threshold_logit /= 2
+            self.activation_name = loss.link.activation
 
     def _activation_xp(self, xp, logits):
-        return sigmoid_xp(xp, logits)
+        return self.loss_object.link.inverse(xp, logits) if self.loss_object.link is HALF_LOGIT \
+            else sigmoid_xp(xp, logits)
 
     def predict_proba(self, logits):
         """``sigmoid(logits)`` of shape ``[...]`` (a trailing unit axis dropped)."""
@@ -611,11 +599,11 @@ class RegressionHead(_SingleUnitMixin, Head):
                        f"use {name} (or lk.head('regression', loss=...)), which knows its units")
         loss = build_loss("continuous", loss, {**loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_outputs, reason=reason)
-        if isinstance(loss, _LOG_LINK):
-            self.activation_name = "exp (log link)"
+        if loss.link is not IDENTITY:
+            self.activation_name = loss.link.activation
 
     def _activation_xp(self, xp, logits):
-        return xp.exp(logits) if isinstance(self.loss_object, _LOG_LINK) else logits
+        return self.loss_object.link.inverse(xp, logits)
 
     def _predict_xp(self, xp, logits):
         """The predicted value: the mean ``exp(logits)`` for a deviance (log link), else the logits."""

@@ -30,9 +30,9 @@ import numpy as np
 
 from . import heads as _heads
 from . import reduction as _reduction
-from .losses import REGISTRY
+from .losses import REGISTRY, catalogue
 
-__all__ = [*REGISTRY, "loss_fn", "head"]
+__all__ = [*catalogue(), "loss_fn", "head"]
 
 
 def _no_cotangent(value):
@@ -113,9 +113,18 @@ def _squared_error(plan, row_max=None):
 _XLA = {"softmax_ce": _softmax_ce, "bce_logits": _bce_logits, "squared_error": _squared_error}
 
 
+def _formula(loss):
+    """A loss written as a formula: its own formula on the traced arrays (XLA fuses the elementwise ops)."""
+    def terms(plan, row_max=None):
+        result = loss._terms(plan, 1)
+        return result.loss, result.grad
+    return terms
+
+
 def _xla_terms(loss, plan):
     """The XLA formulation of ``loss``'s kernel for this plan, or None."""
-    terms = _XLA.get(getattr(getattr(loss, "_kernel", None), "__name__", None))
+    name = type(loss).kernel_name()
+    terms = _formula(loss) if name == "formula" else _XLA.get(name)
     if terms is None or plan.restore is not None or (terms is _softmax_ce and plan.target.labels is None):
         return None
     return terms
@@ -206,7 +215,7 @@ def _functional(name: str):
 
 
 # one custom_vjp function per registered loss, under the core function's name
-globals().update({name: _functional(name) for name in REGISTRY})
+globals().update({name: _functional(name) for name in catalogue()})
 
 
 class _Head:

@@ -25,7 +25,7 @@ import lightgbm
 
 from . import _gbdt
 
-__all__ = ["objective", "metric", "init_score"]
+__all__ = ["params", "objective", "metric", "init_score"]
 
 
 def objective(loss_or_head):
@@ -62,3 +62,23 @@ def metric(loss_or_head):
 def init_score(loss_or_head, label, weight=None) -> float:
     """The best constant margin for ``loss_or_head`` over ``label`` (LightGBM's ``init_score`` per row)."""
     return _gbdt.base_margin(loss_or_head, label, weight)
+
+
+def params(loss_or_head, *, num_class: int | None = None) -> dict:
+    """Parameters that train ``loss_or_head`` with lightgbm: its built-in objective (and the built-in's
+    parameters: ``huber_slope``, ``quantile_alpha``, ``tweedie_variance_power``...) where lightgbm
+    has this very loss, else losskit's custom :func:`objective` (a callable: give it to the
+    scikit-learn estimators or ``lgb.train``).
+
+    A built-in is preferred because it can do what a custom objective cannot: refit each leaf to
+    the exact weighted median or quantile (absolute error, quantile) and start from its own best
+    constant. ``num_class`` is required for a multi-class loss. docs/gbdt.md lists the built-ins and
+    the measured gap between the two.
+
+    >>> import losskit as lk, losskit.lightgbm as lx  # doctest: +SKIP
+    >>> lx.params(lk.QuantileLoss(quantiles=0.9))  # doctest: +SKIP
+    """
+    builtin, extra = _gbdt.builtin_params(loss_or_head, "lightgbm", num_class or 1)
+    if builtin is not None:
+        return builtin
+    return {"objective": objective(loss_or_head), **extra, "metric": "None"}

@@ -19,17 +19,7 @@ from .. import heads as _heads
 from .._errors import LossInputError, fail
 from ..losses import (
     BinaryCrossEntropy,
-    BinaryCrossEntropyWithLogits,
-    CategoricalCrossEntropy,
-    HingeLoss,
     Loss,
-    MultilabelCrossEntropy,
-    MultilabelHingeLoss,
-    MultilabelSigmoidFocalLoss,
-    MultilabelSquaredHingeLoss,
-    SigmoidFocalLoss,
-    SoftmaxCrossEntropy,
-    SquaredHingeLoss,
 )
 from ..targets import type_of_target
 from .metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics, RegressionMetrics
@@ -46,11 +36,6 @@ DETECT_ROWS = 100_000
 #: a probability row of a multi-class file may miss 1 by this much (float32 files, rounded writers)
 ROW_SUM_SLACK = float(np.sqrt(np.finfo(np.float32).eps))
 
-# the per-label loss of a multi-label loss: its binary counterpart, elementwise, with the same options
-_PER_LABEL = {MultilabelCrossEntropy: BinaryCrossEntropyWithLogits, MultilabelSigmoidFocalLoss: SigmoidFocalLoss,
-              MultilabelHingeLoss: HingeLoss, MultilabelSquaredHingeLoss: SquaredHingeLoss}
-# the task's default loss when the predictions are probabilities
-_ON_PROBS = {"binary": BinaryCrossEntropy, "multiclass": CategoricalCrossEntropy}
 
 
 @dataclass(frozen=True)
@@ -112,30 +97,28 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
                        f"--loss {loss if isinstance(loss, str) else type(loss).__name__} with --pred-kind probs",
                        "give logits, or leave --loss out to score the probabilities with the task's cross-entropy")
         # multi-label probabilities: scored as the sum over labels of the binary cross-entropy on probabilities
-        loss_object = None if task == "multilabel" else _ON_PROBS[task]()
+        loss_object = None if task == "multilabel" else type(loss_object).probability_form()
     example_loss = None
     if task == "multiclass":
         example_loss = loss_object.replace(reduction="none")
     elif task == "multilabel" and kind == "probs":
         example_loss = BinaryCrossEntropy(reduction="none")
     elif task == "multilabel":
-        example_loss = _PER_LABEL[type(loss_object)](**loss_object.options.replace(reduction="none").as_dict())
+        example_loss = loss_object.per_label().replace(reduction="none")
     if task == "multilabel":  # the limit counts scores: the labels share it
         auc_exact_limit //= n_pred
     if layout.rows is not None and layout.rows > auc_exact_limit:
         auc_exact_limit = 0  # binned in the end whatever happens: keep no row for the exact path meanwhile
     return Spec(task=task, reason=reason, loss=loss_object, pred_kind=kind, n_outputs=n_pred, head=head,
                 example_loss=example_loss, auc_exact_limit=auc_exact_limit,
-                loss_is_log_loss=kind == "logits" and n_target == 1 and _is_plain(loss_object, _LOG_LOSSES.get(task)))
+                loss_is_log_loss=kind == "logits" and n_target == 1 and _is_plain(loss_object))
 
 
-# the task losses that equal sklearn's log-loss on logits when they have no option set
-_LOG_LOSSES = {"binary": BinaryCrossEntropyWithLogits, "multiclass": SoftmaxCrossEntropy}
-
-
-def _is_plain(loss: Loss | None, cls) -> bool:
-    """``loss`` is a ``cls`` with every option at its default (the reduction aside)."""
-    if cls is None or type(loss) is not cls:
+def _is_plain(loss: Loss | None) -> bool:
+    """``loss`` is a log-loss (a loss with a probability form: BCE or softmax CE, on logits) with
+    every option at its default (the reduction aside): then it equals scikit-learn's log-loss."""
+    cls = type(loss)
+    if loss is None or cls.__dict__.get("probability_form") is None:
         return False
     return {**loss.options.as_dict(), "reduction": "mean", "impl": "auto"} == cls().options.as_dict()
 

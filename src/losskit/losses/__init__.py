@@ -5,7 +5,18 @@ Each loss is one class in its family's module; importing the module registers it
 loss edits no list here.
 """
 
-from . import binary, categorical, deviance, distribution, focal, hinge, multilabel, regression, robust  # noqa: F401
+from . import (  # noqa: F401 - importing a family registers its losses
+    asymmetric,
+    binary,
+    categorical,
+    deviance,
+    distribution,
+    focal,
+    hinge,
+    multilabel,
+    regression,
+    robust,
+)
 from .base import Loss, Terms
 from .declaration import IDENTITY, LOG, LOGIT, SOFTMAX, Hessian, Link, option
 from .elementwise import ElementwiseLoss

@@ -80,7 +80,7 @@ class Loss(ABC):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         declared = {k: v for k, v in vars(cls).items() if isinstance(v, Option)}
-        if declared:
+        if declared or cls.__init__ is Loss.__init__:  # keyword arguments named after the options
             _declare_options(cls, declared)
         if cls.__dict__.get("name"):
             registry.register(cls)
@@ -177,6 +177,8 @@ class Loss(ABC):
         from scipy.optimize import minimize_scalar
 
         label = np.asarray(target, dtype=np.float64)
+        if self.reduces_last_axis or label.ndim > 1:
+            return 0.0  # one constant per output has no single value: start at 0
         w = None if weight is None else np.asarray(weight, dtype=np.float64)
         total = self.replace(reduction="mean")
         mean = float(np.average(label, weights=w)) if label.size else 0.0
@@ -186,6 +188,14 @@ class Loss(ABC):
                                  bounds=(centre - spread, centre + spread), method="bounded",
                                  options={"xatol": 1e-10})
         return float(result.x)
+
+    #: the same loss taken on probabilities (the class), for predictions given as probabilities
+    probability_form: ClassVar[type | None] = None
+
+    def per_label(self) -> Loss | None:
+        """For a multi-label loss (a row's loss is a sum over its labels): the loss of one label, with
+        the same options, as an elementwise loss (per-label tables in ``eval``); else None."""
+        return None
 
     def gbdt_builtin(self, library: str):
         """``(objective, params)`` of ``library``'s ("xgboost" or "lightgbm") built-in objective that
@@ -284,15 +294,8 @@ def _declare_options(cls, declared: dict) -> None:
     """Turn ``name = lk.option(...)`` class attributes into the class's options record and keyword
     arguments (a declared option is then read as ``self.name``, through the record)."""
     base = cls.Options
-
-    def post_init(record):
-        base.__post_init__(record)
-        for key, spec in declared.items():
-            record._set(key, spec.check(getattr(record, key), key))
-
-    fields = [(key, Any, dataclasses.field(default=spec.default)) for key, spec in declared.items()]
-    cls.Options = dataclasses.make_dataclass(f"{cls.__name__}Options", fields, bases=(base,), frozen=True,
-                                             eq=False, namespace={"__post_init__": post_init})
+    if declared:
+        cls.Options = _options_record(cls.__name__, base, declared)
     for key in declared:
         delattr(cls, key)
     params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
@@ -305,6 +308,17 @@ def _declare_options(cls, declared: dict) -> None:
     __init__.__signature__ = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
                                                 *params])
     cls.__init__ = __init__
+
+
+def _options_record(class_name: str, base: type, declared: dict) -> type:
+    def post_init(record):
+        base.__post_init__(record)
+        for key, spec in declared.items():
+            record._set(key, spec.check(getattr(record, key), key))
+
+    fields = [(key, Any, dataclasses.field(default=spec.default)) for key, spec in declared.items()]
+    return dataclasses.make_dataclass(f"{class_name}Options", fields, bases=(base,), frozen=True, eq=False,
+                                      namespace={"__post_init__": post_init})
 
 
 def _example_weight(xp, weight, batch_shape, work):

@@ -159,6 +159,9 @@ class BinaryCrossEntropy(_BinaryBase):
         return Terms(loss, grad, hess)
 
 
+BinaryCrossEntropyWithLogits.probability_form = BinaryCrossEntropy
+
+
 @function_of(BinaryCrossEntropyWithLogits)
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      label_smoothing=0.0, reduction="mean", normalizer=None, impl="auto"):

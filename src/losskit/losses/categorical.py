@@ -157,6 +157,8 @@ class SoftmaxCrossEntropy(_CategoricalBase):
     """
 
     name = "softmax_cross_entropy"
+    #: its Hessian per row is c t (diag(p) - p p^T): the torch layer forms H v in closed form
+    softmax_hessian = True
     task = "multiclass"
     aliases = ("cross_entropy",)
     link = SOFTMAX
@@ -243,6 +245,9 @@ _DOC_OPTIONS = """
     [0, 1): y' = (1 - a) y + a / K; ``reduction`` "none" / "sum" / "mean" (mean = sum of
     w_i l_i over sum of w_i, or over ``normalizer``).
 """
+
+
+SoftmaxCrossEntropy.probability_form = CategoricalCrossEntropy
 
 
 @function_of(SoftmaxCrossEntropy)

@@ -23,8 +23,8 @@ from ..plan import Target
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
-from .more_options import DistillationOptions, QuantileOptions
 from .declaration import SOFTMAX, Hessian
+from .more_options import DistillationOptions, QuantileOptions
 from .options import Options
 
 
@@ -46,6 +46,8 @@ class KLDivergence(SoftmaxCrossEntropy):
     """
 
     name = "kl_divergence"
+    #: its Hessian per row is c t (diag(p) - p p^T): the torch layer forms H v in closed form
+    softmax_hessian = True
     aliases = ("kl",)
 
     def _terms(self, plan, order):

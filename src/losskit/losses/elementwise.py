@@ -27,6 +27,7 @@ more dimensions, a row of D values whose loss is their mean (multi-output regres
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 from .. import _checks
@@ -143,10 +144,22 @@ class ElementwiseLoss(Loss):
                 loss = xp.sum(loss, axis=-1)
         return Terms(loss, d if order == 1 else None, d if order == 2 else None)
 
+    def per_label(self):
+        if self.over_last_axis != "sum":
+            return None
+        return _per_label_class(type(self))(**self.options.as_dict())
+
     def _kernel(self, plan, arrays, with_grad):
         return _compiled.formula(self, plan, arrays, with_grad)
 
     _kernel.__name__ = "formula"
+
+
+@functools.cache
+def _per_label_class(cls: type) -> type:
+    """``cls`` with each element its own example: same formula, no registry name."""
+    return type(f"{cls.__name__}PerLabel", (cls,), {"name": None, "over_last_axis": None, "reduces_last_axis": False,
+                                                    "__module__": cls.__module__})
 
 
 def multilabel_form(cls: type, class_name: str, name: str, aliases: tuple = ()) -> type:

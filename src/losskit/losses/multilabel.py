@@ -34,6 +34,11 @@ class MultilabelCrossEntropy(_BinaryBase):
 
     _kernel = staticmethod(_compiled.bce_logits)
 
+    def per_label(self):
+        from .binary import BinaryCrossEntropyWithLogits
+
+        return BinaryCrossEntropyWithLogits(**self.options.as_dict())
+
     def _prepare(self, xp, input, target):
         if input.ndim == 0:
             raise _checks.fail("logits", "an array with a label axis [..., K]", "a 0-d array")

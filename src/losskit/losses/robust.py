@@ -61,7 +61,8 @@ class AbsoluteError(ValueLoss):
         return xp.zeros_like(z)
 
     def best_constant(self, target, weight=None) -> float:
-        return weighted_quantile(np.asarray(target, dtype=np.float64), 0.5, weight)  # the weighted median, as the built-ins start
+        # the weighted median, as the built-ins start
+        return weighted_quantile(np.asarray(target, dtype=np.float64), 0.5, weight)
 
     def gbdt_builtin(self, library):
         return {"xgboost": ("reg:absoluteerror", {}), "lightgbm": ("l1", {})}[library]

@@ -33,27 +33,13 @@ from torch import Tensor, nn
 from .. import _checks
 from .. import heads as _heads
 from ..activations import softmax_xp
-from ..losses import REGISTRY
+from ..losses import REGISTRY, catalogue
+from ..losses.registry import name_of
 from . import _native
-
-__all__ = [
-    "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CategoricalCrossEntropy",
-    "SoftmaxCrossEntropy", "MultilabelCrossEntropy", "MeanSquaredError",
-    "SigmoidFocalLoss", "HingeLoss", "SquaredHingeLoss", "MultilabelSigmoidFocalLoss", "MultilabelHingeLoss",
-    "MultilabelSquaredHingeLoss", "SoftmaxFocalLoss", "PolyCrossEntropy", "MulticlassHingeLoss", "KLDivergence",
-    "DistillationLoss", "AbsoluteError", "HuberLoss", "SmoothL1Loss", "PseudoHuberLoss", "LogCoshLoss",
-    "QuantileLoss", "PoissonDeviance", "GammaDeviance", "TweedieDeviance", "GaussianNLL",
-    "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead", "GaussianHead",
-]
 
 _THIRD_ORDER = ("losskit.torch: third and higher derivatives through a losskit loss are not supported "
                 "(first and second are: the backward of the gradient is the analytic Hessian-vector "
                 "product); for the Hessian diagonal use loss.hessian_diag")
-
-#: losses whose per-element loss depends on that element alone: their Hessian is its diagonal
-_DIAGONAL_HESSIAN = frozenset({"binary_cross_entropy", "binary_cross_entropy_with_logits",
-                               "categorical_cross_entropy", "multilabel_cross_entropy",
-                               "mean_squared_error"})
 
 
 def _encode_options(options: dict) -> str:
@@ -189,11 +175,12 @@ def _hessian_vector_product(loss, name: str, input: Tensor, target: Tensor, weig
     For "none" the Hessian is that of ``sum(none)``, as for the core's gradient. ``vector`` has the
     input's shape, and so has the result; float16/bfloat16 are computed in float32.
     """
-    if name in _DIAGONAL_HESSIAN or getattr(loss, "diagonal_hessian", False):
+    if loss.hessian.is_diagonal:  # each element's loss depends on that element alone
         hess = loss.hessian_diag(input, target, weight=weight, normalizer=normalizer)
         work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
         return (hess.to(work) * vector.to(work)).to(input.dtype)
-    if name in ("softmax_cross_entropy", "kl_divergence"):  # KL: CE of the same logits, plus a constant
+    # softmax CE and KL (CE of the same logits plus a constant): declared by the class itself, not inherited
+    if type(loss).__dict__.get("softmax_hessian", False):
         return _softmax_ce_hvp(loss, input, target, weight, normalizer, vector)
     return _autograd_hvp(loss, input, target, weight, normalizer, vector)
 
@@ -286,6 +273,7 @@ class _LossModule(nn.Module):
         return self._options
 
 
+@functools.cache
 def _module(name: str) -> type:
     core_cls = REGISTRY[name][0]
     doc = (f"``nn.Module`` form of :class:`losskit.{core_cls.__name__}`: same options, same values, "
@@ -294,33 +282,23 @@ def _module(name: str) -> type:
     return type(core_cls.__name__, (_LossModule,), {"_name": name, "__doc__": doc, "__module__": __name__})
 
 
-BinaryCrossEntropy = _module("binary_cross_entropy")
-BinaryCrossEntropyWithLogits = _module("binary_cross_entropy_with_logits")
-CategoricalCrossEntropy = _module("categorical_cross_entropy")
-SoftmaxCrossEntropy = _module("softmax_cross_entropy")
-MultilabelCrossEntropy = _module("multilabel_cross_entropy")
-MeanSquaredError = _module("mean_squared_error")
-SigmoidFocalLoss = _module("sigmoid_focal_loss")
-HingeLoss = _module("hinge_loss")
-SquaredHingeLoss = _module("squared_hinge_loss")
-MultilabelSigmoidFocalLoss = _module("multilabel_sigmoid_focal_loss")
-MultilabelHingeLoss = _module("multilabel_hinge_loss")
-MultilabelSquaredHingeLoss = _module("multilabel_squared_hinge_loss")
-SoftmaxFocalLoss = _module("softmax_focal_loss")
-PolyCrossEntropy = _module("poly_cross_entropy")
-MulticlassHingeLoss = _module("multiclass_hinge_loss")
-KLDivergence = _module("kl_divergence")
-DistillationLoss = _module("distillation_loss")
-AbsoluteError = _module("absolute_error")
-HuberLoss = _module("huber_loss")
-SmoothL1Loss = _module("smooth_l1_loss")
-PseudoHuberLoss = _module("pseudo_huber_loss")
-LogCoshLoss = _module("log_cosh_loss")
-QuantileLoss = _module("quantile_loss")
-PoissonDeviance = _module("poisson_deviance")
-GammaDeviance = _module("gamma_deviance")
-TweedieDeviance = _module("tweedie_deviance")
-GaussianNLL = _module("gaussian_nll_loss")
+def module(loss) -> nn.Module:
+    """``loss`` (any registered Loss object, a user's own included) as an ``nn.Module`` with its options
+    and losskit's analytic backward (works under ``torch.compile(fullgraph=True)``).
+
+    >>> import losskit as lk, losskit.torch as lt  # doctest: +SKIP
+    >>> criterion = lt.module(lk.HuberLoss(delta=2.0))  # doctest: +SKIP
+    """
+    name = name_of(loss)
+    if name is None:
+        raise _checks.fail("loss", "a Loss whose class declares a name (class attribute `name = \"...\"`), "
+                           "so that the custom op can find it", type(loss).__name__)
+    return _module(name)(**loss.options.as_dict())
+
+
+#: one nn.Module class per catalogue loss, named as the core class
+_MODULES = {cls.__name__: _module(name) for name, (cls, _) in catalogue().items()}
+globals().update(_MODULES)
 
 
 class _HeadModule(nn.Module):
@@ -357,10 +335,10 @@ class _HeadModule(nn.Module):
 
 
 def _registry_name(loss) -> str:
-    for name, (cls, _) in REGISTRY.items():
-        if type(loss) is cls:
-            return name
-    raise TypeError(f"no registered loss for {type(loss).__name__}")
+    name = name_of(loss)
+    if name is None:
+        raise TypeError(f"no registered loss for {type(loss).__name__}")
+    return name
 
 
 def _head_module(core_cls: type) -> type:
@@ -377,3 +355,5 @@ RegressionHead = _head_module(_heads.RegressionHead)
 QuantileHead = _head_module(_heads.QuantileHead)
 GaussianHead = _head_module(_heads.GaussianHead)
 
+__all__ = ["module", *_MODULES, "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
+           "GaussianHead"]

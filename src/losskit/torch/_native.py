@@ -5,8 +5,9 @@ scaled gradient in a few fused-friendly torch ops, never the array-API core's ~3
 with a non-finite input returns None, and the caller answers with the core's reference path,
 which gives the exact +-inf limits. Accuracy tricks are the core's: the softmax normaliser is
 ``log1p`` of the terms below the row max, and the label's gradient is ``-sum_{k != y} p_k``.
-Functions are found by the name of the loss's compiled kernel (``loss._kernel.__name__``), so a
-subclass of a loss keeps its native path.
+Functions are found by the name of the kernel the loss's class runs (``kernel_name()``: a subclass
+with other math has none). A loss written as a formula (:class:`~losskit.ElementwiseLoss`) runs
+its own formula on the tensors: the same text as its compiled kernel and its reference.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ __all__ = ["value_and_grad"]
 
 def value_and_grad(loss, plan, with_grad: bool):
     """``(value, grad)`` for ``plan`` (canonical layout, working dtype), or None for the reference."""
-    kernel = _KERNELS.get(getattr(getattr(loss, "_kernel", None), "__name__", None))
+    name = type(loss).kernel_name()
+    kernel = (lambda plan, with_grad: _formula(loss, plan, with_grad)) if name == "formula" else _KERNELS.get(name)
     # a value that cannot be read (meta tensors) counts as finite: nothing else could run there
     if kernel is None or plan.restore is not None or _array.concrete_bool(torch.isfinite(plan.input).all()) is False:
         return None
@@ -96,6 +98,11 @@ def _squared_error(plan, with_grad):
     if plan.spans_last_axis:
         loss = loss.mean(-1)
     return loss, (error.mul_(2 / count) if with_grad else None)
+
+
+def _formula(loss, plan, with_grad):
+    terms = loss._terms(plan, 1 if with_grad else 0)
+    return terms.loss, terms.grad
 
 
 _KERNELS = {"softmax_ce": _softmax_ce, "bce_logits": _bce_logits, "squared_error": _squared_error}
