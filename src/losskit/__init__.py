@@ -21,7 +21,6 @@ from .heads import (
 )
 from .losses import *  # noqa: F403 - every catalogue loss, class and function, read from the registry
 from .losses import __all__ as _LOSSES
-from .losses import catalogue
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .targets import type_of_target
 
