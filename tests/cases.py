@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import losskit
+import own_losses  # noqa: F401 - registers a user's own losses, which every common test then covers
 
 N, K = 6, 4
 
@@ -248,6 +249,15 @@ def cases_for(name: str, seed: int = 0) -> dict[str, Case]:
         "gamma_deviance": lambda: value_cases(rng, {}, positive(rng)),
         "tweedie_deviance": lambda: tweedie_cases(rng),
         "gaussian_nll_loss": lambda: gaussian_cases(rng),
+        "exponential_loss": lambda: {k: c for k, c in binary_cases(rng, False).items() if not c.options},
+        "asymmetric_loss": lambda: {
+            **multilabel_margin_cases(rng, {}),
+            **{f"{k}_soft": c for k, c in multilabel_margin_cases(rng, {"gamma_pos": 0.5, "gamma_neg": 2.0,
+                                                                       "clip": 0.0}).items()}},
+        # a user's own losses (tests/own_losses.py), covered as the catalogue is
+        "exp_margin_loss": lambda: {k: c for k, c in binary_cases(rng, False).items()
+                                    if not c.options and k != "soft_2d"},
+        "scaled_cauchy_loss": lambda: robust_cases(rng, [{}, {"scale": 0.5}]),
     }[name]()
     for case in made.values():
         case.probability_input = name in ("binary_cross_entropy", "categorical_cross_entropy")
@@ -263,7 +273,8 @@ def all_cases(seed: int = 0):
         "multilabel_hinge_loss", "multilabel_squared_hinge_loss", "softmax_focal_loss", "poly_cross_entropy",
         "multiclass_hinge_loss", "kl_divergence", "distillation_loss", "absolute_error", "huber_loss",
         "smooth_l1_loss", "pseudo_huber_loss", "log_cosh_loss", "quantile_loss", "poisson_deviance",
-        "gamma_deviance", "tweedie_deviance", "gaussian_nll_loss",
+        "gamma_deviance", "tweedie_deviance", "gaussian_nll_loss", "exponential_loss", "asymmetric_loss",
+        "exp_margin_loss", "scaled_cauchy_loss",
     }, "a new loss needs its cases here"
     return [(f"{name}-{case}", name, case) for name in losskit.REGISTRY for case in cases_for(name, seed)]
 

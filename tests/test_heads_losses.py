@@ -42,7 +42,7 @@ PAIRS = [(kind, name) for kind, table in TASK_LOSSES.items() for name in table]
 
 
 def _head(kind, name, by_function=False):
-    loss = lk.heads._function_name(TASK_LOSSES[kind][name]) if by_function else name
+    loss = TASK_LOSSES[kind][name].name if by_function else name
     units = {"multiclass": {"n_classes": 4}, "multilabel": {"n_labels": 3}}.get(kind, {})
     extra = {"quantiles": [0.1, 0.5, 0.9]} if name == "quantile" else {}
     return lk.head(TASK_OF[kind], loss=loss, **units, **extra)

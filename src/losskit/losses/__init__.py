@@ -28,4 +28,4 @@ EXPORTS = {name: obj for cls, fn in catalogue().values() for name, obj in ((cls.
 globals().update(EXPORTS)
 
 __all__ = ["REGISTRY", "Loss", "Terms", "ElementwiseLoss", "Hessian", "Link", "IDENTITY", "LOGIT", "LOG", "SOFTMAX",
-           "option", "formula_function", "catalogue", *EXPORTS]
+           "option", "formula_function", *EXPORTS]

@@ -10,6 +10,8 @@ for the kernel and returns ``(scaled_loss, grad)``, or None when the kernel flag
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from array_api_compat import is_numpy_namespace, is_torch_namespace
 
@@ -39,6 +41,10 @@ def check_out(out, input, input_name: str) -> None:
         raise _checks.fail("out", f"an array of {input_name}'s type, shape {shape} and dtype {dtype}",
                            f"{type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))} and dtype "
                            f"{getattr(out, 'dtype', None)}")
+    flags = getattr(out, "flags", None)
+    if flags is not None and not flags.writeable:  # NumPy's own words would name no argument
+        raise _checks.fail("out", "a writeable array (the gradient is written into it)", "a read-only array",
+                           "pass a copy, or leave out= out to get a new array")
 
 
 def run(loss, plan, with_grad: bool, out):
@@ -59,7 +65,15 @@ def run(loss, plan, with_grad: bool, out):
     if out is not None and not (arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
                                 and arrays["out"].flags.writeable):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
-    result = loss._kernel(plan, arrays, with_grad)
+    key = _signature(loss, plan, arrays)
+    if key not in _WARM:
+        if z.size < ANSWER_WHILE_COMPILING and loss.options.impl == "auto":
+            _compile_in_background(key, loss, plan, arrays, with_grad)
+            return UNHANDLED  # the reference answers now; the kernel takes later calls
+        with _COMPILING:  # a kernel compiles once, whichever thread asks first
+            _WARM.add(key)
+    with fused.threads(serial=z.size < SERIAL_BELOW):
+        result = loss._kernel(plan, arrays, with_grad)
     if result is None or result is UNHANDLED:
         return result
     scaled_loss, grad = result
@@ -77,6 +91,44 @@ def run(loss, plan, with_grad: bool, out):
         out[...] = grad
         return value, out
     return value, grad
+
+
+#: below this many input elements a call whose kernel is not compiled yet is answered by the
+#: reference path while the kernel compiles in a background thread (a first call on a fresh install
+#: would otherwise wait seconds for numba)
+ANSWER_WHILE_COMPILING = 100_000
+#: below this many input elements a kernel runs on the calling thread alone: waking the parallel
+#: threads costs more than they save, and inside a training loop they fight BLAS's spinning threads
+SERIAL_BELOW = 1 << 18
+_WARM: set = set()
+_COMPILING = threading.Lock()
+
+
+def _signature(loss, plan, arrays) -> tuple:
+    """What decides the machine code a call needs (its kernel and the types numba sees)."""
+    options = tuple(type(v).__name__ for v in loss.options.as_dict().values())
+    return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
+            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, options)
+
+
+def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
+    """Run the kernel once on copies of this call's (small) arrays in a daemon thread, so that numba
+    compiles (or loads from its disk cache) the code the next calls need."""
+    with _COMPILING:
+        if key in _WARM:
+            return
+        _WARM.add(key)
+    copies = {k: (None if v is None else np.array(v)) for k, v in arrays.items()}
+
+    def compile_kernel():
+        try:
+            with fused.threads(serial=True):
+                loss._kernel(plan, copies, with_grad)
+        except Exception:  # noqa: BLE001 - a failed warm-up leaves the call path to say why, synchronously
+            with _COMPILING:
+                _WARM.discard(key)
+
+    threading.Thread(target=compile_kernel, name="losskit-compile", daemon=True).start()
 
 
 def _back(xp, array):

@@ -102,7 +102,18 @@ class Option:
 
 def option(default: float, *, low: float | None = None, high: float | None = None, low_open: bool = False,
            high_open: bool = False, doc: str = "") -> Any:
-    """Declare a numeric option of a loss class (see :class:`Option`)."""
+    """Declare a numeric option of a loss class (see :class:`Option`): ``delta = lk.option(1.0, low=0.0)``.
+
+    Shapes: the option is one number (a Python float, checked finite and inside ``[low, high]``,
+    either end open with ``low_open``/``high_open``), the same for every element of every call.
+
+    >>> import losskit as lk
+    >>> class Scaled(lk.ElementwiseLoss):
+    ...     scale = lk.option(2.0, low=0.0, low_open=True)
+    ...     def value(self, xp, z, y): return self.scale * (z - y) ** 2
+    >>> Scaled(scale=3.0).scale
+    3.0
+    """
     return Option(default, low, high, low_open, high_open, doc)
 
 

@@ -36,7 +36,11 @@ FORMULA_FUNCTIONS: list[Callable] = []
 
 def formula_function(fn: Callable) -> Callable:
     """Mark ``fn(xp, ...)`` as a helper that loss formulas call: it runs as written on arrays and is
-    compiled (numba) inside the kernels. It may use ``xp`` as a formula does."""
+    compiled (numba) inside the kernels. It may use ``xp`` as a formula does.
+
+    Shapes: whatever the formula passes, elementwise: arrays of the input's shape on the array path,
+    one element at a time in the compiled kernel; the result has the arguments' (broadcast) shape.
+    """
     FORMULA_FUNCTIONS.append(fn)
     return fn
 

@@ -1,0 +1,272 @@
+"""The catalogue's losses against the peers, forward + gradient, float32, in one process run.
+
+    python -m benchmarks.catalogue                   # full sizes (50M elements; 1024 x 32000 rows)
+    python -m benchmarks.catalogue --smoke           # tiny sizes, one repeat: checks the harness
+    python -m benchmarks.catalogue --markdown FILE   # also write the table (replaces FILE's section)
+
+For each loss: losskit on NumPy (the default path), torch eager (``torch.nn.functional`` where torch
+has the loss, else the formula in torch ops, as a user would write it), JAX ``jit(value_and_grad)``
+(optax where it has the loss, else the formula in ``jnp``), ``losskit.torch`` on CPU tensors and
+``losskit.jax`` under ``jit``. Before any timing, each implementation's value and gradient are
+checked against losskit's float64 reference on the same inputs (a row fails loudly when they
+disagree). Implementations run alternately, ``--repeats`` rounds after a warm-up; the table gives
+the median milliseconds and the ratio of the faster peer (torch eager or JAX jit) to losskit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+
+import losskit as lk
+
+ELEMENTS = 50_000_000
+ROWS = (1024, 32000)
+SMOKE_ELEMENTS, SMOKE_ROWS = 4096, (16, 300)
+LABELS = 1000  # the label axis of the multi-label losses: rows of 1000 labels
+
+
+def _torch_formulas(torch):
+    F = torch.nn.functional
+
+    def sign(y):
+        return 2 * y - 1
+
+    return {
+        "huber_loss": lambda z, y: F.huber_loss(z, y),
+        "smooth_l1_loss": lambda z, y: F.smooth_l1_loss(z, y),
+        "absolute_error": lambda z, y: F.l1_loss(z, y),
+        "pseudo_huber_loss": lambda z, y: ((1 + (z - y) ** 2).sqrt() - 1).mean(),
+        "log_cosh_loss": lambda z, y: ((z - y) + F.softplus(-2 * (z - y)) - math.log(2)).mean(),
+        "poisson_deviance": lambda z, y: (2 * (torch.xlogy(y, y) - y * z - y + z.exp())).mean(),
+        "gamma_deviance": lambda z, y: (2 * (z - y.log() + y * (-z).exp() - 1)).mean(),
+        # p = 1.5: 2 (y^b / (a b) - y mu^a / a + mu^b / b) with a = -1/2, b = 1/2
+        "tweedie_deviance": lambda z, y: (2 * (-4 * y.sqrt() + 2 * y * (-0.5 * z).exp() + 2 * (0.5 * z).exp())).mean(),
+        "hinge_loss": lambda z, y: (1 - sign(y) * z).clamp(min=0).mean(),
+        "squared_hinge_loss": lambda z, y: (1 - sign(y) * z).clamp(min=0).square().mean(),
+        "exponential_loss": lambda z, y: (y * (-z).exp() + (1 - y) * z.exp()).mean(),
+        "sigmoid_focal_loss": _torch_focal(torch),
+        "multilabel_sigmoid_focal_loss": lambda z, y: _torch_focal(torch)(z, y) * z.shape[-1],
+        "multilabel_hinge_loss": lambda z, y: (1 - sign(y) * z).clamp(min=0).sum(-1).mean(),
+        "multilabel_squared_hinge_loss": lambda z, y: (1 - sign(y) * z).clamp(min=0).square().sum(-1).mean(),
+        "asymmetric_loss": _torch_asl(torch),
+    }
+
+
+def _torch_focal(torch):
+    F = torch.nn.functional
+
+    def focal(z, y):  # torchvision.ops.sigmoid_focal_loss with alpha=-1 (none), gamma=2, mean
+        p = torch.sigmoid(z)
+        ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+        p_t = p * y + (1 - p) * (1 - y)
+        return (ce * (1 - p_t) ** 2).mean()
+    return focal
+
+
+def _torch_asl(torch):
+    def asl(z, y):  # the reference implementation's arithmetic, with the focusing weight differentiated
+        p = torch.sigmoid(z)
+        xs_neg = (1 - p + 0.05).clamp(max=1)
+        loss = y * torch.log(p.clamp(min=1e-8)) + (1 - y) * torch.log(xs_neg.clamp(min=1e-8))
+        pt = p * y + xs_neg * (1 - y)
+        gamma = 1.0 * y + 4.0 * (1 - y)
+        return -(loss * (1 - pt) ** gamma).sum(-1).mean()
+    return asl
+
+
+def _jax_formulas(jnp, optax):
+    def sign(y):
+        return 2 * y - 1
+
+    def asl(z, y):
+        p = 1 / (1 + jnp.exp(-z))
+        xs_neg = jnp.minimum(1 - p + 0.05, 1.0)
+        loss = y * jnp.log(jnp.maximum(p, 1e-8)) + (1 - y) * jnp.log(jnp.maximum(xs_neg, 1e-8))
+        pt = p * y + xs_neg * (1 - y)
+        return -(loss * (1 - pt) ** (1.0 * y + 4.0 * (1 - y))).sum(-1).mean()
+
+    return {
+        "huber_loss": lambda z, y: optax.huber_loss(z, y).mean(),
+        "smooth_l1_loss": lambda z, y: optax.huber_loss(z, y).mean(),
+        "absolute_error": lambda z, y: jnp.abs(z - y).mean(),
+        "pseudo_huber_loss": lambda z, y: (jnp.sqrt(1 + (z - y) ** 2) - 1).mean(),
+        "log_cosh_loss": lambda z, y: optax.log_cosh(z, y).mean(),
+        "poisson_deviance": lambda z, y: (2 * (jax_xlogy(y, y) - y * z - y + jnp.exp(z))).mean(),
+        "gamma_deviance": lambda z, y: (2 * (z - jnp.log(y) + y * jnp.exp(-z) - 1)).mean(),
+        "tweedie_deviance": lambda z, y: (2 * (-4 * jnp.sqrt(y) + 2 * y * jnp.exp(-0.5 * z) + 2 * jnp.exp(0.5 * z))).mean(),
+        "hinge_loss": lambda z, y: optax.hinge_loss(z, sign(y)).mean(),
+        "squared_hinge_loss": lambda z, y: (jnp.maximum(1 - sign(y) * z, 0) ** 2).mean(),
+        "exponential_loss": lambda z, y: (y * jnp.exp(-z) + (1 - y) * jnp.exp(z)).mean(),
+        "sigmoid_focal_loss": lambda z, y: optax.sigmoid_focal_loss(z, y, alpha=None, gamma=2.0).mean(),
+        "multilabel_sigmoid_focal_loss": lambda z, y: optax.sigmoid_focal_loss(z, y, alpha=None).sum(-1).mean(),
+        "multilabel_hinge_loss": lambda z, y: jnp.maximum(1 - sign(y) * z, 0).sum(-1).mean(),
+        "multilabel_squared_hinge_loss": lambda z, y: (jnp.maximum(1 - sign(y) * z, 0) ** 2).sum(-1).mean(),
+        "asymmetric_loss": asl,
+    }
+
+
+def jax_xlogy(x, y):
+    import jax.scipy.special
+
+    return jax.scipy.special.xlogy(x, y)
+
+
+#: the catalogue's elementwise losses, with the options the peers' formulas above compute
+CASES = {
+    "huber_loss": {}, "smooth_l1_loss": {}, "absolute_error": {}, "pseudo_huber_loss": {}, "log_cosh_loss": {},
+    "poisson_deviance": {}, "gamma_deviance": {}, "tweedie_deviance": {"power": 1.5}, "hinge_loss": {},
+    "squared_hinge_loss": {}, "exponential_loss": {}, "sigmoid_focal_loss": {},
+    "multilabel_sigmoid_focal_loss": {}, "multilabel_hinge_loss": {}, "multilabel_squared_hinge_loss": {},
+    "asymmetric_loss": {},
+}
+
+
+def _inputs(name, n, rng):
+    cls = lk.REGISTRY[name][0]
+    shape = (n // LABELS, LABELS) if cls.over_last_axis == "sum" else (n,)
+    z = rng.normal(size=shape).astype(np.float32)
+    if cls.target in ("binary", "sign"):
+        y = (rng.uniform(size=shape) > 0.5).astype(np.float32)
+    elif cls.target == "value" and cls.link is not lk.LOG:
+        y = rng.normal(size=shape).astype(np.float32)
+    else:
+        y = rng.gamma(2.0, size=shape).astype(np.float32) + (cls.target == "positive") * np.float32(0.1)
+    return z, y
+
+
+def implementations(name):
+    """name -> (callable(z, y) -> (value, grad), library of its arrays)."""
+    loss = lk.REGISTRY[name][0](**CASES[name])
+    impls = {"losskit": (loss.value_and_grad, "numpy")}
+    try:
+        import torch
+
+        import losskit.torch as lt
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        formula = _torch_formulas(torch)[name]
+        layer = lt.module(loss)
+
+        def step(fn):
+            def run(z, y):
+                z = z.detach().requires_grad_(True)
+                value = fn(z, y)
+                value.backward()
+                return value, z.grad
+            return run
+
+        impls["torch eager"] = (step(formula), "torch")
+        impls["losskit.torch"] = (step(layer), "torch")
+    except ImportError:
+        pass
+    try:
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        import losskit.jax as lj
+
+        peer = jax.jit(jax.value_and_grad(_jax_formulas(jnp, optax)[name]))
+        ours = jax.jit(jax.value_and_grad(lambda z, y, f=lj.loss_fn(loss): f(z, y)))
+        impls["JAX jit"] = (lambda z, y: jax.block_until_ready(peer(z, y)), "jax")
+        impls["losskit.jax jit"] = (lambda z, y: jax.block_until_ready(ours(z, y)), "jax")
+    except ImportError:
+        pass
+    return impls
+
+
+def _convert(array, library):
+    if library == "torch":
+        import torch
+
+        return torch.from_numpy(array)
+    if library == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
+    return array
+
+
+def _host(value):
+    if hasattr(value, "detach"):
+        value = value.detach()
+    return np.asarray(value, dtype=np.float64)
+
+
+def check_agreement(name, impls, z, y):
+    """Every implementation's value and gradient against losskit's float64 reference, before timing."""
+    reference = lk.REGISTRY[name][0](impl="xp", **CASES[name])
+    value, grad = reference.value_and_grad(z.astype(np.float64), y.astype(np.float64))
+    for impl, (fn, library) in impls.items():
+        got_value, got_grad = fn(_convert(z, library), _convert(y, library))
+        scale = np.max(np.abs(grad)) or 1.0
+        value_error = abs(float(_host(got_value)) - float(value)) / max(abs(float(value)), 1e-30)
+        grad_error = float(np.max(np.abs(_host(got_grad) - grad))) / scale
+        # the ASL peer clamps its logs at 1e-8, as the reference code does: its values differ there
+        tol = 1e-3 if name == "asymmetric_loss" and impl in ("torch eager", "JAX jit") else 1e-4
+        if not (value_error < tol and grad_error < tol):
+            raise AssertionError(f"{name}: {impl} disagrees with the reference (value {value_error:.2e}, "
+                                 f"gradient {grad_error:.2e} relative)")
+
+
+def time_loss(name, n, repeats, rng):
+    z, y = _inputs(name, n, rng)
+    impls = implementations(name)
+    check_agreement(name, impls, z, y)
+    data = {library: (_convert(z, library), _convert(y, library)) for library in ("numpy", "torch", "jax")}
+    samples = {impl: [] for impl in impls}
+    for round_ in range(repeats + 1):
+        for impl, (fn, library) in impls.items():
+            start = time.perf_counter()
+            fn(*data[library])
+            if round_:  # round 0 warms up (JIT compiles)
+                samples[impl].append(time.perf_counter() - start)
+    return {impl: statistics.median(times) * 1e3 for impl, times in samples.items()}
+
+
+def report(results, n) -> str:
+    lines = [f"Forward + gradient, float32, {n:,} elements (multi-label: rows of {LABELS} labels); median ms; "
+             "ratio = the faster of torch eager and JAX jit over losskit (> 1: losskit is faster).", "",
+             "| loss | losskit | torch eager | JAX jit | ratio | losskit.torch | vs torch | losskit.jax | vs JAX |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, ms in results.items():
+        ours = ms["losskit"]
+        peer = min(ms.get("torch eager", math.inf), ms.get("JAX jit", math.inf))
+        lines.append(f"| {name} | {ours:.1f} | {ms.get('torch eager', math.nan):.1f} | {ms.get('JAX jit', math.nan):.1f}"
+                     f" | {peer / ours:.2f}x | {ms.get('losskit.torch', math.nan):.1f}"
+                     f" | {ms.get('torch eager', math.nan) / ms.get('losskit.torch', math.nan):.2f}x"
+                     f" | {ms.get('losskit.jax jit', math.nan):.1f}"
+                     f" | {ms.get('JAX jit', math.nan) / ms.get('losskit.jax jit', math.nan):.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="*", help="loss names to run (default: all)")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args()
+    n = SMOKE_ELEMENTS * 10 if args.smoke else ELEMENTS
+    repeats = 1 if args.smoke else args.repeats
+    rng = np.random.default_rng(0)
+    results = {}
+    for name in args.only or CASES:
+        results[name] = time_loss(name, n, repeats, rng)
+        print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
+    text = report(results, n)
+    print(text)
+    if args.markdown:
+        with open(args.markdown + ".tmp", "w") as handle:
+            handle.write(text)
+        os.replace(args.markdown + ".tmp", args.markdown)
+
+
+if __name__ == "__main__":
+    main()

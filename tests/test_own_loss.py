@@ -1,0 +1,126 @@
+"""A user's own loss, written as docs/own-loss.md says (tests/own_losses.py), gets everything the
+catalogue's losses get: the call forms, the compiled kernel, heads, torch, JAX and GBDT objectives.
+References are the closed forms of exp(-s z), s = 2y - 1, worked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from own_losses import ExpMarginLoss, ScaledCauchyLoss
+
+import losskit as lk
+
+RNG = np.random.default_rng(7)
+Z = RNG.normal(size=40)
+Y = (RNG.uniform(size=40) > 0.5).astype(np.float64)
+S = 2 * Y - 1
+W = RNG.uniform(0.5, 2.0, size=40)
+
+
+def test_value_gradient_hessian_are_the_closed_forms():
+    loss = ExpMarginLoss()
+    np.testing.assert_allclose(float(loss(Z, Y)), np.mean(np.exp(-S * Z)), rtol=1e-14)
+    value, grad = loss.value_and_grad(Z, Y, weight=W)
+    np.testing.assert_allclose(float(value), np.sum(W * np.exp(-S * Z)) / W.sum(), rtol=1e-14)
+    np.testing.assert_allclose(grad, -S * np.exp(-S * Z) * W / W.sum(), rtol=1e-14)
+    np.testing.assert_allclose(loss.hessian_diag(Z, Y), np.exp(-S * Z) / Z.size, rtol=1e-14)
+    none = ExpMarginLoss(reduction="none")(Z, Y, weight=W)
+    np.testing.assert_allclose(float(ExpMarginLoss(reduction="sum")(Z, Y, weight=W)), none.sum(), rtol=1e-14)
+    np.testing.assert_allclose(float(loss(Z, Y, normalizer=8.0)), np.sum(np.exp(-S * Z)) / 8.0, rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_kernel_is_compiled_from_the_formula(dtype):
+    z, y = Z.astype(dtype), Y.astype(dtype)
+    assert ExpMarginLoss.kernel_name() == "formula"
+    value, grad = ExpMarginLoss(impl="fused").value_and_grad(z, y)
+    assert grad.dtype == dtype
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(float(value), np.mean(np.exp(-S * Z)), rtol=tol)
+    np.testing.assert_allclose(grad, -S * np.exp(-S * Z) / Z.size, rtol=tol, atol=1e-9 if dtype == np.float32 else 0)
+
+
+def test_an_overflowing_element_is_answered_by_the_reference():
+    z = np.array([1000.0, 0.0])  # exp(1000) overflows: the kernel flags the row, the reference gives inf
+    value = ExpMarginLoss(impl="auto")(z, np.array([0.0, 1.0]))
+    assert np.isinf(float(value))
+
+
+def test_heads_take_it_by_name_and_as_an_object():
+    for head in (lk.BinaryHead(loss="exp_margin_loss"), lk.BinaryHead(loss=ExpMarginLoss())):
+        assert type(head.loss_object) is ExpMarginLoss
+        np.testing.assert_allclose(float(head.loss(Z[:, None], Y)), np.mean(np.exp(-S * Z)), rtol=1e-14)
+    assert "exp_margin_loss" in lk.heads.TASK_LOSSES["binary"]
+    with pytest.raises(lk.LossInputError, match="loss"):
+        lk.MulticlassHead(3, loss="exp_margin_loss")
+
+
+def test_registry_and_function_form():
+    cls, fn = lk.REGISTRY["exp_margin_loss"]
+    assert cls is ExpMarginLoss
+    np.testing.assert_allclose(float(fn(Z, Y, weight=W)), np.sum(W * np.exp(-S * Z)) / W.sum(), rtol=1e-14)
+    assert "exp_margin_loss" not in lk.losses.catalogue()
+
+
+def test_declared_option_is_checked_and_reaches_the_kernel():
+    with pytest.raises(lk.LossInputError, match="scale"):
+        ScaledCauchyLoss(scale=-1.0)
+    with pytest.raises(lk.LossInputError, match="delta"):
+        ScaledCauchyLoss(delta=1.0)
+    e = Z - Y
+    for c in (0.5, 2.0):
+        expected = np.mean(0.5 * c * c * np.log1p((e / c) ** 2))
+        for impl in ("xp", "fused"):
+            np.testing.assert_allclose(float(ScaledCauchyLoss(scale=c, impl=impl)(Z, Y)), expected, rtol=1e-13)
+
+
+def test_target_kind_is_checked():
+    with pytest.raises(lk.LossInputError, match="target"):
+        ExpMarginLoss()(Z, Y + 2)
+
+
+def test_torch_module_with_analytic_backward_and_compile():
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    module = lt.module(ExpMarginLoss())
+    assert isinstance(module, torch.nn.Module)
+    z = torch.tensor(Z, requires_grad=True)
+    value = module(z, torch.tensor(Y))
+    value.backward()
+    np.testing.assert_allclose(z.grad.numpy(), -S * np.exp(-S * Z) / Z.size, rtol=1e-13)
+    compiled = torch.compile(lambda a, b: module(a, b), fullgraph=True)
+    z2 = torch.tensor(Z, requires_grad=True)
+    compiled(z2, torch.tensor(Y)).backward()
+    np.testing.assert_allclose(z2.grad.numpy(), -S * np.exp(-S * Z) / Z.size, rtol=1e-13)
+
+
+def test_jax_loss_fn_under_jit_grad():
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+
+    f = lj.loss_fn(ExpMarginLoss())
+    grad = jax.jit(jax.grad(lambda z: f(z, jax.numpy.asarray(Y))))(jax.numpy.asarray(Z))
+    np.testing.assert_allclose(np.asarray(grad), -S * np.exp(-S * Z) / Z.size, rtol=1e-13)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_gbdt_objective_gives_the_per_row_derivatives(library):
+    module = pytest.importorskip(f"losskit.{library}")
+    objective = module.objective(ExpMarginLoss())
+    grad, hess = objective(Y, Z) if library == "xgboost" else objective(Y, Z, None)
+    np.testing.assert_allclose(grad, -S * np.exp(-S * Z), rtol=1e-13)
+    np.testing.assert_allclose(hess, np.exp(-S * Z), rtol=1e-13)
+    assert module.params(ExpMarginLoss())["objective"].__name__ == "exp_margin_loss"
+
+
+def test_a_subclass_never_runs_a_kernel_written_for_other_math():
+    class TwiceCE(lk.SoftmaxCrossEntropy):
+        def _terms(self, plan, order):
+            terms = super()._terms(plan, order)
+            return type(terms)(2 * terms.loss, None if terms.grad is None else 2 * terms.grad)
+
+    assert lk.SoftmaxCrossEntropy.kernel_name() == "softmax_ce"
+    assert TwiceCE.kernel_name() is None and lk.PolyCrossEntropy.kernel_name() is None
+    z, y = RNG.normal(size=(5, 3)), np.array([0, 1, 2, 1, 0])
+    np.testing.assert_allclose(float(TwiceCE()(z, y)), 2 * float(lk.SoftmaxCrossEntropy(impl="xp")(z, y)), rtol=1e-14)
