@@ -99,7 +99,8 @@ def _jax_formulas(jnp, optax):
         "log_cosh_loss": lambda z, y: optax.log_cosh(z, y).mean(),
         "poisson_deviance": lambda z, y: (2 * (jax_xlogy(y, y) - y * z - y + jnp.exp(z))).mean(),
         "gamma_deviance": lambda z, y: (2 * (z - jnp.log(y) + y * jnp.exp(-z) - 1)).mean(),
-        "tweedie_deviance": lambda z, y: (2 * (-4 * jnp.sqrt(y) + 2 * y * jnp.exp(-0.5 * z) + 2 * jnp.exp(0.5 * z))).mean(),
+        "tweedie_deviance": lambda z, y: (2 * (-4 * jnp.sqrt(y) + 2 * y * jnp.exp(-0.5 * z)
+                                               + 2 * jnp.exp(0.5 * z))).mean(),
         "hinge_loss": lambda z, y: optax.hinge_loss(z, sign(y)).mean(),
         "squared_hinge_loss": lambda z, y: (jnp.maximum(1 - sign(y) * z, 0) ** 2).mean(),
         "exponential_loss": lambda z, y: (y * jnp.exp(-z) + (1 - y) * jnp.exp(z)).mean(),
@@ -173,7 +174,8 @@ def implementations(name):
         import losskit.jax as lj
 
         peer = jax.jit(jax.value_and_grad(_jax_formulas(jnp, optax)[name]))
-        ours = jax.jit(jax.value_and_grad(lambda z, y, f=lj.loss_fn(loss): f(z, y)))
+        ours_fn = lj.loss_fn(loss)
+        ours = jax.jit(jax.value_and_grad(lambda z, y: ours_fn(z, y)))
         impls["JAX jit"] = (lambda z, y: jax.block_until_ready(peer(z, y)), "jax")
         impls["losskit.jax jit"] = (lambda z, y: jax.block_until_ready(ours(z, y)), "jax")
     except ImportError:
@@ -238,7 +240,8 @@ def report(results, n) -> str:
     for name, ms in results.items():
         ours = ms["losskit"]
         peer = min(ms.get("torch eager", math.inf), ms.get("JAX jit", math.inf))
-        lines.append(f"| {name} | {ours:.1f} | {ms.get('torch eager', math.nan):.1f} | {ms.get('JAX jit', math.nan):.1f}"
+        torch_ms, jax_ms = ms.get("torch eager", math.nan), ms.get("JAX jit", math.nan)
+        lines.append(f"| {name} | {ours:.1f} | {torch_ms:.1f} | {jax_ms:.1f}"
                      f" | {peer / ours:.2f}x | {ms.get('losskit.torch', math.nan):.1f}"
                      f" | {ms.get('torch eager', math.nan) / ms.get('losskit.torch', math.nan):.2f}x"
                      f" | {ms.get('losskit.jax jit', math.nan):.1f}"

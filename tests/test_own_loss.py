@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from own_losses import ExpMarginLoss, ScaledCauchyLoss
 
 import losskit as lk
+from own_losses import ExpMarginLoss, ScaledCauchyLoss
 
 RNG = np.random.default_rng(7)
 Z = RNG.normal(size=40)
