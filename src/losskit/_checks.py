@@ -47,6 +47,13 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, _NUMPY_BOOL))
 
 
+def int_at_least(value: Any, name: str, low: int, expected: str | None = None) -> int:
+    """``value`` if it is an int (not a bool) >= ``low``, else a LossInputError naming ``name``."""
+    if not is_integer(value) or value < low:
+        raise fail(name, expected or f"an int >= {low}", repr(value))
+    return int(value)
+
+
 def integer(value: Any, name: str) -> int:
     if not is_integer(value):
         raise fail(name, "an int", repr(value))

@@ -130,10 +130,7 @@ _CALL_DOC = """
 """
 
 
-def _int_option(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise fail(name, f"an int >= {low}", repr(value))
-    return value
+_int_option = _checks.int_at_least
 
 
 def _threshold(value, name: str = "threshold"):

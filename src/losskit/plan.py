@@ -18,15 +18,13 @@ from typing import Any, NamedTuple
 class Target(NamedTuple):
     """A checked target, as a loss's ``_prepare`` returns it.
 
-    ``labels``: integer class indices with ignored ones replaced by 0, or None; ``keep``: bool
-    mask of the examples not ignored, or None; ``dense``: the target in the working dtype
-    (probabilities, 0/1, values), or None; ``weight``: the loss's own per-example weight (class
+    ``labels``: integer class indices with ignored ones replaced by 0, or None; ``dense``: the
+    target in the working dtype (probabilities, 0/1, values), or None; ``weight``: the loss's own per-example weight (class
     weights, 0 for ignored examples), or None; ``pos_weight``: the checked positive-class weight
     (a 0-d or last-axis array), or None.
     """
 
     labels: Any = None
-    keep: Any = None
     dense: Any = None
     weight: Any = None
     pos_weight: Any = None
@@ -50,7 +48,6 @@ class Plan:
     target: Target
     weight: Any
     scale: Any
-    denominator: Any
     reduction: str
     smoothing: float
     spans_last_axis: bool

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from losskit import LossInputError
+from losskit._checks import int_at_least
 
 #: task -> (data set, what the target is)
 DATASETS = {
@@ -51,11 +52,7 @@ def digit_labels(digits: np.ndarray) -> np.ndarray:
     return np.stack([d % 2 == 0, d > 4, np.isin(d, _PRIME), np.isin(d, _LOOP)], axis=1).astype(np.int64)
 
 
-def check_int(value, name: str, low: int) -> int:
-    """``value`` if it is an int >= ``low``, else a LossInputError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise LossInputError(f"{name}: expected an int >= {low}, got {value!r}")
-    return int(value)
+check_int = int_at_least  # ``value`` if an int >= ``low``, else a LossInputError naming ``name``
 
 
 def _sklearn_datasets():

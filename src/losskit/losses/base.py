@@ -248,9 +248,9 @@ class Loss(ABC):
         if resolved.weight is not None:
             weight = resolved.weight if weight is None else weight * resolved.weight
         reduction_ = self.reduction if reduction is None else reduction
-        scale, denominator = _reduction.scale(xp, weight, math.prod(batch_shape), reduction_, normalizer, input)
+        scale, _ = _reduction.scale(xp, weight, math.prod(batch_shape), reduction_, normalizer, input)
         return Plan(xp=xp, input=input, dtype=source_dtype, target=resolved, weight=weight, scale=scale,
-                    denominator=denominator, reduction=reduction_,
+                    reduction=reduction_,
                     smoothing=getattr(self.options, "label_smoothing", 0.0), spans_last_axis=spans,
                     restore=restore)
 

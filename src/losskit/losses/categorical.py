@@ -128,7 +128,7 @@ def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
     if keep is not None:
         keep_w = xp.astype(keep, dtype)
         weight = keep_w if weight is None else weight * keep_w
-    return Target(labels=labels, keep=keep, weight=weight)
+    return Target(labels=labels, weight=weight)
 
 
 def _weighted_sum(xp, coef, log_p):

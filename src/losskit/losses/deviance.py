@@ -24,8 +24,7 @@ from .. import _array, _checks
 from ._shared import exp_minus_linear, functional
 from .declaration import LOG
 from .formula import formula_function
-from .more_options import TweedieOptions
-from .options import Options
+from .options import Options, TweedieOptions
 from .robust import ValueLoss
 
 

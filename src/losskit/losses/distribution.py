@@ -24,8 +24,7 @@ from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian
-from .more_options import DistillationOptions, QuantileOptions
-from .options import Options
+from .options import DistillationOptions, Options, QuantileOptions
 
 
 class KLDivergence(SoftmaxCrossEntropy):

@@ -26,7 +26,7 @@ from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian
 from .elementwise import ElementwiseLoss, multilabel_form
 from .formula import formula_function
-from .more_options import PolyOptions, SigmoidFocalOptions, SoftmaxFocalOptions
+from .options import PolyOptions, SigmoidFocalOptions, SoftmaxFocalOptions
 
 
 class SigmoidFocalLoss(ElementwiseLoss):

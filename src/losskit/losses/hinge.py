@@ -24,7 +24,7 @@ from .base import Loss, Terms
 from .categorical import _CategoricalBase
 from .declaration import HALF_LOGIT, IDENTITY, Hessian
 from .elementwise import ElementwiseLoss, multilabel_form
-from .more_options import LabelOptions
+from .options import LabelOptions
 
 
 class HingeLoss(ElementwiseLoss):
