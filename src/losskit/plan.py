@@ -19,9 +19,9 @@ class Target(NamedTuple):
     """A checked target, as a loss's ``_prepare`` returns it.
 
     ``labels``: integer class indices with ignored ones replaced by 0, or None; ``dense``: the
-    target in the working dtype (probabilities, 0/1, values), or None; ``weight``: the loss's own per-example weight (class
-    weights, 0 for ignored examples), or None; ``pos_weight``: the checked positive-class weight
-    (a 0-d or last-axis array), or None.
+    target in the working dtype (probabilities, 0/1, values), or None; ``weight``: the loss's own
+    per-example weight (class weights, 0 for ignored examples), or None; ``pos_weight``: the
+    checked positive-class weight (a 0-d or last-axis array), or None.
     """
 
     labels: Any = None
