@@ -66,12 +66,13 @@ def run(loss, plan, with_grad: bool, out):
                                 and arrays["out"].flags.writeable):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
     key = _signature(loss, plan, arrays)
-    if key not in _WARM:
+    state = _STATE.get(key)
+    if state is not _READY:
         if z.size < ANSWER_WHILE_COMPILING and loss.options.impl == "auto":
-            _compile_in_background(key, loss, plan, arrays, with_grad)
-            return UNHANDLED  # the reference answers now; the kernel takes later calls
-        with _COMPILING:  # a kernel compiles once, whichever thread asks first
-            _WARM.add(key)
+            if state is None:
+                _compile_in_background(key, loss, plan, arrays, with_grad)
+            return UNHANDLED  # the reference answers until the kernel is compiled
+        _STATE[key] = _READY  # a large call (or impl="fused") compiles here, once numba's lock is free
     with fused.threads(serial=z.size < SERIAL_BELOW):
         result = loss._kernel(plan, arrays, with_grad)
     if result is None or result is UNHANDLED:
@@ -100,8 +101,9 @@ ANSWER_WHILE_COMPILING = 100_000
 #: below this many input elements a kernel runs on the calling thread alone: waking the parallel
 #: threads costs more than they save, and inside a training loop they fight BLAS's spinning threads
 SERIAL_BELOW = 1 << 18
-_WARM: set = set()
-_COMPILING = threading.Lock()
+_READY, _COMPILING = "ready", "compiling"
+_STATE: dict = {}  # signature -> _COMPILING (in a background thread) or _READY
+_STATE_LOCK = threading.Lock()
 
 
 def _signature(loss, plan, arrays) -> tuple:
@@ -114,19 +116,19 @@ def _signature(loss, plan, arrays) -> tuple:
 def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
     """Run the kernel once on copies of this call's (small) arrays in a daemon thread, so that numba
     compiles (or loads from its disk cache) the code the next calls need."""
-    with _COMPILING:
-        if key in _WARM:
+    with _STATE_LOCK:
+        if key in _STATE:
             return
-        _WARM.add(key)
+        _STATE[key] = _COMPILING
     copies = {k: (None if v is None else np.array(v)) for k, v in arrays.items()}
 
     def compile_kernel():
         try:
             with fused.threads(serial=True):
                 loss._kernel(plan, copies, with_grad)
+            _STATE[key] = _READY
         except Exception:  # noqa: BLE001 - a failed warm-up leaves the call path to say why, synchronously
-            with _COMPILING:
-                _WARM.discard(key)
+            _STATE[key] = _READY
 
     threading.Thread(target=compile_kernel, name="losskit-compile", daemon=True).start()
 
