@@ -10,6 +10,14 @@ import pytest
 import losskit as lk
 from own_losses import ExpMarginLoss, ScaledCauchyLoss
 
+
+@pytest.fixture(autouse=True)
+def _registered():
+    """The README defines an ExpMarginLoss of its own (same name): these tests use tests/own_losses.py's."""
+    for cls in (ExpMarginLoss, ScaledCauchyLoss):
+        lk.losses.registry.register(cls)
+
+
 RNG = np.random.default_rng(7)
 Z = RNG.normal(size=40)
 Y = (RNG.uniform(size=40) > 0.5).astype(np.float64)
