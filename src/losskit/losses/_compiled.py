@@ -3,9 +3,12 @@
 The plan's arrays reach a kernel as NumPy views without a copy: NumPy arrays as they are, other
 CPU arrays through DLPack (a torch CPU tensor that does not require grad, for example), and the
 results go back the same way. Anything DLPack cannot share on the host (a GPU array, a tensor
-in an autograd graph, a JAX tracer, a Dask graph) is left to the array-API path. Each loss names
-its kernel function here (``_kernel = _compiled.softmax_ce``...); the function lays the plan out
-for the kernel and returns ``(scaled_loss, grad)``, or None when the kernel flagged a row.
+in an autograd graph, a JAX tracer, a Dask graph) is left to the array-API path. A loss names
+its kernel function here (``_kernel = _compiled.softmax_ce``...; every ElementwiseLoss runs
+:func:`formula`, the kernel compiled from its own formula); the function lays the plan out for
+the kernel and returns ``(scaled_loss, grad)``, or None when the kernel flagged a row. Small calls
+run on the calling thread alone, and a first small call is answered by the reference while its
+kernel compiles in the background (see :data:`ANSWER_WHILE_COMPILING`, :data:`SERIAL_BELOW`).
 """
 
 from __future__ import annotations

@@ -1,33 +1,14 @@
-"""Pieces the catalogue's losses share: target checks and numerically careful helpers, the latter
-usable in formulas (compiled too: :func:`~losskit.formula_function`)."""
+"""Pieces the catalogue's losses share: the function form, and numerically careful helpers usable in
+formulas (compiled too: :func:`~losskit.formula_function`)."""
 
 from __future__ import annotations
 
 import math
 
-from .. import _checks
-from ..plan import Target
 from .formula import formula_function
 from .registry import functional
 
-__all__ = ["functional", "real_target", "unit_target", "times", "exp_minus_linear"]
-
-
-def real_target(xp, input, target, input_name: str):
-    """A real-valued target of the input's shape, in the working dtype, without NaN."""
-    _checks.same_shape("target", target, input_name, tuple(input.shape))
-    if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
-        raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
-    target = xp.astype(target, input.dtype)
-    _checks.no_nan(xp, target, "target")
-    return target
-
-
-def unit_target(xp, input, target, input_name: str) -> Target:
-    """0/1 labels or probabilities of the input's shape (the binary losses' targets)."""
-    target = real_target(xp, input, target, input_name)
-    _checks.in_unit_interval(xp, target, "target")
-    return Target(dense=target)
+__all__ = ["functional", "times", "exp_minus_linear"]
 
 
 @formula_function

@@ -1,9 +1,13 @@
 """The ``Loss`` object: one call path, ``entry (checks) -> plan -> kernel -> result``.
 
-Design note: a subclass supplies only what is particular to it: how the target is checked and
-resolved (``_prepare``, returning a :class:`~losskit.plan.Target`), the per-example loss with its
-derivatives on the array-API path (``_terms``), and, optionally, its compiled kernel
-(``_kernel``). Weights, the reduction rule, dtype handling (half precision computed in float32)
+Design note: a loss class declares what it is (``name``, ``task``, ``link``, ``hessian``,
+``best_constant``, ``gbdt_builtin``: the registry, heads, GBDT objectives, the torch and JAX
+layers and ``eval`` read these, and keep no list of names) and supplies only what is particular to
+it: how the target is checked and resolved (``_prepare``, returning a
+:class:`~losskit.plan.Target`), the per-example loss with its derivatives on the array-API path
+(``_terms``), and, optionally, its compiled kernel (``_kernel``; a hand-written kernel serves its
+own class only, see :meth:`Loss.kernel_name`). :class:`~losskit.ElementwiseLoss` writes all three
+from one formula. Weights, the reduction rule, dtype handling (half precision computed in float32)
 and the scaling of the gradient are settled once, in :meth:`Loss.plan`, and every path consumes
 that plan. The alternative of letting each path derive them was how an option came to be written
 six times.

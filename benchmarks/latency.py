@@ -1,0 +1,137 @@
+"""Small calls: inside a NumPy training loop, and the very first call of a fresh process.
+
+    python -m benchmarks.latency [--steps 300] [--markdown FILE]
+
+1. Training step (issue "one declaration", item 5): a NumPy MLP on digits-sized data (1348 x 64,
+   hidden 64, 10 classes, float64), one SGD step = two gemms forward, softmax CE
+   ``value_and_grad``, three gemms backward. Reported: the median step, the median
+   ``value_and_grad`` inside the loop and the same call alone (after the loop), and torch eager's
+   step on the same network (``F.cross_entropy`` + autograd), medians of ``--steps`` steps.
+2. First call: a new interpreter (``python -c``) imports losskit and times its first
+   ``SoftmaxCrossEntropy().value_and_grad`` on 256 x 10 and first
+   ``BinaryCrossEntropyWithLogits().value_and_grad`` on 1000 elements, and the second call. Run it
+   in a fresh venv (``pip install .``, no extras) right after installing: that is a user's first
+   try (no numba cache on disk yet); a later process reuses numba's cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import losskit as lk
+
+
+def numpy_step_times(steps: int):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1348, 64)), rng.integers(0, 10, 1348)
+    w1, w2 = rng.normal(size=(64, 64)) * 0.1, rng.normal(size=(64, 10)) * 0.1
+    loss = lk.SoftmaxCrossEntropy()
+    step_times, loss_times = [], []
+    for i in range(steps + 20):
+        start = time.perf_counter()
+        h = np.maximum(x @ w1, 0)
+        z = h @ w2
+        t = time.perf_counter()
+        _, g = loss.value_and_grad(z, y)
+        t_loss = time.perf_counter() - t
+        gh = g @ w2.T
+        gh[h <= 0] = 0
+        w2 -= 0.01 * (h.T @ g)
+        w1 -= 0.01 * (x.T @ gh)
+        if i >= 20:  # warm-up: the kernel compiles (in the background) meanwhile
+            step_times.append(time.perf_counter() - start)
+            loss_times.append(t_loss)
+    z = np.maximum(x @ w1, 0) @ w2
+    alone = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        loss.value_and_grad(z, y)
+        alone.append(time.perf_counter() - t)
+    return statistics.median(step_times), statistics.median(loss_times), statistics.median(alone)
+
+
+def torch_step_time(steps: int):
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(1348, 64)))
+    y = torch.tensor(rng.integers(0, 10, 1348))
+    w1 = torch.tensor(rng.normal(size=(64, 64)) * 0.1, requires_grad=True)
+    w2 = torch.tensor(rng.normal(size=(64, 10)) * 0.1, requires_grad=True)
+    times = []
+    for i in range(steps + 20):
+        start = time.perf_counter()
+        value = torch.nn.functional.cross_entropy(torch.relu(x @ w1) @ w2, y)
+        value.backward()
+        with torch.no_grad():
+            w1 -= 0.01 * w1.grad
+            w2 -= 0.01 * w2.grad
+            w1.grad = None
+            w2.grad = None
+        if i >= 20:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import numpy as np, losskit as lk
+t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+if {kind!r} == "ce":
+    z, y = rng.normal(size=(256, 10)), rng.integers(0, 10, 256)
+    loss = lk.SoftmaxCrossEntropy()
+else:
+    z, y = rng.normal(size=1000), (rng.uniform(size=1000) > 0.5) * 1.0
+    loss = lk.BinaryCrossEntropyWithLogits()
+t2 = time.perf_counter(); loss.value_and_grad(z, y); t3 = time.perf_counter()
+loss.value_and_grad(z, y); t4 = time.perf_counter()
+print(t1 - t0, t3 - t2, t4 - t3)
+"""
+
+
+def first_call(kind: str):
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL.format(kind=kind)], capture_output=True, text=True,
+                         check=True)
+    return [float(v) for v in out.stdout.split()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--markdown")
+    args = parser.parse_args()
+    lines = []
+    for kind, label in (("ce", "softmax CE 256 x 10"), ("bce", "BCE-with-logits, 1000 elements")):
+        runs = [first_call(kind) for _ in range(3)]
+        lines.append(f"| first call: {label} | import {runs[0][0]:.2f} s | first call {runs[0][1]:.3f} s (fresh), "
+                     f"{statistics.median(r[1] for r in runs[1:]):.3f} s (later processes) | second call "
+                     f"{runs[0][2] * 1e3:.2f} ms |")
+        print(lines[-1], flush=True)
+    step, in_loop, alone = numpy_step_times(args.steps)
+    try:
+        torch_step = torch_step_time(args.steps)
+    except ImportError:
+        torch_step = float("nan")
+    lines.append(f"| training step (NumPy MLP, digits-sized, float64) | step {step * 1e3:.3f} ms (torch eager "
+                 f"{torch_step * 1e3:.3f} ms: {torch_step / step:.2f}x) | value_and_grad in the loop "
+                 f"{in_loop * 1e3:.3f} ms | alone {alone * 1e3:.3f} ms ({in_loop / alone:.2f}x) |")
+    print(lines[-1], flush=True)
+    text = "| case | | | |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown + ".tmp", "w") as handle:
+            handle.write(text)
+        os.replace(args.markdown + ".tmp", args.markdown)
+
+
+if __name__ == "__main__":
+    main()
