@@ -69,8 +69,9 @@ def unit_target(xp, input, target, input_name: str) -> Target:
 
 
 def times(xp, coef, value):
-    """``coef * value`` with 0 where ``coef`` is 0: an exact ``0 * inf`` limit, not NaN."""
-    return coef * xp.where(coef == 0, xp.zeros_like(value), value)
+    """``coef * value`` with 0 where ``coef`` is 0 and ``value`` infinite: an exact ``0 * inf`` limit,
+    not NaN; a finite value is kept, so that autodiff gives d/d coef = value (as binary._times)."""
+    return coef * xp.where((coef == 0) & ~xp.isfinite(value), xp.zeros_like(value), value)
 
 
 # Taylor coefficients of phi(x) = e^x - 1 - x from x^2 / 2! to x^11 / 11!
