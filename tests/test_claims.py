@@ -78,3 +78,20 @@ def test_all_weights_zero_give_zero_and_gradient_zero_never_nan():
     z = np.array([[np.inf, 0.0], [-np.inf, 1.0]])
     value, grad = lk.SoftmaxCrossEntropy().value_and_grad(z, np.array([1, 0]), weight=np.zeros(2))
     assert float(value) == 0.0 and np.all(grad == 0)
+
+
+def test_every_test_claims_md_names_exists():
+    """tests/CLAIMS.md maps each claim to tests: each ``file.py::name`` it names (``*`` a wildcard)
+    must be a test function of that file, so the table cannot point at nothing."""
+    text = (ROOT / "tests" / "CLAIMS.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::([\w*]+)", text)
+    assert len(named) > 50
+    missing = []
+    for filename, name in named:
+        source = (ROOT / "tests" / filename).read_text()
+        pattern = name.replace("*", r"\w*")
+        if not re.search(rf"^def {pattern}\(", source, re.M):
+            missing.append(f"{filename}::{name}")
+    files = set(re.findall(r"`(test_\w+\.py)", text))
+    missing += [f for f in files if not (ROOT / "tests" / f).exists()]
+    assert not missing, missing
