@@ -81,9 +81,9 @@ def test_linear_cross_entropy_holds_one_chunk_of_logits(logits, chunk_size, monk
     _, labels = logits
     hidden = RNG.normal(size=(N, D)).astype(np.float32)
     classifier = (RNG.normal(size=(V, D)) * 0.1).astype(np.float32)
-    if chunk_size is None:  # the default rule, at a budget this test can afford: 16 rows of V
-        monkeypatch.setattr(linear, "CHUNK_ELEMENTS", 16 * V)
-    rows = 64 if chunk_size else 16
+    if chunk_size is None:  # the default rule, at a budget this test can afford: 64 rows of V
+        monkeypatch.setattr(linear, "CHUNK_ELEMENTS", 64 * V)
+    rows = 64
     (value, grads), peak = _peak(lambda: linear.linear_cross_entropy_value_and_grad(
         hidden, classifier, labels, chunk_size=chunk_size))
     gradients = hidden.nbytes + classifier.nbytes  # d hidden and d classifier are returned
