@@ -136,3 +136,16 @@ def test_torch_softmax_ce_on_cpu_takes_one_logits_of_extra_memory():
     assert ours <= 1.25, f"losskit.torch.SoftmaxCrossEntropy: {ours:.2f}x the logits"
     theirs = _torch_extra("torch")
     assert theirs >= 2.0, f"the harness should see F.cross_entropy's 3x, saw {theirs:.2f}x"
+
+
+def test_torch_cpu_tensors_reach_the_kernels_without_a_copy(logits):
+    """docs/frameworks.md: "zero-copy DLPack views of the tensors' memory": with ``out=`` nothing of
+    the input's size is allocated through NumPy (a copy of the logits or of the gradient would be)."""
+    torch = pytest.importorskip("torch")
+    z, labels = (torch.from_numpy(a) for a in logits)
+    out = torch.empty_like(z)
+    loss = lk.SoftmaxCrossEntropy()
+    loss.value_and_grad(z[:4], labels[:4], out=out[:4])
+    (value, grad), peak = _peak(lambda: loss.value_and_grad(z, labels, out=out))
+    assert grad is out and torch.isfinite(value)
+    assert peak <= 0.01 * z.numel() * z.element_size(), f"{peak / (z.numel() * z.element_size()):.2f}x the logits"
