@@ -28,6 +28,8 @@ import numpy as np
 
 import losskit as lk
 
+from . import _agree
+
 FULL = {
     "ce": [(4096, 32000), (1024, 128256), (8192, 1000), (64, 10)],
     "bce": (50_000, 1000),
@@ -200,8 +202,8 @@ def time_case(kind, shape, repeats, rng):
     impls = implementations(kind)
     prepared = {name: (fn, [_convert(a, lib) for a in arrays]) for name, (fn, lib) in impls.items()}
     calls = SMALL_CALLS if arrays[0].size <= 4096 else 1
-    for fn, args in prepared.values():
-        fn(*args)  # warm-up: JIT compilation and first-touch allocation
+    # warm-up (JIT compilation, first-touch allocation), whose results must agree before any timing
+    _agree.check(kind, arrays, {name: fn(*args) for name, (fn, args) in prepared.items()})
     times = {name: [] for name in prepared}
     for _ in range(repeats):
         for name, (fn, args) in prepared.items():
@@ -354,6 +356,7 @@ def main() -> None:
         n, d, v = sizes["linear"]
         lines += ["", f"Linear + CE fwd+bwd, hidden {n} x {d}, V = {v}, one process each:", "",
                   "| implementation | seconds | extra peak MiB |", "|---|---|---|"]
+        _agree.check_linear(_linear_impls(), sizes["linear"])  # before any linear timing
         if args.smoke:
             rng_l = np.random.default_rng(0)
             h = rng_l.standard_normal((n, d), dtype=np.float32)

@@ -1,6 +1,7 @@
 """Measured accuracy of losskit's losses and gradients against 50-digit mpmath.
 
     python benchmarks/accuracy.py            # prints a Markdown table
+    python benchmarks/accuracy.py --paths    # the same grids on every path (tests/test_precision_paths.py)
 
 For each loss and dtype: the maximum relative error, in units of the dtype's epsilon too,
 over a grid of extreme inputs (|z| from 1e-8 to 1e4, p down to 1e-300, targets 0, 0.3, 1).
@@ -66,11 +67,16 @@ def bce_probs(dtype, impl="xp"):
     return worst, None
 
 
-def softmax_ce(dtype, impl="xp"):
+def softmax_rows(dtype):
+    """The grid of softmax rows: extreme spans, near-ties, and 20 random rows of scale 1e-3 to 1e3."""
     rng = np.random.default_rng(0)
     rows = [[1e4, 0.0, -1e4], [-1e4, -1e4 + 1, -1e4 + 2], [0.0, 1e-8, -1e-8], [700, -700, 0], [30, 30, -5]]
     rows += (rng.normal(size=(20, 3)) * 10.0 ** rng.integers(-3, 4, size=(20, 1))).tolist()
-    rows = np.array(rows, dtype=dtype)
+    return np.array(rows, dtype=dtype)
+
+
+def softmax_ce(dtype, impl="xp"):
+    rows = softmax_rows(dtype)
     worst_value = worst_grad = 0.0
     loss = lk.SoftmaxCrossEntropy(reduction="none", impl=impl)
     for label in range(3):
@@ -120,7 +126,49 @@ def vmath_ulps(dtype):
     return worst_exp, worst_log1p
 
 
+#: the documented bounds (docs/losses.md), in eps: a measurement above them fails the run
+VALUE_BOUND, GRAD_BOUND = 4.0, 8.0
+
+
+def paths_table() -> None:
+    """Max error in eps on every path that consumes a call plan, from the functions that
+    tests/test_precision_paths.py holds to the documented bounds."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is not None:  # float64 on the XLA path, as the tests' conftest sets
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    import losskit as lk
+    import test_precision_paths as paths
+
+    print("| path | dtype | BCE-logits loss | gradient | softmax CE loss | gradient |")
+    print("|---|---|---|---|---|---|")
+    for path in sorted(paths.PATHS):
+        for dtype in paths.DTYPES:
+            sub = paths._subnormals(path, dtype)
+            z, values, grads = paths._bce_reference(dtype)
+            loss = lk.BinaryCrossEntropyWithLogits(pos_weight=paths.POS_WEIGHT, reduction="none")
+            bce = [0.0, 0.0]
+            for target, exact_value, exact_grad in zip(TARGETS, values, grads, strict=True):
+                value, grad = paths.PATHS[path](loss, z, np.full_like(z, target))
+                bce = [max(bce[0], paths._check(value, exact_value, dtype, VALUE_BOUND, subnormals=sub)),
+                       max(bce[1], paths._check(grad, exact_grad, dtype, GRAD_BOUND, subnormals=sub))]
+            rows, values, grads = paths._softmax_reference(dtype)
+            loss = lk.SoftmaxCrossEntropy(reduction="none")
+            ce = [0.0, 0.0]
+            for label in range(3):
+                value, grad = paths.PATHS[path](loss, rows, np.full(len(rows), label))
+                ce = [max(ce[0], paths._check(value, values[label], dtype, VALUE_BOUND, subnormals=sub)),
+                      max(ce[1], paths._check(grad, [g for row in grads[label] for g in row], dtype, GRAD_BOUND,
+                                              floor_scale=True))]
+            print(f"| {path} | {np.dtype(dtype).name} | {bce[0]:.1f} | {bce[1]:.1f} | {ce[0]:.1f} | {ce[1]:.1f} |")
+
+
 def main() -> None:
+    if "--paths" in sys.argv:
+        paths_table()
+        return
     print("| loss | path | dtype | max rel. error, loss | in eps | max rel. error, gradient | in eps |")
     print("|---|---|---|---|---|---|---|")
     for name, fn, impls in (("binary_cross_entropy_with_logits", bce_logits, ("xp", "fused")),
@@ -130,6 +178,8 @@ def main() -> None:
             for dtype in (np.float64, np.float32):
                 value, grad = fn(dtype, impl)
                 eps = float(np.finfo(dtype).eps)
+                assert value <= VALUE_BOUND * eps and (grad is None or grad <= GRAD_BOUND * eps), \
+                    f"{name} {impl} {np.dtype(dtype).name}: above the documented bounds"
                 grad_cells = ("n/a", "n/a") if grad is None else (f"{grad:.2e}", f"{grad / eps:.1f}")
                 print(f"| {name} | {'compiled' if impl == 'fused' else 'array API'} | {np.dtype(dtype).name} | "
                       f"{value:.2e} | {value / eps:.1f} | {grad_cells[0]} | {grad_cells[1]} |")

@@ -181,9 +181,20 @@ def test_torch_cpu_tensors_take_the_kernels_through_zero_copy_views():
     assert isinstance(value, torch.Tensor) and isinstance(grad, torch.Tensor) and grad.dtype == torch.float64
     torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=0)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-15)
-    out = torch.empty_like(z)
-    assert lk.SoftmaxCrossEntropy().value_and_grad(z, y, out=out)[1] is out
-    torch.testing.assert_close(out, ref_grad * 1.0, rtol=1e-1, atol=1.0)  # filled (smoothing differs)
+    # out=: the kernel writes the gradient into the tensor's own memory (a NaN-filled buffer, so an
+    # unwritten entry shows), and out=z overwrites the logits in place, zero-copy both ways
+    out = torch.full_like(z, float("nan"))
+    address = out.data_ptr()
+    _, written = lk.SoftmaxCrossEntropy(impl="fused", label_smoothing=0.1).value_and_grad(z, y, out=out)
+    assert written is out and out.data_ptr() == address
+    torch.testing.assert_close(out, ref_grad, rtol=1e-10, atol=1e-15)
+    in_place = z.clone()
+    address = in_place.data_ptr()
+    value, written = lk.SoftmaxCrossEntropy(impl="fused", label_smoothing=0.1).value_and_grad(
+        in_place, y, out=in_place)
+    assert written is in_place and in_place.data_ptr() == address
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=0)
+    torch.testing.assert_close(in_place, ref_grad, rtol=1e-10, atol=1e-15)
 
 
 def test_numba_is_a_default_dependency_so_a_plain_install_is_compiled():

@@ -89,6 +89,15 @@ def test_a_weight_zero_example_adds_exactly_zero_even_when_it_overflows(name, im
     assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
     zero = (weight == 0) if name == "bce" else np.broadcast_to((weight == 0)[:, None], z.shape)
     assert np.all(grad[zero] == 0)
+    # the weight-0 example adds exactly 0: to the "none" entry, to "sum" and to "mean"
+    kept = weight != 0
+    assert np.all(value[~kept] == 0) and np.all(value[kept] != 0)
+    for reduction in ("sum", "mean"):
+        total = LOGIT_LOSSES[name](impl=impl, reduction=reduction)(z, target, weight=weight)
+        # the examples kept, alone: the elements of weight 1 (BCE is elementwise), else the second row
+        index = kept if name == "bce" else slice(1, None)
+        expected = LOGIT_LOSSES[name](impl=impl, reduction=reduction)(z[index], target[index], weight=weight[index])
+        assert total == expected, (reduction, total, expected)
 
 
 def test_python_scalars_take_the_input_dtype_on_torch():
@@ -135,13 +144,13 @@ def test_the_torch_layer_keeps_precision_for_large_logits():
     torch = pytest.importorskip("torch")
     import losskit.torch as lt
 
-    for device_path in ("cpu", "meta-free"):  # CPU: compiled kernels; the native path is checked below
-        z = torch.tensor([[1e8, 1e8]], dtype=torch.float32, requires_grad=True)
-        value = lt.SoftmaxCrossEntropy()(z, torch.tensor([0]))
-        value.backward()
-        np.testing.assert_allclose(value.item(), np.log(2), rtol=1e-6)
-        np.testing.assert_allclose(z.grad.numpy(), [[-0.5, 0.5]], rtol=1e-6)
-        del device_path
+    # CPU tensors: the module takes the compiled kernels
+    z = torch.tensor([[1e8, 1e8]], dtype=torch.float32, requires_grad=True)
+    value = lt.SoftmaxCrossEntropy()(z, torch.tensor([0]))
+    value.backward()
+    np.testing.assert_allclose(value.item(), np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(z.grad.numpy(), [[-0.5, 0.5]], rtol=1e-6)
+    # the torch-native kernels (the path of any other device), called on CPU tensors
     from losskit.torch import _native
 
     loss = lk.SoftmaxCrossEntropy()

@@ -85,7 +85,7 @@ def _softmax_ce(plan, row_max):
         shifted_mean = jnp.where(jnp.isfinite(sums[3]), sums[3] / k, sums[4] - row_max)
         loss = loss - a * shifted_mean
     total = (1 + below + ties)[..., None]
-    rest = (below + ties + 1 - e_y)[..., None]
+    rest = (below + ties + (1 - e_y))[..., None]  # 1 - e_y first: exactly 0 when the label is the max
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
     grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e * (unshift / total) - a / k)
     return loss, grad

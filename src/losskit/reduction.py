@@ -56,9 +56,10 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
 def combine(xp, loss, weight, scale_, reduction: str):
     """The reduced value from per-example ``loss`` and the plan's ``scale``: ``c_i l_i`` summed
     for "sum" and "mean", kept per example for "none"; 0 where ``c_i`` is 0."""
-    # where, not a bare product: an ignored example (weight 0) with an infinite loss adds 0
+    # where, not a bare product: an ignored example (weight 0) with an infinite loss adds 0; a finite
+    # loss is kept, so that autodiff gives d value / d weight_i = l_i / D at weight 0 too
     weighted = loss * scale_ if weight is None and reduction != "mean" else \
-        scale_ * xp.where(scale_ == 0, xp.zeros_like(loss), loss)
+        scale_ * xp.where((scale_ == 0) & ~xp.isfinite(loss), xp.zeros_like(loss), loss)
     if reduction == "none":
         return weighted
     if reduction == "mean" and weight is None and scale_.ndim == 0:  # sum first, then scale once

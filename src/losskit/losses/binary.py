@@ -40,8 +40,10 @@ _PROBS_HINT = "probabilities must lie in [0, 1]; for raw scores use binary_cross
 
 
 def _times(xp, coef, value):
-    """``coef * value`` with 0 where ``coef`` is 0: an exact 0 * -inf limit, not NaN."""
-    return coef * xp.where(coef == 0, xp.zeros_like(value), value)
+    """``coef * value`` with 0 where ``coef`` is 0 and ``value`` infinite: an exact 0 * -inf limit,
+    not NaN. A finite value is kept where ``coef`` is 0, so that d/d coef = value there (the true
+    cotangent of a 0/1 target under autodiff, not a silent 0)."""
+    return coef * xp.where((coef == 0) & ~xp.isfinite(value), xp.zeros_like(value), value)
 
 
 def bce_logits_terms(xp, z, y, pos_weight, order):

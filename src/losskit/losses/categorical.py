@@ -132,8 +132,10 @@ def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
 
 
 def _weighted_sum(xp, coef, log_p):
-    """``-sum_k coef_k log_p_k`` over the class axis, with 0 where ``coef`` is 0."""
-    return -xp.sum(coef * xp.where(coef == 0, xp.zeros_like(log_p), log_p), axis=-1)
+    """``-sum_k coef_k log_p_k`` over the class axis, with 0 where ``coef`` is 0 and ``log_p`` is
+    -inf (0 * log 0 = 0). A finite ``log_p`` is kept where ``coef`` is 0, so that autodiff gives
+    d/d coef_k = -log_p_k there (a one-hot target's true cotangent, not a silent 0)."""
+    return -xp.sum(coef * xp.where((coef == 0) & ~xp.isfinite(log_p), xp.zeros_like(log_p), log_p), axis=-1)
 
 
 def mean_surprisal(xp, z, log_p):

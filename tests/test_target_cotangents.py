@@ -1,0 +1,166 @@
+"""docs/frameworks.md: "Float targets (soft labels, a teacher's probabilities), weights and the
+normalizer get their true cotangents" in ``losskit.jax``.
+
+The reference is never losskit's own forward: optax where its function is the same loss and its
+autodiff is right, else the loss's formula from docs/losses.md written out in plain ``jnp`` here.
+Targets hold exact 0s and 1s (a one-hot row, a 0/1 label), where a ``0 * log p`` written as
+``where(coef == 0, 0, ...)`` would differentiate to a silent 0; weights hold an exact 0 (an example
+weighted out still has d value / d weight = l_i / D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+lj = pytest.importorskip("losskit.jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+import losskit as lk  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+N, K = 5, 4
+RNG = np.random.default_rng(20)
+Z = RNG.normal(scale=1.5, size=(N, K))
+ONE_HOT = np.eye(K)[[0, 1, 2, 3, 0]]
+#: soft rows with exact 0s in them, summing to 1
+SOFT_WITH_ZEROS = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.2, 0.3, 0.5], [1.0, 0.0, 0.0, 0.0],
+                            [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.9, 0.1]])
+BINARY = np.array([[1.0, 0.0, 0.3, 1.0], [0.0, 0.0, 1.0, 0.7], [1.0, 1.0, 0.0, 0.0], [0.5, 1.0, 0.0, 0.2],
+                   [0.0, 1.0, 1.0, 0.0]])
+PROBS_IN = 1 / (1 + np.exp(-Z))
+SIMPLEX_IN = np.exp(Z) / np.exp(Z).sum(-1, keepdims=True)
+REAL = RNG.normal(size=(N, K))
+REAL[0, :2] = [0.0, 1.0]
+POSITIVE = RNG.gamma(2.0, 1.0, size=(N, K))
+STRICT_SOFT = np.exp(RNG.normal(size=(N, K)))
+STRICT_SOFT /= STRICT_SOFT.sum(-1, keepdims=True)
+
+
+def _sigmoid_focal(z, y, gamma=2.0, alpha=None):
+    p = jax.nn.sigmoid(z)
+    q = y * (1 - p) + (1 - y) * p  # 1 - p_t
+    a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+    return a_t * q ** gamma * optax.sigmoid_binary_cross_entropy(z, y)
+
+
+def _softmax_focal(z, y, gamma=2.0):
+    lp = jax.nn.log_softmax(z)
+    return -jnp.sum(y * (1 - jnp.exp(lp)) ** gamma * lp, axis=-1)
+
+
+def _poly(z, y, eps=1.0):  # docs/losses.md: CE(z, y') + eps (1 - sum_k y'_k p_k)
+    return optax.softmax_cross_entropy(z, y) + eps * (1 - jnp.sum(y * jax.nn.softmax(z), axis=-1))
+
+
+def _distillation(z, t, temperature=2.0):
+    q = jax.nn.softmax(t / temperature)
+    return temperature ** 2 * jnp.sum(q * (jnp.log(q) - jax.nn.log_softmax(z / temperature)), axis=-1)
+
+
+def _tweedie(eta, y, power):
+    mu, a, b = jnp.exp(eta), 1 - power, 2 - power
+    return 2 * (y ** b / (a * b) - y * mu ** a / a + mu ** b / b)
+
+
+def _gaussian(x, y):
+    m, s = x[..., 0], x[..., 1]
+    return (s + (y - m) ** 2 * jnp.exp(-s) + jnp.log(2 * jnp.pi)) / 2
+
+
+def _pinball(x, y, quantiles):
+    e = y[..., None] - x
+    q = jnp.asarray(quantiles)
+    return jnp.sum(jnp.maximum(q * e, (q - 1) * e), axis=-1)
+
+
+#: name -> (options, input, float target, reference per-example loss (of the rows or elements),
+#: whether an example is an element (weight of the input's shape) rather than a row)
+REFERENCES = {
+    "softmax_cross_entropy": ({}, Z, ONE_HOT, optax.softmax_cross_entropy, False),
+    "softmax_cross_entropy-soft": ({}, Z, SOFT_WITH_ZEROS, optax.softmax_cross_entropy, False),
+    "softmax_cross_entropy-smoothing": ({"label_smoothing": 0.2}, Z, ONE_HOT,
+                                        lambda z, y: optax.softmax_cross_entropy(z, 0.8 * y + 0.2 / K), False),
+    "categorical_cross_entropy": ({}, SIMPLEX_IN, ONE_HOT, lambda p, y: -jnp.sum(y * jnp.log(p), axis=-1), False),
+    "binary_cross_entropy_with_logits": ({}, Z, BINARY, optax.sigmoid_binary_cross_entropy, True),
+    "binary_cross_entropy_with_logits-pos_weight": (
+        {"pos_weight": 2.5}, Z, BINARY,
+        lambda z, y: -(2.5 * y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z)), True),
+    "binary_cross_entropy": ({}, PROBS_IN, BINARY, lambda p, y: -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p)), True),
+    "multilabel_cross_entropy": ({}, Z, BINARY,
+                                 lambda z, y: jnp.sum(optax.sigmoid_binary_cross_entropy(z, y), axis=-1), False),
+    # optax.sigmoid_focal_loss is not a reference at 0/1 labels: its logsumexp(b=labels) drops the
+    # b = 0 term, so its own label gradient is wrong there; the formula is written out instead
+    "sigmoid_focal_loss": ({"gamma": 2.0, "alpha": 0.25}, Z, BINARY,
+                           lambda z, y: _sigmoid_focal(z, y, 2.0, 0.25), True),
+    "multilabel_sigmoid_focal_loss": ({"gamma": 1.5}, Z, BINARY,
+                                      lambda z, y: jnp.sum(_sigmoid_focal(z, y, 1.5), axis=-1), False),
+    "softmax_focal_loss": ({"gamma": 2.0}, Z, SOFT_WITH_ZEROS, _softmax_focal, False),
+    "poly_cross_entropy": ({"epsilon": 1.0}, Z, SOFT_WITH_ZEROS, _poly, False),
+    # KL: d/dy of y log y is -inf at y = 0, so the targets here are strictly positive
+    "kl_divergence": ({}, Z, STRICT_SOFT, lambda z, y: optax.kl_divergence(jax.nn.log_softmax(z), y), False),
+    "distillation_loss": ({"temperature": 2.0}, Z, REAL, _distillation, False),
+    "mean_squared_error": ({}, Z, REAL, lambda x, y: jnp.mean(optax.squared_error(x, y), axis=-1), False),
+    "absolute_error": ({}, Z, REAL, lambda x, y: jnp.mean(jnp.abs(x - y), axis=-1), False),
+    "huber_loss": ({"delta": 0.5}, Z, REAL, lambda x, y: jnp.mean(optax.huber_loss(x, y, delta=0.5), axis=-1),
+                   False),
+    "smooth_l1_loss": ({"beta": 0.5}, Z, REAL,
+                       lambda x, y: jnp.mean(optax.huber_loss(x, y, delta=0.5) / 0.5, axis=-1), False),
+    "pseudo_huber_loss": ({"delta": 0.3}, Z, REAL,
+                          lambda x, y: jnp.mean(0.09 * (jnp.sqrt(1 + ((x - y) / 0.3) ** 2) - 1), axis=-1), False),
+    "log_cosh_loss": ({}, Z, REAL, lambda x, y: jnp.mean(optax.log_cosh(x, y), axis=-1), False),
+    "quantile_loss": ({"quantiles": [0.1, 0.5, 0.9]}, Z[:, :3], REAL[:, 0],
+                      lambda x, y: _pinball(x, y, [0.1, 0.5, 0.9]), False),
+    "poisson_deviance": ({}, Z * 0.5, POSITIVE, lambda x, y: jnp.mean(2 * (y * jnp.log(y / jnp.exp(x)) - y
+                                                                           + jnp.exp(x)), axis=-1), False),
+    "gamma_deviance": ({}, Z * 0.5, POSITIVE, lambda x, y: jnp.mean(2 * (jnp.log(jnp.exp(x) / y) + y / jnp.exp(x)
+                                                                         - 1), axis=-1), False),
+    "tweedie_deviance": ({"power": 1.5}, Z * 0.5, POSITIVE, lambda x, y: jnp.mean(_tweedie(x, y, 1.5), axis=-1),
+                         False),
+    "gaussian_nll_loss": ({}, Z[:, :2] * 0.5, REAL[:, 0], _gaussian, False),
+}
+
+#: float targets read as a class label's sign (0/1 or -1/+1), not as a quantity: no derivative is
+#: claimed for them (docs/frameworks.md); integer-only targets get a float0 cotangent
+NOT_QUANTITIES = {"hinge_loss", "squared_hinge_loss", "multilabel_hinge_loss", "multilabel_squared_hinge_loss",
+                  "multiclass_hinge_loss"}
+
+
+def test_every_loss_with_a_float_target_has_a_reference_here():
+    covered = {key.split("-")[0] for key in REFERENCES}
+    assert covered | NOT_QUANTITIES == set(lk.REGISTRY), set(lk.REGISTRY) - covered - NOT_QUANTITIES
+
+
+@pytest.mark.parametrize("key", sorted(REFERENCES))
+def test_target_and_weight_cotangents_equal_the_reference(key):
+    options, x, target, per_example, elementwise = REFERENCES[key]
+    name = key.split("-")[0]
+    fn = getattr(lj, name)
+    x = jnp.asarray(x)
+    batch = x.shape if elementwise else x.shape[:-1]
+    weight = np.random.default_rng(1).uniform(0.5, 2.0, size=batch)
+    weight.flat[1] = 0.0  # weighted out: its cotangent is l_i / D - value / D, not 0
+    target, weight = jnp.asarray(target), jnp.asarray(weight)
+
+    def ours(target, weight):
+        return fn(x, target, weight=weight, **options)
+
+    def reference(target, weight):  # "mean": sum_i w_i l_i / sum_i w_i
+        return jnp.sum(weight * per_example(x, target)) / jnp.sum(weight)
+
+    np.testing.assert_allclose(ours(target, weight), reference(target, weight), rtol=1e-12)
+    got = jax.jit(jax.grad(ours, argnums=(0, 1)))(target, weight)
+    expected = jax.grad(reference, argnums=(0, 1))(target, weight)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-9, atol=1e-12, err_msg="target")
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-9, atol=1e-12, err_msg="weight")
+
+
+def test_normalizer_cotangent_is_minus_the_sum_over_its_square():
+    y = jnp.asarray(ONE_HOT)
+    value, d_norm = jax.value_and_grad(lambda n: lj.softmax_cross_entropy(jnp.asarray(Z), y, normalizer=n))(3.0)
+    total = float(jnp.sum(optax.softmax_cross_entropy(jnp.asarray(Z), y)))
+    np.testing.assert_allclose(value, total / 3.0, rtol=1e-12)
+    np.testing.assert_allclose(d_norm, -total / 9.0, rtol=1e-12)
