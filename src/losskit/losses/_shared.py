@@ -14,8 +14,10 @@ __all__ = ["functional", "times", "exp_minus_linear"]
 @formula_function
 def times(xp, coef, value):
     """``coef * value`` with 0 where ``coef`` is 0 and ``value`` infinite: an exact ``0 * inf`` limit,
-    not NaN; a finite value is kept, so that autodiff gives d/d coef = value (as binary._times)."""
-    return coef * xp.where((coef == 0) & ~xp.isfinite(value), xp.zeros_like(value), value)
+    not NaN. A finite value is kept where ``coef`` is 0, so that autodiff gives d/d coef = value
+    there (the true cotangent of a 0/1 target, not a silent 0). Nested ``where`` rather than
+    ``&``/``~``: in a compiled formula these are integer operators on a bool."""
+    return coef * xp.where(xp.isfinite(value), value, xp.where(coef == 0, xp.zeros_like(value), value))
 
 
 # Taylor coefficients of phi(x) = e^x - 1 - x from x^11 / 11! down to x^2 / 2! (Horner order)

@@ -21,6 +21,7 @@ from .. import _array, _checks
 from ..activations import log_sigmoid_xp, sigmoid_xp
 from ..plan import Target
 from . import _compiled
+from ._shared import times
 from .base import Loss, Terms
 from .declaration import LOGIT
 from .options import BinaryOptions
@@ -39,18 +40,11 @@ def floored_log(xp, p):
 _PROBS_HINT = "probabilities must lie in [0, 1]; for raw scores use binary_cross_entropy_with_logits"
 
 
-def _times(xp, coef, value):
-    """``coef * value`` with 0 where ``coef`` is 0 and ``value`` infinite: an exact 0 * -inf limit,
-    not NaN. A finite value is kept where ``coef`` is 0, so that d/d coef = value there (the true
-    cotangent of a 0/1 target under autodiff, not a silent 0)."""
-    return coef * xp.where((coef == 0) & ~xp.isfinite(value), xp.zeros_like(value), value)
-
-
 def bce_logits_terms(xp, z, y, pos_weight, order):
     """Elementwise BCE-with-logits loss and derivatives in z (``pos_weight`` may be None)."""
     pos = y if pos_weight is None else pos_weight * y
     neg = 1 - y
-    loss = -(_times(xp, pos, log_sigmoid_xp(xp, z)) + _times(xp, neg, log_sigmoid_xp(xp, -z)))
+    loss = -(times(xp, pos, log_sigmoid_xp(xp, z)) + times(xp, neg, log_sigmoid_xp(xp, -z)))
     grad = hess = None
     if order >= 1:
         s_pos, s_neg = sigmoid_xp(xp, z), sigmoid_xp(xp, -z)  # s and 1 - s, each to full precision
