@@ -27,7 +27,8 @@ def _states(cls):
     return [state for key, state in _compiled._STATE.items() if key[0] is cls]
 
 
-def test_small_first_call_answers_from_the_reference_while_compiling():
+def test_small_first_call_answers_from_the_reference_while_compiling(monkeypatch):
+    monkeypatch.setattr(_compiled, "ANSWER_WHILE_COMPILING", 100_000)  # the default (conftest turns it off)
     loss = _fresh_loss()
     z, y = np.linspace(-2, 2, 50), np.zeros(50)
     value, grad = loss.value_and_grad(z, y)

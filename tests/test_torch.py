@@ -19,8 +19,8 @@ IDS = [c[0] for c in CASES]
 
 
 def _module(name, options, reduction):
-    cls = getattr(lt, lk.REGISTRY[name][0].__name__)  # every registered loss has its module, by class name
-    return cls(reduction=reduction, **options)
+    # every registered loss has its module (a user's own included), with the loss's options
+    return lt.module(lk.REGISTRY[name][0](reduction=reduction, **options))
 
 
 #: piecewise-linear losses: their Hessian is 0 where defined (torch's double backward through the
