@@ -37,4 +37,4 @@ def test_the_html_report_test_fails_in_ci_and_skips_elsewhere_when_chromium_is_m
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="chromium .* is not on PATH"):
         test_cli_eval._require_chromium()
-    assert (ROOT / "pyproject.toml").read_text().count('addopts = "-ra"') == 1  # skips listed in the summary
+    assert (ROOT / "pyproject.toml").read_text().count('addopts = "-ra ') == 1  # skips listed in the summary

@@ -83,7 +83,7 @@ def _heads(ns):
 
     for comment in ("# MulticlassHead with 3 units", "# array([1, 2, 0, 2])", "# grad = (softmax(z) - one_hot(y)) / 4",
                     "# argmax, back to the labels"):
-        assert comment in BLOCKS[2], comment
+        assert comment in BLOCKS[3], comment
 
     head, logits = ns["head"], ns["logits"]
     assert isinstance(head, lk.MulticlassHead) and head.units == 3  # "MulticlassHead with 3 units"
@@ -93,6 +93,23 @@ def _heads(ns):
     np.testing.assert_allclose(ns["loss"], np.log(3), rtol=1e-12)
     # "argmax, back to the labels": every row ties at 0, so the first class, "bird"
     np.testing.assert_array_equal(ns["labels"], ["bird"] * 4)
+
+
+def _own_loss(ns):
+    """"Your own loss": the head takes it by name, with its formula's value, and a compiled kernel."""
+    import losskit as lk
+
+    assert "# or loss=ExpMarginLoss(); compiled kernel included" in BLOCKS[2]
+    head, cls = ns["head"], ns["ExpMarginLoss"]
+    assert isinstance(head.loss_object, cls) and cls.kernel_name() == "formula"
+    z, y = np.array([[0.5], [-1.0], [2.0]]), np.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(float(head.loss(z, y)), np.mean(np.exp(-(2 * y - 1) * z[:, 0])), rtol=1e-14)
+    fused = cls(impl="fused").value_and_grad(z[:, 0], y)[1]
+    np.testing.assert_allclose(fused, -(2 * y - 1) * np.exp(-(2 * y - 1) * z[:, 0]) / 3, rtol=1e-14)
+    lk.losses.registry.REGISTRY.pop("exp_margin_loss", None)  # the README's class, defined here only
+    import own_losses
+
+    lk.losses.registry.register(own_losses.ExpMarginLoss)
 
 
 def _torch_module(ns):
@@ -153,7 +170,7 @@ def _linear(ns):
     np.testing.assert_allclose(ns["grad"], plain / len(labels), rtol=1e-3, atol=1e-8)
 
 
-CHECKS = [_per_task, _torch_arrays, _heads, _torch_module, _jax, _dask, _linear]
+CHECKS = [_per_task, _torch_arrays, _own_loss, _heads, _torch_module, _jax, _dask, _linear]
 
 
 def test_every_block_has_its_check():

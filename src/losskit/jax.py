@@ -64,30 +64,26 @@ def _softmax_ce(plan, row_max):
     z, a = plan.input, plan.smoothing
     k = z.shape[-1]
     d = z - row_max[..., None]
-    # XLA on CPU flushes subnormals to 0: exp(d) is taken shifted up by 2^6 (float32) or 2^9 (float64)
-    # and scaled back after the sums, so that a sure row keeps a tiny loss whose terms are subnormal
-    shift = 64.0 if z.dtype == jnp.float32 else 512.0
-    unshift = jnp.exp(jnp.asarray(-shift, z.dtype))
-    e = jnp.exp(d + shift)
+    e = jnp.exp(d)
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     zero = jnp.zeros((), z.dtype)
-    terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype), jnp.where(onehot, d, zero))
+    terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype), jnp.where(onehot, d, zero),
+             jnp.where(onehot, e, zero))
     # the smoothing's sums only when it is on: of z - max, and of z / K for a row whose span
     # exceeds the dtype (z - max overflows there, z / K does not)
     sums = _row_sums(*terms, d, z / k) if a else _row_sums(*terms)
-    below, ties, d_y = sums[:3]
-    below, e_y = below * unshift, jnp.exp(d_y)  # e_y unshifted: 1 - e_y is exactly 0 at the max
+    below, ties, d_y, e_y = sums[:4]
     ties = ties - 1
     # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
     log_norm = jnp.log1p(below + ties)
     loss = log_norm - (1 - a) * d_y
     if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
-        shifted_mean = jnp.where(jnp.isfinite(sums[3]), sums[3] / k, sums[4] - row_max)
+        shifted_mean = jnp.where(jnp.isfinite(sums[4]), sums[4] / k, sums[5] - row_max)
         loss = loss - a * shifted_mean
     total = (1 + below + ties)[..., None]
     rest = (below + ties + (1 - e_y))[..., None]  # 1 - e_y first: exactly 0 when the label is the max
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
-    grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e * (unshift / total) - a / k)
+    grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e / total - a / k)
     return loss, grad
 
 

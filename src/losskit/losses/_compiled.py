@@ -107,6 +107,7 @@ SERIAL_BELOW = 1 << 18
 _READY, _COMPILING = "ready", "compiling"
 _STATE: dict = {}  # signature -> _COMPILING (in a background thread) or _READY
 _STATE_LOCK = threading.Lock()
+_THREADS: list = []
 
 
 def _signature(loss, plan, arrays) -> tuple:
@@ -133,7 +134,15 @@ def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
         except Exception:  # noqa: BLE001 - a failed warm-up leaves the call path to say why, synchronously
             _STATE[key] = _READY
 
-    threading.Thread(target=compile_kernel, name="losskit-compile", daemon=True).start()
+    thread = threading.Thread(target=compile_kernel, name="losskit-compile", daemon=True)
+    _THREADS.append(thread)
+    thread.start()
+
+
+def wait_for_compiles(timeout: float | None = None) -> None:
+    """Wait until the kernels compiling in the background are ready (benchmarks' warm-ups, tests)."""
+    for thread in list(_THREADS):
+        thread.join(timeout)
 
 
 def _back(xp, array):
