@@ -87,6 +87,10 @@ def __getattr__(name: str):
         from .evaluation import evaluate
 
         return evaluate
+    if name in ("calibrate", "Calibration"):  # the same: fitted on first use
+        from .evaluation import calibration
+
+        return getattr(calibration, name)
     raise AttributeError(f"module 'losskit' has no attribute {name!r}")
 
 __all__ = [
@@ -108,5 +112,5 @@ __all__ = [
     "MultilabelSquaredHingeLoss", "SoftmaxFocalLoss", "PolyCrossEntropy", "MulticlassHingeLoss", "KLDivergence",
     "DistillationLoss", "AbsoluteError", "HuberLoss", "SmoothL1Loss", "PseudoHuberLoss", "LogCoshLoss",
     "QuantileLoss", "PoissonDeviance", "GammaDeviance", "TweedieDeviance", "GaussianNLL",
-    "evaluate",
+    "evaluate", "calibrate", "Calibration",
 ]
