@@ -116,7 +116,7 @@ def _shapes(z, y, method: str, task: str | None):
         if bad.any():
             i = int(np.argmax(bad.reshape(-1)))
             raise fail("target", "labels 0 or 1 (or probabilities in [0, 1])",
-                       f"{y.reshape(-1)[i]!r} at flat index {i}")
+                       f"{float(y.reshape(-1)[i])!r} at flat index {i}")
     return task, z2, y
 
 
@@ -143,7 +143,7 @@ def _check_weight(w, n: int) -> None:
     bad = ~(np.isfinite(w) & (w >= 0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise fail("weight", "finite weights >= 0", f"{w[i]!r} at row {i}")
+        raise fail("weight", "finite weights >= 0", f"{float(w[i])!r} at row {i}")
 
 
 def check_block(task: str, z, y, start: int) -> None:
@@ -152,7 +152,7 @@ def check_block(task: str, z, y, start: int) -> None:
         bad = ~np.isfinite(z)
         if bad.any():
             i = int(np.argmax(bad.reshape(-1)))
-            raise fail("logits", "finite logits", f"{z.reshape(-1)[i]!r} at row {start + i // z.shape[1]}")
+            raise fail("logits", "finite logits", f"{float(z.reshape(-1)[i])!r} at row {start + i // z.shape[1]}")
     if task == "regression" and not np.isfinite(np.sum(y, dtype=np.float64)):
         raise fail("target", "finite values", "NaN or inf")
 

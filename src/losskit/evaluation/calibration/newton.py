@@ -39,6 +39,8 @@ __all__ = ["Fit", "minimise", "relative_gradient"]
 MAX_STEP = 4.0
 LIMIT = float(np.log(1e12))
 TOL = 1e-10
+#: passes in a row with a one-signed gradient term after which a joint fit is declared to have no minimiser
+ONE_SIDED_PASSES = 20
 
 
 @dataclass
@@ -70,16 +72,25 @@ def minimise(objective, evaluate: Callable[[np.ndarray], object], *, max_passes:
 def _separable(objective, evaluate, theta, sums, before, history, max_passes, tol, what) -> Fit:
     low = np.full(theta.shape, -np.inf)
     high = np.full(theta.shape, np.inf)
+    last = np.zeros(theta.shape)
     for passes in range(1, max_passes + 1):
         g, h = sums.grad, sums.hess
         done = relative_gradient(sums) <= tol
+        vanished = (sums.scale == 0) & (passes > 1)  # every term underflowed on the way out: no minimiser
+        if vanished.any():
+            raise _no_minimiser(objective, theta + np.where(vanished, np.sign(last) * 2 * LIMIT, 0.0), what)
         if done.all():
             final = theta - np.where(h > 0, g / np.where(h > 0, h, 1.0), 0.0)
             return Fit(final, before, sums, passes, history)
         low = np.where(g < 0, theta, low)
         high = np.where(g > 0, theta, high)
         newton = np.where(h > 0, -g / np.where(h > 0, h, 1.0), -np.sign(g))
-        trial = theta + np.clip(newton, -MAX_STEP, MAX_STEP)
+        # every term of the gradient has one sign (e.g. separated classes, where the NLL falls as T -> 0
+        # and Newton's steps shrink): double the step on each such pass, towards a bracket or the limit
+        one_sided = (relative_gradient(sums) >= 1 - 1e-9) & (np.sign(newton) == np.sign(last))
+        newton = np.where(one_sided, np.sign(newton) * np.maximum(np.abs(newton), 2 * np.abs(last)), newton)
+        last = np.clip(newton, -MAX_STEP, MAX_STEP)
+        trial = theta + last
         outside = (trial <= low) | (trial >= high)
         trial = np.where(outside, 0.5 * (low + high), trial)  # outside implies a bracket on both sides
         trial = np.where(done, theta, trial)
@@ -94,8 +105,14 @@ def _separable(objective, evaluate, theta, sums, before, history, max_passes, to
 def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, what) -> Fit:
     damping = 0.0
     best = sums
+    one_sided = 0
     for passes in range(1, max_passes + 1):
-        if (relative_gradient(best) <= tol).all():
+        relative = relative_gradient(best)
+        # a parameter every term pushes the same way, pass after pass: the NLL has no minimum that way
+        one_sided = one_sided + 1 if np.any(relative >= 1 - 1e-9) or (passes > 1 and not best.scale.any()) else 0
+        if one_sided >= ONE_SIDED_PASSES:
+            raise _no_minimiser(objective, theta, what)
+        if (relative <= tol).all():
             return Fit(theta + _newton_step(best.hess, best.grad, 0.0), before, best, passes, history)
         trial = theta + _newton_step(best.hess, best.grad, damping)
         if not np.all(np.isfinite(trial)) or np.max(np.abs(trial)) > 1e12:

@@ -149,8 +149,10 @@ class Temperature:
             betas = np.exp(-theta) if self.per_label else np.full(logits.shape[1], math.exp(-theta[0]))
             sums = np.zeros((logits.shape[1], 5))
             kernels.sigmoid_temperature(logits, _numeric(target), w, betas, cells, confidence, sums)
+            weight = sums[0, 1]  # each label's column has the rows' weight
             if not self.per_label:
                 sums = sums.sum(axis=0, keepdims=True)
+            sums[:, 1] = weight
         return Sums(float(sums[:, 0].sum()), float(sums[0, 1]), sums[:, 2].copy(), sums[:, 3].copy(),
                     sums[:, 4].copy(), bins, np.zeros(0), len(logits))
 
