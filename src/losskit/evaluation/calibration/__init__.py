@@ -73,7 +73,7 @@ class Calibration:
     >>> z = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [4.0, 0.0]]); y = np.array([0, 1, 1, 0])
     >>> cal = lk.calibrate(z, y)
     >>> round(cal.params["temperature"], 4), cal.nll_after < cal.nll_before
-    (5.6327, True)
+    (3.641, True)
     >>> lk.Calibration.from_json(cal.to_json()).apply(z).shape
     (4, 2)
     """
@@ -173,7 +173,7 @@ def calibrate(logits, target, *, method: str = "temperature", weight=None, task:
     >>> import numpy as np, losskit as lk
     >>> cal = lk.calibrate(np.array([3.0, -3.0, 3.0, -3.0, 1.0]), np.array([1, 0, 0, 0, 1]))
     >>> cal.method, cal.task, round(cal.params["temperature"], 6), cal.passes
-    ('temperature', 'binary', 2.210096, 6)
+    ('temperature', 'binary', 2.338989, 7)
     >>> cal.apply(np.array([3.0, -1.0], dtype=np.float32)).dtype
     dtype('float32')
     """
