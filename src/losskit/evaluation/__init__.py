@@ -64,12 +64,14 @@ class Report:
     #: with a calibration: the metrics of the predictions as read (``metrics`` are the calibrated ones)
     before: dict | None = None
     calibration: dict | None = None
+    #: the equal-mass ECE's ``method`` ("exact" or "binned") and ``bound``
+    adaptive: dict | None = None
 
     def to_dict(self) -> dict:
         """The JSON object of ``losskit eval --json``."""
         out = {"task": self.task, "reason": self.reason, "rows": self.rows, "version": self.version,
                "metrics": self.metrics, "loss": self.loss_name, "pred_kind": self.pred_kind,
-               "weight_sum": self.weight_sum, "auc": self.auc, **self.tables,
+               "weight_sum": self.weight_sum, "auc": self.auc, "adaptive": self.adaptive, **self.tables,
                "files": self.files, "columns": self.columns, "engine": self.engine, "seconds": self.seconds}
         if "reliability" in self.figures:
             out["reliability"] = self.figures["reliability"]
@@ -161,6 +163,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
                   loss_name=spec.loss_name, pred_kind=spec.pred_kind,
                   metrics=result["metrics"],
                   tables=tables, figures=figures, auc=result.get("auc"), weight_sum=result["weight_sum"],
+                  adaptive=result.get("adaptive"),
                   files=[str(f) for f in layout.files],
                   columns={"pred": list(layout.pred), "target": list(layout.target), "weight": layout.weight},
                   engine=engine, seconds=time.perf_counter() - start,

@@ -18,9 +18,13 @@ __all__ = ["tables", "to_json", "to_html", "figures"]
 
 _NAMES = {"loss": "loss", "log_loss": "log-loss", "accuracy": "accuracy", "roc_auc": "ROC AUC",
           "brier": "Brier score", "ece": "expected calibration error", "top5_accuracy": "top-5 accuracy",
-          "exact_match": "exact match", "hamming_loss": "Hamming loss", "mse": "MSE", "mae": "MAE", "r2": "R^2"}
+          "exact_match": "exact match", "hamming_loss": "Hamming loss", "mse": "MSE", "mae": "MAE", "r2": "R^2",
+          "average_precision": "average precision", "f1": "F1 (at 0.5)", "macro_f1": "macro F1",
+          "micro_f1": "micro F1", "mce": "maximum calibration error", "ece_adaptive": "ECE, equal-mass bins",
+          "classwise_ece": "classwise ECE"}
 #: the order of the metrics in the tables (the JSON keeps METRIC_KEYS' order)
-_SHOWN = ("loss", "log_loss", "accuracy", "top5_accuracy", "exact_match", "hamming_loss", "roc_auc", "brier", "ece",
+_SHOWN = ("loss", "log_loss", "accuracy", "top5_accuracy", "exact_match", "hamming_loss", "roc_auc",
+          "average_precision", "f1", "macro_f1", "micro_f1", "brier", "ece", "mce", "ece_adaptive", "classwise_ece",
           "mse", "mae", "r2")
 #: rows of a per-class / per-label table printed to the terminal (the JSON and HTML have all)
 TERMINAL_ROWS = 30
@@ -52,6 +56,12 @@ def summary_rows(report) -> list[tuple[str, str]]:
         rows.append((_NAMES[key], value))
     if report.auc:
         rows.append(("ROC AUC method", _auc_method(report.auc)))
+        if report.auc.get("method") == "binned" and "ap_bound" in report.auc:
+            bound = report.auc["ap_bound"]
+            rows.append(("average precision method", f"binned, within +/- {bound:.2e} of the exact value"))
+    adaptive = getattr(report, "adaptive", None)
+    if adaptive and adaptive.get("method") == "binned":
+        rows.append(("equal-mass ECE method", f"binned, within +/- {adaptive['bound']:.2e} of the exact value"))
     rows.append(("ran on", f"{report.engine}, {report.seconds:.2f} s"))
     return rows
 

@@ -39,7 +39,8 @@ __all__ = ["Spec", "Scorer", "plan", "TASKS", "METRIC_KEYS"]
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 #: the keys of a report's flat ``metrics``, in this order, as they apply to the task
-METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
+METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "average_precision", "f1", "macro_f1", "micro_f1",
+               "brier", "ece", "mce", "ece_adaptive", "classwise_ece", "top5_accuracy", "exact_match",
                "hamming_loss", "mse", "mae", "r2")
 #: rows of the first batch that task detection reads (a sample: the rest are checked, not re-detected)
 DETECT_ROWS = 100_000
@@ -207,7 +208,7 @@ class Scorer:
         if task == "binary":
             self.metrics = BinaryMetrics(spec.pred_kind, auc_exact_limit=spec.auc_exact_limit)
         elif task == "multiclass":
-            self.metrics = MulticlassMetrics(spec.n_outputs, spec.pred_kind)
+            self.metrics = MulticlassMetrics(spec.n_outputs, spec.pred_kind, exact_limit=spec.auc_exact_limit)
         elif task == "multilabel":
             self.metrics = MultilabelMetrics(spec.n_outputs, spec.pred_kind, auc_exact_limit=spec.auc_exact_limit)
         else:

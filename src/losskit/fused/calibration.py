@@ -146,3 +146,78 @@ def sigmoid_temperature(logits, target, w, betas, calibration, confidence, sums)
         sums[j, 2] += grad
         sums[j, 3] += hess
         sums[j, 4] += scale
+
+
+@numba.njit(**OPTIONS)
+def multiclass_confidence(columns, y, w, from_logits, top, hit, cells, confidence):
+    """Per row of ``columns [K, n]`` (a column-order ``[n, K]`` batch transposed; logits or
+    probabilities): the top-label confidence ``top [n]`` and whether the argmax is ``y`` (``hit [n]``,
+    uint8); and each class's reliability bins of ``p_c`` against ``[y == c]``: ``cells
+    [K, n_bins, 2]`` (weight by outcome) and ``confidence [K, n_bins]`` (weighted ``p_c``), the bins of
+    ``losskit eval``'s ECE (an inner edge goes up, 1.0 to the last bin)."""
+    k, n = columns.shape
+    n_bins = confidence.shape[1]
+    weighted = w.shape[0] > 0
+    for i in range(n):
+        best = np.float64(columns[0, i])
+        arg = 0
+        for j in range(1, k):
+            v = np.float64(columns[j, i])
+            if v > best:
+                best = v
+                arg = j
+        total = 1.0
+        if from_logits:
+            total = 0.0
+            for j in range(k):
+                total += math.exp(np.float64(columns[j, i]) - best)
+        wi = np.float64(w[i]) if weighted else 1.0
+        label = y[i]
+        top[i] = 1.0 / total if from_logits else best
+        hit[i] = 1 if arg == label else 0
+        for j in range(k):
+            v = np.float64(columns[j, i])
+            p = math.exp(v - best) / total if from_logits else v
+            b = min(int(p * n_bins), n_bins - 1)
+            cells[j, b, 1 if j == label else 0] += wi
+            confidence[j, b] += wi * p
+
+
+@numba.njit(**OPTIONS)
+def binary_extra(pred, y, w, from_logits, shift, hist, sums):
+    """Per row of ``pred [n]`` (logits or probabilities) with labels ``y [n]``: add to ``sums`` the F1
+    counts [true positives, predicted positives, positives] (weighted; positive: logit > 0, p > 0.5),
+    and to ``hist [2**bits, 3]`` (key of the logit, :func:`~losskit.evaluation.auc.order_key` with
+    ``shift = 32 - bits``) the weight, outcome weight and weighted probability: the histogram of
+    :class:`~losskit.evaluation.adaptive.AdaptiveCalibration`."""
+    n = pred.shape[0]
+    weighted = w.shape[0] > 0
+    tp = 0.0
+    predicted = 0.0
+    positives = 0.0
+    for i in range(n):
+        v = np.float64(pred[i])
+        if from_logits:
+            e = math.exp(-abs(v))
+            q = e / (1.0 + e)  # sigmoid(-|z|)
+            p = 1.0 - q if v >= 0.0 else q
+            score = v
+            positive = v > 0.0
+        else:
+            p = v
+            score = (math.log(p) if p > 0.0 else -math.inf) - (math.log1p(-p) if p < 1.0 else -math.inf)
+            positive = p > 0.5
+        t = y[i] != 0
+        wi = np.float64(w[i]) if weighted else 1.0
+        tp += wi if (positive and t) else 0.0
+        predicted += wi if positive else 0.0
+        positives += wi if t else 0.0
+        bits = np.float32(np.float32(score) + np.float32(0.0)).view(np.uint32)  # as fused.metrics._order_key
+        bits ^= np.uint32(0xFFFFFFFF) if bits >> np.uint32(31) else np.uint32(0x80000000)
+        key = bits >> np.uint32(shift)
+        hist[key, 0] += wi
+        hist[key, 1] += wi if t else 0.0
+        hist[key, 2] += wi * p
+    sums[0] += tp
+    sums[1] += predicted
+    sums[2] += positives
