@@ -120,7 +120,7 @@ def test_binary_matches_sklearn(kind, weighted):
     assert result["log_loss"] == pytest.approx(skm.log_loss(y, p, sample_weight=w, labels=[0, 1]), rel=RTOL)
     assert result["brier"] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=w), rel=RTOL)
     assert result["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p, sample_weight=w), rel=1e-12)
-    assert result["auc"] == {"roc_auc": result["roc_auc"], "method": "exact", "bound": 0.0}
+    assert result["auc"] == {"roc_auc": result["roc_auc"], "method": "exact", "bound": 0.0, "ap_bound": 0.0}
     assert metrics.rows == len(z)
     assert metrics.weight_sum == pytest.approx(len(z) if w is None else float(np.sum(w)), rel=1e-14)
     assert_json_plain(result)
