@@ -635,9 +635,10 @@ def test_pickle_round_trip_then_merge(name):
 def test_work_buffers_are_not_pickled():
     z, y, w, loss = multiclass_data(n=3000)
     metrics = MulticlassMetrics(10, "logits")
-    before = len(pickle.dumps(metrics))
+    before = len(pickle.dumps(metrics)) - len(pickle.dumps(metrics._adaptive))
     metrics.update(z, y, w, loss)  # leaves ~300 kB of reusable buffers behind
-    assert len(pickle.dumps(metrics)) < before + 1000
+    # the equal-mass ECE keeps its rows (state, not a buffer: 17 bytes a row up to its limit): left out
+    assert len(pickle.dumps(metrics)) - len(pickle.dumps(metrics._adaptive)) < before + 1000
 
 
 def test_empty_batches_and_accumulators_report_none():
