@@ -148,39 +148,60 @@ def sigmoid_temperature(logits, target, w, betas, calibration, confidence, sums)
         sums[j, 4] += scale
 
 
+#: rows per block of the per-row sweeps: SIMD lanes over a block, then its scatters
+BLOCK = 512
+
+
 @numba.njit(**OPTIONS)
 def multiclass_confidence(columns, y, w, from_logits, top, hit, cells, confidence):
     """Per row of ``columns [K, n]`` (a column-order ``[n, K]`` batch transposed; logits or
     probabilities): the top-label confidence ``top [n]`` and whether the argmax is ``y`` (``hit [n]``,
     uint8); and each class's reliability bins of ``p_c`` against ``[y == c]``: ``cells
     [K, n_bins, 2]`` (weight by outcome) and ``confidence [K, n_bins]`` (weighted ``p_c``), the bins of
-    ``losskit eval``'s ECE (an inner edge goes up, 1.0 to the last bin)."""
+    ``losskit eval``'s ECE (an inner edge goes up, 1.0 to the last bin). A block of rows at a time,
+    class by class: each inner loop reads one class's contiguous scores."""
     k, n = columns.shape
     n_bins = confidence.shape[1]
     weighted = w.shape[0] > 0
-    for i in range(n):
-        best = np.float64(columns[0, i])
-        arg = 0
+    best = np.empty(BLOCK)
+    arg = np.empty(BLOCK, dtype=np.intp)
+    total = np.empty(BLOCK)
+    p = np.empty(BLOCK)
+    for start in range(0, n, BLOCK):
+        m = min(BLOCK, n - start)
+        first = columns[0, start:start + m]
+        for r in range(m):
+            best[r] = np.float64(first[r])
+            arg[r] = 0
+            total[r] = 0.0
         for j in range(1, k):
-            v = np.float64(columns[j, i])
-            if v > best:
-                best = v
-                arg = j
-        total = 1.0
+            scores = columns[j, start:start + m]
+            for r in range(m):
+                v = np.float64(scores[r])
+                better = v > best[r]  # the first maximum, as argmax
+                best[r] = v if better else best[r]
+                arg[r] = j if better else arg[r]
         if from_logits:
-            total = 0.0
             for j in range(k):
-                total += math.exp(np.float64(columns[j, i]) - best)
-        wi = np.float64(w[i]) if weighted else 1.0
-        label = y[i]
-        top[i] = 1.0 / total if from_logits else best
-        hit[i] = 1 if arg == label else 0
+                scores = columns[j, start:start + m]
+                for r in range(m):
+                    total[r] += vexp(np.float64(scores[r]) - best[r])  # <= 0: no overflow
+        for r in range(m):
+            top[start + r] = 1.0 / total[r] if from_logits else best[r]
+            hit[start + r] = 1 if arg[r] == y[start + r] else 0
         for j in range(k):
-            v = np.float64(columns[j, i])
-            p = math.exp(v - best) / total if from_logits else v
-            b = min(int(p * n_bins), n_bins - 1)
-            cells[j, b, 1 if j == label else 0] += wi
-            confidence[j, b] += wi * p
+            scores = columns[j, start:start + m]
+            if from_logits:
+                for r in range(m):
+                    p[r] = vexp(np.float64(scores[r]) - best[r]) / total[r]
+            else:
+                for r in range(m):
+                    p[r] = np.float64(scores[r])
+            for r in range(m):
+                wi = np.float64(w[start + r]) if weighted else 1.0
+                b = min(int(p[r] * n_bins), n_bins - 1)
+                cells[j, b, 1 if y[start + r] == j else 0] += wi
+                confidence[j, b] += wi * p[r]
 
 
 @numba.njit(**OPTIONS)
@@ -189,35 +210,42 @@ def binary_extra(pred, y, w, from_logits, shift, hist, sums):
     counts [true positives, predicted positives, positives] (weighted; positive: logit > 0, p > 0.5),
     and to ``hist [2**bits, 3]`` (key of the logit, :func:`~losskit.evaluation.auc.order_key` with
     ``shift = 32 - bits``) the weight, outcome weight and weighted probability: the histogram of
-    :class:`~losskit.evaluation.adaptive.AdaptiveCalibration`."""
+    :class:`~losskit.evaluation.adaptive.AdaptiveCalibration`. The probabilities and keys of a block
+    of rows in SIMD lanes, then its scatters."""
     n = pred.shape[0]
     weighted = w.shape[0] > 0
+    prob = np.empty(BLOCK)
+    keys = np.empty(BLOCK, dtype=np.intp)
     tp = 0.0
     predicted = 0.0
     positives = 0.0
-    for i in range(n):
-        v = np.float64(pred[i])
-        if from_logits:
-            e = math.exp(-abs(v))
-            q = e / (1.0 + e)  # sigmoid(-|z|)
-            p = 1.0 - q if v >= 0.0 else q
-            score = v
-            positive = v > 0.0
-        else:
-            p = v
-            score = (math.log(p) if p > 0.0 else -math.inf) - (math.log1p(-p) if p < 1.0 else -math.inf)
-            positive = p > 0.5
-        t = y[i] != 0
-        wi = np.float64(w[i]) if weighted else 1.0
-        tp += wi if (positive and t) else 0.0
-        predicted += wi if positive else 0.0
-        positives += wi if t else 0.0
-        bits = np.float32(np.float32(score) + np.float32(0.0)).view(np.uint32)  # as fused.metrics._order_key
-        bits ^= np.uint32(0xFFFFFFFF) if bits >> np.uint32(31) else np.uint32(0x80000000)
-        key = bits >> np.uint32(shift)
-        hist[key, 0] += wi
-        hist[key, 1] += wi if t else 0.0
-        hist[key, 2] += wi * p
+    for start in range(0, n, BLOCK):
+        m = min(BLOCK, n - start)
+        for r in range(m):
+            v = np.float64(pred[start + r])
+            if from_logits:
+                e = vexp(-abs(v))
+                q = e / (1.0 + e)  # sigmoid(-|z|): no cancellation
+                prob[r] = 1.0 - q if v >= 0.0 else q
+                score = v
+            else:
+                prob[r] = v
+                score = (math.log(v) if v > 0.0 else -math.inf) - (math.log1p(-v) if v < 1.0 else -math.inf)
+            bits = np.float32(np.float32(score) + np.float32(0.0)).view(np.uint32)  # as fused.metrics._order_key
+            bits ^= np.uint32(0xFFFFFFFF) if bits >> np.uint32(31) else np.uint32(0x80000000)
+            keys[r] = np.intp(bits >> np.uint32(shift))
+        for r in range(m):
+            i = start + r
+            positive = (np.float64(pred[i]) > 0.0) if from_logits else (prob[r] > 0.5)
+            t = y[i] != 0
+            wi = np.float64(w[i]) if weighted else 1.0
+            tp += wi if (positive and t) else 0.0
+            predicted += wi if positive else 0.0
+            positives += wi if t else 0.0
+            key = keys[r]
+            hist[key, 0] += wi
+            hist[key, 1] += wi if t else 0.0
+            hist[key, 2] += wi * prob[r]
     sums[0] += tp
     sums[1] += predicted
     sums[2] += positives
