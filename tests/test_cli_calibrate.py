@@ -224,3 +224,25 @@ def test_dask_gives_the_same_temperature(tmp_path, capsys):
     a, b = json.loads(single.read_text()), json.loads(clustered.read_text())
     assert b["params"]["temperature"] == pytest.approx(a["params"]["temperature"], rel=1e-12)
     assert b["nll_after"] == pytest.approx(a["nll_after"], rel=1e-12)
+
+
+def test_variance_scaling_over_files_and_eval(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    n = 2000
+    mean, log_var = rng.normal(size=n), rng.normal(size=n) * 0.3
+    target = mean + rng.normal(size=n) * np.exp(0.5 * log_var) * 1.5
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"pred_mean": mean, "pred_log_var": log_var, "target": target}), path)
+    out = tmp_path / "v.json"
+    code, text, err = _run(capsys, "calibrate", path, "--method", "variance", "--pred", "pred_mean,pred_log_var",
+                           "--out", out, "--json")
+    assert code == 0, err
+    info = json.loads(text)
+    expect = np.mean((target - mean) ** 2 * np.exp(-log_var))
+    assert info["task"] == "regression" and info["params"]["variance_factor"] == pytest.approx(expect, rel=1e-10)
+    code, text, err = _run(capsys, "eval", path, "--pred", "pred_mean,pred_log_var", "--loss", "gaussian_nll",
+                           "--calibration", out, "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["metrics"]["loss"] == pytest.approx(info["nll_after"], rel=1e-12)
+    assert report["before"]["loss"] == pytest.approx(info["nll_before"], rel=1e-12)
