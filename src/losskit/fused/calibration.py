@@ -10,7 +10,7 @@ Each kernel reads a batch once and adds, in float64 whatever the input dtype, to
 * sigmoid (one logit, target ``y`` in [0, 1]): ``l = softplus(u) - y u``, ``g = u (y - p)``,
   ``h = u^2 p (1 - p) - g``.
 
-The formulas are those of the array-API reference in :mod:`losskit.evaluation.calibration_objectives`,
+The formulas are those of the array-API reference in :mod:`losskit.evaluation.calibration.objectives`,
 which the tests hold equal to these. Design note: ``exp`` and ``log1p`` are the vectorisable ones of
 :mod:`.vmath` in float64 (float32 would leave ``1e-7`` in the gradient, and the fit must reach
 ``1e-10``); the softmax row is shifted by its maximum, so ``Var_p(u)`` is computed from ``z - max``,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ..._errors import fail
 from . import objectives as _objectives
+from . import scaling as _scaling
 from .newton import minimise
 
 __all__ = ["calibrate", "Calibration", "METHODS", "objective_for"]
@@ -37,9 +38,9 @@ __all__ = ["calibrate", "Calibration", "METHODS", "objective_for"]
 METHODS = {
     "temperature": (_objectives.Temperature, ("binary", "multiclass", "multilabel")),
     "temperature_per_label": (_objectives.Temperature, ("binary", "multilabel")),
-    "vector": (_objectives.Vector, ("multiclass",)),
-    "platt": (_objectives.Platt, ("binary",)),
-    "variance": (_objectives.Variance, ("regression",)),
+    "vector": (_scaling.Vector, ("multiclass",)),
+    "platt": (_scaling.Platt, ("binary",)),
+    "variance": (_scaling.Variance, ("regression",)),
 }
 FORMAT = "losskit.calibration/1"
 
