@@ -98,7 +98,14 @@ def test_binned_average_precision_and_adaptive_ece_within_their_bounds(steps):
     assert abs(r["average_precision"] - exact) <= r["auc"]["ap_bound"]
     assert r["adaptive"]["method"] == "binned"
     assert abs(r["ece_adaptive"] - adaptive_ref(p, y, w)) <= r["adaptive"]["bound"] + 1e-12
-    assert r["adaptive"]["bound"] < 0.01
+    fine = _feed(lambda: BinaryMetrics("logits", auc_exact_limit=0), (z, y, w))  # the default 2**20 bins
+    assert abs(fine["ece_adaptive"] - adaptive_ref(p, y, w)) <= fine["adaptive"]["bound"] + 1e-12
+    assert fine["adaptive"]["bound"] < 0.01
+    mc = _feed(lambda: MulticlassMetrics(3, "logits", exact_limit=0), (np.stack([z, -z, 0 * z], 1), y, w))
+    top = special.softmax(np.stack([z, -z, 0 * z], 1), axis=1)
+    exact = adaptive_ref(top.max(axis=1), top.argmax(axis=1) == y, w)
+    assert mc["adaptive"]["method"] == "binned"
+    assert abs(mc["ece_adaptive"] - exact) <= mc["adaptive"]["bound"] + 1e-12 and mc["adaptive"]["bound"] < 0.05
 
 
 def test_multiclass(steps):

@@ -119,3 +119,44 @@ def _binned(rows: np.ndarray, n_bins: int) -> tuple[float | None, float]:
     confidence = np.bincount(first, weights=rows[:, 2], minlength=n_bins)
     ece = float(np.abs(confidence - outcome).sum()) / total
     return ece, float(2 * weight[last > first].sum()) / total
+
+
+def from_rank(rank, n_bins: int = 15) -> dict:
+    """The equal-mass ECE of ``p = sigmoid(score)`` against the label, read off a binary
+    :class:`~.auc.RankAUC` (its kept rows, or its histogram over the logit): the ranks it keeps for
+    ROC AUC are the ranks this needs, so a binary evaluation pays nothing more per batch. Binned, a
+    histogram bin's rows count at the midpoint of its probabilities, which adds
+    ``sum_g W_g (p_hi - p_lo) / (2 W)`` to the bound of the straddling bins."""
+    from .auc import key_lower_value
+
+    if rank._exact:
+        if not rank.rows:
+            return {"ece_adaptive": None, "method": "exact", "bound": 0.0}
+        score = np.concatenate(rank._scores)
+        label = np.concatenate(rank._labels).astype(bool)
+        weight = np.concatenate([np.ones(len(s)) if w is None else w
+                                 for s, w in zip(rank._scores, rank._weights, strict=True)])
+        p = _sigmoid(score)
+        order = np.lexsort((label, p))
+        ece, _ = _binned(np.stack([weight, weight * label, weight * p], axis=1)[order], n_bins)
+        return {"ece_adaptive": ece, "method": "exact", "bound": 0.0}
+    weight = rank._hist.sum(axis=1)
+    filled = np.flatnonzero(weight > 0)
+    if not filled.size:
+        return {"ece_adaptive": None, "method": "binned", "bound": 0.0}
+    with np.errstate(invalid="ignore"):
+        low = np.nan_to_num(_sigmoid(key_lower_value(filled, rank.bins_log2)), nan=0.0)
+        last = filled + 1 >= (1 << rank.bins_log2)
+        high = np.where(last, 1.0, np.nan_to_num(
+            _sigmoid(key_lower_value(np.minimum(filled + 1, (1 << rank.bins_log2) - 1), rank.bins_log2)), nan=1.0))
+    mid = 0.5 * (low + high)
+    w = weight[filled]
+    ece, straddle = _binned(np.stack([w, rank._hist[filled, 1], w * mid], axis=1), n_bins)
+    return {"ece_adaptive": ece, "method": "binned",
+            "bound": straddle + float(np.sum(w * (high - low))) / (2 * float(w.sum()))}
+
+
+def _sigmoid(score: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(score))
+    q = e / (1.0 + e)  # sigmoid(-|z|): no cancellation
+    return np.where(score >= 0, 1.0 - q, q)

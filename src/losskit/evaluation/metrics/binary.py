@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..adaptive import AdaptiveCalibration
+from ..adaptive import from_rank
 from ..auc import RankAUC
 from ._common import (
     _LOG_1M_EPS,
@@ -67,7 +67,6 @@ class BinaryMetrics:
         self._correct = 0.0
         self._calibration = _Calibration(n_bins)
         self._auc = RankAUC(auc_exact_limit, auc_bins_log2)
-        self._adaptive = AdaptiveCalibration(auc_exact_limit, n_bins)
         self._f1 = np.zeros(3)  # weighted true positives, predicted positives, positives
         self._scratch = _Scratch()
 
@@ -116,7 +115,6 @@ class BinaryMetrics:
             work = log_p
         positive = z > 0 if self.pred_kind == "logits" else p > 0.5
         self._f1 += [_wsum(positive & truth, w), _wsum(positive, w), _wsum(truth, w)]
-        self._adaptive.update(p, truth, w, score=z if self.pred_kind == "logits" else None)
         residual = np.subtract(p, truth, out=work)
         residual *= residual
         batch_weight = _total_weight(w, n)
@@ -140,12 +138,10 @@ class BinaryMetrics:
         self._correct += float(sums[2])
         n = len(pred)
         auc.add_counted(n, lambda: (pred if self.pred_kind == "logits" else _logit(pred), y != 0, w))
-        from ...fused.calibration import binary_extra
-
-        adaptive = self._adaptive
-        binary_extra(pred, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits", 32 - adaptive.bins_log2,
-                     adaptive.histogram, self._f1)
-        adaptive.add_counted(n, lambda: (_probability(pred, self.pred_kind), y != 0, w))
+        positive = pred > (0.0 if self.pred_kind == "logits" else 0.5)
+        truth = y if y.dtype == bool else y != 0
+        weight = None if w is None else w.astype(np.float64, copy=False)
+        self._f1 += [_wsum_masked(positive, truth, weight), _wsum(positive, weight), _wsum(truth, weight)]
         self.rows += n
         self.weight_sum += float(sums[3])
 
@@ -159,26 +155,16 @@ class BinaryMetrics:
         self._brier += other._brier
         self._correct += other._correct
         self._f1 += other._f1
-        self._adaptive.merge(other._adaptive)
         return self
 
     def result(self) -> dict:
         total = self.weight_sum
         ece, bins = self._calibration.result()
         auc = self._auc.result()
-        adaptive = self._adaptive.result()
+        adaptive = from_rank(self._auc, self._calibration.n_bins)
         return {"accuracy": _mean(self._correct, total), "roc_auc": auc["roc_auc"],
                 "log_loss": _mean(self._log_loss, total), "brier": _mean(self._brier, total), "ece": ece,
                 "average_precision": auc.pop("average_precision"), "f1": float(_f1(*self._f1)) if total else None,
                 "mce": _mce(bins), "ece_adaptive": adaptive.pop("ece_adaptive"), "adaptive": adaptive,
                 "auc": auc, "reliability": bins}
 
-
-def _probability(pred: np.ndarray, pred_kind: str) -> np.ndarray:
-    """The positive class's probability: ``sigmoid`` of a logit (no overflow for either sign), or ``pred``."""
-    if pred_kind != "logits":
-        return np.asarray(pred, dtype=np.float64)
-    z = np.asarray(pred, dtype=np.float64)
-    e = np.exp(-np.abs(z))
-    q = e / (1.0 + e)  # sigmoid(-|z|)
-    return np.where(z >= 0, 1.0 - q, q)
