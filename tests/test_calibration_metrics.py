@@ -82,6 +82,7 @@ def test_binary(steps, kind):
     assert r["adaptive"]["method"] == "exact"
     unweighted = _feed(lambda: BinaryMetrics(kind), (pred, y, None))
     assert unweighted["average_precision"] == pytest.approx(sk.average_precision_score(y, p), rel=1e-9)
+    assert unweighted["f1"] == pytest.approx(sk.f1_score(y, p > 0.5), rel=1e-12)
     assert unweighted["ece_adaptive"] == pytest.approx(adaptive_ref(p, y, np.ones(n)), rel=1e-9)
 
 

@@ -141,7 +141,7 @@ class BinaryMetrics:
         positive = pred > (0.0 if self.pred_kind == "logits" else 0.5)
         truth = y if y.dtype == bool else y != 0
         weight = None if w is None else w.astype(np.float64, copy=False)
-        self._f1 += [_wsum_masked(positive, truth, weight), _wsum(positive, weight), _wsum(truth, weight)]
+        self._f1 += [_wsum(positive & truth, weight), _wsum(positive, weight), _wsum(truth, weight)]
         self.rows += n
         self.weight_sum += float(sums[3])
 
