@@ -153,19 +153,23 @@ BLOCK = 512
 
 
 @numba.njit(**OPTIONS)
-def multiclass_confidence(columns, y, w, from_logits, top, hit, cells, confidence):
+def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, confidence, hist):
     """Per row of ``columns [K, n]`` (a column-order ``[n, K]`` batch transposed; logits or
     probabilities): the top-label confidence ``top [n]`` and whether the argmax is ``y`` (``hit [n]``,
     uint8); and each class's reliability bins of ``p_c`` against ``[y == c]``: ``cells
     [K, n_bins, 2]`` (weight by outcome) and ``confidence [K, n_bins]`` (weighted ``p_c``), the bins of
-    ``losskit eval``'s ECE (an inner edge goes up, 1.0 to the last bin). A block of rows at a time,
-    class by class: each inner loop reads one class's contiguous scores."""
+    ``losskit eval``'s ECE (an inner edge goes up, 1.0 to the last bin); and ``hist [2**bits, 3]``
+    (``shift = 32 - bits``) the equal-mass ECE's histogram over the top confidence's logit
+    (:class:`~losskit.evaluation.adaptive.AdaptiveCalibration`): from logits that logit is
+    ``-log(sum_{j != top} e^{z_j - max})``, with no cancellation near a confidence of 1. A block of
+    rows at a time, class by class: each inner loop reads one class's contiguous scores."""
     k, n = columns.shape
     n_bins = confidence.shape[1]
     weighted = w.shape[0] > 0
     best = np.empty(BLOCK)
     arg = np.empty(BLOCK, dtype=np.intp)
     total = np.empty(BLOCK)
+    others = np.empty(BLOCK)
     p = np.empty(BLOCK)
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
@@ -174,6 +178,7 @@ def multiclass_confidence(columns, y, w, from_logits, top, hit, cells, confidenc
             best[r] = np.float64(first[r])
             arg[r] = 0
             total[r] = 0.0
+            others[r] = 0.0
         for j in range(1, k):
             scores = columns[j, start:start + m]
             for r in range(m):
@@ -185,10 +190,25 @@ def multiclass_confidence(columns, y, w, from_logits, top, hit, cells, confidenc
             for j in range(k):
                 scores = columns[j, start:start + m]
                 for r in range(m):
-                    total[r] += vexp(np.float64(scores[r]) - best[r])  # <= 0: no overflow
+                    e = vexp(np.float64(scores[r]) - best[r])  # <= 0: no overflow
+                    total[r] += e
+                    others[r] += 0.0 if j == arg[r] else e
         for r in range(m):
-            top[start + r] = 1.0 / total[r] if from_logits else best[r]
-            hit[start + r] = 1 if arg[r] == y[start + r] else 0
+            i = start + r
+            conf = 1.0 / total[r] if from_logits else best[r]
+            top[i] = conf
+            hit[i] = 1 if arg[r] == y[i] else 0
+            if from_logits:
+                score = -math.log(others[r]) if others[r] > 0.0 else math.inf
+            else:
+                score = (math.log(conf) if conf > 0.0 else -math.inf) - (math.log1p(-conf) if conf < 1.0 else -math.inf)
+            bits = np.float32(np.float32(score) + np.float32(0.0)).view(np.uint32)  # as auc.order_key
+            bits ^= np.uint32(0xFFFFFFFF) if bits >> np.uint32(31) else np.uint32(0x80000000)
+            key = np.intp(bits >> np.uint32(shift))
+            wi = np.float64(w[i]) if weighted else 1.0
+            hist[key, 0] += wi
+            hist[key, 1] += wi if arg[r] == y[i] else 0.0
+            hist[key, 2] += wi * conf
         for j in range(k):
             scores = columns[j, start:start + m]
             if from_logits:

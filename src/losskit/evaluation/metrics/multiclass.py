@@ -166,13 +166,22 @@ class MulticlassMetrics:
 
             columns = pred.T if pred.flags.f_contiguous else np.ascontiguousarray(pred.T)
             top, hit = np.empty(n), np.empty(n, dtype=np.uint8)
-            multiclass_confidence(columns, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits", top, hit,
-                                  self._class_cells, self._class_confidence)
-            self._adaptive.update(top, hit.view(bool), w)
+            adaptive = self._adaptive
+            multiclass_confidence(columns, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits",
+                                  32 - adaptive.bins_log2, top, hit, self._class_cells, self._class_confidence,
+                                  adaptive.histogram)
+            adaptive.add_counted(n, lambda: (top, hit.view(bool), w))
             return
         p = np.asarray(pred, dtype=np.float64)
+        top_class = np.argmax(pred, axis=1)  # the top label as np.argmax picks it (the first maximum)
+        score = None
         if self.pred_kind == "logits":
             p = np.exp(p - p.max(axis=1, keepdims=True))
+            p[np.arange(n), top_class] = 0.0
+            others = p.sum(axis=1)  # sum over the other classes: the top confidence's logit without cancellation
+            p[np.arange(n), top_class] = 1.0
+            with np.errstate(divide="ignore"):
+                score = -np.log(others)
             p /= p.sum(axis=1, keepdims=True)
         n_bins = self._class_confidence.shape[1]
         cell = np.minimum((p * n_bins).astype(np.intp), n_bins - 1) + np.arange(k) * n_bins  # [n, K]
@@ -180,9 +189,7 @@ class MulticlassMetrics:
         weight = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
         np.add.at(self._class_cells.reshape(-1), 2 * cell + outcome, np.broadcast_to(weight[:, None], (n, k)))
         np.add.at(self._class_confidence.reshape(-1), cell, p * weight[:, None])
-        # the top label as np.argmax picks it (the first maximum), from the scores as given
-        top_class = np.argmax(pred, axis=1)
-        self._adaptive.update(p[np.arange(n), top_class], top_class == y, w)
+        self._adaptive.update(p[np.arange(n), top_class], top_class == y, w, score=score)
 
     def _update_compiled(self, kernels, pred, y, w, example_loss, log_loss_is_loss: bool) -> None:
         """The same update in one compiled sweep (:func:`losskit.fused.metrics.multiclass_update`)."""
