@@ -171,6 +171,8 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
     total = np.empty(BLOCK)
     others = np.empty(BLOCK)
     p = np.empty(BLOCK)
+    lanes = np.zeros((4, k, n_bins, 2))
+    lane_confidence = np.zeros((4, k, n_bins))
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
         first = columns[0, start:start + m]
@@ -220,5 +222,12 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
             for r in range(m):
                 wi = np.float64(w[start + r]) if weighted else 1.0
                 b = min(int(p[r] * n_bins), n_bins - 1)
-                cells[j, b, 1 if y[start + r] == j else 0] += wi
-                confidence[j, b] += wi * p[r]
+                lane = r & 3  # four copies of the bins: most p_c fall in one bin, and one copy would chain the adds
+                lanes[lane, j, b, 1 if y[start + r] == j else 0] += wi
+                lane_confidence[lane, j, b] += wi * p[r]
+    for lane in range(4):
+        for j in range(k):
+            for b in range(n_bins):
+                cells[j, b, 0] += lanes[lane, j, b, 0]
+                cells[j, b, 1] += lanes[lane, j, b, 1]
+                confidence[j, b] += lane_confidence[lane, j, b]
