@@ -28,7 +28,7 @@ class AdaptiveCalibration:
     """``update(confidence [n] in [0, 1], outcome [n] bool, w [n] or None)``, ``merge``, ``result()`` =
     ``{"ece_adaptive", "method": "exact" | "binned", "bound"}``."""
 
-    def __init__(self, exact_limit: int = 10_000_000, n_bins: int = 15, bins_log2: int = 18):
+    def __init__(self, exact_limit: int = 1_000_000, n_bins: int = 15, bins_log2: int = 20):
         self.exact_limit, self.n_bins, self.bins_log2 = int(exact_limit), int(n_bins), int(bins_log2)
         self.rows = 0
         self._hist = np.zeros((1 << self.bins_log2, 3))  # per key: weight, outcome weight, weight x confidence

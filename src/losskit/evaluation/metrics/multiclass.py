@@ -57,7 +57,7 @@ class MulticlassMetrics:
     """
 
     def __init__(self, n_classes: int, pred_kind: str, *, top_k: int = 5, n_bins: int = 15,
-                 exact_limit: int = 10_000_000):
+                 exact_limit: int = 1_000_000):
         self.n_classes = _count("n_classes", n_classes, 2)
         self.pred_kind = _kind(pred_kind)
         self.top_k = _count("top_k", top_k, 1)
