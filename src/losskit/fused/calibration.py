@@ -171,6 +171,8 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
     total = np.empty(BLOCK)
     others = np.empty(BLOCK)
     p = np.empty(BLOCK)
+    keep = k <= 256  # keep each block's exp(z - max) for the per-class pass (k x 512 floats) rather than redo it
+    kept = np.empty((k if keep else 1, BLOCK))
     lanes = np.zeros((4, k, n_bins, 2))
     lane_confidence = np.zeros((4, k, n_bins))
     for start in range(0, n, BLOCK):
@@ -191,8 +193,10 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
         if from_logits:
             for j in range(k):
                 scores = columns[j, start:start + m]
+                row = kept[j if keep else 0]
                 for r in range(m):
                     e = vexp(np.float64(scores[r]) - best[r])  # <= 0: no overflow
+                    row[r] = e
                     total[r] += e
                     others[r] += 0.0 if j == arg[r] else e
         for r in range(m):
@@ -213,7 +217,11 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
             hist[key, 2] += wi * conf
         for j in range(k):
             scores = columns[j, start:start + m]
-            if from_logits:
+            if from_logits and keep:
+                row = kept[j]
+                for r in range(m):
+                    p[r] = row[r] / total[r]
+            elif from_logits:
                 for r in range(m):
                     p[r] = vexp(np.float64(scores[r]) - best[r]) / total[r]
             else:
