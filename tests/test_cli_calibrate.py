@@ -246,3 +246,18 @@ def test_variance_scaling_over_files_and_eval(tmp_path, capsys):
     report = json.loads(text)
     assert report["metrics"]["loss"] == pytest.approx(info["nll_after"], rel=1e-12)
     assert report["before"]["loss"] == pytest.approx(info["nll_before"], rel=1e-12)
+
+
+def test_eval_with_calibration_on_dask_equals_one_process(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    path, *_ = _multiclass(tmp_path, n=3000)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    code, single, err = _run(capsys, "eval", path, "--calibration", cal, "--json", "--batch-rows", "500")
+    assert code == 0, err
+    code, clustered, err = _run(capsys, "eval", path, "--calibration", cal, "--json", "--batch-rows", "500", "--dask")
+    assert code == 0, err
+    single, clustered = json.loads(single), json.loads(clustered)
+    for part in ("metrics", "before"):
+        for key, value in single[part].items():
+            assert clustered[part][key] == pytest.approx(value, rel=1e-9), (part, key)
