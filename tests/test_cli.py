@@ -93,7 +93,8 @@ def test_demo_json_short_run(capsys, tmp_path):
     assert_png(tmp_path / "loss_curves.png")
     tasks = ["binary", "multiclass", "multilabel", "regression"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["loss_curves.png", "results.json", *[f"predictions-{t}.parquet" for t in tasks]])
+        ["loss_curves.png", "results.json", *[f"predictions-{t}.parquet" for t in tasks],
+         "calibration-binary.json", "calibration-multiclass.json"])
 
 
 def test_demo_tables_for_one_task(capsys, tmp_path):

@@ -42,7 +42,8 @@ def test_json_has_the_documented_keys(tmp_path, capsys):
     assert code == 0, err
     report = json.loads(out)
     assert set(report) >= KEYS
-    assert set(report["metrics"]) == {"loss", "log_loss", "accuracy", "roc_auc", "brier", "ece"}
+    assert set(report["metrics"]) == {"loss", "log_loss", "accuracy", "roc_auc", "brier", "ece", "average_precision",
+                                      "f1", "mce", "ece_adaptive"}
     assert report["rows"] == 400 and report["task"] == "binary"
     assert report["metrics"]["roc_auc"] == pytest.approx(sk.roc_auc_score(y, z), rel=1e-9)
 

@@ -120,7 +120,7 @@ def test_binary_matches_sklearn(kind, weighted):
     assert result["log_loss"] == pytest.approx(skm.log_loss(y, p, sample_weight=w, labels=[0, 1]), rel=RTOL)
     assert result["brier"] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=w), rel=RTOL)
     assert result["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p, sample_weight=w), rel=1e-12)
-    assert result["auc"] == {"roc_auc": result["roc_auc"], "method": "exact", "bound": 0.0}
+    assert result["auc"] == {"roc_auc": result["roc_auc"], "method": "exact", "bound": 0.0, "ap_bound": 0.0}
     assert metrics.rows == len(z)
     assert metrics.weight_sum == pytest.approx(len(z) if w is None else float(np.sum(w)), rel=1e-14)
     assert_json_plain(result)
@@ -635,9 +635,10 @@ def test_pickle_round_trip_then_merge(name):
 def test_work_buffers_are_not_pickled():
     z, y, w, loss = multiclass_data(n=3000)
     metrics = MulticlassMetrics(10, "logits")
-    before = len(pickle.dumps(metrics))
+    before = len(pickle.dumps(metrics)) - len(pickle.dumps(metrics._adaptive))
     metrics.update(z, y, w, loss)  # leaves ~300 kB of reusable buffers behind
-    assert len(pickle.dumps(metrics)) < before + 1000
+    # the equal-mass ECE keeps its rows (state, not a buffer: 17 bytes a row up to its limit): left out
+    assert len(pickle.dumps(metrics)) - len(pickle.dumps(metrics._adaptive)) < before + 1000
 
 
 def test_empty_batches_and_accumulators_report_none():

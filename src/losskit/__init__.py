@@ -31,11 +31,16 @@ def __getattr__(name: str):
         from .evaluation import evaluate
 
         return evaluate
+    if name in ("calibrate", "Calibration"):  # the same: fitted on first use
+        from .evaluation import calibration
+
+        return getattr(calibration, name)
     raise AttributeError(f"module 'losskit' has no attribute {name!r}")
 
 __all__ = [
     "LossInputError", "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp",
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
-    "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy", "evaluate",  # noqa: F405 - lazy
+    "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
+    "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
     *_LOSSES,
 ]

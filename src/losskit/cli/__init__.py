@@ -1,4 +1,4 @@
-"""The ``losskit`` command: ``losskit demo``, ``losskit plot``, ``losskit eval`` (typer + rich, the [cli] extra).
+"""The ``losskit`` command: ``losskit demo``, ``plot``, ``eval``, ``calibrate`` (typer + rich, the [cli] extra).
 
 Conventions every command keeps: ``--help`` with examples; ``--json`` where there is a table;
 errors as one line on stderr (``losskit: error: ...``) with exit code 2, including a missing
@@ -18,7 +18,7 @@ import sys
 from ._common import EXTRA_HINT, CLIError
 
 #: the modules of the commands, each with ``register(app)``
-COMMANDS = ("demo", "plot", "eval")
+COMMANDS = ("demo", "plot", "eval", "calibrate")
 
 PROG = "losskit"
 

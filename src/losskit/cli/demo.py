@@ -47,6 +47,16 @@ def _table(result, goal):
             met = "[green]met[/green]" if value >= target else "[red]not met[/red]"
             line += f"  goal >= {target}: {met}"
         table.add_row(f"held-out {metric}", line)
+    calibration = result.calibration
+    if calibration is not None:
+        if calibration["temperature"] is None:
+            table.add_row("temperature", f"none: {calibration['reason']}")
+        else:
+            table.add_row("temperature", f"{calibration['temperature']:.4f} (fitted on {calibration['n_calibration']} "
+                          f"calibration examples carved from the training data, {calibration['passes']} passes)")
+            table.add_row("held-out NLL", f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f} "
+                          "(uncalibrated -> calibrated)")
+            table.add_row("held-out ECE", f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}")
     table.add_row("time", f"{result.seconds:.2f} s")
     return table
 
@@ -102,6 +112,7 @@ def demo(
     require("sklearn", "losskit demo (its data sets)")
     require("matplotlib", "losskit demo (the loss-curve figure)")
     from ..demo import GOALS, TASKS, run
+    from ..demo.train import CALIBRATED
     from . import figures
     from .plot import save
 
@@ -121,7 +132,9 @@ def demo(
     directory = output_dir(out)
     tasks = list(TASKS) if task is TaskChoice.all else [task.value]
     prediction_files = {name: directory / prediction_file(name, len(tasks)) for name in tasks}
-    for path in [directory / "loss_curves.png", directory / "results.json", *prediction_files.values()]:
+    calibrations = [directory / calibration_file(name, len(tasks)) for name in tasks if name in CALIBRATED]
+    for path in [directory / "loss_curves.png", directory / "results.json", *prediction_files.values(),
+                 *calibrations]:
         output_file(path)
     start = time.perf_counter()
     results = []
@@ -142,6 +155,8 @@ def demo(
     curves = save(figures.loss_curves(results), directory / "loss_curves.png", "png")
     for result in results:
         write_predictions(prediction_files[result.task], result)
+        if result.calibrator is not None:  # beside the predictions: losskit eval ... --calibration FILE
+            write_text(directory / calibration_file(result.task, len(tasks)), result.calibrator.to_json())
     report = {"seed": seed, "total_seconds": total,
               "files": [str(curves), str(directory / "results.json"), *map(str, prediction_files.values())],
               "tasks": {r.task: r.to_dict() for r in results}}
@@ -160,6 +175,11 @@ def demo(
 def prediction_file(task: str, n_tasks: int) -> str:
     """``predictions.parquet`` for a one-task run, ``predictions-<task>.parquet`` for each of several."""
     return "predictions.parquet" if n_tasks == 1 else f"predictions-{task}.parquet"
+
+
+def calibration_file(task: str, n_tasks: int) -> str:
+    """``calibration.json`` for a one-task run, ``calibration-<task>.json`` for each of several."""
+    return "calibration.json" if n_tasks == 1 else f"calibration-{task}.json"
 
 
 def write_predictions(path: Path, result) -> Path:

@@ -74,6 +74,9 @@ def eval_command(
     auc_exact_limit: Annotated[int, typer.Option(min=0, help="ROC AUC is exact up to this many scores "
                                                  "(shared by the labels of a multi-label file), binned "
                                                  "beyond it with its error bound printed.")] = 10_000_000,
+    calibration: Annotated[Path | None, typer.Option(help="Score the predictions calibrated by this JSON of "
+                                                     "losskit calibrate: metrics calibrated, `before` uncalibrated.",
+                                                     show_default=False, metavar="CALIBRATION.json")] = None,
 ) -> None:
     """Score a model's predictions from files: the task's loss and the metrics that go with it.
 
@@ -93,6 +96,7 @@ def eval_command(
     losskit eval preds/*.parquet --pred 'logit_*' --target label --weight w
     losskit eval scores.csv --pred p --pred-kind probs --task binary --json
     losskit eval data/ --html report.html --dask
+    losskit eval test.parquet --calibration calibration.json --html report.html
     ```
     """
     require("pyarrow", "losskit eval (its Parquet and CSV reader)")
@@ -113,7 +117,7 @@ def eval_command(
                                         weight=weight, task=task.value if task else None, loss=loss,
                                         pred_kind=pred_kind.value if pred_kind else None, batch_rows=batch_rows,
                                         dask=dask, scheduler=scheduler, auc_exact_limit=auc_exact_limit,
-                                        on_progress=on_progress)
+                                        on_progress=on_progress, calibration=calibration)
     except LossInputError as error:
         raise CLIError(str(error)) from None
     except ImportError as error:

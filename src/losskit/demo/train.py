@@ -8,6 +8,7 @@ the whole training and held-out parts; the held-out part is never used to train 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,11 @@ DEFAULTS = {
     "regression": Config(hidden=(16,), epochs=60, lr=2e-3, weight_decay=1.0),
 }
 
+#: tasks whose demo fits a temperature (post-hoc calibration) on a split carved from the training data
+CALIBRATED = ("binary", "multiclass")
+#: the share of the training rows carved out for the calibration split (not trained on)
+CALIBRATION_FRACTION = 0.2
+
 #: the metric each task is judged by on held-out data, and its goal
 GOALS = {"binary": ("accuracy", 0.95), "multiclass": ("accuracy", 0.95),
          "multilabel": ("per-label accuracy", 0.95), "regression": ("R^2", 0.4)}
@@ -68,8 +74,13 @@ class Result:
     metrics: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: binary and multi-class: the temperature fitted on the calibration split and the held-out NLL and
+    #: ECE before and after (see :func:`calibrate_held_out`); None for the other tasks
+    calibration: dict | None = None
     #: the held-out predictions and targets as named columns (see :func:`held_out_columns`); not in to_dict
     predictions: dict = field(default_factory=dict, repr=False, compare=False)
+    #: the fitted :class:`~losskit.Calibration` (its JSON is written beside the predictions); not in to_dict
+    calibrator: object = field(default=None, repr=False, compare=False)
 
     @property
     def metric(self) -> tuple[str, float]:
@@ -79,6 +90,7 @@ class Result:
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("predictions")
+        out.pop("calibrator")
         return out
 
 
@@ -149,6 +161,35 @@ def held_out_columns(task: str, head, logits: np.ndarray, y_val: np.ndarray, y_s
     return {"pred": _regression_values(head, logits, y_scale), "target": y_val}
 
 
+def _ece(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
+    """The held-out 15-bin ECE of ``losskit eval`` (binary: P(positive); multi-class: top label)."""
+    from ..evaluation.metrics import BinaryMetrics, MulticlassMetrics
+
+    if task == "binary":
+        metrics = BinaryMetrics("logits")
+        metrics.update(logits[:, 0], labels.astype(np.int64))
+    else:
+        metrics = MulticlassMetrics(logits.shape[1], "logits")
+        metrics.update(logits, labels.astype(np.int64))
+    return metrics.result()["ece"]
+
+
+def calibrate_held_out(task: str, head, calibration_logits, calibration_labels, held_out, labels, t_val):
+    """Fit a temperature on the calibration split's logits (:func:`losskit.calibrate`) and score the
+    held-out logits before and after it: ``(summary dict, Calibration or None)``. Where no temperature
+    exists (a calibration split the network separates perfectly: T -> 0), the dict says why."""
+    before = {"nll_before": float(head.loss(held_out, t_val)), "ece_before": _ece(task, held_out, labels)}
+    try:
+        fitted = lk.calibrate(calibration_logits, calibration_labels)
+    except lk.LossInputError as error:
+        return {**before, "temperature": None, "reason": str(error),
+                "n_calibration": len(calibration_logits)}, None
+    calibrated = np.asarray(fitted.apply(held_out))
+    return {"temperature": fitted.params["temperature"], "n_calibration": len(calibration_logits),
+            "passes": fitted.passes, **before, "nll_after": float(head.loss(calibrated, t_val)),
+            "ece_after": _ece(task, calibrated, labels)}, fitted
+
+
 def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None = None,
         on_epoch: Callable[[int, float, float], None] | None = None) -> Result:
     """Train ``task``'s network for ``epochs`` (default: its :data:`DEFAULTS`) and score it.
@@ -186,6 +227,15 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None
         y_scale = (0.0, 1.0)
         t_train, t_val = head.encode(split.y_train), head.encode(split.y_val)
 
+    calibration_rows = None
+    if task in CALIBRATED:  # a calibration split carved from the training rows, never trained on
+        order = np.random.default_rng(seed + 1).permutation(len(split.x_train))
+        cut = int(round(CALIBRATION_FRACTION * len(order)))
+        calibration_rows, kept = order[:cut], order[cut:]
+        calibration_x, calibration_y = split.x_train[calibration_rows], split.y_train[calibration_rows]
+        split = dataclasses.replace(split, x_train=split.x_train[kept], y_train=split.y_train[kept])
+        t_train = t_train[kept]
+
     rng = np.random.default_rng(seed)
     model = MLP([split.x_train.shape[1], *config.hidden, head.units], rng)
     optimiser = Adam(model.params, lr=config.lr, weight_decay=config.weight_decay)
@@ -216,5 +266,11 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None
     held_out = model.forward(split.x_val)
     result.metrics, result.baseline = _scores(task, head, held_out, split.y_val, split.y_train, y_scale)
     result.predictions = held_out_columns(task, head, held_out, split.y_val, y_scale)
+    if calibration_rows is not None:
+        def labels(y):
+            return np.asarray(head.encode(y)).astype(np.int64).reshape(-1)
+
+        result.calibration, result.calibrator = calibrate_held_out(
+            task, head, model.forward(calibration_x), labels(calibration_y), held_out, labels(split.y_val), t_val)
     result.seconds = time.perf_counter() - start
     return result

@@ -61,15 +61,25 @@ class Report:
     columns: dict = field(default_factory=dict)
     engine: str = "single process"
     seconds: float = 0.0
+    #: with a calibration: the metrics of the predictions as read (``metrics`` are the calibrated ones)
+    before: dict | None = None
+    calibration: dict | None = None
+    #: the equal-mass ECE's ``method`` ("exact" or "binned") and ``bound``
+    adaptive: dict | None = None
 
     def to_dict(self) -> dict:
         """The JSON object of ``losskit eval --json``."""
         out = {"task": self.task, "reason": self.reason, "rows": self.rows, "version": self.version,
                "metrics": self.metrics, "loss": self.loss_name, "pred_kind": self.pred_kind,
-               "weight_sum": self.weight_sum, "auc": self.auc, **self.tables,
+               "weight_sum": self.weight_sum, "auc": self.auc, "adaptive": self.adaptive, **self.tables,
                "files": self.files, "columns": self.columns, "engine": self.engine, "seconds": self.seconds}
         if "reliability" in self.figures:
             out["reliability"] = self.figures["reliability"]
+        if self.before is not None:
+            out["before"] = self.before
+            out["calibration"] = self.calibration
+            if "reliability_before" in self.figures:
+                out["reliability_before"] = self.figures["reliability_before"]
         return out
 
 
@@ -77,7 +87,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
              target: Sequence[str] | str | None = None, weight: str | None = None, task: str | None = None,
              loss=None, pred_kind: str | None = None, batch_rows: int = 1_000_000, dask: bool = False,
              scheduler: str | None = None, auc_exact_limit: int = 10_000_000,
-             on_progress: Callable[[int, int | None], None] | None = None) -> Report:
+             on_progress: Callable[[int, int | None], None] | None = None, calibration=None) -> Report:
     """Score the predictions in ``paths`` against their targets; return a :class:`Report`.
 
     ``paths``: Parquet, CSV, NPY or NPZ files, directories or globs (see :func:`.sources.discover`).
@@ -92,6 +102,8 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     ``dask=True`` starts a local Dask cluster, ``scheduler="tcp://..."`` uses a running one.
     ``auc_exact_limit``: ROC AUC is exact up to this many scores, binned beyond (bound reported).
     ``on_progress(rows_done, rows_total_or_None)`` is called as batches finish.
+    ``calibration``: a :class:`~losskit.Calibration` (or the path of its JSON): the predictions are
+    scored calibrated (``metrics``) and as read (``before``, the same keys), in the same pass.
 
     Shapes: the files are tables of N rows; the prediction columns give ``[N, K]`` values (K = 1 for a
     binary task or one regression output, else one per class, label or output), the target columns
@@ -117,28 +129,64 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     finally:
         sample.close()
     spec = scoring.plan(layout, first, task=task, loss=loss, pred_kind=pred_kind, auc_exact_limit=auc_exact_limit)
+    make = scoring.Scorer
+    if calibration is not None:
+        import functools
+
+        from .calibration.paired import Paired, check_fits
+
+        calibration = _calibration(calibration)
+        check_fits(calibration, spec)
+        make = functools.partial(Paired, calibration=calibration)
     if dask or scheduler is not None:
         from . import cluster
 
         scorer, engine = cluster.score(spec, layout, batch_rows=batch_rows, scheduler=scheduler,
-                                       on_progress=on_progress)
+                                       on_progress=on_progress, make=make)
     else:
-        scorer, engine = scoring.Scorer(spec), "single process"
+        scorer, engine = make(spec), "single process"
         for batch in sources.prefetched(sources.batches(layout, batch_rows=batch_rows), depth=2):
             scorer.update(batch)
             if on_progress is not None:
                 on_progress(scorer.rows, layout.rows)
+    before = None
+    if calibration is not None:
+        before = scorer.before.result()
+        scorer = scorer.after
     result = scorer.result()
     tables = {key: result.pop(key) for key in ("per_class", "per_label", "per_output") if key in result}
     _name_rows(tables, layout)
     figures = {key: result.pop(key) for key in ("reliability", "confusion", "residuals") if key in result}
+    if before is not None and before.get("reliability"):
+        figures["reliability_before"] = before["reliability"]
     return Report(task=spec.task, reason=spec.reason, rows=scorer.rows, version=__version__,
                   loss_name=spec.loss_name, pred_kind=spec.pred_kind,
                   metrics=result["metrics"],
                   tables=tables, figures=figures, auc=result.get("auc"), weight_sum=result["weight_sum"],
+                  adaptive=result.get("adaptive"),
                   files=[str(f) for f in layout.files],
                   columns={"pred": list(layout.pred), "target": list(layout.target), "weight": layout.weight},
-                  engine=engine, seconds=time.perf_counter() - start)
+                  engine=engine, seconds=time.perf_counter() - start,
+                  before=None if before is None else before["metrics"],
+                  calibration=None if calibration is None else calibration.to_dict())
+
+
+def _calibration(value):
+    """A :class:`~losskit.Calibration`, or the one in the JSON file ``value`` names."""
+    from .calibration import Calibration
+
+    if isinstance(value, Calibration):
+        return value
+    try:
+        with open(value, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise fail("--calibration", "a calibration JSON file (losskit calibrate --out)",
+                   f"{os.fspath(value)!r}, which cannot be read: {error.strerror or error}") from None
+    try:
+        return Calibration.from_json(text)
+    except LossInputError as error:
+        raise LossInputError(f"--calibration: {os.fspath(value)}: {error}") from None
 
 
 def _name_rows(tables: dict, layout) -> None:

@@ -22,17 +22,18 @@ __all__ = ["score"]
 PIECES_PER_THREAD = 3
 
 
-def _score_piece(spec: Spec, layout: sources.Layout, piece: sources.Piece, batch_rows: int) -> Scorer:
-    scorer = Scorer(spec)
+def _score_piece(spec: Spec, layout: sources.Layout, piece: sources.Piece, batch_rows: int, make=Scorer) -> Scorer:
+    scorer = make(spec)
     for batch in sources.prefetched(sources.batches(layout, piece, batch_rows=batch_rows)):
         scorer.update(batch)
     return scorer
 
 
 def score(spec: Spec, layout: sources.Layout, *, batch_rows: int, scheduler: str | None = None,
-          on_progress: Callable[[int, int | None], None] | None = None) -> tuple[Scorer, str]:
+          on_progress: Callable[[int, int | None], None] | None = None, make=Scorer) -> tuple[Scorer, str]:
     """Score every piece of ``layout`` on a cluster: a new local one when ``scheduler`` is None,
-    else the scheduler at that address. Returns the merged scorer and a line saying where it ran."""
+    else the scheduler at that address. Returns the merged scorer and a line saying where it ran.
+    ``make(spec)`` builds each piece's scorer (a picklable callable; default :class:`~.scoring.Scorer`)."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as error:
@@ -53,7 +54,7 @@ def score(spec: Spec, layout: sources.Layout, *, batch_rows: int, scheduler: str
             threads = sum(client.nthreads().values()) or 1
             parts = sources.pieces(layout, threads * PIECES_PER_THREAD)
             futures = client.map(_score_piece, [spec] * len(parts), [layout] * len(parts), parts,
-                                 [batch_rows] * len(parts), pure=False)
+                                 [batch_rows] * len(parts), [make] * len(parts), pure=False)
             total: Scorer | None = None
             for future in as_completed(futures):
                 part = future.result()  # a worker's LossInputError is raised here, as it was raised there

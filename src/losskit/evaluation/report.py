@@ -18,9 +18,13 @@ __all__ = ["tables", "to_json", "to_html", "figures"]
 
 _NAMES = {"loss": "loss", "log_loss": "log-loss", "accuracy": "accuracy", "roc_auc": "ROC AUC",
           "brier": "Brier score", "ece": "expected calibration error", "top5_accuracy": "top-5 accuracy",
-          "exact_match": "exact match", "hamming_loss": "Hamming loss", "mse": "MSE", "mae": "MAE", "r2": "R^2"}
+          "exact_match": "exact match", "hamming_loss": "Hamming loss", "mse": "MSE", "mae": "MAE", "r2": "R^2",
+          "average_precision": "average precision", "f1": "F1 (at 0.5)", "macro_f1": "macro F1",
+          "micro_f1": "micro F1", "mce": "maximum calibration error", "ece_adaptive": "ECE, equal-mass bins",
+          "classwise_ece": "classwise ECE"}
 #: the order of the metrics in the tables (the JSON keeps METRIC_KEYS' order)
-_SHOWN = ("loss", "log_loss", "accuracy", "top5_accuracy", "exact_match", "hamming_loss", "roc_auc", "brier", "ece",
+_SHOWN = ("loss", "log_loss", "accuracy", "top5_accuracy", "exact_match", "hamming_loss", "roc_auc",
+          "average_precision", "f1", "macro_f1", "micro_f1", "brier", "ece", "mce", "ece_adaptive", "classwise_ece",
           "mse", "mae", "r2")
 #: rows of a per-class / per-label table printed to the terminal (the JSON and HTML have all)
 TERMINAL_ROWS = 30
@@ -42,12 +46,38 @@ def summary_rows(report) -> list[tuple[str, str]]:
     if report.weight_sum != report.rows:
         rows.append(("weight sum", _number(report.weight_sum)))
     rows.append(("loss function", report.loss_name + (f" on {report.pred_kind}" if report.pred_kind else "")))
+    before = getattr(report, "before", None)
+    if before is not None:
+        rows.append(("calibration", _calibration_text(report.calibration)))
     for key in sorted(report.metrics, key=_SHOWN.index):
-        rows.append((_NAMES[key], _number(report.metrics[key])))
+        value = _number(report.metrics[key])
+        if before is not None:
+            value += f"  (uncalibrated: {_number(before.get(key))})"
+        rows.append((_NAMES[key], value))
     if report.auc:
         rows.append(("ROC AUC method", _auc_method(report.auc)))
+        if report.auc.get("method") == "binned" and "ap_bound" in report.auc:
+            bound = report.auc["ap_bound"]
+            rows.append(("average precision method", f"binned, within +/- {bound:.2e} of the exact value"))
+    adaptive = getattr(report, "adaptive", None)
+    if adaptive and adaptive.get("method") == "binned":
+        rows.append(("equal-mass ECE method", f"binned, within +/- {adaptive['bound']:.2e} of the exact value"))
     rows.append(("ran on", f"{report.engine}, {report.seconds:.2f} s"))
     return rows
+
+
+def _calibration_text(calibration: dict | None) -> str:
+    if not calibration:
+        return "-"
+    params = ", ".join(f"{k} = {_short(v)}" for k, v in calibration["params"].items())
+    return f"{calibration['method']} ({params}); the metrics are of the calibrated predictions"
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        shown = ", ".join(_number(float(v)) for v in value[:6])
+        return f"[{shown}{', ...' if len(value) > 6 else ''}]"
+    return _number(float(value)) if isinstance(value, int | float) else str(value)
 
 
 def _auc_method(auc: dict) -> str:
@@ -107,7 +137,10 @@ def figures(report) -> dict:
     a confusion matrix (multi-class), per-label ROC AUC (multi-label), residuals (regression)."""
     out = {}
     data = report.figures
-    if data.get("reliability"):
+    if data.get("reliability") and data.get("reliability_before"):
+        out["Reliability diagrams: uncalibrated and calibrated"] = _reliability_pair(
+            data["reliability_before"], data["reliability"], report.task)
+    elif data.get("reliability"):
         out["Reliability diagram"] = _reliability(data["reliability"], report.task)
     if data.get("confusion"):
         out["Confusion matrix"] = _confusion(data["confusion"])
@@ -118,10 +151,22 @@ def figures(report) -> dict:
     return out
 
 
-def _reliability(bins: list, task: str):
+def _reliability_pair(before: list, after: list, task: str):
+    """The two reliability diagrams side by side, uncalibrated on the left."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.5, 6.0), layout="constrained")
+    figure = Figure(figsize=(11.0, 6.0), layout="constrained")
+    for sub, bins, title in zip(figure.subfigures(1, 2), (before, after), ("uncalibrated", "calibrated"),
+                                strict=True):
+        _reliability(bins, task, sub)
+        sub.suptitle(title, fontsize=10)
+    return figure
+
+
+def _reliability(bins: list, task: str, figure=None):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5, 6.0), layout="constrained") if figure is None else figure
     axis, counts = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
     centres = [(b["lower"] + b["upper"]) / 2 for b in bins]

@@ -29,8 +29,11 @@ __all__ = ["Spec", "Scorer", "plan", "TASKS", "METRIC_KEYS"]
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 #: the keys of a report's flat ``metrics``, in this order, as they apply to the task
-METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "brier", "ece", "top5_accuracy", "exact_match",
+METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "average_precision", "f1", "macro_f1", "micro_f1",
+               "brier", "ece", "mce", "ece_adaptive", "classwise_ece", "top5_accuracy", "exact_match",
                "hamming_loss", "mse", "mae", "r2")
+#: multi-class equal-mass ECE: exact (rows kept and sorted) up to this many rows, binned beyond with its bound
+ADAPTIVE_EXACT_LIMIT = 1_000_000
 #: rows of the first batch that task detection reads (a sample: the rest are checked, not re-detected)
 DETECT_ROWS = 100_000
 #: a probability row of a multi-class file may miss 1 by this much (float32 files, rounded writers)
@@ -190,7 +193,9 @@ class Scorer:
         if task == "binary":
             self.metrics = BinaryMetrics(spec.pred_kind, auc_exact_limit=spec.auc_exact_limit)
         elif task == "multiclass":
-            self.metrics = MulticlassMetrics(spec.n_outputs, spec.pred_kind)
+            # the equal-mass ECE keeps rows (17 bytes each) and sorts them once: exact up to 1M rows only
+            self.metrics = MulticlassMetrics(spec.n_outputs, spec.pred_kind,
+                                             exact_limit=min(spec.auc_exact_limit, ADAPTIVE_EXACT_LIMIT))
         elif task == "multilabel":
             self.metrics = MultilabelMetrics(spec.n_outputs, spec.pred_kind, auc_exact_limit=spec.auc_exact_limit)
         else:

@@ -209,6 +209,18 @@ class _Calibration:
         return ece, bins
 
 
+def _mce(bins: list[dict]) -> float | None:
+    """Maximum calibration error: the largest ``|mean confidence - observed|`` over the bins holding weight."""
+    gaps = [abs(b["confidence"] - b["frequency"]) for b in bins if b["weight"] > 0]
+    return max(gaps) if gaps else None
+
+
+def _f1(tp, predicted, positives):
+    """``2 TP / (predicted positives + positives)``, 0 where both are 0 (scikit-learn's ``zero_division``)."""
+    tp, denominator = np.asarray(tp, dtype=np.float64), np.asarray(predicted) + np.asarray(positives)
+    return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+
 def _floor_edges(n_bins: int) -> np.ndarray:
     """The float64 edges at which ``floor(p * n_bins)`` (rounded product) steps: ``edges[b]`` is the least
     ``p`` with ``floor(p * n_bins) >= b``. Each is ``b / n_bins`` or within an ulp of it; binning by the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..adaptive import from_rank
 from ..auc import RankAUC
 from ._common import (
     _LOG_1M_EPS,
@@ -12,9 +13,11 @@ from ._common import (
     _as_bool,
     _Calibration,
     _compiled,
+    _f1,
     _floats,
     _kind,
     _logit,
+    _mce,
     _mean,
     _same,
     _Scratch,
@@ -64,6 +67,7 @@ class BinaryMetrics:
         self._correct = 0.0
         self._calibration = _Calibration(n_bins)
         self._auc = RankAUC(auc_exact_limit, auc_bins_log2)
+        self._f1 = np.zeros(3)  # weighted true positives, predicted positives, positives
         self._scratch = _Scratch()
 
     def update(self, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
@@ -109,6 +113,8 @@ class BinaryMetrics:
             np.clip(log_q, _LOG_EPS, _LOG_1M_EPS, out=log_q)
             log_loss = -_wsum_masked(log_p, truth, w) - _wsum_masked(log_q, ~truth, w)
             work = log_p
+        positive = z > 0 if self.pred_kind == "logits" else p > 0.5
+        self._f1 += [_wsum(positive & truth, w), _wsum(positive, w), _wsum(truth, w)]
         residual = np.subtract(p, truth, out=work)
         residual *= residual
         batch_weight = _total_weight(w, n)
@@ -132,6 +138,10 @@ class BinaryMetrics:
         self._correct += float(sums[2])
         n = len(pred)
         auc.add_counted(n, lambda: (pred if self.pred_kind == "logits" else _logit(pred), y != 0, w))
+        positive = pred > (0.0 if self.pred_kind == "logits" else 0.5)
+        truth = y if y.dtype == bool else y != 0
+        weight = None if w is None else w.astype(np.float64, copy=False)
+        self._f1 += [_wsum(positive & truth, weight), _wsum(positive, weight), _wsum(truth, weight)]
         self.rows += n
         self.weight_sum += float(sums[3])
 
@@ -144,12 +154,17 @@ class BinaryMetrics:
         self._log_loss += other._log_loss
         self._brier += other._brier
         self._correct += other._correct
+        self._f1 += other._f1
         return self
 
     def result(self) -> dict:
         total = self.weight_sum
         ece, bins = self._calibration.result()
         auc = self._auc.result()
+        adaptive = from_rank(self._auc, self._calibration.n_bins)
         return {"accuracy": _mean(self._correct, total), "roc_auc": auc["roc_auc"],
                 "log_loss": _mean(self._log_loss, total), "brier": _mean(self._brier, total), "ece": ece,
+                "average_precision": auc.pop("average_precision"), "f1": float(_f1(*self._f1)) if total else None,
+                "mce": _mce(bins), "ece_adaptive": adaptive.pop("ece_adaptive"), "adaptive": adaptive,
                 "auc": auc, "reliability": bins}
+

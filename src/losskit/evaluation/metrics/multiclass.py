@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..adaptive import AdaptiveCalibration
 from ._common import (
     _LOG_1M_EPS,
     _LOG_EPS,
@@ -11,8 +12,10 @@ from ._common import (
     _Calibration,
     _compiled,
     _count,
+    _f1,
     _floats,
     _kind,
+    _mce,
     _mean,
     _row_count,
     _same,
@@ -53,7 +56,8 @@ class MulticlassMetrics:
       ``K <= 1000`` (else ``confusion_omitted`` says why).
     """
 
-    def __init__(self, n_classes: int, pred_kind: str, *, top_k: int = 5, n_bins: int = 15):
+    def __init__(self, n_classes: int, pred_kind: str, *, top_k: int = 5, n_bins: int = 15,
+                 exact_limit: int = 1_000_000):
         self.n_classes = _count("n_classes", n_classes, 2)
         self.pred_kind = _kind(pred_kind)
         self.top_k = _count("top_k", top_k, 1)
@@ -64,6 +68,9 @@ class MulticlassMetrics:
         self._correct = 0.0
         self._top_k = 0.0
         self._calibration = _Calibration(n_bins)
+        self._adaptive = AdaptiveCalibration(exact_limit, n_bins)
+        self._class_cells = np.zeros((k, n_bins, 2))  # per class: the reliability bins of p_c against [y == c]
+        self._class_confidence = np.zeros((k, n_bins))
         self._count = np.zeros(k, dtype=np.int64)
         self._scratch = _Scratch()
         self._class_loss = np.zeros(k)
@@ -90,6 +97,7 @@ class MulticlassMetrics:
         if example_loss is not None and not log_loss_is_loss:
             example_loss = np.asarray(example_loss, dtype=np.float64)
             _shape("example_loss", example_loss, (n,))
+        self._update_confidence(pred, y, w, kernels is not None)
         if kernels is not None:
             self._update_compiled(kernels, pred, y, w, None if log_loss_is_loss else example_loss, log_loss_is_loss)
             return
@@ -150,6 +158,39 @@ class MulticlassMetrics:
         self.rows += n
         self.weight_sum += _total_weight(w, n)
 
+    def _update_confidence(self, pred, y, w, compiled: bool) -> None:
+        """The rows' top-label confidences (adaptive ECE) and every class's reliability bins (classwise ECE)."""
+        n, k = pred.shape
+        if compiled:
+            from ...fused.calibration import multiclass_confidence
+
+            columns = pred.T if pred.flags.f_contiguous else np.ascontiguousarray(pred.T)
+            top, hit = np.empty(n), np.empty(n, dtype=np.uint8)
+            adaptive = self._adaptive
+            multiclass_confidence(columns, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits",
+                                  32 - adaptive.bins_log2, top, hit, self._class_cells, self._class_confidence,
+                                  adaptive.histogram)
+            adaptive.add_counted(n, lambda: (top, hit.view(bool), w))
+            return
+        p = np.asarray(pred, dtype=np.float64)
+        top_class = np.argmax(pred, axis=1)  # the top label as np.argmax picks it (the first maximum)
+        score = None
+        if self.pred_kind == "logits":
+            p = np.exp(p - p.max(axis=1, keepdims=True))
+            p[np.arange(n), top_class] = 0.0
+            others = p.sum(axis=1)  # sum over the other classes: the top confidence's logit without cancellation
+            p[np.arange(n), top_class] = 1.0
+            with np.errstate(divide="ignore"):
+                score = -np.log(others)
+            p /= p.sum(axis=1, keepdims=True)
+        n_bins = self._class_confidence.shape[1]
+        cell = np.minimum((p * n_bins).astype(np.intp), n_bins - 1) + np.arange(k) * n_bins  # [n, K]
+        outcome = np.arange(k) == np.asarray(y)[:, None]
+        weight = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
+        np.add.at(self._class_cells.reshape(-1), 2 * cell + outcome, np.broadcast_to(weight[:, None], (n, k)))
+        np.add.at(self._class_confidence.reshape(-1), cell, p * weight[:, None])
+        self._adaptive.update(p[np.arange(n), top_class], top_class == y, w, score=score)
+
     def _update_compiled(self, kernels, pred, y, w, example_loss, log_loss_is_loss: bool) -> None:
         """The same update in one compiled sweep (:func:`losskit.fused.metrics.multiclass_update`)."""
         sums = np.zeros(4)
@@ -177,6 +218,9 @@ class MulticlassMetrics:
     def merge(self, other: MulticlassMetrics) -> MulticlassMetrics:
         _same(self, other, "n_classes", "pred_kind", "top_k")
         self._calibration.merge(other._calibration)
+        self._adaptive.merge(other._adaptive)
+        self._class_cells += other._class_cells
+        self._class_confidence += other._class_confidence
         self.rows += other.rows
         self.weight_sum += other.weight_sum
         self._log_loss += other._log_loss
@@ -204,6 +248,13 @@ class MulticlassMetrics:
             support, hits, predicted = self._confusion.sum(axis=1), np.diagonal(self._confusion), self._confusion.sum(0)
         else:
             support, hits, predicted = self._support, self._hits, self._predicted
+        # scikit-learn's f1_score: macro over the classes present in the target or the predictions
+        present = (support > 0) | (predicted > 0)
+        adaptive = self._adaptive.result()
+        out.update({"macro_f1": float(np.mean(_f1(hits, predicted, support)[present])) if present.any() else None,
+                    "micro_f1": float(_f1(hits.sum(), predicted.sum(), support.sum())) if total else None,
+                    "mce": _mce(bins), "ece_adaptive": adaptive.pop("ece_adaptive"), "adaptive": adaptive,
+                    "classwise_ece": _classwise_ece(self._class_cells, self._class_confidence)})
         has_loss = self._loss_rows == self.rows
         out["per_class"] = [
             {"class": c, "support": float(support[c]), "count": int(self._count[c]),
@@ -217,6 +268,15 @@ class MulticlassMetrics:
             out["confusion_omitted"] = (f"{self.n_classes} classes: the confusion matrix is kept only up to "
                                         f"{_CONFUSION_MAX_CLASSES}")
         return out
+
+
+def _classwise_ece(cells: np.ndarray, confidence: np.ndarray) -> float | None:
+    """Mean over classes of each class's ECE, ``sum_b |S_cb - O_cb| / W`` (Kull et al. 2019)."""
+    weight = cells.sum(axis=2)
+    total = weight.sum(axis=1)
+    if not np.all(total > 0):
+        return None
+    return float(np.mean(np.abs(confidence - cells[:, :, 1]).sum(axis=1) / total))
 
 
 def _top_k_hits(pred: np.ndarray, s_true: np.ndarray, y: np.ndarray, top_k: int, scratch: _Scratch) -> np.ndarray:

@@ -5,7 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..auc import RankAUC
-from ._common import _count, _kind, _logit, _mean, _row_count, _same, _shape, _total_weight, _wcolsum, _weights, _wsum
+from ._common import (
+    _count,
+    _f1,
+    _kind,
+    _logit,
+    _mean,
+    _row_count,
+    _same,
+    _shape,
+    _total_weight,
+    _wcolsum,
+    _weights,
+    _wsum,
+)
 
 _AUC_BUDGET_LOG2 = 22  # multi-label: K histograms of 2**bins_log2 bins x 16 bytes <= 2**26 bytes = 64 MB
 _AUC_MIN_BINS_LOG2 = 8
@@ -49,6 +62,7 @@ class MultilabelMetrics:
         self._loss = np.zeros(k)
         self._loss_rows = 0  # rows that came with example_loss: the loss column is reported only if all did
         self._correct = np.zeros(k)
+        self._f1 = np.zeros((2, k))  # per label: weighted true positives, predicted positives
         self._auc = [RankAUC(auc_exact_limit, self.auc_bins_log2) for _ in range(k)]
 
     def update(self, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
@@ -61,6 +75,7 @@ class MultilabelMetrics:
         w = _weights(w, n)
         truth = y if y.dtype == bool else y.astype(bool)
         predicted = pred > (0.0 if self.pred_kind == "logits" else 0.5)
+        self._f1 += [_wcolsum(predicted & truth, w), _wcolsum(predicted, w)]
         correct = np.equal(predicted, truth, out=predicted)
         right = _row_count(correct)
         self._exact += _wsum(right == k, w)
@@ -88,6 +103,7 @@ class MultilabelMetrics:
         self._loss += other._loss
         self._loss_rows += other._loss_rows
         self._correct += other._correct
+        self._f1 += other._f1
         for mine, theirs in zip(self._auc, other._auc, strict=True):
             mine.merge(theirs)
         return self
@@ -99,9 +115,14 @@ class MultilabelMetrics:
         defined = [a for a in aucs if a["roc_auc"] is not None]
         methods = {a["method"] for a in aucs}
         exact_match = _mean(self._exact, total)
+        ap = [a["average_precision"] for a in aucs if a["average_precision"] is not None]
+        f1 = _f1(self._f1[0], self._f1[1], self._positives)
         out = {"exact_match": exact_match, "accuracy": exact_match,
                "hamming_loss": _mean(self._wrong, total * k),
                "roc_auc": float(np.mean([a["roc_auc"] for a in defined])) if defined else None,
+               "average_precision": float(np.mean(ap)) if ap else None,
+               "macro_f1": float(np.mean(f1)) if total else None,
+               "micro_f1": float(_f1(self._f1[0].sum(), self._f1[1].sum(), self._positives.sum())) if total else None,
                "auc": {"method": methods.pop() if len(methods) == 1 else "mixed",
                        "bound": float(np.mean([a["bound"] for a in defined])) if defined else 0.0}}
         undefined = [label for label, a in enumerate(aucs) if a["roc_auc"] is None]
@@ -111,7 +132,8 @@ class MultilabelMetrics:
             {"label": label, "positives": float(self._positives[label]),
              "loss": _mean(float(self._loss[label]), total) if self._loss_rows == self.rows else None,
              "accuracy": _mean(float(self._correct[label]), total),
-             "roc_auc": a["roc_auc"], "auc_method": a["method"], "auc_bound": a["bound"]}
+             "f1": float(f1[label]), "roc_auc": a["roc_auc"], "average_precision": a["average_precision"],
+             "auc_method": a["method"], "auc_bound": a["bound"]}
             for label, a in enumerate(aucs)]
         return out
 

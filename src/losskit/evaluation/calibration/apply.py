@@ -1,0 +1,158 @@
+"""Write calibrated logits: every row of the input files, the prediction columns replaced by
+:meth:`~losskit.Calibration.apply` of them, every other column kept, to one Parquet file.
+
+Streaming: Parquet and CSV inputs are read a batch at a time (pyarrow) and written a batch at a
+time (``ParquetWriter``), so memory is a batch whatever the files' size. The output is written to
+a temporary name beside ``out`` and renamed over it only when complete: an error (a NaN logit in
+row 40 million) leaves no partial file behind. The prediction columns keep their type (float32
+stays float32; a ``fixed_size_list`` column stays one); the file's metadata gains
+``losskit.calibration`` (the calibration's JSON) and ``losskit.pred_kind = logits``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..._errors import LossInputError, fail
+
+__all__ = ["apply_files"]
+
+
+def _pred_columns(schema, pred) -> list[str]:
+    from .. import sources
+
+    if pred is not None:
+        return sources._pick("--pred", pred, schema)
+    names = [c for c in schema.columns if c.startswith("logit")]
+    if not names:
+        probs = [c for c in schema.columns if c.startswith("prob")]
+        if probs:
+            raise fail("--pred", "logit columns", f"probability columns ({', '.join(probs)})",
+                       "a calibration maps logits; give the model's raw outputs")
+        raise LossInputError(f"--pred: no column named 'logit*' in {schema.path}; pass --pred "
+                             f"(columns: {', '.join(schema.columns)})")
+    return names
+
+
+def _record_batches(path: Path, kind: str, batch_rows: int):
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    if kind == "parquet":
+        with pq.ParquetFile(path, pre_buffer=False) as handle:
+            yield from handle.iter_batches(batch_size=batch_rows)
+    else:
+        with pv.open_csv(path) as reader:
+            for batch in reader:
+                for start in range(0, batch.num_rows, batch_rows):
+                    yield batch.slice(start, batch_rows)
+
+
+def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int):
+    """``batch`` with its prediction columns ``names`` replaced by their calibrated values."""
+    import pyarrow as pa
+
+    parts, widths, types = [], [], []
+    for name in names:
+        column = batch.column(name)
+        width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else 1
+        values = column.flatten() if width > 1 else column
+        if values.null_count:
+            raise LossInputError(f"{path}: column {name!r}: expected a logit, got a null near row {first_row}")
+        array = values.to_numpy(zero_copy_only=False).reshape(len(batch), width)
+        parts.append(array)
+        widths.append(width)
+        types.append(column.type)
+    dtype = np.float32 if all(p.dtype == np.float32 for p in parts) else np.float64
+    logits = np.concatenate([p.astype(dtype, copy=False) for p in parts], axis=1)
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise LossInputError(f"{path}: row {first_row + int(row)}: expected finite logits, got {logits[row, col]!r}")
+    if calibration.task == "binary" and logits.shape[1] == 1:
+        out = np.asarray(calibration.apply(logits[:, 0])).reshape(-1, 1)
+    else:
+        out = np.asarray(calibration.apply(logits))
+    offset = 0
+    columns = {}
+    for name, width, kind in zip(names, widths, types, strict=True):
+        values = out[:, offset:offset + width]
+        offset += width
+        inner = kind.value_type if pa.types.is_fixed_size_list(kind) else kind
+        if not pa.types.is_floating(inner):
+            inner = pa.float64()
+        flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=inner)
+        columns[name] = pa.FixedSizeListArray.from_arrays(flat, width) if width > 1 else flat
+    arrays = [columns.get(field.name, batch.column(i)) for i, field in enumerate(batch.schema)]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(temp)`` to a temporary file beside ``path``, renamed over it when complete, removed on error."""
+    import contextlib
+    import tempfile
+
+    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(temp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temp, 0o666 & ~mask)  # mkstemp makes 0600: give the usual mode of a new file
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_000) -> dict:
+    """Write ``calibration.apply`` of the prediction columns of ``paths`` (Parquet or CSV) to the Parquet
+    file ``out``, atomically; returns ``{"rows", "files", "pred", "out"}``."""
+    import pyarrow.parquet as pq
+
+    from .. import sources
+
+    files = sources.discover(paths)
+    schemas = [sources._schema(f) for f in files]
+    for schema in schemas:
+        if schema.format not in ("parquet", "csv"):
+            raise fail("PATH", "Parquet or CSV files to write calibrated logits from",
+                       f"{schema.path} ({schema.format})")
+    names = _pred_columns(schemas[0], pred)
+    width = sum(schemas[0].columns[name][0] for name in names)
+    if width != calibration.n_outputs:
+        raise fail("--calibration", f"a calibration of {width} logits per row (columns {', '.join(names)})",
+                   f"one fitted on {calibration.n_outputs} ({calibration.method}, {calibration.task})")
+    rows = 0
+
+    def write(temp: str) -> None:
+        nonlocal rows
+        writer = None
+        try:
+            for path, schema in zip(files, schemas, strict=True):
+                start = 0
+                for batch in _record_batches(path, schema.format, batch_rows):
+                    missing = [n for n in names if n not in batch.schema.names]
+                    if missing:
+                        raise LossInputError(f"{path}: column {missing[0]!r} (--pred) is missing")
+                    result = _calibrated(batch, names, calibration, path, start)
+                    if writer is None:
+                        meta = dict(result.schema.metadata or {})
+                        meta[b"losskit.pred_kind"] = b"logits"
+                        meta[b"losskit.calibration"] = calibration.to_json().encode()
+                        writer = pq.ParquetWriter(temp, result.schema.with_metadata(meta))
+                    writer.write_batch(result)
+                    start += batch.num_rows
+                    rows += batch.num_rows
+            if writer is None:
+                raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})")
+        finally:
+            if writer is not None:
+                writer.close()
+
+    _atomic(Path(out), write)
+    return {"rows": rows, "files": [os.fspath(f) for f in files], "pred": names, "out": os.fspath(out)}

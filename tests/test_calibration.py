@@ -1,0 +1,324 @@
+"""lk.calibrate: each method's fit against an independent minimiser (scipy, scikit-learn, closed
+forms), the derivatives against finite differences, the compiled passes against the reference,
+array libraries, JSON, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import optimize, special
+
+import losskit as lk
+from losskit.evaluation.calibration import objectives
+
+RNG = np.random.default_rng(0)
+
+
+def multiclass_data(n=3000, k=7, scale=3.0, seed=0, weighted=True):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    z = rng.normal(size=(n, k)) * scale
+    z[np.arange(n), y] += scale  # informative, over-confident logits
+    w = rng.uniform(0.1, 2.0, n) if weighted else None
+    return z, y, w
+
+
+def binary_data(n=3000, seed=1, weighted=True):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    z = (2 * y - 1) * 2.0 + rng.normal(size=n) * 3.0
+    w = rng.uniform(0.1, 2.0, n) if weighted else None
+    return z, y, w
+
+
+def softmax_nll(t, z, y, w):
+    """Independent reference: scipy's logsumexp, float64, weighted mean."""
+    u = z / t
+    if y.ndim == 1:
+        rows = special.logsumexp(u, axis=1) - u[np.arange(len(u)), y]
+    else:
+        rows = special.logsumexp(u, axis=1) * y.sum(axis=1) - (u * y).sum(axis=1)
+    return np.average(rows, weights=w)
+
+
+def sigmoid_nll(t, z, y, w):
+    u = z / t
+    rows = (np.logaddexp(0, u) - y * u).reshape(len(u), -1).sum(axis=1)
+    return np.average(rows, weights=w)
+
+
+def softmax_dnll(t, z, y, w):
+    """d/d(log T) of :func:`softmax_nll`, written out with scipy's softmax: mean of <u, y> - |y| <u, p>."""
+    u = z / t
+    p = special.softmax(u, axis=1)
+    if y.ndim == 1:
+        return np.average(u[np.arange(len(u)), y] - (p * u).sum(axis=1), weights=w)
+    return np.average((u * y).sum(axis=1) - y.sum(axis=1) * (p * u).sum(axis=1), weights=w)
+
+
+def sigmoid_dnll(t, z, y, w):
+    u = z / t
+    return np.average((u * (y - special.expit(u))).reshape(len(u), -1).sum(axis=1), weights=w)
+
+
+def scalar_minimum(f, df=None):
+    """The minimiser T of ``f(log T)``: bounded Brent on the value (which resolves it to about 1e-8 only,
+    the square root of float64's epsilon), then, given the derivative ``df(log T)``, its root by brentq
+    in a bracket around that point (to 1e-15)."""
+    res = optimize.minimize_scalar(f, bounds=(-5, 5), method="bounded", options={"xatol": 1e-12})
+    if df is None:
+        return np.exp(res.x)
+    root = optimize.brentq(df, res.x - 1e-3, res.x + 1e-3, xtol=1e-15, rtol=1e-15)
+    assert abs(root - res.x) < 1e-6  # the two references agree as far as the value can tell
+    return np.exp(root)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_temperature_multiclass_equals_scipy(weighted):
+    z, y, w = multiclass_data(weighted=weighted)
+    cal = lk.calibrate(z, y, weight=w)
+    t_ref = scalar_minimum(lambda s: softmax_nll(np.exp(s), z, y, w), lambda s: softmax_dnll(np.exp(s), z, y, w))
+    assert cal.task == "multiclass" and cal.method == "temperature"
+    np.testing.assert_allclose(cal.params["temperature"], t_ref, rtol=1e-8)
+    np.testing.assert_allclose(cal.nll_before, softmax_nll(1.0, z, y, w), rtol=1e-12)
+    np.testing.assert_allclose(cal.nll_after, softmax_nll(t_ref, z, y, w), rtol=1e-12)
+
+
+def test_temperature_equals_mpmath_minimiser():
+    """At 40 digits, the NLL's derivative taken by mpmath's own numerical differentiation (no formula of
+    ours) vanishes at the minimiser; ours matches it to 1e-10."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    z, y, w = multiclass_data(n=40, k=3, seed=3)
+
+    def nll(s):
+        t = mp.exp(s)
+        total = mp.mpf(0)
+        for row, label, weight in zip(z.tolist(), y.tolist(), w.tolist(), strict=True):
+            total += weight * (mp.log(mp.fsum(mp.exp(mp.mpf(v) / t) for v in row)) - mp.mpf(row[label]) / t)
+        return total
+
+    s0 = np.log(lk.calibrate(z, y, weight=w).params["temperature"])
+    root = mp.findroot(lambda s: mp.diff(nll, s), mp.mpf(s0) + mp.mpf("1e-3"))
+    np.testing.assert_allclose(s0, float(root), rtol=0, atol=1e-10)
+
+
+def test_temperature_equals_scikit_learn():
+    from sklearn.calibration import _TemperatureScaling
+
+    z, y, w = multiclass_data(seed=4)
+    ref = _TemperatureScaling().fit(z, y, sample_weight=w)
+    cal = lk.calibrate(z, y, weight=w)
+    np.testing.assert_allclose(cal.params["temperature"], 1.0 / float(ref.beta_), rtol=1e-4)
+
+
+def test_temperature_soft_targets_equals_scipy():
+    z, y, w = multiclass_data(seed=5)
+    soft = 0.8 * np.eye(z.shape[1])[y] + 0.2 / z.shape[1]
+    cal = lk.calibrate(z, soft, weight=w, task="multiclass")
+    t_ref = scalar_minimum(lambda s: softmax_nll(np.exp(s), z, soft, w), lambda s: softmax_dnll(np.exp(s), z, soft, w))
+    np.testing.assert_allclose(cal.params["temperature"], t_ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_temperature_binary_equals_scipy(weighted):
+    z, y, w = binary_data(weighted=weighted)
+    cal = lk.calibrate(z, y, weight=w)
+    t_ref = scalar_minimum(lambda s: sigmoid_nll(np.exp(s), z, y, w), lambda s: sigmoid_dnll(np.exp(s), z, y, w))
+    assert cal.task == "binary"
+    np.testing.assert_allclose(cal.params["temperature"], t_ref, rtol=1e-8)
+    np.testing.assert_allclose(cal.nll_after, sigmoid_nll(t_ref, z, y, w), rtol=1e-12)
+
+
+def test_temperature_multilabel_shared_and_per_label():
+    rng = np.random.default_rng(6)
+    n, k = 2000, 4
+    y = rng.integers(0, 2, (n, k))
+    z = (2 * y - 1) * rng.uniform(0.5, 3, k) + rng.normal(size=(n, k)) * rng.uniform(1, 4, k)
+    w = rng.uniform(0.2, 1.5, n)
+    shared = lk.calibrate(z, y, weight=w)
+    assert shared.task == "multilabel"
+    np.testing.assert_allclose(shared.params["temperature"],
+                               scalar_minimum(lambda s: sigmoid_nll(np.exp(s), z, y, w), lambda s: sigmoid_dnll(np.exp(s), z, y, w)), rtol=1e-8)
+    per = lk.calibrate(z, y, weight=w, method="temperature_per_label")
+    expect = [scalar_minimum(lambda s, j=j: sigmoid_nll(np.exp(s), z[:, j], y[:, j], w),
+                             lambda s, j=j: sigmoid_dnll(np.exp(s), z[:, j], y[:, j], w)) for j in range(k)]
+    np.testing.assert_allclose(per.params["temperature"], expect, rtol=1e-8)
+    assert per.nll_after <= shared.nll_after + 1e-12
+
+
+def test_derivatives_match_finite_differences():
+    """g and h of every temperature objective against central differences of the NLL sum."""
+    z, y, w = multiclass_data(n=500, seed=7)
+    zb, yb, wb = binary_data(n=500, seed=8)
+    cases = [(objectives.Temperature("multiclass", 7), z, y, w),
+             (objectives.Temperature("binary", 1), zb[:, None], yb[:, None], wb)]
+    for objective, logits, target, weight in cases:
+        s, eps = np.array([0.3]), 1e-5
+        at = objective.sums(s, logits, target, weight, False)
+        up = objective.sums(s + eps, logits, target, weight, False)
+        down = objective.sums(s - eps, logits, target, weight, False)
+        np.testing.assert_allclose(at.grad[0], (up.loss - down.loss) / (2 * eps), rtol=1e-6)
+        np.testing.assert_allclose(at.hess[0], (up.grad[0] - down.grad[0]) / (2 * eps), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_pass_equals_reference(monkeypatch, dtype):
+    z, y, w = multiclass_data(n=800, seed=9)
+    zb, yb, wb = binary_data(n=800, seed=10)
+    soft = 0.9 * np.eye(7)[y] + 0.1 / 7
+    cases = [(objectives.Temperature("multiclass", 7), z, y), (objectives.Temperature("multiclass", 7), z, soft),
+             (objectives.Temperature("binary", 1), zb[:, None], yb[:, None]),
+             (objectives.Temperature("multilabel", 7, per_label=True), z, (z > 0).astype(np.int8))]
+    for objective, logits, target in cases:
+        theta = np.full(objective.n_params, 0.4)
+        fast = objective.sums(theta, logits.astype(dtype), target, w, True)
+        monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", "0")
+        slow = objective.sums(theta, logits.astype(dtype), target, w, True)
+        monkeypatch.delenv("LOSSKIT_EVAL_KERNELS")
+        for name in ("loss", "weight", "grad", "hess", "scale", "mass"):
+            np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-10, err_msg=name)
+        if fast.bins is not None:
+            assert fast.ece == pytest.approx(slow.ece, rel=1e-9)
+
+
+def _lbfgs(fun, x0):
+    return optimize.minimize(fun, x0, method="L-BFGS-B", options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-12})
+
+
+def test_platt_reaches_scipy_minimum():
+    z, y, w = binary_data(seed=11)
+    z = 0.5 * z + 1.0  # a shifted score: the offset matters
+
+    def nll(theta):
+        v = theta[0] * z + theta[1]
+        return np.average(np.logaddexp(0, v) - y * v, weights=w)
+
+    cal = lk.calibrate(z, y, weight=w, method="platt")
+    ref = _lbfgs(nll, np.array([1.0, 0.0]))
+    assert cal.nll_after <= ref.fun + 1e-13
+    assert nll([cal.params["a"], cal.params["b"]]) <= ref.fun + 1e-13
+    np.testing.assert_allclose([cal.params["a"], cal.params["b"]], ref.x, rtol=1e-4)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_vector_reaches_scipy_minimum(l2):
+    z, y, w = multiclass_data(n=2000, k=5, seed=12)
+    z = z * np.array([0.5, 1, 2, 1, 0.7]) + np.array([0.0, 1, -1, 0.5, 0])
+    k = z.shape[1]
+
+    def objective(theta):
+        v = z * theta[:k] + theta[k:]
+        return softmax_nll(1.0, v, y, w) + 0.5 * l2 * theta[k:] @ theta[k:]
+
+    cal = lk.calibrate(z, y, weight=w, method="vector", l2=l2)
+    ref = _lbfgs(objective, np.concatenate([np.ones(k), np.zeros(k)]))
+    theta = np.concatenate([cal.params["scale"], cal.params["offset"]])
+    assert objective(theta) <= ref.fun + 1e-12
+    assert cal.nll_after <= ref.fun + 1e-12
+
+
+def test_variance_factor_is_the_closed_form():
+    """With the variance times c, the NLL's minimiser is c = sum w r^2 / sum w (r the standardised error)."""
+    rng = np.random.default_rng(13)
+    n = 2000
+    mean, log_var = rng.normal(size=n), rng.normal(size=n) * 0.3
+    target = mean + rng.normal(size=n) * np.exp(0.5 * log_var) * 1.7  # variances 1.7^2 too small
+    w = rng.uniform(0.1, 2, n)
+    pred = np.stack([mean, log_var], axis=1)
+    cal = lk.calibrate(pred, target, weight=w, method="variance")
+    expect = np.average((target - mean) ** 2 * np.exp(-log_var), weights=w)
+    np.testing.assert_allclose(cal.params["variance_factor"], expect, rtol=1e-10)
+    assert cal.task == "regression"
+    out = cal.apply(pred)
+    np.testing.assert_allclose(out[:, 1], log_var + np.log(expect))
+    np.testing.assert_array_equal(out[:, 0], mean)
+
+
+def test_apply_keeps_library_dtype_and_shape():
+    z, y, _ = multiclass_data(n=500, seed=14)
+    cal = lk.calibrate(z, y)
+    t = cal.params["temperature"]
+    out = cal.apply(z.astype(np.float32))
+    assert out.dtype == np.float32 and out.shape == z.shape
+    np.testing.assert_allclose(out, z / t, rtol=1e-6)
+    torch = pytest.importorskip("torch")
+    zt = torch.tensor(z, dtype=torch.float32)
+    assert torch.is_tensor(cal.apply(zt)) and cal.apply(zt).dtype == torch.float32
+    zb, yb, _ = binary_data(n=400, seed=15)
+    per = lk.calibrate(zb[:, None], yb[:, None], method="temperature_per_label")
+    assert per.apply(torch.tensor(zb[:, None])).shape == (400, 1)
+
+
+def test_torch_and_jax_inputs_fit_the_same_temperature():
+    z, y, w = multiclass_data(n=600, seed=16)
+    ref = lk.calibrate(z, y, weight=w).params["temperature"]
+    torch = pytest.importorskip("torch")
+    got = lk.calibrate(torch.tensor(z), torch.tensor(y), weight=torch.tensor(w)).params["temperature"]
+    assert got == pytest.approx(ref, rel=1e-12)
+    jnp = pytest.importorskip("jax.numpy")
+    got = lk.calibrate(jnp.asarray(z.astype(np.float32)), jnp.asarray(y)).params["temperature"]
+    ref32 = lk.calibrate(z.astype(np.float32), y).params["temperature"]
+    assert got == pytest.approx(ref32, rel=1e-12)
+
+
+def test_dask_array_fits_the_same_temperature():
+    da = pytest.importorskip("dask.array")
+    z, y, w = multiclass_data(n=3000, seed=17)
+    ref = lk.calibrate(z, y, weight=w)
+    got = lk.calibrate(da.from_array(z, chunks=(700, 3)), da.from_array(y, chunks=500),
+                       weight=da.from_array(w, chunks=900))
+    assert got.params["temperature"] == pytest.approx(ref.params["temperature"], rel=1e-12)
+    assert got.nll_after == pytest.approx(ref.nll_after, rel=1e-12)
+    assert got.rows == 3000
+
+
+def test_json_round_trip():
+    z, y, w = multiclass_data(n=400, seed=18)
+    for method in ("temperature", "vector"):
+        cal = lk.calibrate(z, y, weight=w, method=method)
+        back = lk.Calibration.from_json(cal.to_json())
+        assert back.params == cal.params and back.method == method and back.task == "multiclass"
+        np.testing.assert_array_equal(back.apply(z), cal.apply(z))
+        assert json.loads(cal.to_json())["nll_after"] == cal.nll_after
+    with pytest.raises(lk.LossInputError, match="calibration: expected"):
+        lk.Calibration.from_json("{}")
+    with pytest.raises(lk.LossInputError, match="calibration"):
+        lk.Calibration.from_json("not json")
+
+
+def test_bad_input():
+    z, y, _ = multiclass_data(n=200, seed=19)
+    p = special.softmax(z, axis=1)
+    with pytest.raises(lk.LossInputError, match="logits: expected logits, got rows of values in .0, 1. summing to 1"):
+        lk.calibrate(p, y)
+    with pytest.raises(lk.LossInputError, match="probabilities"):
+        lk.calibrate(special.expit(z[:, 0]), (z[:, 0] > 0).astype(int))
+    with pytest.raises(lk.LossInputError, match="target: expected at least two classes"):
+        lk.calibrate(z, np.full(200, 3))
+    with pytest.raises(lk.LossInputError, match="target: expected both classes"):
+        lk.calibrate(z[:, 0], np.zeros(200, dtype=int))
+    bad = z.copy()
+    bad[17, 2] = np.nan
+    with pytest.raises(lk.LossInputError, match="logits: expected finite logits, got nan at row 17"):
+        lk.calibrate(bad, y)
+    with pytest.raises(lk.LossInputError, match="logits: expected at least one row"):
+        lk.calibrate(np.zeros((0, 3)), np.zeros(0, dtype=int))
+    with pytest.raises(lk.LossInputError, match="method: expected a method for the multiclass task"):
+        lk.calibrate(z, y, method="platt", task="multiclass")
+    with pytest.raises(lk.LossInputError, match="method: expected one of"):
+        lk.calibrate(z, y, method="isotonic")
+    with pytest.raises(lk.LossInputError, match="target: expected class labels in 0..6"):
+        lk.calibrate(z, np.full(200, 9))
+    with pytest.raises(lk.LossInputError, match="weight: expected finite weights >= 0"):
+        lk.calibrate(z, y, weight=-np.ones(200))
+
+
+def test_no_minimiser_says_why():
+    z = np.array([3.0, -2.0, 5.0, -1.0])
+    with pytest.raises(lk.LossInputError, match="T -> 0"):
+        lk.calibrate(z, (z > 0).astype(int))  # separated: sharper is always better
+    with pytest.raises(lk.LossInputError, match="T -> infinity"):
+        lk.calibrate(z, (z < 0).astype(int))  # anti-informative
+    with pytest.raises(lk.LossInputError, match="grow without bound"):
+        lk.calibrate(z, (z > 0).astype(int), method="platt")

@@ -1,0 +1,263 @@
+"""``losskit calibrate`` (fit over files, streaming, Dask), ``losskit calibrate apply`` and
+``losskit eval --calibration``: the same numbers as lk.calibrate in memory, one-line errors with
+exit code 2, no partial output file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("typer")
+
+import losskit as lk  # noqa: E402
+from losskit.cli import main  # noqa: E402
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _console_messages(page, screenshot):
+    """Console lines Chromium logs while loading ``page`` headless (as tests/test_cli_eval.py reads them)."""
+    out = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          "--v=0", "--window-size=1100,2400", f"--screenshot={screenshot}", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert screenshot.exists(), out.stderr
+    return [line for line in out.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def _multiclass(tmp_path, n=3000, k=4, seed=0, name="m.parquet", dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    z = rng.normal(size=(n, k)) * 3
+    z[np.arange(n), y] += 3
+    w = rng.uniform(0.2, 2.0, n)
+    path = tmp_path / name
+    pq.write_table(pa.table({**{f"logit_{j}": z[:, j].astype(dtype) for j in range(k)}, "target": y, "w": w,
+                             "id": np.arange(n)}), path, row_group_size=500)
+    return path, z.astype(dtype), y, w
+
+
+def _binary(tmp_path, n=3000, seed=1):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n) * 3
+    y = (rng.random(n) < 1 / (1 + np.exp(-z / 2.5))).astype(np.int64)
+    return z, y
+
+
+def _run(capsys, *args):
+    code = main([*map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_fit_equals_in_memory_fit(tmp_path, capsys):
+    path, z, y, w = _multiclass(tmp_path)
+    out = tmp_path / "cal.json"
+    code, text, err = _run(capsys, "calibrate", path, "--weight", "w", "--out", out, "--batch-rows", "700")
+    assert code == 0, err
+    saved = json.loads(out.read_text())
+    ref = lk.calibrate(z, y, weight=w)
+    assert saved["method"] == "temperature" and saved["task"] == "multiclass" and saved["rows"] == 3000
+    assert saved["params"]["temperature"] == pytest.approx(ref.params["temperature"], rel=1e-12)
+    assert saved["nll_before"] == pytest.approx(ref.nll_before, rel=1e-12)
+    assert saved["nll_after"] == pytest.approx(ref.nll_after, rel=1e-12)
+    assert saved["ece_after"] == pytest.approx(ref.ece_after, rel=1e-9)
+    for word in ("temperature", "NLL", "ECE", "passes", f"{saved['passes']} (one per Newton step"):
+        assert word in text
+
+
+@pytest.mark.parametrize("kind", ["csv", "npz"])
+def test_binary_csv_and_npz(tmp_path, capsys, kind):
+    z, y = _binary(tmp_path)
+    path = tmp_path / f"b.{kind}"
+    if kind == "csv":
+        path.write_text("logit,target\n" + "".join(f"{float(a)!r},{int(b)}\n" for a, b in zip(z, y, strict=True)))
+    else:
+        np.savez(path, logit=z, target=y)
+    out = tmp_path / "cal.json"
+    code, text, err = _run(capsys, "calibrate", path, "--out", out, "--json", "--batch-rows", "1000")
+    assert code == 0, err
+    info = json.loads(text)
+    assert info["task"] == "binary" and info["passes"] >= 2
+    ref = lk.calibrate(z, y)
+    assert info["params"]["temperature"] == pytest.approx(ref.params["temperature"], rel=1e-12)
+    assert info["ece_before"] == pytest.approx(ref.ece_before, rel=1e-9)
+
+
+def test_platt_and_per_label_methods(tmp_path, capsys):
+    z, y = _binary(tmp_path)
+    path = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"logit": z + 1.0, "target": y}), path)
+    code, text, err = _run(capsys, "calibrate", path, "--method", "platt", "--out", tmp_path / "p.json", "--json")
+    assert code == 0, err
+    ref = lk.calibrate(z + 1.0, y, method="platt")
+    assert json.loads(text)["params"]["a"] == pytest.approx(ref.params["a"], rel=1e-9)
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, (2000, 3))
+    logits = (2 * labels - 1) * 2.0 + rng.normal(size=(2000, 3)) * 3
+    path = tmp_path / "ml.parquet"
+    pq.write_table(pa.table({**{f"logit_{j}": logits[:, j] for j in range(3)},
+                             **{f"target_{j}": labels[:, j] for j in range(3)}}), path)
+    code, text, err = _run(capsys, "calibrate", path, "--method", "temperature_per_label", "--out",
+                           tmp_path / "ml.json", "--json")
+    assert code == 0, err
+    ref = lk.calibrate(logits, labels, method="temperature_per_label")
+    np.testing.assert_allclose(json.loads(text)["params"]["temperature"], ref.params["temperature"], rtol=1e-12)
+
+
+def test_eval_with_calibration_scores_both(tmp_path, capsys):
+    path, z, y, w = _multiclass(tmp_path, dtype=np.float64)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--weight", "w", "--out", cal)[0] == 0
+    code, text, err = _run(capsys, "eval", path, "--weight", "w", "--calibration", cal, "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    code, plain, _ = _run(capsys, "eval", path, "--weight", "w", "--json")
+    plain = json.loads(plain)
+    assert report["before"] == plain["metrics"]
+    assert set(report["before"]) == set(report["metrics"])
+    t = json.loads(cal.read_text())["params"]["temperature"]
+    scaled = tmp_path / "scaled.parquet"
+    pq.write_table(pa.table({**{f"logit_{j}": z[:, j] / t for j in range(4)}, "target": y, "w": w}), scaled)
+    code, direct, _ = _run(capsys, "eval", scaled, "--weight", "w", "--json")
+    direct = json.loads(direct)["metrics"]
+    for key, value in direct.items():
+        assert report["metrics"][key] == pytest.approx(value, rel=1e-12), key
+    assert report["metrics"]["ece"] < report["before"]["ece"]
+    assert report["calibration"]["params"]["temperature"] == t
+
+
+def test_apply_keeps_other_columns_and_is_atomic(tmp_path, capsys):
+    path, z, y, w = _multiclass(tmp_path)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    t = json.loads(cal.read_text())["params"]["temperature"]
+    out = tmp_path / "calibrated.parquet"
+    code, text, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out,
+                           "--batch-rows", "400")
+    assert code == 0, err
+    table = pq.read_table(out)
+    assert table.column_names == ["logit_0", "logit_1", "logit_2", "logit_3", "target", "w", "id"]
+    assert table.schema.field("logit_0").type == pa.float32()
+    np.testing.assert_allclose(table.column("logit_2").to_numpy(), z[:, 2] / np.float32(t), rtol=1e-6)
+    np.testing.assert_array_equal(table.column("id").to_numpy(), np.arange(3000))
+    np.testing.assert_array_equal(table.column("w").to_numpy(), w)
+    assert json.loads(table.schema.metadata[b"losskit.calibration"])["params"]["temperature"] == t
+    # a NaN in the last row group: an error, and no partial file
+    bad = tmp_path / "bad.parquet"
+    values = z[:, 0].copy()
+    values[2900] = np.nan
+    pq.write_table(pa.table({"logit_0": values, **{f"logit_{j}": z[:, j] for j in range(1, 4)}}), bad,
+                   row_group_size=500)
+    target = tmp_path / "never.parquet"
+    code, _, err = _run(capsys, "calibrate", "apply", bad, "--calibration", cal, "--out", target)
+    assert code == 2 and err.startswith("losskit: error: ") and err.count("\n") == 1, err
+    assert "bad.parquet" in err and "row 2900" in err
+    assert not target.exists() and not list(tmp_path.glob(".never*"))
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--pred", "prob_*"], ["--pred", "probability", "logits"]),
+    (["--pred", "logit_*", "--target", "one", "--task", "multiclass"], ["target", "at least two classes"]),
+    (["--pred", "nope"], ["--pred", "nope"]),
+    (["--method", "platt"], ["method", "multiclass"]),
+])
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words):
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(300, 3))
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({**{f"logit_{j}": z[:, j] for j in range(3)}, **{f"prob_{j}": p[:, j] for j in range(3)},
+                             "target": rng.integers(0, 3, 300), "one": np.zeros(300, dtype=np.int64)}), path)
+    out = tmp_path / "cal.json"
+    code, _, err = _run(capsys, "calibrate", path, "--out", out, *args)
+    assert code == 2, err
+    assert err.startswith("losskit: error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err
+    assert not out.exists() and not list(tmp_path.glob(".cal*"))
+
+
+def test_eval_refuses_a_calibration_of_another_task(tmp_path, capsys):
+    path, z, y, w = _multiclass(tmp_path)
+    cal = tmp_path / "cal.json"
+    cal.write_text(lk.calibrate(np.array([2.0, -1.0, 0.5, -3.0]), np.array([1, 0, 0, 0])).to_json())
+    code, _, err = _run(capsys, "eval", path, "--calibration", cal, "--json")
+    assert code == 2 and "--calibration" in err and "binary" in err
+    cal.write_text("{")
+    code, _, err = _run(capsys, "eval", path, "--calibration", cal)
+    assert code == 2 and "--calibration" in err
+
+
+def test_html_report_with_calibration(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path, *_ = _multiclass(tmp_path, n=600)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    html = tmp_path / "report.html"
+    code, _, err = _run(capsys, "eval", path, "--calibration", cal, "--html", html)
+    assert code == 0, err
+    text = html.read_text()
+    assert "Reliability diagrams: uncalibrated and calibrated" in text
+    assert "uncalibrated:" in text and "<script" not in text
+    if _chromium() is None:
+        pytest.skip("needs chromium for the console check (CI installs it)")
+    assert _console_messages(html, tmp_path / "report.png") == []
+
+
+def test_dask_gives_the_same_temperature(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    path, z, y, w = _multiclass(tmp_path, n=4000)
+    single, clustered = tmp_path / "a.json", tmp_path / "b.json"
+    assert _run(capsys, "calibrate", path, "--weight", "w", "--out", single, "--batch-rows", "600")[0] == 0
+    code, text, err = _run(capsys, "calibrate", path, "--weight", "w", "--out", clustered, "--batch-rows", "600",
+                           "--dask", "--json")
+    assert code == 0, err
+    assert "local Dask cluster" in json.loads(text)["engine"]
+    a, b = json.loads(single.read_text()), json.loads(clustered.read_text())
+    assert b["params"]["temperature"] == pytest.approx(a["params"]["temperature"], rel=1e-12)
+    assert b["nll_after"] == pytest.approx(a["nll_after"], rel=1e-12)
+
+
+def test_variance_scaling_over_files_and_eval(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    n = 2000
+    mean, log_var = rng.normal(size=n), rng.normal(size=n) * 0.3
+    target = mean + rng.normal(size=n) * np.exp(0.5 * log_var) * 1.5
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"pred_mean": mean, "pred_log_var": log_var, "target": target}), path)
+    out = tmp_path / "v.json"
+    code, text, err = _run(capsys, "calibrate", path, "--method", "variance", "--pred", "pred_mean,pred_log_var",
+                           "--out", out, "--json")
+    assert code == 0, err
+    info = json.loads(text)
+    expect = np.mean((target - mean) ** 2 * np.exp(-log_var))
+    assert info["task"] == "regression" and info["params"]["variance_factor"] == pytest.approx(expect, rel=1e-10)
+    code, text, err = _run(capsys, "eval", path, "--pred", "pred_mean,pred_log_var", "--loss", "gaussian_nll",
+                           "--calibration", out, "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["metrics"]["loss"] == pytest.approx(info["nll_after"], rel=1e-12)
+    assert report["before"]["loss"] == pytest.approx(info["nll_before"], rel=1e-12)
+
+
+def test_eval_with_calibration_on_dask_equals_one_process(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    path, *_ = _multiclass(tmp_path, n=3000)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    code, single, err = _run(capsys, "eval", path, "--calibration", cal, "--json", "--batch-rows", "500")
+    assert code == 0, err
+    code, clustered, err = _run(capsys, "eval", path, "--calibration", cal, "--json", "--batch-rows", "500", "--dask")
+    assert code == 0, err
+    single, clustered = json.loads(single), json.loads(clustered)
+    for part in ("metrics", "before"):
+        for key, value in single[part].items():
+            assert clustered[part][key] == pytest.approx(value, rel=1e-9), (part, key)
