@@ -26,7 +26,7 @@ __all__ = ["FUNCTIONS", "ArrayMath", "formula_function", "FORMULA_FUNCTIONS"]
 
 #: the functions a formula may call on ``xp``: each has an array form here and a scalar form in the
 #: compiled kernels (``losskit.fused.formula``)
-FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "abs", "sign", "tanh", "sinh", "cosh", "hypot",
+FUNCTIONS = ("exp", "expm1", "log", "log1p", "log1p_unit", "sqrt", "abs", "sign", "tanh", "sinh", "cosh", "hypot",
              "maximum", "minimum", "where", "clip", "sigmoid", "log_sigmoid", "softplus", "zeros_like",
              "ones_like", "full_like", "isfinite", "pow")
 
@@ -93,6 +93,10 @@ class ArrayMath:
         from ..activations import log_sigmoid_xp
 
         return log_sigmoid_xp(self._xp, z)
+
+    def log1p_unit(self, u):
+        """``log(1 + u)`` for ``u`` in [0, 1] (the compiled kernels vectorise this one, not ``log1p``)."""
+        return self._xp.log1p(u)
 
     def softplus(self, z):
         """``log(1 + exp(z)) = -log_sigmoid(-z)``: no overflow, no cancellation."""

@@ -21,6 +21,7 @@ import numpy as np
 from .._stats import weighted_quantile
 from .declaration import Hessian, option
 from .elementwise import ElementwiseLoss
+from .formula import formula_function
 from .registry import functional
 
 
@@ -155,20 +156,29 @@ class PseudoHuberLoss(ValueLoss):
     def value(self, xp, z, y):
         e = z - y
         a = xp.abs(e)
-        h = xp.hypot(xp.ones_like(e), e / self.delta)  # sqrt(1 + (e/delta)^2) without overflow
-        return a * (a / (1 + h))  # = delta^2 (h - 1), without cancellation for small e
+        return a * (a / (1 + _hypot_one(xp, e / self.delta)))  # = delta^2 (h - 1), no cancellation for small e
 
     def derivative(self, xp, z, y):
         e = z - y
-        return e / xp.hypot(xp.ones_like(e), e / self.delta)
+        return e / _hypot_one(xp, e / self.delta)
 
     def second_derivative(self, xp, z, y):
-        e = z - y
-        h = xp.hypot(xp.ones_like(e), e / self.delta)
+        h = _hypot_one(xp, (z - y) / self.delta)
         return 1 / (h * h * h)
 
     def gbdt_builtin(self, library):
         return ("reg:pseudohubererror", {"huber_slope": self.delta}) if library == "xgboost" else None
+
+
+@formula_function
+def _hypot_one(xp, r):
+    """``sqrt(1 + r^2)`` without overflow: ``|r|`` itself where ``r^2`` would overflow or ``1 + r^2``
+    rounds to ``r^2`` (|r| > 2^60: then sqrt(1 + r^2) = |r| to the last bit). Written with sqrt, not
+    hypot, because the compiled kernels vectorise sqrt and not a libm call."""
+    a = xp.abs(r)
+    small = a < 2.0 ** 60
+    safe = xp.where(small, a, xp.zeros_like(a))  # each branch sees only its own inputs
+    return xp.where(small, xp.sqrt(1 + safe * safe), a)
 
 
 _LOG2 = math.log(2.0)
@@ -195,8 +205,9 @@ class LogCoshLoss(ValueLoss):
         a_small = xp.where(small, a, xp.zeros_like(a))  # each branch sees only its own inputs
         a_large = xp.where(small, xp.ones_like(a), a)
         half = xp.sinh(a_small / 2)
-        return xp.where(small, xp.log1p(2 * half * half),  # cosh e - 1 = 2 sinh(e/2)^2
-                        a_large + xp.log1p(xp.exp(-2 * a_large)) - _LOG2)
+        # cosh e - 1 = 2 sinh(e/2)^2 <= 0.55 below |e| = 1, and exp(-2|e|) <= 1 above: both in [0, 1]
+        return xp.where(small, xp.log1p_unit(2 * half * half),
+                        a_large + xp.log1p_unit(xp.exp(-2 * a_large)) - _LOG2)
 
     def derivative(self, xp, z, y):
         return xp.tanh(z - y)
