@@ -141,3 +141,31 @@ def test_multiclass_without_confusion_matrix(monkeypatch):
     a, b = numpy_side.result(), compiled.result()
     assert "confusion" not in b and "confusion_omitted" in b
     _close(a, b, 1e-12)
+
+
+@pytest.mark.parametrize("k", [5, 300])  # 300 > 256: the sweep recomputes exp(z - max) for the per-class bins
+@pytest.mark.parametrize("kind", ["logits", "probs"])
+@pytest.mark.parametrize("exact_limit", [10**6, 1500])  # 1500: the equal-mass ECE goes binned at the second batch
+def test_multiclass_calibration_in_the_same_sweep(monkeypatch, k, kind, exact_limit):
+    rng = np.random.default_rng(5)
+    n = 2000
+    pred = rng.normal(0, 3, (n, k))
+    if kind == "probs":
+        pred = np.exp(pred - pred.max(1, keepdims=True))
+        pred /= pred.sum(1, keepdims=True)
+    pred = np.asfortranarray(pred.astype(np.float32))
+    y = rng.integers(0, k, n)
+    w = rng.uniform(0, 2, n)
+
+    def feed(acc):
+        for part in np.array_split(np.arange(n), 2):
+            acc.update(pred[part], y[part], w[part])
+
+    numpy_side, compiled = _both(monkeypatch, lambda: metrics.MulticlassMetrics(k, kind, exact_limit=exact_limit),
+                                 feed)
+    a, b = numpy_side.result(), compiled.result()
+    _close(a, b, 1e-12)
+    assert b["adaptive"]["method"] == ("exact" if exact_limit > n else "binned")
+    np.testing.assert_allclose(compiled._class_cells, numpy_side._class_cells, rtol=1e-12)
+    np.testing.assert_allclose(compiled._class_confidence, numpy_side._class_confidence, rtol=1e-12)
+    np.testing.assert_allclose(compiled._adaptive.histogram, numpy_side._adaptive.histogram, rtol=1e-12)

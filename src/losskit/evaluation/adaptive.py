@@ -55,6 +55,10 @@ class AdaptiveCalibration:
         """``[2**bins_log2, 3]``: what a compiled update adds to in place."""
         return self._hist
 
+    def keeps(self, n: int) -> bool:
+        """Whether :meth:`add_counted` of a batch of ``n`` rows now will ask for its rows."""
+        return self._exact and self.rows + n <= self.exact_limit
+
     def add_counted(self, n: int, rows) -> None:
         """Count a batch whose histogram entries are added already; ``rows()`` gives its
         ``(confidence, outcome, w)``, called only while the exact rows are kept."""

@@ -1,8 +1,9 @@
 """Compiled (numba) update steps of ``losskit eval``'s binary and multi-class metric accumulators.
 
 Each kernel reads one batch once and adds to the accumulator's own arrays in place: the
-log-loss, Brier, accuracy and weight sums, the reliability bins, the ROC AUC histogram (binary)
-or the confusion counts and top-k hits (multi-class). The formulas are those of the NumPy
+log-loss, Brier, accuracy and weight sums, the reliability bins, the ROC AUC histogram and the F1
+counts (binary) or the confusion counts, top-k hits, each class's reliability bins (classwise ECE)
+and the equal-mass ECE's histogram (multi-class). The formulas are those of the NumPy
 steps in :mod:`losskit.evaluation.metrics`, which stay the reference (the tests hold the two
 equal to rounding); these exist because the NumPy steps take about ten passes over a batch and
 ``losskit eval`` must keep up with pyarrow reading the file.
@@ -64,11 +65,15 @@ def _from_probability(p, t, log_eps, log_1m_eps):
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
 def _binary_block(pred, y, w, start, m, from_logits, log_eps, log_1m_eps, shift, n_bins, prob, weights, slot,
                   cell):
-    """The arithmetic of rows ``start .. start + m``: its sums, and per row the scatter targets."""
+    """The arithmetic of rows ``start .. start + m``: its sums (those of ``binary_update``'s ``sums``), and
+    per row the scatter targets."""
     log_loss = 0.0
     brier = 0.0
     correct = 0.0
     weight = 0.0
+    true_positive = 0.0
+    predicted = 0.0
+    positive = 0.0
     weighted = w.shape[0] > 0
     for j in range(m):
         i = start + j
@@ -83,11 +88,16 @@ def _binary_block(pred, y, w, start, m, from_logits, log_eps, log_1m_eps, shift,
         r = p - t
         brier += wi * (r * r)
         weight += wi
+        # predicted positive: logit > 0 or p > 0.5, exactly when the prediction is right for a 1
+        said = wrong != (t == 1)
+        true_positive += wi if said & (t == 1) else 0.0
+        predicted += wi if said else 0.0
+        positive += wi if t == 1 else 0.0
         prob[j] = p
         weights[j] = wi
         slot[j] = 2 * np.intp(_order_key(score, shift)) + t
         cell[j] = 2 * min(np.intp(p * n_bins), n_bins - 1) + t
-    return log_loss, brier, correct, weight
+    return log_loss, brier, correct, weight, true_positive, predicted, positive
 
 
 _LN2_HIGH = 0.6931471803691238  # 33 significant bits: e * _LN2_HIGH is exact for the exponents here
@@ -115,14 +125,15 @@ def binary_update(pred, y, w, from_logits, log_eps, log_1m_eps, hist, shift, cal
     """Add one batch of ``pred [n]`` (logits or probabilities of the positive class), ``y [n]`` 0/1,
     ``w [n]`` (empty: unweighted) to ``hist`` (flat ``[2**bits * 2]``: key * 2 + label),
     ``calibration`` (flat ``[n_bins * 2]``: bin * 2 + label), ``confidence [n_bins]`` and
-    ``sums`` = [log-loss, Brier, correct, weight] (weighted sums)."""
+    ``sums`` = [log-loss, Brier, correct, weight, true positives, predicted positives, positives]
+    (weighted sums; predicted positive: logit > 0 or p > 0.5)."""
     n = pred.shape[0]
     n_bins = confidence.shape[0]
     prob = np.empty(BLOCK)
     weights = np.empty(BLOCK)
     slot = np.empty(BLOCK, dtype=np.intp)
     cell = np.empty(BLOCK, dtype=np.intp)
-    totals = np.zeros(4)
+    totals = np.zeros(7)
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
         # one call per flag value, so that each compiled loop is free of the other's branch (and of
@@ -133,19 +144,20 @@ def binary_update(pred, y, w, from_logits, log_eps, log_1m_eps, hist, shift, cal
         else:
             part = _binary_block(pred, y, w, start, m, False, log_eps, log_1m_eps, shift, n_bins, prob, weights,
                                  slot, cell)
-        for k in range(4):
+        for k in range(7):
             totals[k] += part[k]
         for j in range(m):
             hist[slot[j]] += weights[j]
             calibration[cell[j]] += weights[j]
             confidence[cell[j] >> 1] += weights[j] * prob[j]
-    for k in range(4):
+    for k in range(7):
         sums[k] += totals[k]
 
 
 @numba.njit(**OPTIONS)
 def multiclass_update(columns, y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
-                      calibration, confidence, count, class_loss, confusion, support, hits, predicted, sums):
+                      calibration, confidence, count, class_loss, confusion, support, hits, predicted, sums,
+                      class_cells, class_confidence, hist, shift, top_conf, top_hit):
     """Add one batch of ``columns [K, n]`` (logits or probabilities, one row per class: a column-order
     ``[n, K]`` batch transposed, no copy), labels ``y [n]``, ``w [n]`` (empty:
     unweighted) and ``example_loss [n]`` (empty: none, or the log-loss itself when ``log_loss_is_loss``)
@@ -154,36 +166,69 @@ def multiclass_update(columns, y, w, example_loss, log_loss_is_loss, from_logits
     weight]. Top-k ranks ties as sklearn's ``top_k_accuracy_score``: among equal scores the higher
     class index ranks first.
 
+    In the same sweep, the calibration metrics: each class's reliability bins of ``p_c`` against
+    ``[y == c]`` (classwise ECE): ``class_cells [K, n_bins, 2]`` (weight by outcome) and
+    ``class_confidence [K, n_bins]`` (weighted ``p_c``), binned as the top-label bins; the equal-mass
+    ECE's histogram ``hist [2**bits, 3]`` (``shift = 32 - bits``; weight, hit weight, weighted
+    confidence) keyed on the top confidence's logit
+    (:class:`~losskit.evaluation.adaptive.AdaptiveCalibration`), from logits
+    ``-log(sum_{j != top} e^{z_j - max})``, with no cancellation near a confidence of 1; and, when
+    ``top_conf [n]`` / ``top_hit [n]`` (uint8) are not empty, each row's top confidence and hit (the
+    equal-mass ECE's exact rows).
+
     The sweep goes a block of rows at a time, class by class: each class's inner loop reads contiguous
-    memory and runs in SIMD lanes."""
+    memory and runs in SIMD lanes. Each row's ``exp(z - max)`` is computed once (kept for the block
+    when ``K <= 256``) and serves the log-loss, the top confidence and every class's probability."""
     k, n = columns.shape
     best = np.empty(BLOCK)
     s_true = np.empty(BLOCK)
     total = np.empty(BLOCK)
+    others = np.empty(BLOCK)
     top = np.empty(BLOCK, dtype=np.intp)
     above = np.empty(BLOCK, dtype=np.intp)
     row_loss = np.empty(BLOCK)
+    p = np.empty(BLOCK)
+    keep = k <= 256  # each block's exp(z - max) kept for the per-class bins (k x 512 floats) rather than redone
+    kept = np.empty((k if keep else 1, BLOCK))
+    n_bins = class_confidence.shape[1]
+    # [copy, class, bin]: weight of outcome 0, of outcome 1, weighted p_c; four copies, each bin's sums in one
+    # cache line: most p_c fall in a few bins, and adds to one copy would chain (measured 1.7x faster)
+    lanes = np.zeros((4, k, n_bins, 4))
     totals = np.zeros(4)
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
         if from_logits:
-            _class_sweep(columns, y, start, m, k, True, best, s_true, total, top, above, row_loss)
+            _class_sweep(columns, y, start, m, k, True, best, s_true, total, others, top, above, row_loss, kept,
+                         keep)
         else:
-            _class_sweep(columns, y, start, m, k, False, best, s_true, total, top, above, row_loss)
+            _class_sweep(columns, y, start, m, k, False, best, s_true, total, others, top, above, row_loss, kept,
+                         keep)
         part = _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k,
                                 calibration, confidence, count, class_loss, confusion, support, hits, predicted,
-                                start, m, best, s_true, total, top, above, row_loss)
+                                start, m, best, s_true, total, top, above, row_loss, others, hist, shift, top_conf,
+                                top_hit)
         for j in range(4):
             totals[j] += part[j]
+        if from_logits:
+            _class_bins(columns, y, w, start, m, k, True, keep, kept, best, total, p, lanes)
+        else:
+            _class_bins(columns, y, w, start, m, k, False, keep, kept, best, total, p, lanes)
     for j in range(4):
         sums[j] += totals[j]
+    for lane in range(4):
+        for j in range(k):
+            for b in range(n_bins):
+                class_cells[j, b, 0] += lanes[lane, j, b, 0]
+                class_cells[j, b, 1] += lanes[lane, j, b, 1]
+                class_confidence[j, b] += lanes[lane, j, b, 2]
 
 
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _class_sweep(columns, y, start, m, k, from_logits, best, s_true, total, top, above, loss):
+def _class_sweep(columns, y, start, m, k, from_logits, best, s_true, total, others, top, above, loss, kept, keep):
     """Per row of the block: the first maximum and its class, the true class's score, how many classes
-    rank above it, and (logits) the sum of exp(z - max) and the cross-entropy. ``columns [K, n]``:
-    each class's scores are one contiguous slice, so every inner loop runs in SIMD lanes."""
+    rank above it, and (logits) each ``exp(z - max)`` (into ``kept`` when ``keep``), their sum, the sum
+    over the classes other than the top one, and the cross-entropy. ``columns [K, n]``: each class's
+    scores are one contiguous slice, so every inner loop runs in SIMD lanes."""
     labels = y[start:start + m]
     first = columns[0, start:start + m]
     for r in range(m):
@@ -192,6 +237,7 @@ def _class_sweep(columns, y, start, m, k, from_logits, best, s_true, total, top,
         s_true[r] = columns[labels[r], start + r]
         above[r] = 0
         total[r] = 0.0
+        others[r] = 0.0
     for j in range(1, k):
         scores = columns[j, start:start + m]
         for r in range(m):
@@ -201,26 +247,58 @@ def _class_sweep(columns, y, start, m, k, from_logits, best, s_true, total, top,
             top[r] = j if better else top[r]
     for j in range(k):
         scores = columns[j, start:start + m]
+        row = kept[j if keep else 0]
         for r in range(m):
             v = np.float64(scores[r])
             ahead = (v > s_true[r]) | ((v == s_true[r]) & (j > labels[r]))  # bitwise: no branch in the lanes
             above[r] += 1 if ahead else 0
             if from_logits:
-                total[r] += vexp(v - best[r])
+                e = vexp(v - best[r])  # <= 0: no overflow
+                row[r] = e
+                total[r] += e
+                others[r] += 0.0 if j == top[r] else e
     if from_logits:
         for r in range(m):  # total[r] in [1, K]: the negated log-softmax of the true class, in SIMD lanes too
             loss[r] = _log_at_least_one(total[r]) + (best[r] - s_true[r])
 
 
+@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
+def _class_bins(columns, y, w, start, m, k, from_logits, keep, kept, best, total, p, lanes):
+    """Each class's reliability bins of the block's ``p_c`` against ``[y == c]``, into ``lanes``
+    (row ``r`` adds to copy ``r & 3``)."""
+    n_bins = lanes.shape[2]
+    weighted = w.shape[0] > 0
+    for j in range(k):
+        scores = columns[j, start:start + m]
+        if from_logits and keep:
+            row = kept[j]
+            for r in range(m):
+                p[r] = row[r] / total[r]
+        elif from_logits:
+            for r in range(m):
+                p[r] = vexp(np.float64(scores[r]) - best[r]) / total[r]
+        else:
+            for r in range(m):
+                p[r] = np.float64(scores[r])
+        for r in range(m):
+            wi = np.float64(w[start + r]) if weighted else 1.0
+            b = min(int(p[r] * n_bins), n_bins - 1)
+            lane = r & 3
+            lanes[lane, j, b, 1 if y[start + r] == j else 0] += wi
+            lanes[lane, j, b, 2] += wi * p[r]
+
+
 @numba.njit(inline="always", error_model="numpy")
 def _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps, log_1m_eps, top_k, calibration,
                      confidence, count, class_loss, confusion, support, hits, predicted, start, m, best, s_true,
-                     total, top, above, row_loss):
-    """The per-row part of a block: losses, sums and the scatters into bins and per-class counts."""
+                     total, top, above, row_loss, others, hist, shift, top_conf, top_hit):
+    """The per-row part of a block: losses, sums and the scatters into bins, the equal-mass histogram and
+    the per-class counts."""
     n_bins = confidence.shape[0]
     weighted = w.shape[0] > 0
     with_loss = example_loss.shape[0] > 0
     with_confusion = confusion.shape[0] > 0
+    with_rows = top_conf.shape[0] > 0
     log_loss = 0.0
     correct = 0.0
     top_hits = 0.0
@@ -232,10 +310,12 @@ def _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps,
         if from_logits:
             loss = row_loss[r]
             conf = 1.0 / total[r]
+            score = -math.log(others[r]) if others[r] > 0.0 else math.inf  # the top confidence's logit
         else:
             log_p = math.log(s_true[r]) if s_true[r] > 0.0 else -math.inf
             loss = -min(max(log_p, log_eps), log_1m_eps)
             conf = best[r]
+            score = (math.log(conf) if conf > 0.0 else -math.inf) - (math.log1p(-conf) if conf < 1.0 else -math.inf)
         hit = top[r] == label
         log_loss += wi * loss
         correct += wi if hit else 0.0
@@ -244,6 +324,13 @@ def _multiclass_rows(y, w, example_loss, log_loss_is_loss, from_logits, log_eps,
         b = min(int(conf * n_bins), n_bins - 1)
         calibration[2 * b + (1 if hit else 0)] += wi
         confidence[b] += wi * conf
+        key = np.intp(_order_key(score, shift))
+        hist[key, 0] += wi
+        hist[key, 1] += wi if hit else 0.0
+        hist[key, 2] += wi * conf
+        if with_rows:
+            top_conf[i] = conf
+            top_hit[i] = 1 if hit else 0
         count[label] += 1
         if with_loss:
             class_loss[label] += wi * example_loss[i]

@@ -128,7 +128,7 @@ class BinaryMetrics:
 
     def _update_compiled(self, kernels, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> None:
         """The same update in one compiled sweep (:func:`losskit.fused.metrics.binary_update`)."""
-        sums = np.zeros(4)
+        sums = np.zeros(7)
         auc, calibration = self._auc, self._calibration
         kernels.binary_update(pred, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits", _LOG_EPS,
                               _LOG_1M_EPS, auc.histogram, 32 - auc.bins_log2, calibration.weight.reshape(-1),
@@ -138,10 +138,7 @@ class BinaryMetrics:
         self._correct += float(sums[2])
         n = len(pred)
         auc.add_counted(n, lambda: (pred if self.pred_kind == "logits" else _logit(pred), y != 0, w))
-        positive = pred > (0.0 if self.pred_kind == "logits" else 0.5)
-        truth = y if y.dtype == bool else y != 0
-        weight = None if w is None else w.astype(np.float64, copy=False)
-        self._f1 += [_wsum(positive & truth, weight), _wsum(positive, weight), _wsum(truth, weight)]
+        self._f1 += sums[4:]
         self.rows += n
         self.weight_sum += float(sums[3])
 

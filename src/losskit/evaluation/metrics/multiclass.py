@@ -97,10 +97,10 @@ class MulticlassMetrics:
         if example_loss is not None and not log_loss_is_loss:
             example_loss = np.asarray(example_loss, dtype=np.float64)
             _shape("example_loss", example_loss, (n,))
-        self._update_confidence(pred, y, w, kernels is not None)
         if kernels is not None:
             self._update_compiled(kernels, pred, y, w, None if log_loss_is_loss else example_loss, log_loss_is_loss)
             return
+        self._update_confidence(pred, y, w)
         pred = np.ascontiguousarray(pred, dtype=np.float64)
         scratch = self._scratch
         top = pred.argmax(axis=1)
@@ -158,20 +158,10 @@ class MulticlassMetrics:
         self.rows += n
         self.weight_sum += _total_weight(w, n)
 
-    def _update_confidence(self, pred, y, w, compiled: bool) -> None:
-        """The rows' top-label confidences (adaptive ECE) and every class's reliability bins (classwise ECE)."""
+    def _update_confidence(self, pred, y, w) -> None:
+        """NumPy steps: the rows' top-label confidences (adaptive ECE) and every class's reliability bins
+        (classwise ECE); the compiled sweep fills these in :meth:`_update_compiled`."""
         n, k = pred.shape
-        if compiled:
-            from ...fused.calibration import multiclass_confidence
-
-            columns = pred.T if pred.flags.f_contiguous else np.ascontiguousarray(pred.T)
-            top, hit = np.empty(n), np.empty(n, dtype=np.uint8)
-            adaptive = self._adaptive
-            multiclass_confidence(columns, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits",
-                                  32 - adaptive.bins_log2, top, hit, self._class_cells, self._class_confidence,
-                                  adaptive.histogram)
-            adaptive.add_counted(n, lambda: (top, hit.view(bool), w))
-            return
         p = np.asarray(pred, dtype=np.float64)
         top_class = np.argmax(pred, axis=1)  # the top label as np.argmax picks it (the first maximum)
         score = None
@@ -194,10 +184,14 @@ class MulticlassMetrics:
     def _update_compiled(self, kernels, pred, y, w, example_loss, log_loss_is_loss: bool) -> None:
         """The same update in one compiled sweep (:func:`losskit.fused.metrics.multiclass_update`)."""
         sums = np.zeros(4)
-        calibration = self._calibration
+        calibration, adaptive = self._calibration, self._adaptive
         empty = np.zeros(0)
         with_confusion = self._confusion is not None
+        n = len(pred)
         columns = pred.T if pred.flags.f_contiguous else np.ascontiguousarray(pred.T)  # [K, n], C order
+        # the top confidences and hits, only while the equal-mass ECE keeps its exact rows
+        with_rows = adaptive.keeps(n)
+        top, hit = (np.empty(n), np.empty(n, dtype=np.uint8)) if with_rows else (empty, np.zeros(0, dtype=np.uint8))
         kernels.multiclass_update(columns, y, _NO_WEIGHT if w is None else w,
                                   empty if example_loss is None else example_loss,
                                   log_loss_is_loss, self.pred_kind == "logits",
@@ -205,14 +199,16 @@ class MulticlassMetrics:
                                   calibration.confidence, self._count, self._class_loss,
                                   self._confusion if with_confusion else np.zeros((0, 0)),
                                   empty if with_confusion else self._support, empty if with_confusion else self._hits,
-                                  empty if with_confusion else self._predicted, sums)
+                                  empty if with_confusion else self._predicted, sums, self._class_cells,
+                                  self._class_confidence, adaptive.histogram, 32 - adaptive.bins_log2, top, hit)
+        adaptive.add_counted(n, lambda: (top, hit.view(bool), w))
         self._log_loss += float(sums[0])
         self._correct += float(sums[1])
         if self.n_classes > self.top_k:
             self._top_k += float(sums[2])
         if example_loss is not None or log_loss_is_loss:
-            self._loss_rows += len(pred)
-        self.rows += len(pred)
+            self._loss_rows += n
+        self.rows += n
         self.weight_sum += float(sums[3])
 
     def merge(self, other: MulticlassMetrics) -> MulticlassMetrics:
