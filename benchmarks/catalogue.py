@@ -25,6 +25,8 @@ import numpy as np
 
 import losskit as lk
 
+from ._report import write_markdown
+
 ELEMENTS = 50_000_000
 ROWS = (1024, 32000)
 SMOKE_ELEMENTS, SMOKE_ROWS = 4096, (16, 300)
@@ -268,9 +270,7 @@ def main() -> None:
     text = report(results, n)
     print(text)
     if args.markdown:
-        with open(args.markdown + ".tmp", "w") as handle:
-            handle.write(text)
-        os.replace(args.markdown + ".tmp", args.markdown)
+        write_markdown(args.markdown, text)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ custom objective cannot; this measures what that is worth.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
 import losskit as lk
+
+from ._report import write_markdown
 
 
 def friedman(rows, rng):
@@ -90,9 +91,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:
-        with open(args.markdown + ".tmp", "w") as handle:
-            handle.write(text)
-        os.replace(args.markdown + ".tmp", args.markdown)
+        write_markdown(args.markdown, text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 import numpy as np
 
 import losskit as lk
+
+from ._report import write_markdown
 
 
 def numpy_step_times(steps: int):
@@ -128,9 +129,7 @@ def main() -> None:
     text = "| case | | | |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
     print(text)
     if args.markdown:
-        with open(args.markdown + ".tmp", "w") as handle:
-            handle.write(text)
-        os.replace(args.markdown + ".tmp", args.markdown)
+        write_markdown(args.markdown, text)
 
 
 if __name__ == "__main__":
