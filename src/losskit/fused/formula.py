@@ -28,10 +28,9 @@ from numba import prange, types
 from numba.core.extending import register_jitable
 from numba.extending import NativeValue, models, overload_method, register_model, typeof_impl, unbox
 
-from ..losses.formula import FORMULA_FUNCTIONS
 from .vmath import vexp, vlog1p_unit
 
-__all__ = ["SCALAR_MATH", "row_kernel", "options_tuple"]
+__all__ = ["SCALAR_MATH", "row_kernel", "options_tuple", "register_helpers"]
 
 
 class ScalarMath:
@@ -231,9 +230,10 @@ def _softplus(self, z):
 _REGISTERED: set = set()
 
 
-def _register_helpers() -> None:
-    """Make every :func:`~losskit.formula_function` helper callable from compiled formulas."""
-    for fn in FORMULA_FUNCTIONS:
+def register_helpers(functions) -> None:
+    """Make the :func:`~losskit.formula_function` helpers ``functions`` callable from compiled formulas
+    (the caller passes them: this leaf module imports nothing of the losses)."""
+    for fn in functions:
         if fn not in _REGISTERED:
             register_jitable(fn)
             _REGISTERED.add(fn)
@@ -260,7 +260,6 @@ def row_kernel(cls, parallel: bool):
     over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]``, ``[R, 1]`` or ``[1, 1]``; each element's loss is
     ``inv_count * value`` (1/D for a row's mean); outputs as :func:`losskit.fused.kernels.bce_logits_rows`.
     """
-    _register_helpers()
     value = numba.njit(inline="always", error_model="numpy")(cls.value)
     derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
     loop = prange if parallel else range

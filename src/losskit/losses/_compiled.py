@@ -253,7 +253,9 @@ def squared_error(plan, arrays, with_grad):
 def formula(loss, plan, arrays, with_grad):
     """An :class:`~losskit.ElementwiseLoss`: the kernel compiled from its own formula."""
     from ..fused import formula as compiled
+    from .formula import FORMULA_FUNCTIONS
 
+    compiled.register_helpers(FORMULA_FUNCTIONS)  # before the kernel compiles: formulas may call them
     kernel = compiled.row_kernel(type(loss), True)
     opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH
     mean = loss.over_last_axis == "mean" and plan.spans_last_axis
