@@ -112,6 +112,24 @@ def _own_loss(ns):
     lk.losses.registry.register(own_losses.ExpMarginLoss)
 
 
+def _calibrate(ns):
+    """"the minimiser of the NLL of logits / T": against an independent bounded 1-D minimisation."""
+    from scipy.optimize import minimize_scalar
+
+    logits, labels, cal = ns["logits"], ns["labels"], ns["cal"]
+
+    def nll(t):
+        z = logits / t
+        z = z - z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]))
+
+    best = minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded", options={"xatol": 1e-12}).x
+    np.testing.assert_allclose(cal.params["temperature"], best, rtol=1e-7)
+    assert ns["calibrated"].dtype == np.float32  # "float32 in, float32 out"
+    np.testing.assert_allclose(ns["calibrated"], logits.astype(np.float32) / cal.params["temperature"], rtol=1e-6)
+    assert ns["restored"].params == cal.params
+
+
 def _torch_module(ns):
     """The drop-in nn.CrossEntropyLoss: the same loss and parameter gradient as torch's."""
     import torch
@@ -170,7 +188,7 @@ def _linear(ns):
     np.testing.assert_allclose(ns["grad"], plain / len(labels), rtol=1e-3, atol=1e-8)
 
 
-CHECKS = [_per_task, _torch_arrays, _own_loss, _heads, _torch_module, _jax, _dask, _linear]
+CHECKS = [_per_task, _torch_arrays, _own_loss, _heads, _calibrate, _torch_module, _jax, _dask, _linear]
 
 
 def test_every_block_has_its_check():
