@@ -121,13 +121,7 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     start = time.perf_counter()
     files = sources.discover(paths)
     layout = sources.resolve(files, pred=pred, target=target, weight=weight)
-    sample = sources.batches(layout, batch_rows=scoring.DETECT_ROWS)
-    try:
-        first = next(sample)
-    except StopIteration:
-        raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})") from None
-    finally:
-        sample.close()
+    first = sources.first_batch(layout, files, scoring.DETECT_ROWS)
     spec = scoring.plan(layout, first, task=task, loss=loss, pred_kind=pred_kind, auc_exact_limit=auc_exact_limit)
     make = scoring.Scorer
     if calibration is not None:

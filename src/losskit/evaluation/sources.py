@@ -387,6 +387,18 @@ def check_batch_rows(batch_rows) -> int:
     return batch_rows
 
 
+def first_batch(layout, files, rows: int):
+    """The first batch of at most ``rows`` rows (what task detection reads), or a LossInputError
+    naming PATH when the files hold no rows."""
+    sample = batches(layout, batch_rows=rows)
+    try:
+        return next(sample)
+    except StopIteration:
+        raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})") from None
+    finally:
+        sample.close()
+
+
 def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_000_000) -> Iterator[Batch]:
     """The rows of ``piece`` (all files, in order, when None) in :class:`Batch` es of at most ``batch_rows``
     rows, each checked: pred and target finite, weight finite and >= 0, no null anywhere."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
-from .. import _checks
+from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
@@ -107,8 +107,6 @@ class ElementwiseLoss(Loss):
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
         if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", f"a real-valued array of {TARGETS[self.target]}", f"dtype {target.dtype}")
-        from .. import _array
-
         target = _array.as_dtype(xp, target, input.dtype)
         _checks.no_nan(xp, target, "target")
         kind = self.target

@@ -73,13 +73,7 @@ def plan_files(paths, *, pred, target, weight, task, method, batch_rows: int):
     sources.check_batch_rows(batch_rows)
     files = sources.discover(paths)
     layout = sources.resolve(files, pred=pred, target=target, weight=weight)
-    sample = sources.batches(layout, batch_rows=scoring.DETECT_ROWS)
-    try:
-        first = next(sample)
-    except StopIteration:
-        raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})") from None
-    finally:
-        sample.close()
+    first = sources.first_batch(layout, files, scoring.DETECT_ROWS)
     if method == "variance" and task is None:
         task = "regression"
     loss = GaussianNLL() if method == "variance" else None
