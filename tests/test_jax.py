@@ -37,7 +37,7 @@ def test_every_registered_loss_has_its_jax_function():
 
 
 #: losses whose float target is a label read as a sign (0/1 or -1/+1): its cotangent is truly 0
-_SIGN_TARGETS = {"hinge_loss", "squared_hinge_loss", "multilabel_hinge_loss", "multilabel_squared_hinge_loss"}
+_SIGN_TARGETS = {name for name, (cls, _) in lk.REGISTRY.items() if getattr(cls, "target", None) == "sign"}
 
 
 def _weight(case):

@@ -25,8 +25,7 @@ def _module(name, options, reduction):
 
 #: piecewise-linear losses: their Hessian is 0 where defined (torch's double backward through the
 #: reference finds no second-order graph, read as 0); also checked apart below
-_PIECEWISE_LINEAR = {"hinge_loss", "multilabel_hinge_loss", "multiclass_hinge_loss", "quantile_loss",
-                     "absolute_error"}
+_PIECEWISE_LINEAR = {name for name, (cls, _) in lk.losses.catalogue().items() if cls.hessian is lk.Hessian.ZERO}
 
 
 def _weight(case):
