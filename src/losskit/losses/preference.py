@@ -1,0 +1,357 @@
+r"""Preference losses (DPO, IPO, hinge, robust DPO, SimPO, ORPO, CPO) on a sequence sweep's log-probs.
+
+Layout (TRL's and Liger's): ``hidden [2B, T, D]`` holds B chosen sequences, then their B rejected
+ones (rows ``i`` and ``B + i`` are pair ``i``); ``target [2B, T]`` holds token ids, ``ignore_index``
+on prompt and padding; ``ref_logps [2B]`` the reference model's *summed* log-probs, in the same
+order.
+
+Every loss is a formula on each pair's two sequence scores,
+
+.. math:: s = \log\pi(y) - \log\pi_{\mathrm{ref}}(y) \quad\text{(reference-free losses: }
+          s = \log\pi(y)\text{)},
+
+where :math:`\log\pi(y)` is the sum of the sequence's token log-probs, or their mean for the
+per-token losses (IPO, SimPO, ORPO). A per-token loss divides the reference's sum by the same token
+count: TRL runs the reference model through the same averaging. The loss is the mean over the B
+pairs, plus ``nll_weight`` times the chosen tokens' NLL (the mean over every chosen token of the
+batch, as TRL's ``rpo_alpha``, ``cpo_alpha`` and ORPO's SFT term).
+
+Design note: one frozen class per loss declares its name, whether it reads the reference, whether
+it averages, its options (checked once, at construction) and one formula: the per-pair loss and its
+derivatives in the pair's two scores. :class:`PreferenceObjective` is everything else, shared by
+all: the scores from a chunk's log-probs, the mean over pairs, the NLL, the chain rule back to each
+token and the logged statistics; it is the objective that
+:func:`~losskit.losses.logprobs.sequence_sweep` runs, each chunk holding whole pairs. Writing each
+loss as a function of the whole log-prob array (one derivative per loss and token) was rejected:
+two numbers per pair are all a loss has to state, and the chain rule is then written, and tested,
+once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from .. import _array, _checks
+from ..activations import log_sigmoid_xp, sigmoid_xp
+from .declaration import number
+
+__all__ = ["PairLoss", "DPO", "IPO", "Hinge", "RobustDPO", "SimPO", "ORPO", "CPO", "PAIR_LOSSES", "pair_loss",
+           "PreferenceObjective", "preference_objective"]
+
+#: the bounds every option of these losses is checked against (a class narrows them in ``bounds``)
+_BOUNDS: dict[str, dict] = {
+    "beta": {"low": 0.0},
+    "label_smoothing": {"low": 0.0, "high": 0.5},
+    "nll_weight": {"low": 0.0},
+    "gamma": {},
+    "lambda_": {"low": 0.0},
+}
+
+
+def _smoothed_sigmoid(xp, z, smoothing: float, slope: float):
+    """``-(1 - a) log sigmoid(z) - a log sigmoid(-z)`` and its derivative times ``slope`` (dz/dm)."""
+    loss = -log_sigmoid_xp(xp, z)
+    grad = -sigmoid_xp(xp, -z)
+    if smoothing:  # the flipped label's share: -a log sigmoid(-z), derivative a sigmoid(z)
+        loss = (1 - smoothing) * loss - smoothing * log_sigmoid_xp(xp, -z)
+        grad = (1 - smoothing) * grad + smoothing * sigmoid_xp(xp, z)
+    return loss, slope * grad
+
+
+def _log1mexp(xp, x):
+    """``log(1 - exp(x))`` for ``x <= 0`` (Maechler 2012): ``log(-expm1(x))`` near 0, where
+    ``1 - exp(x)`` cancels, ``log1p(-exp(x))`` below ``-log 2``, where ``-expm1`` loses the tail."""
+    near = x > -math.log(2.0)
+    far_x = xp.where(near, xp.full_like(x, -1.0), x)
+    near_x = xp.where(near, x, xp.full_like(x, -1.0))
+    return xp.where(near, xp.log(-xp.expm1(near_x)), xp.log1p(-xp.exp(far_x)))
+
+
+@dataclass(frozen=True, eq=False)
+class PairLoss:
+    """A preference loss: its options (checked once, here) and its formula on a pair's scores."""
+
+    #: the ``loss=`` name
+    name: ClassVar[str] = ""
+    #: whether the scores subtract the reference's log-probs (``ref_logps`` required)
+    reference: ClassVar[bool] = True
+    #: whether a sequence's log-prob is the mean over its tokens (else the sum)
+    per_token_mean: ClassVar[bool] = False
+    #: the bounds of this loss's options where they differ from ``_BOUNDS``
+    bounds: ClassVar[dict] = {}
+
+    nll_weight: float = 0.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            checked = number(getattr(self, f.name), f.name, **{**_BOUNDS[f.name], **self.bounds.get(f.name, {})})
+            object.__setattr__(self, f.name, checked)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @property
+    def reward_scale(self) -> float:
+        """The factor of TRL's logged rewards, ``scale * score``."""
+        return self.beta
+
+    def margin_terms(self, xp, margin):
+        """``(loss, d loss / d margin)`` per pair, for a loss of the margin ``chosen - rejected`` alone."""
+        raise NotImplementedError
+
+    def pair_terms(self, xp, chosen, rejected):
+        """``(loss, d loss / d chosen, d loss / d rejected, stats)`` per pair, from the two scores."""
+        loss, grad = self.margin_terms(xp, chosen - rejected)
+        return loss, grad, -grad, {}
+
+
+@dataclass(frozen=True, eq=False)
+class DPO(PairLoss):
+    r"""Sigmoid DPO (Rafailov et al. 2023) with cDPO's label smoothing (TRL's ``loss_type="sigmoid"``).
+
+    .. math:: l = -(1 - \epsilon)\log\sigma(\beta m) - \epsilon\log\sigma(-\beta m),
+              \quad m = s_c - s_r \text{ (summed log-probs, minus the reference's)}
+    """
+
+    name = "dpo"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+
+    def margin_terms(self, xp, margin):
+        return _smoothed_sigmoid(xp, self.beta * margin, self.label_smoothing, self.beta)
+
+
+@dataclass(frozen=True, eq=False)
+class IPO(PairLoss):
+    r"""IPO (Azar et al. 2023, eq. 17) on mean token log-probs, as TRL's ``loss_type="ipo"``.
+
+    .. math:: l = \left(m - \frac{1}{2\beta}\right)^2
+    """
+
+    name = "ipo"
+    per_token_mean = True
+    bounds = {"beta": {"low_open": True}}  # 1 / (2 beta)
+    beta: float = 0.1
+
+    def margin_terms(self, xp, margin):
+        gap = margin - 1 / (2 * self.beta)
+        return gap * gap, 2 * gap
+
+
+@dataclass(frozen=True, eq=False)
+class Hinge(PairLoss):
+    r"""The hinge loss of RSO (Liu et al. 2023), TRL's ``loss_type="hinge"``: :math:`l = \max(0, 1 - \beta m)`.
+
+    At the kink the derivative is 0 (the one ``torch.relu`` takes)."""
+
+    name = "hinge"
+    beta: float = 0.1
+
+    def margin_terms(self, xp, margin):
+        slack = 1 - self.beta * margin
+        active = slack > 0
+        zero = xp.zeros_like(slack)
+        return xp.where(active, slack, zero), xp.where(active, zero - self.beta, zero)
+
+
+@dataclass(frozen=True, eq=False)
+class RobustDPO(PairLoss):
+    r"""Robust DPO (Chowdhury et al. 2024), TRL's ``loss_type="robust"``: unbiased under label flips
+    of rate :math:`\epsilon < 1/2`.
+
+    .. math:: l = \frac{-(1 - \epsilon)\log\sigma(\beta m) + \epsilon\log\sigma(-\beta m)}{1 - 2\epsilon}
+    """
+
+    name = "robust"
+    bounds = {"label_smoothing": {"high_open": True}}  # 1 - 2 eps > 0
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+
+    def margin_terms(self, xp, margin):
+        z, a = self.beta * margin, self.label_smoothing
+        loss = (-(1 - a) * log_sigmoid_xp(xp, z) + a * log_sigmoid_xp(xp, -z)) / (1 - 2 * a)
+        grad = -(1 - a) * sigmoid_xp(xp, -z) - a * sigmoid_xp(xp, z)
+        return loss, self.beta * grad / (1 - 2 * a)
+
+
+@dataclass(frozen=True, eq=False)
+class SimPO(PairLoss):
+    r"""SimPO (Meng et al. 2024): reference-free, mean token log-probs, a target margin
+    :math:`\gamma`, with label smoothing as TRL's ``CPOTrainer(loss_type="simpo")``.
+
+    .. math:: l = -(1 - \epsilon)\log\sigma(\beta m - \gamma) - \epsilon\log\sigma(-(\beta m - \gamma))
+
+    ``gamma`` is the paper's :math:`\gamma` and TRL's ``simpo_gamma`` (default 0.5), not the SimPO
+    repository's ``gamma_beta_ratio`` (:math:`\gamma / \beta`). ``nll_weight`` defaults to 0 (the
+    paper); TRL's ``cpo_alpha`` defaults to 1, which is CPO-SimPO.
+    """
+
+    name = "simpo"
+    reference = False
+    per_token_mean = True
+    beta: float = 0.1
+    gamma: float = 0.5
+    label_smoothing: float = 0.0
+
+    def margin_terms(self, xp, margin):
+        return _smoothed_sigmoid(xp, self.beta * margin - self.gamma, self.label_smoothing, self.beta)
+
+
+@dataclass(frozen=True, eq=False)
+class ORPO(PairLoss):
+    r"""ORPO (Hong et al. 2024): the chosen NLL plus :math:`\lambda` times the odds-ratio loss on mean
+    token log-probs :math:`\bar c, \bar r`, as TRL's ``ORPOTrainer``.
+
+    .. math:: l = \mathrm{NLL}_c - \lambda\log\sigma\left(\log\frac{e^{\bar c}}{1 - e^{\bar c}}
+              - \log\frac{e^{\bar r}}{1 - e^{\bar r}}\right)
+
+    ``lambda_`` is TRL's ``ORPOConfig.beta`` (default 0.1), and scales the logged rewards as there;
+    ORPO takes no ``beta``. The NLL is ``nll_weight`` (default 1) times the chosen tokens' mean NLL.
+    A sequence whose every token has probability 1 (mean log-prob exactly 0) has infinite odds.
+    """
+
+    name = "orpo"
+    reference = False
+    per_token_mean = True
+    lambda_: float = 0.1
+    nll_weight: float = 1.0
+
+    @property
+    def reward_scale(self) -> float:
+        return self.lambda_
+
+    def pair_terms(self, xp, chosen, rejected):
+        # log odds log(p / (1 - p)) = log p - log(1 - p), the latter without cancellation
+        z = (chosen - _log1mexp(xp, chosen)) - (rejected - _log1mexp(xp, rejected))
+        ratio = log_sigmoid_xp(xp, z)
+        dz = -self.lambda_ * sigmoid_xp(xp, -z)  # d(-lambda log sigmoid z) / dz
+        # d log odds / d x = 1 / (1 - e^x) = -1 / expm1(x)
+        return (-self.lambda_ * ratio, -dz / xp.expm1(chosen), dz / xp.expm1(rejected),
+                {"log_odds_ratio": ratio, "log_odds_chosen": z})
+
+
+@dataclass(frozen=True, eq=False)
+class CPO(PairLoss):
+    r"""CPO (Xu et al. 2024, eq. 3), TRL's ``CPOTrainer(loss_type="sigmoid")``: sigmoid on the
+    policy's summed log-prob margin (no reference), plus the chosen NLL (``nll_weight``, TRL's
+    ``cpo_alpha``, default 1), with label smoothing as TRL's.
+
+    .. math:: l = -(1 - \epsilon)\log\sigma(\beta m) - \epsilon\log\sigma(-\beta m) + \alpha\,\mathrm{NLL}_c
+    """
+
+    name = "cpo"
+    reference = False
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    nll_weight: float = 1.0
+
+    def margin_terms(self, xp, margin):
+        return _smoothed_sigmoid(xp, self.beta * margin, self.label_smoothing, self.beta)
+
+
+#: the losses by their ``loss=`` name (the name is each class's own attribute)
+PAIR_LOSSES: dict[str, type[PairLoss]] = {cls.name: cls for cls in (DPO, IPO, Hinge, RobustDPO, SimPO, ORPO, CPO)}
+
+
+def pair_loss(loss: Any, **options) -> PairLoss:
+    """The loss named ``loss`` with ``options``, checked: an unknown name or option raises, naming it."""
+    cls = PAIR_LOSSES.get(loss) if isinstance(loss, str) else None
+    if cls is None:
+        raise _checks.fail("loss", "one of " + ", ".join(repr(name) for name in PAIR_LOSSES), repr(loss))
+    allowed = cls.option_names()
+    for key, value in options.items():
+        if key not in allowed:
+            hint = " (ORPO's weight is lambda_, TRL's ORPOConfig.beta)" if cls is ORPO and key == "beta" else ""
+            raise _checks.fail(key, f"no such option for loss={loss!r}{hint}; its options are "
+                               + ", ".join(allowed), repr(value))
+    return cls(**options)
+
+
+class PreferenceObjective:
+    """The objective of a preference loss for :func:`~losskit.losses.logprobs.sequence_sweep`: a unit
+    is a pair, whose rows are its chosen row ``i`` and rejected row ``B + i``. Built (and the data
+    checked) by :func:`preference_objective`."""
+
+    def __init__(self, xp, loss: PairLoss, mask, ref_logps, dtype):
+        self.loss = loss
+        self.n_units = n_pairs = mask.shape[0] // 2
+        counts = xp.sum(xp.astype(mask, dtype), axis=-1)
+        # a sequence's score is its log-prob sum times this (1 / its token count for the mean)
+        self.per_row = 1 / counts if loss.per_token_mean else xp.ones_like(counts)
+        self.ref = None if ref_logps is None else ref_logps * self.per_row
+        self.nll_scale = loss.nll_weight / xp.sum(counts[:n_pairs]) if loss.nll_weight else None
+
+    def rows(self, start: int, stop: int) -> list[int]:
+        return list(range(start, stop)) + list(range(self.n_units + start, self.n_units + stop))
+
+    def _pick(self, xp, array, start, stop):
+        return xp.concat([array[start:stop], array[self.n_units + start:self.n_units + stop]])
+
+    def terms(self, xp, logp, mask, start: int, stop: int):
+        """``(loss, dlogp, stats)`` of pairs ``start..stop-1``; ``logp``/``mask`` rows as :meth:`rows`."""
+        n = stop - start
+        per_row = self._pick(xp, self.per_row, start, stop)
+        policy = xp.sum(logp, axis=-1) * per_row
+        score = policy if self.ref is None else policy - self._pick(xp, self.ref, start, stop)
+        chosen, rejected = score[:n], score[n:]
+        loss, d_chosen, d_rejected, stats = self.loss.pair_terms(xp, chosen, rejected)
+        value = xp.sum(loss) / self.n_units
+        coef = xp.concat([d_chosen, d_rejected]) * per_row / self.n_units  # d value / d logp_t, per row
+        dlogp = xp.broadcast_to(coef[:, None], logp.shape)
+        scale = self.loss.reward_scale
+        stats = {"chosen_rewards": scale * chosen, "rejected_rewards": scale * rejected,
+                 "chosen_logps": policy[:n], "rejected_logps": policy[n:], **stats}
+        if self.nll_scale is not None:  # + w * (-sum of chosen token log-probs) / (batch's chosen tokens)
+            nll = -self.nll_scale * xp.sum(logp[:n, ...], axis=-1)
+            value = value + xp.sum(nll)
+            is_chosen = xp.arange(2 * n, device=_array.device(logp))[:, None] < n
+            dlogp = xp.where(is_chosen, dlogp - self.nll_scale, dlogp)
+            stats["nll"] = nll
+        return value, xp.where(mask, dlogp, xp.zeros_like(dlogp)), stats
+
+    def aux(self, xp, stats) -> dict:
+        """TRL's logged statistics from the per-pair ``stats`` of a sweep: means over the pairs (the
+        NLL: its sum, the loss's own term), and the reward accuracy ``mean(chosen > rejected)``."""
+        chosen, rejected = stats["chosen_rewards"], stats["rejected_rewards"]
+        out = {"chosen_rewards": xp.mean(chosen), "rejected_rewards": xp.mean(rejected),
+               "reward_margins": xp.mean(chosen - rejected),
+               "reward_accuracy": xp.mean(xp.astype(chosen > rejected, chosen.dtype))}
+        for key, value in stats.items():
+            if key not in out:
+                out[key] = xp.sum(value) if key == "nll" else xp.mean(value)
+        return out
+
+
+def preference_objective(xp, loss: PairLoss, target, ignore_index, ref_logps, dtype) -> PreferenceObjective:
+    """The objective of ``loss`` for ``target [2B, T]``, the data checked: an even number of rows, at
+    least one pair; ``ref_logps [2B]`` given exactly when the loss reads it; a token in every
+    sequence where a mean is taken, and in the chosen rows where there is an NLL term."""
+    n_rows = target.shape[0]
+    if n_rows % 2 or n_rows == 0:
+        raise _checks.fail("hidden", "an even number of rows, at least 2 (B chosen sequences, then their B "
+                           "rejected ones)", f"{n_rows} rows")
+    mask = xp.ones(target.shape, dtype=xp.bool, device=_array.device(target)) if ignore_index is None else \
+        target != ignore_index
+    if loss.reference and ref_logps is None:
+        raise _checks.fail("ref_logps", f"the reference model's summed log-probs, shape ({n_rows},), for "
+                           f"loss={loss.name!r}", "None")
+    if not loss.reference and ref_logps is not None:
+        raise _checks.fail("ref_logps", f"None: loss={loss.name!r} is reference-free", "an array")
+    if ref_logps is not None:
+        _checks.floating(xp, ref_logps, "ref_logps")
+        _checks.same_shape("ref_logps", ref_logps, "one per row of hidden", (n_rows,))
+        ref_logps = _array.as_dtype(xp, ref_logps, dtype)
+    counts = xp.sum(xp.astype(mask, dtype), axis=-1)  # exact in float32 below 2^24 tokens
+    if loss.per_token_mean and _array.concrete_bool(xp.any(counts == 0)):
+        row = int(xp.argmin(counts))
+        side, pair = ("chosen", row) if row < n_rows // 2 else ("rejected", row - n_rows // 2)
+        raise _checks.fail("target", f"a token that is not ignore_index={ignore_index} in every sequence (loss="
+                           f"{loss.name!r} takes the mean log-prob per token)",
+                           f"row {row} ({side} of pair {pair}) all ignored")
+    if loss.nll_weight and _array.concrete_bool(xp.sum(counts[:n_rows // 2]) == 0):
+        raise _checks.fail("target", f"a chosen token that is not ignore_index={ignore_index} (the chosen NLL, "
+                           f"nll_weight={loss.nll_weight:g}, is a mean over them)", "every chosen token ignored")
+    return PreferenceObjective(xp, loss, mask, ref_logps, dtype)
