@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+import losskit as lk
 from losskit import LossInputError
 from losskit.losses.preference import PAIR_LOSSES, pair_loss, preference_objective
 
@@ -289,3 +290,170 @@ def test_a_sum_loss_takes_an_empty_sequence_but_the_nll_needs_a_chosen_token():
         _check("dpo", target, opts={"nll_weight": 0.5})
     with pytest.raises(LossInputError, match=r"^target: expected a chosen token"):
         _check("cpo", target)
+
+
+# ---- fused: the loss and its gradients vs the naive computation (materialised logits) --------------------
+
+D, V, TOKENS = 5, 11, 7
+#: chunk budgets in tokens (a pair is 2 x 7 = 14): the whole batch, a pair split in two passes, one pair a
+#: chunk, two pairs a chunk (the last chunk holding one)
+CHUNKS = [None, 5, 14, 30]
+#: (bias, temperature, ignore_index)
+SETTINGS = [(False, 1.0, -100), (True, 0.7, -1)]
+
+
+def _batch(dtype, ignore_index, seed=5):
+    """hidden [2B, T, D], classifier, bias, target (prompt and padding ignored; every row keeps tokens)
+    and reference sums near the policy's, so that margins take both signs and the hinge is both active
+    and not."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=(2 * B, TOKENS, D))
+    classifier = rng.normal(scale=0.6, size=(V, D))
+    bias = rng.normal(scale=0.5, size=V)
+    target = rng.integers(0, V, size=(2 * B, TOKENS))
+    target[:, :2] = ignore_index  # the prompt
+    target[1, -2:] = ignore_index  # padding
+    target[B + 2, -3:] = ignore_index
+    ref = rng.normal(-12.0, 3.0, size=2 * B)
+    return [a.astype(dtype) for a in (hidden, classifier, bias)] + [target, ref.astype(dtype)]
+
+
+def _trl_formula(torch, name, opts, logp, mask, ref):
+    """The batch loss from per-token log-probs, vectorised as TRL's trainers write it (torch, float64)."""
+    F = torch.nn.functional
+    n = logp.shape[0] // 2
+    beta, eps = opts.get("beta", 0.1), opts.get("label_smoothing", 0.0)
+    nll_weight = opts.get("nll_weight", 1.0 if name in ("orpo", "cpo") else 0.0)
+    sums, counts = (logp * mask).sum(-1), mask.sum(-1)
+    per_token = name in ("ipo", "simpo", "orpo")
+    policy = sums / counts if per_token else sums
+    if ref is not None:
+        ref = ref / counts if per_token else ref
+        margin = (policy[:n] - ref[:n]) - (policy[n:] - ref[n:])
+    else:
+        margin = policy[:n] - policy[n:]
+    if name in ("dpo", "cpo", "simpo"):
+        x = beta * margin - (opts.get("gamma", 0.5) if name == "simpo" else 0.0)
+        losses = -(1 - eps) * F.logsigmoid(x) - eps * F.logsigmoid(-x)
+    elif name == "ipo":
+        losses = (margin - 1 / (2 * beta)) ** 2
+    elif name == "hinge":
+        losses = torch.relu(1 - beta * margin)
+    elif name == "robust":
+        losses = (-(1 - eps) * F.logsigmoid(beta * margin) + eps * F.logsigmoid(-beta * margin)) / (1 - 2 * eps)
+    elif name == "orpo":
+        c, r = policy[:n], policy[n:]
+        log_odds = (c - r) - (torch.log1p(-torch.exp(c)) - torch.log1p(-torch.exp(r)))
+        losses = -opts.get("lambda_", 0.1) * F.logsigmoid(log_odds)
+    nll = -(logp[:n] * mask[:n]).sum() / mask[:n].sum()
+    return losses.mean() + nll_weight * nll
+
+
+def _naive(name, opts, hidden, classifier, bias, target, ref, temperature, ignore_index):
+    """Value and gradients by torch autograd in float64 through the materialised logits."""
+    torch = pytest.importorskip("torch")
+    h, c = (torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in (hidden, classifier))
+    b = None if bias is None else torch.tensor(np.asarray(bias, dtype=np.float64), requires_grad=True)
+    logits = h @ c.T + (0 if b is None else b)
+    log_probs = torch.log_softmax(logits / temperature, dim=-1)
+    mask = torch.tensor(target != ignore_index)
+    labels = torch.tensor(np.where(target == ignore_index, 0, target))
+    logp = torch.gather(log_probs, -1, labels[..., None])[..., 0] * mask
+    loss = pair_loss(name, **opts)
+    ref_t = torch.tensor(np.asarray(ref, dtype=np.float64)) if loss.reference else None
+    value = _trl_formula(torch, name, opts, logp, mask.double(), ref_t)
+    value.backward()
+    return value.item(), (h.grad.numpy(), c.grad.numpy(), None if b is None else b.grad.numpy())
+
+
+def _close(got, expected, rtol, what):
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected)
+    scale = np.max(np.abs(expected)) if expected.size else 1.0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("with_bias", "temperature", "ignore_index"), SETTINGS, ids=["plain", "bias-temp-ignore"])
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+@pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
+def test_fused_loss_and_gradients_match_the_naive_computation(name, opts, chunk_size, with_bias, temperature,
+                                                              ignore_index, dtype):
+    hidden, classifier, bias, target, ref = _batch(dtype, ignore_index)
+    bias = bias if with_bias else None
+    ref = ref if PAIR_LOSSES[name].reference else None
+    expected_value, expected_grads = _naive(name, opts, hidden, classifier, bias, target, ref, temperature,
+                                            ignore_index)
+    value, grads = lk.linear_preference_loss_value_and_grad(
+        hidden, classifier, target, loss=name, ref_logps=ref, bias=bias, ignore_index=ignore_index,
+        temperature=temperature, chunk_size=chunk_size, **opts)
+    rtol = 1e-10 if dtype == np.float64 else 1e-5
+    assert value.dtype == dtype and all(g is None or g.dtype == dtype for g in grads)
+    _close(value, expected_value, rtol, "value")
+    for what, got, expected in zip(("grad_hidden", "grad_classifier", "grad_bias"), grads, expected_grads,
+                                   strict=True):
+        if expected is None:
+            assert got is None
+        else:
+            _close(got, expected, rtol, what)
+    # the value alone (one gemm a chunk, the formula on all pairs) is the same number
+    _close(lk.linear_preference_loss(hidden, classifier, target, loss=name, ref_logps=ref, bias=bias,
+                                     ignore_index=ignore_index, temperature=temperature, chunk_size=chunk_size,
+                                     **opts), expected_value, rtol, "value without gradients")
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5, 30])
+@pytest.mark.parametrize(("name", "opts"), CASES[::2], ids=IDS[::2])
+def test_fused_aux_is_the_objectives_on_the_naive_logps(name, opts, chunk_size):
+    hidden, classifier, bias, target, ref = _batch(np.float64, IGNORE)
+    ref = ref if PAIR_LOSSES[name].reference else None
+    logits = hidden @ classifier.T + bias
+    log_probs = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    mask = target != IGNORE
+    logp = np.where(mask, np.take_along_axis(log_probs, np.where(mask, target, 0)[..., None], -1)[..., 0], 0.0)
+    objective = _objective(name, opts, mask, target, ref)
+    expected = objective.aux(np, objective.terms(np, logp, mask, 0, B)[2])
+    (value, aux), _ = lk.linear_preference_loss_value_and_grad(hidden, classifier, target, loss=name, ref_logps=ref,
+                                                               bias=bias, chunk_size=chunk_size, aux=True, **opts)
+    value_only, aux_only = lk.linear_preference_loss(hidden, classifier, target, loss=name, ref_logps=ref,
+                                                     bias=bias, chunk_size=chunk_size, aux=True, **opts)
+    assert sorted(aux) == sorted(expected) == sorted(aux_only)
+    for key in expected:
+        np.testing.assert_allclose(aux[key], expected[key], rtol=1e-12, atol=1e-15, err_msg=key)
+        np.testing.assert_allclose(aux_only[key], expected[key], rtol=1e-12, atol=1e-15, err_msg=key)
+    np.testing.assert_allclose(value_only, value, rtol=1e-13)
+
+
+def test_fused_errors_name_the_argument():
+    hidden, classifier, bias, target, ref = _batch(np.float64, IGNORE)
+    call = lk.linear_preference_loss
+    with pytest.raises(LossInputError, match=r"^hidden: expected an even number of rows"):
+        call(hidden[:5], classifier, target[:5], ref_logps=ref[:5])
+    with pytest.raises(LossInputError, match=r"^hidden: expected a 3-D array"):
+        call(hidden[:, 0], classifier, target[:, 0], ref_logps=ref)
+    with pytest.raises(LossInputError, match=r"^target: expected integer token ids of shape \(6, 7\)"):
+        call(hidden, classifier, target[:, :5], ref_logps=ref)
+    with pytest.raises(LossInputError, match=r"^classifier: expected shape \(V, 5\)"):
+        call(hidden, classifier[:, :4], target, ref_logps=ref)
+    with pytest.raises(LossInputError, match=r"^ref_logps: expected shape \(6,\)"):
+        call(hidden, classifier, target, ref_logps=ref[:4])
+    with pytest.raises(LossInputError, match=r"^ref_logps: expected the reference model's summed log-probs"):
+        call(hidden, classifier, target, loss="robust")
+    with pytest.raises(LossInputError, match=r"^ref_logps: expected None: loss='simpo' is reference-free"):
+        call(hidden, classifier, target, loss="simpo", ref_logps=ref)
+    with pytest.raises(LossInputError, match=r"^beta: expected a finite number >= 0, got -0.5"):
+        call(hidden, classifier, target, ref_logps=ref, beta=-0.5)
+    with pytest.raises(LossInputError, match=r"^loss: expected one of 'dpo', 'ipo', 'hinge', 'robust', 'simpo', "
+                                             r"'orpo', 'cpo', got 'sigmoid'"):
+        call(hidden, classifier, target, loss="sigmoid", ref_logps=ref)
+    with pytest.raises(LossInputError, match=r"^temperature: "):
+        call(hidden, classifier, target, ref_logps=ref, temperature=0.0)
+    with pytest.raises(LossInputError, match=r"^chunk_size: "):
+        call(hidden, classifier, target, ref_logps=ref, chunk_size=0)
+    empty = target.copy()
+    empty[B + 1] = IGNORE
+    with pytest.raises(LossInputError, match=r"^target: .*row 4 \(rejected of pair 1\) all ignored"):
+        call(hidden, classifier, empty, loss="ipo", ref_logps=ref)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(LossInputError, match=r"^arrays: expected arrays of one library"):
+        call(hidden, classifier, target, ref_logps=torch.from_numpy(ref))

@@ -36,8 +36,10 @@ from typing import Any, ClassVar
 from .. import _array, _checks
 from ..activations import log_sigmoid_xp, sigmoid_xp
 from .declaration import number
+from .logprobs import linear_arrays, sequence_sweep
 
-__all__ = ["PairLoss", "DPO", "IPO", "Hinge", "RobustDPO", "SimPO", "ORPO", "CPO", "PAIR_LOSSES", "pair_loss",
+__all__ = ["linear_preference_loss", "linear_preference_loss_value_and_grad", "PairLoss",
+           "DPO", "IPO", "Hinge", "RobustDPO", "SimPO", "ORPO", "CPO", "PAIR_LOSSES", "pair_loss",
            "PreferenceObjective", "preference_objective"]
 
 #: the bounds every option of these losses is checked against (a class narrows them in ``bounds``)
@@ -276,7 +278,7 @@ class PreferenceObjective:
     checked) by :func:`preference_objective`."""
 
     def __init__(self, xp, loss: PairLoss, mask, ref_logps, dtype):
-        self.loss = loss
+        self.loss, self.mask = loss, mask
         self.n_units = n_pairs = mask.shape[0] // 2
         counts = xp.sum(xp.astype(mask, dtype), axis=-1)
         # a sequence's score is its log-prob sum times this (1 / its token count for the mean)
@@ -355,3 +357,79 @@ def preference_objective(xp, loss: PairLoss, target, ignore_index, ref_logps, dt
         raise _checks.fail("target", f"a chosen token that is not ignore_index={ignore_index} (the chosen NLL, "
                            f"nll_weight={loss.nll_weight:g}, is a mean over them)", "every chosen token ignored")
     return PreferenceObjective(xp, loss, mask, ref_logps, dtype)
+
+
+def _prepared(hidden, classifier, target, bias, loss, ref_logps, beta, ignore_index, options):
+    """The checked arrays and the objective of a call (options first: they need no data)."""
+    pair = pair_loss(loss, **({} if beta is None else {"beta": beta}), **options)
+    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
+    ref_logps = _array.namespace(hidden=hidden, ref_logps=ref_logps)[1]["ref_logps"]
+    objective = preference_objective(xp, pair, target, _checks.ignore_index(ignore_index), ref_logps, hidden.dtype)
+    return xp, hidden, classifier, target, bias, objective
+
+
+def linear_preference_loss_value_and_grad(hidden, classifier, target, *, loss="dpo", ref_logps=None, beta=None,
+                                          bias=None, ignore_index=-100, temperature=1.0, chunk_size=None, aux=False,
+                                          **options):
+    r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_preference_loss`, in one sweep.
+
+    With ``aux=True``: ``((value, aux), grads)``, the convention of ``jax.value_and_grad(has_aux=True)``;
+    ``aux`` as :func:`linear_preference_loss`'s. ``grad_bias`` is None without a bias.
+    """
+    xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, loss, ref_logps,
+                                                                beta, ignore_index, options)
+    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=temperature,
+                           ignore_index=ignore_index, objective=objective, chunk_size=chunk_size)
+    if aux:
+        return (sweep.loss, objective.aux(xp, sweep.stats)), sweep.grads
+    return sweep.loss, sweep.grads
+
+
+def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=None, beta=None, bias=None,
+                           ignore_index=-100, temperature=1.0, chunk_size=None, aux=False, **options):
+    r"""A preference loss of the policy ``softmax((hidden @ classifier.T + bias) / temperature)``, fused
+    with the output layer: the ``2B x T x V`` logits are never held (chunks of whole pairs).
+
+    .. math:: \log\pi(y) = \sum_t \log p_t(y_t) \;\text{(or the mean over the tokens)}, \quad
+              L = \frac{1}{B}\sum_{i=1}^{B} l(s_{c,i}, s_{r,i}) + w\,\mathrm{NLL}_c
+
+    Shapes: ``hidden [2B, T, D]`` (chosen rows first, then the rejected rows in the same order),
+    ``classifier [V, D]``, ``target [2B, T]`` token ids with ``ignore_index`` on prompt and padding,
+    ``ref_logps [2B]`` the reference model's summed log-probs (None for the reference-free losses:
+    ``"simpo"``, ``"orpo"``, ``"cpo"``; given to them, it raises rather than being ignored),
+    ``bias [V]``. The ``loss`` and its options (each loss's own; any other raises):
+
+    * ``"dpo"``: ``beta`` (0.1), ``label_smoothing`` (cDPO, in [0, 0.5]);
+    * ``"ipo"``: ``beta`` (> 0), on mean token log-probs;
+    * ``"hinge"``: ``beta``;
+    * ``"robust"``: ``beta``, ``label_smoothing`` (in [0, 0.5));
+    * ``"simpo"``: ``beta``, ``gamma`` (0.5, TRL's ``simpo_gamma``), ``label_smoothing``, mean log-probs;
+    * ``"orpo"``: ``lambda_`` (0.1, TRL's ``ORPOConfig.beta``; no ``beta``), mean log-probs;
+    * ``"cpo"``: ``beta``, ``label_smoothing``.
+
+    Every loss takes ``nll_weight``: the weight of the chosen tokens' mean NLL (TRL's ``rpo_alpha``;
+    default 0, and 1 for ``"orpo"`` and ``"cpo"``, whose NLL term it is). ``beta=None`` is each
+    loss's default (0.1). The formulas are in :mod:`losskit.losses.preference` and
+    docs/post-training.md. ``chunk_size`` is the chunk budget in tokens; a pair longer than it is
+    done in two passes.
+
+    Returns the loss (0-d, the mean over pairs). With ``aux=True``, ``(loss, aux)``: ``aux`` holds
+    TRL's logged statistics as 0-d arrays, means over the pairs: ``chosen_rewards``,
+    ``rejected_rewards`` (``beta * (log pi - log pi_ref)``, or ``beta * log pi`` without reference,
+    ORPO's scale being ``lambda_``), ``reward_margins``, ``reward_accuracy`` (the share of pairs whose
+    chosen reward is the larger), ``chosen_logps``, ``rejected_logps`` (the policy's, summed or
+    averaged as the loss takes them); ``nll`` (the weighted NLL term) where there is one; ORPO's
+    ``log_odds_ratio`` and ``log_odds_chosen``.
+
+    >>> import numpy as np, losskit as lk
+    >>> h, c = np.ones((2, 3, 2)), np.zeros((4, 2))  # uniform policy: both sequences alike, margin 0
+    >>> round(float(lk.linear_preference_loss(h, c, np.zeros((2, 3), dtype=int), ref_logps=np.zeros(2))), 6)
+    0.693147
+    """
+    xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, loss, ref_logps,
+                                                                beta, ignore_index, options)
+    # no gradient asked: the log-probs alone (one gemm per chunk, not three), then the formula on all pairs
+    logps = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=temperature,
+                           ignore_index=ignore_index, chunk_size=chunk_size).logps
+    value, _, stats = objective.terms(xp, logps, objective.mask, 0, objective.n_units)
+    return (value, objective.aux(xp, stats)) if aux else value
