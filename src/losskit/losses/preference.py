@@ -373,8 +373,9 @@ def linear_preference_loss_value_and_grad(hidden, classifier, target, *, loss="d
                                           **options):
     r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_preference_loss`, in one sweep.
 
-    With ``aux=True``: ``((value, aux), grads)``, the convention of ``jax.value_and_grad(has_aux=True)``;
-    ``aux`` as :func:`linear_preference_loss`'s. ``grad_bias`` is None without a bias.
+    Shapes: the gradients have the shapes of ``hidden [2B, T, D]``, ``classifier [V, D]`` and ``bias
+    [V]`` (None without a bias); ``value`` is 0-d. With ``aux=True``: ``((value, aux), grads)``, the
+    convention of ``jax.value_and_grad(has_aux=True)``; ``aux`` as :func:`linear_preference_loss`'s.
     """
     xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, loss, ref_logps,
                                                                 beta, ignore_index, options)
