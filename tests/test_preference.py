@@ -457,3 +457,17 @@ def test_fused_errors_name_the_argument():
     torch = pytest.importorskip("torch")
     with pytest.raises(LossInputError, match=r"^arrays: expected arrays of one library"):
         call(hidden, classifier, target, ref_logps=torch.from_numpy(ref))
+
+
+def test_docs_example_runs_and_its_asserts_hold():
+    """docs/post-training.md, "Preference losses": its block asserts, by hand-worked formulas, the DPO value
+    and the chosen reward of a uniform policy."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "post-training.md").read_text()
+    section = text.split("## Preference losses", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks and "assert abs(loss - math.log1p(math.exp(-0.1 * margin))) < 1e-12" in blocks[0]
+    for block in blocks:
+        exec(block, {})
