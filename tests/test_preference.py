@@ -471,3 +471,27 @@ def test_docs_example_runs_and_its_asserts_hold():
     assert blocks and "assert abs(loss - math.log1p(math.exp(-0.1 * margin))) < 1e-12" in blocks[0]
     for block in blocks:
         exec(block, {})
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("chunk_size", [None, 5])
+@pytest.mark.parametrize(("name", "opts"), CASES[1::2], ids=IDS[1::2])
+def test_fused_on_torch_and_jax_arrays_matches_the_naive_computation(name, opts, chunk_size, backend):
+    """The core function on torch tensors and JAX arrays (the array-API sweep): results in the input's
+    library, equal to autograd through the materialised logits."""
+    pytest.importorskip(backend)
+    from conftest import to_backend
+
+    hidden, classifier, bias, target, ref = _batch(np.float64, -1)
+    ref = ref if PAIR_LOSSES[name].reference else None
+    expected_value, expected_grads = _naive(name, opts, hidden, classifier, bias, target, ref, 0.7, -1)
+    args = [to_backend(backend, a) for a in (hidden, classifier, target)]
+    (value, aux), grads = lk.linear_preference_loss_value_and_grad(
+        *args, loss=name, ref_logps=None if ref is None else to_backend(backend, ref), bias=to_backend(backend, bias),
+        ignore_index=-1, temperature=0.7, chunk_size=chunk_size, aux=True, **opts)
+    assert type(value) is type(args[0]) and type(aux["reward_margins"]) is type(args[0])
+    _close(np.asarray(value), expected_value, 1e-10, "value")
+    for what, got, expected in zip(("grad_hidden", "grad_classifier", "grad_bias"), grads, expected_grads,
+                                   strict=True):
+        assert type(got) is type(args[0])
+        _close(np.asarray(got), expected, 1e-10, what)
