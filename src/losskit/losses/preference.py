@@ -91,9 +91,21 @@ class PairLoss:
             checked = number(getattr(self, f.name), f.name, **{**_BOUNDS[f.name], **self.bounds.get(f.name, {})})
             object.__setattr__(self, f.name, checked)
 
+    #: the names of the loss's own logged statistics (beside the rewards, log-probs and NLL)
+    own_stats: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    def options(self) -> dict:
+        """The checked options, as plain floats (what the torch and JAX forms pass on)."""
+        return {name: getattr(self, name) for name in self.option_names()}
+
+    def aux_names(self) -> tuple[str, ...]:
+        """The keys of ``aux``: TRL's logged statistics for this loss and its options."""
+        return ("chosen_rewards", "rejected_rewards", "reward_margins", "reward_accuracy", "chosen_logps",
+                "rejected_logps", *(("nll",) if self.nll_weight else ()), *self.own_stats)
 
     @property
     def reward_scale(self) -> float:
@@ -218,6 +230,7 @@ class ORPO(PairLoss):
     name = "orpo"
     reference = False
     per_token_mean = True
+    own_stats = ("log_odds_ratio", "log_odds_chosen")
     lambda_: float = 0.1
     nll_weight: float = 1.0
 
@@ -318,13 +331,10 @@ class PreferenceObjective:
         """TRL's logged statistics from the per-pair ``stats`` of a sweep: means over the pairs (the
         NLL: its sum, the loss's own term), and the reward accuracy ``mean(chosen > rejected)``."""
         chosen, rejected = stats["chosen_rewards"], stats["rejected_rewards"]
-        out = {"chosen_rewards": xp.mean(chosen), "rejected_rewards": xp.mean(rejected),
-               "reward_margins": xp.mean(chosen - rejected),
-               "reward_accuracy": xp.mean(xp.astype(chosen > rejected, chosen.dtype))}
-        for key, value in stats.items():
-            if key not in out:
-                out[key] = xp.sum(value) if key == "nll" else xp.mean(value)
-        return out
+        derived = {"reward_margins": xp.mean(chosen - rejected),
+                   "reward_accuracy": xp.mean(xp.astype(chosen > rejected, chosen.dtype)),
+                   "nll": xp.sum(stats["nll"]) if "nll" in stats else None}
+        return {name: derived[name] if name in derived else xp.mean(stats[name]) for name in self.loss.aux_names()}
 
 
 def preference_objective(xp, loss: PairLoss, target, ignore_index, ref_logps, dtype) -> PreferenceObjective:
@@ -374,15 +384,16 @@ def linear_preference_loss_value_and_grad(hidden, classifier, target, *, loss="d
     r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_preference_loss`, in one sweep.
 
     Shapes: the gradients have the shapes of ``hidden [2B, T, D]``, ``classifier [V, D]`` and ``bias
-    [V]`` (None without a bias); ``value`` is 0-d. With ``aux=True``: ``((value, aux), grads)``, the
-    convention of ``jax.value_and_grad(has_aux=True)``; ``aux`` as :func:`linear_preference_loss`'s.
+    [V]`` (None without a bias); ``value`` is 0-d. With ``aux=True``: ``(value, grads, aux)``, ``aux``
+    as :func:`linear_preference_loss`'s (the return the torch and JAX wrappers,
+    ``losskit.torch.linear.fused_linear`` and ``losskit.jax.fused_linear``, take).
     """
     xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, loss, ref_logps,
                                                                 beta, ignore_index, options)
     sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=temperature,
                            ignore_index=ignore_index, objective=objective, chunk_size=chunk_size)
     if aux:
-        return (sweep.loss, objective.aux(xp, sweep.stats)), sweep.grads
+        return sweep.loss, sweep.grads, objective.aux(xp, sweep.stats)
     return sweep.loss, sweep.grads
 
 
