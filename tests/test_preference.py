@@ -495,3 +495,98 @@ def test_fused_on_torch_and_jax_arrays_matches_the_naive_computation(name, opts,
                                    strict=True):
         assert type(got) is type(args[0])
         _close(np.asarray(got), expected, 1e-10, what)
+
+
+# ---- torch and JAX forms, against the NumPy results --------------------------------------------------------
+
+def _core_result(name, opts, dtype=np.float64, chunk_size=5, temperature=0.7):
+    hidden, classifier, bias, target, ref = _batch(dtype, IGNORE)
+    ref = ref if PAIR_LOSSES[name].reference else None
+    value, grads, aux = lk.linear_preference_loss_value_and_grad(
+        hidden, classifier, target, loss=name, ref_logps=ref, bias=bias, temperature=temperature, chunk_size=chunk_size,
+        aux=True, **opts)
+    return (hidden, classifier, bias, target, ref), value, grads, aux
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile"])
+@pytest.mark.parametrize(("name", "opts"), [CASES[1], CASES[4], CASES[10], CASES[12]], ids=[IDS[i] for i in (1, 4, 10, 12)])
+def test_torch_module_matches_the_numpy_function(name, opts, compiled):
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    (hidden, classifier, bias, target, ref), value, grads, aux = _core_result(name, opts)
+    module = lt.LinearPreferenceLoss(name, temperature=0.7, chunk_size=5, aux=True, **opts)
+    run = torch.compile(module, fullgraph=True) if compiled else module
+    leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier, bias)]
+    loss, stats = run(leaves[0], leaves[1], torch.as_tensor(target),
+                      ref_logps=None if ref is None else torch.as_tensor(ref), bias=leaves[2])
+    (2 * loss).backward()
+    np.testing.assert_allclose(loss.item(), value, rtol=1e-13)
+    for leaf, grad in zip(leaves, grads, strict=True):
+        np.testing.assert_allclose(leaf.grad.numpy(), 2 * grad, rtol=1e-13, atol=1e-16)
+    assert tuple(stats) == tuple(aux)
+    for key in aux:
+        assert not stats[key].requires_grad
+        np.testing.assert_allclose(stats[key].item(), aux[key], rtol=1e-13, atol=1e-16, err_msg=key)
+
+
+def test_torch_module_float32_meta_and_checked_options():
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    (hidden, classifier, bias, target, ref), value, grads, _ = _core_result("dpo", {}, np.float32, chunk_size=None)
+    leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier)]
+    loss = lt.LinearPreferenceLoss(temperature=0.7)(*leaves, torch.as_tensor(target), torch.as_tensor(ref),
+                                                    torch.as_tensor(bias))
+    loss.backward()
+    assert loss.dtype == torch.float32 and loss.item() == value
+    for leaf, grad in zip(leaves, grads[:2], strict=True):
+        np.testing.assert_array_equal(leaf.grad.numpy(), grad)
+    meta = [torch.zeros(a.shape, device="meta", requires_grad=True) for a in (hidden, classifier)]
+    out = lt.LinearPreferenceLoss("simpo")(*meta, torch.as_tensor(target).to("meta"))
+    out.backward()
+    assert out.shape == () and meta[0].grad.shape == hidden.shape and meta[1].grad.shape == classifier.shape
+    for kwargs, argument in [({"loss": "kto"}, "loss"), ({"beta": -1.0}, "beta"), ({"loss": "orpo", "beta": 0.2}, "beta"),
+                             ({"temperature": 0}, "temperature"), ({"chunk_size": 0}, "chunk_size"),
+                             ({"aux": 1}, "aux"), ({"ignore_index": 1.5}, "ignore_index")]:
+        with pytest.raises(LossInputError, match=f"^{argument}: "):
+            lt.LinearPreferenceLoss(**kwargs)
+    with pytest.raises(LossInputError, match=r"^ref_logps: expected the reference model's summed log-probs"):
+        lt.LinearPreferenceLoss("dpo")(*leaves, torch.as_tensor(target))
+
+
+#: under jax.jit on XLA CPU, the sweep with an objective and a temperature != 1 can return wrong log-probs
+#: (eager is right, and so is the same graph at --xla_backend_optimization_level=0; which chunk sizes and
+#: outputs show it varies): a bug below this module (it shows with losskit.losses.logprobs._Tokens alone),
+#: reported to the sweep's owner. Not strict: whether a given case shows it depends on XLA's choices.
+JIT_TEMPERATURE = pytest.mark.xfail(strict=False, reason="sequence_sweep under jit with temperature != 1 (XLA CPU)")
+
+
+@pytest.mark.parametrize("temperature", [1.0, pytest.param(0.7, marks=JIT_TEMPERATURE)])
+@pytest.mark.parametrize("chunk_size", [None, 5, 30])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("name", "opts"), CASES[::3], ids=IDS[::3])
+def test_jax_function_under_jit_and_grad_matches_the_numpy_function(name, opts, dtype, chunk_size, temperature):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import losskit.jax as lj
+
+    (hidden, classifier, bias, target, ref), value, grads, aux = _core_result(name, opts, dtype, chunk_size,
+                                                                              temperature)
+    ref_j = None if ref is None else jnp.asarray(ref)
+
+    def loss_fn(h, c, b):
+        return lj.linear_preference_loss(h, c, jnp.asarray(target), loss=name, ref_logps=ref_j, bias=b,
+                                         temperature=temperature, chunk_size=chunk_size, aux=True, **opts)
+
+    (out, stats), jax_grads = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True))(
+        *(jnp.asarray(a) for a in (hidden, classifier, bias)))
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert out.dtype == dtype
+    np.testing.assert_allclose(float(out), value, rtol=rtol)
+    for mine, grad in zip(jax_grads, grads, strict=True):
+        np.testing.assert_allclose(np.asarray(mine), grad, rtol=rtol, atol=rtol * np.abs(grad).max())
+    assert sorted(stats) == sorted(aux)  # a JAX pytree: keys come back sorted
+    for key in aux:
+        np.testing.assert_allclose(float(stats[key]), aux[key], rtol=rtol, atol=1e-7, err_msg=key)

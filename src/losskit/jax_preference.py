@@ -1,0 +1,27 @@
+"""JAX form of the fused preference losses (:mod:`losskit.losses.preference`): a ``jax.custom_vjp``
+function over the core's one sweep, through :func:`losskit.jax_linear.fused_linear`.
+
+Imported by :mod:`losskit.jax`; ``import losskit`` never imports JAX. The options are checked when
+the function is called (before any tracing); the data checks that need values (a sequence with
+no token left, a missing chosen token) are skipped under ``jit``, where there are no values.
+"""
+
+from __future__ import annotations
+
+from .jax_linear import fused_linear
+from .losses.preference import linear_preference_loss_value_and_grad, pair_loss
+
+__all__ = ["linear_preference_loss"]
+
+
+def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=None, beta=None, bias=None,
+                           ignore_index=-100, temperature=1.0, chunk_size=None, aux=False, **options):
+    """:func:`losskit.linear_preference_loss` as a differentiable JAX function of ``hidden``,
+    ``classifier`` and ``bias`` (under ``jit`` and ``grad``); ``ref_logps`` and ``target`` get zero
+    cotangents. Shapes, options and ``aux`` (``(loss, aux)``, no gradient through ``aux``) as the core
+    function's."""
+    checked = pair_loss(loss, **({} if beta is None else {"beta": beta}), **options)
+    return fused_linear(linear_preference_loss_value_and_grad, hidden, classifier, target, bias=bias,
+                        extras={"ref_logps": ref_logps}, aux=checked.aux_names() if aux else (), loss=loss,
+                        ignore_index=ignore_index, temperature=temperature, chunk_size=chunk_size,
+                        **checked.options())
