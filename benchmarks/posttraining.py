@@ -108,7 +108,7 @@ def naive_logprobs_forward(a):
         logits = hidden @ classifier.T
         logp = torch.log_softmax(logits, dim=-1)
         picked = torch.gather(logp, -1, target.clamp(min=0)[..., None])[..., 0]
-        entropy = -(logp.exp() * logp).sum(-1)
+        entropy = torch.where(target != -100, -(logp.exp() * logp).sum(-1), 0.0)
         return float(torch.where(target != -100, picked, 0.0).sum()), entropy.numpy(), None
 
 
