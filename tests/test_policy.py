@@ -1,0 +1,305 @@
+"""The GRPO family: the objective on hand-built log-probs against a reference written from TRL's
+GRPOTrainer / the GSPO paper (torch float64, autograd for its gradient) and central finite
+differences; the errors of each bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from array_api_compat import array_namespace
+
+from losskit import LossInputError
+from losskit.losses.policy import GRPOObjective, GRPOOptions, grpo_objective
+
+B, T = 5, 6
+IGNORE = -100
+IMPORTANCE = ("token", "sequence")
+NORMALIZATIONS = ("grpo", "bnpo", "dr_grpo")
+
+
+def reference_loss(logp, mask, old, advantages, ref, *, beta, epsilon_low, epsilon_high, importance,
+                   normalization, max_length):
+    """TRL's GRPOTrainer._compute_loss, written from its definitions (torch, any dtype; logp may
+    require grad). ``mask`` is float; values at ignored tokens are multiplied away, as in TRL."""
+    log_ratio = logp - old
+    log_weights = log_ratio
+    if importance == "sequence":  # GSPO: s_i = (pi / pi_old)^(1 / |y_i|), the exp of the mean token log-ratio
+        log_weights = ((log_ratio * mask).sum(-1) / mask.sum(-1))[:, None]
+    coef_1 = torch.exp(log_weights)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
+    per_token = -torch.min(coef_1 * advantages[:, None], coef_2 * advantages[:, None])
+    if beta:
+        per_token = per_token + beta * (torch.exp(ref - logp) - (ref - logp) - 1)
+    per_token = per_token * mask  # broadcasts GSPO's [B, 1] over the tokens
+    if normalization == "grpo":
+        return (per_token.sum(-1) / mask.sum(-1)).mean()
+    if normalization == "bnpo":
+        return per_token.sum() / mask.sum().clamp(min=1.0)
+    return per_token.sum() / (logp.shape[0] * max_length)
+
+
+def _batch(seed=0, ignored=True):
+    """Hand-built log-probs: log-ratios spread over both sides of both clip bounds (never within
+    0.02 of a kink), advantages of both signs and one 0, garbage in old / ref at ignored tokens."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((B, T), dtype=bool)
+    if ignored:
+        mask[0, 4:] = False  # padding
+        mask[2, :2] = False  # prompt
+        mask[3, ::2] = False
+    log_ratio = rng.choice([-0.9, -0.45, -0.3, -0.1, 0.05, 0.12, 0.25, 0.4, 0.8], size=(B, T))
+    logp = -rng.uniform(0.1, 3.0, size=(B, T))
+    old = logp - log_ratio
+    ref = logp + rng.normal(scale=0.5, size=(B, T))
+    advantages = np.array([1.3, -0.7, 0.0, 2.1, -1.6])
+    logp = np.where(mask, logp, 0.0)
+    old = np.where(mask, old, rng.normal(scale=30, size=(B, T)))
+    ref = np.where(mask, ref, rng.normal(scale=30, size=(B, T)))
+    return logp, mask, old, advantages, ref
+
+
+def _options(importance, normalization, beta=0.04, epsilon_low=0.2, epsilon_high=0.28, max_length=None):
+    if normalization == "dr_grpo" and max_length is None:
+        max_length = T + 3
+    return GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
+                       normalization=normalization, max_length=max_length)
+
+
+def _objective(batch, options):
+    logp, mask, old, advantages, ref = batch
+    target = np.where(mask, 1, IGNORE)
+    return grpo_objective(array_namespace(logp), target, logp, old_logps=old, advantages=advantages,
+                          ref_logps=ref, options=options, ignore_index=IGNORE)
+
+
+def _reference(batch, options, logp=None):
+    base, mask, old, advantages, ref = batch
+    logp = torch.from_numpy(base if logp is None else logp)
+    max_length = options.max_length if options.max_length is not None else T
+    return reference_loss(logp, torch.from_numpy(mask.astype(np.float64)), torch.from_numpy(old),
+                          torch.from_numpy(advantages), torch.from_numpy(ref), beta=options.beta,
+                          epsilon_low=options.epsilon_low, epsilon_high=options.epsilon_high,
+                          importance=options.importance, normalization=options.normalization,
+                          max_length=max_length)
+
+
+def _terms(objective, batch, chunks=((0, B),)):
+    """Loss and dlogp over the given chunks of units, as the sweep would call terms."""
+    logp, mask = batch[0], batch[1]
+    xp = array_namespace(logp)
+    losses, grads = [], []
+    for start, stop in chunks:
+        rows = objective.rows(start, stop)
+        loss, grad, _ = objective.terms(xp, logp[rows], mask[rows], start, stop)
+        losses.append(float(loss))
+        grads.append(grad)
+    return sum(losses), np.concatenate(grads)
+
+
+CASES = list(itertools.product(IMPORTANCE, NORMALIZATIONS, (0.0, 0.04)))
+
+
+@pytest.mark.parametrize(("importance", "normalization", "beta"), CASES)
+def test_loss_matches_trl_definition(importance, normalization, beta):
+    batch = _batch()
+    options = _options(importance, normalization, beta=beta)
+    loss, _ = _terms(_objective(batch, options), batch)
+    expected = float(_reference(batch, options))
+    assert loss == pytest.approx(expected, rel=1e-13, abs=1e-15)
+
+
+@pytest.mark.parametrize(("importance", "normalization", "beta"), CASES)
+def test_dlogp_matches_central_differences(importance, normalization, beta):
+    batch = _batch(seed=1)
+    options = _options(importance, normalization, beta=beta)
+    _, grad = _terms(_objective(batch, options), batch)
+    logp, mask = batch[0], batch[1]
+    step = 1e-6
+    numeric = np.zeros_like(logp)
+    for i, t in zip(*np.nonzero(mask), strict=True):
+        up, down = logp.copy(), logp.copy()
+        up[i, t] += step
+        down[i, t] -= step
+        numeric[i, t] = (float(_reference(batch, options, up)) - float(_reference(batch, options, down))) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-10)
+    assert np.all(grad[~mask] == 0)
+
+
+@pytest.mark.parametrize(("importance", "normalization", "beta"), CASES)
+def test_chunks_of_units_add_up_to_the_batch_and_match_autograd(importance, normalization, beta):
+    """Each chunk's share uses the whole batch's counts: any split gives torch autograd's gradient."""
+    batch = _batch(seed=2)
+    options = _options(importance, normalization, beta=beta)
+    logp = torch.from_numpy(batch[0].copy()).requires_grad_(True)
+    base, mask, old, advantages, ref = batch
+    expected = reference_loss(logp, torch.from_numpy(mask.astype(np.float64)), torch.from_numpy(old),
+                              torch.from_numpy(advantages), torch.from_numpy(ref), beta=beta,
+                              epsilon_low=options.epsilon_low, epsilon_high=options.epsilon_high,
+                              importance=importance, normalization=normalization,
+                              max_length=options.max_length or T)
+    expected.backward()
+    for chunks in (((0, B),), ((0, 1), (1, 3), (3, B)), tuple((i, i + 1) for i in range(B))):
+        loss, grad = _terms(_objective(batch, options), batch, chunks)
+        assert loss == pytest.approx(expected.item(), rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(grad, logp.grad.numpy() * mask, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("importance", IMPORTANCE)
+@pytest.mark.parametrize("advantage", [1.5, -1.5, 0.0])
+def test_ties_on_the_clip_bounds_take_autograds_gradient(importance, advantage):
+    """r exactly on a bound (log-ratio 0, epsilons 0): torch's clamp passes the gradient at its bounds
+    and its min splits the tie in halves, so the whole unclipped gradient -A r comes through."""
+    mask = np.ones((2, 3), dtype=bool)
+    logp = np.array([[-0.5, -1.0, -2.0], [-0.1, -0.2, -0.3]])
+    advantages = np.array([advantage, -advantage])
+    options = GRPOOptions(epsilon_low=0.0, epsilon_high=0.0, importance=importance)
+    xp = array_namespace(logp)
+    objective = GRPOObjective(xp, mask, logp.copy(), advantages, None, options)
+    loss, grad, _ = objective.terms(xp, logp, mask, 0, 2)
+    tensor = torch.from_numpy(logp.copy()).requires_grad_(True)
+    expected = reference_loss(tensor, torch.ones(2, 3, dtype=torch.float64), torch.from_numpy(logp),
+                              torch.from_numpy(advantages), None, beta=0.0, epsilon_low=0.0, epsilon_high=0.0,
+                              importance=importance, normalization="grpo", max_length=None)
+    expected.backward()
+    assert float(loss) == pytest.approx(expected.item(), abs=1e-15)
+    np.testing.assert_allclose(grad, tensor.grad.numpy(), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(grad, -advantages[:, None] / (2 * 3) * np.ones((2, 3)), rtol=1e-15)
+
+
+def test_clipped_tokens_get_no_gradient_and_are_counted():
+    """Closed form: A > 0 above 1 + eps_high, A < 0 below 1 - eps_low: the clipped constant, gradient 0."""
+    logp = np.zeros((2, 2))
+    old = np.array([[-0.5, 0.0], [0.5, 0.0]])  # r = e^0.5 (above 1.2), 1; e^-0.5 (below 0.8), 1
+    advantages = np.array([2.0, -3.0])
+    mask = np.ones((2, 2), dtype=bool)
+    xp = array_namespace(logp)
+    objective = GRPOObjective(xp, mask, old, advantages, None, GRPOOptions(normalization="bnpo"))
+    loss, grad, stats = objective.terms(xp, logp, mask, 0, 2)
+    # tokens: -1.2 * 2, -1 * 2, -(0.8 * -3), -(1 * -3); bnpo: / 4
+    assert float(loss) == pytest.approx((-2.4 - 2.0 + 2.4 + 3.0) / 4, rel=1e-15)
+    np.testing.assert_allclose(grad, [[0.0, -2.0 / 4], [0.0, 3.0 / 4]], rtol=1e-15)
+    np.testing.assert_array_equal(stats["clip_ratio_high"], [0.5, 0.0])
+    np.testing.assert_array_equal(stats["clip_ratio_low"], [0.0, 0.5])
+
+
+def test_gspo_closed_form():
+    """One sequence of two kept tokens, log-ratios 0.1 and 0.2: s = e^0.15 inside [0.8, 1.2]; the loss
+    is -s A, each token's gradient -s A / 2 (d s / d logp_t = s / 2; "grpo", B = 1). Log-ratios 0.1
+    and 0.3: s = e^0.2 > 1.2 with A > 0, so the loss is -1.2 A and no token gets a gradient."""
+    mask = np.array([[True, True, False]])
+    logp = np.array([[-1.0, -2.0, 0.0]])
+    xp = array_namespace(logp)
+    for old, s, clipped in (([[-1.1, -2.2, 5.0]], math.exp(0.15), False), ([[-1.1, -2.3, 5.0]], 1.2, True)):
+        objective = GRPOObjective(xp, mask, np.array(old), np.array([0.5]), None, GRPOOptions(importance="sequence"))
+        loss, grad, stats = objective.terms(xp, logp, mask, 0, 1)
+        assert float(loss) == pytest.approx(-0.5 * s, rel=1e-14)
+        expected = [[0.0, 0.0, 0.0]] if clipped else [[-0.5 * s / 2, -0.5 * s / 2, 0.0]]
+        np.testing.assert_allclose(grad, expected, rtol=1e-14)
+        assert float(stats["clip_ratio_high"][0]) == float(clipped)
+
+
+def test_k3_kl_closed_form_and_stats():
+    """k3 at d = ref - logp: e^d - d - 1, gradient 1 - e^d; tiny d keeps its relative accuracy (d^2 / 2)."""
+    logp = np.array([[-1.0, -1.0]])
+    ref = np.array([[-0.5, -1.0 + 1e-6]])
+    mask = np.ones((1, 2), dtype=bool)
+    xp = array_namespace(logp)
+    objective = GRPOObjective(xp, mask, logp.copy(), np.array([0.0]), ref, GRPOOptions(beta=0.1))
+    loss, grad, stats = objective.terms(xp, logp, mask, 0, 1)
+    tiny = float(ref[0, 1] - logp[0, 1])  # exact (Sterbenz): 1e-6 up to the rounding of -1 + 1e-6
+    kl = [math.exp(0.5) - 1.5, math.expm1(tiny) - tiny]
+    assert float(loss) == pytest.approx(0.1 * sum(kl) / 2, rel=1e-14)
+    np.testing.assert_allclose(grad, [[0.1 * (1 - math.exp(0.5)) / 2, -0.1 * math.expm1(tiny) / 2]], rtol=1e-14)
+    np.testing.assert_allclose(stats["kl"], [sum(kl) / 2], rtol=1e-14)
+    assert kl[1] == pytest.approx(tiny * tiny / 2, rel=1e-5)
+
+
+def test_ignored_tokens_never_read_old_or_ref():
+    batch = _batch(seed=3)
+    logp, mask, old, advantages, ref = batch
+    poisoned = (logp, mask, np.where(mask, old, np.inf), advantages, np.where(mask, ref, -np.inf))
+    for importance, normalization in itertools.product(IMPORTANCE, NORMALIZATIONS):
+        options = _options(importance, normalization)
+        loss, grad = _terms(_objective(poisoned, options), poisoned)
+        clean_loss, clean_grad = _terms(_objective(batch, options), batch)
+        assert math.isfinite(loss) and np.all(np.isfinite(grad))
+        assert loss == clean_loss
+        np.testing.assert_array_equal(grad, clean_grad)
+
+
+def test_dr_grpo_max_length_defaults_to_target_length():
+    batch = _batch(seed=4)
+    loss, _ = _terms(_objective(batch, GRPOOptions(normalization="dr_grpo", beta=0.04)), batch)
+    expected = float(_reference(batch, GRPOOptions(normalization="dr_grpo", beta=0.04, max_length=T)))
+    assert loss == pytest.approx(expected, rel=1e-13)
+
+
+def test_bnpo_token_importance_allows_an_all_ignored_sequence():
+    batch = list(_batch(seed=5))
+    batch[1] = batch[1].copy()
+    batch[1][1] = False
+    batch[0] = np.where(batch[1], batch[0], 0.0)
+    for normalization in ("bnpo", "dr_grpo"):
+        options = _options("token", normalization)
+        loss, grad = _terms(_objective(batch, options), batch)
+        assert loss == pytest.approx(float(_reference(batch, options)), rel=1e-13)
+        assert np.all(grad[1] == 0)
+
+
+# ---- errors ----
+
+def test_options_errors_name_the_argument():
+    cases = [({"beta": -0.1}, "beta"), ({"epsilon_low": -0.2}, "epsilon_low"), ({"epsilon_high": -1}, "epsilon_high"),
+             ({"beta": float("nan")}, "beta"), ({"importance": "tokens"}, "importance"),
+             ({"normalization": "dapo"}, "normalization"), ({"max_length": 0}, "max_length"),
+             ({"max_length": 2.5}, "max_length")]
+    for kwargs, name in cases:
+        with pytest.raises(LossInputError, match=f"^{name}: expected"):
+            GRPOOptions(**kwargs)
+
+
+def _error(batch, options, **changes):
+    logp, mask, old, advantages, ref = batch
+    arrays = {"old_logps": old, "advantages": advantages, "ref_logps": ref, **changes}
+    target = changes.pop("target", np.where(mask, 1, IGNORE))
+    arrays.pop("target", None)
+    return grpo_objective(array_namespace(logp), target, logp, options=options, ignore_index=IGNORE, **arrays)
+
+
+def test_data_errors_name_the_argument():
+    batch = _batch()
+    options = _options("token", "grpo")
+    cases = [({"old_logps": batch[2][:, :-1]}, "old_logps", r"shape \(5, 6\)"),
+             ({"old_logps": batch[2].T}, "old_logps", r"shape \(5, 6\)"),
+             ({"ref_logps": batch[4][:-1]}, "ref_logps", r"shape \(5, 6\)"),
+             ({"advantages": batch[3][:, None]}, "advantages", r"shape \(5,\)"),
+             ({"advantages": batch[3][:-1]}, "advantages", r"shape \(5,\)"),
+             ({"old_logps": None}, "old_logps", "None"),
+             ({"advantages": None}, "advantages", "None"),
+             ({"ref_logps": None}, "ref_logps", "beta=0.04 > 0"),
+             ({"old_logps": np.zeros((B, T), dtype=np.int64)}, "old_logps", "floating")]
+    for changes, name, text in cases:
+        with pytest.raises(LossInputError, match=f"^{name}: expected.*{text}"):
+            _error(batch, options, **changes)
+    # beta = 0 needs no reference
+    _error(batch, _options("token", "grpo", beta=0.0), ref_logps=None)
+
+
+@pytest.mark.parametrize(("importance", "normalization"),
+                         [("token", "grpo"), ("sequence", "grpo"), ("sequence", "bnpo"), ("sequence", "dr_grpo")])
+def test_a_sequence_with_every_token_ignored_where_a_mean_is_asked(importance, normalization):
+    batch = _batch()
+    target = np.where(batch[1], 1, IGNORE)
+    target[3] = IGNORE
+    with pytest.raises(LossInputError, match=r"^target: expected .*ignore_index=-100.*got sequence 3 with all"):
+        _error(batch, _options(importance, normalization), target=target)
+
+
+def test_dr_grpo_max_length_below_the_sequence_length():
+    with pytest.raises(LossInputError, match=r"^max_length: expected an int >= 6"):
+        _error(_batch(), _options("token", "dr_grpo", max_length=T - 1))
+    _error(_batch(), _options("token", "dr_grpo", max_length=T))  # equal is fine
