@@ -22,6 +22,7 @@ from .heads import (
 from .losses import *  # noqa: F403 - every catalogue loss, class and function, read from the registry
 from .losses import __all__ as _LOSSES
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
+from .losses.logprobs import TokenLogProbs, linear_logprobs, linear_logprobs_vjp
 from .targets import type_of_target
 
 
@@ -42,5 +43,6 @@ __all__ = [
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
     "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
     "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
+    "linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs",
     *_LOSSES,
 ]
