@@ -12,6 +12,8 @@ import pytest
 import torch
 from array_api_compat import array_namespace
 
+import losskit as lk
+from conftest import backend_available, library_of, to_backend, to_numpy
 from losskit import LossInputError
 from losskit.losses.policy import GRPOObjective, GRPOOptions, grpo_objective
 
@@ -303,3 +305,135 @@ def test_dr_grpo_max_length_below_the_sequence_length():
     with pytest.raises(LossInputError, match=r"^max_length: expected an int >= 6"):
         _error(_batch(), _options("token", "dr_grpo", max_length=T - 1))
     _error(_batch(), _options("token", "dr_grpo", max_length=T))  # equal is fine
+
+
+# ---- the fused loss: hidden, classifier, bias -> loss and gradients, against the materialised logits ----
+
+D, V = 4, 7
+
+
+def _fused_data(seed, dtype, with_bias, temperature):
+    """Hidden states, classifier, bias, targets with prompt / padding ignored, and old / ref log-probs
+    placed at log-ratios away from the clip bounds (read from the float64 naive log-probs)."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=(B, T, D)).astype(dtype)
+    classifier = rng.normal(size=(V, D)).astype(dtype)
+    bias = rng.normal(size=V).astype(dtype) if with_bias else None
+    target = rng.integers(0, V, size=(B, T))
+    target[0, 4:] = IGNORE
+    target[2, :2] = IGNORE
+    target[3, ::2] = IGNORE
+    logp = _naive_logps(torch.from_numpy(hidden.astype(np.float64)), torch.from_numpy(classifier.astype(np.float64)),
+                        None if bias is None else torch.from_numpy(bias.astype(np.float64)), target,
+                        temperature).numpy()
+    log_ratio = rng.choice([-0.9, -0.45, -0.3, -0.1, 0.05, 0.12, 0.25, 0.4, 0.8], size=(B, T))
+    old = (logp - log_ratio).astype(dtype)
+    ref = (logp + rng.normal(scale=0.5, size=(B, T))).astype(dtype)
+    advantages = np.array([1.3, -0.7, 0.0, 2.1, -1.6], dtype=dtype)
+    return hidden, classifier, bias, target, old, advantages, ref
+
+
+def _naive_logps(hidden, classifier, bias, target, temperature):
+    """The materialised logits, log_softmax, gather: float64 torch, differentiable."""
+    logits = hidden @ classifier.T
+    if bias is not None:
+        logits = logits + bias
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)
+    index = torch.from_numpy(np.where(target == IGNORE, 0, target))
+    return torch.gather(logprobs, -1, index[..., None])[..., 0] * torch.from_numpy(target != IGNORE)
+
+
+def _naive_fused(data, temperature, options):
+    hidden, classifier, bias, target, old, advantages, ref = (None if a is None else np.asarray(a, dtype=np.float64)
+                                                              if a.dtype.kind == "f" else a for a in data)
+    leaves = [torch.from_numpy(a).requires_grad_(True) for a in (hidden, classifier)]
+    leaves.append(None if bias is None else torch.from_numpy(bias).requires_grad_(True))
+    logp = _naive_logps(*leaves, target, temperature)
+    mask = torch.from_numpy((target != IGNORE).astype(np.float64))
+    loss = reference_loss(logp, mask, torch.from_numpy(old), torch.from_numpy(advantages), torch.from_numpy(ref),
+                          beta=options["beta"], epsilon_low=options["epsilon_low"],
+                          epsilon_high=options["epsilon_high"], importance=options["importance"],
+                          normalization=options["normalization"], max_length=options.get("max_length") or T)
+    grads = torch.autograd.grad(loss, [leaf for leaf in leaves if leaf is not None])
+    return loss.item(), [g.numpy() for g in grads]
+
+
+def _close(actual, expected, tol):
+    actual = np.asarray(actual, dtype=np.float64)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * float(np.max(np.abs(expected))))
+
+
+# chunk sizes in tokens (T = 6 per sequence): one pass (several sequences, one sequence, the whole
+# batch) and two passes (a sequence split in sub-chunks)
+CHUNKS = [None, T, 2 * T + 1, 1, 4]
+FUSED_CASES = [(imp, norm, beta, chunk) for (imp, norm, beta) in CASES for chunk in CHUNKS]
+
+
+@pytest.mark.parametrize(("importance", "normalization", "beta", "chunk_size"), FUSED_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_loss_and_gradients_match_the_materialised_logits(importance, normalization, beta, chunk_size, dtype):
+    with_bias, temperature = chunk_size != T, 0.7 if chunk_size in (None, 1) else 1.0
+    data = _fused_data(7, dtype, with_bias, temperature)
+    hidden, classifier, bias, target, old, advantages, ref = data
+    options = {"beta": beta, "epsilon_low": 0.2, "epsilon_high": 0.28, "importance": importance,
+               "normalization": normalization, "max_length": T + 2 if normalization == "dr_grpo" else None}
+    value, grads = lk.linear_grpo_loss_value_and_grad(
+        hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref, bias=bias,
+        temperature=temperature, ignore_index=IGNORE, chunk_size=chunk_size, **options)
+    expected, expected_grads = _naive_fused(data, temperature, options)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    assert np.asarray(value).dtype == dtype and grads[0].dtype == dtype
+    _close(value, expected, tol)
+    assert (grads[2] is None) == (bias is None)
+    for actual, reference in zip([g for g in grads if g is not None], expected_grads, strict=True):
+        _close(actual, reference, tol)
+    loss_only = lk.linear_grpo_loss(hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref,
+                                    bias=bias, temperature=temperature, ignore_index=IGNORE, chunk_size=chunk_size,
+                                    **options)
+    _close(loss_only, expected, tol)
+
+
+def test_fused_errors_name_the_argument():
+    hidden, classifier, bias, target, old, advantages, ref = _fused_data(0, np.float64, True, 1.0)
+    call = {"old_logps": old, "advantages": advantages, "ref_logps": ref, "beta": 0.04, "ignore_index": IGNORE}
+    cases = [({"old_logps": old[:, 1:]}, "old_logps"), ({"advantages": advantages[1:]}, "advantages"),
+             ({"ref_logps": ref[:-1]}, "ref_logps"), ({"ref_logps": None}, "ref_logps"), ({"beta": -1.0}, "beta"),
+             ({"epsilon_low": -0.1}, "epsilon_low"), ({"epsilon_high": -0.1}, "epsilon_high"),
+             ({"importance": "seq"}, "importance"), ({"normalization": "mean"}, "normalization"),
+             ({"normalization": "dr_grpo", "max_length": T - 1}, "max_length"), ({"chunk_size": 0}, "chunk_size"),
+             ({"temperature": 0.0}, "temperature")]
+    for changes, name in cases:
+        with pytest.raises(LossInputError, match=f"^{name}: expected"):
+            lk.linear_grpo_loss(hidden, classifier, target, **{**call, **changes})
+    with pytest.raises(LossInputError, match="^hidden: expected a 3-D array"):
+        lk.linear_grpo_loss(hidden[0], classifier, target[0], **call)
+    with pytest.raises(LossInputError, match="^target: expected integer token ids"):
+        lk.linear_grpo_loss(hidden, classifier, target[:, 1:], **call)
+    empty = target.copy()
+    empty[1] = IGNORE
+    for importance, normalization in (("token", "grpo"), ("sequence", "bnpo")):
+        with pytest.raises(LossInputError, match="^target: expected .* got sequence 1 with all its tokens ignored"):
+            lk.linear_grpo_loss(hidden, classifier, empty, importance=importance, normalization=normalization, **call)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax", "array_api_strict"])
+@pytest.mark.parametrize(("importance", "normalization"), [("token", "bnpo"), ("sequence", "grpo")])
+def test_fused_on_other_backends_matches_the_materialised_logits(backend, importance, normalization):
+    """The array-API path (no compiled kernel): the library's own arrays in, the same numbers out."""
+    if not backend_available(backend):
+        pytest.skip(f"{backend} is not installed")
+    data = _fused_data(3, np.float64, True, 1.3)
+    hidden, classifier, bias, target, old, advantages, ref = data
+    # ignored tokens' old / ref values are never read: inf there changes nothing
+    old, ref = np.where(target == IGNORE, np.inf, old), np.where(target == IGNORE, -np.inf, ref)
+    options = {"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.28, "importance": importance,
+               "normalization": normalization}
+    arrays = [to_backend(backend, a) for a in (hidden, classifier, bias, target, old, advantages, ref)]
+    value, grads = lk.linear_grpo_loss_value_and_grad(
+        arrays[0], arrays[1], arrays[3], old_logps=arrays[4], advantages=arrays[5], ref_logps=arrays[6],
+        bias=arrays[2], temperature=1.3, ignore_index=IGNORE, chunk_size=4, **options)
+    expected, expected_grads = _naive_fused(data, 1.3, options)
+    assert library_of(value) == library_of(grads[0]) == backend
+    _close(to_numpy(value), expected, 1e-10)
+    for actual, reference in zip(grads, expected_grads, strict=True):
+        _close(to_numpy(actual), reference, 1e-10)

@@ -49,8 +49,10 @@ from dataclasses import dataclass, fields
 
 from .. import _array, _checks
 from .declaration import number
+from .logprobs import linear_arrays, sequence_sweep
 
-__all__ = ["GRPOOptions", "GRPOObjective", "IMPORTANCE", "NORMALIZATIONS"]
+__all__ = ["linear_grpo_loss", "linear_grpo_loss_value_and_grad", "GRPOOptions", "GRPOObjective", "grpo_objective",
+           "IMPORTANCE", "NORMALIZATIONS"]
 
 IMPORTANCE = ("token", "sequence")
 NORMALIZATIONS = ("grpo", "bnpo", "dr_grpo")
@@ -223,3 +225,59 @@ def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, option
                            f"sequence ({why} takes a mean over a sequence's tokens)",
                            f"sequence {empty} with all its tokens ignored")
     return objective
+
+
+def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0,
+                                    epsilon_low=0.2, epsilon_high=0.2, importance="token", normalization="grpo",
+                                    max_length=None, temperature=1.0, bias=None, ignore_index=-100, chunk_size=None):
+    """``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_grpo_loss`, in one chunked
+    sweep (3 gemms per chunk; 4 when one sequence exceeds ``chunk_size`` tokens). ``grad_bias`` is
+    None without a bias; the gradients have the shapes of hidden, classifier and bias. Arguments and
+    shapes as :func:`linear_grpo_loss`; no gradient flows to ``old_logps``, ``advantages`` or ``ref_logps``."""
+    options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
+                          normalization=normalization, max_length=max_length)
+    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
+    ignore_index = _checks.ignore_index(ignore_index)
+    objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
+                               options=options, ignore_index=ignore_index)
+    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=temperature,
+                           ignore_index=ignore_index, objective=objective, chunk_size=chunk_size)
+    return sweep.loss, sweep.grads
+
+
+def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0, epsilon_low=0.2,
+                     epsilon_high=0.2, importance="token", normalization="grpo", max_length=None, temperature=1.0,
+                     bias=None, ignore_index=-100, chunk_size=None):
+    r"""The GRPO family's loss on ``hidden @ classifier.T (+ bias)``, without the N x V logits in memory.
+
+    .. math:: \ell_{it} = -\min(r_{it} A_i, \mathrm{clip}(r_{it}, 1 - \epsilon_{low}, 1 + \epsilon_{high}) A_i)
+              + \beta\,(e^{\mathrm{ref}_{it} - \log p_{it}} - (\mathrm{ref}_{it} - \log p_{it}) - 1),
+              \quad L = \sum_{i,t} m_{it} c_i \ell_{it}
+
+    with ``log p = log_softmax((hidden @ classifier.T + bias) / temperature)[target]``, the ratio
+    ``r_it = exp(log p_it - old_it)`` (``importance="token"``: GRPO, DAPO, Dr. GRPO) or
+    ``exp(mean_t(log p_it - old_it))`` for every token of sequence i (``"sequence"``: GSPO), and
+    ``c_i = 1 / (B n_i)`` (``normalization="grpo"``: mean over a sequence's ``n_i`` kept tokens,
+    then over sequences), ``1 / sum(n)`` (``"bnpo"``, DAPO's token-level mean) or
+    ``1 / (B max_length)`` (``"dr_grpo"``; ``max_length`` defaults to ``T``, target's length: pass
+    TRL's ``max_completion_length`` for a normaliser that does not change with the batch's
+    padding). As TRL's ``GRPOTrainer`` defines them; see :mod:`losskit.losses.policy` for the
+    gradients and the clip's ties.
+
+    Shapes: ``hidden [B, T, D]``, ``classifier [V, D]``, ``target [B, T]`` token ids with
+    ``ignore_index`` on prompt and padding, ``old_logps [B, T]`` (the sampling policy's per-token
+    log-probs, at the same temperature), ``advantages [B]``, ``ref_logps [B, T]`` (required when
+    ``beta > 0``), ``bias [V]``. Values of ``old_logps`` / ``ref_logps`` at ignored tokens are
+    never read. ``chunk_size``: tokens per chunk (default: about 2^25 logits per chunk).
+
+    >>> import numpy as np, losskit as lk
+    >>> h, c = np.ones((1, 2, 3)), np.zeros((4, 3))  # uniform over 4 tokens: log p = -log 4
+    >>> old = np.full((1, 2), -np.log(4))  # on-policy: r = 1, loss -A
+    >>> float(lk.linear_grpo_loss(h, c, np.array([[0, 3]]), old_logps=old, advantages=np.array([0.5])))
+    -0.5
+    """
+    return linear_grpo_loss_value_and_grad(
+        hidden, classifier, target, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps, beta=beta,
+        epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance, normalization=normalization,
+        max_length=max_length, temperature=temperature, bias=bias, ignore_index=ignore_index,
+        chunk_size=chunk_size)[0]
