@@ -437,3 +437,24 @@ def test_fused_on_other_backends_matches_the_materialised_logits(backend, import
     _close(to_numpy(value), expected, 1e-10)
     for actual, reference in zip(grads, expected_grads, strict=True):
         _close(to_numpy(actual), reference, 1e-10)
+
+
+def test_bnpo_batch_without_a_kept_token_gives_zero():
+    """docs/post-training.md: "bnpo" on a batch with no kept token is 0 (TRL clamps the count to 1)."""
+    mask = np.zeros((2, 3), dtype=bool)
+    logp = np.zeros((2, 3))
+    xp = array_namespace(logp)
+    objective = GRPOObjective(xp, mask, np.full((2, 3), 7.0), np.array([1.0, -1.0]), np.full((2, 3), -7.0),
+                              GRPOOptions(normalization="bnpo", beta=0.1))
+    loss, grad, _ = objective.terms(xp, logp, mask, 0, 2)
+    assert float(loss) == 0.0 and np.all(grad == 0)
+
+
+def test_the_docs_example_runs():
+    """docs/post-training.md's GRPO example (its asserts: on-policy, the loss is -mean(A))."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "post-training.md").read_text()
+    section = text[text.index("## GRPO family"):]
+    block = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+    exec(compile(block, "docs/post-training.md GRPO block", "exec"), {})
