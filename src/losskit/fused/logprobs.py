@@ -35,7 +35,7 @@ def token_stats_rows(z, labels, inv_temperature, logp, row_max, log_norm, rest, 
     ``entropy`` (float64 [n], when ``with_entropy``) and ``correct`` (uint8 [n]: the label is an
     argmax, ties counting as correct)."""
     n, k = z.shape
-    zero = z.dtype.type(0)
+    zero, one = z.dtype.type(0), z.dtype.type(1)
     t = z.dtype.type(inv_temperature)
     for i in prange(n):
         row = z[i]
@@ -47,22 +47,24 @@ def token_stats_rows(z, labels, inv_temperature, logp, row_max, log_norm, rest, 
         if not math.isfinite(m):
             flags[i] = 1
             continue
-        total = zero
+        below = zero  # the terms below the max: the normaliser is log1p(below + ties - 1), so a sure
+        ties = zero  # token keeps its tiny log-prob (log(1 + 1e-26) would round it to 0)
         others = zero
         moment = zero
         for j in range(k):
             d = row[j] * t - m
             e = vexp(d)
-            total += e
+            below += e if d < zero else zero
+            ties += one if d >= zero else zero
             others += zero if j == y else e
             if with_entropy:
                 moment += e * d
         s_y = float(row[y] * t) - float(m)
-        total64 = float(total)
+        total64 = float(below) + float(ties)
         if not (math.isfinite(total64) and math.isfinite(float(moment))):
             flags[i] = 1
             continue
-        norm = math.log(total64)
+        norm = math.log1p(float(below) + (float(ties) - 1.0))
         logp[i] = s_y - norm
         row_max[i] = m
         log_norm[i] = norm

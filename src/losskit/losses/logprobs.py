@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import _array, _checks
+from ..activations import log_normalizer_xp
 from .linear import CHUNK_ELEMENTS, accumulate_at_b
 
 __all__ = ["linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs", "Sweep", "sequence_sweep", "linear_arrays"]
@@ -139,11 +140,11 @@ class _Tokens:
         m = xp.max(s, axis=-1, keepdims=True)
         d = s - m
         e = xp.exp(d)
-        total = xp.sum(e, axis=-1)
+        norm = log_normalizer_xp(xp, d)[:, 0]  # log1p of the terms below the max: tiny log-probs kept
+        total = xp.exp(norm)
         onehot = labels[:, None] == self.classes
         zero = xp.zeros_like(d)
         d_y = xp.sum(xp.where(onehot, d, zero), axis=-1)
-        norm = xp.log(total)
         entropy = norm - xp.sum(e * d, axis=-1) / total if self.entropy else None
         rest = xp.sum(xp.where(onehot, zero, e), axis=-1) / total
         correct = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1) >= xp.max(z, axis=-1)
