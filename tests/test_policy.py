@@ -68,14 +68,14 @@ def _options(importance, normalization, beta=0.04, epsilon_low=0.2, epsilon_high
     if normalization == "dr_grpo" and max_length is None:
         max_length = T + 3
     return GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
-                       normalization=normalization, max_length=max_length)
+                       normalization=normalization, max_length=max_length, ignore_index=IGNORE)
 
 
 def _objective(batch, options):
     logp, mask, old, advantages, ref = batch
     target = np.where(mask, 1, IGNORE)
     return grpo_objective(array_namespace(logp), target, logp, old_logps=old, advantages=advantages,
-                          ref_logps=ref, options=options, ignore_index=IGNORE)
+                          ref_logps=ref, options=options)
 
 
 def _reference(batch, options, logp=None):
@@ -258,7 +258,9 @@ def test_options_errors_name_the_argument():
     cases = [({"beta": -0.1}, "beta"), ({"epsilon_low": -0.2}, "epsilon_low"), ({"epsilon_high": -1}, "epsilon_high"),
              ({"beta": float("nan")}, "beta"), ({"importance": "tokens"}, "importance"),
              ({"normalization": "dapo"}, "normalization"), ({"max_length": 0}, "max_length"),
-             ({"max_length": 2.5}, "max_length")]
+             ({"max_length": 2.5}, "max_length"), ({"temperature": 0}, "temperature"),
+             ({"temperature": float("inf")}, "temperature"), ({"chunk_size": 0}, "chunk_size"),
+             ({"chunk_size": 2.0}, "chunk_size"), ({"ignore_index": 1.5}, "ignore_index")]
     for kwargs, name in cases:
         with pytest.raises(LossInputError, match=f"^{name}: expected"):
             GRPOOptions(**kwargs)
@@ -269,7 +271,7 @@ def _error(batch, options, **changes):
     arrays = {"old_logps": old, "advantages": advantages, "ref_logps": ref, **changes}
     target = changes.pop("target", np.where(mask, 1, IGNORE))
     arrays.pop("target", None)
-    return grpo_objective(array_namespace(logp), target, logp, options=options, ignore_index=IGNORE, **arrays)
+    return grpo_objective(array_namespace(logp), target, logp, options=options, **arrays)
 
 
 def test_data_errors_name_the_argument():
@@ -458,3 +460,111 @@ def test_the_docs_example_runs():
     section = text[text.index("## GRPO family"):]
     block = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
     exec(compile(block, "docs/post-training.md GRPO block", "exec"), {})
+
+
+# ---- torch and JAX forms ----
+
+TORCH_CASES = [("token", "bnpo", 0.04), ("sequence", "grpo", 0.04), ("token", "dr_grpo", 0.0)]
+
+
+def _layer_options(importance, normalization, beta):
+    return {"beta": beta, "epsilon_low": 0.2, "epsilon_high": 0.28, "importance": importance,
+            "normalization": normalization, "temperature": 0.8, "chunk_size": 4}
+
+
+@pytest.mark.parametrize(("importance", "normalization", "beta"), TORCH_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_torch_module_backward_matches_the_materialised_logits_and_numpy(importance, normalization, beta, dtype):
+    import losskit.torch as lt
+
+    data = _fused_data(11, dtype, True, 0.8)
+    hidden, classifier, bias, target, old, advantages, ref = data
+    options = _layer_options(importance, normalization, beta)
+    expected, expected_grads = _naive_fused(data, 0.8, {**options, "max_length": None})
+    core_value, core_grads = lk.linear_grpo_loss_value_and_grad(
+        hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref, bias=bias, **options)
+    leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier, bias)]
+    constants = [torch.tensor(a, requires_grad=True) for a in (old, advantages, ref)]
+    loss = lt.LinearGRPOLoss(**options)(leaves[0], leaves[1], torch.tensor(target), old_logps=constants[0],
+                                        advantages=constants[1], ref_logps=constants[2], bias=leaves[2])
+    (3 * loss).backward()
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    assert loss.dtype == leaves[0].dtype and loss.shape == ()
+    _close(loss.item(), expected, tol)
+    assert loss.item() == pytest.approx(float(core_value), rel=1e-12 if dtype == np.float64 else 1e-6)
+    for leaf, reference, core in zip(leaves, expected_grads, core_grads, strict=True):
+        _close(leaf.grad.numpy(), 3 * reference, tol)
+        _close(leaf.grad.numpy(), 3 * core, 1e-12 if dtype == np.float64 else 1e-6)
+    assert all(c.grad is None for c in constants)  # constants of the loss: no gradient
+
+
+def test_torch_module_compiles_fullgraph_and_runs_on_meta():
+    import losskit.torch as lt
+
+    hidden, classifier, bias, target, old, advantages, ref = _fused_data(12, np.float64, True, 1.0)
+    module = lt.LinearGRPOLoss(beta=0.04, importance="sequence", normalization="bnpo", chunk_size=5)
+    expected, expected_grads = _naive_fused((hidden, classifier, bias, target, old, advantages, ref), 1.0,
+                                            {"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.2,
+                                             "importance": "sequence", "normalization": "bnpo"})
+    constants = {"old_logps": torch.tensor(old), "advantages": torch.tensor(advantages), "ref_logps": torch.tensor(ref)}
+
+    def step(h, c, b, y):
+        return 2 * module(h @ torch.eye(D, dtype=h.dtype), c, y, bias=b, **constants)
+
+    for run in (step, torch.compile(step, fullgraph=True)):
+        leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier, bias)]
+        out = run(*leaves, torch.tensor(target))
+        out.backward()
+        assert out.item() == pytest.approx(2 * expected, rel=1e-10)
+        for leaf, reference in zip(leaves, expected_grads, strict=True):
+            _close(leaf.grad.numpy(), 2 * reference, 1e-10)
+    meta = [torch.zeros(a.shape, device="meta", requires_grad=True) for a in (hidden, classifier, bias)]
+    out = module(meta[0], meta[1], torch.tensor(target).to("meta"), bias=meta[2],
+                 **{k: v.to(device="meta", dtype=torch.float32) for k, v in constants.items()})
+    out.backward()
+    assert out.shape == () and [m.grad.shape for m in meta] == [m.shape for m in meta]
+
+
+def test_torch_module_checks_its_options_once_and_shows_them():
+    import losskit.torch as lt
+
+    for kwargs, name in (({"beta": -1.0}, "beta"), ({"epsilon_high": -0.1}, "epsilon_high"),
+                         ({"importance": "tok"}, "importance"), ({"normalization": "x"}, "normalization"),
+                         ({"max_length": 0}, "max_length"), ({"temperature": -1.0}, "temperature"),
+                         ({"chunk_size": 0}, "chunk_size")):
+        with pytest.raises(LossInputError, match=f"^{name}: expected"):
+            lt.LinearGRPOLoss(**kwargs)
+    text = repr(lt.LinearGRPOLoss(beta=0.04, importance="sequence"))
+    assert "beta=0.04" in text and "importance='sequence'" in text
+    with pytest.raises(LossInputError, match="^ref_logps: expected"):
+        lt.LinearGRPOLoss(beta=0.1)(torch.zeros(1, 2, 3), torch.zeros(4, 3), torch.zeros(1, 2, dtype=torch.long),
+                                    old_logps=torch.zeros(1, 2), advantages=torch.ones(1))
+
+
+@pytest.mark.parametrize(("importance", "normalization", "beta"), TORCH_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_jax_jit_grad_matches_the_materialised_logits_and_numpy(importance, normalization, beta, dtype):
+    import jax
+    import jax.numpy as jnp
+
+    import losskit.jax as lj
+
+    data = _fused_data(13, dtype, True, 0.8)
+    hidden, classifier, bias, target, old, advantages, ref = data
+    options = _layer_options(importance, normalization, beta)
+    expected, expected_grads = _naive_fused(data, 0.8, {**options, "max_length": None})
+    core_value, core_grads = lk.linear_grpo_loss_value_and_grad(
+        hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref, bias=bias, **options)
+
+    def loss(h, c, b):
+        return 3 * lj.linear_grpo_loss(h, c, target, old_logps=jnp.asarray(old), advantages=jnp.asarray(advantages),
+                                       ref_logps=jnp.asarray(ref), bias=b, **options)
+
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(*map(jnp.asarray, (hidden, classifier, bias)))
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    assert value.dtype == dtype
+    _close(float(value), 3 * expected, tol)
+    assert float(value) == pytest.approx(3 * float(core_value), rel=1e-12 if dtype == np.float64 else 1e-6)
+    for grad, reference, core in zip(grads, expected_grads, core_grads, strict=True):
+        _close(np.asarray(grad), 3 * reference, tol)
+        _close(np.asarray(grad), 3 * core, 1e-12 if dtype == np.float64 else 1e-6)

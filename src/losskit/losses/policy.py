@@ -60,7 +60,8 @@ NORMALIZATIONS = ("grpo", "bnpo", "dr_grpo")
 
 @dataclass(frozen=True, eq=False)
 class GRPOOptions:
-    """The GRPO family's own options, checked once, for every entry (NumPy, torch, JAX)."""
+    """The options of a GRPO-family call, checked once, for every entry (NumPy, torch, JAX): the
+    loss's own and the sweep's (``temperature``, ``ignore_index``, ``chunk_size``)."""
 
     beta: float = 0.0
     epsilon_low: float = 0.2
@@ -68,9 +69,17 @@ class GRPOOptions:
     importance: str = "token"
     normalization: str = "grpo"
     max_length: int | None = None
+    temperature: float = 1.0
+    ignore_index: int | None = -100
+    chunk_size: int | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
+        set_(self, "temperature", number(self.temperature, "temperature", low=0.0, low_open=True))
+        set_(self, "ignore_index", _checks.ignore_index(self.ignore_index))
+        if self.chunk_size is not None:
+            set_(self, "chunk_size", _checks.int_at_least(self.chunk_size, "chunk_size", 1,
+                                                           "None or a positive int (tokens per chunk)"))
         set_(self, "beta", number(self.beta, "beta", low=0.0))
         set_(self, "epsilon_low", number(self.epsilon_low, "epsilon_low", low=0.0))
         set_(self, "epsilon_high", number(self.epsilon_high, "epsilon_high", low=0.0))
@@ -200,10 +209,9 @@ class GRPOObjective:
         return xp.sum(loss * weight), grad * weight, stats
 
 
-def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, options: GRPOOptions,
-                   ignore_index: int | None = -100) -> GRPOObjective:
-    """The checked objective of one call: ``target [B, T]`` integer (its ``ignore_index`` tokens
-    are not kept), the other arrays as :class:`GRPOObjective` takes them, in ``like``'s dtype.
+def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, options: GRPOOptions) -> GRPOObjective:
+    """The checked objective of one call: ``target [B, T]`` integer (its ``options.ignore_index``
+    tokens are not kept), the other arrays as :class:`GRPOObjective` takes them, in ``like``'s dtype.
 
     Raises LossInputError naming the argument: shapes that disagree with target's; ``ref_logps``
     missing for ``beta > 0``; ``max_length`` below target's length for "dr_grpo"; a sequence
@@ -215,6 +223,7 @@ def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, option
     if options.normalization == "dr_grpo" and options.max_length is not None and options.max_length < n_tokens:
         raise _checks.fail("max_length", f"an int >= {n_tokens} (target's length: dr_grpo divides by B * max_length, "
                            "the most tokens a sequence may hold)", repr(options.max_length))
+    ignore_index = options.ignore_index
     mask = xp.ones(target.shape, dtype=xp.bool, device=_array.device(target)) if ignore_index is None \
         else target != ignore_index
     objective = GRPOObjective(xp, mask, old_logps, advantages, ref_logps, options)
@@ -235,13 +244,13 @@ def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, ad
     None without a bias; the gradients have the shapes of hidden, classifier and bias. Arguments and
     shapes as :func:`linear_grpo_loss`; no gradient flows to ``old_logps``, ``advantages`` or ``ref_logps``."""
     options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
-                          normalization=normalization, max_length=max_length)
+                          normalization=normalization, max_length=max_length, temperature=temperature,
+                          ignore_index=ignore_index, chunk_size=chunk_size)
     xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
-    ignore_index = _checks.ignore_index(ignore_index)
     objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
-                               options=options, ignore_index=ignore_index)
-    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=temperature,
-                           ignore_index=ignore_index, objective=objective, chunk_size=chunk_size)
+                               options=options)
+    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
+                           ignore_index=options.ignore_index, objective=objective, chunk_size=options.chunk_size)
     return sweep.loss, sweep.grads
 
 
