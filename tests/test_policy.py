@@ -285,12 +285,24 @@ def test_data_errors_name_the_argument():
              ({"old_logps": None}, "old_logps", "None"),
              ({"advantages": None}, "advantages", "None"),
              ({"ref_logps": None}, "ref_logps", "beta=0.04 > 0"),
-             ({"old_logps": np.zeros((B, T), dtype=np.int64)}, "old_logps", "floating")]
+             ({"old_logps": np.zeros((B, T), dtype=bool)}, "old_logps", "real numbers"),
+             ({"advantages": np.ones(B, dtype=np.complex128)}, "advantages", "real numbers")]
     for changes, name, text in cases:
         with pytest.raises(LossInputError, match=f"^{name}: expected.*{text}"):
             _error(batch, options, **changes)
     # beta = 0 needs no reference
     _error(batch, _options("token", "grpo", beta=0.0), ref_logps=None)
+
+
+def test_integer_advantages_and_lists_are_taken_as_numbers():
+    batch = _batch(seed=6)
+    options = _options("token", "grpo")
+    signs = np.array([1, -1, 0, 1, -1])
+    objective = _error(batch, options, advantages=signs, old_logps=batch[2].tolist())
+    loss, _ = _terms(objective, batch)
+    expected = _reference((batch[0], batch[1], batch[2], signs.astype(np.float64), batch[4]), options)
+    assert objective.advantages.dtype == np.float64
+    assert loss == pytest.approx(float(expected), rel=1e-13)
 
 
 @pytest.mark.parametrize(("importance", "normalization"),
@@ -452,14 +464,18 @@ def test_bnpo_batch_without_a_kept_token_gives_zero():
     assert float(loss) == 0.0 and np.all(grad == 0)
 
 
-def test_the_docs_example_runs():
-    """docs/post-training.md's GRPO example (its asserts: on-policy, the loss is -mean(A))."""
+def test_the_docs_examples_run():
+    """docs/post-training.md's GRPO examples, NumPy and torch (their asserts: closed forms on-policy)."""
+    import re
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "post-training.md").read_text()
     section = text[text.index("## GRPO family"):]
-    block = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
-    exec(compile(block, "docs/post-training.md GRPO block", "exec"), {})
+    section = section[:section.index("\n## ", 3)] if "\n## " in section[3:] else section
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"docs/post-training.md GRPO block {index}", "exec"), {})
 
 
 # ---- torch and JAX forms ----
@@ -568,3 +584,12 @@ def test_jax_jit_grad_matches_the_materialised_logits_and_numpy(importance, norm
     for grad, reference, core in zip(grads, expected_grads, core_grads, strict=True):
         _close(np.asarray(grad), 3 * reference, tol)
         _close(np.asarray(grad), 3 * core, 1e-12 if dtype == np.float64 else 1e-6)
+
+
+def test_torch_policy_doctests():
+    """losskit.torch's doctests are run by their own test modules (test_package skips the framework layers)."""
+    import doctest
+
+    import losskit.torch.policy as module
+
+    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

@@ -102,7 +102,7 @@ class GRPOOptions:
 
 def policy_arrays(xp, n_rows: int, n_tokens: int, like, old_logps, advantages, ref_logps, options: GRPOOptions):
     """``old_logps [B, T]``, ``advantages [B]`` and ``ref_logps [B, T]`` (or None) checked and in
-    ``like``'s dtype; ``ref_logps`` is required when ``beta > 0``."""
+    ``like``'s dtype (integers and lists are taken); ``ref_logps`` is required when ``beta > 0``."""
     _, arrays = _array.namespace(old_logps=old_logps, advantages=advantages, ref_logps=ref_logps, like=like)
     token_shape = (n_rows, n_tokens)
     out = []
@@ -115,7 +115,8 @@ def policy_arrays(xp, n_rows: int, n_tokens: int, like, old_logps, advantages, r
             expected = f"an array of shape {shape}" if name != "ref_logps" else \
                 f"the reference model's per-token log-probs, shape {shape}, for beta={options.beta:g} > 0"
             raise _checks.fail(name, expected, "None")
-        _checks.floating(xp, value, name)
+        if not xp.isdtype(value.dtype, ("real floating", "integral")):  # integers (a +-1 advantage) are cast
+            raise _checks.fail(name, "real numbers", f"dtype {value.dtype}")
         if tuple(value.shape) != shape:
             per = "one advantage per sequence" if name == "advantages" else "one log-prob per token"
             raise _checks.fail(name, f"shape {shape} ({per} of target, shape {token_shape}; losskit never "
