@@ -423,6 +423,9 @@ def test_fused_errors_name_the_argument():
         lk.linear_grpo_loss(hidden[0], classifier, target[0], **call)
     with pytest.raises(LossInputError, match="^target: expected integer token ids"):
         lk.linear_grpo_loss(hidden, classifier, target[:, 1:], **call)
+    with pytest.raises(LossInputError, match="^arrays: expected arrays of one library.*old_logps: numpy"):
+        lk.linear_grpo_loss(torch.tensor(hidden), torch.tensor(classifier), torch.tensor(target),
+                            **{**call, "advantages": torch.tensor(advantages), "ref_logps": torch.tensor(ref)})
     empty = target.copy()
     empty[1] = IGNORE
     for importance, normalization in (("token", "grpo"), ("sequence", "bnpo")):

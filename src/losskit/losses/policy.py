@@ -75,11 +75,6 @@ class GRPOOptions:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "temperature", number(self.temperature, "temperature", low=0.0, low_open=True))
-        set_(self, "ignore_index", _checks.ignore_index(self.ignore_index))
-        if self.chunk_size is not None:
-            set_(self, "chunk_size", _checks.int_at_least(self.chunk_size, "chunk_size", 1,
-                                                           "None or a positive int (tokens per chunk)"))
         set_(self, "beta", number(self.beta, "beta", low=0.0))
         set_(self, "epsilon_low", number(self.epsilon_low, "epsilon_low", low=0.0))
         set_(self, "epsilon_high", number(self.epsilon_high, "epsilon_high", low=0.0))
@@ -90,6 +85,11 @@ class GRPOOptions:
         if self.max_length is not None:
             set_(self, "max_length", _checks.int_at_least(self.max_length, "max_length", 1,
                                                            "None or a positive int (tokens)"))
+        set_(self, "temperature", number(self.temperature, "temperature", low=0.0, low_open=True))
+        set_(self, "ignore_index", _checks.ignore_index(self.ignore_index))
+        if self.chunk_size is not None:
+            set_(self, "chunk_size", _checks.int_at_least(self.chunk_size, "chunk_size", 1,
+                                                           "None or a positive int (tokens per chunk)"))
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -103,7 +103,8 @@ class GRPOOptions:
 def policy_arrays(xp, n_rows: int, n_tokens: int, like, old_logps, advantages, ref_logps, options: GRPOOptions):
     """``old_logps [B, T]``, ``advantages [B]`` and ``ref_logps [B, T]`` (or None) checked and in
     ``like``'s dtype (integers and lists are taken); ``ref_logps`` is required when ``beta > 0``."""
-    _, arrays = _array.namespace(old_logps=old_logps, advantages=advantages, ref_logps=ref_logps, like=like)
+    # hidden: the array ``like`` is, named as the user knows it in a "one library" error
+    _, arrays = _array.namespace(hidden=like, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps)
     token_shape = (n_rows, n_tokens)
     out = []
     for name, shape in (("old_logps", token_shape), ("advantages", (n_rows,)), ("ref_logps", token_shape)):
