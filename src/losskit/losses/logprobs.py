@@ -117,35 +117,33 @@ class _Tokens:
             xp.ones(target.shape, dtype=xp.bool, device=_array.device(target))
         self.labels = xp.where(self.mask, target, xp.zeros_like(target))
         self.host = _host_kernels(hidden, classifier, bias)
-        if self.host is None:
-            self.classes = xp.arange(self.n_vocab, dtype=target.dtype, device=_array.device(hidden))
+        self.classes = xp.arange(self.n_vocab, dtype=target.dtype, device=_array.device(hidden))
 
     def logits(self, h):
         z = h @ self.xp.matrix_transpose(self.classifier)
         return z if self.bias is None else z + self.bias
 
-    def stats(self, h, labels):
+    def stats(self, h, labels, for_grad=False):
         """``(z, logp, entropy, correct, state)`` of tokens ``h [n, D]``; ``state`` is what
-        :meth:`grad` needs to turn ``z`` into the gradient."""
+        :meth:`grad` needs to turn ``z`` into the gradient (``for_grad``: it will be asked)."""
         z = self.logits(h)
         if self.host is not None:
-            result = self.host.stats(z, labels, self.inv_t, self.entropy)
+            result = self.host.stats(z, labels, self.inv_t, self.entropy, for_grad)
             if result is not None:
                 return result
+            z = self.logits(h)  # a flagged chunk: the kernel may have written exps into z
         return self._stats_xp(z, labels)
 
     def _stats_xp(self, z, labels):
         xp = self.xp
-        s = z * self.inv_t
-        m = xp.max(s, axis=-1, keepdims=True)
-        d = s - m
+        d = (z - xp.max(z, axis=-1, keepdims=True)) * self.inv_t  # not z / T - max: that overflows first
         e = xp.exp(d)
         norm = log_normalizer_xp(xp, d)[:, 0]  # log1p of the terms below the max: tiny log-probs kept
         total = xp.exp(norm)
         onehot = labels[:, None] == self.classes
         zero = xp.zeros_like(d)
         d_y = xp.sum(xp.where(onehot, d, zero), axis=-1)
-        entropy = norm - xp.sum(e * d, axis=-1) / total if self.entropy else None
+        entropy = norm - xp.sum(xp.where(e > 0, e * d, zero), axis=-1) / total if self.entropy else None
         rest = xp.sum(xp.where(onehot, zero, e), axis=-1) / total
         correct = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1) >= xp.max(z, axis=-1)
         return z, d_y - norm, entropy, correct, (e / total[:, None], onehot, rest)
@@ -185,7 +183,7 @@ class _Host:
     chunk buffer becoming its own gradient. A chunk with a non-finite logit returns None from
     :meth:`stats`, and the caller takes the array-API expression, which gives the limits."""
 
-    def stats(self, z, labels, inv_t, with_entropy):
+    def stats(self, z, labels, inv_t, with_entropy, store_exp):
         import numpy as np
 
         from ..fused.logprobs import token_stats_rows
@@ -195,11 +193,12 @@ class _Host:
         logp, row_max, log_norm, rest = (np.empty(n) for _ in range(4))
         entropy = np.empty(n if with_entropy else 0)
         correct, flags = np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8)
-        token_stats_rows(z, labels, inv_t, logp, row_max, log_norm, rest, entropy, correct, with_entropy, flags)
+        token_stats_rows(z, labels, inv_t, logp, row_max, log_norm, rest, entropy, correct, with_entropy, store_exp,
+                         flags)
         if flags.any():
             return None
         return (z, logp.astype(z.dtype), entropy.astype(z.dtype) if with_entropy else None, correct.astype(bool),
-                _HostState(labels, row_max, log_norm, rest))
+                _HostState(labels, row_max, log_norm, rest, store_exp))
 
     def grad(self, z, inv_t, coef, state):
         import numpy as np
@@ -207,7 +206,7 @@ class _Host:
         from ..fused.logprobs import token_grad_rows
 
         token_grad_rows(z, state.labels, inv_t, state.row_max, state.log_norm, state.rest,
-                        np.ascontiguousarray(coef, dtype=np.float64))
+                        np.ascontiguousarray(coef, dtype=np.float64), state.stored)
         return z
 
 
@@ -218,6 +217,7 @@ class _HostState(NamedTuple):
     row_max: Any
     log_norm: Any
     rest: Any
+    stored: bool
 
 
 def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100,
@@ -304,7 +304,7 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Res
             [(0, h.shape[0])]
         kept = []
         for a, b in subs:
-            z, logp, ent, correct, state = tokens.stats(h[a:b, ...], y[a:b])
+            z, logp, ent, correct, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=with_grad and not two_pass)
             zero = xp.zeros_like(logp)
             logps.append(xp.where(keep[a:b], logp, zero))
             if ent is not None:
@@ -323,7 +323,7 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Res
         # pass 2: the gradient, in the chunk's own buffer (recomputed when a unit was split)
         for (a, b), (z, state) in zip(subs, kept, strict=True):
             if z is None:
-                z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b])
+                z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=True)
             tokens.backprop(h[a:b, ...], tokens.grad(z, y[a:b], coef[a:b], state), grad_parts, grads)
     pieces = tuple(_in_order(xp, parts, order) if parts else None for parts in (logps, entropies, corrects))
     if not with_grad:
