@@ -23,6 +23,7 @@ from .losses import *  # noqa: F403 - every catalogue loss, class and function, 
 from .losses import __all__ as _LOSSES
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .losses.logprobs import TokenLogProbs, linear_logprobs, linear_logprobs_vjp
+from .losses.policy import linear_grpo_loss, linear_grpo_loss_value_and_grad
 from .losses.preference import linear_preference_loss, linear_preference_loss_value_and_grad
 from .targets import type_of_target
 
@@ -45,6 +46,7 @@ __all__ = [
     "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
     "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
     "linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs",
+    "linear_grpo_loss", "linear_grpo_loss_value_and_grad",
     "linear_preference_loss", "linear_preference_loss_value_and_grad",
     *_LOSSES,
 ]

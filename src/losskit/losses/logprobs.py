@@ -15,11 +15,14 @@ Design note: the formula's ``c_t`` depends on whole sequences (a DPO pair's summ
 GSPO sequence's mean), so :func:`sequence_sweep` hands the loss's *objective* whole *units* (a
 pair, a sequence): a chunk of logits holds one or more whole units, the objective returns
 ``c_t`` for them, and the same chunk buffer becomes the gradient (3 gemms per token in all, as
-the linear cross-entropy). A unit larger than the chunk budget is done in two passes (log-probs
-over sub-chunks, then the logits recomputed for the gradient: one gemm more) rather than held
-whole. The objective divides by batch-wide counts, never by a chunk's, so the chunks' losses add
-up to the loss. The objective protocol (``n_units``, ``rows(start, stop)``, ``terms(xp, logp,
-mask, start, stop) -> (loss, dlogp, stats)``) is documented on :func:`sequence_sweep`.
+the linear cross-entropy). With the default budget (about 2^25 logits per chunk) a unit of up to
+4x the budget is held whole in one chunk (a DPO pair of 2 x 256 tokens at V = 128256 is 2x): one
+gemm fewer is worth the larger buffer. A larger unit, or one over an explicit ``chunk_size``, is
+done in two passes (log-probs over sub-chunks, then the logits recomputed for the gradient: one
+gemm more), so any sequence length fits in bounded memory. The objective divides by batch-wide
+counts, never by a chunk's, so the chunks' losses add up to the loss. The objective protocol
+(``n_units``, ``rows(start, stop)``, ``terms(xp, logp, mask, start, stop) -> (loss, dlogp,
+stats)``) is documented on :func:`sequence_sweep`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from typing import Any, NamedTuple
 from .. import _array, _checks
 from ..activations import log_normalizer_xp
 from .linear import CHUNK_ELEMENTS, accumulate_at_b
+
+#: with the default budget, a unit of up to this many times the budget is held whole (one pass)
+WHOLE_UNIT_FACTOR = 4
 
 __all__ = ["linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs", "Sweep", "sequence_sweep", "linear_arrays"]
 
@@ -117,35 +123,33 @@ class _Tokens:
             xp.ones(target.shape, dtype=xp.bool, device=_array.device(target))
         self.labels = xp.where(self.mask, target, xp.zeros_like(target))
         self.host = _host_kernels(hidden, classifier, bias)
-        if self.host is None:
-            self.classes = xp.arange(self.n_vocab, dtype=target.dtype, device=_array.device(hidden))
+        self.classes = xp.arange(self.n_vocab, dtype=target.dtype, device=_array.device(hidden))
 
     def logits(self, h):
         z = h @ self.xp.matrix_transpose(self.classifier)
         return z if self.bias is None else z + self.bias
 
-    def stats(self, h, labels):
+    def stats(self, h, labels, for_grad=False):
         """``(z, logp, entropy, correct, state)`` of tokens ``h [n, D]``; ``state`` is what
-        :meth:`grad` needs to turn ``z`` into the gradient."""
+        :meth:`grad` needs to turn ``z`` into the gradient (``for_grad``: it will be asked)."""
         z = self.logits(h)
         if self.host is not None:
-            result = self.host.stats(z, labels, self.inv_t, self.entropy)
+            result = self.host.stats(z, labels, self.inv_t, self.entropy, for_grad)
             if result is not None:
                 return result
+            z = self.logits(h)  # a flagged chunk: the kernel may have written exps into z
         return self._stats_xp(z, labels)
 
     def _stats_xp(self, z, labels):
         xp = self.xp
-        s = z * self.inv_t
-        m = xp.max(s, axis=-1, keepdims=True)
-        d = s - m
+        d = (z - xp.max(z, axis=-1, keepdims=True)) * self.inv_t  # not z / T - max: that overflows first
         e = xp.exp(d)
         norm = log_normalizer_xp(xp, d)[:, 0]  # log1p of the terms below the max: tiny log-probs kept
         total = xp.exp(norm)
         onehot = labels[:, None] == self.classes
         zero = xp.zeros_like(d)
         d_y = xp.sum(xp.where(onehot, d, zero), axis=-1)
-        entropy = norm - xp.sum(e * d, axis=-1) / total if self.entropy else None
+        entropy = norm - xp.sum(xp.where(e > 0, e * d, zero), axis=-1) / total if self.entropy else None
         rest = xp.sum(xp.where(onehot, zero, e), axis=-1) / total
         correct = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1) >= xp.max(z, axis=-1)
         return z, d_y - norm, entropy, correct, (e / total[:, None], onehot, rest)
@@ -185,7 +189,7 @@ class _Host:
     chunk buffer becoming its own gradient. A chunk with a non-finite logit returns None from
     :meth:`stats`, and the caller takes the array-API expression, which gives the limits."""
 
-    def stats(self, z, labels, inv_t, with_entropy):
+    def stats(self, z, labels, inv_t, with_entropy, store_exp):
         import numpy as np
 
         from ..fused.logprobs import token_stats_rows
@@ -195,11 +199,12 @@ class _Host:
         logp, row_max, log_norm, rest = (np.empty(n) for _ in range(4))
         entropy = np.empty(n if with_entropy else 0)
         correct, flags = np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8)
-        token_stats_rows(z, labels, inv_t, logp, row_max, log_norm, rest, entropy, correct, with_entropy, flags)
+        token_stats_rows(z, labels, inv_t, logp, row_max, log_norm, rest, entropy, correct, with_entropy, store_exp,
+                         flags)
         if flags.any():
             return None
         return (z, logp.astype(z.dtype), entropy.astype(z.dtype) if with_entropy else None, correct.astype(bool),
-                _HostState(labels, row_max, log_norm, rest))
+                _HostState(labels, row_max, log_norm, rest, store_exp))
 
     def grad(self, z, inv_t, coef, state):
         import numpy as np
@@ -207,7 +212,7 @@ class _Host:
         from ..fused.logprobs import token_grad_rows
 
         token_grad_rows(z, state.labels, inv_t, state.row_max, state.log_norm, state.rest,
-                        np.ascontiguousarray(coef, dtype=np.float64))
+                        np.ascontiguousarray(coef, dtype=np.float64), state.stored)
         return z
 
 
@@ -218,6 +223,7 @@ class _HostState(NamedTuple):
     row_max: Any
     log_norm: Any
     rest: Any
+    stored: bool
 
 
 def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100,
@@ -230,7 +236,7 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     with ``logp``, ``mask`` ``[len(rows), T]`` (logp 0 where masked) returns ``(loss, dlogp,
     stats)``: this chunk's 0-d contribution to the loss, ``d loss / d logp`` (0 where masked) and a
     dict of per-unit arrays. Chunks hold whole units (see the module note); ``chunk_size`` is the
-    budget in tokens (default: about 2^25 logits).
+    budget in tokens (default: about 2^25 logits, and a unit of up to 4x that in one chunk).
     """
     temperature = _temperature(temperature)
     ignore_index = _checks.ignore_index(ignore_index)
@@ -238,14 +244,15 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     if n_seq * n_tok == 0:
         return _empty(xp, hidden, classifier, bias, objective, entropy, accuracy)
     budget = _chunk_rows(chunk_size, classifier.shape[0])
+    whole_unit = budget if chunk_size is not None else WHOLE_UNIT_FACTOR * budget
     _checks.labels_in_range(xp, target, classifier.shape[0], ignore_index)
     tokens = _Tokens(xp, hidden, classifier, target, bias, temperature, ignore_index, entropy)
     if objective is None:  # no unit: any tokens may share a chunk
         flat = _Flat(n_seq * n_tok)
         result = _run(xp, tokens, xp.reshape(hidden, (n_seq * n_tok, 1, hidden.shape[-1])),
-                      xp.reshape(tokens.labels, (-1, 1)), xp.reshape(tokens.mask, (-1, 1)), flat, budget, False)
+                      xp.reshape(tokens.labels, (-1, 1)), xp.reshape(tokens.mask, (-1, 1)), flat, budget, False, budget)
         return Sweep(*(None if a is None else xp.reshape(a, (n_seq, n_tok)) for a in result.pieces[:3]))
-    result = _run(xp, tokens, hidden, tokens.labels, tokens.mask, objective, budget, True)
+    result = _run(xp, tokens, hidden, tokens.labels, tokens.mask, objective, budget, True, whole_unit)
     logps, entropy_, correct = result.pieces[:3]
     return Sweep(logps, entropy_, correct if accuracy else None, result.loss,
                  (result.grad_hidden, *result.grads), result.stats)
@@ -270,11 +277,12 @@ class _Result:
     stats: dict = field(default_factory=dict)
 
 
-def _plan(objective, n_tok: int, budget: int):
-    """``(start, stop)`` unit ranges: as many whole units as fit the budget, at least one."""
+def _plan(objective, n_tok: int, budget: int, whole_unit: int):
+    """``(start, stop)`` unit ranges, as many whole units as fit the budget (at least one), and
+    whether a unit is larger than ``whole_unit`` tokens (then it is swept in two passes)."""
     per_unit = len(objective.rows(0, 1)) * n_tok if objective.n_units else 1
     step = max(1, budget // max(per_unit, 1))
-    return [(s, min(s + step, objective.n_units)) for s in range(0, objective.n_units, step)], per_unit > budget
+    return [(s, min(s + step, objective.n_units)) for s in range(0, objective.n_units, step)], per_unit > whole_unit
 
 
 def _take_rows(xp, array, rows):
@@ -284,9 +292,9 @@ def _take_rows(xp, array, rows):
     return xp.take(array, xp.asarray(rows, device=_array.device(array)), axis=0)
 
 
-def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Result:
+def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_unit) -> _Result:
     n_tok, n_feat = hidden.shape[1], hidden.shape[-1]
-    chunks, two_pass = _plan(objective, n_tok, budget)
+    chunks, two_pass = _plan(objective, n_tok, budget, whole_unit)
     order, logps, entropies, corrects, grad_parts = [], [], [], [], []
     grads = [xp.zeros(tokens.classifier.shape, dtype=tokens.classifier.dtype,
                       device=_array.device(tokens.classifier)),
@@ -299,12 +307,12 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Res
         h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
         y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
         keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
-        # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit exceeds the budget)
+        # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit is swept in two passes)
         subs = [(a, min(a + budget, h.shape[0])) for a in range(0, h.shape[0], budget)] if two_pass else \
             [(0, h.shape[0])]
         kept = []
         for a, b in subs:
-            z, logp, ent, correct, state = tokens.stats(h[a:b, ...], y[a:b])
+            z, logp, ent, correct, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=with_grad and not two_pass)
             zero = xp.zeros_like(logp)
             logps.append(xp.where(keep[a:b], logp, zero))
             if ent is not None:
@@ -323,7 +331,7 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Res
         # pass 2: the gradient, in the chunk's own buffer (recomputed when a unit was split)
         for (a, b), (z, state) in zip(subs, kept, strict=True):
             if z is None:
-                z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b])
+                z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=True)
             tokens.backprop(h[a:b, ...], tokens.grad(z, y[a:b], coef[a:b], state), grad_parts, grads)
     pieces = tuple(_in_order(xp, parts, order) if parts else None for parts in (logps, entropies, corrects))
     if not with_grad:
