@@ -555,14 +555,7 @@ def test_torch_module_float32_meta_and_checked_options():
         lt.LinearPreferenceLoss("dpo")(*leaves, torch.as_tensor(target))
 
 
-#: under jax.jit on XLA CPU, the sweep with an objective and a temperature != 1 can return wrong log-probs
-#: (eager is right, and so is the same graph at --xla_backend_optimization_level=0; which chunk sizes and
-#: outputs show it varies): a bug below this module (it shows with losskit.losses.logprobs._Tokens alone),
-#: reported to the sweep's owner. Not strict: whether a given case shows it depends on XLA's choices.
-JIT_TEMPERATURE = pytest.mark.xfail(strict=False, reason="sequence_sweep under jit with temperature != 1 (XLA CPU)")
-
-
-@pytest.mark.parametrize("temperature", [1.0, pytest.param(0.7, marks=JIT_TEMPERATURE)])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("chunk_size", [None, 5, 30])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("name", "opts"), CASES[::3], ids=IDS[::3])
@@ -589,4 +582,5 @@ def test_jax_function_under_jit_and_grad_matches_the_numpy_function(name, opts, 
         np.testing.assert_allclose(np.asarray(mine), grad, rtol=rtol, atol=rtol * np.abs(grad).max())
     assert sorted(stats) == sorted(aux)  # a JAX pytree: keys come back sorted
     for key in aux:
-        np.testing.assert_allclose(float(stats[key]), aux[key], rtol=rtol, atol=1e-7, err_msg=key)
+        # atol: a statistic such as ORPO's mean log-odds difference (~7e-3) is a cancellation of O(1) terms
+        np.testing.assert_allclose(float(stats[key]), aux[key], rtol=rtol, atol=rtol / 10, err_msg=key)
