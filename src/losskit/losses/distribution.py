@@ -178,25 +178,39 @@ def generalized_jsd_terms(xp, student_logits, teacher_logits, beta: float, tempe
         hess = inv_t * inv_t * p * (1 - p) if order == 2 else None
         return loss, grad, hess
     if beta == 1.0:  # KL(p || q)
-        ref, coef = t, 1.0
-    else:  # log m by logaddexp: no exp of a log-probability underflows to a log of 0
-        ref, coef = xp.logaddexp(s + math.log1p(-beta), t + math.log(beta)), 1.0 - beta
-    d = s - ref
+        d, coef = s - t, 1.0
+    else:
+        d, t_minus_m = _log_ratios_to_mixture(xp, s, t, beta)
+        coef = 1.0 - beta
     # K = sum_k p_k d_k (KL(p || m), or the reverse KL itself); p_k = 0 adds 0 whatever d_k is
     kl_student = xp.sum(times(xp, xp.exp(s), d), axis=-1)
     loss = kl_student if beta == 1.0 else \
-        beta * xp.sum(times(xp, q, t - ref), axis=-1) + (1.0 - beta) * kl_student
+        beta * xp.sum(times(xp, q, t_minus_m), axis=-1) + (1.0 - beta) * kl_student
     if not order:
         return loss, None, None
     centred = d - kl_student[..., None]
     if order == 1:  # d l / d s_k = c p_k d_k, projected through the softmax: c p_j (d_j - K)
         return loss, (coef * inv_t) * times(xp, p, centred), None
     # d^2 l / dz_j^2: w_j = d log m_j / d s_j = (1 - beta) p_j / m_j (0 for beta = 1), W = sum_k p_k w_k
-    w = xp.zeros_like(p) if beta == 1.0 else \
-        (1.0 - beta) * xp.where(p > 0, xp.exp(s - ref), xp.zeros_like(p))
+    w = xp.zeros_like(p) if beta == 1.0 else (1.0 - beta) * xp.where(p > 0, xp.exp(d), xp.zeros_like(p))
     big_w = xp.sum(p * w, axis=-1)[..., None]
     inner = (1 - 2 * p) * centred + (1 - p) * (1 - w) + p * w - p * big_w
     return loss, None, (coef * inv_t * inv_t) * times(xp, p, inner)
+
+
+def _log_ratios_to_mixture(xp, s, t, beta):
+    """``(log p - log m, log q - log m)`` for ``m = (1 - beta) p + beta q``, from the log-probabilities.
+
+    ``log m`` is taken relative to the larger of ``p`` and ``q``: where ``t <= s``,
+    ``log m = s + log1p(beta expm1(t - s))``, else ``t + log1p((1 - beta) expm1(s - t))``. So equal
+    rows give exactly 0 (TRL's documented zero for identical inputs), and a small gap keeps its
+    relative precision, where ``logaddexp(s + log(1 - beta), t + log beta) - s`` cancels."""
+    delta = t - s
+    below = delta <= 0
+    gap = xp.where(below, delta, -delta)  # <= 0: expm1 in (-1, 0], log1p's argument in (-1, 0]
+    weight = xp.where(below, xp.full_like(s, beta), xp.full_like(s, 1.0 - beta))
+    over_larger = xp.log1p(weight * xp.expm1(gap))  # log m minus the larger log-probability
+    return xp.where(below, -over_larger, -delta - over_larger), xp.where(below, delta - over_larger, -over_larger)
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -62,13 +62,13 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
     classifier, bias = arrays["student_classifier"], arrays["student_bias"]
     t_classifier, t_bias = arrays["teacher_classifier"], arrays["teacher_bias"]
     check_layer(xp, hidden, classifier, bias, _STUDENT)
-    check_layer(xp, teacher, t_classifier, t_bias, _TEACHER)
     if teacher.dtype != hidden.dtype:
         raise _checks.fail("teacher_hidden", f"dtype {hidden.dtype} (student_hidden's)", f"dtype {teacher.dtype}")
     n_vocab = classifier.shape[0]
-    if t_classifier.shape[0] != n_vocab:
-        raise _checks.fail("teacher_classifier", f"{n_vocab} rows (the student's vocabulary)",
+    if t_classifier.ndim != 2 or t_classifier.shape[0] != n_vocab:
+        raise _checks.fail("teacher_classifier", f"shape ({n_vocab}, D_teacher): the student's vocabulary",
                            f"shape {tuple(t_classifier.shape)}")
+    check_layer(xp, teacher, t_classifier, t_bias, _TEACHER)
     for name, b in (("student_bias", bias), ("teacher_bias", t_bias)):
         if b is not None and b.dtype != hidden.dtype:
             raise _checks.fail(name, f"dtype {hidden.dtype} (student_hidden's)", f"dtype {b.dtype}")
