@@ -23,6 +23,7 @@ from .losses import *  # noqa: F403 - every catalogue loss, class and function, 
 from .losses import __all__ as _LOSSES
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .losses.linear_jsd import linear_jsd_loss, linear_jsd_loss_value_and_grad
+from .losses.logprobs import TokenLogProbs, linear_logprobs, linear_logprobs_vjp
 from .targets import type_of_target
 
 
@@ -44,5 +45,6 @@ __all__ = [
     "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
     "linear_jsd_loss", "linear_jsd_loss_value_and_grad",
     "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
+    "linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs",
     *_LOSSES,
 ]

@@ -32,7 +32,7 @@ from . import heads as _heads
 from . import reduction as _reduction
 from .losses import REGISTRY, catalogue
 
-__all__ = [*catalogue(), "loss_fn", "head"]
+__all__ = [*catalogue(), "loss_fn", "head", "linear_logprobs", "fused_linear"]
 
 
 def _no_cotangent(value):
@@ -240,3 +240,6 @@ def head(task: str, **options: Any) -> _Head:
     ``activation``, ``predict``, ``units`` and the rest are the core head's.
     """
     return _Head(_heads.head(task, **options))
+
+
+from .jax_linear import fused_linear, linear_logprobs  # noqa: E402 - the fused linear losses' JAX forms

@@ -355,5 +355,7 @@ RegressionHead = _head_module(_heads.RegressionHead)
 QuantileHead = _head_module(_heads.QuantileHead)
 GaussianHead = _head_module(_heads.GaussianHead)
 
+from .linear import linear_binary_cross_entropy, linear_cross_entropy, linear_logprobs  # noqa: E402 - after the ops
+
 __all__ = ["module", *_MODULES, "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
-           "GaussianHead"]
+           "GaussianHead", "linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs"]

@@ -7,11 +7,20 @@ step costs one sweep of matmuls, not a forward and a second recomputing backward
 
 from __future__ import annotations
 
+import importlib
+import json
+
+import numpy as np
 import torch
+from torch import Tensor
 
+from .. import _checks
 from ..losses.linear import linear_binary_cross_entropy_value_and_grad, linear_cross_entropy_value_and_grad
+from ..losses.logprobs import TokenLogProbs
+from ..losses.logprobs import linear_logprobs as core_linear_logprobs
+from ..losses.logprobs import linear_logprobs_vjp as core_linear_logprobs_vjp
 
-__all__ = ["linear_cross_entropy", "linear_binary_cross_entropy"]
+__all__ = ["linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs", "fused_linear"]
 
 
 class _FusedLinearLoss(torch.autograd.Function):
@@ -48,3 +57,163 @@ def linear_binary_cross_entropy(hidden, classifier, target, *, bias=None, weight
     options.setdefault("reduction", "mean")
     return _FusedLinearLoss.apply(linear_binary_cross_entropy_value_and_grad, options, hidden, classifier, target,
                                   bias, weight)
+
+
+# --- the post-training losses: one custom op for any fused linear loss, and the log-probs ---------
+
+
+def _as_core(tensor):
+    """A CPU tensor as a zero-copy NumPy view (the compiled kernels' path); another device's as it is
+    (the core's array-API expressions run on it)."""
+    if tensor is None or tensor.device.type != "cpu":
+        return tensor
+    return tensor.detach().numpy()
+
+
+def _as_torch(array, like):
+    if array is None:
+        return None
+    return array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array)).to(like.device)
+
+
+def _function(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@torch.compiler.assume_constant_result
+def _path(function) -> str:
+    """Where the custom op finds ``function`` (ops take strings); a constant of a compiled graph."""
+    return f"{function.__module__}:{function.__qualname__}"
+
+
+@torch.library.custom_op("losskit::linear_value_and_grad", mutates_args=())
+def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifier: Tensor, target: Tensor,
+                           bias: Tensor | None, extras: list[Tensor], extra_names: str,
+                           aux_names: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    kwargs = dict(zip(extra_names.split(",") if extra_names else (), map(_as_core, extras), strict=True))
+    kwargs.update(json.loads(options))
+    if aux_names:
+        kwargs["aux"] = True
+    result = _function(function)(_as_core(hidden), _as_core(classifier), _as_core(target), bias=_as_core(bias),
+                                 **kwargs)
+    value, grads = result[0], result[1]
+    aux = result[2] if aux_names else {}
+    grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
+    stats = torch.tensor([float(aux[name]) for name in aux_names.split(",") if name], dtype=torch.float64)
+    return (torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value, dtype=hidden.dtype),
+            grad_hidden, grad_classifier, hidden.new_empty(0) if grad_bias is None else grad_bias, stats)
+
+
+@_linear_value_and_grad.register_fake
+def _linear_value_and_grad_fake(function, options, hidden, classifier, target, bias, extras, extra_names,
+                                aux_names):
+    n_aux = len([name for name in aux_names.split(",") if name])
+    return (hidden.new_empty(()), torch.empty_like(hidden), torch.empty_like(classifier),
+            hidden.new_empty(0) if bias is None else torch.empty_like(bias),
+            hidden.new_empty(n_aux, dtype=torch.float64))
+
+
+def _linear_setup(ctx, inputs, output):
+    ctx.has_bias = inputs[5] is not None
+    ctx.n_extras = len(inputs[6])
+    # the forward computed every gradient: saved (detached) and scaled in backward, no second sweep
+    ctx.save_for_backward(*output[1:4])
+
+
+def _linear_backward(ctx, upstream, *unused):
+    grad_hidden, grad_classifier, grad_bias = ctx.saved_tensors
+    return (None, None, grad_hidden * upstream, grad_classifier * upstream, None,
+            grad_bias * upstream if ctx.has_bias else None, [None] * ctx.n_extras, None, None)
+
+
+torch.library.register_autograd("losskit::linear_value_and_grad", _linear_backward, setup_context=_linear_setup)
+
+
+@torch.compiler.assume_constant_result
+def _encode(options: tuple) -> str:
+    """Options (sorted ``(name, value)`` pairs of plain values) as the custom ops' JSON string,
+    computed when ``torch.compile`` traces (a constant of the graph), not in it."""
+    return json.dumps(dict(options))
+
+
+def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), **options):
+    """The autograd form of a core fused linear loss ``function(hidden, classifier, target, *, bias,
+    **extras, **options) -> (value, (grad_hidden, grad_classifier, grad_bias)[, aux])``: one
+    ``torch.library`` custom op (opaque to ``torch.compile``), whose forward runs the core's one
+    sweep (the compiled kernels on CPU tensors, through zero-copy views; the array-API expressions
+    on other devices) and keeps the three gradients; backward scales them. ``extras``: named
+    tensors the loss reads and never differentiates (reference log-probs, advantages). ``aux``:
+    names of the scalar statistics to return beside the value, as a dict of 0-d float64 tensors."""
+    extras = {name: value for name, value in (extras or {}).items() if value is not None}
+    for name, value in extras.items():
+        if not isinstance(value, Tensor):
+            raise _checks.fail(name, "a torch.Tensor", type(value).__name__)
+    value, _, _, _, stats = _linear_value_and_grad(
+        _path(function), _encode(tuple(sorted(options.items()))), hidden, classifier, target, bias,
+        list(extras.values()), ",".join(extras), ",".join(aux))
+    if not aux:
+        return value
+    return value, dict(zip(aux, stats.unbind(0), strict=True))
+
+
+@torch.library.custom_op("losskit::linear_logprobs", mutates_args=())
+def _linear_logprobs(options: str, hidden: Tensor, classifier: Tensor, target: Tensor,
+                     bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    result = core_linear_logprobs(_as_core(hidden), _as_core(classifier), _as_core(target), bias=_as_core(bias),
+                                  entropy=True, accuracy=True, **json.loads(options))
+    logps, entropy, accuracy = (_as_torch(a, hidden) for a in result)
+    return logps, entropy, accuracy
+
+
+@_linear_logprobs.register_fake
+def _linear_logprobs_fake(options, hidden, classifier, target, bias):
+    return (hidden.new_empty(target.shape), hidden.new_empty(target.shape),
+            hidden.new_empty(target.shape, dtype=torch.bool))
+
+
+@torch.library.custom_op("losskit::linear_logprobs_vjp", mutates_args=())
+def _linear_logprobs_vjp(options: str, hidden: Tensor, classifier: Tensor, target: Tensor, bias: Tensor | None,
+                         upstream: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    grads = core_linear_logprobs_vjp(_as_core(hidden), _as_core(classifier), _as_core(target),
+                                     _as_core(upstream.contiguous()), bias=_as_core(bias), **json.loads(options))
+    grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
+    return grad_hidden, grad_classifier, hidden.new_empty(0) if grad_bias is None else grad_bias
+
+
+@_linear_logprobs_vjp.register_fake
+def _linear_logprobs_vjp_fake(options, hidden, classifier, target, bias, upstream):
+    return (torch.empty_like(hidden), torch.empty_like(classifier),
+            hidden.new_empty(0) if bias is None else torch.empty_like(bias))
+
+
+def _logprobs_setup(ctx, inputs, output):
+    options, hidden, classifier, target, bias = inputs
+    ctx.options = options
+    ctx.save_for_backward(hidden, classifier, target, bias)
+
+
+def _logprobs_backward(ctx, upstream, *unused):
+    hidden, classifier, target, bias = ctx.saved_tensors
+    if upstream is None:
+        return None, None, None, None, None
+    grad_hidden, grad_classifier, grad_bias = _linear_logprobs_vjp(ctx.options, hidden, classifier, target, bias,
+                                                                   upstream)
+    return None, grad_hidden, grad_classifier, None, grad_bias if bias is not None else None
+
+
+torch.library.register_autograd("losskit::linear_logprobs", _logprobs_backward, setup_context=_logprobs_setup)
+
+
+def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100, entropy=False,
+                    accuracy=False, chunk_size=None):
+    """:func:`losskit.linear_logprobs` with autograd into ``hidden``, ``classifier`` and ``bias``: the
+    forward is one chunked sweep (the log-probs, entropy and argmax test together); backward is a
+    second sweep that recomputes each chunk's logits (the upstream gradient is known only then).
+    The entropy and the accuracy carry no gradient."""
+    options = _encode((("chunk_size", chunk_size), ("ignore_index", ignore_index),
+                       ("temperature", float(temperature))))
+    logps, entropy_, accuracy_ = _linear_logprobs(options, hidden, classifier, target, bias)
+    if not (entropy or accuracy):
+        return logps
+    return TokenLogProbs(logps, entropy_.detach() if entropy else None, accuracy_ if accuracy else None)

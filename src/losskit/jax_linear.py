@@ -1,0 +1,95 @@
+"""JAX forms of the fused linear losses: ``jax.custom_vjp`` functions over the core's chunked sweeps.
+
+Imported by :mod:`losskit.jax` (``import losskit.jax``); ``import losskit`` never imports JAX.
+
+Design note: the core sweeps (:mod:`losskit.losses.logprobs`, the post-training losses built on
+it) are written against the array API, so under ``jit`` they trace into XLA as they are: the
+chunk loop unrolls into one gemm, one softmax pass and two gemms per chunk, and no N x V array
+is ever an operand. A fused loss's forward rule returns the value and keeps the three gradients
+its sweep computed as the residuals; the backward multiplies them by the upstream gradient.
+:func:`linear_logprobs` cannot know its upstream gradient in the forward, so its backward is a
+second sweep (:func:`losskit.linear_logprobs_vjp`). Integer targets get a ``float0`` cotangent;
+the other arrays a loss reads (reference log-probs, advantages) are constants: zero cotangents.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .losses.logprobs import TokenLogProbs
+from .losses.logprobs import linear_logprobs as _core_logprobs
+from .losses.logprobs import linear_logprobs_vjp as _core_logprobs_vjp
+
+__all__ = ["fused_linear", "linear_logprobs"]
+
+
+def _zero_cotangent(value):
+    if value is None:
+        return None
+    if not jnp.issubdtype(jnp.result_type(value), jnp.inexact):
+        return np.zeros(jnp.shape(value), dtype=jax.dtypes.float0)
+    return jnp.zeros_like(value)
+
+
+def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), **options):
+    """``function(hidden, classifier, target, *, bias, **extras, **options) -> (value, (grad_hidden,
+    grad_classifier, grad_bias)[, aux])``, a core fused linear loss, as a differentiable JAX
+    function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
+    of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
+    extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
+    if aux:
+        options["aux"] = True
+
+    def run(hidden, classifier, bias, target, extras):
+        result = function(hidden, classifier, target, bias=bias, **extras, **options)
+        stats = {name: jnp.asarray(result[2][name]) for name in aux} if aux else {}
+        return result[0], result[1], stats
+
+    @jax.custom_vjp
+    def value(hidden, classifier, bias, target, extras):
+        loss, _, stats = run(hidden, classifier, bias, target, extras)
+        return loss, stats
+
+    def forward(hidden, classifier, bias, target, extras):
+        loss, grads, stats = run(hidden, classifier, bias, target, extras)
+        return (loss, stats), (grads, target, extras)
+
+    def backward(residuals, cotangents):
+        (grad_hidden, grad_classifier, grad_bias), target, extras = residuals
+        upstream = cotangents[0]
+        return (upstream * grad_hidden, upstream * grad_classifier,
+                None if grad_bias is None else upstream * grad_bias, _zero_cotangent(target),
+                jax.tree_util.tree_map(_zero_cotangent, extras))
+
+    value.defvjp(forward, backward)
+    loss, stats = value(hidden, classifier, bias, target, extras)
+    return (loss, {name: jax.lax.stop_gradient(s) for name, s in stats.items()}) if aux else loss
+
+
+def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100, entropy=False,
+                    accuracy=False, chunk_size=None):
+    """:func:`losskit.linear_logprobs` as a differentiable JAX function of ``hidden``, ``classifier``
+    and ``bias``: its backward is the chunked :func:`losskit.linear_logprobs_vjp` sweep. The entropy
+    and the accuracy carry no gradient."""
+    options = {"temperature": temperature, "ignore_index": ignore_index, "chunk_size": chunk_size}
+
+    @jax.custom_vjp
+    def sweep(hidden, classifier, bias, target):
+        return tuple(_core_logprobs(hidden, classifier, target, bias=bias, entropy=True, accuracy=True, **options))
+
+    def forward(hidden, classifier, bias, target):
+        return sweep(hidden, classifier, bias, target), (hidden, classifier, bias, target)
+
+    def backward(residuals, cotangents):
+        hidden, classifier, bias, target = residuals
+        grads = _core_logprobs_vjp(hidden, classifier, target, cotangents[0], bias=bias, **options)
+        return (*grads, _zero_cotangent(target))
+
+    sweep.defvjp(forward, backward)
+    logps, entropy_, accuracy_ = sweep(hidden, classifier, bias, target)
+    if not (entropy or accuracy):
+        return logps
+    return TokenLogProbs(logps, jax.lax.stop_gradient(entropy_) if entropy else None,
+                         accuracy_ if accuracy else None)

@@ -1,0 +1,423 @@
+r"""Per-token log-probabilities of ``hidden @ classifier.T (+ bias)``, chunked, and the sweep that
+every post-training loss runs on.
+
+For hidden states ``h``, a classifier ``C [V, D]``, a bias ``b`` and a temperature ``T``:
+
+.. math:: s = (h C^\top + b) / T, \quad \log p_t = s_{t y_t} - \mathrm{lse}(s_t), \quad
+          H_t = \mathrm{lse}(s_t) - \sum_k p_{tk} s_{tk}
+
+and ``d log p_t / d s_t = onehot(y_t) - p_t``. A post-training loss (DPO, GRPO, ...) is a small
+formula on the ``log p_t`` of a batch of sequences: given ``d loss / d log p_t = c_t``, the
+gradient of the logits is ``c_t (onehot - p_t) / T`` and the three gemms of the linear
+cross-entropy (:mod:`losskit.losses.linear`) finish the job.
+
+Design note: the formula's ``c_t`` depends on whole sequences (a DPO pair's summed log-probs, a
+GSPO sequence's mean), so :func:`sequence_sweep` hands the loss's *objective* whole *units* (a
+pair, a sequence): a chunk of logits holds one or more whole units, the objective returns
+``c_t`` for them, and the same chunk buffer becomes the gradient (3 gemms per token in all, as
+the linear cross-entropy). A unit larger than the chunk budget is done in two passes (log-probs
+over sub-chunks, then the logits recomputed for the gradient: one gemm more) rather than held
+whole. The objective divides by batch-wide counts, never by a chunk's, so the chunks' losses add
+up to the loss. The objective protocol (``n_units``, ``rows(start, stop)``, ``terms(xp, logp,
+mask, start, stop) -> (loss, dlogp, stats)``) is documented on :func:`sequence_sweep`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .. import _array, _checks
+from ..activations import log_normalizer_xp
+from .linear import CHUNK_ELEMENTS, accumulate_at_b
+
+__all__ = ["linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs", "Sweep", "sequence_sweep", "linear_arrays"]
+
+
+class TokenLogProbs(NamedTuple):
+    """What :func:`linear_logprobs` returns when ``entropy`` or ``accuracy`` is asked for (None where
+    not asked): arrays in the shape of ``target``, 0 (False) at ignored tokens."""
+
+    logps: Any
+    entropy: Any
+    accuracy: Any
+
+
+@dataclass
+class Sweep:
+    """The result of :func:`sequence_sweep`: ``logps``/``entropy``/``accuracy`` ``[R, T]``; with an
+    objective, ``loss`` (0-d), ``grads`` (``grad_hidden [R, T, D]``, ``grad_classifier [V, D]``,
+    ``grad_bias [V]`` or None) and the objective's per-unit ``stats``, concatenated in unit order."""
+
+    logps: Any
+    entropy: Any = None
+    accuracy: Any = None
+    loss: Any = None
+    grads: tuple | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def linear_arrays(hidden, classifier, target, bias, *, sequences: bool = False):
+    """The namespace and the checked arrays of a token-level linear call: ``hidden [..., D]`` (``[R,
+    T, D]`` when ``sequences``), ``classifier [V, D]`` of hidden's dtype, integer ``target`` of
+    shape ``hidden.shape[:-1]``, ``bias [V]`` or None."""
+    for name, value in (("hidden", hidden), ("classifier", classifier), ("target", target)):
+        if value is None:
+            raise _checks.fail(name, "an array", "None")
+    xp, arrays = _array.namespace(hidden=hidden, classifier=classifier, target=target, bias=bias)
+    hidden, classifier, target, bias = arrays["hidden"], arrays["classifier"], arrays["target"], arrays["bias"]
+    _checks.floating(xp, hidden, "hidden")
+    _checks.floating(xp, classifier, "classifier")
+    if sequences and hidden.ndim != 3:
+        raise _checks.fail("hidden", "a 3-D array [sequences, tokens, features]", f"shape {tuple(hidden.shape)}")
+    if hidden.ndim < 2:
+        raise _checks.fail("hidden", "an array [..., features]", f"shape {tuple(hidden.shape)}")
+    if classifier.ndim != 2 or classifier.shape[1] != hidden.shape[-1]:
+        raise _checks.fail("classifier", f"shape (V, {hidden.shape[-1]}) to match hidden's features",
+                           f"shape {tuple(classifier.shape)}")
+    if classifier.shape[0] == 0:
+        raise _checks.fail("classifier", "at least one class (row)", f"shape {tuple(classifier.shape)}")
+    if hidden.dtype != classifier.dtype:
+        raise _checks.fail("classifier", f"dtype {hidden.dtype} (hidden's)", f"dtype {classifier.dtype}")
+    if not xp.isdtype(target.dtype, "integral") or tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise _checks.fail("target", f"integer token ids of shape {tuple(hidden.shape[:-1])} (hidden's without "
+                           "the features)", f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    if bias is not None:
+        _checks.floating(xp, bias, "bias")
+        if tuple(bias.shape) != (classifier.shape[0],):
+            raise _checks.fail("bias", f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
+        bias = xp.astype(bias, hidden.dtype)
+    return xp, hidden, classifier, target, bias
+
+
+def _temperature(value) -> float:
+    if not _checks.is_number(value) or not 0 < float(value) < float("inf"):
+        raise _checks.fail("temperature", "a finite number > 0", repr(value))
+    return float(value)
+
+
+def _chunk_rows(chunk_size, n_vocab: int) -> int:
+    if chunk_size is None:
+        return max(1, CHUNK_ELEMENTS // n_vocab)
+    if not _checks.is_integer(chunk_size) or chunk_size < 1:
+        raise _checks.fail("chunk_size", "None or a positive int (tokens per chunk)", repr(chunk_size))
+    return int(chunk_size)
+
+
+class _Tokens:
+    """One call's fixed pieces: the arrays, and how a chunk of tokens becomes its statistics and,
+    given ``c = d loss / d log p``, its three gradients."""
+
+    def __init__(self, xp, hidden, classifier, target, bias, temperature, ignore_index, entropy):
+        self.xp, self.classifier, self.bias = xp, classifier, bias
+        self.inv_t = 1.0 / temperature
+        self.entropy = entropy
+        self.n_vocab = classifier.shape[0]
+        self.mask = target != ignore_index if ignore_index is not None else \
+            xp.ones(target.shape, dtype=xp.bool, device=_array.device(target))
+        self.labels = xp.where(self.mask, target, xp.zeros_like(target))
+        self.host = _host_kernels(hidden, classifier, bias)
+        self.classes = xp.arange(self.n_vocab, dtype=target.dtype, device=_array.device(hidden))
+
+    def logits(self, h):
+        z = h @ self.xp.matrix_transpose(self.classifier)
+        return z if self.bias is None else z + self.bias
+
+    def stats(self, h, labels, for_grad=False):
+        """``(z, logp, entropy, correct, state)`` of tokens ``h [n, D]``; ``state`` is what
+        :meth:`grad` needs to turn ``z`` into the gradient (``for_grad``: it will be asked)."""
+        z = self.logits(h)
+        if self.host is not None:
+            result = self.host.stats(z, labels, self.inv_t, self.entropy, for_grad)
+            if result is not None:
+                return result
+            z = self.logits(h)  # a flagged chunk: the kernel may have written exps into z
+        return self._stats_xp(z, labels)
+
+    def _stats_xp(self, z, labels):
+        xp = self.xp
+        d = (z - xp.max(z, axis=-1, keepdims=True)) * self.inv_t  # not z / T - max: that overflows first
+        e = xp.exp(d)
+        norm = log_normalizer_xp(xp, d)[:, 0]  # log1p of the terms below the max: tiny log-probs kept
+        total = xp.exp(norm)
+        onehot = labels[:, None] == self.classes
+        zero = xp.zeros_like(d)
+        d_y = xp.sum(xp.where(onehot, d, zero), axis=-1)
+        entropy = norm - xp.sum(xp.where(e > 0, e * d, zero), axis=-1) / total if self.entropy else None
+        rest = xp.sum(xp.where(onehot, zero, e), axis=-1) / total
+        correct = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1) >= xp.max(z, axis=-1)
+        return z, d_y - norm, entropy, correct, (e / total[:, None], onehot, rest)
+
+    def grad(self, z, labels, coef, state):
+        """``d loss / d z`` of a chunk, from ``coef [n]`` (in ``z``'s memory on the host path)."""
+        if isinstance(state, _HostState):
+            return self.host.grad(z, self.inv_t, coef, state)
+        xp = self.xp
+        p, onehot, rest = state
+        c = xp.astype(coef, z.dtype)[:, None] * self.inv_t
+        return c * xp.where(onehot, rest[:, None], -p)
+
+    def backprop(self, h, g, parts, grads):
+        """Folds a chunk's ``d loss / d z`` into the gradients: ``g C`` kept in ``parts``; ``g^T h``
+        and the bias's column sums accumulated in ``grads``."""
+        xp = self.xp
+        parts.append(g @ self.classifier)
+        grads[0] = accumulate_at_b(xp, grads[0], xp.matrix_transpose(g), h)
+        if grads[1] is not None:
+            grads[1] = grads[1] + xp.sum(g, axis=0)
+
+
+def _host_kernels(hidden, classifier, bias):
+    import numpy as np
+
+    from .. import fused
+
+    arrays = [hidden, classifier] + ([] if bias is None else [bias])
+    if fused.available() and all(isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) for x in arrays):
+        return _Host()
+    return None
+
+
+class _Host:
+    """The NumPy float32/float64 path: the compiled kernels of :mod:`losskit.fused.logprobs`, the
+    chunk buffer becoming its own gradient. A chunk with a non-finite logit returns None from
+    :meth:`stats`, and the caller takes the array-API expression, which gives the limits."""
+
+    def stats(self, z, labels, inv_t, with_entropy, store_exp):
+        import numpy as np
+
+        from ..fused.logprobs import token_stats_rows
+
+        n = z.shape[0]
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        logp, row_max, log_norm, rest = (np.empty(n) for _ in range(4))
+        entropy = np.empty(n if with_entropy else 0)
+        correct, flags = np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8)
+        token_stats_rows(z, labels, inv_t, logp, row_max, log_norm, rest, entropy, correct, with_entropy, store_exp,
+                         flags)
+        if flags.any():
+            return None
+        return (z, logp.astype(z.dtype), entropy.astype(z.dtype) if with_entropy else None, correct.astype(bool),
+                _HostState(labels, row_max, log_norm, rest, store_exp))
+
+    def grad(self, z, inv_t, coef, state):
+        import numpy as np
+
+        from ..fused.logprobs import token_grad_rows
+
+        token_grad_rows(z, state.labels, inv_t, state.row_max, state.log_norm, state.rest,
+                        np.ascontiguousarray(coef, dtype=np.float64), state.stored)
+        return z
+
+
+class _HostState(NamedTuple):
+    """What the gradient kernel needs of the statistics kernel's results."""
+
+    labels: Any
+    row_max: Any
+    log_norm: Any
+    rest: Any
+    stored: bool
+
+
+def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100,
+                   objective=None, entropy=False, accuracy=False, chunk_size=None) -> Sweep:
+    """Log-probs of ``hidden [R, T, D]`` at ``target [R, T]`` and, with an ``objective``, its loss
+    and gradients, chunk by chunk (arrays checked by :func:`linear_arrays`).
+
+    The objective: ``n_units``; ``rows(start, stop)``, the sequence indices of units
+    ``start..stop-1`` in the order ``terms`` receives them; ``terms(xp, logp, mask, start, stop)``
+    with ``logp``, ``mask`` ``[len(rows), T]`` (logp 0 where masked) returns ``(loss, dlogp,
+    stats)``: this chunk's 0-d contribution to the loss, ``d loss / d logp`` (0 where masked) and a
+    dict of per-unit arrays. Chunks hold whole units (see the module note); ``chunk_size`` is the
+    budget in tokens (default: about 2^25 logits).
+    """
+    temperature = _temperature(temperature)
+    ignore_index = _checks.ignore_index(ignore_index)
+    n_seq, n_tok = hidden.shape[0], hidden.shape[1]
+    if n_seq * n_tok == 0:
+        return _empty(xp, hidden, classifier, bias, objective, entropy, accuracy)
+    budget = _chunk_rows(chunk_size, classifier.shape[0])
+    _checks.labels_in_range(xp, target, classifier.shape[0], ignore_index)
+    tokens = _Tokens(xp, hidden, classifier, target, bias, temperature, ignore_index, entropy)
+    if objective is None:  # no unit: any tokens may share a chunk
+        flat = _Flat(n_seq * n_tok)
+        result = _run(xp, tokens, xp.reshape(hidden, (n_seq * n_tok, 1, hidden.shape[-1])),
+                      xp.reshape(tokens.labels, (-1, 1)), xp.reshape(tokens.mask, (-1, 1)), flat, budget, False)
+        return Sweep(*(None if a is None else xp.reshape(a, (n_seq, n_tok)) for a in result.pieces[:3]))
+    result = _run(xp, tokens, hidden, tokens.labels, tokens.mask, objective, budget, True)
+    logps, entropy_, correct = result.pieces[:3]
+    return Sweep(logps, entropy_, correct if accuracy else None, result.loss,
+                 (result.grad_hidden, *result.grads), result.stats)
+
+
+class _Flat:
+    """The trivial objective of a sweep without one: each token its own unit, no loss."""
+
+    def __init__(self, n_units):
+        self.n_units = n_units
+
+    def rows(self, start, stop):
+        return range(start, stop)
+
+
+@dataclass
+class _Result:
+    pieces: tuple
+    loss: Any = None
+    grad_hidden: Any = None
+    grads: list | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def _plan(objective, n_tok: int, budget: int):
+    """``(start, stop)`` unit ranges: as many whole units as fit the budget, at least one."""
+    per_unit = len(objective.rows(0, 1)) * n_tok if objective.n_units else 1
+    step = max(1, budget // max(per_unit, 1))
+    return [(s, min(s + step, objective.n_units)) for s in range(0, objective.n_units, step)], per_unit > budget
+
+
+def _take_rows(xp, array, rows):
+    rows = list(rows)
+    if rows == list(range(rows[0], rows[0] + len(rows))):
+        return array[rows[0]:rows[0] + len(rows), ...]
+    return xp.take(array, xp.asarray(rows, device=_array.device(array)), axis=0)
+
+
+def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Result:
+    n_tok, n_feat = hidden.shape[1], hidden.shape[-1]
+    chunks, two_pass = _plan(objective, n_tok, budget)
+    order, logps, entropies, corrects, grad_parts = [], [], [], [], []
+    grads = [xp.zeros(tokens.classifier.shape, dtype=tokens.classifier.dtype,
+                      device=_array.device(tokens.classifier)),
+             None if tokens.bias is None else xp.zeros(tokens.bias.shape, dtype=tokens.bias.dtype,
+                                                       device=_array.device(tokens.bias))] if with_grad else None
+    loss, stats = None, {}
+    for start, stop in chunks:
+        rows = objective.rows(start, stop)
+        order.extend(rows)
+        h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
+        y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
+        keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
+        # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit exceeds the budget)
+        subs = [(a, min(a + budget, h.shape[0])) for a in range(0, h.shape[0], budget)] if two_pass else \
+            [(0, h.shape[0])]
+        kept = []
+        for a, b in subs:
+            z, logp, ent, correct, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=with_grad and not two_pass)
+            zero = xp.zeros_like(logp)
+            logps.append(xp.where(keep[a:b], logp, zero))
+            if ent is not None:
+                entropies.append(xp.where(keep[a:b], ent, zero))
+            corrects.append(correct & keep[a:b])
+            kept.append((z, state) if not two_pass else (None, None))
+        if not with_grad:
+            continue
+        shape = (len(rows), n_tok)
+        chunk_logp = xp.reshape(xp.concat(logps[-len(subs):]) if len(subs) > 1 else logps[-1], shape)
+        part, dlogp, part_stats = objective.terms(xp, chunk_logp, xp.reshape(keep, shape), start, stop)
+        loss = part if loss is None else loss + part
+        for key, value in part_stats.items():
+            stats.setdefault(key, []).append(value)
+        coef = xp.reshape(xp.where(xp.reshape(keep, shape), dlogp, xp.zeros_like(dlogp)), (-1,))
+        # pass 2: the gradient, in the chunk's own buffer (recomputed when a unit was split)
+        for (a, b), (z, state) in zip(subs, kept, strict=True):
+            if z is None:
+                z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=True)
+            tokens.backprop(h[a:b, ...], tokens.grad(z, y[a:b], coef[a:b], state), grad_parts, grads)
+    pieces = tuple(_in_order(xp, parts, order) if parts else None for parts in (logps, entropies, corrects))
+    if not with_grad:
+        return _Result(pieces)
+    grad_hidden = xp.reshape(_in_order(xp, grad_parts, order), hidden.shape)
+    stats = {key: xp.concat(values) for key, values in stats.items()}
+    return _Result(pieces, loss, grad_hidden, grads, stats)
+
+
+def _in_order(xp, parts, order):
+    """Chunks' per-token arrays (rows in sweep order) back in the rows' own order, ``[R, ...]``."""
+    flat = xp.concat(parts) if len(parts) > 1 else parts[0]
+    flat = xp.reshape(flat, (len(order), -1))
+    if order == list(range(len(order))):
+        return flat
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return xp.take(flat, xp.asarray(inverse, device=_array.device(flat)), axis=0)
+
+
+def _empty(xp, hidden, classifier, bias, objective, entropy, accuracy) -> Sweep:
+    """An empty batch: no tokens, loss 0, zero gradients."""
+    device = _array.device(hidden)
+    zeros = xp.zeros(hidden.shape[:2], dtype=hidden.dtype, device=device)
+    sweep = Sweep(zeros, zeros if entropy else None, xp.zeros(hidden.shape[:2], dtype=xp.bool, device=device)
+                  if accuracy else None)
+    if objective is not None:
+        sweep.loss = xp.zeros((), dtype=hidden.dtype, device=device)
+        sweep.grads = (xp.zeros_like(hidden), xp.zeros_like(classifier), None if bias is None else xp.zeros_like(bias))
+    return sweep
+
+
+class _Upstream:
+    """The objective of a vector-Jacobian product: ``d loss / d log p`` given, each token a unit."""
+
+    def __init__(self, xp, upstream):
+        self.upstream = upstream
+        self.n_units = upstream.shape[0]
+
+    def rows(self, start, stop):
+        return range(start, stop)
+
+    def terms(self, xp, logp, mask, start, stop):
+        return xp.zeros((), dtype=logp.dtype), xp.astype(self.upstream[start:stop, None], logp.dtype), {}
+
+
+def _tokens_view(xp, hidden, target):
+    """``hidden [..., D]`` as ``[N, 1, D]`` and ``target`` as ``[N, 1]``: each token its own sequence."""
+    n = 1
+    for size in target.shape:
+        n *= size
+    return xp.reshape(hidden, (n, 1, hidden.shape[-1])), xp.reshape(target, (n, 1))
+
+
+def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100, entropy=False,
+                    accuracy=False, chunk_size=None):
+    r"""Per-token ``log p(target)`` under ``softmax((hidden @ classifier.T + bias) / temperature)``,
+    chunked: the N x V logits are never held (one chunk of about 2^25 logits at a time).
+
+    .. math:: \log p_t = s_{t y_t} - \mathrm{lse}(s_t), \quad s = (h C^\top + b) / T
+
+    Shapes: ``hidden [..., D]``, ``classifier [V, D]``, ``target`` integer of shape
+    ``hidden.shape[:-1]``, ``bias [V]``. Returns the log-probs in the shape of ``target``, 0 at
+    ``ignore_index``. With ``entropy=True`` and/or ``accuracy=True`` it returns a
+    :class:`TokenLogProbs` ``(logps, entropy, accuracy)``: the softmax's entropy
+    ``lse(s) - sum_k p_k s_k`` per token, and whether the target is an argmax of the logits (ties
+    count), 0 / False at ignored tokens. Gradients: :func:`linear_logprobs_vjp` (NumPy),
+    ``losskit.torch.linear_logprobs`` (autograd), ``losskit.jax.linear_logprobs`` (``custom_vjp``).
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.linear_logprobs(np.ones((1, 2)), np.zeros((4, 2)), np.array([3]))[0])  # uniform: log 1/4
+    -1.3862943611198906
+    """
+    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias)
+    flat_hidden, flat_target = _tokens_view(xp, hidden, target)
+    sweep = sequence_sweep(xp, flat_hidden, classifier, flat_target, bias=bias, temperature=temperature,
+                           ignore_index=ignore_index, entropy=entropy, accuracy=accuracy, chunk_size=chunk_size)
+    shaped = [None if a is None else xp.reshape(a, target.shape) for a in (sweep.logps, sweep.entropy, sweep.accuracy)]
+    return TokenLogProbs(*shaped) if entropy or accuracy else shaped[0]
+
+
+def linear_logprobs_vjp(hidden, classifier, target, upstream, *, bias=None, temperature=1.0, ignore_index=-100,
+                        chunk_size=None):
+    r"""``(grad_hidden, grad_classifier, grad_bias)`` of ``sum(upstream * linear_logprobs(...))``: the
+    vector-Jacobian product of :func:`linear_logprobs`, in one chunked sweep (3 gemms per chunk).
+    ``upstream`` has the shape of ``target``; ignored tokens get no gradient; ``grad_bias`` is None
+    without a bias."""
+    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias)
+    if upstream is None:
+        raise _checks.fail("upstream", f"an array of shape {tuple(target.shape)}", "None")
+    upstream = _array.option_array(xp, upstream, "upstream", hidden)
+    _checks.same_shape("upstream", upstream, "target", tuple(target.shape))
+    flat_hidden, flat_target = _tokens_view(xp, hidden, target)
+    objective = _Upstream(xp, xp.reshape(xp.astype(upstream, hidden.dtype), (-1,)))
+    sweep = sequence_sweep(xp, flat_hidden, classifier, flat_target, bias=bias, temperature=temperature,
+                           ignore_index=ignore_index, objective=objective, chunk_size=chunk_size)
+    grad_hidden, grad_classifier, grad_bias = sweep.grads
+    return xp.reshape(grad_hidden, hidden.shape), grad_classifier, grad_bias

@@ -1,0 +1,292 @@
+"""linear_logprobs, its VJP and the sequence sweep, against naive references that materialise the
+logits in float64 (log_softmax, gather; gradients by torch autograd), on NumPy, torch and JAX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit.losses.logprobs import linear_arrays, sequence_sweep
+
+B, T, D, V = 3, 5, 4, 11
+TEMPERATURE = 1.3
+
+
+def _data(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    h = rng.normal(size=(2 * B, T, D)).astype(dtype)
+    c = rng.normal(size=(V, D)).astype(dtype)
+    b = rng.normal(size=V).astype(dtype)
+    y = rng.integers(0, V, size=(2 * B, T))
+    y[0, :2] = -100  # a prompt
+    y[4, 3:] = -100  # padding
+    return h, c, b, y
+
+
+def _naive(h, c, b, y, temperature=TEMPERATURE):
+    """float64 torch: logits, log_softmax, gather; the tensors keep their graph for autograd."""
+    import torch
+
+    z = (h @ c.T + (0 if b is None else b)) / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    y_t = torch.as_tensor(y)
+    picked = torch.gather(logp, -1, y_t.clamp(min=0)[..., None])[..., 0]
+    keep = y_t != -100
+    p = logp.exp()
+    entropy = -(p * logp).sum(-1)
+    correct = torch.gather(z, -1, y_t.clamp(min=0)[..., None])[..., 0] >= z.max(-1).values
+    return torch.where(keep, picked, 0.0), torch.where(keep, entropy, 0.0), correct & keep
+
+
+def _leaves(*arrays):
+    import torch
+
+    return [None if a is None else torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in arrays]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 1000])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_logprobs_entropy_accuracy_match_the_naive_reference(chunk_size, with_bias):
+    h, c, b, y = _data()
+    b = b if with_bias else None
+    got = lk.linear_logprobs(h, c, y, bias=b, temperature=TEMPERATURE, entropy=True, accuracy=True,
+                             chunk_size=chunk_size)
+    ht, ct, bt = _leaves(h, c, b)
+    logp, entropy, correct = _naive(ht, ct, bt, y)
+    np.testing.assert_allclose(got.logps, logp.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(got.entropy, entropy.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(got.accuracy, correct.numpy())
+    assert got.logps.shape == y.shape and got.logps[0, 0] == 0.0 and got.entropy[4, 4] == 0.0
+
+
+def test_accuracy_counts_a_tie_with_the_max_as_correct():
+    h = np.ones((1, 2))
+    c = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # classes 0 and 1 tie for the max
+    got = lk.linear_logprobs(h, c, np.array([1]), accuracy=True)
+    assert got.accuracy.tolist() == [True] and got.entropy is None
+    np.testing.assert_allclose(got.logps, [1 - np.log(2 * np.e + 1)], rtol=1e-15)
+
+
+def test_float32_within_1e_5_of_the_float64_reference():
+    h, c, b, y = _data(1)
+    got = lk.linear_logprobs(h.astype(np.float32), c.astype(np.float32), y, bias=b.astype(np.float32),
+                             temperature=TEMPERATURE, entropy=True)
+    logp, entropy, _ = _naive(*_leaves(h, c, b), y)
+    assert got.logps.dtype == np.float32
+    np.testing.assert_allclose(got.logps, logp.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.entropy, entropy.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_sure_token_keeps_its_tiny_log_prob():
+    # log p = -log(1 + 2 e^-60): -2 e^-60 = -1.75e-26, which lse - z_y rounds to 0
+    h = np.array([[1.0]])
+    c = np.array([[60.0], [0.0], [0.0]])
+    got = lk.linear_logprobs(h, c, np.array([0]))
+    np.testing.assert_allclose(got, [-np.log1p(2 * np.exp(-60.0))], rtol=1e-14)
+    assert got[0] != 0.0
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_vjp_matches_autograd_of_the_naive_reference(dtype, tolerance, chunk_size):
+    h, c, b, y = _data(2)
+    upstream = np.random.default_rng(3).normal(size=y.shape)
+    got = lk.linear_logprobs_vjp(h.astype(dtype), c.astype(dtype), y, upstream, bias=b.astype(dtype),
+                                 temperature=TEMPERATURE, chunk_size=chunk_size)
+    leaves = _leaves(h, c, b)
+    logp, _, _ = _naive(*leaves, y)
+    (logp * _leaves(upstream)[0].detach()).sum().backward()
+    for mine, leaf in zip(got, leaves, strict=True):
+        assert mine.dtype == dtype
+        expected = leaf.grad.numpy()
+        np.testing.assert_allclose(mine, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+    assert not got[0][0, :2].any()  # an ignored token passes no gradient to its hidden state
+
+
+class _SquaredMargin:
+    """A pair objective written here, as a loss module would be: ``mean_pairs (sum logp_c - sum
+    logp_r)^2``, chosen rows first; its derivative is worked by hand."""
+
+    def __init__(self, n_pairs):
+        self.n_units = n_pairs
+
+    def rows(self, start, stop):
+        return list(range(start, stop)) + list(range(self.n_units + start, self.n_units + stop))
+
+    def terms(self, xp, logp, mask, start, stop):
+        u = stop - start
+        margin = xp.sum(logp[:u, ...], axis=1) - xp.sum(logp[u:, ...], axis=1)
+        d = 2 * margin / self.n_units
+        dlogp = xp.concat([xp.broadcast_to(d[:, None], (u, logp.shape[1])),
+                           -xp.broadcast_to(d[:, None], (u, logp.shape[1]))])
+        return xp.sum(margin * margin) / self.n_units, dlogp, {"margin": margin}
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("chunk_size", [None, 2 * T, 4 * T, 3])  # all pairs; one pair; two; a split pair
+def test_sequence_sweep_loss_and_gradients_match_autograd(library, chunk_size):
+    import torch
+
+    h, c, b, y = _data(4)
+    arrays = (h, c, y, b) if library == "numpy" else tuple(torch.as_tensor(a) for a in (h, c, y, b))
+    xp, hidden, classifier, target, bias = linear_arrays(*arrays, sequences=True)
+    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=TEMPERATURE,
+                           objective=_SquaredMargin(B), chunk_size=chunk_size, accuracy=True)
+    leaves = _leaves(h, c, b)
+    logp, _, correct = _naive(*leaves, y)
+    margin = logp[:B].sum(1) - logp[B:].sum(1)
+    loss = (margin ** 2).mean()
+    loss.backward()
+    np.testing.assert_allclose(float(sweep.loss), loss.item(), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(sweep.logps), logp.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(np.asarray(sweep.accuracy), correct.numpy())
+    np.testing.assert_allclose(np.asarray(sweep.stats["margin"]), margin.detach().numpy(), rtol=1e-12)
+    for mine, leaf in zip(sweep.grads, leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(mine), leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_an_empty_batch_gives_zeros():
+    h = np.zeros((0, T, D))
+    xp, hidden, classifier, target, bias = linear_arrays(h, np.ones((V, D)), np.zeros((0, T), dtype=np.int64), None,
+                                                          sequences=True)
+    sweep = sequence_sweep(xp, hidden, classifier, target, objective=_SquaredMargin(0))
+    assert sweep.logps.shape == (0, T) and float(sweep.loss) == 0.0 and not sweep.grads[1].any()
+
+
+@pytest.mark.parametrize("call,argument,expected", [
+    (lambda h, c, y: lk.linear_logprobs(h[..., :3], c, y), "classifier", "shape (V, 3)"),
+    (lambda h, c, y: lk.linear_logprobs(h, c.astype(np.float32), y), "classifier", "dtype float64"),
+    (lambda h, c, y: lk.linear_logprobs(h, c, y[:, :2]), "target", "integer token ids of shape (6, 5)"),
+    (lambda h, c, y: lk.linear_logprobs(h, c, y.astype(float)), "target", "integer token ids"),
+    (lambda h, c, y: lk.linear_logprobs(h, c, np.full_like(y, V)), "target", f"class indices in [0, {V})"),
+    (lambda h, c, y: lk.linear_logprobs(h, c, y, temperature=0), "temperature", "a finite number > 0"),
+    (lambda h, c, y: lk.linear_logprobs(h, c, y, chunk_size=0), "chunk_size", "a positive int"),
+    (lambda h, c, y: lk.linear_logprobs(h, c, y, bias=np.ones(V + 1)), "bias", f"shape ({V},)"),
+    (lambda h, c, y: lk.linear_logprobs_vjp(h, c, y, np.ones(3)), "upstream", "shape (6, 5)"),
+])
+def test_bad_input_names_the_argument(call, argument, expected):
+    h, c, _, y = _data()
+    with pytest.raises(lk.LossInputError, match=rf"^{argument}: expected .*{expected}".replace("(", r"\(")
+                       .replace(")", r"\)").replace("[", r"\[")):
+        call(h, c, y)
+
+
+def test_torch_autograd_compile_and_meta():
+    import torch
+
+    import losskit.torch as lt
+
+    h, c, b, y = _data(5)
+    upstream = torch.as_tensor(np.random.default_rng(6).normal(size=y.shape))
+    leaves = _leaves(h, c, b)
+    logp, entropy, correct = _naive(*leaves, y)
+    (logp * upstream).sum().backward()
+    expected = [leaf.grad.clone() for leaf in leaves]
+    mine = _leaves(h, c, b)
+    target = torch.as_tensor(y)
+
+    def step(h, c, b):
+        return (lt.linear_logprobs(h, c, target, bias=b, temperature=TEMPERATURE, chunk_size=4) * upstream).sum()
+
+    for run in (step, torch.compile(step, fullgraph=True)):
+        for leaf in mine:
+            leaf.grad = None
+        value = run(*mine)
+        value.backward()
+        torch.testing.assert_close(value, (logp * upstream).sum(), rtol=1e-12, atol=1e-12)
+        for leaf, grad in zip(mine, expected, strict=True):
+            torch.testing.assert_close(leaf.grad, grad, rtol=1e-10, atol=1e-12)
+    stats = lt.linear_logprobs(*mine[:2], target, bias=mine[2], temperature=TEMPERATURE, entropy=True, accuracy=True)
+    torch.testing.assert_close(stats.entropy, entropy.detach(), rtol=1e-12, atol=1e-12)
+    assert torch.equal(stats.accuracy, correct) and not stats.entropy.requires_grad
+    meta = [torch.zeros(a.shape, device="meta", requires_grad=True) for a in (h, c)]
+    out = lt.linear_logprobs(*meta, target.to("meta"))
+    out.sum().backward()
+    assert out.shape == y.shape and meta[0].grad.shape == h.shape and meta[1].grad.shape == c.shape
+
+
+def test_jax_jit_grad_matches_autograd():
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import losskit.jax as lj
+
+    h, c, b, y = _data(7, np.float32)
+    upstream = np.random.default_rng(8).normal(size=y.shape).astype(np.float32)
+    leaves = _leaves(h, c, b)
+    logp, entropy, _ = _naive(*leaves, y)
+    (logp * _leaves(upstream)[0].detach()).sum().backward()
+
+    def f(h, c, b):
+        return jnp.sum(lj.linear_logprobs(h, c, jnp.asarray(y), bias=b, temperature=TEMPERATURE, chunk_size=4)
+                       * upstream)
+
+    grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(jnp.asarray(h), jnp.asarray(c), jnp.asarray(b))
+    for mine, leaf in zip(grads, leaves, strict=True):
+        expected = leaf.grad.numpy()
+        np.testing.assert_allclose(np.asarray(mine), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    stats = jax.jit(lambda h: lj.linear_logprobs(h, jnp.asarray(c), jnp.asarray(y), bias=jnp.asarray(b),
+                                                 temperature=TEMPERATURE, entropy=True))(jnp.asarray(h))
+    np.testing.assert_allclose(np.asarray(stats.entropy), entropy.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _linear_ce_reference(h, c, y):
+    import torch
+
+    leaves = _leaves(h, c)
+    loss = torch.nn.functional.cross_entropy(leaves[0] @ leaves[1].T, torch.as_tensor(y), ignore_index=-100)
+    loss.backward()
+    return loss.item(), [leaf.grad.numpy() for leaf in leaves]
+
+
+def test_fused_linear_wrappers_carry_a_core_sweep_into_torch_and_jax():
+    """The generic wrappers take any core ``..._value_and_grad``: here the linear cross-entropy's."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    import losskit.jax as lj
+    from losskit.losses.linear import linear_cross_entropy_value_and_grad
+    from losskit.torch.linear import fused_linear
+
+    h, c, _, y = _data(9)
+    h, y = h.reshape(-1, D), y.reshape(-1)
+    value, grads = _linear_ce_reference(h, c, y)
+    mine = _leaves(h, c)
+    target = torch.as_tensor(y)
+    for run in (fused_linear, torch.compile(fused_linear, fullgraph=True)):
+        for leaf in mine:
+            leaf.grad = None
+        out = run(linear_cross_entropy_value_and_grad, *mine, target, ignore_index=-100, chunk_size=4)
+        (2 * out).backward()
+        assert out.item() == pytest.approx(value, rel=1e-12)
+        for leaf, grad in zip(mine, grads, strict=True):
+            np.testing.assert_allclose(leaf.grad.numpy(), 2 * grad, rtol=1e-10, atol=1e-13)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        f = jax.jit(jax.value_and_grad(lambda h, c: 2 * lj.fused_linear(
+            linear_cross_entropy_value_and_grad, h, c, jnp.asarray(y), ignore_index=-100, chunk_size=4),
+            argnums=(0, 1)))
+        out, jax_grads = f(jnp.asarray(h), jnp.asarray(c))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert float(out) == pytest.approx(2 * value, rel=1e-12)
+    for mine_grad, grad in zip(jax_grads, grads, strict=True):
+        np.testing.assert_allclose(np.asarray(mine_grad), 2 * grad, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_logits_near_the_float32_limit_give_the_limits(library):
+    # float32 logits of 3e38 and -3e38 at T = 0.5: z / T overflows, (z - max) / T does not; log p is
+    # 0 for the top class and -1.2e39 (-inf in float32) for the other
+    h = np.array([[1.0], [1.0]], dtype=np.float32)
+    c = np.array([[3e38], [-3e38]], dtype=np.float32)
+    y = np.array([0, 1])
+    if library == "torch":
+        import torch
+
+        h, c, y = torch.as_tensor(h), torch.as_tensor(c), torch.as_tensor(y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        got = lk.linear_logprobs(h, c, y, temperature=0.5, entropy=True)
+    assert float(got.logps[0]) == 0.0 and float(got.logps[1]) == -np.inf and float(got.entropy[0]) == 0.0
