@@ -378,3 +378,79 @@ def test_fused_on_jax_arrays_equals_the_naive_computation():
     value, grads = result
     assert type(value).__module__.startswith("jax")
     _assert_close((np.asarray(value), tuple(np.asarray(g) for g in grads)), _naive(arrays, target, 0.3, 1.0), 1e-5)
+
+
+# -- torch and JAX forms --------------------------------------------------------------------------------
+
+def _torch_layers(seed, dtype=np.float64):
+    arrays, target = _layers(seed, dtype, batch=(3, 4))
+    tensors = {k: torch.tensor(v, requires_grad=k.startswith("student")) for k, v in arrays.items()}
+    return arrays, target, tensors
+
+
+def _module_call(module, tensors, target):
+    return module(tensors["student_hidden"], tensors["student_classifier"], tensors["teacher_hidden"],
+                  tensors["teacher_classifier"], target, tensors["student_bias"], tensors["teacher_bias"])
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("beta", [0.0, 0.6, 1.0])
+def test_torch_module_gradients_equal_the_naive_computation(beta, dtype, tol):
+    import losskit.torch as lt
+
+    arrays, target, tensors = _torch_layers(30, dtype)
+    tensors["teacher_hidden"].requires_grad_(True)  # a teacher in a graph: GKD still gives it nothing
+    value = _module_call(lt.LinearJSDLoss(beta=beta, temperature=1.3, chunk_size=5), tensors,
+                         torch.from_numpy(target))
+    (2.0 * value).backward()
+    assert value.dtype == tensors["student_hidden"].dtype and value.shape == ()
+    assert tensors["teacher_hidden"].grad is None
+    ref_value, ref_grads = _naive(arrays, target, beta, 1.3)
+    grads = tuple(tensors[k].grad / 2.0 for k in ("student_hidden", "student_classifier", "student_bias"))
+    _assert_close((value.detach(), grads), (ref_value, ref_grads), tol)
+
+
+def test_torch_module_under_torch_compile_fullgraph_and_on_meta():
+    import losskit.torch as lt
+
+    arrays, target, tensors = _torch_layers(31)
+    module = lt.LinearJSDLoss(beta=0.4, chunk_size=3)
+    eager = _module_call(module, tensors, None)
+    compiled = _module_call(torch.compile(module, fullgraph=True), tensors, None)
+    assert float(compiled.detach()) == float(eager.detach()) == pytest.approx(_naive(arrays, None, 0.4, 1.0)[0], rel=1e-10)
+    meta = {k: v.detach().to("meta").requires_grad_(k.startswith("student")) for k, v in tensors.items()}
+    value = _module_call(module, meta, torch.from_numpy(target).to("meta"))
+    value.backward()
+    assert value.device.type == "meta" and meta["student_classifier"].grad.shape == (V, D)
+
+
+def test_torch_module_checks_its_options():
+    import losskit.torch as lt
+
+    with _raises("beta"):
+        lt.LinearJSDLoss(beta=2.0)
+    with _raises("temperature"):
+        lt.LinearJSDLoss(temperature=0.0)
+    with _raises("chunk_size"):
+        lt.LinearJSDLoss(chunk_size=-1)
+
+
+def test_jax_function_under_jit_grad_equals_numpy():
+    jax = pytest.importorskip("jax")
+    lj = pytest.importorskip("losskit.jax")
+    jnp = jax.numpy
+
+    arrays, target = _layers(32, np.float32, batch=(2, 5))
+    j = {k: jnp.asarray(v) for k, v in arrays.items()}
+
+    def loss(hidden, classifier, bias):
+        return 3.0 * lj.linear_jsd_loss(hidden, classifier, j["teacher_hidden"], j["teacher_classifier"],
+                                        jnp.asarray(target), beta=0.7, temperature=2.0, student_bias=bias,
+                                        teacher_bias=j["teacher_bias"], chunk_size=4)
+
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
+        j["student_hidden"], j["student_classifier"], j["student_bias"])
+    ref_value, ref_grads = _fused(arrays, target, beta=0.7, temperature=2.0, chunk_size=4)
+    assert float(value) == pytest.approx(3.0 * float(ref_value), rel=1e-5)
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(np.asarray(grad), 3.0 * ref, rtol=1e-5, atol=1e-5 * np.max(np.abs(ref)))

@@ -24,7 +24,7 @@ from .declaration import number
 from .distribution import generalized_jsd_terms
 from .linear import LinearCEOptions, _logits, _sweep, check_layer, host_arrays, host_sweep, host_value
 
-__all__ = ["linear_jsd_loss", "linear_jsd_loss_value_and_grad"]
+__all__ = ["linear_jsd_loss", "linear_jsd_loss_value_and_grad", "student_value_and_grad"]
 
 _STUDENT = ("student_hidden", "student_classifier", "student_bias")
 _TEACHER = ("teacher_hidden", "teacher_classifier", "teacher_bias")
@@ -88,6 +88,16 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
         result = _sweep(xp, hidden, classifier, bias, rows, scale, keep, "mean", chunk_terms)
     value, (grad_hidden, grad_classifier, grad_bias) = result
     return value, (xp.reshape(grad_hidden, shape), grad_classifier, grad_bias)
+
+
+def student_value_and_grad(hidden, classifier, target, *, bias=None, teacher_hidden, teacher_classifier,
+                           teacher_bias=None, **options):
+    """:func:`linear_jsd_loss_value_and_grad` in the layout of the framework wrappers of a fused linear
+    loss (``losskit.torch.fused_linear``, ``losskit.jax.fused_linear``): the student's layer as
+    ``(hidden, classifier, target, bias)``, the teacher's arrays as keywords, read and never
+    differentiated. Shapes and result as :func:`linear_jsd_loss_value_and_grad`."""
+    return linear_jsd_loss_value_and_grad(hidden, classifier, teacher_hidden, teacher_classifier, target,
+                                          student_bias=bias, teacher_bias=teacher_bias, **options)
 
 
 def _keep(xp, target, batch_shape, n_rows, ignore_index, like):

@@ -356,6 +356,8 @@ QuantileHead = _head_module(_heads.QuantileHead)
 GaussianHead = _head_module(_heads.GaussianHead)
 
 from .linear import linear_binary_cross_entropy, linear_cross_entropy, linear_logprobs  # noqa: E402 - after the ops
+from .linear_jsd import LinearJSDLoss  # noqa: E402 - after the ops
 
 __all__ = ["module", *_MODULES, "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
-           "GaussianHead", "linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs"]
+           "GaussianHead", "linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs",
+           "LinearJSDLoss"]
