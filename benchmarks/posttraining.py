@@ -1,0 +1,210 @@
+"""Post-training losses fused with the output layer, against naive torch eager (logits materialised).
+
+    python -m benchmarks.posttraining                  # 4096 tokens, D = 1024, V = 128256 (about 15 min)
+    python -m benchmarks.posttraining --smoke          # tiny sizes, one repeat
+    python -m benchmarks.posttraining --markdown FILE  # also write the report
+
+Each (case, implementation, repeat) runs in its own process, the implementations alternating
+within a round: seconds of one forward + backward, and the peak resident memory above the inputs
+(``VmHWM`` after a reset, as ``python -m benchmarks`` measures the linear cross-entropy). Float32.
+Before any timing, every implementation's loss and gradients are checked against the naive one on
+a small problem (:func:`check`). The naive computation holds the N x V logits and their gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ._report import write_markdown
+
+FULL = {"pairs": 8, "tokens": 256, "features": 1024, "vocab": 128256}  # 2B x T = 4096 tokens
+SMOKE = {"pairs": 2, "tokens": 8, "features": 16, "vocab": 300}
+BETA = 0.1
+
+
+def _inputs(size, seed=0):
+    rng = np.random.default_rng(seed)
+    n_rows, n_tok, n_feat, n_vocab = 2 * size["pairs"], size["tokens"], size["features"], size["vocab"]
+    hidden = rng.standard_normal((n_rows, n_tok, n_feat), dtype=np.float32)
+    classifier = rng.standard_normal((n_vocab, n_feat), dtype=np.float32)
+    classifier *= np.float32(0.03)
+    target = rng.integers(0, n_vocab, size=(n_rows, n_tok))
+    target[:, : n_tok // 4] = -100  # the prompt
+    upstream = rng.standard_normal((n_rows, n_tok), dtype=np.float32)
+    ref_logps = rng.normal(-n_tok * 8.0, 5.0, size=n_rows).astype(np.float32)
+    return {"hidden": hidden, "classifier": classifier, "target": target, "upstream": upstream,
+            "ref_logps": ref_logps}
+
+
+# -- implementations: each returns (value, grad_hidden, grad_classifier) as NumPy ------------------
+def _torch_leaves(a):
+    import torch
+
+    return (torch.from_numpy(a["hidden"]).requires_grad_(True), torch.from_numpy(a["classifier"]).requires_grad_(True),
+            torch.from_numpy(a["target"]))
+
+
+def _finish(value, hidden, classifier):
+    value.backward()
+    return float(value), hidden.grad.numpy(), classifier.grad.numpy()
+
+
+def _naive_logps(hidden, classifier, target):
+    import torch
+
+    logp = torch.log_softmax(hidden @ classifier.T, dim=-1)
+    picked = torch.gather(logp, -1, target.clamp(min=0)[..., None])[..., 0]
+    return torch.where(target != -100, picked, 0.0)
+
+
+def naive_logprobs(a):
+    import torch
+
+    hidden, classifier, target = _torch_leaves(a)
+    return _finish((_naive_logps(hidden, classifier, target) * torch.from_numpy(a["upstream"])).sum(), hidden,
+                   classifier)
+
+
+def losskit_logprobs(a):
+    import losskit as lk
+
+    lk.linear_logprobs(a["hidden"], a["classifier"], a["target"], entropy=True)  # the forward a trainer logs
+    grads = lk.linear_logprobs_vjp(a["hidden"], a["classifier"], a["target"], a["upstream"])
+    return None, grads[0], grads[1]
+
+
+def losskit_torch_logprobs(a):
+    import torch
+
+    import losskit.torch as lt
+
+    hidden, classifier, target = _torch_leaves(a)
+    out = lt.linear_logprobs(hidden, classifier, target, entropy=True)
+    return _finish((out.logps * torch.from_numpy(a["upstream"])).sum(), hidden, classifier)
+
+
+def losskit_linear_ce(a):
+    from losskit.losses.linear import linear_cross_entropy_value_and_grad
+
+    n_feat = a["hidden"].shape[-1]
+    value, grads = linear_cross_entropy_value_and_grad(a["hidden"].reshape(-1, n_feat), a["classifier"],
+                                                       a["target"].reshape(-1), ignore_index=-100)
+    return float(value), grads[0], grads[1]
+
+
+CASES = {
+    "per-token log-probs (+ entropy), fwd + bwd": {
+        "torch naive": naive_logprobs,
+        "losskit linear_logprobs + vjp": losskit_logprobs,
+        "losskit.torch linear_logprobs": losskit_torch_logprobs,
+        "losskit linear_cross_entropy (for scale)": losskit_linear_ce,
+    },
+}
+
+
+def check(size) -> None:
+    """Every implementation's gradients agree with the naive one's on a small problem."""
+    small = _inputs({**size, "pairs": 2, "tokens": 8, "vocab": min(size["vocab"], 512)}, seed=1)
+    for case, impls in CASES.items():
+        reference = None
+        for name, fn in impls.items():
+            if "for scale" in name:
+                continue
+            _, grad_hidden, grad_classifier = fn(small)
+            if reference is None:
+                reference = (grad_hidden, grad_classifier)
+                continue
+            for mine, ref in zip((grad_hidden, grad_classifier), reference, strict=True):
+                scale = float(np.abs(ref).max())
+                if not np.allclose(mine, ref, rtol=1e-4, atol=1e-4 * scale):
+                    raise SystemExit(f"{case}: {name} disagrees with {next(iter(impls))}")
+
+
+# -- one measurement per process --------------------------------------------------------------------
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _child(case, name, size) -> dict:
+    fn = CASES[case][name]
+    fn(_inputs({**size, "pairs": 1, "tokens": 4, "vocab": 64}))  # imports and JIT loads, not measured
+    arrays = _inputs(size)
+    _reset_peak()
+    base = _rss()
+    start = time.perf_counter()
+    fn(arrays)
+    return {"seconds": time.perf_counter() - start, "extra": _rss() - base}
+
+
+def _measure(case, name, size) -> dict:
+    command = [sys.executable, "-m", "benchmarks.posttraining", "--child", json.dumps([case, name, size])]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{case} / {name} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--markdown")
+    parser.add_argument("--case", action="append", help="only these cases (default: all)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        case, name, size = json.loads(args.child)
+        print(json.dumps(_child(case, name, size)))
+        return
+    size = SMOKE if args.smoke else FULL
+    repeats = 1 if args.smoke else args.repeats
+    check(size)
+    n_tokens = 2 * size["pairs"] * size["tokens"]
+    logits_mib = n_tokens * size["vocab"] * 4 / 2**20
+    lines = [f"Command: `python -m benchmarks.posttraining{' --smoke' if args.smoke else ''}`; {n_tokens} tokens "
+             f"({2 * size['pairs']} x {size['tokens']}), D = {size['features']}, V = {size['vocab']}, float32 "
+             f"(logits {logits_mib:.0f} MiB); {os.cpu_count()} cores, load average at start "
+             f"{os.getloadavg()[0]:.2f}; median of {repeats} alternating rounds, one process each.", ""]
+    for case, impls in CASES.items():
+        if args.case and case not in args.case:
+            continue
+        runs = {name: [] for name in impls}
+        for _ in range(repeats):
+            for name in impls:
+                runs[name].append(_measure(case, name, size))
+        reference = statistics.median(r["seconds"] for r in runs[next(iter(impls))])
+        lines += [f"{case}:", "", "| implementation | seconds (median) | min | max | speed-up vs naive | "
+                  "extra peak MiB |", "|---|---|---|---|---|---|"]
+        for name, results in runs.items():
+            seconds = [r["seconds"] for r in results]
+            med = statistics.median(seconds)
+            extra = statistics.median(r["extra"] for r in results) / 2**20
+            lines.append(f"| {name} | {med:.2f} | {min(seconds):.2f} | {max(seconds):.2f} | {reference / med:.2f}x | "
+                         f"{extra:.0f} |")
+        lines.append("")
+        print("\n".join(lines[-len(impls) - 4:]), flush=True)
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.markdown:
+        write_markdown(args.markdown, report)
+
+
+if __name__ == "__main__":
+    main()
