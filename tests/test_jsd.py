@@ -454,3 +454,34 @@ def test_jax_function_under_jit_grad_equals_numpy():
     assert float(value) == pytest.approx(3.0 * float(ref_value), rel=1e-5)
     for grad, ref in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(np.asarray(grad), 3.0 * ref, rtol=1e-5, atol=1e-5 * np.max(np.abs(ref)))
+
+
+def test_docs_post_training_example_runs_and_equals_the_naive_computation():
+    """docs/post-training.md, "Distillation (generalised JSD)": its example, run as written."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "post-training.md").read_text()
+    section = text[text.index("## Distillation (generalised JSD)"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(block, "docs/post-training.md (distillation)", "exec"), namespace)
+    arrays = {k: namespace[k] for k in ("student_hidden", "student_classifier", "teacher_hidden",
+                                        "teacher_classifier")}
+    zero_bias = {"student_bias": np.zeros(50), "teacher_bias": np.zeros(50)}
+    ref_value, ref_grads = _naive({**arrays, **zero_bias}, namespace["target"], 0.5, 1.0)
+    _assert_close((namespace["value"], (namespace["d_hidden"], namespace["d_classifier"])),
+                  (ref_value, ref_grads[:2]), 1e-10)
+    assert namespace["d_bias"] is None
+
+
+def test_benchmark_smoke_run_checks_and_prints_every_implementation():
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).parents[1]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.linear_jsd", "--smoke"], cwd=root, capture_output=True,
+                         text=True, check=True, env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "seconds" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["torch naive", "losskit linear_jsd_loss (NumPy)",
+                                                       "losskit.torch LinearJSDLoss"]

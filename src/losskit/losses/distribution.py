@@ -24,6 +24,7 @@ import math
 from .. import _array, _checks
 from ..activations import log_softmax_xp
 from ..plan import Target
+from . import _compiled
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
@@ -151,6 +152,11 @@ class JSDivergence(_TeacherLogits):
     name = "js_divergence"
     aliases = ("jsd",)
     Options = JSDOptions
+
+    def _kernel(self, plan, host, with_grad):  # the fused loss's compiled rows (losskit.fused.jsd)
+        return _compiled.jsd(self, plan, host, with_grad)
+
+    _kernel.__name__ = "jsd"
 
     def __init__(self, *, beta: float = 0.5, temperature: float = 1.0, axis: int = -1, reduction: str = "mean",
                  impl: str = "auto"):
