@@ -54,7 +54,7 @@ def _torch_leaves(a):
 
 def _finish(value, hidden, classifier):
     value.backward()
-    return float(value), hidden.grad.numpy(), classifier.grad.numpy()
+    return float(value.detach()), hidden.grad.numpy(), classifier.grad.numpy()
 
 
 def _naive_logps(hidden, classifier, target):
@@ -100,12 +100,90 @@ def losskit_linear_ce(a):
     return float(value), grads[0], grads[1]
 
 
+def naive_logprobs_forward(a):
+    import torch
+
+    hidden, classifier, target = (t.detach() for t in _torch_leaves(a))
+    with torch.no_grad():
+        logits = hidden @ classifier.T
+        logp = torch.log_softmax(logits, dim=-1)
+        picked = torch.gather(logp, -1, target.clamp(min=0)[..., None])[..., 0]
+        entropy = torch.where(target != -100, -(logp.exp() * logp).sum(-1), 0.0)
+        return float(torch.where(target != -100, picked, 0.0).sum()), entropy.numpy(), None
+
+
+def losskit_logprobs_forward(a):
+    import losskit as lk
+
+    out = lk.linear_logprobs(a["hidden"], a["classifier"], a["target"], entropy=True)
+    return float(out.logps.sum()), out.entropy, None
+
+
+# -- GRPO (DAPO's token-level loss, beta 0.04, TRL's definitions) ---------------------------------------
+GRPO = {"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.28, "normalization": "bnpo"}
+
+
+def _grpo_extras(a):
+    """Per-token old and reference log-probs near the model's (about -log V), one advantage per
+    sequence: fixed draws, so every implementation sees the same ratios (some clipped)."""
+    n_rows, n_tok = a["target"].shape
+    rng = np.random.default_rng(7)
+    centre = -np.log(a["classifier"].shape[0])
+    old = (centre + rng.normal(0.0, 0.5, size=(n_rows, n_tok))).astype(np.float32)
+    ref = (centre + rng.normal(0.0, 0.5, size=(n_rows, n_tok))).astype(np.float32)
+    return old, rng.standard_normal(n_rows).astype(np.float32), ref
+
+
+def naive_grpo(a):
+    import torch
+
+    hidden, classifier, target = _torch_leaves(a)
+    old, advantages, ref = (torch.from_numpy(x) for x in _grpo_extras(a))
+    logp = _naive_logps(hidden, classifier, target)
+    mask = (target != -100).float()
+    ratio = torch.exp(logp - old)
+    clipped = torch.clamp(ratio, 1 - GRPO["epsilon_low"], 1 + GRPO["epsilon_high"])
+    per_token = -torch.min(ratio * advantages[:, None], clipped * advantages[:, None])
+    per_token = per_token + GRPO["beta"] * (torch.exp(ref - logp) - (ref - logp) - 1)
+    return _finish((per_token * mask).sum() / mask.sum(), hidden, classifier)
+
+
+def losskit_grpo(a):
+    import losskit as lk
+
+    old, advantages, ref = _grpo_extras(a)
+    value, grads = lk.linear_grpo_loss_value_and_grad(a["hidden"], a["classifier"], a["target"], old_logps=old,
+                                                      advantages=advantages, ref_logps=ref, **GRPO)
+    return float(value), grads[0], grads[1]
+
+
+def losskit_torch_grpo(a):
+    import torch
+
+    import losskit.torch as lt
+
+    hidden, classifier, target = _torch_leaves(a)
+    old, advantages, ref = (torch.from_numpy(x) for x in _grpo_extras(a))
+    loss = lt.LinearGRPOLoss(**GRPO)(hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref)
+    return _finish(loss, hidden, classifier)
+
+
 CASES = {
+    "per-token log-probs + entropy, forward only (reference / old log-probs)": {
+        "torch naive (no_grad)": naive_logprobs_forward,
+        "losskit linear_logprobs": losskit_logprobs_forward,
+        "losskit linear_cross_entropy (for scale)": losskit_linear_ce,
+    },
     "per-token log-probs (+ entropy), fwd + bwd": {
         "torch naive": naive_logprobs,
         "losskit linear_logprobs + vjp": losskit_logprobs,
         "losskit.torch linear_logprobs": losskit_torch_logprobs,
         "losskit linear_cross_entropy (for scale)": losskit_linear_ce,
+    },
+    "GRPO (token ratios, bnpo, beta 0.04), fwd + bwd": {
+        "torch naive": naive_grpo,
+        "losskit linear_grpo_loss_value_and_grad": losskit_grpo,
+        "losskit.torch LinearGRPOLoss": losskit_torch_grpo,
     },
 }
 
@@ -118,11 +196,13 @@ def check(size) -> None:
         for name, fn in impls.items():
             if "for scale" in name:
                 continue
-            _, grad_hidden, grad_classifier = fn(small)
+            _, grad_hidden, grad_classifier = fn(small)  # (forward-only cases: the entropy, and None)
             if reference is None:
                 reference = (grad_hidden, grad_classifier)
                 continue
             for mine, ref in zip((grad_hidden, grad_classifier), reference, strict=True):
+                if ref is None:
+                    continue
                 scale = float(np.abs(ref).max())
                 if not np.allclose(mine, ref, rtol=1e-4, atol=1e-4 * scale):
                     raise SystemExit(f"{case}: {name} disagrees with {next(iter(impls))}")

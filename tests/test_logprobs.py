@@ -290,3 +290,24 @@ def test_logits_near_the_float32_limit_give_the_limits(library):
     with np.errstate(over="ignore", invalid="ignore"):
         got = lk.linear_logprobs(h, c, y, temperature=0.5, entropy=True)
     assert float(got.logps[0]) == 0.0 and float(got.logps[1]) == -np.inf and float(got.entropy[0]) == 0.0
+
+
+@pytest.mark.parametrize("chunk_size,logit_gemms", [(None, B), (2 * T, B), (T, 4 * B)])
+def test_a_unit_within_4x_the_default_budget_is_swept_in_one_pass(monkeypatch, chunk_size, logit_gemms):
+    """Default budget 5 tokens here (55 logits / V = 11), a pair is 2T = 10 tokens: one chunk per
+    pair, one logits gemm each. An explicit chunk_size of T splits each pair: two passes over two
+    sub-chunks, 4 logits gemms per pair. The results are the same."""
+    import losskit.losses.logprobs as logprobs
+
+    monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 5 * V)
+    calls = []
+    original = logprobs._Tokens.logits
+    monkeypatch.setattr(logprobs._Tokens, "logits", lambda self, h: calls.append(h.shape[0]) or original(self, h))
+    h, c, b, y = _data(4)
+    xp, hidden, classifier, target, bias = linear_arrays(h, c, y, b, sequences=True)
+    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, objective=_SquaredMargin(B),
+                           chunk_size=chunk_size)
+    assert len(calls) == logit_gemms
+    reference = sequence_sweep(xp, hidden, classifier, target, bias=bias, objective=_SquaredMargin(B),
+                               chunk_size=1000)
+    np.testing.assert_allclose(sweep.grads[1], reference.grads[1], rtol=1e-12, atol=1e-14)

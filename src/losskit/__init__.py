@@ -24,6 +24,7 @@ from .losses import __all__ as _LOSSES
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
 from .losses.linear_jsd import linear_jsd_loss, linear_jsd_loss_value_and_grad
 from .losses.logprobs import TokenLogProbs, linear_logprobs, linear_logprobs_vjp
+from .losses.policy import linear_grpo_loss, linear_grpo_loss_value_and_grad
 from .targets import type_of_target
 
 
@@ -46,5 +47,6 @@ __all__ = [
     "linear_jsd_loss", "linear_jsd_loss_value_and_grad",
     "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
     "linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs",
+    "linear_grpo_loss", "linear_grpo_loss_value_and_grad",
     *_LOSSES,
 ]

@@ -39,6 +39,7 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
+    target = jnp.asarray(target)  # a NumPy target closed over by a jitted function: one library in the sweep
     if aux:
         options["aux"] = True
 
@@ -88,7 +89,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
         return (*grads, _zero_cotangent(target))
 
     sweep.defvjp(forward, backward)
-    logps, entropy_, accuracy_ = sweep(hidden, classifier, bias, target)
+    logps, entropy_, accuracy_ = sweep(hidden, classifier, bias, jnp.asarray(target))
     if not (entropy or accuracy):
         return logps
     return TokenLogProbs(logps, jax.lax.stop_gradient(entropy_) if entropy else None,

@@ -15,11 +15,14 @@ Design note: the formula's ``c_t`` depends on whole sequences (a DPO pair's summ
 GSPO sequence's mean), so :func:`sequence_sweep` hands the loss's *objective* whole *units* (a
 pair, a sequence): a chunk of logits holds one or more whole units, the objective returns
 ``c_t`` for them, and the same chunk buffer becomes the gradient (3 gemms per token in all, as
-the linear cross-entropy). A unit larger than the chunk budget is done in two passes (log-probs
-over sub-chunks, then the logits recomputed for the gradient: one gemm more) rather than held
-whole. The objective divides by batch-wide counts, never by a chunk's, so the chunks' losses add
-up to the loss. The objective protocol (``n_units``, ``rows(start, stop)``, ``terms(xp, logp,
-mask, start, stop) -> (loss, dlogp, stats)``) is documented on :func:`sequence_sweep`.
+the linear cross-entropy). With the default budget (about 2^25 logits per chunk) a unit of up to
+4x the budget is held whole in one chunk (a DPO pair of 2 x 256 tokens at V = 128256 is 2x): one
+gemm fewer is worth the larger buffer. A larger unit, or one over an explicit ``chunk_size``, is
+done in two passes (log-probs over sub-chunks, then the logits recomputed for the gradient: one
+gemm more), so any sequence length fits in bounded memory. The objective divides by batch-wide
+counts, never by a chunk's, so the chunks' losses add up to the loss. The objective protocol
+(``n_units``, ``rows(start, stop)``, ``terms(xp, logp, mask, start, stop) -> (loss, dlogp,
+stats)``) is documented on :func:`sequence_sweep`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from typing import Any, NamedTuple
 from .. import _array, _checks
 from ..activations import log_normalizer_xp
 from .linear import CHUNK_ELEMENTS, accumulate_at_b
+
+#: with the default budget, a unit of up to this many times the budget is held whole (one pass)
+WHOLE_UNIT_FACTOR = 4
 
 __all__ = ["linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs", "Sweep", "sequence_sweep", "linear_arrays"]
 
@@ -230,7 +236,7 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     with ``logp``, ``mask`` ``[len(rows), T]`` (logp 0 where masked) returns ``(loss, dlogp,
     stats)``: this chunk's 0-d contribution to the loss, ``d loss / d logp`` (0 where masked) and a
     dict of per-unit arrays. Chunks hold whole units (see the module note); ``chunk_size`` is the
-    budget in tokens (default: about 2^25 logits).
+    budget in tokens (default: about 2^25 logits, and a unit of up to 4x that in one chunk).
     """
     temperature = _temperature(temperature)
     ignore_index = _checks.ignore_index(ignore_index)
@@ -238,14 +244,15 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     if n_seq * n_tok == 0:
         return _empty(xp, hidden, classifier, bias, objective, entropy, accuracy)
     budget = _chunk_rows(chunk_size, classifier.shape[0])
+    whole_unit = budget if chunk_size is not None else WHOLE_UNIT_FACTOR * budget
     _checks.labels_in_range(xp, target, classifier.shape[0], ignore_index)
     tokens = _Tokens(xp, hidden, classifier, target, bias, temperature, ignore_index, entropy)
     if objective is None:  # no unit: any tokens may share a chunk
         flat = _Flat(n_seq * n_tok)
         result = _run(xp, tokens, xp.reshape(hidden, (n_seq * n_tok, 1, hidden.shape[-1])),
-                      xp.reshape(tokens.labels, (-1, 1)), xp.reshape(tokens.mask, (-1, 1)), flat, budget, False)
+                      xp.reshape(tokens.labels, (-1, 1)), xp.reshape(tokens.mask, (-1, 1)), flat, budget, False, budget)
         return Sweep(*(None if a is None else xp.reshape(a, (n_seq, n_tok)) for a in result.pieces[:3]))
-    result = _run(xp, tokens, hidden, tokens.labels, tokens.mask, objective, budget, True)
+    result = _run(xp, tokens, hidden, tokens.labels, tokens.mask, objective, budget, True, whole_unit)
     logps, entropy_, correct = result.pieces[:3]
     return Sweep(logps, entropy_, correct if accuracy else None, result.loss,
                  (result.grad_hidden, *result.grads), result.stats)
@@ -270,11 +277,12 @@ class _Result:
     stats: dict = field(default_factory=dict)
 
 
-def _plan(objective, n_tok: int, budget: int):
-    """``(start, stop)`` unit ranges: as many whole units as fit the budget, at least one."""
+def _plan(objective, n_tok: int, budget: int, whole_unit: int):
+    """``(start, stop)`` unit ranges, as many whole units as fit the budget (at least one), and
+    whether a unit is larger than ``whole_unit`` tokens (then it is swept in two passes)."""
     per_unit = len(objective.rows(0, 1)) * n_tok if objective.n_units else 1
     step = max(1, budget // max(per_unit, 1))
-    return [(s, min(s + step, objective.n_units)) for s in range(0, objective.n_units, step)], per_unit > budget
+    return [(s, min(s + step, objective.n_units)) for s in range(0, objective.n_units, step)], per_unit > whole_unit
 
 
 def _take_rows(xp, array, rows):
@@ -284,9 +292,9 @@ def _take_rows(xp, array, rows):
     return xp.take(array, xp.asarray(rows, device=_array.device(array)), axis=0)
 
 
-def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Result:
+def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_unit) -> _Result:
     n_tok, n_feat = hidden.shape[1], hidden.shape[-1]
-    chunks, two_pass = _plan(objective, n_tok, budget)
+    chunks, two_pass = _plan(objective, n_tok, budget, whole_unit)
     order, logps, entropies, corrects, grad_parts = [], [], [], [], []
     grads = [xp.zeros(tokens.classifier.shape, dtype=tokens.classifier.dtype,
                       device=_array.device(tokens.classifier)),
@@ -299,7 +307,7 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad) -> _Res
         h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
         y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
         keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
-        # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit exceeds the budget)
+        # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit is swept in two passes)
         subs = [(a, min(a + budget, h.shape[0])) for a in range(0, h.shape[0], budget)] if two_pass else \
             [(0, h.shape[0])]
         kept = []

@@ -357,7 +357,8 @@ GaussianHead = _head_module(_heads.GaussianHead)
 
 from .linear import linear_binary_cross_entropy, linear_cross_entropy, linear_logprobs  # noqa: E402 - after the ops
 from .linear_jsd import LinearJSDLoss  # noqa: E402 - after the ops
+from .policy import LinearGRPOLoss, linear_grpo_loss  # noqa: E402 - after the ops
 
 __all__ = ["module", *_MODULES, "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
            "GaussianHead", "linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs",
-           "LinearJSDLoss"]
+           "LinearGRPOLoss", "linear_grpo_loss", "LinearJSDLoss"]

@@ -1,0 +1,25 @@
+"""JAX form of the GRPO family (:mod:`losskit.losses.policy`): ``losskit.jax.linear_grpo_loss``, a
+``custom_vjp`` function over the core's chunked sweep (see :mod:`losskit.jax_linear`), usable under
+``jit`` and ``grad``. ``old_logps``, ``advantages`` and ``ref_logps`` get zero cotangents."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .jax_linear import fused_linear
+from .losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
+
+__all__ = ["linear_grpo_loss"]
+
+
+def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, bias=None, **options):
+    """:func:`losskit.linear_grpo_loss` as a differentiable JAX function of ``hidden [B, T, D]``,
+    ``classifier [V, D]`` and ``bias [V]``; shapes and options as there, checked once per call (at
+    trace time under ``jit``)."""
+    options = GRPOOptions(**options).as_dict()
+    extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
+    # a NumPy target closed over by a jitted function reaches here as a NumPy-like constant: made a JAX array
+    # so that the sweep sees arrays of one library
+    return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, jnp.asarray(target), bias=bias,
+                        extras=extras,
+                        **options)
