@@ -485,3 +485,17 @@ def test_benchmark_smoke_run_checks_and_prints_every_implementation():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "seconds" not in line]
     assert [row.split(" | ")[0][2:] for row in rows] == ["torch naive", "losskit linear_jsd_loss (NumPy)",
                                                        "losskit.torch LinearJSDLoss"]
+
+
+def test_a_teacher_logits_target_is_declared_so_gbdt_and_the_demo_refuse_it():
+    """JSDivergence, like DistillationLoss, declares target = "logits": GBDT labels and the demo's data
+    sets cannot supply a teacher, and both read that from the class (no list of names)."""
+    from losskit import _gbdt
+    from losskit.demo.train import demo_losses
+
+    assert lk.JSDivergence.target == lk.DistillationLoss.target == "logits"
+    assert lk.heads.TASK_LOSSES["multiclass"]["jsd"] is lk.JSDivergence
+    assert "jsd" not in demo_losses("multiclass") and "distillation" not in demo_losses("multiclass")
+    assert "kl" in demo_losses("multiclass")
+    with pytest.raises(TypeError, match="JSDivergence needs the teacher's logits"):
+        _gbdt.layout(lk.JSDivergence(), np.zeros(6), np.zeros(2))
