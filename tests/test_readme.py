@@ -188,7 +188,27 @@ def _linear(ns):
     np.testing.assert_allclose(ns["grad"], plain / len(labels), rtol=1e-3, atol=1e-8)
 
 
-CHECKS = [_per_task, _torch_arrays, _own_loss, _heads, _calibrate, _torch_module, _jax, _dask, _linear]
+def _dpo(ns):
+    """DPO from the materialised logits (torch float32 autograd): the loss, its gradients, the margin."""
+    import torch
+
+    hidden = ns["hidden"].detach().clone().requires_grad_()
+    lm_head = ns["lm_head"].detach().clone().requires_grad_()
+    target = ns["target"]
+    logp = torch.log_softmax(hidden @ lm_head.T, dim=-1)
+    picked = torch.where(target != -100, torch.gather(logp, -1, target.clamp(min=0)[..., None])[..., 0], 0.0)
+    scores = picked.sum(-1) - ns["ref_logps"]
+    margin = scores[:2] - scores[2:]
+    loss = -torch.nn.functional.logsigmoid(0.1 * margin).mean()
+    loss.backward()
+    torch.testing.assert_close(ns["loss"], loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ns["hidden"].grad, hidden.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(ns["lm_head"].grad, lm_head.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(ns["aux"]["reward_margins"].float(), (0.1 * margin).mean().detach(), rtol=1e-5,
+                               atol=1e-6)
+
+
+CHECKS = [_per_task, _torch_arrays, _own_loss, _heads, _calibrate, _torch_module, _jax, _dask, _dpo, _linear]
 
 
 def test_every_block_has_its_check():
