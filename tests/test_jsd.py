@@ -480,11 +480,14 @@ def test_benchmark_smoke_run_checks_and_prints_every_implementation():
     import sys
 
     root = __import__("pathlib").Path(__file__).parents[1]
-    out = subprocess.run([sys.executable, "-m", "benchmarks.linear_jsd", "--smoke"], cwd=root, capture_output=True,
-                         text=True, check=True, env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "seconds" not in line]
-    assert [row.split(" | ")[0][2:] for row in rows] == ["torch naive", "losskit linear_jsd_loss (NumPy)",
-                                                       "losskit.torch LinearJSDLoss"]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.posttraining", "--smoke", "--case",
+                          "generalised JSD distillation (beta 0.5; teacher of the same size), fwd + bwd"], cwd=root,
+                         capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "seconds" not in line
+            and "---" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["torch naive", "losskit linear_jsd_loss_value_and_grad",
+                                                       "losskit.torch LinearJSDLoss"] * 2  # the case, the report
 
 
 def test_a_teacher_logits_target_is_declared_so_gbdt_and_the_demo_refuse_it():
