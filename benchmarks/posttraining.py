@@ -40,8 +40,11 @@ def _inputs(size, seed=0):
     target[:, : n_tok // 4] = -100  # the prompt
     upstream = rng.standard_normal((n_rows, n_tok), dtype=np.float32)
     ref_logps = rng.normal(-n_tok * 8.0, 5.0, size=n_rows).astype(np.float32)
+    teacher_hidden = rng.standard_normal((n_rows, n_tok, n_feat), dtype=np.float32)  # a teacher of the same width
+    teacher_classifier = rng.standard_normal((n_vocab, n_feat), dtype=np.float32)
+    teacher_classifier *= np.float32(0.03)
     return {"hidden": hidden, "classifier": classifier, "target": target, "upstream": upstream,
-            "ref_logps": ref_logps}
+            "ref_logps": ref_logps, "teacher_hidden": teacher_hidden, "teacher_classifier": teacher_classifier}
 
 
 # -- implementations: each returns (value, grad_hidden, grad_classifier) as NumPy ------------------
@@ -168,6 +171,44 @@ def losskit_torch_grpo(a):
     return _finish(loss, hidden, classifier)
 
 
+# -- generalised JSD distillation (GKD, TRL's generalized_jsd_loss), beta 0.5 ---------------------------
+JSD_BETA = 0.5
+
+
+def naive_jsd(a):
+    import torch
+
+    hidden, classifier, target = _torch_leaves(a)
+    with torch.no_grad():
+        teacher = torch.log_softmax(torch.from_numpy(a["teacher_hidden"]) @ torch.from_numpy(a["teacher_classifier"]).T,
+                                    -1)
+    student = torch.log_softmax(hidden @ classifier.T, -1)
+    mixture = torch.logsumexp(torch.stack([student + np.log(1 - JSD_BETA), teacher + np.log(JSD_BETA)]), dim=0)
+    per_token = JSD_BETA * (teacher.exp() * (teacher - mixture)).sum(-1) + \
+        (1 - JSD_BETA) * (student.exp() * (student - mixture)).sum(-1)
+    keep = target != -100
+    return _finish(per_token[keep].sum() / keep.sum(), hidden, classifier)
+
+
+def losskit_jsd(a):
+    import losskit as lk
+
+    value, grads = lk.linear_jsd_loss_value_and_grad(a["hidden"], a["classifier"], a["teacher_hidden"],
+                                                     a["teacher_classifier"], a["target"], beta=JSD_BETA)
+    return float(value), grads[0], grads[1]
+
+
+def losskit_torch_jsd(a):
+    import torch
+
+    import losskit.torch as lt
+
+    hidden, classifier, target = _torch_leaves(a)
+    value = lt.LinearJSDLoss(beta=JSD_BETA)(hidden, classifier, torch.from_numpy(a["teacher_hidden"]),
+                                            torch.from_numpy(a["teacher_classifier"]), target)
+    return _finish(value, hidden, classifier)
+
+
 CASES = {
     "per-token log-probs + entropy, forward only (reference / old log-probs)": {
         "torch naive (no_grad)": naive_logprobs_forward,
@@ -184,6 +225,11 @@ CASES = {
         "torch naive": naive_grpo,
         "losskit linear_grpo_loss_value_and_grad": losskit_grpo,
         "losskit.torch LinearGRPOLoss": losskit_torch_grpo,
+    },
+    "generalised JSD distillation (beta 0.5; teacher of the same size), fwd + bwd": {
+        "torch naive": naive_jsd,
+        "losskit linear_jsd_loss_value_and_grad": losskit_jsd,
+        "losskit.torch LinearJSDLoss": losskit_torch_jsd,
     },
 }
 

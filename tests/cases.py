@@ -160,6 +160,20 @@ def distillation_cases(rng):
     }
 
 
+def jsd_cases(rng):
+    """Every branch of the generalised JSD: the two KL endpoints and the mixture, tempered, on axis 0."""
+    def logits(shape, scale=2.0):
+        return rng.normal(scale=scale, size=shape)
+
+    return {
+        "mixture": Case(logits((N, K)), logits((N, K)), {}, (N,)),
+        "beta03_t2": Case(logits((N, K)), logits((N, K), 3.0), {"beta": 0.3, "temperature": 2.0}, (N,)),
+        "forward_kl": Case(logits((N, K)), logits((N, K)), {"beta": 0.0, "temperature": 1.5}, (N,)),
+        "reverse_kl": Case(logits((N, K)), logits((N, K)), {"beta": 1.0, "temperature": 0.7}, (N,)),
+        "axis0": Case(logits((K, N), 1.0), logits((K, N), 1.0), {"beta": 0.8, "axis": 0}, (N,)),
+    }
+
+
 def value_cases(rng, options=None, target=None):
     """Regression cases; ``target(shape)`` draws targets in the loss's domain."""
     options = options or {}
@@ -239,6 +253,7 @@ def cases_for(name: str, seed: int = 0) -> dict[str, Case]:
         "multiclass_hinge_loss": lambda: softmax_variant_cases(rng, {}, soft=False, smoothing=False),
         "kl_divergence": lambda: softmax_variant_cases(rng, {}),
         "distillation_loss": lambda: distillation_cases(rng),
+        "js_divergence": lambda: jsd_cases(rng),
         "absolute_error": lambda: robust_cases(rng, [{}]),
         "huber_loss": lambda: robust_cases(rng, [{}, {"delta": 0.5}]),
         "smooth_l1_loss": lambda: robust_cases(rng, [{}, {"beta": 0.5}, {"beta": 0.0}]),
@@ -271,7 +286,7 @@ def all_cases(seed: int = 0):
         "softmax_cross_entropy", "multilabel_cross_entropy", "mean_squared_error",
         "sigmoid_focal_loss", "hinge_loss", "squared_hinge_loss", "multilabel_sigmoid_focal_loss",
         "multilabel_hinge_loss", "multilabel_squared_hinge_loss", "softmax_focal_loss", "poly_cross_entropy",
-        "multiclass_hinge_loss", "kl_divergence", "distillation_loss", "absolute_error", "huber_loss",
+        "multiclass_hinge_loss", "kl_divergence", "distillation_loss", "js_divergence", "absolute_error", "huber_loss",
         "smooth_l1_loss", "pseudo_huber_loss", "log_cosh_loss", "quantile_loss", "poisson_deviance",
         "gamma_deviance", "tweedie_deviance", "gaussian_nll_loss", "exponential_loss", "asymmetric_loss",
         "exp_margin_loss", "scaled_cauchy_loss",

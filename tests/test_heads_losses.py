@@ -21,7 +21,7 @@ def _data(kind, name, units):
         z = RNG.normal(size=(N, units))
         if name in ("kl",):
             return z, RNG.dirichlet(np.ones(units), size=N)
-        if name == "distillation":
+        if getattr(TASK_LOSSES[kind][name], "target", None) == "logits":  # distillation, JSD: a teacher's logits
             return z, RNG.normal(size=(N, units))
         return z, RNG.integers(0, units, size=N)
     if kind == "multilabel":

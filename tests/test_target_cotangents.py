@@ -61,6 +61,17 @@ def _distillation(z, t, temperature=2.0):
     return temperature ** 2 * jnp.sum(q * (jnp.log(q) - jax.nn.log_softmax(z / temperature)), axis=-1)
 
 
+def _jsd(z, t, beta, temperature=1.0):
+    """GKD's generalised JSD (Agarwal et al. 2024, eq. 1), TRL's endpoints, mixed in probability space."""
+    p, q = jax.nn.softmax(z / temperature), jax.nn.softmax(t / temperature)
+    if beta == 0.0:
+        return jnp.sum(q * jnp.log(q / p), axis=-1)
+    if beta == 1.0:
+        return jnp.sum(p * jnp.log(p / q), axis=-1)
+    m = beta * q + (1 - beta) * p
+    return beta * jnp.sum(q * jnp.log(q / m), axis=-1) + (1 - beta) * jnp.sum(p * jnp.log(p / m), axis=-1)
+
+
 def _tweedie(eta, y, power):
     mu, a, b = jnp.exp(eta), 1 - power, 2 - power
     return 2 * (y ** b / (a * b) - y * mu ** a / a + mu ** b / b)
@@ -112,6 +123,9 @@ REFERENCES = {
     # KL: d/dy of y log y is -inf at y = 0, so the targets here are strictly positive
     "kl_divergence": ({}, Z, STRICT_SOFT, lambda z, y: optax.kl_divergence(jax.nn.log_softmax(z), y), False),
     "distillation_loss": ({"temperature": 2.0}, Z, REAL, _distillation, False),
+    "js_divergence": ({"beta": 0.3, "temperature": 2.0}, Z, REAL, lambda z, t: _jsd(z, t, 0.3, 2.0), False),
+    "js_divergence-forward": ({"beta": 0.0}, Z, REAL, lambda z, t: _jsd(z, t, 0.0), False),
+    "js_divergence-reverse": ({"beta": 1.0}, Z, REAL, lambda z, t: _jsd(z, t, 1.0), False),
     "mean_squared_error": ({}, Z, REAL, lambda x, y: jnp.mean(optax.squared_error(x, y), axis=-1), False),
     "absolute_error": ({}, Z, REAL, lambda x, y: jnp.mean(jnp.abs(x - y), axis=-1), False),
     "huber_loss": ({"delta": 0.5}, Z, REAL, lambda x, y: jnp.mean(optax.huber_loss(x, y, delta=0.5), axis=-1),

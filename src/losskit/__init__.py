@@ -22,6 +22,7 @@ from .heads import (
 from .losses import *  # noqa: F403 - every catalogue loss, class and function, read from the registry
 from .losses import __all__ as _LOSSES
 from .losses.linear import linear_binary_cross_entropy, linear_cross_entropy
+from .losses.linear_jsd import linear_jsd_loss, linear_jsd_loss_value_and_grad
 from .losses.logprobs import TokenLogProbs, linear_logprobs, linear_logprobs_vjp
 from .losses.policy import linear_grpo_loss, linear_grpo_loss_value_and_grad
 from .losses.preference import linear_preference_loss, linear_preference_loss_value_and_grad
@@ -44,6 +45,7 @@ __all__ = [
     "LossInputError", "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp",
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
     "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
+    "linear_jsd_loss", "linear_jsd_loss_value_and_grad",
     "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
     "linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs",
     "linear_grpo_loss", "linear_grpo_loss_value_and_grad",

@@ -40,7 +40,7 @@ from ._stats import weighted_quantile
 from .losses import REGISTRY, Loss
 from .losses.categorical import _CategoricalBase
 from .losses.declaration import Hessian
-from .losses.distribution import DistillationLoss, GaussianNLL, QuantileLoss
+from .losses.distribution import GaussianNLL, QuantileLoss
 from .losses.registry import name_of as _registered_name
 
 #: the floor of every Hessian handed to a library, per unit of weight
@@ -69,8 +69,8 @@ def layout(loss: Loss, margin, label):
     margin = np.asarray(margin, dtype=np.float64)
     label = np.asarray(label)
     n = label.shape[0]
-    if isinstance(loss, DistillationLoss):
-        raise TypeError("DistillationLoss needs the teacher's logits as its target: not a GBDT label")
+    if getattr(loss, "target", None) == "logits":  # distillation, JSD: declared on the class
+        raise TypeError(f"{type(loss).__name__} needs the teacher's logits as its target: not a GBDT label")
     if isinstance(loss, _CategoricalBase):  # [N, K] margins; class indices as labels
         z = margin.reshape(n, -1)
         if label.ndim == 1:

@@ -264,3 +264,22 @@ def formula(loss, plan, arrays, with_grad):
         kernel(opts, xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, with_grad, flags)
 
     return _elementwise(plan, arrays, with_grad, rows)
+
+
+def jsd(loss, plan, arrays, with_grad):
+    """The generalised JSD (:class:`~losskit.JSDivergence`): rows of the class axis, the student's
+    logits copied into the gradient's buffer and the teacher's into scratch (the kernel works in place)."""
+    from ..fused.jsd import jsd_rows
+
+    z = arrays["input"]
+    if z.shape[-1] == 0:
+        return UNHANDLED
+    rows, width = z.size // z.shape[-1], z.shape[-1]
+    grad = _grad_buffer(arrays, z.size, z.dtype).reshape(rows, width) if with_grad else np.empty((rows, width),
+                                                                                                 z.dtype)
+    grad[...] = z.reshape(rows, width)
+    teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
+    scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
+    scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
+    jsd_rows(grad, teacher, scale, loss.beta, loss.temperature, scaled_loss, flags)
+    return None if flags.any() else (scaled_loss, grad)

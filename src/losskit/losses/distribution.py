@@ -5,6 +5,10 @@ r"""Losses on distributions: KL divergence, distillation, Gaussian negative log-
 * :class:`DistillationLoss`: :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(t/T) \,\|\, \mathrm{softmax}(z/T))`
   with the teacher's logits t as the target (Hinton et al. 2015; the :math:`T^2` keeps the
   gradient's scale independent of T).
+* :class:`JSDivergence`: the generalised Jensen-Shannon divergence of GKD (Agarwal et al. 2024) between
+  the student's and the teacher's tempered distributions, exactly as TRL's ``generalized_jsd_loss``:
+  ``beta = 0`` is KL(teacher || student), ``beta = 1`` KL(student || teacher), in between
+  :math:`\beta\,\mathrm{KL}(q \| m) + (1 - \beta)\,\mathrm{KL}(p \| m)`, :math:`m = \beta q + (1 - \beta) p`.
 * :class:`GaussianNLL`: two units per value, the mean and the log-variance.
 * :class:`QuantileLoss`: one unit per quantile, the pinball loss summed over the quantiles.
 
@@ -20,11 +24,12 @@ import math
 from .. import _array, _checks
 from ..activations import log_softmax_xp
 from ..plan import Target
+from . import _compiled
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian
-from .options import DistillationOptions, Options, QuantileOptions
+from .options import DistillationOptions, JSDOptions, Options, QuantileOptions
 
 
 class KLDivergence(SoftmaxCrossEntropy):
@@ -60,7 +65,27 @@ class KLDivergence(SoftmaxCrossEntropy):
         return Terms(terms.loss + neg_entropy, terms.grad, terms.hess)
 
 
-class DistillationLoss(_CategoricalBase):
+class _TeacherLogits(_CategoricalBase):
+    """A loss whose target is another model's logits (a teacher's), not labels: no GBDT label and no
+    demo data set can supply it. What is shared is the target's check, never the math."""
+
+    task = "multiclass"
+    link = SOFTMAX
+    hessian = Hessian.ROW
+    #: the kind of target: the teacher's logits, floating, of the logits' shape
+    target = "logits"
+
+    def _prepare(self, xp, input, target) -> Target:
+        if not xp.isdtype(target.dtype, "real floating"):
+            raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
+                               f"dtype {target.dtype}")
+        _checks.same_shape("target", target, "logits", tuple(input.shape))
+        target = xp.astype(target, input.dtype)
+        _checks.no_nan(xp, target, "target")
+        return Target(dense=target)
+
+
+class DistillationLoss(_TeacherLogits):
     r"""Knowledge distillation: the teacher's tempered distribution against the student's.
 
     .. math:: l = T^2 \sum_k q_k (\log q_k - \log p_k), \quad q = \mathrm{softmax}(t / T),
@@ -77,23 +102,11 @@ class DistillationLoss(_CategoricalBase):
     """
 
     name = "distillation_loss"
-    task = "multiclass"
     aliases = ("distillation",)
-    link = SOFTMAX
-    hessian = Hessian.ROW
     Options = DistillationOptions
 
     def __init__(self, *, temperature: float = 1.0, axis: int = -1, reduction: str = "mean", impl: str = "auto"):
         Loss.__init__(self, temperature=temperature, axis=axis, reduction=reduction, impl=impl)
-
-    def _prepare(self, xp, input, target) -> Target:
-        if not xp.isdtype(target.dtype, "real floating"):
-            raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
-                               f"dtype {target.dtype}")
-        _checks.same_shape("target", target, "logits", tuple(input.shape))
-        target = xp.astype(target, input.dtype)
-        _checks.no_nan(xp, target, "target")
-        return Target(dense=target)
 
     def _terms(self, plan, order):
         xp, t = plan.xp, self.temperature
@@ -108,6 +121,102 @@ class DistillationLoss(_CategoricalBase):
             grad = t * (p - q) if order == 1 else None
             hess = p * (1 - p) if order == 2 else None
         return Terms(loss, grad, hess)
+
+
+class JSDivergence(_TeacherLogits):
+    r"""Generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2024) of the student from the teacher.
+
+    With :math:`p = \mathrm{softmax}(z / T)` (the student's logits z), :math:`q = \mathrm{softmax}(t / T)`
+    (the teacher's t) and :math:`m = \beta q + (1 - \beta) p`:
+
+    .. math:: l = \begin{cases} \sum_k q_k (\log q_k - \log p_k) & \beta = 0 \\
+              \beta \sum_k q_k \log\frac{q_k}{m_k} + (1 - \beta) \sum_k p_k \log\frac{p_k}{m_k}
+              & 0 < \beta < 1 \\ \sum_k p_k (\log p_k - \log q_k) & \beta = 1 \end{cases}
+
+    TRL's ``GKDTrainer.generalized_jsd_loss`` to the letter: the endpoints are the forward and the
+    reverse KL (the mixture's formula tends to 0 there, so they are set apart, as TRL does), no
+    :math:`T^2` factor, and ``"mean"`` over the rows is TRL's ``"batchmean"`` (``weight`` 0/1 is its
+    ``labels != -100`` mask). Gradient (the teacher is a constant):
+    :math:`\frac{1}{T}(p - q)` for :math:`\beta = 0`, else
+    :math:`\frac{c}{T} p_j (d_j - \sum_k p_k d_k)` with :math:`d = \log p - \log m`, :math:`c = 1 - \beta`
+    (:math:`d = \log p - \log q`, :math:`c = 1` for :math:`\beta = 1`). Hessian diagonal in the docs
+    (docs/losses.md). Options: ``beta`` in [0, 1] (default 0.5), ``temperature`` T > 0, ``axis``.
+    Shapes: ``logits [..., K]`` (the student's), ``target [..., K]`` (the teacher's logits), ``weight
+    [...]``. Edges: a teacher logit of -inf is a class of probability 0 (no cost).
+
+    >>> import numpy as np, losskit as lk
+    >>> float(lk.js_divergence(np.array([[1.0, 2.0]]), np.array([[1.0, 2.0]]), beta=0.3))
+    0.0
+    """
+
+    name = "js_divergence"
+    aliases = ("jsd",)
+    Options = JSDOptions
+
+    def _kernel(self, plan, host, with_grad):  # the fused loss's compiled rows (losskit.fused.jsd)
+        return _compiled.jsd(self, plan, host, with_grad)
+
+    _kernel.__name__ = "jsd"
+
+    def __init__(self, *, beta: float = 0.5, temperature: float = 1.0, axis: int = -1, reduction: str = "mean",
+                 impl: str = "auto"):
+        Loss.__init__(self, beta=beta, temperature=temperature, axis=axis, reduction=reduction, impl=impl)
+
+    def _terms(self, plan, order):
+        loss, grad, hess = generalized_jsd_terms(plan.xp, plan.input, plan.target.dense, self.beta,
+                                                 self.temperature, order)
+        return Terms(loss, grad, hess)
+
+
+def generalized_jsd_terms(xp, student_logits, teacher_logits, beta: float, temperature: float, order: int):
+    """Per-row generalised JSD of :class:`JSDivergence` (class axis last) and, up to ``order``, its
+    gradient (``order`` 1) or Hessian diagonal (``order`` 2) in the student's logits: ``(loss, grad,
+    hess)``, the absent ones None. The array-API reference of the fused :func:`~losskit.linear_jsd_loss`.
+    """
+    inv_t = 1.0 / temperature
+    s = log_softmax_xp(xp, student_logits / temperature)
+    t = log_softmax_xp(xp, teacher_logits / temperature)
+    q = xp.exp(t)
+    p = xp.exp(s) if order else None
+    if beta == 0.0:  # KL(q || p): a teacher probability of 0 costs 0, not 0 * (-inf)
+        loss = xp.sum(times(xp, q, t - s), axis=-1)
+        grad = inv_t * (p - q) if order == 1 else None
+        hess = inv_t * inv_t * p * (1 - p) if order == 2 else None
+        return loss, grad, hess
+    if beta == 1.0:  # KL(p || q)
+        d, coef = s - t, 1.0
+    else:
+        d, t_minus_m = _log_ratios_to_mixture(xp, s, t, beta)
+        coef = 1.0 - beta
+    # K = sum_k p_k d_k (KL(p || m), or the reverse KL itself); p_k = 0 adds 0 whatever d_k is
+    kl_student = xp.sum(times(xp, xp.exp(s), d), axis=-1)
+    loss = kl_student if beta == 1.0 else \
+        beta * xp.sum(times(xp, q, t_minus_m), axis=-1) + (1.0 - beta) * kl_student
+    if not order:
+        return loss, None, None
+    centred = d - kl_student[..., None]
+    if order == 1:  # d l / d s_k = c p_k d_k, projected through the softmax: c p_j (d_j - K)
+        return loss, (coef * inv_t) * times(xp, p, centred), None
+    # d^2 l / dz_j^2: w_j = d log m_j / d s_j = (1 - beta) p_j / m_j (0 for beta = 1), W = sum_k p_k w_k
+    w = xp.zeros_like(p) if beta == 1.0 else (1.0 - beta) * xp.where(p > 0, xp.exp(d), xp.zeros_like(p))
+    big_w = xp.sum(p * w, axis=-1)[..., None]
+    inner = (1 - 2 * p) * centred + (1 - p) * (1 - w) + p * w - p * big_w
+    return loss, None, (coef * inv_t * inv_t) * times(xp, p, inner)
+
+
+def _log_ratios_to_mixture(xp, s, t, beta):
+    """``(log p - log m, log q - log m)`` for ``m = (1 - beta) p + beta q``, from the log-probabilities.
+
+    ``log m`` is taken relative to the larger of ``p`` and ``q``: where ``t <= s``,
+    ``log m = s + log1p(beta expm1(t - s))``, else ``t + log1p((1 - beta) expm1(s - t))``. So equal
+    rows give exactly 0 (TRL's documented zero for identical inputs), and a small gap keeps its
+    relative precision, where ``logaddexp(s + log(1 - beta), t + log beta) - s`` cancels."""
+    delta = t - s
+    below = delta <= 0
+    gap = xp.where(below, delta, -delta)  # <= 0: expm1 in (-1, 0], log1p's argument in (-1, 0]
+    weight = xp.where(below, xp.full_like(s, beta), xp.full_like(s, 1.0 - beta))
+    over_larger = xp.log1p(weight * xp.expm1(gap))  # log m minus the larger log-probability
+    return xp.where(below, -over_larger, -delta - over_larger), xp.where(below, delta - over_larger, -over_larger)
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -256,6 +365,17 @@ distillation_loss = functional(DistillationLoss, "distillation_loss", r"""Distil
     >>> import numpy as np, losskit as lk
     >>> round(float(lk.distillation_loss(np.zeros((1, 2)), np.array([[0.0, -np.inf]]), temperature=2.0)), 6)
     2.772589
+""")
+js_divergence = functional(JSDivergence, "js_divergence", r"""Generalised Jensen-Shannon divergence
+    (GKD; TRL's ``generalized_jsd_loss``) of the student's logits from the teacher's (see :class:`JSDivergence`).
+
+    Shapes: ``logits [..., K]`` (the student's), ``target [..., K]`` (the teacher's logits),
+    ``weight [...]``; options ``beta`` in [0, 1] (0: KL(teacher || student), 1: KL(student ||
+    teacher)), ``temperature`` T > 0.
+
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.js_divergence(np.zeros((1, 2)), np.array([[0.0, -np.inf]]), beta=0.0)), 6)  # log 2
+    0.693147
 """)
 gaussian_nll_loss = functional(GaussianNLL, "gaussian_nll_loss", r"""Gaussian negative log-likelihood of
     ``target`` under (mean, log-variance) predictions (see :class:`GaussianNLL`).

@@ -95,6 +95,23 @@ def accumulate_at_b(xp, acc, a, b):
     return acc + a @ b
 
 
+def check_layer(xp, hidden, classifier, bias, names=("hidden", "classifier", "bias")) -> None:
+    """Check one output layer's arrays, ``hidden [N, D]``, ``classifier [V, D]``, ``bias [V]`` or None,
+    naming them by ``names`` in the messages."""
+    h_name, c_name, b_name = names
+    for name, array in ((h_name, hidden), (c_name, classifier)):
+        _checks.floating(xp, array, name)
+        if array.ndim != 2:
+            raise _checks.fail(name, "a 2-D array", f"shape {tuple(array.shape)}")
+    if hidden.shape[1] != classifier.shape[1]:
+        raise _checks.fail(c_name, f"shape (V, {hidden.shape[1]}) to match {h_name}'s {hidden.shape[1]} "
+                           "features", f"shape {tuple(classifier.shape)}")
+    if hidden.dtype != classifier.dtype:
+        raise _checks.fail(c_name, f"dtype {hidden.dtype} ({h_name}'s)", f"dtype {classifier.dtype}")
+    if bias is not None and tuple(bias.shape) != (classifier.shape[0],):
+        raise _checks.fail(b_name, f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
+
+
 def _arrays(hidden, classifier, target, bias, weight):
     """The namespace and the checked arrays of a linear loss call."""
     for name, value in (("hidden", hidden), ("classifier", classifier), ("target", target)):
@@ -102,17 +119,7 @@ def _arrays(hidden, classifier, target, bias, weight):
             raise _checks.fail(name, "an array", "None")
     xp, arrays = _array.namespace(hidden=hidden, classifier=classifier, target=target, bias=bias, weight=weight)
     hidden, classifier, bias = arrays["hidden"], arrays["classifier"], arrays["bias"]
-    for name, array in (("hidden", hidden), ("classifier", classifier)):
-        _checks.floating(xp, array, name)
-        if array.ndim != 2:
-            raise _checks.fail(name, "a 2-D array", f"shape {tuple(array.shape)}")
-    if hidden.shape[1] != classifier.shape[1]:
-        raise _checks.fail("classifier", f"shape (V, {hidden.shape[1]}) to match hidden's {hidden.shape[1]} "
-                           "features", f"shape {tuple(classifier.shape)}")
-    if hidden.dtype != classifier.dtype:
-        raise _checks.fail("classifier", f"dtype {hidden.dtype} (hidden's)", f"dtype {classifier.dtype}")
-    if bias is not None and tuple(bias.shape) != (classifier.shape[0],):
-        raise _checks.fail("bias", f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
+    check_layer(xp, hidden, classifier, bias)
     weight = arrays["weight"]
     if weight is not None:
         _checks.same_shape("weight", weight, "one value per row of hidden", (hidden.shape[0],))
@@ -222,25 +229,26 @@ def _sweep(xp, hidden, classifier, bias, rows, scale, w, reduction, chunk_terms)
     return value, (grad_hidden, grad_classifier, grad_bias)
 
 
-def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduction):
-    """NumPy: each chunk's logits buffer becomes its gradient in place (the softmax CE kernel), then
-    two gemms; ``grad_classifier`` accumulated in place. One ``rows x V`` buffer in all. None when
-    the arrays are not NumPy float32/float64, numba is missing, or a chunk flagged a row."""
+def host_arrays(*arrays) -> bool:
+    """Whether the compiled host sweep takes these arrays: NumPy float32/float64 (None skipped), numba there."""
     import numpy as np
 
     from .. import fused
 
-    arrays = [hidden, classifier] + ([] if bias is None else [bias])
-    if not (fused.available() and all(isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
-                                      for x in arrays)):
-        return None
-    from ..fused.kernels import softmax_ce_rows
+    return fused.available() and all(isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+                                     for x in arrays if x is not None)
+
+
+def host_sweep(hidden, classifier, bias, rows, fill):
+    """NumPy: each chunk's logits go into one ``rows x V`` buffer, ``fill(start, stop, z, flags)`` turns
+    that buffer into the scaled ``d loss / d logits`` in place (a compiled kernel; it keeps its own
+    losses), then two gemms; ``grad_classifier`` accumulated in place. Returns ``(grad_hidden,
+    grad_classifier, grad_bias)``, or None when ``fill`` flagged a row (a non-finite logit: the
+    array-API sweep then gives the exact limits)."""
+    import numpy as np
 
     n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
     buffer = np.empty((min(rows, n_rows), n_vocab), dtype=hidden.dtype)
-    scaled_loss = np.zeros(n_rows)
     grad_hidden = np.empty_like(hidden)
     grad_classifier = np.zeros_like(classifier)
     grad_bias = None if bias is None else np.zeros_like(bias)
@@ -251,17 +259,42 @@ def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduct
         np.matmul(h, classifier.T, out=z)
         if bias is not None:
             z += bias
-        softmax_ce_rows(z, labels[start:stop], scale[start:stop], smoothing, scaled_loss[start:stop], z, True,
-                        flags[: stop - start])
-        if flags.any():  # a non-finite logit: the array-API sweep gives the exact limits
+        fill(start, stop, z, flags[: stop - start])
+        if flags.any():
             return None
         np.matmul(z, classifier, out=grad_hidden[start:stop])
         accumulate_at_b(np, grad_classifier, z.T, h)
         if grad_bias is not None:
             grad_bias += z.sum(axis=0)
-    value = scaled_loss.astype(hidden.dtype) if reduction == "none" else \
-        np.asarray(scaled_loss.sum(), dtype=hidden.dtype)[()]
-    return value, (grad_hidden, grad_classifier, grad_bias)
+    return grad_hidden, grad_classifier, grad_bias
+
+
+def host_value(scaled_loss, reduction, dtype):
+    """The reduced value from the kernels' float64 ``scale * l`` per row."""
+    import numpy as np
+
+    return scaled_loss.astype(dtype) if reduction == "none" else np.asarray(scaled_loss.sum(), dtype=dtype)[()]
+
+
+def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduction):
+    """NumPy: :func:`host_sweep` with the softmax CE kernel (the chunk buffer becomes its own
+    gradient). None when the arrays are not NumPy float32/float64, numba is missing, or a chunk
+    flagged a row."""
+    import numpy as np
+
+    if not host_arrays(hidden, classifier, bias):
+        return None
+    from ..fused.kernels import softmax_ce_rows
+
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
+    scaled_loss = np.zeros(hidden.shape[0])
+
+    def fill(start, stop, z, flags):
+        softmax_ce_rows(z, labels[start:stop], scale[start:stop], smoothing, scaled_loss[start:stop], z, True, flags)
+
+    grads = host_sweep(hidden, classifier, bias, rows, fill)
+    return None if grads is None else (host_value(scaled_loss, reduction, hidden.dtype), grads)
 
 
 def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, normalizer=None, **options):

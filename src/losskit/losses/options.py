@@ -17,7 +17,8 @@ from .. import _array, _checks
 from .declaration import number
 
 __all__ = ["Options", "LabelOptions", "CategoricalOptions", "BinaryOptions", "SigmoidFocalOptions",
-           "SoftmaxFocalOptions", "PolyOptions", "DistillationOptions", "QuantileOptions", "TweedieOptions"]
+           "SoftmaxFocalOptions", "PolyOptions", "DistillationOptions", "JSDOptions", "QuantileOptions",
+           "TweedieOptions"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,6 +132,17 @@ class DistillationOptions(Options):
         super().__post_init__()
         self._set("temperature", number(self.temperature, "temperature", low=0.0, low_open=True))
         self._set("axis", _checks.integer(self.axis, "axis"))
+
+
+@dataclass(frozen=True, eq=False)
+class JSDOptions(DistillationOptions):
+    """The generalised JSD: the distillation's temperature and axis, and the mixture's ``beta``."""
+
+    beta: float = 0.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._set("beta", number(self.beta, "beta", low=0.0, high=1.0))
 
 
 @dataclass(frozen=True, eq=False)

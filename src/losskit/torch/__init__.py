@@ -356,9 +356,10 @@ QuantileHead = _head_module(_heads.QuantileHead)
 GaussianHead = _head_module(_heads.GaussianHead)
 
 from .linear import linear_binary_cross_entropy, linear_cross_entropy, linear_logprobs  # noqa: E402 - after the ops
+from .linear_jsd import LinearJSDLoss  # noqa: E402 - after the ops
 from .policy import LinearGRPOLoss, linear_grpo_loss  # noqa: E402 - after the ops
 from .preference import LinearPreferenceLoss  # noqa: E402 - after the ops
 
 __all__ = ["module", *_MODULES, "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
            "GaussianHead", "linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs",
-           "LinearGRPOLoss", "linear_grpo_loss", "LinearPreferenceLoss"]
+           "LinearGRPOLoss", "linear_grpo_loss", "LinearJSDLoss", "LinearPreferenceLoss"]
