@@ -122,6 +122,36 @@ def losskit_logprobs_forward(a):
     return float(out.logps.sum()), out.entropy, None
 
 
+# -- DPO (sigmoid, beta 0.1, TRL's definition) -----------------------------------------------------------
+def naive_dpo(a):
+    import torch
+
+    hidden, classifier, target = _torch_leaves(a)
+    ref = torch.from_numpy(a["ref_logps"])
+    sums = _naive_logps(hidden, classifier, target).sum(-1)
+    n_pairs = sums.shape[0] // 2
+    margin = (sums[:n_pairs] - ref[:n_pairs]) - (sums[n_pairs:] - ref[n_pairs:])
+    return _finish(-torch.nn.functional.logsigmoid(BETA * margin).mean(), hidden, classifier)
+
+
+def losskit_dpo(a):
+    import losskit as lk
+
+    value, grads = lk.linear_preference_loss_value_and_grad(a["hidden"], a["classifier"], a["target"], loss="dpo",
+                                                            ref_logps=a["ref_logps"], beta=BETA)
+    return float(value), grads[0], grads[1]
+
+
+def losskit_torch_dpo(a):
+    import torch
+
+    import losskit.torch as lt
+
+    hidden, classifier, target = _torch_leaves(a)
+    loss = lt.LinearPreferenceLoss("dpo", beta=BETA)(hidden, classifier, target, torch.from_numpy(a["ref_logps"]))
+    return _finish(loss, hidden, classifier)
+
+
 # -- GRPO (DAPO's token-level loss, beta 0.04, TRL's definitions) ---------------------------------------
 GRPO = {"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.28, "normalization": "bnpo"}
 
@@ -220,6 +250,11 @@ CASES = {
         "losskit linear_logprobs + vjp": losskit_logprobs,
         "losskit.torch linear_logprobs": losskit_torch_logprobs,
         "losskit linear_cross_entropy (for scale)": losskit_linear_ce,
+    },
+    "DPO (sigmoid, beta 0.1), fwd + bwd": {
+        "torch naive": naive_dpo,
+        "losskit linear_preference_loss_value_and_grad": losskit_dpo,
+        "losskit.torch LinearPreferenceLoss": losskit_torch_dpo,
     },
     "GRPO (token ratios, bnpo, beta 0.04), fwd + bwd": {
         "torch naive": naive_grpo,
