@@ -596,3 +596,21 @@ def test_torch_policy_doctests():
     import losskit.torch.policy as module
 
     assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+def test_modules_with_other_float_options_compile_one_after_another():
+    """torch.compile marks a float attribute that changed between two instances as symbolic; the
+    modules hand the custom op their options encoded at construction, so each compiles and gives
+    its own value (the clipped surrogate at ratio 1.5 depends on epsilon_high)."""
+    import torch
+
+    import losskit.torch as lt
+
+    hidden = torch.zeros(1, 2, 3, requires_grad=True)
+    classifier = torch.zeros(4, 3)  # uniform: log p = -log 4
+    target = torch.tensor([[0, 3]])
+    old = torch.full((1, 2), -float(np.log(4.0)) - float(np.log(1.5)))  # ratio r = 1.5 on both tokens
+    for epsilon_high in (0.2, 0.3, 0.25):
+        loss = torch.compile(lt.LinearGRPOLoss(epsilon_high=epsilon_high), fullgraph=True)(
+            hidden, classifier, target, old_logps=old, advantages=torch.tensor([1.0]))
+        assert loss.item() == pytest.approx(-(1 + epsilon_high), rel=1e-6)  # -min(r A, clip(r) A), A = 1

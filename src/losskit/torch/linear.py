@@ -20,7 +20,8 @@ from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as core_linear_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as core_linear_logprobs_vjp
 
-__all__ = ["linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs", "fused_linear"]
+__all__ = ["linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs", "fused_linear",
+           "encode_options"]
 
 
 class _FusedLinearLoss(torch.autograd.Function):
@@ -130,31 +131,42 @@ def _linear_backward(ctx, upstream, *unused):
 torch.library.register_autograd("losskit::linear_value_and_grad", _linear_backward, setup_context=_linear_setup)
 
 
+def encode_options(options: dict) -> str:
+    """Options (plain values) as the custom ops' JSON string. A module encodes its options once, at
+    construction, and hands the string to :func:`fused_linear`: read as attributes inside
+    ``torch.compile``, its floats would turn symbolic when a second instance with other values
+    recompiles the same ``forward``, and symbolic values cannot be encoded."""
+    return json.dumps(options, sort_keys=True)
+
+
 @torch.compiler.assume_constant_result
-def _encode(options: tuple) -> str:
-    """Options (sorted ``(name, value)`` pairs of plain values) as the custom ops' JSON string,
-    computed when ``torch.compile`` traces (a constant of the graph), not in it."""
-    return json.dumps(dict(options))
+def _encode(options: dict) -> str:
+    """:func:`encode_options` for a call's own constants: computed when ``torch.compile`` traces (a
+    constant of the graph), not in it."""
+    return encode_options(options)
 
 
-def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), **options):
+def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), encoded_options=None,
+                 **options):
     """The autograd form of a core fused linear loss ``function(hidden, classifier, target, *, bias,
     **extras, **options) -> (value, (grad_hidden, grad_classifier, grad_bias)[, aux])``: one
     ``torch.library`` custom op (opaque to ``torch.compile``), whose forward runs the core's one
     sweep (the compiled kernels on CPU tensors, through zero-copy views; the array-API expressions
     on other devices) and keeps the three gradients; backward scales them. ``extras``: named
     tensors the loss reads and never differentiates (reference log-probs, advantages). ``aux``:
-    names of the scalar statistics to return beside the value, as a dict of 0-d float64 tensors."""
+    names of the scalar statistics to return beside the value, as a dict of 0-d float64 tensors
+    (logged numbers: no gradient). ``encoded_options``: the options as :func:`encode_options`
+    made them, in place of ``**options`` (what a module passes; see there)."""
     extras = {name: value for name, value in (extras or {}).items() if value is not None}
     for name, value in extras.items():
         if not isinstance(value, Tensor):
             raise _checks.fail(name, "a torch.Tensor", type(value).__name__)
-    value, _, _, _, stats = _linear_value_and_grad(
-        _path(function), _encode(tuple(sorted(options.items()))), hidden, classifier, target, bias,
-        list(extras.values()), ",".join(extras), ",".join(aux))
+    encoded = encoded_options if encoded_options is not None else _encode(options)
+    value, _, _, _, stats = _linear_value_and_grad(_path(function), encoded, hidden, classifier, target, bias,
+                                                   list(extras.values()), ",".join(extras), ",".join(aux))
     if not aux:
         return value
-    return value, dict(zip(aux, stats.unbind(0), strict=True))
+    return value, dict(zip(aux, stats.detach().unbind(0), strict=True))
 
 
 @torch.library.custom_op("losskit::linear_logprobs", mutates_args=())
@@ -211,8 +223,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     forward is one chunked sweep (the log-probs, entropy and argmax test together); backward is a
     second sweep that recomputes each chunk's logits (the upstream gradient is known only then).
     The entropy and the accuracy carry no gradient."""
-    options = _encode((("chunk_size", chunk_size), ("ignore_index", ignore_index),
-                       ("temperature", float(temperature))))
+    options = _encode({"chunk_size": chunk_size, "ignore_index": ignore_index, "temperature": float(temperature)})
     logps, entropy_, accuracy_ = _linear_logprobs(options, hidden, classifier, target, bias)
     if not (entropy or accuracy):
         return logps

@@ -16,7 +16,7 @@ from .. import _checks
 from ..losses.declaration import number
 from ..losses.linear import LinearCEOptions
 from ..losses.linear_jsd import student_value_and_grad
-from .linear import fused_linear
+from .linear import encode_options, fused_linear
 
 __all__ = ["LinearJSDLoss"]
 
@@ -41,18 +41,21 @@ class LinearJSDLoss(nn.Module):
         self.options = {"beta": number(beta, "beta", low=0.0, high=1.0),
                         "temperature": number(temperature, "temperature", low=0.0, low_open=True),
                         "ignore_index": _checks.ignore_index(ignore_index), "chunk_size": chunk_size}
+        # constants of a compiled graph (see encode_options); without a target nothing is ignored
+        self._encoded = encode_options(self.options)
+        self._encoded_all_rows = encode_options({**self.options, "ignore_index": None})
 
     def forward(self, student_hidden: Tensor, student_classifier: Tensor, teacher_hidden: Tensor,
                 teacher_classifier: Tensor, target: Tensor | None = None, student_bias: Tensor | None = None,
                 teacher_bias: Tensor | None = None) -> Tensor:
-        options = self.options
+        encoded = self._encoded
         if target is None:  # the op takes a tensor: any ids, with nothing ignored, count every row
             target = torch.zeros(student_hidden.shape[:-1], dtype=torch.int64, device=student_hidden.device)
-            options = {**options, "ignore_index": None}
+            encoded = self._encoded_all_rows
         teacher = {"teacher_hidden": teacher_hidden, "teacher_classifier": teacher_classifier,
                    "teacher_bias": teacher_bias}
         return fused_linear(student_value_and_grad, student_hidden, student_classifier, target, bias=student_bias,
-                            extras=teacher, **options)
+                            extras=teacher, encoded_options=encoded)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -12,15 +12,15 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
-from .linear import fused_linear
+from .linear import encode_options, fused_linear
 
 __all__ = ["LinearGRPOLoss", "linear_grpo_loss"]
 
 
-def _apply(options: GRPOOptions, hidden, classifier, target, old_logps, advantages, ref_logps, bias):
+def _apply(encoded: str, hidden, classifier, target, old_logps, advantages, ref_logps, bias):
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
     return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, bias=bias, extras=extras,
-                        **options.as_dict())
+                        encoded_options=encoded)
 
 
 def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_logps: Tensor, advantages: Tensor,
@@ -28,7 +28,8 @@ def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_
     """:func:`losskit.linear_grpo_loss` with autograd into ``hidden [B, T, D]``, ``classifier [V, D]``
     and ``bias [V]``; shapes and options (``beta``, ``epsilon_low``, ``epsilon_high``, ``importance``,
     ``normalization``, ``max_length``, ``temperature``, ``ignore_index``, ``chunk_size``) as there."""
-    return _apply(GRPOOptions(**options), hidden, classifier, target, old_logps, advantages, ref_logps, bias)
+    return _apply(encode_options(GRPOOptions(**options).as_dict()), hidden, classifier, target, old_logps, advantages,
+                  ref_logps, bias)
 
 
 class LinearGRPOLoss(nn.Module):
@@ -53,10 +54,11 @@ class LinearGRPOLoss(nn.Module):
         self.options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
                                    importance=importance, normalization=normalization, max_length=max_length,
                                    temperature=temperature, ignore_index=ignore_index, chunk_size=chunk_size)
+        self._encoded = encode_options(self.options.as_dict())  # constants of a compiled graph (see there)
 
     def forward(self, hidden: Tensor, classifier: Tensor, target: Tensor, *, old_logps: Tensor, advantages: Tensor,
                 ref_logps: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
-        return _apply(self.options, hidden, classifier, target, old_logps, advantages, ref_logps, bias)
+        return _apply(self._encoded, hidden, classifier, target, old_logps, advantages, ref_logps, bias)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.options.as_dict().items())

@@ -8,25 +8,15 @@ one opaque op.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .. import _checks
 from ..losses.preference import linear_preference_loss_value_and_grad, pair_loss
-from .linear import fused_linear
+from .linear import encode_options, fused_linear
 
 __all__ = ["LinearPreferenceLoss"]
-
-
-@torch.compiler.assume_constant_result
-def _constant_options(encoded: str) -> tuple:
-    """The module's options, constants of a compiled graph: read as attributes, floats would turn
-    symbolic when a second module with other values recompiles the same ``forward``, and the
-    custom op's option encoding cannot sort symbolic values."""
-    return tuple(json.loads(encoded).items())
 
 
 class LinearPreferenceLoss(nn.Module):
@@ -56,18 +46,14 @@ class LinearPreferenceLoss(nn.Module):
         # plain Python values only: the custom op takes them as a JSON string
         self._options = {"loss": loss, "ignore_index": _checks.ignore_index(ignore_index),
                          "temperature": float(temperature), "chunk_size": chunk_size, **self.objective.options()}
-        self._encoded = json.dumps(self._options)
+        self._encoded = encode_options(self._options)  # constants of a compiled graph (see encode_options)
         self._aux = self.objective.aux_names() if aux else ()
 
     def forward(self, hidden: Tensor, classifier: Tensor, target: Tensor, ref_logps: Tensor | None = None,
                 bias: Tensor | None = None):
         result = fused_linear(linear_preference_loss_value_and_grad, hidden, classifier, target, bias=bias,
-                              extras={"ref_logps": ref_logps}, aux=self._aux, **dict(_constant_options(self._encoded)))
-        if not self._aux:
-            return result
-        # the statistics are logged numbers: detached (the op's backward gives them no gradient)
-        loss, stats = result
-        return loss, {name: value.detach() for name, value in stats.items()}
+                              extras={"ref_logps": ref_logps}, aux=self._aux, encoded_options=self._encoded)
+        return result
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self._options.items())
