@@ -311,3 +311,27 @@ def test_a_unit_within_4x_the_default_budget_is_swept_in_one_pass(monkeypatch, c
     reference = sequence_sweep(xp, hidden, classifier, target, bias=bias, objective=_SquaredMargin(B),
                                chunk_size=1000)
     np.testing.assert_allclose(sweep.grads[1], reference.grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_the_docs_block_runs_and_says_what_it_claims():
+    """docs/post-training.md, "Per-token log-probs, entropy and accuracy": run as written, then each
+    commented claim against the materialised float64 logits (torch autograd for the gradients)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "post-training.md").read_text()
+    section = text.split("## Per-token log-probs, entropy and accuracy")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    ns: dict = {}
+    exec(compile(block, "docs/post-training.md (log-probs)", "exec"), ns)
+    leaves = _leaves(ns["hidden"], ns["classifier"])
+    target = ns["target"]
+    logp, entropy, correct = _naive(*leaves, None, target, temperature=1.0)
+    np.testing.assert_allclose(ns["out"].logps, logp.detach().numpy(), rtol=1e-12, atol=1e-13)
+    assert ns["out"].logps.shape == (2, 6) and not ns["out"].logps[:, :2].any()  # 0 at ignored tokens
+    np.testing.assert_allclose(ns["out"].entropy, entropy.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(ns["out"].accuracy, correct.numpy())
+    logp.sum().backward()  # "d sum(logps)"
+    for mine, leaf in zip(ns["grads"][:2], leaves, strict=True):
+        np.testing.assert_allclose(mine, leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert ns["grads"][2] is None  # no bias, no bias gradient
