@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .losses.logprobs import TokenLogProbs
-from .losses.logprobs import linear_logprobs as _core_logprobs
-from .losses.logprobs import linear_logprobs_vjp as _core_logprobs_vjp
+from ..losses.logprobs import TokenLogProbs
+from ..losses.logprobs import linear_logprobs as _core_logprobs
+from ..losses.logprobs import linear_logprobs_vjp as _core_logprobs_vjp
 
 __all__ = ["fused_linear", "linear_logprobs"]
 

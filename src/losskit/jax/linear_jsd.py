@@ -7,8 +7,8 @@ constants (zero cotangents), so only the student's layer is differentiated.
 
 from __future__ import annotations
 
-from .jax_linear import fused_linear
-from .losses.linear_jsd import student_value_and_grad
+from ..losses.linear_jsd import student_value_and_grad
+from .linear import fused_linear
 
 __all__ = ["linear_jsd_loss"]
 

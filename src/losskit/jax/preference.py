@@ -1,5 +1,5 @@
 """JAX form of the fused preference losses (:mod:`losskit.losses.preference`): a ``jax.custom_vjp``
-function over the core's one sweep, through :func:`losskit.jax_linear.fused_linear`.
+function over the core's one sweep, through :func:`losskit.jax.linear.fused_linear`.
 
 Imported by :mod:`losskit.jax`; ``import losskit`` never imports JAX. The options are checked when
 the function is called (before any tracing); the data checks that need values (a sequence with
@@ -8,8 +8,8 @@ no token left, a missing chosen token) are skipped under ``jit``, where there ar
 
 from __future__ import annotations
 
-from .jax_linear import fused_linear
-from .losses.preference import linear_preference_loss_value_and_grad, pair_loss
+from ..losses.preference import linear_preference_loss_value_and_grad, pair_loss
+from .linear import fused_linear
 
 __all__ = ["linear_preference_loss"]
 

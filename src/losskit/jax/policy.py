@@ -1,13 +1,13 @@
 """JAX form of the GRPO family (:mod:`losskit.losses.policy`): ``losskit.jax.linear_grpo_loss``, a
-``custom_vjp`` function over the core's chunked sweep (see :mod:`losskit.jax_linear`), usable under
+``custom_vjp`` function over the core's chunked sweep (see :mod:`losskit.jax.linear`), usable under
 ``jit`` and ``grad``. ``old_logps``, ``advantages`` and ``ref_logps`` get zero cotangents."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .jax_linear import fused_linear
-from .losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
+from ..losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
+from .linear import fused_linear
 
 __all__ = ["linear_grpo_loss"]
 

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import heads as _heads
-from . import reduction as _reduction
-from .losses import REGISTRY, catalogue
+from .. import heads as _heads
+from .. import reduction as _reduction
+from ..losses import REGISTRY, catalogue
 
 __all__ = [*catalogue(), "loss_fn", "head", "linear_logprobs", "fused_linear", "linear_grpo_loss", "linear_jsd_loss",
            "linear_preference_loss"]
@@ -243,7 +243,7 @@ def head(task: str, **options: Any) -> _Head:
     return _Head(_heads.head(task, **options))
 
 
-from .jax_linear import fused_linear, linear_logprobs  # noqa: E402 - the fused linear losses' JAX forms
-from .jax_linear_jsd import linear_jsd_loss  # noqa: E402
-from .jax_policy import linear_grpo_loss  # noqa: E402
-from .jax_preference import linear_preference_loss  # noqa: E402
+from .linear import fused_linear, linear_logprobs  # noqa: E402 - the fused linear losses' JAX forms
+from .linear_jsd import linear_jsd_loss  # noqa: E402
+from .policy import linear_grpo_loss  # noqa: E402
+from .preference import linear_preference_loss  # noqa: E402
