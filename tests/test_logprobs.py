@@ -263,14 +263,11 @@ def test_fused_linear_wrappers_carry_a_core_sweep_into_torch_and_jax():
         assert out.item() == pytest.approx(value, rel=1e-12)
         for leaf, grad in zip(mine, grads, strict=True):
             np.testing.assert_allclose(leaf.grad.numpy(), 2 * grad, rtol=1e-10, atol=1e-13)
-    jax.config.update("jax_enable_x64", True)
-    try:
-        f = jax.jit(jax.value_and_grad(lambda h, c: 2 * lj.fused_linear(
-            linear_cross_entropy_value_and_grad, h, c, jnp.asarray(y), ignore_index=-100, chunk_size=4),
-            argnums=(0, 1)))
-        out, jax_grads = f(jnp.asarray(h), jnp.asarray(c))
-    finally:
-        jax.config.update("jax_enable_x64", False)
+    assert jax.config.jax_enable_x64  # conftest turns it on for the whole run: float64 stays float64
+    f = jax.jit(jax.value_and_grad(lambda h, c: 2 * lj.fused_linear(
+        linear_cross_entropy_value_and_grad, h, c, jnp.asarray(y), ignore_index=-100, chunk_size=4),
+        argnums=(0, 1)))
+    out, jax_grads = f(jnp.asarray(h), jnp.asarray(c))
     assert float(out) == pytest.approx(2 * value, rel=1e-12)
     for mine_grad, grad in zip(jax_grads, grads, strict=True):
         np.testing.assert_allclose(np.asarray(mine_grad), 2 * grad, rtol=1e-10, atol=1e-13)
