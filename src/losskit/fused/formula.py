@@ -28,7 +28,7 @@ from numba import prange, types
 from numba.core.extending import register_jitable
 from numba.extending import NativeValue, models, overload_method, register_model, typeof_impl, unbox
 
-from .vmath import vexp, vlog1p_unit
+from .vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow
 
 __all__ = ["SCALAR_MATH", "row_kernel", "options_tuple", "register_helpers"]
 
@@ -61,7 +61,7 @@ def _unbox(typ, obj, context):
 
 def _method(name):
     def decorate(impl):
-        overload_method(_ScalarMathType, name, jit_options={"fastmath": {"contract"}})(impl)
+        overload_method(_ScalarMathType, name, jit_options={"fastmath": {"contract"}, "forceinline": True})(impl)
         return impl
     return decorate
 
@@ -75,40 +75,19 @@ def _exp(self, x):
     return lambda self, x: vexp(x)
 
 
-#: Taylor coefficients of expm1 from x^17 / 17! down to x / 1! (Horner order); below |x| = 1/2 the
-#: truncation is under (1/2)^17 / 18! < 1.2e-21 relative
-_EXPM1_SERIES = tuple(1.0 / math.factorial(k) for k in range(17, 0, -1))
-
-
-@numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def _vexpm1(x):
-    """``exp(x) - 1`` in float64 without a libm call (so loops vectorise): a Taylor series below
-    |x| = 1/2 (no cancellation), ``vexp(x) - 1`` above (relative error under 2.6 eps there)."""
-    x = np.float64(x)
-    a = abs(x)
-    small = a < 0.5
-    xs = x if small else 0.0
-    series = 0.0
-    for c in _EXPM1_SERIES:
-        series = series * xs + c
-    series = series * xs
-    large = vexp(x) - 1.0
-    return series if small else large
-
-
 @_method("expm1")
 def _expm1(self, x):
-    return lambda self, x: _vexpm1(x)
+    return lambda self, x: vexpm1(x)
 
 
 @_method("log")
 def _log(self, x):
-    return lambda self, x: math.log(x)
+    return lambda self, x: vlog(x)
 
 
 @_method("log1p")
 def _log1p(self, x):
-    return lambda self, x: math.log1p(x)
+    return lambda self, x: vlog1p(x)
 
 
 @_method("sqrt")
@@ -130,26 +109,30 @@ def _sign(self, x):
 
 @_method("log1p_unit")
 def _log1p_unit(self, u):
-    return lambda self, u: vlog1p_unit(np.float64(u))
+    return lambda self, u: vlog1p_unit(u)
 
 
 @_method("tanh")
 def _tanh(self, x):
+    minus_two, two = _float_type(x)(-2), _float_type(x)(2)
+
     def impl(self, x):
-        m = _vexpm1(-2.0 * abs(x))  # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation
-        t = -m / (2.0 + m)
+        m = vexpm1(minus_two * abs(x))  # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation
+        t = -m / (two + m)
         return t if x >= 0 else -t
     return impl
 
 
 @_method("sinh")
 def _sinh(self, x):
-    return lambda self, x: 0.5 * (_vexpm1(x) - _vexpm1(-x))  # no cancellation: the terms have opposite signs
+    half = _float_type(x)(0.5)
+    return lambda self, x: half * (vexpm1(x) - vexpm1(-x))  # no cancellation: the terms have opposite signs
 
 
 @_method("cosh")
 def _cosh(self, x):
-    return lambda self, x: 0.5 * (vexp(np.float64(x)) + vexp(-np.float64(x)))
+    half = _float_type(x)(0.5)
+    return lambda self, x: half * (vexp(x) + vexp(-x))
 
 
 @_method("hypot")
@@ -179,7 +162,10 @@ def _clip(self, x, low, high):
 
 @_method("pow")
 def _pow(self, x, y):
-    return lambda self, x, y: x ** y
+    if isinstance(y, types.Integer):  # an integer exponent, as a float of x's type (exact below 2^24)
+        cast = _float_type(x)
+        return lambda self, x, y: vpow(x, cast(y))
+    return lambda self, x, y: vpow(x, y)
 
 
 @_method("isfinite")
@@ -235,7 +221,7 @@ def register_helpers(functions) -> None:
     (the caller passes them: this leaf module imports nothing of the losses)."""
     for fn in functions:
         if fn not in _REGISTERED:
-            register_jitable(fn)
+            register_jitable(forceinline=True)(fn)  # inlined by LLVM: a call in the loop stops vectorisation
             _REGISTERED.add(fn)
 
 
@@ -252,31 +238,34 @@ def options_tuple(loss):
 
 
 @functools.cache
-def row_kernel(cls, parallel: bool):
+def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: bool):
     """The compiled row kernel of ``cls``'s formula::
 
-        kernel(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, with_grad, flags)
+        kernel(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
 
-    over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]``, ``[R, 1]`` or ``[1, 1]``; each element's loss is
-    ``inv_count * value`` (1/D for a row's mean); outputs as :func:`losskit.fused.kernels.bce_logits_rows`.
+    over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]`` (``per_element``) or ``[R, 1]`` / ``[1, 1]``; each
+    element's loss is ``inv_count * value`` (1/D for a row's mean); outputs as
+    :func:`losskit.fused.kernels.bce_logits_rows`, ``elements`` written when ``store``, ``grad`` when
+    ``with_grad``. These three are fixed per compiled variant, not tested per element: a loop whose
+    body branches on them (or gathers its scale through a chosen index) is one LLVM does not
+    vectorise once the formula is long (it will not duplicate a long loop to unswitch it).
     """
     value = numba.njit(inline="always", error_model="numpy")(cls.value)
     derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
     loop = prange if parallel else range
 
-    def rows(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, with_grad, flags):
+    def rows(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
-        per_element = scale.shape[1] > 1
         per_row = scale.shape[0] > 1
-        store = elements.shape[0] > 0
         zero = z.dtype.type(0)
         for i in loop(n):
             total = 0.0
             poison = 0.0
+            row_scale = scale[i if per_row else i - i, 0]  # i - i: 0 of prange's type
             for j in range(c):
                 x = z[i, j]
                 t = y[i, j]
-                s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
+                s = scale[i, j] if per_element else row_scale
                 loss = inv_count * value(opts, xp, x, t)
                 weighted = 0.0 if s == zero else s * loss  # a weight-0 example adds 0, even if inf
                 poison += x * 0.0  # NaN for a non-finite input
