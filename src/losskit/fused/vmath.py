@@ -1,6 +1,6 @@
-r"""Vectorisable ``exp`` and ``log1p`` for the compiled kernels, in float32 and in float64.
+r"""Vectorisable ``exp``, ``log``, ``log1p``, ``expm1`` and ``pow`` for the compiled kernels, in float32 and float64.
 
-``math.exp`` and ``math.log1p`` compile to calls into libm, which LLVM cannot vectorise without
+``math.exp``, ``math.log`` and their kin compile to calls into libm, which LLVM cannot vectorise without
 Intel's SVML, and PyPI's llvmlite has none. These are written in plain arithmetic that LLVM turns
 into SIMD code, each in the dtype it is called with (a float32 loop stays float32).
 
@@ -17,8 +17,17 @@ series :math:`2 \sum_k s^{2k+1} / (2k + 1)`; 9 terms for float32 (truncation
 :math:`< 3 \cdot 10^{-9}` relative) and 18 for float64 (:math:`< 2 \cdot 10^{-18}`). ``s`` has no
 cancellation, so tiny ``u`` keeps full relative precision.
 
+``vlog(x)``, ``vlog1p(x)``, ``vexpm1(x)`` and ``vpow(x, y)`` replace ``math.log``, ``math.log1p``,
+``math.expm1`` and ``**`` in the formula kernels (:mod:`losskit.fused.formula`), each with the same
+edges (0, infinities, NaN, negative arguments) as the ``math`` function: exponent-bit range reduction
+and a series, no table, no data-dependent branch or loop. Their methods and truncation bounds are in
+their docstrings and beside their constants; measured error, over each whole domain: ``vlog`` 1.02
+ulp, ``vlog1p`` 1.26, ``vexpm1`` 0.95, ``vpow`` 0.5 (float32, computed in float64) and 2.2 / 3.1 /
+8.6 ulp (float64, exponents up to 2 / 8 / 30 in magnitude) (tests/test_vmath.py).
+
 Compiled with contraction into fused multiply-adds allowed (Horner steps become FMAs) and no
-other fast-math flag. Measured against 50-digit mpmath over their whole domains: ``python benchmarks/accuracy.py``
+other fast-math flag, and marked for LLVM to inline them (``forceinline``: a call left in a loop
+stops it from vectorising). Measured against 50-digit mpmath over their whole domains: ``python benchmarks/accuracy.py``
 (figures in docs/losses.md). The compiled code of each kernel is cached on disk (``cache=True``).
 """
 
@@ -231,12 +240,12 @@ class _Format:
         self.inf, self.nan = f(np.inf), f(np.nan)
 
 
-# log: |s| <= (sqrt 2 - 1) / (sqrt 2 + 1) < 0.1716, s^2 < 0.02944; the first term left out of R,
-# 2 s^(2K+2) / (2K + 3) times s, is below 4.6e-10 (float32, K = 5: relative to log(m) >= 0.0 it is
-# measured against |log(1 + f)| >= |f| / 1.21, so 2.2e-9 < 2^-28) and 2.1e-19 (float64, K = 11: < 2^-61).
-# expm1: |r| <= ln 2 / 2 < 0.3466; the first term left out, r^(D+1) / (D+1)!, relative to |r|, is below
-# 5.7e-10 (float32, D = 8) and 2.7e-19 (float64, D = 14). Outside [low, high] expm1 rounds to -1
-# (low) or to exp's own rounding (high).
+# Truncation. log: |s| <= (sqrt 2 - 1) / (sqrt 2 + 1) < 0.1716, s^2 < 0.02944; the first term left out of
+# s R, 2 s^(2K+3) / (2K + 3), relative to |log(1 + f)| = |2 atanh s| >= |2 s|, is below
+# 0.02944^(K+1) / (2K + 3): 5.0e-11 for float32 (K = 5) and 1.7e-20 for float64 (K = 11).
+# expm1: |r| <= ln 2 / 2 < 0.3466; the first term left out, r^(D+1) / (D+1)!, relative to
+# |expm1 r| >= 0.82 |r|, is below 7.0e-10 for float32 (D = 8) and 3.3e-19 for float64 (D = 14).
+# Outside [low, high] expm1 rounds to -1 (low) or to exp's own rounding (high).
 _F32 = _Format(np.float32, np.int32, 23, log_terms=5, expm1_degree=8, expm1_low=-30.0, expm1_high=20.0)
 _F64 = _Format(np.float64, np.int64, 52, log_terms=11, expm1_degree=14, expm1_low=-60.0, expm1_high=40.0)
 
@@ -367,7 +376,7 @@ def _vexpm1(x):
     F = _format(x)
     if F is None:
         return None
-    f, i = F.f, F.i
+    i = F.i
     log2e, hi, lo = (_LOG2E32, _LN2HI32, _LN2LO32) if F is _F32 else (_LOG2E64, _LN2HI64, _LN2LO64)
     series, low, high, half, one, zero = F.expm1_series, F.expm1_low, F.expm1_high, F.half, F.one, F.zero
     mant, bias = F.mantissa_bits, F.bias
