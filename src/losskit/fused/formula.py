@@ -238,7 +238,7 @@ def options_tuple(loss):
 
 
 @functools.cache
-def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: bool):
+def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: bool, domain: str):
     """The compiled row kernel of ``cls``'s formula::
 
         kernel(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
@@ -246,10 +246,14 @@ def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: b
     over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]`` (``per_element``) or ``[R, 1]`` / ``[1, 1]``; each
     element's loss is ``inv_count * value`` (1/D for a row's mean); outputs as
     :func:`losskit.fused.kernels.bce_logits_rows`, ``elements`` written when ``store``, ``grad`` when
-    ``with_grad``. These three are fixed per compiled variant, not tested per element: a loop whose
-    body branches on them (or gathers its scale through a chosen index) is one LLVM does not
-    vectorise once the formula is long (it will not duplicate a long loop to unswitch it).
+    ``with_grad``. ``domain`` (a key of :data:`losskit.losses.elementwise.TARGETS`) is the set of target
+    values the loss takes: a row holding another (or a NaN target) is flagged, so the check costs no
+    pass of its own; a ``"sign"`` target reaches the formula as -1/+1. These four are fixed per
+    compiled variant, not tested per element: a loop whose body branches on them (or gathers its
+    scale through a chosen index) is one LLVM does not vectorise once the formula is long (it will
+    not duplicate a long loop to unswitch it).
     """
+    binary, sign, count, positive = (domain == k for k in ("binary", "sign", "count", "positive"))
     value = numba.njit(inline="always", error_model="numpy")(cls.value)
     derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
     loop = prange if parallel else range
@@ -257,14 +261,26 @@ def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: b
     def rows(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
         per_row = scale.shape[0] > 1
-        zero = z.dtype.type(0)
+        zero, one = z.dtype.type(0), z.dtype.type(1)
         for i in loop(n):
             total = 0.0
             poison = 0.0
+            outside = 0  # target values outside the domain
             row_scale = scale[i if per_row else i - i, 0]  # i - i: 0 of prange's type
             for j in range(c):
                 x = z[i, j]
                 t = y[i, j]
+                if binary:
+                    outside += not (t >= 0 and t <= 1)  # NaN fails both
+                elif sign:
+                    outside += not (t == 1 or t == 0 or t == -1)
+                    t = one if t > 0 else -one
+                elif count:
+                    outside += not (t >= 0)
+                elif positive:
+                    outside += not (t > 0)
+                else:
+                    outside += t != t
                 s = scale[i, j] if per_element else row_scale
                 loss = inv_count * value(opts, xp, x, t)
                 weighted = 0.0 if s == zero else s * loss  # a weight-0 example adds 0, even if inf
@@ -277,7 +293,7 @@ def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: b
                     scaled = 0.0 if s == zero else (s * inv_count) * d
                     poison += scaled * 0.0
                     grad[i, j] = scaled
-            if not (math.isfinite(total) and poison == 0.0):
+            if not (math.isfinite(total) and poison == 0.0 and outside == 0):
                 flags[i] = 1
             scaled_loss[i] = total
 

@@ -90,6 +90,9 @@ class TweedieDeviance(ValueLoss):
             raise _checks.fail("target", f"{expected} for {type(self).__name__} (power {power:g})",
                                f"a minimum of {float(xp.min(target)):.6g}")
 
+    def target_domain(self) -> str:
+        return "positive" if self.power >= 2 else "count" if self.power >= 1 else "value"
+
     def value(self, xp, z, y):
         return tweedie_value(xp, z, y, self.power)
 
