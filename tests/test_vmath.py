@@ -145,3 +145,22 @@ def test_vpow_edges_are_cs_pow(dtype):
     _evaluate_pow(x, y, out)
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(out, np.power(x, y))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("exponent", [0.5, 1.0, 2.0, 4.0])
+def test_vpow_of_the_common_exponents_within_two_ulp(dtype, exponent):
+    # these exponents take shortcuts (x, x * x, (x * x)^2, sqrt x) rather than exp(y log x): each is
+    # correctly rounded but (x * x)^2, rounded twice
+    info = np.finfo(dtype)
+    top = float(info.max) ** (1 / max(exponent, 1.0)) / 2
+    x = np.concatenate([np.logspace(np.log10(float(info.tiny)), np.log10(top), 400), -np.logspace(-3, 3, 50)])
+    x = x.astype(dtype)
+    out = np.empty_like(x)
+    _evaluate_pow(x, np.full_like(x, exponent), out)
+    for base, got in zip(x, out, strict=True):
+        exact = mpmath.power(mpmath.mpf(float(base)), mpmath.mpf(exponent))
+        if base < 0 and exponent == 0.5:
+            assert np.isnan(got)
+        elif abs(exact) >= float(info.tiny):
+            assert _ulps(got, exact, dtype) <= (2.0 if exponent == 4.0 else 0.5), (base, got)

@@ -238,10 +238,10 @@ def options_tuple(loss):
 
 
 @functools.cache
-def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: bool, domain: str):
-    """The compiled row kernel of ``cls``'s formula::
+def row_kernel(cls, opts, parallel: bool, with_grad: bool, store: bool, per_element: bool, domain: str):
+    """The compiled row kernel of ``cls``'s formula with the options ``opts`` (:func:`options_tuple`)::
 
-        kernel(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
+        kernel(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
 
     over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]`` (``per_element``) or ``[R, 1]`` / ``[1, 1]``; each
     element's loss is ``inv_count * value`` (1/D for a row's mean); outputs as
@@ -251,14 +251,16 @@ def row_kernel(cls, parallel: bool, with_grad: bool, store: bool, per_element: b
     pass of its own; a ``"sign"`` target reaches the formula as -1/+1. These four are fixed per
     compiled variant, not tested per element: a loop whose body branches on them (or gathers its
     scale through a chosen index) is one LLVM does not vectorise once the formula is long (it will
-    not duplicate a long loop to unswitch it).
+    not duplicate a long loop to unswitch it). The options are constants of the compiled code, so
+    that LLVM folds what depends on them alone (``pow(q, 2.0)`` becomes ``q * q``, a Tweedie
+    deviance's branches on its power disappear): a new value of an option compiles a new kernel.
     """
     binary, sign, count, positive = (domain == k for k in ("binary", "sign", "count", "positive"))
     value = numba.njit(inline="always", error_model="numpy")(cls.value)
     derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
     loop = prange if parallel else range
 
-    def rows(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
+    def rows(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
         per_row = scale.shape[0] > 1
         zero, one = z.dtype.type(0), z.dtype.type(1)

@@ -407,12 +407,22 @@ def _vpow(x, y):
     ``e hi`` exact, :math:`y\,e\,\mathrm{hi}` split into a rounded product and its exact error (an
     FMA), the sum two-summed, and :math:`e^{a + b} = e^a (1 + b)`. What remains is ``|y|`` times the
     rounding of ``t`` (|t| < 0.35): within ``2 + |y| / 2`` ulp or so, measured in tests/test_vmath.py.
+    ``y`` = 1, 2, 4 and 1/2 are ``x``, ``x * x``, ``(x * x)^2`` and ``sqrt(x)`` (correctly rounded but
+    the fourth power, within 2 ulp; where y is a constant of the kernel the general path is then not compiled at all).
     Edges as C's ``pow``: ``x ** 0 = 1`` and ``1 ** y = 1`` (NaN included); a negative x gives NaN
     unless y is an integer (then the sign of ``(-1)^y``); ``0 ** y`` is 0 (y > 0) or inf (y < 0)."""
     if x == types.float32 and y in (types.float32, types.float64):
         zero, one, nan = np.float32(0.0), np.float32(1.0), np.float32(np.nan)
 
         def pow32(x, y):
+            if y == 2:  # the common exponents exactly, and cheaply: a constant y folds to one of these
+                return x * x
+            if y == 1:
+                return x
+            if y == 4:
+                return (x * x) * (x * x)
+            if y == 0.5:  # sqrt(-0) = -0 and sqrt(-inf) = NaN, where pow gives +0 and +inf
+                return -x if x == -np.inf else np.sqrt(x) + zero
             a = abs(np.float64(x))
             yd = np.float64(y)
             r = np.float32(vexp(yd * vlog(a)))
@@ -421,7 +431,17 @@ def _vpow(x, y):
     if x == types.float64 and y in (types.float32, types.float64):
         split, log1p_reduced = _log_kernel(_F64)
 
+        zero = 0.0
+
         def pow64(x, y):
+            if y == 2:  # as pow32
+                return x * x
+            if y == 1:
+                return x
+            if y == 4:
+                return (x * x) * (x * x)
+            if y == 0.5:  # sqrt(-0) = -0 and sqrt(-inf) = NaN, where pow gives +0 and +inf
+                return -x if x == -np.inf else np.sqrt(x) + zero
             a = abs(x)
             a_safe = a if (a > 0.0 and a < np.inf) else 1.0
             yd = np.float64(y)

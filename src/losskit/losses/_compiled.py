@@ -260,8 +260,8 @@ def formula(loss, plan, arrays, with_grad):
     mean = loss.over_last_axis == "mean" and plan.spans_last_axis
 
     def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
-        kernel = compiled.row_kernel(type(loss), True, with_grad, elements.size > 0, scale.shape[1] > 1,
+        kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
                                      loss.target_domain())
-        kernel(opts, xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, flags)
+        kernel(xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, flags)
 
     return _elementwise(plan, arrays, with_grad, rows)
