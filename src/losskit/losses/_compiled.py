@@ -256,7 +256,7 @@ def formula(loss, plan, arrays, with_grad):
     from .formula import FORMULA_FUNCTIONS
 
     compiled.register_helpers(FORMULA_FUNCTIONS)  # before the kernel compiles: formulas may call them
-    opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH
+    opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH[arrays["input"].dtype.name]
     mean = loss.over_last_axis == "mean" and plan.spans_last_axis
 
     def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
