@@ -407,7 +407,7 @@ def _vpow(x, y):
     ``e hi`` exact, :math:`y\,e\,\mathrm{hi}` split into a rounded product and its exact error (an
     FMA), the sum two-summed, and :math:`e^{a + b} = e^a (1 + b)`. What remains is ``|y|`` times the
     rounding of ``t`` (|t| < 0.35): within ``2 + |y| / 2`` ulp or so, measured in tests/test_vmath.py.
-    ``y`` = 1, 2, 4 and 1/2 are ``x``, ``x * x``, ``(x * x)^2`` and ``sqrt(x)`` (correctly rounded but
+    ``y`` = 0, 1, 2, 4 and 1/2 are 1, ``x``, ``x * x``, ``(x * x)^2`` and ``sqrt(x)`` (correctly rounded but
     the fourth power, within 2 ulp; where y is a constant of the kernel the general path is then not compiled at all).
     Edges as C's ``pow``: ``x ** 0 = 1`` and ``1 ** y = 1`` (NaN included); a negative x gives NaN
     unless y is an integer (then the sign of ``(-1)^y``); ``0 ** y`` is 0 (y > 0) or inf (y < 0)."""
@@ -415,7 +415,9 @@ def _vpow(x, y):
         zero, one, nan = np.float32(0.0), np.float32(1.0), np.float32(np.nan)
 
         def pow32(x, y):
-            if y == 2:  # the common exponents exactly, and cheaply: a constant y folds to one of these
+            if y == 0:  # the common exponents exactly, and cheaply: a constant y folds to one of these
+                return one
+            if y == 2:
                 return x * x
             if y == 1:
                 return x
@@ -434,7 +436,9 @@ def _vpow(x, y):
         zero = 0.0
 
         def pow64(x, y):
-            if y == 2:  # as pow32
+            if y == 0:  # as pow32
+                return 1.0
+            if y == 2:
                 return x * x
             if y == 1:
                 return x
