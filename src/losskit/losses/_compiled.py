@@ -112,7 +112,9 @@ _THREADS: list = []
 
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees)."""
-    options = tuple(type(v).__name__ for v in loss.options.as_dict().values())
+    formula = type(loss).kernel_name() == "formula"  # its numeric options are constants of its code
+    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else None)
+                    for v in loss.options.as_dict().values())
     return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
             getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, options)
 
