@@ -179,7 +179,7 @@ def vmath_more_ulps(dtype, points=4001):
         y = rng.uniform(-bound, bound, points // 4).astype(dtype)
         out = np.empty_like(x)
         evaluate_pow(x, y, out)
-        worst[f"vpow, |y| <= {bound}"] = max(ulps(a, mpmath.power(mpmath.mpf(float(b)), mpmath.mpf(float(e))))
+        worst[f"vpow, y in [-{bound}, {bound}]"] = max(ulps(a, mpmath.power(mpmath.mpf(float(b)), mpmath.mpf(float(e))))
                                              for b, e, a in zip(x, y, out, strict=True))
     return worst
 
