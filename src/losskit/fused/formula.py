@@ -1,19 +1,21 @@
 r"""Compiled kernels made from a loss's formula: the scalar ``xp`` and one row kernel per class.
 
 An :class:`~losskit.ElementwiseLoss` writes ``value(self, xp, z, y)`` and ``derivative(self, xp, z,
-y)`` once, against ``xp``. Here ``xp`` is :data:`SCALAR_MATH`, an object numba compiles whose
-methods are the scalar forms of :data:`losskit.losses.formula.FUNCTIONS` (``exp`` is the
-vectorisable :func:`~losskit.fused.vmath.vexp`), and ``self`` is a named tuple of the loss's
-numeric options. numba compiles the formula inline into one flat loop per row, so LLVM vectorises
-it as it does the hand-written kernels. Accumulation and flags follow
-:mod:`losskit.fused.kernels`: the scaled loss ``s l`` (0 where ``s`` is 0), the scaled gradient,
-and ``flags[i] = 1`` for a row holding a non-finite input, loss or derivative (the array-API path
-then answers it exactly).
+y)`` once, against ``xp``. Here ``xp`` is one of :data:`SCALAR_MATH` (by the input's precision), an
+object numba compiles whose methods are the scalar forms of
+:data:`losskit.losses.formula.FUNCTIONS`, built on the vectorisable functions of
+:mod:`losskit.fused.vmath` (no call into libm is left in a loop), and ``self`` is a named tuple of
+the loss's numeric options. numba compiles the formula, its helpers and these methods inline into
+one flat loop per row (LLVM ``alwaysinline``), so LLVM vectorises it as it does the hand-written
+kernels. Accumulation and flags follow :mod:`losskit.fused.kernels`: the scaled loss ``s l`` (0
+where ``s`` is 0), the scaled gradient, and ``flags[i] = 1`` for a row holding a non-finite input,
+loss or derivative, or a target value outside the loss's domain (the array-API path then answers it
+exactly, or raises the precise error).
 
-The kernels are compiled per loss class on first use and are not cached on disk: numba cannot
-cache a function that calls another one chosen at run time (the formula). A first call on a small
-input is answered by the reference path while the kernel compiles in the background
-(:mod:`losskit.losses._compiled`).
+The kernels are compiled per loss class, option values and variant (:func:`row_kernel`) on first
+use and are not cached on disk: numba cannot cache a function that calls another one chosen at run
+time (the formula). A first call on a small input is answered by the reference path while the
+kernel compiles in the background (:mod:`losskit.losses._compiled`).
 """
 
 from __future__ import annotations
