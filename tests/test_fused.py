@@ -291,3 +291,26 @@ def test_every_elementwise_kernel_flags_a_target_outside_its_domain(name):
                 cls(impl=impl).value_and_grad(z, t)
             messages.append(str(info.value))
         assert messages[0] == messages[1] and "target" in messages[0]
+
+
+class _CappedSquare(lk.ElementwiseLoss):
+    """A loss with a check of its own that no target kind expresses: targets at most 5."""
+
+    def value(self, xp, z, y):
+        return (z - y) * (z - y)
+
+    def derivative(self, xp, z, y):
+        return 2 * (z - y)
+
+    def check_target(self, xp, target):
+        if bool(xp.any(target > 5)):
+            raise lk.LossInputError("target: expected values at most 5")
+
+
+def test_a_check_target_of_ones_own_runs_before_the_kernel():
+    z, y = np.zeros(10), np.arange(10.0)
+    for impl in ("fused", "xp"):
+        with pytest.raises(lk.LossInputError, match="at most 5"):
+            _CappedSquare(impl=impl).value_and_grad(z, y)
+    value, grad = _CappedSquare(impl="fused").value_and_grad(z, np.minimum(y, 5))
+    np.testing.assert_allclose(grad, -2 * np.minimum(y, 5) / 10)

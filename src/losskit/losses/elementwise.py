@@ -121,7 +121,7 @@ class ElementwiseLoss(Loss):
         # kernel itself on a 50M-element call)
         return Target(dense=_array.as_dtype(xp, target, input.dtype))
 
-    def checked_target(self, xp, target):
+    def _checked_target(self, xp, target):
         """``target`` with its values checked (raising the precise error), as the formula reads it: a
         ``"sign"`` target as -1/+1."""
         _checks.no_nan(xp, target, "target")
@@ -143,7 +143,7 @@ class ElementwiseLoss(Loss):
 
     def _terms(self, plan, order):
         xp, z = plan.xp, plan.input
-        y = self.checked_target(xp, plan.target.dense)
+        y = self._checked_target(xp, plan.target.dense)
         math = ArrayMath(xp, z)
         loss = self.value(math, z, y)
         d = None
@@ -167,7 +167,7 @@ class ElementwiseLoss(Loss):
     def _kernel(self, plan, arrays, with_grad):
         cls = type(self)
         if cls.check_target is not ElementwiseLoss.check_target and cls.target_domain is ElementwiseLoss.target_domain:
-            self.checked_target(plan.xp, plan.target.dense)  # a check the kernel cannot make: made here
+            self._checked_target(plan.xp, plan.target.dense)  # a check the kernel cannot make: made here
         return _compiled.formula(self, plan, arrays, with_grad)
 
     _kernel.__name__ = "formula"
