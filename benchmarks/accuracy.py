@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy.py            # prints a Markdown table
     python benchmarks/accuracy.py --paths    # the same grids on every path (tests/test_precision_paths.py)
+    python benchmarks/accuracy.py --vmath    # only the kernels' exp/log/log1p/expm1/pow against mpmath
 
 For each loss and dtype: the maximum relative error, in units of the dtype's epsilon too,
 over a grid of extreme inputs (|z| from 1e-8 to 1e4, p down to 1e-300, targets 0, 0.3, 1).
@@ -126,6 +127,63 @@ def vmath_ulps(dtype):
     return worst_exp, worst_log1p
 
 
+def vmath_more_ulps(dtype, points=4001):
+    """Max error in ulps of the formula kernels' vlog (smallest subnormal to max), vlog1p (-1 to max),
+    vexpm1 (-1.2 log(max) to log(max), and tiny magnitudes) and vpow (bases over the normal range,
+    exponents in [-2, 2], [-8, 8], [-30, 30]), ``points`` points each (pow: a quarter per range)."""
+    import mpmath
+    import numba
+
+    from losskit.fused.vmath import vexpm1, vlog, vlog1p, vpow
+
+    @numba.njit
+    def evaluate(x, fn_index, out):
+        for i in range(x.size):
+            out[i] = vlog(x[i]) if fn_index == 0 else vlog1p(x[i]) if fn_index == 1 else vexpm1(x[i])
+
+    @numba.njit
+    def evaluate_pow(x, y, out):
+        for i in range(x.size):
+            out[i] = vpow(x[i], y[i])
+
+    info = np.finfo(dtype)
+    tiny, smallest, top = float(info.tiny), float(info.smallest_subnormal), float(info.max)
+    high = float(np.log(info.max))
+    grids = {
+        "vlog": np.concatenate([np.logspace(np.log10(smallest), np.log10(top), points), np.linspace(0.5, 2, points)]),
+        "vlog1p": np.concatenate([-1 + np.logspace(-info.precision - 1, -0.5, points // 4),
+                                  -np.logspace(np.log10(tiny), -0.5, points // 2),
+                                  np.logspace(np.log10(smallest), np.log10(top), points)]),
+        "vexpm1": np.concatenate([np.linspace(-1.2 * high, high, points),
+                                  np.logspace(np.log10(smallest), 0, points // 2),
+                                  -np.logspace(np.log10(smallest), 0, points // 2)]),
+    }
+    exact = {"vlog": mpmath.log, "vlog1p": mpmath.log1p, "vexpm1": mpmath.expm1}
+
+    def ulps(actual, value):
+        if abs(value) > top:
+            return 0.0 if np.isinf(actual) else np.inf
+        spacing = float(np.spacing(dtype(abs(float(value))))) if value != 0 else smallest
+        return float(abs(mpmath.mpf(float(actual)) - value)) / spacing
+
+    worst = {}
+    for index, (name, grid) in enumerate(grids.items()):
+        x = grid.astype(dtype)
+        x = x[x > -1]
+        out = np.empty_like(x)
+        evaluate(x, index, out)
+        worst[name] = max(ulps(a, exact[name](mpmath.mpf(float(v)))) for v, a in zip(x, out, strict=True))
+    rng = np.random.default_rng(0)
+    for bound in (2, 8, 30):
+        x = np.exp(rng.uniform(np.log(tiny), np.log(top), points // 4)).astype(dtype)
+        y = rng.uniform(-bound, bound, points // 4).astype(dtype)
+        out = np.empty_like(x)
+        evaluate_pow(x, y, out)
+        worst[f"vpow, y in [-{bound}, {bound}]"] = max(ulps(a, mpmath.power(mpmath.mpf(float(b)), mpmath.mpf(float(e))))
+                                             for b, e, a in zip(x, y, out, strict=True))
+    return worst
+
+
 #: the documented bounds (docs/losses.md), in eps: a measurement above them fails the run
 VALUE_BOUND, GRAD_BOUND = 4.0, 8.0
 
@@ -165,9 +223,23 @@ def paths_table() -> None:
             print(f"| {path} | {np.dtype(dtype).name} | {bce[0]:.1f} | {bce[1]:.1f} | {ce[0]:.1f} | {ce[1]:.1f} |")
 
 
+def vmath_table() -> None:
+    print("| kernel function | dtype | max error (ulps), whole domain |")
+    print("|---|---|---|")
+    for dtype in (np.float64, np.float32):
+        worst_exp, worst_log1p = vmath_ulps(dtype)
+        print(f"| vexp | {np.dtype(dtype).name} | {worst_exp:.2f} |")
+        print(f"| vlog1p_unit | {np.dtype(dtype).name} | {worst_log1p:.2f} |")
+        for name, worst in vmath_more_ulps(dtype).items():
+            print(f"| {name} | {np.dtype(dtype).name} | {worst:.2f} |")
+
+
 def main() -> None:
     if "--paths" in sys.argv:
         paths_table()
+        return
+    if "--vmath" in sys.argv:
+        vmath_table()
         return
     print("| loss | path | dtype | max rel. error, loss | in eps | max rel. error, gradient | in eps |")
     print("|---|---|---|---|---|---|---|")
@@ -187,12 +259,7 @@ def main() -> None:
     print("Exact values below the smallest normal number, largest absolute error in units of the smallest "
           "subnormal: " + ", ".join(f"{k[0]} {k[1]}: {v:.1f}" for k, v in sorted(SUBNORMAL.items())))
     print()
-    print("| kernel function | dtype | max error (ulps), whole domain |")
-    print("|---|---|---|")
-    for dtype in (np.float64, np.float32):
-        worst_exp, worst_log1p = vmath_ulps(dtype)
-        print(f"| vexp | {np.dtype(dtype).name} | {worst_exp:.2f} |")
-        print(f"| vlog1p_unit | {np.dtype(dtype).name} | {worst_log1p:.2f} |")
+    vmath_table()
 
 
 if __name__ == "__main__":

@@ -238,3 +238,79 @@ def test_gradient_memory_is_reused_only_after_every_view_of_it_is_gone():
     _, again = loss.value_and_grad(z, y)
     assert again.flags.writeable and again.flags.owndata is False
     np.testing.assert_allclose(again, lk.SoftmaxCrossEntropy(impl="xp").grad(z, y), rtol=1e-10, atol=1e-15)
+
+
+ELEMENTWISE = sorted(name for name, (cls, _) in lk.REGISTRY.items() if issubclass(cls, lk.ElementwiseLoss))
+#: a target of each kind, and values outside it that the compiled kernel must flag for the reference to refuse
+_TARGETS = {
+    "binary": (lambda shape: RNG.uniform(size=shape), [np.nan, 1.5, -0.5]),
+    "sign": (lambda shape: RNG.choice([-1.0, 0.0, 1.0], size=shape), [np.nan, 0.5, 2.0]),
+    "value": (lambda shape: RNG.normal(size=shape), [np.nan]),
+    "count": (lambda shape: np.where(RNG.uniform(size=shape) < 0.2, 0.0, RNG.gamma(2.0, size=shape)), [np.nan, -1.0]),
+    "positive": (lambda shape: RNG.gamma(2.0, size=shape) + 0.1, [np.nan, 0.0, -1.0]),
+}
+
+
+def _elementwise_call(name, dtype):
+    cls = lk.REGISTRY[name][0]
+    loss = cls()
+    shape = (33, 8)
+    z = (2 * RNG.normal(size=shape)).astype(dtype)
+    target, bad = _TARGETS[loss.target_domain()]
+    weight = RNG.uniform(0.5, 2.0, size=shape[:-1] if loss._spans_last_axis(2) else shape).astype(dtype)
+    return cls, z, target(shape).astype(dtype), weight, bad
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_every_elementwise_kernel_matches_the_array_api_path(name, reduction, dtype):
+    # each compiled variant (gradient or not, per-element values stored or not, weighted or not) against
+    # the reference; the deviances' gradient 2 mu^a (mu - y) cancels near mu = y: a looser absolute bound
+    cls, z, y, weight, _ = _elementwise_call(name, dtype)
+    atol = {np.float64: 1e-12, np.float32: 2e-5}[dtype]
+    for call in ({}, {"weight": weight}):
+        fast, ref = _both(cls, {"reduction": reduction}, z, y, **call)
+        np.testing.assert_allclose(fast[0], ref[0], rtol=TOL[dtype], atol=atol)
+        np.testing.assert_allclose(fast[1], ref[1], rtol=TOL[dtype], atol=atol)
+        value = cls(impl="fused", reduction=reduction)(z, y, **call)
+        np.testing.assert_allclose(value, ref[0], rtol=TOL[dtype], atol=atol)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_every_elementwise_kernel_flags_a_target_outside_its_domain(name):
+    # the kernel checks the target in its own pass; a row it flags goes to the reference, whose error
+    # is the one raised: the same words on both paths
+    cls, z, y, _, bad = _elementwise_call(name, np.float64)
+    for value in bad:
+        t = y.copy()
+        t[17, 3] = value
+        messages = []
+        for impl in ("fused", "xp"):
+            with pytest.raises(lk.LossInputError) as info:
+                cls(impl=impl).value_and_grad(z, t)
+            messages.append(str(info.value))
+        assert messages[0] == messages[1] and "target" in messages[0]
+
+
+class _CappedSquare(lk.ElementwiseLoss):
+    """A loss with a check of its own that no target kind expresses: targets at most 5."""
+
+    def value(self, xp, z, y):
+        return (z - y) * (z - y)
+
+    def derivative(self, xp, z, y):
+        return 2 * (z - y)
+
+    def check_target(self, xp, target):
+        if bool(xp.any(target > 5)):
+            raise lk.LossInputError("target: expected values at most 5")
+
+
+def test_a_check_target_of_ones_own_runs_before_the_kernel():
+    z, y = np.zeros(10), np.arange(10.0)
+    for impl in ("fused", "xp"):
+        with pytest.raises(lk.LossInputError, match="at most 5"):
+            _CappedSquare(impl=impl).value_and_grad(z, y)
+    value, grad = _CappedSquare(impl="fused").value_and_grad(z, np.minimum(y, 5))
+    np.testing.assert_allclose(grad, -2 * np.minimum(y, 5) / 10)

@@ -1,19 +1,21 @@
 r"""Compiled kernels made from a loss's formula: the scalar ``xp`` and one row kernel per class.
 
 An :class:`~losskit.ElementwiseLoss` writes ``value(self, xp, z, y)`` and ``derivative(self, xp, z,
-y)`` once, against ``xp``. Here ``xp`` is :data:`SCALAR_MATH`, an object numba compiles whose
-methods are the scalar forms of :data:`losskit.losses.formula.FUNCTIONS` (``exp`` is the
-vectorisable :func:`~losskit.fused.vmath.vexp`), and ``self`` is a named tuple of the loss's
-numeric options. numba compiles the formula inline into one flat loop per row, so LLVM vectorises
-it as it does the hand-written kernels. Accumulation and flags follow
-:mod:`losskit.fused.kernels`: the scaled loss ``s l`` (0 where ``s`` is 0), the scaled gradient,
-and ``flags[i] = 1`` for a row holding a non-finite input, loss or derivative (the array-API path
-then answers it exactly).
+y)`` once, against ``xp``. Here ``xp`` is one of :data:`SCALAR_MATH` (by the input's precision), an
+object numba compiles whose methods are the scalar forms of
+:data:`losskit.losses.formula.FUNCTIONS`, built on the vectorisable functions of
+:mod:`losskit.fused.vmath` (no call into libm is left in a loop), and ``self`` is a named tuple of
+the loss's numeric options. numba compiles the formula, its helpers and these methods inline into
+one flat loop per row (LLVM ``alwaysinline``), so LLVM vectorises it as it does the hand-written
+kernels. Accumulation and flags follow :mod:`losskit.fused.kernels`: the scaled loss ``s l`` (0
+where ``s`` is 0), the scaled gradient, and ``flags[i] = 1`` for a row holding a non-finite input,
+loss or derivative, or a target value outside the loss's domain (the array-API path then answers it
+exactly, or raises the precise error).
 
-The kernels are compiled per loss class on first use and are not cached on disk: numba cannot
-cache a function that calls another one chosen at run time (the formula). A first call on a small
-input is answered by the reference path while the kernel compiles in the background
-(:mod:`losskit.losses._compiled`).
+The kernels are compiled per loss class, option values and variant (:func:`row_kernel`) on first
+use and are not cached on disk: numba cannot cache a function that calls another one chosen at run
+time (the formula). A first call on a small input is answered by the reference path while the
+kernel compiles in the background (:mod:`losskit.losses._compiled`).
 """
 
 from __future__ import annotations
@@ -28,27 +30,37 @@ from numba import prange, types
 from numba.core.extending import register_jitable
 from numba.extending import NativeValue, models, overload_method, register_model, typeof_impl, unbox
 
-from .vmath import vexp, vlog1p_unit
+from .vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow
 
 __all__ = ["SCALAR_MATH", "row_kernel", "options_tuple", "register_helpers"]
 
 
 class ScalarMath:
-    """The ``xp`` a formula sees inside a compiled kernel (a numba type of no data)."""
+    """The ``xp`` a formula sees inside a compiled kernel (a numba type of no data but its precision).
+
+    In a float32 kernel its functions compute in float32 whatever their argument's type: a formula's
+    Python constants make numba widen float32 arithmetic to float64 (``z / 2`` is float64), and the
+    functions are where the time goes (float32 runs twice the SIMD lanes, on shorter polynomials).
+    """
+
+    def __init__(self, precision: str):
+        self.precision = precision
 
 
 class _ScalarMathType(types.Type):
-    def __init__(self):
-        super().__init__(name="losskit.ScalarMath")
+    def __init__(self, precision: str):
+        self.precision = precision
+        super().__init__(name=f"losskit.ScalarMath[{precision}]")
 
 
-_SCALAR_MATH_TYPE = _ScalarMathType()
-SCALAR_MATH = ScalarMath()
+_TYPES = {p: _ScalarMathType(p) for p in ("float32", "float64")}
+#: the ``xp`` of the compiled kernels, by the input's dtype name
+SCALAR_MATH = {p: ScalarMath(p) for p in _TYPES}
 
 
 @typeof_impl.register(ScalarMath)
 def _typeof(value, context):
-    return _SCALAR_MATH_TYPE
+    return _TYPES[value.precision]
 
 
 register_model(_ScalarMathType)(models.OpaqueModel)
@@ -61,9 +73,16 @@ def _unbox(typ, obj, context):
 
 def _method(name):
     def decorate(impl):
-        overload_method(_ScalarMathType, name, jit_options={"fastmath": {"contract"}})(impl)
+        overload_method(_ScalarMathType, name, jit_options={"fastmath": {"contract"}, "forceinline": True})(impl)
         return impl
     return decorate
+
+
+def _working(self, x):
+    """The float type a function computes in: float32 in a float32 kernel, else the argument's."""
+    if self.precision == "float32" or x == types.float32:
+        return np.float32
+    return np.float64
 
 
 def _float_type(x):
@@ -72,43 +91,26 @@ def _float_type(x):
 
 @_method("exp")
 def _exp(self, x):
-    return lambda self, x: vexp(x)
-
-
-#: Taylor coefficients of expm1 from x^17 / 17! down to x / 1! (Horner order); below |x| = 1/2 the
-#: truncation is under (1/2)^17 / 18! < 1.2e-21 relative
-_EXPM1_SERIES = tuple(1.0 / math.factorial(k) for k in range(17, 0, -1))
-
-
-@numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def _vexpm1(x):
-    """``exp(x) - 1`` in float64 without a libm call (so loops vectorise): a Taylor series below
-    |x| = 1/2 (no cancellation), ``vexp(x) - 1`` above (relative error under 2.6 eps there)."""
-    x = np.float64(x)
-    a = abs(x)
-    small = a < 0.5
-    xs = x if small else 0.0
-    series = 0.0
-    for c in _EXPM1_SERIES:
-        series = series * xs + c
-    series = series * xs
-    large = vexp(x) - 1.0
-    return series if small else large
+    f = _working(self, x)
+    return lambda self, x: vexp(f(x))
 
 
 @_method("expm1")
 def _expm1(self, x):
-    return lambda self, x: _vexpm1(x)
+    f = _working(self, x)
+    return lambda self, x: vexpm1(f(x))
 
 
 @_method("log")
 def _log(self, x):
-    return lambda self, x: math.log(x)
+    f = _working(self, x)
+    return lambda self, x: vlog(f(x))
 
 
 @_method("log1p")
 def _log1p(self, x):
-    return lambda self, x: math.log1p(x)
+    f = _working(self, x)
+    return lambda self, x: vlog1p(f(x))
 
 
 @_method("sqrt")
@@ -130,26 +132,34 @@ def _sign(self, x):
 
 @_method("log1p_unit")
 def _log1p_unit(self, u):
-    return lambda self, u: vlog1p_unit(np.float64(u))
+    f = _working(self, u)
+    return lambda self, u: vlog1p_unit(f(u))
 
 
 @_method("tanh")
 def _tanh(self, x):
+    f = _working(self, x)
+    minus_two, two = f(-2), f(2)
+
     def impl(self, x):
-        m = _vexpm1(-2.0 * abs(x))  # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation
-        t = -m / (2.0 + m)
+        m = vexpm1(minus_two * abs(f(x)))  # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation
+        t = -m / (two + m)
         return t if x >= 0 else -t
     return impl
 
 
 @_method("sinh")
 def _sinh(self, x):
-    return lambda self, x: 0.5 * (_vexpm1(x) - _vexpm1(-x))  # no cancellation: the terms have opposite signs
+    f = _working(self, x)
+    half = f(0.5)
+    return lambda self, x: half * (vexpm1(f(x)) - vexpm1(-f(x)))  # no cancellation: the terms have opposite signs
 
 
 @_method("cosh")
 def _cosh(self, x):
-    return lambda self, x: 0.5 * (vexp(np.float64(x)) + vexp(-np.float64(x)))
+    f = _working(self, x)
+    half = f(0.5)
+    return lambda self, x: half * (vexp(f(x)) + vexp(-f(x)))
 
 
 @_method("hypot")
@@ -179,7 +189,10 @@ def _clip(self, x, low, high):
 
 @_method("pow")
 def _pow(self, x, y):
-    return lambda self, x, y: x ** y
+    f = _working(self, x)
+    if isinstance(y, types.Integer):  # an integer exponent, as a float (exact below 2^24)
+        return lambda self, x, y: vpow(f(x), f(y))
+    return lambda self, x, y: vpow(f(x), y)
 
 
 @_method("isfinite")
@@ -207,24 +220,30 @@ def _full_like(self, x, value):
 
 @_method("sigmoid")
 def _sigmoid(self, z):
+    f = _working(self, z)
+    one = f(1)
+
     def impl(self, z):
+        z = f(z)
         e = vexp(-abs(z))
-        inv = 1 / (1 + e)
+        inv = one / (one + e)
         return inv if z >= 0 else e * inv  # each side to full precision
     return impl
 
 
 @_method("log_sigmoid")
 def _log_sigmoid(self, z):
-    zero = _float_type(z)(0)
+    f = _working(self, z)
+    zero = f(0)
     # log sigmoid(z) = min(z, 0) - log1p(exp(-|z|)), exp(-|z|) in [0, 1]
-    return lambda self, z: min(z, zero) - vlog1p_unit(vexp(-abs(z)))
+    return lambda self, z: min(f(z), zero) - vlog1p_unit(vexp(-abs(f(z))))
 
 
 @_method("softplus")
 def _softplus(self, z):
-    zero = _float_type(z)(0)
-    return lambda self, z: max(z, zero) + vlog1p_unit(vexp(-abs(z)))
+    f = _working(self, z)
+    zero = f(0)
+    return lambda self, z: max(f(z), zero) + vlog1p_unit(vexp(-abs(f(z))))
 
 
 _REGISTERED: set = set()
@@ -235,7 +254,7 @@ def register_helpers(functions) -> None:
     (the caller passes them: this leaf module imports nothing of the losses)."""
     for fn in functions:
         if fn not in _REGISTERED:
-            register_jitable(fn)
+            register_jitable(forceinline=True)(fn)  # inlined by LLVM: a call in the loop stops vectorisation
             _REGISTERED.add(fn)
 
 
@@ -252,31 +271,52 @@ def options_tuple(loss):
 
 
 @functools.cache
-def row_kernel(cls, parallel: bool):
-    """The compiled row kernel of ``cls``'s formula::
+def row_kernel(cls, opts, parallel: bool, with_grad: bool, store: bool, per_element: bool, domain: str):
+    """The compiled row kernel of ``cls``'s formula with the options ``opts`` (:func:`options_tuple`)::
 
-        kernel(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, with_grad, flags)
+        kernel(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
 
-    over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]``, ``[R, 1]`` or ``[1, 1]``; each element's loss is
-    ``inv_count * value`` (1/D for a row's mean); outputs as :func:`losskit.fused.kernels.bce_logits_rows`.
+    over ``z``, ``y`` ``[R, C]``; ``scale`` ``[R, C]`` (``per_element``) or ``[R, 1]`` / ``[1, 1]``; each
+    element's loss is ``inv_count * value`` (1/D for a row's mean); outputs as
+    :func:`losskit.fused.kernels.bce_logits_rows`, ``elements`` written when ``store``, ``grad`` when
+    ``with_grad``. ``domain`` (a key of :data:`losskit.losses.elementwise.TARGETS`) is the set of target
+    values the loss takes: a row holding another (or a NaN target) is flagged, so the check costs no
+    pass of its own; a ``"sign"`` target reaches the formula as -1/+1. These four are fixed per
+    compiled variant, not tested per element: a loop whose body branches on them (or gathers its
+    scale through a chosen index) is one LLVM does not vectorise once the formula is long (it will
+    not duplicate a long loop to unswitch it). The options are constants of the compiled code, so
+    that LLVM folds what depends on them alone (``pow(q, 2.0)`` becomes ``q * q``, a Tweedie
+    deviance's branches on its power disappear): a new value of an option compiles a new kernel.
     """
+    binary, sign, count, positive = (domain == k for k in ("binary", "sign", "count", "positive"))
     value = numba.njit(inline="always", error_model="numpy")(cls.value)
     derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
     loop = prange if parallel else range
 
-    def rows(opts, xp, z, y, scale, inv_count, scaled_loss, elements, grad, with_grad, flags):
+    def rows(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
-        per_element = scale.shape[1] > 1
         per_row = scale.shape[0] > 1
-        store = elements.shape[0] > 0
-        zero = z.dtype.type(0)
+        zero, one = z.dtype.type(0), z.dtype.type(1)
         for i in loop(n):
             total = 0.0
             poison = 0.0
+            outside = 0  # target values outside the domain
+            row_scale = scale[i if per_row else i - i, 0]  # i - i: 0 of prange's type
             for j in range(c):
                 x = z[i, j]
                 t = y[i, j]
-                s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
+                if binary:
+                    outside += not (t >= 0 and t <= 1)  # NaN fails both
+                elif sign:
+                    outside += not (t == 1 or t == 0 or t == -1)
+                    t = one if t > 0 else -one
+                elif count:
+                    outside += not (t >= 0)
+                elif positive:
+                    outside += not (t > 0)
+                else:
+                    outside += t != t
+                s = scale[i, j] if per_element else row_scale
                 loss = inv_count * value(opts, xp, x, t)
                 weighted = 0.0 if s == zero else s * loss  # a weight-0 example adds 0, even if inf
                 poison += x * 0.0  # NaN for a non-finite input
@@ -288,7 +328,7 @@ def row_kernel(cls, parallel: bool):
                     scaled = 0.0 if s == zero else (s * inv_count) * d
                     poison += scaled * 0.0
                     grad[i, j] = scaled
-            if not (math.isfinite(total) and poison == 0.0):
+            if not (math.isfinite(total) and poison == 0.0 and outside == 0):
                 flags[i] = 1
             scaled_loss[i] = total
 

@@ -68,7 +68,7 @@ def run(loss, plan, with_grad: bool, out):
     if out is not None and not (arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
                                 and arrays["out"].flags.writeable):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
-    key = _signature(loss, plan, arrays)
+    key = _signature(loss, plan, arrays) + (with_grad,)
     state = _STATE.get(key)
     if state is not _READY:
         if z.size < ANSWER_WHILE_COMPILING and loss.options.impl == "auto":
@@ -112,7 +112,9 @@ _THREADS: list = []
 
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees)."""
-    options = tuple(type(v).__name__ for v in loss.options.as_dict().values())
+    formula = type(loss).kernel_name() == "formula"  # its numeric options are constants of its code
+    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else None)
+                    for v in loss.options.as_dict().values())
     return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
             getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, options)
 
@@ -256,12 +258,13 @@ def formula(loss, plan, arrays, with_grad):
     from .formula import FORMULA_FUNCTIONS
 
     compiled.register_helpers(FORMULA_FUNCTIONS)  # before the kernel compiles: formulas may call them
-    kernel = compiled.row_kernel(type(loss), True)
-    opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH
+    opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH[arrays["input"].dtype.name]
     mean = loss.over_last_axis == "mean" and plan.spans_last_axis
 
     def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
-        kernel(opts, xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, with_grad, flags)
+        kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
+                                     loss.target_domain())
+        kernel(xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, flags)
 
     return _elementwise(plan, arrays, with_grad, rows)
 

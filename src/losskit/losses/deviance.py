@@ -40,7 +40,7 @@ def tweedie_value(xp, eta, y, power):
         stable = stable + exp_minus_linear(xp, -b * d) / b
     if a != 0:
         stable = stable - exp_minus_linear(xp, -a * d) / a
-    stable = 2 * y_safe ** b * stable
+    stable = 2 * xp.pow(y_safe, b) * stable
     # y <= 0 (allowed for p < 2, and negative only for p <= 0): max(y, 0)^b = 0 and no cancellation
     eta_direct = xp.where(positive, xp.zeros_like(eta), eta)
     direct = xp.zeros_like(eta)
@@ -89,6 +89,9 @@ class TweedieDeviance(ValueLoss):
         if _array.concrete_bool(xp.any(bad)):
             raise _checks.fail("target", f"{expected} for {type(self).__name__} (power {power:g})",
                                f"a minimum of {float(xp.min(target)):.6g}")
+
+    def target_domain(self) -> str:
+        return "positive" if self.power >= 2 else "count" if self.power >= 1 else "value"
 
     def value(self, xp, z, y):
         return tweedie_value(xp, z, y, self.power)

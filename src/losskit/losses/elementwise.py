@@ -90,7 +90,15 @@ class ElementwiseLoss(Loss):
                                   "needs one")
 
     def check_target(self, xp, target) -> None:
-        """Further checks of the target's values (after the kind's own); raise with ``_checks.fail``."""
+        """Further checks of the target's values (after the kind's own); raise with ``_checks.fail``.
+        A subclass that has one and also narrows :meth:`target_domain` to what it checks keeps the
+        compiled path's single pass; otherwise the compiled path runs it first, on the whole target."""
+
+    def target_domain(self) -> str:
+        """The key of :data:`TARGETS` whose values this loss takes, with these options: the declared
+        ``target``, or a narrower one that :meth:`check_target` enforces. The compiled kernel flags a row
+        holding a value outside it (the reference then raises the precise error)."""
+        return self.target
 
     # -- the common machinery -------------------------------------------------------------------
     def _spans_last_axis(self, ndim: int) -> bool:
@@ -107,7 +115,15 @@ class ElementwiseLoss(Loss):
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
         if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", f"a real-valued array of {TARGETS[self.target]}", f"dtype {target.dtype}")
-        target = _array.as_dtype(xp, target, input.dtype)
+        # the values are checked where they are read: in _terms (the reference) and, in the same pass
+        # that computes the loss, by the compiled kernel, which flags a row holding a value outside
+        # target_domain(), so the reference raises (a separate pass over the target cost more than the
+        # kernel itself on a 50M-element call)
+        return Target(dense=_array.as_dtype(xp, target, input.dtype))
+
+    def _checked_target(self, xp, target):
+        """``target`` with its values checked (raising the precise error), as the formula reads it: a
+        ``"sign"`` target as -1/+1."""
         _checks.no_nan(xp, target, "target")
         kind = self.target
         if kind == "binary":
@@ -123,10 +139,11 @@ class ElementwiseLoss(Loss):
                 raise _checks.fail("target", f"{TARGETS[kind]} for {type(self).__name__}",
                                    f"a minimum of {float(xp.min(target)):.6g}")
         self.check_target(xp, target)
-        return Target(dense=target)
+        return target
 
     def _terms(self, plan, order):
-        xp, z, y = plan.xp, plan.input, plan.target.dense
+        xp, z = plan.xp, plan.input
+        y = self._checked_target(xp, plan.target.dense)
         math = ArrayMath(xp, z)
         loss = self.value(math, z, y)
         d = None
@@ -148,6 +165,9 @@ class ElementwiseLoss(Loss):
         return _per_label_class(type(self))(**self.options.as_dict())
 
     def _kernel(self, plan, arrays, with_grad):
+        cls = type(self)
+        if cls.check_target is not ElementwiseLoss.check_target and cls.target_domain is ElementwiseLoss.target_domain:
+            self._checked_target(plan.xp, plan.target.dense)  # a check the kernel cannot make: made here
         return _compiled.formula(self, plan, arrays, with_grad)
 
     _kernel.__name__ = "formula"

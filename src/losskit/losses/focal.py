@@ -63,12 +63,12 @@ class SigmoidFocalLoss(ElementwiseLoss):
 
     def value(self, xp, z, y):
         y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
-        return a_t * times(xp, q ** self.gamma, ce)  # 0 ** 0 = 1: gamma = 0 is (alpha-weighted) BCE
+        return a_t * times(xp, xp.pow(q, self.gamma), ce)  # 0 ** 0 = 1: gamma = 0 is (alpha-weighted) BCE
 
     def derivative(self, xp, z, y):
         y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
         r, dq, dce = _focal_slopes(xp, y, s_pos, s_neg, q)
-        return a_t * q ** self.gamma * (self.gamma * dq * times(xp, r, ce) + dce)
+        return a_t * xp.pow(q, self.gamma) * (self.gamma * dq * times(xp, r, ce) + dce)
 
     def second_derivative(self, xp, z, y):
         y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
@@ -77,7 +77,7 @@ class SigmoidFocalLoss(ElementwiseLoss):
         inner = gamma * dq * times(xp, r, ce) + dce  # (d/dz of q^gamma ce) / q^gamma
         dr = r * ((s_neg - s_pos) - dq * r)  # d r / dz
         d_inner = gamma * dq * (times(xp, dr, ce) + r * dce) + s_pos * s_neg
-        return a_t * q ** gamma * (gamma * dq * r * inner + d_inner)
+        return a_t * xp.pow(q, gamma) * (gamma * dq * r * inner + d_inner)
 
 
 @formula_function

@@ -182,6 +182,8 @@ def _hypot_one(xp, r):
 
 
 _LOG2 = math.log(2.0)
+#: Taylor coefficients of cosh(e) - 1 in e^2, from e^18 / 18! down to e^2 / 2! (Horner order)
+_COSH_MINUS_ONE = tuple(1.0 / math.factorial(2 * k) for k in range(9, 0, -1))
 
 
 class LogCoshLoss(ValueLoss):
@@ -204,10 +206,16 @@ class LogCoshLoss(ValueLoss):
         small = a < 1
         a_small = xp.where(small, a, xp.zeros_like(a))  # each branch sees only its own inputs
         a_large = xp.where(small, xp.ones_like(a), a)
-        half = xp.sinh(a_small / 2)
-        # cosh e - 1 = 2 sinh(e/2)^2 <= 0.55 below |e| = 1, and exp(-2|e|) <= 1 above: both in [0, 1]
-        return xp.where(small, xp.log1p_unit(2 * half * half),
-                        a_large + xp.log1p_unit(xp.exp(-2 * a_large)) - _LOG2)
+        # log cosh e = log1p(cosh e - 1) below |e| = 1, |e| - log 2 + log1p(exp(-2|e|)) above: one
+        # log1p of a value in [0, 1] either way. cosh e - 1 by its Taylor series (positive terms: no
+        # cancellation; the first term left out is below 2 / 20! < 1e-18 of the sum), which costs less
+        # in the compiled kernel than the two expm1 of 2 sinh(e/2)^2
+        square = a_small * a_small
+        cosh_minus_one = xp.zeros_like(a)
+        for c in _COSH_MINUS_ONE:
+            cosh_minus_one = (cosh_minus_one + c) * square
+        u = xp.where(small, cosh_minus_one, xp.exp(-2 * a_large))
+        return xp.where(small, xp.zeros_like(a), a_large - _LOG2) + xp.log1p_unit(u)
 
     def derivative(self, xp, z, y):
         return xp.tanh(z - y)
