@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from .. import _array, _checks
 from ..activations import log_normalizer_xp
+from .declaration import number
 from .linear import CHUNK_ELEMENTS, accumulate_at_b
 
 #: with the default budget, a unit of up to this many times the budget is held whole (one pass)
@@ -96,18 +97,10 @@ def linear_arrays(hidden, classifier, target, bias, *, sequences: bool = False):
     return xp, hidden, classifier, target, bias
 
 
-def _temperature(value) -> float:
-    if not _checks.is_number(value) or not 0 < float(value) < float("inf"):
-        raise _checks.fail("temperature", "a finite number > 0", repr(value))
-    return float(value)
-
-
 def _chunk_rows(chunk_size, n_vocab: int) -> int:
     if chunk_size is None:
         return max(1, CHUNK_ELEMENTS // n_vocab)
-    if not _checks.is_integer(chunk_size) or chunk_size < 1:
-        raise _checks.fail("chunk_size", "None or a positive int (tokens per chunk)", repr(chunk_size))
-    return int(chunk_size)
+    return _checks.int_at_least(chunk_size, "chunk_size", 1, "None or a positive int (tokens per chunk)")
 
 
 class _Tokens:
@@ -238,7 +231,7 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     dict of per-unit arrays. Chunks hold whole units (see the module note); ``chunk_size`` is the
     budget in tokens (default: about 2^25 logits, and a unit of up to 4x that in one chunk).
     """
-    temperature = _temperature(temperature)
+    temperature = number(temperature, "temperature", low=0.0, low_open=True)
     ignore_index = _checks.ignore_index(ignore_index)
     n_seq, n_tok = hidden.shape[0], hidden.shape[1]
     if n_seq * n_tok == 0:

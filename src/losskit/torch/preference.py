@@ -13,6 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .. import _checks
+from ..losses.declaration import number
 from ..losses.preference import linear_preference_loss_value_and_grad, pair_loss
 from .linear import encode_options, fused_linear
 
@@ -39,8 +40,7 @@ class LinearPreferenceLoss(nn.Module):
         self.objective = pair_loss(loss, **({} if beta is None else {"beta": beta}), **options)
         if not isinstance(aux, bool):
             raise _checks.fail("aux", "True or False", repr(aux))
-        if not _checks.is_number(temperature) or not 0 < float(temperature) < float("inf"):
-            raise _checks.fail("temperature", "a finite number > 0", repr(temperature))
+        temperature = number(temperature, "temperature", low=0.0, low_open=True)
         if chunk_size is not None:
             _checks.int_at_least(chunk_size, "chunk_size", 1, "None or a positive int (tokens per chunk)")
         # plain Python values only: the custom op takes them as a JSON string
