@@ -37,7 +37,6 @@ def _data(kind, name, units):
     return RNG.normal(size=(N, 1)), RNG.normal(size=N)
 
 
-TASK_OF = {"binary": "binary", "multiclass": "multiclass", "multilabel": "multilabel", "continuous": "regression"}
 PAIRS = [(kind, name) for kind, table in TASK_LOSSES.items() for name in table]
 
 
@@ -45,7 +44,7 @@ def _head(kind, name, by_function=False):
     loss = TASK_LOSSES[kind][name].name if by_function else name
     units = {"multiclass": {"n_classes": 4}, "multilabel": {"n_labels": 3}}.get(kind, {})
     extra = {"quantiles": [0.1, 0.5, 0.9]} if name == "quantile" else {}
-    return lk.head(TASK_OF[kind], loss=loss, **units, **extra)
+    return lk.head(kind, loss=loss, **units, **extra)
 
 
 @pytest.mark.parametrize(("kind", "name"), PAIRS, ids=[f"{k}-{n}" for k, n in PAIRS])

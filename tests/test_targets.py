@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import to_backend
-from losskit import LossInputError, type_of_target
+from losskit import LossInputError, Task, type_of_target
 from losskit.targets import decode_labels, encode_labels
 
 RNG = np.random.default_rng(0)
@@ -32,14 +32,14 @@ DETECTED = [
     ("ints3", np.array([3, 5, 7, 3, 5]), "multiclass", 3, [3, 5, 7], "labels", "3 classes"),
     ("digits", np.tile(np.arange(10), 5), "multiclass", 10, list(range(10)), "labels", "10 classes"),
     ("strings3", ["b", "a", "c", "a"], "multiclass", 3, ["a", "b", "c"], "labels", "string labels"),
-    ("whole_floats_many", DIABETES_LIKE, "continuous", 1, None, "values", "107 distinct values"),
-    ("fractional", np.array([0.5, 1.25, -3.0]), "continuous", 1, None, "values", "not all whole"),
-    ("soft_1d", np.array([0.2, 0.9, 0.5]), "continuous", 1, None, "values", "task='binary' for soft"),
-    ("column_values", np.array([[0.5], [1.5]]), "continuous", 1, None, "values", "regression"),
+    ("whole_floats_many", DIABETES_LIKE, "regression", 1, None, "values", "107 distinct values"),
+    ("fractional", np.array([0.5, 1.25, -3.0]), "regression", 1, None, "values", "not all whole"),
+    ("soft_1d", np.array([0.2, 0.9, 0.5]), "regression", 1, None, "values", "task='binary' for soft"),
+    ("column_values", np.array([[0.5], [1.5]]), "regression", 1, None, "values", "regression"),
     ("one_hot", ONE_HOT, "multiclass", 3, None, "one-hot", "one 1 per row"),
     ("multilabel", MULTI, "multilabel", 3, None, "indicator", "3 independent labels"),
     ("probabilities", PROBS, "multiclass", 3, None, "probabilities", "sum to 1"),
-    ("values2", RNG.normal(size=(5, 2)), "continuous", 2, None, "values", "2 regression outputs"),
+    ("values2", RNG.normal(size=(5, 2)), "regression", 2, None, "values", "2 regression outputs"),
 ]
 
 
@@ -56,7 +56,7 @@ def test_type_of_target_table(case):
         assert found.classes.tolist() == classes
 
 
-SKLEARN_NAMES = {"binary": "binary", "multiclass": "multiclass", "continuous": "continuous",
+SKLEARN_NAMES = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous",
                  "multilabel": "multilabel-indicator"}
 
 
@@ -72,7 +72,7 @@ def test_where_we_differ_from_scikit_learn_on_purpose():
     sklearn_multiclass = pytest.importorskip("sklearn.utils.multiclass")
     # scikit-learn reads every whole-number float as a class: diabetes scores as 107 classes
     assert sklearn_multiclass.type_of_target(DIABETES_LIKE) == "multiclass"
-    assert type_of_target(DIABETES_LIKE).kind == "continuous"
+    assert type_of_target(DIABETES_LIKE).kind is Task.REGRESSION
     # scikit-learn reads one-hot rows as a multi-label indicator; they are one class per row
     assert sklearn_multiclass.type_of_target(ONE_HOT) == "multilabel-indicator"
     assert type_of_target(ONE_HOT).kind == "multiclass"
@@ -127,7 +127,7 @@ def test_mixed_label_kinds_are_refused_not_coerced(target, found):
     assert f"a mix of {found}" in message, message
 
 
-@pytest.mark.parametrize("target, kind", [([1, 2.5, 3], "continuous"), ([np.int64(1), 2, 3], "multiclass"),
+@pytest.mark.parametrize("target, kind", [([1, 2.5, 3], "regression"), ([np.int64(1), 2, 3], "multiclass"),
                                           (np.array(["a", "b", "a"], dtype=object), "binary"),
                                           ([False, True], "binary")])
 def test_ints_and_floats_are_one_kind(target, kind):
@@ -146,13 +146,13 @@ def test_mixed_classes_and_indices_name_their_argument():
 # (id, target, task, kind, n_outputs, encoding)
 TOLD = [
     ("few_floats_as_classes", np.array([1.0, 2.0, 3.0, 1.0]), "multiclass", "multiclass", 3, "labels"),
-    ("few_floats_as_values", np.array([1.0, 2.0, 3.0, 1.0]), "regression", "continuous", 1, "values"),
-    ("ids_as_values", np.arange(100), "regression", "continuous", 1, "values"),
+    ("few_floats_as_values", np.array([1.0, 2.0, 3.0, 1.0]), "regression", "regression", 1, "values"),
+    ("ids_as_values", np.arange(100), "regression", "regression", 1, "values"),
     ("ids_as_classes", np.arange(100), "multi-class", "multiclass", 100, "labels"),
     ("soft_as_binary", np.array([0.2, 0.9, 0.5]), "binary", "binary", 1, "probabilities"),
     ("one_hot_as_multilabel", ONE_HOT, "multi-label", "multilabel", 3, "indicator"),
     ("probs_as_multiclass", PROBS, "multiclass", "multiclass", 3, "probabilities"),
-    ("matrix_as_values", RNG.normal(size=(4, 2)), "continuous", "continuous", 2, "values"),
+    ("matrix_as_values", RNG.normal(size=(4, 2)), "regression", "regression", 2, "values"),
 ]
 
 

@@ -27,6 +27,7 @@ from .losses.logprobs import TokenLogProbs, linear_logprobs, linear_logprobs_vjp
 from .losses.policy import linear_grpo_loss, linear_grpo_loss_value_and_grad
 from .losses.preference import linear_preference_loss, linear_preference_loss_value_and_grad
 from .targets import type_of_target
+from .tasks import Task
 
 
 def __getattr__(name: str):
@@ -44,7 +45,7 @@ def __getattr__(name: str):
 __all__ = [
     "LossInputError", "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp",
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
-    "GaussianHead", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
+    "GaussianHead", "Task", "type_of_target", "linear_cross_entropy", "linear_binary_cross_entropy",
     "linear_jsd_loss", "linear_jsd_loss_value_and_grad",
     "evaluate", "calibrate", "Calibration",  # noqa: F405 - lazy (module __getattr__)
     "linear_logprobs", "linear_logprobs_vjp", "TokenLogProbs",

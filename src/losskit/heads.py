@@ -35,18 +35,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _array, _checks
-from ._checks import fail
+from ._checks import LossInputError, fail
 from .activations import sigmoid_xp, softmax_xp
 from .losses import REGISTRY, GaussianNLL, Loss, QuantileLoss
 from .losses.declaration import HALF_LOGIT, IDENTITY
-from .targets import TASKS, TargetType, decode_labels, encode_labels, to_host, type_of_target
+from .targets import TargetType, decode_labels, encode_labels, to_host, type_of_target
+from .tasks import Task
 
 __all__ = ["Head", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
            "GaussianHead", "TASK_LOSSES", "head", "head_for"]
 
 #: the default loss of each task's head
-_DEFAULTS = {"binary": "binary_cross_entropy_with_logits", "multiclass": "softmax_cross_entropy",
-             "multilabel": "multilabel_cross_entropy", "continuous": "mean_squared_error"}
+_DEFAULTS = {Task.BINARY: "binary_cross_entropy_with_logits", Task.MULTICLASS: "softmax_cross_entropy",
+             Task.MULTILABEL: "multilabel_cross_entropy", Task.REGRESSION: "mean_squared_error"}
 
 
 class _TaskLosses(Mapping):
@@ -54,9 +55,11 @@ class _TaskLosses(Mapping):
     name), read from the registry at each look-up, so that a user's own loss of a task is there
     too. The first is the task's default. Registry names and Loss objects are accepted as well."""
 
-    def __getitem__(self, kind: str) -> dict:
-        if kind not in _DEFAULTS:
-            raise KeyError(kind)
+    def __getitem__(self, kind: Task | str) -> dict:
+        try:
+            kind = Task.parse(kind)
+        except LossInputError:
+            raise KeyError(kind) from None
         default = REGISTRY[_DEFAULTS[kind]][0]
         classes = [default] + [cls for cls, _ in REGISTRY.values() if cls.task == kind and cls is not default]
         table: dict = {}
@@ -75,13 +78,13 @@ class _TaskLosses(Mapping):
 TASK_LOSSES = _TaskLosses()
 
 
-def loss_class(kind: str, loss) -> type:
+def loss_class(kind: Task, loss) -> type:
     """The Loss class a head of ``kind`` builds for ``loss`` (None: the task's default, a short
     name, a registry name, or a Loss object); a loss of another task raises, naming ``loss``."""
     table = TASK_LOSSES[kind]
     names = ", ".join(repr(n) for n in table)
     classes = set(table.values())
-    task = "regression" if kind == "continuous" else kind
+    task = Task.parse(kind)
     if loss is None:
         return next(iter(table.values()))
     if isinstance(loss, Loss):
@@ -98,7 +101,7 @@ def loss_class(kind: str, loss) -> type:
                repr(loss))
 
 
-def build_loss(kind: str, loss, options: dict) -> Loss:
+def build_loss(kind: Task, loss, options: dict) -> Loss:
     """The head's Loss: ``loss`` itself when it is a Loss object (then no option may be given), else
     the class :func:`loss_class` names, built with ``options`` (each checked by name)."""
     cls = loss_class(kind, loss)
@@ -161,13 +164,13 @@ def _default_int(xp):
 class Head:
     """Base of the four heads: a task's output layer (units, activation, loss, decode rule).
 
-    Attributes: ``task`` ("binary", "multiclass", "multilabel", "regression"), ``units``
+    Attributes: ``task`` (a :class:`~losskit.Task`), ``units``
     (output units the logits must have on their last axis), ``loss_object`` (the core
     :class:`~losskit.Loss`), ``classes`` (class labels for ``encode``/``decode``, or
     ``None``), ``reason`` (why this head: given by name, or :func:`head_for`'s explanation).
     """
 
-    task = ""
+    task: Task
     activation_name = ""
     #: the name errors give the network's output: the core loss's own name for it, so that every
     #: message from one head agrees (``predictions`` for RegressionHead, ``logits`` elsewhere)
@@ -177,7 +180,7 @@ class Head:
         self.loss_object = loss_object
         self.units = units
         self.classes = classes
-        self.reason = reason or f"task={self.task!r} given"
+        self.reason = reason or f"task='{self.task}' given"
 
     def __repr__(self) -> str:
         extra = "" if self.classes is None else f", classes={to_host(self.classes).tolist()!r}"
@@ -339,7 +342,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
     0.693147
     """
 
-    task = "binary"
+    task = Task.BINARY
     activation_name = "sigmoid"
     many_units_hint = "use MulticlassHead(2) (softmax over K = 2 units) for two logits per example"
 
@@ -348,7 +351,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
         if pos_weight is not None and not isinstance(pos_weight, (int, float)):
             raise fail("pos_weight", "a number (one unit)", repr(pos_weight))
         options = _given(pos_weight=(pos_weight, None), label_smoothing=(label_smoothing, 0.0))
-        loss = build_loss("binary", loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
+        loss = build_loss(Task.BINARY, loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         if classes is not None:
             classes = to_host(classes, "classes")
             if classes.shape != (2,):
@@ -427,7 +430,7 @@ class MulticlassHead(_ClassifierHead):
     [1]
     """
 
-    task = "multiclass"
+    task = Task.MULTICLASS
     activation_name = "softmax"
 
     def __init__(self, n_classes: int | None = None, *, loss=None, class_weight=None, ignore_index=None,
@@ -445,7 +448,7 @@ class MulticlassHead(_ClassifierHead):
         n_classes = _int_option(n_classes, "n_classes", 2)
         options = _given(axis=(axis, -1), class_weight=(class_weight, None), ignore_index=(ignore_index, None),
                          label_smoothing=(label_smoothing, 0.0))
-        loss = build_loss("multiclass", loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
+        loss = build_loss(Task.MULTICLASS, loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_classes, classes=classes, reason=reason)
 
     @property
@@ -520,7 +523,7 @@ class MultilabelHead(_ClassifierHead):
     [[1, 0, 1]]
     """
 
-    task = "multilabel"
+    task = Task.MULTILABEL
     activation_name = "sigmoid per unit"
 
     def __init__(self, n_labels: int | None = None, *, loss=None, pos_weight=None, label_smoothing: float = 0.0,
@@ -529,7 +532,7 @@ class MultilabelHead(_ClassifierHead):
             raise fail("n_labels", "an int >= 1", "None")
         n_labels = _int_option(n_labels, "n_labels", 1)
         options = _given(pos_weight=(pos_weight, None), label_smoothing=(label_smoothing, 0.0))
-        loss = build_loss("multilabel", loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
+        loss = build_loss(Task.MULTILABEL, loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_labels, reason=reason)
         self.threshold = threshold
         self._threshold_logit = _threshold(threshold)
@@ -580,7 +583,7 @@ class RegressionHead(_SingleUnitMixin, Head):
     5.0
     """
 
-    task = "regression"
+    task = Task.REGRESSION
     activation_name = "identity"
     # "predictions", not "logits": MeanSquaredError's own messages (target shape, dtype) use
     # that name, and an identity head's outputs are the predictions themselves
@@ -590,11 +593,11 @@ class RegressionHead(_SingleUnitMixin, Head):
     def __init__(self, n_outputs: int = 1, *, loss=None, reduction: str = "mean", impl: str = "auto",
                  reason: str = "", **loss_options):
         n_outputs = _int_option(n_outputs, "n_outputs", 1)
-        if loss_class("continuous", loss) in (QuantileLoss, GaussianNLL):
-            name = "QuantileHead" if loss_class("continuous", loss) is QuantileLoss else "GaussianHead"
+        if loss_class(Task.REGRESSION, loss) in (QuantileLoss, GaussianNLL):
+            name = "QuantileHead" if loss_class(Task.REGRESSION, loss) is QuantileLoss else "GaussianHead"
             raise fail("loss", "a loss of one value per unit for RegressionHead", repr(loss),
                        f"use {name} (or lk.head('regression', loss=...)), which knows its units")
-        loss = build_loss("continuous", loss, {**loss_options, "reduction": reduction, "impl": impl})
+        loss = build_loss(Task.REGRESSION, loss, {**loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_outputs, reason=reason)
         if loss.link is not IDENTITY:
             self.activation_name = loss.link.activation
@@ -631,7 +634,7 @@ class _UnitsHead(Head):
     """A regression head whose units are parameters of one value (quantiles; a mean and a
     log-variance): the last axis holds exactly ``units`` of them, never squeezed."""
 
-    task = "regression"
+    task = Task.REGRESSION
     input_name = "predictions"
 
     def encode(self, target):
@@ -658,7 +661,7 @@ class QuantileHead(_UnitsHead):
 
     def __init__(self, quantiles=(0.5,), *, loss=None, reduction: str = "mean", impl: str = "auto",
                  reason: str = ""):
-        loss = build_loss("continuous", "quantile" if loss is None else loss,
+        loss = build_loss(Task.REGRESSION, "quantile" if loss is None else loss,
                           {"quantiles": quantiles, "reduction": reduction, "impl": impl}
                           if not isinstance(loss, Loss) else {})
         if not isinstance(loss, QuantileLoss):
@@ -693,7 +696,7 @@ class GaussianHead(_UnitsHead):
     activation_name = "(mean, exp(log-variance / 2))"
 
     def __init__(self, *, loss=None, reduction: str = "mean", impl: str = "auto", reason: str = ""):
-        loss = build_loss("continuous", "gaussian_nll" if loss is None else loss,
+        loss = build_loss(Task.REGRESSION, "gaussian_nll" if loss is None else loss,
                           {"reduction": reduction, "impl": impl} if not isinstance(loss, Loss) else {})
         if not isinstance(loss, GaussianNLL):
             raise fail("loss", "the Gaussian NLL for a GaussianHead", type(loss).__name__)
@@ -717,13 +720,13 @@ def _given(**pairs) -> dict:
             if not (value is default or (value is not None and default is not None and value == default))}
 
 
-_HEADS = {"binary": BinaryHead, "multiclass": MulticlassHead, "multilabel": MultilabelHead,
-          "continuous": RegressionHead}
+_HEADS = {Task.BINARY: BinaryHead, Task.MULTICLASS: MulticlassHead, Task.MULTILABEL: MultilabelHead,
+          Task.REGRESSION: RegressionHead}
 
 
-def _head_class(kind: str, loss) -> type:
+def _head_class(kind: Task, loss) -> type:
     """The head for a task and a loss: QuantileHead / GaussianHead for those losses' extra units."""
-    if kind == "continuous":
+    if kind is Task.REGRESSION:
         cls = loss_class(kind, loss)
         if cls is QuantileLoss:
             return QuantileHead
@@ -732,7 +735,7 @@ def _head_class(kind: str, loss) -> type:
     return _HEADS[kind]
 
 
-def head(task: str, **options: Any) -> Head:
+def head(task: Task | str, **options: Any) -> Head:
     """Build the head of a task by name.
 
     ``task``: "binary", "multiclass" (or "multi-class"), "multilabel" (or "multi-label"),
@@ -747,10 +750,7 @@ def head(task: str, **options: Any) -> Head:
     >>> h.units, h.activation_name, type(h.loss_object).__name__
     (10, 'softmax', 'SoftmaxCrossEntropy')
     """
-    if task not in TASKS:
-        names = ", ".join(repr(t) for t in TASKS)
-        raise fail("task", f"one of {names}", repr(task))
-    cls = _head_class(TASKS[task], options.get("loss"))
+    cls = _head_class(Task.parse(task), options.get("loss"))
     _check_options(cls, options)
     return cls(**options)
 
@@ -761,19 +761,18 @@ def _check_options(cls, options: dict, read_off: tuple[str, ...] = (), hint: str
     allowed = [p for p in _parameters(cls) if p not in read_off]
     if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
         # the head passes the loss's own options on (``lk.head("regression", loss="huber", delta=2.0)``)
-        kind = TASKS[cls.task]
-        allowed += [p for p in _parameters(loss_class(kind, options.get("loss"))) if p not in allowed]
+        allowed += [p for p in _parameters(loss_class(cls.task, options.get("loss"))) if p not in allowed]
     for name in options:
         if name in read_off:
             raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
                        f"{name}, which head_for reads off the target",
-                       f"build the head with lk.head({cls.task!r}, {name}=...) to set it")
+                       f"build the head with lk.head('{cls.task}', {name}=...) to set it")
         if name not in allowed:
             raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
                        "an unknown option", hint)
 
 
-def head_for(target, *, task: str | None = None, **options: Any) -> Head:
+def head_for(target, *, task: Task | str | None = None, **options: Any) -> Head:
     """Pick the head that training targets need, and say why in ``head.reason``.
 
     Detection is :func:`losskit.targets.type_of_target` (see its rules): e.g. float targets
@@ -802,7 +801,7 @@ def head_for(target, *, task: str | None = None, **options: Any) -> Head:
                    f"head_for chose {cls.__name__} ({info.reason})")
     options = dict(options)
     options.setdefault("reason", info.reason)
-    if info.kind == "binary":
+    if info.kind is Task.BINARY:
         classes = info.classes
         if classes is not None and classes.dtype.kind in "biuf" and classes.tolist() == [0, 1]:
             classes = None  # already the 0/1 the loss takes
@@ -811,7 +810,7 @@ def head_for(target, *, task: str | None = None, **options: Any) -> Head:
         if info.n_outputs != 1:
             raise fail("target", f"one value per example for a {cls.__name__}", f"{info.n_outputs} values")
         return cls(**options)
-    if info.kind == "multiclass":
+    if info.kind is Task.MULTICLASS:
         classes = info.classes
         if classes is not None and _is_range(classes):
             classes = None

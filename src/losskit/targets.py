@@ -1,7 +1,7 @@
 r"""What kind of target is this? Task detection with reasons, and class-label encoding.
 
-:func:`type_of_target` reads a training target and says which head it needs (``"binary"``,
-``"multiclass"``, ``"multilabel"`` or ``"continuous"``), how many output units, which class
+:func:`type_of_target` reads a training target and says which head it needs (a :class:`~losskit.Task`:
+binary, multiclass, multilabel or regression), how many output units, which class
 labels, and *why*, in a sentence. Where the data cannot tell (one distinct value, a float column
 of a few whole numbers, integer codes with as many values as examples) it refuses with a
 :class:`~losskit.LossInputError` that says how to decide (``task=...`` or a cast).
@@ -30,16 +30,9 @@ import numpy as np
 
 from . import _array
 from ._checks import fail
+from .tasks import Task
 
-__all__ = ["TargetType", "type_of_target", "encode_labels", "decode_labels", "to_host", "KINDS",
-           "TASKS"]
-
-#: the kinds of target, in the vocabulary of scikit-learn's ``type_of_target``
-KINDS = ("binary", "multiclass", "multilabel", "continuous")
-#: task names accepted by ``task=`` (and by :func:`losskit.head`), mapped to a kind
-TASKS = {"binary": "binary", "multiclass": "multiclass", "multi-class": "multiclass",
-         "multilabel": "multilabel", "multi-label": "multilabel", "regression": "continuous",
-         "continuous": "continuous"}
+__all__ = ["TargetType", "type_of_target", "encode_labels", "decode_labels", "to_host"]
 
 #: a float column of at most this many distinct whole numbers is ambiguous (classes or counts?)
 FEW_VALUES = 20
@@ -51,21 +44,21 @@ MANY_CLASSES = 20
 class TargetType:
     """The result of :func:`type_of_target`.
 
-    Attributes: ``kind`` (one of :data:`KINDS`); ``reason`` (one sentence: what was seen and
+    Attributes: ``kind`` (the :class:`~losskit.Task` the target needs); ``reason`` (one sentence: what was seen and
     what was decided); ``n_outputs`` (output units a head needs: 1 for binary and a single
     value, K for K classes / labels / values); ``classes`` (sorted distinct labels as a NumPy
     array for class-label targets, else ``None``); ``encoding`` (``"labels"``, ``"one-hot"``,
     ``"probabilities"``, ``"indicator"`` or ``"values"``).
     """
 
-    kind: str
+    kind: Task
     reason: str
     n_outputs: int
     classes: Any = field(default=None, compare=False)
     encoding: str = "labels"
 
     def __str__(self) -> str:
-        return self.kind
+        return self.kind.value
 
 
 def _kind(cls: type) -> str:
@@ -127,13 +120,6 @@ def to_host(target, name: str = "target") -> np.ndarray:
     return host
 
 
-def _kind_of_task(task) -> str:
-    if task not in TASKS:
-        names = ", ".join(repr(t) for t in TASKS)
-        raise fail("task", f"one of {names}", repr(task))
-    return TASKS[task]
-
-
 def _show(values, limit: int = 6) -> str:
     shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:limit])
     return shown + (", ..." if len(values) > limit else "")
@@ -143,7 +129,7 @@ def _is_label_dtype(array) -> bool:
     return array.dtype.kind in "biuUSO"  # bool, ints, strings, objects (e.g. a list of str)
 
 
-def type_of_target(target, *, task: str | None = None) -> TargetType:
+def type_of_target(target, *, task: Task | str | None = None) -> TargetType:
     r"""Say which kind of head a training target needs, and why.
 
     Rules, in order (N examples; shapes ``[N]`` and ``[N, 1]`` are read alike):
@@ -152,17 +138,17 @@ def type_of_target(target, *, task: str | None = None) -> TargetType:
       ``"multiclass"`` (refused when there are more than 20 distinct integers and more than
       N/2: "most classes would have one example");
     * float ``[N]``: all 0/1 -> ``"binary"``; whole numbers with more than 20 distinct values
-      -> ``"continuous"``; whole numbers with 2 to 20 distinct values -> refused (classes or
-      counts?); anything else -> ``"continuous"``;
+      -> ``"regression"``; whole numbers with 2 to 20 distinct values -> refused (classes or
+      counts?); anything else -> ``"regression"``;
     * ``[N, K]`` with K > 1: all 0/1 with exactly one 1 per row -> ``"multiclass"`` (one-hot);
       all 0/1 otherwise -> ``"multilabel"``; float rows in [0, 1] summing to 1 ->
-      ``"multiclass"`` (probabilities); other floats -> ``"continuous"`` (K values); other
+      ``"multiclass"`` (probabilities); other floats -> ``"regression"`` (K values); other
       integers or strings -> refused;
     * one distinct value, NaN or inf, an empty target or more than 2 dimensions -> refused;
     * a list (or object array) mixing numbers, strings and bools -> refused, where NumPy would
       silently turn ``[1, "a"]`` into the strings ``'1', 'a'`` and ``[True, 2]`` into ``1, 2``.
 
-    ``task`` ("binary", "multiclass", "multilabel", "regression") overrides the guess where
+    ``task`` (a :class:`~losskit.Task` or its name) overrides the guess where
     the data allow that reading (e.g. ``task="multiclass"`` for whole-number floats, or
     ``"regression"`` for integers), and raises where they do not.
 
@@ -173,13 +159,13 @@ def type_of_target(target, *, task: str | None = None) -> TargetType:
     >>> from losskit.targets import type_of_target
     >>> t = type_of_target(np.array([0.0, 1.0, 1.0, 0.0]))
     >>> t.kind, t.n_outputs
-    ('binary', 1)
+    (<Task.BINARY: 'binary'>, 1)
     >>> t.reason
     'float values that are all 0 or 1 in one column: binary labels'
     >>> type_of_target(["cat", "dog", "bird"]).classes.tolist()
     ['bird', 'cat', 'dog']
     """
-    wanted = None if task is None else _kind_of_task(task)
+    wanted = None if task is None else Task.parse(task)
     y = to_host(target)
     if y.dtype == object:  # one kind of object (to_host checked): their own dtype, e.g. str
         with contextlib.suppress(ValueError):  # ragged rows stay objects, refused below
@@ -204,7 +190,7 @@ def type_of_target(target, *, task: str | None = None) -> TargetType:
     return _many_columns(y, wanted)
 
 
-def _one_column(y: np.ndarray, wanted: str | None) -> TargetType:
+def _one_column(y: np.ndarray, wanted: Task | None) -> TargetType:
     labels_dtype = _is_label_dtype(y)
     try:
         classes = np.unique(y)
@@ -212,15 +198,15 @@ def _one_column(y: np.ndarray, wanted: str | None) -> TargetType:
         raise fail("target", "labels of one comparable type", "a mix of types") from None
     n = len(classes)
     numeric = y.dtype.kind in "biuf"
-    if wanted == "multilabel":
+    if wanted is Task.MULTILABEL:
         raise fail("task", '"multilabel" for a target of K > 1 label columns',
                    f"one column ({'labels' if labels_dtype else 'values'})")
-    if wanted == "continuous":
+    if wanted is Task.REGRESSION:
         if not numeric:
             raise fail("task", "a task that reads string labels (binary or multiclass)", '"regression"')
-        return TargetType("continuous", f"task='regression' given: {n} distinct values read as "
+        return TargetType(Task.REGRESSION, f"task='regression' given: {n} distinct values read as "
                           "quantities", 1, None, "values")
-    if wanted in ("binary", "multiclass"):
+    if wanted in (Task.BINARY, Task.MULTICLASS):
         return _told_classes(y, classes, wanted)
 
     if n == 1:
@@ -230,7 +216,7 @@ def _one_column(y: np.ndarray, wanted: str | None) -> TargetType:
     if labels_dtype:
         kind_word = {"b": "boolean", "i": "integer", "u": "integer"}.get(y.dtype.kind, "string")
         if n == 2:
-            return TargetType("binary", f"{kind_word} labels with 2 distinct values "
+            return TargetType(Task.BINARY, f"{kind_word} labels with 2 distinct values "
                               f"({_show(classes)}): binary, positive class {classes[1].item()!r}",
                               1, classes, "labels")
         if y.dtype.kind in "iu" and n > MANY_CLASSES and n > len(y) / 2:
@@ -238,12 +224,12 @@ def _one_column(y: np.ndarray, wanted: str | None) -> TargetType:
                        f"{n} distinct integers in {len(y)} examples",
                        "ambiguous: pass task='regression' (or cast to float) for a quantity, "
                        "task='multiclass' for classes")
-        return TargetType("multiclass", f"{kind_word} labels with {n} distinct values "
+        return TargetType(Task.MULTICLASS, f"{kind_word} labels with {n} distinct values "
                           f"({_show(classes)}): {n} classes", n, classes, "labels")
 
     # float, one column
     if n == 2 and classes[0] == 0 and classes[1] == 1:
-        return TargetType("binary", "float values that are all 0 or 1 in one column: binary labels",
+        return TargetType(Task.BINARY, "float values that are all 0 or 1 in one column: binary labels",
                           1, classes, "labels")
     whole = bool(np.all(classes == np.round(classes)))
     if whole and n <= FEW_VALUES:
@@ -252,35 +238,35 @@ def _one_column(y: np.ndarray, wanted: str | None) -> TargetType:
                    "ambiguous: cast to int (or pass task='multiclass') for classes, "
                    "or pass task='regression' for a quantity")
     if whole:
-        return TargetType("continuous", f"float whole numbers with {n} distinct values (more than "
+        return TargetType(Task.REGRESSION, f"float whole numbers with {n} distinct values (more than "
                           f"{FEW_VALUES}): a quantity, regression; pass task='multiclass' for classes",
                           1, None, "values")
     hint = "; pass task='binary' for soft labels" if np.all((y >= 0) & (y <= 1)) else ""
-    return TargetType("continuous", f"float values with {n} distinct values, not all whole "
+    return TargetType(Task.REGRESSION, f"float values with {n} distinct values, not all whole "
                       f"numbers: regression{hint}", 1, None, "values")
 
 
-def _told_classes(y: np.ndarray, classes: np.ndarray, wanted: str) -> TargetType:
+def _told_classes(y: np.ndarray, classes: np.ndarray, wanted: Task) -> TargetType:
     """``task="binary"`` or ``"multiclass"`` given for one column: check the data allow it."""
     n = len(classes)
     if n < 2:
-        raise fail("target", f"at least 2 distinct labels for task={wanted!r}",
+        raise fail("target", f"at least 2 distinct labels for task='{wanted}'",
                    f"one value for every example ({_show(classes)})")
-    if y.dtype.kind == "f" and wanted == "binary" and n != 2 and np.all((y >= 0) & (y <= 1)):
-        return TargetType("binary", "task='binary' given: float values in [0, 1] read as soft "
+    if y.dtype.kind == "f" and wanted is Task.BINARY and n != 2 and np.all((y >= 0) & (y <= 1)):
+        return TargetType(Task.BINARY, "task='binary' given: float values in [0, 1] read as soft "
                           "labels (probabilities of the positive class)", 1, None, "probabilities")
-    if wanted == "binary" and n != 2:
+    if wanted is Task.BINARY and n != 2:
         raise fail("target", "exactly 2 distinct labels for task='binary'",
                    f"{n}: {_show(classes)}", "use task='multiclass'")
     if y.dtype.kind == "f" and np.any(classes != np.round(classes)):
-        raise fail("target", f"class labels for task={wanted!r} (ints, strings or whole-number floats)",
+        raise fail("target", f"class labels for task='{wanted}' (ints, strings or whole-number floats)",
                    f"fractional values such as {_show(classes[classes != np.round(classes)])}")
-    units = 1 if wanted == "binary" else n
-    return TargetType(wanted, f"task={wanted!r} given: {n} distinct labels ({_show(classes)})",
+    units = 1 if wanted is Task.BINARY else n
+    return TargetType(wanted, f"task='{wanted}' given: {n} distinct labels ({_show(classes)})",
                       units, classes, "labels")
 
 
-def _many_columns(y: np.ndarray, wanted: str | None) -> TargetType:
+def _many_columns(y: np.ndarray, wanted: Task | None) -> TargetType:
     k = y.shape[1]
     if y.dtype.kind not in "biuf":
         raise fail("target", "[N, K] of 0/1 labels, probabilities or values",
@@ -290,47 +276,47 @@ def _many_columns(y: np.ndarray, wanted: str | None) -> TargetType:
     is_float = y.dtype.kind == "f"
     in_unit = bool(np.all((y >= 0) & (y <= 1)))
     rows_sum_one = is_float and in_unit and bool(np.allclose(np.sum(y, axis=1), 1.0, atol=1e-6))
-    if wanted == "binary":
+    if wanted is Task.BINARY:
         raise fail("task", '"binary" for a target of one column', f"{k} columns")
-    if wanted == "multilabel":
+    if wanted is Task.MULTILABEL:
         if not zero_one and not (is_float and in_unit):
             raise fail("target", "0/1 labels or probabilities in [0, 1] for task='multilabel'",
                        "values outside [0, 1]" if not in_unit else "non-float values")
-        return TargetType("multilabel", f"task='multilabel' given: {k} labels per example", k,
+        return TargetType(Task.MULTILABEL, f"task='multilabel' given: {k} labels per example", k,
                           None, "indicator")
-    if wanted == "multiclass":
+    if wanted is Task.MULTICLASS:
         if one_per_row:
-            return TargetType("multiclass", f"task='multiclass' given: one-hot rows over {k} classes",
+            return TargetType(Task.MULTICLASS, f"task='multiclass' given: one-hot rows over {k} classes",
                               k, None, "one-hot")
         if rows_sum_one:
-            return TargetType("multiclass", f"task='multiclass' given: probability rows over {k} "
+            return TargetType(Task.MULTICLASS, f"task='multiclass' given: probability rows over {k} "
                               "classes", k, None, "probabilities")
         raise fail("target", "one-hot rows or probability rows summing to 1 for task='multiclass'",
                    f"[N, {k}] rows that are neither")
-    if wanted == "continuous":
+    if wanted is Task.REGRESSION:
         if not is_float:
             raise fail("target", "float values for task='regression' with K > 1 columns",
                        f"dtype {y.dtype}", "cast to float")
-        return TargetType("continuous", f"task='regression' given: {k} values per example", k,
+        return TargetType(Task.REGRESSION, f"task='regression' given: {k} values per example", k,
                           None, "values")
     if zero_one and np.all(y == y[0]):
         raise fail("target", "at least 2 distinct label rows", "the same row for every example",
                    "a head cannot learn from a constant target")
     if one_per_row:
-        return TargetType("multiclass", f"[N, {k}] of 0/1 with exactly one 1 per row: one-hot "
+        return TargetType(Task.MULTICLASS, f"[N, {k}] of 0/1 with exactly one 1 per row: one-hot "
                           "classes; pass task='multilabel' if the labels are independent", k, None,
                           "one-hot")
     if zero_one:
-        return TargetType("multilabel", f"[N, {k}] of 0/1 with any number of 1s per row: "
+        return TargetType(Task.MULTILABEL, f"[N, {k}] of 0/1 with any number of 1s per row: "
                           f"{k} independent labels", k, None, "indicator")
     if rows_sum_one:
-        return TargetType("multiclass", f"float [N, {k}] rows in [0, 1] that sum to 1: class "
+        return TargetType(Task.MULTICLASS, f"float [N, {k}] rows in [0, 1] that sum to 1: class "
                           "probabilities (soft labels)", k, None, "probabilities")
     if not is_float:
         raise fail("target", "[N, K] integer targets of 0/1 (multi-label)",
                    f"values {_show(np.unique(y))}",
                    "ambiguous: cast to float for K regression outputs")
-    return TargetType("continuous", f"float [N, {k}] that are not labels or probabilities: "
+    return TargetType(Task.REGRESSION, f"float [N, {k}] that are not labels or probabilities: "
                       f"{k} regression outputs", k, None, "values")
 
 

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from .._errors import LossInputError
+from ..tasks import Task
 from ._common import CLIError, output_file, require, write_text
-from .eval import EVAL_HINT, TaskName
+from .eval import EVAL_HINT
 
 
 class MethodName(str, Enum):
@@ -35,7 +36,7 @@ def calibrate_command(
     target: Annotated[list[str] | None, typer.Option(
         help="Target column(s) [default: `target`, else the `target_*` columns].", show_default=False)] = None,
     weight: Annotated[str | None, typer.Option(help="Column of per-example weights.", show_default=False)] = None,
-    task: Annotated[TaskName | None, typer.Option(help="The task [default: detected from the target, as "
+    task: Annotated[Task | None, typer.Option(help="The task [default: detected from the target, as "
                                                        "losskit eval does].", show_default=False)] = None,
     method: Annotated[MethodName, typer.Option(help="temperature (every classification task), "
                                                     "temperature_per_label (multi-label), vector (multi-class), "

@@ -12,17 +12,14 @@ import typer
 
 from .._errors import LossInputError
 from ..demo.train import DEFAULTS
+from ..tasks import Task
 from ._common import CLIError, output_dir, output_file, require, write_text
 
 DEFAULT_DIR = Path("losskit-demo")
 
 
-class TaskChoice(str, Enum):
-    all = "all"
-    binary = "binary"
-    multiclass = "multiclass"
-    multilabel = "multilabel"
-    regression = "regression"
+#: ``--task``: every task, or one
+TaskChoice = Enum("TaskChoice", {"all": "all", **{task.value: task.value for task in Task}}, type=str)
 
 
 def _table(result, goal):

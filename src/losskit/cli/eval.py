@@ -9,16 +9,10 @@ from typing import Annotated
 import typer
 
 from .._errors import LossInputError
+from ..tasks import Task
 from ._common import CLIError, output_file, require, write_text
 
 EVAL_HINT = "pip install 'losskit[eval]'"
-
-
-class TaskName(str, Enum):
-    binary = "binary"
-    multiclass = "multiclass"
-    multilabel = "multilabel"
-    regression = "regression"
 
 
 class PredKind(str, Enum):
@@ -53,7 +47,7 @@ def eval_command(
              "[default: `target`, else the `target_*` columns].", show_default=False)] = None,
     weight: Annotated[str | None, typer.Option(help="Column of per-example weights (as `weight` in every "
                                                "losskit loss).", show_default=False)] = None,
-    task: Annotated[TaskName | None, typer.Option(help="The task [default: detected from the target, "
+    task: Annotated[Task | None, typer.Option(help="The task [default: detected from the target, "
                                                   "as losskit.head_for does; the reason is printed].",
                                                   show_default=False)] = None,
     loss: Annotated[str | None, typer.Option(help="Any loss of the task's head (e.g. focal, huber, quantile) "

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..tasks import Task
 from ._common import CLIError, atomic_write, output_dir, output_file, require
 
 DEFAULT_DIR = Path("losskit-figures")
@@ -22,13 +23,6 @@ def _figures():
 
 
 FigureName = Enum("FigureName", {name: name for name in ["all", *_figures()]}, type=str)
-
-
-class Task(str, Enum):
-    binary = "binary"
-    multiclass = "multiclass"
-    multilabel = "multilabel"
-    regression = "regression"
 
 
 class Format(str, Enum):
@@ -92,7 +86,7 @@ def plot(
                                                 "directory [default: png].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the files written as JSON "
                                           "instead of a table.")] = False,
-    task: Annotated[Task, typer.Option(help="The task whose losses the 'losses' figure draws.")] = Task.regression,
+    task: Annotated[Task, typer.Option(help="The task whose losses the 'losses' figure draws.")] = Task.REGRESSION,
 ) -> None:
     """Draw the figures that explain the output heads, as PNG or SVG.
 

@@ -101,8 +101,7 @@ def _r2(pred: np.ndarray, target: np.ndarray, reference_mean: float) -> float:
 def demo_losses(task: str) -> list[str]:
     """The losses ``losskit demo --loss`` takes for ``task``: every loss of the task's head that
     trains on the data set's own labels (distillation and JSD need a teacher's logits, so they are left out)."""
-    kind = "continuous" if task == "regression" else task
-    return [name for name, cls in lk.heads.TASK_LOSSES[kind].items() if getattr(cls, "target", None) != "logits"]
+    return [name for name, cls in lk.heads.TASK_LOSSES[task].items() if getattr(cls, "target", None) != "logits"]
 
 
 def check_loss(task: str, loss: str | None) -> str | None:

@@ -22,12 +22,12 @@ from ..losses import (
     Loss,
 )
 from ..targets import type_of_target
+from ..tasks import Task
 from .metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics, RegressionMetrics
 from .sources import Batch, Layout
 
-__all__ = ["Spec", "Scorer", "plan", "TASKS", "METRIC_KEYS"]
+__all__ = ["Spec", "Scorer", "plan", "METRIC_KEYS"]
 
-TASKS = ("binary", "multiclass", "multilabel", "regression")
 #: the keys of a report's flat ``metrics``, in this order, as they apply to the task
 METRIC_KEYS = ("loss", "log_loss", "accuracy", "roc_auc", "average_precision", "f1", "macro_f1", "micro_f1",
                "brier", "ece", "mce", "ece_adaptive", "classwise_ece", "top5_accuracy", "exact_match",
@@ -45,7 +45,7 @@ ROW_SUM_SLACK = float(np.sqrt(np.finfo(np.float32).eps))
 class Spec:
     """Everything a scorer needs, decided once: picklable, shared by every worker.
 
-    ``task`` one of :data:`TASKS`; ``reason`` why (detection's sentence, or "given"); ``loss``
+    ``task`` a :class:`~losskit.Task`; ``reason`` why (detection's sentence, or "given"); ``loss``
     the task's :class:`~losskit.Loss` on the predictions as the file holds them (None for
     multi-label probabilities, scored by ``example_loss`` alone); ``example_loss`` the per-example
     (multi-class) or per-label (multi-label) loss with ``reduction="none"`` that the tables need;
@@ -77,8 +77,8 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     """Settle the task (given, or detected from ``first``'s target with :func:`~losskit.targets.type_of_target`,
     as :func:`~losskit.head_for` does), the loss, the prediction kind and the widths; every
     mismatch between them is a :class:`~losskit.LossInputError` naming the option to change."""
-    if task is not None and task not in TASKS:
-        raise fail("--task", f"one of {', '.join(TASKS)}", repr(task))
+    if task is not None:
+        task = Task.parse(task, "--task")
     if pred_kind is not None and pred_kind not in ("logits", "probs"):
         raise fail("--pred-kind", "logits or probs", repr(pred_kind))
     n_pred = first.pred.shape[1]
@@ -86,7 +86,7 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     if task is None:
         task, reason = _detect(layout, first)
         if task == "binary" and n_pred > 1 and n_target == 1:  # the prediction columns are authoritative
-            task, reason = "multiclass", f"{reason}; {n_pred} prediction columns, one per class: multiclass"
+            task, reason = Task.MULTICLASS, f"{reason}; {n_pred} prediction columns, one per class: multiclass"
     else:
         reason = f"--task {task} given"
     kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
@@ -138,7 +138,7 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
                              f"give --task to decide)") from None
     more = layout.rows is None or layout.rows > len(sample)
     reason = info.reason + (f" (read from the first {len(sample):,} rows)" if more else "")
-    return {"continuous": "regression"}.get(info.kind, info.kind), reason
+    return info.kind, reason
 
 
 def _head(task: str, loss, n_pred: int, n_target: int):

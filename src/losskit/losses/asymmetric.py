@@ -23,7 +23,7 @@ and the second derivatives follow (written out in :meth:`AsymmetricLoss.second_d
 
 from __future__ import annotations
 
-from .declaration import Hessian, option
+from .declaration import Hessian, Task, option
 from .elementwise import ElementwiseLoss
 from .formula import formula_function
 from .registry import functional
@@ -74,7 +74,7 @@ class AsymmetricLoss(ElementwiseLoss):
     aliases = ("asl",)
     target = "binary"
     over_last_axis = "sum"
-    task = "multilabel"
+    task = Task.MULTILABEL
     hessian = Hessian.INDEFINITE
     gamma_pos = option(1.0, low=0.0, doc="focusing power of the positive labels")
     gamma_neg = option(4.0, low=0.0, doc="focusing power of the negative labels")

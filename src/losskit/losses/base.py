@@ -26,7 +26,7 @@ from .. import _array, _checks
 from .. import reduction as _reduction
 from ..plan import Plan, Target
 from . import _compiled, registry
-from .declaration import IDENTITY, Hessian, Link, Option
+from .declaration import IDENTITY, Hessian, Link, Option, Task
 from .options import Options
 
 
@@ -59,8 +59,8 @@ class Loss(ABC):
     # -- what a loss declares (read by the registry, heads, GBDT, torch, JAX and eval) -----------
     #: the registry name, also the function form's name (None: an abstract base, not registered)
     name: ClassVar[str | None] = None
-    #: the head task this loss serves: "binary", "multiclass", "multilabel", "continuous" (None: none)
-    task: ClassVar[str | None] = None
+    #: the head task this loss serves (None: none); a name is read as :meth:`Task.parse` reads it
+    task: ClassVar[Task | None] = None
     #: short names a head accepts for it (``lk.BinaryHead(loss="focal")``)
     aliases: ClassVar[tuple] = ()
     #: the link whose inverse maps the input to the predicted mean (heads' activation, eval)
@@ -86,6 +86,8 @@ class Loss(ABC):
         declared = {k: v for k, v in vars(cls).items() if isinstance(v, Option)}
         if declared or cls.__init__ is Loss.__init__:  # keyword arguments named after the options
             _declare_options(cls, declared)
+        if cls.__dict__.get("task") is not None:
+            cls.task = Task.parse(cls.task, f"{cls.__name__}.task")
         if cls.__dict__.get("name"):
             registry.register(cls)
 

@@ -23,7 +23,7 @@ from ..plan import Target
 from . import _compiled
 from ._shared import times
 from .base import Loss, Terms
-from .declaration import LOGIT
+from .declaration import LOGIT, Task
 from .options import BinaryOptions
 from .registry import function_of
 
@@ -100,7 +100,7 @@ class BinaryCrossEntropyWithLogits(_BinaryBase):
     """
 
     name = "binary_cross_entropy_with_logits"
-    task = "binary"
+    task = Task.BINARY
     aliases = ("bce",)
     link = LOGIT
     _kernel = staticmethod(_compiled.bce_logits)

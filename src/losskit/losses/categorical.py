@@ -24,7 +24,7 @@ from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
 from .binary import PROB_EPS, floored_log
-from .declaration import SOFTMAX, Hessian
+from .declaration import SOFTMAX, Hessian, Task
 from .options import CategoricalOptions
 from .registry import function_of
 
@@ -161,7 +161,7 @@ class SoftmaxCrossEntropy(_CategoricalBase):
     name = "softmax_cross_entropy"
     #: its Hessian per row is c t (diag(p) - p p^T): the torch layer forms H v in closed form
     softmax_hessian = True
-    task = "multiclass"
+    task = Task.MULTICLASS
     aliases = ("cross_entropy",)
     link = SOFTMAX
     hessian = Hessian.ROW

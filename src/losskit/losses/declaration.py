@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _checks
+from ..tasks import Task
 
-__all__ = ["Link", "IDENTITY", "LOGIT", "LOG", "SOFTMAX", "HALF_LOGIT", "Hessian", "Option", "option"]
+__all__ = ["Link", "IDENTITY", "LOGIT", "LOG", "SOFTMAX", "HALF_LOGIT", "Hessian", "Option", "option", "Task"]
 
 
 @dataclass(frozen=True)

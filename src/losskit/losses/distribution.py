@@ -28,7 +28,7 @@ from . import _compiled
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
-from .declaration import SOFTMAX, Hessian
+from .declaration import SOFTMAX, Hessian, Task
 from .options import DistillationOptions, JSDOptions, Options, QuantileOptions
 
 
@@ -69,7 +69,7 @@ class _TeacherLogits(_CategoricalBase):
     """A loss whose target is another model's logits (a teacher's), not labels: no GBDT label and no
     demo data set can supply it. What is shared is the target's check, never the math."""
 
-    task = "multiclass"
+    task = Task.MULTICLASS
     link = SOFTMAX
     hessian = Hessian.ROW
     #: the kind of target: the teacher's logits, floating, of the logits' shape
@@ -241,7 +241,7 @@ class GaussianNLL(Loss):
     """
 
     name = "gaussian_nll_loss"
-    task = "continuous"
+    task = Task.REGRESSION
     aliases = ("gaussian_nll",)
     hessian = Hessian.ROW  # (mean, log-variance) have a cross term
     input_name = "predictions"
@@ -299,7 +299,7 @@ class QuantileLoss(Loss):
     """
 
     name = "quantile_loss"
-    task = "continuous"
+    task = Task.REGRESSION
     aliases = ("quantile",)
     hessian = Hessian.ZERO
     gbdt_curvature = "majorize"

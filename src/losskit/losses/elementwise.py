@@ -34,7 +34,7 @@ from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
-from .declaration import LOGIT
+from .declaration import LOGIT, Task
 from .formula import ArrayMath
 
 __all__ = ["ElementwiseLoss", "TARGETS", "multilabel_form"]
@@ -68,9 +68,9 @@ class ElementwiseLoss(Loss):
         if "link" not in cls.__dict__ and cls.target == "binary" and cls.link is not LOGIT:
             cls.link = LOGIT
         if "task" not in cls.__dict__ and cls.__dict__.get("name"):
-            cls.task = {"binary": "binary", "sign": "binary"}.get(cls.target, "continuous")
+            cls.task = Task.BINARY if cls.target in ("binary", "sign") else Task.REGRESSION
             if cls.over_last_axis == "sum":
-                cls.task = "multilabel"
+                cls.task = Task.MULTILABEL
         if cls.over_last_axis == "sum":
             cls.reduces_last_axis = True
         super().__init_subclass__(**kwargs)

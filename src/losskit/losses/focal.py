@@ -23,7 +23,7 @@ from ..activations import log_softmax_xp
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
-from .declaration import SOFTMAX, Hessian
+from .declaration import SOFTMAX, Hessian, Task
 from .elementwise import ElementwiseLoss, multilabel_form
 from .formula import formula_function
 from .options import PolyOptions, SigmoidFocalOptions, SoftmaxFocalOptions
@@ -137,7 +137,7 @@ class SoftmaxFocalLoss(_CategoricalBase):
     """
 
     name = "softmax_focal_loss"
-    task = "multiclass"
+    task = Task.MULTICLASS
     aliases = ("focal",)
     link = SOFTMAX
     hessian = Hessian.ROW

@@ -22,7 +22,7 @@ from ..plan import Target
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import _CategoricalBase
-from .declaration import HALF_LOGIT, IDENTITY, Hessian
+from .declaration import HALF_LOGIT, IDENTITY, Hessian, Task
 from .elementwise import ElementwiseLoss, multilabel_form
 from .options import LabelOptions
 
@@ -149,7 +149,7 @@ class MulticlassHingeLoss(_CategoricalBase):
     """
 
     name = "multiclass_hinge_loss"
-    task = "multiclass"
+    task = Task.MULTICLASS
     aliases = ("hinge",)
     hessian = Hessian.ZERO
     Options = LabelOptions

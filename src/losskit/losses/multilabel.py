@@ -14,7 +14,7 @@ from .. import _checks
 from . import _compiled
 from .base import Terms
 from .binary import _BinaryBase, bce_logits_terms
-from .declaration import LOGIT
+from .declaration import LOGIT, Task
 from .registry import function_of
 
 
@@ -27,7 +27,7 @@ class MultilabelCrossEntropy(_BinaryBase):
     """
 
     name = "multilabel_cross_entropy"
-    task = "multilabel"
+    task = Task.MULTILABEL
     aliases = ("bce",)
     link = LOGIT
     reduces_last_axis = True

@@ -13,6 +13,7 @@ from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
+from .declaration import Task
 from .registry import function_of
 
 
@@ -25,7 +26,7 @@ class MeanSquaredError(Loss):
     """
 
     name = "mean_squared_error"
-    task = "continuous"
+    task = Task.REGRESSION
     aliases = ("mse",)
     input_name = "predictions"
     _kernel = staticmethod(_compiled.squared_error)

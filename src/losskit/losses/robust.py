@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .._stats import weighted_quantile
-from .declaration import Hessian, option
+from .declaration import Hessian, Task, option
 from .elementwise import ElementwiseLoss
 from .formula import formula_function
 from .registry import functional
@@ -31,7 +31,7 @@ class ValueLoss(ElementwiseLoss):
 
     target = "value"
     over_last_axis = "mean"
-    task = "continuous"
+    task = Task.REGRESSION
 
 
 
