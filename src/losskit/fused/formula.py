@@ -13,15 +13,21 @@ loss or derivative, or a target value outside the loss's domain (the array-API p
 exactly, or raises the precise error).
 
 The kernels are compiled per loss class, option values and variant (:func:`row_kernel`) on first
-use and are not cached on disk: numba cannot cache a function that calls another one chosen at run
-time (the formula). A first call on a small input is answered by the reference path while the
-kernel compiles in the background (:mod:`losskit.losses._compiled`).
+use, and cached on disk as the hand-written kernels are (``cache=True``): numba keys a cached
+function on its bytecode and its closure's pickled contents, so the closure holds the formula's own
+functions (pickled by module and name), the options' named tuple (a type kept in this module) and a
+salt made from the source of the modules the formula is written in (an edited formula never loads a
+stale kernel). A class numba cannot find again in another process (made inside a function, or in
+``__main__``) compiles once per process. A first call on a small input is answered by the reference
+path while the kernel compiles (or loads) in the background (:mod:`losskit.losses._compiled`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
+import sys
 from collections import namedtuple
 
 import numba
@@ -260,7 +266,13 @@ def register_helpers(functions) -> None:
 
 @functools.cache
 def _options_type(cls, fields: tuple):
-    return namedtuple(f"{cls.__name__}Options", fields)
+    """The named tuple type of ``cls``'s options, kept as an attribute of this module: pickled by
+    reference, as numba does for its disk cache's key, it is the same bytes in every process."""
+    name = re.sub(r"\W", "_", f"_Options_{cls.__module__}_{cls.__qualname__}_{'_'.join(fields)}")
+    options = namedtuple(name, fields)
+    options.__module__ = __name__
+    setattr(sys.modules[__name__], name, options)
+    return options
 
 
 def options_tuple(loss):
@@ -289,14 +301,16 @@ def row_kernel(cls, opts, parallel: bool, with_grad: bool, store: bool, per_elem
     deviance's branches on its power disappear): a new value of an option compiles a new kernel.
     """
     binary, sign, count, positive = (domain == k for k in ("binary", "sign", "count", "positive"))
-    value = numba.njit(inline="always", error_model="numpy")(cls.value)
-    derivative = numba.njit(inline="always", error_model="numpy")(cls.derivative)
+    value, derivative = _jitable(cls.value), _jitable(cls.derivative)
     loop = prange if parallel else range
+    salt = _source_salt(cls)
 
     def rows(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
         per_row = scale.shape[0] > 1
         zero, one = z.dtype.type(0), z.dtype.type(1)
+        if salt < 0:  # never: the salt is here so that the disk cache's key holds the formula's source
+            return
         for i in loop(n):
             total = 0.0
             poison = 0.0
@@ -332,5 +346,41 @@ def row_kernel(cls, opts, parallel: bool, with_grad: bool, store: bool, per_elem
                 flags[i] = 1
             scaled_loss[i] = total
 
-    return numba.njit(rows, parallel=parallel, nogil=True, error_model="numpy",
+    return numba.njit(rows, parallel=parallel, nogil=True, error_model="numpy", cache=_cacheable(cls),
                       fastmath={"reassoc", "contract"})
+
+
+def _jitable(fn):
+    """``fn`` (a formula's method) callable from compiled code, inlined, and referred to in the kernel's
+    closure as itself: numba keys its disk cache on the closure's pickled contents, which for a plain
+    function is its module and name (a dispatcher would pickle with a new identity per process)."""
+    if fn not in _REGISTERED:
+        register_jitable(inline="always", error_model="numpy")(fn)  # inlined in numba IR, as njit(inline="always")
+        _REGISTERED.add(fn)
+    return fn
+
+
+@functools.cache
+def _source_salt(cls) -> int:
+    """A number that changes when the source of ``cls``'s module, or of the kernels' maths, does."""
+    import hashlib
+    import inspect
+    import sys
+
+    digest = hashlib.sha256()
+    modules = {c.__module__ for c in cls.__mro__ if c.__module__ != "builtins"}
+    modules |= {fn.__module__ for fn in _REGISTERED} | {__name__, vexp.__module__}
+    for module in (sys.modules[m] for m in sorted(modules)):
+        try:
+            digest.update(inspect.getsource(module).encode())
+        except (OSError, TypeError):  # no source (a class made in a notebook cell...): no disk cache
+            return 0
+    return int.from_bytes(digest.digest()[:7], "little")
+
+
+def _cacheable(cls) -> bool:
+    """Whether the kernel of ``cls`` can be cached on disk: its formula is found again by module and
+    name in another process (not a class made inside a function or in ``__main__``)."""
+    module = sys.modules.get(cls.__module__)
+    return (cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__ and module is not None
+            and getattr(module, cls.__qualname__.split(".")[0], None) is not None and _source_salt(cls) != 0)
