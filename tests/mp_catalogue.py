@@ -207,10 +207,10 @@ def softmax(row):
 
 
 def log_softmax(row):
+    """log p_k = -log1p(sum_{j != k} e^(z_j - z_k)): no 50-digit cancellation when p_k is near 1."""
     row = [mpf(v) for v in row]
-    top = max(row)
-    lse = top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in row))
-    return [v - lse for v in row]
+    return [-mpmath.log1p(mpmath.fsum(mpmath.exp(v - zk) for j, v in enumerate(row) if j != k))
+            for k, zk in enumerate(row)]
 
 
 def _dense(target, k):
