@@ -249,7 +249,8 @@ def catalogue_table() -> None:
                     regular = cat.measure(case.name, path, dtype, "regular")
                     held = f"{regular.value:.3g}, {regular.grad:.3g}, {regular.subnormal:.2g}"
                 print(f"| {case.name}{' *' if known else ''} | {'compiled' if path == 'fused' else 'array API'} | "
-                      f"{np.dtype(dtype).name} | {worst.value:.3g} | {worst.grad:.3g} | {worst.subnormal:.2g} | {held} |")
+                      f"{np.dtype(dtype).name} | {worst.value:.3g} | {worst.grad:.3g} | {worst.subnormal:.2g} | "
+                      f"{held} |")
 
 
 def vmath_table() -> None:
