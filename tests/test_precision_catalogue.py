@@ -126,6 +126,10 @@ def _teacher_rows(dtype):
     rows = softmax_rows(dtype)
     teachers = rows[1:] + rows[:1]
     teachers[2] = (teachers[2][0], -math.inf, teachers[2][2])
+    # and 12 pairs of moderate rows (logits of scale 3: neither distribution flat nor one-hot)
+    moderate = np.random.default_rng(1).normal(size=(24, 3)) * 3
+    rows += [tuple(_rounded(dtype, r)) for r in moderate[:12]]
+    teachers += [tuple(_rounded(dtype, r)) for r in moderate[12:]]
     return [list(zip(rows, teachers, strict=True))]
 
 
@@ -228,12 +232,14 @@ DISTILLATION = Known("distribution.py: T^2 sum q (log q - log p) subtracts two l
                      "between near-uniform rows keeps only their difference's accuracy (134 eps float64, 343 eps "
                      "float32 at z = (1.8e-3, 1.3e-3, 3.6e-4), t = (-0.12, -4.5e-4, 0.066), T = 2); the gradient "
                      "T (p - q) subtracts rounded probabilities (16 eps there; 116 eps in float32 where q is "
-                     "nearly one-hot, t = (903, 94, -743))")
+                     "nearly one-hot, t = (903, 94, -743)); on rows of moderate logits too (up to 19 eps value, "
+                     "128 eps gradient): the whole grid is held apart")
 JSD = Known("distribution.py / fused jsd: the divergence is formed from two log-softmaxes, so a small one between "
             "near-uniform rows keeps only their difference's accuracy (18 to 410 eps at z = (1.8e-3, 1.3e-3, "
             "3.6e-4), t = (-0.12, -4.5e-4, 0.066)); the gradient's top entry c p_j (d_j - sum_k p_k d_k) cancels "
             "when p_j is near 1: exact 4.7e-21, returned 0 at z = (-1009.6, -209.2, -159.2), t = (5.41, 2.15, "
-            "3.55), beta 0.5 (float64); the beta = 0 gradient (p - q)/T as distillation's")
+            "3.55), beta 0.5 (float64); the beta = 0 gradient (p - q)/T as distillation's; on rows of moderate "
+            "logits too (up to 13 eps value, 59 eps gradient): the whole grid is held apart")
 def _label_on_top(x, t):
     return isinstance(t, int) and max(range(len(x)), key=x.__getitem__) == t
 
