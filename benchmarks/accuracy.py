@@ -248,7 +248,7 @@ def catalogue_table() -> None:
                 if known:
                     regular = cat.measure(case.name, path, dtype, "regular")
                     held = (f"{regular.value:.3g}, {regular.grad:.3g}, {regular.subnormal:.2g}"
-                            if any(regular.where.values()) or regular.value or regular.grad else "(all points)")
+                            if regular.examples else "(all points)")
                 print(f"| {case.name}{' *' if known else ''} | {'compiled' if path == 'fused' else 'array API'} | "
                       f"{np.dtype(dtype).name} | {worst.value:.3g} | {worst.grad:.3g} | {worst.subnormal:.2g} | "
                       f"{held} |")

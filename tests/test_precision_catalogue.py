@@ -356,6 +356,7 @@ class Worst:
     grad: float = 0.0
     subnormal: float = 0.0
     where: dict = field(default_factory=dict)
+    examples: int = 0
 
 
 def _errors(actual, exact, dtype, floor, worst, kind, inputs):
@@ -407,6 +408,7 @@ def measure(name, path, dtype, part="all") -> Worst:
                 continue
             raise
         value, grad = np.asarray(value), np.asarray(grad)
+        worst.examples += len(values)
         assert value.dtype == grad.dtype == dtype
         assert value.shape == (len(values),) and grad.shape == x.shape
         labels = [(xi.tolist(), ti.tolist()) for xi, ti in zip(x, t, strict=True)]
