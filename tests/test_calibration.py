@@ -172,6 +172,7 @@ def test_compiled_pass_equals_reference(monkeypatch, dtype):
              (objectives.Temperature("multilabel", 7, per_label=True), z, (z > 0).astype(np.int8))]
     for objective, logits, target in cases:
         theta = np.full(objective.n_params, 0.4)
+        monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", "1")  # compiled, small as the data are
         fast = objective.sums(theta, logits.astype(dtype), target, w, True)
         monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", "0")
         slow = objective.sums(theta, logits.astype(dtype), target, w, True)

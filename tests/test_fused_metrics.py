@@ -12,11 +12,17 @@ from losskit.evaluation import metrics  # noqa: E402
 from losskit.evaluation.metrics import multiclass  # noqa: E402
 
 
-def test_the_compiled_steps_are_the_default():
+def test_the_compiled_steps_are_the_default_from_a_size_on(monkeypatch):
     from losskit.evaluation.metrics import _common
     from losskit.fused import metrics as compiled
 
-    assert _common._compiled() is compiled
+    monkeypatch.delenv("LOSSKIT_EVAL_KERNELS", raising=False)
+    assert _common._compiled() is compiled and _common._compiled(_common.COMPILED_FROM) is compiled
+    assert _common._compiled(_common.COMPILED_FROM - 1) is None  # a small batch: no compile to wait for
+    monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", "1")
+    assert _common._compiled(10) is compiled
+    monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", "0")
+    assert _common._compiled(_common.COMPILED_FROM) is None
 
 
 def _both(monkeypatch, make, feed):

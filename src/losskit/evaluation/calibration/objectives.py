@@ -125,7 +125,7 @@ class Temperature:
     def sums(self, theta, logits, target, weight, mass: bool) -> Sums:
         """``logits [n, K]``; ``target``: integer labels ``[n]`` or class probabilities ``[n, K]``
         (multi-class), 0/1 or probabilities ``[n, K]`` (binary K = 1, multi-label)."""
-        kernels = _compiled()
+        kernels = _compiled(getattr(logits, "size", None))
         if kernels is not None and isinstance(logits, np.ndarray):
             out = self._compiled(theta, logits, target, weight)
         else:

@@ -36,10 +36,19 @@ def _shape(name: str, array: np.ndarray, shape: tuple) -> None:
 _NO_WEIGHT = np.zeros(0)
 
 
-def _compiled():
-    """:mod:`losskit.fused.metrics` (the compiled update steps), or None where numba is missing or
-    ``LOSSKIT_EVAL_KERNELS=0`` asks for the NumPy steps (the tests compare the two)."""
-    if os.environ.get("LOSSKIT_EVAL_KERNELS", "1") == "0":
+#: batches of fewer values than this take the NumPy steps unless ``LOSSKIT_EVAL_KERNELS=1``: the
+#: first use of a compiled step in a fresh install compiles it (seconds), which a small file's
+#: whole scoring would wait for, while the NumPy steps take milliseconds at that size
+COMPILED_FROM = 1 << 16
+
+
+def _compiled(size: int | None = None):
+    """:mod:`losskit.fused.metrics` (the compiled update steps), or None for the NumPy steps: where
+    numba is missing, ``LOSSKIT_EVAL_KERNELS=0`` asks for them (the tests compare the two), or the
+    batch holds fewer than :data:`COMPILED_FROM` values (``size``) and ``LOSSKIT_EVAL_KERNELS`` is
+    not ``1``. The two steps agree to rounding (tests/test_fused_metrics.py)."""
+    flag = os.environ.get("LOSSKIT_EVAL_KERNELS", "auto")
+    if flag == "0" or (flag != "1" and size is not None and size < COMPILED_FROM):
         return None
     from ... import fused
 

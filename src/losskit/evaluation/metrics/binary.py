@@ -75,7 +75,7 @@ class BinaryMetrics:
         n = len(pred)
         _shape("pred", pred, (n,))
         _shape("y", y, (n,))
-        kernels = _compiled()
+        kernels = _compiled(n)
         w = _weights(w, n, kernels is not None)
         if kernels is not None:
             self._update_compiled(kernels, pred, np.asarray(y), w)

@@ -89,7 +89,7 @@ class MulticlassMetrics:
         n = len(pred)
         _shape("pred", pred, (n, k))
         _shape("y", y, (n,))
-        kernels = _compiled()
+        kernels = _compiled(n * k)
         w = _weights(w, n, kernels is not None)
         y = np.asarray(y)
         y = y if kernels is not None and y.dtype.kind in "iu" else y.astype(np.intp)
