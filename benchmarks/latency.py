@@ -12,15 +12,22 @@
    ``BinaryCrossEntropyWithLogits().value_and_grad`` on 1000 elements, and the second call. Run it
    in a fresh venv (``pip install .``, no extras) right after installing: that is a user's first
    try (no numba cache on disk yet); a later process reuses numba's cache.
+3. First ``losskit eval --json`` (and ``--html``) of a 449-row, 10-class Parquet file, the whole
+   command's wall time, with an empty numba cache (``NUMBA_CACHE_DIR`` a new directory: what a fresh
+   install sees) and again with that cache written. Needs the ``[eval]`` extra; skipped without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -105,6 +112,28 @@ def first_call(kind: str):
     return [float(v) for v in out.stdout.split()]
 
 
+def first_eval(folder: Path, flag: str) -> tuple[float, float]:
+    """Wall seconds of ``losskit eval FILE flag``: with an empty numba cache, then with it written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(449, 10)).astype(np.float32)
+    path = folder / "small.parquet"
+    pq.write_table(pa.table({**{f"logit_{i}": z[:, i] for i in range(10)}, "target": rng.integers(0, 10, 449)}),
+                   path)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(folder / f"numba-cache{flag}")}
+    losskit = shutil.which("losskit", path=str(Path(sys.executable).parent)) or "losskit"
+    command = [losskit, "eval", str(path), "--json"] if flag == "--json" else \
+        [losskit, "eval", str(path), "--html", str(folder / "report.html")]
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -117,6 +146,17 @@ def main() -> None:
                      f"{statistics.median(r[1] for r in runs[1:]):.3f} s (later processes) | second call "
                      f"{runs[0][2] * 1e3:.2f} ms |")
         print(lines[-1], flush=True)
+    try:
+        import pyarrow  # noqa: F401 - the [eval] extra
+    except ImportError:
+        pass
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            for flag in ("--json", "--html"):
+                fresh, cached = first_eval(Path(folder), flag)
+                lines.append(f"| first `losskit eval {flag}`, 449 rows x 10 classes | empty numba cache "
+                             f"{fresh:.2f} s | cache written {cached:.2f} s | |")
+                print(lines[-1], flush=True)
     step, in_loop, alone = numpy_step_times(args.steps)
     try:
         torch_step = torch_step_time(args.steps)
