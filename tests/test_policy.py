@@ -614,3 +614,85 @@ def test_modules_with_other_float_options_compile_one_after_another():
         loss = torch.compile(lt.LinearGRPOLoss(epsilon_high=epsilon_high), fullgraph=True)(
             hidden, classifier, target, old_logps=old, advantages=torch.tensor([1.0]))
         assert loss.item() == pytest.approx(-(1 + epsilon_high), rel=1e-6)  # -min(r A, clip(r) A), A = 1
+
+
+def reference_metrics(logp, mask, old, advantages, ref, *, beta, epsilon_low, epsilon_high, importance):
+    """TRL's GRPOTrainer logged metrics, written from its definitions: ``masked_batch_mean`` is the mean
+    over the batch's kept tokens, or over the sequences where the ratio is one per sequence (GSPO)."""
+    log_weights = logp - old
+    if importance == "sequence":
+        log_weights = ((log_weights * mask).sum(-1) / mask.sum(-1))[:, None]
+    coef_1 = np.exp(log_weights)
+
+    def masked_batch_mean(x):
+        return x.mean() if x.shape[1] == 1 else (x * mask).sum() / max(mask.sum(), 1.0)
+
+    low = (coef_1 < 1 - epsilon_low) & (advantages[:, None] < 0)
+    high = (coef_1 > 1 + epsilon_high) & (advantages[:, None] > 0)
+    out = {"clip_ratio/low_mean": masked_batch_mean(low * 1.0), "clip_ratio/high_mean": masked_batch_mean(high * 1.0),
+           "clip_ratio/region_mean": masked_batch_mean((low | high) * 1.0)}
+    if beta:
+        out["kl"] = masked_batch_mean(np.exp(ref - logp) - (ref - logp) - 1)
+    return out
+
+
+@pytest.mark.parametrize(("importance", "beta"), [("token", 0.04), ("sequence", 0.04), ("token", 0.0)])
+def test_aux_is_trls_logged_metrics(importance, beta):
+    data = _fused_data(11, np.float64, True, 1.0)
+    hidden, classifier, bias, target, old, advantages, ref = data
+    # sequences pushed past the clip bounds on the side their advantage clips (GSPO's mean ratios too)
+    old = old - 0.5 * np.sign(advantages)[:, None]
+    data = (hidden, classifier, bias, target, old, advantages, ref)
+    options = {"beta": beta, "epsilon_low": 0.2, "epsilon_high": 0.28, "importance": importance, "normalization": "bnpo"}
+    logp = _naive_logps(*(torch.from_numpy(a) for a in (hidden, classifier, bias)), target, 1.0).numpy()
+    mask = (target != IGNORE) * 1.0
+    expected = reference_metrics(logp, mask, np.where(mask > 0, old, 0.0), advantages, np.where(mask > 0, ref, 0.0),
+                                 beta=beta, epsilon_low=0.2, epsilon_high=0.28, importance=importance)
+    assert 0 < expected["clip_ratio/low_mean"] and 0 < expected["clip_ratio/high_mean"]  # both sides clip here
+    call = {"old_logps": old, "advantages": advantages, "ref_logps": ref, "bias": bias, "ignore_index": IGNORE}
+    value, aux = lk.linear_grpo_loss(hidden, classifier, target, aux=True, chunk_size=4, **call, **options)
+    _, grads, aux_vg = lk.linear_grpo_loss_value_and_grad(hidden, classifier, target, aux=True, **call, **options)
+    assert float(value) == pytest.approx(_naive_fused(data, 1.0, options)[0], rel=1e-10)
+    assert set(aux) == set(aux_vg) == set(expected)
+    for name, reference in expected.items():
+        assert float(aux[name]) == pytest.approx(reference, rel=1e-10, abs=1e-15), name
+        assert float(aux_vg[name]) == pytest.approx(reference, rel=1e-10, abs=1e-15), name
+
+
+def test_aux_on_torch_and_jax_and_its_errors():
+    import losskit.torch as lt
+
+    data = _fused_data(11, np.float64, False, 1.0)
+    hidden, classifier, _, target, old, advantages, ref = data
+    options = {"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.28}
+    _, expected = lk.linear_grpo_loss(hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref,
+                                      aux=True, **options)
+    h = torch.from_numpy(hidden).requires_grad_(True)
+    module = lt.LinearGRPOLoss(aux=True, **options)
+    loss, aux = module(h, torch.from_numpy(classifier), torch.from_numpy(target), old_logps=torch.from_numpy(old),
+                       advantages=torch.from_numpy(advantages), ref_logps=torch.from_numpy(ref))
+    loss.backward()
+    assert h.grad is not None and set(aux) == set(expected)
+    for name in expected:
+        assert aux[name].dtype == torch.float64 and not aux[name].requires_grad
+        assert float(aux[name]) == pytest.approx(float(expected[name]), rel=1e-12), name
+    if backend_available("jax"):
+        import jax
+        import jax.numpy as jnp
+
+        import losskit.jax as lj
+
+        def run(h):
+            return lj.linear_grpo_loss(h, jnp.asarray(classifier), target, old_logps=jnp.asarray(old),
+                                       advantages=jnp.asarray(advantages), ref_logps=jnp.asarray(ref), aux=True,
+                                       **options)
+
+        (_, jax_aux), grad = jax.jit(jax.value_and_grad(run, has_aux=True))(jnp.asarray(hidden))
+        assert grad.shape == hidden.shape
+        for name in expected:
+            assert float(jax_aux[name]) == pytest.approx(float(expected[name]), rel=1e-12), name
+    for bad in ("yes", 1, None):
+        with pytest.raises(LossInputError, match=r"^aux: expected True or False, got "):
+            lt.LinearGRPOLoss(aux=bad)
+        with pytest.raises(LossInputError, match=r"^aux: expected True or False, got "):
+            lk.linear_grpo_loss(hidden, classifier, target, old_logps=old, advantages=advantages, aux=bad)

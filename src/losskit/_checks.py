@@ -38,6 +38,13 @@ def impl(value: Any) -> str:
     return value
 
 
+def flag(value: Any, name: str) -> bool:
+    """``value`` if it is True or False, else a LossInputError naming ``name``."""
+    if not isinstance(value, bool):
+        raise fail(name, "True or False", repr(value))
+    return value
+
+
 def is_number(value: Any) -> bool:
     """A real number, Python's or NumPy's (``np.float32(0.1)``), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, _NUMPY_BOOL))

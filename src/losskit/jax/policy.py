@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .. import _checks
 from ..losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
 from .linear import fused_linear
 
 __all__ = ["linear_grpo_loss"]
 
 
-def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, bias=None, **options):
+def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, bias=None, aux=False,
+                     **options):
     """:func:`losskit.linear_grpo_loss` as a differentiable JAX function of ``hidden [B, T, D]``,
-    ``classifier [V, D]`` and ``bias [V]``; shapes and options as there, checked once per call (at
-    trace time under ``jit``)."""
-    options = GRPOOptions(**options).as_dict()
+    ``classifier [V, D]`` and ``bias [V]``; shapes, options and ``aux`` (``(loss, aux)``, no gradient
+    through ``aux``) as there, checked once per call (at trace time under ``jit``)."""
+    checked = GRPOOptions(**options)
+    names = checked.aux_names() if _checks.flag(aux, "aux") else ()
+    options = checked.as_dict()
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
     # a NumPy target closed over by a jitted function reaches here as a NumPy-like constant: made a JAX array
     # so that the sweep sees arrays of one library
     return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, jnp.asarray(target), bias=bias,
-                        extras=extras,
-                        **options)
+                        extras=extras, aux=names, **options)

@@ -58,6 +58,10 @@ IMPORTANCE = ("token", "sequence")
 NORMALIZATIONS = ("grpo", "bnpo", "dr_grpo")
 
 
+#: the clip ratios TRL's GRPOTrainer logs, under its names
+CLIP_RATIOS = ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+
+
 @dataclass(frozen=True, eq=False)
 class GRPOOptions:
     """The options of a GRPO-family call, checked once, for every entry (NumPy, torch, JAX): the
@@ -93,6 +97,10 @@ class GRPOOptions:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def aux_names(self) -> tuple[str, ...]:
+        """The keys of ``aux``: TRL's logged statistics, ``kl`` only where ``beta > 0`` (as TRL logs it)."""
+        return (("kl",) if self.beta else ()) + CLIP_RATIOS
 
     @property
     def means_over_tokens(self) -> bool:
@@ -141,6 +149,7 @@ class GRPOObjective:
         n_rows, n_tokens = mask.shape
         self.n_units = n_rows
         self.options = options
+        self.mask = mask
         zero = xp.zeros_like(old_logps)
         # ignored tokens: old = ref = 0 = logp, so every term there is 0 and finite whatever the input held
         self.old_logps = xp.where(mask, old_logps, zero)
@@ -210,6 +219,24 @@ class GRPOObjective:
         stats["clip_ratio_high"] = xp.sum(above, axis=1) / divisors
         return xp.sum(loss * weight), grad * weight, stats
 
+    def aux(self, xp, stats) -> dict:
+        """TRL's logged statistics from the per-sequence ``stats`` of a sweep, as its ``masked_batch_mean``
+        takes them: means over the batch's kept tokens, except GSPO's clip ratios (one ratio per
+        sequence), which are means over the sequences. ``region`` is ``low + high`` (a token is
+        clipped below only where A < 0, above only where A > 0)."""
+        counts = self.counts
+        tokens = xp.maximum(xp.sum(counts), _array.full_like_scalar(xp, 1, counts))
+
+        def over_tokens(per_sequence):  # the per-sequence means weighted back by their token counts
+            return xp.sum(per_sequence * counts) / tokens
+
+        over = over_tokens if self.options.importance == "token" else xp.mean
+        low, high = over(stats["clip_ratio_low"]), over(stats["clip_ratio_high"])
+        out = {"clip_ratio/low_mean": low, "clip_ratio/high_mean": high, "clip_ratio/region_mean": low + high}
+        if self.options.beta:
+            out["kl"] = over_tokens(stats["kl"])
+        return {name: out[name] for name in self.options.aux_names()}
+
 
 def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, options: GRPOOptions) -> GRPOObjective:
     """The checked objective of one call: ``target [B, T]`` integer (its ``options.ignore_index``
@@ -240,11 +267,13 @@ def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, option
 
 def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0,
                                     epsilon_low=0.2, epsilon_high=0.2, importance="token", normalization="grpo",
-                                    max_length=None, temperature=1.0, bias=None, ignore_index=-100, chunk_size=None):
+                                    max_length=None, temperature=1.0, bias=None, ignore_index=-100, chunk_size=None,
+                                    aux=False):
     """``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_grpo_loss`, in one chunked
     sweep (3 gemms per chunk; 4 when one sequence exceeds ``chunk_size`` tokens). ``grad_bias`` is
     None without a bias; the gradients have the shapes of hidden, classifier and bias. Arguments and
-    shapes as :func:`linear_grpo_loss`; no gradient flows to ``old_logps``, ``advantages`` or ``ref_logps``."""
+    shapes as :func:`linear_grpo_loss`; no gradient flows to ``old_logps``, ``advantages`` or ``ref_logps``.
+    With ``aux=True``: ``(value, grads, aux)``, ``aux`` as :func:`linear_grpo_loss`'s."""
     options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
                           normalization=normalization, max_length=max_length, temperature=temperature,
                           ignore_index=ignore_index, chunk_size=chunk_size)
@@ -253,12 +282,14 @@ def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, ad
                                options=options)
     sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
                            ignore_index=options.ignore_index, objective=objective, chunk_size=options.chunk_size)
+    if aux:
+        return sweep.loss, sweep.grads, objective.aux(xp, sweep.stats)
     return sweep.loss, sweep.grads
 
 
 def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0, epsilon_low=0.2,
                      epsilon_high=0.2, importance="token", normalization="grpo", max_length=None, temperature=1.0,
-                     bias=None, ignore_index=-100, chunk_size=None):
+                     bias=None, ignore_index=-100, chunk_size=None, aux=False):
     r"""The GRPO family's loss on ``hidden @ classifier.T (+ bias)``, without the N x V logits in memory.
 
     .. math:: \ell_{it} = -\min(r_{it} A_i, \mathrm{clip}(r_{it}, 1 - \epsilon_{low}, 1 + \epsilon_{high}) A_i)
@@ -281,14 +312,27 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
     ``beta > 0``), ``bias [V]``. Values of ``old_logps`` / ``ref_logps`` at ignored tokens are
     never read. ``chunk_size``: tokens per chunk (default: about 2^25 logits per chunk).
 
+    With ``aux=True``: ``(loss, aux)``, ``aux`` TRL's logged statistics (0-d arrays, keys named as
+    TRL's metrics): ``"clip_ratio/low_mean"`` (the fraction of the batch's kept tokens with ``A < 0``
+    and ``r < 1 - epsilon_low``), ``"clip_ratio/high_mean"`` (``A > 0``, ``r > 1 + epsilon_high``),
+    ``"clip_ratio/region_mean"`` (either), fractions of the sequences for GSPO; and where
+    ``beta > 0``, ``"kl"``, the mean k3 KL over the kept tokens.
+
     >>> import numpy as np, losskit as lk
     >>> h, c = np.ones((1, 2, 3)), np.zeros((4, 3))  # uniform over 4 tokens: log p = -log 4
     >>> old = np.full((1, 2), -np.log(4))  # on-policy: r = 1, loss -A
     >>> float(lk.linear_grpo_loss(h, c, np.array([[0, 3]]), old_logps=old, advantages=np.array([0.5])))
     -0.5
     """
-    return linear_grpo_loss_value_and_grad(
-        hidden, classifier, target, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps, beta=beta,
-        epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance, normalization=normalization,
-        max_length=max_length, temperature=temperature, bias=bias, ignore_index=ignore_index,
-        chunk_size=chunk_size)[0]
+    _checks.flag(aux, "aux")
+    options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
+                          normalization=normalization, max_length=max_length, temperature=temperature,
+                          ignore_index=ignore_index, chunk_size=chunk_size)
+    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
+    objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
+                               options=options)
+    # no gradient asked: the log-probs alone (one gemm per chunk, not three), then the formula on all sequences
+    logps = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
+                           ignore_index=options.ignore_index, chunk_size=options.chunk_size).logps
+    value, _, stats = objective.terms(xp, logps, objective.mask, 0, objective.n_units)
+    return (value, objective.aux(xp, stats)) if aux else value

@@ -11,25 +11,28 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .. import _checks
 from ..losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
 from .linear import encode_options, fused_linear
 
 __all__ = ["LinearGRPOLoss", "linear_grpo_loss"]
 
 
-def _apply(encoded: str, hidden, classifier, target, old_logps, advantages, ref_logps, bias):
+def _apply(encoded: str, hidden, classifier, target, old_logps, advantages, ref_logps, bias, aux=()):
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
     return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, bias=bias, extras=extras,
-                        encoded_options=encoded)
+                        aux=aux, encoded_options=encoded)
 
 
 def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_logps: Tensor, advantages: Tensor,
-                     ref_logps: Tensor | None = None, bias: Tensor | None = None, **options) -> Tensor:
+                     ref_logps: Tensor | None = None, bias: Tensor | None = None, aux: bool = False, **options):
     """:func:`losskit.linear_grpo_loss` with autograd into ``hidden [B, T, D]``, ``classifier [V, D]``
     and ``bias [V]``; shapes and options (``beta``, ``epsilon_low``, ``epsilon_high``, ``importance``,
-    ``normalization``, ``max_length``, ``temperature``, ``ignore_index``, ``chunk_size``) as there."""
-    return _apply(encode_options(GRPOOptions(**options).as_dict()), hidden, classifier, target, old_logps, advantages,
-                  ref_logps, bias)
+    ``normalization``, ``max_length``, ``temperature``, ``ignore_index``, ``chunk_size``) as there;
+    with ``aux=True``, ``(loss, aux)``: TRL's logged statistics as 0-d float64 tensors, no gradient."""
+    checked = GRPOOptions(**options)
+    return _apply(encode_options(checked.as_dict()), hidden, classifier, target, old_logps, advantages, ref_logps,
+                  bias, checked.aux_names() if _checks.flag(aux, "aux") else ())
 
 
 class LinearGRPOLoss(nn.Module):
@@ -38,6 +41,8 @@ class LinearGRPOLoss(nn.Module):
     ``forward(hidden [B, T, D], classifier [V, D], target [B, T], *, old_logps [B, T],
     advantages [B], ref_logps [B, T] = None, bias [V] = None)`` returns the 0-d loss, with the
     analytic backward into hidden, classifier and bias. Works under ``torch.compile(fullgraph=True)``.
+    With ``aux=True`` it returns ``(loss, aux)``, TRL's logged statistics (see
+    :func:`losskit.linear_grpo_loss`) as 0-d float64 tensors without gradient.
 
     >>> import torch, losskit.torch as lt
     >>> h, c = torch.ones(1, 2, 3, requires_grad=True), torch.zeros(4, 3)  # uniform: log p = -log 4
@@ -49,16 +54,18 @@ class LinearGRPOLoss(nn.Module):
 
     def __init__(self, *, beta: float = 0.0, epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                  importance: str = "token", normalization: str = "grpo", max_length: int | None = None,
-                 temperature: float = 1.0, ignore_index: int | None = -100, chunk_size: int | None = None):
+                 temperature: float = 1.0, ignore_index: int | None = -100, chunk_size: int | None = None,
+                 aux: bool = False):
         super().__init__()
         self.options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
                                    importance=importance, normalization=normalization, max_length=max_length,
                                    temperature=temperature, ignore_index=ignore_index, chunk_size=chunk_size)
         self._encoded = encode_options(self.options.as_dict())  # constants of a compiled graph (see there)
+        self._aux = self.options.aux_names() if _checks.flag(aux, "aux") else ()
 
     def forward(self, hidden: Tensor, classifier: Tensor, target: Tensor, *, old_logps: Tensor, advantages: Tensor,
-                ref_logps: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
-        return _apply(self._encoded, hidden, classifier, target, old_logps, advantages, ref_logps, bias)
+                ref_logps: Tensor | None = None, bias: Tensor | None = None):
+        return _apply(self._encoded, hidden, classifier, target, old_logps, advantages, ref_logps, bias, self._aux)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.options.as_dict().items())

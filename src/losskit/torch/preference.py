@@ -38,8 +38,7 @@ class LinearPreferenceLoss(nn.Module):
                  temperature: float = 1.0, chunk_size: int | None = None, aux: bool = False, **options: Any):
         super().__init__()
         self.objective = pair_loss(loss, **({} if beta is None else {"beta": beta}), **options)
-        if not isinstance(aux, bool):
-            raise _checks.fail("aux", "True or False", repr(aux))
+        _checks.flag(aux, "aux")
         temperature = number(temperature, "temperature", low=0.0, low_open=True)
         if chunk_size is not None:
             _checks.int_at_least(chunk_size, "chunk_size", 1, "None or a positive int (tokens per chunk)")
