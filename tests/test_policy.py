@@ -648,7 +648,7 @@ def test_aux_is_trls_logged_metrics(importance, beta):
     mask = (target != IGNORE) * 1.0
     expected = reference_metrics(logp, mask, np.where(mask > 0, old, 0.0), advantages, np.where(mask > 0, ref, 0.0),
                                  beta=beta, epsilon_low=0.2, epsilon_high=0.28, importance=importance)
-    assert 0 < expected["clip_ratio/low_mean"] and 0 < expected["clip_ratio/high_mean"]  # both sides clip here
+    assert expected["clip_ratio/low_mean"] > 0 and expected["clip_ratio/high_mean"] > 0  # both sides clip here
     call = {"old_logps": old, "advantages": advantages, "ref_logps": ref, "bias": bias, "ignore_index": IGNORE}
     value, aux = lk.linear_grpo_loss(hidden, classifier, target, aux=True, chunk_size=4, **call, **options)
     _, grads, aux_vg = lk.linear_grpo_loss_value_and_grad(hidden, classifier, target, aux=True, **call, **options)
