@@ -99,7 +99,7 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
     target's :math:`\sum y' \log y'` (0 where :math:`y' = 0`)."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero = dtype(0)
+    zero, one = dtype(0), dtype(1)
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
     for i in prange(n):
         s = scale[i]
@@ -116,12 +116,15 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
             continue
         below, ties, total_y, y_shifted, _ = _target_exp_pass(row, target, g, m, keep, low)
         rest, total, log_norm = _normaliser(below, ties)
-        scaled_t, scaled_inv = dtype(s * float(total_y) / total), dtype(s)
+        scaled_t, sw = dtype(s * float(total_y) / total), dtype(s)
+        t_y, q_max = total_y, dtype(rest / total)  # 1 - p at the row max, from the other terms
         neg_entropy = zero
         for j in range(k):
             y = keep * target[j] + low
             neg_entropy += y * vlog(y) if y > zero else zero  # 0 log 0 = 0
-            g[j] = g[j] * scaled_t - scaled_inv * y
+            e = g[j]
+            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
         loss = float(neg_entropy) + float(total_y) * log_norm - float(y_shifted)
         if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
             flags[i] = 1
@@ -176,8 +179,10 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
             ties_s += one if ds >= zero else zero
             below_t += et if dt < zero else zero
             ties_t += one if dt >= zero else zero
-        _, total_s, log_ns = _normaliser(below_s, ties_s)
-        _, total_t, log_nt = _normaliser(below_t, ties_t)
+        rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
+        rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
+        # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
+        scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
         log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
         inv_ts = dtype(1.0 / total_t)
         scaled_p = dtype(s * temperature / total_s)
@@ -189,7 +194,7 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
             et = vexp(dt)
             kl += (et * inv_ts) * ((dt - ds) + log_ratio)
             if with_grad:
-                g[j] = g[j] * scaled_p - et * scaled_q
+                g[j] = g[j] * scaled_p - et * scaled_q if (ds < zero or dt < zero) else scaled_gap
         loss = temperature * temperature * float(kl)
         if not math.isfinite(loss):
             flags[i] = 1
@@ -277,6 +282,13 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
                 flags[i] = 1
                 continue
             scaled_loss[i] = s * loss
+            # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
+            # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
+            q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
+            for j in range(k):
+                if row[j] == m:
+                    y = keep * target[j] + low
+                    g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
 
 
 @numba.njit(**OPTIONS)
@@ -342,6 +354,7 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
         log_norm_f = dtype(log_norm)
         loss_sum = zero
         total_u = zero
+        ties_u = zero  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
         for j in range(k):
             e = g[j]
             c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
@@ -354,6 +367,7 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
             p_rho = zero if p == zero else p * rho
             u = c * mod * (g_f * p_rho - one)
             total_u += u
+            ties_u += zero if e < one else u
             g[j] = u
         loss = -float(loss_sum)
         if not math.isfinite(loss) or not math.isfinite(total_u):
@@ -362,8 +376,13 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
         scaled_loss[i] = s * loss
         if with_grad:
             sw, scaled_u = dtype(s), dtype(s * float(total_u) / total)
+            below_u = total_u - ties_u
+            q_max, p_max = dtype(rest / total), dtype(1.0 / total)
             for j in range(k):
-                g[j] = sw * g[j] - vexp(row[j] - m) * scaled_u
+                d = row[j] - m
+                u = g[j]
+                # at the max: u - p U = u q - p (U - u), with U - u from the other terms
+                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_u - u)))
 
 
 @numba.njit(**OPTIONS)
