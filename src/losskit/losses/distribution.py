@@ -85,7 +85,7 @@ class _TeacherLogits(_CategoricalBase):
             raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
                                f"dtype {target.dtype}")
         _checks.same_shape("target", target, "logits", tuple(input.shape))
-        target = xp.astype(target, input.dtype)
+        target = _array.as_dtype(xp, target, input.dtype)  # no copy of a teacher already in the dtype
         _checks.no_nan(xp, target, "target")
         return Target(dense=target)
 
