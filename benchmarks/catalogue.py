@@ -1,6 +1,7 @@
 """The catalogue's losses against the peers, forward + gradient, float32, in one process run.
 
-    python -m benchmarks.catalogue                   # full sizes (50M elements; 1024 x 32000 rows)
+    python -m benchmarks.catalogue                   # full sizes (50M elements; class axis 4096 x 32000)
+    python -m benchmarks.catalogue --only kl_divergence poly_cross_entropy   # some losses only
     python -m benchmarks.catalogue --smoke           # tiny sizes, one repeat: checks the harness
     python -m benchmarks.catalogue --markdown FILE   # also write the table (replaces FILE's section)
 
@@ -9,8 +10,10 @@ has the loss, else the formula in torch ops, as a user would write it), JAX ``ji
 (optax where it has the loss, else the formula in ``jnp``), ``losskit.torch`` on CPU tensors and
 ``losskit.jax`` under ``jit``. Before any timing, each implementation's value and gradient are
 checked against losskit's float64 reference on the same inputs (a row fails loudly when they
-disagree). Implementations run alternately, ``--repeats`` rounds after a warm-up; the table gives
-the median milliseconds and the ratio of the faster peer (torch eager or JAX jit) to losskit.
+disagree); for the class-axis losses on their first :data:`AGREE_ROWS` rows (the float64 reference
+of 4096 x 32000 would hold gigabytes of temporaries on a shared machine). Implementations run
+alternately, ``--repeats`` rounds after a warm-up; the table gives the median milliseconds and the
+ratio of the faster peer (torch eager or JAX jit) to losskit.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import losskit as lk
 from ._report import write_markdown
 
 ELEMENTS = 50_000_000
-ROWS = (1024, 32000)
+ROWS = (4096, 32000)  # the class-axis losses: rows of a 32000-class softmax (issue 15's size)
+AGREE_ROWS = 256
 SMOKE_ELEMENTS, SMOKE_ROWS = 4096, (16, 300)
 LABELS = 1000  # the label axis of the multi-label losses: rows of 1000 labels
 
@@ -57,6 +61,58 @@ def _torch_formulas(torch):
         "multilabel_hinge_loss": lambda z, y: (1 - sign(y) * z).clamp(min=0).sum(-1).mean(),
         "multilabel_squared_hinge_loss": lambda z, y: (1 - sign(y) * z).clamp(min=0).square().sum(-1).mean(),
         "asymmetric_loss": _torch_asl(torch),
+    }
+
+
+#: the class-axis losses, with the options the peers' formulas below compute; their target kind
+CLASS_CASES = {
+    "kl_divergence": ({}, "probs"),
+    "distillation_loss": ({"temperature": 2.0}, "teacher"),
+    "softmax_focal_loss": ({"gamma": 2.0}, "labels"),
+    "poly_cross_entropy": ({"epsilon": 1.0}, "labels"),
+    "multiclass_hinge_loss": ({}, "labels"),
+}
+
+
+def _torch_class_formulas(torch):
+    F = torch.nn.functional
+
+    def focal(z, y):  # as users write it (e.g. on top of cross_entropy): p_y = exp(-ce)
+        ce = F.cross_entropy(z, y, reduction="none")
+        return ((1 - torch.exp(-ce)) ** 2 * ce).mean()
+
+    def poly(z, y):  # the Poly-1 paper's code: ce + epsilon (1 - p_y)
+        ce = F.cross_entropy(z, y, reduction="none")
+        p_y = F.softmax(z, dim=-1).gather(-1, y[:, None]).squeeze(-1)
+        return (ce + (1 - p_y)).mean()
+
+    def crammer_singer(z, y):
+        shifted = z + 1 - F.one_hot(y, z.shape[-1]).to(z.dtype)
+        return (shifted.amax(-1) - z.gather(-1, y[:, None]).squeeze(-1)).mean()
+
+    return {
+        "kl_divergence": lambda z, t: F.kl_div(F.log_softmax(z, dim=-1), t, reduction="batchmean"),
+        "distillation_loss": lambda z, t: 4.0 * F.kl_div(F.log_softmax(z / 2.0, dim=-1), F.log_softmax(t / 2.0, dim=-1),
+                                                          reduction="batchmean", log_target=True),
+        "softmax_focal_loss": focal,
+        "poly_cross_entropy": poly,
+        "multiclass_hinge_loss": crammer_singer,
+    }
+
+
+def _jax_class_formulas(jax, jnp, optax):
+    def focal(z, y):
+        log_p = jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], axis=-1)[:, 0]
+        return (-((1 - jnp.exp(log_p)) ** 2) * log_p).mean()
+
+    return {
+        "kl_divergence": lambda z, t: optax.losses.kl_divergence(jax.nn.log_softmax(z), t).mean(),
+        "distillation_loss": lambda z, t: 4.0 * optax.losses.kl_divergence(jax.nn.log_softmax(z / 2.0),
+                                                                           jax.nn.softmax(t / 2.0)).mean(),
+        "softmax_focal_loss": focal,
+        "poly_cross_entropy": lambda z, y: optax.losses.poly_loss_cross_entropy(
+            z, jax.nn.one_hot(y, z.shape[-1]), epsilon=1.0).mean(),
+        "multiclass_hinge_loss": lambda z, y: optax.losses.multiclass_hinge_loss(z, y).mean(),
     }
 
 
@@ -130,6 +186,28 @@ CASES = {
 }
 
 
+def _options(name):
+    return CLASS_CASES[name][0] if name in CLASS_CASES else CASES[name]
+
+
+def _class_inputs(name, rows, rng):
+    n, k = rows
+    z = (rng.standard_normal(size=(n, k), dtype=np.float32) * 2).astype(np.float32)
+    kind = CLASS_CASES[name][1]
+    if kind == "labels":
+        y = rng.integers(0, k, size=n)
+        if name == "multiclass_hinge_loss":  # off the ties of the shifted maximum, where subgradients differ
+            z[np.arange(n), y] += np.float32(0.5)
+        return z, y
+    other = (rng.standard_normal(size=(n, k), dtype=np.float32) * 2).astype(np.float32)
+    if kind == "teacher":
+        return z, other
+    other -= other.max(axis=-1, keepdims=True)
+    np.exp(other, out=other)
+    other /= other.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    return z, other
+
+
 def _inputs(name, n, rng):
     cls = lk.REGISTRY[name][0]
     shape = (n // LABELS, LABELS) if cls.over_last_axis == "sum" else (n,)
@@ -147,7 +225,7 @@ def _inputs(name, n, rng):
 
 def implementations(name):
     """name -> (callable(z, y) -> (value, grad), library of its arrays)."""
-    loss = lk.REGISTRY[name][0](**CASES[name])
+    loss = lk.REGISTRY[name][0](**_options(name))
     impls = {"losskit": (loss.value_and_grad, "numpy")}
     try:
         import torch
@@ -155,7 +233,7 @@ def implementations(name):
         import losskit.torch as lt
 
         torch.set_num_threads(os.cpu_count() or 1)
-        formula = _torch_formulas(torch)[name]
+        formula = {**_torch_formulas(torch), **_torch_class_formulas(torch)}[name]
         layer = lt.module(loss)
 
         def step(fn):
@@ -177,7 +255,7 @@ def implementations(name):
 
         import losskit.jax as lj
 
-        peer = jax.jit(jax.value_and_grad(_jax_formulas(jnp, optax)[name]))
+        peer = jax.jit(jax.value_and_grad({**_jax_formulas(jnp, optax), **_jax_class_formulas(jax, jnp, optax)}[name]))
         ours_fn = lj.loss_fn(loss)
         ours = jax.jit(jax.value_and_grad(lambda z, y: ours_fn(z, y)))
         impls["JAX jit"] = (lambda z, y: jax.block_until_ready(peer(z, y)), "jax")
@@ -207,8 +285,15 @@ def _host(value):
 
 def check_agreement(name, impls, z, y):
     """Every implementation's value and gradient against losskit's float64 reference, before timing."""
-    reference = lk.REGISTRY[name][0](impl="xp", **CASES[name])
-    value, grad = reference.value_and_grad(z.astype(np.float64), y.astype(np.float64))
+    reference = lk.REGISTRY[name][0](impl="xp", **_options(name))
+    if name in CLASS_CASES:  # a float32 row sum of probabilities is 1 to float32's rounding: float64's check
+        z, y = z[:AGREE_ROWS], y[:AGREE_ROWS]
+        target = y.astype(np.float64) if y.dtype.kind == "f" else y
+        if CLASS_CASES[name][1] == "probs":
+            target = target / target.sum(axis=-1, keepdims=True)
+    else:
+        target = y.astype(np.float64)
+    value, grad = reference.value_and_grad(z.astype(np.float64), target)
     for impl, (fn, library) in impls.items():
         got_value, got_grad = fn(_convert(z, library), _convert(y, library))
         scale = np.max(np.abs(grad)) or 1.0
@@ -221,8 +306,8 @@ def check_agreement(name, impls, z, y):
                                  f"gradient {grad_error:.2e} relative)")
 
 
-def time_loss(name, n, repeats, rng):
-    z, y = _inputs(name, n, rng)
+def time_loss(name, n, rows, repeats, rng):
+    z, y = _class_inputs(name, rows, rng) if name in CLASS_CASES else _inputs(name, n, rng)
     impls = implementations(name)
     check_agreement(name, impls, z, y)
     data = {library: (_convert(z, library), _convert(y, library)) for library in ("numpy", "torch", "jax")}
@@ -236,8 +321,9 @@ def time_loss(name, n, repeats, rng):
     return {impl: statistics.median(times) * 1e3 for impl, times in samples.items()}
 
 
-def report(results, n) -> str:
-    lines = [f"Forward + gradient, float32, {n:,} elements (multi-label: rows of {LABELS} labels); median ms; "
+def report(results, n, rows) -> str:
+    lines = [f"Forward + gradient, float32, {n:,} elements (multi-label: rows of {LABELS} labels; class axis: "
+             f"{rows[0]} x {rows[1]}); median ms; "
              "ratio = the faster of torch eager and JAX jit over losskit (> 1: losskit is faster).", "",
              "| loss | losskit | torch eager | JAX jit | ratio | losskit.torch | vs torch | losskit.jax | vs JAX |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -264,10 +350,11 @@ def main() -> None:
     repeats = 1 if args.smoke else args.repeats
     rng = np.random.default_rng(0)
     results = {}
-    for name in args.only or CASES:
-        results[name] = time_loss(name, n, repeats, rng)
+    rows = SMOKE_ROWS if args.smoke else ROWS
+    for name in args.only or [*CASES, *CLASS_CASES]:
+        results[name] = time_loss(name, n, rows, repeats, rng)
         print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
-    text = report(results, n)
+    text = report(results, n, rows)
     print(text)
     if args.markdown:
         write_markdown(args.markdown, text)

@@ -13,6 +13,7 @@ kernel compiles in the background (see :data:`ANSWER_WHILE_COMPILING`, :data:`SE
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -286,3 +287,101 @@ def jsd(loss, plan, arrays, with_grad):
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
     jsd_rows(grad, teacher, scale, loss.beta, loss.temperature, scaled_loss, flags)
     return None if flags.any() else (scaled_loss, grad)
+
+
+def _rows():
+    from ..fused import rows
+
+    return rows
+
+
+def _class_axis(plan, arrays, with_grad, full_rows):
+    """The plan laid out for a kernel of :mod:`losskit.fused.rows`: ``(z [N, K], labels [N] or empty,
+    dense [N, K] or empty [0, K], scale [N], grad)``, with ``grad`` the gradient's buffer when
+    ``with_grad`` or ``full_rows`` (a kernel that keeps a row of scratch per row), else one scratch
+    row; ``z`` and ``dense`` copied when ``out=`` shares their memory (the kernels read them after
+    writing the gradient)."""
+    z = arrays["input"]
+    rows, width = z.size // z.shape[-1], z.shape[-1]
+    grad = (_grad_buffer(arrays, z.size, z.dtype) if with_grad else _RECYCLER.empty(z.size, z.dtype)).reshape(
+        rows, width) if with_grad or full_rows else np.empty((1, width), z.dtype)
+    z2 = np.ascontiguousarray(z).reshape(rows, width)
+    dense = arrays["dense"]
+    dense = np.empty((0, width), z.dtype) if dense is None else \
+        np.ascontiguousarray(dense, dtype=z.dtype).reshape(rows, width)
+    if np.may_share_memory(grad, z2):
+        z2 = z2.copy()
+    if np.may_share_memory(grad, dense):
+        dense = dense.copy()
+    labels = arrays["labels"]
+    labels = np.empty(0, np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64).reshape(rows)
+    scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
+    return z2, labels, dense, scale, grad
+
+
+def _finish(scaled_loss, grad, flags):
+    return None if flags.any() else (scaled_loss, grad)
+
+
+def kl_divergence(loss, plan, arrays, with_grad):
+    """:class:`~losskit.KLDivergence`: with labels, softmax CE's kernel plus the smoothed one-hot's
+    negative entropy (a constant per row); with probabilities, :func:`~losskit.fused.rows.kl_dense_rows`."""
+    z = arrays["input"]
+    a, width = plan.smoothing, z.shape[-1]
+    if arrays["labels"] is not None:
+        result = softmax_ce(plan, arrays, with_grad)
+        if result is None or result is UNHANDLED:
+            return result
+        scaled_loss, grad = result
+        high, low = 1.0 - a + a / width, a / width
+        neg_entropy = high * math.log(high) + ((width - 1) * low * math.log(low) if low > 0 else 0.0)
+        if neg_entropy:
+            scaled_loss += np.broadcast_to(arrays["scale"], plan.batch_shape).reshape(-1) * neg_entropy
+        return scaled_loss, grad
+    z2, _, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
+    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    _rows().kl_dense_rows(z2, dense, scale, a, scaled_loss, grad, flags)
+    return _finish(scaled_loss, grad, flags)
+
+
+def distillation(loss, plan, arrays, with_grad):
+    """:class:`~losskit.DistillationLoss`: the teacher's logits are the dense target."""
+    z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=False)
+    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    _rows().distillation_rows(z2, teacher, scale, loss.temperature, scaled_loss, grad, with_grad, flags)
+    return _finish(scaled_loss, grad, flags)
+
+
+def poly(loss, plan, arrays, with_grad):
+    """:class:`~losskit.PolyCrossEntropy`, labels or probabilities."""
+    z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=arrays["labels"] is None)
+    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    _rows().poly_rows(z2, labels, dense, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad, flags)
+    return _finish(scaled_loss, grad, flags)
+
+
+def softmax_focal(loss, plan, arrays, with_grad):
+    """:class:`~losskit.SoftmaxFocalLoss`: ``alpha`` as one weight per class."""
+    z = arrays["input"]
+    alpha = loss.alpha
+    if alpha is None or np.ndim(alpha) == 0:
+        alpha = np.full(z.shape[-1], 1.0 if alpha is None else alpha, z.dtype)
+    else:
+        alpha = host(_array.option_array(plan.xp, alpha, "alpha", plan.input))
+        if alpha is None:
+            return UNHANDLED
+        alpha = np.ascontiguousarray(alpha, dtype=z.dtype)
+    sparse = arrays["labels"] is not None and plan.smoothing == 0
+    z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
+    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    _rows().focal_rows(z2, labels, dense, alpha, scale, plan.smoothing, float(loss.gamma), scaled_loss, grad,
+                       with_grad, flags)
+    return _finish(scaled_loss, grad, flags)
+
+
+def crammer_singer(loss, plan, arrays, with_grad):
+    """:class:`~losskit.MulticlassHingeLoss` (integer labels only)."""
+    z2, labels, _, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=False)
+    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    _rows().crammer_singer_rows(z2, labels, scale, scaled_loss, grad, with_grad, flags)
+    return _finish(scaled_loss, grad, flags)

@@ -54,6 +54,11 @@ class KLDivergence(SoftmaxCrossEntropy):
     softmax_hessian = True
     aliases = ("kl",)
 
+    def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
+        return _compiled.kl_divergence(self, plan, host, with_grad)
+
+    _kernel.__name__ = "kl_divergence"
+
     def _terms(self, plan, order):
         terms = super()._terms(plan, order)
         xp, z = plan.xp, plan.input
@@ -80,7 +85,7 @@ class _TeacherLogits(_CategoricalBase):
             raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
                                f"dtype {target.dtype}")
         _checks.same_shape("target", target, "logits", tuple(input.shape))
-        target = xp.astype(target, input.dtype)
+        target = _array.as_dtype(xp, target, input.dtype)  # no copy of a teacher already in the dtype
         _checks.no_nan(xp, target, "target")
         return Target(dense=target)
 
@@ -104,6 +109,11 @@ class DistillationLoss(_TeacherLogits):
     name = "distillation_loss"
     aliases = ("distillation",)
     Options = DistillationOptions
+
+    def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
+        return _compiled.distillation(self, plan, host, with_grad)
+
+    _kernel.__name__ = "distillation"
 
     def __init__(self, *, temperature: float = 1.0, axis: int = -1, reduction: str = "mean", impl: str = "auto"):
         Loss.__init__(self, temperature=temperature, axis=axis, reduction=reduction, impl=impl)

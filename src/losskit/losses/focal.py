@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .. import _array, _checks
 from ..activations import log_softmax_xp
+from . import _compiled
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
@@ -143,6 +144,11 @@ class SoftmaxFocalLoss(_CategoricalBase):
     hessian = Hessian.ROW
     Options = SoftmaxFocalOptions
 
+    def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
+        return _compiled.softmax_focal(self, plan, host, with_grad)
+
+    _kernel.__name__ = "softmax_focal"
+
     def __init__(self, *, gamma: float = 2.0, alpha=None, axis: int = -1, class_weight=None,
                  ignore_index=None, label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):
         Loss.__init__(self, gamma=gamma, alpha=alpha, axis=axis, class_weight=class_weight,
@@ -203,6 +209,11 @@ class PolyCrossEntropy(SoftmaxCrossEntropy):
     name = "poly_cross_entropy"
     aliases = ("poly",)
     Options = PolyOptions
+
+    def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
+        return _compiled.poly(self, plan, host, with_grad)
+
+    _kernel.__name__ = "poly_cross_entropy"
 
     def __init__(self, *, epsilon: float = 1.0, axis: int = -1, class_weight=None, ignore_index=None,
                  label_smoothing: float = 0.0, reduction: str = "mean", impl: str = "auto"):

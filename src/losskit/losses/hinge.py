@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .. import _array, _checks
 from ..plan import Target
+from . import _compiled
 from ._shared import functional, times
 from .base import Loss, Terms
 from .categorical import _CategoricalBase
@@ -153,6 +154,11 @@ class MulticlassHingeLoss(_CategoricalBase):
     aliases = ("hinge",)
     hessian = Hessian.ZERO
     Options = LabelOptions
+
+    def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
+        return _compiled.crammer_singer(self, plan, host, with_grad)
+
+    _kernel.__name__ = "crammer_singer"
 
     def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None, reduction: str = "mean",
                  impl: str = "auto"):

@@ -1,0 +1,430 @@
+r"""Compiled class-axis kernels: KL divergence, distillation, softmax focal, Poly-1, Crammer-Singer.
+
+Each is a softmax row sweep (or, for Crammer-Singer, a max sweep) plus the loss's own per-row
+term, a leaf as the kernels of :mod:`losskit.fused.kernels` (their flags convention, their
+options and their precision rules). Arguments common to the softmax kernels: logits ``z [N, K]``;
+``labels [N]`` int64 (0 for an ignored row) or an empty array when the target is dense; ``dense
+[N, K]`` (probabilities in the logits' dtype, or the teacher's logits) or an empty ``[0, K]``;
+``scale [N]`` the reduction's per-row scale (0 for an ignored or weight-0 row, whose loss and
+gradient are written 0); ``smoothing`` ``a``, the smoothed target being
+:math:`y' = (1 - a) y + a / K`. Outputs ``scaled_loss [N]`` (float64, ``scale * l``) and ``grad
+[N, K]`` (``scale * dl/dz``); a kernel that needs no row of scratch without a gradient receives
+one scratch row ``[1, K]`` then, and writes nothing there. ``grad`` never aliases ``z`` or
+``dense`` (the caller copies first).
+
+Precision as the array-API path: the normaliser is ``log1p`` of the terms below the row max (a
+sure row's tiny loss is kept), the missing probability of a class is ``(total - e_k) / total``
+(``rest / total`` at the max: no ``1 - p`` cancels), and the label's gradient is formed from
+those. A row with a logit of +inf (or a loss that is not finite) is flagged, and the reference
+gives the exact limit.
+
+Design note: the dense-target kernels fold the target's sums into the exp pass (one read of the
+target there, one in the gradient pass) instead of a separate pass per sum; a label row of
+Poly-1 or focal (no smoothing) touches only its label's term, so its gradient is one scaled
+copy of the softmax, as softmax CE's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+from numba import prange
+
+from .kernels import OPTIONS, _exp_pass
+from .vmath import vexp, vlog, vpow
+
+__all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "poly_rows", "crammer_singer_rows"]
+
+_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+@numba.njit(**_INLINE)
+def row_max(row):
+    """The row's largest logit (NaN-free rows: the plan rejected NaN)."""
+    m = row[0]
+    for j in range(row.shape[0]):
+        m = max(m, row[j])
+    return m
+
+
+@numba.njit(**_INLINE)
+def _target_exp_pass(row, target, out, m, keep, low):
+    """``exp(row - m)`` into ``out`` and the sums of the softmax (the terms below the max and the
+    ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
+    ``y' = keep * target + low``: ``sum y'``, ``sum y' (z - m)`` (0 where ``y'`` is 0, even for a
+    logit of -inf) and ``sum y' exp(z - m)``."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)
+    below = zero
+    ties = zero
+    total_y = zero
+    y_shifted = zero
+    y_exp = zero
+    for j in range(row.shape[0]):
+        d = row[j] - m
+        e = vexp(d)
+        out[j] = e
+        y = keep * target[j] + low
+        below += e if d < zero else zero
+        ties += one if d >= zero else zero
+        total_y += y
+        y_shifted += y * d if y != zero else zero
+        y_exp += y * e
+    return below, ties, total_y, y_shifted, y_exp
+
+
+@numba.njit(**_INLINE)
+def _normaliser(below, ties):
+    """``(rest, total, log_norm)`` in float64: the softmax's sum is ``total = 1 + rest`` (the leading
+    1 is the row max's own term) and its log ``log1p(rest)``, exact for a sure row."""
+    rest = float(below) + (float(ties) - 1.0)
+    return rest, 1.0 + rest, math.log1p(rest)
+
+
+@numba.njit(**_INLINE)
+def _label_parts(row, y, m, rest, total):
+    """``(d_y, p_y, q_y)`` of the label: its shifted logit, its probability and ``1 - p_y``, this one
+    as the sum of the other classes' terms over the total (exact when ``p_y`` rounds to 1)."""
+    d_y = float(row[y]) - float(m)
+    e_y = math.exp(d_y)
+    rest_y = rest if d_y >= 0 else rest + (1.0 - e_y)
+    return d_y, e_y / total, rest_y / total
+
+
+@numba.njit(**OPTIONS)
+def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
+    r"""KL divergence of probability targets: :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y'
+    - \sum y' z`, gradient :math:`p \sum y' - y'`. ``grad`` is full ``[N, K]`` (scratch without a
+    gradient). Two passes after the max: ``exp`` with the target's sums; the gradient with the
+    target's :math:`\sum y' \log y'` (0 where :math:`y' = 0`)."""
+    n, k = z.shape
+    dtype = z.dtype.type
+    zero, one = dtype(0), dtype(1)
+    keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
+    for i in prange(n):
+        s = scale[i]
+        g = grad[i]
+        if s == 0:
+            scaled_loss[i] = 0.0
+            for j in range(k):
+                g[j] = zero
+            continue
+        row, target = z[i], dense[i]
+        m = row_max(row)
+        if not math.isfinite(m):
+            flags[i] = 1
+            continue
+        below, ties, total_y, y_shifted, _ = _target_exp_pass(row, target, g, m, keep, low)
+        rest, total, log_norm = _normaliser(below, ties)
+        scaled_t, sw = dtype(s * float(total_y) / total), dtype(s)
+        t_y, q_max = total_y, dtype(rest / total)  # 1 - p at the row max, from the other terms
+        neg_entropy = zero
+        for j in range(k):
+            y = keep * target[j] + low
+            neg_entropy += y * vlog(y) if y > zero else zero  # 0 log 0 = 0
+            e = g[j]
+            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+        loss = float(neg_entropy) + float(total_y) * log_norm - float(y_shifted)
+        if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+
+
+@numba.njit(**OPTIONS)
+def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
+    r"""Distillation :math:`T^2 \sum q (\log q - \log p)`, :math:`p = \mathrm{softmax}(z / T)`,
+    :math:`q = \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Three passes: the two maxima
+    (and a poison sum: NaN for a logit of +-inf, flagged); the two normalisers (below and ties, as
+    softmax CE's) with the student's terms into ``grad``; the per-class terms and the gradient
+    (the teacher's ``exp`` recomputed rather than stored). ``grad`` is ``[1, K]`` scratch without a
+    gradient."""
+    n, k = z.shape
+    dtype = z.dtype.type
+    zero, one = dtype(0), dtype(1)
+    inv_t = dtype(1.0 / temperature)
+    for i in prange(n):
+        s = scale[i]
+        g = grad[i if with_grad else i - i]
+        if s == 0:
+            scaled_loss[i] = 0.0
+            if with_grad:
+                for j in range(k):
+                    g[j] = zero
+            continue
+        row, t = z[i], teacher[i]
+        mz = row[0]
+        mt = t[0]
+        poison = zero
+        for j in range(k):
+            mz = max(mz, row[j])
+            mt = max(mt, t[j])
+            poison += row[j] * zero + t[j] * zero
+        if poison != zero:
+            flags[i] = 1
+            continue
+        below_s = zero
+        ties_s = zero
+        below_t = zero
+        ties_t = zero
+        for j in range(k):
+            ds = (row[j] - mz) * inv_t
+            dt = (t[j] - mt) * inv_t
+            es = vexp(ds)
+            et = vexp(dt)
+            if with_grad:
+                g[j] = es
+            below_s += es if ds < zero else zero
+            ties_s += one if ds >= zero else zero
+            below_t += et if dt < zero else zero
+            ties_t += one if dt >= zero else zero
+        rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
+        rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
+        # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
+        scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
+        log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
+        inv_ts = dtype(1.0 / total_t)
+        scaled_p = dtype(s * temperature / total_s)
+        scaled_q = dtype(s * temperature / total_t)
+        kl = zero
+        for j in range(k):
+            ds = (row[j] - mz) * inv_t
+            dt = (t[j] - mt) * inv_t
+            et = vexp(dt)
+            kl += (et * inv_ts) * ((dt - ds) + log_ratio)
+            if with_grad:
+                g[j] = g[j] * scaled_p - et * scaled_q if (ds < zero or dt < zero) else scaled_gap
+        loss = temperature * temperature * float(kl)
+        if not math.isfinite(loss):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+
+
+@numba.njit(**OPTIONS)
+def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags):
+    r"""Poly-1: softmax CE plus :math:`\epsilon (1 - P)`, :math:`P = \sum y' p`; gradient
+    :math:`p \sum y' - y' - \epsilon\, p (y' - P)`.
+
+    Labels (``dense`` empty): softmax CE's sweep; :math:`1 - P = y'_y q_y + \frac{a}{K}(K - 1 - q_y)`
+    with :math:`q_y = 1 - p_y` from the other classes' terms, the gradient
+    :math:`p_j (1 + \epsilon (1 - a) p_y) - a/K` off the label and
+    :math:`a (1 - 1/K) - q_y - \epsilon (1 - a) p_y q_y` at it. ``grad`` is ``[1, K]`` scratch
+    without a gradient. Dense targets: the exp pass with the target's sums, then one pass for the
+    gradient and :math:`\sum y' (1 - p_k)`; ``grad`` is full ``[N, K]`` then."""
+    n, k = z.shape
+    dtype = z.dtype.type
+    zero, one = dtype(0), dtype(1)
+    a = smoothing
+    by_label = dense.shape[0] == 0
+    keep, low = dtype(1.0 - a), dtype(a / k)
+    for i in prange(n):
+        s = scale[i]
+        g = grad[i if with_grad or not by_label else i - i]
+        if s == 0:
+            scaled_loss[i] = 0.0
+            if with_grad:
+                for j in range(k):
+                    g[j] = zero
+            continue
+        row = z[i]
+        m = row_max(row)
+        if not math.isfinite(m):
+            flags[i] = 1
+            continue
+        if by_label:
+            y = labels[i]
+            if y < 0 or y >= k:
+                flags[i] = 1
+                continue
+            below, ties, shifted, _ = _exp_pass(row, g, m, with_grad)
+            rest, total, log_norm = _normaliser(below, ties)
+            d_y, p_y, q_y = _label_parts(row, y, m, rest, total)
+            high64, low64 = 1.0 - a + a / k, a / k
+            loss = log_norm - (1.0 - a) * d_y
+            if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
+                loss -= low64 * float(shifted)
+            total_y = high64 + (k - 1) * low64
+            missing = high64 * q_y + low64 * ((k - 1) - q_y) + (1.0 - total_y)
+            loss += epsilon * missing
+            if not math.isfinite(loss):
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            if with_grad:
+                lift = (1.0 - a) * p_y  # P - a/K
+                scaled_p = dtype(s * (1.0 + epsilon * lift) / total)
+                scaled_low = dtype(s * low64)
+                for j in range(k):
+                    g[j] = g[j] * scaled_p - scaled_low
+                g[y] = dtype(s * (a * (1.0 - 1.0 / k) - q_y - epsilon * lift * q_y))  # no p_y - 1 formed
+        else:
+            target = dense[i]
+            below, ties, total_y, y_shifted, y_exp = _target_exp_pass(row, target, g, m, keep, low)
+            rest, total, log_norm = _normaliser(below, ties)
+            big_p = float(y_exp) / total
+            inv_total = dtype(1.0 / total)
+            total_f, rest_f = dtype(total), dtype(rest)
+            t_y, p_big = dtype(total_y), dtype(big_p)
+            eps = dtype(epsilon)
+            sw = dtype(s)
+            missing = zero
+            for j in range(k):
+                e = g[j]
+                y = keep * target[j] + low
+                p = e * inv_total
+                q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
+                missing += y * q
+                g[j] = sw * (p * t_y - y - eps * p * (y - p_big))
+            loss = float(total_y) * log_norm - float(y_shifted) + epsilon * (float(missing) + (1.0 - float(total_y)))
+            if not math.isfinite(loss):
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
+            # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
+            q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
+            for j in range(k):
+                if row[j] == m:
+                    y = keep * target[j] + low
+                    g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
+
+
+@numba.njit(**OPTIONS)
+def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, grad, with_grad, flags):
+    r"""Softmax focal loss :math:`-\sum_k c_k (1 - p_k)^\gamma \log p_k`, :math:`c = \alpha y'`; gradient
+    :math:`u - p \sum u`, :math:`u_k = c_k (1 - p_k)^\gamma (\gamma p_k \rho_k - 1)`,
+    :math:`\rho = \log p / (1 - p)` (-1 in the limit :math:`p \to 1`). ``alpha [K]``.
+
+    Labels without smoothing (``dense`` empty, ``smoothing`` 0): only the label's term, so the
+    gradient is :math:`-u_y p` off the label and :math:`u_y q_y` at it (``grad`` ``[1, K]`` scratch
+    without a gradient). Otherwise (dense targets, or labels with smoothing): four passes, the max,
+    ``exp``, the per-class terms with ``u`` into ``grad`` (full ``[N, K]``), the gradient with the
+    softmax recomputed."""
+    n, k = z.shape
+    dtype = z.dtype.type
+    zero, one = dtype(0), dtype(1)
+    a = smoothing
+    by_label = dense.shape[0] == 0
+    sparse = by_label and a == 0
+    keep, low, high = dtype(1.0 - a), dtype(a / k), dtype(1.0 - a + a / k)
+    g_f = dtype(gamma)
+    for i in prange(n):
+        s = scale[i]
+        g = grad[i if with_grad or not sparse else i - i]
+        if s == 0:
+            scaled_loss[i] = 0.0
+            if with_grad:
+                for j in range(k):
+                    g[j] = zero
+            continue
+        row = z[i]
+        m = row_max(row)
+        if not math.isfinite(m):
+            flags[i] = 1
+            continue
+        y = labels[i] if by_label else 0
+        if y < 0 or y >= k:
+            flags[i] = 1
+            continue
+        below, ties, _, _ = _exp_pass(row, g, m, with_grad or not sparse)
+        rest, total, log_norm = _normaliser(below, ties)
+        if sparse:
+            d_y, p_y, q_y = _label_parts(row, y, m, rest, total)
+            c = float(alpha[y])
+            lp = d_y - log_norm
+            mod = q_y ** gamma  # 0 ** 0 = 1
+            loss = 0.0 if c == 0 else -c * mod * lp
+            rho = lp / q_y if q_y > 0 else -1.0
+            p_rho = 0.0 if p_y == 0 else p_y * rho
+            u = c * mod * (gamma * p_rho - 1.0)
+            if not math.isfinite(loss):
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            if with_grad:
+                scaled = dtype(-s * u / total)
+                for j in range(k):
+                    g[j] = g[j] * scaled
+                g[y] = dtype(s * u * q_y)
+            continue
+        inv_total = dtype(1.0 / total)
+        total_f, rest_f = dtype(total), dtype(rest)
+        log_norm_f = dtype(log_norm)
+        loss_sum = zero
+        total_u = zero
+        ties_u = zero  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
+        for j in range(k):
+            e = g[j]
+            c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
+            p = e * inv_total
+            lp = (row[j] - m) - log_norm_f
+            q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
+            mod = vpow(q, g_f)
+            loss_sum += zero if c == zero else c * mod * lp  # 0 * log 0 = 0
+            rho = lp / q if q > zero else -one
+            p_rho = zero if p == zero else p * rho
+            u = c * mod * (g_f * p_rho - one)
+            total_u += u
+            ties_u += zero if e < one else u
+            g[j] = u
+        loss = -float(loss_sum)
+        if not math.isfinite(loss) or not math.isfinite(total_u):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        if with_grad:
+            sw, scaled_u = dtype(s), dtype(s * float(total_u) / total)
+            below_u = total_u - ties_u
+            q_max, p_max = dtype(rest / total), dtype(1.0 / total)
+            for j in range(k):
+                d = row[j] - m
+                u = g[j]
+                # at the max: u - p U = u q - p (U - u), with U - u from the other terms
+                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_u - u)))
+
+
+@numba.njit(**OPTIONS)
+def crammer_singer_rows(z, labels, scale, scaled_loss, grad, with_grad, flags):
+    r"""Crammer-Singer :math:`\max_k (z_k + 1 - [k = y]) - z_y`, in the logits' dtype as the
+    reference; gradient :math:`e_{k^*} - e_y` with :math:`k^*` the first maximiser. Passes: the
+    max of the shifted scores (vectorised); the first index that reaches it (stops there); the
+    gradient row (zeros and two entries). A row whose loss is not finite is flagged."""
+    n, k = z.shape
+    dtype = z.dtype.type
+    zero, one = dtype(0), dtype(1)
+    for i in prange(n):
+        s = scale[i]
+        g = grad[i if with_grad else i - i]
+        if s == 0:
+            scaled_loss[i] = 0.0
+            if with_grad:
+                for j in range(k):
+                    g[j] = zero
+            continue
+        row = z[i]
+        y = labels[i]
+        if y < 0 or y >= k:
+            flags[i] = 1
+            continue
+        z_y = row[y]
+        m = z_y
+        for j in range(k):
+            m = max(m, row[j] + one if j != y else z_y)
+        loss = float(m - z_y)
+        top = -1
+        for j in range(k):
+            if (row[j] + one if j != y else z_y) == m:
+                top = j
+                break
+        if top < 0 or not math.isfinite(loss):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        if with_grad:
+            for j in range(k):
+                g[j] = zero
+            sw = dtype(s)
+            g[top] += sw
+            g[y] -= sw

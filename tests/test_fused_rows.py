@@ -1,0 +1,291 @@
+"""The compiled class-axis kernels (losskit.fused.rows) against the array-API path, torch and optax.
+
+KL divergence, distillation, softmax focal, Poly-1 and Crammer-Singer: each option of each loss,
+labels and probabilities, weights and every reduction, in float64 and float32; edge rows (a sure
+row, a logit of -inf, a logit of +inf, which the kernel flags so that the reference answers).
+Each case also checks that the kernel itself answered (it did not flag the call back to the
+reference), so the comparison is never the reference against itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import losskit as lk  # noqa: E402
+from losskit.losses import _compiled  # noqa: E402
+
+# float64: the paths differ in summation order; float32: plus a few ulps of exp/log/pow per term
+TOL = {np.float64: 1e-12, np.float32: 3e-5}
+GRAD_ATOL = {np.float64: 1e-15, np.float32: 2e-7}
+RNG = np.random.default_rng(7)
+CW = "class_weight"
+
+#: (loss class, options, target kind): "labels", "probs" or "teacher" (logits); CW is replaced by one
+#: weight per class of the case's width
+CASES = [
+    (lk.KLDivergence, {}, "labels"),
+    (lk.KLDivergence, {"label_smoothing": 0.2}, "labels"),
+    (lk.KLDivergence, {"ignore_index": -100, "label_smoothing": 0.1, CW: CW}, "labels"),
+    (lk.KLDivergence, {}, "probs"),
+    (lk.KLDivergence, {"label_smoothing": 0.3, CW: CW}, "probs"),
+    (lk.DistillationLoss, {}, "teacher"),
+    (lk.DistillationLoss, {"temperature": 4.0}, "teacher"),
+    (lk.DistillationLoss, {"temperature": 0.5}, "teacher"),
+    (lk.SoftmaxFocalLoss, {}, "labels"),
+    (lk.SoftmaxFocalLoss, {"gamma": 0.5, "alpha": 0.25, "ignore_index": -100}, "labels"),
+    (lk.SoftmaxFocalLoss, {"gamma": 1.5, "alpha": "per class", "label_smoothing": 0.1, CW: CW}, "labels"),
+    (lk.SoftmaxFocalLoss, {"gamma": 0.0}, "labels"),
+    (lk.SoftmaxFocalLoss, {"gamma": 2.0}, "probs"),
+    (lk.SoftmaxFocalLoss, {"gamma": 0.7, "alpha": "per class", "label_smoothing": 0.2, CW: CW}, "probs"),
+    (lk.PolyCrossEntropy, {}, "labels"),
+    (lk.PolyCrossEntropy, {"epsilon": -0.5, "ignore_index": -100, CW: CW}, "labels"),
+    (lk.PolyCrossEntropy, {"epsilon": 2.0, "label_smoothing": 0.2}, "labels"),
+    (lk.PolyCrossEntropy, {"epsilon": 1.0}, "probs"),
+    (lk.PolyCrossEntropy, {"epsilon": -0.5, "label_smoothing": 0.1, CW: CW}, "probs"),
+    (lk.MulticlassHingeLoss, {}, "labels"),
+    (lk.MulticlassHingeLoss, {"ignore_index": -100, CW: CW}, "labels"),
+]
+IDS = [f"{cls.__name__}-{kind}-{sorted(opts.items())}" for cls, opts, kind in CASES]
+KERNELS = {lk.KLDivergence: "kl_divergence", lk.DistillationLoss: "distillation",
+           lk.SoftmaxFocalLoss: "softmax_focal", lk.PolyCrossEntropy: "poly_cross_entropy",
+           lk.MulticlassHingeLoss: "crammer_singer"}
+
+
+def _options(options, width):
+    made = dict(options)
+    if CW in made:
+        made[CW] = list(np.linspace(0.5, 2.0, width))
+    if made.get("alpha") == "per class":
+        made["alpha"] = list(np.linspace(0.1, 1.0, width))
+    return made
+
+
+def _target(kind, z, rng, ignore):
+    n, width = z.shape
+    if kind == "labels":
+        y = rng.integers(0, width, size=n)
+        y[::5] = -100 if ignore else 0
+        return y
+    if kind == "teacher":
+        return (rng.normal(size=z.shape) * 3).astype(z.dtype)
+    p = rng.dirichlet(np.full(width, 0.3), size=n)
+    p[::4] = np.eye(width)[rng.integers(0, width, size=len(p[::4]))]  # one-hot rows: zeros in the target
+    return p.astype(z.dtype) if z.dtype == np.float64 else p  # float64 probabilities, cast by the plan
+
+
+def _kernel_answers(loss, z, target, **call):
+    """Whether the compiled kernel itself answers this call (not UNHANDLED, no row flagged)."""
+    plan = loss.plan(z, target, **call)
+    result = _compiled.run(loss, plan, True, None)
+    return result is not None and result is not _compiled.UNHANDLED
+
+
+def _check(cls, options, z, target, dtype, **call):
+    fused = cls(impl="fused", **options)
+    assert _kernel_answers(fused, z, target, **call)
+    fast = fused.value_and_grad(z, target, **call)
+    ref = cls(impl="xp", **options).value_and_grad(z, target, **call)
+    assert fast[0].dtype == ref[0].dtype == dtype and fast[1].dtype == dtype
+    np.testing.assert_allclose(fast[0], ref[0], rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(fast[1], ref[1], rtol=TOL[dtype], atol=GRAD_ATOL[dtype])
+    value = fused(z, target, **call)  # the value alone: its own kernel variant
+    np.testing.assert_allclose(value, ref[0], rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+@pytest.mark.parametrize("width", [7, 1300])  # 1300: several SIMD blocks and a tail per row
+@pytest.mark.parametrize(("cls", "options", "kind"), CASES, ids=IDS)
+def test_class_axis_kernel_matches_the_array_api_path(cls, options, kind, dtype, reduction, scale, width):
+    rng = np.random.default_rng(width)
+    z = (rng.normal(size=(33, width)) * scale).astype(dtype)
+    options = _options(options, width)
+    target = _target(kind, z, rng, "ignore_index" in options)
+    weight = rng.uniform(0.1, 2.0, size=33)
+    weight[3] = 0.0
+    _check(cls, dict(options, reduction=reduction), z, target, dtype, weight=weight)
+    _check(cls, dict(options, reduction=reduction), z, target, dtype, normalizer=5.0)
+
+
+def test_each_loss_runs_its_own_kernel_never_softmax_ce():
+    # the torch-native and XLA paths pick a formulation by this name: softmax CE's would be other math
+    for cls, name in KERNELS.items():
+        assert cls.kernel_name() == name
+    assert lk.SoftmaxCrossEntropy.kernel_name() == "softmax_ce"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("cls", "options", "kind"), CASES, ids=IDS)
+def test_sure_rows_keep_their_tiny_loss(cls, options, kind, dtype):
+    """A row that the logits make all but certain: the loss is tiny, not rounded to 0 (log1p of the
+    terms below the max), and equal to the reference's to a few ulps; so is the gradient off the
+    sure class, and at it the gradient is minus the others' sum (no 1 - p_y formed)."""
+    width = 6
+    options = _options(options, width)
+    options.pop("ignore_index", None)
+    z = np.zeros((3, width), dtype)
+    z[:, 0] = 40 if dtype == np.float64 else 20  # p_0 = 1 - 5 e^-40: 1 in double
+    target = {"labels": np.zeros(3, np.int64), "probs": np.eye(width)[[0, 0, 0]].astype(dtype),
+              "teacher": (z * 1.5).astype(dtype)}[kind]
+    loss = cls(impl="fused", reduction="none", **options)
+    assert _kernel_answers(loss, z, target)
+    value, grad = loss.value_and_grad(z, target)
+    ref_value, ref_grad = cls(impl="xp", reduction="none", **options).value_and_grad(z, target)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(value, ref_value, rtol=8 * eps, atol=0)
+    np.testing.assert_allclose(grad[:, 1:], ref_grad[:, 1:], rtol=8 * eps, atol=1e-300)
+    # at the sure class the reference's p - 1 style differences round to 0 (Poly-1's eps p_y (1 - P),
+    # focal's u - p sum(u)); the kernel's does not: the loss is unchanged by adding a constant to the
+    # row, so the exact gradient row sums to 0, and the kernel's does to rounding
+    np.testing.assert_allclose(grad[:, 0], -grad[:, 1:].sum(axis=-1, dtype=np.float64), rtol=8 * eps, atol=1e-300)
+    if cls is not lk.MulticlassHingeLoss and not options.get("label_smoothing") and options.get("temperature", 1) <= 1:
+        assert np.all(np.abs(value) < 1e-6)
+
+
+@pytest.mark.parametrize(("cls", "options", "kind"), CASES, ids=IDS)
+def test_a_minus_inf_logit_and_a_plus_inf_logit(cls, options, kind):
+    """-inf: a class ruled out; where the target gives it no mass the kernel answers (and equals the
+    reference), else the loss is +inf and the row flagged. +inf: always flagged, and the result is
+    the reference's exact limit."""
+    width = 5
+    options = _options(options, width)
+    options.pop("ignore_index", None)
+    z = RNG.normal(size=(4, width))
+    target = {"labels": np.array([0, 1, 2, 3]), "probs": np.eye(width)[[0, 1, 2, 3]],
+              "teacher": RNG.normal(size=(4, width))}[kind]
+    minus = z.copy()
+    minus[:, 4] = -np.inf
+    loss, ref = cls(impl="auto", reduction="none", **options), cls(impl="xp", reduction="none", **options)
+    value, grad = loss.value_and_grad(minus, target)
+    ref_value, ref_grad = ref.value_and_grad(minus, target)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+    answered = _kernel_answers(loss, minus, target)
+    takes_mass = options.get("label_smoothing", 0) > 0 or kind == "teacher"
+    assert answered is (not takes_mass)  # distillation flags every non-finite logit
+    plus = z.copy()
+    plus[1, 2] = np.inf
+    assert not _kernel_answers(loss, plus, target)
+    with np.errstate(all="ignore"):
+        value, grad = loss.value_and_grad(plus, target)
+        ref_value, ref_grad = ref.value_and_grad(plus, target)
+    np.testing.assert_array_equal(value, ref_value)
+    np.testing.assert_array_equal(grad, ref_grad)
+
+
+def test_out_may_be_the_logits_themselves():
+    z = RNG.normal(size=(9, 11))
+    p = RNG.dirichlet(np.ones(11), size=9)
+    for cls, target in ((lk.KLDivergence, p), (lk.PolyCrossEntropy, p), (lk.SoftmaxFocalLoss, p),
+                        (lk.DistillationLoss, z[::-1].copy()), (lk.MulticlassHingeLoss, np.arange(9) % 11)):
+        ref_value, ref_grad = cls(impl="xp").value_and_grad(z, target)
+        buffer = z.copy()
+        value, grad = cls(impl="fused").value_and_grad(buffer, target, out=buffer)
+        assert grad is buffer
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_cpu_tensors_take_the_kernels():
+    torch = pytest.importorskip("torch")
+    z = RNG.normal(size=(16, 40)).astype(np.float32)
+    y = RNG.integers(0, 40, size=16)
+    for cls in (lk.PolyCrossEntropy, lk.SoftmaxFocalLoss, lk.MulticlassHingeLoss, lk.KLDivergence):
+        assert _kernel_answers(cls(impl="fused"), torch.from_numpy(z), torch.from_numpy(y))
+        value, grad = cls(impl="fused").value_and_grad(torch.from_numpy(z), torch.from_numpy(y))
+        ref_value, ref_grad = cls(impl="xp").value_and_grad(z, y)
+        assert isinstance(grad, torch.Tensor) and grad.dtype == torch.float32
+        np.testing.assert_allclose(value.item(), ref_value, rtol=3e-6)
+        np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=3e-5, atol=2e-8)
+
+
+# -- against the peers: torch's own losses, and the formulas differentiated by torch's autograd --------
+
+def _torch_value_and_grad(torch, fn, z):
+    tz = torch.tensor(z, requires_grad=True)
+    value = fn(tz)
+    value.backward()
+    return value.item(), tz.grad.numpy()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_kl_divergence_matches_torch_kl_div(smoothing):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    z = RNG.normal(size=(64, 300)) * 3
+    p = RNG.dirichlet(np.full(300, 0.2), size=64)
+    y = RNG.integers(0, 300, size=64)
+    for target, dense in ((p, p), (y, np.eye(300)[y])):
+        smoothed = (1 - smoothing) * dense + smoothing / 300
+        value, grad = lk.KLDivergence(impl="fused", label_smoothing=smoothing).value_and_grad(z, target)
+        ref = _torch_value_and_grad(torch, lambda tz, t=smoothed: F.kl_div(
+            F.log_softmax(tz, dim=-1), torch.from_numpy(t), reduction="batchmean"), z)
+        np.testing.assert_allclose(value, ref[0], rtol=1e-12)
+        np.testing.assert_allclose(grad, ref[1], rtol=1e-10, atol=1e-16)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_distillation_matches_torch_kl_div_of_tempered_logits(temperature):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    z, t = RNG.normal(size=(64, 300)) * 3, RNG.normal(size=(64, 300)) * 3
+    value, grad = lk.DistillationLoss(impl="fused", temperature=temperature).value_and_grad(z, t)
+    ref = _torch_value_and_grad(torch, lambda tz: temperature ** 2 * F.kl_div(
+        F.log_softmax(tz / temperature, dim=-1), F.log_softmax(torch.from_numpy(t) / temperature, dim=-1),
+        reduction="batchmean", log_target=True), z)
+    np.testing.assert_allclose(value, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, ref[1], rtol=1e-10, atol=1e-16)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("kind", ["labels", "probs"])
+def test_softmax_focal_and_poly_match_their_formulas_under_torch_autograd(gamma, kind):
+    """torch has neither loss: the papers' formulas in torch ops, differentiated by autograd (float64)."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    z = RNG.normal(size=(64, 200)) * 3
+    y = RNG.integers(0, 200, size=64)
+    target = y if kind == "labels" else RNG.dirichlet(np.full(200, 0.5), size=64)
+    dense = torch.from_numpy(np.eye(200)[y] if kind == "labels" else target)
+    alpha = np.linspace(0.2, 1.0, 200)
+    w = RNG.uniform(0.5, 2.0, size=64)
+
+    def focal(tz):
+        log_p = F.log_softmax(tz, dim=-1)
+        per_row = -(torch.from_numpy(alpha) * dense * (1 - log_p.exp()) ** gamma * log_p).sum(-1)
+        return (torch.from_numpy(w) * per_row).sum() / w.sum()
+
+    value, grad = lk.SoftmaxFocalLoss(impl="fused", gamma=gamma, alpha=list(alpha)).value_and_grad(z, target, weight=w)
+    ref = _torch_value_and_grad(torch, focal, z)
+    np.testing.assert_allclose(value, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, ref[1], rtol=1e-9, atol=1e-16)
+
+    def poly(tz):
+        log_p = F.log_softmax(tz, dim=-1)
+        per_row = -(dense * log_p).sum(-1) + gamma * (1 - (dense * log_p.exp()).sum(-1))
+        return (torch.from_numpy(w) * per_row).sum() / w.sum()
+
+    value, grad = lk.PolyCrossEntropy(impl="fused", epsilon=gamma).value_and_grad(z, target, weight=w)
+    ref = _torch_value_and_grad(torch, poly, z)
+    np.testing.assert_allclose(value, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, ref[1], rtol=1e-9, atol=1e-16)
+
+
+def test_crammer_singer_matches_optax():
+    """optax's ``multiclass_hinge_loss`` is Crammer-Singer, ours. torch's ``multi_margin_loss`` is not:
+    it sums ``max(0, 1 - z_y + z_k)`` over the classes (Weston-Watkins) and divides by K."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    z = RNG.normal(size=(64, 50))
+    y = RNG.integers(0, 50, size=64)
+    value, grad = lk.MulticlassHingeLoss(impl="fused").value_and_grad(z, y)
+    ref_value, ref_grad = jax.value_and_grad(lambda v: optax.losses.multiclass_hinge_loss(v, jnp.asarray(y)).mean())(
+        jnp.asarray(z, dtype=jnp.float64))
+    np.testing.assert_allclose(value, float(ref_value), rtol=1e-12)
+    np.testing.assert_allclose(grad, np.asarray(ref_grad), rtol=1e-12, atol=0)
