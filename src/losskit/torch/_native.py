@@ -16,6 +16,8 @@ import torch
 
 from .. import _array
 from .. import reduction as _reduction
+from ..losses.binary import _BinaryBase, bce_logits_terms
+from ..losses.regression import squared_error_terms
 
 __all__ = ["value_and_grad"]
 
@@ -72,32 +74,15 @@ def _softmax_ce(plan, with_grad):
 
 
 def _bce_logits(plan, with_grad):
-    z, a, pw = plan.input, plan.smoothing, plan.target.pos_weight
-    y = plan.target.dense if a == 0 else (1 - a) * plan.target.dense + a / 2
-    pos = y if pw is None else pw * y
-    neg = 1 - y
-    e = torch.exp(-z.abs())
-    soft = torch.log1p(e)
-    # -log sigmoid(z) = relu(-z) + log1p(e); -log(1 - sigmoid(z)) = relu(z) + log1p(e)
-    loss = pos * (torch.relu(-z) + soft) + neg * (torch.relu(z) + soft)
-    if plan.spans_last_axis:
-        loss = loss.sum(-1)
-    if not with_grad:
-        return loss, None
-    inv = 1 / (1 + e)
-    nonneg = z >= 0
-    s_pos = torch.where(nonneg, inv, e * inv)  # sigmoid(z), to full precision
-    s_neg = torch.where(nonneg, e * inv, inv)  # sigmoid(-z)
-    return loss, neg * s_pos - pos * s_neg
+    # the core's formula, told that the input is finite (checked above): no 0 * inf guards
+    loss, grad, _ = bce_logits_terms(torch, plan.input, _BinaryBase._smoothed(plan), plan.target.pos_weight,
+                                     1 if with_grad else 0, finite=True)
+    return (loss.sum(-1) if plan.spans_last_axis else loss), grad
 
 
 def _squared_error(plan, with_grad):
-    error = plan.input - plan.target.dense
-    count = plan.input.shape[-1] if plan.spans_last_axis else 1
-    loss = error * error
-    if plan.spans_last_axis:
-        loss = loss.mean(-1)
-    return loss, (error.mul_(2 / count) if with_grad else None)
+    loss, grad, _ = squared_error_terms(torch, plan.input, plan.target.dense, 1 if with_grad else 0)
+    return loss, grad
 
 
 def _formula(loss, plan, with_grad):
