@@ -84,20 +84,22 @@ def _softmax_ce(plan, row_max):
     unshift = jnp.asarray(np.exp(-shift), z.dtype)
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     zero = jnp.zeros((), z.dtype)
-    terms = (jnp.where((d < 0) & ~far, e, zero), (d >= 0).astype(z.dtype), jnp.where(onehot, d, zero),
-             jnp.where(onehot, e, zero), jnp.where(far, e, zero))
+    terms = (jnp.where((d < 0) & ~far, e, zero), (d >= 0).astype(z.dtype), jnp.where(far, e, zero))
     # the smoothing's sums only when it is on: of z - max, and of z / K for a row whose span
     # exceeds the dtype (z - max overflows there, z / K does not)
     sums = _row_sums(*terms, d, z / k) if a else _row_sums(*terms)
-    near, ties, d_y, e_y, far_sum = sums[:5]
+    near, ties, far_sum = sums[:3]
     below = near + far_sum * unshift
-    e_y = jnp.where(d_y <= -shift, e_y * unshift, e_y)
     ties = ties - 1
+    # the label's logit by a gather (N reads), not a masked sum over the row: the sweep above then
+    # reads e alone (labels are in range here: an ignored one is 0, weighted 0)
+    d_y = jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip")[..., 0] - row_max
+    e_y = jnp.exp(d_y)  # flushed to 0 only where 1 - e_y is 1 anyway
     # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
     log_norm = jnp.log1p(below + ties)
     loss = log_norm - (1 - a) * d_y
     if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
-        shifted_mean = jnp.where(jnp.isfinite(sums[5]), sums[5] / k, sums[6] - row_max)
+        shifted_mean = jnp.where(jnp.isfinite(sums[3]), sums[3] / k, sums[4] - row_max)
         loss = loss - a * shifted_mean
     total = (1 + below + ties)[..., None]
     rest = (below + ties + (1 - e_y))[..., None]  # 1 - e_y first: exactly 0 when the label is the max
