@@ -5,12 +5,16 @@ Import it explicitly (``import losskit.jax``); ``import losskit`` never imports 
 Design note: the core already runs on JAX arrays and traces under ``jit``/``vmap``, so
 ``jax.grad`` of a core loss works by differentiating its forward expression. These wrappers
 instead give JAX the analytic gradient with respect to the logits, computed from the core's call
-plan in an XLA formulation that fuses into a few passes (:func:`_xla_value_and_grad`: row
-reductions, comparisons with an iota instead of gathers, no second log-sum-exp): the forward rule
-computes the value and the gradient together and keeps the gradient as the residual, so the
-backward is one multiplication. Inputs with +-inf take the core's reference expression instead
-(``lax.cond`` on one ``isfinite`` reduction), which gives the exact limits. The code stays in
-XLA ops, so it runs on GPU and TPU as well. Integer labels get a
+plan: the forward rule computes the value and the gradient together and keeps the gradient as
+the residual, so the backward is one multiplication. Softmax CE with integer labels has its own
+XLA sweep (:func:`_softmax_ce`: one variadic row reduction, the label's logit by a gather, no
+second log-sum-exp); every other loss runs its own array-API formula (``_terms``, the reference's
+text, where XLA fuses the elementwise ops), with the sums of an elementwise formula kept from
+YNNPACK (:class:`_SeparateSums`). Inputs with +-inf take the core's reference expression in the
+softmax sweep (``lax.cond`` on one ``isfinite`` reduction); the formulas are exact there as
+written. The code stays in XLA ops, so it runs on GPU and TPU as well. XLA on CPU flushes
+subnormal results to zero; the softmax sweep sums the terms far below a row's max shifted, so a
+sure row's loss survives wherever the loss itself is a normal number. Integer labels get a
 ``float0`` (no) cotangent. Float targets (soft labels, a teacher's probabilities), weights and
 the normalizer get their true cotangents, by autodiff through the core's forward: a zero there
 would silently stop a trained teacher's gradient, and under ``jit`` XLA drops the computation

@@ -6,7 +6,9 @@ with a non-finite input returns None, and the caller answers with the core's ref
 which gives the exact +-inf limits. Accuracy tricks are the core's: the softmax normaliser is
 ``log1p`` of the terms below the row max, and the label's gradient is ``-sum_{k != y} p_k``.
 Functions are found by the name of the kernel the loss's class runs (``kernel_name()``: a subclass
-with other math has none). A loss written as a formula (:class:`~losskit.ElementwiseLoss`) runs
+with other math has none). BCE and the squared error call the core's own formula functions
+(``bce_logits_terms``, ``squared_error_terms``, which the reference and the XLA path run too) with
+``torch`` as the namespace. A loss written as a formula (:class:`~losskit.ElementwiseLoss`) runs
 its own formula on the tensors: the same text as its compiled kernel and its reference.
 """
 
