@@ -247,3 +247,22 @@ def test_softmax_ce_keeps_a_sure_rows_tiny_loss_under_jit(dtype, row, label, red
     assert value.dtype == dtype and float(value) > 0, float(value)  # never 0 or -0.0
     assert abs(float(value) - float(exact_value)) <= 4 * eps * float(exact_value)
     assert abs(float(grad[0, label]) - float(exact_grad_label)) <= 8 * eps * abs(float(exact_grad_label))
+
+
+# -- the benchmark's agreement check (benchmarks/jax_layer.py): losskit.jax against optax ------------
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "binary_cross_entropy_with_logits", "huber_loss",
+                                  "hinge_loss", "kl_divergence", "multiclass_hinge_loss", "pseudo_huber_loss"])
+def test_jax_layer_benchmark_agrees_with_the_peer_in_float64(name):
+    """The harness times nothing it has not checked: losskit.jax under jit(value_and_grad) on float32
+    against optax (or the formula in jnp) run in float64 on the same inputs, within float32's 1e-4."""
+    import sys
+    from pathlib import Path
+
+    optax = pytest.importorskip("optax")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import jax_layer
+
+    z, y = jax_layer._inputs(name, 4000, (8, 300), np.random.default_rng(0))
+    assert z.dtype == np.float32
+    impls, formula = jax_layer.implementations(name, jax, jnp, optax)
+    jax_layer.check_agreement(name, impls, formula, z, y, jax, jnp)  # raises on a disagreement
