@@ -74,27 +74,19 @@ _FAR_SHIFT = {np.dtype(np.float32): 64.0, np.dtype(np.float64): 512.0}
 
 
 def _softmax_ce(plan, row_max):
+    """Softmax CE of integer labels, value and gradient in one row sweep."""
     labels = plan.target.labels
     z, a = plan.input, plan.smoothing
     k = z.shape[-1]
     d = z - row_max[..., None]
-    # XLA's CPU backend flushes subnormals to zero, so exp(d) of a term far below the max (float32:
-    # d < -87.3) would be lost, and with it the whole loss of a sure row ([88, 0, 0] has loss
-    # 2 e^-88 = 1.2e-38, normal, from two subnormal terms). Those terms are summed as
-    # exp(d + shift), exact in the argument, and scaled back once per row; the others as before
-    shift = _FAR_SHIFT[np.dtype(z.dtype)]
-    far = d <= -shift
-    e = jnp.exp(jnp.where(far, d + shift, d))
-    unshift = jnp.asarray(np.exp(-shift), z.dtype)
-    onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
+    e = jnp.exp(d)
     zero = jnp.zeros((), z.dtype)
-    terms = (jnp.where((d < 0) & ~far, e, zero), (d >= 0).astype(z.dtype), jnp.where(far, e, zero))
+    terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype))
     # the smoothing's sums only when it is on: of z - max, and of z / K for a row whose span
     # exceeds the dtype (z - max overflows there, z / K does not)
     sums = _row_sums(*terms, d, z / k) if a else _row_sums(*terms)
-    near, ties, far_sum = sums[:3]
-    below = near + far_sum * unshift
-    ties = ties - 1
+    below, ties = sums[0], sums[1] - 1
+    below = _below_with_subnormals(z, row_max, below, ties)
     # the label's logit by a gather (N reads), not a masked sum over the row: the sweep above then
     # reads e alone (labels are in range here: an ignored one is 0, weighted 0)
     d_y = jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip")[..., 0] - row_max
@@ -103,14 +95,39 @@ def _softmax_ce(plan, row_max):
     log_norm = jnp.log1p(below + ties)
     loss = log_norm - (1 - a) * d_y
     if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
-        shifted_mean = jnp.where(jnp.isfinite(sums[3]), sums[3] / k, sums[4] - row_max)
+        shifted_mean = jnp.where(jnp.isfinite(sums[2]), sums[2] / k, sums[3] - row_max)
         loss = loss - a * shifted_mean
     total = (1 + below + ties)[..., None]
     rest = (below + ties + (1 - e_y))[..., None]  # 1 - e_y first: exactly 0 when the label is the max
+    onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
-    p = jnp.where(far, e * unshift, e) / total
-    grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, p - a / k)
+    grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e / total - a / k)
     return loss, grad
+
+
+def _below_with_subnormals(z, row_max, below, ties):
+    """``sum_{d_k < 0} e^(d_k)`` per row, with the terms XLA flushed to zero put back.
+
+    XLA's CPU backend flushes subnormals to zero, so e^d of a term far below the max (float32:
+    d < -87.3) is lost, and with it the whole loss of a sure row: [88, 0, 0] has loss
+    2 e^-88 = 1.2e-38, a normal number made of two subnormal terms. When some row's terms other than
+    one max sum to so little that K such terms could matter, the rows are summed again, those far
+    terms as e^(d + shift), exact in the argument, scaled back once per row. The common call pays
+    one comparison per row (``lax.cond``: only the branch taken runs; it takes the logits, already
+    in memory, rather than z - max, which XLA would then write out for every call)."""
+    info = jnp.finfo(z.dtype)
+    lost = jnp.any(below + ties < z.shape[-1] * float(info.tiny) / float(info.eps))
+    shift = _FAR_SHIFT[np.dtype(z.dtype)]
+
+    def resum():
+        d = z - row_max[..., None]
+        far = d <= -shift
+        e = jnp.exp(jnp.where(far, d + shift, d))
+        zero = jnp.zeros((), d.dtype)
+        near, far_sum = _row_sums(jnp.where((d < 0) & ~far, e, zero), jnp.where(far, e, zero))
+        return near + far_sum * jnp.asarray(np.exp(-shift), d.dtype)
+
+    return jax.lax.cond(lost, resum, lambda: below)
 
 
 def _formula(plan, row_max=None, *, loss):
