@@ -13,8 +13,9 @@ text, where XLA fuses the elementwise ops), with the sums of an elementwise form
 YNNPACK (:class:`_SeparateSums`). Inputs with +-inf take the core's reference expression in the
 softmax sweep (``lax.cond`` on one ``isfinite`` reduction); the formulas are exact there as
 written. The code stays in XLA ops, so it runs on GPU and TPU as well. XLA on CPU flushes
-subnormal results to zero; the softmax sweep sums the terms far below a row's max shifted, so a
-sure row's loss survives wherever the loss itself is a normal number. Integer labels get a
+subnormal results to zero; where a row's loss would be made of such terms, the softmax sweep
+re-sums them shifted (:func:`_below_with_subnormals`), so a sure row's loss survives wherever the
+loss itself is a normal number. Integer labels get a
 ``float0`` (no) cotangent. Float targets (soft labels, a teacher's probabilities), weights and
 the normalizer get their true cotangents, by autodiff through the core's forward: a zero there
 would silently stop a trained teacher's gradient, and under ``jit`` XLA drops the computation
