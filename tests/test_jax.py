@@ -213,3 +213,56 @@ def test_optax_training_on_digits_reduces_the_loss():
     assert losses[-1] < 0.25 * losses[0]
     accuracy = float(jnp.mean(jnp.argmax(x @ params["w"] + params["b"], -1) == y))
     assert accuracy > 0.9
+
+
+# -- a sure row keeps its tiny loss under XLA's flush-to-zero ------------------------------------------
+#: rows whose loss is a normal number made only of terms that are subnormal on their own (float32:
+#: e^-88 = 6.1e-39; float64: e^-709.5 = 7.3e-309), and one far below any dtype's range
+_TINY_ROWS = [
+    (np.float32, [88.0, 0.0, 0.0], 0),          # 2 e^-88 = 1.2e-38 (issue 15: came back as 0)
+    (np.float32, [90.0, 1.0, 2.0, 3.0], 0),      # e^-89 + e^-88 + e^-87
+    (np.float32, [0.0, 88.0, 0.5], 1),           # the label in the middle, one term normal
+    (np.float64, [709.5, 0.0, 0.0, 0.0, 0.0], 0),  # 4 e^-709.5 = 2.9e-308
+]
+
+
+@pytest.mark.parametrize("dtype, row, label", _TINY_ROWS, ids=[f"{np.dtype(r[0]).name}-{r[1]}" for r in _TINY_ROWS])
+@pytest.mark.parametrize("reduction", ["sum", "none", "mean"])
+def test_softmax_ce_keeps_a_sure_rows_tiny_loss_under_jit(dtype, row, label, reduction):
+    import mpmath
+
+    mpmath.mp.dps = 50
+    exact_row = [mpmath.mpf(float(v)) for v in np.asarray(row, dtype=dtype)]
+    # lse - z_y = log1p(sum_{k != y} e^(z_k - z_y)), and the gradient at the label -sum_{k != y} p_k
+    below = mpmath.fsum(mpmath.exp(v - exact_row[label]) for k, v in enumerate(exact_row) if k != label)
+    weight = 4.0
+    scale = weight if reduction != "mean" else 1.0  # mean: sum(w l) / sum(w)
+    exact_value = scale * mpmath.log1p(below)
+    exact_grad_label = -scale * below / (1 + below)
+    fn = lj.loss_fn(lk.SoftmaxCrossEntropy(reduction=reduction))
+    z = jnp.asarray([row], dtype=dtype)
+    y, w = jnp.asarray([label]), jnp.asarray([weight], dtype=dtype)
+    value, grad = jax.jit(jax.value_and_grad(lambda z: jnp.sum(fn(z, y, w))))(z)
+    eps = float(np.finfo(dtype).eps)
+    assert value.dtype == dtype and float(value) > 0, float(value)  # never 0 or -0.0
+    assert abs(float(value) - float(exact_value)) <= 4 * eps * float(exact_value)
+    assert abs(float(grad[0, label]) - float(exact_grad_label)) <= 8 * eps * abs(float(exact_grad_label))
+
+
+# -- the benchmark's agreement check (benchmarks/jax_layer.py): losskit.jax against optax ------------
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "binary_cross_entropy_with_logits", "huber_loss",
+                                  "hinge_loss", "kl_divergence", "multiclass_hinge_loss", "pseudo_huber_loss"])
+def test_jax_layer_benchmark_agrees_with_the_peer_in_float64(name):
+    """The harness times nothing it has not checked: losskit.jax under jit(value_and_grad) on float32
+    against optax (or the formula in jnp) run in float64 on the same inputs, within float32's 1e-4."""
+    import sys
+    from pathlib import Path
+
+    optax = pytest.importorskip("optax")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import jax_layer
+
+    z, y = jax_layer._inputs(name, 4000, (8, 300), np.random.default_rng(0))
+    assert z.dtype == np.float32
+    impls, formula = jax_layer.implementations(name, jax, jnp, optax)
+    jax_layer.check_agreement(name, impls, formula, z, y, jax, jnp)  # raises on a disagreement

@@ -18,7 +18,6 @@ denominators of the gradient at 1e-12, so p = 0 or 1 gives a finite loss and gra
 from __future__ import annotations
 
 from .. import _array, _checks
-from ..activations import log_sigmoid_xp, sigmoid_xp
 from ..plan import Target
 from . import _compiled
 from ._shared import times
@@ -40,14 +39,31 @@ def floored_log(xp, p):
 _PROBS_HINT = "probabilities must lie in [0, 1]; for raw scores use binary_cross_entropy_with_logits"
 
 
-def bce_logits_terms(xp, z, y, pos_weight, order):
-    """Elementwise BCE-with-logits loss and derivatives in z (``pos_weight`` may be None)."""
+def bce_logits_terms(xp, z, y, pos_weight, order, *, finite: bool = False):
+    """Elementwise BCE-with-logits loss and derivatives in z (``pos_weight`` may be None).
+
+    The one formula of every path that runs array code: the reference (any library), the torch-native
+    kernel and the XLA path call it with their namespace. One ``exp`` and one ``log1p`` serve the
+    loss and both sigmoids. ``finite=True`` says the caller has checked that z is finite (the
+    torch-native kernel): the products then need no guard for ``0 * inf`` (in eager torch each guard
+    is a pass over memory); otherwise a zero coefficient times an infinite term is the exact 0."""
     pos = y if pos_weight is None else pos_weight * y
     neg = 1 - y
-    loss = -(times(xp, pos, log_sigmoid_xp(xp, z)) + times(xp, neg, log_sigmoid_xp(xp, -z)))
+    e = xp.exp(-xp.abs(z))  # in (0, 1]: never overflows
+    soft = xp.log1p(e)
+    zero = xp.zeros_like(z)
+    # -log sigmoid(z) = max(-z, 0) + log1p(e); -log sigmoid(-z) = max(z, 0) + log1p(e): no cancellation
+    minus_log_s, minus_log_q = xp.maximum(-z, zero) + soft, xp.maximum(z, zero) + soft
+    if finite:
+        loss = pos * minus_log_s + neg * minus_log_q
+    else:
+        loss = times(xp, pos, minus_log_s) + times(xp, neg, minus_log_q)
     grad = hess = None
     if order >= 1:
-        s_pos, s_neg = sigmoid_xp(xp, z), sigmoid_xp(xp, -z)  # s and 1 - s, each to full precision
+        inv = 1 / (1 + e)
+        nonneg = z >= 0
+        s_pos = xp.where(nonneg, inv, e * inv)  # sigmoid(z) and sigmoid(-z) = 1 - s, each to full precision
+        s_neg = xp.where(nonneg, e * inv, inv)
         if order == 1:
             grad = neg * s_pos - pos * s_neg
         else:

@@ -52,15 +52,21 @@ class MeanSquaredError(Loss):
         return Target(dense=target)
 
     def _terms(self, plan, order):
-        xp, input = plan.xp, plan.input
-        error = input - plan.target.dense
-        size = input.shape[-1] if input.ndim >= 2 else 1
-        loss = error * error
-        if input.ndim >= 2:
-            loss = xp.mean(loss, axis=-1)
-        grad = (2 / size) * error if order == 1 else None
-        hess = xp.full_like(input, 2 / size) if order == 2 else None
-        return Terms(loss, grad, hess)
+        return Terms(*squared_error_terms(plan.xp, plan.input, plan.target.dense, order))
+
+
+def squared_error_terms(xp, predictions, target, order):
+    """``(loss, grad, hess)`` of the squared error averaged over the last axis of a 2-D or larger
+    input (each element an example in 1-D): the one formula of the reference, the torch-native
+    kernel and the XLA path, each calling it with its namespace."""
+    error = predictions - target
+    size = predictions.shape[-1] if predictions.ndim >= 2 else 1
+    loss = error * error
+    if predictions.ndim >= 2:
+        loss = xp.mean(loss, axis=-1)
+    grad = (2 / size) * error if order == 1 else None
+    hess = xp.full_like(predictions, 2 / size) if order == 2 else None
+    return loss, grad, hess
 
 
 @function_of(MeanSquaredError)

@@ -6,7 +6,9 @@ with a non-finite input returns None, and the caller answers with the core's ref
 which gives the exact +-inf limits. Accuracy tricks are the core's: the softmax normaliser is
 ``log1p`` of the terms below the row max, and the label's gradient is ``-sum_{k != y} p_k``.
 Functions are found by the name of the kernel the loss's class runs (``kernel_name()``: a subclass
-with other math has none). A loss written as a formula (:class:`~losskit.ElementwiseLoss`) runs
+with other math has none). BCE and the squared error call the core's own formula functions
+(``bce_logits_terms``, ``squared_error_terms``, which the reference and the XLA path run too) with
+``torch`` as the namespace. A loss written as a formula (:class:`~losskit.ElementwiseLoss`) runs
 its own formula on the tensors: the same text as its compiled kernel and its reference.
 """
 
@@ -16,6 +18,8 @@ import torch
 
 from .. import _array
 from .. import reduction as _reduction
+from ..losses.binary import _BinaryBase, bce_logits_terms
+from ..losses.regression import squared_error_terms
 
 __all__ = ["value_and_grad"]
 
@@ -72,32 +76,15 @@ def _softmax_ce(plan, with_grad):
 
 
 def _bce_logits(plan, with_grad):
-    z, a, pw = plan.input, plan.smoothing, plan.target.pos_weight
-    y = plan.target.dense if a == 0 else (1 - a) * plan.target.dense + a / 2
-    pos = y if pw is None else pw * y
-    neg = 1 - y
-    e = torch.exp(-z.abs())
-    soft = torch.log1p(e)
-    # -log sigmoid(z) = relu(-z) + log1p(e); -log(1 - sigmoid(z)) = relu(z) + log1p(e)
-    loss = pos * (torch.relu(-z) + soft) + neg * (torch.relu(z) + soft)
-    if plan.spans_last_axis:
-        loss = loss.sum(-1)
-    if not with_grad:
-        return loss, None
-    inv = 1 / (1 + e)
-    nonneg = z >= 0
-    s_pos = torch.where(nonneg, inv, e * inv)  # sigmoid(z), to full precision
-    s_neg = torch.where(nonneg, e * inv, inv)  # sigmoid(-z)
-    return loss, neg * s_pos - pos * s_neg
+    # the core's formula, told that the input is finite (checked above): no 0 * inf guards
+    loss, grad, _ = bce_logits_terms(torch, plan.input, _BinaryBase._smoothed(plan), plan.target.pos_weight,
+                                     1 if with_grad else 0, finite=True)
+    return (loss.sum(-1) if plan.spans_last_axis else loss), grad
 
 
 def _squared_error(plan, with_grad):
-    error = plan.input - plan.target.dense
-    count = plan.input.shape[-1] if plan.spans_last_axis else 1
-    loss = error * error
-    if plan.spans_last_axis:
-        loss = loss.mean(-1)
-    return loss, (error.mul_(2 / count) if with_grad else None)
+    loss, grad, _ = squared_error_terms(torch, plan.input, plan.target.dense, 1 if with_grad else 0)
+    return loss, grad
 
 
 def _formula(loss, plan, with_grad):
