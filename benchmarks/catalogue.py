@@ -3,6 +3,7 @@
     python -m benchmarks.catalogue                   # full sizes (50M elements; 1024 x 32000 rows)
     python -m benchmarks.catalogue --smoke           # tiny sizes, one repeat: checks the harness
     python -m benchmarks.catalogue --markdown FILE   # also write the table (replaces FILE's section)
+    python -m benchmarks.catalogue --loss gamma_deviance --loss log_cosh_loss   # these rows only
 
 For each loss: losskit on NumPy (the default path), torch eager (``torch.nn.functional`` where torch
 has the loss, else the formula in torch ops, as a user would write it), JAX ``jit(value_and_grad)``
@@ -258,13 +259,14 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="loss names to run (default: all)")
+    parser.add_argument("--loss", action="append", help="a loss to run (repeatable; default: all)")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
     n = SMOKE_ELEMENTS * 10 if args.smoke else ELEMENTS
     repeats = 1 if args.smoke else args.repeats
     rng = np.random.default_rng(0)
     results = {}
-    for name in args.only or CASES:
+    for name in (args.only or []) + (args.loss or []) or CASES:
         results[name] = time_loss(name, n, repeats, rng)
         print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
     text = report(results, n)

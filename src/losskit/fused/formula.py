@@ -200,6 +200,12 @@ def _isfinite(self, x):
     return lambda self, x: math.isfinite(x)
 
 
+@_method("constant")
+def _constant(self, value):
+    cast = np.float32 if self.precision == "float32" else np.float64
+    return lambda self, value: cast(value)
+
+
 @_method("zeros_like")
 def _zeros_like(self, x):
     zero = _float_type(x)(0)
@@ -296,41 +302,45 @@ def row_kernel(cls, opts, parallel: bool, with_grad: bool, store: bool, per_elem
     def rows(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
         per_row = scale.shape[0] > 1
-        zero, one = z.dtype.type(0), z.dtype.type(1)
+        real = z.dtype.type
+        zero, one = real(0), real(1)  # typed: a bare 0 would widen a float32 loop to float64 (8 lanes, not 16)
+        w = real(inv_count)
         for i in loop(n):
-            total = 0.0
-            poison = 0.0
-            outside = 0  # target values outside the domain
+            total = zero  # the row's sum in the input's dtype, across the SIMD lanes; rows add in float64
+            poison = zero
+            outside = zero  # the count of target values outside the domain (a float: an int64 here
+            # would make LLVM size the SIMD lanes for 64 bits, 8 float32 lanes instead of 16)
             row_scale = scale[i if per_row else i - i, 0]  # i - i: 0 of prange's type
             for j in range(c):
                 x = z[i, j]
                 t = y[i, j]
                 if binary:
-                    outside += not (t >= 0 and t <= 1)  # NaN fails both
+                    outside += zero if (t >= zero and t <= one) else one  # NaN fails both
                 elif sign:
-                    outside += not (t == 1 or t == 0 or t == -1)
-                    t = one if t > 0 else -one
+                    outside += zero if (abs(t) == one or t == zero) else one
+                    t = one if t > zero else -one
                 elif count:
-                    outside += not (t >= 0)
+                    outside += zero if t >= zero else one
                 elif positive:
-                    outside += not (t > 0)
+                    outside += zero if t > zero else one
                 else:
-                    outside += t != t
+                    outside += zero if t == t else one
                 s = scale[i, j] if per_element else row_scale
-                loss = inv_count * value(opts, xp, x, t)
-                weighted = 0.0 if s == zero else s * loss  # a weight-0 example adds 0, even if inf
-                poison += x * 0.0  # NaN for a non-finite input
+                loss = w * real(value(opts, xp, x, t))
+                weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+                poison += x * zero  # NaN for a non-finite input
                 total += weighted
                 if store:
                     elements[i, j] = weighted
                 if with_grad:
-                    d = derivative(opts, xp, x, t)
-                    scaled = 0.0 if s == zero else (s * inv_count) * d
-                    poison += scaled * 0.0
+                    d = real(derivative(opts, xp, x, t))
+                    scaled = zero if s == zero else (s * w) * d
+                    poison += scaled * zero
                     grad[i, j] = scaled
-            if not (math.isfinite(total) and poison == 0.0 and outside == 0):
+            row_total = float(total)
+            if not (math.isfinite(row_total) and poison == zero and outside == zero):
                 flags[i] = 1
-            scaled_loss[i] = total
+            scaled_loss[i] = row_total
 
     return numba.njit(rows, parallel=parallel, nogil=True, error_model="numpy",
                       fastmath={"reassoc", "contract"})

@@ -30,27 +30,38 @@ from .robust import ValueLoss
 
 @formula_function
 def tweedie_value(xp, eta, y, power):
-    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note)."""
+    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note).
+
+    ``e^(-b d) = mu^b / y^b`` and ``e^(-a d) = mu^a y / y^b`` come from the exponentials that the
+    gradient ``2 (mu^b - y mu^a)`` takes too (the compiled kernel computes each once); a branch of a
+    power 0 or 1 folds away, so Poisson is one ``log`` and one ``exp``, Gamma the same."""
+    c = xp.constant
     a, b = 1.0 - power, 2.0 - power
-    positive = y > 0
+    positive = y > c(0.0)
     y_safe = xp.where(positive, y, xp.ones_like(y))
     d = xp.log(y_safe) - eta
+    y_b = xp.pow(y_safe, c(b))
     stable = xp.zeros_like(eta)
     if b != 0:
-        stable = stable + exp_minus_linear(xp, -b * d) / b
+        stable = stable + exp_minus_linear(xp, c(-b) * d, _mu_power(xp, eta, b) / y_b) / c(b)
     if a != 0:
-        stable = stable - exp_minus_linear(xp, -a * d) / a
-    stable = 2 * xp.pow(y_safe, b) * stable
+        stable = stable - exp_minus_linear(xp, c(-a) * d, _mu_power(xp, eta, a) * y_safe / y_b) / c(a)
+    stable = c(2.0) * y_b * stable
     # y <= 0 (allowed for p < 2, and negative only for p <= 0): max(y, 0)^b = 0 and no cancellation
-    eta_direct = xp.where(positive, xp.zeros_like(eta), eta)
     direct = xp.zeros_like(eta)
     if b != 0:
-        direct = direct + 2 * xp.exp(b * eta_direct) / b
+        direct = direct + c(2.0 / b) * _mu_power(xp, eta, b)
     if a != 0 and b != 0:
-        direct = direct - 2 * y * xp.exp(a * eta_direct) / a
+        direct = direct - c(2.0 / a) * y * _mu_power(xp, eta, a)
     if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
         direct = direct + y * y
     return xp.where(positive, stable, direct)
+
+
+@formula_function
+def _mu_power(xp, eta, k):
+    """``mu^k = exp(k eta)`` (written once: the value's and the gradient's are then the same code)."""
+    return xp.exp(xp.constant(k) * eta)
 
 
 class TweedieDeviance(ValueLoss):
@@ -97,7 +108,8 @@ class TweedieDeviance(ValueLoss):
         return tweedie_value(xp, z, y, self.power)
 
     def derivative(self, xp, z, y):
-        return 2 * xp.exp((1.0 - self.power) * z) * (xp.exp(z) - y)
+        # 2 mu^a (mu - y) as 2 (mu^b - y mu^a): the value's two exponentials, no third
+        return xp.constant(2.0) * (_mu_power(xp, z, 2.0 - self.power) - y * _mu_power(xp, z, 1.0 - self.power))
 
     def second_derivative(self, xp, z, y):
         return 2 * xp.exp((1.0 - self.power) * z) * ((2.0 - self.power) * xp.exp(z) - (1.0 - self.power) * y)
@@ -138,7 +150,7 @@ class PoissonDeviance(TweedieDeviance):
         return tweedie_value(xp, z, y, 1.0)
 
     def derivative(self, xp, z, y):
-        return 2 * (xp.exp(z) - y)
+        return xp.constant(2.0) * (_mu_power(xp, z, 1.0) - y)
 
     def second_derivative(self, xp, z, y):
         return 2 * xp.exp(z)
@@ -169,7 +181,7 @@ class GammaDeviance(TweedieDeviance):
         return tweedie_value(xp, z, y, 2.0)
 
     def derivative(self, xp, z, y):
-        return 2 * (1 - y * xp.exp(-z))
+        return xp.constant(2.0) * (xp.constant(1.0) - y * _mu_power(xp, z, -1.0))
 
     def second_derivative(self, xp, z, y):
         return 2 * y * xp.exp(-z)
