@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numba import prange, types
 from numba.core.extending import register_jitable
-from numba.extending import NativeValue, models, overload_method, register_model, typeof_impl, unbox
+from numba.extending import NativeValue, models, overload_attribute, overload_method, register_model, typeof_impl, unbox
 
 from .vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow
 
@@ -198,6 +198,12 @@ def _pow(self, x, y):
 @_method("isfinite")
 def _isfinite(self, x):
     return lambda self, x: math.isfinite(x)
+
+
+@overload_attribute(_ScalarMathType, "eps", jit_options={"forceinline": True})
+def _eps(self):
+    eps = float(np.finfo(np.float32 if self.precision == "float32" else np.float64).eps)
+    return lambda self: eps
 
 
 @_method("constant")
