@@ -41,6 +41,8 @@ class ScalarMath:
     In a float32 kernel its functions compute in float32 whatever their argument's type: a formula's
     Python constants make numba widen float32 arithmetic to float64 (``z / 2`` is float64), and the
     functions are where the time goes (float32 runs twice the SIMD lanes, on shorter polynomials).
+    ``constant(c)`` is ``c`` in the kernel's dtype and ``eps`` its epsilon (a compile-time constant),
+    so that a formula can stay float32 throughout.
     """
 
     def __init__(self, precision: str):

@@ -12,8 +12,10 @@ Design note: near the optimum (:math:`\mu \approx y`) the three terms cancel to 
 :math:`(\log y - \eta)^2`. With :math:`d = \log y - \eta` and :math:`\varphi(x) = e^x - 1 - x` the
 deviance is :math:`2 y^b (\varphi(-b d)/b - \varphi(-a d)/a)` (a term is dropped when its
 denominator is 0: the Poisson and Gamma limits), and :math:`\varphi` is computed without
-cancellation (a series below |x| = 0.1). For ``1 < p < 2`` both terms are positive, so the sum
-is exact to a few eps; otherwise the cancellation is at most a factor ``max(2 - p, p - 1)``.
+cancellation (a series on -1 < x < 2; beyond, from the exponentials the gradient takes too:
+:func:`~losskit.losses._shared.exp_minus_linear`). For ``1 < p < 2`` both terms are positive, so
+the sum is exact to a few eps; otherwise the cancellation is at most a factor ``max(2 - p, p - 1)``.
+At p = 1.5 the two terms sum to :math:`8 \sqrt y (\cosh h - 1)`, :math:`h = d / 2`: one even series.
 A zero (or, for p <= 0, negative) target uses the direct formula, which then has no cancellation.
 Gradient :math:`2\mu^a(\mu - y)` and Hessian :math:`2\mu^a(b\mu - a y)` in :math:`\eta`.
 """

@@ -8,8 +8,10 @@ peers' mean over all elements (``F.l1_loss``, ``F.huber_loss``, ``F.smooth_l1_lo
 
 Design note: pseudo-Huber is written ``|e| * |e| / (1 + h)`` with ``h = hypot(1, e / delta)``
 rather than ``delta^2 (sqrt(1 + (e/delta)^2) - 1)``: the latter cancels for small e and
-overflows for large e. Log-cosh is ``log1p(2 sinh(e/2)^2)`` below |e| = 1 (no cancellation near
-0) and ``|e| + log1p(exp(-2|e|)) - log 2`` above (no overflow).
+overflows for large e. Log-cosh is ``log1p(cosh e - 1)`` below |e| = 1, ``cosh e - 1`` by its
+series (no cancellation near 0), and ``|e| + log1p(exp(-2|e|)) - log 2`` above (no overflow); its
+gradient ``tanh e`` is ``sinh / cosh`` by the series below 1 and ``(1 - t) / (1 + t)`` with the
+value's ``t = exp(-2|e|)`` above, so the compiled kernel takes one exponential for both.
 """
 
 from __future__ import annotations
