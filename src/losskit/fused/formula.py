@@ -34,7 +34,7 @@ import numba
 import numpy as np
 from numba import prange, types
 from numba.core.extending import register_jitable
-from numba.extending import NativeValue, models, overload_method, register_model, typeof_impl, unbox
+from numba.extending import NativeValue, models, overload_attribute, overload_method, register_model, typeof_impl, unbox
 
 from .vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow
 
@@ -47,6 +47,8 @@ class ScalarMath:
     In a float32 kernel its functions compute in float32 whatever their argument's type: a formula's
     Python constants make numba widen float32 arithmetic to float64 (``z / 2`` is float64), and the
     functions are where the time goes (float32 runs twice the SIMD lanes, on shorter polynomials).
+    ``constant(c)`` is ``c`` in the kernel's dtype and ``eps`` its epsilon (a compile-time constant),
+    so that a formula can stay float32 throughout.
     """
 
     def __init__(self, precision: str):
@@ -206,6 +208,18 @@ def _isfinite(self, x):
     return lambda self, x: math.isfinite(x)
 
 
+@overload_attribute(_ScalarMathType, "eps", jit_options={"forceinline": True})
+def _eps(self):
+    eps = float(np.finfo(np.float32 if self.precision == "float32" else np.float64).eps)
+    return lambda self: eps
+
+
+@_method("constant")
+def _constant(self, value):
+    cast = np.float32 if self.precision == "float32" else np.float64
+    return lambda self, value: cast(value)
+
+
 @_method("zeros_like")
 def _zeros_like(self, x):
     zero = _float_type(x)(0)
@@ -308,43 +322,47 @@ def row_kernel(cls, opts, parallel: bool, with_grad: bool, store: bool, per_elem
     def rows(xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags):
         n, c = z.shape
         per_row = scale.shape[0] > 1
-        zero, one = z.dtype.type(0), z.dtype.type(1)
+        real = z.dtype.type
+        zero, one = real(0), real(1)  # typed: a bare 0 would widen a float32 loop to float64 (8 lanes, not 16)
+        w = real(inv_count)
         if salt < 0:  # never: the salt is here so that the disk cache's key holds the formula's source
             return
         for i in loop(n):
-            total = 0.0
-            poison = 0.0
-            outside = 0  # target values outside the domain
+            total = zero  # the row's sum in the input's dtype, across the SIMD lanes; rows add in float64
+            poison = zero
+            outside = zero  # the count of target values outside the domain (a float: an int64 here
+            # would make LLVM size the SIMD lanes for 64 bits, 8 float32 lanes instead of 16)
             row_scale = scale[i if per_row else i - i, 0]  # i - i: 0 of prange's type
             for j in range(c):
                 x = z[i, j]
                 t = y[i, j]
                 if binary:
-                    outside += not (t >= 0 and t <= 1)  # NaN fails both
+                    outside += zero if (t >= zero and t <= one) else one  # NaN fails both
                 elif sign:
-                    outside += not (t == 1 or t == 0 or t == -1)
-                    t = one if t > 0 else -one
+                    outside += zero if (abs(t) == one or t == zero) else one
+                    t = one if t > zero else -one
                 elif count:
-                    outside += not (t >= 0)
+                    outside += zero if t >= zero else one
                 elif positive:
-                    outside += not (t > 0)
+                    outside += zero if t > zero else one
                 else:
-                    outside += t != t
+                    outside += zero if t == t else one
                 s = scale[i, j] if per_element else row_scale
-                loss = inv_count * value(opts, xp, x, t)
-                weighted = 0.0 if s == zero else s * loss  # a weight-0 example adds 0, even if inf
-                poison += x * 0.0  # NaN for a non-finite input
+                loss = w * real(value(opts, xp, x, t))
+                weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+                poison += x * zero  # NaN for a non-finite input
                 total += weighted
                 if store:
                     elements[i, j] = weighted
                 if with_grad:
-                    d = derivative(opts, xp, x, t)
-                    scaled = 0.0 if s == zero else (s * inv_count) * d
-                    poison += scaled * 0.0
+                    d = real(derivative(opts, xp, x, t))
+                    scaled = zero if s == zero else (s * w) * d
+                    poison += scaled * zero
                     grad[i, j] = scaled
-            if not (math.isfinite(total) and poison == 0.0 and outside == 0):
+            row_total = float(total)
+            if not (math.isfinite(row_total) and poison == zero and outside == zero):
                 flags[i] = 1
-            scaled_loss[i] = total
+            scaled_loss[i] = row_total
 
     return numba.njit(rows, parallel=parallel, nogil=True, error_model="numpy", cache=_cacheable(cls),
                       fastmath={"reassoc", "contract"})

@@ -293,7 +293,7 @@ def _log_kernel(F):
         sub = x < tiny
         xs = x * scale if sub else x  # exact: a subnormal x becomes normal
         bits = _bits_of(xs)
-        e = (bits >> mant) - bias - (shift if sub else i(0))
+        e = i((bits >> mant) - bias - (shift if sub else i(0)))  # i(): numba widens int32 arithmetic to int64
         m = _float_of(i((bits & mask) | one_bits))  # the mantissa in [1, 2)
         big = m > sqrt2
         m = m * half if big else m  # exact

@@ -28,7 +28,9 @@ __all__ = ["FUNCTIONS", "ArrayMath", "formula_function", "FORMULA_FUNCTIONS"]
 #: compiled kernels (``losskit.fused.formula``)
 FUNCTIONS = ("exp", "expm1", "log", "log1p", "log1p_unit", "sqrt", "abs", "sign", "tanh", "sinh", "cosh", "hypot",
              "maximum", "minimum", "where", "clip", "sigmoid", "log_sigmoid", "softplus", "zeros_like",
-             "ones_like", "full_like", "isfinite", "pow")
+             "ones_like", "full_like", "isfinite", "pow", "constant")
+#: the attributes a formula may read on ``xp``: ``eps``, the working dtype's machine epsilon
+ATTRIBUTES = ("eps",)
 
 #: helpers marked with :func:`formula_function`, compiled on demand by the kernels
 FORMULA_FUNCTIONS: list[Callable] = []
@@ -77,6 +79,17 @@ class ArrayMath:
 
     def zeros_like(self, x):
         return self._xp.zeros_like(self._array(x))
+
+    @property
+    def eps(self) -> float:
+        """The working dtype's machine epsilon (a Python float: a formula may choose, say, a series'
+        length by it; in the compiled kernel it is a constant and the other choice is not compiled)."""
+        return float(self._xp.finfo(self._like.dtype).eps)
+
+    def constant(self, value):
+        """``value`` in the working dtype (0-d): ``xp.constant(2.0) * z`` keeps a float32 ``z`` float32
+        in the compiled kernel too, where ``2.0 * z`` is float64 arithmetic (numba's promotion)."""
+        return self._array(value)
 
     def ones_like(self, x):
         return self._xp.ones_like(self._array(x))

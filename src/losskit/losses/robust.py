@@ -8,8 +8,10 @@ peers' mean over all elements (``F.l1_loss``, ``F.huber_loss``, ``F.smooth_l1_lo
 
 Design note: pseudo-Huber is written ``|e| * |e| / (1 + h)`` with ``h = hypot(1, e / delta)``
 rather than ``delta^2 (sqrt(1 + (e/delta)^2) - 1)``: the latter cancels for small e and
-overflows for large e. Log-cosh is ``log1p(2 sinh(e/2)^2)`` below |e| = 1 (no cancellation near
-0) and ``|e| + log1p(exp(-2|e|)) - log 2`` above (no overflow).
+overflows for large e. Log-cosh is ``log1p(cosh e - 1)`` below |e| = 1, ``cosh e - 1`` by its
+series (no cancellation near 0), and ``|e| + log1p(exp(-2|e|)) - log 2`` above (no overflow); its
+gradient ``tanh e`` is ``sinh / cosh`` by the series below 1 and ``(1 - t) / (1 + t)`` with the
+value's ``t = exp(-2|e|)`` above, so the compiled kernel takes one exponential for both.
 """
 
 from __future__ import annotations
@@ -184,6 +186,17 @@ def _hypot_one(xp, r):
 _LOG2 = math.log(2.0)
 #: Taylor coefficients of cosh(e) - 1 in e^2, from e^18 / 18! down to e^2 / 2! (Horner order)
 _COSH_MINUS_ONE = tuple(1.0 / math.factorial(2 * k) for k in range(9, 0, -1))
+#: Taylor coefficients of sinh(e) / e in e^2, from e^18 / 19! down to e^2 / 3! (Horner order)
+_SINH_OVER_E = tuple(1.0 / math.factorial(2 * k + 1) for k in range(9, 0, -1))
+
+
+@formula_function
+def _even_series(xp, coefficients, square):
+    """``sum_k c_k square^k`` for ``k >= 1`` (``coefficients`` in Horner order), in the working dtype."""
+    total = xp.zeros_like(square)
+    for c in coefficients:
+        total = (total + xp.constant(c)) * square
+    return total
 
 
 class LogCoshLoss(ValueLoss):
@@ -202,27 +215,38 @@ class LogCoshLoss(ValueLoss):
     aliases = ("log_cosh",)
 
     def value(self, xp, z, y):
-        a = xp.abs(z - y)
-        small = a < 1
-        a_small = xp.where(small, a, xp.zeros_like(a))  # each branch sees only its own inputs
-        a_large = xp.where(small, xp.ones_like(a), a)
+        a, small, t = _log_cosh_parts(xp, z - y)
         # log cosh e = log1p(cosh e - 1) below |e| = 1, |e| - log 2 + log1p(exp(-2|e|)) above: one
         # log1p of a value in [0, 1] either way. cosh e - 1 by its Taylor series (positive terms: no
         # cancellation; the first term left out is below 2 / 20! < 1e-18 of the sum), which costs less
         # in the compiled kernel than the two expm1 of 2 sinh(e/2)^2
-        square = a_small * a_small
-        cosh_minus_one = xp.zeros_like(a)
-        for c in _COSH_MINUS_ONE:
-            cosh_minus_one = (cosh_minus_one + c) * square
-        u = xp.where(small, cosh_minus_one, xp.exp(-2 * a_large))
-        return xp.where(small, xp.zeros_like(a), a_large - _LOG2) + xp.log1p_unit(u)
+        cosh_minus_one = _even_series(xp, _COSH_MINUS_ONE, xp.where(small, a * a, xp.zeros_like(a)))
+        u = xp.where(small, cosh_minus_one, t)
+        return xp.where(small, xp.zeros_like(a), a - xp.constant(_LOG2)) + xp.log1p_unit(u)
 
     def derivative(self, xp, z, y):
-        return xp.tanh(z - y)
+        e = z - y
+        a, small, t = _log_cosh_parts(xp, e)
+        # tanh|e| = sinh / cosh by the value's series below |e| = 1 (no cancellation for tiny e), and
+        # (1 - t) / (1 + t) with the value's t = exp(-2|e|) above: no expm1 of its own
+        square = xp.where(small, a * a, xp.zeros_like(a))
+        one = xp.constant(1.0)
+        sinh = a * (one + _even_series(xp, _SINH_OVER_E, square))
+        tanh = xp.where(small, sinh / (one + _even_series(xp, _COSH_MINUS_ONE, square)), (one - t) / (one + t))
+        return xp.where(e < xp.constant(0.0), -tanh, tanh)
 
     def second_derivative(self, xp, z, y):
         t = xp.exp(-2 * xp.abs(z - y))  # 1 - tanh^2 = 4 t / (1 + t)^2: no cancellation for large |e|
         return 4 * t / ((1 + t) * (1 + t))
+
+
+@formula_function
+def _log_cosh_parts(xp, e):
+    """``|e|``, ``|e| < 1`` and ``exp(-2|e|)`` (1 below |e| = 1: each branch sees only its own
+    inputs), what log-cosh's value and derivative share (computed once in the compiled kernel)."""
+    a = xp.abs(e)
+    small = a < xp.constant(1.0)
+    return a, small, xp.exp(xp.constant(-2.0) * xp.where(small, xp.ones_like(a), a))
 
 
 _VALUES = """
