@@ -253,11 +253,16 @@ SOFTMAX_FOCAL_TOP = Known("focal.py: where the label's p_y is near 1 the gradien
                           "u_y (1 - p_y) (7.3e3 eps at z = (13.66, -6.65, 3.52), y = 0; exact -1.79e-13; 17 eps in "
                           "float32 at z = (4.12, 10.43, -1.29), y = 1): writing it u_y q_y - p_y sum_{k != y} u_k "
                           "with q = -expm1(log p) is exact; the value (1 - p)^gamma log p carries (gamma + 1) times "
-                          "log-softmax's rounding (13 eps there)", _label_on_top)
+                          "log-softmax's rounding (13 eps there, on both paths; the compiled kernel's gradient, formed from "
+                          "the other classes' terms, is within bounds)", _label_on_top)
 POLY_TOP = Known("focal.py: Poly-1's gradient term -epsilon p_j (y_j - P) forms 1 - P as y_j - sum_k y_k p_k: where "
                  "the label's p_y is near 1 it cancels (exact -4.05e-22, returned -2.03e-22 at z = (-1009.6, "
                  "-209.2, -159.2), y = 2; 683 eps in float32 at z = (13.66, -6.65, 3.52), y = 0); the value's "
-                 "missing mass is already -expm1(log p_y), exact", _label_on_top)
+                 "missing mass is already -expm1(log p_y), exact; the compiled kernel (fused/rows.py) forms it from "
+                 "the other classes' terms", _label_on_top, paths=("xp",))
+POLY_TOP_VALUE = Known("fused/rows.py: Poly-1's value at a sure row, log-softmax's rounding plus the missing mass "
+                       "(4.7 eps in float64 at z = (13.66, -6.65, 3.52), y = 0)", _label_on_top, paths=("fused",),
+                       dtypes=("float64",))
 CASES = [
     # regression, one value per element
     Case("mean_squared_error", lk.MeanSquaredError(reduction="none"), _elementwise(VALUE_TARGETS), mc.squared_error),
@@ -320,7 +325,7 @@ CASES = [
     Case("softmax_focal_loss", lk.SoftmaxFocalLoss(gamma=2.0, reduction="none"), _class_rows(),
          lambda z, t: mc.softmax_focal(z, t, 2.0), row=True, known=(SOFTMAX_FOCAL_TOP,)),
     Case("poly_cross_entropy", lk.PolyCrossEntropy(epsilon=1.0, reduction="none"), _class_rows(),
-         lambda z, t: mc.poly1(z, t, 1.0), row=True, known=(POLY_TOP,)),
+         lambda z, t: mc.poly1(z, t, 1.0), row=True, known=(POLY_TOP, POLY_TOP_VALUE)),
     Case("multiclass_hinge_loss", lk.MulticlassHingeLoss(reduction="none"), _untied_rows,
          mc.multiclass_hinge, row=True),
 ]
