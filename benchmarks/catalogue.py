@@ -35,6 +35,7 @@ ROWS = (4096, 32000)  # the class-axis losses: rows of a 32000-class softmax (is
 AGREE_ROWS = 256
 SMOKE_ELEMENTS, SMOKE_ROWS = 4096, (16, 300)
 LABELS = 1000  # the label axis of the multi-label losses: rows of 1000 labels
+PAUSE = 0.2  # seconds before each timed call (see time_loss)
 
 
 def _torch_formulas(torch):
@@ -314,6 +315,10 @@ def time_loss(name, n, rows, repeats, rng):
     samples = {impl: [] for impl in impls}
     for round_ in range(repeats + 1):
         for impl, (fn, library) in impls.items():
+            # a pause first, the same for every implementation: the thread pools of the one before
+            # (XLA's, OpenMP's) spin-wait for a while after their work, and on 2 cores that would be
+            # charged to whoever runs next
+            time.sleep(PAUSE)
             start = time.perf_counter()
             fn(*data[library])
             if round_:  # round 0 warms up (JIT compiles)
