@@ -265,6 +265,14 @@ def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, option
     return objective
 
 
+def _prepared(hidden, classifier, target, bias, old_logps, advantages, ref_logps, options: GRPOOptions):
+    """The checked arrays of a call and its objective."""
+    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
+    objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
+                               options=options)
+    return xp, hidden, classifier, target, bias, objective
+
+
 def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0,
                                     epsilon_low=0.2, epsilon_high=0.2, importance="token", normalization="grpo",
                                     max_length=None, temperature=1.0, bias=None, ignore_index=-100, chunk_size=None,
@@ -277,9 +285,8 @@ def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, ad
     options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
                           normalization=normalization, max_length=max_length, temperature=temperature,
                           ignore_index=ignore_index, chunk_size=chunk_size)
-    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
-    objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
-                               options=options)
+    xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, old_logps,
+                                                                advantages, ref_logps, options)
     sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
                            ignore_index=options.ignore_index, objective=objective, chunk_size=options.chunk_size)
     if aux:
@@ -328,9 +335,8 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
     options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
                           normalization=normalization, max_length=max_length, temperature=temperature,
                           ignore_index=ignore_index, chunk_size=chunk_size)
-    xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
-    objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
-                               options=options)
+    xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, old_logps,
+                                                                advantages, ref_logps, options)
     # no gradient asked: the log-probs alone (one gemm per chunk, not three), then the formula on all sequences
     logps = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
                            ignore_index=options.ignore_index, chunk_size=options.chunk_size).logps
