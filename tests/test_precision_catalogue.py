@@ -478,5 +478,7 @@ def test_known_misses(name, path, dtype):
 def test_every_catalogue_loss_has_a_case():
     """A loss added to the registry without a case here fails, so the table stays complete."""
     covered = {type(case.loss) for case in CASES}
-    missing = [name for name, (cls, _) in lk.losses.REGISTRY.items() if cls not in covered]
+    # the catalogue's own losses (the registry also holds losses other tests define)
+    missing = [name for name, (cls, _) in lk.losses.REGISTRY.items()
+               if cls not in covered and cls.__module__.startswith("losskit.")]
     assert not missing, f"no precision case for {missing}"

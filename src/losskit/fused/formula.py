@@ -386,8 +386,9 @@ def _source_salt(cls) -> int:
     import sys
 
     digest = hashlib.sha256()
-    modules = {c.__module__ for c in cls.__mro__ if c.__module__ != "builtins"}
-    modules |= {fn.__module__ for fn in _REGISTERED} | {__name__, vexp.__module__}
+    modules = {c.__module__ for c in cls.__mro__} | {fn.__module__ for fn in _REGISTERED} | {__name__, vexp.__module__}
+    # a helper made by exec (no module) can only be in the process that made it: nothing to salt
+    modules = {m for m in modules if m in sys.modules and m != "builtins"}
     for module in (sys.modules[m] for m in sorted(modules)):
         try:
             digest.update(inspect.getsource(module).encode())

@@ -45,7 +45,7 @@ class KLDivergence(SoftmaxCrossEntropy):
     Edges: :math:`0 \log 0 = 0`; a target of 0 where the logits rule a class out costs 0.
 
     >>> import numpy as np, losskit as lk
-    >>> float(lk.kl_divergence(np.log(np.array([[0.25, 0.75]])), np.array([[0.25, 0.75]])))
+    >>> round(float(lk.kl_divergence(np.log(np.array([[0.25, 0.75]])), np.array([[0.25, 0.75]]))), 12)
     0.0
     """
 
