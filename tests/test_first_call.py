@@ -1,6 +1,7 @@
 """A first call on a small input does not wait for numba: the reference answers while the kernel
-compiles in a background thread; later calls take the kernel once it is ready. Small calls run the
-kernel on the calling thread alone (no parallel region to fight BLAS's threads in a training loop)."""
+compiles in a background thread; later calls take the kernel once it is ready. Small calls run
+the kernel's serial twin on the calling thread (no parallel region to fight BLAS's threads in a training
+loop)."""
 
 from __future__ import annotations
 
@@ -51,19 +52,50 @@ def test_fused_never_falls_back_while_compiling():
     assert _states(type(loss)) == [_compiled._READY]
 
 
-def test_small_calls_run_serial_and_restore_the_thread_count(monkeypatch):
+def test_small_calls_run_the_serial_twin_and_large_calls_the_parallel_kernel(monkeypatch):
     import numba
 
-    before = numba.get_num_threads()
-    seen = []
-    original = lk.SoftmaxCrossEntropy.__dict__["_kernel"].__func__
+    from losskit import fused
+    from losskit.fused import kernels
 
-    def spy(plan, arrays, with_grad):
-        seen.append(numba.get_num_threads())
-        return original(plan, arrays, with_grad)
+    calls = []
+    real = kernels.softmax_ce_rows
 
-    spy.__name__ = original.__name__
-    monkeypatch.setattr(lk.SoftmaxCrossEntropy, "_kernel", staticmethod(spy))  # restored as it was
-    lk.SoftmaxCrossEntropy(impl="fused").value_and_grad(np.zeros((4, 3)), np.array([0, 1, 2, 0]))
-    assert seen == [1]
-    assert numba.get_num_threads() == before
+    def spy(kernel):
+        chosen = fused.serial_twin(real) if fused.running_serial() else real
+        calls.append(chosen.targetoptions["parallel"])
+        return chosen
+
+    monkeypatch.setattr(fused, "pick", spy)
+    monkeypatch.setattr(_compiled, "SERIAL_BELOW", 100)
+    threads = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    for rows in (4, 50):  # 12 elements: serial; 150: parallel
+        z, y = rng.normal(size=(rows, 3)), rng.integers(0, 3, rows)
+        value, grad = lk.SoftmaxCrossEntropy(impl="fused").value_and_grad(z, y)
+        ref_value, ref_grad = lk.SoftmaxCrossEntropy(impl="xp").value_and_grad(z, y)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-14)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-13, atol=1e-17)
+    assert calls == [False, True]
+    assert numba.get_num_threads() == threads  # the thread count is never touched
+    assert not fused.running_serial()  # the flag is restored after the call
+
+
+def test_the_serial_twin_is_the_same_arithmetic_with_its_own_cache_entry():
+    from losskit import fused
+    from losskit.fused import kernels
+
+    twin = fused.serial_twin(kernels.bce_logits_rows)
+    assert twin is fused.serial_twin(kernels.bce_logits_rows)  # made once
+    assert twin.targetoptions["parallel"] is False and kernels.bce_logits_rows.targetoptions["parallel"] is True
+    assert twin.py_func.__qualname__ != kernels.bce_logits_rows.py_func.__qualname__  # not the parallel entry
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=(64, 40)), rng.uniform(size=(64, 40))
+    outputs = []
+    for kernel in (twin, kernels.bce_logits_rows):
+        loss, grad, flags = np.empty(64), np.empty_like(z), np.zeros(64, np.uint8)
+        kernel(z, y, np.ones(40), np.full((1, 1), 0.5), 0.0, loss, np.empty((0, 0)), grad, True, flags)
+        outputs.append((loss, grad))
+    # the same formula per element; a row's sum may be vectorised in another order (reassociation)
+    np.testing.assert_allclose(outputs[0][0], outputs[1][0], rtol=4 * np.finfo(np.float64).eps, atol=0)
+    np.testing.assert_array_equal(outputs[0][1], outputs[1][1])

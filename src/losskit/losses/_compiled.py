@@ -77,7 +77,7 @@ def run(loss, plan, with_grad: bool, out):
                 _compile_in_background(key, loss, plan, arrays, with_grad)
             return UNHANDLED  # the reference answers until the kernel is compiled
         _STATE[key] = _READY  # a large call (or impl="fused") compiles here, once numba's lock is free
-    with fused.threads(serial=z.size < SERIAL_BELOW):
+    with fused.serial(z.size < SERIAL_BELOW):
         result = loss._kernel(plan, arrays, with_grad)
     if result is None or result is UNHANDLED:
         return result
@@ -102,8 +102,9 @@ def run(loss, plan, with_grad: bool, out):
 #: reference path while the kernel compiles in a background thread (a first call on a fresh install
 #: would otherwise wait seconds for numba)
 ANSWER_WHILE_COMPILING = 100_000
-#: below this many input elements a kernel runs on the calling thread alone: waking the parallel
-#: threads costs more than they save, and inside a training loop they fight BLAS's spinning threads
+#: below this many input elements a call runs its kernel's serial twin (:func:`losskit.fused.serial_twin`):
+#: waking the parallel threads costs more than they save, and inside a training loop they fight BLAS's
+#: spinning threads
 SERIAL_BELOW = 1 << 18
 _READY, _COMPILING = "ready", "compiling"
 _STATE: dict = {}  # signature -> _COMPILING (in a background thread) or _READY
@@ -131,7 +132,7 @@ def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
 
     def compile_kernel():
         try:
-            with fused.threads(serial=True):
+            with fused.serial(True):
                 loss._kernel(plan, copies, with_grad)
             _STATE[key] = _READY
         except Exception:  # noqa: BLE001 - a failed warm-up leaves the call path to say why, synchronously
@@ -163,10 +164,20 @@ def _grad_buffer(arrays, size, dtype):
     return _RECYCLER.empty(size, dtype) if out is None else out.reshape(-1)
 
 
+class _Kernels:
+    """A module of compiled kernels whose functions are each taken serial when the call runs serially."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return fused.pick(getattr(self._module, name))
+
+
 def _kernels():
     from ..fused import kernels
 
-    return kernels
+    return _Kernels(kernels)
 
 
 def softmax_ce(plan, arrays, with_grad):
@@ -263,8 +274,8 @@ def formula(loss, plan, arrays, with_grad):
     mean = loss.over_last_axis == "mean" and plan.spans_last_axis
 
     def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
-        kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
-                                     loss.target_domain())
+        kernel = compiled.row_kernel(type(loss), opts, not fused.running_serial(), with_grad, elements.size > 0,
+                                     scale.shape[1] > 1, loss.target_domain())
         kernel(xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, flags)
 
     return _elementwise(plan, arrays, with_grad, rows)
@@ -285,14 +296,14 @@ def jsd(loss, plan, arrays, with_grad):
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
     scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
-    jsd_rows(grad, teacher, scale, loss.beta, loss.temperature, scaled_loss, flags)
+    fused.pick(jsd_rows)(grad, teacher, scale, loss.beta, loss.temperature, scaled_loss, flags)
     return None if flags.any() else (scaled_loss, grad)
 
 
 def _rows():
     from ..fused import rows
 
-    return rows
+    return _Kernels(rows)
 
 
 def _class_axis(plan, arrays, with_grad, full_rows):
