@@ -63,5 +63,6 @@ def serial_twin(kernel):
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     twin.__qualname__ = f"{fn.__qualname__}.serial"
     twin.__module__, twin.__doc__ = fn.__module__, fn.__doc__
-    options = {**kernel.targetoptions, "parallel": False}
+    options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}  # njit sets it itself
+    options["parallel"] = False
     return numba.njit(cache=not isinstance(kernel._cache, NullCache), **options)(twin)

@@ -274,8 +274,18 @@ def formula(loss, plan, arrays, with_grad):
     mean = loss.over_last_axis == "mean" and plan.spans_last_axis
 
     def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
-        kernel = compiled.row_kernel(type(loss), opts, not fused.running_serial(), with_grad, elements.size > 0,
-                                     scale.shape[1] > 1, loss.target_domain())
+        if fused.running_serial():
+            # a small call: one variant (gradient, values and a scale per element, into scratch where the
+            # call wants none) serves every small call; the extra writes cost nothing at this size, and
+            # each variant left out is a compile saved (seconds, against microseconds per call)
+            shape = z.shape
+            grad = grad if with_grad else np.empty(shape, z.dtype)
+            elements = elements if elements.size else np.empty(shape, z.dtype)
+            scale = scale if scale.shape == shape else np.ascontiguousarray(np.broadcast_to(scale, shape))
+            kernel = compiled.row_kernel(type(loss), opts, False, True, True, True, loss.target_domain())
+        else:
+            kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
+                                         loss.target_domain())
         kernel(xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, flags)
 
     return _elementwise(plan, arrays, with_grad, rows)
