@@ -49,6 +49,28 @@ def row_max(row):
 
 
 @numba.njit(**_INLINE)
+def _unweighted(s, g, clear, scaled_loss, i):
+    """Whether row ``i`` has weight 0; such a row costs 0, and its gradient row ``g`` is zeroed when
+    ``clear`` (a kernel's ``with_grad``)."""
+    if s != 0:
+        return False
+    scaled_loss[i] = 0.0
+    if clear:
+        for j in range(g.shape[0]):
+            g[j] = g.dtype.type(0)
+    return True
+
+
+@numba.njit(**_INLINE)
+def _flagged_max(row, flags, i):
+    """The row's max; a max that is not finite (a +inf logit, or every logit -inf) flags the row."""
+    m = row_max(row)
+    if not math.isfinite(m):
+        flags[i] = 1
+    return m
+
+
+@numba.njit(**_INLINE)
 def _target_exp_pass(row, target, out, m, keep, low):
     """``exp(row - m)`` into ``out`` and the sums of the softmax (the terms below the max and the
     ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
@@ -104,15 +126,11 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
     for i in prange(n):
         s = scale[i]
         g = grad[i]
-        if s == 0:
-            scaled_loss[i] = 0.0
-            for j in range(k):
-                g[j] = zero
+        if _unweighted(s, g, True, scaled_loss, i):
             continue
         row, target = z[i], dense[i]
-        m = row_max(row)
+        m = _flagged_max(row, flags, i)
         if not math.isfinite(m):
-            flags[i] = 1
             continue
         below, ties, total_y, y_shifted, _ = _target_exp_pass(row, target, g, m, keep, low)
         rest, total, log_norm = _normaliser(below, ties)
@@ -147,11 +165,7 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
     for i in prange(n):
         s = scale[i]
         g = grad[i if with_grad else i - i]
-        if s == 0:
-            scaled_loss[i] = 0.0
-            if with_grad:
-                for j in range(k):
-                    g[j] = zero
+        if _unweighted(s, g, with_grad, scaled_loss, i):
             continue
         row, t = z[i], teacher[i]
         mz = row[0]
@@ -222,16 +236,11 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
     for i in prange(n):
         s = scale[i]
         g = grad[i if with_grad or not by_label else i - i]
-        if s == 0:
-            scaled_loss[i] = 0.0
-            if with_grad:
-                for j in range(k):
-                    g[j] = zero
+        if _unweighted(s, g, with_grad, scaled_loss, i):
             continue
         row = z[i]
-        m = row_max(row)
+        m = _flagged_max(row, flags, i)
         if not math.isfinite(m):
-            flags[i] = 1
             continue
         if by_label:
             y = labels[i]
@@ -313,16 +322,11 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
     for i in prange(n):
         s = scale[i]
         g = grad[i if with_grad or not sparse else i - i]
-        if s == 0:
-            scaled_loss[i] = 0.0
-            if with_grad:
-                for j in range(k):
-                    g[j] = zero
+        if _unweighted(s, g, with_grad, scaled_loss, i):
             continue
         row = z[i]
-        m = row_max(row)
+        m = _flagged_max(row, flags, i)
         if not math.isfinite(m):
-            flags[i] = 1
             continue
         y = labels[i] if by_label else 0
         if y < 0 or y >= k:
@@ -397,11 +401,7 @@ def crammer_singer_rows(z, labels, scale, scaled_loss, grad, with_grad, flags):
     for i in prange(n):
         s = scale[i]
         g = grad[i if with_grad else i - i]
-        if s == 0:
-            scaled_loss[i] = 0.0
-            if with_grad:
-                for j in range(k):
-                    g[j] = zero
+        if _unweighted(s, g, with_grad, scaled_loss, i):
             continue
         row = z[i]
         y = labels[i]
