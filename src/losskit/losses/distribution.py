@@ -258,6 +258,11 @@ class GaussianNLL(Loss):
     reduces_last_axis = True
     Options = Options
 
+    def _kernel(self, plan, host, with_grad):  # compiled pairs (losskit.fused.pairs)
+        return _compiled.gaussian_nll(self, plan, host, with_grad)
+
+    _kernel.__name__ = "gaussian_nll"
+
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__(reduction=reduction, impl=impl)
 
@@ -316,6 +321,11 @@ class QuantileLoss(Loss):
     input_name = "predictions"
     reduces_last_axis = True
     Options = QuantileOptions
+
+    def _kernel(self, plan, host, with_grad):  # compiled units (losskit.fused.pairs)
+        return _compiled.quantile(self, plan, host, with_grad)
+
+    _kernel.__name__ = "quantile"
 
     def __init__(self, *, quantiles=(0.5,), reduction: str = "mean", impl: str = "auto"):
         super().__init__(quantiles=quantiles, reduction=reduction, impl=impl)
