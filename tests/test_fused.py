@@ -448,3 +448,16 @@ def test_unit_kernels_write_out_even_when_it_is_the_input(name, in_place):
     assert grad is out
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(out, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_cpu_tensors_take_the_unit_kernels():
+    torch = pytest.importorskip("torch")
+    for cls, options, units in UNIT_LOSSES.values():
+        z, y = _unit_inputs(units, 300, np.float32, RNG)
+        loss = cls(impl="fused", **options)
+        assert _kernel_answers(loss, torch.from_numpy(z), torch.from_numpy(y))
+        value, grad = loss.value_and_grad(torch.from_numpy(z), torch.from_numpy(y))
+        ref_value, ref_grad = cls(impl="xp", **options).value_and_grad(z, y)
+        assert isinstance(grad, torch.Tensor) and grad.dtype == torch.float32
+        np.testing.assert_allclose(value.item(), ref_value, rtol=2e-6)
+        np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=2e-6, atol=1e-9)

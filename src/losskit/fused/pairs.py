@@ -11,23 +11,29 @@ empty (``reduction="none"``); ``grad [N, U]``, ``scale * dl/dpred``, when ``with
 ``pred`` itself: a block is read before it is written); ``flags [B]``, 1 for a block holding a
 non-finite input, loss or gradient (the reference then answers the call, with its exact limits).
 
-Design note: Gaussian NLL first copies a block's pairs into two contiguous rows of scratch (in L1),
-runs one flat loop over them, and copies the gradient's two rows back. LLVM does not vectorise a
-loop over ``pred[i, 0], pred[i, 1]`` (a stride of 2), and there ``exp`` ran as scalar code: that
-loop took 2.7 times as long as the split one (25M pairs, float32, 2 threads); the two copies are
-plain loads and stores of data in cache. The quantile loss has no ``exp``: its loop over the units
-as they lie was as fast as a transposed one. A block's sum is taken in the input's dtype across
-the SIMD lanes and added in float64, as the row kernels do. Q is a run-time number, so one
-compiled quantile kernel serves every ``quantiles`` option.
+Design note: the two kernels lay out their loop differently, each the faster of what was measured
+(float32, AVX2). Gaussian NLL copies a block's pairs into two contiguous rows of scratch (in L1),
+runs one flat loop over them with its ``exp`` vectorised, and copies the gradient's rows back: LLVM
+did not vectorise a loop that reads ``pred[i, 0], pred[i, 1]`` where they lie, and its ``exp`` then
+ran as scalar code, 2.7 times as long (25M pairs, 2 threads). That loop fills the gradient's scratch
+even without ``with_grad``: it holds no branch (LLVM does not unswitch a loop that long). The
+quantile loss has no ``exp``: its loop reads the Q units where they lie, ``flat[Q k + j]``, with
+unsigned indices (numba wraps a signed index that may be negative, and LLVM then sees no stride)
+and with Q, the kind of scale and the outputs as constants of the machine code (one kernel per
+variant, compiled on first use, as :func:`losskit.fused.formula.row_kernel` does): LLVM then loads
+the Q units of 8 examples as Q vectors and shuffles them apart, about 4 times as fast as the same
+loop with signed indices and a run-time Q (1M x 3, one thread). A block's sum is taken in the
+input's dtype across the SIMD lanes and added in float64, as the row kernels do.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, uint64
 
 from .kernels import OPTIONS
 from .vmath import vexp
@@ -124,41 +130,49 @@ def gaussian_nll_blocks(pred, target, scale, block, scaled_loss, elements, grad,
         scaled_loss[b] = block_total
 
 
-@numba.njit(**OPTIONS)
-def quantile_blocks(pred, target, quantiles, scale, block, scaled_loss, elements, grad, with_grad, flags):
-    r"""Pinball loss of ``pred [N, Q]`` against one target per example, summed over the quantiles
+@functools.cache
+def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool):
+    r"""The quantile kernel for ``units`` quantiles, a scale per example or one for all, with or without
+    the gradient and the per-example values (constants of its machine code, as in
+    :func:`losskit.fused.formula.row_kernel`)::
+
+        kernel(pred, target, quantiles, scale, block, scaled_loss, elements, grad, flags)
+
+    Pinball loss of ``pred [N, Q]`` against one target per example, summed over the quantiles
     ``quantiles [Q]`` (in ``pred``'s dtype): :math:`l = \sum_j \max(q_j e_j, (q_j - 1) e_j)`,
     :math:`e_j = y - \hat y_j`; gradient :math:`-q_j` where :math:`e_j > 0`, else :math:`1 - q_j`.
-    The sum over j runs in j's order, as the reference's. No transpose here: with no ``exp`` to
-    vectorise, the loop over the units as they lie was as fast as the transposed one, and a flat
-    loop over the units with the target repeated into scratch slower (measured, 4M x 3, float32)."""
-    n, units = pred.shape
-    real = pred.dtype.type
-    zero, one = real(0), real(1)
-    store = elements.shape[0] > 0
-    for b in prange(scaled_loss.shape[0]):
-        start = b * block
-        stop = min(start + block, n)
-        p = pred[start:stop]
-        y = target[start:stop]
-        scales = _block_scale(scale, start, stop)
-        total = zero
-        poison = zero
-        for k in range(stop - start):
-            s = scales[k]
-            loss = zero
-            for j in range(units):
-                q = quantiles[j]
-                e = y[k] - p[k, j]
-                loss += max(q * e, (q - one) * e)  # q - 1 and 1 - q in the dtype, as the reference's
-                if with_grad:
-                    grad[start + k, j] = zero if s == zero else s * (-q if e > zero else one - q)
-            poison += loss * zero  # NaN for a non-finite input or target
-            weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
-            total += weighted
-            if store:
-                elements[start + k] = weighted
-        block_total = float(total + poison)
-        if not math.isfinite(block_total):
-            flags[b] = 1
-        scaled_loss[b] = block_total
+    The sum over j runs in j's order, as the reference's."""
+    width = uint64(units)
+
+    def kernel(pred, target, quantiles, scale, block, scaled_loss, elements, grad, flags):
+        n = target.shape[0]
+        flat, grad_flat = pred.reshape(-1), grad.reshape(-1)
+        real = pred.dtype.type
+        zero, one = real(0), real(1)
+        every = scale[0]
+        for b in prange(scaled_loss.shape[0]):
+            start = b * block
+            stop = min(start + block, n)
+            total = zero
+            poison = zero
+            for k in range(uint64(start), uint64(stop)):  # unsigned: no wrap-around of a negative index
+                s = scale[k] if per_example else every
+                y = target[k]
+                loss = zero
+                for j in range(width):
+                    q = quantiles[j]
+                    e = y - flat[k * width + j]
+                    loss += max(q * e, (q - one) * e)  # q - 1 and 1 - q in the dtype, as the reference's
+                    if with_grad:
+                        grad_flat[k * width + j] = zero if s == zero else s * (-q if e > zero else one - q)
+                weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+                poison += loss * zero  # NaN for a non-finite input or target
+                total += weighted
+                if store:
+                    elements[k] = weighted
+            block_total = float(total + poison)
+            if not math.isfinite(block_total):
+                flags[b] = 1
+            scaled_loss[b] = block_total
+
+    return numba.njit(kernel, **OPTIONS)

@@ -114,8 +114,9 @@ _THREADS: list = []
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees)."""
     formula = type(loss).kernel_name() == "formula"  # its numeric options are constants of its code
-    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else None)
-                    for v in loss.options.as_dict().values())
+    # a tuple option's length can be a constant of the code too (the quantile kernel's number of quantiles)
+    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else
+                     len(v) if isinstance(v, tuple) else None) for v in loss.options.as_dict().values())
     return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
             getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, options)
 
@@ -423,5 +424,6 @@ def quantile(loss, plan, arrays, with_grad):
     """:class:`~losskit.QuantileLoss`: Q units per example, one target shared by them."""
     pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
     quantiles = np.asarray(loss.quantiles, dtype=pred.dtype)  # as the reference: q, then q - 1 in the dtype
-    _pairs().quantile_blocks(pred, target, quantiles, scale, block, totals, elements, grad, with_grad, flags)
+    kernel = _pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0)
+    kernel(pred, target, quantiles, scale, block, totals, elements, grad, flags)
     return None if flags.any() else (elements if elements.size else totals, grad)
