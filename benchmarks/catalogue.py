@@ -72,6 +72,14 @@ CLASS_CASES = {
     "softmax_focal_loss": ({"gamma": 2.0}, "labels"),
     "poly_cross_entropy": ({"epsilon": 1.0}, "labels"),
     "multiclass_hinge_loss": ({}, "labels"),
+    "js_divergence": ({"beta": 0.5}, "teacher"),
+}
+QUANTILES = (0.1, 0.5, 0.9)
+#: the losses whose example is a few units on the last axis, one target each: their options and units
+#: (50M elements in all: 25M (mean, log-variance) pairs, 16.7M examples of 3 quantiles)
+UNIT_CASES = {
+    "gaussian_nll_loss": ({}, 2),
+    "quantile_loss": ({"quantiles": QUANTILES}, len(QUANTILES)),
 }
 
 
@@ -91,6 +99,14 @@ def _torch_class_formulas(torch):
         shifted = z + 1 - F.one_hot(y, z.shape[-1]).to(z.dtype)
         return (shifted.amax(-1) - z.gather(-1, y[:, None]).squeeze(-1)).mean()
 
+    def jsd(z, t):  # TRL's GKDTrainer.generalized_jsd_loss (beta 0.5, T 1), "batchmean" over the rows
+        student, teacher = F.log_softmax(z, dim=-1), F.log_softmax(t, dim=-1)
+        beta = torch.tensor(0.5, dtype=student.dtype)
+        mixture = torch.logsumexp(torch.stack([student + torch.log(1 - beta), teacher + torch.log(beta)]), dim=0)
+        kl_teacher = F.kl_div(mixture, teacher, reduction="none", log_target=True)
+        kl_student = F.kl_div(mixture, student, reduction="none", log_target=True)
+        return (beta * kl_teacher + (1 - beta) * kl_student).sum() / z.shape[0]
+
     return {
         "kl_divergence": lambda z, t: F.kl_div(F.log_softmax(z, dim=-1), t, reduction="batchmean"),
         "distillation_loss": lambda z, t: 4.0 * F.kl_div(F.log_softmax(z / 2.0, dim=-1), F.log_softmax(t / 2.0, dim=-1),
@@ -98,13 +114,48 @@ def _torch_class_formulas(torch):
         "softmax_focal_loss": focal,
         "poly_cross_entropy": poly,
         "multiclass_hinge_loss": crammer_singer,
+        "js_divergence": jsd,
     }
+
+
+def _torch_unit_formulas(torch):
+    F = torch.nn.functional
+
+    def pinball(z, y):
+        q = torch.tensor(QUANTILES, dtype=z.dtype)
+        e = y[:, None] - z
+        return torch.maximum(q * e, (q - 1) * e).sum(-1).mean()
+
+    return {
+        "gaussian_nll_loss": lambda z, y: F.gaussian_nll_loss(z[:, 0], y, z[:, 1].exp(), full=True),
+        "quantile_loss": pinball,
+    }
+
+
+def _jax_unit_formulas(jnp):
+    def pinball(z, y):
+        q = jnp.asarray(QUANTILES, z.dtype)
+        e = y[:, None] - z
+        return jnp.maximum(q * e, (q - 1) * e).sum(-1).mean()
+
+    def gaussian_nll(z, y):
+        mean, log_var = z[:, 0], z[:, 1]
+        return (0.5 * (log_var + (y - mean) ** 2 * jnp.exp(-log_var) + math.log(2 * math.pi))).mean()
+
+    return {"gaussian_nll_loss": gaussian_nll, "quantile_loss": pinball}
 
 
 def _jax_class_formulas(jax, jnp, optax):
     def focal(z, y):
         log_p = jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], axis=-1)[:, 0]
         return (-((1 - jnp.exp(log_p)) ** 2) * log_p).mean()
+
+    def jsd(z, t):  # TRL's formula in jnp: F.kl_div(a, b, log_target=True) is exp(b) (b - a)
+        student, teacher = jax.nn.log_softmax(z), jax.nn.log_softmax(t)
+        mixture = jax.nn.logsumexp(jnp.stack([student + math.log(0.5), teacher + math.log(0.5)]), axis=0)
+        per_row = 0.5 * (jnp.exp(teacher) * (teacher - mixture)).sum(-1) + \
+            0.5 * (jnp.exp(student) * (student - mixture)).sum(-1)
+        return per_row.mean()
 
     return {
         "kl_divergence": lambda z, t: optax.losses.kl_divergence(jax.nn.log_softmax(z), t).mean(),
@@ -114,6 +165,7 @@ def _jax_class_formulas(jax, jnp, optax):
         "poly_cross_entropy": lambda z, y: optax.losses.poly_loss_cross_entropy(
             z, jax.nn.one_hot(y, z.shape[-1]), epsilon=1.0).mean(),
         "multiclass_hinge_loss": lambda z, y: optax.losses.multiclass_hinge_loss(z, y).mean(),
+        "js_divergence": jsd,
     }
 
 
@@ -188,7 +240,18 @@ CASES = {
 
 
 def _options(name):
-    return CLASS_CASES[name][0] if name in CLASS_CASES else CASES[name]
+    for cases in (CLASS_CASES, UNIT_CASES):
+        if name in cases:
+            return cases[name][0]
+    return CASES[name]
+
+
+def _unit_inputs(name, n, rng):
+    """``n`` elements as examples of the loss's units (normal predictions, means and log-variances)
+    and one normal target per example."""
+    units = UNIT_CASES[name][1]
+    z = rng.standard_normal(size=(n // units, units), dtype=np.float32)
+    return z, rng.standard_normal(size=n // units, dtype=np.float32)
 
 
 def _class_inputs(name, rows, rng):
@@ -234,7 +297,7 @@ def implementations(name):
         import losskit.torch as lt
 
         torch.set_num_threads(os.cpu_count() or 1)
-        formula = {**_torch_formulas(torch), **_torch_class_formulas(torch)}[name]
+        formula = {**_torch_formulas(torch), **_torch_class_formulas(torch), **_torch_unit_formulas(torch)}[name]
         layer = lt.module(loss)
 
         def step(fn):
@@ -256,7 +319,8 @@ def implementations(name):
 
         import losskit.jax as lj
 
-        peer = jax.jit(jax.value_and_grad({**_jax_formulas(jnp, optax), **_jax_class_formulas(jax, jnp, optax)}[name]))
+        formulas = {**_jax_formulas(jnp, optax), **_jax_class_formulas(jax, jnp, optax), **_jax_unit_formulas(jnp)}
+        peer = jax.jit(jax.value_and_grad(formulas[name]))
         ours_fn = lj.loss_fn(loss)
         ours = jax.jit(jax.value_and_grad(lambda z, y: ours_fn(z, y)))
         impls["JAX jit"] = (lambda z, y: jax.block_until_ready(peer(z, y)), "jax")
@@ -308,7 +372,8 @@ def check_agreement(name, impls, z, y):
 
 
 def time_loss(name, n, rows, repeats, rng):
-    z, y = _class_inputs(name, rows, rng) if name in CLASS_CASES else _inputs(name, n, rng)
+    z, y = _class_inputs(name, rows, rng) if name in CLASS_CASES else \
+        _unit_inputs(name, n, rng) if name in UNIT_CASES else _inputs(name, n, rng)
     impls = implementations(name)
     check_agreement(name, impls, z, y)
     data = {library: (_convert(z, library), _convert(y, library)) for library in ("numpy", "torch", "jax")}
@@ -327,7 +392,8 @@ def time_loss(name, n, rows, repeats, rng):
 
 
 def report(results, n, rows) -> str:
-    lines = [f"Forward + gradient, float32, {n:,} elements (multi-label: rows of {LABELS} labels; class axis: "
+    lines = [f"Forward + gradient, float32, {n:,} elements (multi-label: rows of {LABELS} labels; Gaussian NLL: "
+             f"(mean, log-variance) pairs; quantile: {len(QUANTILES)} quantiles per target; class axis: "
              f"{rows[0]} x {rows[1]}); median ms; "
              "ratio = the faster of torch eager and JAX jit over losskit (> 1: losskit is faster).", "",
              "| loss | losskit | torch eager | JAX jit | ratio | losskit.torch | vs torch | losskit.jax | vs JAX |",
@@ -356,7 +422,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     results = {}
     rows = SMOKE_ROWS if args.smoke else ROWS
-    for name in args.only or [*CASES, *CLASS_CASES]:
+    for name in args.only or [*CASES, *UNIT_CASES, *CLASS_CASES]:
         results[name] = time_loss(name, n, rows, repeats, rng)
         print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
     text = report(results, n, rows)

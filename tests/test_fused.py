@@ -315,3 +315,150 @@ def test_a_check_target_of_ones_own_runs_before_the_kernel():
             _CappedSquare(impl=impl).value_and_grad(z, y)
     value, grad = _CappedSquare(impl="fused").value_and_grad(z, np.minimum(y, 5))
     np.testing.assert_allclose(grad, -2 * np.minimum(y, 5) / 10)
+
+
+# -- the unit-axis kernels (losskit.fused.pairs): Gaussian NLL and the quantile loss ------------------
+
+QUANTILES = [0.1, 0.5, 0.9]
+UNIT_LOSSES = {"gaussian": (lk.GaussianNLL, {}, 2), "quantile": (lk.QuantileLoss, {"quantiles": QUANTILES}, 3),
+               "one quantile": (lk.QuantileLoss, {"quantiles": 0.3}, 1)}
+
+
+def _unit_inputs(units, n, dtype, rng):
+    z = rng.normal(size=(n, units)) * 2
+    if units == 2:
+        z[:, 1] = rng.uniform(-6, 6, size=n)  # log-variances: e^(-s/2) from 0.05 to 20
+    return z.astype(dtype), (rng.normal(size=n) * 2).astype(dtype)
+
+
+def _kernel_answers(loss, z, target, **call):
+    """Whether the compiled kernel itself answers this call (not UNHANDLED, no block flagged)."""
+    from losskit.losses import _compiled
+
+    result = _compiled.run(loss, loss.plan(z, target, **call), True, None)
+    return result is not None and result is not _compiled.UNHANDLED
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("n", [7, 4099, 140_001])  # one short block; blocks and a tail, serial; parallel
+@pytest.mark.parametrize("name", list(UNIT_LOSSES))
+def test_unit_kernels_match_the_float64_reference(name, n, reduction, dtype):
+    """Value and gradient of the kernel in the input's dtype against the array-API path in float64 on the
+    same (rounded) inputs, with weights (a zero among them) and with a normalizer; the value alone too."""
+    cls, options, units = UNIT_LOSSES[name]
+    rng = np.random.default_rng(n)
+    z, y = _unit_inputs(units, n, dtype, rng)
+    weight = rng.uniform(0.1, 2.0, size=n)
+    weight[3] = 0.0
+    fused_loss = cls(impl="fused", reduction=reduction, **options)
+    reference = cls(impl="xp", reduction=reduction, **options)
+    # float32: a few ulps per term, and the block sums' rounding in float32
+    rtol = {np.float64: 1e-12, np.float32: 2e-5}[dtype]
+    for call in ({"weight": weight}, {"normalizer": 5.0}, {}):
+        assert _kernel_answers(fused_loss, z, y, **call)
+        value, grad = fused_loss.value_and_grad(z, y, **call)
+        ref_value, ref_grad = reference.value_and_grad(z.astype(np.float64), y.astype(np.float64), **call)
+        assert value.dtype == grad.dtype == dtype and grad.shape == z.shape
+        atol = rtol * float(np.max(np.abs(ref_value)))  # a per-example value can cancel to about 0
+        np.testing.assert_allclose(value, ref_value, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol * float(np.max(np.abs(ref_grad))))
+        np.testing.assert_allclose(fused_loss(z, y, **call), ref_value, rtol=rtol, atol=atol)
+
+
+def test_unit_kernels_are_the_default_path_on_numpy():
+    from losskit.losses import _compiled
+
+    for name, (cls, options, units) in UNIT_LOSSES.items():
+        assert cls.kernel_name() == ("gaussian_nll" if cls is lk.GaussianNLL else "quantile"), name
+        for dtype in (np.float32, np.float64):
+            # 100k elements and more: a first call compiles in place (smaller: the reference answers
+            # until the background compile is done)
+            z, y = _unit_inputs(units, 150_000 // units, dtype, RNG)
+            assert _kernel_answers(cls(impl="auto", **options), z, y)
+            small = _unit_inputs(units, 20, dtype, RNG)
+            cls(impl="auto", **options).value_and_grad(*small)
+            _compiled.wait_for_compiles()
+            assert _kernel_answers(cls(impl="auto", **options), *small)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gaussian_kernel_extremes_stay_finite_and_exact(dtype):
+    """r = (y - m) e^(-s/2): neither (y - m)^2 (1e40 overflows float32) nor e^(-s) (e^80) is formed alone.
+    Against the closed form in 50-digit mpmath, on the rounded inputs."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    points = [(0.0, 40.0, 1e20), (0.0, -10.0, 1e15), (1.0, -80.0, 1.0 + 2.0**-10), (0.0, 80.0, 5.0),
+              (3.0, -80.0, 3.0), (3.0, 80.0, 3.0), (-2.0, 0.0, -2.0)]
+    z = np.array([[m, s] for m, s, _ in points], dtype=dtype)
+    y = np.array([t for _, _, t in points], dtype=dtype)
+    loss = lk.GaussianNLL(impl="fused", reduction="none")
+    assert _kernel_answers(loss, z, y)
+    value, grad = loss.value_and_grad(z, y)
+    eps = float(np.finfo(dtype).eps)
+    for (m, s), t, v, g in zip(z.tolist(), y.tolist(), value, grad, strict=True):
+        m_, s_, t_ = mpmath.mpf(m), mpmath.mpf(s), mpmath.mpf(t)
+        sq = (t_ - m_) ** 2 * mpmath.exp(-s_)
+        exact = (s_ + sq + mpmath.log(2 * mpmath.pi)) / 2
+        assert np.isfinite(v) and abs(v - float(exact)) <= 4 * eps * abs(float(exact))
+        for got, want in zip(g, ((m_ - t_) * mpmath.exp(-s_), (1 - sq) / 2), strict=True):
+            assert abs(got - float(want)) <= 4 * eps * max(abs(float(want)), 1e-30)
+
+
+def test_quantile_kernel_at_a_tie_takes_one_minus_q():
+    """At yhat == y the loss is 0 and the gradient 1 - q (XGBoost's choice), in both dtypes; on each
+    side of the tie -q and 1 - q."""
+    for dtype in (np.float32, np.float64):
+        y = np.array([1.5, -2.0, 0.0], dtype=dtype)
+        z = np.stack([y, y - 1, y + 1], axis=-1).astype(dtype)  # tie, below the target, above it
+        loss = lk.QuantileLoss(impl="fused", quantiles=[0.2, 0.7, 0.9], reduction="sum")
+        assert _kernel_answers(loss, z, y)
+        value, grad = loss.value_and_grad(z, y)
+        q = np.array([0.2, 0.7, 0.9], dtype=dtype)
+        expected = np.broadcast_to([1 - q[0], -q[1], 1 - q[2]], z.shape)
+        np.testing.assert_array_equal(grad, expected.astype(dtype))
+        np.testing.assert_allclose(value, 3 * (0.7 * 1 + 0.1 * 1), rtol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("name", list(UNIT_LOSSES))
+def test_unit_kernels_flag_a_non_finite_input_for_the_reference(name):
+    cls, options, units = UNIT_LOSSES[name]
+    z, y = _unit_inputs(units, 50, np.float64, RNG)
+    for bad in (np.inf, -np.inf):
+        x = z.copy()
+        x[7, 0] = bad
+        loss = cls(impl="fused", reduction="none", **options)
+        assert not _kernel_answers(loss, x, y)
+        value, grad = loss.value_and_grad(x, y)
+        ref_value, ref_grad = cls(impl="xp", reduction="none", **options).value_and_grad(x, y)
+        np.testing.assert_array_equal(value, ref_value)
+        np.testing.assert_array_equal(grad, ref_grad)
+        assert value[7] == np.inf
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("name", list(UNIT_LOSSES))
+def test_unit_kernels_write_out_even_when_it_is_the_input(name, in_place):
+    cls, options, units = UNIT_LOSSES[name]
+    z, y = _unit_inputs(units, 5001, np.float64, RNG)
+    ref_value, ref_grad = cls(impl="xp", **options).value_and_grad(z, y)
+    x = z.copy()
+    out = x if in_place else np.empty_like(x)
+    value, grad = cls(impl="fused", **options).value_and_grad(x, y, out=out)
+    assert grad is out
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(out, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_cpu_tensors_take_the_unit_kernels():
+    torch = pytest.importorskip("torch")
+    for cls, options, units in UNIT_LOSSES.values():
+        z, y = _unit_inputs(units, 300, np.float32, RNG)
+        loss = cls(impl="fused", **options)
+        assert _kernel_answers(loss, torch.from_numpy(z), torch.from_numpy(y))
+        value, grad = loss.value_and_grad(torch.from_numpy(z), torch.from_numpy(y))
+        ref_value, ref_grad = cls(impl="xp", **options).value_and_grad(z, y)
+        assert isinstance(grad, torch.Tensor) and grad.dtype == torch.float32
+        np.testing.assert_allclose(value.item(), ref_value, rtol=2e-6)
+        np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=2e-6, atol=1e-9)

@@ -338,6 +338,51 @@ def test_gaussian_nll_matches_torch(F):
                                rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gaussian_nll_kernel_matches_torch_autograd(F, dtype):
+    """The compiled kernel (``impl="fused"``) against ``F.gaussian_nll_loss(m, y, exp(s), full=True)``
+    differentiated by autograd through m and s: weighted mean and per example, torch in the same dtype."""
+    import torch
+
+    rng = _rng(14)
+    n = 1001
+    z = np.stack([rng.normal(size=n) * 3, rng.uniform(-5, 5, size=n)], axis=-1).astype(dtype)
+    y, w = (rng.normal(size=n) * 3).astype(dtype), rng.uniform(0.2, 2.0, size=n).astype(dtype)
+    tz = torch.tensor(z, requires_grad=True)
+    per_example = F.gaussian_nll_loss(tz[:, 0], _t(y), tz[:, 1].exp(), full=True, reduction="none")
+    theirs = (_t(w) * per_example).sum() / _t(w).sum()
+    theirs.backward()
+    rtol = {np.float64: 1e-12, np.float32: 2e-5}[dtype]
+    value, grad = lk.GaussianNLL(impl="fused").value_and_grad(z, y, weight=w)
+    np.testing.assert_allclose(value, theirs.item(), rtol=rtol)
+    np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=rtol, atol=rtol * float(np.abs(tz.grad).max()))
+    none = lk.GaussianNLL(impl="fused", reduction="none")(z, y)
+    np.testing.assert_allclose(none, per_example.detach().numpy(), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_quantile_kernel_matches_sklearn_mean_pinball_loss(dtype):
+    """The compiled kernel's weighted mean is the sum over the quantiles of scikit-learn's
+    ``mean_pinball_loss`` (float64, on the same rounded inputs); its gradient the closed form
+    ``w_i / sum(w) * (-q_j if yhat < y else 1 - q_j)``."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = _rng(15)
+    quantiles, n = [0.1, 0.5, 0.9], 1001
+    yhat, y = rng.normal(size=(n, 3)).astype(dtype), rng.normal(size=n).astype(dtype)
+    yhat[::50, 1] = y[::50]  # ties: the gradient 1 - q there
+    w = rng.uniform(0.2, 2.0, size=n).astype(dtype)
+    value, grad = lk.QuantileLoss(impl="fused", quantiles=quantiles).value_and_grad(yhat, y, weight=w)
+    y64, yhat64, w64 = y.astype(np.float64), yhat.astype(np.float64), w.astype(np.float64)
+    expected = sum(metrics.mean_pinball_loss(y64, yhat64[:, j], alpha=q, sample_weight=w64)
+                   for j, q in enumerate(quantiles))
+    rtol = {np.float64: 1e-12, np.float32: 2e-6}[dtype]
+    np.testing.assert_allclose(value, expected, rtol=rtol)
+    q = np.asarray(quantiles, dtype=dtype)
+    by_hand = np.where(yhat < y[:, None], -q, 1 - q) * (w64 / w64.sum())[:, None]
+    np.testing.assert_allclose(grad, by_hand, rtol=rtol, atol=0)
+
+
 # -- options and targets that are refused ----------------------------------------------------------
 @pytest.mark.parametrize(("build", "option"), [
     (lambda: lk.SigmoidFocalLoss(gamma=-0.5), "gamma"),

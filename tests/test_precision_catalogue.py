@@ -211,7 +211,7 @@ def _soft(t):
     return any(0 < v < 1 for v in np.ravel(t))
 
 
-GAUSSIAN_NEAR = Known("distribution.py: d l / d s = (1 - r^2)/2, r = (y - m) e^(-s/2), cancels where r^2 is "
+GAUSSIAN_NEAR = Known("distribution.py (and fused/pairs.py, the same formula): d l / d s = (1 - r^2)/2, r = (y - m) e^(-s/2), cancels where r^2 is "
                       "near 1: at m = -1e-8, s = 0, y = 1 the exact -1e-8 is lost to the rounding of y - m "
                       "(5e7 eps)", lambda x, y: abs((y - x[0]) ** 2 * math.exp(-x[1]) - 1) < 0.5)
 FOCAL_SOFT_KERNEL = Known("the sigmoid-focal kernel (focal.py's formula compiled): a_t q^gamma BCE for a soft target "

@@ -115,8 +115,9 @@ _THREADS: list = []
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees)."""
     formula = type(loss).kernel_name() == "formula"  # its numeric options are constants of its code
-    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else None)
-                    for v in loss.options.as_dict().values())
+    # a tuple option's length can be a constant of the code too (the quantile kernel's number of quantiles)
+    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else
+                     len(v) if isinstance(v, tuple) else None) for v in loss.options.as_dict().values())
     return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
             getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, options)
 
@@ -406,3 +407,44 @@ def crammer_singer(loss, plan, arrays, with_grad):
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     _rows().crammer_singer_rows(z2, labels, scale, scaled_loss, grad, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
+
+
+def _units(plan, arrays, with_grad):
+    """The plan laid out for a kernel of :mod:`losskit.fused.pairs`: ``(pred [N, U], target [N], scale
+    [N] or [1], block, scaled_loss [B], elements [N] or empty, grad [N, U] or empty, flags [B])``, blocks
+    of about :data:`ROW` elements; ``elements`` for ``reduction="none"`` only."""
+    z = arrays["input"]
+    units = z.shape[-1]
+    n = z.size // units
+    pred = np.ascontiguousarray(z).reshape(n, units)
+    target = np.ascontiguousarray(arrays["dense"], dtype=z.dtype).reshape(n)
+    scale = arrays["scale"]
+    scale = np.asarray(scale, dtype=z.dtype).reshape(1) if scale.ndim == 0 else \
+        np.ascontiguousarray(np.broadcast_to(scale, plan.batch_shape), dtype=z.dtype).reshape(n)
+    block = max(1, ROW // units)
+    blocks = -(-n // block)
+    grad = _grad_buffer(arrays, z.size, z.dtype).reshape(n, units) if with_grad else np.empty((0, units), z.dtype)
+    elements = np.empty(n if plan.reduction == "none" else 0, z.dtype)
+    return pred, target, scale, block, np.empty(blocks), elements, grad, np.zeros(blocks, np.uint8)
+
+
+def _pairs():
+    from ..fused import pairs
+
+    return pairs
+
+
+def gaussian_nll(loss, plan, arrays, with_grad):
+    """:class:`~losskit.GaussianNLL`: (mean, log-variance) pairs, one target each."""
+    pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
+    _pairs().gaussian_nll_blocks(pred, target, scale, block, totals, elements, grad, with_grad, flags)
+    return None if flags.any() else (elements if elements.size else totals, grad)
+
+
+def quantile(loss, plan, arrays, with_grad):
+    """:class:`~losskit.QuantileLoss`: Q units per example, one target shared by them."""
+    pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
+    quantiles = np.asarray(loss.quantiles, dtype=pred.dtype)  # as the reference: q, then q - 1 in the dtype
+    kernel = _pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0)
+    kernel(pred, target, quantiles, scale, block, totals, elements, grad, flags)
+    return None if flags.any() else (elements if elements.size else totals, grad)

@@ -244,6 +244,7 @@ class GaussianNLL(Loss):
     Shapes: ``predictions [..., 2]`` holding (mean, log-variance) on the last axis; ``target
     [...]``; ``weight [...]`` (one per value). Edges: finite for finite input; a log-variance of
     -inf with an exact mean costs -inf (the likelihood is unbounded), and an inexact one +inf.
+    On NumPy and torch CPU input a compiled kernel computes it (:mod:`losskit.fused.pairs`).
 
     >>> import numpy as np, losskit as lk
     >>> round(float(lk.gaussian_nll_loss(np.array([[0.0, 0.0]]), np.array([0.0]))), 6)  # log(2 pi) / 2
@@ -257,6 +258,11 @@ class GaussianNLL(Loss):
     input_name = "predictions"
     reduces_last_axis = True
     Options = Options
+
+    def _kernel(self, plan, host, with_grad):  # compiled pairs (losskit.fused.pairs)
+        return _compiled.gaussian_nll(self, plan, host, with_grad)
+
+    _kernel.__name__ = "gaussian_nll"
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__(reduction=reduction, impl=impl)
@@ -301,7 +307,8 @@ class QuantileLoss(Loss):
 
     Options: ``quantiles``, a number or list in (0, 1) (default 0.5: half the absolute error).
     Shapes: ``predictions [..., Q]``, ``target [...]`` (one value per example, shared by its Q
-    units), ``weight [...]``.
+    units), ``weight [...]``. On NumPy and torch CPU input a compiled kernel computes it
+    (:mod:`losskit.fused.pairs`).
 
     >>> import numpy as np, losskit as lk
     >>> lk.quantile_loss(np.array([[0.0, 0.0]]), np.array([1.0]), quantiles=[0.1, 0.9]).tolist()
@@ -316,6 +323,11 @@ class QuantileLoss(Loss):
     input_name = "predictions"
     reduces_last_axis = True
     Options = QuantileOptions
+
+    def _kernel(self, plan, host, with_grad):  # compiled units (losskit.fused.pairs)
+        return _compiled.quantile(self, plan, host, with_grad)
+
+    _kernel.__name__ = "quantile"
 
     def __init__(self, *, quantiles=(0.5,), reduction: str = "mean", impl: str = "auto"):
         super().__init__(quantiles=quantiles, reduction=reduction, impl=impl)
