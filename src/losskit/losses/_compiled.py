@@ -437,7 +437,7 @@ def _pairs():
 def gaussian_nll(loss, plan, arrays, with_grad):
     """:class:`~losskit.GaussianNLL`: (mean, log-variance) pairs, one target each."""
     pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
-    _pairs().gaussian_nll_blocks(pred, target, scale, block, totals, elements, grad, with_grad, flags)
+    fused.pick(_pairs().gaussian_nll_blocks)(pred, target, scale, block, totals, elements, grad, with_grad, flags)
     return None if flags.any() else (elements if elements.size else totals, grad)
 
 
@@ -445,6 +445,6 @@ def quantile(loss, plan, arrays, with_grad):
     """:class:`~losskit.QuantileLoss`: Q units per example, one target shared by them."""
     pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
     quantiles = np.asarray(loss.quantiles, dtype=pred.dtype)  # as the reference: q, then q - 1 in the dtype
-    kernel = _pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0)
+    kernel = fused.pick(_pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0))
     kernel(pred, target, quantiles, scale, block, totals, elements, grad, flags)
     return None if flags.any() else (elements if elements.size else totals, grad)
