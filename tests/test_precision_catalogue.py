@@ -74,6 +74,10 @@ class Known:
     where: Callable = lambda x, t: True  # (input of an example as floats, target) -> bool
     paths: tuple = ("xp", "fused")
     dtypes: tuple = ("float64", "float32")
+    #: False where the miss depends on the CPU: NumPy's float32 exp / log / log1p are other code with
+    #: AVX-512 than with AVX2 only, so a point a few eps over the bound on one is under it on the other
+    #: (the xfail then reports XPASS without failing)
+    strict: bool = True
 
     def applies(self, path, dtype) -> bool:
         return path in self.paths and np.dtype(dtype).name in self.dtypes
@@ -218,8 +222,9 @@ FOCAL_SOFT_KERNEL = Known("the sigmoid-focal kernel (focal.py's formula compiled
                           "accumulates about five roundings: 4.9 eps at z = -0.03, y = 0.3 in float64 (the array-API "
                           "path: 3.6)", lambda z, y: _soft(y), paths=("fused",), dtypes=("float64",))
 FOCAL_SOFT_GRAD = Known("focal.py: for a soft target the gradient a_t q^gamma (gamma (1 - 2y) r BCE + sigmoid(z) - y) "
-                        "sums terms of opposite sign: 9.1 eps at z = -1, y = 0.3, gamma 0.5, float32 array-API path",
-                        lambda z, y: _soft(y), paths=("xp",), dtypes=("float32",))
+                        "sums terms of opposite sign: 9.1 eps at z = -1, y = 0.3, gamma 0.5, float32 array-API path "
+                        "(an AVX-512 machine; within the bound on an AVX2 one)",
+                        lambda z, y: _soft(y), paths=("xp",), dtypes=("float32",), strict=False)
 ASL_SOFT = Known("asymmetric.py: for a soft target the gradient y l+' + (1 - y) l-' sums terms of opposite sign, "
                  "each exact to a few eps: 26 eps (float64) and 38 eps (float32) at z = 0.3, y = 0.3, where the "
                  "terms are 25 times their sum", lambda x, y: _soft(y))
@@ -227,8 +232,8 @@ ASL_SUBNORMAL = Known("asymmetric.py: in float32 the negative label's gradient p
                       "multiplies subnormal intermediates (u = p (1 - p) = 3.7e-44): 13 units of the smallest "
                       "subnormal off", lambda x, y: max(abs(v) for v in x) >= 88, dtypes=("float32",))
 ASL0_SOFT = Known("asymmetric.py: for a soft target the gradient y l+' + (1 - y) l-' sums terms of opposite sign: "
-                  "11.9 eps at z = 0.1, y = 0.3 (clip 0) on the float32 array-API path", lambda x, y: _soft(y),
-                  paths=("xp",), dtypes=("float32",))
+                  "11.9 eps at z = 0.1, y = 0.3 (clip 0) on the float32 array-API path (an AVX-512 machine; within "
+                  "the bound on an AVX2 one)", lambda x, y: _soft(y), paths=("xp",), dtypes=("float32",), strict=False)
 TWEEDIE_CANCEL = Known("deviance.py (its module note says so): outside 1 <= p <= 2 the two phi terms of the value "
                        "have opposite signs and cancel up to a factor max(2 - p, p - 1), 2 for power 3: 5.6 eps at "
                        "eta = 3e-6, y = 1000 (float64), 6.6 eps at eta = -0.03, y = 1000 (float32)",
@@ -255,6 +260,10 @@ SOFTMAX_FOCAL_TOP = Known("focal.py: where the label's p_y is near 1 the gradien
                           "with q = -expm1(log p) is exact; the value (1 - p)^gamma log p carries (gamma + 1) times "
                           "log-softmax's rounding (13 eps there, on both paths; the compiled kernel's gradient, formed from "
                           "the other classes' terms, is within bounds)", _label_on_top)
+SOFTMAX_FOCAL_SOFT32 = Known("focal.py on NumPy's float32 maths: with a soft target the gradient sums u_j - p_j sum_k "
+                             "u_k over terms of both signs: 8.07 eps at z = (-0.12, -4.5e-4, 0.066), y = (0.2, 0.8, "
+                             "0) on an AVX2 machine (within the bound on an AVX-512 one)",
+                             lambda z, t: not isinstance(t, int), paths=("xp",), dtypes=("float32",), strict=False)
 POLY_TOP = Known("focal.py: Poly-1's gradient term -epsilon p_j (y_j - P) forms 1 - P as y_j - sum_k y_k p_k: where "
                  "the label's p_y is near 1 it cancels (exact -4.05e-22, returned -2.03e-22 at z = (-1009.6, "
                  "-209.2, -159.2), y = 2; 683 eps in float32 at z = (13.66, -6.65, 3.52), y = 0); the value's "
@@ -323,7 +332,7 @@ CASES = [
     Case("js_divergence(beta=1)", lk.JSDivergence(beta=1.0, reduction="none"), _teacher_rows,
          lambda z, t: mc.js_divergence(z, t, 1.0), row=True, known=(JSD,)),
     Case("softmax_focal_loss", lk.SoftmaxFocalLoss(gamma=2.0, reduction="none"), _class_rows(),
-         lambda z, t: mc.softmax_focal(z, t, 2.0), row=True, known=(SOFTMAX_FOCAL_TOP,)),
+         lambda z, t: mc.softmax_focal(z, t, 2.0), row=True, known=(SOFTMAX_FOCAL_TOP, SOFTMAX_FOCAL_SOFT32)),
     Case("poly_cross_entropy", lk.PolyCrossEntropy(epsilon=1.0, reduction="none"), _class_rows(),
          lambda z, t: mc.poly1(z, t, 1.0), row=True, known=(POLY_TOP, POLY_TOP_VALUE)),
     Case("multiclass_hinge_loss", lk.MulticlassHingeLoss(reduction="none"), _untied_rows,
@@ -449,7 +458,7 @@ def _params(known):
                 elif rules:
                     reason = "; ".join(k.reason for k in rules)
                     yield pytest.param(case.name, path, dtype, id=_ids(case.name, path, dtype),
-                                       marks=pytest.mark.xfail(strict=True, reason=reason))
+                                       marks=pytest.mark.xfail(strict=all(k.strict for k in rules), reason=reason))
 
 
 def _assert_within(worst):
