@@ -266,3 +266,157 @@ def test_jax_layer_benchmark_agrees_with_the_peer_in_float64(name):
     assert z.dtype == np.float32
     impls, formula = jax_layer.implementations(name, jax, jnp, optax)
     jax_layer.check_agreement(name, impls, formula, z, y, jax, jnp)  # raises on a disagreement
+
+
+# -- the row sweeps of KL divergence and distillation, and log-cosh's formula, under jit -------------
+def _rows_and_targets(rng):
+    """Rows of 7 logits with the edges the sweeps treat apart: a sure class (a logit 60 above the
+    rest, its target one-hot), a logit of -inf where the target (or teacher) gives no mass, ties."""
+    z = rng.normal(size=(6, 7)) * 3
+    z[1] = [60.0, 0.0, -1.0, 2.0, 0.5, -3.0, 1.0]
+    z[2, 4] = -np.inf
+    z[3] = [2.0, 2.0, -1.0, 2.0, 0.0, 0.0, 1.0]  # three ties at the max
+    probs = rng.dirichlet(np.ones(7), size=6)
+    probs[1] = np.eye(7)[0]
+    probs[2, 4] = 0.0
+    probs[2] /= probs[2].sum()
+    probs[4, [1, 5]] = 0.0
+    probs[4] /= probs[4].sum()
+    teacher = rng.normal(size=(6, 7)) * 3
+    teacher[1] = [50.0, 0.0, 0.0, 1.0, -2.0, 0.0, 0.0]
+    teacher[2, 4] = -np.inf  # the class the student rules out too
+    teacher[4, [1, 5]] = -np.inf  # classes the teacher rules out cost nothing
+    teacher[5] = z[5]  # the teacher's own distribution: divergence 0
+    return z, probs, teacher
+
+
+@pytest.mark.parametrize("name", ["kl_divergence", "distillation_loss"])
+def test_kl_and_distillation_sweeps_equal_optax_in_float64(name):
+    """Value and gradient under jit(value_and_grad), float64, against optax's formula differentiated by
+    JAX (an independent reference), with weights."""
+    optax = pytest.importorskip("optax")
+    z, probs, teacher = _rows_and_targets(np.random.default_rng(12))
+    weight = jnp.asarray(np.random.default_rng(13).uniform(0.5, 2.0, size=6))
+    if name == "kl_divergence":
+        target = jnp.asarray(probs)
+        ours_fn = lj.loss_fn(lk.KLDivergence(reduction="sum"))
+
+        def peer(z):
+            return jnp.sum(weight * optax.losses.kl_divergence(jax.nn.log_softmax(z), target))
+    else:
+        target = jnp.asarray(teacher)
+        ours_fn = lj.loss_fn(lk.DistillationLoss(temperature=2.0, reduction="sum"))
+
+        def peer(z):
+            q = jax.nn.softmax(target / 2.0)
+            kl = optax.losses.kl_divergence(jax.nn.log_softmax(z / 2.0), q)
+            return 4.0 * jnp.sum(weight * kl)
+
+    value, grad = jax.jit(jax.value_and_grad(lambda z: ours_fn(z, target, weight)))(jnp.asarray(z))
+    # optax's gradient at a logit of -inf is NaN (it differentiates log_softmax there): that row's
+    # gradient is p sum(y) - y with p = 0, i.e. -y, checked on its own below
+    finite = np.isfinite(z).all(axis=-1)
+    peer_value, peer_grad = jax.value_and_grad(peer)(jnp.asarray(np.where(np.isfinite(z), z, -1e30)))
+    np.testing.assert_allclose(float(value), float(peer_value), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(grad)[finite], np.asarray(peer_grad)[finite], rtol=1e-12, atol=1e-15)
+    assert float(grad[2, 4]) == 0.0  # p sum(y) - y (KL) or T (p - q): both 0 there
+    assert float(grad[1, 0]) != 0.0 and np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_distillation_gradient_equals_finite_differences_in_float64():
+    z, _, teacher = _rows_and_targets(np.random.default_rng(14))
+    z = z[[0, 3, 4, 5]]  # finite rows
+    teacher = jnp.asarray(teacher[[0, 3, 4, 5]])
+    fn = lj.loss_fn(lk.DistillationLoss(temperature=2.0, reduction="sum"))
+    grad = np.asarray(jax.jit(jax.grad(lambda z: fn(z, teacher)))(jnp.asarray(z)))
+    value = jax.jit(lambda z: fn(z, teacher))
+    step = 1e-6
+    numeric = np.zeros_like(z)
+    for index in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[index] += step
+        down[index] -= step
+        numeric[index] = (float(value(jnp.asarray(up))) - float(value(jnp.asarray(down)))) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_kl_sweep_keeps_a_sure_rows_tiny_loss_under_jit():
+    """float32 [88, 0, 0] against the one-hot target [1, 0, 0]: KL = log1p(2 e^-88) = 1.2e-38, a
+    normal number made of two terms that XLA flushes to zero on their own (see the softmax CE test)."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    fn = lj.loss_fn(lk.KLDivergence(reduction="sum"))
+    z, target = jnp.asarray([[88.0, 0.0, 0.0]], jnp.float32), jnp.asarray([[1.0, 0.0, 0.0]], jnp.float32)
+    value, grad = jax.jit(jax.value_and_grad(lambda z: fn(z, target)))(z)
+    below = 2 * mpmath.exp(-88)
+    exact_value, exact_grad = mpmath.log1p(below), -below / (1 + below)
+    eps = float(np.finfo(np.float32).eps)
+    assert float(value) > 0 and abs(float(value) - float(exact_value)) <= 4 * eps * float(exact_value)
+    assert abs(float(grad[0, 0]) - float(exact_grad)) <= 8 * eps * abs(float(exact_grad))
+
+
+@pytest.mark.parametrize("name", ["kl_divergence", "softmax_cross_entropy"])
+def test_sweeps_of_long_float32_rows_keep_float32_precision(name):
+    """Rows of 32000 classes: XLA's own row loop added a row's terms one after another into a few
+    lanes, 60-100 eps off, and the KL value (a difference of such sums) 140-177 eps off float64; summed
+    in blocks with the blocks' rounding errors carried, every row's value is within 4 eps. (Softmax CE
+    reads its sum through a log, so it stayed within 4 eps either way: held here all the same.)"""
+    rng = np.random.default_rng(15)
+    z = (rng.standard_normal((8, 32000)) * 2).astype(np.float32)
+    if name == "kl_divergence":
+        t = np.exp(rng.standard_normal((8, 32000)) * 2)
+        target = (t / t.sum(-1, keepdims=True)).astype(np.float32)
+        exact_target = target.astype(np.float64) / target.astype(np.float64).sum(-1, keepdims=True)
+    else:
+        target = exact_target = rng.integers(0, 32000, size=8)
+    loss = lk.REGISTRY[name][0](reduction="none")
+    value = np.asarray(jax.jit(lambda z, t: lj.loss_fn(loss)(z, t))(jnp.asarray(z), jnp.asarray(target)))
+    exact = np.asarray(loss.replace(impl="xp")(z.astype(np.float64), exact_target))
+    assert value.dtype == np.float32
+    np.testing.assert_array_less(np.abs(value - exact) / exact, 4 * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_log_cosh_under_jit_against_mpmath_from_tiny_to_huge_errors(dtype):
+    """Both sides of |e| = 1 (the series below, log1p(exp(-2|e|)) above), tiny and huge |e|."""
+    import mpmath
+
+    mpmath.mp.dps = 100  # cosh(1e-30) - 1 = 5e-61
+    errors = np.array([1e-30, -1e-8, 3e-4, 0.5, -0.999, 1.0, 1.001, -3.0, 20.0, -88.0, 1e4, -3e37], dtype=dtype)
+    fn = lj.loss_fn(lk.LogCoshLoss(reduction="none"))
+    target = jnp.zeros(errors.shape, dtype)
+    value = np.asarray(jax.jit(lambda e: fn(e, target))(jnp.asarray(errors)), np.float64)
+    grad = np.asarray(jax.jit(jax.grad(lambda e: jnp.sum(fn(e, target))))(jnp.asarray(errors)), np.float64)
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
+    for e, v, g in zip(errors.tolist(), value, grad, strict=True):
+        exact_v, exact_g = mpmath.log(mpmath.cosh(mpmath.mpf(e))), mpmath.tanh(mpmath.mpf(e))
+        if float(exact_v) < tiny:  # XLA flushes a subnormal result to zero (docs/losses.md)
+            assert 0 <= v <= tiny
+        else:
+            assert abs(v - float(exact_v)) <= 4 * eps * float(exact_v), (e, v, float(exact_v))
+        assert abs(g - float(exact_g)) <= 8 * eps * abs(float(exact_g)), (e, g, float(exact_g))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ["kl_divergence", "log_cosh_loss", "softmax_cross_entropy"])
+def test_xla_formulation_within_the_documented_bound_on_the_catalogue_grid(name, dtype):
+    """tests/test_precision_catalogue.py's grid and mpmath references, run on losskit.jax under jit: 4
+    eps on the value, 8 on the gradient; an exact value below the smallest normal number may come back
+    as 0 (XLA on CPU flushes subnormals; docs/losses.md)."""
+    import test_precision_catalogue as catalogue
+
+    case = catalogue.CASE_BY_NAME[name]
+    fn = lj.loss_fn(case.loss.replace(impl="xp"))
+    worst = catalogue.Worst()
+    for x, t, values, grads in catalogue.grid(name, dtype):
+        jx, jt = jnp.asarray(x), jnp.asarray(t)
+        value = np.asarray(jax.jit(lambda z, jt=jt: fn(z, jt))(jx))
+        grad = np.asarray(jax.jit(jax.grad(lambda z, jt=jt: jnp.sum(fn(z, jt))))(jx))
+        labels = [(xi.tolist(), ti.tolist()) for xi, ti in zip(x, t, strict=True)]
+        catalogue._errors(value, values, dtype, False, worst, "value", labels)
+        catalogue._errors(grad, grads, dtype, case.row, worst, "grad", labels)
+    info = np.finfo(dtype)
+    assert worst.value <= catalogue.VALUE_EPS, (worst.value, worst.where)
+    assert worst.grad <= catalogue.GRAD_EPS, (worst.grad, worst.where)
+    assert worst.subnormal <= float(info.tiny / info.smallest_subnormal), worst.where

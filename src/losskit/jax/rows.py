@@ -1,0 +1,233 @@
+"""The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE with integer labels, KL divergence
+with probability targets, distillation. Each computes a row's value and its gradient from one
+variadic row reduction (:func:`_row_sums`) over ``exp(z - max)`` and the target's terms, plus one
+elementwise pass for the gradient; the arithmetic is that of the compiled rows
+(:mod:`losskit.fused.kernels`, :mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms
+below the row max, the missing probability at the max from the other terms.
+
+Design note: XLA's CPU backend writes every operand of a sum it hands to YNNPACK to memory, and
+computes separate sums as separate passes; the reference's text (a log-softmax, then a second
+``exp`` for the gradient, and KL's entropy as a third sum) costs four to six passes over the
+``[N, K]`` logits and target, optax's three to four. A variadic reduce is XLA's own loop, fused
+with the terms' producers: one read of the logits (and target) for all of a row's sums. Rows whose
+max is +-inf never reach these functions (``lax.cond`` in :mod:`losskit.jax`: the reference's
+exact limits).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: the length of the blocks a row is summed in (see :func:`_row_sums`)
+_BLOCK = 128
+
+
+def _add(x, y):
+    return tuple(u + v for u, v in zip(x, y, strict=True))
+
+
+def _two_sum(a, b):
+    """``a + b`` and its rounding error, exactly (Knuth's TwoSum: no condition on the magnitudes)."""
+    s = a + b
+    b_part = s - a
+    return s, (a - (s - b_part)) + (b - b_part)
+
+
+def _compensated_sums(terms):
+    """Sums over the last axis, each carried with its rounding error (a TwoSum per addition, in any
+    order XLA takes): the result is within an eps or so of the exact sum, whatever the length."""
+    m = len(terms)
+
+    def combine(x, y):
+        pairs = [_two_sum(x[i], y[i]) for i in range(m)]
+        return tuple(s for s, _ in pairs) + tuple(x[m + i] + y[m + i] + e for i, (_, e) in enumerate(pairs))
+
+    operands = (*terms, *(jnp.zeros_like(t) for t in terms))
+    sums = jax.lax.reduce(operands, tuple(jnp.zeros((), t.dtype) for t in operands), combine, (terms[0].ndim - 1,))
+    return tuple(sums[i] + sums[m + i] for i in range(m))
+
+
+@jax.custom_jvp
+def _row_sums(*terms):
+    """Sums over the last axis of several same-shaped terms in one variadic reduction: one pass that
+    XLA fuses with the terms' producers (separate sums would each recompute them).
+
+    XLA's CPU loop adds a row into a few vector lanes one term after another, so a float32 row of
+    32000 came out 60-100 eps off (float64 reference; YNNPACK's ``jnp.sum``, 1 eps). The row is
+    summed in blocks of at most :data:`_BLOCK` (zeros pad the last, fewer than one per block), and the
+    blocks' sums added with their rounding errors (:func:`_compensated_sums`, on 1/128 of the data):
+    0.7 eps there, at the plain loop's speed (measured at 512 x 32000 and 512 x 50257)."""
+    k = terms[0].shape[-1]
+    blocks = -(-k // _BLOCK)
+    width = -(-k // blocks)
+    pad = blocks * width - k
+    if pad:
+        terms = tuple(jnp.pad(t, [(0, 0)] * (t.ndim - 1) + [(0, pad)]) for t in terms)
+    shaped = tuple(t.reshape((*t.shape[:-1], blocks, width)) for t in terms)
+    partial = jax.lax.reduce(shaped, tuple(jnp.zeros((), t.dtype) for t in shaped), _add, (shaped[0].ndim - 1,))
+    return _compensated_sums(partial)
+
+
+@_row_sums.defjvp
+def _row_sums_jvp(primals, tangents):
+    # a sum is linear: its tangent is the sum of the tangents, written with jnp.sum so that reverse
+    # mode (second derivatives through the forward rule) can transpose it
+    return _row_sums(*primals), tuple(jnp.sum(t, axis=-1) for t in tangents)
+
+
+#: the shift of the terms far below a row's max, by working dtype: a power of two, so that
+#: d + shift is exact for every d <= -shift (a multiple of ulp(d), no larger than |d|), and small
+#: enough that exp(d + shift) is normal where exp(d) would be subnormal (float32 below -87.3,
+#: float64 below -708.4)
+_FAR_SHIFT = {np.dtype(np.float32): 64.0, np.dtype(np.float64): 512.0}
+
+
+def softmax_ce(plan, maxima):
+    """Softmax CE of integer labels, value and gradient in one row sweep."""
+    (row_max,) = maxima
+    labels = plan.target.labels
+    z, a = plan.input, plan.smoothing
+    k = z.shape[-1]
+    d = z - row_max[..., None]
+    e = jnp.exp(d)
+    zero = jnp.zeros((), z.dtype)
+    terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype))
+    # the smoothing's sums only when it is on: of z - max, and of z / K for a row whose span
+    # exceeds the dtype (z - max overflows there, z / K does not)
+    sums = _row_sums(*terms, d, z / k) if a else _row_sums(*terms)
+    below, ties = sums[0], sums[1] - 1
+    below = _below_with_subnormals(z, row_max, below, ties)
+    # the label's logit by a gather (N reads), not a masked sum over the row: the sweep above then
+    # reads e alone (labels are in range here: an ignored one is 0, weighted 0)
+    d_y = jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip")[..., 0] - row_max
+    e_y = jnp.exp(d_y)  # flushed to 0 only where 1 - e_y is 1 anyway
+    # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
+    log_norm = jnp.log1p(below + ties)
+    loss = log_norm - (1 - a) * d_y
+    if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
+        shifted_mean = jnp.where(jnp.isfinite(sums[2]), sums[2] / k, sums[3] - row_max)
+        loss = loss - a * shifted_mean
+    total = (1 + below + ties)[..., None]
+    rest = (below + ties + (1 - e_y))[..., None]  # 1 - e_y first: exactly 0 when the label is the max
+    onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
+    # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
+    grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e / total - a / k)
+    return loss, grad
+
+
+def _below_with_subnormals(z, row_max, below, ties):
+    """``sum_{d_k < 0} e^(d_k)`` per row, with the terms XLA flushed to zero put back.
+
+    XLA's CPU backend flushes subnormals to zero, so e^d of a term far below the max (float32:
+    d < -87.3) is lost, and with it the whole loss of a sure row: [88, 0, 0] has loss
+    2 e^-88 = 1.2e-38, a normal number made of two subnormal terms. When some row's terms other than
+    one max sum to so little that K such terms could matter, the rows are summed again, those far
+    terms as e^(d + shift), exact in the argument, scaled back once per row. The common call pays
+    one comparison per row (``lax.cond``: only the branch taken runs; it takes the logits, already
+    in memory, rather than z - max, which XLA would then write out for every call)."""
+    info = jnp.finfo(z.dtype)
+    lost = jnp.any(below + ties < z.shape[-1] * float(info.tiny) / float(info.eps))
+    shift = _FAR_SHIFT[np.dtype(z.dtype)]
+
+    def resum():
+        d = z - row_max[..., None]
+        far = d <= -shift
+        e = jnp.exp(jnp.where(far, d + shift, d))
+        zero = jnp.zeros((), d.dtype)
+        near, far_sum = _row_sums(jnp.where((d < 0) & ~far, e, zero), jnp.where(far, e, zero))
+        return near + far_sum * jnp.asarray(np.exp(-shift), d.dtype)
+
+    return jax.lax.cond(lost, resum, lambda: below)
+
+
+def kl_divergence(plan, maxima, loss):
+    r"""KL divergence of probability targets (:func:`~losskit.fused.rows.kl_dense_rows`' arithmetic):
+    :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y' - \sum y' z`, gradient :math:`p \sum y' - y'`.
+    One variadic sweep for the five row sums (the target's entropy folded in), one pass for the gradient.
+    XLA's form of the loss's formula (not a second meaning: the options come from the plan and the
+    loss's own ``_dense_target``): the reference's text costs five passes over ``[N, K]`` here, and
+    was 0.56-0.61x optax's speed (BENCHMARKS.md, issue 15)."""
+    (row_max,) = maxima
+    z = plan.input
+    y = loss._dense_target(jnp, z, plan.target.dense, None)  # the smoothed target y', the loss's own rule
+    d = z - row_max[..., None]
+    e = jnp.exp(d)
+    zero, one = jnp.zeros((), z.dtype), jnp.ones((), z.dtype)
+    positive = y > 0
+    sums = _row_sums(jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype), y,
+                     jnp.where(y != 0, y * d, zero),  # 0 where y' is 0, even for a logit of -inf
+                     jnp.where(positive, y * jnp.log(jnp.where(positive, y, one)), zero))  # 0 log 0 = 0
+    below, ties, total_y, y_shifted, neg_entropy = sums[0], sums[1] - 1, sums[2], sums[3], sums[4]
+    below = _below_with_subnormals(z, row_max, below, ties)
+    rest = below + ties
+    # log sum e^z - max = log1p(terms below the max): a sure row keeps its tiny loss; +inf where the
+    # target gives mass to a class of logit -inf (y' d = -inf), as the reference
+    loss_value = neg_entropy + total_y * jnp.log1p(rest) - y_shifted
+    total, t = (1 + rest)[..., None], total_y[..., None]
+    # at the max p T - y = (T - y) - q T, q = rest / total from the other terms: exact for a sure
+    # row's one-hot target (p T - y would subtract two numbers that round to T)
+    # (e < 1, not d < 0: the pass then reads e and y alone, not the logits a third time; where e rounds
+    # to 1 both forms are t / total - y)
+    grad = jnp.where(e < 1, e * (t / total) - y, (t - y) - (rest[..., None] / total) * t)
+    return loss_value, grad
+
+
+def distillation(plan, maxima, loss):
+    r"""Distillation :math:`T^2 \sum q (\log q - \log p)` (:func:`~losskit.fused.rows.distillation_rows`'
+    arithmetic), :math:`p = \mathrm{softmax}(z / T)`, :math:`q = \mathrm{softmax}(t / T)`, gradient
+    :math:`T (p - q)`: one variadic sweep for both normalisers and :math:`\sum e^{d_t} (d_t - d_s)`,
+    one pass for the gradient; neither writes a log-softmax. XLA's form of the loss's formula: the
+    reference's two log-softmaxes and second ``exp`` ran at 0.55-0.74x optax's speed (issue 15)."""
+    z_max, t_max = maxima
+    temperature = loss.temperature
+    z, teacher = plan.input, plan.target.dense
+    inv_t = 1.0 / temperature
+    ds = (z - z_max[..., None]) * inv_t
+    dt = (teacher - t_max[..., None]) * inv_t
+    es, et = jnp.exp(ds), jnp.exp(dt)
+    zero = jnp.zeros((), z.dtype)
+    sums = _row_sums(jnp.where(ds < 0, es, zero), (ds >= 0).astype(z.dtype),
+                     jnp.where(dt < 0, et, zero), (dt >= 0).astype(z.dtype),
+                     # q_k = 0 (a teacher logit of -inf, or below the dtype) costs 0, not 0 * (-inf - ds)
+                     jnp.where(et > 0, et * (dt - ds), zero))
+    rest_s, rest_t = sums[0] + (sums[1] - 1), sums[2] + (sums[3] - 1)
+    total_s, total_t = 1 + rest_s, 1 + rest_t
+    # sum q (log q - log p) = sum q (dt - ds) + log1p(rest_s) - log1p(rest_t), as sum q = 1: one sweep.
+    # Summed per class after the normalisers, as the compiled rows do, it took a second sweep and was
+    # no closer to mpmath on the precision grid (its Known miss: the two log-softmaxes cancel)
+    loss_value = (temperature * temperature) * (sums[4] / total_t + (jnp.log1p(rest_s) - jnp.log1p(rest_t)))
+    # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
+    gap = (temperature * (rest_t / total_t - rest_s / total_s))[..., None]
+    # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)
+    grad = jnp.where((es < 1) | (et < 1), temperature * (es / total_s[..., None] - et / total_t[..., None]), gap)
+    return loss_value, grad
+
+
+class Sweep(NamedTuple):
+    """A row sweep: ``rows(plan)``, the arrays whose row maxima it shifts by (a row whose max is
+    +-inf takes the reference instead), and ``run(plan, maxima) -> (per-row loss, gradient)``."""
+
+    rows: object
+    run: object
+
+
+def _logits(plan):
+    return (plan.input,)
+
+
+def sweep_for(loss, plan) -> Sweep | None:
+    """The row sweep of ``loss`` for this plan, found by the loss's kernel name (as the compiled and
+    torch-native paths find theirs); None: the loss's own array-API formula."""
+    name = type(loss).kernel_name()
+    if name == "softmax_ce" and plan.target.labels is not None:
+        return Sweep(_logits, softmax_ce)
+    if name == "kl_divergence" and plan.target.labels is None:
+        return Sweep(_logits, functools.partial(kl_divergence, loss=loss))
+    if name == "distillation":
+        return Sweep(lambda plan: (plan.input, plan.target.dense), functools.partial(distillation, loss=loss))
+    return None
