@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 import losskit as lk
+from losskit.losses import _compiled
 
 from . import _agree
 
@@ -234,9 +235,13 @@ def _memory_child(kind, name, shape):
         return {"extra": _rss() - base, "seconds": elapsed}
     arrays = _inputs(kind, shape, rng)
     fn, lib = implementations(kind)[name]
-    small = [_convert(a[:8] if a.ndim == 1 else a[:8, : min(16, a.shape[1])], lib) for a in arrays]
+    # the warm-up loads the kernel the measured call runs: a call of fewer than SERIAL_BELOW elements
+    # would run (and load) only the serial twin, and the measured call would then count numba's
+    # loading of the parallel kernel (about 145 MiB) as its own
+    rows = -(-_compiled.SERIAL_BELOW // arrays[0].shape[-1]) + 1 if arrays[0].ndim > 1 else _compiled.SERIAL_BELOW + 1
+    small = [_convert(a[:rows], lib) for a in arrays]
     if kind == "ce":
-        small[1] = _convert(np.zeros(8, dtype=np.int64), lib)
+        small[1] = _convert(np.zeros(rows, dtype=np.int64), lib)
     fn(*small)
     args = [_convert(a, lib) for a in arrays]
     _reset_peak()
