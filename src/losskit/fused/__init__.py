@@ -50,7 +50,7 @@ def serial_twin(kernel):
 
     Why a twin and not ``numba.set_num_threads(1)`` around the parallel kernel: that still goes through
     the threading layer on every call (the count set twice, a launch and a join), where the twin is a
-    plain loop on the calling thread; and the twin compiles in about 60% of the parallel kernel's time
+    plain loop on the calling thread; and the twin compiles in 60-75% of the parallel kernel's time
     (no parfor lowering), which is what a small first call and the test suite wait for. Its own
     qualified name gives it its own entry in numba's disk cache, which is keyed by name and bytecode,
     not by the ``parallel`` flag."""
