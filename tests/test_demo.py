@@ -71,6 +71,30 @@ def test_digit_labels_by_hand():
     assert digit_labels(np.arange(10)).tolist() == [table[d] for d in range(10)]
 
 
+@pytest.mark.parametrize("task, loader", [
+    ("binary", "load_breast_cancer"), ("multiclass", "load_digits"), ("multilabel", "load_digits"),
+    ("regression", "load_diabetes")])
+def test_data_equal_scikit_learns_loaders_and_are_read_without_importing_it(task, loader):
+    import subprocess
+    import sys
+
+    from sklearn import datasets
+
+    kwargs = {"scaled": False} if task == "regression" else {}
+    x, y = getattr(datasets, loader)(return_X_y=True, **kwargs)
+    if task == "multilabel":
+        y = digit_labels(y)
+    split = load(task, seed=0, val_fraction=0.0)  # no held-out part: the rows in permuted order
+    order = np.random.default_rng(0).permutation(len(x))
+    std = x[order].std(axis=0)
+    std[std == 0] = 1.0
+    np.testing.assert_array_equal(split.y_train, y[order])
+    np.testing.assert_allclose(split.x_train, (x[order] - x[order].mean(axis=0)) / std, rtol=0, atol=1e-12)
+    code = f"import sys; from losskit.demo import load; load({task!r}); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_split_is_seeded_disjoint_and_standardised_on_train(task):
     split = load(task, seed=3)

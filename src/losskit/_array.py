@@ -15,6 +15,9 @@ from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespac
 
 from ._errors import fail
 
+#: array-api-compat's NumPy namespace: what ``array_namespace`` gives for NumPy arrays
+NUMPY = array_namespace(np.empty(0))
+
 __all__ = ["namespace", "is_array", "concrete_bool", "compute_dtype", "take_class", "one_hot"]
 
 
@@ -28,6 +31,8 @@ def namespace(**arrays: Any):
     Python lists and tuples become arrays of the namespace the other arguments share (NumPy when
     none is an array). ``None`` values pass through. Arrays of two libraries raise.
     """
+    if all(type(v) is np.ndarray or v is None for v in arrays.values()):
+        return NUMPY, arrays  # the common case without array-api-compat's search (small calls in a loop)
     present = {k: v for k, v in arrays.items() if is_array(v)}
     if present:
         try:
@@ -58,6 +63,8 @@ def namespace(**arrays: Any):
 
 def concrete_bool(condition) -> bool | None:
     """``bool(condition)`` when it can be read cheaply, else ``None`` (Dask graph, JAX tracer)."""
+    if isinstance(condition, (np.ndarray, np.generic, bool)):
+        return bool(condition)
     try:
         xp = array_namespace(condition)
     except TypeError:

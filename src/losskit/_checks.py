@@ -173,6 +173,8 @@ def non_negative(xp, array, name: str) -> None:
 
 
 def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = "target") -> None:
+    if _array.size(labels) == 0 or _array.concrete_bool((xp.min(labels) >= 0) & (xp.max(labels) < n_classes)):
+        return  # the common case in two reductions; the one that finds a bad label follows
     valid = (labels >= 0) & (labels < n_classes)
     if ignore is not None:
         valid = valid | (labels == ignore)

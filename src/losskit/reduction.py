@@ -44,8 +44,9 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
             denominator = xp.asarray(normalizer, dtype=like.dtype, device=_device(like))
         else:
             denominator = xp.astype(normalizer, like.dtype)
-    elif weight is None:
+    elif weight is None:  # never 0: the guard below is not needed
         denominator = xp.asarray(float(max(n_examples, 1)), dtype=like.dtype, device=_device(like))
+        return one / denominator, denominator
     else:
         denominator = xp.sum(weight)
     # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN

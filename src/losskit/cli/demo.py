@@ -106,7 +106,7 @@ def demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    require("sklearn", "losskit demo (its data sets)")
+    require("sklearn", "losskit demo (its data sets)", load=False)  # its files are read, it is not imported
     require("matplotlib", "losskit demo (the loss-curve figure)")
     from ..demo import GOALS, TASKS, run
     from ..demo.train import CALIBRATED

@@ -1,14 +1,18 @@
 """The four bundled data sets of ``losskit demo``, split and standardised.
 
-All come with scikit-learn (no download): breast cancer (binary), digits (10 classes), four
-labels derived from each digit (multi-label), diabetes (regression). The split is a seeded
-random permutation; features are standardised with the training part's mean and standard
-deviation only, so nothing of the held-out part leaks into training.
+All come with scikit-learn (no download; its files are read without importing it, which takes
+longer than training a task): breast cancer (binary), digits (10 classes), four labels derived
+from each digit (multi-label), diabetes (regression). The split is a seeded random permutation;
+features are standardised with the training part's mean and standard deviation only, so nothing
+of the held-out part leaks into training.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -55,12 +59,34 @@ def digit_labels(digits: np.ndarray) -> np.ndarray:
 check_int = int_at_least  # ``value`` if an int >= ``low``, else a LossInputError naming ``name``
 
 
-def _sklearn_datasets():
-    try:
-        from sklearn import datasets
-    except ImportError as error:
-        raise MissingExtra("the demo data sets need scikit-learn: pip install 'losskit[cli]'") from error
-    return datasets
+def _data_file(name: str) -> Path:
+    """The path of scikit-learn's bundled data file ``name``, found without importing scikit-learn
+    (its import takes longer than training a demo task)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = None if spec is None or not spec.submodule_search_locations else \
+        Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if path is None or not path.is_file():
+        raise MissingExtra("the demo data sets need scikit-learn: pip install 'losskit[cli]'")
+    return path
+
+
+def _table(name: str, delimiter: str | None = ",") -> np.ndarray:
+    """A numeric table of scikit-learn's data folder (``.csv`` or ``.csv.gz``) as float64."""
+    path = _data_file(name)
+    with (gzip.open(path, "rt") if name.endswith(".gz") else path.open()) as file:
+        return np.loadtxt(file, delimiter=delimiter, ndmin=2)
+
+
+def _features_and_target(task: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as scikit-learn's loaders give them (``load_breast_cancer``, ``load_digits``,
+    ``load_diabetes(scaled=False)``): the same files, read the same way."""
+    if task == "binary":  # a first line of counts and class names, then 30 features and the class
+        table = np.loadtxt(_data_file("breast_cancer.csv"), delimiter=",", skiprows=1, ndmin=2)
+        return table[:, :-1], table[:, -1].astype(int)
+    if task in ("multiclass", "multilabel"):  # 64 pixels and the digit
+        table = _table("digits.csv.gz")
+        return table[:, :-1], table[:, -1].astype(int)
+    return _table("diabetes_data_raw.csv.gz", None), _table("diabetes_target.csv.gz", None)[:, 0]
 
 
 def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
@@ -69,18 +95,11 @@ def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
     if task not in DATASETS:
         raise LossInputError(f"task: expected one of {', '.join(DATASETS)}, got {task!r}")
     seed = check_int(seed, "seed", 0)
-    datasets = _sklearn_datasets()
+    x, y = _features_and_target(task)
     label_names: tuple[str, ...] = ()
-    if task == "binary":
-        x, y = datasets.load_breast_cancer(return_X_y=True)
-    elif task == "multiclass":
-        x, y = datasets.load_digits(return_X_y=True)
-    elif task == "multilabel":
-        x, digits = datasets.load_digits(return_X_y=True)
-        y = digit_labels(digits)
+    if task == "multilabel":
+        y = digit_labels(y)
         label_names = MULTILABEL_NAMES
-    else:
-        x, y = datasets.load_diabetes(return_X_y=True, scaled=False)
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(val_fraction * len(x)))
     val, train = order[:n_val], order[n_val:]

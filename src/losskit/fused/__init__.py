@@ -6,7 +6,6 @@ these kernels (:mod:`losskit.losses._compiled`); ``import losskit`` never loads 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import threading
@@ -23,15 +22,22 @@ def available() -> bool:
 _CALL = threading.local()
 
 
-@contextlib.contextmanager
-def serial(on: bool):
-    """Inside, :func:`pick` gives each kernel's serial twin when ``on`` (per calling thread)."""
-    previous = getattr(_CALL, "serial", False)
-    _CALL.serial = on
-    try:
-        yield
-    finally:
-        _CALL.serial = previous
+class serial:  # noqa: N801 - used as a function: ``with serial(on):``
+    """Inside, :func:`pick` gives each kernel's serial twin when ``on`` (per calling thread). A class,
+    not a generator context manager: it wraps every small call, where contextlib's machinery costs
+    more than the kernel."""
+
+    __slots__ = ("on", "previous")
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        self.previous = getattr(_CALL, "serial", False)
+        _CALL.serial = self.on
+
+    def __exit__(self, *exc):
+        _CALL.serial = self.previous
 
 
 def running_serial() -> bool:

@@ -13,6 +13,7 @@ kernel compiles in the background (see :data:`ANSWER_WHILE_COMPILING`, :data:`SE
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -55,7 +56,7 @@ def run(loss, plan, with_grad: bool, out):
     """``(value, grad)`` from ``loss._kernel``; None when a row was flagged; UNHANDLED when no
     kernel takes the call (another library or device, a dtype, a layout, numba missing)."""
     xp = plan.xp
-    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
+    if not (xp is _array.NUMPY or is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
             or not fused.available() or type(loss).kernel_name() is None:
         return UNHANDLED
     given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
@@ -114,12 +115,19 @@ _THREADS: list = []
 
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees)."""
-    formula = type(loss).kernel_name() == "formula"  # its numeric options are constants of its code
-    # a tuple option's length can be a constant of the code too (the quantile kernel's number of quantiles)
-    options = tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else
-                     len(v) if isinstance(v, tuple) else None) for v in loss.options.as_dict().values())
     return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
-            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, options)
+            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None,
+            _options_key(type(loss), loss.options))
+
+
+@functools.lru_cache(maxsize=1024)
+def _options_key(cls, options) -> tuple:
+    """The part of a call's signature its options decide (cached: options records are frozen, and
+    hash by identity)."""
+    formula = cls.kernel_name() == "formula"  # its numeric options are constants of its code
+    # a tuple option's length can be a constant of the code too (the quantile kernel's number of quantiles)
+    return tuple((type(v).__name__, v if formula and isinstance(v, (int, float)) else
+                  len(v) if isinstance(v, tuple) else None) for v in options.as_dict().values())
 
 
 def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
@@ -148,6 +156,13 @@ def wait_for_compiles(timeout: float | None = None) -> None:
     """Wait until the kernels compiling in the background are ready (benchmarks' warm-ups, tests)."""
     for thread in list(_THREADS):
         thread.join(timeout)
+
+
+def row_scale(scale, batch_shape, dtype):
+    """The plan's scale (0-d, or one per example) as a contiguous ``[rows]`` array of ``dtype``."""
+    if scale.ndim == 0:  # the common case: every example scales alike
+        return np.full(math.prod(batch_shape), scale, dtype)
+    return np.ascontiguousarray(np.broadcast_to(scale, batch_shape), dtype=dtype).reshape(-1)
 
 
 def _back(xp, array):
@@ -189,7 +204,7 @@ def softmax_ce(plan, arrays, with_grad):
     z2 = np.ascontiguousarray(z).reshape(-1, z.shape[-1])
     rows = z2.shape[0]
     labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64).reshape(rows)
-    scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
+    scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss = np.empty(rows)
     grad = _grad_buffer(arrays, z2.size, z.dtype).reshape(z2.shape) if with_grad else np.empty((1, z2.shape[1]),
                                                                                                  z.dtype)
@@ -305,7 +320,7 @@ def jsd(loss, plan, arrays, with_grad):
                                                                                                  z.dtype)
     grad[...] = z.reshape(rows, width)
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
-    scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
+    scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
     fused.pick(jsd_rows)(grad, teacher, scale, loss.beta, loss.temperature, scaled_loss, flags)
     return None if flags.any() else (scaled_loss, grad)
@@ -337,7 +352,7 @@ def _class_axis(plan, arrays, with_grad, full_rows):
         dense = dense.copy()
     labels = arrays["labels"]
     labels = np.empty(0, np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64).reshape(rows)
-    scale = np.ascontiguousarray(np.broadcast_to(arrays["scale"], plan.batch_shape), dtype=z.dtype).reshape(rows)
+    scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     return z2, labels, dense, scale, grad
 
 

@@ -16,6 +16,7 @@ six times.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 from abc import ABC, abstractmethod
@@ -212,10 +213,7 @@ class Loss(ABC):
     def kernel_name(cls) -> str | None:
         """The name of the compiled kernel this class runs (its own, or one made from its own formula);
         None when it has none. The torch-native and XLA paths pick their formulation by it."""
-        owner = next(c for c in cls.__mro__ if "_kernel" in c.__dict__)
-        if owner is Loss or (owner is not cls and not owner._kernel_inherits):
-            return None  # a subclass never runs a kernel written for other math
-        return getattr(cls._kernel, "__name__", None)
+        return _kernel_name(cls)
 
     def _kernel(self, plan: Plan, host: dict, with_grad: bool):
         """This loss's compiled kernel on the plan's host (NumPy) arrays: ``(scaled_loss, grad)``,
@@ -294,6 +292,15 @@ class Loss(ABC):
         if plan.restore is not None:
             scaled = plan.restore(scaled)
         return value, xp.astype(scaled, plan.dtype)
+
+
+@functools.cache
+def _kernel_name(cls) -> str | None:
+    """:meth:`Loss.kernel_name`, once per class (it is asked on every call)."""
+    owner = next(c for c in cls.__mro__ if "_kernel" in c.__dict__)
+    if owner is Loss or (owner is not cls and not owner._kernel_inherits):
+        return None  # a subclass never runs a kernel written for other math
+    return getattr(cls._kernel, "__name__", None)
 
 
 def _declare_options(cls, declared: dict) -> None:
