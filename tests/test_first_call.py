@@ -99,3 +99,38 @@ def test_the_serial_twin_is_the_same_arithmetic_with_its_own_cache_entry():
     # the same formula per element; a row's sum may be vectorised in another order (reassociation)
     np.testing.assert_allclose(outputs[0][0], outputs[1][0], rtol=4 * np.finfo(np.float64).eps, atol=0)
     np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+
+
+def _frozen(array):
+    array = np.array(array)
+    array.flags.writeable = False
+    return array
+
+
+def test_read_only_and_writable_arrays_share_one_compiled_variant():
+    """numba types a read-only array apart: without care, a caller's frozen array (a memory map, a
+    broadcast view) would compile every kernel a second time, seconds each."""
+    from losskit import fused
+    from losskit.fused import kernels
+
+    rng = np.random.default_rng(0)
+    z, labels, weight = rng.normal(size=(6, 5)), rng.integers(0, 5, 6), rng.uniform(0.5, 2, 6)
+    softmax = lk.SoftmaxCrossEntropy(impl="fused")
+    twin = fused.serial_twin(kernels.softmax_ce_rows)
+    expected = softmax.value_and_grad(z, labels, weight=weight)
+    compiled = len(twin.signatures)
+    for args in ((_frozen(z), _frozen(labels), _frozen(weight)), (z, labels, np.broadcast_to(weight, (6,)))):
+        value, grad = softmax.value_and_grad(*args[:2], weight=args[2])
+        assert float(value) == float(expected[0]) and np.array_equal(grad, expected[1])
+    assert len(twin.signatures) == compiled
+
+    huber = lk.HuberLoss(impl="fused")  # a formula kernel: one variant serves every small call
+    huber.value_and_grad(z, z[::-1].copy())
+    key_count = len(_compiled._STATE)
+    from losskit.fused import formula
+
+    kernel = formula.row_kernel(lk.HuberLoss, formula.options_tuple(huber), False, True, True, True,
+                                huber.target_domain())
+    compiled = len(kernel.signatures)
+    huber.value_and_grad(_frozen(z), _frozen(z[::-1]), weight=_frozen(weight))
+    assert len(kernel.signatures) == compiled and len(_compiled._STATE) >= key_count

@@ -158,6 +158,16 @@ def wait_for_compiles(timeout: float | None = None) -> None:
         thread.join(timeout)
 
 
+def frozen(array):
+    """A read-only view of ``array``: what every kernel reads is passed read-only. numba compiles a
+    separate machine code for a read-only array type, so a kernel fed sometimes a read-only input
+    (a memory map, a broadcast scale, a caller's frozen array) and sometimes a writable one would
+    compile twice (seconds each)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def row_scale(scale, batch_shape, dtype):
     """The plan's scale (0-d, or one per example) as a contiguous ``[rows]`` array of ``dtype``."""
     if scale.ndim == 0:  # the common case: every example scales alike
@@ -209,7 +219,8 @@ def softmax_ce(plan, arrays, with_grad):
     grad = _grad_buffer(arrays, z2.size, z.dtype).reshape(z2.shape) if with_grad else np.empty((1, z2.shape[1]),
                                                                                                  z.dtype)
     flags = np.zeros(rows, np.uint8)
-    _kernels().softmax_ce_rows(z2, labels, scale, plan.smoothing, scaled_loss, grad, with_grad, flags)
+    _kernels().softmax_ce_rows(frozen(z2), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad,
+                               with_grad, flags)
     return None if flags.any() else (scaled_loss, grad)
 
 
@@ -247,7 +258,8 @@ def _elementwise(plan, arrays, with_grad, kernel, column=None):
             return a[start:stop].reshape(rows, cols) if a.size else a.reshape(0, 0)
 
         out_loss, flags = np.empty(rows), np.zeros(rows, np.uint8)
-        kernel(part(z), part(target), row_scale, cols, out_loss, part(elements), part(grad), with_grad, flags)
+        kernel(frozen(part(z)), frozen(part(target)), frozen(row_scale), cols, out_loss, part(elements), part(grad),
+               with_grad, flags)
         flagged = flagged or bool(flags.any())
         totals.append(out_loss)
     if flagged:
@@ -265,8 +277,8 @@ def bce_logits(plan, arrays, with_grad):
             row_pw = np.full(cols, 1 if pw is None else pw, z.dtype)
         else:
             row_pw = np.ascontiguousarray(np.tile(column, cols // column.shape[0]), dtype=z.dtype)
-        _kernels().bce_logits_rows(z, y, row_pw, scale, plan.smoothing, out_loss, elements, grad, with_grad,
-                                   flags)
+        _kernels().bce_logits_rows(z, y, frozen(row_pw), scale, plan.smoothing, out_loss, elements, grad,
+                                   with_grad, flags)
 
     return _elementwise(plan, arrays, with_grad, kernel, column)
 
@@ -297,7 +309,7 @@ def formula(loss, plan, arrays, with_grad):
             shape = z.shape
             grad = grad if with_grad else np.empty(shape, z.dtype)
             elements = elements if elements.size else np.empty(shape, z.dtype)
-            scale = scale if scale.shape == shape else np.ascontiguousarray(np.broadcast_to(scale, shape))
+            scale = scale if scale.shape == shape else frozen(np.ascontiguousarray(np.broadcast_to(scale, shape)))
             kernel = compiled.row_kernel(type(loss), opts, False, True, True, True, loss.target_domain())
         else:
             kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
@@ -322,7 +334,7 @@ def jsd(loss, plan, arrays, with_grad):
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
-    fused.pick(jsd_rows)(grad, teacher, scale, loss.beta, loss.temperature, scaled_loss, flags)
+    fused.pick(jsd_rows)(grad, frozen(teacher), frozen(scale), loss.beta, loss.temperature, scaled_loss, flags)
     return None if flags.any() else (scaled_loss, grad)
 
 
@@ -353,7 +365,7 @@ def _class_axis(plan, arrays, with_grad, full_rows):
     labels = arrays["labels"]
     labels = np.empty(0, np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64).reshape(rows)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
-    return z2, labels, dense, scale, grad
+    return frozen(z2), frozen(labels), frozen(dense), frozen(scale), grad
 
 
 def _finish(scaled_loss, grad, flags):
@@ -411,7 +423,7 @@ def softmax_focal(loss, plan, arrays, with_grad):
     sparse = arrays["labels"] is not None and plan.smoothing == 0
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _rows().focal_rows(z2, labels, dense, alpha, scale, plan.smoothing, float(loss.gamma), scaled_loss, grad,
+    _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), scaled_loss, grad,
                        with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
@@ -440,7 +452,8 @@ def _units(plan, arrays, with_grad):
     blocks = -(-n // block)
     grad = _grad_buffer(arrays, z.size, z.dtype).reshape(n, units) if with_grad else np.empty((0, units), z.dtype)
     elements = np.empty(n if plan.reduction == "none" else 0, z.dtype)
-    return pred, target, scale, block, np.empty(blocks), elements, grad, np.zeros(blocks, np.uint8)
+    return frozen(pred), frozen(target), frozen(scale), block, np.empty(blocks), elements, grad, np.zeros(blocks,
+                                                                                                          np.uint8)
 
 
 def _pairs():
@@ -459,7 +472,7 @@ def gaussian_nll(loss, plan, arrays, with_grad):
 def quantile(loss, plan, arrays, with_grad):
     """:class:`~losskit.QuantileLoss`: Q units per example, one target shared by them."""
     pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
-    quantiles = np.asarray(loss.quantiles, dtype=pred.dtype)  # as the reference: q, then q - 1 in the dtype
+    quantiles = frozen(np.asarray(loss.quantiles, dtype=pred.dtype))  # as the reference: q, then q - 1 in the dtype
     kernel = fused.pick(_pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0))
     kernel(pred, target, quantiles, scale, block, totals, elements, grad, flags)
     return None if flags.any() else (elements if elements.size else totals, grad)
