@@ -12,7 +12,8 @@ import pytest
 
 import losskit
 
-HEAVY = ("torch", "jax", "dask", "matplotlib", "scipy", "numba", "sklearn", "typer", "rich")
+# numpy.testing: array-api-compat's NumPy namespace loads it (and f2py), a tenth of a second; asked on first use
+HEAVY = ("torch", "jax", "dask", "matplotlib", "scipy", "numba", "sklearn", "typer", "rich", "numpy.testing")
 
 
 def test_import_losskit_imports_no_framework():

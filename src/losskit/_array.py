@@ -7,6 +7,7 @@ array-api-compat (``is_dask_namespace``), never imported.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import array_api_compat
@@ -15,8 +16,13 @@ from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespac
 
 from ._errors import fail
 
-#: array-api-compat's NumPy namespace: what ``array_namespace`` gives for NumPy arrays
-NUMPY = array_namespace(np.empty(0))
+
+@functools.cache
+def numpy_namespace():
+    """array-api-compat's NumPy namespace, what ``array_namespace`` gives for NumPy arrays (asked on
+    first use: its import loads numpy.testing, which ``import losskit`` need not pay for)."""
+    return array_namespace(np.empty(0))
+
 
 __all__ = ["namespace", "is_array", "concrete_bool", "compute_dtype", "take_class", "one_hot"]
 
@@ -32,7 +38,7 @@ def namespace(**arrays: Any):
     none is an array). ``None`` values pass through. Arrays of two libraries raise.
     """
     if all(type(v) is np.ndarray or v is None for v in arrays.values()):
-        return NUMPY, arrays  # the common case without array-api-compat's search (small calls in a loop)
+        return numpy_namespace(), arrays  # the common case without array-api-compat's search (small calls in a loop)
     present = {k: v for k, v in arrays.items() if is_array(v)}
     if present:
         try:

@@ -56,7 +56,7 @@ def run(loss, plan, with_grad: bool, out):
     """``(value, grad)`` from ``loss._kernel``; None when a row was flagged; UNHANDLED when no
     kernel takes the call (another library or device, a dtype, a layout, numba missing)."""
     xp = plan.xp
-    if not (xp is _array.NUMPY or is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
+    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
             or not fused.available() or type(loss).kernel_name() is None:
         return UNHANDLED
     given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
