@@ -64,6 +64,27 @@ def test_adam_matches_torch_adamw():
         np.testing.assert_allclose(mine, tensor.detach().numpy(), rtol=1e-12)
 
 
+def test_adam_on_the_networks_flat_parameters_equals_adam_on_each_apart():
+    """MLP's parameters (and gradients) are views of one flat array, updated in whole-array steps:
+    the same numbers, to the bit, as the update of each parameter apart (checked against torch above)."""
+    rng = np.random.default_rng(4)
+    model = MLP([5, 7, 3], rng)
+    assert model.params[0].base is model.params[3].base  # one buffer
+    apart = [p.copy() for p in model.params]
+    flat_adam = Adam(model.params, lr=0.01, weight_decay=0.5)
+    apart_adam = Adam(apart, lr=0.01, weight_decay=0.5)
+    assert flat_adam._flat is not None and apart_adam._flat is None
+    x, target = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    head = lk.MulticlassHead(3)
+    for _ in range(4):
+        grads = model.backward(head.value_and_grad(model.forward(x), target)[1])
+        copies = [g.copy() for g in grads]
+        flat_adam.step(grads)
+        apart_adam.step(copies)
+        for mine, theirs in zip(model.params, apart, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+
+
 def test_digit_labels_by_hand():
     # digit: even, > 4, prime, closed loop (0 6 8 9)
     table = {0: [1, 0, 0, 1], 1: [0, 0, 0, 0], 2: [1, 0, 1, 0], 3: [0, 0, 1, 0], 4: [1, 0, 0, 0],

@@ -334,7 +334,7 @@ def jsd(loss, plan, arrays, with_grad):
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
-    fused.pick(jsd_rows)(grad, frozen(teacher), frozen(scale), loss.beta, loss.temperature, scaled_loss, flags)
+    fused.pick(jsd_rows)(grad, teacher, frozen(scale), loss.beta, loss.temperature, scaled_loss, flags)  # both scratch
     return None if flags.any() else (scaled_loss, grad)
 
 
