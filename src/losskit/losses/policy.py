@@ -265,12 +265,19 @@ def grpo_objective(xp, target, like, *, old_logps, advantages, ref_logps, option
     return objective
 
 
-def _prepared(hidden, classifier, target, bias, old_logps, advantages, ref_logps, options: GRPOOptions):
-    """The checked arrays of a call and its objective."""
+def _option_arguments(arguments: dict) -> dict:
+    """The :class:`GRPOOptions` fields among a public function's arguments (its ``locals()``)."""
+    return {f.name: arguments[f.name] for f in fields(GRPOOptions)}
+
+
+def _prepared(hidden, classifier, target, bias, old_logps, advantages, ref_logps, **options):
+    """The checked arrays of a call, its options (``options`` are :class:`GRPOOptions`' fields) and its
+    objective."""
+    options = GRPOOptions(**options)
     xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias, sequences=True)
     objective = grpo_objective(xp, target, hidden, old_logps=old_logps, advantages=advantages, ref_logps=ref_logps,
                                options=options)
-    return xp, hidden, classifier, target, bias, objective
+    return xp, hidden, classifier, target, bias, options, objective
 
 
 def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0,
@@ -282,11 +289,8 @@ def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, ad
     None without a bias; the gradients have the shapes of hidden, classifier and bias. Arguments and
     shapes as :func:`linear_grpo_loss`; no gradient flows to ``old_logps``, ``advantages`` or ``ref_logps``.
     With ``aux=True``: ``(value, grads, aux)``, ``aux`` as :func:`linear_grpo_loss`'s."""
-    options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
-                          normalization=normalization, max_length=max_length, temperature=temperature,
-                          ignore_index=ignore_index, chunk_size=chunk_size)
-    xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, old_logps,
-                                                                advantages, ref_logps, options)
+    xp, hidden, classifier, target, bias, options, objective = _prepared(
+        hidden, classifier, target, bias, old_logps, advantages, ref_logps, **_option_arguments(locals()))
     sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
                            ignore_index=options.ignore_index, objective=objective, chunk_size=options.chunk_size)
     if aux:
@@ -332,11 +336,8 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
     -0.5
     """
     _checks.flag(aux, "aux")
-    options = GRPOOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, importance=importance,
-                          normalization=normalization, max_length=max_length, temperature=temperature,
-                          ignore_index=ignore_index, chunk_size=chunk_size)
-    xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, old_logps,
-                                                                advantages, ref_logps, options)
+    xp, hidden, classifier, target, bias, options, objective = _prepared(
+        hidden, classifier, target, bias, old_logps, advantages, ref_logps, **_option_arguments(locals()))
     # no gradient asked: the log-probs alone (one gemm per chunk, not three), then the formula on all sequences
     logps = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,
                            ignore_index=options.ignore_index, chunk_size=options.chunk_size).logps
