@@ -2,6 +2,10 @@
 
     python -m benchmarks.latency [--steps 300] [--markdown FILE]
 
+0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
+   against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
+   (``jit(value_and_grad)`` of optax's softmax CE), each timed over 1000 calls, alternating, median
+   of 7 rounds: what a loss library adds to every step of a small network.
 1. Training step (issue "one declaration", item 5): a NumPy MLP on digits-sized data (1348 x 64,
    hidden 64, 10 classes, float64), one SGD step = two gemms forward, softmax CE
    ``value_and_grad``, three gemms backward. Reported: the median step, the median
@@ -92,6 +96,52 @@ def torch_step_time(steps: int):
     return statistics.median(times)
 
 
+def small_call_times(rounds: int = 7, calls: int = 1000) -> dict[str, float]:
+    """Median seconds per call of each implementation on a 32 x 10 float64 softmax CE value and gradient."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(32, 10)), rng.integers(0, 10, 32)
+    loss = lk.SoftmaxCrossEntropy()
+    impls = {"losskit": lambda: loss.value_and_grad(z, y)}
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        zt, yt = torch.tensor(z), torch.tensor(y)
+
+        def torch_call():
+            leaf = zt.detach().requires_grad_(True)
+            value = torch.nn.functional.cross_entropy(leaf, yt)
+            return value, torch.autograd.grad(value, leaf)[0]
+
+        impls["torch eager"] = torch_call
+    try:
+        import jax
+        import optax
+    except ImportError:
+        pass
+    else:
+        jax.config.update("jax_enable_x64", True)
+        zj, yj = jax.numpy.asarray(z), jax.numpy.asarray(y)
+        step = jax.jit(jax.value_and_grad(lambda a, b: optax.softmax_cross_entropy_with_integer_labels(a, b).mean()))
+        impls["JAX jit (optax)"] = lambda: jax.block_until_ready(step(zj, yj))
+    for fn in impls.values():  # warm-up: compiles, caches
+        for _ in range(200):
+            fn()
+    from losskit.losses import _compiled
+
+    _compiled.wait_for_compiles()
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, fn in impls.items():
+            time.sleep(0.2)  # a library's spinning threads are not charged to the next one
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 FIRST_CALL = """
 import time
 t0 = time.perf_counter()
@@ -144,6 +194,11 @@ def main() -> None:
     parser.add_argument("--markdown")
     args = parser.parse_args()
     lines = []
+    small = small_call_times()
+    mine = small.pop("losskit")
+    lines.append(f"| small call: softmax CE value_and_grad, 32 x 10 float64 | losskit {mine * 1e6:.1f} us | "
+                 + ", ".join(f"{name} {t * 1e6:.1f} us ({t / mine:.2f}x)" for name, t in small.items()) + " | |")
+    print(lines[-1], flush=True)
     for kind, label in (("ce", "softmax CE 256 x 10"), ("bce", "BCE-with-logits, 1000 elements")):
         runs = [first_call(kind) for _ in range(3)]
         lines.append(f"| first call: {label} | import {runs[0][0]:.2f} s | first call {runs[0][1]:.3f} s (fresh), "
