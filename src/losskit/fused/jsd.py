@@ -16,10 +16,69 @@ import math
 import numba
 from numba import prange
 
-from .kernels import OPTIONS
+from .kernels import OPTIONS, SUM_CHUNK
 from .vmath import vexp, vlog1p_unit
 
 __all__ = ["jsd_rows"]
+
+_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+@numba.njit(**_INLINE)
+def _exp_sums(x, y, mx, my, start, count):
+    """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype."""
+    sum_s = x.dtype.type(0)
+    sum_t = x.dtype.type(0)
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        sum_s += vexp(x[j] - mx)
+        sum_t += vexp(y[j] - my)
+    return float(sum_s), float(sum_t)
+
+
+@numba.njit(**_INLINE)
+def _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, start, count):
+    """The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
+    each loop, so each stays vectorised): ``(sum p d, sum q (t - s) or sum q (t - m))`` in the rows'
+    dtype, with ``p - q`` (``beta = 0``) or ``p d`` into ``x`` and ``p`` into ``y``."""
+    zero = x.dtype.type(0)
+    kl_p = zero
+    kl_q = zero
+    if beta == 0.0:
+        for step in range(count):
+            j = start + step
+            s = (x[j] - mx) - log_ss
+            t = (y[j] - my) - log_st
+            p = vexp(s)
+            q = vexp(t)
+            kl_q += q * (t - s)
+            x[j] = p - q
+    elif beta == 1.0:
+        for step in range(count):
+            j = start + step
+            s = (x[j] - mx) - log_ss
+            t = (y[j] - my) - log_st
+            p = vexp(s)
+            pd = p * (s - t)
+            kl_p += pd
+            x[j] = pd
+            y[j] = p
+    else:
+        for step in range(count):
+            j = start + step
+            s = (x[j] - mx) - log_ss
+            t = (y[j] - my) - log_st
+            p = vexp(s)
+            q = vexp(t)
+            a = s + log_rest
+            b = t + log_beta
+            m = max(a, b) + vlog1p_unit(vexp(-abs(a - b)))  # log((1 - beta) p + beta q)
+            pd = p * (s - m)
+            kl_p += pd
+            kl_q += q * (t - m)
+            x[j] = pd
+            y[j] = p
+    return float(kl_p), float(kl_q)
 
 
 @numba.njit(**OPTIONS)
@@ -68,49 +127,22 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
         if poison != zero:
             flags[i] = 1
             continue
-        sum_s = zero
-        sum_t = zero
-        for j in range(k):
-            sum_s += vexp(x[j] - mx)
-            sum_t += vexp(y[j] - my)
-        log_ss = dtype(math.log(float(sum_s)))
-        log_st = dtype(math.log(float(sum_t)))
-        kl_p = zero  # sum p d
-        kl_q = zero  # sum q (t - s) or sum q (t - m)
-        if beta == 0.0:
-            for j in range(k):
-                s = (x[j] - mx) - log_ss
-                t = (y[j] - my) - log_st
-                p = vexp(s)
-                q = vexp(t)
-                kl_q += q * (t - s)
-                x[j] = p - q
-            loss = float(kl_q)
-        elif beta == 1.0:
-            for j in range(k):
-                s = (x[j] - mx) - log_ss
-                t = (y[j] - my) - log_st
-                p = vexp(s)
-                pd = p * (s - t)
-                kl_p += pd
-                x[j] = pd
-                y[j] = p
-            loss = float(kl_p)
-        else:
-            for j in range(k):
-                s = (x[j] - mx) - log_ss
-                t = (y[j] - my) - log_st
-                p = vexp(s)
-                q = vexp(t)
-                a = s + log_rest
-                b = t + log_beta
-                m = max(a, b) + vlog1p_unit(vexp(-abs(a - b)))  # log((1 - beta) p + beta q)
-                pd = p * (s - m)
-                kl_p += pd
-                kl_q += q * (t - m)
-                x[j] = pd
-                y[j] = p
-            loss = beta * float(kl_q) + (1.0 - beta) * float(kl_p)
+        full = k - k % SUM_CHUNK
+        sum_s, sum_t = 0.0, 0.0
+        for start in range(0, full, SUM_CHUNK):
+            part_s, part_t = _exp_sums(x, y, mx, my, start, SUM_CHUNK)
+            sum_s, sum_t = sum_s + part_s, sum_t + part_t
+        part_s, part_t = _exp_sums(x, y, mx, my, full, k - full)  # the rest, shorter than a chunk
+        sum_s, sum_t = sum_s + part_s, sum_t + part_t
+        log_ss = dtype(math.log(sum_s))
+        log_st = dtype(math.log(sum_t))
+        kl_p, kl_q = 0.0, 0.0  # sum p d; sum q (t - s) or sum q (t - m)
+        for start in range(0, full, SUM_CHUNK):
+            part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, start, SUM_CHUNK)
+            kl_p, kl_q = kl_p + part_p, kl_q + part_q
+        part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, full, k - full)
+        kl_p, kl_q = kl_p + part_p, kl_q + part_q
+        loss = kl_q if beta == 0.0 else kl_p if beta == 1.0 else beta * kl_q + (1.0 - beta) * kl_p
         if not math.isfinite(loss):
             flags[i] = 1
             continue
@@ -120,6 +152,6 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
             for j in range(k):
                 x[j] = factor * x[j]
         else:
-            centre = kl_p
+            centre = dtype(kl_p)
             for j in range(k):
                 x[j] = factor * (x[j] - y[j] * centre)
