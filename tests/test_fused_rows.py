@@ -343,10 +343,21 @@ def test_long_float32_rows_kl_divergence(smoothing):
     _assert_float32_precision(loss, z, target, value, grad)
 
 
+def _labels_or_probs(kind, target, rng):
+    """``target`` itself (probabilities) or integer labels drawn for its rows, with their one-hot rows."""
+    if kind == "probs":
+        return target, target.astype(np.float64)
+    labels = rng.integers(0, LONG, size=len(target))
+    return labels, (np.arange(LONG) == labels[:, None]).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["probs", "labels"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_long_float32_rows_poly_cross_entropy(smoothing):
-    z, target = _long_rows(np.random.default_rng(12))
-    z64, y = z.astype(np.float64), (1 - smoothing) * target.astype(np.float64) + smoothing / LONG
+def test_long_float32_rows_poly_cross_entropy(smoothing, kind):
+    rng = np.random.default_rng(12)
+    z, target = _long_rows(rng)
+    target, dense = _labels_or_probs(kind, target, rng)
+    z64, y = z.astype(np.float64), (1 - smoothing) * dense + smoothing / LONG
     log_p = _log_softmax(z64)
     p = np.exp(log_p)
     big_p = (y * p).sum(-1, keepdims=True)
@@ -356,11 +367,14 @@ def test_long_float32_rows_poly_cross_entropy(smoothing):
     _assert_float32_precision(loss, z, target, value, grad)
 
 
+@pytest.mark.parametrize("kind", ["probs", "labels"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
-def test_long_float32_rows_softmax_focal(gamma, smoothing):
-    z, target = _long_rows(np.random.default_rng(13))
-    z64, c = z.astype(np.float64), (1 - smoothing) * target.astype(np.float64) + smoothing / LONG
+def test_long_float32_rows_softmax_focal(gamma, smoothing, kind):
+    rng = np.random.default_rng(13)
+    z, target = _long_rows(rng)
+    target, dense = _labels_or_probs(kind, target, rng)
+    z64, c = z.astype(np.float64), (1 - smoothing) * dense + smoothing / LONG
     log_p = _log_softmax(z64)
     p, q = np.exp(log_p), -np.expm1(log_p)  # q = 1 - p without cancellation
     value = -(c * q**gamma * log_p).sum(-1)
