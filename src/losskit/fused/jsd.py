@@ -37,10 +37,19 @@ def _exp_sums(x, y, mx, my, start, count):
 
 
 @numba.njit(**_INLINE)
-def _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, start, count):
-    """The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
+def _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, start, count):
+    r"""The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
     each loop, so each stays vectorised): ``(sum p d, sum q (t - s) or sum q (t - m))`` in the rows'
-    dtype, with ``p - q`` (``beta = 0``) or ``p d`` into ``x`` and ``p`` into ``y``."""
+    dtype, with ``p - q`` (``beta = 0``) or ``d`` into ``x`` and ``p`` into ``y``.
+
+    ``d`` is formed from the tempered logits' difference, never from two log-softmaxes (each off by
+    about ``|s| eps``, which ``d_j - K`` in the gradient would keep): ``s - t = (x - y) - gap`` with
+    ``gap`` the difference of the two rows' log-normalisers. For the mixture, with
+    :math:`r = s - t + \log\frac{1 - \beta}{\beta} = (x - y) - \mathrm{offset}`,
+    :math:`s - m = -\log(1 - \beta) - \mathrm{softplus}(-r)` and
+    :math:`t - m = -\log\beta - \mathrm{softplus}(r)` (no log of an underflowed mixture); ``x`` and
+    the sums take them without the constants (which :math:`\sum p = \sum q = 1` adds back in the
+    loss, and which :math:`d_j - K` cancels): where one side dominates the softplus is tiny, and exact."""
     zero = x.dtype.type(0)
     kl_p = zero
     kl_q = zero
@@ -51,17 +60,15 @@ def _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, start, count)
             t = (y[j] - my) - log_st
             p = vexp(s)
             q = vexp(t)
-            kl_q += q * (t - s)
+            kl_q += q * (gap - (x[j] - y[j]))  # t - s
             x[j] = p - q
     elif beta == 1.0:
         for step in range(count):
             j = start + step
-            s = (x[j] - mx) - log_ss
-            t = (y[j] - my) - log_st
-            p = vexp(s)
-            pd = p * (s - t)
-            kl_p += pd
-            x[j] = pd
+            p = vexp((x[j] - mx) - log_ss)
+            d = (x[j] - y[j]) - gap  # s - t
+            kl_p += p * d
+            x[j] = d
             y[j] = p
     else:
         for step in range(count):
@@ -70,13 +77,12 @@ def _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, start, count)
             t = (y[j] - my) - log_st
             p = vexp(s)
             q = vexp(t)
-            a = s + log_rest
-            b = t + log_beta
-            m = max(a, b) + vlog1p_unit(vexp(-abs(a - b)))  # log((1 - beta) p + beta q)
-            pd = p * (s - m)
-            kl_p += pd
-            kl_q += q * (t - m)
-            x[j] = pd
+            r = (x[j] - y[j]) - offset  # log((1 - beta) p) - log(beta q)
+            soft = vlog1p_unit(vexp(-abs(r)))  # softplus(+-r) = max(+-r, 0) + soft
+            d = -(max(-r, zero) + soft)  # s - m + log(1 - beta): small where p dominates, and exact
+            kl_p += p * d
+            kl_q += q * -(max(r, zero) + soft)  # t - m + log(beta)
+            x[j] = d
             y[j] = p
     return float(kl_p), float(kl_q)
 
@@ -92,18 +98,17 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
     :math:`c = 1` or :math:`1 - \beta`). ``s, t`` are the log-softmaxes of the tempered rows.
 
     Four passes over a row: temper in place with the maxima (and a poison sum: NaN when a logit is
-    not finite); the two normalisers; the per-class terms (``d log m`` by
-    ``max(a, b) + log1p(exp(-|a - b|))`` on ``a = s + log(1 - beta)``, ``b = t + log beta``: no log
-    of an underflowed mixture), with ``p_j d_j`` into the student's buffer and ``p_j`` into the
-    teacher's; the gradient. The branch on ``beta`` is outside the loops, so each stays vectorised.
+    not finite); the two normalisers; the per-class terms (:func:`_terms`: ``d`` from the tempered
+    logits' difference), with ``d_j`` into the student's buffer and ``p_j`` into the teacher's; the
+    gradient. The row sums run in chunks of :data:`~losskit.fused.kernels.SUM_CHUNK` classes added
+    in float64, as the other kernels'.
     """
     n, k = student.shape
     dtype = student.dtype.type
     zero = dtype(0)
     inv_t = dtype(1.0 / temperature)
     mixture = 0.0 < beta < 1.0
-    log_rest = dtype(math.log1p(-beta)) if mixture else zero  # log(1 - beta), weight of the student in m
-    log_beta = dtype(math.log(beta)) if mixture else zero
+    log_odds = math.log1p(-beta) - math.log(beta) if mixture else 0.0  # log((1 - beta) / beta)
     coef = 1.0 - beta if mixture else 1.0
     for i in prange(n):
         x, y = student[i], teacher[i]
@@ -134,15 +139,21 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
             sum_s, sum_t = sum_s + part_s, sum_t + part_t
         part_s, part_t = _exp_sums(x, y, mx, my, full, k - full)  # the rest, shorter than a chunk
         sum_s, sum_t = sum_s + part_s, sum_t + part_t
-        log_ss = dtype(math.log(sum_s))
-        log_st = dtype(math.log(sum_t))
+        log_ss64, log_st64 = math.log(sum_s), math.log(sum_t)
+        log_ss, log_st = dtype(log_ss64), dtype(log_st64)
+        gap64 = (float(mx) + log_ss64) - (float(my) + log_st64)
+        gap = dtype(gap64)  # s - t = (x - y) - gap, rounded once
+        offset = dtype(gap64 - log_odds)  # r = log((1 - beta) p) - log(beta q) = (x - y) - offset
         kl_p, kl_q = 0.0, 0.0  # sum p d; sum q (t - s) or sum q (t - m)
         for start in range(0, full, SUM_CHUNK):
-            part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, start, SUM_CHUNK)
+            part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, start, SUM_CHUNK)
             kl_p, kl_q = kl_p + part_p, kl_q + part_q
-        part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, beta, log_rest, log_beta, full, k - full)
+        part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, full, k - full)
         kl_p, kl_q = kl_p + part_p, kl_q + part_q
-        loss = kl_q if beta == 0.0 else kl_p if beta == 1.0 else beta * kl_q + (1.0 - beta) * kl_p
+        if mixture:  # the constants dropped from d and t - m, as sum p = sum q = 1
+            loss = beta * (kl_q - math.log(beta)) + (1.0 - beta) * (kl_p - math.log1p(-beta))
+        else:
+            loss = kl_q if beta == 0.0 else kl_p
         if not math.isfinite(loss):
             flags[i] = 1
             continue
@@ -152,6 +163,6 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
             for j in range(k):
                 x[j] = factor * x[j]
         else:
-            centre = dtype(kl_p)
+            centre = dtype(kl_p)  # K (less log(1 - beta) for the mixture, as each d: the difference is the same)
             for j in range(k):
-                x[j] = factor * (x[j] - y[j] * centre)
+                x[j] = factor * (y[j] * (x[j] - centre))  # p (d - K), d - K without a product's rounding
