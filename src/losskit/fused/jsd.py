@@ -26,25 +26,33 @@ _INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model
 
 @numba.njit(**_INLINE)
 def _exp_sums(x, y, mx, my, start, count):
-    """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype."""
-    sum_s = x.dtype.type(0)
-    sum_t = x.dtype.type(0)
+    """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype, and the sum
+    and count of the teacher's logits where the student's is at its max."""
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    sum_s = zero
+    sum_t = zero
+    y_top = zero
+    n_top = zero
     for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
         j = start + step
         sum_s += vexp(x[j] - mx)
         sum_t += vexp(y[j] - my)
-    return float(sum_s), float(sum_t)
+        y_top += y[j] if x[j] == mx else zero
+        n_top += one if x[j] == mx else zero
+    return float(sum_s), float(sum_t), float(y_top), float(n_top)
 
 
 @numba.njit(**_INLINE)
-def _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, start, count):
+def _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, start, count):
     r"""The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
     each loop, so each stays vectorised): ``(sum p d, sum q (t - s) or sum q (t - m))`` in the rows'
     dtype, with ``p - q`` (``beta = 0``) or ``d`` into ``x`` and ``p`` into ``y``.
 
     ``d`` is formed from the tempered logits' difference, never from two log-softmaxes (each off by
     about ``|s| eps``, which ``d_j - K`` in the gradient would keep): ``s - t = (x - y) - gap`` with
-    ``gap`` the difference of the two rows' log-normalisers. For the mixture, with
+    ``gap`` the difference of the two rows' log-normalisers; for ``beta = 1`` less its value at the
+    student's max (``anchor`` is the teacher's logit there), ``(x - max x) - (y - anchor)``, 0 at the
+    class that holds most of ``p``. For the mixture, with
     :math:`r = s - t + \log\frac{1 - \beta}{\beta} = (x - y) - \mathrm{offset}`,
     :math:`s - m = -\log(1 - \beta) - \mathrm{softplus}(-r)` and
     :math:`t - m = -\log\beta - \mathrm{softplus}(r)` (no log of an underflowed mixture); ``x`` and
@@ -66,7 +74,7 @@ def _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, start, count):
         for step in range(count):
             j = start + step
             p = vexp((x[j] - mx) - log_ss)
-            d = (x[j] - y[j]) - gap  # s - t
+            d = (x[j] - mx) - (y[j] - anchor)  # s - t less its value at the student's max
             kl_p += p * d
             x[j] = d
             y[j] = p
@@ -133,27 +141,32 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
             flags[i] = 1
             continue
         full = k - k % SUM_CHUNK
-        sum_s, sum_t = 0.0, 0.0
+        sum_s, sum_t, y_top, n_top = 0.0, 0.0, 0.0, 0.0
         for start in range(0, full, SUM_CHUNK):
-            part_s, part_t = _exp_sums(x, y, mx, my, start, SUM_CHUNK)
-            sum_s, sum_t = sum_s + part_s, sum_t + part_t
-        part_s, part_t = _exp_sums(x, y, mx, my, full, k - full)  # the rest, shorter than a chunk
-        sum_s, sum_t = sum_s + part_s, sum_t + part_t
+            part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, start, SUM_CHUNK)
+            sum_s, sum_t, y_top, n_top = sum_s + part_s, sum_t + part_t, y_top + part_y, n_top + part_n
+        part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, full, k - full)  # the rest
+        sum_s, sum_t, y_top, n_top = sum_s + part_s, sum_t + part_t, y_top + part_y, n_top + part_n
+        y_top /= n_top  # the teacher's (mean) logit where the student's is at its max
         log_ss64, log_st64 = math.log(sum_s), math.log(sum_t)
         log_ss, log_st = dtype(log_ss64), dtype(log_st64)
         gap64 = (float(mx) + log_ss64) - (float(my) + log_st64)
         gap = dtype(gap64)  # s - t = (x - y) - gap, rounded once
         offset = dtype(gap64 - log_odds)  # r = log((1 - beta) p) - log(beta q) = (x - y) - offset
+        anchor = dtype(y_top)
+        d_top = (float(mx) - float(anchor)) - gap64  # s - t at the student's max (with the anchor as rounded)
         kl_p, kl_q = 0.0, 0.0  # sum p d; sum q (t - s) or sum q (t - m)
         for start in range(0, full, SUM_CHUNK):
-            part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, start, SUM_CHUNK)
+            part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, start,
+                                    SUM_CHUNK)
             kl_p, kl_q = kl_p + part_p, kl_q + part_q
-        part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, offset, beta, full, k - full)
+        part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, full,
+                                k - full)
         kl_p, kl_q = kl_p + part_p, kl_q + part_q
         if mixture:  # the constants dropped from d and t - m, as sum p = sum q = 1
             loss = beta * (kl_q - math.log(beta)) + (1.0 - beta) * (kl_p - math.log1p(-beta))
-        else:
-            loss = kl_q if beta == 0.0 else kl_p
+        else:  # beta = 1: d less d_top, which sum p = 1 adds back
+            loss = kl_q if beta == 0.0 else kl_p + d_top
         if not math.isfinite(loss):
             flags[i] = 1
             continue
@@ -163,6 +176,6 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
             for j in range(k):
                 x[j] = factor * x[j]
         else:
-            centre = dtype(kl_p)  # K (less log(1 - beta) for the mixture, as each d: the difference is the same)
+            centre = dtype(kl_p)  # K, less the constant each d is less (log(1 - beta) or d_top): d - K the same
             for j in range(k):
                 x[j] = factor * (y[j] * (x[j] - centre))  # p (d - K), d - K without a product's rounding
