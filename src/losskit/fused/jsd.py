@@ -25,20 +25,27 @@ _INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model
 
 
 @numba.njit(**_INLINE)
-def _exp_sums(x, y, mx, my, start, count):
-    """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype, and the sum
-    and count of the teacher's logits where the student's is at its max."""
+def _exp_sums(x, y, mx, my, anchored, start, count):
+    """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype, and when
+    ``anchored`` (beta = 1) the sum and count of the teacher's logits where the student's is at its
+    max (the branch outside the loops: the other loop keeps two sums)."""
     zero, one = x.dtype.type(0), x.dtype.type(1)
     sum_s = zero
     sum_t = zero
     y_top = zero
     n_top = zero
-    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
-        j = start + step
-        sum_s += vexp(x[j] - mx)
-        sum_t += vexp(y[j] - my)
-        y_top += y[j] if x[j] == mx else zero
-        n_top += one if x[j] == mx else zero
+    if anchored:
+        for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+            j = start + step
+            sum_s += vexp(x[j] - mx)
+            sum_t += vexp(y[j] - my)
+            y_top += y[j] if x[j] == mx else zero
+            n_top += one if x[j] == mx else zero
+    else:
+        for step in range(count):
+            j = start + step
+            sum_s += vexp(x[j] - mx)
+            sum_t += vexp(y[j] - my)
     return float(sum_s), float(sum_t), float(y_top), float(n_top)
 
 
@@ -118,6 +125,7 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
     mixture = 0.0 < beta < 1.0
     log_odds = math.log1p(-beta) - math.log(beta) if mixture else 0.0  # log((1 - beta) / beta)
     coef = 1.0 - beta if mixture else 1.0
+    anchored = beta == 1.0  # d is taken less its value at the student's max
     for i in prange(n):
         x, y = student[i], teacher[i]
         c = scale[i]
@@ -143,11 +151,11 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
         full = k - k % SUM_CHUNK
         sum_s, sum_t, y_top, n_top = 0.0, 0.0, 0.0, 0.0
         for start in range(0, full, SUM_CHUNK):
-            part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, start, SUM_CHUNK)
+            part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, anchored, start, SUM_CHUNK)
             sum_s, sum_t, y_top, n_top = sum_s + part_s, sum_t + part_t, y_top + part_y, n_top + part_n
-        part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, full, k - full)  # the rest
+        part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, anchored, full, k - full)
         sum_s, sum_t, y_top, n_top = sum_s + part_s, sum_t + part_t, y_top + part_y, n_top + part_n
-        y_top /= n_top  # the teacher's (mean) logit where the student's is at its max
+        y_top = y_top / n_top if anchored else 0.0  # the teacher's (mean) logit at the student's max
         log_ss64, log_st64 = math.log(sum_s), math.log(sum_t)
         log_ss, log_st = dtype(log_ss64), dtype(log_st64)
         gap64 = (float(mx) + log_ss64) - (float(my) + log_st64)
