@@ -147,6 +147,18 @@ def test_short_run_lowers_the_loss_and_beats_a_trivial_baseline(task, head):
     assert value > result.baseline[name] + 0.1, (value, result.baseline[name])
 
 
+def test_training_runs_on_one_blas_thread_and_restores_the_setting():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+
+    before, seen = blas_threads(), []
+    run("regression", epochs=2, on_epoch=lambda *_: seen.append(blas_threads()))
+    assert seen == [{1}, {1}, {1}]  # epoch 0 (the initial loss) and the two epochs
+    assert blas_threads() == before
+
+
 def test_runs_are_reproducible():
     first = run("multilabel", epochs=2, seed=5)
     second = run("multilabel", epochs=2, seed=5)

@@ -8,6 +8,7 @@ the whole training and held-out parts; the held-out part is never used to train 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -208,6 +209,25 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None
     epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
     seed = check_int(seed, "seed", 0)
     check_loss(task, loss)
+    with one_blas_thread():
+        return _train(task, config, epochs, seed, loss, on_epoch)
+
+
+def one_blas_thread():
+    """One BLAS thread while a demo network trains (restored after). Its gemms, at most 1,078 x 64 by
+    64, are too small for BLAS's threads to pay, and a threaded gemm stalls whenever another thread
+    holds a core (numba loading a kernel in the background, another process): with one core busy,
+    the multi-class task's forward passes took 0.97 s with OpenBLAS's two threads and 0.10 s with
+    one. threadpoolctl comes with scikit-learn (the ``[cli]`` extra); without it BLAS keeps its own."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _train(task: str, config: Config, epochs: int, seed: int, loss: str | None,
+           on_epoch: Callable[[int, float, float], None] | None) -> Result:
     start = time.perf_counter()
     split = load(task, seed)
     # task detection: the head is read off the targets; the loss, if given, is the user's
