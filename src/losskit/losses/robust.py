@@ -257,16 +257,16 @@ class LogCoshLoss(ValueLoss):
         """:meth:`value` in arithmetic alone: no select, so that XLA's CPU backend hands a sum of it to
         YNNPACK whole (one read of the inputs, nothing written; a select makes XLA write the value out
         first). The log1p's argument and the offset are blended by ``step``, exactly 0 below ``|e| = 1``
-        and exactly 1 from there on (``min(|e| - 1, 0) 2^100 + 1``: 1, or at most -2^47); each
-        branch's term runs on ``|e|`` clamped to its side of 1, finite there, so the term not taken is
-        multiplied by 0 and the sum is :meth:`value`'s, operation for operation."""
+        and exactly 1 from there on; each branch's term runs on ``|e|`` clamped to its side of 1, finite
+        there, so the term not taken is multiplied by 0 and the sum is :meth:`value`'s, operation for
+        operation."""
         a = xp.abs(z - y)
         one = xp.constant(1.0)
         below_one, from_one = xp.minimum(a, one), xp.maximum(a, one)
-        # 1 from |e| = 1 on, at most -2^47 below it (no overflow), then its positive part (not a clamp,
-        # which YNNPACK does not take)
-        signed = xp.minimum(a - one, xp.constant(0.0)) * xp.constant(2.0 ** 100) + one
-        step = (signed + xp.abs(signed)) * xp.constant(0.5)
+        # x = (1 - min(|e|, 1)) 2^60 is 0 from |e| = 1 on (step 1) and at least 2^7 below it (step 0:
+        # 1 - |e| is at least 2^-53 there), at most 2^60 (no overflow); a min, not a clamp, which
+        # YNNPACK does not take
+        step = one - xp.minimum((one - below_one) * xp.constant(2.0 ** 60), one)
         square = below_one * below_one
         # cosh e - 1 as _cosh_minus_one's series, its chains started at their first coefficient (the
         # same numbers: 0 x + k is k for a finite x), four operations fewer for YNNPACK, which pays each
