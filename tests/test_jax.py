@@ -399,6 +399,37 @@ def test_log_cosh_under_jit_against_mpmath_from_tiny_to_huge_errors(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_log_cosh_value_in_arithmetic_against_mpmath_on_both_sides_of_one(dtype):
+    """The select-free value that XLA's sums take (NumPy and jit): within 4 eps of mpmath from tiny to
+    huge errors, at |e| = 1 and one ulp either side (where its step switches branch), +-inf and NaN."""
+    import mpmath
+
+    from losskit.losses.formula import ArrayMath
+
+    mpmath.mp.dps = 100
+    one = dtype(1.0)
+    errors = np.array([1e-30, -1e-8, 3e-4, 0.5, np.nextafter(one, 0), one, -np.nextafter(one, 2), 1.001, -3.0,
+                       20.0, -88.0, 1e4, -3e37], dtype=dtype)
+    loss = lk.LogCoshLoss()
+    zero = np.zeros_like(errors)
+    numpy_value = loss.value_in_arithmetic(ArrayMath(np, errors), errors, zero)
+    jit_value = np.asarray(jax.jit(lambda e, t: loss.value_in_arithmetic(ArrayMath(jnp, e), e, t))(
+        jnp.asarray(errors), jnp.asarray(zero)))
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
+    for value in (numpy_value, jit_value):
+        assert value.dtype == dtype
+        for e, v in zip(errors.tolist(), value.astype(np.float64), strict=True):
+            exact = float(mpmath.log(mpmath.cosh(mpmath.mpf(e))))
+            if exact < tiny:  # XLA flushes a subnormal result to zero (docs/losses.md)
+                assert 0 <= v <= tiny
+            else:
+                assert abs(v - exact) <= 4 * eps * exact, (e, v, exact)
+    special = np.array([np.inf, -np.inf, np.nan], dtype=dtype)
+    value = loss.value_in_arithmetic(ArrayMath(np, special), special, np.zeros_like(special))
+    assert value[0] == np.inf and value[1] == np.inf and np.isnan(value[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", ["kl_divergence", "log_cosh_loss", "softmax_cross_entropy"])
 def test_xla_formulation_within_the_documented_bound_on_the_catalogue_grid(name, dtype):
     """tests/test_precision_catalogue.py's grid and mpmath references, run on losskit.jax under jit: 4

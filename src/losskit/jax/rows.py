@@ -148,13 +148,65 @@ def _below_with_subnormals(z, row_max, below, ties):
 def kl_divergence(plan, maxima, loss):
     r"""KL divergence of probability targets (:func:`~losskit.fused.rows.kl_dense_rows`' arithmetic):
     :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y' - \sum y' z`, gradient :math:`p \sum y' - y'`.
-    One variadic sweep for the five row sums (the target's entropy folded in), one pass for the gradient.
     XLA's form of the loss's formula (not a second meaning: the options come from the plan and the
     loss's own ``_dense_target``): the reference's text costs five passes over ``[N, K]`` here, and
-    was 0.56-0.61x optax's speed (BENCHMARKS.md, issue 15)."""
+    was 0.56-0.61x optax's speed (BENCHMARKS.md, issue 15).
+
+    Two forms, chosen by the rows' normalisers (``lax.switch`` in :mod:`losskit.jax`: only the form
+    taken runs): :func:`_kl_spread` where every row's :math:`\sum e^{z - \max}` is at least
+    :data:`_SPREAD`, the common case, and :func:`_kl_sure` (the terms below each row's max summed
+    apart) where a row is nearly sure of one class, whose tiny loss a normaliser rounded with its 1
+    would lose. Returns ``(index, forms)``, each form ``plan -> (per-row loss, gradient)``."""
     (row_max,) = maxima
     z = plan.input
-    y = loss._dense_target(jnp, z, plan.target.dense, None)  # the smoothed target y', the loss's own rule
+    # a plain sum, which XLA hands to YNNPACK with the exp: one read of z, vectorised, nothing written
+    normaliser = jnp.sum(jnp.exp(z - row_max[..., None]), axis=-1)
+
+    def target(plan):  # the smoothed target y', the loss's own rule; made in each form (a [N, K]
+        # array passed into a branch would be written to memory)
+        return loss._dense_target(jnp, plan.input, plan.target.dense, None)
+
+    return (jnp.all(normaliser >= _SPREAD).astype(jnp.int32),
+            (lambda plan: _kl_sure(plan.input, target(plan), row_max),
+             lambda plan: _kl_spread(plan.input, target(plan), row_max, normaliser)))
+
+
+#: the least row normaliser :func:`_kl_spread` takes: log of a larger one is at least log 1.5 = 0.41,
+#: so the normaliser's rounding (an eps) is an eps or so of its log, and rest = normaliser - 1 (the
+#: terms below the max) loses at most a bit
+_SPREAD = 1.5
+
+
+def _kl_spread(z, y, row_max, normaliser):
+    r"""KL where every row's normaliser ``S = sum e^(z - max)`` is at least :data:`_SPREAD`:
+    :math:`\sum y' \log y' + T \log S - \sum y' (z - \max)`. The two sums that take a
+    transcendental function per class (``S`` and the target's entropy) are plain sums that XLA
+    hands to YNNPACK whole (exp, log and the sum vectorised, nothing written); a variadic XLA
+    reduction, whose loop calls exp and log one element at a time (6x slower, measured), keeps the
+    two that take none. The gradient pass computes the exp again rather than read it from memory:
+    a [N, K] buffer written and read back cost more than the exp (on CPU)."""
+    tiny = jnp.asarray(jnp.finfo(z.dtype).tiny, z.dtype)
+    zero = jnp.zeros((), z.dtype)
+    # 0 log 0 = 0 without a select (which YNNPACK does not take): y' = 0 reads log(tiny), finite;
+    # max(y', -0.0) keeps a negative y' out of it as the reference's where does (-0.0, not 0: XLA
+    # shares a broadcast 0 with the where below and then writes it out as a full [N, K] operand)
+    neg_entropy = jnp.sum(jnp.maximum(y, jnp.asarray(-0.0, z.dtype)) * jnp.log(jnp.maximum(y, tiny)), axis=-1)
+    d = z - row_max[..., None]
+    total_y, y_shifted = _row_sums(y, jnp.where(y != 0, y * d, zero))  # 0 where y' is 0, even for d = -inf
+    # +inf where the target gives mass to a class of logit -inf (y' d = -inf), as the reference
+    loss_value = neg_entropy + total_y * jnp.log(normaliser) - y_shifted
+    total, t = normaliser[..., None], total_y[..., None]
+    rest = normaliser - 1  # exact to a bit or so: normaliser >= 1.5
+    e = jnp.exp(d)
+    # at the max p T - y = (T - y) - q T, q = rest / total: as in _kl_sure
+    grad = jnp.where(e < 1, e * (t / total) - y, (t - y) - (rest[..., None] / total) * t)
+    return loss_value, grad
+
+
+def _kl_sure(z, y, row_max):
+    """KL with the terms below each row's max summed apart from its ties: one variadic sweep for
+    the five row sums (the target's entropy folded in), one pass for the gradient, a row that is
+    sure of its class keeps its tiny loss (``[88, 0, 0]``: 1.2e-38)."""
     d = z - row_max[..., None]
     e = jnp.exp(d)
     zero, one = jnp.zeros((), z.dtype), jnp.ones((), z.dtype)
@@ -210,10 +262,15 @@ def distillation(plan, maxima, loss):
 
 class Sweep(NamedTuple):
     """A row sweep: ``rows(plan)``, the arrays whose row maxima it shifts by (a row whose max is
-    +-inf takes the reference instead), and ``run(plan, maxima) -> (per-row loss, gradient)``."""
+    +-inf takes the reference instead), and ``forms(plan, maxima) -> (index, forms)``: the sweep's
+    forms, each ``plan -> (per-row loss, gradient)``, and which one this call takes."""
 
     rows: object
-    run: object
+    forms: object
+
+
+def _one(run):
+    return lambda plan, maxima: (0, (functools.partial(run, maxima=maxima),))
 
 
 def _logits(plan):
@@ -225,9 +282,9 @@ def sweep_for(loss, plan) -> Sweep | None:
     torch-native paths find theirs); None: the loss's own array-API formula."""
     name = type(loss).kernel_name()
     if name == "softmax_ce" and plan.target.labels is not None:
-        return Sweep(_logits, softmax_ce)
+        return Sweep(_logits, _one(softmax_ce))
     if name == "kl_divergence" and plan.target.labels is None:
         return Sweep(_logits, functools.partial(kl_divergence, loss=loss))
     if name == "distillation":
-        return Sweep(lambda plan: (plan.input, plan.target.dense), functools.partial(distillation, loss=loss))
+        return Sweep(lambda plan: (plan.input, plan.target.dense), _one(functools.partial(distillation, loss=loss)))
     return None
