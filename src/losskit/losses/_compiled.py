@@ -237,8 +237,7 @@ def _elementwise(plan, arrays, with_grad, kernel, column=None):
         width = ROW if column is None else column.shape[0] * max(1, ROW // column.shape[0])
     if width == 0:
         return UNHANDLED
-    flat_scale = None if scale.ndim == 0 else np.ascontiguousarray(
-        np.broadcast_to(scale, plan.batch_shape), dtype=dtype).reshape(-1)
+    flat_scale = None if scale.ndim == 0 else row_scale(scale, plan.batch_shape, dtype)
     grad = _grad_buffer(arrays, size, dtype) if with_grad else np.empty(0, dtype)
     elements = np.empty(size if plan.reduction == "none" and not plan.spans_last_axis else 0, dtype)
     whole = size - size % width
@@ -248,17 +247,17 @@ def _elementwise(plan, arrays, with_grad, kernel, column=None):
             continue
         cols = (stop - start) // rows
         if flat_scale is None:
-            row_scale = np.asarray(scale, dtype=dtype).reshape(1, 1)
+            chunk_scale = np.asarray(scale, dtype=dtype).reshape(1, 1)
         elif plan.spans_last_axis:
-            row_scale = flat_scale[start // cols: start // cols + rows].reshape(rows, 1)
+            chunk_scale = flat_scale[start // cols: start // cols + rows].reshape(rows, 1)
         else:
-            row_scale = flat_scale[start:stop].reshape(rows, cols)
+            chunk_scale = flat_scale[start:stop].reshape(rows, cols)
 
         def part(a, start=start, stop=stop, rows=rows, cols=cols):
             return a[start:stop].reshape(rows, cols) if a.size else a.reshape(0, 0)
 
         out_loss, flags = np.empty(rows), np.zeros(rows, np.uint8)
-        kernel(frozen(part(z)), frozen(part(target)), frozen(row_scale), cols, out_loss, part(elements), part(grad),
+        kernel(frozen(part(z)), frozen(part(target)), frozen(chunk_scale), cols, out_loss, part(elements), part(grad),
                with_grad, flags)
         flagged = flagged or bool(flags.any())
         totals.append(out_loss)
@@ -446,8 +445,8 @@ def _units(plan, arrays, with_grad):
     pred = np.ascontiguousarray(z).reshape(n, units)
     target = np.ascontiguousarray(arrays["dense"], dtype=z.dtype).reshape(n)
     scale = arrays["scale"]
-    scale = np.asarray(scale, dtype=z.dtype).reshape(1) if scale.ndim == 0 else \
-        np.ascontiguousarray(np.broadcast_to(scale, plan.batch_shape), dtype=z.dtype).reshape(n)
+    scale = np.asarray(scale, dtype=z.dtype).reshape(1) if scale.ndim == 0 else row_scale(scale, plan.batch_shape,
+                                                                                           z.dtype)
     block = max(1, ROW // units)
     blocks = -(-n // block)
     grad = _grad_buffer(arrays, z.size, z.dtype).reshape(n, units) if with_grad else np.empty((0, units), z.dtype)
