@@ -6,6 +6,9 @@ A backend whose library is not installed is skipped by name, with the reason.
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -19,10 +22,36 @@ _compiled.ANSWER_WHILE_COMPILING = 0
 
 BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
 
+def _shared_jax_cache():
+    """The xdist workers of one run share JAX's compiled programs through a disk cache (made by the
+    controller, in :func:`pytest_configure`): most of the JAX tests' time is XLA compiling small
+    programs, each eager op at each new shape, and without it both workers compile the same ones."""
+    path = os.environ.get(_JAX_CACHE)
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+_JAX_CACHE = "LOSSKIT_TESTS_JAX_CACHE"
+
+
+def pytest_configure(config):
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", default=None):
+        config.losskit_jax_cache = os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="losskit-tests-jax-")
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "losskit_jax_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(_JAX_CACHE, None)
+
+
 if importlib.util.find_spec("jax") is not None:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 references need it; float32 stays float32
+    _shared_jax_cache()
 
 
 def _module_for(backend: str) -> str:
