@@ -22,6 +22,7 @@ _compiled.ANSWER_WHILE_COMPILING = 0
 
 BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
 
+
 def _shared_jax_cache():
     """The xdist workers of one run share JAX's compiled programs through a disk cache (made by the
     controller, in :func:`pytest_configure`): most of the JAX tests' time is XLA compiling small

@@ -171,22 +171,29 @@ class SoftmaxFocalLoss(_CategoricalBase):
             p_rho = times(xp, p, rho)  # p log p / (1 - p): 0 where p = 0, even for log p = -inf
             u = c * mod * (gamma * p_rho - 1)
             total_u = xp.sum(u, axis=-1, keepdims=True)
+            # the row's top class: its sums over the other classes are summed directly (the total less
+            # its own term would cancel where it dominates, p_j -> 1)
+            top = _array.one_hot(xp, xp.argmax(p, axis=-1), z.shape[-1], xp.bool)
             if order == 1:
-                grad = u - p * total_u
+                # u_j - p_j sum_k u_k = u_j q_j - p_j sum_{k != j} u_k: u_j (1 - p_j) would cancel at the top
+                grad = u * q - p * _others(xp, u, top)
             else:
                 # v_k q_k^2 with v = c p h'(p), h(p) = p d/dp[-(1-p)^g log p], written without q^(g-1)
                 vq2 = c * gamma * mod * q * (times(xp, p, lp + 2) - (gamma - 1) * p * p_rho)
                 safe_q = xp.where(q > 0, q, xp.ones_like(q))
                 v = xp.where(q > 0, c * gamma * mod * (times(xp, p, lp + 2) - (gamma - 1) * p * p_rho) / safe_q,
                              xp.zeros_like(q))
-                # sum of v over the other classes: for the row's top class summed directly (V - v_j
-                # would cancel where v_j is large, p_j -> 1 with gamma < 1)
-                top = _array.one_hot(xp, xp.argmax(p, axis=-1), z.shape[-1], xp.bool)
-                zero = xp.zeros_like(v)
-                rest_top = xp.sum(xp.where(top, zero, v), axis=-1, keepdims=True)
-                rest = xp.where(top, rest_top + zero, xp.sum(v, axis=-1, keepdims=True) - v)
-                hess = vq2 + p * p * rest - p * q * total_u
+                # v_j is large where p_j -> 1 with gamma < 1
+                hess = vq2 + p * p * _others(xp, v, top) - p * q * total_u
         return Terms(loss, grad, hess)
+
+
+def _others(xp, v, top):
+    """``sum_{k != j} v_k`` for each class j: summed directly for the row's ``top`` class, elsewhere the
+    row's total less ``v_j``."""
+    zero = xp.zeros_like(v)
+    rest_top = xp.sum(xp.where(top, zero, v), axis=-1, keepdims=True)
+    return xp.where(top, rest_top + zero, xp.sum(v, axis=-1, keepdims=True) - v)
 
 
 class PolyCrossEntropy(SoftmaxCrossEntropy):
@@ -228,16 +235,20 @@ class PolyCrossEntropy(SoftmaxCrossEntropy):
         y = self._dense_target(xp, z, plan.target.dense, mask)
         lp = log_softmax_xp(xp, z)
         p = xp.exp(lp)
+        q = -xp.expm1(lp)  # 1 - p_k, exact where p_k is near 1
         total = xp.sum(y, axis=-1)
-        missing = xp.sum(y * -xp.expm1(lp), axis=-1) + (1 - total)  # 1 - P without cancellation
+        missing = xp.sum(y * q, axis=-1) + (1 - total)  # 1 - P without cancellation
         loss = terms.loss + eps * missing
         grad, hess = terms.grad, terms.hess
         if order >= 1:
-            big_p = xp.sum(y * p, axis=-1, keepdims=True)
+            # y_j - P = y_j q_j - sum_{k != j} y_k p_k: for a label on top, y_j - y_j p_j would cancel
+            y_p = y * p
+            others = xp.sum(y_p, axis=-1, keepdims=True) - y_p  # exactly 0 at a hard label
+            gap = y * q - others
             if order == 1:
-                grad = grad - eps * p * (y - big_p)
+                grad = grad - eps * p * gap
             else:
-                hess = hess - eps * p * (y - big_p) * (1 - 2 * p)
+                hess = hess - eps * p * gap * (1 - 2 * p)
         return Terms(loss, grad, hess)
 
 
