@@ -269,9 +269,10 @@ POLY_TOP = Known("focal.py: Poly-1's gradient term -epsilon p_j (y_j - P) forms 
                  "-209.2, -159.2), y = 2; 683 eps in float32 at z = (13.66, -6.65, 3.52), y = 0); the value's "
                  "missing mass is already -expm1(log p_y), exact; the compiled kernel (fused/rows.py) forms it from "
                  "the other classes' terms", _label_on_top, paths=("xp",))
-POLY_TOP_VALUE = Known("fused/rows.py: Poly-1's value at a sure row, log-softmax's rounding plus the missing mass "
-                       "(4.7 eps in float64 at z = (13.66, -6.65, 3.52), y = 0)", _label_on_top, paths=("fused",),
-                       dtypes=("float64",))
+POLY_TOP_VALUE = Known("fused/rows.py and losskit.jax's sweep (jax/rows.py, the same arithmetic): Poly-1's value "
+                       "at a sure row, log-softmax's rounding plus the missing mass, both made of the terms below the "
+                       "label (4.7 eps in float64 at z = (13.66, -6.65, 3.52), y = 0; 4.68 on the XLA path)",
+                       _label_on_top, paths=("fused", "xla"), dtypes=("float64",))
 CASES = [
     # regression, one value per element
     Case("mean_squared_error", lk.MeanSquaredError(reduction="none"), _elementwise(VALUE_TARGETS), mc.squared_error),

@@ -167,16 +167,9 @@ def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
         return _xla_value_and_grad(loss, plan, functools.partial(_formula, loss=loss))
     maxima = tuple(jnp.max(rows, axis=-1) for rows in sweep.rows(plan))
 
-    def native(form):
-        def run():
-            value, grad = _xla_value_and_grad(loss, plan, form)
-            return (value, grad) if with_grad else (value, None)
-        return run
-
     def sweep_run():
-        # each form scales its own gradient: scaled after a switch, the gradient is a second pass
-        index, forms = sweep.forms(plan, maxima)
-        return native(forms[0])() if len(forms) == 1 else jax.lax.switch(index, [native(f) for f in forms])
+        value, grad = _xla_value_and_grad(loss, plan, functools.partial(sweep.run, maxima=maxima))
+        return (value, grad) if with_grad else (value, None)
 
     # a row whose max is +-inf (or NaN): the reference's exact limits; only the branch taken runs.
     # -inf entries below a finite max are exact in the sweeps
