@@ -1,5 +1,5 @@
-"""The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE with integer labels, KL divergence
-with probability targets, distillation. Each computes a row's value and its gradient from one
+"""The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE and Poly-1 with integer labels, KL
+divergence with probability targets, distillation. Each computes a row's value and its gradient from one
 variadic row reduction (:func:`_row_sums`) over ``exp(z - max)`` and the target's terms, plus one
 elementwise pass for the gradient; the arithmetic is that of the compiled rows
 (:mod:`losskit.fused.kernels`, :mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms
