@@ -356,6 +356,92 @@ def test_kl_sweep_keeps_a_sure_rows_tiny_loss_under_jit():
     assert abs(float(grad[0, 0]) - float(exact_grad)) <= 8 * eps * abs(float(exact_grad))
 
 
+#: rows of five logits that mix the KL sweep's two kinds of row in one batch: sure rows (normaliser
+#: below 1.5, their terms below the max summed apart; the first one's loss made of terms XLA flushes
+#: to zero), a row with three ties at the max (normaliser 3) and ordinary rows
+_MIXED_ROWS = {np.float32: [[88.0, 0.0, 0.0, 0.0, 0.0], [20.0, 0.0, 1.0, -3.0, 2.0], [1.5, 0.0, -1.0, -2.0, -0.5],
+                            [2.0, 2.0, -1.0, 2.0, 0.0], [0.3, -1.2, 2.5, 0.0, 1.1], [-4.0, 3.0, 2.9, -0.5, 0.0]],
+               np.float64: [[709.5, 0.0, 0.0, 0.0, 0.0], [40.0, 0.0, 1.0, -3.0, 2.0], [1.5, 0.0, -1.0, -2.0, -0.5],
+                            [2.0, 2.0, -1.0, 2.0, 0.0], [0.3, -1.2, 2.5, 0.0, 1.1], [-4.0, 3.0, 2.9, -0.5, 0.0]]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_kl_sweep_on_a_batch_mixing_sure_and_ordinary_rows_against_mpmath(dtype):
+    """Each row's value within 4 eps and each gradient entry within 8 eps (of max(|exact|, eps)) of
+    mpmath, under jit, in one batch: a sure row is corrected on its own, the other rows keep the plain
+    normaliser (a row with ties included: the re-sum of the flushed terms takes no ties)."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    z = np.asarray(_MIXED_ROWS[dtype], dtype=dtype)
+    rng = np.random.default_rng(21)
+    target = rng.dirichlet(np.ones(5), size=len(z)).astype(dtype)
+    target[:3] = np.eye(5)[0]  # the sure rows against their own class
+    fn = lj.loss_fn(lk.KLDivergence(reduction="none"))
+    value = np.asarray(jax.jit(lambda z: fn(z, jnp.asarray(target)))(jnp.asarray(z)), np.float64)
+    grad = np.asarray(jax.jit(jax.grad(lambda z: jnp.sum(fn(z, jnp.asarray(target)))))(jnp.asarray(z)), np.float64)
+    eps = float(np.finfo(dtype).eps)
+    for i, (row, ys) in enumerate(zip(z.tolist(), target.tolist(), strict=True)):
+        top = max(row)
+        # lse - max = log1p(the terms other than one max): 4 e^-709.5 is not lost to the 1
+        others = mpmath.fsum(mpmath.exp(mpmath.mpf(v) - top) for v in row) - 1 if row.count(top) > 1 else \
+            mpmath.fsum(mpmath.exp(mpmath.mpf(v) - top) for v in row if v != top)
+        log_norm = mpmath.log1p(others)
+        total = mpmath.fsum(ys)
+        # sum y log y - sum y log p, log p_k = (z_k - max) - log_norm
+        exact = mpmath.fsum(y * mpmath.log(y) for y in map(mpmath.mpf, ys) if y) + mpmath.fsum(
+            mpmath.mpf(y) * (log_norm - (mpmath.mpf(v) - top)) for y, v in zip(ys, row, strict=True))
+        lse = top + log_norm
+        exact = float(exact)
+        assert exact > 0 and abs(value[i] - exact) <= 4 * eps * exact, (i, value[i], exact)
+        for k, (v, y) in enumerate(zip(row, ys, strict=True)):
+            g = float(mpmath.exp(v - lse) * total - y)
+            assert abs(grad[i, k] - g) <= 8 * eps * max(abs(g), eps), (i, k, grad[i, k], g)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("epsilon", [1.0, -0.5])
+def test_poly_sweep_equals_optax_in_float64(epsilon, smoothing):
+    """Poly-1 with integer labels (softmax CE's row sweep plus the missing mass), value and gradient
+    under jit(value_and_grad), float64, with weights, against optax's poly_loss_cross_entropy on the
+    smoothed one-hot target differentiated by JAX; a label at the max, a sure row, ties included."""
+    optax = pytest.importorskip("optax")
+    z, _, _ = _rows_and_targets(np.random.default_rng(16))
+    z = z[[0, 1, 3, 4, 5]]  # finite rows (a -inf row takes the reference: tested elsewhere)
+    labels = jnp.asarray([2, 0, 1, 6, 3])
+    weight = jnp.asarray(np.random.default_rng(17).uniform(0.5, 2.0, size=5))
+    fn = lj.loss_fn(lk.PolyCrossEntropy(epsilon=epsilon, label_smoothing=smoothing, reduction="sum"))
+
+    def peer(z):
+        target = optax.smooth_labels(jax.nn.one_hot(labels, 7, dtype=z.dtype), smoothing)
+        return jnp.sum(weight * optax.losses.poly_loss_cross_entropy(z, target, epsilon=epsilon))
+
+    value, grad = jax.jit(jax.value_and_grad(lambda z: fn(z, labels, weight)))(jnp.asarray(z))
+    peer_value, peer_grad = jax.value_and_grad(peer)(jnp.asarray(z))
+    np.testing.assert_allclose(float(value), float(peer_value), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(peer_grad), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype, row, label", _TINY_ROWS, ids=[f"{np.dtype(r[0]).name}-{r[1]}" for r in _TINY_ROWS])
+def test_poly_sweep_keeps_a_sure_rows_tiny_loss_under_jit(dtype, row, label):
+    """Poly-1 (epsilon 2) at a sure row: CE plus 2 (1 - p_y), both made of the terms below the label
+    (1 - p_y = b / (1 + b)), and the gradient at the label -(1 - p_y)(1 + 2 p_y), against mpmath."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    exact_row = [mpmath.mpf(float(v)) for v in np.asarray(row, dtype=dtype)]
+    below = mpmath.fsum(mpmath.exp(v - exact_row[label]) for k, v in enumerate(exact_row) if k != label)
+    missing = below / (1 + below)
+    exact_value = mpmath.log1p(below) + 2 * missing
+    exact_grad_label = -missing * (1 + 2 / (1 + below))
+    fn = lj.loss_fn(lk.PolyCrossEntropy(epsilon=2.0, reduction="sum"))
+    value, grad = jax.jit(jax.value_and_grad(lambda z: fn(z, jnp.asarray([label]))))(jnp.asarray([row], dtype=dtype))
+    eps = float(np.finfo(dtype).eps)
+    assert value.dtype == dtype and float(value) > 0
+    assert abs(float(value) - float(exact_value)) <= 4 * eps * float(exact_value)
+    assert abs(float(grad[0, label]) - float(exact_grad_label)) <= 8 * eps * abs(float(exact_grad_label))
+
+
 @pytest.mark.parametrize("name", ["kl_divergence", "softmax_cross_entropy"])
 def test_sweeps_of_long_float32_rows_keep_float32_precision(name):
     """Rows of 32000 classes: XLA's own row loop added a row's terms one after another into a few
@@ -430,7 +516,7 @@ def test_log_cosh_value_in_arithmetic_against_mpmath_on_both_sides_of_one(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("name", ["kl_divergence", "log_cosh_loss", "softmax_cross_entropy"])
+@pytest.mark.parametrize("name", ["kl_divergence", "log_cosh_loss", "softmax_cross_entropy", "poly_cross_entropy"])
 def test_xla_formulation_within_the_documented_bound_on_the_catalogue_grid(name, dtype):
     """tests/test_precision_catalogue.py's grid and mpmath references, run on losskit.jax under jit: 4
     eps on the value, 8 on the gradient; an exact value below the smallest normal number may come back
@@ -441,6 +527,11 @@ def test_xla_formulation_within_the_documented_bound_on_the_catalogue_grid(name,
     fn = lj.loss_fn(case.loss.replace(impl="xp"))
     worst = catalogue.Worst()
     for x, t, values, grads in catalogue.grid(name, dtype):
+        keep = ~catalogue._known(case, "xla", dtype, x, t)  # the Known misses of this path held apart
+        if not keep.any():
+            continue
+        grads = catalogue._entries(grads, len(values), keep)
+        x, t, values = x[keep], t[keep], [v for v, k in zip(values, keep, strict=True) if k]
         jx, jt = jnp.asarray(x), jnp.asarray(t)
         value = np.asarray(jax.jit(lambda z, jt=jt: fn(z, jt))(jx))
         grad = np.asarray(jax.jit(jax.grad(lambda z, jt=jt: jnp.sum(fn(z, jt))))(jx))

@@ -264,9 +264,11 @@ SOFTMAX_FOCAL_SOFT32 = Known("focal.py on NumPy's float32 maths: with a soft tar
                              "u_k over terms of both signs: 8.07 eps at z = (-0.12, -4.5e-4, 0.066), y = (0.2, 0.8, "
                              "0) on an AVX2 machine (within the bound on an AVX-512 one)",
                              lambda z, t: not isinstance(t, int), paths=("xp",), dtypes=("float32",), strict=False)
-POLY_TOP_VALUE = Known("focal.py and fused/rows.py: Poly-1's value at a sure row, -log p_y + epsilon (1 - p_y) "
-                       "with both terms carrying log-softmax's rounding of log p_y (4.7 eps in float64 at z = (13.66, "
-                       "-6.65, 3.52), y = 0, on both paths)", _label_on_top, dtypes=("float64",))
+POLY_TOP_VALUE = Known("focal.py, fused/rows.py and losskit.jax's sweep (jax/rows.py): Poly-1's value at a sure "
+                       "row, -log p_y + epsilon (1 - p_y), both terms carrying log-softmax's rounding of log p_y "
+                       "(4.7 eps in float64 at z = (13.66, -6.65, 3.52), y = 0, on the array-API and compiled "
+                       "paths; 4.68 on the XLA path)", _label_on_top, paths=("xp", "fused", "xla"),
+                       dtypes=("float64",))
 CASES = [
     # regression, one value per element
     Case("mean_squared_error", lk.MeanSquaredError(reduction="none"), _elementwise(VALUE_TARGETS), mc.squared_error),

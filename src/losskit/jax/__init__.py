@@ -6,11 +6,12 @@ Design note: the core already runs on JAX arrays and traces under ``jit``/``vmap
 ``jax.grad`` of a core loss works by differentiating its forward expression. These wrappers
 instead give JAX the analytic gradient with respect to the logits, computed from the core's call
 plan: the forward rule computes the value and the gradient together and keeps the gradient as
-the residual, so the backward is one multiplication. Softmax CE with integer labels, KL
-divergence with probability targets and distillation have their own XLA row sweeps
+the residual, so the backward is one multiplication. Softmax CE and Poly-1 with integer
+labels, KL divergence with probability targets and distillation have their own XLA row sweeps
 (:mod:`losskit.jax.rows`: one variadic row reduction for all of a row's sums, one pass for the
 gradient, no log-softmax written out; KL's rows take their normaliser and entropy from plain sums
-that YNNPACK computes whole, unless a row is sure of its class); every other loss runs its own
+that YNNPACK computes whole, and a row sure of its class its terms below the max from one more);
+every other loss runs its own
 array-API formula (``_terms``, the reference's text, where XLA fuses the elementwise ops), with the
 sums of an elementwise formula kept from YNNPACK (:class:`_SeparateSums`), or, for a loss that
 declares ``value_in_arithmetic`` (log-cosh: its value without a select), handed to YNNPACK whole
@@ -167,16 +168,9 @@ def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
         return _xla_value_and_grad(loss, plan, functools.partial(_formula, loss=loss))
     maxima = tuple(jnp.max(rows, axis=-1) for rows in sweep.rows(plan))
 
-    def native(form):
-        def run():
-            value, grad = _xla_value_and_grad(loss, plan, form)
-            return (value, grad) if with_grad else (value, None)
-        return run
-
     def sweep_run():
-        # each form scales its own gradient: scaled after a switch, the gradient is a second pass
-        index, forms = sweep.forms(plan, maxima)
-        return native(forms[0])() if len(forms) == 1 else jax.lax.switch(index, [native(f) for f in forms])
+        value, grad = _xla_value_and_grad(loss, plan, functools.partial(sweep.run, maxima=maxima))
+        return (value, grad) if with_grad else (value, None)
 
     # a row whose max is +-inf (or NaN): the reference's exact limits; only the branch taken runs.
     # -inf entries below a finite max are exact in the sweeps

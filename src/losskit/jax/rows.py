@@ -1,5 +1,5 @@
-"""The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE with integer labels, KL divergence
-with probability targets, distillation. Each computes a row's value and its gradient from one
+"""The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE and Poly-1 with integer labels, KL
+divergence with probability targets, distillation. Each computes a row's value and its gradient from one
 variadic row reduction (:func:`_row_sums`) over ``exp(z - max)`` and the target's terms, plus one
 elementwise pass for the gradient; the arithmetic is that of the compiled rows
 (:mod:`losskit.fused.kernels`, :mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms
@@ -87,8 +87,16 @@ def _row_sums_jvp(primals, tangents):
 _FAR_SHIFT = {np.dtype(np.float32): 64.0, np.dtype(np.float64): 512.0}
 
 
-def softmax_ce(plan, maxima):
-    """Softmax CE of integer labels, value and gradient in one row sweep."""
+def softmax_ce(plan, maxima, epsilon=0.0):
+    r"""Softmax CE of integer labels, value and gradient in one row sweep; with ``epsilon``, Poly-1
+    (:class:`~losskit.PolyCrossEntropy`): the CE plus :math:`\epsilon (1 - \sum_k y'_k p_k)`.
+
+    With integer labels :math:`y' = (1 - a)\,\mathrm{onehot}(y) + a / K`, so
+    :math:`1 - \sum y' p = (1 - a)(1 - p_y) + a (1 - 1/K)` and the Poly term's gradient
+    :math:`-\epsilon\, p_j (y'_j - P)` is :math:`-\epsilon (1 - a)\, p_j ([j = y] - p_y)`: both from
+    ``1 - p_y``, which the sweep has from the terms other than the label (exact when ``p_y`` rounds to
+    1: a sure row keeps its tiny loss). The reference's text (a log-softmax and a second exp) ran at
+    0.70-0.78x optax's speed (issue 15)."""
     (row_max,) = maxima
     labels = plan.target.labels
     z, a = plan.input, plan.smoothing
@@ -112,11 +120,19 @@ def softmax_ce(plan, maxima):
     if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
         shifted_mean = jnp.where(jnp.isfinite(sums[2]), sums[2] / k, sums[3] - row_max)
         loss = loss - a * shifted_mean
-    total = (1 + below + ties)[..., None]
-    rest = (below + ties + (1 - e_y))[..., None]  # 1 - e_y first: exactly 0 when the label is the max
+    total = 1 + below + ties
+    rest = below + ties + (1 - e_y)  # 1 - e_y first: exactly 0 when the label is the max
+    missing = rest / total  # 1 - p_y from the other terms
+    # per class: p_k (times 1 + g p_y with Poly's g) and, at the label, p_y - 1 = -(1 - p_y)
+    gain = 1.0
+    if epsilon:
+        g = epsilon * (1 - a)
+        loss = loss + (g * missing + epsilon * a * (1 - 1 / k))
+        gain = 1 + g * (e_y / total)
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
-    grad = jnp.where(onehot, a * (1 - 1 / k) - rest / total, e / total - a / k)
+    grad = jnp.where(onehot, a * (1 - 1 / k) - (missing * gain)[..., None],
+                     e * (gain / total)[..., None] - a / k)
     return loss, grad
 
 
@@ -152,81 +168,78 @@ def kl_divergence(plan, maxima, loss):
     loss's own ``_dense_target``): the reference's text costs five passes over ``[N, K]`` here, and
     was 0.56-0.61x optax's speed (BENCHMARKS.md, issue 15).
 
-    Two forms, chosen by the rows' normalisers (``lax.switch`` in :mod:`losskit.jax`: only the form
-    taken runs): :func:`_kl_spread` where every row's :math:`\sum e^{z - \max}` is at least
-    :data:`_SPREAD`, the common case, and :func:`_kl_sure` (the terms below each row's max summed
-    apart) where a row is nearly sure of one class, whose tiny loss a normaliser rounded with its 1
-    would lose. Returns ``(index, forms)``, each form ``plan -> (per-row loss, gradient)``."""
-    (row_max,) = maxima
-    z = plan.input
-    # a plain sum, which XLA hands to YNNPACK with the exp: one read of z, vectorised, nothing written
-    normaliser = jnp.sum(jnp.exp(z - row_max[..., None]), axis=-1)
-
-    def target(plan):  # the smoothed target y', the loss's own rule; made in each form (a [N, K]
-        # array passed into a branch would be written to memory)
-        return loss._dense_target(jnp, plan.input, plan.target.dense, None)
-
-    return (jnp.all(normaliser >= _SPREAD).astype(jnp.int32),
-            (lambda plan: _kl_sure(plan.input, target(plan), row_max),
-             lambda plan: _kl_spread(plan.input, target(plan), row_max, normaliser)))
-
-
-#: the least row normaliser :func:`_kl_spread` takes: log of a larger one is at least log 1.5 = 0.41,
-#: so the normaliser's rounding (an eps) is an eps or so of its log, and rest = normaliser - 1 (the
-#: terms below the max) loses at most a bit
-_SPREAD = 1.5
-
-
-def _kl_spread(z, y, row_max, normaliser):
-    r"""KL where every row's normaliser ``S = sum e^(z - max)`` is at least :data:`_SPREAD`:
-    :math:`\sum y' \log y' + T \log S - \sum y' (z - \max)`. The two sums that take a
-    transcendental function per class (``S`` and the target's entropy) are plain sums that XLA
-    hands to YNNPACK whole (exp, log and the sum vectorised, nothing written); a variadic XLA
+    :math:`\sum y' \log y' + T \log S - \sum y' (z - \max)` with ``S = sum e^(z - max)``. The two sums
+    that take a transcendental function per class (``S`` and the target's entropy) are plain sums that
+    XLA hands to YNNPACK whole (exp, log and the sum vectorised, nothing written); a variadic XLA
     reduction, whose loop calls exp and log one element at a time (6x slower, measured), keeps the
     two that take none. The gradient pass computes the exp again rather than read it from memory:
-    a [N, K] buffer written and read back cost more than the exp (on CPU)."""
+    a [N, K] buffer written and read back cost more than the exp (on CPU). A row sure of its class
+    (``S`` below :data:`_SPREAD`) takes its terms below the max from a sum of their own
+    (:func:`_rest_below_max`), row by row: its tiny loss survives (``[88, 0, 0]``: 1.2e-38), and a
+    batch with a few such rows pays one more plain sum, not the whole batch a slower sweep."""
+    (row_max,) = maxima
+    z = plan.input
+    y = loss._dense_target(jnp, z, plan.target.dense, None)  # the smoothed target y', the loss's own rule
     tiny = jnp.asarray(jnp.finfo(z.dtype).tiny, z.dtype)
     zero = jnp.zeros((), z.dtype)
+    d = z - row_max[..., None]
+    # a plain sum, which XLA hands to YNNPACK with the exp: one read of z, vectorised, nothing written.
+    # z + (-max), not d: the same numbers, but not the expression the sums and the gradient below
+    # take, which XLA would merge with it and then write out as a [N, K] operand of YNNPACK's sum
+    normaliser = jnp.sum(jnp.exp(z + (-row_max)[..., None]), axis=-1)
     # 0 log 0 = 0 without a select (which YNNPACK does not take): y' = 0 reads log(tiny), finite;
     # max(y', -0.0) keeps a negative y' out of it as the reference's where does (-0.0, not 0: XLA
     # shares a broadcast 0 with the where below and then writes it out as a full [N, K] operand)
     neg_entropy = jnp.sum(jnp.maximum(y, jnp.asarray(-0.0, z.dtype)) * jnp.log(jnp.maximum(y, tiny)), axis=-1)
-    d = z - row_max[..., None]
     total_y, y_shifted = _row_sums(y, jnp.where(y != 0, y * d, zero))  # 0 where y' is 0, even for d = -inf
-    # +inf where the target gives mass to a class of logit -inf (y' d = -inf), as the reference
-    loss_value = neg_entropy + total_y * jnp.log(normaliser) - y_shifted
-    total, t = normaliser[..., None], total_y[..., None]
-    rest = normaliser - 1  # exact to a bit or so: normaliser >= 1.5
-    e = jnp.exp(d)
-    # at the max p T - y = (T - y) - q T, q = rest / total: as in _kl_sure
-    grad = jnp.where(e < 1, e * (t / total) - y, (t - y) - (rest[..., None] / total) * t)
-    return loss_value, grad
-
-
-def _kl_sure(z, y, row_max):
-    """KL with the terms below each row's max summed apart from its ties: one variadic sweep for
-    the five row sums (the target's entropy folded in), one pass for the gradient, a row that is
-    sure of its class keeps its tiny loss (``[88, 0, 0]``: 1.2e-38)."""
-    d = z - row_max[..., None]
-    e = jnp.exp(d)
-    zero, one = jnp.zeros((), z.dtype), jnp.ones((), z.dtype)
-    positive = y > 0
-    sums = _row_sums(jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype), y,
-                     jnp.where(y != 0, y * d, zero),  # 0 where y' is 0, even for a logit of -inf
-                     jnp.where(positive, y * jnp.log(jnp.where(positive, y, one)), zero))  # 0 log 0 = 0
-    below, ties, total_y, y_shifted, neg_entropy = sums[0], sums[1] - 1, sums[2], sums[3], sums[4]
-    below = _below_with_subnormals(z, row_max, below, ties)
-    rest = below + ties
-    # log sum e^z - max = log1p(terms below the max): a sure row keeps its tiny loss; +inf where the
+    sure, rest = _rest_below_max(z, row_max, normaliser)
+    # log S = log1p(terms below the max) where S rounded with its 1 would lose them; +inf where the
     # target gives mass to a class of logit -inf (y' d = -inf), as the reference
-    loss_value = neg_entropy + total_y * jnp.log1p(rest) - y_shifted
+    log_norm = jnp.where(sure, jnp.log1p(rest), jnp.log(normaliser))
+    loss_value = neg_entropy + total_y * log_norm - y_shifted
     total, t = (1 + rest)[..., None], total_y[..., None]
+    e = jnp.exp(d)
     # at the max p T - y = (T - y) - q T, q = rest / total from the other terms: exact for a sure
     # row's one-hot target (p T - y would subtract two numbers that round to T)
     # (e < 1, not d < 0: the pass then reads e and y alone, not the logits a third time; where e rounds
     # to 1 both forms are t / total - y)
     grad = jnp.where(e < 1, e * (t / total) - y, (t - y) - (rest[..., None] / total) * t)
     return loss_value, grad
+
+
+#: the least row normaliser whose terms below the max :func:`kl_divergence` takes as ``S - 1``: log of
+#: a larger one is at least log 1.5 = 0.41, so the normaliser's rounding (an eps) is an eps or so of
+#: its log, and ``S - 1`` loses at most a bit
+_SPREAD = 1.5
+
+#: a power of two that takes every negative normal ``d`` of the dtype to at least 2 (and ``-d`` times
+#: it to +inf for a large ``|d|``): ``min(-d * _STEP, 1)`` is then 1 for ``d < 0`` and 0 for ``d = 0``
+_STEP = {np.dtype(np.float32): 2.0 ** 127, np.dtype(np.float64): 2.0 ** 1023}
+
+
+def _rest_below_max(z, row_max, normaliser):
+    """``(sure, rest)``: the rows whose normaliser ``S`` is below :data:`_SPREAD`, and ``S - 1`` per row,
+    summed apart for those rows.
+
+    A sure row has one max (``S`` counts each tie as 1), so its rest is the sum of the terms below the
+    max, ``sum e^d min(-d * step, 1)``: a step made of a product and a min, which YNNPACK takes with
+    the exp and the sum (a compare or a select it does not: XLA's own loop would call exp one element
+    at a time). That sum runs only when some row is sure (``lax.cond`` on the logits, already in
+    memory), and the terms XLA flushed to zero are put back as in softmax CE
+    (:func:`_below_with_subnormals`)."""
+    sure = normaliser < _SPREAD
+    spread_rest = normaliser - 1  # exact to a bit or so where S >= 1.5
+
+    def apart():
+        d = z - row_max[..., None]
+        # (a step: its derivative is 0, and the product's rule would scale a cotangent by 2^127)
+        step = jax.lax.stop_gradient(jnp.minimum(-d * jnp.asarray(_STEP[np.dtype(z.dtype)], z.dtype),
+                                                 jnp.asarray(1, z.dtype)))
+        return jnp.where(sure, jnp.sum(jnp.exp(d) * step, axis=-1), spread_rest)
+
+    rest = jax.lax.cond(jnp.any(sure), apart, lambda: spread_rest)
+    # a sure row's rest has no ties in it, so it is the softmax CE sweep's `below` (with ties 0)
+    return sure, jnp.where(sure, _below_with_subnormals(z, row_max, rest, jnp.zeros_like(rest)), rest)
 
 
 def distillation(plan, maxima, loss):
@@ -262,15 +275,10 @@ def distillation(plan, maxima, loss):
 
 class Sweep(NamedTuple):
     """A row sweep: ``rows(plan)``, the arrays whose row maxima it shifts by (a row whose max is
-    +-inf takes the reference instead), and ``forms(plan, maxima) -> (index, forms)``: the sweep's
-    forms, each ``plan -> (per-row loss, gradient)``, and which one this call takes."""
+    +-inf takes the reference instead), and ``run(plan, maxima) -> (per-row loss, gradient)``."""
 
     rows: object
-    forms: object
-
-
-def _one(run):
-    return lambda plan, maxima: (0, (functools.partial(run, maxima=maxima),))
+    run: object
 
 
 def _logits(plan):
@@ -282,9 +290,11 @@ def sweep_for(loss, plan) -> Sweep | None:
     torch-native paths find theirs); None: the loss's own array-API formula."""
     name = type(loss).kernel_name()
     if name == "softmax_ce" and plan.target.labels is not None:
-        return Sweep(_logits, _one(softmax_ce))
+        return Sweep(_logits, softmax_ce)
+    if name == "poly_cross_entropy" and plan.target.labels is not None:
+        return Sweep(_logits, functools.partial(softmax_ce, epsilon=loss.epsilon))
     if name == "kl_divergence" and plan.target.labels is None:
         return Sweep(_logits, functools.partial(kl_divergence, loss=loss))
     if name == "distillation":
-        return Sweep(lambda plan: (plan.input, plan.target.dense), _one(functools.partial(distillation, loss=loss)))
+        return Sweep(lambda plan: (plan.input, plan.target.dense), functools.partial(distillation, loss=loss))
     return None
