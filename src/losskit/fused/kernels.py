@@ -5,10 +5,9 @@ is ``parallel`` over rows, ``cache=True`` (the machine code is written to disk o
 and runs in the input's dtype: float32 stays float32 in the SIMD loops, with the vectorisable
 :func:`~losskit.fused.vmath.vexp` / :func:`~losskit.fused.vmath.vlog1p_unit`. A row's sums are
 taken in the input's dtype across the SIMD lanes and unrolled accumulators (64 partial sums for
-float32 on AVX-512, 32 on AVX2), and the rows' totals are added in float64. A row longer than
-:data:`EXP_BLOCK` is summed in blocks of that size added in float64 (the error of one float32 sum grows
-with the terms each accumulator holds); blocks of a few thousand terms were tried and cost about
-1.3x (on a loaded machine).
+float32 on AVX-512, 32 on AVX2) within chunks of :data:`SUM_CHUNK` terms, the chunks' sums added
+in float64 (the error of one float32 sum grows with the terms each accumulator holds), and the rows'
+totals are added in float64.
 
 Design note: a kernel is a leaf. It receives what the call plan settled (labels made safe, the
 reduction's per-example ``scale``, which is 0 for an ignored or weight-0 example), never raises
@@ -35,22 +34,25 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
            "fastmath": {"reassoc", "contract"}}
 
 
-#: a row longer than this is summed in blocks of this many terms, each block's sums added in float64:
-#: one float32 sum spread over the SIMD accumulators loses precision with the terms each holds (on an
-#: AVX2 machine 14.6 eps at K = 128256, 3.0 eps in blocks: docs/losses.md); shorter rows stay one loop
-EXP_BLOCK = 32768
+#: a row's sums are taken in chunks of this many terms: each chunk's sum in the row's dtype (across the
+#: SIMD accumulators, a few terms each), the chunks' sums added in float64. One float32 sum over a long
+#: row loses precision with the terms each accumulator holds (at K = 32000 the softmax's normaliser was
+#: off by ~10 eps, a near-one-hot target's sums by hundreds); chunks of a constant length cost nothing
+#: measurable (the loop's trip count is known to LLVM), where blocks of a variable length cost ~1.4x
+SUM_CHUNK = 256
 
 
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _exp_sums(row, out, m, with_grad, start, stop):
-    """``exp(row - m)`` into ``out[start:stop]`` (when ``with_grad``) and the sums of :func:`_exp_pass`
-    over that stretch, in the row's dtype."""
+def _exp_sums(row, out, m, with_grad, start, count):
+    """``exp(row - m)`` into ``out[start:start + count]`` (when ``with_grad``) and the sums of
+    :func:`_exp_pass` over that stretch, in the row's dtype."""
     zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
     below = zero
     ties = zero
     shifted = zero  # for the smoothing term, without cancelling against m
     every = zero
-    for j in range(start, stop):
+    for step in range(count):  # a constant count (SUM_CHUNK) is what lets LLVM vectorise it fully
+        j = start + step
         d = row[j] - m  # out may be row: read the logit once, before writing its slot
         e = vexp(d)
         if with_grad:
@@ -64,18 +66,17 @@ def _exp_sums(row, out, m, with_grad, start, stop):
 
 @numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
 def _exp_pass(row, out, m, with_grad):
-    """``exp(row - m)`` into ``out`` (when ``with_grad``) and the row's sums: of the terms below the
-    max, of the ties with the max, of ``row - m`` and of every term (NaN if the row holds one).
-    Rows longer than :data:`EXP_BLOCK` are summed block by block, the blocks added in float64."""
+    """``exp(row - m)`` into ``out`` (when ``with_grad``) and the row's sums, in float64: of the terms
+    below the max, of the ties with the max, of ``row - m`` and of every term (NaN if the row holds
+    one). Summed in chunks of :data:`SUM_CHUNK`, the chunks added in float64."""
     n = row.shape[0]
-    if n <= EXP_BLOCK:
-        return _exp_sums(row, out, m, with_grad, 0, n)
+    full = n - n % SUM_CHUNK
     below, ties, shifted, every = 0.0, 0.0, 0.0, 0.0
-    for start in range(0, n, EXP_BLOCK):
-        b, t, s, e = _exp_sums(row, out, m, with_grad, start, min(start + EXP_BLOCK, n))
+    for start in range(0, full, SUM_CHUNK):
+        b, t, s, e = _exp_sums(row, out, m, with_grad, start, SUM_CHUNK)
         below, ties, shifted, every = below + float(b), ties + float(t), shifted + float(s), every + float(e)
-    real = row.dtype.type
-    return real(below), real(ties), real(shifted), real(every)
+    b, t, s, e = _exp_sums(row, out, m, with_grad, full, n - full)  # the rest, shorter than a chunk
+    return below + float(b), ties + float(t), shifted + float(s), every + float(e)
 
 
 @numba.njit(**OPTIONS)

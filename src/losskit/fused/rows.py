@@ -16,7 +16,11 @@ Precision as the array-API path: the normaliser is ``log1p`` of the terms below 
 sure row's tiny loss is kept), the missing probability of a class is ``(total - e_k) / total``
 (``rest / total`` at the max: no ``1 - p`` cancels), and the label's gradient is formed from
 those. A row with a logit of +inf (or a loss that is not finite) is flagged, and the reference
-gives the exact limit.
+gives the exact limit. Every row sum runs in chunks of :data:`~losskit.fused.kernels.SUM_CHUNK` classes
+(in the row's dtype within a chunk, float64 across chunks), so a float32 row of a vocabulary's width
+keeps float32's precision (docs/losses.md); focal's per-class sums run in float64 throughout (its loop
+is float64-wide already, for ``vpow``), as a near one-hot target's one large term would otherwise
+round each float32 addition to its own ulp.
 
 Design note: the dense-target kernels fold the target's sums into the exp pass (one read of the
 target there, one in the gradient pass) instead of a separate pass per sum; a label row of
@@ -31,7 +35,7 @@ import math
 import numba
 from numba import prange
 
-from .kernels import OPTIONS, _exp_pass
+from .kernels import OPTIONS, SUM_CHUNK, _exp_pass
 from .vmath import vexp, vlog, vpow
 
 __all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "poly_rows", "crammer_singer_rows"]
@@ -71,18 +75,16 @@ def _flagged_max(row, flags, i):
 
 
 @numba.njit(**_INLINE)
-def _target_exp_pass(row, target, out, m, keep, low):
-    """``exp(row - m)`` into ``out`` and the sums of the softmax (the terms below the max and the
-    ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
-    ``y' = keep * target + low``: ``sum y'``, ``sum y' (z - m)`` (0 where ``y'`` is 0, even for a
-    logit of -inf) and ``sum y' exp(z - m)``."""
+def _target_sums(row, target, out, m, keep, low, start, count):
+    """:func:`_target_exp_pass` over ``count`` terms from ``start``, its sums in the row's dtype."""
     zero, one = row.dtype.type(0), row.dtype.type(1)
     below = zero
     ties = zero
     total_y = zero
     y_shifted = zero
     y_exp = zero
-    for j in range(row.shape[0]):
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
         d = row[j] - m
         e = vexp(d)
         out[j] = e
@@ -93,6 +95,24 @@ def _target_exp_pass(row, target, out, m, keep, low):
         y_shifted += y * d if y != zero else zero
         y_exp += y * e
     return below, ties, total_y, y_shifted, y_exp
+
+
+@numba.njit(**_INLINE)
+def _target_exp_pass(row, target, out, m, keep, low):
+    """``exp(row - m)`` into ``out`` and, in float64, the sums of the softmax (the terms below the max
+    and the ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
+    ``y' = keep * target + low``: ``sum y'``, ``sum y' (z - m)`` (0 where ``y'`` is 0, even for a
+    logit of -inf) and ``sum y' exp(z - m)``; in chunks of :data:`SUM_CHUNK` added in float64."""
+    k = row.shape[0]
+    full = k - k % SUM_CHUNK
+    below, ties, total_y, y_shifted, y_exp = 0.0, 0.0, 0.0, 0.0, 0.0
+    for start in range(0, full, SUM_CHUNK):
+        b, t, ty, ys, ye = _target_sums(row, target, out, m, keep, low, start, SUM_CHUNK)
+        below, ties, total_y = below + float(b), ties + float(t), total_y + float(ty)
+        y_shifted, y_exp = y_shifted + float(ys), y_exp + float(ye)
+    b, t, ty, ys, ye = _target_sums(row, target, out, m, keep, low, full, k - full)  # the rest
+    return (below + float(b), ties + float(t), total_y + float(ty), y_shifted + float(ys),
+            y_exp + float(ye))
 
 
 @numba.njit(**_INLINE)
@@ -113,6 +133,22 @@ def _label_parts(row, y, m, rest, total):
     return d_y, e_y / total, rest_y / total
 
 
+@numba.njit(**_INLINE)
+def _kl_terms(target, g, keep, low, scaled_t, sw, t_y, q_max, start, count):
+    r"""KL's gradient over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)`` there) and the
+    sum of :math:`y' \log y'` over them, in the row's dtype."""
+    zero, one = g.dtype.type(0), g.dtype.type(1)
+    neg_entropy = zero
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        y = keep * target[j] + low
+        neg_entropy += y * vlog(y) if y > zero else zero  # 0 log 0 = 0
+        e = g[j]
+        # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+        g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+    return neg_entropy
+
+
 @numba.njit(**OPTIONS)
 def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
     r"""KL divergence of probability targets: :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y'
@@ -121,7 +157,6 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
     target's :math:`\sum y' \log y'` (0 where :math:`y' = 0`)."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
     for i in prange(n):
         s = scale[i]
@@ -134,20 +169,61 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
             continue
         below, ties, total_y, y_shifted, _ = _target_exp_pass(row, target, g, m, keep, low)
         rest, total, log_norm = _normaliser(below, ties)
-        scaled_t, sw = dtype(s * float(total_y) / total), dtype(s)
-        t_y, q_max = total_y, dtype(rest / total)  # 1 - p at the row max, from the other terms
-        neg_entropy = zero
-        for j in range(k):
-            y = keep * target[j] + low
-            neg_entropy += y * vlog(y) if y > zero else zero  # 0 log 0 = 0
-            e = g[j]
-            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
-            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
-        loss = float(neg_entropy) + float(total_y) * log_norm - float(y_shifted)
+        scaled_t, sw = dtype(s * total_y / total), dtype(s)
+        t_y, q_max = dtype(total_y), dtype(rest / total)  # 1 - p at the row max, from the other terms
+        full = k - k % SUM_CHUNK
+        neg_entropy = 0.0
+        for start in range(0, full, SUM_CHUNK):
+            neg_entropy += float(_kl_terms(target, g, keep, low, scaled_t, sw, t_y, q_max, start, SUM_CHUNK))
+        neg_entropy += float(_kl_terms(target, g, keep, low, scaled_t, sw, t_y, q_max, full, k - full))
+        loss = neg_entropy + total_y * log_norm - y_shifted
         if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss
+
+
+@numba.njit(**_INLINE)
+def _pair_sums(row, t, g, mz, mt, inv_t, with_grad, start, count):
+    """Distillation's normalisers over ``count`` classes from ``start``, in the row's dtype: the
+    student's and the teacher's terms below their max and ties with it (the student's tempered
+    ``exp`` into ``g`` when ``with_grad``)."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)
+    below_s = zero
+    ties_s = zero
+    below_t = zero
+    ties_t = zero
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        ds = (row[j] - mz) * inv_t
+        dt = (t[j] - mt) * inv_t
+        es = vexp(ds)
+        et = vexp(dt)
+        if with_grad:
+            g[j] = es
+        below_s += es if ds < zero else zero
+        ties_s += one if ds >= zero else zero
+        below_t += et if dt < zero else zero
+        ties_t += one if dt >= zero else zero
+    return float(below_s), float(ties_s), float(below_t), float(ties_t)
+
+
+@numba.njit(**_INLINE)
+def _distillation_terms(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, scaled_p, scaled_q, scaled_gap, with_grad,
+                        start, count):
+    """Distillation's gradient over ``count`` classes from ``start`` and the sum of
+    ``q (log q - log p)`` over them, in the row's dtype (the teacher's ``exp`` recomputed)."""
+    zero = row.dtype.type(0)
+    kl = zero
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        ds = (row[j] - mz) * inv_t
+        dt = (t[j] - mt) * inv_t
+        et = vexp(dt)
+        kl += (et * inv_ts) * ((dt - ds) + log_ratio)
+        if with_grad:
+            g[j] = g[j] * scaled_p - et * scaled_q if (ds < zero or dt < zero) else scaled_gap
+    return kl
 
 
 @numba.njit(**OPTIONS)
@@ -160,7 +236,7 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
     gradient."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
+    zero = dtype(0)
     inv_t = dtype(1.0 / temperature)
     for i in prange(n):
         s = scale[i]
@@ -178,21 +254,13 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
         if poison != zero:
             flags[i] = 1
             continue
-        below_s = zero
-        ties_s = zero
-        below_t = zero
-        ties_t = zero
-        for j in range(k):
-            ds = (row[j] - mz) * inv_t
-            dt = (t[j] - mt) * inv_t
-            es = vexp(ds)
-            et = vexp(dt)
-            if with_grad:
-                g[j] = es
-            below_s += es if ds < zero else zero
-            ties_s += one if ds >= zero else zero
-            below_t += et if dt < zero else zero
-            ties_t += one if dt >= zero else zero
+        full = k - k % SUM_CHUNK
+        below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0
+        for start in range(0, full, SUM_CHUNK):
+            bs, ts, bt, tt = _pair_sums(row, t, g, mz, mt, inv_t, with_grad, start, SUM_CHUNK)
+            below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
+        bs, ts, bt, tt = _pair_sums(row, t, g, mz, mt, inv_t, with_grad, full, k - full)  # the rest
+        below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
         rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
         rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
         # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
@@ -201,19 +269,34 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
         inv_ts = dtype(1.0 / total_t)
         scaled_p = dtype(s * temperature / total_s)
         scaled_q = dtype(s * temperature / total_t)
-        kl = zero
-        for j in range(k):
-            ds = (row[j] - mz) * inv_t
-            dt = (t[j] - mt) * inv_t
-            et = vexp(dt)
-            kl += (et * inv_ts) * ((dt - ds) + log_ratio)
-            if with_grad:
-                g[j] = g[j] * scaled_p - et * scaled_q if (ds < zero or dt < zero) else scaled_gap
-        loss = temperature * temperature * float(kl)
+        kl = 0.0
+        for start in range(0, full, SUM_CHUNK):
+            kl += float(_distillation_terms(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, scaled_p, scaled_q,
+                                            scaled_gap, with_grad, start, SUM_CHUNK))
+        kl += float(_distillation_terms(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, scaled_p, scaled_q, scaled_gap,
+                                        with_grad, full, k - full))
+        loss = temperature * temperature * kl
         if not math.isfinite(loss):
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss
+
+
+@numba.njit(**_INLINE)
+def _poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw, start, count):
+    """Poly-1's gradient over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)`` there) and
+    the sum of ``y' (1 - p)`` over them, in the row's dtype."""
+    one = g.dtype.type(1)
+    missing = g.dtype.type(0)
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        e = g[j]
+        y = keep * target[j] + low
+        p = e * inv_total
+        q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
+        missing += y * q
+        g[j] = sw * (p * t_y - y - eps * p * (y - p_big))
+    return missing
 
 
 @numba.njit(**OPTIONS)
@@ -229,7 +312,6 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
     gradient and :math:`\sum y' (1 - p_k)`; ``grad`` is full ``[N, K]`` then."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
     a = smoothing
     by_label = dense.shape[0] == 0
     keep, low = dtype(1.0 - a), dtype(a / k)
@@ -272,21 +354,20 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
             target = dense[i]
             below, ties, total_y, y_shifted, y_exp = _target_exp_pass(row, target, g, m, keep, low)
             rest, total, log_norm = _normaliser(below, ties)
-            big_p = float(y_exp) / total
+            big_p = y_exp / total
             inv_total = dtype(1.0 / total)
             total_f, rest_f = dtype(total), dtype(rest)
             t_y, p_big = dtype(total_y), dtype(big_p)
             eps = dtype(epsilon)
             sw = dtype(s)
-            missing = zero
-            for j in range(k):
-                e = g[j]
-                y = keep * target[j] + low
-                p = e * inv_total
-                q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
-                missing += y * q
-                g[j] = sw * (p * t_y - y - eps * p * (y - p_big))
-            loss = float(total_y) * log_norm - float(y_shifted) + epsilon * (float(missing) + (1.0 - float(total_y)))
+            full = k - k % SUM_CHUNK
+            missing = 0.0
+            for start in range(0, full, SUM_CHUNK):
+                missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                             start, SUM_CHUNK))
+            missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                         full, k - full))
+            loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
             if not math.isfinite(loss):
                 flags[i] = 1
                 continue
@@ -298,6 +379,36 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
                 if row[j] == m:
                     y = keep * target[j] + low
                     g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
+
+
+@numba.njit(**_INLINE)
+def _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_total, total_f, rest_f, log_norm_f,
+                 g_f, start, count):
+    r"""Softmax focal's per-class terms over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)``
+    there and receives ``u``): the sums of :math:`c (1 - p)^\gamma \log p`, of ``u`` and of ``u`` at
+    the row max, in the row's dtype."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)
+    # in float64: a dominant term (a sure label's) would round each float32 addition at its own ulp;
+    # the loop is already as wide as float64 (vpow computes in it), so the wider sums cost nothing
+    loss_sum = 0.0
+    total_u = 0.0
+    ties_u = 0.0  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        e = g[j]
+        c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
+        p = e * inv_total
+        lp = (row[j] - m) - log_norm_f
+        q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
+        mod = vpow(q, g_f)
+        loss_sum += 0.0 if c == zero else float(c * mod * lp)  # 0 * log 0 = 0
+        rho = lp / q if q > zero else -one
+        p_rho = zero if p == zero else p * rho
+        u = c * mod * (g_f * p_rho - one)
+        total_u += float(u)
+        ties_u += 0.0 if e < one else float(u)
+        g[j] = u
+    return loss_sum, total_u, ties_u
 
 
 @numba.njit(**OPTIONS)
@@ -313,7 +424,7 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
     softmax recomputed."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
+    zero = dtype(0)
     a = smoothing
     by_label = dense.shape[0] == 0
     sparse = by_label and a == 0
@@ -356,37 +467,29 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
         inv_total = dtype(1.0 / total)
         total_f, rest_f = dtype(total), dtype(rest)
         log_norm_f = dtype(log_norm)
-        loss_sum = zero
-        total_u = zero
-        ties_u = zero  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
-        for j in range(k):
-            e = g[j]
-            c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
-            p = e * inv_total
-            lp = (row[j] - m) - log_norm_f
-            q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
-            mod = vpow(q, g_f)
-            loss_sum += zero if c == zero else c * mod * lp  # 0 * log 0 = 0
-            rho = lp / q if q > zero else -one
-            p_rho = zero if p == zero else p * rho
-            u = c * mod * (g_f * p_rho - one)
-            total_u += u
-            ties_u += zero if e < one else u
-            g[j] = u
-        loss = -float(loss_sum)
+        full = k - k % SUM_CHUNK
+        loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
+        for start in range(0, full, SUM_CHUNK):
+            ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_total, total_f,
+                                      rest_f, log_norm_f, g_f, start, SUM_CHUNK)
+            loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu
+        ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_total, total_f,
+                                  rest_f, log_norm_f, g_f, full, k - full)
+        loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu
+        loss = -loss_sum
         if not math.isfinite(loss) or not math.isfinite(total_u):
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss
         if with_grad:
-            sw, scaled_u = dtype(s), dtype(s * float(total_u) / total)
-            below_u = total_u - ties_u
+            sw, scaled_u = dtype(s), dtype(s * total_u / total)
+            below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
             q_max, p_max = dtype(rest / total), dtype(1.0 / total)
             for j in range(k):
                 d = row[j] - m
                 u = g[j]
                 # at the max: u - p U = u q - p (U - u), with U - u from the other terms
-                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_u - u)))
+                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
 
 
 @numba.njit(**OPTIONS)
