@@ -3,9 +3,9 @@
 A leaf, as the kernels of :mod:`losskit.fused.kernels` (their flags convention and their options):
 it receives the student's and the teacher's logits of a chunk of rows and the reduction's
 per-row ``scale`` (0 for an ignored row), writes ``scale * l`` per row (float64) and overwrites the
-student's buffer with ``scale * d l / d z`` in place; the teacher's buffer is its scratch. A row
-with a non-finite logit (or a loss that is not finite) gets ``flags[i] = 1``: the caller then
-answers the whole call on the array-API path (:func:`~losskit.losses.distribution.generalized_jsd_terms`),
+student's buffer with ``scale * d l / d z`` in place; the teacher's buffer and ``scratch`` are its
+scratch. A row with a non-finite logit (or a loss that is not finite) gets ``flags[i] = 1``: the
+caller then answers the whole call on the array-API path (:func:`~losskit.losses.distribution.generalized_jsd_terms`),
 which gives the exact limits.
 """
 
@@ -14,14 +14,20 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import prange
 
 from .kernels import OPTIONS, SUM_CHUNK
 from .vmath import vexp, vlog1p_unit
 
-__all__ = ["jsd_rows"]
+__all__ = ["jsd_rows", "jsd_scratch"]
 
 _INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+def jsd_scratch(rows: int, width: int, beta: float, dtype):
+    """The ``scratch`` :func:`jsd_rows` takes: a chunk's row of the mixture's terms per row."""
+    return np.empty((rows, min(width, SUM_CHUNK) if 0.0 < beta < 1.0 else 0), dtype)
 
 
 @numba.njit(**_INLINE)
@@ -50,10 +56,13 @@ def _exp_sums(x, y, mx, my, anchored, start, count):
 
 
 @numba.njit(**_INLINE)
-def _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, start, count):
+def _terms(x, y, w, mx, my, log_ss, log_st, gap, anchor, offset, beta, start, count):
     r"""The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
     each loop, so each stays vectorised): ``(sum p d, sum q (t - s) or sum q (t - m))`` in the rows'
-    dtype, with ``p - q`` (``beta = 0``) or ``d`` into ``x`` and ``p`` into ``y``.
+    dtype, with ``p - q`` (``beta = 0``) or ``d`` into ``x`` and ``p`` into ``y``. A loop that only
+    writes forms each class's values (the terms of the second sum into ``y`` for ``beta = 0``, into
+    the scratch ``w`` for the mixture), then a loop that only reads adds them (see the design note of
+    :mod:`losskit.fused.kernels`).
 
     ``d`` is formed from the tempered logits' difference, never from two log-softmaxes (each off by
     about ``|s| eps``, which ``d_j - K`` in the gradient would keep): ``s - t = (x - y) - gap`` with
@@ -71,39 +80,42 @@ def _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, start, count
     if beta == 0.0:
         for step in range(count):
             j = start + step
-            s = (x[j] - mx) - log_ss
-            t = (y[j] - my) - log_st
-            p = vexp(s)
-            q = vexp(t)
-            kl_q += q * (gap - (x[j] - y[j]))  # t - s
+            xj, yj = x[j], y[j]
+            p = vexp((xj - mx) - log_ss)
+            q = vexp((yj - my) - log_st)
+            y[j] = q * (gap - (xj - yj))  # q (t - s)
             x[j] = p - q
+        for step in range(count):
+            kl_q += y[start + step]
     elif beta == 1.0:
         for step in range(count):
             j = start + step
-            p = vexp((x[j] - mx) - log_ss)
-            d = (x[j] - mx) - (y[j] - anchor)  # s - t less its value at the student's max
-            kl_p += p * d
-            x[j] = d
-            y[j] = p
+            xj, yj = x[j], y[j]
+            x[j] = (xj - mx) - (yj - anchor)  # s - t less its value at the student's max
+            y[j] = vexp((xj - mx) - log_ss)
+        for step in range(count):
+            j = start + step
+            kl_p += y[j] * x[j]
     else:
         for step in range(count):
             j = start + step
-            s = (x[j] - mx) - log_ss
-            t = (y[j] - my) - log_st
-            p = vexp(s)
-            q = vexp(t)
-            r = (x[j] - y[j]) - offset  # log((1 - beta) p) - log(beta q)
+            xj, yj = x[j], y[j]
+            p = vexp((xj - mx) - log_ss)
+            q = vexp((yj - my) - log_st)
+            r = (xj - yj) - offset  # log((1 - beta) p) - log(beta q)
             soft = vlog1p_unit(vexp(-abs(r)))  # softplus(+-r) = max(+-r, 0) + soft
-            d = -(max(-r, zero) + soft)  # s - m + log(1 - beta): small where p dominates, and exact
-            kl_p += p * d
-            kl_q += q * -(max(r, zero) + soft)  # t - m + log(beta)
-            x[j] = d
+            w[step] = q * -(max(r, zero) + soft)  # q (t - m + log(beta))
+            x[j] = -(max(-r, zero) + soft)  # d = s - m + log(1 - beta): small where p dominates, and exact
             y[j] = p
+        for step in range(count):
+            j = start + step
+            kl_p += y[j] * x[j]
+            kl_q += w[step]
     return float(kl_p), float(kl_q)
 
 
 @numba.njit(**OPTIONS)
-def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
+def jsd_rows(student, teacher, scratch, scale, beta, temperature, scaled_loss, flags):
     r"""Generalised JSD of ``softmax(student / T)`` from ``softmax(teacher / T)``, rows of ``[R, V]``.
 
     ``beta = 0``: :math:`\sum q (t - s)`, gradient :math:`(p - q) / T`. ``beta = 1``:
@@ -112,8 +124,11 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
     :math:`d l / d z_j = \frac{c}{T} p_j (d_j - K)` (:math:`d = s - t` or :math:`s - m`,
     :math:`c = 1` or :math:`1 - \beta`). ``s, t`` are the log-softmaxes of the tempered rows.
 
+    ``scratch [R, min(V, SUM_CHUNK)]`` holds a chunk's mixture terms (``[R, 0]`` for ``beta`` 0 or 1).
     Four passes over a row: temper in place with the maxima (and a poison sum: NaN when a logit is
-    not finite); the two normalisers; the per-class terms (:func:`_terms`: ``d`` from the tempered
+    not finite; and how far apart the two rows are: rows the same give the exact 0, loss and
+    gradient, which the rounding of the dropped constants below would miss by an ulp); the two
+    normalisers; the per-class terms (:func:`_terms`: ``d`` from the tempered
     logits' difference), with ``d_j`` into the student's buffer and ``p_j`` into the teacher's; the
     gradient. The row sums run in chunks of :data:`~losskit.fused.kernels.SUM_CHUNK` classes added
     in float64, as the other kernels'.
@@ -137,6 +152,7 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
         mx = x[0] * inv_t
         my = y[0] * inv_t
         poison = zero
+        apart = zero
         for j in range(k):
             a = x[j] * inv_t
             b = y[j] * inv_t
@@ -145,8 +161,14 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
             mx = max(mx, a)
             my = max(my, b)
             poison += a * zero + b * zero  # NaN for +-inf or NaN
+            apart = max(apart, abs(a - b))  # a max and a NaN test: the same whatever the order
         if poison != zero:
             flags[i] = 1
+            continue
+        if apart == zero:  # p = q: JSD 0 and at its minimum
+            for j in range(k):
+                x[j] = zero
+            scaled_loss[i] = 0.0
             continue
         full = k - k % SUM_CHUNK
         sum_s, sum_t, y_top, n_top = 0.0, 0.0, 0.0, 0.0
@@ -165,10 +187,10 @@ def jsd_rows(student, teacher, scale, beta, temperature, scaled_loss, flags):
         d_top = (float(mx) - float(anchor)) - gap64  # s - t at the student's max (with the anchor as rounded)
         kl_p, kl_q = 0.0, 0.0  # sum p d; sum q (t - s) or sum q (t - m)
         for start in range(0, full, SUM_CHUNK):
-            part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, start,
+            part_p, part_q = _terms(x, y, scratch[i], mx, my, log_ss, log_st, gap, anchor, offset, beta, start,
                                     SUM_CHUNK)
             kl_p, kl_q = kl_p + part_p, kl_q + part_q
-        part_p, part_q = _terms(x, y, mx, my, log_ss, log_st, gap, anchor, offset, beta, full,
+        part_p, part_q = _terms(x, y, scratch[i], mx, my, log_ss, log_st, gap, anchor, offset, beta, full,
                                 k - full)
         kl_p, kl_q = kl_p + part_p, kl_q + part_q
         if mixture:  # the constants dropped from d and t - m, as sum p = sum q = 1

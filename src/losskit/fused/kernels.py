@@ -19,6 +19,16 @@ then answers the whole call on the array-API path, which gives the exact limit o
 contraction into fused multiply-adds (one rounding instead of two); the arithmetic of
 ``vexp``/``vlog1p_unit`` is compiled apart, with contraction only, so its range reduction keeps
 its order.
+
+Every loop that sums only reads, and every loop that writes sums nothing. LLVM compiles a loop that
+writes one array and reads another twice: a vectorised body behind a run-time check that the arrays'
+address ranges do not overlap, and a scalar body for when the check fails. The check is conservative
+(arrays a few hundred bytes apart can fail it), and under reassociation the two bodies add a sum's
+terms in different orders, so a sum taken in such a loop changed in its last bits with where the
+allocator had put the buffers (``grad()`` and ``value_and_grad()`` differed by an ulp now and then). A
+loop that writes (an ``exp`` stored, a gradient) computes each element alone, the same bits in either
+body. And a kernel takes its sums in the same loops whether or not a gradient is asked, so the value is
+the same bits either way (tests/test_kernel_placement.py).
 """
 
 from __future__ import annotations
@@ -42,10 +52,12 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
 SUM_CHUNK = 256
 
 
-@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _exp_sums(row, out, m, with_grad, start, count):
-    """``exp(row - m)`` into ``out[start:start + count]`` (when ``with_grad``) and the sums of
-    :func:`_exp_pass` over that stretch, in the row's dtype."""
+_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+@numba.njit(**_INLINE)
+def _exp_sums(row, m, start, count):
+    """The sums of :func:`_exp_pass` over ``count`` terms from ``start``, in the row's dtype."""
     zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
     below = zero
     ties = zero
@@ -53,10 +65,8 @@ def _exp_sums(row, out, m, with_grad, start, count):
     every = zero
     for step in range(count):  # a constant count (SUM_CHUNK) is what lets LLVM vectorise it fully
         j = start + step
-        d = row[j] - m  # out may be row: read the logit once, before writing its slot
+        d = row[j] - m
         e = vexp(d)
-        if with_grad:
-            out[j] = e
         below += e if d < zero else zero
         ties += one if d >= zero else zero
         shifted += d
@@ -64,19 +74,27 @@ def _exp_sums(row, out, m, with_grad, start, count):
     return below, ties, shifted, every
 
 
-@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _exp_pass(row, out, m, with_grad):
-    """``exp(row - m)`` into ``out`` (when ``with_grad``) and the row's sums, in float64: of the terms
-    below the max, of the ties with the max, of ``row - m`` and of every term (NaN if the row holds
-    one). Summed in chunks of :data:`SUM_CHUNK`, the chunks added in float64."""
+@numba.njit(**_INLINE)
+def _exp_pass(row, m):
+    """The row's sums of ``exp(row - m)``, in float64: of the terms below the max, of the ties with the
+    max, of ``row - m`` and of every term (NaN if the row holds one). Summed in chunks of
+    :data:`SUM_CHUNK`, the chunks added in float64. It only reads (see the module's design note)."""
     n = row.shape[0]
     full = n - n % SUM_CHUNK
     below, ties, shifted, every = 0.0, 0.0, 0.0, 0.0
     for start in range(0, full, SUM_CHUNK):
-        b, t, s, e = _exp_sums(row, out, m, with_grad, start, SUM_CHUNK)
+        b, t, s, e = _exp_sums(row, m, start, SUM_CHUNK)
         below, ties, shifted, every = below + float(b), ties + float(t), shifted + float(s), every + float(e)
-    b, t, s, e = _exp_sums(row, out, m, with_grad, full, n - full)  # the rest, shorter than a chunk
+    b, t, s, e = _exp_sums(row, m, full, n - full)  # the rest, shorter than a chunk
     return below + float(b), ties + float(t), shifted + float(s), every + float(e)
+
+
+@numba.njit(**_INLINE)
+def store_exp(row, out, m, start, count):
+    """``exp(row - m)`` into ``out[start:start + count]``: a loop that writes and sums nothing."""
+    for step in range(count):
+        j = start + step
+        out[j] = vexp(row[j] - m)
 
 
 @numba.njit(**OPTIONS)
@@ -86,8 +104,9 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
 
     ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``.
-    Three passes over a row: its max; ``exp(z - max)`` into ``grad`` with the row's sums; the
-    scaling. Precision as the array-API path: the normaliser is ``log1p`` of the terms below the
+    Three passes over a row: its max; the sums of ``exp(z - max)`` (only read); the gradient, each
+    ``exp`` taken again (cheaper than storing it and reading it back, and no loop both sums and
+    writes). Precision as the array-API path: the normaliser is ``log1p`` of the terms below the
     row max (a sure row's tiny loss is not rounded to 0), and at the label the gradient is
     ``a (1 - 1/K) - sum_{k != y} p_k`` (exact when ``p_y`` rounds to 1).
     """
@@ -109,10 +128,7 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
             continue
         z_y = row[y]  # read before the row is overwritten (grad may alias z)
         g = grad[i if with_grad else i - i]  # without a gradient, grad is one scratch row, never written
-        if in_place:  # g is this row's own memory: one array for both lets LLVM vectorise
-            below, ties, shifted, every = _exp_pass(g, g, m, with_grad)
-        else:  # two arrays: LLVM checks at run time that they do not overlap
-            below, ties, shifted, every = _exp_pass(row, g, m, with_grad)
+        below, ties, shifted, every = _exp_pass(row, m)
         below64, ties64 = float(below), float(ties) - 1.0  # the leading 1 is one of the ties
         log_norm = math.log1p(below64 + ties64)
         # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
@@ -132,8 +148,12 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
                     g[j] = zero
             else:
                 scaled_inv, scaled_offset = g.dtype.type(s / total), g.dtype.type(s * a / k)
-                for j in range(k):
-                    g[j] = g[j] * scaled_inv - scaled_offset
+                if in_place:  # g is this row's own memory: reading it alone needs no check of overlap
+                    for j in range(k):
+                        g[j] = vexp(g[j] - m) * scaled_inv - scaled_offset
+                else:
+                    for j in range(k):
+                        g[j] = vexp(row[j] - m) * scaled_inv - scaled_offset
                 # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
                 rest = below64 + ties64 if z_y >= m else below64 + ties64 + (1.0 - math.exp(float(z_y) - float(m)))
                 g[y] = sw * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)
