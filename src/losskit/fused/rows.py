@@ -33,14 +33,21 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import prange
 
 from .kernels import OPTIONS, SUM_CHUNK, _exp_pass, store_exp
 from .vmath import vexp, vlog, vpow
 
-__all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "poly_rows", "crammer_singer_rows"]
+__all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
 
 _INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+def focal_scratch(rows: int, width: int, sparse: bool, dtype):
+    """The ``scratch`` :func:`focal_rows` takes: a chunk's row of the loss's terms per row (none for
+    labels without smoothing, which touch only the label's term)."""
+    return np.empty((rows, 0 if sparse else min(width, SUM_CHUNK)), dtype)
 
 
 @numba.njit(**_INLINE)
@@ -399,35 +406,25 @@ def _exp_into(row, out, m):
 
 
 @numba.njit(**_INLINE)
-def _focal_weight(dense, i, by_label, y, alpha, keep, low, high, j):
-    """``c = alpha y'`` of class ``j``."""
-    return alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)
-
-
-@numba.njit(**_INLINE)
-def _focal_u(e, lp, weighted_mod, inv_total, total_f, rest_f, g_f, zero, one):
-    r""":math:`u = c (1 - p)^\gamma (\gamma p \rho - 1)` of a class from ``e = exp(z - m)``, ``lp = log p``
-    and ``weighted_mod`` :math:`= c (1 - p)^\gamma` (``zero``, ``one`` in the row's dtype)."""
-    p = e * inv_total
-    q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
-    rho = lp / q if q > zero else -one
-    p_rho = zero if p == zero else p * rho
-    return weighted_mod * (g_f * p_rho - one)
-
-
-@numba.njit(**_INLINE)
-def _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_total, total_f, rest_f, log_norm_f,
-                 g_f, start, count):
-    r"""Softmax focal's per-class terms over ``count`` classes from ``start``: :math:`c (1 - p)^\gamma` into
-    ``g`` (which holds ``exp(z - m)`` there) by a loop that only writes, then by a loop that only reads
-    (each ``exp`` taken again) the sums of :math:`c (1 - p)^\gamma \log p`, of ``u`` and of ``u`` at the
-    row max."""
+def _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f, rest_f,
+                 log_norm_f, g_f, start, count):
+    r"""Softmax focal's per-class terms over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)``
+    there): by a loop that only writes, ``u`` into ``g`` and :math:`c (1 - p)^\gamma \log p` into the
+    chunk's scratch ``w``; then by a loop that only reads, the sums of those, and of ``u`` at the row
+    max."""
     zero, one = row.dtype.type(0), row.dtype.type(1)
     for step in range(count):
         j = start + step
         e = g[j]
+        c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
+        p = e * inv_total
+        lp = (row[j] - m) - log_norm_f
         q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
-        g[j] = _focal_weight(dense, i, by_label, y, alpha, keep, low, high, j) * vpow(q, g_f)
+        mod = vpow(q, g_f)
+        w[step] = zero if c == zero else c * mod * lp  # 0 * log 0 = 0
+        rho = lp / q if q > zero else -one
+        p_rho = zero if p == zero else p * rho
+        g[j] = c * mod * (g_f * p_rho - one)
     # in float64: a dominant term (a sure label's) would round each float32 addition at its own ulp;
     # the loop is already as wide as float64 (vpow computes in it), so the wider sums cost nothing
     loss_sum = 0.0
@@ -435,20 +432,15 @@ def _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_t
     ties_u = 0.0  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
     for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
         j = start + step
-        d = row[j] - m
-        e = vexp(d)
-        weighted_mod = g[j]
-        lp = d - log_norm_f
-        c = _focal_weight(dense, i, by_label, y, alpha, keep, low, high, j)
-        loss_sum += 0.0 if c == zero else float(weighted_mod * lp)  # 0 * log 0 = 0
-        u = _focal_u(e, lp, weighted_mod, inv_total, total_f, rest_f, g_f, zero, one)
+        u = g[j]
+        loss_sum += float(w[step])
         total_u += float(u)
-        ties_u += 0.0 if e < one else float(u)
+        ties_u += 0.0 if row[j] < m else float(u)  # at the max: where the gradient pass takes its other branch
     return loss_sum, total_u, ties_u
 
 
 @numba.njit(**OPTIONS)
-def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, grad, with_grad, flags):
+def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, grad, scratch, with_grad, flags):
     r"""Softmax focal loss :math:`-\sum_k c_k (1 - p_k)^\gamma \log p_k`, :math:`c = \alpha y'`; gradient
     :math:`u - p \sum u`, :math:`u_k = c_k (1 - p_k)^\gamma (\gamma p_k \rho_k - 1)`,
     :math:`\rho = \log p / (1 - p)` (-1 in the limit :math:`p \to 1`). ``alpha [K]``.
@@ -457,8 +449,9 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
     gradient is :math:`-u_y p` off the label and :math:`u_y q_y` at it (``grad`` ``[1, K]`` scratch
     without a gradient; each ``exp`` taken again). Otherwise (dense targets, or labels with smoothing;
     ``grad`` full ``[N, K]``, scratch without a gradient): the max; ``exp`` into ``grad`` with the
-    softmax's sums; per chunk, :math:`c (1 - p)^\gamma` into ``grad``, then the sums of the loss and of
-    ``u`` (:func:`_focal_terms`); the gradient, with ``exp`` and ``u`` taken again (no second ``pow``)."""
+    softmax's sums; per chunk, ``u`` into ``grad`` and the loss's terms into ``scratch [N,
+    min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the gradient, the softmax taken
+    again. ``scratch`` is ``[N, 0]`` on the labels-only path."""
     n, k = z.shape
     dtype = z.dtype.type
     zero = dtype(0)
@@ -510,11 +503,11 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
         full = k - k % SUM_CHUNK
         loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
         for start in range(0, full, SUM_CHUNK):
-            ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_total, total_f,
-                                      rest_f, log_norm_f, g_f, start, SUM_CHUNK)
+            ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low, high, inv_total,
+                                      total_f, rest_f, log_norm_f, g_f, start, SUM_CHUNK)
             loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu
-        ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, keep, low, high, inv_total, total_f,
-                                  rest_f, log_norm_f, g_f, full, k - full)
+        ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low, high, inv_total,
+                                  total_f, rest_f, log_norm_f, g_f, full, k - full)
         loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu
         loss = -loss_sum
         if not math.isfinite(loss) or not math.isfinite(total_u):
@@ -522,15 +515,14 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
             continue
         scaled_loss[i] = s * loss
         if with_grad:
-            sw, scaled_u, one = dtype(s), dtype(s * total_u / total), dtype(1)
+            sw, scaled_u = dtype(s), dtype(s * total_u / total)
             below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
             q_max, p_max = dtype(rest / total), dtype(1.0 / total)
             for j in range(k):
                 d = row[j] - m
-                e = vexp(d)
-                u = _focal_u(e, d - log_norm_f, g[j], inv_total, total_f, rest_f, g_f, zero, one)
+                u = g[j]
                 # at the max: u - p U = u q - p (U - u), with U - u from the other terms
-                g[j] = sw * u - e * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
+                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
 
 
 @numba.njit(**OPTIONS)
