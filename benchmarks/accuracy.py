@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py --paths    # the same grids on every path (tests/test_precision_paths.py)
     python benchmarks/accuracy.py --vmath    # only the kernels' exp/log/log1p/expm1/pow against mpmath
     python benchmarks/accuracy.py --catalogue  # every catalogue loss (tests/test_precision_catalogue.py)
+    python benchmarks/accuracy.py --long-rows  # float32 rows of 1000 to 128256 classes, compiled and array API
 
 For each loss and dtype: the maximum relative error, in units of the dtype's epsilon too,
 over a grid of extreme inputs (|z| from 1e-8 to 1e4, p down to 1e-300, targets 0, 0.3, 1).
@@ -14,6 +15,7 @@ reference is computed from the rounded values, so only losskit's own arithmetic 
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -268,35 +270,73 @@ def vmath_table() -> None:
 def long_rows_table() -> None:
     """The compiled float32 softmax CE on long rows (8 rows of N(0, 16) logits, 5 seeds) against the
     float64 reference of the same float32 input: the worst relative error of the loss, in eps; then the
-    class-axis losses with probability targets, compiled and array-API, 3 seeds."""
+    class-axis losses with probability targets or a teacher's logits (:data:`LONG_ROW_CASES`, the rows of
+    :func:`_long_rows`, 3 seeds), compiled and array-API: the worst relative error of the value, and of
+    the gradient relative to its row's largest exact entry (max-abs), in eps."""
+    from losskit.losses import _compiled
+
+    _compiled.ANSWER_WHILE_COMPILING = 0  # the kernel answers every call, none the reference while it compiles
     eps = float(np.finfo(np.float32).eps)
-    print("| K | worst relative error of the float32 loss (eps) |")
-    print("|---|---|")
+    print("| K | worst relative error of the float32 loss (eps) | of the gradient, to its row's largest entry (eps) |")
+    print("|---|---|---|")
     for k in (1000, 32000, 128256):
-        worst = 0.0
+        worst = worst_grad = 0.0
         for seed in range(5):
             rng = np.random.default_rng(seed)
             z, y = (rng.normal(size=(8, k)) * 4).astype(np.float32), rng.integers(0, k, 8)
-            value = lk.SoftmaxCrossEntropy(impl="fused", reduction="none")(z, y)
-            exact = lk.SoftmaxCrossEntropy(impl="xp", reduction="none")(z.astype(np.float64), y)
+            value, grad = lk.SoftmaxCrossEntropy(impl="fused", reduction="none").value_and_grad(z, y)
+            exact, exact_grad = lk.SoftmaxCrossEntropy(impl="xp", reduction="none").value_and_grad(
+                z.astype(np.float64), y)
             worst = max(worst, float(np.max(np.abs(value - exact) / np.abs(exact))) / eps)
-        print(f"| {k} | {worst:.1f} |")
-    # the class-axis kernels with probability targets (Dirichlet(0.1) rows): their float32 row sums
+            worst_grad = max(worst_grad, float(np.max(np.abs(grad - exact_grad).max(axis=-1)
+                                                      / np.abs(exact_grad).max(axis=-1))) / eps)
+        print(f"| {k} | {worst:.1f} | {worst_grad:.1f} |")
+    # the class-axis kernels with probability targets (or a teacher's logits)
     print()
-    print("| loss, probability targets | K | compiled (eps) | array API (eps) |")
-    print("|---|---|---|---|")
-    for cls in (lk.KLDivergence, lk.PolyCrossEntropy, lk.SoftmaxFocalLoss):
-        for k in (1000, 32000):
-            worst = {"fused": 0.0, "xp": 0.0}
+    print("| loss, probability targets | K | compiled value (eps) | compiled gradient (eps) "
+          "| array API value (eps) | array API gradient (eps) |")
+    print("|---|---|---|---|---|---|")
+    for label, cls, options, kind in LONG_ROW_CASES:
+        for k in (1000, 32000, 128256):
+            worst = {"fused": [0.0, 0.0], "xp": [0.0, 0.0]}
             for seed in range(3):
-                rng = np.random.default_rng(seed)
-                z = (rng.normal(size=(8, k)) * 4).astype(np.float32)
-                t = rng.dirichlet(np.full(k, 0.1), size=8).astype(np.float32)
-                exact = cls(impl="xp", reduction="none")(z.astype(np.float64), t.astype(np.float64))
-                for impl in worst:
-                    value = cls(impl=impl, reduction="none")(z, t)
-                    worst[impl] = max(worst[impl], float(np.max(np.abs(value - exact) / np.abs(exact))) / eps)
-            print(f"| {cls.name} | {k} | {worst['fused']:.1f} | {worst['xp']:.1f} |")
+                z, target = _long_rows(np.random.default_rng(seed), k, kind)
+                loss_of = functools.partial(cls, reduction="none", **options)
+                exact, exact_grad = loss_of(impl="xp").value_and_grad(z.astype(np.float64), target.astype(np.float64))
+                for impl, errors in worst.items():
+                    value, grad = loss_of(impl=impl).value_and_grad(z, target)
+                    errors[0] = max(errors[0], float(np.max(np.abs(value - exact) / np.abs(exact))) / eps)
+                    errors[1] = max(errors[1], float(np.max(np.abs(grad - exact_grad).max(axis=-1)
+                                                            / np.abs(exact_grad).max(axis=-1))) / eps)
+            print(f"| {label} | {k} | {worst['fused'][0]:.1f} | {worst['fused'][1]:.1f} "
+                  f"| {worst['xp'][0]:.1f} | {worst['xp'][1]:.1f} |")
+
+
+#: the class-axis losses whose row sums run over a target row: (label, class, options, target kind)
+LONG_ROW_CASES = [
+    *((f"kl_divergence, smoothing {a}", lk.KLDivergence, {"label_smoothing": a}, "probs") for a in (0.0, 0.1)),
+    *((f"poly_cross_entropy, smoothing {a}", lk.PolyCrossEntropy, {"label_smoothing": a},
+       "probs") for a in (0.0, 0.1)),
+    *((f"softmax_focal_loss, gamma {g}, smoothing {a}", lk.SoftmaxFocalLoss,
+       {"gamma": g, "label_smoothing": a}, "probs")
+      for a in (0.0, 0.1) for g in (0.0, 0.5, 2.0)),
+    *((f"distillation_loss, T {t}", lk.DistillationLoss, {"temperature": t}, "teacher") for t in (1.0, 2.0, 0.5)),
+    *((f"js_divergence, beta {b}", lk.JSDivergence, {"beta": b}, "teacher") for b in (0.0, 0.5, 1.0)),
+]
+
+
+def _long_rows(rng, k, kind):
+    """Three float32 rows of N(0, 16) logits and their targets: probabilities Dirichlet(0.1), Dirichlet(1)
+    and a near one-hot (0.999 on one class, the rest spread), or teacher logits N(0, 16), N(0, 1) and
+    N(0, 1) with one class 25 above."""
+    z = (rng.normal(size=(3, k)) * 4).astype(np.float32)
+    if kind == "teacher":
+        t = rng.normal(size=(3, k)) * np.array([[4.0], [1.0], [1.0]])
+        t[2, rng.integers(k)] += 25
+        return z, t.astype(np.float32)
+    near = rng.dirichlet(np.ones(k)) * 1e-3
+    near[rng.integers(k)] += 1 - 1e-3
+    return z, np.stack([rng.dirichlet(np.full(k, 0.1)), rng.dirichlet(np.ones(k)), near]).astype(np.float32)
 
 
 def main() -> None:

@@ -289,3 +289,130 @@ def test_crammer_singer_matches_optax():
         jnp.asarray(z, dtype=jnp.float64))
     np.testing.assert_allclose(value, float(ref_value), rtol=1e-12)
     np.testing.assert_allclose(grad, np.asarray(ref_grad), rtol=1e-12, atol=0)
+
+
+# --- long float32 rows: the kernels' row sums keep float32's precision (docs/losses.md "Precision")
+
+LONG = 32000  # a vocabulary's width: one float32 sum over it loses ~10-1000 eps (a dominant term's ulp)
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _log_softmax(z):
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _long_rows(rng):
+    """Three float32 rows of N(0, 16) logits and their probability targets: Dirichlet(0.1) (a few
+    classes hold the mass), Dirichlet(1) (spread) and a near one-hot (0.999 on one class)."""
+    z = (rng.normal(size=(3, LONG)) * 4).astype(np.float32)
+    near = rng.dirichlet(np.ones(LONG)) * 1e-3
+    near[rng.integers(LONG)] += 1 - 1e-3
+    target = np.stack([rng.dirichlet(np.full(LONG, 0.1)), rng.dirichlet(np.ones(LONG)), near]).astype(np.float32)
+    return z, target
+
+
+def _teachers(rng):
+    """Teacher logits for the rows of :func:`_long_rows`: N(0, 16), N(0, 1) and one class 25 above N(0, 1)."""
+    t = rng.normal(size=(3, LONG)) * np.array([[4.0], [1.0], [1.0]])
+    t[2, rng.integers(LONG)] += 25
+    return t.astype(np.float32)
+
+
+def _assert_float32_precision(loss, z, target, ref_value, ref_grad):
+    """``loss`` (compiled) within 4 eps of the float64 reference ``ref_value`` per row, and its gradient
+    within 8 eps of the row's largest exact entry (max-abs, norm-wise: one long row's small entries
+    are not each held to their own relative precision)."""
+    assert _kernel_answers(loss, z, target)
+    value, grad = loss.value_and_grad(z, target)
+    assert value.dtype == grad.dtype == np.float32
+    value_eps = np.abs(value - ref_value) / np.abs(ref_value) / F32_EPS
+    grad_eps = np.abs(grad - ref_grad).max(axis=-1) / np.abs(ref_grad).max(axis=-1) / F32_EPS
+    assert value_eps.max() <= 4, value_eps
+    assert grad_eps.max() <= 8, grad_eps
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_long_float32_rows_kl_divergence(smoothing):
+    z, target = _long_rows(np.random.default_rng(11))
+    z64, y = z.astype(np.float64), (1 - smoothing) * target.astype(np.float64) + smoothing / LONG
+    log_p = _log_softmax(z64)
+    value = (y * np.log(np.where(y > 0, y, 1.0))).sum(-1) - (y * log_p).sum(-1)  # 0 log 0 = 0
+    grad = np.exp(log_p) * y.sum(-1, keepdims=True) - y
+    loss = lk.KLDivergence(impl="fused", reduction="none", label_smoothing=smoothing)
+    _assert_float32_precision(loss, z, target, value, grad)
+
+
+def _labels_or_probs(kind, target, rng):
+    """``target`` itself (probabilities) or integer labels drawn for its rows, with their one-hot rows."""
+    if kind == "probs":
+        return target, target.astype(np.float64)
+    labels = rng.integers(0, LONG, size=len(target))
+    return labels, (np.arange(LONG) == labels[:, None]).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["probs", "labels"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_long_float32_rows_poly_cross_entropy(smoothing, kind):
+    rng = np.random.default_rng(12)
+    z, target = _long_rows(rng)
+    target, dense = _labels_or_probs(kind, target, rng)
+    z64, y = z.astype(np.float64), (1 - smoothing) * dense + smoothing / LONG
+    log_p = _log_softmax(z64)
+    p = np.exp(log_p)
+    big_p = (y * p).sum(-1, keepdims=True)
+    value = -(y * log_p).sum(-1) + 1.0 * (1 - big_p[:, 0])  # epsilon = 1
+    grad = p * y.sum(-1, keepdims=True) - y - 1.0 * p * (y - big_p)
+    loss = lk.PolyCrossEntropy(impl="fused", reduction="none", epsilon=1.0, label_smoothing=smoothing)
+    _assert_float32_precision(loss, z, target, value, grad)
+
+
+@pytest.mark.parametrize("kind", ["probs", "labels"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_long_float32_rows_softmax_focal(gamma, smoothing, kind):
+    rng = np.random.default_rng(13)
+    z, target = _long_rows(rng)
+    target, dense = _labels_or_probs(kind, target, rng)
+    z64, c = z.astype(np.float64), (1 - smoothing) * dense + smoothing / LONG
+    log_p = _log_softmax(z64)
+    p, q = np.exp(log_p), -np.expm1(log_p)  # q = 1 - p without cancellation
+    value = -(c * q**gamma * log_p).sum(-1)
+    # l = -sum c f(p), f(p) = (1 - p)^gamma log p: dl/dz_j = -(v_j - p_j sum v), v = c p f'(p)
+    v = c * q**gamma * (1 - gamma * p * log_p / q)
+    grad = -(v - p * v.sum(-1, keepdims=True))
+    loss = lk.SoftmaxFocalLoss(impl="fused", reduction="none", gamma=gamma, label_smoothing=smoothing)
+    _assert_float32_precision(loss, z, target, value, grad)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_long_float32_rows_distillation(temperature):
+    rng = np.random.default_rng(14)
+    z, teacher = _long_rows(rng)[0], _teachers(rng)
+    log_p = _log_softmax(z.astype(np.float64) / temperature)
+    log_q = _log_softmax(teacher.astype(np.float64) / temperature)
+    value = temperature**2 * (np.exp(log_q) * (log_q - log_p)).sum(-1)
+    grad = temperature * (np.exp(log_p) - np.exp(log_q))
+    loss = lk.DistillationLoss(impl="fused", reduction="none", temperature=temperature)
+    _assert_float32_precision(loss, z, teacher, value, grad)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_long_float32_rows_js_divergence(beta):
+    """The gradient is ``(p - q) / T`` (beta = 0) or ``(1 - beta) / T p_j (d_j - sum_k p_k d_k)``, with
+    ``d = log p - log m`` (``m = log q`` for beta = 1): its difference cancels unless ``d`` is formed
+    without the log-softmaxes' rounding (the kernel's ``softplus`` of the logits' difference)."""
+    rng = np.random.default_rng(15)
+    z, teacher = _long_rows(rng)[0], _teachers(rng)
+    log_p, log_q = _log_softmax(z.astype(np.float64)), _log_softmax(teacher.astype(np.float64))
+    p, q = np.exp(log_p), np.exp(log_q)
+    if beta == 0.0:
+        value, grad = (q * (log_q - log_p)).sum(-1), p - q
+    else:
+        log_m = log_q if beta == 1.0 else np.logaddexp(np.log(beta) + log_q, np.log1p(-beta) + log_p)
+        d = log_p - log_m
+        weight = 1.0 if beta == 1.0 else 1 - beta  # of sum p d, in the value and the gradient
+        value = weight * (p * d).sum(-1) + (beta * (q * (log_q - log_m)).sum(-1) if beta < 1 else 0.0)
+        grad = weight * p * (d - (p * d).sum(-1, keepdims=True))
+    loss = lk.JSDivergence(impl="fused", reduction="none", beta=beta)
+    _assert_float32_precision(loss, z, teacher, value, grad)

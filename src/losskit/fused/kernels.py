@@ -5,10 +5,9 @@ is ``parallel`` over rows, ``cache=True`` (the machine code is written to disk o
 and runs in the input's dtype: float32 stays float32 in the SIMD loops, with the vectorisable
 :func:`~losskit.fused.vmath.vexp` / :func:`~losskit.fused.vmath.vlog1p_unit`. A row's sums are
 taken in the input's dtype across the SIMD lanes and unrolled accumulators (64 partial sums for
-float32 on AVX-512, 32 on AVX2), and the rows' totals are added in float64. A row longer than
-:data:`EXP_BLOCK` is summed in blocks of that size added in float64 (the error of one float32 sum grows
-with the terms each accumulator holds); blocks of a few thousand terms were tried and cost about
-1.3x (on a loaded machine).
+float32 on AVX-512, 32 on AVX2) within chunks of :data:`SUM_CHUNK` terms, the chunks' sums added
+in float64 (the error of one float32 sum grows with the terms each accumulator holds), and the rows'
+totals are added in float64.
 
 Design note: a kernel is a leaf. It receives what the call plan settled (labels made safe, the
 reduction's per-example ``scale``, which is 0 for an ignored or weight-0 example), never raises
@@ -20,6 +19,16 @@ then answers the whole call on the array-API path, which gives the exact limit o
 contraction into fused multiply-adds (one rounding instead of two); the arithmetic of
 ``vexp``/``vlog1p_unit`` is compiled apart, with contraction only, so its range reduction keeps
 its order.
+
+Every loop that sums only reads, and every loop that writes sums nothing. LLVM compiles a loop that
+writes one array and reads another twice: a vectorised body behind a run-time check that the arrays'
+address ranges do not overlap, and a scalar body for when the check fails. The check is conservative
+(arrays a few hundred bytes apart can fail it), and under reassociation the two bodies add a sum's
+terms in different orders, so a sum taken in such a loop changed in its last bits with where the
+allocator had put the buffers (``grad()`` and ``value_and_grad()`` differed by an ulp now and then). A
+loop that writes (an ``exp`` stored, a gradient) computes each element alone, the same bits in either
+body. And a kernel takes its sums in the same loops whether or not a gradient is asked, so the value is
+the same bits either way (tests/test_kernel_placement.py).
 """
 
 from __future__ import annotations
@@ -35,26 +44,29 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
            "fastmath": {"reassoc", "contract"}}
 
 
-#: a row longer than this is summed in blocks of this many terms, each block's sums added in float64:
-#: one float32 sum spread over the SIMD accumulators loses precision with the terms each holds (on an
-#: AVX2 machine 14.6 eps at K = 128256, 3.0 eps in blocks: docs/losses.md); shorter rows stay one loop
-EXP_BLOCK = 32768
+#: a row's sums are taken in chunks of this many terms: each chunk's sum in the row's dtype (across the
+#: SIMD accumulators, a few terms each), the chunks' sums added in float64. One float32 sum over a long
+#: row loses precision with the terms each accumulator holds (at K = 32000 the softmax's normaliser was
+#: off by ~10 eps, a near-one-hot target's sums by hundreds); chunks of a constant length cost nothing
+#: measurable (the loop's trip count is known to LLVM), where blocks of a variable length cost ~1.4x
+SUM_CHUNK = 256
 
 
-@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _exp_sums(row, out, m, with_grad, start, stop):
-    """``exp(row - m)`` into ``out[start:stop]`` (when ``with_grad``) and the sums of :func:`_exp_pass`
-    over that stretch, in the row's dtype."""
+_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+@numba.njit(**_INLINE)
+def _exp_sums(row, m, start, count):
+    """The sums of :func:`_exp_pass` over ``count`` terms from ``start``, in the row's dtype."""
     zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
     below = zero
     ties = zero
     shifted = zero  # for the smoothing term, without cancelling against m
     every = zero
-    for j in range(start, stop):
-        d = row[j] - m  # out may be row: read the logit once, before writing its slot
+    for step in range(count):  # a constant count (SUM_CHUNK) is what lets LLVM vectorise it fully
+        j = start + step
+        d = row[j] - m
         e = vexp(d)
-        if with_grad:
-            out[j] = e
         below += e if d < zero else zero
         ties += one if d >= zero else zero
         shifted += d
@@ -62,20 +74,27 @@ def _exp_sums(row, out, m, with_grad, start, stop):
     return below, ties, shifted, every
 
 
-@numba.njit(inline="always", fastmath={"reassoc", "contract"}, error_model="numpy")
-def _exp_pass(row, out, m, with_grad):
-    """``exp(row - m)`` into ``out`` (when ``with_grad``) and the row's sums: of the terms below the
-    max, of the ties with the max, of ``row - m`` and of every term (NaN if the row holds one).
-    Rows longer than :data:`EXP_BLOCK` are summed block by block, the blocks added in float64."""
+@numba.njit(**_INLINE)
+def _exp_pass(row, m):
+    """The row's sums of ``exp(row - m)``, in float64: of the terms below the max, of the ties with the
+    max, of ``row - m`` and of every term (NaN if the row holds one). Summed in chunks of
+    :data:`SUM_CHUNK`, the chunks added in float64. It only reads (see the module's design note)."""
     n = row.shape[0]
-    if n <= EXP_BLOCK:
-        return _exp_sums(row, out, m, with_grad, 0, n)
+    full = n - n % SUM_CHUNK
     below, ties, shifted, every = 0.0, 0.0, 0.0, 0.0
-    for start in range(0, n, EXP_BLOCK):
-        b, t, s, e = _exp_sums(row, out, m, with_grad, start, min(start + EXP_BLOCK, n))
+    for start in range(0, full, SUM_CHUNK):
+        b, t, s, e = _exp_sums(row, m, start, SUM_CHUNK)
         below, ties, shifted, every = below + float(b), ties + float(t), shifted + float(s), every + float(e)
-    real = row.dtype.type
-    return real(below), real(ties), real(shifted), real(every)
+    b, t, s, e = _exp_sums(row, m, full, n - full)  # the rest, shorter than a chunk
+    return below + float(b), ties + float(t), shifted + float(s), every + float(e)
+
+
+@numba.njit(**_INLINE)
+def store_exp(row, out, m, start, count):
+    """``exp(row - m)`` into ``out[start:start + count]``: a loop that writes and sums nothing."""
+    for step in range(count):
+        j = start + step
+        out[j] = vexp(row[j] - m)
 
 
 @numba.njit(**OPTIONS)
@@ -85,8 +104,9 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
 
     ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``.
-    Three passes over a row: its max; ``exp(z - max)`` into ``grad`` with the row's sums; the
-    scaling. Precision as the array-API path: the normaliser is ``log1p`` of the terms below the
+    Three passes over a row: its max; the sums of ``exp(z - max)`` (only read); the gradient, each
+    ``exp`` taken again (cheaper than storing it and reading it back, and no loop both sums and
+    writes). Precision as the array-API path: the normaliser is ``log1p`` of the terms below the
     row max (a sure row's tiny loss is not rounded to 0), and at the label the gradient is
     ``a (1 - 1/K) - sum_{k != y} p_k`` (exact when ``p_y`` rounds to 1).
     """
@@ -108,10 +128,7 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
             continue
         z_y = row[y]  # read before the row is overwritten (grad may alias z)
         g = grad[i if with_grad else i - i]  # without a gradient, grad is one scratch row, never written
-        if in_place:  # g is this row's own memory: one array for both lets LLVM vectorise
-            below, ties, shifted, every = _exp_pass(g, g, m, with_grad)
-        else:  # two arrays: LLVM checks at run time that they do not overlap
-            below, ties, shifted, every = _exp_pass(row, g, m, with_grad)
+        below, ties, shifted, every = _exp_pass(row, m)
         below64, ties64 = float(below), float(ties) - 1.0  # the leading 1 is one of the ties
         log_norm = math.log1p(below64 + ties64)
         # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
@@ -131,8 +148,12 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
                     g[j] = zero
             else:
                 scaled_inv, scaled_offset = g.dtype.type(s / total), g.dtype.type(s * a / k)
-                for j in range(k):
-                    g[j] = g[j] * scaled_inv - scaled_offset
+                if in_place:  # g is this row's own memory: reading it alone needs no check of overlap
+                    for j in range(k):
+                        g[j] = vexp(g[j] - m) * scaled_inv - scaled_offset
+                else:
+                    for j in range(k):
+                        g[j] = vexp(row[j] - m) * scaled_inv - scaled_offset
                 # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
                 rest = below64 + ties64 if z_y >= m else below64 + ties64 + (1.0 - math.exp(float(z_y) - float(m)))
                 g[y] = sw * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)

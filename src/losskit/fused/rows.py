@@ -16,7 +16,11 @@ Precision as the array-API path: the normaliser is ``log1p`` of the terms below 
 sure row's tiny loss is kept), the missing probability of a class is ``(total - e_k) / total``
 (``rest / total`` at the max: no ``1 - p`` cancels), and the label's gradient is formed from
 those. A row with a logit of +inf (or a loss that is not finite) is flagged, and the reference
-gives the exact limit.
+gives the exact limit. Every row sum runs in chunks of :data:`~losskit.fused.kernels.SUM_CHUNK` classes
+(in the row's dtype within a chunk, float64 across chunks), so a float32 row of a vocabulary's width
+keeps float32's precision (docs/losses.md); focal's per-class sums run in float64 throughout (its loop
+is float64-wide already, for ``vpow``), as a near one-hot target's one large term would otherwise
+round each float32 addition to its own ulp.
 
 Design note: the dense-target kernels fold the target's sums into the exp pass (one read of the
 target there, one in the gradient pass) instead of a separate pass per sum; a label row of
@@ -29,14 +33,21 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import prange
 
-from .kernels import OPTIONS, _exp_pass
+from .kernels import OPTIONS, SUM_CHUNK, _exp_pass, store_exp
 from .vmath import vexp, vlog, vpow
 
-__all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "poly_rows", "crammer_singer_rows"]
+__all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
 
 _INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+def focal_scratch(rows: int, width: int, sparse: bool, dtype):
+    """The ``scratch`` :func:`focal_rows` takes: a chunk's row of the loss's terms per row (none for
+    labels without smoothing, which touch only the label's term)."""
+    return np.empty((rows, 0 if sparse else min(width, SUM_CHUNK)), dtype)
 
 
 @numba.njit(**_INLINE)
@@ -71,28 +82,49 @@ def _flagged_max(row, flags, i):
 
 
 @numba.njit(**_INLINE)
-def _target_exp_pass(row, target, out, m, keep, low):
-    """``exp(row - m)`` into ``out`` and the sums of the softmax (the terms below the max and the
-    ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
-    ``y' = keep * target + low``: ``sum y'``, ``sum y' (z - m)`` (0 where ``y'`` is 0, even for a
-    logit of -inf) and ``sum y' exp(z - m)``."""
+def _target_sums(row, target, out, m, keep, low, entropy, start, count):
+    """:func:`_target_exp_pass` over ``count`` terms from ``start``: the exps into ``out`` (a loop that
+    only writes), then the sums in the row's dtype (a loop that only reads, ``out`` still in L1)."""
+    store_exp(row, out, m, start, count)
     zero, one = row.dtype.type(0), row.dtype.type(1)
     below = zero
     ties = zero
     total_y = zero
     y_shifted = zero
     y_exp = zero
-    for j in range(row.shape[0]):
+    y_log_y = zero
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
         d = row[j] - m
-        e = vexp(d)
-        out[j] = e
+        e = out[j]
         y = keep * target[j] + low
         below += e if d < zero else zero
         ties += one if d >= zero else zero
         total_y += y
         y_shifted += y * d if y != zero else zero
         y_exp += y * e
-    return below, ties, total_y, y_shifted, y_exp
+        if entropy:  # a constant: the branch is outside the loop
+            y_log_y += y * vlog(y) if y > zero else zero  # 0 log 0 = 0
+    return below, ties, total_y, y_shifted, y_exp, y_log_y
+
+
+@numba.njit(**_INLINE)
+def _target_exp_pass(row, target, out, m, keep, low, entropy):
+    """``exp(row - m)`` into ``out`` and, in float64, the sums of the softmax (the terms below the max
+    and the ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
+    ``y' = keep * target + low``: ``sum y'``, ``sum y' (z - m)`` (0 where ``y'`` is 0, even for a
+    logit of -inf), ``sum y' exp(z - m)`` and, when ``entropy``, ``sum y' log y'`` (else 0); in
+    chunks of :data:`SUM_CHUNK` added in float64."""
+    k = row.shape[0]
+    full = k - k % SUM_CHUNK
+    below, ties, total_y, y_shifted, y_exp, y_log_y = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for start in range(0, full, SUM_CHUNK):
+        b, t, ty, ys, ye, yl = _target_sums(row, target, out, m, keep, low, entropy, start, SUM_CHUNK)
+        below, ties, total_y = below + float(b), ties + float(t), total_y + float(ty)
+        y_shifted, y_exp, y_log_y = y_shifted + float(ys), y_exp + float(ye), y_log_y + float(yl)
+    b, t, ty, ys, ye, yl = _target_sums(row, target, out, m, keep, low, entropy, full, k - full)  # the rest
+    return (below + float(b), ties + float(t), total_y + float(ty), y_shifted + float(ys),
+            y_exp + float(ye), y_log_y + float(yl))
 
 
 @numba.njit(**_INLINE)
@@ -117,11 +149,11 @@ def _label_parts(row, y, m, rest, total):
 def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
     r"""KL divergence of probability targets: :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y'
     - \sum y' z`, gradient :math:`p \sum y' - y'`. ``grad`` is full ``[N, K]`` (scratch without a
-    gradient). Two passes after the max: ``exp`` with the target's sums; the gradient with the
-    target's :math:`\sum y' \log y'` (0 where :math:`y' = 0`)."""
+    gradient). Two passes after the max: ``exp`` into ``grad`` with the target's sums (its
+    :math:`\sum y' \log y'` among them, 0 where :math:`y' = 0`); the gradient."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
+    one = dtype(1)
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
     for i in prange(n):
         s = scale[i]
@@ -132,40 +164,78 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
         m = _flagged_max(row, flags, i)
         if not math.isfinite(m):
             continue
-        below, ties, total_y, y_shifted, _ = _target_exp_pass(row, target, g, m, keep, low)
+        below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, True)
         rest, total, log_norm = _normaliser(below, ties)
-        scaled_t, sw = dtype(s * float(total_y) / total), dtype(s)
-        t_y, q_max = total_y, dtype(rest / total)  # 1 - p at the row max, from the other terms
-        neg_entropy = zero
-        for j in range(k):
-            y = keep * target[j] + low
-            neg_entropy += y * vlog(y) if y > zero else zero  # 0 log 0 = 0
-            e = g[j]
-            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
-            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
-        loss = float(neg_entropy) + float(total_y) * log_norm - float(y_shifted)
+        loss = neg_entropy + total_y * log_norm - y_shifted
         if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss
+        scaled_t, sw = dtype(s * total_y / total), dtype(s)
+        t_y, q_max = dtype(total_y), dtype(rest / total)  # 1 - p at the row max, from the other terms
+        for j in range(k):
+            y = keep * target[j] + low
+            e = g[j]
+            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+
+
+@numba.njit(**_INLINE)
+def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
+    """Distillation's normalisers over ``count`` classes from ``start``, in the row's dtype: the
+    student's and the teacher's terms below their max and ties with it. The teacher's tempered
+    ``exp`` goes into ``g`` first (a loop that only writes; the KL terms read it again), then the
+    sums (a loop that only reads)."""
+    for step in range(count):
+        j = start + step
+        g[j] = vexp((t[j] - mt) * inv_t)
+    zero, one = row.dtype.type(0), row.dtype.type(1)
+    below_s = zero
+    ties_s = zero
+    below_t = zero
+    ties_t = zero
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        ds = (row[j] - mz) * inv_t
+        dt = (t[j] - mt) * inv_t
+        es = vexp(ds)
+        et = g[j]
+        below_s += es if ds < zero else zero
+        ties_s += one if ds >= zero else zero
+        below_t += et if dt < zero else zero
+        ties_t += one if dt >= zero else zero
+    return float(below_s), float(ties_s), float(below_t), float(ties_t)
+
+
+@numba.njit(**_INLINE)
+def _distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, count):
+    """The sum of ``q (log q - log p)`` over ``count`` classes from ``start`` (``g`` holds the teacher's
+    ``exp`` there), in the row's dtype."""
+    kl = row.dtype.type(0)
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        ds = (row[j] - mz) * inv_t
+        dt = (t[j] - mt) * inv_t
+        kl += (g[j] * inv_ts) * ((dt - ds) + log_ratio)
+    return kl
 
 
 @numba.njit(**OPTIONS)
 def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
     r"""Distillation :math:`T^2 \sum q (\log q - \log p)`, :math:`p = \mathrm{softmax}(z / T)`,
-    :math:`q = \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Three passes: the two maxima
-    (and a poison sum: NaN for a logit of +-inf, flagged); the two normalisers (below and ties, as
-    softmax CE's) with the student's terms into ``grad``; the per-class terms and the gradient
-    (the teacher's ``exp`` recomputed rather than stored). ``grad`` is ``[1, K]`` scratch without a
-    gradient."""
+    :math:`q = \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Passes: the two maxima (and a
+    poison sum: NaN for a logit of +-inf, flagged); the teacher's terms into ``grad`` and the two
+    normalisers (below and ties, as softmax CE's); the per-class terms; the gradient (the student's
+    ``exp`` taken again). ``grad`` is full ``[N, K]`` (scratch without a gradient), so that the sums
+    are taken by the same loops either way."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
+    zero = dtype(0)
     inv_t = dtype(1.0 / temperature)
     for i in prange(n):
         s = scale[i]
-        g = grad[i if with_grad else i - i]
-        if _unweighted(s, g, with_grad, scaled_loss, i):
+        g = grad[i]
+        if _unweighted(s, g, True, scaled_loss, i):
             continue
         row, t = z[i], teacher[i]
         mz = row[0]
@@ -178,42 +248,56 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
         if poison != zero:
             flags[i] = 1
             continue
-        below_s = zero
-        ties_s = zero
-        below_t = zero
-        ties_t = zero
-        for j in range(k):
-            ds = (row[j] - mz) * inv_t
-            dt = (t[j] - mt) * inv_t
-            es = vexp(ds)
-            et = vexp(dt)
-            if with_grad:
-                g[j] = es
-            below_s += es if ds < zero else zero
-            ties_s += one if ds >= zero else zero
-            below_t += et if dt < zero else zero
-            ties_t += one if dt >= zero else zero
+        full = k - k % SUM_CHUNK
+        below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0
+        for start in range(0, full, SUM_CHUNK):
+            bs, ts, bt, tt = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
+            below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
+        bs, ts, bt, tt = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
+        below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
         rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
         rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
-        # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
-        scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
         log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
         inv_ts = dtype(1.0 / total_t)
-        scaled_p = dtype(s * temperature / total_s)
-        scaled_q = dtype(s * temperature / total_t)
-        kl = zero
-        for j in range(k):
-            ds = (row[j] - mz) * inv_t
-            dt = (t[j] - mt) * inv_t
-            et = vexp(dt)
-            kl += (et * inv_ts) * ((dt - ds) + log_ratio)
-            if with_grad:
-                g[j] = g[j] * scaled_p - et * scaled_q if (ds < zero or dt < zero) else scaled_gap
-        loss = temperature * temperature * float(kl)
+        kl = 0.0
+        for start in range(0, full, SUM_CHUNK):
+            kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, SUM_CHUNK))
+        kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, full, k - full))
+        loss = temperature * temperature * kl
         if not math.isfinite(loss):
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss
+        if with_grad:
+            # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
+            scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
+            scaled_p = dtype(s * temperature / total_s)
+            scaled_q = dtype(s * temperature / total_t)
+            for j in range(k):
+                ds = (row[j] - mz) * inv_t
+                dt = (t[j] - mt) * inv_t
+                g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
+
+
+@numba.njit(**_INLINE)
+def _poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw, start, count):
+    """The sum of ``y' (1 - p)`` over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)``
+    there), in the row's dtype, by a loop that only reads; then Poly-1's gradient there, by a loop
+    that only writes."""
+    one = g.dtype.type(1)
+    missing = g.dtype.type(0)
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        e = g[j]
+        y = keep * target[j] + low
+        q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
+        missing += y * q
+    for step in range(count):
+        j = start + step
+        p = g[j] * inv_total
+        y = keep * target[j] + low
+        g[j] = sw * (p * t_y - y - eps * p * (y - p_big))
+    return missing
 
 
 @numba.njit(**OPTIONS)
@@ -224,12 +308,12 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
     Labels (``dense`` empty): softmax CE's sweep; :math:`1 - P = y'_y q_y + \frac{a}{K}(K - 1 - q_y)`
     with :math:`q_y = 1 - p_y` from the other classes' terms, the gradient
     :math:`p_j (1 + \epsilon (1 - a) p_y) - a/K` off the label and
-    :math:`a (1 - 1/K) - q_y - \epsilon (1 - a) p_y q_y` at it. ``grad`` is ``[1, K]`` scratch
-    without a gradient. Dense targets: the exp pass with the target's sums, then one pass for the
-    gradient and :math:`\sum y' (1 - p_k)`; ``grad`` is full ``[N, K]`` then."""
+    :math:`a (1 - 1/K) - q_y - \epsilon (1 - a) p_y q_y` at it, each ``exp`` taken again (``grad`` is
+    ``[1, K]`` scratch without a gradient, not written). Dense targets: the exp pass with the target's
+    sums, then one pass for :math:`\sum y' (1 - p_k)` and the gradient; ``grad`` is full ``[N, K]``
+    then, scratch without a gradient."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
     a = smoothing
     by_label = dense.shape[0] == 0
     keep, low = dtype(1.0 - a), dtype(a / k)
@@ -247,7 +331,7 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
             if y < 0 or y >= k:
                 flags[i] = 1
                 continue
-            below, ties, shifted, _ = _exp_pass(row, g, m, with_grad)
+            below, ties, shifted, _ = _exp_pass(row, m)
             rest, total, log_norm = _normaliser(below, ties)
             d_y, p_y, q_y = _label_parts(row, y, m, rest, total)
             high64, low64 = 1.0 - a + a / k, a / k
@@ -265,28 +349,27 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
                 lift = (1.0 - a) * p_y  # P - a/K
                 scaled_p = dtype(s * (1.0 + epsilon * lift) / total)
                 scaled_low = dtype(s * low64)
-                for j in range(k):
-                    g[j] = g[j] * scaled_p - scaled_low
+                for j in range(k):  # each exp taken again: no loop both sums and writes
+                    g[j] = vexp(row[j] - m) * scaled_p - scaled_low
                 g[y] = dtype(s * (a * (1.0 - 1.0 / k) - q_y - epsilon * lift * q_y))  # no p_y - 1 formed
         else:
             target = dense[i]
-            below, ties, total_y, y_shifted, y_exp = _target_exp_pass(row, target, g, m, keep, low)
+            below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
             rest, total, log_norm = _normaliser(below, ties)
-            big_p = float(y_exp) / total
+            big_p = y_exp / total
             inv_total = dtype(1.0 / total)
             total_f, rest_f = dtype(total), dtype(rest)
             t_y, p_big = dtype(total_y), dtype(big_p)
             eps = dtype(epsilon)
             sw = dtype(s)
-            missing = zero
-            for j in range(k):
-                e = g[j]
-                y = keep * target[j] + low
-                p = e * inv_total
-                q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
-                missing += y * q
-                g[j] = sw * (p * t_y - y - eps * p * (y - p_big))
-            loss = float(total_y) * log_norm - float(y_shifted) + epsilon * (float(missing) + (1.0 - float(total_y)))
+            full = k - k % SUM_CHUNK
+            missing = 0.0
+            for start in range(0, full, SUM_CHUNK):
+                missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                             start, SUM_CHUNK))
+            missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                         full, k - full))
+            loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
             if not math.isfinite(loss):
                 flags[i] = 1
                 continue
@@ -300,20 +383,78 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
                     g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
 
 
+@numba.njit(**_INLINE)
+def _exp_into(row, out, m):
+    """``exp(row - m)`` into ``out`` and the row's sums of the terms below the max and of the ties with
+    it, in float64: per chunk of :data:`SUM_CHUNK`, a loop that only writes, then one that only reads."""
+    k = row.shape[0]
+    full = k - k % SUM_CHUNK
+    below, ties = 0.0, 0.0
+    for start in range(0, k, SUM_CHUNK):
+        count = SUM_CHUNK if start < full else k - full
+        store_exp(row, out, m, start, count)
+        zero, one = row.dtype.type(0), row.dtype.type(1)
+        b = zero
+        t = zero
+        for step in range(count):
+            j = start + step
+            d = row[j] - m
+            b += out[j] if d < zero else zero
+            t += one if d >= zero else zero
+        below, ties = below + float(b), ties + float(t)
+    return below, ties
+
+
+@numba.njit(**_INLINE)
+def _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f, rest_f,
+                 log_norm_f, g_f, start, count):
+    r"""Softmax focal's per-class terms over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)``
+    there): by a loop that only writes, ``u`` into ``g`` and :math:`c (1 - p)^\gamma \log p` into the
+    chunk's scratch ``w``; then by a loop that only reads, the sums of those, and of ``u`` at the row
+    max."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)
+    for step in range(count):
+        j = start + step
+        e = g[j]
+        c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
+        p = e * inv_total
+        lp = (row[j] - m) - log_norm_f
+        q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
+        mod = vpow(q, g_f)
+        w[step] = zero if c == zero else c * mod * lp  # 0 * log 0 = 0
+        rho = lp / q if q > zero else -one
+        p_rho = zero if p == zero else p * rho
+        g[j] = c * mod * (g_f * p_rho - one)
+    # in float64: a dominant term (a sure label's) would round each float32 addition at its own ulp;
+    # the loop is already as wide as float64 (vpow computes in it), so the wider sums cost nothing
+    loss_sum = 0.0
+    total_u = 0.0
+    ties_u = 0.0  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        j = start + step
+        u = g[j]
+        loss_sum += float(w[step])
+        total_u += float(u)
+        ties_u += 0.0 if row[j] < m else float(u)  # at the max: where the gradient pass takes its other branch
+    return loss_sum, total_u, ties_u
+
+
 @numba.njit(**OPTIONS)
-def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, grad, with_grad, flags):
+def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, grad, scratch, with_grad, flags):
     r"""Softmax focal loss :math:`-\sum_k c_k (1 - p_k)^\gamma \log p_k`, :math:`c = \alpha y'`; gradient
     :math:`u - p \sum u`, :math:`u_k = c_k (1 - p_k)^\gamma (\gamma p_k \rho_k - 1)`,
     :math:`\rho = \log p / (1 - p)` (-1 in the limit :math:`p \to 1`). ``alpha [K]``.
 
     Labels without smoothing (``dense`` empty, ``smoothing`` 0): only the label's term, so the
     gradient is :math:`-u_y p` off the label and :math:`u_y q_y` at it (``grad`` ``[1, K]`` scratch
-    without a gradient). Otherwise (dense targets, or labels with smoothing): four passes, the max,
-    ``exp``, the per-class terms with ``u`` into ``grad`` (full ``[N, K]``), the gradient with the
-    softmax recomputed."""
+    without a gradient; each ``exp`` taken again). Otherwise (dense targets, or labels with smoothing;
+    ``grad`` full ``[N, K]``, scratch without a gradient): the max; ``exp`` into ``grad`` with the
+    softmax's sums; per chunk, ``u`` into ``grad`` and the loss's terms into ``scratch [N,
+    min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the gradient, the softmax taken
+    again. ``scratch`` is ``[N, 0]`` on the labels-only path."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero, one = dtype(0), dtype(1)
+    zero = dtype(0)
     a = smoothing
     by_label = dense.shape[0] == 0
     sparse = by_label and a == 0
@@ -332,7 +473,10 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
         if y < 0 or y >= k:
             flags[i] = 1
             continue
-        below, ties, _, _ = _exp_pass(row, g, m, with_grad or not sparse)
+        if sparse:
+            below, ties, _, _ = _exp_pass(row, m)
+        else:
+            below, ties = _exp_into(row, g, m)
         rest, total, log_norm = _normaliser(below, ties)
         if sparse:
             d_y, p_y, q_y = _label_parts(row, y, m, rest, total)
@@ -349,44 +493,36 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
             scaled_loss[i] = s * loss
             if with_grad:
                 scaled = dtype(-s * u / total)
-                for j in range(k):
-                    g[j] = g[j] * scaled
+                for j in range(k):  # each exp taken again: no loop both sums and writes
+                    g[j] = vexp(row[j] - m) * scaled
                 g[y] = dtype(s * u * q_y)
             continue
         inv_total = dtype(1.0 / total)
         total_f, rest_f = dtype(total), dtype(rest)
         log_norm_f = dtype(log_norm)
-        loss_sum = zero
-        total_u = zero
-        ties_u = zero  # the part of sum u at the row max (p_max U - u_max would cancel for a sure row)
-        for j in range(k):
-            e = g[j]
-            c = alpha[j] * ((high if j == y else low) if by_label else keep * dense[i, j] + low)  # alpha y'
-            p = e * inv_total
-            lp = (row[j] - m) - log_norm_f
-            q = (total_f - e) * inv_total if e < one else rest_f * inv_total  # 1 - p, no cancellation
-            mod = vpow(q, g_f)
-            loss_sum += zero if c == zero else c * mod * lp  # 0 * log 0 = 0
-            rho = lp / q if q > zero else -one
-            p_rho = zero if p == zero else p * rho
-            u = c * mod * (g_f * p_rho - one)
-            total_u += u
-            ties_u += zero if e < one else u
-            g[j] = u
-        loss = -float(loss_sum)
+        full = k - k % SUM_CHUNK
+        loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
+        for start in range(0, full, SUM_CHUNK):
+            ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low, high, inv_total,
+                                      total_f, rest_f, log_norm_f, g_f, start, SUM_CHUNK)
+            loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu
+        ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low, high, inv_total,
+                                  total_f, rest_f, log_norm_f, g_f, full, k - full)
+        loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu
+        loss = -loss_sum
         if not math.isfinite(loss) or not math.isfinite(total_u):
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss
         if with_grad:
-            sw, scaled_u = dtype(s), dtype(s * float(total_u) / total)
-            below_u = total_u - ties_u
+            sw, scaled_u = dtype(s), dtype(s * total_u / total)
+            below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
             q_max, p_max = dtype(rest / total), dtype(1.0 / total)
             for j in range(k):
                 d = row[j] - m
                 u = g[j]
                 # at the max: u - p U = u q - p (U - u), with U - u from the other terms
-                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_u - u)))
+                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
 
 
 @numba.njit(**OPTIONS)

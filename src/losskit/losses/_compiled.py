@@ -321,7 +321,7 @@ def formula(loss, plan, arrays, with_grad):
 def jsd(loss, plan, arrays, with_grad):
     """The generalised JSD (:class:`~losskit.JSDivergence`): rows of the class axis, the student's
     logits copied into the gradient's buffer and the teacher's into scratch (the kernel works in place)."""
-    from ..fused.jsd import jsd_rows
+    from ..fused.jsd import jsd_rows, jsd_scratch
 
     z = arrays["input"]
     if z.shape[-1] == 0:
@@ -333,7 +333,9 @@ def jsd(loss, plan, arrays, with_grad):
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
-    fused.pick(jsd_rows)(grad, teacher, frozen(scale), loss.beta, loss.temperature, scaled_loss, flags)  # both scratch
+    scratch = jsd_scratch(rows, width, loss.beta, z.dtype)
+    fused.pick(jsd_rows)(grad, teacher, scratch, frozen(scale), loss.beta, loss.temperature, scaled_loss,
+                         flags)  # grad, teacher and scratch all written
     return None if flags.any() else (scaled_loss, grad)
 
 
@@ -394,7 +396,7 @@ def kl_divergence(loss, plan, arrays, with_grad):
 
 def distillation(loss, plan, arrays, with_grad):
     """:class:`~losskit.DistillationLoss`: the teacher's logits are the dense target."""
-    z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=False)
+    z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     _rows().distillation_rows(z2, teacher, scale, loss.temperature, scaled_loss, grad, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
@@ -422,8 +424,11 @@ def softmax_focal(loss, plan, arrays, with_grad):
     sparse = arrays["labels"] is not None and plan.smoothing == 0
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    from ..fused.rows import focal_scratch
+
+    scratch = focal_scratch(z2.shape[0], z2.shape[1], sparse, z.dtype)
     _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), scaled_loss, grad,
-                       with_grad, flags)
+                       scratch, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 

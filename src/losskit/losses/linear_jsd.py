@@ -120,18 +120,19 @@ def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, 
         return None
     import numpy as np
 
-    from ..fused.jsd import jsd_rows
+    from ..fused.jsd import jsd_rows, jsd_scratch
 
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
     scaled_loss = np.zeros(hidden.shape[0])
     teacher_logits = np.empty((min(rows, hidden.shape[0]), classifier.shape[0]), dtype=hidden.dtype)
+    scratch = jsd_scratch(teacher_logits.shape[0], classifier.shape[0], beta, hidden.dtype)
 
     def fill(start, stop, z, flags):
         u = teacher_logits[: stop - start]
         np.matmul(teacher[start:stop], t_classifier.T, out=u)
         if t_bias is not None:
             u += t_bias
-        jsd_rows(z, u, scale[start:stop], beta, temperature, scaled_loss[start:stop], flags)
+        jsd_rows(z, u, scratch[: stop - start], scale[start:stop], beta, temperature, scaled_loss[start:stop], flags)
 
     grads = host_sweep(hidden, classifier, bias, rows, fill)
     return None if grads is None else (host_value(scaled_loss, "mean", hidden.dtype), grads)
