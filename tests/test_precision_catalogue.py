@@ -505,3 +505,17 @@ def test_a_sure_rows_gradient_on_the_array_api_path(name, bound, dtype):
     worst = Worst()
     _errors(grad, exact, dtype, True, worst, "grad", [(row, 0)])
     assert worst.grad <= bound, worst.where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reverse_kl_value_with_a_teacher_far_from_the_student(dtype):
+    """JSD with beta 1 (KL(p || q)) on the compiled path, teacher logits spanning 1600: the value's
+    constant at the student's max is formed without cancelling two numbers of the logits' size (it
+    was 3e3 eps in float32 here)."""
+    case = CASE_BY_NAME["js_divergence(beta=1)"]
+    student = _rounded(dtype, (13.664634704589844, -6.651946544647217, 3.5151007175445557))
+    teacher = tuple(_rounded(dtype, (903.4701538085938, 94.01229858398438, -743.499267578125)))
+    exact, _ = case.reference(student, teacher)
+    value = case.loss.replace(impl="fused")(np.array([student], dtype), np.array([teacher], dtype))
+    # 8 eps, not 4: p_2 = exp(-10.15 - log S) carries about 10 times its argument's rounding (7.8 eps in float64)
+    assert abs(float(value[0]) - float(exact)) <= 8 * np.finfo(dtype).eps * abs(float(exact))

@@ -184,7 +184,9 @@ def jsd_rows(student, teacher, scratch, scale, beta, temperature, scaled_loss, f
         gap = dtype(gap64)  # s - t = (x - y) - gap, rounded once
         offset = dtype(gap64 - log_odds)  # r = log((1 - beta) p) - log(beta q) = (x - y) - offset
         anchor = dtype(y_top)
-        d_top = (float(mx) - float(anchor)) - gap64  # s - t at the student's max (with the anchor as rounded)
+        # s - t at the student's max (with the anchor as rounded): s = -log_ss there, t = (anchor - my) - log_st;
+        # not (mx - anchor) - gap, which cancels two numbers of the logits' size
+        d_top = (float(my) - float(anchor) + log_st64) - log_ss64
         kl_p, kl_q = 0.0, 0.0  # sum p d; sum q (t - s) or sum q (t - m)
         for start in range(0, full, SUM_CHUNK):
             part_p, part_q = _terms(x, y, scratch[i], mx, my, log_ss, log_st, gap, anchor, offset, beta, start,
