@@ -22,6 +22,9 @@ _compiled.ANSWER_WHILE_COMPILING = 0
 
 BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
 
+#: the environment variable that tells the xdist workers where the run's shared JAX cache is
+_JAX_CACHE = "LOSSKIT_TESTS_JAX_CACHE"
+
 
 def _shared_jax_cache():
     """The xdist workers of one run share JAX's compiled programs through a disk cache (made by the
@@ -31,9 +34,6 @@ def _shared_jax_cache():
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-
-_JAX_CACHE = "LOSSKIT_TESTS_JAX_CACHE"
 
 
 def pytest_configure(config):

@@ -17,12 +17,10 @@ import numba
 import numpy as np
 from numba import prange
 
-from .kernels import OPTIONS, SUM_CHUNK
+from .kernels import INLINE, OPTIONS, SUM_CHUNK
 from .vmath import vexp, vlog1p_unit
 
 __all__ = ["jsd_rows", "jsd_scratch"]
-
-_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
 
 
 def jsd_scratch(rows: int, width: int, beta: float, dtype):
@@ -30,7 +28,7 @@ def jsd_scratch(rows: int, width: int, beta: float, dtype):
     return np.empty((rows, min(width, SUM_CHUNK) if 0.0 < beta < 1.0 else 0), dtype)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _exp_sums(x, y, mx, my, anchored, start, count):
     """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype, and when
     ``anchored`` (beta = 1) the sum and count of the teacher's logits where the student's is at its
@@ -55,7 +53,7 @@ def _exp_sums(x, y, mx, my, anchored, start, count):
     return float(sum_s), float(sum_t), float(y_top), float(n_top)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _terms(x, y, w, mx, my, log_ss, log_st, gap, anchor, offset, beta, start, count):
     r"""The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
     each loop, so each stays vectorised): ``(sum p d, sum q (t - s) or sum q (t - m))`` in the rows'

@@ -52,10 +52,12 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
 SUM_CHUNK = 256
 
 
-_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+#: the options of a kernel's helper: inlined into the kernel's loop (numba's IR, so that LLVM sees one
+#: loop), with the kernels' fastmath flags and error model
+INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _exp_sums(row, m, start, count):
     """The sums of :func:`_exp_pass` over ``count`` terms from ``start``, in the row's dtype."""
     zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
@@ -74,7 +76,7 @@ def _exp_sums(row, m, start, count):
     return below, ties, shifted, every
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _exp_pass(row, m):
     """The row's sums of ``exp(row - m)``, in float64: of the terms below the max, of the ties with the
     max, of ``row - m`` and of every term (NaN if the row holds one). Summed in chunks of
@@ -89,7 +91,7 @@ def _exp_pass(row, m):
     return below + float(b), ties + float(t), shifted + float(s), every + float(e)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def store_exp(row, out, m, start, count):
     """``exp(row - m)`` into ``out[start:start + count]``: a loop that writes and sums nothing."""
     for step in range(count):

@@ -35,16 +35,15 @@ import numba
 import numpy as np
 from numba import prange, uint64
 
-from .kernels import OPTIONS
+from .kernels import INLINE, OPTIONS
 from .vmath import vexp
 
 __all__ = ["gaussian_nll_blocks", "quantile_blocks"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _split(pairs):
     """``pairs [n, 2]`` as two contiguous rows of scratch: its first and its second column."""
     first = np.empty(pairs.shape[0], pairs.dtype)
@@ -55,7 +54,7 @@ def _split(pairs):
     return first, second
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _join(first, second, pairs):
     """``pairs[:, 0] = first``, ``pairs[:, 1] = second``: a block's gradient back in the input's layout."""
     for k in range(pairs.shape[0]):
@@ -63,7 +62,7 @@ def _join(first, second, pairs):
         pairs[k, 1] = second[k]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _block_scale(scale, start, stop):
     """The block's scales, one per example: a view of ``scale`` or, when one serves all, scratch
     filled with it (a loop that picks between the two per example is not vectorised)."""
@@ -72,7 +71,7 @@ def _block_scale(scale, start, stop):
     return np.full(stop - start, scale[0], scale.dtype)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _weigh(losses, scales):
     """``losses`` scaled in place (0 where the scale is 0, even for an inf loss) and their sum, NaN
     when a loss is not finite (it is flagged)."""

@@ -36,12 +36,10 @@ import numba
 import numpy as np
 from numba import prange
 
-from .kernels import OPTIONS, SUM_CHUNK, _exp_pass, store_exp
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, store_exp
 from .vmath import vexp, vlog, vpow
 
 __all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
-
-_INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
 
 
 def focal_scratch(rows: int, width: int, sparse: bool, dtype):
@@ -50,7 +48,7 @@ def focal_scratch(rows: int, width: int, sparse: bool, dtype):
     return np.empty((rows, 0 if sparse else min(width, SUM_CHUNK)), dtype)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def row_max(row):
     """The row's largest logit (NaN-free rows: the plan rejected NaN)."""
     m = row[0]
@@ -59,7 +57,7 @@ def row_max(row):
     return m
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _unweighted(s, g, clear, scaled_loss, i):
     """Whether row ``i`` has weight 0; such a row costs 0, and its gradient row ``g`` is zeroed when
     ``clear`` (a kernel's ``with_grad``)."""
@@ -72,7 +70,7 @@ def _unweighted(s, g, clear, scaled_loss, i):
     return True
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _flagged_max(row, flags, i):
     """The row's max; a max that is not finite (a +inf logit, or every logit -inf) flags the row."""
     m = row_max(row)
@@ -81,7 +79,7 @@ def _flagged_max(row, flags, i):
     return m
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _target_sums(row, target, out, m, keep, low, entropy, start, count):
     """:func:`_target_exp_pass` over ``count`` terms from ``start``: the exps into ``out`` (a loop that
     only writes), then the sums in the row's dtype (a loop that only reads, ``out`` still in L1)."""
@@ -108,7 +106,7 @@ def _target_sums(row, target, out, m, keep, low, entropy, start, count):
     return below, ties, total_y, y_shifted, y_exp, y_log_y
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _target_exp_pass(row, target, out, m, keep, low, entropy):
     """``exp(row - m)`` into ``out`` and, in float64, the sums of the softmax (the terms below the max
     and the ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
@@ -127,7 +125,7 @@ def _target_exp_pass(row, target, out, m, keep, low, entropy):
             y_exp + float(ye), y_log_y + float(yl))
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _normaliser(below, ties):
     """``(rest, total, log_norm)`` in float64: the softmax's sum is ``total = 1 + rest`` (the leading
     1 is the row max's own term) and its log ``log1p(rest)``, exact for a sure row."""
@@ -135,7 +133,7 @@ def _normaliser(below, ties):
     return rest, 1.0 + rest, math.log1p(rest)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _label_parts(row, y, m, rest, total):
     """``(d_y, p_y, q_y)`` of the label: its shifted logit, its probability and ``1 - p_y``, this one
     as the sum of the other classes' terms over the total (exact when ``p_y`` rounds to 1)."""
@@ -180,7 +178,7 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
             g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
     """Distillation's normalisers over ``count`` classes from ``start``, in the row's dtype: the
     student's and the teacher's terms below their max and ties with it. The teacher's tempered
@@ -207,7 +205,7 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
     return float(below_s), float(ties_s), float(below_t), float(ties_t)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, count):
     """The sum of ``q (log q - log p)`` over ``count`` classes from ``start`` (``g`` holds the teacher's
     ``exp`` there), in the row's dtype."""
@@ -279,7 +277,7 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
                 g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw, start, count):
     """The sum of ``y' (1 - p)`` over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)``
     there), in the row's dtype, by a loop that only reads; then Poly-1's gradient there, by a loop
@@ -383,7 +381,7 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
                     g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _exp_into(row, out, m):
     """``exp(row - m)`` into ``out`` and the row's sums of the terms below the max and of the ties with
     it, in float64: per chunk of :data:`SUM_CHUNK`, a loop that only writes, then one that only reads."""
@@ -405,7 +403,7 @@ def _exp_into(row, out, m):
     return below, ties
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**INLINE)
 def _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f, rest_f,
                  log_norm_f, g_f, start, count):
     r"""Softmax focal's per-class terms over ``count`` classes from ``start`` (``g`` holds ``exp(z - m)``

@@ -1,7 +1,8 @@
 """The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE and Poly-1 with integer labels, KL
-divergence with probability targets, distillation. Each computes a row's value and its gradient from one
-variadic row reduction (:func:`_row_sums`) over ``exp(z - max)`` and the target's terms, plus one
-elementwise pass for the gradient; the arithmetic is that of the compiled rows
+divergence with probability targets, distillation. Each computes a row's value and its gradient from
+its row sums (one variadic row reduction, :func:`_row_sums`; KL's sums that take an exp or a log are
+plain sums that YNNPACK computes whole, see :func:`kl_divergence`), plus one elementwise pass for the
+gradient; the arithmetic is that of the compiled rows
 (:mod:`losskit.fused.kernels`, :mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms
 below the row max, the missing probability at the max from the other terms.
 

@@ -412,6 +412,8 @@ def poly(loss, plan, arrays, with_grad):
 
 def softmax_focal(loss, plan, arrays, with_grad):
     """:class:`~losskit.SoftmaxFocalLoss`: ``alpha`` as one weight per class."""
+    from ..fused.rows import focal_scratch
+
     z = arrays["input"]
     alpha = loss.alpha
     if alpha is None or np.ndim(alpha) == 0:
@@ -424,8 +426,6 @@ def softmax_focal(loss, plan, arrays, with_grad):
     sparse = arrays["labels"] is not None and plan.smoothing == 0
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    from ..fused.rows import focal_scratch
-
     scratch = focal_scratch(z2.shape[0], z2.shape[1], sparse, z.dtype)
     _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), scaled_loss, grad,
                        scratch, with_grad, flags)
