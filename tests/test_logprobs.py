@@ -146,6 +146,59 @@ def test_sequence_sweep_loss_and_gradients_match_autograd(library, chunk_size):
         np.testing.assert_allclose(np.asarray(mine), leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_ignored_tokens_never_reach_the_gemm_on_numpy():
+    """docs/post-training.md: on NumPy an ignored token's hidden state is never read (its logits are
+    not computed): NaN there changes nothing, where the array-API path (torch) carries it into the
+    classifier's gradient."""
+    import torch
+
+    h, c, b, y = _data(4)
+    poisoned = h.copy()
+    poisoned[y == -100] = np.nan
+    results = []
+    for hidden_in in (h, poisoned):
+        xp, hidden, classifier, target, bias = linear_arrays(hidden_in, c, y, b, sequences=True)
+        results.append(sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=TEMPERATURE,
+                                      objective=_SquaredMargin(B), entropy=True, accuracy=True))
+    clean, dirty = results
+    assert np.isfinite(float(dirty.loss)) and float(dirty.loss) == float(clean.loss)
+    for mine, reference in zip((dirty.logps, dirty.entropy, *dirty.grads), (clean.logps, clean.entropy, *clean.grads),
+                               strict=True):
+        np.testing.assert_array_equal(mine, reference)
+    assert np.all(dirty.grads[0][y == -100] == 0)
+    np.testing.assert_array_equal(dirty.accuracy, clean.accuracy)
+    xp, hidden, classifier, target, bias = linear_arrays(*(torch.as_tensor(a) for a in (poisoned, c, y, b)),
+                                                         sequences=True)
+    other = sequence_sweep(xp, hidden, classifier, target, bias=bias, objective=_SquaredMargin(B))
+    assert not torch.isfinite(other.grads[1]).all()  # the harness can see a NaN that reaches the gemm
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])  # one chunk; a chunk of no token, then a split pair
+def test_pairs_whose_tokens_are_all_ignored(chunk_size):
+    """A pair with no kept token: log-probs 0, no gradient, and the other pairs as autograd says,
+    also where the pair fills a chunk of its own (no token reaches that chunk's gemm)."""
+    h, c, b, y = _data(5)
+    y[[0, B]] = -100  # pair 0: chosen and rejected all ignored
+    xp, hidden, classifier, target, bias = linear_arrays(h, c, y, b, sequences=True)
+    sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=TEMPERATURE,
+                           objective=_SquaredMargin(B), chunk_size=chunk_size, entropy=True, accuracy=True)
+    leaves = _leaves(h, c, b)
+    logp, entropy, correct = _naive(*leaves, y)
+    margin = logp[:B].sum(1) - logp[B:].sum(1)
+    (margin ** 2).mean().backward()
+    np.testing.assert_allclose(float(sweep.loss), (margin ** 2).mean().item(), rtol=1e-12)
+    np.testing.assert_allclose(sweep.logps, logp.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(sweep.entropy, entropy.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(sweep.accuracy, correct.numpy())
+    for mine, leaf in zip(sweep.grads, leaves, strict=True):
+        np.testing.assert_allclose(mine, leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
+    everything_ignored = np.full_like(y, -100)
+    got = lk.linear_logprobs(h, c, everything_ignored, entropy=True, accuracy=True)
+    assert not got.logps.any() and not got.entropy.any() and not got.accuracy.any()
+    grads = lk.linear_logprobs_vjp(h, c, everything_ignored, np.ones(y.shape), bias=b)
+    assert not any(g.any() for g in grads)
+
+
 def test_an_empty_batch_gives_zeros():
     h = np.zeros((0, T, D))
     xp, hidden, classifier, target, bias = linear_arrays(h, np.ones((V, D)), np.zeros((0, T), dtype=np.int64), None,

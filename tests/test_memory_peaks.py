@@ -89,12 +89,51 @@ def test_linear_cross_entropy_holds_one_chunk_of_logits(logits, chunk_size, monk
         hidden, classifier, labels, chunk_size=chunk_size))
     gradients = hidden.nbytes + classifier.nbytes  # d hidden and d classifier are returned
     chunk = rows * V * 4
-    assert peak <= 1.1 * (chunk + gradients), f"{peak / (N * V * 4):.2f}x the N x V logits"
+    block = linear.ACCUMULATE_BLOCK * 4  # d classifier's product, one block at a time
+    assert peak <= 1.1 * (chunk + gradients) + block, f"{peak / (N * V * 4):.2f}x the N x V logits"
     assert peak <= 0.25 * N * V * 4
     dense_value, dense_grad = lk.SoftmaxCrossEntropy(impl="xp").value_and_grad(
         hidden.astype(np.float64) @ classifier.T.astype(np.float64), labels)
     np.testing.assert_allclose(value, dense_value, rtol=1e-5)
     np.testing.assert_allclose(grads[0], dense_grad @ classifier.astype(np.float64), rtol=1e-3, atol=1e-6)
+
+
+def test_accumulate_at_b_on_numpy_adds_in_place_block_by_block():
+    """The classifier's gradient ``acc += a @ b`` never holds a second [V, D] array: at most one
+    block of the product (``ACCUMULATE_BLOCK`` numbers), and the sum is the float64 one."""
+    rng = np.random.default_rng(3)
+    rows, inner, width = 1300, 7, 1024  # 512 rows a block: two full blocks and a partial one
+    acc = rng.normal(size=(rows, width))
+    a = rng.normal(size=(inner, rows)).T  # a transposed chunk, as the sweeps pass it
+    b = rng.normal(size=(inner, width))
+    expected = acc + a @ b
+    result, peak = _peak(lambda: linear.accumulate_at_b(np, acc, a, b))
+    assert result is acc
+    np.testing.assert_allclose(acc, expected, rtol=1e-13, atol=1e-12)
+    assert peak <= 1.1 * linear.ACCUMULATE_BLOCK * 8, f"{peak / acc.nbytes:.2f}x the accumulator"
+
+
+def test_a_preference_sweep_holds_one_pairs_kept_logits(monkeypatch):
+    """docs/post-training.md: a DPO chunk holds one pair's logits, of its kept tokens only (the prompt
+    never reaches the gemm), beside the gradients it returns."""
+    from losskit.losses import logprobs
+
+    pairs, tokens, prompt, features, vocab = 4, 64, 48, 32, 8000
+    monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 2 * tokens * vocab // 4)  # a pair is within 4x the budget
+    rng = np.random.default_rng(4)
+    hidden = rng.normal(size=(2 * pairs, tokens, features)).astype(np.float32)
+    classifier = (rng.normal(size=(vocab, features)) * 0.1).astype(np.float32)
+    target = rng.integers(0, vocab, size=(2 * pairs, tokens))
+    target[:, :prompt] = -100
+    ref = rng.normal(size=2 * pairs).astype(np.float32)
+    call = lambda: lk.linear_preference_loss_value_and_grad(hidden, classifier, target, ref_logps=ref)  # noqa: E731
+    call()
+    (value, grads), peak = _peak(call)
+    kept_pair = 2 * (tokens - prompt) * vocab * 4
+    gradients = hidden.nbytes + classifier.nbytes
+    block = linear.ACCUMULATE_BLOCK * 4  # d classifier's product, one block at a time
+    assert np.isfinite(float(value)) and grads[1].shape == classifier.shape
+    assert peak <= 1.1 * (kept_pair + gradients) + block, f"{(peak - gradients) / kept_pair:.2f}x a pair's kept logits"
 
 
 _CHILD = r"""

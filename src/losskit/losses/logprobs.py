@@ -20,7 +20,10 @@ the linear cross-entropy). With the default budget (about 2^25 logits per chunk)
 gemm fewer is worth the larger buffer. A larger unit, or one over an explicit ``chunk_size``, is
 done in two passes (log-probs over sub-chunks, then the logits recomputed for the gradient: one
 gemm more), so any sequence length fits in bounded memory. The objective divides by batch-wide
-counts, never by a chunk's, so the chunks' losses add up to the loss. The objective protocol
+counts, never by a chunk's, so the chunks' losses add up to the loss. On the NumPy path a chunk's
+ignored tokens are dropped before its gemm (no loss, no gradient: their logits are never
+needed), and the budget counts kept tokens; elsewhere the shapes stay static (JAX traces this
+sweep under ``jit``) and ignored tokens are computed, then zeroed. The objective protocol
 (``n_units``, ``rows(start, stop)``, ``terms(xp, logp, mask, start, stop) -> (loss, dlogp,
 stats)``) is documented on :func:`sequence_sweep`.
 """
@@ -119,6 +122,8 @@ class _Tokens:
         self.classes = xp.arange(self.n_vocab, dtype=target.dtype, device=_array.device(hidden))
 
     def logits(self, h):
+        if self.host is not None:
+            return self.host.logits(h, self.classifier, self.bias)
         z = h @ self.xp.matrix_transpose(self.classifier)
         return z if self.bias is None else z + self.bias
 
@@ -130,7 +135,8 @@ class _Tokens:
             result = self.host.stats(z, labels, self.inv_t, self.entropy, for_grad)
             if result is not None:
                 return result
-            z = self.logits(h)  # a flagged chunk: the kernel may have written exps into z
+            z = h @ self.xp.matrix_transpose(self.classifier)  # a flagged chunk: the kernel may have written
+            z = z if self.bias is None else z + self.bias  # exps into its buffer
         return self._stats_xp(z, labels)
 
     def _stats_xp(self, z, labels):
@@ -180,7 +186,43 @@ def _host_kernels(hidden, classifier, bias):
 class _Host:
     """The NumPy float32/float64 path: the compiled kernels of :mod:`losskit.fused.logprobs`, the
     chunk buffer becoming its own gradient. A chunk with a non-finite logit returns None from
-    :meth:`stats`, and the caller takes the array-API expression, which gives the limits."""
+    :meth:`stats`, and the caller takes the array-API expression, which gives the limits.
+
+    One buffer serves every chunk of a call (a fresh ``n x V`` array per chunk would be mapped
+    and faulted in anew each time), and a chunk's ignored tokens are dropped before its gemm
+    (:meth:`kept`): they have no loss and no gradient, so their logits are never computed."""
+
+    def __init__(self):
+        self.buffer = None
+
+    def logits(self, h, classifier, bias):
+        import numpy as np
+
+        n, n_vocab = h.shape[0], classifier.shape[0]
+        if self.buffer is None or self.buffer.shape[0] < n:
+            self.buffer = None  # the old one freed before the new one is mapped
+            self.buffer = np.empty((n, n_vocab), dtype=h.dtype)
+        z = self.buffer[:n]
+        np.matmul(h, classifier.T, out=z)
+        if bias is not None:
+            z += bias
+        return z
+
+    @staticmethod
+    def kept(keep):
+        """The indices of a chunk's kept tokens, or None when all are kept."""
+        import numpy as np
+
+        return None if keep.all() else np.flatnonzero(keep)
+
+    @staticmethod
+    def spread(values, picked, n):
+        """``values`` of the kept tokens ``picked`` as ``n`` rows, zero (False) at the others."""
+        import numpy as np
+
+        out = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+        out[picked] = values
+        return out
 
     def stats(self, z, labels, inv_t, with_entropy, store_exp):
         import numpy as np
@@ -270,12 +312,33 @@ class _Result:
     stats: dict = field(default_factory=dict)
 
 
-def _plan(objective, n_tok: int, budget: int, whole_unit: int):
-    """``(start, stop)`` unit ranges, as many whole units as fit the budget (at least one), and
-    whether a unit is larger than ``whole_unit`` tokens (then it is swept in two passes)."""
-    per_unit = len(objective.rows(0, 1)) * n_tok if objective.n_units else 1
-    step = max(1, budget // max(per_unit, 1))
-    return [(s, min(s + step, objective.n_units)) for s in range(0, objective.n_units, step)], per_unit > whole_unit
+def _plan(objective, unit_tokens, budget: int, whole_unit: int):
+    """``(start, stop, two_pass)`` unit ranges: as many whole units as fit ``budget`` tokens (at least
+    one), counting ``unit_tokens [n_units]`` (each unit's tokens that reach the gemm); ``two_pass``
+    for a unit of more than ``whole_unit`` tokens, which is swept in two passes."""
+    import numpy as np
+
+    ends = np.cumsum(unit_tokens)
+    chunks, start, before = [], 0, 0
+    while start < objective.n_units:
+        stop = max(start + 1, int(np.searchsorted(ends, before + budget, side="right")))
+        size = int(ends[stop - 1]) - before
+        chunks.append((start, stop, size > whole_unit))
+        start, before = stop, int(ends[stop - 1])
+    return chunks
+
+
+def _unit_tokens(xp, objective, mask, compact: bool):
+    """Each unit's tokens that reach the gemm: its kept ones on the host path, else all of them."""
+    import numpy as np
+
+    n_units, n_tok = objective.n_units, mask.shape[1]
+    if not compact:
+        return np.full(n_units, len(objective.rows(0, 1)) * n_tok) if n_units else np.zeros(0, dtype=np.int64)
+    per_row = np.asarray(mask).sum(axis=1)
+    if isinstance(objective, _Flat | _Upstream):  # a unit is a row
+        return per_row
+    return np.array([per_row[list(objective.rows(u, u + 1))].sum() for u in range(n_units)], dtype=np.int64)
 
 
 def _take_rows(xp, array, rows):
@@ -287,51 +350,90 @@ def _take_rows(xp, array, rows):
 
 def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_unit) -> _Result:
     n_tok, n_feat = hidden.shape[1], hidden.shape[-1]
-    chunks, two_pass = _plan(objective, n_tok, budget, whole_unit)
+    host = tokens.host  # NumPy: a chunk's ignored tokens are dropped before its gemm
     order, logps, entropies, corrects, grad_parts = [], [], [], [], []
     grads = [xp.zeros(tokens.classifier.shape, dtype=tokens.classifier.dtype,
                       device=_array.device(tokens.classifier)),
              None if tokens.bias is None else xp.zeros(tokens.bias.shape, dtype=tokens.bias.dtype,
                                                        device=_array.device(tokens.bias))] if with_grad else None
     loss, stats = None, {}
-    for start, stop in chunks:
+    for start, stop, two_pass in _plan(objective, _unit_tokens(xp, objective, mask, host is not None), budget,
+                                       whole_unit):
         rows = objective.rows(start, stop)
         order.extend(rows)
         h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
         y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
         keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
+        picked = None if host is None else host.kept(keep)
+        if picked is not None:
+            h, y = h[picked], y[picked]
+
+        def spread(values, picked=picked, keep=keep):  # a kept-token array as the chunk's, 0 at the ignored
+            if picked is not None:
+                return host.spread(values, picked, keep.shape[0])
+            return values & keep if values.dtype == xp.bool else xp.where(keep, values, xp.zeros_like(values))
+
+        if h.shape[0] == 0:  # no kept token in the chunk (host path only): nothing reaches a gemm
+            _no_tokens(xp, tokens, keep, logps, entropies, corrects)
+            if with_grad:
+                shape = (len(rows), n_tok)
+                part, _, part_stats = objective.terms(xp, xp.reshape(logps[-1], shape), xp.reshape(keep, shape),
+                                                      start, stop)
+                loss = part if loss is None else loss + part
+                for key, value in part_stats.items():
+                    stats.setdefault(key, []).append(value)
+                grad_parts.append(xp.zeros((keep.shape[0], n_feat), dtype=hidden.dtype))
+            continue
         # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit is swept in two passes)
         subs = [(a, min(a + budget, h.shape[0])) for a in range(0, h.shape[0], budget)] if two_pass else \
             [(0, h.shape[0])]
-        kept = []
+        kept, parts = [], ([], [], [])
         for a, b in subs:
             z, logp, ent, correct, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=with_grad and not two_pass)
-            zero = xp.zeros_like(logp)
-            logps.append(xp.where(keep[a:b], logp, zero))
-            if ent is not None:
-                entropies.append(xp.where(keep[a:b], ent, zero))
-            corrects.append(correct & keep[a:b])
+            for part, value in zip(parts, (logp, ent, correct), strict=True):
+                if value is not None:
+                    part.append(value)
             kept.append((z, state) if not two_pass else (None, None))
+        chunk_logp, chunk_ent, chunk_correct = (spread(xp.concat(p) if len(p) > 1 else p[0]) if p else None
+                                                for p in parts)
+        logps.append(chunk_logp)
+        if chunk_ent is not None:
+            entropies.append(chunk_ent)
+        corrects.append(chunk_correct)
         if not with_grad:
             continue
         shape = (len(rows), n_tok)
-        chunk_logp = xp.reshape(xp.concat(logps[-len(subs):]) if len(subs) > 1 else logps[-1], shape)
-        part, dlogp, part_stats = objective.terms(xp, chunk_logp, xp.reshape(keep, shape), start, stop)
+        part, dlogp, part_stats = objective.terms(xp, xp.reshape(chunk_logp, shape), xp.reshape(keep, shape),
+                                                  start, stop)
         loss = part if loss is None else loss + part
         for key, value in part_stats.items():
             stats.setdefault(key, []).append(value)
         coef = xp.reshape(xp.where(xp.reshape(keep, shape), dlogp, xp.zeros_like(dlogp)), (-1,))
+        if picked is not None:
+            coef = coef[picked]
         # pass 2: the gradient, in the chunk's own buffer (recomputed when a unit was split)
+        chunk_parts = []
         for (a, b), (z, state) in zip(subs, kept, strict=True):
             if z is None:
                 z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=True)
-            tokens.backprop(h[a:b, ...], tokens.grad(z, y[a:b], coef[a:b], state), grad_parts, grads)
+            tokens.backprop(h[a:b, ...], tokens.grad(z, y[a:b], coef[a:b], state), chunk_parts, grads)
+        grad_h = xp.concat(chunk_parts) if len(chunk_parts) > 1 else chunk_parts[0]
+        grad_parts.append(grad_h if picked is None else host.spread(grad_h, picked, keep.shape[0]))
     pieces = tuple(_in_order(xp, parts, order) if parts else None for parts in (logps, entropies, corrects))
     if not with_grad:
         return _Result(pieces)
     grad_hidden = xp.reshape(_in_order(xp, grad_parts, order), hidden.shape)
     stats = {key: xp.concat(values) for key, values in stats.items()}
     return _Result(pieces, loss, grad_hidden, grads, stats)
+
+
+def _no_tokens(xp, tokens, keep, logps, entropies, corrects):
+    """A chunk whose tokens are all ignored: log-probs and entropies 0, no correct token."""
+    zeros = xp.zeros(keep.shape, dtype=tokens.classifier.dtype)
+    logps.append(zeros)
+    if tokens.entropy:
+        entropies.append(zeros)
+    corrects.append(keep & False)
 
 
 def _in_order(xp, parts, order):
