@@ -37,7 +37,7 @@ def _data(seed=0, dtype=np.float64):
 
 def _resolve(options, n_rows=N):
     options = dict(options)
-    if options.get("weight") == "rows":
+    if isinstance(options.get("weight"), str):  # "rows": a weight per row
         options["weight"] = np.random.default_rng(9).uniform(0.2, 2.0, size=n_rows)
     return options
 
@@ -172,7 +172,6 @@ def test_bad_input():
 
 
 def test_grad_weight_is_accumulated_in_place_on_numpy():
-    pytest.importorskip("scipy")
     from losskit.losses.linear import accumulate_at_b
 
     rng = np.random.default_rng(0)
@@ -183,3 +182,28 @@ def test_grad_weight_is_accumulated_in_place_on_numpy():
     out = accumulate_at_b(np, acc, a, b)
     assert out is acc and acc.ctypes.data == address
     np.testing.assert_allclose(acc, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_rows_of_scale_zero_never_reach_the_gemm_on_numpy(reduction):
+    """docs/fused.md: on NumPy an ignored row or a row of weight 0 is never computed: NaN in its hidden
+    state changes nothing (the array-API path, on torch, carries it into the classifier's gradient),
+    and the result is the naive reference's."""
+    import torch
+
+    h, w, b, y = _data(3)
+    weight = np.random.default_rng(4).uniform(0.5, 2.0, size=N)
+    weight[4] = 0.0
+    options = {"ignore_index": -1, "weight": weight, "reduction": reduction}
+    value_ref, grads_ref, _ = _naive(h, w, b, y, options)
+    poisoned = h.copy()
+    poisoned[[2, 4, 7]] = np.nan  # rows 2 and 7 ignored, row 4 of weight 0
+    value, grads = linear_cross_entropy_value_and_grad(poisoned, w, y, bias=b, chunk_size=3, **options)
+    np.testing.assert_allclose(value, value_ref, rtol=1e-12, atol=1e-14)
+    for got, expected in zip(grads, grads_ref, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
+    assert not grads[0][[2, 4, 7]].any()
+    torch_grads = linear_cross_entropy_value_and_grad(
+        *(torch.as_tensor(a) for a in (poisoned, w, y)), bias=torch.as_tensor(b), chunk_size=3,
+        **{**options, "weight": torch.as_tensor(weight)})[1]
+    assert not torch.isfinite(torch_grads[1]).all()  # the test can see a NaN that reaches the gemm

@@ -290,12 +290,26 @@ def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduct
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
     scaled_loss = np.zeros(hidden.shape[0])
+    # a row of scale 0 (ignored, or weight 0) adds 0 to the loss and to every gradient, even with a
+    # non-finite logit: it never reaches the gemm
+    kept = None if scale.all() else np.flatnonzero(scale)
+    kept_hidden = hidden if kept is None else hidden[kept]
+    kept_labels, kept_scale = (labels, scale) if kept is None else (labels[kept], scale[kept])
+    kept_loss = scaled_loss if kept is None else np.zeros(kept.shape[0])
 
     def fill(start, stop, z, flags):
-        softmax_ce_rows(z, labels[start:stop], scale[start:stop], smoothing, scaled_loss[start:stop], z, True, flags)
+        softmax_ce_rows(z, kept_labels[start:stop], kept_scale[start:stop], smoothing, kept_loss[start:stop], z, True,
+                        flags)
 
-    grads = host_sweep(hidden, classifier, bias, rows, fill)
-    return None if grads is None else (host_value(scaled_loss, reduction, hidden.dtype), grads)
+    grads = host_sweep(kept_hidden, classifier, bias, min(rows, max(kept_hidden.shape[0], 1)), fill)
+    if grads is None:
+        return None
+    if kept is not None:
+        scaled_loss[kept] = kept_loss
+        grad_hidden = np.zeros_like(hidden)
+        grad_hidden[kept] = grads[0]
+        grads = (grad_hidden, *grads[1:])
+    return host_value(scaled_loss, reduction, hidden.dtype), grads
 
 
 def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, normalizer=None, **options):
