@@ -279,6 +279,20 @@ def test_fused_equals_the_catalogue_loss_on_the_materialised_logits():
     assert float(_fused(arrays, target, beta=0.4, temperature=2.0)[0]) == pytest.approx(float(expected), rel=1e-12)
 
 
+def test_fused_ignored_rows_never_reach_the_gemms_on_numpy():
+    """docs/post-training.md: on NumPy an ignored row's student and teacher hidden states are never
+    read: NaN there gives the naive computation's result on the clean arrays."""
+    arrays, target = _layers(14)
+    reference = _naive(arrays, target, 0.5, 1.3)
+    ignored = target.reshape(-1) == -100
+    for name in ("student_hidden", "teacher_hidden"):
+        arrays[name] = arrays[name].copy()
+        arrays[name][ignored] = np.nan
+    result = _fused(arrays, target, beta=0.5, temperature=1.3, chunk_size=2)
+    _assert_close(result, reference, 1e-10)
+    assert not result[1][0][ignored].any()
+
+
 def test_fused_every_row_ignored_gives_zero():
     arrays, _ = _layers(13)
     value, grads = _fused(arrays, np.full(N, -100), beta=0.5)

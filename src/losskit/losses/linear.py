@@ -240,6 +240,32 @@ def host_arrays(*arrays) -> bool:
                                      for x in arrays if x is not None)
 
 
+class KeptRows:
+    """The host sweeps' rows that reach the gemm: those of scale != 0. A row of scale 0 (an ignored
+    target, or weight 0) adds 0 to the loss and to every gradient, even with a non-finite logit, so
+    its logits are never computed. ``take`` a per-row array to the kept rows; ``spread`` a kept-row
+    result back to all rows, 0 at the others."""
+
+    def __init__(self, scale):
+        import numpy as np
+
+        self.n_rows = scale.shape[0]
+        self.index = None if scale.all() else np.flatnonzero(scale)
+        self.count = self.n_rows if self.index is None else self.index.shape[0]
+
+    def take(self, array):
+        return array if self.index is None else array[self.index]
+
+    def spread(self, values):
+        import numpy as np
+
+        if self.index is None:
+            return values
+        out = np.zeros((self.n_rows, *values.shape[1:]), dtype=values.dtype)
+        out[self.index] = values
+        return out
+
+
 def host_sweep(hidden, classifier, bias, rows, fill):
     """NumPy: each chunk's logits go into one ``rows x V`` buffer, ``fill(start, stop, z, flags)`` turns
     that buffer into the scaled ``d loss / d logits`` in place (a compiled kernel; it keeps its own
@@ -249,6 +275,7 @@ def host_sweep(hidden, classifier, bias, rows, fill):
     import numpy as np
 
     n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
+    rows = min(rows, max(n_rows, 1))
     buffer = np.empty((min(rows, n_rows), n_vocab), dtype=hidden.dtype)
     grad_hidden = np.empty_like(hidden)
     grad_classifier = np.zeros_like(classifier)
@@ -289,26 +316,17 @@ def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduct
 
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
-    scaled_loss = np.zeros(hidden.shape[0])
-    # a row of scale 0 (ignored, or weight 0) adds 0 to the loss and to every gradient, even with a
-    # non-finite logit: it never reaches the gemm
-    kept = None if scale.all() else np.flatnonzero(scale)
-    kept_hidden = hidden if kept is None else hidden[kept]
-    kept_labels, kept_scale = (labels, scale) if kept is None else (labels[kept], scale[kept])
-    kept_loss = scaled_loss if kept is None else np.zeros(kept.shape[0])
+    kept = KeptRows(scale)
+    labels, scale = kept.take(labels), kept.take(scale)
+    scaled_loss = np.zeros(kept.count)
 
     def fill(start, stop, z, flags):
-        softmax_ce_rows(z, kept_labels[start:stop], kept_scale[start:stop], smoothing, kept_loss[start:stop], z, True,
-                        flags)
+        softmax_ce_rows(z, labels[start:stop], scale[start:stop], smoothing, scaled_loss[start:stop], z, True, flags)
 
-    grads = host_sweep(kept_hidden, classifier, bias, min(rows, max(kept_hidden.shape[0], 1)), fill)
+    grads = host_sweep(kept.take(hidden), classifier, bias, rows, fill)
     if grads is None:
         return None
-    if kept is not None:
-        scaled_loss[kept] = kept_loss
-        grad_hidden = np.zeros_like(hidden)
-        grad_hidden[kept] = grads[0]
-        grads = (grad_hidden, *grads[1:])
+    scaled_loss, grads = kept.spread(scaled_loss), (kept.spread(grads[0]), *grads[1:])
     return host_value(scaled_loss, reduction, hidden.dtype), grads
 
 

@@ -22,7 +22,7 @@ from .. import _array, _checks
 from .. import reduction as _reduction
 from .declaration import number
 from .distribution import generalized_jsd_terms
-from .linear import LinearCEOptions, _logits, _sweep, check_layer, host_arrays, host_sweep, host_value
+from .linear import KeptRows, LinearCEOptions, _logits, _sweep, check_layer, host_arrays, host_sweep, host_value
 
 __all__ = ["linear_jsd_loss", "linear_jsd_loss_value_and_grad", "student_value_and_grad"]
 
@@ -123,8 +123,10 @@ def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, 
     from ..fused.jsd import jsd_rows, jsd_scratch
 
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
-    scaled_loss = np.zeros(hidden.shape[0])
-    teacher_logits = np.empty((min(rows, hidden.shape[0]), classifier.shape[0]), dtype=hidden.dtype)
+    kept = KeptRows(scale)  # an ignored row: neither the student's nor the teacher's logits computed
+    scale, teacher = kept.take(scale), kept.take(teacher)
+    scaled_loss = np.zeros(kept.count)
+    teacher_logits = np.empty((min(rows, max(kept.count, 1)), classifier.shape[0]), dtype=hidden.dtype)
     scratch = jsd_scratch(teacher_logits.shape[0], classifier.shape[0], beta, hidden.dtype)
 
     def fill(start, stop, z, flags):
@@ -134,8 +136,10 @@ def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, 
             u += t_bias
         jsd_rows(z, u, scratch[: stop - start], scale[start:stop], beta, temperature, scaled_loss[start:stop], flags)
 
-    grads = host_sweep(hidden, classifier, bias, rows, fill)
-    return None if grads is None else (host_value(scaled_loss, "mean", hidden.dtype), grads)
+    grads = host_sweep(kept.take(hidden), classifier, bias, rows, fill)
+    if grads is None:
+        return None
+    return host_value(kept.spread(scaled_loss), "mean", hidden.dtype), (kept.spread(grads[0]), *grads[1:])
 
 
 def linear_jsd_loss(student_hidden, student_classifier, teacher_hidden, teacher_classifier, target=None, *,

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from .. import _array, _checks
 from ..activations import log_normalizer_xp
 from .declaration import number
-from .linear import CHUNK_ELEMENTS, accumulate_at_b
+from .linear import CHUNK_ELEMENTS, KeptRows, accumulate_at_b
 
 #: with the default budget, a unit of up to this many times the budget is held whole (one pass)
 WHOLE_UNIT_FACTOR = 4
@@ -210,19 +210,8 @@ class _Host:
 
     @staticmethod
     def kept(keep):
-        """The indices of a chunk's kept tokens, or None when all are kept."""
-        import numpy as np
-
-        return None if keep.all() else np.flatnonzero(keep)
-
-    @staticmethod
-    def spread(values, picked, n):
-        """``values`` of the kept tokens ``picked`` as ``n`` rows, zero (False) at the others."""
-        import numpy as np
-
-        out = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
-        out[picked] = values
-        return out
+        """A chunk's kept tokens (:class:`~losskit.losses.linear.KeptRows`: ``take``, ``spread``)."""
+        return KeptRows(keep)
 
     def stats(self, z, labels, inv_t, with_entropy, store_exp):
         import numpy as np
@@ -364,13 +353,13 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
         h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
         y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
         keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
-        picked = None if host is None else host.kept(keep)
-        if picked is not None:
-            h, y = h[picked], y[picked]
+        kept_rows = None if host is None else host.kept(keep)
+        if kept_rows is not None:
+            h, y = kept_rows.take(h), kept_rows.take(y)
 
-        def spread(values, picked=picked, keep=keep):  # a kept-token array as the chunk's, 0 at the ignored
-            if picked is not None:
-                return host.spread(values, picked, keep.shape[0])
+        def spread(values, kept_rows=kept_rows, keep=keep):  # a kept-token array as the chunk's, 0 at the ignored
+            if kept_rows is not None:
+                return kept_rows.spread(values)
             return values & keep if values.dtype == xp.bool else xp.where(keep, values, xp.zeros_like(values))
 
         if h.shape[0] == 0:  # no kept token in the chunk (host path only): nothing reaches a gemm
@@ -409,8 +398,8 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
         for key, value in part_stats.items():
             stats.setdefault(key, []).append(value)
         coef = xp.reshape(xp.where(xp.reshape(keep, shape), dlogp, xp.zeros_like(dlogp)), (-1,))
-        if picked is not None:
-            coef = coef[picked]
+        if kept_rows is not None:
+            coef = kept_rows.take(coef)
         # pass 2: the gradient, in the chunk's own buffer (recomputed when a unit was split)
         chunk_parts = []
         for (a, b), (z, state) in zip(subs, kept, strict=True):
@@ -418,7 +407,7 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
                 z, _, _, _, state = tokens.stats(h[a:b, ...], y[a:b], for_grad=True)
             tokens.backprop(h[a:b, ...], tokens.grad(z, y[a:b], coef[a:b], state), chunk_parts, grads)
         grad_h = xp.concat(chunk_parts) if len(chunk_parts) > 1 else chunk_parts[0]
-        grad_parts.append(grad_h if picked is None else host.spread(grad_h, picked, keep.shape[0]))
+        grad_parts.append(grad_h if kept_rows is None else kept_rows.spread(grad_h))
     pieces = tuple(_in_order(xp, parts, order) if parts else None for parts in (logps, entropies, corrects))
     if not with_grad:
         return _Result(pieces)
