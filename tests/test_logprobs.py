@@ -326,6 +326,24 @@ def test_fused_linear_wrappers_carry_a_core_sweep_into_torch_and_jax():
         np.testing.assert_allclose(np.asarray(mine_grad), 2 * grad, rtol=1e-10, atol=1e-13)
 
 
+def test_the_fused_ops_gradient_outputs_carry_no_gradient():
+    """losskit.torch.linear: the custom op's outputs beside the value (the gradients it computed) are
+    constants to autograd: a loss built on one alone leaves hidden and classifier without a gradient
+    (autograd hands backward no zero tensors for them, so backward scales only the value's)."""
+    import torch
+
+    from losskit.losses.linear import linear_cross_entropy_value_and_grad
+    from losskit.torch.linear import _linear_value_and_grad, _path, encode_options
+
+    h, c, _, y = _data(10)
+    hidden, classifier = _leaves(h.reshape(-1, D), c)
+    outputs = _linear_value_and_grad(_path(linear_cross_entropy_value_and_grad), encode_options({}), hidden,
+                                     classifier, torch.as_tensor(y.reshape(-1).clip(0)), None, [], "", "")
+    assert outputs[2].requires_grad  # the op is differentiable as a whole: autograd reaches its backward
+    outputs[2].sum().backward()
+    assert hidden.grad is None and classifier.grad is None
+
+
 @pytest.mark.parametrize("library", ["numpy", "torch"])
 def test_logits_near_the_float32_limit_give_the_limits(library):
     # float32 logits of 3e38 and -3e38 at T = 0.5: z / T overflows, (z - max) / T does not; log p is

@@ -192,3 +192,54 @@ def test_torch_cpu_tensors_reach_the_kernels_without_a_copy(logits):
     (value, grad), peak = _peak(lambda: loss.value_and_grad(z, labels, out=out))
     assert grad is out and torch.isfinite(value)
     assert peak <= 0.01 * z.numel() * z.element_size(), f"{peak / (z.numel() * z.element_size()):.2f}x the logits"
+
+
+_PREFERENCE_CHILD = r"""
+import json, sys
+import numpy as np, torch
+import losskit.torch as lt
+torch.set_num_threads(1)
+rng = np.random.default_rng(0)
+def tensors(pairs, tokens, features, vocab):
+    h = torch.from_numpy(rng.normal(size=(2 * pairs, tokens, features)).astype(np.float32)).requires_grad_(True)
+    c = torch.from_numpy((rng.normal(size=(vocab, features)) * 0.1).astype(np.float32)).requires_grad_(True)
+    y = torch.from_numpy(rng.integers(0, vocab, size=(2 * pairs, tokens)))
+    return h, c, y, torch.from_numpy(rng.normal(size=2 * pairs).astype(np.float32))
+loss_fn = lt.LinearPreferenceLoss("dpo")
+loss_fn(*tensors(1, 4, 8, 16)).backward()  # imports and kernels, not measured
+h, c, y, ref = tensors(2, 16, 512, 64000)
+
+def hwm():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")
+base = hwm()
+loss_fn(h, c, y, ref).backward()
+print(json.dumps({"extra": hwm() - base, "classifier": c.numel() * 4, "pair_logits": 2 * 16 * 64000 * 4}))
+"""
+
+
+def test_torch_preference_backward_scales_the_saved_gradients_in_place():
+    """docs/post-training.md: ``losskit.torch.LinearPreferenceLoss``'s backward scales the gradients
+    its forward computed in place, and autograd hands it no zero tensors for the op's unused gradient
+    outputs, so the classifier's gradient exists once (before: three [V, D] arrays at the peak). A
+    second backward through the same graph is refused by torch."""
+    torch = pytest.importorskip("torch")
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak resident memory needs Linux /proc/self/clear_refs")
+    out = subprocess.run([sys.executable, "-c", _PREFERENCE_CHILD], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    budget = result["classifier"] + result["pair_logits"] + 4 * linear.ACCUMULATE_BLOCK
+    assert result["extra"] <= 1.3 * budget, f"{result['extra'] / result['classifier']:.2f}x the classifier"
+    import losskit.torch as lt
+
+    h = torch.ones((2, 3, 4), requires_grad=True)
+    loss = lt.LinearPreferenceLoss("dpo")(h, torch.ones((5, 4)), torch.zeros((2, 3), dtype=torch.long),
+                                          torch.zeros(2))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -118,14 +118,22 @@ def _linear_value_and_grad_fake(function, options, hidden, classifier, target, b
 def _linear_setup(ctx, inputs, output):
     ctx.has_bias = inputs[5] is not None
     ctx.n_extras = len(inputs[6])
+    # the op's gradient outputs are never differentiated: without this, autograd would hand backward a
+    # zero tensor for each (one the size of the classifier: a second [V, D] array at the peak)
+    ctx.set_materialize_grads(False)
     # the forward computed every gradient: saved (detached) and scaled in backward, no second sweep
     ctx.save_for_backward(*output[1:4])
 
 
 def _linear_backward(ctx, upstream, *unused):
+    if upstream is None:  # only a gradient output was used (they carry none)
+        return (None,) * 6 + ([None] * ctx.n_extras, None, None)
     grad_hidden, grad_classifier, grad_bias = ctx.saved_tensors
-    return (None, None, grad_hidden * upstream, grad_classifier * upstream, None,
-            grad_bias * upstream if ctx.has_bias else None, [None] * ctx.n_extras, None, None)
+    # scaled in place: the saved gradients are this op's own buffers, read by this backward only, and
+    # a copy of the classifier's would hold a second [V, D] array at the peak (501 MiB at V = 128256,
+    # D = 1024). A second backward through the same graph gets torch's error for a modified saved tensor
+    return (None, None, grad_hidden.mul_(upstream), grad_classifier.mul_(upstream), None,
+            grad_bias.mul_(upstream) if ctx.has_bias else None, [None] * ctx.n_extras, None, None)
 
 
 torch.library.register_autograd("losskit::linear_value_and_grad", _linear_backward, setup_context=_linear_setup)
