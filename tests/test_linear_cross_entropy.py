@@ -140,6 +140,34 @@ def test_torch_autograd_wrapper():
     torch.testing.assert_close(th.grad, rh.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_torch_autograd_wrapper_takes_tensor_options_and_compiles():
+    """``losskit.torch.linear_cross_entropy``: weight and class_weight as tensors (or NumPy arrays),
+    the gradients of the naive expression, under ``torch.compile(fullgraph=True)`` too; "none" is
+    refused by name (the fused backward scales one value's gradients)."""
+    import torch
+
+    from losskit import LossInputError
+    from losskit.torch.linear import linear_cross_entropy as lce
+
+    h, w, b, y = _data(6)
+    options = {"ignore_index": -1, "class_weight": np.linspace(0.5, 2.0, V), "weight": "rows"}
+    value_ref, grads_ref, _ = _naive(h, w, b, y, options)
+    resolved = _resolve(options)
+    for run in (lce, torch.compile(lce, fullgraph=True)):
+        leaves = [torch.tensor(a, requires_grad=True) for a in (h, w, b)]
+        value = run(leaves[0], leaves[1], torch.from_numpy(y), bias=leaves[2], ignore_index=-1,
+                    class_weight=torch.from_numpy(resolved["class_weight"]), weight=torch.from_numpy(resolved["weight"]))
+        (3.0 * value).backward()
+        assert value.item() == pytest.approx(float(value_ref), rel=1e-12)
+        for leaf, expected in zip(leaves, grads_ref, strict=True):
+            np.testing.assert_allclose(leaf.grad.numpy(), 3.0 * expected, rtol=1e-10, atol=1e-12)
+    value = lce(torch.from_numpy(h), torch.from_numpy(w), torch.from_numpy(y), ignore_index=-1,
+                class_weight=resolved["class_weight"])  # a NumPy option
+    assert np.isfinite(value.item())
+    with pytest.raises(LossInputError, match="^reduction: expected 'mean' or 'sum'"):
+        lce(torch.from_numpy(h), torch.from_numpy(w), torch.from_numpy(np.where(y < 0, 0, y)), reduction="none")
+
+
 @pytest.mark.parametrize("chunk_size", [None, 2])
 def test_linear_binary_matches_multilabel_on_materialised_logits(chunk_size):
     h, w, b, _ = _data(5)

@@ -205,7 +205,11 @@ def tensors(pairs, tokens, features, vocab):
     c = torch.from_numpy((rng.normal(size=(vocab, features)) * 0.1).astype(np.float32)).requires_grad_(True)
     y = torch.from_numpy(rng.integers(0, vocab, size=(2 * pairs, tokens)))
     return h, c, y, torch.from_numpy(rng.normal(size=2 * pairs).astype(np.float32))
-loss_fn = lt.LinearPreferenceLoss("dpo")
+if sys.argv[1] == "preference":
+    loss_fn = lt.LinearPreferenceLoss("dpo")
+else:  # the linear cross-entropy's autograd Function, on the same tokens
+    def loss_fn(h, c, y, ref):
+        return lt.linear_cross_entropy(h.reshape(-1, h.shape[-1]), c, y.reshape(-1))
 loss_fn(*tensors(1, 4, 8, 16)).backward()  # imports and kernels, not measured
 h, c, y, ref = tensors(2, 16, 512, 64000)
 
@@ -221,7 +225,8 @@ print(json.dumps({"extra": hwm() - base, "classifier": c.numel() * 4, "pair_logi
 """
 
 
-def test_torch_preference_backward_scales_the_saved_gradients_in_place():
+@pytest.mark.parametrize("which", ["preference", "linear_ce"])
+def test_torch_preference_backward_scales_the_saved_gradients_in_place(which):
     """docs/post-training.md: ``losskit.torch.LinearPreferenceLoss``'s backward scales the gradients
     its forward computed in place, and autograd hands it no zero tensors for the op's unused gradient
     outputs, so the classifier's gradient exists once (before: three [V, D] arrays at the peak). A
@@ -229,7 +234,7 @@ def test_torch_preference_backward_scales_the_saved_gradients_in_place():
     torch = pytest.importorskip("torch")
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("peak resident memory needs Linux /proc/self/clear_refs")
-    out = subprocess.run([sys.executable, "-c", _PREFERENCE_CHILD], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", _PREFERENCE_CHILD, which], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).parent)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

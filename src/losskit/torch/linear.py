@@ -1,8 +1,11 @@
-"""``torch.autograd`` form of the fused linear + cross-entropy (see :mod:`losskit.losses.linear`).
+"""``torch.autograd`` forms of the fused linear losses (see :mod:`losskit.losses.linear`), all through
+one ``torch.library`` custom op (:func:`fused_linear`), opaque to ``torch.compile``.
 
-The forward computes the loss and all gradients in one chunked sweep (never the N x V logits)
-and saves only the gradients; backward scales them by the upstream gradient. So a training
-step costs one sweep of matmuls, not a forward and a second recomputing backward.
+The forward computes the loss and all gradients in one chunked sweep (never the N x V logits;
+CPU tensors reach the compiled kernels as zero-copy NumPy views) and saves only the gradients;
+backward scales them in place by the upstream gradient. So a training step costs one sweep of
+matmuls, not a forward and a second recomputing backward, and the classifier's gradient exists
+once at the peak.
 """
 
 from __future__ import annotations
@@ -24,40 +27,39 @@ __all__ = ["linear_cross_entropy", "linear_binary_cross_entropy", "linear_logpro
            "encode_options"]
 
 
-class _FusedLinearLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, sweep, options, hidden, classifier, target, bias, weight):
-        bias = None if bias is None else bias.detach()
-        value, grads = sweep(hidden.detach(), classifier.detach(), target, bias=bias, weight=weight, **options)
-        if value.ndim:
-            raise RuntimeError("losskit.torch.linear_*: reduction='none' has no fused backward; "
-                               "use 'sum' or 'mean'")
-        ctx.save_for_backward(*(g for g in grads if g is not None))
-        ctx.has_bias = bias is not None
-        return value
-
-    @staticmethod
-    def backward(ctx, upstream):
-        saved = ctx.saved_tensors
-        grad_hidden, grad_classifier = saved[0] * upstream, saved[1] * upstream
-        grad_bias = saved[2] * upstream if ctx.has_bias else None
-        return None, None, grad_hidden, grad_classifier, None, grad_bias, None
+def _fused_reduction(function, hidden, classifier, target, bias, weight, options):
+    """A linear loss with a reduced value through :func:`fused_linear`: tensor options (``weight``,
+    ``class_weight``, ``pos_weight``) go to the op as tensors, NumPy ones made tensors, the rest as
+    its JSON options."""
+    options.setdefault("reduction", "mean")
+    if options["reduction"] not in ("mean", "sum"):
+        raise _checks.fail("reduction", "'mean' or 'sum' (the fused backward scales one value's gradients)",
+                           repr(options["reduction"]))
+    options["weight"] = weight
+    extras = {}
+    for name in ("weight", "class_weight", "pos_weight"):
+        value = options.pop(name, None)
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if isinstance(value, Tensor):
+            extras[name] = value
+        elif value is not None:
+            options[name] = value
+    return fused_linear(function, hidden, classifier, target, bias=bias, extras=extras, **options)
 
 
 def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, **options):
     """:func:`losskit.linear_cross_entropy` with autograd: ``loss.backward()`` fills ``hidden.grad``,
     ``classifier.grad`` (and ``bias.grad``). Reductions "sum" and "mean" only. Options as the core
-    function; ``weight [N]`` is the per-example weight."""
-    options.setdefault("reduction", "mean")
-    return _FusedLinearLoss.apply(linear_cross_entropy_value_and_grad, options, hidden, classifier, target, bias,
-                                  weight)
+    function; ``weight [N]`` is the per-example weight. One chunked sweep in the forward (the
+    compiled kernels on CPU tensors) computes the three gradients; backward scales them."""
+    return _fused_reduction(linear_cross_entropy_value_and_grad, hidden, classifier, target, bias, weight, options)
 
 
 def linear_binary_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, **options):
     """:func:`losskit.linear_binary_cross_entropy` with autograd (reductions "sum" and "mean")."""
-    options.setdefault("reduction", "mean")
-    return _FusedLinearLoss.apply(linear_binary_cross_entropy_value_and_grad, options, hidden, classifier, target,
-                                  bias, weight)
+    return _fused_reduction(linear_binary_cross_entropy_value_and_grad, hidden, classifier, target, bias, weight,
+                            options)
 
 
 # --- the post-training losses: one custom op for any fused linear loss, and the log-probs ---------
