@@ -442,6 +442,46 @@ def test_poly_sweep_keeps_a_sure_rows_tiny_loss_under_jit(dtype, row, label):
     assert abs(float(grad[0, label]) - float(exact_grad_label)) <= 8 * eps * abs(float(exact_grad_label))
 
 
+#: rows whose max is +inf, -inf or NaN (and two finite ones), with a label each: +inf at the label, +inf
+#: elsewhere, two +inf, all -inf, a NaN, +inf beside a NaN, all +inf, a finite max with -inf at the label
+_UNBOUNDED_ROWS = np.array([[1.0, 2.0, 3.0, 0.0], [np.inf, 1.0, -np.inf, 0.0], [np.inf, 1.0, -np.inf, 0.0],
+                            [np.inf, np.inf, 0.0, 1.0], [np.inf, np.inf, 0.0, 1.0], [-np.inf] * 4,
+                            [np.nan, 0.0, 1.0, 2.0], [np.inf, np.nan, 0.0, 1.0], [np.inf] * 4,
+                            [0.0, -np.inf, 1.0, 2.0]])
+_UNBOUNDED_LABELS = np.array([1, 0, 1, 0, 2, 3, 0, 1, 2, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize(("cls", "options"), [(lk.SoftmaxCrossEntropy, {}),
+                                              (lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1}),
+                                              (lk.PolyCrossEntropy, {"epsilon": 1.0}),
+                                              (lk.PolyCrossEntropy, {"epsilon": -0.5, "label_smoothing": 0.2})],
+                         ids=["ce", "ce-smoothed", "poly", "poly-smoothed"])
+def test_sweep_rows_with_an_infinite_or_nan_max_equal_the_core_reference(cls, options, reduction, dtype):
+    """The softmax CE and Poly-1 sweeps take rows whose max is +-inf or NaN without a branch (rows.shifted):
+    value and gradient under jit equal the core's reference on NumPy in float64 (its limits: 0 or +inf at
+    a +inf row, the uniform limit of an all -inf or NaN row, NaN with smoothing beside a +inf logit),
+    with a weight of 0 on a row of infinite loss."""
+    weight = np.random.default_rng(21).uniform(0.5, 2.0, size=len(_UNBOUNDED_LABELS))
+    weight[2] = 0.0
+    core = cls(impl="xp", reduction=reduction, **options)
+    with np.errstate(invalid="ignore"):
+        expected_value, expected_grad = core.value_and_grad(_UNBOUNDED_ROWS, _UNBOUNDED_LABELS, weight=weight)
+    fn = lj.loss_fn(core)
+    labels, w = jnp.asarray(_UNBOUNDED_LABELS), jnp.asarray(weight, dtype=dtype)
+    value = jax.jit(lambda z: fn(z, labels, w))(jnp.asarray(_UNBOUNDED_ROWS, dtype=dtype))
+    grad = jax.jit(jax.grad(lambda z: jnp.sum(fn(z, labels, w))))(jnp.asarray(_UNBOUNDED_ROWS, dtype=dtype))
+    rtol = 4 * float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(np.asarray(value, dtype=np.float64), expected_value, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(np.asarray(grad, dtype=np.float64), expected_grad, rtol=rtol, atol=rtol)
+    if reduction == "none":  # the limits by hand: a +inf logit at the label costs 0, one elsewhere +inf;
+        # with smoothing the mean of a row holding +inf and finite logits is +inf - +inf, NaN
+        plain, smoothed = (float(value[1]), float(value[4])), options.get("label_smoothing")
+        assert np.all(np.isnan(plain)) if smoothed else (plain[0] == 0.0 and plain[1] == np.inf)
+        assert float(value[9]) == np.inf and np.all(np.asarray(grad[2]) == 0)  # weight 0, infinite loss
+
+
 @pytest.mark.parametrize("name", ["kl_divergence", "softmax_cross_entropy"])
 def test_sweeps_of_long_float32_rows_keep_float32_precision(name):
     """Rows of 32000 classes: XLA's own row loop added a row's terms one after another into a few

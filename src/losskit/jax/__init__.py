@@ -15,9 +15,14 @@ every other loss runs its own
 array-API formula (``_terms``, the reference's text, where XLA fuses the elementwise ops), with the
 sums of an elementwise formula kept from YNNPACK (:class:`_SeparateSums`), or, for a loss that
 declares ``value_in_arithmetic`` (log-cosh: its value without a select), handed to YNNPACK whole
-(:class:`_ArithmeticValue`). Inputs with +-inf take the core's
-reference expression in the sweeps (``lax.cond`` on one ``isfinite`` reduction); the formulas are
-exact there as written. The code stays in XLA ops, so it runs on GPU and TPU as well. XLA on CPU
+(:class:`_ArithmeticValue`). A row whose max is +-inf or NaN: the softmax CE
+and Poly-1 sweep shifts it as the reference does (:func:`rows.shifted`: selects, no branch) and its
+own arithmetic then gives the reference's exact limits; KL and distillation, whose plain sums
+YNNPACK takes without a select, send such a batch to the core's reference expression (``lax.cond``
+on one ``isfinite`` reduction). Why not that ``lax.cond`` for softmax CE too: the common call then
+paid two more ``[N, K]`` temporaries (62.5 MiB at 256 x 32000 float32, against 0.5 MiB without
+it: XLA keeps the branch's arrays apart from the call's output; issue 15, BENCHMARKS.md). Every
+other loss's formula is exact there as written. The code stays in XLA ops, so it runs on GPU and TPU as well. XLA on CPU
 flushes subnormal results to zero; where a row's loss would be made of such terms, the softmax CE
 and KL sweeps re-sum them shifted (``rows._below_with_subnormals``), so a sure row's loss survives
 wherever the loss itself is a normal number. Integer labels get a
@@ -172,8 +177,10 @@ def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
         value, grad = _xla_value_and_grad(loss, plan, functools.partial(sweep.run, maxima=maxima))
         return (value, grad) if with_grad else (value, None)
 
-    # a row whose max is +-inf (or NaN): the reference's exact limits; only the branch taken runs.
-    # -inf entries below a finite max are exact in the sweeps
+    if sweep.limits:  # the sweep gives a row whose max is +-inf (or NaN) its exact limits itself
+        return sweep_run()
+    # else such a row takes the reference (only the branch taken runs); -inf entries below a finite
+    # max are exact in the sweeps
     finite = functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(m)) for m in maxima])
     return jax.lax.cond(finite, sweep_run, lambda: loss.reference(plan, order))
 

@@ -10,9 +10,10 @@ Design note: XLA's CPU backend writes every operand of a sum it hands to YNNPACK
 computes separate sums as separate passes; the reference's text (a log-softmax, then a second
 ``exp`` for the gradient, and KL's entropy as a third sum) costs four to six passes over the
 ``[N, K]`` logits and target, optax's three to four. A variadic reduce is XLA's own loop, fused
-with the terms' producers: one read of the logits (and target) for all of a row's sums. Rows whose
-max is +-inf never reach these functions (``lax.cond`` in :mod:`losskit.jax`: the reference's
-exact limits).
+with the terms' producers: one read of the logits (and target) for all of a row's sums. A row whose
+max is +-inf or NaN: softmax CE and Poly-1 shift it as the reference does (:func:`shifted`) and give
+its exact limits themselves; KL and distillation never see one (``lax.cond`` in :mod:`losskit.jax`:
+the reference's exact limits).
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ def _row_sums_jvp(primals, tangents):
 _FAR_SHIFT = {np.dtype(np.float32): 64.0, np.dtype(np.float64): 512.0}
 
 
+def shifted(z, row_max):
+    """``z - max`` per row, with the reference's limits where the max is +-inf or NaN
+    (:func:`losskit.activations.shifted_logits_xp`): a +inf max leaves its +inf entries 0 and the rest
+    -inf (they share all the mass), a -inf or NaN max all 0 (the uniform limit). The sweep's own
+    arithmetic on it then gives the reference's exact value and gradient in those rows, without a
+    branch: selects in the passes that read the logits anyway."""
+    m = row_max[..., None]
+    infinite = jnp.asarray(jnp.inf, z.dtype)
+    limit = jnp.where((m == infinite) & (z != infinite), -infinite, jnp.zeros((), z.dtype))
+    return jnp.where(jnp.isfinite(m), z - m, limit)
+
+
 def softmax_ce(plan, maxima, epsilon=0.0):
     r"""Softmax CE of integer labels, value and gradient in one row sweep; with ``epsilon``, Poly-1
     (:class:`~losskit.PolyCrossEntropy`): the CE plus :math:`\epsilon (1 - \sum_k y'_k p_k)`.
@@ -102,7 +115,7 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     labels = plan.target.labels
     z, a = plan.input, plan.smoothing
     k = z.shape[-1]
-    d = z - row_max[..., None]
+    d = shifted(z, row_max)
     e = jnp.exp(d)
     zero = jnp.zeros((), z.dtype)
     terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype))
@@ -113,12 +126,13 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     below = _below_with_subnormals(z, row_max, below, ties)
     # the label's logit by a gather (N reads), not a masked sum over the row: the sweep above then
     # reads e alone (labels are in range here: an ignored one is 0, weighted 0)
-    d_y = jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip")[..., 0] - row_max
+    d_y = shifted(jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip"), row_max)[..., 0]
     e_y = jnp.exp(d_y)  # flushed to 0 only where 1 - e_y is 1 anyway
     # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
     log_norm = jnp.log1p(below + ties)
     loss = log_norm - (1 - a) * d_y
-    if a:  # a (lse - mean z), with mean z - max from whichever sum is finite
+    if a:  # a (lse - mean z), with mean z - max from whichever sum is finite (a +inf row's second is
+        # +inf - +inf, NaN, as the reference's lse - mean z there)
         shifted_mean = jnp.where(jnp.isfinite(sums[2]), sums[2] / k, sums[3] - row_max)
         loss = loss - a * shifted_mean
     total = 1 + below + ties
@@ -152,7 +166,7 @@ def _below_with_subnormals(z, row_max, below, ties):
     shift = _FAR_SHIFT[np.dtype(z.dtype)]
 
     def resum():
-        d = z - row_max[..., None]
+        d = shifted(z, row_max)
         far = d <= -shift
         e = jnp.exp(jnp.where(far, d + shift, d))
         zero = jnp.zeros((), d.dtype)
@@ -275,11 +289,13 @@ def distillation(plan, maxima, loss):
 
 
 class Sweep(NamedTuple):
-    """A row sweep: ``rows(plan)``, the arrays whose row maxima it shifts by (a row whose max is
-    +-inf takes the reference instead), and ``run(plan, maxima) -> (per-row loss, gradient)``."""
+    """A row sweep: ``rows(plan)``, the arrays whose row maxima it shifts by, and ``run(plan, maxima)
+    -> (per-row loss, gradient)``. ``limits``: whether ``run`` gives the reference's exact limits in a
+    row whose max is +-inf or NaN itself (:func:`shifted`); if not, such a batch takes the reference."""
 
     rows: object
     run: object
+    limits: bool = False
 
 
 def _logits(plan):
@@ -291,9 +307,9 @@ def sweep_for(loss, plan) -> Sweep | None:
     torch-native paths find theirs); None: the loss's own array-API formula."""
     name = type(loss).kernel_name()
     if name == "softmax_ce" and plan.target.labels is not None:
-        return Sweep(_logits, softmax_ce)
+        return Sweep(_logits, softmax_ce, limits=True)
     if name == "poly_cross_entropy" and plan.target.labels is not None:
-        return Sweep(_logits, functools.partial(softmax_ce, epsilon=loss.epsilon))
+        return Sweep(_logits, functools.partial(softmax_ce, epsilon=loss.epsilon), limits=True)
     if name == "kl_divergence" and plan.target.labels is None:
         return Sweep(_logits, functools.partial(kl_divergence, loss=loss))
     if name == "distillation":
