@@ -37,7 +37,7 @@ def _inputs(size, seed=0):
     classifier = rng.standard_normal((n_vocab, n_feat), dtype=np.float32)
     classifier *= np.float32(0.03)
     target = rng.integers(0, n_vocab, size=(n_rows, n_tok))
-    target[:, : n_tok // 4] = -100  # the prompt
+    target[:, : n_tok // 4] = -100  # the prompt: a quarter of each sequence
     upstream = rng.standard_normal((n_rows, n_tok), dtype=np.float32)
     ref_logps = rng.normal(-n_tok * 8.0, 5.0, size=n_rows).astype(np.float32)
     teacher_hidden = rng.standard_normal((n_rows, n_tok, n_feat), dtype=np.float32)  # a teacher of the same width
@@ -239,6 +239,15 @@ def losskit_torch_jsd(a):
     return _finish(value, hidden, classifier)
 
 
+def _every_token_kept(fn):
+    """``fn`` on the same inputs with no prompt: every token a target (nothing for a sweep to skip)."""
+    def run(a):
+        return fn({**a, "target": np.where(a["target"] < 0, 0, a["target"])})
+
+    run.__name__ = fn.__name__
+    return run
+
+
 CASES = {
     "per-token log-probs + entropy, forward only (reference / old log-probs)": {
         "torch naive (no_grad)": naive_logprobs_forward,
@@ -255,6 +264,11 @@ CASES = {
         "torch naive": naive_dpo,
         "losskit linear_preference_loss_value_and_grad": losskit_dpo,
         "losskit.torch LinearPreferenceLoss": losskit_torch_dpo,
+    },
+    "DPO (sigmoid, beta 0.1), every token kept (no prompt), fwd + bwd": {
+        "torch naive": _every_token_kept(naive_dpo),
+        "losskit linear_preference_loss_value_and_grad": _every_token_kept(losskit_dpo),
+        "losskit.torch LinearPreferenceLoss": _every_token_kept(losskit_torch_dpo),
     },
     "GRPO (token ratios, bnpo, beta 0.04), fwd + bwd": {
         "torch naive": naive_grpo,
