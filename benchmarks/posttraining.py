@@ -3,6 +3,7 @@
     python -m benchmarks.posttraining                  # 4096 tokens, D = 1024, V = 128256 (about 15 min)
     python -m benchmarks.posttraining --smoke          # tiny sizes, one repeat
     python -m benchmarks.posttraining --markdown FILE  # also write the report
+    python -m benchmarks.posttraining --pairs 4 --case "generalised JSD ..."  # 2048 tokens, one case
 
 Each (case, implementation, repeat) runs in its own process, the implementations alternating
 within a round: seconds of one forward + backward, and the peak resident memory above the inputs
@@ -342,6 +343,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown")
     parser.add_argument("--case", action="append", help="only these cases (default: all)")
+    parser.add_argument("--pairs", type=int, help="preference pairs (2 sequences of 256 tokens each; default 8)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -349,6 +351,8 @@ def main() -> None:
         print(json.dumps(_child(case, name, size)))
         return
     size = SMOKE if args.smoke else FULL
+    if args.pairs:
+        size = {**size, "pairs": args.pairs}
     repeats = 1 if args.smoke else args.repeats
     check(size)
     n_tokens = 2 * size["pairs"] * size["tokens"]

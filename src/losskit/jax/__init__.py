@@ -23,9 +23,9 @@ on one ``isfinite`` reduction). Why not that ``lax.cond`` for softmax CE too: th
 paid two more ``[N, K]`` temporaries (62.5 MiB at 256 x 32000 float32, against 0.5 MiB without
 it: XLA keeps the branch's arrays apart from the call's output; issue 15, BENCHMARKS.md). Every
 other loss's formula is exact there as written. The code stays in XLA ops, so it runs on GPU and
-TPU as well. XLA on CPU flushes subnormal results to zero; where a row's loss would be made of such terms, the softmax CE
-and KL sweeps re-sum them shifted (``rows._below_with_subnormals``), so a sure row's loss survives
-wherever the loss itself is a normal number. Integer labels get a
+TPU as well. XLA on CPU flushes subnormal results to zero; where a row's loss would be made of
+such terms, the softmax CE and KL sweeps re-sum them shifted (``rows._below_with_subnormals``),
+so a sure row's loss survives wherever the loss itself is a normal number. Integer labels get a
 ``float0`` (no) cotangent. Float targets (soft labels, a teacher's probabilities), weights and
 the normalizer get their true cotangents, by autodiff through the core's forward: a zero there
 would silently stop a trained teacher's gradient, and under ``jit`` XLA drops the computation
