@@ -136,6 +136,19 @@ def test_a_preference_sweep_holds_one_pairs_kept_logits(monkeypatch):
     assert peak <= 1.1 * (kept_pair + gradients) + block, f"{(peak - gradients) / kept_pair:.2f}x a pair's kept logits"
 
 
+#: the children's peak-memory helpers: VmHWM, and its reset through /proc/self/clear_refs
+_PEAK = r"""
+def hwm():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+"""
+
+
 _CHILD = r"""
 import json, sys, torch
 torch.set_num_threads(1)
@@ -151,12 +164,7 @@ if sys.argv[1] == "losskit":  # a small first call compiles its kernel in the ba
 logits = torch.randn(int(sys.argv[2]), int(sys.argv[3]), requires_grad=True)
 labels = torch.randint(0, logits.shape[1], (logits.shape[0],))
 
-def hwm():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
-with open("/proc/self/clear_refs", "w") as handle:
-    handle.write("5")
+reset_peak()
 base = hwm()
 fn(logits, labels).backward()
 print(json.dumps({"extra": hwm() - base, "logits": logits.numel() * logits.element_size()}))
@@ -164,7 +172,7 @@ print(json.dumps({"extra": hwm() - base, "logits": logits.numel() * logits.eleme
 
 
 def _torch_extra(which):
-    out = subprocess.run([sys.executable, "-c", _CHILD, which, "1024", "16000"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _PEAK + _CHILD, which, "1024", "16000"], capture_output=True, text=True,
                          timeout=300, cwd=Path(__file__).parent)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -213,12 +221,7 @@ else:  # the linear cross-entropy's autograd Function, on the same tokens
 loss_fn(*tensors(1, 4, 8, 16)).backward()  # imports and kernels, not measured
 h, c, y, ref = tensors(2, 16, 512, 64000)
 
-def hwm():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
-with open("/proc/self/clear_refs", "w") as handle:
-    handle.write("5")
+reset_peak()
 base = hwm()
 loss_fn(h, c, y, ref).backward()
 print(json.dumps({"extra": hwm() - base, "classifier": c.numel() * 4, "pair_logits": 2 * 16 * 64000 * 4}))
@@ -234,7 +237,7 @@ def test_torch_preference_backward_scales_the_saved_gradients_in_place(which):
     torch = pytest.importorskip("torch")
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("peak resident memory needs Linux /proc/self/clear_refs")
-    out = subprocess.run([sys.executable, "-c", _PREFERENCE_CHILD, which], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", _PEAK + _PREFERENCE_CHILD, which], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).parent)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
