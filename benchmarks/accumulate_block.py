@@ -16,16 +16,9 @@ import time
 
 import numpy as np
 
+from losskit.losses.linear import accumulate_in_blocks
+
 TOKENS, FEATURES, VOCAB = 384, 1024, 128256
-
-
-def _blocked(acc, a, b, step):
-    block = np.empty((step, acc.shape[1]), dtype=acc.dtype)
-    for start in range(0, acc.shape[0], step):
-        stop = min(start + step, acc.shape[0])
-        product = block[: stop - start]
-        np.matmul(a[start:stop], b, out=product)
-        acc[start:stop] += product
 
 
 def main() -> None:
@@ -36,7 +29,7 @@ def main() -> None:
     z = rng.standard_normal((TOKENS, VOCAB), dtype=np.float32)
     h = rng.standard_normal((TOKENS, FEATURES), dtype=np.float32)
     acc = np.zeros((VOCAB, FEATURES), np.float32)
-    runs = {f"blocks of 2^{bits} numbers": (lambda bits=bits: _blocked(acc, z.T, h, (1 << bits) // FEATURES))
+    runs = {f"blocks of 2^{bits} numbers": lambda bits=bits: accumulate_in_blocks(acc, z.T, h, (1 << bits) // FEATURES)
             for bits in (19, 20, 21, 22, 23)}
     runs["z.T @ h into a fresh array"] = lambda: z.T @ h
     try:

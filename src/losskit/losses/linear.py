@@ -80,23 +80,29 @@ ACCUMULATE_BLOCK = 1 << 21
 
 def accumulate_at_b(xp, acc, a, b):
     """``acc + a @ b``, in place where the library can (see the module note)."""
+    if a.shape[-1] == 0:  # an empty inner dimension (a chunk of no row) adds nothing: no pass over acc
+        return acc
     if hasattr(acc, "addmm_"):  # torch: one gemm with beta = 1
         return acc.addmm_(a, b)
     if type(acc).__module__ == "numpy":
         # NumPy has no gemm with beta = 1: ``acc += a @ b`` would hold a second [V, D] array (501 MiB
         # at V = 128256, D = 1024). Block by block (see ACCUMULATE_BLOCK) it costs about what SciPy's
         # sgemm with beta = 1 does
-        import numpy as np
-
-        step = max(1, ACCUMULATE_BLOCK // max(acc.shape[1], 1))
-        block = np.empty((min(step, acc.shape[0]), acc.shape[1]), dtype=acc.dtype)
-        for start in range(0, acc.shape[0], step):
-            stop = min(start + step, acc.shape[0])
-            product = block[: stop - start]
-            np.matmul(a[start:stop], b, out=product)
-            acc[start:stop] += product
-        return acc
+        return accumulate_in_blocks(acc, a, b, max(1, ACCUMULATE_BLOCK // max(acc.shape[1], 1)))
     return acc + a @ b
+
+
+def accumulate_in_blocks(acc, a, b, rows: int):
+    """NumPy: ``acc += a @ b`` in place, ``rows`` rows of the product at a time (one block of scratch)."""
+    import numpy as np
+
+    block = np.empty((min(rows, acc.shape[0]), acc.shape[1]), dtype=acc.dtype)
+    for start in range(0, acc.shape[0], rows):
+        stop = min(start + rows, acc.shape[0])
+        product = block[: stop - start]
+        np.matmul(a[start:stop], b, out=product)
+        acc[start:stop] += product
+    return acc
 
 
 def check_layer(xp, hidden, classifier, bias, names=("hidden", "classifier", "bias")) -> None:

@@ -124,6 +124,9 @@ class _Tokens:
     def logits(self, h):
         if self.host is not None:
             return self.host.logits(h, self.classifier, self.bias)
+        return self._fresh_logits(h)
+
+    def _fresh_logits(self, h):
         z = h @ self.xp.matrix_transpose(self.classifier)
         return z if self.bias is None else z + self.bias
 
@@ -135,8 +138,7 @@ class _Tokens:
             result = self.host.stats(z, labels, self.inv_t, self.entropy, for_grad)
             if result is not None:
                 return result
-            z = h @ self.xp.matrix_transpose(self.classifier)  # a flagged chunk: the kernel may have written
-            z = z if self.bias is None else z + self.bias  # exps into its buffer
+            z = self._fresh_logits(h)  # a flagged chunk: the kernel may have written exps into its buffer
         return self._stats_xp(z, labels)
 
     def _stats_xp(self, z, labels):
@@ -189,8 +191,8 @@ class _Host:
     :meth:`stats`, and the caller takes the array-API expression, which gives the limits.
 
     One buffer serves every chunk of a call (a fresh ``n x V`` array per chunk would be mapped
-    and faulted in anew each time), and a chunk's ignored tokens are dropped before its gemm
-    (:meth:`kept`): they have no loss and no gradient, so their logits are never computed."""
+    and faulted in anew each time). The sweep drops a chunk's ignored tokens before its gemm
+    (:class:`~losskit.losses.linear.KeptRows`): they have no loss and no gradient."""
 
     def __init__(self):
         self.buffer = None
@@ -207,11 +209,6 @@ class _Host:
         if bias is not None:
             z += bias
         return z
-
-    @staticmethod
-    def kept(keep):
-        """A chunk's kept tokens (:class:`~losskit.losses.linear.KeptRows`: ``take``, ``spread``)."""
-        return KeptRows(keep)
 
     def stats(self, z, labels, inv_t, with_entropy, store_exp):
         import numpy as np
@@ -317,7 +314,7 @@ def _plan(objective, unit_tokens, budget: int, whole_unit: int):
     return chunks
 
 
-def _unit_tokens(xp, objective, mask, compact: bool):
+def _unit_tokens(objective, mask, compact: bool):
     """Each unit's tokens that reach the gemm: its kept ones on the host path, else all of them."""
     import numpy as np
 
@@ -346,14 +343,15 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
              None if tokens.bias is None else xp.zeros(tokens.bias.shape, dtype=tokens.bias.dtype,
                                                        device=_array.device(tokens.bias))] if with_grad else None
     loss, stats = None, {}
-    for start, stop, two_pass in _plan(objective, _unit_tokens(xp, objective, mask, host is not None), budget,
+    for start, stop, two_pass in _plan(objective, _unit_tokens(objective, mask, host is not None), budget,
                                        whole_unit):
         rows = objective.rows(start, stop)
         order.extend(rows)
         h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
         y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
         keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
-        kept_rows = None if host is None else host.kept(keep)
+        # a chunk of no kept token runs the kernels on 0 rows: no logits, and no pass over the gradients
+        kept_rows = None if host is None else KeptRows(keep)
         if kept_rows is not None:
             h, y = kept_rows.take(h), kept_rows.take(y)
 
@@ -362,17 +360,6 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
                 return kept_rows.spread(values)
             return values & keep if values.dtype == xp.bool else xp.where(keep, values, xp.zeros_like(values))
 
-        if h.shape[0] == 0:  # no kept token in the chunk (host path only): nothing reaches a gemm
-            _no_tokens(xp, tokens, keep, logps, entropies, corrects)
-            if with_grad:
-                shape = (len(rows), n_tok)
-                part, _, part_stats = objective.terms(xp, xp.reshape(logps[-1], shape), xp.reshape(keep, shape),
-                                                      start, stop)
-                loss = part if loss is None else loss + part
-                for key, value in part_stats.items():
-                    stats.setdefault(key, []).append(value)
-                grad_parts.append(xp.zeros((keep.shape[0], n_feat), dtype=hidden.dtype))
-            continue
         # pass 1: the statistics of every sub-chunk (one sub-chunk unless a unit is swept in two passes)
         subs = [(a, min(a + budget, h.shape[0])) for a in range(0, h.shape[0], budget)] if two_pass else \
             [(0, h.shape[0])]
@@ -414,15 +401,6 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
     grad_hidden = xp.reshape(_in_order(xp, grad_parts, order), hidden.shape)
     stats = {key: xp.concat(values) for key, values in stats.items()}
     return _Result(pieces, loss, grad_hidden, grads, stats)
-
-
-def _no_tokens(xp, tokens, keep, logps, entropies, corrects):
-    """A chunk whose tokens are all ignored: log-probs and entropies 0, no correct token."""
-    zeros = xp.zeros(keep.shape, dtype=tokens.classifier.dtype)
-    logps.append(zeros)
-    if tokens.entropy:
-        entropies.append(zeros)
-    corrects.append(keep & False)
 
 
 def _in_order(xp, parts, order):

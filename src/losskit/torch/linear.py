@@ -35,15 +35,13 @@ def _fused_reduction(function, hidden, classifier, target, bias, weight, options
     if options["reduction"] not in ("mean", "sum"):
         raise _checks.fail("reduction", "'mean' or 'sum' (the fused backward scales one value's gradients)",
                            repr(options["reduction"]))
-    options["weight"] = weight
     extras = {}
-    for name in ("weight", "class_weight", "pos_weight"):
-        value = options.pop(name, None)
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value)
+    for name, value in (("weight", weight), ("class_weight", options.pop("class_weight", None)),
+                        ("pos_weight", options.pop("pos_weight", None))):
+        value = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
         if isinstance(value, Tensor):
             extras[name] = value
-        elif value is not None:
+        elif value is not None:  # a number (pos_weight) or a list: a JSON option
             options[name] = value
     return fused_linear(function, hidden, classifier, target, bias=bias, extras=extras, **options)
 
