@@ -125,7 +125,7 @@ def test_compiled_kernels_are_cached_across_processes():
             "lk.SoftmaxCrossEntropy(impl='fused')(np.zeros((4, 3)), np.array([0, 1, 2, 0]))\n"
             "from losskit import fused\n"
             "from losskit.fused import kernels\n"
-            "s = fused.serial_twin(kernels.softmax_ce_rows).stats  # a small call runs the serial twin\n"
+            "s = fused.serial_twin(kernels.softmax_ce_short_rows).stats  # a small call: the serial twin\n"
             "print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # fills the cache if empty
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -462,3 +462,52 @@ def test_torch_cpu_tensors_take_the_unit_kernels():
         assert isinstance(grad, torch.Tensor) and grad.dtype == torch.float32
         np.testing.assert_allclose(value.item(), ref_value, rtol=2e-6)
         np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=2e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classes", [1, 2, 10, 31, 256])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classes, smoothing):
+    """Rows of at most SHORT_ROW classes take the blocked kernel: the same value and gradient as the
+    row-by-row kernel to an ulp or two (only the order of a row's sum may differ), the same flags,
+    and the same edge rows: a sure row's tiny loss, ties at the max, -inf logits, non-finite rows,
+    labels out of range, weight 0. Blocks of whole rows: 700 rows cross a block at every K here."""
+    from losskit.fused import kernels
+
+    assert classes <= kernels.SHORT_ROW
+    rng = np.random.default_rng(classes)
+    n = 700
+    z = (rng.normal(size=(n, classes)) * 4).astype(dtype)
+    labels = rng.integers(0, classes, n).astype(np.int64)
+    z[1] = 0  # every class tied at the max
+    z[2, :], z[2, labels[2]] = 0, 90  # a sure row: loss (K - 1) e^-90, subnormal terms in float32
+    if classes > 1:
+        z[3, (labels[3] + 1) % classes] = -np.inf  # a -inf logit: exp 0, a finite CE
+    z[4, 0] = np.inf  # non-finite rows are flagged for the reference
+    z[5, 0] = np.nan
+    z[6] = -np.inf
+    labels[7], labels[8] = -1, classes  # out of range: flagged
+    scale = rng.uniform(0.5, 2, n).astype(dtype)
+    scale[9] = 0
+    results = []
+    for kernel in (kernels.softmax_ce_rows, kernels.softmax_ce_short_rows):
+        for twin in (kernel, fused.serial_twin(kernel)):
+            loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
+            twin(z, labels, scale, smoothing, loss, grad, True, flags)
+            results.append((loss, grad, flags))
+            value_only = np.full(n, -1.0)  # the same sums without a gradient: the same bits
+            twin(z, labels, scale, smoothing, value_only, np.empty((1, classes), dtype), False, np.zeros(n, np.uint8))
+            np.testing.assert_array_equal(value_only[flags == 0], loss[flags == 0])
+    (loss, grad, flags), *others = results
+    # with smoothing, the -inf logit's row has an infinite loss: the reference says so
+    assert flags[4:9].all() and flags[:3].sum() == 0 and flags[9:].sum() == 0
+    assert flags[3] == (smoothing > 0 and classes > 1)
+    ok = flags == 0
+    eps = np.finfo(dtype).eps
+    for other_loss, other_grad, other_flags in others:
+        np.testing.assert_array_equal(other_flags, flags)
+        np.testing.assert_allclose(other_loss[ok], loss[ok], rtol=4 * eps, atol=0)
+        np.testing.assert_allclose(other_grad[ok], grad[ok], rtol=8 * eps, atol=8 * eps * np.abs(grad[ok]).max())
+    assert loss[9] == 0 and np.all(grad[9] == 0)
+    if classes > 1 and smoothing == 0:  # the sure row keeps its tiny loss, (K - 1) e^-90
+        np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)

@@ -219,8 +219,11 @@ def softmax_ce(plan, arrays, with_grad):
     grad = _grad_buffer(arrays, z2.size, z.dtype).reshape(z2.shape) if with_grad else np.empty((1, z2.shape[1]),
                                                                                                  z.dtype)
     flags = np.zeros(rows, np.uint8)
-    _kernels().softmax_ce_rows(frozen(z2), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad,
-                               with_grad, flags)
+    kernels = _kernels()
+    from ..fused.kernels import SHORT_ROW
+
+    sweep = kernels.softmax_ce_short_rows if z2.shape[1] <= SHORT_ROW else kernels.softmax_ce_rows
+    sweep(frozen(z2), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad, with_grad, flags)
     return None if flags.any() else (scaled_loss, grad)
 
 

@@ -1,0 +1,83 @@
+"""Softmax CE on rows of few classes: the blocked kernel (``softmax_ce_short_rows``) against the
+row-by-row kernel (``softmax_ce_rows``), both serial (the twin a call below ``SERIAL_BELOW`` elements
+runs), value and gradient, label smoothing 0.1, float64 and float32; and torch eager's
+``F.cross_entropy`` forward + ``autograd.grad`` on the same logits as the peer.
+
+    python -m benchmarks.short_rows [--repeats 7] [--calls 300]
+
+Prints microseconds per call (median of ``--repeats`` rounds of ``--calls`` calls, the kernels
+alternating within a round) and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from losskit import fused
+from losskit.fused import kernels
+
+SHAPES = [(1348, 10), (4000, 2), (800, 16), (400, 32), (200, 64), (100, 128), (50, 256)]
+
+
+def _per_call(run, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def _call(kernel, arrays):
+    twin = fused.serial_twin(kernel)
+    return lambda: twin(*arrays)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    print("| dtype | rows x classes | row by row (us) | blocked (us) | speed-up | torch eager (us) | torch / blocked |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in (np.float64, np.float32):
+        for n, k in SHAPES:
+            z = (rng.normal(size=(n, k)) * 3).astype(dtype)
+            z.flags.writeable = False
+            labels = rng.integers(0, k, n)
+            labels.flags.writeable = False
+            scale = np.full(n, 1 / n, dtype)
+            scale.flags.writeable = False
+            arrays = (z, labels, scale, 0.1, np.empty(n), np.empty_like(z), True, np.zeros(n, np.uint8))
+            runs = {"rows": _call(kernels.softmax_ce_rows, arrays),
+                    "blocked": _call(kernels.softmax_ce_short_rows, arrays)}
+            if torch is not None:
+                tz = torch.tensor(z, requires_grad=True)
+                ty = torch.from_numpy(labels.copy())
+
+                def torch_call(tz=tz, ty=ty):
+                    value = torch.nn.functional.cross_entropy(tz, ty, label_smoothing=0.1)
+                    torch.autograd.grad(value, tz)
+
+                runs["torch"] = torch_call
+            for run in runs.values():
+                run()  # compiled (or loaded from numba's cache) before timing
+            times = {name: [] for name in runs}
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    times[name].append(_per_call(run, args.calls))
+            med = {name: statistics.median(values) for name, values in times.items()}
+            peer = (f"{med['torch']:.1f} | {med['torch'] / med['blocked']:.2f}x" if "torch" in med else "- | -")
+            print(f"| {np.dtype(dtype).name} | {n} x {k} | {med['rows']:.1f} | {med['blocked']:.1f} | "
+                  f"{med['rows'] / med['blocked']:.2f}x | {peer} |")
+
+
+if __name__ == "__main__":
+    main()
