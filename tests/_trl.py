@@ -55,6 +55,7 @@ class _Accelerator:
     device = torch.device("cpu")
     num_processes = 1
     sync_gradients = True
+    is_main_process = True  # read by trl.extras.profiling.profiling_decorator
 
     def gather(self, x):
         return x
