@@ -694,7 +694,7 @@ def test_value_gradients_and_statistics_equal_trls_trainer(trl_units, trainer, t
 
 
 def test_dpo_trainers_sigmoid_ignores_label_smoothing_and_ours_is_cdpo(trl_units):
-    """The one difference in meaning between DPOTrainer 1.16 and losskit: our "dpo" takes cDPO's
+    """A difference in meaning between DPOTrainer 1.16 and losskit: our "dpo" takes cDPO's
     label smoothing (Mitchell 2023; earlier TRL releases' "sigmoid" too); TRL 1.16's "sigmoid" reads no
     smoothing. Smoothing 0 is TRL's number (the case above); smoothing e is CPO's smoothed sigmoid
     on the log-ratios, which differs from TRL's DPO value."""
