@@ -516,3 +516,107 @@ def test_a_teacher_logits_target_is_declared_so_gbdt_and_the_demo_refuse_it():
     assert "kl" in demo_losses("multiclass")
     with pytest.raises(TypeError, match="JSDivergence needs the teacher's logits"):
         _gbdt.layout(lk.JSDivergence(), np.zeros(6), np.zeros(2))
+
+
+# -- against TRL 1.16's own GKDTrainer.generalized_jsd_loss ---------------------------------------------
+# TRL's static method on the logits hidden @ W.T + b (student) and the teacher's, in float64, its
+# gradient by torch autograd; losskit's fused and catalogue forms on the same inputs agree to 1e-10.
+
+TRL_B, TRL_T = 3, 4
+
+
+@pytest.fixture(scope="module")
+def trl_jsd():
+    pytest.importorskip("trl")
+    import _trl
+
+    return _trl.GKDTrainer.generalized_jsd_loss
+
+
+def _trl_distillation_batch(seed=31):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "student_hidden": rng.normal(size=(TRL_B, TRL_T, D)),
+        "student_classifier": rng.normal(size=(V, D)),
+        "teacher_hidden": rng.normal(size=(TRL_B, TRL_T, D_TEACHER)),
+        "teacher_classifier": rng.normal(size=(V, D_TEACHER)),
+        "student_bias": rng.normal(scale=0.5, size=V),
+        "teacher_bias": rng.normal(scale=0.5, size=V),
+    }
+    target = rng.integers(0, V, size=(TRL_B, TRL_T))
+    target[0, :2] = -100
+    target[2, -1] = -100
+    return arrays, target
+
+
+def _trl_value_and_grads(trl_jsd, arrays, labels, beta, temperature):
+    """TRL's loss and its autograd gradients in the student's hidden states, classifier and bias."""
+    student = [torch.tensor(arrays[k], requires_grad=True)
+               for k in ("student_hidden", "student_classifier", "student_bias")]
+    student_logits = student[0] @ student[1].T + student[2]
+    teacher_logits = torch.tensor(arrays["teacher_hidden"] @ arrays["teacher_classifier"].T + arrays["teacher_bias"])
+    loss = trl_jsd(student_logits, teacher_logits, labels=None if labels is None else torch.tensor(labels),
+                   beta=beta, temperature=temperature)
+    loss.backward()
+    return loss.item(), [leaf.grad.numpy() for leaf in student]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 0.1])
+def test_fused_equals_trls_generalized_jsd_loss(trl_jsd, beta, temperature):
+    arrays, target = _trl_distillation_batch()
+    trl_value, trl_grads = _trl_value_and_grads(trl_jsd, arrays, target, beta, temperature)
+    value, grads = lk.linear_jsd_loss_value_and_grad(**arrays, target=target, beta=beta, temperature=temperature,
+                                                     chunk_size=5)
+    np.testing.assert_allclose(value, trl_value, rtol=1e-10)
+    for what, mine, theirs in zip(("hidden", "classifier", "bias"), grads, trl_grads, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-10 * np.abs(theirs).max(), err_msg=what)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_catalogue_form_equals_trls_generalized_jsd_loss(trl_jsd, beta):
+    """``lk.JSDivergence`` on materialised logits, TRL's labels mask as the 0/1 weight with "mean"."""
+    rng = np.random.default_rng(32)
+    z, u = rng.normal(scale=2.0, size=(TRL_B, TRL_T, V)), rng.normal(scale=2.0, size=(TRL_B, TRL_T, V))
+    labels = np.where(rng.random((TRL_B, TRL_T)) < 0.3, -100, 1)
+    student = torch.tensor(z, requires_grad=True)
+    expected = trl_jsd(student, torch.tensor(u), labels=torch.tensor(labels), beta=beta, temperature=0.7)
+    expected.backward()
+    value, grad = lk.JSDivergence(beta=beta, temperature=0.7).value_and_grad(z, u, weight=(labels != -100) * 1.0)
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-10)
+    np.testing.assert_allclose(grad, student.grad.numpy(), rtol=1e-10, atol=1e-10 * np.abs(grad).max())
+
+
+def test_without_labels_trl_divides_by_the_batch_size_and_we_by_the_tokens(trl_jsd):
+    """TRL 1.16 called without labels divides the sum by ``jsd.size(0)``, the B of ``[B, T, V]`` logits;
+    losskit divides by the B * T tokens (docs/post-training.md): TRL's number is T times ours."""
+    arrays, _ = _trl_distillation_batch()
+    trl_value, trl_grads = _trl_value_and_grads(trl_jsd, arrays, None, 0.5, 1.0)
+    value, grads = lk.linear_jsd_loss_value_and_grad(**arrays, beta=0.5)
+    np.testing.assert_allclose(TRL_T * value, trl_value, rtol=1e-10)
+    np.testing.assert_allclose(TRL_T * grads[0], trl_grads[0], rtol=1e-10, atol=1e-10 * np.abs(trl_grads[0]).max())
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_fused_equals_trls_distillation_trainer_kernel(beta):
+    """``trl.trainer.distillation_trainer._chunked_divergence_loss``, TRL's own fused JSD (hidden states and
+    lm_head weights in, the N x V logits never held; DistillationTrainer's loss). Its CPU tiles work in
+    float32 whatever the input (``kernels/chunked_divergence.py``), so the tolerance is float32's, against
+    our float64 value and gradients."""
+    pytest.importorskip("trl")
+    from trl.trainer.distillation_trainer import _chunked_divergence_loss
+
+    arrays, target = _trl_distillation_batch()
+    student = [torch.tensor(arrays[k], requires_grad=True)
+               for k in ("student_hidden", "student_classifier", "student_bias")]
+    teacher = [torch.tensor(arrays[k]) for k in ("teacher_hidden", "teacher_classifier", "teacher_bias")]
+    loss, _, count = _chunked_divergence_loss(
+        student[0], teacher[0], student[1], teacher[1], torch.tensor(target != -100), beta,
+        student_lm_head_bias=student[2], teacher_lm_head_bias=teacher[2], temperature=0.7)
+    loss.backward()
+    value, grads = lk.linear_jsd_loss_value_and_grad(**arrays, target=target, beta=beta, temperature=0.7)
+    assert int(count) == np.sum(target != -100)
+    np.testing.assert_allclose(value, loss.item(), rtol=2e-6)
+    for what, mine, leaf in zip(("hidden", "classifier", "bias"), grads, student, strict=True):
+        theirs = leaf.grad.numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=2e-5, atol=2e-6 * np.abs(theirs).max(), err_msg=what)

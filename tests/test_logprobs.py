@@ -403,3 +403,68 @@ def test_the_docs_block_runs_and_says_what_it_claims():
     for mine, leaf in zip(ns["grads"][:2], leaves, strict=True):
         np.testing.assert_allclose(mine, leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
     assert ns["grads"][2] is None  # no bias, no bias gradient
+
+
+# --- against TRL 1.16's own log-prob units -------------------------------------------------------------
+# TRL's non-fused units (trl.trainer.utils.selective_log_softmax and entropy_from_logits, which its
+# trainers' reference paths and tests/_trl.py use) on float64 logits with torch autograd, to 1e-12 /
+# 1e-10; and its fused kernel (trl.kernels.ChunkedLogProbFunction, what add_fused_lm_head runs), which
+# works in float32 whatever the input, to float32's tolerance.
+
+TRL_N, TRL_D, TRL_V = 9, 5, 13
+
+
+def _trl_layer(seed=41):
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=(TRL_N, TRL_D))
+    classifier = rng.normal(scale=0.8, size=(TRL_V, TRL_D))
+    bias = rng.normal(scale=0.5, size=TRL_V)
+    target = rng.integers(0, TRL_V, size=TRL_N)
+    upstream = rng.normal(size=TRL_N)
+    return hidden, classifier, bias, target, upstream
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_entropy_and_vjp_equal_trls_selective_log_softmax(temperature):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+    hidden, classifier, bias, target, upstream = _trl_layer()
+    leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier, bias)]
+    logits = leaves[0] @ leaves[1].T + leaves[2]
+    logps = selective_log_softmax(logits, torch.tensor(target), temperature=temperature)
+    (logps * torch.tensor(upstream)).sum().backward()
+    entropy = entropy_from_logits(logits.detach() / temperature)
+    out = lk.linear_logprobs(hidden, classifier, target, bias=bias, temperature=temperature, entropy=True,
+                             chunk_size=4)
+    np.testing.assert_allclose(out.logps, logps.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(out.entropy, entropy.numpy(), rtol=1e-12)
+    grads = lk.linear_logprobs_vjp(hidden, classifier, target, upstream, bias=bias, temperature=temperature,
+                                   chunk_size=4)
+    for what, mine, leaf in zip(("hidden", "classifier", "bias"), grads, leaves, strict=True):
+        theirs = leaf.grad.numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-10 * np.abs(theirs).max(), err_msg=what)
+
+
+def test_logprobs_entropy_accuracy_and_vjp_equal_trls_fused_kernel():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from trl.kernels import ChunkedLogProbFunction
+
+    hidden, classifier, bias, target, upstream = _trl_layer()
+    hidden, classifier, bias = (a.astype(np.float32) for a in (hidden, classifier, bias))
+    leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier, bias)]
+    logps, entropy, _, _, is_top1 = ChunkedLogProbFunction.apply(
+        *leaves, torch.tensor(target), 0.7, 8, None, 1.0, ("entropy", "is_top1"))
+    (logps * torch.tensor(upstream, dtype=torch.float32)).sum().backward()
+    out = lk.linear_logprobs(hidden, classifier, target, bias=bias, temperature=0.7, entropy=True, accuracy=True)
+    np.testing.assert_allclose(out.logps, logps.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.entropy, entropy.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.accuracy, is_top1.numpy())
+    assert 0 < out.accuracy.sum() < TRL_N  # the accuracy is tested both ways
+    grads = lk.linear_logprobs_vjp(hidden, classifier, target, upstream.astype(np.float32), bias=bias,
+                                   temperature=0.7)
+    for what, mine, leaf in zip(("hidden", "classifier", "bias"), grads, leaves, strict=True):
+        theirs = leaf.grad.numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max(), err_msg=what)

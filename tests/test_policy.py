@@ -696,3 +696,79 @@ def test_aux_on_torch_and_jax_and_its_errors():
             lt.LinearGRPOLoss(aux=bad)
         with pytest.raises(LossInputError, match=r"^aux: expected True or False, got "):
             lk.linear_grpo_loss(hidden, classifier, target, old_logps=old, advantages=advantages, aux=bad)
+
+
+# --- against TRL 1.16's own GRPOTrainer._compute_loss --------------------------------------------------
+# TRL's method runs on the logits hidden @ W.T + b in float64 under torch autograd (tests/_trl.py says
+# what it stubs); losskit's fused loss on the same hidden states gives the value, the three gradients
+# and the logged clip ratios and KL to 1e-10 relative. TRL's loss_type is our normalization ("dapo"
+# is "bnpo" on one batch), its importance_sampling_level our importance, its epsilon our epsilon_low.
+
+TRL_B, TRL_T, TRL_D, TRL_V = 4, 5, 4, 11
+
+#: (TRL loss_type, importance_sampling_level, beta, temperature, max_completion_length) -> our normalization
+TRL_CASES = [
+    ("grpo", "token", 0.0, 1.0, None, "grpo"),
+    ("grpo", "token", 0.04, 0.7, None, "grpo"),
+    ("bnpo", "token", 0.04, 1.0, None, "bnpo"),
+    ("dapo", "token", 0.0, 0.7, None, "bnpo"),
+    ("dr_grpo", "token", 0.04, 1.0, 9, "dr_grpo"),
+    ("grpo", "sequence", 0.0, 1.0, None, "grpo"),
+    ("bnpo", "sequence", 0.04, 0.7, None, "bnpo"),
+    ("dr_grpo", "sequence", 0.0, 1.0, 7, "dr_grpo"),
+]
+TRL_IDS = [f"{case[0]}-{case[1]}-beta{case[2]}-temp{case[3]}" for case in TRL_CASES]
+TRL_STATS = ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+
+
+@pytest.fixture(scope="module")
+def trl_units():
+    pytest.importorskip("trl")
+    import _trl
+
+    return _trl
+
+
+def _trl_batch(temperature, seed=23):
+    """hidden, classifier, bias, target (padding ignored), old log-probs off the policy's by sequence and
+    by token (so that both clip bounds bind, for tokens and for GSPO's sequences), advantages of both
+    signs and reference log-probs near the policy's."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=(TRL_B, TRL_T, TRL_D))
+    classifier = rng.normal(scale=0.6, size=(TRL_V, TRL_D))
+    bias = rng.normal(scale=0.5, size=TRL_V)
+    target = rng.integers(0, TRL_V, size=(TRL_B, TRL_T))
+    target[1, -2:] = IGNORE
+    target[3, -1:] = IGNORE
+    logp = lk.linear_logprobs(hidden, classifier, target, bias=bias, temperature=temperature)
+    # sequence ratios e^0.4 (A > 0: clipped high), e^-0.4 (A < 0: clipped low), e^-0.1 and e^0.1 (inside)
+    old = logp + rng.normal(scale=0.3, size=logp.shape) + np.array([[-0.4], [0.4], [0.1], [-0.1]])
+    ref = logp + rng.normal(scale=0.5, size=logp.shape)
+    advantages = np.array([1.0, -0.5, 0.75, -1.25])
+    return hidden, classifier, bias, target, old, advantages, ref
+
+
+@pytest.mark.parametrize(("loss_type", "level", "beta", "temperature", "max_length", "normalization"), TRL_CASES,
+                         ids=TRL_IDS)
+def test_value_gradients_and_statistics_equal_trls_trainer(trl_units, loss_type, level, beta, temperature,
+                                                           max_length, normalization):
+    hidden, classifier, bias, target, old, advantages, ref = _trl_batch(temperature)
+    leaves = [trl_units.tensor(a, grad=True) for a in (hidden, classifier, bias)]
+    model = trl_units.HiddenStateLM(*leaves, temperature=temperature)
+    trl_loss, metrics = trl_units.grpo(
+        model, target, old, advantages, loss_type=loss_type, importance_sampling_level=level, epsilon_low=0.2,
+        epsilon_high=0.28, beta=beta, ref_logps=ref if beta else None, max_completion_length=max_length)
+    trl_loss.backward()
+    value, grads, aux = lk.linear_grpo_loss_value_and_grad(
+        hidden, classifier, target, old_logps=old, advantages=advantages, ref_logps=ref if beta else None,
+        beta=beta, epsilon_low=0.2, epsilon_high=0.28, importance=level, normalization=normalization,
+        max_length=max_length, temperature=temperature, bias=bias, chunk_size=7, aux=True)
+    np.testing.assert_allclose(value, trl_loss.item(), rtol=1e-10)
+    for what, mine, leaf in zip(("hidden", "classifier", "bias"), grads, leaves, strict=True):
+        theirs = leaf.grad.numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-10 * np.abs(theirs).max(), err_msg=what)
+    for key in TRL_STATS:  # TRL counts the clipped tokens in float32 (``.float()``): a share exact to 6e-8
+        np.testing.assert_allclose(float(aux[key]), metrics[key], atol=1e-7, err_msg=key)
+    if beta:
+        np.testing.assert_allclose(float(aux["kl"]), metrics["kl"], rtol=1e-10, err_msg="kl")
+    assert metrics["clip_ratio/low_mean"] > 0 and metrics["clip_ratio/high_mean"] > 0  # both bounds bind

@@ -10,6 +10,7 @@ import pytest
 
 import losskit as lk
 from losskit import LossInputError
+from losskit.losses.linear import linear_cross_entropy_value_and_grad
 from losskit.losses.preference import PAIR_LOSSES, pair_loss, preference_objective
 
 IGNORE = -100
@@ -584,3 +585,163 @@ def test_jax_function_under_jit_and_grad_matches_the_numpy_function(name, opts, 
     for key in aux:
         # atol: a statistic such as ORPO's mean log-odds difference (~7e-3) is a cancellation of O(1) terms
         np.testing.assert_allclose(float(stats[key]), aux[key], rtol=rtol, atol=rtol / 10, err_msg=key)
+
+
+# --- against TRL 1.16's own trainer code -------------------------------------------------------------
+# Each case runs TRL's trainer method (tests/_trl.py says which, and what it stubs) on the logits
+# hidden @ W.T + b in float64 under torch autograd, and losskit's fused loss on the same hidden
+# states: the value, the three gradients and the logged statistics agree to 1e-10 relative.
+# TRL's names differ from ours; the mapping is the point of each case (docs/post-training.md).
+
+TRL_B, TRL_T, TRL_D, TRL_V = 3, 5, 4, 11
+
+#: (TRL trainer, TRL options, our loss, our options, what losskit gets as ref_logps):
+#: "ref" the reference sums, "zero" zeros (CPO is DPO with no reference), None none
+TRL_CASES = [
+    ("dpo", {"loss_type": "sigmoid", "beta": 0.3}, "dpo", {"beta": 0.3}, "ref"),
+    ("dpo", {"loss_type": "hinge", "beta": 0.5}, "hinge", {"beta": 0.5}, "ref"),
+    ("dpo", {"loss_type": "ipo", "beta": 0.5}, "ipo", {"beta": 0.5}, "ref"),
+    ("dpo", {"loss_type": "robust", "beta": 0.3, "label_smoothing": 0.3}, "robust",
+     {"beta": 0.3, "label_smoothing": 0.3}, "ref"),
+    # RPO: TRL 1.16 has no rpo_alpha; its "sft" loss, weighted, is the NLL term
+    ("dpo", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.7], "beta": 0.2}, "dpo",
+     {"beta": 0.2, "nll_weight": 0.7}, "ref"),
+    # TRL 1.16's "sigmoid" ignores label_smoothing (only "robust" and "exo_pair" read it)
+    ("dpo", {"loss_type": "sigmoid", "beta": 0.3, "label_smoothing": 0.2}, "dpo", {"beta": 0.3}, "ref"),
+    ("cpo", {"loss_type": "sigmoid", "beta": 0.3, "label_smoothing": 0.2, "cpo_alpha": 0.7}, "cpo",
+     {"beta": 0.3, "label_smoothing": 0.2, "nll_weight": 0.7}, None),
+    ("cpo", {"loss_type": "simpo", "beta": 2.5, "simpo_gamma": 1.4, "label_smoothing": 0.1, "cpo_alpha": 0.5},
+     "simpo", {"beta": 2.5, "gamma": 1.4, "label_smoothing": 0.1, "nll_weight": 0.5}, None),
+    ("cpo", {"loss_type": "simpo", "beta": 2.0, "simpo_gamma": 0.5, "cpo_alpha": 0.0}, "simpo",
+     {"beta": 2.0, "gamma": 0.5}, None),
+    # cDPO's smoothed sigmoid, which DPOTrainer 1.16 no longer has: CPO's sigmoid is DPO with a zero reference
+    ("cpo", {"loss_type": "sigmoid", "beta": 0.3, "label_smoothing": 0.2, "cpo_alpha": 0.0}, "dpo",
+     {"beta": 0.3, "label_smoothing": 0.2}, "zero"),
+    ("cpo", {"loss_type": "hinge", "beta": 0.5, "cpo_alpha": 0.0}, "hinge", {"beta": 0.5}, "zero"),
+    ("cpo", {"loss_type": "ipo", "beta": 0.5, "cpo_alpha": 0.3}, "ipo", {"beta": 0.5, "nll_weight": 0.3}, "zero"),
+]
+TRL_IDS = [f"{trainer}-{'+'.join(np.atleast_1d(opts['loss_type']))}-as-{name}-{i}"
+           for i, (trainer, opts, name, _, _) in enumerate(TRL_CASES)]
+
+#: TRL's logged metric -> our aux key
+TRL_STATS = {"rewards/chosen": "chosen_rewards", "rewards/rejected": "rejected_rewards",
+             "rewards/margins": "reward_margins", "rewards/accuracies": "reward_accuracy",
+             "logps/chosen": "chosen_logps", "logps/rejected": "rejected_logps"}
+
+
+@pytest.fixture(scope="module")
+def trl_units():
+    pytest.importorskip("trl")
+    import _trl
+
+    return _trl
+
+
+def _trl_batch(seed=11):
+    """hidden [2B, T, D], classifier, bias, target with a prompt token and padding ignored, and
+    reference sums near the policy's (margins of both signs; the hinge active and not)."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=(2 * TRL_B, TRL_T, TRL_D))
+    classifier = rng.normal(scale=0.6, size=(TRL_V, TRL_D))
+    bias = rng.normal(scale=0.5, size=TRL_V)
+    target = rng.integers(0, TRL_V, size=(2 * TRL_B, TRL_T))
+    target[:, 0] = IGNORE
+    target[1, -2:] = IGNORE
+    target[TRL_B + 2, -1:] = IGNORE
+    ref = rng.normal(-9.0, 2.0, size=2 * TRL_B)
+    return hidden, classifier, bias, target, ref
+
+
+def _run_trl(trl_units, call, hidden, classifier, bias):
+    """TRL's loss through ``call(model)``, its value, its gradients (autograd) and its metrics."""
+    leaves = [trl_units.tensor(a, grad=True) for a in (hidden, classifier, bias)]
+    loss, metrics = call(trl_units.HiddenStateLM(*leaves))
+    loss.backward()
+    return loss.item(), [leaf.grad.numpy() for leaf in leaves], metrics
+
+
+def _assert_matches_trl(value, grads, trl_value, trl_grads, rtol):
+    np.testing.assert_allclose(value, trl_value, rtol=rtol)
+    for what, mine, theirs in zip(("hidden", "classifier", "bias"), grads, trl_grads, strict=True):
+        _close(mine, theirs, rtol, f"gradient of {what}")
+
+
+@pytest.mark.parametrize(("trainer", "trl_opts", "name", "opts", "ref_kind"), TRL_CASES, ids=TRL_IDS)
+def test_value_gradients_and_statistics_equal_trls_trainer(trl_units, trainer, trl_opts, name, opts, ref_kind):
+    hidden, classifier, bias, target, ref = _trl_batch()
+    if trainer == "dpo":
+        call = lambda model: trl_units.dpo(model, target, ref, **trl_opts)  # noqa: E731
+    else:
+        call = lambda model: trl_units.cpo(model, target, **trl_opts)  # noqa: E731
+    trl_value, trl_grads, metrics = _run_trl(trl_units, call, hidden, classifier, bias)
+    ref_logps = {"ref": ref, "zero": np.zeros(2 * TRL_B), None: None}[ref_kind]
+    value, grads, aux = lk.linear_preference_loss_value_and_grad(
+        hidden, classifier, target, bias=bias, loss=name, ref_logps=ref_logps, chunk_size=7, aux=True, **opts)
+    _assert_matches_trl(value, grads, trl_value, trl_grads, rtol=1e-10)
+    if trl_opts["loss_type"] == "ipo" and trainer == "dpo":
+        # DPOTrainer logs the rewards of the *summed* log-ratios whatever the loss; ours are IPO's means
+        # (as CPOTrainer's IPO logs them): DPOTrainer's IPO statistics are our "dpo" statistics
+        aux = lk.linear_preference_loss(hidden, classifier, target, bias=bias, loss="dpo", ref_logps=ref,
+                                        beta=opts["beta"], aux=True)[1]
+    for key, ours in TRL_STATS.items():
+        # TRL counts the accurate pairs in float32 (``.float()``): a share of 3 pairs is exact to 6e-8
+        atol = 1e-7 if key == "rewards/accuracies" else 1e-12
+        np.testing.assert_allclose(float(aux[ours]), metrics[key], rtol=1e-10, atol=atol, err_msg=key)
+    if trainer == "cpo" and opts.get("nll_weight", 0.0) > 0:  # CPOTrainer logs the unweighted NLL
+        np.testing.assert_allclose(float(aux["nll"]) / opts["nll_weight"], metrics["nll_loss"], rtol=1e-10)
+    if ref_kind == "ref":  # margins of both signs: the accuracy could fail either way
+        assert 0.0 < metrics["rewards/accuracies"] < 1.0
+
+
+def test_dpo_trainers_sigmoid_ignores_label_smoothing_and_ours_is_cdpo(trl_units):
+    """A difference in meaning between DPOTrainer 1.16 and losskit: our "dpo" takes cDPO's
+    label smoothing (Mitchell 2023; earlier TRL releases' "sigmoid" too); TRL 1.16's "sigmoid" reads no
+    smoothing. Smoothing 0 is TRL's number (the case above); smoothing e is CPO's smoothed sigmoid
+    on the log-ratios, which differs from TRL's DPO value."""
+    hidden, classifier, bias, target, ref = _trl_batch()
+    trl_value, _, _ = _run_trl(trl_units, lambda model: trl_units.dpo(
+        model, target, ref, loss_type="sigmoid", beta=0.3, label_smoothing=0.2), hidden, classifier, bias)
+    smoothed = lk.linear_preference_loss(hidden, classifier, target, bias=bias, loss="dpo", ref_logps=ref,
+                                         beta=0.3, label_smoothing=0.2)
+    assert abs(smoothed - trl_value) > 1e-3 * abs(trl_value)
+
+
+@pytest.mark.parametrize("lambda_", [0.1, 0.7])
+def test_orpo_equals_trls_odds_ratio_loss(trl_units, lambda_):
+    """ORPOTrainer (beta = lambda), no prompt tokens in the attention mask beyond the first token, which
+    is never a label: its NLL is then over the chosen answers, as ours. TRL computes the odds ratio in
+    float32 (``odds_ratio_loss`` casts the mean log-probs with ``.float()``), so the tolerance is
+    float32's: our float64 value is the more accurate one."""
+    hidden, classifier, bias, target, _ = _trl_batch()
+    trl_value, trl_grads, metrics = _run_trl(
+        trl_units, lambda model: trl_units.orpo(model, target, beta=lambda_), hidden, classifier, bias)
+    value, grads, aux = lk.linear_preference_loss_value_and_grad(
+        hidden, classifier, target, bias=bias, loss="orpo", lambda_=lambda_, chunk_size=7, aux=True)
+    _assert_matches_trl(value, grads, trl_value, trl_grads, rtol=1e-6)
+    for key, ours in {**TRL_STATS, "log_odds_ratio": "log_odds_ratio", "log_odds_chosen": "log_odds_chosen",
+                      "nll_loss": "nll"}.items():
+        np.testing.assert_allclose(float(aux[ours]), metrics[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_orpo_trainers_nll_reads_the_prompt_and_ours_reads_the_answer(trl_units):
+    """ORPOTrainer's SFT term is the NLL over every attended token of the chosen sequence, the prompt
+    included (its comment: "computed over the full prompt and response"); ours, like CPO's and DPO's
+    "sft", is over the answer's tokens. TRL's number is our ORPO without its NLL plus the linear
+    cross-entropy over the chosen rows with the prompt tokens kept."""
+    hidden, classifier, bias, target, _ = _trl_batch()
+    target[:, :2] = IGNORE  # a three-token prompt; the first token is predicted by nothing, TRL's NLL reads two
+    trl_value, trl_grads, _ = _run_trl(trl_units, lambda model: trl_units.orpo(
+        model, target, beta=0.3, prompt_in_attention=True), hidden, classifier, bias)
+    value, grads = lk.linear_preference_loss_value_and_grad(hidden, classifier, target, bias=bias, loss="orpo",
+                                                           lambda_=0.3, nll_weight=0.0)
+    prompt = np.cumsum(target != IGNORE, axis=1) == 0  # the tokens before the answer (input id 0 in _trl)
+    chosen_with_prompt = np.where(prompt, 0, target)[:TRL_B]
+    nll, nll_grads = linear_cross_entropy_value_and_grad(
+        hidden[:TRL_B].reshape(-1, TRL_D), classifier, chosen_with_prompt.reshape(-1), bias=bias,
+        ignore_index=IGNORE)
+    grad_hidden = grads[0].copy()
+    grad_hidden[:TRL_B] += nll_grads[0].reshape(TRL_B, TRL_T, TRL_D)
+    _assert_matches_trl(value + nll, (grad_hidden, grads[1] + nll_grads[1], grads[2] + nll_grads[2]),
+                        trl_value, trl_grads, rtol=1e-6)
+    answer_only = lk.linear_preference_loss(hidden, classifier, target, bias=bias, loss="orpo", lambda_=0.3)
+    assert abs(answer_only - trl_value) > 1e-3 * abs(trl_value)
