@@ -83,11 +83,27 @@ def concrete_bool(condition) -> bool | None:
         return None
 
 
+@functools.lru_cache(maxsize=512)
+def isdtype(xp, dtype, kind) -> bool:
+    """``xp.isdtype(dtype, kind)``, cached: asked several times on every call, and NumPy's own is a
+    few microseconds of Python (a small call in a training loop is ~50)."""
+    return xp.isdtype(dtype, kind)
+
+
+@functools.lru_cache(maxsize=512)
 def compute_dtype(xp, dtype):
     """float16 / bfloat16 are computed in float32; float32 and float64 as they are."""
     if xp.finfo(dtype).bits < 32:
         return xp.float32
     return dtype
+
+
+def extremes(xp, array):
+    """``(min, max)`` of a non-empty array, each 0-d; of a NumPy array, Python numbers, through the
+    ufuncs' own reductions (array-api-compat's wrappers cost more than a small array's reduction)."""
+    if type(array) is np.ndarray:
+        return np.minimum.reduce(array, axis=None).item(), np.maximum.reduce(array, axis=None).item()
+    return xp.min(array), xp.max(array)
 
 
 def as_dtype(xp, array, dtype):

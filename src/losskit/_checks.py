@@ -109,7 +109,7 @@ def axis(value: Any, ndim: int) -> int:
 
 
 def floating(xp, array, name: str) -> None:
-    if not xp.isdtype(array.dtype, "real floating"):
+    if not _array.isdtype(xp, array.dtype, "real floating"):
         raise fail(name, "a real floating-point array", f"dtype {array.dtype}",
                    "cast integer predictions with .astype(float32) first" if name != "target" else "")
 
@@ -173,7 +173,10 @@ def non_negative(xp, array, name: str) -> None:
 
 
 def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = "target") -> None:
-    if _array.size(labels) == 0 or _array.concrete_bool((xp.min(labels) >= 0) & (xp.max(labels) < n_classes)):
+    if _array.size(labels) == 0:
+        return
+    low, high = _array.extremes(xp, labels)
+    if _array.concrete_bool((low >= 0) & (high < n_classes)):
         return  # the common case in two reductions; the one that finds a bad label follows
     valid = (labels >= 0) & (labels < n_classes)
     if ignore is not None:

@@ -479,7 +479,7 @@ class MulticlassHead(_ClassifierHead):
             xp, arrays = _array.namespace(target=target)
             target = arrays["target"]
             if target.ndim == 2 and target.shape[-1] == self.units:
-                if xp.isdtype(target.dtype, "real floating"):
+                if _array.isdtype(xp, target.dtype, "real floating"):
                     return target
                 if _is_one_hot(xp, target):
                     return xp.argmax(xp.astype(target, xp.int32), axis=-1)
@@ -557,7 +557,7 @@ class MultilabelHead(_ClassifierHead):
         """0/1 label rows (bool, int or float) -> floats of the target's library."""
         xp, arrays = _array.namespace(target=target)
         target = arrays["target"]
-        return target if xp.isdtype(target.dtype, "real floating") else xp.astype(target, xp.float32)
+        return target if _array.isdtype(xp, target.dtype, "real floating") else xp.astype(target, xp.float32)
 
 
 class RegressionHead(_SingleUnitMixin, Head):

@@ -19,6 +19,10 @@ gradient of the reduced value is :math:`c_i\, d l_i / dz`.
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from . import _checks
 from ._array import device as _device
 from ._array import size as _size
@@ -35,6 +39,8 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
     a 0-d array.
     """
     _checks.reduction(reduction)
+    if weight is None and normalizer is None and type(like) is np.ndarray:
+        return _numpy_unit_scale(like.dtype, n_examples, reduction)
     one = xp.ones((), dtype=like.dtype, device=_device(like))
     base = one if weight is None else weight
     if reduction != "mean":
@@ -52,6 +58,19 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
     # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN
     denominator = xp.where(denominator == 0, one, denominator)
     return base / denominator, denominator
+
+
+@functools.lru_cache(maxsize=256)
+def _numpy_unit_scale(dtype, n_examples: int, reduction: str):
+    """:func:`scale` of unweighted NumPy examples, made once per (dtype, count, reduction): the same
+    arithmetic and types, read-only (a training loop asks the same every step)."""
+    one = np.ones((), dtype)
+    denominator = np.asarray(float(max(n_examples, 1)), dtype) if reduction == "mean" else one
+    pair = (one / denominator, denominator) if reduction == "mean" else (one, one)
+    for array in pair:
+        if isinstance(array, np.ndarray):  # (a quotient is a NumPy scalar, immutable already)
+            array.flags.writeable = False
+    return pair
 
 
 def combine(xp, loss, weight, scale_, reduction: str):

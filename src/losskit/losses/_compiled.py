@@ -194,12 +194,13 @@ class _Kernels:
     """A module of compiled kernels whose functions are each taken serial when the call runs serially."""
 
     def __init__(self, module):
-        self._module = module
+        self.module = module
 
     def __getattr__(self, name):
-        return fused.pick(getattr(self._module, name))
+        return fused.pick(getattr(self.module, name))
 
 
+@functools.cache
 def _kernels():
     from ..fused import kernels
 
@@ -220,11 +221,9 @@ def softmax_ce(plan, arrays, with_grad):
                                                                                                  z.dtype)
     flags = np.zeros(rows, np.uint8)
     kernels = _kernels()
-    from ..fused.kernels import SHORT_ROW
-
-    sweep = kernels.softmax_ce_short_rows if z2.shape[1] <= SHORT_ROW else kernels.softmax_ce_rows
+    sweep = kernels.softmax_ce_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else kernels.softmax_ce_rows
     sweep(frozen(z2), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad, with_grad, flags)
-    return None if flags.any() else (scaled_loss, grad)
+    return None if np.count_nonzero(flags) else (scaled_loss, grad)
 
 
 def _elementwise(plan, arrays, with_grad, kernel, column=None):
@@ -262,7 +261,7 @@ def _elementwise(plan, arrays, with_grad, kernel, column=None):
         out_loss, flags = np.empty(rows), np.zeros(rows, np.uint8)
         kernel(frozen(part(z)), frozen(part(target)), frozen(chunk_scale), cols, out_loss, part(elements), part(grad),
                with_grad, flags)
-        flagged = flagged or bool(flags.any())
+        flagged = flagged or bool(np.count_nonzero(flags))
         totals.append(out_loss)
     if flagged:
         return None
@@ -339,7 +338,7 @@ def jsd(loss, plan, arrays, with_grad):
     scratch = jsd_scratch(rows, width, loss.beta, z.dtype)
     fused.pick(jsd_rows)(grad, teacher, scratch, frozen(scale), loss.beta, loss.temperature, scaled_loss,
                          flags)  # grad, teacher and scratch all written
-    return None if flags.any() else (scaled_loss, grad)
+    return None if np.count_nonzero(flags) else (scaled_loss, grad)
 
 
 def _rows():
@@ -373,7 +372,7 @@ def _class_axis(plan, arrays, with_grad, full_rows):
 
 
 def _finish(scaled_loss, grad, flags):
-    return None if flags.any() else (scaled_loss, grad)
+    return None if np.count_nonzero(flags) else (scaled_loss, grad)
 
 
 def kl_divergence(loss, plan, arrays, with_grad):
@@ -473,7 +472,7 @@ def gaussian_nll(loss, plan, arrays, with_grad):
     """:class:`~losskit.GaussianNLL`: (mean, log-variance) pairs, one target each."""
     pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
     fused.pick(_pairs().gaussian_nll_blocks)(pred, target, scale, block, totals, elements, grad, with_grad, flags)
-    return None if flags.any() else (elements if elements.size else totals, grad)
+    return None if np.count_nonzero(flags) else (elements if elements.size else totals, grad)
 
 
 def quantile(loss, plan, arrays, with_grad):
@@ -482,4 +481,4 @@ def quantile(loss, plan, arrays, with_grad):
     quantiles = frozen(np.asarray(loss.quantiles, dtype=pred.dtype))  # as the reference: q, then q - 1 in the dtype
     kernel = fused.pick(_pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0))
     kernel(pred, target, quantiles, scale, block, totals, elements, grad, flags)
-    return None if flags.any() else (elements if elements.size else totals, grad)
+    return None if np.count_nonzero(flags) else (elements if elements.size else totals, grad)

@@ -100,6 +100,11 @@ class Loss(ABC):
             unknown = next(k for k in options if k not in allowed)
             raise _checks.fail(unknown, f"an option of {type(self).__name__} ({', '.join(allowed)})",
                                "an unknown option") from None
+        # the options read as attributes (loss.reduction), each an instance attribute: the
+        # __getattr__ fallback below costs a microsecond a read, several reads a call
+        for field in self.options.__dataclass_fields__:
+            if not hasattr(type(self), field):  # a class attribute of that name wins, as before
+                self.__dict__[field] = getattr(self.options, field)
 
     def __getattr__(self, name: str):
         options = self.__dict__.get("options")
@@ -337,7 +342,7 @@ def _options_record(class_name: str, base: type, declared: dict) -> type:
 def _example_weight(xp, weight, batch_shape, work):
     if weight is None:
         return None
-    if not xp.isdtype(weight.dtype, ("real floating", "integral")):
+    if not _array.isdtype(xp, weight.dtype, ("real floating", "integral")):
         raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
     _checks.same_shape("weight", weight, "one value per example", batch_shape)
     weight = _array.as_dtype(xp, weight, work)

@@ -81,7 +81,7 @@ class _BinaryBase(Loss):
 
     def _prepare(self, xp, input, target) -> Target:
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
-        if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+        if not _array.isdtype(xp, target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", "a real or integer array of 0/1 or probabilities",
                                f"dtype {target.dtype}")
         target = _array.as_dtype(xp, target, input.dtype)

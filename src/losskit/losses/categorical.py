@@ -48,7 +48,7 @@ class _CategoricalBase(Loss):
         axis = _checks.axis(self.axis, input.ndim)
         if axis == input.ndim - 1:
             return input, target, None
-        is_dense = target.ndim == input.ndim and not xp.isdtype(target.dtype, "integral")
+        is_dense = target.ndim == input.ndim and not _array.isdtype(xp, target.dtype, "integral")
         return (xp.moveaxis(input, axis, -1),
                 xp.moveaxis(target, axis, -1) if is_dense else target,
                 lambda grad: xp.moveaxis(grad, -1, axis))
@@ -59,7 +59,7 @@ class _CategoricalBase(Loss):
         if n_classes == 0:
             raise _checks.fail(self.input_name, "at least one class along the class axis",
                                f"shape {tuple(input.shape)} (K = 0)")
-        if xp.isdtype(target.dtype, "integral"):
+        if _array.isdtype(xp, target.dtype, "integral"):
             if tuple(target.shape) != batch:
                 raise self._shape_error(target, input)
             # int64 first: every integer dtype is a label dtype, but some backends compare or gather
@@ -68,7 +68,7 @@ class _CategoricalBase(Loss):
             _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
             return label_target(xp, target, self._class_weight_array(xp, input), self.ignore_index,
                                 input.dtype)
-        if target.dtype == xp.bool or xp.isdtype(target.dtype, "real floating"):
+        if target.dtype == xp.bool or _array.isdtype(xp, target.dtype, "real floating"):
             if tuple(target.shape) != tuple(input.shape):
                 raise self._shape_error(target, input)
             if self.ignore_index is not None:

@@ -81,7 +81,7 @@ class _TeacherLogits(_CategoricalBase):
     target = "logits"
 
     def _prepare(self, xp, input, target) -> Target:
-        if not xp.isdtype(target.dtype, "real floating"):
+        if not _array.isdtype(xp, target.dtype, "real floating"):
             raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
                                f"dtype {target.dtype}")
         _checks.same_shape("target", target, "logits", tuple(input.shape))
@@ -289,7 +289,7 @@ class GaussianNLL(Loss):
 def _one_value_per_example(xp, input, target, axis_name: str) -> Target:
     """A real target with one value per example: the predictions' shape without their last axis."""
     _checks.same_shape("target", target, f"predictions without their {axis_name}", tuple(input.shape[:-1]))
-    if not xp.isdtype(target.dtype, ("real floating", "integral")):
+    if not _array.isdtype(xp, target.dtype, ("real floating", "integral")):
         raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
     target = _array.as_dtype(xp, target, input.dtype)
     _checks.no_nan(xp, target, "target")

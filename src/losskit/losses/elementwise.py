@@ -113,7 +113,7 @@ class ElementwiseLoss(Loss):
             raise _checks.fail(self.input_name, "at least one value per example along the last axis",
                                f"shape {tuple(input.shape)}")
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
-        if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+        if not _array.isdtype(xp, target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", f"a real-valued array of {TARGETS[self.target]}", f"dtype {target.dtype}")
         # the values are checked where they are read: in _terms (the reference) and, in the same pass
         # that computes the loss, by the compiled kernel, which flags a row holding a value outside

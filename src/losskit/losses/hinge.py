@@ -166,7 +166,7 @@ class MulticlassHingeLoss(_CategoricalBase):
                       reduction=reduction, impl=impl)
 
     def _prepare(self, xp, input, target) -> Target:
-        if not xp.isdtype(target.dtype, "integral"):
+        if not _array.isdtype(xp, target.dtype, "integral"):
             raise _checks.fail("target", "integer class indices (the multi-class hinge takes no "
                                "probabilities)", f"dtype {target.dtype}")
         return super()._prepare(xp, input, target)

@@ -165,7 +165,7 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
     xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
     normalizer = _checks.normalizer(normalizer)
     n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
-    if not xp.isdtype(target.dtype, "integral") or tuple(target.shape) != (n_rows,):
+    if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != (n_rows,):
         raise _checks.fail("target", f"integer class indices of shape ({n_rows},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
     if n_vocab == 0:

@@ -104,7 +104,7 @@ def _keep(xp, target, batch_shape, n_rows, ignore_index, like):
     """The 0/1 weight of each row (``target != ignore_index``), or None: every row counts."""
     if target is None:
         return None
-    if not xp.isdtype(target.dtype, "integral") or tuple(target.shape) != tuple(batch_shape):
+    if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != tuple(batch_shape):
         raise _checks.fail("target", f"integer token ids of shape {tuple(batch_shape)} (student_hidden's rows), "
                            "or None", f"shape {tuple(target.shape)} and dtype {target.dtype}")
     if ignore_index is None:

@@ -89,7 +89,7 @@ def linear_arrays(hidden, classifier, target, bias, *, sequences: bool = False):
         raise _checks.fail("classifier", "at least one class (row)", f"shape {tuple(classifier.shape)}")
     if hidden.dtype != classifier.dtype:
         raise _checks.fail("classifier", f"dtype {hidden.dtype} (hidden's)", f"dtype {classifier.dtype}")
-    if not xp.isdtype(target.dtype, "integral") or tuple(target.shape) != tuple(hidden.shape[:-1]):
+    if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != tuple(hidden.shape[:-1]):
         raise _checks.fail("target", f"integer token ids of shape {tuple(hidden.shape[:-1])} (hidden's without "
                            "the features)", f"shape {tuple(target.shape)} and dtype {target.dtype}")
     if bias is not None:

@@ -124,7 +124,7 @@ def policy_arrays(xp, n_rows: int, n_tokens: int, like, old_logps, advantages, r
             expected = f"an array of shape {shape}" if name != "ref_logps" else \
                 f"the reference model's per-token log-probs, shape {shape}, for beta={options.beta:g} > 0"
             raise _checks.fail(name, expected, "None")
-        if not xp.isdtype(value.dtype, ("real floating", "integral")):  # integers (a +-1 advantage) are cast
+        if not _array.isdtype(xp, value.dtype, ("real floating", "integral")):  # integers (a +-1 advantage) are cast
             raise _checks.fail(name, "real numbers", f"dtype {value.dtype}")
         if tuple(value.shape) != shape:
             per = "one advantage per sequence" if name == "advantages" else "one log-prob per token"

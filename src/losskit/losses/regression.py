@@ -45,7 +45,7 @@ class MeanSquaredError(Loss):
             raise _checks.fail(self.input_name, "at least one value per example along the last axis",
                                f"shape {tuple(input.shape)}")
         _checks.same_shape("target", target, self.input_name, tuple(input.shape))
-        if not xp.isdtype(target.dtype, ("real floating", "integral")):
+        if not _array.isdtype(xp, target.dtype, ("real floating", "integral")):
             raise _checks.fail("target", "a real-valued array", f"dtype {target.dtype}")
         target = _array.as_dtype(xp, target, input.dtype)
         _checks.no_nan(xp, target, "target")
