@@ -118,7 +118,7 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     The exps with the label's left out are one array, written once (XLA puts it in the gradient's
     buffer), that a plain ``jnp.sum`` (YNNPACK: vectorised, nothing written) and the gradient pass
     read: optax's passes. A variadic row reduction of the terms below the max and of the ties (XLA's
-    own loop) took 3-4x that sum's time, and a ``jnp.sum`` of select-free terms (a 0/1 step of
+    own loop) took 3-5x that sum's time, and a ``jnp.sum`` of select-free terms (a 0/1 step of
     products and a min) 2-4x it: YNNPACK runs each elementwise operation as a pass over a tile
     (issue 15, BENCHMARKS.md). The reference's text (a log-softmax and a second exp) ran at
     0.70-0.78x optax's speed."""
@@ -129,7 +129,7 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     d = shifted(z, row_max)
     zero = jnp.zeros((), z.dtype)
     # the label's term set to 0 by a scatter into the exps' buffer (N writes, in place), not a select in
-    # their pass (which cost that pass 10%); labels are in range: an ignored one is 0, weighted 0
+    # their pass (which cost that pass about 10%); labels are in range: an ignored one is 0, weighted 0
     others = jnp.exp(d).at[(*jnp.indices(labels.shape, sparse=True), labels)].set(zero)
     rest = _below_with_subnormals(z, row_max, jnp.sum(others, axis=-1))
     # the label's logit by a gather (N reads), not a masked sum over the row
