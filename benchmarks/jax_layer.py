@@ -3,6 +3,7 @@
     python -m benchmarks.jax_layer                   # default sizes (8M elements; 256 x 32000 rows)
     python -m benchmarks.jax_layer --smoke           # tiny sizes, one repeat: checks the harness
     python -m benchmarks.jax_layer --only huber_loss softmax_cross_entropy
+    python -m benchmarks.jax_layer --rows 4096 32000 # the class-axis losses at other rows
     python -m benchmarks.jax_layer --markdown FILE   # also write the table to FILE
 
 Every implementation is ``jax.jit(jax.value_and_grad(f))`` on the same float32 arrays, ``f`` the
@@ -175,12 +176,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", nargs="*", help="loss names to run (default: all)")
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--rows", nargs=2, type=int, metavar=("N", "K"),
+                        help=f"rows x classes of the class-axis losses (default {ROWS[0]} {ROWS[1]})")
     args = parser.parse_args()
     import jax
     import jax.numpy as jnp
     import optax
 
     n, rows = (SMOKE_ELEMENTS * 10, SMOKE_ROWS) if args.smoke else (ELEMENTS, ROWS)
+    rows = tuple(args.rows) if args.rows else rows
     repeats = 1 if args.smoke else args.repeats
     rng = np.random.default_rng(0)
     results = {}

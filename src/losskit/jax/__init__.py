@@ -8,9 +8,11 @@ instead give JAX the analytic gradient with respect to the logits, computed from
 plan: the forward rule computes the value and the gradient together and keeps the gradient as
 the residual, so the backward is one multiplication. Softmax CE and Poly-1 with integer
 labels, KL divergence with probability targets and distillation have their own XLA row sweeps
-(:mod:`losskit.jax.rows`: one variadic row reduction for all of a row's sums, one pass for the
-gradient, no log-softmax written out; KL's rows take their normaliser and entropy from plain sums
-that YNNPACK computes whole, and a row sure of its class its terms below the max from one more);
+(:mod:`losskit.jax.rows`: a row's sums in one pass or a few, one pass for the gradient, no
+log-softmax written out; softmax CE and Poly-1 take one plain sum, which YNNPACK computes whole, of
+the exps with the label's left out; KL's rows take their normaliser and entropy from plain sums, and
+a row sure of its class its terms below the max from one more; distillation one variadic row
+reduction);
 every other loss runs its own
 array-API formula (``_terms``, the reference's text, where XLA fuses the elementwise ops), with the
 sums of an elementwise formula kept from YNNPACK (:class:`_SeparateSums`), or, for a loss that

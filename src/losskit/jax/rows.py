@@ -1,19 +1,22 @@
 """The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE and Poly-1 with integer labels, KL
 divergence with probability targets, distillation. Each computes a row's value and its gradient from
-its row sums (one variadic row reduction, :func:`_row_sums`; KL's sums that take an exp or a log are
-plain sums that YNNPACK computes whole, see :func:`kl_divergence`), plus one elementwise pass for the
-gradient; the arithmetic is that of the compiled rows
+its row sums, plus one elementwise pass for the gradient. Softmax CE and Poly-1 take one plain sum,
+of the exps with the label's left out (:func:`softmax_ce`); KL's sums that take an exp or a log are
+plain sums too (:func:`kl_divergence`), YNNPACK computes them whole; the other sums are one variadic
+row reduction (:func:`_row_sums`). The arithmetic is that of the compiled rows
 (:mod:`losskit.fused.kernels`, :mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms
-below the row max, the missing probability at the max from the other terms.
+other than one at the row max, the missing probability at the max from the other terms.
 
 Design note: XLA's CPU backend writes every operand of a sum it hands to YNNPACK to memory, and
 computes separate sums as separate passes; the reference's text (a log-softmax, then a second
 ``exp`` for the gradient, and KL's entropy as a third sum) costs four to six passes over the
-``[N, K]`` logits and target, optax's three to four. A variadic reduce is XLA's own loop, fused
-with the terms' producers: one read of the logits (and target) for all of a row's sums. A row whose
-max is +-inf or NaN: softmax CE and Poly-1 shift it as the reference does (:func:`shifted`) and give
-its exact limits themselves; KL and distillation never see one (``lax.cond`` in :mod:`losskit.jax`:
-the reference's exact limits).
+``[N, K]`` logits and target, optax's three to four. A plain sum of an array that is written anyway
+(softmax CE's exps, which the gradient pass reads) or of a few vectorised operations on the inputs
+is YNNPACK's fastest pass; a variadic reduce is XLA's own loop, fused with the terms' producers (one
+read of the logits and target for all of a row's sums) but calling exp and log one element at a
+time, and 3-4x slower than a plain sum even without them. A row whose max is +-inf or NaN: softmax
+CE and Poly-1 shift it as the reference does (:func:`shifted`) and give its exact limits themselves;
+KL and distillation never see one (``lax.cond`` in :mod:`losskit.jax`: the reference's exact limits).
 """
 
 from __future__ import annotations
@@ -108,36 +111,40 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     With integer labels :math:`y' = (1 - a)\,\mathrm{onehot}(y) + a / K`, so
     :math:`1 - \sum y' p = (1 - a)(1 - p_y) + a (1 - 1/K)` and the Poly term's gradient
     :math:`-\epsilon\, p_j (y'_j - P)` is :math:`-\epsilon (1 - a)\, p_j ([j = y] - p_y)`: both from
-    ``1 - p_y``, which the sweep has from the terms other than the label (exact when ``p_y`` rounds to
-    1: a sure row keeps its tiny loss). The reference's text (a log-softmax and a second exp) ran at
-    0.70-0.78x optax's speed (issue 15)."""
+    ``1 - p_y``. The row's one sum is that of the terms other than the label's, ``R = sum_{k != y}
+    e^(z_k - max)``: ``1 - p_y = R / (R + e_y)`` and ``log sum e^(z - max) = log1p(R - (1 - e_y))``,
+    where ``1 - e_y`` is exactly 0 when the label is the max, so a sure row keeps its tiny loss.
+
+    The exps with the label's left out are one array, written once (XLA puts it in the gradient's
+    buffer), that a plain ``jnp.sum`` (YNNPACK: vectorised, nothing written) and the gradient pass
+    read: optax's passes. A variadic row reduction of the terms below the max and of the ties (XLA's
+    own loop) took 3-5x that sum's time, and a ``jnp.sum`` of select-free terms (a 0/1 step of
+    products and a min) 2-4x it: YNNPACK runs each elementwise operation as a pass over a tile
+    (issue 15, BENCHMARKS.md). The reference's text (a log-softmax and a second exp) ran at
+    0.70-0.78x optax's speed."""
     (row_max,) = maxima
     labels = plan.target.labels
     z, a = plan.input, plan.smoothing
     k = z.shape[-1]
     d = shifted(z, row_max)
-    e = jnp.exp(d)
     zero = jnp.zeros((), z.dtype)
-    terms = (jnp.where(d < 0, e, zero), (d >= 0).astype(z.dtype))
-    # the smoothing's sums only when it is on: of z - max, and of z / K for a row whose span
-    # exceeds the dtype (z - max overflows there, z / K does not)
-    sums = _row_sums(*terms, d, z / k) if a else _row_sums(*terms)
-    below, ties = sums[0], sums[1] - 1
-    below = _below_with_subnormals(z, row_max, below, ties)
-    # the label's logit by a gather (N reads), not a masked sum over the row: the sweep above then
-    # reads e alone (labels are in range here: an ignored one is 0, weighted 0)
+    # the label's term set to 0 by a scatter into the exps' buffer (N writes, in place), not a select in
+    # their pass (which cost that pass about 10%); labels are in range: an ignored one is 0, weighted 0
+    others = jnp.exp(d).at[(*jnp.indices(labels.shape, sparse=True), labels)].set(zero)
+    rest = _below_with_subnormals(z, row_max, jnp.sum(others, axis=-1))
+    # the label's logit by a gather (N reads), not a masked sum over the row
     d_y = shifted(jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip"), row_max)[..., 0]
     e_y = jnp.exp(d_y)  # flushed to 0 only where 1 - e_y is 1 anyway
-    # lse - z_y = log1p(terms below the max) - (z_y - max): a sure row keeps its tiny loss
-    log_norm = jnp.log1p(below + ties)
-    loss = log_norm - (1 - a) * d_y
+    # lse - z_y = log1p(R - (1 - e_y)) - (z_y - max): R alone where the label is the max. Elsewhere R
+    # holds the max's 1 and the loss is at least -d_y, so the subtraction's eps is an eps of the loss
+    loss = jnp.log1p(rest - (1 - e_y)) - (1 - a) * d_y
     if a:  # a (lse - mean z), with mean z - max from whichever sum is finite (a +inf row's second is
-        # +inf - +inf, NaN, as the reference's lse - mean z there)
-        shifted_mean = jnp.where(jnp.isfinite(sums[2]), sums[2] / k, sums[3] - row_max)
+        # +inf - +inf, NaN, as the reference's lse - mean z there): XLA's own loop, no exp in it
+        sums = _row_sums(d, z / k)
+        shifted_mean = jnp.where(jnp.isfinite(sums[0]), sums[0] / k, sums[1] - row_max)
         loss = loss - a * shifted_mean
-    total = 1 + below + ties
-    rest = below + ties + (1 - e_y)  # 1 - e_y first: exactly 0 when the label is the max
-    missing = rest / total  # 1 - p_y from the other terms
+    total = rest + e_y
+    missing = rest / total  # 1 - p_y from the other terms: exact when p_y rounds to 1
     # per class: p_k (times 1 + g p_y with Poly's g) and, at the label, p_y - 1 = -(1 - p_y)
     gain = 1.0
     if epsilon:
@@ -145,24 +152,26 @@ def softmax_ce(plan, maxima, epsilon=0.0):
         loss = loss + (g * missing + epsilon * a * (1 - 1 / k))
         gain = 1 + g * (e_y / total)
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
-    # at the label p_y - 1 = -sum_{k != y} p_k: exact when p_y rounds to 1
     grad = jnp.where(onehot, a * (1 - 1 / k) - (missing * gain)[..., None],
-                     e * (gain / total)[..., None] - a / k)
+                     others * (gain / total)[..., None] - a / k)
     return loss, grad
 
 
-def _below_with_subnormals(z, row_max, below, ties):
-    """``sum_{d_k < 0} e^(d_k)`` per row, with the terms XLA flushed to zero put back.
+def _below_with_subnormals(z, row_max, below):
+    """A row's sum of the terms below its max, ``sum_{d_k < 0} e^(d_k)``, with the terms XLA flushed to
+    zero put back in the rows where they can matter. ``below`` may be any sum that equals it in those
+    rows (softmax CE's terms other than the label's: a row whose sum is that small has its label at
+    its one max).
 
     XLA's CPU backend flushes subnormals to zero, so e^d of a term far below the max (float32:
     d < -87.3) is lost, and with it the whole loss of a sure row: [88, 0, 0] has loss
-    2 e^-88 = 1.2e-38, a normal number made of two subnormal terms. When some row's terms other than
-    one max sum to so little that K such terms could matter, the rows are summed again, those far
-    terms as e^(d + shift), exact in the argument, scaled back once per row. The common call pays
-    one comparison per row (``lax.cond``: only the branch taken runs; it takes the logits, already
-    in memory, rather than z - max, which XLA would then write out for every call)."""
+    2 e^-88 = 1.2e-38, a normal number made of two subnormal terms. When some row's terms below its
+    max sum to so little that K such terms could matter, those rows are summed again, the far terms
+    as e^(d + shift), exact in the argument, scaled back once per row. The common call pays one
+    comparison per row (``lax.cond``: only the branch taken runs; it takes the logits, already in
+    memory, rather than z - max, which XLA would then write out for every call)."""
     info = jnp.finfo(z.dtype)
-    lost = jnp.any(below + ties < z.shape[-1] * float(info.tiny) / float(info.eps))
+    small = below < z.shape[-1] * float(info.tiny) / float(info.eps)
     shift = _FAR_SHIFT[np.dtype(z.dtype)]
 
     def resum():
@@ -171,9 +180,9 @@ def _below_with_subnormals(z, row_max, below, ties):
         e = jnp.exp(jnp.where(far, d + shift, d))
         zero = jnp.zeros((), d.dtype)
         near, far_sum = _row_sums(jnp.where((d < 0) & ~far, e, zero), jnp.where(far, e, zero))
-        return near + far_sum * jnp.asarray(np.exp(-shift), d.dtype)
+        return jnp.where(small, near + far_sum * jnp.asarray(np.exp(-shift), d.dtype), below)
 
-    return jax.lax.cond(lost, resum, lambda: below)
+    return jax.lax.cond(jnp.any(small), resum, lambda: below)
 
 
 def kl_divergence(plan, maxima, loss):
@@ -253,8 +262,8 @@ def _rest_below_max(z, row_max, normaliser):
         return jnp.where(sure, jnp.sum(jnp.exp(d) * step, axis=-1), spread_rest)
 
     rest = jax.lax.cond(jnp.any(sure), apart, lambda: spread_rest)
-    # a sure row's rest has no ties in it, so it is the softmax CE sweep's `below` (with ties 0)
-    return sure, jnp.where(sure, _below_with_subnormals(z, row_max, rest, jnp.zeros_like(rest)), rest)
+    # a sure row has one max, so its rest is the sum of its terms below it
+    return sure, jnp.where(sure, _below_with_subnormals(z, row_max, rest), rest)
 
 
 def distillation(plan, maxima, loss):
