@@ -1,6 +1,8 @@
 """Small calls: inside a NumPy training loop, and the very first call of a fresh process.
 
     python -m benchmarks.latency [--steps 300] [--markdown FILE]
+    python -m benchmarks.latency --step-processes 5     # part 1 alone, once per new process
+    python -m benchmarks.latency --demo                 # part 4 alone
 
 0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
    against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
@@ -19,6 +21,13 @@
 3. First ``losskit eval --json`` (and ``--html``) of a 449-row, 10-class Parquet file, the whole
    command's wall time, with an empty numba cache (``NUMBA_CACHE_DIR`` a new directory: what a fresh
    install sees) and again with that cache written. Needs the ``[eval]`` extra; skipped without it.
+4. ``--demo``: the demo's four tasks (``losskit.demo.train.run``, the defaults) trained twice in one
+   process, the second run's seconds per task: the training itself, without the first calls'
+   one-off costs (numba loading its kernels, array-api-compat's namespace). Needs ``[cli]``.
+
+The training step varies by 1.5x from one process to the next on this 2-core machine (where
+OpenBLAS's threads land), so ``--step-processes N`` measures part 1 in N new processes, torch's
+step before and after NumPy's in each (the faster counts), and prints each process's ratio.
 """
 
 from __future__ import annotations
@@ -188,11 +197,50 @@ def first_eval(folder: Path, flag: str) -> tuple[float, float]:
     return times[0], times[1]
 
 
+_STEP_PROCESS = """
+from benchmarks.latency import numpy_step_times, torch_step_time
+first = torch_step_time({steps})
+step, in_loop, alone = numpy_step_times({steps})
+numpy_only = numpy_step_times({steps}, with_loss=False)[0]
+torch_step = min(first, torch_step_time({steps}))
+print(f"| {{step * 1e3:.3f}} | {{torch_step * 1e3:.3f}} | {{torch_step / step:.2f}}x | {{in_loop * 1e3:.3f}} | "
+      f"{{alone * 1e3:.3f}} | {{numpy_only * 1e3:.3f}} |")
+"""
+
+
+def step_processes(count: int, steps: int) -> None:
+    """Part 1 in ``count`` new processes, one table row each."""
+    print("| NumPy step (ms) | torch eager step (ms) | torch / NumPy | value_and_grad in the loop (ms) | alone (ms) "
+          "| NumPy step without the loss call (ms) |\n|---|---|---|---|---|---|", flush=True)
+    root = str(Path(__file__).resolve().parents[1])
+    for _ in range(count):
+        subprocess.run([sys.executable, "-c", _STEP_PROCESS.format(steps=steps)], check=True, cwd=root)
+
+
+def demo_times() -> dict[str, float]:
+    """Part 4: seconds per task of the demo's second run in this process."""
+    from losskit.demo.train import TASKS, run
+
+    for task in TASKS:
+        run(task)
+    return {task: run(task).seconds for task in TASKS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--markdown")
+    parser.add_argument("--step-processes", type=int, default=0)
+    parser.add_argument("--demo", action="store_true")
     args = parser.parse_args()
+    if args.step_processes:
+        step_processes(args.step_processes, args.steps)
+        return
+    if args.demo:
+        times = demo_times()
+        print(", ".join(f"{task} {seconds:.3f} s" for task, seconds in times.items())
+              + f"; the four tasks {sum(times.values()):.2f} s")
+        return
     lines = []
     small = small_call_times()
     mine = small.pop("losskit")
