@@ -65,12 +65,12 @@ def _numpy_unit_scale(dtype, n_examples: int, reduction: str):
     """:func:`scale` of unweighted NumPy examples, made once per (dtype, count, reduction): the same
     arithmetic and types, read-only (a training loop asks the same every step)."""
     one = np.ones((), dtype)
-    denominator = np.asarray(float(max(n_examples, 1)), dtype) if reduction == "mean" else one
-    pair = (one / denominator, denominator) if reduction == "mean" else (one, one)
-    for array in pair:
-        if isinstance(array, np.ndarray):  # (a quotient is a NumPy scalar, immutable already)
-            array.flags.writeable = False
-    return pair
+    one.flags.writeable = False
+    if reduction != "mean":
+        return one, one
+    denominator = np.asarray(float(max(n_examples, 1)), dtype)
+    denominator.flags.writeable = False
+    return one / denominator, denominator  # the quotient is a NumPy scalar, immutable already
 
 
 def combine(xp, loss, weight, scale_, reduction: str):

@@ -200,6 +200,11 @@ class _Kernels:
         return fused.pick(getattr(self.module, name))
 
 
+def _finish(scaled_loss, grad, flags):
+    """A kernel wrapper's answer: None when a row was flagged (the reference then takes the call)."""
+    return None if np.count_nonzero(flags) else (scaled_loss, grad)
+
+
 @functools.cache
 def _kernels():
     from ..fused import kernels
@@ -223,7 +228,7 @@ def softmax_ce(plan, arrays, with_grad):
     kernels = _kernels()
     sweep = kernels.softmax_ce_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else kernels.softmax_ce_rows
     sweep(frozen(z2), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad, with_grad, flags)
-    return None if np.count_nonzero(flags) else (scaled_loss, grad)
+    return _finish(scaled_loss, grad, flags)
 
 
 def _elementwise(plan, arrays, with_grad, kernel, column=None):
@@ -338,9 +343,10 @@ def jsd(loss, plan, arrays, with_grad):
     scratch = jsd_scratch(rows, width, loss.beta, z.dtype)
     fused.pick(jsd_rows)(grad, teacher, scratch, frozen(scale), loss.beta, loss.temperature, scaled_loss,
                          flags)  # grad, teacher and scratch all written
-    return None if np.count_nonzero(flags) else (scaled_loss, grad)
+    return _finish(scaled_loss, grad, flags)
 
 
+@functools.cache
 def _rows():
     from ..fused import rows
 
@@ -369,10 +375,6 @@ def _class_axis(plan, arrays, with_grad, full_rows):
     labels = np.empty(0, np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64).reshape(rows)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     return frozen(z2), frozen(labels), frozen(dense), frozen(scale), grad
-
-
-def _finish(scaled_loss, grad, flags):
-    return None if np.count_nonzero(flags) else (scaled_loss, grad)
 
 
 def kl_divergence(loss, plan, arrays, with_grad):
@@ -472,7 +474,7 @@ def gaussian_nll(loss, plan, arrays, with_grad):
     """:class:`~losskit.GaussianNLL`: (mean, log-variance) pairs, one target each."""
     pred, target, scale, block, totals, elements, grad, flags = _units(plan, arrays, with_grad)
     fused.pick(_pairs().gaussian_nll_blocks)(pred, target, scale, block, totals, elements, grad, with_grad, flags)
-    return None if np.count_nonzero(flags) else (elements if elements.size else totals, grad)
+    return _finish(elements if elements.size else totals, grad, flags)
 
 
 def quantile(loss, plan, arrays, with_grad):
@@ -481,4 +483,4 @@ def quantile(loss, plan, arrays, with_grad):
     quantiles = frozen(np.asarray(loss.quantiles, dtype=pred.dtype))  # as the reference: q, then q - 1 in the dtype
     kernel = fused.pick(_pairs().quantile_blocks(pred.shape[1], scale.shape[0] > 1, with_grad, elements.size > 0))
     kernel(pred, target, quantiles, scale, block, totals, elements, grad, flags)
-    return None if np.count_nonzero(flags) else (elements if elements.size else totals, grad)
+    return _finish(elements if elements.size else totals, grad, flags)
