@@ -166,8 +166,8 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
 #: chunk of :data:`SUM_CHUNK`, as in :func:`softmax_ce_rows`): a row's own loops are short against
 #: LLVM's vector body (4 lanes x 4 unrolled for float64 on AVX2), so most exps ran in the scalar
 #: remainder loop, and each row paid a ``math.log1p`` and a ``math.exp`` besides (1348 x 10 float64:
-#: 207 us a call, against 87 us in blocks; 1.3-2.5x at every K up to 256, float32 and float64,
-#: ``python -m benchmarks.short_rows``)
+#: 203 us a call, against 88 us in blocks; 1.4-2.4x at every K up to 256, float32 and float64,
+#: ``python -m benchmarks.short_rows``, BENCHMARKS.md)
 SHORT_ROW = SUM_CHUNK
 #: the logits of one block of :func:`softmax_ce_short_rows` (whole rows; their exps held at once)
 SHORT_BLOCK = 8192
