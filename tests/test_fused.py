@@ -513,31 +513,102 @@ def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classe
         np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
 
 
-@pytest.mark.parametrize("name", ["bce_logits_rows", "squared_error_rows"])
-def test_serial_twins_of_the_elementwise_kernels_are_vectorised(name):
-    """Every call under 2^18 elements runs a kernel's serial twin: its code must be SIMD wherever the
-    parallel kernel's is. A select in the scale's index once left bce_logits_rows' twin without one
-    packed instruction (4x slower than it is). Compiled here without the disk cache, whose code numba
-    does not let one inspect; float32, packed single-precision instructions on 256-bit registers."""
+def _frozen(array):
+    """Read-only, as every array a kernel reads reaches it (numba compiles read-only arrays apart)."""
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array
+
+
+def _twin_arguments(name, dtype):
+    """One call's arguments of the kernel ``name`` (module.function), laid out as losskit.losses._compiled
+    lays them out: small, as only their types matter here."""
+    rows, width, pairs = 4, 64, 64
+    z, dense = _frozen(np.zeros((rows, width), dtype)), _frozen(np.full((rows, width), 1 / width, dtype))
+    labels, scale = _frozen(np.zeros(rows, np.int64)), _frozen(np.ones(rows, dtype))
+    loss, grad, flags = np.empty(rows), np.empty((rows, width), dtype), np.zeros(rows, np.uint8)
+    elementwise = (np.empty(rows), np.empty((0, 0), dtype), grad, True, flags)
+    units = (_frozen(np.zeros(pairs, dtype)), _frozen(np.ones(1, dtype)), 16, np.empty(4), np.empty(0, dtype))
+    if name.startswith("formula."):  # (xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
+        from losskit.fused.formula import SCALAR_MATH
+
+        return (SCALAR_MATH[np.dtype(dtype).name], z, dense, _frozen(np.ones((rows, width), dtype)), 1.0, loss,
+                np.empty((rows, width), dtype), grad, flags)
+    return {
+        "kernels.bce_logits_rows": (z, z, _frozen(np.ones(width, dtype)), _frozen(np.ones((1, 1), dtype)), 0.0,
+                                    *elementwise),
+        "kernels.squared_error_rows": (z, z, _frozen(np.ones((1, 1), dtype)), 1.0, *elementwise),
+        "kernels.softmax_ce_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
+        "kernels.softmax_ce_short_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
+        "rows.kl_dense_rows": (z, dense, scale, 0.1, loss, grad, flags),
+        "rows.distillation_rows": (z, z, scale, 2.0, loss, grad, True, flags),
+        "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, loss, grad, True, flags),
+        "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, loss, grad,
+                            np.empty((rows, width), dtype), True, flags),
+        "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
+        "jsd.jsd_rows": (grad, np.zeros((rows, width), dtype), np.empty((rows, width), dtype), scale, 0.5, 1.0,
+                         loss, flags),
+        "pairs.gaussian_nll_blocks": (_frozen(np.zeros((pairs, 2), dtype)), *units, np.empty((pairs, 2), dtype),
+                                      True, np.zeros(4, np.uint8)),
+        "pairs.quantile_blocks": (_frozen(np.zeros((pairs, 3), dtype)), units[0], _frozen(np.full(3, 0.5, dtype)),
+                                  *units[1:], np.empty((pairs, 3), dtype), np.zeros(4, np.uint8)),
+    }[name]
+
+
+def _twin_and_parallel(name):
+    """``(serial, parallel, options)``: the Python functions of what a small call runs and of what a large
+    call runs, and their numba options (less ``parallel``)."""
+    import importlib
+
+    from losskit.fused import formula
+    from losskit.losses.formula import FORMULA_FUNCTIONS
+
+    if name.startswith("formula."):  # a small call runs the variant with every output and a scale per element
+        formula.register_helpers(FORMULA_FUNCTIONS)
+        loss = getattr(lk, name.split(".")[1])()
+        opts, domain = formula.options_tuple(loss), loss.target_domain()
+        serial, parallel = (formula.row_kernel(type(loss), opts, p, True, True, True, domain) for p in (False, True))
+    else:
+        module, function = name.split(".")
+        serial = parallel = getattr(importlib.import_module(f"losskit.fused.{module}"), function)
+        if function == "quantile_blocks":  # a factory of kernels, one per number of quantiles and variant
+            serial = parallel = parallel(3, False, True, False)
+    options = {k: v for k, v in parallel.targetoptions.items() if k not in ("nopython", "parallel")}
+    return serial.py_func, parallel.py_func, options
+
+
+#: every kernel a call under 2^18 elements runs serially: the serial twins (losskit.fused.serial_twin) of the
+#: parallel kernels, and a formula's kernel (its serial variant against the parallel kernel of the same variant)
+TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "kernels.softmax_ce_rows",
+           "kernels.softmax_ce_short_rows", "rows.kl_dense_rows", "rows.distillation_rows", "rows.poly_rows",
+           "rows.focal_rows", "rows.crammer_singer_rows", "jsd.jsd_rows", "pairs.gaussian_nll_blocks",
+           "pairs.quantile_blocks", "formula.HuberLoss"]
+
+
+@pytest.mark.parametrize("name", TWINNED + ["kernels.bce_logits_rows-float64", "kernels.squared_error_rows-float64"])
+def test_serial_twins_are_vectorised_where_their_parallel_kernels_are(name):
+    """Every call under 2^18 elements runs a kernel's serial twin, every larger call its parallel kernel: each
+    must be SIMD code wherever the other is. A select in the scale's index once left bce_logits_rows' twin
+    without one packed instruction (4x slower than it is), and the form that fixed it left
+    squared_error_rows' parallel kernel with a third of its packed instructions (3-5x slower); see the note
+    above bce_logits_rows. Compiled here without the disk cache, whose code numba does not let one inspect;
+    packed instructions on 256-bit registers, counted in the whole machine code of each."""
     import re
 
     import numba
 
-    from losskit.fused import kernels
-
-    kernel = getattr(kernels, name)
-    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("nopython", "parallel")}
-    dtype = np.float32
-    z, y = np.zeros((4, 64), dtype), np.zeros((4, 64), dtype)
-    scale = np.full((1, 1), 0.5, dtype)
-    outputs = (np.empty(4), np.empty((0, 0), dtype), np.empty_like(z), True, np.zeros(4, np.uint8))
-    args = (z, y, np.ones(64, dtype), scale, 0.0) if name == "bce_logits_rows" else (z, y, scale, 1.0)
+    name, _, dtype_name = name.partition("-")
+    dtype = np.dtype(dtype_name or "float32")
+    serial, parallel, options = _twin_and_parallel(name)
+    args = _twin_arguments(name, dtype)
+    suffix = "ps" if dtype == np.float32 else "pd"
     packed = {}
-    for parallel in (False, True):
-        compiled = numba.njit(parallel=parallel, cache=False, **options)(kernel.py_func)
-        compiled(*args, *outputs)
+    for is_parallel, function in ((False, serial), (True, parallel)):
+        compiled = numba.njit(parallel=is_parallel, cache=False, **options)(function)
+        compiled(*args)
         asm = compiled.inspect_asm(compiled.signatures[0])
-        packed[parallel] = len(re.findall(r"\bv\w+ps\s+[^\n]*%ymm", asm))
-    if packed[True] == 0:
+        packed[is_parallel] = len(re.findall(rf"\bv\w+{suffix}\s+[^\n]*%ymm", asm))
+    if packed[True] == 0 and packed[False] == 0:
         pytest.skip("no 256-bit SIMD on this machine")
     assert packed[False] >= packed[True] // 2, packed
+    assert packed[True] >= packed[False] // 2, packed

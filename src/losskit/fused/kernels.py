@@ -254,13 +254,18 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
             grad[i, labels[i]] = z.dtype.type(s) * z.dtype.type(a * (1.0 - 1.0 / k) - others / total)
 
 
-# The elementwise kernels index ``scale`` (``[R, C]``, ``[R, 1]`` or ``[1, 1]``) with its row chosen once
-# per row and its column as ``j * column_step`` (1 or 0). A select inside the loop,
-# ``scale[i if per_row else 0, j if per_element else 0]``, kept LLVM from vectorising the serial twin
-# (losskit.fused.serial_twin) of bce_logits_rows, which every call under 2^18 elements runs: not one
-# packed instruction in its code, 2.1-2.5 ms for 80,000 float32 elements against 0.5-0.7 ms in this
-# form (the parallel kernel was vectorised either way). Pinned by
-# tests/test_fused.py::test_serial_twins_of_the_elementwise_kernels_are_vectorised.
+# The elementwise kernels index ``scale`` (``[R, C]``, ``[R, 1]`` or ``[1, 1]``) in the form that LLVM
+# vectorises in both compiled forms, the parallel kernel and its serial twin (losskit.fused.serial_twin),
+# which every call under 2^18 elements runs. They differ by kernel:
+# - bce_logits_rows: the row chosen once per row, the column as ``j * column_step`` (1 or 0). A select in
+#   the loop, ``scale[i if per_row else 0, j if per_element else 0]``, left its twin without one packed
+#   instruction: 2.1-2.5 ms for 80,000 float32 elements against
+#   0.5-0.7 ms in this form.
+# - squared_error_rows: the select, which LLVM vectorises in both forms here. With ``j * column_step`` (as
+#   in commit 5b3968e) its parallel kernel, which every call of 2^18 elements or more runs, had a third of
+#   the packed instructions and ran 3-5x slower whatever the scale's shape (65,536 float32 elements on one
+#   thread: 70-140 us against 20-29 us); its twin was vectorised in either form.
+# Pinned by tests/test_fused.py::test_serial_twins_are_vectorised_where_their_parallel_kernels_are.
 
 
 @numba.njit(**OPTIONS)
@@ -322,13 +327,11 @@ def squared_error_rows(pred, target, scale, inv_count, scaled_loss, elements, gr
     zero = pred.dtype.type(0)
     w = pred.dtype.type(inv_count)
     two_w = pred.dtype.type(2 * inv_count)
-    column_step = 1 if per_element else 0  # scale's column without a select (see above)
     for i in prange(n):
-        scale_row = i if per_row else i - i  # i - i: 0 of prange's type
         total = zero
         for j in range(c):
             d = pred[i, j] - pred.dtype.type(target[i, j])
-            s = scale[scale_row, j * column_step]
+            s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
             weighted = zero if s == zero else s * (w * (d * d))  # weight 0 adds 0, even if d^2 overflows
             total += weighted
             if store:
