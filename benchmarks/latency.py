@@ -3,6 +3,7 @@
     python -m benchmarks.latency [--steps 300] [--markdown FILE]
     python -m benchmarks.latency --step-processes 5     # part 1 alone, once per new process
     python -m benchmarks.latency --demo                 # part 4 alone
+    python -m benchmarks.latency --torch-small          # part 5 alone
 
 0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
    against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
@@ -24,6 +25,10 @@
 4. ``--demo``: the demo's four tasks (``losskit.demo.train.run``, the defaults) trained twice in one
    process, the second run's seconds per task: the training itself, without the first calls'
    one-off costs (numba loading its kernels, array-api-compat's namespace). Needs ``[cli]``.
+5. ``--torch-small``: ``losskit.torch``'s module forward + ``backward()`` on small CPU tensors
+   (softmax CE and BCE-with-logits, float32 and float64) against ``F.cross_entropy`` /
+   ``F.binary_cross_entropy_with_logits`` forward + ``backward()``, alternating, 1000 calls per
+   round, median of 9 rounds: what a small CPU step pays for the torch layer.
 
 The training step varies by 1.5x from one process to the next on this 2-core machine (where
 OpenBLAS's threads land), so ``--step-processes N`` measures part 1 in N new processes, torch's
@@ -151,6 +156,45 @@ def small_call_times(rounds: int = 7, calls: int = 1000) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def torch_small_call_times(rounds: int = 9, calls: int = 1000):
+    """Part 5: ``(case, torch eager us, losskit.torch us)`` per case, medians of ``rounds``."""
+    import torch
+    import torch.nn.functional as F
+
+    import losskit.torch as lt
+    from losskit.losses import _compiled
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for dtype in (torch.float32, torch.float64):
+        for kind, (n, k) in (("softmax CE", (32, 10)), ("softmax CE", (256, 10)), ("softmax CE", (32, 1000)),
+                             ("BCE-with-logits", (32, 1)), ("BCE-with-logits", (256, 100))):
+            z = torch.tensor(rng.normal(size=(n, k)), dtype=dtype, requires_grad=True)
+            if kind == "softmax CE":
+                y = torch.tensor(rng.integers(0, k, n))
+                peer, ours = (lambda z=z, y=y: F.cross_entropy(z, y)), lt.SoftmaxCrossEntropy()
+            else:
+                y = torch.tensor(rng.uniform(size=(n, k)) > 0.5, dtype=dtype)
+                peer, ours = (lambda z=z, y=y: F.binary_cross_entropy_with_logits(z, y)), \
+                    lt.BinaryCrossEntropyWithLogits()
+            impls = {"torch": lambda peer=peer: peer().backward(),
+                     "losskit.torch": lambda ours=ours, z=z, y=y: ours(z, y).backward()}
+            for fn in impls.values():
+                for _ in range(300):
+                    fn()
+            _compiled.wait_for_compiles()
+            times = {name: [] for name in impls}
+            for _ in range(rounds):
+                for name, fn in impls.items():
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    times[name].append((time.perf_counter() - start) / calls)
+            rows.append((f"{kind} {n} x {k} {str(dtype).split('.')[1]}", statistics.median(times["torch"]) * 1e6,
+                         statistics.median(times["losskit.torch"]) * 1e6))
+    return rows
+
+
 FIRST_CALL = """
 import time
 t0 = time.perf_counter()
@@ -232,9 +276,15 @@ def main() -> None:
     parser.add_argument("--markdown")
     parser.add_argument("--step-processes", type=int, default=0)
     parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--torch-small", action="store_true")
     args = parser.parse_args()
     if args.step_processes:
         step_processes(args.step_processes, args.steps)
+        return
+    if args.torch_small:
+        print("| case | torch eager (us) | losskit.torch (us) | torch / losskit |\n|---|---|---|---|")
+        for case, peer, ours in torch_small_call_times():
+            print(f"| {case} | {peer:.1f} | {ours:.1f} | {peer / ours:.2f}x |", flush=True)
         return
     if args.demo:
         times = demo_times()

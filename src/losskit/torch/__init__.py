@@ -9,7 +9,9 @@ tensors the compiled kernels, through zero-copy views of the tensors' memory; on
 for rows that hold +-inf (exact limits). Its registered autograd saves that gradient (one buffer
 of the input's size, as ``F.cross_entropy`` keeps its log-softmax) and backward scales it by the
 upstream gradient: no second pass. When the input does not require grad only the value is
-computed (``losskit::loss_value``). Custom ops are opaque to ``torch.compile``: the core's value
+computed (``losskit::loss_value``). An eager call on plain CPU tensors skips the op's dispatch: the
+same forward and backward as an ``autograd.Function``, the core on NumPy views of the tensors
+(:class:`_EagerValueAndGrad`, :func:`_numpy_views`). Custom ops are opaque to ``torch.compile``: the core's value
 checks run eagerly inside them, and ``torch.compile(fullgraph=True)`` traces a model that uses
 these losses without a graph break.
 
@@ -26,6 +28,7 @@ import functools
 import json
 from typing import Any
 
+import numpy as np
 import torch
 from array_api_compat import array_namespace
 from torch import Tensor, nn
@@ -63,15 +66,55 @@ def _core_loss(name: str, options: str):
 def _value_and_grad(loss, input, target, weight, normalizer, with_grad: bool):
     """The core's plan, then the compiled kernels (CPU), the torch-native kernels (other devices)
     or the reference path (rows with +-inf)."""
+    order = 1 if with_grad else 0
+    on_numpy = _numpy_views(input, target, weight)
+    if on_numpy is not None:
+        return _from_numpy(loss.compute(loss.plan(*on_numpy[:2], weight=on_numpy[2], normalizer=normalizer),
+                                        order), on_numpy[0])
     # detached: the op computes the gradient itself, and a tensor in a graph has no DLPack view
     plan = loss.plan(input.detach(), target, weight=weight, normalizer=normalizer)
-    order = 1 if with_grad else 0
     if input.device.type != "cpu":
         native = _native.value_and_grad(loss, plan, with_grad)
         if native is not None:
             return native
         return loss.reference(plan, order)
     return loss.compute(plan, order)
+
+
+#: the input dtypes whose CPU calls the core runs on NumPy views (half precision stays on torch: NumPy has
+#: no bfloat16)
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _numpy_views(input, target, weight):
+    """``(input, target, weight)`` as NumPy views of the same memory, when every tensor is a plain CPU
+    tensor NumPy can view and the input is float32/float64; else None.
+
+    Why: the core's plan, checks and kernel calls on torch tensors go through torch's dispatcher one
+    small op at a time (5-10 us each, about 30 of them), and a small call spent 3-4x the NumPy call's
+    time there; the kernels read NumPy views of the memory either way. The values, the checks and
+    their messages are the same on both."""
+    tensors = (input, target) if weight is None else (input, target, weight)
+    if input.dtype not in _NUMPY_DTYPES or any(type(t) is not Tensor or t.device.type != "cpu" for t in tensors):
+        return None
+    try:
+        return tuple(None if t is None else t.detach().numpy() for t in (input, target, weight))
+    except (TypeError, RuntimeError):  # a dtype NumPy lacks (bfloat16 target...), a negative-bit view
+        return None
+
+
+def _from_numpy(result, input):
+    """The core's NumPy ``(value, derivative)`` as tensors; a result that views the input (or NumPy
+    marks read-only) is copied, as a custom op may not return an alias of its input."""
+    def tensor(array):
+        if array is None:
+            return None
+        array = np.asarray(array)
+        if not array.flags.writeable or np.may_share_memory(array, input):
+            array = array.copy()
+        return torch.from_numpy(array)
+
+    return tuple(tensor(part) for part in result)
 
 
 @torch.library.custom_op("losskit::loss_value", mutates_args=())
@@ -231,9 +274,38 @@ def _batch_shape(loss, shape) -> tuple:
     return tuple(shape) if axis is None else tuple(s for i, s in enumerate(shape) if i != axis)
 
 
+class _EagerValueAndGrad(torch.autograd.Function):
+    """``losskit::value_and_grad`` for an eager call on plain CPU tensors: the same forward, context and
+    backward, without the custom op's dispatch (its schema check, redispatch and Dynamo guard cost more
+    than a small call's whole loss). A traced call (``torch.compile``) takes the custom op."""
+
+    # forward(ctx, ...), not a separate setup_context: torch binds a setup_context Function's arguments
+    # with inspect.signature on every call
+    @staticmethod
+    def forward(ctx, name, options, input, target, weight, normalizer):
+        output = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, True)
+        _setup(ctx, (name, options, input, target, weight, normalizer), output)
+        return output
+
+    backward = staticmethod(_backward)
+
+
+def _eager(input) -> bool:
+    """Whether a call may skip the custom op: an eager call (not traced, no torch.func transform) on a
+    plain CPU tensor."""
+    return (type(input) is Tensor and input.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
+
+
 def _apply(name, options, input, target, weight, normalizer):
+    eager = _eager(input)
     if input.requires_grad and torch.is_grad_enabled():
+        if eager:
+            return _EagerValueAndGrad.apply(name, options, input, target, weight, normalizer)[0]
         return _loss_value_and_grad(name, options, input, target, weight, normalizer)[0]
+    if eager:
+        value = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, False)[0]
+        return value.clone() if value is input else value
     return _loss_value(name, options, input, target, weight, normalizer)
 
 
