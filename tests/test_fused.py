@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -513,16 +514,12 @@ def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classe
         np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
 
 
-def _frozen(array):
-    """Read-only, as every array a kernel reads reaches it (numba compiles read-only arrays apart)."""
-    array = np.ascontiguousarray(array)
-    array.flags.writeable = False
-    return array
-
-
 def _twin_arguments(name, dtype):
     """One call's arguments of the kernel ``name`` (module.function), laid out as losskit.losses._compiled
-    lays them out: small, as only their types matter here."""
+    lays them out, what a kernel reads read-only (numba compiles read-only arrays apart): small, as only
+    their types matter here."""
+    from losskit.losses._compiled import frozen as _frozen
+
     rows, width, pairs = 4, 64, 64
     z, dense = _frozen(np.zeros((rows, width), dtype)), _frozen(np.full((rows, width), 1 / width, dtype))
     labels, scale = _frozen(np.zeros(rows, np.int64)), _frozen(np.ones(rows, dtype))
@@ -578,18 +575,22 @@ def _twin_and_parallel(name):
 
 #: the kernels a call under 2^18 elements runs serially whose SIMD code is checked here: the serial twins
 #: (losskit.fused.serial_twin) of the elementwise kernels, the pair kernel of the quantile loss, and a formula's
-#: kernel (its serial variant against the parallel kernel of the same variant). The class-axis kernels
-#: (kernels.softmax_ce_rows / _short_rows, rows.kl_dense_rows / distillation_rows / poly_rows / focal_rows,
-#: jsd.jsd_rows, pairs.gaussian_nll_blocks) were checked the same way on 2026-12-03 (_twin_arguments still
-#: lays their calls out): every twin within 0.7-1.3x of its parallel kernel's packed instructions, both ways,
-#: and as fast on one thread. They are left out of the suite for their compile time (7-18 s each, 100 s in
-#: all). Not rows.crammer_singer_rows: its loops are a max with a select and a search that stops at the first
-#: hit, next to no packed instruction in either form (25 parallel, 14 twin in float32; 7 and 0 in float64)
-#: and the two as fast (~145 us for 256 x 256 float32 on one thread), so a count tells nothing there
+#: kernel (its serial variant against the parallel kernel of the same variant)
 TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quantile_blocks", "formula.HuberLoss"]
+#: the class-axis kernels, checked only with LOSSKIT_TEST_ALL_TWINS=1 (their compile time: 7-18 s each, 100 s in
+#: all). Checked so on 2026-12-03: every twin within 0.7-1.3x of its parallel kernel's packed instructions, both
+#: ways, and as fast on one thread. Not rows.crammer_singer_rows: its loops are a max with a select and a search
+#: that stops at the first hit, next to no packed instruction in either form (25 parallel, 14 twin in float32; 7
+#: and 0 in float64) and the two as fast (~145 us for 256 x 256 float32 on one thread), so a count tells nothing
+TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "rows.kl_dense_rows",
+                      "rows.distillation_rows", "rows.poly_rows", "rows.focal_rows", "jsd.jsd_rows",
+                      "pairs.gaussian_nll_blocks"]
+_ON_REQUEST = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_ALL_TWINS"),
+                                 reason="compile time; run with LOSSKIT_TEST_ALL_TWINS=1")
 
 
-@pytest.mark.parametrize("name", TWINNED + ["kernels.bce_logits_rows-float64", "kernels.squared_error_rows-float64"])
+@pytest.mark.parametrize("name", TWINNED + ["kernels.bce_logits_rows-float64", "kernels.squared_error_rows-float64"]
+                         + [pytest.param(name, marks=_ON_REQUEST) for name in TWINNED_ON_REQUEST])
 def test_serial_twins_are_vectorised_where_their_parallel_kernels_are(name):
     """Every call under 2^18 elements runs a kernel's serial twin, every larger call its parallel kernel: each
     must be SIMD code wherever the other is. A select in the scale's index once left bce_logits_rows' twin

@@ -67,10 +67,11 @@ def _value_and_grad(loss, input, target, weight, normalizer, with_grad: bool):
     """The core's plan, then the compiled kernels (CPU), the torch-native kernels (other devices)
     or the reference path (rows with +-inf)."""
     order = 1 if with_grad else 0
-    on_numpy = _numpy_views(input, target, weight)
-    if on_numpy is not None:
-        return _from_numpy(loss.compute(loss.plan(*on_numpy[:2], weight=on_numpy[2], normalizer=normalizer),
-                                        order), on_numpy[0])
+    views = _numpy_views(input, target, weight)
+    if views is not None:
+        input_view, target_view, weight_view = views
+        plan = loss.plan(input_view, target_view, weight=weight_view, normalizer=normalizer)
+        return _from_numpy(loss.compute(plan, order), input_view)
     # detached: the op computes the gradient itself, and a tensor in a graph has no DLPack view
     plan = loss.plan(input.detach(), target, weight=weight, normalizer=normalizer)
     if input.device.type != "cpu":
@@ -117,11 +118,16 @@ def _from_numpy(result, input):
     return tuple(tensor(part) for part in result)
 
 
+def _value_only(name, options, input, target, weight, normalizer):
+    """The loss value alone, never the input itself (an op may not return an alias of its input)."""
+    value = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, False)[0]
+    return value.clone() if value is input else value
+
+
 @torch.library.custom_op("losskit::loss_value", mutates_args=())
 def _loss_value(name: str, options: str, input: Tensor, target: Tensor, weight: Tensor | None,
                 normalizer: float | None) -> Tensor:
-    value = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, False)[0]
-    return value.clone() if value is input else value
+    return _value_only(name, options, input, target, weight, normalizer)
 
 
 @_loss_value.register_fake
@@ -304,8 +310,7 @@ def _apply(name, options, input, target, weight, normalizer):
             return _EagerValueAndGrad.apply(name, options, input, target, weight, normalizer)[0]
         return _loss_value_and_grad(name, options, input, target, weight, normalizer)[0]
     if eager:
-        value = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, False)[0]
-        return value.clone() if value is input else value
+        return _value_only(name, options, input, target, weight, normalizer)
     return _loss_value(name, options, input, target, weight, normalizer)
 
 
