@@ -519,3 +519,28 @@ def test_reverse_kl_value_with_a_teacher_far_from_the_student(dtype):
     value = case.loss.replace(impl="fused")(np.array([student], dtype), np.array([teacher], dtype))
     # 8 eps, not 4: p_2 = exp(-10.15 - log S) carries about 10 times its argument's rounding (7.8 eps in float64)
     assert abs(float(value[0]) - float(exact)) <= 8 * np.finfo(dtype).eps * abs(float(exact))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["xp", "fused"])
+@pytest.mark.parametrize("delta", [1.0, 0.37])
+def test_pseudo_huber_across_its_linear_tail(delta, path, dtype):
+    """Pseudo-Huber's value and gradient within the bounds of mpmath on both sides of |e| / delta = 2^30,
+    where the formula switches to the exact linear tail delta (|e| - delta), and up to the dtype's
+    largest errors; an infinite error gives an infinite loss and the gradient delta sign(e) (the one-
+    division form's limits; it was NaN)."""
+    big = float(np.finfo(dtype).max) / 4
+    magnitudes = [1e4, 2.0 ** 30 * delta * (1 - 1e-6), 2.0 ** 30 * delta * (1 + 1e-6), 1e12, 1e20, big]
+    errors = _rounded(dtype, [s * m for m in magnitudes for s in (-1.0, 1.0)])
+    z = np.array(errors, dtype)
+    loss = lk.PseudoHuberLoss(delta=delta, reduction="none", impl=path)
+    value, grad = loss.value_and_grad(z, np.zeros_like(z))
+    exact = [mc.pseudo_huber(e, 0.0, float(np.asarray(delta, dtype))) for e in errors]
+    worst = Worst()
+    labels = [(e, 0.0) for e in errors]
+    _errors(value, [v for v, _ in exact], dtype, False, worst, "value", labels)
+    _errors(grad, [g for _, g in exact], dtype, False, worst, "grad", labels)
+    _assert_within(worst)
+    value, grad = loss.value_and_grad(np.array([np.inf, -np.inf], dtype), np.zeros(2, dtype))
+    assert np.isposinf(value).all()
+    np.testing.assert_array_equal(grad, np.array([delta, -delta], dtype))
