@@ -168,7 +168,8 @@ class PseudoHuberLoss(ValueLoss):
         e = z - y
         linear, h, shared = _pseudo_huber_parts(xp, e, self.delta)
         tail = xp.where(e < xp.constant(0.0), xp.constant(-self.delta), xp.constant(self.delta))
-        return xp.where(linear, tail, xp.where(linear, xp.zeros_like(e), e) * ((1 + h) * shared))
+        # where linear, h = 1 and e ((1 + h) q) = e: finite (or inf), discarded, so e needs no bound here
+        return xp.where(linear, tail, e * ((1 + h) * shared))
 
     def second_derivative(self, xp, z, y):
         h = _hypot_one(xp, (z - y) / self.delta)
