@@ -20,6 +20,7 @@ lj = pytest.importorskip("losskit.jax")
 import jax.numpy as jnp  # noqa: E402
 
 import losskit as lk  # noqa: E402
+from losskit.losses import registry  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 N, K = 5, 4
@@ -190,3 +191,33 @@ def test_normalizer_cotangent_is_minus_the_sum_over_its_square():
     total = float(jnp.sum(optax.softmax_cross_entropy(jnp.asarray(Z), y)))
     np.testing.assert_allclose(value, total / 3.0, rtol=1e-12)
     np.testing.assert_allclose(d_norm, -total / 9.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("key", sorted(k for k in REFERENCES if "-" not in k))
+def test_of_error_is_declared_exactly_where_the_target_gradient_is_minus_the_input_gradient(key):
+    """``Loss.of_error`` (losskit.jax then gives the target ``-`` the input's cotangent, with no
+    autodiff) is declared by exactly the losses whose reference has d l / d y = -d l / d x."""
+    options, x, target, per_example, _ = REFERENCES[key]
+    if np.shape(target) != np.shape(x):
+        assert not registry.lookup(key).of_error
+        return
+    dx, dy = jax.grad(lambda x, y: jnp.sum(per_example(x, y)), argnums=(0, 1))(jnp.asarray(x), jnp.asarray(target))
+    assert registry.lookup(key).of_error == bool(np.allclose(dy, -dx, rtol=1e-12, atol=1e-15))
+
+
+@pytest.mark.parametrize("delta", [1e6, 1e12])
+def test_pseudo_huber_target_cotangent_stays_finite_for_a_huge_delta_in_float32(delta):
+    """float32, errors up to 2^40 delta and 1e30: the target's cotangent in losskit.jax and by
+    ``jax.grad`` through the core's forward is finite and equals -(the input's), which is
+    delta e / sqrt(delta^2 + e^2) / n (float64 closed form). It was NaN (d value / d q = a^2 h
+    overflowed in the one-division value, with the switch to the linear tail at 2^30)."""
+    magnitudes = [2.0 ** k * delta for k in range(0, 41, 4)] + [1e30]
+    e = np.array([s * m for m in magnitudes for s in (-1.0, 1.0)], np.float32)
+    z, y = jnp.asarray(e), jnp.zeros(e.shape, jnp.float32)
+    e64 = e.astype(np.float64)
+    exact = delta * e64 / np.sqrt(delta ** 2 + e64 ** 2) / e.size
+    loss = lk.PseudoHuberLoss(delta=delta)
+    for f in (lj.loss_fn(loss), lambda z, y: loss(z, y)):
+        dz, dy = jax.grad(f, argnums=(0, 1))(z, y)
+        np.testing.assert_allclose(np.asarray(dz, np.float64), exact, rtol=4e-7)
+        np.testing.assert_allclose(np.asarray(dy, np.float64), -exact, rtol=4e-7)

@@ -29,12 +29,15 @@ other loss's formula is exact there as written. The code stays in XLA ops, so it
 TPU as well. XLA on CPU flushes subnormal results to zero; where a row's loss would be made of
 such terms, the softmax CE and KL sweeps re-sum them shifted (``rows._below_with_subnormals``),
 so a sure row's loss survives wherever the loss itself is a normal number. Integer labels get a
-``float0`` (no) cotangent. Float targets (soft labels, a teacher's probabilities), weights and
+``float0`` (no) cotangent. A loss of the error alone (``Loss.of_error``: the squared and absolute
+errors, Huber, smooth L1, pseudo-Huber, log-cosh) gives its target minus the input's cotangent.
+Other float targets (soft labels, a teacher's probabilities), weights and
 the normalizer get their true cotangents, by autodiff through the core's forward: a zero there
 would silently stop a trained teacher's gradient, and under ``jit`` XLA drops the computation
 when nobody asks for those cotangents (eager calls pay for it). Second derivatives: the backward
 is written in differentiable ``jnp`` ops, so reverse-over-reverse (``jax.jacrev(jax.grad(f))``)
-works and matches the core's ``hessian_diag``; forward mode (``jax.jvp``, ``jax.hessian``) is
+works and matches the core's ``hessian_diag`` (an elementwise loss's derivative is differentiated
+by its declared ``second_derivative``: :class:`_DeclaredCurvature`); forward mode (``jax.jvp``, ``jax.hessian``) is
 not defined for a ``custom_vjp`` function, and JAX says so when asked.
 """
 
@@ -120,6 +123,47 @@ class _UnsharedConstants(ArrayMath):
         return self._array(1.0)
 
 
+class _DeclaredCurvature:
+    """``loss`` whose ``derivative`` is differentiated by its declared ``second_derivative``
+    (``jax.custom_jvp``), not by autodiff through the derivative's formula, so that reverse-over-
+    reverse gives ``hessian_diag``'s values. Why: a formula written for one pass, not for its own
+    derivative, can cancel there. Pseudo-Huber's ``e (1 + h) / (h (1 + h))`` differentiates to terms
+    of size 1 / h whose sum is 1 / h^3: a relative error of eps h^2, 1e12 eps at large |e| / delta.
+    The target's tangent is ``-second_derivative`` for a loss of the error (``of_error``), else
+    autodiff of the derivative in the target."""
+
+    def __init__(self, loss):
+        self._loss = loss
+
+    def __getattr__(self, name):
+        return getattr(self._loss, name)
+
+    def derivative(self, xp, z, y):
+        loss = self._loss
+
+        @jax.custom_jvp
+        def derivative(z, y):
+            return loss.derivative(ArrayMath(jnp, z), z, y)
+
+        @derivative.defjvp
+        def tangent(primals, tangents):
+            z, y = primals
+            dz, dy = tangents
+            curvature = loss.second_derivative(ArrayMath(jnp, z), z, y)
+            if loss.of_error:
+                along_y = -curvature * dy
+            else:
+                along_y = jax.jvp(lambda y: loss.derivative(ArrayMath(jnp, z), z, y), (y,), (dy,))[1]
+            return derivative(z, y), curvature * dz + along_y
+
+        return derivative(z, y)
+
+
+def _declares_curvature(loss) -> bool:
+    from ..losses.elementwise import ElementwiseLoss
+    return type(loss).second_derivative is not ElementwiseLoss.second_derivative
+
+
 def _two_passes(plan, *, loss):
     """An elementwise formula's value and derivative as two passes that share nothing: the derivative
     reads the inputs from behind an ``optimization_barrier``. Why: XLA writes each subexpression the
@@ -131,7 +175,8 @@ def _two_passes(plan, *, loss):
     (1.03x slower in two)."""
     value = loss._terms(plan, 0).loss
     z, target = jax.lax.optimization_barrier((plan.input, plan.target))
-    grad = loss._terms(dataclasses.replace(plan, input=z, target=target), 1).grad
+    curved = _DeclaredCurvature(loss) if _declares_curvature(loss) else loss
+    grad = type(loss)._terms(curved, dataclasses.replace(plan, input=z, target=target), 1).grad
     return value, grad
 
 
@@ -237,6 +282,10 @@ def loss_fn(loss):
         others = {"target": target, "weight": weight, "normalizer": normalizer}
         floats = {k: v for k, v in others.items() if _is_float(v)}
         cotangents = {}
+        if loss.of_error and "target" in floats and jnp.shape(target) == jnp.shape(logits):
+            # d value / d target = -d value / d input, exactly (Loss.of_error)
+            cotangents["target"] = (-(grad * upstream_b)).astype(jnp.result_type(target))
+            del floats["target"]
         if floats:  # autodiff through the forward, for the float inputs only (see the module note)
             def value(inputs):
                 merged = {**others, **inputs}
@@ -244,7 +293,7 @@ def loss_fn(loss):
                             normalizer=merged["normalizer"])
 
             _, vjp = jax.vjp(value, floats)
-            (cotangents,) = vjp(upstream)
+            cotangents.update(vjp(upstream)[0])
         rest = tuple(None if others[k] is None else cotangents[k] if k in cotangents
                      else _no_cotangent(others[k]) for k in ("target", "weight", "normalizer"))
         return (grad * upstream_b, *rest)

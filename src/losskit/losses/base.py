@@ -71,6 +71,10 @@ class Loss(ABC):
     #: where ``hessian`` is ZERO, what a GBDT objective uses instead: "weight" (the row's weight) or
     #: "majorize" (the majorise-minimise curvature of a loss piecewise linear in a residual)
     gbdt_curvature: ClassVar[str] = "weight"
+    #: True when the value is a sum of terms of the error ``input - target`` alone, so that
+    #: ``d value / d target = -d value / d input`` (a framework layer's target cotangent, exact and
+    #: with no autodiff through a formula whose intermediates may overflow where the value does not)
+    of_error: ClassVar[bool] = False
     #: name of the first argument in messages: "logits", "probs" or "predictions"
     input_name = "logits"
     #: True when one example spans the last axis of the (canonical) input

@@ -28,6 +28,7 @@ class MeanSquaredError(Loss):
     name = "mean_squared_error"
     task = Task.REGRESSION
     aliases = ("mse",)
+    of_error = True
     input_name = "predictions"
     _kernel = staticmethod(_compiled.squared_error)
 
