@@ -75,6 +75,11 @@ class Loss(ABC):
     #: ``d value / d target = -d value / d input`` (a framework layer's target cotangent, exact and
     #: with no autodiff through a formula whose intermediates may overflow where the value does not)
     of_error: ClassVar[bool] = False
+    #: True when an example is a row over a class axis (the ``axis`` option says which)
+    over_classes: ClassVar[bool] = False
+    #: True when the value is plain arithmetic on the inputs, with no select, log or exp (the
+    #: squared error): XLA's CPU backend sums such a value whole, with nothing written to memory
+    arithmetic_value: ClassVar[bool] = False
     #: name of the first argument in messages: "logits", "probs" or "predictions"
     input_name = "logits"
     #: True when one example spans the last axis of the (canonical) input
@@ -137,7 +142,7 @@ class Loss(ABC):
         """The input axis one example spans (the class or value axis) for an ``ndim``-D input,
         in the caller's layout; None when each element is an example. A framework layer uses it
         to spread a per-example upstream gradient over that axis."""
-        if "axis" in self.options.__dataclass_fields__:
+        if self.over_classes:
             return self.options.axis % ndim
         return ndim - 1 if ndim >= 1 and self._spans_last_axis(ndim) else None
 

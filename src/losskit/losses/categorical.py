@@ -34,6 +34,7 @@ _PROBS_HINT = ("probs must be a distribution over the class axis; for raw scores
 
 class _CategoricalBase(Loss):
     reduces_last_axis = True
+    over_classes = True
     Options = CategoricalOptions
 
     def __init__(self, *, axis: int = -1, class_weight=None, ignore_index=None,

@@ -29,6 +29,7 @@ class MeanSquaredError(Loss):
     task = Task.REGRESSION
     aliases = ("mse",)
     of_error = True
+    arithmetic_value = True
     input_name = "predictions"
     _kernel = staticmethod(_compiled.squared_error)
 
