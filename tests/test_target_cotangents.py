@@ -205,6 +205,27 @@ def test_of_error_is_declared_exactly_where_the_target_gradient_is_minus_the_inp
     assert registry.lookup(key).of_error == bool(np.allclose(dy, -dx, rtol=1e-12, atol=1e-15))
 
 
+def test_a_cotangent_nobody_asks_for_is_not_computed(monkeypatch):
+    """Eager ``jax.grad`` in the logits with a float weight runs no autodiff through the core's
+    forward (the weight's cotangent is not asked for); asking for it runs that forward once."""
+    calls = []
+    original = lk.SoftmaxCrossEntropy.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lk.SoftmaxCrossEntropy, "__call__", counted)
+    z, y, w = jnp.asarray(Z), jnp.asarray(ONE_HOT), jnp.asarray(np.linspace(0.5, 1.5, N))
+    jax.grad(lambda z: lj.softmax_cross_entropy(z, y, weight=w))(z)
+    assert calls == []
+    d_weight = jax.grad(lambda w: lj.softmax_cross_entropy(z, y, weight=w))(w)
+    assert calls == [1]
+    per_example = optax.softmax_cross_entropy(z, y)
+    np.testing.assert_allclose(d_weight, (per_example - jnp.sum(w * per_example) / jnp.sum(w)) / jnp.sum(w),
+                               rtol=1e-12)
+
+
 @pytest.mark.parametrize("delta", [1e6, 1e12])
 def test_pseudo_huber_target_cotangent_stays_finite_for_a_huge_delta_in_float32(delta):
     """float32, errors up to 2^40 delta and 1e30: the target's cotangent in losskit.jax and by
