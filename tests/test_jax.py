@@ -169,8 +169,10 @@ def test_hessian_vector_product_equals_autodiff_of_the_reference(cid, name, case
     vector = jnp.asarray(np.random.default_rng(8).normal(size=case.input.shape))
     core = lk.REGISTRY[name][0](impl="xp", **case.options)
     z = jnp.asarray(case.input)
-    ours = jax.grad(lambda z: jnp.vdot(jax.grad(lambda z: fn(z, target, weight=weight, **case.options))(z),
-                                       vector))(z)
+    # under jit: the same rules, and 4x faster than op by op (eager reverse-over-reverse: the two
+    # tests above)
+    ours = jax.jit(jax.grad(lambda z: jnp.vdot(jax.grad(lambda z: fn(z, target, weight=weight, **case.options))(z),
+                                               vector)))(z)
     _, expected = jax.jvp(jax.grad(lambda z: core(z, target, weight=weight)), (z,), (vector,))
     np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
 
