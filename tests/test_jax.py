@@ -574,7 +574,8 @@ def test_log_cosh_value_in_arithmetic_against_mpmath_on_both_sides_of_one(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("name", ["kl_divergence", "log_cosh_loss", "softmax_cross_entropy", "poly_cross_entropy"])
+@pytest.mark.parametrize("name", ["kl_divergence", "log_cosh_loss", "softmax_cross_entropy", "poly_cross_entropy",
+                                  "softmax_focal_loss"])
 def test_xla_formulation_within_the_documented_bound_on_the_catalogue_grid(name, dtype):
     """tests/test_precision_catalogue.py's grid and mpmath references, run on losskit.jax under jit: 4
     eps on the value, 8 on the gradient; an exact value below the smallest normal number may come back

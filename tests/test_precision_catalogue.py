@@ -254,12 +254,13 @@ def _label_on_top(x, t):
     return isinstance(t, int) and max(range(len(x)), key=x.__getitem__) == t
 
 
-SOFTMAX_FOCAL_TOP = Known("focal.py and fused/rows.py: where the label's p_y is near 1, the value (1 - p_y)^gamma "
+SOFTMAX_FOCAL_TOP = Known("focal.py, fused/rows.py and losskit.jax's sweep (jax/rows.py): where the label's p_y is "
+                          "near 1, the value (1 - p_y)^gamma "
                           "log p_y and the gradient's u_y (1 - p_y) carry (gamma + 1) times the rounding of log p_y, "
                           "itself the rounding of z_k - z_y magnified in exp (float64 at z = (13.66, -6.65, 3.52), y = 0: "
-                          "value 13 eps, gradient 13 eps on the array-API path, 14 and 15 compiled; float32: value 5-7 "
-                          "eps); exact arithmetic would need z_k - z_y to more than the dtype's precision",
-                          _label_on_top)
+                          "value 13 eps, gradient 13 eps on the array-API path, 14 and 15 compiled, value 14.3 on the "
+                          "XLA path; float32: value 5-7 eps); exact arithmetic would need z_k - z_y to more than the "
+                          "dtype's precision", _label_on_top, paths=("xp", "fused", "xla"))
 SOFTMAX_FOCAL_SOFT32 = Known("focal.py on NumPy's float32 maths: with a soft target the gradient sums u_j - p_j sum_k "
                              "u_k over terms of both signs: 8.07 eps at z = (-0.12, -4.5e-4, 0.066), y = (0.2, 0.8, "
                              "0) on an AVX2 machine (within the bound on an AVX-512 one)",

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..losses.focal import _alpha as _focal_alpha
+
 #: the length of the blocks a row is summed in (see :func:`_row_sums`)
 _BLOCK = 128
 
@@ -155,6 +157,38 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     grad = jnp.where(onehot, a * (1 - 1 / k) - (missing * gain)[..., None],
                      others * (gain / total)[..., None] - a / k)
     return loss, grad
+
+
+def softmax_focal(plan, maxima, loss):
+    r"""Softmax focal loss of integer labels without smoothing, value and gradient in one row sweep
+    (softmax CE's: :func:`softmax_ce`). With a one-hot target the loss is
+    :math:`l = a_y q^\gamma \mathrm{CE}` with :math:`q = 1 - p_y` and :math:`\mathrm{CE} = -\log p_y`,
+    and the gradient :math:`u (\mathrm{onehot} - p)` with
+    :math:`u = -a_y q^\gamma (1 + \gamma p_y \mathrm{CE} / q)` (the reference's
+    :math:`u_j - p_j \sum_k u_k`, whose ``u`` is 0 off the label). ``q = R / (R + e_y)`` from the
+    terms other than the label's, exact when ``p_y`` rounds to 1, and ``CE / q -> 1`` there. The
+    reference's text (a log-softmax, ``expm1``, a power and three row sums per class) ran at 0.17-0.26x
+    JAX jit's speed (issue 15)."""
+    (row_max,) = maxima
+    labels = plan.target.labels
+    z, gamma = plan.input, loss.gamma
+    d = shifted(z, row_max)
+    zero = jnp.zeros((), z.dtype)
+    others = jnp.exp(d).at[(*jnp.indices(labels.shape, sparse=True), labels)].set(zero)
+    rest = _below_with_subnormals(z, row_max, jnp.sum(others, axis=-1))
+    d_y = shifted(jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip"), row_max)[..., 0]
+    e_y = jnp.exp(d_y)
+    ce = jnp.log1p(rest - (1 - e_y)) - d_y  # -log p_y, as softmax CE's
+    total = rest + e_y
+    q = rest / total  # 1 - p_y from the other terms
+    alpha = _focal_alpha(jnp, loss.alpha, z)  # checked as the reference checks it
+    a_y = alpha if isinstance(alpha, float | int) else jnp.take(alpha, labels, mode="clip")
+    mod = q ** gamma if gamma else jnp.ones_like(q)
+    ratio = jnp.where(q > 0, ce / jnp.where(q > 0, q, jnp.ones_like(q)), jnp.ones_like(q))  # -> 1 as q -> 0
+    u = -(a_y * mod) * (1 + gamma * (e_y / total) * ratio)
+    onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
+    grad = jnp.where(onehot, (u * q)[..., None], others * (-u / total)[..., None])
+    return a_y * mod * ce, grad
 
 
 def _below_with_subnormals(z, row_max, below):
@@ -321,6 +355,8 @@ def sweep_for(loss, plan) -> Sweep | None:
         return Sweep(_logits, functools.partial(softmax_ce, epsilon=loss.epsilon), limits=True)
     if name == "kl_divergence" and plan.target.labels is None:
         return Sweep(_logits, functools.partial(kl_divergence, loss=loss))
+    if name == "softmax_focal" and plan.target.labels is not None and not plan.smoothing:
+        return Sweep(_logits, functools.partial(softmax_focal, loss=loss))
     if name == "distillation":
         return Sweep(lambda plan: (plan.input, plan.target.dense), functools.partial(distillation, loss=loss))
     return None
