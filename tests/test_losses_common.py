@@ -209,7 +209,9 @@ def test_gradient_matches_jax_grad(cid, name, case_name):
     weight = _weight(case)
     target = jnp.asarray(case.target)
     w = jnp.asarray(weight)
-    auto = jax.grad(lambda z: loss(z, target, weight=w))(jnp.asarray(case.input))
+    # jax.grad through the core's forward, under jit (2x faster than op by op; tests/test_jax.py
+    # takes it eagerly for every case, as the reference of losskit.jax's gradients)
+    auto = jax.jit(jax.grad(lambda z: loss(z, target, weight=w)))(jnp.asarray(case.input))
     jitted = jax.jit(lambda z: loss.value_and_grad(z, target, weight=w))(jnp.asarray(case.input))
     _, grad = loss.value_and_grad(case.input, case.target, weight=weight)
     np.testing.assert_allclose(np.asarray(auto), grad, rtol=1e-10, atol=1e-12)
