@@ -1,11 +1,12 @@
 """The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE, Poly-1 and softmax focal (no
 smoothing) with integer labels, KL divergence with probability targets, distillation. Each computes
-a row's value and its gradient from its row sums, plus one elementwise pass for the gradient. Softmax CE and Poly-1 take one plain sum,
-of the exps with the label's left out (:func:`softmax_ce`); KL's sums that take an exp or a log are
-plain sums too (:func:`kl_divergence`), YNNPACK computes them whole; the other sums are one variadic
-row reduction (:func:`_row_sums`). The arithmetic is that of the compiled rows
-(:mod:`losskit.fused.kernels`, :mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms
-other than one at the row max, the missing probability at the max from the other terms.
+a row's value and its gradient from its row sums, plus one elementwise pass for the gradient.
+Softmax CE and Poly-1 take one plain sum, of the exps with the label's left out
+(:func:`softmax_ce`); KL's sums that take an exp or a log are plain sums too
+(:func:`kl_divergence`), YNNPACK computes them whole; the other sums are one variadic row reduction
+(:func:`_row_sums`). The arithmetic is that of the compiled rows (:mod:`losskit.fused.kernels`,
+:mod:`losskit.fused.rows`): the normaliser as ``log1p`` of the terms other than one at the row max,
+the missing probability at the max from the other terms.
 
 Design note: XLA's CPU backend writes every operand of a sum it hands to YNNPACK to memory, and
 computes separate sums as separate passes; the reference's text (a log-softmax, then a second
