@@ -138,20 +138,32 @@ def test_reverse_over_reverse_second_derivative_matches_hessian_diag():
                                rtol=1e-12)
 
 
+_DELTA = 0.7
+#: name -> (loss, errors, exact second derivative of one element in mpmath)
+_CURVATURES = {
+    "pseudo_huber": (lk.PseudoHuberLoss(delta=_DELTA, reduction="sum"), [0.3, -2.0, 40.0, -3e3, 1e6, 2e8, -1e12],
+                     lambda mp, e, delta: (1 + (e / delta) ** 2) ** -1.5),
+    # log-cosh runs its arithmetic-value path (_ArithmeticValue), whose tanh autodiffed to 1 - tanh^2 = 0
+    "log_cosh": (lk.LogCoshLoss(reduction="sum"), [0.3, -5.0, 20.0, 30.0, -40.0],
+                 lambda mp, e, delta: mp.sech(e) ** 2),
+}
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_reverse_over_reverse_takes_the_declared_second_derivative(dtype):
-    """Pseudo-Huber's second derivative by reverse-over-reverse equals (1 + r^2)^(-3/2), r = e /
-    delta (mpmath), up to |e| / delta = 1e12: it comes from the declared second derivative. Autodiff
-    through the gradient's formula cancelled (relative error eps r^2: 1e12 eps at r = 1e6)."""
+@pytest.mark.parametrize("name", sorted(_CURVATURES))
+def test_reverse_over_reverse_takes_the_declared_second_derivative(name, dtype):
+    """Reverse-over-reverse gives an elementwise loss's declared second derivative (mpmath), where
+    autodiff through the gradient's formula was far off: pseudo-Huber's cancelled (relative error eps
+    r^2, 1e12 eps at r = e / delta = 1e6), log-cosh's tanh gave 1 - tanh^2 = 0 for |e| > 19."""
     mpmath = pytest.importorskip("mpmath")
-    delta = 0.7
-    e = np.array([0.3, -2.0, 40.0, -3e3, 1e6, 2e8, -1e12], dtype)
-    loss = lk.PseudoHuberLoss(delta=delta, reduction="sum")
+    loss, errors, second = _CURVATURES[name]
+    e = np.array(errors, dtype)
     hess = jax.vmap(jax.grad(jax.grad(lambda z, y: lj.loss_fn(loss)(z[None], y[None]))))(
         jnp.asarray(e), jnp.zeros(e.shape, dtype))
-    exact = [float((1 + (mpmath.mpf(float(v)) / mpmath.mpf(float(np.asarray(delta, dtype)))) ** 2) ** -1.5)
-             for v in e]
-    np.testing.assert_allclose(np.asarray(hess, np.float64), exact, rtol=8 * float(np.finfo(dtype).eps))
+    delta = mpmath.mpf(float(np.asarray(_DELTA, dtype)))
+    exact = [float(second(mpmath, mpmath.mpf(float(v)), delta)) for v in e]
+    tiny = float(np.finfo(dtype).tiny)  # float32 sech^2(40) is below the normal range (XLA flushes it)
+    np.testing.assert_allclose(np.asarray(hess, np.float64), exact, rtol=8 * float(np.finfo(dtype).eps), atol=tiny)
 
 
 def test_forward_mode_is_refused_by_jax_with_its_own_error():
@@ -474,13 +486,17 @@ _UNBOUNDED_LABELS = np.array([1, 0, 1, 0, 2, 3, 0, 1, 2, 1])
 @pytest.mark.parametrize(("cls", "options"), [(lk.SoftmaxCrossEntropy, {}),
                                               (lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1}),
                                               (lk.PolyCrossEntropy, {"epsilon": 1.0}),
-                                              (lk.PolyCrossEntropy, {"epsilon": -0.5, "label_smoothing": 0.2})],
-                         ids=["ce", "ce-smoothed", "poly", "poly-smoothed"])
+                                              (lk.PolyCrossEntropy, {"epsilon": -0.5, "label_smoothing": 0.2}),
+                                              (lk.SoftmaxFocalLoss, {"gamma": 2.0}),
+                                              (lk.SoftmaxFocalLoss, {"gamma": 0.0, "alpha": 0.25})],
+                         ids=["ce", "ce-smoothed", "poly", "poly-smoothed", "focal", "focal-gamma0"])
 def test_sweep_rows_with_an_infinite_or_nan_max_equal_the_core_reference(cls, options, reduction, dtype):
-    """The softmax CE and Poly-1 sweeps take rows whose max is +-inf or NaN without a branch (rows.shifted):
-    value and gradient under jit equal the core's reference on NumPy in float64 (its limits: 0 or +inf at
-    a +inf row, the uniform limit of an all -inf or NaN row, NaN with smoothing beside a +inf logit),
-    with a weight of 0 on a row of infinite loss."""
+    """The softmax CE and Poly-1 sweeps take rows whose max is +-inf or NaN without a branch (rows.shifted),
+    softmax focal's sends such a batch to the reference (lax.cond): value and gradient under jit equal
+    the core's reference on NumPy in float64 (its limits: 0 or +inf at a +inf row, the uniform limit of
+    an all -inf or NaN row, NaN with smoothing beside a +inf logit), with a weight of 0 on a row of
+    infinite loss. The last row's label logit is -inf below a finite max, which every sweep takes itself
+    (focal's gradient there was NaN: 0 * inf in gamma p_y CE / q)."""
     weight = np.random.default_rng(21).uniform(0.5, 2.0, size=len(_UNBOUNDED_LABELS))
     weight[2] = 0.0
     core = cls(impl="xp", reduction=reduction, **options)
@@ -493,6 +509,14 @@ def test_sweep_rows_with_an_infinite_or_nan_max_equal_the_core_reference(cls, op
     rtol = 4 * float(np.finfo(dtype).eps)
     np.testing.assert_allclose(np.asarray(value, dtype=np.float64), expected_value, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(np.asarray(grad, dtype=np.float64), expected_grad, rtol=rtol, atol=rtol)
+    # the rows of finite max alone (a batch with an infinite max may take the reference as a whole)
+    finite_rows = [0, 9]
+    z, y = _UNBOUNDED_ROWS[finite_rows], _UNBOUNDED_LABELS[finite_rows]
+    expected_value, expected_grad = core.value_and_grad(z, y, weight=weight[finite_rows])
+    fn_rows = jax.jit(jax.value_and_grad(lambda z: jnp.sum(fn(z, jnp.asarray(y), w[jnp.asarray(finite_rows)]))))
+    value_rows, grad_rows = fn_rows(jnp.asarray(z, dtype=dtype))
+    np.testing.assert_allclose(np.asarray(grad_rows, dtype=np.float64), expected_grad, rtol=rtol, atol=rtol)
+    assert float(value_rows) == np.inf and np.sum(expected_value) == np.inf
     if reduction == "none":  # the limits by hand: a +inf logit at the label costs 0, one elsewhere +inf;
         # with smoothing the mean of a row holding +inf and finite logits is +inf - +inf, NaN
         plain, smoothed = (float(value[1]), float(value[4])), options.get("label_smoothing")

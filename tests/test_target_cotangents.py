@@ -242,3 +242,31 @@ def test_pseudo_huber_target_cotangent_stays_finite_for_a_huge_delta_in_float32(
         dz, dy = jax.grad(f, argnums=(0, 1))(z, y)
         np.testing.assert_allclose(np.asarray(dz, np.float64), exact, rtol=4e-7)
         np.testing.assert_allclose(np.asarray(dy, np.float64), -exact, rtol=4e-7)
+
+
+def test_a_subclass_with_its_own_formula_does_not_inherit_of_error():
+    """A user's subclass of a loss of the error whose value reads the target otherwise (a relative
+    error) gets its target cotangent by autodiff, not -(the input's): the inherited declaration is
+    dropped when the subclass writes its own formula, and kept when it writes none."""
+
+    class RelativeHuber(lk.HuberLoss):
+        name = None
+
+        def value(self, xp, z, y):
+            return super().value(xp, z / y, xp.ones_like(y))
+
+        def derivative(self, xp, z, y):
+            return super().derivative(xp, z / y, xp.ones_like(y)) / y
+
+        def second_derivative(self, xp, z, y):
+            return super().second_derivative(xp, z / y, xp.ones_like(y)) / (y * y)
+
+    class WiderHuber(lk.HuberLoss):
+        name = None
+
+    assert not RelativeHuber.of_error and WiderHuber.of_error and lk.HuberLoss.of_error
+    loss = RelativeHuber(delta=0.5)
+    z, y = jnp.asarray(REAL + 3.0), jnp.asarray(POSITIVE + 1.0)
+    got = jax.grad(lj.loss_fn(loss), argnums=1)(z, y)
+    expected = jax.grad(lambda y: jnp.mean(jnp.mean(optax.huber_loss(z / y, 1.0, delta=0.5), axis=-1)))(y)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)

@@ -97,7 +97,11 @@ class _ArithmeticValue:
         z, y = jax.lax.optimization_barrier((z, y))
         # the loss's XLA form of its derivative where it declares one (log-cosh: tanh)
         derivative = getattr(self._loss, "derivative_in_xla", self._loss.derivative)
-        return derivative(_UnsharedConstants(jnp, z), z, y)
+
+        def formula(z, y):
+            return derivative(_UnsharedConstants(jnp, z), z, y)
+
+        return _curved(self._loss, formula)(z, y) if _declares_curvature(self._loss) else formula(z, y)
 
 
 class _UnsharedConstants(ArrayMath):
@@ -126,7 +130,8 @@ class _DeclaredCurvature:
     derivative, can cancel there. Pseudo-Huber's ``e (1 + h) / (h (1 + h))`` differentiates to terms
     of size 1 / h whose sum is 1 / h^3: a relative error of eps h^2, 1e12 eps at large |e| / delta.
     The target's tangent is ``-second_derivative`` for a loss of the error (``of_error``), else
-    autodiff of the derivative in the target."""
+    autodiff of the derivative in the target. :class:`_ArithmeticValue`'s derivative takes the same
+    rule (log-cosh's ``tanh`` autodiffed to ``1 - tanh^2``, 0 for |e| > 19)."""
 
     def __init__(self, loss):
         self._loss = loss
@@ -136,23 +141,27 @@ class _DeclaredCurvature:
 
     def derivative(self, xp, z, y):
         loss = self._loss
+        return _curved(loss, lambda z, y: loss.derivative(ArrayMath(jnp, z), z, y))(z, y)
 
-        @jax.custom_jvp
-        def derivative(z, y):
-            return loss.derivative(ArrayMath(jnp, z), z, y)
 
-        @derivative.defjvp
-        def tangent(primals, tangents):
-            z, y = primals
-            dz, dy = tangents
-            curvature = loss.second_derivative(ArrayMath(jnp, z), z, y)
-            if loss.of_error:
-                along_y = -curvature * dy
-            else:
-                along_y = jax.jvp(lambda y: loss.derivative(ArrayMath(jnp, z), z, y), (y,), (dy,))[1]
-            return derivative(z, y), curvature * dz + along_y
+def _curved(loss, formula):
+    """``formula(z, y)``, ``loss``'s derivative, as a ``jax.custom_jvp`` whose tangent in ``z`` is the
+    declared ``second_derivative`` (see :class:`_DeclaredCurvature`)."""
 
-        return derivative(z, y)
+    @jax.custom_jvp
+    def derivative(z, y):
+        return formula(z, y)
+
+    @derivative.defjvp
+    def tangent(primals, tangents):
+        z, y = primals
+        dz, dy = tangents
+        curvature = loss.second_derivative(ArrayMath(jnp, z), z, y)
+        # the target's tangent: -curvature for a loss of the error, else autodiff of the formula in y
+        along_y = -curvature * dy if loss.of_error else jax.jvp(lambda y: formula(z, y), (y,), (dy,))[1]
+        return derivative(z, y), curvature * dz + along_y
+
+    return derivative
 
 
 def _declares_curvature(loss) -> bool:

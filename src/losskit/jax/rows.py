@@ -186,7 +186,9 @@ def softmax_focal(plan, maxima, loss):
     a_y = alpha if isinstance(alpha, float | int) else jnp.take(alpha, labels, mode="clip")
     mod = q ** gamma if gamma else jnp.ones_like(q)
     ratio = jnp.where(q > 0, ce / jnp.where(q > 0, q, jnp.ones_like(q)), jnp.ones_like(q))  # -> 1 as q -> 0
-    u = -(a_y * mod) * (1 + gamma * (e_y / total) * ratio)
+    # gamma p_y CE / q -> 0 where p_y = 0 (a label logit of -inf below a finite max: CE = +inf)
+    focus = jnp.where(e_y > 0, gamma * (e_y / total) * ratio, jnp.zeros_like(ratio))
+    u = -(a_y * mod) * (1 + focus)
     onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     grad = jnp.where(onehot, (u * q)[..., None], others * (-u / total)[..., None])
     return a_y * mod * ce, grad

@@ -93,6 +93,11 @@ class Loss(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        # a fact about a formula holds for that formula: a subclass that writes its own declares it anew
+        if any(k in vars(cls) for k in ("value", "derivative", "_terms")):
+            for fact in ("of_error", "arithmetic_value"):
+                if fact not in vars(cls):
+                    setattr(cls, fact, False)
         declared = {k: v for k, v in vars(cls).items() if isinstance(v, Option)}
         if declared or cls.__init__ is Loss.__init__:  # keyword arguments named after the options
             _declare_options(cls, declared)
