@@ -54,6 +54,7 @@ import jax.numpy as jnp
 from .. import heads as _heads
 from .. import reduction as _reduction
 from ..losses import REGISTRY, catalogue
+from ..losses.elementwise import ElementwiseLoss
 from ..losses.formula import ArrayMath
 from . import rows as _rows
 
@@ -165,7 +166,6 @@ def _curved(loss, formula):
 
 
 def _declares_curvature(loss) -> bool:
-    from ..losses.elementwise import ElementwiseLoss
     return type(loss).second_derivative is not ElementwiseLoss.second_derivative
 
 

@@ -129,15 +129,7 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     labels = plan.target.labels
     z, a = plan.input, plan.smoothing
     k = z.shape[-1]
-    d = shifted(z, row_max)
-    zero = jnp.zeros((), z.dtype)
-    # the label's term set to 0 by a scatter into the exps' buffer (N writes, in place), not a select in
-    # their pass (which cost that pass about 10%); labels are in range: an ignored one is 0, weighted 0
-    others = jnp.exp(d).at[(*jnp.indices(labels.shape, sparse=True), labels)].set(zero)
-    rest = _below_with_subnormals(z, row_max, jnp.sum(others, axis=-1))
-    # the label's logit by a gather (N reads), not a masked sum over the row
-    d_y = shifted(jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip"), row_max)[..., 0]
-    e_y = jnp.exp(d_y)  # flushed to 0 only where 1 - e_y is 1 anyway
+    d, others, rest, d_y, e_y = _label_terms(z, labels, row_max)
     # lse - z_y = log1p(R - (1 - e_y)) - (z_y - max): R alone where the label is the max. Elsewhere R
     # holds the max's 1 and the loss is at least -d_y, so the subtraction's eps is an eps of the loss
     loss = jnp.log1p(rest - (1 - e_y)) - (1 - a) * d_y
@@ -154,8 +146,7 @@ def softmax_ce(plan, maxima, epsilon=0.0):
         g = epsilon * (1 - a)
         loss = loss + (g * missing + epsilon * a * (1 - 1 / k))
         gain = 1 + g * (e_y / total)
-    onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
-    grad = jnp.where(onehot, a * (1 - 1 / k) - (missing * gain)[..., None],
+    grad = jnp.where(_one_hot(labels, z), a * (1 - 1 / k) - (missing * gain)[..., None],
                      others * (gain / total)[..., None] - a / k)
     return loss, grad
 
@@ -173,12 +164,7 @@ def softmax_focal(plan, maxima, loss):
     (row_max,) = maxima
     labels = plan.target.labels
     z, gamma = plan.input, loss.gamma
-    d = shifted(z, row_max)
-    zero = jnp.zeros((), z.dtype)
-    others = jnp.exp(d).at[(*jnp.indices(labels.shape, sparse=True), labels)].set(zero)
-    rest = _below_with_subnormals(z, row_max, jnp.sum(others, axis=-1))
-    d_y = shifted(jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip"), row_max)[..., 0]
-    e_y = jnp.exp(d_y)
+    _, others, rest, d_y, e_y = _label_terms(z, labels, row_max)
     ce = jnp.log1p(rest - (1 - e_y)) - d_y  # -log p_y, as softmax CE's
     total = rest + e_y
     q = rest / total  # 1 - p_y from the other terms
@@ -189,9 +175,26 @@ def softmax_focal(plan, maxima, loss):
     # gamma p_y CE / q -> 0 where p_y = 0 (a label logit of -inf below a finite max: CE = +inf)
     focus = jnp.where(e_y > 0, gamma * (e_y / total) * ratio, jnp.zeros_like(ratio))
     u = -(a_y * mod) * (1 + focus)
-    onehot = labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
-    grad = jnp.where(onehot, (u * q)[..., None], others * (-u / total)[..., None])
+    grad = jnp.where(_one_hot(labels, z), (u * q)[..., None], others * (-u / total)[..., None])
     return a_y * mod * ce, grad
+
+
+def _label_terms(z, labels, row_max):
+    """What the integer-label sweeps read of a row: ``d = z - max`` (:func:`shifted`), the exps with
+    the label's set to 0, their sum ``R`` (the terms other than the label's), ``d_y`` and ``e^(d_y)``."""
+    d = shifted(z, row_max)
+    # the label's term set to 0 by a scatter into the exps' buffer (N writes, in place), not a select in
+    # their pass (which cost that pass about 10%); labels are in range: an ignored one is 0, weighted 0
+    others = jnp.exp(d).at[(*jnp.indices(labels.shape, sparse=True), labels)].set(jnp.zeros((), z.dtype))
+    rest = _below_with_subnormals(z, row_max, jnp.sum(others, axis=-1))
+    # the label's logit by a gather (N reads), not a masked sum over the row
+    d_y = shifted(jnp.take_along_axis(z, labels[..., None], axis=-1, mode="clip"), row_max)[..., 0]
+    e_y = jnp.exp(d_y)  # flushed to 0 only where 1 - e_y is 1 anyway
+    return d, others, rest, d_y, e_y
+
+
+def _one_hot(labels, z):
+    return labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
 
 
 def _below_with_subnormals(z, row_max, below):
