@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .vmath import vexp, vlog1p, vlog1p_unit
+from .vmath import row_max, vexp, vlog1p, vlog1p_unit
 
 OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy",
            "fastmath": {"reassoc", "contract"}}
@@ -123,9 +123,7 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
         if y < 0 or y >= k or k == 0:
             flags[i] = 1
             continue
-        m = row[0]
-        for j in range(k):
-            m = max(m, row[j])
+        m = row_max(row)
         if not math.isfinite(m):  # a +inf or all -inf row: the reference gives the limit
             flags[i] = 1
             continue
@@ -198,9 +196,7 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
         label_exp = np.empty(rows)
         for r in range(rows):
             i = lo + r
-            m = z[i, 0]
-            for j in range(k):
-                m = max(m, z[i, j])
+            m = row_max(z[i])
             maxima[r] = m
             for j in range(k):
                 exps[r * k + j] = z[i, j] - m
@@ -257,15 +253,48 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
 # The elementwise kernels index ``scale`` (``[R, C]``, ``[R, 1]`` or ``[1, 1]``) in the form that LLVM
 # vectorises in both compiled forms, the parallel kernel and its serial twin (losskit.fused.serial_twin),
 # which every call under 2^18 elements runs. They differ by kernel:
-# - bce_logits_rows: the row chosen once per row, the column as ``j * column_step`` (1 or 0). A select in
-#   the loop, ``scale[i if per_row else 0, j if per_element else 0]``, left its twin without one packed
-#   instruction: 2.1-2.5 ms for 80,000 float32 elements against
-#   0.5-0.7 ms in this form.
+# - bce_logits_rows: the scale's row chosen once per row, and the row's loop written twice over one inlined
+#   body, once with the column ``j`` and once with the column 0 (a literal in each). A select in the loop,
+#   ``scale[i if per_row else 0, j if per_element else 0]``, left its twin without one packed instruction
+#   (2.1-2.5 ms for 80,000 float32 elements against 0.5-0.7 ms); the column as ``j * column_step`` (a
+#   run-time 1 or 0) was vectorised, but as 64-bit multiplies and a gather per element, 2.3x slower than the
+#   literal columns (50000 x 1000 float32: 82 ms against 35.5, the same bits).
 # - squared_error_rows: the select, which LLVM vectorises in both forms here. With ``j * column_step`` (as
 #   in commit 5b3968e) its parallel kernel, which every call of 2^18 elements or more runs, had a third of
 #   the packed instructions and ran 3-5x slower whatever the scale's shape (65,536 float32 elements on one
 #   thread: 70-140 us against 20-29 us); its twin was vectorised in either form.
 # Pinned by tests/test_fused.py::test_serial_twins_are_vectorised_where_their_parallel_kernels_are.
+
+
+@numba.njit(**INLINE)
+def _bce_row(z, y, pos_weight, scale_row, column_step, a, half_a, elements, grad, i, store, with_grad):
+    """Row ``i`` of :func:`bce_logits_rows`: its sum of ``scale * l`` and a NaN-or-0 poison (the row holds a
+    non-finite logit), writing the elements and the gradient as asked. ``column_step`` is a literal 1 or 0
+    at each call (see the note above)."""
+    zero, one = z.dtype.type(0), z.dtype.type(1)  # typed literals: a bare 0 would widen float32 to float64
+    total = zero
+    poison = zero
+    for j in range(z.shape[1]):
+        x = z[i, j]
+        poison += x * zero
+        t = (one - a) * z.dtype.type(y[i, j]) + half_a
+        e = vexp(-abs(x))
+        soft = vlog1p_unit(e)
+        pos = pos_weight[j] * t
+        neg = one - t
+        # -log sigmoid(x) = max(-x, 0) + log1p(e); -log(1 - sigmoid(x)) = max(x, 0) + log1p(e)
+        loss = pos * (max(-x, zero) + soft) + neg * (max(x, zero) + soft)
+        s = scale_row[j * column_step]
+        weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+        total += weighted
+        if store:
+            elements[i, j] = weighted
+        if with_grad:
+            inv = one / (one + e)
+            s_pos = inv if x >= zero else e * inv  # sigmoid(x), to full precision
+            s_neg = e * inv if x >= zero else inv  # sigmoid(-x)
+            grad[i, j] = zero if s == zero else s * (neg * s_pos - pos * s_neg)
+    return total, poison
 
 
 @numba.njit(**OPTIONS)
@@ -277,38 +306,18 @@ def bce_logits_rows(z, y, pos_weight, scale, smoothing, scaled_loss, elements, g
     (float64) is the row's sum of ``scale * l``; when ``elements`` is ``[R, C]`` it also receives
     each ``scale * l``.
     """
-    n, c = z.shape
+    n = z.shape[0]
     per_element = scale.shape[1] > 1
     per_row = scale.shape[0] > 1
     store = elements.shape[0] > 0
-    zero, one = z.dtype.type(0), z.dtype.type(1)  # typed literals: a bare 0 would widen float32 to float64
     a = z.dtype.type(smoothing)
     half_a = z.dtype.type(smoothing / 2)
-    column_step = 1 if per_element else 0  # scale's column without a select (see above)
     for i in prange(n):
-        scale_row = i if per_row else i - i  # i - i: 0 of prange's type
-        total = zero
-        poison = zero
-        for j in range(c):
-            x = z[i, j]
-            poison += x * zero
-            t = (one - a) * z.dtype.type(y[i, j]) + half_a
-            e = vexp(-abs(x))
-            soft = vlog1p_unit(e)
-            pos = pos_weight[j] * t
-            neg = one - t
-            # -log sigmoid(x) = max(-x, 0) + log1p(e); -log(1 - sigmoid(x)) = max(x, 0) + log1p(e)
-            loss = pos * (max(-x, zero) + soft) + neg * (max(x, zero) + soft)
-            s = scale[scale_row, j * column_step]
-            weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
-            total += weighted
-            if store:
-                elements[i, j] = weighted
-            if with_grad:
-                inv = one / (one + e)
-                s_pos = inv if x >= zero else e * inv  # sigmoid(x), to full precision
-                s_neg = e * inv if x >= zero else inv  # sigmoid(-x)
-                grad[i, j] = zero if s == zero else s * (neg * s_pos - pos * s_neg)
+        scale_row = scale[i if per_row else i - i]  # i - i: 0 of prange's type
+        if per_element:
+            total, poison = _bce_row(z, y, pos_weight, scale_row, 1, a, half_a, elements, grad, i, store, with_grad)
+        else:
+            total, poison = _bce_row(z, y, pos_weight, scale_row, 0, a, half_a, elements, grad, i, store, with_grad)
         row_total = float(total)
         if poison != 0 or not math.isfinite(row_total):
             flags[i] = 1

@@ -23,14 +23,14 @@ import numba
 from numba import prange
 
 from .kernels import OPTIONS
-from .vmath import vexp
+from .vmath import row_max, vexp
 
 
 @numba.njit(**OPTIONS)
-def token_stats_rows(z, labels, inv_temperature, logp, row_max, log_norm, rest, entropy, correct, with_entropy,
+def token_stats_rows(z, labels, inv_temperature, logp, maxima, log_norm, rest, entropy, correct, with_entropy,
                      store_exp, flags):
     """Per row of ``z [n, V]`` with ``labels [n]`` (int64, a valid class; the caller zeroes the
-    ignored rows' outputs): ``logp``, the max of ``z``, the log-normaliser (``lse = row_max / T +
+    ignored rows' outputs): ``logp``, the max of ``z``, the log-normaliser (``lse = maxima / T +
     log_norm``) and ``rest = 1 - p(label)`` (float64 [n]);
     ``entropy`` (float64 [n], when ``with_entropy``) and ``correct`` (uint8 [n]: the label is an
     argmax, ties counting as correct). With ``store_exp``, ``z`` receives ``exp((z - max) / T)``, which
@@ -41,9 +41,7 @@ def token_stats_rows(z, labels, inv_temperature, logp, row_max, log_norm, rest, 
     for i in prange(n):
         row = z[i]
         y = labels[i]
-        top = row[0]
-        for j in range(k):
-            top = max(top, row[j])
+        top = row_max(row)
         if not math.isfinite(top):
             flags[i] = 1
             continue
@@ -69,7 +67,7 @@ def token_stats_rows(z, labels, inv_temperature, logp, row_max, log_norm, rest, 
             continue
         norm = math.log1p(float(below) + (float(ties) - 1.0))
         logp[i] = s_y - norm
-        row_max[i] = top
+        maxima[i] = top
         log_norm[i] = norm
         rest[i] = float(others) / total64
         correct[i] = 1 if z_y >= top else 0
@@ -78,8 +76,8 @@ def token_stats_rows(z, labels, inv_temperature, logp, row_max, log_norm, rest, 
 
 
 @numba.njit(**OPTIONS)
-def token_grad_rows(z, labels, inv_temperature, row_max, log_norm, rest, coef, stored):
-    """In place: ``z[i] = coef_i / T (onehot(labels_i) - exp((z_i - row_max_i) / T - log_norm_i))``,
+def token_grad_rows(z, labels, inv_temperature, maxima, log_norm, rest, coef, stored):
+    """In place: ``z[i] = coef_i / T (onehot(labels_i) - exp((z_i - maxima_i) / T - log_norm_i))``,
     the label's entry ``coef_i / T * rest_i`` (the outputs of :func:`token_stats_rows`). Written as
     ``exp((z - max) / T) / S`` as the forward summed it (``z - max`` is exact near the max, where
     the probabilities are large). With ``stored``, ``z`` already holds ``exp((z - max) / T)``."""
@@ -93,7 +91,7 @@ def token_grad_rows(z, labels, inv_temperature, row_max, log_norm, rest, coef, s
             for j in range(k):
                 row[j] = zero
             continue
-        m = z.dtype.type(row_max[i])
+        m = z.dtype.type(maxima[i])
         scale = z.dtype.type(-c * inv_temperature * math.exp(-log_norm[i]))  # -c / (T S)
         if stored:
             for j in range(k):

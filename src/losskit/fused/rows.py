@@ -37,7 +37,7 @@ import numpy as np
 from numba import prange
 
 from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, store_exp
-from .vmath import vexp, vlog, vpow
+from .vmath import row_max, vexp, vlog, vpow
 
 __all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
 
@@ -46,15 +46,6 @@ def focal_scratch(rows: int, width: int, sparse: bool, dtype):
     """The ``scratch`` :func:`focal_rows` takes: a chunk's row of the loss's terms per row (none for
     labels without smoothing, which touch only the label's term)."""
     return np.empty((rows, 0 if sparse else min(width, SUM_CHUNK)), dtype)
-
-
-@numba.njit(**INLINE)
-def row_max(row):
-    """The row's largest logit (NaN-free rows: the plan rejected NaN)."""
-    m = row[0]
-    for j in range(row.shape[0]):
-        m = max(m, row[j])
-    return m
 
 
 @numba.njit(**INLINE)
@@ -236,12 +227,10 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
         if _unweighted(s, g, True, scaled_loss, i):
             continue
         row, t = z[i], teacher[i]
-        mz = row[0]
-        mt = t[0]
+        mz = row_max(row)
+        mt = row_max(t)
         poison = zero
         for j in range(k):
-            mz = max(mz, row[j])
-            mt = max(mt, t[j])
             poison += row[j] * zero + t[j] * zero
         if poison != zero:
             flags[i] = 1
