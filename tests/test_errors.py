@@ -147,3 +147,17 @@ def test_unsupported_target_dtype_and_objects():
         lk.softmax_cross_entropy(Z, np.array(["a", "b", "c", "d"]))
     with raises("target", "an array or a (nested) list"):
         lk.mean_squared_error(np.zeros(2), {"a": 1})
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "multilabel_cross_entropy"])
+@pytest.mark.parametrize("bad", [-0.5, 1.5, np.nan, np.inf])
+@pytest.mark.parametrize("where", [0, 17, -1])
+def test_a_target_outside_the_unit_interval_raises_on_the_compiled_path(name, bad, where):
+    """The compiled BCE kernel checks the target in the pass that computes the loss (the plan no longer
+    reads it first): a bad value anywhere flags its row, and the reference raises the precise error."""
+    target = np.zeros((4, 9))
+    target.reshape(-1)[where] = bad
+    loss = lk.REGISTRY[name][0](impl="fused")
+    for call in (loss, loss.value_and_grad):
+        with raises("target", "NaN" if np.isnan(bad) else "values in [0, 1]"):
+            call(np.zeros((4, 9), np.float32), target.astype(np.float32))

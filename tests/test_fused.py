@@ -637,3 +637,26 @@ def test_bce_kernel_reads_its_scale_without_a_gather(dtype):
         compiled(*_twin_arguments(name, dtype))
         asm = compiled.inspect_asm(compiled.signatures[0])
         assert "gather" not in asm, is_parallel
+
+
+@pytest.mark.parametrize("rows", [3000, 40_000])  # the serial twin, and the parallel kernel (over 2^18 elements)
+@pytest.mark.parametrize("loss", [lk.MultilabelCrossEntropy(), lk.MultilabelCrossEntropy(pos_weight=np.arange(1.0, 8.0)),
+                                  lk.MeanSquaredError(), lk.AbsoluteError(), lk.HuberLoss(delta=0.5)],
+                         ids=["multilabel", "multilabel-pos_weight", "mse", "mae", "huber"])
+def test_examples_of_k_values_in_flat_rows_equal_the_reference(loss, rows):
+    """An example of K = 7 values (not a divisor of the kernels' 4096-element rows) is cut across the kernel's
+    rows when only the sum of its loss is read: the value and gradient are still the reference's, and a
+    row's mean over its values still divides by K, not by the kernel row's length. With a weight or
+    reduction "none" the rows are the examples."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((rows, 7))
+    target = rng.random((rows, 7)) if "Multilabel" in type(loss).__name__ else rng.standard_normal((rows, 7))
+    weight = rng.random(rows)
+    for reduction, w in (("mean", None), ("sum", None), ("mean", weight), ("none", None)):
+        fused, reference = (loss.replace(reduction=reduction, impl=impl) for impl in ("fused", "xp"))
+        value, grad = fused.value_and_grad(z, target, weight=w)
+        expected_value, expected_grad = reference.value_and_grad(z, target, weight=w)
+        np.testing.assert_allclose(value, expected_value, rtol=1e-12, err_msg=reduction)
+        # atol: where sigmoid(z) - y cancels, the two formulas' roundings differ by an ulp of their terms
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15 * np.abs(expected_grad).max(),
+                                   err_msg=reduction)

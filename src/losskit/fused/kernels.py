@@ -268,16 +268,17 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
 
 @numba.njit(**INLINE)
 def _bce_row(z, y, pos_weight, scale_row, column_step, a, half_a, elements, grad, i, store, with_grad):
-    """Row ``i`` of :func:`bce_logits_rows`: its sum of ``scale * l`` and a NaN-or-0 poison (the row holds a
-    non-finite logit), writing the elements and the gradient as asked. ``column_step`` is a literal 1 or 0
-    at each call (see the note above)."""
+    """Row ``i`` of :func:`bce_logits_rows`: its sum of ``scale * l`` and a poison, nonzero or NaN where the
+    row holds a non-finite logit or a target outside [0, 1] (NaN included), writing the elements and the
+    gradient as asked. ``column_step`` is a literal 1 or 0 at each call (see the note above)."""
     zero, one = z.dtype.type(0), z.dtype.type(1)  # typed literals: a bare 0 would widen float32 to float64
     total = zero
     poison = zero
     for j in range(z.shape[1]):
         x = z[i, j]
-        poison += x * zero
-        t = (one - a) * z.dtype.type(y[i, j]) + half_a
+        target = z.dtype.type(y[i, j])
+        poison += x * zero + (zero if (target >= zero) & (target <= one) else one)  # the plan left it to us
+        t = (one - a) * target + half_a
         e = vexp(-abs(x))
         soft = vlog1p_unit(e)
         pos = pos_weight[j] * t
@@ -299,7 +300,8 @@ def _bce_row(z, y, pos_weight, scale_row, column_step, a, half_a, elements, grad
 
 @numba.njit(**OPTIONS)
 def bce_logits_rows(z, y, pos_weight, scale, smoothing, scaled_loss, elements, grad, with_grad, flags):
-    """Sigmoid BCE on ``z [R, C]`` with targets ``y [R, C]`` in [0, 1] (any real dtype).
+    """Sigmoid BCE on ``z [R, C]`` with targets ``y [R, C]`` in [0, 1] (any real dtype; a row holding a target
+    outside is flagged: the caller's plan does not check them).
 
     ``pos_weight [C]``; ``scale [R, C]`` (each element an example), ``[R, 1]`` (each row one
     example, its loss the sum over the row) or ``[1, 1]`` (one scale for all). ``scaled_loss[i]``

@@ -233,12 +233,17 @@ def softmax_ce(plan, arrays, with_grad):
 
 def _elementwise(plan, arrays, with_grad, kernel, column=None):
     """Run an elementwise ``kernel`` over the plan. Rows are an example's axis when an example
-    spans it, else the flat array cut in rows of about ``ROW`` elements (a multiple of the
-    ``column`` option's length), with any remainder as one more, shorter row."""
+    spans it and its total is read or scaled alone, else the flat array cut in rows of about ``ROW``
+    elements (a multiple of the ``column`` option's length), with any remainder as one more, shorter
+    row. A kernel's ``cols`` is then not an example's length."""
     z = np.ascontiguousarray(arrays["input"]).reshape(-1)
     target = np.ascontiguousarray(arrays["dense"]).reshape(-1)
     scale, size, dtype = arrays["scale"], z.size, z.dtype
-    if plan.spans_last_axis:
+    # an example spanning the last axis needs rows of its own only when its total is read alone (reduction
+    # "none") or scaled alone (a weight): otherwise rows of ROW elements, as an elementwise loss's. A row of
+    # K = 1000 left 40 elements a row to LLVM's scalar remainder loop (multi-label BCE at 50000 x 1000 float32:
+    # 1.3x the time of the same elements in rows of 4096)
+    if plan.spans_last_axis and (plan.reduction == "none" or scale.ndim > 0):
         width = arrays["input"].shape[-1]
     else:
         width = ROW if column is None else column.shape[0] * max(1, ROW // column.shape[0])
@@ -291,8 +296,9 @@ def bce_logits(plan, arrays, with_grad):
 
 def squared_error(plan, arrays, with_grad):
     """Squared error: each row's mean (an example spans the last axis) or each element's."""
+    inv_count = 1.0 / arrays["input"].shape[-1] if plan.spans_last_axis else 1.0  # an example's D values
+
     def kernel(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
-        inv_count = 1.0 / cols if plan.spans_last_axis else 1.0
         _kernels().squared_error_rows(z, y, scale, inv_count, out_loss, elements, grad, with_grad, flags)
 
     return _elementwise(plan, arrays, with_grad, kernel)
@@ -305,7 +311,8 @@ def formula(loss, plan, arrays, with_grad):
 
     compiled.register_helpers(FORMULA_FUNCTIONS)  # before the kernel compiles: formulas may call them
     opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH[arrays["input"].dtype.name]
-    mean = loss.over_last_axis == "mean" and plan.spans_last_axis
+    # an example's D values (its rows may hold several examples: _elementwise)
+    inv_count = 1.0 / arrays["input"].shape[-1] if loss.over_last_axis == "mean" and plan.spans_last_axis else 1.0
 
     def rows(z, y, scale, cols, out_loss, elements, grad, with_grad, flags):
         if fused.running_serial():
@@ -320,7 +327,7 @@ def formula(loss, plan, arrays, with_grad):
         else:
             kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
                                          loss.target_domain())
-        kernel(xp, z, y, scale, 1.0 / cols if mean else 1.0, out_loss, elements, grad, flags)
+        kernel(xp, z, y, scale, inv_count, out_loss, elements, grad, flags)
 
     return _elementwise(plan, arrays, with_grad, rows)
 

@@ -84,13 +84,17 @@ class _BinaryBase(Loss):
         if not _array.isdtype(xp, target.dtype, ("real floating", "integral", "bool")):
             raise _checks.fail("target", "a real or integer array of 0/1 or probabilities",
                                f"dtype {target.dtype}")
-        target = _array.as_dtype(xp, target, input.dtype)
-        _checks.in_unit_interval(xp, target, "target")
-        return Target(dense=target, pos_weight=self._pos_weight(xp, input))
+        # the values are checked where they are read, as ElementwiseLoss's are: by _smoothed (every
+        # formula's one reader) and, in the pass that computes the loss, by the compiled kernel, which
+        # flags a row holding a value outside [0, 1] so that the reference raises (a min and a max over
+        # the target took 23 ms of a 57 ms call at 50000 x 1000 float32)
+        return Target(dense=_array.as_dtype(xp, target, input.dtype), pos_weight=self._pos_weight(xp, input))
 
     @staticmethod
     def _smoothed(plan):
+        """The smoothed target ``y'`` the formulas read, its values checked first (the precise error)."""
         a, target = plan.smoothing, plan.target.dense
+        _checks.in_unit_interval(plan.xp, target, "target")
         return target if a == 0 else (1 - a) * target + a / 2
 
     def _pos_weight(self, xp, input):
