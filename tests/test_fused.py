@@ -538,6 +538,7 @@ def _twin_arguments(name, dtype):
         "kernels.softmax_ce_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "kernels.softmax_ce_short_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "rows.kl_dense_rows": (z, dense, scale, 0.1, loss, grad, flags),
+        "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
         "rows.distillation_rows": (z, z, scale, 2.0, loss, grad, True, flags),
         "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, loss, grad, True, flags),
         "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, loss, grad,
@@ -579,12 +580,12 @@ def _twin_and_parallel(name):
 TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quantile_blocks", "formula.HuberLoss"]
 #: the class-axis kernels, checked only with LOSSKIT_TEST_ALL_TWINS=1 (their compile time: 7-18 s each, 100 s in
 #: all). Checked so on 2026-12-03: every twin within 0.7-1.3x of its parallel kernel's packed instructions, both
-#: ways, and as fast on one thread. Not rows.crammer_singer_rows: its loops are a max with a select and a search
-#: that stops at the first hit, next to no packed instruction in either form (25 parallel, 14 twin in float32; 7
-#: and 0 in float64) and the two as fast (~145 us for 256 x 256 float32 on one thread), so a count tells nothing
+#: ways, and as fast on one thread. rows.crammer_singer_rows since 2026-12-04: its max is an integer max over the
+#: logits' bits and its first maximiser a min over indices (before, a float max with a select and a search that
+#: stopped at the first hit: next to no packed instruction in either form)
 TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "rows.kl_dense_rows",
-                      "rows.distillation_rows", "rows.poly_rows", "rows.focal_rows", "jsd.jsd_rows",
-                      "pairs.gaussian_nll_blocks"]
+                      "rows.distillation_rows", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
+                      "jsd.jsd_rows", "pairs.gaussian_nll_blocks"]
 _ON_REQUEST = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_ALL_TWINS"),
                                  reason="compile time; run with LOSSKIT_TEST_ALL_TWINS=1")
 

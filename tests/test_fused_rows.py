@@ -416,3 +416,23 @@ def test_long_float32_rows_js_divergence(beta):
         grad = weight * p * (d - (p * d).sum(-1, keepdims=True))
     loss = lk.JSDivergence(impl="fused", reduction="none", beta=beta)
     _assert_float32_precision(loss, z, teacher, value, grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_crammer_singer_kernel_takes_the_first_of_tied_maximisers(dtype):
+    """The kernel finds its maximiser as a min over indices (not a search that stops): with ties among the
+    shifted scores, and between the label's score z_y and another z_k + 1, it is still the first."""
+    z = np.array([[0, 2, 2, 1, 2], [3, 2, 0, 3, 3], [1, 0, 1, 0, 1], [-np.inf, 5, 5, -np.inf, 0],
+                  [0, 0, 0, 0, 0]], dtype)
+    y = np.array([0, 1, 2, 4, 3])
+    # shifted scores z_k + 1 (k != y), z_y: row 0 (1, 3, 3, 2, 3) -> 1; row 1 (4, 2, 1, 4, 4) -> 0;
+    # row 2 (2, 1, 1, 1, 2) -> 0; row 3 (-inf, 6, 6, -inf, 0) -> 1; row 4 (1, 1, 1, 0, 1) -> 0
+    first = np.array([1, 0, 0, 1, 0])
+    fused = lk.MulticlassHingeLoss(impl="fused", reduction="sum")
+    assert _kernel_answers(fused, z, y)
+    value, grad = fused.value_and_grad(z, y)
+    expected = np.zeros_like(z)
+    expected[np.arange(5), first] += 1
+    expected[np.arange(5), y] -= 1
+    np.testing.assert_array_equal(grad, expected)
+    assert float(value) == 3 + 2 + 1 + 6 + 1  # max shifted score - z_y, per row

@@ -9,7 +9,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from losskit.fused.vmath import row_max, vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow  # noqa: E402
+from losskit.fused.vmath import row_max, row_max_but, vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow  # noqa: E402
 
 mpmath.mp.dps = 50
 
@@ -214,7 +214,31 @@ def test_row_max_is_simd_code():
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("reads x86 machine code")
-    rows = np.zeros((2, 64), np.float32)
-    _row_maxima(rows, np.empty(2, np.float32))
-    asm = _row_maxima.inspect_asm(_row_maxima.signatures[0])
+    compiled = numba.njit(_row_maxima.py_func)  # its own dispatcher: the one float32 signature
+    compiled(np.zeros((2, 64), np.float32), np.empty(2, np.float32))
+    asm = compiled.inspect_asm(compiled.signatures[0])
     assert re.search(r"\bv?pmaxsd\b", asm)
+
+
+@numba.njit
+def _maxima_but(rows, skip, out):
+    for i in range(rows.shape[0]):
+        out[i] = row_max_but(rows[i], skip[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_but_skips_one_index(dtype):
+    """The max of the other entries (Crammer-Singer's shifted scores): the skipped one never counts, even as the
+    row's only maximum, and a row with no other entry gives -inf."""
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((300, 9)).astype(dtype)
+    rows[:100, 4] = 1e30  # the skipped entry is the row's max
+    rows[100:150] = -np.inf
+    skip = np.concatenate([np.full(100, 4), rng.integers(0, 9, 200)])
+    out = np.empty(300, dtype)
+    _maxima_but(rows, skip, out)
+    expected = [np.max(np.delete(row, j)) for row, j in zip(rows, skip, strict=True)]
+    np.testing.assert_array_equal(out, expected)
+    single = np.empty(1, dtype)
+    _maxima_but(np.array([[3.0]], dtype), np.array([0]), single)
+    assert single[0] == -np.inf

@@ -37,7 +37,7 @@ import numpy as np
 from numba import prange
 
 from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, store_exp
-from .vmath import row_max, vexp, vlog, vpow
+from .vmath import row_max, row_max_but, vexp, vlog, vpow
 
 __all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
 
@@ -516,8 +516,9 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
 def crammer_singer_rows(z, labels, scale, scaled_loss, grad, with_grad, flags):
     r"""Crammer-Singer :math:`\max_k (z_k + 1 - [k = y]) - z_y`, in the logits' dtype as the
     reference; gradient :math:`e_{k^*} - e_y` with :math:`k^*` the first maximiser. Passes: the
-    max of the shifted scores (vectorised); the first index that reaches it (stops there); the
-    gradient row (zeros and two entries). A row whose loss is not finite is flagged."""
+    max of the shifted scores (an integer max over the other logits' bits, :func:`row_max_but`); the
+    first index that reaches it (a min over indices); the gradient row (zeros and two entries). A row
+    whose loss is not finite is flagged."""
     n, k = z.shape
     dtype = z.dtype.type
     zero, one = dtype(0), dtype(1)
@@ -532,16 +533,12 @@ def crammer_singer_rows(z, labels, scale, scaled_loss, grad, with_grad, flags):
             flags[i] = 1
             continue
         z_y = row[y]
-        m = z_y
-        for j in range(k):
-            m = max(m, row[j] + one if j != y else z_y)
+        m = max(row_max_but(row, y) + one, z_y)  # the shifted scores' max: rounding a + 1 keeps the order
         loss = float(m - z_y)
-        top = -1
-        for j in range(k):
-            if (row[j] + one if j != y else z_y) == m:
-                top = j
-                break
-        if top < 0 or not math.isfinite(loss):
+        top = k
+        for j in range(k):  # the first maximiser as a min over indices: SIMD code, where a search stops
+            top = min(top, j if (row[j] + one if j != y else z_y) == m else k)  # scalar at the first hit
+        if top == k or not math.isfinite(loss):
             flags[i] = 1
             continue
         scaled_loss[i] = s * loss

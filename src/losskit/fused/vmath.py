@@ -47,7 +47,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["row_max", "vexp", "vexpm1", "vlog", "vlog1p", "vlog1p_unit", "vpow"]
+__all__ = ["row_max", "row_max_but", "vexp", "vexpm1", "vlog", "vlog1p", "vlog1p_unit", "vpow"]
 
 
 @intrinsic
@@ -518,5 +518,30 @@ def _row_max(row):
         for j in range(row.shape[0]):
             b = _bits_of(row[j])
             key = max(key, bits(b ^ ((b >> sign_shift) & magnitude)))
+        return _float_of(bits(key ^ ((key >> sign_shift) & magnitude)))
+    return impl
+
+
+def row_max_but(row, skip):
+    """The largest value of a row but the one at index ``skip`` (-inf when there is no other), inside a
+    compiled kernel: :func:`row_max`'s integer max, the skipped entry read as -inf."""
+    return max((v for j, v in enumerate(row) if j != skip), default=-math.inf)
+
+
+@overload(row_max_but, jit_options=_INLINE)
+def _row_max_but(row, skip):
+    if not isinstance(row, types.Array) or row.dtype not in (types.float32, types.float64):
+        return None
+    bits = np.int32 if row.dtype == types.float32 else np.int64
+    sign_shift = bits(np.dtype(bits).itemsize * 8 - 1)
+    magnitude = bits(np.iinfo(bits).max)
+    low = np.array([-np.inf], np.float32 if bits is np.int32 else np.float64).view(bits)[0]
+    low = bits(low ^ ((low >> sign_shift) & magnitude))  # -inf's key: below every number
+
+    def impl(row, skip):
+        key = low
+        for j in range(row.shape[0]):
+            b = _bits_of(row[j])
+            key = max(key, bits(b ^ ((b >> sign_shift) & magnitude)) if j != skip else low)
         return _float_of(bits(key ^ ((key >> sign_shift) & magnitude)))
     return impl
