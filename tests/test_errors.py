@@ -149,15 +149,22 @@ def test_unsupported_target_dtype_and_objects():
         lk.mean_squared_error(np.zeros(2), {"a": 1})
 
 
-@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "multilabel_cross_entropy"])
-@pytest.mark.parametrize("bad", [-0.5, 1.5, np.nan, np.inf])
+@pytest.mark.parametrize(("name", "bad"), [(name, bad) for name in ("binary_cross_entropy_with_logits",
+                                                                   "multilabel_cross_entropy")
+                                           for bad in (-0.5, 1.5, np.nan, np.inf)]
+                         + [("mean_squared_error", np.nan)])
 @pytest.mark.parametrize("where", [0, 17, -1])
-def test_a_target_outside_the_unit_interval_raises_on_the_compiled_path(name, bad, where):
-    """The compiled BCE kernel checks the target in the pass that computes the loss (the plan no longer
-    reads it first): a bad value anywhere flags its row, and the reference raises the precise error."""
+def test_a_bad_target_raises_on_the_compiled_path(name, bad, where):
+    """The compiled BCE and squared-error kernels check the target in the pass that computes the loss (the
+    plan no longer reads it first): a bad value anywhere flags its row, and the reference raises the
+    precise error, even where the example's weight is 0."""
     target = np.zeros((4, 9))
     target.reshape(-1)[where] = bad
+    per_element = name == "binary_cross_entropy_with_logits"  # else an example is a row of 9
+    weight = np.ones((4, 9) if per_element else 4)
+    weight.reshape(-1)[where if per_element else np.unravel_index(where % 36, (4, 9))[0]] = 0.0
     loss = lk.REGISTRY[name][0](impl="fused")
     for call in (loss, loss.value_and_grad):
-        with raises("target", "NaN" if np.isnan(bad) else "values in [0, 1]"):
-            call(np.zeros((4, 9), np.float32), target.astype(np.float32))
+        for w in (None, weight):
+            with raises("target", "NaN" if np.isnan(bad) else "values in [0, 1]"):
+                call(np.zeros((4, 9), np.float32), target.astype(np.float32), weight=w)

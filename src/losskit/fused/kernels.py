@@ -340,8 +340,11 @@ def squared_error_rows(pred, target, scale, inv_count, scaled_loss, elements, gr
     two_w = pred.dtype.type(2 * inv_count)
     for i in prange(n):
         total = zero
+        poison = zero  # NaN where the row holds a NaN or infinite target (the plan does not look)
         for j in range(c):
-            d = pred[i, j] - pred.dtype.type(target[i, j])
+            t = pred.dtype.type(target[i, j])
+            poison += t * zero
+            d = pred[i, j] - t
             s = scale[i if per_row else i - i, j if per_element else j - j]  # i - i: 0 of prange's type
             weighted = zero if s == zero else s * (w * (d * d))  # weight 0 adds 0, even if d^2 overflows
             total += weighted
@@ -350,6 +353,6 @@ def squared_error_rows(pred, target, scale, inv_count, scaled_loss, elements, gr
             if with_grad:
                 grad[i, j] = zero if s == zero else (s * two_w) * d
         row_total = float(total)
-        if not math.isfinite(row_total):
+        if poison != zero or not math.isfinite(row_total):
             flags[i] = 1
         scaled_loss[i] = row_total

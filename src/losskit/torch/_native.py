@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _array
+from .. import _array, _checks
 from .. import reduction as _reduction
 from ..losses.binary import _BinaryBase, bce_logits_terms
 from ..losses.regression import squared_error_terms
@@ -83,6 +83,7 @@ def _bce_logits(plan, with_grad):
 
 
 def _squared_error(plan, with_grad):
+    _checks.no_nan(torch, plan.target.dense, "target")  # the plan leaves it to where the target is read
     loss, grad, _ = squared_error_terms(torch, plan.input, plan.target.dense, 1 if with_grad else 0)
     return loss, grad
 
