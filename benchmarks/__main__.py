@@ -33,13 +33,14 @@ from . import _agree
 
 FULL = {
     "ce": [(4096, 32000), (1024, 128256), (8192, 1000), (64, 10)],
+    "ce_soft": (4096, 32000),
     "bce": (50_000, 1000),
     "multilabel": (50_000, 1000),
     "mse": (50_000, 1000),
     "linear": (4096, 1024, 128256),
 }
-SMOKE = {"ce": [(64, 100), (16, 300), (128, 10)], "bce": (100, 50), "multilabel": (100, 50), "mse": (100, 50),
-         "linear": (32, 16, 300)}
+SMOKE = {"ce": [(64, 100), (16, 300), (128, 10)], "ce_soft": (64, 100), "bce": (100, 50), "multilabel": (100, 50),
+         "mse": (100, 50), "linear": (32, 16, 300)}
 #: calls per timed sample for a shape this small (per-call overhead is what it measures)
 SMALL_CALLS = 200
 
@@ -54,6 +55,14 @@ def _numpy_ce(z, y):
     g[np.arange(len(y)), y] -= 1
     g /= len(y)
     return loss, g
+
+
+def _numpy_ce_soft(z, t):
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    s = e.sum(axis=1, keepdims=True)
+    loss = float(np.mean(-np.sum(t * (z - m - np.log(s)), axis=1)))
+    return loss, (e / s - t) / len(z)
 
 
 def _numpy_bce(z, t):
@@ -82,9 +91,11 @@ def _torch_impls(kind):
         return {}
     torch.set_num_threads(os.cpu_count() or 1)
     F = torch.nn.functional
-    loss_fn = {"ce": F.cross_entropy, "bce": F.binary_cross_entropy_with_logits, "mse": F.mse_loss,
+    loss_fn = {"ce": F.cross_entropy, "ce_soft": F.cross_entropy, "bce": F.binary_cross_entropy_with_logits,
+               "mse": F.mse_loss,
                "multilabel": lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction="sum") / z.shape[0]}[kind]
-    layer = {"ce": lt.SoftmaxCrossEntropy, "bce": lt.BinaryCrossEntropyWithLogits, "mse": lt.MeanSquaredError,
+    layer = {"ce": lt.SoftmaxCrossEntropy, "ce_soft": lt.SoftmaxCrossEntropy, "bce": lt.BinaryCrossEntropyWithLogits,
+             "mse": lt.MeanSquaredError,
              "multilabel": lt.MultilabelCrossEntropy}[kind]()
 
     def steps(fn):
@@ -112,11 +123,13 @@ def _jax_impls(kind):
 
     loss_fn = {
         "ce": lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y).mean(),
+        "ce_soft": lambda z, t: optax.softmax_cross_entropy(z, t).mean(),
         "bce": lambda z, t: optax.sigmoid_binary_cross_entropy(z, t).mean(),
         "multilabel": lambda z, t: optax.sigmoid_binary_cross_entropy(z, t).sum(-1).mean(),
         "mse": lambda p, t: jnp.mean((p - t) ** 2),
     }[kind]
-    ours = {"ce": lj.softmax_cross_entropy, "bce": lj.binary_cross_entropy_with_logits,
+    ours = {"ce": lj.softmax_cross_entropy, "ce_soft": lj.softmax_cross_entropy,
+            "bce": lj.binary_cross_entropy_with_logits,
             "multilabel": lj.multilabel_cross_entropy, "mse": lj.mean_squared_error}[kind]
     fn = jax.jit(jax.value_and_grad(loss_fn))
     lk_fn = jax.jit(jax.value_and_grad(lambda z, t: ours(z, t)))
@@ -137,10 +150,10 @@ def _into_buffer(loss):
 
 
 def implementations(kind):
-    cls = {"ce": lk.SoftmaxCrossEntropy, "bce": lk.BinaryCrossEntropyWithLogits,
+    cls = {"ce": lk.SoftmaxCrossEntropy, "ce_soft": lk.SoftmaxCrossEntropy, "bce": lk.BinaryCrossEntropyWithLogits,
            "multilabel": lk.MultilabelCrossEntropy, "mse": lk.MeanSquaredError}[kind]
     impls = {"losskit": (cls().value_and_grad, "numpy"), "losskit out=": (_into_buffer(cls()), "numpy"),
-             "plain NumPy": ({"ce": _numpy_ce, "bce": _numpy_bce, "mse": _numpy_mse,
+             "plain NumPy": ({"ce": _numpy_ce, "ce_soft": _numpy_ce_soft, "bce": _numpy_bce, "mse": _numpy_mse,
                               "multilabel": _numpy_multilabel}[kind], "numpy")}
     impls.update(_torch_impls(kind))
     impls.update(_jax_impls(kind))
@@ -170,6 +183,11 @@ def _normal(rng, shape, scale):
 def _inputs(kind, shape, rng):
     if kind == "ce":
         return _normal(rng, shape, 3.0), rng.integers(0, shape[1], size=shape[0])
+    if kind == "ce_soft":  # a teacher's probabilities: rows of a softmax, made in place
+        target = _normal(rng, shape, 2.0)
+        np.exp(target, out=target)
+        target /= target.sum(axis=1, keepdims=True)
+        return _normal(rng, shape, 3.0), target
     return (rng.standard_normal(shape, dtype=np.float32) * 3,
             (rng.random(shape, dtype=np.float32) > 0.5).astype(np.float32))
 
@@ -336,7 +354,7 @@ def main() -> None:
              f"{os.getloadavg()[0]:.2f}. Copy bandwidth measured in this run: {bandwidth:.1f} GB/s.\n",
              "| case | implementation | median ms | min | max | GB/s (x copy bw) | time / losskit |",
              "|---|---|---|---|---|---|---|"]
-    cases = [("ce", s) for s in sizes["ce"]] + [(k, sizes[k]) for k in ("bce", "multilabel", "mse")]
+    cases = [("ce", s) for s in sizes["ce"]] + [(k, sizes[k]) for k in ("ce_soft", "bce", "multilabel", "mse")]
     for kind, shape in cases:
         times, n_bytes = time_case(kind, shape, repeats, rng)
         ref = statistics.median(times["losskit"])

@@ -27,8 +27,8 @@ def _softplus(z):
 
 
 def reference(kind, x, t):
-    """``(value, gradient)`` in float64 of the benchmark's loss ``kind`` ("ce", "bce", "multilabel",
-    "mse"), each with its default reduction (the mean over examples)."""
+    """``(value, gradient)`` in float64 of the benchmark's loss ``kind`` ("ce", "ce_soft", "bce",
+    "multilabel", "mse"), each with its default reduction (the mean over examples)."""
     x = np.asarray(x, dtype=np.float64)
     if kind == "ce":
         n = x.shape[0]
@@ -41,6 +41,12 @@ def reference(kind, x, t):
         grad[rows, t] -= 1
         return value, grad / n
     t = np.asarray(t, dtype=np.float64)
+    if kind == "ce_soft":  # probability targets: -sum_k t_k log softmax(x)_k, gradient softmax(x) - t
+        m = x.max(axis=1, keepdims=True)
+        e = np.exp(x - m)
+        s = e.sum(axis=1, keepdims=True)
+        log_p = x - m - np.log(s)
+        return np.mean(-np.sum(t * log_p, axis=1)), (e / s - t) / x.shape[0]
     if kind in ("bce", "multilabel"):
         per_element = _softplus(x) - x * t  # -t log s - (1 - t) log(1 - s)
         grad = _sigmoid(x) - t

@@ -31,6 +31,8 @@ CASES = [
     (lk.KLDivergence, {"ignore_index": -100, "label_smoothing": 0.1, CW: CW}, "labels"),
     (lk.KLDivergence, {}, "probs"),
     (lk.KLDivergence, {"label_smoothing": 0.3, CW: CW}, "probs"),
+    (lk.SoftmaxCrossEntropy, {}, "probs"),  # the KL kernel without the target's entropy
+    (lk.SoftmaxCrossEntropy, {"label_smoothing": 0.3, CW: CW}, "probs"),
     (lk.DistillationLoss, {}, "teacher"),
     (lk.DistillationLoss, {"temperature": 4.0}, "teacher"),
     (lk.DistillationLoss, {"temperature": 0.5}, "teacher"),

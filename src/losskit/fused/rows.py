@@ -135,11 +135,13 @@ def _label_parts(row, y, m, rest, total):
 
 
 @numba.njit(**OPTIONS)
-def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
+def kl_dense_rows(z, dense, scale, smoothing, entropy, scaled_loss, grad, flags):
     r"""KL divergence of probability targets: :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y'
-    - \sum y' z`, gradient :math:`p \sum y' - y'`. ``grad`` is full ``[N, K]`` (scratch without a
-    gradient). Two passes after the max: ``exp`` into ``grad`` with the target's sums (its
-    :math:`\sum y' \log y'` among them, 0 where :math:`y' = 0`); the gradient."""
+    - \sum y' z`, gradient :math:`p \sum y' - y'`; without ``entropy``, the cross-entropy
+    :math:`-\sum y' \log \mathrm{softmax}(z)` (the same without its first term: softmax CE of
+    probability targets). ``grad`` is full ``[N, K]`` (scratch without a gradient). Two passes after
+    the max: ``exp`` into ``grad`` with the target's sums (its :math:`\sum y' \log y'` among them
+    when ``entropy``, 0 where :math:`y' = 0`); the gradient."""
     n, k = z.shape
     dtype = z.dtype.type
     one = dtype(1)
@@ -153,7 +155,10 @@ def kl_dense_rows(z, dense, scale, smoothing, scaled_loss, grad, flags):
         m = _flagged_max(row, flags, i)
         if not math.isfinite(m):
             continue
-        below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, True)
+        if entropy:  # a literal at each inlined pass: no branch on it inside the loop
+            below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, True)
+        else:
+            below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, False)
         rest, total, log_norm = _normaliser(below, ties)
         loss = neg_entropy + total_y * log_norm - y_shifted
         if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass

@@ -213,10 +213,12 @@ def _kernels():
 
 
 def softmax_ce(plan, arrays, with_grad):
-    """Softmax CE with integer labels: rows of the class axis."""
+    """Softmax CE: rows of the class axis; probability targets run the KL kernel without its entropy."""
     z = arrays["input"]
-    if arrays["labels"] is None or z.shape[-1] == 0:
+    if z.shape[-1] == 0:
         return UNHANDLED
+    if arrays["labels"] is None:
+        return _dense_rows(plan, arrays, with_grad, entropy=False)
     z2 = np.ascontiguousarray(z).reshape(-1, z.shape[-1])
     rows = z2.shape[0]
     labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64).reshape(rows)
@@ -399,9 +401,15 @@ def kl_divergence(loss, plan, arrays, with_grad):
         if neg_entropy:
             scaled_loss += np.broadcast_to(arrays["scale"], plan.batch_shape).reshape(-1) * neg_entropy
         return scaled_loss, grad
+    return _dense_rows(plan, arrays, with_grad, entropy=True)
+
+
+def _dense_rows(plan, arrays, with_grad, entropy):
+    """Probability targets through :func:`~losskit.fused.rows.kl_dense_rows`: the KL divergence, or
+    without the target's entropy the softmax CE."""
     z2, _, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _rows().kl_dense_rows(z2, dense, scale, a, scaled_loss, grad, flags)
+    _rows().kl_dense_rows(z2, dense, scale, plan.smoothing, entropy, scaled_loss, grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 
