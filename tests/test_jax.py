@@ -625,3 +625,28 @@ def test_xla_formulation_within_the_documented_bound_on_the_catalogue_grid(name,
     assert worst.value <= catalogue.VALUE_EPS, (worst.value, worst.where)
     assert worst.grad <= catalogue.GRAD_EPS, (worst.grad, worst.where)
     assert worst.subnormal <= float(info.tiny / info.smallest_subnormal), worst.where
+
+
+@pytest.mark.parametrize("cls", [lk.SoftmaxCrossEntropy, lk.KLDivergence])
+def test_probability_targets_take_the_kl_sweep_exact_on_long_float32_rows(cls):
+    """Softmax CE of probability targets runs the KL sweep without the target's entropy (it ran the reference's
+    text, 0.62x optax). On rows of 32000 float32 logits its sums stay within a few eps of a float64 reference
+    (XLA's own loop summed such a row 60-100 eps off)."""
+    from losskit.jax import rows
+
+    rng = np.random.default_rng(21)
+    z = (rng.standard_normal((8, 32000)) * 3).astype(np.float32)
+    t = np.exp(rng.standard_normal((8, 32000)) * 2)
+    t = (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
+    loss = cls(reduction="none")
+    assert rows.sweep_for(loss, loss.plan(jnp.asarray(z), jnp.asarray(t))) is not None
+    value, grad = jax.vmap(jax.value_and_grad(lambda zi, ti: lj.loss_fn(loss)(zi[None], ti[None])[0]))(
+        jnp.asarray(z), jnp.asarray(t))
+    z64, t64 = z.astype(np.float64), t.astype(np.float64)
+    log_p = z64 - z64.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    expected = -(t64 * log_p).sum(axis=1) + (np.sum(t64 * np.log(t64), axis=1) if cls is lk.KLDivergence else 0)
+    expected_grad = np.exp(log_p) * t64.sum(axis=1, keepdims=True) - t64
+    eps = np.finfo(np.float32).eps
+    assert np.max(np.abs(np.asarray(value, np.float64) - expected) / np.abs(expected)) < 8 * eps
+    assert np.max(np.abs(np.asarray(grad, np.float64) - expected_grad)) < 8 * eps * np.abs(expected_grad).max()

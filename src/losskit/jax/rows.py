@@ -225,9 +225,10 @@ def _below_with_subnormals(z, row_max, below):
     return jax.lax.cond(jnp.any(small), resum, lambda: below)
 
 
-def kl_divergence(plan, maxima, loss):
+def kl_divergence(plan, maxima, loss, entropy=True):
     r"""KL divergence of probability targets (:func:`~losskit.fused.rows.kl_dense_rows`' arithmetic):
-    :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y' - \sum y' z`, gradient :math:`p \sum y' - y'`.
+    :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y' - \sum y' z`, gradient :math:`p \sum y' - y'`;
+    without ``entropy`` (no first term) the softmax CE of probability targets.
     XLA's form of the loss's formula (not a second meaning: the options come from the plan and the
     loss's own ``_dense_target``): the reference's text costs five passes over ``[N, K]`` here, and
     was 0.56-0.61x optax's speed (BENCHMARKS.md, issue 15).
@@ -254,8 +255,13 @@ def kl_divergence(plan, maxima, loss):
     # 0 log 0 = 0 without a select (which YNNPACK does not take): y' = 0 reads log(tiny), finite;
     # max(y', -0.0) keeps a negative y' out of it as the reference's where does (-0.0, not 0: XLA
     # shares a broadcast 0 with the where below and then writes it out as a full [N, K] operand)
-    neg_entropy = jnp.sum(jnp.maximum(y, jnp.asarray(-0.0, z.dtype)) * jnp.log(jnp.maximum(y, tiny)), axis=-1)
-    total_y, y_shifted = _row_sums(y, jnp.where(y != 0, y * d, zero))  # 0 where y' is 0, even for d = -inf
+    neg_entropy = jnp.sum(jnp.maximum(y, jnp.asarray(-0.0, z.dtype)) * jnp.log(jnp.maximum(y, tiny)), axis=-1) \
+        if entropy else zero
+    # sum y' is plain arithmetic: a plain sum (YNNPACK, exact to an eps). sum y' d holds a select, which YNNPACK
+    # does not take: the blocked variadic sum (XLA's own loop is 60-100 eps off on a row of 32000). One term
+    # in it, not both: softmax CE of probabilities 491 -> 381 ms at 4096 x 32000 float32 (optax: 442)
+    total_y = jnp.sum(y, axis=-1)
+    (y_shifted,) = _row_sums(jnp.where(y != 0, y * d, zero))  # 0 where y' is 0, even for d = -inf
     sure, rest = _rest_below_max(z, row_max, normaliser)
     # log S = log1p(terms below the max) where S rounded with its 1 would lose them; +inf where the
     # target gives mass to a class of logit -inf (y' d = -inf), as the reference
@@ -355,7 +361,9 @@ def sweep_for(loss, plan) -> Sweep | None:
     """The row sweep of ``loss`` for this plan, found by the loss's kernel name (as the compiled and
     torch-native paths find theirs); None: the loss's own array-API formula."""
     name = type(loss).kernel_name()
-    if name == "softmax_ce" and plan.target.labels is not None:
+    if name == "softmax_ce":
+        if plan.target.labels is None:  # probability targets: the KL sweep without the target's entropy
+            return Sweep(_logits, functools.partial(kl_divergence, loss=loss, entropy=False))
         return Sweep(_logits, softmax_ce, limits=True)
     if name == "poly_cross_entropy" and plan.target.labels is not None:
         return Sweep(_logits, functools.partial(softmax_ce, epsilon=loss.epsilon), limits=True)
