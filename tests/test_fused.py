@@ -632,12 +632,16 @@ def test_examples_of_k_values_in_flat_rows_equal_the_reference(loss, rows):
     rows when only the sum of its loss is read: the value and gradient are still the reference's, and a
     row's mean over its values still divides by K, not by the kernel row's length. With a weight or
     reduction "none" the rows are the examples."""
+    from losskit.losses import _compiled
+
     rng = np.random.default_rng(3)
     z = rng.standard_normal((rows, 7))
     target = rng.random((rows, 7)) if "Multilabel" in type(loss).__name__ else rng.standard_normal((rows, 7))
     weight = rng.random(rows)
     for reduction, w in (("mean", None), ("sum", None), ("mean", weight), ("none", None)):
         fused, reference = (loss.replace(reduction=reduction, impl=impl) for impl in ("fused", "xp"))
+        answered = _compiled.run(fused, fused.plan(z, target, weight=w), True, None)
+        assert answered is not None and answered is not _compiled.UNHANDLED  # the kernel itself, no row flagged
         value, grad = fused.value_and_grad(z, target, weight=w)
         expected_value, expected_grad = reference.value_and_grad(z, target, weight=w)
         np.testing.assert_allclose(value, expected_value, rtol=1e-12, err_msg=reduction)

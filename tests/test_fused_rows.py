@@ -425,16 +425,42 @@ def test_crammer_singer_kernel_takes_the_first_of_tied_maximisers(dtype):
     """The kernel finds its maximiser as a min over indices (not a search that stops): with ties among the
     shifted scores, and between the label's score z_y and another z_k + 1, it is still the first."""
     z = np.array([[0, 2, 2, 1, 2], [3, 2, 0, 3, 3], [1, 0, 1, 0, 1], [-np.inf, 5, 5, -np.inf, 0],
-                  [0, 0, 0, 0, 0]], dtype)
-    y = np.array([0, 1, 2, 4, 3])
-    # shifted scores z_k + 1 (k != y), z_y: row 0 (1, 3, 3, 2, 3) -> 1; row 1 (4, 2, 1, 4, 4) -> 0;
-    # row 2 (2, 1, 1, 1, 2) -> 0; row 3 (-inf, 6, 6, -inf, 0) -> 1; row 4 (1, 1, 1, 0, 1) -> 0
-    first = np.array([1, 0, 0, 1, 0])
+                  [0, 0, 0, 0, 0], [2, 0, 3, 0, 0]], dtype)
+    y = np.array([0, 1, 2, 4, 3, 2])
+    # shifted scores z_k + 1 (k != y), z_y: row 0 (0, 3, 3, 2, 3) -> 1; row 1 (4, 2, 1, 4, 4) -> 0;
+    # row 2 (2, 1, 1, 1, 2) -> 0; row 3 (-inf, 6, 6, -inf, 0) -> 1; row 4 (1, 1, 1, 0, 1) -> 0;
+    # row 5 (3, 1, 3, 1, 1): z_y ties z_0 + 1, and the first maximiser is 0 (loss 0, gradient e_0 - e_2)
+    first = np.array([1, 0, 0, 1, 0, 0])
     fused = lk.MulticlassHingeLoss(impl="fused", reduction="sum")
     assert _kernel_answers(fused, z, y)
     value, grad = fused.value_and_grad(z, y)
     expected = np.zeros_like(z)
-    expected[np.arange(5), first] += 1
-    expected[np.arange(5), y] -= 1
+    expected[np.arange(6), first] += 1
+    expected[np.arange(6), y] -= 1
     np.testing.assert_array_equal(grad, expected)
-    assert float(value) == 3 + 2 + 1 + 6 + 1  # max shifted score - z_y, per row
+    assert float(value) == 3 + 2 + 1 + 6 + 1 + 0  # max shifted score - z_y, per row
+
+
+@pytest.mark.parametrize("where", [0, 3])
+@pytest.mark.parametrize(("cls", "kind"), [(lk.SoftmaxCrossEntropy, "labels"), (lk.SoftmaxCrossEntropy, "probs"),
+                                           (lk.KLDivergence, "labels"), (lk.KLDivergence, "probs"),
+                                           (lk.PolyCrossEntropy, "labels"), (lk.PolyCrossEntropy, "probs"),
+                                           (lk.SoftmaxFocalLoss, "labels"), (lk.SoftmaxFocalLoss, "probs"),
+                                           (lk.MulticlassHingeLoss, "labels"), (lk.DistillationLoss, "teacher")])
+def test_a_nan_logit_of_either_sign_flags_its_row(cls, kind, where):
+    """A NaN logit sends the call to the reference, wherever it stands and whatever its sign bit (inf - inf is a
+    NaN with the sign bit set on x86; the max skipped such a NaN and the KL, Poly-1 and focal kernels then gave
+    a finite answer that was not the reference's)."""
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(6, 50))
+    target = _target(kind, z, rng, False)
+    arithmetic_nan = np.array([0xFFF8_0000_0000_0000], np.uint64).view(np.float64)[0]  # inf - inf on x86
+    for nan in (arithmetic_nan, np.float64(np.nan)):
+        bad = z.copy()
+        bad[2, where] = nan
+        loss = cls(impl="fused", reduction="none")
+        assert not _kernel_answers(loss, bad, target)
+        value, grad = loss.value_and_grad(bad, target)
+        expected, expected_grad = cls(impl="xp", reduction="none").value_and_grad(bad, target)
+        np.testing.assert_array_equal(value, expected)
+        np.testing.assert_array_equal(grad, expected_grad)

@@ -538,7 +538,8 @@ def crammer_singer_rows(z, labels, scale, scaled_loss, grad, with_grad, flags):
             flags[i] = 1
             continue
         z_y = row[y]
-        m = max(row_max_but(row, y) + one, z_y)  # the shifted scores' max: rounding a + 1 keeps the order
+        m = row_max_but(row, y) + one  # the other shifted scores' max: rounding a + 1 keeps the order
+        m = z_y if z_y > m else m  # (not max(): a NaN m, from a NaN logit, must stay NaN and flag the row)
         loss = float(m - z_y)
         top = k
         for j in range(k):  # the first maximiser as a min over indices: SIMD code, where a search stops

@@ -492,6 +492,28 @@ def _fma64(typingctx, a, b, c):
     return types.float64(types.float64, types.float64, types.float64), codegen
 
 
+
+def _order_key(dtype):
+    """``(key, bits, low)``: a compiled ``key(b)`` of a float's bits ``b`` (read as an int32 / int64)
+    that orders as the floats do, the integer type, and -inf's key. A negative value's magnitude bits
+    are flipped (``b ^ ((b >> 31) & 0x7fffffff)`` for float32), an involution, so the largest key maps
+    back to the largest value; -0 comes below +0; a NaN of either sign is the largest key of all, which
+    maps back to a NaN (so a max is NaN wherever the row holds one, and a kernel's finiteness test
+    flags the row: a NaN made by arithmetic, ``inf - inf``, has its sign bit set on x86, and one
+    skipped gave a finite wrong answer in kernels whose sums do not carry it)."""
+    bits = np.int32 if dtype == types.float32 else np.int64
+    sign_shift = bits(np.dtype(bits).itemsize * 8 - 1)
+    magnitude = bits(np.iinfo(bits).max)  # also the largest key: a NaN's bit pattern
+    inf_bits = np.array([np.inf], np.float32 if bits is np.int32 else np.float64).view(bits)[0]
+    low = bits(~inf_bits)  # -inf's key: its bits (inf's with the sign bit set) with the magnitude flipped
+
+    @numba.njit(**_INLINE)
+    def key(b):
+        return magnitude if (b & magnitude) > inf_bits else bits(b ^ ((b >> sign_shift) & magnitude))
+
+    return key, bits, sign_shift, magnitude, low
+
+
 def row_max(row):
     """The largest value of a float32 or float64 row inside a compiled kernel (see :func:`_row_max`)."""
     return max(row)
@@ -499,32 +521,24 @@ def row_max(row):
 
 @overload(row_max, jit_options=_INLINE)
 def _row_max(row):
-    """A row's max as the max of its values' bits read as integers that order as the values do: a
-    negative value's magnitude bits flipped (``b ^ ((b >> 31) & 0x7fffffff)`` for float32), an
-    involution, so the largest key maps back to the largest value. An integer max needs no fast-math
-    flag to vectorise, and it is exact whatever the order. The order is the floats' with -0 below +0,
-    a NaN with its sign bit clear above +inf (the max is then that NaN, which a kernel's finiteness
-    test flags) and one with it set below -inf (skipped, as ``max(m, x)`` skips a NaN ``x``: a
-    kernel's sums then carry it)."""
+    """A row's max as the max of its values' order keys (:func:`_order_key`): an integer max needs no
+    fast-math flag to vectorise, and it is exact whatever the order. NaN wherever the row holds one."""
     if not isinstance(row, types.Array) or row.dtype not in (types.float32, types.float64):
         return None
-    bits = np.int32 if row.dtype == types.float32 else np.int64
-    sign_shift = bits(np.dtype(bits).itemsize * 8 - 1)
-    magnitude = bits(np.iinfo(bits).max)
+    key, bits, sign_shift, magnitude, _ = _order_key(row.dtype)
 
     def impl(row):
-        b = _bits_of(row[0])
-        key = bits(b ^ ((b >> sign_shift) & magnitude))  # bits(): numba widens int32 arithmetic to int64
+        top = key(_bits_of(row[0]))
         for j in range(row.shape[0]):
-            b = _bits_of(row[j])
-            key = max(key, bits(b ^ ((b >> sign_shift) & magnitude)))
-        return _float_of(bits(key ^ ((key >> sign_shift) & magnitude)))
+            top = max(top, key(_bits_of(row[j])))
+        return _float_of(bits(top ^ ((top >> sign_shift) & magnitude)))  # bits(): numba widens int32 to int64
     return impl
 
 
 def row_max_but(row, skip):
-    """The largest value of a row but the one at index ``skip`` (-inf when there is no other), inside a
-    compiled kernel: :func:`row_max`'s integer max, the skipped entry read as -inf."""
+    """The largest value of a row but the one at index ``skip`` (-inf when there is no other; NaN when
+    another is NaN), inside a compiled kernel: :func:`row_max`'s integer max, the skipped entry read as
+    -inf."""
     return max((v for j, v in enumerate(row) if j != skip), default=-math.inf)
 
 
@@ -532,16 +546,11 @@ def row_max_but(row, skip):
 def _row_max_but(row, skip):
     if not isinstance(row, types.Array) or row.dtype not in (types.float32, types.float64):
         return None
-    bits = np.int32 if row.dtype == types.float32 else np.int64
-    sign_shift = bits(np.dtype(bits).itemsize * 8 - 1)
-    magnitude = bits(np.iinfo(bits).max)
-    low = np.array([-np.inf], np.float32 if bits is np.int32 else np.float64).view(bits)[0]
-    low = bits(low ^ ((low >> sign_shift) & magnitude))  # -inf's key: below every number
+    key, bits, sign_shift, magnitude, low = _order_key(row.dtype)
 
     def impl(row, skip):
-        key = low
+        top = low
         for j in range(row.shape[0]):
-            b = _bits_of(row[j])
-            key = max(key, bits(b ^ ((b >> sign_shift) & magnitude)) if j != skip else low)
-        return _float_of(bits(key ^ ((key >> sign_shift) & magnitude)))
+            top = max(top, key(_bits_of(row[j])) if j != skip else low)
+        return _float_of(bits(top ^ ((top >> sign_shift) & magnitude)))
     return impl

@@ -49,7 +49,8 @@ class Loss(ABC):
     * ``loss(input, target)`` -> the reduced value;
     * ``loss.value_and_grad(input, target, out=None)`` -> ``(value, d value / d input)``; with
       ``out`` (an array of the input's shape, library and dtype, NumPy or torch; it may be the
-      input itself) the gradient is written there and ``out`` is returned;
+      input itself) the gradient is written there and ``out`` is returned (if the call raises,
+      ``out``'s contents are unspecified);
     * ``loss.grad(input, target)`` -> ``d value / d input``;
     * ``loss.hessian_diag(input, target)`` -> the diagonal of ``d^2 value / d input^2``.
 
