@@ -623,7 +623,7 @@ def test_serial_twins_are_vectorised_where_their_parallel_kernels_are(name):
     assert packed[True] >= packed[False] // 2, packed
 
 
-@pytest.mark.parametrize("rows", [3000, 40_000])  # the serial twin, and the parallel kernel (over 2^18 elements)
+@pytest.mark.parametrize("rows", [3000])  # the rows are cut in Python (_elementwise): one kernel form is enough
 @pytest.mark.parametrize("loss", [lk.MultilabelCrossEntropy(), lk.MultilabelCrossEntropy(pos_weight=np.arange(1.0, 8.0)),
                                   lk.MeanSquaredError(), lk.AbsoluteError(), lk.HuberLoss(delta=0.5)],
                          ids=["multilabel", "multilabel-pos_weight", "mse", "mae", "huber"])
