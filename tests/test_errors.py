@@ -168,3 +168,40 @@ def test_a_bad_target_raises_on_the_compiled_path(name, bad, where):
         for w in (None, weight):
             with raises("target", "NaN" if np.isnan(bad) else "values in [0, 1]"):
                 call(np.zeros((4, 9), np.float32), target.astype(np.float32), weight=w)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "kl_divergence", "poly_cross_entropy",
+                                  "softmax_focal_loss"])
+@pytest.mark.parametrize("bad", ["negative", "above one", "nan", "sum"])
+@pytest.mark.parametrize("library", ["numpy", "torch", "jax"])
+def test_a_bad_probability_target_raises_on_every_path(name, bad, library):
+    """Probability targets are checked where they are read (the plan no longer reads them first): in the KL
+    kernel's own pass (softmax CE and KL), before the focal and Poly-1 kernels, in the formulas, and in
+    losskit.jax's sweep; for a row of weight 0 too."""
+    rng = np.random.default_rng(2)
+    target = rng.dirichlet(np.ones(300), size=6)
+    row = target[4]
+    if bad == "sum":
+        row *= 1.01
+    else:
+        row[7] = {"negative": -0.05, "above one": 1.05, "nan": np.nan}[bad]
+    weight = np.ones(6)
+    weight[4] = 0.0
+    z = rng.normal(size=(6, 300))
+    expected = ("target", "NaN") if bad == "nan" else ("target", "values in [0, 1]") if bad != "sum" else \
+        ("target", "sum to 1")
+    if library == "jax":
+        lj = pytest.importorskip("losskit.jax")
+        import jax.numpy as jnp
+
+        with raises(*expected):
+            lj.loss_fn(lk.REGISTRY[name][0]())(jnp.asarray(z), jnp.asarray(target), weight=jnp.asarray(weight))
+        return
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        z, target, weight = (torch.from_numpy(a) for a in (z, target, weight))
+    for impl in ("auto", "fused"):
+        loss = lk.REGISTRY[name][0](impl=impl)
+        for call in (loss, loss.value_and_grad):
+            with raises(*expected):
+                call(z, target, weight=weight)

@@ -537,7 +537,7 @@ def _twin_arguments(name, dtype):
         "kernels.squared_error_rows": (z, z, _frozen(np.ones((1, 1), dtype)), 1.0, *elementwise),
         "kernels.softmax_ce_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "kernels.softmax_ce_short_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
-        "rows.kl_dense_rows": (z, dense, scale, 0.1, False, loss, grad, flags),
+        "rows.kl_dense_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
         "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
         "rows.distillation_rows": (z, z, scale, 2.0, loss, grad, True, flags),
         "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, loss, grad, True, flags),

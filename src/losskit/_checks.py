@@ -150,12 +150,17 @@ def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
         raise fail(name, "values in [0, 1]", f"values in [{lo:.6g}, {hi:.6g}]", hint)
 
 
+def row_sum_tolerance(float64: bool, k: int, eps: float, slack: float = 0.0) -> float:
+    """How far from 1 a row of ``k`` probabilities may sum (:func:`rows_sum_to_one`; the compiled KL
+    kernel checks the same bound)."""
+    return (1e-6 if float64 else 1e-3) + slack + 8 * k ** 0.5 * eps
+
+
 def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) -> None:
     """Rows along the last axis must sum to 1: within 1e-6 (float64) or 1e-3 (float32), plus
     the rounding a sum of K terms can carry (8 sqrt(K) eps), plus ``slack``."""
     sums = xp.sum(array, axis=-1)
-    base = 1e-6 if array.dtype == xp.float64 else 1e-3
-    tol = base + slack + 8 * array.shape[-1] ** 0.5 * xp.finfo(array.dtype).eps
+    tol = row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
     if _array.concrete_bool(xp.any(xp.abs(sums - 1) > tol)):
         worst = float(xp.max(xp.abs(sums - 1)))
         raise fail(name, "rows along the class axis that sum to 1",

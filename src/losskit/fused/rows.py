@@ -118,6 +118,36 @@ def _target_exp_pass(row, target, out, m, keep, low, entropy):
 
 
 @numba.njit(**INLINE)
+def _probability_sums(target, start, count):
+    """The sum of ``count`` probabilities from ``start`` and the count of those outside [0, 1] (NaN
+    included), in the row's dtype: a loop that only reads."""
+    zero, one = target.dtype.type(0), target.dtype.type(1)
+    total = zero
+    outside = zero
+    for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
+        t = target[start + step]
+        total += t
+        outside += zero if (t >= zero) & (t <= one) else one
+    return total, outside
+
+
+@numba.njit(**INLINE)
+def _probabilities_off(target, tolerance):
+    """Whether a row of probability targets fails the plan's checks, which the callers of
+    :func:`kl_dense_rows` leave to it: a value outside [0, 1] or a sum off 1 by more than ``tolerance``
+    (``losskit._checks.row_sum_tolerance``); summed in chunks of :data:`SUM_CHUNK` added in float64."""
+    k = target.shape[0]
+    full = k - k % SUM_CHUNK
+    total, outside = 0.0, 0.0
+    for start in range(0, full, SUM_CHUNK):
+        t, o = _probability_sums(target, start, SUM_CHUNK)
+        total, outside = total + float(t), outside + float(o)
+    t, o = _probability_sums(target, full, k - full)
+    total, outside = total + float(t), outside + float(o)
+    return outside != 0.0 or not abs(total - 1.0) <= tolerance
+
+
+@numba.njit(**INLINE)
 def _normaliser(below, ties):
     """``(rest, total, log_norm)`` in float64: the softmax's sum is ``total = 1 + rest`` (the leading
     1 is the row max's own term) and its log ``log1p(rest)``, exact for a sure row."""
@@ -136,13 +166,15 @@ def _label_parts(row, y, m, rest, total):
 
 
 @numba.njit(**OPTIONS)
-def kl_dense_rows(z, dense, scale, smoothing, entropy, scaled_loss, grad, flags):
+def kl_dense_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_loss, grad, flags):
     r"""KL divergence of probability targets: :math:`l = \sum y' \log y' + \log\sum e^{z} \sum y'
     - \sum y' z`, gradient :math:`p \sum y' - y'`; without ``entropy``, the cross-entropy
     :math:`-\sum y' \log \mathrm{softmax}(z)` (the same without its first term: softmax CE of
-    probability targets). ``grad`` is full ``[N, K]`` (scratch without a gradient). Two passes after
-    the max: ``exp`` into ``grad`` with the target's sums (its :math:`\sum y' \log y'` among them
-    when ``entropy``, 0 where :math:`y' = 0`); the gradient."""
+    probability targets). ``grad`` is full ``[N, K]`` (scratch without a gradient). A row whose target
+    fails the plan's checks (values in [0, 1], a sum within ``tolerance`` of 1), weighted or not, is
+    flagged: the callers leave those checks to it. Two passes after the max: ``exp`` into ``grad`` with
+    the target's sums (its :math:`\sum y' \log y'` among them when ``entropy``, 0 where
+    :math:`y' = 0`); the gradient."""
     n, k = z.shape
     dtype = z.dtype.type
     one = dtype(1)
@@ -150,6 +182,9 @@ def kl_dense_rows(z, dense, scale, smoothing, entropy, scaled_loss, grad, flags)
     for i in prange(n):
         s = scale[i]
         g = grad[i]
+        if _probabilities_off(dense[i], tolerance):
+            flags[i] = 1
+            continue
         if _unweighted(s, g, True, scaled_loss, i):
             continue
         row, target = z[i], dense[i]

@@ -76,9 +76,9 @@ class _CategoricalBase(Loss):
                 raise _checks.fail("ignore_index", "None with probability targets (it masks "
                                    "integer labels; give those examples weight 0 instead)",
                                    repr(self.ignore_index))
+            # the values are checked where they are read (_checked_probabilities), as BCE's are: the compiled
+            # KL kernel in its own pass (three NumPy passes over the target were half of a soft-target call)
             target = _array.as_dtype(xp, target, input.dtype)
-            _checks.in_unit_interval(xp, target, "target")
-            _checks.rows_sum_to_one(xp, target, "target")
             cw = self._class_weight_array(xp, input)
             return Target(dense=target, weight=None if cw is None else xp.sum(target * cw, axis=-1))
         raise _checks.fail("target", "integer class indices or float class probabilities",
@@ -104,6 +104,14 @@ class _CategoricalBase(Loss):
                                f"shape {tuple(cw.shape)}")
         _checks.non_negative(xp, cw, "class_weight")
         return cw
+
+    @staticmethod
+    def _checked_probabilities(xp, target):
+        """A probability target's values checked (in [0, 1], rows summing to 1; the precise error), by each
+        formula that reads one and by the kernels' callers that do not check in their own pass."""
+        _checks.in_unit_interval(xp, target, "target")
+        _checks.rows_sum_to_one(xp, target, "target")
+        return target
 
     def _dense_target(self, xp, input, target, mask):
         """The smoothed target ``y'`` as a dense array of the input's shape."""
@@ -179,6 +187,8 @@ class SoftmaxCrossEntropy(_CategoricalBase):
     def _terms(self, plan, order):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
         mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
+        if mask is None:
+            self._checked_probabilities(xp, target)
         log_p = log_softmax_xp(xp, input)
         a = plan.smoothing
         if mask is None:
@@ -227,6 +237,8 @@ class CategoricalCrossEntropy(_CategoricalBase):
     def _terms(self, plan, order):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
         mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
+        if mask is None:
+            self._checked_probabilities(xp, target)
         log_p = floored_log(xp, input)  # PyTorch's floor: log(0) -> -100
         y = self._dense_target(xp, input, target, mask)
         loss = _weighted_sum(xp, y, log_p)

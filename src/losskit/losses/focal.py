@@ -158,6 +158,8 @@ class SoftmaxFocalLoss(_CategoricalBase):
         xp, z, gamma = plan.xp, plan.input, self.gamma
         labels = plan.target.labels
         mask = None if labels is None else _array.one_hot(xp, labels, z.shape[-1], xp.bool)
+        if mask is None:
+            self._checked_probabilities(xp, plan.target.dense)
         c = _alpha(xp, self.alpha, z) * self._dense_target(xp, z, plan.target.dense, mask)
         lp = log_softmax_xp(xp, z)
         p = xp.exp(lp)
