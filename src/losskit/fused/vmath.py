@@ -492,15 +492,14 @@ def _fma64(typingctx, a, b, c):
     return types.float64(types.float64, types.float64, types.float64), codegen
 
 
-
 def _order_key(dtype):
-    """``(key, bits, low)``: a compiled ``key(b)`` of a float's bits ``b`` (read as an int32 / int64)
-    that orders as the floats do, the integer type, and -inf's key. A negative value's magnitude bits
-    are flipped (``b ^ ((b >> 31) & 0x7fffffff)`` for float32), an involution, so the largest key maps
-    back to the largest value; -0 comes below +0; a NaN of either sign is the largest key of all, which
-    maps back to a NaN (so a max is NaN wherever the row holds one, and a kernel's finiteness test
-    flags the row: a NaN made by arithmetic, ``inf - inf``, has its sign bit set on x86, and one
-    skipped gave a finite wrong answer in kernels whose sums do not carry it)."""
+    """``(key, value_of, low)``: compiled ``key(b)`` of a float's bits ``b`` (read as an int32 / int64)
+    that orders as the floats do, its inverse ``value_of(key)`` (the float), and -inf's key. A negative
+    value's magnitude bits are flipped (``b ^ ((b >> 31) & 0x7fffffff)`` for float32), an involution, so
+    the largest key maps back to the largest value; -0 comes below +0; a NaN of either sign is the
+    largest key of all, which maps back to a NaN (so a max is NaN wherever the row holds one, and a
+    kernel's finiteness test flags the row: a NaN made by arithmetic, ``inf - inf``, has its sign bit set
+    on x86, and one skipped gave a finite wrong answer in kernels whose sums do not carry it)."""
     bits = np.int32 if dtype == types.float32 else np.int64
     sign_shift = bits(np.dtype(bits).itemsize * 8 - 1)
     magnitude = bits(np.iinfo(bits).max)  # also the largest key: a NaN's bit pattern
@@ -511,7 +510,11 @@ def _order_key(dtype):
     def key(b):
         return magnitude if (b & magnitude) > inf_bits else bits(b ^ ((b >> sign_shift) & magnitude))
 
-    return key, bits, sign_shift, magnitude, low
+    @numba.njit(**_INLINE)
+    def value_of(k):
+        return _float_of(bits(k ^ ((k >> sign_shift) & magnitude)))  # bits(): numba widens int32 to int64
+
+    return key, value_of, low
 
 
 def row_max(row):
@@ -522,16 +525,17 @@ def row_max(row):
 @overload(row_max, jit_options=_INLINE)
 def _row_max(row):
     """A row's max as the max of its values' order keys (:func:`_order_key`): an integer max needs no
-    fast-math flag to vectorise, and it is exact whatever the order. NaN wherever the row holds one."""
+    fast-math flag to vectorise, and it is exact whatever the order. NaN wherever the row holds one;
+    -inf for an empty row."""
     if not isinstance(row, types.Array) or row.dtype not in (types.float32, types.float64):
         return None
-    key, bits, sign_shift, magnitude, _ = _order_key(row.dtype)
+    key, value_of, low = _order_key(row.dtype)
 
     def impl(row):
-        top = key(_bits_of(row[0]))
+        top = low
         for j in range(row.shape[0]):
             top = max(top, key(_bits_of(row[j])))
-        return _float_of(bits(top ^ ((top >> sign_shift) & magnitude)))  # bits(): numba widens int32 to int64
+        return value_of(top)
     return impl
 
 
@@ -546,11 +550,11 @@ def row_max_but(row, skip):
 def _row_max_but(row, skip):
     if not isinstance(row, types.Array) or row.dtype not in (types.float32, types.float64):
         return None
-    key, bits, sign_shift, magnitude, low = _order_key(row.dtype)
+    key, value_of, low = _order_key(row.dtype)
 
     def impl(row, skip):
         top = low
         for j in range(row.shape[0]):
             top = max(top, key(_bits_of(row[j])) if j != skip else low)
-        return _float_of(bits(top ^ ((top >> sign_shift) & magnitude)))
+        return value_of(top)
     return impl
