@@ -106,12 +106,11 @@ class _CategoricalBase(Loss):
         return cw
 
     @staticmethod
-    def _checked_probabilities(xp, target):
+    def _checked_probabilities(xp, target) -> None:
         """A probability target's values checked (in [0, 1], rows summing to 1; the precise error), by each
         formula that reads one and by the kernels' callers that do not check in their own pass."""
         _checks.in_unit_interval(xp, target, "target")
         _checks.rows_sum_to_one(xp, target, "target")
-        return target
 
     def _dense_target(self, xp, input, target, mask):
         """The smoothed target ``y'`` as a dense array of the input's shape."""
