@@ -67,8 +67,34 @@ def serial_twin(kernel):
 
     fn = kernel.py_func
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    twin.__qualname__ = f"{fn.__qualname__}.serial"
+    twin.__qualname__ = f"{fn.__qualname__}.twin"
     twin.__module__, twin.__doc__ = fn.__module__, fn.__doc__
     options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}  # njit sets it itself
     options["parallel"] = False
-    return numba.njit(cache=not isinstance(kernel._cache, NullCache), **options)(twin)
+    return numba.njit(cache=not isinstance(kernel._cache, NullCache), pipeline_class=_no_alias_compiler(),
+                      **options)(twin)
+
+
+@functools.cache
+def _no_alias_compiler():
+    """numba's compiler with its ``noalias`` flag set: every array an argument gives is taken as
+    disjoint from the others', as numba takes them in a parallel kernel's loop body (its parfor
+    lowering sets the flag when no argument is derived from another), so that a serial twin computes
+    what its parallel kernel does.
+
+    Without it LLVM guards each vectorised loop that stores with a run-time check of the arrays'
+    address ranges and runs a scalar copy of the loop when they overlap. Its sums then come in
+    another order: the last bits of a loss depended on where the heap put a kernel's unused
+    placeholder outputs (the empty ``elements`` and ``grad`` of a value-only call, whose range LLVM
+    reckons from the row's length), and a seeded demo run differed from the same run in its last
+    bits. The callers never pass one buffer as two arguments (:func:`losskit.losses._compiled.run`
+    drops an ``out=`` that shares memory with an input)."""
+    from numba.core.compiler import Compiler
+
+    class NoAliasCompiler(Compiler):
+        def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
+            flags = flags.copy()
+            flags.noalias = True
+            super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
+
+    return NoAliasCompiler

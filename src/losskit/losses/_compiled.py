@@ -68,7 +68,7 @@ def run(loss, plan, with_grad: bool, out):
     if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
         return UNHANDLED
     if out is not None and not (arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
-                                and arrays["out"].flags.writeable):
+                                and arrays["out"].flags.writeable and not _shares_an_input(arrays)):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
     key = _signature(loss, plan, arrays) + (with_grad,)
     state = _STATE.get(key)
@@ -111,6 +111,14 @@ _READY, _COMPILING = "ready", "compiling"
 _STATE: dict = {}  # signature -> _COMPILING (in a background thread) or _READY
 _STATE_LOCK = threading.Lock()
 _THREADS: list = []
+
+
+def _shares_an_input(arrays) -> bool:
+    """Whether ``out`` may share memory with an input: the kernels take every array they are given as
+    disjoint from the others (:func:`losskit.fused._no_alias_compiler`), and some read an input after
+    writing the gradient."""
+    return any(value is not None and np.may_share_memory(arrays["out"], value)
+               for name, value in arrays.items() if name != "out")
 
 
 def _signature(loss, plan, arrays) -> tuple:
@@ -366,8 +374,7 @@ def _class_axis(plan, arrays, with_grad, full_rows):
     """The plan laid out for a kernel of :mod:`losskit.fused.rows`: ``(z [N, K], labels [N] or empty,
     dense [N, K] or empty [0, K], scale [N], grad)``, with ``grad`` the gradient's buffer when
     ``with_grad`` or ``full_rows`` (a kernel that keeps a row of scratch per row), else one scratch
-    row; ``z`` and ``dense`` copied when ``out=`` shares their memory (the kernels read them after
-    writing the gradient)."""
+    row (an ``out=`` that shares an input's memory was dropped by :func:`run`)."""
     z = arrays["input"]
     rows, width = z.size // z.shape[-1], z.shape[-1]
     grad = (_grad_buffer(arrays, z.size, z.dtype) if with_grad else _RECYCLER.empty(z.size, z.dtype)).reshape(
@@ -376,10 +383,6 @@ def _class_axis(plan, arrays, with_grad, full_rows):
     dense = arrays["dense"]
     dense = np.empty((0, width), z.dtype) if dense is None else \
         np.ascontiguousarray(dense, dtype=z.dtype).reshape(rows, width)
-    if np.may_share_memory(grad, z2):
-        z2 = z2.copy()
-    if np.may_share_memory(grad, dense):
-        dense = dense.copy()
     labels = arrays["labels"]
     labels = np.empty(0, np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64).reshape(rows)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
