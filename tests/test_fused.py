@@ -611,7 +611,7 @@ def test_serial_twins_are_vectorised_where_their_parallel_kernels_are(name):
     packed = {}
     for is_parallel, function in ((False, serial), (True, parallel)):
         # the twin as losskit.fused.serial_twin compiles it (its arrays taken as disjoint)
-        pipeline = {} if is_parallel or name.startswith("formula.") else {"pipeline_class": fused._no_alias_compiler()}
+        pipeline = {} if is_parallel or name.startswith("formula.") else {"pipeline_class": fused.no_alias_compiler()}
         compiled = numba.njit(parallel=is_parallel, cache=False, **options, **pipeline)(function)
         compiled(*args)
         asm = compiled.inspect_asm(compiled.signatures[0])
@@ -649,6 +649,49 @@ def test_a_serial_twins_sums_do_not_depend_on_where_its_placeholder_outputs_lie(
               for placeholders in ((host.reshape(-1)[offset:offset].reshape(0, 0), np.empty((0, 0))),
                                    (np.empty((0, 0)), host.reshape(-1)[offset:offset].reshape(0, 0)))]
     assert all(value == own for value in inside), (own, inside)
+
+
+@pytest.mark.parametrize("loss, shape, reduction", [
+    (lk.BinaryCrossEntropyWithLogits(impl="fused"), (600, 1000), "mean"),  # parallel, flat rows of 4096
+    (lk.MultilabelCrossEntropy(impl="fused"), (300, 1000), "none"),  # parallel, rows of the examples' 1000
+    (lk.MeanSquaredError(impl="fused"), (50, 40), "sum"),  # serial twin
+], ids=["bce-parallel", "multilabel-rows", "mse-serial"])
+def test_a_value_only_calls_placeholders_each_own_their_rows_range(loss, shape, reduction, monkeypatch):
+    """The parallel elementwise kernels are compiled with LLVM's overlap checks, so an empty placeholder
+    output (``elements`` and ``grad`` of a value-only call) must lie at the start of an allocation of its
+    own as long as the row LLVM reckons from its ``[i, j]`` index: a bare ``np.empty(0)`` anywhere in the
+    heap sent the vectorised loop to its scalar copy whenever it fell inside an input's range, and the
+    loss's last bits with it (BCE, 600 x 1000 float32: every row)."""
+    from losskit.losses import _compiled
+
+    seen = []
+    kernels = _compiled._kernels()
+
+    class Recording:
+        def __getattr__(self, name):
+            kernel = getattr(kernels, name)
+
+            def record(z, *args):
+                seen.append((z.shape[1], [a for a in args if isinstance(a, np.ndarray) and a.size == 0]))
+                return kernel(z, *args)
+
+            return record
+
+    monkeypatch.setattr(_compiled, "_kernels", Recording)
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=shape).astype(np.float32)
+    target = (rng.random(shape) < 0.5).astype(np.float32)
+    type(loss)(impl="fused", reduction=reduction)(z, target)
+    assert seen
+    for row_length, placeholders in seen:
+        assert len(placeholders) == 2
+        for empty in placeholders:
+            owner = empty
+            while isinstance(owner.base, np.ndarray):
+                owner = owner.base
+            assert owner.ctypes.data == empty.ctypes.data and owner.nbytes >= row_length * empty.itemsize
+        first, second = (p.base for p in placeholders)
+        assert first is not second
 
 
 def _frozen(array):

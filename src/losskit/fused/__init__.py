@@ -10,7 +10,7 @@ import functools
 import importlib.util
 import threading
 
-__all__ = ["available", "pick", "running_serial", "serial", "serial_twin"]
+__all__ = ["available", "no_alias_compiler", "pick", "running_serial", "serial", "serial_twin"]
 
 
 @functools.cache
@@ -71,24 +71,26 @@ def serial_twin(kernel):
     twin.__module__, twin.__doc__ = fn.__module__, fn.__doc__
     options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}  # njit sets it itself
     options["parallel"] = False
-    return numba.njit(cache=not isinstance(kernel._cache, NullCache), pipeline_class=_no_alias_compiler(),
+    return numba.njit(cache=not isinstance(kernel._cache, NullCache), pipeline_class=no_alias_compiler(),
                       **options)(twin)
 
 
 @functools.cache
-def _no_alias_compiler():
+def no_alias_compiler():
     """numba's compiler with its ``noalias`` flag set: every array an argument gives is taken as
-    disjoint from the others', as numba takes them in a parallel kernel's loop body (its parfor
-    lowering sets the flag when no argument is derived from another), so that a serial twin computes
-    what its parallel kernel does.
+    disjoint from the others' (numba compiles a parallel kernel's loop body so when no argument is
+    derived from another). Every serial twin is compiled with it; its callers never pass one buffer as
+    two arguments (:func:`losskit.losses._compiled.run` drops an ``out=`` that shares memory with an
+    input).
 
     Without it LLVM guards each vectorised loop that stores with a run-time check of the arrays'
     address ranges and runs a scalar copy of the loop when they overlap. Its sums then come in
     another order: the last bits of a loss depended on where the heap put a kernel's unused
     placeholder outputs (the empty ``elements`` and ``grad`` of a value-only call, whose range LLVM
     reckons from the row's length), and a seeded demo run differed from the same run in its last
-    bits. The callers never pass one buffer as two arguments (:func:`losskit.losses._compiled.run`
-    drops an ``out=`` that shares memory with an input)."""
+    bits. Not used for the parallel kernels: it made the parallel BCE kernel 1.3-2x slower (50M
+    float32 elements, the value alone 39 -> 80 ms); their callers give each placeholder a range of its
+    own instead (:func:`losskit.losses._compiled.placeholder`)."""
     from numba.core.compiler import Compiler
 
     class NoAliasCompiler(Compiler):

@@ -115,10 +115,24 @@ _THREADS: list = []
 
 def _shares_an_input(arrays) -> bool:
     """Whether ``out`` may share memory with an input: the kernels take every array they are given as
-    disjoint from the others (:func:`losskit.fused._no_alias_compiler`), and some read an input after
+    disjoint from the others (:func:`losskit.fused.no_alias_compiler`), and some read an input after
     writing the gradient."""
     return any(value is not None and np.may_share_memory(arrays["out"], value)
                for name, value in arrays.items() if name != "out")
+
+
+def placeholder(row_length: int, dtype) -> np.ndarray:
+    """An empty array for an output a call does not want (a kernel reads its emptiness as "not
+    asked"), its data at the start of an untouched allocation of ``row_length`` elements.
+
+    A kernel whose row loop both sums and writes (the elementwise ones) indexes it as ``[i, j]`` with
+    its shape ``(0, 0)``: LLVM reckons the range it might write as ``row_length`` elements from its
+    data and checks it against the inputs' before the vectorised loop, running a scalar copy of the
+    loop, whose sum comes in another order, when they overlap. A bare ``np.empty(0)`` lay wherever the
+    heap put it, at times inside an input's range: the last bits of a parallel kernel's loss depended
+    on it (the serial twins are compiled so as not to check: :func:`losskit.fused.no_alias_compiler`).
+    The allocation is never written, so its pages are never touched."""
+    return np.empty(max(row_length, 1), dtype)[:0]
 
 
 def _signature(loss, plan, arrays) -> tuple:
@@ -260,8 +274,9 @@ def _elementwise(plan, arrays, with_grad, kernel, column=None):
     if width == 0:
         return UNHANDLED
     flat_scale = None if scale.ndim == 0 else row_scale(scale, plan.batch_shape, dtype)
-    grad = _grad_buffer(arrays, size, dtype) if with_grad else np.empty(0, dtype)
-    elements = np.empty(size if plan.reduction == "none" and not plan.spans_last_axis else 0, dtype)
+    grad = _grad_buffer(arrays, size, dtype) if with_grad else placeholder(width, dtype)
+    elements = np.empty(size, dtype) if plan.reduction == "none" and not plan.spans_last_axis else \
+        placeholder(width, dtype)
     whole = size - size % width
     totals, flagged = [], False
     for start, stop, rows in ((0, whole, whole // width), (whole, size, 1)):
