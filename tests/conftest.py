@@ -101,6 +101,16 @@ def to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
+def to_numpy_all(*arrays) -> list[np.ndarray]:
+    """:func:`to_numpy` of each; Dask arrays computed in one graph, so that a loss's value, gradient
+    and Hessian share their forward instead of each computing it again."""
+    if any(hasattr(a, "compute") for a in arrays):
+        import dask
+
+        arrays = dask.compute(*arrays)
+    return [to_numpy(a) for a in arrays]
+
+
 def library_of(array) -> str:
     module = type(array).__module__
     for name in ("array_api_strict", "torch", "jax", "dask", "numpy"):
