@@ -540,8 +540,9 @@ def _twin_arguments(name, dtype):
         "rows.kl_dense_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
         "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
         "rows.distillation_rows": (z, z, scale, 2.0, loss, grad, True, flags),
-        "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, loss, grad, True, flags),
-        "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, loss, grad,
+        "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, 1e-3, loss, grad, True,
+                           flags),
+        "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, 1e-3, loss, grad,
                             np.empty((rows, width), dtype), True, flags),
         "jsd.jsd_rows": (grad, np.zeros((rows, width), dtype), np.empty((rows, width), dtype), scale, 0.5, 1.0,
                          loss, flags),
@@ -633,6 +634,7 @@ def test_a_serial_twins_sums_do_not_depend_on_where_its_placeholder_outputs_lie(
     the placeholders (a seeded demo run differed from itself). Here the placeholders are empty views into
     the logits and the targets: the row's sum must be the same bits as with placeholders of their own."""
     from losskit.fused import kernels
+    from losskit.losses._compiled import frozen
 
     z = RNG.normal(size=(1, 4096)) * 3
     y = (RNG.random((1, 4096)) < 0.5).astype(np.float64)
@@ -641,7 +643,7 @@ def test_a_serial_twins_sums_do_not_depend_on_where_its_placeholder_outputs_lie(
 
     def row_sum(elements, grad):
         total, flags = np.empty(1), np.zeros(1, np.uint8)
-        twin(*(_frozen(a) for a in (z, y, pos_weight, scale)), 0.0, total, elements, grad, False, flags)
+        twin(*(frozen(a) for a in (z, y, pos_weight, scale)), 0.0, total, elements, grad, False, flags)
         return total[0]
 
     own = row_sum(np.empty((0, 0)), np.empty((0, 0)))
@@ -692,12 +694,6 @@ def test_a_value_only_calls_placeholders_each_own_their_rows_range(loss, shape, 
             assert owner.ctypes.data == empty.ctypes.data and owner.nbytes >= row_length * empty.itemsize
         first, second = (p.base for p in placeholders)
         assert first is not second
-
-
-def _frozen(array):
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 @pytest.mark.parametrize("rows", [3000])  # the rows are cut in Python (_elementwise): one kernel form is enough

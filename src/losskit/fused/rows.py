@@ -134,8 +134,9 @@ def _probability_sums(target, start, count):
 @numba.njit(**INLINE)
 def _probabilities_off(target, tolerance):
     """Whether a row of probability targets fails the plan's checks, which the callers of
-    :func:`kl_dense_rows` leave to it: a value outside [0, 1] or a sum off 1 by more than ``tolerance``
-    (``losskit._checks.row_sum_tolerance``); summed in chunks of :data:`SUM_CHUNK` added in float64."""
+    :func:`kl_dense_rows`, :func:`poly_rows` and :func:`focal_rows` leave to them: a value outside
+    [0, 1] or a sum off 1 by more than ``tolerance`` (``losskit._checks.row_sum_tolerance``); summed in
+    chunks of :data:`SUM_CHUNK` added in float64."""
     k = target.shape[0]
     full = k - k % SUM_CHUNK
     total, outside = 0.0, 0.0
@@ -327,7 +328,7 @@ def _poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, ep
 
 
 @numba.njit(**OPTIONS)
-def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags):
+def poly_rows(z, labels, dense, scale, smoothing, epsilon, tolerance, scaled_loss, grad, with_grad, flags):
     r"""Poly-1: softmax CE plus :math:`\epsilon (1 - P)`, :math:`P = \sum y' p`; gradient
     :math:`p \sum y' - y' - \epsilon\, p (y' - P)`.
 
@@ -337,7 +338,8 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
     :math:`a (1 - 1/K) - q_y - \epsilon (1 - a) p_y q_y` at it, each ``exp`` taken again (``grad`` is
     ``[1, K]`` scratch without a gradient, not written). Dense targets: the exp pass with the target's
     sums, then one pass for :math:`\sum y' (1 - p_k)` and the gradient; ``grad`` is full ``[N, K]``
-    then, scratch without a gradient."""
+    then, scratch without a gradient. A row of dense targets that fails the plan's checks (values in [0, 1],
+    a sum within ``tolerance`` of 1), weighted or not, is flagged, as :func:`kl_dense_rows` does."""
     n, k = z.shape
     dtype = z.dtype.type
     a = smoothing
@@ -346,6 +348,9 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, scaled_loss, grad, wi
     for i in prange(n):
         s = scale[i]
         g = grad[i if with_grad or not by_label else i - i]
+        if not by_label and _probabilities_off(dense[i], tolerance):
+            flags[i] = 1
+            continue
         if _unweighted(s, g, with_grad, scaled_loss, i):
             continue
         row = z[i]
@@ -466,7 +471,8 @@ def _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, in
 
 
 @numba.njit(**OPTIONS)
-def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, grad, scratch, with_grad, flags):
+def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scaled_loss, grad, scratch, with_grad,
+               flags):
     r"""Softmax focal loss :math:`-\sum_k c_k (1 - p_k)^\gamma \log p_k`, :math:`c = \alpha y'`; gradient
     :math:`u - p \sum u`, :math:`u_k = c_k (1 - p_k)^\gamma (\gamma p_k \rho_k - 1)`,
     :math:`\rho = \log p / (1 - p)` (-1 in the limit :math:`p \to 1`). ``alpha [K]``.
@@ -477,7 +483,8 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
     ``grad`` full ``[N, K]``, scratch without a gradient): the max; ``exp`` into ``grad`` with the
     softmax's sums; per chunk, ``u`` into ``grad`` and the loss's terms into ``scratch [N,
     min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the gradient, the softmax taken
-    again. ``scratch`` is ``[N, 0]`` on the labels-only path."""
+    again. ``scratch`` is ``[N, 0]`` on the labels-only path. A row of dense targets that fails the plan's
+    checks (values in [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged."""
     n, k = z.shape
     dtype = z.dtype.type
     zero = dtype(0)
@@ -489,6 +496,9 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, scaled_loss, gr
     for i in prange(n):
         s = scale[i]
         g = grad[i if with_grad or not sparse else i - i]
+        if not by_label and _probabilities_off(dense[i], tolerance):
+            flags[i] = 1
+            continue
         if _unweighted(s, g, with_grad, scaled_loss, i):
             continue
         row = z[i]

@@ -427,11 +427,15 @@ def _dense_rows(plan, arrays, with_grad, entropy):
     without the target's entropy the softmax CE."""
     z2, _, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    # the kernel checks the probabilities in its own pass (a row outside the bound is flagged, and the
-    # reference raises): the bound of _checks.rows_sum_to_one
-    tolerance = _checks.row_sum_tolerance(z2.dtype == np.float64, z2.shape[1], float(np.finfo(z2.dtype).eps))
-    _rows().kl_dense_rows(z2, dense, scale, plan.smoothing, entropy, tolerance, scaled_loss, grad, flags)
+    _rows().kl_dense_rows(z2, dense, scale, plan.smoothing, entropy, _sum_tolerance(z2), scaled_loss, grad, flags)
     return _finish(scaled_loss, grad, flags)
+
+
+def _sum_tolerance(z2) -> float:
+    """The bound of ``_checks.rows_sum_to_one`` for rows of ``z2``'s length and dtype: the kernels of
+    probability targets check them in their own pass (a row outside it is flagged, and the reference
+    raises the precise error)."""
+    return _checks.row_sum_tolerance(z2.dtype == np.float64, z2.shape[1], float(np.finfo(z2.dtype).eps))
 
 
 def distillation(loss, plan, arrays, with_grad):
@@ -444,11 +448,10 @@ def distillation(loss, plan, arrays, with_grad):
 
 def poly(loss, plan, arrays, with_grad):
     """:class:`~losskit.PolyCrossEntropy`, labels or probabilities."""
-    if arrays["labels"] is None:  # its kernel does not check the probabilities in its pass: checked here
-        loss._checked_probabilities(np, arrays["dense"])
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=arrays["labels"] is None)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _rows().poly_rows(z2, labels, dense, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad, flags)
+    _rows().poly_rows(z2, labels, dense, scale, plan.smoothing, loss.epsilon, _sum_tolerance(z2), scaled_loss, grad,
+                      with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 
@@ -465,14 +468,12 @@ def softmax_focal(loss, plan, arrays, with_grad):
         if alpha is None:
             return UNHANDLED
         alpha = np.ascontiguousarray(alpha, dtype=z.dtype)
-    if arrays["labels"] is None:  # its kernel does not check the probabilities in its pass: checked here
-        loss._checked_probabilities(np, arrays["dense"])
     sparse = arrays["labels"] is not None and plan.smoothing == 0
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     scratch = focal_scratch(z2.shape[0], z2.shape[1], sparse, z.dtype)
-    _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), scaled_loss, grad,
-                       scratch, with_grad, flags)
+    _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), _sum_tolerance(z2),
+                       scaled_loss, grad, scratch, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 
