@@ -1,4 +1,5 @@
-"""Derivatives of a core loss's array-API forward taken by torch's autograd, in float64: the
+"""Derivatives of a core loss's array-API forward taken by torch's autograd, in the arrays' own dtypes
+(a float32 target's cotangent in float32, as JAX gives it): the
 independent reference of ``losskit.jax``'s gradients, cotangents and Hessian-vector products
 (tests/test_jax.py).
 
@@ -37,10 +38,10 @@ def grad(core, z, target, *, weight=None, normalizer=None, upstream=1.0):
 
 def cotangents(core, z, target, weight, normalizer, *, float_target):
     """The gradients of ``core(z, target, weight=weight, normalizer=normalizer)`` in the target (when
-    ``float_target``), the weight and the normalizer, in that order."""
+    ``float_target``), the weight and the normalizer (a number), in that order."""
     t = _tensor(target, requires_grad=float_target)
     w = _tensor(weight, requires_grad=True)
-    n = _tensor(normalizer, requires_grad=True)
+    n = _tensor(float(normalizer), requires_grad=True)
     inputs = (t, w, n) if float_target else (w, n)
     value = _forward(core, _tensor(z), t, w, n)
     # a target read only for its sign (the hinge losses) is unused by the graph: its cotangent is 0
@@ -49,10 +50,12 @@ def cotangents(core, z, target, weight, normalizer, *, float_target):
 
 
 def _numpy(gradient, like):
-    """``gradient`` as a NumPy array; None (unused) and torch's zero tensors as zeros shaped ``like``."""
-    if gradient is None or gradient._is_zerotensor():
+    """``gradient`` as a NumPy array; None (unused) as zeros shaped ``like``. Added to a zero tensor: a
+    gradient autograd knows to be 0 (the second derivative of a piecewise-linear loss) comes as a
+    ``ZeroTensor``, which does not convert to NumPy."""
+    if gradient is None:
         return np.zeros(tuple(like.shape), dtype=np.float64)
-    return gradient.numpy()
+    return (torch.zeros_like(like).detach() + gradient).numpy()
 
 
 def hessian_vector_product(core, z, target, vector, *, weight=None):

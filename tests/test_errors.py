@@ -176,8 +176,8 @@ def test_a_bad_target_raises_on_the_compiled_path(name, bad, where):
 @pytest.mark.parametrize("library", ["numpy", "torch", "jax"])
 def test_a_bad_probability_target_raises_on_every_path(name, bad, library):
     """Probability targets are checked where they are read (the plan no longer reads them first): in the KL
-    kernel's own pass (softmax CE and KL), before the focal and Poly-1 kernels, in the formulas, and in
-    losskit.jax's sweep; for a row of weight 0 too."""
+    kernels' own passes (softmax CE and KL, Poly-1, softmax focal), in the formulas, and in losskit.jax's
+    sweep; for a row of weight 0 too."""
     rng = np.random.default_rng(2)
     target = rng.dirichlet(np.ones(300), size=6)
     row = target[4]

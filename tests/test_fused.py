@@ -634,7 +634,7 @@ def test_a_serial_twins_sums_do_not_depend_on_where_its_placeholder_outputs_lie(
     the placeholders (a seeded demo run differed from itself). Here the placeholders are empty views into
     the logits and the targets: the row's sum must be the same bits as with placeholders of their own."""
     from losskit.fused import kernels
-    from losskit.losses._compiled import frozen
+    from losskit.losses._compiled import frozen, placeholder
 
     z = RNG.normal(size=(1, 4096)) * 3
     y = (RNG.random((1, 4096)) < 0.5).astype(np.float64)
@@ -646,54 +646,95 @@ def test_a_serial_twins_sums_do_not_depend_on_where_its_placeholder_outputs_lie(
         twin(*(frozen(a) for a in (z, y, pos_weight, scale)), 0.0, total, elements, grad, False, flags)
         return total[0]
 
-    own = row_sum(np.empty((0, 0)), np.empty((0, 0)))
+    own = row_sum(placeholder(4096, np.float64).reshape(0, 0), placeholder(4096, np.float64).reshape(0, 0))
     inside = [row_sum(*placeholders) for offset in (0, 100, 4000, 4095) for host in (z, y)
               for placeholders in ((host.reshape(-1)[offset:offset].reshape(0, 0), np.empty((0, 0))),
                                    (np.empty((0, 0)), host.reshape(-1)[offset:offset].reshape(0, 0)))]
     assert all(value == own for value in inside), (own, inside)
 
 
-@pytest.mark.parametrize("loss, shape, reduction", [
-    (lk.BinaryCrossEntropyWithLogits(impl="fused"), (600, 1000), "mean"),  # parallel, flat rows of 4096
-    (lk.MultilabelCrossEntropy(impl="fused"), (300, 1000), "none"),  # parallel, rows of the examples' 1000
-    (lk.MeanSquaredError(impl="fused"), (50, 40), "sum"),  # serial twin
+def _recording_kernels(monkeypatch, seen):
+    """Replace losskit.losses._compiled's kernels by wrappers that append each call's arguments to ``seen``."""
+    from losskit.losses import _compiled
+
+    kernels = _compiled._kernels()
+
+    class Recording:
+        module = kernels.module
+
+        def __getattr__(self, name):
+            kernel = getattr(kernels, name)
+
+            def record(*args):
+                seen.append(args)
+                return kernel(*args)
+
+            return record
+
+    monkeypatch.setattr(_compiled, "_kernels", Recording)
+
+
+@pytest.mark.parametrize("cls, shape, reduction", [
+    (lk.BinaryCrossEntropyWithLogits, (600, 1000), "mean"),  # parallel, flat rows of 4096
+    (lk.MultilabelCrossEntropy, (300, 1000), "none"),  # parallel, rows of the examples' 1000
+    (lk.MeanSquaredError, (50, 40), "sum"),  # serial twin
 ], ids=["bce-parallel", "multilabel-rows", "mse-serial"])
-def test_a_value_only_calls_placeholders_each_own_their_rows_range(loss, shape, reduction, monkeypatch):
+def test_a_value_only_calls_placeholders_each_own_their_rows_range(cls, shape, reduction, monkeypatch):
     """The parallel elementwise kernels are compiled with LLVM's overlap checks, so an empty placeholder
     output (``elements`` and ``grad`` of a value-only call) must lie at the start of an allocation of its
     own as long as the row LLVM reckons from its ``[i, j]`` index: a bare ``np.empty(0)`` anywhere in the
     heap sent the vectorised loop to its scalar copy whenever it fell inside an input's range, and the
     loss's last bits with it (BCE, 600 x 1000 float32: every row)."""
-    from losskit.losses import _compiled
-
     seen = []
-    kernels = _compiled._kernels()
-
-    class Recording:
-        def __getattr__(self, name):
-            kernel = getattr(kernels, name)
-
-            def record(z, *args):
-                seen.append((z.shape[1], [a for a in args if isinstance(a, np.ndarray) and a.size == 0]))
-                return kernel(z, *args)
-
-            return record
-
-    monkeypatch.setattr(_compiled, "_kernels", Recording)
+    _recording_kernels(monkeypatch, seen)
     rng = np.random.default_rng(4)
     z = rng.normal(size=shape).astype(np.float32)
     target = (rng.random(shape) < 0.5).astype(np.float32)
-    type(loss)(impl="fused", reduction=reduction)(z, target)
+    cls(impl="fused", reduction=reduction)(z, target)
     assert seen
-    for row_length, placeholders in seen:
+    for args in seen:
+        row_length, placeholders = args[0].shape[1], [a for a in args if isinstance(a, np.ndarray) and a.size == 0]
         assert len(placeholders) == 2
+        owners = []
         for empty in placeholders:
             owner = empty
             while isinstance(owner.base, np.ndarray):
                 owner = owner.base
             assert owner.ctypes.data == empty.ctypes.data and owner.nbytes >= row_length * empty.itemsize
-        first, second = (p.base for p in placeholders)
-        assert first is not second
+            assert not np.may_share_memory(owner, z) and not np.may_share_memory(owner, target)
+            owners.append(owner)
+        assert not np.may_share_memory(*owners)
+
+
+@pytest.mark.parametrize("cls, shape", [(lk.SoftmaxCrossEntropy, (600, 1000)), (lk.SoftmaxCrossEntropy, (30, 40)),
+                                        (lk.BinaryCrossEntropyWithLogits, (600, 1000)),
+                                        (lk.BinaryCrossEntropyWithLogits, (30, 40))],
+                         ids=["softmax-parallel", "softmax-serial", "bce-parallel", "bce-serial"])
+def test_out_x_is_written_in_place_by_a_parallel_kernel_and_through_a_buffer_by_a_twin(cls, shape, monkeypatch):
+    """``value_and_grad(x, t, out=x)`` (README): a call of 2^18 elements or more hands the parallel kernel
+    ``x``'s own memory as the gradient (no copy of the input's size); a smaller call's serial twin, compiled
+    ``noalias``, is given a buffer that shares no argument's memory, copied into ``x`` after. Either way
+    the gradient lands in ``x`` and equals the reference's."""
+    seen = []
+    _recording_kernels(monkeypatch, seen)
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=shape).astype(np.float32)
+    target = rng.integers(0, shape[1], size=shape[0]) if cls is lk.SoftmaxCrossEntropy else \
+        (rng.random(shape) < 0.5).astype(np.float32)
+    _, expected = cls(impl="xp").value_and_grad(z.astype(np.float64), target)
+    x = z.copy()
+    address = x.ctypes.data
+    _, grad = cls(impl="fused").value_and_grad(x, target, out=x)
+    assert grad is x and x.ctypes.data == address
+    np.testing.assert_allclose(x, expected, rtol=2e-5, atol=1e-9)
+    written = [a for args in seen for a in args if isinstance(a, np.ndarray) and a.flags.writeable and a.size > 1]
+    parallel = x.size >= (1 << 18)
+    assert any(a.ctypes.data == address for a in written) == parallel
+    if not parallel:
+        for args in seen:
+            arrays = [a for a in args if isinstance(a, np.ndarray) and a.size]
+            assert not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]
+                           if a.flags.writeable or b.flags.writeable)
 
 
 @pytest.mark.parametrize("rows", [3000])  # the rows are cut in Python (_elementwise): one kernel form is enough

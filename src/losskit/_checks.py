@@ -151,8 +151,8 @@ def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
 
 
 def row_sum_tolerance(float64: bool, k: int, eps: float, slack: float = 0.0) -> float:
-    """How far from 1 a row of ``k`` probabilities may sum (:func:`rows_sum_to_one`; the compiled KL
-    kernel checks the same bound)."""
+    """How far from 1 a row of ``k`` probabilities may sum (:func:`rows_sum_to_one`; the compiled KL,
+    Poly-1 and softmax focal kernels check the same bound)."""
     return (1e-6 if float64 else 1e-3) + slack + 8 * k ** 0.5 * eps
 
 

@@ -59,7 +59,11 @@ def serial_twin(kernel):
     plain loop on the calling thread; and the twin compiles in 60-75% of the parallel kernel's time
     (no parfor lowering), which is what a small first call and the test suite wait for. Its own
     qualified name gives it its own entry in numba's disk cache, which is keyed by name and bytecode,
-    not by the ``parallel`` flag."""
+    not by the ``parallel`` flag.
+
+    The twin is compiled with numba's ``noalias`` flag (:func:`no_alias_compiler`): no array it writes
+    may share memory with another of its arguments (the parallel kernel may be given ``grad`` =
+    ``z``; its twin may not)."""
     import types
 
     import numba
@@ -67,6 +71,8 @@ def serial_twin(kernel):
 
     fn = kernel.py_func
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    # the name is numba's disk-cache key, which holds neither the flags nor the pipeline: a twin compiled
+    # another way (before noalias: ".serial") needs a name of its own, or its stale code is loaded
     twin.__qualname__ = f"{fn.__qualname__}.twin"
     twin.__module__, twin.__doc__ = fn.__module__, fn.__doc__
     options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}  # njit sets it itself
@@ -78,10 +84,11 @@ def serial_twin(kernel):
 @functools.cache
 def no_alias_compiler():
     """numba's compiler with its ``noalias`` flag set: every array an argument gives is taken as
-    disjoint from the others' (numba compiles a parallel kernel's loop body so when no argument is
-    derived from another). Every serial twin is compiled with it; its callers never pass one buffer as
-    two arguments (:func:`losskit.losses._compiled.run` drops an ``out=`` that shares memory with an
-    input).
+    disjoint from the others' (numba's parfor lowering sets the same flag on a parallel loop body when
+    its alias analysis finds no argument derived from another; the elementwise kernels' bodies are not
+    so compiled, by the evidence below). Every serial twin is compiled with it; its callers never pass
+    an array the kernel writes as another argument (:func:`losskit.losses._compiled.run` gives a small
+    call's ``out=`` that shares an input's memory a buffer of the kernel's own).
 
     Without it LLVM guards each vectorised loop that stores with a run-time check of the arrays'
     address ranges and runs a scalar copy of the loop when they overlap. Its sums then come in

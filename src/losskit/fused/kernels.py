@@ -103,8 +103,9 @@ def store_exp(row, out, m, start, count):
 @numba.njit(**OPTIONS)
 def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
     """Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
-    ``with_grad``, ``grad[i] = scale[i] * (softmax(z_i) - y'_i)``; ``grad`` may be ``z`` itself.
-    Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
+    ``with_grad``, ``grad[i] = scale[i] * (softmax(z_i) - y'_i)``; ``grad`` may be ``z`` itself (the
+    parallel kernel only: a serial twin is compiled ``noalias``, and its callers give it a buffer of its
+    own). Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
 
     ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``.
     Three passes over a row: its max; the sums of ``exp(z - max)`` (only read); the gradient, each

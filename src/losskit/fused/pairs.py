@@ -8,7 +8,8 @@ examples of a block. The examples are cut in blocks, parallel over the blocks (t
 small call on one thread). Outputs: ``scaled_loss [B]`` (float64), each block's sum of ``scale * l``
 (0 where the scale is 0, even if ``l`` is inf); ``elements [N]``, each ``scale * l``, when it is not
 empty (``reduction="none"``); ``grad [N, U]``, ``scale * dl/dpred``, when ``with_grad`` (it may be
-``pred`` itself: a block is read before it is written); ``flags [B]``, 1 for a block holding a
+``pred`` itself in the parallel kernel: a block is read before it is written; a serial twin is
+compiled ``noalias`` and gets a buffer of its own); ``flags [B]``, 1 for a block holding a
 non-finite input, loss or gradient (the reference then answers the call, with its exact limits).
 
 Design note: the two kernels lay out their loop differently, each the faster of what was measured

@@ -10,7 +10,8 @@ gradient are written 0); ``smoothing`` ``a``, the smoothed target being
 :math:`y' = (1 - a) y + a / K`. Outputs ``scaled_loss [N]`` (float64, ``scale * l``) and ``grad
 [N, K]`` (``scale * dl/dz``); a kernel that needs no row of scratch without a gradient receives
 one scratch row ``[1, K]`` then, and writes nothing there. ``grad`` never aliases ``z`` or
-``dense`` (the caller copies first).
+``dense``: the caller copies the logits when it writes the gradient in place (``out=x``), and never
+passes a buffer it writes as another argument (the serial twins are compiled ``noalias``).
 
 Precision as the array-API path: the normaliser is ``log1p`` of the terms below the row max (a
 sure row's tiny loss is kept), the missing probability of a class is ``(total - e_k) / total``

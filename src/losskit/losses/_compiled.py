@@ -68,7 +68,7 @@ def run(loss, plan, with_grad: bool, out):
     if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
         return UNHANDLED
     if out is not None and not (arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
-                                and arrays["out"].flags.writeable and not _shares_an_input(arrays)):
+                                and arrays["out"].flags.writeable and _writable_in_place(arrays)):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
     key = _signature(loss, plan, arrays) + (with_grad,)
     state = _STATE.get(key)
@@ -93,7 +93,7 @@ def run(loss, plan, with_grad: bool, out):
     if arrays["out"] is not None:
         return value, out
     grad = _array.as_dtype(xp, _back(xp, grad.reshape(z.shape)), plan.dtype)
-    if out is not None:  # a half-precision out: the kernel wrote a float32 buffer
+    if out is not None:  # an out the kernel could not write (half precision, a layout, shared memory): copied in
         out[...] = grad
         return value, out
     return value, grad
@@ -113,12 +113,22 @@ _STATE_LOCK = threading.Lock()
 _THREADS: list = []
 
 
-def _shares_an_input(arrays) -> bool:
-    """Whether ``out`` may share memory with an input: the kernels take every array they are given as
-    disjoint from the others (:func:`losskit.fused.no_alias_compiler`), and some read an input after
-    writing the gradient."""
-    return any(value is not None and np.may_share_memory(arrays["out"], value)
-               for name, value in arrays.items() if name != "out")
+def _writable_in_place(arrays) -> bool:
+    """Whether the kernel may write the gradient into ``out`` itself: ``out`` shares no input's memory,
+    or it is the input's (``out=x``) on a call that runs a parallel kernel, which reads what it needs of
+    an element before writing there (the class-axis kernels that read the logits again after writing
+    get a copy of them, :func:`_class_axis`). Otherwise the kernel writes a buffer of its own, copied
+    into ``out`` at the end: the serial twins take every array they write as disjoint from the others
+    (:func:`losskit.fused.no_alias_compiler`), and an ``out`` overlapping the target or part of the
+    input would be read after it is written."""
+    out, z = arrays["out"], arrays["input"]
+    if any(value is not None and np.may_share_memory(out, value)
+           for name, value in arrays.items() if name not in ("out", "input")):
+        return False
+    if not np.may_share_memory(out, z):
+        return True
+    return z.size >= SERIAL_BELOW and z.flags.c_contiguous and out.size == z.size \
+        and out.ctypes.data == z.ctypes.data
 
 
 def placeholder(row_length: int, dtype) -> np.ndarray:
@@ -389,7 +399,8 @@ def _class_axis(plan, arrays, with_grad, full_rows):
     """The plan laid out for a kernel of :mod:`losskit.fused.rows`: ``(z [N, K], labels [N] or empty,
     dense [N, K] or empty [0, K], scale [N], grad)``, with ``grad`` the gradient's buffer when
     ``with_grad`` or ``full_rows`` (a kernel that keeps a row of scratch per row), else one scratch
-    row (an ``out=`` that shares an input's memory was dropped by :func:`run`)."""
+    row; ``z`` copied when the gradient is written in place (``out=x``, :func:`_writable_in_place`):
+    these kernels read the logits after writing the gradient."""
     z = arrays["input"]
     rows, width = z.size // z.shape[-1], z.shape[-1]
     grad = (_grad_buffer(arrays, z.size, z.dtype) if with_grad else _RECYCLER.empty(z.size, z.dtype)).reshape(
@@ -398,6 +409,8 @@ def _class_axis(plan, arrays, with_grad, full_rows):
     dense = arrays["dense"]
     dense = np.empty((0, width), z.dtype) if dense is None else \
         np.ascontiguousarray(dense, dtype=z.dtype).reshape(rows, width)
+    if np.may_share_memory(grad, z2):
+        z2 = z2.copy()
     labels = arrays["labels"]
     labels = np.empty(0, np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64).reshape(rows)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)

@@ -108,7 +108,8 @@ class _CategoricalBase(Loss):
     @staticmethod
     def _checked_probabilities(xp, target) -> None:
         """A probability target's values checked (in [0, 1], rows summing to 1; the precise error), by each
-        formula that reads one and by the kernels' callers that do not check in their own pass."""
+        formula that reads one (the reference a flagged kernel row falls back to) and by losskit.jax's
+        sweep."""
         _checks.in_unit_interval(xp, target, "target")
         _checks.rows_sum_to_one(xp, target, "target")
 
