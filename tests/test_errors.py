@@ -175,9 +175,10 @@ def test_a_bad_target_raises_on_the_compiled_path(name, bad, where):
 @pytest.mark.parametrize("bad", ["negative", "above one", "nan", "sum"])
 @pytest.mark.parametrize("library", ["numpy", "torch", "jax"])
 def test_a_bad_probability_target_raises_on_every_path(name, bad, library):
-    """Probability targets are checked where they are read (the plan no longer reads them first): in the KL
-    kernels' own passes (softmax CE and KL, Poly-1, softmax focal), in the formulas, and in losskit.jax's
-    sweep; for a row of weight 0 too."""
+    """Probability targets are checked where they are read (the plan no longer reads them first): in the
+    kernels' own passes (the KL kernel's for softmax CE and KL, Poly-1's, softmax focal's), in the formulas,
+    and in losskit.jax's sweep; for a row of weight 0 too. 6 x 300: the serial twins (the parallel kernels
+    run the same loop body under prange)."""
     rng = np.random.default_rng(2)
     target = rng.dirichlet(np.ones(300), size=6)
     row = target[4]
