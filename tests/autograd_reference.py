@@ -24,14 +24,10 @@ def _tensor(array, requires_grad=False):
     return torch.tensor(array, requires_grad=True) if requires_grad else torch.as_tensor(array)
 
 
-def _forward(core, z, target, weight, normalizer):
-    return core(z, target, weight=weight, normalizer=normalizer)
-
-
 def grad(core, z, target, *, weight=None, normalizer=None, upstream=1.0):
     """d sum(core(z, target) * upstream) / dz."""
     x = _tensor(z, requires_grad=True)
-    value = _forward(core, x, _tensor(target), _tensor(weight), normalizer)
+    value = core(x, _tensor(target), weight=_tensor(weight), normalizer=normalizer)
     (gradient,) = torch.autograd.grad((value * _tensor(upstream)).sum(), x, allow_unused=True)
     return _numpy(gradient, x)
 
@@ -43,7 +39,7 @@ def cotangents(core, z, target, weight, normalizer, *, float_target):
     w = _tensor(weight, requires_grad=True)
     n = _tensor(float(normalizer), requires_grad=True)
     inputs = (t, w, n) if float_target else (w, n)
-    value = _forward(core, _tensor(z), t, w, n)
+    value = core(_tensor(z), t, weight=w, normalizer=n)
     # a target read only for its sign (the hinge losses) is unused by the graph: its cotangent is 0
     grads = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
     return tuple(_numpy(g, like) for g, like in zip(grads, inputs, strict=True))
@@ -61,7 +57,7 @@ def _numpy(gradient, like):
 def hessian_vector_product(core, z, target, vector, *, weight=None):
     """H v, H the Hessian of ``core(z, target)`` in ``z``: reverse over reverse."""
     x = _tensor(z, requires_grad=True)
-    value = _forward(core, x, _tensor(target), _tensor(weight), None)
+    value = core(x, _tensor(target), weight=_tensor(weight))
     (first,) = torch.autograd.grad(value.sum(), x, create_graph=True)
     if not first.requires_grad:  # a gradient constant in z (piecewise-linear losses): H = 0
         return np.zeros(tuple(x.shape))

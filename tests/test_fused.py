@@ -728,7 +728,9 @@ def test_out_x_is_written_in_place_by_a_parallel_kernel_and_through_a_buffer_by_
     assert grad is x and x.ctypes.data == address
     np.testing.assert_allclose(x, expected, rtol=2e-5, atol=1e-9)
     written = [a for args in seen for a in args if isinstance(a, np.ndarray) and a.flags.writeable and a.size > 1]
-    parallel = x.size >= (1 << 18)
+    from losskit.losses._compiled import SERIAL_BELOW
+
+    parallel = x.size >= SERIAL_BELOW
     assert any(a.ctypes.data == address for a in written) == parallel
     if not parallel:
         for args in seen:
