@@ -9,15 +9,32 @@ The input is :math:`\eta = \log\mu` (a log link: any real number is a valid pred
 (Poisson p = 1: :math:`2(y \log(y/\mu) - y + \mu)`; Gamma p = 2: :math:`2(\log(\mu/y) + y/\mu - 1)`).
 
 Design note: near the optimum (:math:`\mu \approx y`) the three terms cancel to a value of order
-:math:`(\log y - \eta)^2`. With :math:`d = \log y - \eta` and :math:`\varphi(x) = e^x - 1 - x` the
-deviance is :math:`2 y^b (\varphi(-b d)/b - \varphi(-a d)/a)` (a term is dropped when its
-denominator is 0: the Poisson and Gamma limits), and :math:`\varphi` is computed without
-cancellation (a series on -1 < x < 2; beyond, from the exponentials the gradient takes too:
-:func:`~losskit.losses._shared.exp_minus_linear`). For ``1 < p < 2`` both terms are positive, so
-the sum is exact to a few eps; otherwise the cancellation is at most a factor ``max(2 - p, p - 1)``.
-At p = 1.5 the two terms sum to :math:`8 \sqrt y (\cosh h - 1)`, :math:`h = d / 2`: one even series.
-A zero (or, for p <= 0, negative) target uses the direct formula, which then has no cancellation.
-Gradient :math:`2\mu^a(\mu - y)` and Hessian :math:`2\mu^a(b\mu - a y)` in :math:`\eta`.
+:math:`t^2`, :math:`t = \eta - \log y = \log(\mu / y)`. With :math:`\varphi(x) = e^x - 1 - x` the
+deviance is :math:`2 y^b (\varphi(b t)/b - \varphi(a t)/a)` (a term is dropped when its denominator
+is 0: the Poisson and Gamma limits), and :math:`\varphi` is computed without cancellation (a series on
+-1 < x < 2; beyond, from the exponentials the gradient takes too:
+:func:`~losskit.losses._shared.exp_minus_linear`). For ``1 <= p <= 2`` both terms are positive, so the
+sum is exact to a few eps; otherwise they cancel (by 3x near t = 0 and 7x at t = 2 for p = 3). Far
+from the optimum, ``|t| > 8`` for ``1 <= p <= 2`` and ``|t| > 2`` otherwise, and for ``y <= 0``, the
+three terms themselves are summed: there they cancel by at most 1.7x, and unlike the phi form they
+need neither t (whose rounding costs ``|t| eps``: 130 eps at eta = 300, y = 1000) nor ``e^(b t)``
+(which overflows float32 at eta = 30, y = 1e-30, where the deviance is 2.1e13). At p = 1.5 the two
+phi terms sum to :math:`8 \sqrt y (\cosh h - 1)`, :math:`h = t / 2`: one even series, below |h| = 2.
+
+Gradient :math:`2\mu^a(\mu - y) = 2(\mu^b - y\mu^a)` and Hessian :math:`2(b\mu^b - a y\mu^a)` in
+:math:`\eta`. The gradient's difference cancels near the optimum (5e7 eps at y = 1, eta = 1e-8):
+for ``|t| < 1`` it is :math:`2 y^b (t + \varphi(bt) - \varphi(at))` from the value's phi terms (p =
+1.5: :math:`4\sqrt y \sinh(t/2)` by its series), exact where ``log y`` is. ``y mu^a`` is formed so that
+it is finite wherever it is (``exp(a eta)`` alone overflows at eta = -100 in float32 for Gamma, whose
+gradient at y = 1e-30 is -5.4e13), and 0 at y = 0 (not ``0 * inf``).
+
+What is not exact: near the optimum the deviance is ill-conditioned in y (relative condition
+:math:`2/|t|`), and t carries the rounding of ``log y`` (half an ulp): the value there is off by up to
+about :math:`|\log y| / |t|` eps (8.9 eps at y = 3, eta = 1 in float64; docs/losses.md), the gradient
+likewise (it takes the direct form where ``|log y| >= 4``, whose cancellation is then the smaller
+error). For a power whose ``a`` or ``b`` is not a power of two (p = 1.2, 1.8, 2.5, 4, ...), ``exp(a
+eta)`` carries the rounding of the product ``a eta``: ``|a eta| / 2`` eps (140 eps at eta = 300, p =
+1.2); scikit-learn's and the peers' formulas do the same.
 """
 
 from __future__ import annotations
@@ -31,71 +48,161 @@ from .formula import formula_function
 from .options import Options, TweedieOptions
 from .robust import ValueLoss
 
+#: |t| = |log(mu / y)| beyond which the value takes the direct form (module note): for 1 <= p <= 2 the
+#: two phi terms have one sign and stay exact until e^|t| nears overflow; otherwise they cancel (7x at
+#: t = 2 for p = 3), while the direct form's terms cancel by at most 1.7x there (1.3x at |t| = 8)
+_FAR_SAME_SIGN, _FAR_OPPOSITE = 8.0, 2.0
+#: the gradient's near form: |t| below 1, and |log y| below 4, where the rounding of log y costs it less
+#: than the direct form's cancellation (about |log y| / 2 against 2 eps, relative to t)
+_NEAR_GRADIENT, _NEAR_LOG_Y = 1.0, 4.0
+
 
 @formula_function
-def tweedie_value(xp, eta, y, power):
-    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note).
-
-    ``e^(-b d) = mu^b / y^b`` and ``e^(-a d) = mu^a y / y^b`` come from the exponentials that the
-    gradient ``2 (mu^b - y mu^a)`` takes too (the compiled kernel computes each once); a branch of a
-    power 0 or 1 folds away, so Poisson is one ``log`` and one ``exp``, Gamma the same."""
+def _pieces(xp, eta, y, power):
+    """What the value, gradient and Hessian share (written once: the kernel computes each once):
+    ``(positive, log y, t, y^b, mu^b, y mu^a)`` with ``t = eta - log y = log(mu / y)``; where y <= 0,
+    ``log y`` and ``y^b`` are those of 1."""
     c = xp.constant
     a, b = 1.0 - power, 2.0 - power
     positive = y > c(0.0)
     y_safe = xp.where(positive, y, xp.ones_like(y))
-    if a == -b:  # p = 1.5
-        return _tweedie_three_halves(xp, eta, y, positive, y_safe)
-    d = xp.log(y_safe) - eta
-    y_b = xp.pow(y_safe, c(b))
-    stable = xp.zeros_like(eta)
-    if b != 0:
-        stable = stable + exp_minus_linear(xp, c(-b) * d, _mu_power(xp, eta, b) / y_b) / c(b)
-    if a != 0:
-        stable = stable - exp_minus_linear(xp, c(-a) * d, _mu_power(xp, eta, a) * y_safe / y_b) / c(a)
-    stable = c(2.0) * y_b * stable
-    # y <= 0 (allowed for p < 2, and negative only for p <= 0): max(y, 0)^b = 0 and no cancellation
-    direct = xp.zeros_like(eta)
-    if b != 0:
-        direct = direct + c(2.0 / b) * _mu_power(xp, eta, b)
-    if a != 0 and b != 0:
-        direct = direct - c(2.0 / a) * y * _mu_power(xp, eta, a)
-    if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
-        direct = direct + y * y
-    return xp.where(positive, stable, direct)
-
-
-# cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! on |h| < 2, in h^2 split in even and odd k; the first
-# term left out, relative to the sum: below 6e-20 for float64 (to h^24) and 1.2e-9 for float32 (to h^14)
-_COSH64 = tuple(1.0 / math.factorial(2 * k + 2) for k in range(12))
-_COSH32 = tuple(1.0 / math.factorial(2 * k + 2) for k in range(7))
-_COSH64 = (_COSH64[0::2][::-1], _COSH64[1::2][::-1])
-_COSH32 = (_COSH32[0::2][::-1], _COSH32[1::2][::-1])
+    log_y = xp.log(y_safe)
+    y_b = y_safe if b == 1 else xp.ones_like(y) if b == 0 else xp.pow(y_safe, c(b))
+    return positive, log_y, eta - log_y, y_b, _mu_power(xp, eta, b), _y_mu_power(xp, y, eta, a)
 
 
 @formula_function
-def _tweedie_three_halves(xp, eta, y, positive, y_safe):
-    """The deviance of power 1.5 (a = -1/2, b = 1/2): ``8 sqrt(y) (cosh h - 1)``, ``h = (log y - eta)/2``,
-    the module note's form with its two phi terms summed (their odd terms cancel). Below |h| = 2 by
-    the even series; above it (and for y = 0) the direct ``4 mu^b + 4 y mu^a - 8 sqrt(y)``, whose
+def _phis(xp, t, y_b, mu_b, y_mu_a, power):
+    """``(phi(b t), phi(a t))`` (0 for a zero coefficient), from ``e^(b t) = mu^b / y^b`` and
+    ``e^(a t) = y mu^a / y^b``: no exponential of their own."""
+    c = xp.constant
+    a, b = 1.0 - power, 2.0 - power
+    phi_b = xp.zeros_like(t) if b == 0 else exp_minus_linear(xp, c(b) * t, mu_b / y_b)
+    phi_a = xp.zeros_like(t) if a == 0 else exp_minus_linear(xp, c(a) * t, y_mu_a / y_b)
+    return phi_b, phi_a
+
+
+@formula_function
+def tweedie_value(xp, eta, y, power):
+    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note): near
+    the optimum ``2 y^b (phi(b t)/b - phi(a t)/a)``, far from it (and for y <= 0) the three terms.
+    Both come from the exponentials that the gradient takes too; a branch of a power 0 or 1 folds
+    away, so Poisson is one ``log`` and one ``exp``, Gamma the same."""
+    c = xp.constant
+    a, b = 1.0 - power, 2.0 - power
+    positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
+    if a == -b:  # p = 1.5
+        return _tweedie_three_halves(xp, eta, y, positive, t, mu_b, y_mu_a)
+    phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
+    near = xp.zeros_like(eta)
+    if b != 0:
+        near = near + phi_b / c(b)
+    if a != 0:
+        near = near - phi_a / c(a)
+    near = c(2.0) * y_b * near
+    # 2 (y^b / (ab) - y mu^a / a + mu^b / b), with the limits of a or b = 0; for y <= 0 (allowed for
+    # p < 2, negative only for p <= 0) max(y, 0)^b = 0
+    if a == 0:  # Poisson: 2 (y log(y / mu) - y + mu)
+        direct = c(2.0) * (mu_b - y * (c(1.0) + t))
+    elif b == 0:  # Gamma: 2 (log(mu / y) + y / mu - 1)
+        direct = c(2.0) * ((t - c(1.0)) + y_mu_a)
+    else:
+        direct = c(2.0 / b) * mu_b - c(2.0 / a) * y_mu_a
+        direct = direct + xp.where(positive, c(2.0 / (a * b)) * y_b, xp.zeros_like(y_b))
+    if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
+        direct = direct + xp.where(positive, xp.zeros_like(y), y * y)
+    far = _FAR_SAME_SIGN if 1 <= power <= 2 else _FAR_OPPOSITE
+    return xp.where(positive, xp.where(xp.abs(t) <= c(far), near, direct), direct)
+
+
+@formula_function
+def tweedie_gradient(xp, eta, y, power):
+    """``d / d eta = 2 mu^a (mu - y) = 2 (mu^b - y mu^a)``. Near the optimum that difference cancels
+    (to ``2 y^b t``); there it is ``2 y^b (e^(b t) - e^(a t)) = 2 y^b (t + phi(b t) - phi(a t))`` with
+    the value's phi terms (p = 1.5: ``4 sqrt(y) sinh(t / 2)`` by its series): exact where ``log y``
+    is (y = 1), otherwise off by the rounding of ``log y`` relative to t (module note)."""
+    c = xp.constant
+    a, b = 1.0 - power, 2.0 - power
+    positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
+    direct = c(2.0) * (mu_b - y_mu_a)
+    if a == -b:
+        half = t * c(0.5)
+        half = xp.where(xp.abs(half) < c(2.0), half, xp.zeros_like(half))
+        near = c(4.0) * y_b * (half * _sinh_over(xp, half * half))
+    else:
+        phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
+        near = c(2.0) * y_b * ((t + phi_b) - phi_a)
+    near = xp.where(xp.abs(log_y) < c(_NEAR_LOG_Y), near, direct)
+    return xp.where(positive, xp.where(xp.abs(t) < c(_NEAR_GRADIENT), near, direct), direct)
+
+
+@formula_function
+def tweedie_second_derivative(xp, eta, y, power):
+    """``2 mu^a (b mu - a y) = 2 (b mu^b - a y mu^a)``, from the value's exponentials."""
+    a, b = 1.0 - power, 2.0 - power
+    return xp.constant(2.0 * b) * _mu_power(xp, eta, b) - xp.constant(2.0 * a) * _y_mu_power(xp, y, eta, a)
+
+
+# cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! and sinh(h) / h = sum_k h^(2k) / (2k + 1)! on |h| < 2, in
+# h^2 split in even and odd k; the first term left out, relative to the sum: below 6e-20 for float64
+# (to h^24) and 1.2e-9 for float32 (to h^14)
+def _even_series(first, terms):
+    coefficients = tuple(1.0 / math.factorial(2 * k + first) for k in range(terms))
+    return coefficients[0::2][::-1], coefficients[1::2][::-1]
+
+
+_COSH64, _COSH32 = _even_series(2, 12), _even_series(2, 7)
+_SINH64, _SINH32 = _even_series(1, 12), _even_series(1, 7)
+
+
+@formula_function
+def _sinh_over(xp, square):
+    """``sinh(h) / h`` of ``square = h^2``, |h| < 2 (positive terms: no cancellation)."""
+    # float32 takes the shorter series (a call per length: numba types the two tuples apart)
+    return polynomial(xp, *_SINH32, square) if xp.eps > 1e-10 else polynomial(xp, *_SINH64, square)
+
+
+@formula_function
+def _tweedie_three_halves(xp, eta, y, positive, t, mu_b, y_mu_a):
+    """The deviance of power 1.5 (a = -1/2, b = 1/2): ``8 sqrt(y) (cosh h - 1)``, ``h = t / 2``, the
+    module note's form with its two phi terms summed (their odd terms cancel). Below |h| = 2 by the
+    even series; above it (and for y = 0) the direct ``4 mu^b + 4 y mu^a - 8 sqrt(y)``, whose
     cancellation is then at most cosh 2 / (cosh 2 - 1) = 1.4: one log, one sqrt and the gradient's
     two exponentials, no division."""
     c = xp.constant
-    h = (xp.log(y_safe) - eta) * c(0.5)
-    h = xp.where(positive, h, xp.full_like(h, 4.0))  # y = 0: the direct form, exact there
+    h = xp.where(positive, t * c(0.5), xp.full_like(t, 4.0))  # y = 0: the direct form, exact there
     small = xp.abs(h) < c(2.0)
     hs = xp.where(small, h, xp.zeros_like(h))
     square = hs * hs
     # float32 takes the shorter series (a call per length: numba types the two tuples apart)
     series = polynomial(xp, *_COSH32, square) if xp.eps > 1e-10 else polynomial(xp, *_COSH64, square)
     root = xp.sqrt(y)
-    direct = c(4.0) * (_mu_power(xp, eta, 0.5) + y * _mu_power(xp, eta, -0.5)) - c(8.0) * root
+    direct = c(4.0) * (mu_b + y_mu_a) - c(8.0) * root
     return xp.where(small, c(8.0) * root * (series * square), direct)
 
 
 @formula_function
 def _mu_power(xp, eta, k):
-    """``mu^k = exp(k eta)`` (written once: the value's and the gradient's are then the same code)."""
-    return xp.exp(xp.constant(k) * eta)
+    """``mu^k = exp(k eta)`` (1 for k = 0 without an exponential, which the kernel would otherwise
+    compute: ``0 * eta`` is not folded to 0)."""
+    return xp.ones_like(eta) if k == 0 else xp.exp(xp.constant(k) * eta)
+
+
+@formula_function
+def _y_mu_power(xp, y, eta, k):
+    """``y mu^k`` (``y`` itself for k = 0) where ``mu^k`` alone may overflow and the product does
+    not: a tiny target against a large ``mu^a`` (``y = 1e-30``, ``eta = -100``, Gamma in float32:
+    2.7e13). Above the dtype's ``log(max)`` it is ``(y e^(x/2)) e^(x/2)``, ``x = k eta`` (halving is
+    exact: one exponential either way), and 0 where ``y`` is 0 (``0 * inf`` would be NaN)."""
+    if k == 0:
+        return y
+    c = xp.constant
+    x = c(k) * eta
+    big = x > c(88.0 if xp.eps > 1e-10 else 709.0)
+    half = xp.exp(xp.where(big, x * c(0.5), x))
+    product = y * half
+    product = xp.where(big, product * half, product)
+    return xp.where(y == c(0.0), xp.zeros_like(product), product)
 
 
 class TweedieDeviance(ValueLoss):
@@ -142,11 +249,10 @@ class TweedieDeviance(ValueLoss):
         return tweedie_value(xp, z, y, self.power)
 
     def derivative(self, xp, z, y):
-        # 2 mu^a (mu - y) as 2 (mu^b - y mu^a): the value's two exponentials, no third
-        return xp.constant(2.0) * (_mu_power(xp, z, 2.0 - self.power) - y * _mu_power(xp, z, 1.0 - self.power))
+        return tweedie_gradient(xp, z, y, self.power)
 
     def second_derivative(self, xp, z, y):
-        return 2 * xp.exp((1.0 - self.power) * z) * ((2.0 - self.power) * xp.exp(z) - (1.0 - self.power) * y)
+        return tweedie_second_derivative(xp, z, y, self.power)
 
     def gbdt_builtin(self, library):
         if self.power == 1:
@@ -184,10 +290,10 @@ class PoissonDeviance(TweedieDeviance):
         return tweedie_value(xp, z, y, 1.0)
 
     def derivative(self, xp, z, y):
-        return xp.constant(2.0) * (_mu_power(xp, z, 1.0) - y)
+        return tweedie_gradient(xp, z, y, 1.0)
 
     def second_derivative(self, xp, z, y):
-        return 2 * xp.exp(z)
+        return tweedie_second_derivative(xp, z, y, 1.0)
 
 
 class GammaDeviance(TweedieDeviance):
@@ -215,10 +321,10 @@ class GammaDeviance(TweedieDeviance):
         return tweedie_value(xp, z, y, 2.0)
 
     def derivative(self, xp, z, y):
-        return xp.constant(2.0) * (xp.constant(1.0) - y * _mu_power(xp, z, -1.0))
+        return tweedie_gradient(xp, z, y, 2.0)
 
     def second_derivative(self, xp, z, y):
-        return 2 * y * xp.exp(-z)
+        return tweedie_second_derivative(xp, z, y, 2.0)
 
 
 _VALUES = """
