@@ -8,7 +8,7 @@ import math
 from .formula import formula_function
 from .registry import functional
 
-__all__ = ["functional", "times", "exp_minus_linear", "polynomial"]
+__all__ = ["functional", "times", "exp_minus_linear", "phi_series", "polynomial"]
 
 
 @formula_function
@@ -36,7 +36,7 @@ def polynomial(xp, even, odd, x):
     return e + x * o
 
 
-def _phi_series(degree):
+def phi_series(degree):
     """phi(x) / x^2 = sum_m x^m / (m + 2)! to x^degree / degree!, split in even and odd m."""
     terms = [1.0 / math.factorial(m + 2) for m in range(degree - 1)]
     return tuple(terms[0::2][::-1]), tuple(terms[1::2][::-1])
@@ -44,7 +44,7 @@ def _phi_series(degree):
 
 # on -1 < x < 2 the first term left out, relative to phi: below 2.3e-18 for float64 (to x^24) and
 # 5.7e-9 for float32 (to x^14)
-_PHI64, _PHI32 = _phi_series(24), _phi_series(14)
+_PHI64, _PHI32 = phi_series(24), phi_series(14)
 
 
 @formula_function

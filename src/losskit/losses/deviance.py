@@ -23,8 +23,8 @@ phi terms sum to :math:`8 \sqrt y (\cosh h - 1)`, :math:`h = t / 2`: one even se
 
 Gradient :math:`2\mu^a(\mu - y) = 2(\mu^b - y\mu^a)` and Hessian :math:`2(b\mu^b - a y\mu^a)` in
 :math:`\eta`. The gradient's difference cancels near the optimum (5e7 eps at y = 1, eta = 1e-8):
-for ``|t| < 1`` it is :math:`2 y^b (t + \varphi(bt) - \varphi(at))` from the value's phi terms (p =
-1.5: :math:`4\sqrt y \sinh(t/2)` by its series), exact where ``log y`` is. ``y mu^a`` is formed so that
+for ``|t| < 0.75`` it is :math:`2 y^b (t + \varphi(bt) - \varphi(at))` from the value's phi terms
+(p = 1.5: :math:`4\sqrt y \sinh(t/2)` by a short series), exact where ``log y`` is. ``y mu^a`` is formed so that
 it is finite wherever it is (``exp(a eta)`` alone overflows at eta = -100 in float32 for Gamma, whose
 gradient at y = 1e-30 is -5.4e13), and 0 at y = 0 (not ``0 * inf``).
 
@@ -52,9 +52,9 @@ from .robust import ValueLoss
 #: two phi terms have one sign and stay exact until e^|t| nears overflow; otherwise they cancel (7x at
 #: t = 2 for p = 3), while the direct form's terms cancel by at most 1.7x there (1.3x at |t| = 8)
 _FAR_SAME_SIGN, _FAR_OPPOSITE = 8.0, 2.0
-#: the gradient's near form: |t| below 1, and |log y| below 4, where the rounding of log y costs it less
+#: the gradient's near form: |t| below 0.75, and |log y| below 4, where the rounding of log y costs it less
 #: than the direct form's cancellation (about |log y| / 2 against 2 eps, relative to t)
-_NEAR_GRADIENT, _NEAR_LOG_Y = 1.0, 4.0
+_NEAR_GRADIENT, _NEAR_LOG_Y = 0.75, 4.0
 
 
 @formula_function
@@ -65,10 +65,10 @@ def _pieces(xp, eta, y, power):
     c = xp.constant
     a, b = 1.0 - power, 2.0 - power
     positive = y > c(0.0)
-    y_safe = xp.where(positive, y, xp.ones_like(y))
+    y_safe = y if power >= 2 else xp.where(positive, y, xp.ones_like(y))  # p >= 2: y > 0, checked
     log_y = xp.log(y_safe)
     y_b = y_safe if b == 1 else xp.ones_like(y) if b == 0 else xp.pow(y_safe, c(b))
-    return positive, log_y, eta - log_y, y_b, _mu_power(xp, eta, b), _y_mu_power(xp, y, eta, a)
+    return positive, log_y, eta - log_y, y_b, _mu_power(xp, eta, b), _y_mu_power(xp, y, eta, a, power < 2)
 
 
 @formula_function
@@ -112,54 +112,55 @@ def tweedie_value(xp, eta, y, power):
     if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
         direct = direct + xp.where(positive, xp.zeros_like(y), y * y)
     far = _FAR_SAME_SIGN if 1 <= power <= 2 else _FAR_OPPOSITE
-    return xp.where(positive, xp.where(xp.abs(t) <= c(far), near, direct), direct)
+    value = xp.where(xp.abs(t) <= c(far), near, direct)
+    return value if power >= 2 else xp.where(positive, value, direct)
 
 
-@formula_function
-def tweedie_gradient(xp, eta, y, power):
-    """``d / d eta = 2 mu^a (mu - y) = 2 (mu^b - y mu^a)``. Near the optimum that difference cancels
-    (to ``2 y^b t``); there it is ``2 y^b (e^(b t) - e^(a t)) = 2 y^b (t + phi(b t) - phi(a t))`` with
-    the value's phi terms (p = 1.5: ``4 sqrt(y) sinh(t / 2)`` by its series): exact where ``log y``
-    is (y = 1), otherwise off by the rounding of ``log y`` relative to t (module note)."""
-    c = xp.constant
-    a, b = 1.0 - power, 2.0 - power
-    positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
-    direct = c(2.0) * (mu_b - y_mu_a)
-    if a == -b:
-        half = t * c(0.5)
-        half = xp.where(xp.abs(half) < c(2.0), half, xp.zeros_like(half))
-        near = c(4.0) * y_b * (half * _sinh_over(xp, half * half))
-    else:
-        phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
-        near = c(2.0) * y_b * ((t + phi_b) - phi_a)
-    near = xp.where(xp.abs(log_y) < c(_NEAR_LOG_Y), near, direct)
-    return xp.where(positive, xp.where(xp.abs(t) < c(_NEAR_GRADIENT), near, direct), direct)
-
-
-@formula_function
-def tweedie_second_derivative(xp, eta, y, power):
-    """``2 mu^a (b mu - a y) = 2 (b mu^b - a y mu^a)``, from the value's exponentials."""
-    a, b = 1.0 - power, 2.0 - power
-    return xp.constant(2.0 * b) * _mu_power(xp, eta, b) - xp.constant(2.0 * a) * _y_mu_power(xp, y, eta, a)
-
-
-# cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! and sinh(h) / h = sum_k h^(2k) / (2k + 1)! on |h| < 2, in
-# h^2 split in even and odd k; the first term left out, relative to the sum: below 6e-20 for float64
-# (to h^24) and 1.2e-9 for float32 (to h^14)
+# cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! on |h| < 2, in h^2 split in even and odd k; the first term
+# left out, relative to the sum: below 6e-20 for float64 (to h^24) and 1.2e-9 for float32 (to h^14)
 def _even_series(first, terms):
     coefficients = tuple(1.0 / math.factorial(2 * k + first) for k in range(terms))
     return coefficients[0::2][::-1], coefficients[1::2][::-1]
 
 
 _COSH64, _COSH32 = _even_series(2, 12), _even_series(2, 7)
-_SINH64, _SINH32 = _even_series(1, 12), _even_series(1, 7)
 
 
 @formula_function
-def _sinh_over(xp, square):
-    """``sinh(h) / h`` of ``square = h^2``, |h| < 2 (positive terms: no cancellation)."""
-    # float32 takes the shorter series (a call per length: numba types the two tuples apart)
-    return polynomial(xp, *_SINH32, square) if xp.eps > 1e-10 else polynomial(xp, *_SINH64, square)
+def tweedie_gradient(xp, eta, y, power):
+    """``d / d eta = 2 mu^a (mu - y) = 2 (mu^b - y mu^a)``. Near the optimum (``|t| < 0.75``) that
+    difference cancels; there it is ``2 y^b (e^(b t) - e^(a t)) = 2 y^b (t + phi(b t) - phi(a t))``
+    with the value's phi terms (p = 1.5: ``4 sqrt(y) sinh(t / 2)`` by its series): exact where ``log
+    y`` is (y = 1), otherwise off by the rounding of ``log y`` relative to t (module note). Beyond
+    0.75 the difference cancels by less than 3x."""
+    c = xp.constant
+    a, b = 1.0 - power, 2.0 - power
+    positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
+    direct = c(2.0) * (mu_b - y_mu_a)
+    if a == -b:
+        half = xp.where(xp.abs(t) < c(_NEAR_GRADIENT), t * c(0.5), xp.zeros_like(t))
+        series = polynomial(xp, *_SINH32, half * half) if xp.eps > 1e-10 else polynomial(xp, *_SINH64, half * half)
+        near = c(4.0) * y_b * (half * series)
+    else:
+        phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
+        near = c(2.0) * y_b * ((t + phi_b) - phi_a)
+    near = xp.where(xp.abs(log_y) < c(_NEAR_LOG_Y), near, direct)
+    gradient = xp.where(xp.abs(t) < c(_NEAR_GRADIENT), near, direct)
+    return gradient if power >= 2 else xp.where(positive, gradient, direct)
+
+
+#: sinh(h) / h = sum_k h^(2k) / (2k + 1)! on |h| < 0.375 (|t| < 0.75), in h^2: the first term left out,
+#: relative to the sum, below 2e-9 for float32 (to h^6) and 5e-18 for float64 (to h^12)
+_SINH32, _SINH64 = _even_series(1, 4), _even_series(1, 7)
+
+
+@formula_function
+def tweedie_second_derivative(xp, eta, y, power):
+    """``2 mu^a (b mu - a y) = 2 (b mu^b - a y mu^a)``, from the value's exponentials."""
+    a, b = 1.0 - power, 2.0 - power
+    return xp.constant(2.0 * b) * _mu_power(xp, eta, b) - xp.constant(2.0 * a) * _y_mu_power(xp, y, eta, a, power < 2)
+
+
 
 
 @formula_function
@@ -189,11 +190,12 @@ def _mu_power(xp, eta, k):
 
 
 @formula_function
-def _y_mu_power(xp, y, eta, k):
+def _y_mu_power(xp, y, eta, k, zero_target=True):
     """``y mu^k`` (``y`` itself for k = 0) where ``mu^k`` alone may overflow and the product does
     not: a tiny target against a large ``mu^a`` (``y = 1e-30``, ``eta = -100``, Gamma in float32:
     2.7e13). Above the dtype's ``log(max)`` it is ``(y e^(x/2)) e^(x/2)``, ``x = k eta`` (halving is
-    exact: one exponential either way), and 0 where ``y`` is 0 (``0 * inf`` would be NaN)."""
+    exact: one exponential either way), and 0 where ``y`` is 0 (``0 * inf`` would be NaN; ``zero_target``
+    False: no such y, p >= 2)."""
     if k == 0:
         return y
     c = xp.constant
@@ -202,7 +204,7 @@ def _y_mu_power(xp, y, eta, k):
     half = xp.exp(xp.where(big, x * c(0.5), x))
     product = y * half
     product = xp.where(big, product * half, product)
-    return xp.where(y == c(0.0), xp.zeros_like(product), product)
+    return xp.where(y == c(0.0), xp.zeros_like(product), product) if zero_target else product
 
 
 class TweedieDeviance(ValueLoss):
