@@ -35,7 +35,7 @@ import mp_catalogue as mc
 import mp_reference as mr
 
 #: the grids reach where an intermediate exp(|z|) overflows while the result is finite (exp(z) times a zero
-#: target weight, the deviances' Known misses): NumPy's overflow warnings there are expected
+#: target weight; a branch that a where drops): NumPy's overflow warnings there are expected
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
 

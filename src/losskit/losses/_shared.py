@@ -8,7 +8,7 @@ import math
 from .formula import formula_function
 from .registry import functional
 
-__all__ = ["functional", "times", "exp_minus_linear", "phi_series", "polynomial"]
+__all__ = ["functional", "times", "exp_minus_linear", "scaled_exp_minus_linear", "polynomial"]
 
 
 @formula_function
@@ -36,7 +36,7 @@ def polynomial(xp, even, odd, x):
     return e + x * o
 
 
-def phi_series(degree):
+def _phi_series(degree):
     """phi(x) / x^2 = sum_m x^m / (m + 2)! to x^degree / degree!, split in even and odd m."""
     terms = [1.0 / math.factorial(m + 2) for m in range(degree - 1)]
     return tuple(terms[0::2][::-1]), tuple(terms[1::2][::-1])
@@ -44,7 +44,7 @@ def phi_series(degree):
 
 # on -1 < x < 2 the first term left out, relative to phi: below 2.3e-18 for float64 (to x^24) and
 # 5.7e-9 for float32 (to x^14)
-_PHI64, _PHI32 = phi_series(24), phi_series(14)
+_PHI64, _PHI32 = _phi_series(24), _phi_series(14)
 
 
 @formula_function
@@ -63,3 +63,16 @@ def exp_minus_linear(xp, x, exp_x):
     # float32 takes the shorter series (a call per length: numba types the two tuples apart)
     series = polynomial(xp, *_PHI32, xs) if xp.eps > 1e-10 else polynomial(xp, *_PHI64, xs)
     return xp.where(small, series * (xs * xs), (exp_x - c(1.0)) - x)
+
+
+@formula_function
+def scaled_exp_minus_linear(xp, x, scale, scaled_exp_x):
+    """``scale * phi(x)`` given ``scaled_exp_x = scale e^x`` (as the caller has it): :func:`exp_minus_linear`
+    without forming ``e^x`` itself, which may overflow (or be ``0 / 0``) where the product is finite: a
+    deviance's ``y^b e^(b t) = mu^b``. The same series on -1 < x < 2, and ``(scale e^x - scale) - scale x``
+    outside it."""
+    c = xp.constant
+    small = xp.abs(x - c(0.5)) < c(1.5)
+    xs = xp.where(small, x, xp.zeros_like(x))
+    series = polynomial(xp, *_PHI32, xs) if xp.eps > 1e-10 else polynomial(xp, *_PHI64, xs)
+    return xp.where(small, scale * (series * (xs * xs)), (scaled_exp_x - scale) - scale * x)

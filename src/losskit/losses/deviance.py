@@ -10,23 +10,26 @@ The input is :math:`\eta = \log\mu` (a log link: any real number is a valid pred
 
 Design note: near the optimum (:math:`\mu \approx y`) the three terms cancel to a value of order
 :math:`t^2`, :math:`t = \eta - \log y = \log(\mu / y)`. With :math:`\varphi(x) = e^x - 1 - x` the
-deviance is :math:`2 y^b (\varphi(b t)/b - \varphi(a t)/a)` (a term is dropped when its denominator
-is 0: the Poisson and Gamma limits), and :math:`\varphi` is computed without cancellation (a series on
--1 < x < 2; beyond, from the exponentials the gradient takes too:
-:func:`~losskit.losses._shared.exp_minus_linear`). For ``1 <= p <= 2`` both terms are positive, so the
-sum is exact to a few eps; otherwise they cancel (by 3x near t = 0 and 7x at t = 2 for p = 3). Far
-from the optimum, ``|t| > 8`` for ``1 <= p <= 2`` and ``|t| > 2`` otherwise, and for ``y <= 0``, the
-three terms themselves are summed: there they cancel by at most 1.7x, and unlike the phi form they
-need neither t (whose rounding costs ``|t| eps``: 130 eps at eta = 300, y = 1000) nor ``e^(b t)``
-(which overflows float32 at eta = 30, y = 1e-30, where the deviance is 2.1e13). At p = 1.5 the two
-phi terms sum to :math:`8 \sqrt y (\cosh h - 1)`, :math:`h = t / 2`: one even series, below |h| = 2.
+deviance is :math:`2 (y^b\varphi(b t)/b - y^b\varphi(a t)/a)` (a term is dropped when its denominator
+is 0: the Poisson and Gamma limits), each :math:`y^b\varphi` computed without cancellation (a series on
+-1 < x < 2; beyond, ``(mu^b - y^b) - y^b b t`` from the exponentials the gradient takes too, never
+``e^(b t)`` itself, which overflows float32 at eta = 30, y = 1e-30, where the deviance is 2.1e13:
+:func:`~losskit.losses._shared.scaled_exp_minus_linear`). For ``1 <= p <= 2`` both terms are positive,
+so the sum is exact to a few eps at every t. Otherwise they have opposite signs and cancel (3x near t =
+0 for p = 3), more than the three terms of the definition do beyond ``|t| = 1 / min(|a|, |b|)`` (1 for
+p = 3, where the phi terms cancel 4.7x and the three terms as much; 7x against 1.7x at t = 2), so
+those are summed there (and for ``y <= 0``). At p = 1.5 the two phi terms sum to :math:`8 \sqrt y
+(\cosh h - 1)`, :math:`h = t / 2`: one even series, below |h| = 2; the three terms beyond.
 
 Gradient :math:`2\mu^a(\mu - y) = 2(\mu^b - y\mu^a)` and Hessian :math:`2(b\mu^b - a y\mu^a)` in
-:math:`\eta`. The gradient's difference cancels near the optimum (5e7 eps at y = 1, eta = 1e-8):
-for ``|t| < 0.75`` it is :math:`2 y^b (t + \varphi(bt) - \varphi(at))` from the value's phi terms
-(p = 1.5: :math:`4\sqrt y \sinh(t/2)` by a short series), exact where ``log y`` is. ``y mu^a`` is formed so that
-it is finite wherever it is (``exp(a eta)`` alone overflows at eta = -100 in float32 for Gamma, whose
-gradient at y = 1e-30 is -5.4e13), and 0 at y = 0 (not ``0 * inf``).
+:math:`\eta`. The gradient's difference cancels near the optimum (5e7 eps at y = 1, eta = 1e-8): for
+``|t| < 0.75`` it is :math:`2 (y^b t + y^b\varphi(bt) - y^b\varphi(at))` from the value's phi terms for
+``1 <= p <= 2`` (p = 1.5: :math:`4\sqrt y \sinh(t/2)` by a short series), and :math:`2 y\mu^a
+\mathrm{expm1}(t)` for other powers (whose phi terms cancel), exact where ``log y`` is. ``y mu^a`` is
+formed so that it is finite and normal wherever it is (``exp(a eta)`` alone overflows at eta = -100 in
+float32 for Gamma, whose gradient at y = 1e-30 is -5.4e13, and underflows at eta = 67.6 for p = 3, y
+= 1e30), and 0 at y = 0 (not ``0 * inf``). So the deviance and its gradient are finite wherever the
+exact ones and ``y^b`` fit the dtype (``y^b`` scales every term: p = 0, y = 1e20 overflows float32).
 
 What is not exact: near the optimum the deviance is ill-conditioned in y (relative condition
 :math:`2/|t|`), and t carries the rounding of ``log y`` (half an ulp): the value there is off by up to
@@ -42,16 +45,12 @@ from __future__ import annotations
 import math
 
 from .. import _array, _checks
-from ._shared import exp_minus_linear, functional, polynomial
+from ._shared import functional, polynomial, scaled_exp_minus_linear
 from .declaration import LOG
 from .formula import formula_function
 from .options import Options, TweedieOptions
 from .robust import ValueLoss
 
-#: |t| = |log(mu / y)| beyond which the value takes the direct form (module note): for 1 <= p <= 2 the
-#: two phi terms have one sign and stay exact until e^|t| nears overflow; otherwise they cancel (7x at
-#: t = 2 for p = 3), while the direct form's terms cancel by at most 1.7x there (1.3x at |t| = 8)
-_FAR_SAME_SIGN, _FAR_OPPOSITE = 8.0, 2.0
 #: the gradient's near form: |t| below 0.75, and |log y| below 4, where the rounding of log y costs it less
 #: than the direct form's cancellation (about |log y| / 2 against 2 eps, relative to t)
 _NEAR_GRADIENT, _NEAR_LOG_Y = 0.75, 4.0
@@ -60,59 +59,64 @@ _NEAR_GRADIENT, _NEAR_LOG_Y = 0.75, 4.0
 @formula_function
 def _pieces(xp, eta, y, power):
     """What the value, gradient and Hessian share (written once: the kernel computes each once):
-    ``(positive, log y, t, y^b, mu^b, y mu^a)`` with ``t = eta - log y = log(mu / y)``; where y <= 0,
-    ``log y`` and ``y^b`` are those of 1."""
+    ``(positive, log y, t, y^b, mu^b, y mu^a)`` with ``t = eta - log y = log(mu / y)``; where y <= 0
+    (p < 2 only: for p >= 2, y > 0 is checked), ``log y`` and ``y^b`` are those of 1."""
     c = xp.constant
     a, b = 1.0 - power, 2.0 - power
     positive = y > c(0.0)
     y_safe = y if power >= 2 else xp.where(positive, y, xp.ones_like(y))  # p >= 2: y > 0, checked
     log_y = xp.log(y_safe)
-    y_b = y_safe if b == 1 else xp.ones_like(y) if b == 0 else xp.pow(y_safe, c(b))
+    y_b = (y_safe if b == 1 else xp.ones_like(y) if b == 0 else xp.sqrt(y_safe) if b == 0.5
+           else xp.pow(y_safe, c(b)))
     return positive, log_y, eta - log_y, y_b, _mu_power(xp, eta, b), _y_mu_power(xp, y, eta, a, power < 2)
 
 
 @formula_function
 def _phis(xp, t, y_b, mu_b, y_mu_a, power):
-    """``(phi(b t), phi(a t))`` (0 for a zero coefficient), from ``e^(b t) = mu^b / y^b`` and
-    ``e^(a t) = y mu^a / y^b``: no exponential of their own."""
+    """``(y^b phi(b t), y^b phi(a t))`` (0 for a zero coefficient), from ``y^b e^(b t) = mu^b`` and
+    ``y^b e^(a t) = y mu^a``: no exponential of their own, and no ``e^(b t)`` that could overflow
+    (or be ``0 / 0`` where ``y^b`` underflows)."""
     c = xp.constant
     a, b = 1.0 - power, 2.0 - power
-    phi_b = xp.zeros_like(t) if b == 0 else exp_minus_linear(xp, c(b) * t, mu_b / y_b)
-    phi_a = xp.zeros_like(t) if a == 0 else exp_minus_linear(xp, c(a) * t, y_mu_a / y_b)
+    phi_b = xp.zeros_like(t) if b == 0 else scaled_exp_minus_linear(xp, c(b) * t, y_b, mu_b)
+    phi_a = xp.zeros_like(t) if a == 0 else scaled_exp_minus_linear(xp, c(a) * t, y_b, y_mu_a)
     return phi_b, phi_a
 
 
 @formula_function
 def tweedie_value(xp, eta, y, power):
-    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note): near
-    the optimum ``2 y^b (phi(b t)/b - phi(a t)/a)``, far from it (and for y <= 0) the three terms.
-    Both come from the exponentials that the gradient takes too; a branch of a power 0 or 1 folds
-    away, so Poisson is one ``log`` and one ``exp``, Gamma the same."""
+    """Elementwise unit deviance of power ``power`` at ``eta = log(mu)`` (see the module note): for y > 0
+    ``2 (y^b phi(b t)/b - y^b phi(a t)/a)``, and for a power outside [1, 2] beyond ``|t| = 1 / min(|a|,
+    |b|)`` (and for y <= 0) the three terms. Both come from the exponentials that the gradient takes
+    too; a branch of a power 0 or 1 folds away, so Poisson is one ``log`` and one ``exp``, Gamma the
+    same."""
     c = xp.constant
     a, b = 1.0 - power, 2.0 - power
     positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
     if a == -b:  # p = 1.5
-        return _tweedie_three_halves(xp, eta, y, positive, t, mu_b, y_mu_a)
+        return _tweedie_three_halves(xp, y, positive, t, mu_b, y_mu_a)
     phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
     near = xp.zeros_like(eta)
     if b != 0:
         near = near + phi_b / c(b)
     if a != 0:
         near = near - phi_a / c(a)
-    near = c(2.0) * y_b * near
-    # 2 (y^b / (ab) - y mu^a / a + mu^b / b), with the limits of a or b = 0; for y <= 0 (allowed for
-    # p < 2, negative only for p <= 0) max(y, 0)^b = 0
-    if a == 0:  # Poisson: 2 (y log(y / mu) - y + mu)
+    near = c(2.0) * near
+    if b == 0:  # Gamma: y > 0, one form
+        return near
+    # 2 (y^b / (ab) - y mu^a / a + mu^b / b), with the limit of a = 0; for y <= 0 (allowed for p < 2,
+    # negative only for p <= 0) max(y, 0)^b = 0
+    if a == 0:  # Poisson: 2 (y log(y / mu) - y + mu), here only for y = 0
         direct = c(2.0) * (mu_b - y * (c(1.0) + t))
-    elif b == 0:  # Gamma: 2 (log(mu / y) + y / mu - 1)
-        direct = c(2.0) * ((t - c(1.0)) + y_mu_a)
     else:
         direct = c(2.0 / b) * mu_b - c(2.0 / a) * y_mu_a
         direct = direct + xp.where(positive, c(2.0 / (a * b)) * y_b, xp.zeros_like(y_b))
     if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
         direct = direct + xp.where(positive, xp.zeros_like(y), y * y)
-    far = _FAR_SAME_SIGN if 1 <= power <= 2 else _FAR_OPPOSITE
-    value = xp.where(xp.abs(t) <= c(far), near, direct)
+    # 1 <= p <= 2: the phi terms have one sign (a <= 0 <= b), one form for every t; otherwise they cancel
+    # more than the three terms beyond |t| = 1 / min(|a|, |b|)
+    same_sign = 1 <= power <= 2
+    value = near if same_sign else xp.where(xp.abs(t) <= c(1.0 / min(abs(a), abs(b))), near, direct)
     return value if power >= 2 else xp.where(positive, value, direct)
 
 
@@ -129,10 +133,11 @@ _COSH64, _COSH32 = _even_series(2, 12), _even_series(2, 7)
 @formula_function
 def tweedie_gradient(xp, eta, y, power):
     """``d / d eta = 2 mu^a (mu - y) = 2 (mu^b - y mu^a)``. Near the optimum (``|t| < 0.75``) that
-    difference cancels; there it is ``2 y^b (e^(b t) - e^(a t)) = 2 y^b (t + phi(b t) - phi(a t))``
-    with the value's phi terms (p = 1.5: ``4 sqrt(y) sinh(t / 2)`` by its series): exact where ``log
-    y`` is (y = 1), otherwise off by the rounding of ``log y`` relative to t (module note). Beyond
-    0.75 the difference cancels by less than 3x."""
+    difference cancels; there it is ``2 y^b (e^(b t) - e^(a t)) = 2 (y^b t + y^b phi(b t) - y^b phi(a
+    t))`` with the value's phi terms for 1 <= p <= 2 (p = 1.5: ``4 sqrt(y) sinh(t / 2)`` by its series),
+    and ``2 y mu^a expm1(t) = 2 (y mu^a t + y mu^a phi(t))`` for other powers (whose phi terms would
+    cancel): exact where ``log y`` is (y = 1), otherwise off by the rounding of ``log y`` relative to t
+    (module note). Beyond 0.75 the difference cancels by less than 3x."""
     c = xp.constant
     a, b = 1.0 - power, 2.0 - power
     positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
@@ -141,9 +146,12 @@ def tweedie_gradient(xp, eta, y, power):
         half = xp.where(xp.abs(t) < c(_NEAR_GRADIENT), t * c(0.5), xp.zeros_like(t))
         series = polynomial(xp, *_SINH32, half * half) if xp.eps > 1e-10 else polynomial(xp, *_SINH64, half * half)
         near = c(4.0) * y_b * (half * series)
-    else:
+    elif 1 <= power <= 2:
         phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
-        near = c(2.0) * y_b * ((t + phi_b) - phi_a)
+        near = c(2.0) * ((y_b * t + phi_b) - phi_a)
+    else:
+        ts = xp.where(xp.abs(t) < c(_NEAR_GRADIENT), t, xp.zeros_like(t))
+        near = c(2.0) * (y_mu_a * ts + scaled_exp_minus_linear(xp, ts, y_mu_a, mu_b))
     near = xp.where(xp.abs(log_y) < c(_NEAR_LOG_Y), near, direct)
     gradient = xp.where(xp.abs(t) < c(_NEAR_GRADIENT), near, direct)
     return gradient if power >= 2 else xp.where(positive, gradient, direct)
@@ -161,10 +169,8 @@ def tweedie_second_derivative(xp, eta, y, power):
     return xp.constant(2.0 * b) * _mu_power(xp, eta, b) - xp.constant(2.0 * a) * _y_mu_power(xp, y, eta, a, power < 2)
 
 
-
-
 @formula_function
-def _tweedie_three_halves(xp, eta, y, positive, t, mu_b, y_mu_a):
+def _tweedie_three_halves(xp, y, positive, t, mu_b, y_mu_a):
     """The deviance of power 1.5 (a = -1/2, b = 1/2): ``8 sqrt(y) (cosh h - 1)``, ``h = t / 2``, the
     module note's form with its two phi terms summed (their odd terms cancel). Below |h| = 2 by the
     even series; above it (and for y = 0) the direct ``4 mu^b + 4 y mu^a - 8 sqrt(y)``, whose
@@ -191,16 +197,17 @@ def _mu_power(xp, eta, k):
 
 @formula_function
 def _y_mu_power(xp, y, eta, k, zero_target=True):
-    """``y mu^k`` (``y`` itself for k = 0) where ``mu^k`` alone may overflow and the product does
-    not: a tiny target against a large ``mu^a`` (``y = 1e-30``, ``eta = -100``, Gamma in float32:
-    2.7e13). Above the dtype's ``log(max)`` it is ``(y e^(x/2)) e^(x/2)``, ``x = k eta`` (halving is
-    exact: one exponential either way), and 0 where ``y`` is 0 (``0 * inf`` would be NaN; ``zero_target``
-    False: no such y, p >= 2)."""
+    """``y mu^k`` (``y`` itself for k = 0) where ``mu^k`` alone over- or underflows and the product
+    does not: a tiny target against a large ``mu^a`` (``y = 1e-30``, ``eta = -100``, Gamma in float32:
+    2.7e13), a huge one against a tiny ``mu^a`` (``y = 1e30``, ``eta = 67.6``, p = 3 in float32).
+    Where ``|k eta|`` nears the dtype's ``log(max)`` it is ``(y e^(x/2)) e^(x/2)``, ``x = k eta``
+    (halving is exact: one exponential either way), and 0 where ``y`` is 0 (``0 * inf`` would be
+    NaN; ``zero_target`` False: no such y, p >= 2)."""
     if k == 0:
         return y
     c = xp.constant
     x = c(k) * eta
-    big = x > c(88.0 if xp.eps > 1e-10 else 709.0)
+    big = xp.abs(x) > c(87.0 if xp.eps > 1e-10 else 708.0)
     half = xp.exp(xp.where(big, x * c(0.5), x))
     product = y * half
     product = xp.where(big, product * half, product)
