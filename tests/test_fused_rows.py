@@ -113,6 +113,38 @@ def test_class_axis_kernel_matches_the_array_api_path(cls, options, kind, dtype,
     _check(cls, dict(options, reduction=reduction), z, target, dtype, normalizer=5.0)
 
 
+#: the parallel kernels (calls of 2^18 elements or more) of the class-axis losses: compiled only here, and only
+#: with LOSSKIT_TEST_PARALLEL_KERNELS=1 (5 kernels per dtype, 6-18 s each on a cold cache); every other test
+#: of this file runs their serial twins. Run so on 2026-12-04 (docs/fused.md): all pass
+PARALLEL_CASES = [case for case in CASES if case[0] is not lk.SoftmaxCrossEntropy
+                  and case[1] in ({}, {"gamma": 1.5, "alpha": "per class", "label_smoothing": 0.1, CW: CW},
+                                  {"gamma": 2.0}, {"epsilon": 1.0})]
+_PARALLEL = pytest.mark.skipif(not __import__("os").environ.get("LOSSKIT_TEST_PARALLEL_KERNELS"),
+                               reason="compile time; run with LOSSKIT_TEST_PARALLEL_KERNELS=1")
+
+
+@_PARALLEL
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("cls", "options", "kind"), PARALLEL_CASES,
+                         ids=[f"{c.__name__}-{k}-{sorted(o.items())}" for c, o, k in PARALLEL_CASES])
+def test_parallel_class_axis_kernels_match_the_array_api_path(cls, options, kind, dtype, monkeypatch):
+    """The same comparison on the parallel kernel (every call sent there), and a probability row that does
+    not sum to 1 flagged by it, so that the reference raises its error."""
+    monkeypatch.setattr(_compiled, "SERIAL_BELOW", 0)
+    rng = np.random.default_rng(11)
+    z = (rng.normal(size=(33, 1300)) * 3).astype(dtype)
+    options = _options(options, 1300)
+    target = _target(kind, z, rng, "ignore_index" in options)
+    weight = rng.uniform(0.1, 2.0, size=33)
+    _check(cls, dict(options, reduction="none"), z, target, dtype, weight=weight)
+    _check(cls, dict(options, reduction="mean"), z, target, dtype)
+    if kind == "probs":
+        bad = np.array(target, copy=True)
+        bad[20] *= 1.5
+        with pytest.raises(lk.LossInputError, match="target"):
+            cls(impl="fused", **options).value_and_grad(z, bad)
+
+
 def test_each_loss_runs_its_own_kernel_never_softmax_ce():
     # the torch-native and XLA paths pick a formulation by this name: softmax CE's would be other math
     for cls, name in KERNELS.items():
