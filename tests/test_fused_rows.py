@@ -9,6 +9,8 @@ reference), so the comparison is never the reference against itself.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -119,7 +121,7 @@ def test_class_axis_kernel_matches_the_array_api_path(cls, options, kind, dtype,
 PARALLEL_CASES = [case for case in CASES if case[0] is not lk.SoftmaxCrossEntropy
                   and case[1] in ({}, {"gamma": 1.5, "alpha": "per class", "label_smoothing": 0.1, CW: CW},
                                   {"gamma": 2.0}, {"epsilon": 1.0})]
-_PARALLEL = pytest.mark.skipif(not __import__("os").environ.get("LOSSKIT_TEST_PARALLEL_KERNELS"),
+_PARALLEL = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_PARALLEL_KERNELS"),
                                reason="compile time; run with LOSSKIT_TEST_PARALLEL_KERNELS=1")
 
 

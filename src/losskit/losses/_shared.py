@@ -8,7 +8,7 @@ import math
 from .formula import formula_function
 from .registry import functional
 
-__all__ = ["functional", "times", "exp_minus_linear", "scaled_exp_minus_linear", "polynomial"]
+__all__ = ["functional", "times", "scaled_exp_minus_linear", "polynomial"]
 
 
 @formula_function
@@ -48,31 +48,21 @@ _PHI64, _PHI32 = _phi_series(24), _phi_series(14)
 
 
 @formula_function
-def exp_minus_linear(xp, x, exp_x):
-    """``phi(x) = e^x - 1 - x`` (>= 0) given ``exp_x``, ``e^x`` as the caller has it (a few ulps: a
-    quotient or product of exponentials it computes anyway), to a few eps over the whole line.
+def scaled_exp_minus_linear(xp, x, scale, scaled_exp_x):
+    """``scale * phi(x)``, ``phi(x) = e^x - 1 - x`` (>= 0), given ``scaled_exp_x = scale e^x`` as the caller
+    has it (a few ulps: a product of exponentials it computes anyway), to a few eps over the whole line;
+    ``e^x`` itself is never formed, as it may overflow (or be ``0 / 0``) where the product is finite: a
+    deviance's ``y^b e^(b t) = mu^b``.
 
-    ``exp_x - 1 - x`` cancels for small |x| (phi ~ x^2 / 2): on -1 < x < 2 a Taylor series is used
+    ``e^x - 1 - x`` cancels for small |x| (phi ~ x^2 / 2): on -1 < x < 2 a Taylor series is used
     instead (to x^24, or x^14 for float32; for x < 0 its alternating terms cost at most a factor 2
-    of rounding). Outside, phi >= e^-1 and an error of ``u`` ulps in ``exp_x`` costs at most about
-    ``1.7 u`` eps (``e^x / phi(x)`` peaks at 1.7, at x = 2). One ``where``, no exponential of its own:
-    the compiled kernel computes both sides (SIMD), and the series costs less than an ``expm1``."""
+    of rounding). Outside, ``(scale e^x - scale) - scale x``: phi >= e^-1 there and an error of ``u`` ulps
+    in ``scaled_exp_x`` costs at most about ``1.7 u`` eps (``e^x / phi(x)`` peaks at 1.7, at x = 2). One
+    ``where``, no exponential of its own: the compiled kernel computes both sides (SIMD), and the series
+    costs less than an ``expm1``."""
     c = xp.constant
     small = xp.abs(x - c(0.5)) < c(1.5)
     xs = xp.where(small, x, xp.zeros_like(x))  # the series' branch never sees a large x
     # float32 takes the shorter series (a call per length: numba types the two tuples apart)
-    series = polynomial(xp, *_PHI32, xs) if xp.eps > 1e-10 else polynomial(xp, *_PHI64, xs)
-    return xp.where(small, series * (xs * xs), (exp_x - c(1.0)) - x)
-
-
-@formula_function
-def scaled_exp_minus_linear(xp, x, scale, scaled_exp_x):
-    """``scale * phi(x)`` given ``scaled_exp_x = scale e^x`` (as the caller has it): :func:`exp_minus_linear`
-    without forming ``e^x`` itself, which may overflow (or be ``0 / 0``) where the product is finite: a
-    deviance's ``y^b e^(b t) = mu^b``. The same series on -1 < x < 2, and ``(scale e^x - scale) - scale x``
-    outside it."""
-    c = xp.constant
-    small = xp.abs(x - c(0.5)) < c(1.5)
-    xs = xp.where(small, x, xp.zeros_like(x))
     series = polynomial(xp, *_PHI32, xs) if xp.eps > 1e-10 else polynomial(xp, *_PHI64, xs)
     return xp.where(small, scale * (series * (xs * xs)), (scaled_exp_x - scale) - scale * x)
