@@ -223,8 +223,9 @@ class TweedieDeviance(ValueLoss):
 
     ``power`` p <= 0 or >= 1 (none in (0, 1): no such distribution). Target domain: any real for
     p <= 0, ``y >= 0`` for 1 <= p < 2, ``y > 0`` for p >= 2 (checked). Shapes as
-    :class:`MeanSquaredError` (``predictions`` is the log-mean). Edges: finite for finite input
-    until :math:`\mu^b` overflows; accurate near the optimum (see the module note).
+    :class:`MeanSquaredError` (``predictions`` is the log-mean). Edges: finite wherever the exact
+    deviance (and gradient) and :math:`y^b` fit the dtype; accurate near the optimum, to the rounding of
+    ``log y`` (see the module note).
 
     >>> import numpy as np, losskit as lk
     >>> float(lk.tweedie_deviance(np.log(np.array([2.0])), np.array([2.0]), power=1.5))
