@@ -525,6 +525,37 @@ def test_sweep_rows_with_an_infinite_or_nan_max_equal_the_core_reference(cls, op
         assert float(value[9]) == np.inf and np.all(np.asarray(grad[2]) == 0)  # weight 0, infinite loss
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_crammer_singer_sweep_takes_the_first_maximiser_and_the_reference_limits(dtype):
+    """The hinge's sweep (rows.crammer_singer) finds the maximiser as the least index of the row max, not
+    by argmax: on rows of ties (every margin equal; two off the label; the label's z_y against another
+    class's z_k + 1, where the first is the label and the gradient 0), value and gradient under jit
+    equal the core's reference on NumPy bit for bit, weights and "none" included; a batch holding a row
+    of +inf or NaN takes the reference (+inf loss, NaN)."""
+    from losskit.jax import rows
+
+    z = np.array([[1.0, 1, 1, 1], [0, 2, 2, 0], [2.5, 1.5, 0, 0], [0, 3, 3, 3], [-1e30, -1e30, 5, 5]], dtype)
+    y = np.array([0, 0, 0, 3, 1])
+    weight = np.array([0.5, 1.0, 2.0, 1.5, 0.25], dtype)
+    core = lk.MulticlassHingeLoss(impl="xp", reduction="none")
+    assert rows.sweep_for(core, core.plan(jnp.asarray(z), jnp.asarray(y))) is not None
+    fn = lj.loss_fn(core)
+    run = jax.jit(lambda z, y: (fn(z, y, jnp.asarray(weight)),
+                                jax.grad(lambda z: jnp.sum(fn(z, y, jnp.asarray(weight))))(z)))
+    for rows_z in (z, np.where(np.arange(4) == 2, np.inf, z), np.where(np.arange(4) == 1, np.nan, z)):
+        rows_z = rows_z.copy()
+        rows_z[:-1] = z[:-1]  # the last row alone is +inf / NaN in the second and third batch
+        with np.errstate(invalid="ignore"):
+            expected_value, expected_grad = core.value_and_grad(rows_z, y, weight=weight)
+        value, grad = run(jnp.asarray(rows_z), jnp.asarray(y))
+        np.testing.assert_array_equal(np.asarray(value), expected_value)
+        np.testing.assert_array_equal(np.asarray(grad), expected_grad)
+    # by hand: margins (1, 2, 2, 2), (0, 3, 3, 1), (2.5, 2.5, 1, 1), (1, 4, 4, 3), (-1e30 + 1, -1e30, 6, 6)
+    first = np.array([1, 1, 0, 1, 2])
+    by_hand = weight[:, None] * (np.eye(4, dtype=dtype)[first] - np.eye(4, dtype=dtype)[y])
+    np.testing.assert_array_equal(np.asarray(run(jnp.asarray(z), jnp.asarray(y))[1]), by_hand)
+
+
 @pytest.mark.parametrize("name", ["kl_divergence", "softmax_cross_entropy"])
 def test_sweeps_of_long_float32_rows_keep_float32_precision(name):
     """Rows of 32000 classes: XLA's own row loop added a row's terms one after another into a few

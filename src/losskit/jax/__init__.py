@@ -7,12 +7,12 @@ Design note: the core already runs on JAX arrays and traces under ``jit``/``vmap
 instead give JAX the analytic gradient with respect to the logits, computed from the core's call
 plan: the forward rule computes the value and the gradient together and keeps the gradient as
 the residual, so the backward is one multiplication. Softmax CE and Poly-1 with integer
-labels, KL divergence with probability targets and distillation have their own XLA row sweeps
+labels, KL divergence with probability targets, distillation and the Crammer-Singer hinge have their own XLA row sweeps
 (:mod:`losskit.jax.rows`: a row's sums in one pass or a few, one pass for the gradient, no
 log-softmax written out; softmax CE and Poly-1 take one plain sum, which YNNPACK computes whole, of
 the exps with the label's left out; KL's rows take their normaliser and entropy from plain sums, and
 a row sure of its class its terms below the max from one more; distillation one variadic row
-reduction);
+reduction; the hinge a max and a min over the classes, no ``argmax``);
 every other loss runs its own
 array-API formula (``_terms``, the reference's text, where XLA fuses the elementwise ops; an
 :class:`~losskit.ElementwiseLoss`'s value and derivative as two passes, :func:`_two_passes`), with the
