@@ -530,30 +530,32 @@ def test_crammer_singer_sweep_takes_the_first_maximiser_and_the_reference_limits
     """The hinge's sweep (rows.crammer_singer) finds the maximiser as the least index of the row max, not
     by argmax: on rows of ties (every margin equal; two off the label; the label's z_y against another
     class's z_k + 1, where the first is the label and the gradient 0), value and gradient under jit
-    equal the core's reference on NumPy bit for bit, weights and "none" included; a batch holding a row
-    of +inf or NaN takes the reference (+inf loss, NaN)."""
+    equal the core's reference on NumPy bit for bit, weights and "none" included; and so do the limits
+    it gives itself (no branch to the reference) where the last row holds +inf, NaN off or at the label,
+    is all -inf, or has -inf at the label (+inf loss), beside a first row of weight 0."""
     from losskit.jax import rows
 
     z = np.array([[1.0, 1, 1, 1], [0, 2, 2, 0], [2.5, 1.5, 0, 0], [0, 3, 3, 3], [-1e30, -1e30, 5, 5]], dtype)
     y = np.array([0, 0, 0, 3, 1])
     weight = np.array([0.5, 1.0, 2.0, 1.5, 0.25], dtype)
     core = lk.MulticlassHingeLoss(impl="xp", reduction="none")
-    assert rows.sweep_for(core, core.plan(jnp.asarray(z), jnp.asarray(y))) is not None
+    sweep = rows.sweep_for(core, core.plan(jnp.asarray(z), jnp.asarray(y)))
+    assert sweep is not None and sweep.limits
     fn = lj.loss_fn(core)
-    run = jax.jit(lambda z, y: (fn(z, y, jnp.asarray(weight)),
-                                jax.grad(lambda z: jnp.sum(fn(z, y, jnp.asarray(weight))))(z)))
-    for rows_z in (z, np.where(np.arange(4) == 2, np.inf, z), np.where(np.arange(4) == 1, np.nan, z)):
-        rows_z = rows_z.copy()
-        rows_z[:-1] = z[:-1]  # the last row alone is +inf / NaN in the second and third batch
+    run = jax.jit(lambda z, y, w: (fn(z, y, w), jax.grad(lambda z: jnp.sum(fn(z, y, w)))(z)))
+    last_rows = ([-1, 2, np.inf, 7], [0, np.nan, 3, np.nan], [1, 2, 3, np.nan], [-np.inf] * 4, [4, -np.inf, 0, 1])
+    for last in (z[-1], *(np.array(r, dtype) for r in last_rows)):
+        batch = np.concatenate([z[:-1], last[None]])
+        w = weight if last is z[-1] else np.concatenate([[0.0], weight[1:]]).astype(dtype)
         with np.errstate(invalid="ignore"):
-            expected_value, expected_grad = core.value_and_grad(rows_z, y, weight=weight)
-        value, grad = run(jnp.asarray(rows_z), jnp.asarray(y))
+            expected_value, expected_grad = core.value_and_grad(batch, y, weight=w)
+        value, grad = run(jnp.asarray(batch), jnp.asarray(y), jnp.asarray(w))
         np.testing.assert_array_equal(np.asarray(value), expected_value)
         np.testing.assert_array_equal(np.asarray(grad), expected_grad)
     # by hand: margins (1, 2, 2, 2), (0, 3, 3, 1), (2.5, 2.5, 1, 1), (1, 4, 4, 3), (-1e30 + 1, -1e30, 6, 6)
     first = np.array([1, 1, 0, 1, 2])
     by_hand = weight[:, None] * (np.eye(4, dtype=dtype)[first] - np.eye(4, dtype=dtype)[y])
-    np.testing.assert_array_equal(np.asarray(run(jnp.asarray(z), jnp.asarray(y))[1]), by_hand)
+    np.testing.assert_array_equal(np.asarray(run(jnp.asarray(z), jnp.asarray(y), jnp.asarray(weight))[1]), by_hand)
 
 
 @pytest.mark.parametrize("name", ["kl_divergence", "softmax_cross_entropy"])

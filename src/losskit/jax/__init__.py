@@ -20,8 +20,9 @@ sums of a loss whose examples are not class-axis rows kept from YNNPACK (:class:
 declares ``value_in_arithmetic`` (log-cosh: its value without a select), handed to YNNPACK whole
 (:class:`_ArithmeticValue`). A row whose max is +-inf or NaN: the softmax CE
 and Poly-1 sweep shifts it as the reference does (:func:`rows.shifted`: selects, no branch) and its
-own arithmetic then gives the reference's exact limits; KL and distillation, whose plain sums
-YNNPACK takes without a select, send such a batch to the core's reference expression (``lax.cond``
+own arithmetic then gives the reference's exact limits, as the hinge's does; KL, distillation and
+softmax focal, whose plain sums YNNPACK takes without a select, send such a batch to the core's
+reference expression (``lax.cond``
 on one ``isfinite`` reduction). Why not that ``lax.cond`` for softmax CE too: the common call then
 paid two more ``[N, K]`` temporaries (62.5 MiB at 256 x 32000 float32, against 0.5 MiB without
 it: XLA keeps the branch's arrays apart from the call's output; issue 15, BENCHMARKS.md). Every

@@ -1,7 +1,7 @@
 """The row sweeps of ``losskit.jax``'s XLA formulation: softmax CE, Poly-1 and softmax focal (no
 smoothing) with integer labels, KL divergence with probability targets, distillation, the
-Crammer-Singer hinge (:func:`crammer_singer`: its max and first maximiser). Each computes
-a row's value and its gradient from its row sums, plus one elementwise pass for the gradient.
+Crammer-Singer hinge. Each computes a row's value and its gradient from its row sums (the hinge:
+its max and first maximiser, :func:`crammer_singer`), plus one elementwise pass for the gradient.
 Softmax CE and Poly-1 take one plain sum, of the exps with the label's left out
 (:func:`softmax_ce`); KL's sums that take an exp or a log are plain sums too
 (:func:`kl_divergence`), YNNPACK computes them whole; the other sums are one variadic row reduction
@@ -17,8 +17,9 @@ computes separate sums as separate passes; the reference's text (a log-softmax, 
 is YNNPACK's fastest pass; a variadic reduce is XLA's own loop, fused with the terms' producers (one
 read of the logits and target for all of a row's sums) but calling exp and log one element at a
 time, and 3-4x slower than a plain sum even without them. A row whose max is +-inf or NaN: softmax
-CE and Poly-1 shift it as the reference does (:func:`shifted`) and give its exact limits themselves;
-KL and distillation never see one (``lax.cond`` in :mod:`losskit.jax`: the reference's exact limits).
+CE and Poly-1 shift it as the reference does (:func:`shifted`) and give its exact limits themselves,
+as the hinge's arithmetic, the reference's, does; KL, distillation and softmax focal never see one
+(``lax.cond`` in :mod:`losskit.jax`: the reference's exact limits).
 """
 
 from __future__ import annotations
@@ -356,21 +357,24 @@ def _margins(plan):
 def crammer_singer(plan, maxima):
     r"""Crammer-Singer :math:`\max_k (z_k + 1 - [k = y]) - z_y`, gradient :math:`e_{k^*} - e_y` with
     :math:`k^*` the first maximiser (the reference's ``argmax``), found as the least index at which the
-    margins equal their max: a plain min-reduction that XLA fuses with the compare, where ``argmax`` is a
-    variadic reduce of (value, index) pairs in XLA's own loop (0.75-0.93x optax's autodiff of the max,
-    whose backward is the same compare; this form 1.2x, benchmarks/jax_layer.py)."""
+    margins equal their max, or are NaN (``argmax`` takes the first NaN): a plain min-reduction that XLA
+    fuses with the compare, where ``argmax`` is a variadic reduce of (value, index) pairs in XLA's own
+    scalar loop (0.61-0.93x optax's autodiff of the max, whose backward is the same compare; this form
+    1.42-2.16x, benchmarks/jax_layer.py). The reference's own arithmetic, so a row whose max is +-inf or
+    NaN gets its limits here (the first +inf, index 0 of an all -inf row, the first NaN)."""
     z, labels = plan.input, plan.target.labels
     (margins,), (top,) = _margins(plan), maxima
     k = z.shape[-1]
-    classes = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)  # (K < 2^31; labels may be uint8)
-    first = jnp.min(jnp.where(margins == top[..., None], classes, k), axis=-1)
+    classes = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)  # (K < 2^31)
+    first = jnp.min(jnp.where((margins == top[..., None]) | jnp.isnan(margins), classes, k), axis=-1)
     label = labels.astype(jnp.int32)[..., None]
     grad = (classes == first[..., None]).astype(z.dtype) - (classes == label).astype(z.dtype)
     return top - _array.take_class(jnp, z, labels), grad
 
 
 class Sweep(NamedTuple):
-    """A row sweep: ``rows(plan)``, the arrays whose row maxima it shifts by, and ``run(plan, maxima)
+    """A row sweep: ``rows(plan)``, the arrays whose row maxima it takes (the softmax sweeps shift by
+    them; the hinge's are its margins), and ``run(plan, maxima)
     -> (per-row loss, gradient)``. ``limits``: whether ``run`` gives the reference's exact limits in a
     row whose max is +-inf or NaN itself (:func:`shifted`); if not, such a batch takes the reference."""
 
@@ -401,8 +405,8 @@ def sweep_for(loss, plan) -> Sweep | None:
         return Sweep(_logits, functools.partial(kl_divergence, loss=loss))
     if name == "softmax_focal" and plan.target.labels is not None and not plan.smoothing:
         return Sweep(_logits, functools.partial(softmax_focal, loss=loss))
-    if name == "crammer_singer":  # a row whose max is +-inf or NaN takes the reference (its limits)
-        return Sweep(_margins, crammer_singer)
+    if name == "crammer_singer":
+        return Sweep(_margins, crammer_singer, limits=True)
     if name == "distillation":
         return Sweep(lambda plan: (plan.input, plan.target.dense), functools.partial(distillation, loss=loss))
     return None
