@@ -544,9 +544,9 @@ def test_crammer_singer_sweep_takes_the_first_maximiser_and_the_reference_limits
     fn = lj.loss_fn(core)
     run = jax.jit(lambda z, y, w: (fn(z, y, w), jax.grad(lambda z: jnp.sum(fn(z, y, w)))(z)))
     last_rows = ([-1, 2, np.inf, 7], [0, np.nan, 3, np.nan], [1, 2, 3, np.nan], [-np.inf] * 4, [4, -np.inf, 0, 1])
-    for last in (z[-1], *(np.array(r, dtype) for r in last_rows)):
+    zero_first = np.concatenate([[0.0], weight[1:]]).astype(dtype)
+    for last, w in ((z[-1], weight), *((np.array(r, dtype), zero_first) for r in last_rows)):
         batch = np.concatenate([z[:-1], last[None]])
-        w = weight if last is z[-1] else np.concatenate([[0.0], weight[1:]]).astype(dtype)
         with np.errstate(invalid="ignore"):
             expected_value, expected_grad = core.value_and_grad(batch, y, weight=w)
         value, grad = run(jnp.asarray(batch), jnp.asarray(y), jnp.asarray(w))

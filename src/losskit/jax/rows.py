@@ -350,8 +350,7 @@ def _margins(plan):
     """The Crammer-Singer margins ``z_k + 1`` off the label, ``z_y`` at it (the row max of which the
     caller takes)."""
     z = plan.input
-    mask = _array.one_hot(jnp, plan.target.labels, z.shape[-1], jnp.bool_)
-    return (jnp.where(mask, z, z + 1),)
+    return (jnp.where(_one_hot(plan.target.labels, z), z, z + 1),)
 
 
 def crammer_singer(plan, maxima):
@@ -364,11 +363,9 @@ def crammer_singer(plan, maxima):
     NaN gets its limits here (the first +inf, index 0 of an all -inf row, the first NaN)."""
     z, labels = plan.input, plan.target.labels
     (margins,), (top,) = _margins(plan), maxima
-    k = z.shape[-1]
-    classes = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)  # (K < 2^31)
-    first = jnp.min(jnp.where((margins == top[..., None]) | jnp.isnan(margins), classes, k), axis=-1)
-    label = labels.astype(jnp.int32)[..., None]
-    grad = (classes == first[..., None]).astype(z.dtype) - (classes == label).astype(z.dtype)
+    classes = jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
+    first = jnp.min(jnp.where((margins == top[..., None]) | jnp.isnan(margins), classes, z.shape[-1]), axis=-1)
+    grad = (classes == first[..., None]).astype(z.dtype) - _one_hot(labels, z).astype(z.dtype)
     return top - _array.take_class(jnp, z, labels), grad
 
 
