@@ -359,8 +359,9 @@ def crammer_singer(plan, maxima):
     margins equal their max, or are NaN (``argmax`` takes the first NaN): a plain min-reduction that XLA
     fuses with the compare, where ``argmax`` is a variadic reduce of (value, index) pairs in XLA's own
     scalar loop (0.61-0.93x optax's autodiff of the max, whose backward is the same compare; this form
-    1.42-2.16x, benchmarks/jax_layer.py). The reference's own arithmetic, so a row whose max is +-inf or
-    NaN gets its limits here (the first +inf, index 0 of an all -inf row, the first NaN)."""
+    1.3-1.4x, interleaved in one process at 256 x 32000: BENCHMARKS.md). The reference's own
+    arithmetic, so a row whose max is +-inf or NaN gets its limits here (the first +inf, index 0 of an
+    all -inf row, the first NaN)."""
     z, labels = plan.input, plan.target.labels
     (margins,), (top,) = _margins(plan), maxima
     classes = jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
