@@ -31,6 +31,7 @@ copy of the softmax, as softmax CE's.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -224,6 +225,7 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
     ties_s = zero
     below_t = zero
     ties_t = zero
+    moment = zero
     for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
         j = start + step
         ds = (row[j] - mz) * inv_t
@@ -234,7 +236,16 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
         ties_s += one if ds >= zero else zero
         below_t += et if dt < zero else zero
         ties_t += one if dt >= zero else zero
-    return float(below_s), float(ties_s), float(below_t), float(ties_t)
+        moment += es * (_logit_gap(t[j], row[j], mt, mz) * inv_t)
+    return float(below_s), float(ties_s), float(below_t), float(ties_t), float(moment)
+
+
+@numba.njit(**INLINE)
+def _logit_gap(t, z, mt, mz):
+    """:func:`losskit.losses._shared.logit_gap` (that formula function is the centred kernel's ``gap``;
+    this pass runs before the formula functions are registered): the grouping that rounds less."""
+    apart, level = t - z, mt - mz
+    return apart - level if abs(apart) + abs(level) < abs(t - mt) + abs(z - mz) else (t - mt) - (z - mz)
 
 
 @numba.njit(**INLINE)
@@ -251,13 +262,18 @@ def _distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, count):
 
 
 @numba.njit(**OPTIONS)
-def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
+def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags, near, centre, log_total):
     r"""Distillation :math:`T^2 \sum q (\log q - \log p)`, :math:`p = \mathrm{softmax}(z / T)`,
     :math:`q = \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Passes: the two maxima (and a
-    poison sum: NaN for a logit of +-inf, flagged); the teacher's terms into ``grad`` and the two
-    normalisers (below and ties, as softmax CE's); the per-class terms; the gradient (the student's
-    ``exp`` taken again). ``grad`` is full ``[N, K]`` (scratch without a gradient), so that the sums
-    are taken by the same loops either way."""
+    poison sum: NaN for a logit of +-inf, flagged); the teacher's terms into ``grad``, the two
+    normalisers (below and ties, as softmax CE's) and the student's mean of ``d = dt - ds``; the
+    per-class terms; the gradient (the student's ``exp`` taken again). ``grad`` is full ``[N, K]``
+    (scratch without a gradient), so that the sums are taken by the same loops either way.
+
+    A near row (``w = log sum p e^(d - mean) < log 2``: :func:`losskit.losses.distribution.centred_distillation_kl`)
+    skips the per-class terms, whose two normalisers cancel there: ``near[i] = 1``, with the student's
+    mean of ``d`` in ``centre[i]`` and its log-normaliser in ``log_total[i]``, for
+    :func:`centred_kl_kernel`'s value; ``scaled_loss[i]`` is then left to it."""
     n, k = z.shape
     dtype = z.dtype.type
     zero = dtype(0)
@@ -277,25 +293,29 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
             flags[i] = 1
             continue
         full = k - k % SUM_CHUNK
-        below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0
+        below_s, ties_s, below_t, ties_t, moment = 0.0, 0.0, 0.0, 0.0, 0.0
         for start in range(0, full, SUM_CHUNK):
-            bs, ts, bt, tt = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
-            below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
-        bs, ts, bt, tt = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
-        below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
+            bs, ts, bt, tt, mo = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
+            below_s, ties_s, below_t, ties_t, moment = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt, moment + mo
+        bs, ts, bt, tt, mo = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
+        below_s, ties_s, below_t, ties_t, moment = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt, moment + mo
         rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
         rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
-        log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
-        inv_ts = dtype(1.0 / total_t)
-        kl = 0.0
-        for start in range(0, full, SUM_CHUNK):
-            kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, SUM_CHUNK))
-        kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, full, k - full))
-        loss = temperature * temperature * kl
-        if not math.isfinite(loss):
-            flags[i] = 1
-            continue
-        scaled_loss[i] = s * loss
+        mean_d = moment / total_s
+        if (log_nt - log_ns) - mean_d < _LOG2:  # a near row: its value is centred_kl_kernel's
+            near[i], centre[i], log_total[i] = 1, mean_d, log_ns
+        else:
+            log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
+            inv_ts = dtype(1.0 / total_t)
+            kl = 0.0
+            for start in range(0, full, SUM_CHUNK):
+                kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, SUM_CHUNK))
+            kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, full, k - full))
+            loss = temperature * temperature * kl
+            if not math.isfinite(loss):
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
         if with_grad:
             # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
             scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
@@ -305,6 +325,56 @@ def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_gr
                 ds = (row[j] - mz) * inv_t
                 dt = (t[j] - mt) * inv_t
                 g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
+
+
+_LOG2 = math.log(2.0)
+
+
+@functools.cache
+def centred_kl_kernel(phi, psi, finish, gap, salt: int, cacheable: bool):
+    """The value of distillation's near rows (``distillation_rows``' ``near``), compiled from the formula
+    functions that :func:`losskit.losses.distribution.centred_distillation_kl` runs on arrays: ``phi``
+    (``scaled_exp_minus_linear``), ``psi`` (``scaled_exp_moment``), ``finish`` (``centred_kl``) and ``gap``
+    (``logit_gap``), registered with :func:`~losskit.fused.formula.register_helpers` (this leaf module
+    imports nothing of the losses: the caller passes them, with the source ``salt`` that keys the disk
+    cache)::
+
+        kernel(xp, z, teacher, picked, scale, temperature, centre, log_total, scaled_loss)
+
+    For each row ``i`` of ``picked``: ``u = gap(t, z, max t, max z) / T - centre[i]``, ``p = e^(ds -
+    log_total[i])``, ``p e^u = e^(dt - centre[i] - log_total[i])`` (an exponent of the teacher's size),
+    ``a = sum p phi(u)``, ``b = sum p psi(u)`` in blocks of :data:`SUM_CHUNK` in the row's dtype (blocks
+    added in float64), and ``scaled_loss[i] = scale[i] T^2 finish(a, b)``."""
+
+    def kernel(xp, z, teacher, picked, scale, temperature, centre, log_total, scaled_loss):
+        k = z.shape[1]
+        real = z.dtype.type
+        inv_t = real(1.0 / temperature)
+        if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
+            return
+        for r in prange(picked.shape[0]):
+            i = picked[r]
+            row, t = z[i], teacher[i]
+            mz, mt = row_max(row), row_max(t)
+            m, lt = real(centre[i]), real(log_total[i])
+            a_sum, b_sum = 0.0, 0.0
+            for start in range(0, k, SUM_CHUNK):
+                a, b = real(0), real(0)
+                for j in range(start, min(start + SUM_CHUNK, k)):
+                    ds = (row[j] - mz) * inv_t
+                    dt = (t[j] - mt) * inv_t
+                    u = gap(xp, t[j], row[j], mt, mz) * inv_t - m
+                    p = vexp(ds - lt)
+                    pe = vexp((dt - m) - lt)
+                    a += phi(xp, u, p, pe)
+                    b += psi(xp, u, p, pe)
+                a_sum += float(a)
+                b_sum += float(b)
+            kl = float(finish(xp, real(a_sum), real(b_sum)))
+            scaled_loss[i] = scale[i] * (temperature * temperature * kl)
+
+    return numba.njit(kernel, parallel=True, nogil=True, error_model="numpy", cache=cacheable,
+                      fastmath={"reassoc", "contract"})
 
 
 @numba.njit(**INLINE)

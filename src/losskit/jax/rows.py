@@ -32,7 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _array
+from ..losses._shared import centred_kl, logit_gap, scaled_exp_minus_linear, scaled_exp_moment
 from ..losses.focal import _alpha as _focal_alpha
+from ..losses.formula import ArrayMath
 
 #: the length of the blocks a row is summed in (see :func:`_row_sums`)
 _BLOCK = 128
@@ -329,16 +331,33 @@ def distillation(plan, maxima, loss):
     dt = (teacher - t_max[..., None]) * inv_t
     es, et = jnp.exp(ds), jnp.exp(dt)
     zero = jnp.zeros((), z.dtype)
+    math_ = ArrayMath(jnp, z)
+    support = dt > -jnp.inf  # a teacher logit of -inf: q_k = 0; such a row takes the first form
+    gap = jnp.where(support, logit_gap(math_, teacher, z, t_max[..., None], z_max[..., None]) * inv_t, zero)
     sums = _row_sums(jnp.where(ds < 0, es, zero), (ds >= 0).astype(z.dtype),
                      jnp.where(dt < 0, et, zero), (dt >= 0).astype(z.dtype),
                      # q_k = 0 (a teacher logit of -inf, or below the dtype) costs 0, not 0 * (-inf - ds)
-                     jnp.where(et > 0, et * (dt - ds), zero))
+                     jnp.where(et > 0, et * (dt - ds), zero), es * gap)
     rest_s, rest_t = sums[0] + (sums[1] - 1), sums[2] + (sums[3] - 1)
     total_s, total_t = 1 + rest_s, 1 + rest_t
+    log_s = jnp.log1p(rest_s)
     # sum q (log q - log p) = sum q (dt - ds) + log1p(rest_s) - log1p(rest_t), as sum q = 1: one sweep.
-    # Summed per class after the normalisers, as the compiled rows do, it took a second sweep and was
-    # no closer to mpmath on the precision grid (its Known miss: the two log-softmaxes cancel)
-    loss_value = (temperature * temperature) * (sums[4] / total_t + (jnp.log1p(rest_s) - jnp.log1p(rest_t)))
+    # Between near rows its two normalisers cancel: those take the centred sums (below)
+    loss_value = (temperature * temperature) * (sums[4] / total_t + (log_s - jnp.log1p(rest_t)))
+    mean_d = sums[5] / total_s
+    near = ((jnp.log1p(rest_t) - log_s) - mean_d < np.log(2.0)) & jnp.all(support, axis=-1)
+
+    def centred():  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
+        u = gap - mean_d[..., None]
+        p = jnp.exp(ds - log_s[..., None])
+        # p e^u = e^(dt - mean - log S), an exponent of the teacher's size; < 2 in a near row, clipped elsewhere
+        scaled_exp_u = jnp.exp(jnp.minimum(dt - mean_d[..., None] - log_s[..., None], 1.0))
+        a, b = _row_sums(scaled_exp_minus_linear(math_, u, p, scaled_exp_u),
+                         scaled_exp_moment(math_, u, p, scaled_exp_u))
+        return jnp.where(near, (temperature * temperature) * centred_kl(math_, a, b), loss_value)
+
+    # only a batch holding a near row pays for the second sweep
+    loss_value = jax.lax.cond(jnp.any(near), centred, lambda: loss_value)
     # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
     gap = (temperature * (rest_t / total_t - rest_s / total_s))[..., None]
     # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)

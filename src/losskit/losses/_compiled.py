@@ -342,10 +342,8 @@ def squared_error(plan, arrays, with_grad):
 def formula(loss, plan, arrays, with_grad):
     """An :class:`~losskit.ElementwiseLoss`: the kernel compiled from its own formula."""
     from ..fused import formula as compiled
-    from .formula import FORMULA_FUNCTIONS
 
-    compiled.register_helpers(FORMULA_FUNCTIONS)  # before the kernel compiles: formulas may call them
-    opts, xp = compiled.options_tuple(loss), compiled.SCALAR_MATH[arrays["input"].dtype.name]
+    opts, xp = compiled.options_tuple(loss), compiled_math(arrays["input"].dtype)
     # an example's D values (its rows may hold several examples: _elementwise)
     inv_count = 1.0 / arrays["input"].shape[-1] if loss.over_last_axis == "mean" and plan.spans_last_axis else 1.0
 
@@ -454,9 +452,36 @@ def _sum_tolerance(z2) -> float:
 def distillation(loss, plan, arrays, with_grad):
     """:class:`~losskit.DistillationLoss`: the teacher's logits are the dense target."""
     z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
-    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _rows().distillation_rows(z2, teacher, scale, loss.temperature, scaled_loss, grad, with_grad, flags)
+    n = z2.shape[0]
+    scaled_loss, flags = np.empty(n), np.zeros(n, np.uint8)
+    near, centre, log_total = np.zeros(n, np.uint8), np.empty(n), np.empty(n)
+    _rows().distillation_rows(z2, teacher, scale, loss.temperature, scaled_loss, grad, with_grad, flags, near,
+                              centre, log_total)
+    picked = np.flatnonzero(near)
+    if picked.size:  # the near rows' value: the centred sums (their two normalisers cancel)
+        _centred_kl_kernel()(compiled_math(z2.dtype), z2, teacher, picked, scale, loss.temperature, centre,
+                             log_total, scaled_loss)
     return _finish(scaled_loss, grad, flags)
+
+
+def compiled_math(dtype):
+    """The scalar ``xp`` of compiled formulas in ``dtype``, the formula functions registered first."""
+    from ..fused import formula as compiled
+    from .formula import FORMULA_FUNCTIONS
+
+    compiled.register_helpers(FORMULA_FUNCTIONS)  # before a kernel compiles: formulas may call them
+    return compiled.SCALAR_MATH[np.dtype(dtype).name]
+
+
+def _centred_kl_kernel():
+    from ..fused import formula as compiled
+    from ..fused.rows import centred_kl_kernel
+    from ._shared import centred_kl, logit_gap, scaled_exp_minus_linear, scaled_exp_moment
+    from .distribution import DistillationLoss
+
+    compiled_math(np.float64)
+    return fused.pick(centred_kl_kernel(scaled_exp_minus_linear, scaled_exp_moment, centred_kl, logit_gap,
+                                        compiled._source_salt(DistillationLoss), compiled._cacheable(DistillationLoss)))
 
 
 def poly(loss, plan, arrays, with_grad):

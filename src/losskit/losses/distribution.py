@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 
 from .. import _array, _checks
-from ..activations import log_softmax_xp
+from ..activations import log_softmax_xp, shifted_logits_xp
 from ..plan import Target
 from . import _compiled
-from ._shared import functional, times
+from ._shared import centred_kl, functional, logit_gap, scaled_exp_minus_linear, scaled_exp_moment, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian, Task
+from .formula import ArrayMath
 from .options import DistillationOptions, JSDOptions, Options, QuantileOptions
 
 
@@ -124,7 +125,9 @@ class DistillationLoss(_TeacherLogits):
         lq = log_softmax_xp(xp, plan.target.dense / t)
         q = xp.exp(lq)
         # q_k = 0 (a teacher logit of -inf) contributes 0, not 0 * (-inf - lp)
-        loss = (t * t) * xp.sum(times(xp, q, lq - lp), axis=-1)
+        kl = xp.sum(times(xp, q, lq - lp), axis=-1)
+        near, near_kl = centred_distillation_kl(xp, plan.input, plan.target.dense, t)
+        loss = (t * t) * xp.where(near, near_kl, kl)
         grad = hess = None
         if order >= 1:
             p = xp.exp(lp)
@@ -176,6 +179,44 @@ class JSDivergence(_TeacherLogits):
         loss, grad, hess = generalized_jsd_terms(plan.xp, plan.input, plan.target.dense, self.beta,
                                                  self.temperature, order)
         return Terms(loss, grad, hess)
+
+
+def centred_distillation_kl(xp, student, teacher, temperature):
+    r"""``KL(softmax(teacher / T) || softmax(student / T))`` per row (class axis last) by :func:`centred_kl`, and
+    where to take it: ``(near, kl)``, ``near`` the rows where ``w = log sum_k p_k e^(u_k) < log 2``.
+
+    ``d = ((t - max t) - (z - max z)) / T`` (:func:`~losskit.losses._shared.logit_gap`: no two normalisers,
+    whose rounding is of the size of log K, enter ``d``), centred by the student's mean over the teacher's
+    support, ``u = d - sum_k p'_k d_k`` with ``p'`` the student's distribution renormalised there;
+    ``KL = KL(q || p') - log(1 - E)``, ``E`` the student's mass where the teacher has a logit of -inf
+    (both terms >= 0). The compiled rows (:func:`losskit.fused.rows.distillation_rows`) and the XLA
+    sweep (:func:`losskit.jax.rows.distillation`) compute the same sums."""
+    m = ArrayMath(xp, student)
+    zero = xp.zeros_like(student)
+    inv_t = 1.0 / temperature
+    ds, max_s = shifted_logits_xp(xp, student)
+    dt, max_t = shifted_logits_xp(xp, teacher)
+    ds, dt = ds * inv_t, dt * inv_t
+    support = dt > -xp.inf
+    usable = support & xp.isfinite(ds)  # a student logit of -inf where the teacher has mass: KL = inf
+    es = xp.exp(ds)
+    on = xp.where(support, es, zero)
+    total_on = xp.sum(on, axis=-1, keepdims=True)
+    off_mass = xp.sum(es - on, axis=-1, keepdims=True) / xp.sum(es, axis=-1, keepdims=True)
+    d = logit_gap(m, xp.where(usable, teacher, zero), xp.where(usable, student, zero), max_t, max_s) * inv_t
+    p = on / total_on
+    centre = xp.sum(p * d, axis=-1, keepdims=True)
+    u = xp.where(usable, d - centre, zero)
+    # p' e^u = e^(dt - centre) / total_on, an exponent of the teacher's size (not ds + u, two terms of the
+    # student's span that cancel); it is q (1 + a) < 2 in a near row, clipped at 1 elsewhere (no overflow)
+    scaled_exp_u = xp.where(usable, xp.exp(xp.minimum(dt - centre - xp.log(total_on), m.constant(1.0))), zero)
+    a = xp.sum(scaled_exp_minus_linear(m, u, p, scaled_exp_u), axis=-1)
+    b = xp.sum(scaled_exp_moment(m, u, p, scaled_exp_u), axis=-1)
+    total_t = xp.sum(xp.exp(dt), axis=-1, keepdims=True)
+    w = xp.log(total_t) - xp.log(total_on) - centre  # log sum p' e^u, as the normalisers give it
+    every = xp.all(xp.where(support, usable, xp.ones_like(support)), axis=-1)
+    near = (w[..., 0] < math.log(2.0)) & every
+    return near, centred_kl(m, a, b) - xp.log1p(-off_mass[..., 0])
 
 
 def generalized_jsd_terms(xp, student_logits, teacher_logits, beta: float, temperature: float, order: int):
