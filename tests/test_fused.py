@@ -526,9 +526,9 @@ def _twin_arguments(name, dtype):
     loss, grad, flags = np.empty(rows), np.empty((rows, width), dtype), np.zeros(rows, np.uint8)
     elementwise = (np.empty(rows), np.empty((0, 0), dtype), grad, True, flags)
     units = (_frozen(np.zeros(pairs, dtype)), _frozen(np.ones(1, dtype)), 16, np.empty(4), np.empty(0, dtype))
-    if name.startswith("formula."):  # (xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
-        from losskit.fused.formula import SCALAR_MATH
+    from losskit.fused.formula import SCALAR_MATH
 
+    if name.startswith("formula."):  # (xp, z, y, scale, inv_count, scaled_loss, elements, grad, flags)
         return (SCALAR_MATH[np.dtype(dtype).name], z, dense, _frozen(np.ones((rows, width), dtype)), 1.0, loss,
                 np.empty((rows, width), dtype), grad, flags)
     return {
@@ -539,7 +539,7 @@ def _twin_arguments(name, dtype):
         "kernels.softmax_ce_short_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "rows.kl_dense_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
         "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
-        "rows.distillation_rows": (z, z, scale, 2.0, loss, grad, True, flags),
+        "rows.distillation_kernel": (SCALAR_MATH[np.dtype(dtype).name], z, z, scale, 2.0, loss, grad, True, flags),
         "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, 1e-3, loss, grad, True,
                            flags),
         "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, 1e-3, loss, grad,
@@ -571,6 +571,10 @@ def _twin_and_parallel(name):
         serial = parallel = getattr(importlib.import_module(f"losskit.fused.{module}"), function)
         if function == "quantile_blocks":  # a factory of kernels, one per number of quantiles and variant
             serial = parallel = parallel(3, False, True, False)
+        if function == "distillation_kernel":  # made with the formula functions of its near rows' value
+            from losskit.losses._compiled import _distillation_kernel
+
+            serial = parallel = _distillation_kernel()
     options = {k: v for k, v in parallel.targetoptions.items() if k not in ("nopython", "parallel")}
     return serial.py_func, parallel.py_func, options
 
@@ -585,7 +589,7 @@ TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quant
 #: logits' bits and its first maximiser a min over indices (before, a float max with a select and a search that
 #: stopped at the first hit: next to no packed instruction in either form)
 TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "rows.kl_dense_rows",
-                      "rows.distillation_rows", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
+                      "rows.distillation_kernel", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
                       "jsd.jsd_rows", "pairs.gaussian_nll_blocks"]
 _ON_REQUEST = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_ALL_TWINS"),
                                  reason="compile time; run with LOSSKIT_TEST_ALL_TWINS=1")

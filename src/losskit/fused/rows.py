@@ -41,7 +41,7 @@ from numba import prange
 from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vpow
 
-__all__ = ["kl_dense_rows", "distillation_rows", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
+__all__ = ["kl_dense_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
 
 
 def focal_scratch(rows: int, width: int, sparse: bool, dtype):
@@ -216,7 +216,7 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
     """Distillation's normalisers over ``count`` classes from ``start``, in the row's dtype: the
     student's and the teacher's terms below their max and ties with it. The teacher's tempered
     ``exp`` goes into ``g`` first (a loop that only writes; the KL terms read it again), then the
-    sums (a loop that only reads)."""
+    sums (a loop that only reads), with the teacher's sum of ``e^dt (dt - ds)``."""
     for step in range(count):
         j = start + step
         g[j] = vexp((t[j] - mt) * inv_t)
@@ -225,7 +225,7 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
     ties_s = zero
     below_t = zero
     ties_t = zero
-    moment = zero
+    gaps = zero
     for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
         j = start + step
         ds = (row[j] - mz) * inv_t
@@ -236,8 +236,8 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
         ties_s += one if ds >= zero else zero
         below_t += et if dt < zero else zero
         ties_t += one if dt >= zero else zero
-        moment += es * (_logit_gap(t[j], row[j], mt, mz) * inv_t)
-    return float(below_s), float(ties_s), float(below_t), float(ties_t), float(moment)
+        gaps += et * (dt - ds)
+    return float(below_s), float(ties_s), float(below_t), float(ties_t), float(gaps)
 
 
 @numba.njit(**INLINE)
@@ -261,120 +261,104 @@ def _distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, count):
     return kl
 
 
-@numba.njit(**OPTIONS)
-def distillation_rows(z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags, near, centre, log_total):
-    r"""Distillation :math:`T^2 \sum q (\log q - \log p)`, :math:`p = \mathrm{softmax}(z / T)`,
-    :math:`q = \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Passes: the two maxima (and a
-    poison sum: NaN for a logit of +-inf, flagged); the teacher's terms into ``grad``, the two
-    normalisers (below and ties, as softmax CE's) and the student's mean of ``d = dt - ds``; the
-    per-class terms; the gradient (the student's ``exp`` taken again). ``grad`` is full ``[N, K]``
-    (scratch without a gradient), so that the sums are taken by the same loops either way.
+@functools.cache
+def distillation_kernel(moment, finish, gap, salt: int, cacheable: bool):
+    r"""Distillation's compiled rows, made with the formula functions of its near rows' value (this leaf
+    module imports nothing of the losses: the caller passes them, registered with
+    :func:`~losskit.fused.formula.register_helpers`, and the source ``salt`` that keys the disk cache):
+    ``moment`` (``scaled_exp_moment``), ``finish`` (``centred_kl``), ``gap`` (``logit_gap``)::
 
-    A near row (``w = log sum p e^(d - mean) < log 2``: :func:`losskit.losses.distribution.centred_distillation_kl`)
-    skips the per-class terms, whose two normalisers cancel there: ``near[i] = 1``, with the student's
-    mean of ``d`` in ``centre[i]`` and its log-normaliser in ``log_total[i]``, for
-    :func:`centred_kl_kernel`'s value; ``scaled_loss[i]`` is then left to it."""
-    n, k = z.shape
-    dtype = z.dtype.type
-    zero = dtype(0)
-    inv_t = dtype(1.0 / temperature)
-    for i in prange(n):
-        s = scale[i]
-        g = grad[i]
-        if _unweighted(s, g, True, scaled_loss, i):
-            continue
-        row, t = z[i], teacher[i]
-        mz = row_max(row)
-        mt = row_max(t)
-        poison = zero
-        for j in range(k):
-            poison += row[j] * zero + t[j] * zero
-        if poison != zero:
-            flags[i] = 1
-            continue
-        full = k - k % SUM_CHUNK
-        below_s, ties_s, below_t, ties_t, moment = 0.0, 0.0, 0.0, 0.0, 0.0
-        for start in range(0, full, SUM_CHUNK):
-            bs, ts, bt, tt, mo = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
-            below_s, ties_s, below_t, ties_t, moment = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt, moment + mo
-        bs, ts, bt, tt, mo = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
-        below_s, ties_s, below_t, ties_t, moment = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt, moment + mo
-        rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
-        rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
-        mean_d = moment / total_s
-        if (log_nt - log_ns) - mean_d < _LOG2:  # a near row: its value is centred_kl_kernel's
-            near[i], centre[i], log_total[i] = 1, mean_d, log_ns
-        else:
-            log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
-            inv_ts = dtype(1.0 / total_t)
-            kl = 0.0
+        kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags)
+
+    :math:`T^2 \sum q (\log q - \log p)`, :math:`p = \mathrm{softmax}(z / T)`, :math:`q =
+    \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Passes: the two maxima (and a poison sum: NaN
+    for a logit of +-inf, flagged); the teacher's terms into ``grad``, the two normalisers (below and
+    ties, as softmax CE's) and the teacher's sum of ``e^dt (dt - ds)``, whose mean ``c`` gives the
+    first form of the value, ``c + log(S_s / S_t)``; the value's sum; the gradient (the student's ``exp``
+    taken again). ``grad`` is full ``[N, K]`` (scratch without a gradient), so that the sums are taken
+    by the same loops either way.
+
+    The value's sum: where the first form is below 1, the centred sum of
+    :func:`losskit.losses.distribution.centred_distillation_kl`, ``b = sum p psi(u)`` with ``u = gap(t,
+    z, max t, max z) / T - c`` (``p e^u`` from the teacher's stored ``exp``: a product, not an ``exp``),
+    and the value ``finish(-first form, b)``. Elsewhere ``sum q (dt - ds + log(S_s / S_t))`` per class,
+    whose two normalisers cancel only where the value is small."""
+
+    def kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
+        n, k = z.shape
+        dtype = z.dtype.type
+        zero = dtype(0)
+        inv_t = dtype(1.0 / temperature)
+        if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
+            return
+        for i in prange(n):
+            s = scale[i]
+            g = grad[i]
+            if _unweighted(s, g, True, scaled_loss, i):
+                continue
+            row, t = z[i], teacher[i]
+            mz = row_max(row)
+            mt = row_max(t)
+            poison = zero
+            for j in range(k):
+                poison += row[j] * zero + t[j] * zero
+            if poison != zero:
+                flags[i] = 1
+                continue
+            full = k - k % SUM_CHUNK
+            below_s, ties_s, below_t, ties_t, gaps = 0.0, 0.0, 0.0, 0.0, 0.0
             for start in range(0, full, SUM_CHUNK):
-                kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, SUM_CHUNK))
-            kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, full, k - full))
-            loss = temperature * temperature * kl
+                bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
+                below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
+                gaps += gs
+            bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
+            below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
+            gaps += gs
+            rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
+            rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
+            centre = gaps / total_t  # the teacher's mean of dt - ds
+            first_form = centre + (log_ns - log_nt)
+            if first_form < 1.0:  # KL below 1: the centred sum
+                c, inv_s = dtype(centre), dtype(1.0 / total_s)
+                exp_shift = dtype(math.exp(-centre - log_ns))  # p e^u = e^dt e^(-c - log S_s)
+                b_sum = 0.0
+                for start in range(0, full, SUM_CHUNK):
+                    b = zero
+                    for step in range(SUM_CHUNK):  # a constant trip count: vectorised
+                        j = start + step
+                        u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
+                        b += moment(xp, u, vexp((row[j] - mz) * inv_t) * inv_s, g[j] * exp_shift)
+                    b_sum += float(b)
+                b = zero
+                for j in range(full, k):  # the rest
+                    u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
+                    b += moment(xp, u, vexp((row[j] - mz) * inv_t) * inv_s, g[j] * exp_shift)
+                b_sum += float(b)
+                loss = temperature * temperature * float(finish(xp, dtype(-first_form), dtype(b_sum)))
+            else:
+                log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
+                inv_ts = dtype(1.0 / total_t)
+                kl = 0.0
+                for start in range(0, full, SUM_CHUNK):
+                    kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, SUM_CHUNK))
+                kl += float(_distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, full, k - full))
+                loss = temperature * temperature * kl
             if not math.isfinite(loss):
                 flags[i] = 1
                 continue
             scaled_loss[i] = s * loss
-        if with_grad:
-            # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
-            scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
-            scaled_p = dtype(s * temperature / total_s)
-            scaled_q = dtype(s * temperature / total_t)
-            for j in range(k):
-                ds = (row[j] - mz) * inv_t
-                dt = (t[j] - mt) * inv_t
-                g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
-
-
-_LOG2 = math.log(2.0)
-
-
-@functools.cache
-def centred_kl_kernel(phi, psi, finish, gap, salt: int, cacheable: bool):
-    """The value of distillation's near rows (``distillation_rows``' ``near``), compiled from the formula
-    functions that :func:`losskit.losses.distribution.centred_distillation_kl` runs on arrays: ``phi``
-    (``scaled_exp_minus_linear``), ``psi`` (``scaled_exp_moment``), ``finish`` (``centred_kl``) and ``gap``
-    (``logit_gap``), registered with :func:`~losskit.fused.formula.register_helpers` (this leaf module
-    imports nothing of the losses: the caller passes them, with the source ``salt`` that keys the disk
-    cache)::
-
-        kernel(xp, z, teacher, picked, scale, temperature, centre, log_total, scaled_loss)
-
-    For each row ``i`` of ``picked``: ``u = gap(t, z, max t, max z) / T - centre[i]``, ``p = e^(ds -
-    log_total[i])``, ``p e^u = e^(dt - centre[i] - log_total[i])`` (an exponent of the teacher's size),
-    ``a = sum p phi(u)``, ``b = sum p psi(u)`` in blocks of :data:`SUM_CHUNK` in the row's dtype (blocks
-    added in float64), and ``scaled_loss[i] = scale[i] T^2 finish(a, b)``."""
-
-    def kernel(xp, z, teacher, picked, scale, temperature, centre, log_total, scaled_loss):
-        k = z.shape[1]
-        real = z.dtype.type
-        inv_t = real(1.0 / temperature)
-        if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
-            return
-        for r in prange(picked.shape[0]):
-            i = picked[r]
-            row, t = z[i], teacher[i]
-            mz, mt = row_max(row), row_max(t)
-            m, lt = real(centre[i]), real(log_total[i])
-            a_sum, b_sum = 0.0, 0.0
-            for start in range(0, k, SUM_CHUNK):
-                a, b = real(0), real(0)
-                for j in range(start, min(start + SUM_CHUNK, k)):
+            if with_grad:
+                # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
+                scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
+                scaled_p = dtype(s * temperature / total_s)
+                scaled_q = dtype(s * temperature / total_t)
+                for j in range(k):
                     ds = (row[j] - mz) * inv_t
                     dt = (t[j] - mt) * inv_t
-                    u = gap(xp, t[j], row[j], mt, mz) * inv_t - m
-                    p = vexp(ds - lt)
-                    pe = vexp((dt - m) - lt)
-                    a += phi(xp, u, p, pe)
-                    b += psi(xp, u, p, pe)
-                a_sum += float(a)
-                b_sum += float(b)
-            kl = float(finish(xp, real(a_sum), real(b_sum)))
-            scaled_loss[i] = scale[i] * (temperature * temperature * kl)
+                    g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
 
-    return numba.njit(kernel, parallel=True, nogil=True, error_model="numpy", cache=cacheable,
-                      fastmath={"reassoc", "contract"})
+    options = {k: v for k, v in OPTIONS.items() if k != "cache"}
+    return numba.njit(kernel, cache=cacheable, **options)
 
 
 @numba.njit(**INLINE)

@@ -452,15 +452,9 @@ def _sum_tolerance(z2) -> float:
 def distillation(loss, plan, arrays, with_grad):
     """:class:`~losskit.DistillationLoss`: the teacher's logits are the dense target."""
     z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
-    n = z2.shape[0]
-    scaled_loss, flags = np.empty(n), np.zeros(n, np.uint8)
-    near, centre, log_total = np.zeros(n, np.uint8), np.empty(n), np.empty(n)
-    _rows().distillation_rows(z2, teacher, scale, loss.temperature, scaled_loss, grad, with_grad, flags, near,
-                              centre, log_total)
-    picked = np.flatnonzero(near)
-    if picked.size:  # the near rows' value: the centred sums (their two normalisers cancel)
-        _centred_kl_kernel()(compiled_math(z2.dtype), z2, teacher, picked, scale, loss.temperature, centre,
-                             log_total, scaled_loss)
+    scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    _distillation_kernel()(compiled_math(z2.dtype), z2, teacher, scale, loss.temperature, scaled_loss, grad,
+                           with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 
@@ -473,15 +467,16 @@ def compiled_math(dtype):
     return compiled.SCALAR_MATH[np.dtype(dtype).name]
 
 
-def _centred_kl_kernel():
+def _distillation_kernel():
+    """:func:`losskit.fused.rows.distillation_kernel` made with the formula functions of its near rows."""
     from ..fused import formula as compiled
-    from ..fused.rows import centred_kl_kernel
-    from ._shared import centred_kl, logit_gap, scaled_exp_minus_linear, scaled_exp_moment
+    from ..fused.rows import distillation_kernel
+    from ._shared import centred_kl, logit_gap, scaled_exp_moment
     from .distribution import DistillationLoss
 
     compiled_math(np.float64)
-    return fused.pick(centred_kl_kernel(scaled_exp_minus_linear, scaled_exp_moment, centred_kl, logit_gap,
-                                        compiled._source_salt(DistillationLoss), compiled._cacheable(DistillationLoss)))
+    salt, cacheable = compiled._source_salt(DistillationLoss), compiled._cacheable(DistillationLoss)
+    return fused.pick(distillation_kernel(scaled_exp_moment, centred_kl, logit_gap, salt, cacheable))
 
 
 def poly(loss, plan, arrays, with_grad):

@@ -95,22 +95,21 @@ def scaled_exp_moment(xp, x, scale, scaled_exp_x):
 
 
 @formula_function
-def centred_kl(xp, a, b):
-    r"""``KL(q || p)`` from a row's two centred sums: with ``d = log q - log p`` up to a constant and
-    ``u = d - sum_k p_k d_k`` (so that ``sum p u = 0``), ``a = sum_k p_k phi(u_k)`` and ``b = sum_k p_k
-    psi(u_k)`` (:func:`scaled_exp_minus_linear`, :func:`scaled_exp_moment`)::
+def centred_kl(xp, w, b):
+    r"""``KL(q || p)`` from a row's centred sum. With ``u = log q - log p`` up to a constant ``c`` (``u = d -
+    c``, ``d`` the logits' difference), ``w = log sum_k p_k e^(u_k)`` and ``b = sum_k p_k psi(u_k)``
+    (:func:`scaled_exp_moment`, every term >= 0)::
 
-        KL(q || p) = (b - psi(w)) / (1 + a),   w = log(1 + a) = log sum_k p_k e^(u_k)
+        KL(q || p) = e^(-w) (b - psi(w))
 
-    as ``q_k = p_k e^(u_k) / (1 + a)`` and ``sum_k p_k u_k e^(u_k) = b + a``. Every term of ``a`` and
-    ``b`` is >= 0, and no two log-normalisers are subtracted: between near rows (``KL ~ Var_p(u) / 2``,
-    ``psi(w) ~ a^2 / 2`` far below ``b``) the value is exact to a few eps, where ``sum q (log q - log
-    p)`` keeps only the accuracy of the normalisers' difference (134 eps in float64 on the precision
-    grid). For ``a >= 1`` the subtraction cancels by up to the size of ``log a`` (``KL`` of order 1 from
-    terms of order ``log a``): the callers take it where ``w < log 2`` only."""
-    w = xp.log1p(a)
-    one = xp.ones_like(a)
-    return (b - scaled_exp_moment(xp, w, one, one + a)) / (one + a)
+    as ``q_k = p_k e^(u_k - w)`` and ``sum_k p_k u_k e^(u_k) = e^w (w + KL)``, so ``b = 1 + e^w (w + KL -
+    1)`` (``psi(u) = 1 + (u - 1) e^u``), exactly for any ``c``. With ``c`` the teacher's mean of ``d``,
+    ``w = -KL`` and ``b = 1 - e^(-KL)``: ``b - psi(w)`` cancels by at most ``(e^KL - 1) / KL`` (1.72 below
+    KL = 1, 1 as KL tends to 0), and no two log-normalisers are subtracted, where ``sum q (log q - log
+    p)`` keeps only the accuracy of their difference (134 eps in float64 on the precision grid). The
+    value moves with ``w`` as ``-(w + KL)``, which is 0 at the teacher's mean: ``w`` may be taken from
+    the normalisers and ``c`` rounded (``-KL`` as the first form gives it), at a cost of second order."""
+    return xp.exp(-w) * (b - scaled_exp_moment(xp, w, xp.ones_like(w), xp.exp(w)))
 
 
 @formula_function

@@ -25,7 +25,7 @@ from .. import _array, _checks
 from ..activations import log_softmax_xp, shifted_logits_xp
 from ..plan import Target
 from . import _compiled
-from ._shared import centred_kl, functional, logit_gap, scaled_exp_minus_linear, scaled_exp_moment, times
+from ._shared import centred_kl, functional, logit_gap, scaled_exp_moment, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian, Task
@@ -126,7 +126,7 @@ class DistillationLoss(_TeacherLogits):
         q = xp.exp(lq)
         # q_k = 0 (a teacher logit of -inf) contributes 0, not 0 * (-inf - lp)
         kl = xp.sum(times(xp, q, lq - lp), axis=-1)
-        near, near_kl = centred_distillation_kl(xp, plan.input, plan.target.dense, t)
+        near, near_kl = centred_distillation_kl(xp, plan.input, plan.target.dense, t, kl)
         loss = (t * t) * xp.where(near, near_kl, kl)
         grad = hess = None
         if order >= 1:
@@ -181,16 +181,17 @@ class JSDivergence(_TeacherLogits):
         return Terms(loss, grad, hess)
 
 
-def centred_distillation_kl(xp, student, teacher, temperature):
+def centred_distillation_kl(xp, student, teacher, temperature, first_form):
     r"""``KL(softmax(teacher / T) || softmax(student / T))`` per row (class axis last) by :func:`centred_kl`, and
-    where to take it: ``(near, kl)``, ``near`` the rows where ``w = log sum_k p_k e^(u_k) < log 2``.
+    where to take it: ``(near, kl)``, ``near`` the rows where ``first_form`` (the value as ``sum q (log q -
+    log p)`` gives it) is below 1.
 
-    ``d = ((t - max t) - (z - max z)) / T`` (:func:`~losskit.losses._shared.logit_gap`: no two normalisers,
-    whose rounding is of the size of log K, enter ``d``), centred by the student's mean over the teacher's
-    support, ``u = d - sum_k p'_k d_k`` with ``p'`` the student's distribution renormalised there;
-    ``KL = KL(q || p') - log(1 - E)``, ``E`` the student's mass where the teacher has a logit of -inf
-    (both terms >= 0). The compiled rows (:func:`losskit.fused.rows.distillation_rows`) and the XLA
-    sweep (:func:`losskit.jax.rows.distillation`) compute the same sums."""
+    ``d = ((t - max t) - (z - max z)) / T`` (:func:`~losskit.losses._shared.logit_gap`: no two
+    normalisers, whose rounding is of the size of log K, enter ``d``), ``u = d - c`` with ``c`` the
+    teacher's mean of ``d``, ``w = -first_form``. A class the teacher rules out (a logit of -inf, ``q =
+    0``, ``e^u = 0``) adds ``p psi(-inf) = p`` to ``b``. The compiled rows
+    (:func:`losskit.fused.rows.distillation_kernel`) and the XLA sweep (:func:`losskit.jax.rows.distillation`)
+    compute the same sum."""
     m = ArrayMath(xp, student)
     zero = xp.zeros_like(student)
     inv_t = 1.0 / temperature
@@ -199,24 +200,19 @@ def centred_distillation_kl(xp, student, teacher, temperature):
     ds, dt = ds * inv_t, dt * inv_t
     support = dt > -xp.inf
     usable = support & xp.isfinite(ds)  # a student logit of -inf where the teacher has mass: KL = inf
-    es = xp.exp(ds)
-    on = xp.where(support, es, zero)
-    total_on = xp.sum(on, axis=-1, keepdims=True)
-    off_mass = xp.sum(es - on, axis=-1, keepdims=True) / xp.sum(es, axis=-1, keepdims=True)
-    d = logit_gap(m, xp.where(usable, teacher, zero), xp.where(usable, student, zero), max_t, max_s) * inv_t
-    p = on / total_on
-    centre = xp.sum(p * d, axis=-1, keepdims=True)
-    u = xp.where(usable, d - centre, zero)
-    # p' e^u = e^(dt - centre) / total_on, an exponent of the teacher's size (not ds + u, two terms of the
-    # student's span that cancel); it is q (1 + a) < 2 in a near row, clipped at 1 elsewhere (no overflow)
-    scaled_exp_u = xp.where(usable, xp.exp(xp.minimum(dt - centre - xp.log(total_on), m.constant(1.0))), zero)
-    a = xp.sum(scaled_exp_minus_linear(m, u, p, scaled_exp_u), axis=-1)
-    b = xp.sum(scaled_exp_moment(m, u, p, scaled_exp_u), axis=-1)
-    total_t = xp.sum(xp.exp(dt), axis=-1, keepdims=True)
-    w = xp.log(total_t) - xp.log(total_on) - centre  # log sum p' e^u, as the normalisers give it
-    every = xp.all(xp.where(support, usable, xp.ones_like(support)), axis=-1)
-    near = (w[..., 0] < math.log(2.0)) & every
-    return near, centred_kl(m, a, b) - xp.log1p(-off_mass[..., 0])
+    es, et = xp.exp(ds), xp.exp(dt)
+    total_s = xp.sum(es, axis=-1, keepdims=True)
+    d = xp.where(usable, logit_gap(m, teacher, student, max_t, max_s) * inv_t, zero)
+    centre = xp.sum(et * d, axis=-1, keepdims=True) / xp.sum(et, axis=-1, keepdims=True)
+    # p e^u = e^(dt - c) / total_s, an exponent of the teacher's size (not ds + u, two terms of the
+    # student's span that cancel); <= 1 in a near row, clipped at 1 elsewhere (no overflow)
+    scaled_exp_u = xp.where(usable, xp.exp(xp.minimum(dt - centre - xp.log(total_s), m.constant(1.0))), zero)
+    p = es / total_s
+    b = xp.sum(xp.where(support, scaled_exp_moment(m, d - centre, p, scaled_exp_u), p), axis=-1)
+    near = (first_form < 1.0) & xp.all(xp.where(support, usable, xp.ones_like(support)), axis=-1)
+    # elsewhere the first form may be inf or large (e^KL overflows): a row's sum is taken where it is near only
+    w = xp.where(near, -first_form, xp.zeros_like(first_form))
+    return near, centred_kl(m, w, xp.where(near, b, xp.zeros_like(b)))
 
 
 def generalized_jsd_terms(xp, student_logits, teacher_logits, beta: float, temperature: float, order: int):
