@@ -3,6 +3,7 @@
     python -m benchmarks.catalogue                   # full sizes (50M elements; class axis 4096 x 32000)
     python -m benchmarks.catalogue --only kl_divergence poly_cross_entropy   # some losses only
     python -m benchmarks.catalogue --smoke           # tiny sizes, one repeat: checks the harness
+    python -m benchmarks.catalogue --only distillation_loss --near-teachers  # teachers near the student
     python -m benchmarks.catalogue --markdown FILE   # also write the table (replaces FILE's section)
 
 For each loss: losskit on NumPy (the default path), torch eager (``torch.nn.functional`` where torch
@@ -254,7 +255,15 @@ def _unit_inputs(name, n, rng):
     return z, rng.standard_normal(size=n // units, dtype=np.float32)
 
 
-def _class_inputs(name, rows, rng):
+#: the noise of a near teacher's logits about the student's (``--near-teachers``)
+NEAR_TEACHER_NOISE = 0.1
+
+
+def _class_inputs(name, rows, rng, near_teachers=False):
+    """The logits and target of a class-axis loss: N(0, 4) logits; labels, a softmax of N(0, 4) logits, or
+    a teacher's N(0, 4) logits (independent of the student's: a distillation value near T^2; with
+    ``near_teachers`` the student's plus N(0, NEAR_TEACHER_NOISE^2), a value near 1e-3 T^2, as late in
+    training, where the centred value sum runs)."""
     n, k = rows
     z = (rng.standard_normal(size=(n, k), dtype=np.float32) * 2).astype(np.float32)
     kind = CLASS_CASES[name][1]
@@ -265,7 +274,7 @@ def _class_inputs(name, rows, rng):
         return z, y
     other = (rng.standard_normal(size=(n, k), dtype=np.float32) * 2).astype(np.float32)
     if kind == "teacher":
-        return z, other
+        return z, (z + np.float32(NEAR_TEACHER_NOISE) * other / 2 if near_teachers else other).astype(np.float32)
     other -= other.max(axis=-1, keepdims=True)
     np.exp(other, out=other)
     other /= other.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
@@ -371,8 +380,8 @@ def check_agreement(name, impls, z, y):
                                  f"gradient {grad_error:.2e} relative)")
 
 
-def time_loss(name, n, rows, repeats, rng):
-    z, y = _class_inputs(name, rows, rng) if name in CLASS_CASES else \
+def time_loss(name, n, rows, repeats, rng, near_teachers=False):
+    z, y = _class_inputs(name, rows, rng, near_teachers) if name in CLASS_CASES else \
         _unit_inputs(name, n, rng) if name in UNIT_CASES else _inputs(name, n, rng)
     impls = implementations(name)
     check_agreement(name, impls, z, y)
@@ -416,6 +425,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="loss names to run (default: all)")
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--near-teachers", action="store_true",
+                        help="teacher logits: the student's plus N(0, 0.01) noise (default: independent of them)")
     args = parser.parse_args()
     n = SMOKE_ELEMENTS * 10 if args.smoke else ELEMENTS
     repeats = 1 if args.smoke else args.repeats
@@ -423,7 +434,7 @@ def main() -> None:
     results = {}
     rows = SMOKE_ROWS if args.smoke else ROWS
     for name in args.only or [*CASES, *UNIT_CASES, *CLASS_CASES]:
-        results[name] = time_loss(name, n, rows, repeats, rng)
+        results[name] = time_loss(name, n, rows, repeats, rng, args.near_teachers)
         print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
     text = report(results, n, rows)
     print(text)

@@ -262,11 +262,12 @@ def _distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, count):
 
 
 @functools.cache
-def distillation_kernel(moment, finish, gap, salt: int, cacheable: bool):
+def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
     r"""Distillation's compiled rows, made with the formula functions of its near rows' value (this leaf
     module imports nothing of the losses: the caller passes them, registered with
     :func:`~losskit.fused.formula.register_helpers`, and the source ``salt`` that keys the disk cache):
-    ``moment`` (``scaled_exp_moment``), ``finish`` (``centred_kl``), ``gap`` (``logit_gap``)::
+    ``expm1`` (``scaled_expm1``), ``moment`` (``scaled_exp_moment``), ``finish`` (``centred_kl``), ``gap``
+    (``logit_gap``)::
 
         kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags)
 
@@ -279,10 +280,10 @@ def distillation_kernel(moment, finish, gap, salt: int, cacheable: bool):
     by the same loops either way.
 
     The value's sum: where the first form is below 1, the centred sum of
-    :func:`losskit.losses.distribution.centred_distillation_kl`, ``b = sum p psi(u)`` with ``u = gap(t,
-    z, max t, max z) / T - c`` (``p e^u`` from the teacher's stored ``exp``: a product, not an ``exp``),
-    and the value ``finish(-first form, b)``. Elsewhere ``sum q (dt - ds + log(S_s / S_t))`` per class,
-    whose two normalisers cancel only where the value is small."""
+    :func:`losskit.losses.distribution.centred_distillation_kl`, ``b = sum p psi(u)`` with ``u = gap(t, z, max
+    t, max z) / T - c`` (``p e^u`` from the teacher's stored ``exp``: a product, not an ``exp``), and the
+    value ``finish(w, b)``, ``w = log1p(sum p expm1(u))``. Elsewhere ``sum q (dt - ds + log(S_s /
+    S_t))`` per class, whose two normalisers cancel only where the value is small."""
 
     def kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
         n, k = z.shape
@@ -321,20 +322,31 @@ def distillation_kernel(moment, finish, gap, salt: int, cacheable: bool):
             if first_form < 1.0:  # KL below 1: the centred sum
                 c, inv_s = dtype(centre), dtype(1.0 / total_s)
                 exp_shift = dtype(math.exp(-centre - log_ns))  # p e^u = e^dt e^(-c - log S_s)
-                b_sum = 0.0
+                a_sum, b_sum = 0.0, 0.0
                 for start in range(0, full, SUM_CHUNK):
-                    b = zero
+                    a, b = zero, zero
                     for step in range(SUM_CHUNK):  # a constant trip count: vectorised
                         j = start + step
                         u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
-                        b += moment(xp, u, vexp((row[j] - mz) * inv_t) * inv_s, g[j] * exp_shift)
+                        p = vexp((row[j] - mz) * inv_t) * inv_s
+                        pe = g[j] * exp_shift
+                        a += expm1(xp, u, p, pe)
+                        b += moment(xp, u, p, pe)
+                    a_sum += float(a)
                     b_sum += float(b)
-                b = zero
+                a, b = zero, zero
                 for j in range(full, k):  # the rest
                     u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
-                    b += moment(xp, u, vexp((row[j] - mz) * inv_t) * inv_s, g[j] * exp_shift)
+                    p = vexp((row[j] - mz) * inv_t) * inv_s
+                    pe = g[j] * exp_shift
+                    a += expm1(xp, u, p, pe)
+                    b += moment(xp, u, p, pe)
+                a_sum += float(a)
                 b_sum += float(b)
-                loss = temperature * temperature * float(finish(xp, dtype(-first_form), dtype(b_sum)))
+                # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the
+                # normalisers' logs, rounded apart, it cost 100 eps at KL = 1e-9)
+                w = math.log1p(a_sum)
+                loss = temperature * temperature * float(finish(xp, dtype(w), dtype(b_sum)))
             else:
                 log_ratio = dtype(log_ns - log_nt)  # log q - log p = (dt - ds) + (log_ns - log_nt)
                 inv_ts = dtype(1.0 / total_t)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _array
-from ..losses._shared import centred_kl, logit_gap, scaled_exp_moment
+from ..losses._shared import centred_kl, logit_gap, scaled_exp_moment, scaled_expm1
 from ..losses.focal import _alpha as _focal_alpha
 from ..losses.formula import ArrayMath
 
@@ -351,22 +351,34 @@ def distillation(plan, maxima, loss):
     near = (first_form < 1.0) & jnp.all(dt > -jnp.inf, axis=-1)
 
     def centred():  # losskit.losses.distribution.centred_distillation_kl's sum: a second sweep
-        def summand(z, teacher, z_max, t_max, c, log_s):  # c: the teacher's mean of dt - ds
+        def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the teacher's mean of dt - ds
             u = logit_gap(math_, teacher, z, t_max, z_max) * inv_t - c
-            p = jnp.exp((z - z_max) * inv_t - log_s)
-            # p e^u = e^(dt - c - log S_s): <= 1 in a near row, clipped elsewhere
-            scaled_exp_u = jnp.exp(jnp.minimum((teacher - t_max) * inv_t - c - log_s, 1.0))
-            return scaled_exp_moment(math_, u, p, scaled_exp_u)
+            # p = e^ds / S_s and p e^u = e^dt (e^-c / S_s): a row's factor rounded once, not log S_s
+            # rounded into every exponent (float32: log S_s of a row of 32000 is 8 eps off, each p with it)
+            p = jnp.exp((z - z_max) * inv_t) * inv_s
+            scaled_exp_u = jnp.exp((teacher - t_max) * inv_t) * shift
+            return scaled_expm1(math_, u, p, scaled_exp_u), scaled_exp_moment(math_, u, p, scaled_exp_u)
 
-        b = _row_sum_in_blocks(summand, z, teacher, *(v[..., None] for v in (z_max, t_max, sums[4] / total_t, log_s)))
-        w = jnp.where(near, -first_form, 0.0)
+        c = sums[4] / total_t
+        # e^-c / S_s: 1 / S_s times e^(q's mean of ds - dt), which a near row keeps below e^(1 + log K);
+        # clipped (only far rows reach the clip, and their value is the first form's)
+        shift = jnp.exp(jnp.minimum(-c, 60.0)) / total_s
+        a, b = _row_sums_in_blocks(summands, z, teacher,
+                                   *(v[..., None] for v in (z_max, t_max, c, 1 / total_s, shift)))
+        # w = log sum p e^u from the same u as b: the value moves with w's error squared, and from the
+        # normalisers' logs (8 eps each in float32 at K = 32000) it cost 6 eps of the value at KL = 1e-7
+        w = jnp.where(near, jnp.log1p(a), 0.0)
         return jnp.where(near, (temperature * temperature) * centred_kl(math_, w, jnp.where(near, b, 0.0)),
                          loss_value)
 
     # only a batch holding a near row pays for the second sweep
     loss_value = jax.lax.cond(jnp.any(near), centred, lambda: loss_value)
-    # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
-    gap = (temperature * (rest_t / total_t - rest_s / total_s))[..., None]
+    # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms, where p is
+    # above 1/2 (1 - p then the smaller, exact from the other terms); below, 1 / total_s - 1 / total_t,
+    # as the other classes' entries: in the working dtype (the compiled rows take the first in float64)
+    # the first cancels two numbers near 1 (2000 eps of float32 at rows of 32000 near one another)
+    gap = temperature * jnp.where(total_s < 2, rest_t / total_t - rest_s / total_s, 1 / total_s - 1 / total_t)
+    gap = gap[..., None]
     # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)
     grad = jnp.where((es < 1) | (et < 1), temperature * (es / total_s[..., None] - et / total_t[..., None]), gap)
     return loss_value, grad
@@ -376,25 +388,26 @@ def distillation(plan, maxima, loss):
 _BLOCK_ELEMENTS = 1 << 21
 
 
-def _row_sum_in_blocks(summand, *arrays):
-    """``sum(summand(*arrays), axis=-1)``, ``arrays`` of shape ``[..., K]`` or ``[..., 1]`` (a value per row),
-    over blocks of whole rows
-    of about :data:`_BLOCK_ELEMENTS` (``lax.map``: the block's summand is written to one buffer that every
-    block reuses).
+def _row_sums_in_blocks(summands, *arrays):
+    """The sums over the last axis of each of ``summands(*arrays)`` (a tuple of arrays ``[..., K]``),
+    ``arrays`` of shape ``[..., K]`` or ``[..., 1]`` (a value per row), over blocks of whole rows of about
+    :data:`_BLOCK_ELEMENTS` (``lax.map``: a block's summands are written to buffers that every block
+    reuses).
 
     XLA's CPU backend writes a sum's operand to memory when it holds a select (YNNPACK takes only the
-    plain sum), so over the whole array the summand costs a fresh ``[N, K]`` buffer: its page faults are
+    plain sum), so over the whole array a summand costs a fresh ``[N, K]`` buffer: its page faults are
     most of the time (measured at 4096 x 32000 float32, distillation's centred sum: 215 ms whole, 99 ms
     in blocks of 64 rows; 105 and 111 ms in blocks of 16 and 256). The block is the largest divisor of the
     row count within the bound, so that no row is padded or sliced apart."""
-    shape, k = arrays[0].shape[:-1], arrays[0].shape[-1]
+    shape = arrays[0].shape[:-1]
     rows = math.prod(shape)
-    limit = max(1, _BLOCK_ELEMENTS // max(k, 1))
+    limit = max(1, _BLOCK_ELEMENTS // max(arrays[0].shape[-1], 1))
     block = next(b for b in range(min(limit, rows), 0, -1) if rows % b == 0) if rows else 1
     if block >= rows:
-        return jnp.sum(summand(*arrays), axis=-1)
+        return tuple(jnp.sum(s, axis=-1) for s in summands(*arrays))
     blocks = tuple(a.reshape(rows // block, block, a.shape[-1]) for a in arrays)
-    return jax.lax.map(lambda parts: jnp.sum(summand(*parts), axis=-1), blocks).reshape(shape)
+    sums = jax.lax.map(lambda parts: tuple(jnp.sum(s, axis=-1) for s in summands(*parts)), blocks)
+    return tuple(s.reshape(shape) for s in sums)
 
 
 def _margins(plan):

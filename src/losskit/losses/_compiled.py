@@ -471,12 +471,12 @@ def _distillation_kernel():
     """:func:`losskit.fused.rows.distillation_kernel` made with the formula functions of its near rows."""
     from ..fused import formula as compiled
     from ..fused.rows import distillation_kernel
-    from ._shared import centred_kl, logit_gap, scaled_exp_moment
+    from ._shared import centred_kl, logit_gap, scaled_exp_moment, scaled_expm1
     from .distribution import DistillationLoss
 
     compiled_math(np.float64)
     salt, cacheable = compiled._source_salt(DistillationLoss), compiled._cacheable(DistillationLoss)
-    return fused.pick(distillation_kernel(scaled_exp_moment, centred_kl, logit_gap, salt, cacheable))
+    return fused.pick(distillation_kernel(scaled_expm1, scaled_exp_moment, centred_kl, logit_gap, salt, cacheable))
 
 
 def poly(loss, plan, arrays, with_grad):
