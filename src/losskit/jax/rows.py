@@ -350,29 +350,37 @@ def distillation(plan, maxima, loss):
     # a teacher logit of -inf (q_k = 0, d_k = -inf) is no near row's: such a row keeps the first form
     near = (first_form < 1.0) & jnp.all(dt > -jnp.inf, axis=-1)
 
-    def centred():  # losskit.losses.distribution.centred_distillation_kl's sum: a second sweep
+    # where the value is below this, w = -(first form) is not close enough (its error counts squared:
+    # about eps (1 + log K) in the normalisers' logs) and the sweep sums w's own terms too
+    tiny = first_form < 8 * float(jnp.finfo(z.dtype).eps) * (1 + math.log(z.shape[-1])) ** 2
+
+    def centred(with_w):  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
         def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the teacher's mean of dt - ds
             u = logit_gap(math_, teacher, z, t_max, z_max) * inv_t - c
             # p = e^ds / S_s and p e^u = e^dt (e^-c / S_s): a row's factor rounded once, not log S_s
             # rounded into every exponent (float32: log S_s of a row of 32000 is 8 eps off, each p with it)
             p = jnp.exp((z - z_max) * inv_t) * inv_s
             scaled_exp_u = jnp.exp((teacher - t_max) * inv_t) * shift
-            return scaled_expm1(math_, u, p, scaled_exp_u), scaled_exp_moment(math_, u, p, scaled_exp_u)
+            b = scaled_exp_moment(math_, u, p, scaled_exp_u)
+            return (scaled_expm1(math_, u, p, scaled_exp_u), b) if with_w else (b,)
 
         c = sums[4] / total_t
         # e^-c / S_s: 1 / S_s times e^(q's mean of ds - dt), which a near row keeps below e^(1 + log K);
         # clipped (only far rows reach the clip, and their value is the first form's)
         shift = jnp.exp(jnp.minimum(-c, 60.0)) / total_s
-        a, b = _row_sums_in_blocks(summands, z, teacher,
-                                   *(v[..., None] for v in (z_max, t_max, c, 1 / total_s, shift)))
-        # w = log sum p e^u from the same u as b: the value moves with w's error squared, and from the
-        # normalisers' logs (8 eps each in float32 at K = 32000) it cost 6 eps of the value at KL = 1e-7
-        w = jnp.where(near, jnp.log1p(a), 0.0)
-        return jnp.where(near, (temperature * temperature) * centred_kl(math_, w, jnp.where(near, b, 0.0)),
-                         loss_value)
+        per_row = (v[..., None] for v in (z_max, t_max, c, 1 / total_s, shift))
+        sums_ = _row_sums_in_blocks(summands, z, teacher, *per_row)
+        # w = log sum p e^u: the first form's -KL, or in a batch with a tiny value, summed from b's own u
+        # (XLA computes each sum's terms anew: the second sum costs as much as the first)
+        w = jnp.where(tiny, jnp.log1p(sums_[0]), -first_form) if with_w else -first_form
+        w = jnp.where(near, w, 0.0)
+        b = jnp.where(near, sums_[-1], 0.0)
+        return jnp.where(near, (temperature * temperature) * centred_kl(math_, w, b), loss_value)
 
-    # only a batch holding a near row pays for the second sweep
-    loss_value = jax.lax.cond(jnp.any(near), centred, lambda: loss_value)
+    # only a batch holding a near row pays for the second sweep, and one holding a tiny value for its w
+    first_only = lambda: loss_value  # noqa: E731 - a branch of the conds below
+    loss_value = jax.lax.cond(jnp.any(near & tiny), functools.partial(centred, True), lambda: jax.lax.cond(
+        jnp.any(near), functools.partial(centred, False), first_only))
     # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms, where p is
     # above 1/2 (1 - p then the smaller, exact from the other terms); below, 1 / total_s - 1 / total_t,
     # as the other classes' entries: in the working dtype (the compiled rows take the first in float64)
