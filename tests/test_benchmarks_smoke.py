@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,3 +36,23 @@ def test_eval_benchmark_smoke_run_fills_its_section(tmp_path):
     for kind in ("pyarrow iter_batches", "pyarrow read_table", "losskit eval", "losskit eval --dask"):
         assert text.count(f"| {kind} |") == 2, kind  # a row in the binary and the multiclass table
     assert text.count("Dask (") == 2 and "largest relative difference" in text
+
+
+def test_xla_passes_benchmark_smoke_run_prints_every_pass():
+    pytest.importorskip("optax")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.xla_passes", "--rows", "16", "300", "--repeats", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for label in ("row max (read)", "exp(z - max) written", "z + 1 written", "optax CE fwd+grad",
+                  "losskit.jax CE fwd+grad"):
+        assert f"| {label} |" in out.stdout, label
+
+
+def test_distillation_rows_benchmark_smoke_run_prints_both_paths_and_teachers():
+    pytest.importorskip("jax")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.distillation_rows", "--rows", "8", "300", "--repeats", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for path in ("NumPy", "losskit.jax"):
+        for kind in ("independent", "near"):
+            assert f"| {path} | {kind} |" in out.stdout, (path, kind)

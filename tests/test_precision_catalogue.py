@@ -228,7 +228,7 @@ DISTILLATION = Known("distribution.py, fused/rows.py, jax/rows.py: the gradient 
                      "exp, where p_j and q_j are near: 95 eps in float64, 128 in float32 on rows of moderate "
                      "logits, 116 in float32 where q is nearly one-hot (t = (903, 94, -743)); exact would need "
                      "the shifted logits to more than the dtype's precision. The value is within the bound "
-                     "everywhere (the centred sums of near rows)", parts=("grad",), paths=("xp", "fused", "xla"))
+                     "on the whole grid (the centred sums of near rows)", parts=("grad",), paths=("xp", "fused", "xla"))
 JSD = Known("distribution.py / fused jsd: the divergence is formed from two log-softmaxes, so a small one between "
             "near-uniform rows keeps only their difference's accuracy (18 to 410 eps at z = (1.8e-3, 1.3e-3, "
             "3.6e-4), t = (-0.12, -4.5e-4, 0.066)); the gradient's top entry c p_j (d_j - sum_k p_k d_k) cancels "
@@ -513,7 +513,7 @@ def test_a_sure_rows_gradient_on_the_array_api_path(name, bound, dtype):
 def test_distillation_compiled_rows_value_within_the_bound(serial, dtype):
     """The compiled distillation rows on the grid's rows that the kernel takes (the row with a teacher
     logit of -inf is flagged, and a flagged row sends the whole call to the reference, so the grid
-    above judges the array-API path there): near rows take the centred sums (a second kernel), the
+    above judges the array-API path there): near rows take the centred sums (a pass of their own), the
     rest the per-class terms; within 4 eps of mpmath (the two normalisers' difference was 134 eps in
     float64 and 343 in float32), both the serial twin and the parallel kernel."""
     from losskit import fused
@@ -559,11 +559,41 @@ def test_distillation_value_between_near_rows(rows, classes, noise, path, dtype)
     rng = np.random.default_rng(5)
     z = (rng.standard_normal((rows, classes)) * 2).astype(dtype)
     t = (z + noise * rng.standard_normal(z.shape)).astype(dtype)
-    value = lk.DistillationLoss(temperature=2.0, reduction="none", impl=path)(z, t)
+    loss = lk.DistillationLoss(temperature=2.0, reduction="none", impl=path)
+    if path == "fused":  # the compiled rows answer (a flagged row would send the call to the reference)
+        from losskit.losses import _compiled
+
+        assert _compiled.run(loss, loss.plan(z, t), False, None) is not None
+    value = loss(z, t)
     worst = Worst()
     exact = [_distillation_value(tuple(a.tolist()), tuple(b.tolist()), 2.0) for a, b in zip(z, t, strict=True)]
     _errors(value, exact, dtype, False, worst, "value", [(a.tolist(), b.tolist()) for a, b in zip(z, t, strict=True)])
     assert worst.value <= VALUE_EPS, worst.where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["xp", "fused"])
+def test_distillation_rows_with_infinite_logits_keep_their_limits(path, dtype):
+    """Rows whose max is +-inf, or with a logit of -inf, never reach the centred sum (its differences
+    of logits would be inf - inf): the first form's limits, worked by hand, to its accuracy (8 eps: the
+    all -inf student's uniform limit is 4.8 eps off in float32, as before), with no warning. The
+    centred sum as first written (b048f2a) gave NaN for each of the first three."""
+    import warnings
+
+    inf, log = math.inf, math.log
+    rows = [((5.0, 0.0, 0.0), (inf, 0.0, 0.0), 4 * log(1 + 2 * math.exp(-2.5))),  # q one-hot: -T^2 log p_0
+            ((-inf, -inf, -inf), (0.0, 1.0, 2.0),  # a student of all -inf: the uniform limit
+             4 * sum(math.exp(v / 2) / sum(math.exp(w / 2) for w in (0, 1, 2)) * (
+                 v / 2 - log(sum(math.exp(w / 2) for w in (0, 1, 2))) + log(3)) for v in (0, 1, 2))),
+            ((1.0, 2.0, 3.0), (0.0, inf, 0.0), 4 * log(sum(math.exp(v / 2) for v in (1, 2, 3)) / math.exp(1.0))),
+            ((0.0, -inf, 2.0), (0.0, 1.0, 2.0), inf)]  # the teacher's mass where the student has none
+    loss = lk.DistillationLoss(temperature=2.0, reduction="none", impl=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for student, teacher, exact in rows:
+            value = float(loss(np.array([student], dtype), np.array([teacher], dtype))[0])
+            assert value == exact if math.isinf(exact) else \
+                abs(value - exact) <= 8 * float(np.finfo(dtype).eps) * exact, (student, teacher, value, exact)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

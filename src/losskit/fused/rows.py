@@ -241,14 +241,6 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
 
 
 @numba.njit(**INLINE)
-def _logit_gap(t, z, mt, mz):
-    """:func:`losskit.losses._shared.logit_gap` (that formula function is the centred kernel's ``gap``;
-    this pass runs before the formula functions are registered): the grouping that rounds less."""
-    apart, level = t - z, mt - mz
-    return apart - level if abs(apart) + abs(level) < abs(t - mt) + abs(z - mz) else (t - mt) - (z - mz)
-
-
-@numba.njit(**INLINE)
 def _distillation_kl(row, t, g, mz, mt, inv_t, log_ratio, inv_ts, start, count):
     """The sum of ``q (log q - log p)`` over ``count`` classes from ``start`` (``g`` holds the teacher's
     ``exp`` there), in the row's dtype."""
@@ -321,7 +313,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             first_form = centre + (log_ns - log_nt)
             if first_form < 1.0:  # KL below 1: the centred sum
                 c, inv_s = dtype(centre), dtype(1.0 / total_s)
-                exp_shift = dtype(math.exp(-centre - log_ns))  # p e^u = e^dt e^(-c - log S_s)
+                exp_shift = dtype(math.exp(-float(c) - log_ns))  # p e^u = e^dt e^(-c - log S_s), u's own c
                 a_sum, b_sum = 0.0, 0.0
                 for start in range(0, full, SUM_CHUNK):
                     a, b = zero, zero

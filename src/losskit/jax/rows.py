@@ -321,12 +321,12 @@ def _rest_below_max(z, row_max, normaliser):
 def distillation(plan, maxima, loss):
     r"""Distillation :math:`T^2 \sum q (\log q - \log p)` (:func:`~losskit.fused.rows.distillation_kernel`'s
     arithmetic), :math:`p = \mathrm{softmax}(z / T)`, :math:`q = \mathrm{softmax}(t / T)`, gradient
-    :math:`T (p - q)`: one variadic sweep for both normalisers, :math:`\sum e^{d_t} (d_t - d_s)` and the
-    student's mean of :math:`d_t - d_s`, one pass for the gradient; neither writes a log-softmax. XLA's
-    form of the loss's formula: the reference's two log-softmaxes and second ``exp`` ran at 0.55-0.74x
-    optax's speed (issue 15). A batch holding a near row (``w < log 2``, as the compiled rows decide)
-    takes a second variadic sweep, the centred sums of
-    :func:`~losskit.losses.distribution.centred_distillation_kl`, for those rows' value."""
+    :math:`T (p - q)`: one variadic sweep for both normalisers and :math:`\sum e^{d_t} (d_t - d_s)` (whose
+    mean over the teacher is the centre ``c``), one pass for the gradient; neither writes a log-softmax.
+    XLA's form of the loss's formula: the reference's two log-softmaxes and second ``exp`` ran at
+    0.55-0.74x optax's speed (issue 15). A batch holding a near row (a first form below 1, as the compiled
+    rows decide) takes a second sweep over blocks of rows (:func:`_row_sums_in_blocks`), the centred sums
+    of :func:`~losskit.losses.distribution.centred_distillation_kl`, for those rows' value."""
     z_max, t_max = maxima
     temperature = loss.temperature
     z, teacher = plan.input, plan.target.dense
@@ -347,22 +347,22 @@ def distillation(plan, maxima, loss):
     # Between near rows its two normalisers cancel: those take the centred sums (below)
     first_form = sums[4] / total_t + (log_s - log_t)
     loss_value = (temperature * temperature) * first_form
-    # a teacher logit of -inf (q_k = 0, d_k = -inf) is no near row's: such a row keeps the first form
-    near = (first_form < 1.0) & jnp.all(dt > -jnp.inf, axis=-1)
+    near = first_form < 1.0
 
-    # where the value is below this, w = -(first form) is not close enough (its error counts squared:
-    # about eps (1 + log K) in the normalisers' logs) and the sweep sums w's own terms too
+    # a row whose value is below this takes w's own sum, not w = -(first form) (its error counts squared:
+    # about eps (1 + log K) in the normalisers' logs), and a batch holding one sums it in the sweep
     tiny = first_form < 8 * float(jnp.finfo(z.dtype).eps) * (1 + math.log(z.shape[-1])) ** 2
 
     def centred(with_w):  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
         def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the teacher's mean of dt - ds
-            u = logit_gap(math_, teacher, z, t_max, z_max) * inv_t - c
+            support = teacher > -jnp.inf  # a class the teacher rules out: e^u = 0, its terms -p and p
+            u = jnp.where(support, logit_gap(math_, teacher, z, t_max, z_max) * inv_t - c, 0.0)
             # p = e^ds / S_s and p e^u = e^dt (e^-c / S_s): a row's factor rounded once, not log S_s
             # rounded into every exponent (float32: log S_s of a row of 32000 is 8 eps off, each p with it)
             p = jnp.exp((z - z_max) * inv_t) * inv_s
             scaled_exp_u = jnp.exp((teacher - t_max) * inv_t) * shift
-            b = scaled_exp_moment(math_, u, p, scaled_exp_u)
-            return (scaled_expm1(math_, u, p, scaled_exp_u), b) if with_w else (b,)
+            b = jnp.where(support, scaled_exp_moment(math_, u, p, scaled_exp_u), p)
+            return (jnp.where(support, scaled_expm1(math_, u, p, scaled_exp_u), -p), b) if with_w else (b,)
 
         c = sums[4] / total_t
         # e^-c / S_s: 1 / S_s times e^(q's mean of ds - dt), which a near row keeps below e^(1 + log K);
@@ -406,12 +406,14 @@ def _row_sums_in_blocks(summands, *arrays):
     plain sum), so over the whole array a summand costs a fresh ``[N, K]`` buffer: its page faults are
     most of the time (measured at 4096 x 32000 float32, distillation's centred sum: 215 ms whole, 99 ms
     in blocks of 64 rows; 105 and 111 ms in blocks of 16 and 256). The block is the largest divisor of the
-    row count within the bound, so that no row is padded or sliced apart."""
+    row count within the bound, so that no row is padded or sliced apart; with none above a quarter of
+    the bound (a prime count of rows), the sums are taken over the whole array."""
     shape = arrays[0].shape[:-1]
     rows = math.prod(shape)
     limit = max(1, _BLOCK_ELEMENTS // max(arrays[0].shape[-1], 1))
     block = next(b for b in range(min(limit, rows), 0, -1) if rows % b == 0) if rows else 1
-    if block >= rows:
+    if block >= rows or block < limit // 4:  # (a row count with no divisor near the bound: blocks of a
+        # few rows would cost a loop step each, 157 ms against 92 at 4099 and 4096 rows of 2000)
         return tuple(jnp.sum(s, axis=-1) for s in summands(*arrays))
     blocks = tuple(a.reshape(rows // block, block, a.shape[-1]) for a in arrays)
     sums = jax.lax.map(lambda parts: tuple(jnp.sum(s, axis=-1) for s in summands(*parts)), blocks)

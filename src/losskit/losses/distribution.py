@@ -184,34 +184,42 @@ class JSDivergence(_TeacherLogits):
 def centred_distillation_kl(xp, student, teacher, temperature, first_form):
     r"""``KL(softmax(teacher / T) || softmax(student / T))`` per row (class axis last) by :func:`centred_kl`, and
     where to take it: ``(near, kl)``, ``near`` the rows where ``first_form`` (the value as ``sum q (log q -
-    log p)`` gives it) is below 1.
+    log p)`` gives it) is below 1 and both rows' maxima are finite (elsewhere the first form's limits).
 
     ``d = ((t - max t) - (z - max z)) / T`` (:func:`~losskit.losses._shared.logit_gap`: no two normalisers,
     whose rounding is of the size of log K, enter ``d``), ``u = d - c`` with ``c`` the teacher's mean of
-    ``d``, ``w = log1p(sum p expm1(u))``. A class the teacher rules out (a logit of -inf, ``q =
-    0``, ``e^u = 0``) adds ``-p`` and ``p psi(-inf) = p``. The compiled rows
-    (:func:`losskit.fused.rows.distillation_kernel`) and the XLA sweep (:func:`losskit.jax.rows.distillation`)
-    compute the same sum."""
+    ``d``, ``w = log1p(sum p expm1(u))``, ``p e^u = e^dt (e^-c / S_s)`` (a row's factor rounded once). A
+    class the teacher rules out (a logit of -inf, ``q = 0``, ``e^u = 0``) adds ``-p`` to the first sum
+    and ``p psi(-inf) = p`` to ``b``. The compiled rows (:func:`losskit.fused.rows.distillation_kernel`)
+    and the XLA sweep (:func:`losskit.jax.rows.distillation`) compute the same sums."""
+    near = first_form < 1.0
+    if student.shape[-1] == 0:  # no class: the first form's 0
+        return near & False, xp.zeros_like(first_form)
     m = ArrayMath(xp, student)
     zero = xp.zeros_like(student)
     inv_t = 1.0 / temperature
     ds, max_s = shifted_logits_xp(xp, student)
     dt, max_t = shifted_logits_xp(xp, teacher)
     ds, dt = ds * inv_t, dt * inv_t
+    finite = xp.isfinite(xp.max(student, axis=-1, keepdims=True)) & xp.isfinite(xp.max(teacher, axis=-1, keepdims=True))
     support = dt > -xp.inf
-    usable = support & xp.isfinite(ds)  # a student logit of -inf where the teacher has mass: KL = inf
+    # a student logit of -inf where the teacher has mass: KL = inf, no near row's
+    usable = support & xp.isfinite(ds) & finite
     es, et = xp.exp(ds), xp.exp(dt)
     total_s = xp.sum(es, axis=-1, keepdims=True)
-    d = xp.where(usable, logit_gap(m, teacher, student, max_t, max_s) * inv_t, zero)
+    d = logit_gap(m, xp.where(usable, teacher, zero), xp.where(usable, student, zero), max_t, max_s) * inv_t
+    d = xp.where(usable, d, zero)
     centre = xp.sum(et * d, axis=-1, keepdims=True) / xp.sum(et, axis=-1, keepdims=True)
-    # p e^u = e^(dt - c) / total_s, an exponent of the teacher's size (not ds + u, two terms of the
-    # student's span that cancel); <= 1 in a near row, clipped at 1 elsewhere (no overflow)
-    scaled_exp_u = xp.where(usable, xp.exp(xp.minimum(dt - centre - xp.log(total_s), m.constant(1.0))), zero)
+    u = xp.where(usable, d - centre, zero)
+    # p e^u = e^dt (e^-c / S_s): not e^(dt - c - log S_s), which rounds log S_s into every exponent (15.6
+    # eps of float32 where a class far below the max carries the value); at most 1 in a near row, its
+    # factor clipped elsewhere (no overflow)
+    scaled_exp_u = xp.where(usable, et * (xp.exp(xp.minimum(-centre, m.constant(60.0))) / total_s), zero)
     p = es / total_s
     # a class the teacher rules out: e^u = 0, so p expm1(u) = -p and p psi(u) = p
-    a = xp.sum(xp.where(support, scaled_expm1(m, d - centre, p, scaled_exp_u), -p), axis=-1)
-    b = xp.sum(xp.where(support, scaled_exp_moment(m, d - centre, p, scaled_exp_u), p), axis=-1)
-    near = (first_form < 1.0) & xp.all(xp.where(support, usable, xp.ones_like(support)), axis=-1)
+    a = xp.sum(xp.where(support, scaled_expm1(m, u, p, scaled_exp_u), -p), axis=-1)
+    b = xp.sum(xp.where(support, scaled_exp_moment(m, u, p, scaled_exp_u), p), axis=-1)
+    near = near & xp.all(xp.where(support, usable, finite), axis=-1)
     # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the normalisers'
     # logs, each rounded apart, it cost 6 eps of float32 at K = 32000, KL = 1e-7); elsewhere a may be -1
     # (e^-w overflows): a row's sums are taken where it is near only
