@@ -6,9 +6,11 @@ losskit.jax's whole forward + gradient: where XLA's time goes at a vocabulary's 
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.xla_passes   # huge pages for XLA's buffers
 
 The passes: a row max and a row sum (reads only), a sum of exps (YNNPACK fuses the exp into its
-read), an exp written to a new ``[N, K]`` array and an add written to one (every jitted call's
-output is a fresh buffer: its pages are faulted in and zeroed by the kernel on first write). Rounds
-alternate, a warm-up first; median milliseconds.
+read), a sum whose terms hold a select (XLA writes them to a new ``[N, K]`` array first), the same over
+``lax.map`` blocks of 64 rows (one block's buffer, reused), an exp written to a new ``[N, K]`` array
+and an add written to one (every jitted call's output is a fresh buffer: its pages are faulted in and
+zeroed by the kernel on first write). Rounds alternate, a warm-up first; median milliseconds. The row
+count must be a multiple of 64.
 """
 
 from __future__ import annotations
@@ -20,10 +22,26 @@ import time
 import numpy as np
 
 
+def _blocked(jax, jnp, summand, rows=64):
+    """``sum(summand(z, m), axis=-1)`` in ``lax.map`` blocks of ``rows`` rows (the row count a multiple)."""
+    def run(z, m):
+        n = z.shape[0]
+        parts = (z.reshape(n // rows, rows, -1), m.reshape(n // rows, rows))
+        return jax.lax.map(lambda p: jnp.sum(summand(*p), axis=-1), parts).reshape(n)
+    return run
+
+
 def passes(jax, jnp, optax, lj, lk):
     """label -> (jitted function, how many of the inputs (z, y, row max) it takes)."""
     ce = lj.loss_fn(lk.SoftmaxCrossEntropy())
+
+    def selected(z, m):  # a summand holding a select: XLA writes it out before YNNPACK sums it
+        d = z - m[:, None]
+        return jnp.where(d > -1, jnp.exp(d), d)
+
     return {
+        "sum of a select (whole)": (jax.jit(lambda z, m: jnp.sum(selected(z, m), axis=-1)), 3),
+        "sum of a select (lax.map, 64 rows)": (jax.jit(_blocked(jax, jnp, selected)), 3),
         "row max (read)": (jax.jit(lambda z: jnp.max(z, axis=-1)), 1),
         "row sum (read)": (jax.jit(lambda z: jnp.sum(z, axis=-1)), 1),
         "sum of exp(z - max) (read)": (jax.jit(lambda z, m: jnp.sum(jnp.exp(z - m[:, None]), axis=-1)), 3),

@@ -392,7 +392,7 @@ def distillation(plan, maxima, loss):
     return loss_value, grad
 
 
-#: the elements of a block of rows in :func:`_row_sum_in_blocks` (8 MiB of float32)
+#: the elements of a block of rows in :func:`_row_sums_in_blocks` (8 MiB of float32)
 _BLOCK_ELEMENTS = 1 << 21
 
 
@@ -403,17 +403,16 @@ def _row_sums_in_blocks(summands, *arrays):
     reuses).
 
     XLA's CPU backend writes a sum's operand to memory when it holds a select (YNNPACK takes only the
-    plain sum), so over the whole array a summand costs a fresh ``[N, K]`` buffer: its page faults are
-    most of the time (measured at 4096 x 32000 float32, distillation's centred sum: 215 ms whole, 99 ms
-    in blocks of 64 rows; 105 and 111 ms in blocks of 16 and 256). The block is the largest divisor of the
-    row count within the bound, so that no row is padded or sliced apart; with none above a quarter of
-    the bound (a prime count of rows), the sums are taken over the whole array."""
+    plain sum), so over the whole array a summand costs a fresh ``[N, K]`` buffer, whose page faults are
+    most of the time (``python -m benchmarks.xla_passes``, BENCHMARKS.md: "sum of a select", whole and in
+    blocks). The block is the largest divisor of the row count within the bound, so that no row is
+    padded or sliced apart; with none above a quarter of the bound (a prime count of rows), the sums are
+    taken over the whole array."""
     shape = arrays[0].shape[:-1]
     rows = math.prod(shape)
     limit = max(1, _BLOCK_ELEMENTS // max(arrays[0].shape[-1], 1))
     block = next(b for b in range(min(limit, rows), 0, -1) if rows % b == 0) if rows else 1
-    if block >= rows or block < limit // 4:  # (a row count with no divisor near the bound: blocks of a
-        # few rows would cost a loop step each, 157 ms against 92 at 4099 and 4096 rows of 2000)
+    if block >= rows or block < limit // 4:  # (blocks of a few rows would cost a loop step each)
         return tuple(jnp.sum(s, axis=-1) for s in summands(*arrays))
     blocks = tuple(a.reshape(rows // block, block, a.shape[-1]) for a in arrays)
     sums = jax.lax.map(lambda parts: tuple(jnp.sum(s, axis=-1) for s in summands(*parts)), blocks)
