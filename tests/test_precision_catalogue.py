@@ -398,10 +398,7 @@ def measure(name, path, dtype, part="all") -> Worst:
     it, the points no Known miss covers (``part="regular"``) or only those (``part="known"``)."""
     case, worst = CASE_BY_NAME[name], Worst()
     for x, t, values, grads in grid(name, dtype):
-        judged = {}  # per part, the examples it is judged at
-        for kind in ("value", "grad"):
-            known = _known(case, path, dtype, x, t, kind)
-            judged[kind] = {"all": np.ones_like(known), "regular": ~known, "known": known}[part]
+        judged = judged_examples(case, path, dtype, x, t, part)
         keep = judged["value"] | judged["grad"]
         if not keep.any():
             continue
@@ -420,6 +417,16 @@ def measure(name, path, dtype, part="all") -> Worst:
     return worst
 
 
+def judged_examples(case, path, dtype, x, t, part):
+    """Per part ("value", "grad"), the examples of a group it is judged at: all of them, those no Known
+    miss of that part covers (``part="regular"``), or only those (``part="known"``)."""
+    judged = {}
+    for kind in ("value", "grad"):
+        known = _known(case, path, dtype, x, t, kind)
+        judged[kind] = {"all": np.ones_like(known), "regular": ~known, "known": known}[part]
+    return judged
+
+
 def _judge(value, grad, values, grads, judged, keep, labels, dtype, row, worst):
     """Add to ``worst`` the errors of a call on the examples ``keep`` of a group, each part at the examples
     ``judged`` for it (``values``, ``grads`` and ``labels``: the whole group's)."""
@@ -427,10 +434,8 @@ def _judge(value, grad, values, grads, judged, keep, labels, dtype, row, worst):
         inside = judged[kind][keep]  # of the examples computed, those judged for this part
         if not inside.any():
             continue
-        per_example = len(exact) // len(labels)
         exact = _entries(exact, len(labels), judged[kind])
-        actual = np.asarray(actual).reshape(len(inside), -1)[inside].ravel() if per_example > 1 else \
-            np.asarray(actual)[inside]
+        actual = np.asarray(actual).reshape(len(inside), -1)[inside].ravel()
         _errors(actual, exact, dtype, floor, worst, kind, [lab for lab, j in zip(labels, judged[kind], strict=True) if j])
 
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _array
-from ..losses._shared import centred_kl, logit_gap, scaled_exp_moment, scaled_expm1
+from ..losses._shared import centred_kl, centred_kl_terms, logit_gap
 from ..losses.focal import _alpha as _focal_alpha
 from ..losses.formula import ArrayMath
 
@@ -345,7 +345,8 @@ def distillation(plan, maxima, loss):
     log_s, log_t = jnp.log1p(rest_s), jnp.log1p(rest_t)
     # sum q (log q - log p) = sum q (dt - ds) + log1p(rest_s) - log1p(rest_t), as sum q = 1: one sweep.
     # Between near rows its two normalisers cancel: those take the centred sums (below)
-    first_form = sums[4] / total_t + (log_s - log_t)
+    centre = sums[4] / total_t  # the teacher's mean of dt - ds
+    first_form = centre + (log_s - log_t)
     loss_value = (temperature * temperature) * first_form
     near = first_form < 1.0
 
@@ -354,21 +355,19 @@ def distillation(plan, maxima, loss):
     tiny = first_form < 8 * float(jnp.finfo(z.dtype).eps) * (1 + math.log(z.shape[-1])) ** 2
 
     def centred(with_w):  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
-        def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the teacher's mean of dt - ds
-            support = teacher > -jnp.inf  # a class the teacher rules out: e^u = 0, its terms -p and p
+        def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the centre, a block's
+            support = teacher > -jnp.inf  # a class the teacher rules out: e^u = 0
             u = jnp.where(support, logit_gap(math_, teacher, z, t_max, z_max) * inv_t - c, 0.0)
             # p = e^ds / S_s and p e^u = e^dt (e^-c / S_s): a row's factor rounded once, not log S_s
             # rounded into every exponent (float32: log S_s of a row of 32000 is 8 eps off, each p with it)
             p = jnp.exp((z - z_max) * inv_t) * inv_s
-            scaled_exp_u = jnp.exp((teacher - t_max) * inv_t) * shift
-            b = jnp.where(support, scaled_exp_moment(math_, u, p, scaled_exp_u), p)
-            return (jnp.where(support, scaled_expm1(math_, u, p, scaled_exp_u), -p), b) if with_w else (b,)
+            terms = centred_kl_terms(math_, u, p, jnp.exp((teacher - t_max) * inv_t) * shift, support)
+            return terms if with_w else terms[1:]  # (XLA drops the first term's work when it is not summed)
 
-        c = sums[4] / total_t
         # e^-c / S_s: 1 / S_s times e^(q's mean of ds - dt), which a near row keeps below e^(1 + log K);
         # clipped (only far rows reach the clip, and their value is the first form's)
-        shift = jnp.exp(jnp.minimum(-c, 60.0)) / total_s
-        per_row = (v[..., None] for v in (z_max, t_max, c, 1 / total_s, shift))
+        shift = jnp.exp(jnp.minimum(-centre, 60.0)) / total_s
+        per_row = (v[..., None] for v in (z_max, t_max, centre, 1 / total_s, shift))
         sums_ = _row_sums_in_blocks(summands, z, teacher, *per_row)
         # w = log sum p e^u: the first form's -KL, or in a batch with a tiny value, summed from b's own u
         # (XLA computes each sum's terms anew: the second sum costs as much as the first)

@@ -9,7 +9,7 @@ from .formula import formula_function
 from .registry import functional
 
 __all__ = ["functional", "times", "scaled_exp_minus_linear", "scaled_exp_moment", "scaled_expm1", "centred_kl",
-           "logit_gap", "polynomial"]
+           "centred_kl_terms", "logit_gap", "polynomial"]
 
 
 @formula_function
@@ -102,6 +102,15 @@ def scaled_expm1(xp, x, scale, scaled_exp_x):
     underflowed (a class far below the student's max that the teacher gives mass: 0 * inf, not NaN)."""
     one = xp.constant(1.0)
     return xp.where(x < one, scale * xp.expm1(xp.minimum(x, one)), scaled_exp_x - scale)
+
+
+@formula_function
+def centred_kl_terms(xp, u, p, scaled_exp_u, support):
+    """A class's terms of :func:`centred_kl`'s two sums, ``(p (e^u - 1), p psi(u))``
+    (:func:`scaled_expm1`, :func:`scaled_exp_moment`), given ``scaled_exp_u = p e^u``; where ``support``
+    is false (a class the teacher rules out: ``e^u = 0``) their limits ``(-p, p)``."""
+    return (xp.where(support, scaled_expm1(xp, u, p, scaled_exp_u), -p),
+            xp.where(support, scaled_exp_moment(xp, u, p, scaled_exp_u), p))
 
 
 @formula_function

@@ -25,7 +25,7 @@ from .. import _array, _checks
 from ..activations import log_softmax_xp, shifted_logits_xp
 from ..plan import Target
 from . import _compiled
-from ._shared import centred_kl, functional, logit_gap, scaled_exp_moment, scaled_expm1, times
+from ._shared import centred_kl, centred_kl_terms, functional, logit_gap, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian, Task
@@ -215,10 +215,7 @@ def centred_distillation_kl(xp, student, teacher, temperature, first_form):
     # eps of float32 where a class far below the max carries the value); at most 1 in a near row, its
     # factor clipped elsewhere (no overflow)
     scaled_exp_u = xp.where(usable, et * (xp.exp(xp.minimum(-centre, m.constant(60.0))) / total_s), zero)
-    p = es / total_s
-    # a class the teacher rules out: e^u = 0, so p expm1(u) = -p and p psi(u) = p
-    a = xp.sum(xp.where(support, scaled_expm1(m, u, p, scaled_exp_u), -p), axis=-1)
-    b = xp.sum(xp.where(support, scaled_exp_moment(m, u, p, scaled_exp_u), p), axis=-1)
+    a, b = (xp.sum(term, axis=-1) for term in centred_kl_terms(m, u, es / total_s, scaled_exp_u, support))
     near = near & xp.all(xp.where(support, usable, finite), axis=-1)
     # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the normalisers'
     # logs, each rounded apart, it cost 6 eps of float32 at K = 32000, KL = 1e-7); elsewhere a may be -1
