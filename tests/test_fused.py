@@ -544,8 +544,8 @@ def _twin_arguments(name, dtype):
                            flags),
         "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, 1e-3, loss, grad,
                             np.empty((rows, width), dtype), True, flags),
-        "jsd.jsd_rows": (grad, np.zeros((rows, width), dtype), np.empty((rows, width), dtype), scale, 0.5, 1.0,
-                         loss, flags),
+        "jsd.jsd_kernel": (SCALAR_MATH[np.dtype(dtype).name], grad, np.zeros((rows, width), dtype),
+                           np.empty((rows, 6, width), dtype), scale, 0.5, 1.0, loss, flags),
         "pairs.gaussian_nll_blocks": (_frozen(np.zeros((pairs, 2), dtype)), *units, np.empty((pairs, 2), dtype),
                                       True, np.zeros(4, np.uint8)),
         "pairs.quantile_blocks": (_frozen(np.zeros((pairs, 3), dtype)), units[0], _frozen(np.full(3, 0.5, dtype)),
@@ -575,6 +575,10 @@ def _twin_and_parallel(name):
             from losskit.losses._compiled import _distillation_kernel
 
             serial = parallel = _distillation_kernel()
+        if function == "jsd_kernel":  # likewise
+            from losskit.losses._compiled import jsd_kernel
+
+            serial = parallel = jsd_kernel()
     options = {k: v for k, v in parallel.targetoptions.items() if k not in ("nopython", "parallel")}
     return serial.py_func, parallel.py_func, options
 
@@ -590,7 +594,7 @@ TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quant
 #: stopped at the first hit: next to no packed instruction in either form)
 TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "rows.kl_dense_rows",
                       "rows.distillation_kernel", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
-                      "jsd.jsd_rows", "pairs.gaussian_nll_blocks"]
+                      "jsd.jsd_kernel", "pairs.gaussian_nll_blocks"]
 _ON_REQUEST = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_ALL_TWINS"),
                                  reason="compile time; run with LOSSKIT_TEST_ALL_TWINS=1")
 

@@ -1,16 +1,22 @@
-"""Compiled generalised JSD per row (GKD; :class:`~losskit.JSDivergence`), for the fused linear JSD.
+r"""Compiled generalised JSD per row (GKD; :class:`~losskit.JSDivergence`), for the fused linear JSD.
 
-A leaf, as the kernels of :mod:`losskit.fused.kernels` (their flags convention and their options):
-it receives the student's and the teacher's logits of a chunk of rows and the reduction's
-per-row ``scale`` (0 for an ignored row), writes ``scale * l`` per row (float64) and overwrites the
-student's buffer with ``scale * d l / d z`` in place; the teacher's buffer and ``scratch`` are its
-scratch. A row with a non-finite logit (or a loss that is not finite) gets ``flags[i] = 1``: the
-caller then answers the whole call on the array-API path (:func:`~losskit.losses.distribution.generalized_jsd_terms`),
-which gives the exact limits.
+A leaf, as the kernels of :mod:`losskit.fused.kernels` (their flags convention and their options),
+that imports nothing of the losses: :func:`jsd_kernel` makes the kernel from the formula functions
+its caller passes (:func:`losskit.losses._compiled.jsd_kernel`). The kernel receives the student's
+and the teacher's logits of a chunk of rows (copies: both are written) and the reduction's per-row
+``scale`` (0 for an ignored row), writes ``scale * l`` per row (float64) and overwrites the
+student's buffer with ``scale * d l / d z`` in place. A row with a non-finite logit (or a loss that
+is not finite) gets ``flags[i] = 1``: the caller then answers the whole call on the array-API path
+(:func:`~losskit.losses.distribution.generalized_jsd_terms`), which gives the exact limits.
+
+The value is the sum of terms >= 0 of :func:`~losskit.losses.distribution.centred_jsd`, so that a
+small divergence keeps its relative precision (the difference of two log-softmaxes kept only theirs:
+18 to 410 eps on the precision grid).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -18,194 +24,204 @@ import numpy as np
 from numba import prange
 
 from .kernels import INLINE, OPTIONS, SUM_CHUNK
-from .vmath import vexp, vlog1p_unit
+from .vmath import row_max, vexp, vexpm1, vlog1p, vlog1p_unit
 
-__all__ = ["jsd_rows", "jsd_scratch"]
+__all__ = ["jsd_kernel", "jsd_scratch"]
 
-
-def jsd_scratch(rows: int, width: int, beta: float, dtype):
-    """The ``scratch`` :func:`jsd_rows` takes: a chunk's row of the mixture's terms per row."""
-    return np.empty((rows, min(width, SUM_CHUNK) if 0.0 < beta < 1.0 else 0), dtype)
+#: :data:`losskit.losses.distribution._LOG_RATIO_FAR`: beyond it the mixture is the one side
+LOG_RATIO_FAR = 80.0
 
 
-@numba.njit(**INLINE)
-def _exp_sums(x, y, mx, my, anchored, start, count):
-    """The two normalisers' sums over ``count`` classes from ``start``, in the rows' dtype, and when
-    ``anchored`` (beta = 1) the sum and count of the teacher's logits where the student's is at its
-    max (the branch outside the loops: the other loop keeps two sums)."""
-    zero, one = x.dtype.type(0), x.dtype.type(1)
-    sum_s = zero
-    sum_t = zero
-    y_top = zero
-    n_top = zero
-    if anchored:
-        for step in range(count):  # SUM_CHUNK, a constant: fully vectorised
-            j = start + step
-            sum_s += vexp(x[j] - mx)
-            sum_t += vexp(y[j] - my)
-            y_top += y[j] if x[j] == mx else zero
-            n_top += one if x[j] == mx else zero
-    else:
-        for step in range(count):
-            j = start + step
-            sum_s += vexp(x[j] - mx)
-            sum_t += vexp(y[j] - my)
-    return float(sum_s), float(sum_t), float(y_top), float(n_top)
+def jsd_scratch(rows: int, width: int, dtype):
+    """The ``scratch`` the kernel takes: a chunk's six rows of terms per row."""
+    return np.empty((rows, 6, min(width, SUM_CHUNK)), dtype)
 
 
 @numba.njit(**INLINE)
-def _terms(x, y, w, mx, my, log_ss, log_st, gap, anchor, offset, beta, start, count):
-    r"""The per-class terms over ``count`` classes from ``start`` (the branch on ``beta`` is outside
-    each loop, so each stays vectorised): ``(sum p d, sum q (t - s) or sum q (t - m))`` in the rows'
-    dtype, with ``p - q`` (``beta = 0``) or ``d`` into ``x`` and ``p`` into ``y``. A loop that only
-    writes forms each class's values (the terms of the second sum into ``y`` for ``beta = 0``, into
-    the scratch ``w`` for the mixture), then a loop that only reads adds them (see the design note of
-    :mod:`losskit.fused.kernels`).
-
-    ``d`` is formed from the tempered logits' difference, never from two log-softmaxes (each off by
-    about ``|s| eps``, which ``d_j - K`` in the gradient would keep): ``s - t = (x - y) - gap`` with
-    ``gap`` the difference of the two rows' log-normalisers; for ``beta = 1`` less its value at the
-    student's max (``anchor`` is the teacher's logit there), ``(x - max x) - (y - anchor)``, 0 at the
-    class that holds most of ``p``. For the mixture, with
-    :math:`r = s - t + \log\frac{1 - \beta}{\beta} = (x - y) - \mathrm{offset}`,
-    :math:`s - m = -\log(1 - \beta) - \mathrm{softplus}(-r)` and
-    :math:`t - m = -\log\beta - \mathrm{softplus}(r)` (no log of an underflowed mixture); ``x`` and
-    the sums take them without the constants (which :math:`\sum p = \sum q = 1` adds back in the
-    loss, and which :math:`d_j - K` cancels): where one side dominates the softplus is tiny, and exact."""
-    zero = x.dtype.type(0)
-    kl_p = zero
-    kl_q = zero
-    if beta == 0.0:
-        for step in range(count):
-            j = start + step
-            xj, yj = x[j], y[j]
-            p = vexp((xj - mx) - log_ss)
-            q = vexp((yj - my) - log_st)
-            y[j] = q * (gap - (xj - yj))  # q (t - s)
-            x[j] = p - q
-        for step in range(count):
-            kl_q += y[start + step]
-    elif beta == 1.0:
-        for step in range(count):
-            j = start + step
-            xj, yj = x[j], y[j]
-            x[j] = (xj - mx) - (yj - anchor)  # s - t less its value at the student's max
-            y[j] = vexp((xj - mx) - log_ss)
-        for step in range(count):
-            j = start + step
-            kl_p += y[j] * x[j]
+def _chunk_sum(terms, count):
+    """The sum of a chunk's ``count`` terms in their dtype, as float: a loop that only reads, of a constant
+    trip count for a whole chunk (see :mod:`losskit.fused.kernels`' design note: the kernel's loops that
+    write sum nothing)."""
+    total = terms.dtype.type(0)
+    if count == SUM_CHUNK:
+        for step in range(SUM_CHUNK):
+            total += terms[step]
     else:
         for step in range(count):
-            j = start + step
-            xj, yj = x[j], y[j]
-            p = vexp((xj - mx) - log_ss)
-            q = vexp((yj - my) - log_st)
-            r = (xj - yj) - offset  # log((1 - beta) p) - log(beta q)
-            soft = vlog1p_unit(vexp(-abs(r)))  # softplus(+-r) = max(+-r, 0) + soft
-            w[step] = q * -(max(r, zero) + soft)  # q (t - m + log(beta))
-            x[j] = -(max(-r, zero) + soft)  # d = s - m + log(1 - beta): small where p dominates, and exact
-            y[j] = p
-        for step in range(count):
-            j = start + step
-            kl_p += y[j] * x[j]
-            kl_q += w[step]
-    return float(kl_p), float(kl_q)
+            total += terms[step]
+    return float(total)
 
 
-@numba.njit(**OPTIONS)
-def jsd_rows(student, teacher, scratch, scale, beta, temperature, scaled_loss, flags):
-    r"""Generalised JSD of ``softmax(student / T)`` from ``softmax(teacher / T)``, rows of ``[R, V]``.
+@functools.cache
+def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
+    r"""The generalised JSD's compiled rows, made with the formula functions ``expm1``
+    (``scaled_expm1``), ``moment`` (``scaled_exp_moment``) and ``gap`` (``logit_gap``), registered with
+    :func:`~losskit.fused.formula.register_helpers`; ``salt`` keys the disk cache on their source::
 
-    ``beta = 0``: :math:`\sum q (t - s)`, gradient :math:`(p - q) / T`. ``beta = 1``:
-    :math:`K = \sum p (s - t)`. Otherwise :math:`\beta \sum q (t - m) + (1 - \beta) K` with
-    :math:`K = \sum p (s - m)`, :math:`m = \log(\beta q + (1 - \beta) p)`. In both,
-    :math:`d l / d z_j = \frac{c}{T} p_j (d_j - K)` (:math:`d = s - t` or :math:`s - m`,
-    :math:`c = 1` or :math:`1 - \beta`). ``s, t`` are the log-softmaxes of the tempered rows.
+        kernel(xp, student, teacher, scratch, scale, beta, temperature, scaled_loss, flags)
 
-    ``scratch [R, min(V, SUM_CHUNK)]`` holds a chunk's mixture terms (``[R, 0]`` for ``beta`` 0 or 1).
-    Four passes over a row: temper in place with the maxima (and a poison sum: NaN when a logit is
-    not finite; and how far apart the two rows are: rows the same give the exact 0, loss and
-    gradient, which the rounding of the dropped constants below would miss by an ulp); the two
-    normalisers; the per-class terms (:func:`_terms`: ``d`` from the tempered
-    logits' difference), with ``d_j`` into the student's buffer and ``p_j`` into the teacher's; the
-    gradient. The row sums run in chunks of :data:`~losskit.fused.kernels.SUM_CHUNK` classes added
-    in float64, as the other kernels'.
-    """
-    n, k = student.shape
-    dtype = student.dtype.type
-    zero = dtype(0)
-    inv_t = dtype(1.0 / temperature)
-    mixture = 0.0 < beta < 1.0
-    log_odds = math.log1p(-beta) - math.log(beta) if mixture else 0.0  # log((1 - beta) / beta)
-    coef = 1.0 - beta if mixture else 1.0
-    anchored = beta == 1.0  # d is taken less its value at the student's max
-    for i in prange(n):
-        x, y = student[i], teacher[i]
-        c = scale[i]
-        if c == 0 or k == 0:  # an ignored row: no loss, no gradient, whatever its logits
+    ``student, teacher [R, V]`` (both overwritten: the student's with the scaled gradient), ``scratch``
+    from :func:`jsd_scratch`. Per row,
+    with ``r = log q - log p`` (:func:`~losskit.losses.distribution.centred_jsd`): ``beta = 0`` sums
+    ``p psi(r)``, gradient ``-p expm1(r) / T``; ``beta = 1`` sums ``q psi(-r)`` (``K``); otherwise
+    ``beta sum m psi(log q/m) + (1 - beta) sum m psi(log p/m)`` (the second sum ``K``); gradient
+    ``(c / T) p_j (d_j - K)``, ``d = log p/m`` (``-r``), and for the class holding more than half of
+    ``p`` the sum ``sum_k p_k (d_j - d_k)`` (``d_j - K`` cancels there).
+
+    Passes: the maxima (and a poison sum: NaN for a non-finite logit, flagged); the two normalisers
+    and the teacher's sum of ``e^dt d``, ``d = gap(t, z, max t, max z) / T``, whose mean ``c`` gives the
+    forward KL's first form ``c - log(S_t / S_s)``; where that is below 1, ``w = log1p(sum p expm1(d -
+    c))`` (``p e^u`` from the teacher's ``exp`` times a row factor) and ``r = (d - c) - w``, elsewhere
+    ``r = d - log(S_t / S_s)``; the value's terms (``p`` into the student's buffer and ``d`` into the
+    teacher's, or the gradient itself for ``beta = 0``); the gradient. Sums run in chunks of
+    :data:`~losskit.fused.kernels.SUM_CHUNK` classes in the rows' dtype, added in float64."""
+
+    def kernel(xp, student, teacher, scratch, scale, beta, temperature, scaled_loss, flags):
+        n, k = student.shape
+        dtype = student.dtype.type
+        zero = dtype(0)
+        inv_t = dtype(1.0 / temperature)
+        mixture = 0.0 < beta < 1.0
+        weight_q, weight_p = dtype(beta), dtype(1.0 - beta)  # the mixture's weights
+        log_weight_q = dtype(math.log(beta)) if mixture else zero
+        log_weight_p = dtype(math.log1p(-beta)) if mixture else zero
+        far = dtype(LOG_RATIO_FAR)
+        log_odds = dtype(math.log(beta / (1.0 - beta))) if mixture else zero
+        coef = (1.0 - beta if mixture else 1.0) / temperature
+        if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
+            return
+        for i in prange(n):
+            x, y = student[i], teacher[i]
+            s = scale[i]
+            if s == 0 or k == 0:  # an ignored row: no loss, no gradient, whatever its logits
+                for j in range(k):
+                    x[j] = zero
+                scaled_loss[i] = 0.0
+                continue
+            mx = row_max(x)
+            my = row_max(y)
+            poison = zero
             for j in range(k):
-                x[j] = zero
-            scaled_loss[i] = 0.0
-            continue
-        mx = x[0] * inv_t
-        my = y[0] * inv_t
-        poison = zero
-        apart = zero
-        for j in range(k):
-            a = x[j] * inv_t
-            b = y[j] * inv_t
-            x[j] = a
-            y[j] = b
-            mx = max(mx, a)
-            my = max(my, b)
-            poison += a * zero + b * zero  # NaN for +-inf or NaN
-            apart = max(apart, abs(a - b))  # a max and a NaN test: the same whatever the order
-        if poison != zero:
-            flags[i] = 1
-            continue
-        if apart == zero:  # p = q: JSD 0 and at its minimum
-            for j in range(k):
-                x[j] = zero
-            scaled_loss[i] = 0.0
-            continue
-        full = k - k % SUM_CHUNK
-        sum_s, sum_t, y_top, n_top = 0.0, 0.0, 0.0, 0.0
-        for start in range(0, full, SUM_CHUNK):
-            part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, anchored, start, SUM_CHUNK)
-            sum_s, sum_t, y_top, n_top = sum_s + part_s, sum_t + part_t, y_top + part_y, n_top + part_n
-        part_s, part_t, part_y, part_n = _exp_sums(x, y, mx, my, anchored, full, k - full)
-        sum_s, sum_t, y_top, n_top = sum_s + part_s, sum_t + part_t, y_top + part_y, n_top + part_n
-        y_top = y_top / n_top if anchored else 0.0  # the teacher's (mean) logit at the student's max
-        log_ss64, log_st64 = math.log(sum_s), math.log(sum_t)
-        log_ss, log_st = dtype(log_ss64), dtype(log_st64)
-        gap64 = (float(mx) + log_ss64) - (float(my) + log_st64)
-        gap = dtype(gap64)  # s - t = (x - y) - gap, rounded once
-        offset = dtype(gap64 - log_odds)  # r = log((1 - beta) p) - log(beta q) = (x - y) - offset
-        anchor = dtype(y_top)
-        # s - t at the student's max (with the anchor as rounded): s = -log_ss there, t = (anchor - my) - log_st;
-        # not (mx - anchor) - gap, which cancels two numbers of the logits' size
-        d_top = (float(my) - float(anchor) + log_st64) - log_ss64
-        kl_p, kl_q = 0.0, 0.0  # sum p d; sum q (t - s) or sum q (t - m)
-        for start in range(0, full, SUM_CHUNK):
-            part_p, part_q = _terms(x, y, scratch[i], mx, my, log_ss, log_st, gap, anchor, offset, beta, start,
-                                    SUM_CHUNK)
-            kl_p, kl_q = kl_p + part_p, kl_q + part_q
-        part_p, part_q = _terms(x, y, scratch[i], mx, my, log_ss, log_st, gap, anchor, offset, beta, full,
-                                k - full)
-        kl_p, kl_q = kl_p + part_p, kl_q + part_q
-        if mixture:  # the constants dropped from d and t - m, as sum p = sum q = 1
-            loss = beta * (kl_q - math.log(beta)) + (1.0 - beta) * (kl_p - math.log1p(-beta))
-        else:  # beta = 1: d less d_top, which sum p = 1 adds back
-            loss = kl_q if beta == 0.0 else kl_p + d_top
-        if not math.isfinite(loss):
-            flags[i] = 1
-            continue
-        scaled_loss[i] = c * loss
-        factor = dtype(c * coef / temperature)
-        if beta == 0.0:
-            for j in range(k):
-                x[j] = factor * x[j]
-        else:
-            centre = dtype(kl_p)  # K, less the constant each d is less (log(1 - beta) or d_top): d - K the same
-            for j in range(k):
-                x[j] = factor * (y[j] * (x[j] - centre))  # p (d - K), d - K without a product's rounding
+                poison += x[j] * zero + y[j] * zero  # NaN for +-inf or NaN
+            if poison != zero:
+                flags[i] = 1
+                continue
+            # each pass's loop writes a chunk's terms into w alone, and a loop of _chunk_sum adds them: a loop
+            # that wrote both w and the row ran 3.3x slower (no vectorised body), so the values the row keeps
+            # (the gradient, or p and d) are copied there by a loop of their own
+            w = scratch[i]
+            sum_s, sum_t, gaps = 0.0, 0.0, 0.0
+            for start in range(0, k, SUM_CHUNK):
+                count = min(SUM_CHUNK, k - start)
+                for step in range(count):
+                    j = start + step
+                    et = vexp((y[j] - my) * inv_t)
+                    w[0, step] = vexp((x[j] - mx) * inv_t)
+                    w[1, step] = et
+                    w[2, step] = et * (gap(xp, y[j], x[j], my, mx) * inv_t)
+                sum_s += _chunk_sum(w[0], count)
+                sum_t += _chunk_sum(w[1], count)
+                gaps += _chunk_sum(w[2], count)
+            centre = gaps / sum_t  # the teacher's mean of d
+            log_ratio = math.log(sum_t) - math.log(sum_s)
+            inv_s, inv_q = dtype(1.0 / sum_s), dtype(1.0 / sum_t)
+            near = centre - log_ratio < 1.0
+            if near:  # the forward KL below 1: w = log sum p e^u from u = d - c itself
+                first = dtype(centre)
+                exp_shift = dtype(math.exp(min(-float(first), 60.0)) / sum_s)  # p e^u = e^dt (e^-c / S_s)
+                total = 0.0
+                for start in range(0, k, SUM_CHUNK):
+                    count = min(SUM_CHUNK, k - start)
+                    for step in range(count):
+                        j = start + step
+                        u = gap(xp, y[j], x[j], my, mx) * inv_t - first
+                        w[0, step] = expm1(xp, u, vexp((x[j] - mx) * inv_t) * inv_s,
+                                           vexp((y[j] - my) * inv_t) * exp_shift)
+                    total += _chunk_sum(w[0], count)
+                second = dtype(math.log1p(total))
+            else:
+                first, second = dtype(log_ratio), zero
+            # beta > 0: the class holding more than half of p (S_s < 2: the student's max, alone)
+            top = -1
+            top_d = zero
+            if beta > 0.0 and sum_s < 2.0:
+                for j in range(k):
+                    if x[j] == mx:
+                        top = j
+                        break
+                r = (gap(xp, y[top], x[top], my, mx) * inv_t - first) - second
+                if beta == 1.0:
+                    top_d = -r
+                elif near:
+                    top_d = -vlog1p(weight_q * vexpm1(min(r, far))) if r <= far else -(r + log_weight_q)
+                else:
+                    shifted = r + log_odds
+                    top_d = -(max(shifted, zero) + vlog1p_unit(vexp(-abs(shifted))))
+            kl_p, kl_q, top_gap, far_k = 0.0, 0.0, 0.0, 0.0  # far_k: sum p d for a far row's gradient
+            scaled_grad = dtype(-s / temperature)
+            for start in range(0, k, SUM_CHUNK):
+                count = min(SUM_CHUNK, k - start)
+                if beta == 0.0:
+                    for step in range(count):
+                        j = start + step
+                        p = vexp((x[j] - mx) * inv_t) * inv_s
+                        q = vexp((y[j] - my) * inv_t) * inv_q
+                        r = (gap(xp, y[j], x[j], my, mx) * inv_t - first) - second
+                        w[0, step] = moment(xp, r, p, q)
+                        w[3, step] = scaled_grad * expm1(xp, r, p, q)  # (p - q) / T, scaled
+                    for step in range(count):
+                        x[start + step] = w[3, step]
+                    kl_q += _chunk_sum(w[0], count)
+                    continue
+                if beta == 1.0:
+                    for step in range(count):
+                        j = start + step
+                        p = vexp((x[j] - mx) * inv_t) * inv_s
+                        q = vexp((y[j] - my) * inv_t) * inv_q
+                        d = -((gap(xp, y[j], x[j], my, mx) * inv_t - first) - second)  # log p/q
+                        w[0, step] = moment(xp, d, q, p)
+                        w[2, step] = zero if j == top else p * (top_d - d)
+                        w[3, step] = p
+                        w[4, step] = d
+                else:
+                    for step in range(count):
+                        j = start + step
+                        p = vexp((x[j] - mx) * inv_t) * inv_s
+                        q = vexp((y[j] - my) * inv_t) * inv_q
+                        r = (gap(xp, y[j], x[j], my, mx) * inv_t - first) - second
+                        mix = weight_p * p + weight_q * q
+                        # log p/m and log q/m, each without cancellation (beyond `far` the one side)
+                        d = -(r + log_weight_q) if r > far else -vlog1p(weight_q * vexpm1(min(r, far)))
+                        to_q = (r - log_weight_p) if -r > far else -vlog1p(weight_p * vexpm1(min(-r, far)))
+                        w[0, step] = moment(xp, d, mix, p)
+                        w[1, step] = moment(xp, to_q, mix, q)
+                        if not near:  # the gradient's d less log(1 - beta) (mixture_log_ratio)
+                            shifted = r + log_odds
+                            d = -(max(shifted, zero) + vlog1p_unit(vexp(-abs(shifted))))
+                        w[2, step] = zero if j == top else p * (top_d - d)
+                        w[3, step] = p
+                        w[4, step] = d
+                        w[5, step] = p * d
+                    kl_q += _chunk_sum(w[1], count)
+                    far_k += _chunk_sum(w[5], count)
+                for step in range(count):  # p and d kept for the gradient
+                    x[start + step] = w[3, step]
+                    y[start + step] = w[4, step]
+                kl_p += _chunk_sum(w[0], count)
+                top_gap += _chunk_sum(w[2], count)
+            loss = kl_q if beta == 0.0 else kl_p if beta == 1.0 else beta * kl_q + (1.0 - beta) * kl_p
+            if not math.isfinite(loss):
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            if beta > 0.0:
+                factor = dtype(s * coef)
+                centre_k = dtype(kl_p if near or beta == 1.0 else far_k)  # K (of the gradient's d)
+                top_p = x[top] if top >= 0 else zero
+                for j in range(k):
+                    x[j] = factor * (x[j] * (y[j] - centre_k))  # p (d - K)
+                if top >= 0:
+                    x[top] = factor * (top_p * dtype(top_gap))
+
+    options = {k: v for k, v in OPTIONS.items() if k != "cache"}
+    return numba.njit(kernel, cache=cacheable, **options)

@@ -367,8 +367,8 @@ def formula(loss, plan, arrays, with_grad):
 
 def jsd(loss, plan, arrays, with_grad):
     """The generalised JSD (:class:`~losskit.JSDivergence`): rows of the class axis, the student's
-    logits copied into the gradient's buffer and the teacher's into scratch (the kernel works in place)."""
-    from ..fused.jsd import jsd_rows, jsd_scratch
+    logits copied into the gradient's buffer and the teacher's into scratch (the kernel writes both)."""
+    from ..fused.jsd import jsd_scratch
 
     z = arrays["input"]
     if z.shape[-1] == 0:
@@ -380,10 +380,22 @@ def jsd(loss, plan, arrays, with_grad):
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
-    scratch = jsd_scratch(rows, width, loss.beta, z.dtype)
-    fused.pick(jsd_rows)(grad, teacher, scratch, frozen(scale), loss.beta, loss.temperature, scaled_loss,
-                         flags)  # grad, teacher and scratch all written
+    jsd_kernel()(compiled_math(z.dtype), grad, teacher, jsd_scratch(rows, width, z.dtype), frozen(scale), loss.beta,
+                 loss.temperature, scaled_loss, flags)  # grad, teacher and scratch all written
     return _finish(scaled_loss, grad, flags)
+
+
+def jsd_kernel():
+    """:func:`losskit.fused.jsd.jsd_kernel` made with the formula functions of its value (called as
+    ``kernel(compiled_math(dtype), student, teacher, ...)``)."""
+    from ..fused import formula as compiled
+    from ..fused.jsd import jsd_kernel as make
+    from ._shared import logit_gap, scaled_exp_moment, scaled_expm1
+    from .distribution import JSDivergence
+
+    compiled_math(np.float64)
+    salt, cacheable = compiled._source_salt(JSDivergence), compiled._cacheable(JSDivergence)
+    return fused.pick(make(scaled_expm1, scaled_exp_moment, logit_gap, salt, cacheable))
 
 
 @functools.cache

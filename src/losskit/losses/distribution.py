@@ -20,12 +20,13 @@ formed as ``((y - m) exp(-s/2))^2`` so that neither ``exp(-s)`` nor ``(y - m)^2`
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from .. import _array, _checks
 from ..activations import log_softmax_xp, shifted_logits_xp
 from ..plan import Target
 from . import _compiled
-from ._shared import centred_kl, centred_kl_terms, functional, logit_gap, times
+from ._shared import centred_kl, centred_kl_terms, functional, logit_gap, scaled_exp_moment, scaled_expm1, times
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian, Task
@@ -181,20 +182,29 @@ class JSDivergence(_TeacherLogits):
         return Terms(loss, grad, hess)
 
 
-def centred_distillation_kl(xp, student, teacher, temperature, first_form):
-    r"""``KL(softmax(teacher / T) || softmax(student / T))`` per row (class axis last) by :func:`centred_kl`, and
-    where to take it: ``(near, kl)``, ``near`` the rows where ``first_form`` (the value as ``sum q (log q -
-    log p)`` gives it) is below 1 and both rows' maxima are finite (elsewhere the first form's limits).
+class _Gap(NamedTuple):
+    """A student's and a teacher's tempered rows compared class by class (class axis last), as both
+    centred forms take them (:func:`centred_distillation_kl`, :func:`centred_jsd`)."""
 
-    ``d = ((t - max t) - (z - max z)) / T`` (:func:`~losskit.losses._shared.logit_gap`: no two normalisers,
-    whose rounding is of the size of log K, enter ``d``), ``u = d - c`` with ``c`` the teacher's mean of
-    ``d``, ``w = log1p(sum p expm1(u))``, ``p e^u = e^dt (e^-c / S_s)`` (a row's factor rounded once). A
-    class the teacher rules out (a logit of -inf, ``q = 0``, ``e^u = 0``) adds ``-p`` to the first sum
-    and ``p psi(-inf) = p`` to ``b``. The compiled rows (:func:`losskit.fused.rows.distillation_kernel`)
-    and the XLA sweep (:func:`losskit.jax.rows.distillation`) compute the same sums."""
-    near = first_form < 1.0
-    if student.shape[-1] == 0:  # no class: the first form's 0
-        return near & False, xp.zeros_like(first_form)
+    math: ArrayMath
+    p: object  #: the student's probabilities
+    total_t: object  #: the teacher's normaliser S_t of its shifted, tempered logits (``[..., 1]``)
+    exp_t: object  #: the teacher's shifted, tempered logits' exponentials (``q S_t``)
+    d: object  #: ``((t - max t) - (z - max z)) / T`` (:func:`logit_gap`), 0 where not ``usable``
+    u: object  #: ``d - c``, ``c`` the teacher's mean of ``d`` (``[..., 1]``: :attr:`centre`)
+    scaled_exp_u: object  #: ``p e^u``
+    support: object  #: where the teacher gives mass
+    rows_usable: object  #: rows whose classes are all ``usable`` (both finite) where the teacher gives mass
+    centre: object
+    log_ratio: object  #: ``log S_t - log S_s``, so ``log q - log p = d - log_ratio`` (``[..., 1]``)
+
+
+def _gap(xp, student, teacher, temperature) -> _Gap:
+    """:class:`_Gap`. ``d`` is the logits' difference less the two maxima's (no two normalisers, whose
+    rounding is of the size of log K, enter it); ``p e^u = e^dt (e^-c / S_s)``, a row's factor rounded
+    once (not ``e^(dt - c - log S_s)``, which rounds log S_s into every exponent: 15.6 eps of float32
+    where a class far below the max carries the value); at most 1 in a near row, the factor clipped
+    elsewhere (no overflow)."""
     m = ArrayMath(xp, student)
     zero = xp.zeros_like(student)
     inv_t = 1.0 / temperature
@@ -206,29 +216,136 @@ def centred_distillation_kl(xp, student, teacher, temperature, first_form):
     # a student logit of -inf where the teacher has mass: KL = inf, no near row's
     usable = support & xp.isfinite(ds) & finite
     es, et = xp.exp(ds), xp.exp(dt)
-    total_s = xp.sum(es, axis=-1, keepdims=True)
+    total_s, total_t = xp.sum(es, axis=-1, keepdims=True), xp.sum(et, axis=-1, keepdims=True)
     d = logit_gap(m, xp.where(usable, teacher, zero), xp.where(usable, student, zero), max_t, max_s) * inv_t
     d = xp.where(usable, d, zero)
-    centre = xp.sum(et * d, axis=-1, keepdims=True) / xp.sum(et, axis=-1, keepdims=True)
+    centre = xp.sum(et * d, axis=-1, keepdims=True) / total_t
     u = xp.where(usable, d - centre, zero)
-    # p e^u = e^dt (e^-c / S_s): not e^(dt - c - log S_s), which rounds log S_s into every exponent (15.6
-    # eps of float32 where a class far below the max carries the value); at most 1 in a near row, its
-    # factor clipped elsewhere (no overflow)
     scaled_exp_u = xp.where(usable, et * (xp.exp(xp.minimum(-centre, m.constant(60.0))) / total_s), zero)
-    a, b = (xp.sum(term, axis=-1) for term in centred_kl_terms(m, u, es / total_s, scaled_exp_u, support))
-    near = near & xp.all(xp.where(support, usable, finite), axis=-1)
+    rows_usable = xp.all(xp.where(support, usable, finite), axis=-1)
+    return _Gap(m, es / total_s, total_t, et, d, u, scaled_exp_u, support, rows_usable, centre,
+                xp.log(total_t) - xp.log(total_s))
+
+
+def centred_distillation_kl(xp, student, teacher, temperature, first_form):
+    r"""``KL(softmax(teacher / T) || softmax(student / T))`` per row (class axis last) by :func:`centred_kl`, and
+    where to take it: ``(near, kl)``, ``near`` the rows where ``first_form`` (the value as ``sum q (log q -
+    log p)`` gives it) is below 1 and both rows' maxima are finite (elsewhere the first form's limits).
+
+    With :func:`_gap`'s ``u`` and ``p e^u``: ``w = log1p(sum p expm1(u))``. A class the teacher rules out
+    (a logit of -inf, ``q = 0``, ``e^u = 0``) adds ``-p`` to the first sum and ``p psi(-inf) = p`` to
+    ``b``. The compiled rows (:func:`losskit.fused.rows.distillation_kernel`) and the XLA sweep
+    (:func:`losskit.jax.rows.distillation`) compute the same sums."""
+    near = first_form < 1.0
+    if student.shape[-1] == 0:  # no class: the first form's 0
+        return near & False, xp.zeros_like(first_form)
+    g = _gap(xp, student, teacher, temperature)
+    a, b = (xp.sum(term, axis=-1) for term in centred_kl_terms(g.math, g.u, g.p, g.scaled_exp_u, g.support))
+    near = near & g.rows_usable
     # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the normalisers'
     # logs, each rounded apart, it cost 6 eps of float32 at K = 32000, KL = 1e-7); elsewhere a may be -1
     # (e^-w overflows): a row's sums are taken where it is near only
     w = xp.log1p(xp.where(near, a, xp.zeros_like(a)))
-    return near, centred_kl(m, w, xp.where(near, b, xp.zeros_like(b)))
+    return near, centred_kl(g.math, w, xp.where(near, b, xp.zeros_like(b)))
+
+
+#: beyond it ``log1p(beta expm1(x))`` is ``x + log beta`` to well under an ulp (``e^-80 / beta``; expm1 of
+#: it would overflow float32 at 89)
+_LOG_RATIO_FAR = 80.0
+
+
+def mixture_log_ratio(xp, x, beta: float):
+    r"""``log((1 - beta) p / m) = -softplus(x + log(beta / (1 - beta)))``, ``m = (1 - beta) p + beta q``, ``x = log
+    q - log p``: ``log p/m`` less its limit ``-log(1 - beta)`` where ``q << p``, tiny and exact there. A far
+    row's gradient ``p_j (d_j - K)`` takes it for ``d`` (the constant cancels in ``d_j - K``): where the
+    teacher's mass is on classes the student barely weights, ``d`` is near ``log 2`` on almost every class
+    and ``d_j - K`` kept only an ulp of it (6800 eps of the row's largest gradient entry in float32, on
+    tests/test_fused_rows.py's long rows). A near row keeps ``d`` itself (``d`` and ``K`` are then small)."""
+    y = x + math.log(beta / (1.0 - beta))
+    return -(xp.maximum(y, xp.zeros_like(y)) + xp.log1p(xp.exp(-xp.abs(y))))
+
+
+def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad: bool):
+    r"""The generalised JSD of :class:`JSDivergence` per row (class axis last) as a sum of terms >= 0, and
+    its gradient: ``(exact, loss, grad)``, ``exact`` the rows whose logits are all finite, where these
+    are to be taken (``grad`` None unless ``with_grad``).
+
+    Each divergence is written as ``KL(a || b) = sum_k b_k psi(log(a_k / b_k))``, ``psi(x) = 1 + (x - 1)
+    e^x >= 0`` (:func:`~losskit.losses._shared.scaled_exp_moment`, as ``sum a = sum b = 1``), so no two
+    log-normalisers are subtracted and nothing cancels: only the log-ratios ``x = log q - log p`` must be
+    exact. ``x = u - w`` with :func:`_gap`'s centred ``u`` and ``w = log1p(sum p expm1(u))`` where the
+    forward KL is below 1 (``w = -KL``: its error is relative to that), ``d - (log S_t - log S_s)``
+    elsewhere (the value is then not small). ``beta = 0``: ``sum p psi(x)``; ``beta = 1``: ``sum q
+    psi(-x)``; in between ``beta sum m psi(log q/m) + (1 - beta) sum m psi(log p/m)``, with ``log p/m =
+    -log1p(beta expm1(x))`` and ``log q/m = -log1p((1 - beta) expm1(-x))``, each without cancellation.
+
+    Gradient in the student's logits: ``(p - q) / T = -p expm1(x) / T`` for ``beta = 0``; else ``(c / T)
+    p_j (d_j - K)``, ``d = log p/m`` (``-x`` for ``beta = 1``), ``K = sum p d`` (the ``p`` part of the
+    value; the value itself for ``beta = 1``), ``c = 1 - beta`` (1)."""
+    g = _gap(xp, student, teacher, temperature)
+    m, p = g.math, g.p
+    q = g.exp_t / g.total_t
+    exact = xp.all(xp.isfinite(student) & xp.isfinite(teacher), axis=-1)
+    forward_kl = g.centre[..., 0] - g.log_ratio[..., 0]  # sum q (log q - log p), the first form
+    near = (forward_kl < 1.0) & exact
+    a = xp.sum(scaled_expm1(m, g.u, p, g.scaled_exp_u), axis=-1)
+    w = xp.log1p(xp.where(near, a, xp.zeros_like(a)))[..., None]
+    x = xp.where(near[..., None], g.u - w, g.d - g.log_ratio)  # log q - log p
+    inv_t, grad = 1.0 / temperature, None
+    if beta == 0.0:
+        loss = xp.sum(scaled_exp_moment(m, x, p, q), axis=-1)
+        if with_grad:
+            grad = -inv_t * scaled_expm1(m, x, p, q)
+        return exact, loss, grad
+    if beta == 1.0:
+        d, coef = -x, inv_t
+        loss = kl_p = xp.sum(scaled_exp_moment(m, d, q, p), axis=-1)
+    else:
+        far = m.constant(_LOG_RATIO_FAR)
+        mixture = (1.0 - beta) * p + beta * q
+        # log p/m and log q/m: beyond _LOG_RATIO_FAR the mixture is the one side to well under an ulp
+        d = xp.where(x > far, -(x + math.log(beta)), -xp.log1p(beta * xp.expm1(xp.minimum(x, far))))
+        to_teacher = xp.where(-x > far, x - math.log1p(-beta), -xp.log1p((1.0 - beta) * xp.expm1(xp.minimum(-x, far))))
+        kl_p = xp.sum(scaled_exp_moment(m, d, mixture, p), axis=-1)
+        loss = beta * xp.sum(scaled_exp_moment(m, to_teacher, mixture, q), axis=-1) + (1.0 - beta) * kl_p
+        coef = (1.0 - beta) * inv_t
+        if with_grad:  # a far row's gradient from d + log(1 - beta), exact where q << p (see mixture_log_ratio)
+            shifted = mixture_log_ratio(xp, x, beta)
+            near_rows = near[..., None]
+            d = xp.where(near_rows, d, shifted)
+            kl_p = xp.where(near, kl_p, xp.sum(p * shifted, axis=-1))
+    if with_grad:
+        # d_j - K = sum_k p_k (d_j - d_k) (sum p = 1): for the class holding most of p (p > 1/2, one at most)
+        # that sum, whose own term is 0; d_j - K cancels there, to an ulp of K where the exact is e^-700
+        top = p > 0.5
+        top_d = xp.sum(xp.where(top, d, xp.zeros_like(d)), axis=-1, keepdims=True)
+        top_gap = xp.sum(p * xp.where(top, xp.zeros_like(d), top_d - d), axis=-1, keepdims=True)
+        grad = coef * (p * xp.where(top, top_gap, d - kl_p[..., None]))
+    return exact, loss, grad
 
 
 def generalized_jsd_terms(xp, student_logits, teacher_logits, beta: float, temperature: float, order: int):
     """Per-row generalised JSD of :class:`JSDivergence` (class axis last) and, up to ``order``, its
     gradient (``order`` 1) or Hessian diagonal (``order`` 2) in the student's logits: ``(loss, grad,
     hess)``, the absent ones None. The array-API reference of the fused :func:`~losskit.linear_jsd_loss`.
-    """
+
+    Rows of finite logits take :func:`centred_jsd` (value and gradient); the others the same formulas
+    from the two log-softmaxes (:func:`_jsd_from_log_softmaxes`), which give the limits of infinite
+    logits. The Hessian diagonal is the latter's throughout."""
+    loss, grad, hess = _jsd_from_log_softmaxes(xp, student_logits, teacher_logits, beta, temperature, order)
+    if student_logits.shape[-1] == 0:
+        return loss, grad, hess
+    exact, exact_loss, exact_grad = centred_jsd(xp, student_logits, teacher_logits, beta, temperature, order == 1)
+    loss = xp.where(exact, exact_loss, loss)
+    if order == 1:
+        grad = xp.where(exact[..., None], exact_grad, grad)
+    return loss, grad, hess
+
+
+def _jsd_from_log_softmaxes(xp, student_logits, teacher_logits, beta: float, temperature: float, order: int):
+    """:func:`generalized_jsd_terms` from ``s, t``, the log-softmaxes of the tempered rows: a small
+    divergence keeps only the accuracy of their difference (18 to 410 eps on the precision grid), but
+    infinite logits get their limits."""
     inv_t = 1.0 / temperature
     s = log_softmax_xp(xp, student_logits / temperature)
     t = log_softmax_xp(xp, teacher_logits / temperature)

@@ -9,7 +9,7 @@ Design note: the chunked sweep of :mod:`losskit.losses.linear` (one chunk of row
 chunk's gradient folded at once into ``grad_hidden`` and ``grad_classifier``), with a second
 ``chunk x V`` buffer for the teacher's logits, which need no gradient: the teacher's arrays are
 read, never differentiated. On NumPy float32/float64 the student's chunk buffer becomes its own
-gradient in the compiled :func:`~losskit.fused.jsd.jsd_rows`; elsewhere (and for rows with a
+gradient in the compiled :func:`~losskit.fused.jsd.jsd_kernel`; elsewhere (and for rows with a
 non-finite logit) :func:`~losskit.losses.distribution.generalized_jsd_terms` is the array-API
 reference, the one the catalogue's ``JSDivergence`` computes.
 """
@@ -120,21 +120,23 @@ def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, 
         return None
     import numpy as np
 
-    from ..fused.jsd import jsd_rows, jsd_scratch
+    from ..fused.jsd import jsd_scratch
+    from ._compiled import compiled_math, jsd_kernel
 
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
     kept = KeptRows(scale)  # an ignored row: neither the student's nor the teacher's logits computed
     scale, teacher = kept.take(scale), kept.take(teacher)
     scaled_loss = np.zeros(kept.count)
     teacher_logits = np.empty((min(rows, max(kept.count, 1)), classifier.shape[0]), dtype=hidden.dtype)
-    scratch = jsd_scratch(teacher_logits.shape[0], classifier.shape[0], beta, hidden.dtype)
+    kernel, xp = jsd_kernel(), compiled_math(hidden.dtype)
+    scratch = jsd_scratch(teacher_logits.shape[0], classifier.shape[0], hidden.dtype)
 
     def fill(start, stop, z, flags):
         u = teacher_logits[: stop - start]
         np.matmul(teacher[start:stop], t_classifier.T, out=u)
         if t_bias is not None:
             u += t_bias
-        jsd_rows(z, u, scratch[: stop - start], scale[start:stop], beta, temperature, scaled_loss[start:stop], flags)
+        kernel(xp, z, u, scratch[: stop - start], scale[start:stop], beta, temperature, scaled_loss[start:stop], flags)
 
     grads = host_sweep(kept.take(hidden), classifier, bias, rows, fill)
     if grads is None:
