@@ -236,7 +236,7 @@ JSD_GRAD = Known("distribution.py / fused/jsd.py: the gradient c p_j (d_j - K) (
                  "8.6 at z = (30, 30, -5), beta 0.5; and for beta = 1 with teacher logits of +-1e4, d_j - K "
                  "subtracts numbers of that size (1599 eps in float64, 853 in float32, at z = (7e-4, -1.2e-3, "
                  "-6.6e-4), t = (1e4, 0, -1e4)). The value is judged on the whole grid (a sum of terms >= 0: "
-                 "centred_jsd)", parts=("grad",))
+                 "centred_jsd)", parts=("grad",), paths=("xp", "fused", "xla"))
 
 
 def _far_class_carries(x, t):
@@ -249,10 +249,14 @@ JSD_FAR_CLASS = Known("distribution.py / fused/jsd.py: at z = (13.66, -6.65, 3.5
                       "student's max, the value is carried by p_1, p_2 = exp(z_k - max z) / S: the rounding of the "
                       "shifted logits (-20.3, -10.15) is magnified in exp (4.5 eps in float64 for beta 0.5, 4.68 "
                       "for beta 0, 3.91 for beta 1); exact would need z_k - max z to more than the dtype's "
-                      "precision", _far_class_carries, dtypes=("float64",), parts=("value",))
+                      "precision", _far_class_carries, dtypes=("float64",), parts=("value",),
+                      paths=("xp", "fused", "xla"))
 JSD = (JSD_GRAD, JSD_FAR_CLASS)
-#: beta < 1: the gradient is within the bound on the float32 grid
-JSD_FORWARD = (dataclasses.replace(JSD_GRAD, dtypes=("float64",)), JSD_FAR_CLASS)
+#: beta < 1: the gradient is within the bound on the float32 grid on the NumPy paths (under XLA, whose float32
+#: exp rounds otherwise, 23.8 eps at z = (-2.21, -0.49, -1.45), t = (1.78, 2.67, 0.96), beta 0: the log-ratio
+#: r = (d - c) - w of a row whose forward KL is 0.11 subtracts c = 0.128 and w = -0.110 to -0.0175)
+JSD_FORWARD = (dataclasses.replace(JSD_GRAD, dtypes=("float64",), paths=("xp", "fused")),
+               dataclasses.replace(JSD_GRAD, paths=("xla",)), JSD_FAR_CLASS)
 
 
 def _label_on_top(x, t):

@@ -26,7 +26,16 @@ from .. import _array, _checks
 from ..activations import log_softmax_xp, shifted_logits_xp
 from ..plan import Target
 from . import _compiled
-from ._shared import centred_kl, centred_kl_terms, functional, logit_gap, scaled_exp_moment, scaled_expm1, times
+from ._shared import (
+    centred_kl,
+    centred_kl_terms,
+    functional,
+    log_one_plus,
+    logit_gap,
+    scaled_exp_moment,
+    scaled_expm1,
+    times,
+)
 from .base import Loss, Terms
 from .categorical import SoftmaxCrossEntropy, _CategoricalBase
 from .declaration import SOFTMAX, Hessian, Task
@@ -245,7 +254,7 @@ def centred_distillation_kl(xp, student, teacher, temperature, first_form):
     # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the normalisers'
     # logs, each rounded apart, it cost 6 eps of float32 at K = 32000, KL = 1e-7); elsewhere a may be -1
     # (e^-w overflows): a row's sums are taken where it is near only
-    w = xp.log1p(xp.where(near, a, xp.zeros_like(a)))
+    w = log_one_plus(g.math, xp.where(near, a, xp.zeros_like(a)))
     return near, centred_kl(g.math, w, xp.where(near, b, xp.zeros_like(b)))
 
 
@@ -289,7 +298,7 @@ def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad
     forward_kl = g.centre[..., 0] - g.log_ratio[..., 0]  # sum q (log q - log p), the first form
     near = (forward_kl < 1.0) & exact
     a = xp.sum(scaled_expm1(m, g.u, p, g.scaled_exp_u), axis=-1)
-    w = xp.log1p(xp.where(near, a, xp.zeros_like(a)))[..., None]
+    w = log_one_plus(m, xp.where(near, a, xp.zeros_like(a)))[..., None]
     x = xp.where(near[..., None], g.u - w, g.d - g.log_ratio)  # log q - log p
     inv_t, grad = 1.0 / temperature, None
     if beta == 0.0:
@@ -304,8 +313,9 @@ def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad
         far = m.constant(_LOG_RATIO_FAR)
         mixture = (1.0 - beta) * p + beta * q
         # log p/m and log q/m: beyond _LOG_RATIO_FAR the mixture is the one side to well under an ulp
-        d = xp.where(x > far, -(x + math.log(beta)), -xp.log1p(beta * xp.expm1(xp.minimum(x, far))))
-        to_teacher = xp.where(-x > far, x - math.log1p(-beta), -xp.log1p((1.0 - beta) * xp.expm1(xp.minimum(-x, far))))
+        d = xp.where(x > far, -(x + math.log(beta)), -log_one_plus(m, beta * xp.expm1(xp.minimum(x, far))))
+        to_teacher = xp.where(-x > far, x - math.log1p(-beta),
+                              -log_one_plus(m, (1.0 - beta) * xp.expm1(xp.minimum(-x, far))))
         kl_p = xp.sum(scaled_exp_moment(m, d, mixture, p), axis=-1)
         loss = beta * xp.sum(scaled_exp_moment(m, to_teacher, mixture, q), axis=-1) + (1.0 - beta) * kl_p
         coef = (1.0 - beta) * inv_t
