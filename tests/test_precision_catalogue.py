@@ -234,7 +234,7 @@ JSD_GRAD = Known("distribution.py / fused/jsd.py: the gradient c p_j (d_j - K) (
                  "for beta = 0) carries the rounding of the shifted logits (z - max z) / T magnified in exp, as "
                  "distillation's: 13.7 eps in float64 at z = (6.35, -3.34, -1.13), t = (0.71, 2.28, -4.95), beta 0; "
                  "8.6 at z = (30, 30, -5), beta 0.5; and for beta = 1 with teacher logits of +-1e4, d_j - K "
-                 "subtracts numbers of that size (1599 eps in float64, 853 in float32, at z = (7e-4, -1.2e-3, "
+                 "subtracts numbers of that size (210 eps in float64, 853 / 956 in float32, at z = (7e-4, -1.2e-3, "
                  "-6.6e-4), t = (1e4, 0, -1e4)). The value is judged on the whole grid (a sum of terms >= 0: "
                  "centred_jsd)", parts=("grad",), paths=("xp", "fused", "xla"))
 

@@ -141,6 +141,16 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                 second = dtype(math.log1p(total))
             else:
                 first, second = dtype(log_ratio), zero
+            # beta = 1: the gradient's d = log p/q less its value at the student's max (anchored_log_ratio:
+            # the mean of d over tied maxima), 0 where p is largest
+            anchor = zero
+            if beta == 1.0:
+                anchor_sum, ties = 0.0, 0.0
+                for j in range(k):
+                    if x[j] == mx:
+                        anchor_sum += float(gap(xp, y[j], x[j], my, mx) * inv_t)
+                        ties += 1.0
+                anchor = dtype(anchor_sum / ties)
             # beta > 0: the class holding more than half of p (S_s < 2: the student's max, alone)
             top = -1
             top_d = zero
@@ -151,13 +161,13 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         break
                 r = (gap(xp, y[top], x[top], my, mx) * inv_t - first) - second
                 if beta == 1.0:
-                    top_d = -r
+                    top_d = anchor - gap(xp, y[top], x[top], my, mx) * inv_t
                 elif near:
                     top_d = -vlog1p(weight_q * vexpm1(min(r, far))) if r <= far else -(r + log_weight_q)
                 else:
                     shifted = r + log_odds
                     top_d = -(max(shifted, zero) + vlog1p_unit(vexp(-abs(shifted))))
-            kl_p, kl_q, top_gap, far_k = 0.0, 0.0, 0.0, 0.0  # far_k: sum p d for a far row's gradient
+            kl_p, kl_q, top_gap, far_k = 0.0, 0.0, 0.0, 0.0  # far_k: sum p d of the gradient's shifted d
             scaled_grad = dtype(-s / temperature)
             for start in range(0, k, SUM_CHUNK):
                 count = min(SUM_CHUNK, k - start)
@@ -178,11 +188,13 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         j = start + step
                         p = vexp((x[j] - mx) * inv_t) * inv_s
                         q = vexp((y[j] - my) * inv_t) * inv_q
-                        d = -((gap(xp, y[j], x[j], my, mx) * inv_t - first) - second)  # log p/q
-                        w[0, step] = moment(xp, d, q, p)
+                        dg = gap(xp, y[j], x[j], my, mx) * inv_t
+                        w[0, step] = moment(xp, -((dg - first) - second), q, p)  # q psi(log p/q)
+                        d = anchor - dg  # log p/q less its value at the student's max
                         w[2, step] = zero if j == top else p * (top_d - d)
                         w[3, step] = p
                         w[4, step] = d
+                        w[5, step] = p * d
                 else:
                     for step in range(count):
                         j = start + step
@@ -203,7 +215,7 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         w[4, step] = d
                         w[5, step] = p * d
                     kl_q += _chunk_sum(w[1], count)
-                    far_k += _chunk_sum(w[5], count)
+                far_k += _chunk_sum(w[5], count)
                 for step in range(count):  # p and d kept for the gradient
                     x[start + step] = w[3, step]
                     y[start + step] = w[4, step]
@@ -216,7 +228,7 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
             scaled_loss[i] = s * loss
             if beta > 0.0:
                 factor = dtype(s * coef)
-                centre_k = dtype(kl_p if near or beta == 1.0 else far_k)  # K (of the gradient's d)
+                centre_k = dtype(kl_p if near and beta < 1.0 else far_k)  # K (of the gradient's d)
                 top_p = x[top] if top >= 0 else zero
                 for j in range(k):
                     x[j] = factor * (x[j] * (y[j] - centre_k))  # p (d - K)
