@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -252,9 +253,12 @@ JSD_FAR_CLASS = Known("distribution.py / fused/jsd.py: at z = (13.66, -6.65, 3.5
                       "precision", _far_class_carries, dtypes=("float64",), parts=("value",),
                       paths=("xp", "fused", "xla"))
 JSD = (JSD_GRAD, JSD_FAR_CLASS)
-#: beta < 1: the gradient is within the bound on the float32 grid on the NumPy paths (under XLA, whose float32
-#: exp rounds otherwise, 23.8 eps at z = (-2.21, -0.49, -1.45), t = (1.78, 2.67, 0.96), beta 0: the log-ratio
-#: r = (d - c) - w of a row whose forward KL is 0.11 subtracts c = 0.128 and w = -0.110 to -0.0175)
+#: beta < 1: the gradient is within the bound on the float32 grid on the array-API path (the grid's -inf teacher
+#: row sends the fused calls there too; the compiled rows themselves, not judged by the grid, are 15.3 eps off
+#: at z = (-0.83, 3.88, 3.02), t = (-0.06, -3.75, -0.94), beta 0, float32: p = e^ds * (1 / S) rounds twice).
+#: Under XLA, whose float32 exp rounds otherwise, 23.8 eps at z = (-2.21, -0.49, -1.45), t = (1.78, 2.67, 0.96),
+#: beta 0: the log-ratio r = (d - c) - w of a row whose forward KL is 0.11 subtracts c = 0.128 and w = -0.110
+#: to -0.0175
 JSD_FORWARD = (dataclasses.replace(JSD_GRAD, dtypes=("float64",), paths=("xp", "fused")),
                dataclasses.replace(JSD_GRAD, paths=("xla",)), JSD_FAR_CLASS)
 
@@ -735,6 +739,65 @@ def test_jsd_gradient_at_a_students_sure_class(student, teacher, beta, path, dty
     worst = Worst()
     _errors(grad, exact, dtype, True, worst, "grad", [(student, teacher)])
     assert worst.grad <= GRAD_EPS, worst.where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["xp", "fused"])
+@pytest.mark.parametrize(("beta", "student", "teacher"), [
+    # beta = 1, three tied maxima (no class holds half of p): d_j - K subtracted numbers of log(S_t / S_s)'s
+    # size before the anchor was the teacher's mean logit over the ties (84.5 eps in float64)
+    (1.0, (5.932476421801356, 5.932476421801356, -3.0867259689060593, -4.623059955802776, 1.210089354026748,
+           -1.205091708066848, 0.6329025407060461, 5.932476421801356),
+     (-29.861016105689288, -30.35001020906301, 15.399053402810956, 23.72494153457459, -6.00367386929053,
+      6.175242138720826, -4.082270359839283, -30.780831929953823)),
+    # beta = 0, both rows' max at class 0: p - q = 1e-8 there, from -p expm1(r) with r off by an ulp of the
+    # centre (0.5): the sign lost in float32 (0 returned), 4.9e6 eps in float64
+    (0.0, (0.0, -5e7), (0.0, -18.420680743952367)),
+])
+def test_jsd_gradient_where_it_once_cancelled(beta, student, teacher, path, dtype):
+    """Found in review, each within 8 eps of mpmath (the gradient entry against max(|exact|, eps)) on both
+    NumPy paths."""
+    x, t = np.array([student], dtype), np.array([teacher], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, grad = lk.JSDivergence(beta=beta, reduction="none", impl=path).value_and_grad(x, t)
+    _, exact = mc.js_divergence(_rounded(dtype, student), _rounded(dtype, teacher), beta)
+    worst = Worst()
+    _errors(grad, exact, dtype, True, worst, "grad", [(student, teacher)])
+    assert worst.grad <= GRAD_EPS, worst.where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["xp", "fused"])
+@pytest.mark.parametrize(("beta", "student", "teacher"), [
+    (0.999, (2.28, -0.22, 2.99, -7.39, 6.27, -0.39), (-1.68, 0.12, -2.5, 6.87, -5.18, 0.99)),
+    (1e-4, (3.82, -5.33, 2.46, 2.41, -7.07, 1.39), (-4.28, 3.88, -1.13, 0.16, 6.25, -2.04)),
+])
+def test_jsd_value_with_beta_near_its_ends(beta, student, teacher, path, dtype):
+    """The mixture's log p/m = -log1p(beta expm1(r)) cancels where its argument nears -1 (beta near 1, q << p;
+    the teacher's side near beta 0): 42 and 336 eps in float64 before _log_ratio_to_mixture took the softplus
+    form there; within 4 eps of mpmath now."""
+    x, t = np.array([student], dtype), np.array([teacher], dtype)
+    value = lk.JSDivergence(beta=beta, reduction="none", impl=path)(x, t)
+    exact = _jsd_value(tuple(_rounded(dtype, student)), tuple(_rounded(dtype, teacher)), beta)
+    assert abs(float(value[0]) - exact) <= VALUE_EPS * float(np.finfo(dtype).eps) * exact
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_jsd_rows_of_huge_finite_logits_keep_the_first_forms(beta):
+    """float32 logits of 1e38: their differences overflow. The centred form is not taken there (the array-API
+    path's rows of logits above a quarter of the largest number; the kernel flags a row whose sums are not
+    finite): the value and gradient of the first forms, finite (a NaN gradient for beta 1 before, from inf *
+    0), and no warning but beta 1's (its first form's d - K overflows where p is 0, as before this change)."""
+    x = np.array([[1e38, -1e38, 0.0]], np.float32)
+    t = np.array([[-1e38, 1e38, 1.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error" if beta < 1 else "ignore")
+        for path in ("xp", "fused"):
+            value, grad = lk.JSDivergence(beta=beta, reduction="none", impl=path).value_and_grad(x, t)
+            assert np.isfinite(grad).all() and np.isfinite(value).all(), (path, value, grad)
+            # p = (1, 0, 0), q = (0, 1, 0) to float32: d l / d z is (p - q) or c p (d - K), 0 at p = 0
+            assert grad[0, 2] == 0.0 and grad[0, 1] <= 0.0, (path, grad)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -33,8 +33,8 @@ LOG_RATIO_FAR = 80.0
 
 
 def jsd_scratch(rows: int, width: int, dtype):
-    """The ``scratch`` the kernel takes: a chunk's six rows of terms per row."""
-    return np.empty((rows, 6, min(width, SUM_CHUNK)), dtype)
+    """The ``scratch`` the kernel takes: a chunk's seven rows of terms per row."""
+    return np.empty((rows, 7, min(width, SUM_CHUNK)), dtype)
 
 
 @numba.njit(**INLINE)
@@ -63,10 +63,13 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
     ``student, teacher [R, V]`` (both overwritten: the student's with the scaled gradient), ``scratch``
     from :func:`jsd_scratch`. Per row,
     with ``r = log q - log p`` (:func:`~losskit.losses.distribution.centred_jsd`): ``beta = 0`` sums
-    ``p psi(r)``, gradient ``-p expm1(r) / T``; ``beta = 1`` sums ``q psi(-r)`` (``K``); otherwise
-    ``beta sum m psi(log q/m) + (1 - beta) sum m psi(log p/m)`` (the second sum ``K``); gradient
-    ``(c / T) p_j (d_j - K)``, ``d = log p/m`` (``-r``), and for the class holding more than half of
-    ``p`` the sum ``sum_k p_k (d_j - d_k)`` (``d_j - K`` cancels there).
+    ``p psi(r)``, gradient ``-p expm1(r) / T`` (at the rows' shared max ``(1 - q) - (1 - p)`` from the
+    other classes' terms); ``beta = 1`` sums ``q psi(-r)``; otherwise ``beta sum m psi(log q/m) + (1 -
+    beta) sum m psi(log p/m)``; gradient ``(c / T) p_j (d_j - K)``, ``K = sum p d``, with ``d = log p/m``
+    (``-r`` for beta = 1) less a constant that keeps ``d_j - K`` from cancelling (its value at the
+    student's max for beta = 1, ``-log(1 - beta)`` in a far mixture row; ``K`` the near mixture row's
+    ``sum m psi(log p/m)``), and for the class holding more than half of ``p`` the sum ``sum_k p_k (d_j -
+    d_k)``. As :func:`~losskit.losses.distribution.centred_jsd`, which names each piece.
 
     Passes: the maxima (and a poison sum: NaN for a non-finite logit, flagged); the two normalisers
     and the teacher's sum of ``e^dt d``, ``d = gap(t, z, max t, max z) / T``, whose mean ``c`` gives the
@@ -79,14 +82,17 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
     def kernel(xp, student, teacher, scratch, scale, beta, temperature, scaled_loss, flags):
         n, k = student.shape
         dtype = student.dtype.type
-        zero = dtype(0)
+        zero, one = dtype(0), dtype(1)
         inv_t = dtype(1.0 / temperature)
         mixture = 0.0 < beta < 1.0
         weight_q, weight_p = dtype(beta), dtype(1.0 - beta)  # the mixture's weights
         log_weight_q = dtype(math.log(beta)) if mixture else zero
         log_weight_p = dtype(math.log1p(-beta)) if mixture else zero
         far = dtype(LOG_RATIO_FAR)
-        log_odds = dtype(math.log(beta / (1.0 - beta))) if mixture else zero
+        log_odds = dtype(math.log(beta) - math.log1p(-beta)) if mixture else zero
+        # below these log1p's argument, the softplus forms of log p/m and log q/m (_log_ratio_to_mixture)
+        low_p = dtype(math.log1p(-beta) / (1.0 - math.log1p(-beta))) if mixture else zero
+        low_q = dtype(math.log(beta) / (1.0 - math.log(beta))) if mixture else zero
         coef = (1.0 - beta if mixture else 1.0) / temperature
         if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
             return
@@ -110,18 +116,27 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
             # that wrote both w and the row ran 3.3x slower (no vectorised body), so the values the row keeps
             # (the gradient, or p and d) are copied there by a loop of their own
             w = scratch[i]
-            sum_s, sum_t, gaps = 0.0, 0.0, 0.0
+            sum_s, sum_t, gaps, below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             for start in range(0, k, SUM_CHUNK):
                 count = min(SUM_CHUNK, k - start)
                 for step in range(count):
                     j = start + step
+                    es = vexp((x[j] - mx) * inv_t)
                     et = vexp((y[j] - my) * inv_t)
-                    w[0, step] = vexp((x[j] - mx) * inv_t)
+                    w[0, step] = es
                     w[1, step] = et
                     w[2, step] = et * (gap(xp, y[j], x[j], my, mx) * inv_t)
+                    w[3, step] = es if es < one else zero  # S - 1 as the terms below the max and the other maxima
+                    w[4, step] = zero if es < one else one
+                    w[5, step] = et if et < one else zero
+                    w[6, step] = zero if et < one else one
                 sum_s += _chunk_sum(w[0], count)
                 sum_t += _chunk_sum(w[1], count)
                 gaps += _chunk_sum(w[2], count)
+                below_s += _chunk_sum(w[3], count)
+                ties_s += _chunk_sum(w[4], count)
+                below_t += _chunk_sum(w[5], count)
+                ties_t += _chunk_sum(w[6], count)
             centre = gaps / sum_t  # the teacher's mean of d
             log_ratio = math.log(sum_t) - math.log(sum_s)
             inv_s, inv_q = dtype(1.0 / sum_s), dtype(1.0 / sum_t)
@@ -141,16 +156,16 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                 second = dtype(math.log1p(total))
             else:
                 first, second = dtype(log_ratio), zero
-            # beta = 1: the gradient's d = log p/q less its value at the student's max (anchored_log_ratio:
-            # the mean of d over tied maxima), 0 where p is largest
+            # beta = 1: the gradient's d = log p/q less a constant, ((z - max z) - (t - t_top)) / T
+            # (anchored_log_ratio), 0 at a sole max
             anchor = zero
             if beta == 1.0:
                 anchor_sum, ties = 0.0, 0.0
                 for j in range(k):
                     if x[j] == mx:
-                        anchor_sum += float(gap(xp, y[j], x[j], my, mx) * inv_t)
+                        anchor_sum += float(y[j])
                         ties += 1.0
-                anchor = dtype(anchor_sum / ties)
+                anchor = dtype(anchor_sum / ties)  # the teacher's mean logit over the student's maxima
             # beta > 0: the class holding more than half of p (S_s < 2: the student's max, alone)
             top = -1
             top_d = zero
@@ -161,24 +176,32 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         break
                 r = (gap(xp, y[top], x[top], my, mx) * inv_t - first) - second
                 if beta == 1.0:
-                    top_d = anchor - gap(xp, y[top], x[top], my, mx) * inv_t
-                elif near:
-                    top_d = -vlog1p(weight_q * vexpm1(min(r, far))) if r <= far else -(r + log_weight_q)
+                    top_d = -gap(xp, y[top], x[top], anchor, mx) * inv_t
                 else:
-                    shifted = r + log_odds
-                    top_d = -(max(shifted, zero) + vlog1p_unit(vexp(-abs(shifted))))
+                    sp = max(r + log_odds, zero) + vlog1p_unit(vexp(-abs(r + log_odds)))
+                    a = weight_q * vexpm1(min(r, far))
+                    top_d = -sp if not near else -(r + log_weight_q) if r > far else \
+                        (-sp - log_weight_p) if a < low_p else -vlog1p(a)
             kl_p, kl_q, top_gap, far_k = 0.0, 0.0, 0.0, 0.0  # far_k: sum p d of the gradient's shifted d
             scaled_grad = dtype(-s / temperature)
+            # S - 1 as the terms below the max plus the other maxima (1 + 1e-8 - 1 lost 1e-8's last digits)
+            rest_s, rest_t = below_s + (ties_s - 1.0), below_t + (ties_t - 1.0)
+            shared_grad = dtype(s / temperature * (rest_t / sum_t - rest_s / sum_s))
+            # taken where it rounds less than -p expm1(r), whose r is off by an ulp of first and second
+            shared = rest_s / sum_s + rest_t / sum_t < (abs(float(first)) + abs(float(second))) / sum_s
             for start in range(0, k, SUM_CHUNK):
                 count = min(SUM_CHUNK, k - start)
                 if beta == 0.0:
                     for step in range(count):
                         j = start + step
-                        p = vexp((x[j] - mx) * inv_t) * inv_s
-                        q = vexp((y[j] - my) * inv_t) * inv_q
+                        es = vexp((x[j] - mx) * inv_t)
+                        et = vexp((y[j] - my) * inv_t)
+                        p, q = es * inv_s, et * inv_q
                         r = (gap(xp, y[j], x[j], my, mx) * inv_t - first) - second
                         w[0, step] = moment(xp, r, p, q)
-                        w[3, step] = scaled_grad * expm1(xp, r, p, q)  # (p - q) / T, scaled
+                        # (p - q) / T, scaled; at the rows' shared max (1 - q) - (1 - p) where that rounds less
+                        w[3, step] = shared_grad if (shared and es >= one and et >= one) else \
+                            scaled_grad * expm1(xp, r, p, q)
                     for step in range(count):
                         x[start + step] = w[3, step]
                     kl_q += _chunk_sum(w[0], count)
@@ -190,7 +213,7 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         q = vexp((y[j] - my) * inv_t) * inv_q
                         dg = gap(xp, y[j], x[j], my, mx) * inv_t
                         w[0, step] = moment(xp, -((dg - first) - second), q, p)  # q psi(log p/q)
-                        d = anchor - dg  # log p/q less its value at the student's max
+                        d = -gap(xp, y[j], x[j], anchor, mx) * inv_t  # log p/q less a constant
                         w[2, step] = zero if j == top else p * (top_d - d)
                         w[3, step] = p
                         w[4, step] = d
@@ -202,14 +225,18 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         q = vexp((y[j] - my) * inv_t) * inv_q
                         r = (gap(xp, y[j], x[j], my, mx) * inv_t - first) - second
                         mix = weight_p * p + weight_q * q
-                        # log p/m and log q/m, each without cancellation (beyond `far` the one side)
-                        d = -(r + log_weight_q) if r > far else -vlog1p(weight_q * vexpm1(min(r, far)))
-                        to_q = (r - log_weight_p) if -r > far else -vlog1p(weight_p * vexpm1(min(-r, far)))
+                        # log p/m and log q/m as _log_ratio_to_mixture: log1p's form, its softplus form where that
+                        # rounds less, beyond `far` the one side; sp, sq: -log((1 - beta) p/m), -log(beta q/m)
+                        sp = max(r + log_odds, zero) + vlog1p_unit(vexp(-abs(r + log_odds)))
+                        sq = max(-r - log_odds, zero) + vlog1p_unit(vexp(-abs(r + log_odds)))
+                        a = weight_q * vexpm1(min(r, far))
+                        b = weight_p * vexpm1(min(-r, far))
+                        d = -(r + log_weight_q) if r > far else (-sp - log_weight_p) if a < low_p else -vlog1p(a)
+                        to_q = (r - log_weight_p) if -r > far else (-sq - log_weight_q) if b < low_q else -vlog1p(b)
                         w[0, step] = moment(xp, d, mix, p)
                         w[1, step] = moment(xp, to_q, mix, q)
                         if not near:  # the gradient's d less log(1 - beta) (mixture_log_ratio)
-                            shifted = r + log_odds
-                            d = -(max(shifted, zero) + vlog1p_unit(vexp(-abs(shifted))))
+                            d = -sp
                         w[2, step] = zero if j == top else p * (top_d - d)
                         w[3, step] = p
                         w[4, step] = d
@@ -222,7 +249,7 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                 kl_p += _chunk_sum(w[0], count)
                 top_gap += _chunk_sum(w[2], count)
             loss = kl_q if beta == 0.0 else kl_p if beta == 1.0 else beta * kl_q + (1.0 - beta) * kl_p
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) and math.isfinite(top_gap) and math.isfinite(far_k)):
                 flags[i] = 1
                 continue
             scaled_loss[i] = s * loss

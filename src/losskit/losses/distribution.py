@@ -197,6 +197,8 @@ class _Gap(NamedTuple):
 
     math: ArrayMath
     p: object  #: the student's probabilities
+    exp_s: object  #: the student's shifted, tempered logits' exponentials (``p S_s``; 1 at its max)
+    total_s: object  #: the student's normaliser S_s (``[..., 1]``)
     total_t: object  #: the teacher's normaliser S_t of its shifted, tempered logits (``[..., 1]``)
     exp_t: object  #: the teacher's shifted, tempered logits' exponentials (``q S_t``)
     d: object  #: ``((t - max t) - (z - max z)) / T`` (:func:`logit_gap`), 0 where not ``usable``
@@ -232,7 +234,7 @@ def _gap(xp, student, teacher, temperature) -> _Gap:
     u = xp.where(usable, d - centre, zero)
     scaled_exp_u = xp.where(usable, et * (xp.exp(xp.minimum(-centre, m.constant(60.0))) / total_s), zero)
     rows_usable = xp.all(xp.where(support, usable, finite), axis=-1)
-    return _Gap(m, es / total_s, total_t, et, d, u, scaled_exp_u, support, rows_usable, centre,
+    return _Gap(m, es / total_s, es, total_s, total_t, et, d, u, scaled_exp_u, support, rows_usable, centre,
                 xp.log(total_t) - xp.log(total_s))
 
 
@@ -269,22 +271,54 @@ def mixture_log_ratio(xp, x, beta: float):
     row's gradient ``p_j (d_j - K)`` takes it for ``d`` (the constant cancels in ``d_j - K``): where the
     teacher's mass is on classes the student barely weights, ``d`` is near ``log 2`` on almost every class
     and ``d_j - K`` kept only an ulp of it (6800 eps of the row's largest gradient entry in float32, on
-    tests/test_fused_rows.py's long rows). A near row keeps ``d`` itself (``d`` and ``K`` are then small)."""
-    y = x + math.log(beta / (1.0 - beta))
+    tests/test_fused_rows.py's long rows). A near row (forward KL below 1) keeps ``d`` itself: its ``K`` is
+    small, and ``d_j - K`` is then exact where ``d_j`` is."""
+    y = x + (math.log(beta) - math.log1p(-beta))
     return -(xp.maximum(y, xp.zeros_like(y)) + xp.log1p(xp.exp(-xp.abs(y))))
 
 
-def anchored_log_ratio(xp, student, gap):
-    """``log p - log q`` less its value at the student's max (the mean over tied maxima), from :func:`_gap`'s
-    ``d``: ``d_top - d``. The reverse KL's gradient ``p_j (d_j - K)`` takes it (the constant cancels): 0 where
-    ``p`` is largest, so ``d_j - K`` does not subtract two numbers of the size of ``log(S_t / S_s)`` there
-    (with the log-ratio itself: 10.2 eps of the largest entry of a float32 row of 128256 compiled, 22.1 at
-    K = 1000 on the array-API path; anchored, 2.2 and 3.4: ``python benchmarks/accuracy.py --long-rows``)."""
-    top = student == xp.max(student, axis=-1, keepdims=True)
-    zero = xp.zeros_like(gap)
-    anchor = xp.sum(xp.where(top, gap, zero), axis=-1, keepdims=True) / xp.sum(xp.where(top, zero + 1, zero),
-                                                                                axis=-1, keepdims=True)
-    return anchor - gap
+def _log_ratio_to_mixture(m, x, weight: float, log_weight: float, log_rest: float, shifted):
+    """``log p/m`` for ``m = (1 - beta) p + beta q`` (``weight`` beta, ``log_weight`` its log, ``log_rest`` that
+    of ``1 - beta``, each from beta itself: ``1 - (1 - beta)`` is not beta to 1e-12 at beta 1e-4), ``x = log q
+    - log p``, given ``shifted = log((1 - beta) p / m)`` (:func:`mixture_log_ratio`); with the sides swapped,
+    ``log q/m``. ``-log1p(a)``, ``a = beta expm1(x)``, magnifies ``a``'s rounding by
+    ``|a| / ((1 + a) |log(1 + a)|)``, large as ``a`` nears -1 (``beta`` near 1 and ``q << p``: 42 eps at beta
+    0.999, 336 at beta 1e-4 for the teacher's side); ``shifted - log(1 - beta)`` magnifies the constant's by
+    ``L / |log(1 + a)|``, ``L = -log(1 - beta)``. The first is taken while smaller, above ``a = -L / (1 +
+    L)``. Beyond :data:`_LOG_RATIO_FAR` the mixture is the one side, ``-(x + log beta)``."""
+    xp, far = m, m.constant(_LOG_RATIO_FAR)
+    a = weight * xp.expm1(xp.minimum(x, far))
+    low = a < m.constant(log_rest / (1.0 - log_rest))
+    return xp.where(x > far, -(x + log_weight),
+                    xp.where(low, shifted - log_rest, -log_one_plus(m, xp.where(low, xp.zeros_like(a), a))))
+
+
+def _rest(xp, exps):
+    """A row's normaliser less 1, ``S - 1``, from its shifted logits' exponentials (1 at its max): the terms
+    below the max summed, plus the other maxima (no ``S - 1`` cancelling)."""
+    zero = xp.zeros_like(exps)
+    below = xp.sum(xp.where(exps < 1.0, exps, zero), axis=-1, keepdims=True)
+    return below + (xp.sum(xp.where(exps >= 1.0, zero + 1, zero), axis=-1, keepdims=True) - 1)
+
+
+def anchored_log_ratio(m, student, teacher, temperature):
+    """``log p - log q`` less a constant: ``((z - max z) - (t - t_top)) / T`` (:func:`logit_gap`), ``t_top`` the
+    teacher's mean logit over the student's maxima, so 0 at a sole max and exact where ``p`` is large; the
+    reverse KL's gradient ``p_j (d_j - K)`` takes it (the constant cancels). With the log-ratio itself
+    ``d_j - K`` subtracted numbers of the size of ``log(S_t / S_s)``: 10.2 eps of the largest entry of a
+    float32 row of 128256 compiled, 22.1 at K = 1000 on the array-API path (now 2.2 and 3.4:
+    ``python benchmarks/accuracy.py --long-rows``), 84.5 eps on a float64 row of tied maxima, 1599 on the
+    precision grid's row of teacher logits +-1e4. Rows with a non-finite logit come out as garbage (their
+    values are the first forms')."""
+    xp = m
+    ok = xp.all(xp.isfinite(student) & xp.isfinite(teacher), axis=-1, keepdims=True)
+    zero = xp.zeros_like(student)
+    student, teacher = xp.where(ok, student, zero), xp.where(ok, teacher, zero)
+    top_s = xp.max(student, axis=-1, keepdims=True)
+    top = student == top_s
+    anchor = xp.sum(xp.where(top, teacher, zero), axis=-1, keepdims=True) / xp.sum(xp.where(top, zero + 1, zero),
+                                                                                    axis=-1, keepdims=True)
+    return -logit_gap(m, teacher, student, anchor, top_s) * (1.0 / temperature)
 
 
 def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad: bool):
@@ -299,15 +333,24 @@ def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad
     forward KL is below 1 (``w = -KL``: its error is relative to that), ``d - (log S_t - log S_s)``
     elsewhere (the value is then not small). ``beta = 0``: ``sum p psi(x)``; ``beta = 1``: ``sum q
     psi(-x)``; in between ``beta sum m psi(log q/m) + (1 - beta) sum m psi(log p/m)``, with ``log p/m =
-    -log1p(beta expm1(x))`` and ``log q/m = -log1p((1 - beta) expm1(-x))``, each without cancellation.
+    -log1p(beta expm1(x))`` and ``log q/m = -log1p((1 - beta) expm1(-x))``, or their softplus forms where these
+    cancel (:func:`_log_ratio_to_mixture`).
 
-    Gradient in the student's logits: ``(p - q) / T = -p expm1(x) / T`` for ``beta = 0``; else ``(c / T)
-    p_j (d_j - K)``, ``d = log p/m`` (``-x`` for ``beta = 1``), ``K = sum p d`` (the ``p`` part of the
-    value; the value itself for ``beta = 1``), ``c = 1 - beta`` (1)."""
+    Gradient in the student's logits: ``(p - q) / T = -p expm1(x) / T`` for ``beta = 0`` (at the rows' shared
+    max ``(1 - q) - (1 - p)``); else ``(c / T) p_j (d_j - K)``, ``d = log p/m`` (``-x`` for ``beta = 1``),
+    ``K = sum p d``, ``c = 1 - beta`` (1), ``d`` shifted by a constant where that keeps ``d_j - K`` from
+    cancelling (:func:`anchored_log_ratio`, :func:`mixture_log_ratio`), and the class holding more than half
+    of ``p`` from ``sum_k p_k (d_j - d_k)``."""
+    # rows whose logits are finite and below a quarter of the dtype's largest number: no difference of two
+    # logits, nor of a logit and a mean of them, overflows (the others take the first forms' limits, and
+    # zeros here)
+    big = xp.finfo(student.dtype).max / 4
+    exact = xp.all((xp.abs(student) < big) & (xp.abs(teacher) < big), axis=-1)
+    zero = xp.zeros_like(student)
+    student, teacher = xp.where(exact[..., None], student, zero), xp.where(exact[..., None], teacher, zero)
     g = _gap(xp, student, teacher, temperature)
     m, p = g.math, g.p
     q = g.exp_t / g.total_t
-    exact = xp.all(xp.isfinite(student) & xp.isfinite(teacher), axis=-1)
     forward_kl = g.centre[..., 0] - g.log_ratio[..., 0]  # sum q (log q - log p), the first form
     near = (forward_kl < 1.0) & exact
     a = xp.sum(scaled_expm1(m, g.u, p, g.scaled_exp_u), axis=-1)
@@ -318,25 +361,34 @@ def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad
         loss = xp.sum(scaled_exp_moment(m, x, p, q), axis=-1)
         if with_grad:
             grad = -inv_t * scaled_expm1(m, x, p, q)
+            # where both rows have their max, x = -log(S_t / S_s) is off by about an ulp of the constants it is
+            # formed from (c and w, or log(S_t / S_s)), so -p expm1(x) by p (|c| + |w|) eps; (1 - q) - (1 - p),
+            # each from the other classes' terms, by (1 - q) + (1 - p) eps: the smaller is taken (z = (0, -5e7),
+            # t = (0, -18.42): -p expm1(x) lost the sign of 1e-8 in float32; at p = 0.64 the complements were
+            # 20 eps off, -p expm1(x) 5.7)
+            rest_s, rest_t = _rest(xp, g.exp_s) / g.total_s, _rest(xp, g.exp_t) / g.total_t  # 1 - p, 1 - q there
+            constants = xp.where(near[..., None], xp.abs(g.centre) + xp.abs(w), xp.abs(g.log_ratio))
+            shared = (g.exp_s >= 1.0) & (g.exp_t >= 1.0) & (rest_s + rest_t < constants / g.total_s)
+            grad = xp.where(shared, inv_t * (rest_t - rest_s), grad)
         return exact, loss, grad
     if beta == 1.0:
         d, coef = -x, inv_t
         loss = kl_p = xp.sum(scaled_exp_moment(m, d, q, p), axis=-1)
         if with_grad:  # the gradient's d less its value at the student's max (see anchored_log_ratio)
-            d = anchored_log_ratio(xp, student, g.d)
+            d = anchored_log_ratio(m, student, teacher, temperature)
             kl_p = xp.sum(p * d, axis=-1)
     else:
-        far = m.constant(_LOG_RATIO_FAR)
         mixture = (1.0 - beta) * p + beta * q
-        # log p/m and log q/m: beyond _LOG_RATIO_FAR the mixture is the one side to well under an ulp
-        d = xp.where(x > far, -(x + math.log(beta)), -log_one_plus(m, beta * xp.expm1(xp.minimum(x, far))))
-        to_teacher = xp.where(-x > far, x - math.log1p(-beta),
-                              -log_one_plus(m, (1.0 - beta) * xp.expm1(xp.minimum(-x, far))))
+        log_beta, log_rest = math.log(beta), math.log1p(-beta)
+        shifted = mixture_log_ratio(xp, x, beta)  # log((1 - beta) p / m)
+        y = (log_rest - log_beta) - x
+        shifted_q = -(xp.maximum(y, xp.zeros_like(y)) + xp.log1p(xp.exp(-xp.abs(y))))  # log(beta q / m)
+        d = _log_ratio_to_mixture(m, x, beta, log_beta, log_rest, shifted)  # log p/m
+        to_teacher = _log_ratio_to_mixture(m, -x, 1.0 - beta, log_rest, log_beta, shifted_q)  # log q/m
         kl_p = xp.sum(scaled_exp_moment(m, d, mixture, p), axis=-1)
         loss = beta * xp.sum(scaled_exp_moment(m, to_teacher, mixture, q), axis=-1) + (1.0 - beta) * kl_p
         coef = (1.0 - beta) * inv_t
         if with_grad:  # a far row's gradient from d + log(1 - beta), exact where q << p (see mixture_log_ratio)
-            shifted = mixture_log_ratio(xp, x, beta)
             near_rows = near[..., None]
             d = xp.where(near_rows, d, shifted)
             kl_p = xp.where(near, kl_p, xp.sum(p * shifted, axis=-1))
