@@ -113,8 +113,8 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                 flags[i] = 1
                 continue
             # each pass's loop writes a chunk's terms into w alone, and a loop of _chunk_sum adds them: a loop
-            # that wrote both w and the row ran 3.3x slower (no vectorised body), so the values the row keeps
-            # (the gradient, or p and d) are copied there by a loop of their own
+            # that wrote both w and the row ran several times slower (no vectorised body), so the values the
+            # row keeps (the gradient, or p and d) are copied there by a loop of their own
             w = scratch[i]
             sum_s, sum_t, gaps, below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             for start in range(0, k, SUM_CHUNK):

@@ -306,7 +306,7 @@ def anchored_log_ratio(m, student, teacher, temperature):
     teacher's mean logit over the student's maxima, so 0 at a sole max and exact where ``p`` is large; the
     reverse KL's gradient ``p_j (d_j - K)`` takes it (the constant cancels). With the log-ratio itself
     ``d_j - K`` subtracted numbers of the size of ``log(S_t / S_s)``: 10.2 eps of the largest entry of a
-    float32 row of 128256 compiled, 22.1 at K = 1000 on the array-API path (now 2.2 and 3.4:
+    float32 row of 128256 compiled, 22.1 at K = 1000 on the array-API path (now 1.1 and 3.4:
     ``python benchmarks/accuracy.py --long-rows``), 84.5 eps on a float64 row of tied maxima, 1599 on the
     precision grid's row of teacher logits +-1e4. Rows with a non-finite logit come out as garbage (their
     values are the first forms')."""
