@@ -724,26 +724,17 @@ def test_jsd_compiled_rows_value_within_the_bound(beta, serial, dtype):
     assert worst.value <= VALUE_EPS, worst.where
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("path", ["xp", "fused"])
-@pytest.mark.parametrize("beta", [0.5, 1.0])
-@pytest.mark.parametrize(("student", "teacher"), [((700.0, -700.0, 0.0), (30.0, 30.0, -5.0)),
-                                                  ((1304.0, 947.08, -703.74), (-0.0127, -0.0062, 4.1e-4))])
-def test_jsd_gradient_at_a_students_sure_class(student, teacher, beta, path, dtype):
-    """Where p is one-hot on the student's max, the exact gradient there is of the size of the other p_k
-    (e^-357 to e^-700, or 0 in float32): c p_j (d_j - K) cancelled to an ulp of K (returned -1.1e-16 and 5.6e-17
-    where the exact is below 1e-150); the class holding more than half of p takes sum_k p_k (d_j - d_k)."""
-    x, t = np.array([student], dtype), np.array([teacher], dtype)
-    _, grad = lk.JSDivergence(beta=beta, reduction="none", impl=path).value_and_grad(x, t)
-    _, exact = mc.js_divergence(_rounded(dtype, student), _rounded(dtype, teacher), beta)
-    worst = Worst()
-    _errors(grad, exact, dtype, True, worst, "grad", [(student, teacher)])
-    assert worst.grad <= GRAD_EPS, worst.where
+#: rows where p is one-hot on the student's max: the exact gradient there is of the size of the other p_k (e^-357
+#: to e^-700, or 0 in float32), and c p_j (d_j - K) cancelled to an ulp of K (returned -1.1e-16 and 5.6e-17 where
+#: the exact is below 1e-150); the class holding more than half of p takes sum_k p_k (d_j - d_k)
+_JSD_SURE_ROWS = [((700.0, -700.0, 0.0), (30.0, 30.0, -5.0)),
+                  ((1304.0, 947.08, -703.74), (-0.0127, -0.0062, 4.1e-4))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", ["xp", "fused"])
 @pytest.mark.parametrize(("beta", "student", "teacher"), [
+    *((beta, student, teacher) for beta in (0.5, 1.0) for student, teacher in _JSD_SURE_ROWS),
     # beta = 1, three tied maxima (no class holds half of p): d_j - K subtracted numbers of log(S_t / S_s)'s
     # size before the anchor was the teacher's mean logit over the ties (84.5 eps in float64)
     (1.0, (5.932476421801356, 5.932476421801356, -3.0867259689060593, -4.623059955802776, 1.210089354026748,
@@ -755,8 +746,8 @@ def test_jsd_gradient_at_a_students_sure_class(student, teacher, beta, path, dty
     (0.0, (0.0, -5e7), (0.0, -18.420680743952367)),
 ])
 def test_jsd_gradient_where_it_once_cancelled(beta, student, teacher, path, dtype):
-    """Found in review, each within 8 eps of mpmath (the gradient entry against max(|exact|, eps)) on both
-    NumPy paths."""
+    """Rows where the JSD's gradient cancelled (the sure class's, then those a review found), each within 8
+    eps of mpmath (the gradient entry against max(|exact|, eps)) on both NumPy paths, without a warning."""
     x, t = np.array([student], dtype), np.array([teacher], dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
