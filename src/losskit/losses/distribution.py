@@ -273,7 +273,11 @@ def mixture_log_ratio(xp, x, beta: float):
     and ``d_j - K`` kept only an ulp of it (6800 eps of the row's largest gradient entry in float32, on
     tests/test_fused_rows.py's long rows). A near row (forward KL below 1) keeps ``d`` itself: its ``K`` is
     small, and ``d_j - K`` is then exact where ``d_j`` is."""
-    y = x + (math.log(beta) - math.log1p(-beta))
+    return _minus_softplus(xp, x + (math.log(beta) - math.log1p(-beta)))
+
+
+def _minus_softplus(xp, y):
+    """``-log(1 + e^y)``, without overflow and exact where it is tiny."""
     return -(xp.maximum(y, xp.zeros_like(y)) + xp.log1p(xp.exp(-xp.abs(y))))
 
 
@@ -323,8 +327,8 @@ def anchored_log_ratio(m, student, teacher, temperature):
 
 def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad: bool):
     r"""The generalised JSD of :class:`JSDivergence` per row (class axis last) as a sum of terms >= 0, and
-    its gradient: ``(exact, loss, grad)``, ``exact`` the rows whose logits are all finite, where these
-    are to be taken (``grad`` None unless ``with_grad``).
+    its gradient: ``(exact, loss, grad)``, ``exact`` the rows whose logits are all finite and below a
+    quarter of the dtype's largest number, where these are to be taken (``grad`` None unless ``with_grad``).
 
     Each divergence is written as ``KL(a || b) = sum_k b_k psi(log(a_k / b_k))``, ``psi(x) = 1 + (x - 1)
     e^x >= 0`` (:func:`~losskit.losses._shared.scaled_exp_moment`, as ``sum a = sum b = 1``), so no two
@@ -381,8 +385,7 @@ def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad
         mixture = (1.0 - beta) * p + beta * q
         log_beta, log_rest = math.log(beta), math.log1p(-beta)
         shifted = mixture_log_ratio(xp, x, beta)  # log((1 - beta) p / m)
-        y = (log_rest - log_beta) - x
-        shifted_q = -(xp.maximum(y, xp.zeros_like(y)) + xp.log1p(xp.exp(-xp.abs(y))))  # log(beta q / m)
+        shifted_q = _minus_softplus(xp, (log_rest - log_beta) - x)  # log(beta q / m)
         d = _log_ratio_to_mixture(m, x, beta, log_beta, log_rest, shifted)  # log p/m
         to_teacher = _log_ratio_to_mixture(m, -x, 1.0 - beta, log_rest, log_beta, shifted_q)  # log q/m
         kl_p = xp.sum(scaled_exp_moment(m, d, mixture, p), axis=-1)
@@ -409,11 +412,14 @@ def generalized_jsd_terms(xp, student_logits, teacher_logits, beta: float, tempe
 
     Rows of finite logits take :func:`centred_jsd` (value and gradient); the others the same formulas
     from the two log-softmaxes (:func:`_jsd_from_log_softmaxes`), which give the limits of infinite
-    logits. The Hessian diagonal is the latter's throughout."""
-    loss, grad, hess = _jsd_from_log_softmaxes(xp, student_logits, teacher_logits, beta, temperature, order)
-    if student_logits.shape[-1] == 0:
-        return loss, grad, hess
+    logits, computed only where a row needs them or can't be read (under ``jit``, on Dask). The Hessian
+    diagonal is the latter's throughout."""
+    if student_logits.shape[-1] == 0 or order == 2:
+        return _jsd_from_log_softmaxes(xp, student_logits, teacher_logits, beta, temperature, order)
     exact, exact_loss, exact_grad = centred_jsd(xp, student_logits, teacher_logits, beta, temperature, order == 1)
+    if _array.concrete_bool(xp.all(exact)):
+        return exact_loss, exact_grad, None
+    loss, grad, hess = _jsd_from_log_softmaxes(xp, student_logits, teacher_logits, beta, temperature, order)
     loss = xp.where(exact, exact_loss, loss)
     if order == 1:
         grad = xp.where(exact[..., None], exact_grad, grad)
