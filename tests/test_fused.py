@@ -545,7 +545,7 @@ def _twin_arguments(name, dtype):
         "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, 1e-3, loss, grad,
                             np.empty((rows, width), dtype), True, flags),
         "jsd.jsd_kernel": (SCALAR_MATH[np.dtype(dtype).name], grad, np.zeros((rows, width), dtype),
-                           np.empty((rows, 7, width), dtype), scale, 0.5, 1.0, loss, flags),
+                           np.empty((rows, 6, width), dtype), scale, 0.5, 1.0, loss, flags),
         "pairs.gaussian_nll_blocks": (_frozen(np.zeros((pairs, 2), dtype)), *units, np.empty((pairs, 2), dtype),
                                       True, np.zeros(4, np.uint8)),
         "pairs.quantile_blocks": (_frozen(np.zeros((pairs, 3), dtype)), units[0], _frozen(np.full(3, 0.5, dtype)),

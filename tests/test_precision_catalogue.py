@@ -549,21 +549,28 @@ def test_distillation_compiled_rows_value_within_the_bound(serial, dtype):
     above judges the array-API path there): near rows take the centred sums (a pass of their own), the
     rest the per-class terms; within 4 eps of mpmath (the two normalisers' difference was 134 eps in
     float64 and 343 in float32), both the serial twin and the parallel kernel."""
-    from losskit import fused
     from losskit.losses import _compiled
 
     loss = lk.DistillationLoss(temperature=2.0, reduction="none", impl="fused")
     x, t, values, _ = grid("distillation_loss(T=2)", dtype)[0]
-    kept = np.isfinite(t).all(axis=1)
+    worst = _compiled_rows_value(_compiled.distillation, loss, x, t, values, np.isfinite(t).all(axis=1), serial, dtype)
+    assert worst.value <= VALUE_EPS, worst.where
+
+
+def _compiled_rows_value(kernel, loss, x, t, values, kept, serial, dtype):
+    """The :class:`Worst` value of the compiled rows ``kernel`` (a function of losskit.losses._compiled) on the
+    grid rows ``kept``, run serially (the twin) or in parallel; it must answer, no row flagged."""
+    from losskit import fused
+
     x, t, values = x[kept], t[kept], [v for v, k in zip(values, kept, strict=True) if k]
     plan = loss.plan(x, t)
     arrays = {"input": x, "labels": None, "dense": t, "scale": plan.scale, "out": None}
     with fused.serial(serial):
-        answer = _compiled.distillation(loss, plan, arrays, with_grad=False)
+        answer = kernel(loss, plan, arrays, with_grad=False)
     assert answer is not None  # no row flagged: the compiled rows answered
     worst = Worst()
     _errors(answer[0], values, dtype, False, worst, "value", [(a.tolist(), b.tolist()) for a, b in zip(x, t, strict=True)])
-    assert worst.value <= VALUE_EPS, worst.where
+    return worst
 
 
 @functools.cache
@@ -705,7 +712,6 @@ def test_jsd_compiled_rows_value_within_the_bound(beta, serial, dtype):
     -inf is flagged, which sends the whole call to the reference, so the grid above judges the array-API
     path there): within 4 eps of mpmath but at the Known far-class row in float64, both the serial twin
     and the parallel kernel."""
-    from losskit import fused
     from losskit.losses import _compiled
 
     name = f"js_divergence(beta={beta:g})"
@@ -713,14 +719,7 @@ def test_jsd_compiled_rows_value_within_the_bound(beta, serial, dtype):
     x, t, values, _ = grid(name, dtype)[0]
     kept = np.isfinite(t).all(axis=1) & ~np.array([JSD_FAR_CLASS.applies("fused", dtype)
                                                    and _far_class_carries(r.tolist(), None) for r in x])
-    x, t, values = x[kept], t[kept], [v for v, k in zip(values, kept, strict=True) if k]
-    plan = loss.plan(x, t)
-    arrays = {"input": x, "labels": None, "dense": t, "scale": plan.scale, "out": None}
-    with fused.serial(serial):
-        answer = _compiled.jsd(loss, plan, arrays, with_grad=False)
-    assert answer is not None  # no row flagged: the compiled rows answered
-    worst = Worst()
-    _errors(answer[0], values, dtype, False, worst, "value", [(a.tolist(), b.tolist()) for a, b in zip(x, t, strict=True)])
+    worst = _compiled_rows_value(_compiled.jsd, loss, x, t, values, kept, serial, dtype)
     assert worst.value <= VALUE_EPS, worst.where
 
 

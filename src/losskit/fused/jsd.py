@@ -24,7 +24,8 @@ import numpy as np
 from numba import prange
 
 from .kernels import INLINE, OPTIONS, SUM_CHUNK
-from .vmath import row_max, vexp, vexpm1, vlog1p, vlog1p_unit
+from .rows import _normaliser
+from .vmath import row_max, vexp, vexpm1, vlog1p
 
 __all__ = ["jsd_kernel", "jsd_scratch"]
 
@@ -33,8 +34,8 @@ LOG_RATIO_FAR = 80.0
 
 
 def jsd_scratch(rows: int, width: int, dtype):
-    """The ``scratch`` the kernel takes: a chunk's seven rows of terms per row."""
-    return np.empty((rows, 7, min(width, SUM_CHUNK)), dtype)
+    """The ``scratch`` the kernel takes: a chunk's six rows of terms per row."""
+    return np.empty((rows, 6, min(width, SUM_CHUNK)), dtype)
 
 
 @numba.njit(**INLINE)
@@ -116,29 +117,29 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
             # that wrote both w and the row ran several times slower (no vectorised body), so the values the
             # row keeps (the gradient, or p and d) are copied there by a loop of their own
             w = scratch[i]
-            sum_s, sum_t, gaps, below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+            # each normaliser as 1 + rest, rest = the terms below the max plus the other maxima (rows._normaliser:
+            # 1 + 1e-8 - 1 would lose 1e-8's last digits, which the shared max's gradient needs)
+            gaps, below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0, 0.0
             for start in range(0, k, SUM_CHUNK):
                 count = min(SUM_CHUNK, k - start)
                 for step in range(count):
                     j = start + step
                     es = vexp((x[j] - mx) * inv_t)
                     et = vexp((y[j] - my) * inv_t)
-                    w[0, step] = es
-                    w[1, step] = et
-                    w[2, step] = et * (gap(xp, y[j], x[j], my, mx) * inv_t)
-                    w[3, step] = es if es < one else zero  # S - 1 as the terms below the max and the other maxima
-                    w[4, step] = zero if es < one else one
-                    w[5, step] = et if et < one else zero
-                    w[6, step] = zero if et < one else one
-                sum_s += _chunk_sum(w[0], count)
-                sum_t += _chunk_sum(w[1], count)
-                gaps += _chunk_sum(w[2], count)
-                below_s += _chunk_sum(w[3], count)
-                ties_s += _chunk_sum(w[4], count)
-                below_t += _chunk_sum(w[5], count)
-                ties_t += _chunk_sum(w[6], count)
+                    w[0, step] = es if es < one else zero
+                    w[1, step] = zero if es < one else one
+                    w[2, step] = et if et < one else zero
+                    w[3, step] = zero if et < one else one
+                    w[4, step] = et * (gap(xp, y[j], x[j], my, mx) * inv_t)
+                below_s += _chunk_sum(w[0], count)
+                ties_s += _chunk_sum(w[1], count)
+                below_t += _chunk_sum(w[2], count)
+                ties_t += _chunk_sum(w[3], count)
+                gaps += _chunk_sum(w[4], count)
+            rest_s, sum_s, log_s = _normaliser(below_s, ties_s)
+            rest_t, sum_t, log_t = _normaliser(below_t, ties_t)
             centre = gaps / sum_t  # the teacher's mean of d
-            log_ratio = math.log(sum_t) - math.log(sum_s)
+            log_ratio = log_t - log_s
             inv_s, inv_q = dtype(1.0 / sum_s), dtype(1.0 / sum_t)
             near = centre - log_ratio < 1.0
             if near:  # the forward KL below 1: w = log sum p e^u from u = d - c itself
@@ -178,14 +179,12 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                 if beta == 1.0:
                     top_d = -gap(xp, y[top], x[top], anchor, mx) * inv_t
                 else:
-                    sp = max(r + log_odds, zero) + vlog1p_unit(vexp(-abs(r + log_odds)))
+                    sp = xp.softplus(r + log_odds)
                     a = weight_q * vexpm1(min(r, far))
                     top_d = -sp if not near else -(r + log_weight_q) if r > far else \
                         (-sp - log_weight_p) if a < low_p else -vlog1p(a)
             kl_p, kl_q, top_gap, far_k = 0.0, 0.0, 0.0, 0.0  # far_k: sum p d of the gradient's shifted d
             scaled_grad = dtype(-s / temperature)
-            # S - 1 as the terms below the max plus the other maxima (1 + 1e-8 - 1 lost 1e-8's last digits)
-            rest_s, rest_t = below_s + (ties_s - 1.0), below_t + (ties_t - 1.0)
             shared_grad = dtype(s / temperature * (rest_t / sum_t - rest_s / sum_s))
             # taken where it rounds less than -p expm1(r), whose r is off by an ulp of first and second
             shared = rest_s / sum_s + rest_t / sum_t < (abs(float(first)) + abs(float(second))) / sum_s
@@ -227,8 +226,8 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                         mix = weight_p * p + weight_q * q
                         # log p/m and log q/m as _log_ratio_to_mixture: log1p's form, its softplus form where that
                         # rounds less, beyond `far` the one side; sp, sq: -log((1 - beta) p/m), -log(beta q/m)
-                        sp = max(r + log_odds, zero) + vlog1p_unit(vexp(-abs(r + log_odds)))
-                        sq = max(-r - log_odds, zero) + vlog1p_unit(vexp(-abs(r + log_odds)))
+                        sp = xp.softplus(r + log_odds)
+                        sq = xp.softplus(-r - log_odds)
                         a = weight_q * vexpm1(min(r, far))
                         b = weight_p * vexpm1(min(-r, far))
                         d = -(r + log_weight_q) if r > far else (-sp - log_weight_p) if a < low_p else -vlog1p(a)

@@ -265,7 +265,7 @@ def centred_distillation_kl(xp, student, teacher, temperature, first_form):
 _LOG_RATIO_FAR = 80.0
 
 
-def mixture_log_ratio(xp, x, beta: float):
+def mixture_log_ratio(m, x, beta: float):
     r"""``log((1 - beta) p / m) = -softplus(x + log(beta / (1 - beta)))``, ``m = (1 - beta) p + beta q``, ``x = log
     q - log p``: ``log p/m`` less its limit ``-log(1 - beta)`` where ``q << p``, tiny and exact there. A far
     row's gradient ``p_j (d_j - K)`` takes it for ``d`` (the constant cancels in ``d_j - K``): where the
@@ -273,12 +273,7 @@ def mixture_log_ratio(xp, x, beta: float):
     and ``d_j - K`` kept only an ulp of it (6800 eps of the row's largest gradient entry in float32, on
     tests/test_fused_rows.py's long rows). A near row (forward KL below 1) keeps ``d`` itself: its ``K`` is
     small, and ``d_j - K`` is then exact where ``d_j`` is."""
-    return _minus_softplus(xp, x + (math.log(beta) - math.log1p(-beta)))
-
-
-def _minus_softplus(xp, y):
-    """``-log(1 + e^y)``, without overflow and exact where it is tiny."""
-    return -(xp.maximum(y, xp.zeros_like(y)) + xp.log1p(xp.exp(-xp.abs(y))))
+    return -m.softplus(x + (math.log(beta) - math.log1p(-beta)))
 
 
 def _log_ratio_to_mixture(m, x, weight: float, log_weight: float, log_rest: float, shifted):
@@ -384,8 +379,8 @@ def centred_jsd(xp, student, teacher, beta: float, temperature: float, with_grad
     else:
         mixture = (1.0 - beta) * p + beta * q
         log_beta, log_rest = math.log(beta), math.log1p(-beta)
-        shifted = mixture_log_ratio(xp, x, beta)  # log((1 - beta) p / m)
-        shifted_q = _minus_softplus(xp, (log_rest - log_beta) - x)  # log(beta q / m)
+        shifted = mixture_log_ratio(m, x, beta)  # log((1 - beta) p / m)
+        shifted_q = -m.softplus((log_rest - log_beta) - x)  # log(beta q / m)
         d = _log_ratio_to_mixture(m, x, beta, log_beta, log_rest, shifted)  # log p/m
         to_teacher = _log_ratio_to_mixture(m, -x, 1.0 - beta, log_rest, log_beta, shifted_q)  # log q/m
         kl_p = xp.sum(scaled_exp_moment(m, d, mixture, p), axis=-1)
