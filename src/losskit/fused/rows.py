@@ -38,6 +38,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import no_alias_compiler
 from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vpow
 
@@ -265,57 +266,45 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
     two normalisers cancel only where the value is small (a per-class pass of ``q (dt - ds + log(S_s /
     S_t))`` was no closer: 0.2-1.9 eps of float32 without it on benchmarks/accuracy.py's long rows)."""
 
-    def kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
-        n, k = z.shape
-        dtype = z.dtype.type
+    def row_terms(xp, row, t, g, s, temperature, with_grad):
+        k = row.shape[0]
+        dtype = row.dtype.type
         zero = dtype(0)
         inv_t = dtype(1.0 / temperature)
         if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
-            return
-        for i in prange(n):
-            s = scale[i]
-            g = grad[i]
-            if _unweighted(s, g, True, scaled_loss, i):
-                continue
-            row, t = z[i], teacher[i]
-            mz = row_max(row)
-            mt = row_max(t)
-            poison = zero
+            return 0.0, True
+        if s == 0:  # a row of weight 0 costs 0; its gradient row zeroed
             for j in range(k):
-                poison += row[j] * zero + t[j] * zero
-            if poison != zero:
-                flags[i] = 1
-                continue
-            full = k - k % SUM_CHUNK
-            below_s, ties_s, below_t, ties_t, gaps = 0.0, 0.0, 0.0, 0.0, 0.0
-            for start in range(0, full, SUM_CHUNK):
-                bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
-                below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
-                gaps += gs
-            bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
+                g[j] = zero
+            return 0.0, False
+        mz = row_max(row)
+        mt = row_max(t)
+        poison = zero
+        for j in range(k):
+            poison += row[j] * zero + t[j] * zero
+        if poison != zero:
+            return 0.0, True
+        full = k - k % SUM_CHUNK
+        below_s, ties_s, below_t, ties_t, gaps = 0.0, 0.0, 0.0, 0.0, 0.0
+        for start in range(0, full, SUM_CHUNK):
+            bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
             below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
             gaps += gs
-            rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
-            rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
-            centre = gaps / total_t  # the teacher's mean of dt - ds
-            first_form = centre + (log_ns - log_nt)
-            if first_form < 1.0:  # KL below 1: the centred sum
-                c, inv_s = dtype(centre), dtype(1.0 / total_s)
-                exp_shift = dtype(math.exp(-float(c) - log_ns))  # p e^u = e^dt e^(-c - log S_s), u's own c
-                a_sum, b_sum = 0.0, 0.0
-                for start in range(0, full, SUM_CHUNK):
-                    a, b = zero, zero
-                    for step in range(SUM_CHUNK):  # a constant trip count: vectorised
-                        j = start + step
-                        u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
-                        p = vexp((row[j] - mz) * inv_t) * inv_s
-                        pe = g[j] * exp_shift
-                        a += expm1(xp, u, p, pe)
-                        b += moment(xp, u, p, pe)
-                    a_sum += float(a)
-                    b_sum += float(b)
+        bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
+        below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
+        gaps += gs
+        rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
+        rest_t, total_t, log_nt = _normaliser(below_t, ties_t)
+        centre = gaps / total_t  # the teacher's mean of dt - ds
+        first_form = centre + (log_ns - log_nt)
+        if first_form < 1.0:  # KL below 1: the centred sum
+            c, inv_s = dtype(centre), dtype(1.0 / total_s)
+            exp_shift = dtype(math.exp(-float(c) - log_ns))  # p e^u = e^dt e^(-c - log S_s), u's own c
+            a_sum, b_sum = 0.0, 0.0
+            for start in range(0, full, SUM_CHUNK):
                 a, b = zero, zero
-                for j in range(full, k):  # the rest
+                for step in range(SUM_CHUNK):  # a constant trip count: vectorised
+                    j = start + step
                     u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
                     p = vexp((row[j] - mz) * inv_t) * inv_s
                     pe = g[j] * exp_shift
@@ -323,25 +312,49 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
                     b += moment(xp, u, p, pe)
                 a_sum += float(a)
                 b_sum += float(b)
-                # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the
-                # normalisers' logs, rounded apart, it cost 100 eps at KL = 1e-9)
-                w = math.log1p(a_sum)
-                loss = temperature * temperature * float(finish(xp, dtype(w), dtype(b_sum)))
-            else:
-                loss = temperature * temperature * first_form
-            if not math.isfinite(loss):
+            a, b = zero, zero
+            for j in range(full, k):  # the rest
+                u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
+                p = vexp((row[j] - mz) * inv_t) * inv_s
+                pe = g[j] * exp_shift
+                a += expm1(xp, u, p, pe)
+                b += moment(xp, u, p, pe)
+            a_sum += float(a)
+            b_sum += float(b)
+            # w = log sum p e^u from the same u as b (the value moves with w's error squared: from the
+            # normalisers' logs, rounded apart, it cost 100 eps at KL = 1e-9)
+            w = math.log1p(a_sum)
+            loss = temperature * temperature * float(finish(xp, dtype(w), dtype(b_sum)))
+        else:
+            loss = temperature * temperature * first_form
+        if not math.isfinite(loss):
+            return 0.0, True
+        if with_grad:
+            # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
+            scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
+            scaled_p = dtype(s * temperature / total_s)
+            scaled_q = dtype(s * temperature / total_t)
+            for j in range(k):
+                ds = (row[j] - mz) * inv_t
+                dt = (t[j] - mt) * inv_t
+                g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
+        return s * loss, False
+
+    # the row a function of its own, compiled once for the parallel kernel and its serial twin (as the JSD's:
+    # fused/jsd.py); noalias: its three arrays are rows of three distinct buffers (grad is never z: it
+    # holds the teacher's terms while z is read)
+    row_options = {k: v for k, v in OPTIONS.items() if k not in ("cache", "parallel")}
+    row_terms = numba.njit(row_terms, cache=cacheable, pipeline_class=no_alias_compiler(), **row_options)
+
+    def kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
+        if salt < 0:  # never: the salt keys the disk cache on the formulas' source
+            return
+        for i in prange(z.shape[0]):
+            scaled, flagged = row_terms(xp, z[i], teacher[i], grad[i], scale[i], temperature, with_grad)
+            if flagged:
                 flags[i] = 1
-                continue
-            scaled_loss[i] = s * loss
-            if with_grad:
-                # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
-                scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
-                scaled_p = dtype(s * temperature / total_s)
-                scaled_q = dtype(s * temperature / total_t)
-                for j in range(k):
-                    ds = (row[j] - mz) * inv_t
-                    dt = (t[j] - mt) * inv_t
-                    g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
+            else:
+                scaled_loss[i] = scaled
 
     options = {k: v for k, v in OPTIONS.items() if k != "cache"}
     return numba.njit(kernel, cache=cacheable, **options)
