@@ -574,11 +574,11 @@ def _twin_and_parallel(name):
         if function == "distillation_kernel":  # made with the formula functions of its near rows' value
             from losskit.losses._compiled import _distillation_kernel
 
-            serial = parallel = _distillation_kernel()
+            serial = parallel = _distillation_kernel(lk.DistillationLoss)
         if function == "jsd_kernel":  # likewise
             from losskit.losses._compiled import jsd_kernel
 
-            serial = parallel = jsd_kernel()
+            serial = parallel = jsd_kernel(lk.JSDivergence)
     options = {k: v for k, v in parallel.targetoptions.items() if k not in ("nopython", "parallel")}
     return serial.py_func, parallel.py_func, options
 

@@ -380,21 +380,21 @@ def jsd(loss, plan, arrays, with_grad):
     teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
-    jsd_kernel()(compiled_math(z.dtype), grad, teacher, jsd_scratch(rows, width, z.dtype), frozen(scale), loss.beta,
-                 loss.temperature, scaled_loss, flags)  # grad, teacher and scratch all written
+    jsd_kernel(type(loss))(compiled_math(z.dtype), grad, teacher, jsd_scratch(rows, width, z.dtype), frozen(scale),
+                           loss.beta, loss.temperature, scaled_loss, flags)  # grad, teacher and scratch all written
     return _finish(scaled_loss, grad, flags)
 
 
-def jsd_kernel():
+def jsd_kernel(cls):
     """:func:`losskit.fused.jsd.jsd_kernel` made with the formula functions of its value (called as
-    ``kernel(compiled_math(dtype), student, teacher, ...)``)."""
+    ``kernel(compiled_math(dtype), student, teacher, ...)``); ``cls``, :class:`~losskit.JSDivergence` or
+    a subclass, keys its disk cache (given by the caller: this module imports no loss)."""
     from ..fused import formula as compiled
     from ..fused.jsd import jsd_kernel as make
     from ._shared import logit_gap, scaled_exp_moment, scaled_expm1
-    from .distribution import JSDivergence
 
     compiled_math(np.float64)
-    salt, cacheable = compiled._source_salt(JSDivergence), compiled._cacheable(JSDivergence)
+    salt, cacheable = compiled._source_salt(cls), compiled._cacheable(cls)
     return fused.pick(make(scaled_expm1, scaled_exp_moment, logit_gap, salt, cacheable))
 
 
@@ -465,7 +465,7 @@ def distillation(loss, plan, arrays, with_grad):
     """:class:`~losskit.DistillationLoss`: the teacher's logits are the dense target."""
     z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _distillation_kernel()(compiled_math(z2.dtype), z2, teacher, scale, loss.temperature, scaled_loss, grad,
+    _distillation_kernel(type(loss))(compiled_math(z2.dtype), z2, teacher, scale, loss.temperature, scaled_loss, grad,
                            with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
@@ -479,15 +479,15 @@ def compiled_math(dtype):
     return compiled.SCALAR_MATH[np.dtype(dtype).name]
 
 
-def _distillation_kernel():
-    """:func:`losskit.fused.rows.distillation_kernel` made with the formula functions of its near rows."""
+def _distillation_kernel(cls):
+    """:func:`losskit.fused.rows.distillation_kernel` made with the formula functions of its near rows;
+    ``cls``, :class:`~losskit.DistillationLoss` or a subclass, keys its disk cache."""
     from ..fused import formula as compiled
     from ..fused.rows import distillation_kernel
     from ._shared import centred_kl, logit_gap, scaled_exp_moment, scaled_expm1
-    from .distribution import DistillationLoss
 
     compiled_math(np.float64)
-    salt, cacheable = compiled._source_salt(DistillationLoss), compiled._cacheable(DistillationLoss)
+    salt, cacheable = compiled._source_salt(cls), compiled._cacheable(cls)
     return fused.pick(distillation_kernel(scaled_expm1, scaled_exp_moment, centred_kl, logit_gap, salt, cacheable))
 
 

@@ -21,7 +21,7 @@ import math
 from .. import _array, _checks
 from .. import reduction as _reduction
 from .declaration import number
-from .distribution import generalized_jsd_terms
+from .distribution import JSDivergence, generalized_jsd_terms
 from .linear import KeptRows, LinearCEOptions, _logits, _sweep, check_layer, host_arrays, host_sweep, host_value
 
 __all__ = ["linear_jsd_loss", "linear_jsd_loss_value_and_grad", "student_value_and_grad"]
@@ -128,7 +128,7 @@ def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, 
     scale, teacher = kept.take(scale), kept.take(teacher)
     scaled_loss = np.zeros(kept.count)
     teacher_logits = np.empty((min(rows, max(kept.count, 1)), classifier.shape[0]), dtype=hidden.dtype)
-    kernel, xp = jsd_kernel(), compiled_math(hidden.dtype)
+    kernel, xp = jsd_kernel(JSDivergence), compiled_math(hidden.dtype)
     scratch = jsd_scratch(teacher_logits.shape[0], classifier.shape[0], hidden.dtype)
 
     def fill(start, stop, z, flags):
