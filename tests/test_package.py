@@ -52,3 +52,66 @@ def test_py_typed_is_shipped():
     from importlib.resources import files
 
     assert files("losskit").joinpath("py.typed").is_file()
+
+
+def _module_imports():
+    """Every module of the package -> the package's modules it imports, read from the source (imports inside
+    functions included: a lazy import is still a dependency), ``from X import name`` going to the submodule
+    ``X.name`` where there is one and to ``X`` otherwise."""
+    import ast
+    from pathlib import Path
+
+    root = Path(losskit.__file__).parent
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                origin = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    targets.add(f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in names else origin)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[name] = {t for t in targets if t in names and t != name}
+    return graph
+
+
+def test_no_two_modules_import_each_other_through_any_path():
+    """The package's import graph has no circle (a module that, through any chain of imports, imports
+    itself), so that each module can be read, tested and loaded after the ones it uses."""
+    graph = _module_imports()
+    assert graph["losskit.losses._compiled"] and graph["losskit.losses.distribution"]  # the reading works
+    # Tarjan's strongly connected components: a component of more than one module is a circle
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not circles, circles
