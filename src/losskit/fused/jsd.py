@@ -21,10 +21,8 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
 
-from . import no_alias_compiler
-from .kernels import INLINE, OPTIONS, SUM_CHUNK
+from .kernels import INLINE, SUM_CHUNK, row_sweep
 from .rows import _normaliser
 from .vmath import row_max, vexp, vexpm1, vlog1p
 
@@ -256,21 +254,4 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
                 x[top] = factor * (top_p * dtype(top_gap))
         return scaled, False
 
-    # the row is a function of its own, compiled once for the parallel kernel and its serial twin (both call
-    # it): with the row's body inside the prange loop, numba's parfor lowering took 13 s to compile the
-    # parallel kernel. noalias: its three arrays are rows of three distinct buffers
-    row_options = {k: v for k, v in OPTIONS.items() if k not in ("cache", "parallel")}
-    row = numba.njit(row, cache=cacheable, pipeline_class=no_alias_compiler(), **row_options)
-
-    def kernel(xp, student, teacher, scratch, scale, beta, temperature, scaled_loss, flags):
-        if salt < 0:  # never: the salt keys the disk cache on the formulas' source
-            return
-        for i in prange(student.shape[0]):
-            scaled, flagged = row(xp, student[i], teacher[i], scratch[i], scale[i], beta, temperature)
-            if flagged:
-                flags[i] = 1
-            else:
-                scaled_loss[i] = scaled
-
-    options = {k: v for k, v in OPTIONS.items() if k != "cache"}
-    return numba.njit(kernel, cache=cacheable, **options)
+    return row_sweep(row, salt, cacheable)

@@ -38,8 +38,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import no_alias_compiler
-from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, store_exp
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, row_sweep, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vpow
 
 __all__ = ["kl_dense_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
@@ -249,7 +248,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
     ``expm1`` (``scaled_expm1``), ``moment`` (``scaled_exp_moment``), ``finish`` (``centred_kl``), ``gap``
     (``logit_gap``)::
 
-        kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags)
+        kernel(xp, z, teacher, grad, scale, temperature, with_grad, scaled_loss, flags)
 
     :math:`T^2 \sum q (\log q - \log p)`, :math:`p = \mathrm{softmax}(z / T)`, :math:`q =
     \mathrm{softmax}(t / T)`; gradient :math:`T (p - q)`. Passes: the two maxima (and a poison sum: NaN
@@ -340,24 +339,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
                 g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
         return s * loss, False
 
-    # the row a function of its own, compiled once for the parallel kernel and its serial twin (as the JSD's:
-    # fused/jsd.py); noalias: its three arrays are rows of three distinct buffers (grad is never z: it
-    # holds the teacher's terms while z is read)
-    row_options = {k: v for k, v in OPTIONS.items() if k not in ("cache", "parallel")}
-    row_terms = numba.njit(row_terms, cache=cacheable, pipeline_class=no_alias_compiler(), **row_options)
-
-    def kernel(xp, z, teacher, scale, temperature, scaled_loss, grad, with_grad, flags):
-        if salt < 0:  # never: the salt keys the disk cache on the formulas' source
-            return
-        for i in prange(z.shape[0]):
-            scaled, flagged = row_terms(xp, z[i], teacher[i], grad[i], scale[i], temperature, with_grad)
-            if flagged:
-                flags[i] = 1
-            else:
-                scaled_loss[i] = scaled
-
-    options = {k: v for k, v in OPTIONS.items() if k != "cache"}
-    return numba.njit(kernel, cache=cacheable, **options)
+    return row_sweep(row_terms, salt, cacheable)  # grad is never z: it holds the teacher's terms while z is read
 
 
 @numba.njit(**INLINE)

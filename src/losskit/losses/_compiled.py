@@ -465,8 +465,8 @@ def distillation(loss, plan, arrays, with_grad):
     """:class:`~losskit.DistillationLoss`: the teacher's logits are the dense target."""
     z2, _, teacher, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _distillation_kernel(type(loss))(compiled_math(z2.dtype), z2, teacher, scale, loss.temperature, scaled_loss, grad,
-                           with_grad, flags)
+    _distillation_kernel(type(loss))(compiled_math(z2.dtype), z2, teacher, grad, scale, loss.temperature, with_grad,
+                                     scaled_loss, flags)
     return _finish(scaled_loss, grad, flags)
 
 
