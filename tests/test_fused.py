@@ -134,27 +134,51 @@ def test_compiled_kernels_are_cached_across_processes():
     assert hits >= 1 and misses == 0
 
 
-def test_a_row_sweeps_kernels_are_cached_across_processes():
-    """The kernels made by losskit.fused.kernels.row_sweep (distillation's, the JSD's): the parallel kernel,
-    and its serial twin are loaded from the disk cache by a second process, their row within them. The kernel once
-    held the row's dispatcher in a closure cell, which pickles with a fresh uuid: its cache key changed in
-    every process, and each one compiled the parallel kernel again (3 s for the JSD's)."""
+def test_a_row_sweeps_kernels_are_cached_across_processes_and_compiled_again_when_a_callee_changes(tmp_path):
+    """The kernels made by losskit.fused.kernels.row_sweep (distillation's here; the JSD's are made by the
+    same function): a second process loads the parallel kernel and its serial twin from the disk cache,
+    their row within them; after an edit of a function the row calls (rows._pair_sums, whose file's time
+    stamp is not the driver's), a third process compiles them again and gives the edited arithmetic.
+    The kernel once held the row's dispatcher in a closure cell, which pickles with a fresh uuid: its key
+    changed in every process, which compiled the kernels again (3 s for the JSD's). Then a key of the
+    row's own code alone kept the stale machine code after such an edit. On a copy of the package with a
+    cache directory of its own: no other test's compiles touch it."""
+    import shutil
+
+    package = tmp_path / "src" / "losskit"
+    shutil.copytree(os.path.dirname(lk.__file__), package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     code = ("import numpy as np, losskit as lk\n"
+            f"assert lk.__file__.startswith({str(tmp_path)!r})\n"
             "from losskit import fused\n"
             "from losskit.losses._compiled import _distillation_kernel, compiled_math\n"
             "kernel = _distillation_kernel(lk.DistillationLoss)\n"
-            "z = np.zeros((2, 3)); grad, loss, flags = np.empty((2, 3)), np.empty(2), np.zeros(2, np.uint8)\n"
+            "z = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -3.0]]); t = z[::-1].copy()\n"
+            "grad, loss, flags = np.empty((2, 3)), np.empty(2), np.zeros(2, np.uint8)\n"
             "twin = fused.serial_twin(kernel)\n"
+            "values = []\n"
             "for k in (kernel, twin):\n"
-            "    k(compiled_math(np.float64), z, z.copy(), grad, np.ones(2), 2.0, True, loss, flags)\n"
-            "row = kernel.py_func.__globals__['_sweep_row']\n"
-            "print(*(sum(getattr(k.stats, s).values()) for k in (kernel, twin, row) for s in ('cache_hits', "
-            "'cache_misses')))\n")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # fills the cache if empty
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    counts = [int(v) for v in out.stdout.split()]
-    # (hits, misses) of the kernel, the twin and the row: the row's code comes in theirs, not compiled again
-    assert counts == [1, 0, 1, 0, 0, 0], counts
+            "    k(compiled_math(np.float64), z, t, grad, np.ones(2), 2.0, True, loss, flags)\n"
+            "    values.append(loss.sum())\n"
+            "print(*(sum(getattr(k.stats, s).values()) for k in (kernel, twin) for s in ('cache_hits', "
+            "'cache_misses')), *values)\n")
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+        fields = out.stdout.split()
+        return [int(v) for v in fields[:4]], [float(v) for v in fields[4:]]
+
+    run()  # fills the empty cache
+    counts, values = run()
+    assert counts == [1, 0, 1, 0], counts  # (hits, misses) of the kernel and of the twin
+    rows = package / "fused" / "rows.py"
+    text = rows.read_text()
+    line = "    return float(below_s), float(ties_s), float(below_t), float(ties_t), float(gaps)\n"
+    assert text.count(line) == 1
+    rows.write_text(text.replace(line, line.replace("float(gaps)", "float(gaps) + 1.0")))
+    counts, edited = run()
+    assert counts == [0, 1, 0, 1], counts
+    assert edited[0] == edited[1] and abs(edited[0] - values[0]) > 0.1, (values, edited)
 
 
 @pytest.mark.parametrize(("cls", "make_target"), [

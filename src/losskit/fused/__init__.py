@@ -63,7 +63,8 @@ def serial_twin(kernel):
 
     The twin is compiled with numba's ``noalias`` flag (:func:`no_alias_compiler`): no array it writes
     may share memory with another of its arguments (the parallel kernel may be given ``grad`` =
-    ``z``; its twin may not)."""
+    ``z``; its twin may not; the kernels of :func:`losskit.fused.kernels.row_sweep` call a row compiled
+    so from both, and neither may)."""
     import types
 
     import numba
@@ -97,7 +98,9 @@ def no_alias_compiler():
     reckons from the row's length), and a seeded demo run differed from the same run in its last
     bits. Not used for the parallel kernels: it made the parallel BCE kernel 1.3-2x slower (50M
     float32 elements, the value alone 39 -> 80 ms); their callers give each placeholder a range of its
-    own instead (:func:`losskit.losses._compiled.placeholder`)."""
+    own instead (:func:`losskit.losses._compiled.placeholder`). The row function of a
+    :func:`losskit.fused.kernels.row_sweep` kernel (the JSD's, distillation's) is compiled with it, for
+    the parallel kernel too: its three arrays are always rows of distinct buffers."""
     from numba.core.compiler import Compiler
 
     class NoAliasCompiler(Compiler):

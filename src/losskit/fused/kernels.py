@@ -34,7 +34,6 @@ the same bits either way (tests/test_kernel_placement.py).
 from __future__ import annotations
 
 import hashlib
-import marshal
 import math
 import types
 
@@ -62,6 +61,31 @@ SUM_CHUNK = 256
 INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
 
 
+def source_identity(row, source=None) -> str:
+    """A hash of the source text of the module that defines ``row`` and of every module of its package
+    whose functions it can call (the functions and compiled functions among its globals and closure
+    cells: ``vmath``'s overloaded maths, the formula helpers, the row's own helpers): a disk-cache key
+    that changes when the row or a function it calls does, in any process. (numba's own key of a
+    function is its file's time stamp and its bytecode, never its callees'.) ``source`` reads a
+    module's text: :func:`inspect.getsource` unless given."""
+    import inspect
+    import sys
+
+    read = source or inspect.getsource
+    fn = row.py_func if isinstance(row, numba.core.dispatcher.Dispatcher) else row
+    package = fn.__module__.split(".")[0]
+    modules = {fn.__module__}
+    for value in [*fn.__globals__.values(), *(cell.cell_contents for cell in fn.__closure__ or ())]:
+        value = value.py_func if isinstance(value, numba.core.dispatcher.Dispatcher) else value
+        if isinstance(value, types.FunctionType) and value.__module__.split(".")[0] == package:
+            modules.add(value.__module__)
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        digest.update(name.encode())
+        digest.update(read(sys.modules[name]).encode())
+    return digest.hexdigest()
+
+
 def row_sweep(row, salt: int, cacheable: bool):
     """The kernel over the rows of three ``[R, K]`` buffers made from ``row``, a plain function of one row
     of each, the row's scale and two scalars, ``row(xp, a, b, c, s, u, v) -> (scaled loss, flagged)``::
@@ -70,20 +94,21 @@ def row_sweep(row, salt: int, cacheable: bool):
 
     writes ``scaled_loss[i]``, or ``flags[i] = 1`` for a flagged row. The row is compiled as a function of
     its own, once for the parallel kernel and its serial twin, which both call it: with a long row body
-    inside the ``prange`` loop, numba's parfor lowering took 13.3 s to compile the JSD's parallel kernel
-    (float64, no cache), against 3.0 s for this loop beside the row's own 5.1 s. The row is compiled with
-    numba's noalias flag (:func:`~losskit.fused.no_alias_compiler`): ``a``, ``b`` and ``c`` must be rows of
-    three distinct buffers. ``salt`` keys the disk cache on the source of the formulas the row calls.
+    inside the ``prange`` loop, numba's parfor lowering took 13.0 s to compile the JSD's parallel kernel
+    (float64, an empty cache), against 2.9 s for this loop beside the row's own 5.3 s (``python -m
+    benchmarks.compile_time``, BENCHMARKS.md). The row is compiled with numba's noalias flag
+    (:func:`~losskit.fused.no_alias_compiler`): no array the row writes may share memory with another of
+    its arguments. ``salt`` keys the disk cache on the source of the formulas the row calls.
 
     The kernel finds the row as a global of its own (``_sweep_row``), not in a closure cell: numba keys its
     disk cache on the closure's pickle, and a local dispatcher pickles with a fresh uuid in each process
-    (never found again). The key holds instead the row's code (``identity``)."""
+    (never found again). The key holds instead :func:`source_identity` of the row (``identity``)."""
+    identity = source_identity(row)
     row = numba.njit(row, cache=cacheable, pipeline_class=no_alias_compiler(),
                      **{k: v for k, v in OPTIONS.items() if k not in ("cache", "parallel")})
-    identity = hashlib.sha256(marshal.dumps(row.py_func.__code__)).hexdigest()
 
     def kernel(xp, a, b, c, scale, u, v, scaled_loss, flags):
-        if salt < 0 or not identity:  # never: the two key the disk cache (the formulas' source, the row's code)
+        if salt < 0 or not identity:  # never: the two key the disk cache (the formulas' source, the row's)
             return
         for i in prange(a.shape[0]):
             scaled, flagged = _sweep_row(xp, a[i], b[i], c[i], scale[i], u, v)  # noqa: F821 - the global below
