@@ -135,33 +135,38 @@ def test_compiled_kernels_are_cached_across_processes():
 
 
 def test_a_row_sweeps_kernels_are_cached_across_processes_and_compiled_again_when_a_callee_changes(tmp_path):
-    """The kernels made by losskit.fused.kernels.row_sweep (distillation's here; the JSD's are made by the
-    same function): a second process loads the parallel kernel and its serial twin from the disk cache,
-    their row within them; after an edit of a function the row calls (rows._pair_sums, whose file's time
-    stamp is not the driver's), a third process compiles them again and gives the edited arithmetic.
-    The kernel once held the row's dispatcher in a closure cell, which pickles with a fresh uuid: its key
-    changed in every process, which compiled the kernels again (3 s for the JSD's). Then a key of the
-    row's own code alone kept the stale machine code after such an edit. On a copy of the package with a
-    cache directory of its own: no other test's compiles touch it."""
-    import shutil
-
-    package = tmp_path / "src" / "losskit"
-    shutil.copytree(os.path.dirname(lk.__file__), package, ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("import numpy as np, losskit as lk\n"
-            f"assert lk.__file__.startswith({str(tmp_path)!r})\n"
+    """The kernels made by losskit.fused.kernels.row_sweep (the JSD's, distillation's), here of a row in a
+    package of the test's own that calls a compiled helper in another of its modules: a second process
+    loads the parallel kernel and its serial twin from the disk cache; after an edit of the helper
+    alone, a third process compiles them again and gives the edited arithmetic. Failed before: with the
+    row's dispatcher in the kernel's closure (it pickles with a fresh uuid, so the key changed in every
+    process: 0 hits), with a key of the row's own code (a stale hit), and with the row itself cached on
+    disk (numba keyed it on its own file: the kernels compiled again, linking the row's stale code)."""
+    package = tmp_path / "synth"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    helper = package / "helper.py"
+    helper.write_text("import numba\n\n\n@numba.njit(cache=True)\ndef shift(x):\n    return x + 1.0\n")
+    (package / "row.py").write_text(
+        "from losskit.fused.kernels import row_sweep\n"
+        "from synth.helper import shift\n\n\n"
+        "def row(xp, a, b, c, s, u, v):\n"
+        "    c[0] = shift(a[0]) * b[0]\n"
+        "    return s * (c[0] + u + v), False\n\n\n"
+        "kernel = row_sweep(row, 1, True)\n")
+    code = ("import numpy as np\n"
             "from losskit import fused\n"
-            "from losskit.losses._compiled import _distillation_kernel, compiled_math\n"
-            "kernel = _distillation_kernel(lk.DistillationLoss)\n"
-            "z = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -3.0]]); t = z[::-1].copy()\n"
-            "grad, loss, flags = np.empty((2, 3)), np.empty(2), np.zeros(2, np.uint8)\n"
+            "from synth.row import kernel\n"
             "twin = fused.serial_twin(kernel)\n"
             "values = []\n"
             "for k in (kernel, twin):\n"
-            "    k(compiled_math(np.float64), z, t, grad, np.ones(2), 2.0, True, loss, flags)\n"
+            "    loss, flags = np.zeros(2), np.zeros(2, np.uint8)\n"
+            "    k(0.0, np.ones((2, 3)), np.full((2, 3), 2.0), np.zeros((2, 3)), np.ones(2), 0.5, 0.25, loss, flags)\n"
             "    values.append(loss.sum())\n"
             "print(*(sum(getattr(k.stats, s).values()) for k in (kernel, twin) for s in ('cache_hits', "
             "'cache_misses')), *values)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
 
     def run():
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
@@ -170,15 +175,10 @@ def test_a_row_sweeps_kernels_are_cached_across_processes_and_compiled_again_whe
 
     run()  # fills the empty cache
     counts, values = run()
-    assert counts == [1, 0, 1, 0], counts  # (hits, misses) of the kernel and of the twin
-    rows = package / "fused" / "rows.py"
-    text = rows.read_text()
-    line = "    return float(below_s), float(ties_s), float(below_t), float(ties_t), float(gaps)\n"
-    assert text.count(line) == 1
-    rows.write_text(text.replace(line, line.replace("float(gaps)", "float(gaps) + 1.0")))
-    counts, edited = run()
-    assert counts == [0, 1, 0, 1], counts
-    assert edited[0] == edited[1] and abs(edited[0] - values[0]) > 0.1, (values, edited)
+    assert counts == [1, 0, 1, 0] and values == [2 * 4.75, 2 * 4.75], (counts, values)  # (1 + 1) 2 + 0.75
+    helper.write_text(helper.read_text().replace("x + 1.0", "x + 2.0"))
+    counts, values = run()
+    assert counts == [0, 1, 0, 1] and values == [2 * 6.75, 2 * 6.75], (counts, values)  # (1 + 2) 2 + 0.75
 
 
 @pytest.mark.parametrize(("cls", "make_target"), [

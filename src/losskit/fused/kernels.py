@@ -102,9 +102,13 @@ def row_sweep(row, salt: int, cacheable: bool):
 
     The kernel finds the row as a global of its own (``_sweep_row``), not in a closure cell: numba keys its
     disk cache on the closure's pickle, and a local dispatcher pickles with a fresh uuid in each process
-    (never found again). The key holds instead :func:`source_identity` of the row (``identity``)."""
+    (never found again). The key holds instead :func:`source_identity` of the row (``identity``). The row
+    itself is not cached on disk: numba would key it on its own file's time stamp, and a kernel compiled
+    after an edit of another file the row calls would link the row's stale code. A kernel loaded from
+    the cache holds the row's code; a process compiles the row only when it compiles a kernel.
+    """
     identity = source_identity(row)
-    row = numba.njit(row, cache=cacheable, pipeline_class=no_alias_compiler(),
+    row = numba.njit(row, cache=False, pipeline_class=no_alias_compiler(),
                      **{k: v for k, v in OPTIONS.items() if k not in ("cache", "parallel")})
 
     def kernel(xp, a, b, c, scale, u, v, scaled_loss, flags):
