@@ -270,8 +270,6 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
         dtype = row.dtype.type
         zero = dtype(0)
         inv_t = dtype(1.0 / temperature)
-        if salt < 0:  # never: the salt is here so that the disk cache's key holds the formulas' source
-            return 0.0, True
         if s == 0:  # a row of weight 0 costs 0; its gradient row zeroed
             for j in range(k):
                 g[j] = zero
