@@ -24,12 +24,18 @@ BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
 
 #: the environment variable that tells the xdist workers where the run's shared JAX cache is
 _JAX_CACHE = "LOSSKIT_TESTS_JAX_CACHE"
+#: the persistent JAX cache's bound: a run that finds it larger starts it again (a run writes about 70
+#: MB). Not JAX's own bound (``jax_compilation_cache_max_size``): its eviction locks the directory and
+#: reads every entry's time stamp on each write, and the suite took 998 s instead of 630 with it
+_JAX_CACHE_BYTES = 1 << 30
 
 
 def _shared_jax_cache():
-    """The xdist workers of one run share JAX's compiled programs through a disk cache (made by the
-    controller, in :func:`pytest_configure`): most of the JAX tests' time is XLA compiling small
-    programs, each eager op at each new shape, and without it both workers compile the same ones."""
+    """The xdist workers of a run, and the runs of a checkout, share JAX's compiled programs through a
+    disk cache (:func:`pytest_configure` names it): most of the JAX tests' time is XLA compiling
+    programs, each eager op at each new shape included. Without it both workers compile the same ones,
+    and every run compiles them all again. JAX keys a program on its HLO text, the compile options and
+    the jax, jaxlib and device versions, so a changed formula is a new program: an entry is never stale."""
     path = os.environ.get(_JAX_CACHE)
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
@@ -37,14 +43,26 @@ def _shared_jax_cache():
 
 
 def pytest_configure(config):
-    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", default=None):
-        config.losskit_jax_cache = os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="losskit-tests-jax-")
+    if getattr(config, "workerinput", None) is not None:
+        return  # a worker: the controller named the cache (read when this module was imported)
+    cache = getattr(config, "cache", None)  # pytest's cache provider (.pytest_cache), unless disabled
+    if cache is not None:
+        path = str(cache.mkdir("jax-compilation-cache"))
+        if sum(entry.stat().st_size for entry in os.scandir(path)) > _JAX_CACHE_BYTES:
+            shutil.rmtree(path, ignore_errors=True)
+            os.makedirs(path)
+    else:  # this run only: removed in pytest_unconfigure
+        path = config.losskit_jax_cache = tempfile.mkdtemp(prefix="losskit-tests-jax-")
+    os.environ[_JAX_CACHE] = path
+    if importlib.util.find_spec("jax") is not None:
+        _shared_jax_cache()  # this process too (without xdist it runs the tests)
 
 
 def pytest_unconfigure(config):
     path = getattr(config, "losskit_jax_cache", None)
     if path:
         shutil.rmtree(path, ignore_errors=True)
+    if getattr(config, "workerinput", None) is None:
         os.environ.pop(_JAX_CACHE, None)
 
 
