@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,31 @@ def test_distillation_rows_benchmark_smoke_run_prints_both_paths_and_teachers():
     for path in ("NumPy", "losskit.jax"):
         for kind in ("independent", "near"):
             assert f"| {path} | {kind} |" in out.stdout, (path, kind)
+
+
+def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compiles(tmp_path):
+    """`python -m pytest -p benchmarks.suite_profile` (BENCHMARKS.md's suite profile): a test that compiles
+    a kernel calling another compiled function counts one compile; one that compiles nothing, none."""
+    (tmp_path / "test_tiny.py").write_text(
+        "import numba\n"
+        "@numba.njit\n"
+        "def inner(x):\n    return x + 1.0\n"
+        "@numba.njit\n"
+        "def outer(x):\n    return inner(x) * 2.0\n"
+        "def test_compiles():\n    assert outer(1.0) == 4.0\n"
+        "def test_compiles_nothing():\n    assert outer(2.0) == 6.0\n")
+    profile = tmp_path / "profile"
+    env = {**os.environ, "LOSSKIT_SUITE_PROFILE": str(profile), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider", "-p",
+                          "benchmarks.suite_profile", "--rootdir", str(tmp_path),
+                          str(tmp_path / "test_tiny.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    from benchmarks.suite_profile import read
+
+    rows = {nodeid.split("::")[-1]: (wall, values) for nodeid, wall, values in read(profile)}
+    assert set(rows) == {"test_compiles", "test_compiles_nothing"}
+    assert rows["test_compiles"][1]["numba_n"] == 1 and rows["test_compiles"][1]["numba_s"] > 0
+    assert rows["test_compiles_nothing"][1]["numba_n"] == 0
+    assert 0 < rows["test_compiles"][1]["numba_s"] <= rows["test_compiles"][0]
+    assert "suite profile: 2 tests" in out.stdout and "(1 outermost compiles)" in out.stdout
