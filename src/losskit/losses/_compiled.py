@@ -80,6 +80,12 @@ def run(loss, plan, with_grad: bool, out):
         _STATE[key] = _READY  # a large call (or impl="fused") compiles here, once numba's lock is free
     with fused.serial(z.size < SERIAL_BELOW):
         result = loss._kernel(plan, arrays, with_grad)
+    if result is None and arrays["out"] is not None and np.may_share_memory(arrays["out"], z):
+        # a flagged row takes the array-API path, which reads the input the kernel has overwritten
+        raise _checks.fail("out", "an array apart from the input for this call: a row whose input holds +-inf or "
+                           "NaN (or that a kernel cannot take exactly) is answered from the input, which the "
+                           "gradient written in place has overwritten", "the input itself",
+                           "out's contents are now unspecified; call again with a separate out, or none")
     if result is None or result is UNHANDLED:
         return result
     scaled_loss, grad = result
