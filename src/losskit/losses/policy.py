@@ -181,11 +181,15 @@ class GRPOObjective:
         ratio = xp.exp(log_ratio)
         low, high = 1 - opts.epsilon_low, 1 + opts.epsilon_high
         clipped = xp.clip(ratio, low, high)
-        loss = -xp.minimum(ratio * advantage, clipped * advantage)
+        # A = 0 adds exactly 0, also where r overflows to inf (a log-ratio above 88.7 in float32): inf * 0
+        # would make the loss and every gradient NaN
+        zero = xp.zeros_like(ratio)
+        scored = xp.where(advantage == 0, zero, ratio * advantage)
+        loss = -xp.minimum(scored, clipped * advantage)
         below = (advantage < 0) & (ratio < low)
         above = (advantage > 0) & (ratio > high)
         # the clipped term is strictly the smaller exactly there, and it does not move with r
-        grad = xp.where(below | above, xp.zeros_like(ratio), -advantage * ratio)
+        grad = xp.where(below | above | (advantage == 0), zero, -advantage * ratio)
         return loss, grad, below, above
 
     def terms(self, xp, logp, mask, start: int, stop: int):
