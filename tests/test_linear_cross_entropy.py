@@ -235,3 +235,35 @@ def test_rows_of_scale_zero_never_reach_the_gemm_on_numpy(reduction):
         *(torch.as_tensor(a) for a in (poisoned, w, y)), bias=torch.as_tensor(b), chunk_size=3,
         **{**options, "weight": torch.as_tensor(weight)})[1]
     assert not torch.isfinite(torch_grads[1]).all()  # the test can see a NaN that reaches the gemm
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_torch_half_precision_is_computed_in_float32_by_every_fused_linear_form(dtype):
+    """bfloat16 CPU tensors (which NumPy lacks) raised a TypeError in every fused linear torch form, and
+    float16 over a vocabulary above 65504 gave -inf log-probs (the sum of its exps overflows float16):
+    each is now the float32 computation on the same rounded inputs, cast back, values and gradients."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    rng = np.random.default_rng(0)
+    half = getattr(torch, dtype)
+    hidden = torch.tensor(rng.normal(size=(2, 4, 8)), dtype=half)
+    classifier = torch.tensor(rng.normal(size=(70_000, 8)) * 0.1, dtype=half)
+    target = torch.tensor(rng.integers(0, 70_000, size=(2, 4)))
+    calls = {
+        "logprobs": lambda h, c: lt.linear_logprobs(h, c, target).sum(),
+        "cross entropy": lambda h, c: lt.linear_cross_entropy(h.reshape(-1, 8), c, target.reshape(-1)),
+        "grpo": lambda h, c: lt.LinearGRPOLoss()(h, c, target, old_logps=torch.full((2, 4), -11.0, dtype=h.dtype),
+                                                 advantages=torch.tensor([1.0, -0.5], dtype=h.dtype)),
+    }
+    for name, call in calls.items():
+        results = []
+        for leaves in ([hidden, classifier], [hidden.float(), classifier.float()]):
+            leaves = [leaf.clone().requires_grad_(True) for leaf in leaves]
+            value = call(*leaves)
+            value.backward()
+            results.append((value, *(leaf.grad for leaf in leaves)))
+        assert all(r.dtype == half for r in results[0]), name
+        assert torch.isfinite(results[0][0]), name
+        for mine, wide in zip(results[0], results[1], strict=True):
+            torch.testing.assert_close(mine, wide.to(half), rtol=0, atol=0, msg=name)

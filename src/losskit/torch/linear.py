@@ -65,16 +65,21 @@ def linear_binary_cross_entropy(hidden, classifier, target, *, bias=None, weight
 
 def _as_core(tensor):
     """A CPU tensor as a zero-copy NumPy view (the compiled kernels' path); another device's as it is
-    (the core's array-API expressions run on it)."""
+    (the core's array-API expressions run on it). Half precision on the CPU (bfloat16, which NumPy
+    lacks, and float16, whose sums of a vocabulary's exps overflow) is computed in float32, as every
+    losskit loss computes it: a float32 copy, the results cast back by :func:`_as_torch`."""
     if tensor is None or tensor.device.type != "cpu":
         return tensor
-    return tensor.detach().numpy()
+    tensor = tensor.detach()
+    return (tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor).numpy()
 
 
 def _as_torch(array, like):
+    """``array`` (a core result) as a tensor on ``like``'s device, a floating one in ``like``'s dtype."""
     if array is None:
         return None
-    return array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array)).to(like.device)
+    tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array)).to(like.device)
+    return tensor.to(like.dtype) if tensor.is_floating_point() and tensor.dtype != like.dtype else tensor
 
 
 def _function(path: str):
