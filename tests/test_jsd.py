@@ -468,6 +468,12 @@ def test_jax_function_under_jit_grad_equals_numpy():
     assert float(value) == pytest.approx(3.0 * float(ref_value), rel=1e-5)
     for grad, ref in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(np.asarray(grad), 3.0 * ref, rtol=1e-5, atol=1e-5 * np.max(np.abs(ref)))
+    # without a target (every row counts), as its signature allows: it raised jnp.asarray(None)'s error
+    value, grads = jax.value_and_grad(lambda h: lj.linear_jsd_loss(h, j["student_classifier"], j["teacher_hidden"],
+                                                                   j["teacher_classifier"], beta=0.7))(j["student_hidden"])
+    ref_value, ref_grads = _fused(arrays, None, biases=False, beta=0.7)
+    assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(grads), ref_grads[0], rtol=1e-5, atol=1e-5 * np.max(np.abs(ref_grads[0])))
 
 
 def test_docs_post_training_example_runs_and_equals_the_naive_computation():

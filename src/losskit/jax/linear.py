@@ -39,7 +39,8 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
-    target = jnp.asarray(target)  # a NumPy target closed over by a jitted function: one library in the sweep
+    # a NumPy target closed over by a jitted function: one library in the sweep (None: the JSD without labels)
+    target = None if target is None else jnp.asarray(target)
     if aux:
         options["aux"] = True
 
