@@ -206,3 +206,17 @@ def test_a_bad_probability_target_raises_on_every_path(name, bad, library):
         for call in (loss, loss.value_and_grad):
             with raises(*expected):
                 call(z, target, weight=weight)
+
+
+@pytest.mark.parametrize("integration", ["losskit.torch:module", "losskit.jax:loss_fn", "losskit.xgboost:objective",
+                                         "losskit.lightgbm:objective"])
+def test_a_loss_class_where_a_loss_object_goes_is_named(integration):
+    """``module(lk.HuberLoss)`` (the class, not ``lk.HuberLoss()``): an AttributeError from deep inside
+    torch's layer, a TypeError at the JAX function's first call, a bare TypeError for the GBDT objectives."""
+    module_name, _, function = integration.partition(":")
+    make = getattr(pytest.importorskip(module_name), function)
+    with raises("loss", "a loss object (an instance: HuberLoss(...))", "the class HuberLoss"):
+        make(lk.HuberLoss)
+    with raises("loss", "a losskit Loss object", "3"):
+        make(3)
+    assert make(lk.HuberLoss()) is not None  # an object still makes one

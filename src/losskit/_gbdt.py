@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from . import heads as _heads
 from ._stats import weighted_quantile
 from .losses import REGISTRY, Loss
+from .losses.base import require_loss_object
 from .losses.categorical import _CategoricalBase
 from .losses.declaration import Hessian
 from .losses.distribution import GaussianNLL, QuantileLoss
@@ -57,7 +59,9 @@ def resolve(loss_or_head) -> Loss:
         return loss_or_head
     if isinstance(loss_or_head, str) and loss_or_head in REGISTRY:
         return REGISTRY[loss_or_head][0]()
-    raise TypeError(f"expected a losskit Loss, head or registry name, got {loss_or_head!r}")
+    if isinstance(loss_or_head, type) and issubclass(loss_or_head, Loss):
+        require_loss_object(loss_or_head)
+    raise _checks.fail("loss", "a losskit Loss object, a head or a registry name", repr(loss_or_head))
 
 
 def name_of(loss: Loss) -> str:

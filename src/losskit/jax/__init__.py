@@ -55,6 +55,7 @@ import jax.numpy as jnp
 from .. import heads as _heads
 from .. import reduction as _reduction
 from ..losses import REGISTRY, catalogue
+from ..losses.base import require_loss_object
 from ..losses.elementwise import ElementwiseLoss
 from ..losses.formula import ArrayMath
 from . import rows as _rows
@@ -269,6 +270,7 @@ def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
 def loss_fn(loss):
     """``f(logits, target, weight=None, normalizer=None)``: the core ``loss`` object as a
     ``jax.custom_vjp`` function with the analytic gradient (see the module note)."""
+    require_loss_object(loss)
 
     @jax.custom_vjp
     def f(logits, target, weight, normalizer):

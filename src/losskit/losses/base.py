@@ -314,6 +314,15 @@ class Loss(ABC):
         return value, xp.astype(scaled, plan.dtype)
 
 
+def require_loss_object(value, name: str = "loss") -> None:
+    """``value`` must be a loss object, not its class (``HuberLoss()``, not ``HuberLoss``): a class passed
+    where an instance goes failed later, deep inside, in Python's own words."""
+    if isinstance(value, type) and issubclass(value, Loss):
+        raise _checks.fail(name, f"a loss object (an instance: {value.__name__}(...))", f"the class {value.__name__}")
+    if not isinstance(value, Loss):
+        raise _checks.fail(name, "a losskit Loss object", f"{type(value).__name__} {value!r:.80}")
+
+
 @functools.cache
 def _kernel_name(cls) -> str | None:
     """:meth:`Loss.kernel_name`, once per class (it is asked on every call)."""

@@ -37,6 +37,7 @@ from .. import _checks
 from .. import heads as _heads
 from ..activations import softmax_xp
 from ..losses import REGISTRY, catalogue
+from ..losses.base import require_loss_object
 from ..losses.registry import name_of
 from . import _native
 
@@ -366,6 +367,7 @@ def module(loss) -> nn.Module:
     >>> import losskit as lk, losskit.torch as lt  # doctest: +SKIP
     >>> criterion = lt.module(lk.HuberLoss(delta=2.0))  # doctest: +SKIP
     """
+    require_loss_object(loss)
     name = name_of(loss)
     if name is None:
         raise _checks.fail("loss", "a Loss whose class declares a name (class attribute `name = \"...\"`), "
