@@ -303,6 +303,10 @@ def test_bad_input():
     bad[17, 2] = np.nan
     with pytest.raises(lk.LossInputError, match="logits: expected finite logits, got nan at row 17"):
         lk.calibrate(bad, y)
+    # an l2 that is not a finite number >= 0: was NumPy's LinAlgError (inf, nan), a "did not converge" (-1)
+    for l2 in (float("inf"), float("nan"), -1.0, "a"):
+        with pytest.raises(lk.LossInputError, match="^l2: expected a finite number >= 0"):
+            lk.calibrate(z, y, method="vector", l2=l2)
     with pytest.raises(lk.LossInputError, match="logits: expected at least one row"):
         lk.calibrate(np.zeros((0, 3)), np.zeros(0, dtype=int))
     with pytest.raises(lk.LossInputError, match="method: expected a method for the multiclass task"):

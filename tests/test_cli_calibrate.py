@@ -168,8 +168,10 @@ def test_apply_keeps_other_columns_and_is_atomic(tmp_path, capsys):
     (["--pred", "logit_*", "--target", "one", "--task", "multiclass"], ["target", "at least two classes"]),
     (["--pred", "nope"], ["--pred", "nope"]),
     (["--method", "platt"], ["method", "multiclass"]),
+    (["--method", "vector", "--l2", "inf"], ["l2", "a finite number >= 0", "inf"]),  # was LinAlgError + warnings
+    (["--out", "nodir/c.json"], ["--out", "an existing directory", "'nodir' does not exist"]),  # was after the fit
 ])
-def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words):
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words, monkeypatch):
     rng = np.random.default_rng(4)
     z = rng.normal(size=(300, 3))
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
@@ -177,6 +179,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words):
     pq.write_table(pa.table({**{f"logit_{j}": z[:, j] for j in range(3)}, **{f"prob_{j}": p[:, j] for j in range(3)},
                              "target": rng.integers(0, 3, 300), "one": np.zeros(300, dtype=np.int64)}), path)
     out = tmp_path / "cal.json"
+    monkeypatch.chdir(tmp_path)  # a relative --out of the cases is in tmp_path
     code, _, err = _run(capsys, "calibrate", path, "--out", out, *args)
     assert code == 2, err
     assert err.startswith("losskit: error: ") and err.count("\n") == 1, err

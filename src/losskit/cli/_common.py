@@ -56,10 +56,14 @@ def output_dir(path: Path, option: str = "--out") -> Path:
 
 
 def output_file(path: Path, option: str = "--out") -> Path:
-    """``path`` as a file to write, or a CLIError when a directory has that name (found now,
-    not by the final rename after all the work)."""
+    """``path`` as a file to write, or a CLIError when a directory has that name or its own directory
+    does not exist (found now, not by the final write after all the work)."""
     if path.is_dir():
         raise CLIError(f"{option}: expected a file name, got the existing directory '{path}'")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CLIError(f"{option}: expected a file in an existing directory, got '{path}' "
+                       f"('{parent}' does not exist or is not a directory)")
     return path
 
 
