@@ -267,3 +267,23 @@ def test_torch_half_precision_is_computed_in_float32_by_every_fused_linear_form(
         assert torch.isfinite(results[0][0]), name
         for mine, wide in zip(results[0], results[1], strict=True):
             torch.testing.assert_close(mine, wide.to(half), rtol=0, atol=0, msg=name)
+
+
+def test_torch_fused_options_take_numpy_numbers_and_refuse_others_by_name():
+    """NumPy integers as chunk_size or ignore_index raised JSON's TypeError ("int64 is not JSON
+    serializable") in every fused linear torch form, and a temperature of "abc" Python's own ValueError."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    rng = np.random.default_rng(0)
+    hidden, classifier = torch.tensor(rng.normal(size=(2, 4, 3))), torch.tensor(rng.normal(size=(7, 3)))
+    target = torch.tensor(rng.integers(0, 7, size=(2, 4)))
+    expected = lt.linear_logprobs(hidden, classifier, target, chunk_size=2, temperature=0.5)
+    got = lt.linear_logprobs(hidden, classifier, target, chunk_size=np.int64(2), ignore_index=np.int64(-100),
+                             temperature=np.float32(0.5))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    value = lt.LinearPreferenceLoss("simpo", chunk_size=np.int64(3))(hidden, classifier, target)
+    torch.testing.assert_close(value, lt.LinearPreferenceLoss("simpo", chunk_size=3)(hidden, classifier, target))
+    for temperature, given in (("abc", "'abc'"), (None, "None"), (object(), "object")):
+        with pytest.raises(lk.LossInputError, match=f"^temperature: expected .*got {given}"):
+            lt.linear_logprobs(hidden, classifier, target, temperature=temperature)

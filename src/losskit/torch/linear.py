@@ -148,8 +148,22 @@ def encode_options(options: dict) -> str:
     """Options (plain values) as the custom ops' JSON string. A module encodes its options once, at
     construction, and hands the string to :func:`fused_linear`: read as attributes inside
     ``torch.compile``, its floats would turn symbolic when a second instance with other values
-    recompiles the same ``forward``, and symbolic values cannot be encoded."""
-    return json.dumps(options, sort_keys=True)
+    recompiles the same ``forward``, and symbolic values cannot be encoded. NumPy numbers are taken as
+    Python's; any other value that JSON cannot hold is refused, naming its option."""
+    return json.dumps({name: _plain(name, value) for name, value in options.items()}, sort_keys=True)
+
+
+def _plain(name: str, value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(name, item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise _checks.fail(name, "a number, a string, a boolean, None or a list of them (an option of the fused op)",
+                       f"{type(value).__name__} {value!r:.60}")
 
 
 @torch.compiler.assume_constant_result
@@ -236,7 +250,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     forward is one chunked sweep (the log-probs, entropy and argmax test together); backward is a
     second sweep that recomputes each chunk's logits (the upstream gradient is known only then).
     The entropy and the accuracy carry no gradient."""
-    options = _encode({"chunk_size": chunk_size, "ignore_index": ignore_index, "temperature": float(temperature)})
+    options = _encode({"chunk_size": chunk_size, "ignore_index": ignore_index, "temperature": temperature})
     logps, entropy_, accuracy_ = _linear_logprobs(options, hidden, classifier, target, bias)
     if not (entropy or accuracy):
         return logps
