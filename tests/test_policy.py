@@ -486,6 +486,17 @@ def test_bnpo_batch_without_a_kept_token_gives_zero():
     assert float(loss) == 0.0 and np.all(grad == 0)
 
 
+def test_an_empty_batch_gives_zero_and_its_statistics_in_every_form():
+    """B = 0: the loss is 0 and the gradients are empty; aux=True raised KeyError('clip_ratio_low') in the
+    value-and-gradient form, which now gives the loss form's statistics."""
+    hidden, classifier = np.zeros((0, 3, 2)), np.ones((5, 2))
+    args = dict(old_logps=np.zeros((0, 3)), advantages=np.zeros(0), aux=True)
+    value, aux = lk.linear_grpo_loss(hidden, classifier, np.zeros((0, 3), dtype=int), **args)
+    v, grads, aux_vg = lk.linear_grpo_loss_value_and_grad(hidden, classifier, np.zeros((0, 3), dtype=int), **args)
+    assert float(value) == float(v) == 0.0 and grads[0].shape == (0, 3, 2) and not np.any(grads[1])
+    assert aux_vg == aux and set(aux) >= {"clip_ratio/low_mean", "clip_ratio/high_mean"}
+
+
 def test_the_docs_examples_run():
     """docs/post-training.md's GRPO examples, NumPy and torch (their asserts: closed forms on-policy)."""
     import re

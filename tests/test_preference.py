@@ -293,6 +293,23 @@ def test_a_sum_loss_takes_an_empty_sequence_but_the_nll_needs_a_chosen_token():
         _check("cpo", target)
 
 
+def test_pairs_of_empty_sequences_keep_their_reference_margin_in_every_form():
+    """T = 0: every summed log-prob is 0, so DPO is -log sigmoid(beta ((0 - ref_c) - (0 - ref_r))) per pair
+    (by hand), in the loss form and in the value-and-gradient form, whose gradients are zero. The latter
+    gave 0, and with aux=True a KeyError ('chosen_rewards')."""
+    rng = np.random.default_rng(0)
+    hidden, classifier = rng.normal(size=(4, 0, 3)), rng.normal(size=(7, 3))
+    target, ref = np.zeros((4, 0), dtype=int), np.array([0.5, -0.3, 0.2, 0.1])
+    margins = 0.1 * ((0 - ref[:2]) - (0 - ref[2:]))
+    expected = float(np.mean(np.log1p(np.exp(-margins))))
+    assert float(lk.linear_preference_loss(hidden, classifier, target, ref_logps=ref)) == pytest.approx(expected)
+    value, grads, aux = lk.linear_preference_loss_value_and_grad(hidden, classifier, target, ref_logps=ref, aux=True)
+    assert float(value) == pytest.approx(expected)
+    assert grads[0].shape == hidden.shape and not np.any(grads[1]) and grads[2] is None
+    assert aux["chosen_rewards"] == pytest.approx(float(np.mean(-0.1 * ref[:2])))
+    assert aux["reward_accuracy"] == 0.5  # pair 0: -0.05 < -0.02; pair 1: 0.03 > -0.01
+
+
 # ---- fused: the loss and its gradients vs the naive computation (materialised logits) --------------------
 
 D, V, TOKENS = 5, 11, 7

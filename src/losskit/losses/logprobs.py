@@ -414,13 +414,18 @@ def _in_order(xp, parts, order):
 
 
 def _empty(xp, hidden, classifier, bias, objective, entropy, accuracy) -> Sweep:
-    """An empty batch: no tokens, loss 0, zero gradients."""
+    """An empty batch: no tokens, zero gradients, and the objective's loss and statistics of its units
+    with every token left out, as the sweep would give them (a DPO pair of empty sequences still has
+    its reference margin: the loss is not 0)."""
     device = _array.device(hidden)
     zeros = xp.zeros(hidden.shape[:2], dtype=hidden.dtype, device=device)
     sweep = Sweep(zeros, zeros if entropy else None, xp.zeros(hidden.shape[:2], dtype=xp.bool, device=device)
                   if accuracy else None)
     if objective is not None:
-        sweep.loss = xp.zeros((), dtype=hidden.dtype, device=device)
+        shape = (len(objective.rows(0, objective.n_units)), hidden.shape[1])
+        loss, _, sweep.stats = objective.terms(xp, xp.zeros(shape, dtype=hidden.dtype, device=device),
+                                               xp.zeros(shape, dtype=xp.bool, device=device), 0, objective.n_units)
+        sweep.loss = xp.astype(xp.asarray(loss, device=device), hidden.dtype)
         sweep.grads = (xp.zeros_like(hidden), xp.zeros_like(classifier), None if bias is None else xp.zeros_like(bias))
     return sweep
 
