@@ -117,10 +117,11 @@ class _SquaredMargin:
     def terms(self, xp, logp, mask, start, stop):
         u = stop - start
         margin = xp.sum(logp[:u, ...], axis=1) - xp.sum(logp[u:, ...], axis=1)
-        d = 2 * margin / self.n_units
+        pairs = max(self.n_units, 1)  # an empty batch's terms are asked for too (no pair: a loss of 0)
+        d = 2 * margin / pairs
         dlogp = xp.concat([xp.broadcast_to(d[:, None], (u, logp.shape[1])),
                            -xp.broadcast_to(d[:, None], (u, logp.shape[1]))])
-        return xp.sum(margin * margin) / self.n_units, dlogp, {"margin": margin}
+        return xp.sum(margin * margin) / pairs, dlogp, {"margin": margin}
 
 
 @pytest.mark.parametrize("library", ["numpy", "torch"])

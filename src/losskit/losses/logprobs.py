@@ -256,7 +256,8 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     ``start..stop-1`` in the order ``terms`` receives them; ``terms(xp, logp, mask, start, stop)``
     with ``logp``, ``mask`` ``[len(rows), T]`` (logp 0 where masked) returns ``(loss, dlogp,
     stats)``: this chunk's 0-d contribution to the loss, ``d loss / d logp`` (0 where masked) and a
-    dict of per-unit arrays. Chunks hold whole units (see the module note); ``chunk_size`` is the
+    dict of per-unit arrays; for an empty batch (no unit, or no token) it is called once, with every unit
+    and no token kept. Chunks hold whole units (see the module note); ``chunk_size`` is the
     budget in tokens (default: about 2^25 logits, and a unit of up to 4x that in one chunk).
     """
     temperature = number(temperature, "temperature", low=0.0, low_open=True)
