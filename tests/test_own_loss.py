@@ -70,6 +70,40 @@ def test_registry_and_function_form():
     assert "exp_margin_loss" not in lk.losses.catalogue()
 
 
+def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself():
+    """A class named ``mean_squared_error`` replaced the catalogue's in the registry: heads and eval by name
+    then ran its formula while ``lk.mean_squared_error`` did not. Now the definition is refused; the same
+    class defined again (a notebook cell run twice) still replaces its earlier self."""
+    with pytest.raises(TypeError, match="^MyMSE.name: 'mean_squared_error' is the name of losskit's MeanSquaredError"):
+        class MyMSE(lk.ElementwiseLoss):
+            name = "mean_squared_error"
+            target = "value"
+
+            def value(self, xp, z, y):
+                return (z - y) ** 4
+
+            def derivative(self, xp, z, y):
+                return 4 * (z - y) ** 3
+    assert lk.REGISTRY["mean_squared_error"][0] is lk.MeanSquaredError
+    made = []
+    try:
+        for power in (2, 4):
+            class Redefined(lk.ElementwiseLoss):
+                name = "redefined_test_loss"
+                target = "value"
+                exponent = power
+
+                def value(self, xp, z, y):
+                    return (z - y) ** self.exponent
+
+                def derivative(self, xp, z, y):
+                    return self.exponent * (z - y) ** (self.exponent - 1)
+            made.append(Redefined)
+        assert lk.REGISTRY["redefined_test_loss"][0] is made[1]
+    finally:
+        lk.REGISTRY.pop("redefined_test_loss", None)  # the other tests' loops over the registry never see it
+
+
 def test_declared_option_is_checked_and_reaches_the_kernel():
     with pytest.raises(lk.LossInputError, match="scale"):
         ScaledCauchyLoss(scale=-1.0)

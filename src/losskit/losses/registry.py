@@ -18,7 +18,14 @@ REGISTRY: dict[str, tuple[type, Callable]] = {}
 
 def register(cls: type) -> None:
     """Register ``cls`` under ``cls.name`` with a generated function form. A class defined again
-    under a name it already has (a notebook cell run twice) replaces the old one."""
+    under a name it already has (a notebook cell run twice) replaces the old one; a class of another
+    name taking a catalogue loss's name is refused: heads, ``eval --loss`` and the GBDT objectives
+    would silently compute its formula for the catalogue's name, which ``lk.<name>`` does not."""
+    old = REGISTRY.get(cls.name, (None,))[0]
+    if old is not None and old.__module__.split(".")[0] == "losskit" and (
+            old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"{cls.__name__}.name: {cls.name!r} is the name of losskit's {old.__name__}; "
+                        f"give the class a name of its own")
     REGISTRY[cls.name] = (cls, functional(cls, cls.name, _function_doc(cls)))
 
 
