@@ -220,3 +220,32 @@ def test_a_loss_class_where_a_loss_object_goes_is_named(integration):
     with raises("loss", "a losskit Loss object", "3"):
         make(3)
     assert make(lk.HuberLoss()) is not None  # an object still makes one
+
+
+def _fused_calls():
+    torch = pytest.importorskip("torch")
+    jnp = pytest.importorskip("jax.numpy")
+    import losskit.jax as lj
+    import losskit.torch as lt
+
+    rng = np.random.default_rng(0)
+    h, c, y = rng.normal(size=(4, 3, 2)), rng.normal(size=(5, 2)), rng.integers(0, 5, size=(4, 3))
+    grpo = {"old_logps": np.zeros((4, 3)), "advantages": np.ones(4)}
+    return {
+        "entropy": lambda: lk.linear_logprobs(h, c, y, entropy="yes"),
+        "accuracy": lambda: lk.linear_logprobs(h, c, y, accuracy=1),
+        "aux": lambda: lk.linear_preference_loss(h, c, y, loss="simpo", aux="yes"),
+        "aux ": lambda: lk.linear_preference_loss_value_and_grad(h, c, y, loss="simpo", aux="yes"),
+        "foo": lambda: lt.linear_grpo_loss(*map(torch.tensor, (h, c, y)), foo=1,
+                                           **{k: torch.tensor(v) for k, v in grpo.items()}),
+        "foo ": lambda: lj.linear_grpo_loss(h, c, y, foo=1, **grpo),
+        "out": lambda: lk.HuberLoss().value_and_grad(jnp.zeros(3), jnp.zeros(3), out=jnp.zeros(3)),
+    }
+
+
+@pytest.mark.parametrize("argument", ["entropy", "accuracy", "aux", "aux ", "foo", "foo ", "out"])
+def test_flags_options_and_immutable_out_name_the_argument(argument):
+    """A flag that is not a bool (entropy="yes" was read as True), an option the torch or JAX GRPO forms do
+    not have (the dataclass's TypeError), an ``out`` JAX cannot write (its own TypeError after the work)."""
+    with raises(argument.strip()):
+        _fused_calls()[argument]()

@@ -18,7 +18,7 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
     """:func:`losskit.linear_grpo_loss` as a differentiable JAX function of ``hidden [B, T, D]``,
     ``classifier [V, D]`` and ``bias [V]``; shapes, options and ``aux`` (``(loss, aux)``, no gradient
     through ``aux``) as there, checked once per call (at trace time under ``jit``)."""
-    checked = GRPOOptions(**options)
+    checked = GRPOOptions.of(options)
     names = checked.aux_names() if _checks.flag(aux, "aux") else ()
     options = checked.as_dict()
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}

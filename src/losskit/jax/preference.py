@@ -8,6 +8,7 @@ no token left, a missing chosen token) are skipped under ``jit``, where there ar
 
 from __future__ import annotations
 
+from .. import _checks
 from ..losses.preference import linear_preference_loss_value_and_grad, pair_loss
 from .linear import fused_linear
 
@@ -21,7 +22,8 @@ def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=
     cotangents. Shapes, options and ``aux`` (``(loss, aux)``, no gradient through ``aux``) as the core
     function's."""
     checked = pair_loss(loss, **({} if beta is None else {"beta": beta}), **options)
+    names = checked.aux_names() if _checks.flag(aux, "aux") else ()
     return fused_linear(linear_preference_loss_value_and_grad, hidden, classifier, target, bias=bias,
-                        extras={"ref_logps": ref_logps}, aux=checked.aux_names() if aux else (), loss=loss,
+                        extras={"ref_logps": ref_logps}, aux=names, loss=loss,
                         ignore_index=ignore_index, temperature=temperature, chunk_size=chunk_size,
                         **checked.options())

@@ -18,7 +18,7 @@ import math
 import threading
 
 import numpy as np
-from array_api_compat import is_numpy_namespace, is_torch_namespace
+from array_api_compat import array_namespace, is_numpy_namespace, is_torch_namespace, is_writeable_array
 
 from .. import _array, _checks, fused
 from .._memory import Recycler
@@ -50,6 +50,10 @@ def check_out(out, input, input_name: str) -> None:
     if flags is not None and not flags.writeable:  # NumPy's own words would name no argument
         raise _checks.fail("out", "a writeable array (the gradient is written into it)", "a read-only array",
                            "pass a copy, or leave out= out to get a new array")
+    if not is_writeable_array(out):  # a library whose arrays are immutable
+        raise _checks.fail("out", "a writeable array (the gradient is written into it)",
+                           f"an array of {array_namespace(out).__name__}, which cannot be written in place",
+                           "leave out= out to get a new array")
 
 
 def run(loss, plan, with_grad: bool, out):

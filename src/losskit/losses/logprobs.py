@@ -472,6 +472,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     >>> float(lk.linear_logprobs(np.ones((1, 2)), np.zeros((4, 2)), np.array([3]))[0])  # uniform: log 1/4
     -1.3862943611198906
     """
+    entropy, accuracy = _checks.flag(entropy, "entropy"), _checks.flag(accuracy, "accuracy")
     xp, hidden, classifier, target, bias = linear_arrays(hidden, classifier, target, bias)
     flat_hidden, flat_target = _tokens_view(xp, hidden, target)
     sweep = sequence_sweep(xp, flat_hidden, classifier, flat_target, bias=bias, temperature=temperature,

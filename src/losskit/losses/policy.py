@@ -95,6 +95,16 @@ class GRPOOptions:
             set_(self, "chunk_size", _checks.int_at_least(self.chunk_size, "chunk_size", 1,
                                                            "None or a positive int (tokens per chunk)"))
 
+    @classmethod
+    def of(cls, options: dict) -> GRPOOptions:
+        """The options of a call's keyword arguments: an unknown one is named (the torch and JAX forms
+        take them as ``**options``; the dataclass's own TypeError named no argument)."""
+        known = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in known:
+                raise _checks.fail(name, f"one of the options {', '.join(known)}", "an unknown keyword argument")
+        return cls(**options)
+
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -388,6 +388,7 @@ def linear_preference_loss_value_and_grad(hidden, classifier, target, *, loss="d
     as :func:`linear_preference_loss`'s (the return the torch and JAX wrappers,
     ``losskit.torch.linear.fused_linear`` and ``losskit.jax.fused_linear``, take).
     """
+    aux = _checks.flag(aux, "aux")
     xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, loss, ref_logps,
                                                                 beta, ignore_index, options)
     sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=temperature,
@@ -438,6 +439,7 @@ def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=
     >>> round(float(lk.linear_preference_loss(h, c, np.zeros((2, 3), dtype=int), ref_logps=np.zeros(2))), 6)
     0.693147
     """
+    aux = _checks.flag(aux, "aux")
     xp, hidden, classifier, target, bias, objective = _prepared(hidden, classifier, target, bias, loss, ref_logps,
                                                                 beta, ignore_index, options)
     # no gradient asked: the log-probs alone (one gemm per chunk, not three), then the formula on all pairs

@@ -30,7 +30,7 @@ def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_
     and ``bias [V]``; shapes and options (``beta``, ``epsilon_low``, ``epsilon_high``, ``importance``,
     ``normalization``, ``max_length``, ``temperature``, ``ignore_index``, ``chunk_size``) as there;
     with ``aux=True``, ``(loss, aux)``: TRL's logged statistics as 0-d float64 tensors, no gradient."""
-    checked = GRPOOptions(**options)
+    checked = GRPOOptions.of(options)
     return _apply(encode_options(checked.as_dict()), hidden, classifier, target, old_logps, advantages, ref_logps,
                   bias, checked.aux_names() if _checks.flag(aux, "aux") else ())
 
