@@ -104,6 +104,28 @@ def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself()
         lk.REGISTRY.pop("redefined_test_loss", None)  # the other tests' loops over the registry never see it
 
 
+def test_a_value_only_formula_is_compiled_for_its_value_and_its_gradient_is_not_written():
+    """``lk.option``'s docstring example declares ``value`` alone. Its second small call raised numba's
+    TypingError (the one small-call variant writes a gradient, and there is no derivative to compile);
+    now every call gives the closed form, compiled too, and a gradient is the reference's clear error."""
+    from losskit.losses import _compiled
+
+    class ValueOnly(lk.ElementwiseLoss):
+        scale = lk.option(2.0, low=0.0, low_open=True)
+
+        def value(self, xp, z, y):
+            return self.scale * (z - y) ** 2
+
+    z, y = np.linspace(-1.0, 1.0, 10), np.full(10, 0.25)
+    expected = float(np.mean(3.0 * (z - y) ** 2))
+    for _ in range(3):  # the reference answers while the kernel compiles; then the kernel
+        assert float(ValueOnly(scale=3.0)(z, y)) == pytest.approx(expected, rel=1e-14)
+        _compiled.wait_for_compiles()
+    assert float(ValueOnly(scale=3.0, impl="fused")(z, y)) == pytest.approx(expected, rel=1e-14)
+    with pytest.raises(NotImplementedError, match="ValueOnly writes no derivative"):
+        ValueOnly().value_and_grad(z, y)
+
+
 def test_declared_option_is_checked_and_reaches_the_kernel():
     with pytest.raises(lk.LossInputError, match="scale"):
         ScaledCauchyLoss(scale=-1.0)

@@ -352,7 +352,14 @@ def squared_error(plan, arrays, with_grad):
 def formula(loss, plan, arrays, with_grad):
     """An :class:`~losskit.ElementwiseLoss`: the kernel compiled from its own formula."""
     from ..fused import formula as compiled
+    from .elementwise import ElementwiseLoss
 
+    # a formula without a derivative (a value-only class) compiles only the value's variants: the one
+    # small-call variant, which writes a gradient, would not compile; its gradient is the reference's
+    # NotImplementedError
+    differentiable = type(loss).derivative is not ElementwiseLoss.derivative
+    if with_grad and not differentiable:
+        return UNHANDLED
     opts, xp = compiled.options_tuple(loss), compiled_math(arrays["input"].dtype)
     # an example's D values (its rows may hold several examples: _elementwise)
     inv_count = 1.0 / arrays["input"].shape[-1] if loss.over_last_axis == "mean" and plan.spans_last_axis else 1.0
@@ -366,7 +373,7 @@ def formula(loss, plan, arrays, with_grad):
             grad = grad if with_grad else np.empty(shape, z.dtype)
             elements = elements if elements.size else np.empty(shape, z.dtype)
             scale = scale if scale.shape == shape else frozen(np.ascontiguousarray(np.broadcast_to(scale, shape)))
-            kernel = compiled.row_kernel(type(loss), opts, False, True, True, True, loss.target_domain())
+            kernel = compiled.row_kernel(type(loss), opts, False, differentiable, True, True, loss.target_domain())
         else:
             kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
                                          loss.target_domain())
