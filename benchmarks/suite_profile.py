@@ -6,12 +6,12 @@ seconds numba and XLA spent compiling inside it, in every xdist worker, and prin
     LOSSKIT_SUITE_PROFILE=/tmp/prof python -m pytest -p benchmarks.suite_profile tests/test_jax.py
 
 Each worker writes one line per test to ``<dir>/<worker>.tsv`` (``dir``: ``LOSSKIT_SUITE_PROFILE``, else
-``.pytest_cache/suite-profile``, emptied at the start): the test's id, its wall seconds (setup, call and
-teardown), numba's compile seconds and count, and XLA's backend-compile, lowering and tracing seconds and
-compile count. The summary (the controller's, after the run) adds them up per test file and per test
-function, largest first. numba's seconds are those of its outermost compiles (a kernel's callees compile
-inside it and are not counted again); XLA's count includes the programs found in JAX's disk cache, whose
-compile time is then the cache read's.
+``.pytest_cache/suite-profile``; its ``*.tsv`` files are removed at the start): the test's id, its wall
+seconds (setup, call and teardown), numba's compile seconds and count, and XLA's backend-compile,
+lowering and tracing seconds and compile count. The summary (the controller's, after the run) adds
+them up per test file and per test function, largest first. numba's seconds are those of its outermost
+compiles (a kernel's callees compile inside it and are not counted again); XLA's count includes the
+programs found in JAX's disk cache, whose compile time is then the cache read's.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -89,9 +88,10 @@ def _listen(recorder: _Recorder) -> None:
 def pytest_configure(config):
     worker = getattr(config, "workerinput", None)
     directory = _directory(config)
-    if worker is None:
-        shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
+    if worker is None:  # the last run's files, and nothing else the directory may hold
+        for stale in directory.glob("*.tsv"):
+            stale.unlink()
     name = worker["workerid"] if worker else "main"
     config._suite_profile = (_Recorder(), open(directory / f"{name}.tsv", "w", buffering=1))  # noqa: SIM115
     _listen(config._suite_profile[0])

@@ -795,21 +795,35 @@ def test_out_x_is_written_in_place_by_a_parallel_kernel_and_through_a_buffer_by_
 
 
 @pytest.mark.parametrize("cls", [lk.SoftmaxCrossEntropy, lk.BinaryCrossEntropyWithLogits])
-def test_out_x_with_a_row_the_kernel_flags_raises_rather_than_reading_the_overwritten_input(cls):
-    """A row holding +inf is answered by the array-API path, from the input; written in place (2^18 elements
-    or more), the input is gone: the call raises, naming ``out``, where it returned a value made from the
-    gradients written over the input (BCE: 0.6931 against 0.8064). With a buffer apart, the exact result."""
+def test_out_x_with_an_infinite_input_writes_through_a_buffer_and_gives_the_exact_result(cls):
+    """A row holding +inf is answered by the array-API path, from the input. Written in place (2^18
+    elements or more), the input was gone, and the call returned a value made from the gradients written
+    over it (BCE: 0.6931 against 0.8064). A non-finite input now takes a buffer of its own, copied in."""
     rng = np.random.default_rng(0)
     z = rng.normal(size=(3000, 100))
     z[-1, -1] = np.inf
     target = rng.integers(0, 100, size=3000) if cls is lk.SoftmaxCrossEntropy else (rng.random(z.shape) < 0.5) * 1.0
     expected = cls(impl="xp").value_and_grad(z, target)
     x = z.copy()
-    with pytest.raises(lk.LossInputError, match=r"^out: expected an array apart from the input"):
-        cls().value_and_grad(x, target, out=x)
-    value, grad = cls().value_and_grad(z, target, out=np.empty_like(z))
+    value, grad = cls().value_and_grad(x, target, out=x)
+    assert grad is x
     np.testing.assert_allclose(value, expected[0], rtol=1e-12)
-    np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(x, expected[1], rtol=1e-12, atol=1e-300)
+
+
+def test_out_x_with_a_finite_input_whose_loss_overflows_raises_naming_out():
+    """A finite row whose loss overflows (the squared error of 1e200 against -1e200) is flagged after the
+    gradient was written in place: the array-API path cannot be given the input back, so the call raises,
+    naming ``out`` and saying the input now holds gradients; a separate ``out`` gives the exact result."""
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=300_000), rng.normal(size=300_000)
+    z[0], y[0] = 1e200, -1e200
+    expected = lk.MeanSquaredError(impl="xp").value_and_grad(z, y)
+    x = z.copy()
+    with pytest.raises(lk.LossInputError, match=r"^out: expected an array apart from the input.*partial gradients"):
+        lk.MeanSquaredError().value_and_grad(x, y, out=x)
+    value, grad = lk.MeanSquaredError().value_and_grad(z, y, out=np.empty_like(z))
+    assert value == expected[0] and np.array_equal(grad, expected[1])
 
 
 @pytest.mark.parametrize("rows", [3000])  # the rows are cut in Python (_elementwise): one kernel form is enough

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _checks
 from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as _core_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as _core_logprobs_vjp
@@ -90,6 +91,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
         return (*grads, _zero_cotangent(target))
 
     sweep.defvjp(forward, backward)
+    entropy, accuracy = _checks.flag(entropy, "entropy"), _checks.flag(accuracy, "accuracy")
     logps, entropy_, accuracy_ = sweep(hidden, classifier, bias, jnp.asarray(target))
     if not (entropy or accuracy):
         return logps

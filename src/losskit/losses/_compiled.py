@@ -85,11 +85,12 @@ def run(loss, plan, with_grad: bool, out):
     with fused.serial(z.size < SERIAL_BELOW):
         result = loss._kernel(plan, arrays, with_grad)
     if result is None and arrays["out"] is not None and np.may_share_memory(arrays["out"], z):
-        # a flagged row takes the array-API path, which reads the input the kernel has overwritten
-        raise _checks.fail("out", "an array apart from the input for this call: a row whose input holds +-inf or "
-                           "NaN (or that a kernel cannot take exactly) is answered from the input, which the "
-                           "gradient written in place has overwritten", "the input itself",
-                           "out's contents are now unspecified; call again with a separate out, or none")
+        # a flagged row takes the array-API path, which reads the input the kernel has overwritten (the
+        # input was finite: a loss that overflows, or a target outside the loss's domain)
+        raise _checks.fail("out", "an array apart from the input for this call: a row the kernel cannot take (a "
+                           "loss that overflows the dtype, or a target outside the loss's domain) is answered "
+                           "from the input, which the gradient written in place has overwritten",
+                           "the input itself", "the input now holds partial gradients and cannot be reused")
     if result is None or result is UNHANDLED:
         return result
     scaled_loss, grad = result
@@ -138,7 +139,14 @@ def _writable_in_place(arrays) -> bool:
     if not np.may_share_memory(out, z):
         return True
     return z.size >= SERIAL_BELOW and z.flags.c_contiguous and out.size == z.size \
-        and out.ctypes.data == z.ctypes.data
+        and out.ctypes.data == z.ctypes.data and _finite(z)
+
+
+def _finite(z) -> bool:
+    """Whether every input is finite, in two streaming reductions (a NaN propagates into both). A row
+    holding +-inf or NaN is answered by the array-API path, which reads the input: written in place,
+    the gradient would have overwritten it (``out=x`` then writes through a buffer of its own)."""
+    return bool(np.isfinite(z.min()) and np.isfinite(z.max()))
 
 
 def placeholder(row_length: int, dtype) -> np.ndarray:
@@ -352,14 +360,13 @@ def squared_error(plan, arrays, with_grad):
 def formula(loss, plan, arrays, with_grad):
     """An :class:`~losskit.ElementwiseLoss`: the kernel compiled from its own formula."""
     from ..fused import formula as compiled
-    from .elementwise import ElementwiseLoss
 
     # a formula without a derivative (a value-only class) compiles only the value's variants: the one
-    # small-call variant, which writes a gradient, would not compile; its gradient is the reference's
-    # NotImplementedError
-    differentiable = type(loss).derivative is not ElementwiseLoss.derivative
+    # small-call variant, which writes a gradient, would not compile; a gradient is refused as the
+    # reference refuses it (also under impl="fused", which would otherwise say no kernel takes the call)
+    differentiable = type(loss).writes_derivative()
     if with_grad and not differentiable:
-        return UNHANDLED
+        raise NotImplementedError(f"{type(loss).__name__} writes no derivative")  # the reference's words
     opts, xp = compiled.options_tuple(loss), compiled_math(arrays["input"].dtype)
     # an example's D values (its rows may hold several examples: _elementwise)
     inv_count = 1.0 / arrays["input"].shape[-1] if loss.over_last_axis == "mean" and plan.spans_last_axis else 1.0

@@ -84,6 +84,11 @@ class ElementwiseLoss(Loss):
         """``d value / d z``."""
         raise NotImplementedError(f"{type(self).__name__} writes no derivative")
 
+    @classmethod
+    def writes_derivative(cls) -> bool:
+        """Whether the class writes its own ``derivative`` (a value-only class is compiled for its value)."""
+        return cls.derivative is not ElementwiseLoss.derivative
+
     def second_derivative(self, xp, z, y):
         """``d^2 value / d z^2`` (for ``hessian_diag`` and GBDT objectives)."""
         raise NotImplementedError(f"{type(self).__name__} writes no second derivative: hessian_diag "

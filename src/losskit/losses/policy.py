@@ -244,7 +244,10 @@ class GRPOObjective:
         def over_tokens(per_sequence):  # the per-sequence means weighted back by their token counts
             return xp.sum(per_sequence * counts) / tokens
 
-        over = over_tokens if self.options.importance == "token" else xp.mean
+        def over_sequences(per_sequence):  # GSPO; an empty batch's mean is 0, not 0 / 0
+            return xp.sum(per_sequence) / max(per_sequence.shape[0], 1)
+
+        over = over_tokens if self.options.importance == "token" else over_sequences
         low, high = over(stats["clip_ratio_low"]), over(stats["clip_ratio_high"])
         out = {"clip_ratio/low_mean": low, "clip_ratio/high_mean": high, "clip_ratio/region_mean": low + high}
         if self.options.beta:
@@ -303,6 +306,7 @@ def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, ad
     None without a bias; the gradients have the shapes of hidden, classifier and bias. Arguments and
     shapes as :func:`linear_grpo_loss`; no gradient flows to ``old_logps``, ``advantages`` or ``ref_logps``.
     With ``aux=True``: ``(value, grads, aux)``, ``aux`` as :func:`linear_grpo_loss`'s."""
+    aux = _checks.flag(aux, "aux")
     xp, hidden, classifier, target, bias, options, objective = _prepared(
         hidden, classifier, target, bias, old_logps, advantages, ref_logps, **_option_arguments(locals()))
     sweep = sequence_sweep(xp, hidden, classifier, target, bias=bias, temperature=options.temperature,

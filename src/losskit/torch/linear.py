@@ -116,7 +116,7 @@ def _linear_value_and_grad_fake(function, options, hidden, classifier, target, b
                                 aux_names):
     n_aux = len([name for name in aux_names.split(",") if name])
     return (hidden.new_empty(()), torch.empty_like(hidden), torch.empty_like(classifier),
-            hidden.new_empty(0) if bias is None else torch.empty_like(bias),
+            hidden.new_empty(0) if bias is None else torch.empty_like(bias, dtype=hidden.dtype),
             hidden.new_empty(n_aux, dtype=torch.float64))
 
 
@@ -223,7 +223,7 @@ def _linear_logprobs_vjp(options: str, hidden: Tensor, classifier: Tensor, targe
 @_linear_logprobs_vjp.register_fake
 def _linear_logprobs_vjp_fake(options, hidden, classifier, target, bias, upstream):
     return (torch.empty_like(hidden), torch.empty_like(classifier),
-            hidden.new_empty(0) if bias is None else torch.empty_like(bias))
+            hidden.new_empty(0) if bias is None else torch.empty_like(bias, dtype=hidden.dtype))
 
 
 def _logprobs_setup(ctx, inputs, output):
@@ -251,6 +251,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     second sweep that recomputes each chunk's logits (the upstream gradient is known only then).
     The entropy and the accuracy carry no gradient."""
     options = _encode({"chunk_size": chunk_size, "ignore_index": ignore_index, "temperature": temperature})
+    entropy, accuracy = _checks.flag(entropy, "entropy"), _checks.flag(accuracy, "accuracy")
     logps, entropy_, accuracy_ = _linear_logprobs(options, hidden, classifier, target, bias)
     if not (entropy or accuracy):
         return logps

@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..._errors import fail
+from ...losses.declaration import number
 from . import objectives as _objectives
 from . import scaling as _scaling
 from .newton import minimise
@@ -53,8 +54,7 @@ def objective_for(method: str, task: str, n_outputs: int, l2: float = 0.0):
     if task not in tasks:
         fits = ", ".join(m for m, (_, t) in METHODS.items() if task in t)
         raise fail("method", f"a method for the {task} task ({fits})", repr(method))
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not 0 <= l2 < float("inf"):
-        raise fail("l2", "a finite number >= 0 (the penalty on vector scaling's offsets)", repr(l2))
+    l2 = number(l2, "l2", low=0.0)  # the penalty on vector scaling's offsets
     if method == "vector":
         return cls(task, n_outputs, l2=l2)
     if cls is _objectives.Temperature:
