@@ -48,9 +48,13 @@ def pytest_configure(config):
     cache = getattr(config, "cache", None)  # pytest's cache provider (.pytest_cache), unless disabled
     if cache is not None:
         path = str(cache.mkdir("jax-compilation-cache"))
-        if sum(entry.stat().st_size for entry in os.scandir(path)) > _JAX_CACHE_BYTES:
+        try:
+            too_large = sum(entry.stat().st_size for entry in os.scandir(path)) > _JAX_CACHE_BYTES
+        except OSError:  # an entry removed while read (another run starting over)
+            too_large = False
+        if too_large:
             shutil.rmtree(path, ignore_errors=True)
-            os.makedirs(path)
+            os.makedirs(path, exist_ok=True)
     else:  # this run only: removed in pytest_unconfigure
         path = config.losskit_jax_cache = tempfile.mkdtemp(prefix="losskit-tests-jax-")
     os.environ[_JAX_CACHE] = path

@@ -59,9 +59,12 @@ def test_distillation_rows_benchmark_smoke_run_prints_both_paths_and_teachers():
             assert f"| {path} | {kind} |" in out.stdout, (path, kind)
 
 
-def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compiles(tmp_path):
-    """`python -m pytest -p benchmarks.suite_profile` (BENCHMARKS.md's suite profile): a test that compiles
-    a kernel calling another compiled function counts one compile; one that compiles nothing, none."""
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compiles(tmp_path, workers):
+    """`python -m pytest -p benchmarks.suite_profile` (BENCHMARKS.md's suite profile), in one process and
+    in two xdist workers: a test that compiles a kernel calling another compiled function counts one
+    numba compile; a jitted JAX function, one XLA program; a test that compiles nothing, neither."""
+    pytest.importorskip("jax")
     (tmp_path / "test_tiny.py").write_text(
         "import numba\n"
         "@numba.njit\n"
@@ -69,10 +72,11 @@ def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compi
         "@numba.njit\n"
         "def outer(x):\n    return inner(x) * 2.0\n"
         "def test_compiles():\n    assert outer(1.0) == 4.0\n"
-        "def test_compiles_nothing():\n    assert outer(2.0) == 6.0\n")
+        "def test_jits():\n    import jax\n    assert float(jax.jit(lambda x: x * 3.0)(2.0)) == 6.0\n"
+        "def test_compiles_nothing():\n    assert 2.0 * 3.0 == 6.0\n")
     profile = tmp_path / "profile"
     env = {**os.environ, "LOSSKIT_SUITE_PROFILE": str(profile), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider", "-p",
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider", "-p",
                           "benchmarks.suite_profile", "--rootdir", str(tmp_path),
                           str(tmp_path / "test_tiny.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
@@ -80,8 +84,9 @@ def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compi
     from benchmarks.suite_profile import read
 
     rows = {nodeid.split("::")[-1]: (wall, values) for nodeid, wall, values in read(profile)}
-    assert set(rows) == {"test_compiles", "test_compiles_nothing"}
+    assert set(rows) == {"test_compiles", "test_jits", "test_compiles_nothing"}
     assert rows["test_compiles"][1]["numba_n"] == 1 and rows["test_compiles"][1]["numba_s"] > 0
-    assert rows["test_compiles_nothing"][1]["numba_n"] == 0
     assert 0 < rows["test_compiles"][1]["numba_s"] <= rows["test_compiles"][0]
-    assert "suite profile: 2 tests" in out.stdout and "(1 outermost compiles)" in out.stdout
+    assert rows["test_jits"][1]["xla_n"] >= 1 and rows["test_jits"][1]["numba_n"] == 0
+    assert rows["test_compiles_nothing"][1]["numba_n"] == rows["test_compiles_nothing"][1]["xla_n"] == 0
+    assert "suite profile: 3 tests" in out.stdout and "(1 outermost compiles)" in out.stdout

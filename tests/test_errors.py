@@ -236,6 +236,9 @@ def _fused_calls():
         "accuracy": lambda: lk.linear_logprobs(h, c, y, accuracy=1),
         "aux": lambda: lk.linear_preference_loss(h, c, y, loss="simpo", aux="yes"),
         "aux ": lambda: lk.linear_preference_loss_value_and_grad(h, c, y, loss="simpo", aux="yes"),
+        "aux  ": lambda: lk.linear_grpo_loss_value_and_grad(h, c, y, aux="yes", **grpo),
+        "entropy ": lambda: lt.linear_logprobs(*map(torch.tensor, (h, c, y)), entropy="yes"),
+        "entropy  ": lambda: lj.linear_logprobs(h, c, y, entropy="yes"),
         "foo": lambda: lt.linear_grpo_loss(*map(torch.tensor, (h, c, y)), foo=1,
                                            **{k: torch.tensor(v) for k, v in grpo.items()}),
         "foo ": lambda: lj.linear_grpo_loss(h, c, y, foo=1, **grpo),
@@ -243,7 +246,8 @@ def _fused_calls():
     }
 
 
-@pytest.mark.parametrize("argument", ["entropy", "accuracy", "aux", "aux ", "foo", "foo ", "out"])
+@pytest.mark.parametrize("argument", ["entropy", "entropy ", "entropy  ", "accuracy", "aux", "aux ", "aux  ", "foo",
+                                      "foo ", "out"])
 def test_flags_options_and_immutable_out_name_the_argument(argument):
     """A flag that is not a bool (entropy="yes" was read as True), an option the torch or JAX GRPO forms do
     not have (the dataclass's TypeError), an ``out`` JAX cannot write (its own TypeError after the work)."""

@@ -41,9 +41,10 @@ def _options(name, smoothing):
 
 #: the shapes of JAX's examples. JAX compiles each eager op once per shape (about 16 programs, 0.35 s, at
 #: each new shape of these losses: 65 s for JAX's 16 tests with every shape, against 1 s for NumPy's), and
-#: these examples are about values: they take theirs from the same strategy, their shapes from three
-#: (one element, a middle one, the largest). NumPy and torch, the same array-API code, take every shape
-_JAX_SHAPES = st.sampled_from([(1, 1), (2, 3), (4, 5)])
+#: these examples are about values: they take theirs from the same strategy, their shapes from five
+#: (one element, two classes in one row and in three, a middle one, the largest). NumPy and torch, the
+#: same array-API code, take every shape
+_JAX_SHAPES = st.sampled_from([(1, 1), (1, 2), (3, 2), (2, 3), (4, 5)])
 
 
 def _finite_logits(dtype, shapes=None):

@@ -255,6 +255,8 @@ def test_torch_half_precision_is_computed_in_float32_by_every_fused_linear_form(
         "cross entropy": lambda h, c: lt.linear_cross_entropy(h.reshape(-1, 8), c, target.reshape(-1)),
         "grpo": lambda h, c: lt.LinearGRPOLoss()(h, c, target, old_logps=torch.full((2, 4), -11.0, dtype=h.dtype),
                                                  advantages=torch.tensor([1.0, -0.5], dtype=h.dtype)),
+        "simpo": lambda h, c: lt.LinearPreferenceLoss("simpo")(h, c, target),
+        "jsd": lambda h, c: lt.LinearJSDLoss()(h, c, (h * 0.5).detach(), (c * 2.0).detach(), target),
     }
     for name, call in calls.items():
         results = []
