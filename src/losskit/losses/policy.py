@@ -102,7 +102,7 @@ class GRPOOptions:
         known = [f.name for f in fields(cls)]
         for name in options:
             if name not in known:
-                raise _checks.fail(name, f"one of the options {', '.join(known)}", "an unknown keyword argument")
+                raise _checks.fail(name, f"an option of linear_grpo_loss ({', '.join(known)})", "an unknown option")
         return cls(**options)
 
     def as_dict(self) -> dict:
