@@ -163,6 +163,48 @@ def test_apply_keeps_other_columns_and_is_atomic(tmp_path, capsys):
     assert not target.exists() and not list(tmp_path.glob(".never*"))
 
 
+def test_apply_to_a_csv_name_writes_csv(tmp_path, capsys):
+    # was: Parquet bytes written into the .csv name
+    import pyarrow.csv as pv
+
+    path, z, y, w = _multiclass(tmp_path, dtype=np.float64)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    t = json.loads(cal.read_text())["params"]["temperature"]
+    out = tmp_path / "calibrated.csv"
+    code, text, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(text)["format"] == "csv"
+    assert out.read_bytes()[:4] != b"PAR1"
+    table = pv.read_csv(out)
+    assert table.column_names == ["logit_0", "logit_1", "logit_2", "logit_3", "target", "w", "id"]
+    np.testing.assert_allclose(table.column("logit_1").to_numpy(), z[:, 1] / t, rtol=1e-15)
+    np.testing.assert_array_equal(table.column("target").to_numpy(), y)
+    # the CSV it wrote is a prediction file: eval of it equals eval of the logits divided by T
+    code, a, _ = _run(capsys, "eval", out, "--weight", "w", "--json")
+    code_ref, b, _ = _run(capsys, "eval", path, "--weight", "w", "--calibration", cal, "--json")
+    assert code == code_ref == 0
+    for key, value in json.loads(b)["metrics"].items():
+        assert json.loads(a)["metrics"][key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_apply_refuses_csv_for_a_list_column_before_any_work(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(50, 3)).astype(np.float32)
+    path = tmp_path / "l.parquet"
+    pq.write_table(pa.table({"logits": pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), 3),
+                             "target": rng.integers(0, 3, 50)}), path)
+    cal = tmp_path / "cal.json"
+    cal.write_text(lk.calibrate(z.astype(np.float64), (z + rng.normal(size=z.shape)).argmax(axis=1)).to_json())
+    out = tmp_path / "never.csv"
+    code, _, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out)
+    assert code == 2 and err.startswith("losskit: error: --out: expected a Parquet file"), err
+    assert "'logits'" in err and "fixed_size_list" in err
+    assert not out.exists() and not list(tmp_path.glob(".never*"))
+    # the same file to a Parquet name works
+    assert _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", tmp_path / "ok.parquet")[0] == 0
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--pred", "prob_*"], ["--pred", "probability", "logits"]),
     (["--pred", "logit_*", "--target", "one", "--task", "multiclass"], ["target", "at least two classes"]),

@@ -29,7 +29,8 @@ def calibrate_command(
                                                     "(`apply PATH...` writes calibrated logits instead).",
                                                show_default=False, metavar="[apply] PATH")],
     out: Annotated[Path, typer.Option(help="Where to write: the calibration's JSON (fit), or the calibrated "
-                                           "Parquet file (apply).", show_default=False, metavar="FILE")],
+                                           "Parquet file (apply; CSV if FILE ends in .csv).",
+                                      show_default=False, metavar="FILE")],
     pred: Annotated[list[str] | None, typer.Option(
         help="Prediction (logit) columns: names or globs, as in losskit eval [default: `logit*`].",
         show_default=False)] = None,

@@ -1,12 +1,14 @@
 """Write calibrated logits: every row of the input files, the prediction columns replaced by
-:meth:`~losskit.Calibration.apply` of them, every other column kept, to one Parquet file.
+:meth:`~losskit.Calibration.apply` of them, every other column kept, to one Parquet file, or one
+CSV file when ``out`` ends in ``.csv``.
 
 Streaming: Parquet and CSV inputs are read a batch at a time (pyarrow) and written a batch at a
-time (``ParquetWriter``), so memory is a batch whatever the files' size. The output is written to
+time (``ParquetWriter`` / ``CSVWriter``), so memory is a batch whatever the files' size. The output is written to
 a temporary name beside ``out`` and renamed over it only when complete: an error (a NaN logit in
 row 40 million) leaves no partial file behind. The prediction columns keep their type (float32
-stays float32; a ``fixed_size_list`` column stays one); the file's metadata gains
-``losskit.calibration`` (the calibration's JSON) and ``losskit.pred_kind = logits``.
+stays float32; a ``fixed_size_list`` column stays one); a Parquet file's metadata gains
+``losskit.calibration`` (the calibration's JSON) and ``losskit.pred_kind = logits``. A CSV file has
+no metadata and one value per cell, so a list column (``fixed_size_list``) is refused for it.
 """
 
 from __future__ import annotations
@@ -90,6 +92,23 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
+def _require_csv_columns(files, schemas, out) -> None:
+    """Refuse a CSV ``out`` before any work when an input column has no CSV form (a list, a struct)."""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    for path, schema in zip(files, schemas, strict=True):
+        if schema.format != "parquet":
+            continue  # a CSV input's columns are scalars
+        for field in pq.read_schema(path):
+            try:
+                pv.CSVWriter(pa.BufferOutputStream(), pa.schema([field])).close()
+            except pa.ArrowException:
+                raise fail("--out", "a Parquet file (.parquet): a CSV cell holds one value",
+                           f"{os.fspath(out)}, but {path} has column {field.name!r} of type {field.type}") from None
+
+
 def _atomic(path: Path, write) -> None:
     """``write(temp)`` to a temporary file beside ``path``, renamed over it when complete, removed on error."""
     import contextlib
@@ -110,8 +129,10 @@ def _atomic(path: Path, write) -> None:
 
 
 def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_000) -> dict:
-    """Write ``calibration.apply`` of the prediction columns of ``paths`` (Parquet or CSV) to the Parquet
-    file ``out``, atomically; returns ``{"rows", "files", "pred", "out"}``."""
+    """Write ``calibration.apply`` of the prediction columns of ``paths`` (Parquet or CSV) to the file
+    ``out`` (CSV if its name ends in ``.csv``, else Parquet), atomically; returns
+    ``{"rows", "files", "pred", "out", "format"}``."""
+    import pyarrow.csv as pv
     import pyarrow.parquet as pq
 
     from .. import sources
@@ -127,6 +148,9 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
     if width != calibration.n_outputs:
         raise fail("--calibration", f"a calibration of {width} logits per row (columns {', '.join(names)})",
                    f"one fitted on {calibration.n_outputs} ({calibration.method}, {calibration.task})")
+    as_csv = Path(out).suffix.lower() == ".csv"
+    if as_csv:
+        _require_csv_columns(files, schemas, out)
     rows = 0
 
     def write(temp: str) -> None:
@@ -140,7 +164,9 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
                     if missing:
                         raise LossInputError(f"{path}: column {missing[0]!r} (--pred) is missing")
                     result = _calibrated(batch, names, calibration, path, start)
-                    if writer is None:
+                    if writer is None and as_csv:
+                        writer = pv.CSVWriter(temp, result.schema)
+                    elif writer is None:
                         meta = dict(result.schema.metadata or {})
                         meta[b"losskit.pred_kind"] = b"logits"
                         meta[b"losskit.calibration"] = calibration.to_json().encode()
@@ -155,4 +181,5 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
                 writer.close()
 
     _atomic(Path(out), write)
-    return {"rows": rows, "files": [os.fspath(f) for f in files], "pred": names, "out": os.fspath(out)}
+    return {"rows": rows, "files": [os.fspath(f) for f in files], "pred": names, "out": os.fspath(out),
+            "format": "csv" if as_csv else "parquet"}
