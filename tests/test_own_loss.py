@@ -127,6 +127,46 @@ def test_a_value_only_formula_is_compiled_for_its_value_and_its_gradient_is_not_
             ValueOnly(impl=impl).value_and_grad(z, y)
 
 
+def test_a_function_outside_the_formula_namespace_is_refused_where_the_class_is_written():
+    """``xp.erf`` ran on NumPy arrays and, on the first compiled call, raised numba's multi-screen
+    TypingError; now the class statement raises, naming the class, the method and what ``xp`` offers.
+    The same holds in a comprehension and in a helper marked ``formula_function``."""
+    from losskit.losses.formula import FUNCTIONS
+
+    with pytest.raises(TypeError, match=r"ErfLoss\.derivative uses xp\.erf, which a formula cannot") as caught:
+        class ErfLoss(lk.ElementwiseLoss):
+            target = "value"
+
+            def value(self, xp, z, y):
+                return (z - y) * (z - y)
+
+            def derivative(self, xp, z, y):
+                return 2 * xp.erf(z - y)
+    assert all(name in str(caught.value) for name in FUNCTIONS)
+    assert "losskit.losses.formula.FUNCTIONS" in str(caught.value)
+    with pytest.raises(TypeError, match=r"Squares\.value uses xp\.square"):
+        class Squares(lk.ElementwiseLoss):
+            target = "value"
+
+            def value(self, xp, z, y):
+                return sum([xp.square(v) for v in (z, y)])
+    with pytest.raises(TypeError, match=r"cube uses xp\.power"):
+        @lk.formula_function
+        def cube(xp, u):
+            return xp.power(u, 3)
+    assert "cube" not in [f.__name__ for f in lk.losses.formula.FORMULA_FUNCTIONS]
+
+    class Allowed(lk.ElementwiseLoss):  # eps, constant and a name of FUNCTIONS pass
+        target = "value"
+
+        def value(self, xp, z, y):
+            return xp.constant(xp.eps) + xp.log1p(xp.abs(z - y))
+
+    z = np.array([0.5, -2.0])
+    assert float(Allowed()(z, np.zeros(2))) == pytest.approx(np.finfo(float).eps + np.mean(np.log1p(np.abs(z))),
+                                                             rel=1e-15)
+
+
 def test_declared_option_is_checked_and_reaches_the_kernel():
     with pytest.raises(lk.LossInputError, match="scale"):
         ScaledCauchyLoss(scale=-1.0)

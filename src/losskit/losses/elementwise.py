@@ -35,7 +35,7 @@ from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
 from .declaration import LOGIT, Task
-from .formula import ArrayMath
+from .formula import ArrayMath, check_formula
 
 __all__ = ["ElementwiseLoss", "TARGETS", "multilabel_form"]
 
@@ -73,6 +73,9 @@ class ElementwiseLoss(Loss):
                 cls.task = Task.MULTILABEL
         if cls.over_last_axis == "sum":
             cls.reduces_last_axis = True
+        for method in ("value", "derivative", "second_derivative"):
+            if method in cls.__dict__:
+                check_formula(cls.__dict__[method], f"{cls.__name__}.{method}")
         super().__init_subclass__(**kwargs)
 
     # -- the formula (a subclass writes these) ----------------------------------------------------

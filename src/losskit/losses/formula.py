@@ -20,9 +20,11 @@ templated scalar formula per loss for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dis
+import types
+from collections.abc import Callable, Iterator
 
-__all__ = ["FUNCTIONS", "ArrayMath", "formula_function", "FORMULA_FUNCTIONS"]
+__all__ = ["FUNCTIONS", "ArrayMath", "formula_function", "FORMULA_FUNCTIONS", "check_formula"]
 
 #: the functions a formula may call on ``xp``: each has an array form here and a scalar form in the
 #: compiled kernels (``losskit.fused.formula``)
@@ -43,8 +45,39 @@ def formula_function(fn: Callable) -> Callable:
     Shapes: whatever the formula passes, elementwise: arrays of the input's shape on the array path,
     one element at a time in the compiled kernel; the result has the arguments' (broadcast) shape.
     """
+    check_formula(fn, getattr(fn, "__qualname__", repr(fn)), argument=0)
     FORMULA_FUNCTIONS.append(fn)
     return fn
+
+
+def check_formula(fn: Callable, owner: str, argument: int = 1) -> None:
+    """Refuse, when a formula is defined, a use of ``xp`` that only one path has: the function
+    ``fn``'s parameter number ``argument`` is ``xp``, and every attribute it reads there must be in
+    :data:`FUNCTIONS` or :data:`ATTRIBUTES`. Without this, ``xp.erf`` runs on NumPy arrays and fails
+    inside numba's compiler with a multi-screen TypingError on the first compiled call."""
+    code = getattr(fn, "__code__", None)
+    if code is None or code.co_argcount <= argument:
+        return
+    xp = code.co_varnames[argument]
+    allowed = (*FUNCTIONS, *ATTRIBUTES)
+    for name in _attributes_read(code, xp):
+        if name not in allowed:
+            raise TypeError(f"{owner} uses xp.{name}, which a formula cannot: xp offers {', '.join(FUNCTIONS)} "
+                            f"and {', '.join(ATTRIBUTES)} (losskit.losses.formula.FUNCTIONS), the same on "
+                            "every path; write it from these, in a helper marked @lk.formula_function if need be")
+
+
+def _attributes_read(code: types.CodeType, xp: str) -> Iterator[str]:
+    """The attribute names read directly on the local (or closed-over) variable ``xp`` in ``code``
+    and the functions nested in it (comprehensions, lambdas)."""
+    instructions = list(dis.get_instructions(code))
+    for load, attribute in zip(instructions, instructions[1:], strict=False):
+        if (load.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) and load.argval == xp
+                and attribute.opname in ("LOAD_ATTR", "LOAD_METHOD")):
+            yield attribute.argval
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _attributes_read(const, xp)
 
 
 class ArrayMath:
