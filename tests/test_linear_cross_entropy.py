@@ -271,6 +271,60 @@ def test_torch_half_precision_is_computed_in_float32_by_every_fused_linear_form(
             torch.testing.assert_close(mine, wide.to(half), rtol=0, atol=0, msg=name)
 
 
+def test_numpy_float16_is_computed_in_float32_by_every_fused_linear_form():
+    """NumPy float16 over a vocabulary above 65504 gave -inf log-probs, inf losses and NaN gradients
+    (the array path summed the exps in float16). Every NumPy form now computes in float32 and returns
+    float16: the log-probs equal a float64 naive log-softmax of the same rounded inputs within float16's
+    rounding, and every value and gradient is the float32 call's result, rounded once."""
+    rng = np.random.default_rng(0)
+    vocab = 100_000
+    hidden = rng.normal(size=(2, 4, 8)).astype(np.float16)
+    classifier = (rng.normal(size=(vocab, 8)) * 0.01).astype(np.float16)  # near-uniform: sum of exps ~ V
+    target = rng.integers(0, vocab, size=(2, 4))
+    logits = hidden.astype(np.float64) @ classifier.astype(np.float64).T
+    naive = np.take_along_axis(logits - logits.max(-1, keepdims=True), target[..., None], -1)[..., 0] - np.log(
+        np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
+    got = lk.linear_logprobs(hidden, classifier, target, entropy=True)
+    assert got.logps.dtype == got.entropy.dtype == np.float16
+    np.testing.assert_allclose(got.logps.astype(np.float64), naive, rtol=2.0 ** -10)
+    flat_t = target.reshape(-1)
+    old = np.full((2, 4), -11.0, dtype=np.float16)
+    calls = {
+        "logprobs": lambda h, c: lk.linear_logprobs(h, c, target, entropy=True),
+        "logprobs vjp": lambda h, c: lk.linear_logprobs_vjp(h, c, target, np.ones((2, 4), h.dtype)),
+        "cross entropy": lambda h, c: lk.linear_cross_entropy(h.reshape(-1, 8), c, flat_t),
+        "cross entropy vg": lambda h, c: linear_cross_entropy_value_and_grad(h.reshape(-1, 8), c, flat_t),
+        "binary cross entropy": lambda h, c: lk.linear_binary_cross_entropy(
+            h.reshape(-1, 8), c[:5], (flat_t[:, None] % (np.arange(5) + 2) == 0).astype(h.dtype)),
+        "grpo vg": lambda h, c: lk.linear_grpo_loss_value_and_grad(
+            h, c, target, old_logps=old, advantages=np.array([1.0, -0.5], h.dtype), aux=True),
+        "simpo vg": lambda h, c: lk.linear_preference_loss_value_and_grad(h, c, target, loss="simpo", aux=True),
+        "jsd vg": lambda h, c: lk.linear_jsd_loss_value_and_grad(h, c, h * 0.5, c * 2, target),
+    }
+    for name, call in calls.items():
+        mine = _leaves(call(hidden, classifier))
+        wide = _leaves(call(hidden.astype(np.float32), classifier.astype(np.float32)))
+        assert len(mine) == len(wide) > 0, name
+        for a, b in zip(mine, wide, strict=True):
+            if b.dtype == np.float32:
+                assert a.dtype == np.float16, name
+                assert np.isfinite(a).all(), name
+                np.testing.assert_array_equal(a, b.astype(np.float16), err_msg=name)
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def _leaves(value):
+    """The arrays of a result, in order, through tuples and dicts."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return [np.asarray(value)]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return []
+
+
 def test_torch_fused_options_take_numpy_numbers_and_refuse_others_by_name():
     """NumPy integers as chunk_size or ignore_index raised JSON's TypeError ("int64 is not JSON
     serializable") in every fused linear torch form, and a temperature of "abc" Python's own ValueError."""

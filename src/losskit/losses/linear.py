@@ -28,6 +28,7 @@ from typing import Any
 from .. import _array, _checks
 from .. import reduction as _reduction
 from ..activations import log_normalizer_xp, shifted_logits_xp
+from ._half import computes_half_in_float32
 from .binary import bce_logits_terms
 from .categorical import label_target, mean_surprisal
 
@@ -153,6 +154,7 @@ def _scale(xp, w, n_rows, options, normalizer, like):
     return xp.broadcast_to(scale, (n_rows,))
 
 
+@computes_half_in_float32
 def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None, weight=None, normalizer=None,
                                         **options):
     r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_cross_entropy`, in one sweep.
@@ -339,6 +341,7 @@ def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduct
     return host_value(scaled_loss, reduction, hidden.dtype), grads
 
 
+@computes_half_in_float32
 def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, normalizer=None, **options):
     r"""Softmax cross-entropy of ``hidden @ classifier.T (+ bias)`` without the N x V logits in memory.
 
@@ -393,6 +396,7 @@ def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bi
                   chunk_terms)
 
 
+@computes_half_in_float32
 def linear_binary_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, pos_weight=None,
                                 label_smoothing=0.0, reduction="mean", normalizer=None, chunk_size=None):
     r"""Multi-label sigmoid BCE of ``hidden @ classifier.T (+ bias)`` over L labels, chunked by rows.

@@ -20,6 +20,7 @@ import math
 
 from .. import _array, _checks
 from .. import reduction as _reduction
+from ._half import computes_half_in_float32
 from .declaration import number
 from .distribution import JSDivergence, generalized_jsd_terms
 from .linear import KeptRows, LinearCEOptions, _logits, _sweep, check_layer, host_arrays, host_sweep, host_value
@@ -30,6 +31,7 @@ _STUDENT = ("student_hidden", "student_classifier", "student_bias")
 _TEACHER = ("teacher_hidden", "teacher_classifier", "teacher_bias")
 
 
+@computes_half_in_float32
 def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_hidden, teacher_classifier,
                                    target=None, *, beta=0.5, temperature=1.0, ignore_index=-100,
                                    student_bias=None, teacher_bias=None, chunk_size=None):
@@ -144,6 +146,7 @@ def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, 
     return host_value(kept.spread(scaled_loss), "mean", hidden.dtype), (kept.spread(grads[0]), *grads[1:])
 
 
+@computes_half_in_float32
 def linear_jsd_loss(student_hidden, student_classifier, teacher_hidden, teacher_classifier, target=None, *,
                     beta=0.5, temperature=1.0, ignore_index=-100, student_bias=None, teacher_bias=None,
                     chunk_size=None):

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from .. import _array, _checks
 from ..activations import log_normalizer_xp
+from ._half import computes_half_in_float32
 from .declaration import number
 from .linear import CHUNK_ELEMENTS, KeptRows, accumulate_at_b
 
@@ -453,6 +454,7 @@ def _tokens_view(xp, hidden, target):
     return xp.reshape(hidden, (n, 1, hidden.shape[-1])), xp.reshape(target, (n, 1))
 
 
+@computes_half_in_float32
 def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100, entropy=False,
                     accuracy=False, chunk_size=None):
     r"""Per-token ``log p(target)`` under ``softmax((hidden @ classifier.T + bias) / temperature)``,
@@ -481,6 +483,7 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     return TokenLogProbs(*shaped) if entropy or accuracy else shaped[0]
 
 
+@computes_half_in_float32
 def linear_logprobs_vjp(hidden, classifier, target, upstream, *, bias=None, temperature=1.0, ignore_index=-100,
                         chunk_size=None):
     r"""``(grad_hidden, grad_classifier, grad_bias)`` of ``sum(upstream * linear_logprobs(...))``: the

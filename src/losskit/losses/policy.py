@@ -48,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from .. import _array, _checks
+from ._half import computes_half_in_float32
 from .declaration import number
 from .logprobs import linear_arrays, sequence_sweep
 
@@ -297,6 +298,7 @@ def _prepared(hidden, classifier, target, bias, old_logps, advantages, ref_logps
     return xp, hidden, classifier, target, bias, options, objective
 
 
+@computes_half_in_float32
 def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0,
                                     epsilon_low=0.2, epsilon_high=0.2, importance="token", normalization="grpo",
                                     max_length=None, temperature=1.0, bias=None, ignore_index=-100, chunk_size=None,
@@ -316,6 +318,7 @@ def linear_grpo_loss_value_and_grad(hidden, classifier, target, *, old_logps, ad
     return sweep.loss, sweep.grads
 
 
+@computes_half_in_float32
 def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_logps=None, beta=0.0, epsilon_low=0.2,
                      epsilon_high=0.2, importance="token", normalization="grpo", max_length=None, temperature=1.0,
                      bias=None, ignore_index=-100, chunk_size=None, aux=False):

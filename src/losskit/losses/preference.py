@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from .. import _array, _checks
 from ..activations import log_sigmoid_xp, sigmoid_xp
+from ._half import computes_half_in_float32
 from .declaration import number
 from .logprobs import linear_arrays, sequence_sweep
 
@@ -378,6 +379,7 @@ def _prepared(hidden, classifier, target, bias, loss, ref_logps, beta, ignore_in
     return xp, hidden, classifier, target, bias, objective
 
 
+@computes_half_in_float32
 def linear_preference_loss_value_and_grad(hidden, classifier, target, *, loss="dpo", ref_logps=None, beta=None,
                                           bias=None, ignore_index=-100, temperature=1.0, chunk_size=None, aux=False,
                                           **options):
@@ -398,6 +400,7 @@ def linear_preference_loss_value_and_grad(hidden, classifier, target, *, loss="d
     return sweep.loss, sweep.grads
 
 
+@computes_half_in_float32
 def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=None, beta=None, bias=None,
                            ignore_index=-100, temperature=1.0, chunk_size=None, aux=False, **options):
     r"""A preference loss of the policy ``softmax((hidden @ classifier.T + bias) / temperature)``, fused

@@ -1,0 +1,62 @@
+"""Half-precision input to the fused linear losses, computed in float32.
+
+A vocabulary's sum of exponentials passes float16's largest number (65504) as soon as V does, so
+float16 logits computed in float16 give ``-inf`` log-probs and NaN gradients: every losskit loss
+computes half precision in float32 (``_array.compute_dtype``) and returns the input's dtype. The
+linear losses take the layer rather than logits, so the widening is of their array arguments: a
+float32 copy of each (the classifier's doubles its memory for the call), the floating results cast
+back. The torch forms widen before they reach here (``losskit.torch.linear``), bfloat16 included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from .. import _array
+
+__all__ = ["computes_half_in_float32"]
+
+
+def computes_half_in_float32(fn):
+    """Wrap a linear loss whose first argument is the hidden states: when those are float16 (or any
+    float narrower than 32 bits), every floating array argument of that dtype is passed as float32
+    and every floating array of the result is cast back to it. Other calls pass through untouched."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        hidden = args[0] if args else None
+        dtype = getattr(hidden, "dtype", None)
+        if dtype is None or not _array.is_array(hidden):
+            return fn(*args, **kwargs)
+        xp = _array.namespace(hidden=hidden)[0]
+        if not _array.isdtype(xp, dtype, "real floating") or _array.compute_dtype(xp, dtype) == dtype:
+            return fn(*args, **kwargs)
+        work = _array.compute_dtype(xp, dtype)
+
+        def widen(value):
+            if _array.is_array(value) and value.dtype == dtype:
+                return xp.astype(value, work)
+            return value
+
+        result = fn(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
+        return _narrow(xp, result, work, dtype)
+
+    return wrapper
+
+
+def _narrow(xp, value, work, dtype):
+    """``value`` with its arrays of dtype ``work`` cast to ``dtype``, through tuples, named tuples,
+    lists, dicts and dataclasses."""
+    if _array.is_array(value):
+        return xp.astype(value, dtype) if value.dtype == work else value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)._make(_narrow(xp, v, work, dtype) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_narrow(xp, v, work, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _narrow(xp, v, work, dtype) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _narrow(xp, getattr(value, f.name), work, dtype)
+                                            for f in dataclasses.fields(value) if f.init})
+    return value
