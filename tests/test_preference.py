@@ -183,6 +183,56 @@ def test_orpo_log_odds_near_probability_one_and_far_below():
     np.testing.assert_allclose(dlogp[1, 0], float(-slope / (1 - mpmath.exp(mpmath.mpf(-60)))), rtol=1e-12)
 
 
+def test_orpo_at_probability_one_in_the_dtype_is_finite_where_the_limit_is():
+    """A mean log-prob of exactly 0 (every other token's probability underflowed) gave NaN: inf - inf
+    log-odds for two such sequences, 0/0 slopes for one. Two such sequences have equal odds; one chosen
+    against finite odds takes the limit: loss 0, slope lambda e^r / expm1(r) (from the closed form
+    d/dc = -lambda sigma(-z) / (1 - e^c), z the log-odds ratio, as c -> 0)."""
+    lam, r = 0.1, -0.5
+    logp = np.array([[0.0], [0.0], [0.0], [r]])  # pairs (0, 0) and (0, r): chosen rows first
+    mask = np.ones((4, 1), dtype=bool)
+    objective = _objective("orpo", {"nll_weight": 0.0}, mask, np.ones((4, 1), dtype=int), None)
+    value, dlogp, stats = objective.terms(np, logp, mask, 0, 2)
+    np.testing.assert_allclose(value, (lam * np.log(2) + 0.0) / 2, rtol=1e-15)
+    assert list(stats["log_odds_chosen"]) == [0.0, np.inf]
+    np.testing.assert_allclose(dlogp[:, 0], [0.0, lam * np.exp(r) / np.expm1(r) / 2, 0.0, 0.0], rtol=1e-15)
+    c = -1e-9  # near the limit, the generic formula agrees
+    z = (c - np.log(-np.expm1(c))) - (r - np.log(-np.expm1(r)))
+    assert -lam / (1 + np.exp(z)) / -np.expm1(c) == pytest.approx(lam * np.exp(r) / np.expm1(r), rel=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_fused_orpo_of_sequences_at_probability_one_is_finite(backend):
+    """Logit gaps of 800: every log-prob is exactly 0 in float32 and float64. The loss is lambda log 2
+    (equal infinite odds, NLL 0) and every gradient 0 (each token's softmax is one-hot in the dtype),
+    on every backend; it was NaN."""
+    hidden = np.zeros((2, 3, 2))
+    hidden[..., 0] = 800.0
+    classifier = np.zeros((5, 2))
+    classifier[0, 0] = 1.0
+    target = np.zeros((2, 3), dtype=np.int64)
+    if backend == "numpy":
+        value, grads = lk.linear_preference_loss_value_and_grad(hidden, classifier, target, loss="orpo")
+    elif backend == "torch":
+        torch = pytest.importorskip("torch")
+        import losskit.torch as lt
+
+        leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier)]
+        value = lt.LinearPreferenceLoss("orpo")(*leaves, torch.tensor(target))
+        value.backward()
+        value, grads = value.detach().numpy(), [leaf.grad.numpy() for leaf in leaves]
+    else:
+        jax = pytest.importorskip("jax")
+        import losskit.jax as lj
+
+        value, grads = jax.value_and_grad(  # float64: the conftest enables x64
+            lambda h, c: lj.linear_preference_loss(h, c, jax.numpy.asarray(target), loss="orpo"),
+            argnums=(0, 1))(jax.numpy.asarray(hidden), jax.numpy.asarray(classifier))
+    np.testing.assert_allclose(float(value), 0.1 * np.log(2), rtol=1e-14)
+    for grad in grads[:2]:
+        np.testing.assert_array_equal(np.asarray(grad), 0.0)
+
+
 def test_hinge_has_zero_slope_past_the_margin_and_at_the_kink():
     logp = np.array([[-1.0], [-21.0]])  # margin 20 with beta 0.05: 1 - beta m = 0, the kink
     mask = np.ones_like(logp, dtype=bool)

@@ -225,7 +225,13 @@ class ORPO(PairLoss):
 
     ``lambda_`` is TRL's ``ORPOConfig.beta`` (default 0.1), and scales the logged rewards as there;
     ORPO takes no ``beta``. The NLL is ``nll_weight`` (default 1) times the chosen tokens' mean NLL.
-    A sequence whose every token has probability 1 (mean log-prob exactly 0) has infinite odds.
+    A sequence whose every token has probability 1 in the working dtype (mean log-prob exactly 0: the
+    probability of every other token underflows, logit gaps above ~104 in float32, ~745 in float64)
+    has infinite odds. Two such sequences have equal odds (the loss is :math:`\lambda\log 2` plus the
+    NLL, not NaN); such a chosen sequence against a rejected one of finite odds has loss 0 and the
+    derivative's limit there, :math:`\lambda e^{\bar r} / \mathrm{expm1}(\bar r)`; such a rejected sequence
+    against a chosen one of finite odds gives the limit, an infinite loss (its true log-odds need the
+    log-probs below the dtype's range). Either way its tokens' gradients are 0 in that dtype.
     """
 
     name = "orpo"
@@ -242,11 +248,19 @@ class ORPO(PairLoss):
     def pair_terms(self, xp, chosen, rejected):
         # log odds log(p / (1 - p)) = log p - log(1 - p), the latter without cancellation
         z = (chosen - _log1mexp(xp, chosen)) - (rejected - _log1mexp(xp, rejected))
+        z = xp.where(chosen == rejected, xp.zeros_like(z), z)  # two infinite odds are equal, not inf - inf
         ratio = log_sigmoid_xp(xp, z)
         dz = -self.lambda_ * sigmoid_xp(xp, -z)  # d(-lambda log sigmoid z) / dz
-        # d log odds / d x = 1 / (1 - e^x) = -1 / expm1(x)
-        return (-self.lambda_ * ratio, -dz / xp.expm1(chosen), dz / xp.expm1(rejected),
-                {"log_odds_ratio": ratio, "log_odds_chosen": z})
+        # d log odds / d x = 1 / (1 - e^x) = -1 / expm1(x); at x = 0 (odds infinite) the tokens' own
+        # gradients are 0, so only a finite value matters: the limit where there is one, else 0
+        em_c, em_r = xp.expm1(chosen), xp.expm1(rejected)
+        safe_c = xp.where(em_c == 0, xp.full_like(em_c, -1.0), em_c)
+        safe_r = xp.where(em_r == 0, xp.full_like(em_r, -1.0), em_r)
+        zero = xp.zeros_like(z)
+        d_chosen = xp.where(em_c == 0, xp.where(em_r == 0, zero, self.lambda_ * xp.exp(rejected) / safe_r),
+                            -dz / safe_c)
+        d_rejected = xp.where(em_r == 0, zero, dz / safe_r)
+        return (-self.lambda_ * ratio, d_chosen, d_rejected, {"log_odds_ratio": ratio, "log_odds_chosen": z})
 
 
 @dataclass(frozen=True, eq=False)
