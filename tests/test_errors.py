@@ -126,6 +126,11 @@ def test_negative_or_nan_weights():
 def test_bad_normalizer_axis_and_ignore_index():
     with raises("normalizer", "positive"):
         lk.softmax_cross_entropy(Z, LABELS, normalizer=0)
+    # a 0-d array of inf was taken (the mean became 0) where Python's inf was refused
+    for bad, given in ((np.array(np.inf), "inf"), (np.array(np.nan), "nan"), (np.array(-2.0), "-2.0"),
+                       (float("inf"), "inf")):
+        with raises("normalizer", "a positive finite number", given):
+            lk.softmax_cross_entropy(Z, LABELS, normalizer=bad)
     with raises("axis", "[-2, 2)", "5"):
         lk.softmax_cross_entropy(Z, LABELS, axis=5)
     with raises("ignore_index", "None or an int", "1.5"):

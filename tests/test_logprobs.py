@@ -208,6 +208,22 @@ def test_an_empty_batch_gives_zeros():
     assert sweep.logps.shape == (0, T) and float(sweep.loss) == 0.0 and not sweep.grads[1].any()
 
 
+def test_hidden_states_of_no_feature_give_the_bias_log_softmax():
+    """D = 0: the logits are the bias, so log p = b - log sum e^b on every row, and the VJP of a sum
+    is count(target = k) - N softmax(b)_k into the bias (empty gradients for hidden and classifier).
+    NumPy's "cannot reshape array of size 0" came out of the sweep."""
+    bias = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    target = np.array([[0, 1], [2, 2]])
+    hidden, classifier = np.zeros((2, 2, 0)), np.zeros((5, 0))
+    log_p = bias - np.log(np.sum(np.exp(bias)))
+    got = lk.linear_logprobs(hidden, classifier, target, bias=bias, entropy=True)
+    np.testing.assert_allclose(got.logps, log_p[target], rtol=1e-15)
+    np.testing.assert_allclose(got.entropy, np.full((2, 2), -np.sum(np.exp(log_p) * log_p)), rtol=1e-14)
+    g_hidden, g_classifier, g_bias = lk.linear_logprobs_vjp(hidden, classifier, target, np.ones((2, 2)), bias=bias)
+    assert g_hidden.shape == (2, 2, 0) and g_classifier.shape == (5, 0)
+    np.testing.assert_allclose(g_bias, np.bincount(target.ravel(), minlength=5) - 4 * np.exp(log_p), rtol=1e-14)
+
+
 @pytest.mark.parametrize("call,argument,expected", [
     (lambda h, c, y: lk.linear_logprobs(h[..., :3], c, y), "classifier", "shape (V, 3)"),
     (lambda h, c, y: lk.linear_logprobs(h, c.astype(np.float32), y), "classifier", "dtype float64"),

@@ -94,9 +94,9 @@ def normalizer(value: Any) -> Any:
     if _array.is_array(value):
         if tuple(value.shape) != ():
             raise fail("normalizer", "a positive number or 0-d array", f"shape {tuple(value.shape)}")
-        ok = _array.concrete_bool(value > 0)
+        ok = _array.concrete_bool((value > 0) & (value < math.inf))  # None under a trace: checked when concrete
         if ok is False:
-            raise fail("normalizer", "a positive number", "a value <= 0")
+            raise fail("normalizer", "a positive finite number", f"{float(value)!r} (a 0-d array)")
         return value
     raise fail("normalizer", "a positive number", type(value).__name__)
 

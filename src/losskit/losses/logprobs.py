@@ -30,6 +30,7 @@ stats)``) is documented on :func:`sequence_sweep`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -349,7 +350,8 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
                                        whole_unit):
         rows = objective.rows(start, stop)
         order.extend(rows)
-        h = xp.reshape(_take_rows(xp, hidden, rows), (-1, n_feat))
+        h = _take_rows(xp, hidden, rows)
+        h = xp.reshape(h, (math.prod(h.shape[:-1]), n_feat))  # not -1: 0 features leave it undefined
         y = xp.reshape(_take_rows(xp, labels, rows), (-1,))
         keep = xp.reshape(_take_rows(xp, mask, rows), (-1,))
         # a chunk of no kept token runs the kernels on 0 rows: no logits, and no pass over the gradients
