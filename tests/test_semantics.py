@@ -224,3 +224,23 @@ def test_sklearn_clips_to_eps_where_we_floor_the_log():
     expected = metrics.log_loss(y, p)
     np.testing.assert_allclose(lk.binary_cross_entropy(np.clip(p, eps, 1 - eps), y), expected, rtol=1e-12)
     np.testing.assert_allclose(lk.binary_cross_entropy(p, y), (100 + 100 - np.log(0.4)) / 3, rtol=1e-12)
+
+
+def test_float32_weights_whose_sum_overflows_give_the_weighted_mean():
+    """Two float32 weights of 3e38 sum to inf: the scales w / inf were 0, so the mean and every gradient
+    were silently 0. The weighted mean is sum(w l) / sum(w) computed in float64, and the gradient its
+    rows over the same sum."""
+    z = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0], [2.0, -1.0, 0.5]], dtype=np.float32)
+    y = np.array([0, 2, 1])
+    w = np.array([3e38, 3e38, 1e38], dtype=np.float32)
+    z64, w64 = z.astype(np.float64), w.astype(np.float64)
+    log_p = z64 - np.log(np.exp(z64).sum(1, keepdims=True))
+    expected = np.sum(w64 * -log_p[np.arange(3), y]) / w64.sum()
+    grad = (np.exp(log_p) - np.eye(3)[y]) * (w64 / w64.sum())[:, None]
+    with np.errstate(over="ignore"):
+        value, got = lk.SoftmaxCrossEntropy().value_and_grad(z, y, weight=w)
+        np.testing.assert_allclose(value, expected, rtol=1e-6)
+        np.testing.assert_allclose(got, grad, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(lk.softmax_cross_entropy(z, y, weight=w, impl="xp"), expected, rtol=1e-6)
+        np.testing.assert_allclose(lk.linear_cross_entropy(z, np.eye(3, dtype=np.float32), y, weight=w), expected,
+                                   rtol=1e-6)

@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from . import _checks
+from . import _array, _checks
 from ._array import device as _device
 from ._array import size as _size
 
@@ -34,7 +34,8 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
     """Return ``(scale, denominator)`` for the reduction rule, in ``like``'s dtype and device.
 
     ``weight`` is ``None`` (all ones) or batch-shaped; ``scale`` is then batch-shaped, or a 0-d
-    array when every example scales alike. ``denominator`` is 0-d (1 for "none" and "sum").
+    array when every example scales alike. ``denominator`` is 0-d (1 for "none" and "sum"; inf when
+    the weights' sum overflows the dtype, the scale then made from the weights over their largest).
     ``normalizer`` is a Python number (taken in ``like``'s dtype, never a narrower default) or
     a 0-d array.
     """
@@ -55,6 +56,11 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
         return one / denominator, denominator
     else:
         denominator = xp.sum(weight)
+        if _array.concrete_bool(xp.isinf(denominator)):
+            # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38):
+            # the same quotients from the weights scaled by their largest, not w / inf = 0 everywhere
+            top = xp.max(weight)
+            return (weight / top) / xp.sum(weight / top), denominator
     # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN
     denominator = xp.where(denominator == 0, one, denominator)
     return base / denominator, denominator

@@ -190,7 +190,8 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         w = w * target_cw
     if example_weight is not None:
         w = w * example_weight.to(hidden.dtype)
-    scale, denominator = _reduction.scale(array_namespace(hidden), w, w.shape[0], reduction, normalizer, hidden)
+    scale, _ = _reduction.scale(array_namespace(hidden), w, w.shape[0], reduction, normalizer, hidden)
+    scale = torch.broadcast_to(scale, w.shape)
     grad_hidden = torch.empty_like(hidden)
     grad_weight = torch.zeros_like(weight_shard)
     grad_bias = None if bias_shard is None else torch.zeros_like(bias_shard)
@@ -211,7 +212,7 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         if smoothing:  # 0 * a -inf row sum would be NaN
             loss = loss - (smoothing / n_vocab) * stats[2]
         chunk_w = w[begin:end]
-        total = total + (chunk_w * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
+        total = total + (scale[begin:end] * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
         g = torch.exp(z - lse.unsqueeze(-1)).mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
         g.sub_(smoothing / n_vocab)
         g.scatter_add_(-1, at.unsqueeze(-1), (-(1 - smoothing) * own.to(g.dtype)).unsqueeze(-1))
@@ -223,7 +224,7 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         grad_weight.addmm_(g.T, h)
         if grad_bias is not None:
             grad_bias += g.sum(0)
-    return total / denominator, (grad_hidden, grad_weight, grad_bias)
+    return total, (grad_hidden, grad_weight, grad_bias)
 
 
 def vocab_parallel_linear_cross_entropy(hidden, classifier_shard, target, *, vocab_start: int, bias_shard=None,
