@@ -240,6 +240,19 @@ def test_dr_grpo_max_length_defaults_to_target_length():
     assert loss == pytest.approx(expected, rel=1e-13)
 
 
+@pytest.mark.parametrize("normalization", ["grpo", "bnpo"])
+def test_max_length_is_read_by_dr_grpo_only(normalization):
+    """One config may carry TRL's max_completion_length for every loss_type: grpo and bnpo divide by
+    token counts (TRL's definition, which has no max_length), whatever max_length says."""
+    batch = _batch(seed=5)
+    expected = float(_reference(batch, GRPOOptions(normalization=normalization, beta=0.04)))
+    for max_length in (T, T + 7, 10 * T):
+        options = GRPOOptions(normalization=normalization, beta=0.04, max_length=max_length)
+        assert _terms(_objective(batch, options), batch)[0] == pytest.approx(expected, rel=1e-13)
+    with pytest.raises(lk.LossInputError, match="^max_length: expected None or a positive int"):
+        GRPOOptions(normalization=normalization, max_length=0)
+
+
 def test_bnpo_token_importance_allows_an_all_ignored_sequence():
     batch = list(_batch(seed=5))
     batch[1] = batch[1].copy()
