@@ -282,9 +282,9 @@ def test_every_loss_is_registered_by_its_name():
     ("robust", {"label_smoothing": 0.5}, "label_smoothing", "< 0.5"),
     ("dpo", {"nll_weight": -1.0}, "nll_weight", ">= 0"),
     ("orpo", {"lambda_": -0.1}, "lambda_", ">= 0"),
-    ("dpo", {"gamma": 0.5}, "gamma", "options are nll_weight, beta, label_smoothing"),
+    ("dpo", {"gamma": 0.5}, "gamma", "an option of loss='dpo' (nll_weight, beta, label_smoothing)"),
     ("orpo", {"beta": 0.5}, "beta", "lambda_"),
-    ("ipo", {"label_smoothing": 0.1}, "label_smoothing", "no such option for loss='ipo'"),
+    ("ipo", {"label_smoothing": 0.1}, "label_smoothing", "an option of loss='ipo'"),
     ("dpo", {"beta": "0.1"}, "beta", "finite number"),
 ])
 def test_bad_options_name_the_argument(name, options, argument, words):

@@ -101,6 +101,13 @@ def normalizer(value: Any) -> Any:
     raise fail("normalizer", "a positive number", type(value).__name__)
 
 
+def known_options(options, allowed, owner: str, hint: str = "") -> None:
+    """Raise naming the first key of ``options`` not in ``allowed``, with the options ``owner`` takes."""
+    for name in options:
+        if name not in allowed:
+            raise fail(name, f"an option of {owner} ({', '.join(allowed)})", "an unknown option", hint)
+
+
 def axis(value: Any, ndim: int) -> int:
     value = integer(value, "axis")
     if not -ndim <= value < ndim:

@@ -113,10 +113,7 @@ def build_loss(kind: Task, loss, options: dict) -> Loss:
             raise fail(name, f"no loss option beside a Loss object ({type(loss).__name__})", repr(given[name]),
                        "set it on the object instead")
         return loss
-    allowed = _parameters(cls)
-    for name in options:
-        if name not in allowed:
-            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})", "an unknown option")
+    _checks.known_options(options, _parameters(cls), cls.__name__)
     return cls(**options)
 
 
@@ -767,9 +764,7 @@ def _check_options(cls, options: dict, read_off: tuple[str, ...] = (), hint: str
             raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
                        f"{name}, which head_for reads off the target",
                        f"build the head with lk.head('{cls.task}', {name}=...) to set it")
-        if name not in allowed:
-            raise fail(name, f"an option of {cls.__name__} ({', '.join(allowed)})",
-                       "an unknown option", hint)
+    _checks.known_options(options, allowed, cls.__name__, hint)
 
 
 def head_for(target, *, task: Task | str | None = None, **options: Any) -> Head:

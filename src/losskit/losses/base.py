@@ -111,10 +111,8 @@ class Loss(ABC):
         try:
             self.options = self.Options(**options)
         except TypeError:  # an unknown keyword: name it, with the ones this loss takes
-            allowed = [f.name for f in dataclasses.fields(self.Options)]
-            unknown = next(k for k in options if k not in allowed)
-            raise _checks.fail(unknown, f"an option of {type(self).__name__} ({', '.join(allowed)})",
-                               "an unknown option") from None
+            _checks.known_options(options, [f.name for f in dataclasses.fields(self.Options)], type(self).__name__)
+            raise
         # the options read as attributes (loss.reduction), each an instance attribute: the
         # __getattr__ fallback below costs a microsecond a read, several reads a call
         for field in self.options.__dataclass_fields__:

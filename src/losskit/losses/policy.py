@@ -100,10 +100,7 @@ class GRPOOptions:
     def of(cls, options: dict) -> GRPOOptions:
         """The options of a call's keyword arguments: an unknown one is named (the torch and JAX forms
         take them as ``**options``; the dataclass's own TypeError named no argument)."""
-        known = [f.name for f in fields(cls)]
-        for name in options:
-            if name not in known:
-                raise _checks.fail(name, f"an option of linear_grpo_loss ({', '.join(known)})", "an unknown option")
+        _checks.known_options(options, [f.name for f in fields(cls)], "linear_grpo_loss")
         return cls(**options)
 
     def as_dict(self) -> dict:

@@ -291,12 +291,8 @@ def pair_loss(loss: Any, **options) -> PairLoss:
     cls = PAIR_LOSSES.get(loss) if isinstance(loss, str) else None
     if cls is None:
         raise _checks.fail("loss", "one of " + ", ".join(repr(name) for name in PAIR_LOSSES), repr(loss))
-    allowed = cls.option_names()
-    for key, value in options.items():
-        if key not in allowed:
-            hint = " (ORPO's weight is lambda_, TRL's ORPOConfig.beta)" if cls is ORPO and key == "beta" else ""
-            raise _checks.fail(key, f"no such option for loss={loss!r}{hint}; its options are "
-                               + ", ".join(allowed), repr(value))
+    hint = "ORPO's weight is lambda_, TRL's ORPOConfig.beta" if cls is ORPO and "beta" in options else ""
+    _checks.known_options(options, cls.option_names(), f"loss={loss!r}", hint)
     return cls(**options)
 
 
