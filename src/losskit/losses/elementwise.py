@@ -35,7 +35,7 @@ from ..plan import Target
 from . import _compiled
 from .base import Loss, Terms
 from .declaration import LOGIT, Task
-from .formula import ArrayMath, check_formula
+from .formula import ArrayMath, check_formulas
 
 __all__ = ["ElementwiseLoss", "TARGETS", "multilabel_form"]
 
@@ -73,9 +73,7 @@ class ElementwiseLoss(Loss):
                 cls.task = Task.MULTILABEL
         if cls.over_last_axis == "sum":
             cls.reduces_last_axis = True
-        for method in ("value", "derivative", "second_derivative"):
-            if method in cls.__dict__:
-                check_formula(cls.__dict__[method], f"{cls.__name__}.{method}")
+        check_formulas(cls)
         super().__init_subclass__(**kwargs)
 
     # -- the formula (a subclass writes these) ----------------------------------------------------
