@@ -76,6 +76,35 @@ def test_params_give_the_custom_objective_where_the_library_has_no_builtin(libra
         assert callable(params["objective"]) == (loss.gbdt_builtin(library) is None), type(loss).__name__
 
 
+#: docs/gbdt.md's table, written out: each loss class's built-ins at its default options
+DOCUMENTED_BUILTINS = {
+    "MeanSquaredError": ("reg:squarederror", "regression"),
+    "BinaryCrossEntropyWithLogits": ("binary:logistic", "binary"),
+    "SoftmaxCrossEntropy": ("multi:softprob", "multiclass"),
+    "AbsoluteError": ("reg:absoluteerror", "l1"),
+    "QuantileLoss": ("reg:quantileerror", "quantile"),
+    "PoissonDeviance": ("count:poisson", "poisson"),
+    "GammaDeviance": ("reg:gamma", "gamma"),
+    "TweedieDeviance": ("reg:tweedie", "tweedie"),
+    "PseudoHuberLoss": ("reg:pseudohubererror", None),
+    "HuberLoss": (None, "huber"),
+}
+
+
+def test_every_registered_loss_has_exactly_the_documented_builtins():
+    """Poly-1 and KL subclass softmax CE and inherited its built-in: params gave multi:softprob, which
+    trains plain CE (a silently different objective). A built-in is now the declaring class's alone."""
+    for name, (cls, *_) in lk.REGISTRY.items():
+        loss = cls()
+        expected = DOCUMENTED_BUILTINS.get(cls.__name__, (None, None))
+        for module, builtin in zip((lx, ll), expected, strict=True):
+            objective = module.params(loss, num_class=3)["objective"]
+            assert (objective if isinstance(objective, str) else None) == builtin, (name, module.__name__)
+    for module in (lx, ll):
+        head = lk.head("multiclass", n_classes=3, loss="poly")
+        assert callable(module.params(head, num_class=3)["objective"])
+
+
 def test_a_custom_objective_from_params_trains_through_xgb_train_obj_as_docs_gbdt_says():
     """docs/gbdt.md: xgb.train takes a custom params' objective as ``obj`` (in the parameters themselves
     it is XGBoost's "Unknown objective function"); 20 rounds lower the training loss."""

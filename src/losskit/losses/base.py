@@ -94,6 +94,10 @@ class Loss(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        # a GBDT library's built-in is this class's loss: a subclass (Poly-1 of softmax CE, KL of it)
+        # computes other math, and one that is the same loss declares it again
+        if "gbdt_builtin" not in vars(cls):
+            cls.gbdt_builtin = Loss.gbdt_builtin
         # a fact about a formula holds for that formula: a subclass that writes its own declares it anew
         if any(k in vars(cls) for k in ("value", "derivative", "_terms")):
             for fact in ("of_error", "arithmetic_value"):
@@ -224,7 +228,8 @@ class Loss(ABC):
 
     def gbdt_builtin(self, library: str):
         """``(objective, params)`` of ``library``'s ("xgboost" or "lightgbm") built-in objective that
-        is this loss with these options, or None where the library has none."""
+        is this loss with these options, or None where the library has none. Not inherited: a subclass
+        that is the same loss declares it again (``gbdt_builtin = Parent.gbdt_builtin``)."""
         return None
 
     @classmethod

@@ -292,6 +292,7 @@ class PoissonDeviance(TweedieDeviance):
     target = "count"
     Options = Options
     power = 1.0
+    gbdt_builtin = TweedieDeviance.gbdt_builtin  # Tweedie at this power: its built-in is this loss
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         ValueLoss.__init__(self, reduction=reduction, impl=impl)
@@ -323,6 +324,7 @@ class GammaDeviance(TweedieDeviance):
     target = "positive"
     Options = Options
     power = 2.0
+    gbdt_builtin = TweedieDeviance.gbdt_builtin  # Tweedie at this power: its built-in is this loss
 
     def __init__(self, *, reduction: str = "mean", impl: str = "auto"):
         ValueLoss.__init__(self, reduction=reduction, impl=impl)
