@@ -136,7 +136,8 @@ def test_a_bad_label_in_one_block_raises_from_the_worker(client):
                                                                       chunks=10))
 
 
-@pytest.mark.parametrize("name", ["class_axis_1", "multilabel", "binary_1d", "mse", "probabilities"])
+@pytest.mark.parametrize("name", ["class_axis_1", "multilabel", "multilabel_pos_weight_per_label", "binary_1d",
+                                  "mse", "probabilities"])
 def test_blockwise_sums_equal_the_whole_array_for_every_layout(name):
     rng = np.random.default_rng(2)
     loss, predictions, target, weight = {
@@ -145,6 +146,10 @@ def test_blockwise_sums_equal_the_whole_array_for_every_layout(name):
                          rng.uniform(size=(6, 5))),
         "multilabel": (lk.MultilabelCrossEntropy(pos_weight=2.0), rng.normal(size=(30, 3)),
                        (rng.uniform(size=(30, 3)) > 0.5).astype(float), rng.uniform(size=30)),
+        # a pos_weight per label: the label axis chunked too raised (each block checked against its slice)
+        "multilabel_pos_weight_per_label": (
+            lk.BinaryCrossEntropyWithLogits(pos_weight=[1.0, 2.0, 3.0, 4.0, 0.5, 1.5]), rng.normal(size=(30, 6)),
+            (rng.uniform(size=(30, 6)) > 0.5).astype(float), rng.uniform(size=(30, 6))),
         "binary_1d": (lk.BinaryCrossEntropyWithLogits(), rng.normal(size=40), (rng.uniform(size=40) > 0.5) * 1.0,
                       None),
         "mse": (lk.MeanSquaredError(), rng.normal(size=(40, 2)), rng.normal(size=(40, 2)), rng.uniform(size=40)),
@@ -157,6 +162,19 @@ def test_blockwise_sums_equal_the_whole_array_for_every_layout(name):
     total, weight_sum = parts.compute(scheduler="sync")
     expected_total, expected_weight = loss.sum_and_weight(predictions, target, weight=weight)  # NumPy, whole
     np.testing.assert_allclose([total, weight_sum], [expected_total, expected_weight], rtol=1e-12)
+
+
+def test_half_precision_totals_stay_in_float32():
+    """float16 logits: a block's total (97,374) and count (70,000) passed 65504 and came back inf, so
+    score gave NaN. The totals are float32 sums, as the core's mean of the same rows."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(70_000, 3)).astype(np.float16), rng.integers(0, 3, 70_000)
+    loss = lk.SoftmaxCrossEntropy()
+    total, count = loss.sum_and_weight(z, y)
+    assert total.dtype == count.dtype == np.float32 and float(count) == 70_000
+    mean, _, weight_sum = lkd.score(loss, da.from_array(z, chunks=(70_000, 3)), y)
+    assert weight_sum == 70_000
+    np.testing.assert_allclose(mean, loss(z.astype(np.float32), y), rtol=1e-6)
 
 
 def test_doctests():

@@ -20,6 +20,8 @@ check of the labels, would have duplicated every loss's value checks here.
 
 from __future__ import annotations
 
+import dataclasses
+
 import dask
 import dask.array as da
 import numpy as np
@@ -50,6 +52,8 @@ def partial_sums(loss, predictions, target, *, weight=None):
     axis = loss.example_axis(ndim)  # the axis one example spans, or None
     if axis is not None:
         predictions = predictions.rechunk({axis: -1})
+    elif ndim and _per_label_option(loss):  # a pos_weight [K] lines up with the whole last axis
+        predictions = predictions.rechunk({ndim - 1: -1})
     index = _LETTERS[:ndim]
     batch_index = index if axis is None else index.replace(index[axis], "")
     batch_chunks = tuple(c for i, c in enumerate(predictions.chunks) if i != axis)
@@ -63,6 +67,14 @@ def partial_sums(loss, predictions, target, *, weight=None):
                          dtype=np.float64, meta=np.empty((0,) * (len(batch_index) + 1)),
                          loss=loss, batch_ndim=len(batch_index), weighted=weight is not None)
     return parts.sum(axis=tuple(range(len(batch_index))))
+
+
+def _per_label_option(loss) -> bool:
+    """Whether one of ``loss``'s options holds one value per label or class (an array, a list)."""
+    options = getattr(loss, "options", None)
+    return dataclasses.is_dataclass(options) and any(
+        np.ndim(getattr(options, f.name)) > 0 for f in dataclasses.fields(options)
+        if not isinstance(getattr(options, f.name), str))
 
 
 def _block_parts(predictions, target, *rest, loss, batch_ndim: int, weighted: bool):

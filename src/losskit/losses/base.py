@@ -175,7 +175,8 @@ class Loss(ABC):
         Means of several batches (files, chunks, workers) combine exactly as
         ``sum(totals) / sum(weights)``, which a mean of means does not. ``w_i`` is the full
         example weight (``weight`` times ``class_weight[y_i]``, 0 for ignored labels). Both are
-        0-d arrays of the input's library and dtype; lazy for Dask input.
+        0-d arrays of the input's library, in the working dtype (the input's; float32 for half
+        precision, whose sums of a batch pass 65504); lazy for Dask input.
 
         >>> import numpy as np, losskit as lk
         >>> total, w = lk.SoftmaxCrossEntropy().sum_and_weight(np.zeros((2, 2)), np.array([0, 1]))
@@ -183,6 +184,7 @@ class Loss(ABC):
         0.693147
         """
         plan = self.plan(input, target, weight=weight, reduction="sum")
+        plan = dataclasses.replace(plan, dtype=plan.input.dtype)  # totals stay in the working dtype
         total = self.compute(plan, 0)[0]
         xp = plan.xp
         count = xp.sum(plan.weight) if plan.weight is not None else \
