@@ -111,6 +111,20 @@ def test_infinite_logits_give_the_exact_limits():
     assert value[0] == 0.0 and np.isfinite(value[1])
     np.testing.assert_array_equal(grad[0], [0.0, 0.0, 0.0])
     assert np.all(np.isfinite(grad))
+    # label smoothing puts a / K on classes of probability 0 beside the +inf: +inf, and the gradient
+    # p - y' = (1 - a + a/K, a/K, a/K) subtracted from (1, 0, 0); it was NaN (lse - mean z as inf - inf)
+    # for softmax CE, Poly-1 and KL where softmax focal at gamma 0 gave +inf
+    a = 0.3
+    for loss in (lk.SoftmaxCrossEntropy(label_smoothing=a, reduction="none"),
+                 lk.PolyCrossEntropy(epsilon=1.0, label_smoothing=a, reduction="none"),
+                 lk.SoftmaxFocalLoss(gamma=0.0, label_smoothing=a, reduction="none")):
+        for impl in ("auto", "xp"):
+            with np.errstate(invalid="ignore"):
+                value, grad = loss.replace(impl=impl).value_and_grad(rows, np.array([0, 0]))
+            assert value[0] == np.inf, (type(loss).__name__, impl)
+            if isinstance(loss, lk.SoftmaxCrossEntropy) and not isinstance(loss, lk.PolyCrossEntropy):
+                np.testing.assert_allclose(grad[0], [a - a / 3, -a / 3, -a / 3], rtol=1e-15)
+    assert float(lk.kl_divergence(rows[:1], np.array([[0.5, 0.5, 0.0]]))) == np.inf
 
 
 # -- the peers as references -----------------------------------------------------------------------

@@ -139,10 +139,10 @@ def softmax_ce(plan, maxima, epsilon=0.0):
     # lse - z_y = log1p(R - (1 - e_y)) - (z_y - max): R alone where the label is the max. Elsewhere R
     # holds the max's 1 and the loss is at least -d_y, so the subtraction's eps is an eps of the loss
     loss = jnp.log1p(rest - (1 - e_y)) - (1 - a) * d_y
-    if a:  # a (lse - mean z), with mean z - max from whichever sum is finite (a +inf row's second is
-        # +inf - +inf, NaN, as the reference's lse - mean z there): XLA's own loop, no exp in it
+    if a:  # a (lse - mean z), with mean z - max from whichever sum is finite; a +inf row's first is
+        # -inf (its other classes have probability 0), the loss +inf as the reference's: XLA's own loop
         sums = _row_sums(d, z / k)
-        shifted_mean = jnp.where(jnp.isfinite(sums[0]), sums[0] / k, sums[1] - row_max)
+        shifted_mean = jnp.where(jnp.isfinite(sums[0]) | (row_max == jnp.inf), sums[0] / k, sums[1] - row_max)
         loss = loss - a * shifted_mean
     total = rest + e_y
     missing = rest / total  # 1 - p_y from the other terms: exact when p_y rounds to 1

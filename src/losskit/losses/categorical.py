@@ -150,11 +150,13 @@ def _weighted_sum(xp, coef, log_p):
 def mean_surprisal(xp, z, log_p):
     """``-mean_k log_p_k``, finite whenever it is: a row whose logits span more than the dtype's
     range makes ``z - max`` overflow to -inf, so such rows are taken as ``lse - mean_k z_k``
-    with the mean summed from ``z_k / K`` (no intermediate overflows)."""
+    with the mean summed from ``z_k / K`` (no intermediate overflows). A row with a +inf logit has
+    probability 0 elsewhere: +inf, its limit (``lse - mean`` would be inf - inf)."""
     plain = -xp.mean(log_p, axis=-1)
-    lse = xp.max(z, axis=-1) - xp.max(log_p, axis=-1)  # the max entry's log_p is -log_normalizer
+    row_max = xp.max(z, axis=-1)
+    lse = row_max - xp.max(log_p, axis=-1)  # the max entry's log_p is -log_normalizer
     safe = lse - xp.sum(z / z.shape[-1], axis=-1)
-    return xp.where(xp.isfinite(plain), plain, safe)
+    return xp.where(xp.isfinite(plain) | (row_max == xp.inf), plain, safe)
 
 
 class SoftmaxCrossEntropy(_CategoricalBase):
