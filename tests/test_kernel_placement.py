@@ -92,3 +92,21 @@ def test_the_same_bits_wherever_the_gradient_buffer_sits(cls, options, kind, sha
                 assert placed_grad is out
                 np.testing.assert_array_equal(placed_grad, grad)
                 np.testing.assert_array_equal(placed_value, value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quantile_value_alone_and_with_its_gradient_are_the_same_bits(dtype):
+    """The quantile kernel summed and wrote in one loop: with weights, the value alone and
+    ``value_and_grad``'s differed in the last bit for 54 of 300 float32 seeds (1.5174608 against
+    1.5174606 at seed 11). Its sum now runs in a loop that writes nothing."""
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 40))
+        quantiles = np.sort(rng.uniform(0.05, 0.95, size=3 if seed % 4 else 1))  # a kernel per count: two
+        x = rng.normal(size=(n, len(quantiles))).astype(dtype)
+        y, w = rng.normal(size=n).astype(dtype), rng.uniform(0.2, 2.0, size=n)
+        for reduction in ("mean", "sum", "none"):
+            loss = lk.QuantileLoss(quantiles=list(quantiles), reduction=reduction, impl="fused")
+            value, grad = loss.value_and_grad(x, y, weight=w)
+            np.testing.assert_array_equal(loss(x, y, weight=w), value, err_msg=f"seed {seed}")
+            np.testing.assert_array_equal(loss.grad(x, y, weight=w), grad)

@@ -130,6 +130,19 @@ def gaussian_nll_blocks(pred, target, scale, block, scaled_loss, elements, grad,
         scaled_loss[b] = block_total
 
 
+@numba.njit(**INLINE)
+def _pinball(flat, y, quantiles, k, width):
+    """``sum_j max(q_j e_j, (q_j - 1) e_j)``, ``e_j = y - pred[k, j]``, in j's order."""
+    real = flat.dtype.type
+    one = real(1)
+    loss = real(0)
+    for j in range(width):
+        q = quantiles[j]
+        e = y - flat[k * width + j]
+        loss += max(q * e, (q - one) * e)  # q - 1 and 1 - q in the dtype, as the reference's
+    return loss
+
+
 @functools.cache
 def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool):
     r"""The quantile kernel for ``units`` quantiles, a scale per example or one for all, with or without
@@ -141,7 +154,10 @@ def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool)
     Pinball loss of ``pred [N, Q]`` against one target per example, summed over the quantiles
     ``quantiles [Q]`` (in ``pred``'s dtype): :math:`l = \sum_j \max(q_j e_j, (q_j - 1) e_j)`,
     :math:`e_j = y - \hat y_j`; gradient :math:`-q_j` where :math:`e_j > 0`, else :math:`1 - q_j`.
-    The sum over j runs in j's order, as the reference's."""
+    The sum over j runs in j's order, as the reference's. The block's sum runs in a loop that writes
+    nothing, the gradient and the per-example values in one that sums nothing (docs/fused.md: a loop
+    that does both sums in another order behind LLVM's overlap check, so the value alone and
+    ``value_and_grad`` differed in the last bit)."""
     width = uint64(units)
 
     def kernel(pred, target, quantiles, scale, block, scaled_loss, elements, grad, flags):
@@ -153,23 +169,24 @@ def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool)
         for b in prange(scaled_loss.shape[0]):
             start = b * block
             stop = min(start + block, n)
+            if with_grad or store:
+                for k in range(uint64(start), uint64(stop)):  # unsigned: no wrap-around of a negative index
+                    s = scale[k] if per_example else every
+                    if store:
+                        elements[k] = zero if s == zero else s * _pinball(flat, target[k], quantiles, k, width)
+                    if with_grad:
+                        y = target[k]
+                        for j in range(width):
+                            q = quantiles[j]
+                            e = y - flat[k * width + j]
+                            grad_flat[k * width + j] = zero if s == zero else s * (-q if e > zero else one - q)
             total = zero
             poison = zero
-            for k in range(uint64(start), uint64(stop)):  # unsigned: no wrap-around of a negative index
+            for k in range(uint64(start), uint64(stop)):
                 s = scale[k] if per_example else every
-                y = target[k]
-                loss = zero
-                for j in range(width):
-                    q = quantiles[j]
-                    e = y - flat[k * width + j]
-                    loss += max(q * e, (q - one) * e)  # q - 1 and 1 - q in the dtype, as the reference's
-                    if with_grad:
-                        grad_flat[k * width + j] = zero if s == zero else s * (-q if e > zero else one - q)
-                weighted = zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+                loss = _pinball(flat, target[k], quantiles, k, width)
+                total += zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
                 poison += loss * zero  # NaN for a non-finite input or target
-                total += weighted
-                if store:
-                    elements[k] = weighted
             block_total = float(total + poison)
             if not math.isfinite(block_total):
                 flags[b] = 1
