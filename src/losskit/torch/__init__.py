@@ -86,6 +86,8 @@ def _value_and_grad(loss, input, target, weight, normalizer, with_grad: bool):
 #: the input dtypes whose CPU calls the core runs on NumPy views (half precision stays on torch: NumPy has
 #: no bfloat16)
 _NUMPY_DTYPES = (torch.float32, torch.float64)
+#: the tensor types whose memory NumPy views
+_PLAIN = (Tensor, nn.Parameter)
 
 
 def _numpy_views(input, target, weight):
@@ -97,7 +99,8 @@ def _numpy_views(input, target, weight):
     time there; the kernels read NumPy views of the memory either way. The values, the checks and
     their messages are the same on both."""
     tensors = (input, target) if weight is None else (input, target, weight)
-    if input.dtype not in _NUMPY_DTYPES or any(type(t) is not Tensor or t.device.type != "cpu" for t in tensors):
+    # a Parameter is a plain tensor's memory too; other subclasses (fake, functorch-wrapped) have none
+    if input.dtype not in _NUMPY_DTYPES or any(type(t) not in _PLAIN or t.device.type != "cpu" for t in tensors):
         return None
     try:
         return tuple(None if t is None else t.detach().numpy() for t in (input, target, weight))
