@@ -164,6 +164,36 @@ def test_blockwise_sums_equal_the_whole_array_for_every_layout(name):
     np.testing.assert_allclose([total, weight_sum], [expected_total, expected_weight], rtol=1e-12)
 
 
+@pytest.mark.parametrize(("name", "target"), [
+    ("softmax_cross_entropy", "labels"), ("poly_cross_entropy", "labels"), ("softmax_focal_loss", "labels"),
+    ("multiclass_hinge_loss", "labels"), ("kl_divergence", "probs"), ("categorical_cross_entropy", "probs"),
+    ("distillation_loss", "logits"), ("js_divergence", "logits")])
+def test_an_empty_batch_of_a_class_axis_loss_gives_zero_on_dask(name, target):
+    """Dask's row max over an empty batch raised "zero-size array to reduction operation maximum" when
+    computed; an empty batch is 0 (an empty array for "none"), its gradient empty, as on NumPy."""
+    z = np.zeros((0, 3))
+    t = {"labels": np.zeros(0, dtype=np.int64), "probs": np.zeros((0, 3)), "logits": np.zeros((0, 3))}[target]
+    for reduction in ("mean", "sum", "none"):
+        loss = lk.REGISTRY[name][0](reduction=reduction)
+        value, grad = loss.value_and_grad(da.from_array(z), da.from_array(t))
+        value, grad = value.compute(), grad.compute()
+        assert value.shape == ((0,) if reduction == "none" else ()) and np.sum(value) == 0.0
+        assert grad.shape == (0, 3)
+
+
+def test_one_example_of_label_0_with_class_weights_on_dask():
+    """Dask's take of the one index 0 reports the table's shape (3,), so the class weights' reshape
+    raised "total size of new array must be unchanged"."""
+    x, t, cw = np.array([[1.0, 2.0, 0.5]]), np.array([0]), [1.0, 2.0, 3.0]
+    expected = 1.0 * (np.log(np.exp(x).sum()) - x[0, 0]) / 1.0  # weighted mean of one example
+    got = lk.softmax_cross_entropy(da.from_array(x), da.from_array(t), class_weight=cw).compute()
+    np.testing.assert_allclose(got, expected, rtol=1e-15)
+    x2, t2 = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]), np.array([0, 2])
+    np.testing.assert_allclose(lk.softmax_cross_entropy(da.from_array(x2), da.from_array(t2), class_weight=cw,
+                                                        reduction="none").compute(),
+                               [1.0, 3.0] * (np.log(np.exp(x2).sum(1)) - x2[[0, 1], t2]), rtol=1e-14)
+
+
 def test_half_precision_totals_stay_in_float32():
     """float16 logits: a block's total (97,374) and count (70,000) passed 65504 and came back inf, so
     score gave NaN. The totals are float32 sums, as the core's mean of the same rows."""

@@ -129,6 +129,16 @@ def take_class(xp, values, labels):
     return xp.sum(xp.where(mask, values, xp.zeros_like(values)), axis=-1)
 
 
+def take_per_label(xp, table, labels):
+    """``table[labels]`` for a 1-d ``table`` (one value per class), in ``labels``' shape: the gather, or
+    a one-hot sum on Dask, whose ``take`` of one index 0 reports the table's shape (and a reshape of
+    it then raises)."""
+    if is_dask_namespace(xp):
+        return take_class(xp, xp.broadcast_to(table, (*labels.shape, table.shape[0])), labels)
+    flat = xp.take(table, xp.reshape(as_index(xp, labels), (-1,)), axis=0)
+    return xp.reshape(flat, tuple(labels.shape))
+
+
 def one_hot(xp, labels, n_classes: int, dtype):
     classes = xp.arange(n_classes, dtype=labels.dtype, device=array_api_compat.device(labels))
     mask = labels[..., None] == classes

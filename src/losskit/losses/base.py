@@ -304,7 +304,12 @@ class Loss(ABC):
     def reference(self, plan: Plan, order: int):
         """The array-API path, on any backend: the reference every other path equals."""
         xp = plan.xp
-        terms = self._terms(plan, order)
+        if plan.n_examples == 0:  # nothing to compute (and Dask's max over an empty batch raises)
+            zeros = xp.zeros_like(plan.input)
+            empty = xp.zeros(plan.batch_shape, dtype=plan.input.dtype, device=_array.device(plan.input))
+            terms = Terms(empty, zeros, zeros)
+        else:
+            terms = self._terms(plan, order)
         value = xp.astype(_reduction.combine(xp, terms.loss, plan.weight, plan.scale, plan.reduction),
                           plan.dtype)
         if order == 0:

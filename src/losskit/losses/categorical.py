@@ -132,8 +132,7 @@ def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
         labels = xp.where(keep, target, xp.zeros_like(target))
     weight = None
     if class_weight is not None:
-        weight = xp.take(class_weight, xp.reshape(_array.as_index(xp, labels), (-1,)), axis=0)
-        weight = xp.reshape(weight, tuple(labels.shape))
+        weight = _array.take_per_label(xp, class_weight, labels)
     if keep is not None:
         keep_w = xp.astype(keep, dtype)
         weight = keep_w if weight is None else weight * keep_w
