@@ -184,14 +184,14 @@ def test_an_empty_batch_of_a_class_axis_loss_gives_zero_on_dask(name, target):
 def test_one_example_of_label_0_with_class_weights_on_dask():
     """Dask's take of the one index 0 reports the table's shape (3,), so the class weights' reshape
     raised "total size of new array must be unchanged"."""
-    x, t, cw = np.array([[1.0, 2.0, 0.5]]), np.array([0]), [1.0, 2.0, 3.0]
-    expected = 1.0 * (np.log(np.exp(x).sum()) - x[0, 0]) / 1.0  # weighted mean of one example
-    got = lk.softmax_cross_entropy(da.from_array(x), da.from_array(t), class_weight=cw).compute()
+    x, t, cw = np.array([[1.0, 2.0, 0.5]]), np.array([0]), [5.0, 2.0, 3.0]
+    expected = 5.0 * (np.log(np.exp(x).sum()) - x[0, 0])  # "sum": the gathered weight shows
+    got = lk.softmax_cross_entropy(da.from_array(x), da.from_array(t), class_weight=cw, reduction="sum").compute()
     np.testing.assert_allclose(got, expected, rtol=1e-15)
     x2, t2 = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]), np.array([0, 2])
     np.testing.assert_allclose(lk.softmax_cross_entropy(da.from_array(x2), da.from_array(t2), class_weight=cw,
                                                         reduction="none").compute(),
-                               [1.0, 3.0] * (np.log(np.exp(x2).sum(1)) - x2[[0, 1], t2]), rtol=1e-14)
+                               [5.0, 3.0] * (np.log(np.exp(x2).sum(1)) - x2[[0, 1], t2]), rtol=1e-14)
 
 
 def test_half_precision_totals_stay_in_float32():

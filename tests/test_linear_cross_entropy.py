@@ -296,11 +296,22 @@ def test_numpy_float16_is_computed_in_float32_by_every_fused_linear_form():
         "cross entropy vg": lambda h, c: linear_cross_entropy_value_and_grad(h.reshape(-1, 8), c, flat_t),
         "binary cross entropy": lambda h, c: lk.linear_binary_cross_entropy(
             h.reshape(-1, 8), c[:5], (flat_t[:, None] % (np.arange(5) + 2) == 0).astype(h.dtype)),
+        "binary cross entropy vg": lambda h, c: linear_binary_cross_entropy_value_and_grad(
+            h.reshape(-1, 8), c[:5], (flat_t[:, None] % (np.arange(5) + 2) == 0).astype(h.dtype)),
+        # by keyword: the widening read only a positional hidden
+        "logprobs by keyword": lambda h, c: lk.linear_logprobs(hidden=h, classifier=c, target=target),
+        "cross entropy vg by keyword": lambda h, c: linear_cross_entropy_value_and_grad(
+            hidden=h.reshape(-1, 8), classifier=c, target=flat_t),
+        "jsd vg by keyword": lambda h, c: lk.linear_jsd_loss_value_and_grad(
+            student_hidden=h, student_classifier=c, teacher_hidden=h * 0.5, teacher_classifier=c * 2, target=target),
         "grpo vg": lambda h, c: lk.linear_grpo_loss_value_and_grad(
             h, c, target, old_logps=old, advantages=np.array([1.0, -0.5], h.dtype), aux=True),
         "simpo vg": lambda h, c: lk.linear_preference_loss_value_and_grad(h, c, target, loss="simpo", aux=True),
         "jsd vg": lambda h, c: lk.linear_jsd_loss_value_and_grad(h, c, h * 0.5, c * 2, target),
     }
+    # a classifier of another dtype is refused as without the widening, not taken in float32
+    with pytest.raises(lk.LossInputError, match="^classifier: expected dtype float16"):
+        linear_cross_entropy_value_and_grad(hidden.reshape(-1, 8), classifier.astype(np.float32), flat_t)
     for name, call in calls.items():
         mine = _leaves(call(hidden, classifier))
         wide = _leaves(call(hidden.astype(np.float32), classifier.astype(np.float32)))

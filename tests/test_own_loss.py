@@ -144,6 +144,12 @@ def test_a_function_outside_the_formula_namespace_is_refused_where_the_class_is_
                 return 2 * xp.erf(z - y)
     assert all(name in str(caught.value) for name in FUNCTIONS)
     assert "losskit.losses.formula.FUNCTIONS" in str(caught.value)
+    with pytest.raises(TypeError, match=r"Product\.value uses xp\.erf"):
+        class Product(lk.ElementwiseLoss):  # two locals in a row: one instruction on Python 3.13
+            target = "value"
+
+            def value(self, xp, z, y):
+                return z * xp.erf(y)
     with pytest.raises(TypeError, match=r"Squares\.value uses xp\.square"):
         class Squares(lk.ElementwiseLoss):
             target = "value"

@@ -56,14 +56,34 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
         return one / denominator, denominator
     else:
         denominator = xp.sum(weight)
-        if _array.concrete_bool(xp.isinf(denominator)):
+        overflow = _array.concrete_bool(xp.isinf(denominator))  # None under a trace or lazily (Dask)
+        if overflow is not False:
             # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38):
-            # the same quotients from the weights scaled by their largest, not w / inf = 0 everywhere
-            top = xp.max(weight)
-            return (weight / top) / xp.sum(weight / top), denominator
+            rescued = _overflow_scale(xp, weight, one)
+            if overflow:
+                return rescued, denominator
+            plain = base / xp.where(denominator == 0, one, denominator)
+            return xp.where(xp.isinf(denominator), rescued, plain), denominator
     # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN
     denominator = xp.where(denominator == 0, one, denominator)
     return base / denominator, denominator
+
+
+def _overflow_scale(xp, weight, one):
+    """``w / sum(w)`` for finite weights whose sum overflows: the weights times ``f * f``, ``f`` a
+    power of two near ``1 / sqrt(max w)``, one exact product at a time, then divided by their sum.
+    Not ``w / max(w)``: XLA's CPU code divides by multiplying with the reciprocal, and ``1 / 3e38`` is
+    subnormal, flushed to 0; nor a constant factor, which XLA's simplifier moves out of the sum (to
+    ``inf * c``). Finite for any weights (under a trace the branch runs whatever is selected, and a
+    NaN there would reach the weights' cotangent)."""
+    if _size(weight) == 0:
+        return weight
+    top = xp.max(weight)
+    half_exponent = xp.ceil(xp.log2(xp.where(top > one, top, one))) / 2
+    factor = xp.pow(one + one, -half_exponent)
+    unit = (weight * factor) * factor
+    total = xp.sum(unit)
+    return unit / xp.where(total > 0, total, one)
 
 
 @functools.lru_cache(maxsize=256)

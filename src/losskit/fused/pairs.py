@@ -132,7 +132,8 @@ def gaussian_nll_blocks(pred, target, scale, block, scaled_loss, elements, grad,
 
 @numba.njit(**INLINE)
 def _pinball(flat, y, quantiles, k, width):
-    """``sum_j max(q_j e_j, (q_j - 1) e_j)``, ``e_j = y - pred[k, j]``, in j's order."""
+    """``sum_j max(q_j e_j, (q_j - 1) e_j)``, ``e_j = y - pred[k, j]``: in j's order for a few
+    quantiles; for 8 or more LLVM may reassociate it (fastmath), within an ulp of the reference's."""
     real = flat.dtype.type
     one = real(1)
     loss = real(0)
@@ -154,7 +155,8 @@ def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool)
     Pinball loss of ``pred [N, Q]`` against one target per example, summed over the quantiles
     ``quantiles [Q]`` (in ``pred``'s dtype): :math:`l = \sum_j \max(q_j e_j, (q_j - 1) e_j)`,
     :math:`e_j = y - \hat y_j`; gradient :math:`-q_j` where :math:`e_j > 0`, else :math:`1 - q_j`.
-    The sum over j runs in j's order, as the reference's. The block's sum runs in a loop that writes
+    The sum over j runs in j's order (for 8 or more quantiles as LLVM reassociates it, within an ulp
+    of the reference's). The block's sum runs in a loop that writes
     nothing, the gradient and the per-example values in one that sums nothing (docs/fused.md: a loop
     that does both sums in another order behind LLVM's overlap check, so the value alone and
     ``value_and_grad`` differed in the last bit)."""

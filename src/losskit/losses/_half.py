@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 
 from .. import _array
 
@@ -19,15 +20,19 @@ __all__ = ["computes_half_in_float32"]
 
 
 def computes_half_in_float32(fn):
-    """Wrap a linear loss whose first argument is the hidden states: when those are float16 (or any
-    float narrower than 32 bits), every floating array argument of that dtype is passed as float32
-    and every floating array of the result is cast back to it. Other calls pass through untouched."""
+    """Wrap a linear loss whose first two parameters are the hidden states and the classifier: when
+    those are float16 (or any float narrower than 32 bits), by position or by keyword, every floating
+    array argument of that dtype is passed as float32 and every floating array of the result is cast
+    back to it. Other calls pass through untouched (a classifier of another dtype than the hidden
+    states' is then refused by the loss's own check)."""
+    hidden_name, classifier_name = list(inspect.signature(fn).parameters)[:2]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        hidden = args[0] if args else None
+        hidden = args[0] if args else kwargs.get(hidden_name)
+        classifier = args[1] if len(args) > 1 else kwargs.get(classifier_name)
         dtype = getattr(hidden, "dtype", None)
-        if dtype is None or not _array.is_array(hidden):
+        if dtype is None or not _array.is_array(hidden) or getattr(classifier, "dtype", None) != dtype:
             return fn(*args, **kwargs)
         xp = _array.namespace(hidden=hidden)[0]
         if not _array.isdtype(xp, dtype, "real floating") or _array.compute_dtype(xp, dtype) == dtype:

@@ -112,11 +112,9 @@ class Loss(ABC):
             registry.register(cls)
 
     def __init__(self, **options: Any):
-        try:
-            self.options = self.Options(**options)
-        except TypeError:  # an unknown keyword: name it, with the ones this loss takes
-            _checks.known_options(options, [f.name for f in dataclasses.fields(self.Options)], type(self).__name__)
-            raise
+        if options:  # an unknown keyword: named, with the ones this loss takes
+            _checks.known_options(options, _option_names(self.Options), type(self).__name__)
+        self.options = self.Options(**options)
         # the options read as attributes (loss.reduction), each an instance attribute: the
         # __getattr__ fallback below costs a microsecond a read, several reads a call
         for field in self.options.__dataclass_fields__:
@@ -322,6 +320,12 @@ class Loss(ABC):
         if plan.restore is not None:
             scaled = plan.restore(scaled)
         return value, xp.astype(scaled, plan.dtype)
+
+
+@functools.cache
+def _option_names(record: type) -> tuple:
+    """The fields of an options record (asked at every construction)."""
+    return tuple(f.name for f in dataclasses.fields(record))
 
 
 def require_loss_object(value, name: str = "loss") -> None:

@@ -88,7 +88,9 @@ def _attributes_read(code: types.CodeType, xp: str) -> Iterator[str]:
     and the functions nested in it (comprehensions, lambdas)."""
     instructions = list(dis.get_instructions(code))
     for load, attribute in zip(instructions, instructions[1:], strict=False):
-        if (load.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) and load.argval == xp
+        # Python 3.13 loads two locals in one LOAD_FAST_LOAD_FAST (argval a pair): the later is on top
+        loaded = load.argval[-1] if isinstance(load.argval, tuple) else load.argval
+        if (load.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) and loaded == xp
                 and attribute.opname in ("LOAD_ATTR", "LOAD_METHOD")):
             yield attribute.argval
     for const in code.co_consts:

@@ -365,6 +365,7 @@ def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, 
                                                normalizer=normalizer, **options)[0]
 
 
+@computes_half_in_float32
 def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None, weight=None,
                                                pos_weight=None, label_smoothing=0.0, reduction="mean",
                                                normalizer=None, chunk_size=None):
