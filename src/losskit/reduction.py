@@ -35,7 +35,7 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
 
     ``weight`` is ``None`` (all ones) or batch-shaped; ``scale`` is then batch-shaped, or a 0-d
     array when every example scales alike. ``denominator`` is 0-d (1 for "none" and "sum"; inf when
-    the weights' sum overflows the dtype, the scale then made from the weights over their largest).
+    the weights' sum overflows the dtype, the scale then made from the weights scaled down first).
     ``normalizer`` is a Python number (taken in ``like``'s dtype, never a narrower default) or
     a 0-d array.
     """
@@ -58,7 +58,8 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
         denominator = xp.sum(weight)
         overflow = _array.concrete_bool(xp.isinf(denominator))  # None under a trace or lazily (Dask)
         if overflow is not False:
-            # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38):
+            # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38)
+            # would give w / inf = 0 everywhere; under a trace or on Dask both forms are built
             rescued = _overflow_scale(xp, weight, one)
             if overflow:
                 return rescued, denominator
