@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -81,6 +82,28 @@ def _check_linear(rank, y, cw, w):
     return h, shard
 
 
+def _check_linear_half(rank):
+    """float16 over 100,000 classes (50,000 a rank): it was NaN (the sweep summed the exps in float16).
+    Against the core's fused linear CE of the same float16 layer (computed in float32, rounded once)."""
+    gen = torch.Generator().manual_seed(2)
+    vocab, bounds = 100_000, (0, 50_000, 100_000)
+    hidden = torch.randn(N, 8, generator=gen).half()
+    layer = (torch.randn(vocab, 8, generator=gen) * 0.01).half()
+    target = torch.randint(0, vocab, (N,), generator=gen)
+    value_ref, (gh_ref, gw_ref, _) = lk.losses.linear.linear_cross_entropy_value_and_grad(
+        hidden.numpy(), layer.numpy(), target.numpy())
+    lo, hi = bounds[rank], bounds[rank + 1]
+    h = hidden.clone().requires_grad_(True)
+    shard = layer[lo:hi].clone().requires_grad_(True)
+    value = vocab_parallel_linear_cross_entropy(h, shard, target, vocab_start=lo, n_vocab=vocab)
+    value.backward()
+    assert value.dtype == h.grad.dtype == shard.grad.dtype == torch.float16
+    tol = {"rtol": 2e-3, "atol": 1e-7}
+    torch.testing.assert_close(value.detach(), torch.from_numpy(np.asarray(value_ref)), **tol, msg="half: value")
+    torch.testing.assert_close(h.grad, torch.from_numpy(gh_ref), **tol, msg="half: grad hidden")
+    torch.testing.assert_close(shard.grad, torch.from_numpy(gw_ref[lo:hi]), **tol, msg="half: grad weight")
+
+
 def _check_second_order_refused(rank, z, y, h, shard_layer):
     lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
     shard = z[:, lo:hi].clone().requires_grad_(True)
@@ -135,6 +158,7 @@ def run(rank, port):
         _check(rank, "normalizer", z, y_plain, {"normalizer": 4.0, "reduction": "mean"},
                lambda f: F.cross_entropy(f, y_plain, reduction="sum") / 4.0)
         h, shard_layer = _check_linear(rank, y, cw, w)
+        _check_linear_half(rank)
         _check_second_order_refused(rank, z, y, h, shard_layer)
         everything = torch.full((N,), -100)
         shard = z[:, BOUNDS[rank]:BOUNDS[rank + 1]]

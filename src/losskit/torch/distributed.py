@@ -160,11 +160,14 @@ class _VocabParallelLinearCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, classifier_shard, bias_shard, target, options):
-        value, grads = _vocab_parallel_linear_sweep(hidden.detach(), classifier_shard.detach(),
-                                                    None if bias_shard is None else bias_shard.detach(),
+        # half precision in float32: a vocabulary's sum of exps passes float16's 65504 once V does
+        layer = (hidden, classifier_shard, bias_shard)
+        work = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+        value, grads = _vocab_parallel_linear_sweep(*(None if t is None else t.detach().to(work) for t in layer),
                                                     target, **options)
+        grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, layer, strict=True)]
         ctx.save_for_backward(hidden, classifier_shard, bias_shard, *grads)
-        return value
+        return value.to(hidden.dtype)
 
     @staticmethod
     def backward(ctx, upstream):
