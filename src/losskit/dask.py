@@ -72,9 +72,8 @@ def partial_sums(loss, predictions, target, *, weight=None):
 def _per_label_option(loss) -> bool:
     """Whether one of ``loss``'s options holds one value per label or class (an array, a list)."""
     options = getattr(loss, "options", None)
-    return dataclasses.is_dataclass(options) and any(
-        np.ndim(getattr(options, f.name)) > 0 for f in dataclasses.fields(options)
-        if not isinstance(getattr(options, f.name), str))
+    return dataclasses.is_dataclass(options) and any(np.ndim(getattr(options, f.name)) > 0
+                                                     for f in dataclasses.fields(options))
 
 
 def _block_parts(predictions, target, *rest, loss, batch_ndim: int, weighted: bool):

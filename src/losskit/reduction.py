@@ -46,6 +46,7 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
     base = one if weight is None else weight
     if reduction != "mean":
         return base, one
+    overflow = False  # whether the weights' sum overflows; None where it is not known before the run
     if normalizer is not None:
         if isinstance(normalizer, (int, float)):
             denominator = xp.asarray(normalizer, dtype=like.dtype, device=_device(like))
@@ -56,18 +57,17 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
         return one / denominator, denominator
     else:
         denominator = xp.sum(weight)
+        # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38) would
+        # give w / inf = 0 everywhere
         overflow = _array.concrete_bool(xp.isinf(denominator))  # None under a trace or lazily (Dask)
-        if overflow is not False:
-            # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38)
-            # would give w / inf = 0 everywhere; under a trace or on Dask both forms are built
-            rescued = _overflow_scale(xp, weight, one)
-            if overflow:
-                return rescued, denominator
-            plain = base / xp.where(denominator == 0, one, denominator)
-            return xp.where(xp.isinf(denominator), rescued, plain), denominator
+        if overflow:
+            return _overflow_scale(xp, weight, one), denominator
     # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN
     denominator = xp.where(denominator == 0, one, denominator)
-    return base / denominator, denominator
+    scale_ = base / denominator
+    if overflow is None:  # not known before the run: both forms are built
+        scale_ = xp.where(xp.isinf(denominator), _overflow_scale(xp, weight, one), scale_)
+    return scale_, denominator
 
 
 def _overflow_scale(xp, weight, one):

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from array_api_compat import array_namespace
 
-from .. import _checks
+from .. import _array, _checks
 from .. import reduction as _reduction
 from ..losses.linear import LinearCEOptions
 from ._first_order import first_order_only
@@ -162,7 +162,7 @@ class _VocabParallelLinearCE(torch.autograd.Function):
     def forward(ctx, hidden, classifier_shard, bias_shard, target, options):
         # half precision in float32: a vocabulary's sum of exps passes float16's 65504 once V does
         layer = (hidden, classifier_shard, bias_shard)
-        work = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+        work = _array.compute_dtype(array_namespace(hidden), hidden.dtype)
         value, grads = _vocab_parallel_linear_sweep(*(None if t is None else t.detach().to(work) for t in layer),
                                                     target, **options)
         grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, layer, strict=True)]
@@ -193,8 +193,7 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         w = w * target_cw
     if example_weight is not None:
         w = w * example_weight.to(hidden.dtype)
-    scale, _ = _reduction.scale(array_namespace(hidden), w, w.shape[0], reduction, normalizer, hidden)
-    scale = torch.broadcast_to(scale, w.shape)
+    scale, _ = _reduction.scale(array_namespace(hidden), w, w.shape[0], reduction, normalizer, hidden)  # w's shape
     grad_hidden = torch.empty_like(hidden)
     grad_weight = torch.zeros_like(weight_shard)
     grad_bias = None if bias_shard is None else torch.zeros_like(bias_shard)
