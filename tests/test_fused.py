@@ -89,6 +89,48 @@ def test_kernels_match_torch():
     np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [{}, {"ignore_index": -100, "class_weight": "per class"},
+                                     {"ignore_index": -100, "label_smoothing": 0.1}])
+def test_the_class_axis_of_pytorchs_layout_takes_the_columns_kernel_and_matches_torch(dtype, options, monkeypatch):
+    """``axis=1`` of ``(N, C, H, W)`` logits (segmentation's layout) with H x W >= COLUMNS_FROM: the
+    columns kernel reads the logits where they lie (it took the reference path before, 5-15x slower
+    than the last axis) and equals torch's ``F.cross_entropy`` of the same layout (whose
+    ``ignore_index`` is -100 by default), on NumPy arrays and torch tensors, ``mean`` and ``none``;
+    the gradient comes back in the caller's layout."""
+    torch = pytest.importorskip("torch")
+    from losskit.losses import _compiled
+
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(3, 7, 9, 10)) * 3).astype(dtype)
+    y = rng.integers(0, 7, size=(3, 9, 10))
+    options = dict(options)
+    if "ignore_index" in options:
+        y[0, 0, :4] = -100
+    if options.get("class_weight") == "per class":
+        options["class_weight"] = list(np.linspace(0.5, 2.0, 7))
+    weight = options.get("class_weight")
+    peer = {k: v for k, v in options.items() if k != "class_weight"}
+    taken = []
+    columns = _compiled._softmax_ce_columns
+    monkeypatch.setattr(_compiled, "_softmax_ce_columns", lambda *a: taken.append(1) or columns(*a))
+    tz = torch.tensor(z, requires_grad=True)
+    tol = {np.float64: (1e-12, 1e-15), np.float32: (3e-6, 3e-7)}[dtype]  # torch: float32 log_softmax, z - lse
+    for reduction in ("mean", "none"):
+        tz.grad = None
+        ref = torch.nn.functional.cross_entropy(tz, torch.from_numpy(y), reduction=reduction,
+                                                weight=None if weight is None else torch.tensor(weight, dtype=tz.dtype),
+                                                **peer)
+        ref.backward(torch.ones_like(ref))
+        loss = lk.SoftmaxCrossEntropy(axis=1, impl="fused", reduction=reduction, **options)
+        for given in (z, torch.from_numpy(z)):
+            value, grad = loss.value_and_grad(given, y if isinstance(given, np.ndarray) else torch.from_numpy(y))
+            assert tuple(grad.shape) == z.shape
+            np.testing.assert_allclose(np.asarray(value), ref.detach().numpy(), rtol=tol[0], atol=tol[1])
+            np.testing.assert_allclose(np.asarray(grad), tz.grad.numpy(), rtol=tol[0] * 10, atol=tol[1])
+    assert len(taken) == 4
+
+
 def test_flagged_rows_fall_back_to_exact_limits_and_precise_errors():
     z = np.array([[np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]])
     y = np.array([0, 2])
@@ -512,19 +554,9 @@ def test_torch_cpu_tensors_take_the_unit_kernels():
         np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=2e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("classes", [1, 2, 10, 31, 256])
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classes, smoothing):
-    """Rows of at most SHORT_ROW classes take the blocked kernel: the same value and gradient as the
-    row-by-row kernel to an ulp or two (only the order of a row's sum may differ), the same flags,
-    and the same edge rows: a sure row's tiny loss, ties at the max, -inf logits, non-finite rows,
-    labels out of range, weight 0. Blocks of whole rows: 700 rows cross a block at every K here."""
-    from losskit.fused import kernels
-
-    assert classes <= kernels.SHORT_ROW
+def _edge_rows(dtype, classes, n=700):
+    """``(z [n, K], labels, scale)``: random rows and, in rows 1-9, a kernel's edge cases."""
     rng = np.random.default_rng(classes)
-    n = 700
     z = (rng.normal(size=(n, classes)) * 4).astype(dtype)
     labels = rng.integers(0, classes, n).astype(np.int64)
     z[1] = 0  # every class tied at the max
@@ -537,6 +569,22 @@ def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classe
     labels[7], labels[8] = -1, classes  # out of range: flagged
     scale = rng.uniform(0.5, 2, n).astype(dtype)
     scale[9] = 0
+    return z, labels, scale
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classes", [1, 2, 10, 31, 256])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classes, smoothing):
+    """Rows of at most SHORT_ROW classes take the blocked kernel: the same value and gradient as the
+    row-by-row kernel to an ulp or two (only the order of a row's sum may differ), the same flags,
+    and the same edge rows: a sure row's tiny loss, ties at the max, -inf logits, non-finite rows,
+    labels out of range, weight 0. Blocks of whole rows: 700 rows cross a block at every K here."""
+    from losskit.fused import kernels
+
+    assert classes <= kernels.SHORT_ROW
+    z, labels, scale = _edge_rows(dtype, classes)
+    n = len(z)
     results = []
     for kernel in (kernels.softmax_ce_rows, kernels.softmax_ce_short_rows):
         for twin in (kernel, fused.serial_twin(kernel)):
@@ -559,6 +607,45 @@ def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classe
     assert loss[9] == 0 and np.all(grad[9] == 0)
     if classes > 1 and smoothing == 0:  # the sure row keeps its tiny loss, (K - 1) e^-90
         np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classes", [1, 2, 21, 33, 300])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_columns_kernel_is_the_rows_kernel_arithmetic_across_positions(dtype, classes, smoothing):
+    """A class axis between others (``[N, K, S]``, PyTorch's ``(N, C, d)``) takes softmax_ce_columns, SIMD
+    across positions: the row kernel's value and gradient to a few ulps (its sums in another order, over
+    chunks of COLUMN_CHUNK classes), the same flags and the same edge rows. 2 x 350 positions: a tile of
+    COLUMN_TILE and a shorter one per sample; 33 and 300 classes cross a chunk."""
+    from losskit.fused import kernels
+
+    z, labels, scale = _edge_rows(dtype, classes)
+    rows_loss, rows_grad, rows_flags = np.full(len(z), -1.0), np.full_like(z, -1), np.zeros(len(z), np.uint8)
+    kernels.softmax_ce_rows(z, labels, scale, smoothing, rows_loss, rows_grad, True, rows_flags)
+    z3 = np.ascontiguousarray(z.reshape(2, 350, classes).transpose(0, 2, 1))  # position (n, s) = row n * 350 + s
+    eps = np.finfo(dtype).eps
+    for twin in (kernels.softmax_ce_columns, fused.serial_twin(kernels.softmax_ce_columns)):
+        loss, grad3, flags = np.full(len(z), -1.0), np.full_like(z3, -1), np.zeros(len(z), np.uint8)
+        twin(z3, labels, scale, smoothing, loss, grad3, True, flags)
+        grad = grad3.transpose(0, 2, 1).reshape(z.shape)
+        np.testing.assert_array_equal(flags, rows_flags)
+        ok = flags == 0
+        np.testing.assert_allclose(loss[ok], rows_loss[ok], rtol=4 * eps, atol=0)
+        np.testing.assert_allclose(grad[ok], rows_grad[ok], rtol=8 * eps, atol=8 * eps * np.abs(rows_grad[ok]).max())
+        value_only = np.full(len(z), -1.0)  # the same sums without a gradient: the same bits
+        twin(z3, labels, scale, smoothing, value_only, np.empty((1, 1, 0), dtype), False, np.zeros(len(z), np.uint8))
+        np.testing.assert_array_equal(value_only[ok], loss[ok])
+        assert loss[9] == 0 and np.all(grad[9] == 0)
+        if classes > 1 and smoothing == 0:  # the sure row keeps its tiny loss, (K - 1) e^-90
+            np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
+        # one scale for every position ([1], as a 0-d plan scale is passed): as that scale in every row
+        one, one_grad3 = np.full(len(z), -1.0), np.full_like(z3, -1)
+        twin(z3, labels, scale[:1].copy(), smoothing, one, one_grad3, True, np.zeros(len(z), np.uint8))
+        every, every_grad3 = np.full(len(z), -1.0), np.full_like(z3, -1)
+        twin(z3, labels, np.full(len(z), scale[0]), smoothing, every, every_grad3, True, np.zeros(len(z), np.uint8))
+        np.testing.assert_array_equal(one[ok], every[ok])
+        np.testing.assert_array_equal(one_grad3.transpose(0, 2, 1)[ok.reshape(2, 350)],
+                                      every_grad3.transpose(0, 2, 1)[ok.reshape(2, 350)])
 
 
 def _twin_arguments(name, dtype):
@@ -584,6 +671,8 @@ def _twin_arguments(name, dtype):
         "kernels.squared_error_rows": (z, z, _frozen(np.ones((1, 1), dtype)), 1.0, *elementwise),
         "kernels.softmax_ce_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "kernels.softmax_ce_short_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
+        "kernels.softmax_ce_columns": (_frozen(np.zeros((1, width, rows), dtype)), labels, scale, 0.1, loss,
+                                       np.empty((1, width, rows), dtype), True, flags),
         "rows.kl_dense_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
         "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
         "rows.distillation_kernel": (SCALAR_MATH[np.dtype(dtype).name], z, z.copy(), grad, scale, 2.0, True, loss, flags),
@@ -639,7 +728,8 @@ TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quant
 #: ways, and as fast on one thread. rows.crammer_singer_rows since 2026-12-04: its max is an integer max over the
 #: logits' bits and its first maximiser a min over indices (before, a float max with a select and a search that
 #: stopped at the first hit: next to no packed instruction in either form)
-TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "rows.kl_dense_rows",
+TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "kernels.softmax_ce_columns",
+                      "rows.kl_dense_rows",
                       "rows.distillation_kernel", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
                       "jsd.jsd_kernel", "pairs.gaussian_nll_blocks"]
 _ON_REQUEST = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_ALL_TWINS"),

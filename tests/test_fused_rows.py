@@ -213,6 +213,41 @@ def test_a_minus_inf_logit_and_a_plus_inf_logit(cls, options, kind):
     np.testing.assert_array_equal(grad, ref_grad)
 
 
+AXIS_CASES = [(lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1, "ignore_index": -100, CW: CW}, "labels"),
+              *CASES]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("cls", "options", "kind"), AXIS_CASES, ids=[f"{c.__name__}-{k}-{sorted(o.items())}"
+                                                                       for c, o, k in AXIS_CASES])
+def test_a_class_axis_other_than_the_last_takes_the_kernel(cls, options, kind, dtype):
+    """PyTorch's layout (N, C, d1, d2) with ``axis=1``: the kernel answers (it took the reference path
+    before, and ``impl="fused"`` refused), with the reference's value and gradient in the caller's layout,
+    also written into an ``out`` of that layout."""
+    rng = np.random.default_rng(11)
+    width, options = 6, _options(options, 6)
+    z = rng.normal(size=(5, 4, 3, width)).astype(dtype)  # rows of the last axis, moved to axis 1 below
+    target = _target(kind, z.reshape(-1, width), rng, "ignore_index" in options)
+    target = target.reshape(5, 4, 3, *target.shape[1:])
+    z1 = np.moveaxis(z, -1, 1).copy()
+    t1 = np.moveaxis(target, -1, 1).copy() if target.ndim == 4 else target
+    weight = rng.uniform(0.1, 2.0, size=(5, 4, 3))
+    fused = cls(impl="fused", axis=1, **options)
+    assert _kernel_answers(fused, z1, t1, weight=weight)
+    ref = cls(impl="xp", axis=1, **options).value_and_grad(z1, t1, weight=weight)
+    value, grad = fused.value_and_grad(z1, t1, weight=weight)
+    assert grad.shape == z1.shape and grad.dtype == dtype
+    np.testing.assert_allclose(value, ref[0], rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(grad, ref[1], rtol=TOL[dtype], atol=GRAD_ATOL[dtype])
+    out = np.full_like(z1, np.nan)
+    assert fused.value_and_grad(z1, t1, weight=weight, out=out)[1] is out
+    np.testing.assert_array_equal(out, grad)
+    # the same rows on the last axis: the same kernel, the same numbers
+    last = cls(impl="fused", **options).value_and_grad(z, target, weight=weight)
+    np.testing.assert_allclose(value, last[0], rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_array_equal(grad, np.moveaxis(last[1], -1, 1))
+
+
 def test_out_may_be_the_logits_themselves():
     z = RNG.normal(size=(9, 11))
     p = RNG.dirichlet(np.ones(11), size=9)

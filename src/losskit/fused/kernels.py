@@ -321,6 +321,138 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
             grad[i, labels[i]] = z.dtype.type(s) * z.dtype.type(a * (1.0 - 1.0 / k) - others / total)
 
 
+#: the positions of one tile of :func:`softmax_ce_columns`: its sums (float64, one per position) and a
+#: tile's column of logits stay in L1 while each pass reads the tile one class at a time
+COLUMN_TILE = 256
+#: :func:`softmax_ce_columns` adds a position's terms in its dtype over this many classes at a time, the
+#: chunks' sums in float64 (float64 sums throughout made the kernel 1.6x slower)
+COLUMN_CHUNK = 32
+#: :func:`softmax_ce_columns` runs its tiles in at most this many parallel blocks, each with its scratch
+COLUMN_BLOCKS = 64
+
+
+@numba.njit(**OPTIONS)
+def softmax_ce_columns(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
+    """:func:`softmax_ce_rows` for logits laid out ``[N, K, S]``: a class axis between others (PyTorch's
+    ``(N, C, d1, ...)``, ``axis=1``), a row being a position ``(n, s)`` whose classes lie ``S`` apart.
+    ``labels``, ``scaled_loss`` and ``flags`` are ``[N * S]`` in ``(n, s)`` order, ``scale`` too or
+    ``[1]`` (one for every position: a 0-d plan scale costs no array of rows); ``grad``
+    is ``[N, K, S]`` (not written without a gradient). The same arithmetic and precision rules as
+    :func:`softmax_ce_rows` (the normaliser ``log1p`` of the terms below the max, the label's gradient
+    from the other classes' mass), its sums in float64.
+
+    Each pass runs over a tile of :data:`COLUMN_TILE` positions class by class, the positions in the
+    inner loop: SIMD across positions whatever K, reading the logits where they lie (moving the class
+    axis last copied the whole input first). A pass adds a class's term to each position's own sum,
+    so no sum runs across a loop's iterations and its order is fixed (see the module's design note).
+    Passes: the maxima; the sums of ``exp(z - max)``; the positions' losses (``log1p`` flat over the
+    tile); the gradient, each ``exp`` taken again, then the labels' entries."""
+    n, k, width = z.shape
+    per_sample = (width + COLUMN_TILE - 1) // COLUMN_TILE
+    tiles = n * per_sample
+    blocks = min(tiles, COLUMN_BLOCKS)
+    for b in prange(blocks):
+        # scratch per block, not per tile: an allocation per tile cost as much as a small tile's work
+        wide, narrow = np.empty((5, COLUMN_TILE)), np.empty((4, COLUMN_TILE), z.dtype)
+        for t in range(b * tiles // blocks, (b + 1) * tiles // blocks):
+            lo = (t % per_sample) * COLUMN_TILE
+            _column_tile(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, t // per_sample, lo,
+                         min(width, lo + COLUMN_TILE) - lo, wide, narrow)
+
+
+@numba.njit(**INLINE)
+def _column_tile(z, labels, scale, a, scaled_loss, grad, with_grad, flags, i, lo, count, wide, narrow):
+    """:func:`softmax_ce_columns` on the ``count`` positions from ``lo`` of sample ``i``; ``wide`` and
+    ``narrow`` are scratch rows (float64 and the logits' dtype) of at least ``count``."""
+    k, width = z.shape[1], z.shape[2]
+    per_position = scale.shape[0] > 1  # else one scale for every position
+    zero, one = z.dtype.type(0), z.dtype.type(1)
+    first = i * width + lo  # the tile's first position in (n, s) order
+    below, ties, label_shift, every, shifted = (wide[0, :count], wide[1, :count], wide[2, :count],
+                                                wide[3, :count], wide[4, :count])
+    m, part, tied, inv = narrow[0, :count], narrow[1, :count], narrow[2, :count], narrow[3, :count]
+    for q in range(count):
+        below[q], ties[q], label_shift[q], shifted[q] = 0.0, 0.0, 0.0, 0.0
+    m[:] = z[i, 0, lo:lo + count]
+    for c in range(1, k):
+        column = z[i, c, lo:lo + count]  # one class's logits at the tile's positions (1-d: a plain loop)
+        for q in range(count):
+            v = column[q]
+            m[q] = v if v > m[q] else m[q]  # a NaN logit is flagged below: its exp makes `below` NaN
+    for start in range(0, k, COLUMN_CHUNK):  # each position's sums in the dtype within a chunk of classes
+        for q in range(count):
+            part[q], tied[q] = zero, zero
+        for c in range(start, min(k, start + COLUMN_CHUNK)):
+            column = z[i, c, lo:lo + count]
+            if with_grad:  # the exps kept where the gradient goes (no sum runs along this loop: see above)
+                kept = grad[i, c, lo:lo + count]
+                for q in range(count):
+                    d = column[q] - m[q]
+                    e = vexp(d)
+                    kept[q] = e
+                    tie = d >= zero
+                    part[q] += zero if tie else e  # a NaN logit's term is NaN
+                    tied[q] += one if tie else zero
+            else:
+                for q in range(count):
+                    d = column[q] - m[q]
+                    e = vexp(d)
+                    tie = d >= zero
+                    part[q] += zero if tie else e
+                    tied[q] += one if tie else zero
+        for q in range(count):  # the chunks' sums in float64
+            below[q] += float(part[q])
+            ties[q] += float(tied[q])
+    if a > 0:  # only then (a -inf logit makes it -inf, and 0 * -inf is NaN)
+        for c in range(k):
+            column = z[i, c, lo:lo + count]
+            for q in range(count):
+                shifted[q] += float(column[q] - m[q])
+    for q in range(count):
+        y, p = labels[first + q], first + q
+        if y < 0 or y >= k or not (math.isfinite(m[q]) and math.isfinite(below[q])):
+            flags[p] = 1
+            below[q] = 0.0
+            continue
+        below[q] += ties[q] - 1.0  # the terms other than the max (the max itself is one of the ties)
+        label_shift[q] = float(z[i, y, lo + q]) - float(m[q])
+    for q in range(count):  # float64, flat over the tile: vectorised
+        ties[q] = vlog1p(below[q])  # now the log normaliser
+        every[q] = vexp(label_shift[q])  # the label's exp(z_y - max)
+    for q in range(count):
+        p = first + q
+        if flags[p]:
+            continue
+        loss = ties[q] - (1.0 - a) * label_shift[q]
+        if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
+            loss -= (a / k) * shifted[q]
+        if not math.isfinite(loss):
+            flags[p] = 1
+            continue
+        s = scale[p if per_position else 0]
+        scaled_loss[p] = 0.0 if s == 0 else s * loss
+    if not with_grad:
+        return
+    offset = part  # now each position's s a / K
+    for q in range(count):
+        s = scale[first + q if per_position else 0]
+        inv[q] = z.dtype.type(s / (1.0 + below[q]))
+        offset[q] = z.dtype.type(s * a / k)
+    for c in range(k):
+        out = grad[i, c, lo:lo + count]
+        for q in range(count):  # s = 0: exp * 0 - 0, an exact 0 (the exp of a finite row is finite)
+            out[q] = out[q] * inv[q] - offset[q]
+    for q in range(count):
+        p = first + q
+        if flags[p]:
+            continue
+        s = scale[p if per_position else 0]
+        # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
+        others = below[q] if label_shift[q] >= 0 else below[q] + (1.0 - every[q])
+        grad[i, labels[p], lo + q] = z.dtype.type(0.0 if s == 0 else s * (a * (1.0 - 1.0 / k)
+                                                                          - others / (1.0 + below[q])))
+
+
 # The elementwise kernels index ``scale`` (``[R, C]``, ``[R, 1]`` or ``[1, 1]``) in the form that LLVM
 # vectorises in both compiled forms, the parallel kernel and its serial twin (losskit.fused.serial_twin),
 # which every call under 2^18 elements runs. They differ by kernel:

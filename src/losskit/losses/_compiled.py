@@ -60,8 +60,8 @@ def run(loss, plan, with_grad: bool, out):
     """``(value, grad)`` from ``loss._kernel``; None when a row was flagged; UNHANDLED when no
     kernel takes the call (another library or device, a dtype, a layout, numba missing)."""
     xp = plan.xp
-    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or plan.restore is not None \
-            or not fused.available() or type(loss).kernel_name() is None:
+    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or not fused.available() \
+            or type(loss).kernel_name() is None:
         return UNHANDLED
     given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
              "dense": plan.target.dense, "pos_weight": plan.target.pos_weight, "out": out}
@@ -71,8 +71,11 @@ def run(loss, plan, with_grad: bool, out):
     z = arrays["input"]
     if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
         return UNHANDLED
-    if out is not None and not (arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
-                                and arrays["out"].flags.writeable and _writable_in_place(arrays)):
+    # a class axis other than the last (PyTorch's (N, C, d1, ...)): the kernel reads the moved-axis view
+    # copied contiguous and writes a buffer of its own, which ``restore`` lays out as the caller's
+    if out is not None and (plan.restore is not None or not (
+            arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
+            and arrays["out"].flags.writeable and _writable_in_place(arrays))):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
     key = _signature(loss, plan, arrays) + (with_grad,)
     state = _STATE.get(key)
@@ -103,7 +106,13 @@ def run(loss, plan, with_grad: bool, out):
         return value, None
     if arrays["out"] is not None:
         return value, out
-    grad = _array.as_dtype(xp, _back(xp, grad.reshape(z.shape)), plan.dtype)
+    grad = grad.reshape(z.shape)
+    if plan.restore is None:
+        grad = _back(xp, grad)
+    else:  # the caller's layout: contiguous from the columns kernel, else a view of the kernel's rows
+        caller = plan.restore(grad)
+        grad = _back(xp, caller) if caller.flags.c_contiguous else plan.restore(_back(xp, grad))
+    grad = _array.as_dtype(xp, grad, plan.dtype)
     if out is not None:  # an out the kernel could not write (half precision, a layout, shared memory): copied in
         out[...] = grad
         return value, out
@@ -269,6 +278,9 @@ def softmax_ce(plan, arrays, with_grad):
         return UNHANDLED
     if arrays["labels"] is None:
         return _dense_rows(plan, arrays, with_grad, entropy=False)
+    columns = _columns(z)
+    if columns is not None:
+        return _softmax_ce_columns(plan, arrays, with_grad, *columns)
     z2 = np.ascontiguousarray(z).reshape(-1, z.shape[-1])
     rows = z2.shape[0]
     labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64).reshape(rows)
@@ -281,6 +293,45 @@ def softmax_ce(plan, arrays, with_grad):
     sweep = kernels.softmax_ce_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else kernels.softmax_ce_rows
     sweep(frozen(z2), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
+
+
+#: a class axis between others takes :func:`~losskit.fused.kernels.softmax_ce_columns` when the axes after
+#: it hold at least this many positions (its SIMD runs across them; fewer, and the moved logits are copied)
+COLUMNS_FROM = 64
+
+
+def _columns(z):
+    """``(z3, place)``: ``z`` (the plan's logits, class axis last) as the ``[N, K, S]`` array it is a view
+    of and where its class axis lay, when the
+    caller's class axis lay between others with ``S >= COLUMNS_FROM`` positions after it and the memory
+    is the caller's contiguous array (``axis=1`` of PyTorch's ``(N, C, d1, ...)``); else None."""
+    if z.ndim < 3 or z.flags.c_contiguous:
+        return None
+    for place in range(z.ndim - 2, 0, -1):  # where the class axis lay: the view it came from is contiguous
+        caller = np.moveaxis(z, -1, place)
+        if caller.flags.c_contiguous:
+            after = math.prod(z.shape[place:-1])
+            return (caller.reshape(-1, z.shape[-1], after), place) if after >= COLUMNS_FROM else None
+    return None
+
+
+def _softmax_ce_columns(plan, arrays, with_grad, z3, place):
+    """Softmax CE of labels over a class axis between others (:func:`_columns`): the gradient written in
+    the caller's layout and returned as the class-axis-last view of it that the plan's ``restore`` undoes."""
+    z = arrays["input"]
+    n, width, after = z3.shape
+    rows = n * after
+    labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64).reshape(rows)
+    scale = np.full(1, arrays["scale"], z.dtype) if arrays["scale"].ndim == 0 else \
+        row_scale(arrays["scale"], plan.batch_shape, z.dtype)
+    scaled_loss = np.empty(rows)
+    grad3 = _RECYCLER.empty(z.size, z.dtype).reshape(z3.shape) if with_grad else placeholder(z.size, z.dtype)[
+        None, None, :]
+    flags = np.zeros(rows, np.uint8)
+    _kernels().softmax_ce_columns(frozen(z3), frozen(labels), frozen(scale), plan.smoothing, scaled_loss, grad3,
+                                  with_grad, flags)
+    caller_shape = (*z.shape[:place], width, *z.shape[place:-1])
+    return _finish(scaled_loss, np.moveaxis(grad3.reshape(caller_shape), place, -1) if with_grad else None, flags)
 
 
 def _elementwise(plan, arrays, with_grad, kernel, column=None):

@@ -18,6 +18,8 @@ each smoothing term by its own class's weight instead: see docs/semantics.md.
 
 from __future__ import annotations
 
+from array_api_compat import array_namespace
+
 from .. import _array, _checks
 from ..activations import log_softmax_xp
 from ..plan import Target
@@ -50,9 +52,11 @@ class _CategoricalBase(Loss):
         if axis == input.ndim - 1:
             return input, target, None
         is_dense = target.ndim == input.ndim and not _array.isdtype(xp, target.dtype, "integral")
+        # ``restore`` moves a gradient in its own library: the compiled path restores its NumPy result
+        # before handing it to torch (the columns kernel's is then the caller's contiguous layout)
         return (xp.moveaxis(input, axis, -1),
                 xp.moveaxis(target, axis, -1) if is_dense else target,
-                lambda grad: xp.moveaxis(grad, -1, axis))
+                lambda grad: array_namespace(grad).moveaxis(grad, -1, axis))
 
     def _prepare(self, xp, input, target) -> Target:
         n_classes = input.shape[-1]
