@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import losskit as lk
 import losskit.losses.linear  # noqa: F401 - lk.losses.linear below
+import losskit.torch
 from losskit.torch.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
 N, V, WORLD = 9, 10, 2
@@ -155,6 +156,20 @@ def run(rank, port):
         _check(rank, "masked -inf", masked, y_plain, {}, lambda f: F.cross_entropy(f, y_plain))
         _check(rank, "masked -inf+smoothing", masked, y_plain, {"label_smoothing": 0.1, "reduction": "none"},
                lambda f: F.cross_entropy(f, y_plain, label_smoothing=0.1, reduction="none"))
+        # +inf logits: the core loss's limits (one on each shard's rows, two in a row across the shards; labels
+        # on them and off them), with and without smoothing
+        top = z.clone()
+        top[0, y_plain[0]] = top[1, (y_plain[1] + 1) % V] = float("inf")
+        top[3, 1] = top[3, 8] = float("inf")
+        top[4, 2] = top[4, 8] = float("inf")  # row 4's label is 8: log 2
+        for name, options in (("+inf", {"reduction": "none"}), ("+inf+smoothing", {"label_smoothing": 0.1}),
+                              ("+inf+weight", {"weight": w, "ignore_index": -100})):
+            def reference(f, options=options):  # the torch module: the core's analytic gradient (the limit's)
+                loss = losskit.torch.module(lk.SoftmaxCrossEntropy(**{k: v for k, v in options.items() if k != "weight"}))
+                return loss(f, y if "ignore_index" in options else y_plain, weight=options.get("weight"))
+
+            labels = y if "ignore_index" in options else y_plain
+            _check(rank, name, top, labels, dict(options), reference)
         _check(rank, "normalizer", z, y_plain, {"normalizer": 4.0, "reduction": "mean"},
                lambda f: F.cross_entropy(f, y_plain, reduction="sum") / 4.0)
         h, shard_layer = _check_linear(rank, y, cw, w)

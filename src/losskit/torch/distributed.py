@@ -49,18 +49,24 @@ class _VocabParallelCE(torch.autograd.Function):
         index = target - start
         mine = keep & (index >= 0) & (index < local)
         safe = torch.where(mine, index, torch.zeros_like(index))
-        picked = z.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-        # one all-reduce for the four row sums: exp-sum, target logit, logit sum, target class weight
+        # the logits shifted by the row max, 0 wherever a logit equals it: a +inf logit too, whose
+        # inf - inf would be NaN (the limit: the softmax shares its mass among the +inf logits)
+        shifted = z - row_max.unsqueeze(-1)
+        shifted = torch.where(z == row_max.unsqueeze(-1), torch.zeros_like(shifted), shifted)
+        picked = shifted.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        # one all-reduce for the four row sums: exp-sum, shifted target logit, shifted logit sum, target
+        # class weight
         stats = torch.stack([
-            torch.exp(z - row_max.unsqueeze(-1)).sum(-1),
+            torch.exp(shifted).sum(-1),
             torch.where(mine, picked, torch.zeros_like(picked)),
-            z.sum(-1),
+            shifted.sum(-1),
             (torch.where(mine, class_weight[safe], torch.zeros_like(picked))
              if class_weight is not None else torch.zeros_like(picked)),
         ])
         dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
         lse = row_max + torch.log(stats[0])
-        loss = lse - (1 - smoothing) * stats[1]
+        # lse - (1 - a) z_y - (a / V) sum_k z_k, each logit taken from the row max
+        loss = torch.log(stats[0]) - (1 - smoothing) * stats[1]
         if smoothing:  # only then: a masked (-inf) logit makes the row sum -inf, and 0 * -inf is NaN
             loss = loss - (smoothing / n_vocab) * stats[2]
         if z_loss:
@@ -73,18 +79,22 @@ class _VocabParallelCE(torch.autograd.Function):
         xp = array_namespace(z)
         scale, _ = _reduction.scale(xp, example_weight, example_weight.shape[0], reduction, normalizer, z)
         value = _reduction.combine(xp, loss, example_weight, scale, reduction)
-        ctx.save_for_backward(logits, lse, scale, safe, mine)
+        ctx.save_for_backward(logits, lse, scale, safe, mine, row_max, stats[0])
         ctx.options = (smoothing, n_vocab, z_loss)
         return value.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, lse, scale, safe, mine = ctx.saved_tensors
+        logits, lse, scale, safe, mine, row_max, total = ctx.saved_tensors
         smoothing, n_vocab, z_loss = ctx.options
         with torch.no_grad():
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             # one N x V_local buffer, built in place: softmax (1 + 2 s lse) - a/V - (1 - a) at the label
             grad = torch.sub(z, lse.unsqueeze(-1)).exp_()
+            infinite = torch.isposinf(row_max)
+            if bool(infinite.any()):  # the limit's softmax: 1 / (their count) at each +inf logit
+                at_top = (z == row_max.unsqueeze(-1)).to(grad.dtype) / total.unsqueeze(-1)
+                grad = torch.where(infinite.unsqueeze(-1), at_top, grad)
             if z_loss:
                 grad.mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
             if smoothing:
@@ -122,7 +132,9 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     Edges: labels outside ``[0, n_vocab)`` raise unless equal to ``ignore_index``; an all-ignored
     batch has mean 0; float16/bfloat16 logits are computed in float32; ``-inf`` logits (masked
     vocabulary entries) are exact, with gradient 0 there (an infinite loss if label smoothing puts
-    mass on them, as in PyTorch), a ``+inf`` logit gives NaN. A second derivative raises. When the
+    mass on them, as in PyTorch); ``+inf`` logits give the core loss's limit (the softmax shares its mass
+    among them: ``log`` of their count when the label is one of them, else ``+inf``; ``+inf`` with label
+    smoothing), with ``z_loss`` an infinite loss and gradient. A second derivative raises. When the
     logits come from a ``hidden`` that requires grad, ``hidden.grad`` on each rank holds only its
     slice's contribution: all-reduce it (Megatron's "copy to tensor-parallel region").
 
