@@ -518,6 +518,35 @@ def test_torch_native_kernels_equal_the_core_reference(cls, options, make_target
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_torch_native_softmax_ce_takes_a_class_axis_other_than_the_last(reduction, monkeypatch):
+    """``axis=1`` of ``(N, C, H, W)`` (segmentation on CUDA): the torch-native kernel, never the core's
+    array-API path, with the reference's value and its gradient in the caller's layout (contiguous); on
+    the meta device through the module too."""
+    from losskit.torch import _native
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(3, 5, 4, 6, generator=g, dtype=torch.float64) * 4
+    y = torch.randint(0, 5, (3, 4, 6), generator=g)
+    y[0, 0] = -1
+    loss = lk.SoftmaxCrossEntropy(axis=1, reduction=reduction, label_smoothing=0.1, ignore_index=-1,
+                                  class_weight=[1.0, 2.0, 0.5, 1.0, 3.0])
+    plan = loss.plan(z, y, weight=torch.rand(3, 4, 6, generator=g, dtype=torch.float64))
+    value, grad = _native.value_and_grad(loss, plan, True)
+    ref_value, ref_grad = loss.reference(plan, 1)
+    assert grad.shape == z.shape and grad.is_contiguous()
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-14)
+
+    def refuse(self, plan, order):
+        raise AssertionError("the array-API reference ran")
+
+    monkeypatch.setattr(lk.SoftmaxCrossEntropy, "reference", refuse)
+    meta = torch.zeros(3, 5, 4, 6, device="meta", requires_grad=True)
+    lt.SoftmaxCrossEntropy(axis=1, reduction=reduction)(meta, y.clamp(min=0).to("meta")).sum().backward()
+    assert meta.grad.shape == (3, 5, 4, 6)
+
+
 @pytest.mark.parametrize(("cls", "options", "make_target"), NATIVE_CASES, ids=lambda v: getattr(v, "__name__", ""))
 def test_non_cpu_tensors_take_the_torch_native_path_never_the_core(cls, options, make_target, monkeypatch):
     """On the meta device (what CUDA tensors take): the core's array-API path must not run."""

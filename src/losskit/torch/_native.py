@@ -29,7 +29,7 @@ def value_and_grad(loss, plan, with_grad: bool):
     name = type(loss).kernel_name()
     kernel = (lambda plan, with_grad: _formula(loss, plan, with_grad)) if name == "formula" else _KERNELS.get(name)
     # a value that cannot be read (meta tensors) counts as finite: nothing else could run there
-    if kernel is None or plan.restore is not None or _array.concrete_bool(torch.isfinite(plan.input).all()) is False:
+    if kernel is None or _array.concrete_bool(torch.isfinite(plan.input).all()) is False:
         return None
     result = kernel(plan, with_grad)
     if result is None:
@@ -41,6 +41,8 @@ def value_and_grad(loss, plan, with_grad: bool):
         return value, None
     row = scale.unsqueeze(-1) if plan.spans_last_axis and scale.ndim else scale
     grad = grad.mul_(row).masked_fill_(row == 0, 0.0) if plan.weight is not None else grad.mul_(row)
+    if plan.restore is not None:  # a class axis other than the last: the ops ran on the moved view, whose
+        grad = plan.restore(grad)  # strides the gradient kept, so the caller's layout is a view again
     return value, grad.to(plan.dtype)
 
 
