@@ -24,6 +24,8 @@ import dis
 import types
 from collections.abc import Callable, Iterator
 
+from .registry import is_losskits
+
 __all__ = ["FUNCTIONS", "ArrayMath", "formula_function", "FORMULA_FUNCTIONS", "check_formula", "check_formulas"]
 
 #: the functions a formula may call on ``xp``: each has an array form here and a scalar form in the
@@ -45,15 +47,17 @@ def formula_function(fn: Callable) -> Callable:
     Shapes: whatever the formula passes, elementwise: arrays of the input's shape on the array path,
     one element at a time in the compiled kernel; the result has the arguments' (broadcast) shape.
     """
-    if not _ours(fn):
+    if not is_losskits(fn):
         check_formula(fn, getattr(fn, "__qualname__", repr(fn)), argument=0)
     FORMULA_FUNCTIONS.append(fn)
     return fn
 
 
 def check_formulas(cls, methods=("value", "derivative", "second_derivative")) -> None:
-    """:func:`check_formula` of each formula method ``cls`` defines itself, unless ``cls`` is losskit's."""
-    if _ours(cls):
+    """:func:`check_formula` of each formula method ``cls`` defines itself, unless ``cls`` is losskit's
+    (its formulas are held by the tests instead, and reading their bytecode would cost ``import
+    losskit`` some 20 ms)."""
+    if is_losskits(cls):
         return
     for method in methods:
         if method in cls.__dict__:
@@ -75,12 +79,6 @@ def check_formula(fn: Callable, owner: str, argument: int = 1) -> None:
             raise TypeError(f"{owner} uses xp.{name}, which a formula cannot: xp offers {', '.join(FUNCTIONS)} "
                             f"and {', '.join(ATTRIBUTES)} (losskit.losses.formula.FUNCTIONS), the same on "
                             "every path; write it from these, in a helper marked @lk.formula_function if need be")
-
-
-def _ours(thing) -> bool:
-    """Whether ``thing`` is losskit's own: its formulas are held by the tests instead, and reading their
-    bytecode would cost ``import losskit`` some 20 ms."""
-    return getattr(thing, "__module__", "").startswith("losskit.")
 
 
 def _attributes_read(code: types.CodeType, xp: str) -> Iterator[str]:

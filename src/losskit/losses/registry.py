@@ -16,13 +16,18 @@ __all__ = ["REGISTRY", "register", "functional", "lookup", "name_of", "catalogue
 REGISTRY: dict[str, tuple[type, Callable]] = {}
 
 
+def is_losskits(thing) -> bool:
+    """Whether ``thing`` (a class or a function) is losskit's own, not a user's."""
+    return getattr(thing, "__module__", "").split(".")[0] == "losskit"
+
+
 def register(cls: type) -> None:
     """Register ``cls`` under ``cls.name`` with a generated function form. A class defined again
     under a name it already has (a notebook cell run twice) replaces the old one; a class of another
     name taking a catalogue loss's name is refused: heads, ``eval --loss`` and the GBDT objectives
     would silently compute its formula for the catalogue's name, which ``lk.<name>`` does not."""
     old = REGISTRY.get(cls.name, (None,))[0]
-    if old is not None and old.__module__.split(".")[0] == "losskit" and (
+    if old is not None and is_losskits(old) and (
             old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
         raise TypeError(f"{cls.__name__}.name: {cls.name!r} is the name of losskit's {old.__name__}; "
                         f"give the class a name of its own")

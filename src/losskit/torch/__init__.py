@@ -33,7 +33,7 @@ import torch
 from array_api_compat import array_namespace
 from torch import Tensor, nn
 
-from .. import _checks
+from .. import _array, _checks
 from .. import heads as _heads
 from ..activations import softmax_xp
 from ..losses import REGISTRY, catalogue
@@ -230,7 +230,7 @@ def _hessian_vector_product(loss, name: str, input: Tensor, target: Tensor, weig
     """
     if loss.hessian.is_diagonal:  # each element's loss depends on that element alone
         hess = loss.hessian_diag(input, target, weight=weight, normalizer=normalizer)
-        work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+        work = _array.compute_dtype(_XP, input.dtype)
         return (hess.to(work) * vector.to(work)).to(input.dtype)
     # softmax CE and KL (CE of the same logits plus a constant): declared by the class itself, not inherited
     if type(loss).__dict__.get("softmax_hessian", False):
@@ -259,7 +259,7 @@ def _softmax_ce_hvp(loss, input, target, weight, normalizer, vector):
     p_i p_i^T)`, where :math:`c_i` is the reduction's scale of example i (weights included) and
     :math:`t_i = \sum_k y'_{ik}` (1 for integer labels)."""
     xp = _XP
-    work = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    work = _array.compute_dtype(xp, input.dtype)
     z = input.to(work)
     axis = loss.example_axis(z.ndim)
     scale = loss.plan(z, target, weight=weight, normalizer=normalizer).scale
