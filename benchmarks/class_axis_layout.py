@@ -68,7 +68,8 @@ def _check_agreement(z, y) -> None:
     tz = torch.from_numpy(z).requires_grad_(True)
     value = torch.nn.functional.cross_entropy(tz, torch.from_numpy(y))
     (grad,) = torch.autograd.grad(value, tz)
-    ours, our_grad = lk.SoftmaxCrossEntropy(axis=1).value_and_grad(z, y)
+    ours, our_grad = lk.SoftmaxCrossEntropy(axis=1, impl="fused").value_and_grad(z, y)  # the kernel, never the
+    # reference that answers a small first call while the kernel compiles
     np.testing.assert_allclose(ours, value.item(), rtol=1e-5)
     np.testing.assert_allclose(our_grad, grad.numpy(), rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
 

@@ -147,6 +147,36 @@ def test_a_plus_inf_logit_with_label_smoothing_gives_inf_without_a_warning():
         np.testing.assert_allclose(grad[1], [0.5 - 0.1, 0.5 - 0.8, -0.1])  # softmax (1/2, 1/2, 0) - y'
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 8, 9), (4, 5, 160, 160)])  # the serial twin; the parallel kernel
+def test_a_channels_last_view_with_out_writes_out(shape):
+    """Logits whose class axis is last in the call but lies between others in memory (``x.transpose(0, 2,
+    3, 1)``, channels-last) with ``out=``: out holds the gradient (found in review: the columns kernel
+    wrote a buffer of its own and out was returned unwritten); without out the columns kernel answers,
+    and the kernel cache keys the two layouts apart (a small call's key marked ready by one layout must
+    not make the other's first call wait for numba)."""
+    from losskit.losses import _compiled
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=shape).astype(np.float32)
+    y = rng.integers(0, 5, (shape[0], *shape[2:]))
+    view = x.transpose(0, 2, 3, 1)
+    loss = lk.SoftmaxCrossEntropy(impl="fused", label_smoothing=0.1)
+    ref_value, ref_grad = lk.SoftmaxCrossEntropy(impl="xp", label_smoothing=0.1).value_and_grad(view, y)
+    out = np.full(view.shape, np.nan, np.float32)
+    value, grad = loss.value_and_grad(view, y, out=out)
+    assert grad is out
+    np.testing.assert_allclose(value, ref_value, rtol=3e-6)
+    np.testing.assert_allclose(out, ref_grad, rtol=3e-5, atol=1e-9)
+    value, grad = loss.value_and_grad(view, y)
+    np.testing.assert_allclose(grad, ref_grad, rtol=3e-5, atol=1e-9)
+    keys = set()
+    for logits, given in ((view, None), (np.ascontiguousarray(view), None), (view, np.empty(view.shape, np.float32))):
+        plan = loss.plan(logits, y)
+        arrays = {"input": logits, "scale": plan.scale, "labels": plan.target.labels, "out": given}
+        keys.add(_compiled._signature(loss, plan, arrays))
+    assert len(keys) == 3
+
+
 def test_flagged_rows_fall_back_to_exact_limits_and_precise_errors():
     z = np.array([[np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]])
     y = np.array([0, 2])

@@ -249,6 +249,23 @@ def test_torch_func_transforms_are_not_supported_yet_and_say_so():
         torch.func.grad(lambda z: lt.SoftmaxCrossEntropy()(z, y))(torch.zeros(2, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("size", [4, 9])  # 16 positions after the class axis (its rows copied), 81 (columns)
+def test_torch_compile_fullgraph_with_the_class_axis_1(size):
+    """``axis=1`` of ``(N, C, H, W)`` under ``torch.compile(fullgraph=True)``: the op's gradient has the
+    strides its fake gives (``empty_like(input)``), which the compiled graph checks (found in review: a
+    row kernel's gradient restored to the caller's layout is a channels-last view, and the graph refused
+    it, before and after the columns kernel)."""
+    loss_fn = lt.SoftmaxCrossEntropy(axis=1, label_smoothing=0.1)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (2, size, size))
+    value = torch.compile(lambda z: loss_fn(z * 2.0, y), fullgraph=True)(x)
+    value.backward()
+    expected, grad = lk.SoftmaxCrossEntropy(axis=1, label_smoothing=0.1, impl="xp").value_and_grad(
+        x.detach() * 2.0, y)
+    torch.testing.assert_close(value.detach(), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, 2.0 * grad, rtol=1e-10, atol=1e-14)
+
+
 def test_torch_compile_fullgraph_on_the_generic_path():
     loss_fn = lt.MultilabelCrossEntropy(pos_weight=[1.0, 2.0, 0.5], label_smoothing=0.1)
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)

@@ -71,8 +71,9 @@ def run(loss, plan, with_grad: bool, out):
     z = arrays["input"]
     if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
         return UNHANDLED
-    # a class axis other than the last (PyTorch's (N, C, d1, ...)): the kernel reads the moved-axis view
-    # copied contiguous and writes a buffer of its own, which ``restore`` lays out as the caller's
+    # a class axis other than the last (PyTorch's (N, C, d1, ...)): the kernel writes a buffer of its own
+    # (the columns kernel's in the caller's layout, a row kernel's in the moved one), which ``restore``
+    # lays out as the caller's
     if out is not None and (plan.restore is not None or not (
             arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
             and arrays["out"].flags.writeable and _writable_in_place(arrays))):
@@ -173,9 +174,12 @@ def placeholder(row_length: int, dtype) -> np.ndarray:
 
 
 def _signature(loss, plan, arrays) -> tuple:
-    """What decides the machine code a call needs (its kernel and the types numba sees)."""
-    return (type(loss), arrays["input"].dtype.str, plan.reduction == "none", plan.spans_last_axis,
-            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None,
+    """What decides the machine code a call needs (its kernel and the types numba sees): the layout too,
+    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`)."""
+    z = arrays["input"]
+    columns = not z.flags.c_contiguous and arrays["out"] is None and _columns(z) is not None
+    return (type(loss), z.dtype.str, plan.reduction == "none", plan.spans_last_axis,
+            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, columns,
             _options_key(type(loss), loss.options))
 
 
@@ -278,7 +282,7 @@ def softmax_ce(plan, arrays, with_grad):
         return UNHANDLED
     if arrays["labels"] is None:
         return _dense_rows(plan, arrays, with_grad, entropy=False)
-    columns = _columns(z)
+    columns = _columns(z) if arrays["out"] is None else None  # an out= kept: a row kernel writes it
     if columns is not None:
         return _softmax_ce_columns(plan, arrays, with_grad, *columns)
     z2 = np.ascontiguousarray(z).reshape(-1, z.shape[-1])
@@ -302,9 +306,9 @@ COLUMNS_FROM = 64
 
 def _columns(z):
     """``(z3, place)``: ``z`` (the plan's logits, class axis last) as the ``[N, K, S]`` array it is a view
-    of and where its class axis lay, when the
-    caller's class axis lay between others with ``S >= COLUMNS_FROM`` positions after it and the memory
-    is the caller's contiguous array (``axis=1`` of PyTorch's ``(N, C, d1, ...)``); else None."""
+    of and where its class axis lies in that memory, when the classes lie between other axes with ``S >=
+    COLUMNS_FROM`` positions after them in a contiguous array: ``axis=1`` of PyTorch's ``(N, C, d1, ...)``,
+    or a channels-last view of such an array with ``axis=-1``; else None."""
     if z.ndim < 3 or z.flags.c_contiguous:
         return None
     for place in range(z.ndim - 2, 0, -1):  # where the class axis lay: the view it came from is contiguous
