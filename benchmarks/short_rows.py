@@ -1,9 +1,12 @@
 """Softmax CE on rows of few classes: the blocked kernel (``softmax_ce_short_rows``) against the
 row-by-row kernel (``softmax_ce_rows``), both serial (the twin a call below ``SERIAL_BELOW`` elements
 runs), value and gradient, label smoothing 0.1, float64 and float32; and torch eager's
-``F.cross_entropy`` forward + ``autograd.grad`` on the same logits as the peer.
+``F.cross_entropy`` forward + ``autograd.grad`` on the same logits as the peer. With ``--dense``, the
+same for probability targets (Dirichlet draws): ``kl_dense_short_rows`` against ``kl_dense_rows`` (the
+softmax CE form, no entropy), both parallel, on 4M logits a call, and torch eager's ``F.cross_entropy``
+of the probabilities.
 
-    python -m benchmarks.short_rows [--repeats 7] [--calls 300]
+    python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense]
 
 Prints microseconds per call (median of ``--repeats`` rounds of ``--calls`` calls, the kernels
 alternating within a round) and the ratios.
@@ -35,11 +38,57 @@ def _call(kernel, arrays):
     return lambda: twin(*arrays)
 
 
+DENSE_CLASSES = (4, 10, 21, 32, 48, 64, 100, 255, 1000)
+DENSE_LOGITS = 4_000_000
+
+
+def dense(repeats: int, calls: int) -> None:
+    """Probability targets: the blocked and the row-by-row kernel (parallel, as a call of this size runs)
+    and torch eager, float32."""
+    import torch
+
+    from losskit.fused import rows
+
+    rng = np.random.default_rng(0)
+    print("| classes | rows | row by row (ms) | blocked (ms) | speed-up | torch eager (ms) | torch / faster |")
+    print("|---|---|---|---|---|---|---|")
+    for k in DENSE_CLASSES:
+        n = DENSE_LOGITS // k
+        z = (rng.normal(size=(n, k)) * 3).astype(np.float32)
+        p = rng.dirichlet(np.ones(k), size=n).astype(np.float32)
+        scale = np.full(n, 1 / n, np.float32)
+        for array in (z, p, scale):
+            array.flags.writeable = False
+        out = (np.empty(n), np.empty_like(z), np.zeros(n, np.uint8))
+        tz, tp = torch.from_numpy(z.copy()).requires_grad_(True), torch.from_numpy(p.copy())
+
+        def torch_call(tz=tz, tp=tp):
+            torch.autograd.grad(torch.nn.functional.cross_entropy(tz, tp), tz)
+
+        arrays = (z, p, scale, 0.0, False, 1e-3, *out)
+        runs = {"rows": lambda arrays=arrays: rows.kl_dense_rows(*arrays),
+                "blocked": lambda arrays=arrays: rows.kl_dense_short_rows(*arrays), "torch": torch_call}
+        for run in runs.values():
+            run()
+        times = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                times[name].append(_per_call(run, calls) / 1e3)
+        med = {name: statistics.median(values) for name, values in times.items()}
+        faster = min(med["rows"], med["blocked"])
+        print(f"| {k} | {n} | {med['rows']:.2f} | {med['blocked']:.2f} | {med['rows'] / med['blocked']:.2f}x | "
+              f"{med['torch']:.2f} | {med['torch'] / faster:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--dense", action="store_true", help="probability targets (KL kernels), 4M logits a call")
     args = parser.parse_args()
+    if args.dense:
+        dense(args.repeats, args.calls)
+        return
     try:
         import torch
     except ImportError:

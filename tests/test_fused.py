@@ -720,6 +720,7 @@ def _twin_arguments(name, dtype):
         "kernels.softmax_ce_columns": (_frozen(np.zeros((1, width, rows), dtype)), labels, scale, 0.1, loss,
                                        np.empty((1, width, rows), dtype), True, flags),
         "rows.kl_dense_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
+        "rows.kl_dense_short_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
         "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
         "rows.distillation_kernel": (SCALAR_MATH[np.dtype(dtype).name], z, z.copy(), grad, scale, 2.0, True, loss, flags),
         "rows.poly_rows": (z, labels, _frozen(np.empty((0, width), dtype)), scale, 0.1, 1.0, 1e-3, loss, grad, True,
@@ -775,7 +776,7 @@ TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quant
 #: logits' bits and its first maximiser a min over indices (before, a float max with a select and a search that
 #: stopped at the first hit: next to no packed instruction in either form)
 TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "kernels.softmax_ce_columns",
-                      "rows.kl_dense_rows",
+                      "rows.kl_dense_rows", "rows.kl_dense_short_rows",
                       "rows.distillation_kernel", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
                       "jsd.jsd_kernel", "pairs.gaussian_nll_blocks"]
 _ON_REQUEST = pytest.mark.skipif(not os.environ.get("LOSSKIT_TEST_ALL_TWINS"),

@@ -213,6 +213,61 @@ def test_a_minus_inf_logit_and_a_plus_inf_logit(cls, options, kind):
     np.testing.assert_array_equal(grad, ref_grad)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classes", [1, 2, 10, 31, 48])
+@pytest.mark.parametrize(("entropy", "smoothing"), [(False, 0.0), (True, 0.0), (True, 0.1)])
+def test_dense_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classes, entropy, smoothing):
+    """Probability targets on rows of at most rows.SHORT_ROW classes take the blocked kernel (their exps in
+    one flat loop): the row-by-row kernel's losses and gradients to a few ulps of the terms they are formed
+    from (the normaliser's log1p is vectorised there), its flags, and its edge rows: a sure row's tiny
+    loss, ties at the max, -inf logits with and without the target's mass, +inf and NaN logits, a target
+    outside [0, 1] or not summing to 1, weight 0. 700 rows cross a block at every K here; the parallel
+    kernel and its serial twin."""
+    from losskit import fused
+    from losskit.fused import rows
+
+    assert classes <= rows.SHORT_ROW
+    rng = np.random.default_rng(classes)
+    n = 700
+    z = (rng.normal(size=(n, classes)) * 4).astype(dtype)
+    p = rng.dirichlet(np.full(classes, 0.3), size=n).astype(dtype)
+    p[::4] = np.eye(classes, dtype=dtype)[rng.integers(0, classes, len(p[::4]))]
+    z[1] = 0  # every class tied at the max
+    z[2], p[2] = 0, np.eye(classes, dtype=dtype)[0]
+    z[2, 0] = 90  # a sure row on a one-hot target: its loss (K - 1) e^-90 (float64), kept
+    if classes > 1:
+        z[3, 1], p[3] = -np.inf, np.eye(classes, dtype=dtype)[0]  # a class ruled out, no mass there: finite
+        z[4, 1] = -np.inf  # ... with mass there: an infinite loss, flagged
+        p[4] = np.full(classes, 1 / classes, dtype)
+    z[5, 0], z[6, 0] = np.inf, np.nan  # flagged for the reference
+    p[7, 0] = -0.1  # outside [0, 1]: flagged
+    p[8] *= 0.5  # sums to 1/2: flagged
+    scale = rng.uniform(0.5, 2, n).astype(dtype)
+    scale[9] = 0
+    results = []
+    for kernel in (rows.kl_dense_rows, rows.kl_dense_short_rows, fused.serial_twin(rows.kl_dense_short_rows)):
+        loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
+        kernel(z, p, scale, smoothing, entropy, 1e-3, loss, grad, flags)
+        results.append((loss, grad, flags))
+    (loss, grad, flags), *others = results
+    assert flags[5:9].all() and flags[9] == 0 and flags[:3].sum() == 0
+    assert flags[3] == (classes > 1 and smoothing > 0)  # smoothing puts mass on the ruled-out class
+    assert flags[4] == (classes > 1)
+    ok = flags == 0
+    eps = np.finfo(dtype).eps
+    with np.errstate(invalid="ignore"):  # -inf - -inf in a ruled-out row's span
+        finite = np.where(np.isfinite(z), z, 0)
+    span = (finite.max(axis=1) - finite.min(axis=1))[ok]  # the size of the terms a loss is the sum of
+    for other_loss, other_grad, other_flags in others:
+        np.testing.assert_array_equal(other_flags, flags)
+        bound = 8 * eps * (np.abs(loss[ok]) + (1 + span) * scale[ok])
+        assert np.all(np.abs(other_loss[ok] - loss[ok]) <= bound), np.max(np.abs(other_loss[ok] - loss[ok]) / bound)
+        np.testing.assert_allclose(other_grad[ok], grad[ok], rtol=8 * eps, atol=8 * eps * np.abs(grad[ok]).max())
+        assert other_loss[9] == 0 and np.all(other_grad[9] == 0)
+        if classes > 1 and dtype == np.float64 and smoothing == 0:  # the sure row keeps its tiny loss
+            np.testing.assert_allclose(other_loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
+
+
 AXIS_CASES = [(lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1, "ignore_index": -100, CW: CW}, "labels"),
               *CASES]
 

@@ -54,6 +54,10 @@ OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy
 #: off by ~10 eps, a near-one-hot target's sums by hundreds); chunks of a constant length cost nothing
 #: measurable (the loop's trip count is known to LLVM), where blocks of a variable length cost ~1.4x
 SUM_CHUNK = 256
+# A row's last, shorter chunk starts at ``full = max(0, k - k % SUM_CHUNK)``: without the ``max`` LLVM could
+# not prove the index ``full + step`` non-negative, kept numba's negative-index wraparound in the loop and
+# ran that chunk scalar (5 ns a logit against 0.44 in the KL kernel: every row of fewer than 256 classes,
+# the whole row; ``python -m benchmarks.short_rows --dense``, BENCHMARKS.md)
 
 
 #: the options of a kernel's helper: inlined into the kernel's loop (numba's IR, so that LLVM sees one
@@ -153,7 +157,7 @@ def _exp_pass(row, m):
     max, of ``row - m`` and of every term (NaN if the row holds one). Summed in chunks of
     :data:`SUM_CHUNK`, the chunks added in float64. It only reads (see the module's design note)."""
     n = row.shape[0]
-    full = n - n % SUM_CHUNK
+    full = max(0, n - n % SUM_CHUNK)  # max: see SUM_CHUNK
     below, ties, shifted, every = 0.0, 0.0, 0.0, 0.0
     for start in range(0, full, SUM_CHUNK):
         b, t, s, e = _exp_sums(row, m, start, SUM_CHUNK)

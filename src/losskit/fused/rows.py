@@ -39,9 +39,10 @@ import numpy as np
 from numba import prange
 
 from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, row_sweep, store_exp
-from .vmath import row_max, row_max_but, vexp, vlog, vpow
+from .vmath import row_max, row_max_but, vexp, vlog, vlog1p, vpow
 
-__all__ = ["kl_dense_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows", "crammer_singer_rows"]
+__all__ = ["kl_dense_rows", "kl_dense_short_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows",
+           "crammer_singer_rows"]
 
 
 def focal_scratch(rows: int, width: int, sparse: bool, dtype):
@@ -77,6 +78,12 @@ def _target_sums(row, target, out, m, keep, low, entropy, start, count):
     """:func:`_target_exp_pass` over ``count`` terms from ``start``: the exps into ``out`` (a loop that
     only writes), then the sums in the row's dtype (a loop that only reads, ``out`` still in L1)."""
     store_exp(row, out, m, start, count)
+    return _stored_target_sums(row, target, out, m, keep, low, entropy, start, count)
+
+
+@numba.njit(**INLINE)
+def _stored_target_sums(row, target, out, m, keep, low, entropy, start, count):
+    """The sums of :func:`_target_sums` from the exps already in ``out`` (a loop that only reads)."""
     zero, one = row.dtype.type(0), row.dtype.type(1)
     below = zero
     ties = zero
@@ -108,7 +115,7 @@ def _target_exp_pass(row, target, out, m, keep, low, entropy):
     logit of -inf), ``sum y' exp(z - m)`` and, when ``entropy``, ``sum y' log y'`` (else 0); in
     chunks of :data:`SUM_CHUNK` added in float64."""
     k = row.shape[0]
-    full = k - k % SUM_CHUNK
+    full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     below, ties, total_y, y_shifted, y_exp, y_log_y = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for start in range(0, full, SUM_CHUNK):
         b, t, ty, ys, ye, yl = _target_sums(row, target, out, m, keep, low, entropy, start, SUM_CHUNK)
@@ -140,7 +147,7 @@ def _probabilities_off(target, tolerance):
     [0, 1] or a sum off 1 by more than ``tolerance`` (``losskit._checks.row_sum_tolerance``); summed in
     chunks of :data:`SUM_CHUNK` added in float64."""
     k = target.shape[0]
-    full = k - k % SUM_CHUNK
+    full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     total, outside = 0.0, 0.0
     for start in range(0, full, SUM_CHUNK):
         t, o = _probability_sums(target, start, SUM_CHUNK)
@@ -209,6 +216,82 @@ def kl_dense_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_loss, g
             e = g[j]
             # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
             g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+
+
+#: rows of at most this many classes take :func:`kl_dense_short_rows` (a row's sums are one chunk either
+#: way): 1.5-1.7x :func:`kl_dense_rows` at 4 to 32 classes, 1.15x at 48, none from 64 (``python -m
+#: benchmarks.short_rows --dense``, BENCHMARKS.md)
+SHORT_ROW = 48
+#: the logits of one block of :func:`kl_dense_short_rows` (whole rows; their exps held at once)
+SHORT_BLOCK = 8192
+
+
+@numba.njit(**OPTIONS)
+def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_loss, grad, flags):
+    """:func:`kl_dense_rows` for rows of at most :data:`SHORT_ROW` classes, with the same arguments and
+    the same bits, a block of whole rows (about :data:`SHORT_BLOCK` logits) at a time: each row's max and
+    ``z - max`` written into the gradient's rows; their exps in one flat loop over the block (full SIMD
+    width, whatever K: a row's own loop of K exps ran mostly in LLVM's scalar remainder, and at K = 21
+    to 100 the kernel was slower than torch eager); then each row's sums from its stored exps, the
+    rows' ``log1p`` normalisers flat over the block, and each row's loss and gradient as
+    :func:`kl_dense_rows` forms them."""
+    n, k = z.shape
+    dtype = z.dtype.type
+    one = dtype(1)
+    keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    for b in prange((n + block - 1) // block):
+        lo = b * block
+        hi = min(n, lo + block)
+        maxima = np.empty(hi - lo, z.dtype)
+        for i in range(lo, hi):
+            row, g = z[i], grad[i]
+            m = row_max(row)
+            maxima[i - lo] = m
+            for j in range(k):
+                g[j] = row[j] - m
+        exps = grad[lo:hi].reshape((hi - lo) * k)  # the block's rows are contiguous (grad is [N, K], C order)
+        for p in range(exps.shape[0]):  # the one loop that takes the exps: a long trip count
+            exps[p] = vexp(exps[p])
+        # each row's sums (float64), then the rows' log1p normalisers flat over the block (vectorised: a
+        # math.log1p per row cost as much as a short row's own exps), then each row's loss and gradient
+        rest, total_y, y_shifted, neg_entropy = (np.zeros(hi - lo), np.zeros(hi - lo), np.zeros(hi - lo),
+                                                 np.zeros(hi - lo))
+        for i in range(lo, hi):
+            r, g = i - lo, grad[i]
+            if _probabilities_off(dense[i], tolerance):
+                flags[i] = 1
+                continue
+            if _unweighted(scale[i], g, True, scaled_loss, i):
+                continue
+            if not math.isfinite(maxima[r]):  # a +inf or all -inf row: the reference gives the limit
+                flags[i] = 1
+                continue
+            below, ties, t_sum, shifted_sum, _, y_log_y = _stored_target_sums(z[i], dense[i], g, maxima[r], keep,
+                                                                              low, entropy, 0, k)
+            rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
+            total_y[r], y_shifted[r], neg_entropy[r] = float(t_sum), float(shifted_sum), float(y_log_y)
+        log_norm = np.empty(hi - lo)
+        for r in range(hi - lo):
+            log_norm[r] = vlog1p(rest[r])
+        for i in range(lo, hi):
+            r, s, g = i - lo, scale[i], grad[i]
+            if flags[i] or s == 0:
+                continue
+            loss = neg_entropy[r] + total_y[r] * log_norm[r] - y_shifted[r]
+            if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            total = 1.0 + rest[r]
+            scaled_t, sw = dtype(s * total_y[r] / total), dtype(s)
+            t_y, q_max = dtype(total_y[r]), dtype(rest[r] / total)  # 1 - p at the row max, from the other terms
+            target = dense[i]
+            for j in range(k):
+                y = keep * target[j] + low
+                e = g[j]
+                # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+                g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
 
 
 @numba.njit(**INLINE)
@@ -281,7 +364,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             poison += row[j] * zero + t[j] * zero
         if poison != zero:
             return 0.0, True
-        full = k - k % SUM_CHUNK
+        full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
         below_s, ties_s, below_t, ties_t, gaps = 0.0, 0.0, 0.0, 0.0, 0.0
         for start in range(0, full, SUM_CHUNK):
             bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
@@ -427,7 +510,7 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, tolerance, scaled_los
             t_y, p_big = dtype(total_y), dtype(big_p)
             eps = dtype(epsilon)
             sw = dtype(s)
-            full = k - k % SUM_CHUNK
+            full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
             missing = 0.0
             for start in range(0, full, SUM_CHUNK):
                 missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
@@ -453,7 +536,7 @@ def _exp_into(row, out, m):
     """``exp(row - m)`` into ``out`` and the row's sums of the terms below the max and of the ties with
     it, in float64: per chunk of :data:`SUM_CHUNK`, a loop that only writes, then one that only reads."""
     k = row.shape[0]
-    full = k - k % SUM_CHUNK
+    full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     below, ties = 0.0, 0.0
     for start in range(0, k, SUM_CHUNK):
         count = SUM_CHUNK if start < full else k - full
@@ -511,7 +594,7 @@ def _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high,
     :func:`focal_rows` inlines it twice, once with ``g_f`` a literal 2: ``vpow``'s cases then fold to
     ``q * q``, where a run-time gamma computes ``exp(gamma log q)`` for every class."""
     k = row.shape[0]
-    full = k - k % SUM_CHUNK
+    full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
     for start in range(0, full, SUM_CHUNK):
         ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f,

@@ -529,7 +529,9 @@ def _dense_rows(plan, arrays, with_grad, entropy):
     without the target's entropy the softmax CE."""
     z2, _, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=True)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _rows().kl_dense_rows(z2, dense, scale, plan.smoothing, entropy, _sum_tolerance(z2), scaled_loss, grad, flags)
+    rows = _rows()
+    sweep = rows.kl_dense_short_rows if z2.shape[1] <= rows.module.SHORT_ROW else rows.kl_dense_rows
+    sweep(z2, dense, scale, plan.smoothing, entropy, _sum_tolerance(z2), scaled_loss, grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 
