@@ -134,16 +134,17 @@ def test_the_class_axis_of_pytorchs_layout_takes_the_columns_kernel_and_matches_
 def test_a_plus_inf_logit_with_label_smoothing_gives_inf_without_a_warning():
     """The limit (+inf: smoothing puts mass on classes of probability 0) from the reference, which the
     kernel's flag sends the row to; its mean surprisal subtracted inf from inf on the way (a NumPy
-    RuntimeWarning a user saw, the result right)."""
+    RuntimeWarning a user saw, the result right); so it did for a row of -inf alone (log K)."""
     import warnings
 
-    z = np.array([[np.inf, 0.0, 1.0], [np.inf, np.inf, 0.0], [0.0, 1.0, 2.0]])
+    z = np.array([[np.inf, 0.0, 1.0], [np.inf, np.inf, 0.0], [0.0, 1.0, 2.0], [-np.inf, -np.inf, -np.inf]])
     for impl in ("auto", "xp"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             value, grad = lk.SoftmaxCrossEntropy(impl=impl, label_smoothing=0.3, reduction="none").value_and_grad(
-                z, np.array([0, 1, 2]))
+                z, np.array([0, 1, 2, 0]))
         assert value[0] == value[1] == np.inf and np.isfinite(value[2])
+        np.testing.assert_allclose(value[3], np.log(3))  # every logit -inf: the uniform softmax's limit
         np.testing.assert_allclose(grad[1], [0.5 - 0.1, 0.5 - 0.8, -0.1])  # softmax (1/2, 1/2, 0) - y'
 
 

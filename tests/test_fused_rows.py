@@ -268,6 +268,23 @@ def test_dense_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, 
             np.testing.assert_allclose(other_loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
 
 
+def test_the_kernel_cache_keys_short_rows_apart():
+    """A small call answers from the reference while its kernel compiles (losskit.losses._compiled.run):
+    its key must tell the blocked short-row kernels from the row kernels, or a first call on the other side
+    of a bound would wait for numba (found in review: 1.2 s for the first 100-class call after a 10-class
+    one, probability targets)."""
+    from losskit.fused import kernels, rows
+
+    loss = lk.SoftmaxCrossEntropy(impl="fused")
+    keys = set()
+    for width in (rows.SHORT_ROW, rows.SHORT_ROW + 1, kernels.SHORT_ROW, kernels.SHORT_ROW + 1):
+        z = np.zeros((2, width))
+        plan = loss.plan(z, np.full((2, width), 1 / width))
+        arrays = {"input": z, "scale": plan.scale, "labels": None, "out": None}
+        keys.add(_compiled._signature(loss, plan, arrays))
+    assert len(keys) == 3  # <= 48, 49-256, > 256
+
+
 AXIS_CASES = [(lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1, "ignore_index": -100, CW: CW}, "labels"),
               *CASES]
 

@@ -59,7 +59,7 @@ def resolve(loss_or_head) -> Loss:
         return loss_or_head
     if isinstance(loss_or_head, str) and loss_or_head in REGISTRY:
         return REGISTRY[loss_or_head][0]()
-    if isinstance(loss_or_head, type):  # a class where its instance goes: the message says so
+    if isinstance(loss_or_head, type) and issubclass(loss_or_head, Loss):  # a class for its instance: says so
         require_loss_object(loss_or_head)
     raise _checks.fail("loss", "a losskit Loss object, a head or a registry name", repr(loss_or_head))
 

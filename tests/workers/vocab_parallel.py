@@ -162,6 +162,7 @@ def run(rank, port):
         top[0, y_plain[0]] = top[1, (y_plain[1] + 1) % V] = float("inf")
         top[3, 1] = top[3, 8] = float("inf")
         top[4, 2] = top[4, 8] = float("inf")  # row 4's label is 8: log 2
+        top[6] = float("-inf")  # every logit -inf: log V and the uniform softmax's gradient
         for name, options in (("+inf", {"reduction": "none"}), ("+inf+smoothing", {"label_smoothing": 0.1}),
                               ("+inf+weight", {"weight": w, "ignore_index": -100})):
             def reference(f, options=options):  # the torch module: the core's analytic gradient (the limit's)

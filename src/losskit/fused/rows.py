@@ -257,8 +257,10 @@ def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_l
         # math.log1p per row cost as much as a short row's own exps), then each row's loss and gradient
         rest, total_y, y_shifted, neg_entropy = (np.zeros(hi - lo), np.zeros(hi - lo), np.zeros(hi - lo),
                                                  np.zeros(hi - lo))
+        done = np.zeros(hi - lo, np.bool_)  # flagged or weight 0 (flags is only written, as kl_dense_rows does)
         for i in range(lo, hi):
             r, g = i - lo, grad[i]
+            done[r] = True
             if _probabilities_off(dense[i], tolerance):
                 flags[i] = 1
                 continue
@@ -267,6 +269,7 @@ def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_l
             if not math.isfinite(maxima[r]):  # a +inf or all -inf row: the reference gives the limit
                 flags[i] = 1
                 continue
+            done[r] = False
             below, ties, t_sum, shifted_sum, _, y_log_y = _stored_target_sums(z[i], dense[i], g, maxima[r], keep,
                                                                               low, entropy, 0, k)
             rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
@@ -276,7 +279,7 @@ def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_l
             log_norm[r] = vlog1p(rest[r])
         for i in range(lo, hi):
             r, s, g = i - lo, scale[i], grad[i]
-            if flags[i] or s == 0:
+            if done[r]:
                 continue
             loss = neg_entropy[r] + total_y[r] * log_norm[r] - y_shifted[r]
             if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass

@@ -175,11 +175,15 @@ def placeholder(row_length: int, dtype) -> np.ndarray:
 
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees): the layout too,
-    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`)."""
+    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`), and the row
+    width's side of the blocked kernels' bounds."""
     z = arrays["input"]
     columns = not z.flags.c_contiguous and arrays["out"] is None and _columns(z) is not None
+    # and the row width's side of the blocked kernels' bounds (short rows run a kernel of their own)
+    width = z.shape[-1]
+    short = (width <= _rows().module.SHORT_ROW, width <= _kernels().module.SHORT_ROW)
     return (type(loss), z.dtype.str, plan.reduction == "none", plan.spans_last_axis,
-            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, columns,
+            getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, columns, short,
             _options_key(type(loss), loss.options))
 
 

@@ -158,8 +158,8 @@ def mean_surprisal(xp, z, log_p):
     plain = -xp.mean(log_p, axis=-1)
     row_max = xp.max(z, axis=-1)
     lse = row_max - xp.max(log_p, axis=-1)  # the max entry's log_p is -log_normalizer
-    top = row_max == xp.inf
-    # a +inf row's logits read as 0 here (its `safe` is not taken): inf - inf would warn of an invalid value
+    top = xp.isinf(row_max)  # a +inf logit, or every logit -inf: `plain` is the limit (or finite) there
+    # such a row's logits read as 0 here (its `safe` is not taken): inf - inf would warn of an invalid value
     finite_rows = xp.where(top[..., None], xp.zeros_like(z), z)
     safe = lse - xp.sum(finite_rows / z.shape[-1], axis=-1)
     return xp.where(xp.isfinite(plain) | top, plain, safe)

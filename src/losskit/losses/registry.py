@@ -18,7 +18,7 @@ REGISTRY: dict[str, tuple[type, Callable]] = {}
 
 def is_losskits(thing) -> bool:
     """Whether ``thing`` (a class or a function) is losskit's own, not a user's."""
-    return getattr(thing, "__module__", "").split(".")[0] == "losskit"
+    return (getattr(thing, "__module__", None) or "").split(".")[0] == "losskit"  # None: made by exec
 
 
 def register(cls: type) -> None:

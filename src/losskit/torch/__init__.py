@@ -146,8 +146,11 @@ def _loss_value_fake(name, options, input, target, weight, normalizer):
 def _loss_value_and_grad(name: str, options: str, input: Tensor, target: Tensor, weight: Tensor | None,
                          normalizer: float | None) -> tuple[Tensor, Tensor]:
     value, grad = _value_and_grad(_core_loss(name, options), input, target, weight, normalizer, True)
-    if grad.stride() != input.stride():  # the fake's strides (empty_like), which a compiled graph checks: a
-        grad = torch.empty_like(input).copy_(grad)  # class axis other than the last restores to a view
+    # the fake's strides (empty_like), which a compiled graph checks but for size-1 axes: a class axis other
+    # than the last restores to a view; a sliced input's empty_like is contiguous, as the kernel's gradient
+    expected = torch.empty_like(input, device="meta").stride()
+    if any(n > 1 and have != want for n, have, want in zip(grad.shape, grad.stride(), expected, strict=True)):
+        grad = torch.empty_like(input).copy_(grad)
     return value, grad
 
 

@@ -51,8 +51,8 @@ class _VocabParallelCE(torch.autograd.Function):
         safe = torch.where(mine, index, torch.zeros_like(index))
         # the logits shifted by the row max, 0 wherever a logit equals it: a +inf logit too, whose
         # inf - inf would be NaN (the limit: the softmax shares its mass among the +inf logits)
-        shifted = z - row_max.unsqueeze(-1)
-        shifted = torch.where(z == row_max.unsqueeze(-1), torch.zeros_like(shifted), shifted)
+        shifted = (z - row_max.unsqueeze(-1)).masked_fill_(z == row_max.unsqueeze(-1), 0.0)  # in place: no
+        # second logits-sized buffer at the forward's peak
         picked = shifted.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
         # one all-reduce for the four row sums: exp-sum, shifted target logit, shifted logit sum, target
         # class weight
@@ -91,8 +91,10 @@ class _VocabParallelCE(torch.autograd.Function):
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             # one N x V_local buffer, built in place: softmax (1 + 2 s lse) - a/V - (1 - a) at the label
             grad = torch.sub(z, lse.unsqueeze(-1)).exp_()
-            infinite = torch.isposinf(row_max)
-            if bool(infinite.any()):  # the limit's softmax: 1 / (their count) at each +inf logit
+            # a row whose max is +inf, or whose every logit is -inf: the limit's softmax, 1 / (their count) at
+            # each logit equal to the max (exp(z - lse) is NaN there)
+            infinite = torch.isinf(row_max)
+            if bool(infinite.any()):
                 at_top = (z == row_max.unsqueeze(-1)).to(grad.dtype) / total.unsqueeze(-1)
                 grad = torch.where(infinite.unsqueeze(-1), at_top, grad)
             if z_loss:
@@ -134,7 +136,9 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     vocabulary entries) are exact, with gradient 0 there (an infinite loss if label smoothing puts
     mass on them, as in PyTorch); ``+inf`` logits give the core loss's limit (the softmax shares its mass
     among them: ``log`` of their count when the label is one of them, else ``+inf``; ``+inf`` with label
-    smoothing), with ``z_loss`` an infinite loss and gradient. A second derivative raises. When the
+    smoothing, but for a row of +inf alone), with ``z_loss`` an infinite loss whose gradient is not
+    finite; a row whose every logit is ``-inf`` gives ``log V`` and the uniform softmax's gradient, as the
+    single-process loss does. A second derivative raises. When the
     logits come from a ``hidden`` that requires grad, ``hidden.grad`` on each rank holds only its
     slice's contribution: all-reduce it (Megatron's "copy to tensor-parallel region").
 
