@@ -4,9 +4,10 @@ runs), value and gradient, label smoothing 0.1, float64 and float32; and torch e
 ``F.cross_entropy`` forward + ``autograd.grad`` on the same logits as the peer. With ``--dense``, the
 same for probability targets (Dirichlet draws): ``kl_dense_short_rows`` against ``kl_dense_rows`` (the
 softmax CE form, no entropy), both parallel, on 4M logits a call, and torch eager's ``F.cross_entropy``
-of the probabilities.
+of the probabilities; with ``--poly``, Poly-1 of labels (epsilon 1): ``poly_short_rows`` against
+``rows.poly_rows``, and torch eager's formula.
 
-    python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense]
+    python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense | --poly]
 
 Prints microseconds per call (median of ``--repeats`` rounds of ``--calls`` calls, the kernels
 alternating within a round) and the ratios.
@@ -39,35 +40,49 @@ def _call(kernel, arrays):
 
 
 DENSE_CLASSES = (4, 10, 21, 32, 48, 64, 100, 255, 1000)
-DENSE_LOGITS = 4_000_000
+POLY_CLASSES = (10, 21, 32, 64, 100, 256)
+LOGITS = 4_000_000
 
 
-def dense(repeats: int, calls: int) -> None:
-    """Probability targets: the blocked and the row-by-row kernel (parallel, as a call of this size runs)
-    and torch eager, float32."""
+def _runs(kind, z, target, scale, out):
+    """The row-by-row and the blocked kernel of ``kind`` ("dense": softmax CE of probabilities; "poly":
+    Poly-1 of labels, epsilon 1), and torch eager's loss of the same logits."""
     import torch
 
-    from losskit.fused import rows
+    from losskit.fused import kernels, rows
 
+    tz, tt = torch.from_numpy(z.copy()).requires_grad_(True), torch.from_numpy(target.copy())
+    if kind == "dense":
+        arrays = (z, target, scale, 0.0, False, 1e-3, *out)
+        ours = {"rows": lambda: rows.kl_dense_rows(*arrays), "blocked": lambda: rows.kl_dense_short_rows(*arrays)}
+
+        def torch_call():
+            torch.autograd.grad(torch.nn.functional.cross_entropy(tz, tt), tz)
+    else:
+        empty = np.empty((0, z.shape[1]), z.dtype)
+        ours = {"rows": lambda: rows.poly_rows(z, target, empty, scale, 0.0, 1.0, 1e-3, out[0], out[1], True, out[2]),
+                "blocked": lambda: kernels.poly_short_rows(z, target, scale, 0.0, 1.0, out[0], out[1], True, out[2])}
+
+        def torch_call():  # Poly-1 as its paper writes it: CE + epsilon (1 - p_y)
+            log_p = torch.nn.functional.log_softmax(tz, -1).gather(-1, tt[:, None])
+            torch.autograd.grad((-log_p + (1 - log_p.exp())).mean(), tz)
+    return {**ours, "torch": torch_call}
+
+
+def short_rows_of(kind: str, repeats: int, calls: int) -> None:
+    """The blocked and the row-by-row kernel (parallel, as a call of this size runs) and torch eager,
+    float32, 4M logits a call."""
     rng = np.random.default_rng(0)
     print("| classes | rows | row by row (ms) | blocked (ms) | speed-up | torch eager (ms) | torch / faster |")
     print("|---|---|---|---|---|---|---|")
-    for k in DENSE_CLASSES:
-        n = DENSE_LOGITS // k
+    for k in DENSE_CLASSES if kind == "dense" else POLY_CLASSES:
+        n = LOGITS // k
         z = (rng.normal(size=(n, k)) * 3).astype(np.float32)
-        p = rng.dirichlet(np.ones(k), size=n).astype(np.float32)
+        target = rng.dirichlet(np.ones(k), size=n).astype(np.float32) if kind == "dense" else rng.integers(0, k, n)
         scale = np.full(n, 1 / n, np.float32)
-        for array in (z, p, scale):
+        for array in (z, target, scale):
             array.flags.writeable = False
-        out = (np.empty(n), np.empty_like(z), np.zeros(n, np.uint8))
-        tz, tp = torch.from_numpy(z.copy()).requires_grad_(True), torch.from_numpy(p.copy())
-
-        def torch_call(tz=tz, tp=tp):
-            torch.autograd.grad(torch.nn.functional.cross_entropy(tz, tp), tz)
-
-        arrays = (z, p, scale, 0.0, False, 1e-3, *out)
-        runs = {"rows": lambda arrays=arrays: rows.kl_dense_rows(*arrays),
-                "blocked": lambda arrays=arrays: rows.kl_dense_short_rows(*arrays), "torch": torch_call}
+        runs = _runs(kind, z, target, scale, (np.empty(n), np.empty_like(z), np.zeros(n, np.uint8)))
         for run in runs.values():
             run()
         times = {name: [] for name in runs}
@@ -85,9 +100,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--dense", action="store_true", help="probability targets (KL kernels), 4M logits a call")
+    parser.add_argument("--poly", action="store_true", help="Poly-1 of labels, 4M logits a call")
     args = parser.parse_args()
-    if args.dense:
-        dense(args.repeats, args.calls)
+    if args.dense or args.poly:
+        short_rows_of("dense" if args.dense else "poly", args.repeats, args.calls)
         return
     try:
         import torch

@@ -580,8 +580,12 @@ def poly(loss, plan, arrays, with_grad):
     """:class:`~losskit.PolyCrossEntropy`, labels or probabilities."""
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=arrays["labels"] is None)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
-    _rows().poly_rows(z2, labels, dense, scale, plan.smoothing, loss.epsilon, _sum_tolerance(z2), scaled_loss, grad,
-                      with_grad, flags)
+    kernels = _kernels()
+    if arrays["labels"] is not None and z2.shape[1] <= kernels.module.SHORT_ROW:  # softmax CE's blocked rows
+        kernels.poly_short_rows(z2, labels, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad, flags)
+    else:
+        _rows().poly_rows(z2, labels, dense, scale, plan.smoothing, loss.epsilon, _sum_tolerance(z2), scaled_loss,
+                          grad, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
 
