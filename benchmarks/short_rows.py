@@ -5,9 +5,10 @@ runs), value and gradient, label smoothing 0.1, float64 and float32; and torch e
 same for probability targets (Dirichlet draws): ``kl_dense_short_rows`` against ``kl_dense_rows`` (the
 softmax CE form, no entropy), both parallel, on 4M logits a call, and torch eager's ``F.cross_entropy``
 of the probabilities; with ``--poly``, Poly-1 of labels (epsilon 1): ``poly_short_rows`` against
-``rows.poly_rows``, and torch eager's formula.
+``rows.poly_rows``, and torch eager's formula; with ``--focal``, softmax focal of labels (gamma 2, no
+smoothing): ``focal_short_rows`` against ``rows.focal_rows``, and torch eager's formula.
 
-    python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense | --poly]
+    python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense | --poly | --focal]
 
 Prints microseconds per call (median of ``--repeats`` rounds of ``--calls`` calls, the kernels
 alternating within a round) and the ratios.
@@ -58,7 +59,7 @@ def _runs(kind, z, target, scale, out):
 
         def torch_call():
             torch.autograd.grad(torch.nn.functional.cross_entropy(tz, tt), tz)
-    else:
+    elif kind == "poly":
         empty = np.empty((0, z.shape[1]), z.dtype)
         ours = {"rows": lambda: rows.poly_rows(z, target, empty, scale, 0.0, 1.0, 1e-3, out[0], out[1], True, out[2]),
                 "blocked": lambda: kernels.poly_short_rows(z, target, scale, 0.0, 1.0, out[0], out[1], True, out[2])}
@@ -66,6 +67,18 @@ def _runs(kind, z, target, scale, out):
         def torch_call():  # Poly-1 as its paper writes it: CE + epsilon (1 - p_y)
             log_p = torch.nn.functional.log_softmax(tz, -1).gather(-1, tt[:, None])
             torch.autograd.grad((-log_p + (1 - log_p.exp())).mean(), tz)
+    else:
+        empty, no_scratch = np.empty((0, z.shape[1]), z.dtype), np.empty((z.shape[0], 0), z.dtype)
+        alpha = np.ones(z.shape[1], z.dtype)
+        alpha.flags.writeable = False
+        ours = {"rows": lambda: rows.focal_rows(z, target, empty, alpha, scale, 0.0, 2.0, 1e-3, out[0], out[1],
+                                                no_scratch, True, out[2]),
+                "blocked": lambda: kernels.focal_short_rows(z, target, alpha, scale, 2.0, out[0], out[1], True,
+                                                            out[2])}
+
+        def torch_call():  # softmax focal as its paper writes it: -(1 - p_y)^gamma log p_y, gamma 2
+            log_p = torch.nn.functional.log_softmax(tz, -1).gather(-1, tt[:, None])
+            torch.autograd.grad((-(1 - log_p.exp()) ** 2 * log_p).mean(), tz)
     return {**ours, "torch": torch_call}
 
 
@@ -75,7 +88,7 @@ def short_rows_of(kind: str, repeats: int, calls: int) -> None:
     rng = np.random.default_rng(0)
     print("| classes | rows | row by row (ms) | blocked (ms) | speed-up | torch eager (ms) | torch / faster |")
     print("|---|---|---|---|---|---|---|")
-    for k in DENSE_CLASSES if kind == "dense" else POLY_CLASSES:
+    for k in DENSE_CLASSES if kind == "dense" else POLY_CLASSES:  # Poly-1's classes for focal too
         n = LOGITS // k
         z = (rng.normal(size=(n, k)) * 3).astype(np.float32)
         target = rng.dirichlet(np.ones(k), size=n).astype(np.float32) if kind == "dense" else rng.integers(0, k, n)
@@ -101,9 +114,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--dense", action="store_true", help="probability targets (KL kernels), 4M logits a call")
     parser.add_argument("--poly", action="store_true", help="Poly-1 of labels, 4M logits a call")
+    parser.add_argument("--focal", action="store_true", help="softmax focal of labels (gamma 2), 4M logits a call")
     args = parser.parse_args()
-    if args.dense or args.poly:
-        short_rows_of("dense" if args.dense else "poly", args.repeats, args.calls)
+    kind = "dense" if args.dense else "poly" if args.poly else "focal" if args.focal else None
+    if kind:
+        short_rows_of(kind, args.repeats, args.calls)
         return
     try:
         import torch

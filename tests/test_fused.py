@@ -687,6 +687,37 @@ def test_poly_short_rows_kernel_is_the_poly_row_kernel_arithmetic_in_blocks(dtyp
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classes", [1, 2, 10, 31, 256])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dtype, classes, gamma):
+    """Softmax focal of labels without smoothing on rows of at most SHORT_ROW classes takes softmax CE's
+    blocked statistics and the label's term (focal_short_rows): losskit.fused.rows.focal_rows' values and
+    gradients to a few ulps, its flags and edge rows, per-class alpha; the value alone the same bits; the
+    parallel kernel and its twin."""
+    from losskit.fused import kernels, rows
+
+    z, labels, scale = _edge_rows(dtype, classes)
+    n = len(z)
+    alpha = np.linspace(0.25, 1.0, classes).astype(dtype)
+    empty, no_scratch = np.empty((0, classes), dtype), np.empty((n, 0), dtype)
+    ref_loss, ref_grad, ref_flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
+    rows.focal_rows(z, labels, empty, alpha, scale, 0.0, gamma, 1e-3, ref_loss, ref_grad, no_scratch, True,
+                    ref_flags)
+    eps = np.finfo(dtype).eps
+    for kernel in (kernels.focal_short_rows, fused.serial_twin(kernels.focal_short_rows)):
+        loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
+        kernel(z, labels, alpha, scale, gamma, loss, grad, True, flags)
+        np.testing.assert_array_equal(flags, ref_flags)
+        ok = flags == 0
+        np.testing.assert_allclose(loss[ok], ref_loss[ok], rtol=8 * eps, atol=0)
+        np.testing.assert_allclose(grad[ok], ref_grad[ok], rtol=16 * eps, atol=8 * eps * np.abs(ref_grad[ok]).max())
+        value_only = np.full(n, -1.0)
+        kernel(z, labels, alpha, scale, gamma, value_only, np.empty((1, classes), dtype), False, np.zeros(n, np.uint8))
+        np.testing.assert_array_equal(value_only[ok], loss[ok])
+        assert loss[9] == 0 and np.all(grad[9] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("classes", [1, 2, 21, 33, 300])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_columns_kernel_is_the_rows_kernel_arithmetic_across_positions(dtype, classes, smoothing):
@@ -749,6 +780,7 @@ def _twin_arguments(name, dtype):
         "kernels.softmax_ce_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "kernels.softmax_ce_short_rows": (z, labels, scale, 0.1, loss, grad, True, flags),
         "kernels.poly_short_rows": (z, labels, scale, 0.1, 1.0, loss, grad, True, flags),
+        "kernels.focal_short_rows": (z, labels, _frozen(np.ones(width, dtype)), scale, 2.0, loss, grad, True, flags),
         "kernels.softmax_ce_columns": (_frozen(np.zeros((1, width, rows), dtype)), labels, scale, 0.1, loss,
                                        np.empty((1, width, rows), dtype), True, flags),
         "rows.kl_dense_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
@@ -808,6 +840,7 @@ TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quant
 #: logits' bits and its first maximiser a min over indices (before, a float max with a select and a search that
 #: stopped at the first hit: next to no packed instruction in either form)
 TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "kernels.poly_short_rows",
+                      "kernels.focal_short_rows",
                       "kernels.softmax_ce_columns",
                       "rows.kl_dense_rows", "rows.kl_dense_short_rows",
                       "rows.distillation_kernel", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",

@@ -278,11 +278,13 @@ def poly_short_rows(z, labels, scale, smoothing, epsilon, scaled_loss, grad, wit
 
 
 @numba.njit(**INLINE)
-def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags, lo, hi):
-    """Rows ``lo:hi`` of :func:`softmax_ce_short_rows` (``epsilon`` 0: a literal, whose terms LLVM drops)
-    or :func:`poly_short_rows`."""
+def _short_sums(z, labels, flags, lo, hi):
+    """The softmax statistics of rows ``lo:hi`` (each at most :data:`SHORT_ROW` classes) for the blocked
+    kernels: ``(exps, maxima, rest, label_shift, log_norm, label_exp)``, the block's ``exp(z - max)``
+    (flat, one row after another), each row's max, the terms other than the max (float64), ``z_y - max``,
+    ``log1p(rest)`` and ``exp(z_y - max)``. A row with a label out of range or a logit that is not finite
+    is flagged (its rest 0)."""
     k = z.shape[1]
-    a = smoothing
     zero, one = z.dtype.type(0), z.dtype.type(1)
     rows = hi - lo
     exps = np.empty(rows * k, z.dtype)
@@ -317,6 +319,18 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
     for r in range(rows):  # float64, flat over the rows: vectorised
         log_norm[r] = vlog1p(rest[r])
         label_exp[r] = vexp(label_shift[r])
+    return exps, maxima, rest, label_shift, log_norm, label_exp
+
+
+@numba.njit(**INLINE)
+def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags, lo, hi):
+    """Rows ``lo:hi`` of :func:`softmax_ce_short_rows` (``epsilon`` 0: a literal, whose terms LLVM drops)
+    or :func:`poly_short_rows`."""
+    k = z.shape[1]
+    a = smoothing
+    zero = z.dtype.type(0)
+    rows = hi - lo
+    exps, maxima, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, flags, lo, hi)
     high, low = 1.0 - a + a / k, a / k
     for r in range(rows):
         i = lo + r
@@ -349,6 +363,51 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
         for j in range(k):
             grad[i, j] = exps[r * k + j] * scaled_inv - scaled_offset
         grad[i, labels[i]] = z.dtype.type(s) * z.dtype.type(a * (1.0 - 1.0 / k) - q_y - epsilon * lift * q_y)
+
+
+@numba.njit(**OPTIONS)
+def focal_short_rows(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags):
+    r"""Softmax focal of labels without smoothing (:func:`losskit.fused.rows.focal_rows`' sparse rows) on
+    rows of at most :data:`SHORT_ROW` classes, softmax CE's blocked statistics (:func:`_short_sums`) then
+    each row's label term: :math:`-\alpha_y q_y^\gamma \log p_y`, gradient :math:`-u p` off the label and
+    :math:`u q_y` at it, :math:`u = \alpha_y q_y^\gamma (\gamma p_y \rho - 1)`, :math:`\rho = \log p_y /
+    q_y` (-1 in the limit :math:`q_y \to 0`). ``grad`` is ``[1, K]`` scratch without a gradient."""
+    n, k = z.shape
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    for b in prange((n + block - 1) // block):
+        lo = b * block
+        hi = min(n, lo + block)
+        exps, _, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, flags, lo, hi)
+        for r in range(hi - lo):
+            i = lo + r
+            s = scale[i]
+            if flags[i]:
+                continue
+            if s == 0:  # a row of weight 0 costs 0 (even where its loss is infinite)
+                scaled_loss[i] = 0.0
+                if with_grad:
+                    for j in range(k):
+                        grad[i, j] = z.dtype.type(0)
+                continue
+            total = 1.0 + rest[r]
+            others = rest[r] if label_shift[r] >= 0 else rest[r] + (1.0 - label_exp[r])
+            p_y, q_y = label_exp[r] / total, others / total  # q_y = 1 - p_y from the other classes' mass
+            c = float(alpha[labels[i]])
+            lp = label_shift[r] - log_norm[r]
+            mod = q_y ** gamma  # 0 ** 0 = 1
+            loss = 0.0 if c == 0 else -c * mod * lp
+            rho = lp / q_y if q_y > 0 else -1.0
+            p_rho = 0.0 if p_y == 0 else p_y * rho
+            u = c * mod * (gamma * p_rho - 1.0)
+            if not math.isfinite(loss):
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            if with_grad:
+                scaled = z.dtype.type(-s * u / total)
+                for j in range(k):
+                    grad[i, j] = exps[r * k + j] * scaled
+                grad[i, labels[i]] = z.dtype.type(s * u * q_y)
 
 
 #: the positions of one tile of :func:`softmax_ce_columns`: its sums (float64, one per position) and a

@@ -605,6 +605,11 @@ def softmax_focal(loss, plan, arrays, with_grad):
     sparse = arrays["labels"] is not None and plan.smoothing == 0
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
+    kernels = _kernels()
+    if sparse and z2.shape[1] <= kernels.module.SHORT_ROW:  # softmax CE's blocked rows, then the label's term
+        kernels.focal_short_rows(z2, labels, frozen(alpha), scale, float(loss.gamma), scaled_loss, grad, with_grad,
+                                 flags)
+        return _finish(scaled_loss, grad, flags)
     scratch = focal_scratch(z2.shape[0], z2.shape[1], sparse, z.dtype)
     _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), _sum_tolerance(z2),
                        scaled_loss, grad, scratch, with_grad, flags)
