@@ -717,6 +717,41 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
         assert loss[9] == 0 and np.all(grad[9] == 0)
 
 
+@pytest.mark.parametrize(("cls", "options"), [(lk.SoftmaxCrossEntropy, {}), (lk.PolyCrossEntropy, {"epsilon": -1.0}),
+                                             (lk.SoftmaxFocalLoss, {"gamma": 2.0})])
+@pytest.mark.parametrize("rows", [30, 30_000])  # the serial twin; the parallel kernel, out= the logits themselves
+def test_short_rows_of_weight_0_cost_0_whatever_their_logits(cls, options, rows):
+    """An ignored row (weight 0) of NaN, -inf or overflowing logits: the blocked kernels answer (their
+    loss and gradient 0 there), as the row kernels of Poly-1 and focal did. Found in review: such a row
+    sent the whole call to the array-API path, and with out= the logits themselves made it raise."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(rows, 10)) * 3
+    y = rng.integers(0, 10, rows)
+    y[:3] = -100
+    z[0], z[1], z[2] = np.nan, -np.inf, np.where(np.arange(10) % 2, 1e308, -1e308)
+    loss = cls(impl="fused", ignore_index=-100, **options)
+    assert _kernel_answers(loss, z, y)
+    ref_value, ref_grad = cls(impl="xp", ignore_index=-100, **options).value_and_grad(np.nan_to_num(z), y)
+    value, grad = loss.value_and_grad(z, y)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
+    assert np.all(grad[:3] == 0)
+    buffer = z.copy()
+    value, grad = loss.value_and_grad(buffer, y, out=buffer)
+    assert grad is buffer and np.all(buffer[:3] == 0)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+
+
+def test_a_focal_alpha_of_the_wrong_length_raises_on_every_call():
+    """A per-class alpha whose length is not K: the kernels read alpha[y] unchecked (found in review: the
+    first call raised through the reference, the next ones read past the array), so it never reaches them."""
+    z, y = np.zeros((4, 3)), np.array([0, 1, 2, 2])
+    for alpha in ((0.5, 0.5), (0.5, 0.5, 0.5, 0.5)):
+        for impl in ("auto", "fused", "auto"):
+            with pytest.raises(lk.LossInputError, match="alpha"):
+                lk.SoftmaxFocalLoss(alpha=alpha, impl=impl).value_and_grad(z, y)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("classes", [1, 2, 21, 33, 300])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

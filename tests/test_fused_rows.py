@@ -283,6 +283,14 @@ def test_the_kernel_cache_keys_short_rows_apart():
         arrays = {"input": z, "scale": plan.scale, "labels": None, "out": None}
         keys.add(_compiled._signature(loss, plan, arrays))
     assert len(keys) == 3  # <= 48, 49-256, > 256
+    focal = {}  # focal of labels takes a kernel of its own without smoothing
+    for smoothing in (0.0, 0.1):
+        loss = lk.SoftmaxFocalLoss(label_smoothing=smoothing)
+        z, y = np.zeros((2, 10)), np.array([0, 1])
+        plan = loss.plan(z, y)
+        focal[smoothing] = _compiled._signature(loss, plan, {"input": z, "scale": plan.scale,
+                                                             "labels": plan.target.labels, "out": None})
+    assert focal[0.0] != focal[0.1]
 
 
 AXIS_CASES = [(lk.SoftmaxCrossEntropy, {"label_smoothing": 0.1, "ignore_index": -100, CW: CW}, "labels"),

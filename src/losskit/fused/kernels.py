@@ -278,12 +278,13 @@ def poly_short_rows(z, labels, scale, smoothing, epsilon, scaled_loss, grad, wit
 
 
 @numba.njit(**INLINE)
-def _short_sums(z, labels, flags, lo, hi):
+def _short_sums(z, labels, scale, flags, lo, hi):
     """The softmax statistics of rows ``lo:hi`` (each at most :data:`SHORT_ROW` classes) for the blocked
     kernels: ``(exps, maxima, rest, label_shift, log_norm, label_exp)``, the block's ``exp(z - max)``
     (flat, one row after another), each row's max, the terms other than the max (float64), ``z_y - max``,
-    ``log1p(rest)`` and ``exp(z_y - max)``. A row with a label out of range or a logit that is not finite
-    is flagged (its rest 0)."""
+    ``log1p(rest)`` and ``exp(z_y - max)``. A weighted row with a label out of range or a logit that is
+    not finite is flagged (its rest 0); a row of weight 0 never is (its loss and gradient are 0, which
+    the callers write first)."""
     k = z.shape[1]
     zero, one = z.dtype.type(0), z.dtype.type(1)
     rows = hi - lo
@@ -311,8 +312,8 @@ def _short_sums(z, labels, flags, lo, hi):
             ties += one if e >= one else zero
             every += e
         rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
-        if y < 0 or y >= k or not (math.isfinite(m) and math.isfinite(every)):
-            flags[i] = 1
+        if scale[i] == 0 or y < 0 or y >= k or not (math.isfinite(m) and math.isfinite(every)):
+            flags[i] = 0 if scale[i] == 0 else 1
             rest[r] = 0.0
             continue
         label_shift[r] = float(z[i, y]) - float(m)
@@ -330,10 +331,17 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
     a = smoothing
     zero = z.dtype.type(0)
     rows = hi - lo
-    exps, maxima, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, flags, lo, hi)
+    exps, maxima, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, scale, flags, lo, hi)
     high, low = 1.0 - a + a / k, a / k
     for r in range(rows):
         i = lo + r
+        s = scale[i]
+        if s == 0:  # a row of weight 0 costs 0, whatever its logits
+            scaled_loss[i] = 0.0
+            if with_grad:
+                for j in range(k):
+                    grad[i, j] = zero
+            continue
         if flags[i]:
             continue
         loss = log_norm[r] - (1.0 - a) * label_shift[r]
@@ -348,16 +356,11 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
         q_y, lift = others / total, (1.0 - a) * label_exp[r] / total  # 1 - p_y; P - a/K
         if epsilon != 0:  # Poly-1's 1 - P = y'_y q_y + a/K (K - 1 - q_y), with sum y' = 1 as rounded
             loss += epsilon * (high * q_y + low * ((k - 1) - q_y) + (1.0 - (high + (k - 1) * low)))
-        s = scale[i]
         if not math.isfinite(loss):
             flags[i] = 1
             continue
-        scaled_loss[i] = 0.0 if s == 0 else s * loss
+        scaled_loss[i] = s * loss
         if not with_grad:
-            continue
-        if s == 0:
-            for j in range(k):
-                grad[i, j] = zero
             continue
         scaled_inv, scaled_offset = z.dtype.type(s * (1.0 + epsilon * lift) / total), z.dtype.type(s * a / k)
         for j in range(k):
@@ -377,17 +380,17 @@ def focal_short_rows(z, labels, alpha, scale, gamma, scaled_loss, grad, with_gra
     for b in prange((n + block - 1) // block):
         lo = b * block
         hi = min(n, lo + block)
-        exps, _, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, flags, lo, hi)
+        exps, _, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, scale, flags, lo, hi)
         for r in range(hi - lo):
             i = lo + r
             s = scale[i]
-            if flags[i]:
-                continue
-            if s == 0:  # a row of weight 0 costs 0 (even where its loss is infinite)
+            if s == 0:  # a row of weight 0 costs 0, whatever its logits
                 scaled_loss[i] = 0.0
                 if with_grad:
                     for j in range(k):
                         grad[i, j] = z.dtype.type(0)
+                continue
+            if flags[i]:
                 continue
             total = 1.0 + rest[r]
             others = rest[r] if label_shift[r] >= 0 else rest[r] + (1.0 - label_exp[r])

@@ -175,13 +175,14 @@ def placeholder(row_length: int, dtype) -> np.ndarray:
 
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees): the layout too,
-    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`), and the row
-    width's side of the blocked kernels' bounds."""
+    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`), the row
+    width's side of the blocked kernels' bounds, and whether there is smoothing (focal's labels take a
+    kernel of their own without it)."""
     z = arrays["input"]
     columns = not z.flags.c_contiguous and arrays["out"] is None and _columns(z) is not None
     # and the row width's side of the blocked kernels' bounds (short rows run a kernel of their own)
     width = z.shape[-1]
-    short = (width <= _rows().module.SHORT_ROW, width <= _kernels().module.SHORT_ROW)
+    short = (width <= _rows().module.SHORT_ROW, width <= _kernels().module.SHORT_ROW, plan.smoothing == 0)
     return (type(loss), z.dtype.str, plan.reduction == "none", plan.spans_last_axis,
             getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, columns, short,
             _options_key(type(loss), loss.options))
@@ -598,7 +599,9 @@ def softmax_focal(loss, plan, arrays, with_grad):
     if alpha is None or np.ndim(alpha) == 0:
         alpha = np.full(z.shape[-1], 1.0 if alpha is None else alpha, z.dtype)
     else:
-        alpha = host(_array.option_array(plan.xp, alpha, "alpha", plan.input))
+        from .focal import _alpha as checked_alpha  # the kernels read alpha[y] unchecked: one per class, >= 0
+
+        alpha = host(checked_alpha(plan.xp, alpha, plan.input))
         if alpha is None:
             return UNHANDLED
         alpha = np.ascontiguousarray(alpha, dtype=z.dtype)
