@@ -212,3 +212,14 @@ def non_negative_number_or_list(value: Any, name: str) -> None:
         raise fail(name, "a number or a list of non-negative numbers", repr(value)) from None
     if host.ndim > 1 or not np.all(np.isfinite(host)) or np.any(host < 0):
         raise fail(name, "a number or a 1-D list of non-negative finite numbers", repr(value))
+
+
+def number_or_per_class(xp, value, name: str, input):
+    """``value`` as a number, or a checked array of one value >= 0 per class (``input``'s last axis)."""
+    if is_number(value):
+        return value
+    arr = _array.option_array(xp, value, name, input)
+    if arr.ndim != 1 or arr.shape[0] != input.shape[-1]:
+        raise fail(name, f"a number or shape ({input.shape[-1]},), one per class", f"shape {tuple(arr.shape)}")
+    non_negative(xp, arr, name)
+    return arr

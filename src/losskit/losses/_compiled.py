@@ -599,9 +599,8 @@ def softmax_focal(loss, plan, arrays, with_grad):
     if alpha is None or np.ndim(alpha) == 0:
         alpha = np.full(z.shape[-1], 1.0 if alpha is None else alpha, z.dtype)
     else:
-        from .focal import _alpha as checked_alpha  # the kernels read alpha[y] unchecked: one per class, >= 0
-
-        alpha = host(checked_alpha(plan.xp, alpha, plan.input))
+        # the kernels read alpha[y] unchecked: one per class, >= 0, checked here as the reference checks it
+        alpha = host(_checks.number_or_per_class(plan.xp, alpha, "alpha", plan.input))
         if alpha is None:
             return UNHANDLED
         alpha = np.ascontiguousarray(alpha, dtype=z.dtype)

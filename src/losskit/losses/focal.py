@@ -106,16 +106,7 @@ MultilabelSigmoidFocalLoss = multilabel_form(SigmoidFocalLoss, "MultilabelSigmoi
 
 def _alpha(xp, alpha, input):
     """``alpha`` as 1, a number, or a checked ``[K]`` array."""
-    if alpha is None:
-        return 1.0
-    if _checks.is_number(alpha):
-        return alpha
-    arr = _array.option_array(xp, alpha, "alpha", input)
-    if arr.ndim != 1 or arr.shape[0] != input.shape[-1]:
-        raise _checks.fail("alpha", f"a number or shape ({input.shape[-1]},), one per class",
-                           f"shape {tuple(arr.shape)}")
-    _checks.non_negative(xp, arr, "alpha")
-    return arr
+    return 1.0 if alpha is None else _checks.number_or_per_class(xp, alpha, "alpha", input)
 
 
 class SoftmaxFocalLoss(_CategoricalBase):
