@@ -656,6 +656,27 @@ def test_short_rows_kernel_is_the_rows_kernel_arithmetic_in_blocks(dtype, classe
         np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
 
 
+def _check_blocked_rows(kernel, inputs, z, reference, ulps):
+    """A blocked kernel ``kernel(*inputs, scaled_loss, grad, with_grad, flags)``, its parallel form and its
+    serial twin, against a row kernel's ``(loss, grad, flags)`` on ``z``'s rows: the same flags, the
+    losses and gradients within ``ulps`` = (loss, gradient) ulps, the value alone the same bits, and row 9
+    (weight 0) 0."""
+    ref_loss, ref_grad, ref_flags = reference
+    n, eps = len(z), np.finfo(z.dtype).eps
+    for compiled in (kernel, fused.serial_twin(kernel)):
+        loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
+        compiled(*inputs, loss, grad, True, flags)
+        np.testing.assert_array_equal(flags, ref_flags)
+        ok = flags == 0
+        np.testing.assert_allclose(loss[ok], ref_loss[ok], rtol=ulps[0] * eps, atol=0)
+        np.testing.assert_allclose(grad[ok], ref_grad[ok], rtol=ulps[1] * eps,
+                                   atol=8 * eps * np.abs(ref_grad[ok]).max())
+        value_only = np.full(n, -1.0)
+        compiled(*inputs, value_only, np.empty((1, z.shape[1]), z.dtype), False, np.zeros(n, np.uint8))
+        np.testing.assert_array_equal(value_only[ok], loss[ok])
+        assert loss[9] == 0 and np.all(grad[9] == 0)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("classes", [1, 2, 10, 31, 256])
 @pytest.mark.parametrize(("smoothing", "epsilon"), [(0.0, 1.0), (0.1, -0.5), (0.2, 2.0)])
@@ -671,19 +692,8 @@ def test_poly_short_rows_kernel_is_the_poly_row_kernel_arithmetic_in_blocks(dtyp
     empty = np.empty((0, classes), dtype)
     ref_loss, ref_grad, ref_flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
     rows.poly_rows(z, labels, empty, scale, smoothing, epsilon, 1e-3, ref_loss, ref_grad, True, ref_flags)
-    eps = np.finfo(dtype).eps
-    for kernel in (kernels.poly_short_rows, fused.serial_twin(kernels.poly_short_rows)):
-        loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
-        kernel(z, labels, scale, smoothing, epsilon, loss, grad, True, flags)
-        np.testing.assert_array_equal(flags, ref_flags)
-        ok = flags == 0
-        np.testing.assert_allclose(loss[ok], ref_loss[ok], rtol=4 * eps, atol=0)
-        np.testing.assert_allclose(grad[ok], ref_grad[ok], rtol=8 * eps, atol=8 * eps * np.abs(ref_grad[ok]).max())
-        value_only = np.full(n, -1.0)
-        kernel(z, labels, scale, smoothing, epsilon, value_only, np.empty((1, classes), dtype), False,
-               np.zeros(n, np.uint8))
-        np.testing.assert_array_equal(value_only[ok], loss[ok])
-        assert loss[9] == 0 and np.all(grad[9] == 0)
+    _check_blocked_rows(kernels.poly_short_rows, (z, labels, scale, smoothing, epsilon), z,
+                        (ref_loss, ref_grad, ref_flags), ulps=(4, 8))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -703,18 +713,8 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
     ref_loss, ref_grad, ref_flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
     rows.focal_rows(z, labels, empty, alpha, scale, 0.0, gamma, 1e-3, ref_loss, ref_grad, no_scratch, True,
                     ref_flags)
-    eps = np.finfo(dtype).eps
-    for kernel in (kernels.focal_short_rows, fused.serial_twin(kernels.focal_short_rows)):
-        loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
-        kernel(z, labels, alpha, scale, gamma, loss, grad, True, flags)
-        np.testing.assert_array_equal(flags, ref_flags)
-        ok = flags == 0
-        np.testing.assert_allclose(loss[ok], ref_loss[ok], rtol=8 * eps, atol=0)
-        np.testing.assert_allclose(grad[ok], ref_grad[ok], rtol=16 * eps, atol=8 * eps * np.abs(ref_grad[ok]).max())
-        value_only = np.full(n, -1.0)
-        kernel(z, labels, alpha, scale, gamma, value_only, np.empty((1, classes), dtype), False, np.zeros(n, np.uint8))
-        np.testing.assert_array_equal(value_only[ok], loss[ok])
-        assert loss[9] == 0 and np.all(grad[9] == 0)
+    _check_blocked_rows(kernels.focal_short_rows, (z, labels, alpha, scale, gamma), z,
+                        (ref_loss, ref_grad, ref_flags), ulps=(8, 16))
 
 
 @pytest.mark.parametrize(("cls", "options"), [(lk.SoftmaxCrossEntropy, {}), (lk.PolyCrossEntropy, {"epsilon": -1.0}),

@@ -278,6 +278,19 @@ def poly_short_rows(z, labels, scale, smoothing, epsilon, scaled_loss, grad, wit
 
 
 @numba.njit(**INLINE)
+def _unweighted(s, g, clear, scaled_loss, i):
+    """Whether row ``i`` has weight 0; such a row costs 0, and its gradient row ``g`` is zeroed when
+    ``clear`` (a kernel's ``with_grad``)."""
+    if s != 0:
+        return False
+    scaled_loss[i] = 0.0
+    if clear:
+        for j in range(g.shape[0]):
+            g[j] = g.dtype.type(0)
+    return True
+
+
+@numba.njit(**INLINE)
 def _short_sums(z, labels, scale, flags, lo, hi):
     """The softmax statistics of rows ``lo:hi`` (each at most :data:`SHORT_ROW` classes) for the blocked
     kernels: ``(exps, maxima, rest, label_shift, log_norm, label_exp)``, the block's ``exp(z - max)``
@@ -336,14 +349,8 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
     for r in range(rows):
         i = lo + r
         s = scale[i]
-        if s == 0:  # a row of weight 0 costs 0, whatever its logits
-            scaled_loss[i] = 0.0
-            if with_grad:
-                for j in range(k):
-                    grad[i, j] = zero
-            continue
-        if flags[i]:
-            continue
+        if _unweighted(s, grad[i if with_grad else 0], with_grad, scaled_loss, i) or flags[i]:
+            continue  # a row of weight 0 costs 0, whatever its logits
         loss = log_norm[r] - (1.0 - a) * label_shift[r]
         if a > 0:  # only then: a -inf logit makes the sum -inf, and 0 * -inf is NaN
             shifted = zero
@@ -384,14 +391,8 @@ def focal_short_rows(z, labels, alpha, scale, gamma, scaled_loss, grad, with_gra
         for r in range(hi - lo):
             i = lo + r
             s = scale[i]
-            if s == 0:  # a row of weight 0 costs 0, whatever its logits
-                scaled_loss[i] = 0.0
-                if with_grad:
-                    for j in range(k):
-                        grad[i, j] = z.dtype.type(0)
-                continue
-            if flags[i]:
-                continue
+            if _unweighted(s, grad[i if with_grad else 0], with_grad, scaled_loss, i) or flags[i]:
+                continue  # a row of weight 0 costs 0, whatever its logits
             total = 1.0 + rest[r]
             others = rest[r] if label_shift[r] >= 0 else rest[r] + (1.0 - label_exp[r])
             p_y, q_y = label_exp[r] / total, others / total  # q_y = 1 - p_y from the other classes' mass

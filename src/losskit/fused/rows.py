@@ -38,7 +38,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, row_sweep, store_exp
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, _unweighted, row_sweep, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vlog1p, vpow
 
 __all__ = ["kl_dense_rows", "kl_dense_short_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows",
@@ -49,19 +49,6 @@ def focal_scratch(rows: int, width: int, sparse: bool, dtype):
     """The ``scratch`` :func:`focal_rows` takes: a chunk's row of the loss's terms per row (none for
     labels without smoothing, which touch only the label's term)."""
     return np.empty((rows, 0 if sparse else min(width, SUM_CHUNK)), dtype)
-
-
-@numba.njit(**INLINE)
-def _unweighted(s, g, clear, scaled_loss, i):
-    """Whether row ``i`` has weight 0; such a row costs 0, and its gradient row ``g`` is zeroed when
-    ``clear`` (a kernel's ``with_grad``)."""
-    if s != 0:
-        return False
-    scaled_loss[i] = 0.0
-    if clear:
-        for j in range(g.shape[0]):
-            g[j] = g.dtype.type(0)
-    return True
 
 
 @numba.njit(**INLINE)

@@ -180,7 +180,6 @@ def _signature(loss, plan, arrays) -> tuple:
     kernel of their own without it)."""
     z = arrays["input"]
     columns = not z.flags.c_contiguous and arrays["out"] is None and _columns(z) is not None
-    # and the row width's side of the blocked kernels' bounds (short rows run a kernel of their own)
     width = z.shape[-1]
     short = (width <= _rows().module.SHORT_ROW, width <= _kernels().module.SHORT_ROW, plan.smoothing == 0)
     return (type(loss), z.dtype.str, plan.reduction == "none", plan.spans_last_axis,
