@@ -6,23 +6,20 @@ and losskit's array-API path (``impl="xp"``, what such a call ran before the col
 
     python -m benchmarks.class_axis_layout [--repeats 7]
 
-Prints milliseconds per call: back-to-back calls, as in a training loop (about 0.1 s of them per
-round, after the catalogue benchmark's pause and one call that wakes the thread pools); the median of
-``--repeats`` rounds, the implementations alternating; and each peer's time over losskit's NumPy
-call. losskit's loss and gradient are checked against torch's first (float32 tolerances).
+Prints milliseconds per call (``_alternate.median_ms``: back-to-back calls, as in a training loop,
+the median of ``--repeats`` rounds, the implementations alternating) and each peer's time over
+losskit's NumPy call. losskit's loss and gradient are checked against torch's first (float32 tolerances).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import losskit as lk
 
-from .catalogue import PAUSE
+from ._alternate import median_ms
 
 SHAPES = [(16, 21, 128, 128), (8, 150, 64, 64), (64, 10, 32, 32), (4, 21, 32, 32)]
 SMOKE_SHAPES = [(2, 5, 8, 9)]
@@ -89,24 +86,7 @@ def main() -> None:
         y = rng.integers(0, shape[1], size=(shape[0], *shape[2:]))
         runs = _runs(z, y)
         _check_agreement(z, y)
-        for run in runs.values():
-            run()
-            run()  # compiled (numba, XLA) and warm before timing
-        calls = {}
-        for name, run in runs.items():  # calls per round: about 0.1 s of them
-            start = time.perf_counter()
-            run()
-            calls[name] = max(3, int(0.1 / max(time.perf_counter() - start, 1e-6)))
-        times = {name: [] for name in runs}
-        for _ in range(1 if args.smoke else args.repeats):
-            for name, run in runs.items():
-                time.sleep(PAUSE)  # the thread pools of the run before (OpenMP's, XLA's) stop spinning
-                run()  # and this one's wake
-                start = time.perf_counter()
-                for _ in range(calls[name]):
-                    run()
-                times[name].append((time.perf_counter() - start) / calls[name] * 1e3)
-        med = {name: statistics.median(values) for name, values in times.items()}
+        med = median_ms(runs, 1 if args.smoke else args.repeats)
         cells = [f"{med[name]:.2f}" if name in med else "-" for name in names]
         ratios = [f"{med[name] / med['losskit']:.2f}x" if name in med else "-" for name in ("torch eager", "JAX jit")]
         print(f"| {shape} | " + " | ".join(cells + ratios) + " |", flush=True)

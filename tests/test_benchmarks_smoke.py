@@ -70,6 +70,17 @@ def test_class_axis_layout_benchmark_smoke_run_checks_torch_and_prints_every_imp
     assert len(cells) == 7 and all(float(cell.rstrip("x")) > 0 for cell in cells), row
 
 
+def test_long_rows_benchmark_smoke_run_checks_torch_and_prints_every_implementation():
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.long_rows", "--smoke"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]  # it also stops when losskit and torch disagree
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 3 x 300 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert len(cells) == 8 and all(float(cell.rstrip("x")) > 0 for cell in cells), row
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compiles(tmp_path, workers):
     """`python -m pytest -p benchmarks.suite_profile` (BENCHMARKS.md's suite profile), in one process and

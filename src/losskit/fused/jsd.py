@@ -111,7 +111,8 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
         # each normaliser as 1 + rest, rest = the terms below the max plus the other maxima (rows._normaliser:
         # 1 + 1e-8 - 1 would lose 1e-8's last digits, which the shared max's gradient needs)
         gaps, below_s, ties_s, below_t, ties_t = 0.0, 0.0, 0.0, 0.0, 0.0
-        for start in range(0, k, SUM_CHUNK):
+        for chunk in range((k + SUM_CHUNK - 1) // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+            start = chunk * SUM_CHUNK
             count = min(SUM_CHUNK, k - start)
             for step in range(count):
                 j = start + step
@@ -137,7 +138,8 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
             first = dtype(centre)
             exp_shift = dtype(math.exp(min(-float(first), 60.0)) / sum_s)  # p e^u = e^dt (e^-c / S_s)
             total = 0.0
-            for start in range(0, k, SUM_CHUNK):
+            for chunk in range((k + SUM_CHUNK - 1) // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+                start = chunk * SUM_CHUNK
                 count = min(SUM_CHUNK, k - start)
                 for step in range(count):
                     j = start + step
@@ -179,7 +181,8 @@ def jsd_kernel(expm1, moment, gap, salt: int, cacheable: bool):
         shared_grad = dtype(s / temperature * (rest_t / sum_t - rest_s / sum_s))
         # taken where it rounds less than -p expm1(r), whose r is off by an ulp of first and second
         shared = rest_s / sum_s + rest_t / sum_t < (abs(float(first)) + abs(float(second))) / sum_s
-        for start in range(0, k, SUM_CHUNK):
+        for chunk in range((k + SUM_CHUNK - 1) // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+            start = chunk * SUM_CHUNK
             count = min(SUM_CHUNK, k - start)
             if beta == 0.0:
                 for step in range(count):

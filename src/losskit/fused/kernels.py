@@ -58,6 +58,11 @@ SUM_CHUNK = 256
 # not prove the index ``full + step`` non-negative, kept numba's negative-index wraparound in the loop and
 # ran that chunk scalar (5 ns a logit against 0.44 in the KL kernel: every row of fewer than 256 classes,
 # the whole row; ``python -m benchmarks.short_rows --dense``, BENCHMARKS.md)
+# For the same reason the chunks are counted, ``for chunk in range(full // SUM_CHUNK): start = chunk *
+# SUM_CHUNK``, never ``for start in range(0, full, SUM_CHUNK)``: numba's stepped range hid from LLVM that
+# ``start`` is non-negative, and a chunk's loop that only loads and adds (a stored exp's sums, a gradient's
+# scaling) ran scalar, 8x slower (a sum of 256,000 float32: 0.39 ns a term against 0.046); a loop whose
+# ``vexp`` dominates hid it.
 
 
 #: the options of a kernel's helper: inlined into the kernel's loop (numba's IR, so that LLVM sees one
@@ -159,7 +164,8 @@ def _exp_pass(row, m):
     n = row.shape[0]
     full = max(0, n - n % SUM_CHUNK)  # max: see SUM_CHUNK
     below, ties, shifted, every = 0.0, 0.0, 0.0, 0.0
-    for start in range(0, full, SUM_CHUNK):
+    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see SUM_CHUNK
+        start = chunk * SUM_CHUNK
         b, t, s, e = _exp_sums(row, m, start, SUM_CHUNK)
         below, ties, shifted, every = below + float(b), ties + float(t), shifted + float(s), every + float(e)
     b, t, s, e = _exp_sums(row, m, full, n - full)  # the rest, shorter than a chunk
@@ -174,6 +180,34 @@ def store_exp(row, out, m, start, count):
         out[j] = vexp(row[j] - m)
 
 
+@numba.njit(**INLINE)
+def _stored_exp_sums(row, buf, m, start, base, count, smoothing, in_place):
+    """``exp(row - m)`` of ``count`` terms from ``start`` into ``buf[base:base + count]`` (a loop that
+    writes), then their sums in the row's dtype (a loop that only reads, ``buf`` still in L1): of the
+    terms below 1 (NaN if one is) and the count of the ties (a term whose exp rounds to 1 counts with
+    them: their total is the same, and the normaliser stays ``log1p`` of the terms below the max); with
+    ``smoothing``, first the sum of ``row - m`` (read before ``buf``, which may be the row itself when
+    ``in_place``, is written)."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
+    shifted = zero
+    if smoothing:  # loop-invariant: LLVM takes the branch out of the loop
+        for step in range(count):
+            shifted += row[start + step] - m
+    if in_place:  # buf is the row's own memory: one array, no run-time overlap check
+        for step in range(count):
+            buf[base + step] = vexp(buf[base + step] - m)
+    else:
+        for step in range(count):
+            buf[base + step] = vexp(row[start + step] - m)
+    below = zero
+    ties = zero
+    for step in range(count):
+        e = buf[base + step]
+        below += zero if e >= one else e
+        ties += one if e >= one else zero
+    return below, ties, shifted
+
+
 @numba.njit(**OPTIONS)
 def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
     """Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
@@ -181,58 +215,77 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     parallel kernel only: a serial twin is compiled ``noalias``, and its callers give it a buffer of its
     own). Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
 
-    ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``.
-    Three passes over a row: its max; the sums of ``exp(z - max)`` (only read); the gradient, each
-    ``exp`` taken again (cheaper than storing it and reading it back, and no loop both sums and
-    writes). Precision as the array-API path: the normaliser is ``log1p`` of the terms below the
-    row max (a sure row's tiny loss is not rounded to 0), and at the label the gradient is
-    ``a (1 - 1/K) - sum_{k != y} p_k`` (exact when ``p_y`` rounds to 1).
+    ``labels`` int64, already 0 for ignored rows (whose scale is 0); ``smoothing`` is ``a``. A row of
+    weight 0 costs 0, whatever its logits. Three passes over a row: its max; ``exp(z - max)`` by chunks
+    of :data:`SUM_CHUNK`, each chunk stored (in the row's gradient, or a chunk of scratch without one)
+    and then summed while in L1 (:func:`_stored_exp_sums`); the gradient, the stored exps scaled in
+    place. One ``exp`` a logit: taking it again in the gradient's pass cost a third of the call
+    (``python -m benchmarks.long_rows``, BENCHMARKS.md). Rows go to the threads in blocks of about
+    :data:`SHORT_BLOCK` logits (one row each from that width on), each block with its chunk of scratch.
+    Precision as the array-API path: the normaliser is ``log1p`` of the terms below the row max (a sure
+    row's tiny loss is not rounded to 0), and at the label the gradient is ``a (1 - 1/K) - sum_{k != y}
+    p_k`` (exact when ``p_y`` rounds to 1). The value's sums are the same loops with or without a
+    gradient: the same bits either way.
     """
     n, k = z.shape
-    a = smoothing
-    zero = z.dtype.type(0)
-    in_place = z.ctypes.data == grad.ctypes.data
-    for i in prange(n):
-        row = z[i]
-        y = labels[i]
-        if y < 0 or y >= k or k == 0:
-            flags[i] = 1
-            continue
-        m = row_max(row)
-        if not math.isfinite(m):  # a +inf or all -inf row: the reference gives the limit
-            flags[i] = 1
-            continue
-        z_y = row[y]  # read before the row is overwritten (grad may alias z)
-        g = grad[i if with_grad else i - i]  # without a gradient, grad is one scratch row, never written
-        below, ties, shifted, every = _exp_pass(row, m)
-        below64, ties64 = float(below), float(ties) - 1.0  # the leading 1 is one of the ties
-        log_norm = math.log1p(below64 + ties64)
-        # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
-        loss = log_norm - (1.0 - a) * (float(z_y) - float(m))
-        if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
-            loss -= (a / k) * float(shifted)
-        s = scale[i]
-        if not (math.isfinite(loss) and math.isfinite(every)):
-            flags[i] = 1
-            continue
-        scaled_loss[i] = 0.0 if s == 0 else s * loss
-        if with_grad:
-            total = 1.0 + below64 + ties64
-            sw = g.dtype.type(s)
-            if s == 0:
-                for j in range(k):
-                    g[j] = zero
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    in_place = with_grad and z.ctypes.data == grad.ctypes.data
+    for b in prange((n + block - 1) // block):
+        scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
+        for i in range(b * block, min(n, b * block + block)):
+            if with_grad:  # one inlined copy per flag: each compiled free of the other's branches
+                _softmax_ce_row(z, labels, scale, smoothing, scaled_loss, grad, True, flags, scratch, in_place, i)
             else:
-                scaled_inv, scaled_offset = g.dtype.type(s / total), g.dtype.type(s * a / k)
-                if in_place:  # g is this row's own memory: reading it alone needs no check of overlap
-                    for j in range(k):
-                        g[j] = vexp(g[j] - m) * scaled_inv - scaled_offset
-                else:
-                    for j in range(k):
-                        g[j] = vexp(row[j] - m) * scaled_inv - scaled_offset
-                # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
-                rest = below64 + ties64 if z_y >= m else below64 + ties64 + (1.0 - math.exp(float(z_y) - float(m)))
-                g[y] = sw * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)
+                _softmax_ce_row(z, labels, scale, smoothing, scaled_loss, grad, False, flags, scratch, False, i)
+
+
+@numba.njit(**INLINE)
+def _softmax_ce_row(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
+    """Row ``i`` of :func:`softmax_ce_rows`."""
+    k = z.shape[1]
+    a = smoothing
+    row = z[i]
+    y = labels[i]
+    s = scale[i]
+    if _unweighted(s, grad[i if with_grad else 0], with_grad, scaled_loss, i):
+        return
+    if y < 0 or y >= k or k == 0:
+        flags[i] = 1
+        return
+    m = row_max(row)
+    if not math.isfinite(m):  # a +inf or all -inf row: the reference gives the limit
+        flags[i] = 1
+        return
+    z_y = row[y]  # read before the row is overwritten (grad may alias z)
+    buf = grad[i] if with_grad else scratch  # the exps: the row's gradient, or one chunk of scratch
+    full = max(0, k - k % SUM_CHUNK)  # max: see SUM_CHUNK
+    below, ties, shifted = 0.0, 0.0, 0.0
+    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see SUM_CHUNK
+        start = chunk * SUM_CHUNK
+        bl, t, sh = _stored_exp_sums(row, buf, m, start, start if with_grad else 0, SUM_CHUNK, a > 0, in_place)
+        below, ties, shifted = below + float(bl), ties + float(t), shifted + float(sh)
+    bl, t, sh = _stored_exp_sums(row, buf, m, full, full if with_grad else 0, k - full, a > 0, in_place)
+    below, ties, shifted = below + float(bl), ties + float(t), shifted + float(sh)
+    ties -= 1.0  # the max itself is one of the ties
+    log_norm = math.log1p(below + ties)
+    # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
+    loss = log_norm - (1.0 - a) * (float(z_y) - float(m))
+    if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
+        loss -= (a / k) * shifted
+    if not math.isfinite(loss):  # a NaN logit (the max is NaN then too), a loss that overflows
+        flags[i] = 1
+        return
+    scaled_loss[i] = s * loss
+    if not with_grad:
+        return
+    g = grad[i]
+    total = 1.0 + below + ties
+    scaled_inv, scaled_offset = g.dtype.type(s / total), g.dtype.type(s * a / k)
+    for j in range(k):  # one array, read and written in place
+        g[j] = g[j] * scaled_inv - scaled_offset
+    # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
+    rest = below + ties if z_y >= m else below + ties + (1.0 - math.exp(float(z_y) - float(m)))
+    g[y] = g.dtype.type(s) * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)
 
 
 #: rows of at most this many classes take :func:`softmax_ce_short_rows` (a row's sums are then one
@@ -472,7 +525,9 @@ def _column_tile(z, labels, scale, a, scaled_loss, grad, with_grad, flags, i, lo
         for q in range(count):
             v = column[q]
             m[q] = v if v > m[q] else m[q]  # a NaN logit is flagged below: its exp makes `below` NaN
-    for start in range(0, k, COLUMN_CHUNK):  # each position's sums in the dtype within a chunk of classes
+    # each position's sums in the dtype within a chunk of classes (not a range with a step: see SUM_CHUNK)
+    for chunk in range((k + COLUMN_CHUNK - 1) // COLUMN_CHUNK):
+        start = chunk * COLUMN_CHUNK
         for q in range(count):
             part[q], tied[q] = zero, zero
         for c in range(start, min(k, start + COLUMN_CHUNK)):

@@ -104,7 +104,8 @@ def _target_exp_pass(row, target, out, m, keep, low, entropy):
     k = row.shape[0]
     full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     below, ties, total_y, y_shifted, y_exp, y_log_y = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    for start in range(0, full, SUM_CHUNK):
+    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+        start = chunk * SUM_CHUNK
         b, t, ty, ys, ye, yl = _target_sums(row, target, out, m, keep, low, entropy, start, SUM_CHUNK)
         below, ties, total_y = below + float(b), ties + float(t), total_y + float(ty)
         y_shifted, y_exp, y_log_y = y_shifted + float(ys), y_exp + float(ye), y_log_y + float(yl)
@@ -136,7 +137,8 @@ def _probabilities_off(target, tolerance):
     k = target.shape[0]
     full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     total, outside = 0.0, 0.0
-    for start in range(0, full, SUM_CHUNK):
+    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+        start = chunk * SUM_CHUNK
         t, o = _probability_sums(target, start, SUM_CHUNK)
         total, outside = total + float(t), outside + float(o)
     t, o = _probability_sums(target, full, k - full)
@@ -356,7 +358,8 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             return 0.0, True
         full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
         below_s, ties_s, below_t, ties_t, gaps = 0.0, 0.0, 0.0, 0.0, 0.0
-        for start in range(0, full, SUM_CHUNK):
+        for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+            start = chunk * SUM_CHUNK
             bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
             below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
             gaps += gs
@@ -371,7 +374,8 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             c, inv_s = dtype(centre), dtype(1.0 / total_s)
             exp_shift = dtype(math.exp(-float(c) - log_ns))  # p e^u = e^dt e^(-c - log S_s), u's own c
             a_sum, b_sum = 0.0, 0.0
-            for start in range(0, full, SUM_CHUNK):
+            for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+                start = chunk * SUM_CHUNK
                 a, b = zero, zero
                 for step in range(SUM_CHUNK):  # a constant trip count: vectorised
                     j = start + step
@@ -502,7 +506,8 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, tolerance, scaled_los
             sw = dtype(s)
             full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
             missing = 0.0
-            for start in range(0, full, SUM_CHUNK):
+            for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+                start = chunk * SUM_CHUNK
                 missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
                                              start, SUM_CHUNK))
             missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
@@ -528,7 +533,8 @@ def _exp_into(row, out, m):
     k = row.shape[0]
     full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     below, ties = 0.0, 0.0
-    for start in range(0, k, SUM_CHUNK):
+    for chunk in range((k + SUM_CHUNK - 1) // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+        start = chunk * SUM_CHUNK
         count = SUM_CHUNK if start < full else k - full
         store_exp(row, out, m, start, count)
         zero, one = row.dtype.type(0), row.dtype.type(1)
@@ -586,7 +592,8 @@ def _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high,
     k = row.shape[0]
     full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
-    for start in range(0, full, SUM_CHUNK):
+    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+        start = chunk * SUM_CHUNK
         ls, tu, xu = _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f,
                                   rest_f, log_norm_f, g_f, start, SUM_CHUNK)
         loss_sum, total_u, ties_u = loss_sum + ls, total_u + tu, ties_u + xu

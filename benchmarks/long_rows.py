@@ -1,0 +1,97 @@
+"""Softmax CE of labels on rows of many classes (an ImageNet head, a language model's vocabulary): losskit
+on NumPy (``value_and_grad``, and the value alone) and as a torch module (forward + ``autograd.grad``),
+against torch eager's ``F.cross_entropy`` (forward + ``autograd.grad``, and the forward alone under
+``no_grad``) and JAX's ``jit(value_and_grad)`` of optax's ``softmax_cross_entropy_with_integer_labels``
+(``jnp`` when optax is missing), all on the same float32 logits, mean reduction.
+
+    python -m benchmarks.long_rows [--repeats 7]
+
+Prints milliseconds per call (``_alternate.median_ms``: back-to-back calls, as in a training loop, the
+median of ``--repeats`` rounds, the implementations alternating) and the faster peer's time over
+losskit's, forward + gradient and forward alone. losskit's loss and gradient are checked against
+torch's first (float32 tolerances).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import losskit as lk
+
+from ._alternate import median_ms
+
+SHAPES = [(256, 1000), (1024, 1000), (1024, 4096), (4096, 32000), (512, 128256)]
+SMOKE_SHAPES = [(3, 300)]
+NAMES = ["losskit", "losskit value", "losskit.torch", "torch eager", "torch eager forward", "JAX jit"]
+
+
+def _runs(z, y):
+    import torch
+
+    import losskit.torch as lt
+
+    loss = lk.SoftmaxCrossEntropy()
+    tz, ty = torch.from_numpy(z).requires_grad_(True), torch.from_numpy(y)
+    module = lt.module(loss)
+
+    def torch_forward():
+        with torch.no_grad():
+            torch.nn.functional.cross_entropy(tz, ty)
+
+    runs = {"losskit": lambda: loss.value_and_grad(z, y), "losskit value": lambda: loss(z, y),
+            "losskit.torch": lambda: torch.autograd.grad(module(tz, ty), tz),
+            "torch eager": lambda: torch.autograd.grad(torch.nn.functional.cross_entropy(tz, ty), tz),
+            "torch eager forward": torch_forward}
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return runs
+    try:
+        from optax import softmax_cross_entropy_with_integer_labels as per_row
+    except ImportError:
+        def per_row(logits, labels):
+            return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
+
+    step = jax.jit(jax.value_and_grad(lambda logits, labels: per_row(logits, labels).mean()))
+    jz, jy = jnp.asarray(z), jnp.asarray(y.astype(np.int32))
+    runs["JAX jit"] = lambda: jax.block_until_ready(step(jz, jy))
+    return runs
+
+
+def _check_agreement(z, y) -> None:
+    import torch
+
+    tz = torch.from_numpy(z).requires_grad_(True)
+    value = torch.nn.functional.cross_entropy(tz, torch.from_numpy(y))
+    (grad,) = torch.autograd.grad(value, tz)
+    ours, our_grad = lk.SoftmaxCrossEntropy(impl="fused").value_and_grad(z, y)  # the kernel, never the reference
+    # that answers a small first call while the kernel compiles
+    np.testing.assert_allclose(ours, value.item(), rtol=1e-5)
+    np.testing.assert_allclose(our_grad, grad.numpy(), rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="one small shape, one round (the test suite's run)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print("| logits | " + " | ".join(f"{name} (ms)" for name in NAMES)
+          + " | peer / losskit | forward: torch / losskit |")
+    print("|---|" + "---|" * (len(NAMES) + 2))
+    for shape in SMOKE_SHAPES if args.smoke else SHAPES:
+        z = (rng.normal(size=shape) * 3).astype(np.float32)
+        y = rng.integers(0, shape[1], size=shape[0])
+        _check_agreement(z, y)
+        med = median_ms(_runs(z, y), 1 if args.smoke else args.repeats)
+        cells = [f"{med[name]:.3f}" if name in med else "-" for name in NAMES]
+        peer = min(med[name] for name in ("torch eager", "JAX jit") if name in med)
+        ratios = [f"{peer / med['losskit']:.2f}x", f"{med['torch eager forward'] / med['losskit value']:.2f}x"]
+        print(f"| {shape[0]} x {shape[1]} | " + " | ".join(cells + ratios) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
