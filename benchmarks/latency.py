@@ -4,6 +4,7 @@
     python -m benchmarks.latency --step-processes 5     # part 1 alone, once per new process
     python -m benchmarks.latency --demo                 # part 4 alone
     python -m benchmarks.latency --torch-small          # part 5 alone
+    python -m benchmarks.latency --blas-step            # part 6 alone
 
 0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
    against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
@@ -29,6 +30,11 @@
    (softmax CE and BCE-with-logits, float32 and float64) against ``F.cross_entropy`` /
    ``F.binary_cross_entropy_with_logits`` forward + ``backward()``, alternating, 1000 calls per
    round, median of 9 rounds: what a small CPU step pays for the torch layer.
+6. ``--blas-step``: a NumPy softmax layer's training step on calls large enough for the parallel
+   kernels, ``z = h @ W``, softmax CE ``value_and_grad``, ``h.T @ g`` (hidden 512, float32; 1024 x 1000 and
+   4096 x 1000 logits): the step, the loss call inside the loop, the same call alone and the two
+   products alone, medians of 7 rounds of 50 steps. Shows numba's and OpenBLAS's threads sharing the
+   cores. No torch in the process: imported first, torch's libgomp would run numba's threads too.
 
 The training step varies by 1.5x from one process to the next on this 2-core machine (where
 OpenBLAS's threads land), so ``--step-processes N`` measures part 1 in N new processes, torch's
@@ -270,6 +276,45 @@ def demo_times() -> dict[str, float]:
     return {task: run(task).seconds for task in TASKS}
 
 
+BLAS_SHAPES = [(1024, 1000), (4096, 1000)]
+
+
+def blas_step_times(n: int, k: int, rounds: int = 7, steps: int = 50) -> dict[str, float]:
+    """Part 6: seconds per step (and per loss call in the loop, alone, and per pair of products alone)."""
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((n, 512)).astype(np.float32)
+    w = (rng.standard_normal((512, k)) * 0.05).astype(np.float32)
+    y = rng.integers(0, k, size=n)
+    loss = lk.SoftmaxCrossEntropy(impl="fused")
+    z0 = h @ w
+    times = {"step": [], "in the loop": [], "alone": [], "products": []}
+    times_in_loop: list = []  # each loss call of this round's steps
+
+    def step():
+        z = h @ w
+        start = time.perf_counter()
+        _, g = loss.value_and_grad(z, y)
+        times_in_loop.append(time.perf_counter() - start)
+        return h.T @ g
+
+    def timed(fn):
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        return (time.perf_counter() - start) / steps
+
+    runs = {"step": step, "alone": lambda: loss.value_and_grad(z0, y), "products": lambda: h.T @ (h @ w)}
+    for run in runs.values():
+        for _ in range(5):
+            run()
+    for _ in range(rounds):
+        times_in_loop.clear()
+        for name, run in runs.items():
+            times[name].append(timed(run))
+        times["in the loop"].append(statistics.median(times_in_loop))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -277,7 +322,16 @@ def main() -> None:
     parser.add_argument("--step-processes", type=int, default=0)
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--torch-small", action="store_true")
+    parser.add_argument("--blas-step", action="store_true")
     args = parser.parse_args()
+    if args.blas_step:
+        print("| logits | step (ms) | loss call in the loop (ms) | alone (ms) | products alone (ms) |\n"
+              "|---|---|---|---|---|")
+        for n, k in BLAS_SHAPES:
+            t = {name: value * 1e3 for name, value in blas_step_times(n, k).items()}
+            print(f"| {n} x {k} | {t['step']:.2f} | {t['in the loop']:.2f} | {t['alone']:.2f} | {t['products']:.2f} |",
+                  flush=True)
+        return
     if args.step_processes:
         step_processes(args.step_processes, args.steps)
         return
