@@ -717,18 +717,61 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
                         (ref_loss, ref_grad, ref_flags), ulps=(8, 16))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classes", [257, 300, 1300])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_long_rows_kernel_against_the_reference_with_or_without_the_gradient_and_in_place(dtype, classes, smoothing):
+    """Softmax CE rows of more than SHORT_ROW classes (one exp a logit, stored where the gradient goes, or in a
+    chunk of scratch without one): the array-API path's value and gradient to a few ulps on the edge rows
+    (a sure row's tiny loss, ties, a -inf logit; the non-finite rows and labels out of range flagged, a
+    weight-0 row 0), the value alone the same bits, and the parallel kernel writing the gradient over the
+    logits themselves (linear_cross_entropy's call) the same bits as into a buffer of its own."""
+    from losskit.fused import kernels
+
+    z, labels, scale = _edge_rows(dtype, classes, n=40)
+    n = len(z)
+    ok = np.ones(n, bool)
+    ok[4:9] = False
+    ok[3] = not smoothing  # with smoothing the -inf logit's row has an infinite loss: the reference says so
+    ref_loss, ref_grad = [], []
+    for i in np.flatnonzero(ok):  # each row alone: the reference's per-row loss and gradient, in float64
+        one = lk.SoftmaxCrossEntropy(label_smoothing=smoothing, reduction="sum", impl="xp")
+        value, grad = one.value_and_grad(z[i:i + 1].astype(np.float64), labels[i:i + 1])
+        ref_loss.append(float(scale[i]) * float(value))
+        ref_grad.append(float(scale[i]) * grad[0])
+    eps = np.finfo(dtype).eps
+    for twin in (kernels.softmax_ce_rows, fused.serial_twin(kernels.softmax_ce_rows)):
+        loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
+        twin(z, labels, scale, smoothing, loss, grad, True, flags)
+        np.testing.assert_array_equal(flags == 0, ok)
+        np.testing.assert_allclose(loss[ok], ref_loss, rtol=4 * eps, atol=0)
+        np.testing.assert_allclose(grad[ok], np.array(ref_grad), rtol=8 * eps, atol=8 * eps * np.abs(ref_grad).max())
+        assert loss[9] == 0 and np.all(grad[9] == 0)
+        value_only = np.full(n, -1.0)
+        twin(z, labels, scale, smoothing, value_only, np.empty((1, classes), dtype), False, np.zeros(n, np.uint8))
+        np.testing.assert_array_equal(value_only[ok], loss[ok])
+    in_place = z.copy()
+    loss_in_place, flags = np.full(n, -1.0), np.zeros(n, np.uint8)
+    kernels.softmax_ce_rows(in_place, labels, scale, smoothing, loss_in_place, in_place, True, flags)
+    np.testing.assert_array_equal(loss_in_place[ok], loss[ok])
+    np.testing.assert_array_equal(in_place[ok], grad[ok])
+    if smoothing == 0:  # the sure row keeps its tiny loss, (K - 1) e^-90
+        np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
+
+
 @pytest.mark.parametrize(("cls", "options"), [(lk.SoftmaxCrossEntropy, {}), (lk.PolyCrossEntropy, {"epsilon": -1.0}),
                                              (lk.SoftmaxFocalLoss, {"gamma": 2.0})])
 @pytest.mark.parametrize("rows", [30, 30_000])  # the serial twin; the parallel kernel, out= the logits themselves
-def test_short_rows_of_weight_0_cost_0_whatever_their_logits(cls, options, rows):
-    """An ignored row (weight 0) of NaN, -inf or overflowing logits: the blocked kernels answer (their
-    loss and gradient 0 there), as the row kernels of Poly-1 and focal did. Found in review: such a row
-    sent the whole call to the array-API path, and with out= the logits themselves made it raise."""
+@pytest.mark.parametrize("classes", [10, 300])  # the blocked kernels; the row kernels
+def test_rows_of_weight_0_cost_0_whatever_their_logits(cls, options, rows, classes):
+    """An ignored row (weight 0) of NaN, -inf or overflowing logits: the kernels answer (their loss and
+    gradient 0 there). Found in review: such a row sent the whole call to the array-API path, and with
+    out= the logits themselves made it raise; softmax CE's row kernel (more than 256 classes) did so too."""
     rng = np.random.default_rng(2)
-    z = rng.normal(size=(rows, 10)) * 3
-    y = rng.integers(0, 10, rows)
+    z = rng.normal(size=(rows, classes)) * 3
+    y = rng.integers(0, classes, rows)
     y[:3] = -100
-    z[0], z[1], z[2] = np.nan, -np.inf, np.where(np.arange(10) % 2, 1e308, -1e308)
+    z[0], z[1], z[2] = np.nan, -np.inf, np.where(np.arange(classes) % 2, 1e308, -1e308)
     loss = cls(impl="fused", ignore_index=-100, **options)
     assert _kernel_answers(loss, z, y)
     ref_value, ref_grad = cls(impl="xp", ignore_index=-100, **options).value_and_grad(np.nan_to_num(z), y)
