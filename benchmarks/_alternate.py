@@ -1,9 +1,14 @@
-"""Timing implementations side by side: back-to-back calls, the implementations alternating in each round."""
+"""Softmax CE benchmarks side by side: losskit checked against torch, then back-to-back calls, the
+implementations alternating in each round."""
 
 from __future__ import annotations
 
 import statistics
 import time
+
+import numpy as np
+
+import losskit as lk
 
 from .catalogue import PAUSE
 
@@ -32,3 +37,17 @@ def median_ms(runs: dict, repeats: int, seconds: float = 0.1) -> dict[str, float
                 run()
             times[name].append((time.perf_counter() - start) / calls[name] * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def check_against_torch(z, y, axis: int = -1) -> None:
+    """losskit's softmax CE (mean) of ``z`` at labels ``y`` over ``axis``, value and gradient, against torch's
+    ``F.cross_entropy`` (its class axis 1) to float32 tolerances; raises when they disagree."""
+    import torch
+
+    tz = torch.from_numpy(z).requires_grad_(True)
+    value = torch.nn.functional.cross_entropy(tz, torch.from_numpy(y))
+    (grad,) = torch.autograd.grad(value, tz)
+    # impl="fused": the kernel, never the reference that answers a small first call while the kernel compiles
+    ours, our_grad = lk.SoftmaxCrossEntropy(axis=axis, impl="fused").value_and_grad(z, y)
+    np.testing.assert_allclose(ours, value.item(), rtol=1e-5)
+    np.testing.assert_allclose(our_grad, grad.numpy(), rtol=1e-4, atol=1e-6 * float(grad.abs().max()))

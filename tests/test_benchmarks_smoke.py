@@ -59,26 +59,17 @@ def test_distillation_rows_benchmark_smoke_run_prints_both_paths_and_teachers():
             assert f"| {path} | {kind} |" in out.stdout, (path, kind)
 
 
-def test_class_axis_layout_benchmark_smoke_run_checks_torch_and_prints_every_implementation():
+@pytest.mark.parametrize(("module", "row", "cells"), [("class_axis_layout", "| (2, 5, 8, 9) |", 7),
+                                                      ("long_rows", "| 3 x 300 |", 8)])
+def test_softmax_ce_benchmark_smoke_runs_check_torch_and_print_every_implementation(module, row, cells):
     pytest.importorskip("torch")
     pytest.importorskip("jax")
-    out = subprocess.run([sys.executable, "-m", "benchmarks.class_axis_layout", "--smoke"],
+    out = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--smoke"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]  # it also stops when losskit and torch disagree
-    row = next(line for line in out.stdout.splitlines() if line.startswith("| (2, 5, 8, 9) |"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
-    assert len(cells) == 7 and all(float(cell.rstrip("x")) > 0 for cell in cells), row
-
-
-def test_long_rows_benchmark_smoke_run_checks_torch_and_prints_every_implementation():
-    pytest.importorskip("torch")
-    pytest.importorskip("jax")
-    out = subprocess.run([sys.executable, "-m", "benchmarks.long_rows", "--smoke"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]  # it also stops when losskit and torch disagree
-    row = next(line for line in out.stdout.splitlines() if line.startswith("| 3 x 300 |"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
-    assert len(cells) == 8 and all(float(cell.rstrip("x")) > 0 for cell in cells), row
+    line = next(line for line in out.stdout.splitlines() if line.startswith(row))
+    values = [cell.strip() for cell in line.strip("|").split("|")][1:]
+    assert len(values) == cells and all(float(value.rstrip("x")) > 0 for value in values), line
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
