@@ -33,7 +33,7 @@
 6. ``--blas-step``: a NumPy softmax layer's training step on calls large enough for the parallel
    kernels, ``z = h @ W``, softmax CE ``value_and_grad``, ``h.T @ g`` (hidden 512, float32; 1024 x 1000 and
    4096 x 1000 logits): the step, the loss call inside the loop, the same call alone and the two
-   products alone, medians of 7 rounds of 50 steps. Shows numba's and OpenBLAS's threads sharing the
+   products alone, each after a pause, medians of 7 rounds of 50 steps. Shows numba's and OpenBLAS's threads sharing the
    cores. No torch in the process: imported first, torch's libgomp would run numba's threads too.
 
 The training step varies by 1.5x from one process to the next on this 2-core machine (where
@@ -58,6 +58,7 @@ import numpy as np
 import losskit as lk
 
 from ._report import write_markdown
+from .catalogue import PAUSE
 
 
 def numpy_step_times(steps: int, with_loss: bool = True):
@@ -310,6 +311,7 @@ def blas_step_times(n: int, k: int, rounds: int = 7, steps: int = 50) -> dict[st
     for _ in range(rounds):
         times_in_loop.clear()
         for name, run in runs.items():
+            time.sleep(PAUSE)  # the threads of the run before (OpenBLAS's, OpenMP's) stop spinning
             times[name].append(timed(run))
         times["in the loop"].append(statistics.median(times_in_loop))
     return {name: statistics.median(values) for name, values in times.items()}

@@ -6,10 +6,10 @@ against torch eager's ``F.cross_entropy`` (forward + ``autograd.grad``, and the 
 
     python -m benchmarks.long_rows [--repeats 7]
 
-Prints milliseconds per call (``_alternate.median_ms``: back-to-back calls, as in a training loop, the
-median of ``--repeats`` rounds, the implementations alternating) and the faster peer's time over
-losskit's, forward + gradient and forward alone. losskit's loss and gradient are checked against
-torch's first (float32 tolerances).
+Prints milliseconds per call (``_alternate.median_ms``: back-to-back calls, as in a training loop,
+the median of ``--repeats`` rounds, the implementations alternating), the faster peer's time over
+losskit's (forward + gradient) and torch eager's forward over losskit's value alone. losskit's loss
+and gradient are checked against torch's first (float32 tolerances).
 """
 
 from __future__ import annotations

@@ -718,7 +718,7 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("classes", [257, 300, 1300])
+@pytest.mark.parametrize("classes", [257, 300, 512, 1300])  # 512: no shorter last chunk
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_long_rows_kernel_against_the_reference_with_or_without_the_gradient_and_in_place(dtype, classes, smoothing):
     """Softmax CE rows of more than SHORT_ROW classes (one exp a logit, stored where the gradient goes, or in a

@@ -1,4 +1,5 @@
-"""numba's threads start with libgomp spinning 10,000 rounds when idle, unless the user says otherwise."""
+"""numba's threads start, at the first parallel kernel, with libgomp spinning 10,000 rounds when idle,
+unless the user says otherwise; importing the kernels and small (serial) calls start nothing."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ import pytest
 
 pytest.importorskip("numba")
 
-#: run in a fresh process (libgomp reads its settings once, when loaded): import a kernel module, then
-#: report the threading layer and whether the environment still holds GOMP_SPINCOUNT
-PROBE = ("import os, losskit.fused.vmath, numba; "
+#: run in a fresh process (libgomp reads its settings once, when loaded): a call large enough for the
+#: parallel kernel, then the threading layer and whether the environment still holds GOMP_SPINCOUNT
+PROBE = ("import os, numpy as np, losskit as lk, numba; "
+         "lk.SoftmaxCrossEntropy(impl='fused').value_and_grad(np.zeros((300, 1000), np.float32), np.zeros(300, int)); "
          "print('layer', numba.threading_layer(), 'GOMP_SPINCOUNT' in os.environ, os.environ.get('GOMP_SPINCOUNT'))")
 
 
-def _probe(**settings):
+def _run(code, **settings):
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update(OMP_DISPLAY_ENV="VERBOSE", **settings)  # libgomp prints its settings to stderr when loaded
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def _probe(**settings):
+    out = _run(PROBE, **settings)
     layer = next(line for line in out.stdout.splitlines() if line.startswith("layer")).split()
     if layer[1] != "omp":
         pytest.skip(f"numba's threading layer here is {layer[1]}, not libgomp's")
@@ -42,3 +49,13 @@ def test_a_users_own_libgomp_settings_hold(settings):
         assert spin == ["12345"] and (left, value) == ("True", "12345")
     else:  # ACTIVE: libgomp's spin count for it (30 billion), not ours
         assert spin and spin != ["10000"] and left == "False"
+
+
+def test_importing_the_kernels_and_small_calls_start_no_threads():
+    """Started threads fix multiprocessing's start method (and a forked child's parallel kernel is stopped):
+    found in review, when the threads started at the kernels' import."""
+    out = _run("import multiprocessing as mp, numpy as np, losskit as lk, losskit.fused.kernels; "
+               "lk.SoftmaxCrossEntropy(impl='fused').value_and_grad(np.zeros((30, 1000), np.float32), np.zeros(30, int)); "
+               "mp.set_start_method('spawn'); print('spawn set')")
+    assert "spawn set" in out.stdout
+    assert "GOMP_SPINCOUNT" not in out.stderr  # libgomp was never loaded

@@ -47,10 +47,6 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from . import threads
-
-threads.start()  # every kernel module imports this one: numba's threads, started to sleep when idle
-
 __all__ = ["row_max", "row_max_but", "vexp", "vexpm1", "vlog", "vlog1p", "vlog1p_unit", "vpow"]
 
 

@@ -22,6 +22,7 @@ from array_api_compat import array_namespace, is_numpy_namespace, is_torch_names
 
 from .. import _array, _checks, fused
 from .._memory import Recycler
+from ..fused import threads as fused_threads
 
 UNHANDLED = object()
 #: elementwise losses run as rows of this many elements, so a 1-D input still splits across threads
@@ -86,7 +87,10 @@ def run(loss, plan, with_grad: bool, out):
                 _compile_in_background(key, loss, plan, arrays, with_grad)
             return UNHANDLED  # the reference answers until the kernel is compiled
         _STATE[key] = _READY  # a large call (or impl="fused") compiles here, once numba's lock is free
-    with fused.serial(z.size < SERIAL_BELOW):
+    serial = z.size < SERIAL_BELOW
+    if not serial:
+        fused_threads.start()  # numba's threads, to sleep soon when idle (before its first parallel kernel)
+    with fused.serial(serial):
         result = loss._kernel(plan, arrays, with_grad)
     if result is None and arrays["out"] is not None and np.may_share_memory(arrays["out"], z):
         # a flagged row takes the array-API path, which reads the input the kernel has overwritten (the

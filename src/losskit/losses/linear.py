@@ -323,8 +323,10 @@ def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduct
 
     if not host_arrays(hidden, classifier, bias):
         return None
+    from ..fused import threads
     from ..fused.kernels import softmax_ce_rows
 
+    threads.start()  # numba's threads, to sleep soon when idle (before its first parallel kernel)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
     kept = KeptRows(scale)
