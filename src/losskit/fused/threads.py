@@ -4,7 +4,7 @@ numba's parallel kernels run on its OpenMP threading layer here (GNU libgomp), w
 spin for 300,000 rounds after each parallel region before they sleep. In a training loop the next
 thing to run is a matrix product, and OpenBLAS's threads then share the two cores with numba's
 spinning ones: a NumPy step of ``h @ W``, softmax CE's ``value_and_grad`` and ``h.T @ g`` (1024 x 512
-hidden, 1000 classes, float32) took 20.9-21.2 ms, and 12.4-13.3 ms with libgomp told to spin 10,000
+hidden, 1000 classes, float32) took 20.9-21.8 ms, and 12.4-13.5 ms with libgomp told to spin 10,000
 rounds, the products alone 10.6-11.7 ms; a loss call alone as fast either way (``python -m
 benchmarks.latency --blas-step``, BENCHMARKS.md). libgomp reads its settings from the environment once,
 when it is loaded, which numba does when it starts its threads: :func:`start`, called just before a
