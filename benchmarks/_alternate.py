@@ -3,6 +3,7 @@ implementations alternating in each round."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -11,6 +12,25 @@ import numpy as np
 import losskit as lk
 
 from .catalogue import PAUSE
+
+
+def arguments(doc: str) -> argparse.Namespace:
+    """The command line these benchmarks share: ``--repeats`` rounds, or ``--smoke`` (one small shape, one round)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="one small shape, one round (the test suite's run)")
+    return parser.parse_args()
+
+
+def jax_run(mean_loss, z, y):
+    """A no-argument call of ``jit(value_and_grad(mean_loss))`` on ``z`` and the int32 labels ``y``, waiting
+    for its result."""
+    import jax
+    import jax.numpy as jnp
+
+    step = jax.jit(jax.value_and_grad(mean_loss))
+    jz, jy = jnp.asarray(z), jnp.asarray(y.astype(np.int32))
+    return lambda: jax.block_until_ready(step(jz, jy))
 
 
 def median_ms(runs: dict, repeats: int, seconds: float = 0.1) -> dict[str, float]:

@@ -13,13 +13,11 @@ losskit's NumPy call. losskit's loss and gradient are checked against torch's fi
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import losskit as lk
 
-from ._alternate import check_against_torch, median_ms
+from ._alternate import arguments, check_against_torch, jax_run, median_ms
 
 SHAPES = [(16, 21, 128, 128), (8, 150, 64, 64), (64, 10, 32, 32), (4, 21, 32, 32)]
 SMOKE_SHAPES = [(2, 5, 8, 9)]
@@ -53,17 +51,12 @@ def _runs(z, y):
         log_p = jax.nn.log_softmax(logits, axis=1)
         return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=1))
 
-    step = jax.jit(jax.value_and_grad(jax_loss))
-    jz, jy = jnp.asarray(z), jnp.asarray(y.astype(np.int32))
-    runs["JAX jit"] = lambda: jax.block_until_ready(step(jz, jy))
+    runs["JAX jit"] = jax_run(jax_loss, z, y)
     return runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--smoke", action="store_true", help="one small shape, one round (the test suite's run)")
-    args = parser.parse_args()
+    args = arguments(__doc__)
     rng = np.random.default_rng(0)
     names = ["losskit", "losskit.torch", "torch eager", "JAX jit", "array-API path"]
     print("| logits (N, C, H, W) | " + " | ".join(f"{name} (ms)" for name in names) + " | torch eager / losskit | "

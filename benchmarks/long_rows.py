@@ -14,13 +14,11 @@ and gradient are checked against torch's first (float32 tolerances).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import losskit as lk
 
-from ._alternate import check_against_torch, median_ms
+from ._alternate import arguments, check_against_torch, jax_run, median_ms
 
 SHAPES = [(256, 1000), (1024, 1000), (1024, 4096), (4096, 32000), (512, 128256)]
 SMOKE_SHAPES = [(3, 300)]
@@ -55,17 +53,12 @@ def _runs(z, y):
         def per_row(logits, labels):
             return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
 
-    step = jax.jit(jax.value_and_grad(lambda logits, labels: per_row(logits, labels).mean()))
-    jz, jy = jnp.asarray(z), jnp.asarray(y.astype(np.int32))
-    runs["JAX jit"] = lambda: jax.block_until_ready(step(jz, jy))
+    runs["JAX jit"] = jax_run(lambda logits, labels: per_row(logits, labels).mean(), z, y)
     return runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--smoke", action="store_true", help="one small shape, one round (the test suite's run)")
-    args = parser.parse_args()
+    args = arguments(__doc__)
     rng = np.random.default_rng(0)
     print("| logits | " + " | ".join(f"{name} (ms)" for name in NAMES)
           + " | peer / losskit | forward: torch / losskit |")
