@@ -5,8 +5,9 @@ runs), value and gradient, label smoothing 0.1, float64 and float32; and torch e
 same for probability targets (Dirichlet draws): ``kl_dense_short_rows`` against ``kl_dense_rows`` (the
 softmax CE form, no entropy), both parallel, on 4M logits a call, and torch eager's ``F.cross_entropy``
 of the probabilities; with ``--poly``, Poly-1 of labels (epsilon 1): ``poly_short_rows`` against
-``rows.poly_rows``, and torch eager's formula; with ``--focal``, softmax focal of labels (gamma 2, no
-smoothing): ``focal_short_rows`` against ``rows.focal_rows``, and torch eager's formula.
+``poly_rows_of_labels``, and torch eager's formula; with ``--focal``, softmax focal of labels (gamma 2, no
+smoothing): ``focal_short_rows`` against ``focal_rows_of_labels``, and torch eager's formula. (Before
+2026-12-05 the row-by-row Poly-1 and focal kernels were ``rows.poly_rows`` and ``rows.focal_rows``.)
 
     python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense | --poly | --focal]
 
@@ -60,21 +61,18 @@ def _runs(kind, z, target, scale, out):
         def torch_call():
             torch.autograd.grad(torch.nn.functional.cross_entropy(tz, tt), tz)
     elif kind == "poly":
-        empty = np.empty((0, z.shape[1]), z.dtype)
-        ours = {"rows": lambda: rows.poly_rows(z, target, empty, scale, 0.0, 1.0, 1e-3, out[0], out[1], True, out[2]),
+        ours = {"rows": lambda: kernels.poly_rows_of_labels(z, target, scale, 0.0, 1.0, out[0], out[1], True, out[2]),
                 "blocked": lambda: kernels.poly_short_rows(z, target, scale, 0.0, 1.0, out[0], out[1], True, out[2])}
 
         def torch_call():  # Poly-1 as its paper writes it: CE + epsilon (1 - p_y)
             log_p = torch.nn.functional.log_softmax(tz, -1).gather(-1, tt[:, None])
             torch.autograd.grad((-log_p + (1 - log_p.exp())).mean(), tz)
     else:
-        empty, no_scratch = np.empty((0, z.shape[1]), z.dtype), np.empty((z.shape[0], 0), z.dtype)
         alpha = np.ones(z.shape[1], z.dtype)
         alpha.flags.writeable = False
-        ours = {"rows": lambda: rows.focal_rows(z, target, empty, alpha, scale, 0.0, 2.0, 1e-3, out[0], out[1],
-                                                no_scratch, True, out[2]),
-                "blocked": lambda: kernels.focal_short_rows(z, target, alpha, scale, 2.0, out[0], out[1], True,
-                                                            out[2])}
+        arrays = (z, target, alpha, scale, 2.0, out[0], out[1], True, out[2])
+        ours = {"rows": lambda: kernels.focal_rows_of_labels(*arrays),
+                "blocked": lambda: kernels.focal_short_rows(*arrays)}
 
         def torch_call():  # softmax focal as its paper writes it: -(1 - p_y)^gamma log p_y, gamma 2
             log_p = torch.nn.functional.log_softmax(tz, -1).gather(-1, tt[:, None])

@@ -234,58 +234,149 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
         scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
         for i in range(b * block, min(n, b * block + block)):
             if with_grad:  # one inlined copy per flag: each compiled free of the other's branches
-                _softmax_ce_row(z, labels, scale, smoothing, scaled_loss, grad, True, flags, scratch, in_place, i)
+                _ce_row(z, labels, scale, smoothing, 0.0, scaled_loss, grad, True, flags, scratch, in_place, i)
             else:
-                _softmax_ce_row(z, labels, scale, smoothing, scaled_loss, grad, False, flags, scratch, False, i)
+                _ce_row(z, labels, scale, smoothing, 0.0, scaled_loss, grad, False, flags, scratch, False, i)
+
+
+@numba.njit(**OPTIONS)
+def poly_rows_of_labels(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags):
+    r""":func:`softmax_ce_rows` for Poly-1 of labels on rows of more than :data:`SHORT_ROW` classes (as
+    :func:`poly_short_rows` on shorter ones): the loss plus :math:`\epsilon (1 - P)`, the stored softmax
+    scaled by :math:`1 + \epsilon (1 - a) p_y`, the label's entry less :math:`\epsilon (1 - a) p_y q_y`.
+    One ``exp`` a logit, where the row kernel of dense targets (:func:`losskit.fused.rows.poly_rows`)
+    took each twice for a label row."""
+    n, k = z.shape
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    in_place = with_grad and z.ctypes.data == grad.ctypes.data
+    for b in prange((n + block - 1) // block):
+        scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
+        for i in range(b * block, min(n, b * block + block)):
+            if with_grad:
+                _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
+            else:
+                _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
+
+
+@numba.njit(**OPTIONS)
+def focal_rows_of_labels(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags):
+    r"""Softmax focal of labels without smoothing on rows of more than :data:`SHORT_ROW` classes (as
+    :func:`focal_short_rows` on shorter ones, with its arithmetic): :func:`softmax_ce_rows`' stored exps,
+    then the label's term; the gradient :math:`-u p` off the label and :math:`u q_y` at it, the stored
+    softmax scaled. One ``exp`` a logit, where the row kernel (:func:`losskit.fused.rows.focal_rows`) took
+    each twice. ``alpha [K]``."""
+    n, k = z.shape
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    in_place = with_grad and z.ctypes.data == grad.ctypes.data
+    for b in prange((n + block - 1) // block):
+        scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
+        for i in range(b * block, min(n, b * block + block)):
+            if with_grad:
+                _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, True, flags, scratch, in_place, i)
+            else:
+                _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, False, flags, scratch, False, i)
 
 
 @numba.njit(**INLINE)
-def _softmax_ce_row(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
-    """Row ``i`` of :func:`softmax_ce_rows`."""
+def _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
+    """Row ``i``'s softmax over its stored exps (in its gradient row, or one chunk of ``scratch`` at a time
+    without a gradient): ``(go, rest, d_y, e_y, shifted)``, the terms other than the max in float64, the
+    label's ``z_y - max`` and its exp, and (with smoothing) the sum of ``z - max``. ``go`` is False when the
+    row is done: weight 0 (written 0, whatever its logits), or flagged (a label out of range, a row whose
+    max is not finite)."""
     k = z.shape[1]
-    a = smoothing
     row = z[i]
     y = labels[i]
-    s = scale[i]
-    if _unweighted(s, grad[i if with_grad else 0], with_grad, scaled_loss, i):
-        return
-    if y < 0 or y >= k or k == 0:
+    if _unweighted(scale[i], grad[i if with_grad else 0], with_grad, scaled_loss, i):
+        return False, 0.0, 0.0, 0.0, 0.0
+    if y < 0 or y >= k:
         flags[i] = 1
-        return
+        return False, 0.0, 0.0, 0.0, 0.0
     m = row_max(row)
     if not math.isfinite(m):  # a +inf or all -inf row: the reference gives the limit
         flags[i] = 1
-        return
-    z_y = row[y]  # read before the row is overwritten (grad may alias z)
-    buf = grad[i] if with_grad else scratch  # the exps: the row's gradient, or one chunk of scratch
+        return False, 0.0, 0.0, 0.0, 0.0
+    d_y = float(row[y]) - float(m)  # read before the row is overwritten (grad may alias z)
+    buf = grad[i] if with_grad else scratch
     full = max(0, k - k % SUM_CHUNK)  # max: see SUM_CHUNK
     below, ties, shifted = 0.0, 0.0, 0.0
     for chunk in range(full // SUM_CHUNK):  # not a range with a step: see SUM_CHUNK
         start = chunk * SUM_CHUNK
-        bl, t, sh = _stored_exp_sums(row, buf, m, start, start if with_grad else 0, SUM_CHUNK, a > 0, in_place)
+        bl, t, sh = _stored_exp_sums(row, buf, m, start, start if with_grad else 0, SUM_CHUNK, smoothing > 0,
+                                     in_place)
         below, ties, shifted = below + float(bl), ties + float(t), shifted + float(sh)
-    bl, t, sh = _stored_exp_sums(row, buf, m, full, full if with_grad else 0, k - full, a > 0, in_place)
-    below, ties, shifted = below + float(bl), ties + float(t), shifted + float(sh)
-    ties -= 1.0  # the max itself is one of the ties
-    log_norm = math.log1p(below + ties)
+    bl, t, sh = _stored_exp_sums(row, buf, m, full, full if with_grad else 0, k - full, smoothing > 0, in_place)
+    # the max itself is one of the ties
+    return True, below + float(bl) + (ties + float(t) - 1.0), d_y, math.exp(d_y), shifted + float(sh)
+
+
+@numba.njit(**INLINE)
+def _scale_stored(g, y, scaled_inv, scaled_offset, at_label):
+    """The gradient from the row's stored exps, scaled in place (one array, read and written), and the
+    label's entry."""
+    for j in range(g.shape[0]):
+        g[j] = g[j] * scaled_inv - scaled_offset
+    g[y] = at_label
+
+
+@numba.njit(**INLINE)
+def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
+    """Row ``i`` of :func:`softmax_ce_rows` (``epsilon`` a literal 0, whose terms LLVM drops) or of
+    :func:`poly_rows_of_labels`: the arithmetic of :func:`_short_block`."""
+    go, rest, d_y, e_y, shifted = _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags,
+                                                  scratch, in_place, i)
+    if not go:
+        return
+    k = z.shape[1]
+    a = smoothing
+    s = scale[i]
     # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
-    loss = log_norm - (1.0 - a) * (float(z_y) - float(m))
+    loss = math.log1p(rest) - (1.0 - a) * d_y
     if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
         loss -= (a / k) * shifted
+    total = 1.0 + rest
+    # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
+    others = rest if d_y >= 0 else rest + (1.0 - e_y)
+    q_y, lift = others / total, (1.0 - a) * e_y / total  # 1 - p_y; P - a/K
+    if epsilon != 0:  # Poly-1's 1 - P = y'_y q_y + a/K (K - 1 - q_y), with sum y' = 1 as rounded
+        high, low = 1.0 - a + a / k, a / k
+        loss += epsilon * (high * q_y + low * ((k - 1) - q_y) + (1.0 - (high + (k - 1) * low)))
     if not math.isfinite(loss):  # a NaN logit (the max is NaN then too), a loss that overflows
         flags[i] = 1
         return
     scaled_loss[i] = s * loss
-    if not with_grad:
+    if with_grad:
+        dtype = z.dtype.type
+        _scale_stored(grad[i], labels[i], dtype(s * (1.0 + epsilon * lift) / total), dtype(s * a / k),
+                      dtype(s) * dtype(a * (1.0 - 1.0 / k) - q_y - epsilon * lift * q_y))
+
+
+@numba.njit(**INLINE)
+def _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
+    """Row ``i`` of :func:`focal_rows_of_labels`: the arithmetic of :func:`focal_short_rows`."""
+    go, rest, d_y, e_y, _ = _label_row_sums(z, labels, scale, 0.0, scaled_loss, grad, with_grad, flags, scratch,
+                                            in_place, i)
+    if not go:
         return
-    g = grad[i]
-    total = 1.0 + below + ties
-    scaled_inv, scaled_offset = g.dtype.type(s / total), g.dtype.type(s * a / k)
-    for j in range(k):  # one array, read and written in place
-        g[j] = g[j] * scaled_inv - scaled_offset
-    # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
-    rest = below + ties if z_y >= m else below + ties + (1.0 - math.exp(float(z_y) - float(m)))
-    g[y] = g.dtype.type(s) * g.dtype.type(a * (1.0 - 1.0 / k) - rest / total)
+    s = scale[i]
+    y = labels[i]
+    total = 1.0 + rest
+    others = rest if d_y >= 0 else rest + (1.0 - e_y)
+    p_y, q_y = e_y / total, others / total  # q_y = 1 - p_y from the other classes' mass
+    c = float(alpha[y])
+    lp = d_y - math.log1p(rest)
+    mod = q_y ** gamma  # 0 ** 0 = 1
+    loss = 0.0 if c == 0 else -c * mod * lp
+    rho = lp / q_y if q_y > 0 else -1.0
+    p_rho = 0.0 if p_y == 0 else p_y * rho
+    u = c * mod * (gamma * p_rho - 1.0)
+    if not math.isfinite(loss):
+        flags[i] = 1
+        return
+    scaled_loss[i] = s * loss
+    if with_grad:
+        dtype = z.dtype.type
+        _scale_stored(grad[i], y, dtype(-s * u / total), dtype(0), dtype(s * u * q_y))
 
 
 #: rows of at most this many classes take :func:`softmax_ce_short_rows` (a row's sums are then one

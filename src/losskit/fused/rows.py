@@ -38,17 +38,16 @@ import numba
 import numpy as np
 from numba import prange
 
-from .kernels import INLINE, OPTIONS, SUM_CHUNK, _exp_pass, _unweighted, row_sweep, store_exp
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, _unweighted, row_sweep, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vlog1p, vpow
 
 __all__ = ["kl_dense_rows", "kl_dense_short_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows",
            "crammer_singer_rows"]
 
 
-def focal_scratch(rows: int, width: int, sparse: bool, dtype):
-    """The ``scratch`` :func:`focal_rows` takes: a chunk's row of the loss's terms per row (none for
-    labels without smoothing, which touch only the label's term)."""
-    return np.empty((rows, 0 if sparse else min(width, SUM_CHUNK)), dtype)
+def focal_scratch(rows: int, width: int, dtype):
+    """The ``scratch`` :func:`focal_rows` takes: a chunk's row of the loss's terms per row."""
+    return np.empty((rows, min(width, SUM_CHUNK)), dtype)
 
 
 @numba.njit(**INLINE)
@@ -152,16 +151,6 @@ def _normaliser(below, ties):
     1 is the row max's own term) and its log ``log1p(rest)``, exact for a sure row."""
     rest = float(below) + (float(ties) - 1.0)
     return rest, 1.0 + rest, math.log1p(rest)
-
-
-@numba.njit(**INLINE)
-def _label_parts(row, y, m, rest, total):
-    """``(d_y, p_y, q_y)`` of the label: its shifted logit, its probability and ``1 - p_y``, this one
-    as the sum of the other classes' terms over the total (exact when ``p_y`` rounds to 1)."""
-    d_y = float(row[y]) - float(m)
-    e_y = math.exp(d_y)
-    rest_y = rest if d_y >= 0 else rest + (1.0 - e_y)
-    return d_y, e_y / total, rest_y / total
 
 
 @numba.njit(**OPTIONS)
@@ -439,27 +428,24 @@ def _poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, ep
 
 
 @numba.njit(**OPTIONS)
-def poly_rows(z, labels, dense, scale, smoothing, epsilon, tolerance, scaled_loss, grad, with_grad, flags):
-    r"""Poly-1: softmax CE plus :math:`\epsilon (1 - P)`, :math:`P = \sum y' p`; gradient
-    :math:`p \sum y' - y' - \epsilon\, p (y' - P)`.
+def poly_rows(z, dense, scale, smoothing, epsilon, tolerance, scaled_loss, grad, with_grad, flags):
+    r"""Poly-1 of probability targets: softmax CE plus :math:`\epsilon (1 - P)`, :math:`P = \sum y' p`;
+    gradient :math:`p \sum y' - y' - \epsilon\, p (y' - P)`. (Labels take softmax CE's kernels:
+    :func:`~losskit.fused.kernels.poly_short_rows`, :func:`~losskit.fused.kernels.poly_rows_of_labels`.)
 
-    Labels (``dense`` empty): softmax CE's sweep; :math:`1 - P = y'_y q_y + \frac{a}{K}(K - 1 - q_y)`
-    with :math:`q_y = 1 - p_y` from the other classes' terms, the gradient
-    :math:`p_j (1 + \epsilon (1 - a) p_y) - a/K` off the label and
-    :math:`a (1 - 1/K) - q_y - \epsilon (1 - a) p_y q_y` at it, each ``exp`` taken again (``grad`` is
-    ``[1, K]`` scratch without a gradient, not written). Dense targets: the exp pass with the target's
-    sums, then one pass for :math:`\sum y' (1 - p_k)` and the gradient; ``grad`` is full ``[N, K]``
-    then, scratch without a gradient. A row of dense targets that fails the plan's checks (values in [0, 1],
-    a sum within ``tolerance`` of 1), weighted or not, is flagged, as :func:`kl_dense_rows` does."""
+    The exp pass with the target's sums, then one pass for :math:`\sum y' (1 - p_k)` and the gradient;
+    ``grad`` is full ``[N, K]``, scratch without a gradient. A row that fails the plan's checks (values
+    in [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged, as :func:`kl_dense_rows`
+    does."""
     n, k = z.shape
     dtype = z.dtype.type
     a = smoothing
-    by_label = dense.shape[0] == 0
     keep, low = dtype(1.0 - a), dtype(a / k)
     for i in prange(n):
         s = scale[i]
-        g = grad[i if with_grad or not by_label else i - i]
-        if not by_label and _probabilities_off(dense[i], tolerance):
+        g = grad[i]
+        target = dense[i]
+        if _probabilities_off(target, tolerance):
             flags[i] = 1
             continue
         if _unweighted(s, g, with_grad, scaled_loss, i):
@@ -468,62 +454,34 @@ def poly_rows(z, labels, dense, scale, smoothing, epsilon, tolerance, scaled_los
         m = _flagged_max(row, flags, i)
         if not math.isfinite(m):
             continue
-        if by_label:
-            y = labels[i]
-            if y < 0 or y >= k:
-                flags[i] = 1
-                continue
-            below, ties, shifted, _ = _exp_pass(row, m)
-            rest, total, log_norm = _normaliser(below, ties)
-            d_y, p_y, q_y = _label_parts(row, y, m, rest, total)
-            high64, low64 = 1.0 - a + a / k, a / k
-            loss = log_norm - (1.0 - a) * d_y
-            if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
-                loss -= low64 * float(shifted)
-            total_y = high64 + (k - 1) * low64
-            missing = high64 * q_y + low64 * ((k - 1) - q_y) + (1.0 - total_y)
-            loss += epsilon * missing
-            if not math.isfinite(loss):
-                flags[i] = 1
-                continue
-            scaled_loss[i] = s * loss
-            if with_grad:
-                lift = (1.0 - a) * p_y  # P - a/K
-                scaled_p = dtype(s * (1.0 + epsilon * lift) / total)
-                scaled_low = dtype(s * low64)
-                for j in range(k):  # each exp taken again: no loop both sums and writes
-                    g[j] = vexp(row[j] - m) * scaled_p - scaled_low
-                g[y] = dtype(s * (a * (1.0 - 1.0 / k) - q_y - epsilon * lift * q_y))  # no p_y - 1 formed
-        else:
-            target = dense[i]
-            below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
-            rest, total, log_norm = _normaliser(below, ties)
-            big_p = y_exp / total
-            inv_total = dtype(1.0 / total)
-            total_f, rest_f = dtype(total), dtype(rest)
-            t_y, p_big = dtype(total_y), dtype(big_p)
-            eps = dtype(epsilon)
-            sw = dtype(s)
-            full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
-            missing = 0.0
-            for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
-                start = chunk * SUM_CHUNK
-                missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
-                                             start, SUM_CHUNK))
+        below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
+        rest, total, log_norm = _normaliser(below, ties)
+        big_p = y_exp / total
+        inv_total = dtype(1.0 / total)
+        total_f, rest_f = dtype(total), dtype(rest)
+        t_y, p_big = dtype(total_y), dtype(big_p)
+        eps = dtype(epsilon)
+        sw = dtype(s)
+        full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
+        missing = 0.0
+        for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+            start = chunk * SUM_CHUNK
             missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
-                                         full, k - full))
-            loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
-            if not math.isfinite(loss):
-                flags[i] = 1
-                continue
-            scaled_loss[i] = s * loss
-            # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
-            # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
-            q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
-            for j in range(k):
-                if row[j] == m:
-                    y = keep * target[j] + low
-                    g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
+                                         start, SUM_CHUNK))
+        missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                     full, k - full))
+        loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
+        if not math.isfinite(loss):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
+        # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
+        q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
+        for j in range(k):
+            if row[j] == m:
+                y = keep * target[j] + low
+                g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
 
 
 @numba.njit(**INLINE)
@@ -609,25 +567,23 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
     :math:`u - p \sum u`, :math:`u_k = c_k (1 - p_k)^\gamma (\gamma p_k \rho_k - 1)`,
     :math:`\rho = \log p / (1 - p)` (-1 in the limit :math:`p \to 1`). ``alpha [K]``.
 
-    Labels without smoothing (``dense`` empty, ``smoothing`` 0): only the label's term, so the
-    gradient is :math:`-u_y p` off the label and :math:`u_y q_y` at it (``grad`` ``[1, K]`` scratch
-    without a gradient; each ``exp`` taken again). Otherwise (dense targets, or labels with smoothing;
-    ``grad`` full ``[N, K]``, scratch without a gradient): the max; ``exp`` into ``grad`` with the
-    softmax's sums; per chunk, ``u`` into ``grad`` and the loss's terms into ``scratch [N,
-    min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the gradient, the softmax taken
-    again. ``scratch`` is ``[N, 0]`` on the labels-only path. A row of dense targets that fails the plan's
+    Dense targets, or labels with smoothing (labels without take softmax CE's kernels and the label's
+    term alone: :func:`~losskit.fused.kernels.focal_short_rows`,
+    :func:`~losskit.fused.kernels.focal_rows_of_labels`); ``grad`` full ``[N, K]``, scratch without a
+    gradient: the max; ``exp`` into ``grad`` with the softmax's sums; per chunk, ``u`` into ``grad`` and
+    the loss's terms into ``scratch [N, min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the
+    gradient, the softmax taken again. A row of dense targets that fails the plan's
     checks (values in [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged."""
     n, k = z.shape
     dtype = z.dtype.type
     zero = dtype(0)
     a = smoothing
     by_label = dense.shape[0] == 0
-    sparse = by_label and a == 0
     keep, low, high = dtype(1.0 - a), dtype(a / k), dtype(1.0 - a + a / k)
     g_f = dtype(gamma)
     for i in prange(n):
         s = scale[i]
-        g = grad[i if with_grad or not sparse else i - i]
+        g = grad[i]
         if not by_label and _probabilities_off(dense[i], tolerance):
             flags[i] = 1
             continue
@@ -641,30 +597,8 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
         if y < 0 or y >= k:
             flags[i] = 1
             continue
-        if sparse:
-            below, ties, _, _ = _exp_pass(row, m)
-        else:
-            below, ties = _exp_into(row, g, m)
+        below, ties = _exp_into(row, g, m)
         rest, total, log_norm = _normaliser(below, ties)
-        if sparse:
-            d_y, p_y, q_y = _label_parts(row, y, m, rest, total)
-            c = float(alpha[y])
-            lp = d_y - log_norm
-            mod = q_y ** gamma  # 0 ** 0 = 1
-            loss = 0.0 if c == 0 else -c * mod * lp
-            rho = lp / q_y if q_y > 0 else -1.0
-            p_rho = 0.0 if p_y == 0 else p_y * rho
-            u = c * mod * (gamma * p_rho - 1.0)
-            if not math.isfinite(loss):
-                flags[i] = 1
-                continue
-            scaled_loss[i] = s * loss
-            if with_grad:
-                scaled = dtype(-s * u / total)
-                for j in range(k):  # each exp taken again: no loop both sums and writes
-                    g[j] = vexp(row[j] - m) * scaled
-                g[y] = dtype(s * u * q_y)
-            continue
         inv_total = dtype(1.0 / total)
         total_f, rest_f = dtype(total), dtype(rest)
         log_norm_f = dtype(log_norm)

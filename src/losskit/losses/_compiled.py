@@ -585,10 +585,12 @@ def poly(loss, plan, arrays, with_grad):
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=arrays["labels"] is None)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     kernels = _kernels()
-    if arrays["labels"] is not None and z2.shape[1] <= kernels.module.SHORT_ROW:  # softmax CE's blocked rows
-        kernels.poly_short_rows(z2, labels, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad, flags)
+    if arrays["labels"] is not None:  # softmax CE's blocked rows, or its row kernel
+        poly_labels = kernels.poly_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else \
+            kernels.poly_rows_of_labels
+        poly_labels(z2, labels, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad, flags)
     else:
-        _rows().poly_rows(z2, labels, dense, scale, plan.smoothing, loss.epsilon, _sum_tolerance(z2), scaled_loss,
+        _rows().poly_rows(z2, dense, scale, plan.smoothing, loss.epsilon, _sum_tolerance(z2), scaled_loss,
                           grad, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
 
@@ -611,11 +613,12 @@ def softmax_focal(loss, plan, arrays, with_grad):
     z2, labels, dense, scale, grad = _class_axis(plan, arrays, with_grad, full_rows=not sparse)
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     kernels = _kernels()
-    if sparse and z2.shape[1] <= kernels.module.SHORT_ROW:  # softmax CE's blocked rows, then the label's term
-        kernels.focal_short_rows(z2, labels, frozen(alpha), scale, float(loss.gamma), scaled_loss, grad, with_grad,
-                                 flags)
+    if sparse:  # softmax CE's blocked rows or its row kernel, then the label's term
+        focal_labels = kernels.focal_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else \
+            kernels.focal_rows_of_labels
+        focal_labels(z2, labels, frozen(alpha), scale, float(loss.gamma), scaled_loss, grad, with_grad, flags)
         return _finish(scaled_loss, grad, flags)
-    scratch = focal_scratch(z2.shape[0], z2.shape[1], sparse, z.dtype)
+    scratch = focal_scratch(z2.shape[0], z2.shape[1], z.dtype)
     _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), _sum_tolerance(z2),
                        scaled_loss, grad, scratch, with_grad, flags)
     return _finish(scaled_loss, grad, flags)
