@@ -59,3 +59,27 @@ def test_importing_the_kernels_and_small_calls_start_no_threads():
                "mp.set_start_method('spawn'); print('spawn set')")
     assert "spawn set" in out.stdout
     assert "GOMP_SPINCOUNT" not in out.stderr  # libgomp was never loaded
+
+
+#: the fused linear layers' NumPy sweeps, whose parallel kernels (softmax CE's rows, the JSD's, the log-probs')
+#: run on every call, small ones too: each the first parallel kernel of a fresh process
+LINEAR_CALLS = {
+    "linear_cross_entropy": "lk.linear_cross_entropy(h, w, y)",
+    "linear_jsd_loss": "lk.linear_jsd_loss_value_and_grad(h, w, h, w[::-1].copy())",
+    "linear_logprobs": "lk.linear_logprobs(h, w, y, entropy=True)",
+}
+
+
+@pytest.mark.parametrize("name", LINEAR_CALLS)
+def test_the_linear_sweeps_start_numbas_threads_as_the_loss_calls_do(name):
+    """Found after the threads' first change: the JSD's and the log-probs' sweeps ran their parallel kernels
+    without starting the threads, and numba started them with libgomp's default 300,000 rounds."""
+    out = _run("import numpy as np, losskit as lk, numba; "
+               "h, w = np.ones((8, 4), np.float32), np.linspace(-1, 1, 200, dtype=np.float32).reshape(50, 4); "
+               "y = np.arange(8); " + LINEAR_CALLS[name] + "; print('layer', numba.threading_layer())")
+    layer = next(line for line in out.stdout.splitlines() if line.startswith("layer")).split()[1]
+    if layer != "omp":
+        pytest.skip(f"numba's threading layer here is {layer}, not libgomp's")
+    spin = [line.split("=")[1].strip().strip("'") for line in out.stderr.splitlines()
+            if line.strip().startswith("GOMP_SPINCOUNT")]
+    assert spin == ["10000"]

@@ -285,6 +285,9 @@ def host_sweep(hidden, classifier, bias, rows, fill):
     array-API sweep then gives the exact limits)."""
     import numpy as np
 
+    from ..fused import threads
+
+    threads.start()  # numba's threads, to sleep soon when idle (before the first parallel kernel of ``fill``)
     n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
     rows = min(rows, max(n_rows, 1))
     buffer = np.empty((min(rows, n_rows), n_vocab), dtype=hidden.dtype)
@@ -323,10 +326,8 @@ def _host_sweep(hidden, classifier, bias, labels, scale, smoothing, rows, reduct
 
     if not host_arrays(hidden, classifier, bias):
         return None
-    from ..fused import threads
     from ..fused.kernels import softmax_ce_rows
 
-    threads.start()  # numba's threads, to sleep soon when idle (before its first parallel kernel)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     scale = np.ascontiguousarray(scale, dtype=hidden.dtype)
     kept = KeptRows(scale)

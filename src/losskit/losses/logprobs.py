@@ -183,6 +183,9 @@ def _host_kernels(hidden, classifier, bias):
 
     arrays = [hidden, classifier] + ([] if bias is None else [bias])
     if fused.available() and all(isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) for x in arrays):
+        from ..fused import threads
+
+        threads.start()  # numba's threads, to sleep soon when idle (before the parallel kernels' first run)
         return _Host()
     return None
 
