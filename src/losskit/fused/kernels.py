@@ -280,7 +280,8 @@ def focal_rows_of_labels(z, labels, alpha, scale, gamma, scaled_loss, grad, with
 @numba.njit(**INLINE)
 def _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
     """Row ``i``'s softmax over its stored exps (in its gradient row, or one chunk of ``scratch`` at a time
-    without a gradient): ``(go, rest, d_y, e_y, shifted)``, the terms other than the max in float64, the
+    without a gradient): ``(go, below, ties, d_y, e_y, shifted)``, in float64 the sum of the terms below 1
+    and the count of the other ties with the max (the terms other than the max: ``below + ties``), the
     label's ``z_y - max`` and its exp, and (with smoothing) the sum of ``z - max``. ``go`` is False when the
     row is done: weight 0 (written 0, whatever its logits), or flagged (a label out of range, a row whose
     max is not finite)."""
@@ -288,14 +289,14 @@ def _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     row = z[i]
     y = labels[i]
     if _unweighted(scale[i], grad[i if with_grad else 0], with_grad, scaled_loss, i):
-        return False, 0.0, 0.0, 0.0, 0.0
+        return False, 0.0, 0.0, 0.0, 0.0, 0.0
     if y < 0 or y >= k:
         flags[i] = 1
-        return False, 0.0, 0.0, 0.0, 0.0
+        return False, 0.0, 0.0, 0.0, 0.0, 0.0
     m = row_max(row)
     if not math.isfinite(m):  # a +inf or all -inf row: the reference gives the limit
         flags[i] = 1
-        return False, 0.0, 0.0, 0.0, 0.0
+        return False, 0.0, 0.0, 0.0, 0.0, 0.0
     d_y = float(row[y]) - float(m)  # read before the row is overwritten (grad may alias z)
     buf = grad[i] if with_grad else scratch
     full = max(0, k - k % SUM_CHUNK)  # max: see SUM_CHUNK
@@ -307,7 +308,7 @@ def _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
         below, ties, shifted = below + float(bl), ties + float(t), shifted + float(sh)
     bl, t, sh = _stored_exp_sums(row, buf, m, full, full if with_grad else 0, k - full, smoothing > 0, in_place)
     # the max itself is one of the ties
-    return True, below + float(bl) + (ties + float(t) - 1.0), d_y, math.exp(d_y), shifted + float(sh)
+    return True, below + float(bl), ties + float(t) - 1.0, d_y, math.exp(d_y), shifted + float(sh)
 
 
 @numba.njit(**INLINE)
@@ -321,20 +322,22 @@ def _scale_stored(g, y, scaled_inv, scaled_offset, at_label):
 
 @numba.njit(**INLINE)
 def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
-    """Row ``i`` of :func:`softmax_ce_rows` (``epsilon`` a literal 0, whose terms LLVM drops) or of
-    :func:`poly_rows_of_labels`: the arithmetic of :func:`_short_block`."""
-    go, rest, d_y, e_y, shifted = _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags,
-                                                  scratch, in_place, i)
+    """Row ``i`` of :func:`softmax_ce_rows` (``epsilon`` a literal 0: its terms add exact zeros) or of
+    :func:`poly_rows_of_labels`: the arithmetic of :func:`_short_block` (the normaliser's total as
+    ``(1 + below) + ties``, as softmax CE's row kernel has always rounded it)."""
+    go, below, ties, d_y, e_y, shifted = _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad,
+                                                         flags, scratch, in_place, i)
     if not go:
         return
     k = z.shape[1]
     a = smoothing
     s = scale[i]
+    rest = below + ties
     # lse - (1 - a) z_y - (a/K) sum z, in shifted logits: an exact 0 for a sure row
     loss = math.log1p(rest) - (1.0 - a) * d_y
     if a > 0:  # only then: a -inf logit makes `shifted` -inf, and 0 * -inf is NaN
         loss -= (a / k) * shifted
-    total = 1.0 + rest
+    total = 1.0 + below + ties
     # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
     others = rest if d_y >= 0 else rest + (1.0 - e_y)
     q_y, lift = others / total, (1.0 - a) * e_y / total  # 1 - p_y; P - a/K
@@ -354,12 +357,13 @@ def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, 
 @numba.njit(**INLINE)
 def _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
     """Row ``i`` of :func:`focal_rows_of_labels`: the arithmetic of :func:`focal_short_rows`."""
-    go, rest, d_y, e_y, _ = _label_row_sums(z, labels, scale, 0.0, scaled_loss, grad, with_grad, flags, scratch,
-                                            in_place, i)
+    go, below, ties, d_y, e_y, _ = _label_row_sums(z, labels, scale, 0.0, scaled_loss, grad, with_grad, flags,
+                                                   scratch, in_place, i)
     if not go:
         return
     s = scale[i]
     y = labels[i]
+    rest = below + ties
     total = 1.0 + rest
     others = rest if d_y >= 0 else rest + (1.0 - e_y)
     p_y, q_y = e_y / total, others / total  # q_y = 1 - p_y from the other classes' mass
@@ -409,11 +413,11 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
 
 @numba.njit(**OPTIONS)
 def poly_short_rows(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags):
-    r""":func:`softmax_ce_short_rows` for Poly-1 of labels (:func:`losskit.fused.rows.poly_rows`' label
-    rows): the loss plus :math:`\epsilon (1 - P)`, the gradient's softmax scaled by :math:`1 + \epsilon
+    r""":func:`softmax_ce_short_rows` for Poly-1 of labels (:func:`poly_rows_of_labels` on longer rows):
+    the loss plus :math:`\epsilon (1 - P)`, the gradient's softmax scaled by :math:`1 + \epsilon
     (1 - a) p_y` and its label entry less :math:`\epsilon (1 - a) p_y q_y` (:math:`q_y = 1 - p_y` from the
-    other classes' mass). The row kernel paid per row what a short row cannot repay: 0.8x torch eager's
-    formula at 21 classes."""
+    other classes' mass). A row kernel pays per row what a short row cannot repay: the row kernel of
+    the time (then ``rows.poly_rows``) ran at 0.8x torch eager's formula at 21 classes."""
     n, k = z.shape
     block = max(1, SHORT_BLOCK // max(k, 1))
     for b in prange((n + block - 1) // block):
@@ -521,7 +525,7 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
 
 @numba.njit(**OPTIONS)
 def focal_short_rows(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags):
-    r"""Softmax focal of labels without smoothing (:func:`losskit.fused.rows.focal_rows`' sparse rows) on
+    r"""Softmax focal of labels without smoothing (:func:`focal_rows_of_labels` on longer rows) on
     rows of at most :data:`SHORT_ROW` classes, softmax CE's blocked statistics (:func:`_short_sums`) then
     each row's label term: :math:`-\alpha_y q_y^\gamma \log p_y`, gradient :math:`-u p` off the label and
     :math:`u q_y` at it, :math:`u = \alpha_y q_y^\gamma (\gamma p_y \rho - 1)`, :math:`\rho = \log p_y /

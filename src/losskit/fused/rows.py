@@ -24,9 +24,11 @@ is float64-wide already, for ``vpow``), as a near one-hot target's one large ter
 round each float32 addition to its own ulp.
 
 Design note: the dense-target kernels fold the target's sums into the exp pass (one read of the
-target there, one in the gradient pass) instead of a separate pass per sum; a label row of
-Poly-1 or focal (no smoothing) touches only its label's term, so its gradient is one scaled
-copy of the softmax, as softmax CE's.
+target there, one in the gradient pass) instead of a separate pass per sum. A label row of Poly-1
+(any smoothing) or focal (no smoothing) touches only its label's term, so its gradient is one scaled
+copy of the softmax, as softmax CE's: those rows run softmax CE's kernels
+(:func:`~losskit.fused.kernels.poly_rows_of_labels`, :func:`~losskit.fused.kernels.focal_rows_of_labels`
+and their blocked forms for short rows), not this module's.
 """
 
 from __future__ import annotations
