@@ -586,8 +586,9 @@ def softmax_ce_columns(z, labels, scale, smoothing, scaled_loss, grad, with_grad
     inner loop: SIMD across positions whatever K, reading the logits where they lie (moving the class
     axis last copied the whole input first). A pass adds a class's term to each position's own sum,
     so no sum runs across a loop's iterations and its order is fixed (see the module's design note).
-    Passes: the maxima; the sums of ``exp(z - max)``; the positions' losses (``log1p`` flat over the
-    tile); the gradient, each ``exp`` taken again, then the labels' entries."""
+    Passes: the maxima; the sums of ``exp(z - max)`` (with a gradient, each ``exp`` kept where the
+    gradient goes); the positions' losses (``log1p`` flat over the tile); the gradient, the kept exps
+    scaled in place, then the labels' entries."""
     n, k, width = z.shape
     per_sample = (width + COLUMN_TILE - 1) // COLUMN_TILE
     tiles = n * per_sample
