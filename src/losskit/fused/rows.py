@@ -278,14 +278,18 @@ def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_l
 
 
 @numba.njit(**INLINE)
-def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
+def _pair_sums(row, t, g, student, mz, mt, inv_t, start, count):
     """Distillation's normalisers over ``count`` classes from ``start``, in the row's dtype: the
     student's and the teacher's terms below their max and ties with it. The teacher's tempered
-    ``exp`` goes into ``g`` first (a loop that only writes; the KL terms read it again), then the
-    sums (a loop that only reads), with the teacher's sum of ``e^dt (dt - ds)``."""
+    ``exp`` goes into ``g`` and the student's into ``student`` first (loops that only write; the KL
+    terms and the gradient read them again), then the sums (a loop that only reads), with the
+    teacher's sum of ``e^dt (dt - ds)``."""
     for step in range(count):
         j = start + step
         g[j] = vexp((t[j] - mt) * inv_t)
+    for step in range(count):
+        j = start + step
+        student[j] = vexp((row[j] - mz) * inv_t)
     zero, one = row.dtype.type(0), row.dtype.type(1)
     below_s = zero
     ties_s = zero
@@ -296,7 +300,7 @@ def _pair_sums(row, t, g, mz, mt, inv_t, start, count):
         j = start + step
         ds = (row[j] - mz) * inv_t
         dt = (t[j] - mt) * inv_t
-        es = vexp(ds)
+        es = student[j]
         et = g[j]
         below_s += es if ds < zero else zero
         ties_s += one if ds >= zero else zero
@@ -321,8 +325,11 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
     for a logit of +-inf, flagged); the teacher's terms into ``grad``, the two normalisers (below and
     ties, as softmax CE's) and the teacher's sum of ``e^dt (dt - ds)``, whose mean ``c`` gives the
     first form of the value, ``c + log(S_s / S_t)``; for a near row, the value's centred sum; the
-    gradient (the student's ``exp`` taken again). ``grad`` is full ``[N, K]`` (scratch without a
-    gradient), so that the sums are taken by the same loops either way.
+    gradient. Each ``exp`` is taken once: the teacher's kept in ``grad``, the student's in a row of
+    scratch (taken again in the centred sum and the gradient, they made the call 1.11-1.13x slower at 4096 x
+    32000 float32: ``python -m benchmarks.distillation_rows``, BENCHMARKS.md). ``grad``
+    is full ``[N, K]`` (scratch without a gradient), so that the sums are taken by the same loops either
+    way.
 
     The value's sum: where the first form is below 1, the centred sum of
     :func:`losskit.losses.distribution.centred_distillation_kl`, ``b = sum p psi(u)`` with ``u = gap(t,
@@ -348,13 +355,14 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
         if poison != zero:
             return 0.0, True
         full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
+        student = np.empty(k, row.dtype)  # the student's exps, taken once (the sums, the centred sum, the gradient)
         below_s, ties_s, below_t, ties_t, gaps = 0.0, 0.0, 0.0, 0.0, 0.0
         for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
             start = chunk * SUM_CHUNK
-            bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, start, SUM_CHUNK)
+            bs, ts, bt, tt, gs = _pair_sums(row, t, g, student, mz, mt, inv_t, start, SUM_CHUNK)
             below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
             gaps += gs
-        bs, ts, bt, tt, gs = _pair_sums(row, t, g, mz, mt, inv_t, full, k - full)  # the rest
+        bs, ts, bt, tt, gs = _pair_sums(row, t, g, student, mz, mt, inv_t, full, k - full)  # the rest
         below_s, ties_s, below_t, ties_t = below_s + bs, ties_s + ts, below_t + bt, ties_t + tt
         gaps += gs
         rest_s, total_s, log_ns = _normaliser(below_s, ties_s)
@@ -371,7 +379,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
                 for step in range(SUM_CHUNK):  # a constant trip count: vectorised
                     j = start + step
                     u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
-                    p = vexp((row[j] - mz) * inv_t) * inv_s
+                    p = student[j] * inv_s
                     pe = g[j] * exp_shift
                     a += expm1(xp, u, p, pe)
                     b += moment(xp, u, p, pe)
@@ -380,7 +388,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             a, b = zero, zero
             for j in range(full, k):  # the rest
                 u = gap(xp, t[j], row[j], mt, mz) * inv_t - c
-                p = vexp((row[j] - mz) * inv_t) * inv_s
+                p = student[j] * inv_s
                 pe = g[j] * exp_shift
                 a += expm1(xp, u, p, pe)
                 b += moment(xp, u, p, pe)
@@ -402,7 +410,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             for j in range(k):
                 ds = (row[j] - mz) * inv_t
                 dt = (t[j] - mt) * inv_t
-                g[j] = vexp(ds) * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
+                g[j] = student[j] * scaled_p - g[j] * scaled_q if (ds < zero or dt < zero) else scaled_gap
         return s * loss, False
 
     return row_sweep(row_terms, salt, cacheable)  # grad is never z: it holds the teacher's terms while z is read
