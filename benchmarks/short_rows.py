@@ -5,8 +5,9 @@ runs), value and gradient, label smoothing 0.1, float64 and float32; and torch e
 same for probability targets (Dirichlet draws): ``kl_dense_short_rows`` against ``kl_dense_rows`` (the
 softmax CE form, no entropy), both parallel, on 4M logits a call, and torch eager's ``F.cross_entropy``
 of the probabilities; with ``--poly``, Poly-1 of labels (epsilon 1): ``poly_short_rows`` against
-``poly_rows_of_labels``, and torch eager's formula; with ``--focal``, softmax focal of labels (gamma 2, no
-smoothing): ``focal_short_rows`` against ``focal_rows_of_labels``, and torch eager's formula. (Before
+``softmax_ce_rows`` with its ``epsilon``, and torch eager's formula; with ``--focal``, softmax focal of labels
+(gamma 2, no smoothing): ``focal_short_rows`` against ``softmax_ce_rows`` with its ``alpha``, and torch eager's
+formula. (Before
 2026-12-05 the row-by-row Poly-1 and focal kernels were ``rows.poly_rows`` and ``rows.focal_rows``.)
 
     python -m benchmarks.short_rows [--repeats 7] [--calls 300] [--dense | --poly | --focal]
@@ -61,7 +62,7 @@ def _runs(kind, z, target, scale, out):
         def torch_call():
             torch.autograd.grad(torch.nn.functional.cross_entropy(tz, tt), tz)
     elif kind == "poly":
-        ours = {"rows": lambda: kernels.poly_rows_of_labels(z, target, scale, 0.0, 1.0, out[0], out[1], True, out[2]),
+        ours = {"rows": lambda: kernels.softmax_ce_rows(z, target, scale, 0.0, out[0], out[1], True, out[2], 1.0),
                 "blocked": lambda: kernels.poly_short_rows(z, target, scale, 0.0, 1.0, out[0], out[1], True, out[2])}
 
         def torch_call():  # Poly-1 as its paper writes it: CE + epsilon (1 - p_y)
@@ -70,9 +71,8 @@ def _runs(kind, z, target, scale, out):
     else:
         alpha = np.ones(z.shape[1], z.dtype)
         alpha.flags.writeable = False
-        arrays = (z, target, alpha, scale, 2.0, out[0], out[1], True, out[2])
-        ours = {"rows": lambda: kernels.focal_rows_of_labels(*arrays),
-                "blocked": lambda: kernels.focal_short_rows(*arrays)}
+        ours = {"rows": lambda: kernels.softmax_ce_rows(z, target, scale, 0.0, *out[:2], True, out[2], 0.0, alpha, 2.0),
+                "blocked": lambda: kernels.focal_short_rows(z, target, alpha, scale, 2.0, *out[:2], True, out[2])}
 
         def torch_call():  # softmax focal as its paper writes it: -(1 - p_y)^gamma log p_y, gamma 2
             log_p = torch.nn.functional.log_softmax(tz, -1).gather(-1, tt[:, None])

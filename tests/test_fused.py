@@ -682,7 +682,7 @@ def _check_blocked_rows(kernel, inputs, z, reference, ulps):
 @pytest.mark.parametrize(("smoothing", "epsilon"), [(0.0, 1.0), (0.1, -0.5), (0.2, 2.0)])
 def test_poly_short_rows_kernel_is_the_poly_row_kernel_arithmetic_in_blocks(dtype, classes, smoothing, epsilon):
     """Poly-1 of labels on rows of at most SHORT_ROW classes takes softmax CE's blocked rows with its epsilon
-    terms (poly_short_rows): the row kernel's (poly_rows_of_labels) values and gradients to a few ulps, its
+    terms (poly_short_rows): the row kernel's (softmax_ce_rows with epsilon) values and gradients to a few ulps, its
     flags and edge rows (a sure row's tiny loss, ties, -inf and +inf logits, NaN, labels out of range, weight
     0); the value alone the same bits; the parallel kernel and its twin."""
     from losskit.fused import kernels
@@ -690,7 +690,7 @@ def test_poly_short_rows_kernel_is_the_poly_row_kernel_arithmetic_in_blocks(dtyp
     z, labels, scale = _edge_rows(dtype, classes)
     n = len(z)
     ref_loss, ref_grad, ref_flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
-    kernels.poly_rows_of_labels(z, labels, scale, smoothing, epsilon, ref_loss, ref_grad, True, ref_flags)
+    kernels.softmax_ce_rows(z, labels, scale, smoothing, ref_loss, ref_grad, True, ref_flags, epsilon)
     _check_blocked_rows(kernels.poly_short_rows, (z, labels, scale, smoothing, epsilon), z,
                         (ref_loss, ref_grad, ref_flags), ulps=(4, 8))
 
@@ -700,7 +700,7 @@ def test_poly_short_rows_kernel_is_the_poly_row_kernel_arithmetic_in_blocks(dtyp
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
 def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dtype, classes, gamma):
     """Softmax focal of labels without smoothing on rows of at most SHORT_ROW classes takes softmax CE's
-    blocked statistics and the label's term (focal_short_rows): the row kernel's (focal_rows_of_labels)
+    blocked statistics and the label's term (focal_short_rows): the row kernel's (softmax_ce_rows with alpha)
     values and gradients to a few ulps, its flags and edge rows, per-class alpha; the value alone the same
     bits; the parallel kernel and its twin."""
     from losskit.fused import kernels
@@ -709,28 +709,28 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
     n = len(z)
     alpha = np.linspace(0.25, 1.0, classes).astype(dtype)
     ref_loss, ref_grad, ref_flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
-    kernels.focal_rows_of_labels(z, labels, alpha, scale, gamma, ref_loss, ref_grad, True, ref_flags)
+    kernels.softmax_ce_rows(z, labels, scale, 0.0, ref_loss, ref_grad, True, ref_flags, 0.0, alpha, gamma)
     _check_blocked_rows(kernels.focal_short_rows, (z, labels, alpha, scale, gamma), z,
                         (ref_loss, ref_grad, ref_flags), ulps=(8, 16))
 
 
-#: the row kernels of labels on rows of more than SHORT_ROW classes: (kernel name, loss class, ulps of the
-#: value and the gradient against the array-API path)
+#: the losses of labels that softmax CE's row kernel takes on rows of more than SHORT_ROW classes: (loss
+#: class, ulps of the value and the gradient against the array-API path)
 LABEL_ROW_KERNELS = {
-    "softmax_ce": ("softmax_ce_rows", lk.SoftmaxCrossEntropy, (4, 8)),
-    "poly": ("poly_rows_of_labels", lk.PolyCrossEntropy, (4, 8)),
-    "focal": ("focal_rows_of_labels", lk.SoftmaxFocalLoss, (8, 16)),
+    "softmax_ce": (lk.SoftmaxCrossEntropy, (4, 8)),
+    "poly": (lk.PolyCrossEntropy, (4, 8)),
+    "focal": (lk.SoftmaxFocalLoss, (8, 16)),
 }
 
 
-def _label_row_case(case, smoothing, labels, scale, classes, dtype):
-    """``(the kernel's inputs before its outputs but the logits, the loss's options)`` of ``case``."""
+def _label_row_case(case, smoothing, classes, dtype):
+    """``(softmax_ce_rows' arguments after its outputs, the loss's options)`` of ``case``."""
     if case == "softmax_ce":
-        return (labels, scale, smoothing), {"label_smoothing": smoothing}
+        return (), {"label_smoothing": smoothing}
     if case == "poly":
-        return (labels, scale, smoothing, 2.0), {"label_smoothing": smoothing, "epsilon": 2.0}
+        return (2.0,), {"label_smoothing": smoothing, "epsilon": 2.0}
     alpha = np.linspace(0.25, 1.0, classes).astype(dtype)
-    return (labels, alpha, scale, 2.0), {"alpha": alpha, "gamma": 2.0}
+    return (0.0, alpha, 2.0), {"alpha": alpha, "gamma": 2.0}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -749,10 +749,9 @@ def test_long_rows_kernel_against_the_reference_with_or_without_the_gradient_and
     targets)."""
     from losskit.fused import kernels
 
-    name, cls, ulps = LABEL_ROW_KERNELS[case]
-    kernel = getattr(kernels, name)
+    cls, ulps = LABEL_ROW_KERNELS[case]
     z, labels, scale = _edge_rows(dtype, classes, n=40)
-    inputs, loss_options = _label_row_case(case, smoothing, labels, scale, classes, dtype)
+    extra, loss_options = _label_row_case(case, smoothing, classes, dtype)
     n = len(z)
     ok = np.ones(n, bool)
     ok[4:9] = False
@@ -765,9 +764,9 @@ def test_long_rows_kernel_against_the_reference_with_or_without_the_gradient_and
         ref_grad.append(float(scale[i]) * grad[0])
     eps = np.finfo(dtype).eps
     results = []  # the parallel kernel's, then its serial twin's (compiled apart: its sums may differ in an ulp)
-    for twin in (kernel, fused.serial_twin(kernel)):
+    for twin in (kernels.softmax_ce_rows, fused.serial_twin(kernels.softmax_ce_rows)):
         loss, grad, flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
-        twin(z, *inputs, loss, grad, True, flags)
+        twin(z, labels, scale, smoothing, loss, grad, True, flags, *extra)
         results.append((loss, grad))
         np.testing.assert_array_equal(flags == 0, ok)
         sure = np.flatnonzero(ok) == 2  # the sure row
@@ -780,11 +779,12 @@ def test_long_rows_kernel_against_the_reference_with_or_without_the_gradient_and
                                    atol=ulps[1] * eps * np.abs(ref_grad).max())
         assert loss[9] == 0 and np.all(grad[9] == 0)
         value_only = np.full(n, -1.0)
-        twin(z, *inputs, value_only, np.empty((1, classes), dtype), False, np.zeros(n, np.uint8))
+        twin(z, labels, scale, smoothing, value_only, np.empty((1, classes), dtype), False, np.zeros(n, np.uint8),
+             *extra)
         np.testing.assert_array_equal(value_only[ok], loss[ok])
     in_place = z.copy()
     loss_in_place, flags = np.full(n, -1.0), np.zeros(n, np.uint8)
-    kernel(in_place, *inputs, loss_in_place, in_place, True, flags)
+    kernels.softmax_ce_rows(in_place, labels, scale, smoothing, loss_in_place, in_place, True, flags, *extra)
     parallel_loss, parallel_grad = results[0]
     np.testing.assert_array_equal(loss_in_place[ok], parallel_loss[ok])
     np.testing.assert_array_equal(in_place[ok], parallel_grad[ok])
@@ -898,9 +898,9 @@ def _twin_arguments(name, dtype):
         "rows.kl_dense_short_rows": (z, dense, scale, 0.1, False, 1e-3, loss, grad, flags),
         "rows.crammer_singer_rows": (z, labels, scale, loss, grad, True, flags),
         "rows.distillation_kernel": (SCALAR_MATH[np.dtype(dtype).name], z, z.copy(), grad, scale, 2.0, True, loss, flags),
-        "kernels.poly_rows_of_labels": (z, labels, scale, 0.1, 1.0, loss, grad, True, flags),
-        "kernels.focal_rows_of_labels": (z, labels, _frozen(np.ones(width, dtype)), scale, 2.0, loss, grad, True,
-                                         flags),
+        "kernels.softmax_ce_rows+poly": (z, labels, scale, 0.1, loss, grad, True, flags, 1.0),
+        "kernels.softmax_ce_rows+focal": (z, labels, scale, 0.0, loss, grad, True, flags, 0.0,
+                                          _frozen(np.ones(width, dtype)), 2.0),
         "rows.poly_rows": (z, dense, scale, 0.1, 1.0, 1e-3, loss, grad, True, flags),
         "rows.focal_rows": (z, labels, dense, _frozen(np.ones(width, dtype)), scale, 0.1, 2.0, 1e-3, loss, grad,
                             np.empty((rows, width), dtype), True, flags),
@@ -953,7 +953,7 @@ TWINNED = ["kernels.bce_logits_rows", "kernels.squared_error_rows", "pairs.quant
 #: logits' bits and its first maximiser a min over indices (before, a float max with a select and a search that
 #: stopped at the first hit: next to no packed instruction in either form)
 TWINNED_ON_REQUEST = ["kernels.softmax_ce_rows", "kernels.softmax_ce_short_rows", "kernels.poly_short_rows",
-                      "kernels.focal_short_rows", "kernels.poly_rows_of_labels", "kernels.focal_rows_of_labels",
+                      "kernels.focal_short_rows", "kernels.softmax_ce_rows+poly", "kernels.softmax_ce_rows+focal",
                       "kernels.softmax_ce_columns",
                       "rows.kl_dense_rows", "rows.kl_dense_short_rows",
                       "rows.distillation_kernel", "rows.poly_rows", "rows.focal_rows", "rows.crammer_singer_rows",
@@ -981,7 +981,7 @@ def test_serial_twins_are_vectorised_where_their_parallel_kernels_are(name):
 
     name, _, dtype_name = name.partition("-")
     dtype = np.dtype(dtype_name or "float32")
-    serial, parallel, options = _twin_and_parallel(name)
+    serial, parallel, options = _twin_and_parallel(name.partition("+")[0])  # "+": a variant's arguments
     args = _twin_arguments(name, dtype)
     suffix, scalar = ("ps", "ss") if dtype == np.float32 else ("pd", "sd")
     packed = {}

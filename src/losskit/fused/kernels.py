@@ -209,8 +209,9 @@ def _stored_exp_sums(row, buf, m, start, base, count, smoothing, in_place):
 
 
 @numba.njit(**OPTIONS)
-def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
-    """Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
+def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, epsilon=0.0, alpha=None,
+                    gamma=0.0):
+    r"""Softmax CE per row of ``z [N, K]``: ``scaled_loss[i] = scale[i] * l_i`` (float64) and, when
     ``with_grad``, ``grad[i] = scale[i] * (softmax(z_i) - y'_i)``; ``grad`` may be ``z`` itself (the
     parallel kernel only: a serial twin is compiled ``noalias``, and its callers give it a buffer of its
     own). Without a gradient, ``grad`` is one writable row of scratch ``[1, K]`` that is not written.
@@ -226,6 +227,14 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     row's tiny loss is not rounded to 0), and at the label the gradient is ``a (1 - 1/K) - sum_{k != y}
     p_k`` (exact when ``p_y`` rounds to 1). The value's sums are the same loops with or without a
     gradient: the same bits either way.
+
+    The same rows serve two losses of labels that touch only the label's term, on rows of more than
+    :data:`SHORT_ROW` classes (their blocked kernels, :func:`poly_short_rows` and :func:`focal_short_rows`,
+    take shorter ones, with the same arithmetic): with ``epsilon``, Poly-1 (the loss plus :math:`\epsilon
+    (1 - P)`, the stored softmax scaled by :math:`1 + \epsilon (1 - a) p_y`, the label's entry less
+    :math:`\epsilon (1 - a) p_y q_y`); with ``alpha [K]`` (not None) and ``gamma``, softmax focal without
+    smoothing (the label's term, the gradient :math:`-u p` off the label and :math:`u q_y` at it). Each
+    took each exp twice in the row kernels of dense targets before (:mod:`losskit.fused.rows`).
     """
     n, k = z.shape
     block = max(1, SHORT_BLOCK // max(k, 1))
@@ -233,45 +242,14 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     for b in prange((n + block - 1) // block):
         scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
         for i in range(b * block, min(n, b * block + block)):
-            if with_grad:  # one inlined copy per flag: each compiled free of the other's branches
-                _ce_row(z, labels, scale, smoothing, 0.0, scaled_loss, grad, True, flags, scratch, in_place, i)
-            else:
-                _ce_row(z, labels, scale, smoothing, 0.0, scaled_loss, grad, False, flags, scratch, False, i)
-
-
-@numba.njit(**OPTIONS)
-def poly_rows_of_labels(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags):
-    r""":func:`softmax_ce_rows` for Poly-1 of labels on rows of more than :data:`SHORT_ROW` classes (as
-    :func:`poly_short_rows` on shorter ones): the loss plus :math:`\epsilon (1 - P)`, the stored softmax
-    scaled by :math:`1 + \epsilon (1 - a) p_y`, the label's entry less :math:`\epsilon (1 - a) p_y q_y`.
-    One ``exp`` a logit, where the row kernel of dense targets (:func:`losskit.fused.rows.poly_rows`)
-    took each twice for a label row."""
-    n, k = z.shape
-    block = max(1, SHORT_BLOCK // max(k, 1))
-    in_place = with_grad and z.ctypes.data == grad.ctypes.data
-    for b in prange((n + block - 1) // block):
-        scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
-        for i in range(b * block, min(n, b * block + block)):
-            if with_grad:
-                _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
-            else:
-                _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
-
-
-@numba.njit(**OPTIONS)
-def focal_rows_of_labels(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags):
-    r"""Softmax focal of labels without smoothing on rows of more than :data:`SHORT_ROW` classes (as
-    :func:`focal_short_rows` on shorter ones, with its arithmetic): :func:`softmax_ce_rows`' stored exps,
-    then the label's term; the gradient :math:`-u p` off the label and :math:`u q_y` at it, the stored
-    softmax scaled. One ``exp`` a logit, where the row kernel (:func:`losskit.fused.rows.focal_rows`) took
-    each twice. ``alpha [K]``."""
-    n, k = z.shape
-    block = max(1, SHORT_BLOCK // max(k, 1))
-    in_place = with_grad and z.ctypes.data == grad.ctypes.data
-    for b in prange((n + block - 1) // block):
-        scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
-        for i in range(b * block, min(n, b * block + block)):
-            if with_grad:
+            # one inlined copy per loss and flag, each compiled free of the others' branches (``alpha is None``
+            # is known when numba compiles: the arguments' types)
+            if alpha is None:
+                if with_grad:
+                    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
+                else:
+                    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
+            elif with_grad:
                 _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, True, flags, scratch, in_place, i)
             else:
                 _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, False, flags, scratch, False, i)
@@ -322,9 +300,9 @@ def _scale_stored(g, y, scaled_inv, scaled_offset, at_label):
 
 @numba.njit(**INLINE)
 def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
-    """Row ``i`` of :func:`softmax_ce_rows` (``epsilon`` a literal 0: its terms add exact zeros) or of
-    :func:`poly_rows_of_labels`: the arithmetic of :func:`_short_block` (the normaliser's total as
-    ``(1 + below) + ties``, as softmax CE's row kernel has always rounded it)."""
+    """Row ``i`` of :func:`softmax_ce_rows`, softmax CE (``epsilon`` 0: its terms add exact zeros) or Poly-1:
+    the arithmetic of :func:`_short_block` (the normaliser's total as ``(1 + below) + ties``, as softmax CE's
+    row kernel has always rounded it)."""
     go, below, ties, d_y, e_y, shifted = _label_row_sums(z, labels, scale, smoothing, scaled_loss, grad, with_grad,
                                                          flags, scratch, in_place, i)
     if not go:
@@ -356,7 +334,7 @@ def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, 
 
 @numba.njit(**INLINE)
 def _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags, scratch, in_place, i):
-    """Row ``i`` of :func:`focal_rows_of_labels`: the arithmetic of :func:`focal_short_rows`."""
+    """Row ``i`` of :func:`softmax_ce_rows` for softmax focal: the arithmetic of :func:`focal_short_rows`."""
     go, below, ties, d_y, e_y, _ = _label_row_sums(z, labels, scale, 0.0, scaled_loss, grad, with_grad, flags,
                                                    scratch, in_place, i)
     if not go:
@@ -364,16 +342,7 @@ def _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, fla
     s = scale[i]
     y = labels[i]
     rest = below + ties
-    total = 1.0 + rest
-    others = rest if d_y >= 0 else rest + (1.0 - e_y)
-    p_y, q_y = e_y / total, others / total  # q_y = 1 - p_y from the other classes' mass
-    c = float(alpha[y])
-    lp = d_y - math.log1p(rest)
-    mod = q_y ** gamma  # 0 ** 0 = 1
-    loss = 0.0 if c == 0 else -c * mod * lp
-    rho = lp / q_y if q_y > 0 else -1.0
-    p_rho = 0.0 if p_y == 0 else p_y * rho
-    u = c * mod * (gamma * p_rho - 1.0)
+    loss, u, q_y, total = _focal_label_term(rest, d_y, e_y, math.log1p(rest), float(alpha[y]), gamma)
     if not math.isfinite(loss):
         flags[i] = 1
         return
@@ -381,6 +350,24 @@ def _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, fla
     if with_grad:
         dtype = z.dtype.type
         _scale_stored(grad[i], y, dtype(-s * u / total), dtype(0), dtype(s * u * q_y))
+
+
+@numba.njit(**INLINE)
+def _focal_label_term(rest, d_y, e_y, log_norm, c, gamma):
+    r"""Softmax focal's label term from its row's softmax (float64: the terms other than the max, the
+    label's ``z_y - max`` and its exp, the log normaliser) and ``c = alpha_y``: ``(loss, u, q_y, total)``,
+    the loss :math:`-c q_y^\gamma \log p_y`, :math:`u = c q_y^\gamma (\gamma p_y \rho - 1)` with
+    :math:`\rho = \log p_y / q_y` (-1 in the limit :math:`q_y \to 0`), and :math:`q_y = 1 - p_y` from the
+    other classes' mass."""
+    total = 1.0 + rest
+    others = rest if d_y >= 0 else rest + (1.0 - e_y)
+    p_y, q_y = e_y / total, others / total
+    lp = d_y - log_norm
+    mod = q_y ** gamma  # 0 ** 0 = 1
+    loss = 0.0 if c == 0 else -c * mod * lp
+    rho = lp / q_y if q_y > 0 else -1.0
+    p_rho = 0.0 if p_y == 0 else p_y * rho
+    return loss, c * mod * (gamma * p_rho - 1.0), q_y, total
 
 
 #: rows of at most this many classes take :func:`softmax_ce_short_rows` (a row's sums are then one
@@ -413,7 +400,7 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
 
 @numba.njit(**OPTIONS)
 def poly_short_rows(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, flags):
-    r""":func:`softmax_ce_short_rows` for Poly-1 of labels (:func:`poly_rows_of_labels` on longer rows):
+    r""":func:`softmax_ce_short_rows` for Poly-1 of labels (:func:`softmax_ce_rows` with ``epsilon`` on longer rows):
     the loss plus :math:`\epsilon (1 - P)`, the gradient's softmax scaled by :math:`1 + \epsilon
     (1 - a) p_y` and its label entry less :math:`\epsilon (1 - a) p_y q_y` (:math:`q_y = 1 - p_y` from the
     other classes' mass). A row kernel pays per row what a short row cannot repay: the row kernel of
@@ -525,7 +512,7 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
 
 @numba.njit(**OPTIONS)
 def focal_short_rows(z, labels, alpha, scale, gamma, scaled_loss, grad, with_grad, flags):
-    r"""Softmax focal of labels without smoothing (:func:`focal_rows_of_labels` on longer rows) on
+    r"""Softmax focal of labels without smoothing (:func:`softmax_ce_rows` with ``alpha`` on longer rows) on
     rows of at most :data:`SHORT_ROW` classes, softmax CE's blocked statistics (:func:`_short_sums`) then
     each row's label term: :math:`-\alpha_y q_y^\gamma \log p_y`, gradient :math:`-u p` off the label and
     :math:`u q_y` at it, :math:`u = \alpha_y q_y^\gamma (\gamma p_y \rho - 1)`, :math:`\rho = \log p_y /
@@ -541,16 +528,8 @@ def focal_short_rows(z, labels, alpha, scale, gamma, scaled_loss, grad, with_gra
             s = scale[i]
             if _unweighted(s, grad[i if with_grad else 0], with_grad, scaled_loss, i) or flags[i]:
                 continue  # a row of weight 0 costs 0, whatever its logits
-            total = 1.0 + rest[r]
-            others = rest[r] if label_shift[r] >= 0 else rest[r] + (1.0 - label_exp[r])
-            p_y, q_y = label_exp[r] / total, others / total  # q_y = 1 - p_y from the other classes' mass
-            c = float(alpha[labels[i]])
-            lp = label_shift[r] - log_norm[r]
-            mod = q_y ** gamma  # 0 ** 0 = 1
-            loss = 0.0 if c == 0 else -c * mod * lp
-            rho = lp / q_y if q_y > 0 else -1.0
-            p_rho = 0.0 if p_y == 0 else p_y * rho
-            u = c * mod * (gamma * p_rho - 1.0)
+            loss, u, q_y, total = _focal_label_term(rest[r], label_shift[r], label_exp[r], log_norm[r],
+                                                    float(alpha[labels[i]]), gamma)
             if not math.isfinite(loss):
                 flags[i] = 1
                 continue

@@ -27,8 +27,8 @@ Design note: the dense-target kernels fold the target's sums into the exp pass (
 target there, one in the gradient pass) instead of a separate pass per sum. A label row of Poly-1
 (any smoothing) or focal (no smoothing) touches only its label's term, so its gradient is one scaled
 copy of the softmax, as softmax CE's: those rows run softmax CE's kernels
-(:func:`~losskit.fused.kernels.poly_rows_of_labels`, :func:`~losskit.fused.kernels.focal_rows_of_labels`
-and their blocked forms for short rows), not this module's.
+(:func:`~losskit.fused.kernels.softmax_ce_rows` with Poly-1's ``epsilon`` or focal's ``alpha``, and their
+blocked forms for short rows), not this module's.
 """
 
 from __future__ import annotations
@@ -326,7 +326,7 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
     ties, as softmax CE's) and the teacher's sum of ``e^dt (dt - ds)``, whose mean ``c`` gives the
     first form of the value, ``c + log(S_s / S_t)``; for a near row, the value's centred sum; the
     gradient. Each ``exp`` is taken once: the teacher's kept in ``grad``, the student's in a row of
-    scratch (taken again in the centred sum and the gradient, they made the call 1.11-1.13x slower at 4096 x
+    scratch (taken again in the centred sum and the gradient, they made the call 1.10-1.14x slower at 4096 x
     32000 float32: ``python -m benchmarks.distillation_rows``, BENCHMARKS.md). ``grad``
     is full ``[N, K]`` (scratch without a gradient), so that the sums are taken by the same loops either
     way.
@@ -441,7 +441,7 @@ def _poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, ep
 def poly_rows(z, dense, scale, smoothing, epsilon, tolerance, scaled_loss, grad, with_grad, flags):
     r"""Poly-1 of probability targets: softmax CE plus :math:`\epsilon (1 - P)`, :math:`P = \sum y' p`;
     gradient :math:`p \sum y' - y' - \epsilon\, p (y' - P)`. (Labels take softmax CE's kernels:
-    :func:`~losskit.fused.kernels.poly_short_rows`, :func:`~losskit.fused.kernels.poly_rows_of_labels`.)
+    :func:`~losskit.fused.kernels.poly_short_rows`, :func:`~losskit.fused.kernels.softmax_ce_rows`.)
 
     The exp pass with the target's sums, then one pass for :math:`\sum y' (1 - p_k)` and the gradient;
     ``grad`` is full ``[N, K]``, scratch without a gradient. A row that fails the plan's checks (values
@@ -579,7 +579,7 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
 
     Dense targets, or labels with smoothing (labels without take softmax CE's kernels and the label's
     term alone: :func:`~losskit.fused.kernels.focal_short_rows`,
-    :func:`~losskit.fused.kernels.focal_rows_of_labels`); ``grad`` full ``[N, K]``, scratch without a
+    :func:`~losskit.fused.kernels.softmax_ce_rows`); ``grad`` full ``[N, K]``, scratch without a
     gradient: the max; ``exp`` into ``grad`` with the softmax's sums; per chunk, ``u`` into ``grad`` and
     the loss's terms into ``scratch [N, min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the
     gradient, the softmax taken again. A row of dense targets that fails the plan's

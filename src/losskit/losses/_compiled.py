@@ -586,9 +586,12 @@ def poly(loss, plan, arrays, with_grad):
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     kernels = _kernels()
     if arrays["labels"] is not None:  # softmax CE's blocked rows, or its row kernel
-        poly_labels = kernels.poly_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else \
-            kernels.poly_rows_of_labels
-        poly_labels(z2, labels, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad, flags)
+        if z2.shape[1] <= kernels.module.SHORT_ROW:
+            kernels.poly_short_rows(z2, labels, scale, plan.smoothing, loss.epsilon, scaled_loss, grad, with_grad,
+                                    flags)
+        else:
+            kernels.softmax_ce_rows(z2, labels, scale, plan.smoothing, scaled_loss, grad, with_grad, flags,
+                                    loss.epsilon)
     else:
         _rows().poly_rows(z2, dense, scale, plan.smoothing, loss.epsilon, _sum_tolerance(z2), scaled_loss,
                           grad, with_grad, flags)
@@ -614,9 +617,12 @@ def softmax_focal(loss, plan, arrays, with_grad):
     scaled_loss, flags = np.empty(z2.shape[0]), np.zeros(z2.shape[0], np.uint8)
     kernels = _kernels()
     if sparse:  # softmax CE's blocked rows or its row kernel, then the label's term
-        focal_labels = kernels.focal_short_rows if z2.shape[1] <= kernels.module.SHORT_ROW else \
-            kernels.focal_rows_of_labels
-        focal_labels(z2, labels, frozen(alpha), scale, float(loss.gamma), scaled_loss, grad, with_grad, flags)
+        if z2.shape[1] <= kernels.module.SHORT_ROW:
+            kernels.focal_short_rows(z2, labels, frozen(alpha), scale, float(loss.gamma), scaled_loss, grad,
+                                     with_grad, flags)
+        else:
+            kernels.softmax_ce_rows(z2, labels, scale, 0.0, scaled_loss, grad, with_grad, flags, 0.0, frozen(alpha),
+                                    float(loss.gamma))
         return _finish(scaled_loss, grad, flags)
     scratch = focal_scratch(z2.shape[0], z2.shape[1], z.dtype)
     _rows().focal_rows(z2, labels, dense, frozen(alpha), scale, plan.smoothing, float(loss.gamma), _sum_tolerance(z2),
