@@ -233,7 +233,8 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     take shorter ones, with the same arithmetic): with ``epsilon``, Poly-1 (the loss plus :math:`\epsilon
     (1 - P)`, the stored softmax scaled by :math:`1 + \epsilon (1 - a) p_y`, the label's entry less
     :math:`\epsilon (1 - a) p_y q_y`); with ``alpha [K]`` (not None) and ``gamma``, softmax focal without
-    smoothing (the label's term, the gradient :math:`-u p` off the label and :math:`u q_y` at it). Each
+    smoothing (``smoothing`` is not read then: its callers pass 0; the label's term, the gradient :math:`-u p`
+    off the label and :math:`u q_y` at it). Each
     took each exp twice in the row kernels of dense targets before (:mod:`losskit.fused.rows`).
     """
     n, k = z.shape
@@ -242,8 +243,8 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     for b in prange((n + block - 1) // block):
         scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
         for i in range(b * block, min(n, b * block + block)):
-            # one inlined copy per loss and flag, each compiled free of the others' branches (``alpha is None``
-            # is known when numba compiles: the arguments' types)
+            # one inlined copy per loss and flag: numba drops the focal copies where alpha is None (its type);
+            # where alpha is an array it compiles the others too, and LLVM drops them (a constant condition)
             if alpha is None:
                 if with_grad:
                     _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
@@ -383,12 +384,13 @@ SHORT_BLOCK = 8192
 
 @numba.njit(**OPTIONS)
 def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags):
-    """:func:`softmax_ce_rows` for rows of at most :data:`SHORT_ROW` classes, with the same arguments
-    and arithmetic, a block of whole rows (about :data:`SHORT_BLOCK` logits) at a time, each pass a
-    loop of its own: the block's ``z - max`` written out; its exps in one flat loop over the whole block (full
-    SIMD width, whatever K); each row's sums (only read); the rows' ``log1p`` normalisers and label
-    exps in float64, flat over the block's rows (``math.log1p`` and ``math.exp`` per row cost as
-    much as the row's own exps); then each row's loss and gradient. A term whose exp rounds to 1
+    """:func:`softmax_ce_rows` (softmax CE: without its optional arguments) for rows of at most
+    :data:`SHORT_ROW` classes, with the same arguments and arithmetic, a block of whole rows (about
+    :data:`SHORT_BLOCK` logits) at a time, each pass a loop of its own: the block's ``z - max`` written
+    out; its exps in one flat loop over the whole block (full SIMD width, whatever K); each row's sums
+    (only read); the rows' ``log1p`` normalisers and label exps in float64, flat over the block's rows
+    (``math.log1p`` and ``math.exp`` per row cost as much as the row's own exps); then each row's loss
+    and gradient. A term whose exp rounds to 1
     counts with the ties (their total is the same), so the normaliser is still ``log1p`` of the terms
     below the max."""
     n, k = z.shape
