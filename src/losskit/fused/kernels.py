@@ -138,41 +138,6 @@ def row_sweep(row, salt: int, cacheable: bool):
 
 
 @numba.njit(**INLINE)
-def _exp_sums(row, m, start, count):
-    """The sums of :func:`_exp_pass` over ``count`` terms from ``start``, in the row's dtype."""
-    zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
-    below = zero
-    ties = zero
-    shifted = zero  # for the smoothing term, without cancelling against m
-    every = zero
-    for step in range(count):  # a constant count (SUM_CHUNK) is what lets LLVM vectorise it fully
-        j = start + step
-        d = row[j] - m
-        e = vexp(d)
-        below += e if d < zero else zero
-        ties += one if d >= zero else zero
-        shifted += d
-        every += e
-    return below, ties, shifted, every
-
-
-@numba.njit(**INLINE)
-def _exp_pass(row, m):
-    """The row's sums of ``exp(row - m)``, in float64: of the terms below the max, of the ties with the
-    max, of ``row - m`` and of every term (NaN if the row holds one). Summed in chunks of
-    :data:`SUM_CHUNK`, the chunks added in float64. It only reads (see the module's design note)."""
-    n = row.shape[0]
-    full = max(0, n - n % SUM_CHUNK)  # max: see SUM_CHUNK
-    below, ties, shifted, every = 0.0, 0.0, 0.0, 0.0
-    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see SUM_CHUNK
-        start = chunk * SUM_CHUNK
-        b, t, s, e = _exp_sums(row, m, start, SUM_CHUNK)
-        below, ties, shifted, every = below + float(b), ties + float(t), shifted + float(s), every + float(e)
-    b, t, s, e = _exp_sums(row, m, full, n - full)  # the rest, shorter than a chunk
-    return below + float(b), ties + float(t), shifted + float(s), every + float(e)
-
-
-@numba.njit(**INLINE)
 def store_exp(row, out, m, start, count):
     """``exp(row - m)`` into ``out[start:start + count]``: a loop that writes and sums nothing."""
     for step in range(count):
@@ -233,9 +198,9 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     take shorter ones, with the same arithmetic): with ``epsilon``, Poly-1 (the loss plus :math:`\epsilon
     (1 - P)`, the stored softmax scaled by :math:`1 + \epsilon (1 - a) p_y`, the label's entry less
     :math:`\epsilon (1 - a) p_y q_y`); with ``alpha [K]`` (not None) and ``gamma``, softmax focal without
-    smoothing (``smoothing`` is not read then: its callers pass 0; the label's term, the gradient :math:`-u p`
-    off the label and :math:`u q_y` at it). Each
-    took each exp twice in the row kernels of dense targets before (:mod:`losskit.fused.rows`).
+    smoothing (``smoothing`` is not read then: its callers pass 0; the label's term, the gradient
+    :math:`-u p` off the label and :math:`u q_y` at it). Each took each exp twice in the row kernels of
+    dense targets before (:mod:`losskit.fused.rows`).
     """
     n, k = z.shape
     block = max(1, SHORT_BLOCK // max(k, 1))
@@ -390,9 +355,8 @@ def softmax_ce_short_rows(z, labels, scale, smoothing, scaled_loss, grad, with_g
     out; its exps in one flat loop over the whole block (full SIMD width, whatever K); each row's sums
     (only read); the rows' ``log1p`` normalisers and label exps in float64, flat over the block's rows
     (``math.log1p`` and ``math.exp`` per row cost as much as the row's own exps); then each row's loss
-    and gradient. A term whose exp rounds to 1
-    counts with the ties (their total is the same), so the normaliser is still ``log1p`` of the terms
-    below the max."""
+    and gradient. A term whose exp rounds to 1 counts with the ties (their total is the same), so the
+    normaliser is still ``log1p`` of the terms below the max."""
     n, k = z.shape
     block = max(1, SHORT_BLOCK // max(k, 1))
     for b in prange((n + block - 1) // block):

@@ -98,7 +98,7 @@ def _stored_target_sums(row, target, out, m, keep, low, entropy, start, count):
 @numba.njit(**INLINE)
 def _target_exp_pass(row, target, out, m, keep, low, entropy):
     """``exp(row - m)`` into ``out`` and, in float64, the sums of the softmax (the terms below the max
-    and the ties with it, as :func:`~losskit.fused.kernels._exp_pass`) and of the smoothed target
+    and the ties with it, as :func:`~losskit.fused.kernels.softmax_ce_rows`) and of the smoothed target
     ``y' = keep * target + low``: ``sum y'``, ``sum y' (z - m)`` (0 where ``y'`` is 0, even for a
     logit of -inf), ``sum y' exp(z - m)`` and, when ``entropy``, ``sum y' log y'`` (else 0); in
     chunks of :data:`SUM_CHUNK` added in float64."""
@@ -326,10 +326,9 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
     ties, as softmax CE's) and the teacher's sum of ``e^dt (dt - ds)``, whose mean ``c`` gives the
     first form of the value, ``c + log(S_s / S_t)``; for a near row, the value's centred sum; the
     gradient. Each ``exp`` is taken once: the teacher's kept in ``grad``, the student's in a row of
-    scratch (taken again in the centred sum and the gradient, they made the call 1.10-1.14x slower at 4096 x
-    32000 float32: ``python -m benchmarks.distillation_rows``, BENCHMARKS.md). ``grad``
-    is full ``[N, K]`` (scratch without a gradient), so that the sums are taken by the same loops either
-    way.
+    scratch (taken again in the centred sum and the gradient, they made the call 1.10-1.14x slower at
+    4096 x 32000 float32: ``python -m benchmarks.distillation_rows``, BENCHMARKS.md). ``grad`` is full
+    ``[N, K]`` (scratch without a gradient), so that the sums are taken by the same loops either way.
 
     The value's sum: where the first form is below 1, the centred sum of
     :func:`losskit.losses.distribution.centred_distillation_kl`, ``b = sum p psi(u)`` with ``u = gap(t,
@@ -582,8 +581,8 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
     :func:`~losskit.fused.kernels.softmax_ce_rows`); ``grad`` full ``[N, K]``, scratch without a
     gradient: the max; ``exp`` into ``grad`` with the softmax's sums; per chunk, ``u`` into ``grad`` and
     the loss's terms into ``scratch [N, min(K, SUM_CHUNK)]``, then their sums (:func:`_focal_terms`); the
-    gradient, the softmax taken again. A row of dense targets that fails the plan's
-    checks (values in [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged."""
+    gradient, the softmax taken again. A row of dense targets that fails the plan's checks (values in
+    [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged."""
     n, k = z.shape
     dtype = z.dtype.type
     zero = dtype(0)

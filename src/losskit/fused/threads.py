@@ -8,15 +8,14 @@ hidden, 1000 classes, float32) took 20.9-21.8 ms, and 12.4-13.5 ms with libgomp 
 rounds, the products alone 10.6-11.7 ms; a loss call alone as fast either way (``python -m
 benchmarks.latency --blas-step``, BENCHMARKS.md). libgomp reads its settings from the environment once,
 when it is loaded, which numba does when it starts its threads: :func:`start`, called just before a
-parallel kernel's first run (where numba would start them itself: :func:`losskit.losses._compiled.run` for a
-loss call, :func:`losskit.losses.linear.host_sweep` and the log-probs' host kernels for the fused linear
-layers), starts them with
-``GOMP_SPINCOUNT=10000`` in the environment for that moment only, unless the user has set
-``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` (theirs then holds). It changes nothing where libgomp was
-already loaded (torch imported first: numba's regions then run on torch's libgomp, with torch's
-settings), where numba's threads were already started, or under another threading layer. Where losskit
-starts them before torch is imported, torch's operators run on that libgomp, with the same 10,000
-rounds.
+parallel kernel's first run (where numba would start them itself: :func:`losskit.losses._compiled.run`
+for a loss call, :func:`losskit.losses.linear.host_sweep` and the log-probs' host kernels for the fused
+linear layers), starts them with ``GOMP_SPINCOUNT=10000`` in the environment for that moment only,
+unless the user has set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` (theirs then holds). It changes
+nothing where libgomp was already loaded (torch imported first: numba's regions then run on torch's
+libgomp, with torch's settings), where numba's threads were already started, or under another threading
+layer. Where losskit starts them before torch is imported, torch's operators run on that libgomp, with
+the same 10,000 rounds.
 """
 
 from __future__ import annotations
