@@ -716,7 +716,7 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
 
 #: the losses of labels that softmax CE's row kernel takes on rows of more than SHORT_ROW classes: (loss
 #: class, ulps of the value and the gradient against the array-API path)
-LABEL_ROW_KERNELS = {
+LABEL_ROW_LOSSES = {
     "softmax_ce": (lk.SoftmaxCrossEntropy, (4, 8)),
     "poly": (lk.PolyCrossEntropy, (4, 8)),
     "focal": (lk.SoftmaxFocalLoss, (8, 16)),
@@ -749,7 +749,7 @@ def test_long_rows_kernel_against_the_reference_with_or_without_the_gradient_and
     targets)."""
     from losskit.fused import kernels
 
-    cls, ulps = LABEL_ROW_KERNELS[case]
+    cls, ulps = LABEL_ROW_LOSSES[case]
     z, labels, scale = _edge_rows(dtype, classes, n=40)
     extra, loss_options = _label_row_case(case, smoothing, classes, dtype)
     n = len(z)

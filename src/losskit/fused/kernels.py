@@ -285,9 +285,8 @@ def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, 
     # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
     others = rest if d_y >= 0 else rest + (1.0 - e_y)
     q_y, lift = others / total, (1.0 - a) * e_y / total  # 1 - p_y; P - a/K
-    if epsilon != 0:  # Poly-1's 1 - P = y'_y q_y + a/K (K - 1 - q_y), with sum y' = 1 as rounded
-        high, low = 1.0 - a + a / k, a / k
-        loss += epsilon * (high * q_y + low * ((k - 1) - q_y) + (1.0 - (high + (k - 1) * low)))
+    if epsilon != 0:
+        loss += epsilon * _poly_missing(a, k, q_y)
     if not math.isfinite(loss):  # a NaN logit (the max is NaN then too), a loss that overflows
         flags[i] = 1
         return
@@ -296,6 +295,14 @@ def _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_grad, 
         dtype = z.dtype.type
         _scale_stored(grad[i], labels[i], dtype(s * (1.0 + epsilon * lift) / total), dtype(s * a / k),
                       dtype(s) * dtype(a * (1.0 - 1.0 / k) - q_y - epsilon * lift * q_y))
+
+
+@numba.njit(**INLINE)
+def _poly_missing(a, k, q_y):
+    """Poly-1's ``1 - P`` for a label row (float64): ``y'_y q_y + a/K (K - 1 - q_y)``, with ``sum y' = 1`` as
+    rounded, from ``q_y = 1 - p_y`` (the other classes' mass) and the smoothing ``a`` over ``k`` classes."""
+    high, low = 1.0 - a + a / k, a / k
+    return high * q_y + low * ((k - 1) - q_y) + (1.0 - (high + (k - 1) * low))
 
 
 @numba.njit(**INLINE)
@@ -446,7 +453,6 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
     zero = z.dtype.type(0)
     rows = hi - lo
     exps, maxima, rest, label_shift, log_norm, label_exp = _short_sums(z, labels, scale, flags, lo, hi)
-    high, low = 1.0 - a + a / k, a / k
     for r in range(rows):
         i = lo + r
         s = scale[i]
@@ -462,8 +468,8 @@ def _short_block(z, labels, scale, smoothing, epsilon, scaled_loss, grad, with_g
         # at the label: p_y - 1 = -sum_{k != y} p_k, exact when p_y rounds to 1
         others = rest[r] if label_shift[r] >= 0 else rest[r] + (1.0 - label_exp[r])
         q_y, lift = others / total, (1.0 - a) * label_exp[r] / total  # 1 - p_y; P - a/K
-        if epsilon != 0:  # Poly-1's 1 - P = y'_y q_y + a/K (K - 1 - q_y), with sum y' = 1 as rounded
-            loss += epsilon * (high * q_y + low * ((k - 1) - q_y) + (1.0 - (high + (k - 1) * low)))
+        if epsilon != 0:
+            loss += epsilon * _poly_missing(a, k, q_y)
         if not math.isfinite(loss):
             flags[i] = 1
             continue
