@@ -1,13 +1,15 @@
 """What a first call waits for: the compile of its kernels, each measured in a new process with an empty
 numba cache, and their load from the disk cache by a second process.
 
-    python -m benchmarks.compile_time                          # the JSD and distillation, float64 and float32
+    python -m benchmarks.compile_time                          # every loss below, float64 and float32
+    python -m benchmarks.compile_time --loss softmax_focal_loss --dtype float64   # one loss's long-row kernel
     python -m benchmarks.compile_time --loss js_divergence --dtype float64 --repeats 3
     python -m benchmarks.compile_time --large-only   # the large call alone: all a first large call waits for
     PYTHONPATH=/other/checkout/src python -m benchmarks.compile_time   # another tree's kernels
 
-Per process: a small call (8 elements: the serial twin) and then a large one (4M elements: the parallel
-kernel; with ``--large-only`` the large call alone, its twin's column "nan"), each timed twice; the first
+Per process: a small call (one row: the serial twin) and then a large one (500,000 rows of 8 classes, or
+about 4M logits in rows of 300 for the losses of labels: the parallel kernel; with ``--large-only`` the
+large call alone, its twin's column "nan"), each timed twice; the first
 call less the second is its compile (or load) time. The first process starts from an empty cache
 directory, the second from what the first left there. Medians of ``--repeats`` rounds. The compile is
 single-threaded: run it on a quiet machine.
@@ -23,8 +25,13 @@ import subprocess
 import sys
 import tempfile
 
-LOSSES = {"js_divergence": "JSDivergence(beta=0.5, impl='fused')",
-          "distillation_loss": "DistillationLoss(temperature=2.0, impl='fused')"}
+#: name: (constructor, classes per row, whether the target is labels: else a dense array like the logits)
+LOSSES = {"js_divergence": ("JSDivergence(beta=0.5, impl='fused')", 8, False),
+          "distillation_loss": ("DistillationLoss(temperature=2.0, impl='fused')", 8, False),
+          # rows of more than 256 classes: the row kernel softmax_ce_rows, in its three forms
+          "softmax_cross_entropy": ("SoftmaxCrossEntropy(impl='fused')", 300, True),
+          "poly_cross_entropy": ("PolyCrossEntropy(epsilon=1.0, impl='fused')", 300, True),
+          "softmax_focal_loss": ("SoftmaxFocalLoss(gamma=2.0, impl='fused')", 300, True)}
 
 _CHILD = """
 import json, time, numpy as np, losskit as lk
@@ -34,8 +41,8 @@ loss = lk.{loss}
 rng = np.random.default_rng(0)
 out = {{}}
 for label, rows in {calls}:
-    z = rng.normal(size=(rows, 8)).astype("{dtype}")
-    t = rng.normal(size=z.shape).astype("{dtype}")
+    z = rng.normal(size=(rows, {classes})).astype("{dtype}")
+    t = rng.integers(0, {classes}, rows) if {labels} else rng.normal(size=z.shape).astype("{dtype}")
     times = []
     for _ in range(2):
         start = time.perf_counter()
@@ -49,8 +56,10 @@ print(json.dumps(out))
 
 def _run(loss: str, dtype: str, cache: str, large_only: bool) -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-    calls = (("parallel", 500_000),) if large_only else (("serial", 1), ("parallel", 500_000))
-    code = _CHILD.format(loss=LOSSES[loss], dtype=dtype, calls=calls)
+    constructor, classes, labels = LOSSES[loss]
+    large = 500_000 if classes == 8 else 4_000_000 // classes
+    calls = (("parallel", large),) if large_only else (("serial", 1), ("parallel", large))
+    code = _CHILD.format(loss=constructor, dtype=dtype, calls=calls, classes=classes, labels=labels)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

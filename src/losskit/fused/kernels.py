@@ -68,6 +68,15 @@ SUM_CHUNK = 256
 #: the options of a kernel's helper: inlined into the kernel's loop (numba's IR, so that LLVM sees one
 #: loop), with the kernels' fastmath flags and error model
 INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+#: the options of a function that a parallel loop calls, once per row or tile, as a function of its own
+#: (not inlined in numba's IR): numba's parfor lowering of a long loop body took most of a kernel's compile
+#: time, and the function is compiled once per process for the parallel kernel and its serial twin. An
+#: empty numba cache, rows of 300 classes (``python -m benchmarks.compile_time``, BENCHMARKS.md): the
+#: parallel row kernel after its twin, softmax focal 17.8-18.6 -> 1.4-1.6 s, softmax CE and Poly-1 7.6-8.0
+#: -> 1.6 s; a first large call alone, focal 17.8 -> 8.3 s, softmax CE 8.5 -> 5.4 s. A row function takes
+#: ``with_grad`` as a literal (one function each way: :func:`_ce_row_grad`, :func:`_ce_row_value`), as
+#: the inlined rows did
+ROW = {"fastmath": {"reassoc", "contract"}, "error_model": "numpy", "nogil": True}
 
 
 def source_identity(row, source=None) -> str:
@@ -208,17 +217,41 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     for b in prange((n + block - 1) // block):
         scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
         for i in range(b * block, min(n, b * block + block)):
-            # one inlined copy per loss and flag: numba drops the focal copies where alpha is None (its type);
-            # where alpha is an array it compiles the others too, and LLVM drops them (a constant condition)
+            # one row function per loss and flag (see ROW): numba types no focal call where alpha is None (its
+            # type); where alpha is an array it compiles softmax CE's too, and LLVM drops them (a constant condition)
             if alpha is None:
                 if with_grad:
-                    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
+                    _ce_row_grad(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, in_place, i)
                 else:
-                    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
+                    _ce_row_value(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, i)
             elif with_grad:
-                _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, True, flags, scratch, in_place, i)
+                _focal_row_grad(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, in_place, i)
             else:
-                _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, False, flags, scratch, False, i)
+                _focal_row_value(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, i)
+
+
+@numba.njit(**ROW)
+def _ce_row_grad(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, in_place, i):
+    """:func:`_ce_row` with its gradient (the ``ROW`` functions: see :data:`ROW`)."""
+    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
+
+
+@numba.njit(**ROW)
+def _ce_row_value(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, i):
+    """:func:`_ce_row`, the value alone."""
+    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
+
+
+@numba.njit(**ROW)
+def _focal_row_grad(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, in_place, i):
+    """:func:`_focal_row` with its gradient."""
+    _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, True, flags, scratch, in_place, i)
+
+
+@numba.njit(**ROW)
+def _focal_row_value(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, i):
+    """:func:`_focal_row`, the value alone."""
+    _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, False, flags, scratch, False, i)
 
 
 @numba.njit(**INLINE)
@@ -553,7 +586,7 @@ def softmax_ce_columns(z, labels, scale, smoothing, scaled_loss, grad, with_grad
                          min(width, lo + COLUMN_TILE) - lo, wide, narrow)
 
 
-@numba.njit(**INLINE)
+@numba.njit(**ROW)
 def _column_tile(z, labels, scale, a, scaled_loss, grad, with_grad, flags, i, lo, count, wide, narrow):
     """:func:`softmax_ce_columns` on the ``count`` positions from ``lo`` of sample ``i``; ``wide`` and
     ``narrow`` are scratch rows (float64 and the logits' dtype) of at least ``count``."""
