@@ -52,6 +52,7 @@ class AbsoluteError(ValueLoss):
 
     name = "absolute_error"
     of_error = True
+    arithmetic_value = True  # |z - y|: no select (the XLA path sums it whole)
     aliases = ("mae",)
     hessian = Hessian.ZERO
     gbdt_curvature = "majorize"
