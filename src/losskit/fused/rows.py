@@ -40,7 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .kernels import INLINE, OPTIONS, SUM_CHUNK, _unweighted, row_sweep, store_exp
+from .kernels import INLINE, OPTIONS, ROW, SUM_CHUNK, _unweighted, row_sweep, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vlog1p, vpow
 
 __all__ = ["kl_dense_rows", "kl_dense_short_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows",
@@ -167,35 +167,43 @@ def kl_dense_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_loss, g
     :math:`y' = 0`); the gradient."""
     n, k = z.shape
     dtype = z.dtype.type
-    one = dtype(1)
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
     for i in prange(n):
-        s = scale[i]
-        g = grad[i]
-        if _probabilities_off(dense[i], tolerance):
-            flags[i] = 1
-            continue
-        if _unweighted(s, g, True, scaled_loss, i):
-            continue
-        row, target = z[i], dense[i]
-        m = _flagged_max(row, flags, i)
-        if not math.isfinite(m):
-            continue
-        below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, entropy)
-        # (entropy False: softmax CE of probability targets, neg_entropy 0)
-        rest, total, log_norm = _normaliser(below, ties)
-        loss = neg_entropy + total_y * log_norm - y_shifted
-        if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
-            flags[i] = 1
-            continue
-        scaled_loss[i] = s * loss
-        scaled_t, sw = dtype(s * total_y / total), dtype(s)
-        t_y, q_max = dtype(total_y), dtype(rest / total)  # 1 - p at the row max, from the other terms
-        for j in range(k):
-            y = keep * target[j] + low
-            e = g[j]
-            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
-            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+        _kl_row(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, i)
+
+
+@numba.njit(**ROW)
+def _kl_row(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, i):
+    """Row ``i`` of :func:`kl_dense_rows` (a function of its own: see :data:`~losskit.fused.kernels.ROW`)."""
+    k = z.shape[1]
+    dtype = z.dtype.type
+    one = dtype(1)
+    s = scale[i]
+    g = grad[i]
+    if _probabilities_off(dense[i], tolerance):
+        flags[i] = 1
+        return
+    if _unweighted(s, g, True, scaled_loss, i):
+        return
+    row, target = z[i], dense[i]
+    m = _flagged_max(row, flags, i)
+    if not math.isfinite(m):
+        return
+    below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, entropy)
+    # (entropy False: softmax CE of probability targets, neg_entropy 0)
+    rest, total, log_norm = _normaliser(below, ties)
+    loss = neg_entropy + total_y * log_norm - y_shifted
+    if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
+        flags[i] = 1
+        return
+    scaled_loss[i] = s * loss
+    scaled_t, sw = dtype(s * total_y / total), dtype(s)
+    t_y, q_max = dtype(total_y), dtype(rest / total)  # 1 - p at the row max, from the other terms
+    for j in range(k):
+        y = keep * target[j] + low
+        e = g[j]
+        # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+        g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
 
 
 #: rows of at most this many classes take :func:`kl_dense_short_rows` (a row's sums are one chunk either
@@ -451,46 +459,54 @@ def poly_rows(z, dense, scale, smoothing, epsilon, tolerance, scaled_loss, grad,
     a = smoothing
     keep, low = dtype(1.0 - a), dtype(a / k)
     for i in prange(n):
-        s = scale[i]
-        g = grad[i]
-        target = dense[i]
-        if _probabilities_off(target, tolerance):
-            flags[i] = 1
-            continue
-        if _unweighted(s, g, with_grad, scaled_loss, i):
-            continue
-        row = z[i]
-        m = _flagged_max(row, flags, i)
-        if not math.isfinite(m):
-            continue
-        below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
-        rest, total, log_norm = _normaliser(below, ties)
-        big_p = y_exp / total
-        inv_total = dtype(1.0 / total)
-        total_f, rest_f = dtype(total), dtype(rest)
-        t_y, p_big = dtype(total_y), dtype(big_p)
-        eps = dtype(epsilon)
-        sw = dtype(s)
-        full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
-        missing = 0.0
-        for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
-            start = chunk * SUM_CHUNK
-            missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
-                                         start, SUM_CHUNK))
+        _poly_row(z, dense, scale, epsilon, tolerance, scaled_loss, grad, with_grad, flags, keep, low, i)
+
+
+@numba.njit(**ROW)
+def _poly_row(z, dense, scale, epsilon, tolerance, scaled_loss, grad, with_grad, flags, keep, low, i):
+    """Row ``i`` of :func:`poly_rows` (a function of its own: see :data:`~losskit.fused.kernels.ROW`)."""
+    k = z.shape[1]
+    dtype = z.dtype.type
+    s = scale[i]
+    g = grad[i]
+    target = dense[i]
+    if _probabilities_off(target, tolerance):
+        flags[i] = 1
+        return
+    if _unweighted(s, g, with_grad, scaled_loss, i):
+        return
+    row = z[i]
+    m = _flagged_max(row, flags, i)
+    if not math.isfinite(m):
+        return
+    below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
+    rest, total, log_norm = _normaliser(below, ties)
+    big_p = y_exp / total
+    inv_total = dtype(1.0 / total)
+    total_f, rest_f = dtype(total), dtype(rest)
+    t_y, p_big = dtype(total_y), dtype(big_p)
+    eps = dtype(epsilon)
+    sw = dtype(s)
+    full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
+    missing = 0.0
+    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+        start = chunk * SUM_CHUNK
         missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
-                                     full, k - full))
-        loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
-        if not math.isfinite(loss):
-            flags[i] = 1
-            continue
-        scaled_loss[i] = s * loss
-        # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
-        # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
-        q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
-        for j in range(k):
-            if row[j] == m:
-                y = keep * target[j] + low
-                g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
+                                     start, SUM_CHUNK))
+    missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                 full, k - full))
+    loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
+    if not math.isfinite(loss):
+        flags[i] = 1
+        return
+    scaled_loss[i] = s * loss
+    # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
+    # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
+    q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
+    for j in range(k):
+        if row[j] == m:
+            y = keep * target[j] + low
+            g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
 
 
 @numba.njit(**INLINE)
@@ -585,52 +601,62 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
     [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged."""
     n, k = z.shape
     dtype = z.dtype.type
-    zero = dtype(0)
     a = smoothing
     by_label = dense.shape[0] == 0
     keep, low, high = dtype(1.0 - a), dtype(a / k), dtype(1.0 - a + a / k)
-    g_f = dtype(gamma)
     for i in prange(n):
-        s = scale[i]
-        g = grad[i]
-        if not by_label and _probabilities_off(dense[i], tolerance):
-            flags[i] = 1
-            continue
-        if _unweighted(s, g, with_grad, scaled_loss, i):
-            continue
-        row = z[i]
-        m = _flagged_max(row, flags, i)
-        if not math.isfinite(m):
-            continue
-        y = labels[i] if by_label else 0
-        if y < 0 or y >= k:
-            flags[i] = 1
-            continue
-        below, ties = _exp_into(row, g, m)
-        rest, total, log_norm = _normaliser(below, ties)
-        inv_total = dtype(1.0 / total)
-        total_f, rest_f = dtype(total), dtype(rest)
-        log_norm_f = dtype(log_norm)
-        if gamma == 2.0:  # the common gamma as a literal: (1 - p)^2 folds to a product (see _focal_row_sums)
-            loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
-                                                        high, inv_total, total_f, rest_f, log_norm_f, dtype(2.0))
-        else:
-            loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
-                                                        high, inv_total, total_f, rest_f, log_norm_f, g_f)
-        loss = -loss_sum
-        if not math.isfinite(loss) or not math.isfinite(total_u):
-            flags[i] = 1
-            continue
-        scaled_loss[i] = s * loss
-        if with_grad:
-            sw, scaled_u = dtype(s), dtype(s * total_u / total)
-            below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
-            q_max, p_max = dtype(rest / total), dtype(1.0 / total)
-            for j in range(k):
-                d = row[j] - m
-                u = g[j]
-                # at the max: u - p U = u q - p (U - u), with U - u from the other terms
-                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
+        _focal_dense_row(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad,
+                         flags, by_label, keep, low, high, i)
+
+
+@numba.njit(**ROW)
+def _focal_dense_row(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad, flags,
+                     by_label, keep, low, high, i):
+    """Row ``i`` of :func:`focal_rows` (a function of its own: see :data:`~losskit.fused.kernels.ROW`)."""
+    k = z.shape[1]
+    dtype = z.dtype.type
+    zero = dtype(0)
+    g_f = dtype(gamma)
+    s = scale[i]
+    g = grad[i]
+    if not by_label and _probabilities_off(dense[i], tolerance):
+        flags[i] = 1
+        return
+    if _unweighted(s, g, with_grad, scaled_loss, i):
+        return
+    row = z[i]
+    m = _flagged_max(row, flags, i)
+    if not math.isfinite(m):
+        return
+    y = labels[i] if by_label else 0
+    if y < 0 or y >= k:
+        flags[i] = 1
+        return
+    below, ties = _exp_into(row, g, m)
+    rest, total, log_norm = _normaliser(below, ties)
+    inv_total = dtype(1.0 / total)
+    total_f, rest_f = dtype(total), dtype(rest)
+    log_norm_f = dtype(log_norm)
+    if gamma == 2.0:  # the common gamma as a literal: (1 - p)^2 folds to a product (see _focal_row_sums)
+        loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
+                                                    high, inv_total, total_f, rest_f, log_norm_f, dtype(2.0))
+    else:
+        loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
+                                                    high, inv_total, total_f, rest_f, log_norm_f, g_f)
+    loss = -loss_sum
+    if not math.isfinite(loss) or not math.isfinite(total_u):
+        flags[i] = 1
+        return
+    scaled_loss[i] = s * loss
+    if with_grad:
+        sw, scaled_u = dtype(s), dtype(s * total_u / total)
+        below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
+        q_max, p_max = dtype(rest / total), dtype(1.0 / total)
+        for j in range(k):
+            d = row[j] - m
+            u = g[j]
+            # at the max: u - p U = u q - p (U - u), with U - u from the other terms
+            g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
 
 
 @numba.njit(**OPTIONS)
