@@ -7,12 +7,15 @@ numba cache, and their load from the disk cache by a second process.
     python -m benchmarks.compile_time --large-only   # the large call alone: all a first large call waits for
     PYTHONPATH=/other/checkout/src python -m benchmarks.compile_time   # another tree's kernels
 
-Per process: a small call (one row: the serial twin) and then a large one (500,000 rows of 8 classes, or
-about 4M logits in rows of 300 for the losses of labels: the parallel kernel; with ``--large-only`` the
-large call alone, its twin's column "nan"), each timed twice; the first
-call less the second is its compile (or load) time. The first process starts from an empty cache
-directory, the second from what the first left there. Medians of ``--repeats`` rounds. The compile is
-single-threaded: run it on a quiet machine.
+Per process: a small call (one row: the serial twin) and then a large one (4M logits: 500,000 rows of 8
+classes, 400,000 of 10 or 13,333 of 300: the parallel kernel; with ``--large-only`` the large call alone,
+its twin's column "nan"), each timed twice; the first call less the second is its compile (or load)
+time. The first process
+starts from an empty cache directory, the second from what the first left there. Medians of
+``--repeats`` rounds. The compile is single-threaded: run it on a quiet machine. A kernel that calls a
+row function of its own (:data:`losskit.fused.kernels.ROW`) compiles it once per process: the twin's
+time holds it, and the parallel kernel's after it does not (``--large-only``: the parallel kernel's
+holds it).
 """
 
 from __future__ import annotations
@@ -25,13 +28,21 @@ import subprocess
 import sys
 import tempfile
 
-#: name: (constructor, classes per row, whether the target is labels: else a dense array like the logits)
-LOSSES = {"js_divergence": ("JSDivergence(beta=0.5, impl='fused')", 8, False),
-          "distillation_loss": ("DistillationLoss(temperature=2.0, impl='fused')", 8, False),
+#: name: (constructor, classes per row, target: "labels", "probabilities" (rows that sum to 1) or "logits"
+#: (normal numbers, a teacher's logits))
+LOSSES = {"js_divergence": ("JSDivergence(beta=0.5, impl='fused')", 8, "logits"),
+          "distillation_loss": ("DistillationLoss(temperature=2.0, impl='fused')", 8, "logits"),
           # rows of more than 256 classes: the row kernel softmax_ce_rows, in its three forms
-          "softmax_cross_entropy": ("SoftmaxCrossEntropy(impl='fused')", 300, True),
-          "poly_cross_entropy": ("PolyCrossEntropy(epsilon=1.0, impl='fused')", 300, True),
-          "softmax_focal_loss": ("SoftmaxFocalLoss(gamma=2.0, impl='fused')", 300, True)}
+          "softmax_cross_entropy": ("SoftmaxCrossEntropy(impl='fused')", 300, "labels"),
+          "poly_cross_entropy": ("PolyCrossEntropy(epsilon=1.0, impl='fused')", 300, "labels"),
+          "softmax_focal_loss": ("SoftmaxFocalLoss(gamma=2.0, impl='fused')", 300, "labels"),
+          # rows of 10 classes: the blocked kernels (softmax_ce_short_rows, focal_short_rows, kl_dense_short_rows)
+          "softmax_cross_entropy_10": ("SoftmaxCrossEntropy(impl='fused')", 10, "labels"),
+          "softmax_focal_loss_10": ("SoftmaxFocalLoss(gamma=2.0, impl='fused')", 10, "labels"),
+          "kl_divergence_10": ("KLDivergence(impl='fused')", 10, "probabilities"),
+          # the row kernels of probability targets (rows.kl_dense_rows, rows.focal_rows)
+          "kl_divergence": ("KLDivergence(impl='fused')", 300, "probabilities"),
+          "softmax_focal_loss_probabilities": ("SoftmaxFocalLoss(gamma=2.0, impl='fused')", 300, "probabilities")}
 
 _CHILD = """
 import json, time, numpy as np, losskit as lk
@@ -42,7 +53,13 @@ rng = np.random.default_rng(0)
 out = {{}}
 for label, rows in {calls}:
     z = rng.normal(size=(rows, {classes})).astype("{dtype}")
-    t = rng.integers(0, {classes}, rows) if {labels} else rng.normal(size=z.shape).astype("{dtype}")
+    if "{target}" == "labels":
+        t = rng.integers(0, {classes}, rows)
+    elif "{target}" == "probabilities":
+        t = rng.random(z.shape).astype("{dtype}")
+        t /= t.sum(axis=1, keepdims=True)
+    else:
+        t = rng.normal(size=z.shape).astype("{dtype}")
     times = []
     for _ in range(2):
         start = time.perf_counter()
@@ -56,10 +73,10 @@ print(json.dumps(out))
 
 def _run(loss: str, dtype: str, cache: str, large_only: bool) -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-    constructor, classes, labels = LOSSES[loss]
-    large = 500_000 if classes == 8 else 4_000_000 // classes
+    constructor, classes, target = LOSSES[loss]
+    large = 4_000_000 // classes
     calls = (("parallel", large),) if large_only else (("serial", 1), ("parallel", large))
-    code = _CHILD.format(loss=constructor, dtype=dtype, calls=calls, classes=classes, labels=labels)
+    code = _CHILD.format(loss=constructor, dtype=dtype, calls=calls, classes=classes, target=target)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

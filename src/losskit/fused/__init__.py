@@ -61,7 +61,8 @@ def serial_twin(kernel):
     qualified name gives it its own entry in numba's disk cache, which is keyed by name and bytecode,
     not by the ``parallel`` flag.
 
-    The twin is compiled with numba's ``noalias`` flag (:func:`no_alias_compiler`): no array it writes
+    The twin is compiled with numba's ``noalias`` flag (:func:`no_alias_compiler`; the row functions it
+    calls, :data:`losskit.fused.kernels.ROW`, are not, nor need to be: see there): no array it writes
     may share memory with another of its arguments (the parallel kernel may be given ``grad`` =
     ``z``; its twin may not; the kernels of :func:`losskit.fused.kernels.row_sweep` call a row compiled
     so from both, and neither may)."""
@@ -87,7 +88,8 @@ def no_alias_compiler():
     """numba's compiler with its ``noalias`` flag set: every array an argument gives is taken as
     disjoint from the others' (numba's parfor lowering sets the same flag on a parallel loop body when
     its alias analysis finds no argument derived from another; the elementwise kernels' bodies are not
-    so compiled, by the evidence below). Every serial twin is compiled with it; its callers never pass
+    so compiled, by the evidence below). Every serial twin is compiled with it (not the row functions it
+    calls: :data:`losskit.fused.kernels.ROW`); its callers never pass
     an array the kernel writes as another argument (:func:`losskit.losses._compiled.run` gives a small
     call's ``out=`` that shares an input's memory a buffer of the kernel's own).
 

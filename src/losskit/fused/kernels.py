@@ -65,17 +65,24 @@ SUM_CHUNK = 256
 # ``vexp`` dominates hid it.
 
 
-#: the options of a kernel's helper: inlined into the kernel's loop (numba's IR, so that LLVM sees one
-#: loop), with the kernels' fastmath flags and error model
+#: the options of a kernel's helper: inlined into its caller (numba's IR: the kernel's loop or a ``ROW``
+#: function), so that LLVM sees one loop, with the kernels' fastmath flags and error model
 INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
-#: the options of a function that a parallel loop calls, once per row or tile, as a function of its own
-#: (not inlined in numba's IR): numba's parfor lowering of a long loop body took most of a kernel's compile
-#: time, and the function is compiled once per process for the parallel kernel and its serial twin. An
-#: empty numba cache, rows of 300 classes (``python -m benchmarks.compile_time``, BENCHMARKS.md): the
-#: parallel row kernel after its twin, softmax focal 17.8-18.6 -> 1.4-1.6 s, softmax CE and Poly-1 7.6-8.0
-#: -> 1.6 s; a first large call alone, focal 17.8 -> 8.3 s, softmax CE 8.5 -> 5.4 s. A row function takes
-#: ``with_grad`` as a literal (one function each way: :func:`_ce_row_grad`, :func:`_ce_row_value`), as
-#: the inlined rows did
+#: the options of a function that a parallel loop calls once per row, block of rows or tile, a function of
+#: its own (not inlined in numba's IR): numba's parfor lowering of a long loop body was most of a kernel's
+#: compile, and the function compiles once per process for the parallel kernel and its serial twin. An
+#: empty numba cache, rows of 300 classes, the twin then the parallel kernel (``python -m
+#: benchmarks.compile_time``, BENCHMARKS.md): softmax focal 23.5 -> 7.5 s, softmax CE and Poly-1 10.7 ->
+#: 5.2 s, KL 6.4 -> 3.6 s; a first large call alone, focal 16.1 -> 7.2 s, softmax CE 7.5 -> 4.8 s. Their
+#: times are level (the blocked kernels of short rows keep their bodies inlined: as block functions their
+#: gradients ran 1.1x slower at 10 classes). A function that a flag specialises takes it as a literal
+#: through two wrappers (:func:`_label_row_grad`, :func:`_label_row_value`). Never ``cache=True``: its code
+#: is linked into each cached kernel, keyed by the kernel's module (numba would key the function's own
+#: entry on its file alone). Compiled without the ``noalias`` flag where its caller may write ``grad`` over
+#: ``z`` (softmax CE's rows), in the twins too: bits do not depend on it, since every loop that sums only
+#: reads (LLVM's run-time overlap checks choose between copies of loops that write element by element);
+#: with it where ``grad`` never aliases an input (:mod:`losskit.fused.rows`' block functions, as
+#: :func:`row_sweep`'s rows)
 ROW = {"fastmath": {"reassoc", "contract"}, "error_model": "numpy", "nogil": True}
 
 
@@ -217,41 +224,32 @@ def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, f
     for b in prange((n + block - 1) // block):
         scratch = np.empty(0 if with_grad else min(k, SUM_CHUNK), z.dtype)
         for i in range(b * block, min(n, b * block + block)):
-            # one row function per loss and flag (see ROW): numba types no focal call where alpha is None (its
-            # type); where alpha is an array it compiles softmax CE's too, and LLVM drops them (a constant condition)
-            if alpha is None:
-                if with_grad:
-                    _ce_row_grad(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, in_place, i)
-                else:
-                    _ce_row_value(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, i)
-            elif with_grad:
-                _focal_row_grad(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, in_place, i)
+            if with_grad:
+                _label_row_grad(z, labels, scale, smoothing, epsilon, alpha, gamma, scaled_loss, grad, flags, scratch,
+                                in_place, i)
             else:
-                _focal_row_value(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, i)
+                _label_row_value(z, labels, scale, smoothing, epsilon, alpha, gamma, scaled_loss, grad, flags, scratch,
+                                 i)
 
 
 @numba.njit(**ROW)
-def _ce_row_grad(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, in_place, i):
-    """:func:`_ce_row` with its gradient (the ``ROW`` functions: see :data:`ROW`)."""
-    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
+def _label_row_grad(z, labels, scale, smoothing, epsilon, alpha, gamma, scaled_loss, grad, flags, scratch, in_place, i):
+    """Row ``i`` of :func:`softmax_ce_rows` with its gradient (a function of its own: see :data:`ROW`): softmax CE
+    or Poly-1 (:func:`_ce_row`) where ``alpha`` is None, which numba reads from its type and drops the focal
+    copy; else focal (:func:`_focal_row`), whose softmax CE copy LLVM drops (a constant condition)."""
+    if alpha is None:
+        _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, True, flags, scratch, in_place, i)
+    else:
+        _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, True, flags, scratch, in_place, i)
 
 
 @numba.njit(**ROW)
-def _ce_row_value(z, labels, scale, smoothing, epsilon, scaled_loss, grad, flags, scratch, i):
-    """:func:`_ce_row`, the value alone."""
-    _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
-
-
-@numba.njit(**ROW)
-def _focal_row_grad(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, in_place, i):
-    """:func:`_focal_row` with its gradient."""
-    _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, True, flags, scratch, in_place, i)
-
-
-@numba.njit(**ROW)
-def _focal_row_value(z, labels, alpha, scale, gamma, scaled_loss, grad, flags, scratch, i):
-    """:func:`_focal_row`, the value alone."""
-    _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, False, flags, scratch, False, i)
+def _label_row_value(z, labels, scale, smoothing, epsilon, alpha, gamma, scaled_loss, grad, flags, scratch, i):
+    """:func:`_label_row_grad`, the value alone."""
+    if alpha is None:
+        _ce_row(z, labels, scale, smoothing, epsilon, scaled_loss, grad, False, flags, scratch, False, i)
+    else:
+        _focal_row(z, labels, alpha, scale, gamma, scaled_loss, grad, False, flags, scratch, False, i)
 
 
 @numba.njit(**INLINE)

@@ -40,6 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import no_alias_compiler
 from .kernels import INLINE, OPTIONS, ROW, SUM_CHUNK, _unweighted, row_sweep, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vlog1p, vpow
 
@@ -168,49 +169,55 @@ def kl_dense_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_loss, g
     n, k = z.shape
     dtype = z.dtype.type
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
-    for i in prange(n):
-        _kl_row(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, i)
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    for b in prange((n + block - 1) // block):
+        _kl_rows(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, b * block,
+                 min(n, b * block + block))
 
 
-@numba.njit(**ROW)
-def _kl_row(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, i):
-    """Row ``i`` of :func:`kl_dense_rows` (a function of its own: see :data:`~losskit.fused.kernels.ROW`)."""
+@numba.njit(pipeline_class=no_alias_compiler(), **ROW)
+def _kl_rows(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, lo, hi):
+    """Rows ``lo:hi`` of :func:`kl_dense_rows`, a block of about :data:`SHORT_BLOCK` logits (a function of its
+    own, called once a block: see :data:`~losskit.fused.kernels.ROW`)."""
     k = z.shape[1]
     dtype = z.dtype.type
     one = dtype(1)
-    s = scale[i]
-    g = grad[i]
-    if _probabilities_off(dense[i], tolerance):
-        flags[i] = 1
-        return
-    if _unweighted(s, g, True, scaled_loss, i):
-        return
-    row, target = z[i], dense[i]
-    m = _flagged_max(row, flags, i)
-    if not math.isfinite(m):
-        return
-    below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, entropy)
-    # (entropy False: softmax CE of probability targets, neg_entropy 0)
-    rest, total, log_norm = _normaliser(below, ties)
-    loss = neg_entropy + total_y * log_norm - y_shifted
-    if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
-        flags[i] = 1
-        return
-    scaled_loss[i] = s * loss
-    scaled_t, sw = dtype(s * total_y / total), dtype(s)
-    t_y, q_max = dtype(total_y), dtype(rest / total)  # 1 - p at the row max, from the other terms
-    for j in range(k):
-        y = keep * target[j] + low
-        e = g[j]
-        # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
-        g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+    for i in range(lo, hi):
+        s = scale[i]
+        g = grad[i]
+        if _probabilities_off(dense[i], tolerance):
+            flags[i] = 1
+            continue
+        if _unweighted(s, g, True, scaled_loss, i):
+            continue
+        row, target = z[i], dense[i]
+        m = _flagged_max(row, flags, i)
+        if not math.isfinite(m):
+            continue
+        below, ties, total_y, y_shifted, _, neg_entropy = _target_exp_pass(row, target, g, m, keep, low, entropy)
+        # (entropy False: softmax CE of probability targets, neg_entropy 0)
+        rest, total, log_norm = _normaliser(below, ties)
+        loss = neg_entropy + total_y * log_norm - y_shifted
+        if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        scaled_t, sw = dtype(s * total_y / total), dtype(s)
+        t_y, q_max = dtype(total_y), dtype(rest / total)  # 1 - p at the row max, from the other terms
+        for j in range(k):
+            y = keep * target[j] + low
+            e = g[j]
+            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
 
 
 #: rows of at most this many classes take :func:`kl_dense_short_rows` (a row's sums are one chunk either
 #: way): 1.5-1.7x :func:`kl_dense_rows` at 4 to 32 classes, 1.15x at 48, none from 64 (``python -m
 #: benchmarks.short_rows --dense``, BENCHMARKS.md)
 SHORT_ROW = 48
-#: the logits of one block of :func:`kl_dense_short_rows` (whole rows; their exps held at once)
+#: the logits of one block of :func:`kl_dense_short_rows` (whole rows; their exps held at once), and of the
+#: blocks of rows that :func:`kl_dense_rows` and :func:`focal_rows` give their block function (``poly_rows``
+#: keeps its row inlined in its parallel loop: as a block function it ran 1.15x slower at 10 classes)
 SHORT_BLOCK = 8192
 
 
@@ -225,64 +232,72 @@ def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_l
     :func:`kl_dense_rows` forms them."""
     n, k = z.shape
     dtype = z.dtype.type
-    one = dtype(1)
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
     block = max(1, SHORT_BLOCK // max(k, 1))
     for b in prange((n + block - 1) // block):
-        lo = b * block
-        hi = min(n, lo + block)
-        maxima = np.empty(hi - lo, z.dtype)
-        for i in range(lo, hi):
-            row, g = z[i], grad[i]
-            m = row_max(row)
-            maxima[i - lo] = m
-            for j in range(k):
-                g[j] = row[j] - m
-        exps = grad[lo:hi].reshape((hi - lo) * k)  # the block's rows are contiguous (grad is [N, K], C order)
-        for p in range(exps.shape[0]):  # the one loop that takes the exps: a long trip count
-            exps[p] = vexp(exps[p])
-        # each row's sums (float64), then the rows' log1p normalisers flat over the block (vectorised: a
-        # math.log1p per row cost as much as a short row's own exps), then each row's loss and gradient
-        rest, total_y, y_shifted, neg_entropy = (np.zeros(hi - lo), np.zeros(hi - lo), np.zeros(hi - lo),
-                                                 np.zeros(hi - lo))
-        done = np.zeros(hi - lo, np.bool_)  # flagged or weight 0 (flags is only written, as kl_dense_rows does)
-        for i in range(lo, hi):
-            r, g = i - lo, grad[i]
-            done[r] = True
-            if _probabilities_off(dense[i], tolerance):
-                flags[i] = 1
-                continue
-            if _unweighted(scale[i], g, True, scaled_loss, i):
-                continue
-            if not math.isfinite(maxima[r]):  # a +inf or all -inf row: the reference gives the limit
-                flags[i] = 1
-                continue
-            done[r] = False
-            below, ties, t_sum, shifted_sum, _, y_log_y = _stored_target_sums(z[i], dense[i], g, maxima[r], keep,
-                                                                              low, entropy, 0, k)
-            rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
-            total_y[r], y_shifted[r], neg_entropy[r] = float(t_sum), float(shifted_sum), float(y_log_y)
-        log_norm = np.empty(hi - lo)
-        for r in range(hi - lo):
-            log_norm[r] = vlog1p(rest[r])
-        for i in range(lo, hi):
-            r, s, g = i - lo, scale[i], grad[i]
-            if done[r]:
-                continue
-            loss = neg_entropy[r] + total_y[r] * log_norm[r] - y_shifted[r]
-            if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
-                flags[i] = 1
-                continue
-            scaled_loss[i] = s * loss
-            total = 1.0 + rest[r]
-            scaled_t, sw = dtype(s * total_y[r] / total), dtype(s)
-            t_y, q_max = dtype(total_y[r]), dtype(rest[r] / total)  # 1 - p at the row max, from the other terms
-            target = dense[i]
-            for j in range(k):
-                y = keep * target[j] + low
-                e = g[j]
-                # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
-                g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+        _kl_short_block(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, b * block,
+                        min(n, b * block + block))
+
+
+@numba.njit(pipeline_class=no_alias_compiler(), **ROW)
+def _kl_short_block(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, lo, hi):
+    """Rows ``lo:hi`` of :func:`kl_dense_short_rows` (a function of its own: see
+    :data:`~losskit.fused.kernels.ROW`)."""
+    k = z.shape[1]
+    dtype = z.dtype.type
+    one = dtype(1)
+    maxima = np.empty(hi - lo, z.dtype)
+    for i in range(lo, hi):
+        row, g = z[i], grad[i]
+        m = row_max(row)
+        maxima[i - lo] = m
+        for j in range(k):
+            g[j] = row[j] - m
+    exps = grad[lo:hi].reshape((hi - lo) * k)  # the block's rows are contiguous (grad is [N, K], C order)
+    for p in range(exps.shape[0]):  # the one loop that takes the exps: a long trip count
+        exps[p] = vexp(exps[p])
+    # each row's sums (float64), then the rows' log1p normalisers flat over the block (vectorised: a
+    # math.log1p per row cost as much as a short row's own exps), then each row's loss and gradient
+    rest, total_y, y_shifted, neg_entropy = (np.zeros(hi - lo), np.zeros(hi - lo), np.zeros(hi - lo),
+                                             np.zeros(hi - lo))
+    done = np.zeros(hi - lo, np.bool_)  # flagged or weight 0 (flags is only written, as kl_dense_rows does)
+    for i in range(lo, hi):
+        r, g = i - lo, grad[i]
+        done[r] = True
+        if _probabilities_off(dense[i], tolerance):
+            flags[i] = 1
+            continue
+        if _unweighted(scale[i], g, True, scaled_loss, i):
+            continue
+        if not math.isfinite(maxima[r]):  # a +inf or all -inf row: the reference gives the limit
+            flags[i] = 1
+            continue
+        done[r] = False
+        below, ties, t_sum, shifted_sum, _, y_log_y = _stored_target_sums(z[i], dense[i], g, maxima[r], keep,
+                                                                          low, entropy, 0, k)
+        rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
+        total_y[r], y_shifted[r], neg_entropy[r] = float(t_sum), float(shifted_sum), float(y_log_y)
+    log_norm = np.empty(hi - lo)
+    for r in range(hi - lo):
+        log_norm[r] = vlog1p(rest[r])
+    for i in range(lo, hi):
+        r, s, g = i - lo, scale[i], grad[i]
+        if done[r]:
+            continue
+        loss = neg_entropy[r] + total_y[r] * log_norm[r] - y_shifted[r]
+        if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        total = 1.0 + rest[r]
+        scaled_t, sw = dtype(s * total_y[r] / total), dtype(s)
+        t_y, q_max = dtype(total_y[r]), dtype(rest[r] / total)  # 1 - p at the row max, from the other terms
+        target = dense[i]
+        for j in range(k):
+            y = keep * target[j] + low
+            e = g[j]
+            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
 
 
 @numba.njit(**INLINE)
@@ -459,54 +474,46 @@ def poly_rows(z, dense, scale, smoothing, epsilon, tolerance, scaled_loss, grad,
     a = smoothing
     keep, low = dtype(1.0 - a), dtype(a / k)
     for i in prange(n):
-        _poly_row(z, dense, scale, epsilon, tolerance, scaled_loss, grad, with_grad, flags, keep, low, i)
-
-
-@numba.njit(**ROW)
-def _poly_row(z, dense, scale, epsilon, tolerance, scaled_loss, grad, with_grad, flags, keep, low, i):
-    """Row ``i`` of :func:`poly_rows` (a function of its own: see :data:`~losskit.fused.kernels.ROW`)."""
-    k = z.shape[1]
-    dtype = z.dtype.type
-    s = scale[i]
-    g = grad[i]
-    target = dense[i]
-    if _probabilities_off(target, tolerance):
-        flags[i] = 1
-        return
-    if _unweighted(s, g, with_grad, scaled_loss, i):
-        return
-    row = z[i]
-    m = _flagged_max(row, flags, i)
-    if not math.isfinite(m):
-        return
-    below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
-    rest, total, log_norm = _normaliser(below, ties)
-    big_p = y_exp / total
-    inv_total = dtype(1.0 / total)
-    total_f, rest_f = dtype(total), dtype(rest)
-    t_y, p_big = dtype(total_y), dtype(big_p)
-    eps = dtype(epsilon)
-    sw = dtype(s)
-    full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
-    missing = 0.0
-    for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
-        start = chunk * SUM_CHUNK
+        s = scale[i]
+        g = grad[i]
+        target = dense[i]
+        if _probabilities_off(target, tolerance):
+            flags[i] = 1
+            continue
+        if _unweighted(s, g, with_grad, scaled_loss, i):
+            continue
+        row = z[i]
+        m = _flagged_max(row, flags, i)
+        if not math.isfinite(m):
+            continue
+        below, ties, total_y, y_shifted, y_exp, _ = _target_exp_pass(row, target, g, m, keep, low, False)
+        rest, total, log_norm = _normaliser(below, ties)
+        big_p = y_exp / total
+        inv_total = dtype(1.0 / total)
+        total_f, rest_f = dtype(total), dtype(rest)
+        t_y, p_big = dtype(total_y), dtype(big_p)
+        eps = dtype(epsilon)
+        sw = dtype(s)
+        full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
+        missing = 0.0
+        for chunk in range(full // SUM_CHUNK):  # not a range with a step: see kernels.SUM_CHUNK
+            start = chunk * SUM_CHUNK
+            missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
+                                         start, SUM_CHUNK))
         missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
-                                     start, SUM_CHUNK))
-    missing += float(_poly_terms(target, g, keep, low, inv_total, total_f, rest_f, t_y, p_big, eps, sw,
-                                 full, k - full))
-    loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
-    if not math.isfinite(loss):
-        flags[i] = 1
-        return
-    scaled_loss[i] = s * loss
-    # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
-    # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
-    q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
-    for j in range(k):
-        if row[j] == m:
-            y = keep * target[j] + low
-            g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
+                                     full, k - full))
+        loss = total_y * log_norm - y_shifted + epsilon * (missing + (1.0 - total_y))
+        if not math.isfinite(loss):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        # at the row max, p T - y = (T - y) - q T and y - P = (y - T) + sum y' (1 - p): no
+        # difference of two numbers near 1 when the row is sure (a fourth, cheap pass)
+        q_max, p_max, missing_f = dtype(rest / total), dtype(1.0 / total), dtype(missing)
+        for j in range(k):
+            if row[j] == m:
+                y = keep * target[j] + low
+                g[j] = sw * (((t_y - y) - q_max * t_y) - eps * p_max * ((y - t_y) + missing_f))
 
 
 @numba.njit(**INLINE)
@@ -570,8 +577,9 @@ def _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, in
 def _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f, rest_f,
                     log_norm_f, g_f):
     """:func:`_focal_terms` over the row in chunks of :data:`SUM_CHUNK`, their sums added in float64.
-    :func:`focal_rows` inlines it twice, once with ``g_f`` a literal 2: ``vpow``'s cases then fold to
-    ``q * q``, where a run-time gamma computes ``exp(gamma log q)`` for every class."""
+    :func:`_focal_rows` (a block of :func:`focal_rows`) inlines it twice, once with ``g_f`` a literal 2:
+    ``vpow``'s cases then fold to ``q * q``, where a run-time gamma computes ``exp(gamma log q)`` for every
+    class."""
     k = row.shape[0]
     full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
@@ -604,59 +612,62 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
     a = smoothing
     by_label = dense.shape[0] == 0
     keep, low, high = dtype(1.0 - a), dtype(a / k), dtype(1.0 - a + a / k)
-    for i in prange(n):
-        _focal_dense_row(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad,
-                         flags, by_label, keep, low, high, i)
+    block = max(1, SHORT_BLOCK // max(k, 1))
+    for b in prange((n + block - 1) // block):
+        _focal_rows(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad, flags,
+                    by_label, keep, low, high, b * block, min(n, b * block + block))
 
 
-@numba.njit(**ROW)
-def _focal_dense_row(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad, flags,
-                     by_label, keep, low, high, i):
-    """Row ``i`` of :func:`focal_rows` (a function of its own: see :data:`~losskit.fused.kernels.ROW`)."""
+@numba.njit(pipeline_class=no_alias_compiler(), **ROW)
+def _focal_rows(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad, flags,
+                by_label, keep, low, high, lo, hi):
+    """Rows ``lo:hi`` of :func:`focal_rows`, a block of about :data:`SHORT_BLOCK` logits (a function of its
+    own, called once a block: see :data:`~losskit.fused.kernels.ROW`)."""
     k = z.shape[1]
     dtype = z.dtype.type
     zero = dtype(0)
     g_f = dtype(gamma)
-    s = scale[i]
-    g = grad[i]
-    if not by_label and _probabilities_off(dense[i], tolerance):
-        flags[i] = 1
-        return
-    if _unweighted(s, g, with_grad, scaled_loss, i):
-        return
-    row = z[i]
-    m = _flagged_max(row, flags, i)
-    if not math.isfinite(m):
-        return
-    y = labels[i] if by_label else 0
-    if y < 0 or y >= k:
-        flags[i] = 1
-        return
-    below, ties = _exp_into(row, g, m)
-    rest, total, log_norm = _normaliser(below, ties)
-    inv_total = dtype(1.0 / total)
-    total_f, rest_f = dtype(total), dtype(rest)
-    log_norm_f = dtype(log_norm)
-    if gamma == 2.0:  # the common gamma as a literal: (1 - p)^2 folds to a product (see _focal_row_sums)
-        loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
-                                                    high, inv_total, total_f, rest_f, log_norm_f, dtype(2.0))
-    else:
-        loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
-                                                    high, inv_total, total_f, rest_f, log_norm_f, g_f)
-    loss = -loss_sum
-    if not math.isfinite(loss) or not math.isfinite(total_u):
-        flags[i] = 1
-        return
-    scaled_loss[i] = s * loss
-    if with_grad:
-        sw, scaled_u = dtype(s), dtype(s * total_u / total)
-        below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
-        q_max, p_max = dtype(rest / total), dtype(1.0 / total)
-        for j in range(k):
-            d = row[j] - m
-            u = g[j]
-            # at the max: u - p U = u q - p (U - u), with U - u from the other terms
-            g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
+    for i in range(lo, hi):
+        s = scale[i]
+        g = grad[i]
+        if not by_label and _probabilities_off(dense[i], tolerance):
+            flags[i] = 1
+            continue
+        if _unweighted(s, g, with_grad, scaled_loss, i):
+            continue
+        row = z[i]
+        m = _flagged_max(row, flags, i)
+        if not math.isfinite(m):
+            continue
+        y = labels[i] if by_label else 0
+        if y < 0 or y >= k:
+            flags[i] = 1
+            continue
+        below, ties = _exp_into(row, g, m)
+        rest, total, log_norm = _normaliser(below, ties)
+        inv_total = dtype(1.0 / total)
+        total_f, rest_f = dtype(total), dtype(rest)
+        log_norm_f = dtype(log_norm)
+        if gamma == 2.0:  # the common gamma as a literal: (1 - p)^2 folds to a product (see _focal_row_sums)
+            loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
+                                                        high, inv_total, total_f, rest_f, log_norm_f, dtype(2.0))
+        else:
+            loss_sum, total_u, ties_u = _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, scratch[i], keep, low,
+                                                        high, inv_total, total_f, rest_f, log_norm_f, g_f)
+        loss = -loss_sum
+        if not math.isfinite(loss) or not math.isfinite(total_u):
+            flags[i] = 1
+            continue
+        scaled_loss[i] = s * loss
+        if with_grad:
+            sw, scaled_u = dtype(s), dtype(s * total_u / total)
+            below_u, ties_f = dtype(total_u - ties_u), dtype(ties_u)
+            q_max, p_max = dtype(rest / total), dtype(1.0 / total)
+            for j in range(k):
+                d = row[j] - m
+                u = g[j]
+                # at the max: u - p U = u q - p (U - u), with U - u from the other terms
+                g[j] = sw * u - vexp(d) * scaled_u if d < zero else sw * (u * q_max - p_max * (below_u + (ties_f - u)))
 
 
 @numba.njit(**OPTIONS)

@@ -79,7 +79,8 @@ class Loss(ABC):
     #: True when an example is a row over a class axis (the ``axis`` option says which)
     over_classes: ClassVar[bool] = False
     #: True when the value is plain arithmetic on the inputs, with no select, log or exp (the
-    #: squared error): XLA's CPU backend sums such a value whole, with nothing written to memory
+    #: squared and absolute errors): XLA's CPU backend sums such a value whole (YNNPACK), so losskit.jax
+    #: gives it no guard (``_sums_separately``)
     arithmetic_value: ClassVar[bool] = False
     #: name of the first argument in messages: "logits", "probs" or "predictions"
     input_name = "logits"
