@@ -40,8 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import no_alias_compiler
-from .kernels import INLINE, OPTIONS, ROW, SUM_CHUNK, _unweighted, row_sweep, store_exp
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, _unweighted, row_sweep, store_exp
 from .vmath import row_max, row_max_but, vexp, vlog, vlog1p, vpow
 
 __all__ = ["kl_dense_rows", "kl_dense_short_rows", "distillation_kernel", "focal_rows", "focal_scratch", "poly_rows",
@@ -168,21 +167,9 @@ def kl_dense_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_loss, g
     :math:`y' = 0`); the gradient."""
     n, k = z.shape
     dtype = z.dtype.type
-    keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
-    block = max(1, SHORT_BLOCK // max(k, 1))
-    for b in prange((n + block - 1) // block):
-        _kl_rows(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, b * block,
-                 min(n, b * block + block))
-
-
-@numba.njit(pipeline_class=no_alias_compiler(), **ROW)
-def _kl_rows(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, lo, hi):
-    """Rows ``lo:hi`` of :func:`kl_dense_rows`, a block of about :data:`SHORT_BLOCK` logits (a function of its
-    own, called once a block: see :data:`~losskit.fused.kernels.ROW`)."""
-    k = z.shape[1]
-    dtype = z.dtype.type
     one = dtype(1)
-    for i in range(lo, hi):
+    keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
+    for i in prange(n):
         s = scale[i]
         g = grad[i]
         if _probabilities_off(dense[i], tolerance):
@@ -215,9 +202,7 @@ def _kl_rows(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep
 #: way): 1.5-1.7x :func:`kl_dense_rows` at 4 to 32 classes, 1.15x at 48, none from 64 (``python -m
 #: benchmarks.short_rows --dense``, BENCHMARKS.md)
 SHORT_ROW = 48
-#: the logits of one block of :func:`kl_dense_short_rows` (whole rows; their exps held at once), and of the
-#: blocks of rows that :func:`kl_dense_rows` and :func:`focal_rows` give their block function (``poly_rows``
-#: keeps its row inlined in its parallel loop: as a block function it ran 1.15x slower at 10 classes)
+#: the logits of one block of :func:`kl_dense_short_rows` (whole rows; their exps held at once)
 SHORT_BLOCK = 8192
 
 
@@ -232,72 +217,64 @@ def kl_dense_short_rows(z, dense, scale, smoothing, entropy, tolerance, scaled_l
     :func:`kl_dense_rows` forms them."""
     n, k = z.shape
     dtype = z.dtype.type
+    one = dtype(1)
     keep, low = dtype(1.0 - smoothing), dtype(smoothing / k)
     block = max(1, SHORT_BLOCK // max(k, 1))
     for b in prange((n + block - 1) // block):
-        _kl_short_block(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, b * block,
-                        min(n, b * block + block))
-
-
-@numba.njit(pipeline_class=no_alias_compiler(), **ROW)
-def _kl_short_block(z, dense, scale, entropy, tolerance, scaled_loss, grad, flags, keep, low, lo, hi):
-    """Rows ``lo:hi`` of :func:`kl_dense_short_rows` (a function of its own: see
-    :data:`~losskit.fused.kernels.ROW`)."""
-    k = z.shape[1]
-    dtype = z.dtype.type
-    one = dtype(1)
-    maxima = np.empty(hi - lo, z.dtype)
-    for i in range(lo, hi):
-        row, g = z[i], grad[i]
-        m = row_max(row)
-        maxima[i - lo] = m
-        for j in range(k):
-            g[j] = row[j] - m
-    exps = grad[lo:hi].reshape((hi - lo) * k)  # the block's rows are contiguous (grad is [N, K], C order)
-    for p in range(exps.shape[0]):  # the one loop that takes the exps: a long trip count
-        exps[p] = vexp(exps[p])
-    # each row's sums (float64), then the rows' log1p normalisers flat over the block (vectorised: a
-    # math.log1p per row cost as much as a short row's own exps), then each row's loss and gradient
-    rest, total_y, y_shifted, neg_entropy = (np.zeros(hi - lo), np.zeros(hi - lo), np.zeros(hi - lo),
-                                             np.zeros(hi - lo))
-    done = np.zeros(hi - lo, np.bool_)  # flagged or weight 0 (flags is only written, as kl_dense_rows does)
-    for i in range(lo, hi):
-        r, g = i - lo, grad[i]
-        done[r] = True
-        if _probabilities_off(dense[i], tolerance):
-            flags[i] = 1
-            continue
-        if _unweighted(scale[i], g, True, scaled_loss, i):
-            continue
-        if not math.isfinite(maxima[r]):  # a +inf or all -inf row: the reference gives the limit
-            flags[i] = 1
-            continue
-        done[r] = False
-        below, ties, t_sum, shifted_sum, _, y_log_y = _stored_target_sums(z[i], dense[i], g, maxima[r], keep,
-                                                                          low, entropy, 0, k)
-        rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
-        total_y[r], y_shifted[r], neg_entropy[r] = float(t_sum), float(shifted_sum), float(y_log_y)
-    log_norm = np.empty(hi - lo)
-    for r in range(hi - lo):
-        log_norm[r] = vlog1p(rest[r])
-    for i in range(lo, hi):
-        r, s, g = i - lo, scale[i], grad[i]
-        if done[r]:
-            continue
-        loss = neg_entropy[r] + total_y[r] * log_norm[r] - y_shifted[r]
-        if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
-            flags[i] = 1
-            continue
-        scaled_loss[i] = s * loss
-        total = 1.0 + rest[r]
-        scaled_t, sw = dtype(s * total_y[r] / total), dtype(s)
-        t_y, q_max = dtype(total_y[r]), dtype(rest[r] / total)  # 1 - p at the row max, from the other terms
-        target = dense[i]
-        for j in range(k):
-            y = keep * target[j] + low
-            e = g[j]
-            # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
-            g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
+        lo = b * block
+        hi = min(n, lo + block)
+        maxima = np.empty(hi - lo, z.dtype)
+        for i in range(lo, hi):
+            row, g = z[i], grad[i]
+            m = row_max(row)
+            maxima[i - lo] = m
+            for j in range(k):
+                g[j] = row[j] - m
+        exps = grad[lo:hi].reshape((hi - lo) * k)  # the block's rows are contiguous (grad is [N, K], C order)
+        for p in range(exps.shape[0]):  # the one loop that takes the exps: a long trip count
+            exps[p] = vexp(exps[p])
+        # each row's sums (float64), then the rows' log1p normalisers flat over the block (vectorised: a
+        # math.log1p per row cost as much as a short row's own exps), then each row's loss and gradient
+        rest, total_y, y_shifted, neg_entropy = (np.zeros(hi - lo), np.zeros(hi - lo), np.zeros(hi - lo),
+                                                 np.zeros(hi - lo))
+        done = np.zeros(hi - lo, np.bool_)  # flagged or weight 0 (flags is only written, as kl_dense_rows does)
+        for i in range(lo, hi):
+            r, g = i - lo, grad[i]
+            done[r] = True
+            if _probabilities_off(dense[i], tolerance):
+                flags[i] = 1
+                continue
+            if _unweighted(scale[i], g, True, scaled_loss, i):
+                continue
+            if not math.isfinite(maxima[r]):  # a +inf or all -inf row: the reference gives the limit
+                flags[i] = 1
+                continue
+            done[r] = False
+            below, ties, t_sum, shifted_sum, _, y_log_y = _stored_target_sums(z[i], dense[i], g, maxima[r], keep,
+                                                                              low, entropy, 0, k)
+            rest[r] = float(below) + (float(ties) - 1.0)  # the max itself is one of the ties
+            total_y[r], y_shifted[r], neg_entropy[r] = float(t_sum), float(shifted_sum), float(y_log_y)
+        log_norm = np.empty(hi - lo)
+        for r in range(hi - lo):
+            log_norm[r] = vlog1p(rest[r])
+        for i in range(lo, hi):
+            r, s, g = i - lo, scale[i], grad[i]
+            if done[r]:
+                continue
+            loss = neg_entropy[r] + total_y[r] * log_norm[r] - y_shifted[r]
+            if not math.isfinite(loss):  # a class ruled out (-inf) that the target gives mass
+                flags[i] = 1
+                continue
+            scaled_loss[i] = s * loss
+            total = 1.0 + rest[r]
+            scaled_t, sw = dtype(s * total_y[r] / total), dtype(s)
+            t_y, q_max = dtype(total_y[r]), dtype(rest[r] / total)  # 1 - p at the row max, from the other terms
+            target = dense[i]
+            for j in range(k):
+                y = keep * target[j] + low
+                e = g[j]
+                # at the max p T - y = (T - y) - q T: exact for a sure row's one-hot target
+                g[j] = e * scaled_t - sw * y if e < one else sw * ((t_y - y) - q_max * t_y)
 
 
 @numba.njit(**INLINE)
@@ -577,9 +554,8 @@ def _focal_terms(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, in
 def _focal_row_sums(row, m, dense, i, by_label, y, alpha, g, w, keep, low, high, inv_total, total_f, rest_f,
                     log_norm_f, g_f):
     """:func:`_focal_terms` over the row in chunks of :data:`SUM_CHUNK`, their sums added in float64.
-    :func:`_focal_rows` (a block of :func:`focal_rows`) inlines it twice, once with ``g_f`` a literal 2:
-    ``vpow``'s cases then fold to ``q * q``, where a run-time gamma computes ``exp(gamma log q)`` for every
-    class."""
+    :func:`focal_rows` inlines it twice, once with ``g_f`` a literal 2: ``vpow``'s cases then fold to
+    ``q * q``, where a run-time gamma computes ``exp(gamma log q)`` for every class."""
     k = row.shape[0]
     full = max(0, k - k % SUM_CHUNK)  # max: see kernels.SUM_CHUNK
     loss_sum, total_u, ties_u = 0.0, 0.0, 0.0
@@ -609,25 +585,12 @@ def focal_rows(z, labels, dense, alpha, scale, smoothing, gamma, tolerance, scal
     [0, 1], a sum within ``tolerance`` of 1), weighted or not, is flagged."""
     n, k = z.shape
     dtype = z.dtype.type
+    zero = dtype(0)
     a = smoothing
     by_label = dense.shape[0] == 0
     keep, low, high = dtype(1.0 - a), dtype(a / k), dtype(1.0 - a + a / k)
-    block = max(1, SHORT_BLOCK // max(k, 1))
-    for b in prange((n + block - 1) // block):
-        _focal_rows(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad, flags,
-                    by_label, keep, low, high, b * block, min(n, b * block + block))
-
-
-@numba.njit(pipeline_class=no_alias_compiler(), **ROW)
-def _focal_rows(z, labels, dense, alpha, scale, gamma, tolerance, scaled_loss, grad, scratch, with_grad, flags,
-                by_label, keep, low, high, lo, hi):
-    """Rows ``lo:hi`` of :func:`focal_rows`, a block of about :data:`SHORT_BLOCK` logits (a function of its
-    own, called once a block: see :data:`~losskit.fused.kernels.ROW`)."""
-    k = z.shape[1]
-    dtype = z.dtype.type
-    zero = dtype(0)
     g_f = dtype(gamma)
-    for i in range(lo, hi):
+    for i in prange(n):
         s = scale[i]
         g = grad[i]
         if not by_label and _probabilities_off(dense[i], tolerance):
