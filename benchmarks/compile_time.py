@@ -10,12 +10,11 @@ numba cache, and their load from the disk cache by a second process.
 Per process: a small call (one row: the serial twin) and then a large one (4M logits: 500,000 rows of 8
 classes, 400,000 of 10 or 13,333 of 300: the parallel kernel; with ``--large-only`` the large call alone,
 its twin's column "nan"), each timed twice; the first call less the second is its compile (or load)
-time. The first process
-starts from an empty cache directory, the second from what the first left there. Medians of
-``--repeats`` rounds. The compile is single-threaded: run it on a quiet machine. A kernel that calls a
-row function of its own (:data:`losskit.fused.kernels.ROW`) compiles it once per process: the twin's
-time holds it, and the parallel kernel's after it does not (``--large-only``: the parallel kernel's
-holds it).
+time. The first process starts from an empty cache directory, the second from what the first left
+there. Medians of ``--repeats`` rounds. The compile is single-threaded: run it on a quiet machine. A
+kernel that calls a row function of its own (:data:`losskit.fused.kernels.ROW`) compiles it once per
+process: the twin's time holds it, and the parallel kernel's after it does not (``--large-only``: the
+parallel kernel's holds it).
 """
 
 from __future__ import annotations
