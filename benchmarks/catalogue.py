@@ -427,7 +427,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", nargs="*", help="loss names to run (default: all)")
+    parser.add_argument("--only", nargs="*", choices=[*CASES, *UNIT_CASES, *CLASS_CASES], metavar="LOSS",
+                        help="catalogue loss names to run (default: all)")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--near-teachers", action="store_true",
                         help="teacher logits: the student's plus N(0, 0.01) noise (default: independent of them)")

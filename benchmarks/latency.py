@@ -5,6 +5,7 @@
     python -m benchmarks.latency --demo                 # part 4 alone
     python -m benchmarks.latency --torch-small          # part 5 alone
     python -m benchmarks.latency --blas-step            # part 6 alone
+    python -m benchmarks.latency --blas-step --all-shapes --kernels serial|parallel|chunks
 
 0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
    against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
@@ -31,10 +32,13 @@
    ``F.binary_cross_entropy_with_logits`` forward + ``backward()``, alternating, 1000 calls per
    round, median of 9 rounds: what a small CPU step pays for the torch layer.
 6. ``--blas-step``: a NumPy softmax layer's training step on calls large enough for the parallel
-   kernels, ``z = h @ W``, softmax CE ``value_and_grad``, ``h.T @ g`` (hidden 512, float32; 1024 x 1000 and
-   4096 x 1000 logits): the step, the loss call inside the loop, the same call alone and the two
-   products alone, each after a pause, medians of 7 rounds of 50 steps. Shows numba's and OpenBLAS's threads sharing the
-   cores. No torch in the process: imported first, torch's libgomp would run numba's threads too.
+   kernels, ``z = h @ W``, softmax CE ``value_and_grad``, ``h.T @ g`` (hidden 512, float32; 1024 x 1000
+   and 4096 x 1000 logits): the step, the loss call inside the loop, the same call alone and the two
+   products alone, each after a pause, medians of 7 rounds of 50 steps. Shows numba's and OpenBLAS's
+   threads sharing the cores. ``--all-shapes`` adds logits under and over ``SERIAL_BELOW``;
+   ``--kernels`` makes every call run the serial twin or the parallel kernel (statically divided, or
+   handed out a block at a time), whatever its size. No torch in the process: imported first,
+   torch's libgomp would run numba's threads too.
 
 The training step varies by 1.5x from one process to the next on this 2-core machine (where
 OpenBLAS's threads land), so ``--step-processes N`` measures part 1 in N new processes, torch's
@@ -278,6 +282,25 @@ def demo_times() -> dict[str, float]:
 
 
 BLAS_SHAPES = [(1024, 1000), (4096, 1000)]
+#: ``--blas-step --all-shapes``: from well under ``SERIAL_BELOW`` (2^18 logits) to well over it
+ALL_BLAS_SHAPES = [(64, 1000), (256, 1000), (1024, 1000), (4096, 1000), (2048, 64)]
+
+
+def blas_kernels(kind: str) -> None:
+    """``--kernels``: which kernel every call of part 6 runs, whatever its size: ``default``
+    (``SERIAL_BELOW`` decides), ``serial`` (the serial twins), ``parallel`` (the parallel kernels, numba's
+    static division of the rows among its threads) or ``chunks`` (the parallel kernels, the rows handed
+    out one block at a time, ``numba.set_parallel_chunksize(1)``)."""
+    from losskit.losses import _compiled
+
+    if kind == "serial":
+        _compiled.SERIAL_BELOW = 1 << 62
+    elif kind in ("parallel", "chunks"):
+        _compiled.SERIAL_BELOW = 0
+    if kind == "chunks":
+        import numba
+
+        numba.set_parallel_chunksize(1)
 
 
 def blas_step_times(n: int, k: int, rounds: int = 7, steps: int = 50) -> dict[str, float]:
@@ -325,11 +348,16 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--torch-small", action="store_true")
     parser.add_argument("--blas-step", action="store_true")
+    parser.add_argument("--all-shapes", action="store_true", help="--blas-step: the logits of ALL_BLAS_SHAPES")
+    parser.add_argument("--kernels", choices=["default", "serial", "parallel", "chunks"], default="default",
+                        help="--blas-step: which kernel each call runs (see blas_kernels)")
     args = parser.parse_args()
     if args.blas_step:
-        print("| logits | step (ms) | loss call in the loop (ms) | alone (ms) | products alone (ms) |\n"
+        blas_kernels(args.kernels)
+        print(f"kernels: {args.kernels}\n\n"
+              "| logits | step (ms) | loss call in the loop (ms) | alone (ms) | products alone (ms) |\n"
               "|---|---|---|---|---|")
-        for n, k in BLAS_SHAPES:
+        for n, k in ALL_BLAS_SHAPES if args.all_shapes else BLAS_SHAPES:
             t = {name: value * 1e3 for name, value in blas_step_times(n, k).items()}
             print(f"| {n} x {k} | {t['step']:.2f} | {t['in the loop']:.2f} | {t['alone']:.2f} | {t['products']:.2f} |",
                   flush=True)
