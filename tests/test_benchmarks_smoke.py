@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +104,16 @@ def test_suite_profile_plugin_adds_each_tests_time_and_its_outermost_numba_compi
     assert rows["test_jits"][1]["xla_n"] >= 1 and rows["test_jits"][1]["numba_n"] == 0
     assert rows["test_compiles_nothing"][1]["numba_n"] == rows["test_compiles_nothing"][1]["xla_n"] == 0
     assert "suite profile: 3 tests" in out.stdout and "(1 outermost compiles)" in out.stdout
+
+
+def test_xla_opt_level_counts_the_results_that_differ_and_by_how_many_eps():
+    """benchmarks.xla_opt_level's comparison (BENCHMARKS.md: why the suite keeps XLA's default flags)."""
+    from benchmarks.xla_opt_level import compare
+
+    one_ulp = np.nextafter(np.float32(1), np.float32(2))
+    same = {"a": np.array([1.0, -0.0]), "b": np.array([1.0], np.float32)}
+    assert compare(same, {k: v.copy() for k, v in same.items()}) == (0, 0.0)
+    differ, eps = compare(same, {"a": np.array([1.0, 0.0]), "b": np.array([one_ulp])})  # -0.0 and 0.0 differ in bits
+    assert differ == 2 and eps == 1.0
+    _, eps = compare({"c": np.array([2.0])}, {"c": np.array([2.0 + 8 * 2.0 * np.finfo(np.float64).eps])})
+    assert eps == 8.0
