@@ -5,8 +5,8 @@ on ``PYTHONPATH``, alternating); the peers are in ``benchmarks.catalogue`` and `
 
     python -m benchmarks.label_rows [--repeats 7] [--loss focal] [--shape 4096 32000 float32]
 
-Each case is timed after a warm-up call, as ``--repeats`` rounds of back-to-back calls (enough for
-about a second a case), the median milliseconds per call printed.
+Each case is timed after a warm-up call, as ``--repeats`` rounds of back-to-back calls (about half a
+second a round, from a second call's time), the median milliseconds per call printed.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ SHAPES = [(4096, 32000, "float32"), (2048, 300, "float64"), (1024, 1000, "float3
 
 def time_case(loss, z, y, form: str, repeats: int) -> float:
     """Median milliseconds of one call of ``form`` (``"value_and_grad(out=)"`` or ``"value"``)."""
-    grad = np.empty_like(z)
+    grad = np.empty_like(z) if form != "value" else None
     call = (lambda: loss.value_and_grad(z, y, out=grad)) if form != "value" else (lambda: loss(z, y))
+    call()  # compiles, or loads from numba's cache; the gradient's pages faulted in
     start = time.perf_counter()
-    call()  # compiles, or loads from numba's cache
-    calls = max(1, min(200, int(1.0 / max(time.perf_counter() - start, 1e-4))))
+    call()
+    calls = max(1, min(200, int(0.5 / max(time.perf_counter() - start, 1e-5))))  # about 0.5 s a round
     rounds = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -5,7 +5,7 @@
     python -m benchmarks.latency --demo                 # part 4 alone
     python -m benchmarks.latency --torch-small          # part 5 alone
     python -m benchmarks.latency --blas-step            # part 6 alone
-    python -m benchmarks.latency --blas-step --all-shapes --kernels serial|parallel|chunks
+    python -m benchmarks.latency --blas-step --all-shapes --kernels default|serial|parallel|chunks
 
 0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
    against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
@@ -300,6 +300,9 @@ def blas_kernels(kind: str) -> None:
     if kind == "chunks":
         import numba
 
+        from losskit.fused import threads
+
+        threads.start()  # first: numba's call below starts its threads, which must spin as losskit's do
         numba.set_parallel_chunksize(1)
 
 
@@ -352,6 +355,8 @@ def main() -> None:
     parser.add_argument("--kernels", choices=["default", "serial", "parallel", "chunks"], default="default",
                         help="--blas-step: which kernel each call runs (see blas_kernels)")
     args = parser.parse_args()
+    if (args.all_shapes or args.kernels != "default") and not args.blas_step:
+        parser.error("--all-shapes and --kernels go with --blas-step")
     if args.blas_step:
         blas_kernels(args.kernels)
         print(f"kernels: {args.kernels}\n\n"

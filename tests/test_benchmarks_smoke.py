@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -110,10 +111,16 @@ def test_xla_opt_level_counts_the_results_that_differ_and_by_how_many_eps():
     """benchmarks.xla_opt_level's comparison (BENCHMARKS.md: why the suite keeps XLA's default flags)."""
     from benchmarks.xla_opt_level import compare
 
-    one_ulp = np.nextafter(np.float32(1), np.float32(2))
-    same = {"a": np.array([1.0, -0.0]), "b": np.array([1.0], np.float32)}
-    assert compare(same, {k: v.copy() for k, v in same.items()}) == (0, 0.0)
-    differ, eps = compare(same, {"a": np.array([1.0, 0.0]), "b": np.array([one_ulp])})  # -0.0 and 0.0 differ in bits
-    assert differ == 2 and eps == 1.0
-    _, eps = compare({"c": np.array([2.0])}, {"c": np.array([2.0 + 8 * 2.0 * np.finfo(np.float64).eps])})
-    assert eps == 8.0
+    eps64 = np.finfo(np.float64).eps
+    one_ulp32 = np.nextafter(np.float32(1), np.float32(2))
+    same = {"a": np.array([1.0, -0.0, np.nan]), "b": np.array([1.0], np.float32)}
+    assert compare(same, {k: v.copy() for k, v in same.items()}) == (0, 0, 0.0)
+    # -0.0 against 0.0 differs in bits only; a float32 result one ulp off
+    assert compare(same, {"a": np.array([1.0, 0.0, np.nan]), "b": np.array([one_ulp32])}) == (2, 1, 1.0)
+    # one result, three elements off: counted once, by its largest relative difference (not its last)
+    many = {"c": np.array([2.0, 4.0, 8.0])}
+    off = {"c": np.array([2.0 + 8 * 2.0 * eps64, 4.0 + 2 * 4.0 * eps64, 8.0 + 8.0 * eps64])}
+    assert compare(many, off) == (1, 1, 8.0)
+    # a NaN or an infinity against a number is an infinite difference, whatever the other elements
+    assert compare(many, {"c": np.array([2.0, np.nan, 8.0])}) == (1, 1, math.inf)
+    assert compare(many, {"c": np.array([np.inf, 4.0, 8.0])}) == (1, 1, math.inf)
