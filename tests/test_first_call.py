@@ -133,16 +133,3 @@ def test_read_only_and_writable_arrays_share_one_compiled_variant():
     compiled = len(kernel.signatures)
     huber.value_and_grad(_frozen(z), _frozen(z[::-1]), weight=_frozen(weight))
     assert len(kernel.signatures) == compiled and len(_compiled._STATE) >= key_count
-
-
-def test_an_elementwise_loss_has_one_signature_at_every_width(monkeypatch):
-    """Its kernel does not depend on the row width (a 1-D input's width is its length): calls of 50 and of
-    400 elements share one warm-up, where a loss over a class axis keeps one per side of its blocked
-    kernels' bounds (``_compiled._signature``)."""
-    monkeypatch.setattr(_compiled, "ANSWER_WHILE_COMPILING", 100_000)  # the default (conftest turns it off)
-    loss = _fresh_loss()
-    for n in (50, 400, 3000):
-        z = np.linspace(-2, 2, n)
-        loss.value_and_grad(z, np.zeros(n))
-    assert len(_states(type(loss))) == 1, _states(type(loss))
-    _compiled.wait_for_compiles()

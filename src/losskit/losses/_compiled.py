@@ -179,15 +179,13 @@ def placeholder(row_length: int, dtype) -> np.ndarray:
 
 def _signature(loss, plan, arrays) -> tuple:
     """What decides the machine code a call needs (its kernel and the types numba sees): the layout too,
-    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`), and for a loss
-    over a class axis the row width's side of the blocked kernels' bounds and whether there is smoothing
-    (focal's labels take a kernel of their own without it). An elementwise loss's kernel is the same at
-    every width (a 1-D input's width is its length): one signature, one warm-up."""
+    as logits whose classes lie apart take softmax CE's columns kernel (:func:`_columns`), the row
+    width's side of the blocked kernels' bounds, and whether there is smoothing (focal's labels take a
+    kernel of their own without it)."""
     z = arrays["input"]
     columns = not z.flags.c_contiguous and arrays["out"] is None and _columns(z) is not None
     width = z.shape[-1]
-    short = (width <= _rows().module.SHORT_ROW, width <= _kernels().module.SHORT_ROW, plan.smoothing == 0) \
-        if loss.over_classes else None
+    short = (width <= _rows().module.SHORT_ROW, width <= _kernels().module.SHORT_ROW, plan.smoothing == 0)
     return (type(loss), z.dtype.str, plan.reduction == "none", plan.spans_last_axis,
             getattr(arrays["scale"], "ndim", 0), arrays["labels"] is None, arrays["out"] is None, columns, short,
             _options_key(type(loss), loss.options))
