@@ -5,19 +5,20 @@ on ``PYTHONPATH``, alternating); the peers are in ``benchmarks.catalogue`` and `
 
     python -m benchmarks.label_rows [--repeats 7] [--loss focal] [--shape 4096 32000 float32]
 
-Each case is timed after a warm-up call, as ``--repeats`` rounds of back-to-back calls (about half a
-second a round, from a second call's time), the median milliseconds per call printed.
+Each case is timed as ``benchmarks._alternate.median_ms`` times: warm-up calls, then ``--repeats`` rounds
+of back-to-back calls (about half a second a form a round, the two forms alternating), the median
+milliseconds per call printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import losskit as lk
+
+from ._alternate import median_ms
 
 LOSSES = {"ce": lambda: lk.SoftmaxCrossEntropy(impl="fused"),
           "poly": lambda: lk.PolyCrossEntropy(impl="fused", epsilon=1.0),
@@ -25,21 +26,12 @@ LOSSES = {"ce": lambda: lk.SoftmaxCrossEntropy(impl="fused"),
 SHAPES = [(4096, 32000, "float32"), (2048, 300, "float64"), (1024, 1000, "float32")]
 
 
-def time_case(loss, z, y, form: str, repeats: int) -> float:
-    """Median milliseconds of one call of ``form`` (``"value_and_grad(out=)"`` or ``"value"``)."""
-    grad = np.empty_like(z) if form != "value" else None
-    call = (lambda: loss.value_and_grad(z, y, out=grad)) if form != "value" else (lambda: loss(z, y))
-    call()  # compiles, or loads from numba's cache; the gradient's pages faulted in
-    start = time.perf_counter()
-    call()
-    calls = max(1, min(200, int(0.5 / max(time.perf_counter() - start, 1e-5))))  # about 0.5 s a round
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        rounds.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(rounds)
+def time_case(loss, z, y, repeats: int) -> dict[str, float]:
+    """Median milliseconds of one call of each form, ``"value_and_grad(out=)"`` and ``"value"``
+    (:func:`benchmarks._alternate.median_ms`: warm-up calls first, the forms alternating in each round)."""
+    grad = np.empty_like(z)
+    return median_ms({"value_and_grad(out=)": lambda: loss.value_and_grad(z, y, out=grad),
+                      "value": lambda: loss(z, y)}, repeats, seconds=0.5)
 
 
 def main() -> None:
@@ -58,8 +50,9 @@ def main() -> None:
         y = rng.integers(0, k, n)
         for name in args.loss:
             loss = LOSSES[name]()
-            ms = [time_case(loss, z, y, form, args.repeats) for form in ("value_and_grad(out=)", "value")]
-            print(f"| {n} x {k} | {dtype} | {name} | {ms[0]:.3f} | {ms[1]:.3f} |", flush=True)
+            ms = time_case(loss, z, y, args.repeats)
+            print(f"| {n} x {k} | {dtype} | {name} | {ms['value_and_grad(out=)']:.3f} | {ms['value']:.3f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ INLINE = {"inline": "always", "fastmath": {"reassoc", "contract"}, "error_model"
 #: cache, rows of 300 classes, the twin then the parallel kernel (``python -m benchmarks.compile_time``,
 #: BENCHMARKS.md): softmax focal 23.5 -> 7.5 s, softmax CE and Poly-1 10.7 -> 5.2 s; a first large call
 #: alone, focal 16.1 -> 7.2 s, softmax CE 7.5 -> 4.8 s. Their times are level (``python -m
-#: benchmarks.label_rows``: softmax CE, Poly-1 and focal within the runs' spread, 0.93-1.11x). Not so
+#: benchmarks.label_rows``: softmax CE, Poly-1 and focal level or faster, within the runs' spread). Not so
 #: (inlined still): the blocked kernels of short rows, whose gradients ran 1.1x slower at 10 classes as
 #: block functions, and :mod:`losskit.fused.rows`' kernels (KL's 1.04-1.36x slower at 4 to 255 classes
 #: as block functions, ``python -m benchmarks.short_rows --dense``). A function that a flag specialises takes it
