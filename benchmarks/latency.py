@@ -6,6 +6,7 @@
     python -m benchmarks.latency --torch-small          # part 5 alone
     python -m benchmarks.latency --blas-step            # part 6 alone
     python -m benchmarks.latency --blas-step --all-shapes --kernels default|serial|parallel|chunks
+    python -m benchmarks.latency --loop-start 5         # part 7 alone, in 5 new processes each way
 
 0. Small call: softmax CE ``value_and_grad`` on 32 x 10 float64 (the demo's mini-batch), per call,
    against torch eager (``F.cross_entropy`` and ``torch.autograd.grad`` of the logits) and JAX
@@ -39,6 +40,12 @@
    ``--kernels`` makes every call run the serial twin or the parallel kernel (statically divided, or
    handed out a block at a time), whatever its size. No torch in the process: imported first,
    torch's libgomp would run numba's threads too.
+7. ``--loop-start N``: a loop of small calls right after ``import losskit`` (softmax CE
+   ``value_and_grad`` on 32 x 10 float64, as a small network's training loop makes them), in N new
+   processes with numba's cache written and N with an empty one (``NUMBA_CACHE_DIR`` a new directory):
+   the seconds and calls until the kernel answers (the reference answers while it compiles in the
+   background), and the seconds the first 5000 calls take. The loop holds the GIL; the compiling
+   thread needs it back after each of its thousands of short releases (file reads, llvmlite's calls).
 
 The training step varies by 1.5x from one process to the next on this 2-core machine (where
 OpenBLAS's threads land), so ``--step-processes N`` measures part 1 in N new processes, torch's
@@ -272,6 +279,48 @@ def step_processes(count: int, steps: int) -> None:
         subprocess.run([sys.executable, "-c", _STEP_PROCESS.format(steps=steps)], check=True, cwd=root)
 
 
+LOOP_CALLS = 5000
+#: seconds a ``--loop-start`` process waits at most for the kernel
+LOOP_CAP = 30.0
+_LOOP_START = """
+import time
+import numpy as np
+import losskit as lk
+from losskit.losses import _compiled
+z, y = np.random.default_rng(0).normal(size=(32, 10)), np.arange(32) % 10
+loss = lk.SoftmaxCrossEntropy()
+start = time.perf_counter()
+calls, ready, first_calls = 0, None, None
+while calls < {calls} or (ready is None and time.perf_counter() - start < {cap}):
+    loss.value_and_grad(z, y)
+    calls += 1
+    if ready is None and _compiled._READY in _compiled._STATE.values():
+        ready, answered = time.perf_counter() - start, calls
+    if calls == {calls}:
+        first_calls = time.perf_counter() - start
+print(ready if ready is not None else float("nan"), answered if ready is not None else calls, first_calls)
+"""
+
+
+def loop_start(processes: int) -> list[str]:
+    """Part 7: one table row per cache state, medians over ``processes`` new processes."""
+    rows = []
+    for cache in ("written", "empty"):
+        runs = []
+        for _ in range(processes):
+            with tempfile.TemporaryDirectory() as folder:
+                env = dict(os.environ)
+                if cache == "empty":
+                    env["NUMBA_CACHE_DIR"] = folder
+                out = subprocess.run([sys.executable, "-c", _LOOP_START.format(calls=LOOP_CALLS, cap=LOOP_CAP)],
+                                     capture_output=True, text=True, check=True, env=env)
+            runs.append([float(v) for v in out.stdout.split()])
+        ready, answered, first_calls = (sorted(column) for column in zip(*runs, strict=True))
+        rows.append(f"| {cache} | {ready[0]:.2f}-{ready[-1]:.2f} | {statistics.median(answered):.0f} | "
+                    f"{first_calls[0]:.2f}-{first_calls[-1]:.2f} |")
+    return rows
+
+
 def demo_times() -> dict[str, float]:
     """Part 4: seconds per task of the demo's second run in this process."""
     from losskit.demo.train import TASKS, run
@@ -351,6 +400,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--torch-small", action="store_true")
     parser.add_argument("--blas-step", action="store_true")
+    parser.add_argument("--loop-start", type=int, default=0, metavar="PROCESSES")
     parser.add_argument("--all-shapes", action="store_true", help="--blas-step: the logits of ALL_BLAS_SHAPES")
     parser.add_argument("--kernels", choices=["default", "serial", "parallel", "chunks"], default="default",
                         help="--blas-step: which kernel each call runs (see blas_kernels)")
@@ -366,6 +416,12 @@ def main() -> None:
             t = {name: value * 1e3 for name, value in blas_step_times(n, k).items()}
             print(f"| {n} x {k} | {t['step']:.2f} | {t['in the loop']:.2f} | {t['alone']:.2f} | {t['products']:.2f} |",
                   flush=True)
+        return
+    if args.loop_start:
+        print(f"| numba cache | seconds until the kernel answers | calls the reference answered (median) | "
+              f"the first {LOOP_CALLS} calls (s) |\n|---|---|---|---|")
+        for row in loop_start(args.loop_start):
+            print(row, flush=True)
         return
     if args.step_processes:
         step_processes(args.step_processes, args.steps)

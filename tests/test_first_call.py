@@ -133,3 +133,36 @@ def test_read_only_and_writable_arrays_share_one_compiled_variant():
     compiled = len(kernel.signatures)
     huber.value_and_grad(_frozen(z), _frozen(z[::-1]), weight=_frozen(weight))
     assert len(kernel.signatures) == compiled and len(_compiled._STATE) >= key_count
+
+
+def test_a_call_answered_while_its_kernel_compiles_hands_the_gil_to_the_compiling_thread(monkeypatch):
+    """A loop of small calls holds the GIL; the compiling thread needs it back after each of its many
+    short releases. Each call the reference answers while the kernel compiles sleeps 0 s once (the
+    first starts the compile and does not); the answers are the reference's."""
+    import threading
+
+    monkeypatch.setattr(_compiled, "ANSWER_WHILE_COMPILING", 100_000)
+    started = []
+
+    def compile_never_finishing(key, loss, plan, arrays, with_grad):  # the state stays "compiling"
+        started.append(key)
+        _compiled._STATE[key] = _compiled._COMPILING
+
+    monkeypatch.setattr(_compiled, "_compile_in_background", compile_never_finishing)
+    sleeps = []
+    real_sleep = time.sleep
+
+    def spy(seconds):
+        if threading.current_thread() is threading.main_thread():
+            sleeps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", spy)
+    loss = _fresh_loss()
+    z, y = np.linspace(-2, 2, 50), np.zeros(50)
+    for call in range(3):
+        value, grad = loss.value_and_grad(z, y)
+        np.testing.assert_allclose(float(value), np.mean(z * z), rtol=1e-14)
+        np.testing.assert_allclose(grad, 2 * z / 50, rtol=1e-14)
+        assert sleeps == [0] * call
+    assert len(started) == 1 and _states(type(loss)) == [_compiled._COMPILING]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import time
 
 import numpy as np
 from array_api_compat import array_namespace, is_numpy_namespace, is_torch_namespace, is_writeable_array
@@ -85,6 +86,11 @@ def run(loss, plan, with_grad: bool, out):
         if z.size < ANSWER_WHILE_COMPILING and loss.options.impl == "auto":
             if state is None:
                 _compile_in_background(key, loss, plan, arrays, with_grad)
+            else:
+                # hand the GIL to the compiling thread once: it releases the GIL thousands of times (file
+                # reads, llvmlite's calls) and waits each time for a caller's loop of small calls to let go
+                # of it (the switch interval, 5 ms), which held a cached kernel's load off for over 30 s
+                time.sleep(0)
             return UNHANDLED  # the reference answers until the kernel is compiled
         _STATE[key] = _READY  # a large call (or impl="fused") compiles here, once numba's lock is free
     serial = z.size < SERIAL_BELOW
