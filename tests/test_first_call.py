@@ -166,3 +166,30 @@ def test_a_call_answered_while_its_kernel_compiles_hands_the_gil_to_the_compilin
         np.testing.assert_allclose(grad, 2 * z / 50, rtol=1e-14)
         assert sleeps == [0] * call
     assert len(started) == 1 and _states(type(loss)) == [_compiled._COMPILING]
+
+
+def test_a_program_ending_while_a_kernel_compiles_waits_for_it_and_the_next_run_loads_it(tmp_path):
+    """The background compile is not a daemon: a script that ends before it finishes still gets its
+    kernel written to numba's disk cache, and a second run's kernel comes from that cache."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, losskit as lk\n"
+        "from losskit.losses import _compiled\n"
+        "z = np.linspace(-1, 1, 40)\n"
+        "lk.HuberLoss(delta=0.5).value_and_grad(z, np.zeros(40))\n"
+        "states = list(_compiled._STATE.values())\n"
+        "print(states[0])\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert first.stdout.split() == [_compiled._COMPILING]  # the script ended before its kernel was ready
+    assert any(path.suffix == ".nbi" for path in tmp_path.rglob("*")), "the kernel was written to the cache"
+    written = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    waits = script.replace("states = ", "_compiled.wait_for_compiles()\nstates = ")
+    second = subprocess.run([sys.executable, "-c", waits], capture_output=True, text=True, env=env, check=True)
+    assert second.stdout.split() == [_compiled._READY]
+    # loaded, not compiled anew: no cache file written again, none added
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()} == written
