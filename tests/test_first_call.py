@@ -193,3 +193,39 @@ def test_a_program_ending_while_a_kernel_compiles_waits_for_it_and_the_next_run_
     assert second.stdout.split() == [_compiled._READY]
     # loaded, not compiled anew: no cache file written again, none added
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()} == written
+
+
+def test_a_child_forked_while_a_kernel_compiles_compiles_its_own(tmp_path):
+    """A fork waits for the background compiles: a child forked while one imported numba inherited the
+    module lock held by a thread it does not have, and hung at its own first compile."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    script = (
+        "import os, time, numpy as np, losskit as lk\n"
+        "z = np.linspace(-1, 1, 40)\n"
+        "lk.HuberLoss(delta=0.5).value_and_grad(z, np.zeros(40))  # its kernel compiles in the background\n"
+        "time.sleep(0.2)  # the compiling thread is importing numba\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    value, _ = lk.SoftmaxCrossEntropy(impl='fused').value_and_grad(np.zeros((4, 3)), np.arange(4) % 3)\n"
+        "    print('log3', round(float(value), 12), flush=True)\n"
+        "    os._exit(0)\n"
+        "print('child', pid, flush=True)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    try:  # a hang is the failure: 120 s is many times the two compiles
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    except subprocess.TimeoutExpired as hung:
+        words = (hung.stdout.decode() if isinstance(hung.stdout, bytes) else hung.stdout or "").split()
+        if "child" in words:  # the hung child outlives its parent
+            os.kill(int(words[words.index("child") + 1]), signal.SIGKILL)
+        pytest.fail("the forked child hung at its first compile")
+    assert run.returncode == 0, run.stderr
+    words = run.stdout.split()
+    assert words[words.index("log3") + 1] == str(round(np.log(3), 12))  # uniform logits over 3 classes: log 3

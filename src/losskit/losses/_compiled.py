@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 import time
 
@@ -214,11 +215,12 @@ def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
     Not a daemon thread: the interpreter waits for it at exit, so numba writes the kernel to its disk
     cache. A daemon was killed mid-compile when a short program (the demo's regression task, a small
     script) ended first, and every later run compiled the same kernel again, its calls answered by the
-    reference meanwhile: the demo's regression task took 0.47-0.51 s in every run instead of 0.11 s."""
+    reference meanwhile: the demo's regression task took 0.46-0.51 s in every run instead of 0.08-0.13 s."""
     with _STATE_LOCK:
         if key in _STATE:
             return
         _STATE[key] = _COMPILING
+    _wait_for_compiles_before_a_fork()
     copies = {k: (None if v is None else np.array(v)) for k, v in arrays.items()}
 
     def compile_kernel():
@@ -238,6 +240,20 @@ def wait_for_compiles(timeout: float | None = None) -> None:
     """Wait until the kernels compiling in the background are ready (benchmarks' warm-ups, tests)."""
     for thread in list(_THREADS):
         thread.join(timeout)
+
+
+@functools.cache
+def _wait_for_compiles_before_a_fork() -> None:
+    """Make a fork wait for the kernels compiling in the background (registered once, at the first): a
+    child forked mid-compile (a multiprocessing pool, a DataLoader's workers) inherited the locks the
+    compiling thread held (numba's module lock while it imports, its compiler lock) with no thread to
+    release them, and hung at its own first compile. ``logging`` is imported first: its fork hook takes
+    its module lock, which a compile needs, and hooks run in the reverse order of their registration, so
+    ours must be registered after it (a compile imports ``logging`` otherwise, and the fork then hung)."""
+    import logging  # noqa: F401 - for its fork hook's place in the order
+
+    if hasattr(os, "register_at_fork"):  # POSIX (Windows does not fork)
+        os.register_at_fork(before=wait_for_compiles)
 
 
 def frozen(array):
