@@ -88,9 +88,10 @@ def run(loss, plan, with_grad: bool, out):
             if state is None:
                 _compile_in_background(key, loss, plan, arrays, with_grad)
             else:
-                # hand the GIL to the compiling thread once: it releases the GIL thousands of times (file
-                # reads, llvmlite's calls) and waits each time for a caller's loop of small calls to let go
-                # of it (the switch interval, 5 ms), which held a cached kernel's load off for over 30 s
+                # hand the GIL to the compiling thread: it releases the GIL over a thousand times (file
+                # reads, llvmlite's calls) and waited each time for a caller's loop of small calls to let go
+                # of it (the switch interval, 5 ms): a cached kernel's load took 6-18 s instead of 0.5, and
+                # a compile into an empty cache did not end within 30 s
                 time.sleep(0)
             return UNHANDLED  # the reference answers until the kernel is compiled
         _STATE[key] = _READY  # a large call (or impl="fused") compiles here, once numba's lock is free
@@ -232,14 +233,24 @@ def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
             _STATE[key] = _READY
 
     thread = threading.Thread(target=compile_kernel, name="losskit-compile", daemon=False)
-    _THREADS.append(thread)
     thread.start()
+    with _STATE_LOCK:  # listed once started: a thread not yet started cannot be joined
+        _THREADS.append(thread)
 
 
 def wait_for_compiles(timeout: float | None = None) -> None:
-    """Wait until the kernels compiling in the background are ready (benchmarks' warm-ups, tests)."""
-    for thread in list(_THREADS):
-        thread.join(timeout)
+    """Wait until the kernels compiling in the background are ready (benchmarks' warm-ups, tests, a fork),
+    those that start meanwhile included; ``timeout`` bounds each wait. A compiling thread does not wait
+    for itself."""
+    waited = set()
+    while True:
+        with _STATE_LOCK:
+            pending = [t for t in _THREADS if t not in waited and t is not threading.current_thread()]
+        if not pending:
+            return
+        for thread in pending:
+            thread.join(timeout)
+            waited.add(thread)
 
 
 @functools.cache
@@ -249,7 +260,10 @@ def _wait_for_compiles_before_a_fork() -> None:
     compiling thread held (numba's module lock while it imports, its compiler lock) with no thread to
     release them, and hung at its own first compile. ``logging`` is imported first: its fork hook takes
     its module lock, which a compile needs, and hooks run in the reverse order of their registration, so
-    ours must be registered after it (a compile imports ``logging`` otherwise, and the fork then hung)."""
+    ours must be registered after it (a compile imports ``logging`` otherwise, and the fork then hung). A
+    hook registered after ours that takes a lock a compile needs would hang a fork the same way; none of
+    the standard library's does (``concurrent.futures``' lock is its own). Two threads' first compiles at
+    once may register it twice: the second wait finds nothing to wait for."""
     import logging  # noqa: F401 - for its fork hook's place in the order
 
     if hasattr(os, "register_at_fork"):  # POSIX (Windows does not fork)
