@@ -168,32 +168,35 @@ def test_a_call_answered_while_its_kernel_compiles_hands_the_gil_to_the_compilin
     assert len(started) == 1 and _states(type(loss)) == [_compiled._COMPILING]
 
 
-def test_a_program_ending_while_a_kernel_compiles_waits_for_it_and_the_next_run_loads_it(tmp_path):
-    """The background compile is not a daemon: a script that ends before it finishes still gets its
-    kernel written to numba's disk cache, and a second run's kernel comes from that cache."""
+def test_a_program_ending_while_a_kernel_compiles_anew_waits_for_it_and_the_next_run_loads_it(tmp_path):
+    """A script that ends while numba compiles a kernel anew in the background waits for it at exit, so the
+    kernel is written to numba's disk cache; a second run loads it from there, and a load is not marked as
+    a compile anew (an exit does not wait for it)."""
     import os
     import subprocess
     import sys
 
     script = (
-        "import numpy as np, losskit as lk\n"
+        "import time, numpy as np, losskit as lk\n"
         "from losskit.losses import _compiled\n"
         "z = np.linspace(-1, 1, 40)\n"
         "lk.HuberLoss(delta=0.5).value_and_grad(z, np.zeros(40))\n"
-        "states = list(_compiled._STATE.values())\n"
-        "print(states[0])\n"
+        "deadline = time.monotonic() + 120\n"
+        "while not _compiled._COMPILING_ANEW and time.monotonic() < deadline:  # numba has begun compiling\n"
+        "    time.sleep(0.01)\n"
+        "print(list(_compiled._STATE.values())[0], len(_compiled._COMPILING_ANEW))\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
                            timeout=300)
-    assert first.stdout.split() == [_compiled._COMPILING]  # the script ended before its kernel was ready
+    assert first.stdout.split() == [_compiled._COMPILING, "1"]  # the script ended before its kernel was ready
     # the formula's kernel (an ElementwiseLoss's, fused/formula.py) written to the cache
     assert sorted(path.suffix for path in tmp_path.rglob("formula.row_kernel.*")) == [".nbc", ".nbi"]
     written = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
-    waits = script.replace("states = ", "_compiled.wait_for_compiles()\nstates = ")
-    second = subprocess.run([sys.executable, "-c", waits], capture_output=True, text=True, env=env, check=True,
+    loads = script.replace("deadline = ", "_compiled.wait_for_compiles()\ndeadline = ").replace("+ 120", "+ 0")
+    second = subprocess.run([sys.executable, "-c", loads], capture_output=True, text=True, env=env, check=True,
                             timeout=300)
-    assert second.stdout.split() == [_compiled._READY]
+    assert second.stdout.split() == [_compiled._READY, "0"]
     # loaded, not compiled anew: no cache file written again, none added
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()} == written
 

@@ -213,10 +213,12 @@ def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
     """Run the kernel once on copies of this call's (small) arrays in a background thread, so that numba
     compiles (or loads from its disk cache) the code the next calls need.
 
-    Not a daemon thread: the interpreter waits for it at exit, so numba writes the kernel to its disk
-    cache. A daemon was killed mid-compile when a short program (the demo's regression task, a small
-    script) ended first, and every later run compiled the same kernel again, its calls answered by the
-    reference meanwhile: the demo's regression task took 0.46-0.51 s in every run instead of 0.08-0.13 s."""
+    A daemon thread, but a program's exit waits for one in which numba compiles anew (a disk-cache miss:
+    :func:`_wait_at_exit_for_new_compiles`), so that numba writes the kernel to its cache. Killed
+    mid-compile when a short program (the demo's regression task, a small script) ended first, every
+    later run compiled the same kernel again, its calls answered by the reference meanwhile: the demo's
+    regression task took 0.46-0.51 s in every run instead of 0.08-0.13 s. A thread only loading from the
+    cache is not waited for: a one-call script's exit waited 0.2 s for it."""
     with _STATE_LOCK:
         if key in _STATE:
             return
@@ -225,17 +227,56 @@ def _compile_in_background(key, loss, plan, arrays, with_grad) -> None:
     copies = {k: (None if v is None else np.array(v)) for k, v in arrays.items()}
 
     def compile_kernel():
+        _BACKGROUND.thread = True
         try:
+            _wait_at_exit_for_new_compiles()
             with fused.serial(True):
                 loss._kernel(plan, copies, with_grad)
             _STATE[key] = _READY
         except Exception:  # noqa: BLE001 - a failed warm-up leaves the call path to say why, synchronously
             _STATE[key] = _READY
 
-    thread = threading.Thread(target=compile_kernel, name="losskit-compile", daemon=False)
+    thread = threading.Thread(target=compile_kernel, name="losskit-compile", daemon=True)
     thread.start()
     with _STATE_LOCK:  # listed once started: a thread not yet started cannot be joined
         _THREADS.append(thread)
+
+
+#: set in the background compiles' threads
+_BACKGROUND = threading.local()
+#: the background threads in which numba has compiled anew (a disk-cache miss), waited for at exit
+_COMPILING_ANEW: set = set()
+
+
+@functools.cache
+def _wait_at_exit_for_new_compiles() -> None:
+    """Have numba tell us (its ``numba:compile`` event, which a disk-cache hit does not raise) which
+    background threads compile anew, and the program's exit wait for those (registered once, from the
+    first background thread: numba is imported there)."""
+    import atexit
+
+    from numba.core import event
+
+    class NewCompiles(event.Listener):
+        def on_start(self, _event):
+            if getattr(_BACKGROUND, "thread", False):
+                with _STATE_LOCK:
+                    _COMPILING_ANEW.add(threading.current_thread())
+
+        def on_end(self, _event):
+            pass
+
+    def wait():
+        while True:
+            with _STATE_LOCK:
+                pending = [thread for thread in _COMPILING_ANEW if thread.is_alive()]
+            if not pending:
+                return
+            for thread in pending:
+                thread.join()
+
+    event.register("numba:compile", NewCompiles())
+    atexit.register(wait)
 
 
 def wait_for_compiles(timeout: float | None = None) -> None:
