@@ -202,8 +202,8 @@ def test_a_program_ending_while_a_kernel_compiles_anew_waits_for_it_and_the_next
 
 
 def test_a_child_forked_while_a_kernel_compiles_compiles_its_own(tmp_path):
-    """A fork waits for the background compiles: a child forked while one imported numba inherited the
-    module lock held by a thread it does not have, and hung at its own first compile."""
+    """A fork waits for the background compiles: a child forked while a thread compiled inherited numba's
+    compiler lock held by a thread it does not have, and hung at its own first compile."""
     import os
     import signal
     import subprocess
@@ -213,9 +213,12 @@ def test_a_child_forked_while_a_kernel_compiles_compiles_its_own(tmp_path):
 
     script = (
         "import os, time, numpy as np, losskit as lk\n"
+        "from losskit.losses import _compiled\n"
         "z = np.linspace(-1, 1, 40)\n"
         "lk.HuberLoss(delta=0.5).value_and_grad(z, np.zeros(40))  # its kernel compiles in the background\n"
-        "time.sleep(0.2)  # the compiling thread is importing numba\n"
+        "deadline = time.monotonic() + 100\n"
+        "while not _compiled._COMPILING_ANEW and time.monotonic() < deadline:  # numba compiles it, holding its lock\n"
+        "    time.sleep(0.001)\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
         "    value, _ = lk.SoftmaxCrossEntropy(impl='fused').value_and_grad(np.zeros((4, 3)), np.arange(4) % 3)\n"
@@ -234,4 +237,30 @@ def test_a_child_forked_while_a_kernel_compiles_compiles_its_own(tmp_path):
         pytest.fail("the forked child hung at its first compile")
     assert run.returncode == 0, run.stderr
     words = run.stdout.split()
+    assert "log3" in words, run.stderr
     assert words[words.index("log3") + 1] == str(round(np.log(3), 12))  # uniform logits over 3 classes: log 3
+
+
+def test_a_forked_child_forgets_a_compile_whose_thread_it_does_not_have():
+    """A compile marked in progress when the process forked (one started after the fork hook's wait) is
+    forgotten in the child, whose next small call starts it again rather than taking the reference for
+    ever."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, numpy as np, losskit as lk\n"
+        "from losskit.losses import _compiled\n"
+        "lk.HuberLoss(delta=0.5).value_and_grad(np.linspace(-1, 1, 40), np.zeros(40))  # registers the hooks\n"
+        "_compiled.wait_for_compiles()\n"
+        "_compiled._STATE['no thread'] = _compiled._COMPILING\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('child', 'no thread' in _compiled._STATE, len(_compiled._THREADS), flush=True)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('parent', 'no thread' in _compiled._STATE, flush=True)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert sorted(run.stdout.splitlines()) == ["child False 0", "parent True"]

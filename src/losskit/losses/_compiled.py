@@ -252,14 +252,21 @@ _COMPILING_ANEW: set = set()
 def _wait_at_exit_for_new_compiles() -> None:
     """Have numba tell us (its ``numba:compile`` event, which a disk-cache hit does not raise) which
     background threads compile anew, and the program's exit wait for those (registered once, from the
-    first background thread: numba is imported there)."""
+    first background thread: numba is imported there). A program that ends before numba has begun the
+    compile (a one-call script, while the thread builds the kernel and looks it up in the cache) does not
+    wait, and the kernel is not written: waiting for every thread not yet known to load from the cache
+    made a one-call script on a written cache wait 0.2 s for a load."""
     import atexit
 
     from numba.core import event
+    from numba.core.caching import NullCache
 
     class NewCompiles(event.Listener):
         def on_start(self, _event):
-            if getattr(_BACKGROUND, "thread", False):
+            # a kernel that cannot be cached (a formula class made in __main__ or in a function) has
+            # nothing to write: the exit does not wait for it
+            cached = not isinstance(getattr(_event.data["dispatcher"], "_cache", None), NullCache)
+            if cached and getattr(_BACKGROUND, "thread", False):
                 with _STATE_LOCK:
                     _COMPILING_ANEW.add(threading.current_thread())
 
@@ -308,7 +315,18 @@ def _wait_for_compiles_before_a_fork() -> None:
     import logging  # noqa: F401 - for its fork hook's place in the order
 
     if hasattr(os, "register_at_fork"):  # POSIX (Windows does not fork)
-        os.register_at_fork(before=wait_for_compiles)
+        os.register_at_fork(before=wait_for_compiles, after_in_child=_forget_compiles)
+
+
+def _forget_compiles() -> None:
+    """In a forked child: no background thread came along (one started between the fork hook's wait and
+    the fork itself), so a kernel still marked compiling is compiled again at its next small call rather
+    than answered by the reference for ever."""
+    global _STATE_LOCK
+    _STATE_LOCK = threading.Lock()
+    for key in [key for key, state in _STATE.items() if state == _COMPILING]:
+        del _STATE[key]
+    _THREADS.clear()
 
 
 def frozen(array):
