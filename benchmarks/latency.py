@@ -56,6 +56,7 @@ step before and after NumPy's in each (the faster counts), and prints each proce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -313,12 +314,9 @@ def loop_start(processes: int) -> list[str]:
             subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
         runs = []
         for _ in range(processes):
-            if cache == "empty":
-                with tempfile.TemporaryDirectory() as folder:
-                    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                         env={**os.environ, "NUMBA_CACHE_DIR": folder})
-            else:
-                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            with tempfile.TemporaryDirectory() if cache == "empty" else contextlib.nullcontext() as folder:
+                env = {**os.environ, "NUMBA_CACHE_DIR": folder} if folder else None
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
             runs.append([float(v) for v in out.stdout.split()])
         ready = sorted(r[0] for r in runs if r[0] == r[0])  # NaN: not within the cap
         never = len(runs) - len(ready)

@@ -28,6 +28,19 @@ def _states(cls):
     return [state for key, state in _compiled._STATE.items() if key[0] is cls]
 
 
+def _python(script, cache=None, timeout=300):
+    """``script`` run by a new interpreter (numba's disk cache in ``cache`` when given), once it has exited 0
+    (its ``stdout`` and ``stderr``)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)} if cache is not None else None
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+    assert run.returncode == 0, run.stderr
+    return run
+
+
 def test_small_first_call_answers_from_the_reference_while_compiling(monkeypatch):
     monkeypatch.setattr(_compiled, "ANSWER_WHILE_COMPILING", 100_000)  # the default (conftest turns it off)
     loss = _fresh_loss()
@@ -172,10 +185,6 @@ def test_a_program_ending_while_a_kernel_compiles_anew_waits_for_it_and_the_next
     """A script that ends while numba compiles a kernel anew in the background waits for it at exit, so the
     kernel is written to numba's disk cache; a second run loads it from there, and a load is not marked as
     a compile anew (an exit does not wait for it)."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import time, numpy as np, losskit as lk\n"
         "from losskit.losses import _compiled\n"
@@ -186,17 +195,13 @@ def test_a_program_ending_while_a_kernel_compiles_anew_waits_for_it_and_the_next
         "    time.sleep(0.01)\n"
         "print(list(_compiled._STATE.values())[0], len(_compiled._COMPILING_ANEW))\n"
     )
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
-                           timeout=300)
-    assert first.stdout.split() == [_compiled._COMPILING, "1"]  # the script ended before its kernel was ready
+    first = _python(script, tmp_path).stdout
+    assert first.split() == [_compiled._COMPILING, "1"]  # the script ended before its kernel was ready
     # the formula's kernel (an ElementwiseLoss's, fused/formula.py) written to the cache
     assert sorted(path.suffix for path in tmp_path.rglob("formula.row_kernel.*")) == [".nbc", ".nbi"]
     written = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
     loads = script.replace("deadline = ", "_compiled.wait_for_compiles()\ndeadline = ").replace("+ 120", "+ 0")
-    second = subprocess.run([sys.executable, "-c", loads], capture_output=True, text=True, env=env, check=True,
-                            timeout=300)
-    assert second.stdout.split() == [_compiled._READY, "0"]
+    assert _python(loads, tmp_path).stdout.split() == [_compiled._READY, "0"]
     # loaded, not compiled anew: no cache file written again, none added
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()} == written
 
@@ -207,7 +212,6 @@ def test_a_child_forked_while_a_kernel_compiles_compiles_its_own(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
 
     import pytest
 
@@ -227,15 +231,13 @@ def test_a_child_forked_while_a_kernel_compiles_compiles_its_own(tmp_path):
         "print('child', pid, flush=True)\n"
         "os.waitpid(pid, 0)\n"
     )
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     try:  # a hang is the failure: 120 s is many times the two compiles
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        run = _python(script, tmp_path, timeout=120)
     except subprocess.TimeoutExpired as hung:
         words = (hung.stdout.decode() if isinstance(hung.stdout, bytes) else hung.stdout or "").split()
         if "child" in words:  # the hung child outlives its parent
             os.kill(int(words[words.index("child") + 1]), signal.SIGKILL)
         pytest.fail("the forked child hung at its first compile")
-    assert run.returncode == 0, run.stderr
     words = run.stdout.split()
     assert "log3" in words, run.stderr
     assert words[words.index("log3") + 1] == str(round(np.log(3), 12))  # uniform logits over 3 classes: log 3
@@ -245,9 +247,6 @@ def test_a_forked_child_forgets_a_compile_whose_thread_it_does_not_have():
     """A compile marked in progress when the process forked (one started after the fork hook's wait) is
     forgotten in the child, whose next small call starts it again rather than taking the reference for
     ever."""
-    import subprocess
-    import sys
-
     script = (
         "import os, numpy as np, losskit as lk\n"
         "from losskit.losses import _compiled\n"
@@ -261,6 +260,4 @@ def test_a_forked_child_forgets_a_compile_whose_thread_it_does_not_have():
         "os.waitpid(pid, 0)\n"
         "print('parent', 'no thread' in _compiled._STATE, flush=True)\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert sorted(run.stdout.splitlines()) == ["child False 0", "parent True"]
+    assert sorted(_python(script).stdout.splitlines()) == ["child False 0", "parent True"]

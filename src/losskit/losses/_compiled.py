@@ -273,27 +273,24 @@ def _wait_at_exit_for_new_compiles() -> None:
         def on_end(self, _event):
             pass
 
-    def wait():
-        while True:
-            with _STATE_LOCK:
-                pending = [thread for thread in _COMPILING_ANEW if thread.is_alive()]
-            if not pending:
-                return
-            for thread in pending:
-                thread.join()
-
     event.register("numba:compile", NewCompiles())
-    atexit.register(wait)
+    atexit.register(_join, _COMPILING_ANEW)
 
 
 def wait_for_compiles(timeout: float | None = None) -> None:
     """Wait until the kernels compiling in the background are ready (benchmarks' warm-ups, tests, a fork),
     those that start meanwhile included; ``timeout`` bounds each wait. A compiling thread does not wait
     for itself."""
+    _join(_THREADS, timeout)
+
+
+def _join(threads, timeout: float | None = None) -> None:
+    """Join each thread of ``threads`` (a list or set that grows while we wait, read under the lock until it
+    holds none not yet joined) but the current one."""
     waited = set()
     while True:
         with _STATE_LOCK:
-            pending = [t for t in _THREADS if t not in waited and t is not threading.current_thread()]
+            pending = [t for t in threads if t not in waited and t is not threading.current_thread()]
         if not pending:
             return
         for thread in pending:
@@ -327,6 +324,7 @@ def _forget_compiles() -> None:
     for key in [key for key, state in _STATE.items() if state == _COMPILING]:
         del _STATE[key]
     _THREADS.clear()
+    _COMPILING_ANEW.clear()
 
 
 def frozen(array):
