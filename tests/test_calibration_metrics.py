@@ -164,3 +164,33 @@ def test_evaluate_reports_the_new_keys(tmp_path):
     report = lk.evaluate(path)
     assert {"macro_f1", "micro_f1", "mce", "ece_adaptive", "classwise_ece"} <= set(report.metrics)
     assert report.metrics["macro_f1"] == pytest.approx(sk.f1_score(y, z.argmax(1), average="macro"), rel=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 200, 3000])
+def test_adaptive_histogram_of_a_small_batch_scattered_as_a_bincount_adds(rows):
+    """A batch small beside the 2**20-bin histogram adds into the bins it falls in (np.add.at), leaving
+    the rest untouched, where a bincount per column wrote and added 48 MB: the same histogram, and no
+    array of the histogram's size allocated (tracemalloc sees NumPy's allocations)."""
+    import tracemalloc
+
+    from losskit.evaluation import adaptive
+
+    rng = np.random.default_rng(5)
+    confidence = np.round(rng.random(rows), 2)  # repeated values: several rows per bin
+    outcome, w = rng.random(rows) < 0.6, rng.uniform(0.1, 2.0, rows)
+    scattered = adaptive.AdaptiveCalibration(exact_limit=0)
+    tracemalloc.start()
+    try:
+        scattered.update(confidence, outcome, w)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (1 << 20)  # the histogram is 24 MB; one bincount column 8 MB
+    counted = adaptive.AdaptiveCalibration(exact_limit=0)
+    monkey = pytest.MonkeyPatch()
+    with monkey.context() as m:
+        m.setattr(adaptive, "SCATTER_BELOW", 1 << 30)  # every batch through the bincount
+        counted.update(confidence, outcome, w)
+    np.testing.assert_allclose(scattered.histogram, counted.histogram, rtol=1e-13, atol=0)
+    assert np.count_nonzero(scattered.histogram[:, 0]) == len(np.unique(confidence))
+    assert scattered.result()["ece_adaptive"] == pytest.approx(counted.result()["ece_adaptive"], rel=1e-12)

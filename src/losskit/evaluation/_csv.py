@@ -13,15 +13,17 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pcsv
-
 from .._errors import LossInputError
+
+# pyarrow is imported where a file is read (scoring arrays in memory, `losskit.calibrate` of arrays and the
+# demo's ECE import this package without reading one: pyarrow's import took 0.13-0.24 s of the demo)
 
 __all__ = ["blocks", "first_text", "guard", "open_csv", "records"]
 
 
 def open_csv(path: Path, block_size: int, columns, types, on_invalid):
+    import pyarrow.csv as pcsv
+
     return pcsv.open_csv(
         path,  # a path, not a stream, so pyarrow decompresses by extension
         read_options=pcsv.ReadOptions(block_size=block_size, use_threads=True),
@@ -45,6 +47,8 @@ class guard:
         return "error"
 
     def __exit__(self, kind, error, trace):
+        import pyarrow as pa
+
         if kind is None or not issubclass(kind, pa.ArrowException):
             return False
         raise _error(self.path, error, self.invalid) from None
@@ -73,6 +77,8 @@ def _error(path: Path, error: Exception, invalid: list) -> LossInputError:
 def records(path: Path) -> Iterator[tuple[int, int, list[str]]]:
     """``(data row, first line, fields)`` of each record, the header being row -1; blank lines are skipped
     as pyarrow skips them. Python's csv module, slow but exact about quoted newlines: errors only."""
+    import pyarrow as pa
+
     try:
         with pa.input_stream(str(path)) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
             reader, line, row = csv.reader(text), 0, -1
@@ -105,6 +111,8 @@ def first_text(path: Path, name: str) -> str:
 def blocks(path: Path, bools, columns: list[str], batch_rows: int):
     """``(first row, record batch)`` of the CSV file's blocks, the chosen columns as numbers (``bools``: those
     read as booleans); pyarrow's errors turned into ours, naming the row and the line."""
+    import pyarrow as pa
+
     # a block of 64 bytes a row, within 1-16 MiB: the batch's text and its parsed columns stay bounded
     block = min(max(batch_rows * 64, 1 << 20), 1 << 24)
     types = {name: pa.bool_() if name in bools else pa.float64() for name in columns}

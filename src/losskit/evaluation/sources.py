@@ -27,14 +27,16 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from itertools import accumulate, pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .._errors import LossInputError, fail
 from .._memory import Recycler
 from . import _csv, _npz
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["FORMATS", "Layout", "Piece", "Batch", "discover", "resolve", "pieces", "batches"]
 
@@ -127,6 +129,8 @@ class _Schema:
 
 
 def _arrow_column(kind: pa.DataType) -> tuple[int, str, str | None]:
+    import pyarrow as pa  # imported where a file is read (see _csv.py)
+
     inner, width = kind, 1
     if pa.types.is_fixed_size_list(inner):
         inner, width = inner.value_type, inner.list_size
@@ -137,6 +141,9 @@ def _arrow_column(kind: pa.DataType) -> tuple[int, str, str | None]:
 
 
 def _schema(path: Path) -> _Schema:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     kind = _format(path)
     if kind == "parquet":
         try:
@@ -317,6 +324,8 @@ def pieces(layout: Layout, n: int) -> list[Piece]:
     for path, info in zip(layout.files, layout._info, strict=True):
         count = 1 if info.rows is None else max(1, round(info.rows / goal))
         if info.format == "parquet" and count > 1:
+            import pyarrow.parquet as pq
+
             with pq.ParquetFile(path) as handle:
                 sizes = [handle.metadata.row_group(g).num_rows for g in range(handle.metadata.num_row_groups)]
             ends = [0, *accumulate(sizes)]
@@ -524,6 +533,8 @@ def _to_numpy(path: Path, name: str, start: int, values, width: int) -> np.ndarr
     """A column's values as NumPy, ``(n,)`` or ``(n, K)``; a null is an error naming its row."""
     if isinstance(values, np.ndarray):
         return values
+    import pyarrow as pa
+
     if values.null_count:
         row = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
         raise _cell_error(path, name, None, start + row, "a number", "a null/missing value")
@@ -551,6 +562,8 @@ def _slices(first: int, batch, low: int, high: int, batch_rows: int):
 
 
 def _parquet_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
+    import pyarrow.parquet as pq
+
     # pre_buffer=False: pre-buffering (pyarrow's default, made for object stores) reads a row group's
     # column chunks ahead in one go; on a local file it doubled the peak memory and was no faster
     with pq.ParquetFile(path, pre_buffer=False) as handle:
