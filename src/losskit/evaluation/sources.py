@@ -33,7 +33,7 @@ import numpy as np
 
 from .._errors import LossInputError, fail
 from .._memory import Recycler
-from . import _csv, _npz
+from . import _arrow, _csv, _npz
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -545,7 +545,7 @@ def _to_numpy(path: Path, name: str, start: int, values, width: int) -> np.ndarr
     if values.null_count:
         index = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
         raise _cell_error(path, name, index % width, start + index // width, "a number", "a null/missing value")
-    array = values.to_numpy(zero_copy_only=False)
+    array = _arrow.to_numpy(values)
     return array.reshape(-1, width) if width > 1 else array
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._errors import LossInputError, fail
+from .. import _arrow
 
 __all__ = ["apply_files"]
 
@@ -64,7 +65,7 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
         values = column.flatten() if width > 1 else column
         if values.null_count:
             raise LossInputError(f"{path}: column {name!r}: expected a logit, got a null near row {first_row}")
-        array = values.to_numpy(zero_copy_only=False).reshape(len(batch), width)
+        array = _arrow.to_numpy(values).reshape(len(batch), width)
         parts.append(array)
         widths.append(width)
         types.append(column.type)
@@ -86,7 +87,7 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
         inner = kind.value_type if pa.types.is_fixed_size_list(kind) else kind
         if not pa.types.is_floating(inner):
             inner = pa.float64()
-        flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=inner)
+        flat = _arrow.to_arrow(np.ascontiguousarray(values).reshape(-1), inner)
         columns[name] = pa.FixedSizeListArray.from_arrays(flat, width) if width > 1 else flat
     arrays = [columns.get(field.name, batch.column(i)) for i, field in enumerate(batch.schema)]
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
