@@ -167,7 +167,7 @@ def test_evaluate_reports_the_new_keys(tmp_path):
 
 
 @pytest.mark.parametrize("rows", [1, 200, 3000])
-def test_adaptive_histogram_of_a_small_batch_scattered_as_a_bincount_adds(rows):
+def test_adaptive_histogram_of_a_small_batch_scattered_as_a_bincount_adds(rows, monkeypatch):
     """A batch small beside the 2**20-bin histogram adds into the bins it falls in (np.add.at), leaving
     the rest untouched, where a bincount per column wrote and added 48 MB: the same histogram, and no
     array of the histogram's size allocated (tracemalloc sees NumPy's allocations)."""
@@ -187,10 +187,8 @@ def test_adaptive_histogram_of_a_small_batch_scattered_as_a_bincount_adds(rows):
         tracemalloc.stop()
     assert peak < (1 << 20)  # the histogram is 24 MB; one bincount column 8 MB
     counted = adaptive.AdaptiveCalibration(exact_limit=0)
-    monkey = pytest.MonkeyPatch()
-    with monkey.context() as m:
-        m.setattr(adaptive, "SCATTER_BELOW", 1 << 30)  # every batch through the bincount
-        counted.update(confidence, outcome, w)
+    monkeypatch.setattr(adaptive, "SCATTER_BELOW", 1 << 30)  # every batch through the bincount
+    counted.update(confidence, outcome, w)
     np.testing.assert_allclose(scattered.histogram, counted.histogram, rtol=1e-13, atol=0)
     assert np.count_nonzero(scattered.histogram[:, 0]) == len(np.unique(confidence))
     assert scattered.result()["ece_adaptive"] == pytest.approx(counted.result()["ece_adaptive"], rel=1e-12)

@@ -52,6 +52,32 @@ def test_to_numpy_of_a_fixed_size_list_column_flattened():
     assert np.array_equal(_arrow.to_numpy(column.flatten()), np.arange(6.0, 21.0))
 
 
+def test_a_numeric_view_is_read_only_and_a_missing_buffer_goes_through_pyarrow(tmp_path):
+    """A reader's buffers are mutable: the view is read-only, as pyarrow's zero-copy conversion is, so that
+    no write through it changes the batch's Arrow data. An empty array may carry no data buffer at all."""
+    path = tmp_path / "v.parquet"
+    pq.write_table(pa.table({"x": pa.array(np.arange(5.0))}), path)
+    column = next(pq.ParquetFile(path).iter_batches()).column("x")
+    view = _arrow.to_numpy(column)
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):
+        view[0] = 1.0
+    assert column[0].as_py() == 0.0
+    empty = pa.Array.from_buffers(pa.float64(), 0, [None, None])
+    assert _arrow.to_numpy(empty).shape == (0,)
+
+
+def test_to_arrow_leaves_checked_casts_and_other_shapes_to_pyarrow():
+    """An integer cast that overflows raises as ``pa.array`` does; a 2-D array and a masked array are
+    pyarrow's to refuse or to read (its nulls)."""
+    with pytest.raises(pa.ArrowInvalid):
+        _arrow.to_arrow(np.array([300, 1]), pa.int8())
+    with pytest.raises(pa.ArrowInvalid):
+        _arrow.to_arrow(np.zeros((2, 2)))
+    masked = _arrow.to_arrow(np.ma.masked_array([1.0, 2.0], mask=[False, True]))
+    assert masked.null_count == 1 and masked[0].as_py() == 1.0
+
+
 def test_cast_to_a_given_type_and_other_types_through_pyarrow():
     assert _arrow.to_arrow(np.array([0.1, 2.5]), pa.float32()).equals(pa.array(np.float32([0.1, 2.5])))
     strings = pa.array(["a", "b"])

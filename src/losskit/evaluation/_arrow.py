@@ -27,15 +27,18 @@ def _numpy_dtype(kind) -> np.dtype | None:
 
 def to_numpy(values) -> np.ndarray:
     """``values`` (a pyarrow Array) as a 1-D NumPy array: a read-only view of its data buffer for a
-    null-free integer or floating column (as pyarrow's zero-copy conversion gives), a new bool array for a
-    null-free boolean one, else pyarrow's ``to_numpy(zero_copy_only=False)``."""
+    null-free integer or floating column (as pyarrow's zero-copy conversion gives: a reader's buffers are
+    mutable, and a write through the view would change the Arrow data), a new bool array for a null-free
+    boolean one, else pyarrow's ``to_numpy(zero_copy_only=False)``."""
     import pyarrow as pa
 
-    if values.null_count == 0:
+    data = values.buffers()[1] if values.null_count == 0 and len(values.buffers()) > 1 else None
+    if data is not None:
         dtype = _numpy_dtype(values.type)
-        data = values.buffers()[1]
         if dtype is not None:
-            return np.frombuffer(data, dtype, count=len(values), offset=values.offset * dtype.itemsize)
+            view = np.frombuffer(data, dtype, count=len(values), offset=values.offset * dtype.itemsize)
+            view.flags.writeable = False
+            return view
         if pa.types.is_boolean(values.type):
             bits = np.unpackbits(np.frombuffer(data, np.uint8), count=values.offset + len(values), bitorder="little")
             return bits[values.offset:].view(bool)
@@ -43,16 +46,19 @@ def to_numpy(values) -> np.ndarray:
 
 
 def to_arrow(array: np.ndarray, kind=None):
-    """A 1-D NumPy integer, floating or bool array (a strided view too) as a pyarrow Array of ``kind``, an
-    Arrow type its values are cast to first (by default the array's own), through a contiguous buffer."""
+    """A 1-D NumPy integer, floating or bool array (a strided view too) as a pyarrow Array of ``kind`` (by
+    default the array's own type), through a contiguous buffer: floats cast to a floating ``kind`` as
+    NumPy rounds them. Anything else (another shape, a masked array, a cast to another integer type,
+    which pyarrow checks for overflow) goes through ``pa.array``."""
     import pyarrow as pa
 
     kind = pa.from_numpy_dtype(array.dtype) if kind is None else kind
-    if pa.types.is_boolean(kind):
-        data = np.packbits(array.astype(bool), bitorder="little")
-    else:
-        dtype = _numpy_dtype(kind)
-        if dtype is None:
-            return pa.array(array, type=kind)
+    dtype = _numpy_dtype(kind)
+    plain = type(array) is np.ndarray and array.ndim == 1
+    if plain and pa.types.is_boolean(kind) and array.dtype == bool:
+        data = np.packbits(array, bitorder="little")
+    elif plain and dtype is not None and (array.dtype == dtype or (dtype.kind == "f" and array.dtype.kind == "f")):
         data = np.ascontiguousarray(array, dtype=dtype)
+    else:
+        return pa.array(array, type=kind)
     return pa.Array.from_buffers(kind, len(array), [None, pa.py_buffer(data)])
