@@ -255,6 +255,59 @@ def _xla_value_and_grad(loss, plan, terms):
 
 
 def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
+    """``(value, grad)`` of one call; an eager call (concrete arrays) runs as one compiled program."""
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((logits, target, weight,
+                                                                                          normalizer))):
+        program = _program(_ProgramKey(loss, with_grad, normalizer))
+        if program is not None:
+            # the plan's value checks (labels in range, probabilities in [0, 1]...) see values only outside a
+            # trace: run here, then the call's arithmetic as one program. Op by op, each of its 20-40 ops
+            # compiled a program of its own at each new shape (about 35 ms each on a CPU)
+            loss.plan(logits, target, weight=weight, normalizer=normalizer)
+            return program(logits, target, weight, None if _is_number(normalizer) else normalizer)
+    return _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _ProgramKey:
+    """What one compiled program of an eager call is made for: the loss's class and options (hashable
+    ones; None otherwise), value alone or with the gradient, and a number normalizer (a constant of the
+    program, as it is of the arithmetic op by op)."""
+
+    def __init__(self, loss, with_grad: bool, normalizer):
+        self.loss, self.with_grad = loss, with_grad
+        self.normalizer = normalizer if _is_number(normalizer) else None
+        try:
+            self.key = (type(loss), tuple(loss.options.as_dict().items()), with_grad, self.normalizer,
+                        normalizer is None)
+            hash(self.key)
+        except TypeError:  # an option given as an array: no program (op by op, as under a trace)
+            self.key = None
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return self.key == other.key
+
+
+@functools.lru_cache(maxsize=256)
+def _program(key: _ProgramKey):
+    if key.key is None:
+        return None
+    loss, with_grad, number = key.loss, key.with_grad, key.normalizer
+
+    def run(logits, target, weight, normalizer):
+        return _traced_value_and_grad(loss, logits, target, weight, number if normalizer is None else normalizer,
+                                      with_grad)
+
+    return jax.jit(run)
+
+
+def _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
     plan = loss.plan(logits, target, weight=weight, normalizer=normalizer)
     order = 1 if with_grad else 0
     if plan.restore is not None:  # a moved class axis: the reference
