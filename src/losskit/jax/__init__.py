@@ -40,7 +40,8 @@ would silently stop a trained teacher's gradient. A cotangent nobody asks for is
 is written in differentiable ``jnp`` ops, so reverse-over-reverse (``jax.jacrev(jax.grad(f))``)
 works and matches the core's ``hessian_diag`` (an elementwise loss's derivative is differentiated
 by its declared ``second_derivative``: :class:`_DeclaredCurvature`); forward mode (``jax.jvp``, ``jax.hessian``) is
-not defined for a ``custom_vjp`` function, and JAX says so when asked.
+not defined for a ``custom_vjp`` function, and JAX says so when asked. An eager call on CPU arrays runs as one
+compiled program once the NumPy path has checked its values (:func:`_checked_on_the_host`), not op by op.
 """
 
 from __future__ import annotations
