@@ -781,3 +781,29 @@ def test_an_eager_call_runs_as_one_program_after_its_checks(name, shape):
     if name == "softmax_cross_entropy":
         with pytest.raises(lk.LossInputError, match="target"):
             fn(z, y + shape[1])
+
+
+def test_an_eager_program_is_not_shared_by_losses_of_one_class_with_other_state():
+    """A loss of one's own may hold more than its declared options: two such objects get programs of their own
+    (a program shared by class and options would compute the first one's loss for both)."""
+
+    class Scaled(lk.ElementwiseLoss):
+        name = "scaled_square_test"
+        target = "value"
+        factor = 1.0  # set on an object below: not a declared option
+
+        def value(self, xp, z, y):
+            return self.factor * (z - y) ** 2
+
+        def derivative(self, xp, z, y):
+            return 2 * self.factor * (z - y)
+
+        def second_derivative(self, xp, z, y):
+            return 2 * self.factor + 0 * z
+
+    z, y = jnp.asarray(np.linspace(-1.0, 1.0, 9)), jnp.zeros(9)
+    tripled = Scaled()
+    tripled.factor = 3.0
+    one, three = lj.loss_fn(Scaled()), lj.loss_fn(tripled)
+    assert float(three(z, y)) == pytest.approx(3 * float(one(z, y)), rel=1e-14)
+    np.testing.assert_allclose(jax.grad(lambda z: three(z, y))(z), 3 * jax.grad(lambda z: one(z, y))(z), rtol=1e-14)

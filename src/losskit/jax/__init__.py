@@ -296,18 +296,22 @@ def _is_number(value) -> bool:
 
 
 class _ProgramKey:
-    """What one compiled program of an eager call is made for: the loss's class and options (hashable
-    ones; None otherwise), value alone or with the gradient, and a number normalizer (a constant of the
-    program, as it is of the arithmetic op by op)."""
+    """What one compiled program of an eager call is made for: the loss (its class and options when they are
+    all its state, as for every catalogue loss, so that each call's new object finds the program; else the
+    object itself: a loss of one's own may keep more than its options), value alone or with the gradient,
+    and a number normalizer (a constant of the program, as it is of the arithmetic op by op). None when an
+    option is an array (no program: op by op, as under a trace)."""
 
     def __init__(self, loss, with_grad: bool, normalizer):
         self.loss, self.with_grad = loss, with_grad
         self.normalizer = normalizer if _is_number(normalizer) else None
+        options = loss.options.as_dict()
+        state_is_options = set(vars(loss)) <= {*options, "options"}
         try:
-            self.key = (type(loss), tuple(loss.options.as_dict().items()), with_grad, self.normalizer,
-                        normalizer is None)
+            which = (type(loss), tuple(options.items())) if state_is_options else (_Identity(loss),)
+            self.key = (*which, with_grad, self.normalizer, normalizer is None)
             hash(self.key)
-        except TypeError:  # an option given as an array: no program (op by op, as under a trace)
+        except TypeError:
             self.key = None
 
     def __hash__(self):
@@ -315,6 +319,19 @@ class _ProgramKey:
 
     def __eq__(self, other):
         return self.key == other.key
+
+
+class _Identity:
+    """A loss compared by identity (its class may define ``==`` otherwise)."""
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def __hash__(self):
+        return id(self.loss)
+
+    def __eq__(self, other):
+        return self.loss is other.loss
 
 
 @functools.lru_cache(maxsize=256)
