@@ -783,9 +783,10 @@ def test_an_eager_call_runs_as_one_program_after_its_checks(name, shape):
             fn(z, y + shape[1])
 
 
-def test_an_eager_program_is_not_shared_by_losses_of_one_class_with_other_state():
-    """A loss of one's own may hold more than its declared options: two such objects get programs of their own
-    (a program shared by class and options would compute the first one's loss for both)."""
+def test_an_eager_call_of_ones_own_loss_sees_its_attributes_as_they_are_now():
+    """A loss of one's own may read attributes that are not declared options and change between calls: its
+    eager calls stay op by op, so each sees the current value (one program per class and options would keep
+    the first value)."""
 
     class Scaled(lk.ElementwiseLoss):
         name = "scaled_square_test"
@@ -802,8 +803,36 @@ def test_an_eager_program_is_not_shared_by_losses_of_one_class_with_other_state(
             return 2 * self.factor + 0 * z
 
     z, y = jnp.asarray(np.linspace(-1.0, 1.0, 9)), jnp.zeros(9)
-    tripled = Scaled()
-    tripled.factor = 3.0
-    one, three = lj.loss_fn(Scaled()), lj.loss_fn(tripled)
-    assert float(three(z, y)) == pytest.approx(3 * float(one(z, y)), rel=1e-14)
-    np.testing.assert_allclose(jax.grad(lambda z: three(z, y))(z), 3 * jax.grad(lambda z: one(z, y))(z), rtol=1e-14)
+    loss = Scaled()
+    f = lj.loss_fn(loss)
+    base, base_grad = float(f(z, y)), jax.grad(lambda z: f(z, y))(z)
+    loss.factor = 3.0
+    assert float(f(z, y)) == pytest.approx(3 * base, rel=1e-14)
+    np.testing.assert_allclose(jax.grad(lambda z: f(z, y))(z), 3 * base_grad, rtol=1e-14)
+    other = Scaled()
+    other.factor = 5.0
+    assert float(lj.loss_fn(other)(z, y)) == pytest.approx(5 * base, rel=1e-14)
+
+
+def test_an_eager_call_takes_a_new_normalizer_without_a_new_program_and_checks_numbers():
+    """A number normalizer that changes per batch is an argument of the program, not a constant of it; a
+    number weight or target keeps the op-by-op path and its checks (a negative weight raises)."""
+    lowered = []
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    z, y = jnp.asarray(np.linspace(-2.0, 2.0, 23)), jnp.zeros(23)
+    lj.huber_loss(z, y, normalizer=7.0)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        values = [float(lj.huber_loss(z, y, normalizer=n)) for n in (11.0, 12.0, 13)]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert lowered == []
+    total = float(lj.huber_loss(z, y, reduction="sum"))
+    np.testing.assert_allclose(values, [total / 11, total / 12, total / 13], rtol=1e-14)
+    with pytest.raises(lk.LossInputError, match="weight"):
+        lj.huber_loss(jnp.asarray(0.5), jnp.asarray(0.0), weight=-2.0)
+    assert float(lj.huber_loss(jnp.asarray(0.5), 0.0)) == pytest.approx(0.125)

@@ -41,7 +41,8 @@ is written in differentiable ``jnp`` ops, so reverse-over-reverse (``jax.jacrev(
 works and matches the core's ``hessian_diag`` (an elementwise loss's derivative is differentiated
 by its declared ``second_derivative``: :class:`_DeclaredCurvature`); forward mode (``jax.jvp``, ``jax.hessian``) is
 not defined for a ``custom_vjp`` function, and JAX says so when asked. An eager call on CPU arrays runs as one
-compiled program once the NumPy path has checked its values (:func:`_checked_on_the_host`), not op by op.
+compiled program once the NumPy path has checked its values (:func:`_checked_on_the_host`: a small call of a
+catalogue loss), not op by op.
 """
 
 from __future__ import annotations
@@ -257,37 +258,45 @@ def _xla_value_and_grad(loss, plan, terms):
 
 
 def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
-    """``(value, grad)`` of one call; an eager call (concrete arrays) runs as one compiled program."""
-    program = _program(_ProgramKey(loss, with_grad, normalizer))
-    if program is not None and _checked_on_the_host(loss, logits, target, weight, normalizer):
-        # op by op, each of the call's 20-40 ops compiled a program of its own at each new shape (about 35 ms
-        # each on a CPU): an eager jax.grad of softmax CE at 256 x 10 took 3.3 s the first time, 0.14 s after
-        return program(logits, target, weight, None if _is_number(normalizer) else normalizer)
+    """``(value, grad)`` of one call; a small eager call runs as one compiled program."""
+    if _checked_on_the_host(loss, logits, target, weight, normalizer):
+        # op by op, each of the call's 20-70 ops compiled a program of its own at each new shape (about 35 ms
+        # each on a CPU): an eager jax.grad of softmax CE at 256 x 10 took 3.8 s the first time, 0.19 s after
+        number = float(normalizer) if _is_number(normalizer) else normalizer  # an int would be another program
+        return _program(type(loss), _options_key(loss), with_grad)(logits, target, weight, number)
     return _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad)
 
 
 #: the dtypes whose JAX CPU arrays the NumPy path reads as they are
 _HOST_DTYPES = frozenset(map(np.dtype, ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
                                         "uint32", "uint64", "bool")))
+#: eager calls of at most this many logits run as one program: above, the arithmetic outweighs the ops'
+#: compiles, and the values' check on the host (a NumPy reference forward) would add a fifth or more
+EAGER_PROGRAM_UP_TO = 1 << 20
 
 
 def _checked_on_the_host(loss, logits, target, weight, normalizer) -> bool:
-    """Whether this is an eager call (concrete arrays, not a trace of jit, grad or vmap) on CPU arrays of
-    dtypes NumPy reads, whose values the NumPy path has now checked: the value's checks (labels in range,
-    probabilities in [0, 1], a target in the loss's domain) run where the arithmetic reads the values, and
-    no check can read a traced array. The array-API reference on NumPy views (no compile), its value
-    discarded: the same checks and errors as the NumPy and op-by-op paths."""
-    arrays = [a for a in (logits, target, weight, normalizer) if a is not None and not _is_number(a)]
+    """Whether this is a small eager call of one of losskit's own losses on CPU JAX arrays of dtypes NumPy
+    reads (concrete: not a trace of jit, grad or vmap), whose values the NumPy path has now checked. The
+    checks (labels in range, probabilities in [0, 1], a target in the loss's domain) run where the
+    arithmetic reads the values, and no check can read a traced array: so the array-API reference runs on
+    NumPy views (no compile), its value discarded, raising what the op-by-op path raises. A loss of one's
+    own keeps the op-by-op path: its formula may read attributes that change between calls."""
+    if not type(loss).__module__.startswith("losskit.") or set(vars(loss)) - {*loss.options.as_dict(), "options"}:
+        return False
+    arrays = [logits, target] + [a for a in (weight, normalizer) if a is not None and not _is_number(a)]
+    if weight is not None and _is_number(weight):
+        return False
     for array in arrays:
-        if isinstance(array, np.ndarray):
-            if array.dtype not in _HOST_DTYPES:
-                return False
-        elif not isinstance(array, jax.Array) or isinstance(array, jax.core.Tracer) \
+        if not isinstance(array, jax.Array) or isinstance(array, jax.core.Tracer) \
                 or np.dtype(array.dtype) not in _HOST_DTYPES \
                 or any(device.platform != "cpu" for device in array.devices()):
             return False
+    if logits.size > EAGER_PROGRAM_UP_TO or _options_key(loss) is None:
+        return False
     host = [None if a is None or _is_number(a) else np.asarray(a) for a in (logits, target, weight, normalizer)]
-    loss.replace(impl="xp")(host[0], host[1], weight=host[2], normalizer=host[3])
+    with np.errstate(all="ignore"):  # the value is discarded: its overflow is the program's to give
+        loss.reference(loss.plan(host[0], host[1], weight=host[2], normalizer=host[3]), 0)
     return True
 
 
@@ -295,54 +304,26 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class _ProgramKey:
-    """What one compiled program of an eager call is made for: the loss (its class and options when they are
-    all its state, as for every catalogue loss, so that each call's new object finds the program; else the
-    object itself: a loss of one's own may keep more than its options), value alone or with the gradient,
-    and a number normalizer (a constant of the program, as it is of the arithmetic op by op). None when an
-    option is an array (no program: op by op, as under a trace)."""
-
-    def __init__(self, loss, with_grad: bool, normalizer):
-        self.loss, self.with_grad = loss, with_grad
-        self.normalizer = normalizer if _is_number(normalizer) else None
-        options = loss.options.as_dict()
-        state_is_options = set(vars(loss)) <= {*options, "options"}
-        try:
-            which = (type(loss), tuple(options.items())) if state_is_options else (_Identity(loss),)
-            self.key = (*which, with_grad, self.normalizer, normalizer is None)
-            hash(self.key)
-        except TypeError:
-            self.key = None
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return self.key == other.key
-
-
-class _Identity:
-    """A loss compared by identity (its class may define ``==`` otherwise)."""
-
-    def __init__(self, loss):
-        self.loss = loss
-
-    def __hash__(self):
-        return id(self.loss)
-
-    def __eq__(self, other):
-        return self.loss is other.loss
+def _options_key(loss):
+    """A catalogue loss's options but ``impl`` (the program is the same), hashable; None if one is not (an
+    array)."""
+    key = tuple(item for item in loss.options.as_dict().items() if item[0] != "impl")
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 @functools.lru_cache(maxsize=256)
-def _program(key: _ProgramKey):
-    if key.key is None:
-        return None
-    loss, with_grad, number = key.loss, key.with_grad, key.normalizer
+def _program(cls, options, with_grad: bool):
+    """One ``jax.jit`` program per loss class, options and form (the functional forms make a new loss object
+    at each call; a catalogue loss is its options). The normalizer, a number or an array, is an argument: one
+    that changes per batch compiles nothing new."""
+    loss = cls(**dict(options))
 
     def run(logits, target, weight, normalizer):
-        return _traced_value_and_grad(loss, logits, target, weight, number if normalizer is None else normalizer,
-                                      with_grad)
+        return _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad)
 
     return jax.jit(run)
 
