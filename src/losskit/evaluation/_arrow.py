@@ -32,7 +32,8 @@ def to_numpy(values) -> np.ndarray:
     boolean one, else pyarrow's ``to_numpy(zero_copy_only=False)``."""
     import pyarrow as pa
 
-    data = values.buffers()[1] if values.null_count == 0 and len(values.buffers()) > 1 else None
+    buffers = values.buffers()
+    data = buffers[1] if values.null_count == 0 and len(buffers) > 1 else None
     if data is not None:
         dtype = _numpy_dtype(values.type)
         if dtype is not None:

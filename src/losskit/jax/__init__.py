@@ -41,7 +41,7 @@ is written in differentiable ``jnp`` ops, so reverse-over-reverse (``jax.jacrev(
 works and matches the core's ``hessian_diag`` (an elementwise loss's derivative is differentiated
 by its declared ``second_derivative``: :class:`_DeclaredCurvature`); forward mode (``jax.jvp``, ``jax.hessian``) is
 not defined for a ``custom_vjp`` function, and JAX says so when asked. An eager call on CPU arrays runs as one
-compiled program once the NumPy path has checked its values (:func:`_checked_on_the_host`: a small call of a
+compiled program once the NumPy path has checked its values (:func:`_eager_program`: a small call of a
 catalogue loss), not op by op.
 """
 
@@ -57,6 +57,7 @@ import numpy as np
 
 from .. import heads as _heads
 from .. import reduction as _reduction
+from .._checks import is_number
 from ..losses import REGISTRY, catalogue
 from ..losses.base import require_loss_object
 from ..losses.elementwise import ElementwiseLoss
@@ -259,11 +260,12 @@ def _xla_value_and_grad(loss, plan, terms):
 
 def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
     """``(value, grad)`` of one call; a small eager call runs as one compiled program."""
-    if _checked_on_the_host(loss, logits, target, weight, normalizer):
+    program = _eager_program(loss, logits, target, weight, normalizer, with_grad)
+    if program is not None:
         # op by op, each of the call's 20-70 ops compiled a program of its own at each new shape (about 35 ms
         # each on a CPU): an eager jax.grad of softmax CE at 256 x 10 took 3.8 s the first time, 0.19 s after
-        number = float(normalizer) if _is_number(normalizer) else normalizer  # an int would be another program
-        return _program(type(loss), _options_key(loss), with_grad)(logits, target, weight, number)
+        number = float(normalizer) if is_number(normalizer) else normalizer  # an int would be another program
+        return program(logits, target, weight, number)
     return _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad)
 
 
@@ -275,51 +277,43 @@ _HOST_DTYPES = frozenset(map(np.dtype, ("float32", "float64", "int8", "int16", "
 EAGER_PROGRAM_UP_TO = 1 << 20
 
 
-def _checked_on_the_host(loss, logits, target, weight, normalizer) -> bool:
-    """Whether this is a small eager call of one of losskit's own losses on CPU JAX arrays of dtypes NumPy
-    reads (concrete: not a trace of jit, grad or vmap), whose values the NumPy path has now checked. The
-    checks (labels in range, probabilities in [0, 1], a target in the loss's domain) run where the
-    arithmetic reads the values, and no check can read a traced array: so the array-API reference runs on
-    NumPy views (no compile), its value discarded, raising what the op-by-op path raises. A loss of one's
-    own keeps the op-by-op path: its formula may read attributes that change between calls."""
-    if not type(loss).__module__.startswith("losskit.") or set(vars(loss)) - {*loss.options.as_dict(), "options"}:
-        return False
-    arrays = [logits, target] + [a for a in (weight, normalizer) if a is not None and not _is_number(a)]
-    if weight is not None and _is_number(weight):
-        return False
-    for array in arrays:
+def _eager_program(loss, logits, target, weight, normalizer, with_grad: bool):
+    """The compiled program of a small eager call of one of losskit's own losses on CPU JAX arrays of dtypes
+    NumPy reads (concrete: not a trace of jit, grad or vmap), once the NumPy path has checked the call's
+    values; None for any other call. The checks (labels in range, probabilities in [0, 1], a target in the
+    loss's domain) run where the arithmetic reads the values, and no check can read a traced array: so the
+    array-API reference runs on NumPy views (no compile), its value discarded, raising what the op-by-op
+    path raises. A loss of one's own keeps the op-by-op path: its formula may read attributes that change
+    between calls. One program per loss class and options but ``impl`` (the functional forms make a new
+    loss object at each call; a catalogue loss is its options)."""
+    options = loss.options.as_dict()
+    key = tuple(item for item in options.items() if item[0] != "impl")
+    try:
+        hash(key)
+    except TypeError:  # an option given as an array
+        return None
+    if not type(loss).__module__.startswith("losskit.") or set(vars(loss)) - {*options, "options"}:
+        return None
+    arrays = [a for a in (logits, target, weight) if a is not None]
+    if normalizer is not None and not is_number(normalizer):
+        arrays.append(normalizer)
+    for array in arrays:  # a NumPy array or a number among them keeps the op-by-op path and its errors
         if not isinstance(array, jax.Array) or isinstance(array, jax.core.Tracer) \
                 or np.dtype(array.dtype) not in _HOST_DTYPES \
                 or any(device.platform != "cpu" for device in array.devices()):
-            return False
-    if logits.size > EAGER_PROGRAM_UP_TO or _options_key(loss) is None:
-        return False
-    host = [None if a is None or _is_number(a) else np.asarray(a) for a in (logits, target, weight, normalizer)]
+            return None
+    if logits.size > EAGER_PROGRAM_UP_TO:
+        return None
+    host = [None if a is None or is_number(a) else np.asarray(a) for a in (logits, target, weight, normalizer)]
     with np.errstate(all="ignore"):  # the value is discarded: its overflow is the program's to give
         loss.reference(loss.plan(host[0], host[1], weight=host[2], normalizer=host[3]), 0)
-    return True
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _options_key(loss):
-    """A catalogue loss's options but ``impl`` (the program is the same), hashable; None if one is not (an
-    array)."""
-    key = tuple(item for item in loss.options.as_dict().items() if item[0] != "impl")
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    return _program(type(loss), key, with_grad)
 
 
 @functools.lru_cache(maxsize=256)
 def _program(cls, options, with_grad: bool):
-    """One ``jax.jit`` program per loss class, options and form (the functional forms make a new loss object
-    at each call; a catalogue loss is its options). The normalizer, a number or an array, is an argument: one
-    that changes per batch compiles nothing new."""
+    """The ``jax.jit`` program of ``cls`` with ``options`` (:func:`_eager_program`). The normalizer, a number or an
+    array, is an argument: one that changes per batch compiles nothing new."""
     loss = cls(**dict(options))
 
     def run(logits, target, weight, normalizer):
