@@ -7,12 +7,10 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-
-import losskit as lk  # noqa: E402
-from losskit.demo import run  # noqa: E402
-from losskit.demo.data import load  # noqa: E402
-from losskit.demo.train import CALIBRATION_FRACTION  # noqa: E402
+import losskit as lk
+from losskit.demo import run
+from losskit.demo.data import load
+from losskit.demo.train import CALIBRATION_FRACTION
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass"])

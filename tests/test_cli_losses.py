@@ -9,7 +9,6 @@ import pytest
 
 pytest.importorskip("typer")
 pytest.importorskip("matplotlib")
-pytest.importorskip("sklearn")
 
 from losskit.cli.figures import _curves  # noqa: E402
 from losskit.demo import demo_losses, run  # noqa: E402

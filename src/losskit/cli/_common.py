@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,19 +25,12 @@ class CLIError(Exception):
     """An error the user can fix; printed as one line, exit code 2."""
 
 
-def require(module: str, purpose: str, *, load: bool = True):
-    """Import ``module`` (only find it, without ``load``) or raise a :class:`CLIError` naming the
-    extra that installs it."""
+def require(module: str, purpose: str):
+    """Import ``module`` or raise a :class:`CLIError` naming the extra that installs it."""
     try:
-        if not load:
-            if importlib.util.find_spec(module) is None:
-                raise ImportError(module)
-            return None
         return importlib.import_module(module)
     except ImportError as error:
-        top = module.split(".")[0]
-        package = {"sklearn": "scikit-learn"}.get(top, top)
-        raise CLIError(f"{purpose} needs {package}, which is not installed: {EXTRA_HINT}") from error
+        raise CLIError(f"{purpose} needs {module.split('.')[0]}, which is not installed: {EXTRA_HINT}") from error
 
 
 def output_dir(path: Path, option: str = "--out") -> Path:

@@ -84,7 +84,7 @@ def demo(
 ) -> None:
     """Train a small NumPy network per task using only losskit heads and their analytic gradients.
 
-    Data sets bundled with scikit-learn: **binary** breast cancer, **multiclass** digits
+    Data sets bundled with losskit: **binary** breast cancer, **multiclass** digits
     (10 classes), **multilabel** four labels of each digit (even, > 4, prime, closed loop),
     **regression** diabetes. The head of each task is chosen by `losskit.head_for` from the
     training targets. Prints a table per task (first and final train / held-out loss, held-out
@@ -106,7 +106,6 @@ def demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    require("sklearn", "losskit demo (its data sets)", load=False)  # its files are read, it is not imported
     require("matplotlib", "losskit demo (the loss-curve figure)")
     from ..demo import GOALS, TASKS, run
     from ..demo.train import CALIBRATED

@@ -1,8 +1,8 @@
 """The networks ``losskit demo`` trains: a NumPy MLP with Adam, one per task, on bundled data.
 
 Every gradient that trains them is a losskit head's analytic ``value_and_grad``; the head is
-picked from the training targets by :func:`losskit.head_for`. Needs scikit-learn (for the
-data sets), which the ``[cli]`` extra installs.
+picked from the training targets by :func:`losskit.head_for`. The data sets ship inside
+losskit (``datasets/``): nothing to download, no scikit-learn.
 
 >>> from losskit.demo import run
 >>> result = run("binary", epochs=5)       # doctest: +SKIP
@@ -10,9 +10,9 @@ data sets), which the ``[cli]`` extra installs.
 ('accuracy', 0.97...)
 """
 
-from .data import DATASETS, MULTILABEL_NAMES, MissingExtra, digit_labels, load
+from .data import DATASETS, MULTILABEL_NAMES, digit_labels, load
 from .mlp import MLP, Adam
 from .train import DEFAULTS, GOALS, TASKS, Config, Result, check_loss, demo_losses, run
 
 __all__ = ["run", "Result", "Config", "DEFAULTS", "GOALS", "TASKS", "DATASETS", "MULTILABEL_NAMES",
-           "MissingExtra", "digit_labels", "load", "MLP", "Adam", "demo_losses", "check_loss"]
+           "digit_labels", "load", "MLP", "Adam", "demo_losses", "check_loss"]

@@ -1,16 +1,16 @@
 """The four bundled data sets of ``losskit demo``, split and standardised.
 
-All come with scikit-learn (no download; its files are read without importing it, which takes
-longer than training a task): breast cancer (binary), digits (10 classes), four labels derived
-from each digit (multi-label), diabetes (regression). The split is a seeded random permutation;
+All ship inside losskit (``datasets/*.npz``, scikit-learn's arrays as its loaders give them,
+written by ``tools/demo_data.py``; sources and licences in ``datasets/README.md``): breast cancer
+(binary), digits (10 classes), four labels derived from each digit (multi-label), diabetes
+(regression). No download and no scikit-learn, whose import (and the SciPy it brings, which
+numba then imports too) costs more than training a task. The split is a seeded random permutation;
 features are standardised with the training part's mean and standard deviation only, so nothing
 of the held-out part leaks into training.
 """
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +31,6 @@ DATASETS = {
 MULTILABEL_NAMES = ("even", "greater than 4", "prime", "closed loop")
 _PRIME = (2, 3, 5, 7)
 _LOOP = (0, 6, 8, 9)
-
-
-class MissingExtra(RuntimeError):
-    """A package of the ``[cli]`` extra is missing; the message names the pip command."""
 
 
 @dataclass
@@ -59,34 +55,19 @@ def digit_labels(digits: np.ndarray) -> np.ndarray:
 check_int = int_at_least  # ``value`` if an int >= ``low``, else a LossInputError naming ``name``
 
 
-def _data_file(name: str) -> Path:
-    """The path of scikit-learn's bundled data file ``name``, found without importing scikit-learn
-    (its import takes longer than training a demo task)."""
-    spec = importlib.util.find_spec("sklearn")
-    path = None if spec is None or not spec.submodule_search_locations else \
-        Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
-    if path is None or not path.is_file():
-        raise MissingExtra("the demo data sets need scikit-learn: pip install 'losskit[cli]'")
-    return path
-
-
-def _table(name: str, delimiter: str | None = ",") -> np.ndarray:
-    """A numeric table of scikit-learn's data folder (``.csv`` or ``.csv.gz``) as float64."""
-    path = _data_file(name)
-    with (gzip.open(path, "rt") if name.endswith(".gz") else path.open()) as file:
-        return np.loadtxt(file, delimiter=delimiter, ndmin=2)
+#: the folder of the bundled data sets
+_DATASETS = Path(__file__).resolve().parent / "datasets"
+#: task -> its file in :data:`_DATASETS`
+_FILES = {"binary": "breast_cancer.npz", "multiclass": "digits.npz", "multilabel": "digits.npz",
+          "regression": "diabetes.npz"}
 
 
 def _features_and_target(task: str) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` as scikit-learn's loaders give them (``load_breast_cancer``, ``load_digits``,
-    ``load_diabetes(scaled=False)``): the same files, read the same way."""
-    if task == "binary":  # a first line of counts and class names, then 30 features and the class
-        table = np.loadtxt(_data_file("breast_cancer.csv"), delimiter=",", skiprows=1, ndmin=2)
-        return table[:, :-1], table[:, -1].astype(int)
-    if task in ("multiclass", "multilabel"):  # 64 pixels and the digit
-        table = _table("digits.csv.gz")
-        return table[:, :-1], table[:, -1].astype(int)
-    return _table("diabetes_data_raw.csv.gz", None), _table("diabetes_target.csv.gz", None)[:, 0]
+    ``load_diabetes(scaled=False)``): features as float64, classes as int, the regression target float64."""
+    with np.load(_DATASETS / _FILES[task]) as data:
+        x, y = data["x"].astype(np.float64), data["y"]
+    return x, (y if task == "regression" else y.astype(int))
 
 
 def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:

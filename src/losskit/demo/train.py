@@ -218,7 +218,7 @@ def one_blas_thread():
     64, are too small for BLAS's threads to pay, and a threaded gemm stalls whenever another thread
     holds a core (numba loading a kernel in the background, another process): with one core busy,
     the multi-class task's forward passes took 0.97 s with OpenBLAS's two threads and 0.10 s with
-    one. threadpoolctl comes with scikit-learn (the ``[cli]`` extra); without it BLAS keeps its own."""
+    one. threadpoolctl comes with the ``[cli]`` extra; without it BLAS keeps its own."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
