@@ -24,6 +24,7 @@ import math
 import numba
 import numpy as np
 
+from . import _diskcache  # noqa: F401 - numba's disk cache keyed on the whole package (see there)
 from .vmath import vexp, vlog1p_unit
 
 OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"reassoc", "contract"}}

@@ -36,6 +36,7 @@ from numba import prange, types
 from numba.core.extending import register_jitable
 from numba.extending import NativeValue, models, overload_attribute, overload_method, register_model, typeof_impl, unbox
 
+from . import _diskcache  # noqa: F401 - numba's disk cache keyed on the whole package (see there)
 from .vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vpow
 
 __all__ = ["SCALAR_MATH", "row_kernel", "options_tuple", "register_helpers"]

@@ -41,7 +41,10 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import no_alias_compiler
+from . import (
+    _diskcache,  # noqa: F401 - numba's disk cache keyed on the whole package (see there)
+    no_alias_compiler,
+)
 from .vmath import row_max, vexp, vlog1p, vlog1p_unit
 
 OPTIONS = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy",
