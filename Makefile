@@ -26,7 +26,7 @@ demo: $(VENV)/.cli
 	$(BIN)/losskit demo
 
 test: $(VENV)/.test
-	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test

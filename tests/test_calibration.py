@@ -3,6 +3,7 @@ forms), the derivatives against finite differences, the compiled passes against 
 array libraries, JSON, and bad input."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -286,6 +287,27 @@ def test_json_round_trip():
         lk.Calibration.from_json("{}")
     with pytest.raises(lk.LossInputError, match="calibration"):
         lk.Calibration.from_json("not json")
+
+
+@pytest.mark.parametrize("method, key, bad", [
+    ("temperature", "temperature", -1.0), ("temperature", "temperature", 0.0),
+    ("temperature", "temperature", float("nan")), ("temperature", "temperature", float("inf")),
+    ("temperature", "temperature", [1.0, 2.0]), ("vector", "offset", [0.0, 0.0]),
+    ("vector", "scale", [1.0, float("nan"), 1.0])])
+def test_a_calibration_whose_params_cannot_be_applied_is_refused(method, key, bad):
+    """A file edited by hand, or a Calibration built so: a temperature <= 0 or NaN, a vector of the wrong
+    length. Each mapped every logit to NaN or inf (or broadcast wrongly) without a word."""
+    z, y, w = multiclass_data(n=400, seed=18)
+    cal = lk.calibrate(z, y, weight=w, method=method)
+    data = json.loads(cal.to_json())
+    data["params"][key] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no NumPy warning on the way
+        with pytest.raises(lk.LossInputError, match=r"calibration: expected \d+ finite parameter\(s\) for"):
+            lk.Calibration.from_json(json.dumps(data, allow_nan=True))
+        cal.params[key] = bad
+        with pytest.raises(lk.LossInputError, match="calibration: expected"):
+            cal.apply(z)
 
 
 def test_bad_input():

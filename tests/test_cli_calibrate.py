@@ -230,6 +230,29 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words, mon
     assert not out.exists() and not list(tmp_path.glob(".cal*"))
 
 
+def test_calibrated_files_keep_their_metadata_and_are_not_calibrated_twice(tmp_path, capsys):
+    """``calibrate apply`` keeps the input's ``losskit.*`` metadata (the task, the loss) and adds its own;
+    its output, given to ``eval --calibration`` or ``calibrate apply`` again, is refused: the temperature
+    would divide the logits a second time and eval would call the calibrated logits "uncalibrated"."""
+    path, z, y, w = _multiclass(tmp_path)
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({b"losskit.task": b"multiclass", b"losskit.loss": b"Softmax"}), path)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    out = tmp_path / "calibrated.parquet"
+    assert _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out)[0] == 0
+    meta = pq.read_schema(out).metadata
+    assert (meta[b"losskit.task"], meta[b"losskit.loss"], meta[b"losskit.pred_kind"]) == \
+        (b"multiclass", b"Softmax", b"logits")
+    for args in (("eval", out, "--calibration", cal), ("calibrate", "apply", out, "--calibration", cal,
+                                                       "--out", tmp_path / "twice.parquet")):
+        code, _, err = _run(capsys, *args)
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith("losskit: error: --calibration: expected uncalibrated logits") and "calibrated.parquet" in err
+    assert not (tmp_path / "twice.parquet").exists()
+    assert _run(capsys, "eval", out, "--json")[0] == 0  # scored as it is, it is fine
+
+
 def test_eval_refuses_a_calibration_of_another_task(tmp_path, capsys):
     path, z, y, w = _multiclass(tmp_path)
     cal = tmp_path / "cal.json"

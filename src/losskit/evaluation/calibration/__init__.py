@@ -110,7 +110,26 @@ class Calibration:
         width = 2 if self.method == "variance" else (1 if logits.ndim == 1 else logits.shape[-1])
         if logits.ndim == 0 or width != self.n_outputs:
             raise fail("logits", f"{self.n_outputs} values per row (as at fitting)", f"shape {tuple(logits.shape)}")
-        return objective.apply(objective.theta(self.params), logits, xp)
+        return objective.apply(self.theta(), logits, xp)
+
+    def theta(self):
+        """The parameters as the objective's vector, checked: as many as the method has for ``n_outputs``,
+        each finite (a temperature or variance factor > 0). A calibration read from a file that was
+        edited, or built by hand, would otherwise map every logit to NaN or inf without a word."""
+        import numpy as np
+
+        objective = self.objective
+        try:
+            with np.errstate(all="ignore"):  # log of a temperature <= 0: judged below
+                theta = np.asarray(objective.theta(self.params), dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as error:
+            raise fail("calibration", f"the params of a {self.method} calibration",
+                       f"{_plain(self.params)} ({error})") from None
+        if theta.shape != (objective.n_params,) or not np.all(np.isfinite(theta)):
+            raise fail("calibration", f"{objective.n_params} finite parameter(s) for {self.method} on "
+                       f"{self.n_outputs} prediction value(s) per row (temperatures and variance factors > 0)",
+                       _plain(self.params))
+        return theta
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "method": self.method, "task": self.task, "params": self.params,
@@ -125,6 +144,8 @@ class Calibration:
     @classmethod
     def from_json(cls, text: str) -> Calibration:
         """The :class:`Calibration` of :meth:`to_json`'s text; a bad text is a ``LossInputError``."""
+        import numpy as np
+
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as error:
@@ -136,11 +157,18 @@ class Calibration:
             out = cls(**{k: data[k] for k in ("method", "task", "params", "n_outputs")},
                       **{k: data.get(k) for k in ("nll_before", "nll_after", "ece_before", "ece_after")},
                       passes=int(data.get("passes", 0)), rows=int(data.get("rows", 0)))
-            out.objective.theta(out.params)  # every parameter present
+            with np.errstate(all="ignore"):  # a temperature <= 0 is judged by theta() below
+                out.objective.theta(out.params)  # every parameter present
         except (KeyError, TypeError, ValueError) as error:
             raise fail("calibration", "method, task, params and n_outputs of a fitted calibration",
                        f"a JSON object missing or mistyping {error}") from None
+        out.theta()  # as many as the method has, each finite
         return out
+
+
+def _plain(params: dict) -> str:
+    """``params`` as JSON would show them (``nan``, not ``np.float64(nan)``)."""
+    return ", ".join(f"{k} {v}" for k, v in params.items())
 
 
 def from_fit(objective, fit) -> Calibration:

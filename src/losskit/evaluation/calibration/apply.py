@@ -137,6 +137,7 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
     import pyarrow.parquet as pq
 
     from .. import sources
+    from .paired import check_uncalibrated
 
     files = sources.discover(paths)
     schemas = [sources._schema(f) for f in files]
@@ -144,6 +145,7 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
         if schema.format not in ("parquet", "csv"):
             raise fail("PATH", "Parquet or CSV files to write calibrated logits from",
                        f"{schema.path} ({schema.format})")
+    check_uncalibrated(schemas)
     names = _pred_columns(schemas[0], pred)
     width = sum(schemas[0].columns[name][0] for name in names)
     if width != calibration.n_outputs:
@@ -168,7 +170,9 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
                     if writer is None and as_csv:
                         writer = pv.CSVWriter(temp, result.schema)
                     elif writer is None:
-                        meta = dict(result.schema.metadata or {})
+                        # the first Parquet input's metadata (losskit.task, .loss...), which the batches lose
+                        meta = next((dict(pq.read_schema(f).metadata or {}) for f, s in zip(files, schemas, strict=True)
+                                     if s.format == "parquet"), {})
                         meta[b"losskit.pred_kind"] = b"logits"
                         meta[b"losskit.calibration"] = calibration.to_json().encode()
                         writer = pq.ParquetWriter(temp, result.schema.with_metadata(meta))

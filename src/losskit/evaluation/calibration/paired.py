@@ -9,7 +9,27 @@ import numpy as np
 from ..._errors import fail
 from ..scoring import Scorer, Spec
 
-__all__ = ["Paired", "check_fits"]
+__all__ = ["Paired", "check_fits", "check_uncalibrated"]
+
+
+def check_uncalibrated(schemas) -> None:
+    """Refuse files written by ``losskit calibrate apply`` (their Parquet metadata holds
+    ``losskit.calibration``): a calibration applied again maps the calibrated logits a second time, and
+    ``eval --calibration`` would call them "uncalibrated". ``schemas``: the files' schemas (their
+    ``path`` and ``losskit.*`` ``metadata``)."""
+    import json
+
+    for schema in schemas:
+        text = schema.metadata.get("losskit.calibration")
+        if text is None:
+            continue
+        try:
+            method = json.loads(text).get("method", "a")
+        except (TypeError, ValueError, AttributeError):
+            method = "a"
+        raise fail("--calibration", "uncalibrated logits", f"{schema.path}, whose logits a {method} calibration "
+                   "has mapped already (its metadata's losskit.calibration)",
+                   "score or calibrate the model's uncalibrated predictions, or this file without --calibration")
 
 
 def check_fits(calibration, spec: Spec) -> None:
