@@ -262,3 +262,54 @@ def test_float32_weights_whose_sum_overflows_give_the_weighted_mean():
     da = pytest.importorskip("dask.array")
     np.testing.assert_allclose(float(lk.softmax_cross_entropy(da.from_array(z), da.from_array(y),
                                                               weight=da.from_array(w)).compute()), expected, rtol=1e-6)
+
+
+# -- a NaN logit ---------------------------------------------------------------------------------------
+_NAN_ROW_LOSSES = [("softmax_cross_entropy", "labels"), ("kl_divergence", "probs"), ("distillation_loss", "logits"),
+                   ("js_divergence", "logits"), ("softmax_focal_loss", "labels"), ("poly_cross_entropy", "labels")]
+
+
+def _nan_row_case(data, kind):
+    z = data["z"].copy()
+    z[2, 1] = np.nan
+    target = {"labels": data["y"], "probs": data["q"], "logits": data["z"][::-1].copy()}[kind]
+    return z, target
+
+
+@pytest.mark.parametrize("impl", ["xp", "auto"])
+@pytest.mark.parametrize("name, kind", _NAN_ROW_LOSSES)
+def test_a_nan_logit_makes_its_row_nan_and_leaves_the_others(data, name, kind, impl):
+    """docs/semantics.md: a row holding a NaN logit has a NaN loss and gradient (as in PyTorch, Keras and
+    Optax); it was taken for a row of -inf logits and given the uniform limit (log K, a finite gradient)."""
+    from losskit.losses import REGISTRY
+
+    cls = REGISTRY[name][0]
+    z, target = _nan_row_case(data, kind)
+    loss = cls(reduction="none", impl=impl)
+    value, grad = loss.value_and_grad(z, target)
+    assert np.isnan(value[2]) and np.isnan(grad[2]).all()
+    keep = np.arange(N) != 2
+    clean_value, clean_grad = cls(reduction="none", impl="xp").value_and_grad(z[keep], target[keep])
+    np.testing.assert_allclose(value[keep], clean_value, rtol=1e-12)
+    np.testing.assert_allclose(grad[keep], clean_grad, rtol=1e-12, atol=1e-15)
+    assert np.isnan(cls(impl=impl)(z, target))  # the mean too
+
+
+@pytest.mark.parametrize("name, kind", _NAN_ROW_LOSSES)
+def test_a_nan_logit_makes_its_row_nan_in_torch_and_jax(data, name, kind):
+    from losskit.losses import REGISTRY
+
+    cls = REGISTRY[name][0]
+    z, target = _nan_row_case(data, kind)
+    torch = pytest.importorskip("torch")
+    lt = pytest.importorskip("losskit.torch")
+    zt = torch.tensor(z, requires_grad=True)
+    value = lt.module(cls(reduction="none"))(zt, torch.tensor(target))
+    value.sum().backward()
+    assert torch.isnan(value[2]) and torch.isnan(zt.grad[2]).all() and torch.isfinite(value[np.arange(N) != 2]).all()
+    jax = pytest.importorskip("jax")
+    lj = pytest.importorskip("losskit.jax")
+    f = lj.loss_fn(cls(reduction="none"))
+    value, vjp = jax.vjp(lambda a: f(a, jax.numpy.asarray(target)), jax.numpy.asarray(z))
+    grad = vjp(jax.numpy.ones(N))[0]
+    assert np.isnan(value[2]) and np.isnan(np.asarray(grad[2])).all() and np.isfinite(np.asarray(value)[np.arange(N) != 2]).all()

@@ -34,15 +34,16 @@ def log_sigmoid_xp(xp, z):
 
 
 def shifted_logits_xp(xp, z, axis=-1):
-    """``(z - m, m)`` with ``m`` the row max, made safe where ``m`` is infinite."""
+    """``(z - m, m)`` with ``m`` the row max, made safe where ``m`` is infinite; a row holding a NaN
+    (``m`` NaN) stays NaN throughout, so its loss and gradient are NaN, as the arithmetic says."""
     m = xp.max(z, axis=axis, keepdims=True)
-    finite = xp.isfinite(m)
+    keep = xp.isfinite(m) | xp.isnan(m)
     zero = xp.zeros_like(z)
-    shifted = xp.where(finite, z - xp.where(finite, m, xp.zeros_like(m)), zero)
+    shifted = xp.where(keep, z - xp.where(keep, m, xp.zeros_like(m)), zero)
     # a +inf max: the +inf entries share all the mass (shift 0), the rest get -inf
     shifted = xp.where((m == xp.inf) & (z != xp.inf), zero - xp.inf, shifted)
     # an all -inf row is left as zeros: the uniform limit
-    return shifted, xp.where(finite, m, xp.zeros_like(m))
+    return shifted, xp.where(keep, m, xp.zeros_like(m))
 
 
 def log_normalizer_xp(xp, shifted, axis=-1):

@@ -102,15 +102,16 @@ _FAR_SHIFT = {np.dtype(np.float32): 64.0, np.dtype(np.float64): 512.0}
 
 
 def shifted(z, row_max):
-    """``z - max`` per row, with the reference's limits where the max is +-inf or NaN
+    """``z - max`` per row, with the reference's limits where the max is +-inf
     (:func:`losskit.activations.shifted_logits_xp`): a +inf max leaves its +inf entries 0 and the rest
-    -inf (they share all the mass), a -inf or NaN max all 0 (the uniform limit). The sweep's own
-    arithmetic on it then gives the reference's exact value and gradient in those rows, without a
-    branch: selects in the passes that read the logits anyway."""
+    -inf (they share all the mass), a -inf max all 0 (the uniform limit); a NaN max (a NaN in the row)
+    makes the row NaN, so its loss and gradient are NaN. The sweep's own arithmetic on it then gives
+    the reference's value and gradient in those rows, without a branch: selects in the passes that
+    read the logits anyway."""
     m = row_max[..., None]
     infinite = jnp.asarray(jnp.inf, z.dtype)
     limit = jnp.where((m == infinite) & (z != infinite), -infinite, jnp.zeros((), z.dtype))
-    return jnp.where(jnp.isfinite(m), z - m, limit)
+    return jnp.where(jnp.isinf(m), limit, z - m)
 
 
 def softmax_ce(plan, maxima, epsilon=0.0):
