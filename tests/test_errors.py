@@ -139,6 +139,29 @@ def test_bad_normalizer_axis_and_ignore_index():
         lk.softmax_cross_entropy(Z, np.full((4, 3), 1 / 3), ignore_index=-100)
 
 
+def test_a_normalizer_whose_reciprocal_overflows_or_of_another_kind_is_refused():
+    """1e-50 in float32 rounded to 0, and an empty batch's rule then made it 1: the "sum", silently. A 0-d
+    array of text, complex numbers or another library reached NumPy's or torch's own errors."""
+    z32 = Z.astype(np.float32)
+    with raises("normalizer", "reciprocal fits float32", "2.94e-39", "1e-50"):
+        lk.softmax_cross_entropy(z32, LABELS, normalizer=1e-50)
+    with raises("normalizer", "reciprocal fits float64", "1e-320"):
+        lk.softmax_cross_entropy(Z, LABELS, normalizer=1e-320)
+    with raises("normalizer", "reciprocal fits float32"):
+        lk.linear_cross_entropy(z32, np.ones((3, 3), np.float32), LABELS, normalizer=np.array(1e-50))
+    assert float(lk.softmax_cross_entropy(z32, LABELS, normalizer=1e-37)) == pytest.approx(4 * np.log(3) / 1e-37,
+                                                                                          rel=1e-6)
+    with raises("normalizer", "real numbers", "<U1"):
+        lk.softmax_cross_entropy(Z, LABELS, normalizer=np.array("a"))
+    with raises("normalizer", "real numbers", "complex128"):
+        lk.softmax_cross_entropy(Z, LABELS, normalizer=np.array(1 + 1j))
+    torch = pytest.importorskip("torch")
+    with raises("normalizer", "the input's library", "torch"):
+        lk.softmax_cross_entropy(Z, LABELS, normalizer=torch.tensor(2.0))
+    with raises("normalizer", "the input's library", "numpy"):
+        lk.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor(LABELS), normalizer=np.array(2.0))
+
+
 def test_arrays_of_two_libraries_in_one_call():
     torch = pytest.importorskip("torch")
     with raises("arrays", "one library", "torch", "numpy"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -836,3 +838,18 @@ def test_an_eager_call_takes_a_new_normalizer_without_a_new_program_and_checks_n
     with pytest.raises(lk.LossInputError, match="weight"):
         lj.huber_loss(jnp.asarray(0.5), jnp.asarray(0.0), weight=-2.0)
     assert float(lj.huber_loss(jnp.asarray(0.5), 0.0)) == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("bad, given", [(0.0, "0.0"), (-2.0, "-2.0"), (float("inf"), "inf"), (float("nan"), "nan"),
+                                        ("a", "str"), (1e-50, "1e-50")])
+def test_a_bad_number_normalizer_is_refused_before_the_trace(bad, given):
+    """Inside the custom_vjp a number is a traced array, which the plan cannot check: a 0 normalizer gave
+    the sum, a negative one a negative loss, without a word. It is checked where it is still a number,
+    under jit too."""
+    z, y = jnp.zeros((4, 3), jnp.float32), jnp.array([0, 1, 2, 1])
+    f = lj.loss_fn(lk.SoftmaxCrossEntropy())
+    for call in (lambda: f(z, y, normalizer=bad), lambda: lj.softmax_cross_entropy(z, y, normalizer=bad),
+                 lambda: jax.jit(lambda z: f(z, y, normalizer=bad))(z)):
+        with pytest.raises(lk.LossInputError, match=f"normalizer: expected .*got .*{re.escape(given)}"):
+            call()
+    assert float(jax.jit(lambda z: f(z, y, normalizer=2.0))(z)) == pytest.approx(4 * np.log(3) / 2, rel=1e-6)

@@ -81,24 +81,48 @@ def ignore_index(value: Any) -> int | None:
     return int(value)
 
 
-def normalizer(value: Any) -> Any:
-    """A positive number (or 0-d array) that replaces the denominator of "mean"."""
+def normalizer(value: Any, xp=None, dtype=None) -> Any:
+    """A positive number (or 0-d real array) that replaces the denominator of "mean". With ``dtype`` (the
+    working dtype of the call, of namespace ``xp``) its reciprocal, the scale of every example, must be
+    finite there: a float32 call given 1e-50 took it as 0 and then, as an empty batch's denominator, 1 (the
+    "sum"), without a word."""
     if value is None:
         return None
     if isinstance(value, (bool, _NUMPY_BOOL)):
         raise fail("normalizer", "a positive number", repr(value))
     if is_number(value):
+        if isinstance(value, complex) or np.iscomplexobj(value):
+            raise fail("normalizer", "a positive real number", repr(value))
         if not (math.isfinite(float(value)) and value > 0):
             raise fail("normalizer", "a positive finite number", repr(value))
+        _reciprocal_fits(float(value), xp, dtype)
         return float(value)
     if _array.is_array(value):
         if tuple(value.shape) != ():
             raise fail("normalizer", "a positive number or 0-d array", f"shape {tuple(value.shape)}")
+        own = _array.array_namespace(value)
+        if xp is not None and own is not xp:
+            raise fail("normalizer", f"a number or a 0-d array of the input's library ({xp.__name__})",
+                       f"a 0-d array of {own.__name__}")
+        if not _array.isdtype(own, value.dtype, ("real floating", "integral")):
+            raise fail("normalizer", "a positive number or 0-d array of real numbers", f"dtype {value.dtype}")
         ok = _array.concrete_bool((value > 0) & (value < math.inf))  # None under a trace: checked when concrete
         if ok is False:
             raise fail("normalizer", "a positive finite number", f"{float(value)!r} (a 0-d array)")
+        if ok:
+            _reciprocal_fits(float(value), xp, dtype)
         return value
     raise fail("normalizer", "a positive number", type(value).__name__)
+
+
+def _reciprocal_fits(value: float, xp, dtype) -> None:
+    """Refuse a positive ``value`` whose reciprocal overflows ``dtype`` (or that rounds to 0 in it)."""
+    if dtype is None:
+        return
+    largest = float(xp.finfo(dtype).max)
+    if value * largest < 1:
+        raise fail("normalizer", f"a number whose reciprocal fits {dtype} (at least {1 / largest:.3g})",
+                   repr(value), "the mean's scale is 1 / normalizer")
 
 
 def known_options(options, allowed, owner: str, hint: str = "") -> None:

@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _array, _checks
 from .. import heads as _heads
 from .. import reduction as _reduction
 from .._checks import is_number
@@ -399,6 +400,11 @@ def loss_fn(loss):
     f.defvjp(forward, backward, symbolic_zeros=True)
 
     def call(logits, target, weight=None, normalizer=None):
+        if normalizer is not None:
+            # here, where a number is still a number: inside the custom_vjp it is a traced array, whose
+            # value the plan cannot check (a 0, negative or NaN normalizer gave a wrong loss without a word)
+            xp = _array.namespace(logits=logits)[0]
+            normalizer = _checks.normalizer(normalizer, xp, _array.compute_dtype(xp, jnp.result_type(logits)))
         return f(logits, target, weight, normalizer)
 
     call.__doc__ = f"custom_vjp form of {loss!r}"

@@ -262,9 +262,9 @@ class Loss(ABC):
         xp, arrays = _array.namespace(**{name: input, "target": target, "weight": weight})
         input, target, weight = arrays[name], arrays["target"], arrays["weight"]
         _checks.floating(xp, input, name)
-        normalizer = _checks.normalizer(normalizer)
         source_dtype = input.dtype
         work = _array.compute_dtype(xp, input.dtype)
+        normalizer = _checks.normalizer(normalizer, xp, work)
         if work != input.dtype:
             input = xp.astype(input, work)
         input, target, restore = self._canonical(xp, input, target)

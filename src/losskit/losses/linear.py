@@ -165,7 +165,7 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
     """
     opts = LinearCEOptions(**options)
     xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
-    normalizer = _checks.normalizer(normalizer)
+    normalizer = _checks.normalizer(normalizer, xp, _array.compute_dtype(xp, hidden.dtype))
     n_rows, n_vocab = hidden.shape[0], classifier.shape[0]
     if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != (n_rows,):
         raise _checks.fail("target", f"integer class indices of shape ({n_rows},)",
@@ -375,7 +375,7 @@ def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bi
     r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_binary_cross_entropy`."""
     opts = LinearCEOptions(chunk_size=chunk_size, label_smoothing=label_smoothing, reduction=reduction)
     xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
-    normalizer = _checks.normalizer(normalizer)
+    normalizer = _checks.normalizer(normalizer, xp, _array.compute_dtype(xp, hidden.dtype))
     n_rows, n_labels = hidden.shape[0], classifier.shape[0]
     _checks.same_shape("target", target, "one row of labels per row of hidden", (n_rows, n_labels))
     target = xp.astype(target, hidden.dtype)
