@@ -112,6 +112,14 @@ class Loss(ABC):
         if cls.__dict__.get("name"):
             registry.register(cls)
 
+    def __new__(cls, *args: Any, **options: Any):
+        # a catalogue class with an __init__ of its own (keyword parameters written out): an unknown keyword
+        # named with the ones it takes, not Python's TypeError from that __init__. A user's class with an
+        # __init__ of its own may take keywords of its own: its __init__ says what it takes.
+        if options and getattr(cls.__init__, "__module__", "").startswith("losskit."):
+            _checks.known_options(options, _option_names(cls.Options), cls.__name__)
+        return super().__new__(cls)
+
     def __init__(self, **options: Any):
         if options:  # an unknown keyword: named, with the ones this loss takes
             _checks.known_options(options, _option_names(self.Options), type(self).__name__)
@@ -140,6 +148,7 @@ class Loss(ABC):
         >>> lk.HuberLoss(delta=2.0).replace(reduction="sum")
         HuberLoss(reduction='sum', impl='auto', delta=2.0)
         """
+        _checks.known_options(changes, _option_names(self.Options), type(self).__name__)
         return type(self)(**self.options.replace(**changes).as_dict())
 
     def _spans_last_axis(self, ndim: int) -> bool:

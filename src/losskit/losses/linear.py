@@ -22,6 +22,7 @@ which are the cost on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,7 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
     ``weight [N]`` per example, ``class_weight [V]``. ``grad_bias`` is None without a bias.
     Gradients are of the reduced value (for ``"none"``, of ``sum(none)``), as everywhere in losskit.
     """
+    _checks.known_options(options, [f.name for f in dataclasses.fields(LinearCEOptions)], "linear_cross_entropy")
     opts = LinearCEOptions(**options)
     xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
     normalizer = _checks.normalizer(normalizer, xp, _array.compute_dtype(xp, hidden.dtype))

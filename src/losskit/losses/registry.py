@@ -7,6 +7,7 @@ form (:func:`functional`), so a user's own loss is found by name (``lk.BinaryHea
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -59,11 +60,24 @@ def functional(cls, name: str, doc: str) -> Callable:
 
 
 def function_of(cls) -> Callable:
-    """Decorator: a hand-written function form of ``cls`` becomes its registered one."""
+    """Decorator: a hand-written function form of ``cls`` becomes its registered one. An unknown keyword
+    is named, with the ones it takes (Python's own TypeError named the function, not the option)."""
 
     def use(fn):
-        REGISTRY[cls.name] = (cls, fn)
-        return fn
+        takes = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except TypeError:
+                from .._checks import known_options
+
+                known_options(kwargs, takes, fn.__name__)  # raises for an unknown keyword
+                raise  # another TypeError: as it was
+
+        REGISTRY[cls.name] = (cls, checked)
+        return checked
     return use
 
 
