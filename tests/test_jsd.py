@@ -374,6 +374,14 @@ def test_bad_targets_name_the_target():
         lk.js_divergence(np.zeros((2, 3)), np.zeros((2, 4)))
     with _raises("target"):
         lk.js_divergence(np.zeros((2, 3)), np.array([0, 1]))
+    # token ids outside the vocabulary (only the ignore mask is read: they were taken as kept rows)
+    vocab = arrays["student_classifier"].shape[0]
+    for bad in (vocab, -1):
+        wrong = target.copy()
+        wrong[3] = bad
+        with pytest.raises(LossInputError, match=rf"^target: expected class indices in \[0, {vocab}\) or "
+                                                 rf"ignore_index=-100, got label {bad}"):
+            _fused(arrays, wrong)
 
 
 def test_fused_identical_student_and_teacher_give_zero():

@@ -74,7 +74,7 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
     for name, b in (("student_bias", bias), ("teacher_bias", t_bias)):
         if b is not None and b.dtype != hidden.dtype:
             raise _checks.fail(name, f"dtype {hidden.dtype} (student_hidden's)", f"dtype {b.dtype}")
-    keep = _keep(xp, arrays["target"], shape[:-1], n_rows, ignore_index, hidden)
+    keep = _keep(xp, arrays["target"], shape[:-1], n_rows, ignore_index, hidden, n_vocab)
     scale, _ = _reduction.scale(xp, keep, n_rows, "mean", None, hidden)
     scale = xp.broadcast_to(scale, (n_rows,))
     rows = rows_option.rows(n_rows, n_vocab)
@@ -102,13 +102,16 @@ def student_value_and_grad(hidden, classifier, target, *, bias=None, teacher_hid
                                           student_bias=bias, teacher_bias=teacher_bias, **options)
 
 
-def _keep(xp, target, batch_shape, n_rows, ignore_index, like):
-    """The 0/1 weight of each row (``target != ignore_index``), or None: every row counts."""
+def _keep(xp, target, batch_shape, n_rows, ignore_index, like, n_vocab):
+    """The 0/1 weight of each row (``target != ignore_index``), or None: every row counts. The ids are
+    checked as the other fused losses check them (in the vocabulary, or ``ignore_index``), though only the
+    mask is read: an id outside it is a target that does not belong to these rows."""
     if target is None:
         return None
     if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != tuple(batch_shape):
         raise _checks.fail("target", f"integer token ids of shape {tuple(batch_shape)} (student_hidden's rows), "
                            "or None", f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    _checks.labels_in_range(xp, target, n_vocab, ignore_index)
     if ignore_index is None:
         return None
     return xp.astype(xp.reshape(target, (n_rows,)) != ignore_index, like.dtype)
