@@ -497,3 +497,18 @@ def test_scoring_and_calibrating_arrays_import_no_pyarrow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_two_columns_of_one_name_are_refused(tmp_path, kind):
+    """A CSV reader took the first of two ``logit`` columns without a word (eval exit 0); Parquet raised
+    pyarrow's KeyError."""
+    path = tmp_path / f"d.{kind}"
+    if kind == "csv":
+        path.write_text("logit,target,logit\n1.0,1,2.0\n-1.0,0,0.5\n")
+    else:
+        pq.write_table(pa.Table.from_arrays([pa.array([1.0, -1.0]), pa.array([1, 0]), pa.array([2.0, 0.5])],
+                                            names=["logit", "target", "logit"]), path)
+    with pytest.raises(LossInputError, match=r"d\.(csv|parquet): expected columns of distinct names, got 'logit' 2 "
+                                             r"times"):
+        sources.resolve(sources.discover([path]), pred=None, target=None, weight=None)

@@ -151,17 +151,30 @@ def _schema(path: Path) -> _Schema:
                 arrow, rows = handle.schema_arrow, handle.metadata.num_rows
         except (pa.ArrowException, OSError) as error:
             raise LossInputError(f"{path}: not a readable Parquet file ({error})") from None
+        _unique_names(path, arrow.names)
         meta = {k.decode(): v.decode() for k, v in (arrow.metadata or {}).items() if k.startswith(b"losskit.")}
         return _Schema(path, kind, {f.name: _arrow_column(f.type) for f in arrow}, rows, meta)
     if kind == "csv":
         with _csv.guard(path) as guard, _csv.open_csv(path, 1 << 20, None, {}, guard.handler) as reader:
             arrow = reader.schema
+        _unique_names(path, arrow.names)
         # a column with no value in the first block is null-typed: whether it is numeric shows later
         columns = {f.name: (1, str(f.type), "float" if pa.types.is_null(f.type) else _arrow_column(f.type)[2])
                    for f in arrow}
         return _Schema(path, kind, columns, bools=frozenset(f.name for f in arrow if pa.types.is_boolean(f.type)))
     columns, rows, lengths = _npz.columns(path, kind == "npz")
     return _Schema(path, kind, columns, rows, lengths=lengths)
+
+
+def _unique_names(path: Path, names: Sequence[str]) -> None:
+    """Refuse a file with two columns of one name: a CSV reader took the first of them without a word
+    (and pyarrow's Parquet reader raised its own KeyError)."""
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise LossInputError(f"{path}: expected columns of distinct names, got {name!r} "
+                                 f"{list(names).count(name)} times; rename one of them")
+        seen.add(name)
 
 
 # ---------------------------------------------------------------------------------------------- columns
