@@ -212,6 +212,8 @@ def test_apply_refuses_csv_for_a_list_column_before_any_work(tmp_path, capsys):
     (["--method", "platt"], ["method", "multiclass"]),
     (["--method", "vector", "--l2", "inf"], ["l2", "a finite number >= 0", "inf"]),  # was LinAlgError + warnings
     (["--out", "nodir/c.json"], ["--out", "an existing directory", "'nodir' does not exist"]),  # was after the fit
+    (["--method", "vector", "--l2", "1e308"], ["--method", "overflows float64", "--l2"]),  # was LinAlgError
+    (["--batch-rows", "99999999999999999999999"], ["--batch-rows", "from 1 to 2147483647"]),  # was OverflowError
 ])
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words, monkeypatch):
     rng = np.random.default_rng(4)
@@ -329,3 +331,11 @@ def test_eval_with_calibration_on_dask_equals_one_process(tmp_path, capsys):
     for part in ("metrics", "before"):
         for key, value in single[part].items():
             assert clustered[part][key] == pytest.approx(value, rel=1e-9), (part, key)
+
+
+def test_separable_data_is_one_line_without_numpys_warnings(tmp_path, capsys):
+    """The fit's overflow in exp printed NumPy's RuntimeWarning and its source line before the error."""
+    path = tmp_path / "sep.csv"
+    path.write_text("logit,target\n2,1\n-1,0\n3,1\n-2.5,0\n")
+    code, _, err = _run(capsys, "calibrate", path, "--out", tmp_path / "c.json")
+    assert code == 2 and err.count("\n") == 1 and "no minimiser" in err and "Warning" not in err, err

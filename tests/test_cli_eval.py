@@ -173,3 +173,16 @@ def test_dask_flag_starts_a_local_cluster_with_the_same_numbers(tmp_path, capsys
     assert "local Dask cluster" in clustered["engine"] and clustered["rows"] == 3000
     for key, value in single["metrics"].items():
         assert clustered["metrics"][key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_json_gives_null_for_a_metric_that_overflows(tmp_path, capsys):
+    """Finite predictions near 1e200 square to inf: --json failed with Python's "Out of range float values
+    are not JSON compliant" and a traceback; it now writes null (JSON has no inf), and the table inf."""
+    path = tmp_path / "huge.csv"
+    path.write_text("pred,target\n1e200,0.5\n-1e200,1.5\n3,2.5\n")
+    code, out, err = _run(capsys, path, "--json")
+    assert code == 0 and err == "", err
+    report = json.loads(out)
+    assert report["metrics"]["mse"] is None and report["metrics"]["mae"] == pytest.approx(2e200 / 3)
+    code, out, err = _run(capsys, path)
+    assert code == 0 and "inf" in out and err == "", err

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 from ._common import EXTRA_HINT, CLIError
 
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("LOSSKIT_TRACEBACK") == "1"
     try:
         command = typer.main.get_command(build_app())
-        result = command.main(args=args, prog_name=PROG, standalone_mode=False)
+        with warnings.catch_warnings():
+            # NumPy's floating-point warnings (an overflow in exp on separable data) are lines on stderr
+            # beside the one line an error gets; what overflowed shows in the results (inf, null) or the error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = command.main(args=args, prog_name=PROG, standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130 without a word
             print(f"{PROG}: interrupted", file=sys.stderr)
         return result if isinstance(result, int) else 0

@@ -121,7 +121,22 @@ def tables(report) -> list:
 
 
 def to_json(report) -> str:
-    return json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_plain) + "\n"
+    """The report as JSON; a number that is not finite (a metric that overflowed: the squared error of
+    predictions near 1e200) is ``null``, as JSON has no inf or NaN."""
+    return json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False, default=_plain) + "\n"
+
+
+def _finite(value):
+    """``value`` with every float that is not finite made None, through dicts, lists and arrays."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return value
 
 
 def _plain(value):

@@ -402,10 +402,15 @@ def _cell_error(path: Path, column: str, sub: int | None, row: int, what: str, g
     return LossInputError(f"{where}: expected {what}, got {got}")
 
 
+#: the most rows a batch may hold (pyarrow's and NumPy's sizes are 64-bit; a batch this large is tens of GB)
+MAX_BATCH_ROWS = 2**31 - 1
+
+
 def check_batch_rows(batch_rows) -> int:
-    """``batch_rows`` if it is an integer >= 1, else a :class:`~losskit.LossInputError` naming ``--batch-rows``."""
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise fail("--batch-rows", "an integer >= 1", repr(batch_rows))
+    """``batch_rows`` if it is an integer from 1 to :data:`MAX_BATCH_ROWS`, else a
+    :class:`~losskit.LossInputError` naming ``--batch-rows``."""
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or not 1 <= batch_rows <= MAX_BATCH_ROWS:
+        raise fail("--batch-rows", f"an integer from 1 to {MAX_BATCH_ROWS}", repr(batch_rows))
     return batch_rows
 
 

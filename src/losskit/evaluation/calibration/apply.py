@@ -139,6 +139,7 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
     from .. import sources
     from .paired import check_uncalibrated
 
+    sources.check_batch_rows(batch_rows)
     files = sources.discover(paths)
     schemas = [sources._schema(f) for f in files]
     for schema in schemas:

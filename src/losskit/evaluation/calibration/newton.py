@@ -108,6 +108,9 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
     best = sums
     one_sided = 0
     for passes in range(1, max_passes + 1):
+        if not (np.all(np.isfinite(best.hess)) and np.all(np.isfinite(best.grad))):
+            raise LossInputError(f"{what}: {objective.method}'s NLL has a gradient or Hessian that overflows "
+                                 f"float64 at these parameters (logits, or an --l2 penalty, too large to fit)")
         relative = relative_gradient(best)
         # a parameter every term pushes the same way, pass after pass: the NLL has no minimum that way
         one_sided = one_sided + 1 if np.any(relative >= 1 - 1e-9) or (passes > 1 and not best.scale.any()) else 0
