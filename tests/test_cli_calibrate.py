@@ -5,6 +5,7 @@ exit code 2, no partial output file."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -339,3 +340,27 @@ def test_separable_data_is_one_line_without_numpys_warnings(tmp_path, capsys):
     path.write_text("logit,target\n2,1\n-1,0\n3,1\n-2.5,0\n")
     code, _, err = _run(capsys, "calibrate", path, "--out", tmp_path / "c.json")
     assert code == 2 and err.count("\n") == 1 and "no minimiser" in err and "Warning" not in err, err
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    """A directory not writable, or a name too long for the file system: named by its option at once; they
+    surfaced as PermissionError / OSError (no option named) after the whole fit or scoring."""
+    path, z, y, w = _multiclass(tmp_path, n=600)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    long_name = "a" * 250
+    cases = [("calibrate", path, "--out", tmp_path / f"{long_name}.json"),
+             ("eval", path, "--html", tmp_path / f"{long_name}.html"),
+             ("calibrate", "apply", path, "--calibration", cal, "--out", tmp_path / f"{long_name}.parquet")]
+    for args in cases:
+        code, _, err = _run(capsys, *args)
+        assert code == 2 and err.count("\n") == 1 and "expected a file name of at most" in err, err
+        assert ("--html" if "--html" in args else "--out") in err
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "ro") else real_access(p, mode))
+    (tmp_path / "ro").mkdir()
+    for option, args in (("--out", ("calibrate", path, "--out", tmp_path / "ro" / "c.json")),
+                         ("--html", ("eval", path, "--html", tmp_path / "ro" / "r.html"))):
+        code, _, err = _run(capsys, *args)
+        assert code == 2 and err == f"losskit: error: {option}: the directory '{tmp_path / 'ro'}' is not writable\n"
+    assert list((tmp_path / "ro").iterdir()) == []

@@ -50,13 +50,30 @@ def output_dir(path: Path, option: str = "--out") -> Path:
 def output_file(path: Path, option: str = "--out") -> Path:
     """``path`` as a file to write, or a CLIError when a directory has that name or its own directory
     does not exist (found now, not by the final write after all the work)."""
-    if path.is_dir():
-        raise CLIError(f"{option}: expected a file name, got the existing directory '{path}'")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise CLIError(f"{option}: expected a file in an existing directory, got '{path}' "
                        f"('{parent}' does not exist or is not a directory)")
+    longest = _name_max(parent) - _TEMP_EXTRA  # first: the file system refuses to look a longer name up
+    if len(os.fsencode(path.name)) > longest:
+        raise CLIError(f"{option}: expected a file name of at most {longest} bytes (the file system's limit, less "
+                       f"the temporary name's suffix), got {len(os.fsencode(path.name))} bytes")
+    if path.is_dir():
+        raise CLIError(f"{option}: expected a file name, got the existing directory '{path}'")
+    if not os.access(parent, os.W_OK | os.X_OK):  # the file is written beside its name, then renamed
+        raise CLIError(f"{option}: the directory '{parent}' is not writable")
     return path
+
+
+#: the bytes :func:`atomic_write`'s temporary name adds to the file's (``.`` + ``.XXXXXXXX.part``)
+_TEMP_EXTRA = 16
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer: the common limit
+        return 255
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
