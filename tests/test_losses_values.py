@@ -259,3 +259,18 @@ def test_replace_keeps_the_options_and_checks_the_changes():
     assert loss.reduction == "mean"  # the original is unchanged
     with pytest.raises(lk.LossInputError, match="delta"):
         loss.replace(delta=-1.0)
+
+
+@pytest.mark.parametrize("impl", ["xp", "fused"])
+@pytest.mark.parametrize("make, z, y", [
+    (lambda impl: lk.AbsoluteError(impl=impl), [3e38, 3e38], [0.0, 0.0]),
+    (lambda impl: lk.HuberLoss(impl=impl), [3e38, -3e38], [0.0, 0.0]),
+    (lambda impl: lk.BinaryCrossEntropyWithLogits(impl=impl), [-3e38, -3e38], [1.0, 1.0]),
+])
+def test_a_float32_mean_near_the_largest_number_is_finite_on_every_path(make, z, y, impl):
+    """The mean of two float32 losses of 3e38 is 3e38: the reference summed first (inf) where the compiled
+    kernels scale each row; a first call, answered by the reference while its kernel compiles, gave inf."""
+    z, y = np.float32(z), np.float32(y)
+    with np.errstate(over="ignore"):
+        value = make(impl)(z, y)
+    assert value.dtype == np.float32 and float(value) == pytest.approx(3e38, rel=1e-6)

@@ -110,7 +110,13 @@ def combine(xp, loss, weight, scale_, reduction: str):
     if reduction == "none":
         return weighted
     if reduction == "mean" and weight is None and scale_.ndim == 0:  # sum first, then scale once
-        return xp.sum(loss) * scale_
+        total = xp.sum(loss)
+        # unless the sum overflows where the mean does not (float32 losses near 3e38: the compiled kernels,
+        # which scale each row, gave the mean and the reference inf); under a trace the value is not known
+        # and the sum stands
+        if _array.concrete_bool(xp.isinf(total)) and _array.concrete_bool(xp.all(xp.isfinite(loss))):
+            return xp.sum(weighted)
+        return total * scale_
     return xp.sum(weighted)
 
 
