@@ -310,6 +310,19 @@ def test_a_calibration_whose_params_cannot_be_applied_is_refused(method, key, ba
             cal.apply(z)
 
 
+def test_a_calibration_file_of_the_wrong_shape_or_a_0d_array_is_refused():
+    z, y, w = multiclass_data(n=400, seed=18)
+    cal = lk.calibrate(z, y, weight=w)
+    for key, bad in (("params", None), ("params", [1.0, 2.0]), ("n_outputs", "3"), ("n_outputs", 0)):
+        data = json.loads(cal.to_json())
+        data[key] = bad
+        with pytest.raises(lk.LossInputError, match='calibration: expected "params" an object and "n_outputs" an '
+                                                    "integer >= 1"):
+            lk.Calibration.from_json(json.dumps(data))
+    with pytest.raises(lk.LossInputError, match=r"logits: expected 7 values per row \(as at fitting\), got shape \(\)"):
+        cal.apply(np.array(1.0))
+
+
 def test_bad_input():
     z, y, _ = multiclass_data(n=200, seed=19)
     p = special.softmax(z, axis=1)

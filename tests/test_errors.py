@@ -299,3 +299,34 @@ def test_an_unknown_option_is_named_by_every_loss_and_function():
         lk.HuberLoss().replace(colour=1)
     with raises("impl", "an option of linear_cross_entropy", "chunk_size"):
         lk.linear_cross_entropy(Z, np.ones((3, 3)), LABELS, impl="xp")
+
+
+def test_arguments_that_reached_raw_errors_are_named():
+    """Each of these raised an AttributeError, IndexError, TypeError, UFuncTypeError or ValueError from
+    inside NumPy, torch or the code, naming no argument (found by a review of the API)."""
+    with raises("logits", "an array", "None"):
+        lk.MulticlassHead(3).predict(None)
+    with raises("target", "an array", "None"):
+        lk.BinaryHead().loss(np.zeros(3), None)
+    with raises("logits", "an array", "None"):
+        lk.calibrate(None, LABELS)
+    with raises("max_passes", "an int >= 1", "2.5"):
+        lk.calibrate(Z + np.eye(4, 3), LABELS, max_passes=2.5)
+    with raises("max_passes", "an int >= 1", "-1"):
+        lk.calibrate(Z + np.eye(4, 3), LABELS, max_passes=-1)
+    with raises("bias", "a real-valued array", "complex128"):
+        lk.linear_cross_entropy(np.ones((4, 3)), np.ones((3, 3)), LABELS, bias=np.zeros(3, complex))
+    with raises("weight", "a real-valued array", "<U1"):
+        lk.linear_cross_entropy(np.ones((4, 3)), np.ones((3, 3)), LABELS, weight=np.array(["1", "3", "1", "1"]))
+    with raises("out", "no out= for logits given as list", "pass logits as an array"):
+        lk.SoftmaxCrossEntropy().value_and_grad([[0.0, 1.0]], [0], out=np.empty((1, 2)))
+    assert lk.QuantileLoss(quantiles=np.array(0.25)).quantiles == (0.25,)  # a 0-d array is one number
+    torch = pytest.importorskip("torch")
+    with raises("out", "does not require grad", "requires_grad=True"):
+        lk.SoftmaxCrossEntropy().value_and_grad(torch.zeros(4, 3), torch.tensor(LABELS),
+                                                out=torch.zeros(4, 3, requires_grad=True))
+    lt = pytest.importorskip("losskit.torch")
+    with raises("input", "a torch.Tensor", "ndarray"):
+        lt.SoftmaxCrossEntropy()(Z, LABELS)
+    with raises("logits", "a torch.Tensor", "ndarray"):
+        lt.MulticlassHead(3)(Z, LABELS)

@@ -50,6 +50,15 @@ _DEFAULTS = {Task.BINARY: "binary_cross_entropy_with_logits", Task.MULTICLASS: "
              Task.MULTILABEL: "multilabel_cross_entropy", Task.REGRESSION: "mean_squared_error"}
 
 
+def _required(**arrays):
+    """:func:`losskit._array.namespace` of arguments that must be given: None is refused, naming it (it
+    reached NumPy as an attribute error)."""
+    for name, value in arrays.items():
+        if value is None:
+            raise fail(name, "an array", "None")
+    return _array.namespace(**arrays)
+
+
 class _TaskLosses(Mapping):
     """The losses each task's head takes, by short name (a class's ``aliases``, else its registered
     name), read from the registry at each look-up, so that a user's own loss of a task is there
@@ -196,7 +205,7 @@ class Head:
                        f"{type(self).__name__} (units={self.units})", got)
 
     def _run(self, logits, target, weight, normalizer, order):
-        xp, arrays = _array.namespace(logits=logits, target=target)
+        xp, arrays = _required(logits=logits, target=target)
         logits, target, restore = self._align(xp, arrays["logits"], arrays["target"])
         call = self.loss_object
         if order == 0:
@@ -232,7 +241,7 @@ class Head:
     def activation(self, logits):
         """The output activation applied to ``logits`` (same library, dtype, device); logits
         with the wrong number of units raise, as in ``loss``."""
-        xp, arrays = _array.namespace(logits=logits)
+        xp, arrays = _required(logits=logits)
         logits = arrays["logits"]
         _checks.floating(xp, logits, self.input_name)
         self._check_output(logits)
@@ -245,7 +254,7 @@ class Head:
 
     def predict(self, logits):
         """The decoded prediction (see the head's class docstring for the rule and shape)."""
-        xp, arrays = _array.namespace(logits=logits)
+        xp, arrays = _required(logits=logits)
         logits = arrays["logits"]
         _checks.floating(xp, logits, self.input_name)
         self._check_output(logits)
@@ -369,7 +378,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
 
     def predict_proba(self, logits):
         """``sigmoid(logits)`` of shape ``[...]`` (a trailing unit axis dropped)."""
-        xp, arrays = _array.namespace(logits=logits)
+        xp, arrays = _required(logits=logits)
         logits = arrays["logits"]
         self._check_units(logits)
         if logits.ndim >= 2:
@@ -387,7 +396,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
         if self.classes is None:
             return target
         if _array.is_array(target) and not _is_host_labels(target):
-            xp, arrays = _array.namespace(target=target)
+            xp, arrays = _required(target=target)
             target = arrays["target"]
             positive = xp.asarray(self.classes[1].item(), dtype=target.dtype,
                                   device=_array.device(target))
@@ -473,7 +482,7 @@ class MulticlassHead(_ClassifierHead):
         if not _array.is_array(target):
             target = to_host(target)
         if not _is_host_labels(target):
-            xp, arrays = _array.namespace(target=target)
+            xp, arrays = _required(target=target)
             target = arrays["target"]
             if target.ndim == 2 and target.shape[-1] == self.units:
                 if _array.isdtype(xp, target.dtype, "real floating"):
@@ -552,7 +561,7 @@ class MultilabelHead(_ClassifierHead):
 
     def encode(self, target):
         """0/1 label rows (bool, int or float) -> floats of the target's library."""
-        xp, arrays = _array.namespace(target=target)
+        xp, arrays = _required(target=target)
         target = arrays["target"]
         return target if _array.isdtype(xp, target.dtype, "real floating") else xp.astype(target, xp.float32)
 

@@ -44,6 +44,13 @@ def host(array):
 
 
 def check_out(out, input, input_name: str) -> None:
+    if not _array.is_array(input):
+        raise _checks.fail("out", f"no out= for {input_name} given as {type(input).__name__} (out= takes an array "
+                           f"of {input_name}'s library, shape and dtype)", f"{type(out).__name__}",
+                           f"pass {input_name} as an array")
+    if getattr(out, "requires_grad", False):  # torch writes no leaf that requires grad in place
+        raise _checks.fail("out", "an array that does not require grad (the gradient is written into it)",
+                           "a tensor with requires_grad=True")
     shape, dtype = tuple(getattr(input, "shape", ())), getattr(input, "dtype", None)
     if type(out) is not type(input) or tuple(getattr(out, "shape", ())) != shape or out.dtype != dtype:
         raise _checks.fail("out", f"an array of {input_name}'s type, shape {shape} and dtype {dtype}",

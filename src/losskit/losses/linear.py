@@ -122,6 +122,8 @@ def check_layer(xp, hidden, classifier, bias, names=("hidden", "classifier", "bi
         raise _checks.fail(c_name, f"dtype {hidden.dtype} ({h_name}'s)", f"dtype {classifier.dtype}")
     if bias is not None and tuple(bias.shape) != (classifier.shape[0],):
         raise _checks.fail(b_name, f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
+    if bias is not None and not _array.isdtype(xp, bias.dtype, ("real floating", "integral")):
+        raise _checks.fail(b_name, "a real-valued array", f"dtype {bias.dtype}")
 
 
 def _arrays(hidden, classifier, target, bias, weight):
@@ -135,6 +137,8 @@ def _arrays(hidden, classifier, target, bias, weight):
     weight = arrays["weight"]
     if weight is not None:
         _checks.same_shape("weight", weight, "one value per row of hidden", (hidden.shape[0],))
+        if not _array.isdtype(xp, weight.dtype, ("real floating", "integral")):  # text weights were parsed
+            raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
         weight = xp.astype(weight, hidden.dtype)
         _checks.non_negative(xp, weight, "weight")
     return xp, hidden, classifier, arrays["target"], bias, weight

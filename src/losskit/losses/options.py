@@ -152,6 +152,8 @@ class QuantileOptions(Options):
     def __post_init__(self):
         super().__post_init__()
         value = self.quantiles
+        if getattr(value, "ndim", None) == 0:  # a 0-d array is one number
+            value = value.item() if hasattr(value, "item") else value
         if _checks.is_number(value):
             value = (value,)
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):

@@ -323,9 +323,13 @@ def _apply(name, options, input, target, weight, normalizer):
     return _loss_value(name, options, input, target, weight, normalizer)
 
 
-def _no_grad_to(target, weight) -> None:
+def _no_grad_to(target, weight, input=None, input_name: str = "input") -> None:
     """Refuse a target or weight that requires grad: the backward gives them none, and a silent None
-    would drop e.g. a trained teacher's gradient in distillation."""
+    would drop e.g. a trained teacher's gradient in distillation. And an input that is not a tensor (a
+    NumPy array reached torch's attribute errors): the core functions take those."""
+    if input is not None and not isinstance(input, Tensor):
+        raise _checks.fail(input_name, "a torch.Tensor (losskit.torch's modules take tensors)", type(input).__name__,
+                           "for NumPy and other arrays call the core loss (losskit.<Loss>)")
     for name, tensor in (("target", target), ("weight", weight)):
         if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
             raise _checks.fail(name, "a tensor that does not require grad (losskit.torch gives gradients to "
@@ -352,7 +356,7 @@ class _LossModule(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
-        _no_grad_to(target, weight)
+        _no_grad_to(target, weight, input, "input")
         return _apply(self._name, self._options, input, target, weight, _normalizer(normalizer))
 
     def extra_repr(self) -> str:
@@ -406,7 +410,7 @@ class _HeadModule(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
-        _no_grad_to(target, weight)
+        _no_grad_to(target, weight, logits, "logits")
         # the head's own layout rules ((N, 1) logits for one unit...); reshapes stay differentiable
         logits, target, _ = self.head._align(_XP, logits, target)
         return _apply(self._name, self._options, logits, target, weight, _normalizer(normalizer))

@@ -107,7 +107,7 @@ class Calibration:
         xp, arrays = namespace(logits=logits)
         logits = arrays["logits"]
         objective = self.objective
-        width = 2 if self.method == "variance" else (1 if logits.ndim == 1 else logits.shape[-1])
+        width = 2 if self.method == "variance" else (1 if logits.ndim <= 1 else logits.shape[-1])
         if logits.ndim == 0 or width != self.n_outputs:
             raise fail("logits", f"{self.n_outputs} values per row (as at fitting)", f"shape {tuple(logits.shape)}")
         return objective.apply(self.theta(), logits, xp)
@@ -153,6 +153,10 @@ class Calibration:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise fail("calibration", f"a JSON object with \"format\": \"{FORMAT}\"",
                        repr(data.get("format") if isinstance(data, dict) else type(data).__name__))
+        if not isinstance(data.get("params"), dict) or isinstance(data.get("n_outputs"), bool) \
+                or not isinstance(data.get("n_outputs"), int) or data["n_outputs"] < 1:
+            raise fail("calibration", "\"params\" an object and \"n_outputs\" an integer >= 1",
+                       f"params {data.get('params')!r} and n_outputs {data.get('n_outputs')!r}")
         try:
             out = cls(**{k: data[k] for k in ("method", "task", "params", "n_outputs")},
                       **{k: data.get(k) for k in ("nll_before", "nll_after", "ece_before", "ece_after")},
@@ -208,8 +212,13 @@ def calibrate(logits, target, *, method: str = "temperature", weight=None, task:
     >>> cal.apply(np.array([3.0, -1.0], dtype=np.float32)).dtype
     dtype('float32')
     """
+    from ..._checks import int_at_least
     from . import inputs
 
+    for name, value in (("logits", logits), ("target", target)):
+        if value is None:
+            raise fail(name, "an array", "None")
+    max_passes = int_at_least(max_passes, "max_passes", 1)
     data = inputs.prepare(logits, target, weight, method=method, task=task)
     objective = objective_for(method, data.task, data.n_outputs, l2)
     fit = minimise(objective, inputs.passes(objective, data), max_passes=max_passes)
