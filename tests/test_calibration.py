@@ -323,6 +323,24 @@ def test_a_calibration_file_of_the_wrong_shape_or_a_0d_array_is_refused():
         cal.apply(np.array(1.0))
 
 
+def test_sums_that_overflow_float64_are_refused_not_fitted():
+    """Weights near 1e308 gave a NaN temperature (or an NLL of 0 and a temperature fitted to nothing);
+    log-variances of -800 a NaN variance factor: now a LossInputError naming the method."""
+    z, y, _ = multiclass_data(n=200, seed=19)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for w in (np.full(200, 1e306), np.r_[1e308, 1e308, np.ones(198)]):
+            with pytest.raises(lk.LossInputError, match="method: temperature cannot be fitted: the weighted NLL"):
+                lk.calibrate(z, y, weight=w)
+        rng = np.random.default_rng(3)
+        mean = rng.normal(size=200)
+        with pytest.raises(lk.LossInputError, match="method: variance cannot be fitted.*overflows float64"):
+            lk.calibrate(np.stack([mean, np.full(200, -800.0)], axis=1), mean + rng.normal(size=200),
+                         method="variance")
+    big = lk.calibrate(z, y, weight=np.full(200, 1e300))  # large weights that fit: the same temperature
+    assert big.params["temperature"] == pytest.approx(lk.calibrate(z, y).params["temperature"], rel=1e-9)
+
+
 def test_bad_input():
     z, y, _ = multiclass_data(n=200, seed=19)
     p = special.softmax(z, axis=1)

@@ -64,6 +64,12 @@ def minimise(objective, evaluate: Callable[[np.ndarray], object], *, max_passes:
     """Minimise ``objective``'s NLL from ``objective.start()``; each ``evaluate`` is one pass."""
     theta = objective.start()
     sums = evaluate(theta)
+    if not (np.isfinite(sums.weight) and np.isfinite(sums.loss)):
+        # float64 sums that overflow (weights near 1e308, log-variances of -800) gave a NaN parameter, or
+        # an NLL of 0 and a parameter fitted to nothing, without a word
+        raise LossInputError(f"{what}: {objective.method} cannot be fitted: the weighted NLL at the start "
+                             f"overflows float64 (sum of weights {sums.weight:.3g}, of weighted losses "
+                             f"{sums.loss:.3g}); scale the weights down, or check the predictions' range")
     before = sums
     history = [(theta.copy(), sums.nll, float(relative_gradient(sums).max(initial=0.0)))]
     step = _separable if objective.separable else _joint
