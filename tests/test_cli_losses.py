@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("typer")
 pytest.importorskip("matplotlib")
 
+import losskit as lk  # noqa: E402
 from losskit.cli.figures import _curves  # noqa: E402
 from losskit.demo import demo_losses, run  # noqa: E402
 from test_cli import assert_one_line_error, assert_png, run_cli  # noqa: E402
@@ -72,3 +73,27 @@ def test_plot_losses_draws_every_loss_of_the_task_and_its_gradient(capsys, tmp_p
         near |= np.roll(near, 1) | np.roll(near, -1)
         near[[0, -1]] = True  # one-sided differences at the ends
         np.testing.assert_allclose(np.gradient(value, x)[~near], grad[~near], atol=0.05, err_msg=label)
+
+
+@pytest.mark.parametrize("loss, pred", [("poisson", ["log_pred"]), ("gamma", ["log_pred"]),
+                                        ("quantile", ["quantile_*"]), ("gaussian_nll", ["pred", "log_variance"])])
+def test_the_demos_regression_files_score_with_the_loss_they_trained_on(capsys, tmp_path, loss, pred):
+    """The demo writes a regression head's outputs as its loss reads them, in the data's units, beside
+    ``pred``: ``lk.evaluate(file, loss=..., pred=...)`` gives the demo's held-out loss moved to those units
+    (a deviance's by the training mean it was divided by, the pinball loss by the training standard
+    deviation, the Gaussian NLL by its log) and the same R^2. Before, eval read the mean as a log-mean
+    (loss 2.4e131, R^2 -2.7e260) and a one-quantile column as the wrong shape."""
+    pa = pytest.importorskip("pyarrow")  # noqa: F841 - the predictions file
+    from losskit.demo import load
+
+    code, out, err = run_cli(capsys, "demo", "--task", "regression", "--loss", loss, "--epochs", "3",
+                             "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    result = json.loads(out)["tasks"]["regression"]
+    y = load("regression").y_train
+    expected = {"poisson": result["val_loss"][-1] * y.mean(), "gamma": result["val_loss"][-1],
+                "quantile": result["val_loss"][-1] * y.std(),
+                "gaussian_nll": result["val_loss"][-1] + np.log(y.std())}[loss]
+    report = lk.evaluate([str(tmp_path / "predictions.parquet")], loss=loss, pred=pred)
+    assert report.metrics["loss"] == pytest.approx(expected, rel=1e-9)
+    assert report.metrics["r2"] == pytest.approx(result["metrics"]["R^2"], rel=1e-12)

@@ -18,6 +18,7 @@ import numpy as np
 
 import losskit as lk
 
+from ..losses.declaration import LOG
 from .data import DATASETS, check_int, load
 from .mlp import MLP, Adam
 
@@ -158,7 +159,23 @@ def held_out_columns(task: str, head, logits: np.ndarray, y_val: np.ndarray, y_s
         names = [_column(n) for n in MULTILABEL_NAMES]
         columns = {f"logit_{n}": logits[:, k] for k, n in enumerate(names)}
         return {**columns, **{f"target_{n}": y_val[:, k].astype(np.int64) for k, n in enumerate(names)}}
-    return {"pred": _regression_values(head, logits, y_scale), "target": y_val}
+    return {"pred": _regression_values(head, logits, y_scale), **_raw_outputs(head, logits, y_scale),
+            "target": y_val}
+
+
+def _raw_outputs(head, logits: np.ndarray, y_scale) -> dict[str, np.ndarray]:
+    """The network's outputs as the loss reads them, in the data set's units, where they are not ``pred``
+    itself: what ``losskit eval --loss NAME --pred ...`` scores (docs/cli.md). A deviance's log-mean
+    (``log_pred``: the target was divided by its training mean), a quantile head's every quantile
+    (``quantile_<q>``), a Gaussian head's log-variance beside its mean (``log_variance``)."""
+    mean, std = y_scale
+    if head.loss_object.link is LOG:
+        return {"log_pred": logits[:, 0] + np.log(std)}
+    if isinstance(head, lk.QuantileHead):
+        return {f"quantile_{q:g}": logits[:, k] * std + mean for k, q in enumerate(head.loss_object.quantiles)}
+    if isinstance(head, lk.GaussianHead):
+        return {"log_variance": logits[:, 1] + 2 * np.log(std)}
+    return {}
 
 
 def _ece(task: str, logits: np.ndarray, labels: np.ndarray) -> float:

@@ -239,7 +239,9 @@ class Scorer:
         else:
             target = np.asarray(target, dtype=np.float64)  # integer counts or amounts are values here
             loss_target = target if target.shape[1] > 1 else target[:, 0]
-            loss_input = pred if pred.shape[1] > 1 else pred[:, 0]
+            # a head of units (quantiles, Gaussian mean and log-variance) reads [N, units], one of them too
+            units = type(spec.head) is not _heads.RegressionHead
+            loss_input = pred if pred.shape[1] > 1 or units else pred[:, 0]
             self._add(*_core(spec.loss, loss_input, loss_target, weight, batch))
             point = np.asarray(spec.head.point(pred), dtype=np.float64)
             self.metrics.update(point.reshape(len(pred), -1), target, weight)
