@@ -210,7 +210,7 @@ def test_apply_refuses_csv_for_a_list_column_before_any_work(tmp_path, capsys):
     (["--pred", "prob_*"], ["--pred", "probability", "logits"]),
     (["--pred", "logit_*", "--target", "one", "--task", "multiclass"], ["target", "at least two classes"]),
     (["--pred", "nope"], ["--pred", "nope"]),
-    (["--method", "platt"], ["method", "multiclass"]),
+    (["--method", "platt"], ["--method: expected a method for the multiclass task"]),
     (["--method", "vector", "--l2", "inf"], ["l2", "a finite number >= 0", "inf"]),  # was LinAlgError + warnings
     (["--out", "nodir/c.json"], ["--out", "an existing directory", "'nodir' does not exist"]),  # was after the fit
     (["--method", "vector", "--l2", "1e308"], ["--method", "overflows float64", "--l2"]),  # was LinAlgError
@@ -364,3 +364,24 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, c
         code, _, err = _run(capsys, *args)
         assert code == 2 and err == f"losskit: error: {option}: the directory '{tmp_path / 'ro'}' is not writable\n"
     assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_messages_name_the_option_that_is_wrong(tmp_path, capsys, monkeypatch):
+    """Each named another option, or none: --pred given the target column (said "--target: no column named
+    'target'"), a label 1.5 among classes (blamed --pred without saying the task came out regression),
+    weights all 0 (said "only 1s"), an unreadable file ("paths:")."""
+    path = tmp_path / "p.csv"
+    path.write_text("logit_0,logit_1,logit_2,target,w\n1,0,0,0,0\n0,1,0,1.5,0\n0,0,1,2,0\n0,1,0,1,0\n")
+    code, _, err = _run(capsys, "eval", path, "--pred", "target")
+    assert code == 2 and err.startswith("losskit: error: --pred: expected columns other than the target, got 'target'")
+    code, _, err = _run(capsys, "eval", path)
+    assert code == 2 and "the task was detected from the target as regression" in err and "--task" in err, err
+    binary = tmp_path / "b.csv"
+    binary.write_text("logit,target,w\n1,1,0\n-1,0,0\n2,1,0\n")
+    code, _, err = _run(capsys, "calibrate", binary, "--weight", "w", "--out", tmp_path / "c.json")
+    assert code == 2 and err == "losskit: error: --weight: expected some weight > 0, got only weights of 0; " \
+                                "a calibration fits the weighted rows\n", err
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("b.csv") else real_access(p, mode))
+    code, _, err = _run(capsys, "eval", binary)
+    assert code == 2 and err.startswith("losskit: error: PATH: "), err

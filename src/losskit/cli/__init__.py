@@ -53,7 +53,8 @@ def _click_message(error: Exception) -> str:
     if (isinstance(error, typer.BadParameter) and param is not None and error.message
             and type(error).__name__ != "MissingParameter"):
         flags = [opt for opt in param.opts if opt.startswith("--")]
-        name = flags[0] if flags else param.name  # an argument: its name, as in "Missing argument"
+        # an argument: its name as the help shows it (PATH), as in "Missing argument"
+        name = flags[0] if flags else (param.metavar or param.name).rstrip(".")
         message = f"{name}: {error.message}"
     # typer's coercion prefixes pydantic's wording ("Value error, 'x' is not one of ...")
     return message.replace("Value error, ", "")

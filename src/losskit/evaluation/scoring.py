@@ -83,7 +83,8 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
         raise fail("--pred-kind", "logits or probs", repr(pred_kind))
     n_pred = first.pred.shape[1]
     n_target = first.target.shape[1]
-    if task is None:
+    detected = task is None
+    if detected:
         task, reason = _detect(layout, first)
         if task == "binary" and n_pred > 1 and n_target == 1:  # the prediction columns are authoritative
             task, reason = Task.MULTICLASS, f"{reason}; {n_pred} prediction columns, one per class: multiclass"
@@ -92,7 +93,14 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
     if task == "regression":
         kind = None
-    head = _head(task, loss, n_pred, n_target)
+    try:
+        head = _head(task, loss, n_pred, n_target)
+    except LossInputError as error:
+        if not detected:
+            raise
+        # the columns disagree with the task read off the target (a label 1.5 makes it regression): say so
+        raise LossInputError(f"{error}; the task was detected from the target as {task} ({reason}): check the "
+                             f"target's values, or pass --task") from None
     loss_object = head.loss_object
     if kind == "probs":
         if loss is not None:

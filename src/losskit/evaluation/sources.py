@@ -236,6 +236,12 @@ def _defaults(schema: _Schema, pred: list[str] | None, target: list[str] | None,
         free = [c for c in columns if c not in (pred or ())]
         target = ["target"] if "target" in free else [c for c in free if c.startswith("target_")]
         if not target:
+            used = [(arg, c) for arg, names in (("--pred", pred or ()), ("--weight", taken)) for c in names
+                    if c == "target" or c.startswith("target_")]
+            if used:  # the target column exists, but another option took it
+                arg, name = used[0]
+                raise fail(arg, "columns other than the target", f"{name!r}, the default target column",
+                           f"pass --target for the column the predictions are scored against ({schema.path})")
             raise LossInputError(f"--target: no column named 'target' or 'target_*' {hint}")
     if pred is None:
         free = [c for c in columns if c not in target]

@@ -74,7 +74,8 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
     bad = ~np.isfinite(logits)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise LossInputError(f"{path}: row {first_row + int(row)}: expected finite logits, got {logits[row, col]!r}")
+        raise LossInputError(f"{path}: row {first_row + int(row)}: expected finite logits, "
+                             f"got {float(logits[row, col])!r}")
     if calibration.task == "binary" and logits.shape[1] == 1:
         out = np.asarray(calibration.apply(logits[:, 0])).reshape(-1, 1)
     else:

@@ -100,14 +100,18 @@ def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, 
     start = time.perf_counter()
     layout, spec = plan_files(paths, pred=pred, target=target, weight=weight, task=task, method=method,
                               batch_rows=batch_rows)
-    objective = objective_for(method, spec.task, spec.n_outputs, l2)
+    try:
+        objective = objective_for(method, spec.task, spec.n_outputs, l2)
+    except LossInputError as error:  # named as the command line's options
+        message = str(error)
+        raise LossInputError(("--" if message.startswith(("method:", "l2:")) else "") + message) from None
     count = [0]
 
     def checked(total):
         first = count[0] == 0
         count[0] += 1
         if first:
-            check_classes(spec.task, objective.method, total.mass)
+            check_classes(spec.task, objective.method, total.mass, total.weight, "--weight")
         if on_pass is not None:
             on_pass(count[0], total)
         return total

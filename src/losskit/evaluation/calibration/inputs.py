@@ -173,8 +173,11 @@ def check_not_probabilities(task: str, z, name: str) -> None:
     raise LossInputError(f"{name}: expected logits, got {what}; {_PITFALL}")
 
 
-def check_classes(task: str, method: str, mass: np.ndarray) -> None:
-    """At least two classes in the target (per label for ``temperature_per_label``)."""
+def check_classes(task: str, method: str, mass: np.ndarray, weight_sum: float = 1.0,
+                  weight_name: str = "weight") -> None:
+    """Some weight, and at least two classes in the target (per label for ``temperature_per_label``)."""
+    if not weight_sum > 0:  # every weight 0: no class has any mass, which read as "only one class"
+        raise fail(weight_name, "some weight > 0", "only weights of 0", "a calibration fits the weighted rows")
     if task == "regression":
         return
     if task == "multiclass":
@@ -252,7 +255,7 @@ def passes(objective, data: Data) -> Callable[[np.ndarray], object]:
         for part in parts[1:]:
             total.merge(part)
         if first:
-            check_classes(data.task, objective.method, total.mass)
+            check_classes(data.task, objective.method, total.mass, total.weight)
         return total
 
     return evaluate

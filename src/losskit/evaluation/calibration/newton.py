@@ -69,7 +69,8 @@ def minimise(objective, evaluate: Callable[[np.ndarray], object], *, max_passes:
         # an NLL of 0 and a parameter fitted to nothing, without a word
         raise LossInputError(f"{what}: {objective.method} cannot be fitted: the weighted NLL at the start "
                              f"overflows float64 (sum of weights {sums.weight:.3g}, of weighted losses "
-                             f"{sums.loss:.3g}); scale the weights down, or check the predictions' range")
+                             f"{sums.loss:.3g}): weights too large, predictions out of range, or an --l2 "
+                             f"penalty too large")
     before = sums
     history = [(theta.copy(), sums.nll, float(relative_gradient(sums).max(initial=0.0)))]
     step = _separable if objective.separable else _joint
