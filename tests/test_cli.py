@@ -278,3 +278,21 @@ def test_module_entry_point_and_lazy_imports():
     done = subprocess.run([sys.executable, "-m", "losskit.cli", "plot", "nope"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("losskit: error: figure: 'nope' is not one of")
+
+
+def test_options_that_would_be_ignored_are_refused(capsys, tmp_path):
+    """--task beside a figure that has no task, --l2 beside a method without offsets, --pred-kind on a
+    regression file: each was accepted and ignored without a word."""
+    code, out, err = run_cli(capsys, "plot", "sigmoid", "--task", "binary", "--out", str(tmp_path))
+    assert_one_line_error(code, out, err, "--task: expected no --task for the sigmoid figure")
+    code, out, err = run_cli(capsys, "plot", "losses", "--task", "binary", "--out", str(tmp_path), "--json")
+    assert code == 0 and json.loads(out)[0]["figure"] == "losses"
+    path = tmp_path / "r.csv"
+    path.write_text("pred,target\n1.5,1.25\n2.5,2.5\n0.5,0.75\n")
+    code, out, err = run_cli(capsys, "eval", str(path), "--pred-kind", "probs")
+    assert_one_line_error(code, out, err, "--pred-kind: expected no --pred-kind for a regression task")
+    binary = tmp_path / "b.csv"
+    binary.write_text("logit,target\n1,1\n-1,0\n2,0\n-2,1\n")
+    code, out, err = run_cli(capsys, "calibrate", str(binary), "--l2", "0.5", "--out", str(tmp_path / "c.json"))
+    assert_one_line_error(code, out, err, "--l2: expected no --l2 for --method temperature")
+    assert not (tmp_path / "c.json").exists()

@@ -69,6 +69,9 @@ def calibrate_command(
     ```
     """
     require("pyarrow", "losskit calibrate (its Parquet and CSV reader)")
+    if l2 != 0 and method.value != "vector":
+        raise CLIError(f"--l2: expected no --l2 for --method {method.value} (it penalises vector scaling's offsets), "
+                       f"got --l2 {l2:g}")
     output_file(out, "--out")
     if paths and paths[0] == "apply" and not Path("apply").exists():
         _apply(paths[1:], out, calibration, pred, batch_rows, as_json)

@@ -86,7 +86,8 @@ def plot(
                                                 "directory [default: png].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the files written as JSON "
                                           "instead of a table.")] = False,
-    task: Annotated[Task, typer.Option(help="The task whose losses the 'losses' figure draws.")] = Task.REGRESSION,
+    task: Annotated[Task | None, typer.Option(help="The task whose losses the 'losses' figure draws "
+                                              "[default: regression].", show_default=False)] = None,
 ) -> None:
     """Draw the figures that explain the output heads, as PNG or SVG.
 
@@ -114,6 +115,10 @@ def plot(
     from . import figures
 
     require("matplotlib", "losskit plot")  # before any directory is made
+    if task is not None and figure.value not in ("losses", "all"):
+        raise CLIError(f"--task: expected no --task for the {figure.value} figure (it chooses the losses figure's "
+                       f"task), got --task {task.value}")
+    task = Task.REGRESSION if task is None else task
     names = list(figures.FIGURES) if figure.value == "all" else [figure.value]
     targets = _targets(names, out, None if fmt is None else fmt.value)
     written = []

@@ -92,6 +92,9 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
         reason = f"--task {task} given"
     kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
     if task == "regression":
+        if pred_kind is not None:
+            raise fail("--pred-kind", "no --pred-kind for a regression task (its predictions are values)",
+                       f"--pred-kind {pred_kind} ({reason})")
         kind = None
     try:
         head = _head(task, loss, n_pred, n_target)
