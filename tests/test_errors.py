@@ -330,3 +330,20 @@ def test_arguments_that_reached_raw_errors_are_named():
         lt.SoftmaxCrossEntropy()(Z, LABELS)
     with raises("logits", "a torch.Tensor", "ndarray"):
         lt.MulticlassHead(3)(Z, LABELS)
+
+
+def test_a_temperature_whose_square_or_reciprocal_overflows_is_refused():
+    """Distillation at T = 1e200 (float64) or 1e-100 (float32) gave NaN: inf times a KL of 0."""
+    teacher = np.array([[0.0, 1.0]])
+    with raises("temperature", "square and reciprocal fit float64", "1e+200"):
+        lk.distillation_loss(np.zeros((1, 2)), teacher, temperature=1e200)
+    with raises("temperature", "square and reciprocal fit float32", "1e-100"):
+        lk.distillation_loss(np.zeros((1, 2), np.float32), teacher.astype(np.float32), temperature=1e-100)
+    with raises("temperature", "square and reciprocal fit float64"):
+        lk.js_divergence(np.zeros((1, 2)), teacher, temperature=1e200)
+    with raises("temperature", "square and reciprocal fit float32"):
+        h = np.ones((2, 3), np.float32)
+        lk.linear_jsd_loss(h, np.ones((2, 3), np.float32), h, np.ones((2, 3), np.float32), temperature=1e-100)
+    # 1e-100 in float64 is a temperature that fits: T^2 KL of two sure rows, log 2 scaled by T^2
+    assert float(lk.distillation_loss(np.zeros((1, 2)), teacher, temperature=1e-100)) == pytest.approx(
+        np.log(2) * 1e-200, rel=1e-12)

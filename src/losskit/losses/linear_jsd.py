@@ -22,7 +22,7 @@ from .. import _array, _checks
 from .. import reduction as _reduction
 from ._half import computes_half_in_float32
 from .declaration import number
-from .distribution import JSDivergence, generalized_jsd_terms
+from .distribution import JSDivergence, _temperature_fits, generalized_jsd_terms
 from .linear import KeptRows, LinearCEOptions, _logits, _sweep, check_layer, host_arrays, host_sweep, host_value
 
 __all__ = ["linear_jsd_loss", "linear_jsd_loss_value_and_grad", "student_value_and_grad"]
@@ -64,6 +64,7 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
     classifier, bias = arrays["student_classifier"], arrays["student_bias"]
     t_classifier, t_bias = arrays["teacher_classifier"], arrays["teacher_bias"]
     check_layer(xp, hidden, classifier, bias, _STUDENT)
+    _temperature_fits(xp, temperature, hidden.dtype)
     if teacher.dtype != hidden.dtype:
         raise _checks.fail("teacher_hidden", f"dtype {hidden.dtype} (student_hidden's)", f"dtype {teacher.dtype}")
     n_vocab = classifier.shape[0]
