@@ -347,3 +347,19 @@ def test_a_temperature_whose_square_or_reciprocal_overflows_is_refused():
     # 1e-100 in float64 is a temperature that fits: T^2 KL of two sure rows, log 2 scaled by T^2
     assert float(lk.distillation_loss(np.zeros((1, 2)), teacher, temperature=1e-100)) == pytest.approx(
         np.log(2) * 1e-200, rel=1e-12)
+
+
+def test_labels_a_head_cannot_read_are_named():
+    """Each reached NumPy's or JAX's own ValueError, OverflowError or TypeError."""
+    with raises("target", "labels among classes (['ham', 'spam'])", "dtype int64, which cannot hold them"):
+        lk.head_for(np.array(["spam", "ham"])).encode(np.array([0, 1]))
+    with raises("target", "0/1 label rows", "<U1"):
+        lk.MultilabelHead(2).encode(np.array([["a", "b"]]))
+    with raises("target", "real labels or values", "datetime64[D]"):
+        lk.head_for(np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[D]"))
+    with raises("classes", "distinct labels", "['a', 'a', 'b']"):
+        lk.MulticlassHead(classes=["a", "a", "b"])
+    jnp = pytest.importorskip("jax.numpy")
+    with raises("target", "labels among classes ([-1, 1])", "dtype uint8"):
+        lk.head_for(np.array([-1, 1, 1])).encode(jnp.array([0, 1], dtype=jnp.uint8))
+    assert lk.head_for(np.array([-1, 1, 1])).encode(jnp.array([-1, 1])).tolist() == [0.0, 1.0]

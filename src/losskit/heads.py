@@ -185,6 +185,10 @@ class Head:
     def __init__(self, loss_object: Loss, units: int, *, classes=None, reason: str = ""):
         self.loss_object = loss_object
         self.units = units
+        if classes is not None:
+            host = to_host(classes, "classes")
+            if len(set(host.tolist())) != len(host):  # encode would refuse at its first call: here, at once
+                raise fail("classes", "distinct labels", f"repeated labels in {host.tolist()!r}")
         self.classes = classes
         self.reason = reason or f"task='{self.task}' given"
 
@@ -398,10 +402,13 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
         if _array.is_array(target) and not _is_host_labels(target):
             xp, arrays = _required(target=target)
             target = arrays["target"]
-            positive = xp.asarray(self.classes[1].item(), dtype=target.dtype,
-                                  device=_array.device(target))
-            known = (target == positive) | (target == xp.asarray(
-                self.classes[0].item(), dtype=target.dtype, device=_array.device(target)))
+            try:  # the classes in the target's dtype: a string class, or -1 in uint8, has no such value
+                negative, positive = (xp.asarray(c.item(), dtype=target.dtype, device=_array.device(target))
+                                      for c in self.classes)
+            except (ValueError, TypeError, OverflowError):
+                raise fail("target", f"labels among classes ({self.classes.tolist()!r})",
+                           f"an array of dtype {target.dtype}, which cannot hold them") from None
+            known = (target == positive) | (target == negative)
             if _array.concrete_bool(xp.all(known)) is False:
                 raise fail("target", f"labels among classes ({self.classes.tolist()!r})",
                            "another label")
@@ -563,6 +570,8 @@ class MultilabelHead(_ClassifierHead):
         """0/1 label rows (bool, int or float) -> floats of the target's library."""
         xp, arrays = _required(target=target)
         target = arrays["target"]
+        if not _array.isdtype(xp, target.dtype, ("bool", "integral", "real floating")):
+            raise fail("target", "0/1 label rows (bool, int or float)", f"dtype {target.dtype}")
         return target if _array.isdtype(xp, target.dtype, "real floating") else xp.astype(target, xp.float32)
 
 

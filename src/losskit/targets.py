@@ -174,8 +174,8 @@ def type_of_target(target, *, task: Task | str | None = None) -> TargetType:
         raise fail("target", "at least one example", f"an empty array of shape {y.shape}")
     if y.ndim == 0 or y.ndim > 2:
         raise fail("target", "shape [N] or [N, K]", f"shape {y.shape}")
-    if y.dtype.kind == "c":
-        raise fail("target", "real labels or values", f"dtype {y.dtype}")
+    if y.dtype.kind not in "biufUSO":  # complex, dates, durations, raw bytes: no labels or values of a loss
+        raise fail("target", "real labels or values (bool, integer, float or string)", f"dtype {y.dtype}")
     if y.ndim == 2 and y.shape[1] == 1:
         column = y[:, 0]
     elif y.ndim == 1:
