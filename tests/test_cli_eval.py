@@ -186,3 +186,12 @@ def test_json_gives_null_for_a_metric_that_overflows(tmp_path, capsys):
     assert report["metrics"]["mse"] is None and report["metrics"]["mae"] == pytest.approx(2e200 / 3)
     code, out, err = _run(capsys, path)
     assert code == 0 and "inf" in out and err == "", err
+
+
+def test_a_regression_reading_of_soft_labels_does_not_advise_a_binary_task(tmp_path, capsys):
+    """type_of_target's advice ("pass task='binary' for soft labels") suits a head, which trains on soft
+    labels, not eval, whose binary metrics need 0/1 labels and refuse 0.5."""
+    path = tmp_path / "soft.csv"
+    path.write_text("logit,target\n1,1\n-1,0.5\n2,1\n-2,0.5\n")
+    code, out, err = _run(capsys, path, "--json")
+    assert code == 0 and "soft labels" not in json.loads(out)["reason"] and "regression" in json.loads(out)["reason"]

@@ -241,9 +241,14 @@ def _one_column(y: np.ndarray, wanted: Task | None) -> TargetType:
         return TargetType(Task.REGRESSION, f"float whole numbers with {n} distinct values (more than "
                           f"{FEW_VALUES}): a quantity, regression; pass task='multiclass' for classes",
                           1, None, "values")
-    hint = "; pass task='binary' for soft labels" if np.all((y >= 0) & (y <= 1)) else ""
+    hint = SOFT_LABELS_HINT if np.all((y >= 0) & (y <= 1)) else ""
     return TargetType(Task.REGRESSION, f"float values with {n} distinct values, not all whole "
                       f"numbers: regression{hint}", 1, None, "values")
+
+
+#: the advice a regression reading of floats in [0, 1] carries (a head trains on soft labels; ``losskit eval``,
+#: whose binary metrics need 0/1 labels, leaves it out)
+SOFT_LABELS_HINT = "; pass task='binary' for soft labels"
 
 
 def _told_classes(y: np.ndarray, classes: np.ndarray, wanted: Task) -> TargetType:

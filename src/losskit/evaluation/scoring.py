@@ -21,7 +21,7 @@ from ..losses import (
     BinaryCrossEntropy,
     Loss,
 )
-from ..targets import type_of_target
+from ..targets import SOFT_LABELS_HINT, type_of_target
 from ..tasks import Task
 from .metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics, RegressionMetrics
 from .sources import Batch, Layout
@@ -148,7 +148,8 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
         raise LossInputError(f"{error} (read from the first {len(sample):,} rows of {first.path}; "
                              f"give --task to decide)") from None
     more = layout.rows is None or layout.rows > len(sample)
-    reason = info.reason + (f" (read from the first {len(sample):,} rows)" if more else "")
+    # a head trains on soft labels, but eval's binary metrics (accuracy, ROC AUC) need 0/1 labels
+    reason = info.reason.replace(SOFT_LABELS_HINT, "") + (f" (read from the first {len(sample):,} rows)" if more else "")
     return info.kind, reason
 
 
