@@ -149,7 +149,8 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
                              f"give --task to decide)") from None
     more = layout.rows is None or layout.rows > len(sample)
     # a head trains on soft labels, but eval's binary metrics (accuracy, ROC AUC) need 0/1 labels
-    reason = info.reason.replace(SOFT_LABELS_HINT, "") + (f" (read from the first {len(sample):,} rows)" if more else "")
+    reason = info.reason.replace(SOFT_LABELS_HINT, "")
+    reason += f" (read from the first {len(sample):,} rows)" if more else ""
     return info.kind, reason
 
 
