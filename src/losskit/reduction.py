@@ -112,9 +112,10 @@ def combine(xp, loss, weight, scale_, reduction: str):
     if reduction == "mean" and weight is None and scale_.ndim == 0:  # sum first, then scale once
         total = xp.sum(loss)
         # unless the sum overflows where the mean does not (float32 losses near 3e38: the compiled kernels,
-        # which scale each row, gave the mean and the reference inf); under a trace the value is not known
-        # and the sum stands
-        if _array.concrete_bool(xp.isinf(total)) and _array.concrete_bool(xp.all(xp.isfinite(loss))):
+        # which scale each row, gave the mean and the reference inf). Asked of host arrays only: on a GPU
+        # the question would wait for the device at every call, and under a trace there is no value
+        if str(_device(total)) == "cpu" and _array.concrete_bool(xp.isinf(total)) \
+                and _array.concrete_bool(xp.all(xp.isfinite(loss))):
             return xp.sum(weighted)
         return total * scale_
     return xp.sum(weighted)
