@@ -380,3 +380,15 @@ def test_no_minimiser_says_why():
         lk.calibrate(z, (z < 0).astype(int))  # anti-informative
     with pytest.raises(lk.LossInputError, match="grow without bound"):
         lk.calibrate(z, (z > 0).astype(int), method="platt")
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, float("nan")])
+def test_a_variance_factor_that_cannot_be_applied_is_refused(factor):
+    """Its log was taken by math.log first: 'math domain error' stood where the bound should be named."""
+    rng = np.random.default_rng(3)
+    mean = rng.normal(size=300)
+    cal = lk.calibrate(np.stack([mean, np.zeros(300)], axis=1), mean + 2 * rng.normal(size=300), method="variance")
+    data = json.loads(cal.to_json())
+    data["params"]["variance_factor"] = factor
+    with pytest.raises(lk.LossInputError, match=r"calibration: expected 1 finite parameter\(s\) for variance"):
+        lk.Calibration.from_json(json.dumps(data, allow_nan=True))

@@ -252,6 +252,9 @@ def test_calibrated_files_keep_their_metadata_and_are_not_calibrated_twice(tmp_p
         code, _, err = _run(capsys, *args)
         assert code == 2 and err.count("\n") == 1, err
         assert err.startswith("losskit: error: --calibration: expected uncalibrated logits") and "calibrated.parquet" in err
+    # nor fitted on them: that calibration could never be applied to them
+    code, _, err = _run(capsys, "calibrate", out, "--out", tmp_path / "again.json")
+    assert code == 2 and err.startswith("losskit: error: PATH: expected uncalibrated logits"), err
     assert not (tmp_path / "twice.parquet").exists()
     assert _run(capsys, "eval", out, "--json")[0] == 0  # scored as it is, it is fine
 

@@ -853,3 +853,13 @@ def test_a_bad_number_normalizer_is_refused_before_the_trace(bad, given):
         with pytest.raises(lk.LossInputError, match=f"normalizer: expected .*got .*{re.escape(given)}"):
             call()
     assert float(jax.jit(lambda z: f(z, y, normalizer=2.0))(z)) == pytest.approx(4 * np.log(3) / 2, rel=1e-6)
+
+
+def test_grad_in_a_normalizer_that_is_checked_eagerly():
+    """The eager check of a normalizer reads no float of a tracer: jax.grad in the normalizer works (it
+    raised ConcretizationTypeError after the check was added), and equals -loss_sum / n**2."""
+    z, y = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3))), jnp.array([0, 1, 2, 1])
+    total = float(lk.softmax_cross_entropy(np.asarray(z), np.asarray(y), reduction="sum"))
+    for f in (lambda n: lj.softmax_cross_entropy(z, y, normalizer=n),
+              lambda n: lk.SoftmaxCrossEntropy(impl="xp")(z, y, normalizer=n)):
+        assert float(jax.grad(f)(4.0)) == pytest.approx(-total / 16, rel=1e-6)

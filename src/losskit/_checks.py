@@ -81,15 +81,25 @@ def ignore_index(value: Any) -> int | None:
     return int(value)
 
 
-def normalizer(value: Any, xp=None, dtype=None) -> Any:
+def normalizer(value: Any, xp=None, dtype=None, *, library: bool = True) -> Any:
     """A positive number (or 0-d real array) that replaces the denominator of "mean". With ``dtype`` (the
     working dtype of the call, of namespace ``xp``) its reciprocal, the scale of every example, must be
     finite there: a float32 call given 1e-50 took it as 0 and then, as an empty batch's denominator, 1 (the
-    "sum"), without a word."""
+    "sum"), without a word. A 0-d NumPy array is a number; with ``library``, so is a 0-d array of another
+    library than ``xp``'s, read now (it reached that library's attribute errors)."""
     if value is None:
         return None
     if isinstance(value, (bool, _NUMPY_BOOL)):
         raise fail("normalizer", "a positive number", repr(value))
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
+        value = value.item()  # a host number, whatever the input's library
+    if library and xp is not None and _array.is_array(value) and tuple(value.shape) == () \
+            and _array.array_namespace(value) is not xp:
+        try:  # another library's 0-d array: its value, read now (no gradient flows into another library)
+            value = value.item()
+        except Exception:  # noqa: BLE001 - a tracer, or an array that cannot be read on the host
+            raise fail("normalizer", f"a number or a 0-d array of the input's library ({xp.__name__})",
+                       f"a 0-d array of {_array.array_namespace(value).__name__} that cannot be read now") from None
     if is_number(value):
         if isinstance(value, complex) or np.iscomplexobj(value):
             raise fail("normalizer", "a positive real number", repr(value))
@@ -101,16 +111,17 @@ def normalizer(value: Any, xp=None, dtype=None) -> Any:
         if tuple(value.shape) != ():
             raise fail("normalizer", "a positive number or 0-d array", f"shape {tuple(value.shape)}")
         own = _array.array_namespace(value)
-        if xp is not None and own is not xp:
-            raise fail("normalizer", f"a number or a 0-d array of the input's library ({xp.__name__})",
-                       f"a 0-d array of {own.__name__}")
         if not _array.isdtype(own, value.dtype, ("real floating", "integral")):
             raise fail("normalizer", "a positive number or 0-d array of real numbers", f"dtype {value.dtype}")
-        ok = _array.concrete_bool((value > 0) & (value < math.inf))  # None under a trace: checked when concrete
+        # one array expression read once (None under a trace: checked when concrete); no float() of the
+        # value, which a tracer of jax.grad in the normalizer cannot give
+        ok = _array.concrete_bool((value > 0) & (value < math.inf))
         if ok is False:
             raise fail("normalizer", "a positive finite number", f"{float(value)!r} (a 0-d array)")
-        if ok:
-            _reciprocal_fits(float(value), xp, dtype)
+        if ok and dtype is not None:
+            largest = float(xp.finfo(dtype).max)
+            if _array.concrete_bool(value * largest >= 1) is False:
+                _reciprocal_fits(float(value), xp, dtype)  # raises, naming the bound
         return value
     raise fail("normalizer", "a positive number", type(value).__name__)
 

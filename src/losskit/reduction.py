@@ -114,8 +114,8 @@ def combine(xp, loss, weight, scale_, reduction: str):
         # unless the sum overflows where the mean does not (float32 losses near 3e38: the compiled kernels,
         # which scale each row, gave the mean and the reference inf). Asked of host arrays only: on a GPU
         # the question would wait for the device at every call, and under a trace there is no value
-        if str(_device(total)) == "cpu" and _array.concrete_bool(xp.isinf(total)) \
-                and _array.concrete_bool(xp.all(xp.isfinite(loss))):
+        host = isinstance(total, (np.ndarray, np.generic)) or str(_device(total)) == "cpu"
+        if host and _array.concrete_bool(xp.isinf(total)) and _array.concrete_bool(xp.all(xp.isfinite(loss))):
             return xp.sum(weighted)
         return total * scale_
     return xp.sum(weighted)

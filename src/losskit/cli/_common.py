@@ -66,7 +66,7 @@ def output_file(path: Path, option: str = "--out") -> Path:
 
 
 #: the bytes :func:`atomic_write`'s temporary name adds to the file's (``.`` + ``.XXXXXXXX.part``)
-_TEMP_EXTRA = 16
+_TEMP_EXTRA = 15
 
 
 def _name_max(directory: Path) -> int:

@@ -402,9 +402,11 @@ def loss_fn(loss):
     def call(logits, target, weight=None, normalizer=None):
         if normalizer is not None:
             # here, where a number is still a number: inside the custom_vjp it is a traced array, whose
-            # value the plan cannot check (a 0, negative or NaN normalizer gave a wrong loss without a word)
-            xp = _array.namespace(logits=logits)[0]
-            normalizer = _checks.normalizer(normalizer, xp, _array.compute_dtype(xp, jnp.result_type(logits)))
+            # value the plan cannot check (a 0, negative or NaN normalizer gave a wrong loss without a word).
+            # Any library's 0-d array will do (the custom_vjp makes it JAX's); integer logits: the plan says so
+            dtype = jnp.result_type(logits)
+            work = _array.compute_dtype(jnp, dtype) if jnp.issubdtype(dtype, jnp.floating) else None
+            normalizer = _checks.normalizer(normalizer, jnp, work, library=False)
         return f(logits, target, weight, normalizer)
 
     call.__doc__ = f"custom_vjp form of {loss!r}"

@@ -64,7 +64,8 @@ def function_of(cls) -> Callable:
     is named, with the ones it takes (Python's own TypeError named the function, not the option)."""
 
     def use(fn):
-        takes = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        takes = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):

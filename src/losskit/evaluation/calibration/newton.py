@@ -69,8 +69,8 @@ def minimise(objective, evaluate: Callable[[np.ndarray], object], *, max_passes:
         # an NLL of 0 and a parameter fitted to nothing, without a word
         raise LossInputError(f"{what}: {objective.method} cannot be fitted: the weighted NLL at the start "
                              f"overflows float64 (sum of weights {sums.weight:.3g}, of weighted losses "
-                             f"{sums.loss:.3g}): weights too large, predictions out of range, or an --l2 "
-                             f"penalty too large")
+                             f"{sums.loss:.3g}): weights too large, predictions out of range, or an "
+                             f"{_l2(what)} penalty too large")
     before = sums
     history = [(theta.copy(), sums.nll, float(relative_gradient(sums).max(initial=0.0)))]
     step = _separable if objective.separable else _joint
@@ -117,7 +117,7 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
     for passes in range(1, max_passes + 1):
         if not (np.all(np.isfinite(best.hess)) and np.all(np.isfinite(best.grad))):
             raise LossInputError(f"{what}: {objective.method}'s NLL has a gradient or Hessian that overflows "
-                                 f"float64 at these parameters (logits, or an --l2 penalty, too large to fit)")
+                                 f"float64 at these parameters (logits, or an {_l2(what)} penalty, too large to fit)")
         relative = relative_gradient(best)
         # a parameter every term pushes the same way, pass after pass: the NLL has no minimum that way
         one_sided = one_sided + 1 if np.any(relative >= 1 - 1e-9) or (passes > 1 and not best.scale.any()) else 0
@@ -138,6 +138,11 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
         else:
             damping = max(10 * damping, 1e-6 * float(np.max(np.abs(np.diag(best.hess)), initial=1.0)))
     raise _not_converged(objective, best, max_passes, what)
+
+
+def _l2(what: str) -> str:
+    """The penalty's name as the caller knows it: ``--l2`` on the command line (``what`` an option), else ``l2``."""
+    return "--l2" if what.startswith("--") else "l2"
 
 
 def _newton_step(hess: np.ndarray, grad: np.ndarray, damping: float) -> np.ndarray:

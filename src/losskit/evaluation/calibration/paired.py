@@ -12,7 +12,7 @@ from ..scoring import Scorer, Spec
 __all__ = ["Paired", "check_fits", "check_uncalibrated"]
 
 
-def check_uncalibrated(schemas) -> None:
+def check_uncalibrated(schemas, arg: str = "--calibration") -> None:
     """Refuse files written by ``losskit calibrate apply`` (their Parquet metadata holds
     ``losskit.calibration``): a calibration applied again maps the calibrated logits a second time, and
     ``eval --calibration`` would call them "uncalibrated". ``schemas``: the files' schemas (their
@@ -27,7 +27,7 @@ def check_uncalibrated(schemas) -> None:
             method = json.loads(text).get("method", "a")
         except (TypeError, ValueError, AttributeError):
             method = "a"
-        raise fail("--calibration", "uncalibrated logits", f"{schema.path}, whose logits a {method} calibration "
+        raise fail(arg, "uncalibrated logits", f"{schema.path}, whose logits a {method} calibration "
                    "has mapped already (its metadata's losskit.calibration)",
                    "score or calibrate the model's uncalibrated predictions, or this file without --calibration")
 

@@ -132,7 +132,7 @@ class Variance:
         return {"variance_factor": math.exp(theta[0])}
 
     def theta(self, params: dict) -> np.ndarray:
-        return np.array([math.log(params["variance_factor"])])
+        return np.log(np.array([float(params["variance_factor"])]))  # <= 0: -inf or NaN, refused by theta()
 
     def apply(self, theta, logits, xp):
         return xp.stack([logits[..., 0], logits[..., 1] + float(theta[0])], axis=-1)
