@@ -863,3 +863,12 @@ def test_grad_in_a_normalizer_that_is_checked_eagerly():
     for f in (lambda n: lj.softmax_cross_entropy(z, y, normalizer=n),
               lambda n: lk.SoftmaxCrossEntropy(impl="xp")(z, y, normalizer=n)):
         assert float(jax.grad(f)(4.0)) == pytest.approx(-total / 16, rel=1e-6)
+
+
+def test_arrays_of_another_library_are_named():
+    """A torch tensor reached JAX's own TypeError ("... is not a valid JAX type"), naming no argument."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(lk.LossInputError, match=r"^logits: expected a JAX or NumPy array .*got torch\.Tensor"):
+        lj.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 1]))
+    with pytest.raises(lk.LossInputError, match=r"^target: expected a JAX or NumPy array"):
+        lj.loss_fn(lk.HuberLoss())(jnp.zeros(4), torch.zeros(4))

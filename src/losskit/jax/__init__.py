@@ -400,6 +400,12 @@ def loss_fn(loss):
     f.defvjp(forward, backward, symbolic_zeros=True)
 
     def call(logits, target, weight=None, normalizer=None):
+        for name, value in (("logits", logits), ("target", target), ("weight", weight)):
+            if value is not None and _array.is_array(value) and not isinstance(value, (jax.Array, np.ndarray)):
+                # a torch tensor, say: JAX's own TypeError named no argument
+                raise _checks.fail(name, "a JAX or NumPy array (losskit.jax's functions run under JAX)",
+                                   f"{type(value).__module__}.{type(value).__name__}",
+                                   "for other arrays call the core loss (losskit.<Loss>)")
         if normalizer is not None:
             # here, where a number is still a number: inside the custom_vjp it is a traced array, whose
             # value the plan cannot check (a 0, negative or NaN normalizer gave a wrong loss without a word).
