@@ -81,6 +81,14 @@ def ignore_index(value: Any) -> int | None:
     return int(value)
 
 
+def given(**arrays: Any) -> None:
+    """Refuse the first of ``arrays`` that is None, naming it: an array the call needs (None reached the
+    array library as an attribute error)."""
+    for name, value in arrays.items():
+        if value is None:
+            raise fail(name, "an array", "None")
+
+
 def normalizer(value: Any, xp=None, dtype=None, *, library: bool = True) -> Any:
     """A positive number (or 0-d real array) that replaces the denominator of "mean". With ``dtype`` (the
     working dtype of the call, of namespace ``xp``) its reciprocal, the scale of every example, must be
@@ -118,10 +126,8 @@ def normalizer(value: Any, xp=None, dtype=None, *, library: bool = True) -> Any:
         ok = _array.concrete_bool((value > 0) & (value < math.inf))
         if ok is False:
             raise fail("normalizer", "a positive finite number", f"{float(value)!r} (a 0-d array)")
-        if ok and dtype is not None:
-            largest = float(xp.finfo(dtype).max)
-            if _array.concrete_bool(value * largest >= 1) is False:
-                _reciprocal_fits(float(value), xp, dtype)  # raises, naming the bound
+        if ok and dtype is not None and _array.concrete_bool(value * float(xp.finfo(dtype).max) >= 1) is False:
+            _reciprocal_fits(float(value), xp, dtype)  # raises, naming the bound
         return value
     raise fail("normalizer", "a positive number", type(value).__name__)
 

@@ -51,11 +51,8 @@ _DEFAULTS = {Task.BINARY: "binary_cross_entropy_with_logits", Task.MULTICLASS: "
 
 
 def _required(**arrays):
-    """:func:`losskit._array.namespace` of arguments that must be given: None is refused, naming it (it
-    reached NumPy as an attribute error)."""
-    for name, value in arrays.items():
-        if value is None:
-            raise fail(name, "an array", "None")
+    """:func:`losskit._array.namespace` of arguments that must be given (:func:`losskit._checks.given`)."""
+    _checks.given(**arrays)
     return _array.namespace(**arrays)
 
 

@@ -265,9 +265,7 @@ class Loss(ABC):
     def plan(self, input, target, *, weight=None, normalizer=None, reduction: str | None = None) -> Plan:
         """Check a call's arguments and resolve it into a :class:`~losskit.plan.Plan`."""
         name = self.input_name
-        for arg, value in ((name, input), ("target", target)):
-            if value is None:
-                raise _checks.fail(arg, "an array", "None")
+        _checks.given(**{name: input, "target": target})
         xp, arrays = _array.namespace(**{name: input, "target": target, "weight": weight})
         input, target, weight = arrays[name], arrays["target"], arrays["weight"]
         _checks.floating(xp, input, name)

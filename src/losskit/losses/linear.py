@@ -128,9 +128,7 @@ def check_layer(xp, hidden, classifier, bias, names=("hidden", "classifier", "bi
 
 def _arrays(hidden, classifier, target, bias, weight):
     """The namespace and the checked arrays of a linear loss call."""
-    for name, value in (("hidden", hidden), ("classifier", classifier), ("target", target)):
-        if value is None:
-            raise _checks.fail(name, "an array", "None")
+    _checks.given(hidden=hidden, classifier=classifier, target=target)
     xp, arrays = _array.namespace(hidden=hidden, classifier=classifier, target=target, bias=bias, weight=weight)
     hidden, classifier, bias = arrays["hidden"], arrays["classifier"], arrays["bias"]
     check_layer(xp, hidden, classifier, bias)

@@ -43,10 +43,8 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
     temperature = number(temperature, "temperature", low=0.0, low_open=True)
     ignore_index = _checks.ignore_index(ignore_index)
     rows_option = LinearCEOptions(chunk_size=chunk_size)  # the chunk's rule and check, as the linear CE's
-    for name, value in zip(_STUDENT[:2] + _TEACHER[:2], (student_hidden, student_classifier, teacher_hidden,
-                                                         teacher_classifier), strict=True):
-        if value is None:
-            raise _checks.fail(name, "an array", "None")
+    _checks.given(**dict(zip(_STUDENT[:2] + _TEACHER[:2], (student_hidden, student_classifier, teacher_hidden,
+                                                           teacher_classifier), strict=True)))
     xp, arrays = _array.namespace(student_hidden=student_hidden, student_classifier=student_classifier,
                                   student_bias=student_bias, teacher_hidden=teacher_hidden,
                                   teacher_classifier=teacher_classifier, teacher_bias=teacher_bias, target=target)

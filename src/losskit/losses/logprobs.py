@@ -73,9 +73,7 @@ def linear_arrays(hidden, classifier, target, bias, *, sequences: bool = False):
     """The namespace and the checked arrays of a token-level linear call: ``hidden [..., D]`` (``[R,
     T, D]`` when ``sequences``), ``classifier [V, D]`` of hidden's dtype, integer ``target`` of
     shape ``hidden.shape[:-1]``, ``bias [V]`` or None."""
-    for name, value in (("hidden", hidden), ("classifier", classifier), ("target", target)):
-        if value is None:
-            raise _checks.fail(name, "an array", "None")
+    _checks.given(hidden=hidden, classifier=classifier, target=target)
     xp, arrays = _array.namespace(hidden=hidden, classifier=classifier, target=target, bias=bias)
     hidden, classifier, target, bias = arrays["hidden"], arrays["classifier"], arrays["target"], arrays["bias"]
     _checks.floating(xp, hidden, "hidden")

@@ -212,12 +212,10 @@ def calibrate(logits, target, *, method: str = "temperature", weight=None, task:
     >>> cal.apply(np.array([3.0, -1.0], dtype=np.float32)).dtype
     dtype('float32')
     """
-    from ..._checks import int_at_least
+    from ..._checks import given, int_at_least
     from . import inputs
 
-    for name, value in (("logits", logits), ("target", target)):
-        if value is None:
-            raise fail(name, "an array", "None")
+    given(logits=logits, target=target)
     max_passes = int_at_least(max_passes, "max_passes", 1)
     data = inputs.prepare(logits, target, weight, method=method, task=task)
     objective = objective_for(method, data.task, data.n_outputs, l2)
