@@ -127,11 +127,11 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     if calibration is not None:
         import functools
 
-        from .calibration.paired import Paired, check_fits, check_uncalibrated
+        from .calibration.paired import Paired, calibrations, check_fits, check_uncalibrated
 
         calibration = _calibration(calibration)
         check_fits(calibration, spec)
-        check_uncalibrated(sources._schema(f) for f in layout.files if sources._format(f) == "parquet")
+        check_uncalibrated(calibrations(layout))
         make = functools.partial(Paired, calibration=calibration)
     if dask or scheduler is not None:
         from . import cluster

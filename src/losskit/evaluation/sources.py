@@ -185,6 +185,8 @@ class _FileInfo:
     format: str
     rows: int | None
     bools: frozenset
+    #: the ``losskit.calibration`` metadata of a file ``calibrate apply`` wrote (its JSON), else None
+    calibration: str | None = None
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,8 @@ def resolve(files: Sequence[str | os.PathLike], *, pred: str | Sequence[str] | N
     return Layout(paths, tuple(preds), tuple(targets), weights[0] if weights else None, kind,
                   None if None in rows else sum(rows), dict(metadata), {c: first.columns[c][0] for c in owner},
                   {c: first.columns[c][2] for c in owner},
-                  tuple(_FileInfo(s.format, s.rows, s.bools & set(owner)) for s in schemas))
+                  tuple(_FileInfo(s.format, s.rows, s.bools & set(owner), s.metadata.get("losskit.calibration"))
+                        for s in schemas))
 
 
 def _check_columns(schema: _Schema, first: _Schema, owner: dict[str, str]) -> None:

@@ -147,7 +147,7 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
         if schema.format not in ("parquet", "csv"):
             raise fail("PATH", "Parquet or CSV files to write calibrated logits from",
                        f"{schema.path} ({schema.format})")
-    check_uncalibrated(schemas)
+    check_uncalibrated((s.path, s.metadata.get("losskit.calibration")) for s in schemas)
     names = _pred_columns(schemas[0], pred)
     width = sum(schemas[0].columns[name][0] for name in names)
     if width != calibration.n_outputs:

@@ -69,13 +69,13 @@ def plan_files(paths, *, pred, target, weight, task, method, batch_rows: int):
     """The layout and the :class:`~..scoring.Spec` of the files, checked for calibration."""
     from ...losses import GaussianNLL
     from .. import scoring, sources
-    from .paired import check_uncalibrated
+    from .paired import calibrations, check_uncalibrated
 
     sources.check_batch_rows(batch_rows)
     files = sources.discover(paths)
-    # a fit on calibrated logits could never be applied to them (apply and eval refuse such files)
-    check_uncalibrated((sources._schema(f) for f in files if sources._format(f) == "parquet"), "PATH")
     layout = sources.resolve(files, pred=pred, target=target, weight=weight)
+    # a fit on calibrated logits could never be applied to them (apply and eval refuse such files)
+    check_uncalibrated(calibrations(layout), "PATH")
     first = sources.first_batch(layout, files, scoring.DETECT_ROWS)
     if method == "variance" and task is None:
         task = "regression"

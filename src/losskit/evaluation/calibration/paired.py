@@ -12,24 +12,29 @@ from ..scoring import Scorer, Spec
 __all__ = ["Paired", "check_fits", "check_uncalibrated"]
 
 
-def check_uncalibrated(schemas, arg: str = "--calibration") -> None:
+def check_uncalibrated(files, arg: str = "--calibration") -> None:
     """Refuse files written by ``losskit calibrate apply`` (their Parquet metadata holds
     ``losskit.calibration``): a calibration applied again maps the calibrated logits a second time, and
-    ``eval --calibration`` would call them "uncalibrated". ``schemas``: the files' schemas (their
-    ``path`` and ``losskit.*`` ``metadata``)."""
+    ``eval --calibration`` would call them "uncalibrated". ``files``: ``(path, that metadata or None)``
+    pairs, as a layout's files hold them (:func:`calibrations`)."""
     import json
 
-    for schema in schemas:
-        text = schema.metadata.get("losskit.calibration")
+    for path, text in files:
         if text is None:
             continue
         try:
             method = json.loads(text).get("method", "a")
         except (TypeError, ValueError, AttributeError):
             method = "a"
-        raise fail(arg, "uncalibrated logits", f"{schema.path}, whose logits a {method} calibration "
+        raise fail(arg, "uncalibrated logits", f"{path}, whose logits a {method} calibration "
                    "has mapped already (its metadata's losskit.calibration)",
                    "score or calibrate the model's uncalibrated predictions, or this file without --calibration")
+
+
+def calibrations(layout):
+    """``(path, losskit.calibration metadata or None)`` of each of ``layout``'s files, read by
+    :func:`~..sources.resolve` with their schemas (no file opened again)."""
+    return zip(layout.files, (info.calibration for info in layout._info), strict=True)
 
 
 def check_fits(calibration, spec: Spec) -> None:
