@@ -281,6 +281,7 @@ def _lgb_raw(split, params, rounds=20, weight=None):
 
 LGB_SAME = [
     ("breast_cancer", {"objective": "binary"}, lk.BinaryCrossEntropyWithLogits(), 1),
+    ("breast_cancer", {"objective": "cross_entropy"}, lk.BinaryCrossEntropyWithLogits(), 1),  # params' built-in
     ("diabetes", {"objective": "regression"}, lk.MeanSquaredError(), 2),
     # LightGBM's Poisson Hessian is exp(score + poisson_max_delta_step), the step > 0: 1e-12 makes it mu
     ("counts", {"objective": "poisson", "poisson_max_delta_step": 1e-12}, lk.PoissonDeviance(), 2),
@@ -352,3 +353,37 @@ if __name__ == "__main__":  # the table of docs/gbdt.md: held-out gaps to the bu
                     nearby.append(_piecewise_pinball(library, loss, split, eta, builtin_eta=1.05 * eta)[1] / theirs - 1)
                 print(f"{library:8s} {name:8s} eta {eta}: constant {_row(constant)} | MM {_row(mm)} | "
                       f"built-in at 1.05 eta {_row(nearby)}")
+
+
+def test_base_score_for_a_binary_xgbclassifier_is_its_probability():
+    """A binary XGBClassifier trains a custom objective under binary:logistic and reads base_score as a
+    probability: the margin 0.44 started the model at logit(0.44) = -0.24, and a margin above 1 was
+    XGBoost's error. ``classifier=True`` gives the sigmoid; the model then starts at the best margin."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 3)), (rng.random(400) < 0.85).astype(float)
+    loss = lk.BinaryCrossEntropyWithLogits(label_smoothing=0.05)
+    margin = lx.base_score(loss, y)
+    assert margin > 1  # where the margin itself was refused
+    start = lx.base_score(loss, y, classifier=True)
+    assert start == pytest.approx(1 / (1 + np.exp(-margin)), rel=1e-15)
+    model = xgb.XGBClassifier(objective=lx.objective(loss), base_score=start, n_estimators=1, learning_rate=0.0,
+                              n_jobs=1).fit(x, y)
+    np.testing.assert_allclose(model.predict(x, output_margin=True), margin, rtol=1e-5)
+    three = lk.head("multiclass", n_classes=3)  # a multi-class classifier reads a margin: unchanged
+    assert lx.base_score(three, rng.integers(0, 3, 50), classifier=True) == 0.0
+    with pytest.raises(lk.LossInputError, match="classifier"):
+        lx.base_score(loss, y, classifier="yes")
+
+
+@pytest.mark.parametrize("loss", [lk.MeanSquaredError(), lk.AbsoluteError(), lk.BinaryCrossEntropyWithLogits()],
+                         ids=lambda loss: type(loss).__name__)
+def test_base_score_checks_its_labels_and_weights(loss):
+    """A raw ZeroDivisionError (weights summing to 0), SciPy's "bounds must be finite" (a NaN label), and a
+    silent unweighted median for weights of another length: now each names its argument."""
+    y = np.array([0.0, 1.0, 1.0])
+    for label, weight, name in [(y, [1.0, -1.0, 1.0], "weight"), (y, [0.0, 0.0, 0.0], "weight"),
+                                (y, [1.0, 2.0], "weight"), (y, [1.0, np.nan, 1.0], "weight"),
+                                (np.array([0.0, np.nan, 1.0]), None, "label"), (np.array([]), None, "label")]:
+        for start in (lx.base_score, ll.init_score):
+            with pytest.raises(lk.LossInputError, match=name):
+                start(loss, label, weight=weight)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import losskit as lk
+from losskit.losses.categorical import _CategoricalBase
 
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")
@@ -68,6 +69,11 @@ CASES = [lk.MeanSquaredError(), lk.BinaryCrossEntropyWithLogits(), lk.SoftmaxCro
          lk.PseudoHuberLoss(delta=0.5), lk.HuberLoss(delta=0.5)]
 
 
+def _classes(loss) -> dict:
+    """``num_class`` where the loss is multi-class (another loss refuses it)."""
+    return {"num_class": 3} if isinstance(loss, _CategoricalBase) else {}
+
+
 PAIRS = [(library, loss) for library in ("xgboost", "lightgbm") for loss in CASES if loss.gbdt_builtin(library)]
 
 
@@ -75,7 +81,7 @@ PAIRS = [(library, loss) for library in ("xgboost", "lightgbm") for loss in CASE
 def test_params_give_the_custom_objective_where_the_library_has_no_builtin(library):
     module = lx if library == "xgboost" else ll
     for loss in CASES + [lk.ExponentialLoss(), lk.HingeLoss()]:
-        params = module.params(loss, num_class=3)
+        params = module.params(loss, **_classes(loss))
         assert callable(params["objective"]) == (loss.gbdt_builtin(library) is None), type(loss).__name__
 
 
@@ -104,11 +110,11 @@ def test_every_registered_loss_has_exactly_the_documented_builtins():
         loss = cls()
         expected = documented.get(cls.__name__, (None, None))
         for module, builtin in zip((lx, ll), expected, strict=True):
-            objective = module.params(loss, num_class=3)["objective"]
+            objective = module.params(loss, **_classes(loss))["objective"]
             assert (objective if isinstance(objective, str) else None) == builtin, (name, module.__name__)
     for module in (lx, ll):
         head = lk.head("multiclass", n_classes=3, loss="poly")
-        assert callable(module.params(head, num_class=3)["objective"])
+        assert callable(module.params(head)["objective"])
 
 
 def test_a_custom_objective_from_params_trains_through_xgb_train_obj_as_docs_gbdt_says():
@@ -131,7 +137,7 @@ def test_a_custom_objective_from_params_trains_through_xgb_train_obj_as_docs_gbd
 @pytest.mark.parametrize(("library", "loss"), PAIRS, ids=[f"{type(loss).__name__}-{lib}" for lib, loss in PAIRS])
 def test_builtin_has_the_declared_loss_minimiser(library, loss):
     module = lx if library == "xgboost" else ll
-    params = module.params(loss, num_class=3)
+    params = module.params(loss, **_classes(loss))
     y = _target(loss)
     best = _best(loss, y)
     shift = np.zeros_like(best)
@@ -140,3 +146,84 @@ def test_builtin_has_the_declared_loss_minimiser(library, loss):
     away = _step(library, params, loss, y, best + shift)
     assert np.all(np.abs(at_best) < 0.02), at_best
     assert np.atleast_1d(away)[0] < -0.05, away  # back towards the optimum
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_bce_builtin_takes_probability_targets_as_the_loss_does(library):
+    """BCE takes probabilities; LightGBM's "binary" read every label > 0 as 1 and trained another loss (the
+    margin ran to +inf on labels in (0, 0.5]). The built-in named now keeps the loss's minimiser on soft labels."""
+    module = lx if library == "xgboost" else ll
+    loss = lk.BinaryCrossEntropyWithLogits()
+    y = RNG.uniform(0.0, 0.5, size=N)
+    best = np.array([loss.best_constant(y)])
+    np.testing.assert_allclose(best, np.log(y.mean() / (1 - y.mean())), rtol=1e-6)
+    params = module.params(loss)
+    soft = lambda loss: RNG.uniform(0.0, 0.5, size=N)  # noqa: E731 - the second half of the rows
+    original, globals()["_target"] = _target, soft
+    try:
+        at_best = _step(library, params, loss, y, best)
+        away = _step(library, params, loss, y, best + 0.5)
+    finally:
+        globals()["_target"] = original
+    assert abs(at_best) < 0.02 and away < -0.05, (at_best, away)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_num_class_is_required_by_a_multi_class_loss_taken_from_a_head_and_refused_elsewhere(library):
+    module = lx if library == "xgboost" else ll
+    assert module.params(lk.head("multiclass", n_classes=4))["num_class"] == 4
+    assert module.params(lk.SoftmaxCrossEntropy(), num_class=5)["num_class"] == 5
+    bad = [(lk.SoftmaxCrossEntropy(), {}), (lk.SoftmaxCrossEntropy(), {"num_class": 1}),
+           (lk.SoftmaxCrossEntropy(), {"num_class": "3"}), (lk.SoftmaxCrossEntropy(), {"num_class": 2.5}),
+           (lk.head("multiclass", n_classes=4), {"num_class": 3}), (lk.MeanSquaredError(), {"num_class": 3})]
+    for loss, kwargs in bad:
+        with pytest.raises(lk.LossInputError, match="num_class"):
+            module.params(loss, **kwargs)
+
+
+def _train(library, params, x, y, rounds=20):
+    """Raw margins and the metric the library reported with ``metric(loss, builtin=True)``."""
+    module = lx if library == "xgboost" else ll
+    loss, record = params.pop("loss"), {}
+    if library == "xgboost":
+        data = xgb.DMatrix(x, label=y)
+        booster = xgb.train({**params, "disable_default_eval_metric": 1, "nthread": 1}, data, rounds,
+                            evals=[(data, "train")], custom_metric=module.metric(loss, builtin=True),
+                            evals_result=record)
+        return booster.predict(data, output_margin=True), record["train"][module.metric(loss).__name__][-1]
+    data = lgb.Dataset(x, y)
+    booster = lgb.train({**params, "metric": "None", "verbose": -1, "num_threads": 1}, data, rounds,
+                        valid_sets=[data], valid_names=["train"], feval=module.metric(loss, builtin=True),
+                        callbacks=[lgb.record_evaluation(record)])
+    return booster.predict(x, raw_score=True), record["train"][module.metric(loss).__name__][-1]
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("loss", [lk.BinaryCrossEntropyWithLogits(), lk.PoissonDeviance(), lk.SoftmaxCrossEntropy(),
+                                  lk.MeanSquaredError()], ids=lambda loss: type(loss).__name__)
+def test_metric_of_a_builtin_objective_is_the_loss_at_the_raw_margins(library, loss):
+    """Under a built-in objective the libraries hand a custom metric their transformed predictions
+    (probabilities, means): read as margins, BCE's reported 0.50 where the loss was 0.12. With
+    ``builtin=True`` the reported metric is the loss at the booster's raw margins."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 3))
+    y = {lk.BinaryCrossEntropyWithLogits: (x[:, 0] + rng.normal(size=600) > 0).astype(float),
+         lk.PoissonDeviance: rng.poisson(np.exp(0.5 * x[:, 0])).astype(float),
+         lk.SoftmaxCrossEntropy: np.digitize(x[:, 0] + rng.normal(size=600), [-0.5, 0.5]).astype(float),
+         lk.MeanSquaredError: x[:, 0] + rng.normal(size=600)}[type(loss)]
+    module = lx if library == "xgboost" else ll
+    params = module.params(loss, **_classes(loss))
+    assert isinstance(params["objective"], str)
+    margin, reported = _train(library, {**params, "loss": loss}, x, y)
+    labels = y.astype(int) if isinstance(loss, lk.SoftmaxCrossEntropy) else y
+    assert reported == pytest.approx(float(loss(margin.reshape(len(y), -1).squeeze(-1) if margin.ndim == 1 else margin,
+                                                labels)), rel=1e-5)
+    assert reported < 0.9 * float(loss(np.zeros_like(margin), labels))  # it trained
+
+
+def test_metric_builtin_refuses_a_loss_no_builtin_has():
+    for module in (lx, ll):
+        with pytest.raises(lk.LossInputError, match="builtin"):
+            module.metric(lk.ExponentialLoss(), builtin=True)  # its half-logit link: no library's prediction
+        with pytest.raises(lk.LossInputError, match="builtin"):
+            module.metric(lk.HuberLoss(), builtin="yes")

@@ -68,6 +68,41 @@ def test_registry_and_function_form():
     assert cls is ExpMarginLoss
     np.testing.assert_allclose(float(fn(Z, Y, weight=W)), np.sum(W * np.exp(-S * Z)) / W.sum(), rtol=1e-14)
     assert "exp_margin_loss" not in lk.losses.catalogue()
+    # docs/own-loss.md's ``lk.exp_margin_loss(z, y, weight=w)``: the package's attribute, found after import
+    assert lk.exp_margin_loss is fn
+    with pytest.raises(AttributeError, match="no_such_loss"):
+        lk.no_such_loss  # noqa: B018
+
+
+def test_a_loss_with_declared_options_pickles_with_its_torch_module_and_gbdt_objective():
+    """A declared option's record was made in ``types`` (make_dataclass), where pickle looked for it: a
+    Huber loss, a user's loss with an option, its torch module and a fitted model holding its objective
+    could not be saved."""
+    import pickle
+
+    for loss in (ScaledCauchyLoss(scale=2.5), lk.HuberLoss(delta=0.3), lk.SmoothL1Loss(beta=0.2)):
+        again = pickle.loads(pickle.dumps(loss))
+        assert type(again) is type(loss) and again.options.as_dict() == loss.options.as_dict()
+        np.testing.assert_array_equal(np.asarray(again(Z, Y)), np.asarray(loss(Z, Y)))
+    torch = pytest.importorskip("torch")
+    import io
+
+    import losskit.torch as lt
+
+    buffer = io.BytesIO()
+    torch.save(lt.module(ScaledCauchyLoss(scale=2.5)), buffer)
+    buffer.seek(0)
+    module = torch.load(buffer, weights_only=False)
+    e = Z - Y
+    np.testing.assert_allclose(float(module(torch.tensor(Z), torch.tensor(Y))),
+                               np.mean(3.125 * np.log1p((e / 2.5) ** 2)), rtol=1e-13)
+    for library in ("xgboost", "lightgbm"):
+        gbdt = pytest.importorskip(f"losskit.{library}")
+        objective, metric = pickle.loads(pickle.dumps((gbdt.objective(ScaledCauchyLoss(scale=2.5)),
+                                                       gbdt.metric(ScaledCauchyLoss(scale=2.5)))))
+        grad, _ = objective(Y, Z) if library == "xgboost" else objective(Y, Z, None)
+        np.testing.assert_allclose(grad, e / (1 + (e / 2.5) ** 2), rtol=1e-13)
+        assert objective.__name__ == metric.__name__ == "scaled_cauchy_loss"
 
 
 def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself():

@@ -40,6 +40,10 @@ def __getattr__(name: str):
         from .evaluation import calibration
 
         return getattr(calibration, name)
+    from .losses.registry import REGISTRY
+
+    if name in REGISTRY:  # a user's own loss, registered after import: its function form (docs/own-loss.md)
+        return REGISTRY[name][1]
     raise AttributeError(f"module 'losskit' has no attribute {name!r}")
 
 __all__ = [

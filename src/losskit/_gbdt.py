@@ -41,7 +41,7 @@ from ._stats import weighted_quantile
 from .losses import REGISTRY, Loss
 from .losses.base import require_loss_object
 from .losses.categorical import _CategoricalBase
-from .losses.declaration import Hessian
+from .losses.declaration import IDENTITY, LOG, LOGIT, SOFTMAX, Hessian
 from .losses.distribution import GaussianNLL, QuantileLoss
 from .losses.registry import name_of as _registered_name
 
@@ -149,22 +149,81 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     for the absolute error): a starting point for a custom objective (XGBoost's ``base_score``,
     LightGBM's ``init_score``). The absolute error (one value per row) and a one-quantile
     ``QuantileLoss`` get their exact minimiser, the lower weighted median or quantile (an order
-    statistic of ``label``), as XGBoost's and LightGBM's built-ins start. Multi-output losses start at 0."""
+    statistic of ``label``: the built-ins interpolate instead). Multi-output losses start at 0."""
     loss = resolve(loss_or_head)
-    label = np.asarray(label, dtype=np.float64)
-    w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
+    label, w = _start_inputs(label, weight)
     return loss.best_constant(label, w)
 
 
-def builtin_params(loss_or_head, library: str, n_outputs: int = 1):
-    """``{"objective": ..., **params}`` for ``library``'s built-in objective when it is ``loss`` (the
-    loss's ``gbdt_builtin`` declaration), else ``{"objective": <losskit's custom objective>}``, plus
-    ``num_class`` for a multi-class loss. A built-in also fits its own starting margin and, for the
-    absolute error and quantiles, refits leaves to the exact median/quantile (a custom objective cannot)."""
+def _start_inputs(label, weight):
+    """``label`` and ``weight`` as float64, checked as the loss checks them (a best constant needs at
+    least one row of positive weight, and finite labels)."""
+    label = np.asarray(label, dtype=np.float64)
+    if label.ndim == 0 or label.shape[0] == 0:
+        raise _checks.fail("label", "at least one row", f"shape {label.shape}")
+    if not np.all(np.isfinite(label)):
+        raise _checks.fail("label", "finite numbers", "NaN or inf")
+    if weight is None or np.size(weight) == 0:
+        return label, None
+    w = np.asarray(weight, dtype=np.float64)
+    _checks.same_shape("weight", w, "one value per row of label", label.shape[:1])
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise _checks.fail("weight", "finite numbers >= 0", "a negative, NaN or inf weight")
+    if not np.any(w > 0):
+        raise _checks.fail("weight", "at least one weight > 0", "all 0")
+    return label, w
+
+
+def builtin_params(loss_or_head, library: str, num_class=None):
+    """``({"objective": ..., **params}, extra)`` for ``library``'s built-in objective when it is ``loss``
+    (the loss's ``gbdt_builtin`` declaration), else ``(None, extra)``; ``extra`` holds ``num_class`` for
+    a multi-class loss (given, or a multi-class head's ``n_classes``). A built-in also fits its own
+    starting margin and, for the absolute error and quantiles, refits leaves to the exact
+    median/quantile (a custom objective cannot)."""
     loss = resolve(loss_or_head)
+    extra = {"num_class": _num_class(loss_or_head, loss, num_class)} if isinstance(loss, _CategoricalBase) else {}
+    if num_class is not None and not extra:
+        raise _checks.fail("num_class", f"None for {name_of(loss)} (num_class is for a multi-class loss)",
+                           repr(num_class))
     builtin = loss.gbdt_builtin(library)
-    extra = {"num_class": n_outputs} if isinstance(loss, _CategoricalBase) and n_outputs > 1 else {}
     if builtin is None:
         return None, extra
     objective, params = builtin
     return {"objective": objective, **params, **extra}, extra
+
+
+def _num_class(loss_or_head, loss, num_class) -> int:
+    """A multi-class loss's ``num_class``: the one given, or the head's ``n_classes`` (both, when given, agree)."""
+    known = getattr(loss_or_head, "n_classes", None) if isinstance(loss_or_head, _heads.Head) else None
+    if num_class is None and known is None:
+        raise _checks.fail("num_class", f"the number of classes, an int >= 2, for the multi-class loss "
+                           f"{name_of(loss)}", "None", "or pass a multi-class head, which knows its n_classes")
+    if num_class is None:
+        return known
+    num_class = _checks.int_at_least(num_class, "num_class", 2)
+    if known is not None and num_class != known:
+        raise _checks.fail("num_class", f"{known} (the head's n_classes)", repr(num_class))
+    return num_class
+
+
+def margins_of(loss: Loss, predictions):
+    """The margins (the loss's input) behind a built-in objective's predictions: the loss's link
+    applied to them (``logit`` of probabilities, ``log`` of means and of softmax probabilities, a
+    row's margins up to a constant). A probability of exactly 0 or 1 gives an infinite margin, whose
+    loss is the prediction's own (0 or inf)."""
+    p = np.asarray(predictions, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        if loss.link is LOGIT:
+            return np.log(p) - np.log1p(-p)
+        if loss.link in (LOG, SOFTMAX):
+            return np.log(p)
+    return p
+
+
+def builtin_metric(loss: Loss, builtin) -> bool:
+    """``builtin`` (a metric's flag: the predictions are a built-in objective's), refused for a loss whose
+    link no built-in objective of the libraries has (there is no such prediction to take back)."""
+    if _checks.flag(builtin, "builtin") and loss.link not in (IDENTITY, LOGIT, LOG, SOFTMAX):
+        raise _checks.fail("builtin", f"False for {name_of(loss)} (no built-in objective of the libraries has "
+                           f"its {loss.link.name} link)", "True")
+    return builtin

@@ -32,31 +32,46 @@ def objective(loss_or_head):
     """A LightGBM objective for ``loss_or_head`` (a Loss, a head, or a registry name).
 
     One callable serves both APIs: ``lgb.train`` (``params["objective"]``) calls it as
-    ``(preds, train_data)``, the scikit-learn estimators as ``(y_true, y_pred, weight)``.
+    ``(preds, train_data)``, the scikit-learn estimators as ``(y_true, y_pred, weight)``. It pickles
+    (a fitted estimator holding it can be saved).
     """
+    return _Objective(_gbdt.resolve(loss_or_head))
+
+
+def metric(loss_or_head, *, builtin: bool = False):
+    """A LightGBM metric (``feval`` / ``eval_metric``): ``(name, weighted mean loss, False)``.
+
+    Under a custom objective LightGBM passes margins. Under a built-in objective (what :func:`params`
+    chose when its ``"objective"`` is a string) it passes the built-in's transformed predictions
+    (probabilities, means): say ``builtin=True``, and the metric takes them back to margins through
+    the loss's link."""
     loss = _gbdt.resolve(loss_or_head)
+    return _Metric(loss, _gbdt.builtin_metric(loss, builtin))
 
-    def losskit_objective(preds, data, weight=None):
+
+class _Objective:
+    """:func:`objective`'s callable: a class, not a closure, so that it pickles."""
+
+    def __init__(self, loss):
+        self.loss, self.__name__ = loss, _gbdt.name_of(loss)
+
+    def __call__(self, preds, data, weight=None):
         if isinstance(data, lightgbm.Dataset):
-            return _gbdt.grad_hess(loss, preds, data.get_label(), data.get_weight())
-        return _gbdt.grad_hess(loss, data, preds, weight)
-
-    losskit_objective.__name__ = _gbdt.name_of(loss)
-    return losskit_objective
+            return _gbdt.grad_hess(self.loss, preds, data.get_label(), data.get_weight())
+        return _gbdt.grad_hess(self.loss, data, preds, weight)
 
 
-def metric(loss_or_head):
-    """A LightGBM metric (``feval`` / ``eval_metric``): ``(name, weighted mean loss, False)``."""
-    loss = _gbdt.resolve(loss_or_head)
-    name = _gbdt.name_of(loss)
+class _Metric:
+    """:func:`metric`'s callable (pickles, as :class:`_Objective`)."""
 
-    def losskit_metric(preds, data, weight=None):
+    def __init__(self, loss, builtin: bool):
+        self.loss, self.builtin, self.__name__ = loss, builtin, _gbdt.name_of(loss)
+
+    def __call__(self, preds, data, weight=None):
         if isinstance(data, lightgbm.Dataset):
-            return name, _gbdt.metric_value(loss, preds, data.get_label(), data.get_weight()), False
-        return name, _gbdt.metric_value(loss, data, preds, weight), False
-
-    losskit_metric.__name__ = name
-    return losskit_metric
+            preds, data, weight = data.get_label(), preds, data.get_weight()
+        margin = _gbdt.margins_of(self.loss, data) if self.builtin else data
+        return self.__name__, _gbdt.metric_value(self.loss, margin, preds, weight), False
 
 
 def init_score(loss_or_head, label, weight=None) -> float:
@@ -72,13 +87,14 @@ def params(loss_or_head, *, num_class: int | None = None) -> dict:
 
     A built-in is preferred because it can do what a custom objective cannot: refit each leaf to
     the exact weighted median or quantile (absolute error, quantile) and start from its own best
-    constant. ``num_class`` is required for a multi-class loss. docs/gbdt.md lists the built-ins and
-    the measured gap between the two.
+    constant. A multi-class loss needs ``num_class`` (a multi-class head gives its ``n_classes``);
+    another loss refuses it. docs/gbdt.md lists the built-ins and the measured gap between the two.
+    Pair a built-in with ``metric(loss, builtin=True)``.
 
     >>> import losskit as lk, losskit.lightgbm as lx  # doctest: +SKIP
     >>> lx.params(lk.QuantileLoss(quantiles=0.9))  # doctest: +SKIP
     """
-    builtin, extra = _gbdt.builtin_params(loss_or_head, "lightgbm", num_class or 1)
+    builtin, extra = _gbdt.builtin_params(loss_or_head, "lightgbm", num_class)
     if builtin is not None:
         return builtin
     return {"objective": objective(loss_or_head), **extra, "metric": "None"}

@@ -19,11 +19,13 @@ Conventions (see docs/gbdt.md):
   curvature ``w k / (2 max(|r|, eps))`` of their residual ``r`` (in 1/target units, so ``lambda``
   and ``min_child_weight`` act on the target's scale) and hinge losses the row's weight; a
   negative Hessian (focal, far on the wrong side) is floored: see :mod:`losskit._gbdt`;
-* under a custom objective XGBoost reads ``base_score`` as a *margin* (default 0.5):
+* under a custom objective XGBoost reads ``base_score`` as a *margin* (default 0.5), but a binary
+  ``XGBClassifier`` as a probability (``base_score(..., classifier=True)``):
   :func:`base_score` gives the loss's best constant margin (the weighted median or quantile for
-  the absolute error and a one-quantile loss, as the built-ins start); predictions are margins
+  the absolute error and a one-quantile loss); predictions are margins
   (``predict(..., output_margin=True)``; apply the head's activation yourself);
-* the metric is the loss's weighted mean at the margins, named after the loss, lower is better.
+* the metric is the loss's weighted mean at the margins, named after the loss, lower is better;
+  under a built-in objective XGBoost passes it predictions, not margins (``metric(..., builtin=True)``).
 
 Scale: losskit's squared error and deviances are twice XGBoost's per-row losses (``e^2`` against
 ``e^2 / 2``): the Newton step is the same, but ``lambda``, ``min_child_weight`` and ``gamma`` act
@@ -35,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import xgboost
 
-from . import _gbdt
+from . import _checks, _gbdt
 
 __all__ = ["params", "objective", "metric", "base_score"]
 
@@ -45,43 +47,67 @@ def objective(loss_or_head):
 
     One callable serves both APIs: ``xgb.train(obj=...)`` calls it as ``(predt, dtrain)``, the
     scikit-learn estimators (``objective=``) as ``(y_true, y_pred, sample_weight=...)``. Returns
-    ``(grad, hess)`` of ``predt``'s shape.
+    ``(grad, hess)`` of ``predt``'s shape. It pickles (a fitted estimator holding it can be saved).
     """
-    loss = _gbdt.resolve(loss_or_head)
-
-    def losskit_objective(predt, data, sample_weight=None):
-        if isinstance(data, xgboost.DMatrix):  # xgb.train: (margins, DMatrix)
-            return _gbdt.grad_hess(loss, predt, _label(data), data.get_weight())
-        return _gbdt.grad_hess(loss, data, predt, sample_weight)  # scikit-learn: (y_true, y_pred)
-
-    losskit_objective.__name__ = _gbdt.name_of(loss)
-    return losskit_objective
+    return _Objective(_gbdt.resolve(loss_or_head))
 
 
-def metric(loss_or_head):
+def metric(loss_or_head, *, builtin: bool = False):
     """An XGBoost evaluation metric: the loss's weighted mean at the margins (lower is better).
 
     ``xgb.train(custom_metric=...)`` calls it as ``(predt, dmatrix)`` and gets ``(name, value)``;
     the scikit-learn estimators (``eval_metric=``) as ``(y_true, y_pred, sample_weight=...)`` and
-    get the value. Give it margins: XGBoost passes margins to a custom metric under a custom
-    objective (with a built-in objective, pass ``output_margin`` predictions yourself).
+    get the value. Under a custom objective XGBoost passes margins. Under a built-in objective (what
+    :func:`params` chose when its ``"objective"`` is a string) it passes the built-in's transformed
+    predictions (probabilities, means): say ``builtin=True``, and the metric takes them back to
+    margins through the loss's link.
     """
     loss = _gbdt.resolve(loss_or_head)
-    name = _gbdt.name_of(loss)
+    return _Metric(loss, _gbdt.builtin_metric(loss, builtin))
 
-    def losskit_metric(predt, data, sample_weight=None):
+
+class _Objective:
+    """:func:`objective`'s callable: a class, not a closure, so that it pickles."""
+
+    def __init__(self, loss):
+        self.loss, self.__name__ = loss, _gbdt.name_of(loss)
+
+    def __call__(self, predt, data, sample_weight=None):
+        if isinstance(data, xgboost.DMatrix):  # xgb.train: (margins, DMatrix)
+            return _gbdt.grad_hess(self.loss, predt, _label(data), data.get_weight())
+        return _gbdt.grad_hess(self.loss, data, predt, sample_weight)  # scikit-learn: (y_true, y_pred)
+
+
+class _Metric:
+    """:func:`metric`'s callable (pickles, as :class:`_Objective`)."""
+
+    def __init__(self, loss, builtin: bool):
+        self.loss, self.builtin, self.__name__ = loss, builtin, _gbdt.name_of(loss)
+
+    def __call__(self, predt, data, sample_weight=None):
         if isinstance(data, xgboost.DMatrix):
-            return name, _gbdt.metric_value(loss, predt, _label(data), data.get_weight())
-        return _gbdt.metric_value(loss, data, predt, sample_weight)
+            return self.__name__, self._value(predt, _label(data), data.get_weight())
+        return self._value(data, predt, sample_weight)
 
-    losskit_metric.__name__ = name
-    return losskit_metric
+    def _value(self, predt, label, weight):
+        margin = _gbdt.margins_of(self.loss, predt) if self.builtin else predt
+        return _gbdt.metric_value(self.loss, margin, label, weight)
 
 
-def base_score(loss_or_head, label, weight=None) -> float:
+def base_score(loss_or_head, label, weight=None, *, classifier: bool = False) -> float:
     """The best constant margin for ``loss_or_head`` over ``label``: XGBoost's ``base_score`` under
-    a custom objective (a margin, not a probability or a mean). See :func:`losskit._gbdt.base_margin`."""
-    return _gbdt.base_margin(loss_or_head, label, weight)
+    a custom objective (a margin, not a probability or a mean) with ``xgb.train`` and the
+    regressors. See :func:`losskit._gbdt.base_margin`.
+
+    ``classifier=True`` gives what a binary ``XGBClassifier`` needs instead: it trains a custom
+    objective under ``binary:logistic`` and reads ``base_score`` as a probability (its logit is the
+    start), so this returns the sigmoid of the margin, kept inside (0, 1). A multi-class classifier
+    reads a margin: unchanged."""
+    margin = _gbdt.base_margin(loss_or_head, label, weight)
+    if not _checks.flag(classifier, "classifier") or _gbdt.resolve(loss_or_head).reduces_last_axis:
+        return margin
+    tiny = np.finfo(np.float64).eps
+    return float(np.clip(1.0 / (1.0 + np.exp(-margin)), tiny, 1.0 - tiny))
 
 
 def _label(data) -> np.ndarray:
@@ -98,13 +124,14 @@ def params(loss_or_head, *, num_class: int | None = None) -> dict:
 
     A built-in is preferred because it can do what a custom objective cannot: refit each leaf to
     the exact weighted median or quantile (absolute error, quantile) and start from its own best
-    constant. ``num_class`` is required for a multi-class loss. docs/gbdt.md lists the built-ins and
-    the measured gap between the two.
+    constant. A multi-class loss needs ``num_class`` (a multi-class head gives its ``n_classes``);
+    another loss refuses it. docs/gbdt.md lists the built-ins and the measured gap between the two.
+    Pair a built-in with ``metric(loss, builtin=True)``.
 
     >>> import losskit as lk, losskit.xgboost as lx  # doctest: +SKIP
     >>> lx.params(lk.QuantileLoss(quantiles=0.9))  # doctest: +SKIP
     """
-    builtin, extra = _gbdt.builtin_params(loss_or_head, "xgboost", num_class or 1)
+    builtin, extra = _gbdt.builtin_params(loss_or_head, "xgboost", num_class)
     if builtin is not None:
         return builtin
     return {"objective": objective(loss_or_head), **extra, "disable_default_eval_metric": 1}

@@ -359,7 +359,7 @@ def _declare_options(cls, declared: dict) -> None:
     arguments (a declared option is then read as ``self.name``, through the record)."""
     base = cls.Options
     if declared:
-        cls.Options = _options_record(cls.__name__, base, declared)
+        cls.Options = _options_record(cls, base, declared)
     for key in declared:
         delattr(cls, key)
     params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
@@ -374,15 +374,19 @@ def _declare_options(cls, declared: dict) -> None:
     cls.__init__ = __init__
 
 
-def _options_record(class_name: str, base: type, declared: dict) -> type:
+def _options_record(cls: type, base: type, declared: dict) -> type:
     def post_init(record):
         base.__post_init__(record)
         for key, spec in declared.items():
             record._set(key, spec.check(getattr(record, key), key))
 
     fields = [(key, Any, dataclasses.field(default=spec.default)) for key, spec in declared.items()]
-    return dataclasses.make_dataclass(f"{class_name}Options", fields, bases=(base,), frozen=True, eq=False,
-                                      namespace={"__post_init__": post_init})
+    record = dataclasses.make_dataclass(f"{cls.__name__}Options", fields, bases=(base,), frozen=True, eq=False,
+                                        namespace={"__post_init__": post_init})
+    # where pickle finds it (a loss, a torch module or a fitted model that holds one is saved by reference to
+    # its class): ``<module>.<LossClass>.Options``, not make_dataclass's ``types.<Name>Options``
+    record.__module__, record.__qualname__ = cls.__module__, f"{cls.__qualname__}.Options"
+    return record
 
 
 def _example_weight(xp, weight, batch_shape, work):

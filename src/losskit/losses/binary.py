@@ -128,7 +128,8 @@ class BinaryCrossEntropyWithLogits(_BinaryBase):
     def gbdt_builtin(self, library):
         if self.pos_weight is not None or self.label_smoothing:
             return None
-        return {"xgboost": ("binary:logistic", {}), "lightgbm": ("binary", {})}[library]
+        # LightGBM's "binary" reads every label > 0 as 1; its "cross_entropy" takes probabilities, as this loss does
+        return {"xgboost": ("binary:logistic", {}), "lightgbm": ("cross_entropy", {})}[library]
 
     def _terms(self, plan, order):
         loss, grad, hess = bce_logits_terms(plan.xp, plan.input, self._smoothed(plan), plan.target.pos_weight,

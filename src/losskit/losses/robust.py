@@ -67,7 +67,7 @@ class AbsoluteError(ValueLoss):
         return xp.zeros_like(z)
 
     def best_constant(self, target, weight=None) -> float:
-        # the weighted median, as the built-ins start
+        # the lower weighted median: a minimiser (the built-ins interpolate between order statistics)
         return weighted_quantile(np.asarray(target, dtype=np.float64), 0.5, weight)
 
     def gbdt_builtin(self, library):

@@ -362,6 +362,11 @@ class _LossModule(nn.Module):
     def extra_repr(self) -> str:
         return self._options
 
+    def __reduce__(self):
+        # rebuilt from its core loss (it holds no parameters or buffers): the class of a user's own loss is
+        # made here per process and is not an attribute of losskit.torch, where pickle would look for it
+        return module, (self.core,)
+
 
 @functools.cache
 def _module(name: str) -> type:
