@@ -354,3 +354,34 @@ def test_torch_fused_options_take_numpy_numbers_and_refuse_others_by_name():
     for temperature, given in (("abc", "'abc'"), (None, "None"), (object(), "object")):
         with pytest.raises(lk.LossInputError, match=f"^temperature: expected .*got {given}"):
             lt.linear_logprobs(hidden, classifier, target, temperature=temperature)
+
+
+def test_torch_fused_linear_losses_are_first_order_and_say_so():
+    """Every fused linear loss's backward scales gradients the forward computed. They came back carrying
+    the op's graph (``requires_grad``, a grad_fn: ``.numpy()`` failed), and under ``create_graph=True``
+    a gradient penalty through them was silently 0. Now plain tensors, and a second derivative raises."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(4, 3, 3, dtype=torch.float64, generator=gen)
+    c = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    y = torch.randint(0, 5, (4, 3), generator=gen)
+    calls = {
+        "linear_cross_entropy": lambda h, c: lt.linear_cross_entropy(h.reshape(-1, 3), c, y.reshape(-1)),
+        "LinearPreferenceLoss": lambda h, c: lt.LinearPreferenceLoss("dpo")(h, c, y, torch.full((4,), -5.0,
+                                                                                               dtype=torch.float64)),
+        "LinearGRPOLoss": lambda h, c: lt.LinearGRPOLoss(beta=0.1)(
+            h, c, y, old_logps=torch.full((4, 3), -1.5, dtype=torch.float64),
+            advantages=torch.tensor([1.0, -1.0, 0.5, 2.0], dtype=torch.float64),
+            ref_logps=torch.full((4, 3), -1.6, dtype=torch.float64)),
+        "LinearJSDLoss": lambda h, c: lt.LinearJSDLoss(beta=0.5)(h, c, h.detach() * 0.5, c.detach()),
+    }
+    for name, call in calls.items():
+        hidden, classifier = h.clone().requires_grad_(), c.clone().requires_grad_()
+        grads = torch.autograd.grad(call(hidden, classifier), (hidden, classifier))
+        assert not any(g.requires_grad or g.grad_fn is not None for g in grads), name
+        assert np.all(np.isfinite(grads[0].numpy())), name
+        grad_h, _ = torch.autograd.grad(call(hidden, classifier), (hidden, classifier), create_graph=True)
+        with pytest.raises(RuntimeError, match="first-order"):
+            (grad_h ** 2).sum().backward()

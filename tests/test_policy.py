@@ -580,6 +580,15 @@ def test_torch_module_compiles_fullgraph_and_runs_on_meta():
         assert out.item() == pytest.approx(2 * expected, rel=1e-10)
         for leaf, reference in zip(leaves, expected_grads, strict=True):
             _close(leaf.grad.numpy(), 2 * reference, 1e-10)
+    # the function form too: its options were checked inside the traced code, which Dynamo could not trace
+    options = {"beta": 0.04, "importance": "sequence", "normalization": "bnpo", "chunk_size": 5}
+    leaves = [torch.tensor(a, requires_grad=True) for a in (hidden, classifier, bias)]
+    out, aux = torch.compile(lambda h, c, b, y: lt.linear_grpo_loss(h, c, y, bias=b, aux=True, **constants, **options),
+                             fullgraph=True)(*leaves, torch.tensor(target))
+    out.backward()
+    assert out.item() == pytest.approx(expected, rel=1e-10) and "kl" in aux
+    for leaf, reference in zip(leaves, expected_grads, strict=True):
+        _close(leaf.grad.numpy(), reference, 1e-10)
     meta = [torch.zeros(a.shape, device="meta", requires_grad=True) for a in (hidden, classifier, bias)]
     out = module(meta[0], meta[1], torch.tensor(target).to("meta"), bias=meta[2],
                  **{k: v.to(device="meta", dtype=torch.float32) for k, v in constants.items()})

@@ -68,8 +68,9 @@ def _log1mexp(xp, x):
     ``1 - exp(x)`` cancels, ``log1p(-exp(x))`` below ``-log 2``, where ``-expm1`` loses the tail."""
     near = x > -math.log(2.0)
     far_x = xp.where(near, xp.full_like(x, -1.0), x)
-    near_x = xp.where(near, x, xp.full_like(x, -1.0))
-    return xp.where(near, xp.log(-xp.expm1(near_x)), xp.log1p(-xp.exp(far_x)))
+    near_x = xp.where(near & (x != 0), x, xp.full_like(x, -1.0))  # x = 0 (p = 1): -inf, set below without log(0)
+    value = xp.where(near, xp.log(-xp.expm1(near_x)), xp.log1p(-xp.exp(far_x)))
+    return xp.where(x == 0, xp.full_like(x, -math.inf), value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,8 +248,10 @@ class ORPO(PairLoss):
 
     def pair_terms(self, xp, chosen, rejected):
         # log odds log(p / (1 - p)) = log p - log(1 - p), the latter without cancellation
-        z = (chosen - _log1mexp(xp, chosen)) - (rejected - _log1mexp(xp, rejected))
-        z = xp.where(chosen == rejected, xp.zeros_like(z), z)  # two infinite odds are equal, not inf - inf
+        # two equal odds (both infinite too) give 0, not inf - inf: each side's odds set to 0 before subtracting
+        tie, zero = chosen == rejected, xp.zeros_like(chosen)
+        z = (xp.where(tie, zero, chosen - _log1mexp(xp, chosen))
+             - xp.where(tie, zero, rejected - _log1mexp(xp, rejected)))
         ratio = log_sigmoid_xp(xp, z)
         dz = -self.lambda_ * sigmoid_xp(xp, -z)  # d(-lambda log sigmoid z) / dz
         # d log odds / d x = 1 / (1 - e^x) = -1 / expm1(x); at x = 0 (odds infinite) the tokens' own
@@ -364,7 +367,8 @@ def preference_objective(xp, loss: PairLoss, target, ignore_index, ref_logps, dt
     if not loss.reference and ref_logps is not None:
         raise _checks.fail("ref_logps", f"None: loss={loss.name!r} is reference-free", "an array")
     if ref_logps is not None:
-        _checks.floating(xp, ref_logps, "ref_logps")
+        if not _array.isdtype(xp, ref_logps.dtype, ("real floating", "integral")):  # integers are cast, as GRPO's
+            raise _checks.fail("ref_logps", "real numbers", f"dtype {ref_logps.dtype}")
         _checks.same_shape("ref_logps", ref_logps, "one per row of hidden", (n_rows,))
         ref_logps = _array.as_dtype(xp, ref_logps, dtype)
     counts = xp.sum(xp.astype(mask, dtype), axis=-1)  # exact in float32 below 2^24 tokens

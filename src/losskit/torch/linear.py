@@ -22,6 +22,7 @@ from ..losses.linear import linear_binary_cross_entropy_value_and_grad, linear_c
 from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as core_linear_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as core_linear_logprobs_vjp
+from ._first_order import first_order_only
 
 __all__ = ["linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs", "fused_linear",
            "encode_options"]
@@ -120,25 +121,37 @@ def _linear_value_and_grad_fake(function, options, hidden, classifier, target, b
             hidden.new_empty(n_aux, dtype=torch.float64))
 
 
+#: the error of a second derivative through a fused linear loss
+_SECOND_ORDER = ("losskit.torch: the fused linear losses are first-order (their backward scales gradients the "
+                 "forward sweep computed, never the N x V logits): a second derivative (create_graph=True for a "
+                 "gradient penalty or a Hessian-vector product) needs the logits materialised (hidden @ "
+                 "classifier.T and the loss's formula in torch)")
+
+
 def _linear_setup(ctx, inputs, output):
     ctx.has_bias = inputs[5] is not None
     ctx.n_extras = len(inputs[6])
     # the op's gradient outputs are never differentiated: without this, autograd would hand backward a
-    # zero tensor for each (one the size of the classifier: a second [V, D] array at the peak)
+    # zero tensor for each (one the size of the classifier: a second [V, D] array at the peak), and the
+    # gradients backward returns would carry this op's graph (they are its outputs)
     ctx.set_materialize_grads(False)
-    # the forward computed every gradient: saved (detached) and scaled in backward, no second sweep
-    ctx.save_for_backward(*output[1:4])
+    ctx.mark_non_differentiable(*output[1:])
+    # the forward computed every gradient: saved and scaled in backward, no second sweep; the inputs are
+    # the anchors of a create_graph=True backward's refusal
+    ctx.save_for_backward(*output[1:4], inputs[2], inputs[3], inputs[5])
 
 
 def _linear_backward(ctx, upstream, *unused):
     if upstream is None:  # only a gradient output was used (they carry none)
         return (None,) * 6 + ([None] * ctx.n_extras, None, None)
-    grad_hidden, grad_classifier, grad_bias = ctx.saved_tensors
+    grad_hidden, grad_classifier, grad_bias, hidden, classifier, bias = ctx.saved_tensors
     # scaled in place: the saved gradients are this op's own buffers, read by this backward only, and
     # a copy of the classifier's would hold a second [V, D] array at the peak (501 MiB at V = 128256,
     # D = 1024). A second backward through the same graph gets torch's error for a modified saved tensor
-    return (None, None, grad_hidden.mul_(upstream), grad_classifier.mul_(upstream), None,
-            grad_bias.mul_(upstream) if ctx.has_bias else None, [None] * ctx.n_extras, None, None)
+    grads = (grad_hidden.mul_(upstream), grad_classifier.mul_(upstream),
+             grad_bias.mul_(upstream) if ctx.has_bias else None)
+    grads = first_order_only(grads, (hidden, classifier, bias, upstream), _SECOND_ORDER)
+    return (None, None, grads[0], grads[1], None, grads[2], [None] * ctx.n_extras, None, None)
 
 
 torch.library.register_autograd("losskit::linear_value_and_grad", _linear_backward, setup_context=_linear_setup)

@@ -9,6 +9,7 @@ constants of the loss: they get no gradient.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .. import _checks
@@ -30,9 +31,18 @@ def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_
     and ``bias [V]``; shapes and options (``beta``, ``epsilon_low``, ``epsilon_high``, ``importance``,
     ``normalization``, ``max_length``, ``temperature``, ``ignore_index``, ``chunk_size``) as there;
     with ``aux=True``, ``(loss, aux)``: TRL's logged statistics as 0-d float64 tensors, no gradient."""
+    encoded, aux_names = _constants(options).split("\n")
+    return _apply(encoded, hidden, classifier, target, old_logps, advantages, ref_logps, bias,
+                  tuple(aux_names.split(",")) if _checks.flag(aux, "aux") else ())
+
+
+@torch.compiler.assume_constant_result
+def _constants(options: dict) -> str:
+    """The checked options as the custom op's string, and the names of their logged statistics (a line
+    each): computed when ``torch.compile`` traces, a constant of the graph (Dynamo cannot trace the
+    options' dataclass)."""
     checked = GRPOOptions.of(options)
-    return _apply(encode_options(checked.as_dict()), hidden, classifier, target, old_logps, advantages, ref_logps,
-                  bias, checked.aux_names() if _checks.flag(aux, "aux") else ())
+    return encode_options(checked.as_dict()) + "\n" + ",".join(checked.aux_names())
 
 
 class LinearGRPOLoss(nn.Module):
