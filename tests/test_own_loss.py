@@ -120,6 +120,16 @@ def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself()
             def derivative(self, xp, z, y):
                 return 4 * (z - y) ** 3
     assert lk.REGISTRY["mean_squared_error"][0] is lk.MeanSquaredError
+    # a short name of a catalogue loss of the same task: the head kept resolving "mae" to AbsoluteError
+    with pytest.raises(TypeError, match="^MyMAE.aliases: 'mae' names losskit's AbsoluteError"):
+        class MyMAE(lk.ElementwiseLoss):
+            name = "my_test_mae"
+            aliases = ("mae",)
+            target = "value"
+
+            def value(self, xp, z, y):
+                return xp.abs(z - y)
+    assert "my_test_mae" not in lk.REGISTRY and lk.RegressionHead(loss="mae").loss_object.name == "absolute_error"
     made = []
     try:
         for power in (2, 4):

@@ -32,6 +32,12 @@ def register(cls: type) -> None:
             old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
         raise TypeError(f"{cls.__name__}.name: {cls.name!r} is the name of losskit's {old.__name__}; "
                         f"give the class a name of its own")
+    if not is_losskits(cls):  # a head looks a short name up among its task's losses, the catalogue's first
+        for other, _ in REGISTRY.values():
+            taken = set(other.aliases) | {other.name}
+            if is_losskits(other) and other.task == cls.task and taken & set(cls.aliases):
+                raise TypeError(f"{cls.__name__}.aliases: {sorted(taken & set(cls.aliases))[0]!r} names losskit's "
+                                f"{other.__name__} in a {cls.task} head; give the class aliases of its own")
     REGISTRY[cls.name] = (cls, functional(cls, cls.name, _function_doc(cls)))
 
 
