@@ -211,3 +211,17 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(lkd, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+def test_a_bad_label_in_a_lazy_core_call_gives_nan():
+    """The core on Dask arrays cannot read the labels before compute: a label outside the classes gave the
+    loss of another class (or none); its example now weighs NaN, so the computed loss is NaN."""
+    z = da.from_array(np.random.default_rng(0).normal(size=(6, 5)), chunks=(2, 5))
+    y = np.array([0, 4, 1, 2, 3, 0])
+    loss = lk.SoftmaxCrossEntropy()
+    np.testing.assert_allclose(float(loss(z, da.from_array(y, chunks=2)).compute()), float(loss(z.compute(), y)),
+                               rtol=1e-12)
+    for bad in (5, -1):
+        wrong = y.copy()
+        wrong[3] = bad
+        assert np.isnan(float(loss(z, da.from_array(wrong, chunks=2)).compute())), bad

@@ -872,3 +872,40 @@ def test_arrays_of_another_library_are_named():
         lj.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 1]))
     with pytest.raises(lk.LossInputError, match=r"^target: expected a JAX or NumPy array"):
         lj.loss_fn(lk.HuberLoss())(jnp.zeros(4), torch.zeros(4))
+
+
+@pytest.mark.parametrize("loss", [lk.SoftmaxCrossEntropy(), lk.SoftmaxCrossEntropy(ignore_index=-100, class_weight=[
+    1.0, 2.0, 1.0, 0.5, 1.0]), lk.SoftmaxFocalLoss(), lk.PolyCrossEntropy(), lk.MulticlassHingeLoss()],
+    ids=lambda loss: type(loss).__name__ + ("_options" if getattr(loss, "ignore_index", None) is not None else ""))
+def test_a_label_out_of_range_under_jit_is_nan_not_another_class(loss):
+    """Under jit no check can read a label: 7 of 5 classes was clipped to class 4 and -3 wrapped to class 2,
+    a finite loss for a class the data never named. Now the call's value and gradient are NaN (optax's
+    gather gives NaN too); valid and ignored labels are unchanged."""
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)))
+    step = jax.jit(jax.value_and_grad(lambda z, y: lj.loss_fn(loss)(z, y)))
+    for bad in (7, -3):
+        value, grad = step(z, jnp.asarray([0, bad, 1]))
+        assert np.isnan(float(value)) and np.isnan(np.asarray(grad)).any(), bad
+    good = np.array([0, 2, 1])
+    value, grad = step(z, jnp.asarray(good))
+    expected, expected_grad = loss.value_and_grad(np.asarray(z), good)
+    np.testing.assert_allclose(float(value), float(expected), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-12, atol=1e-15)
+    if getattr(loss, "ignore_index", None) is not None:
+        ignored = np.array([0, -100, 1])
+        np.testing.assert_allclose(float(step(z, jnp.asarray(ignored))[0]), float(loss(np.asarray(z), ignored)),
+                                   rtol=1e-12)
+
+
+def test_fused_linear_losses_under_jit_give_nan_for_an_id_outside_the_vocabulary():
+    rng = np.random.default_rng(0)
+    hidden, classifier = jnp.asarray(rng.normal(size=(4, 3, 2))), jnp.asarray(rng.normal(size=(5, 2)))
+    target = np.array([[0, 1, 2], [1, 2, 3], [0, 0, 1], [3, 3, 3]])
+    preference = jax.jit(lambda h, y: lj.linear_preference_loss(h, classifier, y, ref_logps=jnp.zeros(4)))
+    jsd = jax.jit(lambda h, y: lj.linear_jsd_loss(h, classifier, h * 0.5, classifier, y))
+    for fn in (preference, jsd):
+        assert np.isfinite(float(fn(hidden, jnp.asarray(target))))
+        for bad in (9, -2):
+            wrong = target.copy()
+            wrong[1, 2] = bad
+            assert np.isnan(float(fn(hidden, jnp.asarray(wrong)))), (fn, bad)

@@ -225,22 +225,41 @@ def non_negative(xp, array, name: str) -> None:
         raise fail(name, "non-negative finite values", "inf")
 
 
-def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = "target") -> None:
+def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = "target") -> bool:
+    """Raise, naming ``name``, for a label outside ``[0, n_classes)`` that is not ``ignore``. Returns
+    whether the labels were read: False for a traced (JAX ``jit``) or lazy (Dask) array, whose values no
+    check can read; the caller then makes a bad label's result NaN (:func:`bad_labels_nan`)."""
     if _array.size(labels) == 0:
-        return
+        return True
     low, high = _array.extremes(xp, labels)
     if _array.concrete_bool((low >= 0) & (high < n_classes)):
-        return  # the common case in two reductions; the one that finds a bad label follows
+        return True  # the common case in two reductions; the one that finds a bad label follows
     valid = (labels >= 0) & (labels < n_classes)
     if ignore is not None:
         valid = valid | (labels == ignore)
-    if _array.concrete_bool(xp.any(~valid)):
+    bad = _array.concrete_bool(xp.any(~valid))
+    if bad is None:
+        return False
+    if bad:
         bad = xp.where(valid, xp.zeros_like(labels), labels)
         bad_value = int(xp.max(bad)) if _array.concrete_bool(xp.any(bad > 0)) else int(xp.min(bad))
         allowed = f"class indices in [0, {n_classes})"
         if ignore is not None:
             allowed += f" or ignore_index={ignore}"
         raise fail(name, allowed, f"label {bad_value}")
+    return True
+
+
+def bad_labels_nan(xp, labels, n_classes: int, ignore: int | None, weight, dtype):
+    """``weight`` (None: 1 per example) with NaN where a label is outside ``[0, n_classes)`` and not
+    ``ignore``: what a call whose labels could not be read (:func:`labels_in_range` gave False) does
+    with a bad one, a NaN loss rather than a silent value for another class (JAX's own gathers fill
+    out-of-range indices with NaN too)."""
+    valid = (labels >= 0) & (labels < n_classes)
+    if ignore is not None:
+        valid = valid | (labels == ignore)
+    ones = xp.ones(labels.shape, dtype=dtype, device=_array.device(labels))
+    return xp.where(valid, ones if weight is None else weight, xp.full_like(ones, math.nan))
 
 
 def non_negative_number_or_list(value: Any, name: str) -> None:

@@ -70,9 +70,9 @@ class _CategoricalBase(Loss):
             # int64 first: every integer dtype is a label dtype, but some backends compare or gather
             # only some of them (torch has no >= for uint16)
             target = _array.as_index(xp, target)
-            _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
+            read = _checks.labels_in_range(xp, target, n_classes, self.ignore_index)
             return label_target(xp, target, self._class_weight_array(xp, input), self.ignore_index,
-                                input.dtype)
+                                input.dtype, None if read else n_classes)
         if target.dtype == xp.bool or _array.isdtype(xp, target.dtype, "real floating"):
             if tuple(target.shape) != tuple(input.shape):
                 raise self._shape_error(target, input)
@@ -127,9 +127,11 @@ class _CategoricalBase(Loss):
         return target if a == 0 else (1 - a) * target + a / n_classes
 
 
-def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
+def label_target(xp, target, class_weight, ignore_index, dtype, unread_classes: int | None = None) -> Target:
     """The meaning of integer labels with ``class_weight [K]`` and ``ignore_index``, for every
-    loss that takes them (softmax CE, the linear CE): safe labels, keep mask, example weight."""
+    loss that takes them (softmax CE, the linear CE): safe labels, keep mask, example weight.
+    ``unread_classes``: K when the labels' range could not be checked (traced or lazy arrays): an
+    example with a label outside it then weighs NaN (a NaN loss, not another class's)."""
     labels, keep = target, None
     if ignore_index is not None:
         keep = target != ignore_index
@@ -140,6 +142,8 @@ def label_target(xp, target, class_weight, ignore_index, dtype) -> Target:
     if keep is not None:
         keep_w = xp.astype(keep, dtype)
         weight = keep_w if weight is None else weight * keep_w
+    if unread_classes is not None:
+        weight = _checks.bad_labels_nan(xp, target, unread_classes, ignore_index, weight, dtype)
     return Target(labels=labels, weight=weight)
 
 

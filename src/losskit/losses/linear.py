@@ -176,14 +176,14 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
     if n_vocab == 0:
         raise _checks.fail("classifier", "at least one class (row)", f"shape {tuple(classifier.shape)}")
-    _checks.labels_in_range(xp, target, n_vocab, opts.ignore_index)
+    read = _checks.labels_in_range(xp, target, n_vocab, opts.ignore_index)
     cw = None
     if opts.class_weight is not None:
         cw = _array.option_array(xp, opts.class_weight, "class_weight", hidden)
         if tuple(cw.shape) != (n_vocab,):
             raise _checks.fail("class_weight", f"shape ({n_vocab},)", f"shape {tuple(cw.shape)}")
         _checks.non_negative(xp, cw, "class_weight")
-    resolved = label_target(xp, target, cw, opts.ignore_index, hidden.dtype)
+    resolved = label_target(xp, target, cw, opts.ignore_index, hidden.dtype, None if read else n_vocab)
     w = resolved.weight if weight is None else (weight if resolved.weight is None else weight * resolved.weight)
     scale = _scale(xp, w, n_rows, opts, normalizer, hidden)
     rows = opts.rows(n_rows, n_vocab)

@@ -110,10 +110,11 @@ def _keep(xp, target, batch_shape, n_rows, ignore_index, like, n_vocab):
     if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != tuple(batch_shape):
         raise _checks.fail("target", f"integer token ids of shape {tuple(batch_shape)} (student_hidden's rows), "
                            "or None", f"shape {tuple(target.shape)} and dtype {target.dtype}")
-    _checks.labels_in_range(xp, target, n_vocab, ignore_index)
-    if ignore_index is None:
-        return None
-    return xp.astype(xp.reshape(target, (n_rows,)) != ignore_index, like.dtype)
+    read = _checks.labels_in_range(xp, target, n_vocab, ignore_index)
+    flat = xp.reshape(target, (n_rows,))
+    keep = None if ignore_index is None else xp.astype(flat != ignore_index, like.dtype)
+    # ids that could not be read (traced, lazy): a row of an id outside the vocabulary weighs NaN
+    return keep if read else _checks.bad_labels_nan(xp, flat, n_vocab, ignore_index, keep, like.dtype)
 
 
 def _host(hidden, classifier, bias, teacher, t_classifier, t_bias, scale, beta, temperature, rows):
