@@ -345,8 +345,8 @@ def test_fused_linear_wrappers_carry_a_core_sweep_into_torch_and_jax():
 
 def test_the_fused_ops_gradient_outputs_carry_no_gradient():
     """losskit.torch.linear: the custom op's outputs beside the value (the gradients it computed) are
-    constants to autograd: a loss built on one alone leaves hidden and classifier without a gradient
-    (autograd hands backward no zero tensors for them, so backward scales only the value's)."""
+    constants to autograd, marked non-differentiable (they carried the op's graph: a gradient returned
+    from them required grad); backward scales only the value's."""
     import torch
 
     from losskit.losses.linear import linear_cross_entropy_value_and_grad
@@ -356,9 +356,11 @@ def test_the_fused_ops_gradient_outputs_carry_no_gradient():
     hidden, classifier = _leaves(h.reshape(-1, D), c)
     outputs = _linear_value_and_grad(_path(linear_cross_entropy_value_and_grad), encode_options({}), hidden,
                                      classifier, torch.as_tensor(y.reshape(-1).clip(0)), None, [], "", "")
-    assert outputs[2].requires_grad  # the op is differentiable as a whole: autograd reaches its backward
-    outputs[2].sum().backward()
-    assert hidden.grad is None and classifier.grad is None
+    assert outputs[0].requires_grad and not any(o.requires_grad for o in outputs[1:])
+    expected = [o.detach().clone() for o in outputs[1:3]]
+    (2 * outputs[0] + outputs[2].sum()).backward()  # the gradient output adds a constant: no gradient of its own
+    torch.testing.assert_close(hidden.grad, 2 * expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(classifier.grad, 2 * expected[1], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("library", ["numpy", "torch"])
