@@ -466,3 +466,63 @@ def test_docs_heads_examples_run_and_say_what_they_claim():
     assert second["target"].tolist() == [1.0, 0.0, 1.0, 0.0]
     assert second["labels"].tolist() == ["spam", "ham", "spam", "ham"]
     assert second["head"].reason in text
+
+
+def test_an_integer_target_of_k_columns_under_jit_is_refused_not_read_as_one_hot():
+    """Under jit encode could not read whether [N, K] integer rows are one-hot: it took them as one-hot, so a
+    multi-hot row (or a batch of class indices with T = K) trained as its argmax; eager, the same rows are
+    returned as they are and the loss refuses them."""
+    jax = pytest.importorskip("jax")
+    head = lk.MulticlassHead(3)
+    multi_hot = np.array([[1, 0, 1], [0, 1, 1]])
+    np.testing.assert_array_equal(head.encode(multi_hot), multi_hot)
+    with pytest.raises(LossInputError, match="^target: .*under a trace"):
+        jax.jit(head.encode)(jax.numpy.asarray(multi_hot))
+    np.testing.assert_array_equal(head.encode(jax.numpy.asarray([[0, 0, 1], [1, 0, 0]])), [2, 0])  # eager one-hot
+
+
+@pytest.mark.parametrize("column", [[["cat"], ["dog"], ["bird"], ["dog"]], [[0], [1], [2], [1]]], ids=["str", "int"])
+def test_head_for_a_label_column_encodes_a_target_its_loss_takes(column):
+    """type_of_target reads [N] and [N, 1] alike; the multi-class head then kept the [N, 1] encoding, which its
+    own loss refused."""
+    y = np.array(column)
+    head = lk.head_for(y)
+    target = head.encode(y)
+    assert target.shape == (4,)
+    assert float(head.loss(np.zeros((4, 3)), target)) == pytest.approx(np.log(3), rel=1e-15)
+
+
+def test_head_options_given_as_arrays_are_named():
+    """An array option reached ``value == default`` (NumPy's "truth value of an array is ambiguous")."""
+    torch = pytest.importorskip("torch")
+    for value in (np.array([0.1, 0.2]), torch.tensor([0.1, 0.2])):
+        with pytest.raises(LossInputError, match="^label_smoothing: "):
+            lk.MulticlassHead(3, label_smoothing=value)
+    with pytest.raises(LossInputError, match="^axis: "):
+        lk.MulticlassHead(3, axis=np.array([1, 2]))
+    with pytest.raises(LossInputError, match="^threshold: .*shape \\(1, 3\\)"):
+        lk.MultilabelHead(3, threshold=[[0.5, 0.9, 0.2]])
+
+
+def test_binary_head_takes_a_numpy_scalar_pos_weight_and_refuses_a_bool():
+    z, y = np.array([0.3, -1.0]), np.array([1.0, 0.0])
+    expected = float(lk.BinaryCrossEntropyWithLogits(pos_weight=2.0)(z, y))
+    for value in (np.float32(2), np.int64(2), np.array(2.0)):
+        assert float(lk.BinaryHead(pos_weight=value).loss(z, y)) == pytest.approx(expected, rel=1e-7)
+    with pytest.raises(LossInputError, match="^pos_weight: "):
+        lk.BinaryHead(pos_weight=True)
+
+
+def test_boolean_labels_decode_to_booleans_and_are_not_a_regression_target():
+    y = np.array([True, False, True])
+    head = lk.head_for(y)
+    assert head.decode(head.predict(np.array([1.0, -1.0, 2.0]))).tolist() == [True, False, True]
+    with pytest.raises(LossInputError, match="^task: .*boolean"):
+        lk.head_for(y, task="regression")
+
+
+def test_head_for_says_which_head_it_chose_when_the_loss_is_another_tasks():
+    with pytest.raises(LossInputError, match="head_for chose the multiclass head .*pass task="):
+        lk.head_for(np.array([0, 1, 2, 5, 3]), loss="poisson")
+    assert lk.head_for(np.array([0, 1, 2, 5, 3]), loss="poisson", task="regression").loss_object.name == \
+        "poisson_deviance"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import losskit as lk
 from conftest import to_backend
 from losskit import LossInputError, Task, type_of_target
 from losskit.targets import decode_labels, encode_labels
@@ -234,3 +235,28 @@ def test_decode_checks_the_index_range_and_dtype():
 def test_decode_reads_indices_of_any_backend(backend):
     indices = to_backend(backend, np.array([1, 0, 1]))
     assert decode_labels(indices, np.array(["neg", "pos"])).tolist() == ["pos", "neg", "pos"]
+
+
+def test_two_soft_label_values_are_soft_labels_for_task_binary():
+    """The advice "pass task='binary' for soft labels" failed when the soft labels had two values."""
+    for y in ([0.2, 0.7, 0.2, 0.7], [0.0, 0.5, 0.5]):
+        info = lk.type_of_target(np.array(y), task="binary")
+        assert info.kind is lk.Task.BINARY and info.classes is None and "soft labels" in info.reason
+    assert lk.type_of_target(np.array([0.0, 1.0, 1.0]), task="binary").classes.tolist() == [0.0, 1.0]
+
+
+def test_classes_must_be_a_list_of_labels():
+    from losskit.targets import decode_labels, encode_labels
+
+    for classes in ([], [[0, 1]], "ab"):
+        with pytest.raises(lk.LossInputError, match="^classes: "):
+            encode_labels([0, 1], classes=classes)
+    with pytest.raises(lk.LossInputError, match="^classes: "):
+        decode_labels([0], "ab")
+
+
+def test_a_uint64_label_past_int64_is_out_of_range_not_an_ignored_minus_one():
+    z = np.zeros((2, 3))
+    with pytest.raises(lk.LossInputError, match="^target: .*label 9223372036854775807"):
+        lk.softmax_cross_entropy(z, np.array([0, 2**64 - 1], np.uint64), ignore_index=-1)
+    assert float(lk.softmax_cross_entropy(z, np.array([0, 2], np.uint64))) == pytest.approx(np.log(3), rel=1e-15)

@@ -12,7 +12,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
-from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespace
+from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespace, is_torch_namespace
 
 from ._errors import fail
 
@@ -115,7 +115,15 @@ def as_index(xp, labels):
     """Integer labels in the backend's index dtype: int64 (torch gathers and compares no other
     for every integer dtype), int32 on JAX without x64, where int64 does not exist."""
     index = xp.int32 if is_jax_namespace(xp) and xp.asarray(0).dtype == xp.int32 else xp.int64
-    return labels if labels.dtype == index else xp.astype(labels, index)
+    if labels.dtype == index:
+        return labels
+    top = xp.iinfo(index).max
+    if isdtype(xp, labels.dtype, "unsigned integer") and xp.iinfo(labels.dtype).max > top \
+            and not is_torch_namespace(xp):  # (torch compares no uint64)
+        # a label past the index dtype is out of range: kept so, where the cast wrapped 2**64 - 1 to -1 (an
+        # ignore_index, ignored without a word)
+        labels = xp.where(labels > top, xp.asarray(top, dtype=labels.dtype), labels)
+    return xp.astype(labels, index)
 
 
 def take_class(xp, values, labels):

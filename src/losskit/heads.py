@@ -148,6 +148,8 @@ def _threshold(value, name: str = "threshold"):
         host = to_host(value, name).astype(float)
     except (TypeError, ValueError):
         raise fail(name, "a probability in (0, 1) or a list of them", repr(value)) from None
+    if host.ndim > 1:  # one per label, never a nested list read flat
+        raise fail(name, "a probability in (0, 1) or a 1-D list of them", f"shape {host.shape}")
     values = [float(v) for v in host.reshape(-1)]
     for v in values:
         if not 0.0 < v < 1.0:
@@ -355,7 +357,9 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
 
     def __init__(self, *, loss=None, pos_weight=None, label_smoothing: float = 0.0, reduction: str = "mean",
                  threshold: float = 0.5, classes=None, impl: str = "auto", reason: str = "", **loss_options):
-        if pos_weight is not None and not isinstance(pos_weight, (int, float)):
+        if getattr(pos_weight, "ndim", None) == 0 and hasattr(pos_weight, "item"):
+            pos_weight = pos_weight.item()  # NumPy's scalars and 0-d arrays: their number
+        if pos_weight is not None and not _checks.is_number(pos_weight):  # a bool too
             raise fail("pos_weight", "a number (one unit)", repr(pos_weight))
         options = _given(pos_weight=(pos_weight, None), label_smoothing=(label_smoothing, 0.0))
         loss = build_loss(Task.BINARY, loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
@@ -488,6 +492,8 @@ class MulticlassHead(_ClassifierHead):
         if not _is_host_labels(target):
             xp, arrays = _required(target=target)
             target = arrays["target"]
+            if target.ndim == 2 and target.shape[-1] == 1 and self.units > 1:
+                target = xp.reshape(target, (-1,))  # a label column ([N] and [N, 1] are read alike: head_for)
             if target.ndim == 2 and target.shape[-1] == self.units:
                 if _array.isdtype(xp, target.dtype, "real floating"):
                     return target
@@ -498,7 +504,9 @@ class MulticlassHead(_ClassifierHead):
         if self.classes is None:
             raise fail("target", "class indices, or labels with classes=[...] given to the head",
                        f"labels of dtype {target.dtype}")
-        return encode_labels(target, self.classes)[0]
+        indices = encode_labels(target, self.classes)[0]
+        # a label column ([N] and [N, 1] are read alike: head_for)
+        return indices.reshape(-1) if indices.ndim == 2 and indices.shape[-1] == 1 and self.units > 1 else indices
 
 
 def _is_range(classes) -> bool:
@@ -506,10 +514,18 @@ def _is_range(classes) -> bool:
 
 
 def _is_one_hot(xp, target) -> bool:
-    """Integer rows of 0/1 with one 1 each (else they are a batch of class indices)."""
+    """Integer rows of 0/1 with one 1 each (else they are a batch of class indices). Values no check can
+    read (under ``jit``) cannot tell the two apart: refused, where a guess trained a multi-hot row as
+    its argmax."""
     ones = (target == 0) | (target == 1)
     one_each = xp.sum(xp.astype(target, xp.int32), axis=-1) == 1
-    return _array.concrete_bool(xp.all(ones) & xp.all(one_each)) is not False
+    one_hot = _array.concrete_bool(xp.all(ones) & xp.all(one_each))
+    if one_hot is None:
+        raise fail("target", "class indices [N], or one-hot rows [N, K] whose values can be read",
+                   f"integer rows of shape {tuple(target.shape)} under a trace (jit) or a lazy graph, which may "
+                   "be one-hot rows or a batch of class indices", "encode the target outside jit, or give "
+                   "class indices or float one-hot rows")
+    return one_hot
 
 
 class MultilabelHead(_ClassifierHead):
@@ -728,8 +744,15 @@ class GaussianHead(_UnitsHead):
 def _given(**pairs) -> dict:
     """The head options that differ from their defaults (``name=(value, default)``): only these reach
     a loss, so that a loss without e.g. ``label_smoothing`` is refused only when one is asked for."""
-    return {name: value for name, (value, default) in pairs.items()
-            if not (value is default or (value is not None and default is not None and value == default))}
+    return {name: value for name, (value, default) in pairs.items() if not _is_default(value, default)}
+
+
+def _is_default(value, default) -> bool:
+    if value is default:
+        return True
+    if value is None or default is None or not (_checks.is_number(value) or isinstance(value, str)):
+        return False  # an array (a per-class option, or one the loss refuses, naming it) is never the default
+    return value == default
 
 
 _HEADS = {Task.BINARY: BinaryHead, Task.MULTICLASS: MulticlassHead, Task.MULTILABEL: MultilabelHead,
@@ -806,6 +829,17 @@ def head_for(target, *, task: Task | str | None = None, **options: Any) -> Head:
     [1.0, 0.0]
     """
     info: TargetType = type_of_target(target, task=task)
+    try:
+        return _head_of(info, options)
+    except LossInputError as error:
+        if not str(error).startswith("loss:"):
+            raise
+        # the loss belongs to another task: say which head the data chose, and how to choose another
+        raise LossInputError(f"{error}; head_for chose the {info.kind} head ({info.reason}): pass task=... "
+                             "for a head that takes this loss") from None
+
+
+def _head_of(info: TargetType, options: dict) -> Head:
     cls = _head_class(info.kind, options.get("loss"))
     _check_options(cls, options, ("classes", "n_classes", "n_labels", "n_outputs"),
                    f"head_for chose {cls.__name__} ({info.reason})")
@@ -813,8 +847,8 @@ def head_for(target, *, task: Task | str | None = None, **options: Any) -> Head:
     options.setdefault("reason", info.reason)
     if info.kind is Task.BINARY:
         classes = info.classes
-        if classes is not None and classes.dtype.kind in "biuf" and classes.tolist() == [0, 1]:
-            classes = None  # already the 0/1 the loss takes
+        if classes is not None and classes.dtype.kind in "iuf" and classes.tolist() == [0, 1]:
+            classes = None  # already the 0/1 the loss takes (bools keep theirs: decode gives bools back)
         return cls(classes=classes, **options)
     if cls in (QuantileHead, GaussianHead):
         if info.n_outputs != 1:

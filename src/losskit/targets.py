@@ -204,6 +204,9 @@ def _one_column(y: np.ndarray, wanted: Task | None) -> TargetType:
     if wanted is Task.REGRESSION:
         if not numeric:
             raise fail("task", "a task that reads string labels (binary or multiclass)", '"regression"')
+        if y.dtype.kind == "b":  # the regression losses take no bools: refused here, not by the head's loss
+            raise fail("task", "binary (or multiclass) for a boolean target", '"regression"',
+                       "cast it to float for a quantity")
         return TargetType(Task.REGRESSION, f"task='regression' given: {n} distinct values read as "
                           "quantities", 1, None, "values")
     if wanted in (Task.BINARY, Task.MULTICLASS):
@@ -257,7 +260,8 @@ def _told_classes(y: np.ndarray, classes: np.ndarray, wanted: Task) -> TargetTyp
     if n < 2:
         raise fail("target", f"at least 2 distinct labels for task='{wanted}'",
                    f"one value for every example ({_show(classes)})")
-    if y.dtype.kind == "f" and wanted is Task.BINARY and n != 2 and np.all((y >= 0) & (y <= 1)):
+    zero_one = n == 2 and classes[0] == 0 and classes[1] == 1
+    if y.dtype.kind == "f" and wanted is Task.BINARY and not zero_one and np.all((y >= 0) & (y <= 1)):
         return TargetType(Task.BINARY, "task='binary' given: float values in [0, 1] read as soft "
                           "labels (probabilities of the positive class)", 1, None, "probabilities")
     if wanted is Task.BINARY and n != 2:
@@ -342,7 +346,7 @@ def encode_labels(target, classes=None):
     if classes is None:
         classes, indices = np.unique(y, return_inverse=True)
         return indices.reshape(y.shape).astype(np.int64), classes
-    classes = to_host(classes, "classes")
+    classes = _classes_array(classes)
     order = np.argsort(classes, kind="stable")
     ordered = classes[order]
     if np.any(ordered[1:] == ordered[:-1]):
@@ -361,6 +365,17 @@ def encode_labels(target, classes=None):
     return order[pos].astype(np.int64), classes
 
 
+def _classes_array(classes) -> np.ndarray:
+    """``classes`` on the host, checked: a 1-D list of at least one label (a string or a nested list was
+    indexed as one and failed deep inside)."""
+    if isinstance(classes, (str, bytes)):
+        raise fail("classes", "a list of labels", f"the string {classes!r}", f"write [{classes!r}]")
+    classes = to_host(classes, "classes")
+    if classes.ndim != 1 or classes.size == 0:
+        raise fail("classes", "a 1-D list of at least one label", f"shape {classes.shape}")
+    return classes
+
+
 def decode_labels(indices, classes):
     """Indices ``0..K-1`` -> the class labels: ``classes[indices]`` on the host.
 
@@ -373,7 +388,7 @@ def decode_labels(indices, classes):
     ['pos', 'neg']
     """
     idx = to_host(indices, "indices")
-    classes = to_host(classes, "classes")
+    classes = _classes_array(classes)
     if idx.dtype.kind == "b":
         idx = idx.astype(np.int64)
     if idx.dtype.kind not in "iu":
