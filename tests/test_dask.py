@@ -225,3 +225,19 @@ def test_a_bad_label_in_a_lazy_core_call_gives_nan():
         wrong = y.copy()
         wrong[3] = bad
         assert np.isnan(float(loss(z, da.from_array(wrong, chunks=2)).compute())), bad
+
+
+def test_arrays_of_unknown_size_are_named_with_the_fix():
+    """After a boolean filter a Dask array's sizes are NaN, which compare unequal: the shape checks read
+    "expected shape (nan, 4) ..., got shape (nan, 4)". Now the argument is named, and the fix given."""
+    x = da.from_array(np.random.default_rng(0).normal(size=(10, 4)), chunks=(5, 4))
+    keep = x[:, 0] > -np.inf
+    z, y = x[keep], da.zeros(10, dtype=int, chunks=5)[keep]
+    for call in (lambda: lk.mean_squared_error(z, z * 0.5), lambda: lk.softmax_cross_entropy(z, y),
+                 lambda: lkd.score(lk.SoftmaxCrossEntropy(), z, y)):
+        with pytest.raises(lk.LossInputError, match=r"^(predictions|logits): .*compute_chunk_sizes"):
+            call()
+    z.compute_chunk_sizes()
+    y.compute_chunk_sizes()
+    assert float(lk.softmax_cross_entropy(z, y).compute()) == pytest.approx(
+        float(lk.softmax_cross_entropy(x.compute(), np.zeros(10, dtype=int))), rel=1e-12)

@@ -909,3 +909,14 @@ def test_fused_linear_losses_under_jit_give_nan_for_an_id_outside_the_vocabulary
             wrong = target.copy()
             wrong[1, 2] = bad
             assert np.isnan(float(fn(hidden, jnp.asarray(wrong)))), (fn, bad)
+
+
+def test_a_normalizer_of_zero_under_jit_divides_by_zero_not_by_one():
+    """Eagerly a normalizer of 0 is refused; under jit no check reads it, and the empty-batch guard turned it
+    into 1: the sum, a plausible wrong number. Now it divides as given."""
+    z, y = jnp.zeros((2, 3)), jnp.asarray([0, 1])
+    step = jax.jit(lambda n: lj.softmax_cross_entropy(z, y, normalizer=n))
+    assert np.isinf(float(step(0.0)))
+    assert float(step(2.0)) == pytest.approx(np.log(3), rel=1e-6)
+    with pytest.raises(lk.LossInputError, match="^normalizer"):
+        lj.softmax_cross_entropy(z, y, normalizer=0.0)

@@ -162,6 +162,19 @@ def floating(xp, array, name: str) -> None:
                    "cast integer predictions with .astype(float32) first" if name != "target" else "")
 
 
+def known_shapes(**arrays) -> None:
+    """Refuse, naming it, an array whose sizes are unknown (a Dask array after a boolean filter: NaN sizes,
+    no two of which compare equal, so every shape check read "expected (nan, 4), got (nan, 4)")."""
+    for name, array in arrays.items():
+        if array is None or type(array) is np.ndarray:  # (the common case: a small call's cost)
+            continue
+        shape = tuple(getattr(array, "shape", ()))
+        if any(s is None or (isinstance(s, float) and math.isnan(s)) for s in shape):
+            raise fail(name, "an array of known shape (losskit compares shapes, and never broadcasts)",
+                       f"shape {shape}, sizes unknown until computed (a lazy array after a filter)",
+                       "call .compute_chunk_sizes() on the Dask arrays first")
+
+
 def same_shape(name: str, array, ref_name: str, ref_shape: tuple) -> None:
     shape = tuple(array.shape)
     if shape != tuple(ref_shape):

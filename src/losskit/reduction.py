@@ -62,8 +62,10 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
         overflow = _array.concrete_bool(xp.isinf(denominator))  # None under a trace or lazily (Dask)
         if overflow:
             return _overflow_scale(xp, weight, one), denominator
-    # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN
-    denominator = xp.where(denominator == 0, one, denominator)
+    # an empty or all-ignored batch: 0 / 0 is defined as 0, not NaN. A normalizer is never 0 (checked where
+    # it can be read): one of 0 under a trace divides as given (inf or NaN), rather than reading as 1 (the sum)
+    if normalizer is None:
+        denominator = xp.where(denominator == 0, one, denominator)
     scale_ = base / denominator
     if overflow is None:  # not known before the run: both forms are built
         scale_ = xp.where(xp.isinf(denominator), _overflow_scale(xp, weight, one), scale_)

@@ -268,6 +268,7 @@ class Loss(ABC):
         _checks.given(**{name: input, "target": target})
         xp, arrays = _array.namespace(**{name: input, "target": target, "weight": weight})
         input, target, weight = arrays[name], arrays["target"], arrays["weight"]
+        _checks.known_shapes(**arrays)
         _checks.floating(xp, input, name)
         source_dtype = input.dtype
         work = _array.compute_dtype(xp, input.dtype)
