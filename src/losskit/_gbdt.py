@@ -100,9 +100,27 @@ def grad_hess(loss: Loss, margin, label, weight=None):
     elif loss.hessian is Hessian.ZERO:
         hess = np.array(unit, dtype=np.float64)  # the documented substitute: one unit of weight per row
     else:
-        hess = np.maximum(np.asarray(summed.hessian_diag(z, y, weight=w)), HESS_FLOOR * unit)
+        hess = np.asarray(summed.hessian_diag(z, y, weight=w))
+        if loss.gbdt_curvature == "irls":
+            hess = irls_hessian(grad, hess, z, y)
+        hess = np.maximum(hess, HESS_FLOOR * unit)
     shape = np.shape(margin)
     return grad.reshape(shape), hess.reshape(shape)
+
+
+def irls_hessian(grad, hess, z, y):
+    r"""``g / e`` per unit, ``e = z - y``: for a loss of the error that is a concave function of ``e^2``
+    (Huber, pseudo-Huber, log-cosh), ``l(e) <= l(e0) + l'(e0) / (2 e0) (e^2 - e0^2)`` (equality at ``e0``),
+    so the quadratic through the current point with the loss's slope that lies above it has curvature
+    ``l'(e0) / e0 >= l''(e0)``: the iteratively reweighted least-squares weight (``min(1, delta / |e|)`` for
+    Huber). A leaf's Newton step is then a weighted mean of its residuals; the true Hessian, 0 (Huber) or
+    ``~ 1 / |e|^3`` (pseudo-Huber) far from the target, made steps of thousands of residuals' size. Where
+    ``e`` is 0 (or too small to divide by) the two agree: the true Hessian there."""
+    e = np.asarray(z, dtype=np.float64) - np.asarray(y, dtype=np.float64).reshape(
+        np.shape(y) + (1,) * (np.ndim(z) - np.ndim(y)))
+    safe = np.abs(e) > np.sqrt(np.finfo(np.float64).tiny)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(safe, grad / np.where(safe, e, 1.0), hess)
 
 
 def mm_hessian(loss: Loss, z, y, unit):

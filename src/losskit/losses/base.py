@@ -69,8 +69,12 @@ class Loss(ABC):
     link: ClassVar[Link] = IDENTITY
     #: the kind of the Hessian in the input
     hessian: ClassVar[Hessian] = Hessian.DIAGONAL
-    #: where ``hessian`` is ZERO, what a GBDT objective uses instead: "weight" (the row's weight) or
-    #: "majorize" (the majorise-minimise curvature of a loss piecewise linear in a residual)
+    #: the curvature a GBDT objective hands over: "weight" (the true Hessian, floored where it is negative
+    #: or underflows; where ``hessian`` is ZERO, the row's weight); "majorize" (where ZERO: the
+    #: majorise-minimise curvature of a loss piecewise linear in a residual); "irls", for a robust loss of
+    #: the error ``e`` that is a concave function of ``e^2`` (Huber, pseudo-Huber, log-cosh): ``l'(e) / e``,
+    #: the curvature of the quadratic that touches it at ``e`` and lies above it (a leaf's Newton step is
+    #: then a weighted mean of residuals, where the true Hessian, near 0 far out, took steps of thousands)
     gbdt_curvature: ClassVar[str] = "weight"
     #: True when the value is a sum of terms of the error ``input - target`` alone, so that
     #: ``d value / d target = -d value / d input`` (a framework layer's target cotangent, exact and
