@@ -133,3 +133,27 @@ def test_deviance_is_finite_wherever_the_exact_result_is(power, dtype, impl, mon
             if abs(want) >= max(info.tiny, 1e-90):  # below 1e-90: the 100-digit reference's own rounding
                 assert np.sign(got) == np.sign(float(want)), (what, zi, yi, got, float(want))
     assert len(kept) > 60  # most points have a finite exact result
+
+
+@pytest.mark.parametrize(("power", "eta", "y"), [(-1.0, 45.0, 1.5), (0.0, 100.0, 1.5), (3.0, -100.0, 1.5),
+                                                 (1.0, 3e38, 2.0), (1.5, 200.0, 2.0)])
+def test_a_deviance_past_float32_is_inf_with_the_gradients_sign(power, eta, y):
+    """Where both of mu^b and y mu^a overflow float32 the value and gradient were inf - inf: NaN on NumPy,
+    torch and the core on JAX, and -inf (the wrong sign) in losskit.jax's gradient. The exact results
+    (float64 here, worked from the closed forms) are past float32: inf, and the gradient's sign."""
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+
+    loss = lk.PoissonDeviance() if power == 1.0 else lk.TweedieDeviance(power=power)
+    a, b = 1.0 - power, 2.0 - power
+    mu = mpmath.e ** mpmath.mpf(eta)
+    exact_grad = 2 * mu ** a * (mu - y)  # d/d eta of the unit deviance
+    assert abs(exact_grad) > np.finfo(np.float32).max and b != 0
+    z, t = np.array([eta], np.float32), np.array([y], np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for impl in ("xp", "fused"):
+            value, grad = loss.replace(impl=impl).value_and_grad(z, t)
+            assert float(value) == np.inf and grad[0] == np.sign(float(exact_grad)) * np.inf, (impl, value, grad)
+    value, grad = jax.jit(jax.value_and_grad(lambda v: lj.loss_fn(loss)(v, jax.numpy.asarray(t))))(
+        jax.numpy.asarray(z))
+    assert float(value) == np.inf and float(grad[0]) == np.sign(float(exact_grad)) * np.inf

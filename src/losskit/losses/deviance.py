@@ -113,11 +113,17 @@ def tweedie_value(xp, eta, y, power):
         direct = direct + xp.where(positive, c(2.0 / (a * b)) * y_b, xp.zeros_like(y_b))
     if power == 0:  # the squared error (y - mu)^2: scikit-learn keeps the y^2 of a negative y too
         direct = direct + xp.where(positive, xp.zeros_like(y), y * y)
+    # mu^b and y mu^a both past the dtype (inf - inf: NaN): a deviance >= 0 that overflows, inf
+    overflow = (mu_b == xp.constant(math.inf)) & (y_mu_a == xp.constant(math.inf))
+    direct = xp.where(overflow, xp.full_like(direct, math.inf), direct)
     # 1 <= p <= 2: the phi terms have one sign (a <= 0 <= b), one form for every t; otherwise they cancel
     # more than the three terms beyond |t| = 1 / min(|a|, |b|)
     same_sign = 1 <= power <= 2
     value = near if same_sign else xp.where(xp.abs(t) <= c(1.0 / min(abs(a), abs(b))), near, direct)
-    return value if power >= 2 else xp.where(positive, value, direct)
+    value = value if power >= 2 else xp.where(positive, value, direct)
+    # finite inputs whose terms overflow the dtype (Poisson's mu^b - y t at eta = 3e38 in float32: inf - inf):
+    # a deviance >= 0 past the dtype, inf
+    return xp.where((value != value) & (eta == eta) & (y == y), xp.full_like(value, math.inf), value)
 
 
 # cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! on |h| < 2, in h^2 split in even and odd k; the first term
@@ -142,6 +148,9 @@ def tweedie_gradient(xp, eta, y, power):
     a, b = 1.0 - power, 2.0 - power
     positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
     direct = c(2.0) * (mu_b - y_mu_a)
+    # both past the dtype (inf - inf): the sign of mu - y, that of t, where XLA's rewrite gave -inf for +inf
+    overflow = (mu_b == c(math.inf)) & (y_mu_a == c(math.inf))
+    direct = xp.where(overflow, xp.where(t > c(0.0), xp.full_like(t, math.inf), xp.full_like(t, -math.inf)), direct)
     if a == -b:
         half = xp.where(xp.abs(t) < c(_NEAR_GRADIENT), t * c(0.5), xp.zeros_like(t))
         series = polynomial(xp, *_SINH32, half * half) if xp.eps > 1e-10 else polynomial(xp, *_SINH64, half * half)
