@@ -157,3 +157,18 @@ def test_a_deviance_past_float32_is_inf_with_the_gradients_sign(power, eta, y):
     value, grad = jax.jit(jax.value_and_grad(lambda v: lj.loss_fn(loss)(v, jax.numpy.asarray(t))))(
         jax.numpy.asarray(z))
     assert float(value) == np.inf and float(grad[0]) == np.sign(float(exact_grad)) * np.inf
+
+
+@pytest.mark.parametrize("impl", ["xp", "fused"])
+def test_asymmetric_loss_gradient_at_the_float32_limit_is_its_limit(impl):
+    """ASL's negative term: g rho overflowed float32 at |z| >= 2e38 before rho u (u = p (1 - p) = 0) was taken,
+    so the gradient was inf * 0 = NaN for either label. The limits, from the closed form: d/dz of
+    -p^g log(1 - p) -> 1 for p -> 1 (clip 0), and of -(1 - p)^g log p -> -1 for p -> 0."""
+    loss = lk.AsymmetricLoss(gamma_pos=0.5, gamma_neg=2.0, clip=0.0, impl=impl, reduction="sum")
+    z = np.array([[2e38, 3e38, 2e38, -3e38]], np.float32)
+    y = np.array([[0, 0, 1, 1]])
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, grad = loss.value_and_grad(z, y)
+        hess = loss.replace(impl="xp").hessian_diag(z, y)  # (no kernel computes a Hessian)
+    np.testing.assert_array_equal(grad, [[1.0, 1.0, 0.0, -1.0]])
+    assert np.all(np.isfinite(hess))

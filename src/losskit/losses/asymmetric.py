@@ -90,7 +90,9 @@ class AsymmetricLoss(ElementwiseLoss):
         g_pos, g_neg = self.gamma_pos, self.gamma_neg
         s_pos, s_neg, q, log_v, u_over_v = _negative_parts(xp, z, self.clip)
         positive = xp.pow(s_neg, g_pos) * (g_pos * s_pos * xp.log_sigmoid(z) - s_neg)
-        negative = xp.pow(q, g_neg) * (g_neg * _rho(xp, q, log_v) * (s_pos * s_neg) + u_over_v)
+        # rho u first: rho = -log(1 - p_m) / p_m reaches |z| (2e38 in float32) where u = p (1 - p) is 0, and
+        # g rho overflowed to inf first (inf * 0: a NaN gradient)
+        negative = xp.pow(q, g_neg) * (g_neg * (_rho(xp, q, log_v) * (s_pos * s_neg)) + u_over_v)
         return y * positive + (1 - y) * negative
 
     def second_derivative(self, xp, z, y):
@@ -102,9 +104,9 @@ class AsymmetricLoss(ElementwiseLoss):
         positive = xp.pow(s_neg, g_pos) * (-g_pos * s_pos * (g_pos * s_pos * log_p - s_neg)
                                      + u * (g_pos * log_p + g_pos + 1))
         rho = _rho(xp, q, log_v)
-        first = xp.pow(q, g_neg) * (g_neg * rho * u + u_over_v)
+        first = xp.pow(q, g_neg) * (g_neg * (rho * u) + u_over_v)  # rho u first, as in derivative
         # l-'' = (1 - 2p) l-' + q^(g-1) (g (g-1) rho u^2 + 2 g u (u/v)) + q^g (u/v)^2, 0 below the margin
-        curvature = g_neg * (g_neg - 1) * rho * u * u + 2 * g_neg * u * u_over_v
+        curvature = g_neg * (g_neg - 1) * (rho * u) * u + 2 * g_neg * u * u_over_v
         bent = xp.where(q > 0, xp.pow(xp.where(q > 0, q, xp.ones_like(q)), g_neg - 1) * curvature, xp.zeros_like(q))
         negative = (s_neg - s_pos) * first + bent + xp.pow(q, g_neg) * u_over_v * u_over_v
         negative = xp.where(q > 0, negative, xp.zeros_like(q))
