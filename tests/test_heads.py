@@ -483,13 +483,17 @@ def test_an_integer_target_of_k_columns_under_jit_is_refused_not_read_as_one_hot
 
 @pytest.mark.parametrize("column", [[["cat"], ["dog"], ["bird"], ["dog"]], [[0], [1], [2], [1]]], ids=["str", "int"])
 def test_head_for_a_label_column_encodes_a_target_its_loss_takes(column):
-    """type_of_target reads [N] and [N, 1] alike; the multi-class head then kept the [N, 1] encoding, which its
-    own loss refused."""
+    """type_of_target reads [N] and [N, 1] alike; the multi-class head's loss refused the [N, 1] encoding beside
+    [N, K] logits. It now reads that column as [N]; [N, 1, K] logits keep [N, 1] labels (a batch axis of one)."""
     y = np.array(column)
     head = lk.head_for(y)
     target = head.encode(y)
-    assert target.shape == (4,)
-    assert float(head.loss(np.zeros((4, 3)), target)) == pytest.approx(np.log(3), rel=1e-15)
+    logits = np.random.default_rng(0).normal(size=(4, 3))
+    expected = float(head.loss(logits, target.reshape(-1)))
+    assert float(head.loss(logits, target)) == expected
+    _, grad = head.value_and_grad(logits, target)
+    np.testing.assert_array_equal(grad, head.value_and_grad(logits, target.reshape(-1))[1])
+    assert float(head.loss(logits[:, None, :], target)) == expected
 
 
 def test_head_options_given_as_arrays_are_named():

@@ -130,6 +130,21 @@ def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself()
             def value(self, xp, z, y):
                 return xp.abs(z - y)
     assert "my_test_mae" not in lk.REGISTRY and lk.RegressionHead(loss="mae").loss_object.name == "absolute_error"
+    with pytest.raises(TypeError, match="^Huberish.name: 'huber' is a short name of losskit's HuberLoss"):
+        class Huberish(lk.ElementwiseLoss):
+            name = "huber"
+            target = "value"
+
+            def value(self, xp, z, y):
+                return xp.abs(z - y)
+    # a named subclass inherits its parent's aliases: they stay the parent's, and the subclass registers
+    try:
+        class MyHuber(lk.HuberLoss):
+            name = "my_test_huber"
+        assert lk.REGISTRY["my_test_huber"][0] is MyHuber
+        assert lk.RegressionHead(loss="huber").loss_object.name == "huber_loss"
+    finally:
+        lk.REGISTRY.pop("my_test_huber", None)
     made = []
     try:
         for power in (2, 4):

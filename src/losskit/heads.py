@@ -474,6 +474,11 @@ class MulticlassHead(_ClassifierHead):
         if logits.ndim == 0:
             raise fail("logits", "an array with a class axis", "a 0-d array")
         self._check_units(logits, _checks.axis(axis, logits.ndim) - logits.ndim)
+        if logits.ndim == 2 and getattr(target, "ndim", 0) == 2 and tuple(target.shape) == (logits.shape[0], 1) \
+                and _array.isdtype(xp, target.dtype, "integral"):
+            # a label column [N, 1] beside [N, K] logits: read as [N], as head_for reads it ([N, 1, K] logits keep
+            # their [N, 1] labels: a batch axis of one)
+            target = xp.reshape(target, (-1,))
         return logits, target, None
 
     def _activation_xp(self, xp, logits):
@@ -492,8 +497,6 @@ class MulticlassHead(_ClassifierHead):
         if not _is_host_labels(target):
             xp, arrays = _required(target=target)
             target = arrays["target"]
-            if target.ndim == 2 and target.shape[-1] == 1 and self.units > 1:
-                target = xp.reshape(target, (-1,))  # a label column ([N] and [N, 1] are read alike: head_for)
             if target.ndim == 2 and target.shape[-1] == self.units:
                 if _array.isdtype(xp, target.dtype, "real floating"):
                     return target
@@ -504,9 +507,7 @@ class MulticlassHead(_ClassifierHead):
         if self.classes is None:
             raise fail("target", "class indices, or labels with classes=[...] given to the head",
                        f"labels of dtype {target.dtype}")
-        indices = encode_labels(target, self.classes)[0]
-        # a label column ([N] and [N, 1] are read alike: head_for)
-        return indices.reshape(-1) if indices.ndim == 2 and indices.shape[-1] == 1 and self.units > 1 else indices
+        return encode_labels(target, self.classes)[0]
 
 
 def _is_range(classes) -> bool:

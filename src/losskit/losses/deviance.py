@@ -123,7 +123,9 @@ def tweedie_value(xp, eta, y, power):
     value = value if power >= 2 else xp.where(positive, value, direct)
     # finite inputs whose terms overflow the dtype (Poisson's mu^b - y t at eta = 3e38 in float32: inf - inf):
     # a deviance >= 0 past the dtype, inf
-    return xp.where((value != value) & (eta == eta) & (y == y), xp.full_like(value, math.inf), value)
+    finite = (xp.abs(eta) < xp.constant(math.inf)) & (xp.abs(y) < xp.constant(math.inf))  # (an infinite or NaN
+    # input keeps its NaN: mu = 0 at eta = -inf is 0 * inf there, whose limit is not inf)
+    return xp.where((value != value) & finite, xp.full_like(value, math.inf), value)
 
 
 # cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! on |h| < 2, in h^2 split in even and odd k; the first term

@@ -33,11 +33,17 @@ def register(cls: type) -> None:
         raise TypeError(f"{cls.__name__}.name: {cls.name!r} is the name of losskit's {old.__name__}; "
                         f"give the class a name of its own")
     if not is_losskits(cls):  # a head looks a short name up among its task's losses, the catalogue's first
+        own = set(cls.__dict__.get("aliases", ()))  # a subclass's inherited aliases are its parent's to keep
         for other, _ in REGISTRY.values():
-            taken = set(other.aliases) | {other.name}
-            if is_losskits(other) and other.task == cls.task and taken & set(cls.aliases):
-                raise TypeError(f"{cls.__name__}.aliases: {sorted(taken & set(cls.aliases))[0]!r} names losskit's "
-                                f"{other.__name__} in a {cls.task} head; give the class aliases of its own")
+            if not is_losskits(other) or other.task != cls.task:
+                continue
+            if own & (set(other.aliases) | {other.name}):
+                raise TypeError(f"{cls.__name__}.aliases: {sorted(own & (set(other.aliases) | {other.name}))[0]!r} "
+                                f"names losskit's {other.__name__} in a {cls.task} head; give the class aliases of "
+                                "its own")
+            if cls.name in other.aliases:
+                raise TypeError(f"{cls.__name__}.name: {cls.name!r} is a short name of losskit's {other.__name__} in a "
+                                f"{cls.task} head; give the class a name of its own")
     REGISTRY[cls.name] = (cls, functional(cls, cls.name, _function_doc(cls)))
 
 

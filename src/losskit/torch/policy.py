@@ -30,7 +30,10 @@ def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_
     """:func:`losskit.linear_grpo_loss` with autograd into ``hidden [B, T, D]``, ``classifier [V, D]``
     and ``bias [V]``; shapes and options (``beta``, ``epsilon_low``, ``epsilon_high``, ``importance``,
     ``normalization``, ``max_length``, ``temperature``, ``ignore_index``, ``chunk_size``) as there;
-    with ``aux=True``, ``(loss, aux)``: TRL's logged statistics as 0-d float64 tensors, no gradient."""
+    with ``aux=True``, ``(loss, aux)``: TRL's logged statistics as 0-d float64 tensors, no gradient.
+    Under ``torch.compile(fullgraph=True)`` its options are constants of the graph: one that changes
+    between calls (an annealed ``beta``) turns symbolic and cannot be; give it to :class:`LinearGRPOLoss`
+    instances, which encode their options once."""
     encoded, aux_names = _constants(options).split("\n")
     return _apply(encoded, hidden, classifier, target, old_logps, advantages, ref_logps, bias,
                   tuple(aux_names.split(",")) if _checks.flag(aux, "aux") else ())
