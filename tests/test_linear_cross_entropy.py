@@ -215,8 +215,8 @@ def test_grad_weight_is_accumulated_in_place_on_numpy():
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_rows_of_scale_zero_never_reach_the_gemm_on_numpy(reduction):
     """docs/fused.md: on NumPy an ignored row or a row of weight 0 is never computed: NaN in its hidden
-    state changes nothing (the array-API path, on torch, carries it into the classifier's gradient),
-    and the result is the naive reference's."""
+    state changes nothing, and the result is the naive reference's. The array-API path (on torch) carried
+    it into the classifier's gradient (0 * NaN in g^T h): it now leaves such rows out of that product too."""
     import torch
 
     h, w, b, y = _data(3)
@@ -234,7 +234,8 @@ def test_rows_of_scale_zero_never_reach_the_gemm_on_numpy(reduction):
     torch_grads = linear_cross_entropy_value_and_grad(
         *(torch.as_tensor(a) for a in (poisoned, w, y)), bias=torch.as_tensor(b), chunk_size=3,
         **{**options, "weight": torch.as_tensor(weight)})[1]
-    assert not torch.isfinite(torch_grads[1]).all()  # the test can see a NaN that reaches the gemm
+    for got, expected in zip(torch_grads, grads_ref, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -385,3 +386,39 @@ def test_torch_fused_linear_losses_are_first_order_and_say_so():
         grad_h, _ = torch.autograd.grad(call(hidden, classifier), (hidden, classifier), create_graph=True)
         with pytest.raises(RuntimeError, match="first-order"):
             (grad_h ** 2).sum().backward()
+
+
+@pytest.mark.parametrize("options", [{"z_loss": 1e-4}, {"softcap": 30.0}, {"z_loss": 1e-4, "softcap": 30.0}])
+def test_an_ignored_or_weight_zero_rows_nan_hidden_state_changes_nothing_with_z_loss_or_softcap(options):
+    """docs/fused.md: such a row never reaches the gradients. With z_loss or softcap the sweep that took them
+    still multiplied the row's zero gradient by its hidden state (0 * NaN): the classifier's gradient was NaN."""
+    rng = np.random.default_rng(0)
+    hidden, classifier = rng.normal(size=(4, 3)), rng.normal(size=(5, 3))
+    target = np.array([0, -100, 2, 3])
+    clean_value, clean = linear_cross_entropy_value_and_grad(hidden, classifier, target, ignore_index=-100, **options)
+    for poison in (np.nan, np.inf):
+        bad = hidden.copy()
+        bad[1] = poison
+        value, grads = linear_cross_entropy_value_and_grad(bad, classifier, target, ignore_index=-100, **options)
+        assert float(value) == float(clean_value)
+        np.testing.assert_array_equal(grads[1], clean[1])
+        weighted = linear_cross_entropy_value_and_grad(bad, classifier, np.array([0, 1, 2, 3]),
+                                                       weight=np.array([1.0, 0.0, 1.0, 1.0]), **options)[1]
+        assert np.all(np.isfinite(weighted[1]))
+
+
+def test_softcap_and_bias_dtype_are_checked():
+    """softcap=inf gave c * tanh(z / c) = inf * 0 (NaN) for finite input, as did a float32 cap past the dtype's
+    largest number; now inf is refused and a cap past the dtype is no cap. A float64 bias with float32 hidden
+    promoted the result on some paths and reached torch's gemm error on others: refused by name."""
+    rng = np.random.default_rng(1)
+    hidden, classifier, target = rng.normal(size=(4, 3)), rng.normal(size=(5, 3)), np.array([0, 1, 2, 3])
+    with pytest.raises(lk.LossInputError, match="^softcap: "):
+        lk.linear_cross_entropy(hidden, classifier, target, softcap=float("inf"))
+    h32, c32 = hidden.astype(np.float32), classifier.astype(np.float32)
+    assert float(lk.linear_cross_entropy(h32, c32, target, softcap=1e39)) == float(lk.linear_cross_entropy(h32, c32,
+                                                                                                           target))
+    with pytest.raises(lk.LossInputError, match="^bias: expected dtype float32"):
+        lk.linear_cross_entropy(h32, c32, target, bias=np.zeros(5))
+    with pytest.raises(lk.LossInputError, match="^z_loss: "):
+        lk.linear_binary_cross_entropy(hidden, classifier, np.zeros((4, 5)), z_loss=0.1)

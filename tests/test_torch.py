@@ -577,3 +577,58 @@ def test_non_cpu_tensors_take_the_torch_native_path_never_the_core(cls, options,
     value = module(z, target)
     value.backward()
     assert value.device.type == "meta" and value.shape == () and z.grad.shape == (8, 5)
+
+
+def test_a_copy_of_a_loss_module_keeps_its_class_and_state():
+    """A first form of pickling a user's own loss module rebuilt every module from its options: a subclass
+    with a Parameter lost it (and its class) in deepcopy, and eval mode came back as train. Catalogue modules
+    and their subclasses now copy by reference as any nn.Module; a user's loss module is made again and
+    given its whole state."""
+    import copy
+    import pickle
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    import losskit.torch as lt
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from own_losses import ScaledCauchyLoss
+
+    class Tempered(lt.SoftmaxCrossEntropy):
+        def __init__(self):
+            super().__init__(label_smoothing=0.1)
+            self.log_t = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, z, y):
+            return super().forward(z / self.log_t.exp(), y)
+
+    z, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 1])
+    crit = Tempered()
+    again = copy.deepcopy(crit)
+    assert type(again) is Tempered and len(list(again.parameters())) == 1
+    assert float(again(z, y)) == float(crit(z, y))
+    assert copy.deepcopy(lt.MeanSquaredError().eval()).training is False
+    own = lt.module(ScaledCauchyLoss(scale=2.5)).eval()
+    own.tag = "kept"
+    for made in (pickle.loads(pickle.dumps(own)), copy.deepcopy(own)):
+        assert made.training is False and made.tag == "kept"
+        assert float(made(torch.zeros(3), torch.ones(3))) == float(own(torch.zeros(3), torch.ones(3)))
+
+
+def test_misused_module_arguments_are_named():
+    import torch
+
+    import losskit.torch as lt
+
+    x, y = torch.randn(6, 3, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2])
+    crit = lt.SoftmaxCrossEntropy()
+    for kwargs, name in (({"target": [0, 1, 2, 0, 1, 2]}, "target"),
+                         ({"target": y, "normalizer": torch.tensor([3.0, 4.0])}, "normalizer"),
+                         ({"target": y, "normalizer": "a"}, "normalizer"),
+                         ({"target": y, "normalizer": torch.tensor(3.0, requires_grad=True)}, "normalizer")):
+        with pytest.raises(lk.LossInputError, match=f"^{name}: "):
+            crit(x, **kwargs)
+    assert float(crit(x, y, normalizer=torch.tensor(3.0))) == float(crit(x, y, normalizer=np.array(3.0))) == \
+        float(crit(x, y, normalizer=3))

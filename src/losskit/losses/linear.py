@@ -32,6 +32,7 @@ from ..activations import log_normalizer_xp, shifted_logits_xp
 from ._half import computes_half_in_float32
 from .binary import bce_logits_terms
 from .categorical import label_target, mean_surprisal
+from .registry import named_keywords
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_value_and_grad",
            "linear_binary_cross_entropy", "linear_binary_cross_entropy_value_and_grad",
@@ -63,8 +64,8 @@ class LinearCEOptions:
         if not _checks.is_number(self.z_loss) or not 0 <= float(self.z_loss) < float("inf"):
             raise _checks.fail("z_loss", "a finite scale >= 0", repr(self.z_loss))
         set_(self, "z_loss", float(self.z_loss))
-        if self.softcap is not None and (not _checks.is_number(self.softcap) or not self.softcap > 0):
-            raise _checks.fail("softcap", "None or a positive number", repr(self.softcap))
+        if self.softcap is not None and (not _checks.is_number(self.softcap) or not 0 < self.softcap < float("inf")):
+            raise _checks.fail("softcap", "None or a positive finite number", repr(self.softcap))
         set_(self, "reduction", _checks.reduction(self.reduction))
 
     def rows(self, n_rows: int, n_vocab: int) -> int:
@@ -124,6 +125,9 @@ def check_layer(xp, hidden, classifier, bias, names=("hidden", "classifier", "bi
         raise _checks.fail(b_name, f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
     if bias is not None and not _array.isdtype(xp, bias.dtype, ("real floating", "integral")):
         raise _checks.fail(b_name, "a real-valued array", f"dtype {bias.dtype}")
+    if bias is not None and _array.isdtype(xp, bias.dtype, "real floating") and bias.dtype != hidden.dtype:
+        # (a wider bias promoted the logits on some paths and not others, and torch's gemm refused it)
+        raise _checks.fail(b_name, f"dtype {hidden.dtype} ({h_name}'s) or an integer array", f"dtype {bias.dtype}")
 
 
 def _arrays(hidden, classifier, target, bias, weight):
@@ -146,7 +150,7 @@ def _logits(xp, h, classifier, bias, softcap):
     z = h @ xp.matrix_transpose(classifier)
     if bias is not None:
         z = z + bias
-    if softcap is None:
+    if softcap is None or softcap > float(xp.finfo(z.dtype).max):  # past the dtype: no cap (c * tanh(z / c) = z)
         return z, None
     t = xp.tanh(z / softcap)
     return softcap * t, t
@@ -233,6 +237,8 @@ def _sweep(xp, hidden, classifier, bias, rows, scale, w, reduction, chunk_terms)
         chunk_scale = scale[start:stop, None]
         g = xp.where(chunk_scale == 0, xp.zeros_like(g), g * chunk_scale)  # weight 0 adds 0, even if inf
         grad_hidden_parts.append(g @ classifier)
+        # an ignored or weight-0 row adds nothing to g^T h either, even if its hidden state is NaN or inf
+        h = xp.where(chunk_scale == 0, xp.zeros_like(h), h)
         grad_classifier = accumulate_at_b(xp, grad_classifier, xp.matrix_transpose(g), h)
         if grad_bias is not None:
             grad_bias = grad_bias + xp.sum(g, axis=0)
@@ -373,6 +379,7 @@ def linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, 
 
 
 @computes_half_in_float32
+@named_keywords
 def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None, weight=None,
                                                pos_weight=None, label_smoothing=0.0, reduction="mean",
                                                normalizer=None, chunk_size=None):
@@ -405,6 +412,7 @@ def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bi
 
 
 @computes_half_in_float32
+@named_keywords
 def linear_binary_cross_entropy(hidden, classifier, target, *, bias=None, weight=None, pos_weight=None,
                                 label_smoothing=0.0, reduction="mean", normalizer=None, chunk_size=None):
     r"""Multi-label sigmoid BCE of ``hidden @ classifier.T (+ bias)`` over L labels, chunked by rows.

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable
 
-__all__ = ["REGISTRY", "register", "functional", "lookup", "name_of", "catalogue"]
+__all__ = ["REGISTRY", "register", "functional", "lookup", "name_of", "catalogue", "named_keywords"]
 
 #: every registered loss, by its function's name: (Loss class, function)
 REGISTRY: dict[str, tuple[type, Callable]] = {}
@@ -76,22 +76,29 @@ def function_of(cls) -> Callable:
     is named, with the ones it takes (Python's own TypeError named the function, not the option)."""
 
     def use(fn):
-        takes = [p.name for p in inspect.signature(fn).parameters.values()
-                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-        @functools.wraps(fn)
-        def checked(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except TypeError:
-                from .._checks import known_options
-
-                known_options(kwargs, takes, fn.__name__)  # raises for an unknown keyword
-                raise  # another TypeError: as it was
-
+        checked = named_keywords(fn)
         REGISTRY[cls.name] = (cls, checked)
         return checked
     return use
+
+
+def named_keywords(fn):
+    """``fn``, whose unknown keyword raises :class:`~losskit.LossInputError` naming it and the keywords it
+    takes (Python's own TypeError named the function, not the option)."""
+    takes = [p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TypeError:
+            from .._checks import known_options
+
+            known_options(kwargs, takes, fn.__name__)  # raises for an unknown keyword
+            raise  # another TypeError: as it was
+
+    return checked
 
 
 def _function_doc(cls) -> str:

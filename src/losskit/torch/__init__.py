@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -331,6 +332,9 @@ def _no_grad_to(target, weight, input=None, input_name: str = "input") -> None:
         raise _checks.fail(input_name, "a torch.Tensor (losskit.torch's modules take tensors)", type(input).__name__,
                            "for NumPy and other arrays call the core loss (losskit.<Loss>)")
     for name, tensor in (("target", target), ("weight", weight)):
+        if input is not None and tensor is not None and not isinstance(tensor, Tensor):  # (a list reached autograd)
+            raise _checks.fail(name, "a torch.Tensor (losskit.torch's modules take tensors)", type(tensor).__name__,
+                               f"torch.as_tensor({name})")
         if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
             raise _checks.fail(name, "a tensor that does not require grad (losskit.torch gives gradients to "
                                "the input only)", "requires_grad=True",
@@ -342,7 +346,17 @@ def _normalizer(value) -> float | None:
     if value is None:
         return None
     if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise _checks.fail("normalizer", "a number or a one-element tensor",
+                               f"a tensor of shape {tuple(value.shape)}")
+        if value.requires_grad and torch.is_grad_enabled():  # read as a number: it would get no gradient
+            raise _checks.fail("normalizer", "a tensor that does not require grad (it is read as a number)",
+                               "requires_grad=True", "detach it")
         value = value.item()  # a host number: custom ops take floats
+    elif getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d NumPy array
+        value = value.item()
+    if not _checks.is_number(value):
+        raise _checks.fail("normalizer", "a number or a one-element tensor", f"{type(value).__name__} {value!r:.40}")
     return float(value)
 
 
@@ -362,10 +376,14 @@ class _LossModule(nn.Module):
     def extra_repr(self) -> str:
         return self._options
 
-    def __reduce__(self):
-        # rebuilt from its core loss (it holds no parameters or buffers): the class of a user's own loss is
-        # made here per process and is not an attribute of losskit.torch, where pickle would look for it
-        return module, (self.core,)
+    def __reduce_ex__(self, protocol):
+        cls = type(self)
+        if cls is not _module(self._name) or getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is cls:
+            return super().__reduce_ex__(protocol)  # a catalogue loss's class, or a user's subclass: as any module
+        # the module class of a user's own loss is made here per process and is no attribute of losskit.torch,
+        # where pickle would look it up: made again from the core loss, then given this module's whole state
+        # (parameters, hooks, training mode, attributes)
+        return module, (self.core,), self.__dict__.copy()
 
 
 @functools.cache
