@@ -632,3 +632,21 @@ def test_misused_module_arguments_are_named():
             crit(x, **kwargs)
     assert float(crit(x, y, normalizer=torch.tensor(3.0))) == float(crit(x, y, normalizer=np.array(3.0))) == \
         float(crit(x, y, normalizer=3))
+
+
+def test_loss_modules_show_their_options_as_torchs_losses_do():
+    """Code written for nn.CrossEntropyLoss reads criterion.reduction (and ignore_index, label_smoothing): the
+    modules had them only under .core.options. Read-only: an assignment raises rather than being ignored."""
+    import torch
+
+    import losskit.torch as lt
+
+    ce = lt.SoftmaxCrossEntropy(label_smoothing=0.1, ignore_index=-100, reduction="sum")
+    reference = torch.nn.CrossEntropyLoss(label_smoothing=0.1, ignore_index=-100, reduction="sum")
+    assert (ce.reduction, ce.ignore_index, ce.label_smoothing) == \
+        (reference.reduction, reference.ignore_index, reference.label_smoothing)
+    assert lt.MeanSquaredError().reduction == "mean"
+    with pytest.raises(AttributeError, match="ignore_index"):
+        lt.MeanSquaredError().ignore_index  # noqa: B018
+    with pytest.raises(AttributeError):
+        ce.reduction = "mean"

@@ -360,6 +360,13 @@ def _normalizer(value) -> float | None:
     return float(value)
 
 
+def _option(module, name: str):
+    options = module.core.options.as_dict()
+    if name not in options:  # an AttributeError, as for any attribute a module lacks
+        raise AttributeError(f"{type(module).__name__} has no option {name!r} (its options: {', '.join(options)})")
+    return options[name]
+
+
 class _LossModule(nn.Module):
     _name = ""
 
@@ -375,6 +382,14 @@ class _LossModule(nn.Module):
 
     def extra_repr(self) -> str:
         return self._options
+
+    # read as nn.CrossEntropyLoss's attributes are (code that reads criterion.reduction); read-only, as the
+    # options are the module's at construction: an assignment raises rather than being silently ignored
+    reduction = property(lambda self: self.core.options.reduction, doc="the core loss's reduction")
+    ignore_index = property(lambda self: _option(self, "ignore_index"),
+                            doc="the core loss's ignore_index (the losses of labels only)")
+    label_smoothing = property(lambda self: _option(self, "label_smoothing"),
+                               doc="the core loss's label_smoothing (the losses that take it only)")
 
     def __reduce_ex__(self, protocol):
         cls = type(self)
