@@ -247,9 +247,7 @@ def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = 
     low, high = _array.extremes(xp, labels)
     if _array.concrete_bool((low >= 0) & (high < n_classes)):
         return True  # the common case in two reductions; the one that finds a bad label follows
-    valid = (labels >= 0) & (labels < n_classes)
-    if ignore is not None:
-        valid = valid | (labels == ignore)
+    valid = valid_labels(labels, n_classes, ignore)
     bad = _array.concrete_bool(xp.any(~valid))
     if bad is None:
         return False
@@ -268,11 +266,15 @@ def bad_labels_nan(xp, labels, n_classes: int, ignore: int | None, weight, dtype
     ``ignore``: what a call whose labels could not be read (:func:`labels_in_range` gave False) does
     with a bad one, a NaN loss rather than a silent value for another class (JAX's own gathers fill
     out-of-range indices with NaN too)."""
-    valid = (labels >= 0) & (labels < n_classes)
-    if ignore is not None:
-        valid = valid | (labels == ignore)
     ones = xp.ones(labels.shape, dtype=dtype, device=_array.device(labels))
-    return xp.where(valid, ones if weight is None else weight, xp.full_like(ones, math.nan))
+    return xp.where(valid_labels(labels, n_classes, ignore), ones if weight is None else weight,
+                    xp.full_like(ones, math.nan))
+
+
+def valid_labels(labels, n_classes: int, ignore: int | None = None):
+    """Where ``labels`` are class indices in ``[0, n_classes)`` or ``ignore`` (a boolean array)."""
+    valid = (labels >= 0) & (labels < n_classes)
+    return valid if ignore is None else valid | (labels == ignore)
 
 
 def non_negative_number_or_list(value: Any, name: str) -> None:

@@ -226,16 +226,9 @@ def _num_class(loss_or_head, loss, num_class) -> int:
 
 def margins_of(loss: Loss, predictions):
     """The margins (the loss's input) behind a built-in objective's predictions: the loss's link
-    applied to them (``logit`` of probabilities, ``log`` of means and of softmax probabilities, a
-    row's margins up to a constant). A probability of exactly 0 or 1 gives an infinite margin, whose
-    loss is the prediction's own (0 or inf)."""
-    p = np.asarray(predictions, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        if loss.link is LOGIT:
-            return np.log(p) - np.log1p(-p)
-        if loss.link in (LOG, SOFTMAX):
-            return np.log(p)
-    return p
+    applied to them (:meth:`~losskit.losses.declaration.Link.of_means`). A probability of exactly 0
+    or 1 gives an infinite margin, whose loss is the prediction's own (0 or inf)."""
+    return loss.link.of_means(np.asarray(predictions, dtype=np.float64))
 
 
 def builtin_metric(loss: Loss, builtin) -> bool:

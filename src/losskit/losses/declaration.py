@@ -42,6 +42,20 @@ class Link:
             return sigmoid_xp(xp, 2 * input)
         return input
 
+    def of_means(self, mean):
+        """``link(mean)`` of a NumPy array of means, unclamped: a probability of exactly 0 or 1 gives an
+        infinite input (softmax: the log of each probability, a row's input up to a constant)."""
+        import numpy as np
+
+        with np.errstate(divide="ignore"):
+            if self is LOGIT:
+                return np.log(mean) - np.log1p(-mean)
+            if self is HALF_LOGIT:
+                return (np.log(mean) - np.log1p(-mean)) / 2
+            if self in (LOG, SOFTMAX):
+                return np.log(mean)
+        return mean
+
     def of_mean(self, mean: float) -> float:
         """``link(mean)`` for a scalar mean (the best constant's starting point)."""
         if self is LOGIT:

@@ -151,7 +151,7 @@ class _Tokens:
         zero = xp.zeros_like(d)
         d_y = xp.sum(xp.where(onehot, d, zero), axis=-1)
         # an id outside the vocabulary (checked before the sweep, unless traced or lazy): NaN, not log p = -norm
-        d_y = xp.where((labels >= 0) & (labels < self.n_vocab), d_y, xp.full_like(d_y, math.nan))
+        d_y = xp.where(_checks.valid_labels(labels, self.n_vocab), d_y, xp.full_like(d_y, math.nan))
         entropy = norm - xp.sum(xp.where(e > 0, e * d, zero), axis=-1) / total if self.entropy else None
         rest = xp.sum(xp.where(onehot, zero, e), axis=-1) / total
         correct = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1) >= xp.max(z, axis=-1)

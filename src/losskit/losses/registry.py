@@ -37,10 +37,10 @@ def register(cls: type) -> None:
         for other, _ in REGISTRY.values():
             if not is_losskits(other) or other.task != cls.task:
                 continue
-            if own & (set(other.aliases) | {other.name}):
-                raise TypeError(f"{cls.__name__}.aliases: {sorted(own & (set(other.aliases) | {other.name}))[0]!r} "
-                                f"names losskit's {other.__name__} in a {cls.task} head; give the class aliases of "
-                                "its own")
+            clash = sorted(own & (set(other.aliases) | {other.name}))
+            if clash:
+                raise TypeError(f"{cls.__name__}.aliases: {clash[0]!r} names losskit's {other.__name__} in a "
+                                f"{cls.task} head; give the class aliases of its own")
             if cls.name in other.aliases:
                 raise TypeError(f"{cls.__name__}.name: {cls.name!r} is a short name of losskit's {other.__name__} in a "
                                 f"{cls.task} head; give the class a name of its own")
