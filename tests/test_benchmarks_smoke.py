@@ -124,3 +124,13 @@ def test_xla_opt_level_counts_the_results_that_differ_and_by_how_many_eps():
     # a NaN or an infinity against a number is an infinite difference, whatever the other elements
     assert compare(many, {"c": np.array([2.0, np.nan, 8.0])}) == (1, 1, math.inf)
     assert compare(many, {"c": np.array([np.inf, 4.0, 8.0])}) == (1, 1, math.inf)
+
+
+def test_python_threads_benchmark_gives_the_prange_kernels_bits_on_both_threads(capsys):
+    """The design comparison behind BENCHMARKS.md's 2026-12-06 12:20 section: the serial kernel run on two
+    halves of the rows equals the prange kernel to the bit (``run`` raises otherwise), one row per size."""
+    from benchmarks import python_threads
+
+    rows = python_threads.run((3 * python_threads.WIDTH + 1, python_threads.WIDTH), 1)
+    assert [size for size, _ in rows] == [3 * python_threads.WIDTH, python_threads.WIDTH]
+    assert all(ms[name] > 0 for _, ms in rows for name in ("prange", "threads", "serial"))
