@@ -203,6 +203,33 @@ def test_platt_reaches_scipy_minimum():
     np.testing.assert_allclose([cal.params["a"], cal.params["b"]], ref.x, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("shift", "scale"), [(50.0, 1.0), (3.0, 1.0), (0.0, 1e5), (-40.0, 0.1), (20.0, 10.0)])
+def test_platt_of_scores_far_from_logits_is_the_affine_image_of_the_fit_on_logits(shift, scale):
+    """Platt's map is affine, so scores s = scale z + shift fit a = a0 / scale, b = b0 - a shift (the
+    same calibrated probabilities). Scores that saturate the identity map (shifted by 50, scaled by 1e5)
+    were refused as separable, found in review; shifted by 3 they took 17 passes."""
+    rng = np.random.default_rng(25)
+    z = 2 * rng.normal(size=2000)
+    y = (rng.random(2000) < special.expit(z)).astype(int)  # drawn from the logits: far from separable
+    on_logits = lk.calibrate(z, y, method="platt")
+    cal = lk.calibrate(scale * z + shift, y, method="platt")
+    a = on_logits.params["a"] / scale
+    np.testing.assert_allclose(cal.params["a"], a, rtol=1e-9)
+    np.testing.assert_allclose(cal.params["b"], on_logits.params["b"] - a * shift, rtol=1e-9, atol=1e-9)
+    assert cal.passes <= 10
+
+
+def test_vector_scaling_of_one_class_shifted_by_50_gives_the_fit_on_logits_probabilities():
+    """Vector scaling is affine per class, so a constant added to one class's scores changes only its
+    offset: the calibrated probabilities are the unshifted fit's (refused as separable, found in review)."""
+    z, y, _ = multiclass_data(n=2000, k=3, seed=14)
+    shifted = z.copy()
+    shifted[:, 0] += 50.0
+    on_logits = lk.calibrate(z, y, method="vector")
+    cal = lk.calibrate(shifted, y, method="vector")
+    np.testing.assert_allclose(lk.softmax(cal.apply(shifted)), lk.softmax(on_logits.apply(z)), atol=1e-8)
+
+
 @pytest.mark.parametrize("l2", [0.0, 0.1])
 def test_vector_reaches_scipy_minimum(l2):
     z, y, w = multiclass_data(n=2000, k=5, seed=12)

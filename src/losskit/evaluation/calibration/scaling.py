@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from ...activations import sigmoid_xp
 from ...losses import BinaryCrossEntropyWithLogits, GaussianNLL, SoftmaxCrossEntropy
 from .objectives import Sums, _bins, _mass, _w
 
@@ -27,6 +28,10 @@ class Platt:
 
     def start(self) -> np.ndarray:
         return np.array([1.0, 0.0])
+
+    def neutral(self) -> np.ndarray:
+        """Every prediction 1/2: where a fit restarts when the scores saturate the identity map."""
+        return np.zeros(2)
 
     def params(self, theta) -> dict:
         return {"a": float(theta[0]), "b": float(theta[1])}
@@ -49,7 +54,7 @@ class Platt:
         grad = np.array([wr @ z, wr.sum()])
         hess = np.array([[wh @ (z * z), wh @ z], [wh @ z, wh.sum()]])
         scale = np.array([w @ np.abs(r * z), w @ np.abs(r)])
-        bins = _bins(1.0 / (1.0 + np.exp(-v)), y > 0.5, weight)
+        bins = _bins(sigmoid_xp(np, v), y > 0.5, weight)  # no overflow warning at v << 0
         return Sums(float(w @ loss), float(w.sum()), grad, hess, scale, bins,
                     _mass("binary", target, weight, 1) if mass else np.zeros(0), len(z))
 
@@ -67,6 +72,10 @@ class Vector:
 
     def start(self) -> np.ndarray:
         return np.concatenate([np.ones(self.n_outputs), np.zeros(self.n_outputs)])
+
+    def neutral(self) -> np.ndarray:
+        """Every prediction uniform: where a fit restarts when the scores saturate the identity map."""
+        return np.zeros(2 * self.n_outputs)
 
     def params(self, theta) -> dict:
         k = self.n_outputs
