@@ -279,6 +279,41 @@ def test_apply_keeps_library_dtype_and_shape():
     assert per.apply(torch.tensor(zb[:, None])).shape == (400, 1)
 
 
+@pytest.mark.parametrize("method", ["temperature_per_label", "vector"])
+def test_apply_to_integer_logits_computes_in_floating_point(method):
+    """The parameters were cast to the logits' dtype: a temperature 0.31 became 0 (NaN out), vector
+    scaling's 0.025 became 0 (found in review). Integer logits are mapped as their float64 values."""
+    rng = np.random.default_rng(21)
+    z = rng.integers(-40, 40, size=(400, 4))
+    if method == "vector":
+        y = rng.integers(0, 4, size=400)
+        cal = lk.calibrate(z * 0.01, y, method="vector")  # small scores: scales near 100 to learn
+    else:
+        y = (rng.random((400, 4)) < special.expit(z / 10)).astype(int)
+        cal = lk.calibrate(z.astype(float), y, method="temperature_per_label", task="multilabel")
+    for dtype in (np.int64, np.int8):
+        out = cal.apply(z.astype(dtype))
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, cal.apply(z.astype(np.float64)))
+
+
+def test_a_models_torch_output_that_requires_grad_or_is_bfloat16_is_fitted():
+    """A raw RuntimeError (numpy() of a tensor that requires grad), a TypeError (torch bfloat16) and a
+    refusal (JAX bfloat16: 'expected numbers'), found in review: fitted as the values, bfloat16 widened."""
+    torch = pytest.importorskip("torch")
+    z, y, _ = multiclass_data(n=500, seed=22)
+    expect = lk.calibrate(z, y).params["temperature"]
+    zt = torch.tensor(z, requires_grad=True)
+    assert lk.calibrate(zt, torch.tensor(y)).params["temperature"] == expect
+    widened = torch.tensor(z).bfloat16().float().numpy().astype(np.float64)
+    expect16 = lk.calibrate(widened, y).params["temperature"]
+    np.testing.assert_allclose(lk.calibrate(torch.tensor(z).bfloat16(), y).params["temperature"], expect16,
+                               rtol=1e-12)
+    jnp = pytest.importorskip("jax.numpy")
+    np.testing.assert_allclose(lk.calibrate(jnp.asarray(z, dtype=jnp.bfloat16), y).params["temperature"], expect16,
+                               rtol=1e-12)
+
+
 def test_torch_and_jax_inputs_fit_the_same_temperature():
     z, y, w = multiclass_data(n=600, seed=16)
     ref = lk.calibrate(z, y, weight=w).params["temperature"]

@@ -102,10 +102,12 @@ class Calibration:
 
         Shapes: binary ``[N]`` or ``[N, 1]``; multi-class and multi-label ``[N, K]``; variance
         ``[..., 2]`` (mean, log-variance)."""
-        from ..._array import namespace
+        from ..._array import isdtype, namespace
 
         xp, arrays = namespace(logits=logits)
         logits = arrays["logits"]
+        if not isdtype(xp, logits.dtype, "real floating"):  # integer logits: the parameters are not integers
+            logits = xp.astype(logits, xp.float64)
         objective = self.objective
         width = 2 if self.method == "variance" else (1 if logits.ndim <= 1 else logits.shape[-1])
         if logits.ndim == 0 or width != self.n_outputs:

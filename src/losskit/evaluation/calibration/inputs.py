@@ -37,8 +37,15 @@ def _is_dask(value) -> bool:
 def _host(array, name: str):
     if array is None:
         return None
+    from ... import _array
     from ...losses._compiled import host
 
+    if _array.is_array(array) and not isinstance(array, np.ndarray):
+        xp = _array.array_namespace(array)
+        if getattr(array, "requires_grad", False):  # a model's output: its values, not its graph
+            array = array.detach()
+        if _array.isdtype(xp, array.dtype, "real floating") and xp.finfo(array.dtype).bits < 32:
+            array = xp.astype(array, xp.float32)  # bfloat16 has no NumPy dtype: widened in its own library
     out = host(array)
     if out is None:
         out = np.asarray(array.cpu() if hasattr(array, "cpu") else array)  # device memory: copied to the host

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...activations import sigmoid_xp
 from ...losses import BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy
 from ..metrics._common import _Calibration, _compiled, _Scratch
 
@@ -181,7 +182,7 @@ class Temperature:
             loss, dl_du = bce.value_and_grad(u, y)  # dl/du = p - y
             g = -u * dl_du
             h = u * u * bce.hessian_diag(u, y) - g  # d^2l/du^2 = p (1 - p)
-            bins = _bins(1.0 / (1.0 + np.exp(-u[:, 0])), y[:, 0] > 0.5, weight) if self.task == "binary" else None
+            bins = _bins(sigmoid_xp(np, u[:, 0]), y[:, 0] > 0.5, weight) if self.task == "binary" else None
         cols = [_column_sums(a, weight) for a in (loss, g, h, np.abs(g))]
         if not self.per_label:
             cols = [np.atleast_1d(c.sum()) for c in cols]
