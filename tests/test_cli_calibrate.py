@@ -189,6 +189,67 @@ def test_apply_to_a_csv_name_writes_csv(tmp_path, capsys):
         assert json.loads(a)["metrics"][key] == pytest.approx(value, rel=1e-9), key
 
 
+def test_apply_from_csv_to_csv_keeps_the_other_columns_text(tmp_path, capsys):
+    """pyarrow's type inference rewrote "007" as 7, and failed with a raw ArrowInvalid where a column's
+    text stopped looking like numbers far down the file (row 250,000; found in review). CSV to CSV
+    now passes every other column through as its text; CSV to Parquet keeps the inferred types (so
+    eval reads numbers) and names the file when inference fails."""
+    import csv
+
+    rng = np.random.default_rng(4)
+    n = 120_000  # more than pyarrow's first block, where it infers the types
+    z, y = _binary(tmp_path, n=n, seed=4)
+    ids = [f"{i:06d}" if i < n - 10 else f"x{i}" for i in range(n)]
+    zips = [f"{j:05d}" for j in rng.integers(0, 3000, n)]
+    src = tmp_path / "ids.csv"
+    with open(src, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "zip", "logit", "target"])
+        writer.writerows(zip(ids, zips, map(repr, z.tolist()), y.tolist(), strict=True))
+    cal = lk.calibrate(z, y)
+    cal_path = tmp_path / "cal.json"
+    cal_path.write_text(cal.to_json())
+    out = tmp_path / "out.csv"
+    code, _, err = _run(capsys, "calibrate", "apply", src, "--calibration", cal_path, "--out", out)
+    assert code == 0, err
+    with open(out, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["id", "zip", "logit", "target"]
+    assert [r[0] for r in rows[1:]] == ids and [r[1] for r in rows[1:]] == zips
+    assert [r[3] for r in rows[1:]] == [str(v) for v in y]
+    np.testing.assert_allclose([float(r[2]) for r in rows[1:]], z / cal.params["temperature"], rtol=1e-15)
+    parquet = tmp_path / "never.parquet"
+    code, _, err = _run(capsys, "calibrate", "apply", src, "--calibration", cal_path, "--out", parquet)
+    assert code == 2 and err.count("\n") == 1 and "ids.csv" in err and "x119990" in err and ".csv" in err, err
+    assert not parquet.exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_apply_over_parquet_files_whose_columns_differ_in_order_or_type(tmp_path, capsys):
+    """Files that eval reads together (columns in another order, a target stored as double) failed after
+    the earlier files were processed, with pyarrow's schema dump (found in review): written as the first
+    file's schema; files with other columns are refused by name."""
+    z, y = _binary(tmp_path, n=30, seed=5)
+    a, b, c, d = (tmp_path / f"{k}.parquet" for k in "abcd")
+    pq.write_table(pa.table({"logit": z[:10], "target": y[:10]}), a)
+    pq.write_table(pa.table({"logit": z[10:20], "target": y[10:20].astype(np.float64)}), b)
+    pq.write_table(pa.table({"target": y[20:], "logit": z[20:]}), c)
+    pq.write_table(pa.table({"logit": z[:5], "label": y[:5]}), d)
+    cal = lk.calibrate(z, y)
+    cal_path = tmp_path / "cal.json"
+    cal_path.write_text(cal.to_json())
+    out = tmp_path / "out.parquet"
+    code, _, err = _run(capsys, "calibrate", "apply", a, b, c, "--calibration", cal_path, "--out", out)
+    assert code == 0, err
+    table = pq.read_table(out)
+    assert table.column_names == ["logit", "target"] and table.schema.field("target").type == pa.int64()
+    np.testing.assert_allclose(table.column("logit").to_numpy(), z / cal.params["temperature"], rtol=1e-15)
+    np.testing.assert_array_equal(table.column("target").to_numpy(), y)
+    never = tmp_path / "never.parquet"
+    code, _, err = _run(capsys, "calibrate", "apply", a, d, "--calibration", cal_path, "--out", never)
+    assert code == 2 and err.count("\n") == 1 and "d.parquet" in err and "label" in err, err
+    assert not never.exists()
+
+
 def test_apply_refuses_csv_for_a_list_column_before_any_work(tmp_path, capsys):
     rng = np.random.default_rng(5)
     z = rng.normal(size=(50, 3)).astype(np.float32)

@@ -40,18 +40,53 @@ def _pred_columns(schema, pred) -> list[str]:
     return names
 
 
-def _record_batches(path: Path, kind: str, batch_rows: int):
+def _record_batches(path: Path, kind: str, batch_rows: int, names: list[str], as_text: bool):
+    """The batches of one input file. A CSV written to CSV (``as_text``) passes its other columns through
+    as the text they are: pyarrow's type inference turned "007" into 7. Written to Parquet they keep the
+    types pyarrow infers from the file's first block, so ``losskit eval`` reads numbers there."""
+    import pyarrow as pa
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
 
     if kind == "parquet":
         with pq.ParquetFile(path, pre_buffer=False) as handle:
             yield from handle.iter_batches(batch_size=batch_rows)
-    else:
+        return
+    try:
         with pv.open_csv(path) as reader:
+            header = reader.schema.names
+        types = {name: (pa.float64() if name in names else pa.string()) for name in header}
+        options = (pv.ConvertOptions(column_types=types, strings_can_be_null=False) if as_text
+                   else pv.ConvertOptions(column_types={name: pa.float64() for name in names if name in header}))
+        with pv.open_csv(path, convert_options=options) as reader:
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_rows):
                     yield batch.slice(start, batch_rows)
+    except pa.ArrowInvalid as error:  # a prediction cell that is not a number, a ragged row, a column's type
+        hint = "" if as_text else " (a column whose values change type far down the file: write --out as .csv)"
+        raise LossInputError(f"{path}: {error}{hint}") from None
+
+
+def _conform(batch, schema, path: Path, first: Path):
+    """``batch`` with the columns, order and types of the output's ``schema`` (the first input's): files
+    that hold the same columns in another order, or a column stored as another type that converts
+    without loss (a target of int64 in one file, double in another), are written as one table."""
+    import pyarrow as pa
+
+    if batch.schema.equals(schema):
+        return batch
+    if sorted(batch.schema.names) != sorted(schema.names):
+        raise LossInputError(f"{path}: expected the columns of {first} ({', '.join(schema.names)}), got "
+                             f"{', '.join(batch.schema.names)}")
+    arrays = []
+    for field in schema:
+        column = batch.column(field.name)
+        try:
+            arrays.append(column if column.type == field.type else column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise LossInputError(f"{path}: column {field.name!r}: expected values of type {field.type} (as in "
+                                 f"{first}), got {column.type} that do not convert") from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int):
@@ -160,15 +195,18 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
 
     def write(temp: str) -> None:
         nonlocal rows
-        writer = None
+        writer = written = None
         try:
             for path, schema in zip(files, schemas, strict=True):
                 start = 0
-                for batch in _record_batches(path, schema.format, batch_rows):
+                for batch in _record_batches(path, schema.format, batch_rows, names, as_csv):
                     missing = [n for n in names if n not in batch.schema.names]
                     if missing:
                         raise LossInputError(f"{path}: column {missing[0]!r} (--pred) is missing")
                     result = _calibrated(batch, names, calibration, path, start)
+                    if writer is not None:
+                        result = _conform(result, written, path, files[0])
+                    written = result.schema
                     if writer is None and as_csv:
                         writer = pv.CSVWriter(temp, result.schema)
                     elif writer is None:
