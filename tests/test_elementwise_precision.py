@@ -172,3 +172,37 @@ def test_asymmetric_loss_gradient_at_the_float32_limit_is_its_limit(impl):
         hess = loss.replace(impl="xp").hessian_diag(z, y)  # (no kernel computes a Hessian)
     np.testing.assert_array_equal(grad, [[1.0, 1.0, 0.0, -1.0]])
     assert np.all(np.isfinite(hess))
+
+
+@pytest.mark.parametrize("impl", ["xp", "auto"])
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+@pytest.mark.parametrize(("gamma_pos", "gamma_neg"), [(1.0, 4.0), (0.0, 0.0), (2.0, 0.5)])
+def test_asymmetric_loss_at_infinite_logits_is_its_limit(impl, clip, gamma_pos, gamma_neg):
+    """A label whose own term is 0 (y = 0 at z = -inf, y = 1 at z = +inf) multiplied the other term's
+    inf by 0: NaN value and gradient (found in review). The limits, from the closed form: at z = -inf
+    with y = 0, p = 0 so p_m = 0 and the loss, gradient and Hessian are 0; at z = +inf with y = 1,
+    (1 - p)^g log p = 0 and its derivatives 0 (as BCE's and sigmoid focal's)."""
+    loss = lk.AsymmetricLoss(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, impl=impl, reduction="none")
+    z = np.array([[-np.inf, np.inf]])
+    y = np.array([[0.0, 1.0]])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        value, grad = loss.value_and_grad(z, y)
+        hess = loss.replace(impl="xp").hessian_diag(z, y)
+    np.testing.assert_array_equal(value, [0.0])
+    np.testing.assert_array_equal(grad, [[0.0, 0.0]])
+    np.testing.assert_array_equal(hess, [[0.0, 0.0]])
+
+
+@pytest.mark.parametrize("impl", ["xp", "fused"])
+def test_asymmetric_loss_without_focusing_is_bce_with_the_margin_clamped(impl):
+    """With gamma_pos = gamma_neg = 0 ASL is -y log p - (1 - y) log(1 - p_m), p_m = max(p - m, 0) (the
+    paper's, and the official code's clamp of 1 - p + m at 1). The log was taken unclamped, so below the
+    margin a negative label cost -log(1 + m - p) < 0 (found in review). Worked by hand, m = 0.05: at z = -3
+    (p = 0.0474 < m) the negative label costs 0 with gradient 0; at z = 0, -log(0.55) and p (1 - p) / 0.55."""
+    loss = lk.AsymmetricLoss(gamma_pos=0.0, gamma_neg=0.0, clip=0.05, impl=impl, reduction="none")
+    z = np.array([[-3.0], [0.0], [-5.0]])
+    y = np.array([[0.0], [0.0], [1.0]])
+    value, grad = loss.value_and_grad(z, y)
+    p = 1 / (1 + np.exp(-z[:, 0]))
+    np.testing.assert_allclose(value, [0.0, -np.log(0.55), -np.log(p[2])], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(grad[:, 0], [0.0, 0.25 / 0.55, p[2] - 1], rtol=1e-14, atol=0)

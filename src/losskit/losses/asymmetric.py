@@ -23,6 +23,7 @@ and the second derivatives follow (written out in :meth:`AsymmetricLoss.second_d
 
 from __future__ import annotations
 
+from ._shared import times
 from .declaration import Hessian, Task, option
 from .elementwise import ElementwiseLoss
 from .formula import formula_function
@@ -35,8 +36,11 @@ def _negative_parts(xp, z, clip):
     s_pos, s_neg = xp.sigmoid(z), xp.sigmoid(-z)
     if clip > 0:
         q = xp.maximum(s_pos - clip, 0.0)
-        log_v = xp.log(s_neg + clip)  # 1 - p_m = 1 - p + m >= m: no log(0)
-        u_over_v = s_pos * (s_neg / (s_neg + clip))
+        # 1 - p_m = min(1 - p + m, 1) >= m: no log(0); below the margin (p <= m) it is 1, its log and
+        # derivative 0 (unclamped, gamma_neg = 0 gave a negative loss there: -log(1 + m - p))
+        below = s_pos <= clip
+        log_v = xp.where(below, xp.zeros_like(z), xp.log(s_neg + clip))
+        u_over_v = xp.where(below, xp.zeros_like(z), s_pos * (s_neg / (s_neg + clip)))
     else:
         q = s_pos
         log_v = xp.log_sigmoid(-z)  # log(1 - p), exact for large z
@@ -84,16 +88,17 @@ class AsymmetricLoss(ElementwiseLoss):
         s_pos, s_neg, q, log_v, u_over_v = _negative_parts(xp, z, self.clip)
         positive = -xp.pow(s_neg, self.gamma_pos) * xp.log_sigmoid(z)
         negative = -xp.pow(q, self.gamma_neg) * log_v
-        return y * positive + (1 - y) * negative
+        # times: a label's term is 0 where its weight is, even infinite (z = -inf, y = 0: log p = -inf)
+        return times(xp, y, positive) + times(xp, 1 - y, negative)
 
     def derivative(self, xp, z, y):
         g_pos, g_neg = self.gamma_pos, self.gamma_neg
         s_pos, s_neg, q, log_v, u_over_v = _negative_parts(xp, z, self.clip)
-        positive = xp.pow(s_neg, g_pos) * (g_pos * s_pos * xp.log_sigmoid(z) - s_neg)
+        positive = xp.pow(s_neg, g_pos) * (g_pos * times(xp, s_pos, xp.log_sigmoid(z)) - s_neg)
         # rho u first: rho = -log(1 - p_m) / p_m reaches |z| (2e38 in float32) where u = p (1 - p) is 0, and
-        # g rho overflowed to inf first (inf * 0: a NaN gradient)
-        negative = xp.pow(q, g_neg) * (g_neg * (_rho(xp, q, log_v) * (s_pos * s_neg)) + u_over_v)
-        return y * positive + (1 - y) * negative
+        # g rho overflowed to inf first (inf * 0: a NaN gradient); at z = +inf with no margin rho is inf
+        negative = xp.pow(q, g_neg) * (g_neg * times(xp, s_pos * s_neg, _rho(xp, q, log_v)) + u_over_v)
+        return times(xp, y, positive) + times(xp, 1 - y, negative)
 
     def second_derivative(self, xp, z, y):
         g_pos, g_neg = self.gamma_pos, self.gamma_neg
@@ -101,16 +106,16 @@ class AsymmetricLoss(ElementwiseLoss):
         u = s_pos * s_neg
         log_p = xp.log_sigmoid(z)
         # l+'' = (1-p)^g [-g p (g p log p - (1-p)) + u (g log p + g + 1)]
-        positive = xp.pow(s_neg, g_pos) * (-g_pos * s_pos * (g_pos * s_pos * log_p - s_neg)
-                                     + u * (g_pos * log_p + g_pos + 1))
-        rho = _rho(xp, q, log_v)
-        first = xp.pow(q, g_neg) * (g_neg * (rho * u) + u_over_v)  # rho u first, as in derivative
+        positive = xp.pow(s_neg, g_pos) * (-g_pos * s_pos * (g_pos * times(xp, s_pos, log_p) - s_neg)
+                                     + times(xp, u, g_pos * log_p + g_pos + 1))
+        rho_u = times(xp, u, _rho(xp, q, log_v))  # rho u first, as in derivative
+        first = xp.pow(q, g_neg) * (g_neg * rho_u + u_over_v)
         # l-'' = (1 - 2p) l-' + q^(g-1) (g (g-1) rho u^2 + 2 g u (u/v)) + q^g (u/v)^2, 0 below the margin
-        curvature = g_neg * (g_neg - 1) * (rho * u) * u + 2 * g_neg * u * u_over_v
+        curvature = g_neg * (g_neg - 1) * rho_u * u + 2 * g_neg * u * u_over_v
         bent = xp.where(q > 0, xp.pow(xp.where(q > 0, q, xp.ones_like(q)), g_neg - 1) * curvature, xp.zeros_like(q))
         negative = (s_neg - s_pos) * first + bent + xp.pow(q, g_neg) * u_over_v * u_over_v
         negative = xp.where(q > 0, negative, xp.zeros_like(q))
-        return y * positive + (1 - y) * negative
+        return times(xp, y, positive) + times(xp, 1 - y, negative)
 
 
 asymmetric_loss = functional(AsymmetricLoss, "asymmetric_loss", r"""Asymmetric loss (ASL) for multi-label
