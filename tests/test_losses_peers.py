@@ -178,6 +178,20 @@ def test_multiclass_hinge_matches_optax():
     np.testing.assert_allclose(lk.MulticlassHingeLoss(reduction="sum").grad(z, y), np.asarray(grad_theirs), atol=0)
 
 
+@pytest.mark.parametrize("impl", ["auto", "xp"])
+def test_multiclass_hinge_at_infinite_scores_is_its_limit(impl):
+    """max(shifted) - z_y was inf - inf = NaN for a label score of +inf (found in review). By the
+    definition max(0, max_k (z_k + 1 - z_y)): 0 where the label's score is +inf, +inf where it is -inf
+    and the others finite; the gradient e_top - e_y (0 where the margin holds)."""
+    loss = lk.MulticlassHingeLoss(reduction="none", impl=impl)
+    z = np.array([[np.inf, 0.5, 0.0], [-np.inf, 0.5, 0.0], [2.0, 0.5, 0.0]])
+    y = np.array([0, 0, 0])
+    with np.errstate(invalid="ignore"):
+        value, grad = loss.value_and_grad(z, y)
+    np.testing.assert_array_equal(value, [0.0, np.inf, 0.0])
+    np.testing.assert_array_equal(grad, [[0, 0, 0], [-1, 1, 0], [0, 0, 0]])
+
+
 def test_multiclass_hinge_refuses_probabilities():
     with pytest.raises(lk.LossInputError, match="target: expected integer class indices"):
         lk.multiclass_hinge_loss(np.zeros((2, 3)), np.full((2, 3), 1 / 3))

@@ -175,7 +175,10 @@ class MulticlassHingeLoss(_CategoricalBase):
         xp, z, labels = plan.xp, plan.input, plan.target.labels
         mask = _array.one_hot(xp, labels, z.shape[-1], xp.bool)
         shifted = xp.where(mask, z, z + 1)
-        loss = xp.max(shifted, axis=-1) - _array.take_class(xp, z, labels)
+        # max_k (shifted_k - z_y), the label's own entry 0: max(shifted) - z_y rounds the same (the
+        # subtraction is monotone), and a label score of +inf gives 0, not inf - inf
+        margins = shifted - xp.expand_dims(_array.take_class(xp, z, labels), axis=-1)
+        loss = xp.max(xp.where(mask, xp.zeros_like(z), margins), axis=-1)
         grad = hess = None
         if order == 1:
             top = _array.one_hot(xp, xp.argmax(shifted, axis=-1), z.shape[-1], z.dtype)
