@@ -714,7 +714,7 @@ def _bce_row(z, y, pos_weight, scale_row, column_step, a, half_a, elements, grad
         e = vexp(-abs(x))
         soft = vlog1p_unit(e)
         pos = pos_weight[j] * t
-        neg = one - t
+        neg = (one - a) * (one - target) + half_a  # 1 - t formed so (smoothed_targets in losses/binary.py)
         # -log sigmoid(x) = max(-x, 0) + log1p(e); -log(1 - sigmoid(x)) = max(x, 0) + log1p(e)
         loss = pos * (max(-x, zero) + soft) + neg * (max(x, zero) + soft)
         s = scale_row[j * column_step]

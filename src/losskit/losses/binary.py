@@ -39,16 +39,26 @@ def floored_log(xp, p):
 _PROBS_HINT = "probabilities must lie in [0, 1]; for raw scores use binary_cross_entropy_with_logits"
 
 
-def bce_logits_terms(xp, z, y, pos_weight, order, *, finite: bool = False):
+def smoothed_targets(y, a):
+    """``(y', 1 - y')`` of label smoothing ``a``: ``y' = (1 - a) y + a / 2`` and its complement formed as
+    ``(1 - a)(1 - y) + a / 2``, not ``1 - y'`` (which rounds: 0.04999999999999993 for y = 1, a = 0.1,
+    and the gradient's ``(1 - y') p - y' (1 - p)`` then cancels to 120 eps at z = 3)."""
+    if a == 0:
+        return y, 1 - y
+    return (1 - a) * y + a / 2, (1 - a) * (1 - y) + a / 2
+
+
+def bce_logits_terms(xp, z, y, pos_weight, order, *, finite: bool = False, neg=None):
     """Elementwise BCE-with-logits loss and derivatives in z (``pos_weight`` may be None).
 
     The one formula of every path that runs array code: the reference (any library), the torch-native
     kernel and the XLA path call it with their namespace. One ``exp`` and one ``log1p`` serve the
     loss and both sigmoids. ``finite=True`` says the caller has checked that z is finite (the
     torch-native kernel): the products then need no guard for ``0 * inf`` (in eager torch each guard
-    is a pass over memory); otherwise a zero coefficient times an infinite term is the exact 0."""
+    is a pass over memory); otherwise a zero coefficient times an infinite term is the exact 0. ``neg``
+    is ``1 - y`` unless given (:func:`smoothed_targets`)."""
     pos = y if pos_weight is None else pos_weight * y
-    neg = 1 - y
+    neg = 1 - y if neg is None else neg
     e = xp.exp(-xp.abs(z))  # in (0, 1]: never overflows
     soft = xp.log1p(e)
     zero = xp.zeros_like(z)
@@ -92,10 +102,10 @@ class _BinaryBase(Loss):
 
     @staticmethod
     def _smoothed(plan):
-        """The smoothed target ``y'`` the formulas read, its values checked first (the precise error)."""
-        a, target = plan.smoothing, plan.target.dense
-        _checks.in_unit_interval(plan.xp, target, "target")
-        return target if a == 0 else (1 - a) * target + a / 2
+        """The smoothed target ``y'`` the formulas read and ``1 - y'`` (:func:`smoothed_targets`), its values
+        checked first (the precise error)."""
+        _checks.in_unit_interval(plan.xp, plan.target.dense, "target")
+        return smoothed_targets(plan.target.dense, plan.smoothing)
 
     def _pos_weight(self, xp, input):
         if self.pos_weight is None:
@@ -132,8 +142,8 @@ class BinaryCrossEntropyWithLogits(_BinaryBase):
         return {"xgboost": ("binary:logistic", {}), "lightgbm": ("cross_entropy", {})}[library]
 
     def _terms(self, plan, order):
-        loss, grad, hess = bce_logits_terms(plan.xp, plan.input, self._smoothed(plan), plan.target.pos_weight,
-                                            order)
+        y, neg = self._smoothed(plan)
+        loss, grad, hess = bce_logits_terms(plan.xp, plan.input, y, plan.target.pos_weight, order, neg=neg)
         return Terms(loss, grad, hess)
 
 
@@ -154,9 +164,8 @@ class BinaryCrossEntropy(_BinaryBase):
 
     def _terms(self, plan, order):
         xp, input, pw = plan.xp, plan.input, plan.target.pos_weight
-        y = self._smoothed(plan)
+        y, neg = self._smoothed(plan)
         pos = y if pw is None else pw * y
-        neg = 1 - y
         log_p = floored_log(xp, input)
         # log(1 - p) through log1p: exact for small p; p = 1 gives the floor
         below_one = input < 1

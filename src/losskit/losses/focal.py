@@ -63,17 +63,17 @@ class SigmoidFocalLoss(ElementwiseLoss):
                          impl=impl)
 
     def value(self, xp, z, y):
-        y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
+        y, n, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
         return a_t * times(xp, xp.pow(q, self.gamma), ce)  # 0 ** 0 = 1: gamma = 0 is (alpha-weighted) BCE
 
     def derivative(self, xp, z, y):
-        y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
-        r, dq, dce = _focal_slopes(xp, y, s_pos, s_neg, q)
+        y, n, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
+        r, dq, dce = _focal_slopes(xp, y, n, s_pos, s_neg, q)
         return a_t * xp.pow(q, self.gamma) * (self.gamma * dq * times(xp, r, ce) + dce)
 
     def second_derivative(self, xp, z, y):
-        y, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
-        r, dq, dce = _focal_slopes(xp, y, s_pos, s_neg, q)
+        y, n, a_t, s_pos, s_neg, q, ce = _focal_parts(xp, z, y, self.label_smoothing, self.alpha)
+        r, dq, dce = _focal_slopes(xp, y, n, s_pos, s_neg, q)
         gamma = self.gamma
         inner = gamma * dq * times(xp, r, ce) + dce  # (d/dz of q^gamma ce) / q^gamma
         dr = r * ((s_neg - s_pos) - dq * r)  # d r / dz
@@ -83,20 +83,22 @@ class SigmoidFocalLoss(ElementwiseLoss):
 
 @formula_function
 def _focal_parts(xp, z, y, smoothing, alpha):
+    # y' and 1 - y' each formed from y (as losses/binary.py's smoothed_targets: 1 - y' would round)
+    n = (1 - smoothing) * (1 - y) + smoothing / 2
     y = (1 - smoothing) * y + smoothing / 2
     s_pos, s_neg = xp.sigmoid(z), xp.sigmoid(-z)  # p and 1 - p, each to full precision
-    q = y * s_neg + (1 - y) * s_pos  # 1 - p_t: a sum of positives, no cancellation
-    ce = -(times(xp, y, xp.log_sigmoid(z)) + times(xp, 1 - y, xp.log_sigmoid(-z)))
-    a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
-    return y, a_t, s_pos, s_neg, q, ce
+    q = y * s_neg + n * s_pos  # 1 - p_t: a sum of positives, no cancellation
+    ce = -(times(xp, y, xp.log_sigmoid(z)) + times(xp, n, xp.log_sigmoid(-z)))
+    a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * n
+    return y, n, a_t, s_pos, s_neg, q, ce
 
 
 @formula_function
-def _focal_slopes(xp, y, s_pos, s_neg, q):
+def _focal_slopes(xp, y, n, s_pos, s_neg, q):
     # r = p (1 - p) / q in [0, 1]; where q = 0 (a hard label predicted exactly) its limit
-    r = xp.where(q > 0, s_pos * s_neg / xp.where(q > 0, q, xp.ones_like(q)), y * s_pos + (1 - y) * s_neg)
+    r = xp.where(q > 0, s_pos * s_neg / xp.where(q > 0, q, xp.ones_like(q)), y * s_pos + n * s_neg)
     dq = 1 - 2 * y  # dq/dz = (1 - 2y) p (1 - p) = (1 - 2y) r q
-    dce = (1 - y) * s_pos - y * s_neg  # sigmoid(z) - y, each term to full precision
+    dce = n * s_pos - y * s_neg  # sigmoid(z) - y, each term to full precision
     return r, dq, dce
 
 

@@ -30,7 +30,7 @@ from .. import _array, _checks
 from .. import reduction as _reduction
 from ..activations import log_normalizer_xp, shifted_logits_xp
 from ._half import computes_half_in_float32
-from .binary import bce_logits_terms
+from .binary import bce_logits_terms, smoothed_targets
 from .categorical import label_target, mean_surprisal
 from .registry import named_keywords
 
@@ -403,8 +403,8 @@ def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bi
     def chunk_terms(start, stop, h):
         z, _ = _logits(xp, h, classifier, bias, None)
         y = target[start:stop, ...]
-        y = y if a == 0 else (1 - a) * y + a / 2
-        loss, g, _ = bce_logits_terms(xp, z, y, pw, 1)
+        y, neg = smoothed_targets(y, a)
+        loss, g, _ = bce_logits_terms(xp, z, y, pw, 1, neg=neg)
         return xp.sum(loss, axis=-1), g
 
     return _sweep(xp, hidden, classifier, bias, opts.rows(n_rows, n_labels), scale, weight, opts.reduction,

@@ -45,8 +45,8 @@ class MultilabelCrossEntropy(_BinaryBase):
         return super()._prepare(xp, input, target)
 
     def _terms(self, plan, order):
-        loss, grad, hess = bce_logits_terms(plan.xp, plan.input, self._smoothed(plan), plan.target.pos_weight,
-                                            order)
+        y, neg = self._smoothed(plan)
+        loss, grad, hess = bce_logits_terms(plan.xp, plan.input, y, plan.target.pos_weight, order, neg=neg)
         return Terms(plan.xp.sum(loss, axis=-1), grad, hess)
 
 

@@ -79,8 +79,9 @@ def _softmax_ce(plan, with_grad):
 
 def _bce_logits(plan, with_grad):
     # the core's formula, told that the input is finite (checked above): no 0 * inf guards
-    loss, grad, _ = bce_logits_terms(torch, plan.input, _BinaryBase._smoothed(plan), plan.target.pos_weight,
-                                     1 if with_grad else 0, finite=True)
+    y, neg = _BinaryBase._smoothed(plan)
+    loss, grad, _ = bce_logits_terms(torch, plan.input, y, plan.target.pos_weight, 1 if with_grad else 0,
+                                     finite=True, neg=neg)
     return (loss.sum(-1) if plan.spans_last_axis else loss), grad
 
 
