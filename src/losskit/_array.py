@@ -40,6 +40,10 @@ def namespace(**arrays: Any):
     if all(type(v) is np.ndarray or v is None for v in arrays.values()):
         return numpy_namespace(), arrays  # the common case without array-api-compat's search (small calls in a loop)
     present = {k: v for k, v in arrays.items() if is_array(v)}
+    for k, v in present.items():
+        if isinstance(v, np.ma.MaskedArray):  # its mask would be read by some paths and not others
+            raise fail(k, "an array without a mask (losskit reads no NumPy mask: give masked values weight 0, "
+                       "or pass ignore_index)", "a numpy.ma.MaskedArray")
     if present:
         try:
             xp = array_namespace(*present.values())

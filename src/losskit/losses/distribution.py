@@ -92,6 +92,9 @@ class _TeacherLogits(_CategoricalBase):
     target = "logits"
 
     def _prepare(self, xp, input, target) -> Target:
+        if input.ndim and input.shape[-1] == 0:  # as the other class-axis losses: no class, no distribution
+            raise _checks.fail(self.input_name, "at least one class along the class axis",
+                               f"shape {tuple(input.shape)} (K = 0)")
         if not _array.isdtype(xp, target.dtype, "real floating"):
             raise _checks.fail("target", "the teacher's logits (a floating-point array of the logits' shape)",
                                f"dtype {target.dtype}")
