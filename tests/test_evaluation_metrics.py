@@ -141,6 +141,26 @@ def test_binary_float32_predictions_cast_to_float64(kind):
     assert result["accuracy"] == pytest.approx(skm.accuracy_score(y, p32 > 0.5, sample_weight=w), rel=1e-6)
 
 
+@pytest.mark.parametrize("kernels", ["0", "1"])
+def test_float32_probabilities_that_saturate_clip_at_float32_eps_as_sklearn(kernels, monkeypatch):
+    """sklearn's log_loss clips at the input dtype's eps; a float32 file's sigmoid outputs of exactly 0 or 1
+    were clipped at float64's, 2.4 % above sklearn's on an over-confident model (found in review)."""
+    monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", kernels)
+    rng = np.random.default_rng(32)
+    z = (rng.normal(size=4000) * 8).astype(np.float32)
+    p = expit(z).astype(np.float32)
+    y = (rng.random(4000) < expit(z.astype(np.float64))).astype(np.int64)
+    y[rng.random(4000) < 0.02] ^= 1
+    assert np.sum((p == 0) | (p == 1)) > 20
+    metrics = BinaryMetrics("probs")
+    metrics.update(p, y, None)
+    assert metrics.result()["log_loss"] == pytest.approx(skm.log_loss(y, p, labels=[0, 1]), rel=1e-6)
+    p3 = np.stack([p, 1 - p, np.zeros_like(p)], axis=1)  # float32 rows, class 2 never predicted
+    multi = MulticlassMetrics(3, "probs")
+    multi.update(p3, 1 - y, None)
+    assert multi.result()["log_loss"] == pytest.approx(skm.log_loss(1 - y, p3, labels=[0, 1, 2]), rel=1e-6)
+
+
 def test_binary_probs_at_zero_and_one_clip_as_sklearn():
     p = frozen(np.array([0.0, 1.0, 0.0, 1.0, 1e-20, 1 - 1e-17, 0.3, 0.7]))
     y = frozen(np.array([0, 1, 1, 0, 1, 0, 1, 0]))

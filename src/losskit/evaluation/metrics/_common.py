@@ -14,6 +14,16 @@ _LOG_EPS = float(np.log(_EPS))
 _LOG_1M_EPS = float(np.log(1.0 - _EPS))
 
 
+def _log_clip(dtype) -> tuple[float, float]:
+    """``(log eps, log(1 - eps))`` of sklearn's ``log_loss`` clipping for probabilities of ``dtype``: its
+    eps is the input dtype's (float32's 1.2e-7 for a float32 file, where a saturated sigmoid is exactly 0
+    or 1), float64's for every other dtype."""
+    if np.dtype(dtype) == np.float32:
+        eps = float(np.finfo(np.float32).eps)
+        return float(np.log(eps)), float(np.log1p(-eps))
+    return _LOG_EPS, _LOG_1M_EPS
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 def _kind(pred_kind) -> str:

@@ -7,8 +7,6 @@ import numpy as np
 from ..adaptive import from_rank
 from ..auc import RankAUC
 from ._common import (
-    _LOG_1M_EPS,
-    _LOG_EPS,
     _NO_WEIGHT,
     _as_bool,
     _Calibration,
@@ -16,6 +14,7 @@ from ._common import (
     _f1,
     _floats,
     _kind,
+    _log_clip,
     _logit,
     _mce,
     _mean,
@@ -80,6 +79,7 @@ class BinaryMetrics:
         if kernels is not None:
             self._update_compiled(kernels, pred, np.asarray(y), w)
             return
+        clip = _log_clip(pred.dtype)  # the file's dtype, before the float64 the NumPy steps sum in
         pred = np.asarray(pred, dtype=np.float64)
         truth = _as_bool(y)
         scratch = self._scratch
@@ -109,8 +109,8 @@ class BinaryMetrics:
             score = np.subtract(log_p, log_q, out=scratch.get("score", n))  # the logit: -inf at 0, +inf at 1
             wrong = np.not_equal(p > 0.5, truth)
             # sklearn: -log(clip(p_true, eps, 1 - eps)), p_true = p (y = 1) or 1 - p (y = 0)
-            np.clip(log_p, _LOG_EPS, _LOG_1M_EPS, out=log_p)
-            np.clip(log_q, _LOG_EPS, _LOG_1M_EPS, out=log_q)
+            np.clip(log_p, *clip, out=log_p)
+            np.clip(log_q, *clip, out=log_q)
             log_loss = -_wsum_masked(log_p, truth, w) - _wsum_masked(log_q, ~truth, w)
             work = log_p
         positive = z > 0 if self.pred_kind == "logits" else p > 0.5
@@ -130,8 +130,9 @@ class BinaryMetrics:
         """The same update in one compiled sweep (:func:`losskit.fused.metrics.binary_update`)."""
         sums = np.zeros(7)
         auc, calibration = self._auc, self._calibration
-        kernels.binary_update(pred, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits", _LOG_EPS,
-                              _LOG_1M_EPS, auc.histogram, 32 - auc.bins_log2, calibration.weight.reshape(-1),
+        low, high = _log_clip(pred.dtype)
+        kernels.binary_update(pred, y, _NO_WEIGHT if w is None else w, self.pred_kind == "logits", low,
+                              high, auc.histogram, 32 - auc.bins_log2, calibration.weight.reshape(-1),
                               calibration.confidence, sums)
         self._log_loss += float(sums[0])
         self._brier += float(sums[1])

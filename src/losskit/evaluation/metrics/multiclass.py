@@ -6,8 +6,6 @@ import numpy as np
 
 from ..adaptive import AdaptiveCalibration
 from ._common import (
-    _LOG_1M_EPS,
-    _LOG_EPS,
     _NO_WEIGHT,
     _Calibration,
     _compiled,
@@ -15,6 +13,7 @@ from ._common import (
     _f1,
     _floats,
     _kind,
+    _log_clip,
     _mce,
     _mean,
     _row_count,
@@ -101,6 +100,7 @@ class MulticlassMetrics:
             self._update_compiled(kernels, pred, y, w, None if log_loss_is_loss else example_loss, log_loss_is_loss)
             return
         self._update_confidence(pred, y, w)
+        clip = _log_clip(pred.dtype)  # the file's dtype, before the float64 the NumPy steps sum in
         pred = np.ascontiguousarray(pred, dtype=np.float64)
         scratch = self._scratch
         top = pred.argmax(axis=1)
@@ -132,7 +132,7 @@ class MulticlassMetrics:
             confidence = s_top
             with np.errstate(divide="ignore"):
                 loss = np.log(s_true, out=scratch.get("total", n))
-            np.clip(loss, _LOG_EPS, _LOG_1M_EPS, out=loss)
+            np.clip(loss, *clip, out=loss)
             np.negative(loss, out=loss)
         correct = top == y
         if log_loss_is_loss:
@@ -195,7 +195,7 @@ class MulticlassMetrics:
         kernels.multiclass_update(columns, y, _NO_WEIGHT if w is None else w,
                                   empty if example_loss is None else example_loss,
                                   log_loss_is_loss, self.pred_kind == "logits",
-                                  _LOG_EPS, _LOG_1M_EPS, self.top_k, calibration.weight.reshape(-1),
+                                  *_log_clip(pred.dtype), self.top_k, calibration.weight.reshape(-1),
                                   calibration.confidence, self._count, self._class_loss,
                                   self._confusion if with_confusion else np.zeros((0, 0)),
                                   empty if with_confusion else self._support, empty if with_confusion else self._hits,
