@@ -8,6 +8,9 @@ resolve (``sum w |g|`` zero means every term is zero: converged). The parameters
 that point plus one last Newton step from the same pass's sums (free: no further pass), so they
 sit closer to the minimiser than the tolerance alone promises; the NLL and ECE reported are those
 of the evaluated point, which differ from the stepped one's by second-order amounts (below 1e-18).
+A Newton step below ``STEP_TOL`` (1e-13) of its parameter also ends a fit: where the targets are
+fitted exactly (soft targets equal to the calibrated probabilities) every gradient term is about 0
+and their relative sum is rounding over rounding.
 
 * **Separable objectives** (temperature, one per label or shared; the variance factor): each
   parameter is a 1-D problem whose derivative changes sign once. Newton steps, clipped to
@@ -46,6 +49,8 @@ __all__ = ["Fit", "minimise", "relative_gradient"]
 MAX_STEP = 4.0
 LIMIT = float(np.log(1e12))
 TOL = 1e-10
+#: a Newton step this small relative to its parameter (or to 1) also ends a fit: see _step_vanishes
+STEP_TOL = 1e-13
 #: passes in a row with a one-signed gradient term after which a joint fit is declared to have no minimiser
 ONE_SIDED_PASSES = 20
 
@@ -89,7 +94,7 @@ def _separable(objective, evaluate, theta, sums, before, history, max_passes, to
     last = np.zeros(theta.shape)
     for passes in range(1, max_passes + 1):
         g, h = sums.grad, sums.hess
-        done = relative_gradient(sums) <= tol
+        done = (relative_gradient(sums) <= tol) | _step_vanishes(g, h, theta)
         vanished = (sums.scale == 0) & (passes > 1)  # every term underflowed on the way out: no minimiser
         if vanished.any():
             raise _no_minimiser(objective, theta + np.where(vanished, np.sign(last) * 2 * LIMIT, 0.0), what)
@@ -141,7 +146,10 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
             raise _no_minimiser(objective, theta, what)
         if (relative <= tol).all():
             return Fit(theta + _newton_step(best.hess, best.grad, 0.0), before, best, passes, history)
-        trial = theta + _newton_step(best.hess, best.grad, damping)
+        step = _newton_step(best.hess, best.grad, damping)
+        if damping == 0 and np.all(np.abs(step) <= STEP_TOL * np.maximum(1.0, np.abs(theta))):
+            return Fit(theta + step, before, best, passes, history)  # see _step_vanishes
+        trial = theta + step
         if not np.all(np.isfinite(trial)) or np.max(np.abs(trial)) > 1e12:
             raise _no_minimiser(objective, trial, what)
         sums = evaluate(trial)
@@ -154,6 +162,16 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
         else:
             damping = max(10 * damping, 1e-6 * float(np.max(np.abs(np.diag(best.hess)), initial=1.0)))
     raise _not_converged(objective, best, max_passes, what)
+
+
+def _step_vanishes(g, h, theta) -> np.ndarray:
+    """Per parameter: Newton's step ``-g / h`` (h > 0) is below :data:`STEP_TOL` of the parameter. At a
+    minimiser that fits the data exactly (soft targets equal to the calibrated probabilities) every
+    gradient term is about 0, so the relative gradient is rounding over rounding and never reaches
+    ``tol``; the step says the fit is done."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(h > 0, np.abs(g) / np.where(h > 0, h, 1.0), np.inf)
+    return step <= STEP_TOL * np.maximum(1.0, np.abs(theta))
 
 
 def _l2(what: str) -> str:
