@@ -3,6 +3,8 @@ Dask equal to one pass, bad input refused by file, column and row."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -211,6 +213,23 @@ def test_bad_values_are_named(tmp_path, columns, options, pattern):
     with pytest.raises(LossInputError, match=pattern) as info:
         lk.evaluate(path, **options)
     assert "bad.parquet" in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "pattern"), [
+    ({"weight": "w"}, r"^weight: expected weights whose sum fits float64"),
+    ({"auc_exact_limit": -1}, r"^auc_exact_limit: expected an integer >= 0"),
+    ({"auc_exact_limit": 2.5}, r"^auc_exact_limit: expected an integer >= 0"),
+    ({"weight": 3}, r"^--weight: expected a column name or glob, or a list of them, got 3"),
+])
+def test_arguments_that_reached_raw_errors_or_were_taken_silently_are_named(tmp_path, options, pattern):
+    """Finite weights summing past float64 gave a raw ValueError from np.bincount; auc_exact_limit -1 or 2.5
+    silently switched ROC AUC to binned; weight=3 a raw TypeError (found in review)."""
+    path = write_parquet(tmp_path / "w.parquet", {"logit": [0.1, 2.0, -1.0], "target": [1, 0, 1],
+                                                   "w": [1e308, 1e308, 1.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy warning on the way
+        with pytest.raises(LossInputError, match=pattern):
+            lk.evaluate(path, **options)
 
 
 def test_width_mismatch_names_the_option(tmp_path):

@@ -11,6 +11,7 @@ numbers equal the single process's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -279,6 +280,10 @@ class Scorer:
 
     def result(self) -> dict:
         """``metrics`` (the flat numbers, ``loss`` first) and the task's tables and figure data."""
+        total = self.metrics.weight_sum
+        if not math.isfinite(total):  # finite weights whose sum overflows: every mean would be 0 or NaN
+            raise fail("weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
+                       f"weights summing past 1.8e308 ({total})")
         details = self.metrics.result()
         if self.spec.loss_is_log_loss:
             details["loss"], weight_sum = details["log_loss"], self.metrics.weight_sum

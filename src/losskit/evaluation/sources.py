@@ -212,6 +212,8 @@ class Layout:
 
 
 def _names(arg: str, items: str | Sequence[str]) -> list[str]:
+    if not isinstance(items, str) and not (isinstance(items, Sequence) and all(isinstance(i, str) for i in items)):
+        raise fail(arg, "a column name or glob, or a list of them", repr(items))
     items = [items] if isinstance(items, str) else list(items)
     names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
     if not names:
@@ -547,13 +549,18 @@ def _check(batch: Batch, part: str) -> None:
     values = getattr(batch, part)
     if values is None or values.dtype.kind in "biu":  # integers and booleans are finite and were not null
         return
-    # the sum is finite only if every value is: one pass and no temporary in the common case
-    fine = np.isfinite(values.sum()) and (part != "weight" or values.min() >= 0)
+    # the sum is finite only if every value is: one pass and no temporary in the common case (a sum of
+    # finite values can overflow: judged below, without NumPy's warning)
+    with np.errstate(over="ignore"):
+        fine = np.isfinite(values.sum()) and (part != "weight" or values.min() >= 0)
     if not fine:
         good = np.isfinite(values) if part != "weight" else np.isfinite(values) & (values >= 0)
         if not good.all():  # a finite sum can overflow to inf
             index = int(np.argmin(good.reshape(-1)))
             raise batch.error(part, index, _CHECKS[part], values.reshape(-1)[index])
+        if part == "weight":  # finite weights whose sum overflows: every weighted mean would be 0 or NaN
+            raise fail("weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
+                       "weights summing past 1.8e308")
 
 
 def _to_numpy(path: Path, name: str, start: int, values, width: int) -> np.ndarray:
