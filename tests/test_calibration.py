@@ -337,6 +337,26 @@ def test_dask_array_fits_the_same_temperature():
     assert got.rows == 3000
 
 
+def test_dask_logits_take_a_numpy_target_or_weight_and_name_rows_in_the_whole_input():
+    """A NumPy target or weight beside Dask logits raised a raw AttributeError ('rechunk'), a weight 5 rows
+    short Dask's 'Chunks do not add up', and a bad label at row 4000 was reported 'at row 0', its row in
+    its chunk (found in review)."""
+    da = pytest.importorskip("dask.array")
+    z, y, w = multiclass_data(n=3000, seed=17)
+    ref = lk.calibrate(z, y, weight=w)
+    dz = da.from_array(z, chunks=(700, 3))
+    got = lk.calibrate(dz, y, weight=w)
+    assert got.params["temperature"] == pytest.approx(ref.params["temperature"], rel=1e-12)
+    bad_y, bad_w = y.copy(), w.copy()
+    bad_y[2100], bad_w[2200] = z.shape[1], -1.0
+    with pytest.raises(lk.LossInputError, match=rf"^target: expected class labels in 0..{z.shape[1] - 1}, got {z.shape[1]} at row 2100$"):
+        lk.calibrate(dz, da.from_array(bad_y, chunks=500))
+    with pytest.raises(lk.LossInputError, match=r"^weight: expected finite weights >= 0, got -1.0 at row 2200$"):
+        lk.calibrate(dz, y, weight=da.from_array(bad_w, chunks=900))
+    with pytest.raises(lk.LossInputError, match=r"^weight: expected shape \(3000,\), one per row, got shape \(2995,\)"):
+        lk.calibrate(dz, y, weight=da.from_array(w[:-5], chunks=900))
+
+
 def test_json_round_trip():
     z, y, w = multiclass_data(n=400, seed=18)
     for method in ("temperature", "vector"):

@@ -72,8 +72,9 @@ def prepare(logits, target, weight, *, method: str, task: str | None) -> Data:
     return Data(task, z.shape[1] if task != "regression" else 2, [(z, y, w)])
 
 
-def _shapes(z, y, method: str, task: str | None):
-    """The task, logits as ``[n, K]`` and the target as the objectives take it."""
+def _shapes(z, y, method: str, task: str | None, start: int = 0):
+    """The task, logits as ``[n, K]`` and the target as the objectives take it (``start``: the block's
+    first row in the whole input, for the rows errors name)."""
     if z.ndim == 0 or z.shape[0] == 0 or z.size == 0:
         raise fail("logits", "at least one row of logits", f"an empty array of shape {z.shape}")
     if y is None or y.ndim == 0 or y.shape[0] != z.shape[0]:
@@ -109,7 +110,7 @@ def _shapes(z, y, method: str, task: str | None):
             bad = (y < 0) | (y >= k)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise fail("target", f"class labels in 0..{k - 1}", f"{int(y[i])} at row {i}")
+                raise fail("target", f"class labels in 0..{k - 1}", f"{int(y[i])} at row {start + i}")
         elif y.shape != z2.shape:
             raise fail("target", f"labels ({len(z2)},) or class probabilities {z2.shape}", f"shape {y.shape}")
     elif task == "multilabel":
@@ -123,7 +124,7 @@ def _shapes(z, y, method: str, task: str | None):
         if bad.any():
             i = int(np.argmax(bad.reshape(-1)))
             raise fail("target", "labels 0 or 1 (or probabilities in [0, 1])",
-                       f"{float(y.reshape(-1)[i])!r} at flat index {i}")
+                       f"{float(y.reshape(-1)[i])!r} at row {start + i // y.shape[1]}")
     return task, z2, y
 
 
@@ -142,7 +143,7 @@ def _detect(z, y, method: str) -> str:
     return "multilabel" if kind == "multilabel" or method == "temperature_per_label" else "multiclass"
 
 
-def _check_weight(w, n: int) -> None:
+def _check_weight(w, n: int, start: int = 0) -> None:
     if w is None:
         return
     if w.shape != (n,):
@@ -150,7 +151,7 @@ def _check_weight(w, n: int) -> None:
     bad = ~(np.isfinite(w) & (w >= 0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise fail("weight", "finite weights >= 0", f"{float(w[i])!r} at row {i}")
+        raise fail("weight", "finite weights >= 0", f"{float(w[i])!r} at row {start + i}")
 
 
 def check_block(task: str, z, y, start: int) -> None:
@@ -210,10 +211,17 @@ def _prepare_dask(logits, target, weight, method, task) -> Data:
 
     if logits.ndim == 2:
         logits = logits.rechunk({1: -1})
+    import dask.array as da
+
     rows = logits.chunks[0]
-    if target is None or target.shape[0] != logits.shape[0]:
+    # a NumPy target or weight beside Dask logits is chunked as the logits are
+    target = None if target is None else da.asarray(target)
+    weight = None if weight is None else da.asarray(weight)
+    if target is None or target.ndim == 0 or target.shape[0] != logits.shape[0]:
         raise fail("target", f"one target per row of logits ({logits.shape[0]} rows)",
                    f"{getattr(target, 'shape', None)}")
+    if weight is not None and tuple(weight.shape) != (logits.shape[0],):
+        raise fail("weight", f"shape ({logits.shape[0]},), one per row", f"shape {tuple(weight.shape)}")
     target = target.rechunk((rows,) + ((-1,) if target.ndim == 2 else ()))
     weight = None if weight is None else weight.rechunk((rows,))
     first = (np.asarray(logits[:min(rows[0], 100_000)].compute()), np.asarray(target[:min(rows[0], 100_000)].compute()))
@@ -233,8 +241,8 @@ def _prepare_dask(logits, target, weight, method, task) -> Data:
 def _block(z, y, w, method, task, start):
     """One Dask chunk as a checked host block (runs on the worker)."""
     z, y, w = np.asarray(z), np.asarray(y), None if w is None else np.asarray(w)
-    _, z, y = _shapes(z, y, method, task)
-    _check_weight(w, len(z))
+    _, z, y = _shapes(z, y, method, task, start)
+    _check_weight(w, len(z), start)
     check_block(task, z, y, start)
     return z, y, w
 
