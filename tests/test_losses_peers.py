@@ -165,6 +165,33 @@ def test_poly_cross_entropy_is_ce_plus_epsilon_one_minus_p(F, epsilon):
     np.testing.assert_allclose(lk.poly_cross_entropy(z, y, epsilon=epsilon, reduction="none"), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "kl_divergence", "distillation_loss", "poly_cross_entropy"])
+def test_the_hessian_at_a_sure_rows_top_class_is_exact(name):
+    """p (1 - p) rounded 1 - p to 0 at a sure row's top class (0 where mpmath gives 8.5e-18), and Poly-1 with
+    epsilon = -1 gave -8.5e-18 where its Hessian is 2 p q^2 = +1.4e-34 (found in review). Against 50-digit
+    mpmath of the closed forms: p_0 (1 - p_0); for Poly-1 at the label p q (p (1 + eps) + q (1 - eps))."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    z = np.array([[25.0, 0.0, 1.0], [40.0, 0.0, 0.0]])
+    options = {"epsilon": -1.0} if name == "poly_cross_entropy" else {}
+    loss = lk.REGISTRY[name][0](reduction="none", **options)
+    target = z * 0.0 if name == "distillation_loss" else (
+        np.eye(3)[[0, 0]] if name == "kl_divergence" else np.array([0, 0]))
+    hess = loss.hessian_diag(z, target)
+    for row, got in zip(z, hess[:, 0], strict=True):
+        e = [mpmath.exp(mpmath.mpf(v)) for v in row]
+        p = e[0] / sum(e)
+        q = (e[1] + e[2]) / sum(e)
+        if name == "poly_cross_entropy":
+            want = p * q * (p * 0 + 2 * q)  # eps = -1: p (1 + eps) = 0, q (1 - eps) = 2q
+        elif name == "distillation_loss":
+            want = p * q  # teacher of zeros: T = 1, the student's own p (1 - p)
+        else:
+            want = p * q
+        assert abs(got - float(want)) <= 8 * np.finfo(float).eps * float(want), (got, float(want))
+
+
 def test_multiclass_hinge_matches_optax():
     optax = pytest.importorskip("optax")
     rng = _rng(5)

@@ -156,7 +156,7 @@ class DistillationLoss(_TeacherLogits):
         if order >= 1:
             p = xp.exp(lp)
             grad = t * (p - q) if order == 1 else None
-            hess = p * (1 - p) if order == 2 else None
+            hess = p * -xp.expm1(lp) if order == 2 else None  # 1 - p exact where p is near 1
         return Terms(loss, grad, hess)
 
 
@@ -447,7 +447,7 @@ def _jsd_from_log_softmaxes(xp, student_logits, teacher_logits, beta: float, tem
     if beta == 0.0:  # KL(q || p): a teacher probability of 0 costs 0, not 0 * (-inf)
         loss = xp.sum(times(xp, q, t - s), axis=-1)
         grad = inv_t * (p - q) if order == 1 else None
-        hess = inv_t * inv_t * p * (1 - p) if order == 2 else None
+        hess = inv_t * inv_t * p * -xp.expm1(s) if order == 2 else None  # 1 - p exact where p is near 1
         return loss, grad, hess
     if beta == 1.0:  # KL(p || q)
         d, coef = s - t, 1.0

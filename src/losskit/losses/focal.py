@@ -243,7 +243,11 @@ class PolyCrossEntropy(SoftmaxCrossEntropy):
             if order == 1:
                 grad = grad - eps * p * gap
             else:
-                hess = hess - eps * p * gap * (1 - 2 * p)
+                hess = hess - eps * p * gap * (q - p)  # 1 - 2p
+                if mask is not None and plan.smoothing == 0:
+                    # at a hard label CE's p q and the correction p q (q - p) (-eps) add to
+                    # p q (p (1 + eps) + q (1 - eps)): for eps = -1, 2 p q^2, where the sum cancels
+                    hess = xp.where(mask, p * q * (p * (1 + eps) + q * (1 - eps)), hess)
         return Terms(loss, grad, hess)
 
 
