@@ -113,7 +113,10 @@ class AsymmetricLoss(ElementwiseLoss):
         # l-'' = (1 - 2p) l-' + q^(g-1) (g (g-1) rho u^2 + 2 g u (u/v)) + q^g (u/v)^2, 0 below the margin
         curvature = g_neg * (g_neg - 1) * rho_u * u + 2 * g_neg * u * u_over_v
         bent = xp.where(q > 0, xp.pow(xp.where(q > 0, q, xp.ones_like(q)), g_neg - 1) * curvature, xp.zeros_like(q))
-        negative = (s_neg - s_pos) * first + bent + xp.pow(q, g_neg) * u_over_v * u_over_v
+        if self.clip > 0:
+            negative = (s_neg - s_pos) * first + bent + xp.pow(q, g_neg) * u_over_v * u_over_v
+        else:  # u/v = p: (1 - 2p) p + p^2 = p (1 - p) = u, which the sum cancelled to 0 at z = 40
+            negative = xp.pow(q, g_neg) * ((s_neg - s_pos) * (g_neg * rho_u) + u) + bent
         negative = xp.where(q > 0, negative, xp.zeros_like(q))
         return times(xp, y, positive) + times(xp, 1 - y, negative)
 
