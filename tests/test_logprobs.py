@@ -168,10 +168,15 @@ def test_ignored_tokens_never_reach_the_gemm_on_numpy():
         np.testing.assert_array_equal(mine, reference)
     assert np.all(dirty.grads[0][y == -100] == 0)
     np.testing.assert_array_equal(dirty.accuracy, clean.accuracy)
-    xp, hidden, classifier, target, bias = linear_arrays(*(torch.as_tensor(a) for a in (poisoned, c, y, b)),
-                                                         sequences=True)
-    other = sequence_sweep(xp, hidden, classifier, target, bias=bias, objective=_SquaredMargin(B))
-    assert not torch.isfinite(other.grads[1]).all()  # the harness can see a NaN that reaches the gemm
+    # the array-API path (torch) computes the ignored tokens' logits, from a hidden state taken as 0: the NaN
+    # reached the classifier's gradient there (found in review)
+    others = []
+    for hidden_in in (h, poisoned):
+        xp, hidden, classifier, target, bias = linear_arrays(*(torch.as_tensor(a) for a in (hidden_in, c, y, b)),
+                                                             sequences=True)
+        others.append(sequence_sweep(xp, hidden, classifier, target, bias=bias, objective=_SquaredMargin(B)))
+    for mine, reference in zip(others[1].grads, others[0].grads, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), reference.numpy())
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3])  # one chunk; a chunk of no token, then a split pair
@@ -487,3 +492,58 @@ def test_logprobs_entropy_accuracy_and_vjp_equal_trls_fused_kernel():
     for what, mine, leaf in zip(("hidden", "classifier", "bias"), grads, leaves, strict=True):
         theirs = leaf.grad.numpy()
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max(), err_msg=what)
+
+
+@pytest.mark.parametrize("n_vocab", [200, 256])
+def test_token_ids_of_a_small_integer_dtype_are_read_as_their_values_on_jax(n_vocab):
+    """uint8 ids compared with -100 and V in uint8 (found in review): at V = 200 id 156 (-100 wrapped) was
+    taken as ignored (log-prob 0), at V = 256 a valid 199 was refused eagerly and NaN under jit. Against
+    jax.nn.log_softmax of the logits, gathered."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import losskit.jax as lj
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(3, 8)).astype(np.float32)
+    c = rng.normal(size=(n_vocab, 8)).astype(np.float32)
+    y = np.array([156, 10, 199], np.uint8)
+    want = np.asarray(jax.nn.log_softmax(jnp.asarray(h) @ jnp.asarray(c).T))[np.arange(3), y.astype(int)]
+    eager = lj.linear_logprobs(jnp.asarray(h), jnp.asarray(c), jnp.asarray(y))
+    jitted = jax.jit(lambda a: lj.linear_logprobs(a, jnp.asarray(c), jnp.asarray(y)))(jnp.asarray(h))
+    for got in (eager, jitted, lk.linear_logprobs(h, c, y)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+    full = float(jax.jit(lambda a: lk.linear_cross_entropy(a, jnp.asarray(c), jnp.asarray(y)))(jnp.asarray(h)))
+    np.testing.assert_allclose(full, -want.mean(), rtol=1e-5)
+
+
+def test_an_ignored_tokens_nan_hidden_state_reaches_no_gradient_on_jax():
+    """losskit.jax's fused forms and jax.grad through lk.linear_cross_entropy on JAX arrays: the ignored token's
+    NaN hidden state made every classifier gradient entry NaN (found in review); the gradients equal those
+    with that hidden state zeroed (it reaches no output)."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import losskit.jax as lj
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(4, 3)).astype(np.float32)
+    c = rng.normal(size=(5, 3)).astype(np.float32)
+    y = jnp.asarray([0, -100, 2, 3])
+    clean = h.copy()
+    clean[1] = 0.0
+    poisoned = h.copy()
+    poisoned[1] = np.nan
+
+    def core(hh, cc):
+        return lk.linear_cross_entropy(hh, cc, y, ignore_index=-100)
+
+    def fused(hh, cc):
+        return jnp.sum(lj.linear_logprobs(hh, cc, y))
+
+    for f in (core, fused):
+        for grad in (jax.grad(f, argnums=(0, 1)), jax.jit(jax.grad(f, argnums=(0, 1)))):
+            got = grad(jnp.asarray(poisoned), jnp.asarray(c))
+            want = grad(jnp.asarray(clean), jnp.asarray(c))
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

@@ -180,6 +180,7 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
     if n_vocab == 0:
         raise _checks.fail("classifier", "at least one class (row)", f"shape {tuple(classifier.shape)}")
+    target = _array.as_index(xp, target)  # uint8 / int8 ids compared with -100 or V would wrap
     read = _checks.labels_in_range(xp, target, n_vocab, opts.ignore_index)
     cw = None
     if opts.class_weight is not None:
@@ -231,14 +232,15 @@ def _sweep(xp, hidden, classifier, bias, rows, scale, w, reduction, chunk_terms)
     grad_bias = None if bias is None else xp.zeros(bias.shape, dtype=bias.dtype, device=_array.device(bias))
     for start in range(0, hidden.shape[0], rows):
         stop = min(start + rows, hidden.shape[0])
-        h = hidden[start:stop, ...]
+        chunk_scale = scale[start:stop, None]
+        # an ignored or weight-0 row reaches no output: its hidden state is taken as 0 before the logits, so
+        # that a NaN or inf there adds nothing to g^T h, nor (autodiff through this forward: jax.grad, torch
+        # autograd of the core) to the classifier's gradient through the logits
+        h = xp.where(chunk_scale == 0, xp.zeros_like(hidden[start:stop, ...]), hidden[start:stop, ...])
         loss, g = chunk_terms(start, stop, h)
         losses.append(loss)
-        chunk_scale = scale[start:stop, None]
         g = xp.where(chunk_scale == 0, xp.zeros_like(g), g * chunk_scale)  # weight 0 adds 0, even if inf
         grad_hidden_parts.append(g @ classifier)
-        # an ignored or weight-0 row adds nothing to g^T h either, even if its hidden state is NaN or inf
-        h = xp.where(chunk_scale == 0, xp.zeros_like(h), h)
         grad_classifier = accumulate_at_b(xp, grad_classifier, xp.matrix_transpose(g), h)
         if grad_bias is not None:
             grad_bias = grad_bias + xp.sum(g, axis=0)

@@ -92,6 +92,9 @@ def linear_arrays(hidden, classifier, target, bias, *, sequences: bool = False):
     if not _array.isdtype(xp, target.dtype, "integral") or tuple(target.shape) != tuple(hidden.shape[:-1]):
         raise _checks.fail("target", f"integer token ids of shape {tuple(hidden.shape[:-1])} (hidden's without "
                            "the features)", f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    # in the index dtype: -100 (ignore_index) and ids up to V compare in uint8 / int8 wrapped (156 taken as
+    # ignored, a valid 199 refused or NaN under jit at V = 256)
+    target = _array.as_index(xp, target)
     if bias is not None:
         _checks.floating(xp, bias, "bias")
         if tuple(bias.shape) != (classifier.shape[0],):
@@ -361,6 +364,9 @@ def _run(xp, tokens, hidden, labels, mask, objective, budget, with_grad, whole_u
         kept_rows = None if host is None else KeptRows(keep)
         if kept_rows is not None:
             h, y = kept_rows.take(h), kept_rows.take(y)
+        else:  # an ignored token's hidden state reaches no output: a NaN there made g^T h, the classifier's
+            # gradient, NaN (0 * NaN); one pass over [rows, D] beside the chunk's gemms
+            h = xp.where(keep[:, None], h, xp.zeros_like(h))
 
         def spread(values, kept_rows=kept_rows, keep=keep):  # a kept-token array as the chunk's, 0 at the ignored
             if kept_rows is not None:
