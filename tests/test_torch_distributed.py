@@ -77,3 +77,16 @@ def test_bad_input_is_refused_before_any_communication():
     with pytest.raises(LossInputError, match="reduction"):
         vocab_parallel_linear_cross_entropy(torch.zeros(3, 2), torch.zeros(4, 2), torch.tensor([0, 1, 1]),
                                             vocab_start=0, n_vocab=8, reduction="none")
+    # the weight of vocab_parallel_cross_entropy was read unchecked (found in review): an [N, 1] weight was
+    # ignored, a negative one taken, a list or a wrong length raw errors, one requiring grad given no grad
+    labels = torch.tensor([0, 1, 1])
+    for bad, words in ((torch.ones(3, 1), "weight: expected shape \\(3,\\)"), (torch.tensor([1.0, -1.0, 1.0]), "weight: expected non-negative"),
+                       ([1.0, 1.0, 1.0], "weight: expected a torch.Tensor"), (torch.ones(4), "weight: expected shape \\(3,\\)"),
+                       (torch.ones(3, requires_grad=True), "weight: expected a tensor that does not require grad")):
+        for call in (lambda w: vocab_parallel_cross_entropy(torch.zeros(3, 4), labels, vocab_start=0, n_vocab=8, weight=w),
+                     lambda w: vocab_parallel_linear_cross_entropy(torch.zeros(3, 2), torch.zeros(4, 2), labels,
+                                                                   vocab_start=0, n_vocab=8, weight=w)):
+            with pytest.raises(LossInputError, match=words):
+                call(bad)
+    with pytest.raises(LossInputError, match="class_weight: expected non-negative"):
+        vocab_parallel_cross_entropy(torch.zeros(3, 4), labels, vocab_start=0, n_vocab=8, class_weight=-torch.ones(4))

@@ -105,6 +105,55 @@ def _check_linear_half(rank):
     torch.testing.assert_close(shard.grad, torch.from_numpy(gw_ref[lo:hi]), **tol, msg="half: grad weight")
 
 
+def _check_review_findings(rank):
+    """Found in review: (a) shards of different widths with the default chunk size ran different numbers
+    of chunks (rows sized from each rank's own width) and gloo aborted on the unpaired all-reduces; (b) an
+    ignored token's NaN hidden state made the shard's gradient NaN; (c) uint8 / int8 labels compared with
+    V = 300 wrapped (a valid 200 refused). Against losskit's fused linear CE on the full layer."""
+    gen = torch.Generator().manual_seed(3)
+    vocab, rows, dim = 1001, 4096, 4  # 501 + 500: a default chunk of 2^25 / 501 = 66,976 rows, / 500 = 67,108
+    bounds = (0, 501, vocab)
+    hidden = torch.randn(rows, dim, generator=gen, dtype=torch.float64)
+    layer = 0.1 * torch.randn(vocab, dim, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, vocab, (rows,), generator=gen)
+    target[7] = -100
+    lo, hi = bounds[rank], bounds[rank + 1]
+    value_ref, (gh_ref, gw_ref, _) = lk.losses.linear.linear_cross_entropy_value_and_grad(
+        hidden.numpy(), layer.numpy(), target.numpy(), ignore_index=-100, chunk_size=3000)
+    poisoned = hidden.clone()
+    poisoned[7] = float("nan")  # the ignored token's
+    h = poisoned.clone().requires_grad_(True)
+    shard = layer[lo:hi].clone().requires_grad_(True)
+    value = vocab_parallel_linear_cross_entropy(h, shard, target, vocab_start=lo, ignore_index=-100,
+                                                chunk_size=3000)  # 2 chunks a rank, of 3000 and 1096 rows
+    value.backward()
+    torch.testing.assert_close(value.detach(), torch.tensor(float(value_ref), dtype=torch.float64), rtol=1e-12,
+                               atol=0, msg="review: value")
+    torch.testing.assert_close(shard.grad, torch.from_numpy(gw_ref[lo:hi]), rtol=1e-10, atol=1e-12,
+                               msg="review: grad weight with a NaN ignored hidden state")
+    torch.testing.assert_close(h.grad, torch.from_numpy(gh_ref), rtol=1e-10, atol=1e-12, msg="review: grad hidden")
+    # the default chunk's budget made small, so that BOUNDS' shards of 3 and 7 columns would get chunks of
+    # 16 // 3 = 5 and 16 // 7 = 2 rows from their own widths (the budget is read when the call sizes its chunks)
+    budget = lk.losses.linear.CHUNK_ELEMENTS
+    lk.losses.linear.CHUNK_ELEMENTS = 16
+    try:
+        few, layer_few, few_target = hidden[:N], layer[:V], target[:N].clamp(min=0) % V
+        small = vocab_parallel_linear_cross_entropy(few, layer_few[BOUNDS[rank]:BOUNDS[rank + 1]], few_target,
+                                                    vocab_start=BOUNDS[rank])
+    finally:
+        lk.losses.linear.CHUNK_ELEMENTS = budget
+    torch.testing.assert_close(small, torch.tensor(float(lk.linear_cross_entropy(
+        few.numpy(), layer_few.numpy(), few_target.numpy())), dtype=torch.float64), rtol=1e-12,
+        atol=0, msg="review: uneven shards, default chunk size")
+    labels = torch.tensor([10, 120, 200, 5])
+    z = torch.randn(4, 300, generator=gen, dtype=torch.float64)
+    half = (0, 150, 300)
+    for dtype in (torch.uint8, torch.int8):
+        mine = labels if dtype == torch.uint8 else labels.clamp(max=127)
+        got = vocab_parallel_cross_entropy(z[:, half[rank]:half[rank + 1]], mine.to(dtype), vocab_start=half[rank])
+        torch.testing.assert_close(got, F.cross_entropy(z, mine), rtol=1e-12, atol=0, msg=f"review: {dtype} labels")
+
+
 def _check_second_order_refused(rank, z, y, h, shard_layer):
     lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
     shard = z[:, lo:hi].clone().requires_grad_(True)
@@ -175,6 +224,7 @@ def run(rank, port):
                lambda f: F.cross_entropy(f, y_plain, reduction="sum") / 4.0)
         h, shard_layer = _check_linear(rank, y, cw, w)
         _check_linear_half(rank)
+        _check_review_findings(rank)
         _check_second_order_refused(rank, z, y, h, shard_layer)
         everything = torch.full((N,), -100)
         shard = z[:, BOUNDS[rank]:BOUNDS[rank + 1]]

@@ -110,6 +110,22 @@ class _VocabParallelCE(torch.autograd.Function):
         return grad, *([None] * 11)
 
 
+def _example_weight(weight, n_rows: int):
+    """``weight`` checked as the single-process losses check it: a tensor of one value >= 0 per row, not
+    requiring grad (the backward gives it none: a silent None)."""
+    if weight is None:
+        return None
+    if not isinstance(weight, torch.Tensor):
+        raise _checks.fail("weight", "a torch.Tensor of one value per row", type(weight).__name__,
+                           "torch.as_tensor(weight)")
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise _checks.fail("weight", "a tensor that does not require grad (the backward gives it none)",
+                           "requires_grad=True", "detach it")
+    _checks.same_shape("weight", weight, "one value per row", (n_rows,))
+    _checks.non_negative(array_namespace(weight), weight, "weight")
+    return weight
+
+
 def _vocab_size_and_checks(target, local: int, n_vocab, ignore, group) -> int:
     """The full vocabulary size (summed over the group when not given); labels checked."""
     if n_vocab is None:
@@ -158,6 +174,8 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     if tuple(target.shape) != (logits.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({logits.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    target = target.long()  # uint8 / int8 ids compared with V or shifted by vocab_start would wrap
+    weight = _example_weight(weight, logits.shape[0])
     n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, group)
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=torch.float32 if logits.dtype != torch.float64
@@ -165,6 +183,7 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
         if tuple(class_weight.shape) != (logits.shape[-1],):
             raise _checks.fail("class_weight", f"this rank's slice, shape ({logits.shape[-1]},)",
                                f"shape {tuple(class_weight.shape)}")
+        _checks.non_negative(array_namespace(class_weight), class_weight, "class_weight")
     if normalizer is not None:
         normalizer = float(_checks.normalizer(normalizer))
     return _VocabParallelCE.apply(logits, target, weight, class_weight, vocab_start, n_vocab, ignore,
@@ -216,7 +235,9 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
     total = torch.zeros((), dtype=hidden.dtype)
     for begin in range(0, hidden.shape[0], rows):
         end = min(begin + rows, hidden.shape[0])
-        h = hidden[begin:end]
+        # a row of weight 0 (ignored) reaches no output: its hidden state as 0, so that NaN there adds
+        # nothing to g^T h, the shard's gradient
+        h = torch.where((w[begin:end] == 0).unsqueeze(-1), torch.zeros_like(hidden[begin:end]), hidden[begin:end])
         z = h @ weight_shard.T if bias_shard is None else torch.addmm(bias_shard, h, weight_shard.T)
         row_max = z.max(dim=-1).values
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
@@ -278,16 +299,20 @@ def vocab_parallel_linear_cross_entropy(hidden, classifier_shard, target, *, voc
     if tuple(target.shape) != (hidden.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({hidden.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
-    if weight is not None:
-        _checks.same_shape("weight", weight, "one value per row of hidden", (hidden.shape[0],))
-        _checks.non_negative(array_namespace(weight), weight, "weight")
+    target = target.long()  # uint8 / int8 ids compared with V or shifted by vocab_start would wrap
+    weight = _example_weight(weight, hidden.shape[0])
     n_vocab = _vocab_size_and_checks(target, weight_shard.shape[0], n_vocab, ignore, group)
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=hidden.dtype)
         if tuple(class_weight.shape) != (weight_shard.shape[0],):
             raise _checks.fail("class_weight", f"this rank's slice, shape ({weight_shard.shape[0]},)",
                                f"shape {tuple(class_weight.shape)}")
-    rows = opts.rows(hidden.shape[0], weight_shard.shape[0])
+        _checks.non_negative(array_namespace(class_weight), class_weight, "class_weight")
+    # the chunk rows from what every rank shares (the full vocabulary over the group's size), not this
+    # rank's width: ranks of different widths ran different numbers of chunks, and their per-chunk
+    # all-reduces no longer paired up (gloo aborted; NCCL would hang)
+    ranks = dist.get_world_size(group)
+    rows = opts.rows(hidden.shape[0], -(-n_vocab // ranks))
     options = {"start": vocab_start, "n_vocab": n_vocab, "example_weight": weight,
                "class_weight": class_weight, "ignore_index": ignore, "smoothing": smoothing,
                "z_loss": opts.z_loss, "reduction": opts.reduction,
