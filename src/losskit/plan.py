@@ -21,13 +21,15 @@ class Target(NamedTuple):
     ``labels``: integer class indices with ignored ones replaced by 0, or None; ``dense``: the
     target in the working dtype (probabilities, 0/1, values), or None; ``weight``: the loss's own
     per-example weight (class weights, 0 for ignored examples), or None; ``pos_weight``: the
-    checked positive-class weight (a 0-d or last-axis array), or None.
+    checked positive-class weight (a 0-d or last-axis array), or None; ``slack``: what a probability
+    target's row sums may be off by beyond the working dtype's rounding (a half-precision target's eps).
     """
 
     labels: Any = None
     dense: Any = None
     weight: Any = None
     pos_weight: Any = None
+    slack: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -465,7 +465,7 @@ def sweep_for(loss, plan) -> Sweep | None:
     if name in ("softmax_ce", "kl_divergence") and plan.target.labels is None:
         # the probabilities' values checked as the reference checks them, here where an eager call's arrays
         # are concrete (the sweep runs traced, inside a cond; under jit no check can read them)
-        loss._checked_probabilities(jnp, plan.target.dense)
+        loss._checked_probabilities(jnp, plan.target.dense, plan.target.slack)
     if name == "softmax_ce":
         if plan.target.labels is None:  # probability targets: the KL sweep without the target's entropy
             return Sweep(_logits, functools.partial(kl_divergence, loss=loss, entropy=False))

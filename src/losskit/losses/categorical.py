@@ -82,9 +82,12 @@ class _CategoricalBase(Loss):
                                    repr(self.ignore_index))
             # the values are checked where they are read (_checked_probabilities), as BCE's are: the compiled
             # KL kernel in its own pass (three NumPy passes over the target were half of a soft-target call)
+            # a half-precision target's values each carry a rounding of eps/2: their row sums, up to eps
+            slack = float(xp.finfo(target.dtype).eps) if target.dtype != xp.bool and \
+                xp.finfo(target.dtype).bits < 32 else 0.0
             target = _array.as_dtype(xp, target, input.dtype)
             cw = self._class_weight_array(xp, input)
-            return Target(dense=target, weight=None if cw is None else xp.sum(target * cw, axis=-1))
+            return Target(dense=target, weight=None if cw is None else xp.sum(target * cw, axis=-1), slack=slack)
         raise _checks.fail("target", "integer class indices or float class probabilities",
                            f"dtype {target.dtype}")
 
@@ -110,12 +113,12 @@ class _CategoricalBase(Loss):
         return cw
 
     @staticmethod
-    def _checked_probabilities(xp, target) -> None:
+    def _checked_probabilities(xp, target, slack: float = 0.0) -> None:
         """A probability target's values checked (in [0, 1], rows summing to 1; the precise error), by each
         formula that reads one (the reference a flagged kernel row falls back to) and by losskit.jax's
         sweep."""
         _checks.in_unit_interval(xp, target, "target")
-        _checks.rows_sum_to_one(xp, target, "target")
+        _checks.rows_sum_to_one(xp, target, "target", slack=slack)
 
     def _dense_target(self, xp, input, target, mask):
         """The smoothed target ``y'`` as a dense array of the input's shape."""
@@ -200,7 +203,7 @@ class SoftmaxCrossEntropy(_CategoricalBase):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
         mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
         if mask is None:
-            self._checked_probabilities(xp, target)
+            self._checked_probabilities(xp, target, plan.target.slack)
         log_p = log_softmax_xp(xp, input)
         a = plan.smoothing
         if mask is None:
@@ -250,7 +253,7 @@ class CategoricalCrossEntropy(_CategoricalBase):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
         mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
         if mask is None:
-            self._checked_probabilities(xp, target)
+            self._checked_probabilities(xp, target, plan.target.slack)
         log_p = floored_log(xp, input)  # PyTorch's floor: log(0) -> -100
         y = self._dense_target(xp, input, target, mask)
         loss = _weighted_sum(xp, y, log_p)

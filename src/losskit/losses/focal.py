@@ -152,7 +152,7 @@ class SoftmaxFocalLoss(_CategoricalBase):
         labels = plan.target.labels
         mask = None if labels is None else _array.one_hot(xp, labels, z.shape[-1], xp.bool)
         if mask is None:
-            self._checked_probabilities(xp, plan.target.dense)
+            self._checked_probabilities(xp, plan.target.dense, plan.target.slack)
         c = _alpha(xp, self.alpha, z) * self._dense_target(xp, z, plan.target.dense, mask)
         lp = log_softmax_xp(xp, z)
         p = xp.exp(lp)
