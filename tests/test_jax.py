@@ -920,3 +920,24 @@ def test_a_normalizer_of_zero_under_jit_divides_by_zero_not_by_one():
     assert float(step(2.0)) == pytest.approx(np.log(3), rel=1e-6)
     with pytest.raises(lk.LossInputError, match="^normalizer"):
         lj.softmax_cross_entropy(z, y, normalizer=0.0)
+
+
+def test_lists_and_numpy_arrays_beside_jax_logits_work_eagerly_and_under_jit_and_grad():
+    """A NumPy target beside JAX logits was refused eagerly as 'arrays of one library' (JAX hands a
+    custom_vjp's NumPy argument on as its own literal type); a list target or weight raised a raw
+    TracerArrayConversionError under jit and 'list of dtype object' under grad; lj.head(...).loss of a
+    list an AttributeError (found in review). Each equals the call on JAX arrays."""
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(3, 4)))
+    y, w = [0, 1, 2], [0.5, 1.0, 2.0]
+    want = lj.softmax_cross_entropy(z, jnp.asarray(y), weight=jnp.asarray(w))
+    want_grad = jax.grad(lambda a: lj.softmax_cross_entropy(a, jnp.asarray(y), weight=jnp.asarray(w)))(z)
+    for target, weight in ((y, w), (np.asarray(y), np.asarray(w)), (tuple(y), tuple(w))):
+        np.testing.assert_allclose(lj.softmax_cross_entropy(z, target, weight=weight), want, rtol=1e-15)
+        np.testing.assert_allclose(jax.jit(lambda a, t=target, v=weight: lj.softmax_cross_entropy(a, t, weight=v))(z),
+                                   want, rtol=1e-15)
+        np.testing.assert_allclose(jax.grad(lambda a, t=target, v=weight: lj.softmax_cross_entropy(a, t, weight=v))(z),
+                                   want_grad, rtol=1e-15)
+    zb = jnp.asarray(rng.normal(size=3))
+    np.testing.assert_allclose(lj.head("binary").loss(zb, [0, 1, 1]), lk.head("binary").loss(np.asarray(zb), [0, 1, 1]),
+                               rtol=1e-12)

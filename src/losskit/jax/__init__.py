@@ -400,6 +400,11 @@ def loss_fn(loss):
     f.defvjp(forward, backward, symbolic_zeros=True)
 
     def call(logits, target, weight=None, normalizer=None):
+        # a list or NumPy array works eagerly and under jit alike: made a JAX array here (under jit the
+        # custom_vjp traced a list's elements apart: a raw TracerArrayConversionError; under grad a 'list of
+        # dtype object')
+        logits, target, weight = (_listed(name, value) for name, value in
+                                  (("logits", logits), ("target", target), ("weight", weight)))
         for name, value in (("logits", logits), ("target", target), ("weight", weight)):
             if value is not None and _array.is_array(value) and not isinstance(value, (jax.Array, np.ndarray)):
                 # a torch tensor, say: JAX's own TypeError named no argument
@@ -435,6 +440,15 @@ def _functional(name: str):
 globals().update({name: _functional(name) for name in catalogue()})
 
 
+def _listed(name: str, value):
+    """A Python list or tuple, or a NumPy array, as a JAX array (a list: the core's errors for a ragged or
+    non-numeric one); else ``value`` itself. JAX passes a NumPy argument of a custom_vjp on as its own
+    NumPy-backed literal, which beside JAX logits was 'arrays of two libraries'."""
+    if isinstance(value, list | tuple):
+        value = _array.namespace(**{name: value})[1][name]
+    return jnp.asarray(value) if isinstance(value, np.ndarray) else value
+
+
 class _Head:
     """A core head whose ``loss`` is a ``jax.custom_vjp`` function; everything else is the core head's."""
 
@@ -446,6 +460,7 @@ class _Head:
         return getattr(self.core, name)
 
     def loss(self, logits, target, *, weight=None, normalizer=None):
+        logits, target = _listed("logits", logits), _listed("target", target)
         logits, target, _ = self.core._align(jnp, logits, target)
         return self._loss(logits, target, weight, normalizer)
 
