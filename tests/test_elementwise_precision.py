@@ -264,3 +264,20 @@ def test_asymmetric_loss_hessian_of_a_confident_negative_without_margin_is_exact
     for got, x in zip(hess[0], z[0], strict=True):
         want = float(mpmath.diff(value, mpmath.mpf(x), 2))
         assert abs(got - want) <= 8 * np.finfo(float).eps * abs(want), (x, got, want)
+
+
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0])
+def test_a_deviance_of_a_target_no_check_read_stays_nan_under_jit(power):
+    """Under jit no check reads the target (docs/semantics.md): a NaN target, or one outside the domain
+    (-1), gives NaN there, as before; only +inf is the deviance's limit, +inf. The first form of the +inf
+    fix turned every NaN at a finite eta into inf (found by the diff review)."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import losskit.jax as lj
+
+    fn = jax.jit(lambda eta, y: lj.tweedie_deviance(eta, y, power=power, reduction="none"))
+    value = np.asarray(fn(jnp.zeros(3), jnp.asarray([np.nan, -1.0, np.inf])))
+    assert np.isnan(value[0]) and value[2] == np.inf
+    if power >= 2:  # (below 2 a target <= 0 takes the three-term form: y^b taken as 0)
+        assert np.isnan(value[1])

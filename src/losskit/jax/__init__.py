@@ -261,6 +261,11 @@ def _xla_value_and_grad(loss, plan, terms):
 
 def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
     """``(value, grad)`` of one call; a small eager call runs as one compiled program."""
+    if any(isinstance(a, jax.Array) for a in (logits, target, weight)):
+        # beside a JAX array a NumPy one (JAX hands a custom_vjp's NumPy argument on as its own NumPy-backed
+        # literal) was 'arrays of two libraries': made JAX's. All NumPy stays NumPy (differentiating with
+        # respect to NumPy logits: the literal is their value)
+        logits, target, weight = (jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in (logits, target, weight))
     program = _eager_program(loss, logits, target, weight, normalizer, with_grad)
     if program is not None:
         # op by op, each of the call's 20-70 ops compiled a program of its own at each new shape (about 35 ms
@@ -400,9 +405,8 @@ def loss_fn(loss):
     f.defvjp(forward, backward, symbolic_zeros=True)
 
     def call(logits, target, weight=None, normalizer=None):
-        # a list or NumPy array works eagerly and under jit alike: made a JAX array here (under jit the
-        # custom_vjp traced a list's elements apart: a raw TracerArrayConversionError; under grad a 'list of
-        # dtype object')
+        # a list works eagerly and under jit alike: made an array here (under jit the custom_vjp traced its
+        # elements apart: a raw TracerArrayConversionError; under grad a 'list of dtype object')
         logits, target, weight = (_listed(name, value) for name, value in
                                   (("logits", logits), ("target", target), ("weight", weight)))
         for name, value in (("logits", logits), ("target", target), ("weight", weight)):
@@ -441,12 +445,11 @@ globals().update({name: _functional(name) for name in catalogue()})
 
 
 def _listed(name: str, value):
-    """A Python list or tuple, or a NumPy array, as a JAX array (a list: the core's errors for a ragged or
-    non-numeric one); else ``value`` itself. JAX passes a NumPy argument of a custom_vjp on as its own
-    NumPy-backed literal, which beside JAX logits was 'arrays of two libraries'."""
+    """A Python list or tuple as a NumPy array (the core's errors for a ragged or non-numeric one); else
+    ``value`` itself."""
     if isinstance(value, list | tuple):
-        value = _array.namespace(**{name: value})[1][name]
-    return jnp.asarray(value) if isinstance(value, np.ndarray) else value
+        return _array.namespace(**{name: value})[1][name]
+    return value
 
 
 class _Head:

@@ -94,7 +94,7 @@ def tweedie_value(xp, eta, y, power):
     a, b = 1.0 - power, 2.0 - power
     positive, log_y, t, y_b, mu_b, y_mu_a = _pieces(xp, eta, y, power)
     if a == -b:  # p = 1.5
-        return _past_the_dtype(xp, _tweedie_three_halves(xp, y, positive, t, mu_b, y_mu_a), eta)
+        return _past_the_dtype(xp, _tweedie_three_halves(xp, y, positive, t, mu_b, y_mu_a), eta, y, False)
     phi_b, phi_a = _phis(xp, t, y_b, mu_b, y_mu_a, power)
     near = xp.zeros_like(eta)
     if b != 0:
@@ -103,7 +103,7 @@ def tweedie_value(xp, eta, y, power):
         near = near - phi_a / c(a)
     near = c(2.0) * near
     if b == 0:  # Gamma: y > 0, one form
-        return _past_the_dtype(xp, near, eta)
+        return _past_the_dtype(xp, near, eta, y, False)
     # 2 (y^b / (ab) - y mu^a / a + mu^b / b), with the limit of a = 0; for y <= 0 (allowed for p < 2,
     # negative only for p <= 0) max(y, 0)^b = 0
     if a == 0:  # Poisson: 2 (y log(y / mu) - y + mu), here only for y = 0
@@ -121,17 +121,22 @@ def tweedie_value(xp, eta, y, power):
     same_sign = 1 <= power <= 2
     value = near if same_sign else xp.where(xp.abs(t) <= c(1.0 / min(abs(a), abs(b))), near, direct)
     value = value if power >= 2 else xp.where(positive, value, direct)
-    return _past_the_dtype(xp, value, eta)
+    return _past_the_dtype(xp, value, eta, y, True)
 
 
 @formula_function
-def _past_the_dtype(xp, value, eta):
-    """``value`` with inf where it is NaN at a finite ``eta``: finite inputs whose terms overflow the dtype
-    (Poisson's mu^b - y t at eta = 3e38 in float32: inf - inf), and a target of +inf (a deviance of +inf,
-    as Huber's and the absolute error's are), give a deviance >= 0 past the dtype. An infinite eta keeps
-    its NaN: mu = 0 at eta = -inf is 0 * inf there, whose limit is not inf."""
-    finite = xp.abs(eta) < xp.constant(math.inf)
-    return xp.where((value != value) & finite, xp.full_like(value, math.inf), value)
+def _past_the_dtype(xp, value, eta, y, overflow):
+    """``value`` with +inf where the target is +inf at a finite ``eta`` (a deviance of +inf, as Huber's and
+    the absolute error's are), and, with ``overflow``, where it is NaN at a finite eta and target: finite
+    inputs whose terms overflow the dtype (Poisson's mu^b - y t at eta = 3e38 in float32: inf - inf). A NaN
+    target, or one outside the domain that no check read (JAX jit, Dask), keeps its NaN; so does an
+    infinite eta (mu = 0 at eta = -inf is 0 * inf there, whose limit is not inf)."""
+    inf = xp.constant(math.inf)
+    finite = xp.abs(eta) < inf
+    value = xp.where((y == inf) & finite, xp.full_like(value, math.inf), value)
+    if overflow:
+        value = xp.where((value != value) & finite & (xp.abs(y) < inf), xp.full_like(value, math.inf), value)
+    return value
 
 
 # cosh(h) - 1 = h^2 sum_k h^(2k) / (2k + 2)! on |h| < 2, in h^2 split in even and odd k; the first term
