@@ -533,19 +533,15 @@ class GaussianNLL(Loss):
         xp, input, y = plan.xp, plan.input, plan.target.dense
         mean, log_var = input[..., 0], input[..., 1]
         error = y - mean
-        root = xp.exp(-0.5 * log_var)
-        # the standardised error r = (y - m) e^(-s/2), with no overflow of e^(-s) alone; where e^(-s/2)
-        # overflows (s < -177 in float32) r is exp(log|y - m| - s/2), finite while r is, and 0 for an
-        # exact mean (0 * inf gave NaN for finite input)
-        exact = error == 0
-        far = ~xp.isfinite(root)
-        with_log = xp.exp(xp.log(xp.where(exact, xp.ones_like(error), xp.abs(error))) - 0.5 * log_var)
-        zero = xp.zeros_like(error)
-        r = xp.where(exact, zero, xp.where(far, xp.where(error < 0, -with_log, with_log), error * root))
+        # the standardised error r = (y - m) e^(-s/2), with no overflow of e^(-s) alone. For an exact mean r is 0
+        # whatever s: e^(-s/2) is taken at s = 0 there, so that it is not 0 * inf (NaN for finite input at s <
+        # -177 in float32), nor its derivative under autodiff (a where after the product left d/dy NaN)
+        root = xp.exp(-0.5 * xp.where(error == 0, xp.zeros_like(log_var), log_var))
+        r = error * root
         loss = 0.5 * (log_var + r * r) + _HALF_LOG_2PI
         grad = hess = None
         if order == 1:
-            grad = xp.stack([xp.where(exact, zero, -r * root), 0.5 * (1 - r * r)], axis=-1)
+            grad = xp.stack([-r * root, 0.5 * (1 - r * r)], axis=-1)
         elif order == 2:
             hess = xp.stack([xp.exp(-log_var), 0.5 * r * r], axis=-1)
         return Terms(loss, grad, hess)
