@@ -440,7 +440,8 @@ def crammer_singer(plan, maxima):
     classes = jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
     first = jnp.min(jnp.where((margins == top[..., None]) | jnp.isnan(margins), classes, z.shape[-1]), axis=-1)
     grad = (classes == first[..., None]).astype(z.dtype) - _one_hot(labels, z).astype(z.dtype)
-    return top - _array.take_class(jnp, z, labels), grad
+    z_y = _array.take_class(jnp, z, labels)
+    return jnp.where(z_y == jnp.inf, jnp.zeros_like(z_y), top - z_y), grad  # +inf at the label: 0 (the reference's)
 
 
 class Sweep(NamedTuple):

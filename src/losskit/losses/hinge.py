@@ -175,10 +175,9 @@ class MulticlassHingeLoss(_CategoricalBase):
         xp, z, labels = plan.xp, plan.input, plan.target.labels
         mask = _array.one_hot(xp, labels, z.shape[-1], xp.bool)
         shifted = xp.where(mask, z, z + 1)
-        # max_k (shifted_k - z_y), the label's own entry 0: max(shifted) - z_y rounds the same (the
-        # subtraction is monotone), and a label score of +inf gives 0, not inf - inf
-        margins = shifted - xp.expand_dims(_array.take_class(xp, z, labels), axis=-1)
-        loss = xp.max(xp.where(mask, xp.zeros_like(z), margins), axis=-1)
+        z_y = _array.take_class(xp, z, labels)
+        # a label score of +inf leads every other by 1: loss 0, where max(shifted) - z_y is inf - inf
+        loss = xp.where(z_y == xp.inf, xp.zeros_like(z_y), xp.max(shifted, axis=-1) - z_y)
         grad = hess = None
         if order == 1:
             top = _array.one_hot(xp, xp.argmax(shifted, axis=-1), z.shape[-1], z.dtype)
