@@ -232,6 +232,21 @@ def test_arguments_that_reached_raw_errors_or_were_taken_silently_are_named(tmp_
             lk.evaluate(path, **options)
 
 
+def test_float32_weights_near_their_max_and_integer_or_array_arguments_are_taken(tmp_path):
+    """The diff review: float32 weights of 1e37 (valid, their float64 sum too) were refused because the check
+    summed them in float32; auc_exact_limit=np.int64(1000) and pred given as a NumPy array or a pandas
+    Index of names were refused by the new argument checks. Each equals the plain call."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=100), (rng.random(100) < 0.5).astype(np.int64)
+    path = write_parquet(tmp_path / "w.parquet", {"logit": z, "target": y, "w": np.full(100, 1e37, np.float32)})
+    plain = lk.evaluate(path).metrics
+    assert lk.evaluate(path, weight="w").metrics["log_loss"] == pytest.approx(plain["log_loss"], rel=1e-12)
+    assert lk.evaluate(path, auc_exact_limit=np.int64(1000)).metrics == plain
+    assert lk.evaluate(path, pred=np.array(["logit"])).metrics == plain
+    assert lk.evaluate(path, pred=pd.Index(["logit"])).metrics == plain
+
+
 def test_width_mismatch_names_the_option(tmp_path):
     path = write_parquet(tmp_path / "w.parquet", {"logit_0": [0.1, 0.2], "logit_1": [0.1, 0.3],
                                                    "target_0": [0, 1], "target_1": [1, 1], "target_2": [0, 0]})

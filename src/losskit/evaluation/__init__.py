@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .. import _checks
 from .._errors import LossInputError, fail
 from .scoring import METRIC_KEYS
 
@@ -116,8 +117,8 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     from . import scoring, sources
 
     sources.check_batch_rows(batch_rows)  # now: the batches themselves are read only after the detection
-    if isinstance(auc_exact_limit, bool) or not isinstance(auc_exact_limit, int) or auc_exact_limit < 0:
-        raise fail("auc_exact_limit", "an integer >= 0 (scores up to which ROC AUC is exact)", repr(auc_exact_limit))
+    auc_exact_limit = _checks.int_at_least(auc_exact_limit, "auc_exact_limit", 0,
+                                           "an integer >= 0 (scores up to which ROC AUC is exact)")
     if dask and scheduler is not None:
         raise fail("--dask", "either --dask (a local cluster) or --scheduler ADDRESS", "both")
     start = time.perf_counter()

@@ -212,9 +212,13 @@ class Layout:
 
 
 def _names(arg: str, items: str | Sequence[str]) -> list[str]:
-    if not isinstance(items, str) and not (isinstance(items, Sequence) and all(isinstance(i, str) for i in items)):
-        raise fail(arg, "a column name or glob, or a list of them", repr(items))
-    items = [items] if isinstance(items, str) else list(items)
+    given = items
+    try:  # a name, or any iterable of names (a list, a NumPy array or a pandas Index of strings)
+        items = [items] if isinstance(items, str) else list(items)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(i, str) for i in items):
+        raise fail(arg, "a column name or glob, or a list of them", repr(given))
     names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
     if not names:
         raise fail(arg, "at least one column name or glob", repr(items))
@@ -551,8 +555,8 @@ def _check(batch: Batch, part: str) -> None:
         return
     # the sum is finite only if every value is: one pass and no temporary in the common case (a sum of
     # finite values can overflow: judged below, without NumPy's warning)
-    with np.errstate(over="ignore"):
-        fine = np.isfinite(values.sum()) and (part != "weight" or values.min() >= 0)
+    with np.errstate(over="ignore"):  # (summed in float64: float32 weights of 1e37 are valid, their sum too)
+        fine = np.isfinite(values.sum(dtype=np.float64)) and (part != "weight" or values.min() >= 0)
     if not fine:
         good = np.isfinite(values) if part != "weight" else np.isfinite(values) & (values >= 0)
         if not good.all():  # a finite sum can overflow to inf
