@@ -25,7 +25,7 @@ from ..losses import (
 from ..targets import SOFT_LABELS_HINT, type_of_target
 from ..tasks import Task
 from .metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics, RegressionMetrics
-from .sources import Batch, Layout
+from .sources import Batch, Layout, weights_overflow
 
 __all__ = ["Spec", "Scorer", "plan", "METRIC_KEYS"]
 
@@ -280,10 +280,8 @@ class Scorer:
 
     def result(self) -> dict:
         """``metrics`` (the flat numbers, ``loss`` first) and the task's tables and figure data."""
-        total = self.metrics.weight_sum
-        if not math.isfinite(total):  # finite weights whose sum overflows: every mean would be 0 or NaN
-            raise fail("weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
-                       f"weights summing past 1.8e308 ({total})")
+        if not math.isfinite(self.metrics.weight_sum):  # each batch's fits (checked at read), their sum not
+            raise weights_overflow()
         details = self.metrics.result()
         if self.spec.loss_is_log_loss:
             details["loss"], weight_sum = details["log_loss"], self.metrics.weight_sum

@@ -562,9 +562,15 @@ def _check(batch: Batch, part: str) -> None:
         if not good.all():  # a finite sum can overflow to inf
             index = int(np.argmin(good.reshape(-1)))
             raise batch.error(part, index, _CHECKS[part], values.reshape(-1)[index])
-        if part == "weight":  # finite weights whose sum overflows: every weighted mean would be 0 or NaN
-            raise fail("weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
-                       "weights summing past 1.8e308")
+        if part == "weight":
+            raise weights_overflow()
+
+
+def weights_overflow() -> LossInputError:
+    """The error of finite weights whose sum overflows float64 (every weighted mean would be 0 or NaN): in
+    one batch (:func:`_check`) or across the batches (the scorer's result)."""
+    return fail("weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
+                "weights summing past 1.8e308")
 
 
 def _to_numpy(path: Path, name: str, start: int, values, width: int) -> np.ndarray:

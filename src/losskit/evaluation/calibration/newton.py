@@ -151,7 +151,7 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
         newton = _newton_step(eigen, best.grad, 0.0)
         # (the undamped step, from the same eigenvectors: after a rejected trial the damping decays tenfold a
         # pass, and a fit already at its minimiser sat there for ten passes)
-        if (relative <= tol).all() or np.all(np.abs(newton) <= STEP_TOL * np.maximum(1.0, np.abs(theta))):
+        if (relative <= tol).all() or np.all(_negligible(newton, theta)):
             return Fit(theta + newton, before, best, passes, history)  # see _step_vanishes
         trial = theta + (newton if damping == 0 else _newton_step(eigen, best.grad, damping))
         if not np.all(np.isfinite(trial)) or np.max(np.abs(trial)) > 1e12:
@@ -174,8 +174,13 @@ def _step_vanishes(g, h, theta) -> np.ndarray:
     gradient term is about 0, so the relative gradient is rounding over rounding and never reaches
     ``tol``; the step says the fit is done."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.where(h > 0, np.abs(g) / np.where(h > 0, h, 1.0), np.inf)
-    return step <= STEP_TOL * np.maximum(1.0, np.abs(theta))
+        step = np.where(h > 0, g / np.where(h > 0, h, 1.0), np.inf)
+    return _negligible(step, theta)
+
+
+def _negligible(step, theta) -> np.ndarray:
+    """Per parameter: ``|step|`` at most :data:`STEP_TOL` of the parameter (or of 1)."""
+    return np.abs(step) <= STEP_TOL * np.maximum(1.0, np.abs(theta))
 
 
 def _l2(what: str) -> str:
