@@ -225,12 +225,17 @@ ASL_SUBNORMAL = Known("asymmetric.py: in float32 the negative label's gradient p
 ASL0_SOFT = Known("asymmetric.py: for a soft target the gradient y l+' + (1 - y) l-' sums terms of opposite sign: "
                   "11.9 eps at z = 0.1, y = 0.3 (clip 0) on the float32 array-API path (an AVX-512 machine; within "
                   "the bound on an AVX2 one)", lambda x, y: _soft(y), paths=("xp",), dtypes=("float32",), strict=False)
-DISTILLATION = Known("distribution.py, fused/rows.py, jax/rows.py: the gradient T (p - q) subtracts rounded "
-                     "probabilities, each carrying the rounding of its shifted logit (z - max z) / T magnified in "
-                     "exp, where p_j and q_j are near: 95 eps in float64, 128 in float32 on rows of moderate "
-                     "logits, 116 in float32 where q is nearly one-hot (t = (903, 94, -743)); exact would need "
-                     "the shifted logits to more than the dtype's precision. The value is within the bound "
-                     "on the whole grid (the centred sums of near rows)", parts=("grad",), paths=("xp", "fused", "xla"))
+DISTILLATION = Known("distribution.py, fused/rows.py, jax/rows.py: a class whose p_j and q_j are near in a row whose "
+                     "KL is not small: T (p - q) subtracts rounded probabilities, each carrying the rounding of its "
+                     "shifted logit (z - max z) / T magnified in exp, and a near row's -T p expm1(u - w) subtracts "
+                     "u_j and w of a size with the row's KL: 31.8 eps in float64 at z = (-2.35, -0.77, 0.02), t = "
+                     "(2.64, -3.22, 2.74) (KL 0.47), 90.8 in float32 on rows of moderate logits; exact would need "
+                     "log(S_t / S_s) to more than the dtype's precision. Where p nears q over the whole row "
+                     "(large temperatures, a student near its teacher) the near rows' form is exact to a few eps "
+                     "of the row's largest entry (test_distillation_gradient_between_near_rows)",
+                     parts=("grad",), paths=("xp", "fused", "xla"))
+
+
 JSD_GRAD = Known("distribution.py / fused/jsd.py: the gradient c p_j (d_j - K) (beta > 0; (p - q) / T = -p expm1(r) / T "
                  "for beta = 0) carries the rounding of the shifted logits (z - max z) / T magnified in exp, as "
                  "distillation's: 13.7 eps in float64 at z = (6.35, -3.34, -1.13), t = (0.71, 2.28, -4.95), beta 0; "
@@ -609,6 +614,35 @@ def test_distillation_value_between_near_rows(rows, classes, noise, path, dtype)
     exact = [_distillation_value(tuple(a.tolist()), tuple(b.tolist()), 2.0) for a, b in zip(z, t, strict=True)]
     _errors(value, exact, dtype, False, worst, "value", [(a.tolist(), b.tolist()) for a, b in zip(z, t, strict=True)])
     assert worst.value <= VALUE_EPS, worst.where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["xp", "fused", "xla"])
+@pytest.mark.parametrize("temperature", [2.0, 100.0, 1e6, 1e10])
+def test_distillation_gradient_between_near_rows(temperature, path, dtype):
+    """Distillation's gradient between a student and a teacher near it (logits of scale 3, the teacher the
+    student plus noise of 0.1; one class ruled out by the teacher), at temperatures up to 1e10: within 4
+    eps of each row's largest entry of mpmath's T (p - q). As the rounded probabilities' difference it was
+    up to 8.4e6 eps off in float32 and 2e10 in float64 at T = 1e10 (exactly 0 in float32), 280-500 at T =
+    100 (p and q round to an eps each while p - q shrinks as 1/T); a near row now takes -T p expm1(u - w)
+    from its centred sums."""
+    rng = np.random.default_rng(9)
+    z = (rng.standard_normal((6, 8)) * 3).astype(dtype)
+    t = (z + 0.1 * rng.standard_normal(z.shape)).astype(dtype)
+    t[2, 5] = -np.inf
+    loss = lk.DistillationLoss(temperature=temperature, reduction="sum", impl="auto" if path == "xla" else path)
+    if path == "xla":
+        jax = pytest.importorskip("jax")
+        import losskit.jax as lj
+
+        grad = np.asarray(jax.grad(lj.loss_fn(loss))(jax.numpy.asarray(z), jax.numpy.asarray(t)))
+    else:
+        grad = loss.grad(z, t)
+    assert grad.dtype == dtype
+    exact = np.array([[float(v) for v in mc.distillation(a.tolist(), b.tolist(), temperature)[1]]
+                      for a, b in zip(z, t, strict=True)])
+    errors = np.abs(grad - exact).max(axis=1) / np.abs(exact).max(axis=1) / np.finfo(dtype).eps
+    assert errors.max() <= 4, errors
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

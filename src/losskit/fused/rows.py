@@ -401,7 +401,16 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             loss = temperature * temperature * first_form
         if not math.isfinite(loss):
             return 0.0, True
-        if with_grad:
+        if with_grad and first_form < 1.0:
+            # a near row: p - q = -p expm1(u - w), exact relative to the entry (the rounded probabilities'
+            # difference kept eps T / |z - t| of it); u - w with c and w rounded together
+            c_w = dtype(float(c) + w)
+            shift_w = dtype(float(exp_shift) * math.exp(-w))
+            minus_st = dtype(-s * temperature)
+            for j in range(k):
+                u = gap(xp, t[j], row[j], mt, mz) * inv_t - c_w
+                g[j] = minus_st * expm1(xp, u, student[j] * inv_s, g[j] * shift_w)
+        elif with_grad:
             # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms
             scaled_gap = dtype(s * temperature * (rest_t / total_t - rest_s / total_s))
             scaled_p = dtype(s * temperature / total_s)

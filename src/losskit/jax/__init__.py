@@ -333,7 +333,7 @@ def _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad: 
     order = 1 if with_grad else 0
     if plan.restore is not None:  # a moved class axis: the reference
         return loss.reference(plan, order)
-    sweep = _rows.sweep_for(loss, plan)
+    sweep = _rows.sweep_for(loss, plan, with_grad)
     if sweep is None:  # the loss's own formula and limits
         if not with_grad:
             return loss.reference(plan, order)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _array
-from ..losses._shared import centred_kl, centred_kl_terms, logit_gap
+from ..losses._shared import centred_kl, centred_kl_terms, log_one_plus, logit_gap
 from ..losses.focal import _alpha as _focal_alpha
 from ..losses.formula import ArrayMath
 
@@ -319,7 +319,7 @@ def _rest_below_max(z, row_max, normaliser):
     return sure, jnp.where(sure, _below_with_subnormals(z, row_max, rest), rest)
 
 
-def distillation(plan, maxima, loss):
+def distillation(plan, maxima, loss, with_grad=True):
     r"""Distillation :math:`T^2 \sum q (\log q - \log p)` (:func:`~losskit.fused.rows.distillation_kernel`'s
     arithmetic), :math:`p = \mathrm{softmax}(z / T)`, :math:`q = \mathrm{softmax}(t / T)`, gradient
     :math:`T (p - q)`: one variadic sweep for both normalisers and :math:`\sum e^{d_t} (d_t - d_s)` (whose
@@ -327,7 +327,8 @@ def distillation(plan, maxima, loss):
     XLA's form of the loss's formula: the reference's two log-softmaxes and second ``exp`` ran at
     0.55-0.74x optax's speed (issue 15). A batch holding a near row (a first form below 1, as the compiled
     rows decide) takes a second sweep over blocks of rows (:func:`_row_sums_in_blocks`), the centred sums
-    of :func:`~losskit.losses.distribution.centred_distillation_kl`, for those rows' value."""
+    of :func:`~losskit.losses.distribution.centred_distillation_kl`, for those rows' value and, ``with_grad``,
+    their gradient ``-T p expm1(u - w)`` (a pass of its own)."""
     z_max, t_max = maxima
     temperature = loss.temperature
     z, teacher = plan.input, plan.target.dense
@@ -355,6 +356,15 @@ def distillation(plan, maxima, loss):
     # about eps (1 + log K) in the normalisers' logs), and a batch holding one sums it in the sweep
     tiny = first_form < 8 * float(jnp.finfo(z.dtype).eps) * (1 + math.log(z.shape[-1])) ** 2
 
+    # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms, where p is
+    # above 1/2 (1 - p then the smaller, exact from the other terms); below, 1 / total_s - 1 / total_t,
+    # as the other classes' entries: in the working dtype (the compiled rows take the first in float64)
+    # the first cancels two numbers near 1 (2000 eps of float32 at rows of 32000 near one another)
+    gap = temperature * jnp.where(total_s < 2, rest_t / total_t - rest_s / total_s, 1 / total_s - 1 / total_t)
+    gap = gap[..., None]
+    # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)
+    far_grad = jnp.where((es < 1) | (et < 1), temperature * (es / total_s[..., None] - et / total_t[..., None]), gap)
+
     def centred(with_w):  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
         def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the centre, a block's
             support = teacher > -jnp.inf  # a class the teacher rules out: e^u = 0
@@ -375,21 +385,25 @@ def distillation(plan, maxima, loss):
         w = jnp.where(tiny, jnp.log1p(sums_[0]), -first_form) if with_w else -first_form
         w = jnp.where(near, w, 0.0)
         b = jnp.where(near, sums_[-1], 0.0)
-        return jnp.where(near, (temperature * temperature) * centred_kl(math_, w, b), loss_value)
+        value = jnp.where(near, (temperature * temperature) * centred_kl(math_, w, b), loss_value)
+        if not with_grad:
+            return value, far_grad
+        # a near row's p - q = -p expm1(u - w), exact relative to the entry (the rounded probabilities'
+        # difference kept eps T / |z - t| of it: 494 eps of float32 at T = 100, 0 at T = 1e10)
+        # (w from its own sum: the first form's -KL is eps (1 + log K) off, which p (u - w) keeps; XLA's
+        # float64 log1p is 120 eps off near a = -0.39, which a near row reaches: log_one_plus)
+        w = log_one_plus(math_, jnp.where(near, sums_[0], 0.0))
+        c_w, shift_w = (centre + w)[..., None], (shift * jnp.exp(-w))[..., None]
+        support = teacher > -jnp.inf
+        u = jnp.where(support, logit_gap(math_, teacher, z, t_max[..., None], z_max[..., None]) * inv_t - c_w, 0.0)
+        exact = -centred_kl_terms(math_, u, es * (1 / total_s)[..., None], et * shift_w, support)[0]
+        return value, jnp.where(near[..., None], temperature * exact, far_grad)
 
-    # only a batch holding a near row pays for the second sweep, and one holding a tiny value for its w
-    first_only = lambda: loss_value  # noqa: E731 - a branch of the conds below
-    loss_value = jax.lax.cond(jnp.any(near & tiny), functools.partial(centred, True), lambda: jax.lax.cond(
+    # only a batch holding a near row pays for the second sweep, and one holding a tiny value (or, with the
+    # gradient, any near row) for its w
+    first_only = lambda: (loss_value, far_grad)  # noqa: E731 - a branch of the conds below
+    return jax.lax.cond(jnp.any(near & (tiny | with_grad)), functools.partial(centred, True), lambda: jax.lax.cond(
         jnp.any(near), functools.partial(centred, False), first_only))
-    # where both rows have their max, p - q = (1 - q) - (1 - p), each from the other terms, where p is
-    # above 1/2 (1 - p then the smaller, exact from the other terms); below, 1 / total_s - 1 / total_t,
-    # as the other classes' entries: in the working dtype (the compiled rows take the first in float64)
-    # the first cancels two numbers near 1 (2000 eps of float32 at rows of 32000 near one another)
-    gap = temperature * jnp.where(total_s < 2, rest_t / total_t - rest_s / total_s, 1 / total_s - 1 / total_t)
-    gap = gap[..., None]
-    # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)
-    grad = jnp.where((es < 1) | (et < 1), temperature * (es / total_s[..., None] - et / total_t[..., None]), gap)
-    return loss_value, grad
 
 
 #: the elements of a block of rows in :func:`_row_sums_in_blocks` (8 MiB of float32)
@@ -459,9 +473,10 @@ def _logits(plan):
     return (plan.input,)
 
 
-def sweep_for(loss, plan) -> Sweep | None:
+def sweep_for(loss, plan, with_grad: bool = True) -> Sweep | None:
     """The row sweep of ``loss`` for this plan, found by the loss's kernel name (as the compiled and
-    torch-native paths find theirs); None: the loss's own array-API formula."""
+    torch-native paths find theirs); None: the loss's own array-API formula. ``with_grad``: whether the
+    gradient is read (distillation's near rows then take a pass of their own for it)."""
     name = type(loss).kernel_name()
     if name in ("softmax_ce", "kl_divergence") and plan.target.labels is None:
         # the probabilities' values checked as the reference checks them, here where an eager call's arrays
@@ -480,5 +495,6 @@ def sweep_for(loss, plan) -> Sweep | None:
     if name == "crammer_singer":
         return Sweep(_margins, crammer_singer, limits=True)
     if name == "distillation":
-        return Sweep(lambda plan: (plan.input, plan.target.dense), functools.partial(distillation, loss=loss))
+        return Sweep(lambda plan: (plan.input, plan.target.dense),
+                     functools.partial(distillation, loss=loss, with_grad=with_grad))
     return None

@@ -150,12 +150,14 @@ class DistillationLoss(_TeacherLogits):
         q = xp.exp(lq)
         # q_k = 0 (a teacher logit of -inf) contributes 0, not 0 * (-inf - lp)
         kl = xp.sum(times(xp, q, lq - lp), axis=-1)
-        near, near_kl = centred_distillation_kl(xp, plan.input, plan.target.dense, t, kl)
+        near, near_kl, near_gap = centred_distillation_kl(xp, plan.input, plan.target.dense, t, kl, order == 1)
         loss = (t * t) * xp.where(near, near_kl, kl)
         grad = hess = None
         if order >= 1:
             p = xp.exp(lp)
-            grad = t * (p - q) if order == 1 else None
+            # a near row's p - q from its centred sums: as rounded probabilities' difference it kept only
+            # eps T / |z - t| of it (float32: 280 eps at T = 100, exactly 0 at T = 1e10)
+            grad = t * xp.where(near[..., None], near_gap, p - q) if order == 1 else None
             hess = p * -xp.expm1(lp) if order == 2 else None  # 1 - p exact where p is near 1
         return Terms(loss, grad, hess)
 
@@ -252,18 +254,21 @@ def _gap(xp, student, teacher, temperature) -> _Gap:
                 xp.log(total_t) - xp.log(total_s))
 
 
-def centred_distillation_kl(xp, student, teacher, temperature, first_form):
+def centred_distillation_kl(xp, student, teacher, temperature, first_form, with_gap=False):
     r"""``KL(softmax(teacher / T) || softmax(student / T))`` per row (class axis last) by :func:`centred_kl`, and
-    where to take it: ``(near, kl)``, ``near`` the rows where ``first_form`` (the value as ``sum q (log q -
-    log p)`` gives it) is below 1 and both rows' maxima are finite (elsewhere the first form's limits).
+    where to take it: ``(near, kl, gap)``, ``near`` the rows where ``first_form`` (the value as ``sum q (log q -
+    log p)`` gives it) is below 1 and both rows' maxima are finite (elsewhere the first form's limits), and
+    with ``with_gap`` a near row's ``p - q`` (else None).
 
     With :func:`_gap`'s ``u`` and ``p e^u``: ``w = log1p(sum p expm1(u))``. A class the teacher rules out
     (a logit of -inf, ``q = 0``, ``e^u = 0``) adds ``-p`` to the first sum and ``p psi(-inf) = p`` to
-    ``b``. The compiled rows (:func:`losskit.fused.rows.distillation_kernel`) and the XLA sweep
-    (:func:`losskit.jax.rows.distillation`) compute the same sums."""
+    ``b``. As ``log q - log p = u - w``, ``p - q = -p expm1(u - w)`` (:func:`centred_kl_terms`' first
+    term at ``u - w``, ``p e^(u - w)``): relative to the entry, the rounding of ``p`` and of ``u``, which
+    does not grow as ``p`` nears ``q``. The compiled rows (:func:`losskit.fused.rows.distillation_kernel`)
+    and the XLA sweep (:func:`losskit.jax.rows.distillation`) compute the same sums."""
     near = first_form < 1.0
     if student.shape[-1] == 0:  # no class: the first form's 0
-        return near & False, xp.zeros_like(first_form)
+        return near & False, xp.zeros_like(first_form), (xp.zeros_like(student) if with_gap else None)
     g = _gap(xp, student, teacher, temperature)
     a, b = (xp.sum(term, axis=-1) for term in centred_kl_terms(g.math, g.u, g.p, g.scaled_exp_u, g.support))
     near = near & g.rows_usable
@@ -271,7 +276,11 @@ def centred_distillation_kl(xp, student, teacher, temperature, first_form):
     # logs, each rounded apart, it cost 6 eps of float32 at K = 32000, KL = 1e-7); elsewhere a may be -1
     # (e^-w overflows): a row's sums are taken where it is near only
     w = log_one_plus(g.math, xp.where(near, a, xp.zeros_like(a)))
-    return near, centred_kl(g.math, w, xp.where(near, b, xp.zeros_like(b)))
+    gap = None
+    if with_gap:
+        w_ = w[..., None]
+        gap = -centred_kl_terms(g.math, g.u - w_, g.p, g.scaled_exp_u * xp.exp(-w_), g.support)[0]
+    return near, centred_kl(g.math, w, xp.where(near, b, xp.zeros_like(b))), gap
 
 
 #: beyond it ``log1p(beta expm1(x))`` is ``x + log beta`` to well under an ulp (``e^-80 / beta``; expm1 of
