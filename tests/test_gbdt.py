@@ -428,3 +428,118 @@ def test_irls_curvature_trains_robust_losses_better_than_their_true_hessian():
                                  "disable_default_eval_metric": 1}, xgb.DMatrix(x[train], label=y[train]), 60, obj=obj)
             held_out[name] = float(loss(booster.predict(xgb.DMatrix(x[test]), output_margin=True), y[test]))
         assert held_out["irls"] < factor * held_out["true"], (type(loss).__name__, held_out)
+
+
+# -- the review of 2026-12-06: starts, layouts and refusals ------------------------------------------------
+
+
+def test_classifier_base_score_is_a_probability_for_binary_and_multilabel_a_margin_for_multiclass():
+    """A binary or multi-label XGBClassifier reads base_score as a probability (binary:logistic): the
+    multi-label loss starts at margin 0, so 0.5 (it returned the margin 0.0, read as a probability: a
+    start of -13.8, and the model never moved); multi-class reads a margin (0.0). Kept inside (0, 1)
+    in float32, as XGBoost stores it: a mean of 1 - 1e-9 asked a start of 20.7, which rounded to a
+    probability of 1 (XGBoost then clamps to its own 13.7)."""
+    labels = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    assert lx.base_score(lk.MultilabelCrossEntropy(), labels, classifier=True) == 0.5
+    assert lx.base_score(lk.SoftmaxCrossEntropy(), np.array([0, 1, 2, 1]), classifier=True) == 0.0
+    y, w = np.array([1.0, 0.0]), np.array([1.0, 1e-9])
+    score = lx.base_score(lk.BinaryCrossEntropyWithLogits(), y, w, classifier=True)
+    assert 0.5 < score < 1 and np.float32(score) < 1
+    assert score == float(np.nextafter(np.float32(1), np.float32(0)))  # logit(mean) = 20.7 is past float32's 1
+
+
+def test_base_margin_reads_a_label_column_as_labels_and_starts_multi_output_at_zero():
+    """Labels ``[N, 1]`` are one label per row: the same start as ``[N]`` (it was 0.0, the multi-output
+    rule, for MSE, Poisson, BCE, while the absolute error and hinge read the column); labels ``[N, K]``,
+    K > 1, start every loss at 0, with or without weights (the absolute error pooled both columns'
+    median, 0.64, and with weights raised NumPy's broadcast error; the multi-label hinge 1.0 or a
+    TypeError)."""
+    rng = np.random.default_rng(3)
+    y = rng.poisson(4.0, size=40).astype(float) + 1
+    assert lx.base_score(lk.MeanSquaredError(), y[:, None]) == pytest.approx(np.mean(y), rel=1e-9)
+    assert lx.base_score(lk.PoissonDeviance(), y[:, None]) == pytest.approx(np.log(np.mean(y)), rel=1e-6)
+    b = (y > 4).astype(float)
+    assert ll.init_score(lk.BinaryCrossEntropyWithLogits(), b[:, None]) == pytest.approx(
+        np.log(b.mean() / (1 - b.mean())), rel=1e-6)
+    two = np.stack([rng.normal(size=40), 100 + rng.normal(size=40)], axis=1)
+    for loss, labels in ((lk.AbsoluteError(), two), (lk.MultilabelHingeLoss(), (two > 50).astype(float))):
+        assert lx.base_score(loss, labels) == 0.0
+        assert lx.base_score(loss, labels, np.linspace(1, 2, 40)) == 0.0
+
+
+def test_a_loss_whose_hessian_is_zero_takes_the_examples_weight_with_its_class_weight():
+    """The multi-class hinge hands over a row's weight as its Hessian: the example's weight, its class
+    weight included and 0 for an ignored row, as in its gradient (it was the sample weight alone: two
+    ignored rows halved a leaf's step; a class weight of 10 multiplied it by 10)."""
+    loss = lk.MulticlassHingeLoss(class_weight=[1.0, 10.0, 1.0], ignore_index=2)
+    labels = np.array([0.0, 1.0, 2.0, 1.0])
+    sample = np.array([1.0, 2.0, 3.0, 4.0])
+    grad, hess = lx.objective(loss)(labels, np.zeros((4, 3)), sample_weight=sample)
+    expected = sample * np.array([1.0, 10.0, 0.0, 10.0])  # w_i * class_weight[y_i], 0 where ignored
+    np.testing.assert_array_equal(hess, np.repeat(expected[:, None], 3, axis=1))
+    assert np.all(grad[2] == 0)
+
+
+def test_builtin_metric_takes_float32_probabilities_of_one_as_the_nearest_float32_below():
+    """XGBoost hands a built-in's predictions as float32: past a margin of about 17 a probability rounds
+    to exactly 1, whose logit is inf (the metric was inf where XGBoost's own log-loss was 0.291). Such a
+    prediction is taken as 1 - 2^-24, the largest float32 below 1: a row of label 0 costs
+    softplus(log(2^24 - 1)) = 24 log 2."""
+    metric = lx.metric(lk.BinaryCrossEntropyWithLogits(), builtin=True)
+    value = metric(np.array([0.0, 1.0]), np.array([1.0, 1.0], dtype=np.float32))
+    expected = (24 * np.log(2.0) + np.log1p(2.0 ** -24 / (1 - 2.0 ** -24))) / 2  # label 1 costs -log(1 - 2^-24)
+    assert value == pytest.approx(expected, rel=1e-12)
+    # float64 predictions are what they say: exactly 1 for label 0 is inf
+    assert metric(np.array([0.0]), np.array([1.0])) == np.inf
+
+
+def test_smooth_l1_with_beta_0_takes_the_absolute_errors_floored_curvature():
+    """SmoothL1Loss(beta=0), the absolute error, took the IRLS curvature 1 / |e|: 1e9 at e = 1e-9. Now
+    the absolute error's majorise-minimise curvature k / (2 max(|r|, eps)), k = 2, eps = 0.1 times the
+    lower median of |r| (0.5 here)."""
+    labels, margins = np.array([1e-9, 0.5, -2.0, 3.0]), np.zeros(4)
+    _, hess = lx.objective(lk.SmoothL1Loss(beta=0.0))(labels, margins)
+    np.testing.assert_allclose(hess, [20.0, 2.0, 0.5, 1 / 3], rtol=1e-12)
+
+
+def test_objectives_refuse_what_no_gbdt_can_train_and_labels_the_loss_refuses():
+    """Refused by name, not trained silently or failing deep inside: a loss on probabilities, on a
+    teacher's logits (a TypeError at the first round before), a class axis other than the last (axis=0
+    ran the softmax over rows), fractional class labels (rounded before), margins that do not fit the
+    labels or a head's units (NumPy's reshape error; a MulticlassHead(3) trained with num_class=4)."""
+    def refused(argument, call, match=""):
+        with pytest.raises(lk.LossInputError, match=f"^{argument}: .*{match}"):
+            call()
+
+    refused("loss", lambda: lx.objective(lk.BinaryCrossEntropy()), "probabilities")
+    refused("loss", lambda: ll.objective(lk.DistillationLoss()), "teacher")
+    refused("loss", lambda: lx.objective(lk.SoftmaxCrossEntropy(axis=0)), "axis=0")
+    refused("label", lambda: lx.objective(lk.SoftmaxCrossEntropy())(np.array([1.5, 0.0, 2.0]), np.zeros((3, 3))))
+    refused("margins", lambda: lx.objective(lk.MeanSquaredError())(np.zeros(5), np.zeros((5, 3))), "no num_class")
+    refused("margins", lambda: ll.objective(lk.head("multiclass", n_classes=3))(np.array([0.0, 1.0, 2.0]),
+                                                                                 np.zeros((3, 4))), "num_class=3")
+    refused("margins", lambda: lx.objective(lk.head("multiclass", n_classes=2))(np.array([0.0, 1.0]), np.zeros(2)),
+            "binary head")
+    refused("margins", lambda: lx.objective(lk.GaussianNLL())(np.zeros(4), np.zeros(4)), "label as 2 columns")
+
+
+def test_base_score_checks_labels_as_the_objective_does():
+    """The start reads the labels as the objective will (it gave -0.35 for -1/1 labels of the exponential
+    loss and 1.0 for hinge labels 5/7, which the objective refuses at the first round); labels that are
+    not numbers are refused by name (NumPy's 'could not convert string to float' before)."""
+    with pytest.raises(lk.LossInputError, match="^target: expected values in \\[0, 1\\]"):
+        lx.base_score(lk.ExponentialLoss(), np.array([-1.0, 1.0, 1.0]))
+    with pytest.raises(lk.LossInputError, match="^target: expected labels 0/1 or -1/\\+1"):
+        ll.init_score(lk.HingeLoss(), np.array([5.0, 7.0, 7.0]))
+    with pytest.raises(lk.LossInputError, match="^label: expected numbers"):
+        lx.base_score(lk.BinaryCrossEntropyWithLogits(), np.array(["cat", "dog"]))
+
+
+def test_short_names_resolve_as_heads_take_them_and_an_ambiguous_one_is_refused():
+    """``"huber"`` and ``"mae"`` name one loss each (the heads' short names); ``"bce"`` is both the
+    binary and the multi-label BCE's: refused, naming both (every short name was refused before)."""
+    assert isinstance(lx.objective("huber").loss, lk.HuberLoss)
+    assert isinstance(ll.objective("mae").loss, lk.AbsoluteError)
+    with pytest.raises(lk.LossInputError, match="^loss: .*'binary_cross_entropy_with_logits', "
+                                                "'multilabel_cross_entropy'"):
+        lx.objective("bce")

@@ -530,3 +530,15 @@ def test_head_for_says_which_head_it_chose_when_the_loss_is_another_tasks():
         lk.head_for(np.array([0, 1, 2, 5, 3]), loss="poisson")
     assert lk.head_for(np.array([0, 1, 2, 5, 3]), loss="poisson", task="regression").loss_object.name == \
         "poisson_deviance"
+
+
+def test_quantile_and_gaussian_heads_refuse_options_beside_a_loss_object():
+    """As RegressionHead does: an option beside a Loss object is refused by name, not dropped (a
+    QuantileHead given quantiles [0.1, 0.9] and QuantileLoss(0.5) had 1 unit and the quantile 0.5; a
+    GaussianHead kept "mean" when given reduction="sum"). The defaults beside it are no option."""
+    with pytest.raises(LossInputError, match="^quantiles: expected no loss option beside a Loss object"):
+        lk.QuantileHead(quantiles=[0.1, 0.9], loss=lk.QuantileLoss(quantiles=0.5))
+    with pytest.raises(LossInputError, match="^reduction: expected no loss option beside a Loss object"):
+        lk.GaussianHead(loss=lk.GaussianNLL(), reduction="sum")
+    assert lk.QuantileHead(loss=lk.QuantileLoss(quantiles=[0.2, 0.7])).quantiles == (0.2, 0.7)
+    assert lk.GaussianHead(loss=lk.GaussianNLL(reduction="sum")).loss_object.reduction == "sum"

@@ -21,7 +21,8 @@ weights as ``weight``. Two things a Newton step needs that a loss may not give:
   ``1 / (eps + |r|)``), so that a row at its target (``r = 0``, infinite curvature) does not
   freeze its leaf for good. The whole is scale-equivariant: targets times c give margins times c
   when ``lambda`` and ``min_child_weight`` are 0; they act on a Hessian in 1/target units. Where
-  the Hessian of a loss is 0 otherwise (``Hessian.ZERO``: hinge losses) the row's weight stands in, as in XGBoost's
+  the Hessian of a loss is 0 otherwise (``Hessian.ZERO``: hinge losses) the row's weight (its class weight
+  included, 0 for an ignored row) stands in, as in XGBoost's
   ``binary:hinge`` on its active side: a margin's scale is set by the kink at 1, not by the data,
   so a bounded step is on that scale. Where the Hessian can be negative (focal losses are not
   convex far on the wrong side) or underflow, it is floored at ``HESS_FLOOR`` times the weight,
@@ -52,53 +53,134 @@ MM_FLOOR = 0.1
 
 
 def resolve(loss_or_head) -> Loss:
-    """A Loss from a Loss, a head, or a registry name (``"huber_loss"``)."""
+    """A Loss from a Loss, a head, or a name (a registry name, ``"huber_loss"``, or a head's short name,
+    ``"huber"``), refused where a GBDT cannot train it: a loss on probabilities (the trees add up
+    margins), one whose target is not a label (a teacher's logits), a class axis other than the last
+    (the libraries' margins are ``[N, K]``)."""
     if isinstance(loss_or_head, _heads.Head):
-        return loss_or_head.loss_object
-    if isinstance(loss_or_head, Loss):
-        return loss_or_head
-    if isinstance(loss_or_head, str) and loss_or_head in REGISTRY:
-        return REGISTRY[loss_or_head][0]()
-    if isinstance(loss_or_head, type) and issubclass(loss_or_head, Loss):  # a class for its instance: says so
-        require_loss_object(loss_or_head)
-    raise _checks.fail("loss", "a losskit Loss object, a head or a registry name", repr(loss_or_head))
+        loss = loss_or_head.loss_object
+    elif isinstance(loss_or_head, Loss):
+        loss = loss_or_head
+    elif isinstance(loss_or_head, str):
+        loss = _by_name(loss_or_head)()
+    else:
+        if isinstance(loss_or_head, type) and issubclass(loss_or_head, Loss):  # a class for its instance: says so
+            require_loss_object(loss_or_head)
+        raise _checks.fail("loss", "a losskit Loss object, a head or a loss name", repr(loss_or_head))
+    _check_trainable(loss)
+    return loss
+
+
+def _by_name(name: str) -> type:
+    """The loss class a name stands for: a registry name, or the one class with that short name."""
+    if name in REGISTRY:
+        return REGISTRY[name][0]
+    classes = [cls for cls, _ in REGISTRY.values() if name in cls.aliases]
+    if len(classes) == 1:
+        return classes[0]
+    if classes:
+        raise _checks.fail("loss", f"one loss: {name!r} is the short name of "
+                           f"{', '.join(repr(c.name) for c in classes)}", repr(name), "give its registry name")
+    raise _checks.fail("loss", "a registry name (losskit.catalogue(): 'huber_loss', 'softmax_cross_entropy', ...) "
+                       "or a head's short name ('huber', 'mae', ...)", repr(name))
+
+
+def _check_trainable(loss: Loss) -> None:
+    name = name_of(loss)
+    if loss.input_name == "probs":
+        logits_form = [c.name for c, _ in REGISTRY.values() if c.__dict__.get("probability_form") is type(loss)]
+        raise _checks.fail("loss", "a loss on margins (a GBDT's trees add up margins, not probabilities)",
+                           f"{name}, a loss on probabilities",
+                           f"use {logits_form[0]!r}" if logits_form else "use its form on logits")
+    if getattr(loss, "target", None) == "logits":  # distillation, JSD: declared on the class
+        raise _checks.fail("loss", "a loss whose target is a GBDT label", f"{name}, whose target is a teacher's "
+                           "logits")
+    axis = getattr(loss.options, "axis", -1)
+    if loss.over_classes and axis not in (-1, 1):
+        raise _checks.fail("loss", "a loss over the last axis (a GBDT's margins are [N, K])",
+                           f"{name} with axis={axis}", "build it with axis=-1")
 
 
 def name_of(loss: Loss) -> str:
     return _registered_name(loss) or type(loss).__name__
 
 
-def layout(loss: Loss, margin, label):
-    """``(input, target)`` for ``loss`` from a library's margins and labels (NumPy float64)."""
+def is_multiclass(loss: Loss) -> bool:
+    """Whether ``loss`` is a softmax-family loss over ``[N, K]`` margins with class labels."""
+    return isinstance(loss, _CategoricalBase)
+
+
+def units_of(loss_or_head) -> int | None:
+    """A head's output units (the margins' last axis a GBDT must give it), None for a loss."""
+    return loss_or_head.units if isinstance(loss_or_head, _heads.Head) else None
+
+
+def outputs_of(loss: Loss) -> int | None:
+    """The margins per row of a multi-output regression loss (Q quantiles, Gaussian NLL's 2), else None."""
+    if isinstance(loss, QuantileLoss):
+        return len(loss.quantiles)
+    return 2 if isinstance(loss, GaussianNLL) else None
+
+
+def _margins(margin, size: int, shape, loss: Loss, units=None) -> np.ndarray:
+    """``margin`` (NumPy float64) in ``shape``, refused by name where its size is not ``size``."""
     margin = np.asarray(margin, dtype=np.float64)
+    outputs = outputs_of(loss)
+    if margin.size != size:
+        if outputs:
+            hint = (f"with lightgbm, num_class={outputs} (losskit.lightgbm.params gives it); with xgboost, the "
+                    f"label as {outputs} columns (XGBoost makes one margin per label column: "
+                    f"np.repeat(y[:, None], {outputs}, axis=1))")
+        elif isinstance(loss, _CategoricalBase):
+            hint = "num_class=K for K classes"
+        else:
+            hint = "one margin per label value (no num_class for this loss)"
+        raise _checks.fail("margins", f"{size} margins for these labels", f"{margin.size} ({margin.shape})", hint)
+    margin = margin.reshape(shape)
+    width = margin.shape[-1] if margin.ndim > 1 else 1
+    if units is not None and width != units:
+        hint = ("XGBClassifier trains two classes as one binary margin: use a binary head, or xgb.train with "
+                "num_class=2" if units == 2 and width == 1 else f"num_class={units}")
+        raise _checks.fail("margins", f"{units} per row (the head's units)", f"{width} per row", hint)
+    return margin
+
+
+def layout(loss: Loss, margin, label, units=None):
+    """``(input, target)`` for ``loss`` from a library's margins and labels (NumPy float64); ``units``: the
+    head's, which the margins per row must equal."""
     label = np.asarray(label)
     n = label.shape[0]
-    if getattr(loss, "target", None) == "logits":  # distillation, JSD: declared on the class
-        raise TypeError(f"{type(loss).__name__} needs the teacher's logits as its target: not a GBDT label")
     if isinstance(loss, _CategoricalBase):  # [N, K] margins; class indices as labels
-        z = margin.reshape(n, -1)
+        size = np.size(margin)
+        z = _margins(margin, size if n and size % n == 0 else n, (n, -1), loss, units)
         if label.ndim == 1:
+            if not np.all(label == np.rint(label)):
+                bad = label[label != np.rint(label)][0]
+                raise _checks.fail("label", "class indices (whole numbers)", f"{bad!r}")
             return z, np.rint(label).astype(np.int64)
         return z, label.astype(np.float64)
-    if isinstance(loss, (QuantileLoss, GaussianNLL)):  # the units of one value
-        z = margin.reshape(n, -1)
+    outputs = outputs_of(loss)
+    if outputs:  # the units of one value
+        z = _margins(margin, n * outputs, (n, outputs), loss, units)
         return z, (label if label.ndim == 1 else label[:, 0]).astype(np.float64)
-    if loss.reduces_last_axis:  # multi-label: [N, K] labels and margins
-        return margin.reshape(label.shape), label.astype(np.float64)
-    return margin.reshape(label.shape) if label.ndim > 1 else margin.reshape(n), label.astype(np.float64)
+    z = _margins(margin, label.size, label.shape if loss.reduces_last_axis or label.ndim > 1 else (n,), loss, units)
+    return z, label.astype(np.float64)
 
 
-def grad_hess(loss: Loss, margin, label, weight=None):
-    """Per-row (per-unit) gradient and positive Hessian of ``loss``, in ``margin``'s shape."""
-    z, y = layout(loss, margin, label)
+def grad_hess(loss: Loss, margin, label, weight=None, units=None):
+    """Per-row (per-unit) gradient and positive Hessian of ``loss``, in ``margin``'s shape (``units``: a
+    head's, checked against the margins)."""
+    z, y = layout(loss, margin, label, units)
     w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
     summed = loss.replace(reduction="sum")
     grad = np.asarray(summed.grad(z, y, weight=w))
-    unit = np.ones_like(z) if w is None else np.broadcast_to(w.reshape(w.shape + (1,) * (z.ndim - w.ndim)), z.shape)
-    if loss.hessian is Hessian.ZERO and loss.gbdt_curvature == "majorize":
+    unit = _per_unit(w, z)
+    if loss.gbdt_curvature == "majorize":
         hess = mm_hessian(loss, z, y, unit)
     elif loss.hessian is Hessian.ZERO:
-        hess = np.array(unit, dtype=np.float64)  # the documented substitute: one unit of weight per row
+        # the documented substitute: one unit of the example's weight per row, its class weight included
+        # (0 for an ignored row), as the gradient's
+        hess = np.array(_per_unit(summed.plan(z, y, weight=w).scale, z), dtype=np.float64)
     else:
         hess = np.asarray(summed.hessian_diag(z, y, weight=w))
         if loss.gbdt_curvature == "irls":
@@ -106,6 +188,14 @@ def grad_hess(loss: Loss, margin, label, weight=None):
         hess = np.maximum(hess, HESS_FLOOR * unit)
     shape = np.shape(margin)
     return grad.reshape(shape), hess.reshape(shape)
+
+
+def _per_unit(weight, z):
+    """A weight per example (or None: 1; or 0-d) in ``z``'s shape."""
+    if weight is None:
+        return np.ones_like(z)
+    weight = np.asarray(weight, dtype=np.float64)
+    return np.broadcast_to(weight.reshape(weight.shape + (1,) * (z.ndim - weight.ndim)), z.shape)
 
 
 def irls_hessian(grad, hess, z, y):
@@ -154,9 +244,9 @@ def _robust_scale(a, weight):
     return np.where(median > 0, median, mean).reshape(a.shape[1:])
 
 
-def metric_value(loss: Loss, margin, label, weight=None) -> float:
+def metric_value(loss: Loss, margin, label, weight=None, units=None) -> float:
     """The loss's weighted mean over the rows (``sum w_i l_i / sum w_i``) at the margins."""
-    z, y = layout(loss, margin, label)
+    z, y = layout(loss, margin, label, units)
     w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
     return float(loss.replace(reduction="mean")(z, y, weight=w))
 
@@ -167,18 +257,28 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     for the absolute error): a starting point for a custom objective (XGBoost's ``base_score``,
     LightGBM's ``init_score``). The absolute error (one value per row) and a one-quantile
     ``QuantileLoss`` get their exact minimiser, the lower weighted median or quantile (an order
-    statistic of ``label``: the built-ins interpolate instead). Multi-output losses start at 0."""
+    statistic of ``label``: the built-ins interpolate instead). Multi-output losses (labels ``[N, K]``,
+    ``K > 1``, or a loss over a row's K values) start at 0. ``label`` is checked as the loss checks
+    its target (the objective would refuse it at the first round)."""
     loss = resolve(loss_or_head)
     label, w = _start_inputs(label, weight)
+    _check_labels(loss, label, w)
+    if label.ndim > 1:
+        return 0.0  # one constant per output has no single value
     return loss.best_constant(label, w)
 
 
 def _start_inputs(label, weight):
-    """``label`` and ``weight`` as float64, checked as the loss checks them (a best constant needs at
-    least one row of positive weight, and finite labels)."""
-    label = np.asarray(label, dtype=np.float64)
+    """``label`` and ``weight`` as float64 (a column ``[N, 1]`` as ``[N]``), checked as the loss checks
+    them (a best constant needs at least one row of positive weight, and finite labels)."""
+    try:
+        label = np.asarray(label, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _checks.fail("label", "numbers", f"values of dtype {np.asarray(label).dtype}") from None
     if label.ndim == 0 or label.shape[0] == 0:
         raise _checks.fail("label", "at least one row", f"shape {label.shape}")
+    if label.ndim == 2 and label.shape[1] == 1:
+        label = label[:, 0]
     if not np.all(np.isfinite(label)):
         raise _checks.fail("label", "finite numbers", "NaN or inf")
     if weight is None or np.size(weight) == 0:
@@ -192,6 +292,19 @@ def _start_inputs(label, weight):
     return label, w
 
 
+def _check_labels(loss: Loss, label, weight) -> None:
+    """The loss's own checks of ``label`` as a target (0/1, +-1, y > 0...), at margins of 0."""
+    n = label.shape[0]
+    if isinstance(loss, _CategoricalBase):
+        classes = label.shape[1] if label.ndim > 1 else int(np.max(np.rint(label), initial=0)) + 1
+        shape = (n, max(classes, 1))
+    else:
+        outputs = outputs_of(loss)
+        shape = (n, outputs) if outputs else label.shape
+    z, y = layout(loss, np.zeros(shape), label)
+    loss(z, y, weight=weight)  # (an elementwise loss checks its target's values where its formula reads them)
+
+
 def builtin_params(loss_or_head, library: str, num_class=None):
     """``({"objective": ..., **params}, extra)`` for ``library``'s built-in objective when it is ``loss``
     (the loss's ``gbdt_builtin`` declaration), else ``(None, extra)``; ``extra`` holds ``num_class`` for
@@ -199,10 +312,18 @@ def builtin_params(loss_or_head, library: str, num_class=None):
     starting margin and, for the absolute error and quantiles, refits leaves to the exact
     median/quantile (a custom objective cannot)."""
     loss = resolve(loss_or_head)
-    extra = {"num_class": _num_class(loss_or_head, loss, num_class)} if isinstance(loss, _CategoricalBase) else {}
-    if num_class is not None and not extra:
-        raise _checks.fail("num_class", f"None for {name_of(loss)} (num_class is for a multi-class loss)",
-                           repr(num_class))
+    outputs = outputs_of(loss)
+    if isinstance(loss, _CategoricalBase):
+        extra = {"num_class": _num_class(loss_or_head, loss, num_class)}
+    elif outputs and outputs > 1 and library == "lightgbm":  # LightGBM makes K margins per row for num_class=K
+        extra = {"num_class": outputs}
+        if num_class is not None and num_class != outputs:
+            raise _checks.fail("num_class", f"{outputs} (the margins per row of {name_of(loss)})", repr(num_class))
+    else:
+        extra = {}
+        if num_class is not None:
+            raise _checks.fail("num_class", f"None for {name_of(loss)} (num_class is for a multi-class loss)",
+                               repr(num_class))
     builtin = loss.gbdt_builtin(library)
     if builtin is None:
         return None, extra
@@ -227,8 +348,16 @@ def _num_class(loss_or_head, loss, num_class) -> int:
 def margins_of(loss: Loss, predictions):
     """The margins (the loss's input) behind a built-in objective's predictions: the loss's link
     applied to them (:meth:`~losskit.losses.declaration.Link.of_means`). A probability of exactly 0
-    or 1 gives an infinite margin, whose loss is the prediction's own (0 or inf)."""
-    return loss.link.of_means(np.asarray(predictions, dtype=np.float64))
+    or 1 gives an infinite margin, whose loss is the prediction's own (0 or inf); but a float32
+    prediction (XGBoost's) of 0 or 1 is a rounding of one inside: it is taken as the nearest float32
+    inside the link's range (a logit of 16.6 for 1; it was inf, a held-out log-loss of inf where
+    XGBoost's own was 0.291)."""
+    predictions = np.asarray(predictions)
+    if predictions.dtype == np.float32 and loss.link in (LOGIT, LOG, SOFTMAX):
+        low = np.finfo(np.float32).smallest_subnormal
+        high = np.nextafter(np.float32(1), np.float32(0)) if loss.link is LOGIT else np.inf
+        predictions = np.clip(predictions, low, high)
+    return loss.link.of_means(predictions.astype(np.float64))
 
 
 def builtin_metric(loss: Loss, builtin) -> bool:

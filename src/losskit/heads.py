@@ -690,9 +690,10 @@ class QuantileHead(_UnitsHead):
 
     def __init__(self, quantiles=(0.5,), *, loss=None, reduction: str = "mean", impl: str = "auto",
                  reason: str = ""):
-        loss = build_loss(Task.REGRESSION, "quantile" if loss is None else loss,
-                          {"quantiles": quantiles, "reduction": reduction, "impl": impl}
-                          if not isinstance(loss, Loss) else {})
+        options = {"reduction": reduction, "impl": impl}
+        if not isinstance(loss, Loss) or quantiles != (0.5,):  # beside a Loss object, refused (build_loss)
+            options["quantiles"] = quantiles
+        loss = build_loss(Task.REGRESSION, "quantile" if loss is None else loss, options)
         if not isinstance(loss, QuantileLoss):
             raise fail("loss", "the quantile loss for a QuantileHead", type(loss).__name__)
         super().__init__(loss, len(loss.quantiles), reason=reason)
@@ -726,7 +727,7 @@ class GaussianHead(_UnitsHead):
 
     def __init__(self, *, loss=None, reduction: str = "mean", impl: str = "auto", reason: str = ""):
         loss = build_loss(Task.REGRESSION, "gaussian_nll" if loss is None else loss,
-                          {"reduction": reduction, "impl": impl} if not isinstance(loss, Loss) else {})
+                          {"reduction": reduction, "impl": impl})
         if not isinstance(loss, GaussianNLL):
             raise fail("loss", "the Gaussian NLL for a GaussianHead", type(loss).__name__)
         super().__init__(loss, 2, reason=reason)

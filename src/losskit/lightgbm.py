@@ -35,7 +35,7 @@ def objective(loss_or_head):
     ``(preds, train_data)``, the scikit-learn estimators as ``(y_true, y_pred, weight)``. It pickles
     (a fitted estimator holding it can be saved).
     """
-    return _Objective(_gbdt.resolve(loss_or_head))
+    return _Objective(_gbdt.resolve(loss_or_head), _gbdt.units_of(loss_or_head))
 
 
 def metric(loss_or_head, *, builtin: bool = False):
@@ -46,32 +46,32 @@ def metric(loss_or_head, *, builtin: bool = False):
     (probabilities, means): say ``builtin=True``, and the metric takes them back to margins through
     the loss's link."""
     loss = _gbdt.resolve(loss_or_head)
-    return _Metric(loss, _gbdt.builtin_metric(loss, builtin))
+    return _Metric(loss, _gbdt.builtin_metric(loss, builtin), _gbdt.units_of(loss_or_head))
 
 
 class _Objective:
     """:func:`objective`'s callable: a class, not a closure, so that it pickles."""
 
-    def __init__(self, loss):
-        self.loss, self.__name__ = loss, _gbdt.name_of(loss)
+    def __init__(self, loss, units=None):
+        self.loss, self.units, self.__name__ = loss, units, _gbdt.name_of(loss)
 
     def __call__(self, preds, data, weight=None):
         if isinstance(data, lightgbm.Dataset):
-            return _gbdt.grad_hess(self.loss, preds, data.get_label(), data.get_weight())
-        return _gbdt.grad_hess(self.loss, data, preds, weight)
+            return _gbdt.grad_hess(self.loss, preds, data.get_label(), data.get_weight(), self.units)
+        return _gbdt.grad_hess(self.loss, data, preds, weight, self.units)
 
 
 class _Metric:
     """:func:`metric`'s callable (pickles, as :class:`_Objective`)."""
 
-    def __init__(self, loss, builtin: bool):
-        self.loss, self.builtin, self.__name__ = loss, builtin, _gbdt.name_of(loss)
+    def __init__(self, loss, builtin: bool, units=None):
+        self.loss, self.builtin, self.units, self.__name__ = loss, builtin, units, _gbdt.name_of(loss)
 
     def __call__(self, preds, data, weight=None):
         if isinstance(data, lightgbm.Dataset):
             preds, data, weight = data.get_label(), preds, data.get_weight()
         margin = _gbdt.margins_of(self.loss, data) if self.builtin else data
-        return self.__name__, _gbdt.metric_value(self.loss, margin, preds, weight), False
+        return self.__name__, _gbdt.metric_value(self.loss, margin, preds, weight, self.units), False
 
 
 def init_score(loss_or_head, label, weight=None) -> float:

@@ -49,7 +49,7 @@ def objective(loss_or_head):
     scikit-learn estimators (``objective=``) as ``(y_true, y_pred, sample_weight=...)``. Returns
     ``(grad, hess)`` of ``predt``'s shape. It pickles (a fitted estimator holding it can be saved).
     """
-    return _Objective(_gbdt.resolve(loss_or_head))
+    return _Objective(_gbdt.resolve(loss_or_head), _gbdt.units_of(loss_or_head))
 
 
 def metric(loss_or_head, *, builtin: bool = False):
@@ -63,26 +63,26 @@ def metric(loss_or_head, *, builtin: bool = False):
     margins through the loss's link.
     """
     loss = _gbdt.resolve(loss_or_head)
-    return _Metric(loss, _gbdt.builtin_metric(loss, builtin))
+    return _Metric(loss, _gbdt.builtin_metric(loss, builtin), _gbdt.units_of(loss_or_head))
 
 
 class _Objective:
     """:func:`objective`'s callable: a class, not a closure, so that it pickles."""
 
-    def __init__(self, loss):
-        self.loss, self.__name__ = loss, _gbdt.name_of(loss)
+    def __init__(self, loss, units=None):
+        self.loss, self.units, self.__name__ = loss, units, _gbdt.name_of(loss)
 
     def __call__(self, predt, data, sample_weight=None):
         if isinstance(data, xgboost.DMatrix):  # xgb.train: (margins, DMatrix)
-            return _gbdt.grad_hess(self.loss, predt, _label(data), data.get_weight())
-        return _gbdt.grad_hess(self.loss, data, predt, sample_weight)  # scikit-learn: (y_true, y_pred)
+            return _gbdt.grad_hess(self.loss, predt, _label(data), data.get_weight(), self.units)
+        return _gbdt.grad_hess(self.loss, data, predt, sample_weight, self.units)  # scikit-learn: (y_true, y_pred)
 
 
 class _Metric:
     """:func:`metric`'s callable (pickles, as :class:`_Objective`)."""
 
-    def __init__(self, loss, builtin: bool):
-        self.loss, self.builtin, self.__name__ = loss, builtin, _gbdt.name_of(loss)
+    def __init__(self, loss, builtin: bool, units=None):
+        self.loss, self.builtin, self.units, self.__name__ = loss, builtin, units, _gbdt.name_of(loss)
 
     def __call__(self, predt, data, sample_weight=None):
         if isinstance(data, xgboost.DMatrix):
@@ -91,7 +91,7 @@ class _Metric:
 
     def _value(self, predt, label, weight):
         margin = _gbdt.margins_of(self.loss, predt) if self.builtin else predt
-        return _gbdt.metric_value(self.loss, margin, label, weight)
+        return _gbdt.metric_value(self.loss, margin, label, weight, self.units)
 
 
 def base_score(loss_or_head, label, weight=None, *, classifier: bool = False) -> float:
@@ -101,13 +101,15 @@ def base_score(loss_or_head, label, weight=None, *, classifier: bool = False) ->
 
     ``classifier=True`` gives what a binary ``XGBClassifier`` needs instead: it trains a custom
     objective under ``binary:logistic`` and reads ``base_score`` as a probability (its logit is the
-    start), so this returns the sigmoid of the margin, kept inside (0, 1). A multi-class classifier
-    reads a margin: unchanged."""
+    start), so this returns the sigmoid of the margin, kept inside (0, 1) in float32 (XGBoost keeps
+    ``base_score`` in float32: a probability that rounds to 1 there is clamped by XGBoost itself, a
+    start of 13.7 where 26.9 was asked for). A multi-label classifier reads a probability too (0.5:
+    multi-output losses start at 0); a multi-class one reads a margin: unchanged."""
     margin = _gbdt.base_margin(loss_or_head, label, weight)
-    if not _checks.flag(classifier, "classifier") or _gbdt.resolve(loss_or_head).reduces_last_axis:
+    if not _checks.flag(classifier, "classifier") or _gbdt.is_multiclass(_gbdt.resolve(loss_or_head)):
         return margin
-    tiny = np.finfo(np.float64).eps
-    return float(np.clip(1.0 / (1.0 + np.exp(-margin)), tiny, 1.0 - tiny))
+    low, high = np.finfo(np.float32).tiny, float(np.nextafter(np.float32(1), np.float32(0)))
+    return float(np.clip(1.0 / (1.0 + np.exp(-margin)), low, high))
 
 
 def _label(data) -> np.ndarray:

@@ -125,7 +125,12 @@ class SmoothL1Loss(ValueLoss):
 
     name = "smooth_l1_loss"
     of_error = True
-    gbdt_curvature = "irls"  # a concave function of e^2: see Loss.gbdt_curvature
+    @property
+    def gbdt_curvature(self) -> str:
+        """A concave function of e^2 (see Loss.gbdt_curvature), but at ``beta = 0`` the absolute error,
+        whose IRLS curvature 1 / |e| is unbounded at the target (1e9 at e = 1e-9): its majorise-minimise
+        curvature, floored, as :class:`AbsoluteError`'s."""
+        return "majorize" if self.beta == 0 else "irls"
     aliases = ("smooth_l1",)
     beta = option(1.0, low=0.0, doc="the error where the loss turns linear (0: the absolute error)")
 
