@@ -528,8 +528,9 @@ def test_a_teacher_logits_target_is_declared_so_gbdt_and_the_demo_refuse_it():
     assert lk.heads.TASK_LOSSES["multiclass"]["jsd"] is lk.JSDivergence
     assert "jsd" not in demo_losses("multiclass") and "distillation" not in demo_losses("multiclass")
     assert "kl" in demo_losses("multiclass")
-    with pytest.raises(TypeError, match="JSDivergence needs the teacher's logits"):
-        _gbdt.layout(lk.JSDivergence(), np.zeros(6), np.zeros(2))
+    with pytest.raises(lk.LossInputError, match="^loss: expected a loss whose target is a GBDT label, got "
+                                                "js_divergence, whose target is a teacher's logits"):
+        _gbdt.resolve(lk.JSDivergence())
 
 
 # -- against TRL 1.16's own GKDTrainer.generalized_jsd_loss ---------------------------------------------

@@ -422,3 +422,80 @@ def test_softcap_and_bias_dtype_are_checked():
         lk.linear_cross_entropy(h32, c32, target, bias=np.zeros(5))
     with pytest.raises(lk.LossInputError, match="^z_loss: "):
         lk.linear_binary_cross_entropy(hidden, classifier, np.zeros((4, 5)), z_loss=0.1)
+
+
+def test_torch_fused_forms_refuse_bad_arguments_by_name():
+    """The review of 2026-12-06: a meta tensor among CPU ones sent the op to its shape-only fake (uninitialised
+    memory as the loss: 0.0, 9.9e27); a list target or an ndarray hidden reached torch's schema error; a
+    weight, class weight or probability target that requires grad got no gradient silently; a forward-mode
+    dual lost its tangent. Each is now a LossInputError naming the argument."""
+    torch = pytest.importorskip("torch")
+    import torch.autograd.forward_ad as fwad
+
+    import losskit.torch as lt
+
+    g = torch.Generator().manual_seed(0)
+    h, c = torch.randn(6, 4, generator=g, requires_grad=True), torch.randn(9, 4, generator=g)
+    y = torch.randint(0, 9, (6,), generator=g)
+
+    def refused(argument, call, match=""):
+        with pytest.raises(lk.LossInputError, match=f"^{argument}: expected {match}"):
+            call()
+
+    refused("target", lambda: lt.linear_cross_entropy(h, c, y.to("meta")), "a tensor on hidden's device")
+    refused("classifier", lambda: lt.linear_logprobs(h, c.to("meta"), y), "a tensor on hidden's device")
+    refused("teacher_hidden", lambda: lt.LinearJSDLoss()(h, c, h.detach().to("meta"), c, y), "a tensor on hidden")
+    refused("target", lambda: lt.linear_cross_entropy(h, c, y.tolist()), "a torch.Tensor")
+    refused("hidden", lambda: lt.linear_cross_entropy(h.detach().numpy(), c, y), "a torch.Tensor")
+    refused("weight", lambda: lt.linear_cross_entropy(h, c, y, weight=torch.ones(6, requires_grad=True)),
+            "a tensor that does not require grad")
+    refused("class_weight", lambda: lt.linear_cross_entropy(h, c, y, class_weight=torch.ones(9, requires_grad=True)),
+            "a tensor that does not require grad")
+    probs = torch.rand(6, 9, generator=g, requires_grad=True)
+    refused("target", lambda: lt.linear_binary_cross_entropy(h, c, probs), "a tensor that does not require grad")
+    with fwad.dual_level():
+        refused("hidden", lambda: lt.linear_cross_entropy(fwad.make_dual(h.detach(), torch.ones(6, 4)), c, y),
+                "a tensor without a forward-mode tangent")
+
+
+def test_torch_fused_forms_second_order_second_backward_and_batched_upstream():
+    """``linear_logprobs`` under create_graph=True gave torch's 'no autograd formula registered' (now the
+    fused losses' first-order message); a second backward through one forward of a fused loss gave torch's
+    error blaming an in-place operation of the user's (now losskit's own); a batched upstream
+    (is_grads_batched) failed vmap's in-place product: now each row equals a plain backward's."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 7, (5,), generator=g)
+    with pytest.raises(RuntimeError, match="fused linear losses are first-order"):
+        (grad,) = torch.autograd.grad(lt.linear_logprobs(h, c, y).sum(), h, create_graph=True)
+        grad.sum().backward()
+    value = lt.linear_cross_entropy(h, c, y)
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward runs once per forward"):
+        value.backward()
+    upstream = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    batched = torch.autograd.grad(lt.linear_cross_entropy(h, c, y), h, upstream, is_grads_batched=True)[0]
+    for u, row in zip(upstream, batched, strict=True):
+        torch.testing.assert_close(row, torch.autograd.grad(lt.linear_cross_entropy(h, c, y), h, u)[0])
+
+
+def test_torch_fused_normalizer_and_temperature_change_between_compiled_calls():
+    """Under torch.compile(fullgraph=True) a normalizer or a log-probs temperature that changes between calls
+    is traced as a symbol: encoding it in the op's constant options failed the trace ('assume_constant_result
+    argument conversion failed'); both are now arguments of the op, equal to the eager calls."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    g = torch.Generator().manual_seed(3)
+    h, c = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
+    y = torch.randint(0, 9, (6,), generator=g)
+    ce = torch.compile(lambda h, n: lt.linear_cross_entropy(h, c, y, normalizer=n), fullgraph=True,
+                       backend="aot_eager")
+    lp = torch.compile(lambda h, t: lt.linear_logprobs(h, c, y, temperature=t), fullgraph=True, backend="aot_eager")
+    for n, t in ((8.0, 1.0), (13.0, 0.7), (5.0, 2.0)):
+        torch.testing.assert_close(ce(h, n), lt.linear_cross_entropy(h, c, y, normalizer=n))
+        torch.testing.assert_close(lp(h, t), lt.linear_logprobs(h, c, y, temperature=t))

@@ -360,7 +360,7 @@ def test_the_fused_ops_gradient_outputs_carry_no_gradient():
     h, c, _, y = _data(10)
     hidden, classifier = _leaves(h.reshape(-1, D), c)
     outputs = _linear_value_and_grad(_path(linear_cross_entropy_value_and_grad), encode_options({}), hidden,
-                                     classifier, torch.as_tensor(y.reshape(-1).clip(0)), None, [], "", "")
+                                     classifier, torch.as_tensor(y.reshape(-1).clip(0)), None, [], "", "", None)
     assert outputs[0].requires_grad and not any(o.requires_grad for o in outputs[1:])
     expected = [o.detach().clone() for o in outputs[1:3]]
     (2 * outputs[0] + outputs[2].sum()).backward()  # the gradient output adds a constant: no gradient of its own

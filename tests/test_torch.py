@@ -566,17 +566,18 @@ def test_torch_native_softmax_ce_takes_a_class_axis_other_than_the_last(reductio
 
 @pytest.mark.parametrize(("cls", "options", "make_target"), NATIVE_CASES, ids=lambda v: getattr(v, "__name__", ""))
 def test_non_cpu_tensors_take_the_torch_native_path_never_the_core(cls, options, make_target, monkeypatch):
-    """On the meta device (what CUDA tensors take): the core's array-API path must not run."""
+    """The op's body on the meta device (what CUDA tensors take): the torch-native kernel answers and the
+    core's array-API path must not run. (A module call on meta tensors runs the op's shape-only fake, which
+    tested nothing; the native kernels' values are tested on CPU tensors above.)"""
     def refuse(self, plan, order):
         raise AssertionError("the array-API reference ran")
 
     monkeypatch.setattr(cls, "reference", refuse)
-    module = getattr(lt, cls.__name__)(**options)
+    loss = cls(**options)
     target = make_target(torch.Generator().manual_seed(0)).to("meta")
-    z = torch.zeros(8, 5, device="meta", requires_grad=True)
-    value = module(z, target)
-    value.backward()
-    assert value.device.type == "meta" and value.shape == () and z.grad.shape == (8, 5)
+    z = torch.zeros(8, 5, device="meta")
+    value, grad = lt._value_and_grad(loss, z, target, None, None, True)
+    assert value.device.type == grad.device.type == "meta" and value.shape == () and grad.shape == (8, 5)
 
 
 def test_a_copy_of_a_loss_module_keeps_its_class_and_state():
@@ -650,3 +651,83 @@ def test_loss_modules_show_their_options_as_torchs_losses_do():
         lt.MeanSquaredError().ignore_index  # noqa: B018
     with pytest.raises(AttributeError):
         ce.reduction = "mean"
+
+
+# -- the review of 2026-12-06 ------------------------------------------------------------------------------
+
+
+def test_a_users_loss_redefined_under_its_name_runs_its_new_formula():
+    """A notebook cell run twice defines the loss class anew under the same name (the registry allows it):
+    the module ran the first formula still (the op's core loss was cached by name)."""
+    def define(power):
+        class RedefinedLoss(lk.ElementwiseLoss):
+            name = "redefined_power_loss"
+            target = "value"
+
+            def value(self, xp, z, y):
+                return xp.abs(z - y) ** power
+
+            def derivative(self, xp, z, y):
+                return power * xp.abs(z - y) ** (power - 1) * xp.sign(z - y)
+
+            def second_derivative(self, xp, z, y):
+                return power * (power - 1) * xp.abs(z - y) ** (power - 2)
+
+        return RedefinedLoss
+
+    z, y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    assert lt.module(define(2)())(z, y).item() == pytest.approx((1 + 4 + 9) / 3)
+    new = lt.module(define(1)())
+    x = z.clone().requires_grad_()
+    value = new(x, y)
+    value.backward()
+    assert value.item() == pytest.approx(2.0)  # mean |e|, hand-worked
+    torch.testing.assert_close(x.grad, torch.full((3,), 1 / 3, dtype=torch.float64))
+
+
+def test_a_normalizer_that_changes_between_compiled_steps_is_an_argument_not_a_constant():
+    """torch.compile(fullgraph=True) traces a Python normalizer that changes between calls as a symbol:
+    probing it as an array (hasattr ndim) failed the trace at the second value."""
+    import torch.nn.functional as F
+
+    criterion = lt.SoftmaxCrossEntropy()
+    step = torch.compile(lambda z, y, n: criterion(z, y, normalizer=n), fullgraph=True, backend="aot_eager")
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
+    for n in (2.0, 3.0, 5.0):
+        torch.testing.assert_close(step(z, y, n), F.cross_entropy(z, y, reduction="sum") / n)
+
+
+def test_module_arguments_are_refused_by_name_and_batched_backward_works():
+    """A target or weight on another device than the input raised torch's error from an op the user never
+    called; a class_weight that requires grad was read once as numbers (no gradient, no error: F.cross_entropy
+    refuses it); a forward-mode dual input lost its tangent silently. ``is_grads_batched=True`` and
+    ``jacobian(vectorize=True)`` raised vmap's errors (an ``.item()`` and an in-place product in the backward):
+    now equal to F.cross_entropy's."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    z, y = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (4,), generator=g)
+    with pytest.raises(lk.LossInputError, match="^target: expected a tensor on input's device \\(cpu\\)"):
+        lt.SoftmaxCrossEntropy()(z, y.to("meta"))
+    with pytest.raises(lk.LossInputError, match="^weight: expected a tensor on input's device"):
+        lt.MeanSquaredError()(z, z, weight=torch.ones(4, device="meta"))
+    with pytest.raises(lk.LossInputError, match="^class_weight: expected a tensor that does not require grad"):
+        lt.SoftmaxCrossEntropy(class_weight=torch.nn.Parameter(torch.ones(3)))
+    import torch.autograd.forward_ad as fwad
+
+    with fwad.dual_level(), pytest.raises(lk.LossInputError, match="^input: expected a tensor without a forward"):
+        lt.SoftmaxCrossEntropy()(fwad.make_dual(z, torch.ones_like(z)), y)
+    upstream = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    for reduction, u in (("mean", upstream[:, 0]), ("none", upstream)):
+        got = _batched_grad(lambda x, r=reduction: lt.SoftmaxCrossEntropy(reduction=r)(x, y), z, u)
+        expected = _batched_grad(lambda x, r=reduction: F.cross_entropy(x, y, reduction=r), z, u)
+        torch.testing.assert_close(got, expected)
+    jacobian = torch.autograd.functional.jacobian
+    torch.testing.assert_close(jacobian(lambda x: lt.SoftmaxCrossEntropy(reduction="none")(x, y), z, vectorize=True),
+                               jacobian(lambda x: F.cross_entropy(x, y, reduction="none"), z, vectorize=True))
+
+
+def _batched_grad(fn, z, upstream):
+    x = z.clone().requires_grad_()
+    return torch.autograd.grad(fn(x), x, upstream, is_grads_batched=True)[0]

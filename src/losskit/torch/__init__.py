@@ -40,7 +40,7 @@ from ..activations import softmax_xp
 from ..losses import REGISTRY, catalogue
 from ..losses.base import require_loss_object
 from ..losses.registry import name_of
-from . import _native
+from . import _arguments, _native
 
 _THIRD_ORDER = ("losskit.torch: third and higher derivatives through a losskit loss are not supported "
                 "(first and second are: the backward of the gradient is the analytic Hessian-vector "
@@ -52,6 +52,9 @@ def _encode_options(options: dict) -> str:
     plain = {}
     for key, value in options.items():
         if isinstance(value, Tensor):
+            if value.requires_grad:  # read once, as numbers: it would get no gradient (F.cross_entropy refuses too)
+                raise _checks.fail(key, "a tensor that does not require grad (an option is read as numbers at "
+                                   "construction)", "requires_grad=True", "detach it")
             value = value.detach().cpu().tolist()
         elif hasattr(value, "tolist"):
             value = value.tolist()
@@ -59,9 +62,14 @@ def _encode_options(options: dict) -> str:
     return json.dumps(plain, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=256)
 def _core_loss(name: str, options: str):
-    cls, _ = REGISTRY[name]
+    """The core loss an op's name and options stand for: the class registered under the name now (a user's
+    loss redefined under its name, a notebook cell run twice, runs its new formula)."""
+    return _instance(REGISTRY[name][0], options)
+
+
+@functools.lru_cache(maxsize=256)
+def _instance(cls: type, options: str):
     return cls(**json.loads(options))
 
 
@@ -191,9 +199,12 @@ def _backward(ctx, upstream, upstream_of_grad):
             upstream = upstream if axis is None else upstream.unsqueeze(axis)
         # reading the upstream value is for eager CPU tensors only: a traced backward (torch.compile)
         # holds fake or functional tensor subclasses, whose value is data-dependent
+        # a batched upstream (is_grads_batched, jacobian(vectorize=True)) has no .item() and no in-place product
+        batched = _arguments.batched(upstream)
         eager_one = (type(upstream) is torch.Tensor and not torch.compiler.is_compiling() and not upstream.ndim
-                     and not upstream.requires_grad and upstream.device.type == "cpu" and upstream.item() == 1)
-        if not owned:
+                     and not upstream.requires_grad and upstream.device.type == "cpu" and not batched
+                     and upstream.item() == 1)
+        if not owned or batched:
             result = grad * upstream
         elif eager_one:
             result = grad  # loss.backward(): the upstream is exactly 1
@@ -326,8 +337,10 @@ def _apply(name, options, input, target, weight, normalizer):
 
 def _no_grad_to(target, weight, input=None, input_name: str = "input") -> None:
     """Refuse a target or weight that requires grad: the backward gives them none, and a silent None
-    would drop e.g. a trained teacher's gradient in distillation. And an input that is not a tensor (a
-    NumPy array reached torch's attribute errors): the core functions take those."""
+    would drop e.g. a trained teacher's gradient in distillation; one on another device than the input
+    (torch's error named an op the user never called); an input that is a forward-mode dual (its
+    tangent was dropped); and an input that is not a tensor (a NumPy array reached torch's attribute
+    errors): the core functions take those."""
     if input is not None and not isinstance(input, Tensor):
         raise _checks.fail(input_name, "a torch.Tensor (losskit.torch's modules take tensors)", type(input).__name__,
                            "for NumPy and other arrays call the core loss (losskit.<Loss>)")
@@ -335,29 +348,14 @@ def _no_grad_to(target, weight, input=None, input_name: str = "input") -> None:
         if input is not None and tensor is not None and not isinstance(tensor, Tensor):  # (a list reached autograd)
             raise _checks.fail(name, "a torch.Tensor (losskit.torch's modules take tensors)", type(tensor).__name__,
                                f"torch.as_tensor({name})")
-        if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
-            raise _checks.fail(name, "a tensor that does not require grad (losskit.torch gives gradients to "
-                               "the input only)", "requires_grad=True",
-                               "detach it, or call the core function (e.g. losskit.softmax_cross_entropy) "
-                               "on the tensors: torch autograd then differentiates through it")
+    _arguments.no_grad("detach it, or call the core function (e.g. losskit.softmax_cross_entropy) on the tensors: "
+                       "torch autograd then differentiates through it", target=target, weight=weight)
+    if input is not None:
+        _arguments.same_device(input.device, input_name, target=target, weight=weight)
+        _arguments.no_tangent(**{input_name: input})
 
 
-def _normalizer(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise _checks.fail("normalizer", "a number or a one-element tensor",
-                               f"a tensor of shape {tuple(value.shape)}")
-        if value.requires_grad and torch.is_grad_enabled():  # read as a number: it would get no gradient
-            raise _checks.fail("normalizer", "a tensor that does not require grad (it is read as a number)",
-                               "requires_grad=True", "detach it")
-        value = value.item()  # a host number: custom ops take floats
-    elif getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d NumPy array
-        value = value.item()
-    if not _checks.is_number(value):
-        raise _checks.fail("normalizer", "a number or a one-element tensor", f"{type(value).__name__} {value!r:.40}")
-    return float(value)
+_normalizer = _arguments.normalizer
 
 
 def _option(module, name: str):
@@ -401,9 +399,12 @@ class _LossModule(nn.Module):
         return module, (self.core,), self.__dict__.copy()
 
 
-@functools.cache
 def _module(name: str) -> type:
-    core_cls = REGISTRY[name][0]
+    return _module_of(REGISTRY[name][0], name)
+
+
+@functools.cache
+def _module_of(core_cls: type, name: str) -> type:
     doc = (f"``nn.Module`` form of :class:`losskit.{core_cls.__name__}`: same options, same values, "
            f"losskit's analytic backward.\n\n    ``forward(input, target, weight=None, normalizer=None)``; "
            f"shapes and formula as the core class:\n\n    " + (core_cls.__doc__ or ""))

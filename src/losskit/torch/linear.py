@@ -22,6 +22,7 @@ from ..losses.linear import linear_binary_cross_entropy_value_and_grad, linear_c
 from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as core_linear_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as core_linear_logprobs_vjp
+from . import _arguments
 from ._first_order import first_order_only
 
 __all__ = ["linear_cross_entropy", "linear_binary_cross_entropy", "linear_logprobs", "fused_linear",
@@ -41,6 +42,8 @@ def _fused_reduction(function, hidden, classifier, target, bias, weight, options
                         ("pos_weight", options.pop("pos_weight", None))):
         value = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
         if isinstance(value, Tensor):
+            _arguments.no_grad("detach it: the fused losses differentiate hidden, classifier and bias alone",
+                               **{name: value})
             extras[name] = value
         elif value is not None:  # a number (pos_weight) or a list: a JSON option
             options[name] = value
@@ -97,9 +100,11 @@ def _path(function) -> str:
 @torch.library.custom_op("losskit::linear_value_and_grad", mutates_args=())
 def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifier: Tensor, target: Tensor,
                            bias: Tensor | None, extras: list[Tensor], extra_names: str,
-                           aux_names: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                           aux_names: str, normalizer: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     kwargs = dict(zip(extra_names.split(",") if extra_names else (), map(_as_core, extras), strict=True))
     kwargs.update(json.loads(options))
+    if normalizer is not None:
+        kwargs["normalizer"] = normalizer
     if aux_names:
         kwargs["aux"] = True
     result = _function(function)(_as_core(hidden), _as_core(classifier), _as_core(target), bias=_as_core(bias),
@@ -114,7 +119,7 @@ def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifi
 
 @_linear_value_and_grad.register_fake
 def _linear_value_and_grad_fake(function, options, hidden, classifier, target, bias, extras, extra_names,
-                                aux_names):
+                                aux_names, normalizer):
     n_aux = len([name for name in aux_names.split(",") if name])
     return (hidden.new_empty(()), torch.empty_like(hidden), torch.empty_like(classifier),
             hidden.new_empty(0) if bias is None else torch.empty_like(bias, dtype=hidden.dtype),
@@ -128,9 +133,16 @@ _SECOND_ORDER = ("losskit.torch: the fused linear losses are first-order (their 
                  "classifier.T and the loss's formula in torch)")
 
 
+#: the error of a second backward through one forward of a fused linear loss
+_SECOND_BACKWARD = ("losskit.torch: a fused linear loss's backward runs once per forward (it scales the gradients "
+                    "its forward sweep computed, in place, so as not to hold a second [V, D] array): call the loss "
+                    "again for another backward (retain_graph=True does not keep them)")
+
+
 def _linear_setup(ctx, inputs, output):
     ctx.has_bias = inputs[5] is not None
     ctx.n_extras = len(inputs[6])
+    ctx.used = False
     # the op's gradient outputs are never differentiated: without this, autograd would hand backward a
     # zero tensor for each (one the size of the classifier: a second [V, D] array at the peak), and the
     # gradients backward returns would carry this op's graph (they are its outputs)
@@ -143,15 +155,21 @@ def _linear_setup(ctx, inputs, output):
 
 def _linear_backward(ctx, upstream, *unused):
     if upstream is None:  # only a gradient output was used (they carry none)
-        return (None,) * 6 + ([None] * ctx.n_extras, None, None)
+        return (None,) * 6 + ([None] * ctx.n_extras, None, None, None)
+    if ctx.used:  # (torch's own words blamed an in-place operation of the user's)
+        raise RuntimeError(_SECOND_BACKWARD)
+    ctx.used = True
     grad_hidden, grad_classifier, grad_bias, hidden, classifier, bias = ctx.saved_tensors
     # scaled in place: the saved gradients are this op's own buffers, read by this backward only, and
     # a copy of the classifier's would hold a second [V, D] array at the peak (501 MiB at V = 128256,
-    # D = 1024). A second backward through the same graph gets torch's error for a modified saved tensor
-    grads = (grad_hidden.mul_(upstream), grad_classifier.mul_(upstream),
-             grad_bias.mul_(upstream) if ctx.has_bias else None)
+    # D = 1024); a batched upstream (is_grads_batched) cannot scale a plain tensor in place
+    if _arguments.batched(upstream):
+        grads = (grad_hidden * upstream, grad_classifier * upstream, grad_bias * upstream if ctx.has_bias else None)
+    else:
+        grads = (grad_hidden.mul_(upstream), grad_classifier.mul_(upstream),
+                 grad_bias.mul_(upstream) if ctx.has_bias else None)
     grads = first_order_only(grads, (hidden, classifier, bias, upstream), _SECOND_ORDER)
-    return (None, None, grads[0], grads[1], None, grads[2], [None] * ctx.n_extras, None, None)
+    return (None, None, grads[0], grads[1], None, grads[2], [None] * ctx.n_extras, None, None, None)
 
 
 torch.library.register_autograd("losskit::linear_value_and_grad", _linear_backward, setup_context=_linear_setup)
@@ -198,60 +216,76 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     (logged numbers: no gradient). ``encoded_options``: the options as :func:`encode_options`
     made them, in place of ``**options`` (what a module passes; see there)."""
     extras = {name: value for name, value in (extras or {}).items() if value is not None}
-    for name, value in extras.items():
-        if not isinstance(value, Tensor):
-            raise _checks.fail(name, "a torch.Tensor", type(value).__name__)
+    _checked(hidden, classifier, target, bias, extras)
+    # the normalizer an argument of the op, not a constant of a compiled graph: it changes per step
+    normalizer = _arguments.normalizer(options.pop("normalizer", None))
     encoded = encoded_options if encoded_options is not None else _encode(options)
     value, _, _, _, stats = _linear_value_and_grad(_path(function), encoded, hidden, classifier, target, bias,
-                                                   list(extras.values()), ",".join(extras), ",".join(aux))
+                                                   list(extras.values()), ",".join(extras), ",".join(aux), normalizer)
     if not aux:
         return value
     return value, dict(zip(aux, stats.detach().unbind(0), strict=True))
 
 
+def _checked(hidden, classifier, target, bias, extras) -> None:
+    """The fused ops' arguments refused by name: tensors (a list reached torch's schema error), on the hidden
+    state's device (a meta tensor among CPU ones sent the op to its fake: uninitialised memory out), no
+    gradient asked of the target (silently none), no forward-mode tangent. (The post-training losses' extras,
+    a teacher or reference log-probs, are documented constants: they get no gradient.)"""
+    hint = "the torch forms take tensors (the core function, losskit.<name>, takes NumPy arrays)"
+    _arguments.tensors(hint, hidden=hidden, classifier=classifier, target=target, bias=bias)
+    _arguments.tensors(hint, **extras)
+    _arguments.same_device(hidden.device, "hidden", classifier=classifier, target=target, bias=bias, **extras)
+    _arguments.no_grad("detach it: the fused losses differentiate hidden, classifier and bias alone", target=target)
+    _arguments.no_tangent(hidden=hidden, classifier=classifier, bias=bias)
+
+
 @torch.library.custom_op("losskit::linear_logprobs", mutates_args=())
 def _linear_logprobs(options: str, hidden: Tensor, classifier: Tensor, target: Tensor,
-                     bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                     bias: Tensor | None, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
     result = core_linear_logprobs(_as_core(hidden), _as_core(classifier), _as_core(target), bias=_as_core(bias),
-                                  entropy=True, accuracy=True, **json.loads(options))
+                                  entropy=True, accuracy=True, temperature=temperature, **json.loads(options))
     logps, entropy, accuracy = (_as_torch(a, hidden) for a in result)
     return logps, entropy, accuracy
 
 
 @_linear_logprobs.register_fake
-def _linear_logprobs_fake(options, hidden, classifier, target, bias):
+def _linear_logprobs_fake(options, hidden, classifier, target, bias, temperature):
     return (hidden.new_empty(target.shape), hidden.new_empty(target.shape),
             hidden.new_empty(target.shape, dtype=torch.bool))
 
 
 @torch.library.custom_op("losskit::linear_logprobs_vjp", mutates_args=())
 def _linear_logprobs_vjp(options: str, hidden: Tensor, classifier: Tensor, target: Tensor, bias: Tensor | None,
-                         upstream: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                         upstream: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
     grads = core_linear_logprobs_vjp(_as_core(hidden), _as_core(classifier), _as_core(target),
-                                     _as_core(upstream.contiguous()), bias=_as_core(bias), **json.loads(options))
+                                     _as_core(upstream.contiguous()), bias=_as_core(bias), temperature=temperature,
+                                     **json.loads(options))
     grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
     return grad_hidden, grad_classifier, hidden.new_empty(0) if grad_bias is None else grad_bias
 
 
 @_linear_logprobs_vjp.register_fake
-def _linear_logprobs_vjp_fake(options, hidden, classifier, target, bias, upstream):
+def _linear_logprobs_vjp_fake(options, hidden, classifier, target, bias, upstream, temperature):
     return (torch.empty_like(hidden), torch.empty_like(classifier),
             hidden.new_empty(0) if bias is None else torch.empty_like(bias, dtype=hidden.dtype))
 
 
 def _logprobs_setup(ctx, inputs, output):
-    options, hidden, classifier, target, bias = inputs
-    ctx.options = options
+    options, hidden, classifier, target, bias, _ = inputs
+    ctx.options, ctx.temperature = options, inputs[5]
     ctx.save_for_backward(hidden, classifier, target, bias)
 
 
 def _logprobs_backward(ctx, upstream, *unused):
     hidden, classifier, target, bias = ctx.saved_tensors
     if upstream is None:
-        return None, None, None, None, None
+        return None, None, None, None, None, None
     grad_hidden, grad_classifier, grad_bias = _linear_logprobs_vjp(ctx.options, hidden, classifier, target, bias,
-                                                                   upstream)
-    return None, grad_hidden, grad_classifier, None, grad_bias if bias is not None else None
+                                                                   upstream, ctx.temperature)
+    grads = first_order_only((grad_hidden, grad_classifier, grad_bias if bias is not None else None),
+                             (hidden, classifier, bias, upstream), _SECOND_ORDER)
+    return None, grads[0], grads[1], None, grads[2], None
 
 
 torch.library.register_autograd("losskit::linear_logprobs", _logprobs_backward, setup_context=_logprobs_setup)
@@ -263,9 +297,12 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     forward is one chunked sweep (the log-probs, entropy and argmax test together); backward is a
     second sweep that recomputes each chunk's logits (the upstream gradient is known only then).
     The entropy and the accuracy carry no gradient."""
-    options = _encode({"chunk_size": chunk_size, "ignore_index": ignore_index, "temperature": temperature})
+    _checked(hidden, classifier, target, bias, {})
+    # the temperature an argument of the op (a constant of a compiled graph could not change between calls)
+    options = _encode({"chunk_size": chunk_size, "ignore_index": ignore_index})
+    temperature = _arguments.number(temperature, "temperature")
     entropy, accuracy = _checks.flag(entropy, "entropy"), _checks.flag(accuracy, "accuracy")
-    logps, entropy_, accuracy_ = _linear_logprobs(options, hidden, classifier, target, bias)
+    logps, entropy_, accuracy_ = _linear_logprobs(options, hidden, classifier, target, bias, temperature)
     if not (entropy or accuracy):
         return logps
     return TokenLogProbs(logps, entropy_.detach() if entropy else None, accuracy_ if accuracy else None)
