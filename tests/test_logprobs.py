@@ -547,3 +547,43 @@ def test_an_ignored_tokens_nan_hidden_state_reaches_no_gradient_on_jax():
             want = grad(jnp.asarray(clean), jnp.asarray(c))
             for g, w in zip(got, want, strict=True):
                 np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_an_infinite_logit_at_the_target_gives_the_limits_not_nan():
+    """Finite hidden states whose float32 logits overflow to +inf (or a bias of +inf): the compiled rows flag
+    the chunk and the array-API expression took (z - max z) = inf - inf = NaN; now the +inf logits share the
+    mass (log p = 0 at the target, -inf elsewhere) as linear_cross_entropy's limit (0) says, on NumPy and JAX."""
+    h = np.array([[3e38]], dtype=np.float32)
+    w = np.array([[10.0], [1.0], [0.0]], dtype=np.float32)  # logits (inf, 3e38, 0)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(lk.linear_logprobs(h, w, np.array([0])), [0.0])
+        np.testing.assert_array_equal(lk.linear_logprobs(h, w, np.array([2])), [-np.inf])
+    bias = np.array([np.inf, 0.0, 0.0])
+    np.testing.assert_array_equal(lk.linear_logprobs(np.ones((1, 1)), np.ones((3, 1)), np.array([0]), bias=bias), [0.0])
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+
+    np.testing.assert_array_equal(lj.linear_logprobs(jax.numpy.ones((1, 1)), jax.numpy.ones((3, 1)), np.array([0]),
+                                                     bias=jax.numpy.asarray(bias)), [0.0])
+
+
+def test_temperatures_and_biases_follow_one_rule_across_the_fused_losses():
+    """A float32 temperature below 1 / FLT_MAX (2.9e-39) was taken and gave log-probs of +inf (its reciprocal
+    overflows): refused, as the JSD refused it. The JSD refused T = 2e19 in float32 for its square, which it
+    does not compute (distillation's T^2 does): taken now. A bias in another floating dtype than hidden's was
+    cast silently by the log-probs and refused by linear CE, an integer bias the reverse (and the JSD refused
+    both, saying 'or an integer array'): one rule, hidden's dtype or an integer array."""
+    rng = np.random.default_rng(6)
+    h, w, y = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32), np.array([1, 4])
+    with pytest.raises(lk.LossInputError, match="^temperature: expected a temperature whose reciprocal fits float32"):
+        lk.linear_logprobs(h, w, y, temperature=1e-40)
+    value = lk.linear_jsd_loss(h, w, h, 2 * w, y, temperature=2e19)
+    assert np.isfinite(value) and value >= 0
+    with pytest.raises(lk.LossInputError, match="^temperature: .*square and reciprocal"):
+        lk.distillation_loss(np.ones((1, 2), np.float32), np.ones((1, 2), np.float32), temperature=2e19)
+    for call in (lambda b: lk.linear_logprobs(h, w, y, bias=b), lambda b: lk.linear_cross_entropy(h, w, y, bias=b),
+                 lambda b: lk.linear_jsd_loss(h, w, h, w, y, student_bias=b)):
+        with pytest.raises(lk.LossInputError, match="^(student_)?bias: expected dtype float32 .* or an integer array, "
+                                                    "got dtype float64"):
+            call(np.zeros(5))
+        np.testing.assert_array_equal(call(np.arange(5)), call(np.arange(5, dtype=np.float32)))

@@ -824,3 +824,61 @@ def test_value_gradients_and_statistics_equal_trls_trainer(trl_units, loss_type,
     if beta:
         np.testing.assert_allclose(float(aux["kl"]), metrics["kl"], rtol=1e-10, err_msg="kl")
     assert metrics["clip_ratio/low_mean"] > 0 and metrics["clip_ratio/high_mean"] > 0  # both bounds bind
+
+
+def test_dr_grpo_max_length_is_checked_against_the_kept_tokens_not_targets_width():
+    """A layout that keeps the (ignored) prompt in target is prompt + completion wide: TRL's
+    max_completion_length (4 here, T = 8) was refused as 'an int >= 8'. The loss equals the one over the
+    completion columns alone (the same B * max_length divisor); a max_length below a sequence's kept tokens
+    is still refused, naming the count."""
+    rng = np.random.default_rng(4)
+    hidden, classifier = rng.normal(size=(3, 8, 5)), rng.normal(size=(11, 5))
+    target = rng.integers(0, 11, size=(3, 8))
+    target[:, :4] = IGNORE
+    target[1, 6:] = IGNORE
+    arrays = {"old_logps": rng.normal(size=(3, 8)) - 3, "advantages": np.array([1.0, -0.5, 0.3])}
+    loss = lk.linear_grpo_loss(hidden, classifier, target, normalization="dr_grpo", max_length=4,
+                               ignore_index=IGNORE, **arrays)
+    sliced = lk.linear_grpo_loss(hidden[:, 4:], classifier, target[:, 4:], normalization="dr_grpo", max_length=4,
+                                 ignore_index=IGNORE, old_logps=arrays["old_logps"][:, 4:],
+                                 advantages=arrays["advantages"])
+    assert float(loss) == pytest.approx(float(sliced), rel=1e-13)
+    with pytest.raises(LossInputError, match="^max_length: expected an int >= 4 \\(the most tokens a sequence keeps"):
+        lk.linear_grpo_loss(hidden, classifier, target, normalization="dr_grpo", max_length=3, ignore_index=IGNORE,
+                            **arrays)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_k3_kl_keeps_its_relative_accuracy_for_tiny_differences(dtype):
+    """k3 = e^d - 1 - d for d = ref - logp: as expm1(d) - d it kept eps / |d| of itself (6.5e-4 relative in
+    float32 at d = 1e-4, 7.4e-9 in float64 at 1e-8); now within 4 eps of mpmath from d = 1e-8 to 1."""
+    import mpmath
+
+    d = np.array([1e-8, -1e-6, 1e-4, -1e-2, 0.3, -1.0], dtype=dtype)
+    logp = np.full((d.size, 1), -2.0, dtype=dtype)  # one token per sequence: "grpo"'s mean is the token's k3
+    ref = (logp + d[:, None]).astype(dtype)
+    actual_d = (ref.astype(np.float64) - logp.astype(np.float64))[:, 0]  # d as the dtype rounds it
+    options = GRPOOptions(beta=0.04, ignore_index=IGNORE, normalization="grpo")
+    objective = grpo_objective(np, np.ones((d.size, 1), dtype=np.int64), logp, old_logps=logp,
+                               advantages=np.zeros(d.size, dtype=dtype), ref_logps=ref, options=options)
+    _, _, stats = objective.terms(np, logp, np.ones((d.size, 1), dtype=bool), 0, d.size)
+    for dj, kl in zip(actual_d, stats["kl"], strict=True):
+        with mpmath.workdps(50):
+            exact = float(mpmath.expm1(mpmath.mpf(dj)) - mpmath.mpf(dj))
+        assert abs(float(kl) - exact) <= 4 * np.finfo(dtype).eps * exact, (dj, kl, exact)
+
+
+def test_jit_checks_a_known_target_as_the_eager_call_does():
+    """Under jax.jit every value the traced sweep derives from the target is a tracer, even from a NumPy
+    constant, so its checks read nothing: a sequence with no token kept gave a finite -0.0516 (GRPO), where
+    NumPy raises. A target whose values are known before the trace is now checked there."""
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+
+    rng = np.random.default_rng(0)
+    h, w = jax.numpy.asarray(rng.normal(size=(2, 3, 4))), jax.numpy.asarray(rng.normal(size=(7, 4)))
+    target = np.array([[1, 2, 3], [IGNORE, IGNORE, IGNORE]])
+    step = jax.jit(lambda a: lj.linear_grpo_loss(a, w, target, old_logps=np.zeros((2, 3)), advantages=np.ones(2),
+                                                 ignore_index=IGNORE))
+    with pytest.raises(LossInputError, match="^target: expected at least one token"):
+        step(h)

@@ -829,3 +829,20 @@ def test_orpo_trainers_nll_reads_the_prompt_and_ours_reads_the_answer(trl_units)
                         trl_value, trl_grads, rtol=1e-6)
     answer_only = lk.linear_preference_loss(hidden, classifier, target, bias=bias, loss="orpo", lambda_=0.3)
     assert abs(answer_only - trl_value) > 1e-3 * abs(trl_value)
+
+
+def test_jit_checks_a_known_target_as_the_eager_call_does():
+    """Under jax.jit the sweep's checks read no value (every array derived from the target is a tracer): a
+    rejected sequence with no token gave NaN for SimPO, an id outside the vocabulary NaN for DPO. A target
+    whose values are known before the trace (NumPy, or closed over) is now checked there."""
+    jax = pytest.importorskip("jax")
+    import losskit.jax as lj
+
+    rng = np.random.default_rng(0)
+    h, w = jax.numpy.asarray(rng.normal(size=(2, 3, 4))), jax.numpy.asarray(rng.normal(size=(7, 4)))
+    empty = np.array([[1, 2, 3], [-100, -100, -100]])
+    outside = np.array([[1, 2, 9], [3, 4, 5]])
+    with pytest.raises(lk.LossInputError, match="^target: expected a token that is not ignore_index=-100"):
+        jax.jit(lambda a: lj.linear_preference_loss(a, w, empty, loss="simpo"))(h)
+    with pytest.raises(lk.LossInputError, match="^target: expected class indices in \\[0, 7\\)"):
+        jax.jit(jax.grad(lambda a: lj.linear_preference_loss(a, w, outside, ref_logps=np.zeros(2))))(h)

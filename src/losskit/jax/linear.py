@@ -23,7 +23,7 @@ from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as _core_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as _core_logprobs_vjp
 
-__all__ = ["fused_linear", "linear_logprobs"]
+__all__ = ["fused_linear", "linear_logprobs", "host_target"]
 
 
 def _zero_cotangent(value):
@@ -40,6 +40,9 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
+    host = host_target(target)
+    if host is not None:  # (the sweep's own check reads no value under jit: NaN for an id outside the vocabulary)
+        _checks.labels_in_range(np, host, np.shape(classifier)[0], options.get("ignore_index", -100))
     # a NumPy target closed over by a jitted function: one library in the sweep (None: the JSD without labels)
     target = None if target is None else jnp.asarray(target)
     if aux:
@@ -71,12 +74,25 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     return (loss, {name: jax.lax.stop_gradient(s) for name, s in stats.items()}) if aux else loss
 
 
+def host_target(target):
+    """``target`` as NumPy when its values are known (a NumPy array, or a JAX array that is no tracer: one closed
+    over by a jitted function), else None. Under ``jit`` every value the traced sweep derives from it is a
+    tracer, even from a constant, so its value checks (ids in the vocabulary, a token kept in a sequence) read
+    nothing there: a known target is checked here, before the trace, as the eager call checks it."""
+    if target is None or isinstance(target, jax.core.Tracer):
+        return None
+    return np.asarray(target)
+
+
 def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100, entropy=False,
                     accuracy=False, chunk_size=None):
     """:func:`losskit.linear_logprobs` as a differentiable JAX function of ``hidden``, ``classifier``
     and ``bias``: its backward is the chunked :func:`losskit.linear_logprobs_vjp` sweep. The entropy
     and the accuracy carry no gradient."""
     options = {"temperature": temperature, "ignore_index": ignore_index, "chunk_size": chunk_size}
+    host = host_target(target)
+    if host is not None:  # (see host_target)
+        _checks.labels_in_range(np, host, np.shape(classifier)[0], _checks.ignore_index(ignore_index))
 
     @jax.custom_vjp
     def sweep(hidden, classifier, bias, target):

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _checks
-from ..losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
-from .linear import fused_linear
+from ..losses.policy import GRPOOptions, grpo_objective, linear_grpo_loss_value_and_grad
+from .linear import fused_linear, host_target
 
 __all__ = ["linear_grpo_loss"]
 
@@ -22,6 +23,10 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
     names = checked.aux_names() if _checks.flag(aux, "aux") else ()
     options = checked.as_dict()
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
+    host = host_target(target)
+    if host is not None and host.ndim == 2:  # the data checks of a known target, before the trace (host_target)
+        grpo_objective(np, host, np.zeros(()), old_logps=np.zeros(host.shape), advantages=np.zeros(host.shape[0]),
+                       ref_logps=None if ref_logps is None else np.zeros(host.shape), options=checked)
     # a NumPy target closed over by a jitted function reaches here as a NumPy-like constant: made a JAX array
     # so that the sweep sees arrays of one library
     return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, jnp.asarray(target), bias=bias,

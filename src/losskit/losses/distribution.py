@@ -101,18 +101,20 @@ class _TeacherLogits(_CategoricalBase):
         _checks.same_shape("target", target, "logits", tuple(input.shape))
         target = _array.as_dtype(xp, target, input.dtype)  # no copy of a teacher already in the dtype
         _checks.no_nan(xp, target, "target")
-        _temperature_fits(xp, self.temperature, input.dtype)
+        _temperature_fits(xp, self.temperature, input.dtype, squared=self.name == DistillationLoss.name)
         return Target(dense=target)
 
 
-def _temperature_fits(xp, temperature: float, dtype) -> None:
-    """Refuse a temperature whose square (the loss's factor) or reciprocal (the logits' scale) leaves
-    ``dtype``: 1e200 in float64 or 1e-100 in float32 gave NaN (inf times a KL of 0)."""
+def _temperature_fits(xp, temperature: float, dtype, squared: bool = True) -> None:
+    """Refuse a temperature whose reciprocal (the logits' scale) or, ``squared`` (distillation's factor
+    T^2), square leaves ``dtype``: 1e200 in float64 or 1e-100 in float32 gave NaN (inf times a KL of 0).
+    The JSD has no T^2: a float32 T of 2e19 is taken."""
     largest = float(xp.finfo(dtype).max)
-    if not (temperature * temperature <= largest and temperature * largest >= 1):
+    if not ((temperature * temperature <= largest or not squared) and temperature * largest >= 1):
         low, high = 1 / largest, largest ** 0.5
-        raise _checks.fail("temperature", f"a temperature whose square and reciprocal fit {dtype} ({low:.3g} to "
-                           f"{high:.3g})", repr(temperature))
+        fits = f"whose square and reciprocal fit {dtype} ({low:.3g} to {high:.3g})" if squared else \
+            f"whose reciprocal fits {dtype} (at least {low:.3g})"
+        raise _checks.fail("temperature", f"a temperature {fits}", repr(temperature))
 
 
 class DistillationLoss(_TeacherLogits):

@@ -121,13 +121,20 @@ def check_layer(xp, hidden, classifier, bias, names=("hidden", "classifier", "bi
                            "features", f"shape {tuple(classifier.shape)}")
     if hidden.dtype != classifier.dtype:
         raise _checks.fail(c_name, f"dtype {hidden.dtype} ({h_name}'s)", f"dtype {classifier.dtype}")
-    if bias is not None and tuple(bias.shape) != (classifier.shape[0],):
-        raise _checks.fail(b_name, f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
-    if bias is not None and not _array.isdtype(xp, bias.dtype, ("real floating", "integral")):
-        raise _checks.fail(b_name, "a real-valued array", f"dtype {bias.dtype}")
-    if bias is not None and _array.isdtype(xp, bias.dtype, "real floating") and bias.dtype != hidden.dtype:
-        # (a wider bias promoted the logits on some paths and not others, and torch's gemm refused it)
-        raise _checks.fail(b_name, f"dtype {hidden.dtype} ({h_name}'s) or an integer array", f"dtype {bias.dtype}")
+    if bias is not None:
+        check_bias(xp, bias, classifier.shape[0], hidden.dtype, b_name, h_name)
+
+
+def check_bias(xp, bias, n_vocab: int, dtype, name: str = "bias", hidden_name: str = "hidden") -> None:
+    """The one rule of every fused linear loss's bias: shape ``[V]``, in the hidden states' dtype or an integer
+    array (cast exactly); a floating bias of another dtype is refused (a wider bias promoted the logits on
+    some paths and not others, and torch's gemm refused it; a narrower one was cast silently by some)."""
+    if tuple(bias.shape) != (n_vocab,):
+        raise _checks.fail(name, f"shape ({n_vocab},)", f"shape {tuple(bias.shape)}")
+    if not _array.isdtype(xp, bias.dtype, ("real floating", "integral")):
+        raise _checks.fail(name, f"dtype {dtype} ({hidden_name}'s) or an integer array", f"dtype {bias.dtype}")
+    if _array.isdtype(xp, bias.dtype, "real floating") and bias.dtype != dtype:
+        raise _checks.fail(name, f"dtype {dtype} ({hidden_name}'s) or an integer array", f"dtype {bias.dtype}")
 
 
 def _arrays(hidden, classifier, target, bias, weight):
@@ -136,6 +143,7 @@ def _arrays(hidden, classifier, target, bias, weight):
     xp, arrays = _array.namespace(hidden=hidden, classifier=classifier, target=target, bias=bias, weight=weight)
     hidden, classifier, bias = arrays["hidden"], arrays["classifier"], arrays["bias"]
     check_layer(xp, hidden, classifier, bias)
+    bias = None if bias is None else xp.astype(bias, hidden.dtype)  # an integer bias promoted the logits
     weight = arrays["weight"]
     if weight is not None:
         _checks.same_shape("weight", weight, "one value per row of hidden", (hidden.shape[0],))

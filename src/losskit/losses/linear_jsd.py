@@ -62,7 +62,7 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
     classifier, bias = arrays["student_classifier"], arrays["student_bias"]
     t_classifier, t_bias = arrays["teacher_classifier"], arrays["teacher_bias"]
     check_layer(xp, hidden, classifier, bias, _STUDENT)
-    _temperature_fits(xp, temperature, hidden.dtype)
+    _temperature_fits(xp, temperature, hidden.dtype, squared=False)  # (no T^2 factor)
     if teacher.dtype != hidden.dtype:
         raise _checks.fail("teacher_hidden", f"dtype {hidden.dtype} (student_hidden's)", f"dtype {teacher.dtype}")
     n_vocab = classifier.shape[0]
@@ -70,9 +70,8 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
         raise _checks.fail("teacher_classifier", f"shape ({n_vocab}, D_teacher): the student's vocabulary",
                            f"shape {tuple(t_classifier.shape)}")
     check_layer(xp, teacher, t_classifier, t_bias, _TEACHER)
-    for name, b in (("student_bias", bias), ("teacher_bias", t_bias)):
-        if b is not None and b.dtype != hidden.dtype:
-            raise _checks.fail(name, f"dtype {hidden.dtype} (student_hidden's)", f"dtype {b.dtype}")
+    # (an integer bias is cast, as every fused linear loss casts one: linear.check_bias)
+    bias, t_bias = (None if b is None else xp.astype(b, hidden.dtype) for b in (bias, t_bias))
     keep = _keep(xp, arrays["target"], shape[:-1], n_rows, ignore_index, hidden, n_vocab)
     scale, _ = _reduction.scale(xp, keep, n_rows, "mean", None, hidden)
     scale = xp.broadcast_to(scale, (n_rows,))

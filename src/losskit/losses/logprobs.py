@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import _array, _checks
-from ..activations import log_normalizer_xp
+from ..activations import log_normalizer_xp, shifted_logits_xp
 from ._half import computes_half_in_float32
 from .declaration import number
-from .linear import CHUNK_ELEMENTS, KeptRows, accumulate_at_b
+from .distribution import _temperature_fits
+from .linear import CHUNK_ELEMENTS, KeptRows, accumulate_at_b, check_bias
 
 #: with the default budget, a unit of up to this many times the budget is held whole (one pass)
 WHOLE_UNIT_FACTOR = 4
@@ -96,9 +97,7 @@ def linear_arrays(hidden, classifier, target, bias, *, sequences: bool = False):
     # ignored, a valid 199 refused or NaN under jit at V = 256)
     target = _array.as_index(xp, target)
     if bias is not None:
-        _checks.floating(xp, bias, "bias")
-        if tuple(bias.shape) != (classifier.shape[0],):
-            raise _checks.fail("bias", f"shape ({classifier.shape[0]},)", f"shape {tuple(bias.shape)}")
+        check_bias(xp, bias, classifier.shape[0], hidden.dtype)
         bias = xp.astype(bias, hidden.dtype)
     return xp, hidden, classifier, target, bias
 
@@ -146,7 +145,9 @@ class _Tokens:
 
     def _stats_xp(self, z, labels):
         xp = self.xp
-        d = (z - xp.max(z, axis=-1, keepdims=True)) * self.inv_t  # not z / T - max: that overflows first
+        # not z / T - max: that overflows first; a +inf logit (finite hidden states past float32's limit) is
+        # shifted to 0, the others to -inf (inf - inf was NaN: the limits 0 and -inf)
+        d = shifted_logits_xp(xp, z)[0] * self.inv_t
         e = xp.exp(d)
         norm = log_normalizer_xp(xp, d)[:, 0]  # log1p of the terms below the max: tiny log-probs kept
         total = xp.exp(norm)
@@ -269,6 +270,7 @@ def sequence_sweep(xp, hidden, classifier, target, *, bias=None, temperature=1.0
     budget in tokens (default: about 2^25 logits, and a unit of up to 4x that in one chunk).
     """
     temperature = number(temperature, "temperature", low=0.0, low_open=True)
+    _temperature_fits(xp, temperature, hidden.dtype, squared=False)  # 1 / T inf in float32 below 2.9e-39
     ignore_index = _checks.ignore_index(ignore_index)
     n_seq, n_tok = hidden.shape[0], hidden.shape[1]
     if n_seq * n_tok == 0:
