@@ -311,12 +311,12 @@ def _pair_sums(row, t, g, student, mz, mt, inv_t, start, count):
 
 
 @functools.cache
-def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
+def distillation_kernel(expm1, moment, finish, gap, exact_below: float, salt: int, cacheable: bool):
     r"""Distillation's compiled rows, made with the formula functions of its near rows' value (this leaf
     module imports nothing of the losses: the caller passes them, registered with
     :func:`~losskit.fused.formula.register_helpers`, and the source ``salt`` that keys the disk cache):
     ``expm1`` (``scaled_expm1``), ``moment`` (``scaled_exp_moment``), ``finish`` (``centred_kl``), ``gap``
-    (``logit_gap``)::
+    (``logit_gap``), and ``exact_below`` (``_shared.EXACT_GRADIENT_BELOW``)::
 
         kernel(xp, z, teacher, grad, scale, temperature, with_grad, scaled_loss, flags)
 
@@ -401,9 +401,9 @@ def distillation_kernel(expm1, moment, finish, gap, salt: int, cacheable: bool):
             loss = temperature * temperature * first_form
         if not math.isfinite(loss):
             return 0.0, True
-        if with_grad and first_form < 1.0:
-            # a near row: p - q = -p expm1(u - w), exact relative to the entry (the rounded probabilities'
-            # difference kept eps T / |z - t| of it); u - w with c and w rounded together
+        if with_grad and first_form < exact_below:
+            # a row near its teacher: p - q = -p expm1(u - w), exact relative to the entry (the rounded
+            # probabilities' difference kept eps T / |z - t| of it); u - w with c and w rounded together
             c_w = dtype(float(c) + w)
             shift_w = dtype(float(exp_shift) * math.exp(-w))
             minus_st = dtype(-s * temperature)

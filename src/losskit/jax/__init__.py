@@ -251,12 +251,13 @@ def _sums_separately(loss) -> bool:
     return not (loss.over_classes or loss.arithmetic_value)
 
 
-def _xla_value_and_grad(loss, plan, terms):
+def _xla_value_and_grad(loss, plan, terms, scales_itself=False):
+    """``terms(plan) -> (per-example loss, gradient)`` reduced and scaled (``scales_itself``: the gradient comes
+    scaled, by :func:`losskit.jax.rows.scaled_grad`)."""
     per_example, grad = terms(plan)
     value = _reduction.combine(plan.xp, per_example, plan.weight, plan.scale, plan.reduction)
-    scale = plan.scale[..., None] if plan.spans_last_axis and plan.scale.ndim else plan.scale
-    grad = jnp.where(scale == 0, 0, scale * grad) if plan.weight is not None else scale * grad
-    return value.astype(plan.dtype), grad.astype(plan.dtype)
+    return value.astype(plan.dtype), (grad if scales_itself else _rows.scaled_grad(plan, grad)).astype(plan.dtype)
+
 
 
 def _value_and_grad(loss, logits, target, weight, normalizer, with_grad: bool):
@@ -346,7 +347,7 @@ def _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad: 
     maxima = tuple(jnp.max(rows, axis=-1) for rows in sweep.rows(plan))
 
     def sweep_run():
-        value, grad = _xla_value_and_grad(loss, plan, functools.partial(sweep.run, maxima=maxima))
+        value, grad = _xla_value_and_grad(loss, plan, functools.partial(sweep.run, maxima=maxima), sweep.scales_itself)
         return (value, grad) if with_grad else (value, None)
 
     if sweep.limits:  # the sweep gives a row whose max is +-inf (or NaN) its exact limits itself

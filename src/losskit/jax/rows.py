@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _array
-from ..losses._shared import centred_kl, centred_kl_terms, log_one_plus, logit_gap
+from ..losses._shared import EXACT_GRADIENT_BELOW, centred_kl, centred_kl_terms, log_one_plus, logit_gap
 from ..losses.focal import _alpha as _focal_alpha
 from ..losses.formula import ArrayMath
 
@@ -319,7 +319,7 @@ def _rest_below_max(z, row_max, normaliser):
     return sure, jnp.where(sure, _below_with_subnormals(z, row_max, rest), rest)
 
 
-def distillation(plan, maxima, loss, with_grad=True):
+def distillation(plan, maxima, loss, with_grad=True):  # (its gradient comes scaled: Sweep.scales_itself)
     r"""Distillation :math:`T^2 \sum q (\log q - \log p)` (:func:`~losskit.fused.rows.distillation_kernel`'s
     arithmetic), :math:`p = \mathrm{softmax}(z / T)`, :math:`q = \mathrm{softmax}(t / T)`, gradient
     :math:`T (p - q)`: one variadic sweep for both normalisers and :math:`\sum e^{d_t} (d_t - d_s)` (whose
@@ -362,10 +362,16 @@ def distillation(plan, maxima, loss, with_grad=True):
     # the first cancels two numbers near 1 (2000 eps of float32 at rows of 32000 near one another)
     gap = temperature * jnp.where(total_s < 2, rest_t / total_t - rest_s / total_s, 1 / total_s - 1 / total_t)
     gap = gap[..., None]
-    # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)
-    far_grad = jnp.where((es < 1) | (et < 1), temperature * (es / total_s[..., None] - et / total_t[..., None]), gap)
 
-    def centred(with_w):  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
+    def far_grad():  # (exp < 1, not d < 0: the pass reads the two exps alone, as the compiled rows' es < 1 reads)
+        return scaled_grad(plan, jnp.where((es < 1) | (et < 1),
+                                           temperature * (es / total_s[..., None] - et / total_t[..., None]), gap))
+
+    # e^-c / S_s: 1 / S_s times e^(q's mean of ds - dt), which a near row keeps below e^(1 + log K); clipped
+    # (only far rows reach the clip, and their value is the first form's)
+    shift = jnp.exp(jnp.minimum(-centre, 60.0)) / total_s
+
+    def centred_sums(with_w):  # losskit.losses.distribution.centred_distillation_kl's sums: a second sweep
         def summands(z, teacher, z_max, t_max, c, inv_s, shift):  # c: the centre, a block's
             support = teacher > -jnp.inf  # a class the teacher rules out: e^u = 0
             u = jnp.where(support, logit_gap(math_, teacher, z, t_max, z_max) * inv_t - c, 0.0)
@@ -375,35 +381,44 @@ def distillation(plan, maxima, loss, with_grad=True):
             terms = centred_kl_terms(math_, u, p, jnp.exp((teacher - t_max) * inv_t) * shift, support)
             return terms if with_w else terms[1:]  # (XLA drops the first term's work when it is not summed)
 
-        # e^-c / S_s: 1 / S_s times e^(q's mean of ds - dt), which a near row keeps below e^(1 + log K);
-        # clipped (only far rows reach the clip, and their value is the first form's)
-        shift = jnp.exp(jnp.minimum(-centre, 60.0)) / total_s
         per_row = (v[..., None] for v in (z_max, t_max, centre, 1 / total_s, shift))
-        sums_ = _row_sums_in_blocks(summands, z, teacher, *per_row)
+        return _row_sums_in_blocks(summands, z, teacher, *per_row)
+
+    def centred(with_w):
+        sums_ = centred_sums(with_w)
         # w = log sum p e^u: the first form's -KL, or in a batch with a tiny value, summed from b's own u
         # (XLA computes each sum's terms anew: the second sum costs as much as the first)
         w = jnp.where(tiny, jnp.log1p(sums_[0]), -first_form) if with_w else -first_form
         w = jnp.where(near, w, 0.0)
         b = jnp.where(near, sums_[-1], 0.0)
-        value = jnp.where(near, (temperature * temperature) * centred_kl(math_, w, b), loss_value)
-        if not with_grad:
-            return value, far_grad
-        # a near row's p - q = -p expm1(u - w), exact relative to the entry (the rounded probabilities'
-        # difference kept eps T / |z - t| of it: 494 eps of float32 at T = 100, 0 at T = 1e10)
-        # (w from its own sum: the first form's -KL is eps (1 + log K) off, which p (u - w) keeps; XLA's
-        # float64 log1p is 120 eps off near a = -0.39, which a near row reaches: log_one_plus)
-        w = log_one_plus(math_, jnp.where(near, sums_[0], 0.0))
+        return jnp.where(near, (temperature * temperature) * centred_kl(math_, w, b), loss_value)
+
+    # only a batch holding a near row pays for the second sweep, and one holding a tiny value for its w
+    first_only = lambda: loss_value  # noqa: E731 - a branch of the conds below
+    loss_value = jax.lax.cond(jnp.any(near & tiny), functools.partial(centred, True), lambda: jax.lax.cond(
+        jnp.any(near), functools.partial(centred, False), first_only))
+    if not with_grad:
+        return loss_value, far_grad()
+    close = near & (first_form < EXACT_GRADIENT_BELOW)
+
+    def exact_grad():
+        # a row close to its teacher (_shared.EXACT_GRADIENT_BELOW): p - q = -p expm1(u - w), exact relative to
+        # the entry (the rounded probabilities' difference kept eps T / |z - t| of it: 494 eps of float32 at T =
+        # 100, 0 at T = 1e10). w from its own sum: the first form's -KL is eps (1 + log K) off, which p (u - w)
+        # keeps; XLA's float64 log1p is 120 eps off near a = -0.39, which a near row reaches: log_one_plus
+        w = log_one_plus(math_, jnp.where(close, centred_sums(True)[0], 0.0))
         c_w, shift_w = (centre + w)[..., None], (shift * jnp.exp(-w))[..., None]
         support = teacher > -jnp.inf
         u = jnp.where(support, logit_gap(math_, teacher, z, t_max[..., None], z_max[..., None]) * inv_t - c_w, 0.0)
         exact = -centred_kl_terms(math_, u, es * (1 / total_s)[..., None], et * shift_w, support)[0]
-        return value, jnp.where(near[..., None], temperature * exact, far_grad)
+        return jnp.where(close[..., None], scaled_grad(plan, temperature * exact), far_grad())
 
-    # only a batch holding a near row pays for the second sweep, and one holding a tiny value (or, with the
-    # gradient, any near row) for its w
-    first_only = lambda: (loss_value, far_grad)  # noqa: E731 - a branch of the conds below
-    return jax.lax.cond(jnp.any(near & (tiny | with_grad)), functools.partial(centred, True), lambda: jax.lax.cond(
-        jnp.any(near), functools.partial(centred, False), first_only))
+    # a cond of its own, outside the value's: a batch without such a row writes the plain gradient (as an operand
+    # of the value's cond it was a buffer of its own: 1.5x the call on teachers far from the student). The cond's
+    # [N, K] output still costs 1.10-1.12x the call where no row takes the exact form (benchmarks.distillation_rows;
+    # the branches taking the exps anew, not as operands, 1.4x; a cond returning the plain gradient as its
+    # operand, the same 1.1x)
+    return loss_value, jax.lax.cond(jnp.any(close), exact_grad, far_grad)
 
 
 #: the elements of a block of rows in :func:`_row_sums_in_blocks` (8 MiB of float32)
@@ -458,6 +473,13 @@ def crammer_singer(plan, maxima):
     return jnp.where(z_y == jnp.inf, jnp.zeros_like(z_y), top - z_y), grad  # +inf at the label: 0 (the reference's)
 
 
+def scaled_grad(plan, grad):
+    """The gradient of the per-example losses times the plan's scale (0 where a weight is 0, whatever the
+    gradient: a row of weight 0 costs nothing)."""
+    scale = plan.scale[..., None] if plan.spans_last_axis and plan.scale.ndim else plan.scale
+    return jnp.where(scale == 0, 0, scale * grad) if plan.weight is not None else scale * grad
+
+
 class Sweep(NamedTuple):
     """A row sweep: ``rows(plan)``, the arrays whose row maxima it takes (the softmax sweeps shift by
     them; the hinge's are its margins), and ``run(plan, maxima)
@@ -467,6 +489,9 @@ class Sweep(NamedTuple):
     rows: object
     run: object
     limits: bool = False
+    #: whether ``run`` returns the gradient times the plan's scale itself (inside a cond of its own, where the
+    #: product is written with the gradient: after it, a pass of its own over the [N, K] output)
+    scales_itself: bool = False
 
 
 def _logits(plan):
@@ -496,5 +521,5 @@ def sweep_for(loss, plan, with_grad: bool = True) -> Sweep | None:
         return Sweep(_margins, crammer_singer, limits=True)
     if name == "distillation":
         return Sweep(lambda plan: (plan.input, plan.target.dense),
-                     functools.partial(distillation, loss=loss, with_grad=with_grad))
+                     functools.partial(distillation, loss=loss, with_grad=with_grad), scales_itself=True)
     return None

@@ -678,11 +678,12 @@ def _distillation_kernel(cls):
     ``cls``, :class:`~losskit.DistillationLoss` or a subclass, keys its disk cache."""
     from ..fused import formula as compiled
     from ..fused.rows import distillation_kernel
-    from ._shared import centred_kl, logit_gap, scaled_exp_moment, scaled_expm1
+    from ._shared import EXACT_GRADIENT_BELOW, centred_kl, logit_gap, scaled_exp_moment, scaled_expm1
 
     compiled_math(np.float64)
     salt, cacheable = compiled._source_salt(cls), compiled._cacheable(cls)
-    return fused.pick(distillation_kernel(scaled_expm1, scaled_exp_moment, centred_kl, logit_gap, salt, cacheable))
+    return fused.pick(distillation_kernel(scaled_expm1, scaled_exp_moment, centred_kl, logit_gap, EXACT_GRADIENT_BELOW,
+                                          salt, cacheable))
 
 
 def poly(loss, plan, arrays, with_grad):

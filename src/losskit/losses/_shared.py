@@ -58,6 +58,16 @@ def _psi_series(degree):
 _PSI64, _PSI32 = _psi_series(24), _psi_series(14)
 
 
+#: distillation's gradient, on the compiled rows and losskit.jax, of a row whose KL (not times T^2) is below this
+#: is ``-T p expm1(u - w)`` from its centred sums; above, ``T (p - q)``, whose error relative to the row's
+#: largest entry grows as the KL shrinks: at T = 2, rows of 16 logits of scale 3, 80-248 eps at KL 3e-5 to
+#: 3e-4, 12-20 eps at KL 0.004 to 0.07, 2.4-8 at KL 0.02 to 0.5 (``python -m benchmarks.distillation_accuracy``,
+#: BENCHMARKS.md; below it the exact form is within 5 eps). The exact
+#: form for every near row (KL < 1) cost 20 % of a call on NumPy and 70 % on losskit.jax with teachers
+#: independent of the student (KL near 1), which need it not (``python -m benchmarks.distillation_rows``).
+EXACT_GRADIENT_BELOW = 2.0 ** -4
+
+
 @formula_function
 def scaled_exp_minus_linear(xp, x, scale, scaled_exp_x):
     """``scale * phi(x)``, ``phi(x) = e^x - 1 - x`` (>= 0), given ``scaled_exp_x = scale e^x`` as the caller
