@@ -296,3 +296,40 @@ def test_options_that_would_be_ignored_are_refused(capsys, tmp_path):
     code, out, err = run_cli(capsys, "calibrate", str(binary), "--l2", "0.5", "--out", str(tmp_path / "c.json"))
     assert_one_line_error(code, out, err, "--l2: expected no --l2 for --method temperature")
     assert not (tmp_path / "c.json").exists()
+
+
+# -- the review of 2026-12-06 -----------------------------------------------------------------------------
+def test_a_demo_whose_last_write_fails_keeps_every_file_of_the_run_before(capsys, tmp_path, monkeypatch):
+    """The demo wrote its files one by one, the figure first: a full disk at the predictions left the new
+    figure beside the last run's predictions and results. Now every file is written to a temporary name
+    first and renamed only when all are: a failure leaves the earlier run's files as they were, no
+    temporary file, and one line naming the file."""
+    import pyarrow.parquet as pq
+
+    assert run_cli(capsys, "demo", "--task", "regression", "--epochs", "1", "--out", str(tmp_path))[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    code, _, err = run_cli(capsys, "demo", "--task", "regression", "--epochs", "2", "--seed", "1", "--json",
+                           "--out", str(tmp_path))  # (--json: no progress bar on stderr)
+    assert_one_line_error(code, "", err, "predictions.parquet': No space left on device")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_plot_to_a_file_checks_its_name_before_drawing(capsys, tmp_path, monkeypatch):
+    """``plot FIG --out FILE.png`` checked only the directory: a name past the file system's limit failed
+    after the figure was drawn, with the temporary file's name (OSError 36). And bare ``losskit`` printed its
+    help twice."""
+    import losskit.cli.figures as figures
+
+    def never(*args, **kwargs):
+        raise AssertionError("the figure was drawn")
+
+    monkeypatch.setitem(figures.FIGURES, "sigmoid", (never, figures.FIGURES["sigmoid"][1]))
+    long = tmp_path / ("a" * 250 + ".png")
+    assert_one_line_error(*run_cli(capsys, "plot", "sigmoid", "--out", str(long)), "--out: expected a file name of")
+    code, out, _ = run_cli(capsys)
+    assert code == 0 and out.count("Usage:") == 1

@@ -241,3 +241,17 @@ def test_arrays_of_unknown_size_are_named_with_the_fix():
     y.compute_chunk_sizes()
     assert float(lk.softmax_cross_entropy(z, y).compute()) == pytest.approx(
         float(lk.softmax_cross_entropy(x.compute(), np.zeros(10, dtype=int))), rel=1e-12)
+
+
+def test_score_refuses_what_is_no_loss_object_and_out_names_both_types():
+    """``losskit.dask.score`` of a loss class, a name or a function form failed inside with a TypeError or an
+    AttributeError; a NumPy ``out=`` beside Dask logits was refused as 'an array of logits's type ... got
+    ndarray' with the same shape and dtype on both sides: now the two libraries are named."""
+    logits = da.from_array(np.zeros((6, 4)), chunks=3)
+    labels = np.array([0, 1, 2, 3, 0, 1])
+    for bad in (lk.SoftmaxCrossEntropy, "softmax_cross_entropy", lk.softmax_cross_entropy):
+        with pytest.raises(lk.LossInputError, match="^loss: expected a (loss object|losskit Loss object)"):
+            lkd.score(bad, logits, labels)
+    with pytest.raises(lk.LossInputError, match="^out: expected an array of logits's type \\(dask.Array\\).*got "
+                                                "numpy.ndarray"):
+        lk.SoftmaxCrossEntropy().value_and_grad(logits, labels, out=np.zeros((6, 4)))

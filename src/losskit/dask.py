@@ -26,6 +26,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .losses.base import require_loss_object
+
 __all__ = ["partial_sums", "score"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxy"
@@ -45,6 +47,7 @@ def partial_sums(loss, predictions, target, *, weight=None):
     axis, for example) is rechunked to a single chunk; the other axes of the three arrays are
     chunked alike (the predictions' chunks). Non-Dask arrays are wrapped.
     """
+    require_loss_object(loss)  # (a class, a name or a function form failed inside with a TypeError)
     predictions, target = da.asarray(predictions), da.asarray(target)
     weight = None if weight is None else da.asarray(weight)
     loss.sum_and_weight(predictions, target, weight=weight)  # shapes and dtypes, lazily: raises now

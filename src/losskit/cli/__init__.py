@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _error(str(error))
     except Exception as error:
-        if type(error).__name__ == "NoArgsIsHelpError":  # bare `losskit`: the help, not an error
-            print(error.ctx.get_help())
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `losskit`: the help (typer printed it), not an error
             return 0
         if hasattr(error, "format_message") and hasattr(error, "exit_code"):  # click usage errors
             return _error(_click_message(error))

@@ -78,18 +78,34 @@ def _name_max(directory: Path) -> int:
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """Call ``write(temp_path)`` then rename the temporary file to ``path``; clean up on failure."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
-    os.close(fd)
+    return atomic_write_all([(Path(path), write)])[0]
+
+
+def atomic_write_all(writes: list[tuple[Path, Callable[[str], None]]]) -> list[Path]:
+    """For each ``(path, write)``, ``write(temp_path)`` beside ``path``; once every one has succeeded, each
+    temporary file renamed to its path. A failure removes the temporary files and leaves the earlier files
+    as they were: not some files of this run beside others of the last (the demo wrote its figure, then
+    failed on a full disk with the predictions of the run before beside it). An OSError names its file."""
+    temps: list[str] = []
     try:
-        write(temp)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(temp, path)
+        for path, write in writes:
+            path = Path(path)
+            fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+            os.close(fd)
+            temps.append(temp)
+            try:
+                write(temp)
+            except OSError as error:
+                raise CLIError(f"cannot write '{path}': {error.strerror or error}") from None
+            os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
+        for (path, _), temp in zip(writes, temps, strict=True):
+            os.replace(temp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        for temp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
         raise
-    return path
+    return [Path(path) for path, _ in writes]
 
 
 def _umask() -> int:
@@ -99,8 +115,13 @@ def _umask() -> int:
 
 
 def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, text_writer(text))
+
+
+def text_writer(text: str) -> Callable[[str], None]:
+    """A ``write(temp_path)`` of ``text`` in UTF-8 (:func:`atomic_write_all`)."""
     def write(temp: str) -> None:
         with open(temp, "w", encoding="utf-8") as handle:
             handle.write(text)
 
-    return atomic_write(path, write)
+    return write

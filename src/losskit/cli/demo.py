@@ -13,7 +13,7 @@ import typer
 from .._errors import LossInputError
 from ..demo.train import DEFAULTS
 from ..tasks import Task
-from ._common import CLIError, output_dir, output_file, require, write_text
+from ._common import CLIError, atomic_write, atomic_write_all, output_dir, output_file, require, text_writer
 
 DEFAULT_DIR = Path("losskit-demo")
 
@@ -110,7 +110,7 @@ def demo(
     from ..demo import GOALS, TASKS, run
     from ..demo.train import CALIBRATED
     from . import figures
-    from .plot import save
+    from .plot import figure_writer
 
     # typer has checked --task, --epochs and --seed; --out now, before training: fail fast,
     # not after a minute, and write nothing when an option is wrong
@@ -148,15 +148,18 @@ def demo(
             results.append(run(name, epochs=n_epochs, seed=seed, loss=loss, on_epoch=on_epoch))
     total = time.perf_counter() - start
 
-    curves = save(figures.loss_curves(results), directory / "loss_curves.png", "png")
+    curves = directory / "loss_curves.png"
+    writes = [(curves, figure_writer(figures.loss_curves(results), "png"))]
     for result in results:
-        write_predictions(prediction_files[result.task], result)
+        writes.append((prediction_files[result.task], predictions_writer(result)))
         if result.calibrator is not None:  # beside the predictions: losskit eval ... --calibration FILE
-            write_text(directory / calibration_file(result.task, len(tasks)), result.calibrator.to_json())
+            calibration = directory / calibration_file(result.task, len(tasks))
+            writes.append((calibration, text_writer(result.calibrator.to_json())))
     report = {"seed": seed, "total_seconds": total,
               "files": [str(curves), str(directory / "results.json"), *map(str, prediction_files.values())],
               "tasks": {r.task: r.to_dict() for r in results}}
-    write_text(directory / "results.json", json.dumps(report, indent=2) + "\n")
+    writes.append((directory / "results.json", text_writer(json.dumps(report, indent=2) + "\n")))
+    atomic_write_all(writes)  # every file of this run, or none
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -181,11 +184,15 @@ def calibration_file(task: str, n_tasks: int) -> str:
 def write_predictions(path: Path, result) -> Path:
     """The held-out predictions of ``result`` as Parquet, with the task and what the predictions are
     in the schema's metadata (``losskit.task``, ``losskit.pred_kind``, ``losskit.loss``)."""
+    return atomic_write(path, predictions_writer(result))
+
+
+def predictions_writer(result):
+    """A ``write(temp_path)`` of :func:`write_predictions`' file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..evaluation import _arrow
-    from ._common import atomic_write
 
     metadata = {"losskit.task": result.task, "losskit.loss": result.loss, "losskit.dataset": result.dataset}
     if result.task != "regression":
@@ -193,7 +200,11 @@ def write_predictions(path: Path, result) -> Path:
     columns = result.predictions  # pa.table(columns) would import pandas (0.5 s): evaluation/_arrow.py
     table = pa.Table.from_arrays([_arrow.to_arrow(v) for v in columns.values()],
                                  names=list(columns)).replace_schema_metadata(metadata)
-    return atomic_write(path, lambda temp: pq.write_table(table, temp))
+    def write(temp: str) -> None:
+        with open(temp, "wb") as handle:  # (pyarrow encodes a path string as UTF-8: a non-UTF-8 --out failed)
+            pq.write_table(table, handle)
+
+    return write
 
 
 def register(app: typer.Typer) -> None:

@@ -31,7 +31,12 @@ class Format(str, Enum):
 
 
 def save(fig, path: Path, fmt: str) -> Path:
-    """Write ``fig`` to ``path`` through a temporary file (never a half-written image).
+    """Write ``fig`` to ``path`` through a temporary file (never a half-written image)."""
+    return atomic_write(path, figure_writer(fig, fmt))
+
+
+def figure_writer(fig, fmt: str):
+    """A ``write(temp_path)`` of ``fig`` as ``fmt`` (``"png"`` or ``"svg"``; :func:`~._common.atomic_write_all`).
 
     PNGs are stored with a 256-colour palette: a third of the bytes of matplotlib's RGBA
     output for these flat-colour plots, small enough to commit under docs/figures.
@@ -44,7 +49,7 @@ def save(fig, path: Path, fmt: str) -> Path:
             with matplotlib.rc_context({"svg.hashsalt": "losskit"}):
                 fig.savefig(temp, format="svg", metadata={"Date": None})
 
-        return atomic_write(path, write_svg)
+        return write_svg
 
     def write_png(temp: str) -> None:
         import io
@@ -57,7 +62,7 @@ def save(fig, path: Path, fmt: str) -> Path:
         image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             temp, format="PNG", optimize=True)
 
-    return atomic_write(path, write_png)
+    return write_png
 
 
 def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Path, str]]:
@@ -70,7 +75,7 @@ def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Pa
         if fmt is not None and fmt != file_format:
             raise CLIError(f"--format: expected {file_format} (the suffix of --out '{out}'), got {fmt}")
         output_dir(out.parent if str(out.parent) else Path("."), "--out")
-        return [(names[0], out, file_format)]
+        return [(names[0], output_file(out), file_format)]  # (its name's length: before the figure is drawn)
     fmt = fmt or "png"
     directory = output_dir(out)
     return [(name, output_file(directory / f"{name}.{fmt}"), fmt) for name in names]

@@ -18,6 +18,7 @@ import numpy as np
 
 import losskit as lk
 
+from ..losses import _compiled
 from ..losses.declaration import LOG
 from .data import DATASETS, check_int, load
 from .mlp import MLP, Adam
@@ -288,6 +289,12 @@ def _train(task: str, config: Config, epochs: int, seed: int, loss: str | None,
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
 
+    # a fresh process's first calls are answered by the array-API path while their kernels compile in the
+    # background, and its last bits differ from the kernels': the same seed gave other numbers run to run. A
+    # call of each kind first, the compiles waited for: every step below takes the kernels
+    head.loss(model.forward(split.x_val), t_val)
+    head.value_and_grad(model.forward(split.x_train[:config.batch_size]), t_train[:config.batch_size])
+    _compiled.wait_for_compiles()
     record(0)
     n = len(split.x_train)
     for epoch in range(1, epochs + 1):

@@ -53,8 +53,11 @@ def check_out(out, input, input_name: str) -> None:
                            "a tensor with requires_grad=True")
     shape, dtype = tuple(getattr(input, "shape", ())), getattr(input, "dtype", None)
     if type(out) is not type(input) or tuple(getattr(out, "shape", ())) != shape or out.dtype != dtype:
-        raise _checks.fail("out", f"an array of {input_name}'s type, shape {shape} and dtype {dtype}",
-                           f"{type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))} and dtype "
+        def kind(array):  # (module and name: a Dask array and a NumPy one both say "ndarray"-like names apart)
+            return f"{type(array).__module__.partition('.')[0]}.{type(array).__name__}"
+
+        raise _checks.fail("out", f"an array of {input_name}'s type ({kind(input)}), shape {shape} and dtype {dtype}",
+                           f"{kind(out)} of shape {tuple(getattr(out, 'shape', ()))} and dtype "
                            f"{getattr(out, 'dtype', None)}")
     flags = getattr(out, "flags", None)
     if flags is not None and not flags.writeable:  # NumPy's own words would name no argument
