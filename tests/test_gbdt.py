@@ -543,3 +543,20 @@ def test_short_names_resolve_as_heads_take_them_and_an_ambiguous_one_is_refused(
     with pytest.raises(lk.LossInputError, match="^loss: .*'binary_cross_entropy_with_logits', "
                                                 "'multilabel_cross_entropy'"):
         lx.objective("bce")
+
+
+def test_starts_take_the_heads_classes_and_old_pickles_still_work():
+    """The diff review of 2026-12-06: the new label check took K from the labels (max + 1), so a training set
+    without the top class was refused for a class_weight of K entries; objectives pickled before they held a
+    head's units lacked the attribute after unpickling."""
+    import pickle
+
+    labels = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    assert lx.base_score(lk.SoftmaxCrossEntropy(class_weight=[1.0, 2.0, 3.0]), labels) == 0.0
+    assert lx.base_score(lk.head("multiclass", n_classes=3, class_weight=[1, 2, 3]), labels, classifier=True) == 0.0
+    objective, metric = lx.objective(lk.HuberLoss()), ll.metric(lk.HuberLoss())
+    for thing in (objective, metric):
+        del thing.units  # as pickled by the code before
+        assert pickle.loads(pickle.dumps(thing)).units is None
+    grad, _ = pickle.loads(pickle.dumps(objective))(np.array([0.0, 2.0]), np.zeros(2))
+    np.testing.assert_allclose(grad, [0.0, -1.0])  # Huber (delta 1) summed: -clip(y - z, -1, 1)

@@ -541,4 +541,7 @@ def test_quantile_and_gaussian_heads_refuse_options_beside_a_loss_object():
     with pytest.raises(LossInputError, match="^reduction: expected no loss option beside a Loss object"):
         lk.GaussianHead(loss=lk.GaussianNLL(), reduction="sum")
     assert lk.QuantileHead(loss=lk.QuantileLoss(quantiles=[0.2, 0.7])).quantiles == (0.2, 0.7)
+    with pytest.raises(LossInputError, match="^quantiles: expected no loss option"):  # an array compared
+        lk.QuantileHead(np.array([0.1, 0.9]), loss=lk.QuantileLoss(quantiles=(0.1, 0.9)))
+    assert lk.QuantileHead(np.array([0.5]), loss=lk.QuantileLoss(quantiles=0.3)).quantiles == (0.3,)
     assert lk.GaussianHead(loss=lk.GaussianNLL(reduction="sum")).loss_object.reduction == "sum"

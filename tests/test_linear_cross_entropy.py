@@ -444,7 +444,8 @@ def test_torch_fused_forms_refuse_bad_arguments_by_name():
 
     refused("target", lambda: lt.linear_cross_entropy(h, c, y.to("meta")), "a tensor on hidden's device")
     refused("classifier", lambda: lt.linear_logprobs(h, c.to("meta"), y), "a tensor on hidden's device")
-    refused("teacher_hidden", lambda: lt.LinearJSDLoss()(h, c, h.detach().to("meta"), c, y), "a tensor on hidden")
+    refused("teacher_hidden", lambda: lt.LinearJSDLoss()(h, c, h.detach().to("meta"), c, y),
+            "a tensor on student_hidden")
     refused("target", lambda: lt.linear_cross_entropy(h, c, y.tolist()), "a torch.Tensor")
     refused("hidden", lambda: lt.linear_cross_entropy(h.detach().numpy(), c, y), "a torch.Tensor")
     refused("weight", lambda: lt.linear_cross_entropy(h, c, y, weight=torch.ones(6, requires_grad=True)),
@@ -499,3 +500,25 @@ def test_torch_fused_normalizer_and_temperature_change_between_compiled_calls():
     for n, t in ((8.0, 1.0), (13.0, 0.7), (5.0, 2.0)):
         torch.testing.assert_close(ce(h, n), lt.linear_cross_entropy(h, c, y, normalizer=n))
         torch.testing.assert_close(lp(h, t), lt.linear_logprobs(h, c, y, temperature=t))
+
+
+def test_torch_fused_errors_name_the_callers_arguments_and_take_numbers_as_arrays():
+    """The diff review of 2026-12-06: the JSD module's errors named hidden / classifier / bias (its arguments
+    are student_*); a None hidden state raised AttributeError; a 0-d array temperature was refused; a float16
+    bias beside float32 hidden states was taken (the core refuses another floating dtype)."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    g = torch.Generator().manual_seed(4)
+    h, c = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
+    y = torch.randint(0, 9, (6,), generator=g)
+    with pytest.raises(lk.LossInputError, match="^student_classifier: expected a tensor on student_hidden's"):
+        lt.LinearJSDLoss()(h, c.to("meta"), h, c, y)
+    with pytest.raises(lk.LossInputError, match="^student_bias: expected dtype torch.float32"):
+        lt.LinearJSDLoss()(h, c, h, c, y, student_bias=torch.zeros(9, dtype=torch.float16))
+    with pytest.raises(lk.LossInputError, match="^hidden: expected a torch.Tensor, got None"):
+        lt.linear_cross_entropy(None, c, y)
+    with pytest.raises(lk.LossInputError, match="^bias: expected dtype torch.float32"):
+        lt.linear_cross_entropy(h, c, y, bias=torch.zeros(9, dtype=torch.float16))
+    torch.testing.assert_close(lt.linear_logprobs(h, c, y, temperature=np.array(2.0)),
+                               lt.linear_logprobs(h, c, y, temperature=2.0), rtol=0, atol=0)

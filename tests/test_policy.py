@@ -882,3 +882,6 @@ def test_jit_checks_a_known_target_as_the_eager_call_does():
                                                  ignore_index=IGNORE))
     with pytest.raises(LossInputError, match="^target: expected at least one token"):
         step(h)
+    outside = np.array([[1, 2, 9], [3, 4, 5]])  # an id past V = 7 (the GRPO form made it a tracer first)
+    with pytest.raises(LossInputError, match="^target: expected class indices in \\[0, 7\\)"):
+        jax.jit(lambda a: lj.linear_grpo_loss(a, w, outside, old_logps=np.zeros((2, 3)), advantages=np.ones(2)))(h)

@@ -852,3 +852,15 @@ def test_pseudo_huber_across_its_linear_tail(delta, path, dtype):
     value, grad = loss.value_and_grad(np.array([np.inf, -np.inf], dtype), np.zeros(2, dtype))
     assert np.isposinf(value).all()
     np.testing.assert_array_equal(grad, np.array([delta, -delta], dtype))
+
+
+def test_a_distillation_subclass_keeps_the_squared_temperature_check():
+    """The JSD's temperature needs only its reciprocal to fit the dtype; distillation's square too (its T^2
+    factor). The first form of that split read the registered name, so a user's subclass lost the check and
+    returned inf for T = 1e20 in float32."""
+    class MyDistillation(lk.DistillationLoss):
+        name = "my_distillation_for_the_temperature_check"
+
+    z = np.zeros((1, 3), np.float32)
+    with pytest.raises(lk.LossInputError, match="^temperature: .*square and reciprocal fit float32"):
+        MyDistillation(temperature=1e20)(z, z)

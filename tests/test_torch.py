@@ -731,3 +731,15 @@ def test_module_arguments_are_refused_by_name_and_batched_backward_works():
 def _batched_grad(fn, z, upstream):
     x = z.clone().requires_grad_()
     return torch.autograd.grad(fn(x), x, upstream, is_grads_batched=True)[0]
+
+
+def test_a_class_weight_that_requires_grad_is_taken_under_no_grad():
+    """As F.cross_entropy: refused while autograd records (it would get no gradient), taken under no_grad
+    (refused there too by the first form of the check)."""
+    import torch.nn.functional as F
+
+    weight = torch.nn.Parameter(torch.tensor([1.0, 2.0, 0.5]))
+    with torch.no_grad():
+        criterion = lt.SoftmaxCrossEntropy(class_weight=weight)
+        z, y = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 1.0]]), torch.tensor([1, 2])
+        torch.testing.assert_close(criterion(z, y), F.cross_entropy(z, y, weight=weight))

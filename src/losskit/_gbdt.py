@@ -262,7 +262,7 @@ def base_margin(loss_or_head, label, weight=None) -> float:
     its target (the objective would refuse it at the first round)."""
     loss = resolve(loss_or_head)
     label, w = _start_inputs(label, weight)
-    _check_labels(loss, label, w)
+    _check_labels(loss, label, w, units_of(loss_or_head))
     if label.ndim > 1:
         return 0.0  # one constant per output has no single value
     return loss.best_constant(label, w)
@@ -292,11 +292,16 @@ def _start_inputs(label, weight):
     return label, w
 
 
-def _check_labels(loss: Loss, label, weight) -> None:
-    """The loss's own checks of ``label`` as a target (0/1, +-1, y > 0...), at margins of 0."""
+def _check_labels(loss: Loss, label, weight, units=None) -> None:
+    """The loss's own checks of ``label`` as a target (0/1, +-1, y > 0...), at margins of 0; ``units``: a
+    head's (a multi-class head's classes, which the labels need not all hold)."""
     n = label.shape[0]
     if isinstance(loss, _CategoricalBase):
+        # as many classes as the labels, the head and the class weights say (a training set without the top
+        # class was refused for a class_weight of K entries)
         classes = label.shape[1] if label.ndim > 1 else int(np.max(np.rint(label), initial=0)) + 1
+        class_weight = getattr(loss.options, "class_weight", None)
+        classes = max(classes, units or 0, 0 if class_weight is None else len(class_weight))
         shape = (n, max(classes, 1))
     else:
         outputs = outputs_of(loss)

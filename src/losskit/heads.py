@@ -691,7 +691,7 @@ class QuantileHead(_UnitsHead):
     def __init__(self, quantiles=(0.5,), *, loss=None, reduction: str = "mean", impl: str = "auto",
                  reason: str = ""):
         options = {"reduction": reduction, "impl": impl}
-        if not isinstance(loss, Loss) or quantiles != (0.5,):  # beside a Loss object, refused (build_loss)
+        if not isinstance(loss, Loss) or not _is_median(quantiles):  # beside a Loss object, refused (build_loss)
             options["quantiles"] = quantiles
         loss = build_loss(Task.REGRESSION, "quantile" if loss is None else loss, options)
         if not isinstance(loss, QuantileLoss):
@@ -707,6 +707,16 @@ class QuantileHead(_UnitsHead):
         one value per example, e.g. for a metric such as R^2."""
         nearest = min(range(len(self.quantiles)), key=lambda j: abs(self.quantiles[j] - 0.5))
         return self.predict(predictions)[..., nearest]
+
+
+def _is_median(quantiles) -> bool:
+    """Whether ``quantiles`` is the default, the median alone (a tuple, a list or an array)."""
+    import numpy as np  # (the heads are written against the array API: NumPy only for this option's value)
+
+    try:
+        return np.atleast_1d(np.asarray(quantiles, dtype=float)).tolist() == [0.5]
+    except (TypeError, ValueError):
+        return False
 
 
 class GaussianHead(_UnitsHead):

@@ -52,6 +52,8 @@ def metric(loss_or_head, *, builtin: bool = False):
 class _Objective:
     """:func:`objective`'s callable: a class, not a closure, so that it pickles."""
 
+    units = None  # (one pickled before it held a head's units has none)
+
     def __init__(self, loss, units=None):
         self.loss, self.units, self.__name__ = loss, units, _gbdt.name_of(loss)
 
@@ -63,6 +65,8 @@ class _Objective:
 
 class _Metric:
     """:func:`metric`'s callable (pickles, as :class:`_Objective`)."""
+
+    units = None  # (as _Objective's)
 
     def __init__(self, loss, builtin: bool, units=None):
         self.loss, self.builtin, self.units, self.__name__ = loss, builtin, units, _gbdt.name_of(loss)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
@@ -27,7 +26,7 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
     if host is not None and host.ndim == 2:  # the data checks of a known target, before the trace (host_target)
         grpo_objective(np, host, np.zeros(()), old_logps=np.zeros(host.shape), advantages=np.zeros(host.shape[0]),
                        ref_logps=None if ref_logps is None else np.zeros(host.shape), options=checked)
-    # a NumPy target closed over by a jitted function reaches here as a NumPy-like constant: made a JAX array
-    # so that the sweep sees arrays of one library
-    return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, jnp.asarray(target), bias=bias,
+    # (a NumPy target closed over by a jitted function stays NumPy until fused_linear: there its ids are checked
+    # before it is made a JAX array, which under jit is a tracer)
+    return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, bias=bias,
                         extras=extras, aux=names, **options)

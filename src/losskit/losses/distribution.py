@@ -101,7 +101,7 @@ class _TeacherLogits(_CategoricalBase):
         _checks.same_shape("target", target, "logits", tuple(input.shape))
         target = _array.as_dtype(xp, target, input.dtype)  # no copy of a teacher already in the dtype
         _checks.no_nan(xp, target, "target")
-        _temperature_fits(xp, self.temperature, input.dtype, squared=self.name == DistillationLoss.name)
+        _temperature_fits(xp, self.temperature, input.dtype, squared=isinstance(self, DistillationLoss))
         return Target(dense=target)
 
 

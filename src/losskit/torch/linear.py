@@ -205,7 +205,7 @@ def _encode(options: dict) -> str:
 
 
 def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), encoded_options=None,
-                 **options):
+                 argument_names=("hidden", "classifier", "target", "bias"), **options):
     """The autograd form of a core fused linear loss ``function(hidden, classifier, target, *, bias,
     **extras, **options) -> (value, (grad_hidden, grad_classifier, grad_bias)[, aux])``: one
     ``torch.library`` custom op (opaque to ``torch.compile``), whose forward runs the core's one
@@ -214,9 +214,10 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     tensors the loss reads and never differentiates (reference log-probs, advantages). ``aux``:
     names of the scalar statistics to return beside the value, as a dict of 0-d float64 tensors
     (logged numbers: no gradient). ``encoded_options``: the options as :func:`encode_options`
-    made them, in place of ``**options`` (what a module passes; see there)."""
+    made them, in place of ``**options`` (what a module passes; see there). ``argument_names``: the caller's
+    names of the first four arguments, for its errors."""
     extras = {name: value for name, value in (extras or {}).items() if value is not None}
-    _checked(hidden, classifier, target, bias, extras)
+    _checked(hidden, classifier, target, bias, extras, argument_names)
     # the normalizer an argument of the op, not a constant of a compiled graph: it changes per step
     normalizer = _arguments.normalizer(options.pop("normalizer", None))
     encoded = encoded_options if encoded_options is not None else _encode(options)
@@ -227,17 +228,27 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     return value, dict(zip(aux, stats.detach().unbind(0), strict=True))
 
 
-def _checked(hidden, classifier, target, bias, extras) -> None:
-    """The fused ops' arguments refused by name: tensors (a list reached torch's schema error), on the hidden
-    state's device (a meta tensor among CPU ones sent the op to its fake: uninitialised memory out), no
-    gradient asked of the target (silently none), no forward-mode tangent. (The post-training losses' extras,
-    a teacher or reference log-probs, are documented constants: they get no gradient.)"""
+def _checked(hidden, classifier, target, bias, extras, names=("hidden", "classifier", "target", "bias")) -> None:
+    """The fused ops' arguments refused by name (``names``: the caller's for the first four): tensors (a list
+    reached torch's schema error), on the hidden state's device (a meta tensor among CPU ones sent the op to
+    its fake: uninitialised memory out), a floating bias in hidden's dtype (the core's rule,
+    ``losses.linear.check_bias``: a half bias beside float32 hidden states was taken here alone), no gradient
+    asked of the target (silently none), no forward-mode tangent. (The post-training losses' extras, a
+    teacher or reference log-probs, are documented constants: they get no gradient.)"""
     hint = "the torch forms take tensors (the core function, losskit.<name>, takes NumPy arrays)"
-    _arguments.tensors(hint, hidden=hidden, classifier=classifier, target=target, bias=bias)
+    h_name, c_name, t_name, b_name = names
+    main = {h_name: hidden, c_name: classifier, t_name: target}
+    for name, value in main.items():
+        if value is None:
+            raise _checks.fail(name, "a torch.Tensor", "None")
+    _arguments.tensors(hint, **main, **{b_name: bias})
     _arguments.tensors(hint, **extras)
-    _arguments.same_device(hidden.device, "hidden", classifier=classifier, target=target, bias=bias, **extras)
-    _arguments.no_grad("detach it: the fused losses differentiate hidden, classifier and bias alone", target=target)
-    _arguments.no_tangent(hidden=hidden, classifier=classifier, bias=bias)
+    _arguments.same_device(hidden.device, h_name, **{c_name: classifier, t_name: target, b_name: bias}, **extras)
+    if bias is not None and bias.is_floating_point() and bias.dtype != hidden.dtype:
+        raise _checks.fail(b_name, f"dtype {hidden.dtype} ({h_name}'s) or an integer tensor", f"dtype {bias.dtype}")
+    _arguments.no_grad("detach it: the fused losses differentiate hidden, classifier and bias alone",
+                       **{t_name: target})
+    _arguments.no_tangent(**{h_name: hidden, c_name: classifier, b_name: bias})
 
 
 @torch.library.custom_op("losskit::linear_logprobs", mutates_args=())
