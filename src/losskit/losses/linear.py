@@ -132,7 +132,8 @@ def check_bias(xp, bias, n_vocab: int, dtype, name: str = "bias", hidden_name: s
     if tuple(bias.shape) != (n_vocab,):
         raise _checks.fail(name, f"shape ({n_vocab},)", f"shape {tuple(bias.shape)}")
     if not _array.isdtype(xp, bias.dtype, ("real floating", "integral")):
-        raise _checks.fail(name, f"dtype {dtype} ({hidden_name}'s) or an integer array", f"dtype {bias.dtype}")
+        raise _checks.fail(name, f"a real-valued array (of dtype {dtype}, {hidden_name}'s, or integers)",
+                           f"dtype {bias.dtype}")
     if _array.isdtype(xp, bias.dtype, "real floating") and bias.dtype != dtype:
         raise _checks.fail(name, f"dtype {dtype} ({hidden_name}'s) or an integer array", f"dtype {bias.dtype}")
 
