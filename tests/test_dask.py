@@ -255,3 +255,14 @@ def test_score_refuses_what_is_no_loss_object_and_out_names_both_types():
     with pytest.raises(lk.LossInputError, match="^out: expected an array of logits's type \\(dask.Array\\).*got "
                                                 "numpy.ndarray"):
         lk.SoftmaxCrossEntropy().value_and_grad(logits, labels, out=np.zeros((6, 4)))
+
+
+def test_a_lazy_mean_whose_sum_overflows_where_the_mean_does_not():
+    """Ten float32 squared errors of 1e38: their sum overflows, their mean does not. NumPy's mean reads the
+    values and sums the scaled losses instead; the lazy Dask mean had no such guard (inf). Both forms are
+    now in the graph, the guard read when it is computed."""
+    errors = np.full(10, 1e19, np.float32)
+    expected = float(lk.mean_squared_error(errors, np.zeros(10, np.float32)))
+    assert expected == pytest.approx(1e38, rel=1e-6)
+    value = lk.mean_squared_error(da.from_array(errors, chunks=5), da.zeros(10, dtype=np.float32, chunks=5))
+    assert float(value.compute()) == pytest.approx(expected, rel=1e-6)

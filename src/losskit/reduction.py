@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from array_api_compat import is_dask_namespace
 
 from . import _array, _checks
 from ._array import device as _device
@@ -119,6 +120,9 @@ def combine(xp, loss, weight, scale_, reduction: str):
         host = isinstance(total, (np.ndarray, np.generic)) or str(_device(total)) == "cpu"
         if host and _array.concrete_bool(xp.isinf(total)) and _array.concrete_bool(xp.all(xp.isfinite(loss))):
             return xp.sum(weighted)
+        if is_dask_namespace(xp):  # lazy: both forms in the graph, the guard read when it is computed (ten
+            # float32 losses of 1e38 gave inf on Dask, 1e38 on NumPy)
+            return xp.where(xp.isinf(total) & xp.all(xp.isfinite(loss)), xp.sum(weighted), total * scale_)
         return total * scale_
     return xp.sum(weighted)
 
