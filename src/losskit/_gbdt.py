@@ -131,7 +131,7 @@ def _margins(margin, size: int, shape, loss: Loss, units=None) -> np.ndarray:
             hint = (f"with lightgbm, num_class={outputs} (losskit.lightgbm.params gives it); with xgboost, the "
                     f"label as {outputs} columns (XGBoost makes one margin per label column: "
                     f"np.repeat(y[:, None], {outputs}, axis=1))")
-        elif isinstance(loss, _CategoricalBase):
+        elif is_multiclass(loss):
             hint = "num_class=K for K classes"
         else:
             hint = "one margin per label value (no num_class for this loss)"
@@ -150,7 +150,7 @@ def layout(loss: Loss, margin, label, units=None):
     head's, which the margins per row must equal."""
     label = np.asarray(label)
     n = label.shape[0]
-    if isinstance(loss, _CategoricalBase):  # [N, K] margins; class indices as labels
+    if is_multiclass(loss):  # [N, K] margins; class indices as labels
         size = np.size(margin)
         z = _margins(margin, size if n and size % n == 0 else n, (n, -1), loss, units)
         if label.ndim == 1:
@@ -296,7 +296,7 @@ def _check_labels(loss: Loss, label, weight, units=None) -> None:
     """The loss's own checks of ``label`` as a target (0/1, +-1, y > 0...), at margins of 0; ``units``: a
     head's (a multi-class head's classes, which the labels need not all hold)."""
     n = label.shape[0]
-    if isinstance(loss, _CategoricalBase):
+    if is_multiclass(loss):
         # as many classes as the labels, the head and the class weights say (a training set without the top
         # class was refused for a class_weight of K entries)
         classes = label.shape[1] if label.ndim > 1 else int(np.max(np.rint(label), initial=0)) + 1
@@ -318,7 +318,7 @@ def builtin_params(loss_or_head, library: str, num_class=None):
     median/quantile (a custom objective cannot)."""
     loss = resolve(loss_or_head)
     outputs = outputs_of(loss)
-    if isinstance(loss, _CategoricalBase):
+    if is_multiclass(loss):
         extra = {"num_class": _num_class(loss_or_head, loss, num_class)}
     elif outputs and outputs > 1 and library == "lightgbm":  # LightGBM makes K margins per row for num_class=K
         extra = {"num_class": outputs}

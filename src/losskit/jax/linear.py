@@ -40,9 +40,7 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
-    host = host_target(target)
-    if host is not None:  # (the sweep's own check reads no value under jit: NaN for an id outside the vocabulary)
-        _checks.labels_in_range(np, host, np.shape(classifier)[0], options.get("ignore_index", -100))
+    _known_ids_in_range(target, classifier, options.get("ignore_index", -100))
     # a NumPy target closed over by a jitted function: one library in the sweep (None: the JSD without labels)
     target = None if target is None else jnp.asarray(target)
     if aux:
@@ -84,15 +82,21 @@ def host_target(target):
     return np.asarray(target)
 
 
+def _known_ids_in_range(target, classifier, ignore_index) -> None:
+    """A known target's ids checked against the vocabulary, before the trace (:func:`host_target`: the sweep's
+    own check reads no value under jit, where an id outside the vocabulary gave NaN)."""
+    host = host_target(target)
+    if host is not None:
+        _checks.labels_in_range(np, host, np.shape(classifier)[0], ignore_index)
+
+
 def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, ignore_index=-100, entropy=False,
                     accuracy=False, chunk_size=None):
     """:func:`losskit.linear_logprobs` as a differentiable JAX function of ``hidden``, ``classifier``
     and ``bias``: its backward is the chunked :func:`losskit.linear_logprobs_vjp` sweep. The entropy
     and the accuracy carry no gradient."""
     options = {"temperature": temperature, "ignore_index": ignore_index, "chunk_size": chunk_size}
-    host = host_target(target)
-    if host is not None:  # (see host_target)
-        _checks.labels_in_range(np, host, np.shape(classifier)[0], _checks.ignore_index(ignore_index))
+    _known_ids_in_range(target, classifier, _checks.ignore_index(ignore_index))
 
     @jax.custom_vjp
     def sweep(hidden, classifier, bias, target):

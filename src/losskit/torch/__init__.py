@@ -52,10 +52,9 @@ def _encode_options(options: dict) -> str:
     plain = {}
     for key, value in options.items():
         if isinstance(value, Tensor):
-            if value.requires_grad and torch.is_grad_enabled():  # read once, as numbers: it would get no gradient
-                # (F.cross_entropy refuses one too, and takes it under no_grad)
-                raise _checks.fail(key, "a tensor that does not require grad (an option is read as numbers at "
-                                   "construction)", "requires_grad=True", "detach it")
+            # read once, as numbers: it would get no gradient (F.cross_entropy refuses one too, and takes it
+            # under no_grad)
+            _arguments.no_grad("detach it: an option is read as numbers at construction", **{key: value})
             value = value.detach().cpu().tolist()
         elif hasattr(value, "tolist"):
             value = value.tolist()

@@ -28,6 +28,7 @@ from array_api_compat import array_namespace
 from .. import _array, _checks
 from .. import reduction as _reduction
 from ..losses.linear import LinearCEOptions
+from . import _arguments
 from ._first_order import first_order_only
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -115,12 +116,8 @@ def _example_weight(weight, n_rows: int):
     requiring grad (the backward gives it none: a silent None)."""
     if weight is None:
         return None
-    if not isinstance(weight, torch.Tensor):
-        raise _checks.fail("weight", "a torch.Tensor of one value per row", type(weight).__name__,
-                           "torch.as_tensor(weight)")
-    if weight.requires_grad and torch.is_grad_enabled():
-        raise _checks.fail("weight", "a tensor that does not require grad (the backward gives it none)",
-                           "requires_grad=True", "detach it")
+    _arguments.tensors("torch.as_tensor(weight)", weight=weight)
+    _arguments.no_grad("detach it", weight=weight)
     _checks.same_shape("weight", weight, "one value per row", (n_rows,))
     _checks.non_negative(array_namespace(weight), weight, "weight")
     return weight
