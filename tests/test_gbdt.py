@@ -511,7 +511,8 @@ def test_objectives_refuse_what_no_gbdt_can_train_and_labels_the_loss_refuses():
         with pytest.raises(lk.LossInputError, match=f"^{argument}: .*{match}"):
             call()
 
-    refused("loss", lambda: lx.objective(lk.BinaryCrossEntropy()), "probabilities")
+    refused("loss", lambda: lx.objective(lk.BinaryCrossEntropy()), "probabilities.*binary_cross_entropy_with_logits")
+    refused("loss", lambda: lx.objective(lk.CategoricalCrossEntropy()), "probabilities.*'softmax_cross_entropy'")
     refused("loss", lambda: ll.objective(lk.DistillationLoss()), "teacher")
     refused("loss", lambda: lx.objective(lk.SoftmaxCrossEntropy(axis=0)), "axis=0")
     refused("label", lambda: lx.objective(lk.SoftmaxCrossEntropy())(np.array([1.5, 0.0, 2.0]), np.zeros((3, 3))))

@@ -171,3 +171,18 @@ def test_point_is_one_value_per_example():
     assert lk.head("regression", loss="gaussian_nll").point(z[:, :2]).tolist() == [1.0, 4.0]
     plain = lk.head("regression", n_outputs=3)
     np.testing.assert_array_equal(plain.point(z), plain.predict(z))
+
+
+def test_units_per_value_is_declared_by_the_losses_of_several_units_and_read_by_heads_and_gbdt():
+    """The quantiles' count and the Gaussian NLL's (mean, log-variance) are the losses' own declaration
+    (``Loss.units_per_value``), which the heads' units and a GBDT's margins per row read; every other
+    loss of the catalogue takes one unit per target value."""
+    assert lk.QuantileLoss(quantiles=[0.1, 0.5, 0.9]).units_per_value == 3
+    assert lk.QuantileLoss().units_per_value == 1
+    assert lk.GaussianNLL().units_per_value == 2
+    several = {name for name, (cls, _) in lk.REGISTRY.items() if cls().units_per_value is not None}
+    assert several == {"quantile_loss", "gaussian_nll_loss"}
+    assert lk.QuantileHead([0.2, 0.4, 0.6, 0.8]).units == 4 and lk.GaussianHead().units == 2
+    lx = pytest.importorskip("losskit.xgboost")
+    with pytest.raises(lk.LossInputError, match="^margins: .*label as 4 columns"):
+        lx.objective(lk.QuantileLoss(quantiles=[0.2, 0.4, 0.6, 0.8]))(np.zeros(3), np.zeros(3))

@@ -274,3 +274,13 @@ def test_a_float32_mean_near_the_largest_number_is_finite_on_every_path(make, z,
     with np.errstate(over="ignore"):
         value = make(impl)(z, y)
     assert value.dtype == np.float32 and float(value) == pytest.approx(3e38, rel=1e-6)
+
+
+def test_the_forms_on_logits_and_on_probabilities_name_each_other():
+    """A loss on logits and its form on probabilities are declared as one pair (``probability_form`` /
+    ``logits_form``), each read from the class's own namespace."""
+    pairs = {cls: cls.__dict__["probability_form"] for cls, _ in lk.REGISTRY.values()
+             if cls.__dict__.get("probability_form") is not None}
+    assert pairs == {lk.BinaryCrossEntropyWithLogits: lk.BinaryCrossEntropy,
+                     lk.SoftmaxCrossEntropy: lk.CategoricalCrossEntropy}
+    assert all(probs.__dict__["logits_form"] is logits for logits, probs in pairs.items())

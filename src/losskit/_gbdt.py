@@ -43,7 +43,7 @@ from .losses import REGISTRY, Loss
 from .losses.base import require_loss_object
 from .losses.categorical import _CategoricalBase
 from .losses.declaration import IDENTITY, LOG, LOGIT, SOFTMAX, Hessian
-from .losses.distribution import GaussianNLL, QuantileLoss
+from .losses.distribution import QuantileLoss
 from .losses.registry import name_of as _registered_name
 
 #: the floor of every Hessian handed to a library, per unit of weight
@@ -88,10 +88,10 @@ def _by_name(name: str) -> type:
 def _check_trainable(loss: Loss) -> None:
     name = name_of(loss)
     if loss.input_name == "probs":
-        logits_form = [c.name for c, _ in REGISTRY.values() if c.__dict__.get("probability_form") is type(loss)]
+        logits_form = type(loss).__dict__.get("logits_form")
         raise _checks.fail("loss", "a loss on margins (a GBDT's trees add up margins, not probabilities)",
                            f"{name}, a loss on probabilities",
-                           f"use {logits_form[0]!r}" if logits_form else "use its form on logits")
+                           f"use {logits_form.name!r}" if logits_form else "use its form on logits")
     if getattr(loss, "target", None) == "logits":  # distillation, JSD: declared on the class
         raise _checks.fail("loss", "a loss whose target is a GBDT label", f"{name}, whose target is a teacher's "
                            "logits")
@@ -115,17 +115,10 @@ def units_of(loss_or_head) -> int | None:
     return loss_or_head.units if isinstance(loss_or_head, _heads.Head) else None
 
 
-def outputs_of(loss: Loss) -> int | None:
-    """The margins per row of a multi-output regression loss (Q quantiles, Gaussian NLL's 2), else None."""
-    if isinstance(loss, QuantileLoss):
-        return len(loss.quantiles)
-    return 2 if isinstance(loss, GaussianNLL) else None
-
-
 def _margins(margin, size: int, shape, loss: Loss, units=None) -> np.ndarray:
     """``margin`` (NumPy float64) in ``shape``, refused by name where its size is not ``size``."""
     margin = np.asarray(margin, dtype=np.float64)
-    outputs = outputs_of(loss)
+    outputs = loss.units_per_value
     if margin.size != size:
         if outputs:
             hint = (f"with lightgbm, num_class={outputs} (losskit.lightgbm.params gives it); with xgboost, the "
@@ -159,7 +152,7 @@ def layout(loss: Loss, margin, label, units=None):
                 raise _checks.fail("label", "class indices (whole numbers)", f"{bad!r}")
             return z, np.rint(label).astype(np.int64)
         return z, label.astype(np.float64)
-    outputs = outputs_of(loss)
+    outputs = loss.units_per_value
     if outputs:  # the units of one value
         z = _margins(margin, n * outputs, (n, outputs), loss, units)
         return z, (label if label.ndim == 1 else label[:, 0]).astype(np.float64)
@@ -304,7 +297,7 @@ def _check_labels(loss: Loss, label, weight, units=None) -> None:
         classes = max(classes, units or 0, 0 if class_weight is None else len(class_weight))
         shape = (n, max(classes, 1))
     else:
-        outputs = outputs_of(loss)
+        outputs = loss.units_per_value
         shape = (n, outputs) if outputs else label.shape
     z, y = layout(loss, np.zeros(shape), label)
     loss(z, y, weight=weight)  # (an elementwise loss checks its target's values where its formula reads them)
@@ -317,7 +310,7 @@ def builtin_params(loss_or_head, library: str, num_class=None):
     starting margin and, for the absolute error and quantiles, refits leaves to the exact
     median/quantile (a custom objective cannot)."""
     loss = resolve(loss_or_head)
-    outputs = outputs_of(loss)
+    outputs = loss.units_per_value
     if is_multiclass(loss):
         extra = {"num_class": _num_class(loss_or_head, loss, num_class)}
     elif outputs and outputs > 1 and library == "lightgbm":  # LightGBM makes K margins per row for num_class=K

@@ -622,10 +622,10 @@ class RegressionHead(_SingleUnitMixin, Head):
     def __init__(self, n_outputs: int = 1, *, loss=None, reduction: str = "mean", impl: str = "auto",
                  reason: str = "", **loss_options):
         n_outputs = _int_option(n_outputs, "n_outputs", 1)
-        if loss_class(Task.REGRESSION, loss) in (QuantileLoss, GaussianNLL):
-            name = "QuantileHead" if loss_class(Task.REGRESSION, loss) is QuantileLoss else "GaussianHead"
+        units_head = _UNITS_HEADS.get(loss_class(Task.REGRESSION, loss))
+        if units_head is not None:
             raise fail("loss", "a loss of one value per unit for RegressionHead", repr(loss),
-                       f"use {name} (or lk.head('regression', loss=...)), which knows its units")
+                       f"use {units_head.__name__} (or lk.head('regression', loss=...)), which knows its units")
         loss = build_loss(Task.REGRESSION, loss, {**loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_outputs, reason=reason)
         if loss.link is not IDENTITY:
@@ -696,7 +696,7 @@ class QuantileHead(_UnitsHead):
         loss = build_loss(Task.REGRESSION, "quantile" if loss is None else loss, options)
         if not isinstance(loss, QuantileLoss):
             raise fail("loss", "the quantile loss for a QuantileHead", type(loss).__name__)
-        super().__init__(loss, len(loss.quantiles), reason=reason)
+        super().__init__(loss, loss.units_per_value, reason=reason)
 
     @property
     def quantiles(self) -> tuple:
@@ -740,7 +740,7 @@ class GaussianHead(_UnitsHead):
                           {"reduction": reduction, "impl": impl})
         if not isinstance(loss, GaussianNLL):
             raise fail("loss", "the Gaussian NLL for a GaussianHead", type(loss).__name__)
-        super().__init__(loss, 2, reason=reason)
+        super().__init__(loss, loss.units_per_value, reason=reason)
 
     def _activation_xp(self, xp, logits):
         return xp.stack([logits[..., 0], xp.exp(0.5 * logits[..., 1])], axis=-1)
@@ -771,14 +771,14 @@ _HEADS = {Task.BINARY: BinaryHead, Task.MULTICLASS: MulticlassHead, Task.MULTILA
           Task.REGRESSION: RegressionHead}
 
 
+#: the regression heads of the losses of several units per value (``Loss.units_per_value``), by loss class
+_UNITS_HEADS = {QuantileLoss: QuantileHead, GaussianNLL: GaussianHead}
+
+
 def _head_class(kind: Task, loss) -> type:
     """The head for a task and a loss: QuantileHead / GaussianHead for those losses' extra units."""
-    if kind is Task.REGRESSION:
-        cls = loss_class(kind, loss)
-        if cls is QuantileLoss:
-            return QuantileHead
-        if cls is GaussianNLL:
-            return GaussianHead
+    if kind is Task.REGRESSION and loss_class(kind, loss) in _UNITS_HEADS:
+        return _UNITS_HEADS[loss_class(kind, loss)]
     return _HEADS[kind]
 
 
@@ -862,7 +862,7 @@ def _head_of(info: TargetType, options: dict) -> Head:
         if classes is not None and classes.dtype.kind in "iuf" and classes.tolist() == [0, 1]:
             classes = None  # already the 0/1 the loss takes (bools keep theirs: decode gives bools back)
         return cls(classes=classes, **options)
-    if cls in (QuantileHead, GaussianHead):
+    if issubclass(cls, _UnitsHead):
         if info.n_outputs != 1:
             raise fail("target", f"one value per example for a {cls.__name__}", f"{info.n_outputs} values")
         return cls(**options)

@@ -232,8 +232,19 @@ class Loss(ABC):
                                  options={"xatol": 1e-10})
         return float(result.x)
 
-    #: the same loss taken on probabilities (the class), for predictions given as probabilities
+    #: the same loss taken on probabilities (the class), for predictions given as probabilities; not
+    #: inherited (read from the class's own ``__dict__``): set with :func:`same_loss_on_logits_and_probabilities`
     probability_form: ClassVar[type | None] = None
+    #: on a loss on probabilities, the same loss taken on logits (the class): what a GBDT, whose trees add
+    #: up margins, trains instead; not inherited, as ``probability_form``
+    logits_form: ClassVar[type | None] = None
+
+    @property
+    def units_per_value(self) -> int | None:
+        """How many units one target value takes when it is more than one (a head's outputs, a GBDT's margins
+        per row): the quantiles of :class:`QuantileLoss`, the Gaussian NLL's mean and log-variance. None for
+        a loss of one unit per target value."""
+        return None
 
     def per_label(self) -> Loss | None:
         """For a multi-label loss (a row's loss is a sum over its labels): the loss of one label, with
@@ -403,3 +414,10 @@ def _example_weight(xp, weight, batch_shape, work):
     weight = _array.as_dtype(xp, weight, work)
     _checks.non_negative(xp, weight, "weight")
     return weight
+
+
+def same_loss_on_logits_and_probabilities(on_logits: type, on_probabilities: type) -> None:
+    """Declare ``on_logits`` and ``on_probabilities`` the one loss taken on logits and on probabilities
+    (each class's ``probability_form`` / ``logits_form``, both ways at once)."""
+    on_logits.probability_form = on_probabilities
+    on_probabilities.logits_form = on_logits

@@ -21,7 +21,7 @@ from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
 from ._shared import times
-from .base import Loss, Terms
+from .base import Loss, Terms, same_loss_on_logits_and_probabilities
 from .declaration import LOGIT, Task
 from .options import BinaryOptions
 from .registry import function_of
@@ -185,7 +185,7 @@ class BinaryCrossEntropy(_BinaryBase):
         return Terms(loss, grad, hess)
 
 
-BinaryCrossEntropyWithLogits.probability_form = BinaryCrossEntropy
+same_loss_on_logits_and_probabilities(BinaryCrossEntropyWithLogits, BinaryCrossEntropy)
 
 
 @function_of(BinaryCrossEntropyWithLogits)

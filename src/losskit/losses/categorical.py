@@ -24,7 +24,7 @@ from .. import _array, _checks
 from ..activations import log_softmax_xp
 from ..plan import Target
 from . import _compiled
-from .base import Loss, Terms
+from .base import Loss, Terms, same_loss_on_logits_and_probabilities
 from .binary import PROB_EPS, floored_log
 from .declaration import SOFTMAX, Hessian, Task
 from .options import CategoricalOptions
@@ -277,7 +277,7 @@ _DOC_OPTIONS = """
 """
 
 
-SoftmaxCrossEntropy.probability_form = CategoricalCrossEntropy
+same_loss_on_logits_and_probabilities(SoftmaxCrossEntropy, CategoricalCrossEntropy)
 
 
 @function_of(SoftmaxCrossEntropy)

@@ -528,6 +528,7 @@ class GaussianNLL(Loss):
     input_name = "predictions"
     reduces_last_axis = True
     Options = Options
+    units_per_value = 2  # the mean and the log-variance
 
     def _kernel(self, plan, host, with_grad):  # compiled pairs (losskit.fused.pairs)
         return _compiled.gaussian_nll(self, plan, host, with_grad)
@@ -606,6 +607,10 @@ class QuantileLoss(Loss):
 
     def __init__(self, *, quantiles=(0.5,), reduction: str = "mean", impl: str = "auto"):
         super().__init__(quantiles=quantiles, reduction=reduction, impl=impl)
+
+    @property
+    def units_per_value(self) -> int:
+        return len(self.quantiles)
 
     def best_constant(self, target, weight=None) -> float:
         import numpy as np
