@@ -101,6 +101,18 @@ def _check_trainable(loss: Loss) -> None:
                            f"{name} with axis={axis}", "build it with axis=-1")
 
 
+class Callback:
+    """The base of losskit.xgboost's and losskit.lightgbm's objective and metric callables: classes, not
+    closures, so that they pickle. ``units``: a head's (checked against the margins); ``builtin``: a metric
+    given a built-in's transformed predictions (:func:`margins_of` takes them back to margins)."""
+
+    units = None  # (one pickled before it held a head's units has none)
+    builtin = False
+
+    def __init__(self, loss: Loss, units: int | None = None, builtin: bool = False):
+        self.loss, self.units, self.builtin, self.__name__ = loss, units, builtin, name_of(loss)
+
+
 def name_of(loss: Loss) -> str:
     return _registered_name(loss) or type(loss).__name__
 

@@ -63,16 +63,11 @@ def metric(loss_or_head, *, builtin: bool = False):
     margins through the loss's link.
     """
     loss = _gbdt.resolve(loss_or_head)
-    return _Metric(loss, _gbdt.builtin_metric(loss, builtin), _gbdt.units_of(loss_or_head))
+    return _Metric(loss, _gbdt.units_of(loss_or_head), _gbdt.builtin_metric(loss, builtin))
 
 
-class _Objective:
-    """:func:`objective`'s callable: a class, not a closure, so that it pickles."""
-
-    units = None  # (one pickled before it held a head's units has none)
-
-    def __init__(self, loss, units=None):
-        self.loss, self.units, self.__name__ = loss, units, _gbdt.name_of(loss)
+class _Objective(_gbdt.Callback):
+    """:func:`objective`'s callable."""
 
     def __call__(self, predt, data, sample_weight=None):
         if isinstance(data, xgboost.DMatrix):  # xgb.train: (margins, DMatrix)
@@ -80,13 +75,8 @@ class _Objective:
         return _gbdt.grad_hess(self.loss, data, predt, sample_weight, self.units)  # scikit-learn: (y_true, y_pred)
 
 
-class _Metric:
-    """:func:`metric`'s callable (pickles, as :class:`_Objective`)."""
-
-    units = None  # (as _Objective's)
-
-    def __init__(self, loss, builtin: bool, units=None):
-        self.loss, self.builtin, self.units, self.__name__ = loss, builtin, units, _gbdt.name_of(loss)
+class _Metric(_gbdt.Callback):
+    """:func:`metric`'s callable."""
 
     def __call__(self, predt, data, sample_weight=None):
         if isinstance(data, xgboost.DMatrix):
