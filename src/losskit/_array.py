@@ -12,7 +12,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
-from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespace, is_torch_namespace
+from array_api_compat import array_namespace, is_dask_namespace, is_jax_namespace
 
 from ._errors import fail
 
@@ -122,12 +122,14 @@ def as_index(xp, labels):
     if labels.dtype == index:
         return labels
     top = xp.iinfo(index).max
-    if isdtype(xp, labels.dtype, "unsigned integer") and xp.iinfo(labels.dtype).max > top \
-            and not is_torch_namespace(xp):  # (torch compares no uint64)
-        # a label past the index dtype is out of range: kept so, where the cast wrapped 2**64 - 1 to -1 (an
-        # ignore_index, ignored without a word)
-        labels = xp.where(labels > top, xp.asarray(top, dtype=labels.dtype), labels)
-    return xp.astype(labels, index)
+    wraps = isdtype(xp, labels.dtype, "unsigned integer") and xp.iinfo(labels.dtype).max > top
+    labels = xp.astype(labels, index)
+    if wraps:
+        # a label past the index dtype is out of range: kept so, where the cast wrapped 2**64 - 100 to -100 (an
+        # ignore_index, ignored without a word). The cast wraps exactly those to negatives, which an unsigned
+        # label never is: compared after it, as torch compares no uint64
+        labels = xp.where(labels < 0, xp.asarray(top, dtype=index, device=device(labels)), labels)
+    return labels
 
 
 def take_class(xp, values, labels):
