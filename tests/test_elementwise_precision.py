@@ -269,8 +269,9 @@ def test_asymmetric_loss_hessian_of_a_confident_negative_without_margin_is_exact
 @pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0])
 def test_a_deviance_of_a_target_no_check_read_stays_nan_under_jit(power):
     """Under jit no check reads the target (docs/semantics.md): a NaN target, or one outside the domain
-    (-1), gives NaN there, as before; only +inf is the deviance's limit, +inf. The first form of the +inf
-    fix turned every NaN at a finite eta into inf (found by the diff review)."""
+    (-1), gives NaN there, at every power (above 2, -1 gave a finite negative deviance before); only +inf is
+    the deviance's limit, +inf. The first form of the +inf fix turned every NaN at a finite eta into inf
+    (found by the diff review)."""
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
 
@@ -278,6 +279,4 @@ def test_a_deviance_of_a_target_no_check_read_stays_nan_under_jit(power):
 
     fn = jax.jit(lambda eta, y: lj.tweedie_deviance(eta, y, power=power, reduction="none"))
     value = np.asarray(fn(jnp.zeros(3), jnp.asarray([np.nan, -1.0, np.inf])))
-    assert np.isnan(value[0]) and value[2] == np.inf
-    if power == 2:  # (below 2 a target <= 0 takes the three-term form, y^b taken as 0; above, see the note)
-        assert np.isnan(value[1])
+    assert np.isnan(value[0]) and np.isnan(value[1]) and value[2] == np.inf

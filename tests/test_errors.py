@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import losskit as lk
+import own_losses  # noqa: F401 - registers exp_margin_loss, a user's own loss (docs/own-loss.md)
 from losskit import LossInputError
 
 Z = np.zeros((4, 3))
@@ -419,3 +420,56 @@ def test_a_bfloat16_probability_target_is_taken_with_its_own_rounding(library, n
     t = widened.astype(np.float64)
     per_row = -(t * log_p).sum(axis=1) if name == "softmax_cross_entropy" else (t * (np.log(t) - log_p)).sum(axis=1)
     np.testing.assert_allclose(float(getattr(lk, name)(logits, target)), per_row.mean(), rtol=1e-5)
+
+
+#: (loss, options, a target value outside its domain, the same example's value inside it): the elementwise
+#: losses of every target kind that is not "any real", and BCE's family
+_OUTSIDE_THE_DOMAIN = [
+    ("binary_cross_entropy_with_logits", {}, 1.5, 1.0), ("binary_cross_entropy_with_logits", {}, -0.5, 0.0),
+    ("multilabel_cross_entropy", {}, 1.5, 1.0), ("sigmoid_focal_loss", {}, -0.5, 0.0),
+    ("exponential_loss", {}, 2.0, 1.0), ("hinge_loss", {}, 0.5, 1.0), ("squared_hinge_loss", {}, 3.0, 1.0),
+    ("poisson_deviance", {}, -1.0, 1.0), ("gamma_deviance", {}, 0.0, 1.0), ("gamma_deviance", {}, -2.0, 1.0),
+    ("tweedie_deviance", {"power": 3.0}, 0.0, 2.0), ("tweedie_deviance", {"power": 1.5}, -1.0, 0.0),
+    ("asymmetric_loss", {}, 1.5, 1.0), ("exp_margin_loss", {}, 1.5, 1.0),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "bad", "good"), _OUTSIDE_THE_DOMAIN,
+                         ids=[f"{c[0]}{c[1] or ''}-{c[2]}" for c in _OUTSIDE_THE_DOMAIN])
+@pytest.mark.parametrize("library", ["jax", "losskit.jax", "dask"])
+def test_a_target_outside_the_domain_that_no_check_can_read_gives_nan(name, options, bad, good, library):
+    """Eagerly the target is refused by name; traced by ``jax.jit`` or lazy in Dask no check can read it, and
+    that element's loss and gradient are NaN (as a label out of range gives), where they were the value of other
+    math (a Tweedie deviance of power 3 at y = 0: -2; BCE at y = 1.5: a finite number; the hinge read 0.5 as +1);
+    every other element is unchanged."""
+    cls = lk.REGISTRY[name][0]
+    rows = cls(**options).reduces_last_axis
+    z = np.array([[0.3, -1.2, 2.0]]) if rows else np.array([0.3, -1.2, 2.0])
+    target = np.full(z.shape, good)
+    target[..., 1] = bad
+    with pytest.raises(LossInputError, match="^target: "):
+        cls(reduction="none", **options)(z, target)
+    inside = np.full(z.shape, good)
+    expected_value, expected_grad = cls(reduction="none", **options).value_and_grad(z, inside)
+    if library == "dask":
+        da = pytest.importorskip("dask.array")
+        value, grad = (a.compute() for a in cls(reduction="none", **options).value_and_grad(
+            da.from_array(z, chunks=2 if z.ndim == 1 else (1, 2)), da.from_array(target, chunks=2 if z.ndim == 1
+                                                                                   else (1, 2))))
+    else:
+        jax = pytest.importorskip("jax")
+        if library == "jax":
+            value, grad = jax.jit(lambda z, y: cls(reduction="none", **options).value_and_grad(z, y))(z, target)
+        else:
+            lj = pytest.importorskip("losskit.jax")
+            f = lj.loss_fn(cls(reduction="none", **options))
+            value = jax.jit(lambda z, y: f(z, y))(z, target)
+            grad = jax.jit(jax.grad(lambda z, y: f(z, y).sum()))(z, target)
+    value, grad = np.asarray(value), np.asarray(grad)
+    if rows:  # one example: the row's loss is NaN
+        assert np.isnan(value).all()
+    else:
+        assert np.isnan(value[1]) and np.isnan(grad[1])
+        np.testing.assert_allclose(np.delete(value, 1), np.delete(expected_value, 1), rtol=1e-12)
+        np.testing.assert_allclose(np.delete(grad, 1), np.delete(expected_grad, 1), rtol=1e-12)
+    assert np.isnan(grad[..., 1]).all()

@@ -313,3 +313,23 @@ def test_a_nan_logit_makes_its_row_nan_in_torch_and_jax(data, name, kind):
     value, vjp = jax.vjp(lambda a: f(a, jax.numpy.asarray(target)), jax.numpy.asarray(z))
     grad = vjp(jax.numpy.ones(N))[0]
     assert np.isnan(value[2]) and np.isnan(np.asarray(grad[2])).all() and np.isfinite(np.asarray(value)[np.arange(N) != 2]).all()
+
+
+def test_a_target_outside_the_domain_is_refused_where_the_peers_take_it():
+    """docs/semantics.md: losskit refuses a BCE target of 1.5 and a Poisson target of -1 by name (NaN where no
+    check can read them: tests/test_errors.py); PyTorch and optax compute a finite number from them; scikit-learn
+    refuses the negative count."""
+    torch = pytest.importorskip("torch")
+    z, bad_label, bad_count = np.array([0.3, -0.7]), np.array([1.5, 1.0]), np.array([-1.0, 2.0])
+    with pytest.raises(lk.LossInputError, match="^target: "):
+        lk.binary_cross_entropy_with_logits(z, bad_label)
+    with pytest.raises(lk.LossInputError, match="^target: "):
+        lk.poisson_deviance(z, bad_count)
+    t = torch.from_numpy
+    assert np.isfinite(torch.nn.functional.binary_cross_entropy_with_logits(t(z), t(bad_label)).item())
+    assert np.isfinite(torch.nn.functional.poisson_nll_loss(t(z), t(bad_count), log_input=True).item())
+    optax = pytest.importorskip("optax")
+    assert np.isfinite(np.asarray(optax.sigmoid_binary_cross_entropy(z, bad_label))).all()
+    metrics = pytest.importorskip("sklearn.metrics")
+    with pytest.raises(ValueError):
+        metrics.mean_poisson_deviance(bad_count, np.exp(z))

@@ -190,10 +190,23 @@ def _extremes(xp, array):
     return xp.min(array), xp.max(array)
 
 
-def no_nan(xp, array, name: str) -> None:
-    # one streaming reduction: a NaN propagates into the max
-    if _array.size(array) and _array.concrete_bool(xp.isnan(xp.max(array))):
+def no_nan(xp, array, name: str) -> bool:
+    """Raise, naming ``name``, for a NaN in ``array``. Returns whether its values could be read: False for a
+    traced (JAX ``jit``) or lazy (Dask) array, which no check can read (see :func:`nan_where`)."""
+    if not _array.size(array):
+        return True
+    found = _array.concrete_bool(xp.isnan(xp.max(array)))  # one streaming reduction: a NaN propagates into the max
+    if found:
         raise fail(name, "no NaN values", "NaN")
+    return found is not None
+
+
+def nan_where(xp, array, outside):
+    """``array`` with NaN where ``outside``: a call whose target values no check can read (a traced or lazy
+    array: :func:`no_nan` gave False) gives a value outside the loss's domain a NaN loss and gradient, as it
+    gives a label out of range (:func:`bad_labels_nan`), not the value of other math (a Tweedie deviance of
+    power 3 at y = -1 was -3; BCE at y = 1.5 a finite number)."""
+    return xp.where(outside, xp.full_like(array, math.nan), array)
 
 
 def _extremes_without_nan(xp, array, name: str):
@@ -204,11 +217,17 @@ def _extremes_without_nan(xp, array, name: str):
     return extremes
 
 
-def in_unit_interval(xp, array, name: str, hint: str = "") -> None:
+def in_unit_interval(xp, array, name: str, hint: str = "") -> bool:
+    """Raise, naming ``name``, for a value outside [0, 1] (or NaN). Returns whether the values could be read
+    (as :func:`no_nan`)."""
     extremes = _extremes_without_nan(xp, array, name)
-    if extremes is not None and _array.concrete_bool((extremes[0] < 0) | (extremes[1] > 1)):
+    if extremes is None:
+        return True
+    outside = _array.concrete_bool((extremes[0] < 0) | (extremes[1] > 1))
+    if outside:
         lo, hi = (float(v) for v in extremes)
         raise fail(name, "values in [0, 1]", f"values in [{lo:.6g}, {hi:.6g}]", hint)
+    return outside is not None
 
 
 def row_sum_tolerance(float64: bool, k: int, eps: float, slack: float = 0.0) -> float:

@@ -104,8 +104,10 @@ class _BinaryBase(Loss):
     def _smoothed(plan):
         """The smoothed target ``y'`` the formulas read and ``1 - y'`` (:func:`smoothed_targets`), its values
         checked first (the precise error)."""
-        _checks.in_unit_interval(plan.xp, plan.target.dense, "target")
-        return smoothed_targets(plan.target.dense, plan.smoothing)
+        xp, y = plan.xp, plan.target.dense
+        if not _checks.in_unit_interval(xp, y, "target"):  # traced or lazy: NaN outside [0, 1]
+            y = _checks.nan_where(xp, y, ~((y >= 0) & (y <= 1)))
+        return smoothed_targets(y, plan.smoothing)
 
     def _pos_weight(self, xp, input):
         if self.pos_weight is None:

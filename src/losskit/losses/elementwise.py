@@ -48,6 +48,15 @@ TARGETS = {
     "positive": "positive values (y > 0)",
 }
 
+#: where a target value lies in each kind's domain (a NaN in none); "value" takes every real. The compiled
+#: formula kernels test the same (losskit.fused.formula.row_kernel's ``domain``)
+_IN_DOMAIN = {
+    "binary": lambda y: (y >= 0) & (y <= 1),
+    "sign": lambda y: (y == 1) | (y == 0) | (y == -1),
+    "count": lambda y: y >= 0,
+    "positive": lambda y: y > 0,
+}
+
 
 class ElementwiseLoss(Loss):
     """Base of the losses written as one formula per element (see the module note)."""
@@ -128,28 +137,27 @@ class ElementwiseLoss(Loss):
         return Target(dense=_array.as_dtype(xp, target, input.dtype))
 
     def _checked_target(self, xp, target):
-        """``target`` with its values checked (raising the precise error), as the formula reads it: a
-        ``"sign"`` target as -1/+1."""
-        _checks.no_nan(xp, target, "target")
-        kind = self.target
+        """``(target, outside)``: ``target`` with its values checked (raising the precise error), as the formula
+        reads it (a ``"sign"`` target as -1/+1); ``outside`` where a value lies outside :meth:`target_domain`
+        when no check could read them (a traced or lazy array, :func:`losskit._checks.nan_where`), else None."""
+        read = _checks.no_nan(xp, target, "target")
+        given, kind = target, self.target
         if kind == "binary":
             _checks.in_unit_interval(xp, target, "target")
         elif kind == "sign":
-            ok = (target == 1) | (target == 0) | (target == -1)
-            if _array.concrete_bool(xp.all(ok)) is False:
+            if _array.concrete_bool(xp.all(_IN_DOMAIN[kind](target))) is False:
                 raise _checks.fail("target", "labels 0/1 or -1/+1", "another value")
             target = xp.where(target > 0, xp.ones_like(target), -xp.ones_like(target))
-        elif kind in ("count", "positive"):
-            bad = target < 0 if kind == "count" else target <= 0
-            if _array.concrete_bool(xp.any(bad)):
-                raise _checks.fail("target", f"{TARGETS[kind]} for {type(self).__name__}",
-                                   f"a minimum of {float(xp.min(target)):.6g}")
+        elif kind in ("count", "positive") and _array.concrete_bool(xp.any(~_IN_DOMAIN[kind](target))):
+            raise _checks.fail("target", f"{TARGETS[kind]} for {type(self).__name__}",
+                               f"a minimum of {float(xp.min(target)):.6g}")
         self.check_target(xp, target)
-        return target
+        domain = _IN_DOMAIN.get(self.target_domain())
+        return target, None if read or domain is None else ~domain(given)
 
     def _terms(self, plan, order):
         xp, z = plan.xp, plan.input
-        y = self._checked_target(xp, plan.target.dense)
+        y, outside = self._checked_target(xp, plan.target.dense)
         math = ArrayMath(xp, z)
         loss = self.value(math, z, y)
         d = None
@@ -157,6 +165,10 @@ class ElementwiseLoss(Loss):
             d = self.derivative(math, z, y)
         elif order == 2:
             d = self.second_derivative(math, z, y)
+        if outside is not None:  # traced or lazy: NaN where the target is outside the domain (a formula's
+            # branches may not carry a NaN target through: the hinge's derivative where(y z < 1, -y, 0) gave 0)
+            loss = _checks.nan_where(xp, loss, outside)
+            d = None if d is None else _checks.nan_where(xp, d, outside)
         if plan.spans_last_axis:
             if self.over_last_axis == "mean":
                 loss = xp.mean(loss, axis=-1)
