@@ -113,6 +113,17 @@ def test_compressed_csv(tmp_path):
     np.testing.assert_array_equal(_read(layout)[1], _expected(data)[0])
 
 
+@pytest.mark.parametrize("damage", ["not gzip", "truncated"])
+def test_a_corrupt_compressed_csv_is_refused_naming_the_file(tmp_path, damage):
+    """pyarrow's own error for a bad gzip stream is a plain OSError naming no file ("zlib inflate failed",
+    "Truncated compressed stream"): refused as a LossInputError naming it, as a bad Parquet file is."""
+    packed = tmp_path / "data.csv.gz"
+    rows = b"target,logit_0\n" + b"".join(b"%d,%.3f\n" % (i % 2, i * 1e-3) for i in range(20_000))
+    packed.write_bytes(b"not gzip at all\n1,2\n" if damage == "not gzip" else gzip.compress(rows)[:20_000])
+    with pytest.raises(LossInputError, match=r"data\.csv\.gz: not a readable CSV file"):
+        _read(sources.resolve(sources.discover([packed])))
+
+
 def test_multi_value_columns(tmp_path):
     rng = np.random.default_rng(1)
     logits, label = rng.normal(size=(ROWS, 3)), rng.integers(0, 3, ROWS)
