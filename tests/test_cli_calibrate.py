@@ -189,6 +189,29 @@ def test_apply_to_a_csv_name_writes_csv(tmp_path, capsys):
         assert json.loads(a)["metrics"][key] == pytest.approx(value, rel=1e-9), key
 
 
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.zst", ".pq"])
+def test_apply_writes_the_format_its_name_says_and_refuses_another_name(tmp_path, capsys, suffix):
+    """A compressed CSV name writes compressed CSV (it was Parquet bytes under a .csv.gz name, which eval then
+    failed to inflate), a .pq name Parquet; a name of no format eval reads is refused naming --out, no file left."""
+    path, z, y, w = _multiclass(tmp_path, dtype=np.float64)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    out = tmp_path / f"calibrated{suffix}"
+    code, text, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(text)["format"] == ("parquet" if suffix == ".pq" else "csv")
+    assert (out.read_bytes()[:4] == b"PAR1") == (suffix == ".pq")
+    code, a, _ = _run(capsys, "eval", out, "--weight", "w", "--json")
+    code_ref, b, _ = _run(capsys, "eval", path, "--weight", "w", "--calibration", cal, "--json")
+    assert code == code_ref == 0
+    for key, value in json.loads(b)["metrics"].items():
+        assert json.loads(a)["metrics"][key] == pytest.approx(value, rel=1e-9), key
+    for name in ("calibrated.txt", "calibrated.npz", "calibrated"):
+        code, _, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", tmp_path / name)
+        assert code == 2 and err.startswith("losskit: error: --out: expected a file name ending in .parquet"), err
+        assert not (tmp_path / name).exists()
+
+
 def test_apply_from_csv_to_csv_keeps_the_other_columns_text(tmp_path, capsys):
     """pyarrow's type inference rewrote "007" as 7, and failed with a raw ArrowInvalid where a column's
     text stopped looking like numbers far down the file (row 250,000; found in review). CSV to CSV

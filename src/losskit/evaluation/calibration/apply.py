@@ -129,6 +129,10 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
+#: the compression of a CSV ``--out`` by its last suffix (pyarrow's codec names)
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+
+
 def _require_csv_columns(files, schemas, out) -> None:
     """Refuse a CSV ``out`` before any work when an input column has no CSV form (a list, a struct)."""
     import pyarrow as pa
@@ -167,14 +171,21 @@ def _atomic(path: Path, write) -> None:
 
 def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_000) -> dict:
     """Write ``calibration.apply`` of the prediction columns of ``paths`` (Parquet or CSV) to the file
-    ``out`` (CSV if its name ends in ``.csv``, else Parquet), atomically; returns
+    ``out``, atomically, in the format its name says as ``losskit eval`` reads it (Parquet: ``.parquet``,
+    ``.pq``; CSV: ``.csv``, compressed ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``); returns
     ``{"rows", "files", "pred", "out", "format"}``."""
+    import pyarrow as pa
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
 
     from .. import sources
     from .paired import check_uncalibrated
 
+    out_format = sources._format(Path(out))
+    if out_format not in ("parquet", "csv"):  # (any other name was written as Parquet, a .csv.gz too)
+        raise fail("--out", "a file name ending in .parquet or .pq (Parquet), or .csv, .csv.gz, .csv.bz2 or .csv.zst "
+                   "(CSV): the format is read from it", os.fspath(out))
+    codec = _CODECS.get(Path(out).suffix.lower()) if out_format == "csv" else None
     sources.check_batch_rows(batch_rows)
     files = sources.discover(paths)
     schemas = [sources._schema(f) for f in files]
@@ -188,14 +199,14 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
     if width != calibration.n_outputs:
         raise fail("--calibration", f"a calibration of {width} logits per row (columns {', '.join(names)})",
                    f"one fitted on {calibration.n_outputs} ({calibration.method}, {calibration.task})")
-    as_csv = Path(out).suffix.lower() == ".csv"
+    as_csv = out_format == "csv"
     if as_csv:
         _require_csv_columns(files, schemas, out)
     rows = 0
 
     def write(temp: str) -> None:
         nonlocal rows
-        writer = written = None
+        writer = written = stream = None
         try:
             for path, schema in zip(files, schemas, strict=True):
                 start = 0
@@ -208,7 +219,8 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
                         result = _conform(result, written, path, files[0])
                     written = result.schema
                     if writer is None and as_csv:
-                        writer = pv.CSVWriter(temp, result.schema)
+                        stream = pa.CompressedOutputStream(temp, codec) if codec else None
+                        writer = pv.CSVWriter(stream or temp, result.schema)
                     elif writer is None:
                         # the first Parquet input's metadata (losskit.task, .loss...), which the batches lose
                         meta = next((dict(pq.read_schema(f).metadata or {}) for f, s in zip(files, schemas, strict=True)
@@ -224,6 +236,8 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
         finally:
             if writer is not None:
                 writer.close()
+            if stream is not None:
+                stream.close()
 
     _atomic(Path(out), write)
     return {"rows": rows, "files": [os.fspath(f) for f in files], "pred": names, "out": os.fspath(out),
