@@ -151,7 +151,7 @@ def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself()
             class Redefined(lk.ElementwiseLoss):
                 name = "redefined_test_loss"
                 target = "value"
-                exponent = power
+                exponent = lk.option(float(power))
 
                 def value(self, xp, z, y):
                     return (z - y) ** self.exponent
@@ -297,3 +297,76 @@ def test_a_subclass_never_runs_a_kernel_written_for_other_math():
     assert type("TwicePoly", (lk.PolyCrossEntropy,), {}).kernel_name() is None
     z, y = RNG.normal(size=(5, 3)), np.array([0, 1, 2, 1, 0])
     np.testing.assert_allclose(float(TwiceCE()(z, y)), 2 * float(lk.SoftmaxCrossEntropy(impl="xp")(z, y)), rtol=1e-14)
+
+
+@pytest.mark.parametrize("loss, option", [(lk.HuberLoss(), "delta"), (ScaledCauchyLoss(), "scale"),
+                                          (lk.SoftmaxCrossEntropy(), "label_smoothing")])
+def test_an_option_set_after_construction_is_refused_naming_replace(loss, option):
+    """Every path reads the options checked at construction: a value set afterwards changed the array-API
+    path's formula alone (HuberLoss().delta = 5 gave 4.5 at e = 3 there and 2.5 from the kernel)."""
+    before = float(loss.replace(reduction="sum")(np.array([[3.0, 0.0]]), np.array([1]) if option == "label_smoothing"
+                                                  else np.zeros((1, 2))))
+    with pytest.raises(AttributeError, match=rf"{type(loss).__name__}\.{option} is fixed at construction.*"
+                                             rf"loss\.replace\({option}=\.\.\.\)"):
+        setattr(loss, option, 0.5)
+    with pytest.raises(AttributeError, match="options is fixed"):
+        loss.options = loss.options
+    assert float(loss.replace(reduction="sum")(np.array([[3.0, 0.0]]), np.array([1]) if option == "label_smoothing"
+                                               else np.zeros((1, 2)))) == before
+    loss.note = "mine"  # an attribute of one's own is one's own
+    assert loss.note == "mine"
+
+
+def _formula_of(value_source: str, namespace: dict | None = None):
+    """A loss class whose value is ``value_source`` (a return expression), made where it is refused or not."""
+    code = (f"class Probe(lk.ElementwiseLoss):\n    target = 'value'\n    k = 2.0\n    c = lk.option(1.0)\n"
+            f"    def helper(self, e):\n        return e\n"
+            f"    def value(self, xp, z, y):\n        return {value_source}\n")
+    scope = {"lk": lk, "math": __import__("math"), "np": np, **(namespace or {})}
+    exec(code, scope)
+    return scope["Probe"]
+
+
+@pytest.mark.parametrize(("source", "named"), [
+    ("self.k * (z - y) ** 2", "reads self.k, which is not an option"),
+    ("self.helper(z - y) ** 2", "reads self.helper, which is not an option"),
+    ("math.erf(z - y)", "uses math, which a formula cannot"),
+    ("np.square(z - y)", "uses np, which a formula cannot"),
+    ("max(z - y, 0.0)", "uses max, which a formula cannot"),
+    ("plain(z - y)", "uses plain, which a formula cannot"),
+])
+def test_a_formula_that_one_path_cannot_run_is_refused_when_the_class_is_made(source, named):
+    """A class constant or a method read on self, a module's function, a builtin such as max, or a helper not
+    marked @lk.formula_function: the compiled kernel's self holds the options alone, math.erf and max run in
+    the kernel but not on arrays. Each gave a raw numba TypingError from a second small call (or the first
+    large one), or failed on arrays by the call's size; now a TypeError naming it when the class is made."""
+    with pytest.raises(TypeError, match=f"^Probe.value {named}"):
+        _formula_of(source, {"plain": lambda e: e})
+
+
+def test_what_a_formula_may_use_is_accepted():
+    """Options, a marked helper, abs and float, numbers and xp's functions: accepted, and computed."""
+    @lk.formula_function
+    def halved(xp, e):
+        return e * 0.5
+
+    cls = _formula_of("halved(xp, self.c * abs(z - y)) + float(2) * TWO + xp.exp(z - z) - 1", {"halved": halved,
+                                                                                                "TWO": 2.0})
+    np.testing.assert_allclose(cls(reduction="none")(np.array([3.0, -1.0]), np.zeros(2)), [5.5, 4.5], rtol=1e-15)
+
+
+def test_a_subclass_writing_its_own_formula_does_not_keep_its_parents_gbdt_curvature():
+    """Huber's "irls" rests on its formula's shape (a concave function of e^2): a subclass that writes another
+    formula starts from the default, as it does for of_error."""
+    class Quartic(lk.HuberLoss):
+        def value(self, xp, z, y):
+            return (z - y) ** 4 / 4
+
+        def derivative(self, xp, z, y):
+            return (z - y) ** 3
+
+    class SameFormula(lk.HuberLoss):
+        pass
+
+    assert lk.HuberLoss.gbdt_curvature == "irls" and SameFormula.gbdt_curvature == "irls"
+    assert Quartic.gbdt_curvature == "weight"

@@ -108,6 +108,8 @@ class Loss(ABC):
             for fact in ("of_error", "arithmetic_value"):
                 if fact not in vars(cls):
                     setattr(cls, fact, False)
+            if "gbdt_curvature" not in vars(cls):  # "irls" or "majorize" rests on the parent's formula's shape
+                cls.gbdt_curvature = Loss.__dict__["gbdt_curvature"]
         declared = {k: v for k, v in vars(cls).items() if isinstance(v, Option)}
         if declared or cls.__init__ is Loss.__init__:  # keyword arguments named after the options
             _declare_options(cls, declared)
@@ -133,6 +135,17 @@ class Loss(ABC):
         for field in self.options.__dataclass_fields__:
             if not hasattr(type(self), field):  # a class attribute of that name wins, as before
                 self.__dict__[field] = getattr(self.options, field)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        options = self.__dict__.get("options")
+        if options is not None and (name == "options" or name in options.__dataclass_fields__):
+            # every path reads the one record checked at construction (the compiled kernels, the torch and JAX
+            # forms): an attribute set afterwards changed the array-API path's formula alone, so a call's
+            # value depended on its size (HuberLoss().delta = 5: 4.5 at e = 3 on one path, 2.5 on the other)
+            raise AttributeError(f"{type(self).__name__}.{name} is fixed at construction (every path reads the "
+                                 f"options checked then): use loss.replace({name}=...) for a loss with another value"
+                                 if name != "options" else f"{type(self).__name__}.options is fixed at construction")
+        super().__setattr__(name, value)
 
     def __getattr__(self, name: str):
         options = self.__dict__.get("options")

@@ -82,8 +82,9 @@ class ElementwiseLoss(Loss):
                 cls.task = Task.MULTILABEL
         if cls.over_last_axis == "sum":
             cls.reduces_last_axis = True
-        check_formulas(cls)
         super().__init_subclass__(**kwargs)
+        # after the options are declared: a formula reads on self only the numeric ones
+        check_formulas(cls, options=[f for f in cls.Options.__dataclass_fields__ if f not in ("reduction", "impl")])
 
     # -- the formula (a subclass writes these) ----------------------------------------------------
     def value(self, xp, z, y):

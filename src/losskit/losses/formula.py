@@ -53,22 +53,30 @@ def formula_function(fn: Callable) -> Callable:
     return fn
 
 
-def check_formulas(cls, methods=("value", "derivative", "second_derivative")) -> None:
-    """:func:`check_formula` of each formula method ``cls`` defines itself, unless ``cls`` is losskit's
-    (its formulas are held by the tests instead, and reading their bytecode would cost ``import
-    losskit`` some 20 ms)."""
+def check_formulas(cls, methods=("value", "derivative", "second_derivative"), options=()) -> None:
+    """:func:`check_formula` of each formula method ``cls`` defines itself (``options``: the numeric options,
+    the attributes it may read on ``self``), unless ``cls`` is losskit's (its formulas are held by the tests
+    instead, and reading their bytecode would cost ``import losskit`` some 20 ms)."""
     if is_losskits(cls):
         return
     for method in methods:
         if method in cls.__dict__:
-            check_formula(cls.__dict__[method], f"{cls.__name__}.{method}")
+            check_formula(cls.__dict__[method], f"{cls.__name__}.{method}", options=options)
 
 
-def check_formula(fn: Callable, owner: str, argument: int = 1) -> None:
-    """Refuse, when a formula is defined, a use of ``xp`` that only one path has: the function
-    ``fn``'s parameter number ``argument`` is ``xp``, and every attribute it reads there must be in
-    :data:`FUNCTIONS` or :data:`ATTRIBUTES`. Without this, ``xp.erf`` runs on NumPy arrays and fails
-    inside numba's compiler with a multi-screen TypingError on the first compiled call."""
+#: the builtins a formula may call: the same on arrays and in the compiled kernel (``max`` of an array is
+#: an error, of two elements a number; ``round`` and ``int`` the same)
+BUILTINS = ("abs", "float")
+
+
+def check_formula(fn: Callable, owner: str, argument: int = 1, options=None) -> None:
+    """Refuse, when a formula is defined, what only one path can run (else it fails inside numba's compiler
+    with a multi-screen TypingError on a compiled call, or on arrays, by the call's size). ``fn``'s parameter
+    number ``argument`` is ``xp``: every attribute it reads there must be in :data:`FUNCTIONS` or
+    :data:`ATTRIBUTES`. A method's ``self`` (``argument`` 1) may be read for ``options`` alone (the compiled
+    kernel's ``self`` holds the numeric options, nothing else: no class constant, no method). A global it
+    calls must be a helper marked :func:`formula_function` or one of :data:`BUILTINS`: not a module's
+    function (``math.erf`` runs in the kernel, not on arrays), not another function (not compiled)."""
     code = getattr(fn, "__code__", None)
     if code is None or code.co_argcount <= argument:
         return
@@ -79,6 +87,43 @@ def check_formula(fn: Callable, owner: str, argument: int = 1) -> None:
             raise TypeError(f"{owner} uses xp.{name}, which a formula cannot: xp offers {', '.join(FUNCTIONS)} "
                             f"and {', '.join(ATTRIBUTES)} (losskit.losses.formula.FUNCTIONS), the same on "
                             "every path; write it from these, in a helper marked @lk.formula_function if need be")
+    if options is not None and argument == 1:
+        for name in _attributes_read(code, code.co_varnames[0]):
+            if name not in options:
+                raise TypeError(f"{owner} reads self.{name}, which is not an option of the loss: a formula reads "
+                                f"on self only its numeric options ({', '.join(options) or 'none declared'}), the "
+                                "compiled kernel's self holds nothing else; declare it with lk.option(...), or make "
+                                "a helper marked @lk.formula_function")
+    for name, value in _globals_read(fn, code):
+        marked = any(value is f for f in FORMULA_FUNCTIONS)
+        if isinstance(value, types.ModuleType) or (callable(value) and not marked and not isinstance(value, type)
+                                                   and not (_is_builtin(value) and name in BUILTINS)):
+            raise TypeError(f"{owner} uses {name}, which a formula cannot: call on xp the functions "
+                            f"{', '.join(FUNCTIONS)}, the builtins {', '.join(BUILTINS)}, and helpers marked "
+                            "@lk.formula_function (compiled with the formula); a module's function or another "
+                            "one runs on one path only")
+
+
+def _is_builtin(value) -> bool:
+    return isinstance(value, types.BuiltinFunctionType) and getattr(value, "__module__", None) == "builtins"
+
+
+def _globals_read(fn: Callable, code: types.CodeType) -> Iterator[tuple[str, object]]:
+    """``(name, value)`` of each global (or builtin) name ``code`` and its nested code load, found now in
+    ``fn``'s globals or the builtins; a name not defined yet (a helper written after the class) is skipped."""
+    import builtins
+
+    namespace = getattr(fn, "__globals__", {})
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "LOAD_GLOBAL":
+            name = instruction.argval
+            if name in namespace:
+                yield name, namespace[name]
+            elif hasattr(builtins, name):
+                yield name, getattr(builtins, name)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _globals_read(fn, const)
 
 
 def _attributes_read(code: types.CodeType, xp: str) -> Iterator[str]:

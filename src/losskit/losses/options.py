@@ -3,9 +3,9 @@ targets; binary targets; the focal, poly, distillation, quantile and Tweedie par
 written as a formula declares its own numeric options on its class instead: ``lk.option``.)
 
 A loss holds its options in one frozen record, checked once at construction; ``repr``, the
-torch and JAX layers and the kernels read that record, never the loss's ``vars()``, so an
-attribute a user sets on a loss object changes nothing, and every entry point checks the same
-way. Options are read as attributes of the loss too (``loss.label_smoothing``).
+torch and JAX layers and the kernels read that record, and every entry point checks the same
+way. Options are read as attributes of the loss too (``loss.label_smoothing``); setting one is
+refused (``loss.replace(label_smoothing=0.1)`` makes a loss with another value).
 """
 
 from __future__ import annotations
