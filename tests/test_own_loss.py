@@ -15,6 +15,7 @@ from own_losses import ExpMarginLoss, ScaledCauchyLoss
 def _registered():
     """The README defines an ExpMarginLoss of its own (same name): these tests use tests/own_losses.py's."""
     for cls in (ExpMarginLoss, ScaledCauchyLoss):
+        lk.losses.registry.REGISTRY.pop(cls.name, None)
         lk.losses.registry.register(cls)
 
 
@@ -370,3 +371,23 @@ def test_a_subclass_writing_its_own_formula_does_not_keep_its_parents_gbdt_curva
 
     assert lk.HuberLoss.gbdt_curvature == "irls" and SameFormula.gbdt_curvature == "irls"
     assert Quartic.gbdt_curvature == "weight"
+
+
+def test_another_class_taking_a_users_registered_name_is_refused():
+    """Two modules' classes of one name: the second replaced the first in the registry without a word, and a
+    torch module made from the first (which finds its loss by name) then computed the second's formula. Now the
+    second is refused naming the first; the same class defined again still replaces itself."""
+    scope = {"lk": lk}
+    first = ("class Twin(lk.ElementwiseLoss):\n    name = 'twin_test_loss'\n    target = 'value'\n"
+             "    def value(self, xp, z, y):\n        return (z - y) * (z - y)\n")
+    try:
+        exec(compile(first, "first", "exec"), scope)
+        original = scope["Twin"]
+        with pytest.raises(TypeError, match=r"^Other.name: 'twin_test_loss' is the name of builtins\.Twin; "):
+            exec(compile(first.replace("class Twin", "class Other").replace("(z - y) * (z - y)", "xp.abs(z - y)"),
+                         "second", "exec"), scope)
+        assert lk.REGISTRY["twin_test_loss"][0] is original
+        exec(compile(first.replace("(z - y) * (z - y)", "xp.abs(z - y)"), "again", "exec"), scope)  # a cell re-run
+        assert lk.REGISTRY["twin_test_loss"][0] is scope["Twin"] is not original
+    finally:
+        lk.REGISTRY.pop("twin_test_loss", None)

@@ -227,6 +227,10 @@ def test_readme_python_block_runs_and_says_what_it_claims(index):
         _per_task(BLOCKS[0])
         return
     namespace: dict = {}
+    if CHECKS[index] is _own_loss:  # the README's ExpMarginLoss takes the name tests/own_losses.py's holds
+        import losskit as lk
+
+        lk.losses.registry.REGISTRY.pop("exp_margin_loss", None)
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
     CHECKS[index](namespace)
 

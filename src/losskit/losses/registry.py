@@ -24,14 +24,15 @@ def is_losskits(thing) -> bool:
 
 def register(cls: type) -> None:
     """Register ``cls`` under ``cls.name`` with a generated function form. A class defined again
-    under a name it already has (a notebook cell run twice) replaces the old one; a class of another
-    name taking a catalogue loss's name is refused: heads, ``eval --loss`` and the GBDT objectives
-    would silently compute its formula for the catalogue's name, which ``lk.<name>`` does not."""
+    under a name it already has (a notebook cell run twice: the same module and qualified name)
+    replaces the old one; another class taking a registered name is refused: heads, ``eval --loss``,
+    the GBDT objectives and the torch modules find a loss by its name, and would silently compute the
+    other's formula (a catalogue loss's name: which ``lk.<name>`` does not; a user's loss of another
+    module: which a module made before it was imported did not)."""
     old = REGISTRY.get(cls.name, (None,))[0]
-    if old is not None and is_losskits(old) and (
-            old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise TypeError(f"{cls.__name__}.name: {cls.name!r} is the name of losskit's {old.__name__}; "
-                        f"give the class a name of its own")
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        whose = f"losskit's {old.__name__}" if is_losskits(old) else f"{old.__module__}.{old.__qualname__}"
+        raise TypeError(f"{cls.__name__}.name: {cls.name!r} is the name of {whose}; give the class a name of its own")
     if not is_losskits(cls):  # a head looks a short name up among its task's losses, the catalogue's first
         own = set(cls.__dict__.get("aliases", ()))  # a subclass's inherited aliases are its parent's to keep
         for other, _ in REGISTRY.values():
