@@ -119,3 +119,24 @@ def test_options_tuples_pickle_by_reference_as_the_same_bytes():
     assert pickle.dumps(formula.options_tuple(lk.HuberLoss(delta=2.5))) == data
     assert pickle.dumps(formula.options_tuple(lk.HuberLoss(delta=3.0))) != data
 
+
+
+def test_the_disk_cache_key_holds_the_numbers_a_formula_imports(tmp_path, monkeypatch):
+    """numba freezes a global number into the machine code, and keyed the cached kernel on the source of the
+    formula's own module alone: ``from consts import K``, K changed in consts.py, and a new process loaded the
+    kernel of the old K (the array path read the new one). The salt now holds the numbers the formula reads."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "lossmod_salt_test.py").write_text(
+        "import losskit as lk\nfrom consts_salt_test import K\n\n\nclass KLoss(lk.ElementwiseLoss):\n"
+        "    def value(self, xp, z, y):\n        return K * (z - y) * (z - y)\n\n"
+        "    def derivative(self, xp, z, y):\n        return 2 * K * (z - y)\n")
+    salts = []
+    for k in (1.0, 5.25, 5.25):  # (sizes differ: a .pyc of the same size and second would be reused)
+        (tmp_path / "consts_salt_test.py").write_text(f"K = {k}\n")
+        for name in ("lossmod_salt_test", "consts_salt_test"):
+            sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+        salts.append(formula._source_salt(importlib.import_module("lossmod_salt_test").KLoss))
+    for name in ("lossmod_salt_test", "consts_salt_test"):
+        sys.modules.pop(name, None)
+    assert salts[0] != salts[1] and salts[1] == salts[2] and 0 not in salts

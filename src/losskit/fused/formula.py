@@ -395,7 +395,30 @@ def _source_salt(cls) -> int:
             digest.update(inspect.getsource(module).encode())
         except (OSError, TypeError):  # no source (a class made in a notebook cell...): no disk cache
             return 0
+    # the numbers the formulas read as globals, which numba freezes into the machine code: one imported from
+    # another module (from consts import K) changed there and the cached kernel kept the old K
+    formulas = [getattr(cls, m) for m in ("value", "derivative", "second_derivative") if hasattr(cls, m)]
+    for fn in (*formulas, *sorted(_REGISTERED, key=lambda f: (f.__module__, f.__qualname__))):
+        digest.update(repr(sorted(_global_numbers(fn))).encode())
     return int.from_bytes(digest.digest()[:7], "little")
+
+
+def _global_numbers(fn) -> list:
+    """``(name, value)`` of each global number (int, float, bool) the code of ``fn`` (and its nested code) loads."""
+    import dis
+    import types as pytypes
+
+    namespace, found, codes = getattr(fn, "__globals__", {}), [], [getattr(fn, "__code__", None)]
+    while codes:
+        code = codes.pop()
+        if code is None:
+            continue
+        for instruction in dis.get_instructions(code):
+            value = namespace.get(instruction.argval) if instruction.opname == "LOAD_GLOBAL" else None
+            if isinstance(value, (int, float)):
+                found.append((instruction.argval, value))
+        codes += [c for c in code.co_consts if isinstance(c, pytypes.CodeType)]
+    return found
 
 
 def _cacheable(cls) -> bool:
