@@ -254,6 +254,21 @@ def test_width_mismatch_names_the_option(tmp_path):
         lk.evaluate(path, task="multilabel")
 
 
+def test_the_detected_tasks_advice_is_given_only_where_the_columns_disagree_with_it(binary_file, tmp_path):
+    """An unknown --loss is the loss's error alone (the advice to check the target and pass --task was appended
+    to it); two prediction columns beside one regression target say which losses take them."""
+    with pytest.raises(LossInputError, match="^--loss: expected one of") as error:
+        lk.evaluate(binary_file[0], loss="nonsense")
+    assert "detected" not in str(error.value)
+    rng = np.random.default_rng(0)
+    path = write_parquet(tmp_path / "g.parquet", {"pred_0": rng.normal(size=20), "pred_1": rng.normal(size=20),
+                                                   "target": rng.normal(size=20)})
+    with pytest.raises(LossInputError, match="^--pred: .*got 2; a mean and a log-variance per value: --loss "
+                                             "gaussian_nll; quantiles: --loss quantile; the task was detected"):
+        lk.evaluate(path)
+    assert lk.evaluate(path, loss="gaussian_nll").task == "regression"
+
+
 def test_probabilities_refuse_a_logit_loss(binary_file, tmp_path):
     path = write_parquet(tmp_path / "p.parquet", {"prob": [0.2, 0.7], "target": [0, 1]})
     with pytest.raises(LossInputError, match="--loss"):

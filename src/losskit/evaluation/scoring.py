@@ -100,7 +100,7 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     try:
         head = _head(task, loss, n_pred, n_target)
     except LossInputError as error:
-        if not detected:
+        if not detected or str(error).startswith("--loss"):  # (a loss's name or options: not the task's doing)
             raise
         # the columns disagree with the task read off the target (a label 1.5 makes it regression): say so
         raise LossInputError(f"{error}; the task was detected from the target as {task} ({reason}): check the "
@@ -182,7 +182,9 @@ def _head(task: str, loss, n_pred: int, n_target: int):
         units = getattr(head, "units", None)
         if head is None or type(head) is _heads.RegressionHead:
             if n_pred != n_target:
-                raise fail("--pred", f"one prediction column per target value ({n_target})", f"{n_pred}")
+                hint = ("a mean and a log-variance per value: --loss gaussian_nll; quantiles: --loss quantile"
+                        if loss is None and n_target == 1 else "")
+                raise fail("--pred", f"one prediction column per target value ({n_target})", f"{n_pred}", hint)
             return _heads.head("regression", n_outputs=n_pred, **options)
         if n_pred != units or n_target != 1:
             raise fail("--pred", f"{units} prediction columns and one target column for {type(head).__name__}",
