@@ -153,14 +153,14 @@ def test_apply_keeps_other_columns_and_is_atomic(tmp_path, capsys):
     assert json.loads(table.schema.metadata[b"losskit.calibration"])["params"]["temperature"] == t
     # a NaN in the last row group: an error, and no partial file
     bad = tmp_path / "bad.parquet"
-    values = z[:, 0].copy()
+    values = z[:, 2].copy()
     values[2900] = np.nan
-    pq.write_table(pa.table({"logit_0": values, **{f"logit_{j}": z[:, j] for j in range(1, 4)}}), bad,
+    pq.write_table(pa.table({**{f"logit_{j}": z[:, j] for j in (0, 1)}, "logit_2": values, "logit_3": z[:, 3]}), bad,
                    row_group_size=500)
     target = tmp_path / "never.parquet"
     code, _, err = _run(capsys, "calibrate", "apply", bad, "--calibration", cal, "--out", target)
     assert code == 2 and err.startswith("losskit: error: ") and err.count("\n") == 1, err
-    assert "bad.parquet" in err and "row 2900" in err
+    assert "bad.parquet: column 'logit_2', row 2900: expected finite logits" in err, err  # (the column: eval's)
     assert not target.exists() and not list(tmp_path.glob(".never*"))
 
 

@@ -108,8 +108,10 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
     logits = np.concatenate([p.astype(dtype, copy=False) for p in parts], axis=1)
     bad = ~np.isfinite(logits)
     if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise LossInputError(f"{path}: row {first_row + int(row)}: expected finite logits, "
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        owner = int(np.searchsorted(np.cumsum(widths), col, side="right"))  # the column holding logit number col
+        where = f"column {names[owner]!r}" + (f" [{col - sum(widths[:owner])}]" if widths[owner] > 1 else "")
+        raise LossInputError(f"{path}: {where}, row {first_row + row}: expected finite logits, "
                              f"got {float(logits[row, col])!r}")
     if calibration.task == "binary" and logits.shape[1] == 1:
         out = np.asarray(calibration.apply(logits[:, 0])).reshape(-1, 1)
