@@ -289,6 +289,26 @@ def test_multilabel_labels_share_the_exact_auc_limit(tmp_path):
         assert abs(row["roc_auc"] - exact) <= row["auc_bound"] * (1 + 1e-9)  # can be reached: slack for rounding
 
 
+def test_multilabel_labels_left_out_of_the_macro_auc_are_reported(tmp_path):
+    """A label of one class only has no ROC AUC: the macro mean is over the others (scikit-learn's per-label
+    values), and the report says which (the metrics' list was dropped before reaching the report and JSON)."""
+    from losskit.evaluation.report import summary_rows
+
+    rng = np.random.default_rng(8)
+    n = 200
+    z = rng.normal(0, 2, (n, 3))
+    y = (rng.random((n, 3)) < _sigmoid(z)).astype(np.int64)
+    y[:, 1] = 0
+    path = write_parquet(tmp_path / "ml.parquet", {"logit_0": z[:, 0], "logit_1": z[:, 1], "logit_2": z[:, 2],
+                                                   "target_0": y[:, 0], "target_1": y[:, 1], "target_2": y[:, 2]})
+    report = lk.evaluate(path)
+    assert report.auc["undefined"] == [1] and report.to_dict()["auc"]["undefined"] == [1]
+    expected = np.mean([sk.roc_auc_score(y[:, j], z[:, j]) for j in (0, 2)])
+    assert report.metrics["roc_auc"] == pytest.approx(expected, rel=1e-12)
+    left = dict(summary_rows(report))["ROC AUC left out"]
+    assert left.startswith("1 label(s) of one class only") and left.endswith(str(report.tables["per_label"][1]["label"]))
+
+
 def test_one_hot_target_columns(tmp_path):
     rng = np.random.default_rng(7)
     n, k = 500, 4

@@ -56,6 +56,11 @@ def summary_rows(report) -> list[tuple[str, str]]:
         rows.append((_NAMES[key], value))
     if report.auc:
         rows.append(("ROC AUC method", _auc_method(report.auc)))
+        if report.auc.get("undefined"):  # the macro mean is over the others: say which are left out
+            names = [row["label"] for row in report.tables.get("per_label", [])]
+            left = [str(names[i]) if i < len(names) else str(i) for i in report.auc["undefined"]]
+            rows.append(("ROC AUC left out", f"{len(left)} label(s) of one class only, not in the macro mean: "
+                                             f"{', '.join(left[:10])}{', ...' if len(left) > 10 else ''}"))
         if report.auc.get("method") == "binned" and "ap_bound" in report.auc:
             bound = report.auc["ap_bound"]
             rows.append(("average precision method", f"binned, within +/- {bound:.2e} of the exact value"))

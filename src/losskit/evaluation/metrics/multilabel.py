@@ -126,8 +126,8 @@ class MultilabelMetrics:
                "auc": {"method": methods.pop() if len(methods) == 1 else "mixed",
                        "bound": float(np.mean([a["bound"] for a in defined])) if defined else 0.0}}
         undefined = [label for label, a in enumerate(aucs) if a["roc_auc"] is None]
-        if undefined:
-            out["roc_auc_undefined"] = undefined
+        if undefined:  # (in "auc" too: the report's and the JSON's, which keep no other key of this)
+            out["roc_auc_undefined"] = out["auc"]["undefined"] = undefined
         out["per_label"] = [
             {"label": label, "positives": float(self._positives[label]),
              "loss": _mean(float(self._loss[label]), total) if self._loss_rows == self.rows else None,
