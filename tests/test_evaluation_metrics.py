@@ -354,6 +354,20 @@ def test_multiclass_matches_sklearn(kind, weighted):
     assert_json_plain(result)
 
 
+def test_macro_f1_leaves_out_a_class_seen_only_in_rows_of_weight_zero():
+    """docs/eval.md: support and predictions are counted by weight, so a class seen only in rows of weight 0 is
+    left out of the macro mean (a row of weight 0 is not there); scikit-learn counts it, with an F1 of 0.
+    Ours equals scikit-learn's on the rows of positive weight."""
+    z = frozen(np.array([[2.0, 0, 0], [0, 2, 0], [2, 0, 0], [0, 0, 2], [0, 2, 0]]))
+    y, w = frozen(np.array([0, 1, 1, 2, 1])), np.array([1.0, 1, 1, 0, 1])
+    metrics = MulticlassMetrics(3, "logits")
+    metrics.update(z, y, w, None)
+    kept = w > 0
+    result = metrics.result()["macro_f1"]
+    assert result == pytest.approx(skm.f1_score(y[kept], z[kept].argmax(1), average="macro"), rel=1e-12)
+    assert result != pytest.approx(skm.f1_score(y, z.argmax(1), average="macro", sample_weight=w))
+
+
 def test_softmax_is_shift_invariant_on_both_paths():
     z, y, w, loss = multiclass_data(n=1000)
     labels = list(range(z.shape[1]))
