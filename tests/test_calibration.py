@@ -423,6 +423,19 @@ def test_sums_that_overflow_float64_are_refused_not_fitted():
     assert big.params["temperature"] == pytest.approx(lk.calibrate(z, y).params["temperature"], rel=1e-9)
 
 
+def test_vector_scaling_without_l2_names_a_class_missing_from_the_data():
+    """A class of no weight has no finite offset: refused naming the class and what fixes it (it was reported as
+    'the scores separate the classes'); with l2 the offset is finite and the fit converges; temperature fits."""
+    z, y, _ = multiclass_data(n=2000, seed=23)
+    k = z.shape[1]
+    keep = y != k - 1
+    with pytest.raises(lk.LossInputError, match=rf"^target: expected every class for vector scaling without l2 .*"
+                                                 rf"got no weight on class {k - 1}; .*give l2 > 0"):
+        lk.calibrate(z[keep], y[keep], method="vector")
+    assert lk.calibrate(z[keep], y[keep], method="vector", l2=0.1).method == "vector"
+    assert lk.calibrate(z[keep], y[keep]).method == "temperature"
+
+
 def test_bad_input():
     z, y, _ = multiclass_data(n=200, seed=19)
     p = special.softmax(z, axis=1)

@@ -182,8 +182,9 @@ def check_not_probabilities(task: str, z, name: str) -> None:
 
 
 def check_classes(task: str, method: str, mass: np.ndarray, weight_sum: float = 1.0,
-                  weight_name: str = "weight") -> None:
-    """Some weight, and at least two classes in the target (per label for ``temperature_per_label``)."""
+                  weight_name: str = "weight", l2: float = 0.0) -> None:
+    """Some weight, and at least two classes in the target (per label for ``temperature_per_label``; every
+    class for vector scaling without ``l2``)."""
     if not weight_sum > 0:  # every weight 0: no class has any mass, which read as "only one class"
         raise fail(weight_name, "some weight > 0", "only weights of 0", "a calibration fits the weighted rows")
     if task == "regression":
@@ -193,6 +194,13 @@ def check_classes(task: str, method: str, mass: np.ndarray, weight_sum: float = 
         if present < 2:
             raise fail("target", "at least two classes", f"only class {int(np.argmax(mass))}",
                        "a calibration cannot be fitted on one class")
+        missing = np.flatnonzero(mass <= 0)
+        if method == "vector" and not l2 > 0 and missing.size:
+            # that class's offset runs to -inf: it was reported as "the scores separate the classes"
+            shown = ", ".join(str(int(c)) for c in missing[:10]) + (", ..." if missing.size > 10 else "")
+            raise fail("target", "every class for vector scaling without l2 (a class of no weight has no finite "
+                       "offset)", f"no weight on class {shown}",
+                       "calibrate on data holding every class, give l2 > 0, or use temperature scaling")
         return
     negatives, positives = mass
     if method == "temperature_per_label":
@@ -270,7 +278,7 @@ def passes(objective, data: Data) -> Callable[[np.ndarray], object]:
         for part in parts[1:]:
             total.merge(part)
         if first:
-            check_classes(data.task, objective.method, total.mass, total.weight)
+            check_classes(data.task, objective.method, total.mass, total.weight, l2=getattr(objective, "l2", 0.0))
         return total
 
     return evaluate
