@@ -309,6 +309,19 @@ def test_multilabel_labels_left_out_of_the_macro_auc_are_reported(tmp_path):
     assert left.startswith("1 label(s) of one class only") and left.endswith(str(report.tables["per_label"][1]["label"]))
 
 
+@pytest.mark.parametrize(("bad_row", "message"), [([0.5, 0.7, 0.0], "rows along the class axis that sum to 1"),
+                                                ([1.5, -0.5, 0.0], "values in \\[0, 1\\]")])
+def test_a_bad_soft_target_row_is_named_by_its_row(tmp_path, bad_row, message):
+    """The core's check of a batch named the batch's rows (0-499); the first row refused is named now."""
+    rng = np.random.default_rng(9)
+    z, soft = rng.normal(size=(500, 3)), rng.dirichlet(np.ones(3), size=500)
+    soft[137] = bad_row
+    path = write_parquet(tmp_path / "s.parquet", {**{f"logit_{k}": z[:, k] for k in range(3)},
+                                                  **{f"target_{k}": soft[:, k] for k in range(3)}})
+    with pytest.raises(LossInputError, match=rf"s\.parquet: row 137: target: expected {message}"):
+        lk.evaluate(path, task="multiclass")
+
+
 def test_one_hot_target_columns(tmp_path):
     rng = np.random.default_rng(7)
     n, k = 500, 4
