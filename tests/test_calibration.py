@@ -392,6 +392,18 @@ def test_a_calibration_whose_params_cannot_be_applied_is_refused(method, key, ba
             cal.apply(z)
 
 
+@pytest.mark.parametrize("bad", [True, "2.0", [1.0, True, 1.0]])
+def test_a_calibration_whose_params_are_not_numbers_is_refused(bad):
+    """A JSON true was read as the temperature 1 (and kept as True); a string or a bool in a vector as well."""
+    z, y, w = multiclass_data(n=400, seed=18)
+    method, key = ("vector", "scale") if isinstance(bad, list) else ("temperature", "temperature")
+    cal = lk.calibrate(z, y, weight=w, method=method)
+    data = json.loads(cal.to_json())
+    data["params"][key] = bad if not isinstance(bad, list) else bad + [1.0] * (len(data["params"][key]) - 3)
+    with pytest.raises(lk.LossInputError, match=f"^calibration: expected numbers as the params of a {method}"):
+        lk.Calibration.from_json(json.dumps(data))
+
+
 def test_a_calibration_file_of_the_wrong_shape_or_a_0d_array_is_refused():
     z, y, w = multiclass_data(n=400, seed=18)
     cal = lk.calibrate(z, y, weight=w)

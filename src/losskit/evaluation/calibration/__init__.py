@@ -121,6 +121,8 @@ class Calibration:
         import numpy as np
 
         objective = self.objective
+        if not all(_numbers(value) for value in self.params.values()):  # (a JSON true read as the number 1)
+            raise fail("calibration", f"numbers as the params of a {self.method} calibration", _plain(self.params))
         try:
             with np.errstate(all="ignore"):  # log of a temperature <= 0: judged below
                 theta = np.asarray(objective.theta(self.params), dtype=np.float64)
@@ -170,6 +172,15 @@ class Calibration:
                        f"a JSON object missing or mistyping {error}") from None
         out.theta()  # as many as the method has, each finite
         return out
+
+
+def _numbers(value) -> bool:
+    """Whether ``value`` is a real number (not a bool) or a list of them."""
+    import numbers
+
+    if isinstance(value, list):
+        return all(_numbers(v) for v in value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _plain(params: dict) -> str:
