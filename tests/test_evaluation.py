@@ -322,6 +322,16 @@ def test_a_bad_soft_target_row_is_named_by_its_row(tmp_path, bad_row, message):
         lk.evaluate(path, task="multiclass")
 
 
+def test_multiclass_equal_mass_ece_is_exact_up_to_the_auc_limit_too(tmp_path):
+    """docs/eval.md: exact up to 1,000,000 rows or --auc-exact-limit, whichever is fewer."""
+    rng = np.random.default_rng(10)
+    z, y = rng.normal(size=(300, 3)), rng.integers(0, 3, size=300)
+    path = write_parquet(tmp_path / "m.parquet", {**{f"logit_{k}": z[:, k] for k in range(3)}, "target": y})
+    assert lk.evaluate(path, auc_exact_limit=300).adaptive["method"] == "exact"
+    binned = lk.evaluate(path, auc_exact_limit=299).adaptive
+    assert binned["method"] == "binned"
+
+
 def test_one_hot_target_columns(tmp_path):
     rng = np.random.default_rng(7)
     n, k = 500, 4
