@@ -332,6 +332,20 @@ def test_multiclass_equal_mass_ece_is_exact_up_to_the_auc_limit_too(tmp_path):
     assert binned["method"] == "binned"
 
 
+def test_a_loss_of_one_task_says_the_task(tmp_path):
+    """A Poisson target of whole floats was ambiguous (classes or counts?) although --loss poisson says which;
+    a name several tasks take ("focal": binary and multi-class) leaves it to the target."""
+    rng = np.random.default_rng(11)
+    y = rng.poisson(2.0, size=200).astype(np.float64)
+    path = write_parquet(tmp_path / "p.parquet", {"pred": rng.normal(size=200), "target": y})
+    with pytest.raises(LossInputError, match="ambiguous"):
+        lk.evaluate(path)
+    report = lk.evaluate(path, loss="poisson")
+    assert report.task == "regression" and report.reason == "--loss poisson is a regression loss"
+    binary = write_parquet(tmp_path / "b.parquet", {"logit": rng.normal(size=200), "target": rng.integers(0, 2, 200)})
+    assert lk.evaluate(binary, loss="focal").reason.startswith("integer labels")
+
+
 def test_one_hot_target_columns(tmp_path):
     rng = np.random.default_rng(7)
     n, k = 500, 4

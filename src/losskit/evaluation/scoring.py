@@ -84,12 +84,15 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
         raise fail("--pred-kind", "logits or probs", repr(pred_kind))
     n_pred = first.pred.shape[1]
     n_target = first.target.shape[1]
+    implied = _task_of_loss(loss) if task is None else None
+    if implied is not None:  # a loss of one task says the task (a Poisson target of whole floats was ambiguous)
+        task, reason = implied, f"--loss {loss if isinstance(loss, str) else type(loss).__name__} is a {implied} loss"
     detected = task is None
     if detected:
         task, reason = _detect(layout, first)
         if task == "binary" and n_pred > 1 and n_target == 1:  # the prediction columns are authoritative
             task, reason = Task.MULTICLASS, f"{reason}; {n_pred} prediction columns, one per class: multiclass"
-    else:
+    elif implied is None:
         reason = f"--task {task} given"
     kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
     if task == "regression":
@@ -136,6 +139,21 @@ def _is_plain(loss: Loss | None) -> bool:
     if loss is None or cls.__dict__.get("probability_form") is None:
         return False
     return {**loss.options.as_dict(), "reduction": "mean", "impl": "auto"} == cls().options.as_dict()
+
+
+def _task_of_loss(loss) -> Task | None:
+    """The one task whose heads take ``loss`` (a name or a Loss object), or None (none given; several take it,
+    as "bce" binary and multi-label; none does, which the head's error then says)."""
+    if loss is None:
+        return None
+    tasks = []
+    for kind in Task:
+        try:
+            _heads.loss_class(kind, loss)
+        except LossInputError:
+            continue
+        tasks.append(kind)
+    return tasks[0] if len(tasks) == 1 else None
 
 
 def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
