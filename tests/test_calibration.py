@@ -404,6 +404,15 @@ def test_a_calibration_whose_params_are_not_numbers_is_refused(bad):
         lk.Calibration.from_json(json.dumps(data))
 
 
+def test_a_calibration_built_by_hand_takes_tuples_and_arrays_of_numbers():
+    z, y, w = multiclass_data(n=400, seed=18)
+    fitted = lk.calibrate(z, y, weight=w, method="vector")
+    for kind in (tuple, np.asarray):
+        params = {key: kind(value) if isinstance(value, list) else value for key, value in fitted.params.items()}
+        by_hand = lk.Calibration("vector", fitted.task, params, fitted.n_outputs)
+        np.testing.assert_allclose(by_hand.apply(z), fitted.apply(z), rtol=1e-15)
+
+
 def test_a_calibration_file_of_the_wrong_shape_or_a_0d_array_is_refused():
     z, y, w = multiclass_data(n=400, seed=18)
     cal = lk.calibrate(z, y, weight=w)

@@ -189,10 +189,11 @@ def test_apply_to_a_csv_name_writes_csv(tmp_path, capsys):
         assert json.loads(a)["metrics"][key] == pytest.approx(value, rel=1e-9), key
 
 
-@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.zst", ".pq"])
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.zst", ".pq", ".CSV.GZ"])
 def test_apply_writes_the_format_its_name_says_and_refuses_another_name(tmp_path, capsys, suffix):
     """A compressed CSV name writes compressed CSV (it was Parquet bytes under a .csv.gz name, which eval then
-    failed to inflate), a .pq name Parquet; a name of no format eval reads is refused naming --out, no file left."""
+    failed to inflate), a .pq name Parquet, an upper-case .CSV.GZ gzip that eval inflates too (pyarrow detects a
+    lower-case suffix alone); a name of no format eval reads is refused naming --out, no file left."""
     path, z, y, w = _multiclass(tmp_path, dtype=np.float64)
     cal = tmp_path / "cal.json"
     assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0

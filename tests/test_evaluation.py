@@ -332,6 +332,16 @@ def test_multiclass_equal_mass_ece_is_exact_up_to_the_auc_limit_too(tmp_path):
     assert binned["method"] == "binned"
 
 
+def test_the_first_refused_row_is_named_with_its_own_value(tmp_path):
+    """The row is the first refused one and the value its own (the whole batch's minimum, another row's, was
+    named beside it)."""
+    target = np.full(1000, 2.0)
+    target[300], target[900] = -1.0, -50.0
+    path = write_parquet(tmp_path / "p.parquet", {"pred": np.zeros(1000), "target": target}, row_group_size=1000)
+    with pytest.raises(LossInputError, match=r"p\.parquet: row 300: target: .*got a minimum of -1$"):
+        lk.evaluate(path, task="regression", loss="poisson_deviance")
+
+
 def test_a_loss_of_one_task_says_the_task(tmp_path):
     """A Poisson target of whole floats was ambiguous (classes or counts?) although --loss poisson says which;
     a name several tasks take ("focal": binary and multi-class) leaves it to the target."""

@@ -121,18 +121,21 @@ def test_options_tuples_pickle_by_reference_as_the_same_bytes():
 
 
 
-def test_the_disk_cache_key_holds_the_numbers_a_formula_imports(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("define", "read"), [("K = {}", "K"), ("import numpy as np\nK = np.float32({})", "K"),
+                                             ("K = ({}, 1.0)", "K[0]")])
+def test_the_disk_cache_key_holds_the_numbers_a_formula_imports(tmp_path, monkeypatch, define, read):
     """numba freezes a global number into the machine code, and keyed the cached kernel on the source of the
     formula's own module alone: ``from consts import K``, K changed in consts.py, and a new process loaded the
-    kernel of the old K (the array path read the new one). The salt now holds the numbers the formula reads."""
+    kernel of the old K (the array path read the new one). The salt now holds the numbers the formula reads: a
+    float, a NumPy scalar, a tuple of numbers."""
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "lossmod_salt_test.py").write_text(
         "import losskit as lk\nfrom consts_salt_test import K\n\n\nclass KLoss(lk.ElementwiseLoss):\n"
-        "    def value(self, xp, z, y):\n        return K * (z - y) * (z - y)\n\n"
-        "    def derivative(self, xp, z, y):\n        return 2 * K * (z - y)\n")
+        f"    def value(self, xp, z, y):\n        return {read} * (z - y) * (z - y)\n\n"
+        f"    def derivative(self, xp, z, y):\n        return 2 * {read} * (z - y)\n")
     salts = []
     for k in (1.0, 5.25, 5.25):  # (sizes differ: a .pyc of the same size and second would be reused)
-        (tmp_path / "consts_salt_test.py").write_text(f"K = {k}\n")
+        (tmp_path / "consts_salt_test.py").write_text(define.format(k) + "\n")
         for name in ("lossmod_salt_test", "consts_salt_test"):
             sys.modules.pop(name, None)
         importlib.invalidate_caches()

@@ -311,11 +311,27 @@ def test_an_option_set_after_construction_is_refused_naming_replace(loss, option
                                              rf"loss\.replace\({option}=\.\.\.\)"):
         setattr(loss, option, 0.5)
     with pytest.raises(AttributeError, match="options is fixed"):
-        loss.options = loss.options
+        loss.options = loss.replace(reduction="none").options
     assert float(loss.replace(reduction="sum")(np.array([[3.0, 0.0]]), np.array([1]) if option == "label_smoothing"
                                                else np.zeros((1, 2)))) == before
     loss.note = "mine"  # an attribute of one's own is one's own
     assert loss.note == "mine"
+
+
+def test_a_subclass_init_that_assigns_an_option_its_own_value_still_works():
+    """A subclass's __init__ that assigns what it passed on (as code written before options were fixed does)
+    changes nothing, and is taken; another value is refused."""
+    class Huber2(lk.HuberLoss):
+        def __init__(self, delta=1.0, extra=3, **options):
+            super().__init__(delta=delta, **options)
+            self.extra = extra
+            self.delta = delta
+            self.options = self.options
+
+    loss = Huber2(2)
+    assert loss.delta == 2.0 and loss.extra == 3
+    with pytest.raises(AttributeError, match="Huber2.delta is fixed"):
+        loss.delta = 3.0
 
 
 def _formula_of(value_source: str, namespace: dict | None = None):
@@ -331,8 +347,9 @@ def _formula_of(value_source: str, namespace: dict | None = None):
 @pytest.mark.parametrize(("source", "named"), [
     ("self.k * (z - y) ** 2", "reads self.k, which is not an option"),
     ("self.helper(z - y) ** 2", "reads self.helper, which is not an option"),
-    ("math.erf(z - y)", "uses math, which a formula cannot"),
-    ("np.square(z - y)", "uses np, which a formula cannot"),
+    ("math.erf(z - y)", "uses math.erf, which a formula cannot"),
+    ("np.square(z - y)", "uses np.square, which a formula cannot"),
+    ("int(z - y)", "uses int, which a formula cannot"),
     ("max(z - y, 0.0)", "uses max, which a formula cannot"),
     ("plain(z - y)", "uses plain, which a formula cannot"),
 ])
@@ -346,13 +363,14 @@ def test_a_formula_that_one_path_cannot_run_is_refused_when_the_class_is_made(so
 
 
 def test_what_a_formula_may_use_is_accepted():
-    """Options, a marked helper, abs and float, numbers and xp's functions: accepted, and computed."""
+    """Options, a marked helper, abs and float, numbers (a module's too: math.pi) and xp's functions: accepted,
+    and computed."""
     @lk.formula_function
     def halved(xp, e):
         return e * 0.5
 
-    cls = _formula_of("halved(xp, self.c * abs(z - y)) + float(2) * TWO + xp.exp(z - z) - 1", {"halved": halved,
-                                                                                                "TWO": 2.0})
+    cls = _formula_of("halved(xp, self.c * abs(z - y)) + float(2) * TWO + xp.exp(z - z) - 1 + 0 * math.pi",
+                      {"halved": halved, "TWO": 2.0})
     np.testing.assert_allclose(cls(reduction="none")(np.array([3.0, -1.0]), np.zeros(2)), [5.5, 4.5], rtol=1e-15)
 
 

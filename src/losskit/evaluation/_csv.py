@@ -18,14 +18,29 @@ from .._errors import LossInputError
 # pyarrow is imported where a file is read (scoring arrays in memory, `losskit.calibrate` of arrays and the
 # demo's ECE import this package without reading one: pyarrow's import took 0.13-0.24 s of the demo)
 
-__all__ = ["blocks", "first_text", "guard", "open_csv", "records"]
+__all__ = ["CODECS", "blocks", "first_text", "guard", "open_csv", "records", "source"]
+
+
+#: the compression of a CSV file by its last suffix, in any case (pyarrow's codec names)
+CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+
+
+def source(path: Path):
+    """``path``, which pyarrow decompresses by its suffix, or where that suffix is not lower case (``.CSV.GZ``,
+    which pyarrow reads as plain text) a stream decompressing it."""
+    codec = CODECS.get(Path(path).suffix.lower())
+    if codec is None or Path(path).suffix in CODECS:
+        return path
+    import pyarrow as pa
+
+    return pa.input_stream(str(path), compression=codec)
 
 
 def open_csv(path: Path, block_size: int, columns, types, on_invalid):
     import pyarrow.csv as pcsv
 
     return pcsv.open_csv(
-        path,  # a path, not a stream, so pyarrow decompresses by extension
+        source(path),  # a path, not a stream, so pyarrow decompresses by extension (see source)
         read_options=pcsv.ReadOptions(block_size=block_size, use_threads=True),
         parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
         # only "" is missing: "nan" stays a float NaN (reported as such), "NA" is text (reported as such)
@@ -81,7 +96,9 @@ def records(path: Path) -> Iterator[tuple[int, int, list[str]]]:
     import pyarrow as pa
 
     try:
-        with pa.input_stream(str(path)) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        found = source(path)
+        raw = pa.input_stream(str(found)) if isinstance(found, (str, Path)) else found
+        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
             reader, line, row = csv.reader(text), 0, -1
             for fields in reader:
                 start, line = line + 1, reader.line_num

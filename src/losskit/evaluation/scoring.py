@@ -321,34 +321,41 @@ def _core(loss: Loss, input, target, weight, batch: Batch):
         total, weight_sum = loss.sum_and_weight(input, target, weight=weight)
         return float(total), float(weight_sum)
     except LossInputError as error:
-        row = _first_refused_row(loss, input, target, weight, str(error))
-        where = f"row {batch.start + row}" if row is not None else \
-            f"rows {batch.start}-{batch.start + len(batch.pred) - 1}"
-        raise LossInputError(f"{batch.path}: {where}: {error}") from None
+        found = _first_refused_row(loss, input, target, weight, str(error))
+        if found is None:
+            raise LossInputError(f"{batch.path}: rows {batch.start}-{batch.start + len(batch.pred) - 1}: "
+                                 f"{error}") from None
+        row, message = found
+        raise LossInputError(f"{batch.path}: row {batch.start + row}: {message}") from None
 
 
-def _first_refused_row(loss: Loss, input, target, weight, message: str) -> int | None:
-    """The first row at which the core refuses the batch with ``message``'s kind of error (its words before
-    "got"), found by bisecting on prefixes (a check of rows: a row sum, a value's range): the row the
-    message is about, where the batch's range named a million rows. None when the batch's first row alone is
-    refused the same way and another row may be the cause (no row to name)."""
+def _first_refused_row(loss: Loss, input, target, weight, message: str) -> tuple[int, str] | None:
+    """``(row, message)``: the first row at which the core refuses the batch with ``message``'s kind of error
+    (its words before "got"), found by bisecting on prefixes (a check of rows: a row sum, a value's range), and
+    the error of the prefix ending there, whose values are that row's (the whole batch's named another row's
+    minimum). None when the core takes a prefix of the whole batch otherwise (another kind of error)."""
     kind = message.split(", got ")[0]
 
-    def refused(rows: int) -> bool:
+    def refused(rows: int) -> str | None:
         try:
             loss.sum_and_weight(input[:rows], target[:rows], weight=None if weight is None else weight[:rows])
         except LossInputError as error:
-            return str(error).split(", got ")[0] == kind
-        return False
+            return str(error) if str(error).split(", got ")[0] == kind else None
+        return None
 
     n = len(input)
-    if n == 0 or not refused(n):
+    last = refused(n) if n else None
+    if last is None:
         return None
     low, high = 0, n  # refused(high); not refused(low) (an empty prefix is never refused)
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if refused(middle) else (middle, high)
-    return high - 1
+        at_middle = refused(middle)
+        if at_middle is not None:
+            high, last = middle, at_middle
+        else:
+            low = middle
+    return high - 1, last
 
 
 def _labels(batch: Batch, values: np.ndarray, n_classes: int, what: str) -> np.ndarray:

@@ -398,25 +398,36 @@ def _source_salt(cls) -> int:
     # the numbers the formulas read as globals, which numba freezes into the machine code: one imported from
     # another module (from consts import K) changed there and the cached kernel kept the old K
     formulas = [getattr(cls, m) for m in ("value", "derivative", "second_derivative") if hasattr(cls, m)]
-    for fn in (*formulas, *sorted(_REGISTERED, key=lambda f: (f.__module__, f.__qualname__))):
+    for fn in (*formulas, *sorted(_REGISTERED, key=lambda f: (str(f.__module__), f.__qualname__))):
         digest.update(repr(sorted(_global_numbers(fn))).encode())
     return int.from_bytes(digest.digest()[:7], "little")
 
 
 def _global_numbers(fn) -> list:
-    """``(name, value)`` of each global number (int, float, bool) the code of ``fn`` (and its nested code) loads."""
+    """``(name, repr)`` of each global the code of ``fn`` (and its nested code) loads that numba freezes as a
+    constant: a number (a NumPy scalar too), a tuple of them; a module's numbers it reads (``np.pi``)."""
     import dis
     import types as pytypes
+
+    def frozen(value) -> bool:
+        if isinstance(value, tuple):
+            return all(frozen(v) for v in value)
+        return isinstance(value, (int, float, complex, np.generic))
 
     namespace, found, codes = getattr(fn, "__globals__", {}), [], [getattr(fn, "__code__", None)]
     while codes:
         code = codes.pop()
         if code is None:
             continue
-        for instruction in dis.get_instructions(code):
-            value = namespace.get(instruction.argval) if instruction.opname == "LOAD_GLOBAL" else None
-            if isinstance(value, (int, float)):
-                found.append((instruction.argval, value))
+        instructions = list(dis.get_instructions(code))
+        for instruction, after in zip(instructions, instructions[1:] + [None], strict=True):
+            if instruction.opname != "LOAD_GLOBAL" or instruction.argval not in namespace:
+                continue
+            name, value = instruction.argval, namespace[instruction.argval]
+            if isinstance(value, pytypes.ModuleType) and after is not None and after.opname == "LOAD_ATTR":
+                name, value = f"{name}.{after.argval}", getattr(value, after.argval, None)
+            if frozen(value):
+                found.append((name, repr(value)))
         codes += [c for c in code.co_consts if isinstance(c, pytypes.CodeType)]
     return found
 

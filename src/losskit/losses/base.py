@@ -138,7 +138,8 @@ class Loss(ABC):
 
     def __setattr__(self, name: str, value: Any) -> None:
         options = self.__dict__.get("options")
-        if options is not None and (name == "options" or name in options.__dataclass_fields__):
+        if options is not None and (name == "options" or name in options.__dataclass_fields__) \
+                and not _unchanged(value, options if name == "options" else getattr(options, name)):
             # every path reads the one record checked at construction (the compiled kernels, the torch and JAX
             # forms): an attribute set afterwards changed the array-API path's formula alone, so a call's
             # value depended on its size (HuberLoss().delta = 5: 4.5 at e = 3 on one path, 2.5 on the other)
@@ -360,6 +361,19 @@ class Loss(ABC):
 
 
 @functools.cache
+def _unchanged(value, current) -> bool:
+    """Whether setting ``value`` over an option's ``current`` changes nothing (a subclass's ``__init__`` that
+    assigns what it passed on, as it did before options were fixed): the same object, or an equal number or
+    string."""
+    if value is current:
+        return True
+    if isinstance(value, str) or isinstance(current, str):
+        return isinstance(value, str) and isinstance(current, str) and value == current
+    number = (int, float)
+    return isinstance(value, number) and isinstance(current, number) and not isinstance(value, bool) \
+        and not isinstance(current, bool) and value == current
+
+
 def _option_names(record: type) -> tuple:
     """The fields of an options record (asked at every construction)."""
     return tuple(f.name for f in dataclasses.fields(record))

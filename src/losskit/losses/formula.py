@@ -65,7 +65,7 @@ def check_formulas(cls, methods=("value", "derivative", "second_derivative"), op
 
 
 #: the builtins a formula may call: the same on arrays and in the compiled kernel (``max`` of an array is
-#: an error, of two elements a number; ``round`` and ``int`` the same)
+#: an error, of two elements a number; ``round`` and ``int`` the same). Types are calls too: refused
 BUILTINS = ("abs", "float")
 
 
@@ -94,18 +94,23 @@ def check_formula(fn: Callable, owner: str, argument: int = 1, options=None) -> 
                                 f"on self only its numeric options ({', '.join(options) or 'none declared'}), the "
                                 "compiled kernel's self holds nothing else; declare it with lk.option(...), or make "
                                 "a helper marked @lk.formula_function")
+    import builtins
+
     for name, value in _globals_read(fn, code):
-        marked = any(value is f for f in FORMULA_FUNCTIONS)
-        if isinstance(value, types.ModuleType) or (callable(value) and not marked and not isinstance(value, type)
-                                                   and not (_is_builtin(value) and name in BUILTINS)):
-            raise TypeError(f"{owner} uses {name}, which a formula cannot: call on xp the functions "
-                            f"{', '.join(FUNCTIONS)}, the builtins {', '.join(BUILTINS)}, and helpers marked "
-                            "@lk.formula_function (compiled with the formula); a module's function or another "
-                            "one runs on one path only")
+        if isinstance(value, types.ModuleType):  # a module's number (math.pi) is a number; its function is not
+            for attribute in _attributes_read(code, name, global_=True):
+                if not isinstance(getattr(value, attribute, None), (int, float)):
+                    _refuse(owner, f"{name}.{attribute}")
+        elif callable(value) and not any(value is f for f in FORMULA_FUNCTIONS) \
+                and not (name in BUILTINS and value is getattr(builtins, name, None)):
+            _refuse(owner, name)
 
 
-def _is_builtin(value) -> bool:
-    return isinstance(value, types.BuiltinFunctionType) and getattr(value, "__module__", None) == "builtins"
+def _refuse(owner: str, name: str):
+    raise TypeError(f"{owner} uses {name}, which a formula cannot: call on xp the functions {', '.join(FUNCTIONS)}, "
+                    f"the builtins {', '.join(BUILTINS)}, and helpers marked @lk.formula_function (compiled with "
+                    "the formula); read numbers (a module's too: math.pi); a module's function, a type such as int "
+                    "or another function runs on one path only")
 
 
 def _globals_read(fn: Callable, code: types.CodeType) -> Iterator[tuple[str, object]]:
@@ -126,19 +131,20 @@ def _globals_read(fn: Callable, code: types.CodeType) -> Iterator[tuple[str, obj
             yield from _globals_read(fn, const)
 
 
-def _attributes_read(code: types.CodeType, xp: str) -> Iterator[str]:
+def _attributes_read(code: types.CodeType, xp: str, global_: bool = False) -> Iterator[str]:
     """The attribute names read directly on the local (or closed-over) variable ``xp`` in ``code``
-    and the functions nested in it (comprehensions, lambdas)."""
+    and the functions nested in it (comprehensions, lambdas); ``global_``: on the global ``xp``."""
     instructions = list(dis.get_instructions(code))
+    loads = ("LOAD_GLOBAL",) if global_ else ("LOAD_FAST", "LOAD_DEREF")
     for load, attribute in zip(instructions, instructions[1:], strict=False):
         # Python 3.13 loads two locals in one LOAD_FAST_LOAD_FAST (argval a pair): the later is on top
         loaded = load.argval[-1] if isinstance(load.argval, tuple) else load.argval
-        if (load.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) and loaded == xp
+        if (load.opname.startswith(loads) and loaded == xp
                 and attribute.opname in ("LOAD_ATTR", "LOAD_METHOD")):
             yield attribute.argval
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _attributes_read(const, xp)
+            yield from _attributes_read(const, xp, global_)
 
 
 class ArrayMath:

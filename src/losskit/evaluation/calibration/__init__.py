@@ -175,12 +175,16 @@ class Calibration:
 
 
 def _numbers(value) -> bool:
-    """Whether ``value`` is a real number (not a bool) or a list of them."""
+    """Whether ``value`` is a real number (not a bool) or a sequence or array of them."""
     import numbers
 
-    if isinstance(value, list):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "iuf"
+    if isinstance(value, (list, tuple)):
         return all(_numbers(v) for v in value)
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _plain(params: dict) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._errors import LossInputError, fail
-from .. import _arrow
+from .. import _arrow, _csv
 
 __all__ = ["apply_files"]
 
@@ -53,12 +53,12 @@ def _record_batches(path: Path, kind: str, batch_rows: int, names: list[str], as
             yield from handle.iter_batches(batch_size=batch_rows)
         return
     try:
-        with pv.open_csv(path) as reader:
+        with pv.open_csv(_csv.source(path)) as reader:
             header = reader.schema.names
         types = {name: (pa.float64() if name in names else pa.string()) for name in header}
         options = (pv.ConvertOptions(column_types=types, strings_can_be_null=False) if as_text
                    else pv.ConvertOptions(column_types={name: pa.float64() for name in names if name in header}))
-        with pv.open_csv(path, convert_options=options) as reader:
+        with pv.open_csv(_csv.source(path), convert_options=options) as reader:
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_rows):
                     yield batch.slice(start, batch_rows)
@@ -131,10 +131,6 @@ def _calibrated(batch, names: list[str], calibration, path: Path, first_row: int
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-#: the compression of a CSV ``--out`` by its last suffix (pyarrow's codec names)
-_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
-
-
 def _require_csv_columns(files, schemas, out) -> None:
     """Refuse a CSV ``out`` before any work when an input column has no CSV form (a list, a struct)."""
     import pyarrow as pa
@@ -187,7 +183,7 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
     if out_format not in ("parquet", "csv"):  # (any other name was written as Parquet, a .csv.gz too)
         raise fail("--out", "a file name ending in .parquet or .pq (Parquet), or .csv, .csv.gz, .csv.bz2 or .csv.zst "
                    "(CSV): the format is read from it", os.fspath(out))
-    codec = _CODECS.get(Path(out).suffix.lower()) if out_format == "csv" else None
+    codec = _csv.CODECS.get(Path(out).suffix.lower()) if out_format == "csv" else None
     sources.check_batch_rows(batch_rows)
     files = sources.discover(paths)
     schemas = [sources._schema(f) for f in files]
