@@ -108,3 +108,19 @@ def test_non_float_logits_are_refused():
         lk.softmax(np.array([1, 2, 3]))
     with pytest.raises(lk.LossInputError, match="axis"):
         lk.softmax(np.zeros((2, 3)), axis=2)
+
+
+def test_log_sigmoid_autodiff_is_one_minus_sigmoid_at_zero_too():
+    """Under JAX's autodiff log_sigmoid's derivative at exactly z = 0 was 1 (minimum's gradient split at the tie
+    plus |z|' = 1 there), where 1 - sigmoid(0) = 1/2: a zero-initialised output layer's every logit. torch, and
+    every other z, were right; jax.nn.log_sigmoid is the reference."""
+    jax = pytest.importorskip("jax")
+    torch = pytest.importorskip("torch")
+    z = np.array([-40.0, -3.0, -1e-300, 0.0, 1e-300, 2.0, 40.0])
+    expected = 1 / (1 + np.exp(z))  # 1 - sigmoid(z) = sigmoid(-z)
+    ours = jax.vmap(jax.grad(lambda v: lk.log_sigmoid(v)))(jax.numpy.asarray(z))
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(jax.vmap(jax.grad(jax.nn.log_sigmoid))(z)), rtol=1e-15)
+    t = torch.tensor(z, requires_grad=True)
+    lk.log_sigmoid(t).sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), expected, rtol=1e-15)

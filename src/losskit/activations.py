@@ -29,8 +29,11 @@ def sigmoid_xp(xp, z):
 
 
 def log_sigmoid_xp(xp, z):
-    # log(sigmoid(z)) = min(z, 0) - log1p(exp(-|z|)): no overflow, no cancellation
-    return xp.minimum(z, xp.zeros_like(z)) - xp.log1p(xp.exp(-xp.abs(z)))
+    # log(sigmoid(z)) = min(z, 0) - log1p(exp(-|z|)): no overflow, no cancellation. Written with selects at z < 0,
+    # not minimum and abs: autodiff (JAX's) splits minimum's gradient at the tie z = 0 and takes |z|' = 1 there,
+    # which summed to 1 where the derivative 1 - sigmoid(0) is 1/2 (a zero-initialised layer's logits are all 0)
+    negative = z < 0
+    return xp.where(negative, z, xp.zeros_like(z)) - xp.log1p(xp.exp(xp.where(negative, z, -z)))
 
 
 def shifted_logits_xp(xp, z, axis=-1):
