@@ -545,3 +545,20 @@ def test_quantile_and_gaussian_heads_refuse_options_beside_a_loss_object():
         lk.QuantileHead(np.array([0.1, 0.9]), loss=lk.QuantileLoss(quantiles=(0.1, 0.9)))
     assert lk.QuantileHead(np.array([0.5]), loss=lk.QuantileLoss(quantiles=0.3)).quantiles == (0.3,)
     assert lk.GaussianHead(loss=lk.GaussianNLL(reduction="sum")).loss_object.reduction == "sum"
+
+
+def test_the_threshold_logit_is_exact_to_a_few_ulps_near_one_half():
+    """p > t is read as z > logit(t): log(t) - log1p(-t) cancelled near t = 1/2 (4,900 ulps at t = 0.50002), so
+    a logit between the rounded and the exact cut was read on the wrong side. Against mpmath, both sides."""
+    mpmath = pytest.importorskip("mpmath")
+    from losskit.heads import _logit
+
+    mpmath.mp.prec = 200
+    for t in (0.5000221267318777, 0.4999778732681223, 0.5, 0.3, 0.26, 0.25, 0.1, 1e-9, 0.75, 0.9, 1 - 1e-12):
+        exact = mpmath.log(mpmath.mpf(t) / (1 - mpmath.mpf(t)))
+        got = _logit(t)
+        assert abs(mpmath.mpf(got) - exact) <= 2 * np.spacing(abs(float(exact))), t
+    cut = _logit(0.5000221267318777)
+    head = lk.BinaryHead(threshold=0.5000221267318777)
+    assert head.predict(np.array([np.nextafter(cut, 1.0)])).tolist() == [1]
+    assert head.predict(np.array([np.nextafter(cut, 0.0)])).tolist() == [0]

@@ -155,8 +155,18 @@ def _threshold(value, name: str = "threshold"):
         if not 0.0 < v < 1.0:
             raise fail(name, "probabilities in (0, 1)", repr(v))
     # p > t  <=>  z > log(t / (1 - t)): compare logits, so z = 1e-20 still reads as positive
-    logits = [math.log(v) - math.log1p(-v) for v in values]
+    logits = [_logit(v) for v in values]
     return logits if host.ndim else logits[0]
+
+
+def _logit(t: float) -> float:
+    """``log(t / (1 - t))`` to a few ulps: ``log(t) - log1p(-t)`` cancels near t = 1/2 (4,900 ulps off at t =
+    0.50002), where ``1 - t`` (t >= 1/2) and ``1 - 2t`` (1/4 <= t < 1/2) are exact and ``log1p`` takes the rest."""
+    if t >= 0.5:
+        return math.log1p((2 * t - 1) / (1 - t))
+    if t >= 0.25:
+        return -math.log1p((1 - 2 * t) / t)
+    return math.log(t) - math.log1p(-t)
 
 
 def _default_int(xp):
