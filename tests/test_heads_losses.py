@@ -186,3 +186,16 @@ def test_units_per_value_is_declared_by_the_losses_of_several_units_and_read_by_
     lx = pytest.importorskip("losskit.xgboost")
     with pytest.raises(lk.LossInputError, match="^margins: .*label as 4 columns"):
         lx.objective(lk.QuantileLoss(quantiles=[0.2, 0.4, 0.6, 0.8]))(np.zeros(3), np.zeros(3))
+
+
+def test_the_docs_table_of_loss_names_is_the_heads_own():
+    """docs/heads.md's `loss=` table lists each task's names as the heads take them (it lacked `exponential`
+    and `asl`), the default first."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "heads.md").read_text()
+    for kind, table in TASK_LOSSES.items():
+        row = re.search(rf"^\| {kind} \| (.*) \|$", text, re.M).group(1)
+        names = re.findall(r"`([a-z_0-9]+)`", row.split(" each ")[0])
+        assert names[0] == next(iter(table)) and sorted(names) == sorted(table), (kind, names)
