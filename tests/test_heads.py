@@ -30,19 +30,19 @@ def _fd(f, x, step=1e-6):
 
 # -- heads return the core's numbers --------------------------------------------------------
 CORE = [
-    ("binary", lambda: lk.BinaryHead(pos_weight=2.0, label_smoothing=0.1),
-     lambda: lk.BinaryCrossEntropyWithLogits(pos_weight=2.0, label_smoothing=0.1),
+    ("binary", lambda r: lk.BinaryHead(pos_weight=2.0, label_smoothing=0.1, reduction=r),
+     lambda r: lk.BinaryCrossEntropyWithLogits(pos_weight=2.0, label_smoothing=0.1, reduction=r),
      RNG.normal(size=N), RNG.integers(0, 2, N).astype(float)),
-    ("multiclass", lambda: lk.MulticlassHead(K, class_weight=[1, 2, 1, 0.5], label_smoothing=0.1),
-     lambda: lk.SoftmaxCrossEntropy(class_weight=[1, 2, 1, 0.5], label_smoothing=0.1),
+    ("multiclass", lambda r: lk.MulticlassHead(K, class_weight=[1, 2, 1, 0.5], label_smoothing=0.1, reduction=r),
+     lambda r: lk.SoftmaxCrossEntropy(class_weight=[1, 2, 1, 0.5], label_smoothing=0.1, reduction=r),
      RNG.normal(size=(N, K)), RNG.integers(0, K, N)),
-    ("multiclass_ignore", lambda: lk.MulticlassHead(K, ignore_index=-100),
-     lambda: lk.SoftmaxCrossEntropy(ignore_index=-100),
+    ("multiclass_ignore", lambda r: lk.MulticlassHead(K, ignore_index=-100, reduction=r),
+     lambda r: lk.SoftmaxCrossEntropy(ignore_index=-100, reduction=r),
      RNG.normal(size=(N, K)), np.array([0, -100, 3, 2, -100, 1])),
-    ("multilabel", lambda: lk.MultilabelHead(K, pos_weight=[1, 2, 3, 4]),
-     lambda: lk.MultilabelCrossEntropy(pos_weight=[1, 2, 3, 4]),
+    ("multilabel", lambda r: lk.MultilabelHead(K, pos_weight=[1, 2, 3, 4], reduction=r),
+     lambda r: lk.MultilabelCrossEntropy(pos_weight=[1, 2, 3, 4], reduction=r),
      RNG.normal(size=(N, K)), RNG.integers(0, 2, (N, K)).astype(float)),
-    ("regression", lambda: lk.RegressionHead(3), lambda: lk.MeanSquaredError(),
+    ("regression", lambda r: lk.RegressionHead(3, reduction=r), lambda r: lk.MeanSquaredError(reduction=r),
      RNG.normal(size=(N, 3)), RNG.normal(size=(N, 3))),
 ]
 
@@ -51,8 +51,7 @@ CORE = [
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 def test_head_returns_the_core_loss_gradient_and_hessian(case, reduction):
     _, make_head, make_loss, logits, target = case
-    head, loss = make_head(), make_loss()
-    head.loss_object.reduction = loss.reduction = reduction
+    head, loss = make_head(reduction), make_loss(reduction)
     weight = RNG.uniform(0.5, 2.0, N)
     np.testing.assert_array_equal(head.loss(logits, target, weight=weight),
                                   loss(logits, target, weight=weight))

@@ -785,15 +785,16 @@ def test_an_eager_call_runs_as_one_program_after_its_checks(name, shape):
             fn(z, y + shape[1])
 
 
-def test_an_eager_call_of_ones_own_loss_sees_its_attributes_as_they_are_now():
-    """A loss of one's own may read attributes that are not declared options and change between calls: its
-    eager calls stay op by op, so each sees the current value (one program per class and options would keep
-    the first value)."""
+def test_an_eager_call_of_ones_own_loss_sees_its_options():
+    """A loss of one's own runs each object's options (its eager calls stay op by op: one program per class would
+    keep the first object's). Its formula reads on self its options alone, fixed at construction (a class
+    constant read on self is refused when the class is made: tests/test_own_loss.py), so a value set afterwards
+    is refused rather than seen by one path and not another."""
 
     class Scaled(lk.ElementwiseLoss):
         name = "scaled_square_test"
         target = "value"
-        factor = 1.0  # set on an object below: not a declared option
+        factor = lk.option(1.0)
 
         def value(self, xp, z, y):
             return self.factor * (z - y) ** 2
@@ -808,12 +809,13 @@ def test_an_eager_call_of_ones_own_loss_sees_its_attributes_as_they_are_now():
     loss = Scaled()
     f = lj.loss_fn(loss)
     base, base_grad = float(f(z, y)), jax.grad(lambda z: f(z, y))(z)
-    loss.factor = 3.0
-    assert float(f(z, y)) == pytest.approx(3 * base, rel=1e-14)
-    np.testing.assert_allclose(jax.grad(lambda z: f(z, y))(z), 3 * base_grad, rtol=1e-14)
-    other = Scaled()
-    other.factor = 5.0
-    assert float(lj.loss_fn(other)(z, y)) == pytest.approx(5 * base, rel=1e-14)
+    g = lj.loss_fn(Scaled(factor=3.0))
+    assert float(g(z, y)) == pytest.approx(3 * base, rel=1e-14)
+    np.testing.assert_allclose(jax.grad(lambda z: g(z, y))(z), 3 * base_grad, rtol=1e-14)
+    assert float(f(z, y)) == base
+    with pytest.raises(AttributeError, match="Scaled.factor is fixed at construction"):
+        loss.factor = 5.0
+    lk.REGISTRY.pop("scaled_square_test", None)
 
 
 def test_an_eager_call_takes_a_new_normalizer_without_a_new_program_and_checks_numbers():

@@ -274,3 +274,19 @@ def test_a_uint64_label_past_int64_is_out_of_range_not_an_ignored_minus_one(libr
         with pytest.raises(lk.LossInputError, match="^target: .*label 9223372036854775807"):
             call(bad)
         assert float(call(good)) == pytest.approx(np.log(3), rel=1e-15)
+
+
+def test_a_bfloat16_target_or_one_that_requires_grad_is_read_as_its_float32_values():
+    """head_for / type_of_target read a torch bfloat16 target (raw TypeError: unsupported ScalarType), a JAX one
+    (refused: 'dtype bfloat16' is not a real dtype to NumPy) and a torch tensor that requires grad (raw
+    RuntimeError: numpy() of a tensor that requires grad) as their float32 values, as they read float32."""
+    torch = pytest.importorskip("torch")
+    values = [0.0, 1.0, 1.0, 0.0]
+    expected = type(lk.head_for(np.array(values, np.float32)))
+    targets = [torch.tensor(values, dtype=torch.bfloat16), torch.tensor(values, requires_grad=True)]
+    jnp = pytest.importorskip("jax.numpy")
+    targets.append(jnp.asarray(values, dtype=jnp.bfloat16))
+    for target in targets:
+        assert type(lk.head_for(target)) is expected
+    soft = torch.tensor([0.1, 0.5, 2.3], requires_grad=True)
+    assert type(lk.head_for(soft)) is type(lk.head_for(np.array([0.1, 0.5, 2.3], np.float32)))

@@ -110,10 +110,15 @@ def to_host(target, name: str = "target") -> np.ndarray:
     else:
         if array_api_compat.is_dask_array(target):
             target = target.compute()  # detection must read every value; done once at set-up
+        if callable(getattr(target, "detach", None)):  # a tensor in an autograd graph: its values (no export else)
+            target = target.detach()
         try:
             host = target if isinstance(target, np.ndarray) else np.from_dlpack(
                 array_api_compat.to_device(target, "cpu"))
-        except Exception:  # a library without DLPack or a cpu device: its __array__, if any
+        except Exception:  # a library without DLPack or a cpu device, a dtype NumPy lacks: its __array__, if any
+            xp = array_api_compat.array_namespace(target)
+            if xp.isdtype(target.dtype, "real floating") and xp.finfo(target.dtype).bits < 32:
+                target = xp.astype(target, xp.float32)  # bfloat16: NumPy has none; float32 holds every value
             host = np.asarray(target)
     if host.dtype == object:
         _one_kind(host, name)

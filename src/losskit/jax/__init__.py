@@ -290,8 +290,8 @@ def _eager_program(loss, logits, target, weight, normalizer, with_grad: bool):
     values; None for any other call. The checks (labels in range, probabilities in [0, 1], a target in the
     loss's domain) run where the arithmetic reads the values, and no check can read a traced array: so the
     array-API reference runs on NumPy views (no compile), its value discarded, raising what the op-by-op
-    path raises. A loss of one's own keeps the op-by-op path: its formula may read attributes that change
-    between calls. One program per loss class and options but ``impl`` (the functional forms make a new
+    path raises. A loss of one's own keeps the op-by-op path: its formula may read module globals that
+    change between calls. One program per loss class and options but ``impl`` (the functional forms make a new
     loss object at each call; a catalogue loss is its options)."""
     options = loss.options.as_dict()
     key = tuple(item for item in options.items() if item[0] != "impl")
