@@ -198,4 +198,5 @@ def test_the_docs_table_of_loss_names_is_the_heads_own():
     for kind, table in TASK_LOSSES.items():
         row = re.search(rf"^\| {kind} \| (.*) \|$", text, re.M).group(1)
         names = re.findall(r"`([a-z_0-9]+)`", row.split(" each ")[0])
-        assert names[0] == next(iter(table)) and sorted(names) == sorted(table), (kind, names)
+        own = [name for name, cls in table.items() if cls.__module__.startswith("losskit.")]  # (not a test's)
+        assert names[0] == own[0] and sorted(names) == sorted(own), (kind, names)

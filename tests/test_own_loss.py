@@ -352,6 +352,7 @@ def _formula_of(value_source: str, namespace: dict | None = None):
     ("int(z - y)", "uses int, which a formula cannot"),
     ("max(z - y, 0.0)", "uses max, which a formula cannot"),
     ("plain(z - y)", "uses plain, which a formula cannot"),
+    ("super().value(xp, z, y)", r"uses super\(\), which a formula cannot .*a helper marked @lk.formula_function"),
 ])
 def test_a_formula_that_one_path_cannot_run_is_refused_when_the_class_is_made(source, named):
     """A class constant or a method read on self, a module's function, a builtin such as max, or a helper not

@@ -107,6 +107,10 @@ def check_formula(fn: Callable, owner: str, argument: int = 1, options=None) -> 
 
 
 def _refuse(owner: str, name: str):
+    if name == "super":  # the kernel calls the formula as a plain function of the options: no class, no parent
+        raise TypeError(f"{owner} uses super(), which a formula cannot (the compiled kernel calls it as a plain "
+                        "function of the options): write the shared formula in a helper marked "
+                        "@lk.formula_function and call it from both classes")
     raise TypeError(f"{owner} uses {name}, which a formula cannot: call on xp the functions {', '.join(FUNCTIONS)}, "
                     f"the builtins {', '.join(BUILTINS)}, and helpers marked @lk.formula_function (compiled with "
                     "the formula); read numbers (a module's too: math.pi); a module's function, a type such as int "
