@@ -561,3 +561,26 @@ def test_the_threshold_logit_is_exact_to_a_few_ulps_near_one_half():
     head = lk.BinaryHead(threshold=0.5000221267318777)
     assert head.predict(np.array([np.nextafter(cut, 1.0)])).tolist() == [1]
     assert head.predict(np.array([np.nextafter(cut, 0.0)])).tolist() == [0]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "bfloat16"])
+@pytest.mark.parametrize("threshold", [0.3, 0.7, 0.9, 0.123])
+def test_predict_at_the_threshold_is_the_exact_rule_in_every_dtype(dtype, threshold):
+    """predict is sigmoid(z) > t exactly (mpmath) for the dtype's values around the cut: the logit was compared
+    with the cut rounded to the dtype's nearest, so where that rounded up the value between was read as 0
+    (float32, t = 0.3: z = -0.84729785; float16, t = 0.9: 2.1972656; bfloat16, t = 0.7: 0.84765625)."""
+    mpmath = pytest.importorskip("mpmath")
+    torch = pytest.importorskip("torch")
+    mpmath.mp.prec = 100
+    exact = float(mpmath.log(mpmath.mpf(threshold) / (1 - mpmath.mpf(threshold))))
+    as_torch = getattr(torch, dtype)
+    nearest = torch.tensor(exact, dtype=as_torch)
+    below, above = (torch.nextafter(nearest, torch.tensor(v, dtype=as_torch)) for v in (-np.inf, np.inf))
+    z = torch.stack([below, nearest, above])
+    expected = [int(1 / (1 + mpmath.exp(-mpmath.mpf(float(v)))) > threshold) for v in z.float()]
+    binary = lk.BinaryHead(threshold=threshold)
+    assert binary.predict(z).tolist() == expected
+    if dtype != "bfloat16":
+        assert binary.predict(z.numpy()).tolist() == expected
+    labels = lk.MultilabelHead(2, threshold=[threshold, 0.5]).predict(torch.stack([z, z], dim=-1))
+    assert labels[:, 0].tolist() == expected

@@ -29,10 +29,13 @@ output (a log link).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from . import _array, _checks
 from ._checks import LossInputError, fail
@@ -157,6 +160,43 @@ def _threshold(value, name: str = "threshold"):
     # p > t  <=>  z > log(t / (1 - t)): compare logits, so z = 1e-20 still reads as positive
     logits = [_logit(v) for v in values]
     return logits if host.ndim else logits[0]
+
+
+def _cut_in(cut, dtype):
+    """``cut`` (a float or a list) as the largest value of ``dtype`` at or below it, as Python floats: for a
+    logit z of that dtype, ``z > that`` is exactly ``z > cut``. The comparison rounded the cut to the dtype's
+    nearest, so where that rounded up the one value between was read on the wrong side (float32, t = 0.3:
+    z = -0.84729785 predicted 0 where sigmoid(z) > 0.3). Unchanged for float64 and for a dtype NumPy does not
+    name (one without ml_dtypes' bfloat16)."""
+    host = _host_float_dtype(str(dtype).rpartition(".")[2])
+    if host is None or host == np.float64:
+        return cut
+    return _cuts_below(tuple(cut), host) if isinstance(cut, list) else _cuts_below((cut,), host)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _cuts_below(cuts: tuple, host) -> list:
+    out = []
+    for cut in cuts:
+        value = np.asarray(cut, dtype=host)
+        if float(value) > cut:
+            value = np.nextafter(value, np.asarray(-np.inf, dtype=host))
+        out.append(float(value))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _host_float_dtype(name: str):
+    """The NumPy dtype of a floating dtype's name ("float32", "bfloat16" through ml_dtypes), or None."""
+    if name in ("float16", "float32", "float64"):
+        return np.dtype(name).type
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            return None
+        return ml_dtypes.bfloat16
+    return None
 
 
 def _logit(t: float) -> float:
@@ -403,7 +443,7 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
     def _predict_xp(self, xp, logits):
         if logits.ndim >= 2:  # [..., 1], checked by predict
             logits = _squeeze_last(xp, logits)
-        return xp.astype(logits > self._threshold_logit, _default_int(xp))
+        return xp.astype(logits > _cut_in(self._threshold_logit, logits.dtype), _default_int(xp))
 
     def encode(self, target):
         """Labels -> 0/1 floats (``classes[1]`` is 1), NumPy for string labels, else the
@@ -585,9 +625,9 @@ class MultilabelHead(_ClassifierHead):
         return sigmoid_xp(xp, logits)
 
     def _predict_xp(self, xp, logits):
-        cut = self._threshold_logit
+        cut = _cut_in(self._threshold_logit, logits.dtype)
         if isinstance(cut, list):
-            cut = xp.asarray(cut, dtype=logits.dtype, device=_array.device(logits))
+            cut = xp.asarray(cut, dtype=logits.dtype, device=_array.device(logits))  # (each exact in the dtype)
         return xp.astype(logits > cut, _default_int(xp))
 
     def encode(self, target):
