@@ -584,3 +584,20 @@ def test_predict_at_the_threshold_is_the_exact_rule_in_every_dtype(dtype, thresh
         assert binary.predict(z.numpy()).tolist() == expected
     labels = lk.MultilabelHead(2, threshold=[threshold, 0.5]).predict(torch.stack([z, z], dim=-1))
     assert labels[:, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_a_nan_logit_predicts_as_documented_on_every_backend(backend):
+    """docs/heads.md: binary and multi-label read a NaN logit as 0, multi-class as the NaN's class (argmax), and
+    predict_proba gives NaN there: the same on NumPy, torch and JAX."""
+    if backend != "numpy":
+        pytest.importorskip(backend)
+    from conftest import to_backend, to_numpy
+
+    binary = to_backend(backend, np.array([np.nan, 3.0]))
+    rows = to_backend(backend, np.array([[0.0, np.nan, 5.0], [1.0, 0.0, 2.0]]))
+    assert to_numpy(lk.BinaryHead().predict(binary)).tolist() == [0, 1]
+    assert to_numpy(lk.MultilabelHead(3).predict(rows)).tolist() == [[0, 0, 1], [1, 0, 1]]
+    assert to_numpy(lk.MulticlassHead(3).predict(rows)).tolist() == [1, 2]
+    assert np.isnan(to_numpy(lk.BinaryHead().predict_proba(binary))[0])
+    assert np.isnan(to_numpy(lk.MulticlassHead(3).predict_proba(rows))[0]).all()
