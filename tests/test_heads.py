@@ -601,3 +601,18 @@ def test_a_nan_logit_predicts_as_documented_on_every_backend(backend):
     assert to_numpy(lk.MulticlassHead(3).predict(rows)).tolist() == [1, 2]
     assert np.isnan(to_numpy(lk.BinaryHead().predict_proba(binary))[0])
     assert np.isnan(to_numpy(lk.MulticlassHead(3).predict_proba(rows))[0]).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_multiclass_labels_of_another_library_encode_to_indices_of_that_library(backend):
+    """head_for -> encode -> loss with torch (or JAX) labels 3, 4, 5: encode gave NumPy indices, which the loss
+    then refused beside torch logits as arrays of two libraries; now the indices are the target's library's."""
+    pytest.importorskip(backend)
+    from conftest import library_of, to_backend, to_numpy
+
+    head = lk.head_for(to_backend(backend, np.array([3, 4, 5, 3])))
+    indices = head.encode(to_backend(backend, np.array([5, 3, 4])))
+    assert library_of(indices) == backend and to_numpy(indices).tolist() == [2, 0, 1]
+    logits = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.5, 0.5, 3.0]])
+    expected = lk.softmax_cross_entropy(logits, np.array([2, 0, 1]))
+    np.testing.assert_allclose(to_numpy(head.loss(to_backend(backend, logits), indices)), expected, rtol=1e-6)

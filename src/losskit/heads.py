@@ -539,11 +539,12 @@ class MulticlassHead(_ClassifierHead):
         return xp.astype(index, _default_int(xp))
 
     def encode(self, target):
-        """Labels -> class indices (NumPy int64, through ``classes``); one-hot integer rows ->
-        their argmax; probability rows, and integer indices when ``classes`` is None or
-        ``0..K-1``, pass through (lists become NumPy)."""
+        """Labels -> class indices (int64, through ``classes``: in the target's library, NumPy for
+        strings and lists); one-hot integer rows -> their argmax; probability rows, and integer indices
+        when ``classes`` is None or ``0..K-1``, pass through (lists become NumPy)."""
         if not _array.is_array(target):
             target = to_host(target)
+        xp = None
         if not _is_host_labels(target):
             xp, arrays = _required(target=target)
             target = arrays["target"]
@@ -557,7 +558,10 @@ class MulticlassHead(_ClassifierHead):
         if self.classes is None:
             raise fail("target", "class indices, or labels with classes=[...] given to the head",
                        f"labels of dtype {target.dtype}")
-        return encode_labels(target, self.classes)[0]
+        indices = encode_labels(target, self.classes)[0]
+        # in the target's library: a torch target's indices as NumPy met torch logits in the loss, refused as
+        # arrays of two libraries
+        return indices if xp is None else xp.asarray(indices, device=_array.device(target))
 
 
 def _is_range(classes) -> bool:
