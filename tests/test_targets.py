@@ -290,3 +290,11 @@ def test_a_bfloat16_target_or_one_that_requires_grad_is_read_as_its_float32_valu
         assert type(lk.head_for(target)) is expected
     soft = torch.tensor([0.1, 0.5, 2.3], requires_grad=True)
     assert type(lk.head_for(soft)) is type(lk.head_for(np.array([0.1, 0.5, 2.3], np.float32)))
+
+
+def test_encode_labels_refuses_none():
+    """None was encoded as one label of one class: (array(0), array([None]))."""
+    from losskit.targets import encode_labels
+
+    with pytest.raises(lk.LossInputError, match="^target: expected an array or a list of labels, got None"):
+        encode_labels(None)

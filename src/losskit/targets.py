@@ -348,6 +348,8 @@ def encode_labels(target, classes=None):
     ([1, 0, 1], ['a', 'b'])
     """
     y = to_host(target)
+    if target is None:  # (read as one label, None, of one class)
+        raise fail("target", "an array or a list of labels", "None")
     if classes is None:
         classes, indices = np.unique(y, return_inverse=True)
         return indices.reshape(y.shape).astype(np.int64), classes
