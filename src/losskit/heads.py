@@ -539,9 +539,10 @@ class MulticlassHead(_ClassifierHead):
         return xp.astype(index, _default_int(xp))
 
     def encode(self, target):
-        """Labels -> class indices (int64, through ``classes``: in the target's library, NumPy for
-        strings and lists); one-hot integer rows -> their argmax; probability rows, and integer indices
-        when ``classes`` is None or ``0..K-1``, pass through (lists become NumPy)."""
+        """Labels -> class indices (through ``classes``: in the target's library and its default integer
+        dtype, int64 (int32 on JAX without x64), NumPy int64 for strings and lists); one-hot integer rows ->
+        their argmax; probability rows, and integer indices when ``classes`` is None or ``0..K-1``, pass
+        through (lists become NumPy)."""
         if not _array.is_array(target):
             target = to_host(target)
         xp = None
