@@ -23,6 +23,7 @@ from . import _compiled
 from ._shared import times
 from .base import Loss, Terms, same_loss_on_logits_and_probabilities
 from .declaration import LOGIT, Task
+from .elementwise import IN_DOMAIN
 from .options import BinaryOptions
 from .registry import function_of
 
@@ -106,7 +107,7 @@ class _BinaryBase(Loss):
         checked first (the precise error)."""
         xp, y = plan.xp, plan.target.dense
         if not _checks.in_unit_interval(xp, y, "target"):  # traced or lazy: NaN outside [0, 1]
-            y = _checks.nan_where(xp, y, ~((y >= 0) & (y <= 1)))
+            y = _checks.nan_where(xp, y, ~IN_DOMAIN["binary"](y))
         return smoothed_targets(y, plan.smoothing)
 
     def _pos_weight(self, xp, input):

@@ -37,7 +37,7 @@ from .base import Loss, Terms
 from .declaration import LOGIT, Task
 from .formula import ArrayMath, check_formulas
 
-__all__ = ["ElementwiseLoss", "TARGETS", "multilabel_form"]
+__all__ = ["ElementwiseLoss", "IN_DOMAIN", "TARGETS", "multilabel_form"]
 
 #: the target kinds an elementwise loss may declare, with what each means for the target's values
 TARGETS = {
@@ -50,7 +50,7 @@ TARGETS = {
 
 #: where a target value lies in each kind's domain (a NaN in none); "value" takes every real. The compiled
 #: formula kernels test the same (losskit.fused.formula.row_kernel's ``domain``)
-_IN_DOMAIN = {
+IN_DOMAIN = {
     "binary": lambda y: (y >= 0) & (y <= 1),
     "sign": lambda y: (y == 1) | (y == 0) | (y == -1),
     "count": lambda y: y >= 0,
@@ -146,14 +146,14 @@ class ElementwiseLoss(Loss):
         if kind == "binary":
             _checks.in_unit_interval(xp, target, "target")
         elif kind == "sign":
-            if _array.concrete_bool(xp.all(_IN_DOMAIN[kind](target))) is False:
+            if _array.concrete_bool(xp.all(IN_DOMAIN[kind](target))) is False:
                 raise _checks.fail("target", "labels 0/1 or -1/+1", "another value")
             target = xp.where(target > 0, xp.ones_like(target), -xp.ones_like(target))
-        elif kind in ("count", "positive") and _array.concrete_bool(xp.any(~_IN_DOMAIN[kind](target))):
+        elif kind in ("count", "positive") and _array.concrete_bool(xp.any(~IN_DOMAIN[kind](target))):
             raise _checks.fail("target", f"{TARGETS[kind]} for {type(self).__name__}",
                                f"a minimum of {float(xp.min(target)):.6g}")
         self.check_target(xp, target)
-        domain = _IN_DOMAIN.get(self.target_domain())
+        domain = IN_DOMAIN.get(self.target_domain())
         return target, None if read or domain is None else ~domain(given)
 
     def _terms(self, plan, order):
