@@ -333,7 +333,7 @@ def _first_refused_row(loss: Loss, input, target, weight, message: str) -> tuple
     """``(row, message)``: the first row at which the core refuses the batch with ``message``'s kind of error
     (its words before "got"), found by bisecting on prefixes (a check of rows: a row sum, a value's range), and
     the error of the prefix ending there, whose values are that row's (the whole batch's named another row's
-    minimum). None when the core takes a prefix of the whole batch otherwise (another kind of error)."""
+    minimum). None for an empty batch. ``message`` is the whole batch's error: not computed again."""
     kind = message.split(", got ")[0]
 
     def refused(rows: int) -> str | None:
@@ -344,9 +344,9 @@ def _first_refused_row(loss: Loss, input, target, weight, message: str) -> tuple
         return None
 
     n = len(input)
-    last = refused(n) if n else None
-    if last is None:
+    if not n:
         return None
+    last = message
     low, high = 0, n  # refused(high); not refused(low) (an empty prefix is never refused)
     while high - low > 1:
         middle = (low + high) // 2
