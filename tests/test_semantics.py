@@ -333,3 +333,16 @@ def test_a_target_outside_the_domain_is_refused_where_the_peers_take_it():
     metrics = pytest.importorskip("sklearn.metrics")
     with pytest.raises(ValueError):
         metrics.mean_poisson_deviance(bad_count, np.exp(z))
+
+
+def test_an_option_set_after_construction_is_refused_where_torch_takes_it():
+    """docs/semantics.md: losskit refuses an option set on a loss object after construction (naming replace);
+    a PyTorch loss module reads its attribute at the next call."""
+    torch = pytest.importorskip("torch")
+    loss = lk.SoftmaxCrossEntropy()
+    with pytest.raises(AttributeError, match=r"loss\.replace\(reduction=\.\.\.\)"):
+        loss.reduction = "sum"
+    z, y = torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])
+    module = torch.nn.CrossEntropyLoss()
+    module.reduction = "sum"
+    assert module(z, y).item() == pytest.approx(4 * np.log(3), rel=1e-6)
