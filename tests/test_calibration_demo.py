@@ -26,6 +26,29 @@ def test_demo_fits_a_temperature_on_a_carved_split(task):
     assert "calibration" in result.to_dict() and "calibrator" not in result.to_dict()
 
 
+@pytest.mark.parametrize(("task", "loss"), [("binary", "hinge"), ("multiclass", "hinge"), ("multiclass", "kl")])
+def test_the_nll_is_the_likelihood_whatever_loss_trained(task, loss):
+    # the held-out NLL is the labels' log-likelihood under the logits' softmax/sigmoid (SciPy's log-softmax;
+    # not scikit-learn's log loss, which clips a probability below 2.2e-16), not the training loss (a hinge's
+    # value): before, and after dividing the logits by the temperature
+    special = pytest.importorskip("scipy.special")
+    result = run(task, epochs=3, loss=loss)
+    cal, columns = result.calibration, result.predictions
+    target = columns["target"]
+    if task == "binary":
+        logits = columns["logit"][:, None] * np.array([-0.5, 0.5])  # softmax of (-z/2, z/2) is the sigmoid of z
+    else:
+        logits = np.stack([columns[f"logit_{k}"] for k in range(10)], axis=1)
+
+    def log_loss(z):
+        return -special.log_softmax(z, axis=1)[np.arange(len(z)), target].mean()
+
+    assert cal["nll_before"] == pytest.approx(log_loss(logits), rel=1e-9)
+    assert cal["nll_after"] == pytest.approx(log_loss(logits / cal["temperature"]), rel=1e-9)
+    if loss == "hinge":  # (KL from one-hot targets is the cross-entropy itself)
+        assert cal["nll_before"] != pytest.approx(result.val_loss[-1], rel=1e-3)
+
+
 def test_other_tasks_have_no_calibration():
     assert run("regression", epochs=1).calibration is None
 

@@ -173,6 +173,21 @@ def test_runs_are_reproducible():
     assert run("multilabel", epochs=2, seed=6).train_loss != first.train_loss
 
 
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_no_call_of_a_run_is_answered_by_the_reference_while_its_kernel_compiles(task, monkeypatch):
+    # a user's fresh process answers a small call from the array-API path while its kernel compiles in the
+    # background (the suite turns that off, conftest.py): equal to the kernel's only to the last bits, so the
+    # same seed gave other losses run to run. Here every kernel is taken as not compiled yet
+    from losskit.losses import _compiled
+
+    monkeypatch.setattr(_compiled, "ANSWER_WHILE_COMPILING", 100_000)
+    monkeypatch.setattr(_compiled, "_STATE", {})
+    started = []
+    monkeypatch.setattr(_compiled, "_compile_in_background", lambda key, *rest: started.append(key))
+    run(task, epochs=1)
+    assert started == []
+
+
 def test_on_epoch_reports_every_epoch():
     seen = []
     run("regression", epochs=3, on_epoch=lambda epoch, train, val: seen.append(epoch))

@@ -192,11 +192,19 @@ def _ece(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
     return metrics.result()["ece"]
 
 
-def calibrate_held_out(task: str, head, calibration_logits, calibration_labels, held_out, labels, t_val):
+def _nll(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
+    """The held-out mean negative log-likelihood of the labels, the task's cross-entropy whatever loss
+    trained the network (a hinge's value is no likelihood; the temperature is fitted to this)."""
+    if task == "binary":
+        return float(lk.BinaryCrossEntropyWithLogits()(logits[:, 0], labels.astype(logits.dtype)))
+    return float(lk.SoftmaxCrossEntropy()(logits, labels))
+
+
+def calibrate_held_out(task: str, calibration_logits, calibration_labels, held_out, labels):
     """Fit a temperature on the calibration split's logits (:func:`losskit.calibrate`) and score the
     held-out logits before and after it: ``(summary dict, Calibration or None)``. Where no temperature
     exists (a calibration split the network separates perfectly: T -> 0), the dict says why."""
-    before = {"nll_before": float(head.loss(held_out, t_val)), "ece_before": _ece(task, held_out, labels)}
+    before = {"nll_before": _nll(task, held_out, labels), "ece_before": _ece(task, held_out, labels)}
     try:
         fitted = lk.calibrate(calibration_logits, calibration_labels)
     except lk.LossInputError as error:
@@ -204,7 +212,7 @@ def calibrate_held_out(task: str, head, calibration_logits, calibration_labels, 
                 "n_calibration": len(calibration_logits)}, None
     calibrated = np.asarray(fitted.apply(held_out))
     return {"temperature": fitted.params["temperature"], "n_calibration": len(calibration_logits),
-            "passes": fitted.passes, **before, "nll_after": float(head.loss(calibrated, t_val)),
+            "passes": fitted.passes, **before, "nll_after": _nll(task, calibrated, labels),
             "ece_after": _ece(task, calibrated, labels)}, fitted
 
 
@@ -227,7 +235,11 @@ def run(task: str, *, epochs: int | None = None, seed: int = 0, loss: str | None
     epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
     seed = check_int(seed, "seed", 0)
     check_loss(task, loss)
-    with one_blas_thread():
+    # compile_here: a small call whose kernel is not ready waits for it, where it would be answered by the
+    # array-API path (equal to the kernel's only to the last bits) while the kernel compiles in the background,
+    # and the same seed gave other numbers run to run. A warm-up of each call's kind missed a kind (the
+    # training set's loss, over 256 units in one row, takes another kernel than the batches')
+    with one_blas_thread(), _compiled.compile_here():
         return _train(task, config, epochs, seed, loss, on_epoch)
 
 
@@ -289,12 +301,6 @@ def _train(task: str, config: Config, epochs: int, seed: int, loss: str | None,
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
 
-    # a fresh process's first calls are answered by the array-API path while their kernels compile in the
-    # background, and its last bits differ from the kernels': the same seed gave other numbers run to run. A
-    # call of each kind first, the compiles waited for: every step below takes the kernels
-    head.loss(model.forward(split.x_val), t_val)
-    head.value_and_grad(model.forward(split.x_train[:config.batch_size]), t_train[:config.batch_size])
-    _compiled.wait_for_compiles()
     record(0)
     n = len(split.x_train)
     for epoch in range(1, epochs + 1):
@@ -314,6 +320,6 @@ def _train(task: str, config: Config, epochs: int, seed: int, loss: str | None,
             return np.asarray(head.encode(y)).astype(np.int64).reshape(-1)
 
         result.calibration, result.calibrator = calibrate_held_out(
-            task, head, model.forward(calibration_x), labels(calibration_y), held_out, labels(split.y_val), t_val)
+            task, model.forward(calibration_x), labels(calibration_y), held_out, labels(split.y_val))
     result.seconds = time.perf_counter() - start
     return result
