@@ -183,7 +183,7 @@ def test_every_bad_option_is_refused_by_name_before_any_work(capsys, tmp_path, m
     before = _tree(tmp_path)
     work = []
     monkeypatch.setattr(losskit.demo, "run", lambda *a, **k: work.append("train") or 1 / 0)
-    monkeypatch.setattr(losskit.cli.plot, "save", lambda *a, **k: work.append("save") or 1 / 0)
+    monkeypatch.setattr(losskit.cli.plot, "figure_writer", lambda *a, **k: work.append("save") or 1 / 0)
     code, out, err = run_cli(capsys, *args)
     assert_one_line_error(code, out, err, f"losskit: error: {flag}: ", fragment)
     assert err.startswith(f"losskit: error: {flag}: "), err  # the flag first, then what is wrong
@@ -268,6 +268,46 @@ def test_an_interrupted_demo_writes_nothing(capsys, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_plot_all_whose_write_fails_keeps_the_figures_of_the_run_before(capsys, tmp_path, monkeypatch):
+    """plot all wrote its figures one by one: a full disk at the fourth left three new figures beside five of
+    the run before. Now all are drawn, then written together."""
+    from matplotlib.figure import Figure
+
+    assert run_cli(capsys, "plot", "all", "--out", str(tmp_path), "--json")[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    saved, savefig = [], Figure.savefig
+
+    def fourth_fails(self, fname, **kwargs):
+        saved.append(fname)
+        if len(saved) == 4:
+            raise OSError(28, "No space left on device")
+        return savefig(self, fname, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", fourth_fails)
+    assert_one_line_error(*run_cli(capsys, "plot", "all", "--out", str(tmp_path), "--json"), "No space left")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_plot_refuses_an_image_format_it_does_not_write_and_creates_nothing_for_a_bad_name(capsys, tmp_path):
+    # x.pdf became a directory holding sigmoid.png; a name too long for the file system was refused only after
+    # its missing directories had been made
+    for name in ("x.pdf", "x.JPG"):
+        assert_one_line_error(*run_cli(capsys, "plot", "sigmoid", "--out", str(tmp_path / name)),
+                              "--out: expected a directory or a file ending in .png or .svg")
+    long = tmp_path / "new" / "sub" / ("a" * 250 + ".png")
+    assert_one_line_error(*run_cli(capsys, "plot", "sigmoid", "--out", str(long)), "--out: expected a file name of")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "figs.pdf").mkdir()  # an existing directory is one whatever its suffix
+    assert run_cli(capsys, "plot", "sigmoid", "--out", str(tmp_path / "figs.pdf"), "--json")[0] == 0
+
+
+def test_the_plot_table_never_cuts_a_file_name(capsys, tmp_path):
+    out_dir = tmp_path / ("a_rather_long_directory_name_for_figures_" * 2)
+    code, out, err = run_cli(capsys, "plot", "all", "--out", str(out_dir))
+    assert code == 0, err
+    assert "…" not in out and out.count(".png") == 8
+
+
 # -- entry point and import hygiene -----------------------------------------------------------
 def test_module_entry_point_and_lazy_imports():
     code = ("import sys; from losskit.cli import build_app; build_app(); "
@@ -317,6 +357,27 @@ def test_a_demo_whose_last_write_fails_keeps_every_file_of_the_run_before(capsys
                            "--out", str(tmp_path))  # (--json: no progress bar on stderr)
     assert_one_line_error(code, "", err, "predictions.parquet': No space left on device")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_demo_leaves_no_file_of_an_earlier_run_beside_its_own(capsys, tmp_path):
+    """A run that wrote no calibration (another task; a binary network with no temperature) left the last
+    run's calibration.json beside its predictions, and `losskit eval --calibration` applied it; one task
+    after four left the four predictions-TASK.parquet. Each run's directory holds its own files, which
+    results.json lists."""
+    stale = ["calibration.json", "predictions-binary.parquet", "calibration-multiclass.json"]
+    for name in [*stale, "notes.txt"]:
+        (tmp_path / name).write_text("an earlier run's")
+    code, out, err = run_cli(capsys, "demo", "--task", "regression", "--epochs", "1", "--out", str(tmp_path),
+                             "--json")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "loss_curves.png", "notes.txt", "predictions.parquet", "results.json"]  # not the demo's: kept
+    code, out, err = run_cli(capsys, "demo", "--task", "binary", "--epochs", "2", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    files = json.loads(out)["files"]
+    assert sorted(Path(f).name for f in files) == [
+        "calibration.json", "loss_curves.png", "predictions.parquet", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*map(lambda f: Path(f).name, files), "notes.txt"])
 
 
 def test_plot_to_a_file_checks_its_name_before_drawing(capsys, tmp_path, monkeypatch):

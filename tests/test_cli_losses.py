@@ -64,6 +64,7 @@ def test_plot_losses_draws_every_loss_of_the_task_and_its_gradient(capsys, tmp_p
     x = np.linspace(-3, 3, 61)
     curves = _curves(task, x)
     assert len(curves) >= 4
+    assert any("ASL" in label for label, *_ in curves) == (task == "multilabel")  # multi-label's own loss
     for label, _, value, grad in curves:  # each curve is the loss's value and its own gradient
         assert value.shape == grad.shape == x.shape, label
         jump = np.abs(np.diff(grad)) > 0.2  # piecewise losses: skip the points beside a kink

@@ -54,15 +54,24 @@ def output_file(path: Path, option: str = "--out") -> Path:
     if not parent.is_dir():
         raise CLIError(f"{option}: expected a file in an existing directory, got '{path}' "
                        f"('{parent}' does not exist or is not a directory)")
-    longest = _name_max(parent) - _TEMP_EXTRA  # first: the file system refuses to look a longer name up
-    if len(os.fsencode(path.name)) > longest:
-        raise CLIError(f"{option}: expected a file name of at most {longest} bytes (the file system's limit, less "
-                       f"the temporary name's suffix), got {len(os.fsencode(path.name))} bytes")
+    check_file_name(path, option)  # first: the file system refuses to look a longer name up
     if path.is_dir():
         raise CLIError(f"{option}: expected a file name, got the existing directory '{path}'")
     if not os.access(parent, os.W_OK | os.X_OK):  # the file is written beside its name, then renamed
         raise CLIError(f"{option}: the directory '{parent}' is not writable")
     return path
+
+
+def check_file_name(path: Path, option: str = "--out") -> None:
+    """A CLIError when ``path``'s name is longer than its file system takes (with the temporary name's
+    suffix); read where its directory would be made, so that a bad name is refused before any is."""
+    directory = path.parent if str(path.parent) else Path(".")
+    while not directory.is_dir() and directory != directory.parent:  # the nearest directory that exists
+        directory = directory.parent
+    longest = _name_max(directory) - _TEMP_EXTRA
+    if len(os.fsencode(path.name)) > longest:
+        raise CLIError(f"{option}: expected a file name of at most {longest} bytes (the file system's limit, less "
+                       f"the temporary name's suffix), got {len(os.fsencode(path.name))} bytes")
 
 
 #: the bytes :func:`atomic_write`'s temporary name adds to the file's (``.`` + ``.XXXXXXXX.part``)

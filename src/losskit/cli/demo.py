@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from enum import Enum
@@ -155,20 +156,31 @@ def demo(
         if result.calibrator is not None:  # beside the predictions: losskit eval ... --calibration FILE
             calibration = directory / calibration_file(result.task, len(tasks))
             writes.append((calibration, text_writer(result.calibrator.to_json())))
-    report = {"seed": seed, "total_seconds": total,
-              "files": [str(curves), str(directory / "results.json"), *map(str, prediction_files.values())],
+    written = [path for path, _ in writes] + [directory / "results.json"]
+    report = {"seed": seed, "total_seconds": total, "files": [str(path) for path in written],
               "tasks": {r.task: r.to_dict() for r in results}}
     writes.append((directory / "results.json", text_writer(json.dumps(report, indent=2) + "\n")))
     atomic_write_all(writes)  # every file of this run, or none
+    # an earlier run's predictions or calibration beside this run's are taken for this run's (`losskit eval
+    # --calibration` applied a temperature fitted on another seed's network): the demo's own names that this
+    # run did not write are removed, once its files are in place
+    for name in _own_names(TASKS):
+        if directory / name not in written:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
     console = Console()
     for result in results:
         console.print(_table(result, GOALS[result.task]))
-    written = ", ".join(str(p) for p in prediction_files.values())
-    console.print(f"{len(results)} task(s) in {total:.1f} s; wrote {curves}, {directory / 'results.json'} "
-                  f"and {written} (score them with `losskit eval`)")
+    console.print(f"{len(results)} task(s) in {total:.1f} s; wrote {', '.join(map(str, written))} (score the "
+                  f"predictions with `losskit eval`)")
+
+
+def _own_names(tasks) -> list[str]:
+    """Every name of a prediction or calibration file the demo writes, for one task or several."""
+    return [name(task, n) for task in tasks for n in (1, len(tasks)) for name in (prediction_file, calibration_file)]
 
 
 def prediction_file(task: str, n_tasks: int) -> str:

@@ -202,6 +202,9 @@ def _curves(task: str, x):
                                    ("hinge", GREEN, lk.HingeLoss()),
                                    ("squared hinge", RED, lk.SquaredHingeLoss())):
             rows.append((label, color, *_none(loss, x, one)))
+        if task == "multilabel":  # ASL's positive label (its negatives' focusing and margin are not drawn)
+            value, grad = _none(lk.AsymmetricLoss(), x[:, None], one[:, None])
+            rows.append((r"ASL $\gamma_+ = 1$", PURPLE, value, grad[:, 0]))
         return rows
     logits = np.zeros((len(x), 3))
     logits[:, 0] = x  # the true class's logit against two others at 0
@@ -228,8 +231,11 @@ _AXES = {"regression": (r"residual $e = \hat y - y$", (-3.0, 3.0)),
 
 
 def losses(task: str = "regression"):
-    """Every loss of a task's head and its gradient, side by side, against the residual (regression)
-    or the margin (classification). Every value is ``value_and_grad(..., reduction="none")``."""
+    """The losses of a task's head that are a function of one residual (regression) or margin
+    (classification), and their gradients, side by side. Every value is ``value_and_grad(...,
+    reduction="none")``. Left out: the deviances and the Gaussian NLL (their value depends on the
+    target's size or a second output too), KL (cross-entropy itself on one-hot targets) and the
+    exponential loss (e^4 = 55 at a margin of -4, off the others' scale)."""
     if task not in _AXES:
         raise ValueError(f"task: expected one of {', '.join(_AXES)}, got {task!r}")
     label_x, (lo, hi) = _AXES[task]
@@ -287,5 +293,5 @@ FIGURES: dict[str, tuple[Callable, str]] = {
     "mse": (mse, "squared error as a parabola of the error, with its gradient"),
     "bce-landscape": (bce_landscape, "BCE-with-logits over (logit, target)"),
     "gradients": (gradients, "gradient curves of BCE, softmax CE and MSE"),
-    "losses": (losses, "every loss of a task (--task) and its gradient, side by side"),
+    "losses": (losses, "a task's (--task) losses of one residual or margin and their gradients, side by side"),
 }

@@ -10,10 +10,13 @@ from typing import Annotated
 import typer
 
 from ..tasks import Task
-from ._common import CLIError, atomic_write, output_dir, output_file, require
+from ._common import CLIError, atomic_write_all, check_file_name, output_dir, output_file, require
 
 DEFAULT_DIR = Path("losskit-figures")
 SUFFIXES = (".png", ".svg")
+#: image formats losskit plot does not write: an --out of this suffix is refused, where it would have
+#: become a directory of that name
+OTHER_IMAGES = (".pdf", ".jpg", ".jpeg", ".gif", ".eps", ".ps", ".tif", ".tiff", ".webp", ".bmp")
 
 
 def _figures():
@@ -28,11 +31,6 @@ FigureName = Enum("FigureName", {name: name for name in ["all", *_figures()]}, t
 class Format(str, Enum):
     png = "png"
     svg = "svg"
-
-
-def save(fig, path: Path, fmt: str) -> Path:
-    """Write ``fig`` to ``path`` through a temporary file (never a half-written image)."""
-    return atomic_write(path, figure_writer(fig, fmt))
 
 
 def figure_writer(fig, fmt: str):
@@ -68,14 +66,18 @@ def figure_writer(fig, fmt: str):
 def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Path, str]]:
     """(figure, file, format) for each figure: ``out`` is a file for one figure named
     ``*.png`` / ``*.svg``, else (or when it is an existing directory) a directory."""
+    if out.suffix.lower() in OTHER_IMAGES and not out.is_dir():
+        raise CLIError(f"--out: expected a directory or a file ending in .png or .svg, got '{out}' (losskit plot "
+                       f"does not write {out.suffix[1:]})")
     if out.suffix.lower() in SUFFIXES and not out.is_dir():
         if len(names) > 1:
             raise CLIError(f"--out: expected a directory for 'plot all', got the file name '{out}'")
         file_format = out.suffix.lower()[1:]
         if fmt is not None and fmt != file_format:
             raise CLIError(f"--format: expected {file_format} (the suffix of --out '{out}'), got {fmt}")
+        check_file_name(out)  # before its directory is made, and before the figure is drawn
         output_dir(out.parent if str(out.parent) else Path("."), "--out")
-        return [(names[0], output_file(out), file_format)]  # (its name's length: before the figure is drawn)
+        return [(names[0], output_file(out), file_format)]
     fmt = fmt or "png"
     directory = output_dir(out)
     return [(name, output_file(directory / f"{name}.{fmt}"), fmt) for name in names]
@@ -100,9 +102,9 @@ def plot(
     and y = 0), **softmax** (a small logit vector: logits, exponentials, probabilities),
     **cross-entropy** (categorical CE against the true class's probability), **mse** (squared
     error, a parabola, with its gradient), **bce-landscape** (BCE over logit and target),
-    **gradients** (the analytic gradient curves), **losses** (every loss of the --task head and
-    its gradient, side by side: MSE, MAE, Huber, log-cosh... against the residual; BCE, focal,
-    hinge against the margin). Every curve is computed by losskit.
+    **gradients** (the analytic gradient curves), **losses** (the --task head's losses of one
+    residual or margin and their gradients, side by side: MSE, MAE, Huber, log-cosh... against the
+    residual; BCE, focal, hinge against the margin). Every curve is computed by losskit.
 
     **Examples**
 
@@ -126,18 +128,23 @@ def plot(
     task = Task.REGRESSION if task is None else task
     names = list(figures.FIGURES) if figure.value == "all" else [figure.value]
     targets = _targets(names, out, None if fmt is None else fmt.value)
-    written = []
+    writes = []
     for name, path, file_format in targets:
-        draw, description = figures.FIGURES[name]
-        save(draw(task.value) if name == "losses" else draw(), path, file_format)
-        written.append({"figure": name, "file": str(path), "format": file_format,
-                        "bytes": path.stat().st_size, "description": description})
+        draw = figures.FIGURES[name][0]
+        writes.append((path, figure_writer(draw(task.value) if name == "losses" else draw(), file_format)))
+    # every figure drawn first, then written together: a failure (a full disk) or a Ctrl-C leaves the set
+    # of the run before, not some of this run's figures beside others of the last
+    atomic_write_all(writes)
+    written = [{"figure": name, "file": str(path), "format": file_format, "bytes": path.stat().st_size,
+                "description": figures.FIGURES[name][1]} for name, path, file_format in targets]
     if as_json:
         typer.echo(json.dumps(written, indent=2))
         return
     table = Table(title="losskit plot: figures written")
     for column in ("figure", "file", "bytes", "shows"):
-        table.add_column(column, justify="right" if column == "bytes" else "left")
+        # the file column folds rather than cut: the table is there to say where the files went
+        table.add_column(column, justify="right" if column == "bytes" else "left",
+                         overflow="fold" if column == "file" else "ellipsis")
     for row in written:
         table.add_row(row["figure"], row["file"], f"{row['bytes']:,}", row["description"])
     Console().print(table)
