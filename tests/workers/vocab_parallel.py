@@ -154,6 +154,76 @@ def _check_review_findings(rank):
         torch.testing.assert_close(got, F.cross_entropy(z, mine), rtol=1e-12, atol=0, msg=f"review: {dtype} labels")
 
 
+def _check_second_review(rank):
+    """Found in a second review: (a) a rank of no vocabulary column (a vocabulary smaller than the group) raised
+    IndexError from torch.max on an empty row, and the other rank waited in its collective until gloo timed
+    out; (b) float32 lost precision with logits far from 0: the loss and gradient were formed from lse = max +
+    log S, rounded to the max's precision (3e-4 off at logits of 1e4), and a sure row's loss of 1e-8 was 0 (log
+    of 1 + 1e-8); (c) a given n_vocab unequal to the shards' widths was taken (smoothing over other columns).
+    Against F.cross_entropy in float64 on the same (float32-rounded) logits."""
+    gen = torch.Generator().manual_seed(4)
+    y = torch.randint(0, V, (N,), generator=gen)
+    z64 = torch.randn(N, V, generator=gen, dtype=torch.float64) * 3
+    cw = torch.rand(V, generator=gen, dtype=torch.float64) + 0.5
+    bounds = (0, 0, V)  # rank 0 holds no column
+    lo, hi = bounds[rank], bounds[rank + 1]
+    for name, options, reference in (
+            ("empty shard", {}, lambda f: F.cross_entropy(f, y)),
+            ("empty shard+smoothing+class_weight", {"label_smoothing": 0.1, "class_weight": cw},
+             lambda f: lk.softmax_cross_entropy(f, y, class_weight=cw, label_smoothing=0.1))):
+        shard = z64[:, lo:hi].clone().requires_grad_(True)
+        full = z64.clone().requires_grad_(True)
+        reference(full).backward()
+        options = dict(options)
+        if "class_weight" in options:
+            options["class_weight"] = options["class_weight"][lo:hi]
+        value = vocab_parallel_cross_entropy(shard, y, vocab_start=lo, **options)
+        value.backward()
+        torch.testing.assert_close(value.detach(), reference(z64), rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(shard.grad, full.grad[:, lo:hi], rtol=1e-12, atol=1e-12, msg=f"{name}: grad")
+    hidden = torch.randn(N, 6, generator=gen, dtype=torch.float64)
+    layer = torch.randn(V, 6, generator=gen, dtype=torch.float64)
+    value_ref, (gh_ref, gw_ref, _) = lk.losses.linear.linear_cross_entropy_value_and_grad(
+        hidden, layer, y, label_smoothing=0.1)
+    h = hidden.clone().requires_grad_(True)
+    shard = layer[lo:hi].clone().requires_grad_(True)
+    value = vocab_parallel_linear_cross_entropy(h, shard, y, vocab_start=lo, label_smoothing=0.1, chunk_size=4)
+    value.backward()
+    torch.testing.assert_close(value.detach(), value_ref, rtol=1e-12, atol=1e-12, msg="empty shard: linear")
+    torch.testing.assert_close(h.grad, gh_ref, rtol=1e-10, atol=1e-12, msg="empty shard: linear grad hidden")
+    torch.testing.assert_close(shard.grad, gw_ref[lo:hi], msg="empty shard: linear grad weight")
+    # (b) float32 logits of 1e4 (exact float32 values; their float64 loss the reference), a sure row among them
+    z32 = (torch.randn(N, V, generator=gen) * 3 + 1e4)
+    z32[0] = 1e4
+    z32[0, y[0]] = 1e4 + 20.5  # loss (V - 1) e^-20.5 = 1.1e-8
+    lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
+    full = z32.double().requires_grad_(True)
+    exact = F.cross_entropy(full, y, reduction="none")
+    exact.sum().backward()
+    shard = z32[:, lo:hi].clone().requires_grad_(True)
+    value = vocab_parallel_cross_entropy(shard, y, vocab_start=lo, reduction="none")
+    value.sum().backward()
+    torch.testing.assert_close(value.double(), exact.detach(), rtol=1e-5, atol=0, msg="float32 at 1e4: value")
+    torch.testing.assert_close(shard.grad.double(), full.grad[:, lo:hi], rtol=0, atol=1e-6, msg="float32 at 1e4: grad")
+    # the linear form: bias alone (hidden 0), so the logits are the bias exactly and its gradient is p - y
+    bias = z32[0].clone()
+    zero_h = torch.zeros(1, 6, requires_grad=True)
+    b = bias[lo:hi].clone().requires_grad_(True)
+    value = vocab_parallel_linear_cross_entropy(zero_h, torch.zeros(hi - lo, 6), y[:1], vocab_start=lo, bias_shard=b)
+    value.backward()
+    full = bias.double().requires_grad_(True)
+    exact = F.cross_entropy(full[None], y[:1])
+    exact.backward()
+    torch.testing.assert_close(value.double(), exact.detach(), rtol=1e-5, atol=0, msg="float32 sure row: linear")
+    torch.testing.assert_close(b.grad.double(), full.grad[lo:hi], rtol=1e-5, atol=1e-12, msg="sure row: grad bias")
+    try:  # (c)
+        vocab_parallel_cross_entropy(z64[:, lo:hi], y % (V - 1), vocab_start=lo, n_vocab=V - 1)
+    except lk.LossInputError as error:
+        assert f"n_vocab: expected the sum of the shards' widths over the group ({V})" in str(error), error
+    else:
+        raise AssertionError("an n_vocab unequal to the shards' widths must be refused")
+
+
 def _check_second_order_refused(rank, z, y, h, shard_layer):
     lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
     shard = z[:, lo:hi].clone().requires_grad_(True)
@@ -225,6 +295,7 @@ def run(rank, port):
         h, shard_layer = _check_linear(rank, y, cw, w)
         _check_linear_half(rank)
         _check_review_findings(rank)
+        _check_second_review(rank)
         _check_second_order_refused(rank, z, y, h, shard_layer)
         everything = torch.full((N,), -100)
         shard = z[:, BOUNDS[rank]:BOUNDS[rank + 1]]

@@ -43,72 +43,130 @@ class _VocabParallelCE(torch.autograd.Function):
     def forward(ctx, logits, target, weight, class_weight, start, n_vocab, ignore_index, smoothing, z_loss,
                 reduction, normalizer, group):
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        local = z.shape[-1]
-        row_max = z.max(dim=-1).values
+        row_max = _row_max(z)
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
         keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-        index = target - start
-        mine = keep & (index >= 0) & (index < local)
-        safe = torch.where(mine, index, torch.zeros_like(index))
-        # the logits shifted by the row max, 0 wherever a logit equals it: a +inf logit too, whose
-        # inf - inf would be NaN (the limit: the softmax shares its mass among the +inf logits)
-        shifted = (z - row_max.unsqueeze(-1)).masked_fill_(z == row_max.unsqueeze(-1), 0.0)  # in place: no
-        # second logits-sized buffer at the forward's peak
-        picked = shifted.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-        # one all-reduce for the four row sums: exp-sum, shifted target logit, shifted logit sum, target
-        # class weight
+        mine, safe = _own_labels(target, keep, start, z.shape[-1])
+        shifted = _shifted(z, row_max)
+        # one all-reduce for the five row sums: exp-sum off the max, count at the max, shifted target logit,
+        # shifted logit sum, target class weight
         stats = torch.stack([
-            torch.exp(shifted).sum(-1),
-            torch.where(mine, picked, torch.zeros_like(picked)),
+            *_exp_sums(shifted),
+            torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max)),
             shifted.sum(-1),
-            (torch.where(mine, class_weight[safe], torch.zeros_like(picked))
-             if class_weight is not None else torch.zeros_like(picked)),
+            (torch.where(mine, class_weight[safe], torch.zeros_like(row_max))
+             if class_weight is not None and class_weight.numel() else torch.zeros_like(row_max)),
         ])
         dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
-        lse = row_max + torch.log(stats[0])
-        # lse - (1 - a) z_y - (a / V) sum_k z_k, each logit taken from the row max
-        loss = torch.log(stats[0]) - (1 - smoothing) * stats[1]
+        log_norm = _log_norm(stats)
+        # lse - (1 - a) z_y - (a / V) sum_k z_k, each logit taken from the row max (lse - z_y formed as two
+        # numbers of a row's own size: a sure row keeps its tiny loss)
+        loss = log_norm - (1 - smoothing) * stats[2]
         if smoothing:  # only then: a masked (-inf) logit makes the row sum -inf, and 0 * -inf is NaN
-            loss = loss - (smoothing / n_vocab) * stats[2]
+            loss = loss - (smoothing / n_vocab) * stats[3]
+        lse = row_max + log_norm
         if z_loss:
             loss = loss + z_loss * lse * lse
         example_weight = keep.to(z.dtype)
         if class_weight is not None:
-            example_weight = example_weight * stats[3]
+            example_weight = example_weight * stats[4]
         if weight is not None:
             example_weight = example_weight * weight.to(z.dtype)
         xp = array_namespace(z)
         scale, _ = _reduction.scale(xp, example_weight, example_weight.shape[0], reduction, normalizer, z)
         value = _reduction.combine(xp, loss, example_weight, scale, reduction)
-        ctx.save_for_backward(logits, lse, scale, safe, mine, row_max, stats[0])
+        ctx.save_for_backward(logits, lse, scale, safe, mine, row_max, log_norm, stats[2])
         ctx.options = (smoothing, n_vocab, z_loss)
         return value.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, lse, scale, safe, mine, row_max, total = ctx.saved_tensors
+        logits, lse, scale, safe, mine, row_max, log_norm, picked = ctx.saved_tensors
         smoothing, n_vocab, z_loss = ctx.options
         with torch.no_grad():
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             # one N x V_local buffer, built in place: softmax (1 + 2 s lse) - a/V - (1 - a) at the label
-            grad = torch.sub(z, lse.unsqueeze(-1)).exp_()
-            # a row whose max is +inf, or whose every logit is -inf: the limit's softmax, 1 / (their count) at
-            # each logit equal to the max (exp(z - lse) is NaN there)
-            infinite = torch.isinf(row_max)
-            if bool(infinite.any()):
-                at_top = (z == row_max.unsqueeze(-1)).to(grad.dtype) / total.unsqueeze(-1)
-                grad = torch.where(infinite.unsqueeze(-1), at_top, grad)
+            grad = _softmax(_shifted(z, row_max), log_norm)
+            growth = 2 * z_loss * lse if z_loss else None
             if z_loss:
-                grad.mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
+                grad.mul_(1 + growth.unsqueeze(-1))
             if smoothing:
                 grad.sub_(smoothing / n_vocab)
-            at_label = (-(1 - smoothing) * mine.to(grad.dtype)).unsqueeze(-1)
-            grad.scatter_add_(-1, safe.unsqueeze(-1), at_label)
+            _set_at_labels(grad, safe, mine, picked, log_norm, smoothing, n_vocab, growth)
             grad.mul_((scale * grad_output).unsqueeze(-1))  # upstream: 0-d, or one per row for "none"
             grad.masked_fill_((scale == 0).unsqueeze(-1), 0.0)  # weight 0 adds 0 even for inf logits
             grad = grad.to(logits.dtype)
         (grad,) = first_order_only((grad,), (logits, grad_output), _SECOND_ORDER)
         return grad, *([None] * 11)
+
+
+# -- the row statistics both losses share. A rank may hold no column at all (a vocabulary smaller than the
+# group, or an uneven split): its row max is -inf and its sums 0, and it takes part in every collective, as
+# the others wait for it there
+
+def _row_max(z):
+    """The row max of this rank's ``[N, V_local]`` logits; -inf for a rank of no columns."""
+    if z.shape[-1] == 0:
+        return torch.full(z.shape[:-1], float("-inf"), dtype=z.dtype, device=z.device)
+    return z.max(dim=-1).values
+
+
+def _own_labels(target, keep, start: int, local: int):
+    """``(mine, safe)``: which rows' labels lie on this rank, and their column here (0 elsewhere)."""
+    index = target - start
+    mine = keep & (index >= 0) & (index < local)
+    return mine, torch.where(mine, index, torch.zeros_like(index))
+
+
+def _shifted(z, row_max):
+    """``z - row_max`` (the group's row max), 0 wherever a logit equals it: a +inf logit too, whose inf - inf
+    would be NaN (the limit: the softmax shares its mass among the +inf logits), and every logit of a row
+    of -inf alone (the uniform softmax). Exact where a logit is near the max."""
+    top = z == row_max.unsqueeze(-1)
+    return (z - row_max.unsqueeze(-1)).masked_fill_(top, 0.0)  # in place: one logits-sized buffer
+
+
+def _exp_sums(shifted):
+    """``(sum of exp over the logits below the max, count of logits at the max)`` per row: the exp-sum is their
+    total, kept as two so that ``log`` of it is a ``log1p`` of the first where one logit holds the max."""
+    at_top = shifted == 0
+    below = torch.exp(shifted).masked_fill_(at_top, 0.0).sum(-1)
+    return below, at_top.sum(-1).to(shifted.dtype)
+
+
+def _log_norm(stats):
+    """``log sum_k exp(z_k - max)`` from the all-reduced :func:`_exp_sums` (rows 0 and 1 of ``stats``):
+    ``log1p`` of what lies below the max, plus the count at it less one (exact for a row that is sure of
+    one class, where the log of 1 + 1e-9 rounded to 1 gave a loss of 0)."""
+    return torch.log1p(stats[0] + (stats[1] - 1))
+
+
+def _picked(shifted, safe):
+    """The shifted logit at each row's label column (0 on a rank of no columns: no label is there)."""
+    if shifted.shape[-1] == 0:
+        return torch.zeros(shifted.shape[:-1], dtype=shifted.dtype, device=shifted.device)
+    return shifted.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+
+
+def _softmax(shifted, log_norm):
+    """The softmax of the group's rows on this rank's columns, in place of ``shifted``: ``exp(shifted -
+    log_norm)`` (from the shifted logits, not ``z - lse``: lse rounds to the precision of the row max, which
+    at logits of 1e4 in float32 put an error of 3e-4 in every gradient)."""
+    return shifted.sub_(log_norm.unsqueeze(-1)).exp_()
+
+
+def _set_at_labels(grad, safe, mine, picked, log_norm, smoothing: float, n_vocab: int, growth) -> None:
+    """``grad[i, y_i] = p_y (1 + growth) - a / V - (1 - a)`` on the rows whose label lies here, with ``p_y - 1``
+    as ``expm1(s_y - log_norm)`` (``picked`` = ``s_y``, the shifted label logit): a sure row's p_y rounds to 1,
+    and ``p_y - 1`` to 0 where it is -1e-8. ``growth``: z-loss's ``2 s lse`` per row, or None."""
+    if not grad.shape[-1]:
+        return
+    below = torch.expm1(picked - log_norm)  # p_y - 1
+    value = below + smoothing * (1 - 1 / n_vocab)
+    if growth is not None:
+        value = value + (below + 1) * growth
+    at = safe.unsqueeze(-1)
+    grad.scatter_(-1, at, torch.where(mine, value.to(grad.dtype), grad.gather(-1, at).squeeze(-1)).unsqueeze(-1))
 
 
 def _example_weight(weight, n_rows: int):
@@ -123,14 +181,37 @@ def _example_weight(weight, n_rows: int):
     return weight
 
 
+def _class_weight_slice(class_weight, like, width: int | None = None):
+    """This rank's ``class_weight`` slice as a checked tensor on ``like``'s device, in its compute dtype
+    (float32 for half precision), or None."""
+    if class_weight is None:
+        return None
+    width = like.shape[-1] if width is None else width
+    work = torch.float64 if like.dtype == torch.float64 else torch.float32
+    class_weight = torch.as_tensor(class_weight, dtype=work, device=like.device)
+    if tuple(class_weight.shape) != (width,):
+        raise _checks.fail("class_weight", f"this rank's slice, shape ({width},)", f"shape {tuple(class_weight.shape)}")
+    _checks.non_negative(array_namespace(class_weight), class_weight, "class_weight")
+    return class_weight
+
+
 def _vocab_size_and_checks(target, local: int, n_vocab, ignore, group) -> int:
-    """The full vocabulary size (summed over the group when not given); labels checked."""
+    """The full vocabulary size, the sum of the shards' widths over the group (one all-reduce); labels checked
+    (before it when ``n_vocab`` is given). A given ``n_vocab`` must equal that sum: the loss takes each
+    logit from its row's max, which cancels only over ``n_vocab`` columns, and label smoothing spreads
+    ``a / n_vocab`` over every column (a padded vocabulary's padding is part of it: give it -inf logits).
+    Every rank finds the same sum, so a mismatch raises on every rank alike."""
+    if n_vocab is not None:
+        _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
+    size = torch.tensor([local], device=target.device)  # NCCL needs it on the GPU
+    dist.all_reduce(size, group=group)
+    total = int(size.item())
     if n_vocab is None:
-        size = torch.tensor([local], device=target.device)  # NCCL needs it on the GPU
-        dist.all_reduce(size, group=group)
-        n_vocab = int(size.item())
-    _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
-    return n_vocab
+        _checks.labels_in_range(array_namespace(target), target, total, ignore)
+    elif n_vocab != total:
+        raise _checks.fail("n_vocab", f"the sum of the shards' widths over the group ({total})", repr(n_vocab),
+                           "a padded vocabulary's padding columns count: give them -inf logits")
+    return total
 
 
 def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: int | None = None,
@@ -140,8 +221,9 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
 
     Shapes: ``logits [N, V_local]`` (this rank's columns ``vocab_start .. vocab_start + V_local``,
     float); ``target [N]`` global class indices (the same on every rank); ``weight [N]``;
-    ``class_weight [V_local]``, this rank's slice. ``n_vocab`` is the full vocabulary size (default:
-    the sum of ``V_local`` over the group, found with one all-reduce). Returns the same value on every
+    ``class_weight [V_local]``, this rank's slice. ``n_vocab`` is the full vocabulary size: the sum of
+    ``V_local`` over the group, found with one all-reduce (a given one must equal it). A rank may hold no
+    column (``V_local = 0``: a vocabulary smaller than the group). Returns the same value on every
     rank: ``[N]`` for ``"none"``, else 0-d. Backward gives each rank the gradient of its own slice.
 
     Edges: labels outside ``[0, n_vocab)`` raise unless equal to ``ignore_index``; an all-ignored
@@ -173,16 +255,10 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
     target = target.long()  # uint8 / int8 ids compared with V or shifted by vocab_start would wrap
     weight = _example_weight(weight, logits.shape[0])
-    n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, group)
-    if class_weight is not None:
-        class_weight = torch.as_tensor(class_weight, dtype=torch.float32 if logits.dtype != torch.float64
-                                       else torch.float64, device=logits.device)
-        if tuple(class_weight.shape) != (logits.shape[-1],):
-            raise _checks.fail("class_weight", f"this rank's slice, shape ({logits.shape[-1]},)",
-                               f"shape {tuple(class_weight.shape)}")
-        _checks.non_negative(array_namespace(class_weight), class_weight, "class_weight")
+    class_weight = _class_weight_slice(class_weight, logits)
     if normalizer is not None:
         normalizer = float(_checks.normalizer(normalizer))
+    n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, group)
     return _VocabParallelCE.apply(logits, target, weight, class_weight, vocab_start, n_vocab, ignore,
                                   smoothing, float(z_loss), reduction, normalizer, group)
 
@@ -213,14 +289,12 @@ class _VocabParallelLinearCE(torch.autograd.Function):
 def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, start, n_vocab,
                                  example_weight, class_weight, ignore_index, smoothing, z_loss, reduction,
                                  normalizer, rows, group):
-    local = weight_shard.shape[0]  # this rank's rows of the classifier
     keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    index = target - start
-    mine = keep & (index >= 0) & (index < local)
-    safe = torch.where(mine, index, torch.zeros_like(index))
+    mine, safe = _own_labels(target, keep, start, weight_shard.shape[0])  # this rank's rows of the classifier
     w = keep.to(hidden.dtype)
     if class_weight is not None:  # the target's class weight lives on one rank: share it first
-        target_cw = torch.where(mine, class_weight[safe], torch.zeros_like(w))
+        target_cw = torch.where(mine, class_weight[safe], torch.zeros_like(w)) if class_weight.numel() \
+            else torch.zeros_like(w)
         dist.all_reduce(target_cw, group=group)
         w = w * target_cw
     if example_weight is not None:
@@ -236,22 +310,27 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         # nothing to g^T h, the shard's gradient
         h = torch.where((w[begin:end] == 0).unsqueeze(-1), torch.zeros_like(hidden[begin:end]), hidden[begin:end])
         z = h @ weight_shard.T if bias_shard is None else torch.addmm(bias_shard, h, weight_shard.T)
-        row_max = z.max(dim=-1).values
+        row_max = _row_max(z)
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
         own, at = mine[begin:end], safe[begin:end]
-        picked = z.gather(-1, at.unsqueeze(-1)).squeeze(-1)
-        stats = torch.stack([torch.exp(z - row_max.unsqueeze(-1)).sum(-1),
-                             torch.where(own, picked, torch.zeros_like(picked)), z.sum(-1)])
+        shifted = _shifted(z, row_max)
+        stats = torch.stack([*_exp_sums(shifted), torch.where(own, _picked(shifted, at), torch.zeros_like(row_max)),
+                             shifted.sum(-1)])
         dist.all_reduce(stats, group=group)
-        lse = row_max + torch.log(stats[0])
-        loss = lse - (1 - smoothing) * stats[1] + z_loss * lse * lse
+        log_norm = _log_norm(stats)
+        lse = row_max + log_norm
+        # lse - z_y formed from the shifted logits (a sure row keeps its tiny loss, as the core's sweep does)
+        loss = log_norm - (1 - smoothing) * stats[2] + z_loss * lse * lse
         if smoothing:  # 0 * a -inf row sum would be NaN
-            loss = loss - (smoothing / n_vocab) * stats[2]
+            loss = loss - (smoothing / n_vocab) * stats[3]
         chunk_w = w[begin:end]
         total = total + (scale[begin:end] * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
-        g = torch.exp(z - lse.unsqueeze(-1)).mul_(1 + 2 * z_loss * lse.unsqueeze(-1))
+        growth = 2 * z_loss * lse if z_loss else None
+        g = _softmax(shifted, log_norm)
+        if z_loss:
+            g.mul_(1 + growth.unsqueeze(-1))
         g.sub_(smoothing / n_vocab)
-        g.scatter_add_(-1, at.unsqueeze(-1), (-(1 - smoothing) * own.to(g.dtype)).unsqueeze(-1))
+        _set_at_labels(g, at, own, stats[2], log_norm, smoothing, n_vocab, growth)
         g = torch.where(chunk_w.unsqueeze(-1) == 0, torch.zeros_like(g), g)
         g.mul_(scale[begin:end].unsqueeze(-1))
         part = g @ weight_shard
@@ -298,13 +377,10 @@ def vocab_parallel_linear_cross_entropy(hidden, classifier_shard, target, *, voc
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
     target = target.long()  # uint8 / int8 ids compared with V or shifted by vocab_start would wrap
     weight = _example_weight(weight, hidden.shape[0])
+    # (on hidden's device, in its compute dtype: a list with CUDA hidden was indexed on the CPU, and float16
+    # hidden rounded the weights to float16 where the sweep computes in float32)
+    class_weight = _class_weight_slice(class_weight, hidden, weight_shard.shape[0])
     n_vocab = _vocab_size_and_checks(target, weight_shard.shape[0], n_vocab, ignore, group)
-    if class_weight is not None:
-        class_weight = torch.as_tensor(class_weight, dtype=hidden.dtype)
-        if tuple(class_weight.shape) != (weight_shard.shape[0],):
-            raise _checks.fail("class_weight", f"this rank's slice, shape ({weight_shard.shape[0]},)",
-                               f"shape {tuple(class_weight.shape)}")
-        _checks.non_negative(array_namespace(class_weight), class_weight, "class_weight")
     # the chunk rows from what every rank shares (the full vocabulary over the group's size), not this
     # rank's width: ranks of different widths ran different numbers of chunks, and their per-chunk
     # all-reduces no longer paired up (gloo aborted; NCCL would hang)
