@@ -473,3 +473,47 @@ def test_a_target_outside_the_domain_that_no_check_can_read_gives_nan(name, opti
         np.testing.assert_allclose(np.delete(value, 1), np.delete(expected_value, 1), rtol=1e-12)
         np.testing.assert_allclose(np.delete(grad, 1), np.delete(expected_grad, 1), rtol=1e-12)
     assert np.isnan(grad[..., 1]).all()
+
+
+#: (loss, bad soft target row) for the losses of probability targets: a row outside [0, 1], or whose sum is off
+_BAD_PROBABILITY_ROWS = [("softmax_cross_entropy", [0.5, 0.5, 0.5]), ("kl_divergence", [1.5, -0.5, 0.0]),
+                         ("softmax_focal_loss", [0.2, 0.2, 0.2]), ("poly_cross_entropy", [0.5, 0.5, 0.5])]
+
+
+@pytest.mark.parametrize(("name", "bad"), _BAD_PROBABILITY_ROWS, ids=[c[0] for c in _BAD_PROBABILITY_ROWS])
+@pytest.mark.parametrize("library", ["jax", "losskit.jax", "dask"])
+def test_a_bad_soft_target_or_weight_that_no_check_can_read_gives_nan(name, bad, library):
+    """As a target value outside the domain (above): a soft-target row off [0, 1] or not summing to 1, and a
+    negative weight, refused by name eagerly, gave a finite loss under jax.jit or in a Dask graph (twice the
+    probabilities: 3.72 where the mean is NaN). Now that row's loss and gradient are NaN; the other rows keep
+    their values."""
+    cls = lk.REGISTRY[name][0]
+    z = np.array([[0.3, -1.2, 2.0], [1.0, 0.0, -1.0], [0.5, 0.5, -2.0]])
+    target = np.array([[0.2, 0.3, 0.5], bad, [1.0, 0.0, 0.0]])
+    labels, weight = np.array([2, 0, 1]), np.array([1.0, -2.0, 0.5])
+    with pytest.raises(LossInputError, match="^target: "):
+        cls(reduction="none")(z, target)
+    with pytest.raises(LossInputError, match="^weight: "):
+        cls()(z, labels, weight=weight)
+    expected_value, expected_grad = cls(reduction="none").value_and_grad(z[[0, 2]], target[[0, 2]])
+
+    def run(loss, z, target, weight=None):
+        if library == "dask":
+            da = pytest.importorskip("dask.array")
+            return [a.compute() for a in loss.value_and_grad(
+                da.from_array(z, chunks=(1, 3)), da.from_array(target, chunks=1 if target.ndim == 1 else (1, 3)),
+                weight=None if weight is None else da.from_array(weight, chunks=1))]
+        jax = pytest.importorskip("jax")
+        if library == "jax":
+            return jax.jit(lambda z, y, w: loss.value_and_grad(z, y, weight=w))(z, target, weight)
+        lj = pytest.importorskip("losskit.jax")
+        f = lj.loss_fn(loss)
+        return (jax.jit(lambda z, y, w: f(z, y, w))(z, target, weight),
+                jax.jit(jax.grad(lambda z, y, w: f(z, y, w).sum()))(z, target, weight))
+
+    value, grad = (np.asarray(a) for a in run(cls(reduction="none"), z, target))
+    assert np.isnan(value[1]) and np.isnan(grad[1]).all()
+    np.testing.assert_allclose(value[[0, 2]], expected_value, rtol=1e-12)
+    np.testing.assert_allclose(grad[[0, 2]], expected_grad, rtol=1e-12)
+    value, grad = (np.asarray(a) for a in run(cls(), z, labels, weight))
+    assert np.isnan(value) and np.isnan(grad).all()  # a weight enters the mean's denominator

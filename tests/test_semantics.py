@@ -335,6 +335,25 @@ def test_a_target_outside_the_domain_is_refused_where_the_peers_take_it():
         metrics.mean_poisson_deviance(bad_count, np.exp(z))
 
 
+def test_a_bad_soft_target_or_negative_weight_is_refused_where_the_peers_take_it():
+    """docs/semantics.md: losskit refuses a soft-target row summing to 1.5 and a negative weight by name (NaN
+    where no check can read them: tests/test_errors.py); PyTorch and optax compute a finite number from the
+    row, and PyTorch from a negative class weight."""
+    torch = pytest.importorskip("torch")
+    z, soft = np.array([[0.3, -1.2, 2.0]]), np.array([[0.5, 0.5, 0.5]])
+    with pytest.raises(lk.LossInputError, match="^target: "):
+        lk.softmax_cross_entropy(z, soft)
+    with pytest.raises(lk.LossInputError, match="^weight: "):
+        lk.softmax_cross_entropy(z, np.array([0]), weight=np.array([-1.0]))
+    t = torch.from_numpy
+    assert np.isfinite(torch.nn.functional.cross_entropy(t(z), t(soft)).item())
+    value = torch.nn.functional.cross_entropy(t(z), t(np.array([0])), weight=t(np.array([-1.0, 1.0, 1.0])),
+                                              reduction="sum").item()
+    assert np.isfinite(value) and value < 0
+    optax = pytest.importorskip("optax")
+    assert np.isfinite(np.asarray(optax.softmax_cross_entropy(z, soft))).all()
+
+
 def test_an_option_set_after_construction_is_refused_where_torch_takes_it():
     """docs/semantics.md: losskit refuses an option set on a loss object after construction (naming replace);
     a PyTorch loss module reads its attribute at the next call."""

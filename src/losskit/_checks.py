@@ -236,25 +236,48 @@ def row_sum_tolerance(float64: bool, k: int, eps: float, slack: float = 0.0) -> 
     return (1e-6 if float64 else 1e-3) + slack + 8 * k ** 0.5 * eps
 
 
-def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) -> None:
+def probability_rows(xp, array, name: str, hint: str = "", slack: float = 0.0):
+    """``array``, after raising, naming ``name``, for a value outside [0, 1] or a row (the last axis) that does
+    not sum to 1 (:func:`in_unit_interval`, :func:`rows_sum_to_one`). A traced or lazy array, whose values no
+    check can read, comes back with NaN in such a row (:func:`nan_where`): a soft target of twice the
+    probabilities in a Dask graph gave a finite loss."""
+    if in_unit_interval(xp, array, name, hint) & rows_sum_to_one(xp, array, name, hint, slack):
+        return array
+    tol = row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
+    bad = xp.any((array < 0) | (array > 1), axis=-1) | (xp.abs(xp.sum(array, axis=-1) - 1) > tol)
+    return nan_where(xp, array, bad[..., None])
+
+
+def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) -> bool:
     """Rows along the last axis must sum to 1: within 1e-6 (float64) or 1e-3 (float32), plus
-    the rounding a sum of K terms can carry (8 sqrt(K) eps), plus ``slack``."""
+    the rounding a sum of K terms can carry (8 sqrt(K) eps), plus ``slack``. Returns whether the sums
+    could be read (as :func:`no_nan`)."""
     sums = xp.sum(array, axis=-1)
     tol = row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
-    if _array.concrete_bool(xp.any(xp.abs(sums - 1) > tol)):
+    off = _array.concrete_bool(xp.any(xp.abs(sums - 1) > tol))
+    if off:
         worst = float(xp.max(xp.abs(sums - 1)))
         raise fail(name, "rows along the class axis that sum to 1",
                    f"a row whose sum is off by {worst:.3g}", hint)
+    return off is not None
 
 
-def non_negative(xp, array, name: str) -> None:
+def non_negative(xp, array, name: str):
+    """``array``, after raising, naming ``name``, for a negative or infinite value (or NaN). A traced or lazy
+    array, whose values no check can read, comes back with NaN where a value is negative or infinite
+    (:func:`nan_where`): a negative weight under ``jax.jit`` or in a Dask graph gave a negative loss."""
     extremes = _extremes_without_nan(xp, array, name)
     if extremes is None:
-        return
-    if _array.concrete_bool(extremes[0] < 0):
+        return array
+    negative = _array.concrete_bool(extremes[0] < 0)
+    if negative:
         raise fail(name, "non-negative finite values", f"a minimum of {float(extremes[0]):.6g}")
-    if _array.concrete_bool(xp.isinf(extremes[1])):
+    infinite = _array.concrete_bool(xp.isinf(extremes[1]))
+    if infinite:
         raise fail(name, "non-negative finite values", "inf")
+    if negative is None or infinite is None:
+        return nan_where(xp, array, (array < 0) | xp.isinf(array))
+    return array
 
 
 def labels_in_range(xp, labels, n_classes: int, ignore: int | None, name: str = "target") -> bool:
@@ -315,5 +338,4 @@ def number_or_per_class(xp, value, name: str, input):
     arr = _array.option_array(xp, value, name, input)
     if arr.ndim != 1 or arr.shape[0] != input.shape[-1]:
         raise fail(name, f"a number or shape ({input.shape[-1]},), one per class", f"shape {tuple(arr.shape)}")
-    non_negative(xp, arr, name)
-    return arr
+    return non_negative(xp, arr, name)

@@ -334,6 +334,7 @@ def _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad: 
     order = 1 if with_grad else 0
     if plan.restore is not None:  # a moved class axis: the reference
         return loss.reference(plan, order)
+    plan = _rows.checked_plan(loss, plan)
     sweep = _rows.sweep_for(loss, plan, with_grad)
     if sweep is None:  # the loss's own formula and limits
         if not with_grad:

@@ -24,6 +24,7 @@ as the hinge's arithmetic, the reference's, does; KL, distillation and softmax f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -499,15 +500,22 @@ def _logits(plan):
     return (plan.input,)
 
 
+def checked_plan(loss, plan):
+    """``plan``, the probability target of a sweep that reads one checked as the reference checks it, here
+    where an eager call's arrays are concrete (the sweep runs traced, inside a cond); under jit, where no
+    check can read them, with NaN in a row outside the domain (as a bad label's)."""
+    if type(loss).kernel_name() in ("softmax_ce", "kl_divergence") and plan.target.labels is None:
+        dense = loss._checked_probabilities(jnp, plan.target.dense, plan.target.slack)
+        if dense is not plan.target.dense:
+            plan = dataclasses.replace(plan, target=plan.target._replace(dense=dense))
+    return plan
+
+
 def sweep_for(loss, plan, with_grad: bool = True) -> Sweep | None:
     """The row sweep of ``loss`` for this plan, found by the loss's kernel name (as the compiled and
     torch-native paths find theirs); None: the loss's own array-API formula. ``with_grad``: whether the
     gradient is read (distillation's near rows then take a pass of their own for it)."""
     name = type(loss).kernel_name()
-    if name in ("softmax_ce", "kl_divergence") and plan.target.labels is None:
-        # the probabilities' values checked as the reference checks them, here where an eager call's arrays
-        # are concrete (the sweep runs traced, inside a cond; under jit no check can read them)
-        loss._checked_probabilities(jnp, plan.target.dense, plan.target.slack)
     if name == "softmax_ce":
         if plan.target.labels is None:  # probability targets: the KL sweep without the target's entropy
             return Sweep(_logits, functools.partial(kl_divergence, loss=loss, entropy=False))

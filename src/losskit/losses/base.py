@@ -439,8 +439,7 @@ def _example_weight(xp, weight, batch_shape, work):
         raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
     _checks.same_shape("weight", weight, "one value per example", batch_shape)
     weight = _array.as_dtype(xp, weight, work)
-    _checks.non_negative(xp, weight, "weight")
-    return weight
+    return _checks.non_negative(xp, weight, "weight")
 
 
 def same_loss_on_logits_and_probabilities(on_logits: type, on_probabilities: type) -> None:

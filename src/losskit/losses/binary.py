@@ -118,8 +118,7 @@ class _BinaryBase(Loss):
             last = input.shape[-1] if input.ndim else "none"
             raise _checks.fail("pos_weight", f"a number or shape ({last},) (the last axis)",
                                f"shape {tuple(pw.shape)}")
-        _checks.non_negative(xp, pw, "pos_weight")
-        return pw
+        return _checks.non_negative(xp, pw, "pos_weight")
 
 
 class BinaryCrossEntropyWithLogits(_BinaryBase):

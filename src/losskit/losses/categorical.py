@@ -109,16 +109,15 @@ class _CategoricalBase(Loss):
         if cw.ndim != 1 or cw.shape[0] != input.shape[-1]:
             raise _checks.fail("class_weight", f"shape ({input.shape[-1]},), one per class",
                                f"shape {tuple(cw.shape)}")
-        _checks.non_negative(xp, cw, "class_weight")
-        return cw
+        return _checks.non_negative(xp, cw, "class_weight")
 
     @staticmethod
-    def _checked_probabilities(xp, target, slack: float = 0.0) -> None:
+    def _checked_probabilities(xp, target, slack: float = 0.0):
         """A probability target's values checked (in [0, 1], rows summing to 1; the precise error), by each
         formula that reads one (the reference a flagged kernel row falls back to) and by losskit.jax's
-        sweep."""
-        _checks.in_unit_interval(xp, target, "target")
-        _checks.rows_sum_to_one(xp, target, "target", slack=slack)
+        sweep; a traced or lazy one comes back with NaN in a row outside the domain
+        (:func:`~losskit._checks.probability_rows`)."""
+        return _checks.probability_rows(xp, target, "target", slack=slack)
 
     def _dense_target(self, xp, input, target, mask):
         """The smoothed target ``y'`` as a dense array of the input's shape."""
@@ -203,7 +202,7 @@ class SoftmaxCrossEntropy(_CategoricalBase):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
         mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
         if mask is None:
-            self._checked_probabilities(xp, target, plan.target.slack)
+            target = self._checked_probabilities(xp, target, plan.target.slack)
         log_p = log_softmax_xp(xp, input)
         a = plan.smoothing
         if mask is None:
@@ -253,7 +252,7 @@ class CategoricalCrossEntropy(_CategoricalBase):
         xp, input, labels, target = plan.xp, plan.input, plan.target.labels, plan.target.dense
         mask = None if labels is None else _array.one_hot(xp, labels, input.shape[-1], xp.bool)
         if mask is None:
-            self._checked_probabilities(xp, target, plan.target.slack)
+            target = self._checked_probabilities(xp, target, plan.target.slack)
         log_p = floored_log(xp, input)  # PyTorch's floor: log(0) -> -100
         y = self._dense_target(xp, input, target, mask)
         loss = _weighted_sum(xp, y, log_p)

@@ -151,9 +151,9 @@ class SoftmaxFocalLoss(_CategoricalBase):
         xp, z, gamma = plan.xp, plan.input, self.gamma
         labels = plan.target.labels
         mask = None if labels is None else _array.one_hot(xp, labels, z.shape[-1], xp.bool)
-        if mask is None:
+        target = plan.target.dense if mask is not None else \
             self._checked_probabilities(xp, plan.target.dense, plan.target.slack)
-        c = _alpha(xp, self.alpha, z) * self._dense_target(xp, z, plan.target.dense, mask)
+        c = _alpha(xp, self.alpha, z) * self._dense_target(xp, z, target, mask)
         lp = log_softmax_xp(xp, z)
         p = xp.exp(lp)
         q = -xp.expm1(lp)  # 1 - p_k, exact when p_k is near 1

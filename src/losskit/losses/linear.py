@@ -32,6 +32,7 @@ from ..activations import log_normalizer_xp, shifted_logits_xp
 from ._half import computes_half_in_float32
 from .binary import bce_logits_terms, smoothed_targets
 from .categorical import label_target, mean_surprisal
+from .elementwise import IN_DOMAIN
 from .registry import named_keywords
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_value_and_grad",
@@ -151,7 +152,7 @@ def _arrays(hidden, classifier, target, bias, weight):
         if not _array.isdtype(xp, weight.dtype, ("real floating", "integral")):  # text weights were parsed
             raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
         weight = xp.astype(weight, hidden.dtype)
-        _checks.non_negative(xp, weight, "weight")
+        weight = _checks.non_negative(xp, weight, "weight")
     return xp, hidden, classifier, arrays["target"], bias, weight
 
 
@@ -196,7 +197,7 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
         cw = _array.option_array(xp, opts.class_weight, "class_weight", hidden)
         if tuple(cw.shape) != (n_vocab,):
             raise _checks.fail("class_weight", f"shape ({n_vocab},)", f"shape {tuple(cw.shape)}")
-        _checks.non_negative(xp, cw, "class_weight")
+        cw = _checks.non_negative(xp, cw, "class_weight")
     resolved = label_target(xp, target, cw, opts.ignore_index, hidden.dtype, None if read else n_vocab)
     w = resolved.weight if weight is None else (weight if resolved.weight is None else weight * resolved.weight)
     scale = _scale(xp, w, n_rows, opts, normalizer, hidden)
@@ -401,13 +402,14 @@ def linear_binary_cross_entropy_value_and_grad(hidden, classifier, target, *, bi
     n_rows, n_labels = hidden.shape[0], classifier.shape[0]
     _checks.same_shape("target", target, "one row of labels per row of hidden", (n_rows, n_labels))
     target = xp.astype(target, hidden.dtype)
-    _checks.in_unit_interval(xp, target, "target")
+    if not _checks.in_unit_interval(xp, target, "target"):  # traced or lazy: NaN outside [0, 1]
+        target = _checks.nan_where(xp, target, ~IN_DOMAIN["binary"](target))
     pw = None
     if pos_weight is not None:
         pw = _array.option_array(xp, pos_weight, "pos_weight", hidden)
         if pw.ndim > 1 or (pw.ndim == 1 and pw.shape[0] != n_labels):
             raise _checks.fail("pos_weight", f"a number or shape ({n_labels},)", f"shape {tuple(pw.shape)}")
-        _checks.non_negative(xp, pw, "pos_weight")
+        pw = _checks.non_negative(xp, pw, "pos_weight")
     scale = _scale(xp, weight, n_rows, opts, normalizer, hidden)
     a = opts.label_smoothing
 
