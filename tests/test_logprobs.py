@@ -587,3 +587,38 @@ def test_temperatures_and_biases_follow_one_rule_across_the_fused_losses():
                                                     "got dtype float64"):
             call(np.zeros(5))
         np.testing.assert_array_equal(call(np.arange(5)), call(np.arange(5, dtype=np.float32)))
+
+
+def test_the_torch_forms_refuse_a_layer_of_another_dtype_a_missing_extra_and_a_temperature_asking_for_grad():
+    """Found in review (the torch forms of the fused linear losses): a float32 classifier beside bfloat16 or
+    float16 hidden states was taken on the CPU (both widened to float32 before the core's dtype check) and its
+    gradient rounded to hidden's dtype (float16: -inf where the float64 one is -1.05e5); a float32 student
+    beside a bfloat16 teacher too, where the core refuses both; GRPO without old_logps and JSD without a teacher
+    gave Python's raw TypeError; a temperature tensor that requires grad was read as a number, its grad None."""
+    import torch
+
+    import losskit.torch as lt
+
+    hidden, classifier, target = torch.randn(4, 3, dtype=torch.bfloat16), torch.randn(5, 3), torch.tensor([0, 1, 2, 3])
+    for half in (torch.bfloat16, torch.float16):
+        h = hidden.to(half).requires_grad_(True)
+        with pytest.raises(lk.LossInputError, match=rf"^classifier: expected dtype {half} \(hidden's\)"):
+            lt.linear_cross_entropy(h, classifier.requires_grad_(True), target)
+        with pytest.raises(lk.LossInputError, match=rf"^classifier: expected dtype {half}"):
+            lt.linear_logprobs(h, classifier, target)
+    pairs = torch.randint(0, 5, (2, 3))
+    with pytest.raises(lk.LossInputError, match=r"^classifier: expected dtype torch.bfloat16"):
+        lt.LinearPreferenceLoss(loss="simpo")(hidden.reshape(2, 2, 3), classifier, pairs[:, :2])
+    with pytest.raises(lk.LossInputError, match=r"^teacher_classifier: expected dtype torch.float32"):
+        lt.LinearJSDLoss()(torch.randn(4, 3), classifier, torch.randn(4, 3), classifier.bfloat16(), target)
+    with pytest.raises(lk.LossInputError, match=r"^teacher_hidden: expected a torch.Tensor, got None"):
+        lt.LinearJSDLoss()(torch.randn(4, 3), classifier, None, classifier, target)
+    grpo = {"old_logps": torch.zeros(2, 2), "advantages": torch.ones(2)}
+    for missing in grpo:
+        with pytest.raises(lk.LossInputError, match=rf"^{missing}: expected a torch.Tensor, got None"):
+            lt.linear_grpo_loss(torch.randn(2, 2, 3), classifier, pairs[:, :2], **{**grpo, missing: None})
+    with pytest.raises(lk.LossInputError, match=r"^temperature: expected a tensor that does not require grad"):
+        lt.linear_logprobs(torch.randn(4, 3), classifier, target, temperature=torch.tensor(2.0, requires_grad=True))
+    value = lt.linear_logprobs(torch.randn(4, 3, dtype=torch.float64), classifier.double(), target,
+                               temperature=torch.tensor(2.0))  # a tensor that does not ask for grad: read
+    assert value.shape == (4,)

@@ -62,6 +62,8 @@ def number(value, name: str):
     if _checks.is_number(value):  # a NumPy number
         return float(value)
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item") and _checks.is_number(value.item()):
+        # read as a number: a tensor that asks for a gradient would get none (a silent None)
+        no_grad("detach it: it is read as a number", **{name: value})
         return float(value.item())  # a 0-d NumPy array or tensor
     raise _checks.fail(name, "a number", repr(value)[:40] if value is None or isinstance(value, str) else
                        type(value).__name__)

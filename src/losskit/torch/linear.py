@@ -112,7 +112,9 @@ def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifi
     value, grads = result[0], result[1]
     aux = result[2] if aux_names else {}
     grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
-    stats = torch.tensor([float(aux[name]) for name in aux_names.split(",") if name], dtype=torch.float64)
+    # on hidden's device, as the fake's (a compiled graph takes the fake's device as the output's)
+    stats = torch.tensor([float(aux[name]) for name in aux_names.split(",") if name], dtype=torch.float64,
+                         device=hidden.device)
     return (torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value, dtype=hidden.dtype),
             grad_hidden, grad_classifier, hidden.new_empty(0) if grad_bias is None else grad_bias, stats)
 
@@ -205,7 +207,7 @@ def _encode(options: dict) -> str:
 
 
 def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), encoded_options=None,
-                 argument_names=("hidden", "classifier", "target", "bias"), **options):
+                 argument_names=("hidden", "classifier", "target", "bias"), required=(), same_dtype=(), **options):
     """The autograd form of a core fused linear loss ``function(hidden, classifier, target, *, bias,
     **extras, **options) -> (value, (grad_hidden, grad_classifier, grad_bias)[, aux])``: one
     ``torch.library`` custom op (opaque to ``torch.compile``), whose forward runs the core's one
@@ -215,9 +217,16 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     names of the scalar statistics to return beside the value, as a dict of 0-d float64 tensors
     (logged numbers: no gradient). ``encoded_options``: the options as :func:`encode_options`
     made them, in place of ``**options`` (what a module passes; see there). ``argument_names``: the caller's
-    names of the first four arguments, for its errors."""
+    names of the first four arguments, for its errors. ``required``: the extras that may not be None (a None
+    extra is left out of the op); ``same_dtype``: the floating extras that must be of ``hidden``'s dtype (a
+    teacher's layer)."""
+    for name in required:
+        if (extras or {}).get(name) is None:
+            raise _checks.fail(name, "a torch.Tensor", "None")
     extras = {name: value for name, value in (extras or {}).items() if value is not None}
     _checked(hidden, classifier, target, bias, extras, argument_names)
+    for name in same_dtype:
+        _same_dtype(extras.get(name), name, hidden, argument_names[0])
     # the normalizer an argument of the op, not a constant of a compiled graph: it changes per step
     normalizer = _arguments.normalizer(options.pop("normalizer", None))
     encoded = encoded_options if encoded_options is not None else _encode(options)
@@ -244,11 +253,21 @@ def _checked(hidden, classifier, target, bias, extras, names=("hidden", "classif
     _arguments.tensors(hint, **main, **{b_name: bias})
     _arguments.tensors(hint, **extras)
     _arguments.same_device(hidden.device, h_name, **{c_name: classifier, t_name: target, b_name: bias}, **extras)
-    if bias is not None and bias.is_floating_point() and bias.dtype != hidden.dtype:
-        raise _checks.fail(b_name, f"dtype {hidden.dtype} ({h_name}'s) or an integer tensor", f"dtype {bias.dtype}")
+    # the core's rule (losses.linear.check_layer): a classifier of hidden's dtype. Half precision runs in float32
+    # here, and a float32 classifier beside bfloat16 hidden states was taken, its gradient rounded to bfloat16
+    # (float16: inf at sums past 65504)
+    _same_dtype(classifier, c_name, hidden, h_name)
+    _same_dtype(bias, b_name, hidden, h_name)
     _arguments.no_grad("detach it: the fused losses differentiate hidden, classifier and bias alone",
                        **{t_name: target})
     _arguments.no_tangent(**{h_name: hidden, c_name: classifier, b_name: bias})
+
+
+def _same_dtype(tensor, name: str, hidden, hidden_name: str) -> None:
+    """A floating ``tensor`` of ``hidden``'s dtype (an integer one is promoted, as the core does), or None."""
+    if tensor is not None and tensor.is_floating_point() and tensor.dtype != hidden.dtype:
+        raise _checks.fail(name, f"dtype {hidden.dtype} ({hidden_name}'s) or an integer tensor",
+                           f"dtype {tensor.dtype}", "cast it (mixed precision: cast the layer with its input)")
 
 
 @torch.library.custom_op("losskit::linear_logprobs", mutates_args=())

@@ -56,7 +56,8 @@ class LinearJSDLoss(nn.Module):
                    "teacher_bias": teacher_bias}
         return fused_linear(student_value_and_grad, student_hidden, student_classifier, target, bias=student_bias,
                             extras=teacher, encoded_options=encoded,
-                            argument_names=("student_hidden", "student_classifier", "target", "student_bias"))
+                            argument_names=("student_hidden", "student_classifier", "target", "student_bias"),
+                            required=("teacher_hidden", "teacher_classifier"), same_dtype=tuple(teacher))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -22,7 +22,7 @@ __all__ = ["LinearGRPOLoss", "linear_grpo_loss"]
 def _apply(encoded: str, hidden, classifier, target, old_logps, advantages, ref_logps, bias, aux=()):
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
     return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, bias=bias, extras=extras,
-                        aux=aux, encoded_options=encoded)
+                        aux=aux, encoded_options=encoded, required=("old_logps", "advantages"))
 
 
 def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_logps: Tensor, advantages: Tensor,
