@@ -266,3 +266,41 @@ def test_a_lazy_mean_whose_sum_overflows_where_the_mean_does_not():
     assert expected == pytest.approx(1e38, rel=1e-6)
     value = lk.mean_squared_error(da.from_array(errors, chunks=5), da.zeros(10, dtype=np.float32, chunks=5))
     assert float(value.compute()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_no_block_scored_is_larger_than_the_largest_given(monkeypatch):
+    """The class axis is merged into one chunk; the rows' chunks now shrink so that a task's block holds no more
+    than the largest block given (merging the axis alone made 1.6 MB blocks 51.2 MB: 32 class chunks)."""
+    import dask
+
+    seen = []
+    scored = lkd._block_parts
+
+    def recording(predictions, *rest, **options):
+        seen.append(predictions.nbytes)
+        return scored(predictions, *rest, **options)
+
+    monkeypatch.setattr(lkd, "_block_parts", recording)
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(800, 640)).astype(np.float32), rng.integers(0, 640, 800)
+    logits = da.from_array(z, chunks=(200, 20))
+    # in this process (the record), with task rechunking (a distributed client of another test chooses P2P's)
+    with dask.config.set({"scheduler": "sync", "array.rechunk.method": "tasks"}):
+        mean, _, _ = lkd.score(lk.SoftmaxCrossEntropy(), logits, da.from_array(y, chunks=200))
+    assert max(seen) <= 200 * 20 * 4 and sum(seen) == z.nbytes
+    np.testing.assert_allclose(mean, float(lk.SoftmaxCrossEntropy()(z.astype(np.float64), y)), rtol=1e-6)
+
+
+def test_score_takes_any_array_numpy_reads_and_a_dask_class_weight():
+    """score's "Dask (or any) arrays": a torch tensor raised NumPy's "Cannot interpret 'torch.float32' as a data
+    type"; one NumPy cannot read is named. A loss built with a Dask class_weight was refused in the worker as an
+    array of another library than the block's."""
+    torch = pytest.importorskip("torch")
+    z, y = np.random.default_rng(1).normal(size=(6, 3)), np.array([0, 1, 2, 0, 1, 2])
+    expected = float(lk.SoftmaxCrossEntropy()(z, y))
+    assert lkd.score(lk.SoftmaxCrossEntropy(), torch.from_numpy(z), torch.from_numpy(y))[0] == pytest.approx(expected)
+    with pytest.raises(lk.LossInputError, match="^predictions: expected a Dask array, or an array NumPy can read"):
+        lkd.score(lk.SoftmaxCrossEntropy(), torch.from_numpy(z).requires_grad_(True), y)
+    cw = np.array([0.5, 1.0, 2.0])
+    weighted = lkd.score(lk.SoftmaxCrossEntropy(class_weight=da.from_array(cw)), da.from_array(z, chunks=2), y)
+    assert weighted[0] == pytest.approx(float(lk.SoftmaxCrossEntropy(class_weight=cw)(z, y)), rel=1e-12)

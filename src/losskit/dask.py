@@ -21,11 +21,13 @@ check of the labels, would have duplicated every loss's value checks here.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import dask
 import dask.array as da
 import numpy as np
 
+from ._checks import fail
 from .losses.base import require_loss_object
 
 __all__ = ["partial_sums", "score"]
@@ -44,19 +46,22 @@ def partial_sums(loss, predictions, target, *, weight=None):
 
     Shapes as ``loss``: ``predictions [...]``, ``target`` of the predictions' shape or of the batch
     shape (integer labels), ``weight`` of the batch shape. The axis one example spans (the class
-    axis, for example) is rechunked to a single chunk; the other axes of the three arrays are
-    chunked alike (the predictions' chunks). Non-Dask arrays are wrapped.
+    axis, for example) is rechunked to a single chunk, the other axes' chunks made smaller so that no
+    block grows past the largest block given; the other axes of the three arrays are chunked alike
+    (the predictions' chunks). Any other array NumPy can read (a torch CPU tensor, JAX, a list) is
+    wrapped, and an option given as a Dask array (a class weight) is computed once, on the host.
     """
     require_loss_object(loss)  # (a class, a name or a function form failed inside with a TypeError)
-    predictions, target = da.asarray(predictions), da.asarray(target)
-    weight = None if weight is None else da.asarray(weight)
+    loss = _options_on_the_host(loss)
+    predictions, target = _as_dask(predictions, "predictions"), _as_dask(target, "target")
+    weight = _as_dask(weight, "weight")
     loss.sum_and_weight(predictions, target, weight=weight)  # shapes and dtypes, lazily: raises now
     ndim = predictions.ndim
     axis = loss.example_axis(ndim)  # the axis one example spans, or None
     if axis is not None:
-        predictions = predictions.rechunk({axis: -1})
+        predictions = _whole(predictions, axis)
     elif ndim and _per_label_option(loss):  # a pos_weight [K] lines up with the whole last axis
-        predictions = predictions.rechunk({ndim - 1: -1})
+        predictions = _whole(predictions, ndim - 1)
     index = _LETTERS[:ndim]
     batch_index = index if axis is None else index.replace(index[axis], "")
     batch_chunks = tuple(c for i, c in enumerate(predictions.chunks) if i != axis)
@@ -70,6 +75,42 @@ def partial_sums(loss, predictions, target, *, weight=None):
                          dtype=np.float64, meta=np.empty((0,) * (len(batch_index) + 1)),
                          loss=loss, batch_ndim=len(batch_index), weighted=weight is not None)
     return parts.sum(axis=tuple(range(len(batch_index))))
+
+
+def _as_dask(array, name: str):
+    """``array`` as a Dask array: a Dask array as it is, any array NumPy can read (NumPy, a torch CPU tensor,
+    JAX, a list) wrapped; else a LossInputError naming ``name`` (``da.asarray`` of a torch tensor raised
+    NumPy's "Cannot interpret 'torch.float32' as a data type")."""
+    if array is None or isinstance(array, da.Array):
+        return array
+    try:
+        host = np.asarray(array)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise fail(name, "a Dask array, or an array NumPy can read (NumPy, a torch CPU tensor, JAX, a list)",
+                   f"{type(array).__module__.partition('.')[0]}.{type(array).__name__} ({error})") from None
+    return da.from_array(host, chunks=host.shape or ())
+
+
+def _options_on_the_host(loss):
+    """``loss`` with any option given as a Dask array (a class weight) as NumPy: each block is scored on NumPy,
+    where a Dask option was refused as an array of another library."""
+    options = getattr(loss, "options", None)
+    if not dataclasses.is_dataclass(options):
+        return loss
+    lazy = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+            if isinstance(getattr(options, f.name), da.Array)}
+    return loss.replace(**{name: np.asarray(value.compute()) for name, value in lazy.items()}) if lazy else loss
+
+
+def _whole(predictions, axis: int):
+    """``predictions`` with ``axis`` in one chunk. The other axes' chunks shrink so that no block holds more than
+    the largest block given (a task reads one block; merging the class axis alone made each block as many
+    times larger as the axis had chunks)."""
+    if len(predictions.chunks[axis]) == 1:
+        return predictions
+    largest = math.prod(max(c, default=0) for c in predictions.chunks) * predictions.dtype.itemsize
+    others = {i: "auto" for i in range(predictions.ndim) if i != axis}
+    return predictions.rechunk({axis: -1, **others}, block_size_limit=max(largest, 1))
 
 
 def _per_label_option(loss) -> bool:
