@@ -101,6 +101,16 @@ def _path(function) -> str:
 def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifier: Tensor, target: Tensor,
                            bias: Tensor | None, extras: list[Tensor], extra_names: str,
                            aux_names: str, normalizer: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    value, grads, aux = _call_core(function, options, hidden, classifier, target, bias, extras, extra_names,
+                                   aux_names, normalizer)
+    grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
+    return (_value_tensor(value, hidden), grad_hidden, grad_classifier,
+            hidden.new_empty(0) if grad_bias is None else grad_bias, _stats(aux, aux_names, hidden))
+
+
+def _call_core(function: str, options: str, hidden, classifier, target, bias, extras, extra_names: str,
+               aux_names: str, normalizer):
+    """The core ``function``'s ``(value, grads or None, aux dict)`` for an op's arguments."""
     kwargs = dict(zip(extra_names.split(",") if extra_names else (), map(_as_core, extras), strict=True))
     kwargs.update(json.loads(options))
     if normalizer is not None:
@@ -109,14 +119,41 @@ def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifi
         kwargs["aux"] = True
     result = _function(function)(_as_core(hidden), _as_core(classifier), _as_core(target), bias=_as_core(bias),
                                  **kwargs)
-    value, grads = result[0], result[1]
-    aux = result[2] if aux_names else {}
-    grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
-    # on hidden's device, as the fake's (a compiled graph takes the fake's device as the output's)
-    stats = torch.tensor([float(aux[name]) for name in aux_names.split(",") if name], dtype=torch.float64,
-                         device=hidden.device)
-    return (torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value, dtype=hidden.dtype),
-            grad_hidden, grad_classifier, hidden.new_empty(0) if grad_bias is None else grad_bias, stats)
+    if not isinstance(result, tuple):  # a value-only function without aux
+        return result, None, {}
+    if len(result) == 2 and isinstance(result[1], dict):  # a value-only function's (value, aux)
+        return result[0], None, result[1]
+    return result[0], result[1], result[2] if aux_names else {}
+
+
+def _value_tensor(value, hidden):
+    return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value, dtype=hidden.dtype,
+                           device=hidden.device)
+
+
+def _stats(aux: dict, aux_names: str, hidden):
+    """The aux statistics as one float64 tensor on hidden's device, as the fakes' (a compiled graph takes the
+    fake's device as the output's)."""
+    return torch.tensor([float(aux[name]) for name in aux_names.split(",") if name], dtype=torch.float64,
+                        device=hidden.device)
+
+
+@torch.library.custom_op("losskit::linear_value", mutates_args=())
+def _linear_value(function: str, options: str, hidden: Tensor, classifier: Tensor, target: Tensor,
+                  bias: Tensor | None, extras: list[Tensor], extra_names: str, aux_names: str,
+                  normalizer: float | None) -> tuple[Tensor, Tensor]:
+    """A fused linear loss's value (and aux statistics) from its core value-only function: what a call that
+    asks for no gradient runs (one gemm per chunk, not three, and no [V, D] gradient buffer)."""
+    value, _, aux = _call_core(function, options, hidden, classifier, target, bias, extras, extra_names,
+                               aux_names, normalizer)
+    return _value_tensor(value, hidden), _stats(aux, aux_names, hidden)
+
+
+@_linear_value.register_fake
+def _linear_value_fake(function, options, hidden, classifier, target, bias, extras, extra_names, aux_names,
+                       normalizer):
+    n_aux = len([name for name in aux_names.split(",") if name])
+    return hidden.new_empty(()), hidden.new_empty(n_aux, dtype=torch.float64)
 
 
 @_linear_value_and_grad.register_fake
@@ -207,7 +244,8 @@ def _encode(options: dict) -> str:
 
 
 def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), encoded_options=None,
-                 argument_names=("hidden", "classifier", "target", "bias"), required=(), same_dtype=(), **options):
+                 argument_names=("hidden", "classifier", "target", "bias"), required=(), same_dtype=(),
+                 value_function=None, **options):
     """The autograd form of a core fused linear loss ``function(hidden, classifier, target, *, bias,
     **extras, **options) -> (value, (grad_hidden, grad_classifier, grad_bias)[, aux])``: one
     ``torch.library`` custom op (opaque to ``torch.compile``), whose forward runs the core's one
@@ -219,7 +257,8 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     made them, in place of ``**options`` (what a module passes; see there). ``argument_names``: the caller's
     names of the first four arguments, for its errors. ``required``: the extras that may not be None (a None
     extra is left out of the op); ``same_dtype``: the floating extras that must be of ``hidden``'s dtype (a
-    teacher's layer)."""
+    teacher's layer). ``value_function``: the core's value-only form, which a call that asks for no gradient
+    runs (``torch.no_grad``, an evaluation loop: it computed every gradient, twice the time)."""
     for name in required:
         if (extras or {}).get(name) is None:
             raise _checks.fail(name, "a torch.Tensor", "None")
@@ -230,8 +269,12 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     # the normalizer an argument of the op, not a constant of a compiled graph: it changes per step
     normalizer = _arguments.normalizer(options.pop("normalizer", None))
     encoded = encoded_options if encoded_options is not None else _encode(options)
-    value, _, _, _, stats = _linear_value_and_grad(_path(function), encoded, hidden, classifier, target, bias,
-                                                   list(extras.values()), ",".join(extras), ",".join(aux), normalizer)
+    arguments = (hidden, classifier, target, bias, list(extras.values()), ",".join(extras), ",".join(aux), normalizer)
+    asked = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, classifier, bias))
+    if value_function is not None and not asked:
+        value, stats = _linear_value(_path(value_function), encoded, *arguments)
+    else:
+        value, _, _, _, stats = _linear_value_and_grad(_path(function), encoded, *arguments)
     if not aux:
         return value
     return value, dict(zip(aux, stats.detach().unbind(0), strict=True))

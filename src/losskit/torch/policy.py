@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from ..losses.policy import GRPOOptions, linear_grpo_loss_value_and_grad
+from ..losses.policy import linear_grpo_loss as core_linear_grpo_loss
 from .linear import encode_options, fused_linear
 
 __all__ = ["LinearGRPOLoss", "linear_grpo_loss"]
@@ -22,7 +23,8 @@ __all__ = ["LinearGRPOLoss", "linear_grpo_loss"]
 def _apply(encoded: str, hidden, classifier, target, old_logps, advantages, ref_logps, bias, aux=()):
     extras = {"old_logps": old_logps, "advantages": advantages, "ref_logps": ref_logps}
     return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, bias=bias, extras=extras,
-                        aux=aux, encoded_options=encoded, required=("old_logps", "advantages"))
+                        aux=aux, encoded_options=encoded, required=("old_logps", "advantages"),
+                        value_function=core_linear_grpo_loss)
 
 
 def linear_grpo_loss(hidden: Tensor, classifier: Tensor, target: Tensor, *, old_logps: Tensor, advantages: Tensor,

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from ..losses.declaration import number
-from ..losses.preference import linear_preference_loss_value_and_grad, pair_loss
+from ..losses.preference import linear_preference_loss, linear_preference_loss_value_and_grad, pair_loss
 from .linear import encode_options, fused_linear
 
 __all__ = ["LinearPreferenceLoss"]
@@ -51,7 +51,8 @@ class LinearPreferenceLoss(nn.Module):
     def forward(self, hidden: Tensor, classifier: Tensor, target: Tensor, ref_logps: Tensor | None = None,
                 bias: Tensor | None = None):
         result = fused_linear(linear_preference_loss_value_and_grad, hidden, classifier, target, bias=bias,
-                              extras={"ref_logps": ref_logps}, aux=self._aux, encoded_options=self._encoded)
+                              extras={"ref_logps": ref_logps}, aux=self._aux, encoded_options=self._encoded,
+                              value_function=linear_preference_loss)
         return result
 
     def extra_repr(self) -> str:
