@@ -266,6 +266,9 @@ def test_an_interrupted_demo_writes_nothing(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(capsys, "demo", "--out", str(tmp_path))
     assert code == 130 and "interrupted" in err
     assert list(tmp_path.iterdir()) == []
+    # the directories made for the run removed again (an empty new directory was left)
+    code, _, err = run_cli(capsys, "demo", "--out", str(tmp_path / "new" / "run"))
+    assert code == 130 and list(tmp_path.iterdir()) == []
 
 
 def test_plot_all_whose_write_fails_keeps_the_figures_of_the_run_before(capsys, tmp_path, monkeypatch):

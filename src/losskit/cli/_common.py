@@ -47,6 +47,23 @@ def output_dir(path: Path, option: str = "--out") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def removed_on_failure(directory: Path):
+    """The directories that ``directory``'s creation will make (it and its missing parents) removed again, where
+    still empty, when the block raises or is interrupted: a failed command leaves nothing behind."""
+    missing, path = [], Path(directory)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    try:
+        yield
+    except BaseException:
+        for path in missing:  # the deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
 def output_file(path: Path, option: str = "--out") -> Path:
     """``path`` as a file to write, or a CLIError when a directory has that name or its own directory
     does not exist (found now, not by the final write after all the work)."""

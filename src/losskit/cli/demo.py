@@ -14,7 +14,16 @@ import typer
 from .._errors import LossInputError
 from ..demo.train import DEFAULTS
 from ..tasks import Task
-from ._common import CLIError, atomic_write, atomic_write_all, output_dir, output_file, require, text_writer
+from ._common import (
+    CLIError,
+    atomic_write,
+    atomic_write_all,
+    output_dir,
+    output_file,
+    removed_on_failure,
+    require,
+    text_writer,
+)
 
 DEFAULT_DIR = Path("losskit-demo")
 
@@ -126,48 +135,51 @@ def demo(
         except LossInputError as error:
             raise CLIError(f"--{error}") from None
     require("pyarrow", "losskit demo (its predictions.parquet)")
-    directory = output_dir(out)
-    tasks = list(TASKS) if task is TaskChoice.all else [task.value]
-    prediction_files = {name: directory / prediction_file(name, len(tasks)) for name in tasks}
-    calibrations = [directory / calibration_file(name, len(tasks)) for name in tasks if name in CALIBRATED]
-    for path in [directory / "loss_curves.png", directory / "results.json", *prediction_files.values(),
-                 *calibrations]:
-        output_file(path)
-    start = time.perf_counter()
-    results = []
-    progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("train {task.fields[train]:.4f}  held out {task.fields[val]:.4f}"),
-                        TimeElapsedColumn(), console=Console(stderr=True), disable=as_json)
-    with progress:
-        for name in tasks:
-            n_epochs = epochs or DEFAULTS[name].epochs
-            bar = progress.add_task(name, total=n_epochs, train=float("nan"), val=float("nan"))
+    # a directory made for this run is removed again when the run fails or is interrupted (Ctrl-C in training
+    # left an empty new directory)
+    with removed_on_failure(out):
+        directory = output_dir(out)
+        tasks = list(TASKS) if task is TaskChoice.all else [task.value]
+        prediction_files = {name: directory / prediction_file(name, len(tasks)) for name in tasks}
+        calibrations = [directory / calibration_file(name, len(tasks)) for name in tasks if name in CALIBRATED]
+        for path in [directory / "loss_curves.png", directory / "results.json", *prediction_files.values(),
+                     *calibrations]:
+            output_file(path)
+        start = time.perf_counter()
+        results = []
+        progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("train {task.fields[train]:.4f}  held out {task.fields[val]:.4f}"),
+                            TimeElapsedColumn(), console=Console(stderr=True), disable=as_json)
+        with progress:
+            for name in tasks:
+                n_epochs = epochs or DEFAULTS[name].epochs
+                bar = progress.add_task(name, total=n_epochs, train=float("nan"), val=float("nan"))
 
-            def on_epoch(epoch, train_loss, val_loss, bar=bar):
-                progress.update(bar, completed=epoch, train=train_loss, val=val_loss)
+                def on_epoch(epoch, train_loss, val_loss, bar=bar):
+                    progress.update(bar, completed=epoch, train=train_loss, val=val_loss)
 
-            results.append(run(name, epochs=n_epochs, seed=seed, loss=loss, on_epoch=on_epoch))
-    total = time.perf_counter() - start
+                results.append(run(name, epochs=n_epochs, seed=seed, loss=loss, on_epoch=on_epoch))
+        total = time.perf_counter() - start
 
-    curves = directory / "loss_curves.png"
-    writes = [(curves, figure_writer(figures.loss_curves(results), "png"))]
-    for result in results:
-        writes.append((prediction_files[result.task], predictions_writer(result)))
-        if result.calibrator is not None:  # beside the predictions: losskit eval ... --calibration FILE
-            calibration = directory / calibration_file(result.task, len(tasks))
-            writes.append((calibration, text_writer(result.calibrator.to_json())))
-    written = [path for path, _ in writes] + [directory / "results.json"]
-    report = {"seed": seed, "total_seconds": total, "files": [str(path) for path in written],
-              "tasks": {r.task: r.to_dict() for r in results}}
-    writes.append((directory / "results.json", text_writer(json.dumps(report, indent=2) + "\n")))
-    atomic_write_all(writes)  # every file of this run, or none
-    # an earlier run's predictions or calibration beside this run's are taken for this run's (`losskit eval
-    # --calibration` applied a temperature fitted on another seed's network): the demo's own names that this
-    # run did not write are removed, once its files are in place
-    for name in _own_names(TASKS):
-        if directory / name not in written:
-            with contextlib.suppress(FileNotFoundError):
-                (directory / name).unlink()
+        curves = directory / "loss_curves.png"
+        writes = [(curves, figure_writer(figures.loss_curves(results), "png"))]
+        for result in results:
+            writes.append((prediction_files[result.task], predictions_writer(result)))
+            if result.calibrator is not None:  # beside the predictions: losskit eval ... --calibration FILE
+                calibration = directory / calibration_file(result.task, len(tasks))
+                writes.append((calibration, text_writer(result.calibrator.to_json())))
+        written = [path for path, _ in writes] + [directory / "results.json"]
+        report = {"seed": seed, "total_seconds": total, "files": [str(path) for path in written],
+                  "tasks": {r.task: r.to_dict() for r in results}}
+        writes.append((directory / "results.json", text_writer(json.dumps(report, indent=2) + "\n")))
+        atomic_write_all(writes)  # every file of this run, or none
+        # an earlier run's predictions or calibration beside this run's are taken for this run's (`losskit eval
+        # --calibration` applied a temperature fitted on another seed's network): the demo's own names that this
+        # run did not write are removed, once its files are in place
+        for name in _own_names(TASKS):
+            if directory / name not in written:
+                with contextlib.suppress(FileNotFoundError):
+                    (directory / name).unlink()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
