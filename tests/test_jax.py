@@ -219,6 +219,7 @@ def test_head_loss_is_differentiable_and_keeps_the_core_head(task):
     np.testing.assert_allclose(objective(z), core.loss(z, target, weight=weight, normalizer=3.0), rtol=1e-12)
     assert head.units == shape[1]
     np.testing.assert_array_equal(head.predict(z), core.predict(z))
+    assert repr(head) == f"losskit.jax.head({core!r})"  # (was the default object repr)
 
 
 def test_optax_training_on_digits_reduces_the_loss():

@@ -469,6 +469,9 @@ class _Head:
         logits, target, _ = self.core._align(jnp, logits, target)
         return self._loss(logits, target, weight, normalizer)
 
+    def __repr__(self) -> str:  # the core head's, marked as this module's (it was the default object repr)
+        return f"losskit.jax.head({self.core!r})"
+
 
 def head(task: str, **options: Any) -> _Head:
     """:func:`losskit.head` whose ``loss`` is differentiable by ``jax.grad`` with the analytic gradient.
