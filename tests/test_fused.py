@@ -1174,3 +1174,62 @@ def test_examples_of_k_values_in_flat_rows_equal_the_reference(loss, rows):
         # atol: where sigmoid(z) - y cancels, the two formulas' roundings differ by an ulp of their terms
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15 * np.abs(expected_grad).max(),
                                    err_msg=reduction)
+
+
+@pytest.mark.parametrize("loss", [lk.QuantileLoss(quantiles=(0.1, 0.5, 0.9)), lk.QuantileLoss(quantiles=0.3),
+                                  lk.GaussianNLL(), lk.HuberLoss()], ids=["quantile-3", "quantile-1", "gaussian", "huber"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_out_x_on_a_parallel_call_gives_the_value_of_a_call_without_it(loss, reduction):
+    """Found in review: QuantileLoss.value_and_grad(x, t, out=x) on a call of 2^18 elements or more (the parallel
+    kernel, given x's memory for the gradient) summed the block's loss after writing its gradient, so it summed
+    pinball losses of gradients: a mean 29 % off, no error. The value equals the call's without out= (to the sum's
+    last bits: the kernel's loop that writes x may add in another order), the gradient to the bit."""
+    from losskit.losses._compiled import SERIAL_BELOW
+
+    rng = np.random.default_rng(3)
+    units = getattr(loss, "units_per_value", None) or 1
+    rows = SERIAL_BELOW // units + 1
+    z = rng.normal(size=(rows, units) if units > 1 or isinstance(loss, lk.QuantileLoss) else rows)
+    t = rng.normal(size=rows)
+    loss = loss.replace(reduction=reduction)
+    value, grad = loss.value_and_grad(z.copy(), t)
+    x = z.copy()
+    in_place_value, written = loss.value_and_grad(x, t, out=x)
+    assert written is x
+    np.testing.assert_allclose(in_place_value, value, rtol=1e-12)
+    np.testing.assert_array_equal(x, grad)
+
+
+@pytest.mark.parametrize("cls", [lk.LogCoshLoss, lk.SigmoidFocalLoss, lk.BinaryCrossEntropyWithLogits])
+def test_a_formula_kernels_variants_agree_to_the_sums_last_bits(cls):
+    """docs/fused.md: on a parallel float32 call, the value alone, value_and_grad and value_and_grad(out=x) of a
+    formula kernel (and BCE's with out=x) agree to a few ulps of the sum (its variants vectorise the sum apart;
+    out=x takes the loop's scalar body), the gradients to the bit."""
+    from losskit.losses._compiled import SERIAL_BELOW
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(SERIAL_BELOW // 500 + 1, 500)).astype(np.float32)
+    t = (rng.random(z.shape) < 0.5).astype(np.float32) if cls is not lk.LogCoshLoss else rng.normal(
+        size=z.shape).astype(np.float32)
+    loss = cls()
+    alone = loss(z, t)
+    value, grad = loss.value_and_grad(z.copy(), t)
+    x = z.copy()
+    in_place, _ = loss.value_and_grad(x, t, out=x)
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose([value, in_place], [alone, alone], rtol=4 * eps, atol=0)
+    np.testing.assert_array_equal(x, grad)
+
+
+def test_impl_fused_takes_a_bfloat16_out_it_cannot_view():
+    """Found in review: impl="fused" ran the kernel on torch bfloat16 logits but refused the same call with a
+    bfloat16 out= (NumPy cannot view it) as one no kernel takes; the kernel now writes its own buffer, copied
+    into out."""
+    torch = pytest.importorskip("torch")
+    x, y = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)).bfloat16(), torch.tensor([0, 1, 2, 3, 4, 0])
+    out = torch.empty_like(x)
+    value, grad = lk.SoftmaxCrossEntropy(impl="fused").value_and_grad(x, y, out=out)
+    expected_value, expected = lk.SoftmaxCrossEntropy(impl="xp").value_and_grad(x, y)
+    assert grad is out and grad.dtype == torch.bfloat16
+    torch.testing.assert_close(grad, expected)
+    torch.testing.assert_close(value, expected_value)

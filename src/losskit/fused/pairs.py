@@ -171,8 +171,21 @@ def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool)
         for b in prange(scaled_loss.shape[0]):
             start = b * block
             stop = min(start + block, n)
+            # the block's sum first: the gradient may be written into the predictions themselves (out=x on a
+            # parallel call), and a sum read after it read the gradients (a mean 29% off)
+            total = zero
+            poison = zero
+            for k in range(uint64(start), uint64(stop)):  # unsigned: no wrap-around of a negative index
+                s = scale[k] if per_example else every
+                loss = _pinball(flat, target[k], quantiles, k, width)
+                total += zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
+                poison += loss * zero  # NaN for a non-finite input or target
+            block_total = float(total + poison)
+            if not math.isfinite(block_total):
+                flags[b] = 1
+            scaled_loss[b] = block_total
             if with_grad or store:
-                for k in range(uint64(start), uint64(stop)):  # unsigned: no wrap-around of a negative index
+                for k in range(uint64(start), uint64(stop)):  # each example read before its gradient is written
                     s = scale[k] if per_example else every
                     if store:
                         elements[k] = zero if s == zero else s * _pinball(flat, target[k], quantiles, k, width)
@@ -182,16 +195,5 @@ def quantile_blocks(units: int, per_example: bool, with_grad: bool, store: bool)
                             q = quantiles[j]
                             e = y - flat[k * width + j]
                             grad_flat[k * width + j] = zero if s == zero else s * (-q if e > zero else one - q)
-            total = zero
-            poison = zero
-            for k in range(uint64(start), uint64(stop)):
-                s = scale[k] if per_example else every
-                loss = _pinball(flat, target[k], quantiles, k, width)
-                total += zero if s == zero else s * loss  # a weight-0 example adds 0, even if inf
-                poison += loss * zero  # NaN for a non-finite input or target
-            block_total = float(total + poison)
-            if not math.isfinite(block_total):
-                flags[b] = 1
-            scaled_loss[b] = block_total
 
     return numba.njit(kernel, **OPTIONS)

@@ -78,17 +78,20 @@ def run(loss, plan, with_grad: bool, out):
             or type(loss).kernel_name() is None:
         return UNHANDLED
     given = {"input": plan.input, "scale": plan.scale, "labels": plan.target.labels,
-             "dense": plan.target.dense, "pos_weight": plan.target.pos_weight, "out": out}
+             "dense": plan.target.dense, "pos_weight": plan.target.pos_weight}
     arrays = {name: host(value) for name, value in given.items()}
     if any(arrays[k] is None and given[k] is not None for k in arrays):  # something not on the host
         return UNHANDLED
+    # None where NumPy cannot view it (a torch bfloat16 out=): the kernel writes a buffer of its own, copied into
+    # out at the end (impl="fused" refused such an out= as a call no kernel takes)
+    arrays["out"] = host(out)
     z = arrays["input"]
     if z.dtype not in (np.float32, np.float64) or z.size == 0 or z.ndim == 0:
         return UNHANDLED
     # a class axis other than the last (PyTorch's (N, C, d1, ...)): the kernel writes a buffer of its own
     # (the columns kernel's in the caller's layout, a row kernel's in the moved one), which ``restore``
     # lays out as the caller's
-    if out is not None and (plan.restore is not None or not (
+    if arrays["out"] is not None and (plan.restore is not None or not (
             arrays["out"].dtype == z.dtype and arrays["out"].flags.c_contiguous
             and arrays["out"].flags.writeable and _writable_in_place(arrays))):
         arrays["out"] = None  # the kernel writes its own buffer, copied into out at the end
