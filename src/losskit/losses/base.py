@@ -326,7 +326,9 @@ class Loss(ABC):
         result = _compiled.UNHANDLED
         if self.options.impl != "xp" and order < 2:
             result = _compiled.run(self, plan, order == 1, out)
-        if result is _compiled.UNHANDLED and self.options.impl == "fused":
+        # (an empty batch has nothing to compute: the reference's 0, as for "auto", not an error that would stop a
+        # training loop at its empty last batch)
+        if result is _compiled.UNHANDLED and self.options.impl == "fused" and _array.size(plan.input) != 0:
             raise _checks.fail("impl", '"auto" or "xp" for this call (no compiled kernel handles it: '
                                'NumPy or torch CPU float32/float64 value or gradient of a loss with a '
                                'kernel, numba installed)', '"fused"')
