@@ -222,6 +222,21 @@ def test_head_loss_is_differentiable_and_keeps_the_core_head(task):
     assert repr(head) == f"losskit.jax.head({core!r})"  # (was the default object repr)
 
 
+def test_jax_hessian_works_and_equals_optaxs():
+    """docs/frameworks.md: jax.hessian (forward over reverse) works through the custom_vjp, whose backward is
+    differentiable (the docs said it did not), equal to the Hessian of optax's loss; forward mode through the
+    loss itself raises JAX's own error."""
+    optax = pytest.importorskip("optax")
+    rng = np.random.default_rng(3)
+    z, y = jnp.asarray(rng.normal(size=(3, 4))), jnp.asarray([0, 3, 1])
+    ours = jax.hessian(lambda z: lj.softmax_cross_entropy(z, y))(z)
+    theirs = jax.hessian(lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y).mean())(z)
+    assert ours.shape == (3, 4, 3, 4)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-15)
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(lambda z: lj.softmax_cross_entropy(z, y), (z,), (z,))
+
+
 def test_optax_training_on_digits_reduces_the_loss():
     optax = pytest.importorskip("optax")
     datasets = pytest.importorskip("sklearn.datasets")

@@ -346,6 +346,13 @@ def test_fused_linear_wrappers_carry_a_core_sweep_into_torch_and_jax():
     assert float(out) == pytest.approx(2 * value, rel=1e-12)
     for mine_grad, grad in zip(jax_grads, grads, strict=True):
         np.testing.assert_allclose(np.asarray(mine_grad), 2 * grad, rtol=1e-10, atol=1e-13)
+    # reduction="none" (found in review): the backward scaled the gradients of the sum by an [N] upstream, a
+    # broadcasting error for N != D and a wrong gradient for N == D; refused by name on both
+    with pytest.raises(lk.LossInputError, match='^reduction: expected "mean" or "sum"'):
+        lj.fused_linear(linear_cross_entropy_value_and_grad, jnp.asarray(h), jnp.asarray(c), jnp.asarray(y),
+                        reduction="none")
+    with pytest.raises(lk.LossInputError, match='^reduction: expected "mean" or "sum"'):
+        fused_linear(linear_cross_entropy_value_and_grad, *mine, target, reduction="none")
 
 
 def test_the_fused_ops_gradient_outputs_carry_no_gradient():

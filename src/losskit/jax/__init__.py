@@ -39,10 +39,11 @@ would silently stop a trained teacher's gradient. A cotangent nobody asks for is
 ``jax.grad`` in the logits alone does not run that autodiff (it did: 2.2x the time). Second derivatives: the backward
 is written in differentiable ``jnp`` ops, so reverse-over-reverse (``jax.jacrev(jax.grad(f))``)
 works and matches the core's ``hessian_diag`` (an elementwise loss's derivative is differentiated
-by its declared ``second_derivative``: :class:`_DeclaredCurvature`); forward mode (``jax.jvp``, ``jax.hessian``) is
-not defined for a ``custom_vjp`` function, and JAX says so when asked. An eager call on CPU arrays runs as one
-compiled program once the NumPy path has checked its values (:func:`_eager_program`: a small call of a
-catalogue loss), not op by op.
+by its declared ``second_derivative``: :class:`_DeclaredCurvature`), and so does ``jax.hessian`` (forward
+over reverse: forward mode through the backward's ``jnp`` ops); forward mode through the loss itself
+(``jax.jvp``, ``jax.jacfwd(f)``) is not defined for a ``custom_vjp`` function, and JAX says so when asked.
+An eager call on CPU arrays runs as one compiled program once the NumPy path has checked its values
+(:func:`_eager_program`: a small call of a catalogue loss), not op by op.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     grad_classifier, grad_bias)[, aux])``, a core fused linear loss, as a differentiable JAX
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
+    if options.get("reduction") == "none":  # (the preference, GRPO and JSD losses have no reduction option)
+        raise _checks.fail("reduction", '"mean" or "sum" (the backward scales the gradients of the sum by one '
+                           'upstream value)', '"none"', "for per-token values take losskit.jax.linear_logprobs")
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
     _known_ids_in_range(target, classifier, options.get("ignore_index", -100))
     # a NumPy target closed over by a jitted function: one library in the sweep (None: the JSD without labels)

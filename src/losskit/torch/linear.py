@@ -259,6 +259,9 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     extra is left out of the op); ``same_dtype``: the floating extras that must be of ``hidden``'s dtype (a
     teacher's layer). ``value_function``: the core's value-only form, which a call that asks for no gradient
     runs (``torch.no_grad``, an evaluation loop: it computed every gradient, twice the time)."""
+    if options.get("reduction") == "none":  # (the preference, GRPO and JSD losses have no reduction option)
+        raise _checks.fail("reduction", '"mean" or "sum" (the backward scales the gradients of the sum by one '
+                           'upstream value)', '"none"', "for per-token values take losskit.torch.linear_logprobs")
     for name in required:
         if (extras or {}).get(name) is None:
             raise _checks.fail(name, "a torch.Tensor", "None")
