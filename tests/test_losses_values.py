@@ -276,6 +276,17 @@ def test_a_float32_mean_near_the_largest_number_is_finite_on_every_path(make, z,
     assert value.dtype == np.float32 and float(value) == pytest.approx(3e38, rel=1e-6)
 
 
+def test_a_float32_mean_near_the_largest_number_is_finite_on_jax_and_torch_cpu_arrays():
+    """As above, on JAX and torch CPU arrays (the reference path): the guard asked for a device named "cpu",
+    and JAX's is "cpu:0" (found in review: inf where NumPy gives 2.25e38)."""
+    errors = np.full(2, 1.5e19, np.float32)
+    for library in ("jax.numpy", "torch"):
+        lib = pytest.importorskip(library)
+        array = lib.asarray(errors)
+        value = lk.mean_squared_error(array, array * 0)
+        assert float(value) == pytest.approx(2.25e38, rel=1e-6), library
+
+
 def test_the_forms_on_logits_and_on_probabilities_name_each_other():
     """A loss on logits and its form on probabilities are declared as one pair (``probability_form`` /
     ``logits_form``), each read from the class's own namespace."""

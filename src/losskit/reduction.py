@@ -117,7 +117,7 @@ def combine(xp, loss, weight, scale_, reduction: str):
         # unless the sum overflows where the mean does not (float32 losses near 3e38: the compiled kernels,
         # which scale each row, gave the mean and the reference inf). Asked of host arrays only: on a GPU
         # the question would wait for the device at every call, and under a trace there is no value
-        host = isinstance(total, (np.ndarray, np.generic)) or str(_device(total)) == "cpu"
+        host = isinstance(total, (np.ndarray, np.generic)) or _on_cpu(_device(total))
         if host and _array.concrete_bool(xp.isinf(total)) and _array.concrete_bool(xp.all(xp.isfinite(loss))):
             return xp.sum(weighted)
         if is_dask_namespace(xp):  # lazy: both forms in the graph, the guard read when it is computed (ten
@@ -125,6 +125,12 @@ def combine(xp, loss, weight, scale_, reduction: str):
             return xp.where(xp.isinf(total) & xp.all(xp.isfinite(loss)), xp.sum(weighted), total * scale_)
         return total * scale_
     return xp.sum(weighted)
+
+
+def _on_cpu(device) -> bool:
+    """Whether ``device`` is the host CPU: torch's ``cpu``, JAX's ``cpu:0`` (a device whose platform is the
+    CPU; the test was ``str(device) == "cpu"``, and JAX's CPU mean of float32 losses near 3e38 was inf)."""
+    return getattr(device, "platform", None) == "cpu" or str(device) == "cpu"
 
 
 def reduce(xp, loss, weight, reduction: str, normalizer=None):
