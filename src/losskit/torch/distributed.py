@@ -43,17 +43,19 @@ class _VocabParallelCE(torch.autograd.Function):
     def forward(ctx, logits, target, weight, class_weight, start, n_vocab, ignore_index, smoothing, z_loss,
                 reduction, normalizer, group):
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        row_max = _row_max(z)
+        local_max, top = _row_max(z)
+        row_max = local_max.clone()
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
         keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
         mine, safe = _own_labels(target, keep, start, z.shape[-1])
         shifted = _shifted(z, row_max)
-        # one all-reduce for the five row sums: exp-sum off the max, count at the max, shifted target logit,
-        # shifted logit sum, target class weight
+        picked = torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max))
+        logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
+        # one all-reduce for the five row sums: exp-sum but one logit at the max, ranks holding the max, shifted
+        # target logit, shifted logit sum, target class weight
         stats = torch.stack([
-            *_exp_sums(shifted),
-            torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max)),
-            shifted.sum(-1),
+            *_exp_sums(shifted, top, _holds(local_max, row_max, z), restore=False)[:2],
+            picked, logit_sum,
             (torch.where(mine, class_weight[safe], torch.zeros_like(row_max))
              if class_weight is not None and class_weight.numel() else torch.zeros_like(row_max)),
         ])
@@ -86,7 +88,7 @@ class _VocabParallelCE(torch.autograd.Function):
         with torch.no_grad():
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             # one N x V_local buffer, built in place: softmax (1 + 2 s lse) - a/V - (1 - a) at the label
-            grad = _softmax(_shifted(z, row_max), log_norm)
+            grad = _softmax(_shifted(z, row_max).exp_(), log_norm)
             growth = 2 * z_loss * lse if z_loss else None
             if z_loss:
                 grad.mul_(1 + growth.unsqueeze(-1))
@@ -105,10 +107,16 @@ class _VocabParallelCE(torch.autograd.Function):
 # the others wait for it there
 
 def _row_max(z):
-    """The row max of this rank's ``[N, V_local]`` logits; -inf for a rank of no columns."""
+    """``(row max, its column)`` of this rank's ``[N, V_local]`` logits; -inf (and 0) for a rank of no columns."""
     if z.shape[-1] == 0:
-        return torch.full(z.shape[:-1], float("-inf"), dtype=z.dtype, device=z.device)
-    return z.max(dim=-1).values
+        return (torch.full(z.shape[:-1], float("-inf"), dtype=z.dtype, device=z.device),
+                torch.zeros(z.shape[:-1], dtype=torch.int64, device=z.device))
+    return z.max(dim=-1)
+
+
+def _holds(local_max, row_max, z):
+    """The rows whose group max lies on this rank (a rank of columns)."""
+    return (local_max == row_max) & (z.shape[-1] > 0)
 
 
 def _own_labels(target, keep, start: int, local: int):
@@ -118,26 +126,40 @@ def _own_labels(target, keep, start: int, local: int):
     return mine, torch.where(mine, index, torch.zeros_like(index))
 
 
-def _shifted(z, row_max):
-    """``z - row_max`` (the group's row max), 0 wherever a logit equals it: a +inf logit too, whose inf - inf
-    would be NaN (the limit: the softmax shares its mass among the +inf logits), and every logit of a row
-    of -inf alone (the uniform softmax). Exact where a logit is near the max."""
-    top = z == row_max.unsqueeze(-1)
-    return (z - row_max.unsqueeze(-1)).masked_fill_(top, 0.0)  # in place: one logits-sized buffer
+def _shifted(z, row_max, in_place: bool = False):
+    """``z - row_max`` (the group's row max), exact where a logit is near the max; ``in_place``: over ``z``. Where
+    the max is +-inf, 0 wherever a logit equals it: a +inf logit, whose inf - inf would be NaN (the limit: the
+    softmax shares its mass among the +inf logits), and every logit of a row of -inf alone (the uniform
+    softmax)."""
+    top = z == row_max.unsqueeze(-1) if bool(torch.isinf(row_max).any()) else None  # only then: 2 passes fewer
+    shifted = z.sub_(row_max.unsqueeze(-1)) if in_place else z - row_max.unsqueeze(-1)
+    return shifted if top is None else shifted.masked_fill_(top, 0.0)
 
 
-def _exp_sums(shifted):
-    """``(sum of exp over the logits below the max, count of logits at the max)`` per row: the exp-sum is their
-    total, kept as two so that ``log`` of it is a ``log1p`` of the first where one logit holds the max."""
-    at_top = shifted == 0
-    below = torch.exp(shifted).masked_fill_(at_top, 0.0).sum(-1)
-    return below, at_top.sum(-1).to(shifted.dtype)
+def _exp_sums(shifted, top, holds, restore: bool):
+    """``(sum of exp over the logits but one at the row's max, 1 where this rank holds the max, the exps)`` per
+    row, the exps written over ``shifted``: the exp-sum is the first two's total, kept apart so that its log is
+    a ``log1p`` of the first (:func:`_log_norm`). The one left out is the local max's column ``top`` (its exp is
+    1), on the rows whose group max lies here: O(N), no mask over the logits. ``restore``: the ones put back
+    (the gradient's softmax reads the exps)."""
+    holds_real = holds.to(shifted.dtype)
+    exps = shifted.exp_()
+    if not exps.shape[-1]:
+        return exps.sum(-1), holds_real, exps
+    at = top.unsqueeze(-1)
+    exps.scatter_(-1, at, torch.where(holds, torch.zeros_like(holds_real), exps.gather(-1, at).squeeze(-1))
+                  .unsqueeze(-1))
+    below = exps.sum(-1)
+    if restore:
+        exps.scatter_(-1, at, torch.where(holds, torch.ones_like(holds_real), exps.gather(-1, at).squeeze(-1))
+                      .unsqueeze(-1))
+    return below, holds_real, exps
 
 
 def _log_norm(stats):
     """``log sum_k exp(z_k - max)`` from the all-reduced :func:`_exp_sums` (rows 0 and 1 of ``stats``):
-    ``log1p`` of what lies below the max, plus the count at it less one (exact for a row that is sure of
-    one class, where the log of 1 + 1e-9 rounded to 1 gave a loss of 0)."""
+    ``log1p`` of the exp-sum but one logit at the max, plus the ranks holding the max less one (each left one
+    out; exact for a row that is sure of one class, where the log of 1 + 1e-9 rounded to 1 gave a loss of 0)."""
     return torch.log1p(stats[0] + (stats[1] - 1))
 
 
@@ -148,11 +170,11 @@ def _picked(shifted, safe):
     return shifted.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
 
 
-def _softmax(shifted, log_norm):
-    """The softmax of the group's rows on this rank's columns, in place of ``shifted``: ``exp(shifted -
-    log_norm)`` (from the shifted logits, not ``z - lse``: lse rounds to the precision of the row max, which
-    at logits of 1e4 in float32 put an error of 3e-4 in every gradient)."""
-    return shifted.sub_(log_norm.unsqueeze(-1)).exp_()
+def _softmax(exps, log_norm):
+    """The softmax of the group's rows on this rank's columns, in place of ``exps`` = ``exp(z - row_max)``:
+    ``exps * exp(-log_norm)`` (from the shifted logits, not ``exp(z - lse)``: lse rounds to the precision of the
+    row max, which at logits of 1e4 in float32 put an error of 3e-4 in every gradient)."""
+    return exps.mul_(torch.exp(-log_norm).unsqueeze(-1))
 
 
 def _set_at_labels(grad, safe, mine, picked, log_norm, smoothing: float, n_vocab: int, growth) -> None:
@@ -310,12 +332,16 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         # nothing to g^T h, the shard's gradient
         h = torch.where((w[begin:end] == 0).unsqueeze(-1), torch.zeros_like(hidden[begin:end]), hidden[begin:end])
         z = h @ weight_shard.T if bias_shard is None else torch.addmm(bias_shard, h, weight_shard.T)
-        row_max = _row_max(z)
+        local_max, top = _row_max(z)
+        row_max = local_max.clone()
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
         own, at = mine[begin:end], safe[begin:end]
-        shifted = _shifted(z, row_max)
-        stats = torch.stack([*_exp_sums(shifted), torch.where(own, _picked(shifted, at), torch.zeros_like(row_max)),
-                             shifted.sum(-1)])
+        holds = _holds(local_max, row_max, z)
+        shifted = _shifted(z, row_max, in_place=True)  # z's own buffer: the chunk's logits are read no more
+        picked = torch.where(own, _picked(shifted, at), torch.zeros_like(row_max))
+        logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
+        below, holds, exps = _exp_sums(shifted, top, holds, restore=True)
+        stats = torch.stack([below, holds, picked, logit_sum])
         dist.all_reduce(stats, group=group)
         log_norm = _log_norm(stats)
         lse = row_max + log_norm
@@ -326,7 +352,7 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         chunk_w = w[begin:end]
         total = total + (scale[begin:end] * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
         growth = 2 * z_loss * lse if z_loss else None
-        g = _softmax(shifted, log_norm)
+        g = _softmax(exps, log_norm)
         if z_loss:
             g.mul_(1 + growth.unsqueeze(-1))
         g.sub_(smoothing / n_vocab)
