@@ -87,16 +87,19 @@ class _VocabParallelCE(torch.autograd.Function):
         smoothing, n_vocab, z_loss = ctx.options
         with torch.no_grad():
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-            # one N x V_local buffer, built in place: softmax (1 + 2 s lse) - a/V - (1 - a) at the label
-            grad = _softmax(_shifted(z, row_max).exp_(), log_norm)
+            # one N x V_local buffer, built in place: (softmax (1 + 2 s lse) - a/V) c, with c the row's scale times
+            # the upstream value (0-d, or one per row for "none"), folded into the softmax's one multiply;
+            # (p_y (1 + 2 s lse) - a/V - (1 - a)) c at the label
             growth = 2 * z_loss * lse if z_loss else None
-            if z_loss:
-                grad.mul_(1 + growth.unsqueeze(-1))
+            scaled = (scale * grad_output).expand(row_max.shape)
+            factor = torch.exp(-log_norm) * scaled if growth is None else torch.exp(-log_norm) * (1 + growth) * scaled
+            grad = _shifted(z, row_max).exp_().mul_(factor.unsqueeze(-1))
             if smoothing:
-                grad.sub_(smoothing / n_vocab)
-            _set_at_labels(grad, safe, mine, picked, log_norm, smoothing, n_vocab, growth)
-            grad.mul_((scale * grad_output).unsqueeze(-1))  # upstream: 0-d, or one per row for "none"
-            grad.masked_fill_((scale == 0).unsqueeze(-1), 0.0)  # weight 0 adds 0 even for inf logits
+                grad.sub_((smoothing / n_vocab * scaled).unsqueeze(-1))
+            _set_at_labels(grad, safe, mine, picked, log_norm, smoothing, n_vocab, growth, scaled)
+            zero = scale == 0
+            if bool(zero.any()):  # weight 0 adds 0 even for inf logits (a pass only when a row has it)
+                grad.masked_fill_(zero.expand(row_max.shape).unsqueeze(-1), 0.0)
             grad = grad.to(logits.dtype)
         (grad,) = first_order_only((grad,), (logits, grad_output), _SECOND_ORDER)
         return grad, *([None] * 11)
@@ -177,16 +180,19 @@ def _softmax(exps, log_norm):
     return exps.mul_(torch.exp(-log_norm).unsqueeze(-1))
 
 
-def _set_at_labels(grad, safe, mine, picked, log_norm, smoothing: float, n_vocab: int, growth) -> None:
-    """``grad[i, y_i] = p_y (1 + growth) - a / V - (1 - a)`` on the rows whose label lies here, with ``p_y - 1``
-    as ``expm1(s_y - log_norm)`` (``picked`` = ``s_y``, the shifted label logit): a sure row's p_y rounds to 1,
-    and ``p_y - 1`` to 0 where it is -1e-8. ``growth``: z-loss's ``2 s lse`` per row, or None."""
+def _set_at_labels(grad, safe, mine, picked, log_norm, smoothing: float, n_vocab: int, growth, scaled=None) -> None:
+    """``grad[i, y_i] = p_y (1 + growth) - a / V - (1 - a)`` (times ``scaled``, when given) on the rows whose label
+    lies here, with ``p_y - 1`` as ``expm1(s_y - log_norm)`` (``picked`` = ``s_y``, the shifted label logit): a
+    sure row's p_y rounds to 1, and ``p_y - 1`` to 0 where it is -1e-8. ``growth``: z-loss's ``2 s lse`` per
+    row, or None."""
     if not grad.shape[-1]:
         return
     below = torch.expm1(picked - log_norm)  # p_y - 1
     value = below + smoothing * (1 - 1 / n_vocab)
     if growth is not None:
         value = value + (below + 1) * growth
+    if scaled is not None:
+        value = value * scaled
     at = safe.unsqueeze(-1)
     grad.scatter_(-1, at, torch.where(mine, value.to(grad.dtype), grad.gather(-1, at).squeeze(-1)).unsqueeze(-1))
 
