@@ -365,22 +365,28 @@ def test_a_demo_whose_last_write_fails_keeps_every_file_of_the_run_before(capsys
 def test_a_demo_leaves_no_file_of_an_earlier_run_beside_its_own(capsys, tmp_path):
     """A run that wrote no calibration (another task; a binary network with no temperature) left the last
     run's calibration.json beside its predictions, and `losskit eval --calibration` applied it; one task
-    after four left the four predictions-TASK.parquet. Each run's directory holds its own files, which
-    results.json lists."""
-    stale = ["calibration.json", "predictions-binary.parquet", "calibration-multiclass.json"]
-    for name in [*stale, "notes.txt"]:
-        (tmp_path / name).write_text("an earlier run's")
-    code, out, err = run_cli(capsys, "demo", "--task", "regression", "--epochs", "1", "--out", str(tmp_path),
-                             "--json")
-    assert code == 0, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "loss_curves.png", "notes.txt", "predictions.parquet", "results.json"]  # not the demo's: kept
+    after four left the four predictions-TASK.parquet. The files an earlier demo run listed in its
+    results.json and this run did not write are removed; files the demo did not write are kept (a
+    calibration.json of `losskit calibrate` in a shared folder), and results.json lists the run's files."""
     code, out, err = run_cli(capsys, "demo", "--task", "binary", "--epochs", "2", "--out", str(tmp_path), "--json")
     assert code == 0, err
     files = json.loads(out)["files"]
     assert sorted(Path(f).name for f in files) == [
         "calibration.json", "loss_curves.png", "predictions.parquet", "results.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*map(lambda f: Path(f).name, files), "notes.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(f).name for f in files)
+    (tmp_path / "notes.txt").write_text("mine")
+    code, out, err = run_cli(capsys, "demo", "--task", "regression", "--epochs", "1", "--out", str(tmp_path),
+                             "--json")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "loss_curves.png", "notes.txt", "predictions.parquet", "results.json"]  # the binary run's calibration: gone
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in ("calibration.json", "predictions-binary.parquet"):  # a user's, no demo results.json beside them
+        (shared / name).write_text("a user's")
+    assert run_cli(capsys, "demo", "--task", "regression", "--epochs", "1", "--out", str(shared), "--json")[0] == 0
+    assert (shared / "calibration.json").read_text() == "a user's"
+    assert (shared / "predictions-binary.parquet").read_text() == "a user's"
 
 
 def test_plot_to_a_file_checks_its_name_before_drawing(capsys, tmp_path, monkeypatch):

@@ -164,7 +164,7 @@ def test_torch_autograd_wrapper_takes_tensor_options_and_compiles():
     value = lce(torch.from_numpy(h), torch.from_numpy(w), torch.from_numpy(y), ignore_index=-1,
                 class_weight=resolved["class_weight"])  # a NumPy option
     assert np.isfinite(value.item())
-    with pytest.raises(LossInputError, match="^reduction: expected 'mean' or 'sum'"):
+    with pytest.raises(LossInputError, match='^reduction: expected "mean" or "sum"'):
         lce(torch.from_numpy(h), torch.from_numpy(w), torch.from_numpy(np.where(y < 0, 0, y)), reduction="none")
 
 

@@ -34,7 +34,8 @@ def reduction(value: Any) -> str:
 def impl(value: Any) -> str:
     if not isinstance(value, str) or value not in IMPLS:
         raise fail("impl", 'one of "auto" (compiled kernels for NumPy input when available), '
-                   '"xp" (the array-API path), "fused" (the kernels or an error)', repr(value))
+                   '"xp" (the array-API path), "fused" (the kernels, or an error where none takes a non-empty '
+                   'call)', repr(value))
     return value
 
 
@@ -241,11 +242,23 @@ def probability_rows(xp, array, name: str, hint: str = "", slack: float = 0.0):
     not sum to 1 (:func:`in_unit_interval`, :func:`rows_sum_to_one`). A traced or lazy array, whose values no
     check can read, comes back with NaN in such a row (:func:`nan_where`): a soft target of twice the
     probabilities in a Dask graph gave a finite loss."""
-    if in_unit_interval(xp, array, name, hint) & rows_sum_to_one(xp, array, name, hint, slack):
+    if probability_rows_read(xp, array, name, hint, slack):
         return array
+    return nan_where(xp, array, bad_probability_rows(xp, array, slack)[..., None])
+
+
+def probability_rows_read(xp, array, name: str, hint: str = "", slack: float = 0.0) -> bool:
+    """:func:`in_unit_interval` and :func:`rows_sum_to_one` of ``array`` (raising, naming ``name``); whether
+    their values could be read."""
+    return in_unit_interval(xp, array, name, hint) & rows_sum_to_one(xp, array, name, hint, slack)
+
+
+def bad_probability_rows(xp, array, slack: float = 0.0):
+    """Per row (the last axis), whether it is no probability vector: a value below 0 (or NaN), or a sum off 1 by
+    more than :func:`rows_sum_to_one`'s tolerance (a row of values >= 0 summing to 1 holds none above 1 +
+    tol, so two reductions tell it)."""
     tol = row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
-    bad = xp.any((array < 0) | (array > 1), axis=-1) | (xp.abs(xp.sum(array, axis=-1) - 1) > tol)
-    return nan_where(xp, array, bad[..., None])
+    return ~(xp.min(array, axis=-1) >= 0) | ~(xp.abs(xp.sum(array, axis=-1) - 1) <= tol)
 
 
 def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) -> bool:

@@ -145,6 +145,7 @@ def demo(
         for path in [directory / "loss_curves.png", directory / "results.json", *prediction_files.values(),
                      *calibrations]:
             output_file(path)
+        earlier = _earlier_run_files(directory, TASKS)
         start = time.perf_counter()
         results = []
         progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
@@ -174,12 +175,13 @@ def demo(
         writes.append((directory / "results.json", text_writer(json.dumps(report, indent=2) + "\n")))
         atomic_write_all(writes)  # every file of this run, or none
         # an earlier run's predictions or calibration beside this run's are taken for this run's (`losskit eval
-        # --calibration` applied a temperature fitted on another seed's network): the demo's own names that this
-        # run did not write are removed, once its files are in place
-        for name in _own_names(TASKS):
-            if directory / name not in written:
+        # --calibration` applied a temperature fitted on another seed's network): the files an earlier demo run
+        # listed in its results.json, of the demo's own names, that this run did not write are removed once its
+        # files are in place (a file the demo did not write, a calibration.json of `losskit calibrate`, is kept)
+        for path in earlier:
+            if path not in written:
                 with contextlib.suppress(FileNotFoundError):
-                    (directory / name).unlink()
+                    path.unlink()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -193,6 +195,17 @@ def demo(
 def _own_names(tasks) -> list[str]:
     """Every name of a prediction or calibration file the demo writes, for one task or several."""
     return [name(task, n) for task in tasks for n in (1, len(tasks)) for name in (prediction_file, calibration_file)]
+
+
+def _earlier_run_files(directory: Path, tasks) -> list[Path]:
+    """The prediction and calibration files an earlier demo run wrote into ``directory``: those its
+    ``results.json`` lists, of the demo's own names (none when there is no readable one)."""
+    try:
+        listed = json.loads((directory / "results.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    names = set(_own_names(tasks))
+    return [directory / name for name in {Path(str(f)).name for f in listed if isinstance(f, str)} if name in names]
 
 
 def prediction_file(task: str, n_tasks: int) -> str:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
+from ..losses.linear import check_scalar_reduction
 from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as _core_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as _core_logprobs_vjp
@@ -39,9 +40,7 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     grad_classifier, grad_bias)[, aux])``, a core fused linear loss, as a differentiable JAX
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
-    if options.get("reduction") == "none":  # (the preference, GRPO and JSD losses have no reduction option)
-        raise _checks.fail("reduction", '"mean" or "sum" (the backward scales the gradients of the sum by one '
-                           'upstream value)', '"none"', "for per-token values take losskit.jax.linear_logprobs")
+    check_scalar_reduction(options.get("reduction"))
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
     _known_ids_in_range(target, classifier, options.get("ignore_index", -100))
     # a NumPy target closed over by a jitted function: one library in the sweep (None: the JSD without labels)

@@ -156,6 +156,15 @@ def _arrays(hidden, classifier, target, bias, weight):
     return xp, hidden, classifier, arrays["target"], bias, weight
 
 
+def check_scalar_reduction(reduction) -> None:
+    """The framework forms of a fused linear loss (torch, JAX) take ``"mean"`` or ``"sum"`` (or none: the loss
+    has no reduction option): their backward scales the gradients of the sum by one upstream value, and an
+    ``[N]`` one gave a broadcasting error or, where N equals D, a wrong gradient."""
+    if reduction is not None and reduction not in ("mean", "sum"):
+        raise _checks.fail("reduction", '"mean" or "sum" (the backward scales the gradients of the sum by one '
+                           'upstream value)', repr(reduction), "for per-token values take linear_logprobs")
+
+
 def _logits(xp, h, classifier, bias, softcap):
     z = h @ xp.matrix_transpose(classifier)
     if bias is not None:

@@ -18,7 +18,11 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ..losses.linear import linear_binary_cross_entropy_value_and_grad, linear_cross_entropy_value_and_grad
+from ..losses.linear import (
+    check_scalar_reduction,
+    linear_binary_cross_entropy_value_and_grad,
+    linear_cross_entropy_value_and_grad,
+)
 from ..losses.logprobs import TokenLogProbs
 from ..losses.logprobs import linear_logprobs as core_linear_logprobs
 from ..losses.logprobs import linear_logprobs_vjp as core_linear_logprobs_vjp
@@ -34,9 +38,6 @@ def _fused_reduction(function, hidden, classifier, target, bias, weight, options
     ``class_weight``, ``pos_weight``) go to the op as tensors, NumPy ones made tensors, the rest as
     its JSON options."""
     options.setdefault("reduction", "mean")
-    if options["reduction"] not in ("mean", "sum"):
-        raise _checks.fail("reduction", "'mean' or 'sum' (the fused backward scales one value's gradients)",
-                           repr(options["reduction"]))
     extras = {}
     for name, value in (("weight", weight), ("class_weight", options.pop("class_weight", None)),
                         ("pos_weight", options.pop("pos_weight", None))):
@@ -259,9 +260,7 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     extra is left out of the op); ``same_dtype``: the floating extras that must be of ``hidden``'s dtype (a
     teacher's layer). ``value_function``: the core's value-only form, which a call that asks for no gradient
     runs (``torch.no_grad``, an evaluation loop: it computed every gradient, twice the time)."""
-    if options.get("reduction") == "none":  # (the preference, GRPO and JSD losses have no reduction option)
-        raise _checks.fail("reduction", '"mean" or "sum" (the backward scales the gradients of the sum by one '
-                           'upstream value)', '"none"', "for per-token values take losskit.torch.linear_logprobs")
+    check_scalar_reduction(options.get("reduction"))
     for name in required:
         if (extras or {}).get(name) is None:
             raise _checks.fail(name, "a torch.Tensor", "None")
@@ -303,17 +302,19 @@ def _checked(hidden, classifier, target, bias, extras, names=("hidden", "classif
     # here, and a float32 classifier beside bfloat16 hidden states was taken, its gradient rounded to bfloat16
     # (float16: inf at sums past 65504)
     _same_dtype(classifier, c_name, hidden, h_name)
-    _same_dtype(bias, b_name, hidden, h_name)
+    _same_dtype(bias, b_name, hidden, h_name, integer_ok=True)
     _arguments.no_grad("detach it: the fused losses differentiate hidden, classifier and bias alone",
                        **{t_name: target})
     _arguments.no_tangent(**{h_name: hidden, c_name: classifier, b_name: bias})
 
 
-def _same_dtype(tensor, name: str, hidden, hidden_name: str) -> None:
-    """A floating ``tensor`` of ``hidden``'s dtype (an integer one is promoted, as the core does), or None."""
+def _same_dtype(tensor, name: str, hidden, hidden_name: str, integer_ok: bool = False) -> None:
+    """A floating ``tensor`` of ``hidden``'s dtype, or None (``integer_ok``: an integer one too, promoted as the
+    core promotes a bias; the core refuses an integer classifier itself)."""
     if tensor is not None and tensor.is_floating_point() and tensor.dtype != hidden.dtype:
-        raise _checks.fail(name, f"dtype {hidden.dtype} ({hidden_name}'s) or an integer tensor",
-                           f"dtype {tensor.dtype}", "cast it (mixed precision: cast the layer with its input)")
+        expected = f"dtype {hidden.dtype} ({hidden_name}'s)" + (" or an integer tensor" if integer_ok else "")
+        raise _checks.fail(name, expected, f"dtype {tensor.dtype}",
+                           "cast it (mixed precision: cast the layer with its input)")
 
 
 @torch.library.custom_op("losskit::linear_logprobs", mutates_args=())
