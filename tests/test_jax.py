@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -220,6 +221,34 @@ def test_head_loss_is_differentiable_and_keeps_the_core_head(task):
     assert head.units == shape[1]
     np.testing.assert_array_equal(head.predict(z), core.predict(z))
     assert repr(head) == f"losskit.jax.head({core!r})"  # (was the default object repr)
+
+
+@pytest.mark.parametrize("name", ["softmax_focal_loss", "softmax_cross_entropy", "poly_cross_entropy",
+                                  "multiclass_hinge_loss"])
+def test_numpy_logits_and_labels_alone_give_the_core_value_without_a_warning(name):
+    """Found at the end of a session: lj.softmax_focal_loss(NumPy logits, NumPy labels) raised
+    TracerArrayConversionError (its terms, JAX arrays, reached NumPy's where in the reduction), and NumPy int64
+    labels made JAX warn at every call where it has no int64 (here with x64 on: the warning is tested in a
+    fresh process below)."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(5, 3)), np.array([0, 1, 2, 0, 2])
+    expected = getattr(lk, name)(z, y)
+    np.testing.assert_allclose(float(getattr(lj, name)(z, y)), float(expected), rtol=1e-12)
+    np.testing.assert_allclose(jax.grad(lambda z: getattr(lj, name)(z, y))(z), lk.REGISTRY[name][0]().grad(z, y),
+                               rtol=1e-10, atol=1e-14)
+
+
+def test_numpy_int64_labels_without_x64_give_no_warning():
+    import subprocess
+    import sys
+
+    code = ("import warnings, numpy as np, jax, losskit.jax as lj; warnings.simplefilter('error'); "
+            "assert not jax.config.jax_enable_x64; "
+            "z, y = np.ones((4, 3), np.float32), np.array([0, 1, 2, 0]); "
+            "[getattr(lj, n)(z, y) for n in ('softmax_cross_entropy', 'poly_cross_entropy', 'softmax_focal_loss')]")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_jax_hessian_works_and_equals_optaxs():

@@ -256,7 +256,10 @@ def _xla_value_and_grad(loss, plan, terms, scales_itself=False):
     """``terms(plan) -> (per-example loss, gradient)`` reduced and scaled (``scales_itself``: the gradient comes
     scaled, by :func:`losskit.jax.rows.scaled_grad`)."""
     per_example, grad = terms(plan)
-    value = _reduction.combine(plan.xp, per_example, plan.weight, plan.scale, plan.reduction)
+    # jnp, not the plan's namespace: a call of NumPy arrays alone plans on NumPy, and its terms, JAX arrays
+    # (traced in the custom_vjp), reached NumPy's where (softmax focal of NumPy logits and labels raised
+    # TracerArrayConversionError)
+    value = _reduction.combine(jnp, per_example, plan.weight, plan.scale, plan.reduction)
     return value.astype(plan.dtype), (grad if scales_itself else _rows.scaled_grad(plan, grad)).astype(plan.dtype)
 
 

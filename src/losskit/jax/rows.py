@@ -202,7 +202,11 @@ def _label_terms(z, labels, row_max):
 
 
 def _one_hot(labels, z):
-    return labels[..., None] == jax.lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1)
+    # class indices fit int32. NumPy labels (an eager call on NumPy arrays) come as int64, which JAX without x64
+    # lacks: an iota of their dtype, or comparing them with one, made JAX warn at every call
+    if isinstance(labels, np.ndarray):
+        labels = labels.astype(np.int32)
+    return labels[..., None] == jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
 
 
 def _below_with_subnormals(z, row_max, below):
