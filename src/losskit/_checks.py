@@ -237,6 +237,10 @@ def row_sum_tolerance(float64: bool, k: int, eps: float, slack: float = 0.0) -> 
     return (1e-6 if float64 else 1e-3) + slack + 8 * k ** 0.5 * eps
 
 
+def _row_sum_tolerance_of(xp, array, slack: float) -> float:
+    return row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
+
+
 def probability_rows(xp, array, name: str, hint: str = "", slack: float = 0.0):
     """``array``, after raising, naming ``name``, for a value outside [0, 1] or a row (the last axis) that does
     not sum to 1 (:func:`in_unit_interval`, :func:`rows_sum_to_one`). A traced or lazy array, whose values no
@@ -257,7 +261,7 @@ def bad_probability_rows(xp, array, slack: float = 0.0):
     """Per row (the last axis), whether it is no probability vector: a value below 0 (or NaN), or a sum off 1 by
     more than :func:`rows_sum_to_one`'s tolerance (a row of values >= 0 summing to 1 holds none above 1 +
     tol, so two reductions tell it)."""
-    tol = row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
+    tol = _row_sum_tolerance_of(xp, array, slack)
     return ~(xp.min(array, axis=-1) >= 0) | ~(xp.abs(xp.sum(array, axis=-1) - 1) <= tol)
 
 
@@ -266,7 +270,7 @@ def rows_sum_to_one(xp, array, name: str, hint: str = "", slack: float = 0.0) ->
     the rounding a sum of K terms can carry (8 sqrt(K) eps), plus ``slack``. Returns whether the sums
     could be read (as :func:`no_nan`)."""
     sums = xp.sum(array, axis=-1)
-    tol = row_sum_tolerance(array.dtype == xp.float64, array.shape[-1], float(xp.finfo(array.dtype).eps), slack)
+    tol = _row_sum_tolerance_of(xp, array, slack)
     off = _array.concrete_bool(xp.any(xp.abs(sums - 1) > tol))
     if off:
         worst = float(xp.max(xp.abs(sums - 1)))

@@ -171,6 +171,8 @@ def compile_here():
         yield
     finally:
         _COMPILE_HERE.depth -= 1
+
+
 _STATE: dict = {}  # signature -> _COMPILING (in a background thread) or _READY
 _STATE_LOCK = threading.Lock()
 _THREADS: list = []

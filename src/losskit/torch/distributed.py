@@ -87,19 +87,11 @@ class _VocabParallelCE(torch.autograd.Function):
         smoothing, n_vocab, z_loss = ctx.options
         with torch.no_grad():
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-            # one N x V_local buffer, built in place: (softmax (1 + 2 s lse) - a/V) c, with c the row's scale times
-            # the upstream value (0-d, or one per row for "none"), folded into the softmax's one multiply;
-            # (p_y (1 + 2 s lse) - a/V - (1 - a)) c at the label
-            growth = 2 * z_loss * lse if z_loss else None
+            # one N x V_local buffer, built in place; c: the row's scale times the upstream value (0-d, or one per
+            # row for "none")
             scaled = (scale * grad_output).expand(row_max.shape)
-            factor = torch.exp(-log_norm) * scaled if growth is None else torch.exp(-log_norm) * (1 + growth) * scaled
-            grad = _shifted(z, row_max).exp_().mul_(factor.unsqueeze(-1))
-            if smoothing:
-                grad.sub_((smoothing / n_vocab * scaled).unsqueeze(-1))
-            _set_at_labels(grad, safe, mine, picked, log_norm, smoothing, n_vocab, growth, scaled)
-            zero = scale == 0
-            if bool(zero.any()):  # weight 0 adds 0 even for inf logits (a pass only when a row has it)
-                grad.masked_fill_(zero.expand(row_max.shape).unsqueeze(-1), 0.0)
+            grad = _gradient(_shifted(z, row_max).exp_(), log_norm, scaled, 2 * z_loss * lse if z_loss else None,
+                             smoothing, n_vocab, safe, mine, picked, (scale == 0).expand(row_max.shape))
             grad = grad.to(logits.dtype)
         (grad,) = first_order_only((grad,), (logits, grad_output), _SECOND_ORDER)
         return grad, *([None] * 11)
@@ -173,26 +165,36 @@ def _picked(shifted, safe):
     return shifted.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
 
 
-def _softmax(exps, log_norm):
-    """The softmax of the group's rows on this rank's columns, in place of ``exps`` = ``exp(z - row_max)``:
-    ``exps * exp(-log_norm)`` (from the shifted logits, not ``exp(z - lse)``: lse rounds to the precision of the
-    row max, which at logits of 1e4 in float32 put an error of 3e-4 in every gradient)."""
-    return exps.mul_(torch.exp(-log_norm).unsqueeze(-1))
+def _gradient(exps, log_norm, scaled, growth, smoothing: float, n_vocab: int, safe, mine, picked, zero_rows):
+    """The gradient on this rank's columns, in place of ``exps`` = ``exp(z - row_max)``: ``(softmax (1 + growth) -
+    a / V) c``, and ``(p_y (1 + growth) - a / V - (1 - a)) c`` at the label (:func:`_set_at_labels`), with ``c``
+    = ``scaled`` per row folded into the softmax's one multiply; 0 on ``zero_rows`` (weight 0), even for inf
+    logits. The softmax is ``exps * exp(-log_norm)``, from the shifted logits, not ``exp(z - lse)``: lse rounds
+    to the precision of the row max, which at logits of 1e4 in float32 put an error of 3e-4 in every gradient.
+    ``growth``: z-loss's ``2 s lse`` per row, or None."""
+    factor = torch.exp(-log_norm) * scaled
+    if growth is not None:
+        factor = factor * (1 + growth)
+    grad = exps.mul_(factor.unsqueeze(-1))
+    if smoothing:
+        grad.sub_((smoothing / n_vocab * scaled).unsqueeze(-1))
+    _set_at_labels(grad, safe, mine, picked, log_norm, smoothing, n_vocab, growth, scaled)
+    if bool(zero_rows.any()):  # (a pass only when a row has weight 0)
+        grad.masked_fill_(zero_rows.unsqueeze(-1), 0.0)
+    return grad
 
 
-def _set_at_labels(grad, safe, mine, picked, log_norm, smoothing: float, n_vocab: int, growth, scaled=None) -> None:
-    """``grad[i, y_i] = p_y (1 + growth) - a / V - (1 - a)`` (times ``scaled``, when given) on the rows whose label
-    lies here, with ``p_y - 1`` as ``expm1(s_y - log_norm)`` (``picked`` = ``s_y``, the shifted label logit): a
-    sure row's p_y rounds to 1, and ``p_y - 1`` to 0 where it is -1e-8. ``growth``: z-loss's ``2 s lse`` per
-    row, or None."""
+def _set_at_labels(grad, safe, mine, picked, log_norm, smoothing: float, n_vocab: int, growth, scaled) -> None:
+    """``grad[i, y_i] = (p_y (1 + growth) - a / V - (1 - a)) scaled_i`` on the rows whose label lies here, with
+    ``p_y - 1`` as ``expm1(s_y - log_norm)`` (``picked`` = ``s_y``, the shifted label logit): a sure row's p_y
+    rounds to 1, and ``p_y - 1`` to 0 where it is -1e-8."""
     if not grad.shape[-1]:
         return
     below = torch.expm1(picked - log_norm)  # p_y - 1
     value = below + smoothing * (1 - 1 / n_vocab)
     if growth is not None:
         value = value + (below + 1) * growth
-    if scaled is not None:
-        value = value * scaled
+    value = value * scaled
     at = safe.unsqueeze(-1)
     grad.scatter_(-1, at, torch.where(mine, value.to(grad.dtype), grad.gather(-1, at).squeeze(-1)).unsqueeze(-1))
 
@@ -357,14 +359,8 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
             loss = loss - (smoothing / n_vocab) * stats[3]
         chunk_w = w[begin:end]
         total = total + (scale[begin:end] * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
-        growth = 2 * z_loss * lse if z_loss else None
-        g = _softmax(exps, log_norm)
-        if z_loss:
-            g.mul_(1 + growth.unsqueeze(-1))
-        g.sub_(smoothing / n_vocab)
-        _set_at_labels(g, at, own, stats[2], log_norm, smoothing, n_vocab, growth)
-        g = torch.where(chunk_w.unsqueeze(-1) == 0, torch.zeros_like(g), g)
-        g.mul_(scale[begin:end].unsqueeze(-1))
+        g = _gradient(exps, log_norm, scale[begin:end], 2 * z_loss * lse if z_loss else None, smoothing, n_vocab,
+                      at, own, stats[2], chunk_w == 0)
         part = g @ weight_shard
         dist.all_reduce(part, group=group)  # every rank's slice of the vocabulary contributes to d/dh
         grad_hidden[begin:end] = part
