@@ -103,15 +103,17 @@ def _linear_value_and_grad(function: str, options: str, hidden: Tensor, classifi
                            bias: Tensor | None, extras: list[Tensor], extra_names: str,
                            aux_names: str, normalizer: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     value, grads, aux = _call_core(function, options, hidden, classifier, target, bias, extras, extra_names,
-                                   aux_names, normalizer)
+                                   aux_names, normalizer, with_grad=True)
     grad_hidden, grad_classifier, grad_bias = (_as_torch(g, hidden) for g in grads)
     return (_value_tensor(value, hidden), grad_hidden, grad_classifier,
             hidden.new_empty(0) if grad_bias is None else grad_bias, _stats(aux, aux_names, hidden))
 
 
 def _call_core(function: str, options: str, hidden, classifier, target, bias, extras, extra_names: str,
-               aux_names: str, normalizer):
-    """The core ``function``'s ``(value, grads or None, aux dict)`` for an op's arguments."""
+               aux_names: str, normalizer, with_grad: bool):
+    """The core ``function``'s ``(value, grads or None, aux dict)`` for an op's arguments: ``function`` is a
+    value-and-grad form when ``with_grad`` (``(value, grads[, aux])``), else a value-only one (``value`` or
+    ``(value, aux)``)."""
     kwargs = dict(zip(extra_names.split(",") if extra_names else (), map(_as_core, extras), strict=True))
     kwargs.update(json.loads(options))
     if normalizer is not None:
@@ -120,11 +122,9 @@ def _call_core(function: str, options: str, hidden, classifier, target, bias, ex
         kwargs["aux"] = True
     result = _function(function)(_as_core(hidden), _as_core(classifier), _as_core(target), bias=_as_core(bias),
                                  **kwargs)
-    if not isinstance(result, tuple):  # a value-only function without aux
-        return result, None, {}
-    if len(result) == 2 and isinstance(result[1], dict):  # a value-only function's (value, aux)
-        return result[0], None, result[1]
-    return result[0], result[1], result[2] if aux_names else {}
+    if with_grad:
+        return result[0], result[1], result[2] if aux_names else {}
+    return (result[0], None, result[1]) if aux_names else (result, None, {})
 
 
 def _value_tensor(value, hidden):
@@ -146,7 +146,7 @@ def _linear_value(function: str, options: str, hidden: Tensor, classifier: Tenso
     """A fused linear loss's value (and aux statistics) from its core value-only function: what a call that
     asks for no gradient runs (one gemm per chunk, not three, and no [V, D] gradient buffer)."""
     value, _, aux = _call_core(function, options, hidden, classifier, target, bias, extras, extra_names,
-                               aux_names, normalizer)
+                               aux_names, normalizer, with_grad=False)
     return _value_tensor(value, hidden), _stats(aux, aux_names, hidden)
 
 
