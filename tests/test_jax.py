@@ -988,3 +988,34 @@ def test_lists_and_numpy_arrays_beside_jax_logits_work_eagerly_and_under_jit_and
     zb = jnp.asarray(rng.normal(size=3))
     np.testing.assert_allclose(lj.head("binary").loss(zb, [0, 1, 1]), lk.head("binary").loss(np.asarray(zb), [0, 1, 1]),
                                rtol=1e-12)
+
+
+def test_differentiating_an_option_or_a_constant_input_is_refused_by_name():
+    """jax.grad of a loss's array option (class weight, focal's per-class alpha) met JAX's UnexpectedTracerError,
+    which names no argument; jax.grad of a fused loss's constant input (GRPO's advantages) returned a silent 0
+    (losskit.torch refuses such a tensor). Each is now a LossInputError naming it; held constant with
+    stop_gradient, and under jit and vmap, the call equals the core loss's."""
+    rng = np.random.default_rng(0)
+    z, y, cw = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray([0, 1, 2, 0]), jnp.asarray([1.0, 2.0, 0.5])
+    for name, loss in (("class_weight", lambda c: lj.softmax_cross_entropy(z, y, class_weight=c)),
+                       ("alpha", lambda c: lj.softmax_focal_loss(z, y, alpha=c))):
+        with pytest.raises(lk.LossInputError, match=f"^{name}: expected an array held constant"):
+            jax.grad(loss)(cw)
+        want = float(getattr(lk, "softmax_cross_entropy" if name == "class_weight" else "softmax_focal_loss")(
+            np.asarray(z), np.asarray(y), **{name: np.asarray(cw)}))
+        assert float(jax.jit(loss)(cw)) == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(jax.vmap(loss)(jnp.stack([cw, cw])), [want, want], rtol=1e-12)
+        assert float(loss(jax.lax.stop_gradient(cw))) == pytest.approx(want, rel=1e-12)
+    hidden = jnp.asarray(rng.normal(size=(4, 2, 3)))
+    classifier, target = jnp.asarray(rng.normal(size=(5, 3))), jnp.asarray([[0, 1], [2, 0], [1, 1], [3, 4]])
+    old, advantages = jnp.asarray(rng.normal(size=(4, 2))) - 2, jnp.asarray([1.0, -1.0, 0.5, 0.2])
+
+    def grpo(h, a):
+        return lj.linear_grpo_loss(h, classifier, target, old_logps=old, advantages=a)
+
+    with pytest.raises(lk.LossInputError, match="^advantages: expected an array held constant"):
+        jax.grad(grpo, argnums=1)(hidden, advantages)
+    with pytest.raises(lk.LossInputError, match="^old_logps: expected an array held constant"):
+        jax.grad(lambda o: lj.linear_grpo_loss(hidden, classifier, target, old_logps=o, advantages=advantages))(old)
+    np.testing.assert_allclose(jax.grad(lambda h: grpo(h, jax.lax.stop_gradient(advantages)))(hidden),
+                               jax.grad(grpo)(hidden, advantages), rtol=1e-15)

@@ -428,10 +428,26 @@ def loss_fn(loss):
             dtype = jnp.result_type(logits)
             work = _array.compute_dtype(jnp, dtype) if jnp.issubdtype(dtype, jnp.floating) else None
             normalizer = _checks.normalizer(normalizer, jnp, work, library=False)
-        return f(logits, target, weight, normalizer)
+        try:
+            return f(logits, target, weight, normalizer)
+        except jax.errors.UnexpectedTracerError as error:
+            raise _differentiated_option(loss) or error from error
 
     call.__doc__ = f"custom_vjp form of {loss!r}"
     return call
+
+
+def _differentiated_option(loss):
+    """The error naming an array option of ``loss`` that an outer transformation traces, or None: the
+    custom_vjp closes over its options, so a ``jax.grad`` of one (a class weight, focal's per-class alpha) met
+    JAX's UnexpectedTracerError, which names no argument (``jit`` and ``vmap`` of an option work)."""
+    traced = [field.name for field in dataclasses.fields(loss.options)
+              if isinstance(getattr(loss.options, field.name), jax.core.Tracer)]
+    if not traced:
+        return None
+    return _checks.fail(traced[0], "an array held constant: losskit.jax differentiates logits, target, weight and "
+                        "normalizer, never a loss's options", "an array jax.grad differentiates",
+                        "wrap it in jax.lax.stop_gradient")
 
 
 def _functional(name: str):

@@ -9,7 +9,8 @@ is ever an operand. A fused loss's forward rule returns the value and keeps the 
 its sweep computed as the residuals; the backward multiplies them by the upstream gradient.
 :func:`linear_logprobs` cannot know its upstream gradient in the forward, so its backward is a
 second sweep (:func:`losskit.linear_logprobs_vjp`). Integer targets get a ``float0`` cotangent;
-the other arrays a loss reads (reference log-probs, advantages) are constants: zero cotangents.
+the other arrays a loss reads (reference log-probs, advantages) are constants: differentiating one
+raises a :class:`~losskit.LossInputError` naming it (its cotangent would be a silent 0).
 """
 
 from __future__ import annotations
@@ -59,17 +60,27 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
         return loss, stats
 
     def forward(hidden, classifier, bias, target, extras):
+        # symbolic zeros: each argument comes as a CustomVJPPrimal that says whether it is differentiated
+        traced = [name for name, array in extras.items() if getattr(array, "perturbed", False)]
+        if traced:  # its cotangent would be a silent 0 (losskit.torch refuses such a tensor alike)
+            raise _checks.fail(traced[0], "an array held constant: the fused losses differentiate hidden, classifier "
+                               "and bias alone", "an array jax.grad differentiates",
+                               "wrap it in jax.lax.stop_gradient")
+        hidden, classifier, bias, target = (getattr(a, "value", a) for a in (hidden, classifier, bias, target))
+        extras = {name: getattr(array, "value", array) for name, array in extras.items()}
         loss, grads, stats = run(hidden, classifier, bias, target, extras)
         return (loss, stats), (grads, target, extras)
 
     def backward(residuals, cotangents):
         (grad_hidden, grad_classifier, grad_bias), target, extras = residuals
         upstream = cotangents[0]
+        if isinstance(upstream, jax.custom_derivatives.SymbolicZero):  # only the statistics were used
+            upstream = jnp.zeros((), grad_hidden.dtype)
         return (upstream * grad_hidden, upstream * grad_classifier,
                 None if grad_bias is None else upstream * grad_bias, _zero_cotangent(target),
                 jax.tree_util.tree_map(_zero_cotangent, extras))
 
-    value.defvjp(forward, backward)
+    value.defvjp(forward, backward, symbolic_zeros=True)
     loss, stats = value(hidden, classifier, bias, target, extras)
     return (loss, {name: jax.lax.stop_gradient(s) for name, s in stats.items()}) if aux else loss
 
