@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import losskit as lk
 import losskit.losses.linear  # noqa: F401 - lk.losses.linear below
 import losskit.torch
+import losskit.torch.distributed
 from losskit.torch.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
 N, V, WORLD = 9, 10, 2
@@ -224,6 +225,37 @@ def _check_second_review(rank):
         raise AssertionError("an n_vocab unequal to the shards' widths must be refused")
 
 
+def _check_wide_rows(rank):
+    """Rows of 10,000 classes split 3,000 and 7,000 (rank 1's kernels run parallel, rank 0's their serial
+    twins) against F.cross_entropy in float64, for float64 and float32 logits; a NaN logit on one rank makes
+    its row's loss and gradient NaN on both, the other rows untouched."""
+    gen = torch.Generator().manual_seed(5)
+    vocab, bounds = 10_000, (0, 3_000, 10_000)
+    lo, hi = bounds[rank], bounds[rank + 1]
+    for dtype, tol in ((torch.float64, {"rtol": 1e-12, "atol": 1e-15}), (torch.float32, {"rtol": 1e-5, "atol": 1e-9})):
+        z = (torch.randn(64, vocab, generator=gen, dtype=torch.float64) * 4).to(dtype)
+        y = torch.randint(0, vocab, (64,), generator=gen)
+        full = z.double().clone().requires_grad_(True)  # (a copy: z.double() is z in float64)
+        exact = F.cross_entropy(full, y, label_smoothing=0.1, reduction="none")
+        exact.sum().backward()
+        shard = z[:, lo:hi].clone().requires_grad_(True)
+        value = vocab_parallel_cross_entropy(shard, y, vocab_start=lo, label_smoothing=0.1, reduction="none")
+        value.sum().backward()
+        name = f"wide rows, {dtype}"
+        torch.testing.assert_close(value.double(), exact.detach(), **tol, msg=name)
+        torch.testing.assert_close(shard.grad.double(), full.grad[:, lo:hi], **tol, msg=f"{name}: grad")
+        poisoned = z[:, lo:hi].clone()
+        if rank == 0:
+            poisoned[5, 17] = float("nan")
+        poisoned.requires_grad_(True)
+        value = vocab_parallel_cross_entropy(poisoned, y, vocab_start=lo, reduction="none")
+        value.sum().backward()
+        assert bool(torch.isnan(value[5])) and bool(torch.isnan(poisoned.grad[5]).all()), f"{name}: NaN row"
+        rest = torch.arange(64) != 5
+        torch.testing.assert_close(value[rest].double(), F.cross_entropy(z.double(), y, reduction="none")[rest],
+                                   **tol, msg=f"{name}: beside a NaN row")
+
+
 def _check_second_order_refused(rank, z, y, h, shard_layer):
     lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
     shard = z[:, lo:hi].clone().requires_grad_(True)
@@ -250,59 +282,68 @@ def run(rank, port):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        group = dist.new_group([0, 1])  # an explicit process group, passed as group=
-        z, y, cw, w = _cases()
-        y_plain = torch.where(y == -100, torch.zeros_like(y), y)
-        _check(rank, "plain", z, y_plain, {}, lambda f: F.cross_entropy(f, y_plain), group)
-        _check(rank, "float32", z.float(), y_plain, {}, lambda f: F.cross_entropy(f, y_plain))
-        _check(rank, "ignore+smoothing", z, y, {"ignore_index": -100, "label_smoothing": 0.1},
-               lambda f: F.cross_entropy(f, y, ignore_index=-100, label_smoothing=0.1))
-        _check(rank, "none", z, y_plain, {"reduction": "none"},
-               lambda f: F.cross_entropy(f, y_plain, reduction="none"), group)
-        _check(rank, "sum+class_weight", z, y, {"reduction": "sum", "class_weight": cw, "ignore_index": -100},
-               lambda f: F.cross_entropy(f, y, weight=cw, reduction="sum", ignore_index=-100))
-        # losskit semantics for class weights with smoothing: the core loss on the gathered logits
-        _check(rank, "class_weight+weight+smoothing", z, y,
-               {"class_weight": cw, "weight": w, "ignore_index": -100, "label_smoothing": 0.2},
-               lambda f: lk.softmax_cross_entropy(f, y, class_weight=cw, weight=w, ignore_index=-100,
-                                                  label_smoothing=0.2))
-        _check(rank, "z_loss", z, y_plain, {"z_loss": 1e-2},
-               lambda f: (F.cross_entropy(f, y_plain, reduction="none")
-                          + 1e-2 * torch.logsumexp(f, -1) ** 2).mean())
-        # masked vocabulary entries (-inf logits, never a label): finite loss, zero gradient there
-        masked = z.clone()
-        masked[:, [c for c in range(V) if c not in set(y_plain.tolist())]] = float("-inf")
-        _check(rank, "masked -inf", masked, y_plain, {}, lambda f: F.cross_entropy(f, y_plain))
-        _check(rank, "masked -inf+smoothing", masked, y_plain, {"label_smoothing": 0.1, "reduction": "none"},
-               lambda f: F.cross_entropy(f, y_plain, label_smoothing=0.1, reduction="none"))
-        # +inf logits: the core loss's limits (one on each shard's rows, two in a row across the shards; labels
-        # on them and off them), with and without smoothing
-        top = z.clone()
-        top[0, y_plain[0]] = top[1, (y_plain[1] + 1) % V] = float("inf")
-        top[3, 1] = top[3, 8] = float("inf")
-        top[4, 2] = top[4, 8] = float("inf")  # row 4's label is 8: log 2
-        top[6] = float("-inf")  # every logit -inf: log V and the uniform softmax's gradient
-        for name, options in (("+inf", {"reduction": "none"}), ("+inf+smoothing", {"label_smoothing": 0.1}),
-                              ("+inf+weight", {"weight": w, "ignore_index": -100})):
-            def reference(f, options=options):  # the torch module: the core's analytic gradient (the limit's)
-                loss = losskit.torch.module(lk.SoftmaxCrossEntropy(**{k: v for k, v in options.items() if k != "weight"}))
-                return loss(f, y if "ignore_index" in options else y_plain, weight=options.get("weight"))
-
-            labels = y if "ignore_index" in options else y_plain
-            _check(rank, name, top, labels, dict(options), reference)
-        _check(rank, "normalizer", z, y_plain, {"normalizer": 4.0, "reduction": "mean"},
-               lambda f: F.cross_entropy(f, y_plain, reduction="sum") / 4.0)
-        h, shard_layer = _check_linear(rank, y, cw, w)
-        _check_linear_half(rank)
-        _check_review_findings(rank)
-        _check_second_review(rank)
-        _check_second_order_refused(rank, z, y, h, shard_layer)
-        everything = torch.full((N,), -100)
-        shard = z[:, BOUNDS[rank]:BOUNDS[rank + 1]]
-        zero = vocab_parallel_cross_entropy(shard, everything, vocab_start=BOUNDS[rank], ignore_index=-100)
-        assert float(zero) == 0.0, "all-ignored mean must be 0"
+        # every case on both paths of a CPU rank: the compiled kernels (the default) and the torch-native chain
+        # that other devices take (and a row of non-finite max on the CPU)
+        for compiled in (True, False):
+            losskit.torch.distributed.COMPILED = compiled
+            _checks_of_a_rank(rank)
     finally:
         dist.destroy_process_group()
+
+
+def _checks_of_a_rank(rank):
+    group = dist.new_group([0, 1])  # an explicit process group, passed as group=
+    z, y, cw, w = _cases()
+    y_plain = torch.where(y == -100, torch.zeros_like(y), y)
+    _check(rank, "plain", z, y_plain, {}, lambda f: F.cross_entropy(f, y_plain), group)
+    _check(rank, "float32", z.float(), y_plain, {}, lambda f: F.cross_entropy(f, y_plain))
+    _check(rank, "ignore+smoothing", z, y, {"ignore_index": -100, "label_smoothing": 0.1},
+           lambda f: F.cross_entropy(f, y, ignore_index=-100, label_smoothing=0.1))
+    _check(rank, "none", z, y_plain, {"reduction": "none"},
+           lambda f: F.cross_entropy(f, y_plain, reduction="none"), group)
+    _check(rank, "sum+class_weight", z, y, {"reduction": "sum", "class_weight": cw, "ignore_index": -100},
+           lambda f: F.cross_entropy(f, y, weight=cw, reduction="sum", ignore_index=-100))
+    # losskit semantics for class weights with smoothing: the core loss on the gathered logits
+    _check(rank, "class_weight+weight+smoothing", z, y,
+           {"class_weight": cw, "weight": w, "ignore_index": -100, "label_smoothing": 0.2},
+           lambda f: lk.softmax_cross_entropy(f, y, class_weight=cw, weight=w, ignore_index=-100,
+                                              label_smoothing=0.2))
+    _check(rank, "z_loss", z, y_plain, {"z_loss": 1e-2},
+           lambda f: (F.cross_entropy(f, y_plain, reduction="none")
+                      + 1e-2 * torch.logsumexp(f, -1) ** 2).mean())
+    # masked vocabulary entries (-inf logits, never a label): finite loss, zero gradient there
+    masked = z.clone()
+    masked[:, [c for c in range(V) if c not in set(y_plain.tolist())]] = float("-inf")
+    _check(rank, "masked -inf", masked, y_plain, {}, lambda f: F.cross_entropy(f, y_plain))
+    _check(rank, "masked -inf+smoothing", masked, y_plain, {"label_smoothing": 0.1, "reduction": "none"},
+           lambda f: F.cross_entropy(f, y_plain, label_smoothing=0.1, reduction="none"))
+    # +inf logits: the core loss's limits (one on each shard's rows, two in a row across the shards; labels
+    # on them and off them), with and without smoothing
+    top = z.clone()
+    top[0, y_plain[0]] = top[1, (y_plain[1] + 1) % V] = float("inf")
+    top[3, 1] = top[3, 8] = float("inf")
+    top[4, 2] = top[4, 8] = float("inf")  # row 4's label is 8: log 2
+    top[6] = float("-inf")  # every logit -inf: log V and the uniform softmax's gradient
+    for name, options in (("+inf", {"reduction": "none"}), ("+inf+smoothing", {"label_smoothing": 0.1}),
+                          ("+inf+weight", {"weight": w, "ignore_index": -100})):
+        def reference(f, options=options):  # the torch module: the core's analytic gradient (the limit's)
+            loss = losskit.torch.module(lk.SoftmaxCrossEntropy(**{k: v for k, v in options.items() if k != "weight"}))
+            return loss(f, y if "ignore_index" in options else y_plain, weight=options.get("weight"))
+
+        labels = y if "ignore_index" in options else y_plain
+        _check(rank, name, top, labels, dict(options), reference)
+    _check(rank, "normalizer", z, y_plain, {"normalizer": 4.0, "reduction": "mean"},
+           lambda f: F.cross_entropy(f, y_plain, reduction="sum") / 4.0)
+    h, shard_layer = _check_linear(rank, y, cw, w)
+    _check_linear_half(rank)
+    _check_review_findings(rank)
+    _check_second_review(rank)
+    _check_wide_rows(rank)
+    _check_second_order_refused(rank, z, y, h, shard_layer)
+    everything = torch.full((N,), -100)
+    shard = z[:, BOUNDS[rank]:BOUNDS[rank + 1]]
+    zero = vocab_parallel_cross_entropy(shard, everything, vocab_start=BOUNDS[rank], ignore_index=-100)
+    assert float(zero) == 0.0, "all-ignored mean must be 0"
 
 
 if __name__ == "__main__":

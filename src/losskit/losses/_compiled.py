@@ -386,9 +386,15 @@ def _back(xp, array):
 _RECYCLER = Recycler(keep=2)
 
 
+def recycled(size: int, dtype) -> np.ndarray:
+    """A flat array of ``size`` for a kernel's gradient, in memory that comes back once nothing views it (a
+    fresh 0.5 GB buffer costs more in page faults than the kernel: :class:`losskit._memory.Recycler`)."""
+    return _RECYCLER.empty(size, dtype)
+
+
 def _grad_buffer(arrays, size, dtype):
     out = arrays["out"]
-    return _RECYCLER.empty(size, dtype) if out is None else out.reshape(-1)
+    return recycled(size, dtype) if out is None else out.reshape(-1)
 
 
 class _Kernels:

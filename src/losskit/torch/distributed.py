@@ -8,7 +8,9 @@ Each rank holds the logits of every example for a contiguous slice of the vocabu
 with ``lse`` the log-sum-exp over the whole vocabulary (``z_loss`` scale ``s``). Forward needs
 three all-reduces over the row statistics (MAX of the row max; one SUM of the stacked exp-sum,
 target logit, row sum of logits and target class weight), each ``O(N)``, never ``O(N V)``.
-Backward is local: ``softmax - y'`` on the rank's own slice, from the saved ``lse``.
+Backward is local: ``softmax - y'`` on the rank's own slice, from the saved ``lse``. A CPU rank's share
+(float32 / float64) runs in the compiled kernels of :mod:`losskit.fused.shards`, one pass over the shard
+each; other devices take a torch-native chain of the same row statistics.
 Semantics are losskit's (see docs/semantics.md): label smoothing is ``a/V`` over the full
 vocabulary, ``class_weight[y_i]`` scales the whole loss of example i, ``ignore_index`` gives
 weight 0, and the reduction rule is :mod:`losskit.reduction`'s.
@@ -21,11 +23,12 @@ differentiate the local backward with ``lse`` held constant and return a wrong H
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from array_api_compat import array_namespace
 
-from .. import _array, _checks
+from .. import _array, _checks, fused
 from .. import reduction as _reduction
 from ..losses.linear import LinearCEOptions
 from . import _arguments
@@ -38,27 +41,38 @@ _SECOND_ORDER = ("losskit.torch.distributed: second derivatives of the vocab-par
                  "logits and use losskit.torch.SoftmaxCrossEntropy for a double backward")
 
 
+#: the compiled CPU kernels (:mod:`losskit.fused.shards`) for a rank's float32 and float64 CPU logits (half
+#: precision in a float32 copy); False: the torch-native chain everywhere, as on other devices (the tests run both)
+COMPILED = True
+
+
 class _VocabParallelCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, weight, class_weight, start, n_vocab, ignore_index, smoothing, z_loss,
                 reduction, normalizer, group):
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        local_max, top = _row_max(z)
+        host = _host_logits(z)
+        local_max, top = (_host_maxima(host), None) if host is not None else _row_max(z)
         row_max = local_max.clone()
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
         keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
         mine, safe = _own_labels(target, keep, start, z.shape[-1])
-        shifted = _shifted(z, row_max)
-        picked = torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max))
-        logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
-        # one all-reduce for the five row sums: exp-sum but one logit at the max, ranks holding the max, shifted
-        # target logit, shifted logit sum, target class weight
-        stats = torch.stack([
-            *_exp_sums(shifted, top, _holds(local_max, row_max, z), restore=False)[:2],
-            picked, logit_sum,
-            (torch.where(mine, class_weight[safe], torch.zeros_like(row_max))
-             if class_weight is not None and class_weight.numel() else torch.zeros_like(row_max)),
-        ])
+        # four row sums and the target's class weight, all-reduced at once: exp-sum below the max (the compiled
+        # kernel) or but one logit at the max (the torch-native chain), logits at the max or ranks holding it
+        # (their totals are the same exp-sum), shifted target logit, shifted logit sum
+        if host is not None and _finite(row_max):
+            sums = _host_sums(host, row_max, mine, safe, smoothing, store=False)
+        else:
+            if top is None:
+                top = _row_max(z)[1]
+            shifted = _shifted(z, row_max)
+            picked = torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max))
+            logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
+            sums = torch.stack([*_exp_sums(shifted, top, _holds(local_max, row_max, z), restore=False)[:2],
+                                picked, logit_sum])
+        target_cw = (torch.where(mine, class_weight[safe], torch.zeros_like(row_max))
+                     if class_weight is not None and class_weight.numel() else torch.zeros_like(row_max))
+        stats = torch.cat([sums, target_cw.unsqueeze(0)])
         dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
         log_norm = _log_norm(stats)
         # lse - (1 - a) z_y - (a / V) sum_k z_k, each logit taken from the row max (lse - z_y formed as two
@@ -90,8 +104,15 @@ class _VocabParallelCE(torch.autograd.Function):
             # one N x V_local buffer, built in place; c: the row's scale times the upstream value (0-d, or one per
             # row for "none")
             scaled = (scale * grad_output).expand(row_max.shape)
-            grad = _gradient(_shifted(z, row_max).exp_(), log_norm, scaled, 2 * z_loss * lse if z_loss else None,
-                             smoothing, n_vocab, safe, mine, picked, (scale == 0).expand(row_max.shape))
+            growth = 2 * z_loss * lse if z_loss else None
+            host = _host_logits(z)
+            if host is not None and _finite(row_max):
+                grad = _recycled(host.size, host.dtype).reshape(host.shape)
+                _host_gradient(host, row_max, log_norm, scaled, growth, smoothing, n_vocab, safe, mine, picked, grad)
+                grad = torch.from_numpy(grad)
+            else:
+                grad = _gradient(_shifted(z, row_max).exp_(), log_norm, scaled, growth, smoothing, n_vocab, safe,
+                                 mine, picked, (scale == 0).expand(row_max.shape))
             grad = grad.to(logits.dtype)
         (grad,) = first_order_only((grad,), (logits, grad_output), _SECOND_ORDER)
         return grad, *([None] * 11)
@@ -149,6 +170,68 @@ def _exp_sums(shifted, top, holds, restore: bool):
         exps.scatter_(-1, at, torch.where(holds, torch.ones_like(holds_real), exps.gather(-1, at).squeeze(-1))
                       .unsqueeze(-1))
     return below, holds_real, exps
+
+
+def _host_logits(z):
+    """This rank's logits as a C-contiguous NumPy array for the compiled kernels (:mod:`losskit.fused.shards`),
+    the tensor's own memory where it is contiguous; None where they do not take it (another device, half
+    precision not yet widened, no column, numba missing, or :data:`COMPILED` off)."""
+    if not (COMPILED and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64) and z.shape[-1]
+            and fused.available()):
+        return None
+    return np.ascontiguousarray(z.detach().numpy())
+
+
+def _finite(row_max) -> bool:
+    """Whether every row's group max is finite: the kernels' sums need it (a row of +inf or of -inf alone takes
+    the torch-native chain's limits). Every rank holds the same maxima, so all take the same path."""
+    return bool(torch.isfinite(row_max).all())
+
+
+def _shard_kernel(name: str, size: int):
+    """A kernel of :mod:`losskit.fused.shards`, serial below :data:`~losskit.losses._compiled.SERIAL_BELOW`
+    elements (as a loss call's), with numba's threads started to sleep when idle above it."""
+    from ..fused import shards
+    from ..fused import threads as fused_threads
+    from ..losses._compiled import SERIAL_BELOW
+
+    kernel = getattr(shards, name)
+    if size < SERIAL_BELOW:
+        return fused.serial_twin(kernel)
+    fused_threads.start()
+    return kernel
+
+
+def _recycled(size: int, dtype):
+    from ..losses._compiled import recycled
+
+    return recycled(size, dtype)
+
+
+def _host_maxima(host):
+    maxima = np.empty(host.shape[0], host.dtype)
+    _shard_kernel("shard_maxima", host.size)(host, maxima)
+    return torch.from_numpy(maxima)
+
+
+def _host_sums(host, row_max, mine, safe, smoothing: float, store: bool):
+    """The ``[4, N]`` row sums of :func:`losskit.fused.shards.shard_sums` (the torch-native chain's layout)."""
+    sums = np.empty((4, host.shape[0]), host.dtype)
+    labels = torch.where(mine, safe, -1).numpy()
+    _shard_kernel("shard_sums", host.size)(host, row_max.numpy(), labels, bool(smoothing), store, sums)
+    return torch.from_numpy(sums)
+
+
+def _host_gradient(host, row_max, log_norm, scaled, growth, smoothing: float, n_vocab: int, safe, mine, picked, out,
+                   stored: bool = False) -> None:
+    """:func:`_gradient` by :func:`losskit.fused.shards.shard_grad` into ``out`` (which may be ``host``)."""
+    def rows(t):
+        return t.detach().to(torch.float64).expand(row_max.shape).contiguous().numpy()
+
+    labels = torch.where(mine, safe, -1).numpy()
+    _shard_kernel("shard_grad", host.size)(host, row_max.numpy(), rows(log_norm), rows(scaled),
+                                           rows(torch.zeros_like(row_max) if growth is None else growth),
+                                           float(smoothing), float(n_vocab), labels, rows(picked), stored, out)
 
 
 def _log_norm(stats):
@@ -340,16 +423,23 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         # nothing to g^T h, the shard's gradient
         h = torch.where((w[begin:end] == 0).unsqueeze(-1), torch.zeros_like(hidden[begin:end]), hidden[begin:end])
         z = h @ weight_shard.T if bias_shard is None else torch.addmm(bias_shard, h, weight_shard.T)
-        local_max, top = _row_max(z)
+        host = _host_logits(z)
+        local_max, top = (_host_maxima(host), None) if host is not None else _row_max(z)
         row_max = local_max.clone()
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
         own, at = mine[begin:end], safe[begin:end]
-        holds = _holds(local_max, row_max, z)
-        shifted = _shifted(z, row_max, in_place=True)  # z's own buffer: the chunk's logits are read no more
-        picked = torch.where(own, _picked(shifted, at), torch.zeros_like(row_max))
-        logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
-        below, holds, exps = _exp_sums(shifted, top, holds, restore=True)
-        stats = torch.stack([below, holds, picked, logit_sum])
+        host = host if host is not None and _finite(row_max) else None
+        if host is not None:  # the exps written over the chunk's logits (host is z's own memory)
+            stats = _host_sums(host, row_max, own, at, smoothing, store=True)
+        else:
+            if top is None:
+                top = _row_max(z)[1]
+            holds = _holds(local_max, row_max, z)
+            shifted = _shifted(z, row_max, in_place=True)  # z's own buffer: the chunk's logits are read no more
+            picked = torch.where(own, _picked(shifted, at), torch.zeros_like(row_max))
+            logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
+            below, holds, exps = _exp_sums(shifted, top, holds, restore=True)
+            stats = torch.stack([below, holds, picked, logit_sum])
         dist.all_reduce(stats, group=group)
         log_norm = _log_norm(stats)
         lse = row_max + log_norm
@@ -359,8 +449,14 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
             loss = loss - (smoothing / n_vocab) * stats[3]
         chunk_w = w[begin:end]
         total = total + (scale[begin:end] * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
-        g = _gradient(exps, log_norm, scale[begin:end], 2 * z_loss * lse if z_loss else None, smoothing, n_vocab,
-                      at, own, stats[2], chunk_w == 0)
+        growth = 2 * z_loss * lse if z_loss else None
+        if host is not None:
+            g = torch.from_numpy(host)  # the exps' buffer, z's own (a matrix product's chunk is contiguous)
+            _host_gradient(host, row_max, log_norm, scale[begin:end], growth, smoothing, n_vocab, at, own, stats[2],
+                           host, stored=True)
+        else:
+            g = _gradient(exps, log_norm, scale[begin:end], growth, smoothing, n_vocab, at, own, stats[2],
+                          chunk_w == 0)
         part = g @ weight_shard
         dist.all_reduce(part, group=group)  # every rank's slice of the vocabulary contributes to d/dh
         grad_hidden[begin:end] = part
