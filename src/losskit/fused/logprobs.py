@@ -20,10 +20,43 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import prange
 
-from .kernels import OPTIONS
+from .kernels import INLINE, OPTIONS, SUM_CHUNK
 from .vmath import row_max, vexp
+
+
+@numba.njit(**INLINE)
+def _chunk_sums(row, buf, shifts, top, t, start, count, with_entropy):
+    """Over ``row[start:start + count]``: ``exp((z - top) t)`` written into ``buf[:count]`` (which may be that
+    part of the row itself), then from the stored terms, each in a loop of its own that only reads: the sum
+    of the terms below 1 (a term at the max is exactly 1; NaN for a NaN logit), the count of those at 1, and
+    with ``with_entropy`` the sum of ``e (z - top) t`` (0 for an underflowed term, not 0 * -inf), whose
+    shifted logits ``shifts`` holds. One loop of three or four sums beside the exp was not vectorised (3x
+    the time, BENCHMARKS.md)."""
+    zero, one = row.dtype.type(0), row.dtype.type(1)
+    if with_entropy:  # loop-invariant: LLVM takes the branch out of the loop
+        for step in range(count):
+            shifts[step] = (row[start + step] - top) * t  # not z * t - max(z) * t: that overflows first
+        for step in range(count):
+            buf[step] = vexp(shifts[step])
+    else:
+        for step in range(count):
+            buf[step] = vexp((row[start + step] - top) * t)
+    below = zero
+    for step in range(count):
+        e = buf[step]
+        below += e - (one if e >= one else zero)
+    ties = zero
+    for step in range(count):
+        ties += one if buf[step] >= one else zero
+    moment = zero
+    if with_entropy:
+        for step in range(count):
+            e = buf[step]
+            moment += zero if e == zero else e * shifts[step]
+    return below, ties, moment
 
 
 @numba.njit(**OPTIONS)
@@ -34,10 +67,12 @@ def token_stats_rows(z, labels, inv_temperature, logp, maxima, log_norm, rest, e
     log_norm``) and ``rest = 1 - p(label)`` (float64 [n]);
     ``entropy`` (float64 [n], when ``with_entropy``) and ``correct`` (uint8 [n]: the label is an
     argmax, ties counting as correct). With ``store_exp``, ``z`` receives ``exp((z - max) / T)``, which
-    :func:`token_grad_rows` then scales (one exp per logit in all, as the softmax CE kernel)."""
+    :func:`token_grad_rows` then scales (one exp per logit in all, as the softmax CE kernel). A row's
+    sums by chunks of :data:`~losskit.fused.kernels.SUM_CHUNK` terms (:func:`_chunk_sums`), the chunks'
+    sums added in float64."""
     n, k = z.shape
-    zero, one = z.dtype.type(0), z.dtype.type(1)
     t = z.dtype.type(inv_temperature)
+    full = max(0, k - k % SUM_CHUNK)  # max: see SUM_CHUNK
     for i in prange(n):
         row = z[i]
         y = labels[i]
@@ -46,33 +81,35 @@ def token_stats_rows(z, labels, inv_temperature, logp, maxima, log_norm, rest, e
             flags[i] = 1
             continue
         z_y = row[y]  # read before the row is overwritten
-        below = zero  # the terms below the max: the normaliser is log1p(below + ties - 1), so a sure
-        ties = zero  # token keeps its tiny log-prob (log(1 + 1e-26) would round it to 0)
-        others = zero
-        moment = zero
-        for j in range(k):
-            d = (row[j] - top) * t  # not z * t - max(z) * t: that overflows first
-            e = vexp(d)
-            below += e if d < zero else zero
-            ties += one if d >= zero else zero
-            others += zero if j == y else e
-            if with_entropy:
-                moment += zero if e == zero else e * d  # (an underflowed term is 0, not 0 * -inf)
-            if store_exp:
-                row[j] = e
+        e_y = float(vexp((z_y - top) * t))  # the label's term, as the sums' loop takes it
+        scratch = np.empty(0 if store_exp else SUM_CHUNK, z.dtype)
+        shifts = np.empty(SUM_CHUNK if with_entropy else 0, z.dtype)
+        # the terms below the max: the normaliser is log1p(below + ties - 1), so a sure token keeps its tiny
+        # log-prob (log(1 + 1e-26) would round it to 0)
+        below, ties, moment = 0.0, 0.0, 0.0
+        for chunk in range(full // SUM_CHUNK):  # not a range with a step: see SUM_CHUNK
+            start = chunk * SUM_CHUNK
+            b, c, m = _chunk_sums(row, row[start:start + SUM_CHUNK] if store_exp else scratch, shifts, top, t,
+                                  start, SUM_CHUNK, with_entropy)
+            below, ties, moment = below + float(b), ties + float(c), moment + float(m)
+        b, c, m = _chunk_sums(row, row[full:] if store_exp else scratch, shifts, top, t, full, k - full,
+                              with_entropy)
+        below, ties, moment = below + float(b), ties + float(c), moment + float(m)
         s_y = (float(z_y) - float(top)) * inv_temperature
-        total64 = float(below) + float(ties)
-        if not (math.isfinite(total64) and math.isfinite(float(moment))):
+        total64 = below + ties
+        if not (math.isfinite(total64) and math.isfinite(moment)):
             flags[i] = 1
             continue
-        norm = math.log1p(float(below) + (float(ties) - 1.0))
+        norm = math.log1p(below + (ties - 1.0))
         logp[i] = s_y - norm
         maxima[i] = top
         log_norm[i] = norm
-        rest[i] = float(others) / total64
+        # the other classes' terms: the label's own taken out of the sum it is in (exact where the label holds
+        # the max: its term is 1, one of the ties)
+        rest[i] = (below - e_y + ties if e_y < 1.0 else below + (ties - 1.0)) / total64
         correct[i] = 1 if z_y >= top else 0
         if with_entropy:
-            entropy[i] = norm - float(moment) / total64
+            entropy[i] = norm - moment / total64
 
 
 @numba.njit(**OPTIONS)
