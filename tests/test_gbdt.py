@@ -222,6 +222,28 @@ def test_focal_trains_where_no_library_has_it_and_beats_the_majority(data):
     assert np.mean((model.predict(x_val, raw_score=True) > 0) == y_val) > 0.93
 
 
+@pytest.mark.parametrize("loss", [lk.SigmoidFocalLoss(gamma=2.0, alpha=0.25), lk.AsymmetricLoss()],
+                         ids=["sigmoid_focal", "asymmetric"])
+def test_a_non_convex_loss_takes_bounded_steps_on_rare_positives(loss):
+    """Found in review: far on the wrong side focal's Hessian is negative, and near 0 on the way there, while its
+    gradient stays about -0.28 w: the Hessian was floored at 1e-6 w alone, and a LightGBM leaf of rare positives
+    (lambda 0 by default) stepped by hundreds to 10^5 (here LightGBM then failed a check inside its tree
+    learner). The Hessian is now at least |g| there (a row's step at most one margin unit): the margins stay
+    within a few units and the held-out loss falls below the best constant's."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120_000, 4))
+    y = (x[:, 0] > 3.0).astype(float)  # 0.13 % positives, apart on one feature
+    train, held = slice(0, 90_000), slice(90_000, None)
+    start = ll.init_score(loss, y[train])
+    model = lgb.train({"objective": ll.objective(loss), "metric": "None", "verbose": -1, "seed": 0,
+                       "num_threads": 1, "deterministic": True, "min_sum_hessian_in_leaf": 0.0},
+                      lgb.Dataset(x[train], y[train], init_score=np.full(90_000, start)), 20)
+    margins = model.predict(x[held], raw_score=True) + start
+    assert np.max(np.abs(margins)) < 10
+    at_start = float(loss(np.full(30_000, start), y[held]))
+    assert float(loss(margins, y[held])) < 0.5 * at_start
+
+
 def test_xgboost_sklearn_estimators_take_the_objective_and_metric(data):
     x_train, y_train, x_val, y_val = data["diabetes"]
     weight = np.random.default_rng(2).uniform(0.5, 2.0, size=len(y_train))

@@ -25,8 +25,11 @@ weights as ``weight``. Two things a Newton step needs that a loss may not give:
   included, 0 for an ignored row) stands in, as in XGBoost's
   ``binary:hinge`` on its active side: a margin's scale is set by the kink at 1, not by the data,
   so a bounded step is on that scale. Where the Hessian can be negative (focal losses are not
-  convex far on the wrong side) or underflow, it is floored at ``HESS_FLOOR`` times the weight,
-  so that a leaf never divides by a sum of opposite signs;
+  convex far on the wrong side: ``gbdt_curvature = "bounded"``) it is held at ``|g|`` at least, so that
+  a row's Newton step is at most one margin unit there and where the curvature nears 0 on the way (a
+  floor of ``HESS_FLOOR`` times the weight alone let a LightGBM leaf of rare positives step by 10^4:
+  ``lambda`` is 0 there by default); every Hessian is then floored at ``HESS_FLOOR`` times the weight,
+  so that a leaf never divides by 0;
 * a starting margin. Under a custom objective both libraries start from a constant margin that
   they do not fit (XGBoost's ``base_score`` is then read as a margin, default 0.5; LightGBM starts
   at 0): :func:`base_margin` gives the loss's best constant.
@@ -190,6 +193,8 @@ def grad_hess(loss: Loss, margin, label, weight=None, units=None):
         hess = np.asarray(summed.hessian_diag(z, y, weight=w))
         if loss.gbdt_curvature == "irls":
             hess = irls_hessian(grad, hess, z, y)
+        elif loss.gbdt_curvature == "bounded":  # a row's step at most one margin unit (see the module note)
+            hess = np.maximum(hess, np.abs(grad))
         hess = np.maximum(hess, HESS_FLOOR * unit)
     shape = np.shape(margin)
     return grad.reshape(shape), hess.reshape(shape)

@@ -74,7 +74,10 @@ class Loss(ABC):
     #: majorise-minimise curvature of a loss piecewise linear in a residual); "irls", for a robust loss of
     #: the error ``e`` that is a concave function of ``e^2`` (Huber, pseudo-Huber, log-cosh): ``l'(e) / e``,
     #: the curvature of the quadratic that touches it at ``e`` and lies above it (a leaf's Newton step is
-    #: then a weighted mean of residuals, where the true Hessian, near 0 far out, took steps of thousands)
+    #: then a weighted mean of residuals, where the true Hessian, near 0 far out, took steps of thousands);
+    #: "bounded", for a loss that is not convex everywhere (focal losses): the true Hessian but at least
+    #: ``|g|``, so that a row's Newton step is at most one margin unit where the curvature is negative or
+    #: near 0 (a floor of ``1e-6 w`` alone let a leaf of rare positives step by 10^4)
     gbdt_curvature: ClassVar[str] = "weight"
     #: True when the value is a sum of terms of the error ``input - target`` alone, so that
     #: ``d value / d target = -d value / d input`` (a framework layer's target cotangent, exact and

@@ -55,6 +55,7 @@ class SigmoidFocalLoss(ElementwiseLoss):
     aliases = ("focal",)
     target = "binary"
     hessian = Hessian.INDEFINITE
+    gbdt_curvature = "bounded"  # not convex far on the wrong side: see Loss.gbdt_curvature
     Options = SigmoidFocalOptions
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None, label_smoothing: float = 0.0,
@@ -135,6 +136,7 @@ class SoftmaxFocalLoss(_CategoricalBase):
     aliases = ("focal",)
     link = SOFTMAX
     hessian = Hessian.ROW
+    gbdt_curvature = "bounded"  # its label unit is not convex far on the wrong side: see Loss.gbdt_curvature
     Options = SoftmaxFocalOptions
 
     def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
