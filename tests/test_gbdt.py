@@ -181,6 +181,22 @@ def test_piecewise_linear_hessian_is_the_mm_curvature():
     np.testing.assert_array_equal(hess, [2.0, 3.0, 1.0])
 
 
+@pytest.mark.parametrize("loss", [lk.AbsoluteError(), lk.QuantileLoss(quantiles=0.3)], ids=["absolute", "quantile"])
+def test_one_huge_label_changes_no_other_rows_curvature(loss):
+    """Found in review: the rounding-size floor of |r| was eps (1 + max |y|) over all rows, so one label of 1e17
+    (LightGBM reads an inf label as 1e38) floored every row's |r| at 11 and the robust loss trained 5x worse.
+    The floor is each unit's own: the other rows' Hessians are those without the outlier (the outlier is the
+    largest label either way, so the residuals' median is the same)."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    margins = np.zeros(200)
+    hessians = []
+    for outlier in (1e3, 1e17):
+        y[0] = outlier
+        hessians.append(lx.objective(loss)(margins, xgb.DMatrix(np.zeros((200, 1)), label=y))[1])
+    np.testing.assert_allclose(hessians[1][1:], hessians[0][1:], rtol=1e-12)
+
+
 def test_piecewise_linear_objectives_are_scale_equivariant():
     """Targets times 100 give margins times 100 (with no Hessian thresholds: ``lambda`` and
     ``min_child_weight`` act on a Hessian in 1/target units), the absolute error and the 0.5 quantile
@@ -583,3 +599,18 @@ def test_starts_take_the_heads_classes_and_old_pickles_still_work():
         assert pickle.loads(pickle.dumps(thing)).units is None
     grad, _ = pickle.loads(pickle.dumps(objective))(np.array([0.0, 2.0]), np.zeros(2))
     np.testing.assert_allclose(grad, [0.0, -1.0])  # Huber (delta 1) summed: -clip(y - z, -1, 1)
+
+
+def test_a_missing_num_class_or_label_is_named():
+    """Found in review: a multi-class objective given one margin a row (num_class not passed) read it as one
+    class: labels above 0 were refused as 'target' and all-0 labels trained nothing in silence; a DMatrix with no
+    label blamed the margins' count. Now each names what is missing."""
+    softmax = lx.objective(lk.SoftmaxCrossEntropy())
+    for labels in ([0.0, 1.0, 2.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(lk.LossInputError, match="^num_class: expected the number of classes"):
+            softmax(np.zeros(3), np.array(labels))
+    with pytest.raises(lk.LossInputError, match="^label: expected one label per row of the DMatrix"):
+        xgb.train({"disable_default_eval_metric": 1}, xgb.DMatrix(np.zeros((4, 1))), 1,
+                  obj=lx.objective(lk.HuberLoss()))
+    with pytest.raises(lk.LossInputError, match=r"^target: expected class indices in \[0, 2\)"):
+        lx.base_score(lk.SoftmaxCrossEntropy(), np.array([0.0, -1.0]))

@@ -158,8 +158,15 @@ def layout(loss: Loss, margin, label, units=None):
     head's, which the margins per row must equal."""
     label = np.asarray(label)
     n = label.shape[0]
+    if n == 0 and np.size(margin):  # a DMatrix / Dataset built without labels: the margins' count was blamed
+        raise _checks.fail("label", "one label per row of the training data", "none (the data has no label)")
     if is_multiclass(loss):  # [N, K] margins; class indices as labels
         size = np.size(margin)
+        if n and size == n and label.ndim == 1 and units is None:  # one margin a row: no num_class (a head's units
+            # are checked below, with their own hint)
+            raise _checks.fail("num_class", "the number of classes, for a multi-class loss (K margins per row)",
+                               "one margin per row (num_class unset, or 1)",
+                               "pass num_class=K; losskit.xgboost.params / losskit.lightgbm.params give it")
         z = _margins(margin, size if n and size % n == 0 else n, (n, -1), loss, units)
         if label.ndim == 1:
             if not np.all(label == np.rint(label)):
@@ -230,16 +237,20 @@ def mm_hessian(loss: Loss, z, y, unit):
     + |r0| / 2`` with equality at ``r0``: the quadratic through the current point with the same slope
     that lies above the loss has curvature ``k / (2 |r0|)``, ``k = a + b`` the jump of the slope at
     the kink. ``|r0|`` is floored at ``MM_FLOOR`` times the weighted median of ``|r|`` in the unit's
-    output column (its weighted mean where that median is 0, a rounding-size floor where every
+    output column (its weighted mean where that median is 0, the unit's own rounding-size floor where every
     residual is 0). ``z``, ``y`` and ``unit`` (the weights, in ``z``'s shape) are :func:`layout`'s.
     """
     z = np.asarray(z, dtype=np.float64)
     if isinstance(loss, QuantileLoss):  # [N, Q] margins, one target per row; slopes -q w and (1 - q) w
-        r, k = np.abs(y[:, None] - z), 1.0
+        y = y[:, None]
+        k = 1.0
     else:  # mean over the D values of a row: slopes -w/D and w/D
-        r, k = np.abs(y - z), 2.0 / (z.shape[-1] if z.ndim >= 2 else 1)
+        k = 2.0 / (z.shape[-1] if z.ndim >= 2 else 1)
+    r = np.abs(y - z)
     eps = MM_FLOOR * _robust_scale(r, unit)
-    tiny = np.finfo(np.float64).eps * (1.0 + np.max(np.abs(y), initial=0.0))
+    # a residual's rounding, per unit: a floor from the largest target raised every row's (one label of 1e17
+    # gave every row a curvature 300 times too small, found in review)
+    tiny = np.finfo(np.float64).eps * (1.0 + np.abs(y))
     return unit * k / (2.0 * np.maximum(r, np.maximum(eps, tiny)))
 
 
@@ -312,7 +323,7 @@ def _check_labels(loss: Loss, label, weight, units=None) -> None:
         classes = label.shape[1] if label.ndim > 1 else int(np.max(np.rint(label), initial=0)) + 1
         class_weight = getattr(loss.options, "class_weight", None)
         classes = max(classes, units or 0, 0 if class_weight is None else len(class_weight))
-        shape = (n, max(classes, 1))
+        shape = (n, max(classes, 2))  # (two at least: one margin a row is a missing num_class, refused in layout)
     else:
         outputs = loss.units_per_value
         shape = (n, outputs) if outputs else label.shape

@@ -109,6 +109,8 @@ def base_score(loss_or_head, label, weight=None, *, classifier: bool = False) ->
 def _label(data) -> np.ndarray:
     label = data.get_label()
     n = data.num_row()
+    if label.size == 0 and n:  # (as [n, 0] the margins' count was blamed)
+        raise _checks.fail("label", "one label per row of the DMatrix", "none (the DMatrix has no label)")
     return label.reshape(n, -1) if label.size != n else label
 
 
