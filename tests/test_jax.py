@@ -992,15 +992,18 @@ def test_lists_and_numpy_arrays_beside_jax_logits_work_eagerly_and_under_jit_and
 
 def test_differentiating_an_option_or_a_constant_input_is_refused_by_name():
     """jax.grad of a loss's array option (class weight, focal's per-class alpha) met JAX's UnexpectedTracerError,
-    which names no argument; jax.grad of a fused loss's constant input (GRPO's advantages) returned a silent 0
-    (losskit.torch refuses such a tensor). Each is now a LossInputError naming it; held constant with
-    stop_gradient, and under jit and vmap, the call equals the core loss's."""
+    which names no argument (under jit(grad) and grad(jit) other errors); jax.grad of a fused loss's constant
+    input (GRPO's advantages) returned a silent 0. Each is now a LossInputError naming it, under every
+    composition; held constant with stop_gradient, and under jit and vmap, the call equals the core loss's.
+    A distillation's teacher stays a constant by design."""
     rng = np.random.default_rng(0)
     z, y, cw = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray([0, 1, 2, 0]), jnp.asarray([1.0, 2.0, 0.5])
     for name, loss in (("class_weight", lambda c: lj.softmax_cross_entropy(z, y, class_weight=c)),
                        ("alpha", lambda c: lj.softmax_focal_loss(z, y, alpha=c))):
-        with pytest.raises(lk.LossInputError, match=f"^{name}: expected an array held constant"):
-            jax.grad(loss)(cw)
+        for transformed in (jax.grad(loss), jax.jit(jax.grad(loss)), jax.grad(jax.jit(loss)),
+                            lambda c, loss=loss: jax.vmap(jax.grad(loss))(jnp.stack([c, c]))):
+            with pytest.raises(lk.LossInputError, match=f"^{name}: expected an array held constant"):
+                transformed(cw)
         want = float(getattr(lk, "softmax_cross_entropy" if name == "class_weight" else "softmax_focal_loss")(
             np.asarray(z), np.asarray(y), **{name: np.asarray(cw)}))
         assert float(jax.jit(loss)(cw)) == pytest.approx(want, rel=1e-12)
@@ -1019,3 +1022,10 @@ def test_differentiating_an_option_or_a_constant_input_is_refused_by_name():
         jax.grad(lambda o: lj.linear_grpo_loss(hidden, classifier, target, old_logps=o, advantages=advantages))(old)
     np.testing.assert_allclose(jax.grad(lambda h: grpo(h, jax.lax.stop_gradient(advantages)))(hidden),
                                jax.grad(grpo)(hidden, advantages), rtol=1e-15)
+    # a distillation's teacher is constant by design (GKD trains the student): a shared layer differentiated
+    # through both gets the student's gradient alone, as with the teacher held by stop_gradient
+    def jsd(c, teacher):
+        return lj.linear_jsd_loss(hidden[0], c, hidden[0], teacher)
+
+    np.testing.assert_allclose(jax.grad(lambda c: jsd(c, c))(classifier),
+                               jax.grad(lambda c: jsd(c, jax.lax.stop_gradient(c)))(classifier), rtol=1e-15)

@@ -368,45 +368,61 @@ def loss_fn(loss):
     ``jax.custom_vjp`` function with the analytic gradient (see the module note)."""
     require_loss_object(loss)
 
-    @jax.custom_vjp
-    def f(logits, target, weight, normalizer):
-        return _value_and_grad(loss, logits, target, weight, normalizer, False)[0]
+    # a JAX array option (a class weight, focal's per-class alpha) is an argument of the custom_vjp, not a constant
+    # it closes over: jit, vmap and grad then see it (closed over, jax.grad of one met UnexpectedTracerError, and
+    # jit(grad) or grad(jit) other errors, none naming it), and a differentiated one is refused by name
+    traced = {field.name: getattr(loss.options, field.name) for field in dataclasses.fields(loss.options)
+              if isinstance(getattr(loss.options, field.name), jax.Array)}
 
-    def forward(logits, target, weight, normalizer):
+    def with_options(options):
+        return loss.replace(**options) if options else loss
+
+    @jax.custom_vjp
+    def f(logits, target, weight, normalizer, options):
+        return _value_and_grad(with_options(options), logits, target, weight, normalizer, False)[0]
+
+    def forward(logits, target, weight, normalizer, options):
         # symbolic zeros: each argument comes as a CustomVJPPrimal that says whether it is
         # differentiated, so a cotangent nobody asked for is never computed (an eager call paid
         # for all of them: autodiff through the core's forward for a float weight, say)
+        differentiated = [name for name, value in options.items() if getattr(value, "perturbed", False)]
+        if differentiated:  # losskit.jax gives no option a gradient: a silent 0 otherwise
+            raise _checks.fail(differentiated[0], "an array held constant: losskit.jax differentiates logits, "
+                               "target, weight and normalizer, never a loss's options",
+                               "an array jax.grad differentiates", "wrap it in jax.lax.stop_gradient")
+        options = {name: getattr(value, "value", value) for name, value in options.items()}
         asked = tuple(getattr(a, "perturbed", False) for a in (logits, target, weight, normalizer))
         logits, target, weight, normalizer = (getattr(a, "value", a) for a in (logits, target, weight, normalizer))
-        value, grad = _value_and_grad(loss, logits, target, weight, normalizer, True)
-        return value, (grad, logits, target, weight, normalizer, asked)
+        value, grad = _value_and_grad(with_options(options), logits, target, weight, normalizer, True)
+        return value, (grad, logits, target, weight, normalizer, asked, options)
 
     def backward(residuals, upstream):
-        grad, logits, target, weight, normalizer, asked = residuals
+        grad, logits, target, weight, normalizer, asked, options = residuals
         if isinstance(upstream, jax.custom_derivatives.SymbolicZero):
-            return (None, None, None, None)
+            return (None, None, None, None, None)
+        active = with_options(options)
         if upstream.ndim:  # reduction="none": one upstream value per example
-            axis = loss.example_axis(logits.ndim)
+            axis = active.example_axis(logits.ndim)
             upstream_b = upstream if axis is None else jnp.expand_dims(upstream, axis)
         else:
             upstream_b = upstream
         others = {"target": target, "weight": weight, "normalizer": normalizer}
         floats = {k: v for (k, v), wanted in zip(others.items(), asked[1:], strict=True) if wanted and _is_float(v)}
         cotangents = {}
-        if loss.of_error and "target" in floats and jnp.shape(target) == jnp.shape(logits):
+        if active.of_error and "target" in floats and jnp.shape(target) == jnp.shape(logits):
             # d value / d target = -d value / d input, exactly (Loss.of_error)
             cotangents["target"] = (-(grad * upstream_b)).astype(jnp.result_type(target))
             del floats["target"]
         if floats:  # autodiff through the forward, for the float inputs only (see the module note)
             def value(inputs):
                 merged = {**others, **inputs}
-                return loss(logits, merged["target"], weight=merged["weight"],
-                            normalizer=merged["normalizer"])
+                return active(logits, merged["target"], weight=merged["weight"],
+                              normalizer=merged["normalizer"])
 
             _, vjp = jax.vjp(value, floats)
             cotangents.update(vjp(upstream)[0])
         rest = tuple(cotangents.get(k) for k in ("target", "weight", "normalizer"))
-        return (grad * upstream_b if asked[0] else None, *rest)
+        return (grad * upstream_b if asked[0] else None, *rest, None)
 
     f.defvjp(forward, backward, symbolic_zeros=True)
 
@@ -428,26 +444,10 @@ def loss_fn(loss):
             dtype = jnp.result_type(logits)
             work = _array.compute_dtype(jnp, dtype) if jnp.issubdtype(dtype, jnp.floating) else None
             normalizer = _checks.normalizer(normalizer, jnp, work, library=False)
-        try:
-            return f(logits, target, weight, normalizer)
-        except jax.errors.UnexpectedTracerError as error:
-            raise _differentiated_option(loss) or error from error
+        return f(logits, target, weight, normalizer, traced)
 
     call.__doc__ = f"custom_vjp form of {loss!r}"
     return call
-
-
-def _differentiated_option(loss):
-    """The error naming an array option of ``loss`` that an outer transformation traces, or None: the
-    custom_vjp closes over its options, so a ``jax.grad`` of one (a class weight, focal's per-class alpha) met
-    JAX's UnexpectedTracerError, which names no argument (``jit`` and ``vmap`` of an option work)."""
-    traced = [field.name for field in dataclasses.fields(loss.options)
-              if isinstance(getattr(loss.options, field.name), jax.core.Tracer)]
-    if not traced:
-        return None
-    return _checks.fail(traced[0], "an array held constant: losskit.jax differentiates logits, target, weight and "
-                        "normalizer, never a loss's options", "an array jax.grad differentiates",
-                        "wrap it in jax.lax.stop_gradient")
 
 
 def _functional(name: str):

@@ -10,7 +10,8 @@ its sweep computed as the residuals; the backward multiplies them by the upstrea
 :func:`linear_logprobs` cannot know its upstream gradient in the forward, so its backward is a
 second sweep (:func:`losskit.linear_logprobs_vjp`). Integer targets get a ``float0`` cotangent;
 the other arrays a loss reads (reference log-probs, advantages) are constants: differentiating one
-raises a :class:`~losskit.LossInputError` naming it (its cotangent would be a silent 0).
+raises a :class:`~losskit.LossInputError` naming it (its cotangent would be a silent 0), but for a
+distillation's teacher, held constant by design (zero cotangents: GKD trains the student).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def _zero_cotangent(value):
     return jnp.zeros_like(value)
 
 
-def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), **options):
+def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), held=(), **options):
     """``function(hidden, classifier, target, *, bias, **extras, **options) -> (value, (grad_hidden,
     grad_classifier, grad_bias)[, aux])``, a core fused linear loss, as a differentiable JAX
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
-    of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient."""
+    of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient. ``held``: the
+    extras held constant by design (a distillation's teacher), whose cotangent is 0 even when differentiated;
+    differentiating any other extra raises a :class:`~losskit.LossInputError` naming it."""
     check_scalar_reduction(options.get("reduction"))
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
     _known_ids_in_range(target, classifier, options.get("ignore_index", -100))
@@ -61,7 +64,7 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
 
     def forward(hidden, classifier, bias, target, extras):
         # symbolic zeros: each argument comes as a CustomVJPPrimal that says whether it is differentiated
-        traced = [name for name, array in extras.items() if getattr(array, "perturbed", False)]
+        traced = [name for name, array in extras.items() if getattr(array, "perturbed", False) and name not in held]
         if traced:  # its cotangent would be a silent 0 (losskit.torch refuses such a tensor alike)
             raise _checks.fail(traced[0], "an array held constant: the fused losses differentiate hidden, classifier "
                                "and bias alone", "an array jax.grad differentiates",

@@ -1,6 +1,7 @@
 """JAX form of the GRPO family (:mod:`losskit.losses.policy`): ``losskit.jax.linear_grpo_loss``, a
 ``custom_vjp`` function over the core's chunked sweep (see :mod:`losskit.jax.linear`), usable under
-``jit`` and ``grad``. ``old_logps``, ``advantages`` and ``ref_logps`` get zero cotangents."""
+``jit`` and ``grad``. ``old_logps``, ``advantages`` and ``ref_logps`` are constants: ``jax.grad`` of one raises a
+:class:`~losskit.LossInputError` naming it (hold it with ``jax.lax.stop_gradient``)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ __all__ = ["linear_preference_loss"]
 def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=None, beta=None, bias=None,
                            ignore_index=-100, temperature=1.0, chunk_size=None, aux=False, **options):
     """:func:`losskit.linear_preference_loss` as a differentiable JAX function of ``hidden``,
-    ``classifier`` and ``bias`` (under ``jit`` and ``grad``); ``ref_logps`` and ``target`` get zero
-    cotangents. Shapes, options and ``aux`` (``(loss, aux)``, no gradient through ``aux``) as the core
-    function's."""
+    ``classifier`` and ``bias`` (under ``jit`` and ``grad``); ``target`` gets a zero cotangent, and ``jax.grad``
+    of ``ref_logps`` (a constant) raises a :class:`~losskit.LossInputError` naming it. Shapes, options and
+    ``aux`` (``(loss, aux)``, no gradient through ``aux``) as the core function's."""
     checked = pair_loss(loss, **({} if beta is None else {"beta": beta}), **options)
     names = checked.aux_names() if _checks.flag(aux, "aux") else ()
     host = host_target(target)
