@@ -340,6 +340,17 @@ def _checks_of_a_rank(rank):
     _check_second_review(rank)
     _check_wide_rows(rank)
     _check_second_order_refused(rank, z, y, h, shard_layer)
+    # an infinite upstream value on an ignored row (found in review: the kernel zeroed a row where scale * upstream
+    # was 0, and 0 * inf is NaN): its gradient is 0, as F.cross_entropy's; the other rows as before
+    lo, hi = BOUNDS[rank], BOUNDS[rank + 1]
+    shard = z[:, lo:hi].clone().requires_grad_(True)
+    upstream = torch.ones(N, dtype=z.dtype)
+    upstream[2] = float("inf")  # y[2] is -100
+    vocab_parallel_cross_entropy(shard, y, vocab_start=lo, ignore_index=-100, reduction="none").backward(upstream)
+    full = z.clone().requires_grad_(True)
+    F.cross_entropy(full, y, ignore_index=-100, reduction="none").backward(upstream)
+    assert bool((shard.grad[2] == 0).all()), "an ignored row's gradient under an infinite upstream value"
+    torch.testing.assert_close(shard.grad, full.grad[:, lo:hi], rtol=1e-12, atol=1e-12, msg="infinite upstream")
     everything = torch.full((N,), -100)
     shard = z[:, BOUNDS[rank]:BOUNDS[rank + 1]]
     zero = vocab_parallel_cross_entropy(shard, everything, vocab_start=BOUNDS[rank], ignore_index=-100)

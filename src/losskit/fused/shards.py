@@ -7,7 +7,8 @@ share of the row statistics and of the gradient, over its own columns of the log
   normaliser is ``log1p(below + ties - 1)``, exact for a sure row), the shifted label logit ``z_y - m`` where
   the label's column is here and, with smoothing, the row's sum of ``z - m``. With ``store`` the row
   receives ``exp(z - m)`` (the linear form's chunk of logits, read no more);
-* :func:`shard_grad`: ``d loss / d z`` on the rank's columns from the all-reduced statistics.
+* :func:`shard_grad` (from the logits) and :func:`shard_grad_stored` (over the stored exps): ``d loss / d z``
+  on the rank's columns from the all-reduced statistics.
 
 One pass over the logits each (the torch-native chain takes three to five, and an ``[n, V_local]``
 temporary in the forward). Sums as :mod:`losskit.fused.kernels`: in the row's dtype within chunks of
@@ -115,36 +116,59 @@ def shard_sums(z, maxima, labels, smoothing, store, stats):
         stats[1, i] = ties + t
 
 
+@numba.njit(**INLINE)
+def _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked):
+    """Row ``i``'s ``(factor, offset, label's entry)`` of :func:`shard_grad`, the factor in ``dtype``."""
+    c = scaled[i]
+    g = growth[i]
+    factor = dtype(math.exp(-log_norm[i]) * c * (1.0 + g))
+    offset = dtype(smoothing / n_vocab * c)
+    below = math.expm1(picked[i] - log_norm[i])
+    at_label = dtype((below * (1.0 + g) + g + smoothing * (1.0 - 1.0 / n_vocab)) * c)
+    return factor, offset, at_label
+
+
 @numba.njit(**OPTIONS)
-def shard_grad(z, maxima, log_norm, scaled, growth, smoothing, n_vocab, labels, picked, stored, grad):
+def shard_grad(z, maxima, log_norm, scaled, zero, growth, smoothing, n_vocab, labels, picked, grad):
     """``grad[i] = c_i ((1 + growth_i) softmax_i - a / V)`` on the rank's columns, ``softmax = exp(z - m -
     log_norm)`` from the shifted logits (``lse = m + log_norm`` rounds to the max's precision), and at the
     label's column (``labels[i] >= 0``) ``c_i ((p_y - 1) (1 + growth_i) + growth_i + a (1 - 1 / V))`` with
     ``p_y - 1 = expm1(picked_i - log_norm_i)`` (exact where ``p_y`` rounds to 1). ``c = scaled`` (the row's
-    reduction scale times the upstream value); a row of ``c = 0`` is 0, whatever its logits. With ``stored``,
-    ``z`` already holds ``exp(z - m)``; ``grad`` may be ``z`` itself. Row arrays float64 but ``maxima``
-    (``z``'s dtype)."""
+    reduction scale times the upstream value); a row where ``zero[i]`` (its scale is 0: ignored, or weight 0)
+    is 0, whatever its logits and the upstream value. Row arrays float64 but ``maxima`` (``z``'s dtype);
+    ``grad`` apart from ``z`` (:func:`shard_grad_stored` writes over the exps)."""
     n, k = z.shape
-    zero = z.dtype.type(0)
+    dtype = z.dtype.type
     for i in prange(n):
-        row = z[i]
         out = grad[i]
-        c = scaled[i]
-        if c == 0.0:
+        if zero[i]:
             for j in range(k):
-                out[j] = zero
+                out[j] = dtype(0)
             continue
-        g = growth[i]
-        factor = z.dtype.type(math.exp(-log_norm[i]) * c * (1.0 + g))
-        offset = z.dtype.type(smoothing / n_vocab * c)
+        factor, offset, at_label = _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked)
+        row = z[i]
         m = maxima[i]
-        if stored:
+        for j in range(k):
+            out[j] = factor * vexp(row[j] - m) - offset
+        if labels[i] >= 0:
+            out[labels[i]] = at_label
+
+
+@numba.njit(**OPTIONS)
+def shard_grad_stored(exps, log_norm, scaled, zero, growth, smoothing, n_vocab, labels, picked):
+    """:func:`shard_grad` in place over ``exps`` = ``exp(z - m)`` (:func:`shard_sums` with ``store``): one array,
+    read and written (a serial twin is compiled ``noalias``: the gradient may not be another argument over the
+    same memory)."""
+    n, k = exps.shape
+    dtype = exps.dtype.type
+    for i in prange(n):
+        out = exps[i]
+        if zero[i]:
             for j in range(k):
-                out[j] = factor * row[j] - offset
-        else:
-            for j in range(k):
-                out[j] = factor * vexp(row[j] - m) - offset
-        y = labels[i]
-        if y >= 0:
-            below = math.expm1(picked[i] - log_norm[i])
-            out[y] = z.dtype.type((below * (1.0 + g) + g + smoothing * (1.0 - 1.0 / n_vocab)) * c)
+                out[j] = dtype(0)
+            continue
+        factor, offset, at_label = _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked)
+        for j in range(k):
+            out[j] = factor * out[j] - offset
+        if labels[i] >= 0:
+            out[labels[i]] = at_label

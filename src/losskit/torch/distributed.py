@@ -108,7 +108,8 @@ class _VocabParallelCE(torch.autograd.Function):
             host = _host_logits(z)
             if host is not None and _finite(row_max):
                 grad = _recycled(host.size, host.dtype).reshape(host.shape)
-                _host_gradient(host, row_max, log_norm, scaled, growth, smoothing, n_vocab, safe, mine, picked, grad)
+                _host_gradient(host, row_max, log_norm, scaled, scale == 0, growth, smoothing, n_vocab, safe, mine,
+                               picked, grad)
                 grad = torch.from_numpy(grad)
             else:
                 grad = _gradient(_shifted(z, row_max).exp_(), log_norm, scaled, growth, smoothing, n_vocab, safe,
@@ -222,16 +223,21 @@ def _host_sums(host, row_max, mine, safe, smoothing: float, store: bool):
     return torch.from_numpy(sums)
 
 
-def _host_gradient(host, row_max, log_norm, scaled, growth, smoothing: float, n_vocab: int, safe, mine, picked, out,
-                   stored: bool = False) -> None:
-    """:func:`_gradient` by :func:`losskit.fused.shards.shard_grad` into ``out`` (which may be ``host``)."""
+def _host_gradient(host, row_max, log_norm, scaled, zero, growth, smoothing: float, n_vocab: int, safe, mine, picked,
+                   out=None) -> None:
+    """:func:`_gradient` by :func:`losskit.fused.shards.shard_grad` into ``out``, or over ``host``'s stored exps
+    (``shard_grad_stored``) when ``out`` is None. ``zero``: the rows of scale 0 (0 whatever the upstream value)."""
     def rows(t):
         return t.detach().to(torch.float64).expand(row_max.shape).contiguous().numpy()
 
     labels = torch.where(mine, safe, -1).numpy()
-    _shard_kernel("shard_grad", host.size)(host, row_max.numpy(), rows(log_norm), rows(scaled),
-                                           rows(torch.zeros_like(row_max) if growth is None else growth),
-                                           float(smoothing), float(n_vocab), labels, rows(picked), stored, out)
+    zero = zero.expand(row_max.shape).to(torch.uint8).contiguous().numpy()
+    growth = rows(torch.zeros_like(row_max) if growth is None else growth)
+    common = (rows(log_norm), rows(scaled), zero, growth, float(smoothing), float(n_vocab), labels, rows(picked))
+    if out is None:
+        _shard_kernel("shard_grad_stored", host.size)(host, *common)
+    else:
+        _shard_kernel("shard_grad", host.size)(host, row_max.numpy(), *common, out)
 
 
 def _log_norm(stats):
@@ -452,8 +458,8 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         growth = 2 * z_loss * lse if z_loss else None
         if host is not None:
             g = torch.from_numpy(host)  # the exps' buffer, z's own (a matrix product's chunk is contiguous)
-            _host_gradient(host, row_max, log_norm, scale[begin:end], growth, smoothing, n_vocab, at, own, stats[2],
-                           host, stored=True)
+            _host_gradient(host, row_max, log_norm, scale[begin:end], chunk_w == 0, growth, smoothing, n_vocab, at,
+                           own, stats[2])
         else:
             g = _gradient(exps, log_norm, scale[begin:end], growth, smoothing, n_vocab, at, own, stats[2],
                           chunk_w == 0)
