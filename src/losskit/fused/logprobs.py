@@ -28,12 +28,12 @@ from .vmath import row_max, vexp
 
 
 @numba.njit(**INLINE)
-def _chunk_sums(row, buf, shifts, top, t, start, count, with_entropy):
+def _chunk_sums(row, buf, shifts, top, t, start, count, with_entropy, in_place):
     """Over ``row[start:start + count]``: ``exp((z - top) t)`` written into ``buf[:count]`` (which may be that
-    part of the row itself), then from the stored terms, each in a loop of its own that only reads: the sum
-    of the terms below 1 (a term at the max is exactly 1; NaN for a NaN logit), the count of those at 1, and
-    with ``with_entropy`` the sum of ``e (z - top) t`` (0 for an underflowed term, not 0 * -inf), whose
-    shifted logits ``shifts`` holds. One loop of three or four sums beside the exp was not vectorised (3x
+    part of the row itself: ``in_place``), then from the stored terms, each in a loop of its own that only
+    reads: the sum of the terms below 1 (a term at the max is exactly 1), the count of those at 1, and with
+    ``with_entropy`` the sum of ``e (z - top) t`` (0 for an underflowed term, not 0 * -inf), whose shifted
+    logits ``shifts`` holds. One loop of three or four sums beside the exp was not vectorised (about twice
     the time, BENCHMARKS.md)."""
     zero, one = row.dtype.type(0), row.dtype.type(1)
     if with_entropy:  # loop-invariant: LLVM takes the branch out of the loop
@@ -41,6 +41,9 @@ def _chunk_sums(row, buf, shifts, top, t, start, count, with_entropy):
             shifts[step] = (row[start + step] - top) * t  # not z * t - max(z) * t: that overflows first
         for step in range(count):
             buf[step] = vexp(shifts[step])
+    elif in_place:  # buf is that part of the row: one array read and written, or LLVM's run-time check of two
+        for step in range(count):  # arrays' overlap fails and the loop runs scalar (2.4x the kernel's time)
+            buf[step] = vexp((buf[step] - top) * t)
     else:
         for step in range(count):
             buf[step] = vexp((row[start + step] - top) * t)
@@ -90,10 +93,10 @@ def token_stats_rows(z, labels, inv_temperature, logp, maxima, log_norm, rest, e
         for chunk in range(full // SUM_CHUNK):  # not a range with a step: see SUM_CHUNK
             start = chunk * SUM_CHUNK
             b, c, m = _chunk_sums(row, row[start:start + SUM_CHUNK] if store_exp else scratch, shifts, top, t,
-                                  start, SUM_CHUNK, with_entropy)
+                                  start, SUM_CHUNK, with_entropy, store_exp)
             below, ties, moment = below + float(b), ties + float(c), moment + float(m)
         b, c, m = _chunk_sums(row, row[full:] if store_exp else scratch, shifts, top, t, full, k - full,
-                              with_entropy)
+                              with_entropy, store_exp)
         below, ties, moment = below + float(b), ties + float(c), moment + float(m)
         s_y = (float(z_y) - float(top)) * inv_temperature
         total64 = below + ties
