@@ -192,6 +192,23 @@ def _stored_exp_sums(row, buf, m, start, base, count, smoothing, in_place):
     return below, ties, shifted
 
 
+@numba.njit(**INLINE)
+def stored_term_sums(buf, start, count):
+    """Over the stored terms ``exp(z - max) <= 1`` in ``buf[start:start + count]``: ``(the sum of those below 1,
+    the count of those at 1)``, each in a loop of its own that only reads (one loop of both sums beside an exp
+    was not vectorised: BENCHMARKS.md). A term whose exp rounds to 1 counts with the ties: their total is the
+    same, and the normaliser ``log1p(below + ties - 1)`` stays exact for a sure row."""
+    zero, one = buf.dtype.type(0), buf.dtype.type(1)
+    below = zero
+    for step in range(count):
+        e = buf[start + step]
+        below += e - (one if e >= one else zero)
+    ties = zero
+    for step in range(count):
+        ties += one if buf[start + step] >= one else zero
+    return below, ties
+
+
 @numba.njit(**OPTIONS)
 def softmax_ce_rows(z, labels, scale, smoothing, scaled_loss, grad, with_grad, flags, epsilon=0.0, alpha=None,
                     gamma=0.0):

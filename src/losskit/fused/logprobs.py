@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .kernels import INLINE, OPTIONS, SUM_CHUNK
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, stored_term_sums
 from .vmath import row_max, vexp
 
 
@@ -35,7 +35,7 @@ def _chunk_sums(row, buf, shifts, top, t, start, count, with_entropy, in_place):
     ``with_entropy`` the sum of ``e (z - top) t`` (0 for an underflowed term, not 0 * -inf), whose shifted
     logits ``shifts`` holds. One loop of three or four sums beside the exp was not vectorised (about twice
     the time, BENCHMARKS.md)."""
-    zero, one = row.dtype.type(0), row.dtype.type(1)
+    zero = row.dtype.type(0)
     if with_entropy:  # loop-invariant: LLVM takes the branch out of the loop
         for step in range(count):
             shifts[step] = (row[start + step] - top) * t  # not z * t - max(z) * t: that overflows first
@@ -47,13 +47,7 @@ def _chunk_sums(row, buf, shifts, top, t, start, count, with_entropy, in_place):
     else:
         for step in range(count):
             buf[step] = vexp((row[start + step] - top) * t)
-    below = zero
-    for step in range(count):
-        e = buf[step]
-        below += e - (one if e >= one else zero)
-    ties = zero
-    for step in range(count):
-        ties += one if buf[step] >= one else zero
+    below, ties = stored_term_sums(buf, 0, count)
     moment = zero
     if with_entropy:
         for step in range(count):

@@ -23,7 +23,7 @@ import math
 import numba
 from numba import prange
 
-from .kernels import INLINE, OPTIONS, SUM_CHUNK
+from .kernels import INLINE, OPTIONS, SUM_CHUNK, stored_term_sums
 from .vmath import row_max, vexp
 
 
@@ -54,19 +54,10 @@ def _exp_sums(row, m, start, count):
 @numba.njit(**INLINE)
 def _stored_sums(row, m, start, count):
     """``exp(z - m)`` over ``row[start:start + count]`` written in place (a loop that writes), then the sums of
-    :func:`_exp_sums` from the stored terms (loops that read), a term whose exp rounds to 1 counting with the
-    ties (their total is the same)."""
-    zero, one = row.dtype.type(0), row.dtype.type(1)
+    :func:`_exp_sums` from the stored terms (:func:`~losskit.fused.kernels.stored_term_sums`)."""
     for step in range(count):
         row[start + step] = vexp(row[start + step] - m)
-    below = zero
-    for step in range(count):
-        e = row[start + step]
-        below += e - (one if e >= one else zero)
-    ties = zero
-    for step in range(count):
-        ties += one if row[start + step] >= one else zero
-    return below, ties
+    return stored_term_sums(row, start, count)
 
 
 @numba.njit(**INLINE)
@@ -128,6 +119,26 @@ def _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked
     return factor, offset, at_label
 
 
+@numba.njit(**INLINE)
+def _gradient_row(out, row, m, i, zero, log_norm, scaled, growth, smoothing, n_vocab, labels, picked, stored):
+    """Row ``i`` of :func:`shard_grad` into ``out``, from the logits ``row`` (max ``m``), or over the exps ``out``
+    holds when ``stored`` (``row`` then unread)."""
+    dtype = out.dtype.type
+    if zero[i]:
+        for j in range(out.shape[0]):
+            out[j] = dtype(0)
+        return
+    factor, offset, at_label = _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked)
+    if stored:
+        for j in range(out.shape[0]):
+            out[j] = factor * out[j] - offset
+    else:
+        for j in range(out.shape[0]):
+            out[j] = factor * vexp(row[j] - m) - offset
+    if labels[i] >= 0:
+        out[labels[i]] = at_label
+
+
 @numba.njit(**OPTIONS)
 def shard_grad(z, maxima, log_norm, scaled, zero, growth, smoothing, n_vocab, labels, picked, grad):
     """``grad[i] = c_i ((1 + growth_i) softmax_i - a / V)`` on the rank's columns, ``softmax = exp(z - m -
@@ -137,21 +148,9 @@ def shard_grad(z, maxima, log_norm, scaled, zero, growth, smoothing, n_vocab, la
     reduction scale times the upstream value); a row where ``zero[i]`` (its scale is 0: ignored, or weight 0)
     is 0, whatever its logits and the upstream value. Row arrays float64 but ``maxima`` (``z``'s dtype);
     ``grad`` apart from ``z`` (:func:`shard_grad_stored` writes over the exps)."""
-    n, k = z.shape
-    dtype = z.dtype.type
-    for i in prange(n):
-        out = grad[i]
-        if zero[i]:
-            for j in range(k):
-                out[j] = dtype(0)
-            continue
-        factor, offset, at_label = _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked)
-        row = z[i]
-        m = maxima[i]
-        for j in range(k):
-            out[j] = factor * vexp(row[j] - m) - offset
-        if labels[i] >= 0:
-            out[labels[i]] = at_label
+    for i in prange(z.shape[0]):
+        _gradient_row(grad[i], z[i], maxima[i], i, zero, log_norm, scaled, growth, smoothing, n_vocab, labels,
+                      picked, False)
 
 
 @numba.njit(**OPTIONS)
@@ -159,16 +158,6 @@ def shard_grad_stored(exps, log_norm, scaled, zero, growth, smoothing, n_vocab, 
     """:func:`shard_grad` in place over ``exps`` = ``exp(z - m)`` (:func:`shard_sums` with ``store``): one array,
     read and written (a serial twin is compiled ``noalias``: the gradient may not be another argument over the
     same memory)."""
-    n, k = exps.shape
-    dtype = exps.dtype.type
-    for i in prange(n):
-        out = exps[i]
-        if zero[i]:
-            for j in range(k):
-                out[j] = dtype(0)
-            continue
-        factor, offset, at_label = _grad_factors(dtype, i, log_norm, scaled, growth, smoothing, n_vocab, picked)
-        for j in range(k):
-            out[j] = factor * out[j] - offset
-        if labels[i] >= 0:
-            out[labels[i]] = at_label
+    for i in prange(exps.shape[0]):
+        _gradient_row(exps[i], exps[i], exps.dtype.type(0), i, zero, log_norm, scaled, growth, smoothing, n_vocab,
+                      labels, picked, True)
