@@ -244,8 +244,8 @@ def test_a_non_convex_loss_takes_bounded_steps_on_rare_positives(loss):
     """Found in review: far on the wrong side focal's Hessian is negative, and near 0 on the way there, while its
     gradient stays about -0.28 w: the Hessian was floored at 1e-6 w alone, and a LightGBM leaf of rare positives
     (lambda 0 by default) stepped by hundreds to 10^5 (here LightGBM then failed a check inside its tree
-    learner). The Hessian is now at least |g| there (a row's step at most one margin unit): the margins stay
-    within a few units and the held-out loss falls below the best constant's."""
+    learner). The Hessian is now at least |g| / 4 there (a row's step at most four margin units): the margins
+    stay within a few units and the held-out loss falls below the best constant's."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120_000, 4))
     y = (x[:, 0] > 3.0).astype(float)  # 0.13 % positives, apart on one feature
@@ -258,6 +258,30 @@ def test_a_non_convex_loss_takes_bounded_steps_on_rare_positives(loss):
     assert np.max(np.abs(margins)) < 10
     at_start = float(loss(np.full(30_000, start), y[held]))
     assert float(loss(margins, y[held])) < 0.5 * at_start
+
+
+def test_the_bound_leaves_a_convex_region_and_gamma_0_alone():
+    """Found in review: the bound first held every row's Hessian at |g|, which replaced the true one in convex
+    regions (sigmoid focal, gamma 2, at z = -1.5 for a positive: 0.31 became 0.96) and made focal at gamma 0 no
+    longer BCE's (or softmax CE's) objective. It now takes |g| / 4 where the curvature is below that, and
+    gamma = 0 is the plain loss's objective exactly."""
+    data = xgb.DMatrix(np.zeros((3, 1)), label=[1.0, 1.0, 0.0])
+    margins = np.array([-1.5, 0.5, 2.0])
+    np.testing.assert_array_equal(lx.objective(lk.SigmoidFocalLoss(gamma=0.0))(margins, data)[1],
+                                  lx.objective(lk.BinaryCrossEntropyWithLogits())(margins, data)[1])
+    labels = xgb.DMatrix(np.zeros((3, 1)), label=[0.0, 1.0, 2.0])
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-3.0, 2.0, 0.0]])
+    np.testing.assert_array_equal(lx.objective(lk.SoftmaxFocalLoss(gamma=0.0))(logits.ravel(), labels)[1],
+                                  lx.objective(lk.SoftmaxCrossEntropy())(logits.ravel(), labels)[1])
+    focal = lk.SigmoidFocalLoss(gamma=2.0)
+    at = np.array([-1.5])
+    true = float(focal.replace(reduction="sum").hessian_diag(at, np.array([1.0]))[0])
+    grad, hess = lx.objective(focal)(at, xgb.DMatrix(np.zeros((1, 1)), label=[1.0]))
+    assert true > abs(grad[0]) / 4 and hess[0] == pytest.approx(true, rel=1e-12)  # convex there: its own
+    far = np.array([-6.0])  # negative curvature: |g| / 4
+    grad, hess = lx.objective(focal)(far, xgb.DMatrix(np.zeros((1, 1)), label=[1.0]))
+    assert float(focal.replace(reduction="sum").hessian_diag(far, np.array([1.0]))[0]) < 0
+    assert hess[0] == pytest.approx(abs(grad[0]) / 4, rel=1e-12)
 
 
 def test_xgboost_sklearn_estimators_take_the_objective_and_metric(data):

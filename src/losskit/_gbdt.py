@@ -25,11 +25,11 @@ weights as ``weight``. Two things a Newton step needs that a loss may not give:
   included, 0 for an ignored row) stands in, as in XGBoost's
   ``binary:hinge`` on its active side: a margin's scale is set by the kink at 1, not by the data,
   so a bounded step is on that scale. Where the Hessian can be negative (focal losses are not
-  convex far on the wrong side: ``gbdt_curvature = "bounded"``) it is held at ``|g|`` at least, so that
-  a row's Newton step is at most one margin unit there and where the curvature nears 0 on the way (a
-  floor of ``HESS_FLOOR`` times the weight alone let a LightGBM leaf of rare positives step by 10^4:
-  ``lambda`` is 0 there by default); every Hessian is then floored at ``HESS_FLOOR`` times the weight,
-  so that a leaf never divides by 0;
+  convex far on the wrong side: ``gbdt_curvature = "bounded"``) it is held at ``|g| / BOUNDED_STEP`` at
+  least, so that a row's Newton step is at most four margin units there and where the curvature nears 0
+  on the way (a floor of ``HESS_FLOOR`` times the weight alone let a LightGBM leaf of rare positives step
+  by 10^4: ``lambda`` is 0 there by default); where the curvature is larger, the true one; every Hessian
+  is then floored at ``HESS_FLOOR`` times the weight, so that a leaf never divides by 0;
 * a starting margin. Under a custom objective both libraries start from a constant margin that
   they do not fit (XGBoost's ``base_score`` is then read as a margin, default 0.5; LightGBM starts
   at 0): :func:`base_margin` gives the loss's best constant.
@@ -51,6 +51,9 @@ from .losses.registry import name_of as _registered_name
 
 #: the floor of every Hessian handed to a library, per unit of weight
 HESS_FLOOR = 1e-6
+#: the largest Newton step of one row, in margin units, where a loss declares ``gbdt_curvature = "bounded"``
+#: (its Hessian held at ``|g| / BOUNDED_STEP`` at least): where its curvature is at least that, the true one
+BOUNDED_STEP = 4.0
 #: the floor of ``|r|`` in the majorise-minimise curvature, per unit of the weighted median of ``|r|``
 MM_FLOOR = 0.1
 
@@ -158,15 +161,17 @@ def layout(loss: Loss, margin, label, units=None):
     head's, which the margins per row must equal."""
     label = np.asarray(label)
     n = label.shape[0]
-    if n == 0 and np.size(margin):  # a DMatrix / Dataset built without labels: the margins' count was blamed
+    if n == 0 and np.size(margin):  # an XGBoost DMatrix built without labels: the margins' count was blamed
         raise _checks.fail("label", "one label per row of the training data", "none (the data has no label)")
     if is_multiclass(loss):  # [N, K] margins; class indices as labels
         size = np.size(margin)
         if n and size == n and label.ndim == 1 and units is None:  # one margin a row: no num_class (a head's units
             # are checked below, with their own hint)
             raise _checks.fail("num_class", "the number of classes, for a multi-class loss (K margins per row)",
-                               "one margin per row (num_class unset, or 1)",
-                               "pass num_class=K; losskit.xgboost.params / losskit.lightgbm.params give it")
+                               "one value per row (num_class unset or 1, or class predictions)",
+                               "pass num_class=K (losskit.xgboost.params / losskit.lightgbm.params give it); "
+                               "XGBoost's multi:softmax predicts class indices: use multi:softprob; a scikit-learn "
+                               "classifier of two classes trains one binary margin: use a binary loss")
         z = _margins(margin, size if n and size % n == 0 else n, (n, -1), loss, units)
         if label.ndim == 1:
             if not np.all(label == np.rint(label)):
@@ -200,8 +205,8 @@ def grad_hess(loss: Loss, margin, label, weight=None, units=None):
         hess = np.asarray(summed.hessian_diag(z, y, weight=w))
         if loss.gbdt_curvature == "irls":
             hess = irls_hessian(grad, hess, z, y)
-        elif loss.gbdt_curvature == "bounded":  # a row's step at most one margin unit (see the module note)
-            hess = np.maximum(hess, np.abs(grad))
+        elif loss.gbdt_curvature == "bounded":  # a row's step at most BOUNDED_STEP margin units (module note)
+            hess = np.maximum(hess, np.abs(grad) / BOUNDED_STEP)
         hess = np.maximum(hess, HESS_FLOOR * unit)
     shape = np.shape(margin)
     return grad.reshape(shape), hess.reshape(shape)

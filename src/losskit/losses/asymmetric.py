@@ -80,7 +80,11 @@ class AsymmetricLoss(ElementwiseLoss):
     over_last_axis = "sum"
     task = Task.MULTILABEL
     hessian = Hessian.INDEFINITE
-    gbdt_curvature = "bounded"  # not convex far on the wrong side: see Loss.gbdt_curvature
+
+    @property
+    def gbdt_curvature(self) -> str:
+        """Not convex far on the wrong side once it focuses or clips (see Loss.gbdt_curvature); BCE's without."""
+        return "bounded" if self.gamma_pos > 0 or self.gamma_neg > 0 or self.clip > 0 else "weight"
     gamma_pos = option(1.0, low=0.0, doc="focusing power of the positive labels")
     gamma_neg = option(4.0, low=0.0, doc="focusing power of the negative labels")
     clip = option(0.05, low=0.0, high=1.0, high_open=True, doc="probability margin m of the negatives")

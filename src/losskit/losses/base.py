@@ -76,8 +76,8 @@ class Loss(ABC):
     #: the curvature of the quadratic that touches it at ``e`` and lies above it (a leaf's Newton step is
     #: then a weighted mean of residuals, where the true Hessian, near 0 far out, took steps of thousands);
     #: "bounded", for a loss that is not convex everywhere (focal losses): the true Hessian but at least
-    #: ``|g|``, so that a row's Newton step is at most one margin unit where the curvature is negative or
-    #: near 0 (a floor of ``1e-6 w`` alone let a leaf of rare positives step by 10^4)
+    #: ``|g| / 4``, so that a row's Newton step is at most four margin units where the curvature is negative
+    #: or near 0 (a floor of ``1e-6 w`` alone let a leaf of rare positives step by 10^4)
     gbdt_curvature: ClassVar[str] = "weight"
     #: True when the value is a sum of terms of the error ``input - target`` alone, so that
     #: ``d value / d target = -d value / d input`` (a framework layer's target cotangent, exact and

@@ -55,7 +55,11 @@ class SigmoidFocalLoss(ElementwiseLoss):
     aliases = ("focal",)
     target = "binary"
     hessian = Hessian.INDEFINITE
-    gbdt_curvature = "bounded"  # not convex far on the wrong side: see Loss.gbdt_curvature
+
+    @property
+    def gbdt_curvature(self) -> str:
+        """Not convex far on the wrong side for ``gamma > 0`` (see Loss.gbdt_curvature); BCE's at 0."""
+        return "bounded" if self.gamma > 0 else "weight"
     Options = SigmoidFocalOptions
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None, label_smoothing: float = 0.0,
@@ -136,7 +140,12 @@ class SoftmaxFocalLoss(_CategoricalBase):
     aliases = ("focal",)
     link = SOFTMAX
     hessian = Hessian.ROW
-    gbdt_curvature = "bounded"  # its label unit is not convex far on the wrong side: see Loss.gbdt_curvature
+
+    @property
+    def gbdt_curvature(self) -> str:
+        """Its label unit is not convex far on the wrong side for ``gamma > 0`` (see Loss.gbdt_curvature);
+        softmax CE's at 0."""
+        return "bounded" if self.gamma > 0 else "weight"
     Options = SoftmaxFocalOptions
 
     def _kernel(self, plan, host, with_grad):  # compiled rows (losskit.fused.rows)
