@@ -523,3 +523,27 @@ def test_two_columns_of_one_name_are_refused(tmp_path, kind):
     with pytest.raises(LossInputError, match=r"d\.(csv|parquet): expected columns of distinct names, got 'logit' 2 "
                                              r"times"):
         sources.resolve(sources.discover([path]), pred=None, target=None, weight=None)
+
+
+def test_columns_paired_by_position_are_refused_where_their_names_disagree(tmp_path):
+    """Found in review: the k-th prediction column is class (label) k, whatever its name. Numbered columns that a
+    writer sorted as text (logit_0, logit_1, logit_10, logit_11, logit_2...) were scored as classes 0, 1, 2...
+    (accuracy 0.15 where it was 0.89), and label columns in another order than the predictions' (logit_a,
+    logit_b against target_b, target_a) were paired wrongly; a weight column that took the default prediction
+    column was reported as no prediction column. Each is now refused naming the option, with the order."""
+    rng = np.random.default_rng(0)
+    logits = {f"logit_{k}": rng.normal(size=20) for k in sorted(range(12), key=str)}
+    _write(tmp_path / "text_order.parquet", {**logits, "target": rng.integers(0, 12, size=20)})
+    ordered = ",".join(f"logit_{k}" for k in range(12))
+    with pytest.raises(LossInputError, match=f"^--pred: expected numbered columns in class order.*--pred {ordered}$"):
+        sources.resolve([tmp_path / "text_order.parquet"])
+    assert sources.resolve([tmp_path / "text_order.parquet"], pred=ordered).pred == tuple(ordered.split(","))
+    _write(tmp_path / "labels.parquet", {"logit_a": rng.normal(size=9), "logit_b": rng.normal(size=9),
+                                         "target_b": rng.integers(0, 2, size=9), "target_a": rng.integers(0, 2, size=9)})
+    with pytest.raises(LossInputError, match="^--target: expected label columns in the prediction columns' order.*"
+                                             "--target target_a,target_b$"):
+        sources.resolve([tmp_path / "labels.parquet"])
+    assert sources.resolve([tmp_path / "labels.parquet"], target="target_a,target_b").target == ("target_a", "target_b")
+    _write(tmp_path / "weight.parquet", {"logit": rng.normal(size=9), "target": rng.integers(0, 2, size=9)})
+    with pytest.raises(LossInputError, match="^--weight: expected a column other than the predictions, got 'logit'"):
+        sources.resolve([tmp_path / "weight.parquet"], weight="logit")

@@ -256,10 +256,40 @@ def _defaults(schema: _Schema, pred: list[str] | None, target: list[str] | None,
         found = [([c for c in free if c.startswith(prefix)], k) for prefix, k in _PRED_PREFIXES]
         pred, kind = next(((names, k) for names, k in found if names), ([], None))
         if not pred:
+            used = [c for c in taken if c.startswith(tuple(prefix for prefix, _ in _PRED_PREFIXES))]
+            if used:  # the prediction column exists, but --weight took it
+                raise fail("--weight", "a column other than the predictions", f"{used[0]!r}, the default "
+                           f"prediction column", f"pass --pred for the predictions' column ({schema.path})")
             raise LossInputError(f"--pred: no column named 'logit*', 'prob*' or 'pred*' {hint}")
     else:
         kind = next((k for prefix, k in _PRED_PREFIXES if all(c.startswith(prefix) for c in pred)), None)
     return pred, target, kind
+
+
+def _suffix(name: str) -> str | None:
+    return name.rsplit("_", 1)[1] if "_" in name else None
+
+
+def _check_order(preds: list[str], targets: list[str], schema: _Schema) -> None:
+    """Columns are paired by position (the k-th prediction column is class or label k): refused where their
+    names say otherwise. Prediction columns numbered ``logit_0``, ``logit_1``... out of numeric order (a writer
+    that sorts names as text puts ``logit_10`` before ``logit_2``: accuracy 0.15 where it was 0.89), and label
+    columns whose suffixes are the predictions' in another order (``logit_a, logit_b`` against ``target_b,
+    target_a``), were scored silently."""
+    suffixes = [_suffix(c) for c in preds]
+    if len(preds) > 1 and all(x is not None and x.isdigit() for x in suffixes):
+        numbers = [int(x) for x in suffixes]
+        if numbers != sorted(numbers):
+            ordered = sorted(preds, key=lambda c: int(_suffix(c)))
+            raise fail("--pred", "numbered columns in class order (the k-th column is class k)",
+                       f"{_listing(preds)} in {schema.path}", f"name them in order: --pred {','.join(ordered)}")
+    labels = [_suffix(c) for c in targets]
+    if len(targets) > 1 and len(preds) == len(targets) and None not in suffixes and None not in labels \
+            and sorted(suffixes) == sorted(labels) and suffixes != labels:
+        ordered = [next(t for t in targets if _suffix(t) == x) for x in suffixes]
+        raise fail("--target", "label columns in the prediction columns' order (paired by position)",
+                   f"{_listing(targets)} against {_listing(preds)} in {schema.path}",
+                   f"name them in that order: --target {','.join(ordered)}")
 
 
 def resolve(files: Sequence[str | os.PathLike], *, pred: str | Sequence[str] | None = None,
@@ -281,6 +311,7 @@ def resolve(files: Sequence[str | os.PathLike], *, pred: str | Sequence[str] | N
     preds = _pick("--pred", pred, first) if pred is not None else None
     targets = _pick("--target", target, first) if target is not None else None
     preds, targets, kind = _defaults(first, preds, targets, set(weights))
+    _check_order(preds, targets, first)
     roles = {"--pred": preds, "--target": targets, "--weight": weights}
     owner: dict[str, str] = {}
     for role, names in roles.items():
