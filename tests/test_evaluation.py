@@ -376,3 +376,33 @@ def test_weights_of_sum_zero_are_refused(tmp_path):
     path.write_text("logit,target,w\n0.5,1,0\n-0.5,0,0\n")
     with pytest.raises(lk.LossInputError, match="^weight: expected weights whose sum is > 0.*got all 2 rows of weight 0"):
         lk.evaluate(path, weight="w")
+
+
+def test_soft_multiclass_targets_give_the_soft_loss_and_argmax_label_metrics(tmp_path):
+    """docs/eval.md: with multi-class target columns of probabilities, `loss` is the soft cross-entropy and the
+    label metrics read each row's argmax as its class (ties to the lowest)."""
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(40, 3))
+    t = rng.dirichlet(np.ones(3), size=40)
+    t[0] = [0.5, 0.5, 0.0]  # a tie: class 0
+    path = write_parquet(tmp_path / "soft.parquet", {"logit_0": z[:, 0], "logit_1": z[:, 1], "logit_2": z[:, 2],
+                                                     "target_0": t[:, 0], "target_1": t[:, 1], "target_2": t[:, 2]})
+    report = lk.evaluate(path)
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    assert report.metrics["loss"] == pytest.approx(-(t * log_p).sum(1).mean(), rel=1e-12)
+    labels = np.argmax(t, axis=1)
+    assert labels[0] == 0
+    assert report.metrics["accuracy"] == pytest.approx(sk.accuracy_score(labels, z.argmax(1)), rel=1e-12)
+    assert report.metrics["log_loss"] == pytest.approx(sk.log_loss(labels, np.exp(log_p), labels=[0, 1, 2]),
+                                                       rel=1e-9)
+
+
+def test_ece_adaptive_of_a_model_of_few_distinct_confidences_is_inflated_as_documented(tmp_path):
+    """docs/eval.md (a known limitation, to turn around when runs of equal confidence are split by weight): a
+    constant, calibrated probability (0.3, with 30 % positives) has an `ece` of 0, but its one run of equal
+    confidence straddles every equal-mass bin edge, split all 0s before all 1s, and `ece_adaptive` is large."""
+    y = np.array([0] * 70 + [1] * 30)
+    path = write_parquet(tmp_path / "constant.parquet", {"prob": np.full(100, 0.3), "target": y})
+    report = lk.evaluate(path)
+    assert report.metrics["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert report.metrics["ece_adaptive"] > 0.3 and report.adaptive["bound"] == 0.0
