@@ -161,7 +161,7 @@ def layout(loss: Loss, margin, label, units=None):
     head's, which the margins per row must equal."""
     label = np.asarray(label)
     n = label.shape[0]
-    if n == 0 and np.size(margin):  # an XGBoost DMatrix built without labels: the margins' count was blamed
+    if n == 0 and np.size(margin):  # margins for labels of no row: the margins' count was blamed
         raise _checks.fail("label", "one label per row of the training data", "none (the data has no label)")
     if is_multiclass(loss):  # [N, K] margins; class indices as labels
         size = np.size(margin)

@@ -61,6 +61,12 @@ def _stored_sums(row, m, start, count):
 
 
 @numba.njit(**INLINE)
+def _sums(row, m, start, count, store):
+    """:func:`_stored_sums` where ``store``, else :func:`_exp_sums`."""
+    return _stored_sums(row, m, start, count) if store else _exp_sums(row, m, start, count)
+
+
+@numba.njit(**INLINE)
 def _shifted_sum(row, m, start, count):
     zero = row.dtype.type(0)
     total = zero
@@ -93,16 +99,10 @@ def shard_sums(z, maxima, labels, smoothing, store, stats):
         below = 0.0
         ties = 0.0
         for chunk in range(full // SUM_CHUNK):
-            if store:
-                b, t = _stored_sums(row, m, chunk * SUM_CHUNK, SUM_CHUNK)
-            else:
-                b, t = _exp_sums(row, m, chunk * SUM_CHUNK, SUM_CHUNK)
+            b, t = _sums(row, m, chunk * SUM_CHUNK, SUM_CHUNK, store)
             below += b
             ties += t
-        if store:
-            b, t = _stored_sums(row, m, full, k - full)
-        else:
-            b, t = _exp_sums(row, m, full, k - full)
+        b, t = _sums(row, m, full, k - full, store)
         stats[0, i] = below + b
         stats[1, i] = ties + t
 

@@ -51,25 +51,12 @@ class _VocabParallelCE(torch.autograd.Function):
     def forward(ctx, logits, target, weight, class_weight, start, n_vocab, ignore_index, smoothing, z_loss,
                 reduction, normalizer, group):
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        host = _host_logits(z)
-        local_max, top = (_host_maxima(host), None) if host is not None else _row_max(z)
-        row_max = local_max.clone()
-        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+        maxima = _group_max(z, group)
+        row_max = maxima[-1]
         keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
         mine, safe = _own_labels(target, keep, start, z.shape[-1])
-        # four row sums and the target's class weight, all-reduced at once: exp-sum below the max (the compiled
-        # kernel) or but one logit at the max (the torch-native chain), logits at the max or ranks holding it
-        # (their totals are the same exp-sum), shifted target logit, shifted logit sum
-        if host is not None and _finite(row_max):
-            sums = _host_sums(host, row_max, mine, safe, smoothing, store=False)
-        else:
-            if top is None:
-                top = _row_max(z)[1]
-            shifted = _shifted(z, row_max)
-            picked = torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max))
-            logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
-            sums = torch.stack([*_exp_sums(shifted, top, _holds(local_max, row_max, z), restore=False)[:2],
-                                picked, logit_sum])
+        # the four row sums and the target's class weight, all-reduced at once
+        sums, _ = _local_sums(z, maxima, mine, safe, smoothing, keep_exps=False)
         target_cw = (torch.where(mine, class_weight[safe], torch.zeros_like(row_max))
                      if class_weight is not None and class_weight.numel() else torch.zeros_like(row_max))
         stats = torch.cat([sums, target_cw.unsqueeze(0)])
@@ -171,6 +158,38 @@ def _exp_sums(shifted, top, holds, restore: bool):
         exps.scatter_(-1, at, torch.where(holds, torch.ones_like(holds_real), exps.gather(-1, at).squeeze(-1))
                       .unsqueeze(-1))
     return below, holds_real, exps
+
+
+def _group_max(z, group):
+    """``(host, local max, its column or None, group max)`` of this rank's logits: ``host`` their NumPy view for
+    the compiled kernels (:func:`_host_logits`), None where those do not take the call (another device, or a row
+    whose group max is not finite); the column only from the torch-native chain (:func:`_local_sums` finds it
+    where it needs it). One MAX all-reduce."""
+    host = _host_logits(z)
+    local_max, top = (_host_maxima(host), None) if host is not None else _row_max(z)
+    row_max = local_max.clone()
+    dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+    return (host if host is not None and _finite(row_max) else None), local_max, top, row_max
+
+
+def _local_sums(z, maxima, mine, safe, smoothing: float, keep_exps: bool):
+    """``(sums [4, N], exps or None)``: this rank's row sums to all-reduce (exp-sum below the max and the count
+    at it from the compiled kernel, or the exp-sum but one logit at the max and whether this rank holds it from
+    the torch-native chain: their totals are the same exp-sum; the shifted target logit; the shifted logit sum),
+    from :func:`_group_max`'s ``maxima``. ``keep_exps``: ``exp(z - row_max)`` written over ``z`` and returned (the
+    linear form's chunk, whose gradient is built in place), else ``z`` is left as it is."""
+    host, local_max, top, row_max = maxima
+    if host is not None:
+        sums = _host_sums(host, row_max, mine, safe, smoothing, store=keep_exps)
+        return sums, (torch.from_numpy(host) if keep_exps else None)  # (z's own memory: a contiguous chunk)
+    if top is None:
+        top = _row_max(z)[1]
+    holds = _holds(local_max, row_max, z)
+    shifted = _shifted(z, row_max, in_place=keep_exps)
+    picked = torch.where(mine, _picked(shifted, safe), torch.zeros_like(row_max))
+    logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
+    below, holds, exps = _exp_sums(shifted, top, holds, restore=keep_exps)
+    return torch.stack([below, holds, picked, logit_sum]), (exps if keep_exps else None)
 
 
 def _host_logits(z):
@@ -429,23 +448,10 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         # nothing to g^T h, the shard's gradient
         h = torch.where((w[begin:end] == 0).unsqueeze(-1), torch.zeros_like(hidden[begin:end]), hidden[begin:end])
         z = h @ weight_shard.T if bias_shard is None else torch.addmm(bias_shard, h, weight_shard.T)
-        host = _host_logits(z)
-        local_max, top = (_host_maxima(host), None) if host is not None else _row_max(z)
-        row_max = local_max.clone()
-        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+        maxima = _group_max(z, group)
+        host, row_max = maxima[0], maxima[-1]
         own, at = mine[begin:end], safe[begin:end]
-        host = host if host is not None and _finite(row_max) else None
-        if host is not None:  # the exps written over the chunk's logits (host is z's own memory)
-            stats = _host_sums(host, row_max, own, at, smoothing, store=True)
-        else:
-            if top is None:
-                top = _row_max(z)[1]
-            holds = _holds(local_max, row_max, z)
-            shifted = _shifted(z, row_max, in_place=True)  # z's own buffer: the chunk's logits are read no more
-            picked = torch.where(own, _picked(shifted, at), torch.zeros_like(row_max))
-            logit_sum = shifted.sum(-1) if smoothing else torch.zeros_like(row_max)  # (read before the exp below)
-            below, holds, exps = _exp_sums(shifted, top, holds, restore=True)
-            stats = torch.stack([below, holds, picked, logit_sum])
+        stats, exps = _local_sums(z, maxima, own, at, smoothing, keep_exps=True)  # (z's logits are read no more)
         dist.all_reduce(stats, group=group)
         log_norm = _log_norm(stats)
         lse = row_max + log_norm
@@ -456,8 +462,8 @@ def _vocab_parallel_linear_sweep(hidden, weight_shard, bias_shard, target, *, st
         chunk_w = w[begin:end]
         total = total + (scale[begin:end] * torch.where(chunk_w == 0, torch.zeros_like(loss), loss)).sum()
         growth = 2 * z_loss * lse if z_loss else None
-        if host is not None:
-            g = torch.from_numpy(host)  # the exps' buffer, z's own (a matrix product's chunk is contiguous)
+        if host is not None:  # in place over the exps
+            g = exps
             _host_gradient(host, row_max, log_norm, scale[begin:end], chunk_w == 0, growth, smoothing, n_vocab, at,
                            own, stats[2])
         else:
