@@ -9,6 +9,7 @@ from scipy import special
 
 sk = pytest.importorskip("sklearn.metrics")
 
+from losskit.evaluation.adaptive import AdaptiveCalibration  # noqa: E402
 from losskit.evaluation.metrics import BinaryMetrics, MulticlassMetrics, MultilabelMetrics  # noqa: E402
 
 N_BINS = 15
@@ -40,15 +41,72 @@ def mce_ref(confidence, outcome, w):
     return np.max(np.abs(conf[full] / weight[full] - obs[full] / weight[full]))
 
 
-def adaptive_ref(confidence, outcome, w):
-    """15 bins of equal weight: rows in (confidence, outcome) order, row i in bin floor(15 C_i / W)."""
-    order = np.lexsort((outcome, confidence))
-    c, o, ww = confidence[order], outcome[order].astype(float), w[order]
-    before = np.cumsum(ww) - ww
-    b = np.minimum(np.floor(N_BINS * before / ww.sum()), N_BINS - 1).astype(int)
-    s = np.bincount(b, weights=ww * c, minlength=N_BINS)
-    obs = np.bincount(b, weights=ww * o, minlength=N_BINS)
-    return np.abs(s - obs).sum() / ww.sum()
+def adaptive_ref(confidence, outcome, w, n_bins=N_BINS):
+    """Bins of equal weight: the rows laid end to end in confidence order, bin b the stretch
+    [b W / n_bins, (b + 1) W / n_bins); a run of equal confidence spread evenly over its stretch
+    (each bin takes the share of the run's sums that its stretch overlaps). Loops, written apart
+    from adaptive.py's cumulative interpolation."""
+    runs = {}
+    for c, o, ww in zip(confidence.tolist(), np.asarray(outcome, dtype=float).tolist(), w.tolist(), strict=True):
+        run = runs.setdefault(c, [0.0, 0.0, 0.0])
+        run[0] += ww
+        run[1] += ww * o
+        run[2] += ww * c
+    total = sum(run[0] for run in runs.values())
+    s, obs, start = np.zeros(n_bins), np.zeros(n_bins), 0.0
+    for c in sorted(runs):
+        ww, o, cc = runs[c]
+        if ww == 0:
+            continue
+        for b in range(n_bins):
+            share = max(0.0, min(total * (b + 1) / n_bins, start + ww) - max(total * b / n_bins, start)) / ww
+            s[b] += share * cc
+            obs[b] += share * o
+        start += ww
+    return np.abs(s - obs).sum() / total
+
+
+def test_adaptive_ece_worked_by_hand():
+    """Two bins over W = 4: the run at 0.2 (weights 2 and 1, outcomes 0 and 1) covers [0, 3), so bin 0
+    takes 2/3 of it (S = 0.4, O = 2/3) and bin 1 the rest (S = 0.2, O = 1/3) with the row at 0.9
+    (S = 0.9, O = 1): (|0.4 - 2/3| + |1.1 - 4/3|) / 4 = 0.125. (Its 0s put first, as before, gave
+    (0.4 + |1.1 - 2|) / 4 = 0.325.)"""
+    rows = ([0.9, 0.2, 0.2], [True, True, False], [1.0, 1.0, 2.0])
+    m = AdaptiveCalibration(n_bins=2)
+    m.update(*rows)
+    assert m.result()["ece_adaptive"] == pytest.approx(0.125, rel=1e-14)
+    binned = AdaptiveCalibration(n_bins=2, exact_limit=0)  # the same runs as histogram bins
+    binned.update(*rows)
+    r = binned.result()
+    assert r["method"] == "binned" and r["ece_adaptive"] == pytest.approx(0.125, rel=1e-14)
+    assert r["bound"] == pytest.approx(2 * 3 / 4)  # the run at 0.2 straddles the edge at 2
+
+
+def test_adaptive_ece_of_distinct_confidences_in_equal_counts_is_the_textbook_one():
+    """Nixon et al.'s equal-mass ECE: n rows of weight 1 with distinct confidences, n a multiple of
+    15, sorted and cut into 15 bins of n / 15 rows each."""
+    rng = np.random.default_rng(5)
+    p = rng.random(3000)
+    y = rng.random(3000) < p ** 1.3
+    order = np.argsort(p)
+    textbook = sum(abs(b_p.sum() - b_y.sum()) for b_p, b_y in
+                   zip(np.split(p[order], N_BINS), np.split(y[order].astype(float), N_BINS), strict=True)) / 3000
+    m = AdaptiveCalibration()
+    m.update(p, y)
+    assert m.result()["ece_adaptive"] == pytest.approx(textbook, rel=1e-12)
+
+
+def test_adaptive_ece_of_a_quantised_calibrated_model_is_0_in_any_row_order():
+    """Runs of equal confidence are spread over their stretch, never ordered by outcome: a model of
+    three calibrated levels (0.2, 0.5, 0.8 with those shares of positives), whose runs straddle the
+    bin edges, scores 0 however its rows are ordered."""
+    p = np.repeat([0.2, 0.5, 0.8], [50, 40, 30])
+    y = np.concatenate([np.arange(50) < 10, np.arange(40) < 20, np.arange(30) < 24])
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(len(p))
+        m = AdaptiveCalibration()
+        m.update(p[order], y[order])
+        assert m.result()["ece_adaptive"] == pytest.approx(0.0, abs=1e-15)
 
 
 def _feed(metrics, arrays, parts=3):

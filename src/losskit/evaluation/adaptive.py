@@ -6,13 +6,18 @@ Equal-mass bins need the ranks of the confidences, which per-batch sums cannot m
 fine histogram over the confidence's logit (``log c - log(1 - c)``: its float32 bit pattern, as
 :func:`~.auc.order_key` makes it; fine near 0 and near 1, where confidences crowd).
 
-Definition (exact): sort the rows by confidence, then outcome; row ``i``, with ``C_i`` the weight of
-the rows before it, falls in bin ``b = min(floor(B C_i / W), B - 1)``, so that each bin holds a
-``1/B`` share of the weight ``W`` (``B = 15``). ``ECE_adaptive = sum_b |S_b - O_b| / W`` with
-``S_b``, ``O_b`` the bin's weighted sums of confidence and outcome (Nixon et al. 2019, "Measuring
-calibration in deep learning", with weights). Binned beyond the limit: the same with the
-histogram's bins as the rows; a histogram bin whose rows straddle a bin edge could split either
-way, which moves the ECE by at most ``2 W_g / W``, and ``bound`` sums that over the straddling bins.
+Definition (exact): sort the rows by confidence and lay their weights end to end on ``[0, W)``;
+bin ``b`` is the stretch ``[b W / B, (b + 1) W / B)`` (``B = 15``), so each bin holds a ``1/B``
+share of the weight. A run of rows of equal confidence (one row or many) is spread evenly over its
+stretch: a bin takes the share of the run's outcome and confidence sums that its stretch overlaps,
+so rows the confidence cannot order are never ordered by their outcome (a constant, calibrated
+model scores 0). ``ECE_adaptive = sum_b |S_b - O_b| / W`` with ``S_b``, ``O_b`` the bin's weighted
+sums of confidence and outcome (Nixon et al. 2019, "Measuring calibration in deep learning", with
+weights; for ``n`` rows of weight 1 and ``n`` a multiple of ``B`` with distinct confidences, their
+``n / B`` rows a bin). Binned beyond the limit: the same with the histogram's bins as the runs; the
+rows of a histogram bin that straddles a bin edge are spread evenly where the exact definition
+orders them, which moves the ECE by at most ``2 W_g / W``, and ``bound`` sums that over the
+straddling bins.
 """
 
 from __future__ import annotations
@@ -113,9 +118,8 @@ class AdaptiveCalibration:
             confidence = np.concatenate([r[0] for r in self._rows])
             outcome = np.concatenate([r[1] for r in self._rows])
             weight = np.concatenate([np.ones(len(r[0])) if r[2] is None else r[2] for r in self._rows])
-            order = np.lexsort((outcome, confidence))
-            rows = np.stack([weight, weight * outcome, weight * confidence], axis=1)[order]
-            ece, _ = _binned(rows, self.n_bins)
+            rows = np.stack([weight, weight * outcome, weight * confidence], axis=1)
+            ece, _ = _binned(_runs(confidence, rows), self.n_bins)
             return {"ece_adaptive": ece, "method": "exact", "bound": 0.0}
         rows = self._hist[self._hist[:, 0] > 0]
         ece, bound = _binned(rows, self.n_bins)
@@ -123,19 +127,35 @@ class AdaptiveCalibration:
 
 
 def _binned(rows: np.ndarray, n_bins: int) -> tuple[float | None, float]:
-    """ECE of ``rows [m, 3]`` (weight, outcome weight, weighted confidence; in confidence order) in
-    ``n_bins`` equal-weight bins, and the bound of a row's split across a bin edge."""
-    weight = rows[:, 0]
-    total = float(weight.sum())
-    if total <= 0:
+    """ECE of ``rows [m, 3]`` (weight, outcome weight, weighted confidence of a run of equal
+    confidence, in confidence order) in ``n_bins`` stretches of equal weight, each run spread evenly
+    over its own stretch, and the bound of the runs that straddle a bin edge."""
+    rows = rows[rows[:, 0] > 0]
+    end = np.cumsum(rows, axis=0)  # where each run's stretch ends, and its sums up to there
+    if not len(rows) or not end[-1, 0] > 0:
         return None, 0.0
-    before = np.concatenate(([0.0], np.cumsum(weight)[:-1]))
-    first = np.minimum(np.floor(n_bins * before / total), n_bins - 1).astype(np.intp)
-    last = np.minimum(np.floor(n_bins * (before + weight) / total * (1 - 1e-15)), n_bins - 1).astype(np.intp)
-    outcome = np.bincount(first, weights=rows[:, 1], minlength=n_bins)
-    confidence = np.bincount(first, weights=rows[:, 2], minlength=n_bins)
+    total = float(end[-1, 0])
+    edges = total * np.arange(n_bins + 1) / n_bins
+    edges[-1] = total
+    at = np.vstack([np.zeros((1, 3)), end])
+    # the sums are linear along a run's stretch: read at the bin edges, they split each run evenly
+    outcome = np.diff(np.interp(edges, at[:, 0], at[:, 1]))
+    confidence = np.diff(np.interp(edges, at[:, 0], at[:, 2]))
     ece = float(np.abs(confidence - outcome).sum()) / total
-    return ece, float(2 * weight[last > first].sum()) / total
+    start = at[:-1, 0]
+    after = np.minimum(np.searchsorted(edges, start, side="right"), n_bins)  # the first edge past a start
+    straddles = (after < n_bins) & (edges[after] < end[:, 0])
+    return ece, float(2 * rows[straddles, 0].sum()) / total
+
+
+def _runs(confidence: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows [n, 3]`` summed over runs of equal confidence, in confidence order."""
+    if not len(rows):
+        return rows
+    order = np.argsort(confidence, kind="stable")
+    confidence = confidence[order]
+    starts = np.flatnonzero(np.concatenate(([True], confidence[1:] != confidence[:-1])))
+    return np.add.reduceat(rows[order], starts, axis=0)
 
 
 def from_rank(rank, n_bins: int = 15) -> dict:
@@ -154,8 +174,7 @@ def from_rank(rank, n_bins: int = 15) -> dict:
         weight = np.concatenate([np.ones(len(s)) if w is None else w
                                  for s, w in zip(rank._scores, rank._weights, strict=True)])
         p = _sigmoid(score)
-        order = np.lexsort((label, p))
-        ece, _ = _binned(np.stack([weight, weight * label, weight * p], axis=1)[order], n_bins)
+        ece, _ = _binned(_runs(p, np.stack([weight, weight * label, weight * p], axis=1)), n_bins)
         return {"ece_adaptive": ece, "method": "exact", "bound": 0.0}
     weight = rank._hist.sum(axis=1)
     filled = np.flatnonzero(weight > 0)
