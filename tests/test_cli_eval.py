@@ -75,7 +75,11 @@ def test_columns_by_glob_and_comma_list(tmp_path, capsys):
     (lambda d: _file(d, logit2=np.where(np.arange(400) == 333, np.nan, 0.0))[0], ["--pred", "logit2"],
      ["p.parquet", "logit2", "row 333"]),
     (lambda d: _file(d)[0], ["--pred-kind", "probs"], ["p.parquet", "logit", "[0, 1]"]),
-    (lambda d: _file(d)[0], ["--target", "logit", "--pred", "target", "--task", "binary"], ["p.parquet", "logit"]),
+    (lambda d: _file(d)[0], ["--target", "logit", "--pred", "target", "--task", "binary", "--pred-kind", "logits"],
+     ["p.parquet", "logit"]),
+    # probabilities in a column whose name says nothing: refused, never scored as logits
+    (lambda d: _file(d, p=np.linspace(0.01, 0.99, 400))[0], ["--pred", "p"],
+     ["--pred-kind", "p.parquet", "columns p,", "[0, 1]"]),
 ])
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, make, args, words):
     path = make(tmp_path)

@@ -99,7 +99,8 @@ def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Se
     as :func:`losskit.head_for` does, the reason kept in ``Report.reason``. ``loss``: any loss of the
     task's head (a name of :data:`losskit.heads.TASK_LOSSES` or a Loss); default the task's own.
     ``pred_kind``: "logits" or "probs" (default: from the column names or the file's metadata, else
-    logits). ``batch_rows``: rows per batch (memory is one batch plus the accumulators).
+    logits, but refused where every prediction of the first rows lies in [0, 1], as probabilities do).
+    ``batch_rows``: rows per batch (memory is one batch plus the accumulators).
     ``dask=True`` starts a local Dask cluster, ``scheduler="tcp://..."`` uses a running one.
     ``auc_exact_limit``: ROC AUC is exact up to this many scores, binned beyond (bound reported).
     ``on_progress(rows_done, rows_total_or_None)`` is called as batches finish.

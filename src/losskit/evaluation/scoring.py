@@ -95,6 +95,8 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     elif implied is None:
         reason = f"--task {task} given"
     kind = pred_kind or layout.pred_kind or ("logits" if task != "regression" else None)
+    if pred_kind is None and layout.pred_kind is None and task != "regression":
+        _check_unmarked_logits(first.pred, layout)
     if task == "regression":
         if pred_kind is not None:
             raise fail("--pred-kind", "no --pred-kind for a regression task (its predictions are values)",
@@ -130,6 +132,20 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     return Spec(task=task, reason=reason, loss=loss_object, pred_kind=kind, n_outputs=n_pred, head=head,
                 example_loss=example_loss, auc_exact_limit=auc_exact_limit,
                 loss_is_log_loss=kind == "logits" and n_target == 1 and _is_plain(loss_object))
+
+
+def _check_unmarked_logits(pred: np.ndarray, layout: Layout) -> None:
+    """Predictions whose kind nothing names (no flag, no ``logit*`` / ``prob*`` names, no metadata) are
+    read as logits; where every one of the first rows lies in [0, 1], they are far likelier probabilities,
+    which scored as logits give every metric wrong without a word: refused, asking which they are."""
+    with np.errstate(invalid="ignore"):
+        inside = bool(pred.size) and bool(np.all((pred >= 0) & (pred <= 1)))
+    if inside:
+        columns = ", ".join(layout.pred[:3]) + (", ..." if len(layout.pred) > 3 else "")
+        raise fail("--pred-kind", f"logits or probs for predictions whose kind nothing names ({layout.files[0]}: "
+                   f"columns {columns}, not 'logit*' or 'prob*', no 'losskit.pred_kind' metadata)",
+                   f"none, and every prediction of the first {len(pred)} rows in [0, 1], as probabilities are",
+                   "pass --pred-kind probs if they are probabilities, --pred-kind logits if they are logits")
 
 
 def _is_plain(loss: Loss | None) -> bool:
