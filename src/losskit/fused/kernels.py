@@ -167,13 +167,11 @@ def store_exp(row, out, m, start, count):
 @numba.njit(**INLINE)
 def _stored_exp_sums(row, buf, m, start, base, count, smoothing, in_place):
     """``exp(row - m)`` of ``count`` terms from ``start`` into ``buf[base:base + count]`` (a loop that
-    writes), then their sums in the row's dtype (a loop that only reads, ``buf`` still in L1): of the
-    terms below 1 (NaN if one is) and the count of the ties (a term whose exp rounds to 1 counts with
-    them: their total is the same, and the normaliser stays ``log1p`` of the terms below the max); with
+    writes), then their sums in the row's dtype while ``buf`` is still in L1 (:func:`stored_term_sums`:
+    of the terms below 1, NaN if one is, and the count of the ties); with
     ``smoothing``, first the sum of ``row - m`` (read before ``buf``, which may be the row itself when
     ``in_place``, is written)."""
-    zero, one = row.dtype.type(0), row.dtype.type(1)  # typed literals: a bare 0 would widen float32
-    shifted = zero
+    shifted = row.dtype.type(0)  # a typed literal: a bare 0 would widen float32
     if smoothing:  # loop-invariant: LLVM takes the branch out of the loop
         for step in range(count):
             shifted += row[start + step] - m
@@ -183,12 +181,7 @@ def _stored_exp_sums(row, buf, m, start, base, count, smoothing, in_place):
     else:
         for step in range(count):
             buf[base + step] = vexp(row[start + step] - m)
-    below = zero
-    ties = zero
-    for step in range(count):
-        e = buf[base + step]
-        below += zero if e >= one else e
-        ties += one if e >= one else zero
+    below, ties = stored_term_sums(buf, base, count)
     return below, ties, shifted
 
 
