@@ -293,6 +293,7 @@ def test_apply_refuses_csv_for_a_list_column_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--pred", "prob_*"], ["--pred", "probability", "logits"]),
+    (["--pred", "prob_*", "--pred-kind", "probs"], ["--pred-kind", "probability", "logits"]),
     (["--pred", "logit_*", "--target", "one", "--task", "multiclass"], ["target", "at least two classes"]),
     (["--pred", "nope"], ["--pred", "nope"]),
     (["--method", "platt"], ["--method: expected a method for the multiclass task"]),
@@ -316,6 +317,21 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, args, words, mon
     for word in words:
         assert word in err
     assert not out.exists() and not list(tmp_path.glob(".cal*"))
+
+
+def test_pred_kind_logits_fits_logits_whose_columns_are_named_as_probabilities(tmp_path, capsys):
+    """docs/calibration.md: `--pred-kind logits` takes columns named `prob*` as the logits they hold (the
+    refusal of such columns says to pass it): the same calibration as from `logit*` columns."""
+    path, z, y, w = _multiclass(tmp_path)
+    table = pq.read_table(path)
+    renamed = tmp_path / "named_prob.parquet"
+    pq.write_table(table.rename_columns([c.replace("logit", "prob") for c in table.column_names]), renamed)
+    assert _run(capsys, "calibrate", path, "--out", tmp_path / "a.json")[0] == 0
+    code, _, err = _run(capsys, "calibrate", renamed, "--out", tmp_path / "b.json")
+    assert code == 2 and "--pred-kind logits" in err
+    assert _run(capsys, "calibrate", renamed, "--pred-kind", "logits", "--out", tmp_path / "b.json")[0] == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["params"] == b["params"] and a["params"]["temperature"] != 1.0
 
 
 def test_calibrated_files_keep_their_metadata_and_are_not_calibrated_twice(tmp_path, capsys):

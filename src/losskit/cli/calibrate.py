@@ -13,7 +13,7 @@ import typer
 from .._errors import LossInputError
 from ..tasks import Task
 from ._common import CLIError, output_file, require, write_text
-from .eval import EVAL_HINT
+from .eval import EVAL_HINT, PredKind
 
 
 class MethodName(str, Enum):
@@ -39,6 +39,11 @@ def calibrate_command(
     weight: Annotated[str | None, typer.Option(help="Column of per-example weights.", show_default=False)] = None,
     task: Annotated[Task | None, typer.Option(help="The task [default: detected from the target, as "
                                                        "losskit eval does].", show_default=False)] = None,
+    pred_kind: Annotated[PredKind | None, typer.Option(help="logits: the prediction columns hold logits, whatever "
+                                                            "their names say (calibration rescales logits: "
+                                                            "probabilities are refused) [default: from the column "
+                                                            "names or the file's metadata].",
+                                                       show_default=False)] = None,
     method: Annotated[MethodName, typer.Option(help="temperature (every classification task), "
                                                     "temperature_per_label (multi-label), vector (multi-class), "
                                                     "platt (binary), variance (Gaussian heads).")
@@ -84,6 +89,7 @@ def calibrate_command(
     try:
         result = files.fit(paths, pred=pred or None, target=target or None, weight=weight,
                            task=task.value if task else None, method=method.value, l2=l2, batch_rows=batch_rows,
+                           pred_kind=pred_kind.value if pred_kind else None,
                            dask=dask, scheduler=scheduler)
     except LossInputError as error:
         raise CLIError(str(error)) from None

@@ -65,8 +65,9 @@ def _piece_sums(objective, task, theta, layout, piece, batch_rows: int, first: b
     return total
 
 
-def plan_files(paths, *, pred, target, weight, task, method, batch_rows: int):
-    """The layout and the :class:`~..scoring.Spec` of the files, checked for calibration."""
+def plan_files(paths, *, pred, target, weight, task, method, batch_rows: int, pred_kind: str | None = None):
+    """The layout and the :class:`~..scoring.Spec` of the files, checked for calibration; ``pred_kind``
+    "logits" says the columns hold logits whatever their names say ("probs" is refused)."""
     from ...losses import GaussianNLL
     from .. import scoring, sources
     from .paired import calibrations, check_uncalibrated
@@ -80,29 +81,32 @@ def plan_files(paths, *, pred, target, weight, task, method, batch_rows: int):
     if method == "variance" and task is None:
         task = "regression"
     loss = GaussianNLL() if method == "variance" else None
-    spec = scoring.plan(layout, first, task=task, loss=loss)
+    spec = scoring.plan(layout, first, task=task, loss=loss, pred_kind=pred_kind)
     if spec.pred_kind == "probs":
-        raise fail("--pred", "logits", f"probability columns ({', '.join(layout.pred)})",
+        raise fail("--pred-kind" if pred_kind else "--pred", "logits",
+                   f"probability columns ({', '.join(layout.pred)})",
                    "calibration rescales logits: fitted on probabilities it fits a meaningless map "
                    "(gpleiss/temperature_scaling#29); give the model's raw outputs, or --pred-kind logits "
                    "if these columns hold logits")
-    try:
-        check_not_probabilities(spec.task, first.pred, "--pred")
-    except LossInputError as error:
-        raise LossInputError(f"{first.path}: {error}") from None
+    if pred_kind is None:  # (--pred-kind logits: the caller says what they are)
+        try:
+            check_not_probabilities(spec.task, first.pred, "--pred")
+        except LossInputError as error:
+            raise LossInputError(f"{first.path}: {error}") from None
     return layout, spec
 
 
 def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, method: str = "temperature",
-        l2: float = 0.0, batch_rows: int = 1_000_000, dask: bool = False, scheduler: str | None = None,
-        max_passes: int = 100, on_pass: Callable[[int, object], None] | None = None) -> FileFit:
+        pred_kind: str | None = None, l2: float = 0.0, batch_rows: int = 1_000_000, dask: bool = False,
+        scheduler: str | None = None, max_passes: int = 100,
+        on_pass: Callable[[int, object], None] | None = None) -> FileFit:
     """Fit ``method`` on the predictions in ``paths`` (files, directories, globs, as ``losskit eval``
     takes them), one streaming pass per Newton step; ``dask``/``scheduler`` as in :func:`~losskit.evaluate`."""
     if dask and scheduler is not None:
         raise fail("--dask", "either --dask (a local cluster) or --scheduler ADDRESS", "both")
     start = time.perf_counter()
     layout, spec = plan_files(paths, pred=pred, target=target, weight=weight, task=task, method=method,
-                              batch_rows=batch_rows)
+                              batch_rows=batch_rows, pred_kind=pred_kind)
     try:
         objective = objective_for(method, spec.task, spec.n_outputs, l2)
     except LossInputError as error:  # named as the command line's options
