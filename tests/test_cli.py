@@ -394,6 +394,20 @@ def test_a_demo_leaves_no_file_of_an_earlier_run_beside_its_own(capsys, tmp_path
     assert (shared / "predictions-binary.parquet").read_text() == "a user's"
 
 
+@pytest.mark.parametrize("args", [
+    ["plot", "sigmoid", "--out", "{long}.png"],  # was OSError 36 from out.is_dir(), naming no option
+    ["plot", "all", "--out", "{long}"],
+    ["plot", "sigmoid", "--out", "{long}/x.png"],
+    ["demo", "--task", "binary", "--epochs", "1", "--out", "{long}"],  # was OSError 36 from path.exists()
+    ["demo", "--task", "binary", "--epochs", "1", "--out", "{long}/run"],
+])
+def test_a_path_name_past_the_file_systems_limit_is_refused_naming_out(capsys, tmp_path, args):
+    long = str(tmp_path / ("a" * 300))
+    code, out, err = run_cli(capsys, *[a.format(long=long) for a in args])
+    assert_one_line_error(code, out, err, "--out: expected a path whose every name is at most")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plot_to_a_file_checks_its_name_before_drawing(capsys, tmp_path, monkeypatch):
     """``plot FIG --out FILE.png`` checked only the directory: a name past the file system's limit failed
     after the figure was drawn, with the temporary file's name (OSError 36). And bare ``losskit`` printed its

@@ -33,8 +33,22 @@ def require(module: str, purpose: str):
         raise CLIError(f"{purpose} needs {module.split('.')[0]}, which is not installed: {EXTRA_HINT}") from error
 
 
+def check_path_names(path: Path, option: str = "--out") -> None:
+    """A CLIError when a part of ``path`` is longer than the file system takes: found here, not as the
+    OSError that looking the path up (``exists``, ``is_dir``) raises for it."""
+    directory = Path(path.anchor or ".")
+    for part in Path(path).parts[len(Path(path.anchor).parts):]:
+        longest = _name_max(directory)
+        if len(os.fsencode(part)) > longest:
+            raise CLIError(f"{option}: expected a path whose every name is at most {longest} bytes (the file "
+                           f"system's limit), got one of {len(os.fsencode(part))} bytes ('{part[:40]}...')")
+        if (directory / part).is_dir():
+            directory = directory / part
+
+
 def output_dir(path: Path, option: str = "--out") -> Path:
     """``path`` as an existing directory (created with its parents if missing), or a CLIError."""
+    check_path_names(path, option)
     if path.exists() and not path.is_dir():
         raise CLIError(f"{option}: expected a directory, got the existing file '{path}'")
     try:
@@ -48,9 +62,10 @@ def output_dir(path: Path, option: str = "--out") -> Path:
 
 
 @contextlib.contextmanager
-def removed_on_failure(directory: Path):
+def removed_on_failure(directory: Path, option: str = "--out"):
     """The directories that ``directory``'s creation will make (it and its missing parents) removed again, where
     still empty, when the block raises or is interrupted: a failed command leaves nothing behind."""
+    check_path_names(Path(directory), option)
     missing, path = [], Path(directory)
     while not path.exists() and path != path.parent:
         missing.append(path)
@@ -67,6 +82,7 @@ def removed_on_failure(directory: Path):
 def output_file(path: Path, option: str = "--out") -> Path:
     """``path`` as a file to write, or a CLIError when a directory has that name or its own directory
     does not exist (found now, not by the final write after all the work)."""
+    check_path_names(path.parent, option)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise CLIError(f"{option}: expected a file in an existing directory, got '{path}' "

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..tasks import Task
-from ._common import CLIError, atomic_write_all, check_file_name, output_dir, output_file, require
+from ._common import CLIError, atomic_write_all, check_file_name, check_path_names, output_dir, output_file, require
 
 DEFAULT_DIR = Path("losskit-figures")
 SUFFIXES = (".png", ".svg")
@@ -66,6 +66,7 @@ def figure_writer(fig, fmt: str):
 def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Path, str]]:
     """(figure, file, format) for each figure: ``out`` is a file for one figure named
     ``*.png`` / ``*.svg``, else (or when it is an existing directory) a directory."""
+    check_path_names(out)
     if out.suffix.lower() in OTHER_IMAGES and not out.is_dir():
         raise CLIError(f"--out: expected a directory or a file ending in .png or .svg, got '{out}' (losskit plot "
                        f"does not write {out.suffix[1:]})")
