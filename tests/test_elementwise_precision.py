@@ -247,6 +247,17 @@ def test_a_deviance_of_an_infinite_target_is_inf(power, impl):
     np.testing.assert_array_equal(grad, [-np.inf, -np.inf])
 
 
+@pytest.mark.parametrize("impl", ["xp", "auto"])
+@pytest.mark.parametrize(("loss", "slope"), [(lk.HuberLoss(delta=2.0), -2.0), (lk.AbsoluteError(), -1.0)])
+def test_huber_and_the_absolute_error_of_an_infinite_target_are_inf_with_a_bounded_gradient(loss, slope, impl):
+    """docs/semantics.md: a target of +inf gives the loss's limit +inf, and the gradient's limit, which for
+    these two is bounded: -delta (Huber's linear tail) and -1 (the sign)."""
+    loss = loss.replace(reduction="none", impl=impl)
+    value, grad = loss.value_and_grad(np.array([0.5, -3.0]), np.array([np.inf, np.inf]))
+    np.testing.assert_array_equal(value, [np.inf, np.inf])
+    np.testing.assert_array_equal(grad, [slope, slope])
+
+
 @pytest.mark.parametrize("gamma_neg", [0.0, 2.0])
 def test_asymmetric_loss_hessian_of_a_confident_negative_without_margin_is_exact(gamma_neg):
     """With clip = 0 the negative term's second derivative summed (1 - 2p) p + p^2 = p (1 - p), which cancelled
