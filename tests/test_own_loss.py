@@ -410,3 +410,13 @@ def test_another_class_taking_a_users_registered_name_is_refused():
         assert lk.REGISTRY["twin_test_loss"][0] is scope["Twin"] is not original
     finally:
         lk.REGISTRY.pop("twin_test_loss", None)
+
+
+def test_a_declared_options_value_is_in_repr_and_its_doc_in_help():
+    """docs/own-loss.md: `ScaledCauchyLoss(scale=0.5)` shows its value in `repr`, and `help` shows the
+    option in the signature with its `doc=` text, default and bounds (the text was stored and never read)."""
+    import pydoc
+
+    assert "scale=0.5" in repr(ScaledCauchyLoss(scale=0.5))
+    text = pydoc.render_doc(ScaledCauchyLoss, renderer=pydoc.plaintext)
+    assert "scale=1.0" in text and "scale: the error scale c (default 1.0, in (0, inf))" in text
