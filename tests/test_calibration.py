@@ -478,8 +478,12 @@ def test_bad_input():
             lk.calibrate(z, y, method="vector", l2=l2)
     with pytest.raises(lk.LossInputError, match="logits: expected at least one row"):
         lk.calibrate(np.zeros((0, 3)), np.zeros(0, dtype=int))
-    with pytest.raises(lk.LossInputError, match="method: expected a method for the multiclass task"):
-        lk.calibrate(z, y, method="platt", task="multiclass")
+    for task in ("multiclass", None):  # without task=, platt made [N, K] logits "binary" and blamed `logits`
+        with pytest.raises(lk.LossInputError, match=r"method: expected a method for the multiclass task "
+                                                    r"\(temperature, vector\), got 'platt'"):
+            lk.calibrate(z, y, method="platt", task=task)
+    with pytest.raises(lk.LossInputError, match="l2: expected 0 for method 'temperature'"):
+        lk.calibrate(z, y, l2=0.1)  # was taken and ignored, where the command line refuses --l2
     with pytest.raises(lk.LossInputError, match="method: expected one of"):
         lk.calibrate(z, y, method="isotonic")
     with pytest.raises(lk.LossInputError, match="target: expected class labels in 0..6"):

@@ -55,6 +55,8 @@ def objective_for(method: str, task: str, n_outputs: int, l2: float = 0.0):
         fits = ", ".join(m for m, (_, t) in METHODS.items() if task in t)
         raise fail("method", f"a method for the {task} task ({fits})", repr(method))
     l2 = number(l2, "l2", low=0.0)  # the penalty on vector scaling's offsets
+    if l2 != 0 and method != "vector":  # (it was taken and ignored; the command line refused it)
+        raise fail("l2", f"0 for method {method!r} (l2 penalises vector scaling's offsets)", f"{l2:g}")
     if method == "vector":
         return cls(task, n_outputs, l2=l2)
     if cls is _objectives.Temperature:

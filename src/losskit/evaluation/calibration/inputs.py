@@ -131,8 +131,8 @@ def _shapes(z, y, method: str, task: str | None, start: int = 0):
 def _detect(z, y, method: str) -> str:
     if method == "variance":
         return "regression"
-    if method == "platt" or z.ndim == 1 or (z.ndim == 2 and z.shape[1] == 1):
-        return "binary"
+    if z.ndim == 1 or (z.ndim == 2 and z.shape[1] == 1):  # (not from the method: platt on [N, K] is refused
+        return "binary"                                      # as a method of another task, naming those that fit)
     if method == "vector":
         return "multiclass"
     if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
