@@ -221,6 +221,9 @@ def test_empty_class_and_value_axes_mean_one_thing_on_every_path():
             lk.MeanSquaredError(impl=impl)(np.zeros((4, 0)), np.zeros((4, 0)))
         with pytest.raises(lk.LossInputError, match="logits"):
             lk.SoftmaxCrossEntropy(impl=impl)(np.zeros((3, 0)), np.zeros(3, int))
+        # probabilities of no class: the K = 0 message (it was the row-sum check's "off by 1")
+        with pytest.raises(lk.LossInputError, match=r"probs: expected at least one class .*\(K = 0\)"):
+            lk.CategoricalCrossEntropy(impl=impl)(np.zeros((2, 0)), np.zeros((2, 0)))
     assert lk.softmax(np.zeros((3, 0))).shape == (3, 0)
     np.testing.assert_array_equal(lk.logsumexp(np.zeros((3, 0))), np.full(3, -np.inf))
 

@@ -48,6 +48,13 @@ def test_every_public_name_has_a_docstring_with_shapes(name):
         assert "Shape" in doc or "shape" in doc, f"{name}'s docstring gives no shapes"
 
 
+def test_dir_lists_every_public_name_the_lazy_ones_too():
+    """Tab completion reads dir(): evaluate, calibrate and Calibration are loaded on first use (module
+    __getattr__) and were missing from it."""
+    assert set(losskit.__all__) <= set(dir(losskit))
+    assert {"evaluate", "calibrate", "Calibration"} <= set(dir(losskit))
+
+
 def test_py_typed_is_shipped():
     from importlib.resources import files
 

@@ -46,6 +46,14 @@ def __getattr__(name: str):
         return REGISTRY[name][1]
     raise AttributeError(f"module 'losskit' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    # the lazy names too (tab completion lists dir()): evaluate, calibrate, Calibration, users' registered losses
+    from .losses.registry import REGISTRY
+
+    return sorted(set(globals()) | set(__all__) | set(REGISTRY))
+
+
 __all__ = [
     "LossInputError", "sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp",
     "head", "head_for", "BinaryHead", "MulticlassHead", "MultilabelHead", "RegressionHead", "QuantileHead",
