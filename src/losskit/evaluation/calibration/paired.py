@@ -40,8 +40,9 @@ def calibrations(layout):
 def check_fits(calibration, spec: Spec) -> None:
     """The calibration was fitted for this task, width and kind of predictions, or a LossInputError."""
     if calibration.task != spec.task or calibration.n_outputs != spec.n_outputs:
-        raise fail("--calibration", f"a calibration of the {spec.task} task with {spec.n_outputs} prediction "
-                   f"values per row, as these files hold", f"one fitted for the {calibration.task} task with "
+        values = "prediction value" + ("" if spec.n_outputs == 1 else "s")
+        raise fail("--calibration", f"a calibration of the {spec.task} task with {spec.n_outputs} {values} "
+                   f"per row, as these files hold", f"one fitted for the {calibration.task} task with "
                    f"{calibration.n_outputs} ({calibration.method})")
     if spec.pred_kind == "probs":
         raise fail("--calibration", "logit predictions to calibrate", "probabilities (--pred-kind probs)")
