@@ -15,6 +15,7 @@ Then every power, over extremes of eta and y: finite wherever the exact value or
 from __future__ import annotations
 
 import math
+import warnings
 
 import mpmath
 import numpy as np
@@ -241,10 +242,17 @@ def test_a_deviance_of_an_infinite_target_is_inf(power, impl):
     review). The unit deviance grows without bound in y at any finite eta: +inf, gradient -inf (its
     2 mu^(1-p) (mu - y) -> -inf)."""
     loss = lk.TweedieDeviance(power=power, reduction="none", impl=impl)
-    with np.errstate(all="ignore"):
-        value, grad = loss.value_and_grad(np.array([0.5, -3.0]), np.array([np.inf, np.inf]))
+    eta, y = np.array([0.5, -3.0]), np.array([np.inf, np.inf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's "invalid value" warnings for these limits, which torch and JAX
+        value, grad = loss.value_and_grad(eta, y)  # never give, are off
+        hess = loss.hessian_diag(eta, y)
     np.testing.assert_array_equal(value, [np.inf, np.inf])
     np.testing.assert_array_equal(grad, [-np.inf, -np.inf])
+    # 2 b mu^b - 2 a y mu^a (a = 1 - p, b = 2 - p): -inf for p < 1, Poisson's 2 mu (no y term: it was
+    # 0 * inf = NaN), +inf for p > 1
+    want = np.full(2, -np.inf) if power < 1 else 2 * np.exp(eta) if power == 1 else np.full(2, np.inf)
+    np.testing.assert_allclose(hess, want, rtol=1e-15)
 
 
 @pytest.mark.parametrize("impl", ["xp", "auto"])

@@ -1,12 +1,14 @@
 """The array namespace of the inputs, and the few helpers some backends lack.
 
 Every public entry point calls :func:`namespace` once; internal helpers take ``xp`` as an
-argument. Nothing here names a framework: the differences between backends are asked of
-array-api-compat (``is_dask_namespace``), never imported.
+argument. Nothing here names a framework but NumPy, the default (whose floating-point warnings
+:func:`quiet` turns off): the differences between backends are asked of array-api-compat
+(``is_dask_namespace``), never imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -22,6 +24,13 @@ def numpy_namespace():
     """array-api-compat's NumPy namespace, what ``array_namespace`` gives for NumPy arrays (asked on
     first use: its import loads numpy.testing, which ``import losskit`` need not pay for)."""
     return array_namespace(np.empty(0))
+
+
+def quiet(xp):
+    """A context in which NumPy's floating-point warnings are off, for the array-API path on NumPy: its
+    infinities and NaNs are the documented limits (a target of +inf, an overflowing term taken by
+    ``where``), which torch and JAX compute without a word; a no-op for other namespaces."""
+    return np.errstate(all="ignore") if xp is numpy_namespace() or xp is np else contextlib.nullcontext()
 
 
 __all__ = ["namespace", "is_array", "concrete_bool", "compute_dtype", "take_class", "one_hot"]

@@ -350,7 +350,8 @@ class Loss(ABC):
             empty = xp.zeros(plan.batch_shape, dtype=plan.input.dtype, device=_array.device(plan.input))
             terms = Terms(empty, zeros, zeros)
         else:
-            terms = self._terms(plan, order)
+            with _array.quiet(xp):
+                terms = self._terms(plan, order)
         value = xp.astype(_reduction.combine(xp, terms.loss, plan.weight, plan.scale, plan.reduction),
                           plan.dtype)
         if order == 0:

@@ -186,8 +186,11 @@ _SINH32, _SINH64 = _even_series(1, 4), _even_series(1, 7)
 
 @formula_function
 def tweedie_second_derivative(xp, eta, y, power):
-    """``2 mu^a (b mu - a y) = 2 (b mu^b - a y mu^a)``, from the value's exponentials."""
+    """``2 mu^a (b mu - a y) = 2 (b mu^b - a y mu^a)``, from the value's exponentials; Poisson's (a = 0)
+    without the y term, which is 0 (and would be 0 * inf = NaN at a target of +inf)."""
     a, b = 1.0 - power, 2.0 - power
+    if a == 0:
+        return xp.constant(2.0 * b) * _mu_power(xp, eta, b)
     return xp.constant(2.0 * b) * _mu_power(xp, eta, b) - xp.constant(2.0 * a) * _y_mu_power(xp, y, eta, a, power < 2)
 
 
