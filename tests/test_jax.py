@@ -1029,3 +1029,29 @@ def test_differentiating_an_option_or_a_constant_input_is_refused_by_name():
 
     np.testing.assert_allclose(jax.grad(lambda c: jsd(c, c))(classifier),
                                jax.grad(lambda c: jsd(c, jax.lax.stop_gradient(c)))(classifier), rtol=1e-15)
+
+
+def test_numpy_arrays_give_the_gradients_of_jax_arrays_in_target_weight_and_normalizer():
+    """loss_fn takes NumPy arrays: made JAX's at the call, as jit makes its arguments. Kept NumPy, jax.grad in
+    the target or the weight raised 'expected arrays of one library' (the backward's re-call met them beside
+    tracers), and the normalizer's gradient was silently 0 (a NumPy namespace read the JAX normalizer as a
+    number). Against the same call on JAX arrays, and the normalizer's against -value / n by hand."""
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(4, 3)).astype(np.float32)
+    q = rng.dirichlet(np.ones(3), size=4).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    y = np.array([0, 2, 1, 2])
+    f = lj.loss_fn(lk.SoftmaxCrossEntropy())
+    for transform in (lambda g: g, jax.jit):
+        by_target = transform(jax.grad(lambda t: f(z, t, w)))(q)
+        np.testing.assert_allclose(by_target, jax.grad(lambda t: f(jnp.asarray(z), t, jnp.asarray(w)))(
+            jnp.asarray(q)), rtol=1e-6)
+        by_weight = transform(jax.grad(lambda v: f(z, q, v)))(w)
+        np.testing.assert_allclose(by_weight, jax.grad(lambda v: f(jnp.asarray(z), jnp.asarray(q), v))(
+            jnp.asarray(w)), rtol=1e-6)
+        assert np.abs(by_weight).max() > 1e-3
+        by_normalizer = transform(jax.grad(lambda n: f(z, y, None, n)))(jnp.float32(2.0))
+        value = float(f(jnp.asarray(z), jnp.asarray(y), None, 2.0))
+        np.testing.assert_allclose(by_normalizer, -value / 2.0, rtol=1e-6)
+    by_target = jax.grad(lambda t: lj.binary_cross_entropy_with_logits(z[:, 0], t))(q[:, 0])
+    np.testing.assert_allclose(by_target, -z[:, 0] / 4, rtol=1e-6)  # d/dt of the mean of softplus(z) - t z

@@ -437,6 +437,11 @@ def loss_fn(loss):
                 raise _checks.fail(name, "a JAX or NumPy array (losskit.jax's functions run under JAX)",
                                    f"{type(value).__module__}.{type(value).__name__}",
                                    "for other arrays call the core loss (losskit.<Loss>)")
+        # NumPy arrays made JAX's here, as jit makes its arguments (float64 to float32 without x64): kept NumPy,
+        # the backward's re-call met them beside the tracers of a differentiated target or weight and refused
+        # the mix, and a NumPy namespace read a JAX normalizer as a number (its gradient silently 0)
+        logits, target, weight = (jnp.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
+                                  for v in (logits, target, weight))
         if normalizer is not None:
             # here, where a number is still a number: inside the custom_vjp it is a traced array, whose
             # value the plan cannot check (a 0, negative or NaN normalizer gave a wrong loss without a word).
