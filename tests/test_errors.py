@@ -174,6 +174,13 @@ def test_a_normalizer_whose_reciprocal_overflows_or_of_another_kind_is_refused()
         lk.linear_cross_entropy(z32, np.ones((3, 3), np.float32), LABELS, normalizer=np.array(1e-50))
     assert float(lk.softmax_cross_entropy(z32, LABELS, normalizer=1e-37)) == pytest.approx(4 * np.log(3) / 1e-37,
                                                                                           rel=1e-6)
+    # past the dtype's largest: cast to inf, the mean was a silent 0 (found in review); past float64: OverflowError
+    for big in (1e39, np.array(1e39)):
+        with raises("normalizer", "fits float32", "at most 3.4e+38"):
+            lk.softmax_cross_entropy(z32, LABELS, normalizer=big)
+    with raises("normalizer", "a positive finite number", "1000000000"):
+        lk.softmax_cross_entropy(Z, LABELS, normalizer=10**400)
+    assert float(lk.softmax_cross_entropy(Z, LABELS, normalizer=1e39)) == pytest.approx(4 * np.log(3) / 1e39, rel=1e-12)
     with raises("normalizer", "real numbers", "<U1"):
         lk.softmax_cross_entropy(Z, LABELS, normalizer=np.array("a"))
     with raises("normalizer", "real numbers", "complex128"):
@@ -351,6 +358,15 @@ def test_arguments_that_reached_raw_errors_are_named():
     with raises("out", "does not require grad", "requires_grad=True"):
         lk.SoftmaxCrossEntropy().value_and_grad(torch.zeros(4, 3), torch.tensor(LABELS),
                                                 out=torch.zeros(4, 3, requires_grad=True))
+    # a broadcast view's rows share memory: NumPy's gradient was each row written over the last (wrong by
+    # 0.24 in review), torch's its own RuntimeError
+    z = Z + np.eye(4, 3)
+    with raises("out", "memory of their own", "a stride of 0"):
+        lk.SoftmaxCrossEntropy().value_and_grad(z, LABELS, out=np.lib.stride_tricks.as_strided(np.zeros(3), (4, 3),
+                                                                                                (0, 8)))
+    with raises("out", "memory of their own", "a stride of 0"):
+        lk.SoftmaxCrossEntropy().value_and_grad(torch.tensor(z), torch.tensor(LABELS),
+                                                out=torch.zeros(1, 3, dtype=torch.float64).expand(4, 3))
     lt = pytest.importorskip("losskit.torch")
     with raises("input", "a torch.Tensor", "ndarray"):
         lt.SoftmaxCrossEntropy()(Z, LABELS)

@@ -112,9 +112,13 @@ def normalizer(value: Any, xp=None, dtype=None, *, library: bool = True) -> Any:
     if is_number(value):
         if isinstance(value, complex) or np.iscomplexobj(value):
             raise fail("normalizer", "a positive real number", repr(value))
-        if not (math.isfinite(float(value)) and value > 0):
-            raise fail("normalizer", "a positive finite number", repr(value))
-        _reciprocal_fits(float(value), xp, dtype)
+        try:
+            as_float = float(value)
+        except OverflowError:  # an int past float64 (10**400): a raw OverflowError
+            as_float = math.inf
+        if not (math.isfinite(as_float) and value > 0):
+            raise fail("normalizer", "a positive finite number", f"{value!r:.40}")
+        _reciprocal_fits(as_float, xp, dtype)
         return float(value)
     if _array.is_array(value):
         if tuple(value.shape) != ():
@@ -127,8 +131,10 @@ def normalizer(value: Any, xp=None, dtype=None, *, library: bool = True) -> Any:
         ok = _array.concrete_bool((value > 0) & (value < math.inf))
         if ok is False:
             raise fail("normalizer", "a positive finite number", f"{float(value)!r} (a 0-d array)")
-        if ok and dtype is not None and _array.concrete_bool(value * float(xp.finfo(dtype).max) >= 1) is False:
-            _reciprocal_fits(float(value), xp, dtype)  # raises, naming the bound
+        if ok and dtype is not None:
+            largest = float(xp.finfo(dtype).max)
+            if _array.concrete_bool((value * largest >= 1) & (value <= largest)) is False:
+                _reciprocal_fits(float(value), xp, dtype)  # raises, naming the bound
         return value
     raise fail("normalizer", "a positive number", type(value).__name__)
 
@@ -141,6 +147,8 @@ def _reciprocal_fits(value: float, xp, dtype) -> None:
     if value * largest < 1:
         raise fail("normalizer", f"a number whose reciprocal fits {dtype} (at least {1 / largest:.3g})",
                    repr(value), "the mean's scale is 1 / normalizer")
+    if value > largest:  # it is cast to the call's dtype: inf there, and the mean a silent 0
+        raise fail("normalizer", f"a number that fits {dtype} (at most {largest:.3g})", repr(value))
 
 
 def known_options(options, allowed, owner: str, hint: str = "") -> None:

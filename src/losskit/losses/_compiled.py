@@ -64,10 +64,27 @@ def check_out(out, input, input_name: str) -> None:
     if flags is not None and not flags.writeable:  # NumPy's own words would name no argument
         raise _checks.fail("out", "a writeable array (the gradient is written into it)", "a read-only array",
                            "pass a copy, or leave out= out to get a new array")
+    strides = _strides(out)
+    if any(stride == 0 and size > 1 for stride, size in zip(strides, shape, strict=False)):
+        # a broadcast view (np.broadcast_to, as_strided, torch's expand): its elements share memory, and each
+        # row's gradient was written over the last (NumPy) or torch refused the write in its own words
+        raise _checks.fail("out", "an array whose elements have memory of their own (the gradient is written "
+                           "into it)", f"a view with a stride of 0 (strides {strides})",
+                           "pass an array of its own (np.empty_like), or leave out= out")
     if not is_writeable_array(out):  # a library whose arrays are immutable
         raise _checks.fail("out", "a writeable array (the gradient is written into it)",
                            f"an array of {array_namespace(out).__name__}, which cannot be written in place",
                            "leave out= out to get a new array")
+
+
+def _strides(array) -> tuple:
+    """Strides in elements or bytes (only zeros matter here): NumPy's attribute, torch's method; () if neither."""
+    strides = getattr(array, "strides", None)
+    if callable(strides):  # torch: Tensor.stride()
+        strides = None
+    if strides is None and callable(getattr(array, "stride", None)):
+        strides = array.stride()
+    return tuple(strides or ())
 
 
 def run(loss, plan, with_grad: bool, out):

@@ -332,9 +332,9 @@ class Loss(ABC):
         # (an empty batch has nothing to compute: the reference's 0, as for "auto", not an error that would stop a
         # training loop at its empty last batch)
         if result is _compiled.UNHANDLED and self.options.impl == "fused" and _array.size(plan.input) != 0:
-            raise _checks.fail("impl", '"auto" or "xp" for this call (no compiled kernel handles it: '
-                               'NumPy or torch CPU float32/float64 value or gradient of a loss with a '
-                               'kernel, numba installed)', '"fused"')
+            raise _checks.fail("impl", '"auto" or "xp" for this call (no compiled kernel handles it: NumPy or '
+                               'torch CPU float32/float64 arrays of at least one axis, the value or gradient of a '
+                               'loss with a kernel, numba installed)', '"fused"')
         if result is None or result is _compiled.UNHANDLED:  # flagged rows, or no kernel: the reference
             result = self.reference(plan, order)
             if out is not None and order == 1:
