@@ -260,6 +260,49 @@ def test_a_non_convex_loss_takes_bounded_steps_on_rare_positives(loss):
     assert float(loss(margins, y[held])) < 0.5 * at_start
 
 
+@pytest.mark.parametrize(("power", "factor"), [(3.0, 3.0), (0.0, 0.2)])
+def test_a_tweedie_power_outside_1_to_2_takes_bounded_steps(power, factor):
+    """Found in review: the Tweedie Hessian 2 mu^a (b mu - a y) is negative for p > 2 where mu > 2y (p = 3) and
+    for p <= 0 where mu < y a / b, but was declared >= 0 and only floored at 1e-6 w: started at 3 (p = 3) or
+    0.2 (p = 0) times the mean, LightGBM stepped by 10^3 margin units and the held-out deviance was inf. It is
+    declared indefinite there, and its curvature bounded (|g| / 4) as focal's: the margins move by a few units
+    and the held-out deviance falls below the start's and the best constant's."""
+    loss = lk.TweedieDeviance(power=power)
+    assert loss.hessian is lk.Hessian.INDEFINITE and loss.gbdt_curvature == "bounded"
+    assert lk.TweedieDeviance(power=1.5).gbdt_curvature == "weight"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 4))
+    y = np.exp(0.5 * x[:, 0]) * rng.gamma(2.0, 0.5, 20_000)
+    train, held = slice(0, 15_000), slice(15_000, None)
+    start = float(np.log(factor * y[train].mean()))
+    model = lgb.train({"objective": ll.objective(loss), "metric": "None", "verbose": -1, "seed": 0,
+                       "num_threads": 1, "deterministic": True},
+                      lgb.Dataset(x[train], y[train], init_score=np.full(15_000, start)), 20)
+    margins = model.predict(x[held], raw_score=True) + start
+    assert np.max(np.abs(margins - start)) < 10
+    constant = float(loss(np.full(5_000, np.log(y[train].mean())), y[held]))
+    assert float(loss(margins, y[held])) < min(constant, float(loss(np.full(5_000, start), y[held])))
+
+
+def test_poly_1_of_epsilon_above_1_takes_bounded_steps():
+    """Found in review: for epsilon > 1 Poly-1's label unit has a negative Hessian where p_y is small (-0.035 at
+    z = (3, 0, 0), label 1, epsilon 2), floored at 1e-6 w alone: from a start that puts a wrong class first by 3,
+    a LightGBM leaf stepped by 3 x 10^4 and the held-out loss went from 5.0 to 205. Bounded as focal's now."""
+    poly = lk.PolyCrossEntropy(epsilon=2.0)
+    assert poly.gbdt_curvature == "bounded" and lk.PolyCrossEntropy(epsilon=1.0).gbdt_curvature == "weight"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 4))
+    labels = np.argmax(x[:, :3] * 2 + rng.normal(size=(20_000, 3)), axis=1)
+    start = 3.0 * np.eye(3)[(labels + 1) % 3]
+    train, held = slice(0, 15_000), slice(15_000, None)
+    model = lgb.train({"objective": ll.objective(poly), "num_class": 3, "metric": "None", "verbose": -1,
+                       "seed": 0, "num_threads": 1, "deterministic": True},
+                      lgb.Dataset(x[train], labels[train], init_score=start[train]), 20)
+    margins = model.predict(x[held], raw_score=True) + start[held]
+    assert np.max(np.abs(margins - start[held])) < 10
+    assert float(poly(margins, labels[held])) < 0.5 * float(poly(start[held], labels[held]))
+
+
 def test_the_bound_leaves_a_convex_region_and_gamma_0_alone():
     """Found in review: the bound first held every row's Hessian at |g|, which replaced the true one in convex
     regions (sigmoid focal, gamma 2, at z = -1.5 for a positive: 0.31 became 0.96) and made focal at gamma 0 no

@@ -420,3 +420,20 @@ def test_a_declared_options_value_is_in_repr_and_its_doc_in_help():
     assert "scale=0.5" in repr(ScaledCauchyLoss(scale=0.5))
     text = pydoc.render_doc(ScaledCauchyLoss, renderer=pydoc.plaintext)
     assert "scale=1.0" in text and "scale: the error scale c (default 1.0, in (0, inf))" in text
+
+
+def test_an_indefinite_hessian_gets_bounded_gbdt_steps_unless_the_class_says_otherwise():
+    """docs/own-loss.md: a loss whose Hessian can be negative (`hessian = lk.Hessian.INDEFINITE`) hands a GBDT
+    library the bounded curvature (at least |g| / 4: a row's step at most four margin units), as the catalogue's
+    non-convex losses do; floored alone, a leaf of such rows stepped by 10^4 (docs/gbdt.md)."""
+    class WelschLoss(lk.ElementwiseLoss):
+        hessian = lk.Hessian.INDEFINITE
+
+        def value(self, xp, z, y):
+            return 1 - xp.exp(-0.5 * (z - y) * (z - y))
+
+    class FlooredWelsch(WelschLoss):
+        gbdt_curvature = "weight"
+
+    assert WelschLoss().gbdt_curvature == "bounded" and FlooredWelsch().gbdt_curvature == "weight"
+    assert lk.HuberLoss().gbdt_curvature == "irls" and lk.MeanSquaredError().gbdt_curvature == "weight"

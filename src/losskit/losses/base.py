@@ -102,6 +102,7 @@ class Loss(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        curvature_declared = "gbdt_curvature" in vars(cls)
         # a GBDT library's built-in is this class's loss: a subclass (Poly-1 of softmax CE, KL of it)
         # computes other math, and one that is the same loss declares it again
         if "gbdt_builtin" not in vars(cls):
@@ -113,6 +114,8 @@ class Loss(ABC):
                     setattr(cls, fact, False)
             if "gbdt_curvature" not in vars(cls):  # "irls" or "majorize" rests on the parent's formula's shape
                 cls.gbdt_curvature = Loss.__dict__["gbdt_curvature"]
+        if vars(cls).get("hessian") is Hessian.INDEFINITE and not curvature_declared:
+            cls.gbdt_curvature = "bounded"  # a Hessian that can be negative, floored alone, let leaves step by 10^4
         declared = {k: v for k, v in vars(cls).items() if isinstance(v, Option)}
         if declared or cls.__init__ is Loss.__init__:  # keyword arguments named after the options
             _declare_options(cls, declared)

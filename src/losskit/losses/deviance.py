@@ -46,7 +46,7 @@ import math
 
 from .. import _array, _checks
 from ._shared import functional, polynomial, scaled_exp_minus_linear
-from .declaration import LOG
+from .declaration import LOG, Hessian
 from .formula import formula_function
 from .options import Options, TweedieOptions
 from .robust import ValueLoss
@@ -261,6 +261,18 @@ class TweedieDeviance(ValueLoss):
     aliases = ("tweedie",)
     link = LOG
     Options = TweedieOptions
+
+    @property
+    def hessian(self) -> Hessian:
+        """``2 mu^a (b mu - a y)`` is >= 0 for 1 <= p <= 2 only: for p > 2 (b < 0) it is negative where
+        ``mu > y (p - 1) / (p - 2)``, for p <= 0 (a, b > 0) where ``mu < y a / b``."""
+        return Hessian.DIAGONAL if 1 <= self.power <= 2 else Hessian.INDEFINITE
+
+    @property
+    def gbdt_curvature(self) -> str:
+        """Where the Hessian can be negative, "bounded" (see Loss.gbdt_curvature): floored alone, a leaf of
+        such rows stepped by 10^4-10^5 margin units (LightGBM) or did not move (XGBoost's min_child_weight)."""
+        return "weight" if self.hessian is Hessian.DIAGONAL else "bounded"
 
     def __init__(self, *, power: float = 1.5, reduction: str = "mean", impl: str = "auto"):
         super().__init__(power=power, reduction=reduction, impl=impl)
