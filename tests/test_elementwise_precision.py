@@ -256,6 +256,19 @@ def test_a_deviance_of_an_infinite_target_is_inf(power, impl):
 
 
 @pytest.mark.parametrize("impl", ["xp", "auto"])
+def test_a_tweedie_hessian_past_the_dtype_is_its_infinite_limit_not_nan(impl):
+    """p = -1: h = 2 mu^2 (3 mu - 2 y) formed as 6 mu^3 - 4 y mu^2, inf - inf = NaN where both terms overflow
+    (found in review): the limit, of the sign of 3 mu - 2 y, as the value and gradient give theirs."""
+    loss = lk.TweedieDeviance(power=-1.0, reduction="none", impl=impl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loss.hessian_diag(np.array([700.0]), np.array([0.3]))[0] == np.inf  # 3 mu >> 2 y
+        assert loss.hessian_diag(np.array([30.0], np.float32), np.array([1e20], np.float32))[0] == -np.inf
+    eta, y = np.array([1.0]), np.array([2.0])
+    assert loss.hessian_diag(eta, y)[0] == pytest.approx(2 * np.e ** 2 * (3 * np.e - 4), rel=1e-14)
+
+
+@pytest.mark.parametrize("impl", ["xp", "auto"])
 @pytest.mark.parametrize(("loss", "slope"), [(lk.HuberLoss(delta=2.0), -2.0), (lk.AbsoluteError(), -1.0)])
 def test_huber_and_the_absolute_error_of_an_infinite_target_are_inf_with_a_bounded_gradient(loss, slope, impl):
     """docs/semantics.md: a target of +inf gives the loss's limit +inf, and the gradient's limit, which for

@@ -334,7 +334,10 @@ class Loss(ABC):
             result = _compiled.run(self, plan, order == 1, out)
         # (an empty batch has nothing to compute: the reference's 0, as for "auto", not an error that would stop a
         # training loop at its empty last batch)
-        if result is _compiled.UNHANDLED and self.options.impl == "fused" and _array.size(plan.input) != 0:
+        # (second order has no kernel: a Hessian is the reference's under every impl, and GBDT objectives and torch's
+        # double backward of a "fused" loss ask for one)
+        if result is _compiled.UNHANDLED and self.options.impl == "fused" and order < 2 \
+                and _array.size(plan.input) != 0:
             raise _checks.fail("impl", '"auto" or "xp" for this call (no compiled kernel handles it: NumPy or '
                                'torch CPU float32/float64 arrays of at least one axis, the value or gradient of a '
                                'loss with a kernel, numba installed)', '"fused"')

@@ -189,9 +189,15 @@ def tweedie_second_derivative(xp, eta, y, power):
     """``2 mu^a (b mu - a y) = 2 (b mu^b - a y mu^a)``, from the value's exponentials; Poisson's (a = 0)
     without the y term, which is 0 (and would be 0 * inf = NaN at a target of +inf)."""
     a, b = 1.0 - power, 2.0 - power
+    c = xp.constant
     if a == 0:
-        return xp.constant(2.0 * b) * _mu_power(xp, eta, b)
-    return xp.constant(2.0 * b) * _mu_power(xp, eta, b) - xp.constant(2.0 * a) * _y_mu_power(xp, y, eta, a, power < 2)
+        return c(2.0 * b) * _mu_power(xp, eta, b)
+    first, second = c(2.0 * b) * _mu_power(xp, eta, b), c(2.0 * a) * _y_mu_power(xp, y, eta, a, power < 2)
+    # both past the dtype (inf - inf, p <= 0 at a large eta or y): infinite, of the sign of b mu - a y (mu^a > 0)
+    overflow = (xp.abs(first) == c(math.inf)) & (xp.abs(second) == c(math.inf))
+    sign = c(b) * xp.exp(eta) - c(a) * y
+    limit = xp.where(sign > c(0.0), xp.full_like(eta, math.inf), xp.full_like(eta, -math.inf))
+    return xp.where(overflow, limit, first - second)
 
 
 @formula_function
