@@ -617,7 +617,10 @@ def jsd(loss, plan, arrays, with_grad):
     grad = _grad_buffer(arrays, z.size, z.dtype).reshape(rows, width) if with_grad else np.empty((rows, width),
                                                                                                  z.dtype)
     grad[...] = z.reshape(rows, width)
-    teacher = np.array(arrays["dense"], dtype=z.dtype, order="C").reshape(rows, width)
+    # the kernel writes the teacher's copy: in recycled memory, as the gradient (a fresh 0.5 GB copy a call paid
+    # its page faults every time, 1.3 -> 3.3-6.2 s at 4096 x 32000 float32 beside JAX's runs)
+    teacher = recycled(z.size, z.dtype).reshape(rows, width)
+    teacher[...] = np.asarray(arrays["dense"]).reshape(rows, width)
     scale = row_scale(arrays["scale"], plan.batch_shape, z.dtype)
     scaled_loss, flags = np.zeros(rows), np.zeros(rows, np.uint8)
     jsd_kernel(type(loss))(compiled_math(z.dtype), grad, teacher, jsd_scratch(rows, width, z.dtype), frozen(scale),
