@@ -42,7 +42,11 @@ def check_path_names(path: Path, option: str = "--out") -> None:
         if len(os.fsencode(part)) > longest:
             raise CLIError(f"{option}: expected a path whose every name is at most {longest} bytes (the file "
                            f"system's limit), got one of {len(os.fsencode(part))} bytes ('{part[:40]}...')")
-        if (directory / part).is_dir():
+        try:
+            descend = (directory / part).is_dir()
+        except OSError:  # (a directory we may not read: the callers' own checks say so, naming the option)
+            descend = False
+        if descend:
             directory = directory / part
 
 
