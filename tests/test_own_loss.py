@@ -419,7 +419,7 @@ def test_a_declared_options_value_is_in_repr_and_its_doc_in_help():
 
     assert "scale=0.5" in repr(ScaledCauchyLoss(scale=0.5))
     text = pydoc.render_doc(ScaledCauchyLoss, renderer=pydoc.plaintext)
-    assert "scale=1.0" in text and "scale: the error scale c (default 1.0, in (0, inf))" in text
+    assert "scale=1.0" in text and "scale: the error scale c (default 1.0; a finite number > 0)" in text
 
 
 def test_an_indefinite_hessian_gets_bounded_gbdt_steps_unless_the_class_says_otherwise():

@@ -131,9 +131,9 @@ def _binned(rows: np.ndarray, n_bins: int) -> tuple[float | None, float]:
     confidence, in confidence order) in ``n_bins`` stretches of equal weight, each run spread evenly
     over its own stretch, and the bound of the runs that straddle a bin edge."""
     rows = rows[rows[:, 0] > 0]
-    end = np.cumsum(rows, axis=0)  # where each run's stretch ends, and its sums up to there
-    if not len(rows) or not end[-1, 0] > 0:
+    if not len(rows):
         return None, 0.0
+    end = np.cumsum(rows, axis=0)  # where each run's stretch ends, and its sums up to there
     total = float(end[-1, 0])
     edges = total * np.arange(n_bins + 1) / n_bins
     edges[-1] = total

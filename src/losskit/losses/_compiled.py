@@ -80,9 +80,7 @@ def check_out(out, input, input_name: str) -> None:
 def _strides(array) -> tuple:
     """Strides in elements or bytes (only zeros matter here): NumPy's attribute, torch's method; () if neither."""
     strides = getattr(array, "strides", None)
-    if callable(strides):  # torch: Tensor.stride()
-        strides = None
-    if strides is None and callable(getattr(array, "stride", None)):
+    if strides is None and callable(getattr(array, "stride", None)):  # torch: Tensor.stride()
         strides = array.stride()
     return tuple(strides or ())
 

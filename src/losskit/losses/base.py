@@ -27,7 +27,7 @@ from .. import _array, _checks
 from .. import reduction as _reduction
 from ..plan import Plan, Target
 from . import _compiled, registry
-from .declaration import IDENTITY, Hessian, Link, Option, Task
+from .declaration import IDENTITY, Hessian, Link, Option, Task, expected_number
 from .options import Options
 
 
@@ -426,19 +426,12 @@ def _declare_options(cls, declared: dict) -> None:
 
     __init__.__signature__ = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
                                                 *params])
-    described = [f"    {key}: {spec.doc} (default {spec.default!r}{_bounds(spec)})"
+    described = [f"    {key}: {spec.doc} (default {spec.default!r}; "
+                 f"{expected_number(spec.low, spec.high, spec.low_open, spec.high_open)})"
                  for key, spec in declared.items() if spec.doc]
     if described:  # what help() shows beside the signature
         __init__.__doc__ = "Options:\n" + "\n".join(described)
     cls.__init__ = __init__
-
-
-def _bounds(spec) -> str:
-    if spec.low is None and spec.high is None:
-        return ""
-    low = "(-inf" if spec.low is None else ("(" if spec.low_open else "[") + f"{spec.low:g}"
-    high = "inf)" if spec.high is None else f"{spec.high:g}" + (")" if spec.high_open else "]")
-    return f", in {low}, {high}"
 
 
 def _options_record(cls: type, base: type, declared: dict) -> type:

@@ -132,12 +132,18 @@ def option(default: float, *, low: float | None = None, high: float | None = Non
     return Option(default, low, high, low_open, high_open, doc)
 
 
+def expected_number(low: float | None = None, high: float | None = None, low_open: bool = False,
+                    high_open: bool = False) -> str:
+    """What :func:`number` takes, in words: ``"a finite number > 0"``, ``"... >= 0 and <= 1"``."""
+    lo = "" if low is None else ("> " if low_open else ">= ") + f"{low:g}"
+    hi = "" if high is None else ("< " if high_open else "<= ") + f"{high:g}"
+    return "a finite number" + (f" {lo}" if lo else "") + (f" and {hi}" if lo and hi else f" {hi}" if hi else "")
+
+
 def number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float inside the given bounds, or a LossInputError naming ``name``."""
-    lo = "" if low is None else ("> " if low_open else ">= ") + f"{low:g}"
-    hi = "" if high is None else ("< " if high_open else "<= ") + f"{high:g}"
-    expected = "a finite number" + (f" {lo}" if lo else "") + (f" and {hi}" if lo and hi else f" {hi}" if hi else "")
+    expected = expected_number(low, high, low_open, high_open)
     if not _checks.is_number(value) or not math.isfinite(float(value)):
         raise _checks.fail(name, expected, repr(value))
     v = float(value)

@@ -195,7 +195,7 @@ def tweedie_second_derivative(xp, eta, y, power):
     first, second = c(2.0 * b) * _mu_power(xp, eta, b), c(2.0 * a) * _y_mu_power(xp, y, eta, a, power < 2)
     # both past the dtype (inf - inf, p <= 0 at a large eta or y): infinite, of the sign of b mu - a y (mu^a > 0)
     overflow = (xp.abs(first) == c(math.inf)) & (xp.abs(second) == c(math.inf))
-    sign = c(b) * xp.exp(eta) - c(a) * y
+    sign = c(b) * _mu_power(xp, eta, 1.0) - c(a) * y
     limit = xp.where(sign > c(0.0), xp.full_like(eta, math.inf), xp.full_like(eta, -math.inf))
     return xp.where(overflow, limit, first - second)
 
