@@ -13,6 +13,7 @@ pytest.importorskip("numba")
 
 import losskit as lk  # noqa: E402
 from losskit import fused  # noqa: E402
+from losskit.losses._compiled import frozen as _frozen  # noqa: E402
 
 # float64: the two paths differ only in summation order; float32: plus a few ulps of exp/log, which
 # the BCE gradient's cancellation (sigmoid(z) - y' for soft targets) can raise to ~1e-7 absolute
@@ -617,7 +618,8 @@ def _edge_rows(dtype, classes, n=700):
     labels[7], labels[8] = -1, classes  # out of range: flagged
     scale = rng.uniform(0.5, 2, n).astype(dtype)
     scale[9] = 0
-    return z, labels, scale
+    # read-only, as the library passes every input: a writable one is another numba type, compiled again
+    return _frozen(z), _frozen(labels), _frozen(scale)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -708,7 +710,7 @@ def test_focal_short_rows_kernel_is_the_focal_row_kernel_arithmetic_in_blocks(dt
 
     z, labels, scale = _edge_rows(dtype, classes)
     n = len(z)
-    alpha = np.linspace(0.25, 1.0, classes).astype(dtype)
+    alpha = _frozen(np.linspace(0.25, 1.0, classes).astype(dtype))
     ref_loss, ref_grad, ref_flags = np.full(n, -1.0), np.full_like(z, -1), np.zeros(n, np.uint8)
     kernels.softmax_ce_rows(z, labels, scale, 0.0, ref_loss, ref_grad, True, ref_flags, 0.0, alpha, gamma)
     _check_blocked_rows(kernels.focal_short_rows, (z, labels, alpha, scale, gamma), z,
@@ -842,7 +844,7 @@ def test_columns_kernel_is_the_rows_kernel_arithmetic_across_positions(dtype, cl
     z, labels, scale = _edge_rows(dtype, classes)
     rows_loss, rows_grad, rows_flags = np.full(len(z), -1.0), np.full_like(z, -1), np.zeros(len(z), np.uint8)
     kernels.softmax_ce_rows(z, labels, scale, smoothing, rows_loss, rows_grad, True, rows_flags)
-    z3 = np.ascontiguousarray(z.reshape(2, 350, classes).transpose(0, 2, 1))  # position (n, s) = row n * 350 + s
+    z3 = _frozen(np.ascontiguousarray(z.reshape(2, 350, classes).transpose(0, 2, 1)))  # position (n, s) = row n * 350 + s
     eps = np.finfo(dtype).eps
     for twin in (kernels.softmax_ce_columns, fused.serial_twin(kernels.softmax_ce_columns)):
         loss, grad3, flags = np.full(len(z), -1.0), np.full_like(z3, -1), np.zeros(len(z), np.uint8)
@@ -860,9 +862,9 @@ def test_columns_kernel_is_the_rows_kernel_arithmetic_across_positions(dtype, cl
             np.testing.assert_allclose(loss[2] / scale[2], (classes - 1) * np.exp(-90.0), rtol=8 * eps)
         # one scale for every position ([1], as a 0-d plan scale is passed): as that scale in every row
         one, one_grad3 = np.full(len(z), -1.0), np.full_like(z3, -1)
-        twin(z3, labels, scale[:1].copy(), smoothing, one, one_grad3, True, np.zeros(len(z), np.uint8))
+        twin(z3, labels, _frozen(scale[:1].copy()), smoothing, one, one_grad3, True, np.zeros(len(z), np.uint8))
         every, every_grad3 = np.full(len(z), -1.0), np.full_like(z3, -1)
-        twin(z3, labels, np.full(len(z), scale[0]), smoothing, every, every_grad3, True, np.zeros(len(z), np.uint8))
+        twin(z3, labels, _frozen(np.full(len(z), scale[0])), smoothing, every, every_grad3, True, np.zeros(len(z), np.uint8))
         np.testing.assert_array_equal(one[ok], every[ok])
         np.testing.assert_array_equal(one_grad3.transpose(0, 2, 1)[ok.reshape(2, 350)],
                                       every_grad3.transpose(0, 2, 1)[ok.reshape(2, 350)])
@@ -872,7 +874,6 @@ def _twin_arguments(name, dtype):
     """One call's arguments of the kernel ``name`` (module.function), laid out as losskit.losses._compiled
     lays them out, what a kernel reads read-only (numba compiles read-only arrays apart): small, as only
     their types matter here."""
-    from losskit.losses._compiled import frozen as _frozen
 
     rows, width, pairs = 4, 64, 64
     z, dense = _frozen(np.zeros((rows, width), dtype)), _frozen(np.full((rows, width), 1 / width, dtype))
