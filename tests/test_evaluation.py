@@ -219,7 +219,7 @@ def test_bad_values_are_named(tmp_path, columns, options, pattern):
     ({"weight": "w"}, r"^weight: expected weights whose sum fits float64"),
     ({"auc_exact_limit": -1}, r"^auc_exact_limit: expected an integer >= 0"),
     ({"auc_exact_limit": 2.5}, r"^auc_exact_limit: expected an integer >= 0"),
-    ({"weight": 3}, r"^--weight: expected a column name or glob, or a list of them, got 3"),
+    ({"weight": 3}, r"^weight: expected a column name or glob, or a list of them, got 3"),
 ])
 def test_arguments_that_reached_raw_errors_or_were_taken_silently_are_named(tmp_path, options, pattern):
     """Finite weights summing past float64 gave a raw ValueError from np.bincount; auc_exact_limit -1 or 2.5
@@ -247,31 +247,51 @@ def test_float32_weights_near_their_max_and_integer_or_array_arguments_are_taken
     assert lk.evaluate(path, pred=pd.Index(["logit"])).metrics == plain
 
 
+def test_errors_name_the_keyword_arguments_and_the_cli_the_flags(tmp_path, capsys):
+    """lk.evaluate's errors name its keywords (``pred_kind``), ``losskit eval``'s the flags (``--pred-kind``): a
+    Python caller was told to pass --pred-kind (found in review). Flags of other commands are left as they are."""
+    from losskit.cli import main
+
+    path = write_parquet(tmp_path / "p.parquet", {"pred": [0.2, 0.7, 0.4], "target": [0, 1, 1]})
+    with pytest.raises(LossInputError) as caught:
+        lk.evaluate(path)
+    message = str(caught.value)
+    assert message.startswith("pred_kind: expected logits or probs") and "p.parquet" in message
+    assert "--" not in message
+    with pytest.raises(LossInputError, match="^batch_rows: expected an integer from 1"):
+        lk.evaluate(path, batch_rows=0)
+    with pytest.raises(LossInputError, match=r"^calibration: expected a calibration JSON file \(losskit calibrate "
+                                             r"--out\), got '.*missing\.json'"):
+        lk.evaluate(path, pred_kind="probs", calibration=tmp_path / "missing.json")
+    assert main(["eval", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("losskit: error: --pred-kind: expected logits or probs")
+
+
 def test_width_mismatch_names_the_option(tmp_path):
     path = write_parquet(tmp_path / "w.parquet", {"logit_0": [0.1, 0.2], "logit_1": [0.1, 0.3],
                                                    "target_0": [0, 1], "target_1": [1, 1], "target_2": [0, 0]})
-    with pytest.raises(LossInputError, match="--target"):
+    with pytest.raises(LossInputError, match=r"^target: expected one 0/1 column per label \(2, as pred has\)"):
         lk.evaluate(path, task="multilabel")
 
 
 def test_the_detected_tasks_advice_is_given_only_where_the_columns_disagree_with_it(binary_file, tmp_path):
     """An unknown --loss is the loss's error alone (the advice to check the target and pass --task was appended
     to it); two prediction columns beside one regression target say which losses take them."""
-    with pytest.raises(LossInputError, match="^--loss: expected one of") as error:
+    with pytest.raises(LossInputError, match="^loss: expected one of") as error:
         lk.evaluate(binary_file[0], loss="nonsense")
     assert "detected" not in str(error.value)
     rng = np.random.default_rng(0)
     path = write_parquet(tmp_path / "g.parquet", {"pred_0": rng.normal(size=20), "pred_1": rng.normal(size=20),
                                                    "target": rng.normal(size=20)})
-    with pytest.raises(LossInputError, match="^--pred: .*got 2; a mean and a log-variance per value: --loss "
-                                             "gaussian_nll; quantiles: --loss quantile; the task was detected"):
+    with pytest.raises(LossInputError, match="^pred: .*got 2; a mean and a log-variance per value: loss "
+                                             "gaussian_nll; quantiles: loss quantile; the task was detected"):
         lk.evaluate(path)
     assert lk.evaluate(path, loss="gaussian_nll").task == "regression"
 
 
 def test_probabilities_refuse_a_logit_loss(binary_file, tmp_path):
     path = write_parquet(tmp_path / "p.parquet", {"prob": [0.2, 0.7], "target": [0, 1]})
-    with pytest.raises(LossInputError, match="--loss"):
+    with pytest.raises(LossInputError, match="^loss: expected no loss with probabilities"):
         lk.evaluate(path, loss="focal")
 
 

@@ -107,11 +107,12 @@ def eval_command(
             def on_progress(done: int, total: int | None) -> None:
                 progress.update(bar, completed=done, total=total)
 
-            result = evaluate([str(p) for p in paths], pred=pred or None, target=target or None,
-                                        weight=weight, task=task.value if task else None, loss=loss,
-                                        pred_kind=pred_kind.value if pred_kind else None, batch_rows=batch_rows,
-                                        dask=dask, scheduler=scheduler, auc_exact_limit=auc_exact_limit,
-                                        on_progress=on_progress, calibration=calibration)
+            # evaluate's own body: its errors name this command's flags (evaluate() names its keywords)
+            result = evaluate.__wrapped__([str(p) for p in paths], pred=pred or None, target=target or None,
+                                          weight=weight, task=task.value if task else None, loss=loss,
+                                          pred_kind=pred_kind.value if pred_kind else None, batch_rows=batch_rows,
+                                          dask=dask, scheduler=scheduler, auc_exact_limit=auc_exact_limit,
+                                          on_progress=on_progress, calibration=calibration)
     except LossInputError as error:
         raise CLIError(str(error)) from None
     except ImportError as error:

@@ -22,7 +22,9 @@ bound of the binning's error reported beside it.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,27 @@ from .scoring import METRIC_KEYS
 
 __all__ = ["evaluate", "Report", "METRIC_KEYS"]
 
+#: the flag of ``losskit eval`` in an error of the modules below (the CLI is their first caller), and the
+#: argument of :func:`evaluate` it is: a Python caller reads the keyword it passed
+_FLAGS = re.compile(r"(?<![\w-])--(pred-kind|batch-rows|pred|target|weight|task|loss|dask|scheduler|calibration)"
+                    r"(?![\w-])")
+
+
+def _named_by_keyword(function):
+    """``function`` whose :class:`LossInputError` names ``pred_kind`` where the modules say ``--pred-kind``;
+    ``function.__wrapped__`` keeps the flags (``losskit eval``)."""
+    @functools.wraps(function)
+    def named(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except LossInputError as error:
+            message = str(error)
+            renamed = _FLAGS.sub(lambda match: match.group(1).replace("-", "_"), message)
+            if renamed == message:
+                raise
+            raise LossInputError(renamed) from None
+
+    return named
 
 
 @dataclass
@@ -84,6 +107,7 @@ class Report:
         return out
 
 
+@_named_by_keyword
 def evaluate(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pred: Sequence[str] | str | None = None,
              target: Sequence[str] | str | None = None, weight: str | None = None, task: str | None = None,
              loss=None, pred_kind: str | None = None, batch_rows: int = 1_000_000, dask: bool = False,
