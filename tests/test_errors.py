@@ -162,6 +162,36 @@ def test_bad_normalizer_axis_and_ignore_index():
         lk.softmax_cross_entropy(Z, np.full((4, 3), 1 / 3), ignore_index=-100)
 
 
+def test_weights_past_the_working_dtype_are_named_with_their_value():
+    """A float64 weight of 1e300 with float32 logits was cast to inf first: refused as "got inf", after NumPy's
+    "overflow encountered in cast" warning. pos_weight and class_weight alike; torch's and bfloat16's too (whose
+    loss is computed in float32); float64 logits take it; and a huge value inside float32 is a weight."""
+    import warnings
+
+    z32, y = np.zeros(3, np.float32), np.ones(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning on the way
+        with raises("weight", "values that fit float32, the dtype the loss is computed in", "at most 3.4e+38",
+                    "got 1e+300"):
+            lk.binary_cross_entropy_with_logits(z32, y, weight=np.array([1.0, 1e300, np.inf]))
+        with raises("pos_weight", "values that fit float32", "got 1e+300"):
+            lk.binary_cross_entropy_with_logits(z32, y, pos_weight=1e300)
+        with raises("class_weight", "values that fit float32", "got 1e+40"):
+            lk.softmax_cross_entropy(Z.astype(np.float32), LABELS, class_weight=[1.0, 1e40, 1.0])
+        with raises("weight", "a minimum of -inf"):  # inf in the weight's own dtype: the check as before
+            lk.binary_cross_entropy_with_logits(z32, y, weight=np.array([1.0, -np.inf, 1.0]))
+        assert float(lk.binary_cross_entropy_with_logits(z32, y, weight=np.array([1.0, 1e30, 1.0]), reduction="sum")) == \
+            pytest.approx((2 + 1e30) * np.log(2), rel=1e-6)
+        assert float(lk.binary_cross_entropy_with_logits(np.zeros(3), y, weight=np.array([1.0, 1e300, 1.0]), reduction="sum")) \
+            == pytest.approx((2 + 1e300) * np.log(2), rel=1e-12)
+    torch = pytest.importorskip("torch")
+    with raises("weight", "values that fit torch.float32", "got 1e+39"):
+        lk.binary_cross_entropy_with_logits(torch.zeros(3, dtype=torch.bfloat16), torch.ones(3),
+                                weight=torch.tensor([1.0, 1e39, 1.0], dtype=torch.float64))
+    with raises("pos_weight", "values that fit torch.float32", "got 1e+39"):
+        lk.binary_cross_entropy_with_logits(torch.zeros(3), torch.ones(3), pos_weight=torch.tensor(1e39, dtype=torch.float64))
+
+
 def test_a_normalizer_whose_reciprocal_overflows_or_of_another_kind_is_refused():
     """1e-50 in float32 rounded to 0, and an empty batch's rule then made it 1: the "sum", silently. A 0-d
     array of text, complex numbers or another library reached NumPy's or torch's own errors."""

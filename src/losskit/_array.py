@@ -124,6 +124,25 @@ def as_dtype(xp, array, dtype):
     return array if array.dtype == dtype else xp.astype(array, dtype)
 
 
+def refuse_past(xp, array, dtype, name: str, dtype_xp=None) -> None:
+    """Raise, naming ``name``, for a finite value of ``array`` past ``dtype``'s largest, to which it is about to
+    be cast: inf there, refused as "got inf" where a check reads it (after NumPy's overflow warning), a
+    silent inf where none does. Only a float array of a wider dtype can hold one (int64's largest fits
+    float32); a traced or lazy array's values are not read. ``dtype_xp``: ``dtype``'s namespace, if not
+    ``array``'s."""
+    if not isdtype(xp, array.dtype, "real floating"):
+        return
+    largest = float((dtype_xp or xp).finfo(dtype).max)
+    if float(xp.finfo(array.dtype).max) <= largest:
+        return
+    magnitude = xp.abs(array)
+    past = (magnitude > largest) & (magnitude < float("inf"))
+    if concrete_bool(xp.any(past)):
+        worst = float(xp.max(xp.where(past, magnitude, xp.zeros_like(magnitude))))
+        raise fail(name, f"values that fit {dtype}, the dtype the loss is computed in (at most {largest:.3g} "
+                   "in magnitude)", f"{worst:.6g}")
+
+
 def as_index(xp, labels):
     """Integer labels in the backend's index dtype: int64 (torch gathers and compares no other
     for every integer dtype), int32 on JAX without x64, where int64 does not exist."""
@@ -197,9 +216,11 @@ def option_array(xp, value, name: str, like):
         if not same:
             raise fail(name, f"an array of the same library as the input ({type(like).__name__})",
                        f"{type(value).__module__}.{type(value).__name__}")
+        refuse_past(xp, value, like.dtype, name)
         return xp.astype(value, like.dtype)
     try:
         host = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise fail(name, "a number or a list of numbers", repr(value)) from None
+    refuse_past(numpy_namespace(), host, like.dtype, name, dtype_xp=xp)
     return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like))

@@ -455,6 +455,7 @@ def _example_weight(xp, weight, batch_shape, work):
     if not _array.isdtype(xp, weight.dtype, ("real floating", "integral")):
         raise _checks.fail("weight", "a real-valued array", f"dtype {weight.dtype}")
     _checks.same_shape("weight", weight, "one value per example", batch_shape)
+    _array.refuse_past(xp, weight, work, "weight")
     weight = _array.as_dtype(xp, weight, work)
     return _checks.non_negative(xp, weight, "weight")
 
