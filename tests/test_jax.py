@@ -830,6 +830,53 @@ def test_an_eager_call_runs_as_one_program_after_its_checks(name, shape):
             fn(z, y + shape[1])
 
 
+@pytest.mark.parametrize("name", ["linear_logprobs", "linear_preference_loss", "linear_grpo_loss", "linear_jsd_loss"])
+def test_an_eager_grad_of_a_fused_linear_loss_runs_each_sweep_as_one_program(name):
+    """Eagerly (``jax.grad`` without ``jit``) the fused linear forms ran their chunked sweeps op by op, each small op
+    lowered and compiled at each new shape: here 178 programs for log-probs, 65 for DPO, 32 for GRPO, 98 for the JSD.
+    Now one program a sweep (log-probs: the forward's and the vjp's; 11 in all with the test's own ops), and
+    nothing again at the same shape; the gradients those of ``jit``, the known target's checks still raised."""
+    rng = np.random.default_rng(21)
+    hidden, classifier = jnp.asarray(rng.normal(size=(4, 13, 6))), jnp.asarray(rng.normal(size=(37, 6)) / 2)
+    target = rng.integers(0, 37, (4, 13))
+    target[:, :3] = -100
+    fn = getattr(lj, name)
+    extra = {"linear_preference_loss": {"ref_logps": jnp.asarray(rng.normal(size=4))},
+             "linear_grpo_loss": {"old_logps": jnp.asarray(rng.normal(size=(4, 13)) - 3),
+                                  "advantages": jnp.asarray(rng.normal(size=4))}}.get(name, {})
+
+    def loss(hidden, classifier):
+        if name == "linear_logprobs":
+            return jnp.sum(fn(hidden, classifier, target) * jnp.arange(13.0))
+        if name == "linear_jsd_loss":
+            return fn(hidden, classifier, hidden[..., ::-1], classifier * 0.5, target)
+        return fn(hidden, classifier, target, **extra)
+
+    lowered = []
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    halved = hidden * 0.5
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        first = jax.grad(loss, argnums=(0, 1))(hidden, classifier)
+        n_first = len(lowered)
+        again = jax.grad(loss, argnums=(0, 1))(halved, classifier)
+        n_again = len(lowered) - n_first
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert n_first <= 12 and n_again == 0, (n_first, n_again)
+    jitted = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    for got, expected in ((first, jitted(hidden, classifier)), (again, jitted(halved, classifier))):
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-14)
+    target[0, 5] = 37  # an id past the vocabulary: refused by name, as before
+    with pytest.raises(lk.LossInputError, match="^target"):
+        loss(hidden, classifier)
+
+
 def test_an_eager_call_of_ones_own_loss_sees_its_options():
     """A loss of one's own runs each object's options (its eager calls stay op by op: one program per class would
     keep the first object's). Its formula reads on self its options alone, fixed at construction (a class

@@ -16,6 +16,8 @@ distillation's teacher, held constant by design (zero cotangents: GKD trains the
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,10 +54,7 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     if aux:
         options["aux"] = True
 
-    def run(hidden, classifier, bias, target, extras):
-        result = function(hidden, classifier, target, bias=bias, **extras, **options)
-        stats = {name: jnp.asarray(result[2][name]) for name in aux} if aux else {}
-        return result[0], result[1], stats
+    run = _program(_sweep, function, options, tuple(aux))
 
     @jax.custom_vjp
     def value(hidden, classifier, bias, target, extras):
@@ -88,6 +87,31 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     return (loss, {name: jax.lax.stop_gradient(s) for name, s in stats.items()}) if aux else loss
 
 
+def _sweep(function, options, aux, hidden, classifier, bias, target, extras):
+    result = function(hidden, classifier, target, bias=bias, **extras, **options)
+    stats = {name: jnp.asarray(result[2][name]) for name in aux} if aux else {}
+    return result[0], result[1], stats
+
+
+def _program(sweep, function, options: dict, *constants):
+    """``sweep(function, options, *constants, *arrays)`` as a function of the arrays alone: one ``jax.jit``
+    program per function and options (cached), so that an eager call (``jax.grad`` without ``jit``) runs the
+    sweep as one XLA program, compiled once per shape. Op by op, each of the sweep's small ops was compiled at
+    each new shape: a first eager ``jax.grad`` of ``linear_logprobs`` on 64 tokens compiled 161 programs (see
+    BENCHMARKS.md). Under the caller's ``jit`` the program is inlined. Options that are not hashable (an array)
+    keep the op-by-op call."""
+    key = tuple(sorted(options.items()))
+    try:
+        return _cached_program(sweep, function, key, constants)
+    except TypeError:  # an unhashable option
+        return functools.partial(sweep, function, options, *constants)
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_program(sweep, function, options: tuple, constants: tuple):
+    return jax.jit(functools.partial(sweep, function, dict(options), *constants))
+
+
 def host_target(target):
     """``target`` as NumPy when its values are known (a NumPy array, or a JAX array that is no tracer: one closed
     over by a jitted function), else None. Under ``jit`` every value the traced sweep derives from it is a
@@ -114,17 +138,19 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
     options = {"temperature": temperature, "ignore_index": ignore_index, "chunk_size": chunk_size}
     _known_ids_in_range(target, classifier, _checks.ignore_index(ignore_index))
 
+    statistics = _program(_logprobs_sweep, _core_logprobs, options)
+    vjp = _program(_logprobs_vjp_sweep, _core_logprobs_vjp, options)
+
     @jax.custom_vjp
     def sweep(hidden, classifier, bias, target):
-        return tuple(_core_logprobs(hidden, classifier, target, bias=bias, entropy=True, accuracy=True, **options))
+        return statistics(hidden, classifier, bias, target)
 
     def forward(hidden, classifier, bias, target):
         return sweep(hidden, classifier, bias, target), (hidden, classifier, bias, target)
 
     def backward(residuals, cotangents):
         hidden, classifier, bias, target = residuals
-        grads = _core_logprobs_vjp(hidden, classifier, target, cotangents[0], bias=bias, **options)
-        return (*grads, _zero_cotangent(target))
+        return (*vjp(hidden, classifier, bias, target, cotangents[0]), _zero_cotangent(target))
 
     sweep.defvjp(forward, backward)
     entropy, accuracy = _checks.flag(entropy, "entropy"), _checks.flag(accuracy, "accuracy")
@@ -133,3 +159,11 @@ def linear_logprobs(hidden, classifier, target, *, bias=None, temperature=1.0, i
         return logps
     return TokenLogProbs(logps, jax.lax.stop_gradient(entropy_) if entropy else None,
                          accuracy_ if accuracy else None)
+
+
+def _logprobs_sweep(function, options, hidden, classifier, bias, target):
+    return tuple(function(hidden, classifier, target, bias=bias, entropy=True, accuracy=True, **options))
+
+
+def _logprobs_vjp_sweep(function, options, hidden, classifier, bias, target, upstream):
+    return tuple(function(hidden, classifier, target, upstream, bias=bias, **options))
