@@ -139,6 +139,49 @@ def test_drop_in_for_nn_losses_with_their_options(reduction):
         torch.testing.assert_close(g_ours, g_theirs, rtol=1e-10, atol=1e-14, msg=f"{ours_fn!r}: grad")
 
 
+def test_the_saved_logits_serve_a_double_backward_and_are_guarded_against_in_place_changes():
+    """The op keeps its input (docs/frameworks.md): logits made by a layer and held by nothing but the graph still
+    give the exact Hessian-vector product of a double backward, a second backward over a retained graph the same
+    gradient, and changing them in place before backward is refused by torch's saved-tensor check (where
+    F.cross_entropy, which keeps its log-softmax, goes on)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    hidden = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    classifier = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.tensor([0, 4, 2, 1, 3, 0])
+    criterion = lt.SoftmaxCrossEntropy()
+    (g,) = torch.autograd.grad(criterion(hidden @ classifier.T, y), hidden, create_graph=True)
+    (hv,) = torch.autograd.grad(g.sum(), hidden)
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(hidden @ classifier.T, y), hidden, create_graph=True)
+    (hv_ref,) = torch.autograd.grad(g_ref.sum(), hidden)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(hv, hv_ref, rtol=1e-10, atol=1e-14)
+    loss = criterion(hidden @ classifier.T, y)
+    first = torch.autograd.grad(loss, hidden, retain_graph=True)[0]
+    torch.testing.assert_close(torch.autograd.grad(loss, hidden)[0], first, rtol=0, atol=0)
+    logits = hidden.detach() @ classifier.T
+    logits.requires_grad_(True)
+    for fn, refused in ((criterion, True), (lambda z, y: F.cross_entropy(z, y), False)):
+        z = logits * 1.0
+        loss = fn(z, y)
+        z.mul_(0)
+        if refused:
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                loss.backward()
+        else:
+            loss.backward()
+
+
+def test_an_option_tensor_on_the_meta_device_is_refused_by_name():
+    """A class or positive weight on ``meta`` holds no numbers to read: torch's "Cannot copy out of meta tensor"
+    named no option (found in review)."""
+    with pytest.raises(lk.LossInputError, match="^class_weight: expected a tensor holding its values.*meta device"):
+        lt.SoftmaxCrossEntropy(class_weight=torch.ones(5, device="meta"))
+    with pytest.raises(lk.LossInputError, match="^pos_weight: expected a tensor holding its values.*meta device"):
+        lt.BinaryCrossEntropyWithLogits(pos_weight=torch.ones(3, device="meta"))
+
+
 def test_all_ignored_batch_has_mean_zero_where_pytorch_gives_nan():
     z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.full((3,), -100)

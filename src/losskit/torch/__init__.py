@@ -7,8 +7,10 @@ the call into the core's plan and returns the value and the gradient from one sw
 tensors the compiled kernels, through zero-copy views of the tensors' memory; on other devices
 (CUDA) the torch-native kernels of :mod:`losskit.torch._native`; the core's array-API path only
 for rows that hold +-inf (exact limits). Its registered autograd saves that gradient (one buffer
-of the input's size, as ``F.cross_entropy`` keeps its log-softmax) and backward scales it by the
-upstream gradient: no second pass. When the input does not require grad only the value is
+of the input's size) and backward scales it by the upstream gradient: no second pass. It keeps the
+input too, for a second backward over a retained graph or a double backward: no memory of its own
+while the caller holds the logits, one buffer more while only the graph does (docs/frameworks.md).
+When the input does not require grad only the value is
 computed (``losskit::loss_value``). An eager call on plain CPU tensors skips the op's dispatch: the
 same forward and backward as an ``autograd.Function``, the core on NumPy views of the tensors
 (:class:`_EagerValueAndGrad`, :func:`_numpy_views`). Custom ops are opaque to ``torch.compile``: the core's value
@@ -55,6 +57,9 @@ def _encode_options(options: dict) -> str:
             # read once, as numbers: it would get no gradient (F.cross_entropy refuses one too, and takes it
             # under no_grad)
             _arguments.no_grad("detach it: an option is read as numbers at construction", **{key: value})
+            if value.device.type == "meta":  # no values to read: torch's own words name no option
+                raise _checks.fail(key, "a tensor holding its values: an option is read as numbers at construction",
+                                   "a tensor on the meta device")
             value = value.detach().cpu().tolist()
         elif hasattr(value, "tolist"):
             value = value.tolist()
