@@ -203,6 +203,12 @@ class GRPOObjective:
         return loss, grad, below, above
 
     def terms(self, xp, logp, mask, start: int, stop: int):
+        # on NumPy without its floating-point warnings: a ratio past the dtype (inf), times an advantage of 0,
+        # is taken by where; torch and JAX compute it without a word (as the catalogue's array-API path)
+        with _array.quiet(xp):
+            return self._terms(xp, logp, mask, start, stop)
+
+    def _terms(self, xp, logp, mask, start: int, stop: int):
         opts = self.options
         old = self.old_logps[start:stop, ...]
         advantage = self.advantages[start:stop]
