@@ -376,6 +376,68 @@ def test_base_score_is_the_best_constant_margin():
     assert ll.init_score(lk.MeanSquaredError(), counts) == pytest.approx(3.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("power", [0.0, 1.0, 1.5, 2.0, 3.0])
+def test_a_tweedie_start_is_the_log_of_the_weighted_mean_at_any_scale(power):
+    """For claims in the thousands the bounded search (a bracket in target units about log(mean y)) met a deviance
+    that overflows at both ends and returned a margin of 13887 for every power 1.5 and 3 (found in review): an
+    XGBoost booster started there gave NaN margins. The mean deviance's gradient at a constant eta, 2 mu^a (mu
+    sum w - sum w y) / sum w, vanishes at log of the weighted mean alone."""
+    rng = np.random.default_rng(12)
+    n = 3000
+    claims = rng.gamma(2.0, 1000.0, n) * (rng.random(n) < (0.4 if power < 2 else 1.0))
+    weight = rng.uniform(0.5, 2.0, n)
+    loss = lk.TweedieDeviance(power=power)
+    expected = np.log(np.average(claims, weights=weight))
+    assert lx.base_score(loss, claims, weight=weight) == pytest.approx(expected, abs=1e-12)
+    assert ll.init_score(loss, claims, weight=weight) == pytest.approx(expected, abs=1e-12)
+    # the minimiser: the weighted mean deviance is larger a little either side
+    at = [float(loss(np.full(n, expected + d), claims, weight=weight)) for d in (-1e-3, 0.0, 1e-3)]
+    assert at[1] < at[0] and at[1] < at[2]
+    x = rng.normal(size=(n, 3))
+    p = lx.params(loss) if loss.gbdt_builtin("xgboost") is None else {"objective": lx.objective(loss)}
+    booster = xgb.train({"base_score": lx.base_score(loss, claims), "max_depth": 2, "eta": 0.3, "nthread": 1,
+                         "disable_default_eval_metric": 1}, xgb.DMatrix(x, label=claims), 5, obj=p["objective"])
+    assert np.all(np.isfinite(booster.predict(xgb.DMatrix(x), output_margin=True)))
+
+
+def test_a_best_constant_far_from_zero_is_found_to_the_targets_spread():
+    """The bounded search's tolerance grows with |x| (sqrt(eps) |x|): about 1.7e9 it passed the bracket's width and
+    the search stopped at its first point, 4.7 off the mean of values spread by 1 (found in review)."""
+    rng = np.random.default_rng(13)
+    noise = rng.normal(size=1000)
+    for offset in (0.0, 1e6, 1.7e9):
+        y = offset + noise
+        assert lx.base_score(lk.MeanSquaredError(), y) - offset == pytest.approx(noise.mean(), abs=1e-5)
+        # Huber's minimiser moves with the data: the same at every offset (not the search's centre, the mean)
+        huber = lx.base_score(lk.HuberLoss(delta=0.5), y) - offset
+        assert huber == pytest.approx(lx.base_score(lk.HuberLoss(delta=0.5), noise), abs=1e-5)
+        assert abs(huber - noise.mean()) > 1e-3 or offset == 0.0
+
+
+@pytest.mark.parametrize("loss", [lk.BinaryCrossEntropyWithLogits(), lk.SigmoidFocalLoss(), lk.HingeLoss()],
+                         ids=lambda loss: type(loss).__name__)
+def test_an_elementwise_multi_label_loss_takes_a_weight_per_row(loss):
+    """XGBoost and LightGBM give one weight per row; an elementwise loss on [N, L] labels takes one per element:
+    the row's weight met "weight: expected shape (N, L)" in the objective, the metric and the start (found in
+    review). Each label of a row now carries the row's weight."""
+    rng = np.random.default_rng(14)
+    n, labels = 300, 3
+    x = rng.normal(size=(n, 4))
+    y = (rng.random((n, labels)) < 0.3).astype(float)
+    w = rng.uniform(0.5, 2.0, n).astype(np.float32).astype(np.float64)  # as the DMatrix holds it
+    margin = rng.normal(size=(n, labels))
+    grad, hess = lx.objective(loss)(margin, xgb.DMatrix(x, label=y, weight=w))
+    grad_each, hess_each = lx.objective(loss)(margin, xgb.DMatrix(x, label=y, weight=np.ones(n)))
+    np.testing.assert_allclose(grad.reshape(n, labels), w[:, None] * grad_each.reshape(n, labels), rtol=1e-12)
+    np.testing.assert_allclose(hess.reshape(n, labels), w[:, None] * hess_each.reshape(n, labels), rtol=1e-12)
+    per_element = float(loss(margin, y, weight=np.repeat(w[:, None], labels, axis=1)))
+    assert lx.metric(loss)(margin, xgb.DMatrix(x, label=y, weight=w))[1] == pytest.approx(per_element, rel=1e-12)
+    booster = xgb.train({"max_depth": 2, "nthread": 1, "disable_default_eval_metric": 1, "base_score": 0.0},
+                        xgb.DMatrix(x, label=y, weight=w), 3, obj=lx.objective(loss))
+    assert booster.predict(xgb.DMatrix(x), output_margin=True).shape == (n, labels)
+    assert lx.base_score(loss, y, weight=w) == 0.0  # one constant per label: none (checked, not refused)
+
+
 # -- LightGBM -------------------------------------------------------------------------------------
 def _lgb_raw(split, params, rounds=20, weight=None):
     x_train, y_train, x_val, _ = split

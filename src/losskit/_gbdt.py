@@ -191,7 +191,7 @@ def grad_hess(loss: Loss, margin, label, weight=None, units=None):
     """Per-row (per-unit) gradient and positive Hessian of ``loss``, in ``margin``'s shape (``units``: a
     head's, checked against the margins)."""
     z, y = layout(loss, margin, label, units)
-    w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
+    w = row_weight(loss, weight, z)
     summed = loss.replace(reduction="sum")
     grad = np.asarray(summed.grad(z, y, weight=w))
     unit = _per_unit(w, z)
@@ -210,6 +210,18 @@ def grad_hess(loss: Loss, margin, label, weight=None, units=None):
         hess = np.maximum(hess, HESS_FLOOR * unit)
     shape = np.shape(margin)
     return grad.reshape(shape), hess.reshape(shape)
+
+
+def row_weight(loss: Loss, weight, z):
+    """The library's weight of a row (``[N]``, None or empty: none) as ``loss`` takes it at inputs ``z``: per
+    element where each element is an example (an elementwise loss on ``[N, L]`` labels: BCE, focal, the
+    hinge), else per row. Passed as it came, a row's weight met "expected shape (N, L)" there."""
+    if weight is None or np.size(weight) == 0:
+        return None
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim == 1 and z.ndim > 1 and loss.example_axis(z.ndim) is None:
+        return np.ascontiguousarray(_per_unit(weight, z))
+    return weight
 
 
 def _per_unit(weight, z):
@@ -273,8 +285,7 @@ def _robust_scale(a, weight):
 def metric_value(loss: Loss, margin, label, weight=None, units=None) -> float:
     """The loss's weighted mean over the rows (``sum w_i l_i / sum w_i``) at the margins."""
     z, y = layout(loss, margin, label, units)
-    w = None if weight is None or np.size(weight) == 0 else np.asarray(weight, dtype=np.float64)
-    return float(loss.replace(reduction="mean")(z, y, weight=w))
+    return float(loss.replace(reduction="mean")(z, y, weight=row_weight(loss, weight, z)))
 
 
 def base_margin(loss_or_head, label, weight=None) -> float:
@@ -333,7 +344,8 @@ def _check_labels(loss: Loss, label, weight, units=None) -> None:
         outputs = loss.units_per_value
         shape = (n, outputs) if outputs else label.shape
     z, y = layout(loss, np.zeros(shape), label)
-    loss(z, y, weight=weight)  # (an elementwise loss checks its target's values where its formula reads them)
+    # (an elementwise loss checks its target's values where its formula reads them)
+    loss(z, y, weight=row_weight(loss, weight, z))
 
 
 def builtin_params(loss_or_head, library: str, num_class=None):

@@ -247,10 +247,18 @@ class Loss(ABC):
         mean = float(np.average(label, weights=w)) if label.size else 0.0
         centre = self.link.of_mean(mean)
         spread = 10.0 * (float(np.std(label)) + 1.0)
-        result = minimize_scalar(lambda c: float(total(np.full(label.shape, c), label, weight=w)),
-                                 bounds=(centre - spread, centre + spread), method="bounded",
-                                 options={"xatol": 1e-10})
-        return float(result.x)
+        # searched as an offset u from the centre; where the centre is far from 0 against the spread, on targets
+        # moved by it if the loss reads the error z - y alone (one rounding, exact for nearby values): about a
+        # centre of 1.7e9 the method's tolerance (sqrt(eps) |x|) passed the bracket's width (25) and it stopped
+        # at its first point, 4.7 off; about 1e6 the input's spacing (1e-10) made two nearby points one value
+        # and Huber's search end at the mean. (Near 0 the first parabolic step lands on the centre exactly,
+        # the mean for the squared error, which a search on targets moved by it finds to sqrt(eps) only.)
+        moved = self.of_error and self.link is IDENTITY and abs(centre) > spread
+        shifted = label - centre if moved else label
+        base = 0.0 if moved else centre
+        result = minimize_scalar(lambda u: float(total(np.full(label.shape, base + u), shifted, weight=w)),
+                                 bounds=(-spread, spread), method="bounded", options={"xatol": 1e-10})
+        return centre + float(result.x)
 
     #: the same loss taken on probabilities (the class), for predictions given as probabilities; not
     #: inherited (read from the class's own ``__dict__``): set with :func:`same_loss_on_logits_and_probabilities`

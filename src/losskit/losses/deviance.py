@@ -307,6 +307,19 @@ class TweedieDeviance(ValueLoss):
     def second_derivative(self, xp, z, y):
         return tweedie_second_derivative(xp, z, y, self.power)
 
+    def best_constant(self, target, weight=None) -> float:
+        """``log`` of the weighted mean target, for every power: the mean deviance's gradient in a constant
+        ``eta``, ``2 mu^a (mu sum w - sum w y) / sum w``, vanishes there alone (``mu^a > 0``). The default
+        bounded search, in target units about it, met a deviance that overflows at both ends for targets
+        in the thousands and returned a margin of 13887 for claims of mean 800 (found in review). A mean
+        <= 0 has its infimum at ``mu -> 0``: the link's floor (:meth:`Link.of_mean`)."""
+        import numpy as np
+
+        label = np.asarray(target, dtype=np.float64)
+        self.check_target(np, label)
+        w = None if weight is None else np.asarray(weight, dtype=np.float64)
+        return self.link.of_mean(float(np.average(label, weights=w)) if label.size else 0.0)
+
     def gbdt_builtin(self, library):
         if self.power == 1:
             return {"xgboost": ("count:poisson", {}), "lightgbm": ("poisson", {})}[library]
