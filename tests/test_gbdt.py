@@ -438,6 +438,29 @@ def test_an_elementwise_multi_label_loss_takes_a_weight_per_row(loss):
     assert lx.base_score(loss, y, weight=w) == 0.0  # one constant per label: none (checked, not refused)
 
 
+def test_a_lightgbm_validation_set_needs_its_own_init_score_as_docs_gbdt_says():
+    """docs/gbdt.md: a validation Dataset built with ``reference=`` does not inherit the training set's
+    ``init_score``; ``feval`` then scores margins without the start (found in review). Given its own, the
+    metric is the held-out deviance of raw score plus start."""
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(1200, 3))
+    y = rng.poisson(20 * np.exp(0.3 * x[:, 0])).astype(float)
+    loss = lk.PoissonDeviance()
+    start = ll.init_score(loss, y[:800])
+    train = lgb.Dataset(x[:800], y[:800], init_score=np.full(800, start))
+    results = {}
+    for given in (False, True):
+        valid = lgb.Dataset(x[800:], y[800:], reference=train, init_score=np.full(400, start) if given else None)
+        log = {}
+        booster = lgb.train({"objective": ll.objective(loss), "verbose": -1, "num_threads": 1, "metric": "None"},
+                            train, 10, valid_sets=[valid], valid_names=["valid"], feval=ll.metric(loss),
+                            callbacks=[lgb.record_evaluation(log)])
+        results[given] = log["valid"][ll.metric(loss).__name__][-1]
+    truth = float(loss(booster.predict(x[800:], raw_score=True) + start, y[800:]))
+    assert results[True] == pytest.approx(truth, rel=1e-9)
+    assert results[False] > 10 * truth
+
+
 # -- LightGBM -------------------------------------------------------------------------------------
 def _lgb_raw(split, params, rounds=20, weight=None):
     x_train, y_train, x_val, _ = split
