@@ -622,11 +622,10 @@ class QuantileLoss(Loss):
         return weighted_quantile(np.asarray(target, dtype=np.float64), float(self.quantiles[0]), weight)
 
     def gbdt_builtin(self, library):
-        if len(self.quantiles) != 1:
-            return None
-        q = float(self.quantiles[0])
-        return {"xgboost": ("reg:quantileerror", {"quantile_alpha": q}),
-                "lightgbm": ("quantile", {"alpha": q})}[library]
+        quantiles = [float(q) for q in self.quantiles]
+        if library == "xgboost":  # several: XGBoost's multi-quantile (a 1-D label, Q margins a row), since 2.0
+            return "reg:quantileerror", {"quantile_alpha": quantiles[0] if len(quantiles) == 1 else quantiles}
+        return ("quantile", {"alpha": quantiles[0]}) if len(quantiles) == 1 else None
 
     def _prepare(self, xp, input, target) -> Target:
         n = len(self.quantiles)
