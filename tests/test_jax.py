@@ -877,6 +877,51 @@ def test_an_eager_grad_of_a_fused_linear_loss_runs_each_sweep_as_one_program(nam
         loss(hidden, classifier)
 
 
+def test_the_fused_forms_programs_are_keyed_on_their_options_types_and_a_callers_function_runs_as_called():
+    """Found in review of the programs above: ``True``, ``1`` and ``1.0`` hash alike, and a program traced (its
+    options checked) for ``chunk_size=1`` served ``chunk_size=True``, which was refused before; a refused call's
+    program refused the next valid one. And ``fused_linear`` of a function made per call (a partial) compiled a
+    new program at every call: a caller's function runs op by op, as it did."""
+    import functools
+
+    from losskit.losses.linear import linear_cross_entropy_value_and_grad
+
+    rng = np.random.default_rng(22)
+    hidden, classifier = jnp.asarray(rng.normal(size=(2, 5, 4))), jnp.asarray(rng.normal(size=(11, 4)))
+    target = jnp.asarray(rng.integers(0, 11, (2, 5)))
+    teacher = (hidden[..., ::-1], classifier * 0.5)
+    expected = lj.linear_jsd_loss(hidden, classifier, *teacher, target, chunk_size=1)
+    for bad in (True, 1.0):
+        with pytest.raises(lk.LossInputError, match="^chunk_size"):
+            lj.linear_jsd_loss(hidden, classifier, *teacher, target, chunk_size=bad)
+    with pytest.raises(lk.LossInputError, match="^chunk_size"):
+        lj.linear_logprobs(hidden, classifier, target, chunk_size=True)
+    np.testing.assert_array_equal(lj.linear_logprobs(hidden, classifier, target, chunk_size=1),
+                                  lj.linear_logprobs(hidden, classifier, target, chunk_size=2))
+    assert float(lj.linear_jsd_loss(hidden, classifier, *teacher, target, chunk_size=1)) == float(expected)
+    lowered = []
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    flat = hidden.reshape(10, 4)
+    values = []
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for _ in range(3):
+            function = functools.partial(linear_cross_entropy_value_and_grad, reduction="mean")
+            values.append(float(lj.fused_linear(function, flat, classifier, target.reshape(10))))
+            lowered.append("call")
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert lowered[lowered.index("call") + 1:].count("call") == 2
+    assert lowered[lowered.index("call") + 1:] == ["call", "call"]  # nothing lowered after the first call
+    assert values[0] == values[1] == values[2]
+    np.testing.assert_allclose(values[0], lk.linear_cross_entropy(np.asarray(flat), np.asarray(classifier),
+                                                                  np.asarray(target).reshape(10)), rtol=1e-12)
+
+
 def test_an_eager_call_of_ones_own_loss_sees_its_options():
     """A loss of one's own runs each object's options (its eager calls stay op by op: one program per class would
     keep the first object's). Its formula reads on self its options alone, fixed at construction (a class

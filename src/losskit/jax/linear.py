@@ -39,13 +39,17 @@ def _zero_cotangent(value):
     return jnp.zeros_like(value)
 
 
-def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), held=(), **options):
+def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None, aux=(), held=(),
+                 one_program=False, **options):
     """``function(hidden, classifier, target, *, bias, **extras, **options) -> (value, (grad_hidden,
     grad_classifier, grad_bias)[, aux])``, a core fused linear loss, as a differentiable JAX
     function of ``hidden``, ``classifier`` and ``bias`` (see the module note). With ``aux`` (names
     of statistics), returns ``(value, {name: statistic})``; the statistics carry no gradient. ``held``: the
     extras held constant by design (a distillation's teacher), whose cotangent is 0 even when differentiated;
-    differentiating any other extra raises a :class:`~losskit.LossInputError` naming it."""
+    differentiating any other extra raises a :class:`~losskit.LossInputError` naming it. ``one_program``: an
+    eager call runs ``function`` as one cached ``jax.jit`` program (:func:`_program`; losskit's own forms, whose
+    value checks of a known target run before it); else op by op, as called (a function made per call, or one
+    that reads its arrays' values, as it is)."""
     check_scalar_reduction(options.get("reduction"))
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
     _known_ids_in_range(target, classifier, options.get("ignore_index", -100))
@@ -54,7 +58,8 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     if aux:
         options["aux"] = True
 
-    run = _program(_sweep, function, options, tuple(aux))
+    run = (_program(_sweep, function, options, tuple(aux)) if one_program
+           else functools.partial(_sweep, function, options, tuple(aux)))
 
     @jax.custom_vjp
     def value(hidden, classifier, bias, target, extras):
@@ -99,8 +104,10 @@ def _program(sweep, function, options: dict, *constants):
     sweep as one XLA program, compiled once per shape. Op by op, each of the sweep's small ops was compiled at
     each new shape: a first eager ``jax.grad`` of ``linear_logprobs`` on 64 tokens compiled 161 programs (see
     BENCHMARKS.md). Under the caller's ``jit`` the program is inlined. Options that are not hashable (an array)
-    keep the op-by-op call."""
-    key = tuple(sorted(options.items()))
+    keep the op-by-op call. An option's type is part of the key: ``True``, ``1`` and ``1.0`` are equal and hash
+    alike, and a program traced (and its options checked) for one was taken for the others (found in review:
+    ``chunk_size=True`` passed after ``chunk_size=1``, and the other way round a refused call refused the next)."""
+    key = tuple((name, type(value), value) for name, value in sorted(options.items()))
     try:
         return _cached_program(sweep, function, key, constants)
     except TypeError:  # an unhashable option
@@ -109,7 +116,7 @@ def _program(sweep, function, options: dict, *constants):
 
 @functools.lru_cache(maxsize=128)
 def _cached_program(sweep, function, options: tuple, constants: tuple):
-    return jax.jit(functools.partial(sweep, function, dict(options), *constants))
+    return jax.jit(functools.partial(sweep, function, {name: value for name, _, value in options}, *constants))
 
 
 def host_target(target):

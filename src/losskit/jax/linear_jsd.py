@@ -21,6 +21,7 @@ def linear_jsd_loss(student_hidden, student_classifier, teacher_hidden, teacher_
     sweep of the forward. Works under ``jit(grad(...))``."""
     teacher = {"teacher_hidden": teacher_hidden, "teacher_classifier": teacher_classifier,
                "teacher_bias": teacher_bias}
-    return fused_linear(student_value_and_grad, student_hidden, student_classifier, target, bias=student_bias,
+    return fused_linear(student_value_and_grad, student_hidden, student_classifier, target, one_program=True,
+                        bias=student_bias,
                         extras=teacher, held=tuple(teacher), beta=beta, temperature=temperature,
                         ignore_index=None if target is None else ignore_index, chunk_size=chunk_size)

@@ -29,5 +29,5 @@ def linear_grpo_loss(hidden, classifier, target, *, old_logps, advantages, ref_l
                        ref_logps=None if ref_logps is None else np.zeros(host.shape), options=checked)
     # (a NumPy target closed over by a jitted function stays NumPy until fused_linear: there its ids are checked
     # before it is made a JAX array, which under jit is a tracer)
-    return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, bias=bias,
+    return fused_linear(linear_grpo_loss_value_and_grad, hidden, classifier, target, one_program=True, bias=bias,
                         extras=extras, aux=names, **options)

@@ -30,7 +30,8 @@ def linear_preference_loss(hidden, classifier, target, *, loss="dpo", ref_logps=
     if host is not None and host.ndim == 2:  # the data checks of a known target, before the trace (host_target)
         preference_objective(np, checked, host, _checks.ignore_index(ignore_index),
                              None if ref_logps is None else np.zeros(host.shape[0]), np.float64)
-    return fused_linear(linear_preference_loss_value_and_grad, hidden, classifier, target, bias=bias,
+    return fused_linear(linear_preference_loss_value_and_grad, hidden, classifier, target, one_program=True,
+                        bias=bias,
                         extras={"ref_logps": ref_logps}, aux=names, loss=loss,
                         ignore_index=ignore_index, temperature=temperature, chunk_size=chunk_size,
                         **checked.options())
