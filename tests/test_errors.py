@@ -174,6 +174,8 @@ def test_weights_past_the_working_dtype_are_named_with_their_value():
         with raises("weight", "values that fit float32, the dtype the loss is computed in", "at most 3.4e+38",
                     "got 1e+300"):
             lk.binary_cross_entropy_with_logits(z32, y, weight=np.array([1.0, 1e300, np.inf]))
+        with raises("weight", "values that fit float32, the dtype", "got 1e+300"):  # float16: computed in float32
+            lk.binary_cross_entropy_with_logits(np.zeros(3, np.float16), y, weight=np.array([1.0, 1e300, 1.0]))
         with raises("pos_weight", "values that fit float32", "got 1e+300"):
             lk.binary_cross_entropy_with_logits(z32, y, pos_weight=1e300)
         with raises("class_weight", "values that fit float32", "got 1e+40"):

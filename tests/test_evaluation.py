@@ -257,7 +257,12 @@ def test_errors_name_the_keyword_arguments_and_the_cli_the_flags(tmp_path, capsy
         lk.evaluate(path)
     message = str(caught.value)
     assert message.startswith("pred_kind: expected logits or probs") and "p.parquet" in message
+    assert message.endswith("pass pred_kind='probs' if they are probabilities, pred_kind='logits' if they are logits")
     assert "--" not in message
+    with pytest.raises(LossInputError, match=r"^dask: expected either dask=True \(a local cluster\) or "
+                                             r"scheduler='ADDRESS', got both$"):
+        lk.evaluate(path, dask=True, scheduler="tcp://localhost:1")
+    assert lk.evaluate(path, pred_kind="probs", task="binary").reason == "task='binary' given"
     with pytest.raises(LossInputError, match="^batch_rows: expected an integer from 1"):
         lk.evaluate(path, batch_rows=0)
     with pytest.raises(LossInputError, match=r"^calibration: expected a calibration JSON file \(losskit calibrate "
@@ -283,8 +288,8 @@ def test_the_detected_tasks_advice_is_given_only_where_the_columns_disagree_with
     rng = np.random.default_rng(0)
     path = write_parquet(tmp_path / "g.parquet", {"pred_0": rng.normal(size=20), "pred_1": rng.normal(size=20),
                                                    "target": rng.normal(size=20)})
-    with pytest.raises(LossInputError, match="^pred: .*got 2; a mean and a log-variance per value: loss "
-                                             "gaussian_nll; quantiles: loss quantile; the task was detected"):
+    with pytest.raises(LossInputError, match="^pred: .*got 2; a mean and a log-variance per value: "
+                                             "loss='gaussian_nll'; quantiles: loss='quantile'; the task was detected"):
         lk.evaluate(path)
     assert lk.evaluate(path, loss="gaussian_nll").task == "regression"
 
@@ -371,7 +376,7 @@ def test_a_loss_of_one_task_says_the_task(tmp_path):
     with pytest.raises(LossInputError, match="ambiguous"):
         lk.evaluate(path)
     report = lk.evaluate(path, loss="poisson")
-    assert report.task == "regression" and report.reason == "--loss poisson is a regression loss"
+    assert report.task == "regression" and report.reason == "loss='poisson' is a regression loss"
     binary = write_parquet(tmp_path / "b.parquet", {"logit": rng.normal(size=200), "target": rng.integers(0, 2, 200)})
     assert lk.evaluate(binary, loss="focal").reason.startswith("integer labels")
 

@@ -393,6 +393,9 @@ def test_a_tweedie_start_is_the_log_of_the_weighted_mean_at_any_scale(power):
     # the minimiser: the weighted mean deviance is larger a little either side
     at = [float(loss(np.full(n, expected + d), claims, weight=weight)) for d in (-1e-3, 0.0, 1e-3)]
     assert at[1] < at[0] and at[1] < at[2]
+    assert loss.best_constant(np.stack([claims, claims], axis=1), weight) == 0.0  # one per output: none
+    with pytest.raises(lk.LossInputError, match="^target: expected finite values"):
+        loss.best_constant(np.append(claims, np.nan))
     x = rng.normal(size=(n, 3))
     p = lx.params(loss) if loss.gbdt_builtin("xgboost") is None else {"objective": lx.objective(loss)}
     booster = xgb.train({"base_score": lx.base_score(loss, claims), "max_depth": 2, "eta": 0.3, "nthread": 1,

@@ -139,7 +139,8 @@ def refuse_past(xp, array, dtype, name: str, dtype_xp=None) -> None:
     past = (magnitude > largest) & (magnitude < float("inf"))
     if concrete_bool(xp.any(past)):
         worst = float(xp.max(xp.where(past, magnitude, xp.zeros_like(magnitude))))
-        raise fail(name, f"values that fit {dtype}, the dtype the loss is computed in (at most {largest:.3g} "
+        named = getattr(dtype, "__name__", None) or str(dtype)  # a NumPy or JAX scalar type: float32, not <class ...>
+        raise fail(name, f"values that fit {named}, the dtype the loss is computed in (at most {largest:.3g} "
                    "in magnitude)", f"{worst:.6g}")
 
 

@@ -35,22 +35,41 @@ from .scoring import METRIC_KEYS
 
 __all__ = ["evaluate", "Report", "METRIC_KEYS"]
 
-#: the flag of ``losskit eval`` in an error of the modules below (the CLI is their first caller), and the
-#: argument of :func:`evaluate` it is: a Python caller reads the keyword it passed
-_FLAGS = re.compile(r"(?<![\w-])--(pred-kind|batch-rows|pred|target|weight|task|loss|dask|scheduler|calibration)"
-                    r"(?![\w-])")
+#: the flags of ``losskit eval`` in the errors of the modules below (the CLI is their first caller), each the
+#: argument of :func:`evaluate` of that name: a Python caller reads the keyword it passed
+_FLAG = r"(?<![\w-])--(pred-kind|batch-rows|pred|target|weight|task|loss|dask|scheduler|calibration)(?![\w-])"
+_FLAGS = re.compile(_FLAG)
+#: a flag and its value (``--pred-kind probs``, ``--pred logit_0,logit_1``), not a flag before a word of the sentence
+_WITH_VALUE = re.compile(_FLAG + r" (?!(?:and|or|for|took|has|is|given|with|if|to|in|as|both|nor)\b)"
+                         r"([\w.,*:/-]*[\w*/-])")
+
+
+def _keywords(message: str) -> str:
+    """``message`` in :func:`evaluate`'s words: ``--pred-kind: ...`` as ``pred_kind: ...``, ``--pred-kind probs`` as
+    ``pred_kind='probs'``, the flag ``--dask`` as ``dask=True``, any other flag as its keyword."""
+    def keyword(flag):
+        return flag.replace("-", "_")
+
+    head, colon, rest = message.partition(": ")
+    if colon and _FLAGS.fullmatch(head):  # the argument the error is about
+        message = keyword(head[2:]) + colon + rest
+    message = _WITH_VALUE.sub(lambda match: f"{keyword(match.group(1))}={match.group(2)!r}", message)
+    message = re.sub(r"(?<![\w-])--dask(?![\w-])", "dask=True", message)
+    return _FLAGS.sub(lambda match: keyword(match.group(1)), message)
 
 
 def _named_by_keyword(function):
-    """``function`` whose :class:`LossInputError` names ``pred_kind`` where the modules say ``--pred-kind``;
-    ``function.__wrapped__`` keeps the flags (``losskit eval``)."""
+    """``function`` whose :class:`LossInputError` and ``Report.reason`` speak of its keywords where the modules name
+    ``losskit eval``'s flags (:func:`_keywords`); ``function.__wrapped__`` keeps the flags (the CLI calls it)."""
     @functools.wraps(function)
     def named(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
+            report = function(*args, **kwargs)
+            report.reason = _keywords(report.reason)  # "task='binary' given", not "--task binary given"
+            return report
         except LossInputError as error:
             message = str(error)
-            renamed = _FLAGS.sub(lambda match: match.group(1).replace("-", "_"), message)
+            renamed = _keywords(message)
             if renamed == message:
                 raise
             raise LossInputError(renamed) from None

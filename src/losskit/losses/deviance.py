@@ -316,6 +316,11 @@ class TweedieDeviance(ValueLoss):
         import numpy as np
 
         label = np.asarray(target, dtype=np.float64)
+        if label.ndim > 1:
+            return 0.0  # one constant per output has no single value (as Loss.best_constant)
+        if not np.all(np.isfinite(label)):
+            raise _checks.fail("target", "finite values (a best constant of NaN or inf starts nothing)",
+                               "NaN or inf")
         self.check_target(np, label)
         w = None if weight is None else np.asarray(weight, dtype=np.float64)
         return self.link.of_mean(float(np.average(label, weights=w)) if label.size else 0.0)
