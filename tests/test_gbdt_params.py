@@ -105,7 +105,7 @@ def test_every_registered_loss_has_exactly_the_documented_builtins():
     """Poly-1 and KL subclass softmax CE and inherited its built-in: params gave multi:softprob, which
     trains plain CE (a silently different objective). A built-in is now the declaring class's alone."""
     documented = _documented_builtins()
-    assert len(documented) == 10 and documented["GammaDeviance"] == ("reg:gamma", "gamma")  # the parse
+    assert len(documented) == 11 and documented["GammaDeviance"] == ("reg:gamma", "gamma")  # the parse
     for name, (cls, *_) in lk.REGISTRY.items():
         loss = cls()
         if loss.input_name == "probs" or getattr(loss, "target", None) == "logits":  # no GBDT trains these
@@ -175,6 +175,29 @@ def test_xgboost_trains_several_quantiles_with_its_builtin():
     assert margins.shape == (N, 3)
     _, value = lx.metric(loss, builtin=True)(margins, data)
     assert value == pytest.approx(float(lk.QuantileLoss(quantiles=quantiles)(margins.astype(np.float64), data.get_label().astype(np.float64))), rel=1e-12)
+
+
+def test_xgboost_trains_multilabel_ce_with_binary_logistic_as_its_custom_objective_does():
+    """XGBoost's ``binary:logistic`` on ``[N, K]`` labels is the multi-label CE (each label's BCE: the gradient and
+    Hessian of a row's sum), for which params gave the custom objective (found in review): the two train the same
+    trees from the same start, and the built-in's metric is the loss at the margins. LightGBM: custom."""
+    loss = lk.MultilabelCrossEntropy()
+    params = lx.params(loss)
+    assert params == {"objective": "binary:logistic"}
+    assert callable(ll.params(loss)["objective"])
+    assert lx.params(lk.MultilabelCrossEntropy(label_smoothing=0.1))["objective"] != "binary:logistic"
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(600, 4))
+    y = (rng.random((600, 3)) < 1 / (1 + np.exp(-x[:, :3] * [1.0, -2.0, 0.5]))).astype(float)
+    data = xgb.DMatrix(x, label=y)
+    common = {"max_depth": 2, "eta": 0.3, "nthread": 1}
+    builtin = xgb.train({**params, **common, "base_score": 0.5}, data, 6)  # a probability: margin 0
+    custom = xgb.train({**common, "base_score": 0.0, "disable_default_eval_metric": 1}, data, 6,
+                       obj=lx.objective(loss))
+    margins = builtin.predict(data, output_margin=True)
+    np.testing.assert_allclose(margins, custom.predict(data, output_margin=True), rtol=1e-5, atol=1e-5)
+    _, value = lx.metric(loss, builtin=True)(builtin.predict(data), data)
+    assert value == pytest.approx(float(loss(margins.astype(np.float64), y)), rel=1e-5)
 
 
 @pytest.mark.parametrize("library", ["xgboost", "lightgbm"])

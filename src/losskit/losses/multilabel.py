@@ -49,6 +49,13 @@ class MultilabelCrossEntropy(_BinaryBase):
         loss, grad, hess = bce_logits_terms(plan.xp, plan.input, y, plan.target.pos_weight, order, neg=neg)
         return Terms(plan.xp.sum(loss, axis=-1), grad, hess)
 
+    def gbdt_builtin(self, library):
+        # XGBoost's binary:logistic on [N, K] labels is this loss: each label's BCE, whose gradient and Hessian
+        # are those of a row's sum (found in review); LightGBM takes no [N, K] label
+        if library != "xgboost" or self.pos_weight is not None or self.label_smoothing:
+            return None
+        return "binary:logistic", {}
+
 
 @function_of(MultilabelCrossEntropy)
 def multilabel_cross_entropy(logits, target, *, weight=None, pos_weight=None,
