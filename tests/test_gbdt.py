@@ -721,12 +721,20 @@ def test_base_score_checks_labels_as_the_objective_does():
     """The start reads the labels as the objective will (it gave -0.35 for -1/1 labels of the exponential
     loss and 1.0 for hinge labels 5/7, which the objective refuses at the first round); labels that are
     not numbers are refused by name (NumPy's 'could not convert string to float' before)."""
-    with pytest.raises(lk.LossInputError, match="^target: expected values in \\[0, 1\\]"):
+    with pytest.raises(lk.LossInputError, match="^label: expected values in \\[0, 1\\]"):
         lx.base_score(lk.ExponentialLoss(), np.array([-1.0, 1.0, 1.0]))
-    with pytest.raises(lk.LossInputError, match="^target: expected labels 0/1 or -1/\\+1"):
+    with pytest.raises(lk.LossInputError, match="^label: expected labels 0/1 or -1/\\+1"):
         ll.init_score(lk.HingeLoss(), np.array([5.0, 7.0, 7.0]))
     with pytest.raises(lk.LossInputError, match="^label: expected numbers"):
         lx.base_score(lk.BinaryCrossEntropyWithLogits(), np.array(["cat", "dog"]))
+    # the loss's own checks of its target name the label too, in the objective and the metric (they said
+    # "target", a word no GBDT API uses; found in review)
+    counts = np.array([1.0, -2.0, 3.0])
+    for call in (lambda: lx.objective(lk.PoissonDeviance())(counts, np.zeros(3)),  # scikit-learn: (y_true, y_pred)
+                 lambda: ll.metric(lk.PoissonDeviance())(counts, np.zeros(3)),
+                 lambda: lx.base_score(lk.PoissonDeviance(), counts)):
+        with pytest.raises(lk.LossInputError, match=r"^label: expected non-negative values \(y >= 0\)"):
+            call()
 
 
 def test_short_names_resolve_as_heads_take_them_and_an_ambiguous_one_is_refused():
@@ -767,5 +775,5 @@ def test_a_missing_num_class_or_label_is_named():
     with pytest.raises(lk.LossInputError, match="^label: expected one label per row of the DMatrix"):
         xgb.train({"disable_default_eval_metric": 1}, xgb.DMatrix(np.zeros((4, 1))), 1,
                   obj=lx.objective(lk.HuberLoss()))
-    with pytest.raises(lk.LossInputError, match=r"^target: expected class indices in \[0, 2\)"):
+    with pytest.raises(lk.LossInputError, match=r"^label: expected class indices in \[0, 2\)"):
         lx.base_score(lk.SoftmaxCrossEntropy(), np.array([0.0, -1.0]))

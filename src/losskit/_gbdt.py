@@ -37,10 +37,13 @@ weights as ``weight``. Two things a Newton step needs that a loss may not give:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import _checks
 from . import heads as _heads
+from ._errors import LossInputError
 from ._stats import weighted_quantile
 from .losses import REGISTRY, Loss
 from .losses.base import require_loss_object
@@ -187,6 +190,23 @@ def layout(loss: Loss, margin, label, units=None):
     return z, label.astype(np.float64)
 
 
+def _labels_named(function):
+    """``function`` whose errors about the loss's target say ``label``, the word of XGBoost's and LightGBM's APIs
+    (``target: expected non-negative values`` met by the objective named no argument a GBDT user passed)."""
+    @functools.wraps(function)
+    def named(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except LossInputError as error:
+            message = str(error)
+            if not message.startswith("target: "):
+                raise
+            raise LossInputError("label: " + message.removeprefix("target: ")) from None
+
+    return named
+
+
+@_labels_named
 def grad_hess(loss: Loss, margin, label, weight=None, units=None):
     """Per-row (per-unit) gradient and positive Hessian of ``loss``, in ``margin``'s shape (``units``: a
     head's, checked against the margins)."""
@@ -282,6 +302,7 @@ def _robust_scale(a, weight):
     return np.where(median > 0, median, mean).reshape(a.shape[1:])
 
 
+@_labels_named
 def metric_value(loss: Loss, margin, label, weight=None, units=None) -> float:
     """The loss's weighted mean over the rows (``sum w_i l_i / sum w_i``) at the margins."""
     z, y = layout(loss, margin, label, units)
@@ -329,6 +350,7 @@ def _start_inputs(label, weight):
     return label, w
 
 
+@_labels_named
 def _check_labels(loss: Loss, label, weight, units=None) -> None:
     """The loss's own checks of ``label`` as a target (0/1, +-1, y > 0...), at margins of 0; ``units``: a
     head's (a multi-class head's classes, which the labels need not all hold)."""
