@@ -37,13 +37,11 @@ weights as ``weight``. Two things a Newton step needs that a loss may not give:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from . import _checks
 from . import heads as _heads
-from ._errors import LossInputError
+from ._errors import argument_renamed
 from ._stats import weighted_quantile
 from .losses import REGISTRY, Loss
 from .losses.base import require_loss_object
@@ -190,20 +188,9 @@ def layout(loss: Loss, margin, label, units=None):
     return z, label.astype(np.float64)
 
 
-def _labels_named(function):
-    """``function`` whose errors about the loss's target say ``label``, the word of XGBoost's and LightGBM's APIs
-    (``target: expected non-negative values`` met by the objective named no argument a GBDT user passed)."""
-    @functools.wraps(function)
-    def named(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except LossInputError as error:
-            message = str(error)
-            if not message.startswith("target: "):
-                raise
-            raise LossInputError("label: " + message.removeprefix("target: ")) from None
-
-    return named
+#: the loss's errors about its target say ``label``, the word of XGBoost's and LightGBM's APIs (``target: expected
+#: non-negative values`` met by the objective named no argument a GBDT user passed)
+_labels_named = argument_renamed(target="label")
 
 
 @_labels_named

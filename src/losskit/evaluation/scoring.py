@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import heads as _heads
-from .._errors import LossInputError, fail
+from .._errors import LossInputError, argument_renamed, fail
 from ..losses import (
     BinaryCrossEntropy,
     Loss,
@@ -189,46 +189,41 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
     return info.kind, reason
 
 
+@argument_renamed(loss="--loss")  # a loss's name or options: the command's option
 def _head(task: str, loss, n_pred: int, n_target: int):
     """The task's head for these widths, or an error that says which option fits the file."""
     options = {} if loss is None else {"loss": loss}
-    try:
-        if task == "binary":
-            if n_pred != 1 or n_target != 1:
-                raise fail("--pred", "one prediction column and one target column for a binary task",
-                           f"{n_pred} prediction and {n_target} target values per row",
-                           "two columns of class scores are a multiclass task: give --task multiclass")
-            return _heads.head("binary", **options)
-        if task == "multiclass":
-            if n_pred < 2:
-                raise fail("--pred", "K >= 2 prediction columns (one per class) for a multiclass task",
-                           f"{n_pred}")
-            if n_target not in (1, n_pred):
-                raise fail("--target", f"one label column or {n_pred} one-hot/probability columns",
-                           f"{n_target} target values per row")
-            return _heads.head("multiclass", n_classes=n_pred, **options)
-        if task == "multilabel":
-            if n_target != n_pred:
-                raise fail("--target", f"one 0/1 column per label ({n_pred}, as --pred has)",
-                           f"{n_target} target values per row")
-            return _heads.head("multilabel", n_labels=n_pred, **options)
-        head = _heads.head("regression", **options) if loss is not None else None
-        units = getattr(head, "units", None)
-        if head is None or type(head) is _heads.RegressionHead:
-            if n_pred != n_target:
-                hint = ("a mean and a log-variance per value: --loss gaussian_nll; quantiles: --loss quantile"
-                        if loss is None and n_target == 1 else "")
-                raise fail("--pred", f"one prediction column per target value ({n_target})", f"{n_pred}", hint)
-            return _heads.head("regression", n_outputs=n_pred, **options)
-        if n_pred != units or n_target != 1:
-            raise fail("--pred", f"{units} prediction columns and one target column for {type(head).__name__}",
-                       f"{n_pred} prediction and {n_target} target values per row")
-        return head
-    except LossInputError as error:
-        message = str(error)
-        if message.startswith("loss:"):
-            raise LossInputError("--" + message) from None
-        raise
+    if task == "binary":
+        if n_pred != 1 or n_target != 1:
+            raise fail("--pred", "one prediction column and one target column for a binary task",
+                       f"{n_pred} prediction and {n_target} target values per row",
+                       "two columns of class scores are a multiclass task: give --task multiclass")
+        return _heads.head("binary", **options)
+    if task == "multiclass":
+        if n_pred < 2:
+            raise fail("--pred", "K >= 2 prediction columns (one per class) for a multiclass task",
+                       f"{n_pred}")
+        if n_target not in (1, n_pred):
+            raise fail("--target", f"one label column or {n_pred} one-hot/probability columns",
+                       f"{n_target} target values per row")
+        return _heads.head("multiclass", n_classes=n_pred, **options)
+    if task == "multilabel":
+        if n_target != n_pred:
+            raise fail("--target", f"one 0/1 column per label ({n_pred}, as --pred has)",
+                       f"{n_target} target values per row")
+        return _heads.head("multilabel", n_labels=n_pred, **options)
+    head = _heads.head("regression", **options) if loss is not None else None
+    units = getattr(head, "units", None)
+    if head is None or type(head) is _heads.RegressionHead:
+        if n_pred != n_target:
+            hint = ("a mean and a log-variance per value: --loss gaussian_nll; quantiles: --loss quantile"
+                    if loss is None and n_target == 1 else "")
+            raise fail("--pred", f"one prediction column per target value ({n_target})", f"{n_pred}", hint)
+        return _heads.head("regression", n_outputs=n_pred, **options)
+    if n_pred != units or n_target != 1:
+        raise fail("--pred", f"{units} prediction columns and one target column for {type(head).__name__}",
+                   f"{n_pred} prediction and {n_target} target values per row")
+    return head
 
 
 class Scorer:

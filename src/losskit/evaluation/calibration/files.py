@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._errors import LossInputError, fail
+from ..._errors import LossInputError, argument_renamed, fail
 from . import Calibration, from_fit, objective_for
 from .inputs import check_classes, check_not_probabilities
 from .newton import minimise
@@ -107,11 +107,8 @@ def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, 
     start = time.perf_counter()
     layout, spec = plan_files(paths, pred=pred, target=target, weight=weight, task=task, method=method,
                               batch_rows=batch_rows, pred_kind=pred_kind)
-    try:
+    with argument_renamed(method="--method", l2="--l2"):  # named as the command line's options
         objective = objective_for(method, spec.task, spec.n_outputs, l2)
-    except LossInputError as error:  # named as the command line's options
-        message = str(error)
-        raise LossInputError(("--" if message.startswith(("method:", "l2:")) else "") + message) from None
     count = [0]
 
     def checked(total):
