@@ -130,7 +130,7 @@ def refuse_past(xp, array, dtype, name: str, dtype_xp=None) -> None:
     silent inf where none does. Only a float array of a wider dtype can hold one (int64's largest fits
     float32); a traced or lazy array's values are not read. ``dtype_xp``: ``dtype``'s namespace, if not
     ``array``'s."""
-    if not isdtype(xp, array.dtype, "real floating"):
+    if array.dtype == dtype or not isdtype(xp, array.dtype, "real floating"):  # (no cast: a call's usual weight)
         return
     largest = float((dtype_xp or xp).finfo(dtype).max)
     if float(xp.finfo(array.dtype).max) <= largest:
