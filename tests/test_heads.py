@@ -616,3 +616,41 @@ def test_multiclass_labels_of_another_library_encode_to_indices_of_that_library(
     logits = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.5, 0.5, 3.0]])
     expected = lk.softmax_cross_entropy(logits, np.array([2, 0, 1]))
     np.testing.assert_allclose(to_numpy(head.loss(to_backend(backend, logits), indices)), expected, rtol=1e-6)
+
+
+def test_a_threshold_set_after_construction_is_checked_and_predict_takes_it():
+    """``threshold`` read back 0.9 after ``h.threshold = 0.9`` while ``predict`` kept the cut-off made at
+    construction: sigmoid(1) = 0.73 was still class 1 (found in review)."""
+    binary = lk.BinaryHead()
+    binary.threshold = 0.9
+    assert binary.threshold == 0.9 and binary.predict(np.array([1.0, 2.5])).tolist() == [0, 1]  # 0.73, 0.92
+    with pytest.raises(LossInputError, match="^threshold: .*got 2.0"):
+        binary.threshold = 2
+    with pytest.raises(LossInputError, match="^threshold: expected one probability"):
+        binary.threshold = [0.5, 0.5]
+    assert binary.threshold == 0.9 and binary.predict(np.array([1.0])).tolist() == [0]  # a refused value changes nothing
+    exponential = lk.BinaryHead(loss="exponential_loss")  # p = sigmoid(2 z): the cut-off is half the logit
+    exponential.threshold = 0.9
+    assert exponential.predict(np.array([1.0, 1.2])).tolist() == [0, 1]  # sigmoid(2) = 0.88, sigmoid(2.4) = 0.917
+    multilabel = lk.MultilabelHead(2)
+    multilabel.threshold = [0.9, 0.6]
+    assert multilabel.predict(np.array([[1.0, 1.0]])).tolist() == [[0, 1]]
+    with pytest.raises(LossInputError, match="^threshold: expected a probability or 2 of them .*got 3 values"):
+        multilabel.threshold = [0.1, 0.2, 0.3]
+
+
+def test_encode_under_jit_gives_an_unknown_binary_label_nan_and_refuses_labels_it_cannot_read():
+    """Under jit no check reads the labels: BinaryHead.encode gave an unknown label 0 (the negative class, silently;
+    semantics.md: such an example's loss is NaN) and MulticlassHead.encode of labels 3, 4, 5 raised JAX's
+    TracerArrayConversionError (found in review)."""
+    jax = pytest.importorskip("jax")
+    binary = lk.head_for(np.array([-1, 1, 1, -1]))
+    encoded = np.asarray(jax.jit(binary.encode)(jax.numpy.asarray([-1, 2, 1])))
+    assert encoded[0] == 0 and np.isnan(encoded[1]) and encoded[2] == 1
+    assert np.asarray(jax.jit(binary.encode)(jax.numpy.asarray([1, -1]))).tolist() == [1.0, 0.0]
+    with pytest.raises(LossInputError, match="^target: expected labels among classes"):
+        binary.encode(np.array([-1, 2, 1]))  # eager: read and refused
+    multiclass = lk.head_for(np.array([3, 4, 5, 3]))
+    with pytest.raises(LossInputError, match="^target: expected values that can be read on the host"):
+        jax.jit(multiclass.encode)(jax.numpy.asarray([3, 5, 4]))
+    assert np.asarray(multiclass.encode(jax.numpy.asarray([3, 5, 4]))).tolist() == [0, 2, 1]

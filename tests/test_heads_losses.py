@@ -112,7 +112,11 @@ def test_head_for_takes_a_loss():
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: lk.head("binary", loss="huber"), "^loss: expected one of 'bce', 'focal'"),
-    (lambda: lk.head("binary", loss=lk.HuberLoss()), "^loss: expected a loss of the binary task"),
+    (lambda: lk.head("binary", loss=lk.HuberLoss()),
+     "^loss: expected a loss of the binary task .*got HuberLoss, a loss of the regression task$"),
+    # a loss of the task whose class is not registered: it said "a loss of the regression task", which it is
+    (lambda: lk.head("regression", loss=type("MyHuber", (lk.HuberLoss,), {})()),
+     "^loss: expected a registered Loss: its class declares a name .*got MyHuber, which declares none of its own$"),
     (lambda: lk.head("binary", loss="hinge", label_smoothing=0.1), "^label_smoothing: expected an option of HingeLoss"),
     (lambda: lk.head("regression", loss="huber", beta=1.0), "^beta: expected an option of RegressionHead"),
     (lambda: lk.head("binary", loss=lk.HingeLoss(), reduction="sum"), "^reduction: expected no loss option"),

@@ -223,6 +223,17 @@ def test_head_loss_is_differentiable_and_keeps_the_core_head(task):
     assert repr(head) == f"losskit.jax.head({core!r})"  # (was the default object repr)
 
 
+def test_a_head_names_a_missing_or_string_target():
+    """losskit.jax.head("binary").loss read ``target.ndim`` of None (AttributeError), and string labels reached
+    jnp.asarray (JAX's TypeError, naming no argument; found in review)."""
+    head = lj.head("binary")
+    with pytest.raises(lk.LossInputError, match="^target: expected an array, got None"):
+        head.loss(jnp.zeros(3), None)
+    with pytest.raises(lk.LossInputError, match="^target: expected real numbers or bools, got a NumPy array of dtype "
+                                                "<U1; encode labels first"):
+        head.loss(jnp.zeros(2), np.array(["a", "b"]))
+
+
 @pytest.mark.parametrize("name", ["softmax_focal_loss", "softmax_cross_entropy", "poly_cross_entropy",
                                   "multiclass_hinge_loss"])
 def test_numpy_logits_and_labels_alone_give_the_core_value_without_a_warning(name):

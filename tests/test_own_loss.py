@@ -144,6 +144,10 @@ def test_a_catalogue_name_is_refused_and_a_class_defined_again_replaces_itself()
             name = "my_test_huber"
         assert lk.REGISTRY["my_test_huber"][0] is MyHuber
         assert lk.RegressionHead(loss="huber").loss_object.name == "huber_loss"
+        # and a head takes it by its name or as an object (both were refused: the heads' table held the classes
+        # under their aliases only, and "huber" is the parent's; found in review)
+        assert type(lk.RegressionHead(loss="my_test_huber").loss_object) is MyHuber
+        assert type(lk.RegressionHead(loss=MyHuber(delta=2.0)).loss_object) is MyHuber
     finally:
         lk.REGISTRY.pop("my_test_huber", None)
     made = []

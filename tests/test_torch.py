@@ -499,6 +499,17 @@ def test_head_module_checks_its_units():
         lt.MulticlassHead(4)(torch.randn(3, 5), torch.tensor([0, 1, 2]))
 
 
+def test_head_modules_name_a_missing_target_and_offer_predict_proba_where_the_core_head_has_it():
+    """A single-unit head's module read ``target.ndim`` first (AttributeError on None), and every head module had a
+    ``predict_proba`` that a regression head's raised AttributeError from (found in review)."""
+    for module in (lt.BinaryHead(), lt.RegressionHead()):
+        with pytest.raises(lk.LossInputError, match="^target: expected an array, got None"):
+            module(torch.zeros(3), None)
+    assert not hasattr(lt.RegressionHead(), "predict_proba") and not hasattr(lt.GaussianHead(), "predict_proba")
+    torch.testing.assert_close(lt.BinaryHead().predict_proba(torch.tensor([0.0, 2.0])),
+                               torch.sigmoid(torch.tensor([0.0, 2.0])))
+
+
 def test_training_loop_on_digits_falls_as_fast_as_nn_cross_entropy():
     datasets = pytest.importorskip("sklearn.datasets")
     digits = datasets.load_digits()

@@ -42,6 +42,7 @@ from ._checks import LossInputError, fail
 from .activations import sigmoid_xp, softmax_xp
 from .losses import REGISTRY, GaussianNLL, Loss, QuantileLoss
 from .losses.declaration import HALF_LOGIT, IDENTITY
+from .losses.registry import name_of
 from .targets import TargetType, decode_labels, encode_labels, to_host, type_of_target
 from .tasks import Task
 
@@ -92,16 +93,22 @@ def loss_class(kind: Task, loss) -> type:
     name, a registry name, or a Loss object); a loss of another task raises, naming ``loss``."""
     table = TASK_LOSSES[kind]
     names = ", ".join(repr(n) for n in table)
-    classes = set(table.values())
     task = Task.parse(kind)
+    # every registered loss of the task by its name: a subclass that inherits its parent's alias ("focal") is
+    # not in the table under it, which keeps the parent
+    by_function = {name: cls for name, (cls, _) in REGISTRY.items() if cls.task == task}
     if loss is None:
         return next(iter(table.values()))
     if isinstance(loss, Loss):
-        if type(loss) not in classes:
-            raise fail("loss", f"a loss of the {task} task ({names})", type(loss).__name__)
-        return type(loss)
+        cls = type(loss)
+        if cls.task != task:
+            raise fail("loss", f"a loss of the {task} task ({names})",
+                       f"{cls.__name__}, a loss of the {cls.task} task" if cls.task else cls.__name__)
+        if name_of(cls) is None:
+            raise fail("loss", "a registered Loss: its class declares a name (class attribute `name = \"...\"`)",
+                       f"{cls.__name__}, which declares none of its own")
+        return cls
     if isinstance(loss, str):
-        by_function = {c.name: c for c in classes}
         if loss in table:
             return table[loss]
         if loss in by_function:
@@ -355,6 +362,7 @@ class _SingleUnitMixin:
     many_units_hint = ""
 
     def _align(self, xp, logits, target):
+        _checks.given(target=target)  # (the torch and JAX forms align before any other check)
         self._check_units(logits)
         if logits.ndim >= 2 and logits.shape[-1] == 1:
             shape = tuple(logits.shape)
@@ -420,12 +428,24 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
                            f"shape {classes.shape}")
         super().__init__(loss, 1, classes=classes, reason=reason)
         self.threshold = threshold
-        self._threshold_logit = _threshold(threshold)
-        if isinstance(self._threshold_logit, list):
-            raise fail("threshold", "one probability in (0, 1) (one unit)", repr(threshold))
-        if loss.link is HALF_LOGIT:  # p = sigmoid(2 z): the threshold's margin is half its logit
-            self._threshold_logit /= 2
+        if loss.link is HALF_LOGIT:
             self.activation_name = loss.link.activation
+
+    @property
+    def threshold(self) -> float:
+        """The probability ``predict`` compares with (``p > threshold``). Settable, e.g. to a cut-off tuned on
+        validation data: the new value is checked and ``predict`` takes it (it kept the cut-off made at
+        construction)."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value) -> None:
+        cut = _threshold(value)
+        if isinstance(cut, list):
+            raise fail("threshold", "one probability in (0, 1) (one unit)", repr(value))
+        if self.loss_object.link is HALF_LOGIT:  # p = sigmoid(2 z): the threshold's margin is half its logit
+            cut /= 2
+        self._threshold, self._threshold_logit = value, cut
 
     def _activation_xp(self, xp, logits):
         return self.loss_object.link.inverse(xp, logits) if self.loss_object.link is HALF_LOGIT \
@@ -460,10 +480,16 @@ class BinaryHead(_SingleUnitMixin, _ClassifierHead):
                 raise fail("target", f"labels among classes ({self.classes.tolist()!r})",
                            f"an array of dtype {target.dtype}, which cannot hold them") from None
             known = (target == positive) | (target == negative)
-            if _array.concrete_bool(xp.all(known)) is False:
+            all_known = _array.concrete_bool(xp.all(known))
+            if all_known is False:
                 raise fail("target", f"labels among classes ({self.classes.tolist()!r})",
                            "another label")
-            return xp.astype(target == positive, xp.float32 if target.dtype != xp.float64 else xp.float64)
+            dtype = xp.float32 if target.dtype != xp.float64 else xp.float64
+            encoded = xp.astype(target == positive, dtype)
+            if all_known is None:  # values no check can read (under jit): another label's example gets a NaN
+                # target, so its loss is NaN (docs/semantics.md), where it was silently the negative class
+                encoded = xp.where(known, encoded, xp.asarray(float("nan"), dtype=dtype, device=_array.device(target)))
+            return encoded
         indices, _ = encode_labels(target, self.classes)
         return indices.astype(float)
 
@@ -617,10 +643,18 @@ class MultilabelHead(_ClassifierHead):
         loss = build_loss(Task.MULTILABEL, loss, {**options, **loss_options, "reduction": reduction, "impl": impl})
         super().__init__(loss, n_labels, reason=reason)
         self.threshold = threshold
-        self._threshold_logit = _threshold(threshold)
-        if isinstance(self._threshold_logit, list) and len(self._threshold_logit) != n_labels:
-            raise fail("threshold", f"a probability or {n_labels} of them (one per label)",
-                       f"{len(self._threshold_logit)} values")
+
+    @property
+    def threshold(self):
+        """The probability, or one per label, ``predict`` compares with. Settable, as :attr:`BinaryHead.threshold`."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value) -> None:
+        cut = _threshold(value)
+        if isinstance(cut, list) and len(cut) != self.units:
+            raise fail("threshold", f"a probability or {self.units} of them (one per label)", f"{len(cut)} values")
+        self._threshold, self._threshold_logit = value, cut
 
     @property
     def n_labels(self) -> int:

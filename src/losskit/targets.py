@@ -119,7 +119,12 @@ def to_host(target, name: str = "target") -> np.ndarray:
             xp = array_api_compat.array_namespace(target)
             if xp.isdtype(target.dtype, "real floating") and xp.finfo(target.dtype).bits < 32:
                 target = xp.astype(target, xp.float32)  # bfloat16: NumPy has none; float32 holds every value
-            host = np.asarray(target)
+            try:
+                host = np.asarray(target)
+            except Exception:  # a traced array (under jax.jit, vmap or grad): no values to read (JAX's own error
+                # named no argument)
+                raise fail(name, "values that can be read on the host (labels are read outside jit, vmap and grad)",
+                           f"a {type(target).__name__}, whose values are not known yet") from None
     if host.dtype == object:
         _one_kind(host, name)
     return host

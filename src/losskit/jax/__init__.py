@@ -437,6 +437,10 @@ def loss_fn(loss):
                 raise _checks.fail(name, "a JAX or NumPy array (losskit.jax's functions run under JAX)",
                                    f"{type(value).__module__}.{type(value).__name__}",
                                    "for other arrays call the core loss (losskit.<Loss>)")
+            if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind not in "biuf":
+                # string labels, say: JAX's own TypeError named no argument
+                raise _checks.fail(name, "real numbers or bools", f"a NumPy array of dtype {value.dtype}",
+                                   "encode labels first (a head's encode)" if value.dtype.kind in "USO" else "")
         # NumPy arrays made JAX's here, as jit makes its arguments (float64 to float32 without x64): kept NumPy,
         # the backward's re-call met them beside the tracers of a differentiated target or weight and refused
         # the mix, and a NumPy namespace read a JAX normalizer as a number (its gradient silently 0)

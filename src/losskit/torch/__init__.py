@@ -438,7 +438,7 @@ globals().update(_MODULES)
 
 class _HeadModule(nn.Module):
     """A losskit head as an ``nn.Module``: ``forward(logits, target)`` is its loss with the analytic
-    backward; ``activation``, ``predict`` and ``predict_proba`` are the core head's."""
+    backward; ``activation``, ``predict`` and (a classifier's) ``predict_proba`` are the core head's."""
 
     _core_cls: type = _heads.Head
 
@@ -465,8 +465,9 @@ class _HeadModule(nn.Module):
     def predict(self, logits: Tensor):
         return self.head.predict(logits)
 
-    def predict_proba(self, logits: Tensor) -> Tensor:
-        return self.head.predict_proba(logits)
+
+def _predict_proba(self, logits: Tensor) -> Tensor:
+    return self.head.predict_proba(logits)
 
 
 def _registry_name(loss) -> str:
@@ -479,8 +480,10 @@ def _registry_name(loss) -> str:
 def _head_module(core_cls: type) -> type:
     doc = (f"``nn.Module`` form of :class:`losskit.{core_cls.__name__}`: ``forward(logits, target)`` "
            f"is the head's loss with losskit's analytic backward.\n\n    " + (core_cls.__doc__ or ""))
-    return type(core_cls.__name__, (_HeadModule,), {"_core_cls": core_cls, "__doc__": doc,
-                                                     "__module__": __name__})
+    members = {"_core_cls": core_cls, "__doc__": doc, "__module__": __name__}
+    if hasattr(core_cls, "predict_proba"):  # the classifiers' (a regression head has none to forward to)
+        members["predict_proba"] = _predict_proba
+    return type(core_cls.__name__, (_HeadModule,), members)
 
 
 BinaryHead = _head_module(_heads.BinaryHead)
