@@ -654,3 +654,17 @@ def test_encode_under_jit_gives_an_unknown_binary_label_nan_and_refuses_labels_i
     with pytest.raises(LossInputError, match="^target: expected values that can be read on the host"):
         jax.jit(multiclass.encode)(jax.numpy.asarray([3, 5, 4]))
     assert np.asarray(multiclass.encode(jax.numpy.asarray([3, 5, 4]))).tolist() == [0, 2, 1]
+
+
+def test_decode_names_its_argument_and_a_task_of_the_wrong_shape_reads_as_what_was_given():
+    """decode's errors named ``indices`` (decode_labels' word; the method's argument is ``prediction``), and
+    ``task="multilabel"`` for one column said 'expected "multilabel" ..., got one column', backwards (review)."""
+    head = lk.head_for(np.array(["a", "b"]))
+    with pytest.raises(LossInputError, match=r"^prediction: expected indices in \[0, 2\), got values in \[0, 5\]$"):
+        head.decode(np.array([0, 5]))
+    with pytest.raises(LossInputError, match='^task: expected a task of one column .*got "multilabel" for a target '
+                                             "of one column of labels; multi-label targets are rows"):
+        lk.head_for(np.array([0, 1, 1]), task="multilabel")
+    with pytest.raises(LossInputError, match='^task: expected a task of 2 columns .*got "binary" for a target of 2 '
+                                             "columns; a binary target is one column"):
+        lk.head_for(np.array([[0, 1], [1, 0]]), task="binary")

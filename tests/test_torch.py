@@ -508,6 +508,9 @@ def test_head_modules_name_a_missing_target_and_offer_predict_proba_where_the_co
     assert not hasattr(lt.RegressionHead(), "predict_proba") and not hasattr(lt.GaussianHead(), "predict_proba")
     torch.testing.assert_close(lt.BinaryHead().predict_proba(torch.tensor([0.0, 2.0])),
                                torch.sigmoid(torch.tensor([0.0, 2.0])))
+    # its repr shows its options (it was 'BinaryHead()' whatever they were)
+    assert repr(lt.BinaryHead(pos_weight=2.0)) == f"BinaryHead({repr(lk.BinaryHead(pos_weight=2.0))[11:-1]})"
+    assert "pos_weight=2.0" in repr(lt.BinaryHead(pos_weight=2.0))
 
 
 def test_training_loop_on_digits_falls_as_fast_as_nn_cross_entropy():

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import _array, _checks
 from ._checks import LossInputError, fail
+from ._errors import argument_renamed
 from .activations import sigmoid_xp, softmax_xp
 from .losses import REGISTRY, GaussianNLL, Loss, QuantileLoss
 from .losses.declaration import HALF_LOGIT, IDENTITY
@@ -338,7 +339,8 @@ class Head:
         the prediction unchanged when the head has no ``classes``."""
         if self.classes is None:
             return prediction
-        return decode_labels(prediction, self.classes)
+        with argument_renamed(indices="prediction"):  # this method's word for the argument
+            return decode_labels(prediction, self.classes)
 
 
 class _ClassifierHead(Head):

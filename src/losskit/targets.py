@@ -209,8 +209,9 @@ def _one_column(y: np.ndarray, wanted: Task | None) -> TargetType:
     n = len(classes)
     numeric = y.dtype.kind in "biuf"
     if wanted is Task.MULTILABEL:
-        raise fail("task", '"multilabel" for a target of K > 1 label columns',
-                   f"one column ({'labels' if labels_dtype else 'values'})")
+        raise fail("task", "a task of one column (binary, multiclass or regression)",
+                   f"\"multilabel\" for a target of one column of {'labels' if labels_dtype else 'values'}",
+                   "multi-label targets are rows of K > 1 label columns, [N, K]")
     if wanted is Task.REGRESSION:
         if not numeric:
             raise fail("task", "a task that reads string labels (binary or multiclass)", '"regression"')
@@ -296,7 +297,8 @@ def _many_columns(y: np.ndarray, wanted: Task | None) -> TargetType:
     in_unit = bool(np.all((y >= 0) & (y <= 1)))
     rows_sum_one = is_float and in_unit and bool(np.allclose(np.sum(y, axis=1), 1.0, atol=1e-6))
     if wanted is Task.BINARY:
-        raise fail("task", '"binary" for a target of one column', f"{k} columns")
+        raise fail("task", f"a task of {k} columns (multilabel, or multiclass for one-hot rows)",
+                   f"\"binary\" for a target of {k} columns", "a binary target is one column, [N]")
     if wanted is Task.MULTILABEL:
         if not zero_one and not (is_float and in_unit):
             raise fail("target", "0/1 labels or probabilities in [0, 1] for task='multilabel'",

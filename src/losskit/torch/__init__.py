@@ -465,6 +465,10 @@ class _HeadModule(nn.Module):
     def predict(self, logits: Tensor):
         return self.head.predict(logits)
 
+    def extra_repr(self) -> str:  # the core head's arguments: BinaryHead(units=1, loss=...(pos_weight=2.0))
+        core = repr(self.head)
+        return core[core.index("(") + 1:-1]
+
 
 def _predict_proba(self, logits: Tensor) -> Tensor:
     return self.head.predict_proba(logits)
