@@ -668,3 +668,17 @@ def test_decode_names_its_argument_and_a_task_of_the_wrong_shape_reads_as_what_w
     with pytest.raises(LossInputError, match='^task: expected a task of 2 columns .*got "binary" for a target of 2 '
                                              "columns; a binary target is one column"):
         lk.head_for(np.array([[0, 1], [1, 0]]), task="binary")
+
+
+@pytest.mark.parametrize("loss, options", [("quantile", {"quantiles": [0.2, 0.8]}), ("gaussian_nll", {})])
+def test_quantile_and_gaussian_heads_take_head_fors_own_value_column(loss, options):
+    """``head_for(y[N, 1], loss=...)`` built a head whose loss refused that same ``[N, 1]`` column (the other heads
+    take it; found in review). Reference: the core loss on the flat target."""
+    y = RNG.normal(size=(N, 1))
+    predictions = RNG.normal(size=(N, 2))
+    head = lk.head_for(y, loss=loss, **options)
+    expected = lk.REGISTRY[head.loss_object.name][0](**options)(predictions, y[:, 0])
+    assert float(head.loss(predictions, y)) == float(expected)
+    np.testing.assert_array_equal(head.grad(predictions, y), head.loss_object.grad(predictions, y[:, 0]))
+    with pytest.raises(LossInputError, match=r"^target: expected shape \(6,\)"):
+        head.loss(predictions, np.zeros((N, 2)))  # two columns are no column of values

@@ -757,6 +757,14 @@ class _UnitsHead(Head):
     task = Task.REGRESSION
     input_name = "predictions"
 
+    def _align(self, xp, logits, target):
+        self._check_units(logits)
+        # a value column [N, 1] beside [N, units] (head_for's own target column, which the other heads take): one
+        # value per example has one axis fewer than the predictions
+        if target is not None and target.ndim >= 2 and target.ndim == logits.ndim and target.shape[-1] == 1:
+            target = _squeeze_last(xp, target)
+        return logits, target, None
+
     def encode(self, target):
         """The target unchanged (values, one per example)."""
         return target
@@ -768,7 +776,8 @@ class QuantileHead(_UnitsHead):
     .. math:: l_i = \sum_j \max(q_j (y_i - \hat y_{ij}), (q_j - 1)(y_i - \hat y_{ij}))
 
     Options: ``quantiles`` (a number or list in (0, 1), default 0.5), ``reduction``, ``impl``.
-    Shapes: ``predictions [..., Q]``, ``target [...]`` (one value per example), ``weight [...]``.
+    Shapes: ``predictions [..., Q]``, ``target [...]`` (one value per example) or ``[..., 1]`` (a value column),
+    ``weight [...]``.
     ``predict`` returns the Q predicted quantiles ``[..., Q]`` (as given: a network can cross them).
     """ + _CALL_DOC + """
     >>> import numpy as np, losskit as lk
@@ -816,7 +825,7 @@ class GaussianHead(_UnitsHead):
     .. math:: l_i = \tfrac12\left(s_i + (y_i - m_i)^2 e^{-s_i} + \log 2\pi\right)
 
     Options: ``reduction``, ``impl``. Shapes: ``predictions [..., 2]`` (mean, log-variance),
-    ``target [...]``, ``weight [...]``. ``predict`` (and ``activation``) return ``[..., 2]``: the
+    ``target [...]`` or ``[..., 1]``, ``weight [...]``. ``predict`` (and ``activation``) return ``[..., 2]``: the
     mean and the standard deviation :math:`e^{s/2}`.
     """ + _CALL_DOC + """
     >>> import numpy as np, losskit as lk
