@@ -174,7 +174,7 @@ def _curved(loss, formula):
 
 
 def _declares_curvature(loss) -> bool:
-    return type(loss).second_derivative is not ElementwiseLoss.second_derivative
+    return isinstance(loss, ElementwiseLoss) and type(loss).second_derivative is not ElementwiseLoss.second_derivative
 
 
 def _two_passes(plan, *, loss):
@@ -191,6 +191,12 @@ def _two_passes(plan, *, loss):
     curved = _DeclaredCurvature(loss) if _declares_curvature(loss) else loss
     grad = type(loss)._terms(curved, dataclasses.replace(plan, input=z, target=target), 1).grad
     return value, grad
+
+
+#: the losses (by kernel) whose value and gradient run as :func:`_two_passes`: the elementwise formulas and the
+#: Gaussian NLL (its shared ``y - m`` and ``exp(-s / 2)`` were written out: 197 -> 183 ms at 25M pairs float32,
+#: level with its ``jnp`` formula). The quantile loss shares nothing worth it (99 -> 117 ms in two)
+_TWO_PASSES = frozenset({"formula", "gaussian_nll"})
 
 
 def _arithmetic_formula(plan, *, loss):
@@ -217,8 +223,10 @@ class _SeparateSums:
     than the operands YNNPACK writes (softmax CE with soft labels 37 -> 47 ms, Crammer-Singer 15 ->
     20 ms at 256 x 32000, measured). A sum over an axis of a few terms (at most :data:`_ADDED_AXIS`: the
     quantile loss's per-example sum over its quantiles) is additions in the formula's loop instead, no
-    reduction at all: guarded, its terms were written out and read back (0.48x the ``jnp`` formula, now
-    1.08-1.11x; BENCHMARKS.md)."""
+    reduction at all: guarded, its terms were written out and read back (0.48x the ``jnp`` formula, then
+    1.08-1.11x; BENCHMARKS.md). The per-example value is read behind the guard too
+    (:func:`_xla_value_and_grad`): YNNPACK took those additions, or a sum of terms (the Gaussian NLL's), into
+    the reduction and wrote each operand (the quantile loss 0.42x again with a later XLA)."""
 
     def __getattr__(self, name):
         return getattr(jnp, name)
@@ -256,6 +264,11 @@ def _xla_value_and_grad(loss, plan, terms, scales_itself=False):
     """``terms(plan) -> (per-example loss, gradient)`` reduced and scaled (``scales_itself``: the gradient comes
     scaled, by :func:`losskit.jax.rows.scaled_grad`)."""
     per_example, grad = terms(plan)
+    if plan.xp is _SEPARATE_SUMS:
+        # the reduction reads the per-example value behind a select, as every sum of these losses does: XLA
+        # handed the sum to YNNPACK with the adds and broadcasts that feed it and wrote each of their operands
+        # (the Gaussian NLL's three terms and a broadcast constant, the quantile loss's three slices)
+        per_example = _select_guard(per_example)
     # jnp, not the plan's namespace: a call of NumPy arrays alone plans on NumPy, and its terms, JAX arrays
     # (traced in the custom_vjp), reached NumPy's where (softmax focal of NumPy logits and labels raised
     # TracerArrayConversionError)
@@ -347,7 +360,7 @@ def _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad: 
             return _xla_value_and_grad(loss, plan, functools.partial(_arithmetic_formula, loss=loss))
         if _sums_separately(loss):
             plan = dataclasses.replace(plan, xp=_SEPARATE_SUMS)
-        passes = _two_passes if type(loss).kernel_name() == "formula" else _formula
+        passes = _two_passes if type(loss).kernel_name() in _TWO_PASSES else _formula
         return _xla_value_and_grad(loss, plan, functools.partial(passes, loss=loss))
     maxima = tuple(jnp.max(rows, axis=-1) for rows in sweep.rows(plan))
 

@@ -641,7 +641,9 @@ class QuantileLoss(Loss):
         loss = xp.sum(xp.maximum(q * e, (q - 1) * e), axis=-1)
         grad = hess = None
         if order == 1:
-            grad = xp.where(e > 0, -q + xp.zeros_like(e), 1 - q + xp.zeros_like(e))
+            # [y <= yhat] - q: -q where yhat < y, else 1 - q (a NaN's too), one broadcast of q. The select between
+            # two broadcast rows of q took 1.9x the time under XLA (160 against 83 ms at 16.7M x 3 float32)
+            grad = xp.astype(~(e > 0), e.dtype) - q
         elif order == 2:
             hess = xp.zeros_like(input)
         return Terms(loss, grad, hess)
