@@ -179,6 +179,40 @@ def test_dask_flag_starts_a_local_cluster_with_the_same_numbers(tmp_path, capsys
         assert clustered["metrics"][key] == pytest.approx(value, rel=1e-9), key
 
 
+def test_a_worker_error_under_dask_is_one_line_on_stderr(tmp_path):
+    """distributed logged the worker's failure ("distributed.worker - ERROR - Compute Failed", its traceback: 8
+    lines) beside the one-line error (review). The worker processes write to the command's stderr, so the command
+    runs in a process of its own here."""
+    pytest.importorskip("distributed")
+    import sys
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 3000)
+    labels[2650] = 9
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({**{f"logit_{j}": rng.normal(size=3000) for j in range(5)}, "target": labels}), path,
+                   row_group_size=500)
+    done = subprocess.run([sys.executable, "-c", "import sys; from losskit.cli import main; sys.exit(main())", "eval",
+                           str(path), "--dask"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"losskit: error: {path}: column 'target', row 2650: expected a class index "
+                                        "in 0..4, got 9"]
+
+
+def test_a_scheduler_without_workers_is_refused_after_a_wait(tmp_path, monkeypatch):
+    """A scheduler with no workers: the run waited for one forever, without a word (review)."""
+    distributed = pytest.importorskip("distributed")
+    import losskit as lk
+    from losskit.evaluation import cluster
+
+    path, _, _ = _file(tmp_path)
+    monkeypatch.setattr(cluster, "WORKER_WAIT", 0.5)
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty, \
+            pytest.raises(lk.LossInputError, match=r"^scheduler: expected a Dask scheduler with workers, got "
+                                                   r"'.*', which had none after 0.5 s$"):
+        lk.evaluate(path, scheduler=empty.scheduler_address)
+
+
 def test_json_gives_null_for_a_metric_that_overflows(tmp_path, capsys):
     """Finite predictions near 1e200 square to inf: --json failed with Python's "Out of range float values
     are not JSON compliant" and a traceback; it now writes null (JSON has no inf), and the table inf."""

@@ -176,8 +176,9 @@ def demo(
         atomic_write_all(writes)  # every file of this run, or none
         # an earlier run's predictions or calibration beside this run's are taken for this run's (`losskit eval
         # --calibration` applied a temperature fitted on another seed's network): the files an earlier demo run
-        # listed in its results.json, of the demo's own names, that this run did not write are removed once its
-        # files are in place (a file the demo did not write, a calibration.json of `losskit calibrate`, is kept)
+        # listed in its results.json, of the demo's own names and unchanged since, that this run did not write are
+        # removed once its files are in place (a file the demo did not write, or one another tool rewrote since, a
+        # calibration.json of `losskit calibrate`, is kept)
         for path in earlier:
             if path not in written:
                 with contextlib.suppress(FileNotFoundError):
@@ -199,13 +200,25 @@ def _own_names(tasks) -> list[str]:
 
 def _earlier_run_files(directory: Path, tasks) -> list[Path]:
     """The prediction and calibration files an earlier demo run wrote into ``directory``: those its
-    ``results.json`` lists, of the demo's own names (none when there is no readable one)."""
+    ``results.json`` lists, of the demo's own names, and not changed since (none when there is no readable
+    one). A run writes its files before its ``results.json``, so a listed file modified after it is another
+    tool's: a ``losskit calibrate --out calibration.json`` in the same folder was removed (found in review)."""
+    record = directory / "results.json"
     try:
-        listed = json.loads((directory / "results.json").read_text(encoding="utf-8"))["files"]
+        written = record.stat().st_mtime_ns
+        listed = json.loads(record.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     names = set(_own_names(tasks))
-    return [directory / name for name in {Path(str(f)).name for f in listed if isinstance(f, str)} if name in names]
+    paths = [directory / name for name in {Path(str(f)).name for f in listed if isinstance(f, str)} if name in names]
+    return [path for path in paths if _unchanged_since(path, written)]
+
+
+def _unchanged_since(path: Path, time_ns: int) -> bool:
+    try:
+        return path.stat().st_mtime_ns <= time_ns
+    except OSError:  # gone already
+        return False
 
 
 def prediction_file(task: str, n_tasks: int) -> str:

@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from ..tasks import Task
-from ._common import CLIError, atomic_write_all, check_file_name, check_path_names, output_dir, output_file, require
+from ._common import (
+    CLIError,
+    atomic_write_all,
+    check_file_name,
+    check_path_names,
+    output_dir,
+    output_file,
+    removed_on_failure,
+    require,
+)
 
 DEFAULT_DIR = Path("losskit-figures")
 SUFFIXES = (".png", ".svg")
@@ -128,14 +137,16 @@ def plot(
                        f"task), got --task {task.value}")
     task = Task.REGRESSION if task is None else task
     names = list(figures.FIGURES) if figure.value == "all" else [figure.value]
-    targets = _targets(names, out, None if fmt is None else fmt.value)
-    writes = []
-    for name, path, file_format in targets:
-        draw = figures.FIGURES[name][0]
-        writes.append((path, figure_writer(draw(task.value) if name == "losses" else draw(), file_format)))
-    # every figure drawn first, then written together: a failure (a full disk) or a Ctrl-C leaves the set
-    # of the run before, not some of this run's figures beside others of the last
-    atomic_write_all(writes)
+    # the directories --out makes are removed again on a failure or a Ctrl-C, as the demo's (an empty one was left)
+    with removed_on_failure(out):
+        targets = _targets(names, out, None if fmt is None else fmt.value)
+        writes = []
+        for name, path, file_format in targets:
+            draw = figures.FIGURES[name][0]
+            writes.append((path, figure_writer(draw(task.value) if name == "losses" else draw(), file_format)))
+        # every figure drawn first, then written together: a failure (a full disk) or a Ctrl-C leaves the set
+        # of the run before, not some of this run's figures beside others of the last
+        atomic_write_all(writes)
     written = [{"figure": name, "file": str(path), "format": file_format, "bytes": path.stat().st_size,
                 "description": figures.FIGURES[name][1]} for name, path, file_format in targets]
     if as_json:

@@ -10,6 +10,7 @@ transfer costs nothing next to the reading. Needs the ``[dask]`` extra.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from .._errors import LossInputError
@@ -20,6 +21,8 @@ __all__ = ["score"]
 
 #: pieces per worker thread
 PIECES_PER_THREAD = 3
+#: seconds to wait for a worker of a scheduler that has none
+WORKER_WAIT = 10.0
 
 
 def _score_piece(spec: Spec, layout: sources.Layout, piece: sources.Piece, batch_rows: int, make=Scorer) -> Scorer:
@@ -40,9 +43,15 @@ def score(spec: Spec, layout: sources.Layout, *, batch_rows: int, scheduler: str
         raise LossInputError(f"--dask: needs dask and distributed, which are not installed: "
                              f"pip install 'losskit[dask]' ({error.name} is missing)") from None
     cluster = None
+    # distributed logs a worker's failure ("Compute Failed" and its traceback) and a cancelled computation's
+    # keys on stderr, beside the one-line error the failure is reported as (found in review): quiet for the run
+    client_log = logging.getLogger("distributed")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         if scheduler is None:
-            cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
+            cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None,
+                                   silence_logs=logging.CRITICAL)
             client = Client(cluster)
         else:
             try:
@@ -51,7 +60,13 @@ def score(spec: Spec, layout: sources.Layout, *, batch_rows: int, scheduler: str
                 raise LossInputError(f"--scheduler: expected the address of a running Dask scheduler, "
                                      f"got {scheduler!r}, which answered: {error}") from None
         with client:
-            threads = sum(client.nthreads().values()) or 1
+            if not client.nthreads():  # a scheduler of no workers: the run waited for one without a word
+                try:
+                    client.wait_for_workers(1, timeout=WORKER_WAIT)
+                except TimeoutError:
+                    raise LossInputError(f"--scheduler: expected a Dask scheduler with workers, got {scheduler!r}, "
+                                         f"which had none after {WORKER_WAIT:g} s") from None
+            threads = sum(client.nthreads().values())
             parts = sources.pieces(layout, threads * PIECES_PER_THREAD)
             futures = client.map(_score_piece, [spec] * len(parts), [layout] * len(parts), parts,
                                  [batch_rows] * len(parts), [make] * len(parts), pure=False)
@@ -67,3 +82,4 @@ def score(spec: Spec, layout: sources.Layout, *, batch_rows: int, scheduler: str
     finally:
         if cluster is not None:
             cluster.close()
+        client_log.setLevel(level)
