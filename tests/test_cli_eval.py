@@ -232,4 +232,6 @@ def test_a_regression_reading_of_soft_labels_does_not_advise_a_binary_task(tmp_p
     path = tmp_path / "soft.csv"
     path.write_text("logit,target\n1,1\n-1,0.5\n2,1\n-2,0.5\n")
     code, out, err = _run(capsys, path, "--json")
-    assert code == 0 and "soft labels" not in json.loads(out)["reason"] and "regression" in json.loads(out)["reason"]
+    # and logits read as a regression's values are refused (they were scored as values: review)
+    assert code == 2 and out == "" and "soft labels" not in err
+    assert "got regression" in err and "the task was detected from the target as regression" in err

@@ -431,3 +431,30 @@ def test_ece_adaptive_of_a_constant_calibrated_model_is_0(tmp_path):
     report = lk.evaluate(path)
     assert report.metrics["ece"] == pytest.approx(0.0, abs=1e-12)
     assert report.metrics["ece_adaptive"] == pytest.approx(0.0, abs=1e-12) and report.adaptive["bound"] == 0.0
+
+
+def test_logit_or_probability_columns_are_not_scored_as_a_regression_read_off_loss_or_target(tmp_path):
+    """Found in review: a binary logit file with --loss huber, or with one stray label 1.5 (detected as regression),
+    was scored as values (R^2 -12), exit 0. Refused now, naming the option; --task regression given is taken, and
+    the file's metadata counts as the names do."""
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=100), rng.integers(0, 2, 100)
+    path = write_parquet(tmp_path / "b.parquet", {"logit": z, "target": y})
+    with pytest.raises(LossInputError, match=r"^loss: expected a classifier's task for predictions that are logits "
+                                             r"\(the name 'logit'\), got regression \(loss='huber' is a regression"):
+        lk.evaluate(path, loss="huber")
+    stray = y.astype(float)
+    stray[5] = 1.5
+    with pytest.raises(LossInputError, match=r"^task: expected a classifier's task .*got regression \(float values.*"
+                                             r"the task was detected from the target as regression: check the target's values"):
+        lk.evaluate(write_parquet(tmp_path / "c.parquet", {"logit": z, "target": stray}))
+    given = lk.evaluate(path, task="regression")  # the user's word
+    assert given.task == "regression" and given.metrics["mse"] == pytest.approx(np.mean((z - y) ** 2), rel=1e-12)
+    marked = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"pred": z, "target": stray}).replace_schema_metadata({"losskit.pred_kind": "probs"}),
+                   marked)
+    with pytest.raises(LossInputError, match=r"^task: expected a classifier's task for predictions that are probs "
+                                             r"\(the file's metadata 'losskit.pred_kind'\)"):
+        lk.evaluate(marked)
+    plain = write_parquet(tmp_path / "r.parquet", {"pred": z, "target": z + 0.5})  # values: regression as before
+    assert lk.evaluate(plain).task == "regression"

@@ -98,6 +98,18 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
     if pred_kind is None and layout.pred_kind is None and task != "regression":
         _check_unmarked_logits(first.pred, layout)
     if task == "regression":
+        if pred_kind is None and layout.pred_kind is not None and (implied is not None or detected):
+            # the columns say logits or probabilities (their names, or the file's metadata) and a task read off
+            # --loss or the target reads values: a binary logit file was scored as regression without a word
+            # (--loss huber, or one stray label 1.5). --task regression given is the user's word: taken
+            said = ("the file's metadata 'losskit.pred_kind'" if "losskit.pred_kind" in layout.metadata
+                    else f"the name {layout.pred[0]!r}")
+            option = "--loss" if implied is not None else "--task"
+            raise fail(option, f"a classifier's task for predictions that are {layout.pred_kind} ({said})",
+                       f"{task} ({reason})", (f"the task was detected from the target as {task}: check the "
+                                              "target's values, or " if detected else "")
+                       + "pass --task: binary, multiclass or multilabel for a classifier's predictions, regression "
+                       "to score them as values")
         if pred_kind is not None:
             raise fail("--pred-kind", "no --pred-kind for a regression task (its predictions are values)",
                        f"--pred-kind {pred_kind} ({reason})")

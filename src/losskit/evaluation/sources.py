@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import re
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -270,19 +271,26 @@ def _suffix(name: str) -> str | None:
     return name.rsplit("_", 1)[1] if "_" in name else None
 
 
+def _number(name: str) -> int | None:
+    """The number a column's name ends in (``logit_10``, ``logit10``, ``logit-10``), or None."""
+    digits = re.search(r"\d+$", name)
+    return None if digits is None else int(digits.group())
+
+
 def _check_order(preds: list[str], targets: list[str], schema: _Schema) -> None:
     """Columns are paired by position (the k-th prediction column is class or label k): refused where their
-    names say otherwise. Prediction columns numbered ``logit_0``, ``logit_1``... out of numeric order (a writer
-    that sorts names as text puts ``logit_10`` before ``logit_2``: accuracy 0.15 where it was 0.89), and label
-    columns whose suffixes are the predictions' in another order (``logit_a, logit_b`` against ``target_b,
-    target_a``), were scored silently."""
+    names say otherwise. Prediction or label columns numbered ``logit_0``, ``logit_1``... (or ``logit0``,
+    pandas' ``add_prefix``) out of numeric order (a writer that sorts names as text puts ``logit_10`` before
+    ``logit_2``: accuracy 0.15 where it was 0.89; the label columns beside one K-wide prediction column alike),
+    and label columns whose suffixes are the predictions' in another order (``logit_a, logit_b`` against
+    ``target_b, target_a``), were scored silently."""
+    for arg, names in (("--pred", preds), ("--target", targets)):
+        numbers = [_number(c) for c in names]
+        if len(names) > 1 and None not in numbers and numbers != sorted(numbers):
+            ordered = sorted(names, key=_number)
+            raise fail(arg, "numbered columns in class order (the k-th column is class k)",
+                       f"{_listing(names)} in {schema.path}", f"name them in order: {arg} {','.join(ordered)}")
     suffixes = [_suffix(c) for c in preds]
-    if len(preds) > 1 and all(x is not None and x.isdigit() for x in suffixes):
-        numbers = [int(x) for x in suffixes]
-        if numbers != sorted(numbers):
-            ordered = sorted(preds, key=lambda c: int(_suffix(c)))
-            raise fail("--pred", "numbered columns in class order (the k-th column is class k)",
-                       f"{_listing(preds)} in {schema.path}", f"name them in order: --pred {','.join(ordered)}")
     labels = [_suffix(c) for c in targets]
     if len(targets) > 1 and len(preds) == len(targets) and None not in suffixes and None not in labels \
             and sorted(suffixes) == sorted(labels) and suffixes != labels:
@@ -325,6 +333,8 @@ def resolve(files: Sequence[str | os.PathLike], *, pred: str | Sequence[str] | N
                    f"{first.columns[weights[0]][0]} ({first.path})")
     for schema in schemas:
         _check_columns(schema, first, owner)
+    for schema in schemas[1:]:  # a glob or a default picks the same columns in every file
+        _same_choice(schema, first, pred, target, weights, preds, targets)
     metadata = next((s.metadata for s in schemas if s.format == "parquet"), {})
     if "losskit.pred_kind" in metadata:
         kind = metadata["losskit.pred_kind"]
@@ -337,6 +347,18 @@ def resolve(files: Sequence[str | os.PathLike], *, pred: str | Sequence[str] | N
                   {c: first.columns[c][2] for c in owner},
                   tuple(_FileInfo(s.format, s.rows, s.bools & set(owner), s.metadata.get("losskit.calibration"))
                         for s in schemas))
+
+
+def _same_choice(schema: _Schema, first: _Schema, pred, target, weights, preds, targets) -> None:
+    """Refuse a file where ``--pred`` / ``--target`` (a glob, or the defaults) choose other columns than in the
+    first: a later file's ``logit_2`` beside the first's ``logit_0, logit_1`` was dropped without a word."""
+    here_pred = _pick("--pred", pred, schema) if pred is not None else None
+    here_target = _pick("--target", target, schema) if target is not None else None
+    here_pred, here_target, _ = _defaults(schema, here_pred, here_target, set(weights))
+    for arg, here, there in (("--pred", here_pred, preds), ("--target", here_target, targets)):
+        if set(here) != set(there):  # (in another order they are read by name, as in the first file)
+            raise fail(arg, f"the same columns in every file ({_listing(list(there))} in {first.path})",
+                       f"{_listing(list(here))} in {schema.path}", f"name the columns: {arg} {','.join(there)}")
 
 
 def _check_columns(schema: _Schema, first: _Schema, owner: dict[str, str]) -> None:
