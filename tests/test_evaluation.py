@@ -394,13 +394,18 @@ def test_one_hot_target_columns(tmp_path):
     assert report.metrics["accuracy"] == pytest.approx(sk.accuracy_score(y, p.argmax(1)), rel=RTOL)
 
 
-def test_weights_of_sum_zero_are_refused(tmp_path):
+def test_weights_of_sum_zero_are_refused(tmp_path, capsys):
     """Found in review: a file whose every weight is 0 gave a report of blank metrics and exit code 0 (a weighted
     mean of no weight is undefined; scikit-learn raises). Now an error naming the weight."""
     path = tmp_path / "w0.csv"
     path.write_text("logit,target,w\n0.5,1,0\n-0.5,0,0\n")
     with pytest.raises(lk.LossInputError, match="^weight: expected weights whose sum is > 0.*got all 2 rows of weight 0"):
         lk.evaluate(path, weight="w")
+    # and losskit eval names its flag (it said `weight:`, the Python keyword; review)
+    from losskit.cli import main
+
+    assert main(["eval", str(path), "--weight", "w"]) == 2
+    assert capsys.readouterr().err.startswith("losskit: error: --weight: expected weights whose sum is > 0")
 
 
 def test_soft_multiclass_targets_give_the_soft_loss_and_argmax_label_metrics(tmp_path):

@@ -326,7 +326,7 @@ class Scorer:
         if not math.isfinite(self.metrics.weight_sum):  # each batch's fits (checked at read), their sum not
             raise weights_overflow()
         if self.rows and self.metrics.weight_sum == 0:  # every metric a 0 / 0: a report of blanks, exit 0
-            raise fail("weight", "weights whose sum is > 0 (a weighted mean of no weight is undefined)",
+            raise fail("--weight", "weights whose sum is > 0 (a weighted mean of no weight is undefined)",
                        f"all {self.rows} rows of weight 0")
         details = self.metrics.result()
         if self.spec.loss_is_log_loss:

@@ -622,7 +622,7 @@ def _check(batch: Batch, part: str) -> None:
 def weights_overflow() -> LossInputError:
     """The error of finite weights whose sum overflows float64 (every weighted mean would be 0 or NaN): in
     one batch (:func:`_check`) or across the batches (the scorer's result)."""
-    return fail("weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
+    return fail("--weight", "weights whose sum fits float64 (scale them down: a mean does not change)",
                 "weights summing past 1.8e308")
 
 
