@@ -235,3 +235,17 @@ def test_a_regression_reading_of_soft_labels_does_not_advise_a_binary_task(tmp_p
     # and logits read as a regression's values are refused (they were scored as values: review)
     assert code == 2 and out == "" and "soft labels" not in err
     assert "got regression" in err and "the task was detected from the target as regression" in err
+
+
+def test_the_targets_advice_names_the_flag_on_the_command_line_and_the_keyword_from_python(tmp_path, capsys):
+    """type_of_target's advice is worded for a head's keyword (task='multiclass'): losskit eval printed it as is,
+    beside its own '--task' (review)."""
+    import losskit as lk
+
+    path = tmp_path / "t.csv"
+    path.write_text("logit,target\n1,-1.0\n2,0.0\n3,1.0\n0.5,0.0\n")
+    code, _, err = _run(capsys, path)
+    assert code == 2 and "pass --task multiclass) for classes, or pass --task regression" in err
+    assert "task='" not in err
+    with pytest.raises(lk.LossInputError, match=r"pass task='multiclass'\) for classes, or pass task='regression'"):
+        lk.evaluate(path)

@@ -12,6 +12,7 @@ numbers equal the single process's.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,6 +185,12 @@ def _task_of_loss(loss) -> Task | None:
     return tasks[0] if len(tasks) == 1 else None
 
 
+def _as_flags(text: str) -> str:
+    """type_of_target's words for a head's keyword (``task='multiclass'``) as this module's, the command's flag
+    (``--task multiclass``; lk.evaluate says them back as keywords): the command said ``pass task='multiclass'``."""
+    return re.sub(r"\btask='(\w+)'", r"--task \1", text)
+
+
 def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
     """The task :func:`~losskit.targets.type_of_target` reads off the first rows' target, and why."""
     sample = first.target[:DETECT_ROWS]
@@ -192,11 +199,11 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
     try:
         info = type_of_target(sample[:, 0] if sample.shape[1] == 1 else sample)
     except LossInputError as error:
-        raise LossInputError(f"{error} (read from the first {len(sample):,} rows of {first.path}; "
+        raise LossInputError(f"{_as_flags(str(error))} (read from the first {len(sample):,} rows of {first.path}; "
                              f"give --task to decide)") from None
     more = layout.rows is None or layout.rows > len(sample)
     # a head trains on soft labels, but eval's binary metrics (accuracy, ROC AUC) need 0/1 labels
-    reason = info.reason.replace(SOFT_LABELS_HINT, "")
+    reason = _as_flags(info.reason.replace(SOFT_LABELS_HINT, ""))
     reason += f" (read from the first {len(sample):,} rows)" if more else ""
     return info.kind, reason
 
