@@ -1061,6 +1061,29 @@ def test_fused_linear_losses_under_jit_give_nan_for_an_id_outside_the_vocabulary
             assert np.isnan(float(fn(hidden, jnp.asarray(wrong)))), (fn, bad)
 
 
+def test_fused_linear_checks_a_known_targets_ids_with_the_functions_own_default_and_dense_targets_not_at_all():
+    """Found in review: fused_linear checked a known target's ids against ignore_index -100 whatever the function's
+    default (linear_cross_entropy's is None: a -100 closed over under jit gave NaN, and the errors named an
+    ignore_index never set), and took the multi-label BCE's 0/1 rows for class ids (a valid target refused)."""
+    from losskit.losses.linear import linear_binary_cross_entropy_value_and_grad, linear_cross_entropy_value_and_grad
+
+    rng = np.random.default_rng(0)
+    hidden, classifier = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(5, 3)))
+    target = np.array([0, 1, -100, 2])
+    with pytest.raises(lk.LossInputError, match=r"^target: expected class indices in \[0, 5\), got label -100"):
+        jax.jit(lambda h: lj.fused_linear(linear_cross_entropy_value_and_grad, h, classifier, target))(hidden)
+    kept = target != -100
+    expected = lk.linear_cross_entropy(np.asarray(hidden)[kept], np.asarray(classifier), target[kept])
+    got = jax.jit(lambda h: lj.fused_linear(linear_cross_entropy_value_and_grad, h, classifier, target,
+                                            ignore_index=-100))(hidden)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-12)
+    one = jnp.asarray(rng.normal(size=(1, 3)))
+    labels = np.ones((4, 1))
+    np.testing.assert_allclose(float(lj.fused_linear(linear_binary_cross_entropy_value_and_grad, hidden, one, labels)),
+                               float(lk.linear_binary_cross_entropy(np.asarray(hidden), np.asarray(one), labels)),
+                               rtol=1e-12)
+
+
 def test_a_normalizer_of_zero_under_jit_divides_by_zero_not_by_one():
     """Eagerly a normalizer of 0 is refused; under jit no check reads it, and the empty-batch guard turned it
     into 1: the sum, a plausible wrong number. Now it divides as given."""

@@ -90,3 +90,26 @@ def test_bad_input_is_refused_before_any_communication():
                 call(bad)
     with pytest.raises(LossInputError, match="class_weight: expected non-negative"):
         vocab_parallel_cross_entropy(torch.zeros(3, 4), labels, vocab_start=0, n_vocab=8, class_weight=-torch.ones(4))
+    # found in review: vocab_start was never checked (a float reached numba's TypingError, None a raw TypeError),
+    # nor the linear form's bias_shard (an [N, V_local] one broadcast, its gradient the column sum in every row),
+    # nor its tensors (NumPy: raw AttributeErrors; a float64 shard beside float32 hidden was rounded)
+    for start in (3.0, None, True):
+        for call in (lambda s: vocab_parallel_cross_entropy(torch.zeros(3, 4), labels, vocab_start=s, n_vocab=8),
+                     lambda s: vocab_parallel_linear_cross_entropy(torch.zeros(3, 2), torch.zeros(4, 2), labels,
+                                                                   vocab_start=s, n_vocab=8)):
+            with pytest.raises(LossInputError, match=f"^vocab_start: expected an int .*got {start!r}$"):
+                call(start)
+    h, shard = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+    for bias, words in ((torch.zeros(3, 4, dtype=torch.float64), r"^bias_shard: expected shape \(4,\)"),
+                        (torch.zeros(1, dtype=torch.float64), r"^bias_shard: expected shape \(4,\)"),
+                        (torch.zeros(4, dtype=torch.float32), r"^bias_shard: expected dtype torch.float64")):
+        with pytest.raises(LossInputError, match=words):
+            vocab_parallel_linear_cross_entropy(h, shard, labels, vocab_start=0, n_vocab=8, bias_shard=bias)
+    with pytest.raises(LossInputError, match=r"^classifier_shard: expected dtype torch.float32"):
+        vocab_parallel_linear_cross_entropy(torch.zeros(3, 2), shard, labels, vocab_start=0, n_vocab=8)
+    import numpy as np
+
+    with pytest.raises(LossInputError, match="^hidden: expected a torch.Tensor, got ndarray"):
+        vocab_parallel_linear_cross_entropy(np.zeros((3, 2)), shard, labels, vocab_start=0, n_vocab=8)
+    with pytest.raises(LossInputError, match="^logits: expected a torch.Tensor, got ndarray"):
+        vocab_parallel_cross_entropy(np.zeros((3, 4)), labels, vocab_start=0, n_vocab=8)

@@ -223,6 +223,20 @@ def _check_second_review(rank):
         assert f"n_vocab: expected the sum of the shards' widths over the group ({V})" in str(error), error
     else:
         raise AssertionError("an n_vocab unequal to the shards' widths must be refused")
+    # (d) shards that do not tile the vocabulary (found in a later review: both ranks at vocab_start 0, or one past
+    # the vocabulary, gave a wrong loss without a word), refused on every rank alike
+    width = hi - lo
+    for starts in ((0, 0), (0, 100)):
+        for call in (lambda s: vocab_parallel_cross_entropy(z64[:, lo:hi], y, vocab_start=s),
+                     lambda s: vocab_parallel_linear_cross_entropy(hidden, layer[lo:hi], y, vocab_start=s)):
+            try:
+                call(starts[rank])
+            except lk.LossInputError as error:
+                assert str(error).startswith(f"vocab_start: expected shards that tile the vocabulary 0..{V} without "
+                                             f"gap or overlap"), error
+                assert f"({starts[0]}, {BOUNDS[1] - BOUNDS[0]}), ({starts[1]}, {BOUNDS[2] - BOUNDS[1]})" in str(error)
+            else:
+                raise AssertionError(f"shards starting at {starts} (width {width} here) must be refused")
 
 
 def _check_wide_rows(rank):

@@ -17,6 +17,7 @@ distillation's teacher, held constant by design (zero cotangents: GKD trains the
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +53,9 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     that reads its arrays' values, as it is)."""
     check_scalar_reduction(options.get("reduction"))
     extras = {name: jnp.asarray(value) for name, value in (extras or {}).items() if value is not None}
-    _known_ids_in_range(target, classifier, options.get("ignore_index", -100))
+    ids = _ids_of(function)
+    if ids is not None:  # a loss of class ids: a known target's ids checked here (see _known_ids_in_range)
+        _known_ids_in_range(target, classifier, _checks.ignore_index(options.get("ignore_index", ids.default)))
     # a NumPy target closed over by a jitted function: one library in the sweep (None: the JSD without labels)
     target = None if target is None else jnp.asarray(target)
     if aux:
@@ -128,6 +131,17 @@ def host_target(target):
     if target is None or isinstance(target, jax.core.Tracer):
         return None
     return np.asarray(target)
+
+
+def _ids_of(function):
+    """``function``'s ``ignore_index`` parameter, the mark of a loss of class ids (its default that function's own:
+    linear_cross_entropy's None, the post-training losses' -100), or None: a loss of dense targets (the multi-label
+    BCE's 0/1 rows were checked as class ids, and the -100 assumed for every function was named in the errors;
+    found in review)."""
+    try:
+        return inspect.signature(function).parameters.get("ignore_index")
+    except (TypeError, ValueError):  # a callable without a signature: no check of its own
+        return None
 
 
 def _known_ids_in_range(target, classifier, ignore_index) -> None:

@@ -182,7 +182,7 @@ def _scale(xp, w, n_rows, options, normalizer, like):
 
 @computes_half_in_float32
 def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None, weight=None, normalizer=None,
-                                        **options):
+                                        ignore_index=None, **options):
     r"""``(value, (grad_hidden, grad_classifier, grad_bias))`` of :func:`linear_cross_entropy`, in one sweep.
 
     Shapes: ``hidden [N, D]``, ``classifier [V, D]``, ``target [N]`` integer, ``bias [V]`` or None,
@@ -190,7 +190,8 @@ def linear_cross_entropy_value_and_grad(hidden, classifier, target, *, bias=None
     Gradients are of the reduced value (for ``"none"``, of ``sum(none)``), as everywhere in losskit.
     """
     _checks.known_options(options, [f.name for f in dataclasses.fields(LinearCEOptions)], "linear_cross_entropy")
-    opts = LinearCEOptions(**options)
+    # (ignore_index in the signature: a loss of class ids says so, and its default, to losskit.jax.fused_linear)
+    opts = LinearCEOptions(ignore_index=ignore_index, **options)
     xp, hidden, classifier, target, bias, weight = _arrays(hidden, classifier, target, bias, weight)
     normalizer = _checks.normalizer(normalizer, xp, _array.compute_dtype(xp, hidden.dtype))
     n_rows, n_vocab = hidden.shape[0], classifier.shape[0]

@@ -91,13 +91,14 @@ def linear_jsd_loss_value_and_grad(student_hidden, student_classifier, teacher_h
 
 
 def student_value_and_grad(hidden, classifier, target, *, bias=None, teacher_hidden, teacher_classifier,
-                           teacher_bias=None, **options):
+                           teacher_bias=None, ignore_index=-100, **options):
     """:func:`linear_jsd_loss_value_and_grad` in the layout of the framework wrappers of a fused linear
     loss (``losskit.torch.fused_linear``, ``losskit.jax.fused_linear``): the student's layer as
     ``(hidden, classifier, target, bias)``, the teacher's arrays as keywords, read and never
     differentiated. Shapes and result as :func:`linear_jsd_loss_value_and_grad`."""
     return linear_jsd_loss_value_and_grad(hidden, classifier, teacher_hidden, teacher_classifier, target,
-                                          student_bias=bias, teacher_bias=teacher_bias, **options)
+                                          student_bias=bias, teacher_bias=teacher_bias, ignore_index=ignore_index,
+                                          **options)
 
 
 def _keep(xp, target, batch_shape, n_rows, ignore_index, like, n_vocab):

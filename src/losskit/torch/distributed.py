@@ -33,6 +33,7 @@ from .. import reduction as _reduction
 from ..losses.linear import LinearCEOptions
 from . import _arguments
 from ._first_order import first_order_only
+from .linear import _checked
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -333,23 +334,39 @@ def _class_weight_slice(class_weight, like, width: int | None = None):
     return class_weight
 
 
-def _vocab_size_and_checks(target, local: int, n_vocab, ignore, group) -> int:
-    """The full vocabulary size, the sum of the shards' widths over the group (one all-reduce); labels checked
-    (before it when ``n_vocab`` is given). A given ``n_vocab`` must equal that sum: the loss takes each
-    logit from its row's max, which cancels only over ``n_vocab`` columns, and label smoothing spreads
-    ``a / n_vocab`` over every column (a padded vocabulary's padding is part of it: give it -inf logits).
-    Every rank finds the same sum, so a mismatch raises on every rank alike."""
+def _vocab_size_and_checks(target, local: int, start, n_vocab, ignore, group) -> tuple[int, int]:
+    """``(n_vocab, start)``: the full vocabulary size, the sum of the shards' widths over the group, from one
+    all-gather of each rank's ``(vocab_start, width)``; labels checked (before it when ``n_vocab`` is given).
+    A given ``n_vocab`` must equal that sum: the loss takes each logit from its row's max, which cancels only
+    over ``n_vocab`` columns, and label smoothing spreads ``a / n_vocab`` over every column (a padded
+    vocabulary's padding is part of it: give it -inf logits). The shards must tile ``0 .. n_vocab``: two ranks
+    of one ``vocab_start``, or a start past the vocabulary, gave a wrong loss without a word (found in review).
+    Every rank gathers the same shards, so a mismatch raises on every rank alike."""
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+        raise _checks.fail("vocab_start", "an int (this rank's first column in the full vocabulary)", repr(start))
+    start = int(start)
     if n_vocab is not None:
         _checks.labels_in_range(array_namespace(target), target, n_vocab, ignore)
-    size = torch.tensor([local], device=target.device)  # NCCL needs it on the GPU
-    dist.all_reduce(size, group=group)
-    total = int(size.item())
+    mine = torch.tensor([start, local], dtype=torch.int64, device=target.device)  # NCCL needs it on the GPU
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, mine, group=group)
+    shards = [tuple(int(v) for v in shard.tolist()) for shard in gathered]
+    total = sum(width for _, width in shards)
     if n_vocab is None:
         _checks.labels_in_range(array_namespace(target), target, total, ignore)
     elif n_vocab != total:
         raise _checks.fail("n_vocab", f"the sum of the shards' widths over the group ({total})", repr(n_vocab),
                            "a padded vocabulary's padding columns count: give them -inf logits")
-    return total
+    edge = 0
+    for first, width in sorted(shard for shard in shards if shard[1]):  # (a rank of no column starts anywhere)
+        if first != edge:
+            break
+        edge += width
+    if edge != total or any(not 0 <= first <= total for first, _ in shards):
+        raise _checks.fail("vocab_start", f"shards that tile the vocabulary 0..{total} without gap or overlap "
+                           "(each rank's vocab_start the sum of the widths of the ranks before it)",
+                           f"(vocab_start, width) {', '.join(map(str, shards))} by rank")
+    return total, start
 
 
 def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: int | None = None,
@@ -384,6 +401,7 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     opts = LinearCEOptions(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
                            reduction=reduction)  # every option checked before any collective
     smoothing, ignore, z_loss = opts.label_smoothing, opts.ignore_index, opts.z_loss
+    _arguments.tensors("the vocab-parallel losses take torch tensors", logits=logits, target=target)
     if logits.ndim != 2:
         raise _checks.fail("logits", "shape [N, V_local]", f"shape {tuple(logits.shape)}")
     if not logits.dtype.is_floating_point:
@@ -396,7 +414,7 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start: int, n_vocab: i
     class_weight = _class_weight_slice(class_weight, logits)
     if normalizer is not None:
         normalizer = float(_checks.normalizer(normalizer))
-    n_vocab = _vocab_size_and_checks(target, logits.shape[-1], n_vocab, ignore, group)
+    n_vocab, vocab_start = _vocab_size_and_checks(target, logits.shape[-1], vocab_start, n_vocab, ignore, group)
     return _VocabParallelCE.apply(logits, target, weight, class_weight, vocab_start, n_vocab, ignore,
                                   smoothing, float(z_loss), reduction, normalizer, group)
 
@@ -501,6 +519,9 @@ def vocab_parallel_linear_cross_entropy(hidden, classifier_shard, target, *, voc
                            repr(reduction))
     smoothing, ignore = opts.label_smoothing, opts.ignore_index
     weight_shard = classifier_shard
+    # tensors on hidden's device, the layer in hidden's dtype, no gradient asked of the target: the fused linear
+    # ops' rules (a NumPy hidden met raw AttributeErrors, a float64 shard beside float32 hidden was rounded)
+    _checked(hidden, weight_shard, target, bias_shard, {}, names=("hidden", "classifier_shard", "target", "bias_shard"))
     for name, array in (("hidden", hidden), ("classifier_shard", weight_shard)):
         if array.ndim != 2 or not array.dtype.is_floating_point:
             raise _checks.fail(name, "a 2-D floating-point tensor",
@@ -511,12 +532,17 @@ def vocab_parallel_linear_cross_entropy(hidden, classifier_shard, target, *, voc
     if tuple(target.shape) != (hidden.shape[0],) or target.dtype.is_floating_point:
         raise _checks.fail("target", f"integer class indices of shape ({hidden.shape[0]},)",
                            f"shape {tuple(target.shape)} and dtype {target.dtype}")
+    if bias_shard is not None and tuple(bias_shard.shape) != (weight_shard.shape[0],):
+        # an [N, V_local] bias broadcast in the logits and summed over rows in its gradient: every row the column sum
+        raise _checks.fail("bias_shard", f"shape ({weight_shard.shape[0]},) (one per row of classifier_shard)",
+                           f"shape {tuple(bias_shard.shape)}")
     target = target.long()  # uint8 / int8 ids compared with V or shifted by vocab_start would wrap
     weight = _example_weight(weight, hidden.shape[0])
     # (on hidden's device, in its compute dtype: a list with CUDA hidden was indexed on the CPU, and float16
     # hidden rounded the weights to float16 where the sweep computes in float32)
     class_weight = _class_weight_slice(class_weight, hidden, weight_shard.shape[0])
-    n_vocab = _vocab_size_and_checks(target, weight_shard.shape[0], n_vocab, ignore, group)
+    n_vocab, vocab_start = _vocab_size_and_checks(target, weight_shard.shape[0], vocab_start, n_vocab, ignore,
+                                                  group)
     # the chunk rows from what every rank shares (the full vocabulary over the group's size), not this
     # rank's width: ranks of different widths ran different numbers of chunks, and their per-chunk
     # all-reduces no longer paired up (gloo aborted; NCCL would hang)
