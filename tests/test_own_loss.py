@@ -394,6 +394,15 @@ def test_a_subclass_writing_its_own_formula_does_not_keep_its_parents_gbdt_curva
 
     assert lk.HuberLoss.gbdt_curvature == "irls" and SameFormula.gbdt_curvature == "irls"
     assert Quartic.gbdt_curvature == "weight"
+    # so does shares_terms, a fact of the Gaussian NLL's _terms (losskit.jax's two passes)
+    class OwnTerms(lk.GaussianNLL):
+        def _terms(self, plan, order):
+            return lk.GaussianNLL._terms(self, plan, order)
+
+    class SameTerms(lk.GaussianNLL):
+        pass
+
+    assert lk.GaussianNLL.shares_terms and SameTerms.shares_terms and not OwnTerms.shares_terms
 
 
 def test_another_class_taking_a_users_registered_name_is_refused():

@@ -193,12 +193,6 @@ def _two_passes(plan, *, loss):
     return value, grad
 
 
-#: the losses (by kernel) whose value and gradient run as :func:`_two_passes`: the elementwise formulas and the
-#: Gaussian NLL (its shared ``y - m`` and ``exp(-s / 2)`` were written out: 197 -> 183 ms at 25M pairs float32,
-#: level with its ``jnp`` formula). The quantile loss shares nothing worth it (99 -> 117 ms in two)
-_TWO_PASSES = frozenset({"formula", "gaussian_nll"})
-
-
 def _arithmetic_formula(plan, *, loss):
     result = type(loss)._terms(_ArithmeticValue(loss), plan, 1)
     return result.loss, result.grad
@@ -360,7 +354,8 @@ def _traced_value_and_grad(loss, logits, target, weight, normalizer, with_grad: 
             return _xla_value_and_grad(loss, plan, functools.partial(_arithmetic_formula, loss=loss))
         if _sums_separately(loss):
             plan = dataclasses.replace(plan, xp=_SEPARATE_SUMS)
-        passes = _two_passes if type(loss).kernel_name() in _TWO_PASSES else _formula
+        # two passes for an elementwise formula and a loss that declares shared terms (Loss.shares_terms)
+        passes = _two_passes if type(loss).kernel_name() == "formula" or loss.shares_terms else _formula
         return _xla_value_and_grad(loss, plan, functools.partial(passes, loss=loss))
     maxima = tuple(jnp.max(rows, axis=-1) for rows in sweep.rows(plan))
 

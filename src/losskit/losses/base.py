@@ -89,6 +89,10 @@ class Loss(ABC):
     #: squared and absolute errors): XLA's CPU backend sums such a value whole (YNNPACK), so losskit.jax
     #: gives it no guard (``_sums_separately``)
     arithmetic_value: ClassVar[bool] = False
+    #: True when the value and the gradient of ``_terms`` share intermediate arrays (the Gaussian NLL's ``y - m``
+    #: and ``exp(-s / 2)``), which XLA writes out as full arrays: losskit.jax then computes them as two passes
+    #: that share nothing, as it does an elementwise formula's (``_two_passes``)
+    shares_terms: ClassVar[bool] = False
     #: name of the first argument in messages: "logits", "probs" or "predictions"
     input_name = "logits"
     #: True when one example spans the last axis of the (canonical) input
@@ -109,7 +113,7 @@ class Loss(ABC):
             cls.gbdt_builtin = Loss.gbdt_builtin
         # a fact about a formula holds for that formula: a subclass that writes its own declares it anew
         if any(k in vars(cls) for k in ("value", "derivative", "_terms")):
-            for fact in ("of_error", "arithmetic_value"):
+            for fact in ("of_error", "arithmetic_value", "shares_terms"):
                 if fact not in vars(cls):
                     setattr(cls, fact, False)
             if "gbdt_curvature" not in vars(cls):  # "irls" or "majorize" rests on the parent's formula's shape

@@ -527,6 +527,9 @@ class GaussianNLL(Loss):
     hessian = Hessian.ROW  # (mean, log-variance) have a cross term
     input_name = "predictions"
     reduces_last_axis = True
+    # its value and gradient share y - m and exp(-s / 2): under XLA in two passes, 197 -> 183 ms at 25M pairs
+    # float32, level with its jnp formula (the quantile loss shares nothing worth it: 99 -> 117 ms in two)
+    shares_terms = True
     Options = Options
     units_per_value = 2  # the mean and the log-variance
 
