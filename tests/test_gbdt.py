@@ -403,6 +403,49 @@ def test_a_tweedie_start_is_the_log_of_the_weighted_mean_at_any_scale(power):
     assert np.all(np.isfinite(booster.predict(xgb.DMatrix(x), output_margin=True)))
 
 
+@pytest.mark.parametrize("loss", [lk.MeanSquaredError(), lk.BinaryCrossEntropyWithLogits(), lk.ExponentialLoss(),
+                                  lk.PoissonDeviance(), lk.GammaDeviance(), lk.TweedieDeviance(power=1.5)],
+                         ids=lambda loss: type(loss).__name__)
+def test_a_mean_matching_loss_starts_at_the_link_of_the_weighted_mean(loss):
+    """The losses that declare ``mean_matching`` start at link(weighted mean) in closed form (hand-worked:
+    the mean, logit, half the logit, log), and it is the minimiser: the weighted mean loss is larger a little
+    either side. A weight sum of 0 or a weight of another shape is refused naming ``weight`` (NumPy's
+    ZeroDivisionError and TypeError reached the caller)."""
+    rng = np.random.default_rng(15)
+    n = 500
+    y = (rng.random(n) < 0.3).astype(float) if loss.link is not lk.LOG else rng.gamma(2.0, 1.5, n)
+    weight = rng.uniform(0.5, 2.0, n)
+    m = np.sum(weight * y) / np.sum(weight)
+    expected = {"identity": m, "logit": np.log(m / (1 - m)), "half_logit": np.log(m / (1 - m)) / 2,
+                "log": np.log(m)}[loss.link.name]
+    assert loss.mean_matching
+    start = loss.best_constant(y, weight)
+    assert start == pytest.approx(expected, rel=1e-12)
+    at = [float(loss(np.full(n, start + d), y, weight=weight)) for d in (-1e-3, 0.0, 1e-3)]
+    assert at[1] < at[0] and at[1] < at[2]
+    with pytest.raises(lk.LossInputError, match="^weight: expected weights with a positive sum"):
+        loss.best_constant(y, np.zeros(n))
+    with pytest.raises(lk.LossInputError, match=r"^weight: expected shape \(500,\)"):
+        loss.best_constant(y, weight[:2])
+
+
+def test_mean_matching_is_a_fact_of_a_formula_and_bce_options_that_move_the_minimiser_drop_it():
+    """A subclass that writes its own formula does not inherit ``mean_matching`` (its minimiser is its own);
+    BCE's pos_weight and label smoothing move the minimiser off logit(mean): the search finds it there."""
+    class Shifted(lk.MeanSquaredError):
+        def _terms(self, plan, order):  # (any formula of its own: the rule reads that it writes one)
+            return super()._terms(plan, order)
+
+    assert not Shifted.mean_matching and lk.MeanSquaredError.mean_matching
+    y = np.array([0.0, 1.0, 1.0, 1.0])
+    assert not lk.BinaryCrossEntropyWithLogits(label_smoothing=0.2).mean_matching
+    # with smoothing 0.2 the targets are 0.1 and 0.9: the minimiser is logit(mean of them), 0.7
+    smoothed = lk.BinaryCrossEntropyWithLogits(label_smoothing=0.2).best_constant(y)
+    assert smoothed == pytest.approx(np.log(0.7 / 0.3), abs=1e-6)
+    # pos_weight 2 counts a positive twice: the minimiser is logit(2 * 3 / (2 * 3 + 1))
+    assert lk.BinaryCrossEntropyWithLogits(pos_weight=2.0).best_constant(y) == pytest.approx(np.log(6.0), abs=1e-6)
+
+
 def test_a_best_constant_far_from_zero_is_found_to_the_targets_spread():
     """The bounded search's tolerance grows with |x| (sqrt(eps) |x|): about 1.7e9 it passed the bracket's width and
     the search stopped at its first point, 4.7 off the mean of values spread by 1 (found in review)."""

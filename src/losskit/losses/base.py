@@ -93,6 +93,11 @@ class Loss(ABC):
     #: and ``exp(-s / 2)``), which XLA writes out as full arrays: losskit.jax then computes them as two passes
     #: that share nothing, as it does an elementwise formula's (``_two_passes``)
     shares_terms: ClassVar[bool] = False
+    #: True when the weighted mean loss of a constant input ``c`` is least at ``c = link(weighted mean
+    #: target)`` (its gradient in ``c`` is a positive factor times ``link^-1(c) - mean``): the squared error,
+    #: BCE without pos_weight or smoothing, the Tweedie deviances, the exponential loss. The best constant is
+    #: then that closed form, not a search (which met deviances that overflow about claims in the thousands)
+    mean_matching: ClassVar[bool] = False
     #: name of the first argument in messages: "logits", "probs" or "predictions"
     input_name = "logits"
     #: True when one example spans the last axis of the (canonical) input
@@ -113,7 +118,7 @@ class Loss(ABC):
             cls.gbdt_builtin = Loss.gbdt_builtin
         # a fact about a formula holds for that formula: a subclass that writes its own declares it anew
         if any(k in vars(cls) for k in ("value", "derivative", "_terms")):
-            for fact in ("of_error", "arithmetic_value", "shares_terms"):
+            for fact in ("of_error", "arithmetic_value", "shares_terms", "mean_matching"):
                 if fact not in vars(cls):
                     setattr(cls, fact, False)
             if "gbdt_curvature" not in vars(cls):  # "irls" or "majorize" rests on the parent's formula's shape
@@ -239,17 +244,29 @@ class Loss(ABC):
     def best_constant(self, target, weight=None) -> float:
         """The constant input that minimises the weighted mean loss over ``target`` (NumPy, one
         value per row): the start of a GBDT (``base_score``) and the baseline of ``demo``/``eval``.
-        By default a bounded 1-D minimisation around ``link(mean target)``."""
+        ``link(weighted mean target)`` for a loss that declares ``mean_matching``, else a bounded 1-D
+        minimisation around it. No rows: 0."""
         import numpy as np
         from scipy.optimize import minimize_scalar
 
         label = np.asarray(target, dtype=np.float64)
         if self.reduces_last_axis or label.ndim > 1:
             return 0.0  # one constant per output has no single value: start at 0
+        if not np.all(np.isfinite(label)):
+            raise _checks.fail("target", "finite values (a best constant of NaN or inf starts nothing)",
+                               "NaN or inf")
+        if not label.size:
+            return 0.0
         w = None if weight is None else np.asarray(weight, dtype=np.float64)
+        # the loss's own checks of the target's values and the weight (NumPy's average raised its own errors)
+        self.replace(reduction="sum", impl="xp")(np.zeros(label.shape), label, weight=w)
+        if w is not None and not np.sum(w) > 0:
+            raise _checks.fail("weight", "weights with a positive sum (the weighted mean of no weight is "
+                               "undefined)", "a sum of 0")
         total = self.replace(reduction="mean")
-        mean = float(np.average(label, weights=w)) if label.size else 0.0
-        centre = self.link.of_mean(mean)
+        centre = self.link.of_mean(float(np.average(label, weights=w)))
+        if self.mean_matching:
+            return centre
         spread = 10.0 * (float(np.std(label)) + 1.0)
         # searched as an offset u from the centre; where the centre is far from 0 against the spread, on targets
         # moved by it if the loss reads the error z - y alone (one rounding, exact for nearby values): about a

@@ -137,6 +137,11 @@ class BinaryCrossEntropyWithLogits(_BinaryBase):
     link = LOGIT
     _kernel = staticmethod(_compiled.bce_logits)
 
+    @property
+    def mean_matching(self) -> bool:
+        """The gradient in a constant, ``sigmoid(c) - mean``: without pos_weight or smoothing (which move it)."""
+        return self.pos_weight is None and not self.label_smoothing
+
     def gbdt_builtin(self, library):
         if self.pos_weight is not None or self.label_smoothing:
             return None

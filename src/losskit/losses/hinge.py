@@ -111,6 +111,7 @@ class ExponentialLoss(ElementwiseLoss):
     aliases = ("exponential",)
     target = "binary"
     link = HALF_LOGIT
+    mean_matching = True  # the gradient in a constant c, e^-c (1 + e^2c) (sigmoid(2c) - mean), vanishes there
 
     def value(self, xp, z, y):
         return times(xp, y, xp.exp(-z)) + times(xp, 1 - y, xp.exp(z))
@@ -121,11 +122,6 @@ class ExponentialLoss(ElementwiseLoss):
     def second_derivative(self, xp, z, y):
         return times(xp, y, xp.exp(-z)) + times(xp, 1 - y, xp.exp(z))
 
-    def best_constant(self, target, weight=None) -> float:
-        import numpy as np
-
-        p = float(np.average(np.asarray(target, dtype=np.float64), weights=weight)) if np.size(target) else 0.5
-        return self.link.of_mean(p)
 
 
 MultilabelHingeLoss = multilabel_form(HingeLoss, "MultilabelHingeLoss", "multilabel_hinge_loss", ("hinge",))

@@ -30,6 +30,7 @@ class MeanSquaredError(Loss):
     aliases = ("mse",)
     of_error = True
     arithmetic_value = True
+    mean_matching = True
     input_name = "predictions"
     _kernel = staticmethod(_compiled.squared_error)
 
