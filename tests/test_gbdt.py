@@ -429,6 +429,24 @@ def test_a_mean_matching_loss_starts_at_the_link_of_the_weighted_mean(loss):
         loss.best_constant(y, weight[:2])
 
 
+@pytest.mark.parametrize("loss", [lk.AbsoluteError(), lk.QuantileLoss(quantiles=0.3), lk.HingeLoss(), lk.HuberLoss()],
+                         ids=lambda loss: type(loss).__name__)
+def test_every_best_constant_checks_its_target_and_weight_by_name(loss):
+    """The losses with a minimiser of their own (weighted quantiles, the hinge's majority sign) took NaN targets,
+    weights summing to 0 and weights of another shape: a NaN start, the median of unweighted rows, NumPy's
+    broadcast error (found reading the change that declared ``mean_matching``). All go through the same checks."""
+    y = np.array([0.0, 1.0, 1.0, 1.0])
+    with pytest.raises(lk.LossInputError, match="^target: expected finite values"):
+        loss.best_constant(np.append(y, np.nan))
+    with pytest.raises(lk.LossInputError, match="^weight: expected weights with a positive sum"):
+        loss.best_constant(y, np.zeros(4))
+    with pytest.raises(lk.LossInputError, match=r"^weight: expected shape \(4,\)"):
+        loss.best_constant(y, [1.0, 2.0])
+    with pytest.raises(lk.LossInputError, match="^weight: expected non-negative"):
+        loss.best_constant(y, [1.0, -1.0, 1.0, 1.0])
+    assert loss.best_constant(np.array([])) == 0.0
+
+
 def test_mean_matching_is_a_fact_of_a_formula_and_bce_options_that_move_the_minimiser_drop_it():
     """A subclass that writes its own formula does not inherit ``mean_matching`` (its minimiser is its own);
     BCE's pos_weight and label smoothing move the minimiser off logit(mean): the search finds it there."""

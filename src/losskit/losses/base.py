@@ -244,13 +244,13 @@ class Loss(ABC):
     def best_constant(self, target, weight=None) -> float:
         """The constant input that minimises the weighted mean loss over ``target`` (NumPy, one
         value per row): the start of a GBDT (``base_score``) and the baseline of ``demo``/``eval``.
-        ``link(weighted mean target)`` for a loss that declares ``mean_matching``, else a bounded 1-D
-        minimisation around it. No rows: 0."""
+        0 where one constant per output has no single value (several outputs or units) and for no rows.
+        The target and weight are checked as the loss checks them; :meth:`_best_constant` finds it."""
         import numpy as np
-        from scipy.optimize import minimize_scalar
 
         label = np.asarray(target, dtype=np.float64)
-        if self.reduces_last_axis or label.ndim > 1:
+        units = self.units_per_value
+        if label.ndim > 1 or (self.reduces_last_axis and units != 1):
             return 0.0  # one constant per output has no single value: start at 0
         if not np.all(np.isfinite(label)):
             raise _checks.fail("target", "finite values (a best constant of NaN or inf starts nothing)",
@@ -259,10 +259,21 @@ class Loss(ABC):
             return 0.0
         w = None if weight is None else np.asarray(weight, dtype=np.float64)
         # the loss's own checks of the target's values and the weight (NumPy's average raised its own errors)
-        self.replace(reduction="sum", impl="xp")(np.zeros(label.shape), label, weight=w)
+        shape = label.shape if units is None else label.shape + (units,)
+        self.replace(reduction="sum", impl="xp")(np.zeros(shape), label, weight=w)
         if w is not None and not np.sum(w) > 0:
             raise _checks.fail("weight", "weights with a positive sum (the weighted mean of no weight is "
                                "undefined)", "a sum of 0")
+        return float(self._best_constant(label, w))
+
+    def _best_constant(self, label, weight) -> float:
+        """:meth:`best_constant` on a checked, finite, non-empty float64 ``label [N]`` and ``weight``
+        (None or ``[N]``, a positive sum). ``link(weighted mean)`` for a loss that declares
+        ``mean_matching``, else a bounded 1-D minimisation around it."""
+        import numpy as np
+        from scipy.optimize import minimize_scalar
+
+        w = weight
         total = self.replace(reduction="mean")
         centre = self.link.of_mean(float(np.average(label, weights=w)))
         if self.mean_matching:

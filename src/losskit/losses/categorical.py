@@ -190,9 +190,6 @@ class SoftmaxCrossEntropy(_CategoricalBase):
     hessian = Hessian.ROW
     _kernel = staticmethod(_compiled.softmax_ce)
 
-    def best_constant(self, target, weight=None) -> float:
-        return 0.0  # a constant per class is the log of its frequency; GBDT libraries start at 0
-
     def gbdt_builtin(self, library):
         if self.class_weight is not None or self.label_smoothing or self.ignore_index is not None:
             return None

@@ -615,14 +615,10 @@ class QuantileLoss(Loss):
     def units_per_value(self) -> int:
         return len(self.quantiles)
 
-    def best_constant(self, target, weight=None) -> float:
-        import numpy as np
-
+    def _best_constant(self, label, weight) -> float:  # (one quantile: several have no single value)
         from .._stats import weighted_quantile
 
-        if len(self.quantiles) != 1:
-            return 0.0
-        return weighted_quantile(np.asarray(target, dtype=np.float64), float(self.quantiles[0]), weight)
+        return weighted_quantile(label, float(self.quantiles[0]), weight)
 
     def gbdt_builtin(self, library):
         quantiles = [float(q) for q in self.quantiles]

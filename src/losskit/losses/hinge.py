@@ -55,11 +55,10 @@ class HingeLoss(ElementwiseLoss):
     def second_derivative(self, xp, z, y):
         return xp.zeros_like(z)
 
-    def best_constant(self, target, weight=None) -> float:
+    def _best_constant(self, label, weight) -> float:
         import numpy as np  # the sign of the weighted majority: a margin of +-1 costs the minority 2
 
-        t = np.where(np.asarray(target) > 0, 1.0, -1.0)
-        return float(np.sign(np.average(t, weights=weight))) if t.size else 0.0
+        return float(np.sign(np.average(np.where(label > 0, 1.0, -1.0), weights=weight)))
 
 
 class SquaredHingeLoss(HingeLoss):
@@ -87,7 +86,7 @@ class SquaredHingeLoss(HingeLoss):
     def second_derivative(self, xp, z, y):
         return xp.where(1 - y * z > 0, 2.0, 0.0)
 
-    best_constant = ElementwiseLoss.best_constant
+    _best_constant = ElementwiseLoss._best_constant
 
 
 class ExponentialLoss(ElementwiseLoss):

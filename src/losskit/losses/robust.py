@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .._stats import weighted_quantile
 from ._shared import polynomial
 from .declaration import Hessian, Task, option
@@ -66,9 +64,9 @@ class AbsoluteError(ValueLoss):
     def second_derivative(self, xp, z, y):
         return xp.zeros_like(z)
 
-    def best_constant(self, target, weight=None) -> float:
+    def _best_constant(self, label, weight) -> float:
         # the lower weighted median: a minimiser (the built-ins interpolate between order statistics)
-        return weighted_quantile(np.asarray(target, dtype=np.float64), 0.5, weight)
+        return weighted_quantile(label, 0.5, weight)
 
     def gbdt_builtin(self, library):
         return {"xgboost": ("reg:absoluteerror", {}), "lightgbm": ("l1", {})}[library]
