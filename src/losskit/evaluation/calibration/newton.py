@@ -19,8 +19,9 @@ and their relative sum is rounding over rounding.
   positive (temperature far above its optimum), a unit step goes downhill. A parameter past
   ``LIMIT`` (T outside ``[1e-12, 1e12]``) means no minimiser exists; the error says which way.
 * **Joint objectives** (Platt, vector scaling; convex): Levenberg-Marquardt damped Newton. The
-  step solves ``(H + lambda I) d = -g`` on the Hessian's positive eigenvalues (a flat direction,
-  like shifting every offset of vector scaling, gets no step); a trial that raises the NLL is
+  step solves ``(H + lambda I) d = -g``, scaled to a unit diagonal (``_eigen``), on the Hessian's
+  positive eigenvalues (a flat direction, like shifting every offset of vector scaling, gets no
+  step); a trial that raises the NLL is
   rejected (its pass counts) and the damping grows tenfold; an accepted one shrinks it. Where a
   parameter's gradient terms all have one sign at the identity map (scores far from logits: shifted by
   50, or scaled by 1e5, saturate every prediction), Newton's step from there is astronomically long
@@ -95,7 +96,10 @@ def _separable(objective, evaluate, theta, sums, before, history, max_passes, to
     for passes in range(1, max_passes + 1):
         g, h = sums.grad, sums.hess
         done = (relative_gradient(sums) <= tol) | _step_vanishes(g, h, theta)
-        vanished = (sums.scale == 0) & (passes > 1)  # every term underflowed on the way out: no minimiser
+        # every term underflowed on the way out: no minimiser. (Not a parameter whose terms were 0 from the
+        # start and which never moved: a label whose logits are all 0 has a flat NLL in its T, and was refused
+        # as "falling as T -> infinity", found in review; it stays at T = 1.)
+        vanished = (sums.scale == 0) & (passes > 1) & (last != 0)
         if vanished.any():
             raise _no_minimiser(objective, theta + np.where(vanished, np.sign(last) * 2 * LIMIT, 0.0), what)
         if done.all():
@@ -114,7 +118,8 @@ def _separable(objective, evaluate, theta, sums, before, history, max_passes, to
         last = np.clip(newton, -MAX_STEP, MAX_STEP)
         trial = theta + last
         outside = (trial <= low) | (trial >= high)
-        trial = np.where(outside, 0.5 * (low + high), trial)  # outside implies a bracket on both sides
+        with np.errstate(invalid="ignore"):  # (inf - inf where no bracket: not taken)
+            trial = np.where(outside, 0.5 * (low + high), trial)  # outside implies a bracket on both sides
         trial = np.where(done, theta, trial)
         if np.any(np.abs(trial) > LIMIT):
             raise _no_minimiser(objective, trial, what)
@@ -151,8 +156,15 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
         newton = _newton_step(eigen, best.grad, 0.0)
         # (the undamped step, from the same eigenvectors: after a rejected trial the damping decays tenfold a
         # pass, and a fit already at its minimiser sat there for ten passes)
-        if (relative <= tol).all() or np.all(_negligible(newton, theta)):
-            return Fit(theta + newton, before, best, passes, history)  # see _step_vanishes
+        if (relative <= tol).all():
+            return Fit(theta + newton, before, best, passes, history)
+        if np.all(_negligible(newton, theta)):  # see _step_vanishes
+            # where the gradient's terms have vanished (the map fits the targets exactly); not where they are
+            # as large as at the start and their sum does not vanish: the step is negligible because the
+            # Hessian is too ill-conditioned to resolve its direction, and the point is no minimiser
+            if np.all(best.scale <= 1e-6 * before.scale):
+                return Fit(theta + newton, before, best, passes, history)
+            raise _ill_conditioned(objective, best, what)
         trial = theta + (newton if damping == 0 else _newton_step(eigen, best.grad, damping))
         if not np.all(np.isfinite(trial)) or np.max(np.abs(trial)) > 1e12:
             raise _no_minimiser(objective, trial, what)
@@ -164,7 +176,7 @@ def _joint(objective, evaluate, theta, sums, before, history, max_passes, tol, w
             theta, best = trial, sums
             damping = damping / 10 if damping > 1e-12 else 0.0
         else:
-            damping = max(10 * damping, 1e-6 * float(np.max(np.abs(np.diag(best.hess)), initial=1.0)))
+            damping = max(10 * damping, 1e-6)  # (the scaled Hessian's diagonal is 1: see _eigen)
     raise _not_converged(objective, best, max_passes, what)
 
 
@@ -189,17 +201,27 @@ def _l2(what: str) -> str:
 
 
 def _eigen(hess: np.ndarray):
-    """The eigenvalues and eigenvectors of the symmetric ``H``, for :func:`_newton_step`."""
-    return np.linalg.eigh(0.5 * (hess + hess.T))
+    """``(eigenvalues, eigenvectors, scale)`` of ``S H S``, ``S = diag(scale)`` the inverse square roots of
+    ``H``'s diagonal (1 where it is not positive), for :func:`_newton_step`. Why scaled: scores with a large
+    offset (Platt on logits shifted by 3000) make ``H`` in ``(a, b)`` ill-conditioned by ``(spread /
+    offset)^2`` (5e-14), and the direction that matters fell below the cut of flat directions: the step
+    was negligible and a near-constant map returned as converged. Scaled to a unit diagonal the same
+    Hessian's eigenvalues are ``1 -+ rho``, about 2e-7 there (found in review)."""
+    hess = 0.5 * (hess + hess.T)
+    diagonal = np.diag(hess)
+    scale = np.where(diagonal > 0, 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0)), 1.0)
+    values, vectors = np.linalg.eigh(scale[:, None] * hess * scale[None, :])
+    return values, vectors, scale
 
 
 def _newton_step(eigen, grad: np.ndarray, damping: float) -> np.ndarray:
-    """``-(H + damping I)^+ g`` over the positive eigenvalues of ``H`` (``eigen``: :func:`_eigen` of it)."""
-    values, vectors = eigen
+    """``-S (S H S + damping I)^+ S g`` over the positive eigenvalues of the scaled Hessian (``eigen``:
+    :func:`_eigen` of ``H``): Marquardt's damping, relative to each parameter's own curvature."""
+    values, vectors, scale = eigen
     keep = values > 1e-12 * max(float(values.max(initial=0.0)), 1e-300)
-    coef = vectors.T @ grad
+    coef = vectors.T @ (scale * grad)
     step = np.where(keep, coef / np.where(keep, values + damping, 1.0), 0.0)
-    return -(vectors @ step)
+    return -(scale * (vectors @ step))
 
 
 def _no_minimiser(objective, trial, what: str) -> LossInputError:
@@ -216,6 +238,14 @@ def _no_minimiser(objective, trial, what: str) -> LossInputError:
         why = ("the parameters grow without bound: the scores separate the classes, so the NLL has no "
                "minimum (use temperature scaling, or calibrate on held-out data with errors)")
     return LossInputError(f"{what}: {objective.method} has no minimiser on these data; {why}")
+
+
+def _ill_conditioned(objective, sums, what: str) -> LossInputError:
+    worst = float(relative_gradient(sums).max(initial=0.0))
+    return LossInputError(f"{what}: {objective.method} cannot converge on these scores (relative gradient "
+                          f"{worst:.3g}, goal {TOL:g}, where Newton's step vanishes): its Hessian is too "
+                          f"ill-conditioned to resolve, as for scores whose offset is about a million times their "
+                          f"spread; subtract their mean (a shift Platt and vector scaling absorb) and fit again")
 
 
 def _not_converged(objective, sums, max_passes: int, what: str) -> LossInputError:

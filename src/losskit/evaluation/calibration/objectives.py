@@ -46,7 +46,9 @@ class Sums:
     """One batch's (or many merged batches') ``sum w l``, ``sum w``, gradient ``[P]``, Hessian (``[P]``
     for a separable objective, else ``[P, P]``), ``scale [P]`` (``sum_i w_i |dl_i/dtheta_j|``, what
     the gradient is relative to), reliability ``bins`` (None where the task has no ECE), target
-    ``mass`` per class or label (``[2, K]`` negatives and positives for sigmoid tasks), ``rows``."""
+    ``mass`` per class or label (``[2, K]`` negatives and positives for sigmoid tasks), ``rows``, and the
+    ``penalty`` that ``loss`` includes (vector scaling's l2 term): what the fit minimises, but no part of
+    the NLL it reports (which ``losskit eval`` of the calibrated predictions gives)."""
 
     loss: float
     weight: float
@@ -56,9 +58,11 @@ class Sums:
     bins: _Calibration | None
     mass: np.ndarray
     rows: int
+    penalty: float = 0.0
 
     def merge(self, other: Sums) -> Sums:
         self.loss += other.loss
+        self.penalty += other.penalty
         self.weight += other.weight
         self.grad = self.grad + other.grad
         self.hess = self.hess + other.hess
@@ -71,7 +75,7 @@ class Sums:
 
     @property
     def nll(self) -> float | None:
-        return self.loss / self.weight if self.weight > 0 else None
+        return (self.loss - self.penalty) / self.weight if self.weight > 0 else None
 
     @property
     def ece(self) -> float | None:

@@ -114,13 +114,14 @@ class Vector:
         scale = np.concatenate([w @ np.abs(r * z), w @ np.abs(r)])
         total = float(w.sum())
         # the l2 penalty on the offsets, per unit weight: total * l2 / 2 |b|^2
-        loss_sum = float(w @ loss) + 0.5 * self.l2 * total * float(b @ b)
+        penalty = 0.5 * self.l2 * total * float(b @ b)
+        loss_sum = float(w @ loss) + penalty
         grad[k:] += self.l2 * total * b
         hess[k:, k:] += self.l2 * total * np.eye(k)
         scale[k:] += self.l2 * total * np.abs(b)
         outcome = p.argmax(axis=1) == (y if y.ndim == 1 else y.argmax(axis=1))
         return Sums(loss_sum, total, grad, hess, scale, _bins(p.max(axis=1), outcome, weight),
-                    _mass("multiclass", target, weight, k) if mass else np.zeros(0), len(z))
+                    _mass("multiclass", target, weight, k) if mass else np.zeros(0), len(z), penalty)
 
 
 class Variance:
