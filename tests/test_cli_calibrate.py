@@ -489,3 +489,43 @@ def test_messages_name_the_option_that_is_wrong(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("b.csv") else real_access(p, mode))
     code, _, err = _run(capsys, "eval", binary)
     assert code == 2 and err.startswith("losskit: error: PATH: "), err
+
+
+def test_apply_refuses_the_options_of_a_fit_and_takes_pred_kind(tmp_path, capsys):
+    """`calibrate apply` ignored the fit's options: --weight no_such_col, --target, --task, --method, --l2,
+    --scheduler were accepted and a file written; --pred-kind logits (how a fit takes prob* columns holding
+    logits) was ignored, and apply refused the columns the fit had used (found in review). The fit's options
+    are refused by name, nothing written; --pred-kind logits applies the calibration to the prob* columns."""
+    path, z, y, w = _multiclass(tmp_path)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    out = tmp_path / "calibrated.parquet"
+    for option in (["--weight", "no_such_col"], ["--target", "target"], ["--task", "multiclass"],
+                   ["--method", "vector"], ["--l2", "5"], ["--scheduler", "tcp://10.255.255.1:1"], ["--dask"]):
+        code, _, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out, *option)
+        assert code == 2 and err.count("\n") == 1, (option, err)
+        assert f"error: {option[0]}: expected no {option[0]} with `losskit calibrate apply`" in err, err
+        assert not out.exists()
+    # prob* columns that hold logits: the fit takes them with --pred-kind logits, and so does apply
+    named = tmp_path / "named.parquet"
+    pq.write_table(pa.table({f"prob_{j}": z[:, j] for j in range(z.shape[1])} | {"target": y}), named)
+    code, _, err = _run(capsys, "calibrate", "apply", named, "--calibration", cal, "--out", out)
+    assert code == 2 and "--pred-kind logits if these columns hold logits" in err, err
+    code, _, err = _run(capsys, "calibrate", "apply", named, "--calibration", cal, "--out", out, "--pred-kind", "logits")
+    assert code == 0, err
+    t = json.loads(cal.read_text())["params"]["temperature"]
+    np.testing.assert_allclose(pq.read_table(out).column("prob_1").to_numpy(), z[:, 1] / np.float32(t), rtol=1e-6)
+    code, _, err = _run(capsys, "calibrate", "apply", named, "--calibration", cal, "--out", out, "--pred-kind", "probs")
+    assert code == 2 and "--pred-kind: expected logits, got probs" in err, err
+
+
+def test_a_class_missing_from_the_files_is_named_in_the_command_lines_words(tmp_path, capsys):
+    """Vector scaling on files without a class said "target: ... without l2 ... give l2 > 0", the library's
+    words, where the rest of the command says --target and --l2 (found in review)."""
+    path, z, y, w = _multiclass(tmp_path)
+    keep = y != 3
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({**{f"logit_{j}": z[keep, j] for j in range(4)}, "target": y[keep]}), missing)
+    code, _, err = _run(capsys, "calibrate", missing, "--method", "vector", "--out", tmp_path / "v.json")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "error: --target: expected every class for vector scaling without --l2" in err and "give --l2 > 0" in err

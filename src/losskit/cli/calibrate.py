@@ -74,13 +74,22 @@ def calibrate_command(
     ```
     """
     require("pyarrow", "losskit calibrate (its Parquet and CSV reader)")
+    output_file(out, "--out")
+    if paths and paths[0] == "apply" and not Path("apply").exists():
+        # the options of a fit mean nothing to apply: refused, not ignored (--weight no_such_col wrote a file)
+        ignored = {"--target": target, "--weight": weight, "--task": task, "--dask": dask or None,
+                   "--scheduler": scheduler, "--l2": l2 or None,
+                   "--method": None if method is MethodName.temperature else method.value}
+        for option, value in ignored.items():
+            if value:
+                given = option if value is True else f"{option} {value.value if isinstance(value, Enum) else value}"
+                raise CLIError(f"{option}: expected no {option} with `losskit calibrate apply` (the calibration "
+                               f"JSON holds the fitted map; {option} is an option of the fit), got {given}")
+        _apply(paths[1:], out, calibration, pred, batch_rows, as_json, pred_kind.value if pred_kind else None)
+        return
     if l2 != 0 and method.value != "vector":
         raise CLIError(f"--l2: expected no --l2 for --method {method.value} (it penalises vector scaling's offsets), "
                        f"got --l2 {l2:g}")
-    output_file(out, "--out")
-    if paths and paths[0] == "apply" and not Path("apply").exists():
-        _apply(paths[1:], out, calibration, pred, batch_rows, as_json)
-        return
     if calibration is not None:
         raise CLIError("--calibration: expected no --calibration when fitting (it is the input of "
                        "`losskit calibrate apply`), got one")
@@ -128,7 +137,8 @@ def _table(fitted, result, out: Path) -> None:
     console.print(f"wrote {out}")
 
 
-def _apply(paths: list[str], out: Path, calibration: Path | None, pred, batch_rows: int, as_json: bool) -> None:
+def _apply(paths: list[str], out: Path, calibration: Path | None, pred, batch_rows: int, as_json: bool,
+           pred_kind: str | None) -> None:
     from ..evaluation import _calibration
     from ..evaluation.calibration.apply import apply_files
 
@@ -137,7 +147,8 @@ def _apply(paths: list[str], out: Path, calibration: Path | None, pred, batch_ro
     if not paths:
         raise CLIError("PATH: expected at least one file, directory or glob to calibrate, got none")
     try:
-        info = apply_files(paths, _calibration(calibration), out, pred=pred or None, batch_rows=batch_rows)
+        info = apply_files(paths, _calibration(calibration), out, pred=pred or None, batch_rows=batch_rows,
+                           pred_kind=pred_kind)
     except LossInputError as error:
         raise CLIError(str(error)) from None
     if as_json:

@@ -24,17 +24,24 @@ from .. import _arrow, _csv
 __all__ = ["apply_files"]
 
 
-def _pred_columns(schema, pred) -> list[str]:
+def _pred_columns(schema, pred, pred_kind: str | None = None) -> list[str]:
+    """The columns to calibrate: ``pred``, else the ``logit*`` columns (``prob*`` ones with ``pred_kind``
+    "logits": the caller says they hold logits, as for a fit)."""
     from .. import sources
 
+    if pred_kind == "probs":
+        raise fail("--pred-kind", "logits", "probs", "a calibration maps logits: give the model's raw outputs")
     if pred is not None:
         return sources._pick("--pred", pred, schema)
     names = [c for c in schema.columns if c.startswith("logit")]
     if not names:
         probs = [c for c in schema.columns if c.startswith("prob")]
+        if probs and pred_kind == "logits":
+            return probs
         if probs:
             raise fail("--pred", "logit columns", f"probability columns ({', '.join(probs)})",
-                       "a calibration maps logits; give the model's raw outputs")
+                       "a calibration maps logits; give the model's raw outputs, or --pred-kind logits if "
+                       "these columns hold logits")
         raise LossInputError(f"--pred: no column named 'logit*' in {schema.path}; pass --pred "
                              f"(columns: {', '.join(schema.columns)})")
     return names
@@ -167,11 +174,12 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_000) -> dict:
+def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_000,
+                pred_kind: str | None = None) -> dict:
     """Write ``calibration.apply`` of the prediction columns of ``paths`` (Parquet or CSV) to the file
     ``out``, atomically, in the format its name says as ``losskit eval`` reads it (Parquet: ``.parquet``,
     ``.pq``; CSV: ``.csv``, compressed ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``); returns
-    ``{"rows", "files", "pred", "out", "format"}``."""
+    ``{"rows", "files", "pred", "out", "format"}``. ``pred_kind`` "logits": ``prob*`` columns hold logits."""
     import pyarrow as pa
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
@@ -192,7 +200,7 @@ def apply_files(paths, calibration, out, *, pred=None, batch_rows: int = 1_000_0
             raise fail("PATH", "Parquet or CSV files to write calibrated logits from",
                        f"{schema.path} ({schema.format})")
     check_uncalibrated((s.path, s.metadata.get("losskit.calibration")) for s in schemas)
-    names = _pred_columns(schemas[0], pred)
+    names = _pred_columns(schemas[0], pred, pred_kind)
     width = sum(schemas[0].columns[name][0] for name in names)
     if width != calibration.n_outputs:
         raise fail("--calibration", f"a calibration of {width} logits per row (columns {', '.join(names)})",

@@ -115,8 +115,9 @@ def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, 
         first = count[0] == 0
         count[0] += 1
         if first:
-            check_classes(spec.task, objective.method, total.mass, total.weight, "--weight",
-                          getattr(objective, "l2", 0.0))
+            with argument_renamed(target="--target"):  # (the command line's words, as for --method)
+                check_classes(spec.task, objective.method, total.mass, total.weight, "--weight",
+                              getattr(objective, "l2", 0.0), l2_name="--l2")
         if on_pass is not None:
             on_pass(count[0], total)
         return total

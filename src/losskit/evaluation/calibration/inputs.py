@@ -182,7 +182,7 @@ def check_not_probabilities(task: str, z, name: str) -> None:
 
 
 def check_classes(task: str, method: str, mass: np.ndarray, weight_sum: float = 1.0,
-                  weight_name: str = "weight", l2: float = 0.0) -> None:
+                  weight_name: str = "weight", l2: float = 0.0, l2_name: str = "l2") -> None:
     """Some weight, and at least two classes in the target (per label for ``temperature_per_label``; every
     class for vector scaling without ``l2``)."""
     if not weight_sum > 0:  # every weight 0: no class has any mass, which read as "only one class"
@@ -198,9 +198,9 @@ def check_classes(task: str, method: str, mass: np.ndarray, weight_sum: float = 
         if method == "vector" and not l2 > 0 and missing.size:
             # that class's offset runs to -inf: it was reported as "the scores separate the classes"
             shown = ", ".join(str(int(c)) for c in missing[:10]) + (", ..." if missing.size > 10 else "")
-            raise fail("target", "every class for vector scaling without l2 (a class of no weight has no finite "
-                       "offset)", f"no weight on class {shown}",
-                       "calibrate on data holding every class, give l2 > 0, or use temperature scaling")
+            raise fail("target", f"every class for vector scaling without {l2_name} (a class of no weight has no "
+                       "finite offset)", f"no weight on class {shown}",
+                       f"calibrate on data holding every class, give {l2_name} > 0, or use temperature scaling")
         return
     negatives, positives = mass
     if method == "temperature_per_label":
