@@ -272,6 +272,30 @@ def test_torch_half_precision_is_computed_in_float32_by_every_fused_linear_form(
             torch.testing.assert_close(mine, wide.to(half), rtol=0, atol=0, msg=name)
 
 
+def test_torch_float16_gradients_are_scaled_before_they_are_rounded():
+    """A loss scale (GradScaler) multiplies the upstream gradient so that small float16 gradients stay out of
+    the subnormals; the forward rounded the gradients to float16 at unit scale, so a token-mean loss over 16k
+    tokens (hidden gradients ~1e-6) came back 1e-2 off whatever the scale (found in review). They are kept in
+    float32 until backward scales them: scaled by 1024, the hidden gradient is the float64 one of the same
+    rounded inputs to float16's rounding (and a float16 naive computation's error, 2.8e-4); at unit scale
+    both are the subnormals' (~1e-2)."""
+    torch = pytest.importorskip("torch")
+    import losskit.torch as lt
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(16384, 32, generator=gen).half()
+    classifier = (torch.randn(64, 32, generator=gen) * 0.02).half()
+    target = torch.randint(0, 64, (16384,), generator=gen)
+    wide = hidden.double().requires_grad_(True)
+    torch.nn.functional.cross_entropy(wide @ classifier.double().T, target).backward()
+    for scale, bound in ((1024.0, 1e-3), (1.0, 5e-2)):
+        leaf = hidden.clone().requires_grad_(True)
+        (lt.linear_cross_entropy(leaf, classifier, target) * scale).backward()
+        assert leaf.grad.dtype == torch.float16
+        error = float((leaf.grad.double() / scale - wide.grad).norm() / wide.grad.norm())
+        assert error < bound, (scale, error)
+
+
 def test_numpy_float16_is_computed_in_float32_by_every_fused_linear_form():
     """NumPy float16 over a vocabulary above 65504 gave -inf log-probs, inf losses and NaN gradients
     (the array path summed the exps in float16). Every NumPy form now computes in float32 and returns
