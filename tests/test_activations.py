@@ -124,3 +124,13 @@ def test_log_sigmoid_autodiff_is_one_minus_sigmoid_at_zero_too():
     t = torch.tensor(z, requires_grad=True)
     lk.log_sigmoid(t).sum().backward()
     np.testing.assert_allclose(t.grad.numpy(), expected, rtol=1e-15)
+
+
+def test_none_and_a_keepdims_that_is_not_a_bool_are_refused_by_name():
+    """None reached the array library ("'NoneType' object has no attribute 'dtype'") and keepdims="no" kept the
+    axis (a non-empty string is true; found in review)."""
+    for fn in (lk.sigmoid, lk.log_sigmoid, lk.softmax, lk.log_softmax, lk.logsumexp):
+        with pytest.raises(lk.LossInputError, match="^logits: expected an array, got None"):
+            fn(None)
+    with pytest.raises(lk.LossInputError, match="^keepdims: expected True or False, got 'no'"):
+        lk.logsumexp(np.zeros(3), keepdims="no")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -1045,6 +1046,18 @@ def test_a_label_out_of_range_under_jit_is_nan_not_another_class(loss):
         ignored = np.array([0, -100, 1])
         np.testing.assert_allclose(float(step(z, jnp.asarray(ignored))[0]), float(loss(np.asarray(z), ignored)),
                                    rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [lk.softmax_cross_entropy, lk.poly_cross_entropy, lk.softmax_focal_loss,
+                                lk.multiclass_hinge_loss, lk.kl_divergence], ids=lambda fn: fn.__name__)
+def test_jax_grad_of_the_core_loss_with_a_label_out_of_range_is_nan_in_that_row(fn):
+    """jax.grad through the core loss (not loss_fn): a label of 7 of 5 classes kept its NaN value but JAX's
+    gather dropped its cotangent, so under "sum" the gradient was finite, the bad example's row 0 (softmax
+    CE, KL): a step that read the gradient alone left the example out without a word (found in review)."""
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)))
+    for reduction in ("sum", "mean"):
+        value, grad = jax.jit(jax.value_and_grad(functools.partial(fn, reduction=reduction)))(z, jnp.asarray([0, 7, 1]))
+        assert np.isnan(float(value)) and np.isnan(np.asarray(grad)[1]).any(), reduction  # (the hinge's: 2 classes)
 
 
 def test_fused_linear_losses_under_jit_give_nan_for_an_id_outside_the_vocabulary():

@@ -298,3 +298,32 @@ def test_encode_labels_refuses_none():
 
     with pytest.raises(lk.LossInputError, match="^target: expected an array or a list of labels, got None"):
         encode_labels(None)
+
+
+def test_probability_rows_are_detected_by_the_losses_own_row_sum_bound():
+    """Detection took rows summing to 1 within allclose's ~1.1e-5, the losses within their own bound (1e-3 +
+    8 sqrt(K) eps in float32, 1e-6 + ... in float64): float32 teacher probabilities saved to 4 decimals (rows
+    off by 3e-4) were read as 7 regression outputs, refused even with task='multiclass', while the loss took
+    them; float64 rows off by 5e-6 were detected as probabilities the loss refused (found in review)."""
+    rounded = np.round(np.full((2, 7), 1 / 7), 4).astype(np.float32)  # rows sum to 1.0003
+    lk.softmax_cross_entropy(np.zeros((2, 7), np.float32), rounded)  # the loss takes them
+    assert lk.type_of_target(rounded).encoding == "probabilities"
+    assert lk.type_of_target(rounded, task="multiclass").encoding == "probabilities"
+    off = np.array([[0.5, 0.5 + 5e-6], [0.25, 0.75]])
+    with pytest.raises(lk.LossInputError, match="sum to 1"):
+        lk.softmax_cross_entropy(np.zeros((2, 2)), off)  # the loss refuses them in float64
+    assert lk.type_of_target(off).kind is not lk.Task.MULTICLASS
+    # float16 rows carry float16's rounding (off by 2.4e-4): probability rows, as the loss takes them
+    half = np.full((3, 10), 0.1, np.float16)  # rows sum to 0.99976 in float16's values
+    lk.softmax_cross_entropy(np.zeros((3, 10), np.float32), half)
+    assert abs(float(half.astype(np.float64).sum(1)[0]) - 1) > 1e-4
+    assert lk.type_of_target(half).encoding == "probabilities"
+
+
+def test_a_masked_target_is_refused_by_name():
+    """A NumPy masked array's masked entry was counted as a class ("3 distinct values (0, 1, 0.0)") by
+    type_of_target, encode_labels and head_for, where the losses and head.encode refuse it (found in review)."""
+    y = np.ma.array([0, 1, 1, 0], mask=[0, 0, 1, 0])
+    for call in (lk.type_of_target, encode_labels, lk.head_for):
+        with pytest.raises(lk.LossInputError, match="^target: expected an array without a mask"):
+            call(y)

@@ -290,6 +290,12 @@ def test_torch_func_transforms_are_not_supported_yet_and_say_so():
     y = torch.tensor([0, 2])
     with pytest.raises(RuntimeError, match="setup_context"):
         torch.func.grad(lambda z: lt.SoftmaxCrossEntropy()(z, y))(torch.zeros(2, 3, dtype=torch.float64))
+    # vmap of the value alone (no gradient transform) works: per example, torch's reduction="none"
+    z = torch.randn(5, 2, 3, dtype=torch.float64)
+    labels = torch.randint(0, 3, (5, 2))
+    batched = torch.func.vmap(lambda a, b: lt.SoftmaxCrossEntropy()(a, b))(z, labels)
+    expected = torch.nn.functional.cross_entropy(z.reshape(10, 3), labels.reshape(10), reduction="none")
+    torch.testing.assert_close(batched, expected.reshape(5, 2).mean(1), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("size", [4, 9])  # 16 positions after the class axis (its rows copied), 81 (columns)
@@ -800,3 +806,62 @@ def test_a_class_weight_that_requires_grad_is_taken_under_no_grad():
         criterion = lt.SoftmaxCrossEntropy(class_weight=weight)
         z, y = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 1.0]]), torch.tensor([1, 2])
         torch.testing.assert_close(criterion(z, y), F.cross_entropy(z, y, weight=weight))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_under_autocast_the_losses_run_in_float32_as_torchs_own(dtype):
+    """Autocast runs torch's losses in float32; losskit's returned half precision: an MSE of 9e4 was inf in
+    float16, and GradScaler's default scale (65536, above float16's 65504) made an infinite upstream gradient,
+    so the first step was skipped and the scale halved (found in review). Now the value and every gradient
+    equal torch's own under the same autocast, and the scaler keeps its scale; a fused linear loss takes a
+    float32 layer beside autocast's half hidden states (refused before as two dtypes)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 16), torch.randint(0, 10, (64,))
+    results = {}
+    for name, criterion in (("torch", torch.nn.CrossEntropyLoss()), ("losskit", lt.SoftmaxCrossEntropy())):
+        model = torch.nn.Linear(16, 10)
+        model.load_state_dict(_same_linear())
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=dtype):
+            loss = criterion(model(x), y)
+        scaler.scale(loss).backward()
+        grad = model.weight.grad.clone()
+        scaler.step(torch.optim.SGD(model.parameters(), lr=0.1))
+        scaler.update()  # (halved where the step had an inf)
+        results[name] = (loss.dtype, loss.detach(), grad, scaler.get_scale())
+    (dtype_t, value_t, grad_t, scale_t), (dtype_l, value_l, grad_l, scale_l) = results["torch"], results["losskit"]
+    assert dtype_l == dtype_t == torch.float32 and scale_l == scale_t == 65536.0
+    torch.testing.assert_close(value_l, value_t, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad_l, grad_t, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(grad_l).all()
+    with torch.autocast("cpu", dtype=dtype):
+        prediction = torch.nn.Linear(16, 1)(x)[:, 0]
+        target = torch.full((64,), 300.0)
+        ours, theirs = lt.MeanSquaredError()(prediction, target), torch.nn.functional.mse_loss(prediction, target)
+    assert ours.dtype == torch.float32 and torch.isfinite(ours)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+    classifier = torch.nn.Linear(16, 10, bias=False)
+    with torch.autocast("cpu", dtype=dtype):
+        hidden = torch.nn.Linear(16, 16)(x)  # autocast's output: half
+        assert hidden.dtype == dtype
+        fused = lt.linear_cross_entropy(hidden, classifier.weight, y)
+    fused.backward()
+    expected = torch.nn.functional.cross_entropy(hidden.detach().float() @ classifier.weight.detach().T, y)
+    assert fused.dtype == torch.float32 and classifier.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(fused.detach(), expected, rtol=1e-6, atol=0)
+
+
+@functools.cache
+def _same_linear():
+    torch.manual_seed(1)
+    return torch.nn.Linear(16, 10).state_dict()
+
+
+def test_a_loss_modules_repr_is_the_core_losss_and_a_tensor_option_is_checked_at_construction():
+    """The repr printed the options' JSON (a class_weight of 32000 in full: 650 kB from print(model)); a tensor
+    class_weight with a negative entry was accepted at construction and refused at the first forward (found in
+    review)."""
+    assert repr(lt.HuberLoss(delta=2.0)) == "HuberLoss(reduction='mean', impl='auto', delta=2.0)"
+    assert len(repr(lt.SoftmaxCrossEntropy(class_weight=torch.rand(32000)))) < 1000
+    with pytest.raises(lk.LossInputError, match="^class_weight: expected"):
+        lt.SoftmaxCrossEntropy(class_weight=torch.tensor([1.0, -1.0, 1.0, 1.0]))

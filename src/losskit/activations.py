@@ -16,6 +16,7 @@ __all__ = ["sigmoid", "log_sigmoid", "softmax", "log_softmax", "logsumexp"]
 
 
 def _prepare(logits, name="logits"):
+    _checks.given(**{name: logits})  # (None reached the array library as an AttributeError)
     xp, arrays = _array.namespace(**{name: logits})
     logits = arrays[name]
     _checks.floating(xp, logits, name)
@@ -140,7 +141,7 @@ def logsumexp(logits, axis=-1, keepdims=False):
     """
     xp, raw, z = _prepare(logits)
     ax = _checks.axis(axis, z.ndim)
-    return _finish(xp, logsumexp_xp(xp, z, ax, keepdims), raw)
+    return _finish(xp, logsumexp_xp(xp, z, ax, _checks.flag(keepdims, "keepdims")), raw)
 
 
 def log_softmax(logits, axis=-1):

@@ -28,7 +28,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import _array
+from . import _array, _checks
 from ._checks import fail
 from .tasks import Task
 
@@ -94,6 +94,9 @@ def to_host(target, name: str = "target") -> np.ndarray:
     A list (or object array) that mixes numbers, strings and bools raises
     :class:`~losskit.LossInputError` naming ``name``, rather than being coerced to one type.
     """
+    if isinstance(target, np.ma.MaskedArray):  # (its masked entries were counted as a class, found in review)
+        raise fail(name, "an array without a mask (losskit reads no NumPy mask: drop the masked examples, or "
+                   "fill them and give them weight 0)", "a numpy.ma.MaskedArray")
     if isinstance(target, np.ndarray):
         host = target
     elif not _array.is_array(target):
@@ -197,7 +200,21 @@ def type_of_target(target, *, task: Task | str | None = None) -> TargetType:
                    "drop or impute those examples (or give them weight 0) before choosing a head")
     if column is not None:
         return _one_column(column, wanted)
-    return _many_columns(y, wanted)
+    return _many_columns(y, wanted, _half_eps(target))
+
+
+def _half_eps(target) -> float:
+    """The eps of a half-precision target's own dtype (bfloat16 reaches NumPy as float32), else 0: its values
+    each carry a rounding, and the losses let its rows' sums be off by that much more."""
+    if not _array.is_array(target) or isinstance(target, np.ndarray) and target.dtype != np.float16:
+        return 0.0
+    try:
+        xp = array_api_compat.array_namespace(target)
+        if xp.isdtype(target.dtype, "real floating") and xp.finfo(target.dtype).bits < 32:
+            return float(xp.finfo(target.dtype).eps)
+    except Exception:  # (a library without the standard's dtype functions: no slack)
+        return 0.0
+    return 0.0
 
 
 def _one_column(y: np.ndarray, wanted: Task | None) -> TargetType:
@@ -286,7 +303,7 @@ def _told_classes(y: np.ndarray, classes: np.ndarray, wanted: Task) -> TargetTyp
                       units, classes, "labels")
 
 
-def _many_columns(y: np.ndarray, wanted: Task | None) -> TargetType:
+def _many_columns(y: np.ndarray, wanted: Task | None, slack: float = 0.0) -> TargetType:
     k = y.shape[1]
     if y.dtype.kind not in "biuf":
         raise fail("target", "[N, K] of 0/1 labels, probabilities or values",
@@ -295,7 +312,11 @@ def _many_columns(y: np.ndarray, wanted: Task | None) -> TargetType:
     one_per_row = zero_one and bool(np.all(np.sum(y, axis=1) == 1))
     is_float = y.dtype.kind == "f"
     in_unit = bool(np.all((y >= 0) & (y <= 1)))
-    rows_sum_one = is_float and in_unit and bool(np.allclose(np.sum(y, axis=1), 1.0, atol=1e-6))
+    # the losses' own bound (_checks.row_sum_tolerance): probability rows the loss takes are detected as such, and
+    # the reverse (allclose's 1.1e-5 read float32 rows saved to 4 decimals as regression values, found in review)
+    tolerance = _checks.row_sum_tolerance(y.dtype == np.float64, k, float(np.finfo(y.dtype).eps), slack) \
+        if is_float else 0.0
+    rows_sum_one = is_float and in_unit and bool(np.all(np.abs(np.sum(y, axis=1, dtype=np.float64) - 1) <= tolerance))
     if wanted is Task.BINARY:
         raise fail("task", f"a task of {k} columns (multilabel, or multiclass for one-hot rows)",
                    f"\"binary\" for a target of {k} columns", "a binary target is one column, [N]")

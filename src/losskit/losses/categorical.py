@@ -138,6 +138,11 @@ def label_target(xp, target, class_weight, ignore_index, dtype, unread_classes: 
     if ignore_index is not None:
         keep = target != ignore_index
         labels = xp.where(keep, target, xp.zeros_like(target))
+    if unread_classes is not None:
+        # a label out of range reads class 0 (its NaN weight below makes the value and the gradient NaN): JAX's
+        # gather gave it a NaN value and dropped its cotangent, so jax.grad of the core loss was finite with
+        # the bad example silently left out (found in review)
+        labels = xp.where(_checks.valid_labels(target, unread_classes, ignore_index), labels, xp.zeros_like(labels))
     weight = None
     if class_weight is not None:
         weight = _array.take_per_label(xp, class_weight, labels)

@@ -330,6 +330,7 @@ def _eager(input) -> bool:
 
 
 def _apply(name, options, input, target, weight, normalizer):
+    input, = _arguments.autocast_float32(input)  # (torch's losses run in float32 under autocast)
     eager = _eager(input)
     if input.requires_grad and torch.is_grad_enabled():
         if eager:
@@ -377,14 +378,18 @@ class _LossModule(nn.Module):
         super().__init__()
         self.core = REGISTRY[self._name][0](**options)  # validates the options now
         self._options = _encode_options(self.core.options.as_dict())
+        # and as the op will read them: a tensor option (class_weight=torch.tensor([1., -1.])) skips the core's
+        # check of arrays, and its error came at the first forward, inside the training loop (found in review)
+        _core_loss(self._name, self._options)
 
     def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None,
                 normalizer: float | Tensor | None = None) -> Tensor:
         _no_grad_to(target, weight, input, "input")
         return _apply(self._name, self._options, input, target, weight, _normalizer(normalizer))
 
-    def extra_repr(self) -> str:
-        return self._options
+    def extra_repr(self) -> str:  # the core loss's arguments, as the heads': a class_weight of 32000 abridged
+        core = repr(self.core)  # (the options' JSON printed all of it: 650 kB, found in review)
+        return core[core.index("(") + 1:-1]
 
     # read as nn.CrossEntropyLoss's attributes are (code that reads criterion.reduction); read-only, as the
     # options are the module's at construction: an assignment raises rather than being silently ignored

@@ -12,7 +12,27 @@ from torch.autograd import forward_ad
 
 from .. import _checks
 
-__all__ = ["tensors", "same_device", "no_grad", "no_tangent", "number", "normalizer", "batched"]
+__all__ = ["tensors", "same_device", "no_grad", "no_tangent", "number", "normalizer", "batched", "autocast_float32"]
+
+#: the floating dtypes autocast computes in, which it runs torch's own losses above
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def autocast_float32(*tensors):
+    """``tensors`` with each half-precision one as float32 where autocast is on for the first one's device
+    (None and integer tensors as they are); else as given. Why: autocast runs torch's losses in float32
+    (``cross_entropy``, ``mse_loss``... are on its float32 list) and a loss in half precision broke the
+    usual recipe: its float16 value overflowed (an MSE of 9e4 was inf), and GradScaler's default scale
+    (65536, above float16's 65504) became an infinite upstream gradient, so the first step was skipped
+    and the scale halved (found in review). The cast is differentiable: gradients reach the half
+    tensors in their own dtype, as autocast's do."""
+    first = tensors[0]
+    if not (isinstance(first, Tensor) and first.dtype in _HALF):  # (float32 inputs and meta ones: as given)
+        return tensors
+    device = first.device.type
+    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+        return tensors
+    return tuple(t.float() if isinstance(t, Tensor) and t.dtype in _HALF else t for t in tensors)
 
 
 def tensors(hint: str, **named) -> None:
@@ -51,7 +71,7 @@ def no_tangent(**named) -> None:
         if isinstance(value, Tensor) and forward_ad.unpack_dual(value).tangent is not None:
             raise _checks.fail(name, "a tensor without a forward-mode tangent (losskit.torch's ops have an "
                                "analytic backward, no jvp)", "a dual tensor (torch.autograd.forward_ad)",
-                               "use reverse mode (backward, torch.func.vjp)")
+                               "use reverse mode (backward() or torch.autograd.grad)")
 
 
 def number(value, name: str):

@@ -280,6 +280,11 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
         if (extras or {}).get(name) is None:
             raise _checks.fail(name, "a torch.Tensor", "None")
     extras = {name: value for name, value in (extras or {}).items() if value is not None}
+    # under autocast a float32 layer beside half hidden states (autocast's output) was refused as two dtypes;
+    # torch's losses run in float32 there, and so do these (their half precision is float32 inside anyway)
+    hidden, classifier, bias, *same = _arguments.autocast_float32(hidden, classifier, bias,
+                                                                   *(extras.get(name) for name in same_dtype))
+    extras.update((name, value) for name, value in zip(same_dtype, same, strict=True) if value is not None)
     _checked(hidden, classifier, target, bias, extras, argument_names)
     for name in same_dtype:
         _same_dtype(extras.get(name), name, hidden, argument_names[0])
