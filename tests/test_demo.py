@@ -80,6 +80,17 @@ def test_adam_on_the_networks_flat_parameters_equals_adam_on_each_apart():
         apart_adam.step(copies)
         for mine, theirs in zip(model.params, apart, strict=True):
             np.testing.assert_array_equal(mine, theirs)
+    # a schedule's new lr (or weight decay) reaches both paths: the flat one fixed lr * weight_decay at
+    # construction and went on decaying at lr 0 (found in review)
+    for optimiser in (flat_adam, apart_adam):
+        optimiser.lr = 0.0
+    before = [p.copy() for p in model.params]
+    grads = model.backward(head.value_and_grad(model.forward(x), target)[1])
+    flat_adam.step(grads)
+    apart_adam.step([g.copy() for g in grads])
+    for mine, theirs, old in zip(model.params, apart, before, strict=True):
+        np.testing.assert_array_equal(mine, old)
+        np.testing.assert_array_equal(theirs, old)
 
 
 def test_digit_labels_by_hand():
@@ -223,6 +234,10 @@ def test_load_refuses_a_bad_seed_and_task_by_name():
         load("binary", seed=-1)
     with pytest.raises(lk.LossInputError, match="^task: expected one of"):
         load("ranking")
+    # a negative fraction turned the split round; 1 or more left no training rows (NaN features; found in review)
+    for bad in (-0.1, 1.0, 2.0, "0.2", True):
+        with pytest.raises(lk.LossInputError, match="^val_fraction: expected"):
+            load("binary", val_fraction=bad)
 
 
 def test_default_run_meets_the_goals_and_docs_record_it():

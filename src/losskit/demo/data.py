@@ -76,6 +76,9 @@ def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
     if task not in DATASETS:
         raise LossInputError(f"task: expected one of {', '.join(DATASETS)}, got {task!r}")
     seed = check_int(seed, "seed", 0)
+    if not (isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
+            and 0 <= val_fraction < 1):  # (a negative one turned the split round, 1 left no training rows)
+        raise LossInputError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
     x, y = _features_and_target(task)
     label_names: tuple[str, ...] = ()
     if task == "multilabel":
@@ -83,6 +86,9 @@ def load(task: str, seed: int = 0, val_fraction: float = 0.25) -> Split:
         label_names = MULTILABEL_NAMES
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(val_fraction * len(x)))
+    if n_val >= len(x):
+        raise LossInputError(f"val_fraction: expected a fraction that leaves training rows ({len(x)} rows), "
+                             f"got {val_fraction!r} ({n_val} held out)")
     val, train = order[:n_val], order[n_val:]
     mean = x[train].mean(axis=0)
     std = x[train].std(axis=0)

@@ -97,9 +97,10 @@ class Adam:
         if self._flat is not None:
             shapes = [p.shape for p in params]
             self.m, self.v = (_views(np.zeros_like(self._flat), shapes) for _ in range(2))
-            # lr * weight_decay on the weight matrices, 0 on the biases (p - 0 * p is p)
-            self._decay = np.concatenate([np.full(p.size, lr * weight_decay if p.ndim == 2 else 0.0)
-                                          for p in params])
+            # 1 on the weight matrices, 0 on the biases: lr * weight_decay times it (p - 0 * p is p), made again
+            # when either changes (fixed at construction, a schedule's new lr still decayed at the old one)
+            self._weights = np.concatenate([np.full(p.size, 1.0 if p.ndim == 2 else 0.0) for p in params])
+            self._decay_of: tuple = (None, None)
         else:
             self.m = [np.zeros_like(p) for p in params]
             self.v = [np.zeros_like(p) for p in params]
@@ -121,7 +122,9 @@ class Adam:
         c2 = 1 - self.beta2 ** self.t
         flat_grad = None if self._flat is None else self._flat_grad(grads)
         if flat_grad is not None and flat_grad.size == self._flat.size:
-            pairs = [(self._flat, flat_grad, self.m[0].base, self.v[0].base, self._decay)]
+            if self._decay_of[0] != (self.lr, self.weight_decay):
+                self._decay_of = ((self.lr, self.weight_decay), self._weights * (self.lr * self.weight_decay))
+            pairs = [(self._flat, flat_grad, self.m[0].base, self.v[0].base, self._decay_of[1])]
         else:
             pairs = [(p, g, m, v, self.lr * self.weight_decay if p.ndim == 2 else None)
                      for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True)]
