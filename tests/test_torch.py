@@ -859,9 +859,12 @@ def _same_linear():
 
 def test_a_loss_modules_repr_is_the_core_losss_and_a_tensor_option_is_checked_at_construction():
     """The repr printed the options' JSON (a class_weight of 32000 in full: 650 kB from print(model)); a tensor
-    class_weight with a negative entry was accepted at construction and refused at the first forward (found in
-    review)."""
+    class_weight with a negative entry was accepted at construction and refused at the first forward; the core
+    could be assigned (found in review)."""
     assert repr(lt.HuberLoss(delta=2.0)) == "HuberLoss(reduction='mean', impl='auto', delta=2.0)"
     assert len(repr(lt.SoftmaxCrossEntropy(class_weight=torch.rand(32000)))) < 1000
     with pytest.raises(lk.LossInputError, match="^class_weight: expected"):
         lt.SoftmaxCrossEntropy(class_weight=torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    module = lt.HuberLoss()
+    with pytest.raises(AttributeError):  # (assigned, it changed .reduction but not what forward computed)
+        module.core = lk.HuberLoss(delta=0.1, reduction="sum")

@@ -376,8 +376,8 @@ class _LossModule(nn.Module):
 
     def __init__(self, **options: Any):
         super().__init__()
-        self.core = REGISTRY[self._name][0](**options)  # validates the options now
-        self._options = _encode_options(self.core.options.as_dict())
+        self._core = REGISTRY[self._name][0](**options)  # validates the options now
+        self._options = _encode_options(self._core.options.as_dict())
         # and as the op will read them: a tensor option (class_weight=torch.tensor([1., -1.])) skips the core's
         # check of arrays, and its error came at the first forward, inside the training loop (found in review)
         _core_loss(self._name, self._options)
@@ -393,6 +393,9 @@ class _LossModule(nn.Module):
 
     # read as nn.CrossEntropyLoss's attributes are (code that reads criterion.reduction); read-only, as the
     # options are the module's at construction: an assignment raises rather than being silently ignored
+    # read-only, as the options: the forward runs the options encoded at construction, and an assigned core
+    # changed what reduction said but not what the module computed (found in review)
+    core = property(lambda self: self._core, doc="the core loss (its options are the module's)")
     reduction = property(lambda self: self.core.options.reduction, doc="the core loss's reduction")
     ignore_index = property(lambda self: _option(self, "ignore_index"),
                             doc="the core loss's ignore_index (the losses of labels only)")
