@@ -529,3 +529,15 @@ def test_a_class_missing_from_the_files_is_named_in_the_command_lines_words(tmp_
     code, _, err = _run(capsys, "calibrate", missing, "--method", "vector", "--out", tmp_path / "v.json")
     assert code == 2 and err.count("\n") == 1, err
     assert "error: --target: expected every class for vector scaling without --l2" in err and "give --l2 > 0" in err
+
+
+def test_two_prediction_columns_for_one_target_value_advise_the_variance_method(tmp_path, capsys):
+    """The advice was eval's: "a mean and a log-variance per value: --loss gaussian_nll", an option calibrate
+    has not (found in review); calibrate names its own --method variance."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "reg.parquet"
+    pq.write_table(pa.table({"mean": rng.normal(size=50), "log_var": rng.normal(size=50),
+                             "target": rng.normal(size=50)}), path)
+    code, _, err = _run(capsys, "calibrate", path, "--pred", "mean", "--pred", "log_var", "--out", tmp_path / "c.json")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "a mean and a log-variance per value: --method variance" in err and "--loss" not in err, err
