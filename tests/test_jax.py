@@ -95,7 +95,8 @@ def test_float_targets_weights_and_normalizer_get_their_true_cotangents(cid, nam
     fn = _function(name)
     core = lk.REGISTRY[name][0](impl="xp", **case.options)
     z, target, weight = jnp.asarray(case.input), jnp.asarray(case.target), jnp.asarray(_weight(case))
-    float_target = jnp.issubdtype(target.dtype, jnp.floating)
+    # (a sign target, the hinge losses', is held constant: differentiated it is refused, test_target_cotangents)
+    float_target = jnp.issubdtype(target.dtype, jnp.floating) and name not in _SIGN_TARGETS
     argnums = (0, 1, 2) if float_target else (1, 2)
 
     def ours(target, weight, normalizer):
@@ -1097,15 +1098,35 @@ def test_fused_linear_checks_a_known_targets_ids_with_the_functions_own_default_
                                rtol=1e-12)
 
 
-def test_a_normalizer_of_zero_under_jit_divides_by_zero_not_by_one():
+def test_a_normalizer_of_zero_or_below_under_jit_is_nan_not_another_number():
     """Eagerly a normalizer of 0 is refused; under jit no check reads it, and the empty-batch guard turned it
-    into 1: the sum, a plausible wrong number. Now it divides as given."""
+    into 1: the sum, a plausible wrong number; then it divided as given: inf for 0, and for -2 a negative loss
+    whose gradient pointed uphill (found in review). Now NaN, value and gradient, as a bad label is under jit
+    (docs/semantics.md), in the core loss under jax.jit too."""
     z, y = jnp.zeros((2, 3)), jnp.asarray([0, 1])
-    step = jax.jit(lambda n: lj.softmax_cross_entropy(z, y, normalizer=n))
-    assert np.isinf(float(step(0.0)))
-    assert float(step(2.0)) == pytest.approx(np.log(3), rel=1e-6)
+    for fn in (lj.softmax_cross_entropy, lk.softmax_cross_entropy):
+        step = jax.jit(jax.value_and_grad(lambda z, n, fn=fn: fn(z, y, normalizer=n)))
+        for bad in (0.0, -2.0, float("inf")):
+            value, grad = step(z, bad)
+            assert np.isnan(float(value)) and np.isnan(np.asarray(grad)).all(), (fn, bad)
+        assert float(step(z, 2.0)[0]) == pytest.approx(np.log(3), rel=1e-6)
     with pytest.raises(lk.LossInputError, match="^normalizer"):
         lj.softmax_cross_entropy(z, y, normalizer=0.0)
+
+
+def test_python_numbers_give_a_jax_array_eagerly_as_under_jit_and_grad_does_not_warn():
+    """Python numbers were planned on NumPy eagerly (a NumPy float64 where jit gave a JAX array) and grad warned
+    of a float64 astype (found in review): they are made JAX arrays first, as lists and NumPy arrays are."""
+    import warnings
+
+    eager = lj.binary_cross_entropy_with_logits(2.0, 1.0)
+    jitted = jax.jit(lj.binary_cross_entropy_with_logits)(2.0, 1.0)
+    assert isinstance(eager, jax.Array) and eager.dtype == jitted.dtype
+    np.testing.assert_allclose(float(eager), np.log1p(np.exp(-2.0)), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(float(jax.grad(lj.binary_cross_entropy_with_logits)(2.0, 1.0)),
+                                   1 / (1 + np.exp(-2.0)) - 1, rtol=1e-6)
 
 
 def test_lists_and_numpy_arrays_beside_jax_logits_work_eagerly_and_under_jit_and_grad():

@@ -149,10 +149,24 @@ REFERENCES = {
     "asymmetric_loss": ({"gamma_pos": 1.0, "gamma_neg": 2.0, "clip": 0.05}, Z, BINARY, _asl, False),
 }
 
-#: float targets read as a class label's sign (0/1 or -1/+1), not as a quantity: no derivative is
-#: claimed for them (docs/frameworks.md); integer-only targets get a float0 cotangent
+#: float targets read as a class label's sign (0/1 or -1/+1), not as a quantity: jax.grad in one is refused
+#: (docs/frameworks.md; test below); integer-only targets get a float0 cotangent
 NOT_QUANTITIES = {"hinge_loss", "squared_hinge_loss", "multilabel_hinge_loss", "multilabel_squared_hinge_loss",
                   "multiclass_hinge_loss"}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_QUANTITIES - {"multiclass_hinge_loss"}))
+def test_a_differentiated_sign_target_is_refused_by_name(name):
+    """The hinge losses' float target is a sign: jax.grad in it was a silent 0 (optax's hinge gives -s z, as it
+    multiplies by the target as a number; found in review). Refused, as a differentiated option is; the logits'
+    gradient with the target held constant is unchanged."""
+    fn = lj.loss_fn(lk.losses.catalogue()[name][0]())
+    z = jnp.asarray([[-2.0, 0.5], [2.0, -0.5]])
+    s = jnp.asarray([[1.0, 1.0], [-1.0, -1.0]])
+    for transform in (jax.grad, lambda f, argnums: jax.jit(jax.grad(f, argnums))):
+        with pytest.raises(lk.LossInputError, match="^target: expected labels held constant"):
+            transform(fn, 1)(z, s)
+    assert np.isfinite(np.asarray(jax.grad(fn)(z, s))).all()
 
 
 def test_every_loss_with_a_float_target_has_a_reference_here():

@@ -131,6 +131,11 @@ def normalizer(value: Any, xp=None, dtype=None, *, library: bool = True) -> Any:
         ok = _array.concrete_bool((value > 0) & (value < math.inf))
         if ok is False:
             raise fail("normalizer", "a positive finite number", f"{float(value)!r} (a 0-d array)")
+        if ok is None:  # traced (jit): a value outside (0, inf) gives NaN, never the loss of other math (0 gave
+            # inf, -2 a negative loss whose gradient pointed uphill, found in review), as a bad label does there
+            if not _array.isdtype(own, value.dtype, "real floating"):
+                value = own.astype(value, dtype if dtype is not None else own.float32)
+            return own.where((value > 0) & (value < math.inf), value, own.full_like(value, math.nan))
         if ok and dtype is not None:
             largest = float(xp.finfo(dtype).max)
             if _array.concrete_bool((value * largest >= 1) & (value <= largest)) is False:

@@ -400,6 +400,12 @@ def loss_fn(loss):
                                "an array jax.grad differentiates", "wrap it in jax.lax.stop_gradient")
         options = {name: getattr(value, "value", value) for name, value in options.items()}
         asked = tuple(getattr(a, "perturbed", False) for a in (logits, target, weight, normalizer))
+        if asked[1] and getattr(loss, "target", None) == "sign":
+            # the hinge losses read the target as signs: its derivative is 0 almost everywhere, which a
+            # differentiated target got without a word where optax's hinge gives -s z (found in review)
+            raise _checks.fail("target", f"labels held constant ({type(loss).__name__} reads its target as signs "
+                               "+-1, with no derivative in them)", "an array jax.grad differentiates",
+                               "wrap it in jax.lax.stop_gradient")
         logits, target, weight, normalizer = (getattr(a, "value", a) for a in (logits, target, weight, normalizer))
         value, grad = _value_and_grad(with_options(options), logits, target, weight, normalizer, True)
         return value, (grad, logits, target, weight, normalizer, asked, options)
@@ -452,8 +458,10 @@ def loss_fn(loss):
         # NumPy arrays made JAX's here, as jit makes its arguments (float64 to float32 without x64): kept NumPy,
         # the backward's re-call met them beside the tracers of a differentiated target or weight and refused
         # the mix, and a NumPy namespace read a JAX normalizer as a number (its gradient silently 0)
-        logits, target, weight = (jnp.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else v
-                                  for v in (logits, target, weight))
+        # (Python numbers too: an eager call of them planned on NumPy and gave a NumPy float64 where jit gave a
+        # JAX float32, and grad warned of a float64 astype; found in review)
+        logits, target, weight = (jnp.asarray(v) if isinstance(v, (np.ndarray, np.generic)) or _checks.is_number(v)
+                                  else v for v in (logits, target, weight))
         if normalizer is not None:
             # here, where a number is still a number: inside the custom_vjp it is a traced array, whose
             # value the plan cannot check (a 0, negative or NaN normalizer gave a wrong loss without a word).

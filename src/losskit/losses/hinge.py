@@ -122,7 +122,6 @@ class ExponentialLoss(ElementwiseLoss):
         return times(xp, y, xp.exp(-z)) + times(xp, 1 - y, xp.exp(z))
 
 
-
 MultilabelHingeLoss = multilabel_form(HingeLoss, "MultilabelHingeLoss", "multilabel_hinge_loss", ("hinge",))
 MultilabelSquaredHingeLoss = multilabel_form(SquaredHingeLoss, "MultilabelSquaredHingeLoss",
                                              "multilabel_squared_hinge_loss", ("squared_hinge",))

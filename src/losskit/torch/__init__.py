@@ -391,11 +391,11 @@ class _LossModule(nn.Module):
         core = repr(self.core)  # (the options' JSON printed all of it: 650 kB, found in review)
         return core[core.index("(") + 1:-1]
 
-    # read as nn.CrossEntropyLoss's attributes are (code that reads criterion.reduction); read-only, as the
-    # options are the module's at construction: an assignment raises rather than being silently ignored
     # read-only, as the options: the forward runs the options encoded at construction, and an assigned core
     # changed what reduction said but not what the module computed (found in review)
     core = property(lambda self: self._core, doc="the core loss (its options are the module's)")
+    # read as nn.CrossEntropyLoss's attributes are (code that reads criterion.reduction); read-only, as the
+    # options are the module's at construction: an assignment raises rather than being silently ignored
     reduction = property(lambda self: self.core.options.reduction, doc="the core loss's reduction")
     ignore_index = property(lambda self: _option(self, "ignore_index"),
                             doc="the core loss's ignore_index (the losses of labels only)")
