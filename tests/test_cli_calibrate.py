@@ -541,3 +541,21 @@ def test_two_prediction_columns_for_one_target_value_advise_the_variance_method(
     code, _, err = _run(capsys, "calibrate", path, "--pred", "mean", "--pred", "log_var", "--out", tmp_path / "c.json")
     assert code == 2 and err.count("\n") == 1, err
     assert "a mean and a log-variance per value: --method variance" in err and "--loss" not in err, err
+
+
+def test_a_logit_cell_that_is_not_a_number_is_named_without_the_csv_advice(tmp_path, capsys):
+    """A non-numeric logit in a CSV being calibrated to Parquet was answered "write --out as .csv", which cannot
+    help (prediction columns are numbers on both paths; found in review): the column is named as the logits to
+    calibrate, nothing is written, and an earlier file at --out is kept."""
+    path, z, y, w = _multiclass(tmp_path, k=2)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("logit_0,logit_1,target\n" + "".join(f"{a},{b},{t}\n" for a, b, t in zip(z[:50, 0], z[:50, 1], y[:50], strict=True))
+                   + "abc,0.5,1\n")
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"earlier")
+    code, _, err = _run(capsys, "calibrate", "apply", bad, "--calibration", cal, "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "column 'logit_0' holds the logits to calibrate: every value must be a number" in err, err
+    assert "write --out as .csv" not in err and out.read_bytes() == b"earlier"

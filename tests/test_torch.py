@@ -868,3 +868,8 @@ def test_a_loss_modules_repr_is_the_core_losss_and_a_tensor_option_is_checked_at
     module = lt.HuberLoss()
     with pytest.raises(AttributeError):  # (assigned, it changed .reduction but not what forward computed)
         module.core = lk.HuberLoss(delta=0.1, reduction="sum")
+    # an option the loss lacks is named with the loss's options (nn.Module's own words hid them)
+    with pytest.raises(AttributeError, match=r"HuberLoss has no option 'ignore_index' \(its options: "):
+        _ = module.ignore_index
+    assert lt.SoftmaxCrossEntropy(ignore_index=-100).ignore_index == -100
+    assert module.core.delta == 1.0

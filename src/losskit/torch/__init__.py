@@ -387,6 +387,13 @@ class _LossModule(nn.Module):
         _no_grad_to(target, weight, input, "input")
         return _apply(self._name, self._options, input, target, weight, _normalizer(normalizer))
 
+    def __getattr__(self, name: str):
+        # an option the loss lacks: the properties' own words (an AttributeError raised inside a property sends
+        # Python to nn.Module.__getattr__, whose "has no attribute" message hid the list of options)
+        if name in ("ignore_index", "label_smoothing"):
+            return _option(self, name)
+        return super().__getattr__(name)
+
     def extra_repr(self) -> str:  # the core loss's arguments, as the heads': a class_weight of 32000 abridged
         core = repr(self.core)  # (the options' JSON printed all of it: 650 kB, found in review)
         return core[core.index("(") + 1:-1]
