@@ -312,3 +312,17 @@ def test_a_deviance_of_a_target_no_check_read_stays_nan_under_jit(power):
     fn = jax.jit(lambda eta, y: lj.tweedie_deviance(eta, y, power=power, reduction="none"))
     value = np.asarray(fn(jnp.zeros(3), jnp.asarray([np.nan, -1.0, np.inf])))
     assert np.isnan(value[0]) and np.isnan(value[1]) and value[2] == np.inf
+
+
+@pytest.mark.parametrize("impl", ["xp", "auto"])
+def test_a_gaussian_nll_of_a_log_variance_of_minus_inf_is_its_limit(impl):
+    """The docstring's edges: a log-variance of -inf costs -inf with an exact mean (the likelihood is unbounded)
+    and +inf with an inexact one, the limit of s + (y - m)^2 e^-s as s -> -inf (by hand). The inexact one was
+    NaN (-inf + inf) on both paths (found in review); its gradient is (-inf, -inf), the limit of ((m - y) e^-s,
+    (1 - (y - m)^2 e^-s) / 2)."""
+    loss = lk.GaussianNLL(impl=impl, reduction="none")
+    inexact = np.array([[1.0, -np.inf], [1.0, 0.0]])
+    value, grad = loss.value_and_grad(inexact, np.array([2.0, 2.0]))
+    assert value[0] == np.inf and np.isfinite(value[1])
+    assert np.all(grad[0] == -np.inf)
+    assert loss(np.array([[2.0, -np.inf]]), np.array([2.0]))[0] == -np.inf

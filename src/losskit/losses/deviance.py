@@ -6,6 +6,9 @@ The input is :math:`\eta = \log\mu` (a log link: any real number is a valid pred
 
 .. math:: d_p(y, \mu) = 2\left(\frac{y^b}{ab} - \frac{y \mu^a}{a} + \frac{\mu^b}{b}\right)
 
+(for p < 0, :math:`\max(y, 0)^b` in the first term, as scikit-learn's; p = 0 is the squared error
+:math:`(y - \mu)^2`, so for y < 0 the value jumps at p = 0, as there)
+
 (Poisson p = 1: :math:`2(y \log(y/\mu) - y + \mu)`; Gamma p = 2: :math:`2(\log(\mu/y) + y/\mu - 1)`).
 
 Design note: near the optimum (:math:`\mu \approx y`) the three terms cancel to a value of order
@@ -249,7 +252,8 @@ class TweedieDeviance(ValueLoss):
     r"""Tweedie unit deviance of power ``p`` on the log-mean (``mean_tweedie_deviance(y, exp(input))``).
 
     Per value, with :math:`\mu = e^\eta`, :math:`a = 1 - p`, :math:`b = 2 - p`:
-    :math:`2(y^b/(ab) - y\mu^a/a + \mu^b/b)`; gradient :math:`2\mu^a(\mu - y)`, Hessian
+    :math:`2(y^b/(ab) - y\mu^a/a + \mu^b/b)` (:math:`\max(y, 0)^b` for p < 0; p = 0:
+    :math:`(y - \mu)^2`); gradient :math:`2\mu^a(\mu - y)`, Hessian
     :math:`2\mu^a(b\mu - a y)`, averaged over the D values of an example.
 
     ``power`` p <= 0 or >= 1 (none in (0, 1): no such distribution). Target domain: any real for

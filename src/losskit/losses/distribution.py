@@ -186,7 +186,8 @@ class JSDivergence(_TeacherLogits):
     (:math:`d = \log p - \log q`, :math:`c = 1` for :math:`\beta = 1`). Hessian diagonal in the docs
     (docs/losses.md). Options: ``beta`` in [0, 1] (default 0.5), ``temperature`` T > 0, ``axis``.
     Shapes: ``logits [..., K]`` (the student's), ``target [..., K]`` (the teacher's logits), ``weight
-    [...]``. Edges: a teacher logit of -inf is a class of probability 0 (no cost).
+    [...]``. Edges: a teacher logit of -inf is a class of probability 0: no cost for beta < 1; for beta = 1
+    (the reverse KL, KL(p || q)) the loss is +inf wherever the student gives that class mass, as TRL's.
 
     >>> import numpy as np, losskit as lk
     >>> float(lk.js_divergence(np.array([[1.0, 2.0]]), np.array([[1.0, 2.0]]), beta=0.3))
@@ -556,7 +557,9 @@ class GaussianNLL(Loss):
         # -177 in float32), nor its derivative under autodiff (a where after the product left d/dy NaN)
         root = xp.exp(-0.5 * xp.where(error == 0, xp.zeros_like(log_var), log_var))
         r = error * root
-        loss = 0.5 * (log_var + r * r) + _HALF_LOG_2PI
+        # r infinite (a log-variance of -inf and an inexact mean): +inf, the limit of s + r^2 as s -> -inf, where
+        # -inf + inf was NaN (found in review); an exact mean keeps -inf (r is 0 there)
+        loss = xp.where(xp.isinf(r), xp.full_like(r, math.inf), 0.5 * (log_var + r * r)) + _HALF_LOG_2PI
         grad = hess = None
         if order == 1:
             grad = xp.stack([-r * root, 0.5 * (1 - r * r)], axis=-1)

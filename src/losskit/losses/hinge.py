@@ -9,8 +9,9 @@ margin :math:`m = s z`:
 Crammer-Singer over K classes with label y: :math:`l = \max_k (z_k + 1 - [k = y]) - z_y`.
 
 Design note: the hinge and Crammer-Singer losses are piecewise linear: their gradient is a
-subgradient (at the kink ``m = 1`` the hinge takes 0, as Keras and optax do; a tie of maxima in
-Crammer-Singer takes the first) and their Hessian is 0 almost everywhere, so ``hessian_diag``
+subgradient (at the kink ``m = 1`` the hinge takes 0, the right derivative, as ``torch.relu`` does; optax
+and Keras on JAX split a tie of ``maximum`` and give ``-s / 2``; a tie of maxima in Crammer-Singer takes
+the first, where optax splits it evenly) and their Hessian is 0 almost everywhere, so ``hessian_diag``
 returns 0. A second-order method (a GBDT, Newton) needs a positive substitute; the GBDT objectives
 choose one and say which (docs/gbdt.md).
 """

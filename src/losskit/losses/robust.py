@@ -200,7 +200,7 @@ class PseudoHuberLoss(ValueLoss):
 @formula_function
 def _pseudo_huber_parts(xp, e, delta):
     """``(linear, h, 1 / (h (1 + h)))``: ``linear`` where ``r = |e| / delta > 2 / sqrt(eps)`` (2^12.5
-    in float32, 2^27.5 in float64): there ``h = r (1 + 1 / (2 r^2) + ...)``, so the loss is the
+    in float32, 2^27 in float64): there ``h = r (1 + 1 / (2 r^2) + ...)``, so the loss is the
     linear tail ``delta (|e| - delta)`` and the gradient ``delta sign(e)`` to within ``eps / 8``.
     Elsewhere ``h = sqrt(1 + r^2)`` (1 where linear: each branch sees only its own inputs) and the
     one division that the value ``a^2 / (1 + h)`` and the gradient ``e / h`` share. The compiled
