@@ -545,8 +545,8 @@ def test_two_prediction_columns_for_one_target_value_advise_the_variance_method(
 
 def test_a_logit_cell_that_is_not_a_number_is_named_without_the_csv_advice(tmp_path, capsys):
     """A non-numeric logit in a CSV being calibrated to Parquet was answered "write --out as .csv", which cannot
-    help (prediction columns are numbers on both paths; found in review): the column is named as the logits to
-    calibrate, nothing is written, and an earlier file at --out is kept."""
+    help (prediction columns are numbers on both paths; found in review): eval's words for it (column, row,
+    value), nothing written, and an earlier file at --out kept."""
     path, z, y, w = _multiclass(tmp_path, k=2)
     cal = tmp_path / "cal.json"
     assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
@@ -557,5 +557,5 @@ def test_a_logit_cell_that_is_not_a_number_is_named_without_the_csv_advice(tmp_p
     out.write_bytes(b"earlier")
     code, _, err = _run(capsys, "calibrate", "apply", bad, "--calibration", cal, "--out", out)
     assert code == 2 and err.count("\n") == 1, err
-    assert "column 'logit_0' holds the logits to calibrate: every value must be a number" in err, err
+    assert "bad.csv: column 'logit_0', row 50 (line 52): expected a number, got 'abc'" in err, err
     assert "write --out as .csv" not in err and out.read_bytes() == b"earlier"

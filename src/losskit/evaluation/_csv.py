@@ -70,6 +70,12 @@ class guard:
         raise _error(self.path, error, self.invalid) from None
 
 
+def invalid_cell(error: Exception) -> tuple[int, str] | None:
+    """``(column index, text)`` of the cell pyarrow could not convert, read from its error; None for another."""
+    found = re.search(r"column #(\d+): CSV conversion error to \w+: invalid value '(.*)'$", str(error), re.S)
+    return (int(found.group(1)), found.group(2)) if found else None
+
+
 def _error(path: Path, error: Exception, invalid: list) -> LossInputError:
     message, rows = str(error), records(path)
     header = next(rows, (-1, 1, []))[2]
@@ -79,9 +85,9 @@ def _error(path: Path, error: Exception, invalid: list) -> LossInputError:
         where = f"row {found[0]} (line {found[1]})" if found else "a row"
         return LossInputError(f"{path}: {where}: expected {bad.expected_columns} fields, got "
                               f"{bad.actual_columns}: {bad.text!r}")
-    value = re.search(r"column #(\d+): CSV conversion error to \w+: invalid value '(.*)'$", message, re.S)
+    value = invalid_cell(error)
     if value:
-        index, text = int(value.group(1)), value.group(2)
+        index, text = value
         name = header[index] if index < len(header) else f"#{index}"
         found = next(((r, line) for r, line, fields in rows if index < len(fields) and fields[index] == text),
                      None)

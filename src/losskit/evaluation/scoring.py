@@ -74,11 +74,18 @@ class Spec:
         return type(self.loss).__name__
 
 
+#: what ``losskit eval`` advises for regression predictions of more columns than target values (calibrate has
+#: its own: its method, not a loss, says what the columns are)
+EVAL_TWO_COLUMNS = "a mean and a log-variance per value: --loss gaussian_nll; quantiles: --loss quantile"
+
+
 def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | Loss | None = None,
-         pred_kind: str | None = None, auc_exact_limit: int = 10_000_000) -> Spec:
+         pred_kind: str | None = None, auc_exact_limit: int = 10_000_000,
+         two_columns_advice: str = EVAL_TWO_COLUMNS) -> Spec:
     """Settle the task (given, or detected from ``first``'s target with :func:`~losskit.targets.type_of_target`,
     as :func:`~losskit.head_for` does), the loss, the prediction kind and the widths; every
-    mismatch between them is a :class:`~losskit.LossInputError` naming the option to change."""
+    mismatch between them is a :class:`~losskit.LossInputError` naming the option to change
+    (``two_columns_advice``: the command's own, for regression predictions of several columns a value)."""
     if task is not None:
         task = Task.parse(task, "--task")
     if pred_kind is not None and pred_kind not in ("logits", "probs"):
@@ -116,7 +123,7 @@ def plan(layout: Layout, first: Batch, *, task: str | None = None, loss: str | L
                        f"--pred-kind {pred_kind} ({reason})")
         kind = None
     try:
-        head = _head(task, loss, n_pred, n_target)
+        head = _head(task, loss, n_pred, n_target, two_columns_advice)
     except LossInputError as error:
         if not detected or str(error).startswith("--loss"):  # (a loss's name or options: not the task's doing)
             raise
@@ -209,7 +216,7 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
 
 
 @argument_renamed(loss="--loss")  # a loss's name or options: the command's option
-def _head(task: str, loss, n_pred: int, n_target: int):
+def _head(task: str, loss, n_pred: int, n_target: int, two_columns_advice: str = EVAL_TWO_COLUMNS):
     """The task's head for these widths, or an error that says which option fits the file."""
     options = {} if loss is None else {"loss": loss}
     if task == "binary":
@@ -235,8 +242,7 @@ def _head(task: str, loss, n_pred: int, n_target: int):
     units = getattr(head, "units", None)
     if head is None or type(head) is _heads.RegressionHead:
         if n_pred != n_target:
-            hint = ("a mean and a log-variance per value: --loss gaussian_nll; quantiles: --loss quantile"
-                    if loss is None and n_target == 1 else "")
+            hint = two_columns_advice if loss is None and n_target == 1 else ""
             raise fail("--pred", f"one prediction column per target value ({n_target})", f"{n_pred}", hint)
         return _heads.head("regression", n_outputs=n_pred, **options)
     if n_pred != units or n_target != 1:

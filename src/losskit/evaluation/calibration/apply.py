@@ -14,7 +14,6 @@ no metadata and one value per cell, so a list column (``fixed_size_list``) is re
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +71,12 @@ def _record_batches(path: Path, kind: str, batch_rows: int, names: list[str], as
                 for start in range(0, batch.num_rows, batch_rows):
                     yield batch.slice(start, batch_rows)
     except pa.ArrowInvalid as error:  # a prediction cell that is not a number, a ragged row, a column's type
-        found = re.search(r"CSV column #(\d+)", str(error))
-        column = header[int(found.group(1))] if found and int(found.group(1)) < len(header) else None
-        if column in names:  # (the .csv advice below cannot help: prediction columns are numbers either way)
-            hint = f" (column {column!r} holds the logits to calibrate: every value must be a number)"
-        else:
-            hint = "" if as_text else " (a column whose values change type far down the file: write --out as .csv)"
+        cell = _csv.invalid_cell(error)
+        if cell and cell[0] < len(header) and header[cell[0]] in names:
+            # a logit that is not a number: eval's words for it, column, row and value (the .csv advice below
+            # cannot help, prediction columns being numbers either way: found in review)
+            raise _csv._error(path, error, []) from None
+        hint = "" if as_text else " (a column whose values change type far down the file: write --out as .csv)"
         raise LossInputError(f"{path}: {error}{hint}") from None
 
 

@@ -81,13 +81,9 @@ def plan_files(paths, *, pred, target, weight, task, method, batch_rows: int, pr
     if method == "variance" and task is None:
         task = "regression"
     loss = GaussianNLL() if method == "variance" else None
-    try:
-        spec = scoring.plan(layout, first, task=task, loss=loss, pred_kind=pred_kind)
-    except LossInputError as error:  # eval's advice names its --loss, which calibrate has not (found in review)
-        head, hint, _ = str(error).partition("; a mean and a log-variance per value: --loss gaussian_nll")
-        if not hint:
-            raise
-        raise LossInputError(f"{head}; a mean and a log-variance per value: --method variance") from None
+    # (eval's advice names its --loss, which calibrate has not: found in review)
+    spec = scoring.plan(layout, first, task=task, loss=loss, pred_kind=pred_kind,
+                        two_columns_advice="a mean and a log-variance per value: --method variance")
     if spec.pred_kind == "probs":
         raise fail("--pred-kind" if pred_kind else "--pred", "logits",
                    f"probability columns ({', '.join(layout.pred)})",
