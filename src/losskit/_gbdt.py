@@ -271,9 +271,9 @@ def mm_hessian(loss: Loss, z, y, unit):
     # c |r|: 2 c). A constant k of 2 / D gave a user's pinball loss twice the quantile loss's curvature and
     # a user's 3 |r| steps of 3 residuals, which diverged (found in review)
     at = np.broadcast_to(y, z.shape)
+    step = 1.0 + np.abs(at)  # past the kink on either side, and not lost to the target's rounding
     summed = loss.replace(reduction="sum")
-    k = np.abs(np.asarray(summed.grad(at + (1.0 + np.abs(at)), target))
-               - np.asarray(summed.grad(at - (1.0 + np.abs(at)), target)))
+    k = np.abs(np.asarray(summed.grad(at + step, target)) - np.asarray(summed.grad(at - step, target)))
     r = np.abs(y - z)
     eps = MM_FLOOR * _robust_scale(r, unit)
     # a residual's rounding, per unit: a floor from the largest target raised every row's (one label of 1e17

@@ -273,9 +273,8 @@ class Loss(ABC):
         import numpy as np
         from scipy.optimize import minimize_scalar
 
-        w = weight
         total = self.replace(reduction="mean")
-        centre = self.link.of_mean(float(np.average(label, weights=w)))
+        centre = self.link.of_mean(float(np.average(label, weights=weight)))
         if self.mean_matching:
             return centre
         spread = 10.0 * (float(np.std(label)) + 1.0)
@@ -288,7 +287,7 @@ class Loss(ABC):
         moved = self.of_error and self.link is IDENTITY and abs(centre) > spread
         shifted = label - centre if moved else label
         base = 0.0 if moved else centre
-        result = minimize_scalar(lambda u: float(total(np.full(label.shape, base + u), shifted, weight=w)),
+        result = minimize_scalar(lambda u: float(total(np.full(label.shape, base + u), shifted, weight=weight)),
                                  bounds=(-spread, spread), method="bounded", options={"xatol": 1e-10})
         return centre + float(result.x)
 
