@@ -422,8 +422,11 @@ def test_a_calibration_whose_params_are_not_numbers_is_refused(bad):
     cal = lk.calibrate(z, y, weight=w, method=method)
     data = json.loads(cal.to_json())
     data["params"][key] = bad if not isinstance(bad, list) else bad + [1.0] * (len(data["params"][key]) - 3)
-    with pytest.raises(lk.LossInputError, match=f"^calibration: expected numbers as the params of a {method}"):
+    with pytest.raises(lk.LossInputError, match=f"^calibration: expected numbers as the params of a {method}") as info:
         lk.Calibration.from_json(json.dumps(data))
+    # shown as the file has them: the string quoted, true as JSON's (a "2.0" was shown as the number 2.0)
+    shown = "scale [1.0, true, 1.0" if isinstance(bad, list) else {True: "temperature true", "2.0": 'temperature "2.0"'}[bad]
+    assert shown in str(info.value), str(info.value)
 
 
 def test_a_calibration_built_by_hand_takes_tuples_and_arrays_of_numbers():

@@ -519,6 +519,27 @@ def test_apply_refuses_the_options_of_a_fit_and_takes_pred_kind(tmp_path, capsys
     assert code == 2 and "--pred-kind: expected logits, got probs" in err, err
 
 
+def test_apply_with_a_directory_named_apply_in_the_working_directory(tmp_path, capsys, monkeypatch):
+    """A file or directory named `apply` in the working directory made `calibrate apply ... --calibration` a fit on
+    it, which then refused --calibration (found in review). With --calibration it is the subcommand; without, the
+    directory is fitted on, as before."""
+    path, z, y, w = _multiclass(tmp_path)
+    cal = tmp_path / "cal.json"
+    assert _run(capsys, "calibrate", path, "--out", cal)[0] == 0
+    t = json.loads(cal.read_text())["params"]["temperature"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "apply").mkdir()  # a directory of prediction files
+    shutil.copy(path, tmp_path / "apply" / "m.parquet")
+    out = tmp_path / "calibrated.parquet"
+    code, _, err = _run(capsys, "calibrate", "apply", path, "--calibration", cal, "--out", out)
+    assert code == 0, err
+    np.testing.assert_allclose(pq.read_table(out).column("logit_1").to_numpy(), z[:, 1] / np.float32(t), rtol=1e-6)
+    # no --calibration: the directory named apply holds prediction files, fitted on with the other one
+    code, _, err = _run(capsys, "calibrate", "apply", path, "--out", tmp_path / "fit.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "fit.json").read_text())["params"]["temperature"] == pytest.approx(t, rel=1e-6)
+
+
 def test_a_class_missing_from_the_files_is_named_in_the_command_lines_words(tmp_path, capsys):
     """Vector scaling on files without a class said "target: ... without l2 ... give l2 > 0", the library's
     words, where the rest of the command says --target and --l2 (found in review)."""

@@ -75,7 +75,9 @@ def calibrate_command(
     """
     require("pyarrow", "losskit calibrate (its Parquet and CSV reader)")
     output_file(out, "--out")
-    if paths and paths[0] == "apply" and not Path("apply").exists():
+    # `apply` is the subcommand unless it names a file to fit on; with --calibration (apply's input, which a fit
+    # refuses) it is the subcommand even then (a file named apply in the working directory made it a fit)
+    if paths and paths[0] == "apply" and (calibration is not None or not Path("apply").exists()):
         # the options of a fit mean nothing to apply: refused, not ignored (--weight no_such_col wrote a file)
         ignored = {"--target": target, "--weight": weight, "--task": task, "--dask": dask or None,
                    "--scheduler": scheduler, "--l2": l2 or None,

@@ -190,8 +190,18 @@ def _numbers(value) -> bool:
 
 
 def _plain(params: dict) -> str:
-    """``params`` as JSON would show them (``nan``, not ``np.float64(nan)``)."""
-    return ", ".join(f"{k} {v}" for k, v in params.items())
+    """``params`` as JSON would show them (``nan``, not ``np.float64(nan)``; a string quoted, a bool ``true``: a
+    hand-edited ``"2"`` was shown as the number 2 it is refused for not being)."""
+    def shown(value) -> str:
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(map(shown, value)) + "]"
+        if isinstance(value, (str, bool)) or value is None:
+            return json.dumps(value)
+        return str(value)
+
+    return ", ".join(f"{k} {shown(v)}" for k, v in params.items())
 
 
 def from_fit(objective, fit) -> Calibration:
