@@ -75,7 +75,7 @@ def init_score(loss_or_head, label, weight=None) -> float:
 
 def params(loss_or_head, *, num_class: int | None = None) -> dict:
     """Parameters that train ``loss_or_head`` with lightgbm: its built-in objective (and the built-in's
-    parameters: ``huber_slope``, ``quantile_alpha``, ``tweedie_variance_power``...) where lightgbm
+    parameters: ``alpha`` (quantile), ``tweedie_variance_power``) where lightgbm
     has this very loss, else losskit's custom :func:`objective` (a callable: give it to the
     scikit-learn estimators or ``lgb.train``).
 

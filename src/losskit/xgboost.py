@@ -116,7 +116,7 @@ def _label(data) -> np.ndarray:
 
 def params(loss_or_head, *, num_class: int | None = None) -> dict:
     """Parameters that train ``loss_or_head`` with xgboost: its built-in objective (and the built-in's
-    parameters: ``huber_slope``, ``quantile_alpha``, ``tweedie_variance_power``...) where xgboost
+    parameters: ``quantile_alpha``, ``tweedie_variance_power``) where xgboost
     has this very loss, else losskit's custom :func:`objective` (a callable: give it to the
     scikit-learn estimators or ``xgb.train(obj=...)``).
 

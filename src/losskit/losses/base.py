@@ -121,6 +121,10 @@ class Loss(ABC):
             for fact in ("of_error", "arithmetic_value", "shares_terms", "mean_matching"):
                 if fact not in vars(cls):
                     setattr(cls, fact, False)
+            # and so does a best constant in closed form (the absolute error's median, the hinge's majority
+            # sign): a user's pinball loss on AbsoluteError started a GBDT at the median (found in review)
+            if "_best_constant" not in vars(cls):
+                cls._best_constant = Loss._best_constant
             if "gbdt_curvature" not in vars(cls):  # "irls" or "majorize" rests on the parent's formula's shape
                 cls.gbdt_curvature = Loss.__dict__["gbdt_curvature"]
         if vars(cls).get("hessian") is Hessian.INDEFINITE and not curvature_declared:

@@ -87,7 +87,6 @@ class SquaredHingeLoss(HingeLoss):
     def second_derivative(self, xp, z, y):
         return xp.where(1 - y * z > 0, 2.0, 0.0)
 
-    _best_constant = ElementwiseLoss._best_constant
 
 
 class ExponentialLoss(ElementwiseLoss):
