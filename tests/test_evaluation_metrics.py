@@ -161,6 +161,24 @@ def test_float32_probabilities_that_saturate_clip_at_float32_eps_as_sklearn(kern
     assert multi.result()["log_loss"] == pytest.approx(skm.log_loss(1 - y, p3, labels=[0, 1, 2]), rel=1e-6)
 
 
+@pytest.mark.parametrize("kernels", ["0", "1"])
+@pytest.mark.parametrize("value", [0.01, 0.1, 0.3])
+def test_neighbouring_float32_probabilities_rank_apart_on_both_steps(kernels, value, monkeypatch):
+    """The compiled step kept the logits of float32 probabilities in float32 for the exact AUC: a probability
+    and the next float32 above it tied (or swapped), AUC and AP 0.5 where scikit-learn's are 1 (found in
+    review). Both steps rank them as the probabilities are ranked."""
+    monkeypatch.setenv("LOSSKIT_EVAL_KERNELS", kernels)
+    a = np.float32(value)
+    b = np.nextafter(a, np.float32(1))
+    p = np.where(np.arange(4000) % 2 == 0, a, b).astype(np.float32)
+    y = (p == b).astype(np.int64)
+    metrics = BinaryMetrics("probs")
+    metrics.update(p, y, None)
+    result = metrics.result()
+    assert result["roc_auc"] == skm.roc_auc_score(y, p) == 1.0
+    assert result["average_precision"] == pytest.approx(skm.average_precision_score(y, p), rel=1e-12)
+
+
 def test_binary_probs_at_zero_and_one_clip_as_sklearn():
     p = frozen(np.array([0.0, 1.0, 0.0, 1.0, 1e-20, 1 - 1e-17, 0.3, 0.7]))
     y = frozen(np.array([0, 1, 1, 0, 1, 0, 1, 0]))

@@ -167,7 +167,10 @@ def _same(self, other, *names: str) -> None:
 
 
 def _logit(probs: np.ndarray) -> np.ndarray:
-    """``log p - log(1 - p)``: a monotone ranking score for ROC AUC, ``-inf`` at 0 and ``+inf`` at 1."""
+    """``log p - log(1 - p)``: a monotone ranking score for ROC AUC, ``-inf`` at 0 and ``+inf`` at 1. In
+    float64 whatever ``probs``' dtype: float32 logits of neighbouring float32 probabilities tie or swap (the
+    compiled step's exact AUC of p and its next float32 was 0.5, not 1; found in review)."""
+    probs = np.asarray(probs, dtype=np.float64)
     with np.errstate(divide="ignore"):
         score = np.log(probs)
         score -= np.log1p(-probs)  # log1p(-p): no cancellation for small p
