@@ -124,6 +124,30 @@ def test_a_corrupt_compressed_csv_is_refused_naming_the_file(tmp_path, damage):
         _read(sources.resolve(sources.discover([packed])))
 
 
+@pytest.mark.parametrize("name", ["data.parquet", "data.npz", "data-compressed.npz"])
+def test_a_file_damaged_past_its_header_is_refused_naming_the_file(tmp_path, name):
+    """A Parquet page overwritten after a sound footer, a deflated member with flipped bytes and a stored
+    member with a bad CRC passed the schema's read, then raised pyarrow's OSError ("Couldn't deserialize
+    thrift"), zlib's error and zipfile's BadZipFile naming no file (found in review): LossInputErrors naming
+    the file, as a damaged CSV is."""
+    rng = np.random.default_rng(3)
+    n = 100_000
+    data = {"logit_0": rng.normal(size=n), "target": rng.integers(0, 2, n)}
+    path = _write(tmp_path / name, data, row_group_size=20_000)
+    damaged = bytearray(path.read_bytes())
+    if name.endswith(".parquet"):
+        page = pq.ParquetFile(path).metadata.row_group(3).column(0).data_page_offset
+        damaged[page + 10:page + 4000] = b"\xab" * 3990
+    else:  # the middle of the logits' member
+        middle = len(damaged) // 4
+        damaged[middle:middle + (400 if "compressed" in name else 1)] = b"\xab" * (400 if "compressed" in name else 1)
+    path.write_bytes(bytes(damaged))
+    layout = sources.resolve(sources.discover([path]), pred=["logit_0"], target=["target"])
+    # (a member in one read: a deflate stream can decode damaged bytes into numbers, a NaN refused before its CRC)
+    with pytest.raises(LossInputError, match=rf"{name.replace('.', '[.]')}.*(not a readable Parquet file|damaged)"):
+        _read(layout, batch_rows=10_000 if name.endswith(".parquet") else n)
+
+
 def test_multi_value_columns(tmp_path):
     rng = np.random.default_rng(1)
     logits, label = rng.normal(size=(ROWS, 3)), rng.integers(0, 3, ROWS)

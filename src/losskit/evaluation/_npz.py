@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -147,8 +148,27 @@ def rows(path, archive: bool, names: list[str], start: int, stop: int, batch_row
             stream.close()
 
 
+#: what reading a damaged member raises: a deflate stream's error, a stored member's bad CRC, an end of file
+_DAMAGED = (zlib.error, zipfile.BadZipFile, EOFError, OSError)
+
+
+def _damaged(where: str, error: Exception) -> LossInputError:
+    return LossInputError(f"{where}: not a readable array: its data are damaged ({type(error).__name__}: {error})")
+
+
+def _seek(fp: BinaryIO, offset: int, where: str) -> None:
+    try:
+        fp.seek(offset)  # (in a deflated member: decompresses up to there)
+    except _DAMAGED as error:
+        raise _damaged(where, error) from None
+
+
 def _read_exact(fp: BinaryIO, size: int, where: str) -> bytes:
-    data = fp.read(size)
+    # a member damaged past its header raised zlib's or zipfile's own error, naming no file (found in review)
+    try:
+        data = fp.read(size)
+    except _DAMAGED as error:
+        raise _damaged(where, error) from None
     if len(data) != size:
         raise LossInputError(f"{where}: the array's data end early (the file is truncated)")
     return data
@@ -174,7 +194,7 @@ def iter_rows(opener: Callable[[], BinaryIO], header: Header, start: int, stop: 
                              f"save it C-ordered (np.ascontiguousarray)")
     rowbytes = itemsize * int(np.prod(inner, dtype=np.int64))
     with opener() as fp:
-        fp.seek(header.offset + start * rowbytes)
+        _seek(fp, header.offset + start * rowbytes, where)
         for first in range(start, stop, batch_rows):
             count = min(batch_rows, stop - first)
             data = _read_exact(fp, count * rowbytes, where)
@@ -190,7 +210,7 @@ def _iter_fortran_rows(opener, header: Header, start: int, stop: int, batch_rows
     streams = [opener() for _ in range(width)]
     try:
         for column, fp in enumerate(streams):
-            fp.seek(header.offset + (column * rows + start) * itemsize)
+            _seek(fp, header.offset + (column * rows + start) * itemsize, where)
         for first in range(start, stop, batch_rows):
             count = min(batch_rows, stop - first)
             out = np.empty((count, width), dtype=header.dtype)

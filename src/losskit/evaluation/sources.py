@@ -659,6 +659,7 @@ def _slices(first: int, batch, low: int, high: int, batch_rows: int):
 
 
 def _parquet_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece, batch_rows: int):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     # pre_buffer=False: pre-buffering (pyarrow's default, made for object stores) reads a row group's
@@ -678,7 +679,15 @@ def _parquet_rows(path: Path, info: _FileInfo, columns: list[str], piece: Piece,
                 runs.append([g])
         for run in runs:
             first = ends[run[0]]
-            for batch in handle.iter_batches(batch_size=batch_rows, row_groups=run, columns=columns, use_threads=True):
+            batches = handle.iter_batches(batch_size=batch_rows, row_groups=run, columns=columns, use_threads=True)
+            while True:
+                # a page damaged past a sound footer raised pyarrow's own OSError, naming no file (found in review)
+                try:
+                    batch = next(batches, None)
+                except (pa.ArrowException, OSError) as error:
+                    raise LossInputError(f"{path}: not a readable Parquet file ({error})") from None
+                if batch is None:
+                    break
                 for row, part in _slices(first, batch, low, high, batch_rows):
                     yield row, {name: part.column(name) for name in columns}
                 first += batch.num_rows
