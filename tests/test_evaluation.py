@@ -463,3 +463,24 @@ def test_logit_or_probability_columns_are_not_scored_as_a_regression_read_off_lo
         lk.evaluate(marked)
     plain = write_parquet(tmp_path / "r.parquet", {"pred": z, "target": z + 0.5})  # values: regression as before
     assert lk.evaluate(plain).task == "regression"
+
+
+def test_the_task_is_detected_from_the_first_rows_whatever_files_hold_them(tmp_path):
+    """Detection read the first batch, which never spans files: a first file of 20 rows whose target is all 1
+    was refused as one label, while the same rows in one file, or the files in the other order, scored as a
+    binary task (found in review). The first rows are read across the files, as from one."""
+    rng = np.random.default_rng(7)
+    z = rng.normal(0, 2, 5020)
+    y = (rng.random(5020) < _sigmoid(z)).astype(np.int64)
+    y[:20] = 1
+    first = write_parquet(tmp_path / "part-0.parquet", {"logit": z[:20], "target": y[:20]})
+    rest = write_parquet(tmp_path / "part-1.parquet", {"logit": z[20:], "target": y[20:]})
+    whole = write_parquet(tmp_path / "whole.parquet", {"logit": z, "target": y})
+    parts, one = lk.evaluate([first, rest]), lk.evaluate(whole)
+    assert parts.task == one.task == "binary"
+    assert parts.metrics["roc_auc"] == pytest.approx(sk.roc_auc_score(y, z), rel=1e-12)
+    assert parts.metrics["log_loss"] == pytest.approx(one.metrics["log_loss"], rel=1e-12)
+    # and a sample that cannot decide names the files it was read from
+    write_parquet(tmp_path / "part-1.parquet", {"logit": z[20:40], "target": np.ones(20, np.int64)})
+    with pytest.raises(LossInputError, match=r"read from the first 40 rows of the 2 files from .*part-0\.parquet"):
+        lk.evaluate([first, rest])

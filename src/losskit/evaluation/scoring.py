@@ -206,7 +206,8 @@ def _detect(layout: Layout, first: Batch) -> tuple[str, str]:
     try:
         info = type_of_target(sample[:, 0] if sample.shape[1] == 1 else sample)
     except LossInputError as error:
-        raise LossInputError(f"{_as_flags(str(error))} (read from the first {len(sample):,} rows of {first.path}; "
+        where = first.path if len(layout.files) == 1 else f"the {len(layout.files)} files from {first.path}"
+        raise LossInputError(f"{_as_flags(str(error))} (read from the first {len(sample):,} rows of {where}; "
                              f"give --task to decide)") from None
     more = layout.rows is None or layout.rows > len(sample)
     # a head trains on soft labels, but eval's binary metrics (accuracy, ROC AUC) need 0/1 labels

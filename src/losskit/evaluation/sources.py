@@ -483,15 +483,29 @@ def check_batch_rows(batch_rows) -> int:
 
 
 def first_batch(layout, files, rows: int):
-    """The first batch of at most ``rows`` rows (what task detection reads), or a LossInputError
-    naming PATH when the files hold no rows."""
+    """The first ``rows`` rows of the files in order, across as many files as it takes (what task detection
+    reads: the first file alone made it depend on how the rows were split into files, found in review), as one
+    :class:`Batch` of the first file's path; or a LossInputError naming PATH when the files hold no rows."""
+    parts: list[Batch] = []
     sample = batches(layout, batch_rows=rows)
     try:
-        return next(sample)
-    except StopIteration:
-        raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})") from None
+        for batch in sample:
+            parts.append(batch)
+            if sum(len(part.pred) for part in parts) >= rows:
+                break
     finally:
         sample.close()
+    if not parts:
+        raise LossInputError(f"PATH: the files hold no rows ({', '.join(map(str, files))})")
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(arrays):
+        return np.asfortranarray(np.concatenate(arrays)[:rows])
+
+    weight = joined([part.weight for part in parts]) if layout.weight else None
+    return Batch(joined([part.pred for part in parts]), joined([part.target for part in parts]), weight,
+                 parts[0].path, parts[0].start, layout)
 
 
 def batches(layout: Layout, piece: Piece | None = None, *, batch_rows: int = 1_000_000) -> Iterator[Batch]:
