@@ -388,12 +388,16 @@ def test_html_report_with_calibration(tmp_path, capsys):
 
 
 def test_dask_gives_the_same_temperature(tmp_path, capsys):
+    """And with an empty file among the files: its piece has no sums, and merging them raised AttributeError on
+    None (found in review)."""
     pytest.importorskip("distributed")
     path, z, y, w = _multiclass(tmp_path, n=4000)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 0), empty)
     single, clustered = tmp_path / "a.json", tmp_path / "b.json"
     assert _run(capsys, "calibrate", path, "--weight", "w", "--out", single, "--batch-rows", "600")[0] == 0
-    code, text, err = _run(capsys, "calibrate", path, "--weight", "w", "--out", clustered, "--batch-rows", "600",
-                           "--dask", "--json")
+    code, text, err = _run(capsys, "calibrate", empty, path, "--weight", "w", "--out", clustered, "--batch-rows",
+                           "600", "--dask", "--json")
     assert code == 0, err
     assert "local Dask cluster" in json.loads(text)["engine"]
     a, b = json.loads(single.read_text()), json.loads(clustered.read_text())

@@ -31,7 +31,11 @@ def _file(tmp_path, name="p.parquet", n=400, seed=0, **extra):
 
 
 def _run(capsys, *args):
-    code = main(["eval", *map(str, args)])
+    return _run_command(capsys, "eval", *args)
+
+
+def _run_command(capsys, command: str, *args):
+    code = main([command, *map(str, args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -179,11 +183,15 @@ def test_dask_flag_starts_a_local_cluster_with_the_same_numbers(tmp_path, capsys
         assert clustered["metrics"][key] == pytest.approx(value, rel=1e-9), key
 
 
-def test_a_worker_error_under_dask_is_one_line_on_stderr(tmp_path):
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_a_worker_error_under_dask_is_one_line_on_stderr(tmp_path, command):
     """distributed logged the worker's failure ("distributed.worker - ERROR - Compute Failed", its traceback: 8
-    lines) beside the one-line error (review). The worker processes write to the command's stderr, so the command
-    runs in a process of its own here."""
+    lines) beside the one-line error (review); calibrate --dask still did (its own cluster code), and both printed
+    distributed's "Port 8787 is already in use" warning when another cluster held the port (found in review:
+    held here). The worker processes write to the command's stderr, so the command runs in a process of its
+    own here."""
     pytest.importorskip("distributed")
+    import socket
     import sys
 
     rng = np.random.default_rng(0)
@@ -192,25 +200,35 @@ def test_a_worker_error_under_dask_is_one_line_on_stderr(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({**{f"logit_{j}": rng.normal(size=3000) for j in range(5)}, "target": labels}), path,
                    row_group_size=500)
-    done = subprocess.run([sys.executable, "-c", "import sys; from losskit.cli import main; sys.exit(main())", "eval",
-                           str(path), "--dask"], capture_output=True, text=True, timeout=300)
+    options = ["--out", str(tmp_path / "c.json")] if command == "calibrate" else []
+    with socket.socket() as held:
+        try:
+            held.bind(("", 8787))
+            held.listen()
+        except OSError:  # held already (another cluster): the case itself
+            pass
+        done = subprocess.run([sys.executable, "-c", "import sys; from losskit.cli import main; sys.exit(main())",
+                               command, str(path), "--dask", *options], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"losskit: error: {path}: column 'target', row 2650: expected a class index "
                                         "in 0..4, got 9"]
 
 
-def test_a_scheduler_without_workers_is_refused_after_a_wait(tmp_path, monkeypatch):
-    """A scheduler with no workers: the run waited for one forever, without a word (review)."""
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_a_scheduler_without_workers_is_refused_after_a_wait(tmp_path, monkeypatch, capsys, command):
+    """A scheduler with no workers: the run waited for one forever, without a word (review); calibrate still did
+    (found in review)."""
     distributed = pytest.importorskip("distributed")
-    import losskit as lk
     from losskit.evaluation import cluster
 
     path, _, _ = _file(tmp_path)
     monkeypatch.setattr(cluster, "WORKER_WAIT", 0.5)
-    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty, \
-            pytest.raises(lk.LossInputError, match=r"^scheduler: expected a Dask scheduler with workers, got "
-                                                   r"'.*', which had none after 0.5 s$"):
-        lk.evaluate(path, scheduler=empty.scheduler_address)
+    options = ["--out", str(tmp_path / "c.json")] if command == "calibrate" else []
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty:
+        code, out, err = _run_command(capsys, command, path, "--scheduler", empty.scheduler_address, *options)
+    assert code == 2
+    assert err.startswith("losskit: error: --scheduler: expected a Dask scheduler with workers, got ")
+    assert err.endswith("which had none after 0.5 s\n") and err.count("\n") == 1, err
 
 
 def test_json_gives_null_for_a_metric_that_overflows(tmp_path, capsys):

@@ -174,7 +174,9 @@ def two_workers():
         yield cluster.scheduler_address
 
 
-def test_dask_equals_single_process(tmp_path, two_workers):
+def test_dask_equals_single_process(tmp_path, two_workers, monkeypatch):
+    """And with paths relative to a directory the workers do not run in: they met FileNotFoundError, naming a file
+    the client has (found in review); the paths are made absolute for them."""
     rng = np.random.default_rng(5)
     n, k = 4000, 6
     z = rng.normal(0, 1.5, (n, k))
@@ -192,6 +194,10 @@ def test_dask_equals_single_process(tmp_path, two_workers):
         assert clustered.metrics[key] == pytest.approx(value, rel=1e-9), key
     for a, b in zip(single.tables["per_class"], clustered.tables["per_class"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
+    monkeypatch.chdir(tmp_path)  # (the workers started elsewhere)
+    relative = lk.evaluate(["part-0.parquet", "part-1.parquet", "part-2.parquet"], weight="w", batch_rows=500,
+                           scheduler=two_workers)
+    assert relative.metrics["loss"] == pytest.approx(single.metrics["loss"], rel=1e-9)
 
 
 def test_dask_worker_errors_name_file_and_row(tmp_path, two_workers):

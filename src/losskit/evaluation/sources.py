@@ -24,7 +24,7 @@ import os
 import re
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from itertools import accumulate, pairwise
 from pathlib import Path
@@ -210,6 +210,11 @@ class Layout:
     widths: dict = field(hash=False)
     kinds: dict = field(default_factory=dict, hash=False)
     _info: tuple[_FileInfo, ...] = field(default=(), repr=False, compare=False)
+
+
+def with_absolute_paths(layout: Layout) -> Layout:
+    """``layout`` with each file's absolute path (for workers that may run in another directory)."""
+    return replace(layout, files=tuple(path.absolute() for path in layout.files))
 
 
 def _names(arg: str, items: str | Sequence[str]) -> list[str]:

@@ -132,11 +132,12 @@ def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, 
             what="--method")
         return FileFit(from_fit(objective, result), spec.reason, files, columns, "single process",
                        time.perf_counter() - start)
-    with _cluster(scheduler) as (client, where):
-        from .. import sources
-        from ..cluster import PIECES_PER_THREAD
+    from .. import sources
+    from ..cluster import PIECES_PER_THREAD, connected, for_workers
 
-        threads = sum(client.nthreads().values()) or 1
+    layout = for_workers(layout, scheduler)
+    with connected(scheduler) as (client, where):
+        threads = sum(client.nthreads().values())
         parts = sources.pieces(layout, threads * PIECES_PER_THREAD)
 
         def one_pass(theta):
@@ -144,7 +145,8 @@ def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, 
             futures = client.map(_piece_sums, [objective] * len(parts), [spec.task] * len(parts),
                                  [theta] * len(parts), [layout] * len(parts), parts,
                                  [batch_rows] * len(parts), [first] * len(parts), pure=False)
-            sums = [future.result() for future in futures]  # in piece order: the same sum on every run
+            # in piece order: the same sum on every run; a piece of no rows (an empty file) has no sums
+            sums = [part for part in (future.result() for future in futures) if part is not None]
             total = sums[0]
             for part in sums[1:]:
                 total.merge(part)
@@ -153,35 +155,3 @@ def fit(paths, *, pred=None, target=None, weight=None, task: str | None = None, 
         result = minimise(objective, one_pass, max_passes=max_passes, what="--method")
         engine = f"{where}: {len(client.nthreads())} worker(s), {threads} thread(s), {len(parts)} pieces"
     return FileFit(from_fit(objective, result), spec.reason, files, columns, engine, time.perf_counter() - start)
-
-
-class _cluster:
-    """A Dask client for the whole fit: a new local cluster, or the scheduler at an address."""
-
-    def __init__(self, scheduler: str | None):
-        self.scheduler = scheduler
-        self.cluster = self.client = None
-
-    def __enter__(self):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError as error:
-            raise LossInputError(f"--dask: needs dask and distributed, which are not installed: "
-                                 f"pip install 'losskit[dask]' ({error.name} is missing)") from None
-        if self.scheduler is None:
-            self.cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
-            self.client = Client(self.cluster)
-            return self.client, "a local Dask cluster"
-        try:
-            self.client = Client(self.scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as error:
-            raise LossInputError(f"--scheduler: expected the address of a running Dask scheduler, "
-                                 f"got {self.scheduler!r}, which answered: {error}") from None
-        return self.client, f"the Dask scheduler at {self.scheduler}"
-
-    def __exit__(self, *exc):
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        return False
