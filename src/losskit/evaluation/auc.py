@@ -261,7 +261,9 @@ def ap_from_groups(pos: np.ndarray, neg: np.ndarray) -> tuple[float | None, floa
     keep = pos_desc > 0
     precision = tp[keep] / (tp[keep] + fp[keep])
     share = pos_desc[keep] / p_total
-    ap = float(np.einsum("i,i->", share, precision))
+    # a sum of shares of 1 at precisions <= 1: at most 1, but their rounding gave 1.0000000000000002 (all
+    # positive, found in review; scikit-learn's is 1.0)
+    ap = min(float(np.einsum("i,i->", share, precision)), 1.0)
     tp_above, fp_above = tp[keep] - pos_desc[keep], fp[keep] - neg_desc[keep]
     with np.errstate(invalid="ignore", divide="ignore"):
         high = (tp_above + pos_desc[keep]) / (tp_above + fp_above + pos_desc[keep])
