@@ -450,3 +450,135 @@ def test_an_indefinite_hessian_gets_bounded_gbdt_steps_unless_the_class_says_oth
 
     assert WelschLoss().gbdt_curvature == "bounded" and FlooredWelsch().gbdt_curvature == "weight"
     assert lk.HuberLoss().gbdt_curvature == "irls" and lk.MeanSquaredError().gbdt_curvature == "weight"
+
+
+def test_the_compiled_maximum_and_minimum_keep_a_nan_as_the_arrays_do():
+    """The kernel's maximum was ``x if x >= y else y``: a NaN x gave y, a finite loss where the array path's (and
+    np.maximum's) was NaN, and no flag sent the call to the reference (found in review). The two paths agree."""
+    class FloorLog(lk.ElementwiseLoss):  # log(z) - y floored at -5, capped at 5: NaN for z < 0
+        def value(self, xp, z, y):
+            return xp.minimum(xp.maximum(xp.log(z) - y, -5.0), 5.0)
+
+        def derivative(self, xp, z, y):
+            return xp.where((xp.log(z) - y > -5.0) & (xp.log(z) - y < 5.0), 1.0 / z, 0.0)
+
+    z, y = np.array([-1.0, 0.25, 4.0]), np.zeros(3)
+    fused = FloorLog(impl="fused", reduction="none")(z, y)
+    reference = FloorLog(impl="xp", reduction="none")(z, y)
+    assert np.isnan(reference[0]) and np.isnan(fused[0])
+    np.testing.assert_array_equal(fused[1:], reference[1:])
+    assert np.isnan(FloorLog(impl="fused")(z, y))  # the mean: NaN, as np.mean of the reference's
+
+
+def test_python_numbers_in_any_formula_function_run_on_torch_arrays():
+    """``xp.log(2 * self.b)`` (a Python number) ran on NumPy, JAX and the kernel, and raised torch's raw TypeError
+    ("log(): argument 'input' must be Tensor, not float") on every torch path (found in review)."""
+    torch = pytest.importorskip("torch")
+
+    class LaplaceNLL(lk.ElementwiseLoss):
+        b = lk.option(1.0, low=0.0, low_open=True)
+
+        def value(self, xp, z, y):
+            return xp.abs(z - y) / self.b + xp.log(2 * self.b) + xp.sigmoid(0.0) - xp.log1p_unit(1.0) * 0
+
+        def derivative(self, xp, z, y):
+            return xp.sign(z - y) / self.b
+
+        def second_derivative(self, xp, z, y):
+            return xp.zeros_like(z)
+
+    loss = LaplaceNLL(b=2.0, impl="xp")
+    z, y = np.array([1.0, -2.0, 3.0]), np.zeros(3)
+    expected = np.mean(np.abs(z) / 2 + np.log(4.0) + 0.5)  # worked by hand
+    assert float(loss(z, y)) == pytest.approx(expected, rel=1e-15)
+    assert float(loss(torch.tensor(z), torch.tensor(y))) == pytest.approx(expected, rel=1e-15)
+    np.testing.assert_array_equal(loss.hessian_diag(torch.tensor(z), torch.tensor(y)).numpy(), np.zeros(3))
+
+
+def test_a_subclass_that_keeps_its_parents_formula_keeps_its_link():
+    """A subclass of the exponential loss (sigmoid(2z), half the log-odds) was given the logit link: its best
+    constant came out twice the minimiser and its head's probabilities were sigmoid(z) (found in review). One
+    that writes its own formula takes the binary default, the logit."""
+    class Renamed(lk.ExponentialLoss):
+        pass
+
+    class Own(lk.ExponentialLoss):
+        def value(self, xp, z, y):
+            return xp.softplus(-(2 * y - 1) * z)
+
+        def derivative(self, xp, z, y):
+            return -(2 * y - 1) * xp.sigmoid((1 - 2 * y) * z)
+
+    assert Renamed.link is lk.HALF_LOGIT is lk.ExponentialLoss.link and Own.link is lk.LOGIT
+    y = np.array([1.0, 1.0, 1.0, 0.0])
+    assert Renamed().best_constant(y) == pytest.approx(0.5 * np.log(3.0), rel=1e-12)  # half the log-odds
+    head = lk.BinaryHead(loss=lk.ExponentialLoss())
+    assert float(head.predict_proba(np.array([0.5 * np.log(3.0)]))[0]) == pytest.approx(0.75, rel=1e-12)
+
+
+def test_a_sum_over_outputs_of_a_value_target_is_a_regression():
+    """``over_last_axis = "sum"`` made every loss a multi-label one: a sum of squared errors over outputs was
+    refused by RegressionHead and taken by MultilabelHead, which read sigmoids of regression outputs (found in
+    review)."""
+    class SumSquares(lk.ElementwiseLoss):
+        name = "sum_squares_test_loss"
+        over_last_axis = "sum"
+
+        def value(self, xp, z, y):
+            return (z - y) * (z - y)
+
+        def derivative(self, xp, z, y):
+            return 2 * (z - y)
+
+    try:
+        assert SumSquares.task is lk.Task.REGRESSION
+        head = lk.RegressionHead(3, loss="sum_squares_test_loss")
+        assert float(head.loss(np.array([[1.0, 2.0, 3.0]]), np.zeros((1, 3)))) == 14.0
+        with pytest.raises(lk.LossInputError, match="^loss: expected"):
+            lk.MultilabelHead(3, loss="sum_squares_test_loss")
+    finally:
+        lk.REGISTRY.pop("sum_squares_test_loss", None)
+
+
+def test_a_users_alias_may_not_take_another_users_loss_name_in_a_head():
+    """One user loss's alias silently took another's registered name in a head (the table of short names is read
+    first), and two users' aliases resolved to whichever registered first (found in review): refused, as a
+    clash with the catalogue's names is."""
+    scope = {"lk": lk}
+    body = ("    target = 'binary'\n    def value(self, xp, z, y):\n        return xp.softplus(-(2 * y - 1) * z)\n"
+            "    def derivative(self, xp, z, y):\n        return -(2 * y - 1) * xp.sigmoid((1 - 2 * y) * z)\n")
+    try:
+        exec(compile("class D(lk.ElementwiseLoss):\n    name = 'alias_test_d'\n    aliases = ('my_logistic',)\n"
+                     + body, "d", "exec"), scope)
+        with pytest.raises(TypeError, match=r"^C\.name: 'my_logistic' is a short name of builtins\.D in a binary head"):
+            exec(compile("class C(lk.ElementwiseLoss):\n    name = 'my_logistic'\n" + body, "c", "exec"), scope)
+        with pytest.raises(TypeError, match=r"^E\.aliases: 'my_logistic' names builtins\.D in a binary head"):
+            exec(compile("class E(lk.ElementwiseLoss):\n    name = 'alias_test_e'\n    aliases = ('my_logistic',)\n"
+                         + body, "e", "exec"), scope)
+        assert type(lk.BinaryHead(loss="my_logistic").loss_object) is scope["D"]
+    finally:
+        for name in ("alias_test_d", "my_logistic", "alias_test_e"):
+            lk.REGISTRY.pop(name, None)
+
+
+@pytest.mark.parametrize("option", ["weight", "normalizer", "out", "hessian", "link", "plan"])
+def test_an_option_named_as_the_call_or_the_class_is_refused_naming_it(option):
+    """``weight = lk.option(2.0)`` raised inspect's raw "duplicate parameter name", and ``hessian`` or ``link``
+    as an option ran in the kernel while the array path read the class's declaration (found in review)."""
+    with pytest.raises(TypeError, match=rf"^Opt\.{option}: an option may not be named '{option}'"):
+        type("Opt", (lk.ElementwiseLoss,), {option: lk.option(2.0), "value": lambda self, xp, z, y: z - y})
+
+
+def test_a_formula_the_kernel_cannot_compile_is_a_type_error_naming_the_class_and_the_reason():
+    """A method called on an element passed the class statement's check and met numba's TypingError, several
+    screens of nested failures (found in review): one TypeError naming the class, the reason and the line."""
+    class ClipMethodLoss(lk.ElementwiseLoss):
+        def value(self, xp, z, y):
+            return (z - y).clip(-1.0, 1.0)
+
+        def derivative(self, xp, z, y):
+            return xp.where(xp.abs(z - y) < 1.0, 1.0, 0.0)
+
+    with pytest.raises(TypeError, match=r"^ClipMethodLoss: its formula does not compile into the kernel: Unknown "
+                                        r"attribute 'clip' of type float64 \(File \".*test_own_loss\.py\", line \d+\)"):
+        ClipMethodLoss(impl="fused")(np.array([0.5, 2.0]), np.zeros(2))

@@ -176,14 +176,16 @@ def _hypot(self, x, y):
     return lambda self, x, y: math.hypot(x, y)
 
 
+# NaN on either side gives NaN, as np.maximum's (``x >= y`` alone took y for a NaN x: the kernel answered a
+# finite loss where the array-API path's was NaN, found in review)
 @_method("maximum")
 def _maximum(self, x, y):
-    return lambda self, x, y: x if x >= y else y
+    return lambda self, x, y: x if (x >= y or x != x) else y
 
 
 @_method("minimum")
 def _minimum(self, x, y):
-    return lambda self, x, y: x if x <= y else y
+    return lambda self, x, y: x if (x <= y or x != x) else y
 
 
 @_method("where")

@@ -18,7 +18,7 @@ from . import (  # noqa: F401 - importing a family registers its losses
     robust,
 )
 from .base import Loss, Terms
-from .declaration import IDENTITY, LOG, LOGIT, SOFTMAX, Hessian, Link, option
+from .declaration import HALF_LOGIT, IDENTITY, LOG, LOGIT, SOFTMAX, Hessian, Link, option
 from .elementwise import ElementwiseLoss
 from .formula import formula_function
 from .registry import REGISTRY, catalogue
@@ -27,5 +27,5 @@ from .registry import REGISTRY, catalogue
 EXPORTS = {name: obj for cls, fn in catalogue().values() for name, obj in ((cls.__name__, cls), (fn.__name__, fn))}
 globals().update(EXPORTS)
 
-__all__ = ["REGISTRY", "Loss", "Terms", "ElementwiseLoss", "Hessian", "Link", "IDENTITY", "LOGIT", "LOG", "SOFTMAX",
-           "option", "formula_function", *EXPORTS]
+__all__ = ["REGISTRY", "Loss", "Terms", "ElementwiseLoss", "Hessian", "Link", "IDENTITY", "LOGIT", "HALF_LOGIT", "LOG",
+           "SOFTMAX", "option", "formula_function", *EXPORTS]

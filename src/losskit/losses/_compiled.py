@@ -573,6 +573,8 @@ def squared_error(plan, arrays, with_grad):
 
 def formula(loss, plan, arrays, with_grad):
     """An :class:`~losskit.ElementwiseLoss`: the kernel compiled from its own formula."""
+    from numba.core.errors import TypingError
+
     from ..fused import formula as compiled
 
     # a formula without a derivative (a value-only class) compiles only the value's variants: the one
@@ -598,9 +600,26 @@ def formula(loss, plan, arrays, with_grad):
         else:
             kernel = compiled.row_kernel(type(loss), opts, True, with_grad, elements.size > 0, scale.shape[1] > 1,
                                          loss.target_domain())
-        kernel(xp, z, y, scale, inv_count, out_loss, elements, grad, flags)
+        try:
+            kernel(xp, z, y, scale, inv_count, out_loss, elements, grad, flags)
+        except TypingError as error:  # numba's screens of nested reasons, for a formula the class check let through
+            raise _formula_compile_error(type(loss), error) from None
 
     return _elementwise(plan, arrays, with_grad, rows)
+
+
+def _formula_compile_error(cls, error) -> TypeError:
+    """A TypeError naming ``cls`` with the innermost reason of numba's ``error`` and where in the formula it is
+    (a method called on an element, ``(z - y).clip(...)``, met numba's several screens of nested failures;
+    found in review)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # numba nests the formula's own failure under its callers': the innermost reason follows the last
+    # "TypingError:" (else the first line after numba's "Failed in nopython mode pipeline")
+    inner = max((i for i, line in enumerate(lines) if line.startswith("TypingError:")), default=0)
+    reason = lines[inner + 1] if inner + 1 < len(lines) else lines[-1]
+    where = next((line.rstrip(":") for line in lines[inner + 1:] if line.startswith("File ")), None)
+    return TypeError(f"{cls.__name__}: its formula does not compile into the kernel: {reason}"
+                     + (f" ({where})" if where else "") + "; docs/own-loss.md lists what a formula may use")
 
 
 def jsd(loss, plan, arrays, with_grad):

@@ -452,10 +452,21 @@ def _kernel_name(cls) -> str | None:
     return getattr(cls._kernel, "__name__", None)
 
 
+#: the call's own keywords and arguments, which no option may be named
+_CALL_NAMES = frozenset({"input", "target", "weight", "normalizer", "logits", "probs", "predictions", "out", "self"})
+
+
 def _declare_options(cls, declared: dict) -> None:
     """Turn ``name = lk.option(...)`` class attributes into the class's options record and keyword
     arguments (a declared option is then read as ``self.name``, through the record)."""
     base = cls.Options
+    for key in declared:
+        # a keyword of the call or a name the class has: `weight = lk.option()` met inspect's raw "duplicate
+        # parameter name", `hessian = lk.option()` ran in the kernel while the array path read the class's
+        # declaration (found in review)
+        if key in _CALL_NAMES or any(key in vars(klass) for klass in cls.__mro__[1:] if klass is not object):
+            raise TypeError(f"{cls.__name__}.{key}: an option may not be named {key!r}, a name the loss's call or "
+                            f"its class already uses; give the option another name")
     if declared:
         cls.Options = _options_record(cls, base, declared)
     for key in declared:

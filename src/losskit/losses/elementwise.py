@@ -74,11 +74,18 @@ class ElementwiseLoss(Loss):
                             f"not {cls.__dict__.get('target')!r}")
         if "input_name" not in cls.__dict__:
             cls.input_name = "logits" if cls.target in ("binary", "sign") else "predictions"
-        if "link" not in cls.__dict__ and cls.target == "binary" and cls.link is not LOGIT:
+        # a binary loss's link is the logit unless it declares its own; a subclass of a binary loss that keeps
+        # its formula keeps its link too (a subclass of the exponential loss lost its half-logit: its best
+        # constant came out twice the minimiser's and its probabilities miscalibrated, found in review)
+        parent = cls.__mro__[1]
+        same_formula = (getattr(parent, "target", None) == "binary" and parent is not ElementwiseLoss
+                        and not any(k in cls.__dict__ for k in ("value", "derivative", "_terms")))
+        if "link" not in cls.__dict__ and cls.target == "binary" and cls.link is not LOGIT and not same_formula:
             cls.link = LOGIT
         if "task" not in cls.__dict__ and cls.__dict__.get("name"):
-            cls.task = Task.BINARY if cls.target in ("binary", "sign") else Task.REGRESSION
-            if cls.over_last_axis == "sum":
+            labels = cls.target in ("binary", "sign")
+            cls.task = Task.BINARY if labels else Task.REGRESSION
+            if cls.over_last_axis == "sum" and labels:  # (a sum over outputs of a value target is a regression)
                 cls.task = Task.MULTILABEL
         if cls.over_last_axis == "sum":
             cls.reduces_last_axis = True

@@ -159,7 +159,10 @@ class ArrayMath:
         self._like = like
 
     def __getattr__(self, name):
-        return getattr(self._xp, name)
+        function = getattr(self._xp, name)
+        if name in FUNCTIONS:  # a Python number argument made an array of the working dtype: torch's functions
+            return lambda *args: function(*map(self._array, args))  # refuse one (xp.log(2 * self.b), found in review)
+        return function
 
     def _array(self, value):
         if isinstance(value, (int, float)):
@@ -204,16 +207,16 @@ class ArrayMath:
     def sigmoid(self, z):
         from ..activations import sigmoid_xp
 
-        return sigmoid_xp(self._xp, z)
+        return sigmoid_xp(self._xp, self._array(z))
 
     def log_sigmoid(self, z):
         from ..activations import log_sigmoid_xp
 
-        return log_sigmoid_xp(self._xp, z)
+        return log_sigmoid_xp(self._xp, self._array(z))
 
     def log1p_unit(self, u):
         """``log(1 + u)`` for ``u`` in [0, 1] (the compiled kernels vectorise this one, not ``log1p``)."""
-        return self._xp.log1p(u)
+        return self._xp.log1p(self._array(u))
 
     def softplus(self, z):
         """``log(1 + exp(z)) = -log_sigmoid(-z)``: no overflow, no cancellation."""

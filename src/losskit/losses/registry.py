@@ -36,15 +36,17 @@ def register(cls: type) -> None:
     if not is_losskits(cls):  # a head looks a short name up among its task's losses, the catalogue's first
         own = set(cls.__dict__.get("aliases", ()))  # a subclass's inherited aliases are its parent's to keep
         for other, _ in REGISTRY.values():
-            if not is_losskits(other) or other.task != cls.task:
+            # another user's loss too: one's alias took the other's name in a head (found in review)
+            if other.task != cls.task or (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__):
                 continue
-            clash = sorted(own & (set(other.aliases) | {other.name}))
+            whose = f"losskit's {other.__name__}" if is_losskits(other) else f"{other.__module__}.{other.__qualname__}"
+            clash = sorted(own & (set(other.__dict__.get("aliases", ())) | {other.name}))
             if clash:
-                raise TypeError(f"{cls.__name__}.aliases: {clash[0]!r} names losskit's {other.__name__} in a "
-                                f"{cls.task} head; give the class aliases of its own")
-            if cls.name in other.aliases:
-                raise TypeError(f"{cls.__name__}.name: {cls.name!r} is a short name of losskit's {other.__name__} in a "
-                                f"{cls.task} head; give the class a name of its own")
+                raise TypeError(f"{cls.__name__}.aliases: {clash[0]!r} names {whose} in a {cls.task} head; give the "
+                                f"class aliases of its own")
+            if cls.name in other.__dict__.get("aliases", ()):
+                raise TypeError(f"{cls.__name__}.name: {cls.name!r} is a short name of {whose} in a {cls.task} head; "
+                                f"give the class a name of its own")
     REGISTRY[cls.name] = (cls, functional(cls, cls.name, _function_doc(cls)))
 
 
