@@ -307,3 +307,29 @@ def test_score_takes_any_array_numpy_reads_and_a_dask_class_weight():
     cw = np.array([0.5, 1.0, 2.0])
     weighted = lkd.score(lk.SoftmaxCrossEntropy(class_weight=da.from_array(cw)), da.from_array(z, chunks=2), y)
     assert weighted[0] == pytest.approx(float(lk.SoftmaxCrossEntropy(class_weight=cw)(z, y)), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "kl_divergence", "softmax_focal_loss",
+                                  "multiclass_hinge_loss"])
+def test_a_block_of_no_rows_is_scored_as_none(name):
+    """A block filtered out entirely (then its size learnt, as the unknown-size error says): Dask's max of an
+    empty block is of shape (1, 0), and every loss over a class axis met NumPy's raw "zero-size array to
+    reduction operation maximum" (found in review). Value and gradient are the NumPy array's."""
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(6, 3))
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    target = np.eye(3)[labels] * 0.8 + 0.2 / 3 if name == "kl_divergence" else labels
+    blocks = ((2, 0, 4), (3,))
+    zd = da.from_array(z, chunks=blocks)
+    td = da.from_array(target, chunks=blocks if target.ndim == 2 else (blocks[0],))
+    loss = lk.REGISTRY[name][0]()
+    value, grad = loss.value_and_grad(zd, td)
+    expected_value, expected_grad = loss.value_and_grad(z, target)
+    assert float(value.compute()) == pytest.approx(float(expected_value), rel=1e-12)
+    np.testing.assert_allclose(grad.compute(), expected_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_a_probability_losss_input_is_named_predictions():
+    """losskit.dask's argument is `predictions` whatever the loss: a probability loss's error said `probs`."""
+    with pytest.raises(lk.LossInputError, match=r"^predictions: expected values in \[0, 1\]"):
+        lkd.score(lk.BinaryCrossEntropy(), da.from_array(np.array([0.5, 1.5])), np.ones(2))

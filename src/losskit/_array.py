@@ -77,7 +77,20 @@ def namespace(**arrays: Any):
             converted[k] = xp.asarray(host, device=device) if device is not None else xp.asarray(host)
         else:
             raise fail(k, "an array or a (nested) list of numbers", type(v).__name__)
+    if is_dask_namespace(xp):
+        converted = {k: without_empty_blocks(v) for k, v in converted.items()}
     return xp, converted
+
+
+def without_empty_blocks(array):
+    """A Dask ``array`` without its blocks of no elements (a block filtered out entirely, an empty partition):
+    Dask's max of such a block is an array of shape (1, 0), and every loss over a class axis met NumPy's raw
+    "zero-size array to reduction operation maximum" (found in review). Unknown sizes are left as they are
+    (the losses refuse them, saying how to learn them)."""
+    chunks = getattr(array, "chunks", None)
+    if not chunks or not any(0 in axis for axis in chunks) or any(c != c for axis in chunks for c in axis):
+        return array
+    return array.rechunk(tuple(tuple(c for c in axis if c) or (0,) for axis in chunks))
 
 
 def concrete_bool(condition) -> bool | None:

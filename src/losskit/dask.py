@@ -36,8 +36,9 @@ __all__ = ["partial_sums", "score"]
 _LETTERS = "abcdefghijklmnopqrstuvwxy"
 
 
-# the core names a classifier's input `logits`; these functions' argument is `predictions` (found in review)
-@argument_renamed(logits="predictions")
+# the core names a classifier's input `logits` (a probability loss's `probs`); these functions' argument is
+# `predictions` (found in review)
+@argument_renamed(logits="predictions", probs="predictions")
 def partial_sums(loss, predictions, target, *, weight=None):
     r"""Lazy ``[sum_i w_i l_i, sum_i w_i]`` of ``loss`` over Dask arrays, a float64 Dask array of shape (2,).
 
@@ -129,7 +130,7 @@ def _block_parts(predictions, target, *rest, loss, batch_ndim: int, weighted: bo
     return np.array([float(total), float(weight_sum)]).reshape((1,) * batch_ndim + (2,))
 
 
-@argument_renamed(logits="predictions")
+@argument_renamed(logits="predictions", probs="predictions")
 def score(loss, predictions, target, *, weight=None):
     r"""``(mean, total, weight_sum)`` of ``loss`` over Dask (or any) arrays, in one pass.
 
