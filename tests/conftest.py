@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -21,6 +22,19 @@ from losskit.losses import _compiled
 _compiled.ANSWER_WHILE_COMPILING = 0
 
 BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
+
+
+@pytest.fixture(autouse=True)
+def _mpmath_precision_restored():
+    """Each test leaves mpmath's working precision as it found it (the 50 digits the reference modules set when
+    collected): a test that set ``mp.prec = 100`` (30 digits) made a later test's references, computed with
+    cancellation in them (a deviance at z = -1e-8), wrong by 41 eps, and the loss was blamed (found when the
+    two met on one worker)."""
+    mpmath = sys.modules.get("mpmath")
+    prec = None if mpmath is None else mpmath.mp.prec
+    yield
+    if prec is not None:
+        mpmath.mp.prec = prec
 
 #: the environment variable that tells the xdist workers where the run's shared JAX cache is
 _JAX_CACHE = "LOSSKIT_TESTS_JAX_CACHE"
