@@ -582,3 +582,26 @@ def test_a_formula_the_kernel_cannot_compile_is_a_type_error_naming_the_class_an
     with pytest.raises(TypeError, match=r"^ClipMethodLoss: its formula does not compile into the kernel: Unknown "
                                         r"attribute 'clip' of type float64 \(File \".*test_own_loss\.py\", line \d+\)"):
         ClipMethodLoss(impl="fused")(np.array([0.5, 2.0]), np.zeros(2))
+
+
+def test_a_loss_of_a_class_defined_again_is_told_to_be_made_anew():
+    """A cell run twice replaces the class in the registry; a loss object made from the first class was then
+    refused by the heads and losskit.torch as a class that "declares none of its own" name, which it does
+    (found in review). The message says the class was defined again and to make the loss anew."""
+    scope = {"lk": lk}
+    cell = ("class Redefined(lk.ElementwiseLoss):\n    name = 'redefined_cell_test_loss'\n    target = 'binary'\n"
+            "    def value(self, xp, z, y):\n        return xp.softplus(-(2 * y - 1) * z)\n"
+            "    def derivative(self, xp, z, y):\n        return -(2 * y - 1) * xp.sigmoid((1 - 2 * y) * z)\n")
+    try:
+        exec(compile(cell, "cell", "exec"), scope)
+        old = scope["Redefined"]()
+        exec(compile(cell, "cell", "exec"), scope)  # the cell run again
+        with pytest.raises(lk.LossInputError, match=r"got Redefined of a class since defined again .*make the loss "
+                                                   r"anew from the new class$"):
+            lk.BinaryHead(loss=old)
+        lk.BinaryHead(loss=scope["Redefined"]())  # (the new class's loss is taken)
+        torch_layer = pytest.importorskip("losskit.torch")
+        with pytest.raises(lk.LossInputError, match=r"got Redefined of a class since defined again"):
+            torch_layer.module(old)
+    finally:
+        lk.REGISTRY.pop("redefined_cell_test_loss", None)

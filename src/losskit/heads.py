@@ -43,7 +43,7 @@ from ._errors import argument_renamed
 from .activations import sigmoid_xp, softmax_xp
 from .losses import REGISTRY, GaussianNLL, Loss, QuantileLoss
 from .losses.declaration import HALF_LOGIT, IDENTITY
-from .losses.registry import name_of
+from .losses.registry import name_of, unregistered
 from .targets import TargetType, decode_labels, encode_labels, to_host, type_of_target
 from .tasks import Task
 
@@ -107,7 +107,7 @@ def loss_class(kind: Task, loss) -> type:
                        f"{cls.__name__}, a loss of the {cls.task} task" if cls.task else cls.__name__)
         if name_of(cls) is None:
             raise fail("loss", "a registered Loss: its class declares a name (class attribute `name = \"...\"`)",
-                       f"{cls.__name__}, which declares none of its own")
+                       unregistered(cls))
         return cls
     if isinstance(loss, str):
         if loss in table:

@@ -122,6 +122,18 @@ def name_of(loss_or_class) -> str | None:
     return name if name and REGISTRY.get(name, (None,))[0] is cls else None
 
 
+def unregistered(cls: type) -> str:
+    """Why :func:`name_of` finds no name for ``cls``, as the ``got`` of an error: it declares none, or its class
+    was defined again since (a notebook cell run twice), whose new class the registry now holds (the message
+    said it declared none, found in review)."""
+    name = cls.__dict__.get("name")
+    now = REGISTRY.get(name, (None,))[0] if name else None
+    if now is not None and (now.__module__, now.__qualname__) == (cls.__module__, cls.__qualname__):
+        return (f"{cls.__name__} of a class since defined again (a cell run twice?): make the loss anew from the "
+                f"new class")
+    return f"{cls.__name__}, which declares none of its own"
+
+
 def catalogue() -> dict[str, tuple[type, Callable]]:
     """The losses losskit ships (the registry without the user's own)."""
     return {n: v for n, v in REGISTRY.items() if v[0].__module__.startswith("losskit.")}

@@ -41,7 +41,7 @@ from .. import heads as _heads
 from ..activations import softmax_xp
 from ..losses import REGISTRY, catalogue
 from ..losses.base import require_loss_object
-from ..losses.registry import name_of
+from ..losses.registry import name_of, unregistered
 from . import _arguments, _native
 
 _THIRD_ORDER = ("losskit.torch: third and higher derivatives through a losskit loss are not supported "
@@ -442,7 +442,7 @@ def module(loss) -> nn.Module:
     name = name_of(loss)
     if name is None:
         raise _checks.fail("loss", "a Loss whose class declares a name (class attribute `name = \"...\"`), "
-                           "so that the custom op can find it", type(loss).__name__)
+                           "so that the custom op can find it", unregistered(type(loss)))
     return _module(name)(**loss.options.as_dict())
 
 
