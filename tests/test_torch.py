@@ -284,6 +284,24 @@ def test_half_precision_runs_the_core_on_the_tensors():
                                    rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("make", [lambda: lt.SoftmaxCrossEntropy(), lambda: lt.MulticlassHead(10)])
+def test_a_float16_gradient_is_rounded_once_after_the_loss_scale(make):
+    """Outside autocast a float16 loss saved its gradient in float16 and backward scaled it: a mean over 16,384
+    examples puts each gradient near 1/N, among float16's subnormals, so a GradScaler's scale (here 1024) came
+    too late (found in review). The gradient is kept in float32 until scaled, and rounded once, as torch's own
+    float16 cross-entropy rounds it: within float16's rounding of the float64 gradient times the scale."""
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(16_384, 10))
+    y = torch.from_numpy(rng.integers(0, 10, 16_384))
+    x = torch.tensor(z, dtype=torch.float16, requires_grad=True)
+    value = make()(x, y)
+    assert value.dtype == torch.float16
+    (value * 1024).backward()
+    z16 = torch.tensor(z, dtype=torch.float16).double()  # the float16 logits the loss saw
+    expected = (torch.softmax(z16, 1) - torch.nn.functional.one_hot(y, 10).double()) / 16_384 * 1024
+    torch.testing.assert_close(x.grad.double(), expected, rtol=2 ** -10, atol=2 ** -24 * 2)
+
+
 def test_torch_func_transforms_are_not_supported_yet_and_say_so():
     """docs/frameworks.md says torch.func over a loss module raises torch's own error (the custom op has
     no functorch rule); when torch or losskit adds one, this fails and the docs change."""

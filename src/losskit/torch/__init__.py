@@ -331,6 +331,12 @@ def _eager(input) -> bool:
 
 def _apply(name, options, input, target, weight, normalizer):
     input, = _arguments.autocast_float32(input)  # (torch's losses run in float32 under autocast)
+    if input.dtype in _arguments.HALF:
+        # computed in float32 (as the core computes half precision), the gradient kept in float32 until the
+        # upstream gradient (a GradScaler's 65536) has scaled it, and rounded once by the cast's backward: the
+        # saved half gradient was rounded first, and a large batch's mean put it among float16's subnormals
+        # (1/N per example), where a loss scale is meant to keep it (found in review)
+        return _apply(name, options, input.float(), target, weight, normalizer).to(input.dtype)
     eager = _eager(input)
     if input.requires_grad and torch.is_grad_enabled():
         if eager:

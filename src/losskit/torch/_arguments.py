@@ -15,7 +15,7 @@ from .. import _checks
 __all__ = ["tensors", "same_device", "no_grad", "no_tangent", "number", "normalizer", "batched", "autocast_float32"]
 
 #: the floating dtypes autocast computes in, which it runs torch's own losses above
-_HALF = (torch.float16, torch.bfloat16)
+HALF = (torch.float16, torch.bfloat16)
 
 
 def autocast_float32(*tensors):
@@ -27,12 +27,12 @@ def autocast_float32(*tensors):
     and the scale halved (found in review). The cast is differentiable: gradients reach the half
     tensors in their own dtype, as autocast's do."""
     first = tensors[0]
-    if not (isinstance(first, Tensor) and first.dtype in _HALF):  # (float32 inputs and meta ones: as given)
+    if not (isinstance(first, Tensor) and first.dtype in HALF):  # (float32 inputs and meta ones: as given)
         return tensors
     device = first.device.type
     if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
         return tensors
-    return tuple(t.float() if isinstance(t, Tensor) and t.dtype in _HALF else t for t in tensors)
+    return tuple(t.float() if isinstance(t, Tensor) and t.dtype in HALF else t for t in tensors)
 
 
 def tensors(hint: str, **named) -> None:
