@@ -365,3 +365,58 @@ def test_an_option_set_after_construction_is_refused_where_torch_takes_it():
     module = torch.nn.CrossEntropyLoss()
     module.reduction = "sum"
     assert module(z, y).item() == pytest.approx(4 * np.log(3), rel=1e-6)
+
+
+def test_review_of_the_shared_semantics_edge_cases():
+    """Five defects found in review, each against an independent reference:
+    - float32 squared errors that fit, whose sum over a row does not: the reference path's mean was inf (the
+      compiled kernel's, and the true mean, finite);
+    - an option set after construction to a list raised "unhashable type" (the documented AttributeError
+      naming replace), and True over 1 was taken as unchanged;
+    - a weight times a class weight overflowing float32 gave a silent NaN mean: refused naming weight;
+    - out= of the input's library but another type (an ndarray for a memmap) was refused;
+    - float32 weights whose sum overflows let NumPy's overflow warning escape the reference path."""
+    import warnings
+
+    z = np.array([[1.5e19, 1.5e19], [1.0, 2.0]], np.float32)
+    for impl in ("xp", "fused"):
+        got = lk.MeanSquaredError(impl=impl, reduction="none")(z, np.zeros_like(z))
+        np.testing.assert_allclose(got, [2.25e38, 2.5], rtol=1e-6)
+    loss = lk.SoftmaxCrossEntropy(ignore_index=1)
+    with pytest.raises(AttributeError, match="replace"):
+        loss.class_weight = [1.0, 2.0, 3.0]
+    with pytest.raises(AttributeError, match="replace"):
+        loss.ignore_index = True
+    rng = np.random.default_rng(11)
+    logits, labels = rng.normal(size=(4, 3)).astype(np.float32), np.array([0, 1, 2, 1])
+    with pytest.raises(lk.LossInputError, match=r"^weight: expected weights whose products with the class weights "
+                                                r"fit float32"):
+        lk.SoftmaxCrossEntropy(class_weight=[1e10, 1, 1])(logits, labels, weight=np.array([1e30, 1, 1, 1], np.float32))
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        mapped = np.memmap(f"{folder}/z.dat", dtype=np.float64, mode="w+", shape=(4, 3))
+        mapped[:] = logits
+        out = np.empty((4, 3))
+        value, grad = lk.SoftmaxCrossEntropy().value_and_grad(mapped, labels, out=out)
+        expected = lk.SoftmaxCrossEntropy().value_and_grad(np.asarray(mapped).copy(), labels)
+        assert grad is out and value == expected[0] and np.array_equal(out, expected[1])
+        del mapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = lk.SoftmaxCrossEntropy(impl="xp")(logits[:2], labels[:2], weight=np.array([3e38, 3e38], np.float32))
+    z64 = logits[:2].astype(np.float64)
+    log_p = z64 - np.log(np.exp(z64).sum(1, keepdims=True))
+    assert float(value) == pytest.approx(float(np.mean(-log_p[[0, 1], labels[:2]])), rel=1e-6)
+
+
+def test_a_bad_target_with_out_as_the_input_is_named_as_the_target():
+    """With out=x on a call of 2^18 elements or more, a target outside the loss's domain is found after the
+    gradient was written in place: the error named `out`, where every other path names `target` (found in
+    review). It names the target, and says the input was overwritten."""
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=(600, 1000)).astype(np.float32)
+    t = (z > 0).astype(np.float32)
+    t[5, 5] = 1.5
+    with pytest.raises(lk.LossInputError, match=r"^target: expected .*\(the input given as out= now holds partial "
+                                                r"gradients\)$"):
+        lk.BinaryCrossEntropyWithLogits().value_and_grad(z, t, out=z)

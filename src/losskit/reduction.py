@@ -57,7 +57,8 @@ def scale(xp, weight, n_examples: int, reduction: str, normalizer, like):
         denominator = xp.asarray(float(max(n_examples, 1)), dtype=like.dtype, device=_device(like))
         return one / denominator, denominator
     else:
-        denominator = xp.sum(weight)
+        with _array.quiet(xp):  # a sum that overflows is handled below (NumPy's warning escaped, found in review)
+            denominator = xp.sum(weight)
         # finite weights whose sum passes the dtype's largest number (float32 weights near 3e38) would
         # give w / inf = 0 everywhere
         overflow = _array.concrete_bool(xp.isinf(denominator))  # None under a trace or lazily (Dask)

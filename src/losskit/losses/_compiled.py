@@ -24,6 +24,7 @@ import numpy as np
 from array_api_compat import array_namespace, is_numpy_namespace, is_torch_namespace, is_writeable_array
 
 from .. import _array, _checks, fused
+from .._errors import LossInputError
 from .._memory import Recycler
 from ..fused import threads as fused_threads
 
@@ -44,6 +45,15 @@ def host(array):
         return None
 
 
+def _same_library(out, input) -> bool:
+    if type(out) is type(input):
+        return True
+    try:
+        return _array.is_array(out) and array_namespace(out) is array_namespace(input)
+    except TypeError:
+        return False
+
+
 def check_out(out, input, input_name: str) -> None:
     if not _array.is_array(input):
         raise _checks.fail("out", f"no out= for {input_name} given as {type(input).__name__} (out= takes an array "
@@ -53,7 +63,8 @@ def check_out(out, input, input_name: str) -> None:
         raise _checks.fail("out", "an array that does not require grad (the gradient is written into it)",
                            "a tensor with requires_grad=True")
     shape, dtype = tuple(getattr(input, "shape", ())), getattr(input, "dtype", None)
-    if type(out) is not type(input) or tuple(getattr(out, "shape", ())) != shape or out.dtype != dtype:
+    # the input's library (a memmap's out an ndarray, a Parameter's a plain tensor: found in review)
+    if not _same_library(out, input) or tuple(getattr(out, "shape", ())) != shape or out.dtype != dtype:
         def kind(array):  # (module and name: a Dask array and a NumPy one both say "ndarray"-like names apart)
             return f"{type(array).__module__.partition('.')[0]}.{type(array).__name__}"
 
@@ -132,7 +143,14 @@ def run(loss, plan, with_grad: bool, out):
         result = loss._kernel(plan, arrays, with_grad)
     if result is None and arrays["out"] is not None and np.may_share_memory(arrays["out"], z):
         # a flagged row takes the array-API path, which reads the input the kernel has overwritten (the
-        # input was finite: a loss that overflows, or a target outside the loss's domain)
+        # input was finite: a loss that overflows, or a target outside the loss's domain). A target outside
+        # it is named as the reference names it (the error named `out`, found in review): the reference's
+        # value on the overwritten input reads the target as given
+        try:
+            loss.reference(plan, 0)
+        except LossInputError as error:
+            if not str(error).startswith(f"{loss.input_name}:"):
+                raise LossInputError(f"{error} (the input given as out= now holds partial gradients)") from None
         raise _checks.fail("out", "an array apart from the input for this call: a row the kernel cannot take (a "
                            "loss that overflows the dtype, or a target outside the loss's domain) is answered "
                            "from the input, which the gradient written in place has overwritten",

@@ -360,7 +360,7 @@ class Loss(ABC):
         batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
         weight = _example_weight(xp, weight, batch_shape, work)
         if resolved.weight is not None:
-            weight = resolved.weight if weight is None else weight * resolved.weight
+            weight = resolved.weight if weight is None else _weight_product(xp, weight, resolved.weight, work)
         reduction_ = self.reduction if reduction is None else reduction
         scale, _ = _reduction.scale(xp, weight, math.prod(batch_shape), reduction_, normalizer, input)
         return Plan(xp=xp, input=input, dtype=source_dtype, target=resolved, weight=weight, scale=scale,
@@ -415,8 +415,19 @@ class Loss(ABC):
         return value, xp.astype(scaled, plan.dtype)
 
 
-@functools.cache
-def _unchanged(value, current) -> bool:
+def _weight_product(xp, weight, class_weight, work):
+    """``weight * class_weight``, refused naming ``weight`` where two finite factors overflow the working dtype:
+    the mean was a silent NaN, and the two paths' gradients differed (inf against NaN; found in review)."""
+    with _array.quiet(xp):
+        product = weight * class_weight
+        overflow = _array.concrete_bool(xp.any(xp.isinf(product)))  # (None under a trace or lazily: as computed)
+    if overflow:  # (each factor is finite: both were checked)
+        raise _checks.fail("weight", f"weights whose products with the class weights fit {work}",
+                           "a product that overflows to inf", "scale the weights (or the class weights) down")
+    return product
+
+
+def _unchanged(value, current) -> bool:  # (not cached: lists are unhashable, and True hashed as 1, found in review)
     """Whether setting ``value`` over an option's ``current`` changes nothing (a subclass's ``__init__`` that
     assigns what it passed on, as it did before options were fixed): the same object, or an equal number or
     string."""
