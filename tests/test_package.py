@@ -26,7 +26,8 @@ def test_import_losskit_imports_no_framework():
 def _modules():
     # framework layers and the CLI import their framework on purpose: their doctests live in
     # their own test modules
-    skip = ("losskit.torch", "losskit.jax", "losskit.dask", "losskit.cli", "losskit.demo")
+    skip = ("losskit.torch", "losskit.jax", "losskit.dask", "losskit.cli", "losskit.demo",
+            "losskit.__main__")  # (python -m losskit: importing it runs the command)
     for info in pkgutil.walk_packages(losskit.__path__, "losskit."):
         if not info.name.startswith(skip):
             yield info.name

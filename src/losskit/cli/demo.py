@@ -86,9 +86,11 @@ def demo(
                                       "the mini-batch order.")] = 0,
     loss: Annotated[str | None, typer.Option(help="Any loss of the chosen --task's head: " + _LOSSES,
                                              show_default=False)] = None,
-    out: Annotated[Path, typer.Option(help="Directory for loss_curves.png, results.json and the held-out "
+    out: Annotated[Path, typer.Option(help="Directory for loss_curves.png, results.json, the held-out "
                                       "predictions (predictions.parquet, or predictions-TASK.parquet for "
-                                      "each of several tasks; created if missing).")] = DEFAULT_DIR,
+                                      "each of several tasks) and the fitted temperatures (calibration.json, "
+                                      "or calibration-TASK.json); created if missing, an earlier run's files "
+                                      "removed.")] = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead "
                                           "of tables.")] = False,
 ) -> None:
