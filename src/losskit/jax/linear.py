@@ -72,7 +72,10 @@ def fused_linear(function, hidden, classifier, target, *, bias=None, extras=None
     def forward(hidden, classifier, bias, target, extras):
         # symbolic zeros: each argument comes as a CustomVJPPrimal that says whether it is differentiated
         traced = [name for name, array in extras.items() if getattr(array, "perturbed", False) and name not in held]
-        if traced:  # its cotangent would be a silent 0 (losskit.torch refuses such a tensor alike)
+        # its cotangent would be a silent 0. (losskit.torch takes a constant that requires grad as the constant it is
+        # documented to be, detached: a reference model's log-probs computed outside no_grad require grad, and
+        # requires_grad asks for no derivative in them, where jax.grad in one does)
+        if traced:
             raise _checks.fail(traced[0], "an array held constant: the fused losses differentiate hidden, classifier "
                                "and bias alone", "an array jax.grad differentiates",
                                "wrap it in jax.lax.stop_gradient")
