@@ -355,6 +355,17 @@ def test_module_entry_point_and_lazy_imports():
         assert done.returncode == 2 and done.stderr.startswith("losskit: error: figure: 'nope' is not one of")
 
 
+def test_a_trailing_slash_makes_out_a_directory(capsys, tmp_path):
+    """`--out figs.svg/` wrote a file named figs.svg, and `plot all --out figs.png/` was refused as a file name:
+    the path's trailing slash was dropped (found in review). It says a directory, as POSIX reads it."""
+    code, out, err = run_cli(capsys, "plot", "sigmoid", "--out", f"{tmp_path / 'one.svg'}/")
+    assert code == 0, err
+    assert (tmp_path / "one.svg").is_dir() and [p.name for p in (tmp_path / "one.svg").iterdir()] == ["sigmoid.png"]
+    code, out, err = run_cli(capsys, "plot", "all", "--out", f"{tmp_path / 'all.png'}/")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "all.png").iterdir()) == sorted(f"{name}.png" for name in FIGURES)
+
+
 def test_options_that_would_be_ignored_are_refused(capsys, tmp_path):
     """--task beside a figure that has no task, --l2 beside a method without offsets, --pred-kind on a
     regression file: each was accepted and ignored without a word."""

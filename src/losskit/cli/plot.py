@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -72,14 +73,18 @@ def figure_writer(fig, fmt: str):
     return write_png
 
 
-def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Path, str]]:
-    """(figure, file, format) for each figure: ``out`` is a file for one figure named
-    ``*.png`` / ``*.svg``, else (or when it is an existing directory) a directory."""
+def _targets(names: list[str], given: str, fmt: str | None) -> list[tuple[str, Path, str]]:
+    """(figure, file, format) for each figure: ``given`` (--out as typed) is a file for one figure named
+    ``*.png`` / ``*.svg``, else (or when it is an existing directory, or ends in a slash) a directory."""
+    out = Path(given)
     check_path_names(out)
-    if out.suffix.lower() in OTHER_IMAGES and not out.is_dir():
+    # a trailing slash says a directory, as POSIX reads it (Path drops it: `--out figs.svg/` wrote a file, found
+    # in review)
+    a_file = not (given.endswith(("/", os.sep)) or out.is_dir())
+    if a_file and out.suffix.lower() in OTHER_IMAGES:
         raise CLIError(f"--out: expected a directory or a file ending in .png or .svg, got '{out}' (losskit plot "
                        f"does not write {out.suffix[1:]})")
-    if out.suffix.lower() in SUFFIXES and not out.is_dir():
+    if a_file and out.suffix.lower() in SUFFIXES:
         if len(names) > 1:
             raise CLIError(f"--out: expected a directory for 'plot all', got the file name '{out}'")
         file_format = out.suffix.lower()[1:]
@@ -96,9 +101,10 @@ def _targets(names: list[str], out: Path, fmt: str | None) -> list[tuple[str, Pa
 def plot(
     figure: Annotated[FigureName, typer.Argument(help="The figure to draw, or 'all'.",
                                                  show_default=False)],
-    out: Annotated[Path, typer.Option(
-        help="A directory (created if missing), or a file ending in .png or .svg for one figure.")
-    ] = DEFAULT_DIR,
+    out: Annotated[str, typer.Option(
+        help="A directory (created if missing), or a file ending in .png or .svg for one figure (a trailing "
+             "slash says a directory).")
+    ] = str(DEFAULT_DIR),
     fmt: Annotated[Format | None, typer.Option("--format", help="png or svg when --out is a "
                                                 "directory [default: png].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the files written as JSON "
