@@ -106,10 +106,10 @@ def vmath_ulps(dtype):
     from losskit.fused.vmath import vexp, vlog1p_unit
 
     @numba.njit
-    def evaluate(x, out_exp, out_log1p):
-        for i in range(x.size):
+    def evaluate(x, out_exp, out_log1p, one):
+        for i in range(x.size):  # (`one` of x's dtype: `x[i] * 0 + 1` is float64, which ran float64's vlog1p_unit)
             out_exp[i] = vexp(x[i])
-            out_log1p[i] = vlog1p_unit(abs(x[i]) if abs(x[i]) <= 1 else x[i] * 0 + 1)
+            out_log1p[i] = vlog1p_unit(abs(x[i]) if abs(x[i]) <= one else one)
 
     info = np.finfo(dtype)
     low = float(np.log(info.smallest_subnormal))
@@ -117,8 +117,8 @@ def vmath_ulps(dtype):
                         -np.logspace(np.log10(info.tiny), 0, 10000)]).astype(dtype)
     u = np.logspace(np.log10(info.tiny), 0, 20001).astype(dtype)
     out_exp, out_log1p, dummy = np.empty_like(x), np.empty_like(u), np.empty_like(u)
-    evaluate(x, out_exp, np.empty_like(x))
-    evaluate(u, dummy, out_log1p)
+    evaluate(x, out_exp, np.empty_like(x), dtype(1))
+    evaluate(u, dummy, out_log1p, dtype(1))
 
     def ulps(actual, exact):
         exact = mpmath.mpf(exact)
