@@ -33,7 +33,7 @@ from .. import reduction as _reduction
 from ..losses.linear import LinearCEOptions
 from . import _arguments
 from ._first_order import first_order_only
-from .linear import _checked
+from .linear import _checked, _saved_grad_dtype
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -429,7 +429,12 @@ class _VocabParallelLinearCE(torch.autograd.Function):
         work = _array.compute_dtype(array_namespace(hidden), hidden.dtype)
         value, grads = _vocab_parallel_linear_sweep(*(None if t is None else t.detach().to(work) for t in layer),
                                                     target, **options)
-        grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, layer, strict=True)]
+        # float16's kept in float32 until backward has scaled them, as the other fused forms keep them (rounded
+        # here at unit scale, a token mean's small gradients were subnormal whatever GradScaler's scale: 1.4e-2
+        # off at 1024, found in review)
+        saved = _saved_grad_dtype(hidden)
+        grads = [None if g is None else g.to(saved if t.is_floating_point() else t.dtype)
+                 for g, t in zip(grads, layer, strict=True)]
         ctx.save_for_backward(hidden, classifier_shard, bias_shard, *grads)
         return value.to(hidden.dtype)
 
@@ -437,7 +442,8 @@ class _VocabParallelLinearCE(torch.autograd.Function):
     def backward(ctx, upstream):
         hidden, classifier_shard, bias_shard, *grads = ctx.saved_tensors
         with torch.no_grad():
-            grads = [None if g is None else g * upstream for g in grads]
+            grads = [None if g is None else (g * upstream).to(t.dtype)
+                     for g, t in zip(grads, (hidden, classifier_shard, bias_shard), strict=True)]
         grads = first_order_only(grads, (hidden, classifier_shard, bias_shard, upstream), _SECOND_ORDER)
         return *grads, None, None
 
