@@ -444,6 +444,12 @@ def test_softcap_and_bias_dtype_are_checked():
                                                                                                            target))
     with pytest.raises(lk.LossInputError, match="^bias: expected dtype float32"):
         lk.linear_cross_entropy(h32, c32, target, bias=np.zeros(5))
+    # float16 hidden states are computed in float32: a float32 bias beside them was taken (its gradient float16),
+    # and a float64 one refused as not "float32 (hidden's)" (found in review)
+    h16, c16 = hidden.astype(np.float16), classifier.astype(np.float16)
+    for bias in (np.zeros(5, np.float32), np.zeros(5)):
+        with pytest.raises(lk.LossInputError, match=rf"^bias: expected dtype float16 \(hidden's\).*{bias.dtype}"):
+            lk.linear_cross_entropy(h16, c16, target, bias=bias)
     with pytest.raises(lk.LossInputError, match="^z_loss: "):
         lk.linear_binary_cross_entropy(hidden, classifier, np.zeros((4, 5)), z_loss=0.1)
 
