@@ -540,13 +540,17 @@ def test_a_sum_over_outputs_of_a_value_target_is_a_regression():
         lk.REGISTRY.pop("sum_squares_test_loss", None)
 
 
+#: the body of a user's logistic loss on 0/1 targets, for the class statements these tests run as a cell would
+_LOGISTIC_BODY = ("    target = 'binary'\n    def value(self, xp, z, y):\n        return xp.softplus(-(2 * y - 1) * z)\n"
+                  "    def derivative(self, xp, z, y):\n        return -(2 * y - 1) * xp.sigmoid((1 - 2 * y) * z)\n")
+
+
 def test_a_users_alias_may_not_take_another_users_loss_name_in_a_head():
     """One user loss's alias silently took another's registered name in a head (the table of short names is read
     first), and two users' aliases resolved to whichever registered first (found in review): refused, as a
     clash with the catalogue's names is."""
     scope = {"lk": lk}
-    body = ("    target = 'binary'\n    def value(self, xp, z, y):\n        return xp.softplus(-(2 * y - 1) * z)\n"
-            "    def derivative(self, xp, z, y):\n        return -(2 * y - 1) * xp.sigmoid((1 - 2 * y) * z)\n")
+    body = _LOGISTIC_BODY
     try:
         exec(compile("class D(lk.ElementwiseLoss):\n    name = 'alias_test_d'\n    aliases = ('my_logistic',)\n"
                      + body, "d", "exec"), scope)
@@ -589,9 +593,7 @@ def test_a_loss_of_a_class_defined_again_is_told_to_be_made_anew():
     refused by the heads and losskit.torch as a class that "declares none of its own" name, which it does
     (found in review). The message says the class was defined again and to make the loss anew."""
     scope = {"lk": lk}
-    cell = ("class Redefined(lk.ElementwiseLoss):\n    name = 'redefined_cell_test_loss'\n    target = 'binary'\n"
-            "    def value(self, xp, z, y):\n        return xp.softplus(-(2 * y - 1) * z)\n"
-            "    def derivative(self, xp, z, y):\n        return -(2 * y - 1) * xp.sigmoid((1 - 2 * y) * z)\n")
+    cell = "class Redefined(lk.ElementwiseLoss):\n    name = 'redefined_cell_test_loss'\n" + _LOGISTIC_BODY
     try:
         exec(compile(cell, "cell", "exec"), scope)
         old = scope["Redefined"]()

@@ -117,7 +117,7 @@ class Loss(ABC):
         if "gbdt_builtin" not in vars(cls):
             cls.gbdt_builtin = Loss.gbdt_builtin
         # a fact about a formula holds for that formula: a subclass that writes its own declares it anew
-        if any(k in vars(cls) for k in ("value", "derivative", "_terms")):
+        if writes_own_formula(cls):
             for fact in ("of_error", "arithmetic_value", "shares_terms", "mean_matching"):
                 if fact not in vars(cls):
                     setattr(cls, fact, False)
@@ -360,7 +360,12 @@ class Loss(ABC):
         batch_shape = tuple(input.shape[:-1]) if spans else tuple(input.shape)
         weight = _example_weight(xp, weight, batch_shape, work)
         if resolved.weight is not None:
-            weight = resolved.weight if weight is None else _weight_product(xp, weight, resolved.weight, work)
+            if weight is None:
+                weight = resolved.weight
+            elif getattr(self.options, "class_weight", None) is None:  # (an ignore mask of 0/1: nothing to overflow)
+                weight = weight * resolved.weight
+            else:
+                weight = _weight_product(xp, weight, resolved.weight, work)
         reduction_ = self.reduction if reduction is None else reduction
         scale, _ = _reduction.scale(xp, weight, math.prod(batch_shape), reduction_, normalizer, input)
         return Plan(xp=xp, input=input, dtype=source_dtype, target=resolved, weight=weight, scale=scale,
@@ -417,7 +422,8 @@ class Loss(ABC):
 
 def _weight_product(xp, weight, class_weight, work):
     """``weight * class_weight``, refused naming ``weight`` where two finite factors overflow the working dtype:
-    the mean was a silent NaN, and the two paths' gradients differed (inf against NaN; found in review)."""
+    the mean was a silent NaN, and the two paths' gradients differed (inf against NaN; found in review). Only a
+    loss with class weights pays this pass: an ignore mask alone cannot make a product overflow."""
     with _array.quiet(xp):
         product = weight * class_weight
         overflow = _array.concrete_bool(xp.any(xp.isinf(product)))  # (None under a trace or lazily: as computed)
@@ -461,6 +467,12 @@ def _kernel_name(cls) -> str | None:
     if owner is Loss or (owner is not cls and not owner._kernel_inherits):
         return None  # a subclass never runs a kernel written for other math
     return getattr(cls._kernel, "__name__", None)
+
+
+def writes_own_formula(cls) -> bool:
+    """Whether ``cls`` itself writes a formula (``value``, ``derivative`` or ``_terms``): the facts about its
+    parent's formula (of_error, mean_matching, a closed-form best constant, a link) are then not its own."""
+    return any(k in vars(cls) for k in ("value", "derivative", "_terms"))
 
 
 #: the call's own keywords and arguments, which no option may be named

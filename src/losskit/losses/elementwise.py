@@ -33,7 +33,7 @@ from typing import ClassVar
 from .. import _array, _checks
 from ..plan import Target
 from . import _compiled
-from .base import Loss, Terms
+from .base import Loss, Terms, writes_own_formula
 from .declaration import LOGIT, Task
 from .formula import ArrayMath, check_formulas
 
@@ -79,7 +79,7 @@ class ElementwiseLoss(Loss):
         # constant came out twice the minimiser's and its probabilities miscalibrated, found in review)
         parent = cls.__mro__[1]
         same_formula = (getattr(parent, "target", None) == "binary" and parent is not ElementwiseLoss
-                        and not any(k in cls.__dict__ for k in ("value", "derivative", "_terms")))
+                        and not writes_own_formula(cls))
         if "link" not in cls.__dict__ and cls.target == "binary" and cls.link is not LOGIT and not same_formula:
             cls.link = LOGIT
         if "task" not in cls.__dict__ and cls.__dict__.get("name"):

@@ -88,7 +88,6 @@ class SquaredHingeLoss(HingeLoss):
         return xp.where(1 - y * z > 0, 2.0, 0.0)
 
 
-
 class ExponentialLoss(ElementwiseLoss):
     r"""AdaBoost's exponential loss on a margin: :math:`l = y e^{-z} + (1 - y) e^{z}`.
 
