@@ -492,11 +492,13 @@ def first_batch(layout, files, rows: int):
     reads: the first file alone made it depend on how the rows were split into files, found in review), as one
     :class:`Batch` of the first file's path; or a LossInputError naming PATH when the files hold no rows."""
     parts: list[Batch] = []
+    read = 0
     sample = batches(layout, batch_rows=rows)
     try:
         for batch in sample:
             parts.append(batch)
-            if sum(len(part.pred) for part in parts) >= rows:
+            read += len(batch.pred)
+            if read >= rows:
                 break
     finally:
         sample.close()

@@ -239,8 +239,8 @@ def _prepare_dask(logits, target, weight, method, task) -> Data:
     target = target.rechunk((rows,) + ((-1,) if target.ndim == 2 else ()))
     weight = None if weight is None else weight.rechunk((rows,))
     # the first rows, across blocks, as the NumPy path reads them (the first block alone could decide otherwise)
-    first = tuple(map(np.asarray, dask.compute(logits[:min(logits.shape[0], 100_000)],
-                                               target[:min(logits.shape[0], 100_000)])))
+    head = min(logits.shape[0], 100_000)
+    first = tuple(map(np.asarray, dask.compute(logits[:head], target[:head])))
     if logits.shape[0] == 0:
         raise fail("logits", "at least one row of logits", f"an empty array of shape {logits.shape}")
     task, z0, _ = _shapes(first[0], first[1], method, task)
